@@ -1,0 +1,69 @@
+// Portable reference kernels: the oracle the SIMD versions are tested against.
+#include <cmath>
+#include <cstring>
+
+#include "engine/cpu/kernels.h"
+
+namespace modrwkv::cpu::scalar {
+namespace {
+
+inline float LoadW(WType wt, const void* w, int64_t idx) {
+  if (wt == WType::kF32) return static_cast<const float*>(w)[idx];
+  const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(w)[idx]) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+}  // namespace
+
+void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1, const float* x,
+          int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
+  for (int o = o0; o < o1; ++o) {
+    for (int b = 0; b < nb; ++b) {
+      float s = 0;
+      for (int i = 0; i < in; ++i) s += LoadW(wt, w, o * ldw + i) * x[b * ldx + i];
+      float& out = y[b * ldy + o];
+      out = accumulate ? out + s : s;
+    }
+  }
+}
+
+void VecExp(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+void VecSigmoid(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
+}
+
+void VecTanh(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
+}
+
+void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
+             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy) {
+  constexpr int N = 64;
+  for (int t = 0; t < T; ++t) {
+    const float* rt = r + t * ld;
+    const float* wt = w + t * ld;
+    const float* kt = k + t * ld;
+    const float* vt = v + t * ld;
+    const float* kkt = kk + t * ld;
+    const float* at = a + t * ld;
+    float* yt = y + t * ldy;
+    for (int i = 0; i < N; ++i) {
+      float* s = state + i * N;
+      float sa = 0;
+      for (int j = 0; j < N; ++j) sa -= s[j] * kkt[j];
+      float acc = 0;
+      for (int j = 0; j < N; ++j) {
+        s[j] = s[j] * wt[j] + sa * (kkt[j] * at[j]) + vt[i] * kt[j];
+        acc += s[j] * rt[j];
+      }
+      yt[i] = acc;
+    }
+  }
+}
+
+}  // namespace modrwkv::cpu::scalar

@@ -1,0 +1,301 @@
+// AVX-512 and AVX2 kernels. Functions carry target attributes instead of the whole file being
+// compiled with -mavx512f, so no AVX-512 instruction can leak into code that runs on older CPUs.
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/kernels_x86.h"
+
+// The lambdas below return vectors by value; they are always inlined, so the ABI note is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 flags the deliberately undefined lanes inside its own reduce/convert intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define MODRWKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define MODRWKV_AVX2 __attribute__((target("avx2,fma")))
+
+namespace modrwkv::cpu {
+namespace avx512 {
+namespace {
+
+MODRWKV_AVX512 inline __m512 LoadF32(const float* p) { return _mm512_loadu_ps(p); }
+MODRWKV_AVX512 inline __m512 LoadF32(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+MODRWKV_AVX512 inline __m512 LoadBF16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+MODRWKV_AVX512 inline __m512 LoadBF16(const uint16_t* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <typename T>
+MODRWKV_AVX512 inline __m512 LoadW(const T* p) {
+  if constexpr (sizeof(T) == 4) {
+    return LoadF32(p);
+  } else {
+    return LoadBF16(p);
+  }
+}
+template <typename T>
+MODRWKV_AVX512 inline __m512 LoadW(const T* p, __mmask16 m) {
+  if constexpr (sizeof(T) == 4) {
+    return LoadF32(p, m);
+  } else {
+    return LoadBF16(p, m);
+  }
+}
+
+// R weight rows at once (memory-level parallelism), NB input vectors.
+template <typename T, int R, int NB>
+MODRWKV_AVX512 void GemvRows(const T* w, int64_t ldw, int in, int o, const float* x, int64_t ldx,
+                             float* y, int64_t ldy, bool accumulate) {
+  __m512 acc[R][NB];
+  for (int r = 0; r < R; ++r)
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
+  const T* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = w + (o + r) * ldw;
+  int i = 0;
+  for (; i + 16 <= in; i += 16) {
+    __m512 xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_ps(x + b * ldx + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = LoadW(wr[r] + i);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  if (i < in) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (in - i)) - 1);
+    __m512 xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = _mm512_maskz_loadu_ps(m, x + b * ldx + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = LoadW(wr[r] + i, m);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NB; ++b) {
+      const float s = _mm512_reduce_add_ps(acc[r][b]);
+      float& out = y[b * ldy + o + r];
+      out = accumulate ? out + s : s;
+    }
+  }
+}
+
+template <typename T, int NB>
+MODRWKV_AVX512 void GemvNB(const T* w, int64_t ldw, int in, int o0, int o1, const float* x,
+                           int64_t ldx, float* y, int64_t ldy, bool accumulate) {
+  int o = o0;
+  for (; o + 4 <= o1; o += 4) GemvRows<T, 4, NB>(w, ldw, in, o, x, ldx, y, ldy, accumulate);
+  for (; o < o1; ++o) GemvRows<T, 1, NB>(w, ldw, in, o, x, ldx, y, ldy, accumulate);
+}
+
+template <typename T>
+MODRWKV_AVX512 void GemvT(const T* w, int64_t ldw, int in, int o0, int o1, const float* x,
+                          int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
+  switch (nb) {
+    case 1: return GemvNB<T, 1>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 2: return GemvNB<T, 2>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 3: return GemvNB<T, 3>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    default: return GemvNB<T, 4>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+  }
+}
+
+// exp with a Cephes-style polynomial on the reduced argument; ~1 ulp over the float range.
+MODRWKV_AVX512 inline __m512 Exp(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)),
+                    _mm512_set1_ps(-103.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+MODRWKV_AVX512 inline __m512 Sigmoid(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, Exp(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+template <typename F>
+MODRWKV_AVX512 inline void Map(float* x, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, f(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, f(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+}  // namespace
+
+MODRWKV_AVX512 void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1,
+                         const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
+                         bool accumulate) {
+  if (wt == WType::kF32) {
+    GemvT(static_cast<const float*>(w), ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
+  } else {
+    GemvT(static_cast<const uint16_t*>(w), ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
+  }
+}
+
+MODRWKV_AVX512 void VecExp(float* x, int64_t n) {
+  Map(x, n, [](__m512 v) MODRWKV_AVX512 { return Exp(v); });
+}
+MODRWKV_AVX512 void VecSigmoid(float* x, int64_t n) {
+  Map(x, n, [](__m512 v) MODRWKV_AVX512 { return Sigmoid(v); });
+}
+MODRWKV_AVX512 void VecTanh(float* x, int64_t n) {
+  // tanh(x) = 2 sigmoid(2x) - 1; for |x| < 2^-7 use x - x^3/3 to keep the relative error small.
+  Map(x, n, [](__m512 v) MODRWKV_AVX512 {
+    const __m512 t = _mm512_fmsub_ps(_mm512_set1_ps(2.0f),
+                                     Sigmoid(_mm512_add_ps(v, v)), _mm512_set1_ps(1.0f));
+    const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+    const __m512 small = _mm512_fnmadd_ps(v3, _mm512_set1_ps(1.0f / 3.0f), v);
+    const __mmask16 is_small = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(0.0078125f),
+                                                  _CMP_LT_OQ);
+    return _mm512_mask_blend_ps(is_small, t, small);
+  });
+}
+
+MODRWKV_AVX512 void WkvHead(float* state, int T, const float* r, const float* w, const float* k,
+                            const float* v, const float* kk, const float* a, int64_t ld, float* y,
+                            int64_t ldy) {
+  for (int t = 0; t < T; ++t) {
+    __m512 wv[4], bv[4], kv[4], rv[4], nkk[4];
+    const float* base = nullptr;
+    (void)base;
+    for (int c = 0; c < 4; ++c) {
+      const int64_t off = t * ld + 16 * c;
+      wv[c] = _mm512_loadu_ps(w + off);
+      kv[c] = _mm512_loadu_ps(k + off);
+      rv[c] = _mm512_loadu_ps(r + off);
+      const __m512 kkc = _mm512_loadu_ps(kk + off);
+      nkk[c] = _mm512_sub_ps(_mm512_setzero_ps(), kkc);
+      bv[c] = _mm512_mul_ps(kkc, _mm512_loadu_ps(a + off));
+    }
+    const float* vt = v + t * ld;
+    float* yt = y + t * ldy;
+    for (int i = 0; i < 64; ++i) {
+      float* s = state + i * 64;
+      __m512 sv[4];
+      __m512 dot = _mm512_setzero_ps();
+      for (int c = 0; c < 4; ++c) {
+        sv[c] = _mm512_loadu_ps(s + 16 * c);
+        dot = _mm512_fmadd_ps(sv[c], nkk[c], dot);
+      }
+      const __m512 sa = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+      const __m512 vi = _mm512_set1_ps(vt[i]);
+      __m512 out = _mm512_setzero_ps();
+      for (int c = 0; c < 4; ++c) {
+        __m512 n = _mm512_mul_ps(sv[c], wv[c]);
+        n = _mm512_fmadd_ps(sa, bv[c], n);
+        n = _mm512_fmadd_ps(vi, kv[c], n);
+        _mm512_storeu_ps(s + 16 * c, n);
+        out = _mm512_fmadd_ps(n, rv[c], out);
+      }
+      yt[i] = _mm512_reduce_add_ps(out);
+    }
+  }
+}
+
+}  // namespace avx512
+
+namespace avx2 {
+namespace {
+
+MODRWKV_AVX2 inline __m256 LoadW(const float* p) { return _mm256_loadu_ps(p); }
+MODRWKV_AVX2 inline __m256 LoadW(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+MODRWKV_AVX2 inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float ScalarW(const float* p) { return *p; }
+inline float ScalarW(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <typename T, int R, int NB>
+MODRWKV_AVX2 void GemvRows(const T* w, int64_t ldw, int in, int o, const float* x, int64_t ldx,
+                           float* y, int64_t ldy, bool accumulate) {
+  __m256 acc[R][NB];
+  for (int r = 0; r < R; ++r)
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= in; i += 8) {
+    __m256 xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = _mm256_loadu_ps(x + b * ldx + i);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = LoadW(w + (o + r) * ldw + i);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NB; ++b) {
+      float s = HSum(acc[r][b]);
+      for (int j = i; j < in; ++j) s += ScalarW(w + (o + r) * ldw + j) * x[b * ldx + j];
+      float& out = y[b * ldy + o + r];
+      out = accumulate ? out + s : s;
+    }
+  }
+}
+
+template <typename T, int NB>
+MODRWKV_AVX2 void GemvNB(const T* w, int64_t ldw, int in, int o0, int o1, const float* x,
+                         int64_t ldx, float* y, int64_t ldy, bool accumulate) {
+  int o = o0;
+  // 2 rows x 4 inputs = 8 accumulators + 4 inputs + 1 weight: fits the 16 ymm registers.
+  for (; o + 2 <= o1; o += 2) GemvRows<T, 2, NB>(w, ldw, in, o, x, ldx, y, ldy, accumulate);
+  for (; o < o1; ++o) GemvRows<T, 1, NB>(w, ldw, in, o, x, ldx, y, ldy, accumulate);
+}
+
+template <typename T>
+MODRWKV_AVX2 void GemvT(const T* w, int64_t ldw, int in, int o0, int o1, const float* x,
+                        int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
+  switch (nb) {
+    case 1: return GemvNB<T, 1>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 2: return GemvNB<T, 2>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 3: return GemvNB<T, 3>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    default: return GemvNB<T, 4>(w, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+  }
+}
+
+}  // namespace
+
+MODRWKV_AVX2 void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1,
+                       const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
+                       bool accumulate) {
+  if (wt == WType::kF32) {
+    GemvT(static_cast<const float*>(w), ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
+  } else {
+    GemvT(static_cast<const uint16_t*>(w), ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
+  }
+}
+
+}  // namespace avx2
+}  // namespace modrwkv::cpu
+
+#endif  // __x86_64__

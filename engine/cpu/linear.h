@@ -1,0 +1,77 @@
+// Dense layers of the CPU backend: Y[R, out] (=|+=) X[R, in] * W^T with W stored [out, in].
+// Few rows (decode) use the weight-streaming GEMV kernel; many rows (prefill, large batches) use
+// OpenBLAS sgemm, converting bf16 weights to f32 one panel at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/tensor.h"
+
+namespace modrwkv::cpu {
+
+struct Blas;
+
+// 64-byte aligned storage.
+template <typename T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t n) { Resize(n); }
+  void Resize(size_t n);
+  T* data() { return ptr_.get(); }
+  const T* data() const { return ptr_.get(); }
+  size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { ::operator delete[](p, std::align_val_t(64)); }
+  };
+  std::unique_ptr<T[], Free> ptr_;
+  size_t n_ = 0;
+};
+
+// A weight matrix, [rows = out][cols = in], f32 or bf16.
+struct Matrix {
+  WType type = WType::kF32;
+  int rows = 0;
+  int cols = 0;
+  AlignedBuffer<float> f32;
+  AlignedBuffer<uint16_t> bf16;
+
+  const void* data() const {
+    return type == WType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+  }
+  int64_t bytes() const { return static_cast<int64_t>(rows) * cols * (type == WType::kF32 ? 4 : 2); }
+};
+
+// Builds a Matrix from a checkpoint tensor (any dtype), transposing [in, out] storage.
+Matrix MakeMatrix(const TensorView& t, bool transposed, WType type);
+
+// Runs dense layers on a thread pool. Owns per-thread scratch for bf16 panels.
+class LinearRunner {
+ public:
+  LinearRunner(ThreadPool* pool, const Blas* blas);
+
+  // Y[r*ldy + o] (=|+=) sum_i X[r*ldx + i] * W[o][i] for r < R, o < W.rows.
+  void Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
+           bool accumulate);
+
+  // Rows at or below which the GEMV kernel is used instead of GEMM.
+  static constexpr int kGemvMaxRows = kMaxGemvRows;
+
+ private:
+  void RunGemv(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
+               bool accumulate);
+  void RunGemm(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
+               bool accumulate);
+
+  ThreadPool* pool_;
+  const Blas* blas_;  // may be null: GEMV kernel fallback for every size
+  std::vector<AlignedBuffer<float>> panels_;  // per thread, bf16 -> f32 panel
+};
+
+}  // namespace modrwkv::cpu

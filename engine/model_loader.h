@@ -1,0 +1,21 @@
+// Builds a Model from a checkpoint file or from in-memory tensors, on the configured backend.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+#include "engine/tensor.h"
+
+namespace modrwkv {
+
+// Opens `path` (.pth or .safetensors, detected from the content) and builds the CPU backend.
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
+                                                 const ModelOptions& options);
+
+absl::StatusOr<std::unique_ptr<Model>> CreateModel(
+    const std::map<std::string, TensorView>& tensors, const ModelOptions& options);
+
+}  // namespace modrwkv

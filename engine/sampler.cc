@@ -1,0 +1,552 @@
+// Token sampler. Never sorts the vocabulary: every O(vocab) pass is a branch-free loop that the
+// compiler vectorises, and sorting is confined to the few candidates that can matter.
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+
+namespace modrwkv {
+namespace {
+
+// The O(vocab) kernels are also compiled for AVX2 and picked at load time (GCC/Clang function
+// multi-versioning). No FMA: both versions round identically, so a seeded run gives the same
+// tokens on every x86-64 machine.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define MODRWKV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MODRWKV_VECTOR_CLONES
+#endif
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr int kLanes = 8;        // independent accumulators: lets the compiler vectorise sums
+constexpr size_t kBlock = 256;   // tokens per block; block sums let the draw skip ahead
+constexpr float kExpMin = -87.0f;  // exp() below this is treated as 0 (float would go denormal)
+// A nucleus whose mass equals top_p up to float rounding is not extended by one more token.
+constexpr double kTopPRelTolerance = 1e-6;
+// top_k above this selects with nth_element instead of a heap.
+constexpr int kHeapTopKLimit = 1024;
+// Probability thresholds (relative to the most likely token) used to bound the top-p candidates.
+constexpr float kNucleusThresholds[] = {0x1p-3f, 0x1p-6f, 0x1p-10f, 0x1p-14f, 0x1p-20f};
+constexpr int kNumThresholds = sizeof(kNucleusThresholds) / sizeof(kNucleusThresholds[0]);
+
+// Selects without a branch, so loops using it are if-converted and vectorised even under the
+// default -ftrapping-math (a plain `c ? a : b` on floats blocks that in GCC 12).
+inline float SelectF(bool c, float a, float b) {
+  const uint32_t m = 0u - static_cast<uint32_t>(c);
+  return std::bit_cast<float>((std::bit_cast<uint32_t>(a) & m) | (std::bit_cast<uint32_t>(b) & ~m));
+}
+inline int32_t SelectI(bool c, int32_t a, int32_t b) {
+  const int32_t m = -static_cast<int32_t>(c);
+  return (a & m) | (b & ~m);
+}
+
+// exp(x) for x <= 0, within 1e-7 relative (Cephes expf: Cody-Waite reduction + degree-6
+// polynomial); exactly 1 at 0; exactly 0 below kExpMin, at -inf and for NaN.
+inline float ExpNonPositive(float x) {
+  const bool in_range = x >= kExpMin;  // false for NaN
+  const float xc = SelectF(in_range, x, kExpMin);
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);  // 2^n
+  return SelectF(in_range, p * scale, 0.0f);
+}
+
+struct ArgMax {
+  float value = -kInf;
+  int32_t index = -1;  // -1 when no entry is above -inf
+};
+
+// Largest entry and its lowest index; NaN entries are ignored.
+MODRWKV_VECTOR_CLONES ArgMax ArgMaxKernel(const float* l, size_t n) {
+  float best[kLanes];
+  int32_t idx[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    best[j] = -kInf;
+    idx[j] = -1;
+  }
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float v = l[i + j];
+      const bool gt = v > best[j];  // strict: a lane keeps its first maximum
+      best[j] = SelectF(gt, v, best[j]);
+      idx[j] = SelectI(gt, static_cast<int32_t>(i + j), idx[j]);
+    }
+  }
+  ArgMax r;
+  for (int j = 0; j < kLanes; ++j) {
+    if (idx[j] < 0) continue;
+    if (best[j] > r.value || (best[j] == r.value && idx[j] < r.index)) r = {best[j], idx[j]};
+  }
+  for (; i < n; ++i) {  // the tail holds the highest indices: strict > keeps ties on the left
+    if (l[i] > r.value) r = {l[i], static_cast<int32_t>(i)};
+  }
+  return r;
+}
+
+// e[i] = exp((l[i] - max) * inv_t), zeroed where below `floor`; writes each block's sum and max
+// ([ceil(n / kBlock)]) and returns the total.
+MODRWKV_VECTOR_CLONES double ExpKernel(const float* l, float* e, size_t n, float max, float inv_t,
+                                       float floor, double* block_sum, float* block_max) {
+  double total = 0;
+  for (size_t b = 0; b * kBlock < n; ++b) {
+    const size_t begin = b * kBlock;
+    const size_t end = std::min(n, begin + kBlock);
+    float acc[kLanes] = {};
+    float mx[kLanes] = {};
+    size_t i = begin;
+    for (; i + kLanes <= end; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        float v = ExpNonPositive((l[i + j] - max) * inv_t);
+        v = SelectF(v >= floor, v, 0.0f);
+        e[i + j] = v;
+        acc[j] += v;
+        mx[j] = SelectF(v > mx[j], v, mx[j]);
+      }
+    }
+    double sum = 0;
+    float bmax = 0;
+    for (; i < end; ++i) {
+      float v = ExpNonPositive((l[i] - max) * inv_t);
+      v = SelectF(v >= floor, v, 0.0f);
+      e[i] = v;
+      sum += v;
+      bmax = std::max(bmax, v);
+    }
+    for (int j = 0; j < kLanes; ++j) {
+      sum += acc[j];
+      bmax = std::max(bmax, mx[j]);
+    }
+    block_sum[b] = sum;
+    block_max[b] = bmax;
+    total += sum;
+  }
+  return total;
+}
+
+// mass[k] = sum of the e[i] >= kNucleusThresholds[k].
+MODRWKV_VECTOR_CLONES void ThresholdMassKernel(const float* e, size_t n, double* mass) {
+  float acc[kNumThresholds][kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kNumThresholds; ++k) {
+      for (int j = 0; j < kLanes; ++j) {
+        const float v = e[i + j];
+        acc[k][j] += SelectF(v >= kNucleusThresholds[k], v, 0.0f);
+      }
+    }
+  }
+  for (int k = 0; k < kNumThresholds; ++k) {
+    double s = 0;
+    for (int j = 0; j < kLanes; ++j) s += acc[k][j];
+    for (size_t t = i; t < n; ++t) s += e[t] >= kNucleusThresholds[k] ? e[t] : 0.0f;
+    mass[k] = s;
+  }
+}
+
+struct Cand {
+  float v;  // a logit or a relative probability, depending on the stage
+  int32_t id;
+};
+// Strict total order: larger value first, then lower id.
+inline bool Better(const Cand& a, const Cand& b) { return a.v > b.v || (a.v == b.v && a.id < b.id); }
+
+// The k best logits (finite or +inf; -inf and NaN skipped), sorted Better-first.
+MODRWKV_VECTOR_CLONES void TopKKernel(const float* l, size_t n, size_t k, std::vector<Cand>* out) {
+  out->clear();
+  if (k == 0) return;
+  if (k > static_cast<size_t>(kHeapTopKLimit)) {
+    for (size_t i = 0; i < n; ++i) {
+      if (l[i] > -kInf) out->push_back({l[i], static_cast<int32_t>(i)});
+    }
+    if (out->size() > k) {
+      std::nth_element(out->begin(), out->begin() + (k - 1), out->end(), Better);
+      out->resize(k);
+    }
+    std::sort(out->begin(), out->end(), Better);
+    return;
+  }
+  // Min-heap under Better: the front is the worst kept candidate. Scanning ids upwards, a later
+  // value equal to the front's is worse than it (higher id), so only strictly larger ones enter.
+  std::vector<Cand>& heap = *out;
+  size_t i = 0;
+  for (; i < n && heap.size() < k; ++i) {
+    if (!(l[i] > -kInf)) continue;
+    heap.push_back({l[i], static_cast<int32_t>(i)});
+    std::push_heap(heap.begin(), heap.end(), Better);
+  }
+  constexpr size_t kChunk = 16;
+  for (; i < n; i += kChunk) {
+    const size_t end = std::min(n, i + kChunk);
+    const float threshold = heap.front().v;
+    int hits = 0;
+    for (size_t t = i; t < end; ++t) hits += l[t] > threshold;  // vectorised; rarely non-zero
+    if (hits == 0) continue;
+    for (size_t t = i; t < end; ++t) {
+      if (l[t] > heap.front().v) {
+        std::pop_heap(heap.begin(), heap.end(), Better);
+        heap.back() = {l[t], static_cast<int32_t>(t)};
+        std::push_heap(heap.begin(), heap.end(), Better);
+      }
+    }
+  }
+  std::sort_heap(heap.begin(), heap.end(), Better);
+}
+
+// Reorders `c` (relative probabilities, all > 0) so that its first N elements are the smallest
+// Better-first prefix whose mass reaches `need`, and returns N (c.size() if the total falls
+// short). Expected O(size): an exponent histogram narrows large inputs to one power-of-two band,
+// then nth_element halves the band until a short sorted tail settles the exact cut.
+size_t SelectMassPrefix(std::vector<Cand>& c, double need) {
+  size_t lo = 0;
+  size_t hi = c.size();
+  if (hi - lo > 4096) {
+    double mass[256] = {};
+    for (const Cand& x : c) mass[std::bit_cast<uint32_t>(x.v) >> 23] += x.v;
+    int band = 0;
+    double above = 0;  // mass of the bands above `band`
+    for (int x = 255; x >= 0; --x) {
+      if (above + mass[x] >= need || x == 0) {
+        band = x;
+        break;
+      }
+      above += mass[x];
+    }
+    auto exponent = [](const Cand& x) { return static_cast<int>(std::bit_cast<uint32_t>(x.v) >> 23); };
+    auto mid = std::partition(c.begin(), c.end(), [&](const Cand& x) { return exponent(x) > band; });
+    auto end = std::partition(mid, c.end(), [&](const Cand& x) { return exponent(x) == band; });
+    lo = static_cast<size_t>(mid - c.begin());
+    hi = static_cast<size_t>(end - c.begin());
+    need -= above;
+  }
+  while (hi - lo > 32) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(c.begin() + lo, c.begin() + mid, c.begin() + hi, Better);
+    double s = 0;
+    for (size_t t = lo; t <= mid; ++t) s += c[t].v;
+    if (s >= need) {
+      hi = mid + 1;  // the cut lies within [lo, mid]
+    } else {
+      need -= s;
+      lo = mid + 1;
+    }
+  }
+  std::sort(c.begin() + lo, c.begin() + hi, Better);
+  for (size_t t = lo; t < hi; ++t) {
+    need -= c[t].v;
+    if (need <= 0) return t + 1;
+  }
+  return hi;
+}
+
+// Draws from candidates weighted by v (the max token, v = 1, is always among them).
+int32_t DrawFromCands(const std::vector<Cand>& c, size_t count, double u) {
+  double total = 0;
+  for (size_t t = 0; t < count; ++t) total += c[t].v;
+  const double target = u * total;
+  double cum = 0;
+  for (size_t t = 0; t < count; ++t) {
+    cum += c[t].v;
+    if (cum > target) return c[t].id;
+  }
+  for (size_t t = count; t-- > 0;) {  // rounding left target just past the end
+    if (c[t].v > 0) return c[t].id;
+  }
+  return c.empty() ? 0 : c[0].id;
+}
+
+// Per-thread O(vocab) workspace shared by every sampler that thread drives.
+struct Scratch {
+  std::vector<float> e;           // [vocab] relative probabilities exp((logit - max) / T)
+  std::vector<double> block_sum;  // [ceil(vocab / kBlock)]
+  std::vector<float> block_max;   // [ceil(vocab / kBlock)]
+  std::vector<Cand> cands;
+
+  static Scratch& ForThisThread(size_t n) {
+    thread_local Scratch s;
+    if (s.e.size() < n) {
+      s.e.resize(n);
+      s.block_sum.resize((n + kBlock - 1) / kBlock);
+      s.block_max.resize((n + kBlock - 1) / kBlock);
+    }
+    return s;
+  }
+};
+
+absl::Status OutOfRange(absl::string_view field, double got, absl::string_view range) {
+  return absl::InvalidArgumentError(absl::StrFormat("%s must be in %s, got %g", field, range, got));
+}
+
+}  // namespace
+
+absl::Status SamplingParams::Validate(int vocab_size) const {
+  if (vocab_size <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vocab_size must be positive, got %d", vocab_size));
+  }
+  // Written as !(in range) so that NaN fails too.
+  if (!(temperature >= 0 && temperature < kInf)) {
+    return OutOfRange("temperature", temperature, "[0, inf) (0 = greedy)");
+  }
+  if (top_k < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("top_k must be >= 0 (0 = off), got %d", top_k));
+  }
+  if (!(top_p > 0 && top_p <= 1)) return OutOfRange("top_p", top_p, "(0, 1]");
+  if (!(min_p >= 0 && min_p <= 1)) return OutOfRange("min_p", min_p, "[0, 1]");
+  if (!(repetition_penalty > 0 && repetition_penalty <= 100)) {
+    return OutOfRange("repetition_penalty", repetition_penalty, "(0, 100] (1 = off)");
+  }
+  if (!(presence_penalty >= -100 && presence_penalty <= 100)) {
+    return OutOfRange("presence_penalty", presence_penalty, "[-100, 100]");
+  }
+  if (!(frequency_penalty >= -100 && frequency_penalty <= 100)) {
+    return OutOfRange("frequency_penalty", frequency_penalty, "[-100, 100]");
+  }
+  if (!(penalty_decay >= 0 && penalty_decay <= 1)) {
+    return OutOfRange("penalty_decay", penalty_decay, "[0, 1]");
+  }
+  for (const auto& [token, bias] : logit_bias) {
+    if (token < 0 || token >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "logit_bias token %d is outside the vocabulary [0, %d)", token, vocab_size));
+    }
+    if (!std::isfinite(bias)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("logit_bias[%d] must be finite, got %g", token, bias));
+    }
+  }
+  std::vector<bool> banned(vocab_size);
+  int distinct_banned = 0;
+  for (size_t i = 0; i < banned_tokens.size(); ++i) {
+    const int32_t token = banned_tokens[i];
+    if (token < 0 || token >= vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("banned_tokens[%d] = %d is outside the vocabulary [0, %d)",
+                          static_cast<int>(i), token, vocab_size));
+    }
+    if (!banned[token]) ++distinct_banned;
+    banned[token] = true;
+  }
+  if (distinct_banned == vocab_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "banned_tokens bans all %d tokens of the vocabulary; at least one must remain",
+        vocab_size));
+  }
+  if (logprobs_top_n < -1 || logprobs_top_n > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("logprobs_top_n must be in [-1, %d] (-1 = off), got %d", kMaxTopLogprobs,
+                        logprobs_top_n));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const SamplingParams& params,
+                                                         int vocab_size) {
+  MODRWKV_RETURN_IF_ERROR(params.Validate(vocab_size));
+  uint64_t seed;
+  if (params.seed.has_value()) {
+    seed = *params.seed;
+  } else {
+    std::random_device rd;
+    seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
+  return std::unique_ptr<Sampler>(new Sampler(params, vocab_size, seed));
+}
+
+Sampler::Sampler(const SamplingParams& params, int vocab_size, uint64_t seed)
+    : params_(params), vocab_size_(vocab_size), seed_(seed), rng_(seed) {
+  bias_.assign(params_.logit_bias.begin(), params_.logit_bias.end());
+  std::sort(params_.banned_tokens.begin(), params_.banned_tokens.end());
+}
+
+double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1p-53; }
+
+float Sampler::occurrence(int32_t token) const {
+  auto it = occurrence_.find(token);
+  return it == occurrence_.end() ? 0.0f : it->second;
+}
+
+void Sampler::AcceptPrompt(absl::Span<const int32_t> tokens) {
+  if (params_.repetition_penalty == 1.0f) return;
+  for (int32_t t : tokens) {
+    if (t >= 0 && t < vocab_size_) repetition_seen_.insert(t);
+  }
+}
+
+void Sampler::Accept(int32_t token) {
+  if (token < 0 || token >= vocab_size_) return;
+  if (params_.repetition_penalty != 1.0f) repetition_seen_.insert(token);
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
+    // PIPELINE.generate: decay every weight, then count the new token.
+    for (auto& [t, w] : occurrence_) w *= params_.penalty_decay;
+    occurrence_[token] += 1.0f;
+  }
+}
+
+void Sampler::ApplyPenalties(absl::Span<float> logits) const {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  const float rp = params_.repetition_penalty;
+  for (int32_t t : repetition_seen_) {
+    if (t >= n) continue;
+    float& v = logits[t];
+    v = v > 0 ? v / rp : v * rp;
+  }
+  for (const auto& [t, w] : occurrence_) {
+    if (t < n) logits[t] -= params_.presence_penalty + params_.frequency_penalty * w;
+  }
+  for (const auto& [t, b] : bias_) {
+    if (t < n) logits[t] += b;
+  }
+  for (int32_t t : params_.banned_tokens) {
+    if (t < n) logits[t] = -kInf;
+  }
+}
+
+int32_t Sampler::Sample(absl::Span<float> logits, SampleResult* out) {
+  logits = logits.first(std::min(logits.size(), static_cast<size_t>(vocab_size_)));
+  ApplyPenalties(logits);
+  const ArgMax am = ArgMaxKernel(logits.data(), logits.size());
+  int32_t token;
+  if (am.index < 0) {
+    // Nothing above -inf: the lowest id that is not banned (Validate keeps one).
+    token = 0;
+    for (int32_t b : params_.banned_tokens) {  // sorted
+      if (b == token) ++token;
+      if (b > token) break;
+    }
+  } else if (params_.temperature == 0.0f || am.value == kInf) {
+    token = am.index;
+  } else {
+    token = SampleStochastic(logits, am.value);
+  }
+  if (out != nullptr && params_.logprobs_top_n >= 0) FillLogprobs(logits, am.value, token, out);
+  Accept(token);
+  return token;
+}
+
+int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logit) {
+  const size_t n = logits.size();
+  // 1/T in double, capped so that a tiny T cannot turn (max - max) * (1/T) into 0 * inf = NaN.
+  const float inv_t = static_cast<float>(
+      std::min(1.0 / params_.temperature, static_cast<double>(std::numeric_limits<float>::max())));
+  const float min_p = params_.min_p;
+  const double top_p = params_.top_p;
+  Scratch& s = Scratch::ForThisThread(n);
+  std::vector<Cand>& c = s.cands;
+
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
+    TopKKernel(logits.data(), n, static_cast<size_t>(params_.top_k), &c);  // Better-first
+    double total = 0;
+    for (Cand& x : c) {
+      x.v = ExpNonPositive((x.v - max_logit) * inv_t);
+      total += x.v;
+    }
+    size_t count = c.size();
+    if (top_p < 1.0) {
+      const double need = top_p * total * (1.0 - kTopPRelTolerance);
+      double cum = 0;
+      for (size_t t = 0; t < c.size(); ++t) {
+        cum += c[t].v;
+        if (cum >= need) {
+          count = t + 1;
+          break;
+        }
+      }
+    }
+    while (count > 1 && c[count - 1].v < min_p) --count;  // sorted: drop the tail below min_p
+    return DrawFromCands(c, count, Uniform());
+  }
+
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  // min-p only thins the draw when there is no nucleus to compute first.
+  const float floor = top_p < 1.0 ? 0.0f : min_p;
+  const double total = ExpKernel(logits.data(), s.e.data(), n, max_logit, inv_t, floor,
+                                 s.block_sum.data(), s.block_max.data());
+  if (top_p >= 1.0) {
+    // Draw over the whole vocabulary: find the block, then the token inside it.
+    const double target = Uniform() * total;
+    double cum = 0;
+    size_t b = 0;
+    while (b + 1 < blocks && cum + s.block_sum[b] <= target) cum += s.block_sum[b++];
+    const size_t end = std::min(n, (b + 1) * kBlock);
+    for (size_t i = b * kBlock; i < end; ++i) {
+      cum += s.e[i];
+      if (cum > target) return static_cast<int32_t>(i);
+    }
+    for (size_t i = end; i-- > 0;) {  // rounding left target just past the block's end
+      if (s.e[i] > 0) return static_cast<int32_t>(i);
+    }
+    return 0;  // unreachable: the max token has e = 1
+  }
+
+  // Top-p over the whole vocabulary. Candidates: every token at or above the highest threshold
+  // whose mass already covers the nucleus (the nucleus is a Better-first prefix, so it lies
+  // inside), else every token with non-zero probability.
+  const double need = top_p * total * (1.0 - kTopPRelTolerance);
+  double mass[kNumThresholds];
+  ThresholdMassKernel(s.e.data(), n, mass);
+  float threshold = std::numeric_limits<float>::denorm_min();
+  for (int k = 0; k < kNumThresholds; ++k) {
+    if (mass[k] >= need) {
+      threshold = kNucleusThresholds[k];
+      break;
+    }
+  }
+  c.clear();
+  for (size_t b = 0; b < blocks; ++b) {
+    if (s.block_max[b] < threshold) continue;
+    const size_t end = std::min(n, (b + 1) * kBlock);
+    for (size_t i = b * kBlock; i < end; ++i) {
+      if (s.e[i] >= threshold) c.push_back({s.e[i], static_cast<int32_t>(i)});
+    }
+  }
+  size_t count = SelectMassPrefix(c, need);
+  if (min_p > 0) {
+    count = static_cast<size_t>(
+        std::partition(c.begin(), c.begin() + count, [&](const Cand& x) { return x.v >= min_p; }) -
+        c.begin());
+  }
+  return DrawFromCands(c, count, Uniform());
+}
+
+void Sampler::FillLogprobs(absl::Span<const float> logits, float max_logit, int32_t token,
+                           SampleResult* out) const {
+  const size_t n = logits.size();
+  out->top_logprobs.clear();
+  if (!(max_logit > -kInf && max_logit < kInf)) {  // degenerate logits: no distribution
+    out->logprob = logits[token] == max_logit && max_logit == kInf ? 0.0f : -kInf;
+    return;
+  }
+  Scratch& s = Scratch::ForThisThread(n);
+  const double z = ExpKernel(logits.data(), s.e.data(), n, max_logit, 1.0f, 0.0f,
+                             s.block_sum.data(), s.block_max.data());
+  const double log_z = std::log(z);
+  auto logprob = [&](float logit) {
+    return static_cast<float>(static_cast<double>(logit) - max_logit - log_z);
+  };
+  out->logprob = logprob(logits[token]);
+  if (params_.logprobs_top_n > 0) {
+    std::vector<Cand> top;
+    TopKKernel(logits.data(), n, static_cast<size_t>(params_.logprobs_top_n), &top);
+    out->top_logprobs.reserve(top.size());
+    for (const Cand& x : top) out->top_logprobs.emplace_back(x.id, logprob(x.v));
+  }
+}
+
+}  // namespace modrwkv

@@ -1,0 +1,229 @@
+// Invariants of the CPU backend that need no reference: batching, chunking, embeddings input and
+// slot operations must not change results; bad steps are refused.
+#include "engine/cpu/cpu_model.h"
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "engine/random_weights.h"
+#include "gtest/gtest.h"
+
+namespace modrwkv::cpu {
+namespace {
+
+class CpuModelTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    RandomModelSpec spec;
+    spec.n_layer = 3;
+    spec.n_embd = 128;
+    spec.vocab_size = 1000;
+    spec.seed = 42;
+    tensors_ = new std::vector<OwnedTensor>(MakeRandomRwkv7(spec).value());
+  }
+  static void TearDownTestSuite() { delete tensors_; }
+
+  std::unique_ptr<CpuModel> Make(int slots, ModelOptions::WeightType wt = ModelOptions::WeightType::kF32,
+                                 int threads = 2) {
+    ModelOptions o;
+    o.num_slots = slots;
+    o.weight_type = wt;
+    o.threads = threads;
+    auto m = CpuModel::Create(ViewsOf(*tensors_), o);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::move(m).value();
+  }
+
+  static std::vector<float> Logits(Model& m, int slot, const std::vector<int32_t>& toks) {
+    StepEntry e;
+    e.slot = slot;
+    e.inputs = {InputSegment::Tokens(toks)};
+    e.output = StepOutput::kLogits;
+    std::vector<StepResult> res;
+    EXPECT_TRUE(m.Step({e}, &res).ok());
+    return {res[0].logits.begin(), res[0].logits.end()};
+  }
+
+  static float MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
+    double mean = 0, var = 0;
+    for (float x : b) mean += x;
+    mean /= b.size();
+    for (float x : b) var += (x - mean) * (x - mean);
+    const double sd = std::sqrt(var / b.size());
+    double m = 0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]) / sd);
+    return static_cast<float>(m);
+  }
+
+  static std::vector<OwnedTensor>* tensors_;
+  const std::vector<int32_t> prompt_ = {5, 17, 999, 3, 250, 250, 1, 0, 42, 7, 100, 600};
+};
+std::vector<OwnedTensor>* CpuModelTest::tensors_ = nullptr;
+
+TEST_F(CpuModelTest, ReportsShapesFromTensors) {
+  auto m = Make(1);
+  const ModelConfig& c = m->config();
+  EXPECT_EQ(c.n_layer, 3);
+  EXPECT_EQ(c.n_embd, 128);
+  EXPECT_EQ(c.n_head, 2);
+  EXPECT_EQ(c.vocab_size, 1000);
+  EXPECT_EQ(c.ffn_size, 512);
+  EXPECT_EQ(c.d_decay, LoraRanksFor(128).w);
+  EXPECT_EQ(m->StateBytes(), 3LL * 128 * 66 * 4);
+}
+
+TEST_F(CpuModelTest, PrefillEqualsTokenByTokenAndChunks) {
+  auto m = Make(3);
+  std::vector<float> whole = Logits(*m, 0, prompt_);
+  std::vector<float> one;
+  for (int32_t t : prompt_) one = Logits(*m, 1, {t});
+  EXPECT_LT(MaxRelDiff(one, whole), 1e-4f);
+  // Chunks of 5, 1, 6.
+  Logits(*m, 2, {prompt_.begin(), prompt_.begin() + 5});
+  Logits(*m, 2, {prompt_[5]});
+  std::vector<float> chunked = Logits(*m, 2, {prompt_.begin() + 6, prompt_.end()});
+  EXPECT_LT(MaxRelDiff(chunked, whole), 1e-4f);
+  // States agree too.
+  std::vector<float> s0(m->config().StateFloats()), s2(s0.size());
+  ASSERT_TRUE(m->ReadSlot(0, absl::MakeSpan(s0)).ok());
+  ASSERT_TRUE(m->ReadSlot(2, absl::MakeSpan(s2)).ok());
+  for (size_t i = 0; i < s0.size(); ++i) ASSERT_NEAR(s0[i], s2[i], 1e-4f * (1 + std::abs(s0[i])));
+}
+
+TEST_F(CpuModelTest, BatchingDoesNotChangeResults) {
+  auto m = Make(4);
+  // Alone.
+  std::vector<std::vector<float>> alone;
+  std::vector<std::vector<int32_t>> prompts = {prompt_, {1, 2, 3}, {900}, {4, 4, 4, 4, 4, 4, 4}};
+  for (int i = 0; i < 4; ++i) alone.push_back(Logits(*m, i, prompts[i]));
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(m->ResetSlot(i).ok());
+  // Together, in one step, with one entry that wants no output.
+  std::vector<StepEntry> entries(4);
+  for (int i = 0; i < 4; ++i) {
+    entries[i].slot = 3 - i;  // slots need not follow entry order
+    entries[i].inputs = {InputSegment::Tokens(prompts[i])};
+    entries[i].output = i == 2 ? StepOutput::kNone : StepOutput::kLogits;
+  }
+  std::vector<StepResult> res;
+  ASSERT_TRUE(m->Step(entries, &res).ok());
+  for (int i = 0; i < 4; ++i) {
+    if (i == 2) {
+      EXPECT_TRUE(res[i].logits.empty());
+      continue;
+    }
+    std::vector<float> l(res[i].logits.begin(), res[i].logits.end());
+    EXPECT_LT(MaxRelDiff(l, alone[i]), 1e-4f) << "entry " << i;
+  }
+  // Decode batch of 4 (GEMV path) and 6 rows (GEMM path) keep agreeing with single decode.
+  std::vector<float> single = Logits(*m, 3, {11});
+  auto m2 = Make(4);
+  Logits(*m2, 0, prompts[0]);
+  Logits(*m2, 1, prompts[1]);
+  entries.clear();
+  for (int i = 0; i < 2; ++i) {
+    StepEntry e;
+    e.slot = i;
+    static const std::vector<int32_t> tok11 = {11}, tok12 = {12, 13, 14, 15, 16};
+    e.inputs = {InputSegment::Tokens(i == 0 ? tok11 : tok12)};
+    e.output = StepOutput::kLogits;
+    entries.push_back(e);
+  }
+  ASSERT_TRUE(m2->Step(entries, &res).ok());
+  std::vector<float> batched(res[0].logits.begin(), res[0].logits.end());
+  EXPECT_LT(MaxRelDiff(batched, single), 1e-4f);
+}
+
+TEST_F(CpuModelTest, EmbeddingRowsEqualTokenRows) {
+  auto m = Make(2);
+  std::vector<float> via_tokens = Logits(*m, 0, prompt_);
+  // The same rows, as precomputed embeddings (emb[token]) mixed with tokens.
+  const TensorView emb = ViewsOf(*tensors_).at("emb.weight");
+  const int C = 128;
+  std::vector<float> rows(4 * C);
+  for (int i = 0; i < 4; ++i) {
+    ConvertToF32(emb.dtype, static_cast<const float*>(emb.data) + prompt_[i] * C, C,
+                 rows.data() + i * C);
+  }
+  const std::vector<int32_t> rest(prompt_.begin() + 4, prompt_.end());
+  StepEntry e;
+  e.slot = 1;
+  e.inputs = {InputSegment::Embeddings(rows), InputSegment::Tokens(rest)};
+  e.output = StepOutput::kLogits;
+  std::vector<StepResult> res;
+  ASSERT_TRUE(m->Step({e}, &res).ok());
+  std::vector<float> via_emb(res[0].logits.begin(), res[0].logits.end());
+  EXPECT_LT(MaxRelDiff(via_emb, via_tokens), 1e-5f);
+}
+
+TEST_F(CpuModelTest, SlotCopyWriteAndResetContinueIdentically) {
+  auto m = Make(3);
+  Logits(*m, 0, prompt_);
+  ASSERT_TRUE(m->CopySlot(0, 1).ok());
+  std::vector<float> blob(m->config().StateFloats());
+  ASSERT_TRUE(m->ReadSlot(0, absl::MakeSpan(blob)).ok());
+  ASSERT_TRUE(m->WriteSlot(2, blob).ok());
+  std::vector<float> a = Logits(*m, 0, {77}), b = Logits(*m, 1, {77}), c = Logits(*m, 2, {77});
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, c);
+  ASSERT_TRUE(m->ResetSlot(1).ok());
+  std::vector<float> fresh = Logits(*m, 1, {77});
+  EXPECT_GT(MaxRelDiff(fresh, a), 1e-3f);  // the state mattered
+}
+
+TEST_F(CpuModelTest, Bf16WeightsStayCloseToF32) {
+  auto f32 = Make(1, ModelOptions::WeightType::kF32);
+  auto bf16 = Make(1, ModelOptions::WeightType::kBF16);
+  EXPECT_EQ(bf16->info().weight_dtype, "bf16");
+  EXPECT_LT(bf16->info().weight_bytes, f32->info().weight_bytes * 0.6);
+  std::vector<float> a = Logits(*f32, 0, prompt_), b = Logits(*bf16, 0, prompt_);
+  const float d = MaxRelDiff(b, a);
+  EXPECT_GT(d, 0.0f);   // rounding happened
+  EXPECT_LT(d, 0.1f);   // but the model is the same
+}
+
+TEST_F(CpuModelTest, ThreadCountDoesNotChangeResults) {
+  auto one = Make(1, ModelOptions::WeightType::kF32, 1);
+  auto two = Make(1, ModelOptions::WeightType::kF32, 2);
+  EXPECT_LT(MaxRelDiff(Logits(*one, 0, prompt_), Logits(*two, 0, prompt_)), 1e-5f);
+}
+
+TEST_F(CpuModelTest, RefusesBadSteps) {
+  auto m = Make(2);
+  std::vector<StepResult> res;
+  const std::vector<int32_t> bad = {1, 1000};
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputSegment::Tokens(bad)};
+  absl::Status st = m->Step({e}, &res);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("token id 1000"), std::string::npos) << st;
+
+  e.inputs = {};
+  EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kInvalidArgument);
+
+  const std::vector<int32_t> ok = {1};
+  e.inputs = {InputSegment::Tokens(ok)};
+  e.slot = 2;
+  EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kOutOfRange);
+
+  e.slot = 0;
+  StepEntry dup = e;
+  EXPECT_EQ(m->Step({e, dup}, &res).code(), absl::StatusCode::kInvalidArgument);
+
+  e.output = StepOutput::kSample;  // no sampler
+  EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kInvalidArgument);
+
+  const std::vector<float> ragged(100, 0.0f);
+  e.output = StepOutput::kNone;
+  e.inputs = {InputSegment::Embeddings(ragged)};
+  EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kInvalidArgument);
+
+  std::vector<float> small(10);
+  EXPECT_EQ(m->ReadSlot(0, absl::MakeSpan(small)).code(), absl::StatusCode::kInvalidArgument);
+  // The model still works after refusals.
+  EXPECT_FALSE(Logits(*m, 0, {1, 2}).empty());
+}
+
+}  // namespace
+}  // namespace modrwkv::cpu

@@ -1,0 +1,262 @@
+// bench: prefill and decode throughput of the CPU backend on random-weight models of real shapes,
+// next to this machine's measured read bandwidth and sgemm peak.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "engine/model_loader.h"
+#include "engine/random_weights.h"
+#include "engine/sampler.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/common.h"
+#include "tools/cli/machine_limits.h"
+
+namespace modrwkv::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct CaseResult {
+  std::string shape, dtype;
+  int threads = 0;
+  double prefill_tps = 0, prefill_gflops = 0;
+  std::vector<std::pair<int, double>> decode_tps;  // batch -> aggregate tokens/s
+  double roofline_tps = 0;                          // batch-1 bound from weight bytes/bandwidth
+};
+
+// FLOPs per prompt token: two per weight of every matrix except the embedding table and the
+// head (the head runs on the last position only).
+double FlopsPerToken(const ModelConfig& c) {
+  const double C = c.n_embd, F = c.ffn_size;
+  const double lora = C * (2.0 * c.d_decay + 2.0 * c.d_aaa + 2.0 * c.d_mv + 2.0 * c.d_gate);
+  return 2.0 * c.n_layer * (4 * C * C + 2 * C * F + lora);
+}
+
+std::vector<int32_t> Tokens(int n, int vocab, int salt) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = 1 + static_cast<int32_t>((i * 7919 + salt * 104729) % (vocab - 1));
+  return t;
+}
+
+absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std::string& dtype,
+                                   int prompt_len, int decode_steps,
+                                   const std::vector<int>& batches, double read_gbps) {
+  CaseResult r;
+  r.shape = shape;
+  r.dtype = dtype;
+  const ModelConfig& c = m.config();
+  std::vector<StepResult> res;
+
+  // Prefill: one prompt of prompt_len tokens, best of 3.
+  const std::vector<int32_t> prompt = Tokens(prompt_len, c.vocab_size, 1);
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    if (auto st = m.ResetSlot(0); !st.ok()) return st;
+    StepEntry e;
+    e.slot = 0;
+    e.inputs = {InputSegment::Tokens(prompt)};
+    e.output = StepOutput::kLogits;
+    const auto t0 = Clock::now();
+    if (auto st = m.Step({e}, &res); !st.ok()) return st;
+    best = std::min(best, Since(t0));
+  }
+  r.prefill_tps = prompt_len / best;
+  r.prefill_gflops = FlopsPerToken(c) * prompt_len / best / 1e9;
+
+  // Decode: B sequences, one token each per step, greedy sampling inside the step.
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  for (int b : batches) {
+    if (b > m.num_slots()) continue;
+    std::vector<std::unique_ptr<Sampler>> samplers;
+    std::vector<StepEntry> entries(b);
+    std::vector<std::vector<int32_t>> seed_prompts(b), next(b, std::vector<int32_t>(1));
+    for (int i = 0; i < b; ++i) {
+      if (auto st = m.ResetSlot(i); !st.ok()) return st;
+      auto s = Sampler::Create(greedy, c.vocab_size);
+      if (!s.ok()) return s.status();
+      samplers.push_back(*std::move(s));
+      seed_prompts[i] = Tokens(8, c.vocab_size, i + 2);
+      entries[i].slot = i;
+      entries[i].sampler = samplers[i].get();
+      entries[i].output = StepOutput::kSample;
+      entries[i].inputs = {InputSegment::Tokens(seed_prompts[i])};
+    }
+    if (auto st = m.Step(entries, &res); !st.ok()) return st;
+    auto step = [&]() -> absl::Status {
+      for (int i = 0; i < b; ++i) {
+        next[i][0] = res[i].token;
+        entries[i].inputs = {InputSegment::Tokens(next[i])};
+      }
+      return m.Step(entries, &res);
+    };
+    for (int w = 0; w < 2; ++w) {
+      if (auto st = step(); !st.ok()) return st;
+    }
+    const auto t0 = Clock::now();
+    for (int s = 0; s < decode_steps; ++s) {
+      if (auto st = step(); !st.ok()) return st;
+    }
+    r.decode_tps.emplace_back(b, static_cast<double>(b) * decode_steps / Since(t0));
+  }
+  r.roofline_tps = read_gbps * 1e9 / m.info().decode_bytes_per_token;
+  return r;
+}
+
+}  // namespace
+
+int RunBench(int argc, char** argv) {
+  Flags flags("bench", "[--shape 0.1b,0.4b] [--dtype f32,bf16] [--threads 1,2]",
+              "Measures prefill tokens/s (one prompt) and decode tokens/s (batch 1, 8, 32) on "
+              "random-weight models of real shapes, next to this machine's measured read "
+              "bandwidth and sgemm peak, and prints the ratios as a markdown table.");
+  flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b")
+      .Add("model", "", "benchmark this checkpoint instead of random weights")
+      .Add("dtype", "f32,bf16", "weight types")
+      .Add("threads", "0", "thread counts to run (0 = all hardware threads), comma-separated")
+      .Add("prompt-len", "512", "prefill prompt length")
+      .Add("decode-steps", "32", "timed decode steps per batch size")
+      .Add("batches", "1,8,32", "decode batch sizes")
+      .Add("json", "", "also write the results as JSON to this file");
+  auto parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) return UsageError(flags, parsed.status());
+  if (!*parsed) return 0;
+  auto prompt_len = flags.Int("prompt-len", 1, 1 << 16);
+  auto decode_steps = flags.Int("decode-steps", 1, 1 << 16);
+  if (!prompt_len.ok()) return UsageError(flags, prompt_len.status());
+  if (!decode_steps.ok()) return UsageError(flags, decode_steps.status());
+  std::vector<int> batches, thread_counts;
+  for (const std::string& s : flags.List("batches")) {
+    int v;
+    if (!absl::SimpleAtoi(s, &v) || v < 1 || v > 4096) {
+      return UsageError(flags, absl::InvalidArgumentError("--batches: bad batch size '" + s + "'"));
+    }
+    batches.push_back(v);
+  }
+  for (const std::string& s : flags.List("threads")) {
+    int v;
+    if (!absl::SimpleAtoi(s, &v) || v < 0 || v > 1024) {
+      return UsageError(flags, absl::InvalidArgumentError("--threads: bad count '" + s + "'"));
+    }
+    thread_counts.push_back(v);
+  }
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+
+  std::vector<CaseResult> results;
+  std::vector<MachineLimits> limits;
+  for (int threads : thread_counts) {
+    const MachineLimits lim = MeasureMachine(threads);
+    limits.push_back(lim);
+    std::fprintf(stderr,
+                 "machine: %s | %d thread(s) | read %.1f GB/s | sgemm %.1f GFLOP/s (OpenBLAS "
+                 "core %s) | kernels %s\n",
+                 lim.cpu_model.c_str(), lim.threads, lim.read_gbps, lim.sgemm_gflops,
+                 lim.blas_core.c_str(), lim.kernel_isa.c_str());
+    const std::vector<std::string> shapes =
+        flags.Str("model").empty() ? flags.List("shape") : std::vector<std::string>{"file"};
+    for (const std::string& shape : shapes) {
+      for (const std::string& dtype : flags.List("dtype")) {
+        ModelOptions o;
+        o.num_slots = max_batch;
+        o.threads = threads;
+        if (dtype == "f32") {
+          o.weight_type = ModelOptions::WeightType::kF32;
+        } else if (dtype == "bf16") {
+          o.weight_type = ModelOptions::WeightType::kBF16;
+        } else {
+          return UsageError(flags, absl::InvalidArgumentError("--dtype: '" + dtype + "'"));
+        }
+        absl::StatusOr<std::unique_ptr<Model>> model;
+        if (shape == "file") {
+          model = LoadModel(flags.Str("model"), o);
+        } else {
+          auto spec = RandomSpecForShape(shape);
+          if (!spec.ok()) return UsageError(flags, spec.status());
+          spec->vocab_size = 65536;
+          auto tensors = MakeRandomRwkv7(*spec);
+          if (!tensors.ok()) return Fail(tensors.status());
+          model = CreateModel(ViewsOf(*tensors), o);
+        }
+        if (!model.ok()) return Fail(model.status());
+        std::fprintf(stderr, "running %s %s, %d thread(s)...\n", shape.c_str(), dtype.c_str(),
+                     lim.threads);
+        auto r = RunCase(**model, shape, dtype, static_cast<int>(*prompt_len),
+                         static_cast<int>(*decode_steps), batches, lim.read_gbps);
+        if (!r.ok()) return Fail(r.status());
+        r->threads = lim.threads;
+        results.push_back(*r);
+      }
+    }
+  }
+
+  // Markdown table.
+  std::printf("| shape | weights | threads | prefill t/s | prefill GFLOP/s | %% of sgemm peak |"
+              " decode b1 t/s | b1 roofline t/s | %% of roofline |");
+  for (int b : batches) {
+    if (b != 1) std::printf(" decode b%d t/s |", b);
+  }
+  std::printf(" b%d / b1 |\n|---|---|---|---|---|---|---|---|---|", max_batch);
+  for (int b : batches) {
+    if (b != 1) std::printf("---|");
+  }
+  std::printf("---|\n");
+  for (const CaseResult& r : results) {
+    const MachineLimits& lim =
+        *std::find_if(limits.begin(), limits.end(), [&](auto& l) { return l.threads == r.threads; });
+    double b1 = 0, bmax = 0;
+    for (auto [b, tps] : r.decode_tps) {
+      if (b == 1) b1 = tps;
+      if (b == max_batch) bmax = tps;
+    }
+    std::printf("| %s | %s | %d | %.1f | %.1f | %.0f%% | %.1f | %.1f | %.0f%% |", r.shape.c_str(),
+                r.dtype.c_str(), r.threads, r.prefill_tps, r.prefill_gflops,
+                100 * r.prefill_gflops / lim.sgemm_gflops, b1, r.roofline_tps,
+                100 * b1 / r.roofline_tps);
+    for (auto [b, tps] : r.decode_tps) {
+      if (b != 1) std::printf(" %.1f |", tps);
+    }
+    std::printf(" %.1fx |\n", b1 > 0 ? bmax / b1 : 0.0);
+  }
+  for (const MachineLimits& l : limits) {
+    std::printf("\nmachine (%d thread(s)): %s; read bandwidth %.1f GB/s; sgemm 2048^3 %.1f GFLOP/s; "
+                "OpenBLAS core %s; kernels %s\n",
+                l.threads, l.cpu_model.c_str(), l.read_gbps, l.sgemm_gflops, l.blas_core.c_str(),
+                l.kernel_isa.c_str());
+  }
+
+  if (!flags.Str("json").empty()) {
+    std::ofstream out(flags.Str("json"));
+    out << "{\"machine\": [";
+    for (size_t i = 0; i < limits.size(); ++i) {
+      const MachineLimits& l = limits[i];
+      out << (i ? "," : "")
+          << absl::StrFormat("{\"threads\": %d, \"read_gbps\": %.3f, \"sgemm_gflops\": %.3f, "
+                             "\"blas_core\": \"%s\", \"kernels\": \"%s\"}",
+                             l.threads, l.read_gbps, l.sgemm_gflops, l.blas_core, l.kernel_isa);
+    }
+    out << "], \"results\": [";
+    for (size_t i = 0; i < results.size(); ++i) {
+      const CaseResult& r = results[i];
+      std::vector<std::string> d;
+      for (auto [b, tps] : r.decode_tps) d.push_back(absl::StrFormat("\"%d\": %.3f", b, tps));
+      out << (i ? "," : "")
+          << absl::StrFormat("{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
+                             "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, "
+                             "\"roofline_tps\": %.3f, \"decode_tps\": {%s}}",
+                             r.shape, r.dtype, r.threads, r.prefill_tps, r.prefill_gflops,
+                             r.roofline_tps, absl::StrJoin(d, ", "));
+    }
+    out << "]}\n";
+  }
+  return 0;
+}
+
+}  // namespace modrwkv::cli

@@ -1,0 +1,114 @@
+// info / logits / make-demo-model: inspecting models and making the demo one.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_format.h"
+#include "engine/checkpoint/checkpoint.h"
+#include "engine/random_weights.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/common.h"
+
+namespace modrwkv::cli {
+
+int RunInfo(int argc, char** argv) {
+  Flags flags("info", "--model M", "Prints the model's shapes, parameter count, weight dtype and "
+              "the state size per sequence.");
+  AddModelFlags(flags);
+  auto parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) return UsageError(flags, parsed.status());
+  if (!*parsed) return 0;
+  auto model = LoadModelFromFlags(flags, 1);
+  if (!model.ok()) return Fail(model.status());
+  const ModelInfo& info = (*model)->info();
+  const ModelConfig& c = info.config;
+  std::printf("model            %s\n", flags.Str("model").c_str());
+  std::printf("layers           %d\n", c.n_layer);
+  std::printf("width (C)        %d\n", c.n_embd);
+  std::printf("heads x size     %d x %d\n", c.n_head, c.head_size);
+  std::printf("ffn width        %d\n", c.ffn_size);
+  std::printf("vocab            %d\n", c.vocab_size);
+  std::printf("lora ranks       w=%d a=%d v=%d g=%d\n", c.d_decay, c.d_aaa, c.d_mv, c.d_gate);
+  std::printf("parameters       %lld (%.3f B)\n", static_cast<long long>(info.parameter_count),
+              info.parameter_count / 1e9);
+  std::printf("weight dtype     %s (%s backend)\n", info.weight_dtype.c_str(), info.backend.c_str());
+  std::printf("weight bytes     %.1f MB (%.1f MB read per decode token)\n", info.weight_bytes / 1e6,
+              info.decode_bytes_per_token / 1e6);
+  std::printf("state per seq    %lld bytes (%.2f MB, f32)\n",
+              static_cast<long long>(c.StateBytes()), c.StateBytes() / 1e6);
+  return 0;
+}
+
+int RunLogits(int argc, char** argv) {
+  Flags flags("logits", "--model M --tokens \"1 2 3\" --out F",
+              "Runs the tokens from a zero state and writes the final position's logits as raw "
+              "little-endian float32 (vocab-size values).");
+  AddModelFlags(flags);
+  flags.Add("tokens", "", "token ids, space- or comma-separated", true)
+      .Add("out", "", "output file", true);
+  auto parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) return UsageError(flags, parsed.status());
+  if (!*parsed) return 0;
+  auto ids = ParseIds(flags.Str("tokens"), "tokens");
+  if (!ids.ok()) return UsageError(flags, ids.status());
+  if (ids->empty()) return UsageError(flags, absl::InvalidArgumentError("--tokens is empty"));
+  auto model = LoadModelFromFlags(flags, 1);
+  if (!model.ok()) return Fail(model.status());
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputSegment::Tokens(*ids)};
+  e.output = StepOutput::kLogits;
+  std::vector<StepResult> res;
+  if (auto st = (*model)->Step({e}, &res); !st.ok()) return Fail(st);
+  std::ofstream out(flags.Str("out"), std::ios::binary);
+  out.write(reinterpret_cast<const char*>(res[0].logits.data()),
+            static_cast<std::streamsize>(res[0].logits.size() * sizeof(float)));
+  if (!out) return Fail(absl::InternalError("cannot write " + flags.Str("out")));
+  return 0;
+}
+
+int RunMakeDemoModel(int argc, char** argv) {
+  Flags flags("make-demo-model", "--out DIR [--shape tiny] [--format pth]",
+              "Writes a random-weight RWKV7 checkpoint (seeded; docs/random-weights.md) and the "
+              "vocabulary into DIR. Its text is random: it exercises the whole serving path "
+              "without a download.");
+  flags.Add("out", "", "output directory", true)
+      .Add("shape", "tiny", "tiny (L2 C128), 0.1b (L12 C768), 0.4b (L24 C1024), 1.5b (L24 C2048)")
+      .Add("format", "pth", "pth (torch.save zip, BlinkDL names) or safetensors")
+      .Add("dtype", "bf16", "bf16 (as released models) or f32")
+      .Add("seed", "1", "weight seed");
+  auto parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) return UsageError(flags, parsed.status());
+  if (!*parsed) return 0;
+  auto spec = RandomSpecForShape(flags.Str("shape"));
+  if (!spec.ok()) return UsageError(flags, spec.status());
+  auto seed = flags.Int("seed", 0, INT64_MAX);
+  if (!seed.ok()) return UsageError(flags, seed.status());
+  spec->seed = static_cast<uint64_t>(*seed);
+  const std::string dtype = flags.Str("dtype"), format = flags.Str("format");
+  if (dtype != "bf16" && dtype != "f32") {
+    return UsageError(flags, absl::InvalidArgumentError("--dtype must be bf16 or f32"));
+  }
+  if (format != "pth" && format != "safetensors") {
+    return UsageError(flags, absl::InvalidArgumentError("--format must be pth or safetensors"));
+  }
+  spec->dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  auto tensors = MakeRandomRwkv7(*spec);
+  if (!tensors.ok()) return Fail(tensors.status());
+  namespace fs = std::filesystem;
+  const fs::path dir = flags.Str("out");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Fail(absl::InternalError("cannot create " + dir.string() + ": " + ec.message()));
+  const fs::path model = dir / (format == "pth" ? "model.pth" : "model.safetensors");
+  const absl::Status st = format == "pth" ? WriteTorchCheckpoint(model.string(), *tensors)
+                                          : WriteSafetensors(model.string(), *tensors);
+  if (!st.ok()) return Fail(st);
+  const fs::path vocab = dir / "rwkv_vocab_v20230424.txt";
+  fs::copy_file(DefaultVocabPath(), vocab, fs::copy_options::overwrite_existing, ec);
+  if (ec) return Fail(absl::InternalError("cannot copy the vocabulary: " + ec.message()));
+  std::printf("%s\n", model.string().c_str());
+  return 0;
+}
+
+}  // namespace modrwkv::cli

@@ -1,0 +1,109 @@
+#include "tools/cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/model_loader.h"
+#include "engine/status_macros.h"
+
+namespace modrwkv::cli {
+
+namespace fs = std::filesystem;
+constexpr const char* kVocabName = "rwkv_vocab_v20230424.txt";
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int UsageError(const Flags& flags, const absl::Status& status) {
+  std::fprintf(stderr, "error: %s\n\n%s", std::string(status.message()).c_str(),
+               flags.Usage().c_str());
+  return 2;
+}
+
+void AddModelFlags(Flags& flags) {
+  flags.Add("model", "", "checkpoint: BlinkDL .pth or .safetensors (BlinkDL or fla names)", true)
+      .Add("dtype", "auto", "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16")
+      .Add("threads", "0", "CPU threads (0 = all)");
+}
+
+absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots) {
+  ModelOptions o;
+  const std::string dt = flags.Str("dtype");
+  if (dt == "auto") {
+    o.weight_type = ModelOptions::WeightType::kAuto;
+  } else if (dt == "f32" || dt == "fp32") {
+    o.weight_type = ModelOptions::WeightType::kF32;
+  } else if (dt == "bf16") {
+    o.weight_type = ModelOptions::WeightType::kBF16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype must be auto, f32 or bf16, got '", dt, "'"));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(int64_t threads, flags.Int("threads", 0, 1024));
+  o.threads = static_cast<int>(threads);
+  o.num_slots = num_slots;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadModelFromFlags(const Flags& flags, int num_slots) {
+  MODRWKV_ASSIGN_OR_RETURN(ModelOptions o, ModelOptionsFromFlags(flags, num_slots));
+  return LoadModel(flags.Str("model"), o);
+}
+
+std::string DefaultVocabPath() {
+  // Installed layout: <prefix>/bin/modrwkv and <prefix>/share/modrwkv/<vocab>; build tree: the
+  // source tree's assets/.
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path installed = exe.parent_path().parent_path() / "share" / "modrwkv" / kVocabName;
+    if (fs::exists(installed)) return installed.string();
+  }
+  return std::string(MODRWKV_ASSETS_DIR) + "/" + kVocabName;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& vocab_flag,
+                                                         const std::string& model_path) {
+  if (!vocab_flag.empty()) return Tokenizer::LoadFile(vocab_flag);
+  if (!model_path.empty()) {
+    const fs::path next_to = fs::path(model_path).parent_path() / kVocabName;
+    if (fs::exists(next_to)) return Tokenizer::LoadFile(next_to.string());
+  }
+  const std::string def = DefaultVocabPath();
+  if (fs::exists(def)) return Tokenizer::LoadFile(def);
+  return absl::NotFoundError(absl::StrCat(
+      "no vocabulary: pass --vocab or put ", kVocabName, " next to the model (looked in ", def,
+      ")"));
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const char* flag) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(text, absl::ByAnyChar(", \t\n"), absl::SkipEmpty())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id) || id < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", part, "' is not a token id (non-negative integer)"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace modrwkv::cli

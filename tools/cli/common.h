@@ -1,0 +1,36 @@
+// Pieces shared by the CLI subcommands: model/tokenizer loading from flags, id lists, errors.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "tools/cli/flags.h"
+
+namespace modrwkv::cli {
+
+// Subcommands return a process exit code: 0 ok, 1 runtime failure, 2 usage error.
+int Fail(const absl::Status& status);
+int UsageError(const Flags& flags, const absl::Status& status);
+
+// Adds --model, --dtype, --threads.
+void AddModelFlags(Flags& flags);
+absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots);
+absl::StatusOr<std::unique_ptr<Model>> LoadModelFromFlags(const Flags& flags, int num_slots);
+
+// The vocabulary: --vocab if given, else rwkv_vocab_v20230424.txt next to the model, else the
+// copy installed with the binary.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& vocab_flag,
+                                                         const std::string& model_path);
+std::string DefaultVocabPath();
+
+// "1 2 3" or "1,2,3" -> ids; errors name the bad entry.
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const char* flag);
+
+// Reads a whole file.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+}  // namespace modrwkv::cli

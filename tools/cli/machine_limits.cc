@@ -1,0 +1,97 @@
+#include "tools/cli/machine_limits.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "engine/cpu/blas.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/linear.h"
+#include "engine/cpu/thread_pool.h"
+
+namespace modrwkv::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::string CpuModelName() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      auto p = line.find(':');
+      return p == std::string::npos ? line : line.substr(p + 2);
+    }
+  }
+  return "unknown";
+}
+
+// Integer sums vectorise without reassociation concerns; the pass is bound by memory reads.
+uint64_t SumWords(const uint64_t* p, size_t n) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) s0 += p[i], s1 += p[i + 1], s2 += p[i + 2], s3 += p[i + 3];
+  for (; i < n; ++i) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+
+}  // namespace
+
+MachineLimits MeasureMachine(int threads) {
+  MachineLimits m;
+  cpu::ThreadPool pool(threads);
+  m.threads = pool.size();
+  m.kernel_isa = cpu::KernelIsa();
+  m.cpu_model = CpuModelName();
+
+  // Read bandwidth: 1 GiB, each thread sums a contiguous part; best of 5.
+  const size_t words = (size_t{1} << 30) / 8;
+  std::vector<uint64_t> buf(words);
+  pool.ParallelFor(pool.size(), [&](int64_t t, int) {
+    const size_t b = words * t / pool.size(), e = words * (t + 1) / pool.size();
+    for (size_t i = b; i < e; ++i) buf[i] = i;
+  });
+  std::vector<uint64_t> sums(pool.size());
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    pool.ParallelFor(pool.size(), [&](int64_t t, int) {
+      const size_t b = words * t / pool.size(), e = words * (t + 1) / pool.size();
+      sums[t] = SumWords(buf.data() + b, e - b);
+    });
+    const double s = Seconds(t0, Clock::now());
+    m.read_gbps = std::max(m.read_gbps, words * 8.0 / s / 1e9);
+  }
+  std::vector<uint64_t>().swap(buf);
+
+  // sgemm peak through the same path prefill uses.
+  auto blas = cpu::GetBlas();
+  if (blas.ok()) {
+    m.blas_core = (*blas)->core;
+    const int n = 2048;
+    cpu::Matrix w;
+    w.type = cpu::WType::kF32;
+    w.rows = w.cols = n;
+    w.f32.Resize(static_cast<size_t>(n) * n);
+    std::vector<float> x(static_cast<size_t>(n) * n), y(static_cast<size_t>(n) * n);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = w.f32.data()[i] = 1.0f / (1 + i % 7);
+    cpu::LinearRunner lin(&pool, *blas);
+    lin.Run(w, x.data(), n, n, y.data(), n, false);  // warm-up
+    for (int rep = 0; rep < 3; ++rep) {
+      const auto t0 = Clock::now();
+      lin.Run(w, x.data(), n, n, y.data(), n, false);
+      const double s = Seconds(t0, Clock::now());
+      m.sgemm_gflops = std::max(m.sgemm_gflops, 2.0 * n * n * n / s / 1e9);
+    }
+  } else {
+    m.blas_core = "none (" + std::string(blas.status().message()) + ")";
+  }
+  return m;
+}
+
+}  // namespace modrwkv::cli
