@@ -218,7 +218,9 @@ TEST(SamplerTest, TopPOnTheFullVocabularyMatchesAFullSort) {
       for (const auto& [id, n] : h) outside += nucleus.count(id) ? 0 : n;
       EXPECT_EQ(outside, 0) << "stddev " << stddev << " top_p " << top_p << " nucleus "
                             << nucleus.size();
-      if (nucleus.size() <= 20) EXPECT_EQ(Keys(h), nucleus) << "stddev " << stddev;
+      if (nucleus.size() <= 20) {
+        EXPECT_EQ(Keys(h), nucleus) << "stddev " << stddev;
+      }
     }
   }
 }

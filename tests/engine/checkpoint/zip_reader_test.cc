@@ -1,0 +1,195 @@
+// Tests the zip directory reader (engine/checkpoint/zip_reader.cc) against our writer and against
+// hand-made archives with ZIP64 fields, comments and out-of-range offsets.
+#include "engine/checkpoint/zip_reader.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/checkpoint/atomic_file.h"
+#include "engine/checkpoint/le_bytes.h"
+#include "engine/checkpoint/zip_writer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modrwkv {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::Span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+TEST(ZipReaderTest, Crc32KnownValue) {
+  EXPECT_EQ(Crc32(Bytes("123456789")), 0xcbf43926u);
+  EXPECT_EQ(Crc32(Bytes("")), 0u);
+}
+
+TEST(ZipReaderTest, ReadsWhatZipWriterWrites) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/zip_", ::getpid(), ".zip");
+  {
+    auto f = AtomicFile::Create(path);
+    ASSERT_TRUE(f.ok()) << f.status();
+    ZipWriter w(f->get());
+    ASSERT_TRUE(w.AddStored("arc/a", std::string_view("hello")).ok());
+    ASSERT_TRUE(w.AddStored("arc/empty", std::string_view("")).ok());
+    ASSERT_TRUE(w.AddStored("arc/b", std::string(1000, 'x')).ok());
+    ASSERT_TRUE(w.Finish().ok());
+    ASSERT_TRUE((*f)->Commit().ok());
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), {});
+  auto entries = ReadZipDirectory(Bytes(file));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(entries->size(), 3u);
+  const std::vector<std::string> want = {"hello", "", std::string(1000, 'x')};
+  for (size_t i = 0; i < 3; ++i) {
+    const ZipEntry& e = (*entries)[i];
+    EXPECT_EQ(e.data_offset % ZipWriter::kAlignment, 0u) << e.name;
+    auto data = StoredEntryBytes(Bytes(file), e);
+    ASSERT_TRUE(data.ok()) << data.status();
+    EXPECT_EQ(std::string(data->begin(), data->end()), want[i]);
+    EXPECT_EQ(e.crc32, Crc32(*data));
+  }
+}
+
+// One stored entry, optionally with saturated 32-bit fields resolved through ZIP64 extras.
+struct HandZip {
+  bool zip64_fields = false;     // central directory says 0xffffffff, extra field has the values
+  bool omit_zip64_extra = false;
+  bool zip64_eocd = false;       // ZIP64 end record + locator; plain EOCD saturated
+  std::string comment;
+  uint16_t method = 0;
+  uint16_t flags = 0;
+
+  std::string Build() const {
+    const std::string name = "a/data.pkl", data = "payload";
+    std::string z;
+    le::Append32(z, 0x04034b50);
+    le::Append16(z, 45);
+    le::Append16(z, flags);
+    le::Append16(z, method);
+    le::Append32(z, 0);
+    le::Append32(z, 0);
+    le::Append32(z, static_cast<uint32_t>(data.size()));
+    le::Append32(z, static_cast<uint32_t>(data.size()));
+    le::Append16(z, static_cast<uint16_t>(name.size()));
+    le::Append16(z, 3);  // local extra differs from the central one: data follows it
+    z += name + "ZZZ" + data;
+    const uint64_t cd_offset = z.size();
+    std::string extra;
+    if (zip64_fields && !omit_zip64_extra) {
+      le::Append16(extra, 0x0001);
+      le::Append16(extra, 24);
+      le::Append64(extra, data.size());
+      le::Append64(extra, data.size());
+      le::Append64(extra, 0);
+    }
+    const uint32_t sat = 0xffffffffu;
+    le::Append32(z, 0x02014b50);
+    le::Append16(z, 45);
+    le::Append16(z, 45);
+    le::Append16(z, flags);
+    le::Append16(z, method);
+    le::Append32(z, 0);
+    le::Append32(z, 0);
+    le::Append32(z, zip64_fields ? sat : static_cast<uint32_t>(data.size()));
+    le::Append32(z, zip64_fields ? sat : static_cast<uint32_t>(data.size()));
+    le::Append16(z, static_cast<uint16_t>(name.size()));
+    le::Append16(z, static_cast<uint16_t>(extra.size()));
+    le::Append16(z, 0);
+    le::Append16(z, 0);
+    le::Append16(z, 0);
+    le::Append32(z, 0);
+    le::Append32(z, zip64_fields ? sat : 0);
+    z += name + extra;
+    const uint64_t cd_size = z.size() - cd_offset;
+    if (zip64_eocd) {
+      const uint64_t rec = z.size();
+      le::Append32(z, 0x06064b50);
+      le::Append64(z, 44);
+      le::Append16(z, 45);
+      le::Append16(z, 45);
+      le::Append32(z, 0);
+      le::Append32(z, 0);
+      le::Append64(z, 1);
+      le::Append64(z, 1);
+      le::Append64(z, cd_size);
+      le::Append64(z, cd_offset);
+      le::Append32(z, 0x07064b50);
+      le::Append32(z, 0);
+      le::Append64(z, rec);
+      le::Append32(z, 1);
+    }
+    le::Append32(z, 0x06054b50);
+    le::Append32(z, 0);
+    le::Append16(z, zip64_eocd ? 0xffff : 1);
+    le::Append16(z, zip64_eocd ? 0xffff : 1);
+    le::Append32(z, zip64_eocd ? sat : static_cast<uint32_t>(cd_size));
+    le::Append32(z, zip64_eocd ? sat : static_cast<uint32_t>(cd_offset));
+    le::Append16(z, static_cast<uint16_t>(comment.size()));
+    return z + comment;
+  }
+};
+
+std::string Payload(const std::string& zip) {
+  auto entries = ReadZipDirectory(Bytes(zip));
+  if (!entries.ok()) return std::string(entries.status().message());
+  if (entries->size() != 1) return "entries != 1";
+  auto data = StoredEntryBytes(Bytes(zip), (*entries)[0]);
+  if (!data.ok()) return std::string(data.status().message());
+  return std::string(data->begin(), data->end());
+}
+
+TEST(ZipReaderTest, HandMadeArchives) {
+  EXPECT_EQ(Payload(HandZip{}.Build()), "payload");
+  EXPECT_EQ(Payload(HandZip{.zip64_fields = true}.Build()), "payload");
+  EXPECT_EQ(Payload(HandZip{.zip64_eocd = true}.Build()), "payload");
+  EXPECT_EQ(Payload(HandZip{.zip64_fields = true, .zip64_eocd = true}.Build()), "payload");
+  EXPECT_EQ(Payload(HandZip{.comment = "a comment with PK\x05\x06 inside"}.Build()), "payload");
+}
+
+TEST(ZipReaderTest, DamagedArchives) {
+  EXPECT_THAT(Payload(HandZip{.zip64_fields = true, .omit_zip64_extra = true}.Build()),
+              HasSubstr("needs a ZIP64 extra field"));
+  EXPECT_THAT(Payload(HandZip{.method = 8}.Build()), HasSubstr("is compressed (method 8)"));
+  EXPECT_THAT(Payload(HandZip{.flags = 1}.Build()), HasSubstr("is encrypted"));
+
+  // The ZIP64 locator points outside the file.
+  std::string z = HandZip{.zip64_eocd = true}.Build();
+  z[z.size() - 22 - 20 + 8 + 7] = 0x7f;
+  EXPECT_THAT(Payload(z), HasSubstr("ZIP64 end-of-directory offset is out of range"));
+
+  // Saturated EOCD fields without a ZIP64 locator.
+  z = HandZip{.zip64_eocd = true}.Build();
+  z.erase(z.size() - 22 - 20 - 56, 56 + 20);
+  EXPECT_THAT(Payload(z), HasSubstr("has no ZIP64 locator"));
+
+  // Central directory offset past the end.
+  z = HandZip{}.Build();
+  le::Append32(z, 0);  // dummy; rewrite EOCD fields in place below
+  z.resize(z.size() - 4);
+  z[z.size() - 6 + 3] = 0x40;
+  EXPECT_THAT(Payload(z), HasSubstr("lies outside"));
+
+  // More entries than the directory can hold.
+  z = HandZip{}.Build();
+  z[z.size() - 12] = 0x50;
+  EXPECT_THAT(Payload(z), HasSubstr("entries cannot fit"));
+
+  // Local header offset beyond the file.
+  z = HandZip{}.Build();
+  const size_t cd = z.find("PK\x01\x02");
+  z[cd + 42 + 3] = 0x10;
+  EXPECT_THAT(Payload(z), HasSubstr("lies outside the file"));
+
+  EXPECT_THAT(Payload("PK\x03\x04"), HasSubstr("shorter than an end-of-directory record"));
+  EXPECT_THAT(Payload(std::string(100, 'x')), HasSubstr("not found"));
+}
+
+}  // namespace
+}  // namespace modrwkv
