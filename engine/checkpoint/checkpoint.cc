@@ -36,8 +36,8 @@ bool StartsWith(absl::Span<const uint8_t> b, absl::string_view prefix) {
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   auto file = MappedFile::Open(path);
-  if (!file.ok()) return absl::Status(file.status().code(),
-                                      absl::StrCat("checkpoint ", file.status().message()));
+  if (!file.ok())
+    return absl::Status(file.status().code(), absl::StrCat("checkpoint ", file.status().message()));
   const absl::Span<const uint8_t> bytes = (*file)->bytes();
   auto fail = [&](const absl::Status& st) {
     return absl::Status(st.code(), absl::StrCat("checkpoint ", path, ": ", st.message()));

@@ -46,8 +46,6 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   return std::unique_ptr<MappedFile>(new MappedFile(path, static_cast<const uint8_t*>(p), size));
 }
 
-MappedFile::~MappedFile() {
-  ::munmap(const_cast<uint8_t*>(data_), size_);
-}
+MappedFile::~MappedFile() { ::munmap(const_cast<uint8_t*>(data_), size_); }
 
 }  // namespace modrwkv

@@ -14,18 +14,30 @@ namespace modrwkv::pickle {
 
 absl::string_view KindName(Kind k) {
   switch (k) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kBytes: return "bytes";
-    case Kind::kTuple: return "tuple";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
-    case Kind::kGlobal: return "global";
-    case Kind::kObject: return "object";
-    case Kind::kPersistentId: return "persistent id";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kBytes:
+      return "bytes";
+    case Kind::kTuple:
+      return "tuple";
+    case Kind::kList:
+      return "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kGlobal:
+      return "global";
+    case Kind::kObject:
+      return "object";
+    case Kind::kPersistentId:
+      return "persistent id";
   }
   return "?";
 }
@@ -33,16 +45,52 @@ absl::string_view KindName(Kind k) {
 namespace {
 
 enum Op : uint8_t {
-  kMark = '(', kStop = '.', kPop = '0', kPopMark = '1', kDup = '2',
-  kBinInt = 'J', kBinInt1 = 'K', kBinInt2 = 'M', kNoneOp = 'N', kBinPersId = 'Q',
-  kReduce = 'R', kBinUnicode = 'X', kEmptyList = ']', kAppend = 'a', kBuild = 'b',
-  kGlobalOp = 'c', kDictOp = 'd', kAppends = 'e', kBinGet = 'h', kLongBinGet = 'j',
-  kListOp = 'l', kBinPut = 'q', kLongBinPut = 'r', kSetItem = 's', kTupleOp = 't',
-  kSetItems = 'u', kEmptyDict = '}', kEmptyTuple = ')', kBinFloat = 'G', kBinBytes = 'B',
-  kShortBinBytes = 'C', kProto = 0x80, kNewObj = 0x81, kTuple1 = 0x85, kTuple2 = 0x86,
-  kTuple3 = 0x87, kNewTrue = 0x88, kNewFalse = 0x89, kLong1 = 0x8a, kLong4 = 0x8b,
-  kShortBinUnicode = 0x8c, kBinUnicode8 = 0x8d, kBinBytes8 = 0x8e, kStackGlobal = 0x93,
-  kMemoize = 0x94, kFrame = 0x95,
+  kMark = '(',
+  kStop = '.',
+  kPop = '0',
+  kPopMark = '1',
+  kDup = '2',
+  kBinInt = 'J',
+  kBinInt1 = 'K',
+  kBinInt2 = 'M',
+  kNoneOp = 'N',
+  kBinPersId = 'Q',
+  kReduce = 'R',
+  kBinUnicode = 'X',
+  kEmptyList = ']',
+  kAppend = 'a',
+  kBuild = 'b',
+  kGlobalOp = 'c',
+  kDictOp = 'd',
+  kAppends = 'e',
+  kBinGet = 'h',
+  kLongBinGet = 'j',
+  kListOp = 'l',
+  kBinPut = 'q',
+  kLongBinPut = 'r',
+  kSetItem = 's',
+  kTupleOp = 't',
+  kSetItems = 'u',
+  kEmptyDict = '}',
+  kEmptyTuple = ')',
+  kBinFloat = 'G',
+  kBinBytes = 'B',
+  kShortBinBytes = 'C',
+  kProto = 0x80,
+  kNewObj = 0x81,
+  kTuple1 = 0x85,
+  kTuple2 = 0x86,
+  kTuple3 = 0x87,
+  kNewTrue = 0x88,
+  kNewFalse = 0x89,
+  kLong1 = 0x8a,
+  kLong4 = 0x8b,
+  kShortBinUnicode = 0x8c,
+  kBinUnicode8 = 0x8d,
+  kBinBytes8 = 0x8e,
+  kStackGlobal = 0x93,
+  kMemoize = 0x94,
+  kFrame = 0x95,
 };
 
 class Machine {
@@ -202,8 +250,7 @@ class Machine {
     }
     const Value& c = g_.at(*callable);
     // OrderedDict() is the one constructor we run: SETITEMS then fills it.
-    if (c.kind == Kind::kGlobal && c.s == "collections.OrderedDict" &&
-        g_.at(*args).items.empty()) {
+    if (c.kind == Kind::kGlobal && c.s == "collections.OrderedDict" && g_.at(*args).items.empty()) {
       return PushNew(Kind::kDict);
     }
     std::string name = c.kind == Kind::kGlobal ? c.s : std::string();
@@ -273,9 +320,12 @@ absl::Status Machine::Step() {
       if (!top.ok()) return top.status();
       return Push(*top);
     }
-    case kNoneOp: return PushNew(Kind::kNone);
-    case kNewTrue: return PushNew(Kind::kBool, 1);
-    case kNewFalse: return PushNew(Kind::kBool, 0);
+    case kNoneOp:
+      return PushNew(Kind::kNone);
+    case kNewTrue:
+      return PushNew(Kind::kBool, 1);
+    case kNewFalse:
+      return PushNew(Kind::kBool, 0);
     case kBinInt1:
       if (auto st = Need(1); !st.ok()) return st;
       return PushNew(Kind::kInt, d_[pos_++]);
@@ -328,13 +378,21 @@ absl::Status Machine::Step() {
       if (auto st = Need(8); !st.ok()) return st;
       pos_ += 8;
       return PushText(Kind::kBytes, le::Load64(d_.data() + pos_ - 8));
-    case kEmptyTuple: return PushNew(Kind::kTuple);
-    case kEmptyList: return PushNew(Kind::kList);
-    case kEmptyDict: return PushNew(Kind::kDict);
-    case kTuple1: return Tuple(1);
-    case kTuple2: return Tuple(2);
-    case kTuple3: return Tuple(3);
-    case kTupleOp: case kListOp: case kDictOp: {
+    case kEmptyTuple:
+      return PushNew(Kind::kTuple);
+    case kEmptyList:
+      return PushNew(Kind::kList);
+    case kEmptyDict:
+      return PushNew(Kind::kDict);
+    case kTuple1:
+      return Tuple(1);
+    case kTuple2:
+      return Tuple(2);
+    case kTuple3:
+      return Tuple(3);
+    case kTupleOp:
+    case kListOp:
+    case kDictOp: {
       auto items = PopMark();
       if (!items.ok()) return items.status();
       if (op_ == kTupleOp) return PushSequence(Kind::kTuple, std::move(*items));
@@ -359,7 +417,9 @@ absl::Status Machine::Step() {
       }
       return PushGlobal(g_.at(*module).s, g_.at(*name).s);
     }
-    case kReduce: case kNewObj: return Reduce();
+    case kReduce:
+    case kNewObj:
+      return Reduce();
     case kBuild: {  // state is dropped: it carries no tensors in a state dict (e.g. _metadata)
       auto state = Pop();
       if (!state.ok()) return state.status();

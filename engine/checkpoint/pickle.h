@@ -18,7 +18,7 @@ enum class Kind : uint8_t {
   kBool,
   kInt,
   kFloat,
-  kString,        // str (UTF-8 bytes, not validated)
+  kString,  // str (UTF-8 bytes, not validated)
   kBytes,
   kTuple,         // items
   kList,          // items
@@ -36,9 +36,9 @@ using NodeId = uint32_t;
 
 struct Value {
   Kind kind = Kind::kNone;
-  int64_t i = 0;   // kBool (0/1), kInt
-  double f = 0;    // kFloat
-  std::string s;   // kString, kBytes, kGlobal, kObject
+  int64_t i = 0;  // kBool (0/1), kInt
+  double f = 0;   // kFloat
+  std::string s;  // kString, kBytes, kGlobal, kObject
   std::vector<NodeId> items;
 };
 
@@ -52,7 +52,7 @@ struct Graph {
 };
 
 struct Limits {
-  size_t max_nodes = size_t{8} << 20;   // ~15 nodes per tensor: room for 500k tensors
+  size_t max_nodes = size_t{8} << 20;  // ~15 nodes per tensor: room for 500k tensors
   size_t max_stack = size_t{4} << 20;
   size_t max_marks = 4096;
 };

@@ -1,8 +1,7 @@
 // Parses and validates a safetensors header; tensor data is not touched.
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -46,8 +45,9 @@ absl::StatusOr<DType> ParseDType(const std::string& name, const std::string& dty
   if (dtype == "BF16") return DType::kBF16;
   if (dtype == "F16") return DType::kF16;
   if (dtype == "F32") return DType::kF32;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "tensor ", name, " has dtype ", dtype.substr(0, 32), "; supported dtypes are BF16, F16, F32"));
+  return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ",
+                                                 dtype.substr(0, 32),
+                                                 "; supported dtypes are BF16, F16, F32"));
 }
 
 absl::StatusOr<uint64_t> Unsigned(const json& v, const std::string& name, absl::string_view what) {
@@ -90,7 +90,8 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
     if (dtype_it == info.end() || !dtype_it->is_string() || shape_it == info.end() ||
         !shape_it->is_array() || offsets_it == info.end() || !offsets_it->is_array() ||
         offsets_it->size() != 2) {
-      return Bad(absl::StrCat("tensor ", name, " needs dtype (string), shape (array) and "
+      return Bad(absl::StrCat("tensor ", name,
+                              " needs dtype (string), shape (array) and "
                               "data_offsets ([begin, end])"));
     }
     auto dtype = ParseDType(name, dtype_it->get<std::string>());
@@ -117,9 +118,9 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
                               "] lie outside the ", data_size, "-byte data section"));
     }
     if (*end - *begin != numel * esize) {
-      return Bad(absl::StrCat("tensor ", name, " ", std::string(DTypeName(*dtype)), ShapeToString(shape),
-                              " needs ", numel * esize, " bytes but data_offsets span ",
-                              *end - *begin));
+      return Bad(absl::StrCat("tensor ", name, " ", std::string(DTypeName(*dtype)),
+                              ShapeToString(shape), " needs ", numel * esize,
+                              " bytes but data_offsets span ", *end - *begin));
     }
     TensorView v;
     v.name = name;

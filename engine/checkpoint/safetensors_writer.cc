@@ -13,9 +13,12 @@ namespace {
 
 const char* SafetensorsDType(DType t) {
   switch (t) {
-    case DType::kBF16: return "BF16";
-    case DType::kF16: return "F16";
-    case DType::kF32: return "F32";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF16:
+      return "F16";
+    case DType::kF32:
+      return "F32";
   }
   return "F32";
 }

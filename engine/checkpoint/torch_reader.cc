@@ -4,13 +4,13 @@
 #include "engine/checkpoint/torch_reader.h"
 
 #include <optional>
-#include "absl/strings/string_view.h"
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "engine/checkpoint/pickle.h"
 #include "engine/checkpoint/zip_reader.h"
 
@@ -30,7 +30,7 @@ struct StorageType {
   absl::string_view name;        // pickled global
   absl::string_view dtype_name;  // as torch prints it
   uint64_t element_size;
-  std::optional<DType> dtype;   // nullopt: not a dtype we serve (or untyped bytes)
+  std::optional<DType> dtype;  // nullopt: not a dtype we serve (or untyped bytes)
 };
 
 constexpr StorageType kStorageTypes[] = {
@@ -72,8 +72,7 @@ class Resolver {
   Resolver(const Graph& g, StorageLookup storage) : g_(g), storage_(storage) {}
 
   // nullopt: the value is not a tensor (skipped by the caller).
-  absl::StatusOr<std::optional<TensorView>> Tensor(const std::string& name, NodeId id,
-                                                   int depth) {
+  absl::StatusOr<std::optional<TensorView>> Tensor(const std::string& name, NodeId id, int depth) {
     const Value& v = g_.at(id);
     if (v.kind != Kind::kObject) return std::nullopt;
     const std::vector<NodeId>& args = g_.at(v.items[1]).items;
@@ -115,8 +114,8 @@ class Resolver {
     }
     if (absl::StartsWith(fn, "torch._utils._rebuild") ||
         absl::StartsWith(fn, "torch._tensor._rebuild")) {
-      return absl::UnimplementedError(absl::StrCat(
-          "tensor ", name, " is rebuilt by ", fn, "; only dense tensors are supported"));
+      return absl::UnimplementedError(absl::StrCat("tensor ", name, " is rebuilt by ", fn,
+                                                   "; only dense tensors are supported"));
     }
     return std::nullopt;
   }
@@ -200,8 +199,8 @@ class Resolver {
     auto stride = Ints(name, args[3], "stride");
     if (!stride.ok()) return stride.status();
     if (stride->size() != shape->size()) {
-      return Bad(name, absl::StrCat("size has ", shape->size(), " dims but stride has ",
-                                    stride->size()));
+      return Bad(name,
+                 absl::StrCat("size has ", shape->size(), " dims but stride has ", stride->size()));
     }
 
     uint64_t numel = 1;
@@ -216,10 +215,11 @@ class Resolver {
       uint64_t expected = 1;
       for (size_t k = shape->size(); k-- > 0;) {
         if ((*shape)[k] != 1 && static_cast<uint64_t>((*stride)[k]) != expected) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "tensor ", name, " has shape ", ShapeToString(*shape), " with strides (",
-              absl::StrJoin(*stride, ","), "); only contiguous row-major tensors are supported "
-              "(save tensor.contiguous())"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("tensor ", name, " has shape ", ShapeToString(*shape), " with strides (",
+                           absl::StrJoin(*stride, ","),
+                           "); only contiguous row-major tensors are supported "
+                           "(save tensor.contiguous())"));
         }
         expected *= static_cast<uint64_t>((*shape)[k]);
       }
@@ -238,8 +238,8 @@ class Resolver {
                           absl::StrCat("tensor ", name, ": ", bytes.status().message()));
     }
     if (bytes->size() < storage_bytes) {
-      return Bad(name, absl::StrCat("storage ", key, " holds ", bytes->size(),
-                                    " bytes, expected ", storage_bytes));
+      return Bad(name, absl::StrCat("storage ", key, " holds ", bytes->size(), " bytes, expected ",
+                                    storage_bytes));
     }
     TensorView view;
     view.name = name;
@@ -262,8 +262,8 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadStateDictPickle(
   if (!graph.ok()) return graph.status();
   const Value& root = graph->at(graph->root);
   if (root.kind != Kind::kDict) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data.pkl holds a ", pickle::KindName(root.kind), ", expected a dict of tensors"));
+    return absl::InvalidArgumentError(absl::StrCat("data.pkl holds a ", pickle::KindName(root.kind),
+                                                   ", expected a dict of tensors"));
   }
   Resolver resolver(*graph, storage);
   std::map<std::string, TensorView> out;
@@ -307,7 +307,8 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadTorchZip(absl::Span<const 
         torchscript ? "zip is a TorchScript archive (torch.jit.save), not a torch.save state dict"
                     : "zip has no <archive>/data.pkl entry; not a torch.save checkpoint");
   }
-  const std::string prefix = pkl->name.substr(0, pkl->name.size() - absl::string_view("data.pkl").size());
+  const std::string prefix =
+      pkl->name.substr(0, pkl->name.size() - absl::string_view("data.pkl").size());
 
   if (auto it = by_name.find(prefix + "byteorder"); it != by_name.end()) {
     auto order = StoredEntryBytes(archive, *it->second);

@@ -2,11 +2,11 @@
 // OrderedDict{name: _rebuild_tensor_v2(persistent storage, 0, size, stride, False, OrderedDict())}
 // with one storage per tensor stored as archive/data/<index>.
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/checkpoint/atomic_file.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/le_bytes.h"
@@ -92,9 +92,12 @@ class PickleWriter {
 
 absl::string_view StorageClass(DType t) {
   switch (t) {
-    case DType::kBF16: return "BFloat16Storage";
-    case DType::kF16: return "HalfStorage";
-    case DType::kF32: return "FloatStorage";
+    case DType::kBF16:
+      return "BFloat16Storage";
+    case DType::kF16:
+      return "HalfStorage";
+    case DType::kF32:
+      return "FloatStorage";
   }
   return "FloatStorage";
 }
@@ -130,7 +133,7 @@ std::string StateDictPickle(const std::vector<OwnedTensor>& tensors) {
     p.Int(0);  // storage offset
     p.IntTuple(t.shape);
     p.IntTuple(stride);
-    p.Op(0x89);  // requires_grad = False
+    p.Op(0x89);            // requires_grad = False
     p.EmptyOrderedDict();  // backward hooks
     p.Op('t');
     p.Op('R');

@@ -2,9 +2,9 @@
 #include "engine/checkpoint/write_validation.h"
 
 #include <set>
-#include "absl/strings/string_view.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace modrwkv {
 

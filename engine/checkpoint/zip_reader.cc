@@ -76,8 +76,8 @@ absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
                                 ") lies outside the ", a.size(), "-byte file"));
   }
   if (loc.entries > loc.size / kCentralHeaderSize) {
-    return Corrupt(absl::StrCat(loc.entries, " entries cannot fit a ", loc.size,
-                                "-byte central directory"));
+    return Corrupt(
+        absl::StrCat(loc.entries, " entries cannot fit a ", loc.size, "-byte central directory"));
   }
   return loc;
 }
@@ -146,16 +146,16 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t>
       return Corrupt("central directory entry overruns the directory");
     }
     e.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
-    auto st = ApplyZip64Extra(h + kCentralHeaderSize + name_len, extra_len, e.name, usize, csize,
-                              local);
+    auto st =
+        ApplyZip64Extra(h + kCentralHeaderSize + name_len, extra_len, e.name, usize, csize, local);
     if (!st.ok()) return st;
     pos += kCentralHeaderSize + name_len + extra_len + comment_len;
 
     // The data starts after the local header, whose name/extra lengths may differ from the
     // central directory's (torch pads the local extra field to align tensor data to 64 bytes).
     if (local > a.size() || a.size() - local < kLocalHeaderSize) {
-      return Corrupt(absl::StrCat("local header of ", e.name, " at offset ", local,
-                                  " lies outside the file"));
+      return Corrupt(
+          absl::StrCat("local header of ", e.name, " at offset ", local, " lies outside the file"));
     }
     const uint8_t* lh = base + local;
     if (le::Load32(lh) != kLocalHeaderSig) {
@@ -180,9 +180,9 @@ absl::StatusOr<absl::Span<const uint8_t>> StoredEntryBytes(absl::Span<const uint
     return absl::InvalidArgumentError(absl::StrCat("zip entry ", entry.name, " is encrypted"));
   }
   if (entry.method != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "zip entry ", entry.name, " is compressed (method ", entry.method,
-        "); checkpoints must store entries uncompressed, as torch.save does"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("zip entry ", entry.name, " is compressed (method ", entry.method,
+                     "); checkpoints must store entries uncompressed, as torch.save does"));
   }
   if (entry.size != entry.uncompressed_size) {
     return Corrupt(absl::StrCat("stored entry ", entry.name, " has compressed size ", entry.size,

@@ -13,8 +13,8 @@ namespace modrwkv {
 
 struct ZipEntry {
   std::string name;
-  uint16_t method = 0;  // 0 = stored; anything else is compressed
-  uint16_t flags = 0;   // general purpose bit flags (bit 0: encrypted)
+  uint16_t method = 0;       // 0 = stored; anything else is compressed
+  uint16_t flags = 0;        // general purpose bit flags (bit 0: encrypted)
   uint64_t data_offset = 0;  // start of the entry's bytes within the archive
   uint64_t size = 0;         // compressed size (== uncompressed size for stored entries)
   uint64_t uncompressed_size = 0;

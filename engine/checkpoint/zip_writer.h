@@ -1,5 +1,5 @@
-// Writes a zip archive of stored (uncompressed) entries, the layout torch.save produces: tensor data
-// aligned to 64 bytes via a padding extra field, ZIP64 records so entries may exceed 4 GiB.
+// Writes a zip archive of stored (uncompressed) entries, the layout torch.save produces: tensor
+// data aligned to 64 bytes via a padding extra field, ZIP64 records so entries may exceed 4 GiB.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +22,8 @@ class ZipWriter {
 
   absl::Status AddStored(const std::string& name, absl::Span<const uint8_t> data);
   absl::Status AddStored(const std::string& name, absl::string_view data) {
-    return AddStored(name, absl::Span<const uint8_t>(
-                               reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+    return AddStored(name, absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
+                                                     data.size()));
   }
   // Central directory, ZIP64 end-of-directory record and locator, end-of-directory record.
   absl::Status Finish();

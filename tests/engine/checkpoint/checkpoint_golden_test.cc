@@ -1,7 +1,7 @@
 // Reads files written by real torch.save (torch 1.13) and the safetensors package, made by
-// tools/golden/gen_checkpoint_fixtures.py, and checks every name, dtype, shape and value; checks that
-// damaged real files are refused with the right error; and pins the bytes our writers produce (the
-// script verifies that real torch loads those files).
+// tools/golden/gen_checkpoint_fixtures.py, and checks every name, dtype, shape and value; checks
+// that damaged real files are refused with the right error; and pins the bytes our writers produce
+// (the script verifies that real torch loads those files).
 #include <cstdlib>
 #include <cstring>
 #include <fstream>

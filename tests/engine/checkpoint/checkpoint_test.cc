@@ -111,8 +111,8 @@ TEST(CheckpointTest, SafetensorsRoundTrip) {
 
 TEST(CheckpointTest, TensorsAreSortedByName) {
   const std::string path = TempPath("sorted.pth");
-  ASSERT_TRUE(WriteTorchCheckpoint(path, {Random("b", DType::kF32, {1}, 1),
-                                          Random("a", DType::kF32, {1}, 2)})
+  ASSERT_TRUE(WriteTorchCheckpoint(
+                  path, {Random("b", DType::kF32, {1}, 1), Random("a", DType::kF32, {1}, 2)})
                   .ok());
   auto ckpt = Checkpoint::Open(path);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
@@ -128,9 +128,9 @@ TEST(CheckpointTest, ManyTensorsSpanSeveralSetitemsBatches) {
   }
   for (const std::string ext : {".pth", ".safetensors"}) {
     const std::string path = TempPath("many" + ext);
-    ASSERT_TRUE((ext == ".pth" ? WriteTorchCheckpoint(path, tensors)
-                               : WriteSafetensors(path, tensors))
-                    .ok());
+    ASSERT_TRUE(
+        (ext == ".pth" ? WriteTorchCheckpoint(path, tensors) : WriteSafetensors(path, tensors))
+            .ok());
     auto ckpt = Checkpoint::Open(path);
     ASSERT_TRUE(ckpt.ok()) << ckpt.status();
     ExpectSameTensors(**ckpt, tensors);
@@ -164,13 +164,14 @@ TEST(CheckpointTest, WritersValidateInputAndLeaveNoFile) {
     EXPECT_THAT(st.message(), HasSubstr("tensor x bf16[2,3] has 11 bytes, expected 12"));
     EXPECT_THAT(st.message(), HasSubstr(path));
     auto dup = Random("d", DType::kF32, {1}, 2);
-    st = ext == ".pth" ? WriteTorchCheckpoint(path, {dup, dup}) : WriteSafetensors(path, {dup, dup});
+    st =
+        ext == ".pth" ? WriteTorchCheckpoint(path, {dup, dup}) : WriteSafetensors(path, {dup, dup});
     EXPECT_THAT(st.message(), HasSubstr("duplicate tensor name d"));
     EXPECT_FALSE(std::ifstream(path).good());
   }
-  EXPECT_FALSE(WriteSafetensors(TempPath("meta.safetensors"),
-                                {Random("__metadata__", DType::kF32, {1}, 3)})
-                   .ok());
+  EXPECT_FALSE(
+      WriteSafetensors(TempPath("meta.safetensors"), {Random("__metadata__", DType::kF32, {1}, 3)})
+          .ok());
 }
 
 TEST(CheckpointTest, WriteToMissingDirectoryFails) {
@@ -216,8 +217,8 @@ absl::Status ParsePrefix(const std::vector<uint8_t>& file, size_t n, Reader read
 
 TEST(CheckpointTest, EveryTruncationOfATorchFileIsAnError) {
   const std::string path = TempPath("trunc.pth");
-  ASSERT_TRUE(WriteTorchCheckpoint(path, {Random("a", DType::kBF16, {2, 3}, 1),
-                                          Random("b", DType::kF32, {}, 2)})
+  ASSERT_TRUE(WriteTorchCheckpoint(
+                  path, {Random("a", DType::kBF16, {2, 3}, 1), Random("b", DType::kF32, {}, 2)})
                   .ok());
   const auto file = ReadAll(path);
   ASSERT_TRUE(ParsePrefix(file, file.size(), ReadTorchZip).ok());
@@ -236,8 +237,8 @@ TEST(CheckpointTest, EveryTruncationOfATorchFileIsAnError) {
 
 TEST(CheckpointTest, EveryTruncationOfASafetensorsFileIsAnError) {
   const std::string path = TempPath("trunc.safetensors");
-  ASSERT_TRUE(WriteSafetensors(path, {Random("a", DType::kBF16, {2, 3}, 1),
-                                      Random("b", DType::kF32, {}, 2)})
+  ASSERT_TRUE(WriteSafetensors(
+                  path, {Random("a", DType::kBF16, {2, 3}, 1), Random("b", DType::kF32, {}, 2)})
                   .ok());
   const auto file = ReadAll(path);
   ASSERT_TRUE(ParsePrefix(file, file.size(), ReadSafetensors).ok());

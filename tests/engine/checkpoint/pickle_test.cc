@@ -16,8 +16,8 @@
 namespace modrwkv {
 namespace {
 
-using ::testing::HasSubstr;
 using pickle::Kind;
+using ::testing::HasSubstr;
 
 // Builds pickle byte strings opcode by opcode.
 class P {
@@ -51,8 +51,14 @@ class P {
   }
   P& OrderedDict() { return Global("collections", "OrderedDict").Op(')').Op('R'); }
   P& Storage(const std::string& type, const std::string& key, int numel) {
-    return Mark().Str("storage").Global("torch", type).Str(key).Str("cpu").Int(numel).Op('t').Op(
-        'Q');
+    return Mark()
+        .Str("storage")
+        .Global("torch", type)
+        .Str(key)
+        .Str("cpu")
+        .Int(numel)
+        .Op('t')
+        .Op('Q');
   }
   // _rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())
   P& TensorV2(const std::string& type, const std::string& key, int numel, int offset,
@@ -80,14 +86,24 @@ TEST(PickleTest, ScalarsAndContainers) {
   const std::string s = P().Proto()
                             .Mark()
                             .Int(5)
-                            .Op('M').Raw(std::string("\x2c\x01", 2))    // BININT2 300
+                            .Op('M')
+                            .Raw(std::string("\x2c\x01", 2))  // BININT2 300
                             .Int(-7)
-                            .Op(0x8a).Op(6).Raw(std::string("\0\0\0\0\0\x01", 6))  // LONG1 2^40
-                            .Op(0x8a).Op(1).Raw("\xff")                          // LONG1 -1
-                            .Op('G').Raw(std::string("\x3f\xf8\0\0\0\0\0\0", 8))  // 1.5
-                            .Op('N').Op(0x88).Op(0x89)
+                            .Op(0x8a)
+                            .Op(6)
+                            .Raw(std::string("\0\0\0\0\0\x01", 6))  // LONG1 2^40
+                            .Op(0x8a)
+                            .Op(1)
+                            .Raw("\xff")  // LONG1 -1
+                            .Op('G')
+                            .Raw(std::string("\x3f\xf8\0\0\0\0\0\0", 8))  // 1.5
+                            .Op('N')
+                            .Op(0x88)
+                            .Op(0x89)
                             .Str("hi")
-                            .Op(0x8c).Op(2).Raw("yo")
+                            .Op(0x8c)
+                            .Op(2)
+                            .Raw("yo")
                             .Op('t')
                             .Stop();
   auto g = Unpickle(s);
@@ -110,10 +126,20 @@ TEST(PickleTest, ScalarsAndContainers) {
 
 TEST(PickleTest, MemoSharesNodes) {
   const std::string s = P().Proto()
-                            .Str("a").Op('q').Op(1)                     // BINPUT 1
-                            .Str("b").Op('r').U32(70000)                // LONG_BINPUT
-                            .Str("c").Op(0x94)                          // MEMOIZE (key 2)
-                            .Op('h').Op(1).Op('j').U32(70000).Op('h').Op(2)
+                            .Str("a")
+                            .Op('q')
+                            .Op(1)  // BINPUT 1
+                            .Str("b")
+                            .Op('r')
+                            .U32(70000)  // LONG_BINPUT
+                            .Str("c")
+                            .Op(0x94)  // MEMOIZE (key 2)
+                            .Op('h')
+                            .Op(1)
+                            .Op('j')
+                            .U32(70000)
+                            .Op('h')
+                            .Op(2)
                             .Op(0x87)  // TUPLE3 of the three gets
                             .Stop();
   // The stack held a, b, c below the tuple: STOP takes the top.
@@ -130,10 +156,18 @@ TEST(PickleTest, MemoSharesNodes) {
 TEST(PickleTest, StackGlobalAndFrame) {
   std::string frame = "\x95";
   frame += std::string(8, '\0');
-  const std::string s = P().Op(0x80).Op(4).Raw(frame)
-                            .Op(0x8c).Op(11).Raw("collections")
-                            .Op(0x8c).Op(11).Raw("OrderedDict")
-                            .Op(0x93).Op(')').Op('R')
+  const std::string s = P().Op(0x80)
+                            .Op(4)
+                            .Raw(frame)
+                            .Op(0x8c)
+                            .Op(11)
+                            .Raw("collections")
+                            .Op(0x8c)
+                            .Op(11)
+                            .Raw("OrderedDict")
+                            .Op(0x93)
+                            .Op(')')
+                            .Op('R')
                             .Stop();
   auto g = Unpickle(s);
   ASSERT_TRUE(g.ok()) << g.status();
@@ -161,7 +195,7 @@ TEST(PickleTest, MalformedInputIsAnError) {
       {P().Proto().Op(0x8a).Op(9).Raw(std::string(9, '\x01')).Stop(), "does not fit in 64 bits"},
       {P().Op(0x80).Op(9).Stop(), "unknown pickle protocol 9"},
       {P().Proto().Stop(), "STOP with an empty stack"},
-      {P().Proto().Mark().Int(1).Op('.').str(), "STOP with an empty stack"},  // mark hides it
+      {P().Proto().Int(1).Mark().Op('.').str(), "STOP with an empty stack"},  // mark hides it
   };
   for (const Case& c : cases) {
     auto g = Unpickle(c.pickle);
@@ -202,15 +236,15 @@ TEST(PickleTest, SelfReferenceIsHarmless) {
 class StateDictTest : public ::testing::Test {
  protected:
   absl::StatusOr<std::map<std::string, TensorView>> Read(const std::string& pkl) {
-    return ReadStateDictPickle(Bytes(pkl), [this](const std::string& key)
-                                               -> absl::StatusOr<absl::Span<const uint8_t>> {
-      auto it = storages_.find(key);
-      if (it == storages_.end()) return absl::NotFoundError(absl::StrCat("no storage ", key));
-      return absl::Span<const uint8_t>(it->second);
-    });
+    return ReadStateDictPickle(
+        Bytes(pkl), [this](const std::string& key) -> absl::StatusOr<absl::Span<const uint8_t>> {
+          auto it = storages_.find(key);
+          if (it == storages_.end()) return absl::NotFoundError(absl::StrCat("no storage ", key));
+          return absl::Span<const uint8_t>(it->second);
+        });
   }
-  std::map<std::string, std::vector<uint8_t>> storages_ = {
-      {"0", std::vector<uint8_t>(32, 1)}, {"1", std::vector<uint8_t>(16, 2)}};
+  std::map<std::string, std::vector<uint8_t>> storages_ = {{"0", std::vector<uint8_t>(32, 1)},
+                                                           {"1", std::vector<uint8_t>(16, 2)}};
 };
 
 TEST_F(StateDictTest, TensorsWithOffsetsWrappersAndSkippedValues) {
@@ -282,7 +316,9 @@ TEST_F(StateDictTest, TensorErrorsNameTheTensor) {
   const Case cases[] = {
       {one([](P& p) { p.TensorV2("FloatStorage", "0", 8, 6, {3}, {1}); }),
        "tensor t: elements [6, +3) of float32 (torch.FloatStorage) exceed its 32-byte storage 0"},
-      {one([](P& p) { p.TensorV2("FloatStorage", "0", 8, 0, {2, 3}, {1, 2}); }),
+      {one([](P& p) {
+         p.TensorV2("FloatStorage", "0", 8, 0, {2, 3}, {1, 2});
+       }),
        "tensor t has shape [2,3] with strides (1,2); only contiguous"},
       {one([](P& p) { p.TensorV2("LongStorage", "0", 4, 0, {4}, {1}); }),
        "tensor t has dtype int64 (torch.LongStorage); supported dtypes are bf16, f16 and f32"},
@@ -292,7 +328,9 @@ TEST_F(StateDictTest, TensorErrorsNameTheTensor) {
        "tensor t: no storage 7"},
       {one([](P& p) { p.TensorV2("FloatStorage", "1", 8, 0, {8}, {1}); }),
        "tensor t: storage 1 holds 16 bytes, expected 32"},
-      {one([](P& p) { p.TensorV2("FloatStorage", "0", 8, 0, {2, 2}, {2}); }),
+      {one([](P& p) {
+         p.TensorV2("FloatStorage", "0", 8, 0, {2, 2}, {2});
+       }),
        "size has 2 dims but stride has 1"},
       {one([](P& p) { p.TensorV2("FloatStorage", "0", 8, 0, {-1}, {1}); }),
        "size -1 is out of range"},

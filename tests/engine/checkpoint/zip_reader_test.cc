@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/checkpoint/atomic_file.h"
 #include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/zip_writer.h"
@@ -35,9 +36,9 @@ TEST(ZipReaderTest, ReadsWhatZipWriterWrites) {
     auto f = AtomicFile::Create(path);
     ASSERT_TRUE(f.ok()) << f.status();
     ZipWriter w(f->get());
-    ASSERT_TRUE(w.AddStored("arc/a", std::string_view("hello")).ok());
-    ASSERT_TRUE(w.AddStored("arc/empty", std::string_view("")).ok());
-    ASSERT_TRUE(w.AddStored("arc/b", std::string(1000, 'x')).ok());
+    ASSERT_TRUE(w.AddStored("arc/a", absl::string_view("hello")).ok());
+    ASSERT_TRUE(w.AddStored("arc/empty", absl::string_view("")).ok());
+    ASSERT_TRUE(w.AddStored("arc/b", absl::string_view(std::string(1000, 'x'))).ok());
     ASSERT_TRUE(w.Finish().ok());
     ASSERT_TRUE((*f)->Commit().ok());
   }
@@ -59,9 +60,9 @@ TEST(ZipReaderTest, ReadsWhatZipWriterWrites) {
 
 // One stored entry, optionally with saturated 32-bit fields resolved through ZIP64 extras.
 struct HandZip {
-  bool zip64_fields = false;     // central directory says 0xffffffff, extra field has the values
+  bool zip64_fields = false;  // central directory says 0xffffffff, extra field has the values
   bool omit_zip64_extra = false;
-  bool zip64_eocd = false;       // ZIP64 end record + locator; plain EOCD saturated
+  bool zip64_eocd = false;  // ZIP64 end record + locator; plain EOCD saturated
   std::string comment;
   uint16_t method = 0;
   uint16_t flags = 0;
@@ -136,6 +137,13 @@ struct HandZip {
   }
 };
 
+template <typename F>
+std::string Make(F set) {
+  HandZip h;
+  set(h);
+  return h.Build();
+}
+
 std::string Payload(const std::string& zip) {
   auto entries = ReadZipDirectory(Bytes(zip));
   if (!entries.ok()) return std::string(entries.status().message());
@@ -146,43 +154,52 @@ std::string Payload(const std::string& zip) {
 }
 
 TEST(ZipReaderTest, HandMadeArchives) {
-  EXPECT_EQ(Payload(HandZip{}.Build()), "payload");
-  EXPECT_EQ(Payload(HandZip{.zip64_fields = true}.Build()), "payload");
-  EXPECT_EQ(Payload(HandZip{.zip64_eocd = true}.Build()), "payload");
-  EXPECT_EQ(Payload(HandZip{.zip64_fields = true, .zip64_eocd = true}.Build()), "payload");
-  EXPECT_EQ(Payload(HandZip{.comment = "a comment with PK\x05\x06 inside"}.Build()), "payload");
+  EXPECT_EQ(Payload(Make([](HandZip&) {})), "payload");
+  EXPECT_EQ(Payload(Make([](HandZip& h) { h.zip64_fields = true; })), "payload");
+  EXPECT_EQ(Payload(Make([](HandZip& h) { h.zip64_eocd = true; })), "payload");
+  EXPECT_EQ(Payload(Make([](HandZip& h) {
+              h.zip64_fields = true;
+              h.zip64_eocd = true;
+            })),
+            "payload");
+  EXPECT_EQ(Payload(Make([](HandZip& h) { h.comment = "a comment with PK\x05\x06 inside"; })),
+            "payload");
 }
 
 TEST(ZipReaderTest, DamagedArchives) {
-  EXPECT_THAT(Payload(HandZip{.zip64_fields = true, .omit_zip64_extra = true}.Build()),
+  EXPECT_THAT(Payload(Make([](HandZip& h) {
+                h.zip64_fields = true;
+                h.omit_zip64_extra = true;
+              })),
               HasSubstr("needs a ZIP64 extra field"));
-  EXPECT_THAT(Payload(HandZip{.method = 8}.Build()), HasSubstr("is compressed (method 8)"));
-  EXPECT_THAT(Payload(HandZip{.flags = 1}.Build()), HasSubstr("is encrypted"));
+  EXPECT_THAT(Payload(Make([](HandZip& h) { h.method = 8; })),
+              HasSubstr("is compressed (method 8)"));
+  EXPECT_THAT(Payload(Make([](HandZip& h) { h.flags = 1; })), HasSubstr("is encrypted"));
 
   // The ZIP64 locator points outside the file.
-  std::string z = HandZip{.zip64_eocd = true}.Build();
+  std::string z = Make([](HandZip& h) { h.zip64_eocd = true; });
   z[z.size() - 22 - 20 + 8 + 7] = 0x7f;
   EXPECT_THAT(Payload(z), HasSubstr("ZIP64 end-of-directory offset is out of range"));
 
   // Saturated EOCD fields without a ZIP64 locator.
-  z = HandZip{.zip64_eocd = true}.Build();
+  z = Make([](HandZip& h) { h.zip64_eocd = true; });
   z.erase(z.size() - 22 - 20 - 56, 56 + 20);
   EXPECT_THAT(Payload(z), HasSubstr("has no ZIP64 locator"));
 
   // Central directory offset past the end.
-  z = HandZip{}.Build();
+  z = Make([](HandZip&) {});
   le::Append32(z, 0);  // dummy; rewrite EOCD fields in place below
   z.resize(z.size() - 4);
   z[z.size() - 6 + 3] = 0x40;
   EXPECT_THAT(Payload(z), HasSubstr("lies outside"));
 
   // More entries than the directory can hold.
-  z = HandZip{}.Build();
+  z = Make([](HandZip&) {});
   z[z.size() - 12] = 0x50;
   EXPECT_THAT(Payload(z), HasSubstr("entries cannot fit"));
 
   // Local header offset beyond the file.
-  z = HandZip{}.Build();
+  z = Make([](HandZip&) {});
   const size_t cd = z.find("PK\x01\x02");
   z[cd + 42 + 3] = 0x10;
   EXPECT_THAT(Payload(z), HasSubstr("lies outside the file"));

@@ -1,0 +1,183 @@
+// The `modrwkv` binary end to end: every subcommand, its output contract and its usage errors.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int code = -1;
+  std::string out;  // stdout only; stderr goes to err
+  std::string err;
+};
+
+CliRun Cli(const std::string& args) {
+  const fs::path err_file = fs::temp_directory_path() / ("cli_test_err_" + std::to_string(getpid()));
+  const std::string cmd = std::string(MODRWKV_CLI) + " " + args + " 2>" + err_file.string();
+  CliRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  fs::remove(err_file);
+  return r;
+}
+
+const std::string kVocab = std::string(MODRWKV_SOURCE_DIR) + "/../shared/rwkv_vocab_v20230424.txt";
+
+class CliTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / ("modrwkv_cli_test_" + std::to_string(getpid())));
+    fs::create_directories(*dir_);
+    CliRun r = Cli("make-demo-model --out " + dir_->string() + " --seed 3");
+    ASSERT_EQ(r.code, 0) << r.err;
+    r = Cli("make-demo-model --out " + (*dir_ / "st").string() +
+            " --format safetensors --dtype f32 --seed 3");
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string Model() { return (*dir_ / "model.pth").string(); }
+  static fs::path* dir_;
+};
+fs::path* CliTest::dir_ = nullptr;
+
+TEST_F(CliTest, TokenizeMatchesOfficialVectors) {
+  // popen runs /bin/sh, which has no $'..' quoting: pass the bytes through a file.
+  const fs::path f = *dir_ / "prompt.txt";
+  std::ofstream(f) << "User: hi\n\nAssistant:";
+  CliRun r = Cli("tokenize --vocab " + kVocab + " --text-file " + f.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "24281 59 4571 261 5585 41693 59\n");
+}
+
+TEST_F(CliTest, DetokenizeWritesRawBytes) {
+  CliRun r = Cli("detokenize --vocab " + kVocab + " --tokens \"24281 59 4571 261 5585 41693 59\"");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "User: hi\n\nAssistant:");
+  r = Cli("detokenize --vocab " + kVocab + " --tokens \"1 x\"");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("'x' is not a token id"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, InfoReportsShapes) {
+  CliRun r = Cli("info --model " + Model());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("layers           2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("vocab            65536"), std::string::npos);
+  EXPECT_NE(r.out.find("weight dtype     bf16"), std::string::npos);
+  EXPECT_NE(r.out.find("state per seq    67584 bytes"), std::string::npos);
+}
+
+TEST_F(CliTest, LogitsFileHasVocabFloatsAndAgreesAcrossFormats) {
+  const std::string a = (*dir_ / "a.bin").string(), b = (*dir_ / "b.bin").string();
+  CliRun r = Cli("logits --model " + Model() + " --dtype f32 --tokens \"1 2 3\" --out " + a);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(fs::file_size(a), 65536u * 4);
+  // The same seed in f32 safetensors: close (bf16 rounding of the .pth only).
+  r = Cli("logits --model " + (*dir_ / "st" / "model.safetensors").string() +
+          " --tokens 1,2,3 --out " + b);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  std::vector<float> la(65536), lb(65536);
+  fa.read(reinterpret_cast<char*>(la.data()), 65536 * 4);
+  fb.read(reinterpret_cast<char*>(lb.data()), 65536 * 4);
+  double maxd = 0, maxv = 0;
+  for (int i = 0; i < 65536; ++i) {
+    maxd = std::max(maxd, std::abs(double(la[i]) - lb[i]));
+    maxv = std::max(maxv, std::abs(double(lb[i])));
+  }
+  EXPECT_GT(maxv, 0.1);
+  EXPECT_LT(maxd, 0.05 * maxv);
+}
+
+TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
+  const std::string args = "generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 7";
+  CliRun a = Cli(args), b = Cli(args);
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_FALSE(a.out.empty());
+  EXPECT_EQ(a.out, b.out);
+  CliRun c = Cli("generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 8");
+  EXPECT_NE(a.out, c.out);
+  // A stop token outside the vocabulary is refused before any work.
+  CliRun g = Cli("generate --model " + Model() + " --prompt Hello --max-tokens 3 --temperature 0 "
+              "--presence-penalty 0 --frequency-penalty 0 --stop-token 999999");
+  EXPECT_EQ(g.code, 2);
+  EXPECT_NE(g.err.find("stop_token_ids"), std::string::npos) << g.err;
+}
+
+TEST_F(CliTest, StopStringEndsGenerationBeforeTheString) {
+  // Find what greedy generation produces, then stop on a piece of it.
+  const std::string base = "generate --model " + Model() +
+                           " --prompt Hello --temperature 0 --presence-penalty 0 "
+                           "--frequency-penalty 0 --stop-token 0";
+  CliRun full = Cli(base + " --max-tokens 20");
+  ASSERT_EQ(full.code, 0) << full.err;
+  ASSERT_GT(full.out.size(), 8u);
+  const std::string text = full.out.substr(0, full.out.size() - 1);  // trailing newline
+  const std::string stop = text.substr(text.size() / 2, 3);
+  const size_t at = text.find(stop);
+  const std::string esc = "'" + stop + "'";
+  if (stop.find('\'') != std::string::npos) GTEST_SKIP() << "quote in generated text";
+  CliRun cut = Cli(base + " --max-tokens 20 --stop " + esc);
+  ASSERT_EQ(cut.code, 0) << cut.err;
+  EXPECT_EQ(cut.out, text.substr(0, at) + "\n");
+}
+
+TEST_F(CliTest, EverySubcommandHasHelpAndRejectsUnknownFlags) {
+  for (const char* cmd : {"generate", "tokenize", "detokenize", "logits", "info", "bench",
+                          "make-demo-model"}) {
+    CliRun h = Cli(std::string(cmd) + " --help");
+    EXPECT_EQ(h.code, 0) << cmd;
+    EXPECT_NE(h.out.find(std::string("usage: modrwkv ") + cmd), std::string::npos) << cmd;
+    CliRun bad = Cli(std::string(cmd) + " --no-such-flag 1");
+    EXPECT_EQ(bad.code, 2) << cmd;
+    EXPECT_NE(bad.err.find("unknown flag --no-such-flag"), std::string::npos) << bad.err;
+  }
+  CliRun none = Cli("");
+  EXPECT_EQ(none.code, 2);
+  CliRun unknown = Cli("frobnicate");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.err.find("unknown command 'frobnicate'"), std::string::npos);
+}
+
+TEST_F(CliTest, BadModelFilesAreClearErrors) {
+  const fs::path junk = *dir_ / "junk.pth";
+  std::ofstream(junk) << "this is not a checkpoint";
+  CliRun r = Cli("info --model " + junk.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("error:"), std::string::npos);
+  r = Cli("info --model " + (*dir_ / "missing.pth").string());
+  EXPECT_EQ(r.code, 1);
+  r = Cli("generate --model " + Model() + " --prompt hi --top-p 1.5");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--top-p"), std::string::npos) << r.err;
+  r = Cli("generate --model " + Model());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("missing required flag --prompt"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, BenchRunsOnTinyShape) {
+  CliRun r = Cli("bench --shape tiny --dtype f32 --threads 1 --prompt-len 16 --decode-steps 2 "
+              "--batches 1,2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("| tiny | f32 | 1 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("OpenBLAS core"), std::string::npos);
+}
+
+}  // namespace
