@@ -15,18 +15,28 @@
 namespace modrwkv {
 namespace {
 
-// The O(vocab) kernels are also compiled for AVX2 and picked at load time (GCC/Clang function
-// multi-versioning). No FMA: both versions round identically, so a seeded run gives the same
-// tokens on every x86-64 machine.
+// The O(vocab) kernels use GCC/Clang vector extensions (8 floats; two SSE registers or one AVX
+// register) and, on x86-64 Linux, are compiled twice, for AVX2 and for the baseline, and picked
+// at load time (function multi-versioning). No FMA in either: both versions round identically,
+// so a seeded run gives the same tokens on every x86-64 machine.
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #define MODRWKV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define MODRWKV_VECTOR_CLONES
 #endif
+#define MODRWKV_ALWAYS_INLINE inline __attribute__((always_inline))
+#if defined(__GNUC__) && !defined(__clang__)
+// The 32-byte vector helpers are always inlined, so no vector is ever passed by value across a
+// call and GCC's "AVX vector return without AVX changes the ABI" note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+using F8 = float __attribute__((vector_size(32)));
+using I8 = int32_t __attribute__((vector_size(32)));
+constexpr size_t kW = 8;  // floats per F8
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-constexpr int kLanes = 8;        // independent accumulators: lets the compiler vectorise sums
-constexpr size_t kBlock = 256;   // tokens per block; block sums let the draw skip ahead
+constexpr size_t kBlock = 256;     // tokens per block (a multiple of kW); lets the draw skip ahead
 constexpr float kExpMin = -87.0f;  // exp() below this is treated as 0 (float would go denormal)
 // A nucleus whose mass equals top_p up to float rounding is not extended by one more token.
 constexpr double kTopPRelTolerance = 1e-6;
@@ -36,23 +46,45 @@ constexpr int kHeapTopKLimit = 1024;
 constexpr float kNucleusThresholds[] = {0x1p-3f, 0x1p-6f, 0x1p-10f, 0x1p-14f, 0x1p-20f};
 constexpr int kNumThresholds = sizeof(kNucleusThresholds) / sizeof(kNucleusThresholds[0]);
 
-// Selects without a branch, so loops using it are if-converted and vectorised even under the
-// default -ftrapping-math (a plain `c ? a : b` on floats blocks that in GCC 12).
-inline float SelectF(bool c, float a, float b) {
-  const uint32_t m = 0u - static_cast<uint32_t>(c);
-  return std::bit_cast<float>((std::bit_cast<uint32_t>(a) & m) | (std::bit_cast<uint32_t>(b) & ~m));
+MODRWKV_ALWAYS_INLINE F8 Load8(const float* p) {
+  F8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
 }
-inline int32_t SelectI(bool c, int32_t a, int32_t b) {
-  const int32_t m = -static_cast<int32_t>(c);
-  return (a & m) | (b & ~m);
+MODRWKV_ALWAYS_INLINE void Store8(float* p, F8 v) { std::memcpy(p, &v, sizeof(v)); }
+MODRWKV_ALWAYS_INLINE F8 Splat(float x) { return F8{} + x; }
+MODRWKV_ALWAYS_INLINE F8 Select8(I8 mask, F8 a, F8 b) {
+  return reinterpret_cast<F8>((reinterpret_cast<I8>(a) & mask) | (reinterpret_cast<I8>(b) & ~mask));
+}
+MODRWKV_ALWAYS_INLINE bool AnyLane(I8 mask) {
+  uint64_t w[4];
+  std::memcpy(w, &mask, sizeof(w));
+  return (w[0] | w[1] | w[2] | w[3]) != 0;
 }
 
 // exp(x) for x <= 0, within 1e-7 relative (Cephes expf: Cody-Waite reduction + degree-6
-// polynomial); exactly 1 at 0; exactly 0 below kExpMin, at -inf and for NaN.
+// polynomial); exactly 1 at 0; exactly 0 below kExpMin, at -inf and for NaN. Exp8 is the same
+// sequence of float operations lane by lane, so both give the same bits.
+MODRWKV_ALWAYS_INLINE F8 Exp8(F8 x) {
+  const I8 in_range = x >= Splat(kExpMin);  // false for NaN
+  const F8 xc = Select8(in_range, x, Splat(kExpMin));
+  const F8 n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  F8 r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  F8 p = Splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const F8 scale = reinterpret_cast<F8>((__builtin_convertvector(n, I8) + 127) << 23);  // 2^n
+  return Select8(in_range, p * scale, F8{});
+}
 inline float ExpNonPositive(float x) {
-  const bool in_range = x >= kExpMin;  // false for NaN
-  const float xc = SelectF(in_range, x, kExpMin);
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  const bool in_range = x >= kExpMin;
+  const float xc = in_range ? x : kExpMin;
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -62,8 +94,7 @@ inline float ExpNonPositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);  // 2^n
-  return SelectF(in_range, p * scale, 0.0f);
+  return in_range ? p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23) : 0.0f;
 }
 
 struct ArgMax {
@@ -71,27 +102,35 @@ struct ArgMax {
   int32_t index = -1;  // -1 when no entry is above -inf
 };
 
-// Largest entry and its lowest index; NaN entries are ignored.
+// Largest entry and its lowest index; NaN entries are ignored. Four independent chains of
+// 8 lanes, each lane keeping its first maximum.
 MODRWKV_VECTOR_CLONES ArgMax ArgMaxKernel(const float* l, size_t n) {
-  float best[kLanes];
-  int32_t idx[kLanes];
-  for (int j = 0; j < kLanes; ++j) {
-    best[j] = -kInf;
-    idx[j] = -1;
+  constexpr size_t kChains = 4;
+  F8 best[kChains];
+  I8 idx[kChains];
+  for (size_t c = 0; c < kChains; ++c) {
+    best[c] = Splat(-kInf);
+    idx[c] = I8{} - 1;
   }
+  I8 at = I8{0, 1, 2, 3, 4, 5, 6, 7};
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const float v = l[i + j];
-      const bool gt = v > best[j];  // strict: a lane keeps its first maximum
-      best[j] = SelectF(gt, v, best[j]);
-      idx[j] = SelectI(gt, static_cast<int32_t>(i + j), idx[j]);
+  for (; i + kChains * kW <= n; i += kChains * kW) {
+    for (size_t c = 0; c < kChains; ++c) {
+      const F8 v = Load8(l + i + c * kW);
+      const I8 gt = v > best[c];
+      best[c] = Select8(gt, v, best[c]);
+      idx[c] = (gt & (at + static_cast<int32_t>(c * kW))) | (~gt & idx[c]);
     }
+    at += static_cast<int32_t>(kChains * kW);
   }
   ArgMax r;
-  for (int j = 0; j < kLanes; ++j) {
-    if (idx[j] < 0) continue;
-    if (best[j] > r.value || (best[j] == r.value && idx[j] < r.index)) r = {best[j], idx[j]};
+  for (size_t c = 0; c < kChains; ++c) {
+    for (size_t j = 0; j < kW; ++j) {
+      if (idx[c][j] < 0) continue;
+      if (best[c][j] > r.value || (best[c][j] == r.value && idx[c][j] < r.index)) {
+        r = {best[c][j], idx[c][j]};
+      }
+    }
   }
   for (; i < n; ++i) {  // the tail holds the highest indices: strict > keeps ties on the left
     if (l[i] > r.value) r = {l[i], static_cast<int32_t>(i)};
@@ -105,32 +144,29 @@ MODRWKV_VECTOR_CLONES double ExpKernel(const float* l, float* e, size_t n, float
                                        float floor, double* block_sum, float* block_max) {
   double total = 0;
   for (size_t b = 0; b * kBlock < n; ++b) {
-    const size_t begin = b * kBlock;
-    const size_t end = std::min(n, begin + kBlock);
-    float acc[kLanes] = {};
-    float mx[kLanes] = {};
-    size_t i = begin;
-    for (; i + kLanes <= end; i += kLanes) {
-      for (int j = 0; j < kLanes; ++j) {
-        float v = ExpNonPositive((l[i + j] - max) * inv_t);
-        v = SelectF(v >= floor, v, 0.0f);
-        e[i + j] = v;
-        acc[j] += v;
-        mx[j] = SelectF(v > mx[j], v, mx[j]);
-      }
+    const size_t end = std::min(n, (b + 1) * kBlock);
+    F8 acc{};
+    F8 mx{};
+    size_t i = b * kBlock;
+    for (; i + kW <= end; i += kW) {
+      F8 v = Exp8((Load8(l + i) - max) * inv_t);
+      v = Select8(v >= floor, v, F8{});
+      Store8(e + i, v);
+      acc += v;
+      mx = Select8(v > mx, v, mx);
     }
     double sum = 0;
     float bmax = 0;
+    for (size_t j = 0; j < kW; ++j) {
+      sum += acc[j];
+      bmax = std::max(bmax, mx[j]);
+    }
     for (; i < end; ++i) {
       float v = ExpNonPositive((l[i] - max) * inv_t);
-      v = SelectF(v >= floor, v, 0.0f);
+      v = v >= floor ? v : 0.0f;
       e[i] = v;
       sum += v;
       bmax = std::max(bmax, v);
-    }
-    for (int j = 0; j < kLanes; ++j) {
-      sum += acc[j];
-      bmax = std::max(bmax, mx[j]);
     }
     block_sum[b] = sum;
     block_max[b] = bmax;
@@ -141,19 +177,17 @@ MODRWKV_VECTOR_CLONES double ExpKernel(const float* l, float* e, size_t n, float
 
 // mass[k] = sum of the e[i] >= kNucleusThresholds[k].
 MODRWKV_VECTOR_CLONES void ThresholdMassKernel(const float* e, size_t n, double* mass) {
-  float acc[kNumThresholds][kLanes] = {};
+  F8 acc[kNumThresholds] = {};
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
+  for (; i + kW <= n; i += kW) {
+    const F8 v = Load8(e + i);
     for (int k = 0; k < kNumThresholds; ++k) {
-      for (int j = 0; j < kLanes; ++j) {
-        const float v = e[i + j];
-        acc[k][j] += SelectF(v >= kNucleusThresholds[k], v, 0.0f);
-      }
+      acc[k] += reinterpret_cast<F8>(reinterpret_cast<I8>(v) & (v >= kNucleusThresholds[k]));
     }
   }
   for (int k = 0; k < kNumThresholds; ++k) {
     double s = 0;
-    for (int j = 0; j < kLanes; ++j) s += acc[k][j];
+    for (size_t j = 0; j < kW; ++j) s += acc[k][j];
     for (size_t t = i; t < n; ++t) s += e[t] >= kNucleusThresholds[k] ? e[t] : 0.0f;
     mass[k] = s;
   }
@@ -190,17 +224,20 @@ MODRWKV_VECTOR_CLONES void TopKKernel(const float* l, size_t n, size_t k, std::v
     heap.push_back({l[i], static_cast<int32_t>(i)});
     std::push_heap(heap.begin(), heap.end(), Better);
   }
-  constexpr size_t kChunk = 16;
+  constexpr size_t kChunk = 4 * kW;
   for (; i < n; i += kChunk) {
     const size_t end = std::min(n, i + kChunk);
-    const float threshold = heap.front().v;
-    int hits = 0;
-    for (size_t t = i; t < end; ++t) hits += l[t] > threshold;  // vectorised; rarely non-zero
-    if (hits == 0) continue;
-    for (size_t t = i; t < end; ++t) {
-      if (l[t] > heap.front().v) {
+    if (end - i == kChunk) {  // skip chunks with nothing above the worst kept value
+      const F8 t = Splat(heap.front().v);
+      if (!AnyLane((Load8(l + i) > t) | (Load8(l + i + kW) > t) | (Load8(l + i + 2 * kW) > t) |
+                   (Load8(l + i + 3 * kW) > t))) {
+        continue;
+      }
+    }
+    for (size_t j = i; j < end; ++j) {
+      if (l[j] > heap.front().v) {
         std::pop_heap(heap.begin(), heap.end(), Better);
-        heap.back() = {l[t], static_cast<int32_t>(t)};
+        heap.back() = {l[j], static_cast<int32_t>(j)};
         std::push_heap(heap.begin(), heap.end(), Better);
       }
     }
@@ -210,43 +247,49 @@ MODRWKV_VECTOR_CLONES void TopKKernel(const float* l, size_t n, size_t k, std::v
 
 // Reorders `c` (relative probabilities, all > 0) so that its first N elements are the smallest
 // Better-first prefix whose mass reaches `need`, and returns N (c.size() if the total falls
-// short). Expected O(size): an exponent histogram narrows large inputs to one power-of-two band,
-// then nth_element halves the band until a short sorted tail settles the exact cut.
+// short). Radix select on the float bits, most significant digit first: each round keeps the
+// candidates that are surely in (a higher digit), narrows to the digit where the cut falls and
+// drops the rest; a short sorted tail, or an exact tie settled by id, gives the exact cut.
 size_t SelectMassPrefix(std::vector<Cand>& c, double need) {
+  constexpr int kShift[] = {23, 15, 7, 0};
+  constexpr size_t kSmall = 64;
   size_t lo = 0;
   size_t hi = c.size();
-  if (hi - lo > 4096) {
+  for (int shift : kShift) {
+    if (hi - lo <= kSmall) break;
+    auto digit = [shift](const Cand& x) {
+      return static_cast<int>((std::bit_cast<uint32_t>(x.v) >> shift) & 0xFF);
+    };
     double mass[256] = {};
-    for (const Cand& x : c) mass[std::bit_cast<uint32_t>(x.v) >> 23] += x.v;
-    int band = 0;
-    double above = 0;  // mass of the bands above `band`
-    for (int x = 255; x >= 0; --x) {
-      if (above + mass[x] >= need || x == 0) {
-        band = x;
-        break;
-      }
-      above += mass[x];
+    for (size_t t = lo; t < hi; ++t) mass[digit(c[t])] += c[t].v;
+    int cut = 0;
+    double above = 0;  // mass of the digits above `cut`
+    for (int d = 255; d >= 0; --d) {
+      if (mass[d] == 0) continue;
+      cut = d;
+      if (above + mass[d] >= need) break;
+      above += mass[d];
     }
-    auto exponent = [](const Cand& x) { return static_cast<int>(std::bit_cast<uint32_t>(x.v) >> 23); };
-    auto mid = std::partition(c.begin(), c.end(), [&](const Cand& x) { return exponent(x) > band; });
-    auto end = std::partition(mid, c.end(), [&](const Cand& x) { return exponent(x) == band; });
+    auto first = c.begin() + static_cast<ptrdiff_t>(lo);
+    auto mid = std::partition(first, c.begin() + static_cast<ptrdiff_t>(hi),
+                              [&](const Cand& x) { return digit(x) > cut; });
+    auto end = std::partition(mid, c.begin() + static_cast<ptrdiff_t>(hi),
+                              [&](const Cand& x) { return digit(x) == cut; });
     lo = static_cast<size_t>(mid - c.begin());
     hi = static_cast<size_t>(end - c.begin());
     need -= above;
   }
-  while (hi - lo > 32) {
-    const size_t mid = lo + (hi - lo) / 2;
-    std::nth_element(c.begin() + lo, c.begin() + mid, c.begin() + hi, Better);
-    double s = 0;
-    for (size_t t = lo; t <= mid; ++t) s += c[t].v;
-    if (s >= need) {
-      hi = mid + 1;  // the cut lies within [lo, mid]
-    } else {
-      need -= s;
-      lo = mid + 1;
-    }
+  if (hi - lo > kSmall) {
+    // All of [lo, hi) hold the same value: the cut takes the lowest ids.
+    const double v = c[lo].v;
+    const size_t m = std::clamp<size_t>(static_cast<size_t>(std::ceil(need / v)), 1, hi - lo);
+    auto by_id = [](const Cand& a, const Cand& b) { return a.id < b.id; };
+    std::nth_element(c.begin() + static_cast<ptrdiff_t>(lo),
+                     c.begin() + static_cast<ptrdiff_t>(lo + m - 1),
+                     c.begin() + static_cast<ptrdiff_t>(hi), by_id);
+    return lo + m;
   }
-  std::sort(c.begin() + lo, c.begin() + hi, Better);
+  std::sort(c.begin() + static_cast<ptrdiff_t>(lo), c.begin() + static_cast<ptrdiff_t>(hi), Better);
   for (size_t t = lo; t < hi; ++t) {
     need -= c[t].v;
     if (need <= 0) return t + 1;
