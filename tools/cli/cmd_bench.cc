@@ -181,6 +181,7 @@ int RunBench(int argc, char** argv) {
           auto spec = RandomSpecForShape(shape);
           if (!spec.ok()) return UsageError(flags, spec.status());
           spec->vocab_size = 65536;
+          spec->seed = 2024;  // the weights tools/bench_reference.py uses
           auto tensors = MakeRandomRwkv7(*spec);
           if (!tensors.ok()) return Fail(tensors.status());
           model = CreateModel(ViewsOf(*tensors), o);

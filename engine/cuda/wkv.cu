@@ -1,0 +1,109 @@
+// WKV7 recurrence kernel and its launcher (see wkv.cuh).
+#include "engine/cuda/wkv.cuh"
+
+#include <climits>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cuda/cuda_check.h"
+
+namespace modrwkv::cuda {
+namespace {
+
+constexpr int kHeadSize = 64;
+
+// ---- kernels ----
+
+// One block per (sequence, head), N threads; thread i owns state row i (value dim) in registers
+// and walks the sequence's tokens in order. Each token's r, w, k, kk, a rows are shared by all
+// threads, so they are staged in shared memory (thread i loads element i: coalesced).
+template <int N>
+static __global__ void __launch_bounds__(N)
+    Wkv7Kernel(float* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
+               const int32_t* __restrict__ seq_offsets, const float* __restrict__ r,
+               const float* __restrict__ w, const float* __restrict__ k,
+               const float* __restrict__ v, const float* __restrict__ kk,
+               const float* __restrict__ a, int64_t ld, float* __restrict__ y, int64_t ldy,
+               int64_t slot_stride, int64_t head_stride) {
+  const int b = blockIdx.x / H;
+  const int h = blockIdx.x % H;
+  const int i = threadIdx.x;
+
+  float* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
+               static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;
+  float s[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) s[j] = row[j];
+
+  __shared__ float r_s[N], w_s[N], k_s[N], kk_s[N], a_s[N];
+  const int64_t t0 = seq_offsets[b];
+  const int64_t t1 = seq_offsets[b + 1];
+  const int64_t col = static_cast<int64_t>(h) * N + i;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t off = t * ld + col;
+    __syncthreads();  // everyone is done reading the previous token's rows
+    r_s[i] = r[off];
+    w_s[i] = w[off];
+    k_s[i] = k[off];
+    kk_s[i] = kk[off];
+    a_s[i] = a[off];
+    const float vi = v[off];
+    __syncthreads();
+
+    float sa = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) sa -= s[j] * kk_s[j];
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      s[j] = s[j] * w_s[j] + sa * (kk_s[j] * a_s[j]) + vi * k_s[j];
+      acc += s[j] * r_s[j];
+    }
+    y[t * ldy + col] = acc;
+  }
+
+#pragma unroll
+  for (int j = 0; j < N; ++j) row[j] = s[j];
+}
+
+}  // namespace
+
+// ---- launchers ----
+
+absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
+                        int H, const int32_t* seq_offsets, const float* r, const float* w,
+                        const float* k, const float* v, const float* kk, const float* a,
+                        int64_t ld, float* y, int64_t ldy, int64_t slot_stride_floats,
+                        int64_t head_stride_floats) {
+  constexpr int N = kHeadSize;
+  if (B < 0 || H <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchWkv7: B=", B, " H=", H, ", expected B >= 0 and H > 0"));
+  }
+  if (B == 0) return absl::OkStatus();
+  if (static_cast<int64_t>(B) * H > INT_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchWkv7: B*H = ", static_cast<int64_t>(B) * H, " blocks, expected <= ",
+                     INT_MAX));
+  }
+  if (ld < static_cast<int64_t>(H) * N || ldy < static_cast<int64_t>(H) * N) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchWkv7: ld=", ld, " ldy=", ldy,
+                                                   ", expected both >= H*64 = ", H * N));
+  }
+  if (head_stride_floats < N * N ||
+      slot_stride_floats < static_cast<int64_t>(H) * head_stride_floats) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchWkv7: head_stride_floats=", head_stride_floats,
+        " slot_stride_floats=", slot_stride_floats, ", expected head stride >= 4096 and slot ",
+        "stride >= H*head stride = ", static_cast<int64_t>(H) * head_stride_floats));
+  }
+  if (state_pool == nullptr || slot_of_seq == nullptr || seq_offsets == nullptr || r == nullptr ||
+      w == nullptr || k == nullptr || v == nullptr || kk == nullptr || a == nullptr ||
+      y == nullptr) {
+    return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
+  }
+  Wkv7Kernel<N><<<B * H, N, 0, stream>>>(state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk,
+                                         a, ld, y, ldy, slot_stride_floats, head_stride_floats);
+  return CudaStatus(cudaGetLastError(), "Wkv7Kernel launch");
+}
+
+}  // namespace modrwkv::cuda

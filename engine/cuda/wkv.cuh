@@ -1,0 +1,35 @@
+// WKV7 recurrence on the GPU for a batch of sequences whose states live in a slot pool.
+// CUDA twin of modrwkv::cpu::scalar::WkvHead (engine/cpu/kernels.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace modrwkv::cuda {
+
+// Runs the recurrence of B sequences x H heads (head size 64) over each sequence's tokens,
+// enqueued on `stream` (asynchronous: errors in the kernel itself surface at the next sync).
+// All pointers are device pointers.
+//   state_pool: fp32; the [64 value i][64 key j] state of (sequence b, head h) starts at
+//               state_pool + slot_of_seq[b]*slot_stride_floats + h*head_stride_floats;
+//               updated in place. Slots must be distinct across the batch.
+//   slot_of_seq: [B] slot index of each sequence.
+//   seq_offsets: [B+1] row offsets; sequence b owns rows [seq_offsets[b], seq_offsets[b+1])
+//                (non-decreasing; an empty sequence leaves its state untouched).
+//   r, w, k, v, kk, a: [rows][ld] fp32; head h of row t is at ptr + t*ld + h*64. w is the decay
+//                      in (0, 1) (already exp(-e^-0.5 * sigmoid(.))).
+//   y: [rows][ldy] fp32 output, head h of row t at y + t*ldy + h*64.
+// Per token: sa_i = sum_j S[i][j]*(-kk_j); S[i][j] = S[i][j]*w_j + sa_i*kk_j*a_j + v_i*k_j;
+//            y_i = sum_j S[i][j]*r_j.
+// Returns InvalidArgument for inconsistent sizes/strides (checked on the host; device-side
+// contents such as offsets and slot ids are the caller's contract) and the launch error, if any.
+absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
+                        int H, const int32_t* seq_offsets, const float* r, const float* w,
+                        const float* k, const float* v, const float* kk, const float* a,
+                        int64_t ld, float* y, int64_t ldy, int64_t slot_stride_floats,
+                        int64_t head_stride_floats);
+
+}  // namespace modrwkv::cuda
