@@ -40,8 +40,10 @@ constexpr size_t kBlock = 256;     // tokens per block (a multiple of kW); lets 
 constexpr float kExpMin = -87.0f;  // exp() below this is treated as 0 (float would go denormal)
 // A nucleus whose mass equals top_p up to float rounding is not extended by one more token.
 constexpr double kTopPRelTolerance = 1e-6;
-// top_k above this selects with nth_element instead of a heap.
-constexpr int kHeapTopKLimit = 1024;
+// top_k above this collects candidates above a counted threshold instead of using a heap.
+constexpr int kHeapTopKLimit = 64;
+// A nucleus with at most this many candidates is drawn from the list, else from the masked buffer.
+constexpr size_t kMaxListDraw = 4096;
 // Probability thresholds (relative to the most likely token) used to bound the top-p candidates.
 constexpr float kNucleusThresholds[] = {0x1p-3f, 0x1p-6f, 0x1p-10f, 0x1p-14f, 0x1p-20f};
 constexpr int kNumThresholds = sizeof(kNucleusThresholds) / sizeof(kNucleusThresholds[0]);
@@ -200,16 +202,79 @@ struct Cand {
 // Strict total order: larger value first, then lower id.
 inline bool Better(const Cand& a, const Cand& b) { return a.v > b.v || (a.v == b.v && a.id < b.id); }
 
-// The k best logits (finite or +inf; -inf and NaN skipped), sorted Better-first.
-MODRWKV_VECTOR_CLONES void TopKKernel(const float* l, size_t n, size_t k, std::vector<Cand>* out) {
+// How many logits are >= max - kTopKDeltas[j], for each j.
+constexpr float kTopKDeltas[] = {0.5f, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64};
+constexpr int kNumTopKDeltas = sizeof(kTopKDeltas) / sizeof(kTopKDeltas[0]);
+
+MODRWKV_VECTOR_CLONES void CountAboveKernel(const float* l, size_t n, float max, int64_t* count) {
+  I8 acc[kNumTopKDeltas] = {};
+  size_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    const F8 v = Load8(l + i);
+    for (int j = 0; j < kNumTopKDeltas; ++j) acc[j] -= v >= (max - kTopKDeltas[j]);  // -1 = hit
+  }
+  for (int j = 0; j < kNumTopKDeltas; ++j) {
+    int64_t c = 0;
+    for (size_t t = 0; t < kW; ++t) c += acc[j][t];
+    for (size_t t = i; t < n; ++t) c += l[t] >= max - kTopKDeltas[j];
+    count[j] = c;
+  }
+}
+
+// Appends {l[i], i} for every l[i] >= threshold, skipping 32-token chunks with none.
+MODRWKV_VECTOR_CLONES void CollectAboveKernel(const float* l, size_t n, float threshold,
+                                              std::vector<Cand>* out) {
+  constexpr size_t kChunk = 4 * kW;
+  const F8 t = Splat(threshold);
+  size_t i = 0;
+  for (; i + kChunk <= n; i += kChunk) {
+    if (!AnyLane((Load8(l + i) >= t) | (Load8(l + i + kW) >= t) | (Load8(l + i + 2 * kW) >= t) |
+                 (Load8(l + i + 3 * kW) >= t))) {
+      continue;
+    }
+    for (size_t j = i; j < i + kChunk; ++j) {
+      if (l[j] >= threshold) out->push_back({l[j], static_cast<int32_t>(j)});
+    }
+  }
+  for (; i < n; ++i) {
+    if (l[i] >= threshold) out->push_back({l[i], static_cast<int32_t>(i)});
+  }
+}
+
+// Returns the start of the first 32-token chunk at or after i with a value above t, or the start
+// of the last, partial chunk.
+constexpr size_t kSkipChunk = 4 * kW;
+MODRWKV_VECTOR_CLONES size_t SkipNotAboveKernel(const float* l, size_t i, size_t n, float t) {
+  const F8 tv = Splat(t);
+  for (; i + kSkipChunk <= n; i += kSkipChunk) {
+    if (AnyLane((Load8(l + i) > tv) | (Load8(l + i + kW) > tv) | (Load8(l + i + 2 * kW) > tv) |
+                (Load8(l + i + 3 * kW) > tv))) {
+      break;
+    }
+  }
+  return i;
+}
+
+// The k best logits (finite or +inf; -inf and NaN skipped), sorted Better-first. `max` is the
+// largest logit.
+void TopK(const float* l, size_t n, size_t k, float max, std::vector<Cand>* out) {
   out->clear();
   if (k == 0) return;
   if (k > static_cast<size_t>(kHeapTopKLimit)) {
-    for (size_t i = 0; i < n; ++i) {
-      if (l[i] > -kInf) out->push_back({l[i], static_cast<int32_t>(i)});
+    // Collect everything above the highest threshold that still lets k tokens through.
+    int64_t count[kNumTopKDeltas];
+    CountAboveKernel(l, n, max, count);
+    float threshold = std::numeric_limits<float>::lowest();
+    for (int j = 0; j < kNumTopKDeltas; ++j) {
+      if (count[j] >= static_cast<int64_t>(k)) {
+        threshold = max - kTopKDeltas[j];
+        break;
+      }
     }
+    CollectAboveKernel(l, n, threshold, out);
     if (out->size() > k) {
-      std::nth_element(out->begin(), out->begin() + (k - 1), out->end(), Better);
+      std::nth_element(out->begin(), out->begin() + static_cast<ptrdiff_t>(k - 1), out->end(),
+                       Better);
       out->resize(k);
     }
     std::sort(out->begin(), out->end(), Better);
@@ -224,20 +289,13 @@ MODRWKV_VECTOR_CLONES void TopKKernel(const float* l, size_t n, size_t k, std::v
     heap.push_back({l[i], static_cast<int32_t>(i)});
     std::push_heap(heap.begin(), heap.end(), Better);
   }
-  constexpr size_t kChunk = 4 * kW;
-  for (; i < n; i += kChunk) {
-    const size_t end = std::min(n, i + kChunk);
-    if (end - i == kChunk) {  // skip chunks with nothing above the worst kept value
-      const F8 t = Splat(heap.front().v);
-      if (!AnyLane((Load8(l + i) > t) | (Load8(l + i + kW) > t) | (Load8(l + i + 2 * kW) > t) |
-                   (Load8(l + i + 3 * kW) > t))) {
-        continue;
-      }
-    }
-    for (size_t j = i; j < end; ++j) {
-      if (l[j] > heap.front().v) {
+  while (i < n) {
+    i = SkipNotAboveKernel(l, i, n, heap.front().v);
+    const size_t end = std::min(n, i + kSkipChunk);
+    for (; i < end; ++i) {
+      if (l[i] > heap.front().v) {
         std::pop_heap(heap.begin(), heap.end(), Better);
-        heap.back() = {l[j], static_cast<int32_t>(j)};
+        heap.back() = {l[i], static_cast<int32_t>(i)};
         std::push_heap(heap.begin(), heap.end(), Better);
       }
     }
@@ -245,56 +303,106 @@ MODRWKV_VECTOR_CLONES void TopKKernel(const float* l, size_t n, size_t k, std::v
   std::sort_heap(heap.begin(), heap.end(), Better);
 }
 
-// Reorders `c` (relative probabilities, all > 0) so that its first N elements are the smallest
-// Better-first prefix whose mass reaches `need`, and returns N (c.size() if the total falls
-// short). Radix select on the float bits, most significant digit first: each round keeps the
-// candidates that are surely in (a higher digit), narrows to the digit where the cut falls and
-// drops the rest; a short sorted tail, or an exact tie settled by id, gives the exact cut.
-size_t SelectMassPrefix(std::vector<Cand>& c, double need) {
-  constexpr int kShift[] = {23, 15, 7, 0};
+// The last token of the nucleus: of the candidates `c` (relative probabilities > 0, in any
+// order), the last element of the smallest Better-first prefix whose mass reaches `need` (the
+// worst candidate if the total falls short). Radix select on the float bits, most significant
+// digit first: each round adds up the mass of the digits above the cut and keeps only the band
+// where the cut falls; a short sorted band, or an exact tie settled by id, gives the exact cut.
+Cand FindNucleusCut(const std::vector<Cand>& c, double need, std::vector<Cand>* band) {
+  constexpr int kShifts[] = {23, 15, 7, 0};
   constexpr size_t kSmall = 64;
-  size_t lo = 0;
-  size_t hi = c.size();
-  for (int shift : kShift) {
-    if (hi - lo <= kSmall) break;
-    auto digit = [shift](const Cand& x) {
-      return static_cast<int>((std::bit_cast<uint32_t>(x.v) >> shift) & 0xFF);
-    };
+  band->clear();
+  const std::vector<Cand>* src = &c;
+  for (int shift : kShifts) {
+    if (src->size() <= kSmall) break;
+    auto digit = [shift](const Cand& x) { return (std::bit_cast<uint32_t>(x.v) >> shift) & 0xFF; };
     double mass[256] = {};
-    for (size_t t = lo; t < hi; ++t) mass[digit(c[t])] += c[t].v;
-    int cut = 0;
+    for (const Cand& x : *src) mass[digit(x)] += x.v;
+    uint32_t cut = 0;
     double above = 0;  // mass of the digits above `cut`
     for (int d = 255; d >= 0; --d) {
       if (mass[d] == 0) continue;
-      cut = d;
+      cut = static_cast<uint32_t>(d);
       if (above + mass[d] >= need) break;
       above += mass[d];
     }
-    auto first = c.begin() + static_cast<ptrdiff_t>(lo);
-    auto mid = std::partition(first, c.begin() + static_cast<ptrdiff_t>(hi),
-                              [&](const Cand& x) { return digit(x) > cut; });
-    auto end = std::partition(mid, c.begin() + static_cast<ptrdiff_t>(hi),
-                              [&](const Cand& x) { return digit(x) == cut; });
-    lo = static_cast<size_t>(mid - c.begin());
-    hi = static_cast<size_t>(end - c.begin());
     need -= above;
+    if (src == &c) {
+      for (const Cand& x : c) {
+        if (digit(x) == cut) band->push_back(x);
+      }
+      src = band;
+    } else {
+      band->erase(std::remove_if(band->begin(), band->end(),
+                                 [&](const Cand& x) { return digit(x) != cut; }),
+                  band->end());
+    }
   }
-  if (hi - lo > kSmall) {
-    // All of [lo, hi) hold the same value: the cut takes the lowest ids.
-    const double v = c[lo].v;
-    const size_t m = std::clamp<size_t>(static_cast<size_t>(std::ceil(need / v)), 1, hi - lo);
-    auto by_id = [](const Cand& a, const Cand& b) { return a.id < b.id; };
-    std::nth_element(c.begin() + static_cast<ptrdiff_t>(lo),
-                     c.begin() + static_cast<ptrdiff_t>(lo + m - 1),
-                     c.begin() + static_cast<ptrdiff_t>(hi), by_id);
-    return lo + m;
+  if (src == &c) band->assign(c.begin(), c.end());
+  if (band->empty()) return {0.0f, 0};
+  if (band->size() > kSmall) {
+    // All of the band holds the same value: the cut takes the lowest ids.
+    const double v = (*band)[0].v;
+    const size_t m = std::clamp<size_t>(static_cast<size_t>(std::ceil(need / v)), 1, band->size());
+    std::nth_element(band->begin(), band->begin() + static_cast<ptrdiff_t>(m - 1), band->end(),
+                     [](const Cand& a, const Cand& b) { return a.id < b.id; });
+    return (*band)[m - 1];
   }
-  std::sort(c.begin() + static_cast<ptrdiff_t>(lo), c.begin() + static_cast<ptrdiff_t>(hi), Better);
-  for (size_t t = lo; t < hi; ++t) {
-    need -= c[t].v;
-    if (need <= 0) return t + 1;
+  std::sort(band->begin(), band->end(), Better);
+  for (const Cand& x : *band) {
+    need -= x.v;
+    if (need <= 0) return x;
   }
-  return hi;
+  return band->back();
+}
+
+// Keeps e[i] only where token i is in the nucleus (i.e. not worse than `cut`) and e[i] >= min_p;
+// rewrites the block sums and returns the new total.
+MODRWKV_VECTOR_CLONES double MaskKernel(float* e, size_t n, Cand cut, float min_p,
+                                        double* block_sum) {
+  double total = 0;
+  const F8 cut_v = Splat(cut.v);
+  for (size_t b = 0; b * kBlock < n; ++b) {
+    const size_t end = std::min(n, (b + 1) * kBlock);
+    F8 acc{};
+    size_t i = b * kBlock;
+    I8 ids = I8{0, 1, 2, 3, 4, 5, 6, 7} + static_cast<int32_t>(i);
+    for (; i + kW <= end; i += kW, ids += static_cast<int32_t>(kW)) {
+      const F8 v = Load8(e + i);
+      const I8 keep = ((v > cut_v) | ((v == cut_v) & (ids <= cut.id))) & (v >= min_p);
+      const F8 kept = reinterpret_cast<F8>(reinterpret_cast<I8>(v) & keep);
+      Store8(e + i, kept);
+      acc += kept;
+    }
+    double sum = 0;
+    for (size_t j = 0; j < kW; ++j) sum += acc[j];
+    for (; i < end; ++i) {
+      const bool keep = !Better(cut, {e[i], static_cast<int32_t>(i)}) && e[i] >= min_p;
+      e[i] = keep ? e[i] : 0.0f;
+      sum += e[i];
+    }
+    block_sum[b] = sum;
+    total += sum;
+  }
+  return total;
+}
+
+// Draws token i with probability e[i] / total, where block_sum[b] = sum of e over block b.
+int32_t DrawFromBlocks(const float* e, size_t n, const double* block_sum, double total, double u) {
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  const double target = u * total;
+  double cum = 0;
+  size_t b = 0;
+  while (b + 1 < blocks && cum + block_sum[b] <= target) cum += block_sum[b++];
+  const size_t end = std::min(n, (b + 1) * kBlock);
+  for (size_t i = b * kBlock; i < end; ++i) {
+    cum += e[i];
+    if (cum > target) return static_cast<int32_t>(i);
+  }
+  for (size_t i = end; i-- > 0;) {  // rounding left target just past the block's end
+    if (e[i] > 0) return static_cast<int32_t>(i);
+  }
+  return 0;  // unreachable: the max token has e = 1
 }
 
 // Draws from candidates weighted by v (the max token, v = 1, is always among them).

@@ -24,7 +24,12 @@ namespace {
 // Debian's Abseil has its own string_view class; convert explicitly for StrCat and friends.
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-constexpr std::string_view kLineFormat = "expected `<id> <python str or bytes literal> <byte length>`";
+constexpr std::string_view kLineFormat =
+    "expected `<id> <python str or bytes literal> <byte length>`";
+
+// Single-character escapes and the bytes they stand for.
+constexpr std::string_view kSimpleEscapes = "\\'\"abfnrtv";
+constexpr std::string_view kSimpleEscapeValues = "\\'\"\a\b\f\n\r\t\v";
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -41,8 +46,8 @@ absl::StatusOr<int64_t> ParseDecimal(std::string_view s, std::string_view what, 
   int64_t v = 0;
   for (char c : s) {
     if (!IsDigit(c)) {
-      return absl::InvalidArgumentError(absl::StrCat(AV(what), " '", absl::CHexEscape(AV(s)),
-                                                     "' is not a decimal number"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(AV(what), " '", absl::CHexEscape(AV(s)), "' is not a decimal number"));
     }
     v = v * 10 + (c - '0');
     if (v > max) {
@@ -112,18 +117,19 @@ absl::StatusOr<std::string> ParsePythonLiteral(std::string_view lit) {
     }
     if (++i >= lit.size()) break;  // backslash escaping the end: unterminated
     const char e = lit[i++];
+    if (const size_t k = kSimpleEscapes.find(e); k != std::string_view::npos) {
+      out.push_back(kSimpleEscapeValues[k]);
+      continue;
+    }
     switch (e) {
-      case '\\': out.push_back('\\'); break;
-      case '\'': out.push_back('\''); break;
-      case '"': out.push_back('"'); break;
-      case 'a': out.push_back('\a'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
-      case 'v': out.push_back('\v'); break;
-      case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': {
+      case '0':
+      case '1':
+      case '2':
+      case '3':
+      case '4':
+      case '5':
+      case '6':
+      case '7': {
         uint32_t v = static_cast<uint32_t>(e - '0');
         for (int k = 0; k < 2 && i < lit.size() && lit[i] >= '0' && lit[i] <= '7'; ++k) {
           v = v * 8 + static_cast<uint32_t>(lit[i++] - '0');
@@ -157,9 +163,9 @@ absl::StatusOr<std::string> ParsePythonLiteral(std::string_view lit) {
         }
         MODRWKV_ASSIGN_OR_RETURN(uint32_t v, ParseHexEscape(lit, &i, e == 'u' ? 4 : 8, e));
         if (!AppendCodepointUtf8(v, &out)) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "\\%c escape U+%04X is %s and cannot be UTF-8 encoded", e, v,
-              v > 0x10FFFF ? "beyond U+10FFFF" : "a surrogate"));
+          return absl::InvalidArgumentError(
+              absl::StrFormat("\\%c escape U+%04X is %s and cannot be UTF-8 encoded", e, v,
+                              v > 0x10FFFF ? "beyond U+10FFFF" : "a surrogate"));
         }
         break;
       }
@@ -176,8 +182,8 @@ absl::StatusOr<std::string> ParsePythonLiteral(std::string_view lit) {
     }
   }
   if (!closed) {
-    return absl::InvalidArgumentError(absl::StrCat("unterminated literal (no closing ",
-                                                   quote == '"' ? "\"" : "'", ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unterminated literal (no closing ", quote == '"' ? "\"" : "'", ")"));
   }
   if (i != lit.size()) {
     return absl::InvalidArgumentError(absl::StrCat("unexpected text after the closing quote: '",
@@ -196,9 +202,9 @@ struct VocabEntry {
 absl::StatusOr<VocabEntry> ParseVocabLine(std::string_view line, int line_no) {
   const auto fail = [&](absl::string_view what) {
     std::string shown(line.substr(0, 80));
-    return absl::InvalidArgumentError(absl::StrCat(
-        "line ", line_no, ": ", what, " in '", absl::CHexEscape(shown),
-        line.size() > 80 ? "...'" : "'", "; ", AV(kLineFormat)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("line ", line_no, ": ", what, " in '", absl::CHexEscape(shown),
+                     line.size() > 80 ? "...'" : "'", "; ", AV(kLineFormat)));
   };
   if (line.empty()) return fail("empty line");
   if (!IsValidUtf8(line)) return fail("not valid UTF-8");
@@ -208,8 +214,8 @@ absl::StatusOr<VocabEntry> ParseVocabLine(std::string_view line, int line_no) {
 
   auto id = ParseDecimal(line.substr(0, first), "id", Tokenizer::kMaxTokenId);
   if (!id.ok()) return fail(id.status().message());
-  auto length = ParseDecimal(line.substr(last + 1), "byte length",
-                             std::numeric_limits<uint32_t>::max());
+  auto length =
+      ParseDecimal(line.substr(last + 1), "byte length", std::numeric_limits<uint32_t>::max());
   if (!length.ok()) return fail(length.status().message());
 
   std::string_view lit = line.substr(first + 1, last - first - 1);
@@ -219,8 +225,8 @@ absl::StatusOr<VocabEntry> ParseVocabLine(std::string_view line, int line_no) {
   if (!bytes.ok()) return fail(bytes.status().message());
   if (bytes->empty()) return fail("empty token");
   if (static_cast<int64_t>(bytes->size()) != *length) {
-    return fail(absl::StrCat("literal decodes to ", bytes->size(), " bytes but the line says ",
-                             *length));
+    return fail(
+        absl::StrCat("literal decodes to ", bytes->size(), " bytes but the line says ", *length));
   }
   return VocabEntry{static_cast<int32_t>(*id), line_no, *std::move(bytes)};
 }
@@ -277,8 +283,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadFromString(std::string
   for (const VocabEntry& e : entries) {
     if (defined_on[e.id] != 0) {
       return absl::InvalidArgumentError(absl::StrCat("line ", e.line, ": duplicate id ", e.id,
-                                                     " (first defined on line ",
-                                                     defined_on[e.id], ")"));
+                                                     " (first defined on line ", defined_on[e.id],
+                                                     ")"));
     }
     defined_on[e.id] = e.line;
     tok->spans_[e.id] = {static_cast<uint32_t>(tok->bytes_.size()),
@@ -313,7 +319,7 @@ absl::Status Tokenizer::BuildTrie() {
   }
 
   trie_.assign(512, TrieNode{});
-  trie_[0].check = -2;  // the root is nobody's child, and its slot is not free
+  trie_[0].check = -2;    // the root is nobody's child, and its slot is not free
   size_t first_free = 1;  // every slot below it is used
 
   struct Pending {

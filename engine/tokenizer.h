@@ -61,7 +61,7 @@ class Tokenizer {
   Tokenizer() = default;
   absl::Status BuildTrie();
 
-  std::string bytes_;          // all token bytes, concatenated
+  std::string bytes_;             // all token bytes, concatenated
   std::vector<TokenSpan> spans_;  // [vocab_size], indexed by id
   std::vector<TrieNode> trie_;  // node 0 is the root; padded so base + 255 never runs past the end
   int32_t num_tokens_ = 0;

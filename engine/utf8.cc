@@ -11,7 +11,7 @@ enum class SeqKind { kValid, kInvalid, kIncomplete };
 // 1), everything available when it is a valid but truncated prefix.
 SeqKind ScanSequence(const unsigned char* p, size_t n, size_t* len) {
   const unsigned char b = p[0];
-  size_t need;                      // total length of the character
+  size_t need;                         // total length of the character
   unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
   if (b < 0x80) {
     *len = 1;

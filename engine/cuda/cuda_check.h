@@ -26,19 +26,19 @@ absl::StatusOr<int> CudaDeviceCount();
 
 // Returns a Status from the enclosing function if the CUDA runtime call `expr` fails; the message
 // names the call.
-#define MODRWKV_CUDA_RETURN_IF_ERROR(expr)                                                  \
-  do {                                                                                      \
-    const cudaError_t modrwkv_cuda_err_ = (expr);                                           \
-    if (modrwkv_cuda_err_ != cudaSuccess) {                                                 \
-      return ::modrwkv::cuda::CudaStatus(modrwkv_cuda_err_, #expr);                         \
-    }                                                                                       \
+#define MODRWKV_CUDA_RETURN_IF_ERROR(expr)                          \
+  do {                                                              \
+    const cudaError_t modrwkv_cuda_err_ = (expr);                   \
+    if (modrwkv_cuda_err_ != cudaSuccess) {                         \
+      return ::modrwkv::cuda::CudaStatus(modrwkv_cuda_err_, #expr); \
+    }                                                               \
   } while (0)
 
 // The same for a cuBLAS call.
-#define MODRWKV_CUBLAS_RETURN_IF_ERROR(expr)                                                \
-  do {                                                                                      \
-    const cublasStatus_t modrwkv_cublas_st_ = (expr);                                       \
-    if (modrwkv_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                      \
-      return ::modrwkv::cuda::CublasStatus(modrwkv_cublas_st_, #expr);                      \
-    }                                                                                       \
+#define MODRWKV_CUBLAS_RETURN_IF_ERROR(expr)                           \
+  do {                                                                 \
+    const cublasStatus_t modrwkv_cublas_st_ = (expr);                  \
+    if (modrwkv_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                 \
+      return ::modrwkv::cuda::CublasStatus(modrwkv_cublas_st_, #expr); \
+    }                                                                  \
   } while (0)

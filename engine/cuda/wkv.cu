@@ -1,13 +1,11 @@
 // WKV7 recurrence kernel and its launcher (see wkv.cuh).
-#include "engine/cuda/wkv.cuh"
-
 #include <climits>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/wkv.cuh"
 
 namespace modrwkv::cuda {
-namespace {
 
 constexpr int kHeadSize = 64;
 
@@ -65,14 +63,12 @@ static __global__ void __launch_bounds__(N)
   for (int j = 0; j < N; ++j) row[j] = s[j];
 }
 
-}  // namespace
-
 // ---- launchers ----
 
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
                         int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a,
-                        int64_t ld, float* y, int64_t ldy, int64_t slot_stride_floats,
+                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
+                        float* y, int64_t ldy, int64_t slot_stride_floats,
                         int64_t head_stride_floats) {
   constexpr int N = kHeadSize;
   if (B < 0 || H <= 0) {
@@ -81,13 +77,12 @@ absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* s
   }
   if (B == 0) return absl::OkStatus();
   if (static_cast<int64_t>(B) * H > INT_MAX) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LaunchWkv7: B*H = ", static_cast<int64_t>(B) * H, " blocks, expected <= ",
-                     INT_MAX));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchWkv7: B*H = ", static_cast<int64_t>(B) * H, " blocks, expected <= ", INT_MAX));
   }
   if (ld < static_cast<int64_t>(H) * N || ldy < static_cast<int64_t>(H) * N) {
-    return absl::InvalidArgumentError(absl::StrCat("LaunchWkv7: ld=", ld, " ldy=", ldy,
-                                                   ", expected both >= H*64 = ", H * N));
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchWkv7: ld=", ld, " ldy=", ldy, ", expected both >= H*64 = ", H * N));
   }
   if (head_stride_floats < N * N ||
       slot_stride_floats < static_cast<int64_t>(H) * head_stride_floats) {
@@ -101,8 +96,9 @@ absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* s
       y == nullptr) {
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
-  Wkv7Kernel<N><<<B * H, N, 0, stream>>>(state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk,
-                                         a, ld, y, ldy, slot_stride_floats, head_stride_floats);
+  const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
+  Wkv7Kernel<N><<<grid, N, 0, stream>>>(state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk, a,
+                                        ld, y, ldy, slot_stride_floats, head_stride_floats);
   return CudaStatus(cudaGetLastError(), "Wkv7Kernel launch");
 }
 

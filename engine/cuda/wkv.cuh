@@ -28,8 +28,8 @@ namespace modrwkv::cuda {
 // contents such as offsets and slot ids are the caller's contract) and the launch error, if any.
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
                         int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a,
-                        int64_t ld, float* y, int64_t ldy, int64_t slot_stride_floats,
+                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
+                        float* y, int64_t ldy, int64_t slot_stride_floats,
                         int64_t head_stride_floats);
 
 }  // namespace modrwkv::cuda

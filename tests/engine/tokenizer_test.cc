@@ -55,16 +55,18 @@ const Tokenizer* World(std::string* error) {
   return tok;
 }
 
-#define ASSERT_WORLD_TOKENIZER(var)           \
-  std::string var##_error;                    \
+#define ASSERT_WORLD_TOKENIZER(var)                 \
+  std::string var##_error;                          \
   const Tokenizer* var##_ptr = World(&var##_error); \
-  ASSERT_NE(var##_ptr, nullptr) << var##_error;    \
+  ASSERT_NE(var##_ptr, nullptr) << var##_error;     \
   const Tokenizer& var = *var##_ptr
 
 // Ids 1..256 are the single bytes (id = byte + 1), as in the world vocab.
 std::string ByteVocab(std::string_view line_end = "\n") {
   std::string v;
-  for (int b = 0; b < 256; ++b) absl::StrAppend(&v, absl::StrFormat("%d b'\\x%02x' 1", b + 1, b), std::string(line_end));
+  for (int b = 0; b < 256; ++b) {
+    absl::StrAppend(&v, absl::StrFormat("%d b'\\x%02x' 1", b + 1, b), std::string(line_end));
+  }
   return v;
 }
 
@@ -112,7 +114,7 @@ TEST(TokenizerWorldTest, ArchitectureExamples) {
   ASSERT_WORLD_TOKENIZER(tok);
   EXPECT_THAT(tok.Encode("User: hi\n\nAssistant:"),
               ElementsAre(24281, 59, 4571, 261, 5585, 41693, 59));
-  EXPECT_THAT(tok.Encode("\x16User: What is unusual about this image?\x17\x16" "Assistant:"),
+  EXPECT_THAT(tok.Encode("\026User: What is unusual about this image?\027\026Assistant:"),
               ElementsAre(23, 24281, 59, 30031, 4600, 53238, 37598, 32234, 38744, 64, 24, 23, 5585,
                           41693, 59));
   EXPECT_TRUE(tok.Encode("").empty());
@@ -158,8 +160,8 @@ TEST(TokenizerWorldTest, MatchesOfficialTokenizerGolden) {
     const std::vector<int32_t> got = tok.Encode(c.input);
     if (got != c.ids && ++failures <= 10) {
       ADD_FAILURE() << c.name << ": input " << absl::CHexEscape(c.input.substr(0, 200))
-                    << "\n  got      " << absl::StrJoin(got, " ")
-                    << "\n  official " << absl::StrJoin(c.ids, " ");
+                    << "\n  got      " << absl::StrJoin(got, " ") << "\n  official "
+                    << absl::StrJoin(c.ids, " ");
     }
     auto decoded = tok.Decode(c.ids);
     ASSERT_TRUE(decoded.ok()) << c.name << ": " << decoded.status();
@@ -227,7 +229,7 @@ TEST(TokenizerEncodeTest, GreedyLongestMatchFallsBackToShorterTokens) {
   const Tokenizer& t = **tok;
   EXPECT_THAT(t.Encode("abcd"), ElementsAre(258));
   EXPECT_THAT(t.Encode("abcx"), ElementsAre(257, 'c' + 1, 'x' + 1));  // no "abc": back to "ab"
-  EXPECT_THAT(t.Encode("abcde"), ElementsAre(258, 'e' + 1));  // greedy, not optimal
+  EXPECT_THAT(t.Encode("abcde"), ElementsAre(258, 'e' + 1));          // greedy, not optimal
   EXPECT_THAT(t.Encode("xbcde"), ElementsAre('x' + 1, 259));
   EXPECT_THAT(t.Encode(std::string("\0\xFF", 2)), ElementsAre(1, 256));
 }
@@ -290,18 +292,18 @@ TEST(TokenizerEncodeTest, DuplicateBytesLaterLineWinsLikeOfficial) {
 
 TEST(TokenizerVocabTest, PythonLiteralForms) {
   const std::string extra =
-      "257 '\\u4e2d' 3\n"           // \u: UTF-8 encoded
+      "257 '\\u4e2d' 3\n"  // \u: UTF-8 encoded
       "258 '\\U0001F600' 4\n"
-      "259 '\\xe9' 2\n"             // \x in a str is a code point (U+00E9), not a byte
-      "260 b'\\xe9\\x00' 2\n"       // \x in bytes is a byte
-      "261 \"it's\" 4\n"            // double quotes
-      "262 '\\'\\\"\\\\' 3\n"       // escaped quotes and backslash
+      "259 '\\xe9' 2\n"        // \x in a str is a code point (U+00E9), not a byte
+      "260 b'\\xe9\\x00' 2\n"  // \x in bytes is a byte
+      "261 \"it's\" 4\n"       // double quotes
+      "262 '\\'\\\"\\\\' 3\n"  // escaped quotes and backslash
       "263 '\\t\\n\\r\\0\\a\\b\\f\\v' 8\n"
-      "264 '\\101\\7' 2\n"          // octal
-      "265 'é中' 5\n"               // raw UTF-8 in a str
-      "266 '\\q' 2\n"               // unknown escape kept verbatim, like Python
-      "267 b'\\u1234' 6\n"          // \u is not an escape in bytes
-      "268 u'x y' 3\n"              // u prefix, space inside the literal
+      "264 '\\101\\7' 2\n"  // octal
+      "265 'é中' 5\n"       // raw UTF-8 in a str
+      "266 '\\q' 2\n"       // unknown escape kept verbatim, like Python
+      "267 b'\\u1234' 6\n"  // \u is not an escape in bytes
+      "268 u'x y' 3\n"      // u prefix, space inside the literal
       "269 B'\\377' 1\n";
   auto tok = Tokenizer::LoadFromString(ByteVocab() + extra);
   ASSERT_TRUE(tok.ok()) << tok.status();
@@ -365,7 +367,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadVocab{"IdTooLarge", "99999999999 'ab' 2\n", "id 99999999999 is larger than the maximum"},
         BadVocab{"LengthNotNumber", "257 'ab' two\n", "byte length 'two' is not a decimal"},
         BadVocab{"LengthMissing", "257 'ab' \n", "byte length is missing"},
-        BadVocab{"LengthMismatch", "257 'ab' 3\n", "literal decodes to 2 bytes but the line says 3"},
+        BadVocab{"LengthMismatch", "257 'ab' 3\n",
+                 "literal decodes to 2 bytes but the line says 3"},
         BadVocab{"StrUtf8Length", "257 '\\xe9' 1\n", "decodes to 2 bytes but the line says 1"},
         BadVocab{"Unterminated", "257 'ab 2\n", "line 257: unterminated literal"},
         BadVocab{"BackslashAtEnd", "257 'ab\\' 2\n", "unterminated literal"},
@@ -449,7 +452,7 @@ TEST_F(StreamingDetokenizerTest, InvalidBytesBecomeReplacementCharacters) {
   EXPECT_EQ(d.Push('A' + 1), kFffd + "A");
   EXPECT_EQ(d.Push(0xE0 + 1), "");
   EXPECT_EQ(d.Push(0x80 + 1), kFffd + kFffd);  // E0 80 is never valid: two maximal subparts
-  EXPECT_EQ(d.Push(0x80 + 1), kFffd);           // lone continuation byte
+  EXPECT_EQ(d.Push(0x80 + 1), kFffd);          // lone continuation byte
 }
 
 TEST_F(StreamingDetokenizerTest, FlushResolvesDanglingSequence) {

@@ -19,13 +19,13 @@ TEST(Utf8Test, IsValidUtf8) {
   EXPECT_TRUE(IsValidUtf8(""));
   EXPECT_TRUE(IsValidUtf8("plain ascii \x01\x7f"));
   EXPECT_TRUE(IsValidUtf8("\xC3\xA9 \xE4\xB8\xAD \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF"));
-  EXPECT_FALSE(IsValidUtf8("\x80"));                  // lone continuation
-  EXPECT_FALSE(IsValidUtf8("\xC3"));                  // truncated
-  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));              // overlong
-  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));          // overlong 3-byte
-  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));          // surrogate U+D800
-  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));      // U+110000
-  EXPECT_FALSE(IsValidUtf8("\xF5\x80\x80\x80"));      // never a lead byte
+  EXPECT_FALSE(IsValidUtf8("\x80"));              // lone continuation
+  EXPECT_FALSE(IsValidUtf8("\xC3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));      // overlong 3-byte
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate U+D800
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // U+110000
+  EXPECT_FALSE(IsValidUtf8("\xF5\x80\x80\x80"));  // never a lead byte
   EXPECT_FALSE(IsValidUtf8(std::string("ok\xFF", 3)));
 }
 
@@ -42,7 +42,8 @@ TEST(Utf8Test, AppendCodepointUtf8) {
   EXPECT_EQ(s.size(), 10u);  // failures append nothing
 }
 
-// The example of Unicode 15 §3.9 Table 3-8 (and the WHATWG decoder): one U+FFFD per maximal subpart.
+// The example of Unicode 15 §3.9 Table 3-8 (and the WHATWG decoder): one U+FFFD per maximal
+// subpart.
 TEST(Utf8Test, MaximalSubpartsTable3_8) {
   const std::string in = "\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64";
   EXPECT_EQ(ReplaceInvalidUtf8(in),
@@ -50,11 +51,11 @@ TEST(Utf8Test, MaximalSubpartsTable3_8) {
 }
 
 TEST(Utf8Test, ReplacementCases) {
-  EXPECT_EQ(ReplaceInvalidUtf8("\xF0\x9F\x98"), kFffd);                 // truncated 4-byte: one
-  EXPECT_EQ(ReplaceInvalidUtf8("\xF0\x9F\x98" "A"), kFffd + "A");
-  EXPECT_EQ(ReplaceInvalidUtf8("\xE0\x80"), kFffd + kFffd);             // E0 80 is never valid
+  EXPECT_EQ(ReplaceInvalidUtf8("\xF0\x9F\x98"), kFffd);  // truncated 4-byte: one
+  EXPECT_EQ(ReplaceInvalidUtf8("\xF0\x9F\x98\x41"), kFffd + "A");
+  EXPECT_EQ(ReplaceInvalidUtf8("\xE0\x80"), kFffd + kFffd);              // E0 80 is never valid
   EXPECT_EQ(ReplaceInvalidUtf8("\xED\xA0\x80"), kFffd + kFffd + kFffd);  // surrogate
-  EXPECT_EQ(ReplaceInvalidUtf8("\xC3\xA9"), "\xC3\xA9");                // valid is untouched
+  EXPECT_EQ(ReplaceInvalidUtf8("\xC3\xA9"), "\xC3\xA9");                 // valid is untouched
   EXPECT_EQ(ReplaceInvalidUtf8(std::string("a\0b", 3)), std::string("a\0b", 3));
 }
 
@@ -64,7 +65,7 @@ TEST(Utf8Test, NonFinalHoldsBackOnlyAValidIncompleteSuffix) {
   EXPECT_EQ(out, "ab");
   out.clear();
   // F0 41: can never complete, so it is not held back.
-  EXPECT_EQ(AppendUtf8Replacing("\xF0" "A", /*final=*/false, &out), 2u);
+  EXPECT_EQ(AppendUtf8Replacing("\xF0\x41", /*final=*/false, &out), 2u);
   EXPECT_EQ(out, kFffd + "A");
   out.clear();
   EXPECT_EQ(AppendUtf8Replacing("\xFF", /*final=*/false, &out), 1u);

@@ -100,6 +100,9 @@ int RunGenerate(int argc, char** argv) {
           "prompt token %d is outside the model's vocabulary of %d", t, vocab)));
     }
   }
+  // Ids the vocabulary has no bytes for (the embedding table has 65536 rows, the World vocab
+  // 65530 ids; later ModRWKV checkpoints use a few of them as modality markers) are never text.
+  for (int32_t id = (*tok)->vocab_size(); id < vocab; ++id) params->banned_tokens.push_back(id);
   auto sampler = Sampler::Create(*params, vocab);
   if (!sampler.ok()) return UsageError(flags, sampler.status());
   (*sampler)->AcceptPrompt(prompt);
