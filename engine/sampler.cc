@@ -427,6 +427,7 @@ struct Scratch {
   std::vector<double> block_sum;  // [ceil(vocab / kBlock)]
   std::vector<float> block_max;   // [ceil(vocab / kBlock)]
   std::vector<Cand> cands;
+  std::vector<Cand> band;
 
   static Scratch& ForThisThread(size_t n) {
     thread_local Scratch s;
@@ -602,7 +603,7 @@ int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logi
   std::vector<Cand>& c = s.cands;
 
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
-    TopKKernel(logits.data(), n, static_cast<size_t>(params_.top_k), &c);  // Better-first
+    TopK(logits.data(), n, static_cast<size_t>(params_.top_k), max_logit, &c);  // Better-first
     double total = 0;
     for (Cand& x : c) {
       x.v = ExpNonPositive((x.v - max_logit) * inv_t);
@@ -624,27 +625,11 @@ int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logi
     return DrawFromCands(c, count, Uniform());
   }
 
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  // min-p only thins the draw when there is no nucleus to compute first.
+  // min-p alone thins the buffer directly; with top-p it applies after the nucleus.
   const float floor = top_p < 1.0 ? 0.0f : min_p;
-  const double total = ExpKernel(logits.data(), s.e.data(), n, max_logit, inv_t, floor,
-                                 s.block_sum.data(), s.block_max.data());
-  if (top_p >= 1.0) {
-    // Draw over the whole vocabulary: find the block, then the token inside it.
-    const double target = Uniform() * total;
-    double cum = 0;
-    size_t b = 0;
-    while (b + 1 < blocks && cum + s.block_sum[b] <= target) cum += s.block_sum[b++];
-    const size_t end = std::min(n, (b + 1) * kBlock);
-    for (size_t i = b * kBlock; i < end; ++i) {
-      cum += s.e[i];
-      if (cum > target) return static_cast<int32_t>(i);
-    }
-    for (size_t i = end; i-- > 0;) {  // rounding left target just past the block's end
-      if (s.e[i] > 0) return static_cast<int32_t>(i);
-    }
-    return 0;  // unreachable: the max token has e = 1
-  }
+  double total = ExpKernel(logits.data(), s.e.data(), n, max_logit, inv_t, floor,
+                           s.block_sum.data(), s.block_max.data());
+  if (top_p >= 1.0) return DrawFromBlocks(s.e.data(), n, s.block_sum.data(), total, Uniform());
 
   // Top-p over the whole vocabulary. Candidates: every token at or above the highest threshold
   // whose mass already covers the nucleus (the nucleus is a Better-first prefix, so it lies
@@ -660,6 +645,7 @@ int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logi
     }
   }
   c.clear();
+  const size_t blocks = (n + kBlock - 1) / kBlock;
   for (size_t b = 0; b < blocks; ++b) {
     if (s.block_max[b] < threshold) continue;
     const size_t end = std::min(n, (b + 1) * kBlock);
@@ -667,13 +653,14 @@ int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logi
       if (s.e[i] >= threshold) c.push_back({s.e[i], static_cast<int32_t>(i)});
     }
   }
-  size_t count = SelectMassPrefix(c, need);
-  if (min_p > 0) {
-    count = static_cast<size_t>(
-        std::partition(c.begin(), c.begin() + count, [&](const Cand& x) { return x.v >= min_p; }) -
-        c.begin());
+  const Cand cut = FindNucleusCut(c, need, &s.band);
+  auto kept = [&](const Cand& x) { return !Better(cut, x) && x.v >= min_p; };
+  if (c.size() <= kMaxListDraw) {
+    const size_t count = static_cast<size_t>(std::partition(c.begin(), c.end(), kept) - c.begin());
+    return DrawFromCands(c, count, Uniform());
   }
-  return DrawFromCands(c, count, Uniform());
+  total = MaskKernel(s.e.data(), n, cut, min_p, s.block_sum.data());
+  return DrawFromBlocks(s.e.data(), n, s.block_sum.data(), total, Uniform());
 }
 
 void Sampler::FillLogprobs(absl::Span<const float> logits, float max_logit, int32_t token,
@@ -694,7 +681,7 @@ void Sampler::FillLogprobs(absl::Span<const float> logits, float max_logit, int3
   out->logprob = logprob(logits[token]);
   if (params_.logprobs_top_n > 0) {
     std::vector<Cand> top;
-    TopKKernel(logits.data(), n, static_cast<size_t>(params_.logprobs_top_n), &top);
+    TopK(logits.data(), n, static_cast<size_t>(params_.logprobs_top_n), max_logit, &top);
     out->top_logprobs.reserve(top.size());
     for (const Cand& x : top) out->top_logprobs.emplace_back(x.id, logprob(x.v));
   }
