@@ -37,7 +37,6 @@ constexpr size_t kW = 8;  // floats per F8
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr size_t kBlock = 256;     // tokens per block (a multiple of kW); lets the draw skip ahead
-constexpr float kExpMin = -87.0f;  // exp() below this is treated as 0 (float would go denormal)
 // A nucleus whose mass equals top_p up to float rounding is not extended by one more token.
 constexpr double kTopPRelTolerance = 1e-6;
 // top_k above this collects candidates above a counted threshold instead of using a heap.
@@ -64,39 +63,39 @@ MODRWKV_ALWAYS_INLINE bool AnyLane(I8 mask) {
   return (w[0] | w[1] | w[2] | w[3]) != 0;
 }
 
-// exp(x) for x <= 0, within 1e-7 relative (Cephes expf: Cody-Waite reduction + degree-6
-// polynomial); exactly 1 at 0; exactly 0 below kExpMin, at -inf and for NaN. Exp8 is the same
-// sequence of float operations lane by lane, so both give the same bits.
-MODRWKV_ALWAYS_INLINE F8 Exp8(F8 x) {
-  const I8 in_range = x >= Splat(kExpMin);  // false for NaN
-  const F8 xc = Select8(in_range, x, Splat(kExpMin));
-  const F8 n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
-  F8 r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  F8 p = Splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+// 2^y for y <= 0: 2^round(y) times a degree-6 polynomial for 2^f, |f| <= 1/2 (Taylor; relative
+// error below 2e-7, less than the rounding already in y = (logit - max) * scale); exactly 1 at 0,
+// exactly 0 below -126 (float would go denormal), at -inf and for NaN. Exp2x8 performs the same
+// float operations lane by lane as the scalar Exp2NonPositive, so both give the same bits.
+constexpr float kExp2Min = -126.0f;
+constexpr float kExp2C[] = {1.5403530e-4f, 1.3333558e-3f, 9.6181291e-3f,
+                            5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f};
+MODRWKV_ALWAYS_INLINE F8 Exp2x8(F8 y) {
+  const I8 in_range = y >= Splat(kExp2Min);  // false for NaN
+  const F8 yc = Select8(in_range, y, Splat(kExp2Min));
+  const F8 n = (yc + 12582912.0f) - 12582912.0f;  // round to nearest integer
+  const F8 f = yc - n;
+  F8 p = Splat(kExp2C[0]);
+  for (int k = 1; k < 6; ++k) p = p * f + kExp2C[k];
+  p = p * f + 1.0f;
   const F8 scale = reinterpret_cast<F8>((__builtin_convertvector(n, I8) + 127) << 23);  // 2^n
   return Select8(in_range, p * scale, F8{});
 }
-inline float ExpNonPositive(float x) {
-  const bool in_range = x >= kExpMin;
-  const float xc = in_range ? x : kExpMin;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+inline float Exp2NonPositive(float y) {
+  const bool in_range = y >= kExp2Min;
+  const float yc = in_range ? y : kExp2Min;
+  const float n = (yc + 12582912.0f) - 12582912.0f;
+  const float f = yc - n;
+  float p = kExp2C[0];
+  for (int k = 1; k < 6; ++k) p = p * f + kExp2C[k];
+  p = p * f + 1.0f;
   return in_range ? p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23) : 0.0f;
+}
+// Scale that turns (logit - max) into a base-2 exponent at temperature 1 / inv_t, capped so that
+// a tiny temperature cannot turn 0 * scale into NaN.
+inline float Exp2Scale(double inv_t) {
+  return static_cast<float>(std::min(inv_t * 1.4426950408889634,
+                                     static_cast<double>(std::numeric_limits<float>::max())));
 }
 
 struct ArgMax {
@@ -140,58 +139,65 @@ MODRWKV_VECTOR_CLONES ArgMax ArgMaxKernel(const float* l, size_t n) {
   return r;
 }
 
-// e[i] = exp((l[i] - max) * inv_t), zeroed where below `floor`; writes each block's sum and max
-// ([ceil(n / kBlock)]) and returns the total.
-MODRWKV_VECTOR_CLONES double ExpKernel(const float* l, float* e, size_t n, float max, float inv_t,
-                                       float floor, double* block_sum, float* block_max) {
+// e[i] = 2^((l[i] - max) * scale) = exp((l[i] - max) / T); writes each block's sum ([ceil(n / kBlock)]) and returns
+// the total. Two accumulators per block hide the latency of the vector add.
+MODRWKV_VECTOR_CLONES double ExpKernel(const float* l, float* e, size_t n, float max, float scale,
+                                       double* block_sum) {
   double total = 0;
   for (size_t b = 0; b * kBlock < n; ++b) {
     const size_t end = std::min(n, (b + 1) * kBlock);
-    F8 acc{};
-    F8 mx{};
+    F8 acc0{};
+    F8 acc1{};
     size_t i = b * kBlock;
-    for (; i + kW <= end; i += kW) {
-      F8 v = Exp8((Load8(l + i) - max) * inv_t);
-      v = Select8(v >= floor, v, F8{});
-      Store8(e + i, v);
-      acc += v;
-      mx = Select8(v > mx, v, mx);
+    for (; i + 2 * kW <= end; i += 2 * kW) {
+      const F8 v0 = Exp2x8((Load8(l + i) - max) * scale);
+      const F8 v1 = Exp2x8((Load8(l + i + kW) - max) * scale);
+      Store8(e + i, v0);
+      Store8(e + i + kW, v1);
+      acc0 += v0;
+      acc1 += v1;
     }
     double sum = 0;
-    float bmax = 0;
-    for (size_t j = 0; j < kW; ++j) {
-      sum += acc[j];
-      bmax = std::max(bmax, mx[j]);
-    }
+    for (size_t j = 0; j < kW; ++j) sum += static_cast<double>(acc0[j]) + acc1[j];
     for (; i < end; ++i) {
-      float v = ExpNonPositive((l[i] - max) * inv_t);
-      v = v >= floor ? v : 0.0f;
-      e[i] = v;
-      sum += v;
-      bmax = std::max(bmax, v);
+      e[i] = Exp2NonPositive((l[i] - max) * scale);
+      sum += e[i];
     }
     block_sum[b] = sum;
-    block_max[b] = bmax;
     total += sum;
   }
   return total;
 }
 
-// mass[k] = sum of the e[i] >= kNucleusThresholds[k].
-MODRWKV_VECTOR_CLONES void ThresholdMassKernel(const float* e, size_t n, double* mass) {
+// mass[k] = sum and count[k] = number of the e[i] >= kNucleusThresholds[k].
+MODRWKV_VECTOR_CLONES void ThresholdMassKernel(const float* e, size_t n, double* mass,
+                                               int64_t* count) {
   F8 acc[kNumThresholds] = {};
+  I8 cnt[kNumThresholds] = {};
   size_t i = 0;
   for (; i + kW <= n; i += kW) {
     const F8 v = Load8(e + i);
     for (int k = 0; k < kNumThresholds; ++k) {
-      acc[k] += reinterpret_cast<F8>(reinterpret_cast<I8>(v) & (v >= kNucleusThresholds[k]));
+      const I8 hit = v >= kNucleusThresholds[k];
+      acc[k] += reinterpret_cast<F8>(reinterpret_cast<I8>(v) & hit);
+      cnt[k] -= hit;
     }
   }
   for (int k = 0; k < kNumThresholds; ++k) {
     double s = 0;
-    for (size_t j = 0; j < kW; ++j) s += acc[k][j];
-    for (size_t t = i; t < n; ++t) s += e[t] >= kNucleusThresholds[k] ? e[t] : 0.0f;
+    int64_t c = 0;
+    for (size_t j = 0; j < kW; ++j) {
+      s += acc[k][j];
+      c += cnt[k][j];
+    }
+    for (size_t t = i; t < n; ++t) {
+      if (e[t] >= kNucleusThresholds[k]) {
+        s += e[t];
+        ++c;
+      }
+    }
     mass[k] = s;
+    count[k] = c;
   }
 }
 
@@ -303,42 +309,44 @@ void TopK(const float* l, size_t n, size_t k, float max, std::vector<Cand>* out)
   std::sort_heap(heap.begin(), heap.end(), Better);
 }
 
-// The last token of the nucleus: of the candidates `c` (relative probabilities > 0, in any
-// order), the last element of the smallest Better-first prefix whose mass reaches `need` (the
-// worst candidate if the total falls short). Radix select on the float bits, most significant
-// digit first: each round adds up the mass of the digits above the cut and keeps only the band
-// where the cut falls; a short sorted band, or an exact tie settled by id, gives the exact cut.
-Cand FindNucleusCut(const std::vector<Cand>& c, double need, std::vector<Cand>* band) {
-  constexpr int kShifts[] = {23, 15, 7, 0};
-  constexpr size_t kSmall = 64;
-  band->clear();
-  const std::vector<Cand>* src = &c;
-  for (int shift : kShifts) {
-    if (src->size() <= kSmall) break;
-    auto digit = [shift](const Cand& x) { return (std::bit_cast<uint32_t>(x.v) >> shift) & 0xFF; };
-    double mass[256] = {};
-    for (const Cand& x : *src) mass[digit(x)] += x.v;
-    uint32_t cut = 0;
-    double above = 0;  // mass of the digits above `cut`
-    for (int d = 255; d >= 0; --d) {
-      if (mass[d] == 0) continue;
-      cut = static_cast<uint32_t>(d);
-      if (above + mass[d] >= need) break;
-      above += mass[d];
-    }
-    need -= above;
-    if (src == &c) {
-      for (const Cand& x : c) {
-        if (digit(x) == cut) band->push_back(x);
-      }
-      src = band;
-    } else {
-      band->erase(std::remove_if(band->begin(), band->end(),
-                                 [&](const Cand& x) { return digit(x) != cut; }),
-                  band->end());
-    }
+// Radix digits of a positive float, most significant first: the exponent, then the mantissa.
+constexpr int kDigitShifts[] = {23, 15, 7, 0};
+inline uint32_t Digit(float v, int round) {
+  return (std::bit_cast<uint32_t>(v) >> kDigitShifts[round]) & 0xFF;
+}
+
+// The digit where the cut falls: walking down from the largest, the first digit whose mass brings
+// the running total to `need` (the lowest non-empty one if the total falls short). Subtracts the
+// mass of the digits above it from *need.
+uint32_t CutDigit(const double* mass, double* need) {
+  uint32_t cut = 0;
+  double above = 0;
+  for (int d = 255; d >= 0; --d) {
+    if (mass[d] == 0) continue;
+    cut = static_cast<uint32_t>(d);
+    if (above + mass[d] >= *need) break;
+    above += mass[d];
   }
-  if (src == &c) band->assign(c.begin(), c.end());
+  *need -= above;
+  return cut;
+}
+
+// The last token of the nucleus: of the candidates in *band (relative probabilities > 0 that
+// agree on the radix digits before `first_round`; any order, overwritten), the last element of
+// the smallest Better-first prefix whose mass reaches `need` (the worst one if the total falls
+// short). Each radix round adds up the mass of the digits above the cut and keeps only the
+// candidates on the cut digit; a short sorted band, or an exact tie settled by id, ends it.
+Cand FindNucleusCut(std::vector<Cand>* band, double need, int first_round) {
+  constexpr size_t kSmall = 64;
+  for (int round = first_round; round < 4 && band->size() > kSmall; ++round) {
+    double mass[256] = {};
+    for (const Cand& x : *band) mass[Digit(x.v, round)] += x.v;
+    const uint32_t cut = CutDigit(mass, &need);
+    if (std::count_if(mass, mass + 256, [](double m) { return m > 0; }) == 1) continue;
+    band->erase(std::remove_if(band->begin(), band->end(),
+                               [&](const Cand& x) { return Digit(x.v, round) != cut; }),
+                band->end());
+  }
   if (band->empty()) return {0.0f, 0};
   if (band->size() > kSmall) {
     // All of the band holds the same value: the cut takes the lowest ids.
@@ -354,6 +362,29 @@ Cand FindNucleusCut(const std::vector<Cand>& c, double need, std::vector<Cand>* 
     if (need <= 0) return x;
   }
   return band->back();
+}
+
+// FindNucleusCut over a whole buffer of relative probabilities: the first (exponent) round runs
+// on the buffer itself, then only the tokens of the cut exponent are copied out.
+Cand FindNucleusCutInBuffer(const float* e, size_t n, double need, std::vector<Cand>* band) {
+  // Four interleaved histograms, so that runs of one exponent do not serialise on one counter.
+  double mass4[4][256] = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (size_t j = 0; j < 4; ++j) mass4[j][Digit(e[i + j], 0)] += e[i + j];
+  }
+  for (; i < n; ++i) mass4[0][Digit(e[i], 0)] += e[i];
+  double mass[256];
+  for (int d = 0; d < 256; ++d) mass[d] = (mass4[0][d] + mass4[1][d]) + (mass4[2][d] + mass4[3][d]);
+  const uint32_t cut = CutDigit(mass, &need);
+  band->resize(n);
+  size_t k = 0;
+  for (i = 0; i < n; ++i) {  // branch-free compaction
+    (*band)[k] = {e[i], static_cast<int32_t>(i)};
+    k += Digit(e[i], 0) == cut && e[i] > 0;
+  }
+  band->resize(k);
+  return FindNucleusCut(band, need, 1);
 }
 
 // Keeps e[i] only where token i is in the nucleus (i.e. not worse than `cut`) and e[i] >= min_p;
@@ -425,7 +456,6 @@ int32_t DrawFromCands(const std::vector<Cand>& c, size_t count, double u) {
 struct Scratch {
   std::vector<float> e;           // [vocab] relative probabilities exp((logit - max) / T)
   std::vector<double> block_sum;  // [ceil(vocab / kBlock)]
-  std::vector<float> block_max;   // [ceil(vocab / kBlock)]
   std::vector<Cand> cands;
   std::vector<Cand> band;
 
@@ -434,7 +464,6 @@ struct Scratch {
     if (s.e.size() < n) {
       s.e.resize(n);
       s.block_sum.resize((n + kBlock - 1) / kBlock);
-      s.block_max.resize((n + kBlock - 1) / kBlock);
     }
     return s;
   }
@@ -594,9 +623,7 @@ int32_t Sampler::Sample(absl::Span<float> logits, SampleResult* out) {
 
 int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logit) {
   const size_t n = logits.size();
-  // 1/T in double, capped so that a tiny T cannot turn (max - max) * (1/T) into 0 * inf = NaN.
-  const float inv_t = static_cast<float>(
-      std::min(1.0 / params_.temperature, static_cast<double>(std::numeric_limits<float>::max())));
+  const float scale = Exp2Scale(1.0 / params_.temperature);
   const float min_p = params_.min_p;
   const double top_p = params_.top_p;
   Scratch& s = Scratch::ForThisThread(n);
@@ -606,7 +633,7 @@ int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logi
     TopK(logits.data(), n, static_cast<size_t>(params_.top_k), max_logit, &c);  // Better-first
     double total = 0;
     for (Cand& x : c) {
-      x.v = ExpNonPositive((x.v - max_logit) * inv_t);
+      x.v = Exp2NonPositive((x.v - max_logit) * scale);
       total += x.v;
     }
     size_t count = c.size();
@@ -625,40 +652,36 @@ int32_t Sampler::SampleStochastic(absl::Span<const float> logits, float max_logi
     return DrawFromCands(c, count, Uniform());
   }
 
-  // min-p alone thins the buffer directly; with top-p it applies after the nucleus.
-  const float floor = top_p < 1.0 ? 0.0f : min_p;
-  double total = ExpKernel(logits.data(), s.e.data(), n, max_logit, inv_t, floor,
-                           s.block_sum.data(), s.block_max.data());
-  if (top_p >= 1.0) return DrawFromBlocks(s.e.data(), n, s.block_sum.data(), total, Uniform());
+  double total = ExpKernel(logits.data(), s.e.data(), n, max_logit, scale, s.block_sum.data());
+  if (top_p >= 1.0) {
+    if (min_p > 0) {
+      // Every token is "in the nucleus" of this cut; only min-p removes any.
+      const Cand keep_all = {0.0f, std::numeric_limits<int32_t>::max()};
+      total = MaskKernel(s.e.data(), n, keep_all, min_p, s.block_sum.data());
+    }
+    return DrawFromBlocks(s.e.data(), n, s.block_sum.data(), total, Uniform());
+  }
 
-  // Top-p over the whole vocabulary. Candidates: every token at or above the highest threshold
-  // whose mass already covers the nucleus (the nucleus is a Better-first prefix, so it lies
-  // inside), else every token with non-zero probability.
+  // Top-p over the whole vocabulary. The nucleus is a Better-first prefix, so it lies inside the
+  // tokens at or above the highest threshold whose mass already reaches the target. If those are
+  // few, list them and draw from the list; else mask the buffer.
   const double need = top_p * total * (1.0 - kTopPRelTolerance);
   double mass[kNumThresholds];
-  ThresholdMassKernel(s.e.data(), n, mass);
-  float threshold = std::numeric_limits<float>::denorm_min();
+  int64_t count[kNumThresholds];
+  ThresholdMassKernel(s.e.data(), n, mass, count);
   for (int k = 0; k < kNumThresholds; ++k) {
-    if (mass[k] >= need) {
-      threshold = kNucleusThresholds[k];
-      break;
-    }
+    if (mass[k] < need) continue;
+    if (count[k] > static_cast<int64_t>(kMaxListDraw)) break;
+    c.clear();
+    CollectAboveKernel(s.e.data(), n, kNucleusThresholds[k], &c);
+    s.band.assign(c.begin(), c.end());
+    const Cand cut = FindNucleusCut(&s.band, need, 0);
+    auto kept = [&](const Cand& x) { return !Better(cut, x) && x.v >= min_p; };
+    const size_t kept_count =
+        static_cast<size_t>(std::partition(c.begin(), c.end(), kept) - c.begin());
+    return DrawFromCands(c, kept_count, Uniform());
   }
-  c.clear();
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  for (size_t b = 0; b < blocks; ++b) {
-    if (s.block_max[b] < threshold) continue;
-    const size_t end = std::min(n, (b + 1) * kBlock);
-    for (size_t i = b * kBlock; i < end; ++i) {
-      if (s.e[i] >= threshold) c.push_back({s.e[i], static_cast<int32_t>(i)});
-    }
-  }
-  const Cand cut = FindNucleusCut(c, need, &s.band);
-  auto kept = [&](const Cand& x) { return !Better(cut, x) && x.v >= min_p; };
-  if (c.size() <= kMaxListDraw) {
-    const size_t count = static_cast<size_t>(std::partition(c.begin(), c.end(), kept) - c.begin());
-    return DrawFromCands(c, count, Uniform());
-  }
+  const Cand cut = FindNucleusCutInBuffer(s.e.data(), n, need, &s.band);
   total = MaskKernel(s.e.data(), n, cut, min_p, s.block_sum.data());
   return DrawFromBlocks(s.e.data(), n, s.block_sum.data(), total, Uniform());
 }
@@ -672,8 +695,8 @@ void Sampler::FillLogprobs(absl::Span<const float> logits, float max_logit, int3
     return;
   }
   Scratch& s = Scratch::ForThisThread(n);
-  const double z = ExpKernel(logits.data(), s.e.data(), n, max_logit, 1.0f, 0.0f,
-                             s.block_sum.data(), s.block_max.data());
+  const double z =
+      ExpKernel(logits.data(), s.e.data(), n, max_logit, Exp2Scale(1.0), s.block_sum.data());
   const double log_z = std::log(z);
   auto logprob = [&](float logit) {
     return static_cast<float>(static_cast<double>(logit) - max_logit - log_z);

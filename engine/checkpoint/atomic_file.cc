@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -12,8 +13,10 @@
 namespace modrwkv {
 
 absl::StatusOr<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path) {
-  // Same directory as the target, so the rename cannot cross file systems.
-  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  // Same directory as the target, so the rename cannot cross file systems; unique per process and
+  // per call, so concurrent writers of one path do not share a temporary file.
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (f == nullptr) {
     return absl::PermissionDeniedError(

@@ -52,12 +52,11 @@ absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
   loc.entries = le::Load16(e + 10);
   loc.size = le::Load32(e + 12);
   loc.offset = le::Load32(e + 16);
-  if (le::Load16(e + 4) != 0 || le::Load16(e + 6) != 0) {
-    return Corrupt("multi-disk archives are not supported");
-  }
-
   const bool has_locator =
       eocd >= kZip64LocatorSize && le::Load32(e - kZip64LocatorSize) == kZip64LocatorSig;
+  if (!has_locator && (le::Load16(e + 4) != 0 || le::Load16(e + 6) != 0)) {
+    return Corrupt("multi-disk archives are not supported");
+  }
   if (has_locator) {
     const uint64_t z64 = le::Load64(e - kZip64LocatorSize + 8);
     if (z64 > a.size() || a.size() - z64 < kZip64EocdMinSize) {

@@ -15,6 +15,8 @@ struct Dispatch {
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
   decltype(&scalar::WkvHead) wkv = scalar::WkvHead;
+  decltype(&scalar::SumFloats) sum = scalar::SumFloats;
+  decltype(&scalar::Bf16ToF32) bf16 = scalar::Bf16ToF32;
 };
 
 bool CpuHas(const std::string& isa) {
@@ -34,8 +36,8 @@ Dispatch Make(const std::string& isa) {
   Dispatch d;
 #if defined(__x86_64__)
   if (isa == "avx512") {
-    d = {"avx512", avx512::Gemv, avx512::VecExp, avx512::VecSigmoid, avx512::VecTanh,
-         avx512::WkvHead};
+    d = {"avx512",       avx512::Gemv,    avx512::VecExp,    avx512::VecSigmoid,
+         avx512::VecTanh, avx512::WkvHead, avx512::SumFloats, avx512::Bf16ToF32};
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemv = avx2::Gemv;
@@ -70,6 +72,9 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy) {
   Active().wkv(state, T, r, w, k, v, kk, a, ld, y, ldy);
 }
+
+float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }
+void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) { Active().bf16(src, n, dst); }
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out) {

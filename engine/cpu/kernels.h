@@ -31,6 +31,12 @@ void VecTanh(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 
+// Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
+float SumFloats(const float* x, int64_t n);
+
+// Widens n bf16 values to f32.
+void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
+
 // Row-wise LayerNorm (eps inside the square root).
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps, float* out);
 
@@ -49,6 +55,8 @@ void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
+float SumFloats(const float* x, int64_t n);
+void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
 }  // namespace scalar
 
 }  // namespace modrwkv::cpu

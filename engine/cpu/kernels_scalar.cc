@@ -66,4 +66,17 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
   }
 }
 
+float SumFloats(const float* x, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) s[j] += x[i + j];
+  for (; i < n; ++i) s[0] += x[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = LoadW(WType::kBF16, src, i);
+}
+
 }  // namespace modrwkv::cpu::scalar

@@ -66,6 +66,9 @@ MODRWKV_AVX512 void GemvRows(const T* w, int64_t ldw, int in, int o, const float
     __m512 xv[NB];
     for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_ps(x + b * ldx + i);
     for (int r = 0; r < R; ++r) {
+      // The next block of rows, same columns: rows are short streams (1.5-12 KB), too short
+      // for the hardware prefetcher to ramp up on its own.
+      _mm_prefetch(reinterpret_cast<const char*>(wr[r] + R * ldw + i), _MM_HINT_T0);
       const __m512 wv = LoadW(wr[r] + i);
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
     }
@@ -209,6 +212,34 @@ MODRWKV_AVX512 void WkvHead(float* state, int T, const float* r, const float* w,
       }
       yt[i] = _mm512_reduce_add_ps(out);
     }
+  }
+}
+
+MODRWKV_AVX512 float SumFloats(const float* x, int64_t n) {
+  // Four streams over the four quarters of the buffer, with software prefetch: one sequential
+  // stream cannot keep enough cache-line misses in flight to reach the memory's bandwidth.
+  const int64_t q = (n / 4) & ~int64_t{15};
+  const float* p[4] = {x, x + q, x + 2 * q, x + 3 * q};
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (int64_t i = 0; i < q; i += 16) {
+    for (int s = 0; s < 4; ++s) {
+      _mm_prefetch(reinterpret_cast<const char*>(p[s] + i + 256), _MM_HINT_T0);
+      acc[s] = _mm512_add_ps(acc[s], _mm512_loadu_ps(p[s] + i));
+    }
+  }
+  float total = _mm512_reduce_add_ps(
+      _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+  for (int64_t i = 4 * q; i < n; ++i) total += x[i];
+  return total;
+}
+
+MODRWKV_AVX512 void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, LoadBF16(src + i));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(dst + i, m, LoadBF16(src + i, m));
   }
 }
 

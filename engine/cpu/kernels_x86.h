@@ -14,6 +14,8 @@ void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
+float SumFloats(const float* x, int64_t n);
+void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
 }  // namespace avx512
 namespace avx2 {
 void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1, const float* x,

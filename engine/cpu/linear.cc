@@ -1,6 +1,7 @@
 #include "engine/cpu/linear.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -75,12 +76,14 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type) {
 }
 
 LinearRunner::LinearRunner(ThreadPool* pool, const Blas* blas)
-    : pool_(pool), blas_(blas), panels_(pool->size()) {}
+    : pool_(pool), blas_(blas), panels_(pool->size()) {
+  if (const char* e = std::getenv("MODRWKV_GEMV_MAX_ROWS")) gemv_max_rows_ = std::atoi(e);
+}
 
 void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y,
                        int64_t ldy, bool accumulate) {
   if (rows <= 0) return;
-  if (rows <= kGemvMaxRows || blas_ == nullptr) {
+  if (rows <= gemv_max_rows_ || blas_ == nullptr) {
     RunGemv(w, x, ldx, rows, y, ldy, accumulate);
   } else {
     RunGemm(w, x, ldx, rows, y, ldy, accumulate);
@@ -91,13 +94,30 @@ void LinearRunner::RunGemv(const Matrix& w, const float* x, int64_t ldx, int row
                            int64_t ldy, bool accumulate) {
   const int chunk = GemvChunk(w);
   const int64_t tasks = (w.rows + chunk - 1) / chunk;
-  pool_->ParallelFor(tasks, [&](int64_t t, int) {
+  // With more than one group of inputs, bf16 rows are widened once per task into an f32 slice
+  // (it stays in L2) instead of once per group in registers.
+  const bool widen = w.type == WType::kBF16 && rows > kMaxGemvRows;
+  pool_->ParallelFor(tasks, [&](int64_t t, int thread) {
     const int o0 = static_cast<int>(t * chunk);
     const int o1 = std::min(w.rows, o0 + chunk);
+    WType wt = w.type;
+    const void* base = w.data();
+    int first_row = 0;  // row index of `base`'s first row
+    if (widen) {
+      AlignedBuffer<float>& buf = panels_[thread];
+      const size_t need = static_cast<size_t>(o1 - o0) * w.cols;
+      if (buf.size() < need) buf.Resize(need);
+      Bf16ToF32(w.bf16.data() + static_cast<int64_t>(o0) * w.cols, static_cast<int64_t>(need),
+                buf.data());
+      wt = WType::kF32;
+      base = buf.data();
+      first_row = o0;
+    }
     for (int r = 0; r < rows; r += kMaxGemvRows) {
       const int nb = std::min(kMaxGemvRows, rows - r);
-      Gemv(w.type, w.data(), w.cols, w.cols, o0, o1, x + r * ldx, ldx, nb, y + r * ldy, ldy,
-           accumulate);
+      // Shift the output so that row o of the matrix lands in column o of y.
+      Gemv(wt, base, w.cols, w.cols, o0 - first_row, o1 - first_row, x + r * ldx, ldx, nb,
+           y + r * ldy + first_row, ldy, accumulate);
     }
   });
 }
@@ -129,8 +149,8 @@ void LinearRunner::RunGemm(const Matrix& w, const float* x, int64_t ldx, int row
     const int n = std::min(w.rows, o0 + panel) - o0;
     AlignedBuffer<float>& buf = panels_[thread];
     if (buf.size() < static_cast<size_t>(panel) * w.cols) buf.Resize(static_cast<size_t>(panel) * w.cols);
-    ConvertToF32(DType::kBF16, w.bf16.data() + static_cast<int64_t>(o0) * w.cols,
-                 static_cast<size_t>(n) * w.cols, buf.data());
+    Bf16ToF32(w.bf16.data() + static_cast<int64_t>(o0) * w.cols, static_cast<int64_t>(n) * w.cols,
+              buf.data());
     blas_->sgemm(kRowMajor, kNoTrans, kTrans, rows, n, w.cols, 1.0f, x, static_cast<int>(ldx),
                  buf.data(), w.cols, beta, y + o0, static_cast<int>(ldy));
   });

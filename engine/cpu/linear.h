@@ -60,8 +60,11 @@ class LinearRunner {
   void Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
            bool accumulate);
 
-  // Rows at or below which the GEMV kernel is used instead of GEMM.
-  static constexpr int kGemvMaxRows = kMaxGemvRows;
+  // Rows at or below which the weight-streaming kernel is used instead of sgemm: each task keeps
+  // its slice of weight rows in L1/L2 while every group of 4 inputs passes over it, so weights
+  // are read from memory once per step either way, without sgemm's packing cost at small sizes.
+  int gemv_max_rows() const { return gemv_max_rows_; }
+  void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
 
  private:
   void RunGemv(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
@@ -71,6 +74,7 @@ class LinearRunner {
 
   ThreadPool* pool_;
   const Blas* blas_;  // may be null: GEMV kernel fallback for every size
+  int gemv_max_rows_ = 64;
   std::vector<AlignedBuffer<float>> panels_;  // per thread, bf16 -> f32 panel
 };
 

@@ -2,6 +2,8 @@
 // (truncated at every length, flipped bytes, wrong magic) are errors, never crashes.
 #include "engine/checkpoint/checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/checkpoint/torch_reader.h"
 #include "gmock/gmock.h"
@@ -206,6 +209,152 @@ TEST(CheckpointTest, OpenErrorsNameTheFile) {
                     0x19, 0x2e});
   r = Checkpoint::Open(legacy);
   EXPECT_THAT(r.status().message(), HasSubstr("legacy"));
+}
+
+// A torch archive larger than 4 GiB, as a sparse file: the 5 GiB tensor is a hole that is never
+// written. Opening it must parse only the directory and data.pkl (ZIP64 sizes and offsets for
+// real) and must not read the tensor: peak RSS stays far below the file size.
+TEST(CheckpointTest, OpensMultiGigabyteSparseArchiveWithoutReadingIt) {
+  constexpr uint64_t kBigNumel = uint64_t{5} << 29;  // bf16: 5 GiB
+  constexpr uint64_t kBigBytes = kBigNumel * 2;
+  auto str = [](const std::string& v) {
+    std::string o = "X";
+    le::Append32(o, static_cast<uint32_t>(v.size()));
+    return o + v;
+  };
+  auto i64 = [](uint64_t v) {  // LONG1 with 8 bytes
+    std::string o = "\x8a\x08";
+    le::Append64(o, v);
+    return o;
+  };
+  const std::string odict = "ccollections\nOrderedDict\n)R";
+  auto tensor = [&](const std::string& key, const std::string& type, uint64_t numel) {
+    return "ctorch._utils\n_rebuild_tensor_v2\n((" + str("storage") + "ctorch\n" + type + "\n" +
+           str(key) + str("cpu") + i64(numel) + "tQ" + i64(0) + "(" + i64(numel) + "t(" + i64(1) +
+           "t\x89" + odict + "tR";
+  };
+  const std::string pkl = "\x80\x02" + odict + "(" + str("big") +
+                          tensor("0", "BFloat16Storage", kBigNumel) + str("tail") +
+                          tensor("1", "FloatStorage", 2) + "u.";
+  const std::string tail_data("\x00\x00\x80\x3f\x00\x00\x00\x40", 8);  // 1.0f, 2.0f
+
+  struct Entry {
+    std::string name;
+    uint64_t offset, size;
+  };
+  std::vector<Entry> entries;
+  const std::string path = TempPath("sparse.pth");
+  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  uint64_t pos = 0;
+  auto put = [&](const std::string& bytes) {
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(pos)),
+              static_cast<ssize_t>(bytes.size()));
+    pos += bytes.size();
+  };
+  auto local = [&](const std::string& name, uint64_t size) {
+    entries.push_back({name, pos, size});
+    const bool big = size >= 0xffffffffu;
+    std::string h;
+    le::Append32(h, 0x04034b50);
+    le::Append16(h, 45);
+    le::Append16(h, 0);
+    le::Append16(h, 0);
+    le::Append32(h, 0);
+    le::Append32(h, 0);  // crc: not checked by the reader
+    le::Append32(h, big ? 0xffffffffu : static_cast<uint32_t>(size));
+    le::Append32(h, big ? 0xffffffffu : static_cast<uint32_t>(size));
+    le::Append16(h, static_cast<uint16_t>(name.size()));
+    le::Append16(h, big ? 20 : 0);
+    h += name;
+    if (big) {
+      le::Append16(h, 1);
+      le::Append16(h, 16);
+      le::Append64(h, size);
+      le::Append64(h, size);
+    }
+    put(h);
+  };
+  local("sparse/data.pkl", pkl.size());
+  put(pkl);
+  local("sparse/data/0", kBigBytes);
+  pos += kBigBytes;  // the hole
+  local("sparse/data/1", tail_data.size());
+  put(tail_data);
+  local("sparse/version", 2);
+  put("3\n");
+  const uint64_t cd_offset = pos;
+  std::string cd;
+  for (const Entry& e : entries) {
+    const bool big_size = e.size >= 0xffffffffu, big_off = e.offset >= 0xffffffffu;
+    std::string extra;
+    if (big_size || big_off) {
+      le::Append16(extra, 1);
+      le::Append16(extra, static_cast<uint16_t>((big_size ? 16 : 0) + (big_off ? 8 : 0)));
+      if (big_size) {
+        le::Append64(extra, e.size);
+        le::Append64(extra, e.size);
+      }
+      if (big_off) le::Append64(extra, e.offset);
+    }
+    le::Append32(cd, 0x02014b50);
+    le::Append32(cd, 45 | (45 << 16));
+    le::Append32(cd, 0);
+    le::Append32(cd, 0);
+    le::Append32(cd, 0);
+    le::Append32(cd, big_size ? 0xffffffffu : static_cast<uint32_t>(e.size));
+    le::Append32(cd, big_size ? 0xffffffffu : static_cast<uint32_t>(e.size));
+    le::Append16(cd, static_cast<uint16_t>(e.name.size()));
+    le::Append16(cd, static_cast<uint16_t>(extra.size()));
+    le::Append32(cd, 0);
+    le::Append16(cd, 0);
+    le::Append32(cd, 0);
+    le::Append32(cd, big_off ? 0xffffffffu : static_cast<uint32_t>(e.offset));
+    cd += e.name + extra;
+  }
+  const uint64_t eocd64 = cd_offset + cd.size();
+  le::Append32(cd, 0x06064b50);
+  le::Append64(cd, 44);
+  le::Append32(cd, 45 | (45 << 16));
+  le::Append64(cd, 0);
+  le::Append64(cd, entries.size());
+  le::Append64(cd, entries.size());
+  le::Append64(cd, eocd64 - cd_offset);
+  le::Append64(cd, cd_offset);
+  le::Append32(cd, 0x07064b50);
+  le::Append32(cd, 0);
+  le::Append64(cd, eocd64);
+  le::Append32(cd, 1);
+  le::Append32(cd, 0x06054b50);
+  le::Append64(cd, 0xffffffffffffffffu);  // disks 0, entries saturated
+  le::Append64(cd, 0xffffffffffffffffu);  // cd size and offset saturated
+  le::Append16(cd, 0);
+  cd[cd.size() - 22 + 4] = cd[cd.size() - 22 + 5] = cd[cd.size() - 22 + 6] =
+      cd[cd.size() - 22 + 7] = 0;  // disk numbers are 0
+  put(cd);
+  ASSERT_EQ(::close(fd), 0);
+
+  struct rusage before;
+  ::getrusage(RUSAGE_SELF, &before);
+  auto ckpt = Checkpoint::Open(path);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  const TensorView* big = (*ckpt)->Find("big");
+  ASSERT_NE(big, nullptr);
+  EXPECT_EQ(big->nbytes, kBigBytes);
+  EXPECT_EQ(big->shape, std::vector<int64_t>{static_cast<int64_t>(kBigNumel)});
+  const TensorView* tail = (*ckpt)->Find("tail");
+  ASSERT_NE(tail, nullptr);
+  float v[2];
+  std::memcpy(v, tail->data, 8);
+  EXPECT_EQ(v[0], 1.0f);
+  EXPECT_EQ(v[1], 2.0f);
+  EXPECT_EQ(static_cast<const uint8_t*>(tail->data) - static_cast<const uint8_t*>(big->data),
+            static_cast<ptrdiff_t>(kBigBytes + 30 + 13));
+  struct rusage after;
+  ::getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024);  // KiB
+  ckpt->reset();
+  std::remove(path.c_str());
 }
 
 // Copies into an exactly-sized heap buffer so that ASan builds catch any read past the end.

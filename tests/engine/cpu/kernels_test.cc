@@ -95,6 +95,22 @@ TEST_P(KernelIsaTest, WkvMatchesScalar) {
     for (int i = 0; i < 64; ++i) ASSERT_NEAR(y1[t * ld + i], y2[t * ld + i], 1e-3f);
 }
 
+TEST_P(KernelIsaTest, SumAndWidenMatchScalar) {
+  for (int64_t n : {0, 5, 64, 1000, 4096 + 77}) {
+    std::vector<float> x = Random(static_cast<size_t>(n), 12);
+    double exact = 0;
+    for (float v : x) exact += v;
+    EXPECT_NEAR(SumFloats(x.data(), n), exact, 1e-4 * (1 + n / 100.0)) << n;
+    std::vector<uint16_t> b(x.size());
+    for (size_t i = 0; i < x.size(); ++i) b[i] = F32ToBF16(x[i]);
+    std::vector<float> w1(x.size() + 1, -7.0f), w2 = w1;
+    Bf16ToF32(b.data(), n, w1.data());
+    scalar::Bf16ToF32(b.data(), n, w2.data());
+    EXPECT_EQ(w1, w2) << n;  // exact, and the element after the end untouched
+    if (n > 0) EXPECT_EQ(w1[0], BF16ToF32(b[0]));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, KernelIsaTest, testing::Values("scalar", "avx2", "avx512"),
                          [](const auto& info) { return info.param; });
 
