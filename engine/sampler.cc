@@ -18,7 +18,7 @@ namespace {
 // The O(vocab) kernels use GCC/Clang vector extensions (8 floats; two SSE registers or one AVX
 // register) and, on x86-64 Linux, are compiled twice, for AVX2 and for the baseline, and picked
 // at load time (function multi-versioning). No FMA in either: both versions round identically,
-// so a seeded run gives the same tokens on every x86-64 machine.
+// so the tokens of a seeded run do not depend on which version the CPU gets.
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #define MODRWKV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -36,7 +36,7 @@ using I8 = int32_t __attribute__((vector_size(32)));
 constexpr size_t kW = 8;  // floats per F8
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-constexpr size_t kBlock = 256;     // tokens per block (a multiple of kW); lets the draw skip ahead
+constexpr size_t kBlock = 256;  // tokens per block (a multiple of kW); lets the draw skip ahead
 // A nucleus whose mass equals top_p up to float rounding is not extended by one more token.
 constexpr double kTopPRelTolerance = 1e-6;
 // top_k above this collects candidates above a counted threshold instead of using a heap.
@@ -94,8 +94,8 @@ inline float Exp2NonPositive(float y) {
 // Scale that turns (logit - max) into a base-2 exponent at temperature 1 / inv_t, capped so that
 // a tiny temperature cannot turn 0 * scale into NaN.
 inline float Exp2Scale(double inv_t) {
-  return static_cast<float>(std::min(inv_t * 1.4426950408889634,
-                                     static_cast<double>(std::numeric_limits<float>::max())));
+  return static_cast<float>(
+      std::min(inv_t * 1.4426950408889634, static_cast<double>(std::numeric_limits<float>::max())));
 }
 
 struct ArgMax {
@@ -139,8 +139,8 @@ MODRWKV_VECTOR_CLONES ArgMax ArgMaxKernel(const float* l, size_t n) {
   return r;
 }
 
-// e[i] = 2^((l[i] - max) * scale) = exp((l[i] - max) / T); writes each block's sum ([ceil(n / kBlock)]) and returns
-// the total. Two accumulators per block hide the latency of the vector add.
+// e[i] = 2^((l[i] - max) * scale) = exp((l[i] - max) / T); writes each block's sum
+// ([ceil(n / kBlock)]) and returns the total. Two accumulators hide the vector add's latency.
 MODRWKV_VECTOR_CLONES double ExpKernel(const float* l, float* e, size_t n, float max, float scale,
                                        double* block_sum) {
   double total = 0;
@@ -206,7 +206,9 @@ struct Cand {
   int32_t id;
 };
 // Strict total order: larger value first, then lower id.
-inline bool Better(const Cand& a, const Cand& b) { return a.v > b.v || (a.v == b.v && a.id < b.id); }
+inline bool Better(const Cand& a, const Cand& b) {
+  return a.v > b.v || (a.v == b.v && a.id < b.id);
+}
 
 // How many logits are >= max - kTopKDeltas[j], for each j.
 constexpr float kTopKDeltas[] = {0.5f, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64};
@@ -332,10 +334,11 @@ uint32_t CutDigit(const double* mass, double* need) {
 }
 
 // The last token of the nucleus: of the candidates in *band (relative probabilities > 0 that
-// agree on the radix digits before `first_round`; any order, overwritten), the last element of
-// the smallest Better-first prefix whose mass reaches `need` (the worst one if the total falls
-// short). Each radix round adds up the mass of the digits above the cut and keeps only the
-// candidates on the cut digit; a short sorted band, or an exact tie settled by id, ends it.
+// agree on the radix digits before `first_round`, in increasing id order; overwritten), the last
+// element of the smallest Better-first prefix whose mass reaches `need` (the worst one if the
+// total falls short). Each radix round adds up the mass of the digits above the cut and keeps,
+// in order, only the candidates on the cut digit; a short sorted band, or an exact tie settled by
+// the lowest ids, ends it.
 Cand FindNucleusCut(std::vector<Cand>* band, double need, int first_round) {
   constexpr size_t kSmall = 64;
   for (int round = first_round; round < 4 && band->size() > kSmall; ++round) {
@@ -349,11 +352,9 @@ Cand FindNucleusCut(std::vector<Cand>* band, double need, int first_round) {
   }
   if (band->empty()) return {0.0f, 0};
   if (band->size() > kSmall) {
-    // All of the band holds the same value: the cut takes the lowest ids.
+    // Every digit agreed: the band holds one value, and the cut takes its lowest ids.
     const double v = (*band)[0].v;
     const size_t m = std::clamp<size_t>(static_cast<size_t>(std::ceil(need / v)), 1, band->size());
-    std::nth_element(band->begin(), band->begin() + static_cast<ptrdiff_t>(m - 1), band->end(),
-                     [](const Cand& a, const Cand& b) { return a.id < b.id; });
     return (*band)[m - 1];
   }
   std::sort(band->begin(), band->end(), Better);
@@ -530,9 +531,8 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
         vocab_size));
   }
   if (logprobs_top_n < -1 || logprobs_top_n > kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("logprobs_top_n must be in [-1, %d] (-1 = off), got %d", kMaxTopLogprobs,
-                        logprobs_top_n));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "logprobs_top_n must be in [-1, %d] (-1 = off), got %d", kMaxTopLogprobs, logprobs_top_n));
   }
   return absl::OkStatus();
 }

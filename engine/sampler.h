@@ -40,7 +40,7 @@ struct SamplingParams {
   float penalty_decay = 0.996f;  // ChatRWKV's API demo value; 1 = no decay
 
   absl::flat_hash_map<int32_t, float> logit_bias;  // token -> additive bias (finite)
-  std::vector<int32_t> banned_tokens;               // logit forced to -inf
+  std::vector<int32_t> banned_tokens;              // logit forced to -inf
 
   // With a seed, the same params and the same sequence of logits give the same tokens (on one
   // build: the vector kernels give the same bits with and without AVX2). Without one the sampler
@@ -60,7 +60,7 @@ struct SamplingParams {
 // and bans but before temperature and truncation: the model's own (penalised) distribution, so
 // they do not depend on how adventurous the sampling settings are. A banned token has -inf.
 struct SampleResult {
-  float logprob = 0.0f;                                // of the chosen token
+  float logprob = 0.0f;                                 // of the chosen token
   std::vector<std::pair<int32_t, float>> top_logprobs;  // most likely first, ties -> lower id
 };
 

@@ -44,10 +44,9 @@ absl::Status StopConditions::Validate(int vocab_size) const {
           absl::StrFormat("stop_strings[%d] is empty", static_cast<int>(i)));
     }
     if (stop_strings[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("stop_strings[%d] is %d bytes long, at most %d are allowed",
-                          static_cast<int>(i), static_cast<int>(stop_strings[i].size()),
-                          kMaxStopStringBytes));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "stop_strings[%d] is %d bytes long, at most %d are allowed", static_cast<int>(i),
+          static_cast<int>(stop_strings[i].size()), kMaxStopStringBytes));
     }
   }
   return absl::OkStatus();

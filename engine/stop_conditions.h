@@ -32,7 +32,7 @@ struct StopConditions {
   static constexpr int kMaxStopStrings = 16;
   static constexpr int kMaxStopStringBytes = 256;
 
-  std::vector<int32_t> stop_token_ids;   // ids in [0, vocab_size)
+  std::vector<int32_t> stop_token_ids;    // ids in [0, vocab_size)
   std::vector<std::string> stop_strings;  // non-empty, at most kMaxStopStrings of <= 256 bytes
   int max_tokens = 256;                   // >= 1
 

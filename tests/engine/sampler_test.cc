@@ -97,8 +97,8 @@ TEST(SamplerTest, GreedyTiesGoToLowestId) {
   SamplingParams p;
   p.temperature = 0;
   // Ties in different vector lanes, in the same lane, and in the scalar tail.
-  for (std::vector<int> ties : std::vector<std::vector<int>>{
-           {7, 3, 500}, {13, 5}, {17, 18}, {16, 17, 18}, {999, 1000}}) {
+  for (std::vector<int> ties :
+       std::vector<std::vector<int>>{{7, 3, 500}, {13, 5}, {17, 18}, {16, 17, 18}, {999, 1000}}) {
     std::vector<float> l(1001, 0.0f);
     for (int t : ties) l[t] = 4.0f;
     auto s = MakeSampler(p, 1001);
@@ -151,12 +151,25 @@ TEST(SamplerTest, TopKKeepsExactlyKCandidates) {
 
 TEST(SamplerTest, TopKBreaksTiesAtTheCutByLowestId) {
   std::vector<float> l(64, 0.0f);
-  l[40] = 3.0f;
+  l[5] = 3.0f;
   l[30] = l[10] = l[20] = 2.0f;  // three-way tie for the second place
   SamplingParams p;
   p.top_k = 2;
   p.temperature = 3.0f;
-  EXPECT_EQ(Keys(Histogram(p, l, 500)), (std::set<int32_t>{40, 10}));
+  EXPECT_EQ(Keys(Histogram(p, l, 500)), (std::set<int32_t>{5, 10}));
+  p.top_k = 100;  // above the heap limit: the threshold path breaks ties the same way
+  l.assign(200, 0.0f);
+  for (int i = 0; i < 99; ++i) l[i] = 5.0f;
+  l[150] = l[120] = l[199] = 2.0f;
+  std::set<int32_t> want;
+  for (int i = 0; i < 99; ++i) want.insert(i);
+  want.insert(120);
+  p.temperature = 100.0f;
+  std::set<int32_t> seen;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    for (int32_t t : Keys(Histogram(p, l, 200, seed))) seen.insert(t);
+  }
+  EXPECT_EQ(seen, want);
 }
 
 TEST(SamplerTest, LargeTopKKeepsOnlyTheTopK) {
@@ -213,7 +226,7 @@ TEST(SamplerTest, TopPOnTheFullVocabularyMatchesAFullSort) {
       const std::set<int32_t> nucleus = ReferenceNucleus(l, top_p);
       SamplingParams p;
       p.top_p = top_p;
-      std::map<int32_t, int> h = Histogram(p, l, 3000);
+      std::map<int32_t, int> h = Histogram(p, l, 1000);
       int outside = 0;
       for (const auto& [id, n] : h) outside += nucleus.count(id) ? 0 : n;
       EXPECT_EQ(outside, 0) << "stddev " << stddev << " top_p " << top_p << " nucleus "
@@ -230,7 +243,7 @@ TEST(SamplerTest, TopPCutsALargeTiedNucleusByLowestId) {
   std::vector<float> l(65536, 0.0f);
   SamplingParams p;
   p.top_p = 0.5f;
-  std::map<int32_t, int> h = Histogram(p, l, 20000);
+  std::map<int32_t, int> h = Histogram(p, l, 2000);
   EXPECT_LT(h.rbegin()->first, 32768);
   EXPECT_GT(h.rbegin()->first, 32000);  // and it is not cut short either
   EXPECT_LT(h.begin()->first, 800);
@@ -426,10 +439,17 @@ TEST(SamplerTest, ValidateNamesTheField) {
       {[](SamplingParams& p) { p.presence_penalty = 1000; }, "presence_penalty"},
       {[](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty"},
       {[](SamplingParams& p) { p.penalty_decay = 1.5f; }, "penalty_decay"},
-      {[](SamplingParams& p) { p.logit_bias = {{70000, 1.0f}}; },
+      {[](SamplingParams& p) {
+         p.logit_bias = {{70000, 1.0f}};
+       },
        "logit_bias token 70000 is outside the vocabulary [0, 65536)"},
-      {[](SamplingParams& p) { p.logit_bias = {{5, kInf}}; }, "logit_bias[5] must be finite"},
-      {[](SamplingParams& p) { p.banned_tokens = {1, -1}; },
+      {[](SamplingParams& p) {
+         p.logit_bias = {{5, kInf}};
+       },
+       "logit_bias[5] must be finite"},
+      {[](SamplingParams& p) {
+         p.banned_tokens = {1, -1};
+       },
        "banned_tokens[1] = -1 is outside the vocabulary"},
       {[](SamplingParams& p) { p.logprobs_top_n = 21; }, "logprobs_top_n"},
   };

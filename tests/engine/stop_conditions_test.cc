@@ -125,7 +125,9 @@ TEST(StopMatcherTest, NoStopStringsEmitsEverythingAtOnce) {
 
 TEST(StopMatcherTest, MultiByteCharactersAreNotSplit) {
   // "\xe2\x80\x94" is an em dash; the stop string starts with the same lead byte.
-  StopMatcher m({"\xe2\x80\x9c" "END"});
+  StopMatcher m(
+      {"\xe2\x80\x9c"
+       "END"});
   StopMatcher::Result r = m.Feed("a\xe2\x80");
   EXPECT_EQ(r.emit, "a");
   r = m.Feed("\x94");
@@ -148,7 +150,8 @@ TEST(StopMatcherTest, ChunkingDoesNotChangeTheResult) {
       size_t best_len = 0;
       for (size_t k = 0; k < stops.size(); ++k) {
         const std::string& s = stops[k];
-        if (s.size() <= end && s.size() > best_len && text.compare(end - s.size(), s.size(), s) == 0) {
+        if (s.size() <= end && s.size() > best_len &&
+            text.compare(end - s.size(), s.size(), s) == 0) {
           best_len = s.size();
           want = {text.substr(0, end - s.size()), true, static_cast<int>(k)};
         }
