@@ -60,6 +60,7 @@ struct ModelInfo {
   int64_t parameter_count = 0;
   int64_t weight_bytes = 0;   // bytes of weights held by the backend
   int64_t decode_bytes_per_token = 0;  // weight bytes one decode token must read (roofline)
+  uint64_t fingerprint = 0;  // identifies the weights (FingerprintRwkv7); guards state import
 };
 
 class Model {

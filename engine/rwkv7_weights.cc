@@ -273,4 +273,43 @@ absl::StatusOr<Rwkv7Refs> ResolveRwkv7(const std::map<std::string, TensorView>& 
   return refs;
 }
 
+namespace {
+
+uint64_t Mix(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+uint64_t MixRef(uint64_t h, const WeightRef& r) {
+  if (!r.present()) return Mix(h, "-", 1);
+  const TensorView& v = *r.view;
+  h = Mix(h, r.canonical_name.data(), r.canonical_name.size());
+  for (int64_t d : v.shape) h = Mix(h, &d, sizeof d);
+  const size_t k = std::min<size_t>(v.nbytes, 256);
+  h = Mix(h, v.data, k);
+  h = Mix(h, static_cast<const char*>(v.data) + (v.nbytes - k), k);
+  return Mix(h, static_cast<const char*>(v.data) + v.nbytes / 2 / 64 * 64, std::min<size_t>(k, 64));
+}
+
+}  // namespace
+
+uint64_t FingerprintRwkv7(const Rwkv7Refs& refs) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const WeightRef* r : {&refs.emb, &refs.ln0_w, &refs.ln0_b, &refs.ln_out_w, &refs.ln_out_b,
+                             &refs.head}) {
+    h = MixRef(h, *r);
+  }
+  for (const Rwkv7LayerRefs& l : refs.layers) {
+    for (const WeightRef* r :
+         {&l.ln1_w, &l.ln1_b, &l.ln2_w, &l.ln2_b, &l.x_r, &l.x_w, &l.x_k, &l.x_v, &l.x_a, &l.x_g,
+          &l.w0, &l.a0, &l.v0, &l.k_k, &l.k_a, &l.r_k, &l.w1, &l.w2, &l.a1, &l.a2, &l.v1, &l.v2,
+          &l.g1, &l.g2, &l.wr, &l.wk, &l.wv, &l.wo, &l.lnx_w, &l.lnx_b, &l.ffn_x_k, &l.ffn_key,
+          &l.ffn_value}) {
+      h = MixRef(h, *r);
+    }
+  }
+  return h;
+}
+
 }  // namespace modrwkv

@@ -50,4 +50,8 @@ struct Rwkv7Refs {
 // "tensor blocks.3.att.key.weight has shape [768,512], expected [768,768]".
 absl::StatusOr<Rwkv7Refs> ResolveRwkv7(const std::map<std::string, TensorView>& tensors);
 
+// Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor the model uses)
+// so that a state exported from one server is only imported by a server with the same model.
+uint64_t FingerprintRwkv7(const Rwkv7Refs& refs);
+
 }  // namespace modrwkv

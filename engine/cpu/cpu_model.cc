@@ -53,6 +53,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   m->info_.backend = "cpu";
   m->info_.weight_dtype = wt == WType::kF32 ? "f32" : "bf16";
   m->info_.parameter_count = refs.parameter_count;
+  m->info_.fingerprint = FingerprintRwkv7(refs);
   MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt));
   m->state_.Resize(static_cast<size_t>(state_floats));
   std::memset(m->state_.data(), 0, static_cast<size_t>(state_floats) * 4);

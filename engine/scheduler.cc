@@ -1,0 +1,759 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "engine/batch_policy.h"
+#include "engine/state_blob.h"
+#include "engine/status_macros.h"
+
+namespace modrwkv {
+
+std::string_view FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStopToken: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStopString: return "stop_string";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kDeadline: return "deadline";
+    case FinishReason::kError: return "error";
+  }
+  return "error";
+}
+
+absl::Status SchedulerOptions::Validate(int model_slots) const {
+  if (max_running < 1 || max_running > model_slots) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_running must be in [1, %d] (the model's state slots), got %d", model_slots,
+        max_running));
+  }
+  if (max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
+  if (max_queued_requests < 0) return absl::InvalidArgumentError("max_queued_requests must be >= 0");
+  if (max_queued_prompt_tokens < 1) {
+    return absl::InvalidArgumentError("max_queued_prompt_tokens must be >= 1");
+  }
+  if (max_cold_sessions < 0) return absl::InvalidArgumentError("max_cold_sessions must be >= 0");
+  if (session_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("session_ttl must be positive");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A session's state lives in a model slot (hot) or in host memory (cold). A cold session with an
+// empty `cold` vector holds the zero state.
+struct Session {
+  SessionId id;
+  std::string owner;
+  int slot = -1;
+  std::vector<float> cold;
+  int64_t tokens = 0;
+  int32_t pending_token = -1;  // sampled, not yet fed (see StateBlobHeader)
+  absl::Time last_used;
+  bool busy = false;
+};
+
+struct Request {
+  RequestId id = 0;
+  GenerateRequest req;
+  std::shared_ptr<StreamSink> sink;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<StreamingDetokenizer> detok;
+  std::unique_ptr<StopMatcher> matcher;
+  Session* session = nullptr;
+  std::vector<float> snapshot;  // session state at admission, restored if the prompt is cut short
+  int slot = -1;
+  // Prompt cursor: part index and row offset inside it.
+  size_t part = 0;
+  int64_t offset = 0;
+  int prompt_rows = 0, prompt_done = 0;
+  int generated = 0;
+  int32_t last_token = -1;
+  int32_t decode_input[1] = {0};
+  bool cancelled = false;
+  absl::Time submitted, started = absl::InfinitePast(), first_token = absl::InfinitePast(),
+                        last_token_time;
+};
+
+int PartRows(const PromptPart& p, int n_embd) {
+  return static_cast<int>(p.tokens.size() + p.embeddings.size() / n_embd);
+}
+
+}  // namespace
+
+class Scheduler::Impl {
+ public:
+  Impl(Model* model, const Tokenizer* tok, const SchedulerOptions& opts, SchedulerObserver* obs)
+      : model_(model), tok_(tok), opts_(opts), obs_(obs ? obs : &null_observer_) {
+    for (int s = model_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
+    policy_.max_step_tokens = opts.max_step_tokens;
+    policy_.min_prefill_rows = std::min(32, opts.max_step_tokens);
+  }
+
+  void Start() { thread_ = std::thread([this] { Loop(); }); }
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  absl::StatusOr<RequestId> Submit(GenerateRequest req, std::shared_ptr<StreamSink> sink) {
+    MODRWKV_RETURN_IF_ERROR(ValidateRequest(req));
+    int rows = 0;
+    for (const PromptPart& p : req.prompt) rows += PartRows(p, model_->config().n_embd);
+    auto r = std::make_unique<Request>();
+    r->req = std::move(req);
+    r->sink = std::move(sink);
+    r->prompt_rows = rows;
+    r->submitted = absl::Now();
+    std::unique_lock<std::mutex> l(mu_);
+    if (draining_ || stop_) {
+      l.unlock();
+      obs_->OnAdmissionRejected("draining");
+      return absl::UnavailableError("server is draining; retry on another replica");
+    }
+    if (queued_requests_ >= opts_.max_queued_requests) {
+      l.unlock();
+      obs_->OnAdmissionRejected("queue_full");
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "request queue is full (%d waiting); retry later", opts_.max_queued_requests));
+    }
+    if (queued_tokens_ + rows > opts_.max_queued_prompt_tokens) {
+      l.unlock();
+      obs_->OnAdmissionRejected("queued_tokens");
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "too many prompt tokens queued (%d + %d > %d); retry later", queued_tokens_, rows,
+          opts_.max_queued_prompt_tokens));
+    }
+    if (r->req.session) {
+      auto it = session_owner_.find(*r->req.session);
+      if (it == session_owner_.end() || it->second != r->req.owner) {
+        return absl::NotFoundError(
+            absl::StrCat("session_id ", r->req.session->ToString(), " not found"));
+      }
+    }
+    r->id = ++next_id_;
+    const RequestId id = r->id;
+    ++queued_requests_;
+    queued_tokens_ += rows;
+    inbox_.push_back(std::move(r));
+    l.unlock();
+    cv_.notify_one();
+    return id;
+  }
+
+  void Cancel(RequestId id) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancels_.push_back(id);
+    }
+    cv_.notify_one();
+  }
+
+  void Post(std::function<void()> cmd) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      commands_.push_back(std::move(cmd));
+    }
+    cv_.notify_one();
+  }
+
+  void Drain() {
+    std::lock_guard<std::mutex> l(mu_);
+    draining_ = true;
+  }
+
+  SchedulerStats stats() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return stats_;
+  }
+
+  // ---- session commands (scheduler thread) ----
+
+  absl::StatusOr<Session*> FindSession(SessionId id, const std::string& owner) {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end() || it->second->owner != owner) {
+      return absl::NotFoundError(absl::StrCat("session_id ", id.ToString(), " not found"));
+    }
+    return it->second.get();
+  }
+
+  SessionInfo Info(const Session& s) const {
+    return SessionInfo{s.id, s.slot >= 0, s.busy, s.tokens, s.last_used};
+  }
+
+  Session* NewSession(const std::string& owner) {
+    auto s = std::make_unique<Session>();
+    s->id = SessionId::Random();
+    s->owner = owner;
+    s->last_used = absl::Now();
+    Session* p = s.get();
+    sessions_.emplace(p->id, std::move(s));
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      session_owner_[p->id] = owner;
+    }
+    EnforceColdCapacity();
+    return p;
+  }
+
+  void DeleteSessionNow(Session* s) {
+    if (s->slot >= 0) ReleaseSlot(s->slot);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      session_owner_.erase(s->id);
+    }
+    sessions_.erase(s->id);
+  }
+
+  // The state of a session as a host vector.
+  absl::StatusOr<std::vector<float>> StateOf(const Session& s) {
+    std::vector<float> v(model_->config().StateFloats(), 0.0f);
+    if (s.slot >= 0) {
+      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s.slot, absl::MakeSpan(v)));
+    } else if (!s.cold.empty()) {
+      v = s.cold;
+    }
+    return v;
+  }
+
+  absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
+    return Info(*NewSession(owner));
+  }
+
+  absl::Status DeleteSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, FindSession(id, owner));
+    if (s->busy) {
+      return absl::FailedPreconditionError("session is in use by a running request");
+    }
+    DeleteSessionNow(s);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<SessionInfo> ForkSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * src, FindSession(id, owner));
+    if (src->busy) return absl::FailedPreconditionError("session is in use by a running request");
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
+    Session* dst = NewSession(owner);
+    dst->cold = std::move(state);
+    dst->tokens = src->tokens;
+    dst->pending_token = src->pending_token;
+    return Info(*dst);
+  }
+
+  absl::StatusOr<std::string> ExportSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, FindSession(id, owner));
+    if (s->busy) return absl::FailedPreconditionError("session is in use by a running request");
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*s));
+    const ModelConfig& c = model_->config();
+    StateBlobHeader h;
+    h.model_fingerprint = model_->info().fingerprint;
+    h.n_layer = c.n_layer;
+    h.n_embd = c.n_embd;
+    h.head_size = c.head_size;
+    h.tokens = s->tokens;
+    h.pending_token = s->pending_token;
+    s->last_used = absl::Now();
+    return EncodeStateBlob(h, state);
+  }
+
+  absl::StatusOr<SessionInfo> ImportSessionCmd(const std::string& blob, const std::string& owner) {
+    std::vector<float> state;
+    MODRWKV_ASSIGN_OR_RETURN(
+        StateBlobHeader h,
+        DecodeStateBlob(blob, model_->config(), model_->info().fingerprint, &state));
+    if (h.pending_token >= model_->config().vocab_size) {
+      return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
+    }
+    Session* s = NewSession(owner);
+    s->cold = std::move(state);
+    s->tokens = h.tokens;
+    s->pending_token = h.pending_token;
+    return Info(*s);
+  }
+
+  absl::StatusOr<SessionInfo> GetSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, FindSession(id, owner));
+    return Info(*s);
+  }
+
+ private:
+  class NullObserver : public SchedulerObserver {};
+
+  absl::Status ValidateRequest(const GenerateRequest& req) const {
+    const ModelConfig& c = model_->config();
+    MODRWKV_RETURN_IF_ERROR(req.sampling.Validate(c.vocab_size));
+    MODRWKV_RETURN_IF_ERROR(req.stop.Validate(c.vocab_size));
+    int64_t rows = 0;
+    for (size_t i = 0; i < req.prompt.size(); ++i) {
+      const PromptPart& p = req.prompt[i];
+      if (!p.tokens.empty() && !p.embeddings.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("prompt part %d has both tokens and embeddings", i));
+      }
+      for (int32_t t : p.tokens) {
+        if (t < 0 || t >= c.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "prompt part %d: token id %d out of range [0, %d)", i, t, c.vocab_size));
+        }
+      }
+      if (p.embeddings.size() % c.n_embd != 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "prompt part %d: %d embedding values is not a multiple of n_embd %d", i,
+            p.embeddings.size(), c.n_embd));
+      }
+      rows += PartRows(p, c.n_embd);
+    }
+    if (rows == 0) return absl::InvalidArgumentError("prompt is empty");
+    return absl::OkStatus();
+  }
+
+  // ---- the loop (scheduler thread) ----
+
+  void Loop() {
+    while (true) {
+      std::deque<std::unique_ptr<Request>> inbox;
+      std::vector<RequestId> cancels;
+      std::vector<std::function<void()>> commands;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        // Nothing runs: sleep until something arrives (waiting requests can only be admitted
+        // once an event frees a slot or brings work).
+        const bool idle = running_.empty();
+        if (idle) {
+          cv_.wait_for(l, std::chrono::seconds(1), [&] {
+            return stop_ || !inbox_.empty() || !cancels_.empty() || !commands_.empty();
+          });
+        }
+        if (stop_) break;
+        inbox.swap(inbox_);
+        cancels.swap(cancels_);
+        commands.swap(commands_);
+      }
+      for (auto& r : inbox) waiting_.push_back(std::move(r));
+      for (auto& cmd : commands) cmd();
+      for (RequestId id : cancels) MarkCancelled(id);
+      const absl::Time now = absl::Now();
+      ExpireWaiting(now);
+      ExpireRunning(now);
+      SweepSessions(now);
+      Admit();
+      if (!running_.empty()) RunStep();
+      PublishStats();
+    }
+    // Shutdown: whatever is left ends as cancelled.
+    for (auto& r : running_) FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+    running_.clear();
+    for (auto& r : waiting_) FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+    waiting_.clear();
+  }
+
+  void MarkCancelled(RequestId id) {
+    for (auto& r : running_)
+      if (r->id == id) r->cancelled = true;
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+      if ((*it)->id == id) {
+        Dequeued(**it);
+        FinishNow(**it, FinishReason::kCancelled, absl::OkStatus());
+        waiting_.erase(it);
+        return;
+      }
+    }
+    // Running ones leave in ExpireRunning (frees the slot before the next step).
+  }
+
+  void Dequeued(const Request& r) {
+    std::lock_guard<std::mutex> l(mu_);
+    --queued_requests_;
+    queued_tokens_ -= r.prompt_rows;
+  }
+
+  void ExpireWaiting(absl::Time now) {
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if (now >= (*it)->req.deadline) {
+        Dequeued(**it);
+        FinishNow(**it, FinishReason::kDeadline, absl::OkStatus());
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void ExpireRunning(absl::Time now) {
+    for (auto& r : running_) {
+      if (r->cancelled) {
+        Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+      } else if (now >= r->req.deadline) {
+        Finish(*r, FinishReason::kDeadline, absl::OkStatus());
+      }
+    }
+    RemoveFinished();
+  }
+
+  void SweepSessions(absl::Time now) {
+    if (now - last_sweep_ < absl::Seconds(1)) return;
+    last_sweep_ = now;
+    std::vector<Session*> expired;
+    for (auto& [id, s] : sessions_) {
+      if (!s->busy && now - s->last_used > opts_.session_ttl) expired.push_back(s.get());
+    }
+    for (Session* s : expired) DeleteSessionNow(s);
+  }
+
+  // Keeps at most max_cold_sessions idle sessions out of slots; the least recently used go.
+  void EnforceColdCapacity() {
+    std::vector<Session*> cold;
+    for (auto& [id, s] : sessions_)
+      if (s->slot < 0 && !s->busy) cold.push_back(s.get());
+    if (static_cast<int>(cold.size()) <= opts_.max_cold_sessions) return;
+    std::sort(cold.begin(), cold.end(),
+              [](const Session* a, const Session* b) { return a->last_used < b->last_used; });
+    const size_t drop = cold.size() - opts_.max_cold_sessions;
+    for (size_t i = 0; i < drop; ++i) DeleteSessionNow(cold[i]);
+  }
+
+  void ReleaseSlot(int slot) { free_slots_.push_back(slot); }
+
+  // A free slot, moving the least recently used idle hot session to the cold tier if needed.
+  std::optional<int> AcquireSlot() {
+    if (!free_slots_.empty()) {
+      const int s = free_slots_.back();
+      free_slots_.pop_back();
+      return s;
+    }
+    Session* lru = nullptr;
+    for (auto& [id, s] : sessions_) {
+      if (s->slot >= 0 && !s->busy && (!lru || s->last_used < lru->last_used)) lru = s.get();
+    }
+    if (!lru) return std::nullopt;
+    std::vector<float> state(model_->config().StateFloats());
+    if (!model_->ReadSlot(lru->slot, absl::MakeSpan(state)).ok()) return std::nullopt;
+    lru->cold = std::move(state);
+    const int slot = lru->slot;
+    lru->slot = -1;
+    obs_->OnSessionOffload(/*to_cold=*/true);
+    EnforceColdCapacity();
+    return slot;
+  }
+
+  // Moves waiting requests into the batch while there is room (first come, first served).
+  void Admit() {
+    while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
+      Request& r = *waiting_.front();
+      absl::Status st = Prepare(r);
+      if (st.code() == absl::StatusCode::kUnavailable) break;  // no slot now; wait for one
+      Dequeued(r);
+      std::unique_ptr<Request> owned = std::move(waiting_.front());
+      waiting_.pop_front();
+      if (!st.ok()) {
+        FinishNow(*owned, FinishReason::kError, st);
+        continue;
+      }
+      running_.push_back(std::move(owned));
+    }
+  }
+
+  // Gives the request a slot (its session's, or a fresh zeroed one) and its sampler.
+  absl::Status Prepare(Request& r) {
+    Session* s = nullptr;
+    if (r.req.session) {
+      auto found = FindSession(*r.req.session, r.req.owner);
+      if (!found.ok()) return found.status();
+      s = *found;
+      if (s->busy) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("session_id ", s->id.ToString(), " is in use by another request"));
+      }
+    }
+    if (!s || s->slot < 0) {
+      std::optional<int> slot = AcquireSlot();
+      if (!slot) return absl::UnavailableError("no free state slot");
+      if (s && !s->cold.empty()) {
+        MODRWKV_RETURN_IF_ERROR(model_->WriteSlot(*slot, s->cold));
+        std::vector<float>().swap(s->cold);
+        obs_->OnSessionOffload(/*to_cold=*/false);
+      } else {
+        MODRWKV_RETURN_IF_ERROR(model_->ResetSlot(*slot));
+      }
+      if (s) s->slot = *slot;
+      r.slot = *slot;
+    } else {
+      r.slot = s->slot;
+    }
+    auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
+    if (!sampler.ok()) return sampler.status();
+    r.sampler = *std::move(sampler);
+    for (const PromptPart& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
+    r.detok = std::make_unique<StreamingDetokenizer>(tok_);
+    r.matcher = std::make_unique<StopMatcher>(r.req.stop.stop_strings);
+    if (s) {
+      s->busy = true;
+      r.session = s;
+      r.snapshot.resize(model_->config().StateFloats());
+      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(r.slot, absl::MakeSpan(r.snapshot)));
+      if (s->pending_token >= 0) {  // the token the last turn sampled but never fed
+        r.req.prompt.insert(r.req.prompt.begin(), PromptPart{{s->pending_token}, {}});
+        ++r.prompt_rows;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Appends the next `rows` prompt rows of `r` to `e` as segments.
+  void TakePromptRows(Request& r, int rows, StepEntry* e) {
+    const int C = model_->config().n_embd;
+    while (rows > 0) {
+      const PromptPart& p = r.req.prompt[r.part];
+      const int64_t part_rows = PartRows(p, C);
+      const int64_t n = std::min<int64_t>(rows, part_rows - r.offset);
+      if (!p.tokens.empty()) {
+        e->inputs.push_back(InputSegment::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
+      } else {
+        e->inputs.push_back(InputSegment::Embeddings(
+            absl::MakeConstSpan(p.embeddings).subspan(r.offset * C, n * C)));
+      }
+      r.offset += n;
+      rows -= static_cast<int>(n);
+      r.prompt_done += static_cast<int>(n);
+      if (r.offset == part_rows) {
+        ++r.part;
+        r.offset = 0;
+      }
+    }
+  }
+
+  void RunStep() {
+    std::vector<SequenceLoad> loads;
+    loads.reserve(running_.size());
+    for (auto& r : running_) loads.push_back({r->prompt_rows - r->prompt_done});
+    const std::vector<StepSlice> plan = PlanStep(loads, policy_);
+    std::vector<StepEntry> entries(plan.size());
+    std::vector<Request*> reqs(plan.size());
+    int rows = 0;
+    const absl::Time start = absl::Now();
+    for (size_t i = 0; i < plan.size(); ++i) {
+      Request& r = *running_[plan[i].sequence];
+      reqs[i] = &r;
+      StepEntry& e = entries[i];
+      e.slot = r.slot;
+      e.sampler = r.sampler.get();
+      if (r.prompt_done < r.prompt_rows) {
+        TakePromptRows(r, plan[i].rows, &e);
+        e.output = r.prompt_done == r.prompt_rows ? StepOutput::kSample : StepOutput::kNone;
+      } else {
+        r.decode_input[0] = r.last_token;
+        e.inputs = {InputSegment::Tokens(r.decode_input)};
+        e.output = StepOutput::kSample;
+      }
+      if (r.started == absl::InfinitePast()) r.started = start;
+      rows += plan[i].rows;
+    }
+    const absl::Status st = model_->Step(entries, &results_);
+    const absl::Time end = absl::Now();
+    obs_->OnStep(static_cast<int>(entries.size()), rows, end - start);
+    if (!st.ok()) {
+      for (Request* r : reqs) Finish(*r, FinishReason::kError, st);
+      RemoveFinished();
+      return;
+    }
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].output == StepOutput::kSample) OnToken(*reqs[i], results_[i], end);
+    }
+    RemoveFinished();
+  }
+
+  void OnToken(Request& r, const StepResult& res, absl::Time now) {
+    const int32_t tok = res.token;
+    ++r.generated;
+    if (r.first_token == absl::InfinitePast()) {
+      r.first_token = now;
+      obs_->OnFirstToken(now - r.submitted);
+    } else {
+      obs_->OnInterTokenLatency(now - r.last_token_time);
+    }
+    r.last_token_time = now;
+    r.last_token = tok;
+    const StopReason reason = CheckTokenStop(r.req.stop, tok, r.generated);
+    TokenEvent ev;
+    bool stopped_by_string = false;
+    if (reason != StopReason::kStopToken) {
+      ev.tokens.push_back(tok);
+      if (r.req.sampling.logprobs_top_n >= 0) ev.logprobs.push_back(res.sample);
+      StopMatcher::Result m = r.matcher->Feed(r.detok->Push(tok));
+      ev.text = std::move(m.emit);
+      stopped_by_string = m.stopped;
+    }
+    if (!stopped_by_string && reason != StopReason::kNone) {
+      StopMatcher::Result m = r.matcher->Feed(r.detok->Flush());
+      ev.text += m.emit;
+      stopped_by_string = m.stopped;
+      if (!m.stopped) ev.text += r.matcher->Flush();
+    }
+    if (!ev.tokens.empty() || !ev.text.empty()) r.sink->OnTokens(std::move(ev));
+    if (stopped_by_string) {
+      Finish(r, FinishReason::kStopString, absl::OkStatus());
+    } else if (reason == StopReason::kStopToken) {
+      Finish(r, FinishReason::kStopToken, absl::OkStatus());
+    } else if (reason == StopReason::kMaxTokens) {
+      Finish(r, FinishReason::kLength, absl::OkStatus());
+    }
+  }
+
+  // Ends a running request: its sink hears it, its slot or session is released. The request is
+  // removed from running_ by RemoveFinished.
+  void Finish(Request& r, FinishReason reason, absl::Status status) {
+    if (r.slot < 0) return;  // already finished
+    if (Session* s = r.session) {
+      const bool prompt_complete = r.prompt_done == r.prompt_rows;
+      if (!prompt_complete || reason == FinishReason::kError) {
+        // Never leave half a prompt in a session: back to the state it had before.
+        (void)model_->WriteSlot(r.slot, r.snapshot);
+        s->pending_token = -1;
+      } else {
+        s->tokens += r.prompt_rows + std::max(0, r.generated - 1);
+        s->pending_token = r.generated > 0 ? r.last_token : -1;
+      }
+      s->busy = false;
+      s->last_used = absl::Now();
+    } else {
+      ReleaseSlot(r.slot);
+    }
+    r.slot = -1;
+    FinishNow(r, reason, std::move(status));
+  }
+
+  void FinishNow(Request& r, FinishReason reason, absl::Status status) {
+    FinishEvent e;
+    e.reason = reason;
+    e.status = std::move(status);
+    e.prompt_tokens = r.prompt_rows;
+    e.generated_tokens = r.generated;
+    const absl::Time now = absl::Now();
+    e.queue_time = (r.started == absl::InfinitePast() ? now : r.started) - r.submitted;
+    e.time_to_first_token = r.first_token == absl::InfinitePast() ? absl::InfiniteDuration()
+                                                                  : r.first_token - r.submitted;
+    e.total_time = now - r.submitted;
+    obs_->OnFinish(e);
+    r.sink->OnFinish(std::move(e));
+    r.sink.reset();
+  }
+
+  void RemoveFinished() {
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [](const std::unique_ptr<Request>& r) { return r->slot < 0; }),
+                   running_.end());
+  }
+
+  void PublishStats() {
+    SchedulerStats s;
+    s.running = static_cast<int>(running_.size());
+    s.waiting = static_cast<int>(waiting_.size());
+    s.slots_total = model_->num_slots();
+    s.slots_used = s.slots_total - static_cast<int>(free_slots_.size());
+    for (auto& [id, ses] : sessions_) (ses->slot >= 0 ? s.sessions_hot : s.sessions_cold)++;
+    std::lock_guard<std::mutex> l(mu_);
+    s.waiting += static_cast<int>(inbox_.size());
+    s.draining = draining_;
+    stats_ = s;
+  }
+
+  Model* const model_;
+  const Tokenizer* const tok_;
+  const SchedulerOptions opts_;
+  NullObserver null_observer_;
+  SchedulerObserver* const obs_;
+  BatchPolicyOptions policy_;
+
+  // Shared with other threads, under mu_.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Request>> inbox_;
+  std::vector<RequestId> cancels_;
+  std::vector<std::function<void()>> commands_;
+  absl::flat_hash_map<SessionId, std::string> session_owner_;  // for Submit's synchronous check
+  bool stop_ = false, draining_ = false;
+  int queued_requests_ = 0;
+  int64_t queued_tokens_ = 0;
+  RequestId next_id_ = 0;
+  SchedulerStats stats_;
+
+  // Scheduler thread only.
+  std::deque<std::unique_ptr<Request>> waiting_;
+  std::vector<std::unique_ptr<Request>> running_;
+  std::vector<int> free_slots_;
+  absl::flat_hash_map<SessionId, std::unique_ptr<Session>> sessions_;
+  std::vector<StepResult> results_;
+  absl::Time last_sweep_ = absl::InfinitePast();
+  std::thread thread_;
+};
+
+// ---- Scheduler ----
+
+Scheduler::Scheduler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Scheduler::~Scheduler() = default;
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Model* model,
+                                                             const Tokenizer* tokenizer,
+                                                             const SchedulerOptions& options,
+                                                             SchedulerObserver* observer) {
+  if (!model || !tokenizer) return absl::InvalidArgumentError("scheduler needs a model and a tokenizer");
+  MODRWKV_RETURN_IF_ERROR(options.Validate(model->num_slots()));
+  auto impl = std::make_unique<Impl>(model, tokenizer, options, observer);
+  impl->Start();
+  return std::unique_ptr<Scheduler>(new Scheduler(std::move(impl)));
+}
+
+absl::StatusOr<RequestId> Scheduler::Submit(GenerateRequest request,
+                                            std::shared_ptr<StreamSink> sink) {
+  return impl_->Submit(std::move(request), std::move(sink));
+}
+void Scheduler::Cancel(RequestId id) { impl_->Cancel(id); }
+void Scheduler::Drain() { impl_->Drain(); }
+SchedulerStats Scheduler::stats() const { return impl_->stats(); }
+
+void Scheduler::CreateSession(std::string owner, SessionCallback done) {
+  impl_->Post([this, owner = std::move(owner), done = std::move(done)] {
+    done(impl_->CreateSessionCmd(owner));
+  });
+}
+void Scheduler::GetSession(SessionId id, std::string owner, SessionCallback done) {
+  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
+    done(impl_->GetSessionCmd(id, owner));
+  });
+}
+void Scheduler::DeleteSession(SessionId id, std::string owner,
+                              std::function<void(absl::Status)> done) {
+  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
+    done(impl_->DeleteSessionCmd(id, owner));
+  });
+}
+void Scheduler::ForkSession(SessionId id, std::string owner, SessionCallback done) {
+  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
+    done(impl_->ForkSessionCmd(id, owner));
+  });
+}
+void Scheduler::ExportSession(SessionId id, std::string owner,
+                              std::function<void(absl::StatusOr<std::string>)> done) {
+  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
+    done(impl_->ExportSessionCmd(id, owner));
+  });
+}
+void Scheduler::ImportSession(std::string blob, std::string owner, SessionCallback done) {
+  impl_->Post([this, blob = std::move(blob), owner = std::move(owner), done = std::move(done)] {
+    done(impl_->ImportSessionCmd(blob, owner));
+  });
+}
+
+}  // namespace modrwkv
