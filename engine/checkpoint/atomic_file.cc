@@ -26,12 +26,18 @@ absl::StatusOr<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string
 }
 
 AtomicFile::~AtomicFile() {
-  if (f_ != nullptr) std::fclose(f_);
-  if (!committed_) std::remove(tmp_.c_str());
+  if (f_ != nullptr) {
+    std::fclose(f_);
+  }
+  if (!committed_) {
+    std::remove(tmp_.c_str());
+  }
 }
 
 absl::Status AtomicFile::Write(const void* data, size_t n) {
-  if (f_ == nullptr) return absl::FailedPreconditionError(absl::StrCat(path_, ": already closed"));
+  if (f_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": already closed"));
+  }
   if (n > 0 && std::fwrite(data, 1, n, f_) != n) {
     return absl::ResourceExhaustedError(
         absl::StrCat(path_, ": write failed after ", offset_, " bytes: ", std::strerror(errno)));
@@ -41,7 +47,9 @@ absl::Status AtomicFile::Write(const void* data, size_t n) {
 }
 
 absl::Status AtomicFile::Commit() {
-  if (f_ == nullptr) return absl::FailedPreconditionError(absl::StrCat(path_, ": already closed"));
+  if (f_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": already closed"));
+  }
   const bool flushed = std::fflush(f_) == 0 && ::fsync(::fileno(f_)) == 0;
   const int err = errno;
   const bool closed = std::fclose(f_) == 0;

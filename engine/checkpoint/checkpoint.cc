@@ -36,8 +36,9 @@ bool StartsWith(absl::Span<const uint8_t> b, absl::string_view prefix) {
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   auto file = MappedFile::Open(path);
-  if (!file.ok())
+  if (!file.ok()) {
     return absl::Status(file.status().code(), absl::StrCat("checkpoint ", file.status().message()));
+  }
   const absl::Span<const uint8_t> bytes = (*file)->bytes();
   auto fail = [&](const absl::Status& st) {
     return absl::Status(st.code(), absl::StrCat("checkpoint ", path, ": ", st.message()));
@@ -59,7 +60,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
         "unrecognized format: neither a torch.save zip (PK\\x03\\x04) nor safetensors "
         "(u64 header length, then '{')"));
   }
-  if (!tensors.ok()) return fail(tensors.status());
+  if (!tensors.ok()) {
+    return fail(tensors.status());
+  }
   return std::unique_ptr<Checkpoint>(
       new MappedCheckpoint(std::move(*file), format, std::move(*tensors)));
 }

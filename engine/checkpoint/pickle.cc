@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/checkpoint/le_bytes.h"
+#include "engine/status_macros.h"
 
 namespace modrwkv::pickle {
 
@@ -102,12 +102,13 @@ class Machine {
       op_pos_ = pos_;
       op_ = d_[pos_++];
       if (op_ == kStop) {
-        if (Available() == 0) return Err("STOP with an empty stack");
+        if (Available() == 0) {
+          return Err("STOP with an empty stack");
+        }
         g_.root = stack_.back();
         return std::move(g_);
       }
-      absl::Status st = Step();
-      if (!st.ok()) return st;
+      MODRWKV_RETURN_IF_ERROR(Step());
     }
     return absl::DataLossError(
         absl::StrCat("pickle ends at byte ", d_.size(), " without STOP (truncated?)"));
@@ -129,6 +130,17 @@ class Machine {
     return absl::OkStatus();
   }
 
+  // Reads an unsigned little-endian integer of `width` bytes (1, 2, 4 or 8).
+  absl::StatusOr<uint64_t> Read(int width) {
+    MODRWKV_RETURN_IF_ERROR(Need(width));
+    uint64_t v = 0;
+    for (int k = 0; k < width; ++k) {
+      v |= static_cast<uint64_t>(d_[pos_ + k]) << (8 * k);
+    }
+    pos_ += width;
+    return v;
+  }
+
   absl::StatusOr<NodeId> New(Kind kind) {
     if (g_.nodes.size() >= lim_.max_nodes) {
       return Err(absl::StrCat("more than ", lim_.max_nodes, " values"));
@@ -146,37 +158,44 @@ class Machine {
     return absl::OkStatus();
   }
 
-  absl::Status PushNew(Kind kind, int64_t i = 0) {
-    auto id = New(kind);
-    if (!id.ok()) return id.status();
-    g_.nodes[*id].i = i;
-    return Push(*id);
+  absl::Status PushNew(Kind kind, int64_t i = 0, double f = 0) {
+    MODRWKV_ASSIGN_OR_RETURN(NodeId id, New(kind));
+    g_.nodes[id].i = i;
+    g_.nodes[id].f = f;
+    return Push(id);
   }
 
-  absl::Status PushText(Kind kind, uint64_t n) {
-    if (auto st = Need(n); !st.ok()) return st;
-    auto id = New(kind);
-    if (!id.ok()) return id.status();
-    g_.nodes[*id].s.assign(reinterpret_cast<const char*>(d_.data() + pos_), n);
+  // A string or bytes value whose length is given by a `width`-byte prefix.
+  absl::Status PushText(Kind kind, int width) {
+    MODRWKV_ASSIGN_OR_RETURN(uint64_t n, Read(width));
+    MODRWKV_RETURN_IF_ERROR(Need(n));
+    MODRWKV_ASSIGN_OR_RETURN(NodeId id, New(kind));
+    g_.nodes[id].s.assign(reinterpret_cast<const char*>(d_.data() + pos_), n);
     pos_ += n;
-    return Push(*id);
+    return Push(id);
   }
 
   absl::StatusOr<NodeId> Pop() {
-    if (Available() == 0) return Err("stack underflow");
+    if (Available() == 0) {
+      return Err("stack underflow");
+    }
     NodeId id = stack_.back();
     stack_.pop_back();
     return id;
   }
 
   absl::StatusOr<NodeId> Top() const {
-    if (Available() == 0) return Err("stack underflow");
+    if (Available() == 0) {
+      return Err("stack underflow");
+    }
     return stack_.back();
   }
 
   // Pops everything above the innermost mark, and the mark.
   absl::StatusOr<std::vector<NodeId>> PopMark() {
-    if (marks_.empty()) return Err("no MARK on the stack");
+    if (marks_.empty()) {
+      return Err("no MARK on the stack");
+    }
     const size_t base = marks_.back();
     marks_.pop_back();
     std::vector<NodeId> items(stack_.begin() + static_cast<ptrdiff_t>(base), stack_.end());
@@ -185,100 +204,118 @@ class Machine {
   }
 
   absl::Status PushSequence(Kind kind, std::vector<NodeId> items) {
-    auto id = New(kind);
-    if (!id.ok()) return id.status();
-    g_.nodes[*id].items = std::move(items);
-    return Push(*id);
+    MODRWKV_ASSIGN_OR_RETURN(NodeId id, New(kind));
+    g_.nodes[id].items = std::move(items);
+    return Push(id);
   }
 
   absl::Status Tuple(size_t n) {
-    if (Available() < n) return Err("stack underflow");
+    if (Available() < n) {
+      return Err("stack underflow");
+    }
     std::vector<NodeId> items(stack_.end() - static_cast<ptrdiff_t>(n), stack_.end());
     stack_.resize(stack_.size() - n);
     return PushSequence(Kind::kTuple, std::move(items));
   }
 
-  absl::Status Memo(uint64_t key, NodeId value) {
+  absl::Status Memo(uint64_t key) {
+    MODRWKV_ASSIGN_OR_RETURN(NodeId top, Top());
     if (memo_.size() >= lim_.max_nodes && !memo_.contains(static_cast<uint32_t>(key))) {
       return Err("memo too large");
     }
-    if (key > UINT32_MAX) return Err("memo key out of range");
-    memo_[static_cast<uint32_t>(key)] = value;
+    if (key > UINT32_MAX) {
+      return Err("memo key out of range");
+    }
+    memo_[static_cast<uint32_t>(key)] = top;
     return absl::OkStatus();
   }
 
   absl::Status Get(uint64_t key) {
     auto it = memo_.find(static_cast<uint32_t>(key));
-    if (it == memo_.end()) return Err(absl::StrCat("memo key ", key, " was never stored"));
+    if (it == memo_.end()) {
+      return Err(absl::StrCat("memo key ", key, " was never stored"));
+    }
     return Push(it->second);
   }
 
-  absl::Status PushGlobal(std::string module, std::string name) {
-    auto id = New(Kind::kGlobal);
-    if (!id.ok()) return id.status();
-    g_.nodes[*id].s = absl::StrCat(module, ".", name);
-    return Push(*id);
+  // The arguments may alias strings of existing nodes: join them before New() can reallocate.
+  absl::Status PushGlobal(const std::string& module, const std::string& name) {
+    std::string full = absl::StrCat(module, ".", name);
+    MODRWKV_ASSIGN_OR_RETURN(NodeId id, New(Kind::kGlobal));
+    g_.nodes[id].s = std::move(full);
+    return Push(id);
   }
 
   absl::StatusOr<std::string> ReadLine() {
     const uint8_t* start = d_.data() + pos_;
     const void* nl = std::memchr(start, '\n', d_.size() - pos_);
-    if (nl == nullptr) return Err("unterminated GLOBAL name");
+    if (nl == nullptr) {
+      return Err("unterminated GLOBAL name");
+    }
     const size_t n = static_cast<const uint8_t*>(nl) - start;
     pos_ += n + 1;
     return std::string(reinterpret_cast<const char*>(start), n);
   }
 
-  // Little-endian two's complement, as LONG1/LONG4 store it.
-  absl::Status PushLong(uint64_t n) {
-    if (auto st = Need(n); !st.ok()) return st;
-    if (n > 8) return Err(absl::StrCat(n, "-byte integer does not fit in 64 bits"));
-    uint64_t v = 0;
-    for (uint64_t k = 0; k < n; ++k) v |= static_cast<uint64_t>(d_[pos_ + k]) << (8 * k);
-    if (n > 0 && n < 8 && (d_[pos_ + n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
-    pos_ += n;
+  // Little-endian two's complement, as LONG1/LONG4 store it; `width` is the length prefix's.
+  absl::Status PushLong(int width) {
+    MODRWKV_ASSIGN_OR_RETURN(uint64_t n, Read(width));
+    MODRWKV_RETURN_IF_ERROR(Need(n));
+    if (n > 8) {
+      return Err(absl::StrCat(n, "-byte integer does not fit in 64 bits"));
+    }
+    const bool negative = n > 0 && (d_[pos_ + n - 1] & 0x80);
+    MODRWKV_ASSIGN_OR_RETURN(uint64_t v, Read(static_cast<int>(n)));
+    if (negative && n < 8) {
+      v |= ~uint64_t{0} << (8 * n);
+    }
     return PushNew(Kind::kInt, static_cast<int64_t>(v));
   }
 
   absl::Status Reduce() {
-    auto args = Pop();
-    if (!args.ok()) return args.status();
-    auto callable = Pop();
-    if (!callable.ok()) return callable.status();
-    if (g_.at(*args).kind != Kind::kTuple) {
-      return Err(absl::StrCat("arguments are a ", KindName(g_.at(*args).kind), ", not a tuple"));
+    MODRWKV_ASSIGN_OR_RETURN(NodeId args, Pop());
+    MODRWKV_ASSIGN_OR_RETURN(NodeId callable, Pop());
+    if (g_.at(args).kind != Kind::kTuple) {
+      return Err(absl::StrCat("arguments are a ", KindName(g_.at(args).kind), ", not a tuple"));
     }
-    const Value& c = g_.at(*callable);
+    const Value& c = g_.at(callable);
     // OrderedDict() is the one constructor we run: SETITEMS then fills it.
-    if (c.kind == Kind::kGlobal && c.s == "collections.OrderedDict" && g_.at(*args).items.empty()) {
+    if (c.kind == Kind::kGlobal && c.s == "collections.OrderedDict" && g_.at(args).items.empty()) {
       return PushNew(Kind::kDict);
     }
     std::string name = c.kind == Kind::kGlobal ? c.s : std::string();
-    auto id = New(Kind::kObject);
-    if (!id.ok()) return id.status();
-    g_.nodes[*id].s = std::move(name);
-    g_.nodes[*id].items = {*callable, *args};
-    return Push(*id);
+    MODRWKV_ASSIGN_OR_RETURN(NodeId id, New(Kind::kObject));
+    g_.nodes[id].s = std::move(name);
+    g_.nodes[id].items = {callable, args};
+    return Push(id);
   }
 
   // Adds key/value pairs to the dict below them; items of opaque objects are dropped.
   absl::Status SetItems(const std::vector<NodeId>& kv) {
-    if (kv.size() % 2 != 0) return Err("odd number of items for SETITEMS");
-    auto target = Top();
-    if (!target.ok()) return target.status();
-    Value& t = g_.nodes[*target];
-    if (t.kind == Kind::kObject) return absl::OkStatus();
-    if (t.kind != Kind::kDict) return Err(absl::StrCat("SETITEM on a ", KindName(t.kind)));
+    if (kv.size() % 2 != 0) {
+      return Err("odd number of items for SETITEMS");
+    }
+    MODRWKV_ASSIGN_OR_RETURN(NodeId target, Top());
+    Value& t = g_.nodes[target];
+    if (t.kind == Kind::kObject) {
+      return absl::OkStatus();
+    }
+    if (t.kind != Kind::kDict) {
+      return Err(absl::StrCat("SETITEM on a ", KindName(t.kind)));
+    }
     t.items.insert(t.items.end(), kv.begin(), kv.end());
     return absl::OkStatus();
   }
 
   absl::Status Appends(const std::vector<NodeId>& items) {
-    auto target = Top();
-    if (!target.ok()) return target.status();
-    Value& t = g_.nodes[*target];
-    if (t.kind == Kind::kObject) return absl::OkStatus();
-    if (t.kind != Kind::kList) return Err(absl::StrCat("APPEND on a ", KindName(t.kind)));
+    MODRWKV_ASSIGN_OR_RETURN(NodeId target, Top());
+    Value& t = g_.nodes[target];
+    if (t.kind == Kind::kObject) {
+      return absl::OkStatus();
+    }
+    if (t.kind != Kind::kList) {
+      return Err(absl::StrCat("APPEND on a ", KindName(t.kind)));
+    }
     t.items.insert(t.items.end(), items.begin(), items.end());
     return absl::OkStatus();
   }
@@ -298,17 +335,19 @@ class Machine {
 
 absl::Status Machine::Step() {
   switch (op_) {
-    case kProto:
-      if (auto st = Need(1); !st.ok()) return st;
-      if (d_[pos_] > 5) return Err(absl::StrCat("unknown pickle protocol ", d_[pos_]));
-      ++pos_;
+    case kProto: {
+      MODRWKV_ASSIGN_OR_RETURN(uint64_t protocol, Read(1));
+      if (protocol > 5) {
+        return Err(absl::StrCat("unknown pickle protocol ", protocol));
+      }
       return absl::OkStatus();
+    }
     case kFrame:  // a length hint for buffered readers; the data is already all here
-      if (auto st = Need(8); !st.ok()) return st;
-      pos_ += 8;
-      return absl::OkStatus();
+      return Read(8).status();
     case kMark:
-      if (marks_.size() >= lim_.max_marks) return Err("too many nested MARKs");
+      if (marks_.size() >= lim_.max_marks) {
+        return Err("too many nested MARKs");
+      }
       marks_.push_back(stack_.size());
       return absl::OkStatus();
     case kPop:
@@ -316,9 +355,8 @@ absl::Status Machine::Step() {
     case kPopMark:
       return PopMark().status();
     case kDup: {
-      auto top = Top();
-      if (!top.ok()) return top.status();
-      return Push(*top);
+      MODRWKV_ASSIGN_OR_RETURN(NodeId top, Top());
+      return Push(top);
     }
     case kNoneOp:
       return PushNew(Kind::kNone);
@@ -327,57 +365,41 @@ absl::Status Machine::Step() {
     case kNewFalse:
       return PushNew(Kind::kBool, 0);
     case kBinInt1:
-      if (auto st = Need(1); !st.ok()) return st;
-      return PushNew(Kind::kInt, d_[pos_++]);
-    case kBinInt2:
-      if (auto st = Need(2); !st.ok()) return st;
-      pos_ += 2;
-      return PushNew(Kind::kInt, le::Load16(d_.data() + pos_ - 2));
-    case kBinInt:
-      if (auto st = Need(4); !st.ok()) return st;
-      pos_ += 4;
-      return PushNew(Kind::kInt, static_cast<int32_t>(le::Load32(d_.data() + pos_ - 4)));
+    case kBinInt2: {
+      MODRWKV_ASSIGN_OR_RETURN(uint64_t v, Read(op_ == kBinInt1 ? 1 : 2));
+      return PushNew(Kind::kInt, static_cast<int64_t>(v));
+    }
+    case kBinInt: {
+      MODRWKV_ASSIGN_OR_RETURN(uint64_t v, Read(4));
+      return PushNew(Kind::kInt, static_cast<int32_t>(static_cast<uint32_t>(v)));
+    }
     case kLong1:
-      if (auto st = Need(1); !st.ok()) return st;
-      return PushLong(d_[pos_++]);
+      return PushLong(1);
     case kLong4:
-      if (auto st = Need(4); !st.ok()) return st;
-      pos_ += 4;
-      return PushLong(le::Load32(d_.data() + pos_ - 4));
+      return PushLong(4);
     case kBinFloat: {
-      if (auto st = Need(8); !st.ok()) return st;
+      MODRWKV_RETURN_IF_ERROR(Need(8));
       uint64_t bits = 0;
-      for (int k = 0; k < 8; ++k) bits = (bits << 8) | d_[pos_ + k];  // big-endian
+      for (int k = 0; k < 8; ++k) {
+        bits = (bits << 8) | d_[pos_ + k];  // big-endian
+      }
       pos_ += 8;
       double f;
       std::memcpy(&f, &bits, 8);
-      auto id = New(Kind::kFloat);
-      if (!id.ok()) return id.status();
-      g_.nodes[*id].f = f;
-      return Push(*id);
+      return PushNew(Kind::kFloat, 0, f);
     }
     case kShortBinUnicode:
-      if (auto st = Need(1); !st.ok()) return st;
-      return PushText(Kind::kString, d_[pos_++]);
+      return PushText(Kind::kString, 1);
     case kBinUnicode:
-      if (auto st = Need(4); !st.ok()) return st;
-      pos_ += 4;
-      return PushText(Kind::kString, le::Load32(d_.data() + pos_ - 4));
+      return PushText(Kind::kString, 4);
     case kBinUnicode8:
-      if (auto st = Need(8); !st.ok()) return st;
-      pos_ += 8;
-      return PushText(Kind::kString, le::Load64(d_.data() + pos_ - 8));
+      return PushText(Kind::kString, 8);
     case kShortBinBytes:
-      if (auto st = Need(1); !st.ok()) return st;
-      return PushText(Kind::kBytes, d_[pos_++]);
+      return PushText(Kind::kBytes, 1);
     case kBinBytes:
-      if (auto st = Need(4); !st.ok()) return st;
-      pos_ += 4;
-      return PushText(Kind::kBytes, le::Load32(d_.data() + pos_ - 4));
+      return PushText(Kind::kBytes, 4);
     case kBinBytes8:
-      if (auto st = Need(8); !st.ok()) return st;
-      pos_ += 8;
-      return PushText(Kind::kBytes, le::Load64(d_.data() + pos_ - 8));
+      return PushText(Kind::kBytes, 8);
     case kEmptyTuple:
       return PushNew(Kind::kTuple);
     case kEmptyList:
@@ -393,93 +415,70 @@ absl::Status Machine::Step() {
     case kTupleOp:
     case kListOp:
     case kDictOp: {
-      auto items = PopMark();
-      if (!items.ok()) return items.status();
-      if (op_ == kTupleOp) return PushSequence(Kind::kTuple, std::move(*items));
-      if (op_ == kListOp) return PushSequence(Kind::kList, std::move(*items));
-      if (items->size() % 2 != 0) return Err("odd number of items for DICT");
-      return PushSequence(Kind::kDict, std::move(*items));
+      MODRWKV_ASSIGN_OR_RETURN(std::vector<NodeId> items, PopMark());
+      if (op_ == kTupleOp) {
+        return PushSequence(Kind::kTuple, std::move(items));
+      }
+      if (op_ == kListOp) {
+        return PushSequence(Kind::kList, std::move(items));
+      }
+      if (items.size() % 2 != 0) {
+        return Err("odd number of items for DICT");
+      }
+      return PushSequence(Kind::kDict, std::move(items));
     }
     case kGlobalOp: {
-      auto module = ReadLine();
-      if (!module.ok()) return module.status();
-      auto name = ReadLine();
-      if (!name.ok()) return name.status();
-      return PushGlobal(std::move(*module), std::move(*name));
+      MODRWKV_ASSIGN_OR_RETURN(std::string module, ReadLine());
+      MODRWKV_ASSIGN_OR_RETURN(std::string name, ReadLine());
+      return PushGlobal(module, name);
     }
     case kStackGlobal: {
-      auto name = Pop();
-      if (!name.ok()) return name.status();
-      auto module = Pop();
-      if (!module.ok()) return module.status();
-      if (g_.at(*name).kind != Kind::kString || g_.at(*module).kind != Kind::kString) {
+      MODRWKV_ASSIGN_OR_RETURN(NodeId name, Pop());
+      MODRWKV_ASSIGN_OR_RETURN(NodeId module, Pop());
+      if (g_.at(name).kind != Kind::kString || g_.at(module).kind != Kind::kString) {
         return Err("STACK_GLOBAL needs two strings");
       }
-      return PushGlobal(g_.at(*module).s, g_.at(*name).s);
+      return PushGlobal(g_.at(module).s, g_.at(name).s);
     }
     case kReduce:
     case kNewObj:
       return Reduce();
-    case kBuild: {  // state is dropped: it carries no tensors in a state dict (e.g. _metadata)
-      auto state = Pop();
-      if (!state.ok()) return state.status();
+    case kBuild:  // state is dropped: it carries no tensors in a state dict (e.g. _metadata)
+      MODRWKV_RETURN_IF_ERROR(Pop().status());
       return Top().status();
-    }
     case kBinPersId: {
-      auto pid = Pop();
-      if (!pid.ok()) return pid.status();
-      auto id = New(Kind::kPersistentId);
-      if (!id.ok()) return id.status();
-      g_.nodes[*id].items = {*pid};
-      return Push(*id);
+      MODRWKV_ASSIGN_OR_RETURN(NodeId pid, Pop());
+      return PushSequence(Kind::kPersistentId, {pid});
     }
     case kSetItem: {
-      auto value = Pop();
-      if (!value.ok()) return value.status();
-      auto key = Pop();
-      if (!key.ok()) return key.status();
-      return SetItems({*key, *value});
+      MODRWKV_ASSIGN_OR_RETURN(NodeId value, Pop());
+      MODRWKV_ASSIGN_OR_RETURN(NodeId key, Pop());
+      return SetItems({key, value});
     }
     case kSetItems: {
-      auto items = PopMark();
-      if (!items.ok()) return items.status();
-      return SetItems(*items);
+      MODRWKV_ASSIGN_OR_RETURN(std::vector<NodeId> items, PopMark());
+      return SetItems(items);
     }
     case kAppend: {
-      auto value = Pop();
-      if (!value.ok()) return value.status();
-      return Appends({*value});
+      MODRWKV_ASSIGN_OR_RETURN(NodeId value, Pop());
+      return Appends({value});
     }
     case kAppends: {
-      auto items = PopMark();
-      if (!items.ok()) return items.status();
-      return Appends(*items);
+      MODRWKV_ASSIGN_OR_RETURN(std::vector<NodeId> items, PopMark());
+      return Appends(items);
     }
-    case kBinPut: {
-      if (auto st = Need(1); !st.ok()) return st;
-      auto top = Top();
-      if (!top.ok()) return top.status();
-      return Memo(d_[pos_++], *top);
-    }
+    case kBinPut:
     case kLongBinPut: {
-      if (auto st = Need(4); !st.ok()) return st;
-      auto top = Top();
-      if (!top.ok()) return top.status();
-      pos_ += 4;
-      return Memo(le::Load32(d_.data() + pos_ - 4), *top);
+      MODRWKV_ASSIGN_OR_RETURN(uint64_t key, Read(op_ == kBinPut ? 1 : 4));
+      return Memo(key);
     }
-    case kMemoize: {
-      auto top = Top();
-      if (!top.ok()) return top.status();
-      return Memo(memo_.size(), *top);
-    }
+    case kMemoize:
+      return Memo(memo_.size());
     case kBinGet:
-      if (auto st = Need(1); !st.ok()) return st;
-      return Get(d_[pos_++]);
-    case kLongBinGet:
-      if (auto st = Need(4); !st.ok()) return st;
-      pos_ += 4;
-      return Get(le::Load32(d_.data() + pos_ - 4));
+    case kLongBinGet: {
+      MODRWKV_ASSIGN_OR_RETURN(uint64_t key, Read(op_ == kBinGet ? 1 : 4));
+      return Get(key);
+    }
     default:
       return Err("unsupported opcode (not used by torch.save state dicts)");
   }

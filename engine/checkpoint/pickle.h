@@ -52,7 +52,7 @@ struct Graph {
 };
 
 struct Limits {
-  size_t max_nodes = size_t{8} << 20;  // ~15 nodes per tensor: room for 500k tensors
+  size_t max_nodes = size_t{4} << 20;  // ~20 nodes per tensor: room for 200k tensors
   size_t max_stack = size_t{4} << 20;
   size_t max_marks = 4096;
 };

@@ -33,7 +33,9 @@ bool DepthWithin(absl::string_view s, int max_depth) {
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
-      if (++depth > max_depth) return false;
+      if (++depth > max_depth) {
+        return false;
+      }
     } else if (c == '}' || c == ']') {
       --depth;
     }
@@ -42,9 +44,15 @@ bool DepthWithin(absl::string_view s, int max_depth) {
 }
 
 absl::StatusOr<DType> ParseDType(const std::string& name, const std::string& dtype) {
-  if (dtype == "BF16") return DType::kBF16;
-  if (dtype == "F16") return DType::kF16;
-  if (dtype == "F32") return DType::kF32;
+  if (dtype == "BF16") {
+    return DType::kBF16;
+  }
+  if (dtype == "F16") {
+    return DType::kF16;
+  }
+  if (dtype == "F32") {
+    return DType::kF32;
+  }
   return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ",
                                                  dtype.substr(0, 32),
                                                  "; supported dtypes are BF16, F16, F32"));
@@ -55,14 +63,18 @@ absl::StatusOr<uint64_t> Unsigned(const json& v, const std::string& name, absl::
     return Bad(absl::StrCat("tensor ", name, ": ", what, " must be non-negative integers"));
   }
   const uint64_t u = v.get<uint64_t>();
-  if (u > kMaxCount) return Bad(absl::StrCat("tensor ", name, ": ", what, " ", u, " too large"));
+  if (u > kMaxCount) {
+    return Bad(absl::StrCat("tensor ", name, ": ", what, " ", u, " too large"));
+  }
   return u;
 }
 
 }  // namespace
 
 absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<const uint8_t> file) {
-  if (file.size() < 8) return Bad(absl::StrCat("file has only ", file.size(), " bytes"));
+  if (file.size() < 8) {
+    return Bad(absl::StrCat("file has only ", file.size(), " bytes"));
+  }
   const uint64_t header_len = le::Load64(file.data());
   if (header_len > file.size() - 8) {
     return Bad(absl::StrCat("header length ", header_len, " exceeds the ", file.size(),
@@ -73,17 +85,27 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
                             kMaxSafetensorsHeader));
   }
   const absl::string_view text(reinterpret_cast<const char*>(file.data() + 8), header_len);
-  if (!DepthWithin(text, kMaxJsonDepth)) return Bad("JSON nested too deeply");
+  if (!DepthWithin(text, kMaxJsonDepth)) {
+    return Bad("JSON nested too deeply");
+  }
   const json header = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded()) return Bad("header is not valid JSON");
-  if (!header.is_object()) return Bad("header is not a JSON object");
+  if (header.is_discarded()) {
+    return Bad("header is not valid JSON");
+  }
+  if (!header.is_object()) {
+    return Bad("header is not a JSON object");
+  }
 
   const uint8_t* data = file.data() + 8 + header_len;
   const uint64_t data_size = file.size() - 8 - header_len;
   std::map<std::string, TensorView> out;
   for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") continue;
-    if (!info.is_object()) return Bad(absl::StrCat("entry ", name, " is not an object"));
+    if (name == "__metadata__") {
+      continue;
+    }
+    if (!info.is_object()) {
+      return Bad(absl::StrCat("entry ", name, " is not an object"));
+    }
     const auto dtype_it = info.find("dtype");
     const auto shape_it = info.find("shape");
     const auto offsets_it = info.find("data_offsets");
@@ -95,14 +117,20 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
                               "data_offsets ([begin, end])"));
     }
     auto dtype = ParseDType(name, dtype_it->get<std::string>());
-    if (!dtype.ok()) return dtype.status();
+    if (!dtype.ok()) {
+      return dtype.status();
+    }
     const uint64_t esize = DTypeSize(*dtype);
     std::vector<int64_t> shape;
     uint64_t numel = 1;
     for (const json& d : *shape_it) {
       auto dim = Unsigned(d, name, "shape");
-      if (!dim.ok()) return dim.status();
-      if (shape.size() >= 32) return Bad(absl::StrCat("tensor ", name, " has too many dims"));
+      if (!dim.ok()) {
+        return dim.status();
+      }
+      if (shape.size() >= 32) {
+        return Bad(absl::StrCat("tensor ", name, " has too many dims"));
+      }
       if (*dim != 0 && numel > kMaxCount / esize / *dim) {
         return Bad(absl::StrCat("tensor ", name, " is too large"));
       }
@@ -110,9 +138,13 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
       shape.push_back(static_cast<int64_t>(*dim));
     }
     auto begin = Unsigned((*offsets_it)[0], name, "data_offsets");
-    if (!begin.ok()) return begin.status();
+    if (!begin.ok()) {
+      return begin.status();
+    }
     auto end = Unsigned((*offsets_it)[1], name, "data_offsets");
-    if (!end.ok()) return end.status();
+    if (!end.ok()) {
+      return end.status();
+    }
     if (*begin > *end || *end > data_size) {
       return Bad(absl::StrCat("tensor ", name, " data_offsets [", *begin, ", ", *end,
                               "] lie outside the ", data_size, "-byte data section"));

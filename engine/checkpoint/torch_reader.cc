@@ -54,16 +54,24 @@ constexpr StorageType kStorageTypes[] = {
 
 const StorageType* FindStorageType(absl::string_view name) {
   for (const auto& t : kStorageTypes) {
-    if (t.name == name) return &t;
+    if (t.name == name) {
+      return &t;
+    }
   }
   return nullptr;
 }
 
 // dtype globals of _rebuild_tensor_v3 (torch.bfloat16, ...).
 std::optional<DType> DTypeFromGlobal(absl::string_view name) {
-  if (name == "torch.bfloat16") return DType::kBF16;
-  if (name == "torch.float16" || name == "torch.half") return DType::kF16;
-  if (name == "torch.float32" || name == "torch.float") return DType::kF32;
+  if (name == "torch.bfloat16") {
+    return DType::kBF16;
+  }
+  if (name == "torch.float16" || name == "torch.half") {
+    return DType::kF16;
+  }
+  if (name == "torch.float32" || name == "torch.float") {
+    return DType::kF32;
+  }
   return std::nullopt;
 }
 
@@ -74,7 +82,9 @@ class Resolver {
   // nullopt: the value is not a tensor (skipped by the caller).
   absl::StatusOr<std::optional<TensorView>> Tensor(const std::string& name, NodeId id, int depth) {
     const Value& v = g_.at(id);
-    if (v.kind != Kind::kObject) return std::nullopt;
+    if (v.kind != Kind::kObject) {
+      return std::nullopt;
+    }
     const std::vector<NodeId>& args = g_.at(v.items[1]).items;
     return Call(name, v.s, args, depth);
   }
@@ -89,27 +99,37 @@ class Resolver {
     if (fn == "torch._utils._rebuild_tensor" || fn == "torch._utils._rebuild_tensor_v2" ||
         fn == "torch._utils._rebuild_tensor_v3") {
       auto t = Dense(name, fn, args);
-      if (!t.ok()) return t.status();
+      if (!t.ok()) {
+        return t.status();
+      }
       return std::optional<TensorView>(std::move(*t));
     }
     const bool parameter = fn == "torch._utils._rebuild_parameter" ||
                            fn == "torch._utils._rebuild_parameter_with_state";
     const bool from_type = fn == "torch._tensor._rebuild_from_type_v2";
     if (parameter || from_type) {
-      if (depth >= kMaxWrapDepth) return Bad(name, absl::StrCat(fn, " nested too deeply"));
+      if (depth >= kMaxWrapDepth) {
+        return Bad(name, absl::StrCat(fn, " nested too deeply"));
+      }
       std::optional<TensorView> inner;
       if (parameter && !args.empty()) {
         auto t = Tensor(name, args[0], depth + 1);
-        if (!t.ok()) return t.status();
+        if (!t.ok()) {
+          return t.status();
+        }
         inner = std::move(*t);
       } else if (from_type && args.size() >= 3 && g_.at(args[0]).kind == Kind::kGlobal &&
                  g_.at(args[2]).kind == Kind::kTuple) {
         // _rebuild_from_type_v2(func, type, func_args, state): the tensor is func(*func_args).
         auto t = Call(name, g_.at(args[0]).s, g_.at(args[2]).items, depth + 1);
-        if (!t.ok()) return t.status();
+        if (!t.ok()) {
+          return t.status();
+        }
         inner = std::move(*t);
       }
-      if (!inner) return Bad(name, absl::StrCat(fn, " does not wrap a dense tensor"));
+      if (!inner) {
+        return Bad(name, absl::StrCat(fn, " does not wrap a dense tensor"));
+      }
       return inner;
     }
     if (absl::StartsWith(fn, "torch._utils._rebuild") ||
@@ -137,11 +157,15 @@ class Resolver {
     if (v.kind != Kind::kTuple && v.kind != Kind::kList) {
       return Bad(name, absl::StrCat(what, " is a ", pickle::KindName(v.kind), ", expected tuple"));
     }
-    if (v.items.size() > kMaxDims) return Bad(name, absl::StrCat(what, " has too many dims"));
+    if (v.items.size() > kMaxDims) {
+      return Bad(name, absl::StrCat(what, " has too many dims"));
+    }
     std::vector<int64_t> out;
     for (NodeId item : v.items) {
       auto i = Int(name, item, what);
-      if (!i.ok()) return i.status();
+      if (!i.ok()) {
+        return i.status();
+      }
       out.push_back(*i);
     }
     return out;
@@ -168,7 +192,9 @@ class Resolver {
     const std::string& type_name = g_.at(pid.items[1]).s;
     const std::string& key = g_.at(pid.items[2]).s;
     auto storage_numel = Int(name, pid.items[4], "storage size");
-    if (!storage_numel.ok()) return storage_numel.status();
+    if (!storage_numel.ok()) {
+      return storage_numel.status();
+    }
     const StorageType* st = FindStorageType(type_name);
     if (st == nullptr) {
       return absl::InvalidArgumentError(
@@ -179,7 +205,9 @@ class Resolver {
     std::string dtype_desc = absl::StrCat(st->dtype_name, " (", type_name, ")");
     if (v3) {
       const Value& d = g_.at(args[6]);
-      if (d.kind != Kind::kGlobal) return Bad(name, "dtype argument is not a torch dtype");
+      if (d.kind != Kind::kGlobal) {
+        return Bad(name, "dtype argument is not a torch dtype");
+      }
       dtype = DTypeFromGlobal(d.s);
       dtype_desc = d.s;
       if (st->dtype_name != "untyped" && st->dtype != dtype) {
@@ -193,11 +221,17 @@ class Resolver {
     const uint64_t esize = DTypeSize(*dtype);
 
     auto offset = Int(name, args[1], "storage offset");
-    if (!offset.ok()) return offset.status();
+    if (!offset.ok()) {
+      return offset.status();
+    }
     auto shape = Ints(name, args[2], "size");
-    if (!shape.ok()) return shape.status();
+    if (!shape.ok()) {
+      return shape.status();
+    }
     auto stride = Ints(name, args[3], "stride");
-    if (!stride.ok()) return stride.status();
+    if (!stride.ok()) {
+      return stride.status();
+    }
     if (stride->size() != shape->size()) {
       return Bad(name,
                  absl::StrCat("size has ", shape->size(), " dims but stride has ", stride->size()));
@@ -257,9 +291,11 @@ class Resolver {
 }  // namespace
 
 absl::StatusOr<std::map<std::string, TensorView>> ReadStateDictPickle(
-    absl::Span<const uint8_t> data, StorageLookup storage) {
-  auto graph = pickle::Unpickle(data);
-  if (!graph.ok()) return graph.status();
+    absl::Span<const uint8_t> data_pkl, StorageLookup storage) {
+  auto graph = pickle::Unpickle(data_pkl);
+  if (!graph.ok()) {
+    return graph.status();
+  }
   const Value& root = graph->at(graph->root);
   if (root.kind != Kind::kDict) {
     return absl::InvalidArgumentError(absl::StrCat("data.pkl holds a ", pickle::KindName(root.kind),
@@ -271,9 +307,13 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadStateDictPickle(
     const Value& key = graph->at(root.items[k]);
     const std::string name = key.kind == Kind::kString ? key.s : "<non-string key>";
     auto t = resolver.Tensor(name, root.items[k + 1], 0);
-    if (!t.ok()) return t.status();
+    if (!t.ok()) {
+      return t.status();
+    }
     if (key.kind != Kind::kString) {
-      if (*t) return absl::InvalidArgumentError("state dict has a tensor under a non-string key");
+      if (*t) {
+        return absl::InvalidArgumentError("state dict has a tensor under a non-string key");
+      }
       continue;
     }
     if (*t) {
@@ -287,7 +327,9 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadStateDictPickle(
 
 absl::StatusOr<std::map<std::string, TensorView>> ReadTorchZip(absl::Span<const uint8_t> archive) {
   auto entries = ReadZipDirectory(archive);
-  if (!entries.ok()) return entries.status();
+  if (!entries.ok()) {
+    return entries.status();
+  }
 
   // The archive folder is the saved file's stem or "archive"; torch itself takes it from the
   // first entry. We take it from data.pkl, which must sit directly inside it.
@@ -297,10 +339,16 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadTorchZip(absl::Span<const 
   for (const ZipEntry& e : *entries) {
     by_name.emplace(e.name, &e);
     const size_t slash = e.name.find('/');
-    if (slash == std::string::npos || slash == 0) continue;
+    if (slash == std::string::npos || slash == 0) {
+      continue;
+    }
     const absl::string_view rest = absl::string_view(e.name).substr(slash + 1);
-    if (rest == "data.pkl" && pkl == nullptr) pkl = &e;
-    if (rest == "constants.pkl") torchscript = true;
+    if (rest == "data.pkl" && pkl == nullptr) {
+      pkl = &e;
+    }
+    if (rest == "constants.pkl") {
+      torchscript = true;
+    }
   }
   if (pkl == nullptr) {
     return absl::InvalidArgumentError(
@@ -312,7 +360,9 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadTorchZip(absl::Span<const 
 
   if (auto it = by_name.find(prefix + "byteorder"); it != by_name.end()) {
     auto order = StoredEntryBytes(archive, *it->second);
-    if (!order.ok()) return order.status();
+    if (!order.ok()) {
+      return order.status();
+    }
     const absl::string_view s(reinterpret_cast<const char*>(order->data()), order->size());
     if (s != "little") {
       return absl::UnimplementedError(absl::StrCat(
@@ -321,7 +371,9 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadTorchZip(absl::Span<const 
   }
 
   auto pkl_bytes = StoredEntryBytes(archive, *pkl);
-  if (!pkl_bytes.ok()) return pkl_bytes.status();
+  if (!pkl_bytes.ok()) {
+    return pkl_bytes.status();
+  }
   auto lookup = [&](const std::string& key) -> absl::StatusOr<absl::Span<const uint8_t>> {
     const std::string entry = absl::StrCat(prefix, "data/", key);
     auto it = by_name.find(entry);

@@ -21,7 +21,7 @@ using StorageLookup =
 // tensors (ints, strings, nested dicts) are skipped; a tensor that cannot be represented (dtype,
 // strides, layout) is an error naming it. Views point into the spans `storage` returns.
 absl::StatusOr<std::map<std::string, TensorView>> ReadStateDictPickle(
-    absl::Span<const uint8_t> pickle, StorageLookup storage);
+    absl::Span<const uint8_t> data_pkl, StorageLookup storage);
 
 // The whole archive: zip directory, data.pkl, storages. Views point into `archive`.
 absl::StatusOr<std::map<std::string, TensorView>> ReadTorchZip(absl::Span<const uint8_t> archive);

@@ -41,7 +41,9 @@ class PickleWriter {
     } else {  // LONG1: minimal little-endian two's complement
       std::string bytes;
       uint64_t u = static_cast<uint64_t>(v);
-      for (int k = 0; k < 8; ++k) bytes.push_back(static_cast<char>((u >> (8 * k)) & 0xff));
+      for (int k = 0; k < 8; ++k) {
+        bytes.push_back(static_cast<char>((u >> (8 * k)) & 0xff));
+      }
       while (bytes.size() > 1) {
         const uint8_t last = static_cast<uint8_t>(bytes.back());
         const uint8_t prev = static_cast<uint8_t>(bytes[bytes.size() - 2]);
@@ -69,9 +71,15 @@ class PickleWriter {
   }
 
   void IntTuple(const std::vector<int64_t>& v) {
-    if (v.empty()) return Op(')');
-    if (v.size() > 3) Mark();
-    for (int64_t x : v) Int(x);
+    if (v.empty()) {
+      return Op(')');
+    }
+    if (v.size() > 3) {
+      Mark();
+    }
+    for (int64_t x : v) {
+      Int(x);
+    }
     Op(v.size() == 1 ? 0x85 : v.size() == 2 ? 0x86 : v.size() == 3 ? 0x87 : 't');
   }
 
@@ -108,9 +116,13 @@ std::string StateDictPickle(const std::vector<OwnedTensor>& tensors) {
   p.EmptyOrderedDict();
   for (size_t i = 0; i < tensors.size(); ++i) {
     const OwnedTensor& t = tensors[i];
-    if (i % kBatch == 0) p.Mark();
+    if (i % kBatch == 0) {
+      p.Mark();
+    }
     int64_t numel = 1;
-    for (int64_t d : t.shape) numel *= d;
+    for (int64_t d : t.shape) {
+      numel *= d;
+    }
     std::vector<int64_t> stride(t.shape.size());
     int64_t s = 1;
     for (size_t k = t.shape.size(); k-- > 0;) {
@@ -137,7 +149,9 @@ std::string StateDictPickle(const std::vector<OwnedTensor>& tensors) {
     p.EmptyOrderedDict();  // backward hooks
     p.Op('t');
     p.Op('R');
-    if (i % kBatch == kBatch - 1 || i + 1 == tensors.size()) p.Op('u');  // SETITEMS
+    if (i % kBatch == kBatch - 1 || i + 1 == tensors.size()) {
+      p.Op('u');  // SETITEMS
+    }
   }
   return p.Finish();
 }

@@ -11,7 +11,9 @@ namespace modrwkv {
 absl::Status ValidateTensorsForWrite(const std::vector<OwnedTensor>& tensors) {
   std::set<absl::string_view> names;
   for (const OwnedTensor& t : tensors) {
-    if (t.name.empty()) return absl::InvalidArgumentError("tensor with an empty name");
+    if (t.name.empty()) {
+      return absl::InvalidArgumentError("tensor with an empty name");
+    }
     if (!names.insert(t.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("duplicate tensor name ", t.name));
     }

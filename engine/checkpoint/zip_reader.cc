@@ -35,7 +35,9 @@ struct DirectoryLocation {
 // Finds the end-of-central-directory record (searching back over a possible archive comment) and,
 // when present, the ZIP64 record that supersedes its 16/32-bit fields.
 absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
-  if (a.size() < kEocdSize) return Corrupt("file is shorter than an end-of-directory record");
+  if (a.size() < kEocdSize) {
+    return Corrupt("file is shorter than an end-of-directory record");
+  }
   const size_t last = a.size() - kEocdSize;
   const size_t first = last > 0xffff ? last - 0xffff : 0;
   size_t eocd = SIZE_MAX;
@@ -46,7 +48,9 @@ absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
       break;
     }
   }
-  if (eocd == SIZE_MAX) return Corrupt("end-of-central-directory record not found (truncated?)");
+  if (eocd == SIZE_MAX) {
+    return Corrupt("end-of-central-directory record not found (truncated?)");
+  }
   const uint8_t* e = a.data() + eocd;
   DirectoryLocation loc;
   loc.entries = le::Load16(e + 10);
@@ -63,7 +67,9 @@ absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
       return Corrupt("ZIP64 end-of-directory offset is out of range");
     }
     const uint8_t* z = a.data() + z64;
-    if (le::Load32(z) != kZip64EocdSig) return Corrupt("bad ZIP64 end-of-directory signature");
+    if (le::Load32(z) != kZip64EocdSig) {
+      return Corrupt("bad ZIP64 end-of-directory signature");
+    }
     loc.entries = le::Load64(z + 32);
     loc.size = le::Load64(z + 40);
     loc.offset = le::Load64(z + 48);
@@ -87,18 +93,24 @@ absl::Status ApplyZip64Extra(const uint8_t* extra, size_t len, const std::string
                              uint64_t& usize, uint64_t& csize, uint64_t& local) {
   const bool need_u = usize == 0xffffffffu, need_c = csize == 0xffffffffu,
              need_o = local == 0xffffffffu;
-  if (!need_u && !need_c && !need_o) return absl::OkStatus();
+  if (!need_u && !need_c && !need_o) {
+    return absl::OkStatus();
+  }
   size_t pos = 0;
   while (pos + 4 <= len) {
     const uint16_t id = le::Load16(extra + pos);
     const uint16_t sz = le::Load16(extra + pos + 2);
     pos += 4;
-    if (sz > len - pos) return Corrupt(absl::StrCat("extra field of ", name, " overruns"));
+    if (sz > len - pos) {
+      return Corrupt(absl::StrCat("extra field of ", name, " overruns"));
+    }
     if (id == kZip64ExtraId) {
       size_t f = pos;
       const size_t end = pos + sz;
       auto take = [&](uint64_t& v) -> bool {
-        if (f + 8 > end) return false;
+        if (f + 8 > end) {
+          return false;
+        }
         v = le::Load64(extra + f);
         f += 8;
         return true;
@@ -117,7 +129,9 @@ absl::Status ApplyZip64Extra(const uint8_t* extra, size_t len, const std::string
 
 absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t> a) {
   auto loc_or = FindDirectory(a);
-  if (!loc_or.ok()) return loc_or.status();
+  if (!loc_or.ok()) {
+    return loc_or.status();
+  }
   const DirectoryLocation loc = *loc_or;
 
   std::vector<ZipEntry> entries;
@@ -126,7 +140,9 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t>
   const uint64_t cd_end = loc.offset + loc.size;
   uint64_t pos = loc.offset;
   for (uint64_t i = 0; i < loc.entries; ++i) {
-    if (cd_end - pos < kCentralHeaderSize) return Corrupt("central directory is truncated");
+    if (cd_end - pos < kCentralHeaderSize) {
+      return Corrupt("central directory is truncated");
+    }
     const uint8_t* h = base + pos;
     if (le::Load32(h) != kCentralHeaderSig) {
       return Corrupt(absl::StrCat("bad central directory signature at offset ", pos));
@@ -147,7 +163,9 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t>
     e.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
     auto st =
         ApplyZip64Extra(h + kCentralHeaderSize + name_len, extra_len, e.name, usize, csize, local);
-    if (!st.ok()) return st;
+    if (!st.ok()) {
+      return st;
+    }
     pos += kCentralHeaderSize + name_len + extra_len + comment_len;
 
     // The data starts after the local header, whose name/extra lengths may differ from the

@@ -18,7 +18,9 @@ std::array<uint32_t, 256> MakeCrcTable() {
   std::array<uint32_t, 256> t{};
   for (uint32_t i = 0; i < 256; ++i) {
     uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    for (int k = 0; k < 8; ++k) {
+      c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
     t[i] = c;
   }
   return t;
@@ -29,7 +31,9 @@ std::array<uint32_t, 256> MakeCrcTable() {
 uint32_t Crc32(absl::Span<const uint8_t> data, uint32_t crc) {
   static const std::array<uint32_t, 256> table = MakeCrcTable();
   crc = ~crc;
-  for (uint8_t b : data) crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
+  for (uint8_t b : data) {
+    crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
+  }
   return ~crc;
 }
 
@@ -69,8 +73,12 @@ absl::Status ZipWriter::AddStored(const std::string& name, absl::Span<const uint
   h += "FB";
   le::Append16(h, static_cast<uint16_t>(pad));
   h.append(pad, 'Z');
-  if (auto st = out_->Write(h); !st.ok()) return st;
-  if (auto st = out_->Write(data.data(), data.size()); !st.ok()) return st;
+  if (auto st = out_->Write(h); !st.ok()) {
+    return st;
+  }
+  if (auto st = out_->Write(data.data(), data.size()); !st.ok()) {
+    return st;
+  }
   entries_.push_back({name, offset, size, crc});
   return absl::OkStatus();
 }
@@ -89,7 +97,9 @@ absl::Status ZipWriter::Finish() {
         le::Append64(extra, e.size);  // uncompressed
         le::Append64(extra, e.size);  // compressed
       }
-      if (big_offset) le::Append64(extra, e.offset);
+      if (big_offset) {
+        le::Append64(extra, e.offset);
+      }
     }
     const uint16_t version = extra.empty() ? kVersionPlain : kVersionZip64;
     le::Append32(cd, 0x02014b50);
@@ -142,7 +152,9 @@ absl::Status ZipWriter::Finish() {
   le::Append32(tail, cd_offset >= k32Max ? k32Max : static_cast<uint32_t>(cd_offset));
   le::Append16(tail, 0);  // comment
 
-  if (auto st = out_->Write(cd); !st.ok()) return st;
+  if (auto st = out_->Write(cd); !st.ok()) {
+    return st;
+  }
   return out_->Write(tail);
 }
 
