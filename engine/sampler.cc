@@ -19,12 +19,22 @@ namespace {
 // register) and, on x86-64 Linux, are compiled twice, for AVX2 and for the baseline, and picked
 // at load time (function multi-versioning). No FMA in either: both versions round identically,
 // so the tokens of a seeded run do not depend on which version the CPU gets.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && defined(__linux__) && defined(__clang__)
+// Clang (used for the fuzz builds) refuses 32-byte vector arguments in the baseline clone even
+// for always-inline helpers, so its builds take the AVX2 version only and need an AVX2 CPU.
+#define MODRWKV_VECTOR_CLONES __attribute__((target("avx2")))
+#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__)
+// (Not under ThreadSanitizer: target_clones resolves through an ifunc that runs before the TSan
+// runtime is up and crashes the process at load.)
 #define MODRWKV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define MODRWKV_VECTOR_CLONES
 #endif
+#if defined(__x86_64__) && defined(__linux__) && defined(__clang__)
+#define MODRWKV_ALWAYS_INLINE inline __attribute__((always_inline, target("avx2")))
+#else
 #define MODRWKV_ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 // The 32-byte vector helpers are always inlined, so no vector is ever passed by value across a
 // call and GCC's "AVX vector return without AVX changes the ABI" note does not apply.

@@ -75,6 +75,7 @@ float F16ToF32(uint16_t h) {
 }
 
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
+  if (n == 0) return;  // src/dst may be null for empty tensors
   switch (dtype) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);

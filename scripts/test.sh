@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: the release build's full suite, then the
-# engine's tests under AddressSanitizer + UBSan, then a short run of each fuzz harness.
+# Installs what is missing, builds, and runs every test: the release build's full suite, the
+# engine's tests under AddressSanitizer + UBSan, the concurrent parts under ThreadSanitizer, and a
+# short run of each fuzz harness.
 #   scripts/test.sh            everything (what CI runs)
 #   scripts/test.sh --quick    release build and tests only
 set -euo pipefail
@@ -21,15 +22,20 @@ echo "== ASan + UBSan: engine and CLI tests (the 0.1B-shape golden cases are lef
 ./scripts/build.sh asan
 ASAN_OPTIONS=detect_leaks=1 ctest --preset asan -j"$(nproc)" -E 'm01b'
 
+echo "== ThreadSanitizer: the thread pool, the batch step and the scheduler"
+cmake --preset tsan >/dev/null
+cmake --build build-tsan -j"$(nproc)" --target scheduler_test cpu_model_test kernels_test
+ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuModel|KernelIsa'
+
 echo "== fuzz harnesses, 20 s each"
-./scripts/build.sh fuzz
+cmake --preset fuzz >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzzers
 for f in build-fuzz/bin/*_fuzz; do
   [[ -x "$f" ]] || continue
   name=$(basename "$f")
-  corpus="tests/fuzz/corpus/${name%_fuzz}"
   mkdir -p "build-fuzz/corpus/$name"
-  dirs=("build-fuzz/corpus/$name")
-  [[ -d "$corpus" ]] && dirs+=("$corpus")
+  dirs=("build-fuzz/corpus/$name")  # new inputs go to the first folder; the rest are seeds
+  [[ $name != tokenizer_fuzz ]] && dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro)
   echo "-- $name"
   "$f" -max_total_time=20 -rss_limit_mb=4096 -print_final_stats=1 "${dirs[@]}" 2>&1 | tail -n 3
 done
