@@ -29,7 +29,10 @@ Flags& Flags::AddBool(const std::string& name, const std::string& help) {
 }
 
 std::string Flags::Usage() const {
-  std::string s = absl::StrCat("usage: modrwkv ", command_, " ", usage_line_, "\n\n", description_,
+  // Subcommands print as "modrwkv <command>"; standalone tools pass their binary name.
+  const std::string prog =
+      command_.rfind("modrwkv-", 0) == 0 ? command_ : absl::StrCat("modrwkv ", command_);
+  std::string s = absl::StrCat("usage: ", prog, " ", usage_line_, "\n\n", description_,
                                "\n\nflags:\n");
   for (const std::string& n : order_) {
     const Def& d = defs_.at(n);
