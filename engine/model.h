@@ -89,7 +89,9 @@ class Model {
 // What to build from a checkpoint.
 struct ModelOptions {
   // Matrices are kept in this type; small vectors are always f32 and all arithmetic is f32.
-  enum class WeightType { kAuto, kF32, kBF16 };
+  // kI8: int8 with a scale per output row (a quarter of f32's bytes; the embedding table stays
+  // bf16). Its accuracy cost against f32 is measured in docs/benchmarks.md.
+  enum class WeightType { kAuto, kF32, kBF16, kI8 };
   WeightType weight_type = WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
   int num_slots = 1;
   int threads = 0;  // 0 = all hardware threads

@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   switch (options.weight_type) {
     case ModelOptions::WeightType::kF32: wt = WType::kF32; break;
     case ModelOptions::WeightType::kBF16: wt = WType::kBF16; break;
+    case ModelOptions::WeightType::kI8: wt = WType::kI8; break;
     default: wt = refs.matrix_dtype == DType::kF32 ? WType::kF32 : WType::kBF16;
   }
   const int64_t state_floats = refs.config.StateFloats() * options.num_slots;
@@ -51,7 +52,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
       new CpuModel(options, std::make_unique<ThreadPool>(options.threads), blas_ptr));
   m->info_.config = refs.config;
   m->info_.backend = "cpu";
-  m->info_.weight_dtype = wt == WType::kF32 ? "f32" : "bf16";
+  m->info_.weight_dtype = wt == WType::kF32 ? "f32" : wt == WType::kBF16 ? "bf16" : "int8";
   m->info_.parameter_count = refs.parameter_count;
   m->info_.fingerprint = FingerprintRwkv7(refs);
   MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt));
@@ -64,7 +65,8 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt) {
   auto mat = [wt](const WeightRef& ref) {
     return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt) : Matrix{};
   };
-  emb_ = mat(refs.emb);
+  // The embedding table is a row gather, not a product: int8 would save no reads per token.
+  emb_ = MakeMatrix(*refs.emb.view, refs.emb.transposed, wt == WType::kI8 ? WType::kBF16 : wt);
   head_ = mat(refs.head);
   ln0_w_ = ToF32(refs.ln0_w);
   ln0_b_ = ToF32(refs.ln0_b);

@@ -17,6 +17,7 @@ struct Dispatch {
   decltype(&scalar::WkvHead) wkv = scalar::WkvHead;
   decltype(&scalar::SumFloats) sum = scalar::SumFloats;
   decltype(&scalar::Bf16ToF32) bf16 = scalar::Bf16ToF32;
+  decltype(&scalar::I8ToF32) i8 = scalar::I8ToF32;
 };
 
 bool CpuHas(const std::string& isa) {
@@ -36,8 +37,9 @@ Dispatch Make(const std::string& isa) {
   Dispatch d;
 #if defined(__x86_64__)
   if (isa == "avx512") {
-    d = {"avx512",       avx512::Gemv,    avx512::VecExp,    avx512::VecSigmoid,
-         avx512::VecTanh, avx512::WkvHead, avx512::SumFloats, avx512::Bf16ToF32};
+    d = {"avx512",        avx512::Gemv,      avx512::VecExp,    avx512::VecSigmoid,
+         avx512::VecTanh, avx512::WkvHead,   avx512::SumFloats, avx512::Bf16ToF32,
+         avx512::I8ToF32};
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemv = avx2::Gemv;
@@ -61,9 +63,9 @@ bool ForceKernelIsa(const std::string& isa) {
   return true;
 }
 
-void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1, const float* x,
-          int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
-  Active().gemv(wt, w, ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
+void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
+          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
+  Active().gemv(wt, w, row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
 }
 void VecExp(float* x, int64_t n) { Active().exp(x, n); }
 void VecSigmoid(float* x, int64_t n) { Active().sigmoid(x, n); }
@@ -75,6 +77,9 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 
 float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }
 void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) { Active().bf16(src, n, dst); }
+void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst) {
+  Active().i8(src, n, scale, dst);
+}
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out) {

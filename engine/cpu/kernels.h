@@ -7,15 +7,17 @@
 
 namespace modrwkv::cpu {
 
-// Matrix weights are either f32 or bf16 (upper half of an f32), stored [out, in] row-major.
-enum class WType { kF32, kBF16 };
+// Matrix weights, stored [out, in] row-major: f32, bf16 (upper half of an f32), or int8 with one
+// f32 scale per output row (w = q * scale[row]).
+enum class WType { kF32, kBF16, kI8 };
 
-// y[b*ldy + o] (=|+=) sum_i W[o*ldw + i] * x[b*ldx + i]   for o in [o0, o1), b in [0, nb).
+// y[b*ldy + o] (=|+=) s_o * sum_i W[o*ldw + i] * x[b*ldx + i]   for o in [o0, o1), b in [0, nb),
+// where s_o = row_scale[o] for kI8 (row_scale is indexed by absolute row) and 1 otherwise.
 // nb <= kMaxGemvRows: every weight row is read once for all nb inputs (decode is bound by
 // reading weights, so this is the decode kernel).
 constexpr int kMaxGemvRows = 4;
-void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1, const float* x,
-          int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate);
+void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
+          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate);
 
 // In-place element-wise functions over n floats.
 void VecExp(float* x, int64_t n);
@@ -36,6 +38,8 @@ float SumFloats(const float* x, int64_t n);
 
 // Widens n bf16 values to f32.
 void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
+// Widens n int8 values to f32, times `scale`.
+void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst);
 
 // Row-wise LayerNorm (eps inside the square root).
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps, float* out);
@@ -48,8 +52,8 @@ std::string KernelIsa();
 bool ForceKernelIsa(const std::string& isa);
 
 namespace scalar {
-void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1, const float* x,
-          int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate);
+void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
+          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
@@ -57,6 +61,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 float SumFloats(const float* x, int64_t n);
 void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
+void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst);
 }  // namespace scalar
 
 }  // namespace modrwkv::cpu

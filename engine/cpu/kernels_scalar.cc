@@ -9,6 +9,7 @@ namespace {
 
 inline float LoadW(WType wt, const void* w, int64_t idx) {
   if (wt == WType::kF32) return static_cast<const float*>(w)[idx];
+  if (wt == WType::kI8) return static_cast<float>(static_cast<const int8_t*>(w)[idx]);
   const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(w)[idx]) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
@@ -17,12 +18,13 @@ inline float LoadW(WType wt, const void* w, int64_t idx) {
 
 }  // namespace
 
-void Gemv(WType wt, const void* w, int64_t ldw, int in, int o0, int o1, const float* x,
-          int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
+void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
+          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
   for (int o = o0; o < o1; ++o) {
     for (int b = 0; b < nb; ++b) {
       float s = 0;
       for (int i = 0; i < in; ++i) s += LoadW(wt, w, o * ldw + i) * x[b * ldx + i];
+      if (wt == WType::kI8) s *= row_scale[o];
       float& out = y[b * ldy + o];
       out = accumulate ? out + s : s;
     }
@@ -77,6 +79,10 @@ float SumFloats(const float* x, int64_t n) {
 
 void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = LoadW(WType::kBF16, src, i);
+}
+
+void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]) * scale;
 }
 
 }  // namespace modrwkv::cpu::scalar

@@ -1,6 +1,7 @@
 #include "engine/cpu/linear.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -17,7 +18,7 @@ constexpr int kTrans = 112;
 
 // Output rows per GEMV task: enough bytes per task (~48 KB) to amortise the scheduling.
 int GemvChunk(const Matrix& w) {
-  const int64_t row_bytes = static_cast<int64_t>(w.cols) * (w.type == WType::kF32 ? 4 : 2);
+  const int64_t row_bytes = w.bytes() / std::max(w.rows, 1);
   return static_cast<int>(std::clamp<int64_t>(48 * 1024 / std::max<int64_t>(row_bytes, 1), 4, 256)) &
          ~3;
 }
@@ -35,6 +36,25 @@ void AlignedBuffer<T>::Resize(size_t n) {
 }
 template class AlignedBuffer<float>;
 template class AlignedBuffer<uint16_t>;
+template class AlignedBuffer<int8_t>;
+
+void Matrix::RowsToF32(int r0, int n, float* dst) const {
+  const int64_t off = static_cast<int64_t>(r0) * cols;
+  switch (type) {
+    case WType::kF32:
+      std::memcpy(dst, f32.data() + off, static_cast<size_t>(n) * cols * 4);
+      return;
+    case WType::kBF16:
+      Bf16ToF32(bf16.data() + off, static_cast<int64_t>(n) * cols, dst);
+      return;
+    case WType::kI8:
+      for (int r = 0; r < n; ++r) {
+        I8ToF32(i8.data() + off + static_cast<int64_t>(r) * cols, cols, scale[r0 + r],
+                dst + static_cast<int64_t>(r) * cols);
+      }
+      return;
+  }
+}
 
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type) {
   Matrix m;
@@ -68,9 +88,23 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type) {
   if (type == WType::kF32) {
     m.f32.Resize(n);
     std::memcpy(m.f32.data(), src, n * 4);
-  } else {
+  } else if (type == WType::kBF16) {
     m.bf16.Resize(n);
     for (size_t i = 0; i < n; ++i) m.bf16.data()[i] = F32ToBF16(src[i]);
+  } else {
+    m.i8.Resize(n);
+    m.scale.resize(m.rows);
+    for (int r = 0; r < m.rows; ++r) {
+      const float* row = src + static_cast<int64_t>(r) * m.cols;
+      float amax = 0;
+      for (int c = 0; c < m.cols; ++c) amax = std::max(amax, std::abs(row[c]));
+      const float scale = amax > 0 ? amax / 127.0f : 1.0f;
+      m.scale[r] = scale;
+      int8_t* q = m.i8.data() + static_cast<int64_t>(r) * m.cols;
+      for (int c = 0; c < m.cols; ++c) {
+        q[c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
+      }
+    }
   }
   return m;
 }
@@ -94,9 +128,9 @@ void LinearRunner::RunGemv(const Matrix& w, const float* x, int64_t ldx, int row
                            int64_t ldy, bool accumulate) {
   const int chunk = GemvChunk(w);
   const int64_t tasks = (w.rows + chunk - 1) / chunk;
-  // With more than one group of inputs, bf16 rows are widened once per task into an f32 slice
-  // (it stays in L2) instead of once per group in registers.
-  const bool widen = w.type == WType::kBF16 && rows > kMaxGemvRows;
+  // With more than one group of inputs, bf16/int8 rows are widened once per task into an f32
+  // slice (it stays in L2) instead of once per group in registers.
+  const bool widen = w.type != WType::kF32 && rows > kMaxGemvRows;
   pool_->ParallelFor(tasks, [&](int64_t t, int thread) {
     const int o0 = static_cast<int>(t * chunk);
     const int o1 = std::min(w.rows, o0 + chunk);
@@ -107,17 +141,22 @@ void LinearRunner::RunGemv(const Matrix& w, const float* x, int64_t ldx, int row
       AlignedBuffer<float>& buf = panels_[thread];
       const size_t need = static_cast<size_t>(o1 - o0) * w.cols;
       if (buf.size() < need) buf.Resize(need);
-      Bf16ToF32(w.bf16.data() + static_cast<int64_t>(o0) * w.cols, static_cast<int64_t>(need),
-                buf.data());
+      w.RowsToF32(o0, o1 - o0, buf.data());
       wt = WType::kF32;
       base = buf.data();
       first_row = o0;
     }
-    for (int r = 0; r < rows; r += kMaxGemvRows) {
-      const int nb = std::min(kMaxGemvRows, rows - r);
-      // Shift the output so that row o of the matrix lands in column o of y.
-      Gemv(wt, base, w.cols, w.cols, o0 - first_row, o1 - first_row, x + r * ldx, ldx, nb,
-           y + r * ldy + first_row, ldy, accumulate);
+    // Blocks of weight rows outside, groups of inputs inside: a block (<= 8 rows) stays in L1
+    // while every group of inputs passes over it. The output is shifted so that row o of the
+    // matrix lands in column o of y.
+    constexpr int kRowBlock = 8;
+    for (int b0 = o0; b0 < o1; b0 += kRowBlock) {
+      const int b1 = std::min(o1, b0 + kRowBlock);
+      for (int r = 0; r < rows; r += kMaxGemvRows) {
+        const int nb = std::min(kMaxGemvRows, rows - r);
+        Gemv(wt, base, w.scale.data(), w.cols, w.cols, b0 - first_row, b1 - first_row,
+             x + r * ldx, ldx, nb, y + r * ldy + first_row, ldy, accumulate);
+      }
     }
   });
 }
@@ -140,7 +179,7 @@ void LinearRunner::RunGemm(const Matrix& w, const float* x, int64_t ldx, int row
     });
     return;
   }
-  // bf16: convert a panel of output rows to f32 (kept in L2), multiply, move on.
+  // bf16/int8: convert a panel of output rows to f32 (kept in L2), multiply, move on.
   const int panel = static_cast<int>(
       std::clamp<int64_t>(kPanelBytes / (4LL * w.cols), 16, 1024)) & ~15;
   const int64_t tasks = (w.rows + panel - 1) / panel;
@@ -149,8 +188,7 @@ void LinearRunner::RunGemm(const Matrix& w, const float* x, int64_t ldx, int row
     const int n = std::min(w.rows, o0 + panel) - o0;
     AlignedBuffer<float>& buf = panels_[thread];
     if (buf.size() < static_cast<size_t>(panel) * w.cols) buf.Resize(static_cast<size_t>(panel) * w.cols);
-    Bf16ToF32(w.bf16.data() + static_cast<int64_t>(o0) * w.cols, static_cast<int64_t>(n) * w.cols,
-              buf.data());
+    w.RowsToF32(o0, n, buf.data());
     blas_->sgemm(kRowMajor, kNoTrans, kTrans, rows, n, w.cols, 1.0f, x, static_cast<int>(ldx),
                  buf.data(), w.cols, beta, y + o0, static_cast<int>(ldy));
   });

@@ -34,21 +34,39 @@ class AlignedBuffer {
   size_t n_ = 0;
 };
 
-// A weight matrix, [rows = out][cols = in], f32 or bf16.
+// A weight matrix, [rows = out][cols = in]: f32, bf16, or int8 with a scale per row.
 struct Matrix {
   WType type = WType::kF32;
   int rows = 0;
   int cols = 0;
   AlignedBuffer<float> f32;
   AlignedBuffer<uint16_t> bf16;
+  AlignedBuffer<int8_t> i8;
+  std::vector<float> scale;  // [rows], kI8 only: w[r][c] = i8[r][c] * scale[r]
 
   const void* data() const {
-    return type == WType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+    switch (type) {
+      case WType::kF32: return f32.data();
+      case WType::kBF16: return bf16.data();
+      case WType::kI8: return i8.data();
+    }
+    return nullptr;
   }
-  int64_t bytes() const { return static_cast<int64_t>(rows) * cols * (type == WType::kF32 ? 4 : 2); }
+  int64_t bytes() const {
+    const int64_t n = static_cast<int64_t>(rows) * cols;
+    switch (type) {
+      case WType::kF32: return 4 * n;
+      case WType::kBF16: return 2 * n;
+      case WType::kI8: return n + 4LL * rows;
+    }
+    return 0;
+  }
+  // Widens rows [r0, r0 + n) to f32 into dst ([n][cols]).
+  void RowsToF32(int r0, int n, float* dst) const;
 };
 
-// Builds a Matrix from a checkpoint tensor (any dtype), transposing [in, out] storage.
+// Builds a Matrix from a checkpoint tensor (any dtype), transposing [in, out] storage. kI8
+// quantises each output row symmetrically: scale = max|w| / 127, q = round(w / scale).
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type);
 
 // Runs dense layers on a thread pool. Owns per-thread scratch for bf16 panels.

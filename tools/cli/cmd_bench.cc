@@ -120,7 +120,7 @@ int RunBench(int argc, char** argv) {
               "bandwidth and sgemm peak, and prints the ratios as a markdown table.");
   flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b")
       .Add("model", "", "benchmark this checkpoint instead of random weights")
-      .Add("dtype", "f32,bf16", "weight types")
+      .Add("dtype", "f32,bf16", "weight types: f32, bf16, int8")
       .Add("threads", "0", "thread counts to run (0 = all hardware threads), comma-separated")
       .Add("prompt-len", "512", "prefill prompt length")
       .Add("decode-steps", "32", "timed decode steps per batch size")
@@ -171,6 +171,8 @@ int RunBench(int argc, char** argv) {
           o.weight_type = ModelOptions::WeightType::kF32;
         } else if (dtype == "bf16") {
           o.weight_type = ModelOptions::WeightType::kBF16;
+        } else if (dtype == "int8") {
+          o.weight_type = ModelOptions::WeightType::kI8;
         } else {
           return UsageError(flags, absl::InvalidArgumentError("--dtype: '" + dtype + "'"));
         }

@@ -31,7 +31,8 @@ int UsageError(const Flags& flags, const absl::Status& status) {
 
 void AddModelFlags(Flags& flags) {
   flags.Add("model", "", "checkpoint: BlinkDL .pth or .safetensors (BlinkDL or fla names)", true)
-      .Add("dtype", "auto", "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16")
+      .Add("dtype", "auto",
+           "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
       .Add("threads", "0", "CPU threads (0 = all)");
 }
 
@@ -44,9 +45,11 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
     o.weight_type = ModelOptions::WeightType::kF32;
   } else if (dt == "bf16") {
     o.weight_type = ModelOptions::WeightType::kBF16;
+  } else if (dt == "int8") {
+    o.weight_type = ModelOptions::WeightType::kI8;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("--dtype must be auto, f32 or bf16, got '", dt, "'"));
+        absl::StrCat("--dtype must be auto, f32, bf16 or int8, got '", dt, "'"));
   }
   MODRWKV_ASSIGN_OR_RETURN(int64_t threads, flags.Int("threads", 0, 1024));
   o.threads = static_cast<int>(threads);

@@ -229,3 +229,43 @@ TEST(RandomWeights, MatchPythonGenerator) {
 
 }  // namespace
 }  // namespace modrwkv::cpu
+
+namespace modrwkv::cpu {
+namespace {
+
+// The accuracy cost of int8 weights, measured against the official package's f32 logits on the
+// 0.1B-shape weights (docs/benchmarks.md quotes the printed figures).
+TEST(Int8Accuracy, StaysCloseToOfficialF32Logits) {
+  const std::string dir = GoldenDir("m01b_f32");
+  const json m = ReadJson(dir + "/manifest.json");
+  RandomModelSpec spec;
+  spec.n_layer = m["config"]["n_layer"];
+  spec.n_embd = m["config"]["n_embd"];
+  spec.vocab_size = m["config"]["vocab_size"];
+  spec.seed = m["config"]["seed"];
+  auto owned = MakeRandomRwkv7(spec).value();
+  ModelOptions opts;
+  opts.weight_type = ModelOptions::WeightType::kI8;
+  auto model = CpuModel::Create(ViewsOf(owned), opts).value();
+  std::vector<int32_t> toks = m["prompt"].get<std::vector<int32_t>>();
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputSegment::Tokens(toks)};
+  e.output = StepOutput::kLogits;
+  std::vector<StepResult> res;
+  ASSERT_TRUE(model->Step({e}, &res).ok());
+  const json& l = m["logits"][0];
+  const std::vector<float> ref = ReadFloats(dir + "/" + l["file"].get<std::string>());
+  const double rel = MaxAbsDiff(res[0].logits, ref) / Std(ref);
+  double mean_abs = 0;
+  for (size_t i = 0; i < ref.size(); ++i) mean_abs += std::abs(double(res[0].logits[i]) - ref[i]);
+  mean_abs /= ref.size();
+  std::printf("int8 vs official f32 (0.1B shape, 32 tokens): max |diff| = %.4f std, mean |diff| = "
+              "%.4f std\n", rel, mean_abs / Std(ref));
+  EXPECT_LT(rel, 0.1);
+  const auto ours = std::max_element(res[0].logits.begin(), res[0].logits.end());
+  EXPECT_EQ(ours - res[0].logits.begin(), l["argmax"].get<int>());
+}
+
+}  // namespace
+}  // namespace modrwkv::cpu

@@ -182,6 +182,31 @@ TEST_F(CpuModelTest, Bf16WeightsStayCloseToF32) {
   EXPECT_LT(d, 0.1f);   // but the model is the same
 }
 
+TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
+  auto f32 = Make(1, ModelOptions::WeightType::kF32);
+  auto i8 = Make(1, ModelOptions::WeightType::kI8);
+  EXPECT_EQ(i8->info().weight_dtype, "int8");
+  EXPECT_LT(i8->info().decode_bytes_per_token, f32->info().decode_bytes_per_token * 0.3);
+  std::vector<float> a = Logits(*f32, 0, prompt_), b = Logits(*i8, 0, prompt_);
+  const float d = MaxRelDiff(b, a);
+  EXPECT_GT(d, 0.0f);
+  EXPECT_LT(d, 0.2f);
+  // Batched decode through the widened (GEMM / multi-row) paths agrees with single rows.
+  auto i8b = Make(8, ModelOptions::WeightType::kI8);
+  std::vector<StepEntry> entries(8);
+  std::vector<std::vector<int32_t>> toks(8);
+  for (int s = 0; s < 8; ++s) {
+    toks[s] = prompt_;
+    entries[s].slot = s;
+    entries[s].inputs = {InputSegment::Tokens(toks[s])};
+    entries[s].output = StepOutput::kLogits;
+  }
+  std::vector<StepResult> res;
+  ASSERT_TRUE(i8b->Step(entries, &res).ok());
+  std::vector<float> batched(res[5].logits.begin(), res[5].logits.end());
+  EXPECT_LT(MaxRelDiff(batched, b), 1e-4f);
+}
+
 TEST_F(CpuModelTest, ThreadCountDoesNotChangeResults) {
   auto one = Make(1, ModelOptions::WeightType::kF32, 1);
   auto two = Make(1, ModelOptions::WeightType::kF32, 2);

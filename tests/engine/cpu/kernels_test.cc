@@ -33,19 +33,27 @@ class KernelIsaTest : public testing::TestWithParam<std::string> {
 
 TEST_P(KernelIsaTest, GemvMatchesScalarForAllBatchSizesAndTails) {
   for (int in : {16, 64, 77, 768}) {
-    for (WType wt : {WType::kF32, WType::kBF16}) {
+    for (WType wt : {WType::kF32, WType::kBF16, WType::kI8}) {
       const int out = 37;
       std::vector<float> wf = Random(static_cast<size_t>(out) * in, 1);
       std::vector<uint16_t> wb(wf.size());
-      for (size_t i = 0; i < wf.size(); ++i) wb[i] = F32ToBF16(wf[i]);
-      const void* w = wt == WType::kF32 ? static_cast<const void*>(wf.data()) : wb.data();
+      std::vector<int8_t> wq(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) {
+        wb[i] = F32ToBF16(wf[i]);
+        wq[i] = static_cast<int8_t>(static_cast<int>(i * 7919 % 255) - 127);
+      }
+      std::vector<float> scale = Random(out, 13, 0.001f, 0.1f);
+      const void* w = wt == WType::kF32    ? static_cast<const void*>(wf.data())
+                      : wt == WType::kBF16 ? static_cast<const void*>(wb.data())
+                                           : static_cast<const void*>(wq.data());
       std::vector<float> x = Random(static_cast<size_t>(kMaxGemvRows) * in, 2);
       for (int nb = 1; nb <= kMaxGemvRows; ++nb) {
         for (bool acc : {false, true}) {
           std::vector<float> y = Random(static_cast<size_t>(nb) * out, 3);
           std::vector<float> ref = y;
-          Gemv(wt, w, in, in, 3, out, x.data(), in, nb, y.data(), out, acc);
-          scalar::Gemv(wt, w, in, in, 3, out, x.data(), in, nb, ref.data(), out, acc);
+          Gemv(wt, w, scale.data(), in, in, 3, out, x.data(), in, nb, y.data(), out, acc);
+          scalar::Gemv(wt, w, scale.data(), in, in, 3, out, x.data(), in, nb, ref.data(), out,
+                       acc);
           for (size_t i = 0; i < y.size(); ++i) {
             ASSERT_NEAR(y[i], ref[i], 1e-4f * std::sqrt(static_cast<float>(in)))
                 << "in=" << in << " nb=" << nb << " i=" << i;
@@ -108,6 +116,13 @@ TEST_P(KernelIsaTest, SumAndWidenMatchScalar) {
     scalar::Bf16ToF32(b.data(), n, w2.data());
     EXPECT_EQ(w1, w2) << n;  // exact, and the element after the end untouched
     if (n > 0) EXPECT_EQ(w1[0], BF16ToF32(b[0]));
+    std::vector<int8_t> q(x.size());
+    for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<int8_t>(i % 255 - 127);
+    std::vector<float> q1(x.size() + 1, -7.0f), q2 = q1;
+    I8ToF32(q.data(), n, 0.5f, q1.data());
+    scalar::I8ToF32(q.data(), n, 0.5f, q2.data());
+    EXPECT_EQ(q1, q2) << n;
+    if (n > 0) EXPECT_EQ(q1[0], -63.5f);
   }
 }
 
