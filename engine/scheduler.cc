@@ -10,7 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "engine/batch_policy.h"
-#include "engine/state_blob.h"
+#include "engine/state_pool.h"
 #include "engine/status_macros.h"
 
 namespace modrwkv {
@@ -47,19 +47,6 @@ absl::Status SchedulerOptions::Validate(int model_slots) const {
 
 namespace {
 
-// A session's state lives in a model slot (hot) or in host memory (cold). A cold session with an
-// empty `cold` vector holds the zero state.
-struct Session {
-  SessionId id;
-  std::string owner;
-  int slot = -1;
-  std::vector<float> cold;
-  int64_t tokens = 0;
-  int32_t pending_token = -1;  // sampled, not yet fed (see StateBlobHeader)
-  absl::Time last_used;
-  bool busy = false;
-};
-
 struct Request {
   RequestId id = 0;
   GenerateRequest req;
@@ -91,8 +78,11 @@ int PartRows(const PromptPart& p, int n_embd) {
 class Scheduler::Impl {
  public:
   Impl(Model* model, const Tokenizer* tok, const SchedulerOptions& opts, SchedulerObserver* obs)
-      : model_(model), tok_(tok), opts_(opts), obs_(obs ? obs : &null_observer_) {
-    for (int s = model_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
+      : model_(model),
+        tok_(tok),
+        opts_(opts),
+        obs_(obs ? obs : &null_observer_),
+        pool_(model, opts.max_cold_sessions, opts.session_ttl, obs_) {
     policy_.max_step_tokens = opts.max_step_tokens;
     policy_.min_prefill_rows = std::min(32, opts.max_step_tokens);
   }
@@ -136,12 +126,9 @@ class Scheduler::Impl {
           "too many prompt tokens queued (%d + %d > %d); retry later", queued_tokens_, rows,
           opts_.max_queued_prompt_tokens));
     }
-    if (r->req.session) {
-      auto it = session_owner_.find(*r->req.session);
-      if (it == session_owner_.end() || it->second != r->req.owner) {
-        return absl::NotFoundError(
-            absl::StrCat("session_id ", r->req.session->ToString(), " not found"));
-      }
+    if (r->req.session && !pool_.Knows(*r->req.session, r->req.owner)) {
+      return absl::NotFoundError(
+          absl::StrCat("session_id ", r->req.session->ToString(), " not found"));
     }
     r->id = ++next_id_;
     const RequestId id = r->id;
@@ -181,110 +168,45 @@ class Scheduler::Impl {
 
   // ---- session commands (scheduler thread) ----
 
-  absl::StatusOr<Session*> FindSession(SessionId id, const std::string& owner) {
-    auto it = sessions_.find(id);
-    if (it == sessions_.end() || it->second->owner != owner) {
-      return absl::NotFoundError(absl::StrCat("session_id ", id.ToString(), " not found"));
-    }
-    return it->second.get();
-  }
-
   SessionInfo Info(const Session& s) const {
     return SessionInfo{s.id, s.slot >= 0, s.busy, s.tokens, s.last_used};
   }
 
-  Session* NewSession(const std::string& owner) {
-    auto s = std::make_unique<Session>();
-    s->id = SessionId::Random();
-    s->owner = owner;
-    s->last_used = absl::Now();
-    Session* p = s.get();
-    sessions_.emplace(p->id, std::move(s));
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      session_owner_[p->id] = owner;
-    }
-    EnforceColdCapacity();
-    return p;
-  }
-
-  void DeleteSessionNow(Session* s) {
-    if (s->slot >= 0) ReleaseSlot(s->slot);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      session_owner_.erase(s->id);
-    }
-    sessions_.erase(s->id);
-  }
-
-  // The state of a session as a host vector.
-  absl::StatusOr<std::vector<float>> StateOf(const Session& s) {
-    std::vector<float> v(model_->config().StateFloats(), 0.0f);
-    if (s.slot >= 0) {
-      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s.slot, absl::MakeSpan(v)));
-    } else if (!s.cold.empty()) {
-      v = s.cold;
-    }
-    return v;
+  static absl::Status Busy() {
+    return absl::FailedPreconditionError("session is in use by a running request");
   }
 
   absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
-    return Info(*NewSession(owner));
+    return Info(*pool_.Create(owner));
+  }
+
+  absl::StatusOr<SessionInfo> GetSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    return Info(*s);
   }
 
   absl::Status DeleteSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, FindSession(id, owner));
-    if (s->busy) {
-      return absl::FailedPreconditionError("session is in use by a running request");
-    }
-    DeleteSessionNow(s);
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    if (s->busy) return Busy();
+    pool_.Delete(s);
     return absl::OkStatus();
   }
 
   absl::StatusOr<SessionInfo> ForkSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * src, FindSession(id, owner));
-    if (src->busy) return absl::FailedPreconditionError("session is in use by a running request");
-    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
-    Session* dst = NewSession(owner);
-    dst->cold = std::move(state);
-    dst->tokens = src->tokens;
-    dst->pending_token = src->pending_token;
+    MODRWKV_ASSIGN_OR_RETURN(Session * src, pool_.Find(id, owner));
+    if (src->busy) return Busy();
+    MODRWKV_ASSIGN_OR_RETURN(Session * dst, pool_.Fork(*src));
     return Info(*dst);
   }
 
   absl::StatusOr<std::string> ExportSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, FindSession(id, owner));
-    if (s->busy) return absl::FailedPreconditionError("session is in use by a running request");
-    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*s));
-    const ModelConfig& c = model_->config();
-    StateBlobHeader h;
-    h.model_fingerprint = model_->info().fingerprint;
-    h.n_layer = c.n_layer;
-    h.n_embd = c.n_embd;
-    h.head_size = c.head_size;
-    h.tokens = s->tokens;
-    h.pending_token = s->pending_token;
-    s->last_used = absl::Now();
-    return EncodeStateBlob(h, state);
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    if (s->busy) return Busy();
+    return pool_.Export(s);
   }
 
   absl::StatusOr<SessionInfo> ImportSessionCmd(const std::string& blob, const std::string& owner) {
-    std::vector<float> state;
-    MODRWKV_ASSIGN_OR_RETURN(
-        StateBlobHeader h,
-        DecodeStateBlob(blob, model_->config(), model_->info().fingerprint, &state));
-    if (h.pending_token >= model_->config().vocab_size) {
-      return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
-    }
-    Session* s = NewSession(owner);
-    s->cold = std::move(state);
-    s->tokens = h.tokens;
-    s->pending_token = h.pending_token;
-    return Info(*s);
-  }
-
-  absl::StatusOr<SessionInfo> GetSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, FindSession(id, owner));
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Import(blob, owner));
     return Info(*s);
   }
 
@@ -347,7 +269,7 @@ class Scheduler::Impl {
       const absl::Time now = absl::Now();
       ExpireWaiting(now);
       ExpireRunning(now);
-      SweepSessions(now);
+      pool_.Sweep(now);
       Admit();
       if (!running_.empty()) RunStep();
       PublishStats();
@@ -402,52 +324,6 @@ class Scheduler::Impl {
     RemoveFinished();
   }
 
-  void SweepSessions(absl::Time now) {
-    if (now - last_sweep_ < absl::Seconds(1)) return;
-    last_sweep_ = now;
-    std::vector<Session*> expired;
-    for (auto& [id, s] : sessions_) {
-      if (!s->busy && now - s->last_used > opts_.session_ttl) expired.push_back(s.get());
-    }
-    for (Session* s : expired) DeleteSessionNow(s);
-  }
-
-  // Keeps at most max_cold_sessions idle sessions out of slots; the least recently used go.
-  void EnforceColdCapacity() {
-    std::vector<Session*> cold;
-    for (auto& [id, s] : sessions_)
-      if (s->slot < 0 && !s->busy) cold.push_back(s.get());
-    if (static_cast<int>(cold.size()) <= opts_.max_cold_sessions) return;
-    std::sort(cold.begin(), cold.end(),
-              [](const Session* a, const Session* b) { return a->last_used < b->last_used; });
-    const size_t drop = cold.size() - opts_.max_cold_sessions;
-    for (size_t i = 0; i < drop; ++i) DeleteSessionNow(cold[i]);
-  }
-
-  void ReleaseSlot(int slot) { free_slots_.push_back(slot); }
-
-  // A free slot, moving the least recently used idle hot session to the cold tier if needed.
-  std::optional<int> AcquireSlot() {
-    if (!free_slots_.empty()) {
-      const int s = free_slots_.back();
-      free_slots_.pop_back();
-      return s;
-    }
-    Session* lru = nullptr;
-    for (auto& [id, s] : sessions_) {
-      if (s->slot >= 0 && !s->busy && (!lru || s->last_used < lru->last_used)) lru = s.get();
-    }
-    if (!lru) return std::nullopt;
-    std::vector<float> state(model_->config().StateFloats());
-    if (!model_->ReadSlot(lru->slot, absl::MakeSpan(state)).ok()) return std::nullopt;
-    lru->cold = std::move(state);
-    const int slot = lru->slot;
-    lru->slot = -1;
-    obs_->OnSessionOffload(/*to_cold=*/true);
-    EnforceColdCapacity();
-    return slot;
-  }
-
   // Moves waiting requests into the batch while there is room (first come, first served).
   void Admit() {
     while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
@@ -467,47 +343,40 @@ class Scheduler::Impl {
 
   // Gives the request a slot (its session's, or a fresh zeroed one) and its sampler.
   absl::Status Prepare(Request& r) {
+    // Everything that can fail without side effects first.
+    auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
+    if (!sampler.ok()) return sampler.status();
     Session* s = nullptr;
     if (r.req.session) {
-      auto found = FindSession(*r.req.session, r.req.owner);
-      if (!found.ok()) return found.status();
-      s = *found;
+      MODRWKV_ASSIGN_OR_RETURN(s, pool_.Find(*r.req.session, r.req.owner));
       if (s->busy) {
         return absl::FailedPreconditionError(
             absl::StrCat("session_id ", s->id.ToString(), " is in use by another request"));
       }
-    }
-    if (!s || s->slot < 0) {
-      std::optional<int> slot = AcquireSlot();
-      if (!slot) return absl::UnavailableError("no free state slot");
-      if (s && !s->cold.empty()) {
-        MODRWKV_RETURN_IF_ERROR(model_->WriteSlot(*slot, s->cold));
-        std::vector<float>().swap(s->cold);
-        obs_->OnSessionOffload(/*to_cold=*/false);
-      } else {
-        MODRWKV_RETURN_IF_ERROR(model_->ResetSlot(*slot));
-      }
-      if (s) s->slot = *slot;
-      r.slot = *slot;
-    } else {
+      MODRWKV_RETURN_IF_ERROR(pool_.MakeHot(s));  // UNAVAILABLE: wait for a slot
+      std::vector<float> snapshot(model_->config().StateFloats());
+      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s->slot, absl::MakeSpan(snapshot)));
+      r.snapshot = std::move(snapshot);
       r.slot = s->slot;
-    }
-    auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
-    if (!sampler.ok()) return sampler.status();
-    r.sampler = *std::move(sampler);
-    for (const PromptPart& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
-    r.detok = std::make_unique<StreamingDetokenizer>(tok_);
-    r.matcher = std::make_unique<StopMatcher>(r.req.stop.stop_strings);
-    if (s) {
-      s->busy = true;
       r.session = s;
-      r.snapshot.resize(model_->config().StateFloats());
-      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(r.slot, absl::MakeSpan(r.snapshot)));
+      s->busy = true;
       if (s->pending_token >= 0) {  // the token the last turn sampled but never fed
         r.req.prompt.insert(r.req.prompt.begin(), PromptPart{{s->pending_token}, {}});
         ++r.prompt_rows;
       }
+    } else {
+      std::optional<int> slot = pool_.AcquireSlot();
+      if (!slot) return absl::UnavailableError("no free state slot");
+      if (absl::Status st = model_->ResetSlot(*slot); !st.ok()) {
+        pool_.ReleaseSlot(*slot);
+        return st;
+      }
+      r.slot = *slot;
     }
+    r.sampler = *std::move(sampler);
+    for (const PromptPart& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
+    r.detok = std::make_unique<StreamingDetokenizer>(tok_);
+    r.matcher = std::make_unique<StopMatcher>(r.req.stop.stop_strings);
     return absl::OkStatus();
   }
 
@@ -628,7 +497,7 @@ class Scheduler::Impl {
       s->busy = false;
       s->last_used = absl::Now();
     } else {
-      ReleaseSlot(r.slot);
+      pool_.ReleaseSlot(r.slot);
     }
     r.slot = -1;
     FinishNow(r, reason, std::move(status));
@@ -660,9 +529,10 @@ class Scheduler::Impl {
     SchedulerStats s;
     s.running = static_cast<int>(running_.size());
     s.waiting = static_cast<int>(waiting_.size());
-    s.slots_total = model_->num_slots();
-    s.slots_used = s.slots_total - static_cast<int>(free_slots_.size());
-    for (auto& [id, ses] : sessions_) (ses->slot >= 0 ? s.sessions_hot : s.sessions_cold)++;
+    s.slots_total = pool_.slots_total();
+    s.slots_used = pool_.slots_used();
+    s.sessions_hot = pool_.hot_sessions();
+    s.sessions_cold = pool_.cold_sessions();
     std::lock_guard<std::mutex> l(mu_);
     s.waiting += static_cast<int>(inbox_.size());
     s.draining = draining_;
@@ -682,7 +552,6 @@ class Scheduler::Impl {
   std::deque<std::unique_ptr<Request>> inbox_;
   std::vector<RequestId> cancels_;
   std::vector<std::function<void()>> commands_;
-  absl::flat_hash_map<SessionId, std::string> session_owner_;  // for Submit's synchronous check
   bool stop_ = false, draining_ = false;
   int queued_requests_ = 0;
   int64_t queued_tokens_ = 0;
@@ -692,10 +561,8 @@ class Scheduler::Impl {
   // Scheduler thread only.
   std::deque<std::unique_ptr<Request>> waiting_;
   std::vector<std::unique_ptr<Request>> running_;
-  std::vector<int> free_slots_;
-  absl::flat_hash_map<SessionId, std::unique_ptr<Session>> sessions_;
+  StatePool pool_;
   std::vector<StepResult> results_;
-  absl::Time last_sweep_ = absl::InfinitePast();
   std::thread thread_;
 };
 
