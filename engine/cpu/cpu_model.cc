@@ -221,8 +221,10 @@ void CpuModel::Embed(absl::Span<const StepEntry> entries) {
         }
         row += C;
       }
-      std::memcpy(row, seg.embeddings.data(), seg.embeddings.size() * 4);
-      row += seg.embeddings.size();
+      if (!seg.embeddings.empty()) {  // memcpy from an empty span's nullptr is UB
+        std::memcpy(row, seg.embeddings.data(), seg.embeddings.size() * 4);
+        row += seg.embeddings.size();
+      }
     }
   });
   // ln0 over every input row, token or embedding alike.
