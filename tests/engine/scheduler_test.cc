@@ -10,6 +10,7 @@
 #include "engine/random_weights.h"
 #include "engine/utf8.h"
 #include "gtest/gtest.h"
+#include "tests/test_paths.h"
 
 namespace modrwkv {
 namespace {
@@ -64,10 +65,7 @@ class SchedulerTest : public testing::Test {
     spec.vocab_size = 512;
     spec.seed = 5;
     tensors_ = new std::vector<OwnedTensor>(MakeRandomRwkv7(spec).value());
-    tok_ = Tokenizer::LoadFile(std::string(MODRWKV_SOURCE_DIR) +
-                               "/../shared/rwkv_vocab_v20230424.txt")
-               .value()
-               .release();
+    tok_ = Tokenizer::LoadFile(testing_paths::WorldVocab()).value().release();
   }
   static void TearDownTestSuite() {
     delete tensors_;

@@ -18,6 +18,7 @@
 #include "engine/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_paths.h"
 
 namespace modrwkv {
 namespace {
@@ -27,14 +28,7 @@ using ::testing::HasSubstr;
 
 const std::string kFffd(kUtf8Replacement);
 
-// The world vocab lives next to the repository (../shared); MODRWKV_VOCAB overrides the lookup.
-std::string WorldVocabPath() {
-  std::string path = MODRWKV_SOURCE_DIR "/../shared/rwkv_vocab_v20230424.txt";
-  if (!std::filesystem::exists(path)) {
-    if (const char* env = std::getenv("MODRWKV_VOCAB")) path = env;
-  }
-  return path;
-}
+std::string WorldVocabPath() { return testing_paths::WorldVocab(); }
 
 // Loaded once; the tokenizer is immutable and shared by all tests. Null (with the reason in
 // *error) when the vocab is missing: tests then fail loudly instead of skipping.
@@ -45,7 +39,7 @@ const Tokenizer* World(std::string* error) {
     auto t = Tokenizer::LoadFile(path);
     if (!t.ok()) {
       load_error = absl::StrCat("cannot load the world vocab (expected at ", path,
-                                ", i.e. ../shared next to the repository, or set MODRWKV_VOCAB): ",
+                                " (../shared or assets/), or set MODRWKV_VOCAB): ",
                                 t.status().ToString());
       return static_cast<const Tokenizer*>(nullptr);
     }

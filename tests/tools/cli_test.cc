@@ -7,6 +7,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/test_paths.h"
 
 namespace {
 
@@ -35,7 +36,7 @@ CliRun Cli(const std::string& args) {
   return r;
 }
 
-const std::string kVocab = std::string(MODRWKV_SOURCE_DIR) + "/../shared/rwkv_vocab_v20230424.txt";
+const std::string kVocab = modrwkv::testing_paths::WorldVocab();
 
 class CliTest : public testing::Test {
  protected:
