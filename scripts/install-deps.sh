@@ -15,6 +15,7 @@ PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev
   clang libclang-rt-14-dev
   python3
+  openssl curl
 )
 
 missing=()

@@ -11,5 +11,7 @@ int RunLogits(int argc, char** argv);
 int RunInfo(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunMakeDemoModel(int argc, char** argv);
+int RunServe(int argc, char** argv);
+int RunClient(int argc, char** argv);
 
 }  // namespace modrwkv::cli

@@ -20,6 +20,8 @@ constexpr Command kCommands[] = {
     {"info", modrwkv::cli::RunInfo, "model shapes, parameters, dtype, state size"},
     {"bench", modrwkv::cli::RunBench, "prefill/decode throughput against this machine's limits"},
     {"make-demo-model", modrwkv::cli::RunMakeDemoModel, "write a small random-weight checkpoint"},
+    {"serve", modrwkv::cli::RunServe, "serve the model over gRPC, with Prometheus metrics"},
+    {"client", modrwkv::cli::RunClient, "talk to a server: generate, chat, tokenize, info, ..."},
 };
 
 void PrintUsage(FILE* out) {

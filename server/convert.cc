@@ -1,0 +1,276 @@
+#include "server/convert.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "engine/status_macros.h"
+#include "server/status_mapping.h"
+
+namespace modrwkv::server {
+namespace {
+
+absl::StatusOr<std::vector<PromptPart>> ToEnginePrompt(
+    const google::protobuf::RepeatedPtrField<pb::InputPart>& input, const TranslationContext& ctx) {
+  std::vector<PromptPart> parts;
+  int64_t total = 0;
+  for (int i = 0; i < input.size(); ++i) {
+    const pb::InputPart& p = input[i];
+    const std::string path = absl::StrCat("input[", i, "]");
+    PromptPart part;
+    switch (p.kind_case()) {
+      case pb::InputPart::kText:
+        ctx.tokenizer->EncodeTo(p.text(), &part.tokens);
+        break;
+      case pb::InputPart::kTokens: {
+        const auto& ids = p.tokens().ids();
+        for (int j = 0; j < ids.size(); ++j) {
+          if (ids[j] < 0 || ids[j] >= ctx.model_vocab) {
+            return InvalidField(
+                absl::StrCat(path, ".tokens.ids[", j, "]"),
+                absl::StrFormat("%s.tokens.ids[%d] = %d is outside the vocabulary [0, %d)", path, j,
+                                ids[j], ctx.model_vocab));
+          }
+        }
+        part.tokens.assign(ids.begin(), ids.end());
+        break;
+      }
+      case pb::InputPart::kImage:
+      case pb::InputPart::kAudio:
+      case pb::InputPart::kTimeSeries: {
+        const char* kind = p.kind_case() == pb::InputPart::kImage   ? "image"
+                           : p.kind_case() == pb::InputPart::kAudio ? "audio"
+                                                                    : "time_series";
+        return WithField(WithReason(absl::UnimplementedError(absl::StrCat(
+                                        path, ".", kind, ": ", kind,
+                                        " input is not served yet (no encoder for it is loaded)")),
+                                    "MODALITY_NOT_SERVED"),
+                         absl::StrCat(path, ".", kind));
+      }
+      case pb::InputPart::KIND_NOT_SET:
+        return InvalidField(path, absl::StrCat(path, " has no kind set (text, tokens, ...)"));
+    }
+    total += static_cast<int64_t>(part.tokens.size());
+    if (!part.tokens.empty()) parts.push_back(std::move(part));
+  }
+  if (total == 0) {
+    return InvalidField("input",
+                        "input is empty: give at least one text or token part with content");
+  }
+  if (total > ctx.max_prompt_tokens) {
+    return InvalidField(
+        "input",
+        absl::StrFormat("input has %d tokens, more than this server accepts in one prompt (%d)",
+                        total, ctx.max_prompt_tokens));
+  }
+  return parts;
+}
+
+absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, int32_t logprobs,
+                              const TranslationContext& ctx, SamplingParams* out) {
+  if (in.has_temperature()) out->temperature = in.temperature();
+  if (in.has_top_k()) out->top_k = in.top_k();
+  if (in.has_top_p()) out->top_p = in.top_p();
+  if (in.has_min_p()) out->min_p = in.min_p();
+  if (in.has_repetition_penalty()) out->repetition_penalty = in.repetition_penalty();
+  if (in.has_presence_penalty()) out->presence_penalty = in.presence_penalty();
+  if (in.has_frequency_penalty()) out->frequency_penalty = in.frequency_penalty();
+  if (in.has_penalty_decay()) out->penalty_decay = in.penalty_decay();
+  for (const auto& [token, bias] : in.logit_bias()) {
+    if (token < 0 || token >= ctx.model_vocab) {
+      return InvalidField(
+          "sampling.logit_bias",
+          absl::StrFormat("sampling.logit_bias has token %d outside the vocabulary [0, %d)", token,
+                          ctx.model_vocab));
+    }
+    out->logit_bias[token] = bias;
+  }
+  out->banned_tokens.assign(in.banned_token_ids().begin(), in.banned_token_ids().end());
+  if (in.has_seed()) out->seed = in.seed();
+  if (has_logprobs) {
+    if (logprobs < 0 || logprobs > SamplingParams::kMaxTopLogprobs) {
+      return InvalidField("logprobs_top_n",
+                          absl::StrFormat("logprobs_top_n must be in [0, %d], got %d",
+                                          SamplingParams::kMaxTopLogprobs, logprobs));
+    }
+    out->logprobs_top_n = logprobs;
+  }
+  // Validate what the client sent before adding our own bans, so indices match the request.
+  MODRWKV_RETURN_IF_ERROR(RenameEngineField(out->Validate(ctx.model_vocab)));
+  // Ids the vocabulary has no bytes for (the embedding table is larger than the World vocab;
+  // later ModRWKV checkpoints use a few as modality markers) are never text.
+  for (int32_t id = ctx.tokenizer->vocab_size(); id < ctx.model_vocab; ++id) {
+    out->banned_tokens.push_back(id);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ToEngineStop(const pb::StopConditions& in, const TranslationContext& ctx,
+                          StopConditions* out) {
+  if (in.has_max_tokens()) out->max_tokens = in.max_tokens();
+  out->stop_strings.assign(in.stop_strings().begin(), in.stop_strings().end());
+  out->stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
+  return RenameEngineField(out->Validate(ctx.model_vocab));
+}
+
+absl::StatusOr<absl::Time> DeadlineOf(bool has_timeout, const google::protobuf::Duration& timeout,
+                                      std::chrono::system_clock::time_point grpc_deadline) {
+  absl::Time deadline = absl::InfiniteFuture();
+  if (grpc_deadline != std::chrono::system_clock::time_point::max()) {
+    deadline = absl::FromChrono(grpc_deadline);
+  }
+  if (has_timeout) {
+    if (timeout.seconds() < 0 || timeout.nanos() < 0 ||
+        (timeout.seconds() == 0 && timeout.nanos() == 0)) {
+      return InvalidField("timeout", "timeout must be positive when set");
+    }
+    const absl::Duration d = absl::Seconds(timeout.seconds()) + absl::Nanoseconds(timeout.nanos());
+    deadline = std::min(deadline, absl::Now() + d);
+  }
+  return deadline;
+}
+
+}  // namespace
+
+absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_view field) {
+  absl::StatusOr<SessionId> id = SessionId::Parse(std::string_view(text.data(), text.size()));
+  if (!id.ok()) {
+    return InvalidField(
+        field, absl::StrCat(field, " must be 32 hex digits, got '", text.substr(0, 64), "'"));
+  }
+  return id;
+}
+
+absl::StatusOr<GenerateRequest> ToEngineRequest(
+    const pb::GenerateRequest& req, const TranslationContext& ctx,
+    std::chrono::system_clock::time_point grpc_deadline) {
+  GenerateRequest out;
+  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(req.input(), ctx));
+  if (req.has_session_id()) {
+    MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
+  }
+  MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
+                                           req.logprobs_top_n(), ctx, &out.sampling));
+  MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
+  if (!req.stop().ignore_end_of_text()) out.stop.stop_token_ids.push_back(kEndOfTextToken);
+  MODRWKV_ASSIGN_OR_RETURN(out.deadline,
+                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline));
+  return out;
+}
+
+absl::StatusOr<GenerateRequest> ToEngineChatTurn(
+    const pb::ChatRequest& req, SessionId session, const TranslationContext& ctx,
+    std::chrono::system_clock::time_point grpc_deadline) {
+  if (req.text().empty()) return InvalidField("text", "text is empty: a chat turn needs a message");
+  const std::string text =
+      req.raw() ? req.text() : absl::StrReplaceAll(ctx.chat_template, {{"{text}", req.text()}});
+  pb::InputPart part;
+  part.set_text(text);
+  google::protobuf::RepeatedPtrField<pb::InputPart> input;
+  *input.Add() = std::move(part);
+  GenerateRequest out;
+  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(input, ctx));
+  out.session = session;
+  MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
+                                           req.logprobs_top_n(), ctx, &out.sampling));
+  out.sampling.banned_tokens.push_back(kEndOfTextToken);
+  MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
+  out.stop.stop_token_ids.push_back(kChatTurnEndToken);
+  MODRWKV_ASSIGN_OR_RETURN(out.deadline,
+                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline));
+  return out;
+}
+
+size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk) {
+  size_t bytes = event.text.size() + 5 * event.tokens.size();
+  chunk->mutable_text()->append(event.text);
+  for (int32_t t : event.tokens) chunk->add_token_ids(t);
+  for (size_t i = 0; i < event.logprobs.size(); ++i) {
+    const SampleResult& s = event.logprobs[i];
+    pb::TokenLogprob* lp = chunk->add_logprobs();
+    lp->set_token_id(i < event.tokens.size() ? event.tokens[i] : -1);
+    lp->set_logprob(s.logprob);
+    for (const auto& [id, logprob] : s.top_logprobs) {
+      pb::TopLogprob* top = lp->add_top();
+      top->set_token_id(id);
+      top->set_logprob(logprob);
+    }
+    bytes += 10 * (1 + s.top_logprobs.size());
+  }
+  return bytes;
+}
+
+pb::FinishReason ToProto(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStopToken:
+      return pb::FINISH_REASON_STOP;
+    case FinishReason::kLength:
+      return pb::FINISH_REASON_LENGTH;
+    case FinishReason::kStopString:
+      return pb::FINISH_REASON_STOP_STRING;
+    case FinishReason::kCancelled:
+      return pb::FINISH_REASON_CANCELLED;
+    case FinishReason::kDeadline:
+      return pb::FINISH_REASON_DEADLINE;
+    case FinishReason::kError:
+      return pb::FINISH_REASON_ERROR;
+  }
+  return pb::FINISH_REASON_ERROR;
+}
+
+absl::Status RpcStatusOf(const FinishEvent& event, bool grpc_deadline_passed) {
+  switch (event.reason) {
+    case FinishReason::kStopToken:
+    case FinishReason::kLength:
+    case FinishReason::kStopString:
+      return absl::OkStatus();
+    case FinishReason::kDeadline:
+      if (grpc_deadline_passed) return absl::DeadlineExceededError("deadline exceeded");
+      return absl::OkStatus();
+    case FinishReason::kCancelled:
+      return absl::CancelledError("request cancelled");
+    case FinishReason::kError:
+      if (event.status.ok()) return absl::InternalError("generation failed");
+      return event.status;
+  }
+  return absl::InternalError("unknown finish reason");
+}
+
+absl::Status StreamOverflowError(int64_t limit) {
+  return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                        "the client read too slowly: more than %d bytes of output were waiting "
+                        "to be sent (stream-buffer-bytes), so the request was cancelled",
+                        limit)),
+                    "STREAM_BUFFER_OVERFLOW");
+}
+
+void FillDuration(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  out->set_seconds(ns / 1000000000);
+  out->set_nanos(static_cast<int32_t>(ns % 1000000000));
+}
+
+void FillUsage(const FinishEvent& event, pb::Usage* usage) {
+  usage->set_prompt_tokens(event.prompt_tokens);
+  usage->set_generated_tokens(event.generated_tokens);
+  if (event.time_to_first_token != absl::InfiniteDuration()) {
+    FillDuration(event.time_to_first_token, usage->mutable_time_to_first_token());
+  }
+  FillDuration(event.queue_time, usage->mutable_queue_time());
+  FillDuration(event.total_time, usage->mutable_total_time());
+}
+
+void FillSession(const SessionInfo& info, pb::Session* out) {
+  out->set_session_id(info.id.ToString());
+  out->set_hot(info.hot);
+  out->set_busy(info.busy);
+  out->set_tokens(info.tokens);
+  const int64_t us = absl::ToUnixMicros(info.last_used);
+  out->mutable_last_used()->set_seconds(us / 1000000);
+  out->mutable_last_used()->set_nanos(static_cast<int32_t>((us % 1000000) * 1000));
+}
+
+std::string FingerprintHex(uint64_t fingerprint) { return absl::StrFormat("%016x", fingerprint); }
+
+}  // namespace modrwkv::server

@@ -1,0 +1,66 @@
+// Proto <-> engine translation, in one place: requests in (with validation whose errors name the
+// request's fields), events and results out. Pure functions; thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "engine/tokenizer.h"
+#include "modrwkv/v1/inference.pb.h"
+#include "modrwkv/v1/sessions.pb.h"
+
+namespace modrwkv::server {
+
+namespace pb = ::modrwkv::v1;
+
+// Chat turns end at this token ("\x17", the template's end of a message) and never produce 0.
+inline constexpr int32_t kChatTurnEndToken = 24;
+inline constexpr int32_t kEndOfTextToken = 0;
+
+// What request translation needs to know about the model and the server.
+struct TranslationContext {
+  const Tokenizer* tokenizer = nullptr;
+  int model_vocab = 0;            // rows of the embedding table
+  int64_t max_prompt_tokens = 0;  // one prompt can never exceed the queued-token bound
+  std::string chat_template;      // contains "{text}" once
+};
+
+// GenerateRequest -> engine request. Prompt, session id, sampling, stop conditions, logprobs and
+// the deadline (the sooner of `timeout` and the gRPC deadline). Errors: INVALID_ARGUMENT naming
+// the field, UNIMPLEMENTED for media parts no encoder serves yet.
+absl::StatusOr<GenerateRequest> ToEngineRequest(
+    const pb::GenerateRequest& req, const TranslationContext& ctx,
+    std::chrono::system_clock::time_point grpc_deadline);
+
+// One chat turn -> engine request on `session` (the template applied unless `raw`).
+absl::StatusOr<GenerateRequest> ToEngineChatTurn(
+    const pb::ChatRequest& req, SessionId session, const TranslationContext& ctx,
+    std::chrono::system_clock::time_point grpc_deadline);
+
+// "session_id" values: 32 hex digits; `field` names the request field in errors.
+absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_view field);
+
+// Appends one scheduler event to a chunk (coalescing). Returns the bytes it adds to the encoded
+// chunk, approximately: text bytes + 5 per token id + 10 per logprob entry.
+size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk);
+
+pb::FinishReason ToProto(FinishReason reason);
+// How a finished engine request ends its RPC: OK for stop, length, stop string and the request's
+// own timeout; DEADLINE_EXCEEDED when the gRPC deadline itself passed; CANCELLED; the engine's
+// error (INTERNAL if it carries none) for kError.
+absl::Status RpcStatusOf(const FinishEvent& event, bool grpc_deadline_passed);
+// The error of a stream whose client read too slowly (more than `limit` bytes piled up).
+absl::Status StreamOverflowError(int64_t limit);
+void FillUsage(const FinishEvent& event, pb::Usage* usage);
+void FillSession(const SessionInfo& info, pb::Session* out);
+void FillDuration(absl::Duration d, google::protobuf::Duration* out);
+std::string FingerprintHex(uint64_t fingerprint);
+
+}  // namespace modrwkv::server

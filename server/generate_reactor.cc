@@ -1,0 +1,168 @@
+#include "server/generate_reactor.h"
+
+#include "engine/status_macros.h"
+#include "server/status_mapping.h"
+
+namespace modrwkv::server {
+
+GenerateReactor::GenerateReactor(ServingContext* ctx, grpc::CallbackServerContext* call,
+                                 const pb::GenerateRequest* request)
+    : ctx_(ctx), call_(call), sink_(std::make_shared<ReactorSink<GenerateReactor>>(this)) {
+  ctx_->generate_streams.fetch_add(1);
+  record_.method = "Generate";
+  record_.peer = call_->peer();
+  record_.request_id = ctx_->RequestId(*call_, request->request_id());
+  call_->AddInitialMetadata("x-request-id", record_.request_id);
+  absl::Status st = Submit(*request);
+  if (!st.ok()) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      engine_done_ = true;
+      final_status_ = ToGrpcStatus(st);
+    }
+    Pump();
+  }
+}
+
+absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
+  MODRWKV_ASSIGN_OR_RETURN(record_.owner, ctx_->Admit(*call_));
+  MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request.ByteSizeLong(), "input"));
+  MODRWKV_ASSIGN_OR_RETURN(GenerateRequest engine_request,
+                           ToEngineRequest(request, ctx_->translation, call_->deadline()));
+  engine_request.owner = record_.owner;
+  engine_request.request_id = record_.request_id;
+  MODRWKV_ASSIGN_OR_RETURN(RequestId id, ctx_->scheduler->Submit(std::move(engine_request), sink_));
+  bool cancel;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    engine_id_ = id;
+    cancel = overflowed_ || client_gone_;  // happened before we knew the id
+  }
+  if (cancel) ctx_->scheduler->Cancel(id);
+  return absl::OkStatus();
+}
+
+void GenerateReactor::CancelEngine() {
+  RequestId id;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    id = engine_id_;
+  }
+  if (id != 0) ctx_->scheduler->Cancel(id);
+}
+
+void GenerateReactor::OnEngineTokens(TokenEvent event) {
+  bool overflow_now = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (overflowed_ || client_gone_) return;
+    pending_bytes_ += AppendTokenEvent(event, &pending_);
+    if (pending_bytes_ > static_cast<size_t>(ctx_->options->stream_buffer_bytes)) {
+      overflowed_ = overflow_now = true;
+      pending_.Clear();
+      pending_bytes_ = 0;
+    }
+  }
+  if (overflow_now) {
+    ctx_->metrics->OnStreamOverflow();
+    CancelEngine();
+    return;
+  }
+  Pump();
+}
+
+void GenerateReactor::OnEngineFinish(FinishEvent event) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    const bool grpc_deadline_passed = event.reason == FinishReason::kDeadline &&
+                                      std::chrono::system_clock::now() >= call_->deadline();
+    absl::Status st = overflowed_ ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
+                                  : RpcStatusOf(event, grpc_deadline_passed);
+    pb::GenerateResponse result;
+    pb::GenerateResult* r = result.mutable_result();
+    r->set_finish_reason(overflowed_ ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
+    FillUsage(event, r->mutable_usage());
+    r->set_request_id(record_.request_id);
+    if (!st.ok()) r->set_error_message(std::string(st.message()));
+    // A client that is gone or past its deadline cannot read a final message.
+    if (st.code() != absl::StatusCode::kCancelled &&
+        st.code() != absl::StatusCode::kDeadlineExceeded) {
+      result_ = std::move(result);
+    }
+    record_.generation = true;
+    record_.finish_reason = overflowed_ ? "error" : std::string(FinishReasonName(event.reason));
+    record_.prompt_tokens = event.prompt_tokens;
+    record_.generated_tokens = event.generated_tokens;
+    record_.queue_time = event.queue_time;
+    record_.time_to_first_token = event.time_to_first_token;
+    record_.total_time = event.total_time;
+    engine_done_ = true;
+    final_status_ = ToGrpcStatus(st);
+  }
+  Pump();
+}
+
+void GenerateReactor::Pump() {
+  enum { kNothing, kWrite, kFinish } action = kNothing;
+  grpc::Status status;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (writing_ || finish_called_) return;
+    if (!client_gone_ && (pending_.token_ids_size() > 0 || !pending_.text().empty())) {
+      out_.Clear();
+      out_.mutable_chunk()->Swap(&pending_);
+      pending_bytes_ = 0;
+      writing_ = true;
+      action = kWrite;
+    } else if (!client_gone_ && result_) {
+      out_ = std::move(*result_);
+      result_.reset();
+      writing_ = true;
+      action = kWrite;
+    } else if (engine_done_) {
+      finish_called_ = true;
+      status = final_status_;
+      action = kFinish;
+    }
+  }
+  if (action == kWrite) {
+    StartWrite(&out_);
+  } else if (action == kFinish) {
+    record_.code = status.error_code();
+    record_.message = status.ok() ? "" : status.error_message();
+    ctx_->RecordRpc(record_);
+    Finish(std::move(status));
+  }
+}
+
+void GenerateReactor::OnWriteDone(bool ok) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    writing_ = false;
+    if (!ok) {
+      client_gone_ = true;
+      pending_.Clear();
+    }
+  }
+  if (!ok) CancelEngine();
+  Pump();
+}
+
+void GenerateReactor::OnCancel() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    client_gone_ = true;
+    pending_.Clear();
+  }
+  CancelEngine();
+  Pump();
+}
+
+void GenerateReactor::OnDone() {
+  sink_->Detach();
+  ServingContext* ctx = ctx_;
+  delete this;
+  ctx->generate_streams.fetch_sub(1);  // last: the server may be torn down after this
+}
+
+}  // namespace modrwkv::server

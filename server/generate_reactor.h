@@ -1,0 +1,61 @@
+// Inference.Generate: one engine request streamed to one client.
+//
+// Threads: the constructor runs on a gRPC thread; OnEngine* on the scheduler thread (through
+// ReactorSink); OnWriteDone/OnCancel/OnDone on gRPC threads. All state is under mu_, and every
+// StartWrite/Finish is decided under mu_ and issued outside it, so exactly one write is in flight
+// and Finish is called exactly once, after the last write completed.
+//
+// Backpressure: tokens that arrive while a write is in flight are coalesced into the next chunk.
+// If more than ServerOptions::stream_buffer_bytes of output pile up (the client reads too slowly),
+// the buffered output is dropped, the engine request is cancelled (its slot is freed within one
+// step) and the stream ends with FINISH_REASON_ERROR and RESOURCE_EXHAUSTED.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "grpcpp/support/server_callback.h"
+#include "modrwkv/v1/inference.pb.h"
+#include "server/reactor_sink.h"
+#include "server/serving_context.h"
+
+namespace modrwkv::server {
+
+class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
+ public:
+  GenerateReactor(ServingContext* ctx, grpc::CallbackServerContext* call,
+                  const pb::GenerateRequest* request);
+
+  // Scheduler thread (via ReactorSink).
+  void OnEngineTokens(TokenEvent event);
+  void OnEngineFinish(FinishEvent event);
+
+ private:
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  absl::Status Submit(const pb::GenerateRequest& request);
+  // Starts the next write, or the Finish once everything is written. Call without mu_ held.
+  void Pump();
+  void CancelEngine();
+
+  ServingContext* const ctx_;
+  grpc::CallbackServerContext* const call_;
+  std::shared_ptr<ReactorSink<GenerateReactor>> sink_;
+  RpcRecord record_;  // written under mu_ (or before the first event)
+
+  std::mutex mu_;
+  RequestId engine_id_ = 0;  // 0 until Submit returned
+  pb::TokenChunk pending_;   // output not yet handed to gRPC
+  size_t pending_bytes_ = 0;
+  bool overflowed_ = false;
+  std::optional<pb::GenerateResponse> result_;  // the final message, once the engine finished
+  bool engine_done_ = false;                    // no engine events will come; final_status_ is set
+  grpc::Status final_status_;
+  bool writing_ = false, finish_called_ = false, client_gone_ = false;
+  pb::GenerateResponse out_;  // the message being written
+};
+
+}  // namespace modrwkv::server

@@ -1,0 +1,126 @@
+#include "server/inference_service.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+#include "engine/utf8.h"
+#include "server/chat_reactor.h"
+#include "server/generate_reactor.h"
+#include "server/status_mapping.h"
+
+namespace modrwkv::server {
+
+grpc::ServerWriteReactor<pb::GenerateResponse>* InferenceService::Generate(
+    grpc::CallbackServerContext* call, const pb::GenerateRequest* request) {
+  return new GenerateReactor(ctx_, call, request);
+}
+
+grpc::ServerBidiReactor<pb::ChatRequest, pb::ChatResponse>* InferenceService::Chat(
+    grpc::CallbackServerContext* call) {
+  return new ChatReactor(ctx_, call);
+}
+
+grpc::ServerUnaryReactor* InferenceService::FinishUnary(grpc::CallbackServerContext* call,
+                                                        absl::string_view method,
+                                                        const std::string& owner,
+                                                        const absl::Status& status) {
+  const grpc::Status st = ToGrpcStatus(status);
+  RpcRecord r;
+  r.method = method;
+  r.request_id = ctx_->RequestId(*call, "");
+  r.owner = owner;
+  r.peer = call->peer();
+  r.code = st.error_code();
+  r.message = st.error_message();
+  ctx_->RecordRpc(r);
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  reactor->Finish(st);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* call,
+                                                     const pb::TokenizeRequest* request,
+                                                     pb::TokenizeResponse* response) {
+  std::string owner;
+  absl::Status st = [&]() -> absl::Status {
+    MODRWKV_ASSIGN_OR_RETURN(owner, ctx_->Admit(*call));
+    MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request->ByteSizeLong(), "text"));
+    std::vector<int32_t> ids = ctx_->tokenizer->Encode(request->text());
+    response->mutable_token_ids()->Assign(ids.begin(), ids.end());
+    return absl::OkStatus();
+  }();
+  return FinishUnary(call, "Tokenize", owner, st);
+}
+
+grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* call,
+                                                       const pb::DetokenizeRequest* request,
+                                                       pb::DetokenizeResponse* response) {
+  std::string owner;
+  absl::Status st = [&]() -> absl::Status {
+    MODRWKV_ASSIGN_OR_RETURN(owner, ctx_->Admit(*call));
+    MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request->ByteSizeLong(), "token_ids"));
+    const auto& ids = request->token_ids();
+    std::string raw;
+    for (int i = 0; i < ids.size(); ++i) {
+      // Ids without bytes (0 = end of text, ids past the World vocab) add nothing, as in a stream.
+      if (ids[i] < 0 || ids[i] >= ctx_->translation.model_vocab) {
+        return InvalidField(absl::StrFormat("token_ids[%d]", i),
+                            absl::StrFormat("token_ids[%d] = %d is outside the vocabulary [0, %d)",
+                                            i, ids[i], ctx_->translation.model_vocab));
+      }
+      raw.append(ctx_->tokenizer->TokenBytes(ids[i]));
+    }
+    response->set_text(ReplaceInvalidUtf8(raw));
+    response->set_raw(std::move(raw));
+    return absl::OkStatus();
+  }();
+  return FinishUnary(call, "Detokenize", owner, st);
+}
+
+grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* call,
+                                                         const pb::GetModelInfoRequest* request,
+                                                         pb::ModelInfo* response) {
+  std::string owner;
+  absl::Status st = [&]() -> absl::Status {
+    MODRWKV_ASSIGN_OR_RETURN(owner, ctx_->Admit(*call));
+    const ServerOptions& o = *ctx_->options;
+    const ModelInfo& info = ctx_->model->info();
+    const ModelConfig& c = info.config;
+    // The file name only: clients need not learn the server's directory layout.
+    response->set_model_path(std::filesystem::path(o.model_path).filename().string());
+    response->set_architecture("rwkv7");
+    pb::ModelShape* shape = response->mutable_shape();
+    shape->set_n_layer(c.n_layer);
+    shape->set_n_embd(c.n_embd);
+    shape->set_n_head(c.n_head);
+    shape->set_head_size(c.head_size);
+    shape->set_vocab_size(c.vocab_size);
+    shape->set_ffn_size(c.ffn_size);
+    response->set_backend(info.backend);
+    response->set_weight_dtype(info.weight_dtype);
+    response->set_parameter_count(info.parameter_count);
+    response->set_state_bytes(c.StateBytes());
+    response->set_fingerprint(FingerprintHex(info.fingerprint));
+    response->add_modalities(pb::MODALITY_TEXT);
+    response->set_tokenizer_vocab_size(ctx_->tokenizer->vocab_size());
+    response->set_chat_template(o.chat_template);
+    pb::Limits* l = response->mutable_limits();
+    l->set_max_running(o.scheduler.max_running);
+    l->set_state_slots(ctx_->model->num_slots());
+    l->set_max_step_tokens(o.scheduler.max_step_tokens);
+    l->set_max_queued_requests(o.scheduler.max_queued_requests);
+    l->set_max_queued_prompt_tokens(o.scheduler.max_queued_prompt_tokens);
+    l->set_max_message_bytes(o.max_message_bytes);
+    l->set_max_stop_strings(StopConditions::kMaxStopStrings);
+    l->set_max_stop_string_bytes(StopConditions::kMaxStopStringBytes);
+    l->set_max_logprobs_top_n(SamplingParams::kMaxTopLogprobs);
+    l->set_stream_buffer_bytes(o.stream_buffer_bytes);
+    l->set_max_cold_sessions(o.scheduler.max_cold_sessions);
+    FillDuration(o.scheduler.session_ttl, l->mutable_session_ttl());
+    return absl::OkStatus();
+  }();
+  return FinishUnary(call, "GetModelInfo", owner, st);
+}
+
+}  // namespace modrwkv::server

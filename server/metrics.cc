@@ -1,0 +1,252 @@
+#include "server/metrics.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+
+namespace modrwkv::server {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+// Latency buckets from 1 ms to 60 s, roughly x2.5 apart.
+const Histogram::BucketBoundaries& LatencyBuckets() {
+  static const Histogram::BucketBoundaries b = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5,   1,      2.5,   5,    10,    30,   60};
+  return b;
+}
+const Histogram::BucketBoundaries& StepBuckets() {
+  static const Histogram::BucketBoundaries b = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                                                0.05,   0.1,   0.2,   0.5,   1,    2};
+  return b;
+}
+const Histogram::BucketBoundaries& CountBuckets() {
+  static const Histogram::BucketBoundaries b = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  return b;
+}
+
+class Refresher : public prometheus::Collectable {
+ public:
+  Refresher(Metrics* m, std::shared_ptr<prometheus::Registry> r) : m_(m), r_(std::move(r)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    m_->Refresh();
+    return r_->Collect();
+  }
+
+ private:
+  Metrics* m_;
+  std::shared_ptr<prometheus::Registry> r_;
+};
+
+constexpr absl::string_view kFinishReasons[] = {"stop",      "length",   "stop_string",
+                                                "cancelled", "deadline", "error"};
+constexpr absl::string_view kRejectionReasons[] = {"queue_full", "queued_tokens", "draining",
+                                                   "loading"};
+// Methods and codes whose series exist from start-up (alerts on rate() need a zero to start from).
+constexpr absl::string_view kStreamingMethods[] = {"Generate", "Chat"};
+constexpr grpc::StatusCode kAlertCodes[] = {grpc::StatusCode::OK,
+                                            grpc::StatusCode::INVALID_ARGUMENT,
+                                            grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                            grpc::StatusCode::UNAVAILABLE,
+                                            grpc::StatusCode::DEADLINE_EXCEEDED,
+                                            grpc::StatusCode::CANCELLED,
+                                            grpc::StatusCode::INTERNAL};
+
+}  // namespace
+
+absl::string_view GrpcCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& r = *registry_;
+  auto gauge = [&](const char* name, const char* help) -> prometheus::Gauge* {
+    return &BuildGauge().Name(name).Help(help).Register(r).Add({});
+  };
+  auto hist = [&](const char* name, const char* help,
+                  const Histogram::BucketBoundaries& b) -> Histogram* {
+    return &BuildHistogram().Name(name).Help(help).Register(r).Add({}, b);
+  };
+  auto counter = [&](const char* name, const char* help) -> prometheus::Counter* {
+    return &BuildCounter().Name(name).Help(help).Register(r).Add({});
+  };
+  running_ = gauge("modrwkv_requests_running", "Sequences in the running batch.");
+  waiting_ = gauge("modrwkv_requests_waiting", "Requests admitted and waiting for a slot.");
+  slots_used_ = gauge("modrwkv_state_slots_used",
+                      "State slots in use (running requests and hot idle sessions).");
+  slots_total_ = gauge("modrwkv_state_slots_total", "State slots allocated at start-up.");
+  auto& sessions = BuildGauge().Name("modrwkv_sessions").Help("Sessions by tier.").Register(r);
+  sessions_hot_ = &sessions.Add({{"tier", "hot"}});
+  sessions_cold_ = &sessions.Add({{"tier", "cold"}});
+  ready_ = gauge("modrwkv_ready", "1 when readiness is SERVING.");
+  draining_ = gauge("modrwkv_draining", "1 while draining before shutdown.");
+
+  ttft_ = hist("modrwkv_time_to_first_token_seconds", "Submit to first generated token.",
+               LatencyBuckets());
+  itl_ = hist("modrwkv_inter_token_latency_seconds", "Time between consecutive tokens of a stream.",
+              LatencyBuckets());
+  e2e_ = hist("modrwkv_request_duration_seconds", "Submit to finish, every finish reason.",
+              LatencyBuckets());
+  queue_ = hist("modrwkv_request_queue_time_seconds", "Submit to the first step that ran it.",
+                LatencyBuckets());
+  step_time_ =
+      hist("modrwkv_step_duration_seconds", "Duration of one batched model step.", StepBuckets());
+  batch_size_ = hist("modrwkv_step_batch_size", "Sequences in one step.", CountBuckets());
+  batch_tokens_ = hist("modrwkv_step_batch_tokens",
+                       "Rows (decode tokens + prefill rows) in one step.", CountBuckets());
+
+  prompt_tokens_ = counter("modrwkv_prompt_tokens_total", "Prompt tokens of finished requests.");
+  generated_tokens_ =
+      counter("modrwkv_generated_tokens_total", "Tokens generated by finished requests.");
+  auto& offloads = BuildCounter()
+                       .Name("modrwkv_session_offloads_total")
+                       .Help("Session states moved between state slots and the cold tier.")
+                       .Register(r);
+  offload_to_cold_ = &offloads.Add({{"direction", "to_cold"}});
+  offload_to_hot_ = &offloads.Add({{"direction", "to_hot"}});
+  overflows_ = counter("modrwkv_stream_buffer_overflows_total",
+                       "Streams cut off because the client read too slowly.");
+
+  finished_ = &BuildCounter()
+                   .Name("modrwkv_requests_finished_total")
+                   .Help("Generation requests finished, by finish reason.")
+                   .Register(r);
+  for (absl::string_view reason : kFinishReasons) finished_->Add({{"reason", std::string(reason)}});
+  rpcs_ = &BuildCounter()
+               .Name("modrwkv_grpc_requests_total")
+               .Help("RPCs completed, by method and gRPC status code.")
+               .Register(r);
+  for (absl::string_view m : kStreamingMethods) {
+    for (grpc::StatusCode c : kAlertCodes) {
+      rpcs_->Add({{"method", std::string(m)}, {"code", std::string(GrpcCodeName(c))}});
+    }
+  }
+  rejections_ = &BuildCounter()
+                     .Name("modrwkv_admission_rejections_total")
+                     .Help("Requests refused at admission, by reason.")
+                     .Register(r);
+  for (absl::string_view reason : kRejectionReasons) {
+    rejections_->Add({{"reason", std::string(reason)}});
+  }
+}
+
+Metrics::~Metrics() {
+  // Stop serving scrapes before the gauges go away.
+  exposer_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind_address) {
+  std::unique_ptr<Metrics> m(new Metrics());
+  m->refresher_ = std::make_shared<Refresher>(m.get(), m->registry_);
+  if (!bind_address.empty()) {
+    try {
+      m->exposer_ = std::make_unique<prometheus::Exposer>(bind_address, /*num_threads=*/2);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", bind_address, ": ", e.what()));
+    }
+    m->exposer_->RegisterCollectable(m->refresher_);
+    const std::vector<int> ports = m->exposer_->GetListeningPorts();
+    m->port_ = ports.empty() ? -1 : ports.front();
+  }
+  return m;
+}
+
+void Metrics::Refresh() {
+  const Scheduler* s = scheduler_.load();
+  if (!s) return;
+  const SchedulerStats st = s->stats();
+  running_->Set(st.running);
+  waiting_->Set(st.waiting);
+  slots_used_->Set(st.slots_used);
+  slots_total_->Set(st.slots_total);
+  sessions_hot_->Set(st.sessions_hot);
+  sessions_cold_->Set(st.sessions_cold);
+}
+
+void Metrics::OnRpcDone(absl::string_view method, grpc::StatusCode code) {
+  if (!recording()) return;
+  rpcs_->Add({{"method", std::string(method)}, {"code", std::string(GrpcCodeName(code))}})
+      .Increment();
+}
+
+void Metrics::OnStreamOverflow() { overflows_->Increment(); }
+
+void Metrics::OnServerRejected(absl::string_view reason) {
+  rejections_->Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void Metrics::OnStep(int batch_sequences, int batch_tokens, absl::Duration step_time) {
+  if (!recording()) return;
+  step_time_->Observe(absl::ToDoubleSeconds(step_time));
+  batch_size_->Observe(batch_sequences);
+  batch_tokens_->Observe(batch_tokens);
+}
+
+void Metrics::OnAdmissionRejected(std::string_view reason) {
+  if (!recording()) return;
+  rejections_->Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void Metrics::OnFirstToken(absl::Duration ttft) {
+  if (recording()) ttft_->Observe(absl::ToDoubleSeconds(ttft));
+}
+
+void Metrics::OnInterTokenLatency(absl::Duration itl) {
+  if (recording()) itl_->Observe(absl::ToDoubleSeconds(itl));
+}
+
+void Metrics::OnFinish(const FinishEvent& e) {
+  if (!recording()) return;
+  finished_->Add({{"reason", std::string(FinishReasonName(e.reason))}}).Increment();
+  prompt_tokens_->Increment(e.prompt_tokens);
+  generated_tokens_->Increment(e.generated_tokens);
+  e2e_->Observe(absl::ToDoubleSeconds(e.total_time));
+  queue_->Observe(absl::ToDoubleSeconds(e.queue_time));
+}
+
+void Metrics::OnSessionOffload(bool to_cold) {
+  (to_cold ? offload_to_cold_ : offload_to_hot_)->Increment();
+}
+
+}  // namespace modrwkv::server

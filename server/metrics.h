@@ -1,0 +1,81 @@
+// Prometheus metrics (prometheus-cpp) on their own HTTP port at /metrics. Scheduler events arrive
+// through the SchedulerObserver interface (on the scheduler thread; every update is an atomic or a
+// short lock inside prometheus-cpp); gauges of the scheduler's state are read from
+// Scheduler::stats() at scrape time, so a scrape always sees the current values.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "engine/scheduler.h"
+#include "grpcpp/support/status_code_enum.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace modrwkv::server {
+
+class Metrics : public SchedulerObserver {
+ public:
+  // `bind_address` "host:port" (port 0 = any free port); "" = no HTTP endpoint (metrics are still
+  // counted, e.g. for tests of the registry).
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& bind_address);
+  ~Metrics() override;
+
+  int port() const { return port_; }  // bound port, or -1 without an endpoint
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // Scrapes read this scheduler's stats; nullptr detaches. Thread-safe.
+  void AttachScheduler(const Scheduler* scheduler) { scheduler_.store(scheduler); }
+  // Off during warm-up, so its requests are not counted. Thread-safe.
+  void SetRecording(bool on) { recording_.store(on); }
+  void SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
+  void SetDraining(bool draining) { draining_->Set(draining ? 1 : 0); }
+
+  // Server-side events (any thread).
+  void OnRpcDone(absl::string_view method, grpc::StatusCode code);
+  void OnStreamOverflow();
+  void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
+
+  // SchedulerObserver (scheduler thread, except OnAdmissionRejected).
+  void OnStep(int batch_sequences, int batch_tokens, absl::Duration step_time) override;
+  void OnAdmissionRejected(std::string_view reason) override;
+  void OnFirstToken(absl::Duration ttft) override;
+  void OnInterTokenLatency(absl::Duration itl) override;
+  void OnFinish(const FinishEvent& e) override;
+  void OnSessionOffload(bool to_cold) override;
+
+  // Copies Scheduler::stats() into the gauges (called at every scrape).
+  void Refresh();
+
+ private:
+  Metrics();
+  bool recording() const { return recording_.load(std::memory_order_relaxed); }
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> refresher_;  // Refresh(), then the registry
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = -1;
+  std::atomic<const Scheduler*> scheduler_{nullptr};
+  std::atomic<bool> recording_{true};
+
+  prometheus::Gauge *running_, *waiting_, *slots_used_, *slots_total_, *sessions_hot_,
+      *sessions_cold_, *ready_, *draining_;
+  prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
+  prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
+      *overflows_;
+  prometheus::Family<prometheus::Counter>* finished_;
+  prometheus::Family<prometheus::Counter>* rpcs_;
+  prometheus::Family<prometheus::Counter>* rejections_;
+};
+
+// "OK", "INVALID_ARGUMENT", ...: gRPC's canonical code names.
+absl::string_view GrpcCodeName(grpc::StatusCode code);
+
+}  // namespace modrwkv::server

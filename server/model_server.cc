@@ -1,0 +1,262 @@
+#include "server/model_server.h"
+
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/model_loader.h"
+#include "engine/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace modrwkv::server {
+namespace {
+
+// gRPC's own receive limit sits above ours, so a request slightly over max_message_bytes reaches
+// the handler and gets INVALID_ARGUMENT naming the field; one far over it is refused by gRPC
+// itself (RESOURCE_EXHAUSTED) before it is buffered.
+int TransportReceiveLimit(int max_message_bytes) {
+  const int64_t limit = 2LL * max_message_bytes + (1 << 20);
+  return static_cast<int>(std::min<int64_t>(limit, INT32_MAX));
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
+  if (o.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  MODRWKV_ASSIGN_OR_RETURN(pair.private_key, ReadTextFile(o.tls_key_file));
+  MODRWKV_ASSIGN_OR_RETURN(pair.cert_chain, ReadTextFile(o.tls_cert_file));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!o.tls_client_ca_file.empty()) {
+    MODRWKV_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadTextFile(o.tls_client_ca_file));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+std::string HostPort(const std::string& host, int port) {
+  // IPv6 literals need brackets.
+  if (host.find(':') != std::string::npos && host.front() != '[') {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+// Counts the warm-up requests' finishes.
+class WarmUpSink : public StreamSink {
+ public:
+  void OnTokens(TokenEvent) override {}
+  void OnFinish(FinishEvent e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    ++finished_;
+    if (e.reason == FinishReason::kError && error_.ok()) error_ = e.status;
+    cv_.notify_all();
+  }
+  bool WaitFor(int n, absl::Duration timeout) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, absl::ToChronoSeconds(timeout), [&] { return finished_ >= n; });
+  }
+  absl::Status error() {
+    std::lock_guard<std::mutex> l(mu_);
+    return error_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int finished_ = 0;
+  absl::Status error_;
+};
+
+}  // namespace
+
+ModelServer::ModelServer(const ServerOptions& options) : options_(options) {}
+
+ModelServer::~ModelServer() { DrainAndStop(); }
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOptions& options) {
+  MODRWKV_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<ModelServer> s(new ModelServer(options));
+  s->log_ = std::make_unique<Logger>(options.log_level, options.log_format);
+  if (options.auth_token_file.empty()) {
+    s->auth_ = Authenticator::Disabled();
+  } else {
+    MODRWKV_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(options.auth_token_file));
+  }
+  const std::string metrics_addr =
+      options.metrics_port < 0 ? "" : HostPort(options.metrics_host, options.metrics_port);
+  MODRWKV_ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(metrics_addr));
+  s->metrics_->SetReady(false);
+
+  s->ctx_.options = &s->options_;
+  s->ctx_.auth = s->auth_.get();
+  s->ctx_.metrics = s->metrics_.get();
+  s->ctx_.log = s->log_.get();
+  s->inference_ = std::make_unique<InferenceService>(&s->ctx_);
+  s->sessions_ = std::make_unique<SessionsService>(&s->ctx_);
+
+  MODRWKV_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, Credentials(options));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(HostPort(options.host, options.port), creds, &s->port_);
+  builder.SetMaxReceiveMessageSize(TransportReceiveLimit(options.max_message_bytes));
+  builder.RegisterService(s->inference_.get());
+  builder.RegisterService(s->sessions_.get());
+  s->server_ = builder.BuildAndStart();
+  if (!s->server_ || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ",
+                                               HostPort(options.host, options.port),
+                                               " (in use, or not a local address?)"));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus("", true);
+  s->SetReady(false);
+  s->log_->Info("listening", {{"grpc_port", s->port_},
+                              {"metrics_port", s->metrics_->port()},
+                              {"tls", !options.tls_cert_file.empty()},
+                              {"mtls", !options.tls_client_ca_file.empty()},
+                              {"auth", s->auth_->enabled()}});
+  return s;
+}
+
+void ModelServer::SetReady(bool ready) {
+  server_->GetHealthCheckService()->SetServingStatus(kReadinessService, ready);
+  server_->GetHealthCheckService()->SetServingStatus("modrwkv.v1.Sessions", ready);
+  metrics_->SetReady(ready);
+}
+
+absl::Status ModelServer::LoadAndServe() {
+  const absl::Time t0 = absl::Now();
+  log_->Info("loading", {{"model", options_.model_path}, {"vocab", options_.vocab_path}});
+  if (options_.vocab_path.empty()) return absl::InvalidArgumentError("vocab: no vocabulary file");
+  MODRWKV_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadFile(options_.vocab_path));
+  ModelOptions mo;
+  mo.weight_type = options_.dtype;
+  mo.threads = options_.threads;
+  mo.num_slots = options_.EffectiveSlots();
+  MODRWKV_ASSIGN_OR_RETURN(model_, LoadModel(options_.model_path, mo));
+  if (tokenizer_->vocab_size() > model_->config().vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the vocabulary has ids up to %d but the model only %d rows",
+                        tokenizer_->vocab_size() - 1, model_->config().vocab_size));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(scheduler_, Scheduler::Create(model_.get(), tokenizer_.get(),
+                                                         options_.scheduler, metrics_.get()));
+  metrics_->AttachScheduler(scheduler_.get());
+  ctx_.model = model_.get();
+  ctx_.tokenizer = tokenizer_.get();
+  ctx_.scheduler = scheduler_.get();
+  ctx_.translation.tokenizer = tokenizer_.get();
+  ctx_.translation.model_vocab = model_->config().vocab_size;
+  ctx_.translation.max_prompt_tokens = options_.scheduler.max_queued_prompt_tokens;
+  ctx_.translation.chat_template = options_.chat_template;
+  const ModelInfo& info = model_->info();
+  log_->Info("loaded", {{"layers", info.config.n_layer},
+                        {"n_embd", info.config.n_embd},
+                        {"weight_dtype", info.weight_dtype},
+                        {"state_slots", model_->num_slots()},
+                        {"state_bytes", model_->StateBytes()},
+                        {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
+  if (options_.warmup) {
+    metrics_->SetRecording(false);
+    const absl::Status st = WarmUp();
+    metrics_->SetRecording(true);
+    MODRWKV_RETURN_IF_ERROR(st);
+  }
+  ctx_.loaded.store(true, std::memory_order_release);
+  SetReady(true);
+  log_->Info("ready", {{"grpc_port", port_}, {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
+  return absl::OkStatus();
+}
+
+absl::Status ModelServer::WarmUp() {
+  // One full batch (max_running sequences, each a short prefill and a few decode steps), so the
+  // first real requests do not pay for first-touch page faults and allocator growth.
+  const absl::Time t0 = absl::Now();
+  const int n = options_.scheduler.max_running;
+  auto sink = std::make_shared<WarmUpSink>();
+  int submitted = 0;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    PromptPart part;
+    for (int t = 0; t < 16; ++t) part.tokens.push_back(1 + (i * 16 + t) % 255);
+    r.prompt.push_back(std::move(part));
+    r.sampling.temperature = 0.0f;
+    r.stop.max_tokens = 4;
+    r.request_id = absl::StrCat("warmup-", i);
+    absl::StatusOr<RequestId> id = scheduler_->Submit(std::move(r), sink);
+    if (!id.ok()) {
+      if (id.status().code() != absl::StatusCode::kResourceExhausted) return id.status();
+      // A queue bound below max_running: let the admitted ones finish, then go on.
+      if (!sink->WaitFor(submitted, absl::Minutes(5))) {
+        return absl::DeadlineExceededError("warm-up did not finish in 5 minutes");
+      }
+      --i;
+      continue;
+    }
+    ++submitted;
+  }
+  if (!sink->WaitFor(submitted, absl::Minutes(5))) {
+    return absl::DeadlineExceededError("warm-up did not finish in 5 minutes");
+  }
+  if (!sink->error().ok()) {
+    return absl::InternalError(absl::StrCat("warm-up failed: ", sink->error().message()));
+  }
+  log_->Info("warmed up", {{"sequences", n}, {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
+  return absl::OkStatus();
+}
+
+void ModelServer::DrainAndStop() {
+  if (stopped_ || !server_) return;
+  stopped_ = true;
+  const absl::Time t0 = absl::Now();
+  SetReady(false);
+  metrics_->SetDraining(true);
+  log_->Info("draining", {{"timeout_s", absl::ToDoubleSeconds(options_.drain_timeout)}});
+  bool drained = true;
+  if (scheduler_) {
+    scheduler_->Drain();
+    const absl::Time deadline = t0 + options_.drain_timeout;
+    while (true) {
+      const SchedulerStats st = scheduler_->stats();
+      if (st.running == 0 && st.waiting == 0 && ctx_.generate_streams.load() == 0) break;
+      if (absl::Now() >= deadline) {
+        drained = false;
+        log_->Warn("drain timeout: cancelling what is left",
+                   {{"running", st.running}, {"waiting", st.waiting}});
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  // Cancels what is still open (idle Chat streams, anything past the timeout) and waits for
+  // every callback to finish; the scheduler keeps running until then so cancellations complete.
+  server_->Shutdown(std::chrono::system_clock::now());
+  server_->Wait();
+  // Every reactor has reached OnDone, but may still be inside it on a gRPC thread (a Chat
+  // reactor's OnDone talks to the scheduler). Wait for the last ones before the scheduler goes.
+  for (int i = 0; i < 5000 && (ctx_.chat_reactors.load() > 0 || ctx_.generate_streams.load() > 0);
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  metrics_->AttachScheduler(nullptr);
+  scheduler_.reset();
+  log_->Info("stopped",
+             {{"drained", drained}, {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
+}
+
+}  // namespace modrwkv::server

@@ -1,0 +1,62 @@
+// The whole service's lifecycle: bind and serve health at once (readiness NOT_SERVING), load the
+// model, warm up, turn ready, and on a signal drain and stop. `modrwkv serve` drives it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/server.h"
+#include "server/auth.h"
+#include "server/inference_service.h"
+#include "server/logger.h"
+#include "server/metrics.h"
+#include "server/server_options.h"
+#include "server/serving_context.h"
+#include "server/sessions_service.h"
+
+namespace modrwkv::server {
+
+// The readiness service name of grpc.health.v1 ("" is liveness).
+inline constexpr char kReadinessService[] = "modrwkv.v1.Inference";
+
+class ModelServer {
+ public:
+  // Validates the options, starts the metrics endpoint and the gRPC server (liveness SERVING,
+  // readiness NOT_SERVING, engine RPCs UNAVAILABLE until Load). Logs "listening" with the ports.
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Start(const ServerOptions& options);
+  ~ModelServer();  // stops whatever is still running
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_->port(); }
+
+  // Loads tokenizer and model, starts the scheduler, runs the warm-up batch, then turns
+  // readiness SERVING and logs "ready". Blocks (call it from main, not from a callback).
+  absl::Status LoadAndServe();
+
+  // Graceful stop: readiness NOT_SERVING, no new admissions, waits up to drain_timeout for running
+  // requests and Generate streams to finish, then cancels what is left and stops the server.
+  // Blocks; idempotent.
+  void DrainAndStop();
+
+ private:
+  explicit ModelServer(const ServerOptions& options);
+  absl::Status WarmUp();
+  void SetReady(bool ready);
+
+  ServerOptions options_;
+  std::unique_ptr<Logger> log_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Scheduler> scheduler_;
+  ServingContext ctx_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<SessionsService> sessions_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace modrwkv::server

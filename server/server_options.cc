@@ -1,0 +1,88 @@
+#include "server/server_options.h"
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace modrwkv::server {
+namespace {
+
+absl::Status FileReadable(const std::string& path, const char* option) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(option, ": '", path, "' is not a readable file"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ServerOptions::Validate() const {
+  if (model_path.empty()) return absl::InvalidArgumentError("model: a checkpoint path is required");
+  if (auto st = FileReadable(model_path, "model"); !st.ok()) return st;
+  if (!vocab_path.empty()) {
+    if (auto st = FileReadable(vocab_path, "vocab"); !st.ok()) return st;
+  }
+  if (threads < 0 || threads > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("threads must be in [0, 1024], got %d", threads));
+  }
+  if (state_slots < 0 || state_slots > 1 << 16) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "state-slots must be in [0, 65536] (0 = max-running), got %d", state_slots));
+  }
+  if (state_slots > 0 && state_slots < scheduler.max_running) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "state-slots (%d) must be >= max-running (%d)", state_slots, scheduler.max_running));
+  }
+  if (auto st = scheduler.Validate(EffectiveSlots()); !st.ok()) return st;
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat("port must be in [0, 65535], got %d", port));
+  }
+  if (metrics_port < -1 || metrics_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("metrics-port must be in [0, 65535] or -1 (off), got %d", metrics_port));
+  }
+  if (metrics_port > 0 && metrics_port == port && metrics_host == host) {
+    return absl::InvalidArgumentError("metrics-port must differ from port");
+  }
+  if (host.empty()) return absl::InvalidArgumentError("host must not be empty");
+  if (max_message_bytes < 1024 || max_message_bytes > (1 << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max-message-bytes must be in [1024, 1073741824], got %d", max_message_bytes));
+  }
+  if (stream_buffer_bytes < 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("stream-buffer-bytes must be >= 1024, got %d", stream_buffer_bytes));
+  }
+  const size_t at = chat_template.find("{text}");
+  if (at == std::string::npos || chat_template.find("{text}", at + 1) != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "chat-template must contain \"{text}\" exactly once (where the user's message goes)");
+  }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls-cert and tls-key must be given together");
+  }
+  if (!tls_cert_file.empty()) {
+    if (auto st = FileReadable(tls_cert_file, "tls-cert"); !st.ok()) return st;
+    if (auto st = FileReadable(tls_key_file, "tls-key"); !st.ok()) return st;
+  }
+  if (!tls_client_ca_file.empty()) {
+    if (tls_cert_file.empty()) {
+      return absl::InvalidArgumentError("tls-client-ca (mTLS) needs tls-cert and tls-key");
+    }
+    if (auto st = FileReadable(tls_client_ca_file, "tls-client-ca"); !st.ok()) return st;
+  }
+  if (!auth_token_file.empty()) {
+    if (auto st = FileReadable(auth_token_file, "auth-token-file"); !st.ok()) return st;
+  }
+  if (drain_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("drain-timeout must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace modrwkv::server

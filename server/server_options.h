@@ -1,0 +1,59 @@
+// Every option of the server in one typed struct, with defaults; Validate() at start-up names the
+// offending option. tools/cli/cmd_serve.cc fills it from flags and environment variables.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+
+namespace modrwkv::server {
+
+enum class LogFormat { kText, kJson };
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+struct ServerOptions {
+  // Model.
+  std::string model_path;
+  std::string vocab_path;  // "" = next to the model, then the bundled copy (resolved by the CLI)
+  ModelOptions::WeightType dtype = ModelOptions::WeightType::kAuto;
+  int threads = 0;      // 0 = all hardware threads
+  int state_slots = 0;  // 0 = scheduler.max_running; more slots keep idle sessions hot
+
+  // Network.
+  std::string host = "0.0.0.0";
+  int port = 50051;  // 0 = pick a free port (printed in the "listening" log line)
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 9090;          // 0 = pick a free port; -1 = no metrics endpoint
+  int max_message_bytes = 4 << 20;  // largest request message accepted (INVALID_ARGUMENT above)
+
+  // Batching, admission, sessions.
+  SchedulerOptions scheduler;
+  int64_t stream_buffer_bytes = 1 << 20;  // per-stream backlog before a slow reader is cut off
+
+  // Chat: "{text}" is replaced by the user's message.
+  std::string chat_template =
+      "\x16User: {text}\x17\x16"
+      "Assistant:";
+
+  // Security.
+  std::string tls_cert_file, tls_key_file;  // both or neither
+  std::string tls_client_ca_file;           // requires and verifies client certificates (mTLS)
+  std::string auth_token_file;              // bearer tokens, one per line ("[name ]token")
+
+  // Lifecycle and logs.
+  absl::Duration drain_timeout = absl::Seconds(30);
+  bool warmup = true;
+  LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
+
+  // Slots the model is built with.
+  int EffectiveSlots() const { return state_slots > 0 ? state_slots : scheduler.max_running; }
+
+  absl::Status Validate() const;
+};
+
+}  // namespace modrwkv::server

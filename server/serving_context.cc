@@ -1,0 +1,76 @@
+#include "server/serving_context.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+#include "server/metrics.h"
+#include "server/status_mapping.h"
+
+namespace modrwkv::server {
+
+absl::Status ServingContext::CheckLoaded() const {
+  if (loaded.load(std::memory_order_acquire)) return absl::OkStatus();
+  if (metrics) metrics->OnServerRejected("loading");
+  return WithRetryDelay(
+      WithReason(absl::UnavailableError("the model is still loading; retry shortly"), "LOADING"),
+      absl::Seconds(2));
+}
+
+absl::StatusOr<std::string> ServingContext::Admit(const grpc::ServerContextBase& call) const {
+  MODRWKV_ASSIGN_OR_RETURN(std::string owner, auth->Identify(call));
+  MODRWKV_RETURN_IF_ERROR(CheckLoaded());
+  return owner;
+}
+
+std::string ServingContext::RequestId(const grpc::ServerContextBase& call,
+                                      const std::string& given) const {
+  const auto& md = call.client_metadata();
+  auto it = md.find("x-request-id");
+  if (it != md.end() && it->second.size() > 0 && it->second.size() <= 128) {
+    return std::string(it->second.data(), it->second.size());
+  }
+  if (!given.empty()) return given.substr(0, 128);
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("%016x", absl::Uniform<uint64_t>(gen));
+}
+
+absl::Status ServingContext::CheckSize(size_t bytes, absl::string_view field) const {
+  if (bytes <= static_cast<size_t>(options->max_message_bytes)) return absl::OkStatus();
+  return WithReason(
+      InvalidField(field, absl::StrFormat("%s: the request is %d bytes, over this server's limit "
+                                          "of %d bytes (max-message-bytes)",
+                                          field, bytes, options->max_message_bytes)),
+      "MESSAGE_TOO_LARGE");
+}
+
+void ServingContext::RecordRpc(const RpcRecord& r) const {
+  if (metrics) metrics->OnRpcDone(r.method, r.code);
+  if (!log) return;
+  const LogLevel level = r.code == grpc::StatusCode::OK || r.code == grpc::StatusCode::CANCELLED ||
+                                 r.code == grpc::StatusCode::NOT_FOUND ||
+                                 r.code == grpc::StatusCode::INVALID_ARGUMENT
+                             ? LogLevel::kInfo
+                             : LogLevel::kWarn;
+  if (!log->Enabled(level)) return;
+  std::vector<Logger::Field> f;
+  f.emplace_back("request_id", r.request_id);
+  f.emplace_back("method", r.method);
+  f.emplace_back("code", GrpcCodeName(r.code));
+  if (!r.owner.empty()) f.emplace_back("caller", r.owner);
+  if (!r.peer.empty()) f.emplace_back("peer", r.peer);
+  if (r.generation) {
+    if (!r.finish_reason.empty()) f.emplace_back("finish", r.finish_reason);
+    if (r.turns > 0) f.emplace_back("turns", r.turns);
+    f.emplace_back("prompt_tokens", r.prompt_tokens);
+    f.emplace_back("generated_tokens", r.generated_tokens);
+    f.emplace_back("queue_ms", absl::ToDoubleMilliseconds(r.queue_time));
+    if (r.time_to_first_token != absl::InfiniteDuration()) {
+      f.emplace_back("ttft_ms", absl::ToDoubleMilliseconds(r.time_to_first_token));
+    }
+    f.emplace_back("total_ms", absl::ToDoubleMilliseconds(r.total_time));
+  }
+  if (!r.message.empty()) f.emplace_back("error", r.message);
+  log->Log(level, "request", f);
+}
+
+}  // namespace modrwkv::server

@@ -1,0 +1,281 @@
+#include "server/sessions_service.h"
+
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/str_format.h"
+#include "engine/state_blob.h"
+#include "engine/status_macros.h"
+#include "server/status_mapping.h"
+
+namespace modrwkv::server {
+namespace {
+
+// Finishes a unary session call from any thread, with a log line.
+void FinishCall(ServingContext* ctx, grpc::CallbackServerContext* call,
+                grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                const std::string& owner, const absl::Status& status) {
+  const grpc::Status st = ToGrpcStatus(status);
+  RpcRecord r;
+  r.method = method;
+  r.request_id = ctx->RequestId(*call, "");
+  r.owner = owner;
+  r.peer = call->peer();
+  r.code = st.error_code();
+  r.message = st.error_message();
+  ctx->RecordRpc(r);
+  reactor->Finish(st);
+}
+
+// Admission and the session id of a request: the owner and the id, or the error.
+absl::StatusOr<std::pair<std::string, SessionId>> AdmitWithSession(
+    ServingContext* ctx, grpc::CallbackServerContext* call, const std::string& session_id) {
+  MODRWKV_ASSIGN_OR_RETURN(std::string owner, ctx->Admit(*call));
+  MODRWKV_ASSIGN_OR_RETURN(SessionId id, ParseSessionId(session_id, "session_id"));
+  return std::make_pair(std::move(owner), id);
+}
+
+template <typename T>
+T ReadLE(absl::string_view b, size_t off) {
+  T v;
+  std::memcpy(&v, b.data() + off, sizeof v);  // the blob is little-endian, as are our hosts
+  return v;
+}
+
+// Streams one exported blob in chunks; the first carries the header.
+class ExportReactor final : public grpc::ServerWriteReactor<pb::SessionBlobChunk> {
+ public:
+  ExportReactor(ServingContext* ctx, grpc::CallbackServerContext* call,
+                const pb::ExportSessionRequest* request)
+      : ctx_(ctx), call_(call) {
+    record_.method = "ExportSession";
+    record_.request_id = ctx_->RequestId(*call_, "");
+    record_.peer = call_->peer();
+    auto admitted = AdmitWithSession(ctx_, call_, request->session_id());
+    if (!admitted.ok()) {
+      Done(admitted.status());
+      return;
+    }
+    record_.owner = admitted->first;
+    ctx_->scheduler->ExportSession(
+        admitted->second, admitted->first,
+        [this](absl::StatusOr<std::string> blob) { OnBlob(std::move(blob)); });
+  }
+
+ private:
+  // Scheduler thread.
+  void OnBlob(absl::StatusOr<std::string> blob) {
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancelled = cancelled_;
+      if (blob.ok()) blob_ = *std::move(blob);
+    }
+    if (cancelled) return Done(absl::CancelledError("cancelled"));
+    if (!blob.ok()) return Done(blob.status());
+    WriteNext();
+  }
+
+  void WriteNext() {
+    if (offset_ >= blob_.size()) return Done(absl::OkStatus());
+    chunk_.Clear();
+    if (offset_ == 0) {
+      ParseBlobHeader(blob_, chunk_.mutable_header());
+    }
+    const size_t n = std::min(kSessionChunkBytes, blob_.size() - offset_);
+    chunk_.set_data(blob_.substr(offset_, n));
+    offset_ += n;
+    StartWrite(&chunk_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Done(absl::CancelledError("the client went away"));
+    WriteNext();
+  }
+
+  // While the blob is being made OnBlob finishes the call; while writing, OnWriteDone(false).
+  void OnCancel() override {
+    std::lock_guard<std::mutex> l(mu_);
+    cancelled_ = true;
+  }
+
+  void Done(const absl::Status& status) {
+    const grpc::Status st = ToGrpcStatus(status);
+    record_.code = st.error_code();
+    record_.message = st.error_message();
+    ctx_->RecordRpc(record_);
+    Finish(st);
+  }
+
+  void OnDone() override { delete this; }
+
+  ServingContext* const ctx_;
+  grpc::CallbackServerContext* const call_;
+  RpcRecord record_;
+  std::mutex mu_;
+  bool cancelled_ = false;
+  std::string blob_;
+  size_t offset_ = 0;
+  pb::SessionBlobChunk chunk_;
+};
+
+// Collects a blob from the client's chunks (bounded by the blob size this model can have), then
+// imports it.
+class ImportReactor final : public grpc::ServerReadReactor<pb::SessionBlobChunk> {
+ public:
+  ImportReactor(ServingContext* ctx, grpc::CallbackServerContext* call, pb::Session* response)
+      : ctx_(ctx), call_(call), response_(response) {
+    record_.method = "ImportSession";
+    record_.request_id = ctx_->RequestId(*call_, "");
+    record_.peer = call_->peer();
+    auto owner = ctx_->Admit(*call_);
+    if (!owner.ok()) {
+      Done(owner.status());
+      return;
+    }
+    record_.owner = *owner;
+    max_bytes_ = kStateBlobHeaderBytes + static_cast<size_t>(ctx_->model->StateBytes());
+    StartRead(&chunk_);
+  }
+
+ private:
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      if (blob_.size() + chunk_.data().size() > max_bytes_) {
+        return Done(InvalidField(
+            "data", absl::StrFormat(
+                        "data: the blob is larger than a session state of this model (%d bytes)",
+                        max_bytes_)));
+      }
+      blob_.append(chunk_.data());
+      StartRead(&chunk_);
+      return;
+    }
+    if (call_->IsCancelled()) return Done(absl::CancelledError("cancelled"));
+    if (blob_.empty()) return Done(InvalidField("data", "data: no blob was sent"));
+    ctx_->scheduler->ImportSession(std::move(blob_), record_.owner,
+                                   [this](absl::StatusOr<SessionInfo> info) {
+                                     if (info.ok()) FillSession(*info, response_);
+                                     Done(info.status());
+                                   });
+  }
+
+  void Done(const absl::Status& status) {
+    const grpc::Status st = ToGrpcStatus(status);
+    record_.code = st.error_code();
+    record_.message = st.error_message();
+    ctx_->RecordRpc(record_);
+    Finish(st);
+  }
+
+  void OnDone() override { delete this; }
+
+  ServingContext* const ctx_;
+  grpc::CallbackServerContext* const call_;
+  pb::Session* const response_;
+  RpcRecord record_;
+  size_t max_bytes_ = 0;
+  std::string blob_;
+  pb::SessionBlobChunk chunk_;
+};
+
+}  // namespace
+
+bool ParseBlobHeader(absl::string_view b, pb::SessionBlobHeader* out) {
+  if (b.size() < kStateBlobHeaderBytes) return false;
+  // magic[8] | u32 version | u32 header bytes | u64 fingerprint | u32 dtype | u32 n_layer |
+  // u32 n_embd | u32 head_size | i64 tokens | u64 payload bytes | i32 pending | u32 reserved |
+  // u32 payload crc | u32 header crc
+  out->set_format_version(ReadLE<uint32_t>(b, 8));
+  out->set_model_fingerprint(FingerprintHex(ReadLE<uint64_t>(b, 16)));
+  out->set_dtype(ReadLE<uint32_t>(b, 24) == 0 ? "f32" : "unknown");
+  out->set_n_layer(static_cast<int32_t>(ReadLE<uint32_t>(b, 28)));
+  out->set_n_embd(static_cast<int32_t>(ReadLE<uint32_t>(b, 32)));
+  out->set_head_size(static_cast<int32_t>(ReadLE<uint32_t>(b, 36)));
+  out->set_tokens(ReadLE<int64_t>(b, 40));
+  out->set_payload_crc32c(ReadLE<uint32_t>(b, 64));
+  out->set_total_bytes(static_cast<int64_t>(b.size()));
+  return true;
+}
+
+grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerContext* call,
+                                                         const pb::CreateSessionRequest*,
+                                                         pb::Session* response) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  absl::StatusOr<std::string> owner = ctx_->Admit(*call);
+  if (!owner.ok()) {
+    FinishCall(ctx_, call, reactor, "CreateSession", "", owner.status());
+    return reactor;
+  }
+  ServingContext* ctx = ctx_;
+  ctx_->scheduler->CreateSession(*owner, [=, owner = *owner](absl::StatusOr<SessionInfo> info) {
+    if (info.ok()) FillSession(*info, response);
+    FinishCall(ctx, call, reactor, "CreateSession", owner, info.status());
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContext* call,
+                                                      const pb::GetSessionRequest* request,
+                                                      pb::Session* response) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  auto admitted = AdmitWithSession(ctx_, call, request->session_id());
+  if (!admitted.ok()) {
+    FinishCall(ctx_, call, reactor, "GetSession", "", admitted.status());
+    return reactor;
+  }
+  ServingContext* ctx = ctx_;
+  const std::string owner = admitted->first;
+  ctx_->scheduler->GetSession(admitted->second, owner, [=](absl::StatusOr<SessionInfo> info) {
+    if (info.ok()) FillSession(*info, response);
+    FinishCall(ctx, call, reactor, "GetSession", owner, info.status());
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerContext* call,
+                                                         const pb::DeleteSessionRequest* request,
+                                                         pb::DeleteSessionResponse*) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  auto admitted = AdmitWithSession(ctx_, call, request->session_id());
+  if (!admitted.ok()) {
+    FinishCall(ctx_, call, reactor, "DeleteSession", "", admitted.status());
+    return reactor;
+  }
+  ServingContext* ctx = ctx_;
+  const std::string owner = admitted->first;
+  ctx_->scheduler->DeleteSession(admitted->second, owner, [=](absl::Status st) {
+    FinishCall(ctx, call, reactor, "DeleteSession", owner, st);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SessionsService::ForkSession(grpc::CallbackServerContext* call,
+                                                       const pb::ForkSessionRequest* request,
+                                                       pb::Session* response) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  auto admitted = AdmitWithSession(ctx_, call, request->session_id());
+  if (!admitted.ok()) {
+    FinishCall(ctx_, call, reactor, "ForkSession", "", admitted.status());
+    return reactor;
+  }
+  ServingContext* ctx = ctx_;
+  const std::string owner = admitted->first;
+  ctx_->scheduler->ForkSession(admitted->second, owner, [=](absl::StatusOr<SessionInfo> info) {
+    if (info.ok()) FillSession(*info, response);
+    FinishCall(ctx, call, reactor, "ForkSession", owner, info.status());
+  });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<pb::SessionBlobChunk>* SessionsService::ExportSession(
+    grpc::CallbackServerContext* call, const pb::ExportSessionRequest* request) {
+  return new ExportReactor(ctx_, call, request);
+}
+
+grpc::ServerReadReactor<pb::SessionBlobChunk>* SessionsService::ImportSession(
+    grpc::CallbackServerContext* call, pb::Session* response) {
+  return new ImportReactor(ctx_, call, response);
+}
+
+}  // namespace modrwkv::server

@@ -1,0 +1,42 @@
+// The one place where errors leave the process: absl::Status -> grpc::Status with a packed
+// google.rpc.Status (ErrorInfo, RetryInfo, BadRequest) in the grpc-status-details-bin trailer.
+// Server code annotates an absl::Status with the facts a client needs (the offending field, a
+// machine-readable reason, a retry delay) as payloads; ToGrpcStatus turns them into details.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "grpcpp/support/status.h"
+
+namespace modrwkv::server {
+
+inline constexpr absl::string_view kErrorDomain = "modrwkv";
+
+// INVALID_ARGUMENT whose BadRequest field violation names `field` (a path in the request message,
+// e.g. "sampling.top_p"). The message should name the field too.
+absl::Status InvalidField(absl::string_view field, absl::string_view message);
+
+// Returns `s` with a payload: ErrorInfo.reason (UPPER_SNAKE_CASE), a BadRequest field, or a
+// RetryInfo delay. No-ops on an OK status.
+absl::Status WithReason(absl::Status s, absl::string_view reason);
+absl::Status WithField(absl::Status s, absl::string_view field);
+absl::Status WithRetryDelay(absl::Status s, absl::Duration delay);
+
+// The ErrorInfo reason ToGrpcStatus would send for `s` (its payload, else derived from the code
+// and, for errors coming from the engine, from the message).
+std::string ReasonOf(const absl::Status& s);
+
+// The mapping. OK stays OK; every error gets ErrorInfo{reason, domain "modrwkv"};
+// RESOURCE_EXHAUSTED and UNAVAILABLE get RetryInfo (1 s unless annotated); INVALID_ARGUMENT with a
+// field gets BadRequest.
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+// Rewrites an engine validation error (SamplingParams/StopConditions::Validate, whose messages
+// start with the engine's field name, e.g. "top_p must be in (0, 1], got 2") so that message and
+// BadRequest name the field of the request message ("sampling.top_p"). Other statuses pass.
+absl::Status RenameEngineField(const absl::Status& s);
+
+}  // namespace modrwkv::server

@@ -1,0 +1,126 @@
+// `modrwkv client` against a real server: the terminal client's output and exit codes.
+#include "tests/e2e/e2e_util.h"
+
+namespace modrwkv::e2e {
+namespace {
+
+struct ClientRun {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `sh -c "<stdin_cmd> | modrwkv client <args>"`.
+ClientRun Client(const std::string& args, const std::string& stdin_cmd = "true") {
+  const fs::path err_file =
+      fs::temp_directory_path() / ("e2e_client_err_" + std::to_string(getpid()));
+  const std::string cmd =
+      stdin_cmd + " | " + std::string(MODRWKV_CLI) + " client " + args + " 2>" + err_file.string();
+  ClientRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.err = ReadAll(err_file);
+  fs::remove(err_file);
+  return r;
+}
+
+class ClientE2eTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = ServerProcess::Start({}).release();
+    ASSERT_NE(server_, nullptr);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
+  static std::string Target() { return " --target " + server_->target(); }
+  static ServerProcess* server_;
+};
+ServerProcess* ClientE2eTest::server_ = nullptr;
+
+TEST_F(ClientE2eTest, GenerateStreamsTheSameTextAsTheApi) {
+  auto stub = pb::Inference::NewStub(server_->Channel());
+  StreamResult api = RunGenerate(stub.get(), Greedy("Hello there", 12));
+  ASSERT_TRUE(api.status.ok());
+  ClientRun r =
+      Client("generate" + Target() +
+             " --prompt 'Hello there' --max-tokens 12 --temperature 0 --ignore-eos --usage");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, api.text + "\n");
+  EXPECT_NE(r.err.find("FINISH_REASON_LENGTH"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("generated 12 tokens"), std::string::npos) << r.err;
+}
+
+TEST_F(ClientE2eTest, ErrorsShowCodeAndDetailsAndExitOne) {
+  ClientRun r = Client("generate" + Target() + " --prompt x --top-p 3");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("field sampling.top_p"), std::string::npos) << r.err;
+  r = Client("generate --target 127.0.0.1:1 --prompt x --timeout 2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
+  r = Client("frobnicate" + Target());
+  EXPECT_EQ(r.code, 2);
+}
+
+TEST_F(ClientE2eTest, TokenizeDetokenizeInfoHealth) {
+  ClientRun r = Client("tokenize" + Target() + " --text 'User: hi'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "24281 59 4571\n");
+  r = Client("detokenize" + Target() + " --tokens '24281 59 4571'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "User: hi");
+  r = Client("info" + Target());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("architecture: \"rwkv7\""), std::string::npos) << r.out;
+  r = Client("health" + Target());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
+  r = Client("health" + Target() + " --service=");
+  EXPECT_EQ(r.out, "SERVING\n");
+}
+
+TEST_F(ClientE2eTest, ChatAnswersEachLineAsATurn) {
+  ClientRun r = Client("chat" + Target() + " --max-tokens 6 --temperature 0 --usage",
+                       "printf 'hello\\nhow are you\\n'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  // Two turns: two answers (each ended by a newline), two usage lines.
+  ASSERT_FALSE(r.out.empty());
+  EXPECT_EQ(r.out.back(), '\n');
+  size_t turns = 0;
+  for (size_t at = 0; (at = r.err.find("FINISH_REASON_", at)) != std::string::npos; ++at) ++turns;
+  EXPECT_EQ(turns, 2u) << r.err;
+}
+
+TEST_F(ClientE2eTest, SessionsExportAndImportThroughFiles) {
+  ClientRun created = Client("create-session" + Target());
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string id = created.out.substr(0, 32);
+  ClientRun g =
+      Client("generate" + Target() + " --session " + id + " --prompt 'Note this' --max-tokens 4");
+  ASSERT_EQ(g.code, 0) << g.err;
+  const fs::path blob = fs::temp_directory_path() / ("e2e_blob_" + std::to_string(getpid()));
+  ClientRun ex =
+      Client("export-session" + Target() + " --session " + id + " --file " + blob.string());
+  ASSERT_EQ(ex.code, 0) << ex.err;
+  EXPECT_GT(fs::file_size(blob), 72u);
+  ClientRun im = Client("import-session" + Target() + " --file " + blob.string());
+  ASSERT_EQ(im.code, 0) << im.err;
+  EXPECT_NE(im.out.find("tokens="), std::string::npos) << im.out;
+  EXPECT_NE(im.out.substr(0, 32), id);
+  ClientRun del = Client("delete-session" + Target() + " --session " + id);
+  EXPECT_EQ(del.code, 0) << del.err;
+  ClientRun get = Client("get-session" + Target() + " --session " + id);
+  EXPECT_EQ(get.code, 1);
+  EXPECT_NE(get.err.find("NOT_FOUND"), std::string::npos) << get.err;
+  fs::remove(blob);
+}
+
+}  // namespace
+}  // namespace modrwkv::e2e

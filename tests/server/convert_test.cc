@@ -1,0 +1,192 @@
+// Proto -> engine request translation (validation naming request fields, chat template, default
+// stop tokens and bans) and engine events -> proto.
+#include "server/convert.h"
+
+#include "gtest/gtest.h"
+
+namespace modrwkv::server {
+namespace {
+
+class ConvertTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tok_ = Tokenizer::LoadFile(std::string(MODRWKV_SOURCE_DIR) + "/assets/rwkv_vocab_v20230424.txt")
+               .value()
+               .release();
+  }
+  static void TearDownTestSuite() { delete tok_; }
+  void SetUp() override {
+    ctx_.tokenizer = tok_;
+    ctx_.model_vocab = 65536;
+    ctx_.max_prompt_tokens = 100;
+    ctx_.chat_template = "<{text}>";
+  }
+  static constexpr auto kNoDeadline = std::chrono::system_clock::time_point::max();
+  static Tokenizer* tok_;
+  TranslationContext ctx_;
+};
+Tokenizer* ConvertTest::tok_ = nullptr;
+
+TEST_F(ConvertTest, PartsBecomePromptPartsInOrder) {
+  pb::GenerateRequest req;
+  req.add_input()->set_text("User: hi");
+  req.add_input()->mutable_tokens()->add_ids(0);
+  req.add_input()->set_text("");  // contributes nothing
+  auto r = ToEngineRequest(req, ctx_, kNoDeadline);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->prompt.size(), 2u);
+  EXPECT_EQ(r->prompt[0].tokens, (std::vector<int32_t>{24281, 59, 4571}));
+  EXPECT_EQ(r->prompt[1].tokens, (std::vector<int32_t>{0}));
+  EXPECT_EQ(r->deadline, absl::InfiniteFuture());
+  EXPECT_FALSE(r->session.has_value());
+}
+
+TEST_F(ConvertTest, DefaultsStopAtEndOfTextAndBanIdsWithoutBytes) {
+  pb::GenerateRequest req;
+  req.add_input()->set_text("x");
+  auto r = ToEngineRequest(req, ctx_, kNoDeadline);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stop.stop_token_ids, (std::vector<int32_t>{0}));
+  EXPECT_EQ(r->stop.max_tokens, 256);
+  EXPECT_EQ(r->sampling.temperature, 1.0f);
+  EXPECT_EQ(r->sampling.logprobs_top_n, -1);
+  // 65530..65535 have no bytes in the World vocab.
+  EXPECT_EQ(r->sampling.banned_tokens,
+            (std::vector<int32_t>{65530, 65531, 65532, 65533, 65534, 65535}));
+  req.mutable_stop()->set_ignore_end_of_text(true);
+  req.mutable_stop()->add_stop_token_ids(7);
+  req.mutable_sampling()->set_top_k(5);
+  req.set_logprobs_top_n(2);
+  r = ToEngineRequest(req, ctx_, kNoDeadline);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stop.stop_token_ids, (std::vector<int32_t>{7}));
+  EXPECT_EQ(r->sampling.top_k, 5);
+  EXPECT_EQ(r->sampling.logprobs_top_n, 2);
+}
+
+TEST_F(ConvertTest, ErrorsNameTheRequestField) {
+  struct Case {
+    std::function<void(pb::GenerateRequest*)> mutate;
+    absl::StatusCode code;
+    std::string message_start;
+  };
+  const std::vector<Case> cases = {
+      {[](pb::GenerateRequest* r) { r->clear_input(); }, absl::StatusCode::kInvalidArgument,
+       "input is empty"},
+      {[](pb::GenerateRequest* r) { r->add_input(); }, absl::StatusCode::kInvalidArgument,
+       "input[1] has no kind"},
+      {[](pb::GenerateRequest* r) { r->add_input()->mutable_tokens()->add_ids(65536); },
+       absl::StatusCode::kInvalidArgument, "input[1].tokens.ids[0] = 65536"},
+      {[](pb::GenerateRequest* r) {
+         for (int i = 0; i < 100; ++i) r->add_input()->mutable_tokens()->add_ids(1);
+       },
+       absl::StatusCode::kInvalidArgument, "input has"},
+      {[](pb::GenerateRequest* r) { r->add_input()->mutable_audio(); },
+       absl::StatusCode::kUnimplemented, "input[1].audio"},
+      {[](pb::GenerateRequest* r) { r->add_input()->mutable_time_series(); },
+       absl::StatusCode::kUnimplemented, "input[1].time_series"},
+      {[](pb::GenerateRequest* r) { r->set_session_id("zz"); }, absl::StatusCode::kInvalidArgument,
+       "session_id must be 32 hex digits"},
+      {[](pb::GenerateRequest* r) { r->mutable_sampling()->set_min_p(2); },
+       absl::StatusCode::kInvalidArgument, "sampling.min_p"},
+      {[](pb::GenerateRequest* r) { (*r->mutable_sampling()->mutable_logit_bias())[-1] = 1; },
+       absl::StatusCode::kInvalidArgument, "sampling.logit_bias"},
+      {[](pb::GenerateRequest* r) { r->set_logprobs_top_n(-1); },
+       absl::StatusCode::kInvalidArgument, "logprobs_top_n"},
+      {[](pb::GenerateRequest* r) { r->mutable_stop()->add_stop_strings(""); },
+       absl::StatusCode::kInvalidArgument, "stop.stop_strings[0]"},
+      {[](pb::GenerateRequest* r) { r->mutable_timeout(); }, absl::StatusCode::kInvalidArgument,
+       "timeout"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    pb::GenerateRequest req;
+    req.add_input()->set_text("x");
+    cases[i].mutate(&req);
+    auto r = ToEngineRequest(req, ctx_, kNoDeadline);
+    ASSERT_FALSE(r.ok()) << i;
+    EXPECT_EQ(r.status().code(), cases[i].code) << i << ": " << r.status();
+    EXPECT_EQ(r.status().message().substr(0, cases[i].message_start.size()), cases[i].message_start)
+        << i << ": " << r.status();
+  }
+}
+
+TEST_F(ConvertTest, DeadlineIsTheSoonerOfTimeoutAndGrpcDeadline) {
+  pb::GenerateRequest req;
+  req.add_input()->set_text("x");
+  req.mutable_timeout()->set_seconds(10);
+  const absl::Time before = absl::Now();
+  auto r = ToEngineRequest(req, ctx_, kNoDeadline);
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(r->deadline, before + absl::Seconds(10));
+  EXPECT_LE(r->deadline, absl::Now() + absl::Seconds(10));
+  const auto soon = std::chrono::system_clock::now() + std::chrono::seconds(1);
+  r = ToEngineRequest(req, ctx_, soon);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->deadline, absl::FromChrono(soon));
+}
+
+TEST_F(ConvertTest, ChatTurnAppliesTheTemplateStopsAtTurnEndAndBansEndOfText) {
+  pb::ChatRequest req;
+  req.set_text("hi");
+  const SessionId sid = SessionId::Random();
+  auto r = ToEngineChatTurn(req, sid, ctx_, kNoDeadline);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompt[0].tokens, tok_->Encode("<hi>"));
+  EXPECT_EQ(r->session, sid);
+  EXPECT_EQ(r->stop.stop_token_ids, (std::vector<int32_t>{24}));
+  EXPECT_EQ(r->sampling.banned_tokens.back(), 0);
+  req.set_raw(true);
+  r = ToEngineChatTurn(req, sid, ctx_, kNoDeadline);
+  EXPECT_EQ(r->prompt[0].tokens, tok_->Encode("hi"));
+  req.set_text("");
+  EXPECT_EQ(ToEngineChatTurn(req, sid, ctx_, kNoDeadline).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ConvertTest, TokenEventsCoalesceIntoOneChunk) {
+  pb::TokenChunk chunk;
+  TokenEvent a{{5, 6}, "ab", {}};
+  TokenEvent b{{7}, "c", {SampleResult{-0.5f, {{7, -0.5f}, {8, -1.0f}}}}};
+  const size_t bytes = AppendTokenEvent(a, &chunk) + AppendTokenEvent(b, &chunk);
+  EXPECT_EQ(chunk.text(), "abc");
+  EXPECT_EQ(chunk.token_ids_size(), 3);
+  ASSERT_EQ(chunk.logprobs_size(), 1);
+  EXPECT_EQ(chunk.logprobs(0).token_id(), 7);
+  EXPECT_EQ(chunk.logprobs(0).top_size(), 2);
+  EXPECT_EQ(bytes, 3u + 5 * 3 + 10 * 3);
+}
+
+TEST_F(ConvertTest, FinishEventsMapToReasonsStatusesAndUsage) {
+  FinishEvent e;
+  e.reason = FinishReason::kStopString;
+  e.prompt_tokens = 4;
+  e.generated_tokens = 9;
+  e.time_to_first_token = absl::Milliseconds(1500);
+  e.total_time = absl::Seconds(2);
+  EXPECT_EQ(ToProto(e.reason), pb::FINISH_REASON_STOP_STRING);
+  EXPECT_TRUE(RpcStatusOf(e, false).ok());
+  pb::Usage u;
+  FillUsage(e, &u);
+  EXPECT_EQ(u.prompt_tokens(), 4);
+  EXPECT_EQ(u.generated_tokens(), 9);
+  EXPECT_EQ(u.time_to_first_token().seconds(), 1);
+  EXPECT_EQ(u.time_to_first_token().nanos(), 500000000);
+  e.time_to_first_token = absl::InfiniteDuration();
+  pb::Usage none;
+  FillUsage(e, &none);
+  EXPECT_FALSE(none.has_time_to_first_token());
+
+  e.reason = FinishReason::kDeadline;
+  EXPECT_TRUE(RpcStatusOf(e, false).ok());  // the request's own timeout: a normal end
+  EXPECT_EQ(RpcStatusOf(e, true).code(), absl::StatusCode::kDeadlineExceeded);
+  e.reason = FinishReason::kCancelled;
+  EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kCancelled);
+  e.reason = FinishReason::kError;
+  EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kInternal);
+  e.status = absl::ResourceExhaustedError("x");
+  EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(StreamOverflowError(4096).code(), absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace modrwkv::server

@@ -1,0 +1,260 @@
+// serve: the gRPC server (server/ModelServer) on a model. Every flag can also come from an
+// environment variable MODRWKV_<FLAG> (upper case, '-' -> '_'); a flag on the command line wins.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/time.h"
+#include "engine/status_macros.h"
+#include "server/model_server.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/common.h"
+
+namespace modrwkv::cli {
+namespace {
+
+using server::ServerOptions;
+
+struct FlagSpec {
+  const char* name;
+  const char* def;
+  const char* help;
+  bool is_bool = false;
+};
+
+// --model, --dtype and --threads come from AddModelFlags.
+constexpr FlagSpec kServeFlags[] = {
+    {"vocab", "", "vocabulary file; default: next to the model, then the bundled copy"},
+    {"host", "0.0.0.0", "address to listen on for gRPC"},
+    {"port", "50051", "gRPC port (0 = any free port; the 'listening' log line says which)"},
+    {"metrics-host", "0.0.0.0", "address for the Prometheus endpoint"},
+    {"metrics-port", "9090", "Prometheus /metrics port (0 = any free port, -1 = off)"},
+    {"max-running", "32", "sequences decoded together in one batch"},
+    {"state-slots", "0", "state slots to allocate (0 = max-running; more keep idle sessions hot)"},
+    {"max-step-tokens", "512", "per-step budget: decode tokens + prefill rows"},
+    {"max-queued-requests", "256", "requests waiting for a slot before RESOURCE_EXHAUSTED"},
+    {"max-queued-prompt-tokens", "1048576",
+     "prompt tokens waiting before RESOURCE_EXHAUSTED (also the longest prompt accepted)"},
+    {"max-cold-sessions", "1024", "idle sessions kept in host memory (LRU)"},
+    {"session-ttl", "1h", "idle sessions older than this are deleted (e.g. 90s, 30m, 1h)"},
+    {"stream-buffer-bytes", "1048576",
+     "output a slow client may leave unread before its request is cancelled"},
+    {"chat-template", "\\x16User: {text}\\x17\\x16Assistant:",
+     "Chat turn template; {text} is the message; \\xNN \\n \\t \\\\ escapes"},
+    {"max-message-bytes", "4194304", "largest request message accepted"},
+    {"tls-cert", "", "PEM server certificate chain (enables TLS)"},
+    {"tls-key", "", "PEM private key of --tls-cert"},
+    {"tls-client-ca", "", "PEM CA bundle: require and verify client certificates (mTLS)"},
+    {"auth-token-file", "", "bearer tokens, one per line: 'token' or 'name token'"},
+    {"drain-timeout", "30s", "on SIGTERM/SIGINT, how long running requests may take to finish"},
+    {"log-level", "info", "debug, info, warn or error"},
+    {"log-format", "text", "text (key=value) or json"},
+    {"no-warmup", "", "skip the warm-up batch before readiness", true},
+};
+
+std::string EnvName(const std::string& flag) {
+  return absl::StrCat("MODRWKV_", absl::AsciiStrToUpper(absl::StrReplaceAll(flag, {{"-", "_"}})));
+}
+
+// \xNN, \n, \t, \r, \\ -> bytes.
+absl::StatusOr<std::string> Unescape(const std::string& s, const char* flag) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out.push_back(s[i]);
+      continue;
+    }
+    const char c = s[++i];
+    if (c == 'n') {
+      out.push_back('\n');
+    } else if (c == 't') {
+      out.push_back('\t');
+    } else if (c == 'r') {
+      out.push_back('\r');
+    } else if (c == '\\') {
+      out.push_back('\\');
+    } else if (c == 'x' && i + 2 < s.size() &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": unknown escape '\\", std::string(1, c), "'"));
+    }
+  }
+  return out;
+}
+
+// "30s", "1h", "250ms" or a plain number of seconds.
+absl::StatusOr<absl::Duration> DurationFlag(const Flags& f, const char* name) {
+  const std::string v = f.Str(name);
+  double seconds;
+  absl::Duration d;
+  if (absl::SimpleAtod(v, &seconds)) {
+    d = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(v, &d)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a duration like 30s, 5m or 1h, got '", v, "'"));
+  }
+  if (d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must not be negative"));
+  }
+  return d;
+}
+
+absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
+  ServerOptions o;
+  MODRWKV_ASSIGN_OR_RETURN(ModelOptions mo, ModelOptionsFromFlags(f, 1));
+  o.model_path = f.Str("model");
+  o.dtype = mo.weight_type;
+  o.threads = mo.threads;
+  o.vocab_path = f.Str("vocab");
+  if (o.vocab_path.empty()) {
+    const auto next_to =
+        std::filesystem::path(o.model_path).parent_path() / "rwkv_vocab_v20230424.txt";
+    std::error_code ec;
+    o.vocab_path = std::filesystem::exists(next_to, ec) ? next_to.string() : DefaultVocabPath();
+  }
+  o.host = f.Str("host");
+  o.metrics_host = f.Str("metrics-host");
+  auto int_flag = [&](const char* name, int64_t lo, int64_t hi, auto* out) -> absl::Status {
+    MODRWKV_ASSIGN_OR_RETURN(int64_t v, f.Int(name, lo, hi));
+    *out = static_cast<std::remove_pointer_t<decltype(out)>>(v);
+    return absl::OkStatus();
+  };
+  MODRWKV_RETURN_IF_ERROR(int_flag("port", 0, 65535, &o.port));
+  MODRWKV_RETURN_IF_ERROR(int_flag("metrics-port", -1, 65535, &o.metrics_port));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-running", 1, 4096, &o.scheduler.max_running));
+  MODRWKV_RETURN_IF_ERROR(int_flag("state-slots", 0, 65536, &o.state_slots));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-step-tokens", 1, 1 << 20, &o.scheduler.max_step_tokens));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-queued-requests", 1, 1 << 20, &o.scheduler.max_queued_requests));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-queued-prompt-tokens", 1, int64_t{1} << 32,
+                                   &o.scheduler.max_queued_prompt_tokens));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-cold-sessions", 0, 1 << 24, &o.scheduler.max_cold_sessions));
+  MODRWKV_ASSIGN_OR_RETURN(o.scheduler.session_ttl, DurationFlag(f, "session-ttl"));
+  if (o.scheduler.session_ttl == absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--session-ttl must be positive");
+  }
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("stream-buffer-bytes", 1024, int64_t{1} << 32, &o.stream_buffer_bytes));
+  MODRWKV_ASSIGN_OR_RETURN(o.chat_template, Unescape(f.Str("chat-template"), "chat-template"));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-message-bytes", 1024, 1 << 30, &o.max_message_bytes));
+  o.tls_cert_file = f.Str("tls-cert");
+  o.tls_key_file = f.Str("tls-key");
+  o.tls_client_ca_file = f.Str("tls-client-ca");
+  o.auth_token_file = f.Str("auth-token-file");
+  MODRWKV_ASSIGN_OR_RETURN(o.drain_timeout, DurationFlag(f, "drain-timeout"));
+  const std::string level = f.Str("log-level");
+  if (level == "debug") {
+    o.log_level = server::LogLevel::kDebug;
+  } else if (level == "info") {
+    o.log_level = server::LogLevel::kInfo;
+  } else if (level == "warn") {
+    o.log_level = server::LogLevel::kWarn;
+  } else if (level == "error") {
+    o.log_level = server::LogLevel::kError;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-level must be debug, info, warn or error, got '", level, "'"));
+  }
+  const std::string format = f.Str("log-format");
+  if (format == "text") {
+    o.log_format = server::LogFormat::kText;
+  } else if (format == "json") {
+    o.log_format = server::LogFormat::kJson;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-format must be text or json, got '", format, "'"));
+  }
+  o.warmup = !f.Bool("no-warmup");
+  MODRWKV_RETURN_IF_ERROR(o.Validate());
+  return o;
+}
+
+// Waits for SIGTERM or SIGINT (blocked in every thread, see RunServe); returns the signal.
+int WaitForSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  return sig;
+}
+
+}  // namespace
+
+int RunServe(int argc, char** argv) {
+  Flags flags("serve", "--model M [--vocab V] [--port P] [--metrics-port Q] [flags]",
+              "Serves the model over gRPC (modrwkv.v1.Inference, modrwkv.v1.Sessions, "
+              "grpc.health.v1, reflection) and Prometheus metrics. Every flag can also be set "
+              "with an environment variable MODRWKV_<FLAG> (e.g. MODRWKV_PORT, "
+              "MODRWKV_MAX_RUNNING); the command line wins. SIGTERM/SIGINT drain and exit 0.");
+  AddModelFlags(flags);
+  for (const FlagSpec& s : kServeFlags) {
+    if (s.is_bool) {
+      flags.AddBool(s.name, s.help);
+    } else {
+      flags.Add(s.name, s.def, s.help);
+    }
+  }
+  // Environment first, then the command line, so the command line wins.
+  std::vector<std::string> args = {argv[0], argv[1]};
+  std::vector<std::string> names = {"model", "dtype", "threads"};
+  for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
+  for (const std::string& n : names) {
+    if (const char* v = std::getenv(EnvName(n).c_str()))
+      args.push_back(absl::StrCat("--", n, "=", v));
+  }
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<char*> cargs;
+  for (std::string& a : args) cargs.push_back(a.data());
+  auto parsed = flags.Parse(static_cast<int>(cargs.size()), cargs.data(), 2);
+  if (!parsed.ok()) return UsageError(flags, parsed.status());
+  if (!*parsed) return 0;
+  absl::StatusOr<ServerOptions> options = OptionsFromFlags(flags);
+  if (!options.ok()) return UsageError(flags, options.status());
+
+  // Signals are taken by sigwait on this thread only: block them before any thread starts, so
+  // every thread inherits the mask.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  auto srv = server::ModelServer::Start(*options);
+  if (!srv.ok()) return Fail(srv.status());
+  // A signal that arrives while loading stays pending and is acted on once loading is done.
+  if (absl::Status st = (*srv)->LoadAndServe(); !st.ok()) {
+    srv->reset();  // flushes the server's log first
+    std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  WaitForSignal();  // ModelServer logs "draining"; a second signal exits at once
+  std::thread([] {
+    WaitForSignal();
+    std::fprintf(stderr, "second signal: exiting without draining\n");
+    std::_Exit(1);
+  }).detach();
+  (*srv)->DrainAndStop();
+  srv->reset();
+  return 0;
+}
+
+}  // namespace modrwkv::cli
