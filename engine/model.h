@@ -95,6 +95,10 @@ struct ModelOptions {
   WeightType weight_type = WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
   int num_slots = 1;
   int threads = 0;  // 0 = all hardware threads
+  // Every dense layer runs the per-row kernel whatever the step holds, so a sequence's numbers do
+  // not depend, to the last bit, on what it is batched with or how its prompt is chunked. Costs
+  // prefill throughput (no sgemm); decode speed is unchanged.
+  bool batch_invariant = false;
 
   absl::Status Validate() const;
 };

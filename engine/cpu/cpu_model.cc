@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_format.h"
 #include "engine/cpu/blas.h"
@@ -50,6 +51,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   }
   std::unique_ptr<CpuModel> m(
       new CpuModel(options, std::make_unique<ThreadPool>(options.threads), blas_ptr));
+  if (options.batch_invariant) m->linear_.set_gemv_max_rows(std::numeric_limits<int>::max());
   m->info_.config = refs.config;
   m->info_.backend = "cpu";
   m->info_.weight_dtype = wt == WType::kF32 ? "f32" : wt == WType::kBF16 ? "bf16" : "int8";

@@ -128,9 +128,11 @@ void LinearRunner::RunGemv(const Matrix& w, const float* x, int64_t ldx, int row
                            int64_t ldy, bool accumulate) {
   const int chunk = GemvChunk(w);
   const int64_t tasks = (w.rows + chunk - 1) / chunk;
-  // With more than one group of inputs, bf16/int8 rows are widened once per task into an f32
-  // slice (it stays in L2) instead of once per group in registers.
-  const bool widen = w.type != WType::kF32 && rows > kMaxGemvRows;
+  // With more than one group of inputs, bf16 rows are widened once per task into an f32 slice (it
+  // stays in L2) instead of once per group in registers; the values and the order of the FMAs
+  // are the same either way, so a row's result does not depend on how many rows run with it.
+  // int8 is not widened: its scale is applied after the sum, and widening would apply it before.
+  const bool widen = w.type == WType::kBF16 && rows > kMaxGemvRows;
   pool_->ParallelFor(tasks, [&](int64_t t, int thread) {
     const int o0 = static_cast<int>(t * chunk);
     const int o1 = std::min(w.rows, o0 + chunk);

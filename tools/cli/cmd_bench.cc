@@ -125,7 +125,8 @@ int RunBench(int argc, char** argv) {
       .Add("prompt-len", "512", "prefill prompt length")
       .Add("decode-steps", "32", "timed decode steps per batch size")
       .Add("batches", "1,8,32", "decode batch sizes")
-      .Add("json", "", "also write the results as JSON to this file");
+      .Add("json", "", "also write the results as JSON to this file")
+      .AddBool("batch-invariant", "run the model batch-invariant (as `serve` does by default)");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -167,6 +168,7 @@ int RunBench(int argc, char** argv) {
         ModelOptions o;
         o.num_slots = max_batch;
         o.threads = threads;
+        o.batch_invariant = flags.Bool("batch-invariant");
         if (dtype == "f32") {
           o.weight_type = ModelOptions::WeightType::kF32;
         } else if (dtype == "bf16") {

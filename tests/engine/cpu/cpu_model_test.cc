@@ -207,6 +207,38 @@ TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
   EXPECT_LT(MaxRelDiff(batched, b), 1e-4f);
 }
 
+TEST_F(CpuModelTest, BatchInvariantModeIsBitExactAcrossBatchesAndChunks) {
+  ModelOptions o;
+  o.num_slots = 3;
+  o.weight_type = ModelOptions::WeightType::kBF16;
+  o.batch_invariant = true;
+  auto m = CpuModel::Create(ViewsOf(*tensors_), o).value();
+  std::vector<int32_t> longp;
+  for (int i = 0; i < 150; ++i) longp.push_back(1 + (i * 37) % 999);  // > 64 rows: sgemm otherwise
+  const std::vector<float> alone = Logits(*m, 0, longp);
+  // Chunked differently, and batched with another sequence's prefill and a decode.
+  const std::vector<int32_t> other(90, 5), one = {7};
+  Logits(*m, 2, {3});
+  StepEntry a, b, c;
+  a.slot = 1;
+  // Step 1 (51 rows) would take the per-row kernel and step 2 (190 rows) sgemm, while the lone
+  // prefill (150 rows) is one sgemm: without batch invariance the bits differ.
+  a.inputs = {InputSegment::Tokens(absl::MakeConstSpan(longp).subspan(0, 50))};
+  b.slot = 0;
+  ASSERT_TRUE(m->ResetSlot(0).ok());
+  b.inputs = {InputSegment::Tokens(other)};
+  c.slot = 2;
+  c.inputs = {InputSegment::Tokens(one)};
+  c.output = StepOutput::kLogits;
+  std::vector<StepResult> res;
+  ASSERT_TRUE(m->Step({a, c}, &res).ok());
+  a.inputs = {InputSegment::Tokens(absl::MakeConstSpan(longp).subspan(50))};
+  a.output = StepOutput::kLogits;
+  ASSERT_TRUE(m->Step({b, a}, &res).ok());
+  std::vector<float> batched(res[1].logits.begin(), res[1].logits.end());
+  EXPECT_EQ(batched, alone);  // bit for bit
+}
+
 TEST_F(CpuModelTest, ThreadCountDoesNotChangeResults) {
   auto one = Make(1, ModelOptions::WeightType::kF32, 1);
   auto two = Make(1, ModelOptions::WeightType::kF32, 2);
