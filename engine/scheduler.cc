@@ -107,6 +107,11 @@ class Scheduler::Impl {
     r->sink = std::move(sink);
     r->prompt_rows = rows;
     r->submitted = absl::Now();
+    // A wrong session id is the caller's error whatever the load, so it is answered first.
+    if (r->req.session && !pool_.Knows(*r->req.session, r->req.owner)) {
+      return absl::NotFoundError(
+          absl::StrCat("session_id ", r->req.session->ToString(), " not found"));
+    }
     std::unique_lock<std::mutex> l(mu_);
     if (draining_ || stop_) {
       l.unlock();
@@ -125,10 +130,6 @@ class Scheduler::Impl {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "too many prompt tokens queued (%d + %d > %d); retry later", queued_tokens_, rows,
           opts_.max_queued_prompt_tokens));
-    }
-    if (r->req.session && !pool_.Knows(*r->req.session, r->req.owner)) {
-      return absl::NotFoundError(
-          absl::StrCat("session_id ", r->req.session->ToString(), " not found"));
     }
     r->id = ++next_id_;
     const RequestId id = r->id;
