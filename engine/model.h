@@ -94,6 +94,9 @@ struct ModelOptions {
   enum class WeightType { kAuto, kF32, kBF16, kI8 };
   WeightType weight_type = WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
   int num_slots = 1;
+  // > 0: allocate as many slots as this many bytes of state hold (at least num_slots); the state
+  // pool is allocated once, at load.
+  int64_t state_memory_bytes = 0;
   int threads = 0;  // 0 = all hardware threads
   // Every dense layer runs the per-row kernel whatever the step holds, so a sequence's numbers do
   // not depend, to the last bit, on what it is batched with or how its prompt is chunked. Costs

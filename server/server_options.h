@@ -23,6 +23,7 @@ struct ServerOptions {
   bool batch_invariant = true;  // see ModelOptions::batch_invariant; --fast-prefill turns it off
   int threads = 0;      // 0 = all hardware threads
   int state_slots = 0;  // 0 = scheduler.max_running; more slots keep idle sessions hot
+  int64_t state_memory_bytes = 0;  // > 0: as many slots as fit (ModelOptions::state_memory_bytes)
 
   // Network.
   std::string host = "0.0.0.0";

@@ -44,13 +44,23 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
     case ModelOptions::WeightType::kI8: wt = WType::kI8; break;
     default: wt = refs.matrix_dtype == DType::kF32 ? WType::kF32 : WType::kBF16;
   }
-  const int64_t state_floats = refs.config.StateFloats() * options.num_slots;
+  ModelOptions opts = options;
+  if (opts.state_memory_bytes > 0) {
+    const int64_t fit = opts.state_memory_bytes / refs.config.StateBytes();
+    if (fit < opts.num_slots) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "state memory budget of %d bytes holds %d states of %d bytes; need at least %d",
+          opts.state_memory_bytes, fit, refs.config.StateBytes(), opts.num_slots));
+    }
+    opts.num_slots = static_cast<int>(std::min<int64_t>(fit, 1 << 20));
+  }
+  const int64_t state_floats = refs.config.StateFloats() * opts.num_slots;
   if (state_floats > (int64_t{1} << 36)) {
     return absl::ResourceExhaustedError(
-        absl::StrFormat("num_slots %d needs %d bytes of state", options.num_slots, state_floats * 4));
+        absl::StrFormat("num_slots %d needs %d bytes of state", opts.num_slots, state_floats * 4));
   }
   std::unique_ptr<CpuModel> m(
-      new CpuModel(options, std::make_unique<ThreadPool>(options.threads), blas_ptr));
+      new CpuModel(opts, std::make_unique<ThreadPool>(opts.threads), blas_ptr));
   if (options.batch_invariant) m->linear_.set_gemv_max_rows(std::numeric_limits<int>::max());
   m->info_.config = refs.config;
   m->info_.backend = "cpu";

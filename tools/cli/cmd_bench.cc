@@ -111,6 +111,38 @@ absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std
   return r;
 }
 
+// Decode tokens/s of one sequence after `context` tokens: an RNN's cost per token does not grow
+// with the context (a transformer's attention does). The prompt is prefilled in chunks.
+absl::StatusOr<double> DecodeAtContext(Model& m, int context, int decode_steps) {
+  const ModelConfig& c = m.config();
+  if (auto st = m.ResetSlot(0); !st.ok()) return st;
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  auto sampler = Sampler::Create(greedy, c.vocab_size);
+  if (!sampler.ok()) return sampler.status();
+  const std::vector<int32_t> prompt = Tokens(context, c.vocab_size, 7);
+  std::vector<StepResult> res;
+  StepEntry e;
+  e.slot = 0;
+  e.sampler = sampler->get();
+  constexpr int kChunk = 1024;
+  for (int pos = 0; pos < context; pos += kChunk) {
+    const int n = std::min(kChunk, context - pos);
+    e.inputs = {InputSegment::Tokens(absl::MakeConstSpan(prompt).subspan(pos, n))};
+    e.output = pos + n == context ? StepOutput::kSample : StepOutput::kNone;
+    if (auto st = m.Step({e}, &res); !st.ok()) return st;
+  }
+  int32_t tok[1];
+  e.output = StepOutput::kSample;
+  const auto t0 = Clock::now();
+  for (int s = 0; s < decode_steps; ++s) {
+    tok[0] = res[0].token;
+    e.inputs = {InputSegment::Tokens(tok)};
+    if (auto st = m.Step({e}, &res); !st.ok()) return st;
+  }
+  return decode_steps / Since(t0);
+}
+
 }  // namespace
 
 int RunBench(int argc, char** argv) {
@@ -126,7 +158,10 @@ int RunBench(int argc, char** argv) {
       .Add("decode-steps", "32", "timed decode steps per batch size")
       .Add("batches", "1,8,32", "decode batch sizes")
       .Add("json", "", "also write the results as JSON to this file")
-      .AddBool("batch-invariant", "run the model batch-invariant (as `serve` does by default)");
+      .AddBool("batch-invariant", "run the model batch-invariant (as `serve` does by default)")
+      .Add("contexts", "",
+           "instead: batch-1 decode tokens/s after each of these context lengths (e.g. "
+           "1024,8192,65536)");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -153,6 +188,9 @@ int RunBench(int argc, char** argv) {
 
   std::vector<CaseResult> results;
   std::vector<MachineLimits> limits;
+  if (!flags.Str("contexts").empty()) {
+    std::printf("| shape | weights | threads | context tokens | decode b1 t/s |\n|---|---|---|---|---|\n");
+  }
   for (int threads : thread_counts) {
     const MachineLimits lim = MeasureMachine(threads);
     limits.push_back(lim);
@@ -193,6 +231,20 @@ int RunBench(int argc, char** argv) {
         if (!model.ok()) return Fail(model.status());
         std::fprintf(stderr, "running %s %s, %d thread(s)...\n", shape.c_str(), dtype.c_str(),
                      lim.threads);
+        if (!flags.Str("contexts").empty()) {
+          for (const std::string& cs : flags.List("contexts")) {
+            int ctx;
+            if (!absl::SimpleAtoi(cs, &ctx) || ctx < 1 || ctx > (1 << 24)) {
+              return UsageError(flags, absl::InvalidArgumentError("--contexts: bad length '" + cs + "'"));
+            }
+            auto tps = DecodeAtContext(**model, ctx, static_cast<int>(*decode_steps));
+            if (!tps.ok()) return Fail(tps.status());
+            std::printf("| %s | %s | %d | %d | %.2f |\n", shape.c_str(), dtype.c_str(), lim.threads,
+                        ctx, *tps);
+            std::fflush(stdout);
+          }
+          continue;
+        }
         auto r = RunCase(**model, shape, dtype, static_cast<int>(*prompt_len),
                          static_cast<int>(*decode_steps), batches, lim.read_gbps);
         if (!r.ok()) return Fail(r.status());
@@ -202,6 +254,7 @@ int RunBench(int argc, char** argv) {
     }
   }
 
+  if (results.empty()) return 0;  // --contexts printed its own table
   // Markdown table.
   std::printf("| shape | weights | threads | prefill t/s | prefill GFLOP/s | %% of sgemm peak |"
               " decode b1 t/s | b1 roofline t/s | %% of roofline |");

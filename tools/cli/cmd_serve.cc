@@ -42,6 +42,8 @@ constexpr FlagSpec kServeFlags[] = {
     {"metrics-port", "9090", "Prometheus /metrics port (0 = any free port, -1 = off)"},
     {"max-running", "32", "sequences decoded together in one batch"},
     {"state-slots", "0", "state slots to allocate (0 = max-running; more keep idle sessions hot)"},
+    {"state-memory", "0",
+     "memory for state slots, e.g. 512M or 4G: as many slots as fit (0 = use --state-slots)"},
     {"max-step-tokens", "512", "per-step budget: decode tokens + prefill rows"},
     {"max-queued-requests", "256", "requests waiting for a slot before RESOURCE_EXHAUSTED"},
     {"max-queued-prompt-tokens", "1048576",
@@ -142,6 +144,22 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(int_flag("metrics-port", -1, 65535, &o.metrics_port));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-running", 1, 4096, &o.scheduler.max_running));
   MODRWKV_RETURN_IF_ERROR(int_flag("state-slots", 0, 65536, &o.state_slots));
+  {
+    const std::string v = f.Str("state-memory");
+    int64_t mult = 1;
+    std::string num = v;
+    if (!v.empty() && std::string("KMGkmg").find(v.back()) != std::string::npos) {
+      const char u = static_cast<char>(std::toupper(static_cast<unsigned char>(v.back())));
+      mult = u == 'K' ? (1LL << 10) : u == 'M' ? (1LL << 20) : (1LL << 30);
+      num = v.substr(0, v.size() - 1);
+    }
+    int64_t n;
+    if (!absl::SimpleAtoi(num, &n) || n < 0 || n > (1LL << 40) / mult) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--state-memory must be bytes with an optional K, M or G, got '", v, "'"));
+    }
+    o.state_memory_bytes = n * mult;
+  }
   MODRWKV_RETURN_IF_ERROR(int_flag("max-step-tokens", 1, 1 << 20, &o.scheduler.max_step_tokens));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-queued-requests", 1, 1 << 20, &o.scheduler.max_queued_requests));

@@ -239,6 +239,22 @@ TEST_F(CpuModelTest, BatchInvariantModeIsBitExactAcrossBatchesAndChunks) {
   EXPECT_EQ(batched, alone);  // bit for bit
 }
 
+TEST_F(CpuModelTest, StateMemoryBudgetSetsTheSlotCount) {
+  ModelOptions o;
+  o.weight_type = ModelOptions::WeightType::kF32;
+  const int64_t state = 3LL * 128 * 66 * 4;
+  o.num_slots = 2;
+  o.state_memory_bytes = state * 7 + state / 2;
+  auto m = CpuModel::Create(ViewsOf(*tensors_), o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->num_slots(), 7);
+  EXPECT_TRUE((*m)->ResetSlot(6).ok());
+  o.state_memory_bytes = state;  // holds one, two needed
+  auto small = CpuModel::Create(ViewsOf(*tensors_), o);
+  EXPECT_EQ(small.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(small.status().message().find("holds 1 states"), std::string::npos) << small.status();
+}
+
 TEST_F(CpuModelTest, ThreadCountDoesNotChangeResults) {
   auto one = Make(1, ModelOptions::WeightType::kF32, 1);
   auto two = Make(1, ModelOptions::WeightType::kF32, 2);
