@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Serving benchmark on a random-weight model of a real shape: the engine's own batch-1 and
+# batch-32 decode next to the same traffic through `modrwkv serve` driven by modrwkv-loadgen,
+# plus decode speed after long contexts (the RNN's constant cost per token).
+#   tools/bench_server.sh [shape=0.1b] [dtype=bf16] [engine threads=1]
+# The server's engine gets THREADS threads; gRPC and the load generator use the rest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shape=${1:-0.1b}
+dtype=${2:-bf16}
+threads=${3:-1}
+bin=build/bin/modrwkv
+lg=build/bin/modrwkv-loadgen
+dir=$(mktemp -d)
+log=$dir/server.log
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+
+"$bin" make-demo-model --out "$dir" --shape "$shape" --dtype "$dtype" --seed 2024 >/dev/null
+
+echo "## engine (modrwkv bench --batch-invariant, as the server runs), $shape $dtype, $threads thread(s)"
+"$bin" bench --model "$dir/model.pth" --dtype "$dtype" --threads "$threads" --batches 1,32 \
+  --decode-steps 32 --prompt-len 16 --batch-invariant 2>/dev/null | grep -E '^\|'
+
+"$bin" serve --model "$dir/model.pth" --threads "$threads" --host 127.0.0.1 --port 0 \
+  --metrics-port -1 --max-running 32 2>"$log" &
+server=$!
+for _ in $(seq 1 1200); do
+  grep -q 'msg=ready' "$log" && break
+  kill -0 "$server" 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.1
+done
+port=$(grep -o 'grpc_port=[0-9]*' "$log" | head -1 | cut -d= -f2)
+
+echo
+echo "## server, single stream (prompt 16, 128 tokens, 8 requests)"
+"$lg" --target "127.0.0.1:$port" --concurrency 1 --requests 8 --prompt-tokens 16 --output-tokens 128
+echo
+echo "## server, concurrency 32 (prompt 16, 64 tokens, 96 requests)"
+"$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 64
+kill -TERM "$server"
+wait "$server" || true
+
+echo
+echo "## decode after long contexts (engine, batch 1)"
+"$bin" bench --model "$dir/model.pth" --dtype "$dtype" --threads "$threads" \
+  --contexts 1024,8192,65536 --decode-steps 32 2>/dev/null | grep -E '^\|'
