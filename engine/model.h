@@ -49,16 +49,16 @@ struct StepResult {
   // kLogits and kSample: the logits of the last row ([vocab_size]); for kSample they are the
   // sampler's working copy (penalties applied). Valid until the next Step or slot operation.
   absl::Span<const float> logits;
-  int32_t token = -1;  // kSample
+  int32_t token = -1;   // kSample
   SampleResult sample;  // kSample: logprobs if the sampler was asked for them
 };
 
 struct ModelInfo {
   ModelConfig config;
-  std::string backend;        // "cpu", "cuda"
-  std::string weight_dtype;   // "f32", "bf16"
+  std::string backend;       // "cpu", "cuda"
+  std::string weight_dtype;  // "f32", "bf16"
   int64_t parameter_count = 0;
-  int64_t weight_bytes = 0;   // bytes of weights held by the backend
+  int64_t weight_bytes = 0;            // bytes of weights held by the backend
   int64_t decode_bytes_per_token = 0;  // weight bytes one decode token must read (roofline)
   uint64_t fingerprint = 0;  // identifies the weights (FingerprintRwkv7); guards state import
 };
@@ -92,7 +92,8 @@ struct ModelOptions {
   // kI8: int8 with a scale per output row (a quarter of f32's bytes; the embedding table stays
   // bf16). Its accuracy cost against f32 is measured in docs/benchmarks.md.
   enum class WeightType { kAuto, kF32, kBF16, kI8 };
-  WeightType weight_type = WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
+  WeightType weight_type =
+      WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
   int num_slots = 1;
   // > 0: allocate as many slots as this many bytes of state hold (at least num_slots); the state
   // pool is allocated once, at load.

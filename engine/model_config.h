@@ -8,12 +8,12 @@ namespace modrwkv {
 
 struct ModelConfig {
   int n_layer = 0;
-  int n_embd = 0;     // C
-  int n_head = 0;     // H = C / head_size
-  int head_size = 64; // N
-  int vocab_size = 0; // V
-  int ffn_size = 0;   // F (4C in released models)
-  int d_decay = 0;    // LoRA ranks: w, a, v, g
+  int n_embd = 0;      // C
+  int n_head = 0;      // H = C / head_size
+  int head_size = 64;  // N
+  int vocab_size = 0;  // V
+  int ffn_size = 0;    // F (4C in released models)
+  int d_decay = 0;     // LoRA ranks: w, a, v, g
   int d_aaa = 0;
   int d_mv = 0;
   int d_gate = 0;

@@ -7,8 +7,8 @@
 
 namespace modrwkv {
 
-absl::StatusOr<std::unique_ptr<Model>> CreateModel(
-    const std::map<std::string, TensorView>& tensors, const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> CreateModel(const std::map<std::string, TensorView>& tensors,
+                                                   const ModelOptions& options) {
   MODRWKV_ASSIGN_OR_RETURN(auto model, cpu::CpuModel::Create(tensors, options));
   return std::unique_ptr<Model>(std::move(model));
 }

@@ -15,7 +15,7 @@ namespace modrwkv {
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
                                                  const ModelOptions& options);
 
-absl::StatusOr<std::unique_ptr<Model>> CreateModel(
-    const std::map<std::string, TensorView>& tensors, const ModelOptions& options);
+absl::StatusOr<std::unique_ptr<Model>> CreateModel(const std::map<std::string, TensorView>& tensors,
+                                                   const ModelOptions& options);
 
 }  // namespace modrwkv

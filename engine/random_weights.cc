@@ -39,7 +39,8 @@ LoraRanks LoraRanksFor(int c) {
 }
 
 absl::Status RandomModelSpec::Validate() const {
-  if (n_layer < 1 || n_layer > 256) return absl::InvalidArgumentError("n_layer must be in [1, 256]");
+  if (n_layer < 1 || n_layer > 256)
+    return absl::InvalidArgumentError("n_layer must be in [1, 256]");
   if (n_embd < 64 || n_embd % 64 != 0 || n_embd > 16384) {
     return absl::InvalidArgumentError("n_embd must be a multiple of 64 in [64, 16384]");
   }

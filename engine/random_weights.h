@@ -15,7 +15,7 @@ namespace modrwkv {
 
 struct RandomModelSpec {
   int n_layer = 2;
-  int n_embd = 128;   // multiple of 64
+  int n_embd = 128;  // multiple of 64
   int vocab_size = 65536;
   uint64_t seed = 1;
   DType dtype = DType::kF32;  // kBF16: every tensor rounded to bf16

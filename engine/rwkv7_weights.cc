@@ -33,14 +33,10 @@ struct NameMapper {
     if (!fla) return absl::StrCat("blocks.", i, ".", suffix);
     const std::string p = absl::StrCat("model.layers.", i, ".");
     static const std::pair<const char*, const char*> kRenames[] = {
-        {"ln0.", "pre_norm."},
-        {"ln1.", "attn_norm."},
-        {"ln2.", "ffn_norm."},
-        {"att.receptance.", "attn.r_proj."},
-        {"att.key.", "attn.k_proj."},
-        {"att.value.", "attn.v_proj."},
-        {"att.output.", "attn.o_proj."},
-        {"att.ln_x.", "attn.g_norm."},
+        {"ln0.", "pre_norm."},           {"ln1.", "attn_norm."},
+        {"ln2.", "ffn_norm."},           {"att.receptance.", "attn.r_proj."},
+        {"att.key.", "attn.k_proj."},    {"att.value.", "attn.v_proj."},
+        {"att.output.", "attn.o_proj."}, {"att.ln_x.", "attn.g_norm."},
     };
     for (const auto& [from, to] : kRenames) {
       if (absl::StartsWith(suffix, from)) return p + to + suffix.substr(std::string(from).size());
@@ -84,8 +80,9 @@ class Resolver {
       return Missing(file_name, absl::StrFormat("[%d]", n));
     }
     if (v->numel() != n) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor %s has shape %s, expected [%d] (or [1,1,%d])", file_name, v->ShapeString(), n, n));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor %s has shape %s, expected [%d] (or [1,1,%d])", file_name,
+                          v->ShapeString(), n, n));
     }
     MODRWKV_RETURN_IF_ERROR(CheckDType(*v));
     *out = WeightRef{v, false, file_name};
@@ -120,8 +117,8 @@ class Resolver {
     const TensorView* v = Find(file_name);
     if (!v) return Missing(file_name, "[?,?]");
     if (v->shape.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrFormat("tensor %s has shape %s, expected 2 dims",
-                                                        file_name, v->ShapeString()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor %s has shape %s, expected 2 dims", file_name, v->ShapeString()));
     }
     return std::make_pair(v->shape[0], v->shape[1]);
   }
@@ -129,7 +126,8 @@ class Resolver {
   // LoRA rank from x1 ([C, D] in BlinkDL, [D, C] in fla).
   absl::StatusOr<int> LoraRank(int layer, char x, int64_t c) const {
     bool flip;
-    const std::string name = names_.Layer(layer, absl::StrCat("att.", std::string(1, x), "1"), &flip);
+    const std::string name =
+        names_.Layer(layer, absl::StrCat("att.", std::string(1, x), "1"), &flip);
     MODRWKV_ASSIGN_OR_RETURN(auto shape, Shape2(name));
     const int64_t d = flip ? shape.first : shape.second;
     const int64_t cc = flip ? shape.second : shape.first;
@@ -210,8 +208,10 @@ absl::StatusOr<Rwkv7Refs> ResolveRwkv7(const std::map<std::string, TensorView>& 
   }
   const int64_t F = cfg.ffn_size;
 
-  MODRWKV_RETURN_IF_ERROR(r.Matrix(names.Global("emb.weight"), cfg.vocab_size, C, false, &refs.emb));
-  MODRWKV_RETURN_IF_ERROR(r.Matrix(names.Global("head.weight"), cfg.vocab_size, C, false, &refs.head));
+  MODRWKV_RETURN_IF_ERROR(
+      r.Matrix(names.Global("emb.weight"), cfg.vocab_size, C, false, &refs.emb));
+  MODRWKV_RETURN_IF_ERROR(
+      r.Matrix(names.Global("head.weight"), cfg.vocab_size, C, false, &refs.head));
   MODRWKV_RETURN_IF_ERROR(r.Vector(names.Global("ln_out.weight"), C, &refs.ln_out_w));
   MODRWKV_RETURN_IF_ERROR(r.Vector(names.Global("ln_out.bias"), C, &refs.ln_out_b));
   MODRWKV_RETURN_IF_ERROR(r.Vector(names.Layer(0, "ln0.weight", &flip), C, &refs.ln0_w));
@@ -296,16 +296,16 @@ uint64_t MixRef(uint64_t h, const WeightRef& r) {
 
 uint64_t FingerprintRwkv7(const Rwkv7Refs& refs) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (const WeightRef* r : {&refs.emb, &refs.ln0_w, &refs.ln0_b, &refs.ln_out_w, &refs.ln_out_b,
-                             &refs.head}) {
+  for (const WeightRef* r :
+       {&refs.emb, &refs.ln0_w, &refs.ln0_b, &refs.ln_out_w, &refs.ln_out_b, &refs.head}) {
     h = MixRef(h, *r);
   }
   for (const Rwkv7LayerRefs& l : refs.layers) {
     for (const WeightRef* r :
-         {&l.ln1_w, &l.ln1_b, &l.ln2_w, &l.ln2_b, &l.x_r, &l.x_w, &l.x_k, &l.x_v, &l.x_a, &l.x_g,
-          &l.w0, &l.a0, &l.v0, &l.k_k, &l.k_a, &l.r_k, &l.w1, &l.w2, &l.a1, &l.a2, &l.v1, &l.v2,
-          &l.g1, &l.g2, &l.wr, &l.wk, &l.wv, &l.wo, &l.lnx_w, &l.lnx_b, &l.ffn_x_k, &l.ffn_key,
-          &l.ffn_value}) {
+         {&l.ln1_w, &l.ln1_b, &l.ln2_w, &l.ln2_b,   &l.x_r,     &l.x_w,      &l.x_k, &l.x_v, &l.x_a,
+          &l.x_g,   &l.w0,    &l.a0,    &l.v0,      &l.k_k,     &l.k_a,      &l.r_k, &l.w1,  &l.w2,
+          &l.a1,    &l.a2,    &l.v1,    &l.v2,      &l.g1,      &l.g2,       &l.wr,  &l.wk,  &l.wv,
+          &l.wo,    &l.lnx_w, &l.lnx_b, &l.ffn_x_k, &l.ffn_key, &l.ffn_value}) {
       h = MixRef(h, *r);
     }
   }

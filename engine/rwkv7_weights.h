@@ -25,25 +25,25 @@ struct WeightRef {
 
 struct Rwkv7LayerRefs {
   WeightRef ln1_w, ln1_b, ln2_w, ln2_b;
-  WeightRef x_r, x_w, x_k, x_v, x_a, x_g;  // [C]
-  WeightRef w0, a0, v0, k_k, k_a;          // [C]; v0 absent in layer 0 under fla names
-  WeightRef r_k;                           // [H*N]
+  WeightRef x_r, x_w, x_k, x_v, x_a, x_g;    // [C]
+  WeightRef w0, a0, v0, k_k, k_a;            // [C]; v0 absent in layer 0 under fla names
+  WeightRef r_k;                             // [H*N]
   WeightRef w1, w2, a1, a2, v1, v2, g1, g2;  // LoRA: x1 [D, C], x2 [C, D] as [out, in]
-  WeightRef wr, wk, wv, wo;                // [C, C]
-  WeightRef lnx_w, lnx_b;                  // [C]
-  WeightRef ffn_x_k;                       // [C]
-  WeightRef ffn_key, ffn_value;            // [F, C], [C, F]
+  WeightRef wr, wk, wv, wo;                  // [C, C]
+  WeightRef lnx_w, lnx_b;                    // [C]
+  WeightRef ffn_x_k;                         // [C]
+  WeightRef ffn_key, ffn_value;              // [F, C], [C, F]
 };
 
 struct Rwkv7Refs {
   ModelConfig config;
   DType matrix_dtype = DType::kF32;  // dtype of the large matrices in the file
   bool fla_names = false;
-  WeightRef emb;                      // [V, C] (a row table, not a matrix product)
+  WeightRef emb;  // [V, C] (a row table, not a matrix product)
   WeightRef ln0_w, ln0_b, ln_out_w, ln_out_b;
-  WeightRef head;                     // [V, C]
+  WeightRef head;  // [V, C]
   std::vector<Rwkv7LayerRefs> layers;
-  int64_t parameter_count = 0;        // of the tensors the model uses
+  int64_t parameter_count = 0;  // of the tensors the model uses
 };
 
 // Errors name the tensor and the expected shape, e.g.

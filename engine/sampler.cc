@@ -23,7 +23,8 @@ namespace {
 // Clang (used for the fuzz builds) refuses 32-byte vector arguments in the baseline clone even
 // for always-inline helpers, so its builds take the AVX2 version only and need an AVX2 CPU.
 #define MODRWKV_VECTOR_CLONES __attribute__((target("avx2")))
-#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__)
+#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
+    !defined(__SANITIZE_THREAD__)
 // (Not under ThreadSanitizer: target_clones resolves through an ifunc that runs before the TSan
 // runtime is up and crashes the process at load.)
 #define MODRWKV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))

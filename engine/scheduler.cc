@@ -17,24 +17,31 @@ namespace modrwkv {
 
 std::string_view FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kStopToken: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStopString: return "stop_string";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kDeadline: return "deadline";
-    case FinishReason::kError: return "error";
+    case FinishReason::kStopToken:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStopString:
+      return "stop_string";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kError:
+      return "error";
   }
   return "error";
 }
 
 absl::Status SchedulerOptions::Validate(int model_slots) const {
   if (max_running < 1 || max_running > model_slots) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_running must be in [1, %d] (the model's state slots), got %d", model_slots,
-        max_running));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_running must be in [1, %d] (the model's state slots), got %d",
+                        model_slots, max_running));
   }
   if (max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
-  if (max_queued_requests < 0) return absl::InvalidArgumentError("max_queued_requests must be >= 0");
+  if (max_queued_requests < 0)
+    return absl::InvalidArgumentError("max_queued_requests must be >= 0");
   if (max_queued_prompt_tokens < 1) {
     return absl::InvalidArgumentError("max_queued_prompt_tokens must be >= 1");
   }
@@ -87,7 +94,9 @@ class Scheduler::Impl {
     policy_.min_prefill_rows = std::min(32, opts.max_step_tokens);
   }
 
-  void Start() { thread_ = std::thread([this] { Loop(); }); }
+  void Start() {
+    thread_ = std::thread([this] { Loop(); });
+  }
 
   ~Impl() {
     {
@@ -127,9 +136,9 @@ class Scheduler::Impl {
     if (queued_tokens_ + rows > opts_.max_queued_prompt_tokens) {
       l.unlock();
       obs_->OnAdmissionRejected("queued_tokens");
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "too many prompt tokens queued (%d + %d > %d); retry later", queued_tokens_, rows,
-          opts_.max_queued_prompt_tokens));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("too many prompt tokens queued (%d + %d > %d); retry later",
+                          queued_tokens_, rows, opts_.max_queued_prompt_tokens));
     }
     r->id = ++next_id_;
     const RequestId id = r->id;
@@ -232,9 +241,9 @@ class Scheduler::Impl {
         }
       }
       if (p.embeddings.size() % c.n_embd != 0) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "prompt part %d: %d embedding values is not a multiple of n_embd %d", i,
-            p.embeddings.size(), c.n_embd));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("prompt part %d: %d embedding values is not a multiple of n_embd %d", i,
+                            p.embeddings.size(), c.n_embd));
       }
       rows += PartRows(p, c.n_embd);
     }
@@ -389,7 +398,8 @@ class Scheduler::Impl {
       const int64_t part_rows = PartRows(p, C);
       const int64_t n = std::min<int64_t>(rows, part_rows - r.offset);
       if (!p.tokens.empty()) {
-        e->inputs.push_back(InputSegment::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
+        e->inputs.push_back(
+            InputSegment::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
       } else {
         e->inputs.push_back(InputSegment::Embeddings(
             absl::MakeConstSpan(p.embeddings).subspan(r.offset * C, n * C)));
@@ -576,7 +586,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Model* model,
                                                              const Tokenizer* tokenizer,
                                                              const SchedulerOptions& options,
                                                              SchedulerObserver* observer) {
-  if (!model || !tokenizer) return absl::InvalidArgumentError("scheduler needs a model and a tokenizer");
+  if (!model || !tokenizer)
+    return absl::InvalidArgumentError("scheduler needs a model and a tokenizer");
   MODRWKV_RETURN_IF_ERROR(options.Validate(model->num_slots()));
   auto impl = std::make_unique<Impl>(model, tokenizer, options, observer);
   impl->Start();

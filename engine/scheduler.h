@@ -45,7 +45,7 @@ struct GenerateRequest {
   StopConditions stop;
   // Continue this session's state and leave the final state in it. Must belong to `owner`.
   std::optional<SessionId> session;
-  std::string owner;     // caller identity (sessions are bound to it); "" when auth is off
+  std::string owner;       // caller identity (sessions are bound to it); "" when auth is off
   std::string request_id;  // for logs
   absl::Time deadline = absl::InfiniteFuture();
 };
@@ -63,7 +63,7 @@ struct FinishEvent {
   absl::Status status;  // OK unless reason == kError
   int prompt_tokens = 0;
   int generated_tokens = 0;
-  absl::Duration queue_time;          // submit -> first step that included it
+  absl::Duration queue_time;           // submit -> first step that included it
   absl::Duration time_to_first_token;  // submit -> first token (InfiniteDuration if none)
   absl::Duration total_time;
 };
@@ -91,11 +91,11 @@ class SchedulerObserver {
 };
 
 struct SchedulerOptions {
-  int max_running = 32;                 // sequences in the batch at once (<= model slots)
-  int max_step_tokens = 512;            // per-step budget: decode tokens + prefill rows
-  int max_queued_requests = 256;        // admission bound (waiting, not yet running)
+  int max_running = 32;           // sequences in the batch at once (<= model slots)
+  int max_step_tokens = 512;      // per-step budget: decode tokens + prefill rows
+  int max_queued_requests = 256;  // admission bound (waiting, not yet running)
   int64_t max_queued_prompt_tokens = 1 << 20;
-  int max_cold_sessions = 1024;         // idle sessions kept in host memory (LRU)
+  int max_cold_sessions = 1024;                 // idle sessions kept in host memory (LRU)
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
 
   absl::Status Validate(int model_slots) const;
@@ -103,8 +103,8 @@ struct SchedulerOptions {
 
 struct SessionInfo {
   SessionId id;
-  bool hot = false;  // in a model slot (vs the host-memory cold tier)
-  bool busy = false;  // a request is running on it
+  bool hot = false;    // in a model slot (vs the host-memory cold tier)
+  bool busy = false;   // a request is running on it
   int64_t tokens = 0;  // tokens consumed into its state
   absl::Time last_used;
 };

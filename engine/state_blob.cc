@@ -75,9 +75,9 @@ absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const Mod
   }
   const uint32_t version = Get<uint32_t>(blob, 8);
   if (version != kStateBlobVersion) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "session state blob has format version %d, this server reads version %d", version,
-        kStateBlobVersion));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("session state blob has format version %d, this server reads version %d",
+                        version, kStateBlobVersion));
   }
   if (Get<uint32_t>(blob, 12) != kHeaderBytes ||
       Get<uint32_t>(blob, 68) != Crc32c(blob.data(), 68)) {
@@ -93,8 +93,7 @@ absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const Mod
   const uint64_t payload = Get<uint64_t>(blob, 48);
   h.pending_token = Get<int32_t>(blob, 56);
   if (dtype != 0) return absl::InvalidArgumentError("session state blob dtype is not f32");
-  if (h.n_layer != config.n_layer || h.n_embd != config.n_embd ||
-      h.head_size != config.head_size) {
+  if (h.n_layer != config.n_layer || h.n_embd != config.n_embd || h.head_size != config.head_size) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "session state is for a model with L%d C%d N%d; this server runs L%d C%d N%d", h.n_layer,
         h.n_embd, h.head_size, config.n_layer, config.n_embd, config.head_size));
@@ -105,9 +104,9 @@ absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const Mod
   }
   if (payload != static_cast<uint64_t>(config.StateBytes()) ||
       blob.size() != kHeaderBytes + payload) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "session state blob has %d payload bytes (blob %d bytes), expected %d", payload,
-        blob.size(), config.StateBytes()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("session state blob has %d payload bytes (blob %d bytes), expected %d",
+                        payload, blob.size(), config.StateBytes()));
   }
   if (h.pending_token < -1 || h.pending_token >= (1 << 24)) {
     return absl::InvalidArgumentError("session state blob has an invalid pending token");

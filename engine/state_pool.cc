@@ -131,9 +131,8 @@ absl::StatusOr<std::string> StatePool::Export(Session* s) const {
 
 absl::StatusOr<Session*> StatePool::Import(const std::string& blob, const std::string& owner) {
   std::vector<float> state;
-  MODRWKV_ASSIGN_OR_RETURN(
-      StateBlobHeader h,
-      DecodeStateBlob(blob, model_->config(), model_->info().fingerprint, &state));
+  MODRWKV_ASSIGN_OR_RETURN(StateBlobHeader h, DecodeStateBlob(blob, model_->config(),
+                                                              model_->info().fingerprint, &state));
   if (h.pending_token >= model_->config().vocab_size) {
     return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
   }

@@ -9,9 +9,9 @@
 #define MODRWKV_STATUS_CONCAT_(a, b) MODRWKV_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define MODRWKV_RETURN_IF_ERROR(expr)            \
-  do {                                           \
-    ::absl::Status modrwkv_status_ = (expr);     \
+#define MODRWKV_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::absl::Status modrwkv_status_ = (expr);           \
     if (!modrwkv_status_.ok()) return modrwkv_status_; \
   } while (0)
 

@@ -18,9 +18,9 @@ struct Blas {
   // trans_b: B is stored [N,K] (row-major) and used transposed.
   void (*sgemm)(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                 const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
-  std::string library;   // path that was loaded
-  std::string core;      // kernel family OpenBLAS reports, e.g. "SkylakeX"
-  std::string config;    // openblas_get_config()
+  std::string library;  // path that was loaded
+  std::string core;     // kernel family OpenBLAS reports, e.g. "SkylakeX"
+  std::string config;   // openblas_get_config()
 };
 
 // Loads OpenBLAS once per process. Error if it cannot be found.

@@ -39,10 +39,17 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   const Blas* blas_ptr = blas.ok() ? *blas : nullptr;
   WType wt;
   switch (options.weight_type) {
-    case ModelOptions::WeightType::kF32: wt = WType::kF32; break;
-    case ModelOptions::WeightType::kBF16: wt = WType::kBF16; break;
-    case ModelOptions::WeightType::kI8: wt = WType::kI8; break;
-    default: wt = refs.matrix_dtype == DType::kF32 ? WType::kF32 : WType::kBF16;
+    case ModelOptions::WeightType::kF32:
+      wt = WType::kF32;
+      break;
+    case ModelOptions::WeightType::kBF16:
+      wt = WType::kBF16;
+      break;
+    case ModelOptions::WeightType::kI8:
+      wt = WType::kI8;
+      break;
+    default:
+      wt = refs.matrix_dtype == DType::kF32 ? WType::kF32 : WType::kBF16;
   }
   ModelOptions opts = options;
   if (opts.state_memory_bytes > 0) {
@@ -135,8 +142,8 @@ absl::Status CpuModel::CopySlot(int src, int dst) {
 absl::Status CpuModel::ReadSlot(int slot, absl::Span<float> out) const {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "read"));
   if (static_cast<int64_t>(out.size()) != info_.config.StateFloats()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "state buffer has %d floats, expected %d", out.size(), info_.config.StateFloats()));
+    return absl::InvalidArgumentError(absl::StrFormat("state buffer has %d floats, expected %d",
+                                                      out.size(), info_.config.StateFloats()));
   }
   std::memcpy(out.data(), state_.data() + slot * info_.config.StateFloats(),
               info_.config.StateBytes());
@@ -146,8 +153,8 @@ absl::Status CpuModel::ReadSlot(int slot, absl::Span<float> out) const {
 absl::Status CpuModel::WriteSlot(int slot, absl::Span<const float> in) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "write"));
   if (static_cast<int64_t>(in.size()) != info_.config.StateFloats()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "state buffer has %d floats, expected %d", in.size(), info_.config.StateFloats()));
+    return absl::InvalidArgumentError(absl::StrFormat("state buffer has %d floats, expected %d",
+                                                      in.size(), info_.config.StateFloats()));
   }
   std::memcpy(SlotState(slot, 0), in.data(), info_.config.StateBytes());
   return absl::OkStatus();
@@ -177,9 +184,9 @@ absl::Status CpuModel::ValidateStep(absl::Span<const StepEntry> entries, int* to
         }
       }
       if (seg.embeddings.size() % cfg.n_embd != 0) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "embedding segment has %d floats, not a multiple of n_embd %d", seg.embeddings.size(),
-            cfg.n_embd));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("embedding segment has %d floats, not a multiple of n_embd %d",
+                            seg.embeddings.size(), cfg.n_embd));
       }
       entry_rows += static_cast<int64_t>(seg.tokens.size() + seg.embeddings.size() / cfg.n_embd);
     }
@@ -201,9 +208,9 @@ void CpuModel::EnsureScratch(int rows, int logit_rows) {
   const ModelConfig& c = info_.config;
   if (rows > s_.rows) {
     const size_t rc = static_cast<size_t>(rows) * c.n_embd;
-    for (AlignedBuffer<float>* b : {&s_.x, &s_.xn, &s_.xr, &s_.xw, &s_.xk, &s_.xv, &s_.xa, &s_.xg,
-                                    &s_.r, &s_.k, &s_.v, &s_.w, &s_.a, &s_.g, &s_.kk, &s_.y,
-                                    &s_.vfirst, &s_.vgate}) {
+    for (AlignedBuffer<float>* b :
+         {&s_.x, &s_.xn, &s_.xr, &s_.xw, &s_.xk, &s_.xv, &s_.xa, &s_.xg, &s_.r, &s_.k, &s_.v, &s_.w,
+          &s_.a, &s_.g, &s_.kk, &s_.y, &s_.vfirst, &s_.vgate}) {
       b->Resize(rc);
     }
     s_.hw.Resize(static_cast<size_t>(rows) * c.d_decay);
@@ -433,7 +440,8 @@ absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<Ste
   std::vector<int> sample_rows;
   for (int i = 0; i < n_logits; ++i) {
     const int e = logit_entries[i];
-    (*results)[e].logits = absl::Span<const float>(s_.logits.data() + static_cast<int64_t>(i) * V, V);
+    (*results)[e].logits =
+        absl::Span<const float>(s_.logits.data() + static_cast<int64_t>(i) * V, V);
     if (entries[e].output == StepOutput::kSample) sample_rows.push_back(i);
   }
   // Samplers belong to distinct sequences, so they can run in parallel.

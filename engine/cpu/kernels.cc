@@ -37,9 +37,8 @@ Dispatch Make(const std::string& isa) {
   Dispatch d;
 #if defined(__x86_64__)
   if (isa == "avx512") {
-    d = {"avx512",        avx512::Gemv,      avx512::VecExp,    avx512::VecSigmoid,
-         avx512::VecTanh, avx512::WkvHead,   avx512::SumFloats, avx512::Bf16ToF32,
-         avx512::I8ToF32};
+    d = {"avx512",        avx512::Gemv,      avx512::VecExp,    avx512::VecSigmoid, avx512::VecTanh,
+         avx512::WkvHead, avx512::SumFloats, avx512::Bf16ToF32, avx512::I8ToF32};
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemv = avx2::Gemv;

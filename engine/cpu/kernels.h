@@ -42,7 +42,8 @@ void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
 void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst);
 
 // Row-wise LayerNorm (eps inside the square root).
-void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps, float* out);
+void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
+               float* out);
 
 // Which implementation the dispatcher picked: "avx512", "avx2" or "scalar".
 std::string KernelIsa();

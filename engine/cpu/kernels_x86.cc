@@ -2,12 +2,13 @@
 // compiled with -mavx512f, so no AVX-512 instruction can leak into code that runs on older CPUs.
 #if defined(__x86_64__)
 
+#include "engine/cpu/kernels_x86.h"
+
 #include <immintrin.h>
 
 #include <cmath>
 
 #include "engine/cpu/kernels.h"
-#include "engine/cpu/kernels_x86.h"
 
 // The lambdas below return vectors by value; they are always inlined, so the ABI note is moot.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -118,17 +119,20 @@ MODRWKV_AVX512 void GemvT(const T* w, const float* scale, int64_t ldw, int in, i
                           const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
                           bool accumulate) {
   switch (nb) {
-    case 1: return GemvNB<T, 1>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 2: return GemvNB<T, 2>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 3: return GemvNB<T, 3>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    default: return GemvNB<T, 4>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 1:
+      return GemvNB<T, 1>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 2:
+      return GemvNB<T, 2>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 3:
+      return GemvNB<T, 3>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    default:
+      return GemvNB<T, 4>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
   }
 }
 
 // exp with a Cephes-style polynomial on the reduced argument; ~1 ulp over the float range.
 MODRWKV_AVX512 inline __m512 Exp(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)),
-                    _mm512_set1_ps(-103.0f));
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-103.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -161,15 +165,15 @@ MODRWKV_AVX512 inline void Map(float* x, int64_t n, F f) {
 }  // namespace
 
 MODRWKV_AVX512 void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in,
-                         int o0, int o1, const float* x, int64_t ldx, int nb, float* y,
-                         int64_t ldy, bool accumulate) {
+                         int o0, int o1, const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
+                         bool accumulate) {
   switch (wt) {
     case WType::kF32:
       return GemvT(static_cast<const float*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
                    accumulate);
     case WType::kBF16:
-      return GemvT(static_cast<const uint16_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y,
-                   ldy, accumulate);
+      return GemvT(static_cast<const uint16_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
+                   accumulate);
     case WType::kI8:
       return GemvT(static_cast<const int8_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
                    accumulate);
@@ -185,12 +189,12 @@ MODRWKV_AVX512 void VecSigmoid(float* x, int64_t n) {
 MODRWKV_AVX512 void VecTanh(float* x, int64_t n) {
   // tanh(x) = 2 sigmoid(2x) - 1; for |x| < 2^-7 use x - x^3/3 to keep the relative error small.
   Map(x, n, [](__m512 v) MODRWKV_AVX512 {
-    const __m512 t = _mm512_fmsub_ps(_mm512_set1_ps(2.0f),
-                                     Sigmoid(_mm512_add_ps(v, v)), _mm512_set1_ps(1.0f));
+    const __m512 t =
+        _mm512_fmsub_ps(_mm512_set1_ps(2.0f), Sigmoid(_mm512_add_ps(v, v)), _mm512_set1_ps(1.0f));
     const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
     const __m512 small = _mm512_fnmadd_ps(v3, _mm512_set1_ps(1.0f / 3.0f), v);
-    const __mmask16 is_small = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(0.0078125f),
-                                                  _CMP_LT_OQ);
+    const __mmask16 is_small =
+        _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(0.0078125f), _CMP_LT_OQ);
     return _mm512_mask_blend_ps(is_small, t, small);
   });
 }
@@ -345,25 +349,29 @@ MODRWKV_AVX2 void GemvT(const T* w, const float* scale, int64_t ldw, int in, int
                         const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
                         bool accumulate) {
   switch (nb) {
-    case 1: return GemvNB<T, 1>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 2: return GemvNB<T, 2>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 3: return GemvNB<T, 3>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    default: return GemvNB<T, 4>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 1:
+      return GemvNB<T, 1>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 2:
+      return GemvNB<T, 2>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    case 3:
+      return GemvNB<T, 3>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
+    default:
+      return GemvNB<T, 4>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
   }
 }
 
 }  // namespace
 
-MODRWKV_AVX2 void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in,
-                       int o0, int o1, const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
+MODRWKV_AVX2 void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0,
+                       int o1, const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
                        bool accumulate) {
   switch (wt) {
     case WType::kF32:
       return GemvT(static_cast<const float*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
                    accumulate);
     case WType::kBF16:
-      return GemvT(static_cast<const uint16_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y,
-                   ldy, accumulate);
+      return GemvT(static_cast<const uint16_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
+                   accumulate);
     case WType::kI8:
       return GemvT(static_cast<const int8_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
                    accumulate);

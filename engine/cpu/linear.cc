@@ -19,7 +19,8 @@ constexpr int kTrans = 112;
 // Output rows per GEMV task: enough bytes per task (~48 KB) to amortise the scheduling.
 int GemvChunk(const Matrix& w) {
   const int64_t row_bytes = w.bytes() / std::max(w.rows, 1);
-  return static_cast<int>(std::clamp<int64_t>(48 * 1024 / std::max<int64_t>(row_bytes, 1), 4, 256)) &
+  return static_cast<int>(
+             std::clamp<int64_t>(48 * 1024 / std::max<int64_t>(row_bytes, 1), 4, 256)) &
          ~3;
 }
 
@@ -156,8 +157,8 @@ void LinearRunner::RunGemv(const Matrix& w, const float* x, int64_t ldx, int row
       const int b1 = std::min(o1, b0 + kRowBlock);
       for (int r = 0; r < rows; r += kMaxGemvRows) {
         const int nb = std::min(kMaxGemvRows, rows - r);
-        Gemv(wt, base, w.scale.data(), w.cols, w.cols, b0 - first_row, b1 - first_row,
-             x + r * ldx, ldx, nb, y + r * ldy + first_row, ldy, accumulate);
+        Gemv(wt, base, w.scale.data(), w.cols, w.cols, b0 - first_row, b1 - first_row, x + r * ldx,
+             ldx, nb, y + r * ldy + first_row, ldy, accumulate);
       }
     }
   });
@@ -182,14 +183,15 @@ void LinearRunner::RunGemm(const Matrix& w, const float* x, int64_t ldx, int row
     return;
   }
   // bf16/int8: convert a panel of output rows to f32 (kept in L2), multiply, move on.
-  const int panel = static_cast<int>(
-      std::clamp<int64_t>(kPanelBytes / (4LL * w.cols), 16, 1024)) & ~15;
+  const int panel =
+      static_cast<int>(std::clamp<int64_t>(kPanelBytes / (4LL * w.cols), 16, 1024)) & ~15;
   const int64_t tasks = (w.rows + panel - 1) / panel;
   pool_->ParallelFor(tasks, [&](int64_t t, int thread) {
     const int o0 = static_cast<int>(t * panel);
     const int n = std::min(w.rows, o0 + panel) - o0;
     AlignedBuffer<float>& buf = panels_[thread];
-    if (buf.size() < static_cast<size_t>(panel) * w.cols) buf.Resize(static_cast<size_t>(panel) * w.cols);
+    if (buf.size() < static_cast<size_t>(panel) * w.cols)
+      buf.Resize(static_cast<size_t>(panel) * w.cols);
     w.RowsToF32(o0, n, buf.data());
     blas_->sgemm(kRowMajor, kNoTrans, kTrans, rows, n, w.cols, 1.0f, x, static_cast<int>(ldx),
                  buf.data(), w.cols, beta, y + o0, static_cast<int>(ldy));

@@ -46,18 +46,24 @@ struct Matrix {
 
   const void* data() const {
     switch (type) {
-      case WType::kF32: return f32.data();
-      case WType::kBF16: return bf16.data();
-      case WType::kI8: return i8.data();
+      case WType::kF32:
+        return f32.data();
+      case WType::kBF16:
+        return bf16.data();
+      case WType::kI8:
+        return i8.data();
     }
     return nullptr;
   }
   int64_t bytes() const {
     const int64_t n = static_cast<int64_t>(rows) * cols;
     switch (type) {
-      case WType::kF32: return 4 * n;
-      case WType::kBF16: return 2 * n;
-      case WType::kI8: return n + 4LL * rows;
+      case WType::kF32:
+        return 4 * n;
+      case WType::kBF16:
+        return 2 * n;
+      case WType::kI8:
+        return n + 4LL * rows;
     }
     return 0;
   }

@@ -33,8 +33,9 @@ class ThreadPool {
       for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
       return;
     }
-    Run(n_tasks, [](void* ctx, int64_t task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
-        &fn);
+    Run(
+        n_tasks,
+        [](void* ctx, int64_t task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); }, &fn);
   }
 
  private:

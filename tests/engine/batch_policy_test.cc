@@ -47,9 +47,7 @@ TEST(PlanStep, PrefillKeepsMovingUnderFullDecodeLoad) {
   EXPECT_EQ(RowsOf(plan, 20), 4);
 }
 
-TEST(PlanStep, NothingToDo) {
-  EXPECT_TRUE(PlanStep({}, BatchPolicyOptions{}).empty());
-}
+TEST(PlanStep, NothingToDo) { EXPECT_TRUE(PlanStep({}, BatchPolicyOptions{}).empty()); }
 
 TEST(PlanStep, OnlyDecodesIgnoreTheBudget) {
   BatchPolicyOptions o;

@@ -122,7 +122,8 @@ std::vector<OwnedTensor> ToFla(const std::vector<OwnedTensor>& in) {
     rep(".att.ln_x.", ".attn.g_norm.");
     const std::string tail = n.substr(n.rfind('.') + 1);
     if (n.find(".att.") != std::string::npos && tail.size() == 2 &&
-        std::string("wavg").find(tail[0]) != std::string::npos && tail[1] >= '0' && tail[1] <= '2') {
+        std::string("wavg").find(tail[0]) != std::string::npos && tail[1] >= '0' &&
+        tail[1] <= '2') {
       const std::string base = n.substr(0, n.rfind(".att.")) + ".attn." + tail[0] + "_lora.lora.";
       if (tail[1] == '0') {
         n = base + "2.bias";

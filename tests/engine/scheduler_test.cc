@@ -285,8 +285,8 @@ TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
   auto sched = Scheduler::Create(model.get(), tok_, o).value();
   std::vector<SessionId> ids;
   for (int i = 0; i < 3; ++i) {
-    auto info = Await<absl::StatusOr<SessionInfo>>(
-        [&](auto done) { sched->CreateSession("alice", done); });
+    auto info =
+        Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("alice", done); });
     ASSERT_TRUE(info.ok());
     ids.push_back(info->id);
   }
@@ -360,8 +360,8 @@ TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(Await<absl::Status>([&](auto done) { sched->DeleteSession(ids[0], "alice", done); })
-                  .ok());
+  EXPECT_TRUE(
+      Await<absl::Status>([&](auto done) { sched->DeleteSession(ids[0], "alice", done); }).ok());
   EXPECT_EQ(Await<absl::StatusOr<SessionInfo>>(
                 [&](auto done) { sched->GetSession(ids[0], "alice", done); })
                 .status()

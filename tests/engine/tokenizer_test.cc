@@ -38,9 +38,9 @@ const Tokenizer* World(std::string* error) {
     const std::string path = WorldVocabPath();
     auto t = Tokenizer::LoadFile(path);
     if (!t.ok()) {
-      load_error = absl::StrCat("cannot load the world vocab (expected at ", path,
-                                " (../shared or assets/), or set MODRWKV_VOCAB): ",
-                                t.status().ToString());
+      load_error =
+          absl::StrCat("cannot load the world vocab (expected at ", path,
+                       " (../shared or assets/), or set MODRWKV_VOCAB): ", t.status().ToString());
       return static_cast<const Tokenizer*>(nullptr);
     }
     return static_cast<const Tokenizer*>(t->release());  // lives for the whole test binary

@@ -20,7 +20,8 @@ struct CliRun {
 };
 
 CliRun Cli(const std::string& args) {
-  const fs::path err_file = fs::temp_directory_path() / ("cli_test_err_" + std::to_string(getpid()));
+  const fs::path err_file =
+      fs::temp_directory_path() / ("cli_test_err_" + std::to_string(getpid()));
   const std::string cmd = std::string(MODRWKV_CLI) + " " + args + " 2>" + err_file.string();
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
@@ -41,7 +42,8 @@ const std::string kVocab = modrwkv::testing_paths::WorldVocab();
 class CliTest : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::temp_directory_path() / ("modrwkv_cli_test_" + std::to_string(getpid())));
+    dir_ =
+        new fs::path(fs::temp_directory_path() / ("modrwkv_cli_test_" + std::to_string(getpid())));
     fs::create_directories(*dir_);
     CliRun r = Cli("make-demo-model --out " + dir_->string() + " --seed 3");
     ASSERT_EQ(r.code, 0) << r.err;
@@ -108,7 +110,8 @@ TEST_F(CliTest, LogitsFileHasVocabFloatsAndAgreesAcrossFormats) {
 }
 
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
-  const std::string args = "generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 7";
+  const std::string args =
+      "generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 7";
   CliRun a = Cli(args), b = Cli(args);
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_FALSE(a.out.empty());
@@ -116,8 +119,9 @@ TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
   CliRun c = Cli("generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 8");
   EXPECT_NE(a.out, c.out);
   // A stop token outside the vocabulary is refused before any work.
-  CliRun g = Cli("generate --model " + Model() + " --prompt Hello --max-tokens 3 --temperature 0 "
-              "--presence-penalty 0 --frequency-penalty 0 --stop-token 999999");
+  CliRun g = Cli("generate --model " + Model() +
+                 " --prompt Hello --max-tokens 3 --temperature 0 "
+                 "--presence-penalty 0 --frequency-penalty 0 --stop-token 999999");
   EXPECT_EQ(g.code, 2);
   EXPECT_NE(g.err.find("stop_token_ids"), std::string::npos) << g.err;
 }
@@ -141,8 +145,8 @@ TEST_F(CliTest, StopStringEndsGenerationBeforeTheString) {
 }
 
 TEST_F(CliTest, EverySubcommandHasHelpAndRejectsUnknownFlags) {
-  for (const char* cmd : {"generate", "tokenize", "detokenize", "logits", "info", "bench",
-                          "make-demo-model"}) {
+  for (const char* cmd :
+       {"generate", "tokenize", "detokenize", "logits", "info", "bench", "make-demo-model"}) {
     CliRun h = Cli(std::string(cmd) + " --help");
     EXPECT_EQ(h.code, 0) << cmd;
     EXPECT_NE(h.out.find(std::string("usage: modrwkv ") + cmd), std::string::npos) << cmd;
@@ -174,8 +178,9 @@ TEST_F(CliTest, BadModelFilesAreClearErrors) {
 }
 
 TEST_F(CliTest, BenchRunsOnTinyShape) {
-  CliRun r = Cli("bench --shape tiny --dtype f32 --threads 1 --prompt-len 16 --decode-steps 2 "
-              "--batches 1,2");
+  CliRun r =
+      Cli("bench --shape tiny --dtype f32 --threads 1 --prompt-len 16 --decode-steps 2 "
+          "--batches 1,2");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("| tiny | f32 | 1 |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("OpenBLAS core"), std::string::npos);

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "absl/strings/str_format.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/model_loader.h"
 #include "engine/random_weights.h"
@@ -29,7 +29,7 @@ struct CaseResult {
   int threads = 0;
   double prefill_tps = 0, prefill_gflops = 0;
   std::vector<std::pair<int, double>> decode_tps;  // batch -> aggregate tokens/s
-  double roofline_tps = 0;                          // batch-1 bound from weight bytes/bandwidth
+  double roofline_tps = 0;                         // batch-1 bound from weight bytes/bandwidth
 };
 
 // FLOPs per prompt token: two per weight of every matrix except the embedding table and the
@@ -42,7 +42,8 @@ double FlopsPerToken(const ModelConfig& c) {
 
 std::vector<int32_t> Tokens(int n, int vocab, int salt) {
   std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = 1 + static_cast<int32_t>((i * 7919 + salt * 104729) % (vocab - 1));
+  for (int i = 0; i < n; ++i)
+    t[i] = 1 + static_cast<int32_t>((i * 7919 + salt * 104729) % (vocab - 1));
   return t;
 }
 
@@ -189,7 +190,8 @@ int RunBench(int argc, char** argv) {
   std::vector<CaseResult> results;
   std::vector<MachineLimits> limits;
   if (!flags.Str("contexts").empty()) {
-    std::printf("| shape | weights | threads | context tokens | decode b1 t/s |\n|---|---|---|---|---|\n");
+    std::printf(
+        "| shape | weights | threads | context tokens | decode b1 t/s |\n|---|---|---|---|---|\n");
   }
   for (int threads : thread_counts) {
     const MachineLimits lim = MeasureMachine(threads);
@@ -235,7 +237,8 @@ int RunBench(int argc, char** argv) {
           for (const std::string& cs : flags.List("contexts")) {
             int ctx;
             if (!absl::SimpleAtoi(cs, &ctx) || ctx < 1 || ctx > (1 << 24)) {
-              return UsageError(flags, absl::InvalidArgumentError("--contexts: bad length '" + cs + "'"));
+              return UsageError(flags,
+                                absl::InvalidArgumentError("--contexts: bad length '" + cs + "'"));
             }
             auto tps = DecodeAtContext(**model, ctx, static_cast<int>(*decode_steps));
             if (!tps.ok()) return Fail(tps.status());
@@ -256,8 +259,9 @@ int RunBench(int argc, char** argv) {
 
   if (results.empty()) return 0;  // --contexts printed its own table
   // Markdown table.
-  std::printf("| shape | weights | threads | prefill t/s | prefill GFLOP/s | %% of sgemm peak |"
-              " decode b1 t/s | b1 roofline t/s | %% of roofline |");
+  std::printf(
+      "| shape | weights | threads | prefill t/s | prefill GFLOP/s | %% of sgemm peak |"
+      " decode b1 t/s | b1 roofline t/s | %% of roofline |");
   for (int b : batches) {
     if (b != 1) std::printf(" decode b%d t/s |", b);
   }
@@ -267,8 +271,8 @@ int RunBench(int argc, char** argv) {
   }
   std::printf("---|\n");
   for (const CaseResult& r : results) {
-    const MachineLimits& lim =
-        *std::find_if(limits.begin(), limits.end(), [&](auto& l) { return l.threads == r.threads; });
+    const MachineLimits& lim = *std::find_if(limits.begin(), limits.end(),
+                                             [&](auto& l) { return l.threads == r.threads; });
     double b1 = 0, bmax = 0;
     for (auto [b, tps] : r.decode_tps) {
       if (b == 1) b1 = tps;
@@ -284,10 +288,11 @@ int RunBench(int argc, char** argv) {
     std::printf(" %.1fx |\n", b1 > 0 ? bmax / b1 : 0.0);
   }
   for (const MachineLimits& l : limits) {
-    std::printf("\nmachine (%d thread(s)): %s; read bandwidth %.1f GB/s; sgemm 2048^3 %.1f GFLOP/s; "
-                "OpenBLAS core %s; kernels %s\n",
-                l.threads, l.cpu_model.c_str(), l.read_gbps, l.sgemm_gflops, l.blas_core.c_str(),
-                l.kernel_isa.c_str());
+    std::printf(
+        "\nmachine (%d thread(s)): %s; read bandwidth %.1f GB/s; sgemm 2048^3 %.1f GFLOP/s; "
+        "OpenBLAS core %s; kernels %s\n",
+        l.threads, l.cpu_model.c_str(), l.read_gbps, l.sgemm_gflops, l.blas_core.c_str(),
+        l.kernel_isa.c_str());
   }
 
   if (!flags.Str("json").empty()) {
@@ -296,9 +301,10 @@ int RunBench(int argc, char** argv) {
     for (size_t i = 0; i < limits.size(); ++i) {
       const MachineLimits& l = limits[i];
       out << (i ? "," : "")
-          << absl::StrFormat("{\"threads\": %d, \"read_gbps\": %.3f, \"sgemm_gflops\": %.3f, "
-                             "\"blas_core\": \"%s\", \"kernels\": \"%s\"}",
-                             l.threads, l.read_gbps, l.sgemm_gflops, l.blas_core, l.kernel_isa);
+          << absl::StrFormat(
+                 "{\"threads\": %d, \"read_gbps\": %.3f, \"sgemm_gflops\": %.3f, "
+                 "\"blas_core\": \"%s\", \"kernels\": \"%s\"}",
+                 l.threads, l.read_gbps, l.sgemm_gflops, l.blas_core, l.kernel_isa);
     }
     out << "], \"results\": [";
     for (size_t i = 0; i < results.size(); ++i) {
@@ -306,11 +312,12 @@ int RunBench(int argc, char** argv) {
       std::vector<std::string> d;
       for (auto [b, tps] : r.decode_tps) d.push_back(absl::StrFormat("\"%d\": %.3f", b, tps));
       out << (i ? "," : "")
-          << absl::StrFormat("{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
-                             "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, "
-                             "\"roofline_tps\": %.3f, \"decode_tps\": {%s}}",
-                             r.shape, r.dtype, r.threads, r.prefill_tps, r.prefill_gflops,
-                             r.roofline_tps, absl::StrJoin(d, ", "));
+          << absl::StrFormat(
+                 "{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
+                 "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, "
+                 "\"roofline_tps\": %.3f, \"decode_tps\": {%s}}",
+                 r.shape, r.dtype, r.threads, r.prefill_tps, r.prefill_gflops, r.roofline_tps,
+                 absl::StrJoin(d, ", "));
     }
     out << "]}\n";
   }

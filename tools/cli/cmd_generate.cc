@@ -22,11 +22,12 @@ absl::StatusOr<SamplingParams> SamplingFromFlags(const Flags& f) {
     *out = static_cast<float>(*v);
     return absl::OkStatus();
   };
-  for (auto st : {fl("temperature", 0, 100, &p.temperature), fl("top-p", 0, 1, &p.top_p),
-                  fl("min-p", 0, 1, &p.min_p), fl("repetition-penalty", 0, 100, &p.repetition_penalty),
-                  fl("presence-penalty", -100, 100, &p.presence_penalty),
-                  fl("frequency-penalty", -100, 100, &p.frequency_penalty),
-                  fl("penalty-decay", 0, 1, &p.penalty_decay)}) {
+  for (auto st :
+       {fl("temperature", 0, 100, &p.temperature), fl("top-p", 0, 1, &p.top_p),
+        fl("min-p", 0, 1, &p.min_p), fl("repetition-penalty", 0, 100, &p.repetition_penalty),
+        fl("presence-penalty", -100, 100, &p.presence_penalty),
+        fl("frequency-penalty", -100, 100, &p.frequency_penalty),
+        fl("penalty-decay", 0, 1, &p.penalty_decay)}) {
     if (!st.ok()) return st;
   }
   auto top_k = f.Int("top-k", 0, 1 << 30);
@@ -96,8 +97,8 @@ int RunGenerate(int argc, char** argv) {
   if (prompt.empty()) return UsageError(flags, absl::InvalidArgumentError("--prompt is empty"));
   for (int32_t t : prompt) {
     if (t >= vocab) {
-      return Fail(absl::InvalidArgumentError(absl::StrFormat(
-          "prompt token %d is outside the model's vocabulary of %d", t, vocab)));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrFormat("prompt token %d is outside the model's vocabulary of %d", t, vocab)));
     }
   }
   // Ids the vocabulary has no bytes for (the embedding table has 65536 rows, the World vocab

@@ -12,7 +12,8 @@
 namespace modrwkv::cli {
 
 int RunInfo(int argc, char** argv) {
-  Flags flags("info", "--model M", "Prints the model's shapes, parameter count, weight dtype and "
+  Flags flags("info", "--model M",
+              "Prints the model's shapes, parameter count, weight dtype and "
               "the state size per sequence.");
   AddModelFlags(flags);
   auto parsed = flags.Parse(argc, argv, 2);
@@ -31,7 +32,8 @@ int RunInfo(int argc, char** argv) {
   std::printf("lora ranks       w=%d a=%d v=%d g=%d\n", c.d_decay, c.d_aaa, c.d_mv, c.d_gate);
   std::printf("parameters       %lld (%.3f B)\n", static_cast<long long>(info.parameter_count),
               info.parameter_count / 1e9);
-  std::printf("weight dtype     %s (%s backend)\n", info.weight_dtype.c_str(), info.backend.c_str());
+  std::printf("weight dtype     %s (%s backend)\n", info.weight_dtype.c_str(),
+              info.backend.c_str());
   std::printf("weight bytes     %.1f MB (%.1f MB read per decode token)\n", info.weight_bytes / 1e6,
               info.decode_bytes_per_token / 1e6);
   std::printf("state per seq    %lld bytes (%.2f MB, f32)\n",

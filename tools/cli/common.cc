@@ -83,14 +83,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& voca
   }
   const std::string def = DefaultVocabPath();
   if (fs::exists(def)) return Tokenizer::LoadFile(def);
-  return absl::NotFoundError(absl::StrCat(
-      "no vocabulary: pass --vocab or put ", kVocabName, " next to the model (looked in ", def,
-      ")"));
+  return absl::NotFoundError(absl::StrCat("no vocabulary: pass --vocab or put ", kVocabName,
+                                          " next to the model (looked in ", def, ")"));
 }
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const char* flag) {
   std::vector<int32_t> ids;
-  for (absl::string_view part : absl::StrSplit(text, absl::ByAnyChar(", \t\n"), absl::SkipEmpty())) {
+  for (absl::string_view part :
+       absl::StrSplit(text, absl::ByAnyChar(", \t\n"), absl::SkipEmpty())) {
     int32_t id;
     if (!absl::SimpleAtoi(part, &id) || id < 0) {
       return absl::InvalidArgumentError(

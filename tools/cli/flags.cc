@@ -32,8 +32,8 @@ std::string Flags::Usage() const {
   // Subcommands print as "modrwkv <command>"; standalone tools pass their binary name.
   const std::string prog =
       command_.rfind("modrwkv-", 0) == 0 ? command_ : absl::StrCat("modrwkv ", command_);
-  std::string s = absl::StrCat("usage: ", prog, " ", usage_line_, "\n\n", description_,
-                               "\n\nflags:\n");
+  std::string s =
+      absl::StrCat("usage: ", prog, " ", usage_line_, "\n\n", description_, "\n\nflags:\n");
   for (const std::string& n : order_) {
     const Def& d = defs_.at(n);
     std::string left = absl::StrCat("  --", n, d.is_bool ? "" : " V");
@@ -73,7 +73,8 @@ absl::StatusOr<bool> Flags::Parse(int argc, char** argv, int first) {
       continue;
     }
     if (!has_value) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
     values_[name] = value;

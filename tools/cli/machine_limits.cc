@@ -32,7 +32,6 @@ std::string CpuModelName() {
   return "unknown";
 }
 
-
 }  // namespace
 
 MachineLimits MeasureMachine(int threads) {

@@ -8,11 +8,11 @@ namespace modrwkv::cli {
 
 struct MachineLimits {
   int threads = 1;
-  double read_gbps = 0;       // GB/s (1e9), best of several passes over 1 GiB
-  double sgemm_gflops = 0;    // 2048^3 sgemm through the CPU backend's GEMM path
-  std::string blas_core;      // OpenBLAS kernel family in use
-  std::string kernel_isa;     // our SIMD kernels: avx512 / avx2 / scalar
-  std::string cpu_model;      // from /proc/cpuinfo
+  double read_gbps = 0;     // GB/s (1e9), best of several passes over 1 GiB
+  double sgemm_gflops = 0;  // 2048^3 sgemm through the CPU backend's GEMM path
+  std::string blas_core;    // OpenBLAS kernel family in use
+  std::string kernel_isa;   // our SIMD kernels: avx512 / avx2 / scalar
+  std::string cpu_model;    // from /proc/cpuinfo
 };
 
 MachineLimits MeasureMachine(int threads);

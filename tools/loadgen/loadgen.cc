@@ -109,9 +109,8 @@ int Run(const Config& cfg, const std::string& json_path) {
     grpc::ClientContext ctx;
     v1::ModelInfo info;
     if (stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok()) {
-      const_cast<Config&>(cfg).vocab = info.tokenizer_vocab_size() > 0
-                                           ? info.tokenizer_vocab_size()
-                                           : info.shape().vocab_size();
+      const_cast<Config&>(cfg).vocab =
+          info.tokenizer_vocab_size() > 0 ? info.tokenizer_vocab_size() : info.shape().vocab_size();
     }
   }
 
@@ -198,10 +197,9 @@ int Run(const Config& cfg, const std::string& json_path) {
         "\"ttft_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"tpot_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
-        mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s,
-        Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50),
-        Percentile(tpot, 90), Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90),
-        Percentile(itl, 99));
+        mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s, Percentile(ttft, 50),
+        Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50), Percentile(tpot, 90),
+        Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90), Percentile(itl, 99));
   }
   return failed == 0 ? 0 : 1;
 }
@@ -239,8 +237,8 @@ int main(int argc, char** argv) {
   auto p = flags.Int("prompt-tokens", 1, 1 << 20);
   auto o = flags.Int("output-tokens", 1, 1 << 20);
   auto seed = flags.Int("seed", 0, INT64_MAX);
-  for (const absl::Status& st : {c.status(), rate.status(), n.status(), p.status(), o.status(),
-                                 seed.status()}) {
+  for (const absl::Status& st :
+       {c.status(), rate.status(), n.status(), p.status(), o.status(), seed.status()}) {
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
       return 2;

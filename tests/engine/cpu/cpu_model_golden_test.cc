@@ -58,7 +58,7 @@ double MaxAbsDiff(absl::Span<const float> a, const std::vector<float>& b) {
 
 struct Case {
   std::string fixture;
-  std::string source;  // "random", "pth", "safetensors"
+  std::string source;       // "random", "pth", "safetensors"
   std::vector<int> chunks;  // prefill chunk sizes (empty: whole prompt in one step)
 };
 
@@ -119,8 +119,8 @@ TEST_P(GoldenTest, LogitsAndStateMatchOfficialPackage) {
   if (chunks.empty()) chunks = {static_cast<int>(prompt.size())};
   size_t pos = 0;
   for (size_t i = 0; pos < prompt.size(); ++i) {
-    const size_t n = std::min<size_t>(i < chunks.size() ? chunks[i] : chunks.back(),
-                                      prompt.size() - pos);
+    const size_t n =
+        std::min<size_t>(i < chunks.size() ? chunks[i] : chunks.back(), prompt.size() - pos);
     step(absl::MakeConstSpan(prompt).subspan(pos, n), pos + n == prompt.size());
     pos += n;
   }
@@ -260,8 +260,10 @@ TEST(Int8Accuracy, StaysCloseToOfficialF32Logits) {
   double mean_abs = 0;
   for (size_t i = 0; i < ref.size(); ++i) mean_abs += std::abs(double(res[0].logits[i]) - ref[i]);
   mean_abs /= ref.size();
-  std::printf("int8 vs official f32 (0.1B shape, 32 tokens): max |diff| = %.4f std, mean |diff| = "
-              "%.4f std\n", rel, mean_abs / Std(ref));
+  std::printf(
+      "int8 vs official f32 (0.1B shape, 32 tokens): max |diff| = %.4f std, mean |diff| = "
+      "%.4f std\n",
+      rel, mean_abs / Std(ref));
   EXPECT_LT(rel, 0.1);
   const auto ours = std::max_element(res[0].logits.begin(), res[0].logits.end());
   EXPECT_EQ(ours - res[0].logits.begin(), l["argmax"].get<int>());

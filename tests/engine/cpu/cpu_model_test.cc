@@ -24,7 +24,8 @@ class CpuModelTest : public testing::Test {
   }
   static void TearDownTestSuite() { delete tensors_; }
 
-  std::unique_ptr<CpuModel> Make(int slots, ModelOptions::WeightType wt = ModelOptions::WeightType::kF32,
+  std::unique_ptr<CpuModel> Make(int slots,
+                                 ModelOptions::WeightType wt = ModelOptions::WeightType::kF32,
                                  int threads = 2) {
     ModelOptions o;
     o.num_slots = slots;
@@ -178,8 +179,8 @@ TEST_F(CpuModelTest, Bf16WeightsStayCloseToF32) {
   EXPECT_LT(bf16->info().weight_bytes, f32->info().weight_bytes * 0.6);
   std::vector<float> a = Logits(*f32, 0, prompt_), b = Logits(*bf16, 0, prompt_);
   const float d = MaxRelDiff(b, a);
-  EXPECT_GT(d, 0.0f);   // rounding happened
-  EXPECT_LT(d, 0.1f);   // but the model is the same
+  EXPECT_GT(d, 0.0f);  // rounding happened
+  EXPECT_LT(d, 0.1f);  // but the model is the same
 }
 
 TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {

@@ -52,8 +52,7 @@ TEST_P(KernelIsaTest, GemvMatchesScalarForAllBatchSizesAndTails) {
           std::vector<float> y = Random(static_cast<size_t>(nb) * out, 3);
           std::vector<float> ref = y;
           Gemv(wt, w, scale.data(), in, in, 3, out, x.data(), in, nb, y.data(), out, acc);
-          scalar::Gemv(wt, w, scale.data(), in, in, 3, out, x.data(), in, nb, ref.data(), out,
-                       acc);
+          scalar::Gemv(wt, w, scale.data(), in, in, 3, out, x.data(), in, nb, ref.data(), out, acc);
           for (size_t i = 0; i < y.size(); ++i) {
             ASSERT_NEAR(y[i], ref[i], 1e-4f * std::sqrt(static_cast<float>(in)))
                 << "in=" << in << " nb=" << nb << " i=" << i;
@@ -94,8 +93,8 @@ TEST_P(KernelIsaTest, WkvMatchesScalar) {
   std::vector<float> kk = Random(T * ld, 10);
   std::vector<float> s1 = Random(64 * 64, 11), s2 = s1;
   std::vector<float> y1(T * ld, 0), y2(T * ld, 0);
-  WkvHead(s1.data(), T, r.data(), w.data(), k.data(), v.data(), kk.data(), a.data(), ld,
-          y1.data(), ld);
+  WkvHead(s1.data(), T, r.data(), w.data(), k.data(), v.data(), kk.data(), a.data(), ld, y1.data(),
+          ld);
   scalar::WkvHead(s2.data(), T, r.data(), w.data(), k.data(), v.data(), kk.data(), a.data(), ld,
                   y2.data(), ld);
   for (size_t i = 0; i < s1.size(); ++i) ASSERT_NEAR(s1[i], s2[i], 1e-4f) << i;
