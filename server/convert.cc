@@ -201,6 +201,15 @@ size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk) {
   return bytes;
 }
 
+bool AppendToBacklog(const TokenEvent& event, size_t limit, pb::TokenChunk* backlog,
+                     size_t* backlog_bytes) {
+  *backlog_bytes += AppendTokenEvent(event, backlog);
+  if (*backlog_bytes <= limit) return false;
+  backlog->Clear();
+  *backlog_bytes = 0;
+  return true;
+}
+
 pb::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
     case FinishReason::kStopToken:

@@ -51,6 +51,12 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
 // chunk, approximately: text bytes + 5 per token id + 10 per logprob entry.
 size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk);
 
+// The bounded per-stream backlog: appends `event` to the chunk a stream has not written yet and
+// counts its bytes; past `limit` it drops the backlog and returns true (the slow reader is cut
+// off).
+bool AppendToBacklog(const TokenEvent& event, size_t limit, pb::TokenChunk* backlog,
+                     size_t* backlog_bytes);
+
 pb::FinishReason ToProto(FinishReason reason);
 // How a finished engine request ends its RPC: OK for stop, length, stop string and the request's
 // own timeout; DEADLINE_EXCEEDED when the gRPC deadline itself passed; CANCELLED; the engine's

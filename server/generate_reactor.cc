@@ -56,12 +56,8 @@ void GenerateReactor::OnEngineTokens(TokenEvent event) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (overflowed_ || client_gone_) return;
-    pending_bytes_ += AppendTokenEvent(event, &pending_);
-    if (pending_bytes_ > static_cast<size_t>(ctx_->options->stream_buffer_bytes)) {
-      overflowed_ = overflow_now = true;
-      pending_.Clear();
-      pending_bytes_ = 0;
-    }
+    overflowed_ = overflow_now = AppendToBacklog(
+        event, static_cast<size_t>(ctx_->options->stream_buffer_bytes), &pending_, &pending_bytes_);
   }
   if (overflow_now) {
     ctx_->metrics->OnStreamOverflow();
