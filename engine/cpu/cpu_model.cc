@@ -6,7 +6,6 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
-#include "engine/cpu/blas.h"
 #include "engine/cpu/kernels.h"
 #include "engine/status_macros.h"
 
@@ -27,16 +26,13 @@ std::vector<float> ToF32(const WeightRef& ref) {
 
 }  // namespace
 
-CpuModel::CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool, const Blas* blas)
-    : num_slots_(options.num_slots), pool_(std::move(pool)), linear_(pool_.get(), blas) {}
+CpuModel::CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool)
+    : num_slots_(options.num_slots), pool_(std::move(pool)), linear_(pool_.get()) {}
 
 absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
     const std::map<std::string, TensorView>& tensors, const ModelOptions& options) {
   MODRWKV_RETURN_IF_ERROR(options.Validate());
   MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
-  auto blas = GetBlas();
-  // Without OpenBLAS the GEMV kernel serves every size: correct, but prefill is slow.
-  const Blas* blas_ptr = blas.ok() ? *blas : nullptr;
   WType wt;
   switch (options.weight_type) {
     case ModelOptions::WeightType::kF32:
@@ -66,9 +62,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
     return absl::ResourceExhaustedError(
         absl::StrFormat("num_slots %d needs %d bytes of state", opts.num_slots, state_floats * 4));
   }
-  std::unique_ptr<CpuModel> m(
-      new CpuModel(opts, std::make_unique<ThreadPool>(opts.threads), blas_ptr));
-  if (options.batch_invariant) m->linear_.set_gemv_max_rows(std::numeric_limits<int>::max());
+  std::unique_ptr<CpuModel> m(new CpuModel(opts, std::make_unique<ThreadPool>(opts.threads)));
   m->info_.config = refs.config;
   m->info_.backend = "cpu";
   m->info_.weight_dtype = wt == WType::kF32 ? "f32" : wt == WType::kBF16 ? "bf16" : "int8";
@@ -82,10 +76,11 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
 
 absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt) {
   auto mat = [wt](const WeightRef& ref) {
-    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt) : Matrix{};
+    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, Layout::kPanels) : Matrix{};
   };
   // The embedding table is a row gather, not a product: int8 would save no reads per token.
-  emb_ = MakeMatrix(*refs.emb.view, refs.emb.transposed, wt == WType::kI8 ? WType::kBF16 : wt);
+  emb_ = MakeMatrix(*refs.emb.view, refs.emb.transposed, wt == WType::kI8 ? WType::kBF16 : wt,
+                    Layout::kRows);
   head_ = mat(refs.head);
   ln0_w_ = ToF32(refs.ln0_w);
   ln0_b_ = ToF32(refs.ln0_b);

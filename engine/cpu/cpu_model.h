@@ -50,7 +50,7 @@ class CpuModel final : public Model {
     AlignedBuffer<float> xo, logits;
   };
 
-  CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool, const Blas* blas);
+  CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool);
   absl::Status LoadWeights(const Rwkv7Refs& refs, WType wt);
   absl::Status ValidateStep(absl::Span<const StepEntry> entries, int* total_rows) const;
   void EnsureScratch(int rows, int logit_rows);

@@ -10,14 +10,12 @@ namespace {
 
 struct Dispatch {
   std::string isa = "scalar";
-  decltype(&scalar::Gemv) gemv = scalar::Gemv;
+  decltype(&scalar::PanelGemm) gemm = scalar::PanelGemm;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
   decltype(&scalar::WkvHead) wkv = scalar::WkvHead;
   decltype(&scalar::SumFloats) sum = scalar::SumFloats;
-  decltype(&scalar::Bf16ToF32) bf16 = scalar::Bf16ToF32;
-  decltype(&scalar::I8ToF32) i8 = scalar::I8ToF32;
 };
 
 bool CpuHas(const std::string& isa) {
@@ -37,11 +35,11 @@ Dispatch Make(const std::string& isa) {
   Dispatch d;
 #if defined(__x86_64__)
   if (isa == "avx512") {
-    d = {"avx512",        avx512::Gemv,      avx512::VecExp,    avx512::VecSigmoid, avx512::VecTanh,
-         avx512::WkvHead, avx512::SumFloats, avx512::Bf16ToF32, avx512::I8ToF32};
+    d = {"avx512",        avx512::PanelGemm, avx512::VecExp,   avx512::VecSigmoid,
+         avx512::VecTanh, avx512::WkvHead,   avx512::SumFloats};
   } else if (isa == "avx2") {
     d.isa = "avx2";
-    d.gemv = avx2::Gemv;
+    d.gemm = avx2::PanelGemm;
   }
 #endif
   return d;
@@ -62,9 +60,19 @@ bool ForceKernelIsa(const std::string& isa) {
   return true;
 }
 
-void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
-          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
-  Active().gemv(wt, w, row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy, accumulate);
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  Active().gemm(wt, w, col_scale, in, out, p0, p1, xp, rows, y, ldy, accumulate);
+}
+
+void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp) {
+  for (int t = 0, r = 0; t < RowTiles(rows); ++t) {
+    const int mr = RowTileSize(rows, t);
+    for (int i = 0; i < in; ++i)
+      for (int b = 0; b < mr; ++b) xp[static_cast<int64_t>(i) * mr + b] = x[(r + b) * ldx + i];
+    xp += static_cast<int64_t>(mr) * in;
+    r += mr;
+  }
 }
 void VecExp(float* x, int64_t n) { Active().exp(x, n); }
 void VecSigmoid(float* x, int64_t n) { Active().sigmoid(x, n); }
@@ -75,10 +83,6 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 }
 
 float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }
-void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) { Active().bf16(src, n, dst); }
-void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst) {
-  Active().i8(src, n, scale, dst);
-}
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out) {

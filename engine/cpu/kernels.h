@@ -7,17 +7,36 @@
 
 namespace modrwkv::cpu {
 
-// Matrix weights, stored [out, in] row-major: f32, bf16 (upper half of an f32), or int8 with one
-// f32 scale per output row (w = q * scale[row]).
+// Matrix weights: f32, bf16 (upper half of an f32), or int8 with one f32 scale per output
+// column (w = q * scale[out]).
 enum class WType { kF32, kBF16, kI8 };
 
-// y[b*ldy + o] (=|+=) s_o * sum_i W[o*ldw + i] * x[b*ldx + i]   for o in [o0, o1), b in [0, nb),
-// where s_o = row_scale[o] for kI8 (row_scale is indexed by absolute row) and 1 otherwise.
-// nb <= kMaxGemvRows: every weight row is read once for all nb inputs (decode is bound by
-// reading weights, so this is the decode kernel).
-constexpr int kMaxGemvRows = 4;
-void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
-          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate);
+// Dense-layer weights W[out][in] are packed in panels of kPanelCols output columns: panel p holds,
+// for each input index i in order, the weights W[p*32 + c][i] of its 32 columns c (f32 and int8
+// in column order; bf16 as 16 words, word j holding column j in its low half and column j + 16 in
+// its high half). Columns past `out` are zero padding. A panel is one contiguous stream of
+// in * 32 weights, read once per call however many rows of x there are.
+constexpr int kPanelCols = 32;
+// Rows of x that one register tile multiplies per pass over a panel. The rows of a call are split
+// into RowTiles(rows) tiles of balanced sizes (13 rows: 7 + 6, not 12 + 1).
+constexpr int kMaxTileRows = 12;
+inline int RowTiles(int rows) { return (rows + kMaxTileRows - 1) / kMaxTileRows; }
+inline int RowTileSize(int rows, int t) {
+  const int tiles = RowTiles(rows);
+  return rows / tiles + (t < rows % tiles);
+}
+
+// Packs rows x[b*ldx + i] (b < rows, i < in) for PanelGemm: tile by tile, each tile of mr rows
+// stored input-major (xp[i*mr + b]), tiles one after another: rows * in floats in all.
+void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp);
+
+// y[b*ldy + o] (=|+=) s_o * sum_i x[b][i] * W[o][i]   for b < rows, o in the columns of panels
+// [p0, p1) below `out`; x packed by PackRows; s_o = col_scale[o] for kI8 and 1 otherwise.
+// Each output is one fused multiply-add chain over i in increasing order, whatever the ISA, the
+// number of rows or the panel range: results are bit-identical to the scalar kernel's and do not
+// depend on which other rows run in the same call (batch invariance).
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 
 // In-place element-wise functions over n floats.
 void VecExp(float* x, int64_t n);
@@ -36,11 +55,6 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 // Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
 float SumFloats(const float* x, int64_t n);
 
-// Widens n bf16 values to f32.
-void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
-// Widens n int8 values to f32, times `scale`.
-void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst);
-
 // Row-wise LayerNorm (eps inside the square root).
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
@@ -53,16 +67,14 @@ std::string KernelIsa();
 bool ForceKernelIsa(const std::string& isa);
 
 namespace scalar {
-void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
-          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate);
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 float SumFloats(const float* x, int64_t n);
-void Bf16ToF32(const uint16_t* src, int64_t n, float* dst);
-void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst);
 }  // namespace scalar
 
 }  // namespace modrwkv::cpu

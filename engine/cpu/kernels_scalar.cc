@@ -1,16 +1,21 @@
 // Portable reference kernels: the oracle the SIMD versions are tested against.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "engine/cpu/kernels.h"
 
 namespace modrwkv::cpu::scalar {
 namespace {
 
-inline float LoadW(WType wt, const void* w, int64_t idx) {
-  if (wt == WType::kF32) return static_cast<const float*>(w)[idx];
-  if (wt == WType::kI8) return static_cast<float>(static_cast<const int8_t*>(w)[idx]);
-  const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(w)[idx]) << 16;
+// Weight (input i, column c) of the panel starting at element `base` (see kernels.h).
+inline float PanelWeight(WType wt, const void* w, int64_t base, int i, int c) {
+  const int64_t idx = base + static_cast<int64_t>(i) * kPanelCols;
+  if (wt == WType::kF32) return static_cast<const float*>(w)[idx + c];
+  if (wt == WType::kI8) return static_cast<float>(static_cast<const int8_t*>(w)[idx + c]);
+  // bf16: word j holds column j (low half) and column j + 16 (high half).
+  const uint16_t h = static_cast<const uint16_t*>(w)[idx + 2 * (c % 16) + c / 16];
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
@@ -18,15 +23,34 @@ inline float LoadW(WType wt, const void* w, int64_t idx) {
 
 }  // namespace
 
-void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0, int o1,
-          const float* x, int64_t ldx, int nb, float* y, int64_t ldy, bool accumulate) {
-  for (int o = o0; o < o1; ++o) {
-    for (int b = 0; b < nb; ++b) {
-      float s = 0;
-      for (int i = 0; i < in; ++i) s += LoadW(wt, w, o * ldw + i) * x[b * ldx + i];
-      if (wt == WType::kI8) s *= row_scale[o];
-      float& out = y[b * ldy + o];
-      out = accumulate ? out + s : s;
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  const int64_t panel_stride = static_cast<int64_t>(in) * kPanelCols;
+  // Where row b sits in the packed x: its tile's block and its index in the tile.
+  std::vector<const float*> xrow(rows);
+  std::vector<int> stride(rows);
+  for (int t = 0, r = 0; t < RowTiles(rows); ++t) {
+    const int mr = RowTileSize(rows, t);
+    for (int b = 0; b < mr; ++b)
+      xrow[r + b] = xp + static_cast<int64_t>(r) * in + b, stride[r + b] = mr;
+    r += mr;
+  }
+  for (int p = p0; p < p1; ++p) {
+    for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
+      const int o = p * kPanelCols + c;
+      for (int b = 0; b < rows; ++b) {
+        float s = 0;
+        for (int i = 0; i < in; ++i) {
+          s = std::fma(xrow[b][static_cast<int64_t>(i) * stride[b]],
+                       PanelWeight(wt, w, p * panel_stride, i, c), s);
+        }
+        float& dst = y[b * ldy + o];
+        if (wt == WType::kI8) {
+          dst = accumulate ? std::fma(s, col_scale[o], dst) : s * col_scale[o];
+        } else {
+          dst = accumulate ? dst + s : s;
+        }
+      }
     }
   }
 }
@@ -75,14 +99,6 @@ float SumFloats(const float* x, int64_t n) {
     for (int j = 0; j < 8; ++j) s[j] += x[i + j];
   for (; i < n; ++i) s[0] += x[i];
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = LoadW(WType::kBF16, src, i);
-}
-
-void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]) * scale;
 }
 
 }  // namespace modrwkv::cpu::scalar

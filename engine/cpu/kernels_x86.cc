@@ -17,118 +17,10 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #define MODRWKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define MODRWKV_AVX2 __attribute__((target("avx2,fma")))
 
 namespace modrwkv::cpu {
 namespace avx512 {
 namespace {
-
-MODRWKV_AVX512 inline __m512 LoadF32(const float* p) { return _mm512_loadu_ps(p); }
-MODRWKV_AVX512 inline __m512 LoadF32(const float* p, __mmask16 m) {
-  return _mm512_maskz_loadu_ps(m, p);
-}
-MODRWKV_AVX512 inline __m512 LoadBF16(const uint16_t* p) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-MODRWKV_AVX512 inline __m512 LoadBF16(const uint16_t* p, __mmask16 m) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-MODRWKV_AVX512 inline __m512 LoadI8(const int8_t* p) {
-  return _mm512_cvtepi32_ps(
-      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-MODRWKV_AVX512 inline __m512 LoadI8(const int8_t* p, __mmask16 m) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
-}
-
-// Weight loads, widened to f32 lanes; T is float, uint16_t (bf16) or int8_t (unscaled).
-template <typename T>
-MODRWKV_AVX512 inline __m512 LoadW(const T* p) {
-  if constexpr (sizeof(T) == 4) {
-    return LoadF32(p);
-  } else if constexpr (sizeof(T) == 2) {
-    return LoadBF16(p);
-  } else {
-    return LoadI8(p);
-  }
-}
-template <typename T>
-MODRWKV_AVX512 inline __m512 LoadW(const T* p, __mmask16 m) {
-  if constexpr (sizeof(T) == 4) {
-    return LoadF32(p, m);
-  } else if constexpr (sizeof(T) == 2) {
-    return LoadBF16(p, m);
-  } else {
-    return LoadI8(p, m);
-  }
-}
-
-// R weight rows at once (memory-level parallelism), NB input vectors.
-template <typename T, int R, int NB>
-MODRWKV_AVX512 void GemvRows(const T* w, const float* scale, int64_t ldw, int in, int o,
-                             const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) {
-  __m512 acc[R][NB];
-  for (int r = 0; r < R; ++r)
-    for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
-  const T* wr[R];
-  for (int r = 0; r < R; ++r) wr[r] = w + (o + r) * ldw;
-  int i = 0;
-  for (; i + 16 <= in; i += 16) {
-    __m512 xv[NB];
-    for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_ps(x + b * ldx + i);
-    for (int r = 0; r < R; ++r) {
-      // The next block of rows, same columns: rows are short streams (1.5-12 KB), too short
-      // for the hardware prefetcher to ramp up on its own.
-      _mm_prefetch(reinterpret_cast<const char*>(wr[r] + R * ldw + i), _MM_HINT_T0);
-      const __m512 wv = LoadW(wr[r] + i);
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
-    }
-  }
-  if (i < in) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (in - i)) - 1);
-    __m512 xv[NB];
-    for (int b = 0; b < NB; ++b) xv[b] = _mm512_maskz_loadu_ps(m, x + b * ldx + i);
-    for (int r = 0; r < R; ++r) {
-      const __m512 wv = LoadW(wr[r] + i, m);
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < NB; ++b) {
-      float s = _mm512_reduce_add_ps(acc[r][b]);
-      if constexpr (sizeof(T) == 1) s *= scale[o + r];
-      float& out = y[b * ldy + o + r];
-      out = accumulate ? out + s : s;
-    }
-  }
-}
-
-template <typename T, int NB>
-MODRWKV_AVX512 void GemvNB(const T* w, const float* scale, int64_t ldw, int in, int o0, int o1,
-                           const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) {
-  int o = o0;
-  for (; o + 4 <= o1; o += 4) GemvRows<T, 4, NB>(w, scale, ldw, in, o, x, ldx, y, ldy, accumulate);
-  for (; o < o1; ++o) GemvRows<T, 1, NB>(w, scale, ldw, in, o, x, ldx, y, ldy, accumulate);
-}
-
-template <typename T>
-MODRWKV_AVX512 void GemvT(const T* w, const float* scale, int64_t ldw, int in, int o0, int o1,
-                          const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
-                          bool accumulate) {
-  switch (nb) {
-    case 1:
-      return GemvNB<T, 1>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 2:
-      return GemvNB<T, 2>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 3:
-      return GemvNB<T, 3>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    default:
-      return GemvNB<T, 4>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-  }
-}
 
 // exp with a Cephes-style polynomial on the reduced argument; ~1 ulp over the float range.
 MODRWKV_AVX512 inline __m512 Exp(__m512 x) {
@@ -163,22 +55,6 @@ MODRWKV_AVX512 inline void Map(float* x, int64_t n, F f) {
 }
 
 }  // namespace
-
-MODRWKV_AVX512 void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in,
-                         int o0, int o1, const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
-                         bool accumulate) {
-  switch (wt) {
-    case WType::kF32:
-      return GemvT(static_cast<const float*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
-                   accumulate);
-    case WType::kBF16:
-      return GemvT(static_cast<const uint16_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
-                   accumulate);
-    case WType::kI8:
-      return GemvT(static_cast<const int8_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
-                   accumulate);
-  }
-}
 
 MODRWKV_AVX512 void VecExp(float* x, int64_t n) {
   Map(x, n, [](__m512 v) MODRWKV_AVX512 { return Exp(v); });
@@ -259,126 +135,8 @@ MODRWKV_AVX512 float SumFloats(const float* x, int64_t n) {
   return total;
 }
 
-MODRWKV_AVX512 void I8ToF32(const int8_t* src, int64_t n, float scale, float* dst) {
-  const __m512 s = _mm512_set1_ps(scale);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_mul_ps(LoadI8(src + i), s));
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(dst + i, m, _mm512_mul_ps(LoadI8(src + i, m), s));
-  }
-}
-
-MODRWKV_AVX512 void Bf16ToF32(const uint16_t* src, int64_t n, float* dst) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, LoadBF16(src + i));
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(dst + i, m, LoadBF16(src + i, m));
-  }
-}
-
 }  // namespace avx512
 
-namespace avx2 {
-namespace {
-
-MODRWKV_AVX2 inline __m256 LoadW(const float* p) { return _mm256_loadu_ps(p); }
-MODRWKV_AVX2 inline __m256 LoadW(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-MODRWKV_AVX2 inline __m256 LoadW(const int8_t* p) {
-  const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-}
-
-MODRWKV_AVX2 inline float HSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float ScalarW(const float* p) { return *p; }
-inline float ScalarW(const int8_t* p) { return static_cast<float>(*p); }
-inline float ScalarW(const uint16_t* p) {
-  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
-  float f;
-  __builtin_memcpy(&f, &bits, 4);
-  return f;
-}
-
-template <typename T, int R, int NB>
-MODRWKV_AVX2 void GemvRows(const T* w, const float* scale, int64_t ldw, int in, int o,
-                           const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) {
-  __m256 acc[R][NB];
-  for (int r = 0; r < R; ++r)
-    for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= in; i += 8) {
-    __m256 xv[NB];
-    for (int b = 0; b < NB; ++b) xv[b] = _mm256_loadu_ps(x + b * ldx + i);
-    for (int r = 0; r < R; ++r) {
-      const __m256 wv = LoadW(w + (o + r) * ldw + i);
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < NB; ++b) {
-      float s = HSum(acc[r][b]);
-      for (int j = i; j < in; ++j) s += ScalarW(w + (o + r) * ldw + j) * x[b * ldx + j];
-      if constexpr (sizeof(T) == 1) s *= scale[o + r];
-      float& out = y[b * ldy + o + r];
-      out = accumulate ? out + s : s;
-    }
-  }
-}
-
-template <typename T, int NB>
-MODRWKV_AVX2 void GemvNB(const T* w, const float* scale, int64_t ldw, int in, int o0, int o1,
-                         const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) {
-  int o = o0;
-  // 2 rows x 4 inputs = 8 accumulators + 4 inputs + 1 weight: fits the 16 ymm registers.
-  for (; o + 2 <= o1; o += 2) GemvRows<T, 2, NB>(w, scale, ldw, in, o, x, ldx, y, ldy, accumulate);
-  for (; o < o1; ++o) GemvRows<T, 1, NB>(w, scale, ldw, in, o, x, ldx, y, ldy, accumulate);
-}
-
-template <typename T>
-MODRWKV_AVX2 void GemvT(const T* w, const float* scale, int64_t ldw, int in, int o0, int o1,
-                        const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
-                        bool accumulate) {
-  switch (nb) {
-    case 1:
-      return GemvNB<T, 1>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 2:
-      return GemvNB<T, 2>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    case 3:
-      return GemvNB<T, 3>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-    default:
-      return GemvNB<T, 4>(w, scale, ldw, in, o0, o1, x, ldx, y, ldy, accumulate);
-  }
-}
-
-}  // namespace
-
-MODRWKV_AVX2 void Gemv(WType wt, const void* w, const float* row_scale, int64_t ldw, int in, int o0,
-                       int o1, const float* x, int64_t ldx, int nb, float* y, int64_t ldy,
-                       bool accumulate) {
-  switch (wt) {
-    case WType::kF32:
-      return GemvT(static_cast<const float*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
-                   accumulate);
-    case WType::kBF16:
-      return GemvT(static_cast<const uint16_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
-                   accumulate);
-    case WType::kI8:
-      return GemvT(static_cast<const int8_t*>(w), row_scale, ldw, in, o0, o1, x, ldx, nb, y, ldy,
-                   accumulate);
-  }
-}
-
-}  // namespace avx2
 }  // namespace modrwkv::cpu
 
 #endif  // __x86_64__

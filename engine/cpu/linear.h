@@ -1,6 +1,6 @@
-// Dense layers of the CPU backend: Y[R, out] (=|+=) X[R, in] * W^T with W stored [out, in].
-// Few rows (decode) use the weight-streaming GEMV kernel; many rows (prefill, large batches) use
-// OpenBLAS sgemm, converting bf16 weights to f32 one panel at a time.
+// Dense layers of the CPU backend: Y[R, out] (=|+=) X[R, in] * W^T. Weights are packed once at
+// load time into column panels, and one outer-product kernel (PanelGemm) serves every row count:
+// decode (1 row per sequence), batched decode and prefill.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +12,6 @@
 #include "engine/tensor.h"
 
 namespace modrwkv::cpu {
-
-struct Blas;
 
 // 64-byte aligned storage.
 template <typename T>
@@ -34,15 +32,20 @@ class AlignedBuffer {
   size_t n_ = 0;
 };
 
-// A weight matrix, [rows = out][cols = in]: f32, bf16, or int8 with a scale per row.
+// How a Matrix is stored: kRows row-major [rows][cols] (the embedding table, a row gather);
+// kPanels packed for PanelGemm (every dense layer, see kernels.h).
+enum class Layout { kRows, kPanels };
+
+// A weight matrix, logically [rows = out][cols = in]: f32, bf16, or int8 with a scale per row.
 struct Matrix {
   WType type = WType::kF32;
+  Layout layout = Layout::kRows;
   int rows = 0;
   int cols = 0;
   AlignedBuffer<float> f32;
   AlignedBuffer<uint16_t> bf16;
   AlignedBuffer<int8_t> i8;
-  std::vector<float> scale;  // [rows], kI8 only: w[r][c] = i8[r][c] * scale[r]
+  std::vector<float> scale;  // [rows], kI8 only: w[r][c] = i8 value * scale[r]
 
   const void* data() const {
     switch (type) {
@@ -55,8 +58,11 @@ struct Matrix {
     }
     return nullptr;
   }
+  int panels() const { return (rows + kPanelCols - 1) / kPanelCols; }
+  // Bytes stored (and read by one pass over the matrix), padding included.
   int64_t bytes() const {
-    const int64_t n = static_cast<int64_t>(rows) * cols;
+    const int64_t stored_rows = layout == Layout::kPanels ? int64_t{kPanelCols} * panels() : rows;
+    const int64_t n = stored_rows * cols;
     switch (type) {
       case WType::kF32:
         return 4 * n;
@@ -67,39 +73,27 @@ struct Matrix {
     }
     return 0;
   }
-  // Widens rows [r0, r0 + n) to f32 into dst ([n][cols]).
-  void RowsToF32(int r0, int n, float* dst) const;
 };
 
-// Builds a Matrix from a checkpoint tensor (any dtype), transposing [in, out] storage. kI8
-// quantises each output row symmetrically: scale = max|w| / 127, q = round(w / scale).
-Matrix MakeMatrix(const TensorView& t, bool transposed, WType type);
+// Builds a Matrix from a checkpoint tensor (any dtype), stored [out, in] or, if `transposed`,
+// [in, out]. kI8 quantises each output row symmetrically: scale = max|w| / 127,
+// q = round(w / scale). kI8 needs the kPanels layout.
+Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout);
 
-// Runs dense layers on a thread pool. Owns per-thread scratch for bf16 panels.
+// Runs dense layers (kPanels matrices) on a thread pool.
 class LinearRunner {
  public:
-  LinearRunner(ThreadPool* pool, const Blas* blas);
+  explicit LinearRunner(ThreadPool* pool) : pool_(pool) {}
 
-  // Y[r*ldy + o] (=|+=) sum_i X[r*ldx + i] * W[o][i] for r < R, o < W.rows.
+  // Y[r*ldy + o] (=|+=) sum_i X[r*ldx + i] * W[o][i] for r < rows, o < w.rows. Every weight
+  // is read from memory once per call; each output's value depends only on its own row of X
+  // (PanelGemm's batch invariance), so how requests are batched never changes results.
   void Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
            bool accumulate);
 
-  // Rows at or below which the weight-streaming kernel is used instead of sgemm: each task keeps
-  // its slice of weight rows in L1/L2 while every group of 4 inputs passes over it, so weights
-  // are read from memory once per step either way, without sgemm's packing cost at small sizes.
-  int gemv_max_rows() const { return gemv_max_rows_; }
-  void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
-
  private:
-  void RunGemv(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
-               bool accumulate);
-  void RunGemm(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
-               bool accumulate);
-
   ThreadPool* pool_;
-  const Blas* blas_;  // may be null: GEMV kernel fallback for every size
-  int gemv_max_rows_ = 64;
-  std::vector<AlignedBuffer<float>> panels_;  // per thread, bf16 -> f32 panel
+  AlignedBuffer<float> xpack_;  // x packed for the kernel (PackRows), shared by the tasks
 };
 
 }  // namespace modrwkv::cpu

@@ -198,9 +198,9 @@ int RunBench(int argc, char** argv) {
     limits.push_back(lim);
     std::fprintf(stderr,
                  "machine: %s | %d thread(s) | read %.1f GB/s | sgemm %.1f GFLOP/s (OpenBLAS "
-                 "core %s) | kernels %s\n",
+                 "core %s) | PanelGemm %.1f GFLOP/s | kernels %s\n",
                  lim.cpu_model.c_str(), lim.threads, lim.read_gbps, lim.sgemm_gflops,
-                 lim.blas_core.c_str(), lim.kernel_isa.c_str());
+                 lim.blas_core.c_str(), lim.panel_gemm_gflops, lim.kernel_isa.c_str());
     const std::vector<std::string> shapes =
         flags.Str("model").empty() ? flags.List("shape") : std::vector<std::string>{"file"};
     for (const std::string& shape : shapes) {
@@ -289,10 +289,10 @@ int RunBench(int argc, char** argv) {
   }
   for (const MachineLimits& l : limits) {
     std::printf(
-        "\nmachine (%d thread(s)): %s; read bandwidth %.1f GB/s; sgemm 2048^3 %.1f GFLOP/s; "
-        "OpenBLAS core %s; kernels %s\n",
+        "\nmachine (%d thread(s)): %s; read bandwidth %.1f GB/s; sgemm 2048^3 %.1f GFLOP/s "
+        "(OpenBLAS core %s); our PanelGemm 2048^3 %.1f GFLOP/s; kernels %s\n",
         l.threads, l.cpu_model.c_str(), l.read_gbps, l.sgemm_gflops, l.blas_core.c_str(),
-        l.kernel_isa.c_str());
+        l.panel_gemm_gflops, l.kernel_isa.c_str());
   }
 
   if (!flags.Str("json").empty()) {
@@ -303,8 +303,9 @@ int RunBench(int argc, char** argv) {
       out << (i ? "," : "")
           << absl::StrFormat(
                  "{\"threads\": %d, \"read_gbps\": %.3f, \"sgemm_gflops\": %.3f, "
-                 "\"blas_core\": \"%s\", \"kernels\": \"%s\"}",
-                 l.threads, l.read_gbps, l.sgemm_gflops, l.blas_core, l.kernel_isa);
+                 "\"panel_gemm_gflops\": %.3f, \"blas_core\": \"%s\", \"kernels\": \"%s\"}",
+                 l.threads, l.read_gbps, l.sgemm_gflops, l.panel_gemm_gflops, l.blas_core,
+                 l.kernel_isa);
     }
     out << "], \"results\": [";
     for (size_t i = 0; i < results.size(); ++i) {

@@ -1,0 +1,278 @@
+// AVX-512 and AVX2 versions of PanelGemm (engine/cpu/kernels.h): an outer-product kernel over
+// weights packed in column panels. Per input index i it loads one row of a panel (32 weights)
+// and multiplies it by x[b][i] broadcast, for every row b of the tile: no horizontal reductions,
+// and each output stays a single fused multiply-add chain over i in order.
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <utility>
+
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/kernels_x86.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 flags the deliberately undefined lanes inside its own convert intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define MODRWKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define MODRWKV_AVX2 __attribute__((target("avx2,fma")))
+
+namespace modrwkv::cpu {
+namespace {
+
+static_assert(kPanelCols == 32, "the loaders below assume 32-column panels");
+
+// xp: the tile's packed rows, xp[i*ldxp + b].
+template <typename T>
+using TileFn = void (*)(const T* w, int64_t panel_stride, int in, const float* scale,
+                        const float* xp, int ldxp, float* y, int64_t ldy, int cols, bool accumulate,
+                        const char* prefetch, int64_t prefetch_lines);
+
+constexpr int64_t kLine = 64;
+
+}  // namespace
+
+namespace avx512 {
+namespace {
+
+// One input row of a panel as two vectors of 16 f32 columns (0-15 and 16-31).
+MODRWKV_AVX512 inline void LoadPanelRow(const float* p, __m512& lo, __m512& hi) {
+  lo = _mm512_loadu_ps(p);
+  hi = _mm512_loadu_ps(p + 16);
+}
+MODRWKV_AVX512 inline void LoadPanelRow(const uint16_t* p, __m512& lo, __m512& hi) {
+  // Word j holds column j in its low half and column j + 16 in its high half.
+  const __m512i v = _mm512_loadu_si512(p);
+  lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+MODRWKV_AVX512 inline void LoadPanelRow(const int8_t* p, __m512& lo, __m512& hi) {
+  lo = _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  hi = _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+}
+
+// MR rows of x times NP adjacent panels; `cols` output columns are valid (the last panel may be
+// padding past the matrix's edge). Spread over the pass, `prefetch_lines` cache lines from
+// `prefetch` on are requested into L2: part of the next panel, so that its read from memory
+// overlaps this panel's arithmetic instead of stalling the first tile that touches it.
+template <typename T, int MR, int NP>
+MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int in, const float* scale,
+                         const float* xp, int /*ldxp = MR*/, float* y, int64_t ldy, int cols,
+                         bool accumulate, const char* prefetch, int64_t prefetch_lines) {
+  __m512 acc[MR][2 * NP];
+  for (int b = 0; b < MR; ++b)
+    for (int v = 0; v < 2 * NP; ++v) acc[b][v] = _mm512_setzero_ps();
+  int64_t due = 0;  // prefetch_lines / in per iteration, in integer steps
+  for (int i = 0; i < in; ++i) {
+    for (due += prefetch_lines; due >= in; due -= in, prefetch += kLine) {
+      _mm_prefetch(prefetch, _MM_HINT_T1);
+    }
+    for (int p = 0; p < NP; ++p) {
+      __m512 lo, hi;
+      LoadPanelRow(w + p * panel_stride + static_cast<int64_t>(i) * kPanelCols, lo, hi);
+      for (int b = 0; b < MR; ++b) {
+        const __m512 xb = _mm512_set1_ps(xp[static_cast<int64_t>(i) * MR + b]);
+        acc[b][2 * p] = _mm512_fmadd_ps(xb, lo, acc[b][2 * p]);
+        acc[b][2 * p + 1] = _mm512_fmadd_ps(xb, hi, acc[b][2 * p + 1]);
+      }
+    }
+  }
+  for (int v = 0; v < 2 * NP; ++v) {
+    const int c0 = 16 * v;
+    if (c0 >= cols) break;
+    const __mmask16 m =
+        cols - c0 >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - c0)) - 1);
+    __m512 s_col = _mm512_setzero_ps();
+    if constexpr (sizeof(T) == 1) s_col = _mm512_maskz_loadu_ps(m, scale + c0);
+    for (int b = 0; b < MR; ++b) {
+      float* out = y + b * ldy + c0;
+      __m512 s = acc[b][v];
+      if constexpr (sizeof(T) == 1) {
+        s = accumulate ? _mm512_fmadd_ps(s, s_col, _mm512_maskz_loadu_ps(m, out))
+                       : _mm512_mul_ps(s, s_col);
+      } else if (accumulate) {
+        s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), s);
+      }
+      _mm512_mask_storeu_ps(out, m, s);
+    }
+  }
+}
+
+template <typename T, int NP, int... I>
+constexpr std::array<TileFn<T>, sizeof...(I)> MakeTiles(std::integer_sequence<int, I...>) {
+  return {&Tile<T, I + 1, NP>...};
+}
+
+template <typename T>
+MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, int p0, int p1,
+                               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  // One panel holds 2 vectors of outputs per row: 4..12 rows keep 8..24 chains in flight. Below
+  // 4 rows, 4 panels at once do (decode: one pass over each weight, four streams).
+  static constexpr auto kOne = MakeTiles<T, 1>(std::make_integer_sequence<int, kMaxTileRows>());
+  static constexpr auto kFour = MakeTiles<T, 4>(std::make_integer_sequence<int, 3>());
+  const int64_t ps = static_cast<int64_t>(in) * kPanelCols;
+  auto at = [&](int p) {
+    return std::pair{scale ? scale + p * kPanelCols : nullptr, out - p * kPanelCols};
+  };
+  if (rows < 4) {
+    // One pass over each weight: the hardware prefetcher follows the four streams.
+    int p = p0;
+    for (; p + 4 <= p1; p += 4) {
+      auto [s, cols] = at(p);
+      kFour[rows - 1](w + p * ps, ps, in, s, xp, rows, y + p * kPanelCols, ldy, cols, accumulate,
+                      nullptr, 0);
+    }
+    for (; p < p1; ++p) {
+      auto [s, cols] = at(p);
+      kOne[rows - 1](w + p * ps, ps, in, s, xp, rows, y + p * kPanelCols, ldy, cols, accumulate,
+                     nullptr, 0);
+    }
+    return;
+  }
+  // Several tiles per panel: the first reads the panel from memory, the others from cache. Each
+  // tile prefetches its share of the next panel, so memory reads run under all of the tiles.
+  const int tiles = RowTiles(rows);
+  const int64_t panel_lines = ps * static_cast<int64_t>(sizeof(T)) / kLine;
+  for (int p = p0; p < p1; ++p) {
+    auto [s, cols] = at(p);
+    const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
+    int r = 0;
+    for (int t = 0; t < tiles; ++t) {
+      const int mr = RowTileSize(rows, t);
+      const int64_t l0 = panel_lines * t / tiles, l1 = panel_lines * (t + 1) / tiles;
+      kOne[mr - 1](w + p * ps, ps, in, s, xp + static_cast<int64_t>(r) * in, mr,
+                   y + r * ldy + p * kPanelCols, ldy, cols, accumulate,
+                   next ? next + l0 * kLine : nullptr, next ? l1 - l0 : 0);
+      r += mr;
+    }
+  }
+}
+
+}  // namespace
+
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  switch (wt) {
+    case WType::kF32:
+      return PanelGemmT(static_cast<const float*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
+                        accumulate);
+    case WType::kBF16:
+      return PanelGemmT(static_cast<const uint16_t*>(w), col_scale, in, out, p0, p1, xp, rows, y,
+                        ldy, accumulate);
+    case WType::kI8:
+      return PanelGemmT(static_cast<const int8_t*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
+                        accumulate);
+  }
+}
+
+}  // namespace avx512
+
+namespace avx2 {
+namespace {
+
+constexpr int kTileRows = 3;  // 3 rows x 4 vectors = 12 accumulators of the 16 ymm registers
+
+// One input row of a panel as four vectors of 8 f32 columns (0-7, 8-15, 16-23, 24-31).
+MODRWKV_AVX2 inline void LoadPanelRow(const float* p, __m256 v[4]) {
+  for (int k = 0; k < 4; ++k) v[k] = _mm256_loadu_ps(p + 8 * k);
+}
+MODRWKV_AVX2 inline void LoadPanelRow(const uint16_t* p, __m256 v[4]) {
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16));
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  v[0] = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+  v[1] = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+  v[2] = _mm256_castsi256_ps(_mm256_and_si256(a, high));
+  v[3] = _mm256_castsi256_ps(_mm256_and_si256(b, high));
+}
+MODRWKV_AVX2 inline void LoadPanelRow(const int8_t* p, __m256 v[4]) {
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * k))));
+  }
+}
+
+template <typename T, int MR>
+MODRWKV_AVX2 void Tile(const T* w, int64_t /*panel_stride*/, int in, const float* scale,
+                       const float* xp, int ldxp, float* y, int64_t ldy, int cols, bool accumulate,
+                       const char* /*prefetch*/, int64_t /*prefetch_lines*/) {
+  __m256 acc[MR][4];
+  for (int b = 0; b < MR; ++b)
+    for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_ps();
+  for (int i = 0; i < in; ++i) {
+    __m256 wv[4];
+    LoadPanelRow(w + static_cast<int64_t>(i) * kPanelCols, wv);
+    for (int b = 0; b < MR; ++b) {
+      const __m256 xb = _mm256_set1_ps(xp[static_cast<int64_t>(i) * ldxp + b]);
+      for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_fmadd_ps(xb, wv[v], acc[b][v]);
+    }
+  }
+  // Stores go through a scalar loop at the matrix's edge; the arithmetic is the same.
+  for (int b = 0; b < MR; ++b) {
+    alignas(32) float s[kPanelCols];
+    for (int v = 0; v < 4; ++v) _mm256_store_ps(s + 8 * v, acc[b][v]);
+    float* out = y + b * ldy;
+    for (int c = 0; c < std::min(cols, kPanelCols); ++c) {
+      if constexpr (sizeof(T) == 1) {
+        out[c] = accumulate ? std::fma(s[c], scale[c], out[c]) : s[c] * scale[c];
+      } else {
+        out[c] = accumulate ? out[c] + s[c] : s[c];
+      }
+    }
+  }
+}
+
+template <typename T, int... I>
+constexpr std::array<TileFn<T>, sizeof...(I)> MakeTiles(std::integer_sequence<int, I...>) {
+  return {&Tile<T, I + 1>...};
+}
+
+template <typename T>
+MODRWKV_AVX2 void PanelGemmT(const T* w, const float* scale, int in, int out, int p0, int p1,
+                             const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  static constexpr auto kTiles = MakeTiles<T>(std::make_integer_sequence<int, kTileRows>());
+  const int64_t ps = static_cast<int64_t>(in) * kPanelCols;
+  for (int p = p0; p < p1; ++p) {
+    const float* s = scale ? scale + p * kPanelCols : nullptr;
+    // Each packed tile of up to 12 rows runs as sub-tiles of up to 3.
+    for (int t = 0, r = 0; t < RowTiles(rows); ++t) {
+      const int mr = RowTileSize(rows, t);
+      const float* tile = xp + static_cast<int64_t>(r) * in;
+      for (int b = 0; b < mr; b += kTileRows) {
+        const int n = std::min(kTileRows, mr - b);
+        kTiles[n - 1](w + p * ps, ps, in, s, tile + b, mr, y + (r + b) * ldy + p * kPanelCols, ldy,
+                      out - p * kPanelCols, accumulate, nullptr, 0);
+      }
+      r += mr;
+    }
+  }
+}
+
+}  // namespace
+
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  switch (wt) {
+    case WType::kF32:
+      return PanelGemmT(static_cast<const float*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
+                        accumulate);
+    case WType::kBF16:
+      return PanelGemmT(static_cast<const uint16_t*>(w), col_scale, in, out, p0, p1, xp, rows, y,
+                        ldy, accumulate);
+    case WType::kI8:
+      return PanelGemmT(static_cast<const int8_t*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
+                        accumulate);
+  }
+}
+
+}  // namespace avx2
+}  // namespace modrwkv::cpu
+
+#endif  // __x86_64__
