@@ -99,10 +99,6 @@ struct ModelOptions {
   // pool is allocated once, at load.
   int64_t state_memory_bytes = 0;
   int threads = 0;  // 0 = all hardware threads
-  // Every dense layer runs the per-row kernel whatever the step holds, so a sequence's numbers do
-  // not depend, to the last bit, on what it is batched with or how its prompt is chunked. Costs
-  // prefill throughput (no sgemm); decode speed is unchanged.
-  bool batch_invariant = false;
 
   absl::Status Validate() const;
 };

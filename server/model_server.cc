@@ -149,7 +149,6 @@ absl::Status ModelServer::LoadAndServe() {
   mo.threads = options_.threads;
   mo.num_slots = options_.EffectiveSlots();
   mo.state_memory_bytes = options_.state_memory_bytes;
-  mo.batch_invariant = options_.batch_invariant;
   MODRWKV_ASSIGN_OR_RETURN(model_, LoadModel(options_.model_path, mo));
   if (tokenizer_->vocab_size() > model_->config().vocab_size) {
     return absl::InvalidArgumentError(

@@ -20,7 +20,6 @@ struct ServerOptions {
   std::string model_path;
   std::string vocab_path;  // "" = next to the model, then the bundled copy (resolved by the CLI)
   ModelOptions::WeightType dtype = ModelOptions::WeightType::kAuto;
-  bool batch_invariant = true;     // see ModelOptions::batch_invariant; --fast-prefill turns it off
   int threads = 0;                 // 0 = all hardware threads
   int state_slots = 0;             // 0 = scheduler.max_running; more slots keep idle sessions hot
   int64_t state_memory_bytes = 0;  // > 0: as many slots as fit (ModelOptions::state_memory_bytes)

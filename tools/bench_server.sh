@@ -17,9 +17,9 @@ trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 "$bin" make-demo-model --out "$dir" --shape "$shape" --dtype "$dtype" --seed 2024 >/dev/null
 
-echo "## engine (modrwkv bench --batch-invariant, as the server runs), $shape $dtype, $threads thread(s)"
+echo "## engine (modrwkv bench), $shape $dtype, $threads thread(s)"
 "$bin" bench --model "$dir/model.pth" --dtype "$dtype" --threads "$threads" --batches 1,32 \
-  --decode-steps 32 --prompt-len 16 --batch-invariant 2>/dev/null | grep -E '^\|'
+  --decode-steps 32 --prompt-len 16 2>/dev/null | grep -E '^\|'
 
 "$bin" serve --model "$dir/model.pth" --threads "$threads" --host 127.0.0.1 --port 0 \
   --metrics-port -1 --max-running 32 2>"$log" &

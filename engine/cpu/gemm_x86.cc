@@ -70,6 +70,7 @@ MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int in, const float* 
   for (int b = 0; b < MR; ++b)
     for (int v = 0; v < 2 * NP; ++v) acc[b][v] = _mm512_setzero_ps();
   int64_t due = 0;  // prefetch_lines / in per iteration, in integer steps
+#pragma GCC unroll 2
   for (int i = 0; i < in; ++i) {
     for (due += prefetch_lines; due >= in; due -= in, prefetch += kLine) {
       _mm_prefetch(prefetch, _MM_HINT_T1);

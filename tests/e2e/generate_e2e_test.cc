@@ -81,7 +81,7 @@ TEST_F(GenerateE2eTest, ModelInfoDescribesShapesAndLimits) {
   EXPECT_EQ(info.modalities(0), pb::MODALITY_TEXT);
 }
 
-// Batching must not change results: the server runs the engine batch-invariant by default, so
+// Batching must not change results: the engine is batch-invariant (engine/cpu/kernels.h), so
 // every stream must equal the same request alone, token for token and logprob for logprob.
 TEST_F(GenerateE2eTest, ConcurrentGreedyStreamsEqualTheSameRequestAlone) {
   constexpr int kStreams = 64;  // more than max_running (32): some wait in the queue

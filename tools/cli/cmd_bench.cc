@@ -159,7 +159,6 @@ int RunBench(int argc, char** argv) {
       .Add("decode-steps", "32", "timed decode steps per batch size")
       .Add("batches", "1,8,32", "decode batch sizes")
       .Add("json", "", "also write the results as JSON to this file")
-      .AddBool("batch-invariant", "run the model batch-invariant (as `serve` does by default)")
       .Add("contexts", "",
            "instead: batch-1 decode tokens/s after each of these context lengths (e.g. "
            "1024,8192,65536)");
@@ -208,7 +207,6 @@ int RunBench(int argc, char** argv) {
         ModelOptions o;
         o.num_slots = max_batch;
         o.threads = threads;
-        o.batch_invariant = flags.Bool("batch-invariant");
         if (dtype == "f32") {
           o.weight_type = ModelOptions::WeightType::kF32;
         } else if (dtype == "bf16") {

@@ -63,10 +63,6 @@ constexpr FlagSpec kServeFlags[] = {
     {"log-level", "info", "debug, info, warn or error"},
     {"log-format", "text", "text (key=value) or json"},
     {"no-warmup", "", "skip the warm-up batch before readiness", true},
-    {"fast-prefill", "",
-     "sgemm for large prefill chunks: faster prefill, but a stream's logits may then differ in the "
-     "last bits with what it is batched with (greedy output can flip on near-ties)",
-     true},
 };
 
 std::string EnvName(const std::string& flag) {
@@ -203,7 +199,6 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
         absl::StrCat("--log-format must be text or json, got '", format, "'"));
   }
   o.warmup = !f.Bool("no-warmup");
-  o.batch_invariant = !f.Bool("fast-prefill");
   MODRWKV_RETURN_IF_ERROR(o.Validate());
   return o;
 }

@@ -208,22 +208,21 @@ TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
   EXPECT_LT(MaxRelDiff(batched, b), 1e-4f);
 }
 
-TEST_F(CpuModelTest, BatchInvariantModeIsBitExactAcrossBatchesAndChunks) {
+TEST_F(CpuModelTest, ResultsAreBitExactAcrossBatchesAndChunks) {
   ModelOptions o;
   o.num_slots = 3;
   o.weight_type = ModelOptions::WeightType::kBF16;
-  o.batch_invariant = true;
   auto m = CpuModel::Create(ViewsOf(*tensors_), o).value();
   std::vector<int32_t> longp;
-  for (int i = 0; i < 150; ++i) longp.push_back(1 + (i * 37) % 999);  // > 64 rows: sgemm otherwise
+  for (int i = 0; i < 150; ++i) longp.push_back(1 + (i * 37) % 999);
   const std::vector<float> alone = Logits(*m, 0, longp);
   // Chunked differently, and batched with another sequence's prefill and a decode.
   const std::vector<int32_t> other(90, 5), one = {7};
   Logits(*m, 2, {3});
   StepEntry a, b, c;
   a.slot = 1;
-  // Step 1 (51 rows) would take the per-row kernel and step 2 (190 rows) sgemm, while the lone
-  // prefill (150 rows) is one sgemm: without batch invariance the bits differ.
+  // Step 1 has 51 rows, step 2 has 190 and the lone prefill 150: the rows are tiled differently
+  // each time, and the bits must not move.
   a.inputs = {InputSegment::Tokens(absl::MakeConstSpan(longp).subspan(0, 50))};
   b.slot = 0;
   ASSERT_TRUE(m->ResetSlot(0).ok());
