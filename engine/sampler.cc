@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
+#include "engine/errors.h"
 #include "engine/status_macros.h"
 
 namespace modrwkv {
@@ -482,7 +483,7 @@ struct Scratch {
 };
 
 absl::Status OutOfRange(absl::string_view field, double got, absl::string_view range) {
-  return absl::InvalidArgumentError(absl::StrFormat("%s must be in %s, got %g", field, range, got));
+  return InvalidFieldError(field, absl::StrFormat("%s must be in %s, got %g", field, range, got));
 }
 
 }  // namespace
@@ -497,8 +498,8 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
     return OutOfRange("temperature", temperature, "[0, inf) (0 = greedy)");
   }
   if (top_k < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("top_k must be >= 0 (0 = off), got %d", top_k));
+    return InvalidFieldError("top_k",
+                             absl::StrFormat("top_k must be >= 0 (0 = off), got %d", top_k));
   }
   if (!(top_p > 0 && top_p <= 1)) return OutOfRange("top_p", top_p, "(0, 1]");
   if (!(min_p >= 0 && min_p <= 1)) return OutOfRange("min_p", min_p, "[0, 1]");
@@ -516,12 +517,13 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   }
   for (const auto& [token, bias] : logit_bias) {
     if (token < 0 || token >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "logit_bias token %d is outside the vocabulary [0, %d)", token, vocab_size));
+      return InvalidFieldError(
+          "logit_bias", absl::StrFormat("logit_bias token %d is outside the vocabulary [0, %d)",
+                                        token, vocab_size));
     }
     if (!std::isfinite(bias)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("logit_bias[%d] must be finite, got %g", token, bias));
+      return InvalidFieldError(
+          "logit_bias", absl::StrFormat("logit_bias[%d] must be finite, got %g", token, bias));
     }
   }
   std::vector<bool> banned(vocab_size);
@@ -529,7 +531,8 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   for (size_t i = 0; i < banned_tokens.size(); ++i) {
     const int32_t token = banned_tokens[i];
     if (token < 0 || token >= vocab_size) {
-      return absl::InvalidArgumentError(
+      return InvalidFieldError(
+          absl::StrFormat("banned_tokens[%d]", static_cast<int>(i)),
           absl::StrFormat("banned_tokens[%d] = %d is outside the vocabulary [0, %d)",
                           static_cast<int>(i), token, vocab_size));
     }
@@ -537,13 +540,16 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
     banned[token] = true;
   }
   if (distinct_banned == vocab_size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "banned_tokens bans all %d tokens of the vocabulary; at least one must remain",
-        vocab_size));
+    return InvalidFieldError(
+        "banned_tokens",
+        absl::StrFormat(
+            "banned_tokens bans all %d tokens of the vocabulary; at least one must remain",
+            vocab_size));
   }
   if (logprobs_top_n < -1 || logprobs_top_n > kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "logprobs_top_n must be in [-1, %d] (-1 = off), got %d", kMaxTopLogprobs, logprobs_top_n));
+    return InvalidFieldError(
+        "logprobs_top_n", absl::StrFormat("logprobs_top_n must be in [-1, %d] (-1 = off), got %d",
+                                          kMaxTopLogprobs, logprobs_top_n));
   }
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "engine/batch_policy.h"
+#include "engine/errors.h"
 #include "engine/state_pool.h"
 #include "engine/status_macros.h"
 
@@ -118,27 +119,32 @@ class Scheduler::Impl {
     r->submitted = absl::Now();
     // A wrong session id is the caller's error whatever the load, so it is answered first.
     if (r->req.session && !pool_.Knows(*r->req.session, r->req.owner)) {
-      return absl::NotFoundError(
-          absl::StrCat("session_id ", r->req.session->ToString(), " not found"));
+      return WithReason(absl::NotFoundError(
+                            absl::StrCat("session_id ", r->req.session->ToString(), " not found")),
+                        reason::kSessionNotFound);
     }
     std::unique_lock<std::mutex> l(mu_);
     if (draining_ || stop_) {
       l.unlock();
       obs_->OnAdmissionRejected("draining");
-      return absl::UnavailableError("server is draining; retry on another replica");
+      return WithReason(absl::UnavailableError("server is draining; retry on another replica"),
+                        reason::kDraining);
     }
     if (queued_requests_ >= opts_.max_queued_requests) {
       l.unlock();
       obs_->OnAdmissionRejected("queue_full");
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "request queue is full (%d waiting); retry later", opts_.max_queued_requests));
+      return WithReason(
+          absl::ResourceExhaustedError(absl::StrFormat(
+              "request queue is full (%d waiting); retry later", opts_.max_queued_requests)),
+          reason::kQueueFull);
     }
     if (queued_tokens_ + rows > opts_.max_queued_prompt_tokens) {
       l.unlock();
       obs_->OnAdmissionRejected("queued_tokens");
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("too many prompt tokens queued (%d + %d > %d); retry later",
-                          queued_tokens_, rows, opts_.max_queued_prompt_tokens));
+      return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                            "too many prompt tokens queued (%d + %d > %d); retry later",
+                            queued_tokens_, rows, opts_.max_queued_prompt_tokens)),
+                        reason::kQueuedTokensFull);
     }
     r->id = ++next_id_;
     const RequestId id = r->id;
@@ -183,7 +189,8 @@ class Scheduler::Impl {
   }
 
   static absl::Status Busy() {
-    return absl::FailedPreconditionError("session is in use by a running request");
+    return WithReason(absl::FailedPreconditionError("session is in use by a running request"),
+                      reason::kSessionBusy);
   }
 
   absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
@@ -360,8 +367,9 @@ class Scheduler::Impl {
     if (r.req.session) {
       MODRWKV_ASSIGN_OR_RETURN(s, pool_.Find(*r.req.session, r.req.owner));
       if (s->busy) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("session_id ", s->id.ToString(), " is in use by another request"));
+        return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                              "session_id ", s->id.ToString(), " is in use by another request")),
+                          reason::kSessionBusy);
       }
       MODRWKV_RETURN_IF_ERROR(pool_.MakeHot(s));  // UNAVAILABLE: wait for a slot
       std::vector<float> snapshot(model_->config().StateFloats());
@@ -376,7 +384,8 @@ class Scheduler::Impl {
       }
     } else {
       std::optional<int> slot = pool_.AcquireSlot();
-      if (!slot) return absl::UnavailableError("no free state slot");
+      if (!slot)
+        return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
       if (absl::Status st = model_->ResetSlot(*slot); !st.ok()) {
         pool_.ReleaseSlot(*slot);
         return st;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "engine/errors.h"
 
 namespace modrwkv {
 namespace {
@@ -94,13 +95,17 @@ absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const Mod
   h.pending_token = Get<int32_t>(blob, 56);
   if (dtype != 0) return absl::InvalidArgumentError("session state blob dtype is not f32");
   if (h.n_layer != config.n_layer || h.n_embd != config.n_embd || h.head_size != config.head_size) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "session state is for a model with L%d C%d N%d; this server runs L%d C%d N%d", h.n_layer,
-        h.n_embd, h.head_size, config.n_layer, config.n_embd, config.head_size));
+    return WithReason(
+        absl::FailedPreconditionError(absl::StrFormat(
+            "session state is for a model with L%d C%d N%d; this server runs L%d C%d N%d",
+            h.n_layer, h.n_embd, h.head_size, config.n_layer, config.n_embd, config.head_size)),
+        reason::kStateModelMismatch);
   }
   if (h.model_fingerprint != fingerprint) {
-    return absl::FailedPreconditionError(
-        "session state was exported from a different model (fingerprint mismatch)");
+    return WithReason(absl::FailedPreconditionError(
+                          "session state was exported from a different model (fingerprint "
+                          "mismatch)"),
+                      reason::kStateModelMismatch);
   }
   if (payload != static_cast<uint64_t>(config.StateBytes()) ||
       blob.size() != kHeaderBytes + payload) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/errors.h"
 #include "engine/scheduler.h"
 #include "engine/state_blob.h"
 #include "engine/status_macros.h"
@@ -56,7 +57,8 @@ Session* StatePool::Create(const std::string& owner) {
 absl::StatusOr<Session*> StatePool::Find(SessionId id, const std::string& owner) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second->owner != owner) {
-    return absl::NotFoundError(absl::StrCat("session_id ", id.ToString(), " not found"));
+    return WithReason(absl::NotFoundError(absl::StrCat("session_id ", id.ToString(), " not found")),
+                      reason::kSessionNotFound);
   }
   return it->second.get();
 }
@@ -79,7 +81,7 @@ bool StatePool::Knows(SessionId id, const std::string& owner) const {
 absl::Status StatePool::MakeHot(Session* s) {
   if (s->slot >= 0) return absl::OkStatus();
   std::optional<int> slot = AcquireSlot();
-  if (!slot) return absl::UnavailableError("no free state slot");
+  if (!slot) return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
   absl::Status st;
   if (!s->cold.empty()) {
     st = model_->WriteSlot(*slot, s->cold);

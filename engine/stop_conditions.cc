@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
+#include "engine/errors.h"
 
 namespace modrwkv {
 
@@ -23,30 +24,33 @@ std::string_view StopReasonName(StopReason r) {
 
 absl::Status StopConditions::Validate(int vocab_size) const {
   if (max_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("max_tokens must be >= 1, got %d", max_tokens));
+    return InvalidFieldError("max_tokens",
+                             absl::StrFormat("max_tokens must be >= 1, got %d", max_tokens));
   }
   for (size_t i = 0; i < stop_token_ids.size(); ++i) {
     if (stop_token_ids[i] < 0 || stop_token_ids[i] >= vocab_size) {
-      return absl::InvalidArgumentError(
+      return InvalidFieldError(
+          absl::StrFormat("stop_token_ids[%d]", static_cast<int>(i)),
           absl::StrFormat("stop_token_ids[%d] = %d is outside the vocabulary [0, %d)",
                           static_cast<int>(i), stop_token_ids[i], vocab_size));
     }
   }
   if (stop_strings.size() > static_cast<size_t>(kMaxStopStrings)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("stop_strings has %d entries, at most %d are allowed",
-                        static_cast<int>(stop_strings.size()), kMaxStopStrings));
+    return InvalidFieldError(
+        "stop_strings", absl::StrFormat("stop_strings has %d entries, at most %d are allowed",
+                                        static_cast<int>(stop_strings.size()), kMaxStopStrings));
   }
   for (size_t i = 0; i < stop_strings.size(); ++i) {
     if (stop_strings[i].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("stop_strings[%d] is empty", static_cast<int>(i)));
+      return InvalidFieldError(absl::StrFormat("stop_strings[%d]", static_cast<int>(i)),
+                               absl::StrFormat("stop_strings[%d] is empty", static_cast<int>(i)));
     }
     if (stop_strings[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "stop_strings[%d] is %d bytes long, at most %d are allowed", static_cast<int>(i),
-          static_cast<int>(stop_strings[i].size()), kMaxStopStringBytes));
+      return InvalidFieldError(
+          absl::StrFormat("stop_strings[%d]", static_cast<int>(i)),
+          absl::StrFormat("stop_strings[%d] is %d bytes long, at most %d are allowed",
+                          static_cast<int>(i), static_cast<int>(stop_strings[i].size()),
+                          kMaxStopStringBytes));
     }
   }
   return absl::OkStatus();

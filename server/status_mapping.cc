@@ -1,5 +1,6 @@
 #include "server/status_mapping.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -7,15 +8,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/optional.h"
+#include "engine/errors.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 
 namespace modrwkv::server {
 namespace {
 
-// Payload type URLs (private to this file: only ToGrpcStatus reads them).
-constexpr char kReasonUrl[] = "type.modrwkv.dev/reason";
-constexpr char kFieldUrl[] = "type.modrwkv.dev/field";
+// The retry delay payload (reasons and fields are engine/errors.h payloads).
 constexpr char kRetryUrl[] = "type.modrwkv.dev/retry_ms";
 
 constexpr absl::Duration kDefaultRetryDelay = absl::Seconds(1);
@@ -57,16 +57,6 @@ absl::string_view ProtoPathOf(absl::string_view engine_field) {
 
 }  // namespace
 
-absl::Status WithReason(absl::Status s, absl::string_view reason) {
-  if (!s.ok()) s.SetPayload(kReasonUrl, absl::Cord(reason));
-  return s;
-}
-
-absl::Status WithField(absl::Status s, absl::string_view field) {
-  if (!s.ok()) s.SetPayload(kFieldUrl, absl::Cord(field));
-  return s;
-}
-
 absl::Status WithRetryDelay(absl::Status s, absl::Duration delay) {
   if (!s.ok()) {
     s.SetPayload(kRetryUrl, absl::Cord(absl::StrCat(absl::ToInt64Milliseconds(delay))));
@@ -78,52 +68,27 @@ absl::Status InvalidField(absl::string_view field, absl::string_view message) {
   return WithField(absl::InvalidArgumentError(message), field);
 }
 
-std::string ReasonOf(const absl::Status& s) {
+std::string ErrorInfoReason(const absl::Status& s) {
   if (s.ok()) return "";
-  std::string reason = Payload(s, kReasonUrl);
-  if (!reason.empty()) return reason;
-  // Errors that come from the scheduler carry no payload (engine/ knows nothing of our error
-  // model); their messages are stable and documented in engine/scheduler.cc.
-  const absl::string_view m = s.message();
-  switch (s.code()) {
-    case absl::StatusCode::kResourceExhausted:
-      if (absl::StrContains(m, "queue is full")) return "QUEUE_FULL";
-      if (absl::StrContains(m, "prompt tokens queued")) return "QUEUED_TOKENS_FULL";
-      break;
-    case absl::StatusCode::kUnavailable:
-      if (absl::StrContains(m, "draining")) return "DRAINING";
-      break;
-    case absl::StatusCode::kNotFound:
-      if (absl::StartsWith(m, "session_id")) return "SESSION_NOT_FOUND";
-      break;
-    case absl::StatusCode::kFailedPrecondition:
-      if (absl::StrContains(m, "in use")) return "SESSION_BUSY";
-      if (absl::StrContains(m, "fingerprint") || absl::StrContains(m, "model")) {
-        return "STATE_MODEL_MISMATCH";
-      }
-      break;
-    default:
-      break;
-  }
-  return CodeName(s.code());
+  std::string reason = ReasonOf(s);
+  return reason.empty() ? CodeName(s.code()) : reason;
 }
 
 absl::Status RenameEngineField(const absl::Status& s) {
-  if (s.code() != absl::StatusCode::kInvalidArgument) return s;
-  const absl::string_view m = s.message();
-  const size_t end = m.find_first_of(" [");
-  const absl::string_view name = m.substr(0, end);
+  const std::string field = FieldOf(s);
+  if (s.code() != absl::StatusCode::kInvalidArgument || field.empty()) return s;
+  // "banned_tokens[3]" -> "sampling.banned_token_ids[3]": map the name, keep the index.
+  const size_t name_end = std::min(field.find('['), field.size());
+  const absl::string_view name = absl::string_view(field).substr(0, name_end);
   const absl::string_view path = ProtoPathOf(name);
   if (path.empty()) return s;
-  const absl::string_view rest = end == absl::string_view::npos ? "" : m.substr(end);
-  // Keep an index that follows the name: "banned_tokens[3] = ..." ->
-  // "sampling.banned_token_ids[3]".
-  std::string field(path);
-  if (!rest.empty() && rest[0] == '[') {
-    const size_t close = rest.find(']');
-    if (close != absl::string_view::npos) absl::StrAppend(&field, rest.substr(0, close + 1));
-  }
-  return InvalidField(field, absl::StrCat(path, rest));
+  const std::string proto_field = absl::StrCat(path, field.substr(name_end));
+  // Messages start with the engine's name for the field; show the request's.
+  std::string message(s.message());
+  if (absl::StartsWith(message, name)) message = absl::StrCat(path, message.substr(name.size()));
+  absl::Status out = InvalidField(proto_field, message);
+  const std::string reason = ReasonOf(s);
+  return reason.empty() ? out : WithReason(out, reason);
 }
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
@@ -133,7 +98,7 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
   rpc.set_message(std::string(s.message()));
 
   google::rpc::ErrorInfo info;
-  info.set_reason(ReasonOf(s));
+  info.set_reason(ErrorInfoReason(s));
   info.set_domain(std::string(kErrorDomain));
   rpc.add_details()->PackFrom(info);
 
@@ -149,7 +114,7 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
     rpc.add_details()->PackFrom(retry);
   }
 
-  const std::string field = Payload(s, kFieldUrl);
+  const std::string field = FieldOf(s);
   if (s.code() == absl::StatusCode::kInvalidArgument && !field.empty()) {
     google::rpc::BadRequest bad;
     auto* v = bad.add_field_violations();

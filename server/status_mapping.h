@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "engine/errors.h"
 #include "grpcpp/support/status.h"
 
 namespace modrwkv::server {
@@ -19,24 +20,21 @@ inline constexpr absl::string_view kErrorDomain = "modrwkv";
 // e.g. "sampling.top_p"). The message should name the field too.
 absl::Status InvalidField(absl::string_view field, absl::string_view message);
 
-// Returns `s` with a payload: ErrorInfo.reason (UPPER_SNAKE_CASE), a BadRequest field, or a
-// RetryInfo delay. No-ops on an OK status.
-absl::Status WithReason(absl::Status s, absl::string_view reason);
-absl::Status WithField(absl::Status s, absl::string_view field);
+// Returns `s` with a RetryInfo delay (reasons and fields: WithReason / WithField from
+// engine/errors.h). No-op on an OK status.
 absl::Status WithRetryDelay(absl::Status s, absl::Duration delay);
 
-// The ErrorInfo reason ToGrpcStatus would send for `s` (its payload, else derived from the code
-// and, for errors coming from the engine, from the message).
-std::string ReasonOf(const absl::Status& s);
+// The ErrorInfo reason ToGrpcStatus sends for `s`: its reason payload, else the code's name.
+std::string ErrorInfoReason(const absl::Status& s);
 
 // The mapping. OK stays OK; every error gets ErrorInfo{reason, domain "modrwkv"};
 // RESOURCE_EXHAUSTED and UNAVAILABLE get RetryInfo (1 s unless annotated); INVALID_ARGUMENT with a
 // field gets BadRequest.
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-// Rewrites an engine validation error (SamplingParams/StopConditions::Validate, whose messages
-// start with the engine's field name, e.g. "top_p must be in (0, 1], got 2") so that message and
-// BadRequest name the field of the request message ("sampling.top_p"). Other statuses pass.
+// Rewrites an engine validation error (SamplingParams/StopConditions::Validate attach the engine's
+// field name, e.g. "top_p" for "top_p must be in (0, 1], got 2") so that message and BadRequest
+// name the field of the request message ("sampling.top_p"). Other statuses pass.
 absl::Status RenameEngineField(const absl::Status& s);
 
 }  // namespace modrwkv::server

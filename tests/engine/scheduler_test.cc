@@ -6,6 +6,7 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/errors.h"
 #include "engine/model_loader.h"
 #include "engine/random_weights.h"
 #include "engine/utf8.h"
@@ -208,6 +209,7 @@ TEST_F(SchedulerTest, OverloadIsResourceExhaustedAndRecovers) {
     auto id = sched->Submit(Greedy(Prompt(3, i), 200000), sinks.back());
     if (!id.ok()) {
       EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      EXPECT_EQ(ReasonOf(id.status()), reason::kQueueFull);
       ++rejected;
     } else {
       ids.push_back(*id);
@@ -236,6 +238,7 @@ TEST_F(SchedulerTest, DrainRefusesNewWorkAndFinishesRunning) {
   sched->Drain();
   auto refused = sched->Submit(Greedy(Prompt(4, 4), 2), std::make_shared<CollectingSink>());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(refused.status()), reason::kDraining);
   EXPECT_EQ(sink->Wait().reason, FinishReason::kLength);
   EXPECT_EQ(sink->tokens().size(), 20u);
 }
@@ -255,9 +258,12 @@ TEST_F(SchedulerTest, BadRequestsNameTheField) {
   r.sampling.top_p = 2;
   st = sched->Submit(r, sink).status();
   EXPECT_NE(st.message().find("top_p"), std::string::npos) << st;
+  EXPECT_EQ(FieldOf(st), "top_p");
   r = Greedy({1}, 5);
   r.session = SessionId::Random();
-  EXPECT_EQ(sched->Submit(r, sink).status().code(), absl::StatusCode::kNotFound);
+  st = sched->Submit(r, sink).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReasonOf(st), reason::kSessionNotFound);
   EXPECT_EQ(sink->finishes(), 0);  // refused requests never reach the sink
 }
 

@@ -1,5 +1,6 @@
 #include "engine/state_blob.h"
 
+#include "engine/errors.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv {
@@ -42,8 +43,9 @@ TEST(StateBlob, RefusesEveryKindOfDamage) {
   h.n_layer = 2;
   h.n_embd = 64;
   const std::string blob = EncodeStateBlob(h, state);
-  EXPECT_EQ(DecodeStateBlob(blob, c, 10, &out).status().code(),
-            absl::StatusCode::kFailedPrecondition);  // other model
+  const absl::Status other = DecodeStateBlob(blob, c, 10, &out).status();
+  EXPECT_EQ(other.code(), absl::StatusCode::kFailedPrecondition);  // other model
+  EXPECT_EQ(ReasonOf(other), reason::kStateModelMismatch);
   ModelConfig wider = c;
   wider.n_embd = 128;
   wider.n_head = 2;

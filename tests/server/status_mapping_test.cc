@@ -1,6 +1,8 @@
 // absl::Status -> grpc::Status with google.rpc details: the one mapping every error goes through.
 #include "server/status_mapping.h"
 
+#include "engine/sampler.h"
+#include "engine/stop_conditions.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
@@ -48,19 +50,20 @@ TEST(StatusMappingTest, InvalidFieldBecomesBadRequestAndErrorInfo) {
 }
 
 TEST(StatusMappingTest, OverloadAndUnavailableCarryRetryInfo) {
-  const google::rpc::Status queue =
-      Unpack(ToGrpcStatus(absl::ResourceExhaustedError("request queue is full (4 waiting)")));
+  const google::rpc::Status queue = Unpack(ToGrpcStatus(
+      WithReason(absl::ResourceExhaustedError("request queue is full (4 waiting)"), "QUEUE_FULL")));
   EXPECT_EQ(Detail<google::rpc::ErrorInfo>(queue)->reason(), "QUEUE_FULL");
   auto retry = Detail<google::rpc::RetryInfo>(queue);
   ASSERT_TRUE(retry.has_value());
   EXPECT_EQ(retry->retry_delay().seconds(), 1);
 
-  const google::rpc::Status tokens = Unpack(ToGrpcStatus(
-      absl::ResourceExhaustedError("too many prompt tokens queued (1 + 2 > 2); retry later")));
-  EXPECT_EQ(Detail<google::rpc::ErrorInfo>(tokens)->reason(), "QUEUED_TOKENS_FULL");
+  const google::rpc::Status other =
+      Unpack(ToGrpcStatus(absl::ResourceExhaustedError("out of something")));
+  EXPECT_EQ(Detail<google::rpc::ErrorInfo>(other)->reason(), "RESOURCE_EXHAUSTED");
+  EXPECT_TRUE(Detail<google::rpc::RetryInfo>(other).has_value());
 
   const google::rpc::Status draining = Unpack(ToGrpcStatus(
-      WithRetryDelay(absl::UnavailableError("server is draining; retry on another replica"),
+      WithRetryDelay(WithReason(absl::UnavailableError("server is draining"), "DRAINING"),
                      absl::Milliseconds(250))));
   EXPECT_EQ(Detail<google::rpc::ErrorInfo>(draining)->reason(), "DRAINING");
   retry = Detail<google::rpc::RetryInfo>(draining);
@@ -69,35 +72,41 @@ TEST(StatusMappingTest, OverloadAndUnavailableCarryRetryInfo) {
   EXPECT_EQ(retry->retry_delay().nanos(), 250000000);
 }
 
-TEST(StatusMappingTest, ExplicitReasonWinsAndEngineReasonsAreRecognised) {
-  EXPECT_EQ(ReasonOf(WithReason(absl::ResourceExhaustedError("queue is full"), "MINE")), "MINE");
-  EXPECT_EQ(ReasonOf(absl::NotFoundError("session_id 00 not found")), "SESSION_NOT_FOUND");
-  EXPECT_EQ(ReasonOf(absl::FailedPreconditionError("session is in use by a running request")),
-            "SESSION_BUSY");
-  EXPECT_EQ(ReasonOf(absl::InternalError("boom")), "INTERNAL");
-  EXPECT_EQ(ReasonOf(absl::OkStatus()), "");
+TEST(StatusMappingTest, ReasonIsThePayloadElseTheCodeName) {
+  EXPECT_EQ(ErrorInfoReason(WithReason(absl::ResourceExhaustedError("x"), "MINE")), "MINE");
+  // Messages are not parsed: an engine error without a reason gets its code's name.
+  EXPECT_EQ(ErrorInfoReason(absl::NotFoundError("session_id 00 not found")), "NOT_FOUND");
+  EXPECT_EQ(ErrorInfoReason(absl::InternalError("boom")), "INTERNAL");
+  EXPECT_EQ(ErrorInfoReason(absl::OkStatus()), "");
 }
 
 TEST(StatusMappingTest, EngineValidationErrorsAreRenamedToRequestFields) {
-  absl::Status s = RenameEngineField(absl::InvalidArgumentError("top_p must be in (0, 1], got 2"));
+  SamplingParams p;
+  p.top_p = 2;
+  absl::Status s = RenameEngineField(p.Validate(512));
   EXPECT_EQ(s.message(), "sampling.top_p must be in (0, 1], got 2");
   grpc::Status g = ToGrpcStatus(s);
   EXPECT_EQ(Detail<google::rpc::BadRequest>(Unpack(g))->field_violations(0).field(),
             "sampling.top_p");
 
-  s = RenameEngineField(
-      absl::InvalidArgumentError("banned_tokens[3] = 99999 is outside the vocabulary [0, 512)"));
+  p = SamplingParams{};
+  p.banned_tokens = {1, 2, 3, 99999};
+  s = RenameEngineField(p.Validate(512));
   EXPECT_EQ(s.message(), "sampling.banned_token_ids[3] = 99999 is outside the vocabulary [0, 512)");
   EXPECT_EQ(Detail<google::rpc::BadRequest>(Unpack(ToGrpcStatus(s)))->field_violations(0).field(),
             "sampling.banned_token_ids[3]");
 
-  s = RenameEngineField(absl::InvalidArgumentError("max_tokens must be >= 1, got 0"));
+  StopConditions stop;
+  stop.max_tokens = 0;
+  s = RenameEngineField(stop.Validate(512));
   EXPECT_EQ(s.message(), "stop.max_tokens must be >= 1, got 0");
+  EXPECT_EQ(FieldOf(s), "stop.max_tokens");
 
-  // Unknown names and other codes pass unchanged.
-  s = RenameEngineField(absl::InvalidArgumentError("prompt is empty"));
-  EXPECT_EQ(s.message(), "prompt is empty");
-  s = RenameEngineField(absl::NotFoundError("top_p"));
+  // Errors without a field, and other codes, pass unchanged.
+  s = RenameEngineField(absl::InvalidArgumentError("top_p is what this message starts with"));
+  EXPECT_EQ(s.message(), "top_p is what this message starts with");
+  EXPECT_EQ(FieldOf(s), "");
+  s = RenameEngineField(WithField(absl::NotFoundError("top_p"), "top_p"));
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
 }
 
