@@ -34,6 +34,8 @@ using TileFn = void (*)(const T* w, int64_t panel_stride, int in, const float* s
                         const char* prefetch, int64_t prefetch_lines);
 
 constexpr int64_t kLine = 64;
+// Software prefetch distance of the streaming (few-rows) kernel, in bytes of each stream.
+constexpr int64_t kStreamAhead = 4096;
 
 }  // namespace
 
@@ -76,8 +78,15 @@ MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int in, const float* 
       _mm_prefetch(prefetch, _MM_HINT_T1);
     }
     for (int p = 0; p < NP; ++p) {
+      const T* row = w + p * panel_stride + static_cast<int64_t>(i) * kPanelCols;
+      if constexpr (NP > 1) {
+        // Streaming (few rows): request each stream kStreamAhead bytes ahead.
+        for (int64_t l = 0; l < kPanelCols * static_cast<int64_t>(sizeof(T)); l += kLine) {
+          _mm_prefetch(reinterpret_cast<const char*>(row) + kStreamAhead + l, _MM_HINT_T0);
+        }
+      }
       __m512 lo, hi;
-      LoadPanelRow(w + p * panel_stride + static_cast<int64_t>(i) * kPanelCols, lo, hi);
+      LoadPanelRow(row, lo, hi);
       for (int b = 0; b < MR; ++b) {
         const __m512 xb = _mm512_set1_ps(xp[static_cast<int64_t>(i) * MR + b]);
         acc[b][2 * p] = _mm512_fmadd_ps(xb, lo, acc[b][2 * p]);
