@@ -383,13 +383,7 @@ void CpuModel::RunLayer(int li, absl::Span<const StepEntry> entries) {
   });
   const int F = cfg.ffn_size;
   lin.Run(L.ffn_key, s.xk.data(), C, R, s.hf.data(), F, false);
-  pool_->ParallelFor(R, [&](int64_t r, int) {
-    float* h = s.hf.data() + r * F;
-    for (int j = 0; j < F; ++j) {
-      const float t = std::max(h[j], 0.0f);
-      h[j] = t * t;
-    }
-  });
+  pool_->ParallelFor(R, [&](int64_t r, int) { VecReluSquare(s.hf.data() + r * F, F); });
   lin.Run(L.ffn_value, s.hf.data(), F, R, s.x.data(), C, /*accumulate=*/true);
 }
 

@@ -14,6 +14,7 @@ struct Dispatch {
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
+  decltype(&scalar::VecReluSquare) relu_square = scalar::VecReluSquare;
   decltype(&scalar::WkvHead) wkv = scalar::WkvHead;
   decltype(&scalar::SumFloats) sum = scalar::SumFloats;
 };
@@ -35,8 +36,14 @@ Dispatch Make(const std::string& isa) {
   Dispatch d;
 #if defined(__x86_64__)
   if (isa == "avx512") {
-    d = {"avx512",        avx512::PanelGemm, avx512::VecExp,   avx512::VecSigmoid,
-         avx512::VecTanh, avx512::WkvHead,   avx512::SumFloats};
+    d.isa = "avx512";
+    d.gemm = avx512::PanelGemm;
+    d.exp = avx512::VecExp;
+    d.sigmoid = avx512::VecSigmoid;
+    d.tanh = avx512::VecTanh;
+    d.relu_square = avx512::VecReluSquare;
+    d.wkv = avx512::WkvHead;
+    d.sum = avx512::SumFloats;
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemm = avx2::PanelGemm;
@@ -77,6 +84,7 @@ void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp) {
 void VecExp(float* x, int64_t n) { Active().exp(x, n); }
 void VecSigmoid(float* x, int64_t n) { Active().sigmoid(x, n); }
 void VecTanh(float* x, int64_t n) { Active().tanh(x, n); }
+void VecReluSquare(float* x, int64_t n) { Active().relu_square(x, n); }
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy) {
   Active().wkv(state, T, r, w, k, v, kk, a, ld, y, ldy);

@@ -63,6 +63,13 @@ void VecSigmoid(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
 }
 
+void VecReluSquare(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = x[i] > 0.0f ? x[i] : 0.0f;
+    x[i] = t * t;
+  }
+}
+
 void VecTanh(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
 }

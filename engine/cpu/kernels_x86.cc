@@ -62,6 +62,12 @@ MODRWKV_AVX512 void VecExp(float* x, int64_t n) {
 MODRWKV_AVX512 void VecSigmoid(float* x, int64_t n) {
   Map(x, n, [](__m512 v) MODRWKV_AVX512 { return Sigmoid(v); });
 }
+MODRWKV_AVX512 void VecReluSquare(float* x, int64_t n) {
+  Map(x, n, [](__m512 v) MODRWKV_AVX512 {
+    const __m512 t = _mm512_max_ps(v, _mm512_setzero_ps());
+    return _mm512_mul_ps(t, t);
+  });
+}
 MODRWKV_AVX512 void VecTanh(float* x, int64_t n) {
   // tanh(x) = 2 sigmoid(2x) - 1; for |x| < 2^-7 use x - x^3/3 to keep the relative error small.
   Map(x, n, [](__m512 v) MODRWKV_AVX512 {

@@ -13,6 +13,7 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
+void VecReluSquare(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 float SumFloats(const float* x, int64_t n);

@@ -164,7 +164,8 @@ TEST_P(KernelIsaTest, ElementwiseMatchLibm) {
   x.push_back(-1e-5f);
   x.push_back(88.0f);
   x.push_back(-90.0f);
-  std::vector<float> e = x, s = x, t = x;
+  std::vector<float> e = x, s = x, t = x, q = x;
+  VecReluSquare(q.data(), static_cast<int64_t>(q.size()));
   VecExp(e.data(), static_cast<int64_t>(e.size()));
   VecSigmoid(s.data(), static_cast<int64_t>(s.size()));
   VecTanh(t.data(), static_cast<int64_t>(t.size()));
@@ -174,6 +175,7 @@ TEST_P(KernelIsaTest, ElementwiseMatchLibm) {
     EXPECT_NEAR(s[i], 1.0 / (1.0 + std::exp(-static_cast<double>(x[i]))), 2e-7) << x[i];
     const double th = std::tanh(static_cast<double>(x[i]));
     EXPECT_NEAR(t[i], th, 2e-7 + 1e-6 * std::abs(th)) << x[i];
+    EXPECT_EQ(q[i], x[i] > 0 ? x[i] * x[i] : 0.0f) << x[i];
   }
 }
 
