@@ -35,8 +35,11 @@ echo
 echo "## server, single stream (prompt 16, 128 tokens, 8 requests)"
 "$lg" --target "127.0.0.1:$port" --concurrency 1 --requests 8 --prompt-tokens 16 --output-tokens 128
 echo
-echo "## server, concurrency 32 (prompt 16, 64 tokens, 96 requests)"
+echo "## server, concurrency 32 (prompt 16, 64 tokens, 96 requests: prefill is ~18% of the work)"
 "$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 64
+echo
+echo "## server, concurrency 32 (prompt 16, 256 tokens, 96 requests: decode-dominated)"
+"$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 256
 kill -TERM "$server"
 wait "$server" || true
 
