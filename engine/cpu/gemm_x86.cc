@@ -34,6 +34,19 @@ using TileFn = void (*)(const T* w, int64_t panel_stride, int in, const float* s
                         const char* prefetch, int64_t prefetch_lines);
 
 constexpr int64_t kLine = 64;
+
+// Calls f with the weights as a pointer of their element type.
+template <typename F>
+void WithWeights(WType wt, const void* w, F&& f) {
+  switch (wt) {
+    case WType::kF32:
+      return f(static_cast<const float*>(w));
+    case WType::kBF16:
+      return f(static_cast<const uint16_t*>(w));
+    case WType::kI8:
+      return f(static_cast<const int8_t*>(w));
+  }
+}
 // Software prefetch distance of the streaming (few-rows) kernel, in bytes of each stream.
 constexpr int64_t kStreamAhead = 4096;
 
@@ -169,17 +182,9 @@ MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, 
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
-  switch (wt) {
-    case WType::kF32:
-      return PanelGemmT(static_cast<const float*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
-                        accumulate);
-    case WType::kBF16:
-      return PanelGemmT(static_cast<const uint16_t*>(w), col_scale, in, out, p0, p1, xp, rows, y,
-                        ldy, accumulate);
-    case WType::kI8:
-      return PanelGemmT(static_cast<const int8_t*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
-                        accumulate);
-  }
+  WithWeights(wt, w, [&](const auto* typed) {
+    PanelGemmT(typed, col_scale, in, out, p0, p1, xp, rows, y, ldy, accumulate);
+  });
 }
 
 }  // namespace avx512
@@ -269,17 +274,9 @@ MODRWKV_AVX2 void PanelGemmT(const T* w, const float* scale, int in, int out, in
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
-  switch (wt) {
-    case WType::kF32:
-      return PanelGemmT(static_cast<const float*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
-                        accumulate);
-    case WType::kBF16:
-      return PanelGemmT(static_cast<const uint16_t*>(w), col_scale, in, out, p0, p1, xp, rows, y,
-                        ldy, accumulate);
-    case WType::kI8:
-      return PanelGemmT(static_cast<const int8_t*>(w), col_scale, in, out, p0, p1, xp, rows, y, ldy,
-                        accumulate);
-  }
+  WithWeights(wt, w, [&](const auto* typed) {
+    PanelGemmT(typed, col_scale, in, out, p0, p1, xp, rows, y, ldy, accumulate);
+  });
 }
 
 }  // namespace avx2
