@@ -1,0 +1,59 @@
+// The dense-layer path (LinearRunner -> PanelGemm) on one thread, on the shapes a 0.1B decode step
+// multiplies: the 768x768 projections, the 3072x768 FFN key and the 65536x768 head, for 1 to 512
+// rows of x, f32 and bf16 weights. Reports GFLOP/s (compare with the sgemm peak `modrwkv bench`
+// prints) and weight bytes/s (compare with its read bandwidth): batch 1 should sit near the
+// bandwidth, 32 rows and more near the peak.
+#include <random>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "engine/cpu/linear.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/tensor.h"
+
+namespace modrwkv::cpu {
+namespace {
+
+void BM_Linear(benchmark::State& state, WType type) {
+  const int out = static_cast<int>(state.range(0));
+  const int in = static_cast<int>(state.range(1));
+  const int rows = static_cast<int>(state.range(2));
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> wf(static_cast<size_t>(out) * in), x(static_cast<size_t>(rows) * in);
+  for (float& v : wf) v = d(gen);
+  for (float& v : x) v = d(gen);
+  TensorView view;
+  view.dtype = DType::kF32;
+  view.shape = {out, in};
+  view.data = wf.data();
+  const Matrix w = MakeMatrix(view, false, type, Layout::kPanels);
+  ThreadPool pool(1);
+  LinearRunner lin(&pool);
+  std::vector<float> y(static_cast<size_t>(rows) * out);
+  for (auto _ : state) {
+    lin.Run(w, x.data(), in, rows, y.data(), out, false);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * rows * out * in;
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()) * 1e-9,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void Shapes(benchmark::internal::Benchmark* b) {
+  for (auto [out, in] : {std::pair{768, 768}, std::pair{3072, 768}, std::pair{65536, 768}}) {
+    for (int rows : {1, 4, 8, 12, 32, 512}) {
+      if (out == 65536 && rows == 512) continue;  // the head only runs on last rows
+      b->Args({out, in, rows});
+    }
+  }
+  b->ArgNames({"out", "in", "rows"})->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK_CAPTURE(BM_Linear, f32, WType::kF32)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Linear, bf16, WType::kBF16)->Apply(Shapes);
+
+}  // namespace
+}  // namespace modrwkv::cpu
