@@ -17,6 +17,7 @@ struct Dispatch {
   decltype(&scalar::VecReluSquare) relu_square = scalar::VecReluSquare;
   decltype(&scalar::WkvHead) wkv = scalar::WkvHead;
   decltype(&scalar::SumFloats) sum = scalar::SumFloats;
+  decltype(&scalar::LayerNorm) layer_norm = scalar::LayerNorm;
 };
 
 bool CpuHas(const std::string& isa) {
@@ -44,6 +45,7 @@ Dispatch Make(const std::string& isa) {
     d.relu_square = avx512::VecReluSquare;
     d.wkv = avx512::WkvHead;
     d.sum = avx512::SumFloats;
+    d.layer_norm = avx512::LayerNorm;
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemm = avx2::PanelGemm;
@@ -95,17 +97,7 @@ float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out) {
-  float mean = 0;
-  for (int i = 0; i < n; ++i) mean += x[i];
-  mean /= static_cast<float>(n);
-  float var = 0;
-  for (int i = 0; i < n; ++i) {
-    const float d = x[i] - mean;
-    var += d * d;
-  }
-  var /= static_cast<float>(n);
-  const float inv = 1.0f / std::sqrt(var + eps);
-  for (int i = 0; i < n; ++i) out[i] = (x[i] - mean) * inv * weight[i] + bias[i];
+  Active().layer_norm(x, weight, bias, n, eps, out);
 }
 
 }  // namespace modrwkv::cpu

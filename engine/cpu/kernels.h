@@ -60,7 +60,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 // Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
 float SumFloats(const float* x, int64_t n);
 
-// Row-wise LayerNorm (eps inside the square root).
+// Row-wise LayerNorm (eps inside the square root); out may be x.
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
 
@@ -82,6 +82,8 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
              const float* next_state = nullptr);
 float SumFloats(const float* x, int64_t n);
+void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
+               float* out);
 }  // namespace scalar
 
 }  // namespace modrwkv::cpu

@@ -109,4 +109,19 @@ float SumFloats(const float* x, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
+               float* out) {
+  float mean = 0;
+  for (int i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<float>(n);
+  float var = 0;
+  for (int i = 0; i < n; ++i) {
+    const float d = x[i] - mean;
+    var += d * d;
+  }
+  var /= static_cast<float>(n);
+  const float inv = 1.0f / std::sqrt(var + eps);
+  for (int i = 0; i < n; ++i) out[i] = (x[i] - mean) * inv * weight[i] + bias[i];
+}
+
 }  // namespace modrwkv::cpu::scalar

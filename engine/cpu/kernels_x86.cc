@@ -144,6 +144,32 @@ MODRWKV_AVX512 float SumFloats(const float* x, int64_t n) {
   return total;
 }
 
+MODRWKV_AVX512 void LayerNorm(const float* x, const float* weight, const float* bias, int n,
+                              float eps, float* out) {
+  auto mask = [n](int i) {
+    return n - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (n - i)) - 1);
+  };
+  __m512 acc = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask(i), x + i));
+  const float mean = _mm512_reduce_add_ps(acc) / static_cast<float>(n);
+  const __m512 m = _mm512_set1_ps(mean);
+  acc = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 k = mask(i);
+    const __m512 d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + i), m);
+    acc = _mm512_fmadd_ps(d, d, acc);
+  }
+  const float var = _mm512_reduce_add_ps(acc) / static_cast<float>(n);
+  const __m512 inv = _mm512_set1_ps(1.0f / std::sqrt(var + eps));
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 k = mask(i);
+    const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m), inv);
+    _mm512_mask_storeu_ps(out + i, k,
+                          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(k, weight + i),
+                                          _mm512_maskz_loadu_ps(k, bias + i)));
+  }
+}
+
 }  // namespace avx512
 
 }  // namespace modrwkv::cpu

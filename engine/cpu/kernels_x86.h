@@ -18,6 +18,8 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
              const float* next_state);
 float SumFloats(const float* x, int64_t n);
+void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
+               float* out);
 }  // namespace avx512
 namespace avx2 {
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,

@@ -204,6 +204,20 @@ TEST_P(KernelIsaTest, SumMatchesExact) {
   }
 }
 
+TEST_P(KernelIsaTest, LayerNormMatchesScalarAndWorksInPlace) {
+  for (int n : {4, 64, 77, 768}) {
+    std::vector<float> x = Random(n, 20, -3, 5), w = Random(n, 21), b = Random(n, 22);
+    std::vector<float> out(n), ref(n), in_place = x;
+    LayerNorm(x.data(), w.data(), b.data(), n, 1e-5f, out.data());
+    scalar::LayerNorm(x.data(), w.data(), b.data(), n, 1e-5f, ref.data());
+    LayerNorm(in_place.data(), w.data(), b.data(), n, 1e-5f, in_place.data());
+    for (int i = 0; i < n; ++i) {
+      EXPECT_NEAR(out[i], ref[i], 2e-6f * (1 + std::abs(ref[i]))) << "n=" << n << " i=" << i;
+      EXPECT_EQ(in_place[i], out[i]);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, KernelIsaTest, testing::Values("scalar", "avx2", "avx512"),
                          [](const auto& info) { return info.param; });
 
