@@ -340,15 +340,13 @@ void CpuModel::RunLayer(int li, absl::Span<const StepEntry> entries) {
   });
 
   // The recurrence: sequential in time within a sequence, independent across sequences and heads.
-  auto head_state = [&](int64_t task) {
-    return SlotState(entries[task / H].slot, li) + kWkvOff + (task % H) * N * N;
-  };
   pool_->ParallelFor(E * H, [&](int64_t task, int) {
     const int64_t e = task / H;
-    const int64_t off = static_cast<int64_t>(entry_offset_[e]) * C + (task % H) * N;
-    WkvHead(head_state(task), entry_rows_[e], s.r.data() + off, s.w.data() + off, s.k.data() + off,
-            s.v.data() + off, s.kk.data() + off, s.a.data() + off, C, s.y.data() + off, C,
-            task + 1 < E * H ? head_state(task + 1) : nullptr);
+    const int h = static_cast<int>(task % H);
+    const int64_t off = static_cast<int64_t>(entry_offset_[e]) * C + h * N;
+    float* st = SlotState(entries[e].slot, li) + kWkvOff + static_cast<int64_t>(h) * N * N;
+    WkvHead(st, entry_rows_[e], s.r.data() + off, s.w.data() + off, s.k.data() + off,
+            s.v.data() + off, s.kk.data() + off, s.a.data() + off, C, s.y.data() + off, C);
   });
 
   pool_->ParallelFor(R, [&](int64_t r, int) {

@@ -88,9 +88,8 @@ void VecSigmoid(float* x, int64_t n) { Active().sigmoid(x, n); }
 void VecTanh(float* x, int64_t n) { Active().tanh(x, n); }
 void VecReluSquare(float* x, int64_t n) { Active().relu_square(x, n); }
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
-             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
-             const float* next_state) {
-  Active().wkv(state, T, r, w, k, v, kk, a, ld, y, ldy, next_state);
+             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy) {
+  Active().wkv(state, T, r, w, k, v, kk, a, ld, y, ldy);
 }
 
 float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }

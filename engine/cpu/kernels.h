@@ -51,11 +51,8 @@ void VecReluSquare(float* x, int64_t n);
 //   y: row t at y + t*ldy.
 // Per token:  sa_i = sum_j S[i][j] * (-kk_j);  S[i][j] = S[i][j]*w_j + sa_i*kk_j*a_j + v_i*k_j;
 //             y_i = sum_j S[i][j] * r_j.
-//   next_state (may be null): the state the caller processes next; it is prefetched while this
-//   one's last token runs (decode is bound by moving states through memory).
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
-             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
-             const float* next_state = nullptr);
+             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 
 // Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
 float SumFloats(const float* x, int64_t n);
@@ -79,8 +76,7 @@ void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
 void VecReluSquare(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
-             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
-             const float* next_state = nullptr);
+             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 float SumFloats(const float* x, int64_t n);
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);

@@ -75,8 +75,7 @@ void VecTanh(float* x, int64_t n) {
 }
 
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
-             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
-             const float* /*next_state*/) {
+             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy) {
   constexpr int N = 64;
   for (int t = 0; t < T; ++t) {
     const float* rt = r + t * ld;

@@ -83,11 +83,11 @@ MODRWKV_AVX512 void VecTanh(float* x, int64_t n) {
 
 MODRWKV_AVX512 void WkvHead(float* state, int T, const float* r, const float* w, const float* k,
                             const float* v, const float* kk, const float* a, int64_t ld, float* y,
-                            int64_t ldy, const float* next_state) {
+                            int64_t ldy) {
   for (int t = 0; t < T; ++t) {
     __m512 wv[4], bv[4], kv[4], rv[4], nkk[4];
-    // During the last token, one row (256 bytes) of the next state per row of this one.
-    const char* prefetch = t == T - 1 ? reinterpret_cast<const char*>(next_state) : nullptr;
+    const float* base = nullptr;
+    (void)base;
     for (int c = 0; c < 4; ++c) {
       const int64_t off = t * ld + 16 * c;
       wv[c] = _mm512_loadu_ps(w + off);
@@ -100,9 +100,6 @@ MODRWKV_AVX512 void WkvHead(float* state, int T, const float* r, const float* w,
     const float* vt = v + t * ld;
     float* yt = y + t * ldy;
     for (int i = 0; i < 64; ++i) {
-      if (prefetch) {
-        for (int l = 0; l < 4; ++l) _mm_prefetch(prefetch + 256 * i + 64 * l, _MM_HINT_T0);
-      }
       float* s = state + i * 64;
       __m512 sv[4];
       __m512 dot = _mm512_setzero_ps();

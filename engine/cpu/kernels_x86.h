@@ -15,8 +15,7 @@ void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
 void VecReluSquare(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
-             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
-             const float* next_state);
+             const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 float SumFloats(const float* x, int64_t n);
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
