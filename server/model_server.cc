@@ -1,5 +1,6 @@
 #include "server/model_server.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
@@ -73,6 +74,10 @@ class WarmUpSink : public StreamSink {
   absl::Status error() {
     std::lock_guard<std::mutex> l(mu_);
     return error_;
+  }
+  int finished() {
+    std::lock_guard<std::mutex> l(mu_);
+    return finished_;
   }
 
  private:
@@ -189,19 +194,26 @@ absl::Status ModelServer::WarmUp() {
   // first real requests do not pay for first-touch page faults and allocator growth.
   const absl::Time t0 = absl::Now();
   const int n = options_.scheduler.max_running;
+  // Short prompts, never longer than the queue admits.
+  const int prompt_len =
+      static_cast<int>(std::min<int64_t>(16, options_.scheduler.max_queued_prompt_tokens));
   auto sink = std::make_shared<WarmUpSink>();
   int submitted = 0;
   for (int i = 0; i < n; ++i) {
     GenerateRequest r;
     PromptPart part;
-    for (int t = 0; t < 16; ++t) part.tokens.push_back(1 + (i * 16 + t) % 255);
+    for (int t = 0; t < prompt_len; ++t) part.tokens.push_back(1 + (i * 16 + t) % 255);
     r.prompt.push_back(std::move(part));
     r.sampling.temperature = 0.0f;
     r.stop.max_tokens = 4;
     r.request_id = absl::StrCat("warmup-", i);
     absl::StatusOr<RequestId> id = scheduler_->Submit(std::move(r), sink);
     if (!id.ok()) {
-      if (id.status().code() != absl::StatusCode::kResourceExhausted) return id.status();
+      // Refused with nothing in flight, it never will be admitted.
+      if (id.status().code() != absl::StatusCode::kResourceExhausted ||
+          sink->finished() >= submitted) {
+        return id.status();
+      }
       // A queue bound below max_running: let the admitted ones finish, then go on.
       if (!sink->WaitFor(submitted, absl::Minutes(5))) {
         return absl::DeadlineExceededError("warm-up did not finish in 5 minutes");

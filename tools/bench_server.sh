@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving benchmark on a random-weight model of a real shape: the engine's own batch-1 and
 # batch-32 decode next to the same traffic through `modrwkv serve` driven by modrwkv-loadgen,
-# plus decode speed after long contexts (the RNN's constant cost per token).
+# plus decode speed after long contexts (the RNN's constant cost per token). The comparison runs
+# decode greedily, as the engine bench does; one more run shows temperature-1 sampling's cost.
 #   tools/bench_server.sh [shape=0.1b] [dtype=bf16] [engine threads=1]
 # The server's engine gets THREADS threads; gRPC and the load generator use the rest.
 set -euo pipefail
@@ -33,12 +34,18 @@ port=$(grep -o 'grpc_port=[0-9]*' "$log" | head -1 | cut -d= -f2)
 
 echo
 echo "## server, single stream (prompt 16, 128 tokens, 8 requests)"
-"$lg" --target "127.0.0.1:$port" --concurrency 1 --requests 8 --prompt-tokens 16 --output-tokens 128
+"$lg" --target "127.0.0.1:$port" --concurrency 1 --requests 8 --prompt-tokens 16 --output-tokens 128 \
+  --temperature 0
 echo
 echo "## server, concurrency 32 (prompt 16, 64 tokens, 96 requests: prefill is ~18% of the work)"
-"$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 64
+"$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 64 \
+  --temperature 0
 echo
 echo "## server, concurrency 32 (prompt 16, 256 tokens, 96 requests: decode-dominated)"
+"$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 256 \
+  --temperature 0
+echo
+echo "## server, concurrency 32 (prompt 16, 256 tokens, 96 requests, temperature 1)"
 "$lg" --target "127.0.0.1:$port" --concurrency 32 --requests 96 --prompt-tokens 16 --output-tokens 256
 kill -TERM "$server"
 wait "$server" || true

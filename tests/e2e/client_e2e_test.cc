@@ -9,12 +9,11 @@ struct ClientRun {
   std::string out, err;
 };
 
-// Runs `sh -c "<stdin_cmd> | modrwkv client <args>"`.
-ClientRun Client(const std::string& args, const std::string& stdin_cmd = "true") {
+// Runs `sh -c "<command> 2>err"`, collecting stdout, stderr and the exit code.
+ClientRun Shell(const std::string& command) {
   const fs::path err_file =
       fs::temp_directory_path() / ("e2e_client_err_" + std::to_string(getpid()));
-  const std::string cmd =
-      stdin_cmd + " | " + std::string(MODRWKV_CLI) + " client " + args + " 2>" + err_file.string();
+  const std::string cmd = command + " 2>" + err_file.string();
   ClientRun r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -26,6 +25,11 @@ ClientRun Client(const std::string& args, const std::string& stdin_cmd = "true")
   r.err = ReadAll(err_file);
   fs::remove(err_file);
   return r;
+}
+
+// Runs `sh -c "<stdin_cmd> | modrwkv client <args>"`.
+ClientRun Client(const std::string& args, const std::string& stdin_cmd = "true") {
+  return Shell(stdin_cmd + " | " + std::string(MODRWKV_CLI) + " client " + args);
 }
 
 class ClientE2eTest : public testing::Test {
@@ -120,6 +124,43 @@ TEST_F(ClientE2eTest, SessionsExportAndImportThroughFiles) {
   EXPECT_EQ(get.code, 1);
   EXPECT_NE(get.err.find("NOT_FOUND"), std::string::npos) << get.err;
   fs::remove(blob);
+}
+
+// The load generator against the real server: closed and open loop complete every request and
+// report it in text and JSON; refused requests are counted and make it exit 1.
+TEST_F(ClientE2eTest, LoadgenCountsEveryRequest) {
+  const fs::path json = fs::temp_directory_path() / ("e2e_loadgen_" + std::to_string(getpid()));
+  const std::string lg = std::string(MODRWKV_LOADGEN) + " --prompt-tokens 4 --output-tokens 5";
+  ClientRun r = Shell(lg + Target() + " --concurrency 3 --requests 7 --temperature 0 --json " +
+                      json.string());
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("completed 7  failed 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("temperature 0"), std::string::npos) << r.out;
+  const std::string j = ReadAll(json);
+  EXPECT_NE(j.find("\"completed\": 7, \"failed\": 0"), std::string::npos) << j;
+  const size_t at = j.find("\"output_tokens_per_s\": ");
+  ASSERT_NE(at, std::string::npos) << j;
+  EXPECT_GT(std::stod(j.substr(at + 23)), 0.0) << j;
+  fs::remove(json);
+
+  r = Shell(lg + Target() + " --rate 40 --requests 4");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("completed 4  failed 0"), std::string::npos) << r.out;
+
+  // Prompts over a server's admission bound are refused: counted as failed, exit code 1. (Such a
+  // server must still warm up and become ready: its warm-up prompts fit the bound.)
+  ServerProcess::Options o;
+  o.args = {"--max-queued-prompt-tokens", "8"};
+  auto strict = ServerProcess::Start(o);
+  ASSERT_NE(strict, nullptr);
+  r = Shell(std::string(MODRWKV_LOADGEN) + " --target " + strict->target() +
+            " --prompt-tokens 16 --output-tokens 1 --concurrency 2 --requests 2");
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("completed 0  failed 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("first error:"), std::string::npos) << r.out;
+
+  r = Shell(lg + Target() + " --temperature -1");
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
 }
 
 }  // namespace

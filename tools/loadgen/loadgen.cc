@@ -48,6 +48,7 @@ struct Config {
   int output_tokens = 0;
   int vocab = 65536;
   uint64_t seed = 0;
+  float temperature = 1.0f;  // 0 = greedy
 };
 
 RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng) {
@@ -57,7 +58,7 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
   for (int i = 0; i < cfg.prompt_tokens; ++i) ids->add_ids(id(rng));
   req.mutable_stop()->set_max_tokens(cfg.output_tokens);
   req.mutable_stop()->set_ignore_end_of_text(true);
-  req.mutable_sampling()->set_temperature(1.0f);
+  req.mutable_sampling()->set_temperature(cfg.temperature);
   req.mutable_sampling()->set_seed(rng());
 
   grpc::ClientContext ctx;
@@ -172,8 +173,9 @@ int Run(const Config& cfg, const std::string& json_path) {
   }
   const std::string mode = cfg.rate > 0 ? absl::StrFormat("rate %.2f req/s", cfg.rate)
                                         : absl::StrFormat("concurrency %d", cfg.concurrency);
-  std::printf("target %s | %s | prompt %d tokens | output %d tokens\n", cfg.target.c_str(),
-              mode.c_str(), cfg.prompt_tokens, cfg.output_tokens);
+  std::printf("target %s | %s | prompt %d tokens | output %d tokens | temperature %g\n",
+              cfg.target.c_str(), mode.c_str(), cfg.prompt_tokens, cfg.output_tokens,
+              cfg.temperature);
   std::printf("completed %d  failed %d  duration %.2f s\n", completed, failed, dur_s);
   if (!first_error.empty()) std::printf("first error: %s\n", first_error.c_str());
   std::printf("request throughput   %.3f req/s\n", completed / dur_s);
@@ -219,6 +221,7 @@ int main(int argc, char** argv) {
       .Add("prompt-tokens", "128", "prompt length in tokens")
       .Add("output-tokens", "64", "tokens generated per request")
       .Add("seed", "1", "random seed for prompts and sampling")
+      .Add("temperature", "1", "sampling temperature (0 = greedy, as `modrwkv bench` decodes)")
       .Add("token", "", "bearer token, when the server requires one")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
@@ -237,8 +240,9 @@ int main(int argc, char** argv) {
   auto p = flags.Int("prompt-tokens", 1, 1 << 20);
   auto o = flags.Int("output-tokens", 1, 1 << 20);
   auto seed = flags.Int("seed", 0, INT64_MAX);
-  for (const absl::Status& st :
-       {c.status(), rate.status(), n.status(), p.status(), o.status(), seed.status()}) {
+  auto temperature = flags.Float("temperature", 0, 100);
+  for (const absl::Status& st : {c.status(), rate.status(), n.status(), p.status(), o.status(),
+                                 seed.status(), temperature.status()}) {
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
       return 2;
@@ -250,5 +254,6 @@ int main(int argc, char** argv) {
   cfg.prompt_tokens = static_cast<int>(*p);
   cfg.output_tokens = static_cast<int>(*o);
   cfg.seed = static_cast<uint64_t>(*seed);
+  cfg.temperature = static_cast<float>(*temperature);
   return modrwkv::loadgen::Run(cfg, flags.Str("json"));
 }
