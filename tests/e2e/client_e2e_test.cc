@@ -1,35 +1,16 @@
 // `modrwkv client` against a real server: the terminal client's output and exit codes.
 #include "tests/e2e/e2e_util.h"
+#include "tests/shell_run.h"
 
 namespace modrwkv::e2e {
 namespace {
 
-struct ClientRun {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `sh -c "<command> 2>err"`, collecting stdout, stderr and the exit code.
-ClientRun Shell(const std::string& command) {
-  const fs::path err_file =
-      fs::temp_directory_path() / ("e2e_client_err_" + std::to_string(getpid()));
-  const std::string cmd = command + " 2>" + err_file.string();
-  ClientRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = ReadAll(err_file);
-  fs::remove(err_file);
-  return r;
-}
+using ClientRun = testing_shell::ShellRun;
+using testing_shell::RunShell;
 
 // Runs `sh -c "<stdin_cmd> | modrwkv client <args>"`.
 ClientRun Client(const std::string& args, const std::string& stdin_cmd = "true") {
-  return Shell(stdin_cmd + " | " + std::string(MODRWKV_CLI) + " client " + args);
+  return RunShell(stdin_cmd + " | " + std::string(MODRWKV_CLI) + " client " + args);
 }
 
 class ClientE2eTest : public testing::Test {
@@ -131,8 +112,8 @@ TEST_F(ClientE2eTest, SessionsExportAndImportThroughFiles) {
 TEST_F(ClientE2eTest, LoadgenCountsEveryRequest) {
   const fs::path json = fs::temp_directory_path() / ("e2e_loadgen_" + std::to_string(getpid()));
   const std::string lg = std::string(MODRWKV_LOADGEN) + " --prompt-tokens 4 --output-tokens 5";
-  ClientRun r = Shell(lg + Target() + " --concurrency 3 --requests 7 --temperature 0 --json " +
-                      json.string());
+  ClientRun r = RunShell(lg + Target() + " --concurrency 3 --requests 7 --temperature 0 --json " +
+                         json.string());
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("completed 7  failed 0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("temperature 0"), std::string::npos) << r.out;
@@ -143,7 +124,7 @@ TEST_F(ClientE2eTest, LoadgenCountsEveryRequest) {
   EXPECT_GT(std::stod(j.substr(at + 23)), 0.0) << j;
   fs::remove(json);
 
-  r = Shell(lg + Target() + " --rate 40 --requests 4");
+  r = RunShell(lg + Target() + " --rate 40 --requests 4");
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("completed 4  failed 0"), std::string::npos) << r.out;
 
@@ -153,13 +134,13 @@ TEST_F(ClientE2eTest, LoadgenCountsEveryRequest) {
   o.args = {"--max-queued-prompt-tokens", "8"};
   auto strict = ServerProcess::Start(o);
   ASSERT_NE(strict, nullptr);
-  r = Shell(std::string(MODRWKV_LOADGEN) + " --target " + strict->target() +
-            " --prompt-tokens 16 --output-tokens 1 --concurrency 2 --requests 2");
+  r = RunShell(std::string(MODRWKV_LOADGEN) + " --target " + strict->target() +
+               " --prompt-tokens 16 --output-tokens 1 --concurrency 2 --requests 2");
   EXPECT_EQ(r.code, 1) << r.out << r.err;
   EXPECT_NE(r.out.find("completed 0  failed 2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("first error:"), std::string::npos) << r.out;
 
-  r = Shell(lg + Target() + " --temperature -1");
+  r = RunShell(lg + Target() + " --temperature -1");
   EXPECT_EQ(r.code, 2) << r.out << r.err;
 }
 

@@ -1,40 +1,21 @@
 // The `modrwkv` binary end to end: every subcommand, its output contract and its usage errors.
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/shell_run.h"
 #include "tests/test_paths.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int code = -1;
-  std::string out;  // stdout only; stderr goes to err
-  std::string err;
-};
+using CliRun = modrwkv::testing_shell::ShellRun;
 
 CliRun Cli(const std::string& args) {
-  const fs::path err_file =
-      fs::temp_directory_path() / ("cli_test_err_" + std::to_string(getpid()));
-  const std::string cmd = std::string(MODRWKV_CLI) + " " + args + " 2>" + err_file.string();
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err_file);
-  return r;
+  return modrwkv::testing_shell::RunShell(std::string(MODRWKV_CLI) + " " + args);
 }
 
 const std::string kVocab = modrwkv::testing_paths::WorldVocab();
