@@ -20,6 +20,9 @@ inline constexpr absl::string_view kNoFreeSlot = "NO_FREE_SLOT";
 inline constexpr absl::string_view kSessionNotFound = "SESSION_NOT_FOUND";
 inline constexpr absl::string_view kSessionBusy = "SESSION_BUSY";
 inline constexpr absl::string_view kStateModelMismatch = "STATE_MODEL_MISMATCH";
+inline constexpr absl::string_view kSessionQuota = "SESSION_QUOTA";
+inline constexpr absl::string_view kSessionTierFull = "SESSION_TIER_FULL";
+inline constexpr absl::string_view kInternal = "INTERNAL";
 }  // namespace reason
 
 // Returns `s` with the reason / field attached (no-op on OK).

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,12 @@ class Model {
   virtual absl::Status ReadSlot(int slot, absl::Span<float> out) const = 0;
   virtual absl::Status WriteSlot(int slot, absl::Span<const float> in) = 0;
 };
+
+// A Step error that concerns one entry only and left every slot untouched (the backend checks
+// entries before it computes anything): the scheduler fails that entry's request alone and runs
+// the others again. An error without this tag means the step's slots are in an unknown state.
+absl::Status WithStepEntry(absl::Status s, int entry);
+std::optional<int> StepEntryOf(const absl::Status& s);  // nullopt when untagged
 
 // What to build from a checkpoint.
 struct ModelOptions {

@@ -11,8 +11,10 @@
 #include "absl/strings/str_format.h"
 #include "engine/batch_policy.h"
 #include "engine/errors.h"
+#include "engine/state_blob.h"
 #include "engine/state_pool.h"
 #include "engine/status_macros.h"
+#include "engine/worker_thread.h"
 
 namespace modrwkv {
 
@@ -47,6 +49,9 @@ absl::Status SchedulerOptions::Validate(int model_slots) const {
     return absl::InvalidArgumentError("max_queued_prompt_tokens must be >= 1");
   }
   if (max_cold_sessions < 0) return absl::InvalidArgumentError("max_cold_sessions must be >= 0");
+  if (max_sessions_per_owner < 0) {
+    return absl::InvalidArgumentError("max_sessions_per_owner must be >= 0");
+  }
   if (session_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("session_ttl must be positive");
   }
@@ -63,18 +68,28 @@ struct Request {
   std::unique_ptr<StreamingDetokenizer> detok;
   std::unique_ptr<StopMatcher> matcher;
   Session* session = nullptr;
-  std::vector<float> snapshot;  // session state at admission, restored if the prompt is cut short
+  // The session as it was at admission, restored if the turn ends before its prompt is complete.
+  std::vector<float> snapshot;
+  int32_t snapshot_pending = -1;
   int slot = -1;
   // Prompt cursor: part index and row offset inside it.
   size_t part = 0;
   int64_t offset = 0;
   int prompt_rows = 0, prompt_done = 0;
+  int queued_rows = 0;  // what Submit counted against max_queued_prompt_tokens
   int generated = 0;
   int32_t last_token = -1;
   int32_t decode_input[1] = {0};
   bool cancelled = false;
   absl::Time submitted, started = absl::InfinitePast(), first_token = absl::InfinitePast(),
                         last_token_time;
+};
+
+// Where a request's prompt stands (to rewind a step that did not run).
+struct PromptCursor {
+  size_t part = 0;
+  int64_t offset = 0;
+  int prompt_done = 0;
 };
 
 int PartRows(const PromptPart& p, int n_embd) {
@@ -85,12 +100,17 @@ int PartRows(const PromptPart& p, int n_embd) {
 
 class Scheduler::Impl {
  public:
+  using Command = std::function<void(bool run)>;
+
   Impl(Model* model, const Tokenizer* tok, const SchedulerOptions& opts, SchedulerObserver* obs)
       : model_(model),
         tok_(tok),
         opts_(opts),
         obs_(obs ? obs : &null_observer_),
-        pool_(model, opts.max_cold_sessions, opts.session_ttl, obs_) {
+        pool_(
+            model,
+            StatePoolOptions{opts.max_cold_sessions, opts.max_sessions_per_owner, opts.session_ttl},
+            obs_) {
     policy_.max_step_tokens = opts.max_step_tokens;
     policy_.min_prefill_rows = std::min(32, opts.max_step_tokens);
   }
@@ -106,6 +126,7 @@ class Scheduler::Impl {
     }
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
+    codec_.reset();  // runs the codec tasks still queued; they find the scheduler stopped
   }
 
   absl::StatusOr<RequestId> Submit(GenerateRequest req, std::shared_ptr<StreamSink> sink) {
@@ -116,6 +137,7 @@ class Scheduler::Impl {
     r->req = std::move(req);
     r->sink = std::move(sink);
     r->prompt_rows = rows;
+    r->queued_rows = rows;
     r->submitted = absl::Now();
     // A wrong session id is the caller's error whatever the load, so it is answered first.
     if (r->req.session && !pool_.Knows(*r->req.session, r->req.owner)) {
@@ -164,13 +186,23 @@ class Scheduler::Impl {
     cv_.notify_one();
   }
 
-  void Post(std::function<void()> cmd) {
+  // `cmd(true)` runs on the scheduler thread between steps; once the scheduler has stopped,
+  // `cmd(false)` runs instead (on the stopping or the calling thread) so every callback is called.
+  void Post(Command cmd) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      std::unique_lock<std::mutex> l(mu_);
+      if (exited_) {
+        l.unlock();
+        cmd(false);
+        return;
+      }
       commands_.push_back(std::move(cmd));
     }
     cv_.notify_one();
   }
+
+  // Blob encoding and decoding (and their CRC-32C) run here, off the scheduler thread.
+  void RunOnCodecThread(std::function<void()> task) { codec_->Run(std::move(task)); }
 
   void Drain() {
     std::lock_guard<std::mutex> l(mu_);
@@ -194,7 +226,8 @@ class Scheduler::Impl {
   }
 
   absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
-    return Info(*pool_.Create(owner));
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Create(owner));
+    return Info(*s);
   }
 
   absl::StatusOr<SessionInfo> GetSessionCmd(SessionId id, const std::string& owner) {
@@ -212,19 +245,42 @@ class Scheduler::Impl {
   absl::StatusOr<SessionInfo> ForkSessionCmd(SessionId id, const std::string& owner) {
     MODRWKV_ASSIGN_OR_RETURN(Session * src, pool_.Find(id, owner));
     if (src->busy) return Busy();
-    MODRWKV_ASSIGN_OR_RETURN(Session * dst, pool_.Fork(*src));
+    MODRWKV_ASSIGN_OR_RETURN(Session * dst, pool_.Fork(src));
     return Info(*dst);
   }
 
-  absl::StatusOr<std::string> ExportSessionCmd(SessionId id, const std::string& owner) {
+  // The session's state and blob header; encoded by the caller on the codec thread.
+  absl::StatusOr<std::pair<StateBlobHeader, std::vector<float>>> ExportSessionCmd(
+      SessionId id, const std::string& owner) {
     MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
     if (s->busy) return Busy();
-    return pool_.Export(s);
+    MODRWKV_ASSIGN_OR_RETURN(StatePool::Snapshot snap, pool_.Export(s));
+    StateBlobHeader h = BlobHeader();
+    h.tokens = snap.tokens;
+    h.pending_token = snap.pending_token;
+    return std::make_pair(h, std::move(snap.state));
   }
 
-  absl::StatusOr<SessionInfo> ImportSessionCmd(const std::string& blob, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Import(blob, owner));
+  absl::StatusOr<SessionInfo> ImportSessionCmd(std::vector<float> state, const StateBlobHeader& h,
+                                               const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s,
+                             pool_.Import(std::move(state), h.tokens, h.pending_token, owner));
     return Info(*s);
+  }
+
+  // Thread-safe (model config and info are immutable).
+  StateBlobHeader BlobHeader() const {
+    const ModelConfig& c = model_->config();
+    StateBlobHeader h;
+    h.model_fingerprint = model_->info().fingerprint;
+    h.n_layer = c.n_layer;
+    h.n_embd = c.n_embd;
+    h.head_size = c.head_size;
+    return h;
+  }
+  absl::StatusOr<StateBlobHeader> DecodeBlob(std::string_view blob,
+                                             std::vector<float>* state) const {
+    return DecodeStateBlob(blob, model_->config(), model_->info().fingerprint, state);
   }
 
  private:
@@ -264,7 +320,8 @@ class Scheduler::Impl {
     while (true) {
       std::deque<std::unique_ptr<Request>> inbox;
       std::vector<RequestId> cancels;
-      std::vector<std::function<void()>> commands;
+      std::vector<Command> commands;
+      bool stopping;
       {
         std::unique_lock<std::mutex> l(mu_);
         // Nothing runs: sleep until something arrives (waiting requests can only be admitted
@@ -275,13 +332,14 @@ class Scheduler::Impl {
             return stop_ || !inbox_.empty() || !cancels_.empty() || !commands_.empty();
           });
         }
-        if (stop_) break;
+        stopping = stop_;
         inbox.swap(inbox_);
         cancels.swap(cancels_);
         commands.swap(commands_);
       }
       for (auto& r : inbox) waiting_.push_back(std::move(r));
-      for (auto& cmd : commands) cmd();
+      for (auto& cmd : commands) cmd(true);
+      if (stopping) break;  // Submit refuses once stop_ is set: nothing more arrives
       for (RequestId id : cancels) MarkCancelled(id);
       const absl::Time now = absl::Now();
       ExpireWaiting(now);
@@ -291,11 +349,22 @@ class Scheduler::Impl {
       if (!running_.empty()) RunStep();
       PublishStats();
     }
-    // Shutdown: whatever is left ends as cancelled.
-    for (auto& r : running_) FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+    // Shutdown: whatever is left ends as cancelled (sessions back to their state before the
+    // turn, as for any cancel), then later commands are refused.
+    for (auto& r : running_) Finish(*r, FinishReason::kCancelled, absl::OkStatus());
     running_.clear();
-    for (auto& r : waiting_) FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+    for (auto& r : waiting_) {
+      Dequeued(*r);
+      FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+    }
     waiting_.clear();
+    std::vector<Command> late;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      exited_ = true;
+      late.swap(commands_);
+    }
+    for (auto& cmd : late) cmd(false);
   }
 
   void MarkCancelled(RequestId id) {
@@ -315,7 +384,7 @@ class Scheduler::Impl {
   void Dequeued(const Request& r) {
     std::lock_guard<std::mutex> l(mu_);
     --queued_requests_;
-    queued_tokens_ -= r.prompt_rows;
+    queued_tokens_ -= r.queued_rows;
   }
 
   void ExpireWaiting(absl::Time now) {
@@ -375,6 +444,7 @@ class Scheduler::Impl {
       std::vector<float> snapshot(model_->config().StateFloats());
       MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s->slot, absl::MakeSpan(snapshot)));
       r.snapshot = std::move(snapshot);
+      r.snapshot_pending = s->pending_token;
       r.slot = s->slot;
       r.session = s;
       s->busy = true;
@@ -383,7 +453,7 @@ class Scheduler::Impl {
         ++r.prompt_rows;
       }
     } else {
-      std::optional<int> slot = pool_.AcquireSlot();
+      std::optional<int> slot = pool_.AcquireSlot(r.req.owner);
       if (!slot)
         return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
       if (absl::Status st = model_->ResetSlot(*slot); !st.ok()) {
@@ -430,6 +500,7 @@ class Scheduler::Impl {
     const std::vector<StepSlice> plan = PlanStep(loads, policy_);
     std::vector<StepEntry> entries(plan.size());
     std::vector<Request*> reqs(plan.size());
+    std::vector<PromptCursor> cursors(plan.size());
     int rows = 0;
     const absl::Time start = absl::Now();
     for (size_t i = 0; i < plan.size(); ++i) {
@@ -438,6 +509,7 @@ class Scheduler::Impl {
       StepEntry& e = entries[i];
       e.slot = r.slot;
       e.sampler = r.sampler.get();
+      cursors[i] = {r.part, r.offset, r.prompt_done};
       if (r.prompt_done < r.prompt_rows) {
         TakePromptRows(r, plan[i].rows, &e);
         e.output = r.prompt_done == r.prompt_rows ? StepOutput::kSample : StepOutput::kNone;
@@ -453,12 +525,34 @@ class Scheduler::Impl {
     const absl::Time end = absl::Now();
     obs_->OnStep(static_cast<int>(entries.size()), rows, end - start);
     if (!st.ok()) {
-      for (Request* r : reqs) Finish(*r, FinishReason::kError, st);
-      RemoveFinished();
+      OnStepFailed(st, reqs, cursors);
       return;
     }
     for (size_t i = 0; i < entries.size(); ++i) {
       if (entries[i].output == StepOutput::kSample) OnToken(*reqs[i], results_[i], end);
+    }
+    RemoveFinished();
+  }
+
+  // The backend's message is for the operator (observer); clients get a plain INTERNAL. An error
+  // tagged with its entry touched no slot: only that request fails, the others rewind their
+  // prompt cursors and run again next step.
+  void OnStepFailed(const absl::Status& st, const std::vector<Request*>& reqs,
+                    const std::vector<PromptCursor>& cursors) {
+    obs_->OnStepError(st);
+    const absl::Status client = WithReason(
+        absl::InternalError("internal error while running the model; the request was stopped"),
+        reason::kInternal);
+    const std::optional<int> entry = StepEntryOf(st);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (entry && static_cast<size_t>(*entry) != i) {
+        Request& r = *reqs[i];
+        r.part = cursors[i].part;
+        r.offset = cursors[i].offset;
+        r.prompt_done = cursors[i].prompt_done;
+        continue;
+      }
+      Finish(*reqs[i], FinishReason::kError, client);
     }
     RemoveFinished();
   }
@@ -507,9 +601,9 @@ class Scheduler::Impl {
     if (Session* s = r.session) {
       const bool prompt_complete = r.prompt_done == r.prompt_rows;
       if (!prompt_complete || reason == FinishReason::kError) {
-        // Never leave half a prompt in a session: back to the state it had before.
+        // Never leave half a prompt in a session: back to exactly what it was before.
         (void)model_->WriteSlot(r.slot, r.snapshot);
-        s->pending_token = -1;
+        s->pending_token = r.snapshot_pending;
       } else {
         s->tokens += r.prompt_rows + std::max(0, r.generated - 1);
         s->pending_token = r.generated > 0 ? r.last_token : -1;
@@ -555,6 +649,7 @@ class Scheduler::Impl {
     s.sessions_cold = pool_.cold_sessions();
     std::lock_guard<std::mutex> l(mu_);
     s.waiting += static_cast<int>(inbox_.size());
+    s.queued_prompt_tokens = queued_tokens_;
     s.draining = draining_;
     stats_ = s;
   }
@@ -571,8 +666,9 @@ class Scheduler::Impl {
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Request>> inbox_;
   std::vector<RequestId> cancels_;
-  std::vector<std::function<void()>> commands_;
+  std::vector<Command> commands_;
   bool stop_ = false, draining_ = false;
+  bool exited_ = false;  // the loop has ended: commands are refused
   int queued_requests_ = 0;
   int64_t queued_tokens_ = 0;
   RequestId next_id_ = 0;
@@ -583,6 +679,7 @@ class Scheduler::Impl {
   std::vector<std::unique_ptr<Request>> running_;
   StatePool pool_;
   std::vector<StepResult> results_;
+  std::unique_ptr<WorkerThread> codec_ = std::make_unique<WorkerThread>();
   std::thread thread_;
 };
 
@@ -611,37 +708,61 @@ void Scheduler::Cancel(RequestId id) { impl_->Cancel(id); }
 void Scheduler::Drain() { impl_->Drain(); }
 SchedulerStats Scheduler::stats() const { return impl_->stats(); }
 
+namespace {
+absl::Status Stopped() { return absl::UnavailableError("the scheduler has stopped"); }
+}  // namespace
+
 void Scheduler::CreateSession(std::string owner, SessionCallback done) {
-  impl_->Post([this, owner = std::move(owner), done = std::move(done)] {
-    done(impl_->CreateSessionCmd(owner));
+  Impl* impl = impl_.get();
+  impl->Post([impl, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->CreateSessionCmd(owner) : Stopped());
   });
 }
 void Scheduler::GetSession(SessionId id, std::string owner, SessionCallback done) {
-  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
-    done(impl_->GetSessionCmd(id, owner));
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->GetSessionCmd(id, owner) : Stopped());
   });
 }
 void Scheduler::DeleteSession(SessionId id, std::string owner,
                               std::function<void(absl::Status)> done) {
-  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
-    done(impl_->DeleteSessionCmd(id, owner));
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->DeleteSessionCmd(id, owner) : Stopped());
   });
 }
 void Scheduler::ForkSession(SessionId id, std::string owner, SessionCallback done) {
-  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
-    done(impl_->ForkSessionCmd(id, owner));
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->ForkSessionCmd(id, owner) : Stopped());
   });
 }
 void Scheduler::ExportSession(SessionId id, std::string owner,
                               std::function<void(absl::StatusOr<std::string>)> done) {
-  impl_->Post([this, id, owner = std::move(owner), done = std::move(done)] {
-    done(impl_->ExportSessionCmd(id, owner));
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) mutable {
+    if (!run) return done(Stopped());
+    auto snap = impl->ExportSessionCmd(id, owner);
+    if (!snap.ok()) return done(snap.status());
+    // The copy is taken; encoding and its checksum happen off the scheduler thread.
+    impl->RunOnCodecThread([snap = *std::move(snap), done = std::move(done)] {
+      done(EncodeStateBlob(snap.first, snap.second));
+    });
   });
 }
 void Scheduler::ImportSession(std::string blob, std::string owner, SessionCallback done) {
-  impl_->Post([this, blob = std::move(blob), owner = std::move(owner), done = std::move(done)] {
-    done(impl_->ImportSessionCmd(blob, owner));
-  });
+  Impl* impl = impl_.get();
+  impl->RunOnCodecThread(
+      [impl, blob = std::move(blob), owner = std::move(owner), done = std::move(done)]() mutable {
+        std::vector<float> state;
+        absl::StatusOr<StateBlobHeader> h = impl->DecodeBlob(blob, &state);
+        if (!h.ok()) return done(h.status());
+        std::string().swap(blob);
+        impl->Post([impl, h = *h, state = std::move(state), owner = std::move(owner),
+                    done = std::move(done)](bool run) mutable {
+          done(run ? impl->ImportSessionCmd(std::move(state), h, owner) : Stopped());
+        });
+      });
 }
 
 }  // namespace modrwkv

@@ -88,6 +88,10 @@ class SchedulerObserver {
   virtual void OnInterTokenLatency(absl::Duration itl) {}
   virtual void OnFinish(const FinishEvent& e) {}
   virtual void OnSessionOffload(bool to_cold) {}
+  // An idle session was deleted by the pool: "cold_capacity" (LRU eviction) or "ttl".
+  virtual void OnSessionEvicted(std::string_view why) {}
+  // A model step failed; `status` is the backend's own (internal) error, for the operator's log.
+  virtual void OnStepError(const absl::Status& status) {}
 };
 
 struct SchedulerOptions {
@@ -96,6 +100,7 @@ struct SchedulerOptions {
   int max_queued_requests = 256;  // admission bound (waiting, not yet running)
   int64_t max_queued_prompt_tokens = 1 << 20;
   int max_cold_sessions = 1024;                 // idle sessions kept in host memory (LRU)
+  int max_sessions_per_owner = 0;               // sessions one caller may hold; 0 = no limit
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
 
   absl::Status Validate(int model_slots) const;
@@ -111,6 +116,7 @@ struct SessionInfo {
 
 struct SchedulerStats {
   int running = 0, waiting = 0;
+  int64_t queued_prompt_tokens = 0;  // counted against max_queued_prompt_tokens
   int slots_used = 0, slots_total = 0;
   int sessions_hot = 0, sessions_cold = 0;
   bool draining = false;

@@ -38,6 +38,8 @@ std::string EncodeStateBlob(const StateBlobHeader& header, absl::Span<const floa
 absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const ModelConfig& config,
                                                 uint64_t fingerprint, std::vector<float>* state);
 
+// CRC-32C (Castagnoli); the SSE4.2 instruction where the CPU has it, else a table.
 uint32_t Crc32c(const void* data, size_t n, uint32_t crc = 0);
+uint32_t Crc32cPortable(const void* data, size_t n, uint32_t crc = 0);  // the table, for tests
 
 }  // namespace modrwkv

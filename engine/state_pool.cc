@@ -3,20 +3,38 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/errors.h"
 #include "engine/scheduler.h"
-#include "engine/state_blob.h"
 #include "engine/status_macros.h"
 
 namespace modrwkv {
 
-StatePool::StatePool(Model* model, int max_cold_sessions, absl::Duration session_ttl,
-                     SchedulerObserver* observer)
-    : model_(model), max_cold_sessions_(max_cold_sessions), ttl_(session_ttl), obs_(observer) {
+// Keeps a session out of eviction for the length of one pool operation.
+class StatePool::Pin {
+ public:
+  explicit Pin(Session* s) : s_(s) { ++s_->pins; }
+  ~Pin() { --s_->pins; }
+  Pin(const Pin&) = delete;
+  Pin& operator=(const Pin&) = delete;
+
+ private:
+  Session* const s_;
+};
+
+StatePool::StatePool(Model* model, const StatePoolOptions& options, SchedulerObserver* observer)
+    : model_(model), opts_(options), obs_(observer) {
   for (int s = model_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
 }
 
-std::optional<int> StatePool::AcquireSlot() {
+std::optional<int> StatePool::AcquireSlot(const std::string& owner) {
+  std::optional<int> slot = TakeSlot();
+  // Never fails without a fresh session: at worst the offloaded session itself is evicted.
+  if (slot) (void)EnforceColdCapacity(owner, nullptr);
+  return slot;
+}
+
+std::optional<int> StatePool::TakeSlot() {
   if (!free_slots_.empty()) {
     const int s = free_slots_.back();
     free_slots_.pop_back();
@@ -24,7 +42,7 @@ std::optional<int> StatePool::AcquireSlot() {
   }
   Session* lru = nullptr;
   for (auto& [id, s] : sessions_) {
-    if (s->slot >= 0 && !s->busy && (!lru || s->last_used < lru->last_used)) lru = s.get();
+    if (s->slot >= 0 && s->idle() && (!lru || s->last_used < lru->last_used)) lru = s.get();
   }
   if (!lru) return std::nullopt;
   std::vector<float> state(model_->config().StateFloats());
@@ -33,25 +51,44 @@ std::optional<int> StatePool::AcquireSlot() {
   const int slot = lru->slot;
   lru->slot = -1;
   obs_->OnSessionOffload(/*to_cold=*/true);
-  EnforceColdCapacity();
   return slot;
 }
 
 void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
 
-Session* StatePool::Create(const std::string& owner) {
+absl::StatusOr<Session*> StatePool::NewSession(const std::string& owner) {
+  if (opts_.max_sessions_per_owner > 0 && sessions_of(owner) >= opts_.max_sessions_per_owner) {
+    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                          "this caller already holds %d sessions (max_sessions_per_owner); "
+                          "delete one first",
+                          opts_.max_sessions_per_owner)),
+                      reason::kSessionQuota);
+  }
   auto s = std::make_unique<Session>();
   s->id = SessionId::Random();
   s->owner = owner;
   s->last_used = absl::Now();
   Session* p = s.get();
   sessions_.emplace(p->id, std::move(s));
-  {
-    std::lock_guard<std::mutex> l(owners_mu_);
-    owners_[p->id] = owner;
-  }
-  EnforceColdCapacity();
+  ++per_owner_[owner];
+  std::lock_guard<std::mutex> l(owners_mu_);
+  owners_[p->id] = owner;
   return p;
+}
+
+absl::Status StatePool::FitNewSession(Session* s) {
+  const absl::Status st = EnforceColdCapacity(s->owner, s);
+  if (!st.ok()) Delete(s);
+  return st;
+}
+
+absl::StatusOr<Session*> StatePool::Create(const std::string& owner) {
+  MODRWKV_ASSIGN_OR_RETURN(Session * s, NewSession(owner));
+  {
+    Pin pin(s);
+    MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
+  }
+  return s;
 }
 
 absl::StatusOr<Session*> StatePool::Find(SessionId id, const std::string& owner) {
@@ -69,7 +106,15 @@ void StatePool::Delete(Session* s) {
     std::lock_guard<std::mutex> l(owners_mu_);
     owners_.erase(s->id);
   }
+  if (auto it = per_owner_.find(s->owner); it != per_owner_.end() && --it->second == 0) {
+    per_owner_.erase(it);
+  }
   sessions_.erase(s->id);
+}
+
+void StatePool::Evict(Session* s, std::string_view why) {
+  obs_->OnSessionEvicted(why);
+  Delete(s);
 }
 
 bool StatePool::Knows(SessionId id, const std::string& owner) const {
@@ -80,7 +125,7 @@ bool StatePool::Knows(SessionId id, const std::string& owner) const {
 
 absl::Status StatePool::MakeHot(Session* s) {
   if (s->slot >= 0) return absl::OkStatus();
-  std::optional<int> slot = AcquireSlot();
+  std::optional<int> slot = TakeSlot();
   if (!slot) return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
   absl::Status st;
   if (!s->cold.empty()) {
@@ -95,6 +140,8 @@ absl::Status StatePool::MakeHot(Session* s) {
   }
   std::vector<float>().swap(s->cold);
   s->slot = *slot;
+  // The offload TakeSlot may have done is settled now that `s` left the cold tier.
+  (void)EnforceColdCapacity(s->owner, nullptr);
   return absl::OkStatus();
 }
 
@@ -108,40 +155,42 @@ absl::StatusOr<std::vector<float>> StatePool::StateOf(const Session& s) const {
   return v;
 }
 
-absl::StatusOr<Session*> StatePool::Fork(const Session& src) {
-  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(src));
-  Session* dst = Create(src.owner);
+absl::StatusOr<Session*> StatePool::Fork(Session* src) {
+  Pin pin_src(src);
+  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
+  MODRWKV_ASSIGN_OR_RETURN(Session * dst, NewSession(src->owner));
+  Pin pin_dst(dst);
   dst->cold = std::move(state);
-  dst->tokens = src.tokens;
-  dst->pending_token = src.pending_token;
+  dst->tokens = src->tokens;
+  dst->pending_token = src->pending_token;
+  src->last_used = absl::Now();
+  MODRWKV_RETURN_IF_ERROR(FitNewSession(dst));
   return dst;
 }
 
-absl::StatusOr<std::string> StatePool::Export(Session* s) const {
-  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*s));
-  const ModelConfig& c = model_->config();
-  StateBlobHeader h;
-  h.model_fingerprint = model_->info().fingerprint;
-  h.n_layer = c.n_layer;
-  h.n_embd = c.n_embd;
-  h.head_size = c.head_size;
-  h.tokens = s->tokens;
-  h.pending_token = s->pending_token;
+absl::StatusOr<StatePool::Snapshot> StatePool::Export(Session* s) const {
+  Snapshot snap;
+  MODRWKV_ASSIGN_OR_RETURN(snap.state, StateOf(*s));
+  snap.tokens = s->tokens;
+  snap.pending_token = s->pending_token;
   s->last_used = absl::Now();
-  return EncodeStateBlob(h, state);
+  return snap;
 }
 
-absl::StatusOr<Session*> StatePool::Import(const std::string& blob, const std::string& owner) {
-  std::vector<float> state;
-  MODRWKV_ASSIGN_OR_RETURN(StateBlobHeader h, DecodeStateBlob(blob, model_->config(),
-                                                              model_->info().fingerprint, &state));
-  if (h.pending_token >= model_->config().vocab_size) {
+absl::StatusOr<Session*> StatePool::Import(std::vector<float> state, int64_t tokens,
+                                           int32_t pending_token, const std::string& owner) {
+  if (state.size() != static_cast<size_t>(model_->config().StateFloats())) {
+    return absl::InvalidArgumentError("imported state has the wrong size for this model");
+  }
+  if (pending_token >= model_->config().vocab_size) {
     return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
   }
-  Session* s = Create(owner);
+  MODRWKV_ASSIGN_OR_RETURN(Session * s, NewSession(owner));
+  Pin pin(s);
   s->cold = std::move(state);
-  s->tokens = h.tokens;
-  s->pending_token = h.pending_token;
+  s->tokens = tokens;
+  s->pending_token = pending_token;
+  MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
   return s;
 }
 
@@ -150,21 +199,50 @@ void StatePool::Sweep(absl::Time now) {
   last_sweep_ = now;
   std::vector<Session*> expired;
   for (auto& [id, s] : sessions_) {
-    if (!s->busy && now - s->last_used > ttl_) expired.push_back(s.get());
+    if (s->idle() && now - s->last_used > opts_.session_ttl) expired.push_back(s.get());
   }
-  for (Session* s : expired) Delete(s);
+  for (Session* s : expired) Evict(s, "ttl");
 }
 
-// Keeps at most max_cold_sessions idle sessions out of slots; the least recently used go.
-void StatePool::EnforceColdCapacity() {
-  std::vector<Session*> cold;
-  for (auto& [id, s] : sessions_)
-    if (s->slot < 0 && !s->busy) cold.push_back(s.get());
-  if (static_cast<int>(cold.size()) <= max_cold_sessions_) return;
-  std::sort(cold.begin(), cold.end(),
-            [](const Session* a, const Session* b) { return a->last_used < b->last_used; });
-  const size_t drop = cold.size() - max_cold_sessions_;
-  for (size_t i = 0; i < drop; ++i) Delete(cold[i]);
+int StatePool::IdleColdCount() const {
+  int n = 0;
+  for (auto& [id, s] : sessions_) n += s->slot < 0 && !s->busy;
+  return n;
+}
+
+absl::Status StatePool::EnforceColdCapacity(const std::string& owner, Session* fresh) {
+  int over = IdleColdCount() - opts_.max_cold_sessions;
+  if (over <= 0) return absl::OkStatus();
+  // Candidates: idle cold sessions, the acting owner's first, least recently used first.
+  std::vector<Session*> victims;
+  for (auto& [id, s] : sessions_) {
+    if (s->slot < 0 && s->idle()) victims.push_back(s.get());
+  }
+  std::sort(victims.begin(), victims.end(), [&](const Session* a, const Session* b) {
+    const bool ao = a->owner == owner, bo = b->owner == owner;
+    if (ao != bo) return ao;
+    return a->last_used < b->last_used;
+  });
+  for (size_t i = 0; i < victims.size() && over > 0; ++i, --over)
+    Evict(victims[i], "cold_capacity");
+  if (over <= 0 || !fresh || fresh->slot >= 0) return absl::OkStatus();
+  // Nothing idle is left to evict: the new session may still live in a free slot.
+  if (!free_slots_.empty()) {
+    const int slot = free_slots_.back();
+    const absl::Status st =
+        fresh->cold.empty() ? model_->ResetSlot(slot) : model_->WriteSlot(slot, fresh->cold);
+    if (st.ok()) {
+      free_slots_.pop_back();
+      std::vector<float>().swap(fresh->cold);
+      fresh->slot = slot;
+      return absl::OkStatus();
+    }
+  }
+  return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                        "the session tier is full: %d sessions held in host memory "
+                        "(max_cold_sessions) are in use and no state slot is free; retry later",
+                        opts_.max_cold_sessions)),
+                    reason::kSessionTierFull);
 }
 
 int StatePool::hot_sessions() const {
@@ -174,5 +252,10 @@ int StatePool::hot_sessions() const {
 }
 
 int StatePool::cold_sessions() const { return static_cast<int>(sessions_.size()) - hot_sessions(); }
+
+int StatePool::sessions_of(const std::string& owner) const {
+  auto it = per_owner_.find(owner);
+  return it == per_owner_.end() ? 0 : it->second;
+}
 
 }  // namespace modrwkv

@@ -144,6 +144,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                        .Register(r);
   offload_to_cold_ = &offloads.Add({{"direction", "to_cold"}});
   offload_to_hot_ = &offloads.Add({{"direction", "to_hot"}});
+  auto& evictions =
+      BuildCounter()
+          .Name("modrwkv_sessions_evicted_total")
+          .Help("Idle sessions deleted by the server: cold-tier overflow (LRU) or TTL.")
+          .Register(r);
+  evicted_capacity_ = &evictions.Add({{"reason", "cold_capacity"}});
+  evicted_ttl_ = &evictions.Add({{"reason", "ttl"}});
+  step_errors_ = counter("modrwkv_step_errors_total",
+                         "Model steps that failed (their requests ended with INTERNAL).");
   overflows_ = counter("modrwkv_stream_buffer_overflows_total",
                        "Streams cut off because the client read too slowly.");
 
@@ -247,6 +256,15 @@ void Metrics::OnFinish(const FinishEvent& e) {
 
 void Metrics::OnSessionOffload(bool to_cold) {
   (to_cold ? offload_to_cold_ : offload_to_hot_)->Increment();
+}
+
+void Metrics::OnSessionEvicted(std::string_view why) {
+  (why == "ttl" ? evicted_ttl_ : evicted_capacity_)->Increment();
+}
+
+void Metrics::OnStepError(const absl::Status& status) {
+  step_errors_->Increment();
+  if (step_error_log_) step_error_log_(status);
 }
 
 }  // namespace modrwkv::server

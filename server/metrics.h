@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,12 @@ class Metrics : public SchedulerObserver {
   void OnInterTokenLatency(absl::Duration itl) override;
   void OnFinish(const FinishEvent& e) override;
   void OnSessionOffload(bool to_cold) override;
+  void OnSessionEvicted(std::string_view why) override;
+  void OnStepError(const absl::Status& status) override;
+  // Where OnStepError's internal message goes (the server's log); set before serving.
+  void SetStepErrorLog(std::function<void(const absl::Status&)> log) {
+    step_error_log_ = std::move(log);
+  }
 
   // Copies Scheduler::stats() into the gauges (called at every scrape).
   void Refresh();
@@ -69,7 +76,8 @@ class Metrics : public SchedulerObserver {
       *sessions_cold_, *ready_, *draining_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
-      *overflows_;
+      *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_;
+  std::function<void(const absl::Status&)> step_error_log_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;
   prometheus::Family<prometheus::Counter>* rejections_;

@@ -160,6 +160,9 @@ absl::Status ModelServer::LoadAndServe() {
         absl::StrFormat("the vocabulary has ids up to %d but the model only %d rows",
                         tokenizer_->vocab_size() - 1, model_->config().vocab_size));
   }
+  metrics_->SetStepErrorLog([log = log_.get()](const absl::Status& st) {
+    log->Error("model step failed", {{"status", st.ToString()}});
+  });
   MODRWKV_ASSIGN_OR_RETURN(scheduler_, Scheduler::Create(model_.get(), tokenizer_.get(),
                                                          options_.scheduler, metrics_.get()));
   metrics_->AttachScheduler(scheduler_.get());

@@ -155,46 +155,53 @@ absl::Status CpuModel::WriteSlot(int slot, absl::Span<const float> in) {
 }
 
 absl::Status CpuModel::ValidateStep(absl::Span<const StepEntry> entries, int* total_rows) const {
-  const ModelConfig& cfg = info_.config;
   std::vector<bool> used(num_slots_, false);
   int64_t rows = 0;
   for (size_t e = 0; e < entries.size(); ++e) {
-    const StepEntry& entry = entries[e];
-    MODRWKV_RETURN_IF_ERROR(CheckSlot(entry.slot, "step entry"));
-    if (used[entry.slot]) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("slot %d appears twice in one step", entry.slot));
-    }
-    used[entry.slot] = true;
-    int64_t entry_rows = 0;
-    for (const InputSegment& seg : entry.inputs) {
-      if (!seg.tokens.empty() && !seg.embeddings.empty()) {
-        return absl::InvalidArgumentError("an input segment has both tokens and embeddings");
-      }
-      for (int32_t t : seg.tokens) {
-        if (t < 0 || t >= cfg.vocab_size) {
-          return absl::InvalidArgumentError(
-              absl::StrFormat("token id %d out of range [0, %d)", t, cfg.vocab_size));
-        }
-      }
-      if (seg.embeddings.size() % cfg.n_embd != 0) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("embedding segment has %d floats, not a multiple of n_embd %d",
-                            seg.embeddings.size(), cfg.n_embd));
-      }
-      entry_rows += static_cast<int64_t>(seg.tokens.size() + seg.embeddings.size() / cfg.n_embd);
-    }
-    if (entry_rows == 0) {
-      return absl::InvalidArgumentError(absl::StrFormat("step entry %d has no input rows", e));
-    }
-    if (entry.output == StepOutput::kSample && entry.sampler == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("step entry %d asks for sampling without a sampler", e));
-    }
-    rows += entry_rows;
+    const absl::Status st = ValidateEntry(entries[e], static_cast<int>(e), &used, &rows);
+    if (!st.ok()) return WithStepEntry(st, static_cast<int>(e));
   }
   if (rows > (1 << 20)) return absl::InvalidArgumentError("step has more than 2^20 rows");
   *total_rows = static_cast<int>(rows);
+  return absl::OkStatus();
+}
+
+absl::Status CpuModel::ValidateEntry(const StepEntry& entry, int e, std::vector<bool>* used_slots,
+                                     int64_t* rows) const {
+  const ModelConfig& cfg = info_.config;
+  std::vector<bool>& used = *used_slots;
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(entry.slot, "step entry"));
+  if (used[entry.slot]) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("slot %d appears twice in one step", entry.slot));
+  }
+  used[entry.slot] = true;
+  int64_t entry_rows = 0;
+  for (const InputSegment& seg : entry.inputs) {
+    if (!seg.tokens.empty() && !seg.embeddings.empty()) {
+      return absl::InvalidArgumentError("an input segment has both tokens and embeddings");
+    }
+    for (int32_t t : seg.tokens) {
+      if (t < 0 || t >= cfg.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("token id %d out of range [0, %d)", t, cfg.vocab_size));
+      }
+    }
+    if (seg.embeddings.size() % cfg.n_embd != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("embedding segment has %d floats, not a multiple of n_embd %d",
+                          seg.embeddings.size(), cfg.n_embd));
+    }
+    entry_rows += static_cast<int64_t>(seg.tokens.size() + seg.embeddings.size() / cfg.n_embd);
+  }
+  if (entry_rows == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("step entry %d has no input rows", e));
+  }
+  if (entry.output == StepOutput::kSample && entry.sampler == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("step entry %d asks for sampling without a sampler", e));
+  }
+  *rows += entry_rows;
   return absl::OkStatus();
 }
 

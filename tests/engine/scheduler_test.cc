@@ -2,6 +2,8 @@
 // sessions continue exactly, and every way a request can end frees what it held.
 #include "engine/scheduler.h"
 
+#include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -9,6 +11,7 @@
 #include "engine/errors.h"
 #include "engine/model_loader.h"
 #include "engine/random_weights.h"
+#include "engine/state_blob.h"
 #include "engine/utf8.h"
 #include "gtest/gtest.h"
 #include "tests/test_paths.h"
@@ -398,6 +401,237 @@ TEST_F(SchedulerTest, CancelledPrefillLeavesSessionUntouched) {
   ASSERT_TRUE(sched->Submit(r, sink).ok());
   sink->Wait();
   EXPECT_EQ(sink->tokens(), Reference(Prompt(5, 10), 3));
+}
+
+TEST_F(SchedulerTest, CancelledPrefillKeepsTheSessionsPendingToken) {
+  // Turn 1 leaves a pending token (sampled, not yet fed). Turn 2 is cancelled during its prefill.
+  // Turn 3 must continue as if turn 2 never happened: pending token, then its own prompt.
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  o.max_step_tokens = 2;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateRequest r = Greedy(Prompt(5, 1), 3);
+  r.session = info->id;
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  sink->Wait();
+  const std::vector<int32_t> turn1 = sink->tokens();
+
+  sink = std::make_shared<CollectingSink>();
+  r = Greedy(Prompt(400, 2), 3);
+  r.session = info->id;
+  auto id = sched->Submit(r, sink);
+  ASSERT_TRUE(id.ok());
+  sched->Cancel(*id);
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+
+  sink = std::make_shared<CollectingSink>();
+  r = Greedy(Prompt(4, 3), 3);
+  r.session = info->id;
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  sink->Wait();
+  std::vector<int32_t> whole = Prompt(5, 1);
+  whole.insert(whole.end(), turn1.begin(), turn1.end());  // the last one was the pending token
+  const std::vector<int32_t> p3 = Prompt(4, 3);
+  whole.insert(whole.end(), p3.begin(), p3.end());
+  EXPECT_EQ(sink->tokens(), Reference(whole, 3));
+}
+
+TEST_F(SchedulerTest, QueuedPromptTokenCountReturnsToZeroAfterSessionTurns) {
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  o.max_queued_prompt_tokens = 10;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  for (int turn = 0; turn < 5; ++turn) {  // turns 2..5 each start with a pending token
+    auto sink = std::make_shared<CollectingSink>();
+    GenerateRequest r = Greedy(Prompt(3, turn), 2);
+    r.session = info->id;
+    ASSERT_TRUE(sched->Submit(r, sink).ok());
+    sink->Wait();
+  }
+  // Stats are published after each loop iteration; the finish is seen a moment before.
+  for (int i = 0; i < 200 && sched->stats().running > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(sched->stats().queued_prompt_tokens, 0);
+  // The bound still means what it says: 11 prompt tokens never fit under 10.
+  auto sink = std::make_shared<CollectingSink>();
+  EXPECT_EQ(sched->Submit(Greedy(Prompt(11, 9), 1), sink).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(SchedulerTest, ShutdownFinishesEveryRequestAndAnswersEveryCommand) {
+  for (int round = 0; round < 20; ++round) {
+    auto model = MakeModel(2);
+    SchedulerOptions o;
+    o.max_running = 2;
+    auto sched = Scheduler::Create(model.get(), tok_, o).value();
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (int i = 0; i < 8; ++i) {
+      sinks.push_back(std::make_shared<CollectingSink>());
+      ASSERT_TRUE(sched->Submit(Greedy(Prompt(50, i), 50), sinks.back()).ok());
+    }
+    std::atomic<int> answered{0};
+    for (int i = 0; i < 8; ++i) {
+      sched->CreateSession("", [&](absl::StatusOr<SessionInfo>) { answered.fetch_add(1); });
+    }
+    sched.reset();  // at once: requests in the inbox, commands in the queue
+    EXPECT_EQ(answered.load(), 8) << "round " << round;
+    for (auto& s : sinks) EXPECT_EQ(s->finishes(), 1) << "round " << round;
+  }
+}
+
+// A model that fails its next Step on request: tagged with one entry (nothing ran) or untagged.
+class FailingModel : public Model {
+ public:
+  explicit FailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
+  const ModelInfo& info() const override { return inner_->info(); }
+  int num_slots() const override { return inner_->num_slots(); }
+  absl::Status Step(absl::Span<const StepEntry> entries,
+                    std::vector<StepResult>* results) override {
+    // A tagged failure waits for a step that has its entry.
+    const int fail = fail_entry_.load();
+    if (fail == -1) {
+      fail_entry_ = -2;
+      return absl::DataLossError("device fell off the bus (internal detail)");
+    }
+    if (fail >= 0 && static_cast<size_t>(fail) < entries.size()) {
+      fail_entry_ = -2;
+      return WithStepEntry(absl::InvalidArgumentError("bad entry (internal detail)"), fail);
+    }
+    return inner_->Step(entries, results);
+  }
+  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  absl::Status CopySlot(int src, int dst) override { return inner_->CopySlot(src, dst); }
+  absl::Status ReadSlot(int slot, absl::Span<float> out) const override {
+    return inner_->ReadSlot(slot, out);
+  }
+  absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
+    return inner_->WriteSlot(slot, in);
+  }
+  std::atomic<int> fail_entry_{-2};  // -2 none, -1 untagged, >= 0 that entry
+
+ private:
+  std::unique_ptr<Model> inner_;
+};
+
+class StepErrorObserver : public SchedulerObserver {
+ public:
+  void OnStepError(const absl::Status& st) override {
+    std::lock_guard<std::mutex> l(mu);
+    errors.push_back(st);
+  }
+  std::mutex mu;
+  std::vector<absl::Status> errors;
+};
+
+TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames) {
+  FailingModel model(MakeModel(2));
+  StepErrorObserver obs;
+  SchedulerOptions o;
+  o.max_running = 2;
+  o.max_step_tokens = 4;
+  // Both requests wait in the inbox until the scheduler has them both in one step.
+  model.fail_entry_ = 1;
+  auto sched = Scheduler::Create(&model, tok_, o, &obs).value();
+  auto a = std::make_shared<CollectingSink>(), b = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 1), 4), a).ok());
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 2), 4), b).ok());
+  FinishEvent fa = a->Wait(), fb = b->Wait();
+  // Whichever of the two was entry 1 of the failing step failed; the other is untouched.
+  const bool a_failed = fa.reason == FinishReason::kError;
+  const FinishEvent& failed = a_failed ? fa : fb;
+  const FinishEvent& ok = a_failed ? fb : fa;
+  ASSERT_EQ(failed.reason, FinishReason::kError);
+  EXPECT_EQ(failed.status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(failed.status.message().find("internal detail"), std::string::npos);
+  EXPECT_EQ(ok.reason, FinishReason::kLength);
+  EXPECT_EQ((a_failed ? b : a)->tokens(), Reference(Prompt(2, a_failed ? 2 : 1), 4));
+  {
+    std::lock_guard<std::mutex> l(obs.mu);
+    ASSERT_EQ(obs.errors.size(), 1u);
+    EXPECT_NE(obs.errors[0].message().find("internal detail"), std::string::npos);
+  }
+
+  // Untagged: the step's state is unknown, so every request in it fails.
+  auto c = std::make_shared<CollectingSink>(), d = std::make_shared<CollectingSink>();
+  model.fail_entry_ = -1;
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 3), 4), c).ok());
+  FinishEvent fc = c->Wait();
+  EXPECT_EQ(fc.reason, FinishReason::kError);
+  EXPECT_EQ(fc.status.code(), absl::StatusCode::kInternal);
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 4), 4), d).ok());  // and the server goes on
+  EXPECT_EQ(d->Wait().reason, FinishReason::kLength);
+}
+
+TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens) {
+  // Embedding rows stand in for emb[token]: a prompt given as tokens, then the embedding rows of
+  // some tokens, then tokens again, split across many small steps, equals the all-token prompt.
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  o.max_step_tokens = 3;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  const OwnedTensor* emb = nullptr;
+  for (const OwnedTensor& t : *tensors_) {
+    if (t.name == "emb.weight") emb = &t;
+  }
+  ASSERT_NE(emb, nullptr);
+  const int C = model->config().n_embd;
+  const std::vector<int32_t> all = Prompt(11, 4);
+  GenerateRequest r = Greedy({}, 5);
+  r.prompt.clear();
+  r.prompt.push_back(PromptPart{{all.begin(), all.begin() + 2}, {}});
+  PromptPart rows;
+  for (int i = 2; i < 9; ++i) {
+    ASSERT_EQ(emb->dtype, DType::kF32);
+    const float* e =
+        reinterpret_cast<const float*>(emb->bytes.data()) + static_cast<size_t>(all[i]) * C;
+    rows.embeddings.insert(rows.embeddings.end(), e, e + C);
+  }
+  r.prompt.push_back(std::move(rows));
+  r.prompt.push_back(PromptPart{{all.begin() + 9, all.end()}, {}});
+  auto sink = std::make_shared<CollectingSink>();
+  auto other = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(7, 5), 6), other).ok());  // shares the steps
+  EXPECT_EQ(sink->Wait().prompt_tokens, 11);
+  EXPECT_EQ(sink->tokens(), Reference(all, 5));
+  other->Wait();
+  EXPECT_EQ(other->tokens(), Reference(Prompt(7, 5), 6));
+}
+
+TEST_F(SchedulerTest, ImportRefusesNonFiniteStates) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  auto blob = Await<absl::StatusOr<std::string>>(
+      [&](auto done) { sched->ExportSession(info->id, "", done); });
+  ASSERT_TRUE(blob.ok());
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> state(model->config().StateFloats(), 0.0f);
+    state[state.size() / 3] = bad;
+    StateBlobHeader h;
+    h.model_fingerprint = model->info().fingerprint;
+    h.n_layer = model->config().n_layer;
+    h.n_embd = model->config().n_embd;
+    h.head_size = model->config().head_size;
+    auto st = Await<absl::StatusOr<SessionInfo>>(
+        [&](auto done) { sched->ImportSession(EncodeStateBlob(h, state), "", done); });
+    EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.status().message().find("non-finite"), std::string::npos) << st.status();
+  }
 }
 
 }  // namespace

@@ -48,7 +48,10 @@ constexpr FlagSpec kServeFlags[] = {
     {"max-queued-requests", "256", "requests waiting for a slot before RESOURCE_EXHAUSTED"},
     {"max-queued-prompt-tokens", "1048576",
      "prompt tokens waiting before RESOURCE_EXHAUSTED (also the longest prompt accepted)"},
-    {"max-cold-sessions", "1024", "idle sessions kept in host memory (LRU)"},
+    {"max-cold-sessions", "1024",
+     "idle sessions kept in host memory (LRU, the acting caller's own evicted first)"},
+    {"max-sessions-per-owner", "0",
+     "sessions one caller identity may hold (0 = no limit); above it RESOURCE_EXHAUSTED"},
     {"session-ttl", "1h", "idle sessions older than this are deleted (e.g. 90s, 30m, 1h)"},
     {"stream-buffer-bytes", "1048576",
      "output a slow client may leave unread before its request is cancelled"},
@@ -163,6 +166,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
                                    &o.scheduler.max_queued_prompt_tokens));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-cold-sessions", 0, 1 << 24, &o.scheduler.max_cold_sessions));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-sessions-per-owner", 0, 1 << 24, &o.scheduler.max_sessions_per_owner));
   MODRWKV_ASSIGN_OR_RETURN(o.scheduler.session_ttl, DurationFlag(f, "session-ttl"));
   if (o.scheduler.session_ttl == absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--session-ttl must be positive");
