@@ -25,8 +25,9 @@ struct StepSlice {
 };
 
 // Every decoding sequence gets its one token: streams never stall behind a prompt. What is left
-// of the budget (at least min_prefill_rows) goes to prefilling sequences first come, first served,
-// each taking as many rows as it needs or as remain.
+// of the budget (at least min_prefill_rows) is shared among prefilling sequences max-min fairly:
+// a prompt shorter than an equal share runs whole, the rest split what remains equally (leftover
+// rows to the longer prompts). A short request's first token never waits for a long prompt.
 std::vector<StepSlice> PlanStep(const std::vector<SequenceLoad>& running,
                                 const BatchPolicyOptions& options);
 

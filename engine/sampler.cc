@@ -515,6 +515,16 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   if (!(penalty_decay >= 0 && penalty_decay <= 1)) {
     return OutOfRange("penalty_decay", penalty_decay, "[0, 1]");
   }
+  if (logit_bias.size() > static_cast<size_t>(kMaxLogitBias)) {
+    return InvalidFieldError("logit_bias",
+                             absl::StrFormat("logit_bias has %d entries, at most %d are allowed",
+                                             static_cast<int>(logit_bias.size()), kMaxLogitBias));
+  }
+  if (banned_tokens.size() > static_cast<size_t>(kMaxBannedTokens)) {
+    return InvalidFieldError(
+        "banned_tokens", absl::StrFormat("banned_tokens has %d entries, at most %d are allowed",
+                                         static_cast<int>(banned_tokens.size()), kMaxBannedTokens));
+  }
   for (const auto& [token, bias] : logit_bias) {
     if (token < 0 || token >= vocab_size) {
       return InvalidFieldError(
@@ -570,7 +580,9 @@ absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const SamplingParams& p
 Sampler::Sampler(const SamplingParams& params, int vocab_size, uint64_t seed)
     : params_(params), vocab_size_(vocab_size), seed_(seed), rng_(seed) {
   bias_.assign(params_.logit_bias.begin(), params_.logit_bias.end());
-  std::sort(params_.banned_tokens.begin(), params_.banned_tokens.end());
+  std::vector<int32_t>& banned = params_.banned_tokens;
+  std::sort(banned.begin(), banned.end());
+  banned.erase(std::unique(banned.begin(), banned.end()), banned.end());
 }
 
 double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1p-53; }

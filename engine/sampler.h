@@ -21,6 +21,9 @@ namespace modrwkv {
 // softmax(logits) unchanged.
 struct SamplingParams {
   static constexpr int kMaxTopLogprobs = 20;  // as OpenAI's and vLLM's APIs
+  // Every step of a sequence touches each entry, so one request cannot slow the whole batch.
+  static constexpr int kMaxBannedTokens = 4096;
+  static constexpr int kMaxLogitBias = 1024;
 
   float temperature = 1.0f;  // >= 0; 0 = greedy (argmax, ties -> lowest id)
   int top_k = 0;             // >= 0; 0 = off; >= vocab size is off too
@@ -39,8 +42,8 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;
   float penalty_decay = 0.996f;  // ChatRWKV's API demo value; 1 = no decay
 
-  absl::flat_hash_map<int32_t, float> logit_bias;  // token -> additive bias (finite)
-  std::vector<int32_t> banned_tokens;              // logit forced to -inf
+  absl::flat_hash_map<int32_t, float> logit_bias;  // token -> bias (finite), <= kMaxLogitBias
+  std::vector<int32_t> banned_tokens;  // logit forced to -inf; at most kMaxBannedTokens entries
 
   // With a seed, the same params and the same sequence of logits give the same tokens (on one
   // build: the vector kernels give the same bits with and without AVX2). Without one the sampler

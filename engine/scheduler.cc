@@ -14,6 +14,7 @@
 #include "engine/state_blob.h"
 #include "engine/state_pool.h"
 #include "engine/status_macros.h"
+#include "engine/token_output.h"
 #include "engine/worker_thread.h"
 
 namespace modrwkv {
@@ -65,8 +66,7 @@ struct Request {
   GenerateRequest req;
   std::shared_ptr<StreamSink> sink;
   std::unique_ptr<Sampler> sampler;
-  std::unique_ptr<StreamingDetokenizer> detok;
-  std::unique_ptr<StopMatcher> matcher;
+  std::unique_ptr<TokenOutput> output;
   Session* session = nullptr;
   // The session as it was at admission, restored if the turn ends before its prompt is complete.
   std::vector<float> snapshot;
@@ -464,8 +464,7 @@ class Scheduler::Impl {
     }
     r.sampler = *std::move(sampler);
     for (const PromptPart& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
-    r.detok = std::make_unique<StreamingDetokenizer>(tok_);
-    r.matcher = std::make_unique<StopMatcher>(r.req.stop.stop_strings);
+    r.output = std::make_unique<TokenOutput>(tok_, r.req.stop, model_->config().vocab_size);
     return absl::OkStatus();
   }
 
@@ -568,29 +567,26 @@ class Scheduler::Impl {
     }
     r.last_token_time = now;
     r.last_token = tok;
-    const StopReason reason = CheckTokenStop(r.req.stop, tok, r.generated);
+    TokenOutput::Result out = r.output->Push(tok);
     TokenEvent ev;
-    bool stopped_by_string = false;
-    if (reason != StopReason::kStopToken) {
+    if (out.token_emitted) {
       ev.tokens.push_back(tok);
       if (r.req.sampling.logprobs_top_n >= 0) ev.logprobs.push_back(res.sample);
-      StopMatcher::Result m = r.matcher->Feed(r.detok->Push(tok));
-      ev.text = std::move(m.emit);
-      stopped_by_string = m.stopped;
     }
-    if (!stopped_by_string && reason != StopReason::kNone) {
-      StopMatcher::Result m = r.matcher->Feed(r.detok->Flush());
-      ev.text += m.emit;
-      stopped_by_string = m.stopped;
-      if (!m.stopped) ev.text += r.matcher->Flush();
-    }
+    ev.text = std::move(out.text);
     if (!ev.tokens.empty() || !ev.text.empty()) r.sink->OnTokens(std::move(ev));
-    if (stopped_by_string) {
-      Finish(r, FinishReason::kStopString, absl::OkStatus());
-    } else if (reason == StopReason::kStopToken) {
-      Finish(r, FinishReason::kStopToken, absl::OkStatus());
-    } else if (reason == StopReason::kMaxTokens) {
-      Finish(r, FinishReason::kLength, absl::OkStatus());
+    switch (out.stop) {
+      case StopReason::kNone:
+        break;
+      case StopReason::kStopString:
+        Finish(r, FinishReason::kStopString, absl::OkStatus());
+        break;
+      case StopReason::kStopToken:
+        Finish(r, FinishReason::kStopToken, absl::OkStatus());
+        break;
+      case StopReason::kMaxTokens:
+        Finish(r, FinishReason::kLength, absl::OkStatus());
+        break;
     }
   }
 

@@ -27,6 +27,12 @@ absl::Status StopConditions::Validate(int vocab_size) const {
     return InvalidFieldError("max_tokens",
                              absl::StrFormat("max_tokens must be >= 1, got %d", max_tokens));
   }
+  if (stop_token_ids.size() > static_cast<size_t>(kMaxStopTokenIds)) {
+    return InvalidFieldError(
+        "stop_token_ids",
+        absl::StrFormat("stop_token_ids has %d entries, at most %d are allowed",
+                        static_cast<int>(stop_token_ids.size()), kMaxStopTokenIds));
+  }
   for (size_t i = 0; i < stop_token_ids.size(); ++i) {
     if (stop_token_ids[i] < 0 || stop_token_ids[i] >= vocab_size) {
       return InvalidFieldError(

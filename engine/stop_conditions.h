@@ -31,8 +31,9 @@ std::string_view StopReasonName(StopReason r);  // "none", "stop_token", "stop_s
 struct StopConditions {
   static constexpr int kMaxStopStrings = 16;
   static constexpr int kMaxStopStringBytes = 256;
+  static constexpr int kMaxStopTokenIds = 1024;
 
-  std::vector<int32_t> stop_token_ids;    // ids in [0, vocab_size)
+  std::vector<int32_t> stop_token_ids;    // ids in [0, vocab_size), at most kMaxStopTokenIds
   std::vector<std::string> stop_strings;  // non-empty, at most kMaxStopStrings of <= 256 bytes
   int max_tokens = 256;                   // >= 1
 

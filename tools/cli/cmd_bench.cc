@@ -2,8 +2,11 @@
 // next to this machine's measured read bandwidth and sgemm peak.
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -11,6 +14,8 @@
 #include "engine/model_loader.h"
 #include "engine/random_weights.h"
 #include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "engine/status_macros.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/machine_limits.h"
@@ -45,6 +50,64 @@ std::vector<int32_t> Tokens(int n, int vocab, int salt) {
   for (int i = 0; i < n; ++i)
     t[i] = 1 + static_cast<int32_t>((i * 7919 + salt * 104729) % (vocab - 1));
   return t;
+}
+
+// Waits for one request's finish.
+class FinishWaiter : public StreamSink {
+ public:
+  void OnTokens(TokenEvent) override {}
+  void OnFinish(FinishEvent e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    event_ = std::move(e);
+    cv_.notify_all();
+  }
+  FinishEvent Wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return event_.has_value(); });
+    return *event_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<FinishEvent> event_;
+};
+
+struct FairnessResult {
+  double short_ttft_ms = 0;  // a 20-token request submitted while the long prompt prefills
+  double long_ttft_s = 0;    // the long prompt's own time to first token, with the short one
+  double long_alone_s = 0;   // the long prompt's time to first token alone
+};
+
+// Prefill fairness through the real scheduler (default options): how long a short request
+// waits behind a long prompt that is already prefilling.
+absl::StatusOr<FairnessResult> PrefillFairness(Model& m, int long_len) {
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer("", ""));
+  SchedulerOptions o;
+  o.max_running = std::min(2, m.num_slots());
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> sched, Scheduler::Create(&m, tok.get(), o));
+  const int vocab = m.config().vocab_size;
+  auto request = [&](int n, int salt) {
+    GenerateRequest r;
+    r.prompt.push_back(PromptPart{Tokens(n, vocab, salt), {}});
+    r.sampling.temperature = 0;
+    r.stop.max_tokens = 1;
+    return r;
+  };
+  FairnessResult out;
+  {
+    auto alone = std::make_shared<FinishWaiter>();
+    MODRWKV_RETURN_IF_ERROR(sched->Submit(request(long_len, 1), alone).status());
+    out.long_alone_s = absl::ToDoubleSeconds(alone->Wait().time_to_first_token);
+  }
+  auto long_sink = std::make_shared<FinishWaiter>(), short_sink = std::make_shared<FinishWaiter>();
+  MODRWKV_RETURN_IF_ERROR(sched->Submit(request(long_len, 2), long_sink).status());
+  // A tenth of the way into the long prefill.
+  absl::SleepFor(absl::Seconds(out.long_alone_s / 10));
+  MODRWKV_RETURN_IF_ERROR(sched->Submit(request(20, 3), short_sink).status());
+  out.short_ttft_ms = absl::ToDoubleMilliseconds(short_sink->Wait().time_to_first_token);
+  out.long_ttft_s = absl::ToDoubleSeconds(long_sink->Wait().time_to_first_token);
+  return out;
 }
 
 absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std::string& dtype,
@@ -161,7 +224,10 @@ int RunBench(int argc, char** argv) {
       .Add("json", "", "also write the results as JSON to this file")
       .Add("contexts", "",
            "instead: batch-1 decode tokens/s after each of these context lengths (e.g. "
-           "1024,8192,65536)");
+           "1024,8192,65536)")
+      .Add("fairness", "",
+           "instead: through the scheduler, the time to first token of a 20-token request "
+           "submitted while a prompt of this many tokens is prefilling (e.g. 100000)");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -191,6 +257,11 @@ int RunBench(int argc, char** argv) {
   if (!flags.Str("contexts").empty()) {
     std::printf(
         "| shape | weights | threads | context tokens | decode b1 t/s |\n|---|---|---|---|---|\n");
+  }
+  if (!flags.Str("fairness").empty()) {
+    std::printf(
+        "| shape | weights | threads | long prompt tokens | 20-token request TTFT ms | long "
+        "prompt TTFT s | long prompt alone s |\n|---|---|---|---|---|---|---|\n");
   }
   for (int threads : thread_counts) {
     const MachineLimits lim = MeasureMachine(threads);
@@ -231,6 +302,19 @@ int RunBench(int argc, char** argv) {
         if (!model.ok()) return Fail(model.status());
         std::fprintf(stderr, "running %s %s, %d thread(s)...\n", shape.c_str(), dtype.c_str(),
                      lim.threads);
+        if (!flags.Str("fairness").empty()) {
+          int long_len;
+          if (!absl::SimpleAtoi(flags.Str("fairness"), &long_len) || long_len < 1 ||
+              long_len > (1 << 24)) {
+            return UsageError(flags, absl::InvalidArgumentError("--fairness: bad length"));
+          }
+          auto f = PrefillFairness(**model, long_len);
+          if (!f.ok()) return Fail(f.status());
+          std::printf("| %s | %s | %d | %d | %.1f | %.2f | %.2f |\n", shape.c_str(), dtype.c_str(),
+                      lim.threads, long_len, f->short_ttft_ms, f->long_ttft_s, f->long_alone_s);
+          std::fflush(stdout);
+          continue;
+        }
         if (!flags.Str("contexts").empty()) {
           for (const std::string& cs : flags.List("contexts")) {
             int ctx;
@@ -255,7 +339,7 @@ int RunBench(int argc, char** argv) {
     }
   }
 
-  if (results.empty()) return 0;  // --contexts printed its own table
+  if (results.empty()) return 0;  // --contexts / --fairness printed their own tables
   // Markdown table.
   std::printf(
       "| shape | weights | threads | prefill t/s | prefill GFLOP/s | %% of sgemm peak |"

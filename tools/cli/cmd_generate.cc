@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/sampler.h"
 #include "engine/stop_conditions.h"
+#include "engine/token_output.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 
@@ -123,34 +124,23 @@ int RunGenerate(int argc, char** argv) {
   }
   const auto t_first = Clock::now();
 
-  StreamingDetokenizer detok(tok->get());
-  StopMatcher matcher(stop.stop_strings);
+  TokenOutput output(tok->get(), stop, m.config().vocab_size);
   auto emit = [](const std::string& s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
   };
-  int generated = 0;
   int32_t token = res[0].token;
   while (true) {
-    ++generated;
-    const StopReason reason = CheckTokenStop(stop, token, generated);
-    if (reason != StopReason::kStopToken) {
-      StopMatcher::Result r = matcher.Feed(detok.Push(token));
-      emit(r.emit);
-      if (r.stopped) break;
-    }
-    if (reason != StopReason::kNone) {
-      StopMatcher::Result r = matcher.Feed(detok.Flush());
-      emit(r.emit);
-      if (!r.stopped) emit(matcher.Flush());
-      break;
-    }
+    const TokenOutput::Result r = output.Push(token);
+    emit(r.text);
+    if (r.stop != StopReason::kNone) break;
     const int32_t in[1] = {token};
     entry.inputs = {InputSegment::Tokens(in)};
     entry.output = StepOutput::kSample;
     if (auto st = m.Step({entry}, &res); !st.ok()) return Fail(st);
     token = res[0].token;
   }
+  const int generated = output.generated();
   emit("\n");
   if (flags.Bool("stats")) {
     const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
