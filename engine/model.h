@@ -105,7 +105,7 @@ struct ModelOptions {
   // > 0: allocate as many slots as this many bytes of state hold (at least num_slots); the state
   // pool is allocated once, at load.
   int64_t state_memory_bytes = 0;
-  int threads = 0;  // 0 = all hardware threads
+  int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
 
   absl::Status Validate() const;
 };

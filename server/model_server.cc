@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/cpu/cpu_budget.h"
 #include "engine/model_loader.h"
 #include "engine/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -152,6 +153,11 @@ absl::Status ModelServer::LoadAndServe() {
   ModelOptions mo;
   mo.weight_type = options_.dtype;
   mo.threads = options_.threads;
+  if (mo.threads == 0) {
+    const cpu::CpuBudget budget = cpu::DetectCpuBudget();
+    mo.threads = budget.threads;
+    log_->Info("threads", {{"threads", budget.threads}, {"why", budget.reason}});
+  }
   mo.num_slots = options_.EffectiveSlots();
   mo.state_memory_bytes = options_.state_memory_bytes;
   MODRWKV_ASSIGN_OR_RETURN(model_, LoadModel(options_.model_path, mo));

@@ -7,6 +7,8 @@
 #include <immintrin.h>
 #endif
 
+#include "engine/cpu/cpu_budget.h"
+
 namespace modrwkv::cpu {
 namespace {
 
@@ -30,7 +32,7 @@ inline uint64_t TicketNext(uint64_t t) { return t & kFieldMask; }
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (threads <= 0) threads = DetectCpuBudget().threads;
   if (threads <= 0) threads = 1;
   for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
 }

@@ -15,7 +15,7 @@ namespace modrwkv::cpu {
 
 class ThreadPool {
  public:
-  // threads <= 0: one per hardware thread.
+  // threads <= 0: one per CPU this process may use (DetectCpuBudget: affinity and cgroup quota).
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

@@ -217,7 +217,7 @@ int RunBench(int argc, char** argv) {
   flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b")
       .Add("model", "", "benchmark this checkpoint instead of random weights")
       .Add("dtype", "f32,bf16", "weight types: f32, bf16, int8")
-      .Add("threads", "0", "thread counts to run (0 = all hardware threads), comma-separated")
+      .Add("threads", "0", "thread counts to run (0 = the CPUs this process may use), comma-separated")
       .Add("prompt-len", "512", "prefill prompt length")
       .Add("decode-steps", "32", "timed decode steps per batch size")
       .Add("batches", "1,8,32", "decode batch sizes")

@@ -33,7 +33,7 @@ void AddModelFlags(Flags& flags) {
   flags.Add("model", "", "checkpoint: BlinkDL .pth or .safetensors (BlinkDL or fla names)", true)
       .Add("dtype", "auto",
            "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
-      .Add("threads", "0", "CPU threads (0 = all)");
+      .Add("threads", "0", "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU quota)");
 }
 
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots) {
