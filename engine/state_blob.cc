@@ -13,7 +13,7 @@ namespace {
 constexpr char kMagic[8] = {'M', 'R', 'W', 'K', 'V', 'S', 'T', '\0'};
 // magic(8) version(4) header_bytes(4) fingerprint(8) dtype(4) n_layer(4) n_embd(4) head_size(4)
 // tokens(8) payload_bytes(8) pending_token(4) reserved(4) payload_crc(4) header_crc(4)
-constexpr size_t kHeaderBytes = 72;
+constexpr size_t kHeaderBytes = kStateBlobHeaderBytes;
 
 std::array<uint32_t, 256> MakeTable() {
   std::array<uint32_t, 256> t{};
@@ -95,8 +95,7 @@ std::string EncodeStateBlob(const StateBlobHeader& h, absl::Span<const float> st
   return s;
 }
 
-absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const ModelConfig& config,
-                                                uint64_t fingerprint, std::vector<float>* state) {
+absl::StatusOr<StateBlobHeader> PeekStateBlobHeader(std::string_view blob) {
   if (blob.size() < kHeaderBytes || std::memcmp(blob.data(), kMagic, 8) != 0) {
     return absl::InvalidArgumentError("not a session state blob (bad magic or too short)");
   }
@@ -111,14 +110,24 @@ absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const Mod
     return absl::InvalidArgumentError("session state blob header is corrupt (checksum mismatch)");
   }
   StateBlobHeader h;
+  h.format_version = version;
   h.model_fingerprint = Get<uint64_t>(blob, 16);
-  const uint32_t dtype = Get<uint32_t>(blob, 24);
   h.n_layer = static_cast<int>(Get<uint32_t>(blob, 28));
   h.n_embd = static_cast<int>(Get<uint32_t>(blob, 32));
   h.head_size = static_cast<int>(Get<uint32_t>(blob, 36));
   h.tokens = Get<int64_t>(blob, 40);
-  const uint64_t payload = Get<uint64_t>(blob, 48);
   h.pending_token = Get<int32_t>(blob, 56);
+  h.payload_crc32c = Get<uint32_t>(blob, 64);
+  return h;
+}
+
+absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const ModelConfig& config,
+                                                uint64_t fingerprint, std::vector<float>* state) {
+  absl::StatusOr<StateBlobHeader> peeked = PeekStateBlobHeader(blob);
+  if (!peeked.ok()) return peeked.status();
+  const StateBlobHeader& h = *peeked;
+  const uint32_t dtype = Get<uint32_t>(blob, 24);
+  const uint64_t payload = Get<uint64_t>(blob, 48);
   if (dtype != 0) return absl::InvalidArgumentError("session state blob dtype is not f32");
   if (h.n_layer != config.n_layer || h.n_embd != config.n_embd || h.head_size != config.head_size) {
     return WithReason(
@@ -142,7 +151,7 @@ absl::StatusOr<StateBlobHeader> DecodeStateBlob(std::string_view blob, const Mod
   if (h.pending_token < -1 || h.pending_token >= (1 << 24)) {
     return absl::InvalidArgumentError("session state blob has an invalid pending token");
   }
-  if (Get<uint32_t>(blob, 64) != Crc32c(blob.data() + kHeaderBytes, payload)) {
+  if (h.payload_crc32c != Crc32c(blob.data() + kHeaderBytes, payload)) {
     return absl::InvalidArgumentError("session state blob payload is corrupt (checksum mismatch)");
   }
   state->resize(payload / 4);

@@ -21,6 +21,7 @@
 namespace modrwkv {
 
 inline constexpr uint32_t kStateBlobVersion = 1;
+inline constexpr size_t kStateBlobHeaderBytes = 72;
 
 struct StateBlobHeader {
   uint64_t model_fingerprint = 0;
@@ -29,9 +30,16 @@ struct StateBlobHeader {
   // The last generated token, sampled but not yet run through the model (-1: none): the next
   // request on the session feeds it first, so a session continues exactly where it stopped.
   int32_t pending_token = -1;
+  // Read from a blob (PeekStateBlobHeader / DecodeStateBlob); EncodeStateBlob ignores them.
+  uint32_t format_version = kStateBlobVersion;
+  uint32_t payload_crc32c = 0;
 };
 
 std::string EncodeStateBlob(const StateBlobHeader& header, absl::Span<const float> state);
+
+// The header alone, for callers that describe a blob without decoding it (export metadata):
+// checks size, magic, version and the header checksum; INVALID_ARGUMENT otherwise.
+absl::StatusOr<StateBlobHeader> PeekStateBlobHeader(std::string_view blob);
 
 // Checks magic, version, checksums and that the blob fits `config` and `fingerprint`;
 // INVALID_ARGUMENT / FAILED_PRECONDITION with what was wrong otherwise. Fills `state`.

@@ -1,9 +1,15 @@
 #include "server/auth.h"
 
+#include <openssl/evp.h>
+
+#include <cstdio>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {
@@ -22,15 +28,64 @@ absl::Status Unauthenticated(absl::string_view message) {
   return WithReason(absl::UnauthenticatedError(message), "UNAUTHENTICATED");
 }
 
-}  // namespace
-
-std::unique_ptr<Authenticator> Authenticator::Disabled() {
-  return std::unique_ptr<Authenticator>(new Authenticator());
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open auth token file ", path));
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  return text;
 }
 
-absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromString(absl::string_view text) {
+std::vector<std::string> Values(const grpc::AuthContext& context, const char* property) {
+  std::vector<std::string> out;
+  for (const grpc::string_ref& v : context.FindPropertyValues(property)) {
+    out.emplace_back(v.data(), v.size());
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string TokenDigestIdentity(std::string_view token) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(token.data(), token.size(), md, &len, EVP_sha256(), nullptr) != 1 || len < 8) {
+    return "token:unhashable";  // libcrypto without SHA-256; never seen on a working system
+  }
+  return absl::StrCat(
+      "token:", absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(md), 8)));
+}
+
+std::string CertificateIdentity(const PeerCertificateNames& names) {
+  for (const std::vector<std::string>* v : {&names.uri, &names.dns, &names.common_name}) {
+    for (const std::string& name : *v) {
+      if (!name.empty()) return absl::StrCat("cert:", name);
+    }
+  }
+  return "";
+}
+
+PeerCertificateNames CertificateNamesOf(const grpc::AuthContext& context) {
+  PeerCertificateNames names;
+  names.uri = Values(context, "peer_uri");  // GRPC_PEER_URI_PROPERTY_NAME
+  names.dns = Values(context, "peer_dns");  // GRPC_PEER_DNS_PROPERTY_NAME
+  names.common_name = Values(context, "x509_common_name");
+  return names;
+}
+
+std::unique_ptr<Authenticator> Authenticator::Disabled(bool client_certificates) {
   std::unique_ptr<Authenticator> a(new Authenticator());
-  a->enabled_ = true;
+  a->client_certificates_ = client_certificates;
+  a->table_ = std::make_shared<const Table>();
+  return a;
+}
+
+absl::StatusOr<std::shared_ptr<const Authenticator::Table>> Authenticator::Parse(
+    absl::string_view text) {
+  auto table = std::make_shared<Table>();
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
     ++line_no;
@@ -40,11 +95,16 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromString(absl::s
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     Entry e;
     if (parts.size() == 1) {
-      e.name = absl::StrCat("token-", line_no);
       e.token = std::string(parts[0]);
+      e.name = TokenDigestIdentity(e.token);
     } else if (parts.size() == 2) {
       e.name = std::string(parts[0]);
       e.token = std::string(parts[1]);
+      if (absl::StrContains(e.name, ':')) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "auth token file line ", line_no,
+            ": a name must not contain ':' (reserved for token: and cert: identities)"));
+      }
     } else {
       return absl::InvalidArgumentError(absl::StrCat("auth token file line ", line_no,
                                                      ": expected \"token\" or \"name token\", got ",
@@ -54,27 +114,55 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromString(absl::s
       return absl::InvalidArgumentError(
           absl::StrCat("auth token file line ", line_no, ": token is shorter than 8 characters"));
     }
-    for (const Entry& other : a->tokens_) {
+    for (const Entry& other : *table) {
       if (other.name == e.name) {
         return absl::InvalidArgumentError(
             absl::StrCat("auth token file line ", line_no, ": duplicate name '", e.name, "'"));
       }
+      if (other.token == e.token) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("auth token file line ", line_no, ": the token appears twice"));
+      }
     }
-    a->tokens_.push_back(std::move(e));
+    table->push_back(std::move(e));
   }
-  if (a->tokens_.empty()) return absl::InvalidArgumentError("auth token file has no tokens");
+  if (table->empty()) return absl::InvalidArgumentError("auth token file has no tokens");
+  return std::shared_ptr<const Table>(std::move(table));
+}
+
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromString(absl::string_view text) {
+  std::unique_ptr<Authenticator> a(new Authenticator());
+  a->enabled_ = true;
+  MODRWKV_ASSIGN_OR_RETURN(a->table_, Parse(text));
   return a;
 }
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::FromFile(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot open auth token file ", path));
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-  std::fclose(f);
-  return FromString(text);
+  MODRWKV_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Authenticator> a, FromString(text));
+  a->path_ = path;
+  return a;
+}
+
+std::shared_ptr<const Authenticator::Table> Authenticator::table() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return table_;
+}
+
+size_t Authenticator::num_tokens() const { return table()->size(); }
+
+absl::Status Authenticator::ReloadFromString(absl::string_view text) {
+  if (!enabled_) return absl::FailedPreconditionError("no auth token file is configured");
+  MODRWKV_ASSIGN_OR_RETURN(std::shared_ptr<const Table> fresh, Parse(text));
+  std::lock_guard<std::mutex> l(mu_);
+  table_ = std::move(fresh);
+  return absl::OkStatus();
+}
+
+absl::Status Authenticator::Reload() {
+  if (path_.empty()) return absl::FailedPreconditionError("no auth token file is configured");
+  MODRWKV_ASSIGN_OR_RETURN(std::string text, ReadFile(path_));
+  return ReloadFromString(text);
 }
 
 absl::StatusOr<std::string> Authenticator::IdentifyHeader(absl::string_view authorization) const {
@@ -90,8 +178,9 @@ absl::StatusOr<std::string> Authenticator::IdentifyHeader(absl::string_view auth
   }
   const absl::string_view stripped = absl::StripAsciiWhitespace(header.substr(kBearer.size()));
   const absl::string_view token(stripped.data(), stripped.size());
+  const std::shared_ptr<const Table> t = table();
   const Entry* found = nullptr;
-  for (const Entry& e : tokens_) {
+  for (const Entry& e : *t) {
     if (ConstantTimeEquals(e.token, token)) found = &e;  // no early exit
   }
   if (!found) return Unauthenticated("invalid bearer token");
@@ -99,11 +188,19 @@ absl::StatusOr<std::string> Authenticator::IdentifyHeader(absl::string_view auth
 }
 
 absl::StatusOr<std::string> Authenticator::Identify(const grpc::ServerContextBase& context) const {
-  if (!enabled_) return std::string();
-  const auto& md = context.client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) return IdentifyHeader("");
-  return IdentifyHeader(absl::string_view(it->second.data(), it->second.size()));
+  if (enabled_) {
+    const auto& md = context.client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end()) return IdentifyHeader("");
+    return IdentifyHeader(absl::string_view(it->second.data(), it->second.size()));
+  }
+  if (!client_certificates_) return std::string();
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  std::string id = auth ? CertificateIdentity(CertificateNamesOf(*auth)) : "";
+  if (id.empty()) {
+    return Unauthenticated("the client certificate names no identity (no SAN URI or DNS, no CN)");
+  }
+  return id;
 }
 
 }  // namespace modrwkv::server

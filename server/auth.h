@@ -1,27 +1,51 @@
-// Bearer-token authentication from call metadata ("authorization: Bearer <token>"). The tokens come
-// from a file, one per line: "token" or "name token" ('#' starts a comment). The caller identity a
-// token maps to (its name, or "token-<line>") owns the sessions that caller creates.
+// Caller identities. Bearer tokens come from metadata ("authorization: Bearer <token>") checked
+// against a file, one per line: "token" or "name token" ('#' starts a comment). A named token's
+// identity is its name; a bare token's is "token:" + the first 16 hex digits of its SHA-256, so
+// identities (which own sessions) survive edits of the file. Without a token file, a verified
+// client certificate (mTLS) names the caller: "cert:" + its first SAN URI, else its first SAN DNS
+// name, else its subject CN. With both, the token decides the identity and the certificate only
+// admits the connection. The token table is swapped atomically on Reload (SIGHUP).
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "grpcpp/security/auth_context.h"
 #include "grpcpp/server_context.h"
 
 namespace modrwkv::server {
 
+// The names a verified client certificate carries (grpc's AuthContext peer properties).
+struct PeerCertificateNames {
+  std::vector<std::string> uri, dns, common_name;
+};
+// "cert:<name>" by the rule above, or "" when the certificate names nothing usable.
+std::string CertificateIdentity(const PeerCertificateNames& names);
+PeerCertificateNames CertificateNamesOf(const grpc::AuthContext& context);
+
+// "token:" + the first 16 hex digits of SHA-256(token).
+std::string TokenDigestIdentity(std::string_view token);
+
 class Authenticator {
  public:
-  // No file: authentication off; every caller is identity "".
-  static std::unique_ptr<Authenticator> Disabled();
+  // No file: no bearer tokens. `client_certificates`: callers are named by their certificates.
+  static std::unique_ptr<Authenticator> Disabled(bool client_certificates = false);
   static absl::StatusOr<std::unique_ptr<Authenticator>> FromFile(const std::string& path);
   static absl::StatusOr<std::unique_ptr<Authenticator>> FromString(absl::string_view text);
 
-  bool enabled() const { return enabled_; }
-  size_t num_tokens() const { return tokens_.size(); }
+  bool enabled() const { return enabled_; }  // bearer tokens required
+  bool client_certificates() const { return client_certificates_; }
+  size_t num_tokens() const;
+
+  // Rereads the file FromFile was given (or parses `text`) and swaps the table in atomically;
+  // calls in progress finish with the old one. On error the old table stays and the error (which
+  // names the line) is returned. Thread-safe.
+  absl::Status Reload();
+  absl::Status ReloadFromString(absl::string_view text);
 
   // The caller's identity, or UNAUTHENTICATED (the message says what is missing or wrong, never
   // echoes the token). Thread-safe.
@@ -32,9 +56,16 @@ class Authenticator {
   struct Entry {
     std::string name, token;
   };
+  using Table = std::vector<Entry>;
   Authenticator() = default;
+  static absl::StatusOr<std::shared_ptr<const Table>> Parse(absl::string_view text);
+  std::shared_ptr<const Table> table() const;
+
   bool enabled_ = false;
-  std::vector<Entry> tokens_;
+  bool client_certificates_ = false;
+  std::string path_;
+  mutable std::mutex mu_;  // guards table_ (the pointer; tables are immutable)
+  std::shared_ptr<const Table> table_;
 };
 
 }  // namespace modrwkv::server

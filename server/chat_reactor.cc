@@ -5,56 +5,85 @@
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {
+namespace {
+
+pb::ChatResponse Started(SessionId id, bool kept) {
+  pb::ChatResponse m;
+  m.mutable_started()->set_session_id(id.ToString());
+  m.mutable_started()->set_kept(kept);
+  return m;
+}
+
+}  // namespace
 
 ChatReactor::ChatReactor(ServingContext* ctx, grpc::CallbackServerContext* call)
-    : ctx_(ctx), call_(call), sink_(std::make_shared<ReactorSink<ChatReactor>>(this)) {
+    : ctx_(ctx),
+      call_(call),
+      sink_(std::make_shared<ReactorSink<ChatReactor>>(this)),
+      outbox_(static_cast<size_t>(ctx->options->stream_buffer_bytes)) {
   ctx_->chat_reactors.fetch_add(1);
   record_.method = "Chat";
   record_.peer = call_->peer();
   stream_id_ = ctx_->RequestId(*call_, "");
   record_.request_id = stream_id_;
   call_->AddInitialMetadata("x-request-id", stream_id_);
-  absl::StatusOr<std::string> owner = ctx_->Admit(*call_);
-  if (!owner.ok()) {
-    EndWith(owner.status());
+  absl::Status admitted = [&]() -> absl::Status {
+    MODRWKV_ASSIGN_OR_RETURN(owner_, ctx_->Admit(*call_));
+    record_.owner = owner_;
+    if (ctx_->chat_streams) {
+      MODRWKV_RETURN_IF_ERROR(ctx_->chat_streams->Acquire(owner_));
+      counted_ = true;
+    }
+    return absl::OkStatus();
+  }();
+  if (!admitted.ok()) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      outbox_.End(ToGrpcStatus(admitted));
+    }
     Pump();
     return;
   }
-  owner_ = *owner;
-  record_.owner = owner_;
   StartNextRead();
 }
 
 void ChatReactor::StartNextRead() {
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (finish_called_ || client_gone_ || end_status_) return;
+    if (outbox_.ending()) return;
     reading_ = true;  // Pump never finishes while a read is outstanding
   }
   StartRead(&request_);
 }
 
-void ChatReactor::EndWith(const absl::Status& status) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (!end_status_) end_status_ = ToGrpcStatus(status);
-}
-
 void ChatReactor::OnReadDone(bool ok) {
+  bool begin = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     reading_ = false;
-    if (!ok) {  // the client half-closed (or the call is cancelled): the conversation is over
-      if (!end_status_) {
-        end_status_ = client_gone_ ? grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")
-                                   : grpc::Status::OK;
-      }
+    if (!ok) {
+      // The client half-closed (or the call is cancelled: then it already ends CANCELLED).
+      outbox_.End(grpc::Status::OK);
+    } else if (!outbox_.ending()) {
+      turn_busy_ = true;  // held until the engine finishes the turn or it fails before that
+      begin = true;
     }
   }
-  if (ok) {
+  if (begin) {
     absl::Status st = BeginTurn();
-    if (!st.ok()) EndWith(st);
+    if (!st.ok()) FailTurn(st);
   }
   Pump();
+}
+
+void ChatReactor::FailTurn(const absl::Status& status) {
+  std::lock_guard<std::mutex> l(mu_);
+  turn_busy_ = false;
+  // No ChatStarted for a refused turn. A session made for this stream that the client never
+  // learned of is deleted even if it asked to keep it.
+  if (started_ && own_session_) delete_session_at_end_ = true;
+  started_.reset();
+  outbox_.End(ToGrpcStatus(status));
 }
 
 absl::Status ChatReactor::BeginTurn() {
@@ -81,20 +110,19 @@ absl::Status ChatReactor::BeginTurn() {
     {
       std::lock_guard<std::mutex> l(mu_);
       session_ = *given;
-      pb::ChatResponse started;
-      started.mutable_started()->set_session_id(given->ToString());
-      started.mutable_started()->set_kept(true);
-      queue_.push_back(std::move(started));
+      started_ = Started(*given, /*kept=*/true);
     }
     return SubmitTurn();
   }
   {
     std::lock_guard<std::mutex> l(mu_);
-    creating_session_ = true;
     delete_session_at_end_ = !request_.keep_session();
   }
-  ctx_->scheduler->CreateSession(
-      owner_, [this](absl::StatusOr<SessionInfo> info) { OnSessionCreated(std::move(info)); });
+  // turn_busy_ keeps the stream from finishing until OnSessionCreated has run, and the sink
+  // keeps OnDone from deleting the reactor while it runs.
+  ctx_->scheduler->CreateSession(owner_, [sink = sink_](absl::StatusOr<SessionInfo> info) {
+    sink->Run([&](ChatReactor* r) { r->OnSessionCreated(std::move(info)); });
+  });
   return absl::OkStatus();
 }
 
@@ -102,21 +130,24 @@ void ChatReactor::OnSessionCreated(absl::StatusOr<SessionInfo> info) {
   absl::Status st;
   {
     std::lock_guard<std::mutex> l(mu_);
-    creating_session_ = false;
     if (!info.ok()) {
       st = info.status();
     } else {
       session_ = info->id;
-      pb::ChatResponse started;
-      started.mutable_started()->set_session_id(info->id.ToString());
-      started.mutable_started()->set_kept(!delete_session_at_end_);
-      queue_.push_back(std::move(started));
-      if (client_gone_) st = absl::CancelledError("cancelled");
+      own_session_ = true;
+      started_ = Started(info->id, /*kept=*/!delete_session_at_end_);
+      if (outbox_.client_gone()) st = absl::CancelledError("cancelled");
     }
   }
   if (st.ok()) st = SubmitTurn();
-  if (!st.ok()) EndWith(st);
+  if (!st.ok()) FailTurn(st);
   Pump();
+}
+
+void ChatReactor::QueueStartedLocked() {
+  if (!started_) return;
+  outbox_.Push(*std::move(started_));
+  started_.reset();
 }
 
 absl::Status ChatReactor::SubmitTurn() {
@@ -126,9 +157,7 @@ absl::Status ChatReactor::SubmitTurn() {
     std::lock_guard<std::mutex> l(mu_);
     r.session = session_;
     turn = ++turns_;
-    turn_active_ = true;
-    overflowed_ = false;
-    pending_bytes_ = 0;
+    turn_id_ = 0;
   }
   r.owner = owner_;
   r.request_id = absl::StrCat(stream_id_, ".", turn);
@@ -136,13 +165,11 @@ absl::Status ChatReactor::SubmitTurn() {
   bool cancel = false;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (!id.ok()) {
-      turn_active_ = false;
-      return id.status();
-    }
-    if (turns_ == turn) {
+    if (!id.ok()) return id.status();  // the caller fails the turn
+    QueueStartedLocked();              // accepted (tokens that came first already queued it)
+    if (turns_ == turn && turn_busy_) {
       turn_id_ = *id;
-      cancel = client_gone_ || overflowed_;  // happened before we knew the id
+      cancel = outbox_.client_gone() || outbox_.overflowed();  // before we knew the id
     }
   }
   if (cancel) ctx_->scheduler->Cancel(*id);
@@ -153,18 +180,17 @@ void ChatReactor::CancelEngine() {
   RequestId id = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (turn_active_) id = turn_id_;
+    if (turn_busy_) id = turn_id_;
   }
   if (id != 0) ctx_->scheduler->Cancel(id);
 }
 
 void ChatReactor::OnEngineTokens(TokenEvent event) {
-  bool overflow_now = false;
+  bool overflow_now;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (overflowed_ || client_gone_) return;
-    overflowed_ = overflow_now = AppendToBacklog(
-        event, static_cast<size_t>(ctx_->options->stream_buffer_bytes), &pending_, &pending_bytes_);
+    QueueStartedLocked();
+    overflow_now = outbox_.AppendTokens(event);
   }
   if (overflow_now) {
     ctx_->metrics->OnStreamOverflow();
@@ -178,30 +204,26 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
   bool read_next = false;
   {
     std::lock_guard<std::mutex> l(mu_);
-    turn_active_ = false;
-    if (!client_gone_ && (pending_.token_ids_size() > 0 || !pending_.text().empty())) {
-      pb::ChatResponse chunk;
-      chunk.mutable_chunk()->Swap(&pending_);
-      queue_.push_back(std::move(chunk));
-    }
-    pending_.Clear();
-    pending_bytes_ = 0;
+    QueueStartedLocked();
+    turn_busy_ = false;
+    outbox_.CloseChunk();
+    const bool overflowed = outbox_.overflowed();
     const bool grpc_deadline_passed = event.reason == FinishReason::kDeadline &&
                                       std::chrono::system_clock::now() >= call_->deadline();
-    const absl::Status st = overflowed_ ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
-                                        : RpcStatusOf(event, grpc_deadline_passed);
-    if (!client_gone_ && st.code() != absl::StatusCode::kCancelled &&
+    const absl::Status st = overflowed ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
+                                       : RpcStatusOf(event, grpc_deadline_passed);
+    if (st.code() != absl::StatusCode::kCancelled &&
         st.code() != absl::StatusCode::kDeadlineExceeded) {
       pb::ChatResponse end;
       pb::TurnEnd* t = end.mutable_turn_end();
-      t->set_finish_reason(overflowed_ ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
+      t->set_finish_reason(overflowed ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
       FillUsage(event, t->mutable_usage());
       t->set_request_id(absl::StrCat(stream_id_, ".", turns_));
       if (!st.ok()) t->set_error_message(std::string(st.message()));
-      queue_.push_back(std::move(end));
+      outbox_.Push(std::move(end));  // dropped if the client is gone
     }
     record_.generation = true;
-    record_.finish_reason = overflowed_ ? "error" : std::string(FinishReasonName(event.reason));
+    record_.finish_reason = overflowed ? "error" : std::string(FinishReasonName(event.reason));
     record_.turns = turns_;
     record_.prompt_tokens += event.prompt_tokens;
     record_.generated_tokens += event.generated_tokens;
@@ -211,72 +233,39 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
     }
     record_.total_time += event.total_time;
     if (!st.ok()) {
-      if (!end_status_) end_status_ = ToGrpcStatus(st);
-    } else if (client_gone_) {
-      if (!end_status_) end_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    } else {
-      read_next = !end_status_.has_value();
+      outbox_.End(ToGrpcStatus(st));
+    } else if (!outbox_.ending()) {  // a client that is gone already ends the stream
+      reading_ = read_next = true;
     }
   }
-  if (read_next) StartNextRead();
+  if (read_next) StartRead(&request_);
   Pump();
 }
 
 void ChatReactor::Pump() {
-  enum { kNothing, kWrite, kFinish } action = kNothing;
-  grpc::Status status;
+  StreamOutbox<pb::ChatResponse>::Step step;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (writing_ || finish_called_) return;
-    if (!client_gone_ && !queue_.empty()) {
-      out_ = std::move(queue_.front());
-      queue_.pop_front();
-      writing_ = true;
-      action = kWrite;
-    } else if (!client_gone_ && (pending_.token_ids_size() > 0 || !pending_.text().empty())) {
-      out_.Clear();
-      out_.mutable_chunk()->Swap(&pending_);
-      pending_bytes_ = 0;
-      writing_ = true;
-      action = kWrite;
-    } else if (end_status_ && !reading_ && !turn_active_ && !creating_session_) {
-      finish_called_ = true;
-      status = *end_status_;
-      record_.code = status.error_code();
-      record_.message = status.ok() ? "" : status.error_message();
-      action = kFinish;
-    }
+    step = outbox_.Next(/*may_finish=*/!reading_ && !turn_busy_);
   }
-  if (action == kWrite) {
-    StartWrite(&out_);
-  } else if (action == kFinish) {
-    ctx_->RecordRpc(record_);
-    Finish(std::move(status));
-  }
+  outbox_.Issue(this, std::move(step),
+                [this](const grpc::Status& st) { ctx_->RecordFinish(&record_, st); });
 }
 
 void ChatReactor::OnWriteDone(bool ok) {
+  bool gone;
   {
     std::lock_guard<std::mutex> l(mu_);
-    writing_ = false;
-    if (!ok) {
-      client_gone_ = true;
-      queue_.clear();
-      pending_.Clear();
-      if (!end_status_) end_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    }
+    gone = outbox_.WriteDone(ok);
   }
-  if (!ok) CancelEngine();
+  if (gone) CancelEngine();
   Pump();
 }
 
 void ChatReactor::OnCancel() {
   {
     std::lock_guard<std::mutex> l(mu_);
-    client_gone_ = true;
-    queue_.clear();
-    pending_.Clear();
-    if (!end_status_) end_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    outbox_.ClientGone();
   }
   CancelEngine();
   Pump();
@@ -284,6 +273,7 @@ void ChatReactor::OnCancel() {
 
 void ChatReactor::OnDone() {
   sink_->Detach();
+  if (counted_) ctx_->chat_streams->Release(owner_);
   if (session_ && delete_session_at_end_ && ctx_->scheduler) {
     ctx_->scheduler->DeleteSession(*session_, owner_, [](absl::Status) {});
   }

@@ -3,15 +3,20 @@
 // Each client message is one turn: the chat template is applied, the turn is submitted on the
 // session and answered as TokenChunk messages ending in TurnEnd. The next message is read only
 // after a turn ended, so turns never overlap (a client may send ahead; gRPC flow control holds
-// the messages). The session is created on the first turn (ChatStarted carries its id) and
-// deleted when the stream ends, unless the client asked to keep it or brought its own.
+// the messages). The session is created on the first turn and deleted when the stream ends,
+// unless the client asked to keep it or brought its own. ChatStarted (the session id) is sent once
+// the first turn was accepted by the scheduler, so a stream whose first turn is refused (an
+// unknown session, a full queue) ends with the error and nothing before it.
 //
-// Threads and invariants as in GenerateReactor: state under mu_, at most one write and one read
-// in flight, Finish exactly once, and only when no write, read or engine work is outstanding.
-// A turn that fails ends the stream with the error status (use keep_session to survive it).
+// Threads: the constructor and On{Read,Write}Done/OnCancel/OnDone run on gRPC threads; OnEngine*
+// and OnSessionCreated on the scheduler thread, through the ReactorSink (so the reactor is never
+// deleted while they run). State is under mu_; the output side is a StreamOutbox. The stream
+// finishes only when no read and no turn is outstanding: turn_busy_ is set when a message is read
+// and cleared, in the same critical section that decides how the stream goes on, only when the
+// engine finished the turn or the turn failed before it was submitted (session creation
+// included). A turn that fails ends the stream with the error status.
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +25,7 @@
 #include "modrwkv/v1/inference.pb.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
+#include "server/stream_outbox.h"
 
 namespace modrwkv::server {
 
@@ -30,6 +36,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   // Scheduler thread (via ReactorSink).
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
+  void OnSessionCreated(absl::StatusOr<SessionInfo> info);
 
  private:
   void OnReadDone(bool ok) override;
@@ -37,12 +44,13 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   void OnCancel() override;
   void OnDone() override;
 
-  // A turn arrived in request_: starts the session if needed, then submits.
+  // A turn arrived in request_ (turn_busy_ is set): starts the session if needed, then submits.
   absl::Status BeginTurn();
-  void OnSessionCreated(absl::StatusOr<SessionInfo> info);  // scheduler thread
   absl::Status SubmitTurn();
-  void EndWith(const absl::Status& status);  // the stream ends once queued output is written
+  // The turn failed before the engine had it: the stream ends with `status`.
+  void FailTurn(const absl::Status& status);
   void StartNextRead();
+  void QueueStartedLocked();  // ChatStarted, if it waits for the first turn's acceptance
   void Pump();
   void CancelEngine();
 
@@ -50,6 +58,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   grpc::CallbackServerContext* const call_;
   std::shared_ptr<ReactorSink<ChatReactor>> sink_;
   std::string owner_;
+  bool counted_ = false;  // holds one of the owner's Chat streams (PerOwnerLimit)
   std::string stream_id_;
   pb::ChatRequest request_;       // the read buffer; stable while its turn runs (no read in flight)
   GenerateRequest turn_request_;  // the validated turn, waiting for its session
@@ -58,18 +67,14 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   RpcRecord record_;
   bool first_turn_ = true;
   std::optional<SessionId> session_;
+  bool own_session_ = false;  // created by this stream
   bool delete_session_at_end_ = false;
-  bool creating_session_ = false;  // CreateSession in flight
-  bool turn_active_ = false;       // submitted; the engine has not finished it
-  RequestId turn_id_ = 0;
+  std::optional<pb::ChatResponse> started_;  // ChatStarted, until the first turn is accepted
+  bool reading_ = false;                     // a read is in flight
+  bool turn_busy_ = false;  // a turn is being prepared, its session created, or it runs
+  RequestId turn_id_ = 0;   // the running turn's id, once Submit returned
   int turns_ = 0;
-  bool overflowed_ = false;
-  std::deque<pb::ChatResponse> queue_;  // complete messages, in order
-  pb::TokenChunk pending_;              // the open chunk of the running turn
-  size_t pending_bytes_ = 0;
-  std::optional<grpc::Status> end_status_;
-  bool reading_ = false, writing_ = false, finish_called_ = false, client_gone_ = false;
-  pb::ChatResponse out_;
+  StreamOutbox<pb::ChatResponse> outbox_;
 };
 
 }  // namespace modrwkv::server

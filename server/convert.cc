@@ -108,17 +108,30 @@ absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, i
 
 absl::Status ToEngineStop(const pb::StopConditions& in, const TranslationContext& ctx,
                           StopConditions* out) {
-  if (in.has_max_tokens()) out->max_tokens = in.max_tokens();
+  if (in.has_max_tokens()) {
+    if (ctx.max_tokens_limit > 0 && in.max_tokens() > ctx.max_tokens_limit) {
+      return InvalidField("stop.max_tokens",
+                          absl::StrFormat("stop.max_tokens = %d is above this server's limit of %d "
+                                          "(max-tokens-limit)",
+                                          in.max_tokens(), ctx.max_tokens_limit));
+    }
+    out->max_tokens = in.max_tokens();
+  } else if (ctx.default_max_tokens > 0) {
+    out->max_tokens = ctx.default_max_tokens;
+  }
   out->stop_strings.assign(in.stop_strings().begin(), in.stop_strings().end());
   out->stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
   return RenameEngineField(out->Validate(ctx.model_vocab));
 }
 
 absl::StatusOr<absl::Time> DeadlineOf(bool has_timeout, const google::protobuf::Duration& timeout,
-                                      std::chrono::system_clock::time_point grpc_deadline) {
+                                      std::chrono::system_clock::time_point grpc_deadline,
+                                      const TranslationContext& ctx) {
   absl::Time deadline = absl::InfiniteFuture();
   if (grpc_deadline != std::chrono::system_clock::time_point::max()) {
     deadline = absl::FromChrono(grpc_deadline);
+  } else if (!has_timeout && ctx.default_timeout > absl::ZeroDuration()) {
+    return absl::Now() + ctx.default_timeout;
   }
   if (has_timeout) {
     if (timeout.seconds() < 0 || timeout.nanos() < 0 ||
@@ -155,7 +168,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(
   MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
   if (!req.stop().ignore_end_of_text()) out.stop.stop_token_ids.push_back(kEndOfTextToken);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
-                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline));
+                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
   return out;
 }
 
@@ -178,7 +191,7 @@ absl::StatusOr<GenerateRequest> ToEngineChatTurn(
   MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
   out.stop.stop_token_ids.push_back(kChatTurnEndToken);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
-                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline));
+                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
   return out;
 }
 
@@ -199,15 +212,6 @@ size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk) {
     bytes += 10 * (1 + s.top_logprobs.size());
   }
   return bytes;
-}
-
-bool AppendToBacklog(const TokenEvent& event, size_t limit, pb::TokenChunk* backlog,
-                     size_t* backlog_bytes) {
-  *backlog_bytes += AppendTokenEvent(event, backlog);
-  if (*backlog_bytes <= limit) return false;
-  backlog->Clear();
-  *backlog_bytes = 0;
-  return true;
 }
 
 pb::FinishReason ToProto(FinishReason reason) {

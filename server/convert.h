@@ -30,11 +30,16 @@ struct TranslationContext {
   int model_vocab = 0;            // rows of the embedding table
   int64_t max_prompt_tokens = 0;  // one prompt can never exceed the queued-token bound
   std::string chat_template;      // contains "{text}" once
+  int max_tokens_limit = 0;       // stop.max_tokens above it is INVALID_ARGUMENT; 0 = no limit
+  int default_max_tokens = 0;     // when stop.max_tokens is unset; 0 = the engine's default
+  // The request's timeout when it sets neither `timeout` nor a gRPC deadline; zero = none.
+  absl::Duration default_timeout = absl::ZeroDuration();
 };
 
-// GenerateRequest -> engine request. Prompt, session id, sampling, stop conditions, logprobs and
-// the deadline (the sooner of `timeout` and the gRPC deadline). Errors: INVALID_ARGUMENT naming
-// the field, UNIMPLEMENTED for media parts no encoder serves yet.
+// GenerateRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens
+// capped and defaulted by the context), logprobs and the deadline (the sooner of `timeout` and the
+// gRPC deadline; the context's default timeout when neither is set). Errors: INVALID_ARGUMENT
+// naming the field, UNIMPLEMENTED for media parts no encoder serves yet.
 absl::StatusOr<GenerateRequest> ToEngineRequest(
     const pb::GenerateRequest& req, const TranslationContext& ctx,
     std::chrono::system_clock::time_point grpc_deadline);
@@ -50,12 +55,6 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
 // Appends one scheduler event to a chunk (coalescing). Returns the bytes it adds to the encoded
 // chunk, approximately: text bytes + 5 per token id + 10 per logprob entry.
 size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk);
-
-// The bounded per-stream backlog: appends `event` to the chunk a stream has not written yet and
-// counts its bytes; past `limit` it drops the backlog and returns true (the slow reader is cut
-// off).
-bool AppendToBacklog(const TokenEvent& event, size_t limit, pb::TokenChunk* backlog,
-                     size_t* backlog_bytes);
 
 pb::FinishReason ToProto(FinishReason reason);
 // How a finished engine request ends its RPC: OK for stop, length, stop string and the request's

@@ -7,7 +7,10 @@ namespace modrwkv::server {
 
 GenerateReactor::GenerateReactor(ServingContext* ctx, grpc::CallbackServerContext* call,
                                  const pb::GenerateRequest* request)
-    : ctx_(ctx), call_(call), sink_(std::make_shared<ReactorSink<GenerateReactor>>(this)) {
+    : ctx_(ctx),
+      call_(call),
+      sink_(std::make_shared<ReactorSink<GenerateReactor>>(this)),
+      outbox_(static_cast<size_t>(ctx->options->stream_buffer_bytes)) {
   ctx_->generate_streams.fetch_add(1);
   record_.method = "Generate";
   record_.peer = call_->peer();
@@ -18,7 +21,7 @@ GenerateReactor::GenerateReactor(ServingContext* ctx, grpc::CallbackServerContex
     {
       std::lock_guard<std::mutex> l(mu_);
       engine_done_ = true;
-      final_status_ = ToGrpcStatus(st);
+      outbox_.End(ToGrpcStatus(st));
     }
     Pump();
   }
@@ -36,7 +39,7 @@ absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
   {
     std::lock_guard<std::mutex> l(mu_);
     engine_id_ = id;
-    cancel = overflowed_ || client_gone_;  // happened before we knew the id
+    cancel = outbox_.overflowed() || outbox_.client_gone();  // happened before we knew the id
   }
   if (cancel) ctx_->scheduler->Cancel(id);
   return absl::OkStatus();
@@ -52,12 +55,10 @@ void GenerateReactor::CancelEngine() {
 }
 
 void GenerateReactor::OnEngineTokens(TokenEvent event) {
-  bool overflow_now = false;
+  bool overflow_now;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (overflowed_ || client_gone_) return;
-    overflowed_ = overflow_now = AppendToBacklog(
-        event, static_cast<size_t>(ctx_->options->stream_buffer_bytes), &pending_, &pending_bytes_);
+    overflow_now = outbox_.AppendTokens(event);
   }
   if (overflow_now) {
     ctx_->metrics->OnStreamOverflow();
@@ -70,85 +71,59 @@ void GenerateReactor::OnEngineTokens(TokenEvent event) {
 void GenerateReactor::OnEngineFinish(FinishEvent event) {
   {
     std::lock_guard<std::mutex> l(mu_);
+    const bool overflowed = outbox_.overflowed();
     const bool grpc_deadline_passed = event.reason == FinishReason::kDeadline &&
                                       std::chrono::system_clock::now() >= call_->deadline();
-    absl::Status st = overflowed_ ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
-                                  : RpcStatusOf(event, grpc_deadline_passed);
-    pb::GenerateResponse result;
-    pb::GenerateResult* r = result.mutable_result();
-    r->set_finish_reason(overflowed_ ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
-    FillUsage(event, r->mutable_usage());
-    r->set_request_id(record_.request_id);
-    if (!st.ok()) r->set_error_message(std::string(st.message()));
+    absl::Status st = overflowed ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
+                                 : RpcStatusOf(event, grpc_deadline_passed);
     // A client that is gone or past its deadline cannot read a final message.
     if (st.code() != absl::StatusCode::kCancelled &&
         st.code() != absl::StatusCode::kDeadlineExceeded) {
-      result_ = std::move(result);
+      pb::GenerateResponse result;
+      pb::GenerateResult* r = result.mutable_result();
+      r->set_finish_reason(overflowed ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
+      FillUsage(event, r->mutable_usage());
+      r->set_request_id(record_.request_id);
+      if (!st.ok()) r->set_error_message(std::string(st.message()));
+      outbox_.Push(std::move(result));
     }
     record_.generation = true;
-    record_.finish_reason = overflowed_ ? "error" : std::string(FinishReasonName(event.reason));
+    record_.finish_reason = overflowed ? "error" : std::string(FinishReasonName(event.reason));
     record_.prompt_tokens = event.prompt_tokens;
     record_.generated_tokens = event.generated_tokens;
     record_.queue_time = event.queue_time;
     record_.time_to_first_token = event.time_to_first_token;
     record_.total_time = event.total_time;
     engine_done_ = true;
-    final_status_ = ToGrpcStatus(st);
+    outbox_.End(ToGrpcStatus(st));
   }
   Pump();
 }
 
 void GenerateReactor::Pump() {
-  enum { kNothing, kWrite, kFinish } action = kNothing;
-  grpc::Status status;
+  StreamOutbox<pb::GenerateResponse>::Step step;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (writing_ || finish_called_) return;
-    if (!client_gone_ && (pending_.token_ids_size() > 0 || !pending_.text().empty())) {
-      out_.Clear();
-      out_.mutable_chunk()->Swap(&pending_);
-      pending_bytes_ = 0;
-      writing_ = true;
-      action = kWrite;
-    } else if (!client_gone_ && result_) {
-      out_ = std::move(*result_);
-      result_.reset();
-      writing_ = true;
-      action = kWrite;
-    } else if (engine_done_) {
-      finish_called_ = true;
-      status = final_status_;
-      action = kFinish;
-    }
+    step = outbox_.Next(/*may_finish=*/engine_done_);
   }
-  if (action == kWrite) {
-    StartWrite(&out_);
-  } else if (action == kFinish) {
-    record_.code = status.error_code();
-    record_.message = status.ok() ? "" : status.error_message();
-    ctx_->RecordRpc(record_);
-    Finish(std::move(status));
-  }
+  outbox_.Issue(this, std::move(step),
+                [this](const grpc::Status& st) { ctx_->RecordFinish(&record_, st); });
 }
 
 void GenerateReactor::OnWriteDone(bool ok) {
+  bool gone;
   {
     std::lock_guard<std::mutex> l(mu_);
-    writing_ = false;
-    if (!ok) {
-      client_gone_ = true;
-      pending_.Clear();
-    }
+    gone = outbox_.WriteDone(ok);
   }
-  if (!ok) CancelEngine();
+  if (gone) CancelEngine();
   Pump();
 }
 
 void GenerateReactor::OnCancel() {
   {
     std::lock_guard<std::mutex> l(mu_);
-    client_gone_ = true;
-    pending_.Clear();
+    outbox_.ClientGone();
   }
   CancelEngine();
   Pump();

@@ -1,9 +1,8 @@
 // Inference.Generate: one engine request streamed to one client.
 //
 // Threads: the constructor runs on a gRPC thread; OnEngine* on the scheduler thread (through
-// ReactorSink); OnWriteDone/OnCancel/OnDone on gRPC threads. All state is under mu_, and every
-// StartWrite/Finish is decided under mu_ and issued outside it, so exactly one write is in flight
-// and Finish is called exactly once, after the last write completed.
+// ReactorSink); OnWriteDone/OnCancel/OnDone on gRPC threads. All state is under mu_; the output
+// side (one write in flight, Finish once) is a StreamOutbox driven under mu_.
 //
 // Backpressure: tokens that arrive while a write is in flight are coalesced into the next chunk.
 // If more than ServerOptions::stream_buffer_bytes of output pile up (the client reads too slowly),
@@ -19,6 +18,7 @@
 #include "modrwkv/v1/inference.pb.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
+#include "server/stream_outbox.h"
 
 namespace modrwkv::server {
 
@@ -47,15 +47,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   RpcRecord record_;  // written under mu_ (or before the first event)
 
   std::mutex mu_;
-  RequestId engine_id_ = 0;  // 0 until Submit returned
-  pb::TokenChunk pending_;   // output not yet handed to gRPC
-  size_t pending_bytes_ = 0;
-  bool overflowed_ = false;
-  std::optional<pb::GenerateResponse> result_;  // the final message, once the engine finished
-  bool engine_done_ = false;                    // no engine events will come; final_status_ is set
-  grpc::Status final_status_;
-  bool writing_ = false, finish_called_ = false, client_gone_ = false;
-  pb::GenerateResponse out_;  // the message being written
+  RequestId engine_id_ = 0;   // 0 until Submit returned
+  bool engine_done_ = false;  // no engine events will come; the outbox has the end status
+  StreamOutbox<pb::GenerateResponse> outbox_;
 };
 
 }  // namespace modrwkv::server

@@ -25,17 +25,8 @@ grpc::ServerUnaryReactor* InferenceService::FinishUnary(grpc::CallbackServerCont
                                                         absl::string_view method,
                                                         const std::string& owner,
                                                         const absl::Status& status) {
-  const grpc::Status st = ToGrpcStatus(status);
-  RpcRecord r;
-  r.method = method;
-  r.request_id = ctx_->RequestId(*call, "");
-  r.owner = owner;
-  r.peer = call->peer();
-  r.code = st.error_code();
-  r.message = st.error_message();
-  ctx_->RecordRpc(r);
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  reactor->Finish(st);
+  ctx_->FinishUnary(call, reactor, method, owner, status);
   return reactor;
 }
 

@@ -201,10 +201,20 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   return m;
 }
 
+void Metrics::AttachStats(std::function<SchedulerStats()> stats) {
+  std::lock_guard<std::mutex> l(stats_mu_);
+  stats_ = std::move(stats);
+}
+
+void Metrics::AttachScheduler(const Scheduler* scheduler) {
+  if (scheduler == nullptr) return AttachStats(nullptr);
+  AttachStats([scheduler] { return scheduler->stats(); });
+}
+
 void Metrics::Refresh() {
-  const Scheduler* s = scheduler_.load();
-  if (!s) return;
-  const SchedulerStats st = s->stats();
+  std::lock_guard<std::mutex> l(stats_mu_);
+  if (!stats_) return;
+  const SchedulerStats st = stats_();
   running_->Set(st.running);
   waiting_->Set(st.waiting);
   slots_used_->Set(st.slots_used);

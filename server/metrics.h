@@ -7,6 +7,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -32,8 +33,11 @@ class Metrics : public SchedulerObserver {
   int port() const { return port_; }  // bound port, or -1 without an endpoint
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
-  // Scrapes read this scheduler's stats; nullptr detaches. Thread-safe.
-  void AttachScheduler(const Scheduler* scheduler) { scheduler_.store(scheduler); }
+  // Scrapes read these stats (called with a lock held; keep it short); nullptr detaches.
+  // Thread-safe and synchronised with scrapes: once it returns, no scrape still reads the
+  // previous source, so a detached scheduler may be destroyed.
+  void AttachStats(std::function<SchedulerStats()> stats);
+  void AttachScheduler(const Scheduler* scheduler);
   // Off during warm-up, so its requests are not counted. Thread-safe.
   void SetRecording(bool on) { recording_.store(on); }
   void SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
@@ -69,7 +73,8 @@ class Metrics : public SchedulerObserver {
   std::shared_ptr<prometheus::Collectable> refresher_;  // Refresh(), then the registry
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = -1;
-  std::atomic<const Scheduler*> scheduler_{nullptr};
+  std::mutex stats_mu_;  // held while a scrape reads stats_, so detaching waits for it
+  std::function<SchedulerStats()> stats_;
   std::atomic<bool> recording_{true};
 
   prometheus::Gauge *running_, *waiting_, *slots_used_, *slots_total_, *sessions_hot_,

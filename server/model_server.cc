@@ -14,6 +14,8 @@
 #include "engine/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 
@@ -58,6 +60,18 @@ std::string HostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+// Loading libgrpc++_reflection registers its plugin with every ServerBuilder; this option takes
+// it out again (--no-reflection).
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+      return p->name() == "proto_server_reflection";
+    });
+  }
+};
+
 // Counts the warm-up requests' finishes.
 class WarmUpSink : public StreamSink {
  public:
@@ -99,12 +113,13 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   std::unique_ptr<ModelServer> s(new ModelServer(options));
   s->log_ = std::make_unique<Logger>(options.log_level, options.log_format);
   if (options.auth_token_file.empty()) {
-    s->auth_ = Authenticator::Disabled();
+    s->auth_ = Authenticator::Disabled(/*client_certificates=*/!options.tls_client_ca_file.empty());
   } else {
     MODRWKV_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(options.auth_token_file));
   }
   const std::string metrics_addr =
-      options.metrics_port < 0 ? "" : HostPort(options.metrics_host, options.metrics_port);
+      options.metrics_port < 0 ? ""
+                               : HostPort(options.EffectiveMetricsHost(), options.metrics_port);
   MODRWKV_ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(metrics_addr));
   s->metrics_->SetReady(false);
 
@@ -112,13 +127,16 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   s->ctx_.auth = s->auth_.get();
   s->ctx_.metrics = s->metrics_.get();
   s->ctx_.log = s->log_.get();
+  s->ctx_.chat_streams = std::make_unique<PerOwnerLimit>(options.max_chat_streams_per_owner,
+                                                         "max-chat-streams-per-owner");
   s->inference_ = std::make_unique<InferenceService>(&s->ctx_);
   s->sessions_ = std::make_unique<SessionsService>(&s->ctx_);
 
   MODRWKV_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, Credentials(options));
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();  // process-wide, idempotent
   grpc::ServerBuilder builder;
+  if (!options.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   builder.AddListeningPort(HostPort(options.host, options.port), creds, &s->port_);
   builder.SetMaxReceiveMessageSize(TransportReceiveLimit(options.max_message_bytes));
   builder.RegisterService(s->inference_.get());
@@ -131,11 +149,17 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   }
   s->server_->GetHealthCheckService()->SetServingStatus("", true);
   s->SetReady(false);
+  const char* identity = s->auth_->enabled()               ? "token"
+                         : s->auth_->client_certificates() ? "certificate"
+                                                           : "none";
   s->log_->Info("listening", {{"grpc_port", s->port_},
                               {"metrics_port", s->metrics_->port()},
+                              {"metrics_host", options.EffectiveMetricsHost()},
                               {"tls", !options.tls_cert_file.empty()},
                               {"mtls", !options.tls_client_ca_file.empty()},
-                              {"auth", s->auth_->enabled()}});
+                              {"auth", s->auth_->enabled()},
+                              {"identity", identity},
+                              {"reflection", options.reflection}});
   return s;
 }
 
@@ -179,6 +203,9 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.model_vocab = model_->config().vocab_size;
   ctx_.translation.max_prompt_tokens = options_.scheduler.max_queued_prompt_tokens;
   ctx_.translation.chat_template = options_.chat_template;
+  ctx_.translation.max_tokens_limit = options_.max_tokens_limit;
+  ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
+  ctx_.translation.default_timeout = options_.default_timeout;
   const ModelInfo& info = model_->info();
   log_->Info("loaded", {{"layers", info.config.n_layer},
                         {"n_embd", info.config.n_embd},
@@ -240,6 +267,21 @@ absl::Status ModelServer::WarmUp() {
   }
   log_->Info("warmed up", {{"sequences", n}, {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
   return absl::OkStatus();
+}
+
+void ModelServer::ReloadAuth() {
+  if (!auth_->enabled()) {
+    log_->Info("SIGHUP: no auth token file to reload");
+    return;
+  }
+  const absl::Status st = auth_->Reload();
+  if (!st.ok()) {
+    log_->Error("auth token file reload failed; keeping the previous tokens",
+                {{"file", options_.auth_token_file}, {"error", st.message()}});
+    return;
+  }
+  log_->Info("auth tokens reloaded", {{"file", options_.auth_token_file},
+                                      {"tokens", static_cast<int64_t>(auth_->num_tokens())}});
 }
 
 void ModelServer::DrainAndStop() {

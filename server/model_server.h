@@ -34,6 +34,10 @@ class ModelServer {
   // readiness SERVING and logs "ready". Blocks (call it from main, not from a callback).
   absl::Status LoadAndServe();
 
+  // Rereads --auth-token-file (SIGHUP): the new tokens apply to calls from now on, open streams
+  // keep going; an invalid file keeps the old tokens and logs an error. Thread-safe.
+  void ReloadAuth();
+
   // Graceful stop: readiness NOT_SERVING, no new admissions, waits up to drain_timeout for running
   // requests and Generate streams to finish, then cancels what is left and stops the server.
   // Blocks; idempotent.

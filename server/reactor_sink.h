@@ -26,6 +26,16 @@ class ReactorSink final : public StreamSink {
     if (target_) target_->OnEngineFinish(std::move(event));
   }
 
+  // Runs `f(target)` under the sink's mutex, like an engine event, so the reactor is not deleted
+  // while `f` runs; false (and `f` not run) once detached. For callbacks of session commands.
+  template <typename F>
+  bool Run(F&& f) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!target_) return false;
+    f(target_);
+    return true;
+  }
+
   // Called by the reactor in OnDone; after it returns no event reaches the reactor.
   void Detach() {
     std::lock_guard<std::mutex> l(mu_);

@@ -1,5 +1,6 @@
 #include "server/server_options.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -19,6 +20,12 @@ absl::Status FileReadable(const std::string& path, const char* option) {
 }
 
 }  // namespace
+
+int ServerOptions::EffectiveDefaultMaxTokens() const {
+  if (default_max_tokens > 0) return default_max_tokens;
+  const int engine_default = StopConditions{}.max_tokens;
+  return max_tokens_limit > 0 ? std::min(engine_default, max_tokens_limit) : engine_default;
+}
 
 absl::Status ServerOptions::Validate() const {
   if (model_path.empty()) return absl::InvalidArgumentError("model: a checkpoint path is required");
@@ -46,7 +53,7 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("metrics-port must be in [0, 65535] or -1 (off), got %d", metrics_port));
   }
-  if (metrics_port > 0 && metrics_port == port && metrics_host == host) {
+  if (metrics_port > 0 && metrics_port == port && EffectiveMetricsHost() == host) {
     return absl::InvalidArgumentError("metrics-port must differ from port");
   }
   if (host.empty()) return absl::InvalidArgumentError("host must not be empty");
@@ -57,6 +64,28 @@ absl::Status ServerOptions::Validate() const {
   if (stream_buffer_bytes < 1024) {
     return absl::InvalidArgumentError(
         absl::StrFormat("stream-buffer-bytes must be >= 1024, got %d", stream_buffer_bytes));
+  }
+  if (max_chat_streams_per_owner < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max-chat-streams-per-owner must be >= 0 (0 = unbounded), got %d",
+                        max_chat_streams_per_owner));
+  }
+  if (max_tokens_limit < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max-tokens-limit must be >= 0 (0 = none), got %d", max_tokens_limit));
+  }
+  if (default_max_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "default-max-tokens must be >= 0 (0 = 256, capped at max-tokens-limit), got %d",
+        default_max_tokens));
+  }
+  if (max_tokens_limit > 0 && default_max_tokens > max_tokens_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("default-max-tokens (%d) must be <= max-tokens-limit (%d)",
+                        default_max_tokens, max_tokens_limit));
+  }
+  if (default_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("default-timeout must be >= 0 (0 = none)");
   }
   const size_t at = chat_template.find("{text}");
   if (at == std::string::npos || chat_template.find("{text}", at + 1) != std::string::npos) {

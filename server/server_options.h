@@ -26,14 +26,23 @@ struct ServerOptions {
 
   // Network.
   std::string host = "0.0.0.0";
-  int port = 50051;  // 0 = pick a free port (printed in the "listening" log line)
-  std::string metrics_host = "0.0.0.0";
+  int port = 50051;                 // 0 = pick a free port (printed in the "listening" log line)
+  std::string metrics_host;         // "" = the same as `host`
   int metrics_port = 9090;          // 0 = pick a free port; -1 = no metrics endpoint
   int max_message_bytes = 4 << 20;  // largest request message accepted (INVALID_ARGUMENT above)
+  bool reflection = true;           // grpc.reflection.v1alpha on the gRPC port
 
   // Batching, admission, sessions.
   SchedulerOptions scheduler;
   int64_t stream_buffer_bytes = 1 << 20;  // per-stream backlog before a slow reader is cut off
+  int max_chat_streams_per_owner = 0;     // open Chat streams per caller identity; 0 = unbounded
+
+  // Request caps and defaults (Generate and every Chat turn).
+  int max_tokens_limit = 0;    // stop.max_tokens above it is INVALID_ARGUMENT; 0 = no limit
+  int default_max_tokens = 0;  // when stop.max_tokens is unset; 0 = 256 capped at the limit
+  // A server-side timeout for requests that set neither `timeout` nor a gRPC deadline (it ends
+  // them like `timeout`: FINISH_REASON_DEADLINE, status OK); zero = none.
+  absl::Duration default_timeout = absl::ZeroDuration();
 
   // Chat: "{text}" is replaced by the user's message.
   std::string chat_template =
@@ -42,8 +51,10 @@ struct ServerOptions {
 
   // Security.
   std::string tls_cert_file, tls_key_file;  // both or neither
-  std::string tls_client_ca_file;           // requires and verifies client certificates (mTLS)
-  std::string auth_token_file;              // bearer tokens, one per line ("[name ]token")
+  // Requires and verifies client certificates (mTLS). Without auth_token_file the certificate
+  // names the caller (SAN URI, else SAN DNS, else CN); with it, the bearer token does.
+  std::string tls_client_ca_file;
+  std::string auth_token_file;  // bearer tokens, one per line ("[name ]token"); reread on SIGHUP
 
   // Lifecycle and logs.
   absl::Duration drain_timeout = absl::Seconds(30);
@@ -53,6 +64,11 @@ struct ServerOptions {
 
   // Slots the model is built with.
   int EffectiveSlots() const { return state_slots > 0 ? state_slots : scheduler.max_running; }
+  const std::string& EffectiveMetricsHost() const {
+    return metrics_host.empty() ? host : metrics_host;
+  }
+  // stop.max_tokens of a request that leaves it unset.
+  int EffectiveDefaultMaxTokens() const;
 
   absl::Status Validate() const;
 };

@@ -1,12 +1,41 @@
 #include "server/serving_context.h"
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
 #include "server/metrics.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {
+
+absl::Status PerOwnerLimit::Acquire(const std::string& owner) {
+  std::lock_guard<std::mutex> l(mu_);
+  int& n = open_[owner];
+  if (limit_ > 0 && n >= limit_) {
+    if (n == 0) open_.erase(owner);
+    const std::string who = owner.empty() ? "anonymous callers" : absl::StrCat("caller ", owner);
+    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                          "%s already %s %d streams open, the limit (%s); close one or retry later",
+                          who, owner.empty() ? "have" : "has", n, option_)),
+                      "TOO_MANY_STREAMS");
+  }
+  ++n;
+  return absl::OkStatus();
+}
+
+void PerOwnerLimit::Release(const std::string& owner) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = open_.find(owner);
+  if (it == open_.end()) return;
+  if (--it->second <= 0) open_.erase(it);
+}
+
+int PerOwnerLimit::open(const std::string& owner) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = open_.find(owner);
+  return it == open_.end() ? 0 : it->second;
+}
 
 absl::Status ServingContext::CheckLoaded() const {
   if (loaded.load(std::memory_order_acquire)) return absl::OkStatus();
@@ -71,6 +100,27 @@ void ServingContext::RecordRpc(const RpcRecord& r) const {
   }
   if (!r.message.empty()) f.emplace_back("error", r.message);
   log->Log(level, "request", f);
+}
+
+void ServingContext::RecordFinish(RpcRecord* r, const grpc::Status& status) const {
+  r->code = status.error_code();
+  r->message = status.ok() ? "" : status.error_message();
+  RecordRpc(*r);
+}
+
+void ServingContext::FinishUnary(grpc::CallbackServerContext* call,
+                                 grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                                 const std::string& owner, const absl::Status& status) const {
+  const grpc::Status st = ToGrpcStatus(status);
+  RpcRecord r;
+  r.method = method;
+  r.request_id = RequestId(*call, "");
+  r.owner = owner;
+  r.peer = call->peer();
+  r.code = st.error_code();
+  r.message = st.error_message();
+  RecordRpc(r);
+  reactor->Finish(st);
 }
 
 }  // namespace modrwkv::server

@@ -3,13 +3,16 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "engine/model.h"
 #include "engine/scheduler.h"
 #include "engine/tokenizer.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/server_callback.h"
 #include "server/auth.h"
 #include "server/convert.h"
 #include "server/logger.h"
@@ -34,6 +37,24 @@ struct RpcRecord {
   absl::Duration queue_time, time_to_first_token = absl::InfiniteDuration(), total_time;
 };
 
+// Streams open per caller identity, bounded (RESOURCE_EXHAUSTED above the limit). Thread-safe.
+class PerOwnerLimit {
+ public:
+  // `limit` 0 = unbounded; `option` names the flag in errors.
+  PerOwnerLimit(int limit, std::string option) : limit_(limit), option_(std::move(option)) {}
+  // Counts one more stream of `owner`, or RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS) naming
+  // the limit; the count is unchanged then.
+  absl::Status Acquire(const std::string& owner);
+  void Release(const std::string& owner);  // once per successful Acquire
+  int open(const std::string& owner) const;
+
+ private:
+  const int limit_;
+  const std::string option_;
+  mutable std::mutex mu_;
+  absl::flat_hash_map<std::string, int> open_;  // owners with at least one stream
+};
+
 struct ServingContext {
   const ServerOptions* options = nullptr;
   const Authenticator* auth = nullptr;
@@ -52,6 +73,8 @@ struct ServingContext {
   // Chat reactors alive. Their OnDone posts a session deletion to the scheduler, so the scheduler
   // is destroyed only once this is zero (decremented as the very last step of OnDone).
   std::atomic<int> chat_reactors{0};
+  // Chat streams per identity (ServerOptions::max_chat_streams_per_owner); set before serving.
+  std::unique_ptr<PerOwnerLimit> chat_streams;
 
   // OK once the engine is loaded; UNAVAILABLE with RetryInfo before.
   absl::Status CheckLoaded() const;
@@ -63,6 +86,12 @@ struct ServingContext {
   absl::Status CheckSize(size_t bytes, absl::string_view field) const;
   // One log line per request and the per-method, per-code counter. Thread-safe.
   void RecordRpc(const RpcRecord& r) const;
+  // RecordRpc of a stream that ends with `status` (filled into *r).
+  void RecordFinish(RpcRecord* r, const grpc::Status& status) const;
+  // Finishes a unary call (from any thread) with its log line; `owner` "" before admission.
+  void FinishUnary(grpc::CallbackServerContext* call, grpc::ServerUnaryReactor* reactor,
+                   absl::string_view method, const std::string& owner,
+                   const absl::Status& status) const;
 };
 
 }  // namespace modrwkv::server

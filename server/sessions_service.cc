@@ -1,8 +1,8 @@
 #include "server/sessions_service.h"
 
-#include <cstring>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/state_blob.h"
 #include "engine/status_macros.h"
@@ -11,35 +11,12 @@
 namespace modrwkv::server {
 namespace {
 
-// Finishes a unary session call from any thread, with a log line.
-void FinishCall(ServingContext* ctx, grpc::CallbackServerContext* call,
-                grpc::ServerUnaryReactor* reactor, absl::string_view method,
-                const std::string& owner, const absl::Status& status) {
-  const grpc::Status st = ToGrpcStatus(status);
-  RpcRecord r;
-  r.method = method;
-  r.request_id = ctx->RequestId(*call, "");
-  r.owner = owner;
-  r.peer = call->peer();
-  r.code = st.error_code();
-  r.message = st.error_message();
-  ctx->RecordRpc(r);
-  reactor->Finish(st);
-}
-
 // Admission and the session id of a request: the owner and the id, or the error.
 absl::StatusOr<std::pair<std::string, SessionId>> AdmitWithSession(
     ServingContext* ctx, grpc::CallbackServerContext* call, const std::string& session_id) {
   MODRWKV_ASSIGN_OR_RETURN(std::string owner, ctx->Admit(*call));
   MODRWKV_ASSIGN_OR_RETURN(SessionId id, ParseSessionId(session_id, "session_id"));
   return std::make_pair(std::move(owner), id);
-}
-
-template <typename T>
-T ReadLE(absl::string_view b, size_t off) {
-  T v;
-  std::memcpy(&v, b.data() + off, sizeof v);  // the blob is little-endian, as are our hosts
-  return v;
 }
 
 // Streams one exported blob in chunks; the first carries the header.
@@ -80,7 +57,8 @@ class ExportReactor final : public grpc::ServerWriteReactor<pb::SessionBlobChunk
     if (offset_ >= blob_.size()) return Done(absl::OkStatus());
     chunk_.Clear();
     if (offset_ == 0) {
-      ParseBlobHeader(blob_, chunk_.mutable_header());
+      absl::Status st = FillBlobHeader(blob_, chunk_.mutable_header());
+      if (!st.ok()) return Done(absl::InternalError(absl::StrCat("exported ", st.message())));
     }
     const size_t n = std::min(kSessionChunkBytes, blob_.size() - offset_);
     chunk_.set_data(blob_.substr(offset_, n));
@@ -181,21 +159,19 @@ class ImportReactor final : public grpc::ServerReadReactor<pb::SessionBlobChunk>
 
 }  // namespace
 
-bool ParseBlobHeader(absl::string_view b, pb::SessionBlobHeader* out) {
-  if (b.size() < kStateBlobHeaderBytes) return false;
-  // magic[8] | u32 version | u32 header bytes | u64 fingerprint | u32 dtype | u32 n_layer |
-  // u32 n_embd | u32 head_size | i64 tokens | u64 payload bytes | i32 pending | u32 reserved |
-  // u32 payload crc | u32 header crc
-  out->set_format_version(ReadLE<uint32_t>(b, 8));
-  out->set_model_fingerprint(FingerprintHex(ReadLE<uint64_t>(b, 16)));
-  out->set_dtype(ReadLE<uint32_t>(b, 24) == 0 ? "f32" : "unknown");
-  out->set_n_layer(static_cast<int32_t>(ReadLE<uint32_t>(b, 28)));
-  out->set_n_embd(static_cast<int32_t>(ReadLE<uint32_t>(b, 32)));
-  out->set_head_size(static_cast<int32_t>(ReadLE<uint32_t>(b, 36)));
-  out->set_tokens(ReadLE<int64_t>(b, 40));
-  out->set_payload_crc32c(ReadLE<uint32_t>(b, 64));
-  out->set_total_bytes(static_cast<int64_t>(b.size()));
-  return true;
+absl::Status FillBlobHeader(absl::string_view blob, pb::SessionBlobHeader* out) {
+  MODRWKV_ASSIGN_OR_RETURN(StateBlobHeader h,
+                           PeekStateBlobHeader(std::string_view(blob.data(), blob.size())));
+  out->set_format_version(h.format_version);
+  out->set_model_fingerprint(FingerprintHex(h.model_fingerprint));
+  out->set_dtype("f32");  // the only dtype blobs are written in
+  out->set_n_layer(h.n_layer);
+  out->set_n_embd(h.n_embd);
+  out->set_head_size(h.head_size);
+  out->set_tokens(h.tokens);
+  out->set_payload_crc32c(h.payload_crc32c);
+  out->set_total_bytes(static_cast<int64_t>(blob.size()));
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerContext* call,
@@ -204,13 +180,13 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerCon
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   absl::StatusOr<std::string> owner = ctx_->Admit(*call);
   if (!owner.ok()) {
-    FinishCall(ctx_, call, reactor, "CreateSession", "", owner.status());
+    ctx_->FinishUnary(call, reactor, "CreateSession", "", owner.status());
     return reactor;
   }
   ServingContext* ctx = ctx_;
   ctx_->scheduler->CreateSession(*owner, [=, owner = *owner](absl::StatusOr<SessionInfo> info) {
     if (info.ok()) FillSession(*info, response);
-    FinishCall(ctx, call, reactor, "CreateSession", owner, info.status());
+    ctx->FinishUnary(call, reactor, "CreateSession", owner, info.status());
   });
   return reactor;
 }
@@ -221,14 +197,14 @@ grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContex
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   auto admitted = AdmitWithSession(ctx_, call, request->session_id());
   if (!admitted.ok()) {
-    FinishCall(ctx_, call, reactor, "GetSession", "", admitted.status());
+    ctx_->FinishUnary(call, reactor, "GetSession", "", admitted.status());
     return reactor;
   }
   ServingContext* ctx = ctx_;
   const std::string owner = admitted->first;
   ctx_->scheduler->GetSession(admitted->second, owner, [=](absl::StatusOr<SessionInfo> info) {
     if (info.ok()) FillSession(*info, response);
-    FinishCall(ctx, call, reactor, "GetSession", owner, info.status());
+    ctx->FinishUnary(call, reactor, "GetSession", owner, info.status());
   });
   return reactor;
 }
@@ -239,13 +215,13 @@ grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerCon
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   auto admitted = AdmitWithSession(ctx_, call, request->session_id());
   if (!admitted.ok()) {
-    FinishCall(ctx_, call, reactor, "DeleteSession", "", admitted.status());
+    ctx_->FinishUnary(call, reactor, "DeleteSession", "", admitted.status());
     return reactor;
   }
   ServingContext* ctx = ctx_;
   const std::string owner = admitted->first;
   ctx_->scheduler->DeleteSession(admitted->second, owner, [=](absl::Status st) {
-    FinishCall(ctx, call, reactor, "DeleteSession", owner, st);
+    ctx->FinishUnary(call, reactor, "DeleteSession", owner, st);
   });
   return reactor;
 }
@@ -256,14 +232,14 @@ grpc::ServerUnaryReactor* SessionsService::ForkSession(grpc::CallbackServerConte
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   auto admitted = AdmitWithSession(ctx_, call, request->session_id());
   if (!admitted.ok()) {
-    FinishCall(ctx_, call, reactor, "ForkSession", "", admitted.status());
+    ctx_->FinishUnary(call, reactor, "ForkSession", "", admitted.status());
     return reactor;
   }
   ServingContext* ctx = ctx_;
   const std::string owner = admitted->first;
   ctx_->scheduler->ForkSession(admitted->second, owner, [=](absl::StatusOr<SessionInfo> info) {
     if (info.ok()) FillSession(*info, response);
-    FinishCall(ctx, call, reactor, "ForkSession", owner, info.status());
+    ctx->FinishUnary(call, reactor, "ForkSession", owner, info.status());
   });
   return reactor;
 }

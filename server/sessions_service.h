@@ -9,8 +9,6 @@ namespace modrwkv::server {
 
 // Export chunks: small enough to stay far below any message limit, large enough to be cheap.
 inline constexpr size_t kSessionChunkBytes = 256 << 10;
-// The state blob's fixed header (engine/state_blob.h).
-inline constexpr size_t kStateBlobHeaderBytes = 72;
 
 class SessionsService final : public pb::Sessions::CallbackService {
  public:
@@ -37,8 +35,8 @@ class SessionsService final : public pb::Sessions::CallbackService {
   ServingContext* const ctx_;
 };
 
-// The header fields of a state blob (engine/state_blob.h layout), for ExportSession's first chunk.
-// Returns false if the blob is shorter than the header.
-bool ParseBlobHeader(absl::string_view blob, pb::SessionBlobHeader* out);
+// The header of a state blob (read by engine/state_blob.h), for ExportSession's first chunk;
+// INVALID_ARGUMENT if `blob` does not start with a valid header.
+absl::Status FillBlobHeader(absl::string_view blob, pb::SessionBlobHeader* out);
 
 }  // namespace modrwkv::server

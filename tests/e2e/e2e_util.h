@@ -87,6 +87,7 @@ class ServerProcess {
     std::vector<std::string> env;   // extra "NAME=value" entries
     fs::path model;                 // default: DemoModel()
     bool wait_ready = true;
+    bool metrics_host = true;  // pass --metrics-host 127.0.0.1 (else the server's default)
   };
 
   // Starts the server and waits for its "ready" log line (or just "listening").
@@ -97,9 +98,12 @@ class ServerProcess {
                                                 "_" + std::to_string(counter++) + ".log");
     if (o.model.empty()) o.model = DemoModel();
     std::vector<std::string> args = {
-        MODRWKV_CLI, "serve",  "--model", o.model.string(), "--vocab",   VocabPath(),      "--host",
-        "127.0.0.1", "--port", "0",       "--metrics-host", "127.0.0.1", "--metrics-port", "0",
-        "--threads", "2"};
+        MODRWKV_CLI, "serve",  "--model", o.model.string(), "--vocab", VocabPath(), "--host",
+        "127.0.0.1", "--port", "0",       "--metrics-port", "0",       "--threads", "2"};
+    if (o.metrics_host) {
+      args.push_back("--metrics-host");
+      args.push_back("127.0.0.1");
+    }
     args.insert(args.end(), o.args.begin(), o.args.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
@@ -351,6 +355,55 @@ inline grpc::health::v1::HealthCheckResponse::ServingStatus Health(
   grpc::Status st = grpc::health::v1::Health::NewStub(ch)->Check(&ctx, req, &resp);
   if (status_out) *status_out = st;
   return st.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+}
+
+// A client certificate to make: file stem, openssl -subj, subjectAltName ("" = none).
+struct ClientCert {
+  std::string name, subject, san;
+};
+
+// Writes a self-signed CA (ca.pem), a server certificate for localhost (server.pem, server.key)
+// and the client certificates (<name>.pem, <name>.key), all signed by the CA (openssl CLI).
+inline bool MakeCertificates(const fs::path& dir, const std::vector<ClientCert>& clients) {
+  fs::create_directories(dir);
+  std::string cmd =
+      "cd " + dir.string() +
+      " && "
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key "
+      "-out ca.pem && "
+      "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
+      "-out server.csr && "
+      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile san.ext -out server.pem";
+  for (const ClientCert& c : clients) {
+    cmd += " && openssl req -newkey rsa:2048 -nodes -subj " + c.subject + " -keyout " + c.name +
+           ".key -out " + c.name + ".csr";
+    std::string ext;
+    if (!c.san.empty()) {
+      cmd += " && printf 'subjectAltName=" + c.san + "\\n' > " + c.name + ".ext";
+      ext = " -extfile " + c.name + ".ext";
+    }
+    cmd += " && openssl x509 -req -in " + c.name + ".csr -CA ca.pem -CAkey ca.key " +
+           "-CAcreateserial -days 2" + ext + " -out " + c.name + ".pem";
+  }
+  return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// A TLS channel trusting the CA of MakeCertificates, presenting client certificate `client`
+// ("" = none).
+inline std::shared_ptr<grpc::Channel> TlsChannel(const ServerProcess& s, const fs::path& dir,
+                                                 const std::string& client) {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadAll(dir / "ca.pem");
+  if (!client.empty()) {
+    ssl.pem_cert_chain = ReadAll(dir / (client + ".pem"));
+    ssl.pem_private_key = ReadAll(dir / (client + ".key"));
+  }
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  args.SetInt("grpc.use_local_subchannel_pool", 1);
+  return grpc::CreateCustomChannel(s.target(), grpc::SslCredentials(ssl), args);
 }
 
 }  // namespace modrwkv::e2e

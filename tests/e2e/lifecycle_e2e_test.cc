@@ -222,52 +222,18 @@ TEST(LifecycleE2eTest, BearerTokensAuthenticateAndOwnSessions) {
   fs::remove(tokens);
 }
 
-// Writes a self-signed CA and a server and a client certificate signed by it (openssl CLI).
-bool MakeCertificates(const fs::path& dir) {
-  fs::create_directories(dir);
-  const std::string d = dir.string();
-  const std::string cmd =
-      "cd " + d +
-      " && "
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key "
-      "-out ca.pem && "
-      "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
-      "-out server.csr && "
-      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext && "
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-      "-extfile san.ext -out server.pem && "
-      "openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr && "
-      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-      "-out client.pem";
-  return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-std::shared_ptr<grpc::Channel> TlsChannel(const ServerProcess& s, const fs::path& dir,
-                                          bool client_cert) {
-  grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = ReadAll(dir / "ca.pem");
-  if (client_cert) {
-    ssl.pem_cert_chain = ReadAll(dir / "client.pem");
-    ssl.pem_private_key = ReadAll(dir / "client.key");
-  }
-  grpc::ChannelArguments args;
-  args.SetSslTargetNameOverride("localhost");
-  args.SetInt("grpc.use_local_subchannel_pool", 1);
-  return grpc::CreateCustomChannel(s.target(), grpc::SslCredentials(ssl), args);
-}
-
 TEST(LifecycleE2eTest, TlsAndMutualTls) {
   const fs::path dir = fs::temp_directory_path() / ("e2e_tls_" + std::to_string(getpid()));
-  if (!MakeCertificates(dir)) GTEST_SKIP() << "openssl could not make test certificates";
+  if (!MakeCertificates(dir, {{"client", "/CN=client", ""}}))
+    GTEST_SKIP() << "openssl could not make test certificates";
   {
     ServerProcess::Options o;
     o.args = {"--tls-cert", (dir / "server.pem").string(), "--tls-key",
               (dir / "server.key").string()};
     auto server = ServerProcess::Start(o);
     ASSERT_NE(server, nullptr);
-    EXPECT_EQ(Health(TlsChannel(*server, dir, false), "modrwkv.v1.Inference"),
-              ServingStatus::SERVING);
-    auto stub = pb::Inference::NewStub(TlsChannel(*server, dir, false));
+    EXPECT_EQ(Health(TlsChannel(*server, dir, ""), "modrwkv.v1.Inference"), ServingStatus::SERVING);
+    auto stub = pb::Inference::NewStub(TlsChannel(*server, dir, ""));
     EXPECT_TRUE(RunGenerate(stub.get(), Greedy("tls", 3)).status.ok());
     // A plaintext client cannot talk to a TLS server.
     grpc::Status st;
@@ -281,9 +247,9 @@ TEST(LifecycleE2eTest, TlsAndMutualTls) {
               "--tls-client-ca", (dir / "ca.pem").string()};
     auto server = ServerProcess::Start(o);
     ASSERT_NE(server, nullptr);
-    EXPECT_EQ(Health(TlsChannel(*server, dir, true), ""), ServingStatus::SERVING);
+    EXPECT_EQ(Health(TlsChannel(*server, dir, "client"), ""), ServingStatus::SERVING);
     grpc::Status st;
-    Health(TlsChannel(*server, dir, false), "", &st);
+    Health(TlsChannel(*server, dir, ""), "", &st);
     EXPECT_FALSE(st.ok()) << "mTLS server accepted a client without a certificate";
   }
   fs::remove_all(dir);
@@ -291,11 +257,9 @@ TEST(LifecycleE2eTest, TlsAndMutualTls) {
 
 // grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo, spoken with hand-encoded bytes
 // (the reflection protos are compiled into libgrpc++_reflection; linking our own copy would
-// register them twice): list_services must name our services.
-TEST(LifecycleE2eTest, ReflectionListsTheServices) {
-  auto server = ServerProcess::Start({});
-  ASSERT_NE(server, nullptr);
-  grpc::GenericStub stub(server->Channel());
+// register them twice): list_services. The call's status; the response bytes in *response.
+grpc::Status ListServices(const std::shared_ptr<grpc::Channel>& channel, std::string* response) {
+  grpc::GenericStub stub(channel);
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -304,31 +268,63 @@ TEST(LifecycleE2eTest, ReflectionListsTheServices) {
   void* tag;
   bool ok;
   call->StartCall(reinterpret_cast<void*>(1));
-  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  cq.Next(&tag, &ok);
   const std::string request("\x3a\x01*", 3);  // field 7 (list_services) = "*"
   grpc::Slice slice(request);
   grpc::ByteBuffer out(&slice, 1);
   call->Write(out, reinterpret_cast<void*>(2));
-  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  cq.Next(&tag, &ok);
   grpc::ByteBuffer in;
   call->Read(&in, reinterpret_cast<void*>(3));
-  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(in.Dump(&slices).ok());
-  std::string response;
-  for (const auto& s : slices) response.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  EXPECT_NE(response.find("modrwkv.v1.Inference"), std::string::npos);
-  EXPECT_NE(response.find("modrwkv.v1.Sessions"), std::string::npos);
-  EXPECT_NE(response.find("grpc.health.v1.Health"), std::string::npos);
+  if (cq.Next(&tag, &ok) && ok) {
+    std::vector<grpc::Slice> slices;
+    if (in.Dump(&slices).ok()) {
+      for (const auto& sl : slices) {
+        response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+      }
+    }
+  }
   call->WritesDone(reinterpret_cast<void*>(4));
   cq.Next(&tag, &ok);
   grpc::Status st;
   call->Finish(&st, reinterpret_cast<void*>(5));
   cq.Next(&tag, &ok);
-  EXPECT_TRUE(st.ok()) << st.error_message();
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+  return st;
+}
+
+TEST(LifecycleE2eTest, ReflectionListsTheServices) {
+  auto server = ServerProcess::Start({});
+  ASSERT_NE(server, nullptr);
+  std::string response;
+  grpc::Status st = ListServices(server->Channel(), &response);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_NE(response.find("modrwkv.v1.Inference"), std::string::npos);
+  EXPECT_NE(response.find("modrwkv.v1.Sessions"), std::string::npos);
+  EXPECT_NE(response.find("grpc.health.v1.Health"), std::string::npos);
+}
+
+TEST(LifecycleE2eTest, NoReflectionTurnsReflectionOff) {
+  ServerProcess::Options o;
+  o.args = {"--no-reflection"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  std::string response;
+  EXPECT_EQ(ListServices(server->Channel(), &response).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(response.find("modrwkv.v1.Inference"), std::string::npos);
+  EXPECT_EQ(Health(server->Channel(), "modrwkv.v1.Inference"), ServingStatus::SERVING);
+}
+
+TEST(LifecycleE2eTest, MetricsListenOnTheGrpcHostByDefault) {
+  ServerProcess::Options o;
+  o.metrics_host = false;  // no --metrics-host: it follows --host 127.0.0.1
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  EXPECT_NE(server->Log().find("metrics_host=127.0.0.1"), std::string::npos) << server->Log();
+  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_ready"), 1);
 }
 
 }  // namespace

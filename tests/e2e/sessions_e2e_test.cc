@@ -1,5 +1,7 @@
 // Sessions and Chat end to end: a session's state continues exactly across requests, forks,
 // export from one server process and import into another; Chat keeps its state across turns.
+#include <atomic>
+
 #include "tests/e2e/e2e_util.h"
 
 namespace modrwkv::e2e {
@@ -411,6 +413,71 @@ TEST_F(SessionsE2eTest, ChatRejectsAnEmptyTurnAndACancelledChatFreesItsSlot) {
   }
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(Eventually([&] { return ScrapeMetric(*server_, "modrwkv_requests_running") == 0; }));
+}
+
+TEST_F(SessionsE2eTest, ChatOnAnUnknownSessionFailsNotFoundWithNothingBeforeIt) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->Chat(&ctx);
+  pb::ChatRequest req = ChatMessage("anyone there?", 4);
+  req.set_session_id("0123456789abcdef0123456789abcdef");
+  ASSERT_TRUE(stream->Write(req));
+  pb::ChatResponse resp;
+  int messages = 0;
+  while (stream->Read(&resp)) {
+    ++messages;
+    ADD_FAILURE() << "unexpected message before the error: " << resp.ShortDebugString();
+  }
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_EQ(messages, 0);
+  auto info = ErrorInfoOf(st);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->reason(), "SESSION_NOT_FOUND");
+}
+
+// Streams cancelled right after their first message, while the server creates their session and
+// submits their first turn (the window in which a reactor used to be finished and deleted under
+// the scheduler thread's feet). Every stream must end, the server must stay up, and every session
+// these streams made must be deleted. Run under ThreadSanitizer/ASan to see the race itself.
+TEST_F(SessionsE2eTest, ManyChatStreamsCancelledRightAfterTheirFirstMessage) {
+  const auto before = [&] {
+    const std::string m = HttpGet(server_->metrics_port(), "/metrics");
+    return Metric(m, "modrwkv_sessions{tier=\"hot\"}") +
+           Metric(m, "modrwkv_sessions{tier=\"cold\"}");
+  };
+  const double sessions_before = before();
+  constexpr int kThreads = 4, kStreamsPerThread = 40;
+  std::vector<std::thread> threads;
+  std::atomic<int> ended{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      auto stub = pb::Inference::NewStub(server_->Channel());
+      for (int i = 0; i < kStreamsPerThread; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        auto stream = stub->Chat(&ctx);
+        stream->Write(ChatMessage("hello", 64));
+        pb::ChatResponse resp;
+        // Vary the moment of the cancel: at once, after the first message, after a yield.
+        if (i % 3 == 1) stream->Read(&resp);
+        if (i % 3 == 2) std::this_thread::yield();
+        ctx.TryCancel();
+        while (stream->Read(&resp)) {
+        }
+        stream->Finish();
+        ended.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ended.load(), kThreads * kStreamsPerThread);
+  // The server is alive and serves; nothing runs; every stream's session is gone.
+  EXPECT_EQ(Health(server_->Channel(), "modrwkv.v1.Inference"),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_TRUE(RunGenerate(stub_.get(), Greedy("still alive", 3)).status.ok());
+  EXPECT_TRUE(Eventually([&] { return ScrapeMetric(*server_, "modrwkv_requests_running") == 0; }));
+  EXPECT_TRUE(Eventually([&] { return before() == sessions_before; }))
+      << "sessions before " << sessions_before << ", now " << before();
 }
 
 }  // namespace

@@ -35,6 +35,30 @@ TEST(StateBlob, RoundTripsStateAndHeader) {
   EXPECT_EQ(got->pending_token, 24);
 }
 
+TEST(StateBlob, PeekReadsTheHeaderWithoutTheModel) {
+  const ModelConfig c = Config();
+  std::vector<float> state(c.StateFloats(), 2.0f);
+  StateBlobHeader h;
+  h.model_fingerprint = 0xabcd;
+  h.n_layer = 2;
+  h.n_embd = 64;
+  h.tokens = 5;
+  const std::string blob = EncodeStateBlob(h, state);
+  auto got = PeekStateBlobHeader(blob);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->format_version, kStateBlobVersion);
+  EXPECT_EQ(got->model_fingerprint, 0xabcdu);
+  EXPECT_EQ(got->n_layer, 2);
+  EXPECT_EQ(got->n_embd, 64);
+  EXPECT_EQ(got->head_size, 64);
+  EXPECT_EQ(got->tokens, 5);
+  EXPECT_EQ(got->payload_crc32c, Crc32c(state.data(), state.size() * 4));
+  EXPECT_FALSE(PeekStateBlobHeader(blob.substr(0, kStateBlobHeaderBytes - 1)).ok());
+  std::string bad = blob;
+  bad[30] ^= 1;  // n_layer: the header checksum no longer matches
+  EXPECT_FALSE(PeekStateBlobHeader(bad).ok());
+}
+
 TEST(StateBlob, RefusesEveryKindOfDamage) {
   const ModelConfig c = Config();
   std::vector<float> state(c.StateFloats(), 1.0f), out;

@@ -1,4 +1,5 @@
-// Bearer tokens: file format, identities, and what is refused.
+// Caller identities: bearer-token file format, identities that survive edits of the file, reload,
+// client-certificate names, and what is refused.
 #include "server/auth.h"
 
 #include "gtest/gtest.h"
@@ -18,7 +19,48 @@ TEST(AuthTest, NamedAndAnonymousTokens) {
   EXPECT_EQ((*a)->num_tokens(), 2u);
   EXPECT_EQ(*(*a)->IdentifyHeader("Bearer secret-alice"), "alice");
   EXPECT_EQ(*(*a)->IdentifyHeader("bearer secret-alice"), "alice");
-  EXPECT_EQ(*(*a)->IdentifyHeader("Bearer bare-token-xyz"), "token-4");  // its line number
+  // A bare token is named by its digest: the first 16 hex digits of SHA-256("bare-token-xyz").
+  EXPECT_EQ(*(*a)->IdentifyHeader("Bearer bare-token-xyz"), "token:ab438531375e9ef4");
+  EXPECT_EQ(TokenDigestIdentity("bare-token-xyz"), "token:ab438531375e9ef4");
+}
+
+TEST(AuthTest, IdentitiesSurviveEditsOfTheFile) {
+  auto a = *Authenticator::FromString("bare-token-xyz\n");
+  const std::string before = *a->IdentifyHeader("Bearer bare-token-xyz");
+  // Lines added above it (and another token) do not rename the caller.
+  ASSERT_TRUE(
+      a->ReloadFromString("# new\nbob bob-secret-22\nother-token-1\nbare-token-xyz\n").ok());
+  EXPECT_EQ(*a->IdentifyHeader("Bearer bare-token-xyz"), before);
+  EXPECT_EQ(*a->IdentifyHeader("Bearer other-token-1"), "token:318d6305da0f6023");
+  EXPECT_EQ(*a->IdentifyHeader("Bearer bob-secret-22"), "bob");
+}
+
+TEST(AuthTest, ReloadSwapsTheTableAndAnInvalidFileKeepsTheOldOne) {
+  auto a = *Authenticator::FromString("alice secret-alice\n");
+  ASSERT_TRUE(a->ReloadFromString("bob secret-bob-1\n").ok());
+  EXPECT_EQ(a->IdentifyHeader("Bearer secret-alice").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(*a->IdentifyHeader("Bearer secret-bob-1"), "bob");
+  const absl::Status bad = a->ReloadFromString("bob secret-bob-1\nshort\n");
+  EXPECT_NE(bad.message().find("line 2"), std::string::npos) << bad;
+  EXPECT_EQ(*a->IdentifyHeader("Bearer secret-bob-1"), "bob");  // still the old table
+  EXPECT_EQ(a->num_tokens(), 1u);
+  // Without a token file there is nothing to reload.
+  EXPECT_EQ(Authenticator::Disabled()->Reload().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(AuthTest, ClientCertificatesAreNamedBySanUriThenDnsThenCommonName) {
+  PeerCertificateNames n;
+  EXPECT_EQ(CertificateIdentity(n), "");
+  n.common_name = {"client-cn"};
+  EXPECT_EQ(CertificateIdentity(n), "cert:client-cn");
+  n.dns = {"client.example"};
+  EXPECT_EQ(CertificateIdentity(n), "cert:client.example");
+  n.uri = {"spiffe://example/client", "spiffe://example/other"};
+  EXPECT_EQ(CertificateIdentity(n), "cert:spiffe://example/client");
+  auto a = Authenticator::Disabled(/*client_certificates=*/true);
+  EXPECT_FALSE(a->enabled());
+  EXPECT_TRUE(a->client_certificates());
 }
 
 TEST(AuthTest, RefusesMissingMalformedAndWrongTokens) {
@@ -40,6 +82,11 @@ TEST(AuthTest, BadFilesAreRejectedWithTheLine) {
   EXPECT_NE(st.message().find("shorter than 8"), std::string::npos) << st;
   st = Authenticator::FromString("x token-one-1\nx token-two-2\n").status();
   EXPECT_NE(st.message().find("duplicate name"), std::string::npos) << st;
+  st = Authenticator::FromString("x token-one-1\ny token-one-1\n").status();
+  EXPECT_NE(st.message().find("twice"), std::string::npos) << st;
+  // ':' is reserved for derived identities, so a name cannot pose as one.
+  st = Authenticator::FromString("token:ab438531375e9ef4 token-one-1\n").status();
+  EXPECT_NE(st.message().find("':'"), std::string::npos) << st;
   EXPECT_EQ(Authenticator::FromFile("/nonexistent/tokens").status().code(),
             absl::StatusCode::kNotFound);
 }

@@ -125,6 +125,47 @@ TEST_F(ConvertTest, DeadlineIsTheSoonerOfTimeoutAndGrpcDeadline) {
   EXPECT_EQ(r->deadline, absl::FromChrono(soon));
 }
 
+TEST_F(ConvertTest, MaxTokensIsCappedAndDefaultedByTheServer) {
+  pb::GenerateRequest req;
+  req.add_input()->set_text("hi");
+  EXPECT_EQ(ToEngineRequest(req, ctx_, kNoDeadline)->stop.max_tokens, 256);  // engine default
+  ctx_.max_tokens_limit = 100;
+  ctx_.default_max_tokens = 40;
+  EXPECT_EQ(ToEngineRequest(req, ctx_, kNoDeadline)->stop.max_tokens, 40);
+  req.mutable_stop()->set_max_tokens(100);
+  EXPECT_EQ(ToEngineRequest(req, ctx_, kNoDeadline)->stop.max_tokens, 100);
+  req.mutable_stop()->set_max_tokens(101);
+  absl::Status st = ToEngineRequest(req, ctx_, kNoDeadline).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("stop.max_tokens = 101"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("max-tokens-limit"), std::string::npos) << st;
+  pb::ChatRequest turn;
+  turn.set_text("hi");
+  SessionId sid;
+  EXPECT_EQ(ToEngineChatTurn(turn, sid, ctx_, kNoDeadline)->stop.max_tokens, 40);
+  turn.mutable_stop()->set_max_tokens(500);
+  EXPECT_EQ(ToEngineChatTurn(turn, sid, ctx_, kNoDeadline).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ConvertTest, DefaultTimeoutAppliesOnlyWhenTheClientSetNoDeadline) {
+  ctx_.default_timeout = absl::Seconds(10);
+  pb::GenerateRequest req;
+  req.add_input()->set_text("hi");
+  const absl::Time t0 = absl::Now();
+  absl::Time d = ToEngineRequest(req, ctx_, kNoDeadline)->deadline;
+  EXPECT_GE(d, t0 + absl::Seconds(10));
+  EXPECT_LE(d, absl::Now() + absl::Seconds(10));
+  // A gRPC deadline is the client's own: no default on top.
+  const auto grpc_deadline = std::chrono::system_clock::now() + std::chrono::hours(1);
+  d = ToEngineRequest(req, ctx_, grpc_deadline)->deadline;
+  EXPECT_EQ(d, absl::FromChrono(grpc_deadline));
+  // As is the request's timeout.
+  req.mutable_timeout()->set_seconds(100);
+  d = ToEngineRequest(req, ctx_, kNoDeadline)->deadline;
+  EXPECT_GE(d, t0 + absl::Seconds(100));
+}
+
 TEST_F(ConvertTest, ChatTurnAppliesTheTemplateStopsAtTurnEndAndBansEndOfText) {
   pb::ChatRequest req;
   req.set_text("hi");

@@ -1,6 +1,10 @@
 // Metrics: the series users alert on exist at zero from the start; observer events move them.
 #include "server/metrics.h"
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
 
@@ -81,6 +85,42 @@ TEST(MetricsTest, WarmUpIsNotRecorded) {
   const std::string t = Text(*m);
   EXPECT_TRUE(Has(t, "modrwkv_generated_tokens_total 0"));
   EXPECT_TRUE(Has(t, "modrwkv_step_duration_seconds_count 0"));
+}
+
+TEST(MetricsTest, ScrapesReadTheAttachedStats) {
+  auto m = Metrics::Create("").value();
+  m->AttachStats([] {
+    SchedulerStats s;
+    s.running = 3;
+    s.slots_total = 8;
+    return s;
+  });
+  m->Refresh();
+  const std::string t = Text(*m);
+  EXPECT_TRUE(Has(t, "modrwkv_requests_running 3")) << t;
+  EXPECT_TRUE(Has(t, "modrwkv_state_slots_total 8"));
+}
+
+// Shutdown detaches the scheduler and then destroys it: a scrape that is still reading its stats
+// must be over when the detach returns.
+TEST(MetricsTest, DetachingWaitsForTheScrapeInProgress) {
+  auto m = Metrics::Create("").value();
+  std::atomic<bool> inside{false}, left{false};
+  std::atomic<int> calls{0};
+  m->AttachStats([&] {
+    calls.fetch_add(1);
+    inside.store(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a slow stats read
+    left.store(true);
+    return SchedulerStats{};
+  });
+  std::thread scrape([&] { m->Refresh(); });
+  while (!inside.load()) std::this_thread::yield();
+  m->AttachScheduler(nullptr);  // what DrainAndStop does before destroying the scheduler
+  EXPECT_TRUE(left.load()) << "detach returned while a scrape was still reading the stats";
+  scrape.join();
+  m->Refresh();  // detached: the old source is never called again
+  EXPECT_EQ(calls.load(), 1);
 }
 
 TEST(MetricsTest, ServesTheTextFormatOverHttp) {

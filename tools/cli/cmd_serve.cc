@@ -38,7 +38,7 @@ constexpr FlagSpec kServeFlags[] = {
     {"vocab", "", "vocabulary file; default: next to the model, then the bundled copy"},
     {"host", "0.0.0.0", "address to listen on for gRPC"},
     {"port", "50051", "gRPC port (0 = any free port; the 'listening' log line says which)"},
-    {"metrics-host", "0.0.0.0", "address for the Prometheus endpoint"},
+    {"metrics-host", "", "address for the Prometheus endpoint (default: the --host value)"},
     {"metrics-port", "9090", "Prometheus /metrics port (0 = any free port, -1 = off)"},
     {"max-running", "32", "sequences decoded together in one batch"},
     {"state-slots", "0", "state slots to allocate (0 = max-running; more keep idle sessions hot)"},
@@ -55,17 +55,26 @@ constexpr FlagSpec kServeFlags[] = {
     {"session-ttl", "1h", "idle sessions older than this are deleted (e.g. 90s, 30m, 1h)"},
     {"stream-buffer-bytes", "1048576",
      "output a slow client may leave unread before its request is cancelled"},
+    {"max-chat-streams-per-owner", "0",
+     "open Chat streams per caller identity (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
+    {"max-tokens-limit", "0", "largest stop.max_tokens a request may ask for (0 = no limit)"},
+    {"default-max-tokens", "0",
+     "stop.max_tokens of requests that leave it unset (0 = 256, capped at --max-tokens-limit)"},
+    {"default-timeout", "0",
+     "timeout of requests that set neither timeout nor a gRPC deadline (0 = none)"},
     {"chat-template", "\\x16User: {text}\\x17\\x16Assistant:",
      "Chat turn template; {text} is the message; \\xNN \\n \\t \\\\ escapes"},
     {"max-message-bytes", "4194304", "largest request message accepted"},
     {"tls-cert", "", "PEM server certificate chain (enables TLS)"},
     {"tls-key", "", "PEM private key of --tls-cert"},
     {"tls-client-ca", "", "PEM CA bundle: require and verify client certificates (mTLS)"},
-    {"auth-token-file", "", "bearer tokens, one per line: 'token' or 'name token'"},
+    {"auth-token-file", "",
+     "bearer tokens, one per line: 'token' or 'name token'; reread on SIGHUP"},
     {"drain-timeout", "30s", "on SIGTERM/SIGINT, how long running requests may take to finish"},
     {"log-level", "info", "debug, info, warn or error"},
     {"log-format", "text", "text (key=value) or json"},
     {"no-warmup", "", "skip the warm-up batch before readiness", true},
+    {"no-reflection", "", "do not serve gRPC server reflection", true},
 };
 
 std::string EnvName(const std::string& flag) {
@@ -174,6 +183,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   }
   MODRWKV_RETURN_IF_ERROR(
       int_flag("stream-buffer-bytes", 1024, int64_t{1} << 32, &o.stream_buffer_bytes));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-chat-streams-per-owner", 0, 1 << 20, &o.max_chat_streams_per_owner));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-tokens-limit", 0, 1 << 30, &o.max_tokens_limit));
+  MODRWKV_RETURN_IF_ERROR(int_flag("default-max-tokens", 0, 1 << 30, &o.default_max_tokens));
+  MODRWKV_ASSIGN_OR_RETURN(o.default_timeout, DurationFlag(f, "default-timeout"));
   MODRWKV_ASSIGN_OR_RETURN(o.chat_template, Unescape(f.Str("chat-template"), "chat-template"));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-message-bytes", 1024, 1 << 30, &o.max_message_bytes));
   o.tls_cert_file = f.Str("tls-cert");
@@ -204,18 +218,26 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
         absl::StrCat("--log-format must be text or json, got '", format, "'"));
   }
   o.warmup = !f.Bool("no-warmup");
+  o.reflection = !f.Bool("no-reflection");
   MODRWKV_RETURN_IF_ERROR(o.Validate());
   return o;
 }
 
-// Waits for SIGTERM or SIGINT (blocked in every thread, see RunServe); returns the signal.
-int WaitForSignal() {
+// The signals serve handles, blocked in every thread (see RunServe) and taken by sigwait.
+sigset_t HandledSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+// Waits for SIGTERM, SIGINT or (if `hup`) SIGHUP; returns the signal.
+int WaitForSignal(bool hup) {
+  const sigset_t set = HandledSignals();
   int sig = 0;
-  while (sigwait(&set, &sig) != 0) {
+  while (sigwait(&set, &sig) != 0 || (sig == SIGHUP && !hup)) {
   }
   return sig;
 }
@@ -223,11 +245,13 @@ int WaitForSignal() {
 }  // namespace
 
 int RunServe(int argc, char** argv) {
-  Flags flags("serve", "--model M [--vocab V] [--port P] [--metrics-port Q] [flags]",
-              "Serves the model over gRPC (modrwkv.v1.Inference, modrwkv.v1.Sessions, "
-              "grpc.health.v1, reflection) and Prometheus metrics. Every flag can also be set "
-              "with an environment variable MODRWKV_<FLAG> (e.g. MODRWKV_PORT, "
-              "MODRWKV_MAX_RUNNING); the command line wins. SIGTERM/SIGINT drain and exit 0.");
+  Flags flags(
+      "serve", "--model M [--vocab V] [--port P] [--metrics-port Q] [flags]",
+      "Serves the model over gRPC (modrwkv.v1.Inference, modrwkv.v1.Sessions, "
+      "grpc.health.v1, reflection) and Prometheus metrics. Every flag can also be set "
+      "with an environment variable MODRWKV_<FLAG> (e.g. MODRWKV_PORT, "
+      "MODRWKV_MAX_RUNNING); the command line wins. SIGTERM/SIGINT drain and exit 0; SIGHUP "
+      "rereads --auth-token-file.");
   AddModelFlags(flags);
   for (const FlagSpec& s : kServeFlags) {
     if (s.is_bool) {
@@ -255,10 +279,7 @@ int RunServe(int argc, char** argv) {
 
   // Signals are taken by sigwait on this thread only: block them before any thread starts, so
   // every thread inherits the mask.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
+  const sigset_t set = HandledSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   auto srv = server::ModelServer::Start(*options);
@@ -269,9 +290,11 @@ int RunServe(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
     return 1;
   }
-  WaitForSignal();  // ModelServer logs "draining"; a second signal exits at once
+  // SIGHUP rereads the token file; SIGTERM/SIGINT drain (ModelServer logs "draining"), and a
+  // second one exits at once.
+  while (WaitForSignal(/*hup=*/true) == SIGHUP) (*srv)->ReloadAuth();
   std::thread([] {
-    WaitForSignal();
+    WaitForSignal(/*hup=*/false);
     std::fprintf(stderr, "second signal: exiting without draining\n");
     std::_Exit(1);
   }).detach();

@@ -1,0 +1,54 @@
+// Server options: derived defaults and start-up validation of the request caps.
+#include "server/server_options.h"
+
+#include "gtest/gtest.h"
+
+namespace modrwkv::server {
+namespace {
+
+ServerOptions Valid() {
+  ServerOptions o;
+  o.model_path = std::string(MODRWKV_SOURCE_DIR) + "/CMakeLists.txt";  // any readable file
+  return o;
+}
+
+TEST(ServerOptionsTest, MetricsListenWhereGrpcDoesUnlessTold) {
+  ServerOptions o = Valid();
+  o.host = "127.0.0.1";
+  EXPECT_EQ(o.EffectiveMetricsHost(), "127.0.0.1");
+  o.metrics_host = "0.0.0.0";
+  EXPECT_EQ(o.EffectiveMetricsHost(), "0.0.0.0");
+  EXPECT_TRUE(o.reflection);
+}
+
+TEST(ServerOptionsTest, DefaultMaxTokensIsCappedByTheLimit) {
+  ServerOptions o = Valid();
+  EXPECT_EQ(o.EffectiveDefaultMaxTokens(), 256);
+  o.max_tokens_limit = 100;
+  EXPECT_EQ(o.EffectiveDefaultMaxTokens(), 100);
+  o.default_max_tokens = 30;
+  EXPECT_EQ(o.EffectiveDefaultMaxTokens(), 30);
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+  o.default_max_tokens = 101;
+  const absl::Status st = o.Validate();
+  EXPECT_NE(st.message().find("default-max-tokens (101) must be <= max-tokens-limit (100)"),
+            std::string::npos)
+      << st;
+}
+
+TEST(ServerOptionsTest, NegativeCapsAreRefusedNamingTheOption) {
+  for (auto set : std::vector<std::pair<const char*, void (*)(ServerOptions*)>>{
+           {"max-tokens-limit", [](ServerOptions* o) { o->max_tokens_limit = -1; }},
+           {"default-max-tokens", [](ServerOptions* o) { o->default_max_tokens = -1; }},
+           {"max-chat-streams-per-owner",
+            [](ServerOptions* o) { o->max_chat_streams_per_owner = -1; }},
+           {"default-timeout", [](ServerOptions* o) { o->default_timeout = absl::Seconds(-1); }}}) {
+    ServerOptions o = Valid();
+    set.second(&o);
+    const absl::Status st = o.Validate();
+    EXPECT_NE(st.message().find(set.first), std::string::npos) << set.first << ": " << st;
+  }
+}
+
+}  // namespace
+}  // namespace modrwkv::server
