@@ -14,8 +14,9 @@ absl::StatusOr<std::unique_ptr<Model>> CreateModel(const std::map<std::string, T
 }
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
-                                                 const ModelOptions& options) {
-  MODRWKV_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(path));
+                                                 const ModelOptions& options,
+                                                 const CheckpointOptions& checkpoint) {
+  MODRWKV_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(path, checkpoint));
   auto model = CreateModel(ckpt->tensors(), options);
   if (!model.ok()) {
     return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));

@@ -6,14 +6,17 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
 
 namespace modrwkv {
 
 // Opens `path` (.pth or .safetensors, detected from the content) and builds the CPU backend.
+// `checkpoint` says what to verify while opening (CRC-32 of .pth entries by default).
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
-                                                 const ModelOptions& options);
+                                                 const ModelOptions& options,
+                                                 const CheckpointOptions& checkpoint = {});
 
 absl::StatusOr<std::unique_ptr<Model>> CreateModel(const std::map<std::string, TensorView>& tensors,
                                                    const ModelOptions& options);

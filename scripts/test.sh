@@ -36,6 +36,7 @@ for f in build-fuzz/bin/*_fuzz; do
   mkdir -p "build-fuzz/corpus/$name"
   dirs=("build-fuzz/corpus/$name")  # new inputs go to the first folder; the rest are seeds
   [[ $name != tokenizer_fuzz ]] && dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro)
+  [[ -d tests/fuzz/seeds/$name ]] && dirs+=("tests/fuzz/seeds/$name")  # make_seeds.py
   echo "-- $name"
   "$f" -max_total_time=20 -rss_limit_mb=4096 -print_final_stats=1 "${dirs[@]}" 2>&1 | tail -n 3
 done

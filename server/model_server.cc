@@ -184,7 +184,9 @@ absl::Status ModelServer::LoadAndServe() {
   }
   mo.num_slots = options_.EffectiveSlots();
   mo.state_memory_bytes = options_.state_memory_bytes;
-  MODRWKV_ASSIGN_OR_RETURN(model_, LoadModel(options_.model_path, mo));
+  CheckpointOptions co;
+  co.verify_checksums = options_.verify_checksums;
+  MODRWKV_ASSIGN_OR_RETURN(model_, LoadModel(options_.model_path, mo, co));
   if (tokenizer_->vocab_size() > model_->config().vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the vocabulary has ids up to %d but the model only %d rows",

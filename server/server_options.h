@@ -23,6 +23,7 @@ struct ServerOptions {
   int threads = 0;                 // 0 = affinity mask capped by the cgroup quota (logged)
   int state_slots = 0;             // 0 = scheduler.max_running; more slots keep idle sessions hot
   int64_t state_memory_bytes = 0;  // > 0: as many slots as fit (ModelOptions::state_memory_bytes)
+  bool verify_checksums = true;    // CheckpointOptions::verify_checksums
 
   // Network.
   std::string host = "0.0.0.0";

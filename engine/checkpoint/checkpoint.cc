@@ -8,6 +8,7 @@
 #include "engine/checkpoint/mmap_file.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/checkpoint/torch_reader.h"
+#include "engine/checkpoint/zip_reader.h"
 
 namespace modrwkv {
 namespace {
@@ -34,7 +35,8 @@ bool StartsWith(absl::Span<const uint8_t> b, absl::string_view prefix) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path,
+                                                             const CheckpointOptions& options) {
   auto file = MappedFile::Open(path);
   if (!file.ok()) {
     return absl::Status(file.status().code(), absl::StrCat("checkpoint ", file.status().message()));
@@ -48,6 +50,13 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   absl::StatusOr<std::map<std::string, TensorView>> tensors;
   if (StartsWith(bytes, absl::string_view("PK\x03\x04", 4))) {
     format = CheckpointFormat::kTorchZip;
+    if (options.verify_checksums) {
+      auto entries = ReadZipDirectory(bytes);
+      absl::Status st = entries.ok() ? VerifyZipChecksums(bytes, *entries) : entries.status();
+      if (!st.ok()) {
+        return fail(st);
+      }
+    }
     tensors = ReadTorchZip(bytes);
   } else if (StartsWith(bytes, absl::string_view("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20", 10))) {
     return fail(absl::UnimplementedError(

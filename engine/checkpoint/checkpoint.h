@@ -14,6 +14,14 @@ namespace modrwkv {
 
 enum class CheckpointFormat { kTorchZip, kSafetensors };
 
+// What Checkpoint::Open checks beyond the structure (which it always checks).
+struct CheckpointOptions {
+  // .pth: every stored zip entry against the CRC-32 its central directory records. It is the only
+  // check that sees damage inside tensor bytes, and costs one extra pass over the file (measured
+  // in docs/engine.md, "Checkpoint validation"). .safetensors files carry no checksum.
+  bool verify_checksums = true;
+};
+
 // An opened checkpoint: a flat map from tensor name to a view of its bytes. The views stay valid
 // for the lifetime of this object. Immutable after Open; safe to read from any thread.
 class Checkpoint {
@@ -22,7 +30,8 @@ class Checkpoint {
 
   // Opens `path`, detecting the format from the file's content (zip magic vs. safetensors header),
   // not from its extension. Every failure is a Status naming the file and what was wrong.
-  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& path,
+                                                          const CheckpointOptions& options = {});
 
   virtual CheckpointFormat format() const = 0;
   // Sorted by name.

@@ -3,9 +3,12 @@
 #include "engine/checkpoint/pickle.h"
 
 #include <cstring>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
@@ -43,6 +46,105 @@ absl::string_view KindName(Kind k) {
 }
 
 namespace {
+
+using GlobalSet = absl::flat_hash_set<std::pair<std::string, std::string>>;
+
+GlobalSet MakeAllowedGlobals() {
+  GlobalSet s = {
+      {"collections", "OrderedDict"},
+      {"collections", "Counter"},
+      {"torch.nn.parameter", "Parameter"},
+      {"torch.serialization", "_get_layout"},
+      {"torch", "Size"},
+      {"torch", "Tensor"},
+      {"torch", "device"},
+      {"_codecs", "encode"},  // bytes, in protocol 2
+      {"torch._tensor", "_rebuild_from_type_v2"},
+      {"torch.storage", "UntypedStorage"},
+      {"torch.storage", "TypedStorage"},
+      {"torch", "UntypedStorage"},
+      {"torch", "TypedStorage"},
+  };
+  for (const char* module : {"builtins", "__builtin__"}) {
+    for (const char* name : {"bytearray", "set", "complex"}) {
+      s.insert({module, name});
+    }
+  }
+  for (const char* f :
+       {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+        "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
+        "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
+        "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor"}) {
+    s.insert({"torch._utils", f});
+  }
+  // dtypes as str(dtype) prints them, plus the aliases DTypeFromGlobal reads.
+  for (const char* d : {"float64",
+                        "float32",
+                        "float16",
+                        "bfloat16",
+                        "int64",
+                        "int32",
+                        "int16",
+                        "int8",
+                        "uint8",
+                        "bool",
+                        "complex128",
+                        "complex64",
+                        "complex32",
+                        "quint8",
+                        "qint8",
+                        "qint32",
+                        "quint4x2",
+                        "quint2x4",
+                        "float8_e5m2",
+                        "float8_e4m3fn",
+                        "float8_e5m2fnuz",
+                        "float8_e4m3fnuz",
+                        "float8_e8m0fnu",
+                        "float4_e2m1fn_x2",
+                        "bits8",
+                        "bits16",
+                        "bits1x8",
+                        "bits2x4",
+                        "bits4x2",
+                        "uint16",
+                        "uint32",
+                        "uint64",
+                        "uint1",
+                        "uint2",
+                        "uint3",
+                        "uint4",
+                        "uint5",
+                        "uint6",
+                        "uint7",
+                        "int1",
+                        "int2",
+                        "int3",
+                        "int4",
+                        "int5",
+                        "int6",
+                        "int7",
+                        "half",
+                        "float",
+                        "per_tensor_affine",
+                        "per_tensor_symmetric",
+                        "per_channel_affine",
+                        "per_channel_symmetric",
+                        "per_channel_affine_float_qparams"}) {
+    s.insert({"torch", d});
+  }
+  for (const char* t : {"Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char",
+                        "Byte", "Bool", "ComplexDouble", "ComplexFloat"}) {
+    s.insert({"torch", absl::StrCat(t, "Storage")});
+    for (const char* module : {"torch", "torch.cuda", "torch.sparse", "torch.cuda.sparse"}) {
+      s.insert({module, absl::StrCat(t, "Tensor")});
+    }
+  }
+  for (const char* t : {"QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4"}) {
+    s.insert({"torch", absl::StrCat(t, "Storage")});
+  }
+  return s;
+}
 
 enum Op : uint8_t {
   kMark = '(',
@@ -240,6 +342,13 @@ class Machine {
 
   // The arguments may alias strings of existing nodes: join them before New() can reallocate.
   absl::Status PushGlobal(const std::string& module, const std::string& name) {
+    if (!IsAllowedGlobal(module, name)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "pickle opcode 0x%02x at byte %d: global %s.%s (module \"%s\", name \"%s\") is not "
+          "allowed in a state dict (torch.load(weights_only=True) refuses it too)",
+          op_, op_pos_, absl::CHexEscape(module), absl::CHexEscape(name), absl::CHexEscape(module),
+          absl::CHexEscape(name)));
+    }
     std::string full = absl::StrCat(module, ".", name);
     MODRWKV_ASSIGN_OR_RETURN(NodeId id, New(Kind::kGlobal));
     g_.nodes[id].s = std::move(full);
@@ -485,6 +594,11 @@ absl::Status Machine::Step() {
 }
 
 }  // namespace
+
+bool IsAllowedGlobal(absl::string_view module, absl::string_view name) {
+  static const GlobalSet* const allowed = new GlobalSet(MakeAllowedGlobals());
+  return allowed->contains(std::make_pair(std::string(module), std::string(name)));
+}
 
 absl::StatusOr<Graph> Unpickle(absl::Span<const uint8_t> data, const Limits& limits) {
   return Machine(data, limits).Run();

@@ -1,6 +1,7 @@
 // A small, bounded unpickler for the data.pkl of torch.save archives (pickle protocol 2, plus the
 // protocol 3/4 opcodes Python may emit). It executes nothing: globals, REDUCE and BUILD become
-// inert nodes of a value graph that the torch reader interprets. Malformed input is a Status.
+// inert nodes of a value graph that the torch reader interprets. Malformed input is a Status, and
+// so is any global outside the state-dict allow-list (IsAllowedGlobal).
 #pragma once
 
 #include <cstdint>
@@ -57,7 +58,15 @@ struct Limits {
   size_t max_marks = 4096;
 };
 
-// Runs `data` up to STOP. Errors name the opcode and its byte offset.
+// The globals a state dict may name: those torch.load(weights_only=True) allows by default
+// (torch/_weights_only_unpickler.py: OrderedDict, the torch._utils._rebuild_* functions, storage,
+// tensor and dtype types, torch.Size, torch.device, nn.Parameter, ...), with protocol 2's
+// "__builtin__" spelling of "builtins".
+bool IsAllowedGlobal(absl::string_view module, absl::string_view name);
+
+// Runs `data` up to STOP. Errors name the opcode and its byte offset: DATA_LOSS for a malformed
+// stream, INVALID_ARGUMENT (naming the module and the name) for a GLOBAL or STACK_GLOBAL outside
+// IsAllowedGlobal, wherever it appears, whether or not the value is used.
 absl::StatusOr<Graph> Unpickle(absl::Span<const uint8_t> data, const Limits& limits = {});
 
 }  // namespace modrwkv::pickle

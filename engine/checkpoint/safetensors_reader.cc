@@ -1,4 +1,8 @@
 // Parses and validates a safetensors header; tensor data is not touched.
+#include <algorithm>
+#include <set>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -88,9 +92,25 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
   if (!DepthWithin(text, kMaxJsonDepth)) {
     return Bad("JSON nested too deeply");
   }
-  const json header = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (!text.empty() && text[0] != '{') {
+    return Bad("header is not a JSON object: it must start with '{' (only trailing spaces pad it)");
+  }
+  // The format forbids duplicate keys; a JSON object would silently keep the last one.
+  std::set<std::string> keys;
+  std::string duplicate;
+  const json::parser_callback_t on_key = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && parsed.is_string() &&
+        !keys.insert(parsed.get<std::string>()).second && duplicate.empty()) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  const json header = json::parse(text.begin(), text.end(), on_key, /*allow_exceptions=*/false);
   if (header.is_discarded()) {
     return Bad("header is not valid JSON");
+  }
+  if (!duplicate.empty()) {
+    return Bad(absl::StrCat("tensor ", duplicate.substr(0, 256), " appears twice in the header"));
   }
   if (!header.is_object()) {
     return Bad("header is not a JSON object");
@@ -99,6 +119,11 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
   const uint8_t* data = file.data() + 8 + header_len;
   const uint64_t data_size = file.size() - 8 - header_len;
   std::map<std::string, TensorView> out;
+  struct Span {
+    uint64_t begin, end;
+    const std::string* name;
+  };
+  std::vector<Span> spans;
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
       continue;
@@ -154,13 +179,37 @@ absl::StatusOr<std::map<std::string, TensorView>> ReadSafetensors(absl::Span<con
                               ShapeToString(shape), " needs ", numel * esize,
                               " bytes but data_offsets span ", *end - *begin));
     }
+    spans.push_back({*begin, *end, nullptr});
     TensorView v;
     v.name = name;
     v.dtype = *dtype;
     v.shape = std::move(shape);
     v.data = data + *begin;
     v.nbytes = static_cast<size_t>(numel * esize);
-    out.emplace(name, std::move(v));
+    spans.back().name = &out.emplace(name, std::move(v)).first->first;
+  }
+  // As the format requires: sorted by offset, the tensors tile the data section exactly. A gap
+  // would hide bytes no tensor owns, an overlap would alias two tensors.
+  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
+    return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;
+  });
+  uint64_t covered = 0;
+  const Span* prev = nullptr;
+  for (const Span& s : spans) {
+    if (s.begin < covered) {
+      return Bad(absl::StrCat("data_offsets of ", *s.name, " [", s.begin, ", ", s.end, ") overlap ",
+                              *prev->name, " [", prev->begin, ", ", prev->end, ")"));
+    }
+    if (s.begin > covered) {
+      return Bad(absl::StrCat("data_offsets leave bytes [", covered, ", ", s.begin,
+                              ") of the data section unused (before ", *s.name, ")"));
+    }
+    covered = s.end;
+    prev = &s;
+  }
+  if (covered != data_size) {
+    return Bad(absl::StrCat("data_offsets leave bytes [", covered, ", ", data_size,
+                            ") of the data section unused (at its end)"));
   }
   return out;
 }

@@ -4,8 +4,12 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/checkpoint/crc32.h"
 #include "engine/checkpoint/le_bytes.h"
+#include "engine/status_macros.h"
 
 namespace modrwkv {
 namespace {
@@ -15,12 +19,18 @@ constexpr uint32_t kCentralHeaderSig = 0x02014b50;
 constexpr uint32_t kEocdSig = 0x06054b50;
 constexpr uint32_t kZip64EocdSig = 0x06064b50;
 constexpr uint32_t kZip64LocatorSig = 0x07064b50;
+constexpr uint32_t kDescriptorSig = 0x08074b50;
 constexpr size_t kEocdSize = 22;
 constexpr size_t kZip64EocdMinSize = 56;
 constexpr size_t kZip64LocatorSize = 20;
 constexpr size_t kCentralHeaderSize = 46;
 constexpr size_t kLocalHeaderSize = 30;
 constexpr uint16_t kZip64ExtraId = 0x0001;
+constexpr uint16_t kFlagEncrypted = 1 << 0;
+constexpr uint16_t kFlagDescriptor = 1 << 3;  // CRC and sizes follow the data, not the header
+// Flags that change where or how an entry's bytes are read: local and central must agree on them.
+constexpr uint16_t kLayoutFlags = kFlagEncrypted | kFlagDescriptor;
+constexpr uint32_t k32Max = 0xffffffffu;
 
 absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt zip archive: ", what));
@@ -73,7 +83,7 @@ absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
     loc.entries = le::Load64(z + 32);
     loc.size = le::Load64(z + 40);
     loc.offset = le::Load64(z + 48);
-  } else if (loc.entries == 0xffff || loc.size == 0xffffffffu || loc.offset == 0xffffffffu) {
+  } else if (loc.entries == 0xffff || loc.size == k32Max || loc.offset == k32Max) {
     return Corrupt("end-of-directory record needs ZIP64 fields but has no ZIP64 locator");
   }
   if (loc.offset > a.size() || loc.size > a.size() - loc.offset) {
@@ -91,8 +101,7 @@ absl::StatusOr<DirectoryLocation> FindDirectory(absl::Span<const uint8_t> a) {
 // APPNOTE 4.5.3 gives: uncompressed size, compressed size, local header offset.
 absl::Status ApplyZip64Extra(const uint8_t* extra, size_t len, const std::string& name,
                              uint64_t& usize, uint64_t& csize, uint64_t& local) {
-  const bool need_u = usize == 0xffffffffu, need_c = csize == 0xffffffffu,
-             need_o = local == 0xffffffffu;
+  const bool need_u = usize == k32Max, need_c = csize == k32Max, need_o = local == k32Max;
   if (!need_u && !need_c && !need_o) {
     return absl::OkStatus();
   }
@@ -123,6 +132,112 @@ absl::Status ApplyZip64Extra(const uint8_t* extra, size_t len, const std::string
     pos += sz;
   }
   return Corrupt(absl::StrCat("entry ", name, " needs a ZIP64 extra field but has none"));
+}
+
+// The local header repeats what the central directory says about an entry; a reader that trusted
+// only one of them would read the wrong bytes when they disagree. Checks every field both carry
+// and returns the offset of the entry's data.
+absl::StatusOr<uint64_t> CheckLocalHeader(absl::Span<const uint8_t> a, uint64_t local,
+                                          const ZipEntry& e) {
+  auto mismatch = [&](absl::string_view field, const std::string& local_value,
+                      const std::string& central_value) {
+    return Corrupt(absl::StrCat("local header of ", e.name,
+                                " disagrees with the central directory: ", field, " ", local_value,
+                                ", central directory: ", central_value));
+  };
+  if (local > a.size() || a.size() - local < kLocalHeaderSize) {
+    return Corrupt(
+        absl::StrCat("local header of ", e.name, " at offset ", local, " lies outside the file"));
+  }
+  const uint8_t* lh = a.data() + local;
+  if (le::Load32(lh) != kLocalHeaderSig) {
+    return Corrupt(absl::StrCat("bad local header signature for ", e.name));
+  }
+  const uint16_t flags = le::Load16(lh + 6);
+  const uint16_t method = le::Load16(lh + 8);
+  const uint32_t crc = le::Load32(lh + 14);
+  uint64_t csize = le::Load32(lh + 18);
+  uint64_t usize = le::Load32(lh + 22);
+  const size_t name_len = le::Load16(lh + 26);
+  const size_t extra_len = le::Load16(lh + 28);
+  if (name_len != e.name.size()) {
+    return mismatch("name length is", absl::StrCat(name_len), absl::StrCat(e.name.size()));
+  }
+  if (a.size() - local - kLocalHeaderSize < name_len + extra_len) {
+    return Corrupt(absl::StrCat("local header of ", e.name, " overruns the file (truncated?)"));
+  }
+  const absl::string_view name(reinterpret_cast<const char*>(lh + kLocalHeaderSize), name_len);
+  if (name != e.name) {
+    return mismatch("name is", absl::StrCat("\"", absl::CHexEscape(name), "\""),
+                    absl::StrCat("\"", absl::CHexEscape(e.name), "\""));
+  }
+  if ((flags & kLayoutFlags) != (e.flags & kLayoutFlags)) {
+    return mismatch("flags are", absl::StrFormat("0x%x", flags), absl::StrFormat("0x%x", e.flags));
+  }
+  if (method != e.method) {
+    return mismatch("compression method is", absl::StrCat(method), absl::StrCat(e.method));
+  }
+  // The extra field is a sequence of (id, size, data) records that fills it exactly; a wrong
+  // extra length (which moves the data offset) almost never keeps that true.
+  const uint8_t* extra = lh + kLocalHeaderSize + name_len;
+  for (size_t pos = 0; pos < extra_len;) {
+    if (extra_len - pos < 4 || le::Load16(extra + pos + 2) > extra_len - pos - 4) {
+      return Corrupt(
+          absl::StrCat("local header of ", e.name, ": the records of its ", extra_len,
+                       "-byte extra field do not fill it exactly (wrong extra length?)"));
+    }
+    pos += 4 + le::Load16(extra + pos + 2);
+  }
+  if (flags & kFlagDescriptor) {
+    // CRC and sizes are zero here (APPNOTE 4.4.4) and follow the data; some writers fill them in.
+    auto agrees = [](uint64_t local_value, uint64_t central) {
+      return local_value == 0 || local_value == k32Max || local_value == central;
+    };
+    if (!agrees(crc, e.crc32) || !agrees(csize, e.size) || !agrees(usize, e.uncompressed_size)) {
+      return mismatch("CRC-32/sizes are", absl::StrFormat("0x%08x/%d/%d", crc, csize, usize),
+                      absl::StrFormat("0x%08x/%d/%d", e.crc32, e.size, e.uncompressed_size));
+    }
+  } else {
+    uint64_t unused_offset = 0;
+    MODRWKV_RETURN_IF_ERROR(ApplyZip64Extra(extra, extra_len, e.name, usize, csize, unused_offset));
+    if (crc != e.crc32) {
+      return mismatch("CRC-32 is", absl::StrFormat("0x%08x", crc),
+                      absl::StrFormat("0x%08x", e.crc32));
+    }
+    if (csize != e.size) {
+      return mismatch("compressed size is", absl::StrCat(csize), absl::StrCat(e.size));
+    }
+    if (usize != e.uncompressed_size) {
+      return mismatch("uncompressed size is", absl::StrCat(usize),
+                      absl::StrCat(e.uncompressed_size));
+    }
+  }
+  return local + kLocalHeaderSize + name_len + extra_len;
+}
+
+// The data descriptor after an entry written with bit 3 (torch.save writes every entry so):
+// optional signature, CRC-32, then both sizes in 4 bytes, or in 8 for ZIP64 entries.
+absl::Status CheckDataDescriptor(absl::Span<const uint8_t> a, const ZipEntry& e) {
+  const uint64_t end = e.data_offset + e.size;
+  auto matches = [&](uint64_t p, size_t width) {
+    if (p > a.size() || a.size() - p < 4 + 2 * width) {
+      return false;
+    }
+    const uint8_t* d = a.data() + p;
+    const uint64_t c = width == 4 ? le::Load32(d + 4) : le::Load64(d + 4);
+    const uint64_t u = width == 4 ? le::Load32(d + 8) : le::Load64(d + 12);
+    return le::Load32(d) == e.crc32 && c == e.size && u == e.uncompressed_size;
+  };
+  const bool signed_ = end + 4 <= a.size() && le::Load32(a.data() + end) == kDescriptorSig;
+  for (uint64_t p : {signed_ ? end + 4 : end, end}) {
+    if (matches(p, 4) || matches(p, 8)) {
+      return absl::OkStatus();
+    }
+  }
+  return Corrupt(absl::StrFormat(
+      "data descriptor of %s disagrees with the central directory (CRC-32 0x%08x, compressed "
+      "size %d, uncompressed size %d) or is missing",
+      e.name, e.crc32, e.size, e.uncompressed_size));
 }
 
 }  // namespace
@@ -168,24 +283,19 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t>
     }
     pos += kCentralHeaderSize + name_len + extra_len + comment_len;
 
-    // The data starts after the local header, whose name/extra lengths may differ from the
-    // central directory's (torch pads the local extra field to align tensor data to 64 bytes).
-    if (local > a.size() || a.size() - local < kLocalHeaderSize) {
-      return Corrupt(
-          absl::StrCat("local header of ", e.name, " at offset ", local, " lies outside the file"));
-    }
-    const uint8_t* lh = base + local;
-    if (le::Load32(lh) != kLocalHeaderSig) {
-      return Corrupt(absl::StrCat("bad local header signature for ", e.name));
-    }
-    const uint64_t data = local + kLocalHeaderSize + le::Load16(lh + 26) + le::Load16(lh + 28);
+    e.size = csize;
+    e.uncompressed_size = usize;
+    // The data starts after the local header, whose extra field may differ from the central
+    // directory's (torch pads the local one to align tensor data to 64 bytes).
+    MODRWKV_ASSIGN_OR_RETURN(const uint64_t data, CheckLocalHeader(a, local, e));
     if (data > a.size() || csize > a.size() - data) {
       return Corrupt(absl::StrCat("data of ", e.name, " (", csize, " bytes at offset ", data,
                                   ") lies outside the ", a.size(), "-byte file (truncated?)"));
     }
     e.data_offset = data;
-    e.size = csize;
-    e.uncompressed_size = usize;
+    if (e.flags & kFlagDescriptor) {
+      MODRWKV_RETURN_IF_ERROR(CheckDataDescriptor(a, e));
+    }
     entries.push_back(std::move(e));
   }
   return entries;
@@ -193,7 +303,7 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t>
 
 absl::StatusOr<absl::Span<const uint8_t>> StoredEntryBytes(absl::Span<const uint8_t> archive,
                                                            const ZipEntry& entry) {
-  if (entry.flags & 1) {
+  if (entry.flags & kFlagEncrypted) {
     return absl::InvalidArgumentError(absl::StrCat("zip entry ", entry.name, " is encrypted"));
   }
   if (entry.method != 0) {
@@ -210,6 +320,28 @@ absl::StatusOr<absl::Span<const uint8_t>> StoredEntryBytes(absl::Span<const uint
     return Corrupt(absl::StrCat("entry ", entry.name, " lies outside the archive"));
   }
   return archive.subspan(static_cast<size_t>(entry.data_offset), static_cast<size_t>(entry.size));
+}
+
+absl::Status VerifyCrc32(absl::Span<const uint8_t> archive, const ZipEntry& entry) {
+  MODRWKV_ASSIGN_OR_RETURN(absl::Span<const uint8_t> bytes, StoredEntryBytes(archive, entry));
+  const uint32_t actual = Crc32(bytes);
+  if (actual != entry.crc32) {
+    return Corrupt(absl::StrFormat(
+        "entry %s: CRC-32 mismatch, expected 0x%08x (central directory), actual 0x%08x of its %d "
+        "bytes",
+        entry.name, entry.crc32, actual, bytes.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VerifyZipChecksums(absl::Span<const uint8_t> archive,
+                                const std::vector<ZipEntry>& entries) {
+  for (const ZipEntry& e : entries) {
+    if (e.method == 0 && !(e.flags & kFlagEncrypted)) {
+      MODRWKV_RETURN_IF_ERROR(VerifyCrc32(archive, e));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace modrwkv

@@ -22,11 +22,22 @@ struct ZipEntry {
 };
 
 // Parses the end-of-central-directory record (ZIP64 aware), the central directory and each
-// entry's local header. Guarantees data_offset + size <= archive.size() for every entry.
+// entry's local header, which must agree with the central directory on the name, flags, method,
+// CRC-32 and sizes (or, with bit 3, the data descriptor must). Errors are DATA_LOSS naming the
+// entry and the field. Guarantees data_offset + size <= archive.size() for every entry.
 absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(absl::Span<const uint8_t> archive);
 
 // The bytes of a stored (uncompressed, unencrypted) entry; an error naming the entry otherwise.
 absl::StatusOr<absl::Span<const uint8_t>> StoredEntryBytes(absl::Span<const uint8_t> archive,
                                                            const ZipEntry& entry);
+
+// Checks a stored entry's bytes against the CRC-32 the central directory records for it. DATA_LOSS
+// naming the entry, the expected and the actual CRC on a mismatch.
+absl::Status VerifyCrc32(absl::Span<const uint8_t> archive, const ZipEntry& entry);
+
+// VerifyCrc32 on every stored, unencrypted entry (others cannot be checked without inflating them;
+// StoredEntryBytes refuses them when they are used).
+absl::Status VerifyZipChecksums(absl::Span<const uint8_t> archive,
+                                const std::vector<ZipEntry>& entries);
 
 }  // namespace modrwkv

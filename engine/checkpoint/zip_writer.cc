@@ -2,8 +2,6 @@
 // torch uses it: no data descriptors, "FB" padding extra field, ZIP64 end records always present.
 #include "engine/checkpoint/zip_writer.h"
 
-#include <array>
-
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/le_bytes.h"
 
@@ -14,28 +12,7 @@ constexpr uint32_t k32Max = 0xffffffffu;
 constexpr uint16_t kVersionZip64 = 45;
 constexpr uint16_t kVersionPlain = 20;
 
-std::array<uint32_t, 256> MakeCrcTable() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) {
-      c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-    }
-    t[i] = c;
-  }
-  return t;
-}
-
 }  // namespace
-
-uint32_t Crc32(absl::Span<const uint8_t> data, uint32_t crc) {
-  static const std::array<uint32_t, 256> table = MakeCrcTable();
-  crc = ~crc;
-  for (uint8_t b : data) {
-    crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
-  }
-  return ~crc;
-}
 
 absl::Status ZipWriter::AddStored(const std::string& name, absl::Span<const uint8_t> data) {
   if (name.empty() || name.size() > 0xffff) {

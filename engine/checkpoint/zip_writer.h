@@ -10,10 +10,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "engine/checkpoint/atomic_file.h"
+#include "engine/checkpoint/crc32.h"
 
 namespace modrwkv {
-
-uint32_t Crc32(absl::Span<const uint8_t> data, uint32_t crc = 0);
 
 // Not thread-safe. `out` must outlive the writer; call Finish() once after the last entry.
 class ZipWriter {

@@ -1,9 +1,11 @@
-// libFuzzer harness for torch.save archives: zip directory, data.pkl and storage lookup.
+// libFuzzer harness for torch.save archives: zip directory (local headers, data descriptors,
+// CRC-32), data.pkl and storage lookup. Seeds: tests/fuzz/seeds/zip_fuzz (make_seeds.py).
 // The reader sources are compiled into this target (not taken from the engine library) so that
 // they carry the fuzzer's coverage and sanitizer instrumentation however the library was built.
 #include <cstddef>
 #include <cstdint>
 
+#include "engine/checkpoint/crc32.cc"
 #include "engine/checkpoint/pickle.cc"
 #include "engine/checkpoint/torch_reader.cc"
 #include "engine/checkpoint/zip_reader.cc"
@@ -28,6 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         Touch(bytes->data(), bytes->size());
       }
     }
+    (void)modrwkv::VerifyZipChecksums(in, *entries);
   }
   if (auto tensors = modrwkv::ReadTorchZip(in); tensors.ok()) {
     for (const auto& [name, t] : *tensors) Touch(t.data, t.nbytes);

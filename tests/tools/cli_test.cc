@@ -4,6 +4,8 @@
 #include <fstream>
 #include <string>
 
+#include "engine/checkpoint/atomic_file.h"
+#include "engine/checkpoint/zip_writer.h"
 #include "gtest/gtest.h"
 #include "tests/shell_run.h"
 #include "tests/test_paths.h"
@@ -156,6 +158,70 @@ TEST_F(CliTest, BadModelFilesAreClearErrors) {
   r = Cli("generate --model " + Model());
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("missing required flag --prompt"), std::string::npos) << r.err;
+}
+
+// Damaged or unsafe checkpoints that used to load (wrong tensors, or a pickle naming os.system)
+// are refused with the reason; --no-verify-checksums skips only the CRC pass.
+TEST_F(CliTest, CorruptCheckpointsAreRefusedWithTheReason) {
+  std::ifstream in(Model(), std::ios::binary);
+  const std::string good((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_GT(good.size(), 1000u);
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    const fs::path p = *dir_ / name;
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p.string();
+  };
+
+  // One flipped bit inside the embedding's bytes: only the CRC-32 sees it.
+  std::string flipped = good;
+  flipped[flipped.size() / 2] ^= 0x04;
+  const std::string crc = write("crc.pth", flipped);
+  CliRun r = Cli("info --model " + crc);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(crc), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(": CRC-32 mismatch, expected 0x"), std::string::npos) << r.err;
+  r = Cli("info --model " + crc + " --no-verify-checksums");
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Cli("info --model " + crc + " --no-verify-checksums --verify-checksums");  // last one wins
+  EXPECT_EQ(r.code, 1);
+
+  // The first local header names another entry than the central directory does.
+  std::string renamed = good;
+  ASSERT_EQ(renamed.substr(30, 16), "archive/data.pkl");
+  renamed[30 + 8] = 'D';
+  r = Cli("info --model " + write("local.pth", renamed) + " --no-verify-checksums");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("local header of archive/data.pkl disagrees with the central directory: "
+                       "name is \"archive/Data.pkl\""),
+            std::string::npos)
+      << r.err;
+
+  // A state dict whose one (unused) value would call os.system("true").
+  const std::string pkl = (*dir_ / "global.pth").string();
+  {
+    auto f = modrwkv::AtomicFile::Create(pkl);
+    ASSERT_TRUE(f.ok()) << f.status();
+    modrwkv::ZipWriter zip(f->get());
+    using namespace std::string_literals;
+    ASSERT_TRUE(
+        zip.AddStored("archive/data.pkl", "\x80\x02}X\x01\0\0\0xcos\nsystem\n(X\x04\0\0\0truetRs."s)
+            .ok());
+    ASSERT_TRUE(zip.AddStored("archive/version", "3\n").ok());
+    ASSERT_TRUE(zip.Finish().ok());
+    ASSERT_TRUE((*f)->Commit().ok());
+  }
+  r = Cli("info --model " + pkl);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("global os.system (module \"os\", name \"system\") is not allowed"),
+            std::string::npos)
+      << r.err;
+
+  // Bytes after the last tensor of a .safetensors file.
+  std::ifstream st_in(*dir_ / "st" / "model.safetensors", std::ios::binary);
+  const std::string st((std::istreambuf_iterator<char>(st_in)), {});
+  r = Cli("info --model " + write("tail.safetensors", st + "hidden"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("data_offsets leave bytes"), std::string::npos) << r.err;
 }
 
 TEST_F(CliTest, BenchRunsOnTinyShape) {

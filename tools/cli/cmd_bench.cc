@@ -228,6 +228,7 @@ int RunBench(int argc, char** argv) {
       .Add("fairness", "",
            "instead: through the scheduler, the time to first token of a 20-token request "
            "submitted while a prompt of this many tokens is prefilling (e.g. 100000)");
+  AddCheckpointFlags(flags);
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -289,7 +290,7 @@ int RunBench(int argc, char** argv) {
         }
         absl::StatusOr<std::unique_ptr<Model>> model;
         if (shape == "file") {
-          model = LoadModel(flags.Str("model"), o);
+          model = LoadModel(flags.Str("model"), o, CheckpointOptionsFromFlags(flags));
         } else {
           auto spec = RandomSpecForShape(shape);
           if (!spec.ok()) return UsageError(flags, spec.status());

@@ -33,7 +33,7 @@ struct FlagSpec {
   bool is_bool = false;
 };
 
-// --model, --dtype and --threads come from AddModelFlags.
+// --model, --dtype, --threads and --[no-]verify-checksums come from AddModelFlags.
 constexpr FlagSpec kServeFlags[] = {
     {"vocab", "", "vocabulary file; default: next to the model, then the bundled copy"},
     {"host", "0.0.0.0", "address to listen on for gRPC"},
@@ -134,6 +134,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.model_path = f.Str("model");
   o.dtype = mo.weight_type;
   o.threads = mo.threads;
+  o.verify_checksums = CheckpointOptionsFromFlags(f).verify_checksums;
   o.vocab_path = f.Str("vocab");
   if (o.vocab_path.empty()) {
     const auto next_to =
@@ -262,7 +263,7 @@ int RunServe(int argc, char** argv) {
   }
   // Environment first, then the command line, so the command line wins.
   std::vector<std::string> args = {argv[0], argv[1]};
-  std::vector<std::string> names = {"model", "dtype", "threads"};
+  std::vector<std::string> names = {"model", "dtype", "threads", "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
     if (const char* v = std::getenv(EnvName(n).c_str()))

@@ -33,7 +33,21 @@ void AddModelFlags(Flags& flags) {
   flags.Add("model", "", "checkpoint: BlinkDL .pth or .safetensors (BlinkDL or fla names)", true)
       .Add("dtype", "auto",
            "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
-      .Add("threads", "0", "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU quota)");
+      .Add("threads", "0",
+           "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU "
+           "quota)");
+  AddCheckpointFlags(flags);
+}
+
+void AddCheckpointFlags(Flags& flags) {
+  flags.AddNegatableBool("verify-checksums", CheckpointOptions{}.verify_checksums,
+                         "check the CRC-32 of every .pth entry while loading (one extra read)");
+}
+
+CheckpointOptions CheckpointOptionsFromFlags(const Flags& flags) {
+  CheckpointOptions o;
+  o.verify_checksums = flags.Bool("verify-checksums");
+  return o;
 }
 
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots) {
@@ -59,7 +73,7 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModelFromFlags(const Flags& flags, int num_slots) {
   MODRWKV_ASSIGN_OR_RETURN(ModelOptions o, ModelOptionsFromFlags(flags, num_slots));
-  return LoadModel(flags.Str("model"), o);
+  return LoadModel(flags.Str("model"), o, CheckpointOptionsFromFlags(flags));
 }
 
 std::string DefaultVocabPath() {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "tools/cli/flags.h"
@@ -16,9 +17,12 @@ namespace modrwkv::cli {
 int Fail(const absl::Status& status);
 int UsageError(const Flags& flags, const absl::Status& status);
 
-// Adds --model, --dtype, --threads.
+// Adds --model, --dtype, --threads and the checkpoint flags (AddCheckpointFlags).
 void AddModelFlags(Flags& flags);
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots);
+// Adds --[no-]verify-checksums.
+void AddCheckpointFlags(Flags& flags);
+CheckpointOptions CheckpointOptionsFromFlags(const Flags& flags);
 absl::StatusOr<std::unique_ptr<Model>> LoadModelFromFlags(const Flags& flags, int num_slots);
 
 // The vocabulary: --vocab if given, else rwkv_vocab_v20230424.txt next to the model, else the

@@ -28,6 +28,12 @@ Flags& Flags::AddBool(const std::string& name, const std::string& help) {
   return *this;
 }
 
+Flags& Flags::AddNegatableBool(const std::string& name, bool def, const std::string& help) {
+  defs_[name] = Def{def ? "true" : "false", help, false, true, true};
+  order_.push_back(name);
+  return *this;
+}
+
 std::string Flags::Usage() const {
   // Subcommands print as "modrwkv <command>"; standalone tools pass their binary name.
   const std::string prog =
@@ -36,7 +42,7 @@ std::string Flags::Usage() const {
       absl::StrCat("usage: ", prog, " ", usage_line_, "\n\n", description_, "\n\nflags:\n");
   for (const std::string& n : order_) {
     const Def& d = defs_.at(n);
-    std::string left = absl::StrCat("  --", n, d.is_bool ? "" : " V");
+    std::string left = absl::StrCat("  --", d.negatable ? "[no-]" : "", n, d.is_bool ? "" : " V");
     absl::StrAppend(&s, absl::StrFormat("%-26s %s", left, d.help));
     if (d.required) absl::StrAppend(&s, " (required)");
     if (!d.def.empty()) absl::StrAppend(&s, " [default: ", d.def, "]");
@@ -64,6 +70,13 @@ absl::StatusOr<bool> Flags::Parse(int argc, char** argv, int first) {
       has_value = true;
     }
     auto it = defs_.find(name);
+    if (it == defs_.end() && name.rfind("no-", 0) == 0 && !has_value) {
+      auto base = defs_.find(name.substr(3));
+      if (base != defs_.end() && base->second.negatable) {
+        values_[base->first] = "false";
+        continue;
+      }
+    }
     if (it == defs_.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown flag --", name, " for '", command_, "' (see --help)"));

@@ -21,6 +21,8 @@ class Flags {
   Flags& Add(const std::string& name, const std::string& def, const std::string& help,
              bool required = false);
   Flags& AddBool(const std::string& name, const std::string& help);
+  // A boolean that is on unless --no-<name> is given (or --<name>=false); the last one wins.
+  Flags& AddNegatableBool(const std::string& name, bool def, const std::string& help);
 
   // Parses argv[first..]. Returns false and prints usage if --help was given.
   absl::StatusOr<bool> Parse(int argc, char** argv, int first);
@@ -40,7 +42,7 @@ class Flags {
  private:
   struct Def {
     std::string def, help;
-    bool required = false, is_bool = false;
+    bool required = false, is_bool = false, negatable = false;
   };
   std::string command_, usage_line_, description_;
   std::map<std::string, Def> defs_;

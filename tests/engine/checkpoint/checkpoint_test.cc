@@ -261,7 +261,7 @@ TEST(CheckpointTest, OpensMultiGigabyteSparseArchiveWithoutReadingIt) {
     le::Append16(h, 0);
     le::Append16(h, 0);
     le::Append32(h, 0);
-    le::Append32(h, 0);  // crc: not checked by the reader
+    le::Append32(h, 0);  // crc: 0 here and in the directory; checksums are off below
     le::Append32(h, big ? 0xffffffffu : static_cast<uint32_t>(size));
     le::Append32(h, big ? 0xffffffffu : static_cast<uint32_t>(size));
     le::Append16(h, static_cast<uint16_t>(name.size()));
@@ -336,7 +336,8 @@ TEST(CheckpointTest, OpensMultiGigabyteSparseArchiveWithoutReadingIt) {
 
   struct rusage before;
   ::getrusage(RUSAGE_SELF, &before);
-  auto ckpt = Checkpoint::Open(path);
+  // Checksums off: verifying them is exactly the read of the whole file this test rules out.
+  auto ckpt = Checkpoint::Open(path, {.verify_checksums = false});
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   const TensorView* big = (*ckpt)->Find("big");
   ASSERT_NE(big, nullptr);
@@ -355,6 +356,66 @@ TEST(CheckpointTest, OpensMultiGigabyteSparseArchiveWithoutReadingIt) {
   EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024);  // KiB
   ckpt->reset();
   std::remove(path.c_str());
+}
+
+// Offset of the local header of zip entry `name` in `file`.
+size_t LocalHeaderOf(const std::vector<uint8_t>& file, const std::string& name) {
+  const std::string sig = "PK\x03\x04";
+  for (size_t i = 0; i + 30 + name.size() <= file.size(); ++i) {
+    if (std::memcmp(&file[i], sig.data(), 4) == 0 && le::Load16(&file[i + 26]) == name.size() &&
+        std::memcmp(&file[i + 30], name.data(), name.size()) == 0) {
+      return i;
+    }
+  }
+  return std::string::npos;
+}
+
+// A local header whose extra length grew by 64 bytes keeps the tensor data 64-byte aligned but
+// moves it: a reader that trusts the local header alone would hand out the wrong bytes.
+TEST(CheckpointTest, ZipLocalHeaderThatDisagreesWithTheDirectoryIsRefused) {
+  const std::string path = TempPath("local.pth");
+  ASSERT_TRUE(WriteTorchCheckpoint(path, SampleTensors()).ok());
+  std::vector<uint8_t> file = ReadAll(path);
+  const size_t lh = LocalHeaderOf(file, "archive/data/0");
+  ASSERT_NE(lh, std::string::npos);
+  const uint16_t extra = le::Load16(&file[lh + 28]);
+  file[lh + 28] = static_cast<uint8_t>((extra + 64) & 0xff);
+  file[lh + 29] = static_cast<uint8_t>((extra + 64) >> 8);
+  WriteAll(path, file);
+  for (bool verify : {true, false}) {
+    auto r = Checkpoint::Open(path, {.verify_checksums = verify});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << verify;
+    EXPECT_THAT(r.status().message(), HasSubstr(path));
+    EXPECT_THAT(r.status().message(), HasSubstr("local header of archive/data/0"));
+    EXPECT_THAT(r.status().message(), HasSubstr("extra field"));
+  }
+}
+
+// A flipped bit inside tensor data leaves every structure intact: only the CRC-32 finds it.
+TEST(CheckpointTest, ChecksumsOfStoredEntriesAreVerifiedByDefault) {
+  const std::string path = TempPath("crc.pth");
+  const std::vector<OwnedTensor> tensors = SampleTensors();
+  ASSERT_TRUE(WriteTorchCheckpoint(path, tensors).ok());
+  std::vector<uint8_t> file = ReadAll(path);
+  const size_t lh = LocalHeaderOf(file, "archive/data/0");  // emb.weight, the first tensor
+  ASSERT_NE(lh, std::string::npos);
+  const size_t data = lh + 30 + le::Load16(&file[lh + 26]) + le::Load16(&file[lh + 28]);
+  file[data + 7] ^= 0x10;
+  WriteAll(path, file);
+
+  auto r = Checkpoint::Open(path);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(r.status().message(), HasSubstr(path));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("entry archive/data/0: CRC-32 mismatch, expected 0x"));
+  EXPECT_THAT(r.status().message(), HasSubstr("actual 0x"));
+
+  // Opt-out: the file opens and the damage is visible in the tensor.
+  auto unchecked = Checkpoint::Open(path, {.verify_checksums = false});
+  ASSERT_TRUE(unchecked.ok()) << unchecked.status();
+  const TensorView* emb = (*unchecked)->Find("emb.weight");
+  ASSERT_NE(emb, nullptr);
+  EXPECT_EQ(static_cast<const uint8_t*>(emb->data)[7], tensors[0].bytes[7] ^ 0x10);
 }
 
 // Copies into an exactly-sized heap buffer so that ASan builds catch any read past the end.
@@ -478,6 +539,48 @@ TEST(CheckpointTest, SafetensorsHeaderErrors) {
   auto ok = ReadSafetensors(absl::Span<const uint8_t>(meta.data(), meta.size()));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->size(), 1u);
+}
+
+// The safetensors format requires the data_offsets, sorted, to tile the data section exactly:
+// from 0, without gaps or overlaps, to its end (no hidden bytes, no aliased tensors). Keys are
+// unique and the header starts with '{'.
+TEST(CheckpointTest, SafetensorsOffsetsMustTileTheDataSection) {
+  auto f32 = [](const std::string& name, int n, int begin, int end) {
+    return absl::StrCat("\"", name, "\":{\"dtype\":\"F32\",\"shape\":[", n, "],\"data_offsets\":[",
+                        begin, ",", end, "]}");
+  };
+  struct Case {
+    std::string header;
+    size_t data;
+    std::string error;
+  };
+  const Case cases[] = {
+      {"{" + f32("a", 2, 0, 8) + "," + f32("b", 2, 4, 12) + "}", 12,
+       "data_offsets of b [4, 12) overlap a [0, 8)"},
+      {"{" + f32("a", 2, 0, 8) + "," + f32("b", 2, 0, 8) + "}", 8,
+       "data_offsets of b [0, 8) overlap a [0, 8)"},
+      {"{" + f32("a", 2, 0, 8) + "," + f32("b", 2, 12, 20) + "}", 20,
+       "data_offsets leave bytes [8, 12) of the data section unused (before b)"},
+      {"{" + f32("b", 2, 4, 12) + "}", 12,
+       "data_offsets leave bytes [0, 4) of the data section unused (before b)"},
+      {"{" + f32("a", 2, 0, 8) + "}", 12,
+       "data_offsets leave bytes [8, 12) of the data section unused (at its end)"},
+      {"{" + f32("a", 2, 0, 8) + "," + f32("a", 2, 0, 8) + "}", 8, "tensor a appears twice"},
+      {" {" + f32("a", 2, 0, 8) + "}", 8, "it must start with '{'"},
+  };
+  for (const Case& c : cases) {
+    const auto file = SafetensorsWithHeader(c.header, c.data);
+    auto r = ReadSafetensors(absl::Span<const uint8_t>(file.data(), file.size()));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << c.header;
+    EXPECT_THAT(r.status().message(), HasSubstr(c.error)) << c.header;
+  }
+  // Any order in the header, empty tensors anywhere, trailing spaces after the JSON: all fine.
+  const auto ok = SafetensorsWithHeader("{" + f32("b", 2, 8, 16) + "," + f32("e", 0, 8, 8) + "," +
+                                            f32("a", 2, 0, 8) + "," + f32("z", 0, 16, 16) + "}   ",
+                                        16);
+  auto r = ReadSafetensors(absl::Span<const uint8_t>(ok.data(), ok.size()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->size(), 4u);
 }
 
 }  // namespace

@@ -232,6 +232,86 @@ TEST(PickleTest, SelfReferenceIsHarmless) {
   EXPECT_THAT(r.status().message(), HasSubstr("holds a list, expected a dict"));
 }
 
+// A callable outside the state-dict allow-list is refused at parse time wherever it appears, as
+// torch.load(weights_only=True) refuses it: nothing here would call it, but a file that names one
+// was not written by torch.save(state_dict) and is not loaded as if it were.
+TEST(PickleTest, GlobalsOutsideTheAllowListAreRefused) {
+  struct Case {
+    std::string pickle;
+    std::string module, name;
+  };
+  auto stack_global = [](P& p, const std::string& module, const std::string& name) -> P& {
+    return p.Op(0x8c)
+        .Op(static_cast<uint8_t>(module.size()))
+        .Raw(module)
+        .Op(0x8c)
+        .Op(static_cast<uint8_t>(name.size()))
+        .Raw(name)
+        .Op(0x93);
+  };
+  P in_stack;
+  in_stack.Op(0x80).Op(4);
+  stack_global(in_stack, "builtins", "eval").Mark().Str("1").Op('t').Op('R');
+  const Case cases[] = {
+      // In a value nothing reads: an entry of the state dict that is not a tensor.
+      {P().Proto()
+           .Op('}')
+           .Str("unused")
+           .Global("os", "system")
+           .Mark()
+           .Str("true")
+           .Op('t')
+           .Op('R')
+           .Op('s')
+           .Stop(),
+       "os", "system"},
+      // Pushed and popped before the real payload.
+      {P().Proto().Global("posix", "system").Op('0').Op('}').Stop(), "posix", "system"},
+      {in_stack.Stop(), "builtins", "eval"},
+      {P().Proto().Global("torch", "load").Op('0').Op('}').Stop(), "torch", "load"},
+      {P().Proto().Global("collections", "defaultdict").Op(')').Op('R').Stop(), "collections",
+       "defaultdict"},
+      {P().Proto().Global("__builtin__", "getattr").Op('0').Op('}').Stop(), "__builtin__",
+       "getattr"},
+  };
+  for (const Case& c : cases) {
+    auto g = Unpickle(c.pickle);
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << c.module << "." << c.name;
+    EXPECT_THAT(g.status().message(),
+                HasSubstr(absl::StrCat("module \"", c.module, "\", name \"", c.name, "\"")));
+    EXPECT_THAT(g.status().message(), HasSubstr("not allowed in a state dict"));
+    // And through the state-dict reader, which runs the same unpickler.
+    auto r = ReadStateDictPickle(Bytes(c.pickle), [](const std::string&) {
+      return absl::StatusOr<absl::Span<const uint8_t>>(absl::Span<const uint8_t>());
+    });
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.module << "." << c.name;
+  }
+}
+
+TEST(PickleTest, AllowListHasWhatStateDictsUse) {
+  for (const auto& [module, name] : std::vector<std::pair<std::string, std::string>>{
+           {"collections", "OrderedDict"},
+           {"torch._utils", "_rebuild_tensor_v2"},
+           {"torch._utils", "_rebuild_parameter"},
+           {"torch._tensor", "_rebuild_from_type_v2"},
+           {"torch", "BFloat16Storage"},
+           {"torch", "UntypedStorage"},
+           {"torch", "bfloat16"},
+           {"torch", "device"},
+           {"torch", "Size"},
+           {"torch.nn.parameter", "Parameter"},
+           {"__builtin__", "set"},  // protocol 2 spells builtins so
+           {"_codecs", "encode"},
+       }) {
+    EXPECT_TRUE(pickle::IsAllowedGlobal(module, name)) << module << "." << name;
+    auto g = Unpickle(P().Proto().Global(module, name).Stop());
+    EXPECT_TRUE(g.ok()) << g.status();
+  }
+  EXPECT_FALSE(pickle::IsAllowedGlobal("torch", "_utils._rebuild_tensor_v2"));  // no dotted names
+  EXPECT_FALSE(pickle::IsAllowedGlobal("torch._utils", "_rebuild_tensor_v2\n"));
+  EXPECT_FALSE(pickle::IsAllowedGlobal("os", "system"));
+}
+
 // A fake set of storages for ReadStateDictPickle.
 class StateDictTest : public ::testing::Test {
  protected:

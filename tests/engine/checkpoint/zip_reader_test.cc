@@ -4,11 +4,14 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "engine/checkpoint/atomic_file.h"
 #include "engine/checkpoint/le_bytes.h"
@@ -66,21 +69,36 @@ struct HandZip {
   std::string comment;
   uint16_t method = 0;
   uint16_t flags = 0;
+  // As torch.save writes entries: general purpose bit 3 set, zero CRC and sizes in the local
+  // header, the real ones in a data descriptor after the data.
+  bool descriptor = false;
+  bool descriptor_signature = true;
+  uint32_t descriptor_size = 7;
 
   std::string Build() const {
     const std::string name = "a/data.pkl", data = "payload";
+    const uint16_t all_flags = flags | (descriptor ? 0x808 : 0);
     std::string z;
     le::Append32(z, 0x04034b50);
     le::Append16(z, 45);
-    le::Append16(z, flags);
+    le::Append16(z, all_flags);
     le::Append16(z, method);
     le::Append32(z, 0);
     le::Append32(z, 0);
-    le::Append32(z, static_cast<uint32_t>(data.size()));
-    le::Append32(z, static_cast<uint32_t>(data.size()));
+    le::Append32(z, descriptor ? 0 : static_cast<uint32_t>(data.size()));
+    le::Append32(z, descriptor ? 0 : static_cast<uint32_t>(data.size()));
     le::Append16(z, static_cast<uint16_t>(name.size()));
-    le::Append16(z, 3);  // local extra differs from the central one: data follows it
-    z += name + "ZZZ" + data;
+    le::Append16(z, 7);  // local extra differs from the central one: data follows it
+    z += name;
+    le::Append16(z, 0x4246);  // "FB" padding record, as torch writes
+    le::Append16(z, 3);
+    z += "ZZZ" + data;
+    if (descriptor) {
+      if (descriptor_signature) le::Append32(z, 0x08074b50);
+      le::Append32(z, 0);  // CRC, as the central directory says
+      le::Append32(z, descriptor_size);
+      le::Append32(z, descriptor_size);
+    }
     const uint64_t cd_offset = z.size();
     std::string extra;
     if (zip64_fields && !omit_zip64_extra) {
@@ -94,7 +112,7 @@ struct HandZip {
     le::Append32(z, 0x02014b50);
     le::Append16(z, 45);
     le::Append16(z, 45);
-    le::Append16(z, flags);
+    le::Append16(z, all_flags);
     le::Append16(z, method);
     le::Append32(z, 0);
     le::Append32(z, 0);
@@ -164,6 +182,12 @@ TEST(ZipReaderTest, HandMadeArchives) {
             "payload");
   EXPECT_EQ(Payload(Make([](HandZip& h) { h.comment = "a comment with PK\x05\x06 inside"; })),
             "payload");
+  EXPECT_EQ(Payload(Make([](HandZip& h) { h.descriptor = true; })), "payload");
+  EXPECT_EQ(Payload(Make([](HandZip& h) {
+              h.descriptor = true;
+              h.descriptor_signature = false;  // the signature is optional (APPNOTE 4.3.9.3)
+            })),
+            "payload");
 }
 
 TEST(ZipReaderTest, DamagedArchives) {
@@ -204,8 +228,98 @@ TEST(ZipReaderTest, DamagedArchives) {
   z[cd + 42 + 3] = 0x10;
   EXPECT_THAT(Payload(z), HasSubstr("lies outside the file"));
 
+  // A data descriptor whose sizes disagree with the central directory.
+  EXPECT_THAT(Payload(Make([](HandZip& h) {
+                h.descriptor = true;
+                h.descriptor_size = 8;
+              })),
+              HasSubstr("data descriptor of a/data.pkl disagrees with the central directory"));
+
   EXPECT_THAT(Payload("PK\x03\x04"), HasSubstr("shorter than an end-of-directory record"));
   EXPECT_THAT(Payload(std::string(100, 'x')), HasSubstr("not found"));
+}
+
+// Two entries written by ZipWriter, read back into memory.
+std::string WriterArchive() {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/zip_", ::getpid(), "_w.zip");
+  auto f = AtomicFile::Create(path);
+  EXPECT_TRUE(f.ok()) << f.status();
+  ZipWriter w(f->get());
+  EXPECT_TRUE(w.AddStored("arc/a", absl::string_view("hello")).ok());
+  EXPECT_TRUE(w.AddStored("arc/b", absl::string_view(std::string(1000, 'x'))).ok());
+  EXPECT_TRUE(w.Finish().ok());
+  EXPECT_TRUE((*f)->Commit().ok());
+  std::ifstream in(path, std::ios::binary);
+  std::string file((std::istreambuf_iterator<char>(in)), {});
+  std::remove(path.c_str());
+  return file;
+}
+
+// The local header of the second entry (arc/b) and the central directory both describe it; every
+// disagreement is refused, naming the entry and the field. Before this check a wrong local name
+// length or extra length silently moved the data offset.
+TEST(ZipReaderTest, LocalHeaderMustAgreeWithCentralDirectory) {
+  const std::string good = WriterArchive();
+  ASSERT_TRUE(ReadZipDirectory(Bytes(good)).ok());
+  const size_t lh = good.find("PK\x03\x04", 1);
+  ASSERT_NE(lh, std::string::npos);
+  ASSERT_EQ(good.substr(lh + 30, 5), "arc/b");
+  auto put16 = [](std::string& z, size_t at, uint16_t v) {
+    z[at] = static_cast<char>(v & 0xff);
+    z[at + 1] = static_cast<char>(v >> 8);
+  };
+  auto put32 = [&](std::string& z, size_t at, uint32_t v) {
+    put16(z, at, static_cast<uint16_t>(v & 0xffff));
+    put16(z, at + 2, static_cast<uint16_t>(v >> 16));
+  };
+  const uint16_t extra_len = le::Load16(reinterpret_cast<const uint8_t*>(good.data()) + lh + 28);
+  struct Case {
+    std::function<void(std::string&)> patch;
+    std::string error;
+  };
+  const Case cases[] = {
+      {[&](std::string& z) { put16(z, lh + 26, 6); }, "name length is 6, central directory: 5"},
+      {[&](std::string& z) { z[lh + 34] = 'c'; },
+       "name is \"arc/c\", central directory: \"arc/b\""},
+      {[&](std::string& z) { put16(z, lh + 8, 8); },
+       "compression method is 8, central directory: 0"},
+      {[&](std::string& z) { put32(z, lh + 14, 0x12345678); }, "CRC-32 is 0x12345678"},
+      {[&](std::string& z) { put32(z, lh + 18, 1001); },
+       "compressed size is 1001, central directory: 1000"},
+      {[&](std::string& z) { put32(z, lh + 22, 999); },
+       "uncompressed size is 999, central directory: 1000"},
+      {[&](std::string& z) { put16(z, lh + 6, 1); }, "flags are 0x1, central directory: 0x0"},
+      // The extra field's records must fill it exactly: a longer extra length would skip data.
+      {[&](std::string& z) { put16(z, lh + 28, extra_len + 2); }, "extra field"},
+  };
+  for (const Case& c : cases) {
+    std::string z = good;
+    c.patch(z);
+    auto r = ReadZipDirectory(Bytes(z));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << c.error;
+    EXPECT_THAT(r.status().message(), HasSubstr("local header of arc/b")) << c.error;
+    EXPECT_THAT(r.status().message(), HasSubstr(c.error));
+  }
+}
+
+TEST(ZipReaderTest, Crc32OfStoredEntries) {
+  std::string z = WriterArchive();
+  auto entries = ReadZipDirectory(Bytes(z));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  for (const ZipEntry& e : *entries) EXPECT_TRUE(VerifyCrc32(Bytes(z), e).ok()) << e.name;
+  const ZipEntry& b = (*entries)[1];
+  const uint32_t want = b.crc32;
+  z[b.data_offset + 500] ^= 1;  // a flipped bit in the data is found only by the checksum
+  auto again = ReadZipDirectory(Bytes(z));
+  ASSERT_TRUE(again.ok()) << again.status();
+  const absl::Status st = VerifyCrc32(Bytes(z), (*again)[1]);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(st.message(), HasSubstr("entry arc/b"));
+  EXPECT_THAT(st.message(), HasSubstr(absl::StrFormat("expected 0x%08x", want)));
+  auto data = StoredEntryBytes(Bytes(z), (*again)[1]);
+  ASSERT_TRUE(data.ok());
+  EXPECT_THAT(st.message(), HasSubstr(absl::StrFormat("actual 0x%08x", Crc32(*data))));
+  EXPECT_TRUE(VerifyCrc32(Bytes(z), (*again)[0]).ok());
 }
 
 }  // namespace

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Writes tests/fuzz/seeds/<harness>/: checkpoints damaged in the ways the readers must refuse
+(docs/engine.md, "Checkpoint validation"), as starting points for the fuzzers next to the valid
+files of tests/golden. Deterministic; rerun after changing it: python3 tests/fuzz/make_seeds.py"""
+import json
+import pathlib
+import struct
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests/golden/checkpoint"
+OUT = ROOT / "tests/fuzz/seeds"
+
+
+def local_header(data: bytes, name: bytes) -> int:
+    """Offset of the local header of zip entry `name`."""
+    pos = 0
+    while True:
+        pos = data.index(b"PK\x03\x04", pos)
+        nl = struct.unpack_from("<H", data, pos + 26)[0]
+        if data[pos + 30:pos + 30 + nl] == name:
+            return pos
+        pos += 4
+
+
+def zip_seeds() -> dict:
+    torch = (GOLDEN / "torch_state_dict.pth").read_bytes()  # written by torch: data descriptors
+    ours = (GOLDEN / "modrwkv_written.pth").read_bytes()  # sizes and CRC in the local header
+    out = {}
+    pkl = local_header(torch, b"torch_state_dict/data.pkl")
+    b = bytearray(torch)
+    b[pkl + 30 + 17] ^= 0x20  # local name differs from the central directory's
+    out["local_name.pth"] = b
+    b = bytearray(torch)
+    struct.pack_into("<H", b, pkl + 28, struct.unpack_from("<H", b, pkl + 28)[0] + 2)
+    out["local_extra_length.pth"] = b  # moves the data by two bytes
+    data0 = local_header(torch, b"torch_state_dict/data/0")
+    nl, el = struct.unpack_from("<HH", torch, data0 + 26)
+    end = data0 + 30 + nl + el + 64  # data/0 holds 64 bytes; its data descriptor follows
+    b = bytearray(torch)
+    struct.pack_into("<I", b, end + 8, 65)  # descriptor's compressed size
+    out["descriptor_size.pth"] = b
+    b = bytearray(torch)
+    b[data0 + 30 + nl + el + 5] ^= 0x01  # tensor bytes: only the CRC-32 differs
+    out["crc.pth"] = b
+    first = local_header(ours, b"archive/data.pkl")
+    b = bytearray(ours)
+    struct.pack_into("<I", b, first + 18, struct.unpack_from("<I", b, first + 18)[0] + 1)
+    out["local_size.pth"] = b
+    b = bytearray(ours)
+    struct.pack_into("<H", b, first + 8, 8)
+    out["local_method.pth"] = b
+    return out
+
+
+def pickle_seeds() -> dict:
+    def s(text: bytes) -> bytes:
+        return b"X" + struct.pack("<I", len(text)) + text
+
+    rebuild = (b"ctorch._utils\n_rebuild_tensor_v2\n((" + s(b"storage") + b"ctorch\nFloatStorage\n"
+               + s(b"0") + s(b"cpu") + b"K\x02tQK\x00K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR")
+    odict = b"ccollections\nOrderedDict\n)R"
+    return {
+        # A forbidden callable in a value nothing reads, next to a real tensor.
+        "unused_global.pkl": b"\x80\x02" + odict + b"(" + s(b"w") + rebuild + s(b"x")
+                             + b"cos\nsystem\n(" + s(b"true") + b"tRu.",
+        # STACK_GLOBAL (protocol 4) spelling of builtins.eval.
+        "stack_global.pkl": b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93(" + s(b"1") + b"tR.",
+    }
+
+
+def safetensors_seeds() -> dict:
+    def file(header: dict, data_len: int) -> bytes:
+        text = json.dumps(header, separators=(",", ":")).encode()
+        return struct.pack("<Q", len(text)) + text + bytes(data_len)
+
+    def f32(n: int, begin: int, end: int) -> dict:
+        return {"dtype": "F32", "shape": [n], "data_offsets": [begin, end]}
+
+    return {
+        "overlap.safetensors": file({"a": f32(2, 0, 8), "b": f32(2, 4, 12)}, 12),
+        "gap.safetensors": file({"a": f32(2, 0, 8), "b": f32(2, 12, 20)}, 20),
+        "trailing.safetensors": file({"a": f32(2, 0, 8)}, 12),
+        "aliased.safetensors": file({"a": f32(2, 0, 8), "b": f32(2, 0, 8)}, 8),
+    }
+
+
+def main() -> None:
+    for harness, seeds in (("zip_fuzz", zip_seeds()), ("pickle_fuzz", pickle_seeds()),
+                           ("safetensors_fuzz", safetensors_seeds())):
+        folder = OUT / harness
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in seeds.items():
+            (folder / name).write_bytes(bytes(data))
+
+
+if __name__ == "__main__":
+    main()
