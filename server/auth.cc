@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {

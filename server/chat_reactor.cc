@@ -1,7 +1,7 @@
 #include "server/chat_reactor.h"
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {

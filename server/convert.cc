@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {

@@ -10,9 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/model.h"
-#include "engine/scheduler.h"
-#include "engine/tokenizer.h"
+#include "engine/model/model.h"
+#include "engine/serving/scheduler.h"
+#include "engine/text/tokenizer.h"
 #include "modrwkv/v1/inference.pb.h"
 #include "modrwkv/v1/sessions.pb.h"
 

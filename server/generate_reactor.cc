@@ -1,6 +1,6 @@
 #include "server/generate_reactor.h"
 
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {

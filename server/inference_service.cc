@@ -3,8 +3,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_format.h"
-#include "engine/status_macros.h"
-#include "engine/utf8.h"
+#include "engine/base/status_macros.h"
+#include "engine/text/utf8.h"
 #include "server/chat_reactor.h"
 #include "server/generate_reactor.h"
 #include "server/status_mapping.h"

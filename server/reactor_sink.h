@@ -7,7 +7,7 @@
 #include <mutex>
 #include <utility>
 
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 
 namespace modrwkv::server {
 

@@ -3,7 +3,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "server/metrics.h"
 #include "server/status_mapping.h"
 

@@ -8,9 +8,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "engine/model.h"
-#include "engine/scheduler.h"
-#include "engine/tokenizer.h"
+#include "engine/model/model.h"
+#include "engine/serving/scheduler.h"
+#include "engine/text/tokenizer.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/auth.h"

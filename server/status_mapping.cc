@@ -8,14 +8,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/optional.h"
-#include "engine/errors.h"
+#include "engine/base/errors.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 
 namespace modrwkv::server {
 namespace {
 
-// The retry delay payload (reasons and fields are engine/errors.h payloads).
+// The retry delay payload (reasons and fields are engine/base/errors.h payloads).
 constexpr char kRetryUrl[] = "type.modrwkv.dev/retry_ms";
 
 constexpr absl::Duration kDefaultRetryDelay = absl::Seconds(1);

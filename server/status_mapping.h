@@ -9,7 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "engine/errors.h"
+#include "engine/base/errors.h"
 #include "grpcpp/support/status.h"
 
 namespace modrwkv::server {
@@ -21,7 +21,7 @@ inline constexpr absl::string_view kErrorDomain = "modrwkv";
 absl::Status InvalidField(absl::string_view field, absl::string_view message);
 
 // Returns `s` with a RetryInfo delay (reasons and fields: WithReason / WithField from
-// engine/errors.h). No-op on an OK status.
+// engine/base/errors.h). No-op on an OK status.
 absl::Status WithRetryDelay(absl::Status s, absl::Duration delay);
 
 // The ErrorInfo reason ToGrpcStatus sends for `s`: its reason payload, else the code's name.

@@ -8,7 +8,7 @@
 #include <optional>
 #include <utility>
 
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 #include "grpcpp/support/status.h"
 #include "modrwkv/v1/inference.pb.h"
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/tensor.h"
+#include "engine/base/tensor.h"
 
 namespace modrwkv {
 

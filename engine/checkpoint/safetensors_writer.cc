@@ -5,7 +5,7 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/write_validation.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace modrwkv {

@@ -9,7 +9,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/tensor.h"
+#include "engine/base/tensor.h"
 
 namespace modrwkv {
 

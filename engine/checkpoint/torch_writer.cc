@@ -12,7 +12,7 @@
 #include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/write_validation.h"
 #include "engine/checkpoint/zip_writer.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 
 namespace modrwkv {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/cpu/kernels.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 
 namespace modrwkv::cpu {
 namespace {

@@ -9,8 +9,8 @@
 #include "absl/status/statusor.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/model.h"
-#include "engine/rwkv7_weights.h"
+#include "engine/model/model.h"
+#include "engine/model/rwkv7_weights.h"
 
 namespace modrwkv::cpu {
 

@@ -9,7 +9,7 @@
 
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/tensor.h"
+#include "engine/base/tensor.h"
 
 namespace modrwkv::cpu {
 

@@ -1,7 +1,7 @@
 // What the services share: the per-caller stream limit.
 #include "server/serving_context.h"
 
-#include "engine/errors.h"
+#include "engine/base/errors.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::server {

@@ -1,8 +1,8 @@
 // absl::Status -> grpc::Status with google.rpc details: the one mapping every error goes through.
 #include "server/status_mapping.h"
 
-#include "engine/sampler.h"
-#include "engine/stop_conditions.h"
+#include "engine/sampling/sampler.h"
+#include "engine/text/stop_conditions.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"

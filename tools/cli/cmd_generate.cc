@@ -4,9 +4,9 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
-#include "engine/sampler.h"
-#include "engine/stop_conditions.h"
-#include "engine/token_output.h"
+#include "engine/sampling/sampler.h"
+#include "engine/text/stop_conditions.h"
+#include "engine/text/token_output.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/checkpoint/checkpoint.h"
-#include "engine/random_weights.h"
+#include "engine/checkpoint/random_weights.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 

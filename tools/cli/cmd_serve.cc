@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "server/model_server.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"

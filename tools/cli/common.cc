@@ -10,8 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/model_loader.h"
-#include "engine/status_macros.h"
+#include "engine/loader/model_loader.h"
+#include "engine/base/status_macros.h"
 
 namespace modrwkv::cli {
 

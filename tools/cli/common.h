@@ -7,8 +7,8 @@
 
 #include "absl/status/statusor.h"
 #include "engine/checkpoint/checkpoint.h"
-#include "engine/model.h"
-#include "engine/tokenizer.h"
+#include "engine/model/model.h"
+#include "engine/text/tokenizer.h"
 #include "tools/cli/flags.h"
 
 namespace modrwkv::cli {

@@ -9,7 +9,7 @@
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/cpu/cpu_model.h"
-#include "engine/random_weights.h"
+#include "engine/checkpoint/random_weights.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 

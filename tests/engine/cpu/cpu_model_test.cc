@@ -6,7 +6,7 @@
 #include <numeric>
 #include <vector>
 
-#include "engine/random_weights.h"
+#include "engine/checkpoint/random_weights.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cpu {

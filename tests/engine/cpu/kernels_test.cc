@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/tensor.h"
+#include "engine/base/tensor.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cpu {

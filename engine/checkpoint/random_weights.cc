@@ -1,0 +1,173 @@
+#include "engine/checkpoint/random_weights.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace modrwkv {
+
+uint64_t SplitMix64(uint64_t x) {
+  uint64_t z = x + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t Fnv1a64(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+namespace {
+
+// Python's round(): half to even.
+int RoundHalfEven(double x) { return static_cast<int>(std::nearbyint(x)); }
+
+int LoraRank(double factor, double base) {
+  return std::max(32, RoundHalfEven(factor * base / 32.0) * 32);
+}
+
+}  // namespace
+
+LoraRanks LoraRanksFor(int c) {
+  const double sq = std::sqrt(static_cast<double>(c));
+  return {LoraRank(1.8, sq), LoraRank(1.8, sq), LoraRank(1.3, sq),
+          LoraRank(0.6, std::pow(static_cast<double>(c), 0.8))};
+}
+
+absl::Status RandomModelSpec::Validate() const {
+  if (n_layer < 1 || n_layer > 256)
+    return absl::InvalidArgumentError("n_layer must be in [1, 256]");
+  if (n_embd < 64 || n_embd % 64 != 0 || n_embd > 16384) {
+    return absl::InvalidArgumentError("n_embd must be a multiple of 64 in [64, 16384]");
+  }
+  if (vocab_size < 2 || vocab_size > (1 << 20)) {
+    return absl::InvalidArgumentError("vocab_size must be in [2, 1048576]");
+  }
+  if (dtype == DType::kF16) return absl::InvalidArgumentError("dtype must be f32 or bf16");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RandomModelSpec> RandomSpecForShape(const std::string& shape) {
+  RandomModelSpec s;
+  if (shape == "tiny") {
+    s.n_layer = 2, s.n_embd = 128;
+  } else if (shape == "0.1b") {
+    s.n_layer = 12, s.n_embd = 768;
+  } else if (shape == "0.4b") {
+    s.n_layer = 24, s.n_embd = 1024;
+  } else if (shape == "1.5b") {
+    s.n_layer = 24, s.n_embd = 2048;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model shape '", shape, "'; expected tiny, 0.1b, 0.4b or 1.5b"));
+  }
+  return s;
+}
+
+namespace {
+
+class Builder {
+ public:
+  Builder(uint64_t seed, DType dtype) : seed_(seed), dtype_(dtype) {}
+
+  void Add(const std::string& name, std::vector<int64_t> shape, double lo, double hi) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    OwnedTensor t;
+    t.name = name;
+    t.dtype = dtype_;
+    t.shape = std::move(shape);
+    t.bytes.resize(static_cast<size_t>(n) * DTypeSize(dtype_));
+    const uint64_t key = SplitMix64(seed_ ^ Fnv1a64(name));
+    const double scale = hi - lo;
+    for (int64_t i = 0; i < n; ++i) {
+      const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) *
+                       (1.0 / 16777216.0);
+      const float v = static_cast<float>(lo + scale * u);
+      if (dtype_ == DType::kF32) {
+        std::memcpy(t.bytes.data() + 4 * i, &v, 4);
+      } else {
+        const uint16_t b = F32ToBF16(v);
+        std::memcpy(t.bytes.data() + 2 * i, &b, 2);
+      }
+    }
+    tensors_.push_back(std::move(t));
+  }
+
+  std::vector<OwnedTensor> Take() { return std::move(tensors_); }
+
+ private:
+  uint64_t seed_;
+  DType dtype_;
+  std::vector<OwnedTensor> tensors_;
+};
+
+double InvSqrt(int64_t n) { return 1.0 / std::sqrt(static_cast<double>(n)); }
+
+}  // namespace
+
+absl::StatusOr<std::vector<OwnedTensor>> MakeRandomRwkv7(const RandomModelSpec& spec) {
+  if (auto st = spec.Validate(); !st.ok()) return st;
+  const int64_t C = spec.n_embd, V = spec.vocab_size, H = C / 64, N = 64, F = 4 * C;
+  const LoraRanks d = LoraRanksFor(spec.n_embd);
+  Builder b(spec.seed, spec.dtype);
+  b.Add("emb.weight", {V, C}, -1, 1);
+  for (int i = 0; i < spec.n_layer; ++i) {
+    const std::string p = absl::StrCat("blocks.", i, ".");
+    if (i == 0) {
+      b.Add(p + "ln0.weight", {C}, 0.8, 1.2);
+      b.Add(p + "ln0.bias", {C}, -0.1, 0.1);
+    }
+    b.Add(p + "ln1.weight", {C}, 0.8, 1.2);
+    b.Add(p + "ln1.bias", {C}, -0.1, 0.1);
+    b.Add(p + "ln2.weight", {C}, 0.8, 1.2);
+    b.Add(p + "ln2.bias", {C}, -0.1, 0.1);
+    for (const char* x : {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"}) {
+      b.Add(p + "att." + x, {1, 1, C}, 0, 1);
+    }
+    b.Add(p + "att.w0", {1, 1, C}, -2, 2);
+    b.Add(p + "att.a0", {1, 1, C}, -1, 1);
+    b.Add(p + "att.v0", {1, 1, C}, -1, 1);
+    b.Add(p + "att.k_k", {1, 1, C}, 0.5, 1);
+    b.Add(p + "att.k_a", {1, 1, C}, 0.5, 1.5);
+    b.Add(p + "att.r_k", {H, N}, -0.5, 0.5);
+    const std::pair<char, int> loras[] = {{'w', d.w}, {'a', d.a}, {'v', d.v}, {'g', d.g}};
+    for (const auto& [x, rank] : loras) {
+      b.Add(absl::StrCat(p, "att.", std::string(1, x), "1"), {C, rank}, -InvSqrt(C), InvSqrt(C));
+      b.Add(absl::StrCat(p, "att.", std::string(1, x), "2"), {rank, C}, -InvSqrt(rank),
+            InvSqrt(rank));
+    }
+    for (const char* m : {"receptance", "key", "value", "output"}) {
+      b.Add(absl::StrCat(p, "att.", m, ".weight"), {C, C}, -InvSqrt(C), InvSqrt(C));
+    }
+    b.Add(p + "att.ln_x.weight", {C}, 0.8, 1.2);
+    b.Add(p + "att.ln_x.bias", {C}, -0.1, 0.1);
+    b.Add(p + "ffn.x_k", {1, 1, C}, 0, 1);
+    b.Add(p + "ffn.key.weight", {F, C}, -InvSqrt(C), InvSqrt(C));
+    b.Add(p + "ffn.value.weight", {C, F}, -InvSqrt(F), InvSqrt(F));
+  }
+  b.Add("ln_out.weight", {C}, 0.8, 1.2);
+  b.Add("ln_out.bias", {C}, -0.1, 0.1);
+  b.Add("head.weight", {V, C}, -InvSqrt(C), InvSqrt(C));
+  return b.Take();
+}
+
+std::map<std::string, TensorView> ViewsOf(const std::vector<OwnedTensor>& tensors) {
+  std::map<std::string, TensorView> views;
+  for (const OwnedTensor& t : tensors) {
+    TensorView v;
+    v.name = t.name;
+    v.dtype = t.dtype;
+    v.shape = t.shape;
+    v.data = t.bytes.data();
+    v.nbytes = t.bytes.size();
+    views.emplace(t.name, std::move(v));
+  }
+  return views;
+}
+
+}  // namespace modrwkv

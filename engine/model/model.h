@@ -1,0 +1,113 @@
+// The backend interface every model implementation (CPU now, CUDA next) sits behind.
+//
+// A backend owns the weights and a pool of recurrent-state slots in its own memory (host memory
+// for the CPU, device memory for a GPU). One Step() runs any mix of sequences: single decode tokens
+// and prefill chunks of different sequences, each naming the slot that holds its state. Nothing is
+// copied in or out of the slots per step; slots are read or written as blobs only on request
+// (session export/import, cold-tier offload).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/model_config.h"
+#include "engine/sampling/sampler.h"
+
+namespace modrwkv {
+
+// A run of input rows for one sequence: either token ids or precomputed embedding rows (for
+// example image features from an encoder's adapter). Embedding rows take the place of
+// emb[token] and go through ln0 like token rows do. Exactly one of the two spans is non-empty.
+struct InputSegment {
+  absl::Span<const int32_t> tokens;
+  absl::Span<const float> embeddings;  // [rows, n_embd] row-major
+
+  static InputSegment Tokens(absl::Span<const int32_t> t) { return {t, {}}; }
+  static InputSegment Embeddings(absl::Span<const float> e) { return {{}, e}; }
+};
+
+enum class StepOutput {
+  kNone,    // advance the state only (a prefill chunk that is not the last)
+  kLogits,  // return the logits after the last row
+  kSample,  // sample the next token from the logits after the last row (inside the backend)
+};
+
+// One sequence's work in a step. The spans must stay valid until Step returns.
+struct StepEntry {
+  int slot = -1;
+  std::vector<InputSegment> inputs;  // in order; at least one row in total
+  StepOutput output = StepOutput::kNone;
+  Sampler* sampler = nullptr;  // required for kSample; the backend calls sampler->Sample()
+};
+
+struct StepResult {
+  // kLogits and kSample: the logits of the last row ([vocab_size]); for kSample they are the
+  // sampler's working copy (penalties applied). Valid until the next Step or slot operation.
+  absl::Span<const float> logits;
+  int32_t token = -1;   // kSample
+  SampleResult sample;  // kSample: logprobs if the sampler was asked for them
+};
+
+struct ModelInfo {
+  ModelConfig config;
+  std::string backend;       // "cpu", "cuda"
+  std::string weight_dtype;  // "f32", "bf16"
+  int64_t parameter_count = 0;
+  int64_t weight_bytes = 0;            // bytes of weights held by the backend
+  int64_t decode_bytes_per_token = 0;  // weight bytes one decode token must read (roofline)
+  uint64_t fingerprint = 0;  // identifies the weights (FingerprintRwkv7); guards state import
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual const ModelInfo& info() const = 0;
+  const ModelConfig& config() const { return info().config; }
+  virtual int num_slots() const = 0;
+
+  // Runs one batched step. Entries must name distinct, valid slots. `results` gets one element
+  // per entry, in order. Only the scheduler thread calls this (not thread-safe).
+  virtual absl::Status Step(absl::Span<const StepEntry> entries,
+                            std::vector<StepResult>* results) = 0;
+
+  // Slot operations. A fresh or reset slot holds the zero state.
+  virtual absl::Status ResetSlot(int slot) = 0;
+  virtual absl::Status CopySlot(int src, int dst) = 0;
+  // The canonical host layout of one sequence's state, StateBytes() bytes: per layer, f32
+  // att_shift[C], wkv[H][64 value][64 key], ffn_shift[C] (the official package's state order).
+  int64_t StateBytes() const { return config().StateBytes(); }
+  virtual absl::Status ReadSlot(int slot, absl::Span<float> out) const = 0;
+  virtual absl::Status WriteSlot(int slot, absl::Span<const float> in) = 0;
+};
+
+// A Step error that concerns one entry only and left every slot untouched (the backend checks
+// entries before it computes anything): the scheduler fails that entry's request alone and runs
+// the others again. An error without this tag means the step's slots are in an unknown state.
+absl::Status WithStepEntry(absl::Status s, int entry);
+std::optional<int> StepEntryOf(const absl::Status& s);  // nullopt when untagged
+
+// What to build from a checkpoint.
+struct ModelOptions {
+  // Matrices are kept in this type; small vectors are always f32 and all arithmetic is f32.
+  // kI8: int8 with a scale per output row (a quarter of f32's bytes; the embedding table stays
+  // bf16). Its accuracy cost against f32 is measured in docs/benchmarks.md.
+  enum class WeightType { kAuto, kF32, kBF16, kI8 };
+  WeightType weight_type =
+      WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
+  int num_slots = 1;
+  // > 0: allocate as many slots as this many bytes of state hold (at least num_slots); the state
+  // pool is allocated once, at load.
+  int64_t state_memory_bytes = 0;
+  int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
+
+  absl::Status Validate() const;
+};
+
+}  // namespace modrwkv

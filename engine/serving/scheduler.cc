@@ -1,0 +1,764 @@
+#include "engine/serving/scheduler.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "engine/serving/batch_policy.h"
+#include "engine/base/errors.h"
+#include "engine/serving/state_blob.h"
+#include "engine/serving/state_pool.h"
+#include "engine/base/status_macros.h"
+#include "engine/text/token_output.h"
+#include "engine/serving/worker_thread.h"
+
+namespace modrwkv {
+
+std::string_view FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStopToken:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStopString:
+      return "stop_string";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kError:
+      return "error";
+  }
+  return "error";
+}
+
+absl::Status SchedulerOptions::Validate(int model_slots) const {
+  if (max_running < 1 || max_running > model_slots) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_running must be in [1, %d] (the model's state slots), got %d",
+                        model_slots, max_running));
+  }
+  if (max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
+  if (max_queued_requests < 0)
+    return absl::InvalidArgumentError("max_queued_requests must be >= 0");
+  if (max_queued_prompt_tokens < 1) {
+    return absl::InvalidArgumentError("max_queued_prompt_tokens must be >= 1");
+  }
+  if (max_cold_sessions < 0) return absl::InvalidArgumentError("max_cold_sessions must be >= 0");
+  if (max_sessions_per_owner < 0) {
+    return absl::InvalidArgumentError("max_sessions_per_owner must be >= 0");
+  }
+  if (session_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("session_ttl must be positive");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+struct Request {
+  RequestId id = 0;
+  GenerateRequest req;
+  std::shared_ptr<StreamSink> sink;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<TokenOutput> output;
+  Session* session = nullptr;
+  // The session as it was at admission, restored if the turn ends before its prompt is complete.
+  std::vector<float> snapshot;
+  int32_t snapshot_pending = -1;
+  int slot = -1;
+  // Prompt cursor: part index and row offset inside it.
+  size_t part = 0;
+  int64_t offset = 0;
+  int prompt_rows = 0, prompt_done = 0;
+  int queued_rows = 0;  // what Submit counted against max_queued_prompt_tokens
+  int generated = 0;
+  int32_t last_token = -1;
+  int32_t decode_input[1] = {0};
+  bool cancelled = false;
+  absl::Time submitted, started = absl::InfinitePast(), first_token = absl::InfinitePast(),
+                        last_token_time;
+};
+
+// Where a request's prompt stands (to rewind a step that did not run).
+struct PromptCursor {
+  size_t part = 0;
+  int64_t offset = 0;
+  int prompt_done = 0;
+};
+
+int PartRows(const PromptPart& p, int n_embd) {
+  return static_cast<int>(p.tokens.size() + p.embeddings.size() / n_embd);
+}
+
+}  // namespace
+
+class Scheduler::Impl {
+ public:
+  using Command = std::function<void(bool run)>;
+
+  Impl(Model* model, const Tokenizer* tok, const SchedulerOptions& opts, SchedulerObserver* obs)
+      : model_(model),
+        tok_(tok),
+        opts_(opts),
+        obs_(obs ? obs : &null_observer_),
+        pool_(
+            model,
+            StatePoolOptions{opts.max_cold_sessions, opts.max_sessions_per_owner, opts.session_ttl},
+            obs_) {
+    policy_.max_step_tokens = opts.max_step_tokens;
+    policy_.min_prefill_rows = std::min(32, opts.max_step_tokens);
+  }
+
+  void Start() {
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    codec_.reset();  // runs the codec tasks still queued; they find the scheduler stopped
+  }
+
+  absl::StatusOr<RequestId> Submit(GenerateRequest req, std::shared_ptr<StreamSink> sink) {
+    MODRWKV_RETURN_IF_ERROR(ValidateRequest(req));
+    int rows = 0;
+    for (const PromptPart& p : req.prompt) rows += PartRows(p, model_->config().n_embd);
+    auto r = std::make_unique<Request>();
+    r->req = std::move(req);
+    r->sink = std::move(sink);
+    r->prompt_rows = rows;
+    r->queued_rows = rows;
+    r->submitted = absl::Now();
+    // A wrong session id is the caller's error whatever the load, so it is answered first.
+    if (r->req.session && !pool_.Knows(*r->req.session, r->req.owner)) {
+      return WithReason(absl::NotFoundError(
+                            absl::StrCat("session_id ", r->req.session->ToString(), " not found")),
+                        reason::kSessionNotFound);
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    if (draining_ || stop_) {
+      l.unlock();
+      obs_->OnAdmissionRejected("draining");
+      return WithReason(absl::UnavailableError("server is draining; retry on another replica"),
+                        reason::kDraining);
+    }
+    if (queued_requests_ >= opts_.max_queued_requests) {
+      l.unlock();
+      obs_->OnAdmissionRejected("queue_full");
+      return WithReason(
+          absl::ResourceExhaustedError(absl::StrFormat(
+              "request queue is full (%d waiting); retry later", opts_.max_queued_requests)),
+          reason::kQueueFull);
+    }
+    if (queued_tokens_ + rows > opts_.max_queued_prompt_tokens) {
+      l.unlock();
+      obs_->OnAdmissionRejected("queued_tokens");
+      return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                            "too many prompt tokens queued (%d + %d > %d); retry later",
+                            queued_tokens_, rows, opts_.max_queued_prompt_tokens)),
+                        reason::kQueuedTokensFull);
+    }
+    r->id = ++next_id_;
+    const RequestId id = r->id;
+    ++queued_requests_;
+    queued_tokens_ += rows;
+    inbox_.push_back(std::move(r));
+    l.unlock();
+    cv_.notify_one();
+    return id;
+  }
+
+  void Cancel(RequestId id) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancels_.push_back(id);
+    }
+    cv_.notify_one();
+  }
+
+  // `cmd(true)` runs on the scheduler thread between steps; once the scheduler has stopped,
+  // `cmd(false)` runs instead (on the stopping or the calling thread) so every callback is called.
+  void Post(Command cmd) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (exited_) {
+        l.unlock();
+        cmd(false);
+        return;
+      }
+      commands_.push_back(std::move(cmd));
+    }
+    cv_.notify_one();
+  }
+
+  // Blob encoding and decoding (and their CRC-32C) run here, off the scheduler thread.
+  void RunOnCodecThread(std::function<void()> task) { codec_->Run(std::move(task)); }
+
+  void Drain() {
+    std::lock_guard<std::mutex> l(mu_);
+    draining_ = true;
+  }
+
+  SchedulerStats stats() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return stats_;
+  }
+
+  // ---- session commands (scheduler thread) ----
+
+  SessionInfo Info(const Session& s) const {
+    return SessionInfo{s.id, s.slot >= 0, s.busy, s.tokens, s.last_used};
+  }
+
+  static absl::Status Busy() {
+    return WithReason(absl::FailedPreconditionError("session is in use by a running request"),
+                      reason::kSessionBusy);
+  }
+
+  absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Create(owner));
+    return Info(*s);
+  }
+
+  absl::StatusOr<SessionInfo> GetSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    return Info(*s);
+  }
+
+  absl::Status DeleteSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    if (s->busy) return Busy();
+    pool_.Delete(s);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<SessionInfo> ForkSessionCmd(SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * src, pool_.Find(id, owner));
+    if (src->busy) return Busy();
+    MODRWKV_ASSIGN_OR_RETURN(Session * dst, pool_.Fork(src));
+    return Info(*dst);
+  }
+
+  // The session's state and blob header; encoded by the caller on the codec thread.
+  absl::StatusOr<std::pair<StateBlobHeader, std::vector<float>>> ExportSessionCmd(
+      SessionId id, const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    if (s->busy) return Busy();
+    MODRWKV_ASSIGN_OR_RETURN(StatePool::Snapshot snap, pool_.Export(s));
+    StateBlobHeader h = BlobHeader();
+    h.tokens = snap.tokens;
+    h.pending_token = snap.pending_token;
+    return std::make_pair(h, std::move(snap.state));
+  }
+
+  absl::StatusOr<SessionInfo> ImportSessionCmd(std::vector<float> state, const StateBlobHeader& h,
+                                               const std::string& owner) {
+    MODRWKV_ASSIGN_OR_RETURN(Session * s,
+                             pool_.Import(std::move(state), h.tokens, h.pending_token, owner));
+    return Info(*s);
+  }
+
+  // Thread-safe (model config and info are immutable).
+  StateBlobHeader BlobHeader() const {
+    const ModelConfig& c = model_->config();
+    StateBlobHeader h;
+    h.model_fingerprint = model_->info().fingerprint;
+    h.n_layer = c.n_layer;
+    h.n_embd = c.n_embd;
+    h.head_size = c.head_size;
+    return h;
+  }
+  absl::StatusOr<StateBlobHeader> DecodeBlob(std::string_view blob,
+                                             std::vector<float>* state) const {
+    return DecodeStateBlob(blob, model_->config(), model_->info().fingerprint, state);
+  }
+
+ private:
+  class NullObserver : public SchedulerObserver {};
+
+  absl::Status ValidateRequest(const GenerateRequest& req) const {
+    const ModelConfig& c = model_->config();
+    MODRWKV_RETURN_IF_ERROR(req.sampling.Validate(c.vocab_size));
+    MODRWKV_RETURN_IF_ERROR(req.stop.Validate(c.vocab_size));
+    int64_t rows = 0;
+    for (size_t i = 0; i < req.prompt.size(); ++i) {
+      const PromptPart& p = req.prompt[i];
+      if (!p.tokens.empty() && !p.embeddings.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("prompt part %d has both tokens and embeddings", i));
+      }
+      for (int32_t t : p.tokens) {
+        if (t < 0 || t >= c.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "prompt part %d: token id %d out of range [0, %d)", i, t, c.vocab_size));
+        }
+      }
+      if (p.embeddings.size() % c.n_embd != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("prompt part %d: %d embedding values is not a multiple of n_embd %d", i,
+                            p.embeddings.size(), c.n_embd));
+      }
+      rows += PartRows(p, c.n_embd);
+    }
+    if (rows == 0) return absl::InvalidArgumentError("prompt is empty");
+    return absl::OkStatus();
+  }
+
+  // ---- the loop (scheduler thread) ----
+
+  void Loop() {
+    while (true) {
+      std::deque<std::unique_ptr<Request>> inbox;
+      std::vector<RequestId> cancels;
+      std::vector<Command> commands;
+      bool stopping;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        // Nothing runs: sleep until something arrives (waiting requests can only be admitted
+        // once an event frees a slot or brings work).
+        const bool idle = running_.empty();
+        if (idle) {
+          cv_.wait_for(l, std::chrono::seconds(1), [&] {
+            return stop_ || !inbox_.empty() || !cancels_.empty() || !commands_.empty();
+          });
+        }
+        stopping = stop_;
+        inbox.swap(inbox_);
+        cancels.swap(cancels_);
+        commands.swap(commands_);
+      }
+      for (auto& r : inbox) waiting_.push_back(std::move(r));
+      for (auto& cmd : commands) cmd(true);
+      if (stopping) break;  // Submit refuses once stop_ is set: nothing more arrives
+      for (RequestId id : cancels) MarkCancelled(id);
+      const absl::Time now = absl::Now();
+      ExpireWaiting(now);
+      ExpireRunning(now);
+      pool_.Sweep(now);
+      Admit();
+      if (!running_.empty()) RunStep();
+      PublishStats();
+    }
+    // Shutdown: whatever is left ends as cancelled (sessions back to their state before the
+    // turn, as for any cancel), then later commands are refused.
+    for (auto& r : running_) Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+    running_.clear();
+    for (auto& r : waiting_) {
+      Dequeued(*r);
+      FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+    }
+    waiting_.clear();
+    std::vector<Command> late;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      exited_ = true;
+      late.swap(commands_);
+    }
+    for (auto& cmd : late) cmd(false);
+  }
+
+  void MarkCancelled(RequestId id) {
+    for (auto& r : running_)
+      if (r->id == id) r->cancelled = true;
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+      if ((*it)->id == id) {
+        Dequeued(**it);
+        FinishNow(**it, FinishReason::kCancelled, absl::OkStatus());
+        waiting_.erase(it);
+        return;
+      }
+    }
+    // Running ones leave in ExpireRunning (frees the slot before the next step).
+  }
+
+  void Dequeued(const Request& r) {
+    std::lock_guard<std::mutex> l(mu_);
+    --queued_requests_;
+    queued_tokens_ -= r.queued_rows;
+  }
+
+  void ExpireWaiting(absl::Time now) {
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if (now >= (*it)->req.deadline) {
+        Dequeued(**it);
+        FinishNow(**it, FinishReason::kDeadline, absl::OkStatus());
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void ExpireRunning(absl::Time now) {
+    for (auto& r : running_) {
+      if (r->cancelled) {
+        Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+      } else if (now >= r->req.deadline) {
+        Finish(*r, FinishReason::kDeadline, absl::OkStatus());
+      }
+    }
+    RemoveFinished();
+  }
+
+  // Moves waiting requests into the batch while there is room (first come, first served).
+  void Admit() {
+    while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
+      Request& r = *waiting_.front();
+      absl::Status st = Prepare(r);
+      if (st.code() == absl::StatusCode::kUnavailable) break;  // no slot now; wait for one
+      Dequeued(r);
+      std::unique_ptr<Request> owned = std::move(waiting_.front());
+      waiting_.pop_front();
+      if (!st.ok()) {
+        FinishNow(*owned, FinishReason::kError, st);
+        continue;
+      }
+      running_.push_back(std::move(owned));
+    }
+  }
+
+  // Gives the request a slot (its session's, or a fresh zeroed one) and its sampler.
+  absl::Status Prepare(Request& r) {
+    // Everything that can fail without side effects first.
+    auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
+    if (!sampler.ok()) return sampler.status();
+    Session* s = nullptr;
+    if (r.req.session) {
+      MODRWKV_ASSIGN_OR_RETURN(s, pool_.Find(*r.req.session, r.req.owner));
+      if (s->busy) {
+        return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                              "session_id ", s->id.ToString(), " is in use by another request")),
+                          reason::kSessionBusy);
+      }
+      MODRWKV_RETURN_IF_ERROR(pool_.MakeHot(s));  // UNAVAILABLE: wait for a slot
+      std::vector<float> snapshot(model_->config().StateFloats());
+      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s->slot, absl::MakeSpan(snapshot)));
+      r.snapshot = std::move(snapshot);
+      r.snapshot_pending = s->pending_token;
+      r.slot = s->slot;
+      r.session = s;
+      s->busy = true;
+      if (s->pending_token >= 0) {  // the token the last turn sampled but never fed
+        r.req.prompt.insert(r.req.prompt.begin(), PromptPart{{s->pending_token}, {}});
+        ++r.prompt_rows;
+      }
+    } else {
+      std::optional<int> slot = pool_.AcquireSlot(r.req.owner);
+      if (!slot)
+        return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
+      if (absl::Status st = model_->ResetSlot(*slot); !st.ok()) {
+        pool_.ReleaseSlot(*slot);
+        return st;
+      }
+      r.slot = *slot;
+    }
+    r.sampler = *std::move(sampler);
+    for (const PromptPart& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
+    r.output = std::make_unique<TokenOutput>(tok_, r.req.stop, model_->config().vocab_size);
+    return absl::OkStatus();
+  }
+
+  // Appends the next `rows` prompt rows of `r` to `e` as segments.
+  void TakePromptRows(Request& r, int rows, StepEntry* e) {
+    const int C = model_->config().n_embd;
+    while (rows > 0) {
+      const PromptPart& p = r.req.prompt[r.part];
+      const int64_t part_rows = PartRows(p, C);
+      const int64_t n = std::min<int64_t>(rows, part_rows - r.offset);
+      if (!p.tokens.empty()) {
+        e->inputs.push_back(
+            InputSegment::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
+      } else {
+        e->inputs.push_back(InputSegment::Embeddings(
+            absl::MakeConstSpan(p.embeddings).subspan(r.offset * C, n * C)));
+      }
+      r.offset += n;
+      rows -= static_cast<int>(n);
+      r.prompt_done += static_cast<int>(n);
+      if (r.offset == part_rows) {
+        ++r.part;
+        r.offset = 0;
+      }
+    }
+  }
+
+  void RunStep() {
+    std::vector<SequenceLoad> loads;
+    loads.reserve(running_.size());
+    for (auto& r : running_) loads.push_back({r->prompt_rows - r->prompt_done});
+    const std::vector<StepSlice> plan = PlanStep(loads, policy_);
+    std::vector<StepEntry> entries(plan.size());
+    std::vector<Request*> reqs(plan.size());
+    std::vector<PromptCursor> cursors(plan.size());
+    int rows = 0;
+    const absl::Time start = absl::Now();
+    for (size_t i = 0; i < plan.size(); ++i) {
+      Request& r = *running_[plan[i].sequence];
+      reqs[i] = &r;
+      StepEntry& e = entries[i];
+      e.slot = r.slot;
+      e.sampler = r.sampler.get();
+      cursors[i] = {r.part, r.offset, r.prompt_done};
+      if (r.prompt_done < r.prompt_rows) {
+        TakePromptRows(r, plan[i].rows, &e);
+        e.output = r.prompt_done == r.prompt_rows ? StepOutput::kSample : StepOutput::kNone;
+      } else {
+        r.decode_input[0] = r.last_token;
+        e.inputs = {InputSegment::Tokens(r.decode_input)};
+        e.output = StepOutput::kSample;
+      }
+      if (r.started == absl::InfinitePast()) r.started = start;
+      rows += plan[i].rows;
+    }
+    const absl::Status st = model_->Step(entries, &results_);
+    const absl::Time end = absl::Now();
+    obs_->OnStep(static_cast<int>(entries.size()), rows, end - start);
+    if (!st.ok()) {
+      OnStepFailed(st, reqs, cursors);
+      return;
+    }
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].output == StepOutput::kSample) OnToken(*reqs[i], results_[i], end);
+    }
+    RemoveFinished();
+  }
+
+  // The backend's message is for the operator (observer); clients get a plain INTERNAL. An error
+  // tagged with its entry touched no slot: only that request fails, the others rewind their
+  // prompt cursors and run again next step.
+  void OnStepFailed(const absl::Status& st, const std::vector<Request*>& reqs,
+                    const std::vector<PromptCursor>& cursors) {
+    obs_->OnStepError(st);
+    const absl::Status client = WithReason(
+        absl::InternalError("internal error while running the model; the request was stopped"),
+        reason::kInternal);
+    const std::optional<int> entry = StepEntryOf(st);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (entry && static_cast<size_t>(*entry) != i) {
+        Request& r = *reqs[i];
+        r.part = cursors[i].part;
+        r.offset = cursors[i].offset;
+        r.prompt_done = cursors[i].prompt_done;
+        continue;
+      }
+      Finish(*reqs[i], FinishReason::kError, client);
+    }
+    RemoveFinished();
+  }
+
+  void OnToken(Request& r, const StepResult& res, absl::Time now) {
+    const int32_t tok = res.token;
+    ++r.generated;
+    if (r.first_token == absl::InfinitePast()) {
+      r.first_token = now;
+      obs_->OnFirstToken(now - r.submitted);
+    } else {
+      obs_->OnInterTokenLatency(now - r.last_token_time);
+    }
+    r.last_token_time = now;
+    r.last_token = tok;
+    TokenOutput::Result out = r.output->Push(tok);
+    TokenEvent ev;
+    if (out.token_emitted) {
+      ev.tokens.push_back(tok);
+      if (r.req.sampling.logprobs_top_n >= 0) ev.logprobs.push_back(res.sample);
+    }
+    ev.text = std::move(out.text);
+    if (!ev.tokens.empty() || !ev.text.empty()) r.sink->OnTokens(std::move(ev));
+    switch (out.stop) {
+      case StopReason::kNone:
+        break;
+      case StopReason::kStopString:
+        Finish(r, FinishReason::kStopString, absl::OkStatus());
+        break;
+      case StopReason::kStopToken:
+        Finish(r, FinishReason::kStopToken, absl::OkStatus());
+        break;
+      case StopReason::kMaxTokens:
+        Finish(r, FinishReason::kLength, absl::OkStatus());
+        break;
+    }
+  }
+
+  // Ends a running request: its sink hears it, its slot or session is released. The request is
+  // removed from running_ by RemoveFinished.
+  void Finish(Request& r, FinishReason reason, absl::Status status) {
+    if (r.slot < 0) return;  // already finished
+    if (Session* s = r.session) {
+      const bool prompt_complete = r.prompt_done == r.prompt_rows;
+      if (!prompt_complete || reason == FinishReason::kError) {
+        // Never leave half a prompt in a session: back to exactly what it was before.
+        (void)model_->WriteSlot(r.slot, r.snapshot);
+        s->pending_token = r.snapshot_pending;
+      } else {
+        s->tokens += r.prompt_rows + std::max(0, r.generated - 1);
+        s->pending_token = r.generated > 0 ? r.last_token : -1;
+      }
+      s->busy = false;
+      s->last_used = absl::Now();
+    } else {
+      pool_.ReleaseSlot(r.slot);
+    }
+    r.slot = -1;
+    FinishNow(r, reason, std::move(status));
+  }
+
+  void FinishNow(Request& r, FinishReason reason, absl::Status status) {
+    FinishEvent e;
+    e.reason = reason;
+    e.status = std::move(status);
+    e.prompt_tokens = r.prompt_rows;
+    e.generated_tokens = r.generated;
+    const absl::Time now = absl::Now();
+    e.queue_time = (r.started == absl::InfinitePast() ? now : r.started) - r.submitted;
+    e.time_to_first_token = r.first_token == absl::InfinitePast() ? absl::InfiniteDuration()
+                                                                  : r.first_token - r.submitted;
+    e.total_time = now - r.submitted;
+    obs_->OnFinish(e);
+    r.sink->OnFinish(std::move(e));
+    r.sink.reset();
+  }
+
+  void RemoveFinished() {
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [](const std::unique_ptr<Request>& r) { return r->slot < 0; }),
+                   running_.end());
+  }
+
+  void PublishStats() {
+    SchedulerStats s;
+    s.running = static_cast<int>(running_.size());
+    s.waiting = static_cast<int>(waiting_.size());
+    s.slots_total = pool_.slots_total();
+    s.slots_used = pool_.slots_used();
+    s.sessions_hot = pool_.hot_sessions();
+    s.sessions_cold = pool_.cold_sessions();
+    std::lock_guard<std::mutex> l(mu_);
+    s.waiting += static_cast<int>(inbox_.size());
+    s.queued_prompt_tokens = queued_tokens_;
+    s.draining = draining_;
+    stats_ = s;
+  }
+
+  Model* const model_;
+  const Tokenizer* const tok_;
+  const SchedulerOptions opts_;
+  NullObserver null_observer_;
+  SchedulerObserver* const obs_;
+  BatchPolicyOptions policy_;
+
+  // Shared with other threads, under mu_.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Request>> inbox_;
+  std::vector<RequestId> cancels_;
+  std::vector<Command> commands_;
+  bool stop_ = false, draining_ = false;
+  bool exited_ = false;  // the loop has ended: commands are refused
+  int queued_requests_ = 0;
+  int64_t queued_tokens_ = 0;
+  RequestId next_id_ = 0;
+  SchedulerStats stats_;
+
+  // Scheduler thread only.
+  std::deque<std::unique_ptr<Request>> waiting_;
+  std::vector<std::unique_ptr<Request>> running_;
+  StatePool pool_;
+  std::vector<StepResult> results_;
+  std::unique_ptr<WorkerThread> codec_ = std::make_unique<WorkerThread>();
+  std::thread thread_;
+};
+
+// ---- Scheduler ----
+
+Scheduler::Scheduler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Scheduler::~Scheduler() = default;
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Model* model,
+                                                             const Tokenizer* tokenizer,
+                                                             const SchedulerOptions& options,
+                                                             SchedulerObserver* observer) {
+  if (!model || !tokenizer)
+    return absl::InvalidArgumentError("scheduler needs a model and a tokenizer");
+  MODRWKV_RETURN_IF_ERROR(options.Validate(model->num_slots()));
+  auto impl = std::make_unique<Impl>(model, tokenizer, options, observer);
+  impl->Start();
+  return std::unique_ptr<Scheduler>(new Scheduler(std::move(impl)));
+}
+
+absl::StatusOr<RequestId> Scheduler::Submit(GenerateRequest request,
+                                            std::shared_ptr<StreamSink> sink) {
+  return impl_->Submit(std::move(request), std::move(sink));
+}
+void Scheduler::Cancel(RequestId id) { impl_->Cancel(id); }
+void Scheduler::Drain() { impl_->Drain(); }
+SchedulerStats Scheduler::stats() const { return impl_->stats(); }
+
+namespace {
+absl::Status Stopped() { return absl::UnavailableError("the scheduler has stopped"); }
+}  // namespace
+
+void Scheduler::CreateSession(std::string owner, SessionCallback done) {
+  Impl* impl = impl_.get();
+  impl->Post([impl, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->CreateSessionCmd(owner) : Stopped());
+  });
+}
+void Scheduler::GetSession(SessionId id, std::string owner, SessionCallback done) {
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->GetSessionCmd(id, owner) : Stopped());
+  });
+}
+void Scheduler::DeleteSession(SessionId id, std::string owner,
+                              std::function<void(absl::Status)> done) {
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->DeleteSessionCmd(id, owner) : Stopped());
+  });
+}
+void Scheduler::ForkSession(SessionId id, std::string owner, SessionCallback done) {
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) {
+    done(run ? impl->ForkSessionCmd(id, owner) : Stopped());
+  });
+}
+void Scheduler::ExportSession(SessionId id, std::string owner,
+                              std::function<void(absl::StatusOr<std::string>)> done) {
+  Impl* impl = impl_.get();
+  impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) mutable {
+    if (!run) return done(Stopped());
+    auto snap = impl->ExportSessionCmd(id, owner);
+    if (!snap.ok()) return done(snap.status());
+    // The copy is taken; encoding and its checksum happen off the scheduler thread.
+    impl->RunOnCodecThread([snap = *std::move(snap), done = std::move(done)] {
+      done(EncodeStateBlob(snap.first, snap.second));
+    });
+  });
+}
+void Scheduler::ImportSession(std::string blob, std::string owner, SessionCallback done) {
+  Impl* impl = impl_.get();
+  impl->RunOnCodecThread(
+      [impl, blob = std::move(blob), owner = std::move(owner), done = std::move(done)]() mutable {
+        std::vector<float> state;
+        absl::StatusOr<StateBlobHeader> h = impl->DecodeBlob(blob, &state);
+        if (!h.ok()) return done(h.status());
+        std::string().swap(blob);
+        impl->Post([impl, h = *h, state = std::move(state), owner = std::move(owner),
+                    done = std::move(done)](bool run) mutable {
+          done(run ? impl->ImportSessionCmd(std::move(state), h, owner) : Stopped());
+        });
+      });
+}
+
+}  // namespace modrwkv

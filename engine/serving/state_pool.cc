@@ -1,0 +1,261 @@
+#include "engine/serving/state_pool.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/base/errors.h"
+#include "engine/serving/scheduler.h"
+#include "engine/base/status_macros.h"
+
+namespace modrwkv {
+
+// Keeps a session out of eviction for the length of one pool operation.
+class StatePool::Pin {
+ public:
+  explicit Pin(Session* s) : s_(s) { ++s_->pins; }
+  ~Pin() { --s_->pins; }
+  Pin(const Pin&) = delete;
+  Pin& operator=(const Pin&) = delete;
+
+ private:
+  Session* const s_;
+};
+
+StatePool::StatePool(Model* model, const StatePoolOptions& options, SchedulerObserver* observer)
+    : model_(model), opts_(options), obs_(observer) {
+  for (int s = model_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
+}
+
+std::optional<int> StatePool::AcquireSlot(const std::string& owner) {
+  std::optional<int> slot = TakeSlot();
+  // Never fails without a fresh session: at worst the offloaded session itself is evicted.
+  if (slot) (void)EnforceColdCapacity(owner, nullptr);
+  return slot;
+}
+
+std::optional<int> StatePool::TakeSlot() {
+  if (!free_slots_.empty()) {
+    const int s = free_slots_.back();
+    free_slots_.pop_back();
+    return s;
+  }
+  Session* lru = nullptr;
+  for (auto& [id, s] : sessions_) {
+    if (s->slot >= 0 && s->idle() && (!lru || s->last_used < lru->last_used)) lru = s.get();
+  }
+  if (!lru) return std::nullopt;
+  std::vector<float> state(model_->config().StateFloats());
+  if (!model_->ReadSlot(lru->slot, absl::MakeSpan(state)).ok()) return std::nullopt;
+  lru->cold = std::move(state);
+  const int slot = lru->slot;
+  lru->slot = -1;
+  obs_->OnSessionOffload(/*to_cold=*/true);
+  return slot;
+}
+
+void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
+
+absl::StatusOr<Session*> StatePool::NewSession(const std::string& owner) {
+  if (opts_.max_sessions_per_owner > 0 && sessions_of(owner) >= opts_.max_sessions_per_owner) {
+    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                          "this caller already holds %d sessions (max_sessions_per_owner); "
+                          "delete one first",
+                          opts_.max_sessions_per_owner)),
+                      reason::kSessionQuota);
+  }
+  auto s = std::make_unique<Session>();
+  s->id = SessionId::Random();
+  s->owner = owner;
+  s->last_used = absl::Now();
+  Session* p = s.get();
+  sessions_.emplace(p->id, std::move(s));
+  ++per_owner_[owner];
+  std::lock_guard<std::mutex> l(owners_mu_);
+  owners_[p->id] = owner;
+  return p;
+}
+
+absl::Status StatePool::FitNewSession(Session* s) {
+  const absl::Status st = EnforceColdCapacity(s->owner, s);
+  if (!st.ok()) Delete(s);
+  return st;
+}
+
+absl::StatusOr<Session*> StatePool::Create(const std::string& owner) {
+  MODRWKV_ASSIGN_OR_RETURN(Session * s, NewSession(owner));
+  {
+    Pin pin(s);
+    MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
+  }
+  return s;
+}
+
+absl::StatusOr<Session*> StatePool::Find(SessionId id, const std::string& owner) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->owner != owner) {
+    return WithReason(absl::NotFoundError(absl::StrCat("session_id ", id.ToString(), " not found")),
+                      reason::kSessionNotFound);
+  }
+  return it->second.get();
+}
+
+void StatePool::Delete(Session* s) {
+  if (s->slot >= 0) ReleaseSlot(s->slot);
+  {
+    std::lock_guard<std::mutex> l(owners_mu_);
+    owners_.erase(s->id);
+  }
+  if (auto it = per_owner_.find(s->owner); it != per_owner_.end() && --it->second == 0) {
+    per_owner_.erase(it);
+  }
+  sessions_.erase(s->id);
+}
+
+void StatePool::Evict(Session* s, std::string_view why) {
+  obs_->OnSessionEvicted(why);
+  Delete(s);
+}
+
+bool StatePool::Knows(SessionId id, const std::string& owner) const {
+  std::lock_guard<std::mutex> l(owners_mu_);
+  auto it = owners_.find(id);
+  return it != owners_.end() && it->second == owner;
+}
+
+absl::Status StatePool::MakeHot(Session* s) {
+  if (s->slot >= 0) return absl::OkStatus();
+  std::optional<int> slot = TakeSlot();
+  if (!slot) return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
+  absl::Status st;
+  if (!s->cold.empty()) {
+    st = model_->WriteSlot(*slot, s->cold);
+    if (st.ok()) obs_->OnSessionOffload(/*to_cold=*/false);
+  } else {
+    st = model_->ResetSlot(*slot);
+  }
+  if (!st.ok()) {
+    ReleaseSlot(*slot);
+    return st;
+  }
+  std::vector<float>().swap(s->cold);
+  s->slot = *slot;
+  // The offload TakeSlot may have done is settled now that `s` left the cold tier.
+  (void)EnforceColdCapacity(s->owner, nullptr);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> StatePool::StateOf(const Session& s) const {
+  std::vector<float> v(model_->config().StateFloats(), 0.0f);
+  if (s.slot >= 0) {
+    MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s.slot, absl::MakeSpan(v)));
+  } else if (!s.cold.empty()) {
+    v = s.cold;
+  }
+  return v;
+}
+
+absl::StatusOr<Session*> StatePool::Fork(Session* src) {
+  Pin pin_src(src);
+  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
+  MODRWKV_ASSIGN_OR_RETURN(Session * dst, NewSession(src->owner));
+  Pin pin_dst(dst);
+  dst->cold = std::move(state);
+  dst->tokens = src->tokens;
+  dst->pending_token = src->pending_token;
+  src->last_used = absl::Now();
+  MODRWKV_RETURN_IF_ERROR(FitNewSession(dst));
+  return dst;
+}
+
+absl::StatusOr<StatePool::Snapshot> StatePool::Export(Session* s) const {
+  Snapshot snap;
+  MODRWKV_ASSIGN_OR_RETURN(snap.state, StateOf(*s));
+  snap.tokens = s->tokens;
+  snap.pending_token = s->pending_token;
+  s->last_used = absl::Now();
+  return snap;
+}
+
+absl::StatusOr<Session*> StatePool::Import(std::vector<float> state, int64_t tokens,
+                                           int32_t pending_token, const std::string& owner) {
+  if (state.size() != static_cast<size_t>(model_->config().StateFloats())) {
+    return absl::InvalidArgumentError("imported state has the wrong size for this model");
+  }
+  if (pending_token >= model_->config().vocab_size) {
+    return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
+  }
+  MODRWKV_ASSIGN_OR_RETURN(Session * s, NewSession(owner));
+  Pin pin(s);
+  s->cold = std::move(state);
+  s->tokens = tokens;
+  s->pending_token = pending_token;
+  MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
+  return s;
+}
+
+void StatePool::Sweep(absl::Time now) {
+  if (now - last_sweep_ < absl::Seconds(1)) return;
+  last_sweep_ = now;
+  std::vector<Session*> expired;
+  for (auto& [id, s] : sessions_) {
+    if (s->idle() && now - s->last_used > opts_.session_ttl) expired.push_back(s.get());
+  }
+  for (Session* s : expired) Evict(s, "ttl");
+}
+
+int StatePool::IdleColdCount() const {
+  int n = 0;
+  for (auto& [id, s] : sessions_) n += s->slot < 0 && !s->busy;
+  return n;
+}
+
+absl::Status StatePool::EnforceColdCapacity(const std::string& owner, Session* fresh) {
+  int over = IdleColdCount() - opts_.max_cold_sessions;
+  if (over <= 0) return absl::OkStatus();
+  // Candidates: idle cold sessions, the acting owner's first, least recently used first.
+  std::vector<Session*> victims;
+  for (auto& [id, s] : sessions_) {
+    if (s->slot < 0 && s->idle()) victims.push_back(s.get());
+  }
+  std::sort(victims.begin(), victims.end(), [&](const Session* a, const Session* b) {
+    const bool ao = a->owner == owner, bo = b->owner == owner;
+    if (ao != bo) return ao;
+    return a->last_used < b->last_used;
+  });
+  for (size_t i = 0; i < victims.size() && over > 0; ++i, --over)
+    Evict(victims[i], "cold_capacity");
+  if (over <= 0 || !fresh || fresh->slot >= 0) return absl::OkStatus();
+  // Nothing idle is left to evict: the new session may still live in a free slot.
+  if (!free_slots_.empty()) {
+    const int slot = free_slots_.back();
+    const absl::Status st =
+        fresh->cold.empty() ? model_->ResetSlot(slot) : model_->WriteSlot(slot, fresh->cold);
+    if (st.ok()) {
+      free_slots_.pop_back();
+      std::vector<float>().swap(fresh->cold);
+      fresh->slot = slot;
+      return absl::OkStatus();
+    }
+  }
+  return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                        "the session tier is full: %d sessions held in host memory "
+                        "(max_cold_sessions) are in use and no state slot is free; retry later",
+                        opts_.max_cold_sessions)),
+                    reason::kSessionTierFull);
+}
+
+int StatePool::hot_sessions() const {
+  int n = 0;
+  for (auto& [id, s] : sessions_) n += s->slot >= 0;
+  return n;
+}
+
+int StatePool::cold_sessions() const { return static_cast<int>(sessions_.size()) - hot_sessions(); }
+
+int StatePool::sessions_of(const std::string& owner) const {
+  auto it = per_owner_.find(owner);
+  return it == per_owner_.end() ? 0 : it->second;
+}
+
+}  // namespace modrwkv

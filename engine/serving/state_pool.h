@@ -1,0 +1,125 @@
+// The state pool: the model's fixed state slots (allocated once by the backend), a free list, and
+// the sessions whose states live in them (hot) or in host memory (cold, LRU-bounded, idle TTL).
+// Owned and used by the scheduler thread only, except Knows().
+//
+// Lifetime rule: a Session* handed out stays valid until Delete() of that session, or until the
+// scheduler releases it and a later pool operation evicts it. Eviction (cold-tier overflow, TTL)
+// only ever picks sessions that are idle — not busy with a request and not pinned by the pool
+// operation in progress — so an operation never deletes the session it works on.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/model/model.h"
+#include "engine/base/session_id.h"
+
+namespace modrwkv {
+
+class SchedulerObserver;
+
+// A session's state is in a model slot (hot, slot >= 0) or in host memory (cold). A cold
+// session with an empty `cold` vector holds the zero state.
+struct Session {
+  SessionId id;
+  std::string owner;
+  int slot = -1;
+  std::vector<float> cold;
+  int64_t tokens = 0;
+  // The last generated token, sampled but not yet run through the model (-1: none); the next
+  // request on the session feeds it first, so a session continues exactly where it stopped.
+  int32_t pending_token = -1;
+  absl::Time last_used;
+  bool busy = false;  // a request is running on it
+  int pins = 0;       // pool operations in progress on it (never evicted while > 0)
+
+  bool idle() const { return !busy && pins == 0; }
+};
+
+struct StatePoolOptions {
+  // Idle sessions kept out of slots, in host memory. When a new session or an offload overflows
+  // the tier, the least recently used idle cold session goes, the acting owner's own first.
+  int max_cold_sessions = 1024;
+  int max_sessions_per_owner = 0;               // 0 = no per-owner limit
+  absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
+};
+
+class StatePool {
+ public:
+  StatePool(Model* model, const StatePoolOptions& options, SchedulerObserver* observer);
+
+  // ---- slots ----
+  // A free slot; if none, the least recently used idle hot session moves to the cold tier (which
+  // may evict an idle cold session, `owner`'s first). nullopt when every slot is busy.
+  std::optional<int> AcquireSlot(const std::string& owner);
+  void ReleaseSlot(int slot);
+  int slots_total() const { return model_->num_slots(); }
+  int slots_used() const { return slots_total() - static_cast<int>(free_slots_.size()); }
+
+  // ---- sessions ----
+  // New sessions start cold with the zero state. RESOURCE_EXHAUSTED (naming the limit) when the
+  // owner is at max_sessions_per_owner, or when the cold tier is full of sessions that cannot be
+  // evicted and no slot is free to hold the new one.
+  absl::StatusOr<Session*> Create(const std::string& owner);
+  // NOT_FOUND for unknown ids and for sessions of another owner (the same answer, so an id
+  // cannot be probed).
+  absl::StatusOr<Session*> Find(SessionId id, const std::string& owner);
+  void Delete(Session* s);
+  // Puts the session's state in a slot (UNAVAILABLE when no slot can be freed). `s` survives.
+  absl::Status MakeHot(Session* s);
+  absl::StatusOr<std::vector<float>> StateOf(const Session& s) const;
+  absl::StatusOr<Session*> Fork(Session* src);
+  // The session's state and blob header, for encoding off the scheduler thread.
+  struct Snapshot {
+    std::vector<float> state;
+    int64_t tokens = 0;
+    int32_t pending_token = -1;
+  };
+  absl::StatusOr<Snapshot> Export(Session* s) const;
+  // `state` was decoded and checked against the model (DecodeStateBlob) by the caller.
+  absl::StatusOr<Session*> Import(std::vector<float> state, int64_t tokens, int32_t pending_token,
+                                  const std::string& owner);
+  // Deletes idle sessions past their TTL (at most once a second).
+  void Sweep(absl::Time now);
+  int hot_sessions() const;
+  int cold_sessions() const;
+  int sessions_of(const std::string& owner) const;
+
+  // Thread-safe: whether `id` exists and belongs to `owner` (for admission without a round trip
+  // to the scheduler thread).
+  bool Knows(SessionId id, const std::string& owner) const;
+
+ private:
+  class Pin;
+  // A free slot, or one freed by moving the LRU idle hot session to the cold tier (which may
+  // then be over its bound: the caller settles it with EnforceColdCapacity).
+  std::optional<int> TakeSlot();
+  // Adds a cold zero-state session after the quota check; pinned by the caller's Pin.
+  absl::StatusOr<Session*> NewSession(const std::string& owner);
+  // Brings the idle cold tier back under max_cold_sessions, evicting `owner`'s LRU idle sessions
+  // first, then anyone's. If `fresh` is still cold and the tier is still over (nothing idle to
+  // evict), `fresh` moves into a free slot or is refused.
+  absl::Status EnforceColdCapacity(const std::string& owner, Session* fresh);
+  absl::Status FitNewSession(Session* s);  // Create/Import/Fork's common tail
+  void Evict(Session* s, std::string_view why);
+  int IdleColdCount() const;
+
+  Model* const model_;
+  const StatePoolOptions opts_;
+  SchedulerObserver* const obs_;
+  std::vector<int> free_slots_;
+  absl::flat_hash_map<SessionId, std::unique_ptr<Session>> sessions_;
+  absl::flat_hash_map<std::string, int> per_owner_;
+  absl::Time last_sweep_ = absl::InfinitePast();
+
+  mutable std::mutex owners_mu_;
+  absl::flat_hash_map<SessionId, std::string> owners_;  // mirror of sessions_ for Knows()
+};
+
+}  // namespace modrwkv

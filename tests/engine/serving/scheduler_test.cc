@@ -1,0 +1,638 @@
+// The scheduler over a real (tiny, random-weight) CPU model: batching must not change results,
+// sessions continue exactly, and every way a request can end frees what it held.
+#include "engine/serving/scheduler.h"
+
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "engine/base/errors.h"
+#include "engine/loader/model_loader.h"
+#include "engine/checkpoint/random_weights.h"
+#include "engine/serving/state_blob.h"
+#include "engine/text/utf8.h"
+#include "gtest/gtest.h"
+#include "tests/test_paths.h"
+
+namespace modrwkv {
+namespace {
+
+class CollectingSink : public StreamSink {
+ public:
+  void OnTokens(TokenEvent e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int32_t t : e.tokens) tokens_.push_back(t);
+    text_ += e.text;
+    ++events_;
+  }
+  void OnFinish(FinishEvent e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    finish_ = e;
+    ++finishes_;
+    cv_.notify_all();
+  }
+  FinishEvent Wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    EXPECT_TRUE(cv_.wait_for(l, std::chrono::seconds(60), [&] { return finishes_ > 0; }));
+    return finish_;
+  }
+  std::vector<int32_t> tokens() {
+    std::lock_guard<std::mutex> l(mu_);
+    return tokens_;
+  }
+  std::string text() {
+    std::lock_guard<std::mutex> l(mu_);
+    return text_;
+  }
+  int finishes() {
+    std::lock_guard<std::mutex> l(mu_);
+    return finishes_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int32_t> tokens_;
+  std::string text_;
+  int events_ = 0, finishes_ = 0;
+  FinishEvent finish_;
+};
+
+class SchedulerTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    RandomModelSpec spec;
+    spec.n_layer = 2;
+    spec.n_embd = 64;
+    spec.vocab_size = 512;
+    spec.seed = 5;
+    tensors_ = new std::vector<OwnedTensor>(MakeRandomRwkv7(spec).value());
+    tok_ = Tokenizer::LoadFile(testing_paths::WorldVocab()).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete tensors_;
+    delete tok_;
+  }
+
+  std::unique_ptr<Model> MakeModel(int slots) {
+    ModelOptions o;
+    o.num_slots = slots;
+    o.threads = 2;
+    o.weight_type = ModelOptions::WeightType::kF32;
+    return CreateModel(ViewsOf(*tensors_), o).value();
+  }
+
+  static GenerateRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
+    GenerateRequest r;
+    r.prompt = {PromptPart{std::move(prompt), {}}};
+    r.sampling.temperature = 0;
+    r.stop.max_tokens = max_tokens;
+    return r;
+  }
+
+  // Greedy continuation computed directly on a model, one sequence, no scheduler.
+  std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int n) {
+    auto m = MakeModel(1);
+    SamplingParams p;
+    p.temperature = 0;
+    auto sampler = Sampler::Create(p, m->config().vocab_size).value();
+    StepEntry e;
+    e.slot = 0;
+    e.sampler = sampler.get();
+    e.output = StepOutput::kSample;
+    e.inputs = {InputSegment::Tokens(prompt)};
+    std::vector<StepResult> res;
+    std::vector<int32_t> out;
+    int32_t tok[1];
+    for (int i = 0; i < n; ++i) {
+      EXPECT_TRUE(m->Step({e}, &res).ok());
+      out.push_back(res[0].token);
+      tok[0] = res[0].token;
+      e.inputs = {InputSegment::Tokens(tok)};
+    }
+    return out;
+  }
+
+  static std::vector<int32_t> Prompt(int n, int salt) {
+    std::vector<int32_t> p(n);
+    for (int i = 0; i < n; ++i) p[i] = 1 + (i * 37 + salt * 101) % 500;
+    return p;
+  }
+
+  static std::vector<OwnedTensor>* tensors_;
+  static Tokenizer* tok_;
+};
+std::vector<OwnedTensor>* SchedulerTest::tensors_ = nullptr;
+Tokenizer* SchedulerTest::tok_ = nullptr;
+
+TEST_F(SchedulerTest, StreamsAndFinishesWithLength) {
+  auto model = MakeModel(4);
+  SchedulerOptions o;
+  o.max_running = 4;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(9, 1), 7), sink).ok());
+  FinishEvent f = sink->Wait();
+  EXPECT_EQ(f.reason, FinishReason::kLength);
+  EXPECT_EQ(f.prompt_tokens, 9);
+  EXPECT_EQ(f.generated_tokens, 7);
+  EXPECT_EQ(sink->tokens(), Reference(Prompt(9, 1), 7));
+  std::string bytes;
+  for (int32_t t : sink->tokens()) bytes += tok_->TokenBytes(t);
+  EXPECT_EQ(sink->text(), ReplaceInvalidUtf8(bytes));  // the stream's deltas, concatenated
+  EXPECT_LT(f.time_to_first_token, absl::InfiniteDuration());
+}
+
+TEST_F(SchedulerTest, ConcurrentGreedyStreamsEqualAlone) {
+  constexpr int kN = 64;
+  auto model = MakeModel(kN);
+  SchedulerOptions o;
+  o.max_running = kN;
+  o.max_step_tokens = 96;  // forces prefill chunks to interleave with decodes
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < kN; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(sched->Submit(Greedy(Prompt(5 + i % 40, i), 6), sinks.back()).ok());
+  }
+  for (int i = 0; i < kN; ++i) {
+    EXPECT_EQ(sinks[i]->Wait().reason, FinishReason::kLength);
+  }
+  for (int i = 0; i < kN; i += 7) {  // a sample of them against the lone reference
+    EXPECT_EQ(sinks[i]->tokens(), Reference(Prompt(5 + i % 40, i), 6)) << "request " << i;
+  }
+  EXPECT_EQ(sched->stats().slots_used, 0);
+}
+
+TEST_F(SchedulerTest, CancelFreesTheSlot) {
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto sink = std::make_shared<CollectingSink>();
+  auto id = sched->Submit(Greedy(Prompt(4, 2), 1000000), sink);
+  ASSERT_TRUE(id.ok());
+  while (sink->tokens().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  sched->Cancel(*id);
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+  for (int i = 0; i < 100 && sched->stats().slots_used != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(sched->stats().slots_used, 0);
+  EXPECT_EQ(sched->stats().running, 0);
+}
+
+TEST_F(SchedulerTest, DeadlineEndsTheRequest) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateRequest r = Greedy(Prompt(4, 3), 1000000);
+  r.deadline = absl::Now() + absl::Milliseconds(50);
+  ASSERT_TRUE(sched->Submit(std::move(r), sink).ok());
+  FinishEvent f = sink->Wait();
+  EXPECT_EQ(f.reason, FinishReason::kDeadline);
+  EXPECT_GT(f.generated_tokens, 0);
+}
+
+TEST_F(SchedulerTest, OverloadIsResourceExhaustedAndRecovers) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  o.max_queued_requests = 2;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  std::vector<RequestId> ids;
+  int rejected = 0;
+  for (int i = 0; i < 10; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    auto id = sched->Submit(Greedy(Prompt(3, i), 200000), sinks.back());
+    if (!id.ok()) {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      EXPECT_EQ(ReasonOf(id.status()), reason::kQueueFull);
+      ++rejected;
+    } else {
+      ids.push_back(*id);
+    }
+  }
+  EXPECT_GE(rejected, 7);
+  for (RequestId id : ids) sched->Cancel(id);
+  auto sink = std::make_shared<CollectingSink>();
+  // Recovers once the queue drains.
+  absl::StatusOr<RequestId> again = absl::UnknownError("not tried");
+  for (int i = 0; i < 200 && !again.ok(); ++i) {
+    again = sched->Submit(Greedy(Prompt(3, 1), 2), sink);
+    if (!again.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kLength);
+}
+
+TEST_F(SchedulerTest, DrainRefusesNewWorkAndFinishesRunning) {
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(4, 4), 20), sink).ok());
+  sched->Drain();
+  auto refused = sched->Submit(Greedy(Prompt(4, 4), 2), std::make_shared<CollectingSink>());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(refused.status()), reason::kDraining);
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(sink->tokens().size(), 20u);
+}
+
+TEST_F(SchedulerTest, BadRequestsNameTheField) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto sink = std::make_shared<CollectingSink>();
+  auto st = sched->Submit(Greedy({}, 5), sink).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("prompt is empty"), std::string::npos);
+  st = sched->Submit(Greedy({1, 9999}, 5), sink).status();
+  EXPECT_NE(st.message().find("token id 9999"), std::string::npos) << st;
+  GenerateRequest r = Greedy({1}, 5);
+  r.sampling.top_p = 2;
+  st = sched->Submit(r, sink).status();
+  EXPECT_NE(st.message().find("top_p"), std::string::npos) << st;
+  EXPECT_EQ(FieldOf(st), "top_p");
+  r = Greedy({1}, 5);
+  r.session = SessionId::Random();
+  st = sched->Submit(r, sink).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReasonOf(st), reason::kSessionNotFound);
+  EXPECT_EQ(sink->finishes(), 0);  // refused requests never reach the sink
+}
+
+// Runs a session command synchronously (tests only).
+template <typename T, typename F>
+T Await(F start) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<T> out;
+  start([&](T v) {
+    std::lock_guard<std::mutex> l(mu);
+    out = std::move(v);
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait(l, [&] { return out.has_value(); });
+  return std::move(*out);
+}
+
+TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
+  // Two slots and three sessions: sessions move to the cold tier and back between turns.
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  std::vector<SessionId> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto info =
+        Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("alice", done); });
+    ASSERT_TRUE(info.ok());
+    ids.push_back(info->id);
+  }
+  const std::vector<int32_t> a = Prompt(6, 7), b = Prompt(4, 8);
+  std::vector<std::vector<int32_t>> first(3);
+  for (int i = 0; i < 3; ++i) {
+    auto sink = std::make_shared<CollectingSink>();
+    GenerateRequest r = Greedy(a, 5);
+    r.session = ids[i];
+    r.owner = "alice";
+    ASSERT_TRUE(sched->Submit(r, sink).ok());
+    sink->Wait();
+    first[i] = sink->tokens();
+  }
+  // The whole conversation as one sequence: a, the 5 generated tokens, b.
+  std::vector<int32_t> whole = a;
+  whole.insert(whole.end(), first[0].begin(), first[0].end());
+  whole.insert(whole.end(), b.begin(), b.end());
+  const std::vector<int32_t> expected = Reference(whole, 4);
+
+  // Session 0: second turn directly (it was offloaded by sessions 1 and 2).
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateRequest r = Greedy(b, 4);
+  r.session = ids[0];
+  r.owner = "alice";
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  sink->Wait();
+  EXPECT_EQ(sink->tokens(), expected);
+
+  // Session 1: exported, imported into a second scheduler on another model instance.
+  auto blob = Await<absl::StatusOr<std::string>>(
+      [&](auto done) { sched->ExportSession(ids[1], "alice", done); });
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(Await<absl::StatusOr<std::string>>(
+                [&](auto done) { sched->ExportSession(ids[1], "mallory", done); })
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  auto model2 = MakeModel(1);
+  SchedulerOptions o2;
+  o2.max_running = 1;
+  auto sched2 = Scheduler::Create(model2.get(), tok_, o2).value();
+  auto imported = Await<absl::StatusOr<SessionInfo>>(
+      [&](auto done) { sched2->ImportSession(*blob, "bob", done); });
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  sink = std::make_shared<CollectingSink>();
+  r.session = imported->id;
+  r.owner = "bob";
+  ASSERT_TRUE(sched2->Submit(r, sink).ok());
+  sink->Wait();
+  EXPECT_EQ(sink->tokens(), expected);
+
+  // Session 2: forked; both copies continue identically.
+  auto fork = Await<absl::StatusOr<SessionInfo>>(
+      [&](auto done) { sched->ForkSession(ids[2], "alice", done); });
+  ASSERT_TRUE(fork.ok());
+  for (SessionId id : {ids[2], fork->id}) {
+    sink = std::make_shared<CollectingSink>();
+    r.session = id;
+    r.owner = "alice";
+    ASSERT_TRUE(sched->Submit(r, sink).ok());
+    sink->Wait();
+    EXPECT_EQ(sink->tokens(), expected);
+  }
+
+  // Corrupt blobs are refused.
+  std::string bad = *blob;
+  bad[bad.size() / 2] ^= 1;
+  EXPECT_EQ(Await<absl::StatusOr<SessionInfo>>(
+                [&](auto done) { sched2->ImportSession(bad, "bob", done); })
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      Await<absl::Status>([&](auto done) { sched->DeleteSession(ids[0], "alice", done); }).ok());
+  EXPECT_EQ(Await<absl::StatusOr<SessionInfo>>(
+                [&](auto done) { sched->GetSession(ids[0], "alice", done); })
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, CancelledPrefillLeavesSessionUntouched) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  o.max_step_tokens = 2;  // a long prompt takes many steps
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateRequest r = Greedy(Prompt(400, 9), 3);
+  r.session = info->id;
+  auto id = sched->Submit(r, sink);
+  ASSERT_TRUE(id.ok());
+  sched->Cancel(*id);
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+  // The session still holds the zero state: a fresh turn equals a fresh sequence.
+  sink = std::make_shared<CollectingSink>();
+  r = Greedy(Prompt(5, 10), 3);
+  r.session = info->id;
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  sink->Wait();
+  EXPECT_EQ(sink->tokens(), Reference(Prompt(5, 10), 3));
+}
+
+TEST_F(SchedulerTest, CancelledPrefillKeepsTheSessionsPendingToken) {
+  // Turn 1 leaves a pending token (sampled, not yet fed). Turn 2 is cancelled during its prefill.
+  // Turn 3 must continue as if turn 2 never happened: pending token, then its own prompt.
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  o.max_step_tokens = 2;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateRequest r = Greedy(Prompt(5, 1), 3);
+  r.session = info->id;
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  sink->Wait();
+  const std::vector<int32_t> turn1 = sink->tokens();
+
+  sink = std::make_shared<CollectingSink>();
+  r = Greedy(Prompt(400, 2), 3);
+  r.session = info->id;
+  auto id = sched->Submit(r, sink);
+  ASSERT_TRUE(id.ok());
+  sched->Cancel(*id);
+  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+
+  sink = std::make_shared<CollectingSink>();
+  r = Greedy(Prompt(4, 3), 3);
+  r.session = info->id;
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  sink->Wait();
+  std::vector<int32_t> whole = Prompt(5, 1);
+  whole.insert(whole.end(), turn1.begin(), turn1.end());  // the last one was the pending token
+  const std::vector<int32_t> p3 = Prompt(4, 3);
+  whole.insert(whole.end(), p3.begin(), p3.end());
+  EXPECT_EQ(sink->tokens(), Reference(whole, 3));
+}
+
+TEST_F(SchedulerTest, QueuedPromptTokenCountReturnsToZeroAfterSessionTurns) {
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  o.max_queued_prompt_tokens = 10;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  for (int turn = 0; turn < 5; ++turn) {  // turns 2..5 each start with a pending token
+    auto sink = std::make_shared<CollectingSink>();
+    GenerateRequest r = Greedy(Prompt(3, turn), 2);
+    r.session = info->id;
+    ASSERT_TRUE(sched->Submit(r, sink).ok());
+    sink->Wait();
+  }
+  // Stats are published after each loop iteration; the finish is seen a moment before.
+  for (int i = 0; i < 200 && sched->stats().running > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(sched->stats().queued_prompt_tokens, 0);
+  // The bound still means what it says: 11 prompt tokens never fit under 10.
+  auto sink = std::make_shared<CollectingSink>();
+  EXPECT_EQ(sched->Submit(Greedy(Prompt(11, 9), 1), sink).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(SchedulerTest, ShutdownFinishesEveryRequestAndAnswersEveryCommand) {
+  for (int round = 0; round < 20; ++round) {
+    auto model = MakeModel(2);
+    SchedulerOptions o;
+    o.max_running = 2;
+    auto sched = Scheduler::Create(model.get(), tok_, o).value();
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (int i = 0; i < 8; ++i) {
+      sinks.push_back(std::make_shared<CollectingSink>());
+      ASSERT_TRUE(sched->Submit(Greedy(Prompt(50, i), 50), sinks.back()).ok());
+    }
+    std::atomic<int> answered{0};
+    for (int i = 0; i < 8; ++i) {
+      sched->CreateSession("", [&](absl::StatusOr<SessionInfo>) { answered.fetch_add(1); });
+    }
+    sched.reset();  // at once: requests in the inbox, commands in the queue
+    EXPECT_EQ(answered.load(), 8) << "round " << round;
+    for (auto& s : sinks) EXPECT_EQ(s->finishes(), 1) << "round " << round;
+  }
+}
+
+// A model that fails its next Step on request: tagged with one entry (nothing ran) or untagged.
+class FailingModel : public Model {
+ public:
+  explicit FailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
+  const ModelInfo& info() const override { return inner_->info(); }
+  int num_slots() const override { return inner_->num_slots(); }
+  absl::Status Step(absl::Span<const StepEntry> entries,
+                    std::vector<StepResult>* results) override {
+    // A tagged failure waits for a step that has its entry.
+    const int fail = fail_entry_.load();
+    if (fail == -1) {
+      fail_entry_ = -2;
+      return absl::DataLossError("device fell off the bus (internal detail)");
+    }
+    if (fail >= 0 && static_cast<size_t>(fail) < entries.size()) {
+      fail_entry_ = -2;
+      return WithStepEntry(absl::InvalidArgumentError("bad entry (internal detail)"), fail);
+    }
+    return inner_->Step(entries, results);
+  }
+  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  absl::Status CopySlot(int src, int dst) override { return inner_->CopySlot(src, dst); }
+  absl::Status ReadSlot(int slot, absl::Span<float> out) const override {
+    return inner_->ReadSlot(slot, out);
+  }
+  absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
+    return inner_->WriteSlot(slot, in);
+  }
+  std::atomic<int> fail_entry_{-2};  // -2 none, -1 untagged, >= 0 that entry
+
+ private:
+  std::unique_ptr<Model> inner_;
+};
+
+class StepErrorObserver : public SchedulerObserver {
+ public:
+  void OnStepError(const absl::Status& st) override {
+    std::lock_guard<std::mutex> l(mu);
+    errors.push_back(st);
+  }
+  std::mutex mu;
+  std::vector<absl::Status> errors;
+};
+
+TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames) {
+  FailingModel model(MakeModel(2));
+  StepErrorObserver obs;
+  SchedulerOptions o;
+  o.max_running = 2;
+  o.max_step_tokens = 4;
+  // Both requests wait in the inbox until the scheduler has them both in one step.
+  model.fail_entry_ = 1;
+  auto sched = Scheduler::Create(&model, tok_, o, &obs).value();
+  auto a = std::make_shared<CollectingSink>(), b = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 1), 4), a).ok());
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 2), 4), b).ok());
+  FinishEvent fa = a->Wait(), fb = b->Wait();
+  // Whichever of the two was entry 1 of the failing step failed; the other is untouched.
+  const bool a_failed = fa.reason == FinishReason::kError;
+  const FinishEvent& failed = a_failed ? fa : fb;
+  const FinishEvent& ok = a_failed ? fb : fa;
+  ASSERT_EQ(failed.reason, FinishReason::kError);
+  EXPECT_EQ(failed.status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(failed.status.message().find("internal detail"), std::string::npos);
+  EXPECT_EQ(ok.reason, FinishReason::kLength);
+  EXPECT_EQ((a_failed ? b : a)->tokens(), Reference(Prompt(2, a_failed ? 2 : 1), 4));
+  {
+    std::lock_guard<std::mutex> l(obs.mu);
+    ASSERT_EQ(obs.errors.size(), 1u);
+    EXPECT_NE(obs.errors[0].message().find("internal detail"), std::string::npos);
+  }
+
+  // Untagged: the step's state is unknown, so every request in it fails.
+  auto c = std::make_shared<CollectingSink>(), d = std::make_shared<CollectingSink>();
+  model.fail_entry_ = -1;
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 3), 4), c).ok());
+  FinishEvent fc = c->Wait();
+  EXPECT_EQ(fc.reason, FinishReason::kError);
+  EXPECT_EQ(fc.status.code(), absl::StatusCode::kInternal);
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 4), 4), d).ok());  // and the server goes on
+  EXPECT_EQ(d->Wait().reason, FinishReason::kLength);
+}
+
+TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens) {
+  // Embedding rows stand in for emb[token]: a prompt given as tokens, then the embedding rows of
+  // some tokens, then tokens again, split across many small steps, equals the all-token prompt.
+  auto model = MakeModel(2);
+  SchedulerOptions o;
+  o.max_running = 2;
+  o.max_step_tokens = 3;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  const OwnedTensor* emb = nullptr;
+  for (const OwnedTensor& t : *tensors_) {
+    if (t.name == "emb.weight") emb = &t;
+  }
+  ASSERT_NE(emb, nullptr);
+  const int C = model->config().n_embd;
+  const std::vector<int32_t> all = Prompt(11, 4);
+  GenerateRequest r = Greedy({}, 5);
+  r.prompt.clear();
+  r.prompt.push_back(PromptPart{{all.begin(), all.begin() + 2}, {}});
+  PromptPart rows;
+  for (int i = 2; i < 9; ++i) {
+    ASSERT_EQ(emb->dtype, DType::kF32);
+    const float* e =
+        reinterpret_cast<const float*>(emb->bytes.data()) + static_cast<size_t>(all[i]) * C;
+    rows.embeddings.insert(rows.embeddings.end(), e, e + C);
+  }
+  r.prompt.push_back(std::move(rows));
+  r.prompt.push_back(PromptPart{{all.begin() + 9, all.end()}, {}});
+  auto sink = std::make_shared<CollectingSink>();
+  auto other = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(7, 5), 6), other).ok());  // shares the steps
+  EXPECT_EQ(sink->Wait().prompt_tokens, 11);
+  EXPECT_EQ(sink->tokens(), Reference(all, 5));
+  other->Wait();
+  EXPECT_EQ(other->tokens(), Reference(Prompt(7, 5), 6));
+}
+
+TEST_F(SchedulerTest, ImportRefusesNonFiniteStates) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  auto blob = Await<absl::StatusOr<std::string>>(
+      [&](auto done) { sched->ExportSession(info->id, "", done); });
+  ASSERT_TRUE(blob.ok());
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> state(model->config().StateFloats(), 0.0f);
+    state[state.size() / 3] = bad;
+    StateBlobHeader h;
+    h.model_fingerprint = model->info().fingerprint;
+    h.n_layer = model->config().n_layer;
+    h.n_embd = model->config().n_embd;
+    h.head_size = model->config().head_size;
+    auto st = Await<absl::StatusOr<SessionInfo>>(
+        [&](auto done) { sched->ImportSession(EncodeStateBlob(h, state), "", done); });
+    EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.status().message().find("non-finite"), std::string::npos) << st.status();
+  }
+}
+
+}  // namespace
+}  // namespace modrwkv

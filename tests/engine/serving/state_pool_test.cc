@@ -1,0 +1,237 @@
+// The state pool on its own, over a real tiny CPU model: the cold-tier bound, its eviction order,
+// what a full tier does, pinning, the per-owner quota and the TTL. Every case that once freed a
+// session still in use is here; run under ASan they fail loudly if it comes back.
+#include "engine/serving/state_pool.h"
+
+#include <string>
+
+#include "engine/base/errors.h"
+#include "engine/loader/model_loader.h"
+#include "engine/checkpoint/random_weights.h"
+#include "engine/serving/scheduler.h"
+#include "gtest/gtest.h"
+
+namespace modrwkv {
+namespace {
+
+class CountingObserver : public SchedulerObserver {
+ public:
+  void OnSessionEvicted(std::string_view why) override { (why == "ttl" ? ttl : capacity) += 1; }
+  void OnSessionOffload(bool to_cold) override { (to_cold ? to_cold_n : to_hot_n) += 1; }
+  int capacity = 0, ttl = 0, to_cold_n = 0, to_hot_n = 0;
+};
+
+class StatePoolTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    RandomModelSpec spec;
+    spec.n_layer = 1;
+    spec.n_embd = 64;
+    spec.vocab_size = 64;
+    spec.seed = 11;
+    tensors_ = new std::vector<OwnedTensor>(MakeRandomRwkv7(spec).value());
+  }
+  static void TearDownTestSuite() { delete tensors_; }
+
+  void Build(int slots, StatePoolOptions o) {
+    ModelOptions mo;
+    mo.num_slots = slots;
+    mo.threads = 1;
+    mo.weight_type = ModelOptions::WeightType::kF32;
+    model_ = CreateModel(ViewsOf(*tensors_), mo).value();
+    pool_ = std::make_unique<StatePool>(model_.get(), o, &obs_);
+  }
+
+  static StatePoolOptions Cap(int max_cold, int per_owner = 0) {
+    StatePoolOptions o;
+    o.max_cold_sessions = max_cold;
+    o.max_sessions_per_owner = per_owner;
+    return o;
+  }
+
+  // A recognisable state: every float = `v`.
+  std::vector<float> Filled(float v) const {
+    return std::vector<float>(model_->config().StateFloats(), v);
+  }
+
+  Session* Make(const std::string& owner, absl::Time last_used) {
+    Session* s = pool_->Create(owner).value();
+    s->last_used = last_used;
+    return s;
+  }
+
+  bool Alive(SessionId id, const std::string& owner) { return pool_->Knows(id, owner); }
+
+  static absl::Time T(int seconds) { return absl::FromUnixSeconds(1'700'000'000 + seconds); }
+
+  static std::vector<OwnedTensor>* tensors_;
+  std::unique_ptr<Model> model_;
+  CountingObserver obs_;
+  std::unique_ptr<StatePool> pool_;
+};
+std::vector<OwnedTensor>* StatePoolTest::tensors_ = nullptr;
+
+TEST_F(StatePoolTest, ResumingAColdSessionWhenEverySlotHoldsAnIdleHotOneKeepsIt) {
+  // One slot held by an idle hot session; the tier holds one session. Resuming the cold one
+  // pushes the hot one out: the tier briefly holds both, and must not delete the one resumed.
+  Build(/*slots=*/1, Cap(1));
+  Session* hot = Make("a", T(10));
+  ASSERT_TRUE(pool_->MakeHot(hot).ok());
+  Session* cold = Make("a", T(5));  // older than `hot`: the LRU choice if it were evictable
+  auto st = Filled(0.25f);
+  cold->cold = st;
+  const SessionId cold_id = cold->id, hot_id = hot->id;
+
+  ASSERT_TRUE(pool_->MakeHot(cold).ok());
+  EXPECT_EQ(cold->slot, 0);  // `cold` is still a live object (ASan would catch a freed one)
+  auto now = pool_->StateOf(*cold);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(*now, st);
+  EXPECT_TRUE(Alive(cold_id, "a"));
+  EXPECT_TRUE(Alive(hot_id, "a"));  // offloaded to the tier, which now holds exactly one
+  EXPECT_EQ(pool_->cold_sessions(), 1);
+  EXPECT_EQ(obs_.capacity, 0);
+}
+
+TEST_F(StatePoolTest, ForkOfAColdSessionWithAFullTierEvictsAnotherIdleSession) {
+  Build(/*slots=*/1, Cap(2));
+  Session* other = Make("a", T(1));
+  Session* src = Make("a", T(2));
+  src->cold = Filled(0.5f);
+  src->pending_token = 7;
+  const SessionId other_id = other->id;
+  auto dst = pool_->Fork(src);
+  ASSERT_TRUE(dst.ok()) << dst.status();
+  EXPECT_FALSE(Alive(other_id, "a"));  // the only idle session that was not part of the fork
+  EXPECT_EQ(obs_.capacity, 1);
+  EXPECT_EQ((*dst)->pending_token, 7);
+  EXPECT_EQ(pool_->StateOf(**dst).value(), Filled(0.5f));
+  EXPECT_EQ(pool_->StateOf(*src).value(), Filled(0.5f));
+}
+
+TEST_F(StatePoolTest, ForkWithNothingToEvictTakesAFreeSlotOrIsRefused) {
+  Build(/*slots=*/1, Cap(1));
+  Session* src = Make("a", T(1));
+  src->cold = Filled(0.75f);
+  auto dst = pool_->Fork(src);  // tier: src + dst > 1, nothing else idle: dst goes to the slot
+  ASSERT_TRUE(dst.ok()) << dst.status();
+  EXPECT_GE((*dst)->slot, 0);
+  EXPECT_EQ(pool_->StateOf(**dst).value(), Filled(0.75f));
+  (*dst)->busy = true;  // the only slot is now in use by a request
+  auto refused = pool_->Fork(src);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReasonOf(refused.status()), reason::kSessionTierFull);
+  EXPECT_NE(refused.status().message().find("max_cold_sessions"), std::string::npos);
+  EXPECT_TRUE(Alive(src->id, "a"));
+  EXPECT_EQ(pool_->sessions_of("a"), 2);  // the refused copy is gone, nothing else
+}
+
+TEST_F(StatePoolTest, WithACapOfZeroNewSessionsLiveInSlotsOrAreRefused) {
+  Build(/*slots=*/2, Cap(0));
+  auto a = pool_->Create("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_GE((*a)->slot, 0);
+  EXPECT_EQ(pool_->StateOf(**a).value(), Filled(0.0f));
+  auto imported = pool_->Import(Filled(0.125f), 9, 3, "a");
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_GE((*imported)->slot, 0);
+  EXPECT_EQ(pool_->StateOf(**imported).value(), Filled(0.125f));
+  EXPECT_EQ((*imported)->tokens, 9);
+  (*a)->busy = (*imported)->busy = true;
+  auto c = pool_->Create("a");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  auto i2 = pool_->Import(Filled(1.0f), 1, -1, "a");
+  EXPECT_EQ(i2.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(pool_->sessions_of("a"), 2);
+}
+
+TEST_F(StatePoolTest, OffloadingWithACapOfZeroEvictsTheIdleHotSession) {
+  Build(/*slots=*/1, Cap(0));
+  Session* s = pool_->Create("a").value();
+  ASSERT_GE(s->slot, 0);
+  const SessionId id = s->id;
+  auto slot = pool_->AcquireSlot("b");  // a request needs the slot; `s` is idle
+  ASSERT_TRUE(slot.has_value());
+  EXPECT_FALSE(Alive(id, "a"));
+  EXPECT_EQ(obs_.capacity, 1);
+}
+
+TEST_F(StatePoolTest, EvictionTakesTheActingOwnersOwnSessionsFirst) {
+  Build(/*slots=*/1, Cap(3));
+  Session* b1 = Make("bob", T(1));  // the oldest of all
+  Session* a1 = Make("alice", T(2));
+  Session* a2 = Make("alice", T(3));
+  const SessionId b1_id = b1->id, a1_id = a1->id, a2_id = a2->id;
+  // Alice's new session overflows the tier: her own least recent goes, not Bob's older one.
+  ASSERT_TRUE(pool_->Create("alice").ok());
+  EXPECT_TRUE(Alive(b1_id, "bob"));
+  EXPECT_FALSE(Alive(a1_id, "alice"));
+  EXPECT_TRUE(Alive(a2_id, "alice"));
+  // Carol has none to give: the least recent of anyone's goes.
+  ASSERT_TRUE(pool_->Create("carol").ok());
+  EXPECT_FALSE(Alive(b1_id, "bob"));
+  EXPECT_EQ(obs_.capacity, 2);
+}
+
+TEST_F(StatePoolTest, BusyAndHotSessionsAreNeverEvicted) {
+  Build(/*slots=*/2, Cap(1));
+  Session* busy = Make("a", T(1));
+  ASSERT_TRUE(pool_->MakeHot(busy).ok());
+  busy->busy = true;
+  Session* hot = Make("a", T(2));
+  ASSERT_TRUE(pool_->MakeHot(hot).ok());
+  Session* c1 = Make("a", T(3));
+  const SessionId c1_id = c1->id;
+  ASSERT_TRUE(pool_->Create("a").ok());  // overflows by one: c1 is the only idle cold one
+  EXPECT_FALSE(Alive(c1_id, "a"));
+  EXPECT_TRUE(Alive(busy->id, "a"));
+  EXPECT_TRUE(Alive(hot->id, "a"));
+}
+
+TEST_F(StatePoolTest, PerOwnerQuotaRefusesNamingTheLimit) {
+  Build(/*slots=*/1, Cap(100, /*per_owner=*/2));
+  Session* a = pool_->Create("alice").value();
+  ASSERT_TRUE(pool_->Create("alice").ok());
+  auto third = pool_->Create("alice");
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReasonOf(third.status()), reason::kSessionQuota);
+  EXPECT_NE(third.status().message().find("max_sessions_per_owner"), std::string::npos);
+  EXPECT_EQ(pool_->Fork(a).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(pool_->Import(Filled(0), 0, -1, "alice").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(pool_->Create("bob").ok());  // others are not affected
+  pool_->Delete(a);
+  EXPECT_TRUE(pool_->Create("alice").ok());
+}
+
+TEST_F(StatePoolTest, TtlSweepsOnlyIdleSessions) {
+  StatePoolOptions o = Cap(10);
+  o.session_ttl = absl::Seconds(30);
+  Build(/*slots=*/1, o);
+  Session* old_idle = Make("a", T(0));
+  Session* old_busy = Make("a", T(0));
+  ASSERT_TRUE(pool_->MakeHot(old_busy).ok());
+  old_busy->busy = true;
+  Session* recent = Make("a", T(50));
+  const SessionId idle_id = old_idle->id;
+  pool_->Sweep(T(60));
+  EXPECT_FALSE(Alive(idle_id, "a"));
+  EXPECT_TRUE(Alive(old_busy->id, "a"));
+  EXPECT_TRUE(Alive(recent->id, "a"));
+  EXPECT_EQ(obs_.ttl, 1);
+}
+
+TEST_F(StatePoolTest, FindIsOwnerScoped) {
+  Build(/*slots=*/1, Cap(4));
+  Session* s = pool_->Create("alice").value();
+  EXPECT_TRUE(pool_->Find(s->id, "alice").ok());
+  auto other = pool_->Find(s->id, "mallory");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReasonOf(other.status()), reason::kSessionNotFound);
+}
+
+}  // namespace
+}  // namespace modrwkv
