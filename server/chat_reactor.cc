@@ -151,7 +151,7 @@ void ChatReactor::QueueStartedLocked() {
 }
 
 absl::Status ChatReactor::SubmitTurn() {
-  GenerateRequest r = std::move(turn_request_);
+  EngineRequest r = std::move(turn_request_);
   int turn;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -208,7 +208,7 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
     turn_busy_ = false;
     outbox_.CloseChunk();
     const bool overflowed = outbox_.overflowed();
-    const bool grpc_deadline_passed = event.reason == FinishReason::kDeadline &&
+    const bool grpc_deadline_passed = event.reason == EndReason::kDeadline &&
                                       std::chrono::system_clock::now() >= call_->deadline();
     const absl::Status st = overflowed ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
                                        : RpcStatusOf(event, grpc_deadline_passed);
@@ -223,7 +223,7 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
       outbox_.Push(std::move(end));  // dropped if the client is gone
     }
     record_.generation = true;
-    record_.finish_reason = overflowed ? "error" : std::string(FinishReasonName(event.reason));
+    record_.finish_reason = overflowed ? "error" : std::string(EndReasonName(event.reason));
     record_.turns = turns_;
     record_.prompt_tokens += event.prompt_tokens;
     record_.generated_tokens += event.generated_tokens;

@@ -60,8 +60,8 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   std::string owner_;
   bool counted_ = false;  // holds one of the owner's Chat streams (PerOwnerLimit)
   std::string stream_id_;
-  pb::ChatRequest request_;       // the read buffer; stable while its turn runs (no read in flight)
-  GenerateRequest turn_request_;  // the validated turn, waiting for its session
+  pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
+  EngineRequest turn_request_;  // the validated turn, waiting for its session
 
   std::mutex mu_;
   RpcRecord record_;

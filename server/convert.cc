@@ -11,14 +11,14 @@
 namespace modrwkv::server {
 namespace {
 
-absl::StatusOr<std::vector<PromptPart>> ToEnginePrompt(
+absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
     const google::protobuf::RepeatedPtrField<pb::InputPart>& input, const TranslationContext& ctx) {
-  std::vector<PromptPart> parts;
+  std::vector<InputRows> parts;
   int64_t total = 0;
   for (int i = 0; i < input.size(); ++i) {
     const pb::InputPart& p = input[i];
     const std::string path = absl::StrCat("input[", i, "]");
-    PromptPart part;
+    InputRows part;
     switch (p.kind_case()) {
       case pb::InputPart::kText:
         ctx.tokenizer->EncodeTo(p.text(), &part.tokens);
@@ -68,7 +68,7 @@ absl::StatusOr<std::vector<PromptPart>> ToEnginePrompt(
 }
 
 absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, int32_t logprobs,
-                              const TranslationContext& ctx, SamplingParams* out) {
+                              const TranslationContext& ctx, SamplerConfig* out) {
   if (in.has_temperature()) out->temperature = in.temperature();
   if (in.has_top_k()) out->top_k = in.top_k();
   if (in.has_top_p()) out->top_p = in.top_p();
@@ -89,10 +89,10 @@ absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, i
   out->banned_tokens.assign(in.banned_token_ids().begin(), in.banned_token_ids().end());
   if (in.has_seed()) out->seed = in.seed();
   if (has_logprobs) {
-    if (logprobs < 0 || logprobs > SamplingParams::kMaxTopLogprobs) {
+    if (logprobs < 0 || logprobs > SamplerConfig::kMaxTopLogprobs) {
       return InvalidField("logprobs_top_n",
                           absl::StrFormat("logprobs_top_n must be in [0, %d], got %d",
-                                          SamplingParams::kMaxTopLogprobs, logprobs));
+                                          SamplerConfig::kMaxTopLogprobs, logprobs));
     }
     out->logprobs_top_n = logprobs;
   }
@@ -155,10 +155,10 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
   return id;
 }
 
-absl::StatusOr<GenerateRequest> ToEngineRequest(
-    const pb::GenerateRequest& req, const TranslationContext& ctx,
-    std::chrono::system_clock::time_point grpc_deadline) {
-  GenerateRequest out;
+absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
+                                              const TranslationContext& ctx,
+                                              std::chrono::system_clock::time_point grpc_deadline) {
+  EngineRequest out;
   MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(req.input(), ctx));
   if (req.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
@@ -172,7 +172,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(
   return out;
 }
 
-absl::StatusOr<GenerateRequest> ToEngineChatTurn(
+absl::StatusOr<EngineRequest> ToEngineChatTurn(
     const pb::ChatRequest& req, SessionId session, const TranslationContext& ctx,
     std::chrono::system_clock::time_point grpc_deadline) {
   if (req.text().empty()) return InvalidField("text", "text is empty: a chat turn needs a message");
@@ -182,7 +182,7 @@ absl::StatusOr<GenerateRequest> ToEngineChatTurn(
   part.set_text(text);
   google::protobuf::RepeatedPtrField<pb::InputPart> input;
   *input.Add() = std::move(part);
-  GenerateRequest out;
+  EngineRequest out;
   MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(input, ctx));
   out.session = session;
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
@@ -214,19 +214,19 @@ size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk) {
   return bytes;
 }
 
-pb::FinishReason ToProto(FinishReason reason) {
+pb::FinishReason ToProto(EndReason reason) {
   switch (reason) {
-    case FinishReason::kStopToken:
+    case EndReason::kStopToken:
       return pb::FINISH_REASON_STOP;
-    case FinishReason::kLength:
+    case EndReason::kLength:
       return pb::FINISH_REASON_LENGTH;
-    case FinishReason::kStopString:
+    case EndReason::kStopString:
       return pb::FINISH_REASON_STOP_STRING;
-    case FinishReason::kCancelled:
+    case EndReason::kCancelled:
       return pb::FINISH_REASON_CANCELLED;
-    case FinishReason::kDeadline:
+    case EndReason::kDeadline:
       return pb::FINISH_REASON_DEADLINE;
-    case FinishReason::kError:
+    case EndReason::kError:
       return pb::FINISH_REASON_ERROR;
   }
   return pb::FINISH_REASON_ERROR;
@@ -234,16 +234,16 @@ pb::FinishReason ToProto(FinishReason reason) {
 
 absl::Status RpcStatusOf(const FinishEvent& event, bool grpc_deadline_passed) {
   switch (event.reason) {
-    case FinishReason::kStopToken:
-    case FinishReason::kLength:
-    case FinishReason::kStopString:
+    case EndReason::kStopToken:
+    case EndReason::kLength:
+    case EndReason::kStopString:
       return absl::OkStatus();
-    case FinishReason::kDeadline:
+    case EndReason::kDeadline:
       if (grpc_deadline_passed) return absl::DeadlineExceededError("deadline exceeded");
       return absl::OkStatus();
-    case FinishReason::kCancelled:
+    case EndReason::kCancelled:
       return absl::CancelledError("request cancelled");
-    case FinishReason::kError:
+    case EndReason::kError:
       if (event.status.ok()) return absl::InternalError("generation failed");
       return event.status;
   }

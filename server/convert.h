@@ -36,18 +36,18 @@ struct TranslationContext {
   absl::Duration default_timeout = absl::ZeroDuration();
 };
 
-// GenerateRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens
+// EngineRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens
 // capped and defaulted by the context), logprobs and the deadline (the sooner of `timeout` and the
 // gRPC deadline; the context's default timeout when neither is set). Errors: INVALID_ARGUMENT
 // naming the field, UNIMPLEMENTED for media parts no encoder serves yet.
-absl::StatusOr<GenerateRequest> ToEngineRequest(
-    const pb::GenerateRequest& req, const TranslationContext& ctx,
-    std::chrono::system_clock::time_point grpc_deadline);
+absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
+                                              const TranslationContext& ctx,
+                                              std::chrono::system_clock::time_point grpc_deadline);
 
 // One chat turn -> engine request on `session` (the template applied unless `raw`).
-absl::StatusOr<GenerateRequest> ToEngineChatTurn(
-    const pb::ChatRequest& req, SessionId session, const TranslationContext& ctx,
-    std::chrono::system_clock::time_point grpc_deadline);
+absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, SessionId session,
+                                               const TranslationContext& ctx,
+                                               std::chrono::system_clock::time_point grpc_deadline);
 
 // "session_id" values: 32 hex digits; `field` names the request field in errors.
 absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_view field);
@@ -56,7 +56,7 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
 // chunk, approximately: text bytes + 5 per token id + 10 per logprob entry.
 size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk);
 
-pb::FinishReason ToProto(FinishReason reason);
+pb::FinishReason ToProto(EndReason reason);
 // How a finished engine request ends its RPC: OK for stop, length, stop string and the request's
 // own timeout; DEADLINE_EXCEEDED when the gRPC deadline itself passed; CANCELLED; the engine's
 // error (INTERNAL if it carries none) for kError.

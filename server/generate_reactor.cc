@@ -30,7 +30,7 @@ GenerateReactor::GenerateReactor(ServingContext* ctx, grpc::CallbackServerContex
 absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
   MODRWKV_ASSIGN_OR_RETURN(record_.owner, ctx_->Admit(*call_));
   MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request.ByteSizeLong(), "input"));
-  MODRWKV_ASSIGN_OR_RETURN(GenerateRequest engine_request,
+  MODRWKV_ASSIGN_OR_RETURN(EngineRequest engine_request,
                            ToEngineRequest(request, ctx_->translation, call_->deadline()));
   engine_request.owner = record_.owner;
   engine_request.request_id = record_.request_id;
@@ -72,7 +72,7 @@ void GenerateReactor::OnEngineFinish(FinishEvent event) {
   {
     std::lock_guard<std::mutex> l(mu_);
     const bool overflowed = outbox_.overflowed();
-    const bool grpc_deadline_passed = event.reason == FinishReason::kDeadline &&
+    const bool grpc_deadline_passed = event.reason == EndReason::kDeadline &&
                                       std::chrono::system_clock::now() >= call_->deadline();
     absl::Status st = overflowed ? StreamOverflowError(ctx_->options->stream_buffer_bytes)
                                  : RpcStatusOf(event, grpc_deadline_passed);
@@ -88,7 +88,7 @@ void GenerateReactor::OnEngineFinish(FinishEvent event) {
       outbox_.Push(std::move(result));
     }
     record_.generation = true;
-    record_.finish_reason = overflowed ? "error" : std::string(FinishReasonName(event.reason));
+    record_.finish_reason = overflowed ? "error" : std::string(EndReasonName(event.reason));
     record_.prompt_tokens = event.prompt_tokens;
     record_.generated_tokens = event.generated_tokens;
     record_.queue_time = event.queue_time;

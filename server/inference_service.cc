@@ -76,7 +76,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   absl::Status st = [&]() -> absl::Status {
     MODRWKV_ASSIGN_OR_RETURN(owner, ctx_->Admit(*call));
     const ServerOptions& o = *ctx_->options;
-    const ModelInfo& info = ctx_->model->info();
+    const ModelDescription& info = ctx_->model->info();
     const ModelConfig& c = info.config;
     // The file name only: clients need not learn the server's directory layout.
     response->set_model_path(std::filesystem::path(o.model_path).filename().string());
@@ -105,7 +105,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     l->set_max_message_bytes(o.max_message_bytes);
     l->set_max_stop_strings(StopConditions::kMaxStopStrings);
     l->set_max_stop_string_bytes(StopConditions::kMaxStopStringBytes);
-    l->set_max_logprobs_top_n(SamplingParams::kMaxTopLogprobs);
+    l->set_max_logprobs_top_n(SamplerConfig::kMaxTopLogprobs);
     l->set_stream_buffer_bytes(o.stream_buffer_bytes);
     l->set_max_cold_sessions(o.scheduler.max_cold_sessions);
     FillDuration(o.scheduler.session_ttl, l->mutable_session_ttl());

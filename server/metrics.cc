@@ -257,7 +257,7 @@ void Metrics::OnInterTokenLatency(absl::Duration itl) {
 
 void Metrics::OnFinish(const FinishEvent& e) {
   if (!recording()) return;
-  finished_->Add({{"reason", std::string(FinishReasonName(e.reason))}}).Increment();
+  finished_->Add({{"reason", std::string(EndReasonName(e.reason))}}).Increment();
   prompt_tokens_->Increment(e.prompt_tokens);
   generated_tokens_->Increment(e.generated_tokens);
   e2e_->Observe(absl::ToDoubleSeconds(e.total_time));

@@ -9,9 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "engine/cpu/cpu_budget.h"
 #include "engine/loader/model_loader.h"
-#include "engine/base/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
@@ -79,7 +79,7 @@ class WarmUpSink : public StreamSink {
   void OnFinish(FinishEvent e) override {
     std::lock_guard<std::mutex> l(mu_);
     ++finished_;
-    if (e.reason == FinishReason::kError && error_.ok()) error_ = e.status;
+    if (e.reason == EndReason::kError && error_.ok()) error_ = e.status;
     cv_.notify_all();
   }
   bool WaitFor(int n, absl::Duration timeout) {
@@ -208,7 +208,7 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.max_tokens_limit = options_.max_tokens_limit;
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;
-  const ModelInfo& info = model_->info();
+  const ModelDescription& info = model_->info();
   log_->Info("loaded", {{"layers", info.config.n_layer},
                         {"n_embd", info.config.n_embd},
                         {"weight_dtype", info.weight_dtype},
@@ -238,8 +238,8 @@ absl::Status ModelServer::WarmUp() {
   auto sink = std::make_shared<WarmUpSink>();
   int submitted = 0;
   for (int i = 0; i < n; ++i) {
-    GenerateRequest r;
-    PromptPart part;
+    EngineRequest r;
+    InputRows part;
     for (int t = 0; t < prompt_len; ++t) part.tokens.push_back(1 + (i * 16 + t) % 255);
     r.prompt.push_back(std::move(part));
     r.sampling.temperature = 0.0f;

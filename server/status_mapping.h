@@ -32,7 +32,7 @@ std::string ErrorInfoReason(const absl::Status& s);
 // field gets BadRequest.
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-// Rewrites an engine validation error (SamplingParams/StopConditions::Validate attach the engine's
+// Rewrites an engine validation error (SamplerConfig/StopConditions::Validate attach the engine's
 // field name, e.g. "top_p" for "top_p must be in (0, 1], got 2") so that message and BadRequest
 // name the field of the request message ("sampling.top_p"). Other statuses pass.
 absl::Status RenameEngineField(const absl::Status& s);

@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "engine/cpu/kernels.h"
 #include "engine/base/status_macros.h"
+#include "engine/cpu/kernels.h"
 
 namespace modrwkv::cpu {
 namespace {
@@ -177,7 +177,7 @@ absl::Status CpuModel::ValidateEntry(const StepEntry& entry, int e, std::vector<
   }
   used[entry.slot] = true;
   int64_t entry_rows = 0;
-  for (const InputSegment& seg : entry.inputs) {
+  for (const InputRowsView& seg : entry.inputs) {
     if (!seg.tokens.empty() && !seg.embeddings.empty()) {
       return absl::InvalidArgumentError("an input segment has both tokens and embeddings");
     }
@@ -231,7 +231,7 @@ void CpuModel::Embed(absl::Span<const StepEntry> entries) {
   float* x = s_.x.data();
   pool_->ParallelFor(static_cast<int64_t>(entries.size()), [&](int64_t e, int) {
     float* row = x + static_cast<int64_t>(entry_offset_[e]) * C;
-    for (const InputSegment& seg : entries[e].inputs) {
+    for (const InputRowsView& seg : entries[e].inputs) {
       for (int32_t t : seg.tokens) {
         const size_t off = static_cast<size_t>(t) * C;
         if (emb_.type == WType::kF32) {
@@ -407,7 +407,7 @@ absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<Ste
   int off = 0;
   for (size_t e = 0; e < entries.size(); ++e) {
     int n = 0;
-    for (const InputSegment& seg : entries[e].inputs) {
+    for (const InputRowsView& seg : entries[e].inputs) {
       n += static_cast<int>(seg.tokens.size() + seg.embeddings.size() / C);
     }
     entry_offset_[e] = off;

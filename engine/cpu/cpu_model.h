@@ -20,7 +20,7 @@ class CpuModel final : public Model {
   static absl::StatusOr<std::unique_ptr<CpuModel>> Create(
       const std::map<std::string, TensorView>& tensors, const ModelOptions& options);
 
-  const ModelInfo& info() const override { return info_; }
+  const ModelDescription& info() const override { return info_; }
   int num_slots() const override { return num_slots_; }
   absl::Status Step(absl::Span<const StepEntry> entries, std::vector<StepResult>* results) override;
   absl::Status ResetSlot(int slot) override;
@@ -65,7 +65,7 @@ class CpuModel final : public Model {
   }
   absl::Status CheckSlot(int slot, const char* what) const;
 
-  ModelInfo info_;
+  ModelDescription info_;
   int num_slots_ = 0;
   std::unique_ptr<ThreadPool> pool_;
   LinearRunner linear_;

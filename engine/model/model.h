@@ -24,12 +24,12 @@ namespace modrwkv {
 // A run of input rows for one sequence: either token ids or precomputed embedding rows (for
 // example image features from an encoder's adapter). Embedding rows take the place of
 // emb[token] and go through ln0 like token rows do. Exactly one of the two spans is non-empty.
-struct InputSegment {
+struct InputRowsView {
   absl::Span<const int32_t> tokens;
   absl::Span<const float> embeddings;  // [rows, n_embd] row-major
 
-  static InputSegment Tokens(absl::Span<const int32_t> t) { return {t, {}}; }
-  static InputSegment Embeddings(absl::Span<const float> e) { return {{}, e}; }
+  static InputRowsView Tokens(absl::Span<const int32_t> t) { return {t, {}}; }
+  static InputRowsView Embeddings(absl::Span<const float> e) { return {{}, e}; }
 };
 
 enum class StepOutput {
@@ -41,7 +41,7 @@ enum class StepOutput {
 // One sequence's work in a step. The spans must stay valid until Step returns.
 struct StepEntry {
   int slot = -1;
-  std::vector<InputSegment> inputs;  // in order; at least one row in total
+  std::vector<InputRowsView> inputs;  // in order; at least one row in total
   StepOutput output = StepOutput::kNone;
   Sampler* sampler = nullptr;  // required for kSample; the backend calls sampler->Sample()
 };
@@ -54,7 +54,7 @@ struct StepResult {
   SampleResult sample;  // kSample: logprobs if the sampler was asked for them
 };
 
-struct ModelInfo {
+struct ModelDescription {
   ModelConfig config;
   std::string backend;       // "cpu", "cuda"
   std::string weight_dtype;  // "f32", "bf16"
@@ -68,7 +68,7 @@ class Model {
  public:
   virtual ~Model() = default;
 
-  virtual const ModelInfo& info() const = 0;
+  virtual const ModelDescription& info() const = 0;
   const ModelConfig& config() const { return info().config; }
   virtual int num_slots() const = 0;
 

@@ -488,7 +488,7 @@ absl::Status OutOfRange(absl::string_view field, double got, absl::string_view r
 
 }  // namespace
 
-absl::Status SamplingParams::Validate(int vocab_size) const {
+absl::Status SamplerConfig::Validate(int vocab_size) const {
   if (vocab_size <= 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("vocab_size must be positive, got %d", vocab_size));
@@ -564,7 +564,7 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const SamplingParams& params,
+absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const SamplerConfig& params,
                                                          int vocab_size) {
   MODRWKV_RETURN_IF_ERROR(params.Validate(vocab_size));
   uint64_t seed;
@@ -577,7 +577,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const SamplingParams& p
   return std::unique_ptr<Sampler>(new Sampler(params, vocab_size, seed));
 }
 
-Sampler::Sampler(const SamplingParams& params, int vocab_size, uint64_t seed)
+Sampler::Sampler(const SamplerConfig& params, int vocab_size, uint64_t seed)
     : params_(params), vocab_size_(vocab_size), seed_(seed), rng_(seed) {
   bias_.assign(params_.logit_bias.begin(), params_.logit_bias.end());
   std::vector<int32_t>& banned = params_.banned_tokens;

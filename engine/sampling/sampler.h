@@ -19,7 +19,7 @@ namespace modrwkv {
 
 // Per-request sampling options. Every default means "off": with defaults the sampler draws from
 // softmax(logits) unchanged.
-struct SamplingParams {
+struct SamplerConfig {
   static constexpr int kMaxTopLogprobs = 20;  // as OpenAI's and vLLM's APIs
   // Every step of a sequence touches each entry, so one request cannot slow the whole batch.
   static constexpr int kMaxBannedTokens = 4096;
@@ -72,7 +72,7 @@ struct SampleResult {
 // thread and shared by all samplers that thread drives.
 class Sampler {
  public:
-  static absl::StatusOr<std::unique_ptr<Sampler>> Create(const SamplingParams& params,
+  static absl::StatusOr<std::unique_ptr<Sampler>> Create(const SamplerConfig& params,
                                                          int vocab_size);
 
   // Picks the next token from `logits` ([vocab_size] fp32, the model's raw output) and Accept()s
@@ -92,13 +92,13 @@ class Sampler {
   // as the official RWKV PIPELINE does (its occurrence table starts empty at generation).
   void AcceptPrompt(absl::Span<const int32_t> tokens);
 
-  const SamplingParams& params() const { return params_; }
+  const SamplerConfig& params() const { return params_; }
   uint64_t seed() const { return seed_; }
   // Occurrence weight of `token` for the presence/frequency penalties (0 if never generated).
   float occurrence(int32_t token) const;
 
  private:
-  Sampler(const SamplingParams& params, int vocab_size, uint64_t seed);
+  Sampler(const SamplerConfig& params, int vocab_size, uint64_t seed);
 
   void ApplyPenalties(absl::Span<float> logits) const;
   int32_t SampleStochastic(absl::Span<const float> logits, float max_logit);
@@ -106,7 +106,7 @@ class Sampler {
                     SampleResult* out) const;
   double Uniform();  // [0, 1), 53 random bits
 
-  SamplingParams params_;
+  SamplerConfig params_;
   int vocab_size_;
   uint64_t seed_;
   std::mt19937_64 rng_;  // fully specified by the standard: same seed, same stream everywhere

@@ -9,29 +9,29 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
-#include "engine/serving/batch_policy.h"
 #include "engine/base/errors.h"
+#include "engine/base/status_macros.h"
+#include "engine/serving/batch_policy.h"
 #include "engine/serving/state_blob.h"
 #include "engine/serving/state_pool.h"
-#include "engine/base/status_macros.h"
-#include "engine/text/token_output.h"
 #include "engine/serving/worker_thread.h"
+#include "engine/text/token_output.h"
 
 namespace modrwkv {
 
-std::string_view FinishReasonName(FinishReason r) {
+std::string_view EndReasonName(EndReason r) {
   switch (r) {
-    case FinishReason::kStopToken:
+    case EndReason::kStopToken:
       return "stop";
-    case FinishReason::kLength:
+    case EndReason::kLength:
       return "length";
-    case FinishReason::kStopString:
+    case EndReason::kStopString:
       return "stop_string";
-    case FinishReason::kCancelled:
+    case EndReason::kCancelled:
       return "cancelled";
-    case FinishReason::kDeadline:
+    case EndReason::kDeadline:
       return "deadline";
-    case FinishReason::kError:
+    case EndReason::kError:
       return "error";
   }
   return "error";
@@ -63,11 +63,11 @@ namespace {
 
 struct Request {
   RequestId id = 0;
-  GenerateRequest req;
+  EngineRequest req;
   std::shared_ptr<StreamSink> sink;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<TokenOutput> output;
-  Session* session = nullptr;
+  PooledSession* session = nullptr;
   // The session as it was at admission, restored if the turn ends before its prompt is complete.
   std::vector<float> snapshot;
   int32_t snapshot_pending = -1;
@@ -92,7 +92,7 @@ struct PromptCursor {
   int prompt_done = 0;
 };
 
-int PartRows(const PromptPart& p, int n_embd) {
+int PartRows(const InputRows& p, int n_embd) {
   return static_cast<int>(p.tokens.size() + p.embeddings.size() / n_embd);
 }
 
@@ -129,10 +129,10 @@ class Scheduler::Impl {
     codec_.reset();  // runs the codec tasks still queued; they find the scheduler stopped
   }
 
-  absl::StatusOr<RequestId> Submit(GenerateRequest req, std::shared_ptr<StreamSink> sink) {
+  absl::StatusOr<RequestId> Submit(EngineRequest req, std::shared_ptr<StreamSink> sink) {
     MODRWKV_RETURN_IF_ERROR(ValidateRequest(req));
     int rows = 0;
-    for (const PromptPart& p : req.prompt) rows += PartRows(p, model_->config().n_embd);
+    for (const InputRows& p : req.prompt) rows += PartRows(p, model_->config().n_embd);
     auto r = std::make_unique<Request>();
     r->req = std::move(req);
     r->sink = std::move(sink);
@@ -216,7 +216,7 @@ class Scheduler::Impl {
 
   // ---- session commands (scheduler thread) ----
 
-  SessionInfo Info(const Session& s) const {
+  SessionInfo Info(const PooledSession& s) const {
     return SessionInfo{s.id, s.slot >= 0, s.busy, s.tokens, s.last_used};
   }
 
@@ -226,33 +226,33 @@ class Scheduler::Impl {
   }
 
   absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Create(owner));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Create(owner));
     return Info(*s);
   }
 
   absl::StatusOr<SessionInfo> GetSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Find(id, owner));
     return Info(*s);
   }
 
   absl::Status DeleteSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Find(id, owner));
     if (s->busy) return Busy();
     pool_.Delete(s);
     return absl::OkStatus();
   }
 
   absl::StatusOr<SessionInfo> ForkSessionCmd(SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * src, pool_.Find(id, owner));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * src, pool_.Find(id, owner));
     if (src->busy) return Busy();
-    MODRWKV_ASSIGN_OR_RETURN(Session * dst, pool_.Fork(src));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * dst, pool_.Fork(src));
     return Info(*dst);
   }
 
   // The session's state and blob header; encoded by the caller on the codec thread.
   absl::StatusOr<std::pair<StateBlobHeader, std::vector<float>>> ExportSessionCmd(
       SessionId id, const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s, pool_.Find(id, owner));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Find(id, owner));
     if (s->busy) return Busy();
     MODRWKV_ASSIGN_OR_RETURN(StatePool::Snapshot snap, pool_.Export(s));
     StateBlobHeader h = BlobHeader();
@@ -263,7 +263,7 @@ class Scheduler::Impl {
 
   absl::StatusOr<SessionInfo> ImportSessionCmd(std::vector<float> state, const StateBlobHeader& h,
                                                const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(Session * s,
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s,
                              pool_.Import(std::move(state), h.tokens, h.pending_token, owner));
     return Info(*s);
   }
@@ -286,13 +286,13 @@ class Scheduler::Impl {
  private:
   class NullObserver : public SchedulerObserver {};
 
-  absl::Status ValidateRequest(const GenerateRequest& req) const {
+  absl::Status ValidateRequest(const EngineRequest& req) const {
     const ModelConfig& c = model_->config();
     MODRWKV_RETURN_IF_ERROR(req.sampling.Validate(c.vocab_size));
     MODRWKV_RETURN_IF_ERROR(req.stop.Validate(c.vocab_size));
     int64_t rows = 0;
     for (size_t i = 0; i < req.prompt.size(); ++i) {
-      const PromptPart& p = req.prompt[i];
+      const InputRows& p = req.prompt[i];
       if (!p.tokens.empty() && !p.embeddings.empty()) {
         return absl::InvalidArgumentError(
             absl::StrFormat("prompt part %d has both tokens and embeddings", i));
@@ -351,11 +351,11 @@ class Scheduler::Impl {
     }
     // Shutdown: whatever is left ends as cancelled (sessions back to their state before the
     // turn, as for any cancel), then later commands are refused.
-    for (auto& r : running_) Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+    for (auto& r : running_) Finish(*r, EndReason::kCancelled, absl::OkStatus());
     running_.clear();
     for (auto& r : waiting_) {
       Dequeued(*r);
-      FinishNow(*r, FinishReason::kCancelled, absl::OkStatus());
+      FinishNow(*r, EndReason::kCancelled, absl::OkStatus());
     }
     waiting_.clear();
     std::vector<Command> late;
@@ -373,7 +373,7 @@ class Scheduler::Impl {
     for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
       if ((*it)->id == id) {
         Dequeued(**it);
-        FinishNow(**it, FinishReason::kCancelled, absl::OkStatus());
+        FinishNow(**it, EndReason::kCancelled, absl::OkStatus());
         waiting_.erase(it);
         return;
       }
@@ -391,7 +391,7 @@ class Scheduler::Impl {
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       if (now >= (*it)->req.deadline) {
         Dequeued(**it);
-        FinishNow(**it, FinishReason::kDeadline, absl::OkStatus());
+        FinishNow(**it, EndReason::kDeadline, absl::OkStatus());
         it = waiting_.erase(it);
       } else {
         ++it;
@@ -402,9 +402,9 @@ class Scheduler::Impl {
   void ExpireRunning(absl::Time now) {
     for (auto& r : running_) {
       if (r->cancelled) {
-        Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+        Finish(*r, EndReason::kCancelled, absl::OkStatus());
       } else if (now >= r->req.deadline) {
-        Finish(*r, FinishReason::kDeadline, absl::OkStatus());
+        Finish(*r, EndReason::kDeadline, absl::OkStatus());
       }
     }
     RemoveFinished();
@@ -420,7 +420,7 @@ class Scheduler::Impl {
       std::unique_ptr<Request> owned = std::move(waiting_.front());
       waiting_.pop_front();
       if (!st.ok()) {
-        FinishNow(*owned, FinishReason::kError, st);
+        FinishNow(*owned, EndReason::kError, st);
         continue;
       }
       running_.push_back(std::move(owned));
@@ -432,7 +432,7 @@ class Scheduler::Impl {
     // Everything that can fail without side effects first.
     auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
     if (!sampler.ok()) return sampler.status();
-    Session* s = nullptr;
+    PooledSession* s = nullptr;
     if (r.req.session) {
       MODRWKV_ASSIGN_OR_RETURN(s, pool_.Find(*r.req.session, r.req.owner));
       if (s->busy) {
@@ -449,7 +449,7 @@ class Scheduler::Impl {
       r.session = s;
       s->busy = true;
       if (s->pending_token >= 0) {  // the token the last turn sampled but never fed
-        r.req.prompt.insert(r.req.prompt.begin(), PromptPart{{s->pending_token}, {}});
+        r.req.prompt.insert(r.req.prompt.begin(), InputRows{{s->pending_token}, {}});
         ++r.prompt_rows;
       }
     } else {
@@ -463,7 +463,7 @@ class Scheduler::Impl {
       r.slot = *slot;
     }
     r.sampler = *std::move(sampler);
-    for (const PromptPart& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
+    for (const InputRows& p : r.req.prompt) r.sampler->AcceptPrompt(p.tokens);
     r.output = std::make_unique<TokenOutput>(tok_, r.req.stop, model_->config().vocab_size);
     return absl::OkStatus();
   }
@@ -472,14 +472,14 @@ class Scheduler::Impl {
   void TakePromptRows(Request& r, int rows, StepEntry* e) {
     const int C = model_->config().n_embd;
     while (rows > 0) {
-      const PromptPart& p = r.req.prompt[r.part];
+      const InputRows& p = r.req.prompt[r.part];
       const int64_t part_rows = PartRows(p, C);
       const int64_t n = std::min<int64_t>(rows, part_rows - r.offset);
       if (!p.tokens.empty()) {
         e->inputs.push_back(
-            InputSegment::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
+            InputRowsView::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
       } else {
-        e->inputs.push_back(InputSegment::Embeddings(
+        e->inputs.push_back(InputRowsView::Embeddings(
             absl::MakeConstSpan(p.embeddings).subspan(r.offset * C, n * C)));
       }
       r.offset += n;
@@ -514,7 +514,7 @@ class Scheduler::Impl {
         e.output = r.prompt_done == r.prompt_rows ? StepOutput::kSample : StepOutput::kNone;
       } else {
         r.decode_input[0] = r.last_token;
-        e.inputs = {InputSegment::Tokens(r.decode_input)};
+        e.inputs = {InputRowsView::Tokens(r.decode_input)};
         e.output = StepOutput::kSample;
       }
       if (r.started == absl::InfinitePast()) r.started = start;
@@ -551,7 +551,7 @@ class Scheduler::Impl {
         r.prompt_done = cursors[i].prompt_done;
         continue;
       }
-      Finish(*reqs[i], FinishReason::kError, client);
+      Finish(*reqs[i], EndReason::kError, client);
     }
     RemoveFinished();
   }
@@ -579,24 +579,24 @@ class Scheduler::Impl {
       case StopReason::kNone:
         break;
       case StopReason::kStopString:
-        Finish(r, FinishReason::kStopString, absl::OkStatus());
+        Finish(r, EndReason::kStopString, absl::OkStatus());
         break;
       case StopReason::kStopToken:
-        Finish(r, FinishReason::kStopToken, absl::OkStatus());
+        Finish(r, EndReason::kStopToken, absl::OkStatus());
         break;
       case StopReason::kMaxTokens:
-        Finish(r, FinishReason::kLength, absl::OkStatus());
+        Finish(r, EndReason::kLength, absl::OkStatus());
         break;
     }
   }
 
   // Ends a running request: its sink hears it, its slot or session is released. The request is
   // removed from running_ by RemoveFinished.
-  void Finish(Request& r, FinishReason reason, absl::Status status) {
+  void Finish(Request& r, EndReason reason, absl::Status status) {
     if (r.slot < 0) return;  // already finished
-    if (Session* s = r.session) {
+    if (PooledSession* s = r.session) {
       const bool prompt_complete = r.prompt_done == r.prompt_rows;
-      if (!prompt_complete || reason == FinishReason::kError) {
+      if (!prompt_complete || reason == EndReason::kError) {
         // Never leave half a prompt in a session: back to exactly what it was before.
         (void)model_->WriteSlot(r.slot, r.snapshot);
         s->pending_token = r.snapshot_pending;
@@ -613,7 +613,7 @@ class Scheduler::Impl {
     FinishNow(r, reason, std::move(status));
   }
 
-  void FinishNow(Request& r, FinishReason reason, absl::Status status) {
+  void FinishNow(Request& r, EndReason reason, absl::Status status) {
     FinishEvent e;
     e.reason = reason;
     e.status = std::move(status);
@@ -696,7 +696,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Model* model,
   return std::unique_ptr<Scheduler>(new Scheduler(std::move(impl)));
 }
 
-absl::StatusOr<RequestId> Scheduler::Submit(GenerateRequest request,
+absl::StatusOr<RequestId> Scheduler::Submit(EngineRequest request,
                                             std::shared_ptr<StreamSink> sink) {
   return impl_->Submit(std::move(request), std::move(sink));
 }

@@ -13,9 +13,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/base/session_id.h"
 #include "engine/model/model.h"
 #include "engine/sampling/sampler.h"
-#include "engine/base/session_id.h"
 #include "engine/text/stop_conditions.h"
 #include "engine/text/tokenizer.h"
 
@@ -23,7 +23,7 @@ namespace modrwkv {
 
 using RequestId = uint64_t;
 
-enum class FinishReason {
+enum class EndReason {
   kStopToken,   // sampled a stop token
   kLength,      // max_tokens
   kStopString,  // a stop string matched
@@ -31,17 +31,17 @@ enum class FinishReason {
   kDeadline,    // the request's deadline passed (queued, prefilling or decoding)
   kError,       // see FinishEvent::status
 };
-std::string_view FinishReasonName(FinishReason r);  // "stop", "length", "stop_string", ...
+std::string_view EndReasonName(EndReason r);  // "stop", "length", "stop_string", ...
 
 // One part of the prompt, in order: token ids or embedding rows [rows, n_embd] (encoders).
-struct PromptPart {
+struct InputRows {
   std::vector<int32_t> tokens;
   std::vector<float> embeddings;
 };
 
-struct GenerateRequest {
-  std::vector<PromptPart> prompt;  // at least one row in total unless `session` has a state
-  SamplingParams sampling;
+struct EngineRequest {
+  std::vector<InputRows> prompt;  // at least one row in total unless `session` has a state
+  SamplerConfig sampling;
   StopConditions stop;
   // Continue this session's state and leave the final state in it. Must belong to `owner`.
   std::optional<SessionId> session;
@@ -59,7 +59,7 @@ struct TokenEvent {
 };
 
 struct FinishEvent {
-  FinishReason reason = FinishReason::kError;
+  EndReason reason = EndReason::kError;
   absl::Status status;  // OK unless reason == kError
   int prompt_tokens = 0;
   int generated_tokens = 0;
@@ -133,20 +133,20 @@ class Scheduler {
   // Thread-safe, cheap, never blocks on the model. Admission control: RESOURCE_EXHAUSTED when the
   // queue bounds are reached, UNAVAILABLE while draining, INVALID_ARGUMENT for a bad request
   // (message names the field). On success the sink will get OnFinish exactly once.
-  absl::StatusOr<RequestId> Submit(GenerateRequest request, std::shared_ptr<StreamSink> sink);
+  absl::StatusOr<RequestId> Submit(EngineRequest request, std::shared_ptr<StreamSink> sink);
   // Thread-safe; the request finishes with kCancelled within one step. Unknown ids are ignored.
   void Cancel(RequestId id);
 
-  // Session commands: thread-safe, run on the scheduler thread between steps; `done` is called
-  // there. NOT_FOUND for unknown sessions or sessions of another owner; FAILED_PRECONDITION for
-  // a session a request is running on.
+  // PooledSession commands: thread-safe, run on the scheduler thread between steps; `done` is
+  // called there. NOT_FOUND for unknown sessions or sessions of another owner; FAILED_PRECONDITION
+  // for a session a request is running on.
   using SessionCallback = std::function<void(absl::StatusOr<SessionInfo>)>;
   void CreateSession(std::string owner, SessionCallback done);
   void GetSession(SessionId id, std::string owner, SessionCallback done);
   void DeleteSession(SessionId id, std::string owner, std::function<void(absl::Status)> done);
   void ForkSession(SessionId id, std::string owner, SessionCallback done);
-  // A versioned, checksummed blob (engine/serving/state_blob.h) that ImportSession accepts on any server
-  // running the same model.
+  // A versioned, checksummed blob (engine/serving/state_blob.h) that ImportSession accepts on any
+  // server running the same model.
   void ExportSession(SessionId id, std::string owner,
                      std::function<void(absl::StatusOr<std::string>)> done);
   void ImportSession(std::string blob, std::string owner, SessionCallback done);

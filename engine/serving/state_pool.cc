@@ -5,21 +5,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/errors.h"
-#include "engine/serving/scheduler.h"
 #include "engine/base/status_macros.h"
+#include "engine/serving/scheduler.h"
 
 namespace modrwkv {
 
 // Keeps a session out of eviction for the length of one pool operation.
 class StatePool::Pin {
  public:
-  explicit Pin(Session* s) : s_(s) { ++s_->pins; }
+  explicit Pin(PooledSession* s) : s_(s) { ++s_->pins; }
   ~Pin() { --s_->pins; }
   Pin(const Pin&) = delete;
   Pin& operator=(const Pin&) = delete;
 
  private:
-  Session* const s_;
+  PooledSession* const s_;
 };
 
 StatePool::StatePool(Model* model, const StatePoolOptions& options, SchedulerObserver* observer)
@@ -40,7 +40,7 @@ std::optional<int> StatePool::TakeSlot() {
     free_slots_.pop_back();
     return s;
   }
-  Session* lru = nullptr;
+  PooledSession* lru = nullptr;
   for (auto& [id, s] : sessions_) {
     if (s->slot >= 0 && s->idle() && (!lru || s->last_used < lru->last_used)) lru = s.get();
   }
@@ -56,7 +56,7 @@ std::optional<int> StatePool::TakeSlot() {
 
 void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
 
-absl::StatusOr<Session*> StatePool::NewSession(const std::string& owner) {
+absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner) {
   if (opts_.max_sessions_per_owner > 0 && sessions_of(owner) >= opts_.max_sessions_per_owner) {
     return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
                           "this caller already holds %d sessions (max_sessions_per_owner); "
@@ -64,11 +64,11 @@ absl::StatusOr<Session*> StatePool::NewSession(const std::string& owner) {
                           opts_.max_sessions_per_owner)),
                       reason::kSessionQuota);
   }
-  auto s = std::make_unique<Session>();
+  auto s = std::make_unique<PooledSession>();
   s->id = SessionId::Random();
   s->owner = owner;
   s->last_used = absl::Now();
-  Session* p = s.get();
+  PooledSession* p = s.get();
   sessions_.emplace(p->id, std::move(s));
   ++per_owner_[owner];
   std::lock_guard<std::mutex> l(owners_mu_);
@@ -76,14 +76,14 @@ absl::StatusOr<Session*> StatePool::NewSession(const std::string& owner) {
   return p;
 }
 
-absl::Status StatePool::FitNewSession(Session* s) {
+absl::Status StatePool::FitNewSession(PooledSession* s) {
   const absl::Status st = EnforceColdCapacity(s->owner, s);
   if (!st.ok()) Delete(s);
   return st;
 }
 
-absl::StatusOr<Session*> StatePool::Create(const std::string& owner) {
-  MODRWKV_ASSIGN_OR_RETURN(Session * s, NewSession(owner));
+absl::StatusOr<PooledSession*> StatePool::Create(const std::string& owner) {
+  MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner));
   {
     Pin pin(s);
     MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
@@ -91,7 +91,7 @@ absl::StatusOr<Session*> StatePool::Create(const std::string& owner) {
   return s;
 }
 
-absl::StatusOr<Session*> StatePool::Find(SessionId id, const std::string& owner) {
+absl::StatusOr<PooledSession*> StatePool::Find(SessionId id, const std::string& owner) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second->owner != owner) {
     return WithReason(absl::NotFoundError(absl::StrCat("session_id ", id.ToString(), " not found")),
@@ -100,7 +100,7 @@ absl::StatusOr<Session*> StatePool::Find(SessionId id, const std::string& owner)
   return it->second.get();
 }
 
-void StatePool::Delete(Session* s) {
+void StatePool::Delete(PooledSession* s) {
   if (s->slot >= 0) ReleaseSlot(s->slot);
   {
     std::lock_guard<std::mutex> l(owners_mu_);
@@ -112,7 +112,7 @@ void StatePool::Delete(Session* s) {
   sessions_.erase(s->id);
 }
 
-void StatePool::Evict(Session* s, std::string_view why) {
+void StatePool::Evict(PooledSession* s, std::string_view why) {
   obs_->OnSessionEvicted(why);
   Delete(s);
 }
@@ -123,7 +123,7 @@ bool StatePool::Knows(SessionId id, const std::string& owner) const {
   return it != owners_.end() && it->second == owner;
 }
 
-absl::Status StatePool::MakeHot(Session* s) {
+absl::Status StatePool::MakeHot(PooledSession* s) {
   if (s->slot >= 0) return absl::OkStatus();
   std::optional<int> slot = TakeSlot();
   if (!slot) return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
@@ -145,7 +145,7 @@ absl::Status StatePool::MakeHot(Session* s) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> StatePool::StateOf(const Session& s) const {
+absl::StatusOr<std::vector<float>> StatePool::StateOf(const PooledSession& s) const {
   std::vector<float> v(model_->config().StateFloats(), 0.0f);
   if (s.slot >= 0) {
     MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s.slot, absl::MakeSpan(v)));
@@ -155,10 +155,10 @@ absl::StatusOr<std::vector<float>> StatePool::StateOf(const Session& s) const {
   return v;
 }
 
-absl::StatusOr<Session*> StatePool::Fork(Session* src) {
+absl::StatusOr<PooledSession*> StatePool::Fork(PooledSession* src) {
   Pin pin_src(src);
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
-  MODRWKV_ASSIGN_OR_RETURN(Session * dst, NewSession(src->owner));
+  MODRWKV_ASSIGN_OR_RETURN(PooledSession * dst, NewSession(src->owner));
   Pin pin_dst(dst);
   dst->cold = std::move(state);
   dst->tokens = src->tokens;
@@ -168,7 +168,7 @@ absl::StatusOr<Session*> StatePool::Fork(Session* src) {
   return dst;
 }
 
-absl::StatusOr<StatePool::Snapshot> StatePool::Export(Session* s) const {
+absl::StatusOr<StatePool::Snapshot> StatePool::Export(PooledSession* s) const {
   Snapshot snap;
   MODRWKV_ASSIGN_OR_RETURN(snap.state, StateOf(*s));
   snap.tokens = s->tokens;
@@ -177,15 +177,15 @@ absl::StatusOr<StatePool::Snapshot> StatePool::Export(Session* s) const {
   return snap;
 }
 
-absl::StatusOr<Session*> StatePool::Import(std::vector<float> state, int64_t tokens,
-                                           int32_t pending_token, const std::string& owner) {
+absl::StatusOr<PooledSession*> StatePool::Import(std::vector<float> state, int64_t tokens,
+                                                 int32_t pending_token, const std::string& owner) {
   if (state.size() != static_cast<size_t>(model_->config().StateFloats())) {
     return absl::InvalidArgumentError("imported state has the wrong size for this model");
   }
   if (pending_token >= model_->config().vocab_size) {
     return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
   }
-  MODRWKV_ASSIGN_OR_RETURN(Session * s, NewSession(owner));
+  MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner));
   Pin pin(s);
   s->cold = std::move(state);
   s->tokens = tokens;
@@ -197,11 +197,11 @@ absl::StatusOr<Session*> StatePool::Import(std::vector<float> state, int64_t tok
 void StatePool::Sweep(absl::Time now) {
   if (now - last_sweep_ < absl::Seconds(1)) return;
   last_sweep_ = now;
-  std::vector<Session*> expired;
+  std::vector<PooledSession*> expired;
   for (auto& [id, s] : sessions_) {
     if (s->idle() && now - s->last_used > opts_.session_ttl) expired.push_back(s.get());
   }
-  for (Session* s : expired) Evict(s, "ttl");
+  for (PooledSession* s : expired) Evict(s, "ttl");
 }
 
 int StatePool::IdleColdCount() const {
@@ -210,15 +210,15 @@ int StatePool::IdleColdCount() const {
   return n;
 }
 
-absl::Status StatePool::EnforceColdCapacity(const std::string& owner, Session* fresh) {
+absl::Status StatePool::EnforceColdCapacity(const std::string& owner, PooledSession* fresh) {
   int over = IdleColdCount() - opts_.max_cold_sessions;
   if (over <= 0) return absl::OkStatus();
   // Candidates: idle cold sessions, the acting owner's first, least recently used first.
-  std::vector<Session*> victims;
+  std::vector<PooledSession*> victims;
   for (auto& [id, s] : sessions_) {
     if (s->slot < 0 && s->idle()) victims.push_back(s.get());
   }
-  std::sort(victims.begin(), victims.end(), [&](const Session* a, const Session* b) {
+  std::sort(victims.begin(), victims.end(), [&](const PooledSession* a, const PooledSession* b) {
     const bool ao = a->owner == owner, bo = b->owner == owner;
     if (ao != bo) return ao;
     return a->last_used < b->last_used;

@@ -2,9 +2,9 @@
 // the sessions whose states live in them (hot) or in host memory (cold, LRU-bounded, idle TTL).
 // Owned and used by the scheduler thread only, except Knows().
 //
-// Lifetime rule: a Session* handed out stays valid until Delete() of that session, or until the
-// scheduler releases it and a later pool operation evicts it. Eviction (cold-tier overflow, TTL)
-// only ever picks sessions that are idle — not busy with a request and not pinned by the pool
+// Lifetime rule: a PooledSession* handed out stays valid until Delete() of that session, or until
+// the scheduler releases it and a later pool operation evicts it. Eviction (cold-tier overflow,
+// TTL) only ever picks sessions that are idle — not busy with a request and not pinned by the pool
 // operation in progress — so an operation never deletes the session it works on.
 #pragma once
 
@@ -17,8 +17,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/model/model.h"
 #include "engine/base/session_id.h"
+#include "engine/model/model.h"
 
 namespace modrwkv {
 
@@ -26,7 +26,7 @@ class SchedulerObserver;
 
 // A session's state is in a model slot (hot, slot >= 0) or in host memory (cold). A cold
 // session with an empty `cold` vector holds the zero state.
-struct Session {
+struct PooledSession {
   SessionId id;
   std::string owner;
   int slot = -1;
@@ -66,25 +66,25 @@ class StatePool {
   // New sessions start cold with the zero state. RESOURCE_EXHAUSTED (naming the limit) when the
   // owner is at max_sessions_per_owner, or when the cold tier is full of sessions that cannot be
   // evicted and no slot is free to hold the new one.
-  absl::StatusOr<Session*> Create(const std::string& owner);
+  absl::StatusOr<PooledSession*> Create(const std::string& owner);
   // NOT_FOUND for unknown ids and for sessions of another owner (the same answer, so an id
   // cannot be probed).
-  absl::StatusOr<Session*> Find(SessionId id, const std::string& owner);
-  void Delete(Session* s);
+  absl::StatusOr<PooledSession*> Find(SessionId id, const std::string& owner);
+  void Delete(PooledSession* s);
   // Puts the session's state in a slot (UNAVAILABLE when no slot can be freed). `s` survives.
-  absl::Status MakeHot(Session* s);
-  absl::StatusOr<std::vector<float>> StateOf(const Session& s) const;
-  absl::StatusOr<Session*> Fork(Session* src);
+  absl::Status MakeHot(PooledSession* s);
+  absl::StatusOr<std::vector<float>> StateOf(const PooledSession& s) const;
+  absl::StatusOr<PooledSession*> Fork(PooledSession* src);
   // The session's state and blob header, for encoding off the scheduler thread.
   struct Snapshot {
     std::vector<float> state;
     int64_t tokens = 0;
     int32_t pending_token = -1;
   };
-  absl::StatusOr<Snapshot> Export(Session* s) const;
+  absl::StatusOr<Snapshot> Export(PooledSession* s) const;
   // `state` was decoded and checked against the model (DecodeStateBlob) by the caller.
-  absl::StatusOr<Session*> Import(std::vector<float> state, int64_t tokens, int32_t pending_token,
-                                  const std::string& owner);
+  absl::StatusOr<PooledSession*> Import(std::vector<float> state, int64_t tokens,
+                                        int32_t pending_token, const std::string& owner);
   // Deletes idle sessions past their TTL (at most once a second).
   void Sweep(absl::Time now);
   int hot_sessions() const;
@@ -101,20 +101,20 @@ class StatePool {
   // then be over its bound: the caller settles it with EnforceColdCapacity).
   std::optional<int> TakeSlot();
   // Adds a cold zero-state session after the quota check; pinned by the caller's Pin.
-  absl::StatusOr<Session*> NewSession(const std::string& owner);
+  absl::StatusOr<PooledSession*> NewSession(const std::string& owner);
   // Brings the idle cold tier back under max_cold_sessions, evicting `owner`'s LRU idle sessions
   // first, then anyone's. If `fresh` is still cold and the tier is still over (nothing idle to
   // evict), `fresh` moves into a free slot or is refused.
-  absl::Status EnforceColdCapacity(const std::string& owner, Session* fresh);
-  absl::Status FitNewSession(Session* s);  // Create/Import/Fork's common tail
-  void Evict(Session* s, std::string_view why);
+  absl::Status EnforceColdCapacity(const std::string& owner, PooledSession* fresh);
+  absl::Status FitNewSession(PooledSession* s);  // Create/Import/Fork's common tail
+  void Evict(PooledSession* s, std::string_view why);
   int IdleColdCount() const;
 
   Model* const model_;
   const StatePoolOptions opts_;
   SchedulerObserver* const obs_;
   std::vector<int> free_slots_;
-  absl::flat_hash_map<SessionId, std::unique_ptr<Session>> sessions_;
+  absl::flat_hash_map<SessionId, std::unique_ptr<PooledSession>> sessions_;
   absl::flat_hash_map<std::string, int> per_owner_;
   absl::Time last_sweep_ = absl::InfinitePast();
 

@@ -27,7 +27,7 @@ std::vector<float> MakeLogits(bool flat) {
   return l;
 }
 
-void Run(benchmark::State& state, SamplingParams p, bool flat, bool restore) {
+void Run(benchmark::State& state, SamplerConfig p, bool flat, bool restore) {
   p.seed = 7;
   auto sampler = Sampler::Create(p, kVocab);
   if (!sampler.ok()) {
@@ -55,21 +55,21 @@ void BM_CopyLogits(benchmark::State& state) {
 BENCHMARK(BM_CopyLogits);
 
 void BM_Greedy(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0;
   Run(state, p, false, false);
 }
 BENCHMARK(BM_Greedy);
 
 void BM_Temperature(benchmark::State& state) {  // full-vocabulary draw, no truncation
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0.8f;
   Run(state, p, false, false);
 }
 BENCHMARK(BM_Temperature);
 
 void BM_TopP09(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0.8f;
   p.top_p = 0.9f;
   Run(state, p, false, false);
@@ -77,7 +77,7 @@ void BM_TopP09(benchmark::State& state) {
 BENCHMARK(BM_TopP09);
 
 void BM_TopP09Flat(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0.8f;
   p.top_p = 0.9f;
   Run(state, p, true, false);
@@ -85,14 +85,14 @@ void BM_TopP09Flat(benchmark::State& state) {
 BENCHMARK(BM_TopP09Flat);
 
 void BM_TopK40(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.top_k = 40;
   Run(state, p, false, false);
 }
 BENCHMARK(BM_TopK40);
 
 void BM_TopK40TopP09(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0.8f;
   p.top_k = 40;
   p.top_p = 0.9f;
@@ -101,7 +101,7 @@ void BM_TopK40TopP09(benchmark::State& state) {
 BENCHMARK(BM_TopK40TopP09);
 
 void BM_MinP(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.min_p = 0.05f;
   Run(state, p, false, false);
 }
@@ -109,7 +109,7 @@ BENCHMARK(BM_MinP);
 
 // ChatRWKV-like settings after a long conversation: 1000 prompt tokens and 1000 generated ones.
 void BM_PenaltiesTopP(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 1.0f;
   p.top_p = 0.3f;
   p.repetition_penalty = 1.1f;
@@ -135,7 +135,7 @@ void BM_PenaltiesTopP(benchmark::State& state) {
 BENCHMARK(BM_PenaltiesTopP);
 
 void BM_TopP09Logprobs5(benchmark::State& state) {
-  SamplingParams p;
+  SamplerConfig p;
   p.top_p = 0.9f;
   p.logprobs_top_n = 5;
   Run(state, p, false, false);

@@ -199,7 +199,7 @@ TEST_F(ConvertTest, TokenEventsCoalesceIntoOneChunk) {
 
 TEST_F(ConvertTest, FinishEventsMapToReasonsStatusesAndUsage) {
   FinishEvent e;
-  e.reason = FinishReason::kStopString;
+  e.reason = EndReason::kStopString;
   e.prompt_tokens = 4;
   e.generated_tokens = 9;
   e.time_to_first_token = absl::Milliseconds(1500);
@@ -217,12 +217,12 @@ TEST_F(ConvertTest, FinishEventsMapToReasonsStatusesAndUsage) {
   FillUsage(e, &none);
   EXPECT_FALSE(none.has_time_to_first_token());
 
-  e.reason = FinishReason::kDeadline;
+  e.reason = EndReason::kDeadline;
   EXPECT_TRUE(RpcStatusOf(e, false).ok());  // the request's own timeout: a normal end
   EXPECT_EQ(RpcStatusOf(e, true).code(), absl::StatusCode::kDeadlineExceeded);
-  e.reason = FinishReason::kCancelled;
+  e.reason = EndReason::kCancelled;
   EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kCancelled);
-  e.reason = FinishReason::kError;
+  e.reason = EndReason::kError;
   EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kInternal);
   e.status = absl::ResourceExhaustedError("x");
   EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kResourceExhausted);

@@ -43,7 +43,7 @@ TEST(MetricsTest, AlertableSeriesExistAtZero) {
 TEST(MetricsTest, ObserverEventsMoveTheirSeries) {
   auto m = Metrics::Create("").value();
   FinishEvent e;
-  e.reason = FinishReason::kLength;
+  e.reason = EndReason::kLength;
   e.prompt_tokens = 7;
   e.generated_tokens = 11;
   e.total_time = absl::Milliseconds(30);
@@ -77,7 +77,7 @@ TEST(MetricsTest, WarmUpIsNotRecorded) {
   auto m = Metrics::Create("").value();
   m->SetRecording(false);
   FinishEvent e;
-  e.reason = FinishReason::kLength;
+  e.reason = EndReason::kLength;
   e.generated_tokens = 4;
   m->OnFinish(e);
   m->OnStep(1, 1, absl::Milliseconds(1));

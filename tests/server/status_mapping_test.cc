@@ -81,7 +81,7 @@ TEST(StatusMappingTest, ReasonIsThePayloadElseTheCodeName) {
 }
 
 TEST(StatusMappingTest, EngineValidationErrorsAreRenamedToRequestFields) {
-  SamplingParams p;
+  SamplerConfig p;
   p.top_p = 2;
   absl::Status s = RenameEngineField(p.Validate(512));
   EXPECT_EQ(s.message(), "sampling.top_p must be in (0, 1], got 2");
@@ -89,7 +89,7 @@ TEST(StatusMappingTest, EngineValidationErrorsAreRenamedToRequestFields) {
   EXPECT_EQ(Detail<google::rpc::BadRequest>(Unpack(g))->field_violations(0).field(),
             "sampling.top_p");
 
-  p = SamplingParams{};
+  p = SamplerConfig{};
   p.banned_tokens = {1, 2, 3, 99999};
   s = RenameEngineField(p.Validate(512));
   EXPECT_EQ(s.message(), "sampling.banned_token_ids[3] = 99999 is outside the vocabulary [0, 512)");

@@ -11,11 +11,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "engine/loader/model_loader.h"
+#include "engine/base/status_macros.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/loader/model_loader.h"
 #include "engine/sampling/sampler.h"
 #include "engine/serving/scheduler.h"
-#include "engine/base/status_macros.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/machine_limits.h"
@@ -88,8 +88,8 @@ absl::StatusOr<FairnessResult> PrefillFairness(Model& m, int long_len) {
   MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> sched, Scheduler::Create(&m, tok.get(), o));
   const int vocab = m.config().vocab_size;
   auto request = [&](int n, int salt) {
-    GenerateRequest r;
-    r.prompt.push_back(PromptPart{Tokens(n, vocab, salt), {}});
+    EngineRequest r;
+    r.prompt.push_back(InputRows{Tokens(n, vocab, salt), {}});
     r.sampling.temperature = 0;
     r.stop.max_tokens = 1;
     return r;
@@ -126,7 +126,7 @@ absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std
     if (auto st = m.ResetSlot(0); !st.ok()) return st;
     StepEntry e;
     e.slot = 0;
-    e.inputs = {InputSegment::Tokens(prompt)};
+    e.inputs = {InputRowsView::Tokens(prompt)};
     e.output = StepOutput::kLogits;
     const auto t0 = Clock::now();
     if (auto st = m.Step({e}, &res); !st.ok()) return st;
@@ -136,7 +136,7 @@ absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std
   r.prefill_gflops = FlopsPerToken(c) * prompt_len / best / 1e9;
 
   // Decode: B sequences, one token each per step, greedy sampling inside the step.
-  SamplingParams greedy;
+  SamplerConfig greedy;
   greedy.temperature = 0;
   for (int b : batches) {
     if (b > m.num_slots()) continue;
@@ -152,13 +152,13 @@ absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std
       entries[i].slot = i;
       entries[i].sampler = samplers[i].get();
       entries[i].output = StepOutput::kSample;
-      entries[i].inputs = {InputSegment::Tokens(seed_prompts[i])};
+      entries[i].inputs = {InputRowsView::Tokens(seed_prompts[i])};
     }
     if (auto st = m.Step(entries, &res); !st.ok()) return st;
     auto step = [&]() -> absl::Status {
       for (int i = 0; i < b; ++i) {
         next[i][0] = res[i].token;
-        entries[i].inputs = {InputSegment::Tokens(next[i])};
+        entries[i].inputs = {InputRowsView::Tokens(next[i])};
       }
       return m.Step(entries, &res);
     };
@@ -180,7 +180,7 @@ absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std
 absl::StatusOr<double> DecodeAtContext(Model& m, int context, int decode_steps) {
   const ModelConfig& c = m.config();
   if (auto st = m.ResetSlot(0); !st.ok()) return st;
-  SamplingParams greedy;
+  SamplerConfig greedy;
   greedy.temperature = 0;
   auto sampler = Sampler::Create(greedy, c.vocab_size);
   if (!sampler.ok()) return sampler.status();
@@ -192,7 +192,7 @@ absl::StatusOr<double> DecodeAtContext(Model& m, int context, int decode_steps) 
   constexpr int kChunk = 1024;
   for (int pos = 0; pos < context; pos += kChunk) {
     const int n = std::min(kChunk, context - pos);
-    e.inputs = {InputSegment::Tokens(absl::MakeConstSpan(prompt).subspan(pos, n))};
+    e.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(prompt).subspan(pos, n))};
     e.output = pos + n == context ? StepOutput::kSample : StepOutput::kNone;
     if (auto st = m.Step({e}, &res); !st.ok()) return st;
   }
@@ -201,7 +201,7 @@ absl::StatusOr<double> DecodeAtContext(Model& m, int context, int decode_steps) 
   const auto t0 = Clock::now();
   for (int s = 0; s < decode_steps; ++s) {
     tok[0] = res[0].token;
-    e.inputs = {InputSegment::Tokens(tok)};
+    e.inputs = {InputRowsView::Tokens(tok)};
     if (auto st = m.Step({e}, &res); !st.ok()) return st;
   }
   return decode_steps / Since(t0);
@@ -217,7 +217,8 @@ int RunBench(int argc, char** argv) {
   flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b")
       .Add("model", "", "benchmark this checkpoint instead of random weights")
       .Add("dtype", "f32,bf16", "weight types: f32, bf16, int8")
-      .Add("threads", "0", "thread counts to run (0 = the CPUs this process may use), comma-separated")
+      .Add("threads", "0",
+           "thread counts to run (0 = the CPUs this process may use), comma-separated")
       .Add("prompt-len", "512", "prefill prompt length")
       .Add("decode-steps", "32", "timed decode steps per batch size")
       .Add("batches", "1,8,32", "decode batch sizes")

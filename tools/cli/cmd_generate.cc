@@ -15,8 +15,8 @@ namespace {
 
 constexpr int kPrefillChunk = 512;
 
-absl::StatusOr<SamplingParams> SamplingFromFlags(const Flags& f) {
-  SamplingParams p;
+absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
+  SamplerConfig p;
   auto fl = [&](const char* name, double lo, double hi, float* out) -> absl::Status {
     auto v = f.Float(name, lo, hi);
     if (!v.ok()) return v.status();
@@ -118,7 +118,7 @@ int RunGenerate(int argc, char** argv) {
   // Prefill in chunks; the last one samples the first generated token.
   for (size_t pos = 0; pos < prompt.size(); pos += kPrefillChunk) {
     const size_t n = std::min<size_t>(kPrefillChunk, prompt.size() - pos);
-    entry.inputs = {InputSegment::Tokens(absl::MakeConstSpan(prompt).subspan(pos, n))};
+    entry.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(prompt).subspan(pos, n))};
     entry.output = pos + n == prompt.size() ? StepOutput::kSample : StepOutput::kNone;
     if (auto st = m.Step({entry}, &res); !st.ok()) return Fail(st);
   }
@@ -135,7 +135,7 @@ int RunGenerate(int argc, char** argv) {
     emit(r.text);
     if (r.stop != StopReason::kNone) break;
     const int32_t in[1] = {token};
-    entry.inputs = {InputSegment::Tokens(in)};
+    entry.inputs = {InputRowsView::Tokens(in)};
     entry.output = StepOutput::kSample;
     if (auto st = m.Step({entry}, &res); !st.ok()) return Fail(st);
     token = res[0].token;

@@ -21,7 +21,7 @@ int RunInfo(int argc, char** argv) {
   if (!*parsed) return 0;
   auto model = LoadModelFromFlags(flags, 1);
   if (!model.ok()) return Fail(model.status());
-  const ModelInfo& info = (*model)->info();
+  const ModelDescription& info = (*model)->info();
   const ModelConfig& c = info.config;
   std::printf("model            %s\n", flags.Str("model").c_str());
   std::printf("layers           %d\n", c.n_layer);
@@ -58,7 +58,7 @@ int RunLogits(int argc, char** argv) {
   if (!model.ok()) return Fail(model.status());
   StepEntry e;
   e.slot = 0;
-  e.inputs = {InputSegment::Tokens(*ids)};
+  e.inputs = {InputRowsView::Tokens(*ids)};
   e.output = StepOutput::kLogits;
   std::vector<StepResult> res;
   if (auto st = (*model)->Step({e}, &res); !st.ok()) return Fail(st);

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "engine/checkpoint/checkpoint.h"
-#include "engine/cpu/cpu_model.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/cpu/cpu_model.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -110,7 +110,7 @@ TEST_P(GoldenTest, LogitsAndStateMatchOfficialPackage) {
   auto step = [&](absl::Span<const int32_t> toks, bool logits) {
     StepEntry e;
     e.slot = 0;
-    e.inputs = {InputSegment::Tokens(toks)};
+    e.inputs = {InputRowsView::Tokens(toks)};
     e.output = logits ? StepOutput::kLogits : StepOutput::kNone;
     ASSERT_TRUE(mdl.Step({e}, &res).ok());
   };
@@ -250,7 +250,7 @@ TEST(Int8Accuracy, StaysCloseToOfficialF32Logits) {
   std::vector<int32_t> toks = m["prompt"].get<std::vector<int32_t>>();
   StepEntry e;
   e.slot = 0;
-  e.inputs = {InputSegment::Tokens(toks)};
+  e.inputs = {InputRowsView::Tokens(toks)};
   e.output = StepOutput::kLogits;
   std::vector<StepResult> res;
   ASSERT_TRUE(model->Step({e}, &res).ok());

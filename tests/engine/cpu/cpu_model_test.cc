@@ -39,7 +39,7 @@ class CpuModelTest : public testing::Test {
   static std::vector<float> Logits(Model& m, int slot, const std::vector<int32_t>& toks) {
     StepEntry e;
     e.slot = slot;
-    e.inputs = {InputSegment::Tokens(toks)};
+    e.inputs = {InputRowsView::Tokens(toks)};
     e.output = StepOutput::kLogits;
     std::vector<StepResult> res;
     EXPECT_TRUE(m.Step({e}, &res).ok());
@@ -103,7 +103,7 @@ TEST_F(CpuModelTest, BatchingDoesNotChangeResults) {
   std::vector<StepEntry> entries(4);
   for (int i = 0; i < 4; ++i) {
     entries[i].slot = 3 - i;  // slots need not follow entry order
-    entries[i].inputs = {InputSegment::Tokens(prompts[i])};
+    entries[i].inputs = {InputRowsView::Tokens(prompts[i])};
     entries[i].output = i == 2 ? StepOutput::kNone : StepOutput::kLogits;
   }
   std::vector<StepResult> res;
@@ -126,7 +126,7 @@ TEST_F(CpuModelTest, BatchingDoesNotChangeResults) {
     StepEntry e;
     e.slot = i;
     static const std::vector<int32_t> tok11 = {11}, tok12 = {12, 13, 14, 15, 16};
-    e.inputs = {InputSegment::Tokens(i == 0 ? tok11 : tok12)};
+    e.inputs = {InputRowsView::Tokens(i == 0 ? tok11 : tok12)};
     e.output = StepOutput::kLogits;
     entries.push_back(e);
   }
@@ -149,7 +149,7 @@ TEST_F(CpuModelTest, EmbeddingRowsEqualTokenRows) {
   const std::vector<int32_t> rest(prompt_.begin() + 4, prompt_.end());
   StepEntry e;
   e.slot = 1;
-  e.inputs = {InputSegment::Embeddings(rows), InputSegment::Tokens(rest)};
+  e.inputs = {InputRowsView::Embeddings(rows), InputRowsView::Tokens(rest)};
   e.output = StepOutput::kLogits;
   std::vector<StepResult> res;
   ASSERT_TRUE(m->Step({e}, &res).ok());
@@ -199,7 +199,7 @@ TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
   for (int s = 0; s < 8; ++s) {
     toks[s] = prompt_;
     entries[s].slot = s;
-    entries[s].inputs = {InputSegment::Tokens(toks[s])};
+    entries[s].inputs = {InputRowsView::Tokens(toks[s])};
     entries[s].output = StepOutput::kLogits;
   }
   std::vector<StepResult> res;
@@ -223,16 +223,16 @@ TEST_F(CpuModelTest, ResultsAreBitExactAcrossBatchesAndChunks) {
   a.slot = 1;
   // Step 1 has 51 rows, step 2 has 190 and the lone prefill 150: the rows are tiled differently
   // each time, and the bits must not move.
-  a.inputs = {InputSegment::Tokens(absl::MakeConstSpan(longp).subspan(0, 50))};
+  a.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(longp).subspan(0, 50))};
   b.slot = 0;
   ASSERT_TRUE(m->ResetSlot(0).ok());
-  b.inputs = {InputSegment::Tokens(other)};
+  b.inputs = {InputRowsView::Tokens(other)};
   c.slot = 2;
-  c.inputs = {InputSegment::Tokens(one)};
+  c.inputs = {InputRowsView::Tokens(one)};
   c.output = StepOutput::kLogits;
   std::vector<StepResult> res;
   ASSERT_TRUE(m->Step({a, c}, &res).ok());
-  a.inputs = {InputSegment::Tokens(absl::MakeConstSpan(longp).subspan(50))};
+  a.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(longp).subspan(50))};
   a.output = StepOutput::kLogits;
   ASSERT_TRUE(m->Step({b, a}, &res).ok());
   std::vector<float> batched(res[1].logits.begin(), res[1].logits.end());
@@ -267,7 +267,7 @@ TEST_F(CpuModelTest, RefusesBadSteps) {
   const std::vector<int32_t> bad = {1, 1000};
   StepEntry e;
   e.slot = 0;
-  e.inputs = {InputSegment::Tokens(bad)};
+  e.inputs = {InputRowsView::Tokens(bad)};
   absl::Status st = m->Step({e}, &res);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("token id 1000"), std::string::npos) << st;
@@ -276,7 +276,7 @@ TEST_F(CpuModelTest, RefusesBadSteps) {
   EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kInvalidArgument);
 
   const std::vector<int32_t> ok = {1};
-  e.inputs = {InputSegment::Tokens(ok)};
+  e.inputs = {InputRowsView::Tokens(ok)};
   e.slot = 2;
   EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kOutOfRange);
 
@@ -289,7 +289,7 @@ TEST_F(CpuModelTest, RefusesBadSteps) {
 
   const std::vector<float> ragged(100, 0.0f);
   e.output = StepOutput::kNone;
-  e.inputs = {InputSegment::Embeddings(ragged)};
+  e.inputs = {InputRowsView::Embeddings(ragged)};
   EXPECT_EQ(m->Step({e}, &res).code(), absl::StatusCode::kInvalidArgument);
 
   std::vector<float> small(10);

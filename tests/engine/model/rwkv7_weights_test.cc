@@ -5,8 +5,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/loader/model_loader.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/loader/model_loader.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv {
@@ -159,7 +159,7 @@ TEST(ResolveRwkv7, FlaNamesGiveTheSameModel) {
   const std::vector<int32_t> toks = {3, 1, 4, 1, 5, 9, 2, 6};
   StepEntry e;
   e.slot = 0;
-  e.inputs = {InputSegment::Tokens(toks)};
+  e.inputs = {InputRowsView::Tokens(toks)};
   e.output = StepOutput::kLogits;
   std::vector<StepResult> ra, rb;
   ASSERT_TRUE((*a)->Step({e}, &ra).ok());

@@ -20,7 +20,7 @@ using ::testing::HasSubstr;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-std::unique_ptr<Sampler> MakeSampler(const SamplingParams& p, int vocab) {
+std::unique_ptr<Sampler> MakeSampler(const SamplerConfig& p, int vocab) {
   absl::StatusOr<std::unique_ptr<Sampler>> s = Sampler::Create(p, vocab);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
@@ -41,7 +41,7 @@ std::vector<float> GaussianLogits(int n, float stddev, uint32_t seed) {
 }
 
 // Token -> count over `draws` samples by one seeded sampler (logits restored each draw).
-std::map<int32_t, int> Histogram(SamplingParams p, const std::vector<float>& logits, int draws,
+std::map<int32_t, int> Histogram(SamplerConfig p, const std::vector<float>& logits, int draws,
                                  uint64_t seed = 1) {
   p.seed = seed;
   auto s = MakeSampler(p, static_cast<int>(logits.size()));
@@ -86,7 +86,7 @@ TEST(SamplerTest, GreedyPicksArgmax) {
   for (int vocab : {5, 1003, 65536}) {
     std::vector<float> l = GaussianLogits(vocab, 2.0f, vocab);
     const int32_t want = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-    SamplingParams p;
+    SamplerConfig p;
     p.temperature = 0;
     auto s = MakeSampler(p, vocab);
     EXPECT_EQ(s->Sample(absl::MakeSpan(l)), want) << "vocab " << vocab;
@@ -94,7 +94,7 @@ TEST(SamplerTest, GreedyPicksArgmax) {
 }
 
 TEST(SamplerTest, GreedyTiesGoToLowestId) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0;
   // Ties in different vector lanes, in the same lane, and in the scalar tail.
   for (std::vector<int> ties :
@@ -108,11 +108,11 @@ TEST(SamplerTest, GreedyTiesGoToLowestId) {
 
 TEST(SamplerTest, ZeroTemperatureIsGreedyTinyTemperatureIsNot) {
   std::vector<float> l = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f};  // 1 and 3 tie for the max
-  SamplingParams greedy;
+  SamplerConfig greedy;
   greedy.temperature = 0;
   EXPECT_EQ(Keys(Histogram(greedy, l, 200)), (std::set<int32_t>{1}));
 
-  SamplingParams tiny;
+  SamplerConfig tiny;
   tiny.temperature = 1e-3f;  // the ties stay equally likely, everything else vanishes
   std::map<int32_t, int> h = Histogram(tiny, l, 2000);
   EXPECT_EQ(Keys(h), (std::set<int32_t>{1, 3}));
@@ -126,7 +126,7 @@ TEST(SamplerTest, ZeroTemperatureIsGreedyTinyTemperatureIsNot) {
 TEST(SamplerTest, TopKOneEqualsGreedy) {
   std::vector<float> l = GaussianLogits(65536, 1.0f, 7);
   const int32_t want = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-  SamplingParams p;
+  SamplerConfig p;
   p.top_k = 1;
   p.temperature = 2.0f;
   for (uint64_t seed = 0; seed < 20; ++seed) {
@@ -139,7 +139,7 @@ TEST(SamplerTest, TopKKeepsExactlyKCandidates) {
   std::vector<int32_t> order(100);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b]; });
-  SamplingParams p;
+  SamplerConfig p;
   p.top_k = 5;
   p.temperature = 5.0f;  // flatten, so that all five show up
   std::set<int32_t> seen;
@@ -153,7 +153,7 @@ TEST(SamplerTest, TopKBreaksTiesAtTheCutByLowestId) {
   std::vector<float> l(64, 0.0f);
   l[5] = 3.0f;
   l[30] = l[10] = l[20] = 2.0f;  // three-way tie for the second place
-  SamplingParams p;
+  SamplerConfig p;
   p.top_k = 2;
   p.temperature = 3.0f;
   EXPECT_EQ(Keys(Histogram(p, l, 500)), (std::set<int32_t>{5, 10}));
@@ -177,7 +177,7 @@ TEST(SamplerTest, LargeTopKKeepsOnlyTheTopK) {
   std::vector<float> sorted = l;
   std::sort(sorted.begin(), sorted.end(), std::greater<float>());
   const float kth = sorted[1999];
-  SamplingParams p;
+  SamplerConfig p;
   p.top_k = 2000;  // above the heap limit: the nth_element path
   p.temperature = 10.0f;
   std::map<int32_t, int> h = Histogram(p, l, 5000);
@@ -187,7 +187,7 @@ TEST(SamplerTest, LargeTopKKeepsOnlyTheTopK) {
 
 TEST(SamplerTest, TopPKeepsTheNucleusOfAKnownDistribution) {
   std::vector<float> l = LogitsFromProbs({0.5, 0.3, 0.15, 0.05});
-  SamplingParams p;
+  SamplerConfig p;
   p.top_p = 0.8f;
   constexpr int kDraws = 20000;
   std::map<int32_t, int> h = Histogram(p, l, kDraws);
@@ -210,7 +210,7 @@ TEST(SamplerTest, TopPKeepsTheNucleusOfAKnownDistribution) {
 TEST(SamplerTest, TopPWithTopKRenormalisesWithinTopK) {
   // top_k = 3 leaves 0.5, 0.3, 0.15 (renormalised: .526, .316, .158); top_p = 0.8 keeps 0 and 1.
   std::vector<float> l = LogitsFromProbs({0.5, 0.3, 0.15, 0.05});
-  SamplingParams p;
+  SamplerConfig p;
   p.top_k = 3;
   p.top_p = 0.8f;
   EXPECT_EQ(Keys(Histogram(p, l, 2000)), (std::set<int32_t>{0, 1}));
@@ -224,7 +224,7 @@ TEST(SamplerTest, TopPOnTheFullVocabularyMatchesAFullSort) {
     for (float top_p : {0.5f, 0.9f}) {
       std::vector<float> l = GaussianLogits(65536, stddev, 5);
       const std::set<int32_t> nucleus = ReferenceNucleus(l, top_p);
-      SamplingParams p;
+      SamplerConfig p;
       p.top_p = top_p;
       std::map<int32_t, int> h = Histogram(p, l, 1000);
       int outside = 0;
@@ -241,7 +241,7 @@ TEST(SamplerTest, TopPOnTheFullVocabularyMatchesAFullSort) {
 TEST(SamplerTest, TopPCutsALargeTiedNucleusByLowestId) {
   // All 65536 tokens equally likely: the nucleus for 0.5 is exactly ids [0, 32768).
   std::vector<float> l(65536, 0.0f);
-  SamplingParams p;
+  SamplerConfig p;
   p.top_p = 0.5f;
   std::map<int32_t, int> h = Histogram(p, l, 2000);
   EXPECT_LT(h.rbegin()->first, 32768);
@@ -251,7 +251,7 @@ TEST(SamplerTest, TopPCutsALargeTiedNucleusByLowestId) {
 
 TEST(SamplerTest, MinPKeepsTokensAboveAFractionOfTheMax) {
   std::vector<float> l = LogitsFromProbs({0.5, 0.3, 0.15, 0.05});
-  SamplingParams p;
+  SamplerConfig p;
   p.min_p = 0.25f;  // p >= 0.125
   constexpr int kDraws = 20000;
   std::map<int32_t, int> h = Histogram(p, l, kDraws);
@@ -271,7 +271,7 @@ TEST(SamplerTest, MinPKeepsTokensAboveAFractionOfTheMax) {
 TEST(SamplerTest, MinPOnTheFullVocabulary) {
   std::vector<float> l = GaussianLogits(65536, 2.0f, 9);
   const float mx = *std::max_element(l.begin(), l.end());
-  SamplingParams p;
+  SamplerConfig p;
   p.min_p = 0.05f;
   std::map<int32_t, int> h = Histogram(p, l, 3000);
   for (const auto& [id, n] : h) EXPECT_GE(std::exp(l[id] - mx), 0.05f * 0.9999f) << id;
@@ -279,7 +279,7 @@ TEST(SamplerTest, MinPOnTheFullVocabulary) {
 }
 
 TEST(SamplerTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0;
   p.repetition_penalty = 2.0f;
   auto s = MakeSampler(p, 5);
@@ -299,7 +299,7 @@ TEST(SamplerTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
 }
 
 TEST(SamplerTest, PresenceAndFrequencyPenaltiesDecayLikeThePipeline) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0;
   p.presence_penalty = 0.5f;
   p.frequency_penalty = 0.25f;
@@ -324,7 +324,7 @@ TEST(SamplerTest, PresenceAndFrequencyPenaltiesDecayLikeThePipeline) {
 }
 
 TEST(SamplerTest, NoDecayCountsOccurrences) {
-  SamplingParams p;
+  SamplerConfig p;
   p.frequency_penalty = 1.0f;
   p.penalty_decay = 1.0f;
   auto s = MakeSampler(p, 4);
@@ -333,7 +333,7 @@ TEST(SamplerTest, NoDecayCountsOccurrences) {
 }
 
 TEST(SamplerTest, LogitBiasChangesTheArgmax) {
-  SamplingParams p;
+  SamplerConfig p;
   p.temperature = 0;
   std::vector<float> l = {1.0f, 2.0f, 3.0f};
   EXPECT_EQ(MakeSampler(p, 3)->Sample(absl::MakeSpan(l)), 2);
@@ -348,10 +348,10 @@ TEST(SamplerTest, LogitBiasChangesTheArgmax) {
 TEST(SamplerTest, BannedTokenIsNeverSampled) {
   std::vector<float> l = GaussianLogits(65536, 1.0f, 13);
   l[1234] = 30.0f;  // overwhelmingly likely unless banned
-  SamplingParams p;
+  SamplerConfig p;
   p.banned_tokens = {1234};
   for (int mode = 0; mode < 5; ++mode) {
-    SamplingParams q = p;
+    SamplerConfig q = p;
     if (mode == 1) q.temperature = 0;
     if (mode == 2) q.top_k = 40;
     if (mode == 3) q.top_p = 0.5f;
@@ -368,7 +368,7 @@ TEST(SamplerTest, BannedTokenIsNeverSampled) {
 }
 
 TEST(SamplerTest, DegenerateLogitsFallBackToALegalToken) {
-  SamplingParams p;
+  SamplerConfig p;
   p.banned_tokens = {0, 1, 3};
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> l = {nan, nan, nan, nan, -kInf};
@@ -384,7 +384,7 @@ TEST(SamplerTest, DegenerateLogitsFallBackToALegalToken) {
 TEST(SamplerTest, SeedMakesDrawsReproducible) {
   std::vector<float> flat(65536, 0.0f);
   for (int mode = 0; mode < 3; ++mode) {
-    SamplingParams p;
+    SamplerConfig p;
     if (mode == 1) p.top_p = 0.5f;
     if (mode == 2) p.top_k = 1000;
     auto run = [&](uint64_t seed) {
@@ -400,7 +400,7 @@ TEST(SamplerTest, SeedMakesDrawsReproducible) {
     EXPECT_EQ(run(42), run(42)) << "mode " << mode;
     EXPECT_NE(run(42), run(43)) << "mode " << mode;
   }
-  SamplingParams p;
+  SamplerConfig p;
   p.seed = 99;
   EXPECT_EQ(MakeSampler(p, 10)->seed(), 99u);
   p.seed.reset();
@@ -413,7 +413,7 @@ TEST(SamplerTest, FullVocabularyDrawMatchesTheDistribution) {
   const std::vector<int32_t> heavy = {100, 20000, 40000, 65535};
   for (int32_t t : heavy) l[t] = std::log(65532.0f);
   constexpr int kDraws = 20000;
-  std::map<int32_t, int> h = Histogram(SamplingParams{}, l, kDraws);
+  std::map<int32_t, int> h = Histogram(SamplerConfig{}, l, kDraws);
   int rest = kDraws;
   for (int32_t t : heavy) {
     EXPECT_NEAR(h[t] / double{kDraws}, 0.2, 0.015) << t;
@@ -424,49 +424,49 @@ TEST(SamplerTest, FullVocabularyDrawMatchesTheDistribution) {
 
 TEST(SamplerTest, ValidateNamesTheField) {
   struct Case {
-    void (*mutate)(SamplingParams&);
+    void (*mutate)(SamplerConfig&);
     const char* message;
   };
   const Case cases[] = {
-      {[](SamplingParams& p) { p.temperature = -1; }, "temperature must be in [0, inf)"},
-      {[](SamplingParams& p) { p.temperature = std::nanf(""); }, "temperature"},
-      {[](SamplingParams& p) { p.top_k = -1; }, "top_k must be >= 0 (0 = off), got -1"},
-      {[](SamplingParams& p) { p.top_p = 1.5f; }, "top_p must be in (0, 1], got 1.5"},
-      {[](SamplingParams& p) { p.top_p = 0; }, "top_p must be in (0, 1], got 0"},
-      {[](SamplingParams& p) { p.top_p = std::nanf(""); }, "top_p must be in (0, 1], got nan"},
-      {[](SamplingParams& p) { p.min_p = 2; }, "min_p must be in [0, 1], got 2"},
-      {[](SamplingParams& p) { p.repetition_penalty = 0; }, "repetition_penalty"},
-      {[](SamplingParams& p) { p.presence_penalty = 1000; }, "presence_penalty"},
-      {[](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty"},
-      {[](SamplingParams& p) { p.penalty_decay = 1.5f; }, "penalty_decay"},
-      {[](SamplingParams& p) {
+      {[](SamplerConfig& p) { p.temperature = -1; }, "temperature must be in [0, inf)"},
+      {[](SamplerConfig& p) { p.temperature = std::nanf(""); }, "temperature"},
+      {[](SamplerConfig& p) { p.top_k = -1; }, "top_k must be >= 0 (0 = off), got -1"},
+      {[](SamplerConfig& p) { p.top_p = 1.5f; }, "top_p must be in (0, 1], got 1.5"},
+      {[](SamplerConfig& p) { p.top_p = 0; }, "top_p must be in (0, 1], got 0"},
+      {[](SamplerConfig& p) { p.top_p = std::nanf(""); }, "top_p must be in (0, 1], got nan"},
+      {[](SamplerConfig& p) { p.min_p = 2; }, "min_p must be in [0, 1], got 2"},
+      {[](SamplerConfig& p) { p.repetition_penalty = 0; }, "repetition_penalty"},
+      {[](SamplerConfig& p) { p.presence_penalty = 1000; }, "presence_penalty"},
+      {[](SamplerConfig& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty"},
+      {[](SamplerConfig& p) { p.penalty_decay = 1.5f; }, "penalty_decay"},
+      {[](SamplerConfig& p) {
          p.logit_bias = {{70000, 1.0f}};
        },
        "logit_bias token 70000 is outside the vocabulary [0, 65536)"},
-      {[](SamplingParams& p) {
+      {[](SamplerConfig& p) {
          p.logit_bias = {{5, kInf}};
        },
        "logit_bias[5] must be finite"},
-      {[](SamplingParams& p) {
+      {[](SamplerConfig& p) {
          p.banned_tokens = {1, -1};
        },
        "banned_tokens[1] = -1 is outside the vocabulary"},
-      {[](SamplingParams& p) { p.logprobs_top_n = 21; }, "logprobs_top_n"},
+      {[](SamplerConfig& p) { p.logprobs_top_n = 21; }, "logprobs_top_n"},
   };
-  EXPECT_TRUE(SamplingParams{}.Validate(65536).ok());
+  EXPECT_TRUE(SamplerConfig{}.Validate(65536).ok());
   for (const Case& c : cases) {
-    SamplingParams p;
+    SamplerConfig p;
     c.mutate(p);
     absl::Status st = p.Validate(65536);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.message;
     EXPECT_THAT(std::string(st.message()), HasSubstr(c.message));
     EXPECT_EQ(Sampler::Create(p, 65536).status(), st);
   }
-  SamplingParams all;
+  SamplerConfig all;
   all.banned_tokens = {0, 1, 2, 1};
   EXPECT_THAT(std::string(all.Validate(3).message()), HasSubstr("banned_tokens bans all 3"));
   EXPECT_TRUE(all.Validate(4).ok());
-  EXPECT_THAT(std::string(SamplingParams{}.Validate(0).message()), HasSubstr("vocab_size"));
+  EXPECT_THAT(std::string(SamplerConfig{}.Validate(0).message()), HasSubstr("vocab_size"));
 }
 
 // log_softmax in double, the reference for the logprobs.
@@ -487,7 +487,7 @@ TEST(SamplerTest, LogprobsMatchLogSoftmaxBeforeTemperature) {
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b]; });
   for (float temperature : {1.0f, 0.3f, 0.0f}) {
-    SamplingParams p;
+    SamplerConfig p;
     p.temperature = temperature;
     p.top_k = 50;
     p.logprobs_top_n = 5;
@@ -506,7 +506,7 @@ TEST(SamplerTest, LogprobsMatchLogSoftmaxBeforeTemperature) {
 }
 
 TEST(SamplerTest, LogprobsAreNormalisedAndIncludePenalties) {
-  SamplingParams p;
+  SamplerConfig p;
   p.logprobs_top_n = 4;
   p.banned_tokens = {2};
   p.logit_bias = {{3, 1.0f}};
@@ -535,7 +535,7 @@ TEST(SamplerTest, LogprobsAreNormalisedAndIncludePenalties) {
 }
 
 TEST(SamplerTest, ShortLogitsUseOnlyWhatIsThere) {
-  SamplingParams p;
+  SamplerConfig p;
   auto s = MakeSampler(p, 100);
   std::vector<float> l = {0.0f, 1.0f, 2.0f};
   for (int i = 0; i < 50; ++i) EXPECT_LT(s->Sample(absl::MakeSpan(l)), 3);

@@ -9,8 +9,8 @@
 #include <thread>
 
 #include "engine/base/errors.h"
-#include "engine/loader/model_loader.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/loader/model_loader.h"
 #include "engine/serving/state_blob.h"
 #include "engine/text/utf8.h"
 #include "gtest/gtest.h"
@@ -84,9 +84,9 @@ class SchedulerTest : public testing::Test {
     return CreateModel(ViewsOf(*tensors_), o).value();
   }
 
-  static GenerateRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
-    GenerateRequest r;
-    r.prompt = {PromptPart{std::move(prompt), {}}};
+  static EngineRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
+    EngineRequest r;
+    r.prompt = {InputRows{std::move(prompt), {}}};
     r.sampling.temperature = 0;
     r.stop.max_tokens = max_tokens;
     return r;
@@ -95,14 +95,14 @@ class SchedulerTest : public testing::Test {
   // Greedy continuation computed directly on a model, one sequence, no scheduler.
   std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int n) {
     auto m = MakeModel(1);
-    SamplingParams p;
+    SamplerConfig p;
     p.temperature = 0;
     auto sampler = Sampler::Create(p, m->config().vocab_size).value();
     StepEntry e;
     e.slot = 0;
     e.sampler = sampler.get();
     e.output = StepOutput::kSample;
-    e.inputs = {InputSegment::Tokens(prompt)};
+    e.inputs = {InputRowsView::Tokens(prompt)};
     std::vector<StepResult> res;
     std::vector<int32_t> out;
     int32_t tok[1];
@@ -110,7 +110,7 @@ class SchedulerTest : public testing::Test {
       EXPECT_TRUE(m->Step({e}, &res).ok());
       out.push_back(res[0].token);
       tok[0] = res[0].token;
-      e.inputs = {InputSegment::Tokens(tok)};
+      e.inputs = {InputRowsView::Tokens(tok)};
     }
     return out;
   }
@@ -135,7 +135,7 @@ TEST_F(SchedulerTest, StreamsAndFinishesWithLength) {
   auto sink = std::make_shared<CollectingSink>();
   ASSERT_TRUE(sched->Submit(Greedy(Prompt(9, 1), 7), sink).ok());
   FinishEvent f = sink->Wait();
-  EXPECT_EQ(f.reason, FinishReason::kLength);
+  EXPECT_EQ(f.reason, EndReason::kLength);
   EXPECT_EQ(f.prompt_tokens, 9);
   EXPECT_EQ(f.generated_tokens, 7);
   EXPECT_EQ(sink->tokens(), Reference(Prompt(9, 1), 7));
@@ -158,7 +158,7 @@ TEST_F(SchedulerTest, ConcurrentGreedyStreamsEqualAlone) {
     ASSERT_TRUE(sched->Submit(Greedy(Prompt(5 + i % 40, i), 6), sinks.back()).ok());
   }
   for (int i = 0; i < kN; ++i) {
-    EXPECT_EQ(sinks[i]->Wait().reason, FinishReason::kLength);
+    EXPECT_EQ(sinks[i]->Wait().reason, EndReason::kLength);
   }
   for (int i = 0; i < kN; i += 7) {  // a sample of them against the lone reference
     EXPECT_EQ(sinks[i]->tokens(), Reference(Prompt(5 + i % 40, i), 6)) << "request " << i;
@@ -176,7 +176,7 @@ TEST_F(SchedulerTest, CancelFreesTheSlot) {
   ASSERT_TRUE(id.ok());
   while (sink->tokens().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   sched->Cancel(*id);
-  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+  EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
   for (int i = 0; i < 100 && sched->stats().slots_used != 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -190,11 +190,11 @@ TEST_F(SchedulerTest, DeadlineEndsTheRequest) {
   o.max_running = 1;
   auto sched = Scheduler::Create(model.get(), tok_, o).value();
   auto sink = std::make_shared<CollectingSink>();
-  GenerateRequest r = Greedy(Prompt(4, 3), 1000000);
+  EngineRequest r = Greedy(Prompt(4, 3), 1000000);
   r.deadline = absl::Now() + absl::Milliseconds(50);
   ASSERT_TRUE(sched->Submit(std::move(r), sink).ok());
   FinishEvent f = sink->Wait();
-  EXPECT_EQ(f.reason, FinishReason::kDeadline);
+  EXPECT_EQ(f.reason, EndReason::kDeadline);
   EXPECT_GT(f.generated_tokens, 0);
 }
 
@@ -228,7 +228,7 @@ TEST_F(SchedulerTest, OverloadIsResourceExhaustedAndRecovers) {
     if (!again.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(sink->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(sink->Wait().reason, EndReason::kLength);
 }
 
 TEST_F(SchedulerTest, DrainRefusesNewWorkAndFinishesRunning) {
@@ -242,7 +242,7 @@ TEST_F(SchedulerTest, DrainRefusesNewWorkAndFinishesRunning) {
   auto refused = sched->Submit(Greedy(Prompt(4, 4), 2), std::make_shared<CollectingSink>());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ReasonOf(refused.status()), reason::kDraining);
-  EXPECT_EQ(sink->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(sink->Wait().reason, EndReason::kLength);
   EXPECT_EQ(sink->tokens().size(), 20u);
 }
 
@@ -257,7 +257,7 @@ TEST_F(SchedulerTest, BadRequestsNameTheField) {
   EXPECT_NE(st.message().find("prompt is empty"), std::string::npos);
   st = sched->Submit(Greedy({1, 9999}, 5), sink).status();
   EXPECT_NE(st.message().find("token id 9999"), std::string::npos) << st;
-  GenerateRequest r = Greedy({1}, 5);
+  EngineRequest r = Greedy({1}, 5);
   r.sampling.top_p = 2;
   st = sched->Submit(r, sink).status();
   EXPECT_NE(st.message().find("top_p"), std::string::npos) << st;
@@ -303,7 +303,7 @@ TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
   std::vector<std::vector<int32_t>> first(3);
   for (int i = 0; i < 3; ++i) {
     auto sink = std::make_shared<CollectingSink>();
-    GenerateRequest r = Greedy(a, 5);
+    EngineRequest r = Greedy(a, 5);
     r.session = ids[i];
     r.owner = "alice";
     ASSERT_TRUE(sched->Submit(r, sink).ok());
@@ -316,16 +316,16 @@ TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
   whole.insert(whole.end(), b.begin(), b.end());
   const std::vector<int32_t> expected = Reference(whole, 4);
 
-  // Session 0: second turn directly (it was offloaded by sessions 1 and 2).
+  // PooledSession 0: second turn directly (it was offloaded by sessions 1 and 2).
   auto sink = std::make_shared<CollectingSink>();
-  GenerateRequest r = Greedy(b, 4);
+  EngineRequest r = Greedy(b, 4);
   r.session = ids[0];
   r.owner = "alice";
   ASSERT_TRUE(sched->Submit(r, sink).ok());
   sink->Wait();
   EXPECT_EQ(sink->tokens(), expected);
 
-  // Session 1: exported, imported into a second scheduler on another model instance.
+  // PooledSession 1: exported, imported into a second scheduler on another model instance.
   auto blob = Await<absl::StatusOr<std::string>>(
       [&](auto done) { sched->ExportSession(ids[1], "alice", done); });
   ASSERT_TRUE(blob.ok()) << blob.status();
@@ -348,7 +348,7 @@ TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
   sink->Wait();
   EXPECT_EQ(sink->tokens(), expected);
 
-  // Session 2: forked; both copies continue identically.
+  // PooledSession 2: forked; both copies continue identically.
   auto fork = Await<absl::StatusOr<SessionInfo>>(
       [&](auto done) { sched->ForkSession(ids[2], "alice", done); });
   ASSERT_TRUE(fork.ok());
@@ -388,12 +388,12 @@ TEST_F(SchedulerTest, CancelledPrefillLeavesSessionUntouched) {
       Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
   ASSERT_TRUE(info.ok());
   auto sink = std::make_shared<CollectingSink>();
-  GenerateRequest r = Greedy(Prompt(400, 9), 3);
+  EngineRequest r = Greedy(Prompt(400, 9), 3);
   r.session = info->id;
   auto id = sched->Submit(r, sink);
   ASSERT_TRUE(id.ok());
   sched->Cancel(*id);
-  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+  EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
   // The session still holds the zero state: a fresh turn equals a fresh sequence.
   sink = std::make_shared<CollectingSink>();
   r = Greedy(Prompt(5, 10), 3);
@@ -415,7 +415,7 @@ TEST_F(SchedulerTest, CancelledPrefillKeepsTheSessionsPendingToken) {
       Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
   ASSERT_TRUE(info.ok());
   auto sink = std::make_shared<CollectingSink>();
-  GenerateRequest r = Greedy(Prompt(5, 1), 3);
+  EngineRequest r = Greedy(Prompt(5, 1), 3);
   r.session = info->id;
   ASSERT_TRUE(sched->Submit(r, sink).ok());
   sink->Wait();
@@ -427,7 +427,7 @@ TEST_F(SchedulerTest, CancelledPrefillKeepsTheSessionsPendingToken) {
   auto id = sched->Submit(r, sink);
   ASSERT_TRUE(id.ok());
   sched->Cancel(*id);
-  EXPECT_EQ(sink->Wait().reason, FinishReason::kCancelled);
+  EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
 
   sink = std::make_shared<CollectingSink>();
   r = Greedy(Prompt(4, 3), 3);
@@ -452,7 +452,7 @@ TEST_F(SchedulerTest, QueuedPromptTokenCountReturnsToZeroAfterSessionTurns) {
   ASSERT_TRUE(info.ok());
   for (int turn = 0; turn < 5; ++turn) {  // turns 2..5 each start with a pending token
     auto sink = std::make_shared<CollectingSink>();
-    GenerateRequest r = Greedy(Prompt(3, turn), 2);
+    EngineRequest r = Greedy(Prompt(3, turn), 2);
     r.session = info->id;
     ASSERT_TRUE(sched->Submit(r, sink).ok());
     sink->Wait();
@@ -492,7 +492,7 @@ TEST_F(SchedulerTest, ShutdownFinishesEveryRequestAndAnswersEveryCommand) {
 class FailingModel : public Model {
  public:
   explicit FailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
-  const ModelInfo& info() const override { return inner_->info(); }
+  const ModelDescription& info() const override { return inner_->info(); }
   int num_slots() const override { return inner_->num_slots(); }
   absl::Status Step(absl::Span<const StepEntry> entries,
                     std::vector<StepResult>* results) override {
@@ -546,13 +546,13 @@ TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames)
   ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 2), 4), b).ok());
   FinishEvent fa = a->Wait(), fb = b->Wait();
   // Whichever of the two was entry 1 of the failing step failed; the other is untouched.
-  const bool a_failed = fa.reason == FinishReason::kError;
+  const bool a_failed = fa.reason == EndReason::kError;
   const FinishEvent& failed = a_failed ? fa : fb;
   const FinishEvent& ok = a_failed ? fb : fa;
-  ASSERT_EQ(failed.reason, FinishReason::kError);
+  ASSERT_EQ(failed.reason, EndReason::kError);
   EXPECT_EQ(failed.status.code(), absl::StatusCode::kInternal);
   EXPECT_EQ(failed.status.message().find("internal detail"), std::string::npos);
-  EXPECT_EQ(ok.reason, FinishReason::kLength);
+  EXPECT_EQ(ok.reason, EndReason::kLength);
   EXPECT_EQ((a_failed ? b : a)->tokens(), Reference(Prompt(2, a_failed ? 2 : 1), 4));
   {
     std::lock_guard<std::mutex> l(obs.mu);
@@ -565,10 +565,10 @@ TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames)
   model.fail_entry_ = -1;
   ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 3), 4), c).ok());
   FinishEvent fc = c->Wait();
-  EXPECT_EQ(fc.reason, FinishReason::kError);
+  EXPECT_EQ(fc.reason, EndReason::kError);
   EXPECT_EQ(fc.status.code(), absl::StatusCode::kInternal);
   ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 4), 4), d).ok());  // and the server goes on
-  EXPECT_EQ(d->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(d->Wait().reason, EndReason::kLength);
 }
 
 TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens) {
@@ -586,10 +586,10 @@ TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens
   ASSERT_NE(emb, nullptr);
   const int C = model->config().n_embd;
   const std::vector<int32_t> all = Prompt(11, 4);
-  GenerateRequest r = Greedy({}, 5);
+  EngineRequest r = Greedy({}, 5);
   r.prompt.clear();
-  r.prompt.push_back(PromptPart{{all.begin(), all.begin() + 2}, {}});
-  PromptPart rows;
+  r.prompt.push_back(InputRows{{all.begin(), all.begin() + 2}, {}});
+  InputRows rows;
   for (int i = 2; i < 9; ++i) {
     ASSERT_EQ(emb->dtype, DType::kF32);
     const float* e =
@@ -597,7 +597,7 @@ TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens
     rows.embeddings.insert(rows.embeddings.end(), e, e + C);
   }
   r.prompt.push_back(std::move(rows));
-  r.prompt.push_back(PromptPart{{all.begin() + 9, all.end()}, {}});
+  r.prompt.push_back(InputRows{{all.begin() + 9, all.end()}, {}});
   auto sink = std::make_shared<CollectingSink>();
   auto other = std::make_shared<CollectingSink>();
   ASSERT_TRUE(sched->Submit(r, sink).ok());

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "engine/base/errors.h"
-#include "engine/loader/model_loader.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/loader/model_loader.h"
 #include "engine/serving/scheduler.h"
 #include "gtest/gtest.h"
 
@@ -54,8 +54,8 @@ class StatePoolTest : public testing::Test {
     return std::vector<float>(model_->config().StateFloats(), v);
   }
 
-  Session* Make(const std::string& owner, absl::Time last_used) {
-    Session* s = pool_->Create(owner).value();
+  PooledSession* Make(const std::string& owner, absl::Time last_used) {
+    PooledSession* s = pool_->Create(owner).value();
     s->last_used = last_used;
     return s;
   }
@@ -75,9 +75,9 @@ TEST_F(StatePoolTest, ResumingAColdSessionWhenEverySlotHoldsAnIdleHotOneKeepsIt)
   // One slot held by an idle hot session; the tier holds one session. Resuming the cold one
   // pushes the hot one out: the tier briefly holds both, and must not delete the one resumed.
   Build(/*slots=*/1, Cap(1));
-  Session* hot = Make("a", T(10));
+  PooledSession* hot = Make("a", T(10));
   ASSERT_TRUE(pool_->MakeHot(hot).ok());
-  Session* cold = Make("a", T(5));  // older than `hot`: the LRU choice if it were evictable
+  PooledSession* cold = Make("a", T(5));  // older than `hot`: the LRU choice if it were evictable
   auto st = Filled(0.25f);
   cold->cold = st;
   const SessionId cold_id = cold->id, hot_id = hot->id;
@@ -95,8 +95,8 @@ TEST_F(StatePoolTest, ResumingAColdSessionWhenEverySlotHoldsAnIdleHotOneKeepsIt)
 
 TEST_F(StatePoolTest, ForkOfAColdSessionWithAFullTierEvictsAnotherIdleSession) {
   Build(/*slots=*/1, Cap(2));
-  Session* other = Make("a", T(1));
-  Session* src = Make("a", T(2));
+  PooledSession* other = Make("a", T(1));
+  PooledSession* src = Make("a", T(2));
   src->cold = Filled(0.5f);
   src->pending_token = 7;
   const SessionId other_id = other->id;
@@ -111,7 +111,7 @@ TEST_F(StatePoolTest, ForkOfAColdSessionWithAFullTierEvictsAnotherIdleSession) {
 
 TEST_F(StatePoolTest, ForkWithNothingToEvictTakesAFreeSlotOrIsRefused) {
   Build(/*slots=*/1, Cap(1));
-  Session* src = Make("a", T(1));
+  PooledSession* src = Make("a", T(1));
   src->cold = Filled(0.75f);
   auto dst = pool_->Fork(src);  // tier: src + dst > 1, nothing else idle: dst goes to the slot
   ASSERT_TRUE(dst.ok()) << dst.status();
@@ -149,7 +149,7 @@ TEST_F(StatePoolTest, WithACapOfZeroNewSessionsLiveInSlotsOrAreRefused) {
 
 TEST_F(StatePoolTest, OffloadingWithACapOfZeroEvictsTheIdleHotSession) {
   Build(/*slots=*/1, Cap(0));
-  Session* s = pool_->Create("a").value();
+  PooledSession* s = pool_->Create("a").value();
   ASSERT_GE(s->slot, 0);
   const SessionId id = s->id;
   auto slot = pool_->AcquireSlot("b");  // a request needs the slot; `s` is idle
@@ -160,9 +160,9 @@ TEST_F(StatePoolTest, OffloadingWithACapOfZeroEvictsTheIdleHotSession) {
 
 TEST_F(StatePoolTest, EvictionTakesTheActingOwnersOwnSessionsFirst) {
   Build(/*slots=*/1, Cap(3));
-  Session* b1 = Make("bob", T(1));  // the oldest of all
-  Session* a1 = Make("alice", T(2));
-  Session* a2 = Make("alice", T(3));
+  PooledSession* b1 = Make("bob", T(1));  // the oldest of all
+  PooledSession* a1 = Make("alice", T(2));
+  PooledSession* a2 = Make("alice", T(3));
   const SessionId b1_id = b1->id, a1_id = a1->id, a2_id = a2->id;
   // Alice's new session overflows the tier: her own least recent goes, not Bob's older one.
   ASSERT_TRUE(pool_->Create("alice").ok());
@@ -177,12 +177,12 @@ TEST_F(StatePoolTest, EvictionTakesTheActingOwnersOwnSessionsFirst) {
 
 TEST_F(StatePoolTest, BusyAndHotSessionsAreNeverEvicted) {
   Build(/*slots=*/2, Cap(1));
-  Session* busy = Make("a", T(1));
+  PooledSession* busy = Make("a", T(1));
   ASSERT_TRUE(pool_->MakeHot(busy).ok());
   busy->busy = true;
-  Session* hot = Make("a", T(2));
+  PooledSession* hot = Make("a", T(2));
   ASSERT_TRUE(pool_->MakeHot(hot).ok());
-  Session* c1 = Make("a", T(3));
+  PooledSession* c1 = Make("a", T(3));
   const SessionId c1_id = c1->id;
   ASSERT_TRUE(pool_->Create("a").ok());  // overflows by one: c1 is the only idle cold one
   EXPECT_FALSE(Alive(c1_id, "a"));
@@ -192,7 +192,7 @@ TEST_F(StatePoolTest, BusyAndHotSessionsAreNeverEvicted) {
 
 TEST_F(StatePoolTest, PerOwnerQuotaRefusesNamingTheLimit) {
   Build(/*slots=*/1, Cap(100, /*per_owner=*/2));
-  Session* a = pool_->Create("alice").value();
+  PooledSession* a = pool_->Create("alice").value();
   ASSERT_TRUE(pool_->Create("alice").ok());
   auto third = pool_->Create("alice");
   ASSERT_FALSE(third.ok());
@@ -211,11 +211,11 @@ TEST_F(StatePoolTest, TtlSweepsOnlyIdleSessions) {
   StatePoolOptions o = Cap(10);
   o.session_ttl = absl::Seconds(30);
   Build(/*slots=*/1, o);
-  Session* old_idle = Make("a", T(0));
-  Session* old_busy = Make("a", T(0));
+  PooledSession* old_idle = Make("a", T(0));
+  PooledSession* old_busy = Make("a", T(0));
   ASSERT_TRUE(pool_->MakeHot(old_busy).ok());
   old_busy->busy = true;
-  Session* recent = Make("a", T(50));
+  PooledSession* recent = Make("a", T(50));
   const SessionId idle_id = old_idle->id;
   pool_->Sweep(T(60));
   EXPECT_FALSE(Alive(idle_id, "a"));
@@ -226,7 +226,7 @@ TEST_F(StatePoolTest, TtlSweepsOnlyIdleSessions) {
 
 TEST_F(StatePoolTest, FindIsOwnerScoped) {
   Build(/*slots=*/1, Cap(4));
-  Session* s = pool_->Create("alice").value();
+  PooledSession* s = pool_->Create("alice").value();
   EXPECT_TRUE(pool_->Find(s->id, "alice").ok());
   auto other = pool_->Find(s->id, "mallory");
   EXPECT_EQ(other.status().code(), absl::StatusCode::kNotFound);
