@@ -11,13 +11,20 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/errors.h"
 #include "engine/base/status_macros.h"
+#include "engine/serving/admission.h"
 #include "engine/serving/batch_policy.h"
+#include "engine/serving/request.h"
 #include "engine/serving/state_blob.h"
 #include "engine/serving/state_pool.h"
 #include "engine/serving/worker_thread.h"
 #include "engine/text/token_output.h"
 
 namespace modrwkv {
+
+using serving_internal::PartRows;
+using serving_internal::PromptCursor;
+using serving_internal::Request;
+using serving_internal::TakePromptRows;
 
 std::string_view EndReasonName(EndReason r) {
   switch (r) {
@@ -59,45 +66,6 @@ absl::Status SchedulerOptions::Validate(int model_slots) const {
   return absl::OkStatus();
 }
 
-namespace {
-
-struct Request {
-  RequestId id = 0;
-  EngineRequest req;
-  std::shared_ptr<StreamSink> sink;
-  std::unique_ptr<Sampler> sampler;
-  std::unique_ptr<TokenOutput> output;
-  PooledSession* session = nullptr;
-  // The session as it was at admission, restored if the turn ends before its prompt is complete.
-  std::vector<float> snapshot;
-  int32_t snapshot_pending = -1;
-  int slot = -1;
-  // Prompt cursor: part index and row offset inside it.
-  size_t part = 0;
-  int64_t offset = 0;
-  int prompt_rows = 0, prompt_done = 0;
-  int queued_rows = 0;  // what Submit counted against max_queued_prompt_tokens
-  int generated = 0;
-  int32_t last_token = -1;
-  int32_t decode_input[1] = {0};
-  bool cancelled = false;
-  absl::Time submitted, started = absl::InfinitePast(), first_token = absl::InfinitePast(),
-                        last_token_time;
-};
-
-// Where a request's prompt stands (to rewind a step that did not run).
-struct PromptCursor {
-  size_t part = 0;
-  int64_t offset = 0;
-  int prompt_done = 0;
-};
-
-int PartRows(const InputRows& p, int n_embd) {
-  return static_cast<int>(p.tokens.size() + p.embeddings.size() / n_embd);
-}
-
-}  // namespace
-
 class Scheduler::Impl {
  public:
   using Command = std::function<void(bool run)>;
@@ -130,7 +98,7 @@ class Scheduler::Impl {
   }
 
   absl::StatusOr<RequestId> Submit(EngineRequest req, std::shared_ptr<StreamSink> sink) {
-    MODRWKV_RETURN_IF_ERROR(ValidateRequest(req));
+    MODRWKV_RETURN_IF_ERROR(ValidateEngineRequest(req, model_->config()));
     int rows = 0;
     for (const InputRows& p : req.prompt) rows += PartRows(p, model_->config().n_embd);
     auto r = std::make_unique<Request>();
@@ -146,27 +114,12 @@ class Scheduler::Impl {
                         reason::kSessionNotFound);
     }
     std::unique_lock<std::mutex> l(mu_);
-    if (draining_ || stop_) {
+    const QueueLoad load{queued_requests_, queued_tokens_, draining_ || stop_};
+    std::string_view refused;
+    if (absl::Status st = CheckQueueBounds(load, rows, opts_, &refused); !st.ok()) {
       l.unlock();
-      obs_->OnAdmissionRejected("draining");
-      return WithReason(absl::UnavailableError("server is draining; retry on another replica"),
-                        reason::kDraining);
-    }
-    if (queued_requests_ >= opts_.max_queued_requests) {
-      l.unlock();
-      obs_->OnAdmissionRejected("queue_full");
-      return WithReason(
-          absl::ResourceExhaustedError(absl::StrFormat(
-              "request queue is full (%d waiting); retry later", opts_.max_queued_requests)),
-          reason::kQueueFull);
-    }
-    if (queued_tokens_ + rows > opts_.max_queued_prompt_tokens) {
-      l.unlock();
-      obs_->OnAdmissionRejected("queued_tokens");
-      return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
-                            "too many prompt tokens queued (%d + %d > %d); retry later",
-                            queued_tokens_, rows, opts_.max_queued_prompt_tokens)),
-                        reason::kQueuedTokensFull);
+      obs_->OnAdmissionRejected(refused);
+      return st;
     }
     r->id = ++next_id_;
     const RequestId id = r->id;
@@ -285,34 +238,6 @@ class Scheduler::Impl {
 
  private:
   class NullObserver : public SchedulerObserver {};
-
-  absl::Status ValidateRequest(const EngineRequest& req) const {
-    const ModelConfig& c = model_->config();
-    MODRWKV_RETURN_IF_ERROR(req.sampling.Validate(c.vocab_size));
-    MODRWKV_RETURN_IF_ERROR(req.stop.Validate(c.vocab_size));
-    int64_t rows = 0;
-    for (size_t i = 0; i < req.prompt.size(); ++i) {
-      const InputRows& p = req.prompt[i];
-      if (!p.tokens.empty() && !p.embeddings.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("prompt part %d has both tokens and embeddings", i));
-      }
-      for (int32_t t : p.tokens) {
-        if (t < 0 || t >= c.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "prompt part %d: token id %d out of range [0, %d)", i, t, c.vocab_size));
-        }
-      }
-      if (p.embeddings.size() % c.n_embd != 0) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("prompt part %d: %d embedding values is not a multiple of n_embd %d", i,
-                            p.embeddings.size(), c.n_embd));
-      }
-      rows += PartRows(p, c.n_embd);
-    }
-    if (rows == 0) return absl::InvalidArgumentError("prompt is empty");
-    return absl::OkStatus();
-  }
 
   // ---- the loop (scheduler thread) ----
 
@@ -468,30 +393,6 @@ class Scheduler::Impl {
     return absl::OkStatus();
   }
 
-  // Appends the next `rows` prompt rows of `r` to `e` as segments.
-  void TakePromptRows(Request& r, int rows, StepEntry* e) {
-    const int C = model_->config().n_embd;
-    while (rows > 0) {
-      const InputRows& p = r.req.prompt[r.part];
-      const int64_t part_rows = PartRows(p, C);
-      const int64_t n = std::min<int64_t>(rows, part_rows - r.offset);
-      if (!p.tokens.empty()) {
-        e->inputs.push_back(
-            InputRowsView::Tokens(absl::MakeConstSpan(p.tokens).subspan(r.offset, n)));
-      } else {
-        e->inputs.push_back(InputRowsView::Embeddings(
-            absl::MakeConstSpan(p.embeddings).subspan(r.offset * C, n * C)));
-      }
-      r.offset += n;
-      rows -= static_cast<int>(n);
-      r.prompt_done += static_cast<int>(n);
-      if (r.offset == part_rows) {
-        ++r.part;
-        r.offset = 0;
-      }
-    }
-  }
-
   void RunStep() {
     std::vector<SequenceLoad> loads;
     loads.reserve(running_.size());
@@ -510,7 +411,7 @@ class Scheduler::Impl {
       e.sampler = r.sampler.get();
       cursors[i] = {r.part, r.offset, r.prompt_done};
       if (r.prompt_done < r.prompt_rows) {
-        TakePromptRows(r, plan[i].rows, &e);
+        TakePromptRows(r, plan[i].rows, model_->config().n_embd, &e);
         e.output = r.prompt_done == r.prompt_rows ? StepOutput::kSample : StepOutput::kNone;
       } else {
         r.decode_input[0] = r.last_token;
