@@ -480,5 +480,53 @@ TEST_F(SessionsE2eTest, ManyChatStreamsCancelledRightAfterTheirFirstMessage) {
       << "sessions before " << sessions_before << ", now " << before();
 }
 
+TEST(SessionLimitsE2eTest, PerOwnerQuotaAndColdTierEvictionThroughTheServer) {
+  // Two callers; each may hold 3 sessions; the cold tier holds 4 idle sessions.
+  const fs::path tokens = fs::temp_directory_path() / ("quota_tokens_" + std::to_string(getpid()));
+  { std::ofstream(tokens) << "alice alice-secret-1\nbob bob-secret-22\n"; }
+  ServerProcess::Options o;
+  o.args = {"--max-running",       "1", "--max-sessions-per-owner", "3",
+            "--max-cold-sessions", "4", "--auth-token-file",        tokens.string()};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  auto sessions = pb::Sessions::NewStub(server->Channel());
+  auto create = [&](const std::string& bearer, pb::Session* out) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + bearer);
+    return sessions->CreateSession(&ctx, {}, out);
+  };
+  auto exists = [&](const std::string& bearer, const pb::Session& s) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + bearer);
+    pb::GetSessionRequest req;
+    req.set_session_id(s.session_id());
+    pb::Session out;
+    return sessions->GetSession(&ctx, req, &out).ok();
+  };
+  const std::string alice = "alice-secret-1", bob = "bob-secret-22";
+  pb::Session b1;
+  ASSERT_TRUE(create(bob, &b1).ok());
+  std::vector<pb::Session> mine(3);
+  for (auto& s : mine) ASSERT_TRUE(create(alice, &s).ok());
+  // Over the quota: RESOURCE_EXHAUSTED with its reason, the limit named.
+  pb::Session extra;
+  grpc::Status st = create(alice, &extra);
+  ASSERT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("max_sessions_per_owner"), std::string::npos);
+  auto info = ErrorInfoOf(st);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->reason(), "SESSION_QUOTA");
+  // Bob's second session overflows the tier (5 > 4): Bob's own oldest goes, none of Alice's.
+  pb::Session b2;
+  ASSERT_TRUE(create(bob, &b2).ok());
+  EXPECT_FALSE(exists(bob, b1));
+  for (const auto& s : mine)
+    EXPECT_TRUE(exists(alice, s)) << "another caller's session was evicted";
+  EXPECT_TRUE(Eventually([&] {
+    return ScrapeMetric(*server, "modrwkv_sessions_evicted_total{reason=\"cold_capacity\"}") == 1;
+  }));
+  fs::remove(tokens);
+}
+
 }  // namespace
 }  // namespace modrwkv::e2e
