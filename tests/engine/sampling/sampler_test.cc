@@ -1,4 +1,4 @@
-// Tests for engine/sampler.cc: penalties, truncation, seeded draws and logprobs.
+// Tests for engine/sampling/sampler.cc: penalties, truncation, seeded draws and logprobs.
 #include "engine/sampling/sampler.h"
 
 #include <algorithm>
