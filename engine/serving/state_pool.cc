@@ -77,17 +77,18 @@ absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner) {
 }
 
 absl::Status StatePool::FitNewSession(PooledSession* s) {
-  const absl::Status st = EnforceColdCapacity(s->owner, s);
+  absl::Status st;
+  {
+    Pin pin(s);
+    st = EnforceColdCapacity(s->owner, s);
+  }  // unpinned before a refused session is deleted
   if (!st.ok()) Delete(s);
   return st;
 }
 
 absl::StatusOr<PooledSession*> StatePool::Create(const std::string& owner) {
   MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner));
-  {
-    Pin pin(s);
-    MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
-  }
+  MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
   return s;
 }
 
@@ -159,7 +160,6 @@ absl::StatusOr<PooledSession*> StatePool::Fork(PooledSession* src) {
   Pin pin_src(src);
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
   MODRWKV_ASSIGN_OR_RETURN(PooledSession * dst, NewSession(src->owner));
-  Pin pin_dst(dst);
   dst->cold = std::move(state);
   dst->tokens = src->tokens;
   dst->pending_token = src->pending_token;
@@ -186,7 +186,6 @@ absl::StatusOr<PooledSession*> StatePool::Import(std::vector<float> state, int64
     return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
   }
   MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner));
-  Pin pin(s);
   s->cold = std::move(state);
   s->tokens = tokens;
   s->pending_token = pending_token;

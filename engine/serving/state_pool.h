@@ -106,7 +106,8 @@ class StatePool {
   // first, then anyone's. If `fresh` is still cold and the tier is still over (nothing idle to
   // evict), `fresh` moves into a free slot or is refused.
   absl::Status EnforceColdCapacity(const std::string& owner, PooledSession* fresh);
-  absl::Status FitNewSession(PooledSession* s);  // Create/Import/Fork's common tail
+  // Create/Import/Fork's common tail: settles the tier with `s` pinned; deletes `s` if refused.
+  absl::Status FitNewSession(PooledSession* s);
   void Evict(PooledSession* s, std::string_view why);
   int IdleColdCount() const;
 
