@@ -640,7 +640,7 @@ void Scheduler::ExportSession(SessionId id, std::string owner,
   impl->Post([impl, id, owner = std::move(owner), done = std::move(done)](bool run) mutable {
     if (!run) return done(Stopped());
     auto snap = impl->ExportSessionCmd(id, owner);
-    if (!snap.ok()) return done(snap.status());
+    if (!snap.ok()) return done(std::move(snap).status());
     // The copy is taken; encoding and its checksum happen off the scheduler thread.
     impl->RunOnCodecThread([snap = *std::move(snap), done = std::move(done)] {
       done(EncodeStateBlob(snap.first, snap.second));
@@ -653,7 +653,7 @@ void Scheduler::ImportSession(std::string blob, std::string owner, SessionCallba
       [impl, blob = std::move(blob), owner = std::move(owner), done = std::move(done)]() mutable {
         std::vector<float> state;
         absl::StatusOr<StateBlobHeader> h = impl->DecodeBlob(blob, &state);
-        if (!h.ok()) return done(h.status());
+        if (!h.ok()) return done(std::move(h).status());
         std::string().swap(blob);
         impl->Post([impl, h = *h, state = std::move(state), owner = std::move(owner),
                     done = std::move(done)](bool run) mutable {
