@@ -11,8 +11,11 @@
 namespace modrwkv::server {
 namespace {
 
+// `field` names the prompt in errors about it as a whole: "input" for Generate, "text" for a chat
+// turn (whose prompt is its templated text).
 absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
-    const google::protobuf::RepeatedPtrField<pb::InputPart>& input, const TranslationContext& ctx) {
+    const google::protobuf::RepeatedPtrField<pb::InputPart>& input, const TranslationContext& ctx,
+    absl::string_view field) {
   std::vector<InputRows> parts;
   int64_t total = 0;
   for (int i = 0; i < input.size(); ++i) {
@@ -55,14 +58,14 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
     if (!part.tokens.empty()) parts.push_back(std::move(part));
   }
   if (total == 0) {
-    return InvalidField("input",
-                        "input is empty: give at least one text or token part with content");
+    return InvalidField(field, absl::StrCat(field,
+                                            " is empty: give at least one text or token part with "
+                                            "content"));
   }
   if (total > ctx.max_prompt_tokens) {
     return InvalidField(
-        "input",
-        absl::StrFormat("input has %d tokens, more than this server accepts in one prompt (%d)",
-                        total, ctx.max_prompt_tokens));
+        field, absl::StrFormat("%s has %d tokens, more than this server accepts in one prompt (%d)",
+                               field, total, ctx.max_prompt_tokens));
   }
   return parts;
 }
@@ -159,7 +162,7 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline) {
   EngineRequest out;
-  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(req.input(), ctx));
+  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(req.input(), ctx, "input"));
   if (req.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
   }
@@ -183,7 +186,7 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(
   google::protobuf::RepeatedPtrField<pb::InputPart> input;
   *input.Add() = std::move(part);
   EngineRequest out;
-  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(input, ctx));
+  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(input, ctx, "text"));
   out.session = session;
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
                                            req.logprobs_top_n(), ctx, &out.sampling));

@@ -2,6 +2,8 @@
 // stop tokens and bans) and engine events -> proto.
 #include "server/convert.h"
 
+#include "absl/strings/match.h"
+#include "engine/base/errors.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::server {
@@ -182,6 +184,17 @@ TEST_F(ConvertTest, ChatTurnAppliesTheTemplateStopsAtTurnEndAndBansEndOfText) {
   req.set_text("");
   EXPECT_EQ(ToEngineChatTurn(req, sid, ctx_, kNoDeadline).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ConvertTest, ChatTurnTooLongNamesTheTextField) {
+  pb::ChatRequest req;
+  req.set_text(std::string(200, 'x') + " y z");
+  ctx_.max_prompt_tokens = 3;
+  auto r = ToEngineChatTurn(req, SessionId::Random(), ctx_, kNoDeadline);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  // ChatRequest has no `input`: the error names the field the client sent.
+  EXPECT_EQ(FieldOf(r.status()), "text");
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), "text has ")) << r.status();
 }
 
 TEST_F(ConvertTest, TokenEventsCoalesceIntoOneChunk) {
