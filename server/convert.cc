@@ -1,11 +1,13 @@
 #include "server/convert.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "engine/base/status_macros.h"
+#include "engine/text/utf8.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {
@@ -152,8 +154,13 @@ absl::StatusOr<absl::Time> DeadlineOf(bool has_timeout, const google::protobuf::
 absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_view field) {
   absl::StatusOr<SessionId> id = SessionId::Parse(std::string_view(text.data(), text.size()));
   if (!id.ok()) {
-    return InvalidField(
-        field, absl::StrCat(field, " must be 32 hex digits, got '", text.substr(0, 64), "'"));
+    // Quote at most 64 bytes, cut on a character boundary: the message also travels in
+    // google.rpc.Status, a proto3 string that the client refuses to parse unless it is UTF-8.
+    size_t n = std::min<size_t>(text.size(), 64);
+    while (n > 0 && n < text.size() && (static_cast<uint8_t>(text[n]) & 0xC0) == 0x80) --n;
+    return InvalidField(field,
+                        absl::StrCat(field, " must be 32 hex digits, got '",
+                                     ReplaceInvalidUtf8(std::string_view(text.data(), n)), "'"));
   }
   return id;
 }

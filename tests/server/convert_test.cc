@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "engine/base/errors.h"
+#include "engine/text/utf8.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::server {
@@ -195,6 +196,16 @@ TEST_F(ConvertTest, ChatTurnTooLongNamesTheTextField) {
   // ChatRequest has no `input`: the error names the field the client sent.
   EXPECT_EQ(FieldOf(r.status()), "text");
   EXPECT_TRUE(absl::StartsWith(r.status().message(), "text has ")) << r.status();
+}
+
+TEST_F(ConvertTest, BadSessionIdIsQuotedAsValidUtf8) {
+  // 63 bytes, then a 3-byte character across the 64-byte quoting limit.
+  const std::string id = std::string(63, 'g') + "\xe2\x82\xac" + "tail";
+  auto r = ParseSessionId(id, "session_id");
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(r.status()), "session_id");
+  EXPECT_TRUE(IsValidUtf8(std::string(r.status().message()))) << r.status();
+  EXPECT_NE(r.status().message().find(std::string(63, 'g') + "'"), absl::string_view::npos);
 }
 
 TEST_F(ConvertTest, TokenEventsCoalesceIntoOneChunk) {
