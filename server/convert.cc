@@ -72,8 +72,9 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
   return parts;
 }
 
+// `chat_turn`: a chat turn also bans end-of-text (0), so that it ends at the turn end only.
 absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, int32_t logprobs,
-                              const TranslationContext& ctx, SamplerConfig* out) {
+                              const TranslationContext& ctx, bool chat_turn, SamplerConfig* out) {
   if (in.has_temperature()) out->temperature = in.temperature();
   if (in.has_top_k()) out->top_k = in.top_k();
   if (in.has_top_p()) out->top_p = in.top_p();
@@ -107,6 +108,17 @@ absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, i
   // later ModRWKV checkpoints use a few as modality markers) are never text.
   for (int32_t id = ctx.tokenizer->vocab_size(); id < ctx.model_vocab; ++id) {
     out->banned_tokens.push_back(id);
+  }
+  if (chat_turn) out->banned_tokens.push_back(kEndOfTextToken);
+  // The client's bans passed on their own; with ours added, one token must still be possible
+  // (else the engine would refuse the request only once it is scheduled).
+  if (!out->Validate(ctx.model_vocab).ok()) {
+    return InvalidField(
+        "sampling.banned_token_ids",
+        absl::StrFormat("sampling.banned_token_ids leaves no token to generate: ids %d and up have "
+                        "no text and are always banned%s",
+                        ctx.tokenizer->vocab_size(),
+                        chat_turn ? ", and so is 0 in a chat turn" : ""));
   }
   return absl::OkStatus();
 }
@@ -174,7 +186,8 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
   }
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
-                                           req.logprobs_top_n(), ctx, &out.sampling));
+                                           req.logprobs_top_n(), ctx, /*chat_turn=*/false,
+                                           &out.sampling));
   MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
   if (!req.stop().ignore_end_of_text()) out.stop.stop_token_ids.push_back(kEndOfTextToken);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
@@ -196,8 +209,8 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(
   MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(input, ctx, "text"));
   out.session = session;
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
-                                           req.logprobs_top_n(), ctx, &out.sampling));
-  out.sampling.banned_tokens.push_back(kEndOfTextToken);
+                                           req.logprobs_top_n(), ctx, /*chat_turn=*/true,
+                                           &out.sampling));
   MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
   out.stop.stop_token_ids.push_back(kChatTurnEndToken);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,

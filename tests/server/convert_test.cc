@@ -208,6 +208,30 @@ TEST_F(ConvertTest, BadSessionIdIsQuotedAsValidUtf8) {
   EXPECT_NE(r.status().message().find(std::string(63, 'g') + "'"), absl::string_view::npos);
 }
 
+TEST_F(ConvertTest, BansThatLeaveNoTokenWithTheServersOwnAreRefusedNamingTheField) {
+  // Every id with text banned: only the ids without bytes remain, and the server bans those.
+  pb::GenerateRequest req;
+  req.add_input()->set_text("hi");
+  for (int32_t id = 0; id < tok_->vocab_size(); ++id)
+    req.mutable_sampling()->add_banned_token_ids(id);
+  auto r = ToEngineRequest(req, ctx_, kNoDeadline);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(r.status()), "sampling.banned_token_ids");
+  // One text token left: fine.
+  req.mutable_sampling()->mutable_banned_token_ids()->RemoveLast();
+  r = ToEngineRequest(req, ctx_, kNoDeadline);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->sampling.Validate(ctx_.model_vocab).ok());
+  // A chat turn also bans 0: leaving only 0 is refused there.
+  pb::ChatRequest chat;
+  chat.set_text("hi");
+  for (int32_t id = 1; id < tok_->vocab_size(); ++id)
+    chat.mutable_sampling()->add_banned_token_ids(id);
+  auto c = ToEngineChatTurn(chat, SessionId::Random(), ctx_, kNoDeadline);
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(c.status()), "sampling.banned_token_ids");
+}
+
 TEST_F(ConvertTest, TokenEventsCoalesceIntoOneChunk) {
   pb::TokenChunk chunk;
   TokenEvent a{{5, 6}, "ab", {}};
