@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: the release build's full suite, the
-# engine's tests under AddressSanitizer + UBSan, the concurrent parts under ThreadSanitizer, and a
-# short run of each fuzz harness.
+# whole suite (the server end to end included) under AddressSanitizer + UBSan, the concurrent
+# parts under ThreadSanitizer, and a short run of each fuzz harness.
 #   scripts/test.sh            everything (what CI runs)
 #   scripts/test.sh --quick    release build and tests only
+#   MODRWKV_TSAN_E2E=1 scripts/test.sh   also the server end to end under ThreadSanitizer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,25 +19,70 @@ ctest --preset release -j"$(nproc)"
 
 if ((quick)); then exit 0; fi
 
-echo "== ASan + UBSan: engine and CLI tests (the 0.1B-shape golden cases are left to release)"
+# Sanitizer reports go to files (log_path) as well as failing the test: an end-to-end test's
+# server writes its stderr to a log that the test deletes, so its report would be lost otherwise.
+# Prints the reports in $1 and fails.
+fail_with_reports() {
+  echo "-- sanitizer reports in $1:"
+  cat "$1"/* 2>/dev/null || echo "(none)"
+  exit 1
+}
+
+echo "== ASan + UBSan: the whole suite, the server end to end included (the 0.1B-shape golden cases are left to release)"
 ./scripts/build.sh asan
-ASAN_OPTIONS=detect_leaks=1 ctest --preset asan -j"$(nproc)" -E 'm01b'
+rm -rf build-asan/reports && mkdir -p build-asan/reports
+ASAN_OPTIONS="detect_leaks=1 log_path=$PWD/build-asan/reports/asan" \
+UBSAN_OPTIONS="print_stacktrace=1 log_path=$PWD/build-asan/reports/ubsan" \
+  ctest --preset asan -j"$(nproc)" -E 'm01b' || fail_with_reports build-asan/reports
 
 echo "== ThreadSanitizer: the thread pool, the batch step and the scheduler"
 cmake --preset tsan >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target scheduler_test cpu_model_test kernels_test
 ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuModel|KernelIsa'
 
+# The server end to end under TSan (the real binary: reactors, scheduler hand-off, drain) is not
+# part of CI yet: Debian's gRPC and Abseil are not built with -fsanitize=thread, so TSan cannot
+# see the hand-offs inside gRPC (absl::Mutex, futexes, lock-free completion queues) and reports
+# a reactor built on one gRPC thread and run on another as a race. scripts/tsan.supp removes the
+# reports inside gRPC itself; the ones on our reactor objects remain until gRPC and Abseil are
+# built with TSan (or the reactors annotate their hand-offs). MODRWKV_TSAN_E2E=1 runs it.
+if [[ "${MODRWKV_TSAN_E2E:-0}" == 1 ]]; then
+  echo "== ThreadSanitizer: the server end to end (MODRWKV_TSAN_E2E=1)"
+  cmake --build build-tsan -j"$(nproc)" --target modrwkv modrwkv-loadgen generate_e2e_test \
+    lifecycle_e2e_test sessions_e2e_test client_e2e_test abuse_e2e_test
+  rm -rf build-tsan/reports && mkdir -p build-tsan/reports
+  {
+    cat scripts/tsan.supp
+    ldd build-tsan/bin/modrwkv build-tsan/bin/*_e2e_test | awk '/=>/ {print $1}' |
+      grep -E '^lib(grpc|gpr|upb|address_sorting|absl_|protobuf|ssl|crypto|cares|re2)' |
+      sort -u | sed 's/^/called_from_lib:/'
+  } >build-tsan/tsan.supp
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$PWD/build-tsan/reports/tsan suppressions=$PWD/build-tsan/tsan.supp" \
+    ctest --test-dir build-tsan --output-on-failure -j"$(nproc)" -R 'E2eTest' ||
+    fail_with_reports build-tsan/reports
+fi
+
 echo "== fuzz harnesses, 20 s each"
 cmake --preset fuzz >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target fuzzers
+# Seed messages of the request-conversion harness are kept as text protos; encode them.
+rm -rf build-fuzz/seeds && mkdir -p build-fuzz/seeds/convert_fuzz
+for t in tests/fuzz/textproto_seeds/convert_fuzz/*.txtpb; do
+  type=modrwkv.v1.GenerateRequest
+  [[ $(basename "$t") == chat_* ]] && type=modrwkv.v1.ChatRequest
+  protoc -Iproto --encode="$type" proto/modrwkv/v1/inference.proto <"$t" \
+    >"build-fuzz/seeds/convert_fuzz/$(basename "$t" .txtpb).bin"
+done
 for f in build-fuzz/bin/*_fuzz; do
   [[ -x "$f" ]] || continue
   name=$(basename "$f")
   mkdir -p "build-fuzz/corpus/$name"
   dirs=("build-fuzz/corpus/$name")  # new inputs go to the first folder; the rest are seeds
-  [[ $name != tokenizer_fuzz ]] && dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro)
+  case $name in
+    pickle_fuzz | safetensors_fuzz | zip_fuzz) dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro) ;;
+  esac
   [[ -d tests/fuzz/seeds/$name ]] && dirs+=("tests/fuzz/seeds/$name")  # make_seeds.py
+  [[ -d build-fuzz/seeds/$name ]] && dirs+=("build-fuzz/seeds/$name")  # encoded text protos
   echo "-- $name"
   "$f" -max_total_time=20 -rss_limit_mb=4096 -print_final_stats=1 "${dirs[@]}" 2>&1 | tail -n 3
 done
