@@ -110,15 +110,16 @@ absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, i
     out->banned_tokens.push_back(id);
   }
   if (chat_turn) out->banned_tokens.push_back(kEndOfTextToken);
-  // The client's bans passed on their own; with ours added, one token must still be possible
-  // (else the engine would refuse the request only once it is scheduled).
-  if (!out->Validate(ctx.model_vocab).ok()) {
+  // The client's bans passed on their own; with ours added they must still pass (one token left,
+  // the engine's bound on the list), else the engine would refuse the request only once it is
+  // scheduled, naming its own field.
+  if (absl::Status st = out->Validate(ctx.model_vocab); !st.ok()) {
     return InvalidField(
         "sampling.banned_token_ids",
-        absl::StrFormat("sampling.banned_token_ids leaves no token to generate: ids %d and up have "
-                        "no text and are always banned%s",
-                        ctx.tokenizer->vocab_size(),
-                        chat_turn ? ", and so is 0 in a chat turn" : ""));
+        absl::StrFormat("sampling.banned_token_ids with the ids the server always bans (%d and up, "
+                        "which have no text%s) is refused: %s",
+                        ctx.tokenizer->vocab_size(), chat_turn ? ", and 0 in a chat turn" : "",
+                        st.message()));
   }
   return absl::OkStatus();
 }

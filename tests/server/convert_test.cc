@@ -3,6 +3,7 @@
 #include "server/convert.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "engine/base/errors.h"
 #include "engine/text/utf8.h"
 #include "gtest/gtest.h"
@@ -209,27 +210,54 @@ TEST_F(ConvertTest, BadSessionIdIsQuotedAsValidUtf8) {
 }
 
 TEST_F(ConvertTest, BansThatLeaveNoTokenWithTheServersOwnAreRefusedNamingTheField) {
+  // The 256 single bytes (ids 1..256) on a 260-row model: ids 257..259 have no text.
+  std::string vocab;
+  for (int b = 0; b < 256; ++b) vocab += absl::StrFormat("%d b'\\x%02x' 1\n", b + 1, b);
+  auto small = Tokenizer::LoadFromString(vocab);
+  ASSERT_TRUE(small.ok()) << small.status();
+  TranslationContext ctx = ctx_;
+  ctx.tokenizer = small->get();
+  ctx.model_vocab = 260;
   // Every id with text banned: only the ids without bytes remain, and the server bans those.
   pb::GenerateRequest req;
+  req.add_input()->set_text("AB");
+  for (int32_t id = 0; id < 257; ++id) req.mutable_sampling()->add_banned_token_ids(id);
+  auto r = ToEngineRequest(req, ctx, kNoDeadline);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(r.status()), "sampling.banned_token_ids");
+  // One text token left: fine, and the engine accepts what it gets.
+  req.mutable_sampling()->mutable_banned_token_ids()->RemoveLast();
+  r = ToEngineRequest(req, ctx, kNoDeadline);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->sampling.Validate(ctx.model_vocab).ok());
+  // A chat turn also bans 0: leaving only 0 is refused there.
+  pb::ChatRequest chat;
+  chat.set_text("AB");
+  for (int32_t id = 1; id < 257; ++id) chat.mutable_sampling()->add_banned_token_ids(id);
+  auto c = ToEngineChatTurn(chat, SessionId::Random(), ctx, kNoDeadline);
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(c.status()), "sampling.banned_token_ids");
+}
+
+TEST_F(ConvertTest, BansAtTheEnginesBoundWithTheServersOwnAreRefusedNamingTheField) {
+  // The engine bounds the list (SamplerConfig::kMaxBannedTokens); the server's own bans (the ids
+  // past the World vocabulary) count too, so a full client list is refused here, not at
+  // scheduling.
+  pb::GenerateRequest req;
   req.add_input()->set_text("hi");
-  for (int32_t id = 0; id < tok_->vocab_size(); ++id)
+  for (int32_t id = 1; id <= SamplerConfig::kMaxBannedTokens; ++id) {
     req.mutable_sampling()->add_banned_token_ids(id);
+  }
   auto r = ToEngineRequest(req, ctx_, kNoDeadline);
   ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(FieldOf(r.status()), "sampling.banned_token_ids");
-  // One text token left: fine.
-  req.mutable_sampling()->mutable_banned_token_ids()->RemoveLast();
+  // Room for the server's own: accepted, and the engine accepts it as is.
+  const int server_bans = ctx_.model_vocab - tok_->vocab_size();
+  for (int i = 0; i < server_bans; ++i)
+    req.mutable_sampling()->mutable_banned_token_ids()->RemoveLast();
   r = ToEngineRequest(req, ctx_, kNoDeadline);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->sampling.Validate(ctx_.model_vocab).ok());
-  // A chat turn also bans 0: leaving only 0 is refused there.
-  pb::ChatRequest chat;
-  chat.set_text("hi");
-  for (int32_t id = 1; id < tok_->vocab_size(); ++id)
-    chat.mutable_sampling()->add_banned_token_ids(id);
-  auto c = ToEngineChatTurn(chat, SessionId::Random(), ctx_, kNoDeadline);
-  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(FieldOf(c.status()), "sampling.banned_token_ids");
 }
 
 TEST_F(ConvertTest, TokenEventsCoalesceIntoOneChunk) {
