@@ -382,13 +382,13 @@ TEST_F(SchedulerTest, CancelledPrefillLeavesSessionUntouched) {
   auto model = MakeModel(1);
   SchedulerOptions o;
   o.max_running = 1;
-  o.max_step_tokens = 2;  // a long prompt takes many steps
+  o.max_step_tokens = 2;  // a long prompt takes 10,000 steps: the cancel lands during its prefill
   auto sched = Scheduler::Create(model.get(), tok_, o).value();
   auto info =
       Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
   ASSERT_TRUE(info.ok());
   auto sink = std::make_shared<CollectingSink>();
-  EngineRequest r = Greedy(Prompt(400, 9), 3);
+  EngineRequest r = Greedy(Prompt(20000, 9), 3);
   r.session = info->id;
   auto id = sched->Submit(r, sink);
   ASSERT_TRUE(id.ok());
@@ -422,7 +422,7 @@ TEST_F(SchedulerTest, CancelledPrefillKeepsTheSessionsPendingToken) {
   const std::vector<int32_t> turn1 = sink->tokens();
 
   sink = std::make_shared<CollectingSink>();
-  r = Greedy(Prompt(400, 2), 3);
+  r = Greedy(Prompt(20000, 2), 3);
   r.session = info->id;
   auto id = sched->Submit(r, sink);
   ASSERT_TRUE(id.ok());
