@@ -378,67 +378,59 @@ TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(SchedulerTest, CancelledPrefillLeavesSessionUntouched) {
+// One turn on `session`, to its end; returns the tokens it generated.
+std::vector<int32_t> RunTurn(Scheduler& sched, SessionId session, std::vector<int32_t> prompt,
+                             int max_tokens, EndReason* reason = nullptr) {
+  auto sink = std::make_shared<CollectingSink>();
+  EngineRequest r;
+  r.prompt = {InputRows{std::move(prompt), {}}};
+  r.sampling.temperature = 0;
+  r.stop.max_tokens = max_tokens;
+  r.session = session;
+  EXPECT_TRUE(sched.Submit(r, sink).ok());
+  const EndReason why = sink->Wait().reason;
+  if (reason) *reason = why;
+  return sink->tokens();
+}
+
+// A turn on `session` with a 20,000-token prompt, cancelled during its prefill.
+void CancelDuringPrefill(Scheduler& sched, SessionId session) {
+  auto sink = std::make_shared<CollectingSink>();
+  EngineRequest r;
+  r.prompt = {InputRows{std::vector<int32_t>(20000, 42), {}}};
+  r.stop.max_tokens = 3;
+  r.session = session;
+  auto id = sched.Submit(r, sink);
+  ASSERT_TRUE(id.ok());
+  sched.Cancel(*id);
+  EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
+}
+
+TEST_F(SchedulerTest, CancelledPrefillLeavesTheSessionExactlyAsItWas) {
   auto model = MakeModel(1);
   SchedulerOptions o;
   o.max_running = 1;
   o.max_step_tokens = 2;  // a long prompt takes 10,000 steps: the cancel lands during its prefill
   auto sched = Scheduler::Create(model.get(), tok_, o).value();
-  auto info =
+  auto fresh =
       Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
-  ASSERT_TRUE(info.ok());
-  auto sink = std::make_shared<CollectingSink>();
-  EngineRequest r = Greedy(Prompt(20000, 9), 3);
-  r.session = info->id;
-  auto id = sched->Submit(r, sink);
-  ASSERT_TRUE(id.ok());
-  sched->Cancel(*id);
-  EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
-  // The session still holds the zero state: a fresh turn equals a fresh sequence.
-  sink = std::make_shared<CollectingSink>();
-  r = Greedy(Prompt(5, 10), 3);
-  r.session = info->id;
-  ASSERT_TRUE(sched->Submit(r, sink).ok());
-  sink->Wait();
-  EXPECT_EQ(sink->tokens(), Reference(Prompt(5, 10), 3));
-}
-
-TEST_F(SchedulerTest, CancelledPrefillKeepsTheSessionsPendingToken) {
-  // Turn 1 leaves a pending token (sampled, not yet fed). Turn 2 is cancelled during its prefill.
-  // Turn 3 must continue as if turn 2 never happened: pending token, then its own prompt.
-  auto model = MakeModel(1);
-  SchedulerOptions o;
-  o.max_running = 1;
-  o.max_step_tokens = 2;
-  auto sched = Scheduler::Create(model.get(), tok_, o).value();
-  auto info =
+  auto used =
       Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
-  ASSERT_TRUE(info.ok());
-  auto sink = std::make_shared<CollectingSink>();
-  EngineRequest r = Greedy(Prompt(5, 1), 3);
-  r.session = info->id;
-  ASSERT_TRUE(sched->Submit(r, sink).ok());
-  sink->Wait();
-  const std::vector<int32_t> turn1 = sink->tokens();
+  ASSERT_TRUE(fresh.ok() && used.ok());
 
-  sink = std::make_shared<CollectingSink>();
-  r = Greedy(Prompt(20000, 2), 3);
-  r.session = info->id;
-  auto id = sched->Submit(r, sink);
-  ASSERT_TRUE(id.ok());
-  sched->Cancel(*id);
-  EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
+  // A fresh session still holds the zero state: its next turn equals a fresh sequence.
+  CancelDuringPrefill(*sched, fresh->id);
+  EXPECT_EQ(RunTurn(*sched, fresh->id, Prompt(5, 10), 3), Reference(Prompt(5, 10), 3));
 
-  sink = std::make_shared<CollectingSink>();
-  r = Greedy(Prompt(4, 3), 3);
-  r.session = info->id;
-  ASSERT_TRUE(sched->Submit(r, sink).ok());
-  sink->Wait();
+  // A used session keeps its state and its pending token (sampled by turn 1, not yet fed): the
+  // turn after the cancelled one continues as if that one never happened.
+  const std::vector<int32_t> turn1 = RunTurn(*sched, used->id, Prompt(5, 1), 3);
+  CancelDuringPrefill(*sched, used->id);
   std::vector<int32_t> whole = Prompt(5, 1);
   whole.insert(whole.end(), turn1.begin(), turn1.end());  // the last one was the pending token
   const std::vector<int32_t> p3 = Prompt(4, 3);
   whole.insert(whole.end(), p3.begin(), p3.end());
-  EXPECT_EQ(sink->tokens(), Reference(whole, 3));
+  EXPECT_EQ(RunTurn(*sched, used->id, p3, 3), Reference(whole, 3));
 }
 
 TEST_F(SchedulerTest, QueuedPromptTokenCountReturnsToZeroAfterSessionTurns) {
