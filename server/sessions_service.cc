@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/serving/state_blob.h"
 #include "engine/base/status_macros.h"
+#include "engine/serving/state_blob.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {

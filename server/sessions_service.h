@@ -35,8 +35,8 @@ class SessionsService final : public pb::Sessions::CallbackService {
   ServingContext* const ctx_;
 };
 
-// The header of a state blob (read by engine/serving/state_blob.h), for ExportSession's first chunk;
-// INVALID_ARGUMENT if `blob` does not start with a valid header.
+// The header of a state blob (read by engine/serving/state_blob.h), for ExportSession's first
+// chunk; INVALID_ARGUMENT if `blob` does not start with a valid header.
 absl::Status FillBlobHeader(absl::string_view blob, pb::SessionBlobHeader* out);
 
 }  // namespace modrwkv::server

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/checkpoint/checkpoint.h"
 #include "engine/base/tensor.h"
+#include "engine/checkpoint/checkpoint.h"
 
 namespace modrwkv {
 

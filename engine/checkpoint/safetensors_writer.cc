@@ -1,11 +1,11 @@
 // WriteSafetensors: header JSON padded with spaces to a multiple of 8, tensors in the given order.
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/checkpoint/atomic_file.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/write_validation.h"
-#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace modrwkv {

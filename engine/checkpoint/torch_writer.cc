@@ -7,12 +7,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/base/status_macros.h"
 #include "engine/checkpoint/atomic_file.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/le_bytes.h"
 #include "engine/checkpoint/write_validation.h"
 #include "engine/checkpoint/zip_writer.h"
-#include "engine/base/status_macros.h"
 
 namespace modrwkv {
 namespace {

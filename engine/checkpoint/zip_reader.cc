@@ -7,9 +7,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "engine/checkpoint/crc32.h"
 #include "engine/checkpoint/le_bytes.h"
-#include "engine/base/status_macros.h"
 
 namespace modrwkv {
 namespace {

@@ -7,9 +7,9 @@
 #include <memory>
 #include <vector>
 
+#include "engine/base/tensor.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/base/tensor.h"
 
 namespace modrwkv::cpu {
 

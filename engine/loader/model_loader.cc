@@ -1,9 +1,9 @@
 #include "engine/loader/model_loader.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/cpu/cpu_model.h"
-#include "engine/base/status_macros.h"
 
 namespace modrwkv {
 

@@ -6,9 +6,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/base/tensor.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/model/model.h"
-#include "engine/base/tensor.h"
 
 namespace modrwkv {
 

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/model/model_config.h"
 #include "engine/base/tensor.h"
+#include "engine/model/model_config.h"
 
 namespace modrwkv {
 

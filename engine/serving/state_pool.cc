@@ -56,6 +56,18 @@ std::optional<int> StatePool::TakeSlot() {
 
 void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
 
+absl::Status StatePool::MoveIntoSlot(PooledSession* s, int slot) {
+  if (s->cold.empty()) {
+    MODRWKV_RETURN_IF_ERROR(model_->ResetSlot(slot));
+  } else {
+    MODRWKV_RETURN_IF_ERROR(model_->WriteSlot(slot, s->cold));
+    obs_->OnSessionOffload(/*to_cold=*/false);
+  }
+  std::vector<float>().swap(s->cold);
+  s->slot = slot;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner) {
   if (opts_.max_sessions_per_owner > 0 && sessions_of(owner) >= opts_.max_sessions_per_owner) {
     return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
@@ -128,19 +140,10 @@ absl::Status StatePool::MakeHot(PooledSession* s) {
   if (s->slot >= 0) return absl::OkStatus();
   std::optional<int> slot = TakeSlot();
   if (!slot) return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
-  absl::Status st;
-  if (!s->cold.empty()) {
-    st = model_->WriteSlot(*slot, s->cold);
-    if (st.ok()) obs_->OnSessionOffload(/*to_cold=*/false);
-  } else {
-    st = model_->ResetSlot(*slot);
-  }
-  if (!st.ok()) {
+  if (absl::Status st = MoveIntoSlot(s, *slot); !st.ok()) {
     ReleaseSlot(*slot);
     return st;
   }
-  std::vector<float>().swap(s->cold);
-  s->slot = *slot;
   // The offload TakeSlot may have done is settled now that `s` left the cold tier.
   (void)EnforceColdCapacity(s->owner, nullptr);
   return absl::OkStatus();
@@ -203,20 +206,21 @@ void StatePool::Sweep(absl::Time now) {
   for (PooledSession* s : expired) Evict(s, "ttl");
 }
 
-int StatePool::IdleColdCount() const {
-  int n = 0;
-  for (auto& [id, s] : sessions_) n += s->slot < 0 && !s->busy;
-  return n;
-}
-
 absl::Status StatePool::EnforceColdCapacity(const std::string& owner, PooledSession* fresh) {
-  int over = IdleColdCount() - opts_.max_cold_sessions;
-  if (over <= 0) return absl::OkStatus();
+  // The tier holds every cold session not running a request; pinned ones count but cannot go.
   // Candidates: idle cold sessions, the acting owner's first, least recently used first.
   std::vector<PooledSession*> victims;
+  int pinned = 0;
   for (auto& [id, s] : sessions_) {
-    if (s->slot < 0 && s->idle()) victims.push_back(s.get());
+    if (s->slot >= 0 || s->busy) continue;
+    if (s->idle()) {
+      victims.push_back(s.get());
+    } else {
+      ++pinned;
+    }
   }
+  int over = static_cast<int>(victims.size()) + pinned - opts_.max_cold_sessions;
+  if (over <= 0) return absl::OkStatus();
   std::sort(victims.begin(), victims.end(), [&](const PooledSession* a, const PooledSession* b) {
     const bool ao = a->owner == owner, bo = b->owner == owner;
     if (ao != bo) return ao;
@@ -226,16 +230,9 @@ absl::Status StatePool::EnforceColdCapacity(const std::string& owner, PooledSess
     Evict(victims[i], "cold_capacity");
   if (over <= 0 || !fresh || fresh->slot >= 0) return absl::OkStatus();
   // Nothing idle is left to evict: the new session may still live in a free slot.
-  if (!free_slots_.empty()) {
-    const int slot = free_slots_.back();
-    const absl::Status st =
-        fresh->cold.empty() ? model_->ResetSlot(slot) : model_->WriteSlot(slot, fresh->cold);
-    if (st.ok()) {
-      free_slots_.pop_back();
-      std::vector<float>().swap(fresh->cold);
-      fresh->slot = slot;
-      return absl::OkStatus();
-    }
+  if (!free_slots_.empty() && MoveIntoSlot(fresh, free_slots_.back()).ok()) {
+    free_slots_.pop_back();
+    return absl::OkStatus();
   }
   return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
                         "the session tier is full: %d sessions held in host memory "

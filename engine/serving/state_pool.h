@@ -109,7 +109,8 @@ class StatePool {
   // Create/Import/Fork's common tail: settles the tier with `s` pinned; deletes `s` if refused.
   absl::Status FitNewSession(PooledSession* s);
   void Evict(PooledSession* s, std::string_view why);
-  int IdleColdCount() const;
+  // Puts `s`'s cold state (or the zero state) into `slot`; `s` is hot after it.
+  absl::Status MoveIntoSlot(PooledSession* s, int slot);
 
   Model* const model_;
   const StatePoolOptions opts_;

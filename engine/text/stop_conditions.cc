@@ -62,15 +62,6 @@ absl::Status StopConditions::Validate(int vocab_size) const {
   return absl::OkStatus();
 }
 
-StopReason CheckTokenStop(const StopConditions& conditions, int32_t token, int generated) {
-  if (std::find(conditions.stop_token_ids.begin(), conditions.stop_token_ids.end(), token) !=
-      conditions.stop_token_ids.end()) {
-    return StopReason::kStopToken;
-  }
-  if (generated >= conditions.max_tokens) return StopReason::kMaxTokens;
-  return StopReason::kNone;
-}
-
 StopMatcher::StopMatcher(absl::Span<const std::string> stop_strings) {
   for (size_t index = 0; index < stop_strings.size(); ++index) {
     const std::string& s = stop_strings[index];

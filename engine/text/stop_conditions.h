@@ -1,12 +1,5 @@
 // When generation stops: stop tokens, stop strings matched in the streamed text, and max_tokens.
-//
-// Per generated token the caller does, in this order:
-//   1. reason = CheckTokenStop(conditions, token, generated)   (generated counts this token)
-//      kStopToken: the token's text is not emitted; emit matcher.Flush(); finish(kStopToken).
-//   2. r = matcher.Feed(detokenized text of the token); emit r.emit.
-//      r.stopped: finish(kStopString) (a stop string in the last token beats kMaxTokens).
-//   3. reason == kMaxTokens: emit matcher.Flush(); finish(kMaxTokens).
-// At any other end of the stream (cancellation, context full) emit matcher.Flush().
+// TokenOutput (engine/text/token_output.h) applies them to each generated token, in order.
 #pragma once
 
 #include <cstdint>
@@ -40,10 +33,6 @@ struct StopConditions {
   // OK, or InvalidArgument naming the offending field.
   absl::Status Validate(int vocab_size) const;
 };
-
-// kStopToken if `token` is a stop token, else kMaxTokens once `generated` (tokens generated so
-// far, including `token`) reaches max_tokens, else kNone.
-StopReason CheckTokenStop(const StopConditions& conditions, int32_t token, int generated);
 
 // Finds stop strings in text that arrives a piece at a time (a stop string may be split across
 // pieces) and decides which bytes are safe to emit: it holds back only the longest tail that is

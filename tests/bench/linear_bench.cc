@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "engine/base/tensor.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/base/tensor.h"
 
 namespace modrwkv::cpu {
 namespace {

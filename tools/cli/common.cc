@@ -10,8 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/loader/model_loader.h"
 #include "engine/base/status_macros.h"
+#include "engine/loader/model_loader.h"
 
 namespace modrwkv::cli {
 

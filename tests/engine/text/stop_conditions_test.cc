@@ -170,28 +170,6 @@ TEST(StopMatcherTest, ChunkingDoesNotChangeTheResult) {
   }
 }
 
-TEST(StopConditionsTest, CheckTokenStop) {
-  StopConditions c;
-  c.stop_token_ids = {0, 7};
-  c.max_tokens = 3;
-  EXPECT_EQ(CheckTokenStop(c, 5, 1), StopReason::kNone);
-  EXPECT_EQ(CheckTokenStop(c, 7, 1), StopReason::kStopToken);
-  EXPECT_EQ(CheckTokenStop(c, 5, 3), StopReason::kMaxTokens);
-  EXPECT_EQ(CheckTokenStop(c, 0, 3), StopReason::kStopToken);  // a stop token beats the limit
-  c.max_tokens = 1;
-  EXPECT_EQ(CheckTokenStop(c, 5, 1), StopReason::kMaxTokens);
-}
-
-TEST(StopConditionsTest, MaxTokensEndsTheLoopAfterExactlyThatMany) {
-  StopConditions c;
-  c.max_tokens = 4;
-  int generated = 0;
-  StopReason reason = StopReason::kNone;
-  while (reason == StopReason::kNone) reason = CheckTokenStop(c, 5, ++generated);
-  EXPECT_EQ(reason, StopReason::kMaxTokens);
-  EXPECT_EQ(generated, 4);
-}
-
 TEST(StopConditionsTest, ValidateNamesTheField) {
   EXPECT_TRUE(StopConditions{}.Validate(100).ok());
   StopConditions c;

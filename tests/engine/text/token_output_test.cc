@@ -55,6 +55,35 @@ TEST_F(TokenOutputTest, StopTokenIsNotEmittedAndBeatsTheLimit) {
   EXPECT_EQ(Run(c, ids).second, StopReason::kStopToken);
 }
 
+TEST_F(TokenOutputTest, StopTokenOrLimitPerToken) {
+  StopConditions c;
+  c.stop_token_ids = {0, 7};
+  c.max_tokens = 3;
+  TokenOutput out(tok_, c, 65536);
+  EXPECT_EQ(out.Push(5).stop, StopReason::kNone);
+  EXPECT_EQ(out.Push(7).stop, StopReason::kStopToken);
+  TokenOutput at_limit(tok_, c, 65536);
+  EXPECT_EQ(at_limit.Push(5).stop, StopReason::kNone);
+  EXPECT_EQ(at_limit.Push(5).stop, StopReason::kNone);
+  EXPECT_EQ(at_limit.Push(0).stop, StopReason::kStopToken);  // a stop token beats the limit
+  TokenOutput at_limit2(tok_, c, 65536);
+  at_limit2.Push(5);
+  at_limit2.Push(5);
+  EXPECT_EQ(at_limit2.Push(5).stop, StopReason::kMaxTokens);
+  c.max_tokens = 1;
+  EXPECT_EQ(TokenOutput(tok_, c, 65536).Push(5).stop, StopReason::kMaxTokens);
+}
+
+TEST_F(TokenOutputTest, MaxTokensEndsTheLoopAfterExactlyThatMany) {
+  StopConditions c;
+  c.max_tokens = 4;
+  TokenOutput out(tok_, c, 65536);
+  StopReason reason = StopReason::kNone;
+  while (reason == StopReason::kNone) reason = out.Push(5).stop;
+  EXPECT_EQ(reason, StopReason::kMaxTokens);
+  EXPECT_EQ(out.generated(), 4);
+}
+
 TEST_F(TokenOutputTest, LengthLimitFlushesHeldBackText) {
   StopConditions c;
   c.max_tokens = 2;
