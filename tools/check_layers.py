@@ -19,8 +19,9 @@ ALLOWED = {
     "loader": {"model", "sampling", "checkpoint", "cpu", "cuda", "base"},
     "serving": {"model", "text", "sampling", "base"},
 }
-# Outside engine/: encoders see the model interface only, never a backend or the scheduler.
-OUTSIDE = {"encoders": {"model", "sampling", "base"}}
+# Outside engine/: encoders use the lower layers as libraries (the CPU backend's GEMM and thread
+# pool, the checkpoint readers, the loader for a bundle's language model), never the scheduler.
+OUTSIDE = {"encoders": {"model", "sampling", "base", "checkpoint", "cpu", "loader", "text"}}
 
 INCLUDE = re.compile(r'#include\s+"engine/([a-z_]+)/')
 
