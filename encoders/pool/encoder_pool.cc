@@ -105,6 +105,7 @@ EncoderPool::~EncoderPool() {
 absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done done) {
   const int n = static_cast<int>(items.size());
   if (n == 0) return absl::InvalidArgumentError("a media job needs at least one item");
+  if (!done) return absl::InvalidArgumentError("a media job needs a completion callback");
   if (n > options_.max_queued_items) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the request has %d media items, more than the encoder queue can ever hold "

@@ -31,7 +31,10 @@ struct EncoderPoolOptions {
   int threads_per_worker = 1;  // size of each worker's cpu::ThreadPool (the worker included)
   int max_queued_items = 64;   // items waiting for a worker, over all jobs (encoder-queue-items)
   int max_batch = 8;           // items one worker takes per batch, from one or several jobs
-  int64_t cache_bytes = int64_t{64} << 20;  // bytes of cached rows; 0 = no cache (no hashing)
+  // Bytes of cached rows (LRU); 0 = no cache and no hashing. Identical items encoded at the same
+  // time are not coalesced: both are encoded and the later result replaces the earlier in the
+  // cache.
+  int64_t cache_bytes = int64_t{64} << 20;
   // Nice value of the worker threads and their thread pools (Linux setpriority on each thread),
   // 0..19; threads already at a higher nice value (inherited from the process) keep theirs. A
   // positive value makes the kernel favour the scheduler's decode threads when both want a core: at
@@ -80,8 +83,8 @@ class EncoderPool {
   EncoderPool& operator=(const EncoderPool&) = delete;
 
   // Accepts a job of items and returns its id, or refuses it without calling `done`:
-  //   INVALID_ARGUMENT   no items, an item without bytes, or more items than max_queued_items
-  //                      (such a job could never be queued);
+  //   INVALID_ARGUMENT   no items or no `done`, an item without bytes, or more items than
+  //                      max_queued_items (such a job could never be queued);
   //   RESOURCE_EXHAUSTED the queue cannot take the job's uncached items now (try later);
   //   UNAVAILABLE        the pool is shutting down.
   // An accepted job gets exactly one `done` call: the rows of every item in order, or the first

@@ -240,6 +240,8 @@ TEST(EncoderPoolTest, Admission) {
   EXPECT_THAT(never.status().message(), HasSubstr("encoder-queue-items = 4"));
   EXPECT_EQ(f.pool->Submit({}, oversized.Callback()).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(f.pool->Submit(Items({"x"}), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
   std::vector<MediaItem> no_bytes = {Item("x"), MediaItem{nullptr, "input[1].image"}};
   absl::StatusOr<JobId> empty_item = f.pool->Submit(std::move(no_bytes), oversized.Callback());
   EXPECT_EQ(empty_item.status().code(), absl::StatusCode::kInvalidArgument);
