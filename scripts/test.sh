@@ -80,6 +80,7 @@ for f in build-fuzz/bin/*_fuzz; do
   dirs=("build-fuzz/corpus/$name")  # new inputs go to the first folder; the rest are seeds
   case $name in
     pickle_fuzz | safetensors_fuzz | zip_fuzz) dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro) ;;
+    image_decode_fuzz) dirs+=(tests/golden/image/images tests/golden/image/bad) ;;
   esac
   [[ -d tests/fuzz/seeds/$name ]] && dirs+=("tests/fuzz/seeds/$name")  # make_seeds.py
   [[ -d build-fuzz/seeds/$name ]] && dirs+=("build-fuzz/seeds/$name")  # encoded text protos

@@ -84,9 +84,43 @@ def safetensors_seeds() -> dict:
     }
 
 
+def image_seeds() -> dict:
+    """One tiny image per accepted format and colour layout (PIL, deterministic); the larger
+    files of tests/golden/image are seeds as well (scripts/test.sh)."""
+    import io
+    from PIL import Image
+
+    def enc(img, fmt, **kw):
+        b = io.BytesIO()
+        img.save(b, format=fmt, **kw)
+        return b.getvalue()
+
+    rgb = Image.new("RGB", (5, 3))
+    rgb.putdata([(i * 40 % 256, i * 90 % 256, 255 - i * 17) for i in range(15)])
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(128)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return {
+        "rgb.jpg": enc(rgb, "JPEG", quality=90),
+        "exif6.jpg": enc(rgb, "JPEG", quality=90, exif=exif.tobytes()),
+        "progressive.jpg": enc(rgb, "JPEG", progressive=True),
+        "cmyk.jpg": enc(rgb.convert("CMYK"), "JPEG"),
+        "rgba.png": enc(rgba, "PNG"),
+        "grey.png": enc(rgb.convert("L"), "PNG"),
+        "palette.png": enc(rgb.convert("P"), "PNG", transparency=1),
+        "lossy.webp": enc(rgb, "WEBP", quality=50),
+        "lossless.webp": enc(rgba, "WEBP", lossless=True),
+        "frame.gif": enc(rgb.convert("P"), "GIF"),
+        "rgb.tif": enc(rgb, "TIFF", compression="tiff_lzw"),
+        "grey.tif": enc(rgb.convert("L"), "TIFF"),
+    }
+
+
 def main() -> None:
     for harness, seeds in (("zip_fuzz", zip_seeds()), ("pickle_fuzz", pickle_seeds()),
-                           ("safetensors_fuzz", safetensors_seeds())):
+                           ("safetensors_fuzz", safetensors_seeds()),
+                           ("image_decode_fuzz", image_seeds())):
         folder = OUT / harness
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():
