@@ -14,8 +14,8 @@ std::vector<float> RandomUniform(const std::string& name, int64_t n, double lo, 
   const double span = hi - lo;
   std::vector<float> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) *
-                     (1.0 / 16777216.0);
+    const double u =
+        static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) * (1.0 / 16777216.0);
     v[static_cast<size_t>(i)] = static_cast<float>(lo + span * u);
   }
   return v;
@@ -44,8 +44,7 @@ std::vector<OwnedTensor> MakeRandomVitWeights(const VitConfig& c, uint64_t seed)
     add(name + ".weight", {o, i}, -s(i), s(i));
     add(name + ".bias", {o}, -0.1, 0.1);
   };
-  const int64_t d = c.hidden_size, f = c.intermediate_size, ch = c.num_channels,
-                p = c.patch_size;
+  const int64_t d = c.hidden_size, f = c.intermediate_size, ch = c.num_channels, p = c.patch_size;
   const bool clip = c.kind == VitKind::kClip;
   if (clip) add("embeddings.class_embedding", {d}, -1.0, 1.0);
   add("embeddings.patch_embedding.weight", {d, ch, p, p}, -s(ch * p * p), s(ch * p * p));

@@ -89,8 +89,7 @@ int VisionTower::layers_to_run() const {
   const int layers = config_.num_hidden_layers;
   if (config_.kind == VitKind::kSiglip || options_.feature_layer == -1) return layers;
   // hidden_states has layers + 1 entries; entry k is the output of k encoder layers.
-  return options_.feature_layer >= 0 ? options_.feature_layer
-                                     : layers + 1 + options_.feature_layer;
+  return options_.feature_layer >= 0 ? options_.feature_layer : layers + 1 + options_.feature_layer;
 }
 
 int VisionTower::output_rows() const {
@@ -98,8 +97,7 @@ int VisionTower::output_rows() const {
 }
 
 double VisionTower::FlopsPerImage() const {
-  const double t = config_.num_positions(), d = config_.hidden_size,
-               f = config_.intermediate_size;
+  const double t = config_.num_positions(), d = config_.hidden_size, f = config_.intermediate_size;
   const double patch = 2.0 * config_.num_patches() * d * patch_.cols;
   const double layer = 2.0 * t * (4 * d * d + 2 * d * f) + 4.0 * t * t * d;
   return patch + layer * layers_to_run();
@@ -159,9 +157,8 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
   const int n = c.num_patches(), g = c.grid(), p = c.patch_size;
   const int rows_out = output_rows();
   if (static_cast<int64_t>(out.size()) != int64_t{batch} * rows_out * d) {
-    return absl::InvalidArgumentError(absl::StrCat("output holds ", out.size(),
-                                                   " floats, expected [", batch, ",", rows_out,
-                                                   ",", d, "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "output holds ", out.size(), " floats, expected [", batch, ",", rows_out, ",", d, "]"));
   }
   if (!layers_.empty()) MODRWKV_RETURN_IF_ERROR(cpu::GetBlas().status());
   const int rows = batch * t;
@@ -207,8 +204,8 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
     LayerNormRows(x.data(), x.data(), rows, d, pre_ln_w_, pre_ln_b_, c.layer_norm_eps, pool);
   }
   for (const Layer& l : layers_) {
-    RunLayer(l, rows, batch, x.data(), h.data(), qkv.data(), attn.data(), mlp.data(),
-             scores.data(), pool, &lin);
+    RunLayer(l, rows, batch, x.data(), h.data(), qkv.data(), attn.data(), mlp.data(), scores.data(),
+             pool, &lin);
   }
   const int skip = options_.drop_class_token ? 1 : 0;
   pool->ParallelFor(batch, [&](int64_t b, int) {

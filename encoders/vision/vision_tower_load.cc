@@ -23,18 +23,17 @@ class TensorSource {
     const std::string name = prefix_ + key;
     auto it = tensors_.find(name);
     if (it == tensors_.end()) {
-      return absl::NotFoundError(absl::StrCat("missing tensor ", name, " (expected shape ",
-                                              ShapeToString(shape), ")"));
+      return absl::NotFoundError(
+          absl::StrCat("missing tensor ", name, " (expected shape ", ShapeToString(shape), ")"));
     }
     const TensorView& t = it->second;
     if (t.shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has shape ",
-                                                     t.ShapeString(), ", expected ",
-                                                     ShapeToString(shape)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", name, " has shape ", t.ShapeString(), ", expected ", ShapeToString(shape)));
     }
     if (t.nbytes < static_cast<size_t>(t.numel()) * DTypeSize(t.dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " holds ", t.nbytes,
-                                                     " bytes, fewer than its shape needs"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", name, " holds ", t.nbytes, " bytes, fewer than its shape needs"));
     }
     return &t;
   }
@@ -72,8 +71,8 @@ absl::Status VisionTowerOptions::Validate(const VitConfig& config) const {
   const int layers = config.num_hidden_layers;
   if (config.kind == VitKind::kSiglip) {
     if (feature_layer != -1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "feature_layer ", feature_layer, " is not supported for SigLIP; expected -1"));
+      return absl::InvalidArgumentError(absl::StrCat("feature_layer ", feature_layer,
+                                                     " is not supported for SigLIP; expected -1"));
     }
     if (drop_class_token) {
       return absl::InvalidArgumentError("drop_class_token: SigLIP has no class token");
@@ -82,8 +81,8 @@ absl::Status VisionTowerOptions::Validate(const VitConfig& config) const {
   }
   if (feature_layer < -(layers + 1) || feature_layer > layers) {
     return absl::InvalidArgumentError(absl::StrCat("feature_layer ", feature_layer,
-                                                   " is out of range; expected [",
-                                                   -(layers + 1), ", ", layers, "]"));
+                                                   " is out of range; expected [", -(layers + 1),
+                                                   ", ", layers, "]"));
   }
   return absl::OkStatus();
 }
@@ -104,8 +103,8 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Create(
   TensorView flat = *patch;  // Conv2d [D,C,p,p] as [D, C*p*p]: im2col order (c, ky, kx)
   flat.shape = {d, c * p * p};
   t->patch_ = cpu::MakeMatrix(flat, false, cpu::WType::kF32, cpu::Layout::kPanels);
-  MODRWKV_ASSIGN_OR_RETURN(t->pos_, src.Floats("embeddings.position_embedding.weight",
-                                               {config.num_positions(), d}));
+  MODRWKV_ASSIGN_OR_RETURN(
+      t->pos_, src.Floats("embeddings.position_embedding.weight", {config.num_positions(), d}));
   if (clip) {
     MODRWKV_ASSIGN_OR_RETURN(t->class_, src.Floats("embeddings.class_embedding", {d}));
     MODRWKV_ASSIGN_OR_RETURN(t->pre_ln_w_, src.Floats("pre_layrnorm.weight", {d}));
@@ -161,8 +160,8 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Load(const std::string
   std::filesystem::path weights = dir / "model.safetensors";
   if (!std::filesystem::exists(weights)) weights = dir / "pytorch_model.bin";
   if (!std::filesystem::exists(weights)) {
-    return absl::NotFoundError(absl::StrCat("no model.safetensors or pytorch_model.bin in ",
-                                            hf_folder));
+    return absl::NotFoundError(
+        absl::StrCat("no model.safetensors or pytorch_model.bin in ", hf_folder));
   }
   MODRWKV_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(weights.string()));
   std::string prefix;

@@ -43,22 +43,23 @@ absl::Status VitConfig::Validate() const {
     }
     return absl::OkStatus();
   };
-  for (auto [v, name] : {std::pair{image_size, "image_size"}, {patch_size, "patch_size"},
-                         {num_channels, "num_channels"}, {hidden_size, "hidden_size"},
+  for (auto [v, name] : {std::pair{image_size, "image_size"},
+                         {patch_size, "patch_size"},
+                         {num_channels, "num_channels"},
+                         {hidden_size, "hidden_size"},
                          {intermediate_size, "intermediate_size"},
                          {num_hidden_layers, "num_hidden_layers"},
                          {num_attention_heads, "num_attention_heads"}}) {
     if (auto s = positive(v, name); !s.ok()) return s;
   }
   if (image_size % patch_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("vision config: image_size ", image_size,
-                                                   " is not a multiple of patch_size ",
-                                                   patch_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "vision config: image_size ", image_size, " is not a multiple of patch_size ", patch_size));
   }
   if (hidden_size % num_attention_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("vision config: hidden_size ", hidden_size,
-                     " is not a multiple of num_attention_heads ", num_attention_heads));
+    return absl::InvalidArgumentError(absl::StrCat("vision config: hidden_size ", hidden_size,
+                                                   " is not a multiple of num_attention_heads ",
+                                                   num_attention_heads));
   }
   if (!(layer_norm_eps > 0)) {
     return absl::InvalidArgumentError("vision config: layer_norm_eps must be > 0");
@@ -106,11 +107,13 @@ absl::StatusOr<VitConfig> ParseVitConfig(std::string_view config_json) {
   }
   VitConfig c = DefaultVitConfig(kind);
   const json& v = *vision;
-  for (auto [key, field] :
-       {std::pair{"image_size", &c.image_size}, {"patch_size", &c.patch_size},
-        {"num_channels", &c.num_channels}, {"hidden_size", &c.hidden_size},
-        {"intermediate_size", &c.intermediate_size}, {"num_hidden_layers", &c.num_hidden_layers},
-        {"num_attention_heads", &c.num_attention_heads}}) {
+  for (auto [key, field] : {std::pair{"image_size", &c.image_size},
+                            {"patch_size", &c.patch_size},
+                            {"num_channels", &c.num_channels},
+                            {"hidden_size", &c.hidden_size},
+                            {"intermediate_size", &c.intermediate_size},
+                            {"num_hidden_layers", &c.num_hidden_layers},
+                            {"num_attention_heads", &c.num_attention_heads}}) {
     if (auto s = ReadKey(v, key, field); !s.ok()) return s;
   }
   if (auto s = ReadKey(v, "layer_norm_eps", &c.layer_norm_eps); !s.ok()) return s;

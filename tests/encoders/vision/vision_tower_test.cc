@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "encoders/vision/random_vit.h"
 #include "engine/checkpoint/random_weights.h"
 
@@ -42,7 +43,7 @@ double MaxRelError(const std::vector<float>& got, const std::vector<float>& want
 }
 
 std::vector<float> Encode(const VisionTower& tower, const std::vector<float>& pixels, int batch,
-                       int threads) {
+                          int threads) {
   cpu::ThreadPool pool(threads);
   std::vector<float> out(static_cast<size_t>(batch) * tower.output_rows() * tower.output_dim());
   absl::Status s = tower.Forward(pixels, batch, absl::MakeSpan(out), &pool);
@@ -62,7 +63,7 @@ TEST_P(SiglipSmallTest, MatchesTransformers) {
   for (int threads : {1, 2}) {
     const double err = MaxRelError(Encode(**tower, px, 2, threads), want);
     EXPECT_LE(err, 1e-4) << GetParam() << " threads " << threads;
-    RecordProperty("max_rel_error_" + std::to_string(threads), std::to_string(err));
+    RecordProperty("max_rel_error_" + std::to_string(threads), absl::StrFormat("%.3g", err));
   }
   // One image at a time gives the same rows as the batch of two.
   const std::vector<float> one(px.begin() + px.size() / 2, px.end());
@@ -80,10 +81,9 @@ TEST(ClipSmallTest, LastHiddenStateAndEarlierLayers) {
     int feature_layer;
     const char* file;
   };
-  for (Case c : {Case{-1, "clip_small_last_hidden_state.bin"},
-                 Case{3, "clip_small_last_hidden_state.bin"},
-                 Case{-2, "clip_small_hidden_states_m2.bin"},
-                 Case{0, "clip_small_hidden_states_0.bin"}}) {
+  for (Case c :
+       {Case{-1, "clip_small_last_hidden_state.bin"}, Case{3, "clip_small_last_hidden_state.bin"},
+        Case{-2, "clip_small_hidden_states_m2.bin"}, Case{0, "clip_small_hidden_states_0.bin"}}) {
     VisionTowerOptions opt;
     opt.feature_layer = c.feature_layer;
     auto tower = VisionTower::Load(kDir + "clip_small", opt);
@@ -91,6 +91,8 @@ TEST(ClipSmallTest, LastHiddenStateAndEarlierLayers) {
     EXPECT_EQ((*tower)->output_rows(), 17);
     const double err = MaxRelError(Encode(**tower, px, 2, 2), ReadF32(c.file));
     EXPECT_LE(err, 1e-4) << "feature_layer " << c.feature_layer;
+    RecordProperty(absl::StrFormat("max_rel_error_layer_%d", c.feature_layer),
+                   absl::StrFormat("%.3g", err));
   }
   // Without the class token: rows 1..16 of each image.
   VisionTowerOptions opt;
@@ -101,8 +103,8 @@ TEST(ClipSmallTest, LastHiddenStateAndEarlierLayers) {
   ASSERT_EQ((*tower)->output_rows(), 16);
   const std::vector<float> all = ReadF32("clip_small_hidden_states_m2.bin");
   std::vector<float> want;
-  for (int b = 0; b < 2; ++b) want.insert(want.end(), all.begin() + (b * 17 + 1) * 64,
-                                          all.begin() + (b + 1) * 17 * 64);
+  for (int b = 0; b < 2; ++b)
+    want.insert(want.end(), all.begin() + (b * 17 + 1) * 64, all.begin() + (b + 1) * 17 * 64);
   EXPECT_LE(MaxRelError(Encode(**tower, px, 2, 1), want), 1e-4);
 }
 
@@ -125,7 +127,7 @@ TEST(Siglip2BaseTest, SeededWeightsMatchTransformers) {
   for (int r : rows) got.insert(got.end(), out.begin() + r * 768, out.begin() + (r + 1) * 768);
   const double err = MaxRelError(got, ReadF32("siglip2_base_rows.bin"));
   EXPECT_LE(err, 1e-4);
-  RecordProperty("max_rel_error_rows", std::to_string(err));
+  RecordProperty("max_rel_error_rows", absl::StrFormat("%.3g", err));
   const std::vector<float> sums = ReadF32("siglip2_base_row_sums.bin");
   const std::vector<float> abs_sums = ReadF32("siglip2_base_row_abs_sums.bin");
   ASSERT_EQ(sums.size(), 576u);
@@ -136,7 +138,7 @@ TEST(Siglip2BaseTest, SeededWeightsMatchTransformers) {
     worst = std::max(worst, std::abs(s - sums[r]) / abs_sums[r]);
   }
   EXPECT_LE(worst, 1e-4);  // every row's sum, relative to the row's sum of |x|
-  RecordProperty("max_rel_error_row_sums", std::to_string(worst));
+  RecordProperty("max_rel_error_row_sums", absl::StrFormat("%.3g", worst));
 }
 
 TEST(VisionTowerTest, ConcurrentCallersWithTheirOwnPools) {
@@ -175,9 +177,8 @@ class VisionTowerErrorTest : public ::testing::Test {
 
 TEST_F(VisionTowerErrorTest, MissingTensor) {
   EXPECT_TRUE(CreateStatus().ok());
-  std::erase_if(weights_, [](const OwnedTensor& t) {
-    return t.name == "encoder.layers.1.mlp.fc2.bias";
-  });
+  std::erase_if(weights_,
+                [](const OwnedTensor& t) { return t.name == "encoder.layers.1.mlp.fc2.bias"; });
   EXPECT_THAT(CreateStatus().message(),
               HasSubstr("missing tensor encoder.layers.1.mlp.fc2.bias (expected shape [64])"));
 }
