@@ -68,7 +68,7 @@ absl::StatusOr<VisionBenchResult> BenchVisionTower(int threads, int batch, int i
   r.images_per_second = batch / best;
   r.gflop_per_image = tower->FlopsPerImage() * 1e-9;
   r.gflops = r.gflop_per_image * r.images_per_second;
-  MODRWKV_ASSIGN_OR_RETURN(r.sgemm_gflops, MeasureSgemmGflops(2048, 3));
+  MODRWKV_ASSIGN_OR_RETURN(r.sgemm_gflops, MeasureSgemmGflops(2048, 10));
   r.fraction_of_peak = r.gflops / (threads * r.sgemm_gflops);
   return r;
 }
