@@ -1,5 +1,5 @@
 // VisionTower's forward pass. Rows of all images of a call go through each projection together;
-// attention runs one task per (image, head) with single-threaded BLAS.
+// attention runs one task per (image, head) on the same panel GEMM.
 #include "encoders/vision/vision_tower.h"
 
 #include <algorithm>
@@ -8,14 +8,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
-#include "engine/cpu/blas.h"
 #include "engine/cpu/kernels.h"
 
 namespace modrwkv::encoders {
 namespace {
 
-// cblas enum values (the header is private to engine_cpu).
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int kRowsPerTask = 16;
 
 // Runs fn(r0, r1, thread) over [0, rows) in chunks.
@@ -83,6 +80,13 @@ void Softmax(float* s, int n) {
   for (int i = 0; i < n; ++i) s[i] *= inv;
 }
 
+// Floats of scratch per pool thread: attention scores [t][t] and packed rows t*max(t, hd), or
+// the activation's temporary [f].
+int64_t ScratchPerThread(const VitConfig& c) {
+  const int64_t t = c.num_positions();
+  return std::max<int64_t>(t * (t + std::max<int64_t>(t, c.head_dim())), c.intermediate_size);
+}
+
 }  // namespace
 
 int VisionTower::layers_to_run() const {
@@ -111,19 +115,40 @@ void VisionTower::RunLayer(const Layer& l, int rows, int batch, float* x, float*
   const int hd = config_.head_dim();
   const float eps = config_.layer_norm_eps;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const cpu::Blas* blas = *cpu::GetBlas();  // checked by Forward
 
   LayerNormRows(x, h, rows, d, l.ln1_w, l.ln1_b, eps, pool);
   SetRows(qkv, rows, 3 * d, l.qkv_b.data(), pool);
   lin->Run(l.qkv, h, d, rows, qkv, 3 * d, /*accumulate=*/true);
+  // One task per (image, head). K and V^T are packed per head as if they were weights, so both
+  // products run on the engine's panel GEMM (faster here than single-threaded OpenBLAS, see
+  // tests/bench/vision_tower_bench.cc, BM_AttentionHead*).
   pool->ParallelFor(int64_t{batch} * heads, [&](int64_t task, int thread) {
     const int b = static_cast<int>(task / heads), head = static_cast<int>(task % heads);
     const float* q = qkv + static_cast<int64_t>(b) * t * 3 * d + head * hd;
-    float* s = scores + static_cast<int64_t>(thread) * t * t;  // [t][t]
-    blas->sgemm(kRowMajor, kNoTrans, kTrans, t, t, hd, scale, q, 3 * d, q + d, 3 * d, 0.0f, s, t);
-    for (int i = 0; i < t; ++i) Softmax(s + static_cast<int64_t>(i) * t, t);
-    blas->sgemm(kRowMajor, kNoTrans, kNoTrans, t, hd, t, 1.0f, s, t, q + 2 * d, 3 * d, 0.0f,
-                attn + static_cast<int64_t>(b) * t * d + head * hd, d);
+    float* s = scores + ScratchPerThread(config_) * thread;  // [t][t]
+    float* xp = s + static_cast<int64_t>(t) * t;             // packed rows, t*max(t, hd) floats
+    std::vector<float> kv(static_cast<size_t>(t) * hd);
+    TensorView view{"", DType::kF32, {t, hd}, kv.data(), kv.size() * 4};
+    auto gather = [&](const float* src) {  // head's [t][hd] slice of q/k/v, made contiguous
+      for (int i = 0; i < t; ++i) {
+        std::memcpy(kv.data() + static_cast<int64_t>(i) * hd, src + static_cast<int64_t>(i) * 3 * d,
+                    hd * 4);
+      }
+    };
+    gather(q + d);
+    const cpu::Matrix km = cpu::MakeMatrix(view, false, cpu::WType::kF32, cpu::Layout::kPanels);
+    cpu::PackRows(q, 3 * d, t, hd, xp);
+    cpu::PanelGemm(cpu::WType::kF32, km.data(), nullptr, hd, t, 0, km.panels(), xp, t, s, t, false);
+    for (int i = 0; i < t; ++i) {
+      float* row = s + static_cast<int64_t>(i) * t;
+      for (int j = 0; j < t; ++j) row[j] *= scale;
+      Softmax(row, t);
+    }
+    gather(q + 2 * d);
+    const cpu::Matrix vm = cpu::MakeMatrix(view, true, cpu::WType::kF32, cpu::Layout::kPanels);
+    cpu::PackRows(s, t, t, t, xp);
+    cpu::PanelGemm(cpu::WType::kF32, vm.data(), nullptr, t, hd, 0, vm.panels(), xp, t,
+                   attn + static_cast<int64_t>(b) * t * d + head * hd, d, false);
   });
   AddBias(x, rows, d, l.out_b.data(), pool);
   lin->Run(l.out, attn, d, rows, x, d, /*accumulate=*/true);
@@ -131,9 +156,9 @@ void VisionTower::RunLayer(const Layer& l, int rows, int batch, float* x, float*
   LayerNormRows(x, h, rows, d, l.ln2_w, l.ln2_b, eps, pool);
   SetRows(mlp, rows, f, l.fc1_b.data(), pool);
   lin->Run(l.fc1, h, d, rows, mlp, f, /*accumulate=*/true);
-  // The activation's scratch reuses the attention scores (each thread has max(t*t, f) floats).
+  // The activation's scratch reuses the attention scores (ScratchPerThread >= f floats each).
   ForRows(pool, rows, [&](int r0, int r1, int thread) {
-    float* tmp = scores + static_cast<int64_t>(thread) * std::max(t * t, f);
+    float* tmp = scores + static_cast<int64_t>(thread) * ScratchPerThread(config_);
     for (int r = r0; r < r1; ++r) {
       Activation(config_.hidden_act, mlp + static_cast<int64_t>(r) * f, f, tmp);
     }
@@ -160,7 +185,6 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
     return absl::InvalidArgumentError(absl::StrCat(
         "output holds ", out.size(), " floats, expected [", batch, ",", rows_out, ",", d, "]"));
   }
-  if (!layers_.empty()) MODRWKV_RETURN_IF_ERROR(cpu::GetBlas().status());
   const int rows = batch * t;
   const int64_t cpp = ch * p * p;
 
@@ -168,7 +192,7 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
   cpu::AlignedBuffer<float> x(static_cast<size_t>(rows) * d), h(static_cast<size_t>(rows) * d),
       qkv(static_cast<size_t>(rows) * 3 * d), attn(static_cast<size_t>(rows) * d),
       mlp(static_cast<size_t>(std::max<int64_t>(int64_t{rows} * f, int64_t{batch} * n * cpp))),
-      scores(static_cast<size_t>(pool->size()) * std::max(t * t, f));
+      scores(static_cast<size_t>(pool->size()) * ScratchPerThread(c));
   cpu::LinearRunner lin(pool);
 
   // Patch embedding as a GEMM over im2col rows [batch*n][C*p*p], in Conv2d's (c, ky, kx) order.
