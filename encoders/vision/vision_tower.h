@@ -1,6 +1,6 @@
 // A SigLIP or CLIP vision tower (transformers' SiglipVisionTransformer / CLIPVisionTransformer)
-// on the CPU backend: every projection runs through the engine's panel GEMM, attention through
-// single-threaded OpenBLAS inside the caller's thread pool.
+// on the CPU backend: every projection and both attention products run on the engine's panel
+// GEMM inside the caller's thread pool.
 #pragma once
 
 #include <map>
