@@ -1,0 +1,98 @@
+// A SigLIP or CLIP vision tower (transformers' SiglipVisionTransformer / CLIPVisionTransformer)
+// on the CPU backend: every projection and both attention products run on the engine's panel
+// GEMM inside the caller's thread pool.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "encoders/vision/vit_config.h"
+#include "engine/base/tensor.h"
+#include "engine/cpu/linear.h"
+#include "engine/cpu/thread_pool.h"
+
+namespace modrwkv::encoders {
+
+struct VisionTowerOptions {
+  // Which hidden state is the output. -1: last_hidden_state (SigLIP: after post_layernorm; CLIP:
+  // the last encoder layer's output, which transformers does not normalise). CLIP also takes an
+  // index into transformers' hidden_states (0 = embeddings after pre_layrnorm, i = output of
+  // encoder layer i; negative counts from the end, so -2 is the penultimate layer). SigLIP: -1
+  // only.
+  int feature_layer = -1;
+  // CLIP only: drop row 0 (the class token) from the output.
+  bool drop_class_token = false;
+
+  absl::Status Validate(const VitConfig& config) const;
+};
+
+class VisionTower {
+ public:
+  // Reads <hf_folder>/config.json and <hf_folder>/model.safetensors (else pytorch_model.bin).
+  // Tensors are taken under "vision_model." when the file has any (SiglipVisionModel, SiglipModel,
+  // CLIP*Model saves; other keys such as the text tower are ignored), otherwise bare.
+  static absl::StatusOr<std::unique_ptr<VisionTower>> Load(const std::string& hf_folder,
+                                                           const VisionTowerOptions& options);
+
+  // Builds the tower from tensors named prefix + <SiglipVisionTransformer / CLIPVisionTransformer
+  // key>, e.g. prefix "encoder.model." for a ModRWKV checkpoint that stores its encoder. Every
+  // tensor is checked for presence and shape; f32, bf16 and f16 are converted to f32 (copied: the
+  // tensors need not outlive the tower). The SigLIP pooling head is not used nor required.
+  static absl::StatusOr<std::unique_ptr<VisionTower>> Create(
+      const VitConfig& config, const std::map<std::string, TensorView>& tensors,
+      const std::string& prefix, const VisionTowerOptions& options);
+
+  // Rows per image of the output, and their width.
+  int output_rows() const;
+  int output_dim() const { return config_.hidden_size; }
+  const VitConfig& config() const { return config_; }
+  const VisionTowerOptions& options() const { return options_; }
+
+  // pixels: [batch][num_channels][image_size][image_size] (already resized and normalised);
+  // out: [batch][output_rows()][output_dim()]. All images go through each projection together.
+  // Thread-compatible: weights are immutable and scratch is per call, so several threads may
+  // call Forward at once, each with its own pool.
+  absl::Status Forward(absl::Span<const float> pixels, int batch, absl::Span<float> out,
+                       cpu::ThreadPool* pool) const;
+
+  // Multiply-adds x 2 of one image's forward pass up to the output layer (projections and
+  // attention products).
+  double FlopsPerImage() const;
+
+ private:
+  struct Layer {
+    std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // [D]
+    cpu::Matrix qkv;                                // [3D, D]: q, k, v projections stacked
+    std::vector<float> qkv_b;                       // [3D]
+    cpu::Matrix out;                                // [D, D]
+    std::vector<float> out_b;                       // [D]
+    cpu::Matrix fc1;                                // [F, D]
+    std::vector<float> fc1_b;                       // [F]
+    cpu::Matrix fc2;                                // [D, F]
+    std::vector<float> fc2_b;                       // [D]
+  };
+
+  VisionTower(const VitConfig& config, const VisionTowerOptions& options)
+      : config_(config), options_(options) {}
+  // Encoder layers to run: up to the chosen feature layer.
+  int layers_to_run() const;
+  void RunLayer(const Layer& l, int rows, int batch, float* x, float* h, float* qkv, float* attn,
+                float* mlp, float* scores, cpu::ThreadPool* pool, cpu::LinearRunner* lin) const;
+
+  VitConfig config_;
+  VisionTowerOptions options_;
+  cpu::Matrix patch_;                         // [D, C*p*p]: Conv2d weight [D,C,p,p] flattened
+  std::vector<float> patch_b_;                // [D], SigLIP only
+  std::vector<float> class_;                  // [D], CLIP only
+  std::vector<float> pos_;                    // [num_positions][D]
+  std::vector<float> pre_ln_w_, pre_ln_b_;    // [D], CLIP pre_layrnorm
+  std::vector<float> post_ln_w_, post_ln_b_;  // [D], SigLIP post_layernorm
+  std::vector<Layer> layers_;
+};
+
+}  // namespace modrwkv::encoders
