@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/loader/model_loader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -46,6 +47,24 @@ void Merge(std::map<std::string, TensorView>* into, const std::map<std::string, 
 }
 
 std::string Json(const AdapterSpec& s) { return AdapterSpecToJson(s); }
+
+std::vector<float> ReadF32(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<float> v(b.size() / 4);
+  std::memcpy(v.data(), b.data(), v.size() * 4);
+  return v;
+}
+
+// max |a - b| / max |b|
+double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, scale = 1e-30;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return diff / scale;
+}
 
 TEST(CheckpointLayout, TextOnly) {
   auto l = DetectCheckpointLayout(Rwkv(""));
@@ -193,25 +212,49 @@ TEST(CheckpointLayout, DetectedAdapterRunsTheGoldenFixture) {
     ASSERT_TRUE(l.ok()) << l.status();
     auto chain = AdapterChain::Create(l->adapter, t, l->adapter_prefix);
     ASSERT_TRUE(chain.ok()) << chain.status();
-    auto read = [](const std::string& p) {
-      std::ifstream f(p, std::ios::binary);
-      std::vector<char> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      std::vector<float> v(b.size() / 4);
-      std::memcpy(v.data(), b.data(), v.size() * 4);
-      return v;
-    };
-    const std::vector<float> in = read(dir + name + "_input.bin");
-    const std::vector<float> want = read(dir + name + "_output.bin");
+    const std::vector<float> in = ReadF32(dir + name + "_input.bin");
+    const std::vector<float> want = ReadF32(dir + name + "_output.bin");
     const int rows = static_cast<int>(in.size()) / (*chain)->input_dim();
     std::vector<float> out;
     ASSERT_TRUE((*chain)->Run(in, rows, &out, nullptr).ok());
     ASSERT_EQ(out.size(), want.size());
-    double diff = 0, scale = 1e-30;
-    for (size_t i = 0; i < want.size(); ++i) {
-      diff = std::max(diff, static_cast<double>(std::abs(out[i] - want[i])));
-      scale = std::max(scale, static_cast<double>(std::abs(want[i])));
-    }
-    EXPECT_LT(diff / scale, 1e-4);
+    EXPECT_LT(MaxRelDiff(out, want), 1e-4);
+  }
+}
+
+// The whole-forward fixture's checkpoints: both generations detected, their LLM tensors load as
+// an RWKV7 model, and their (bf16) adapters reproduce the official adapter outputs.
+TEST(CheckpointLayout, VisionForwardCheckpoints) {
+  const std::string dir = std::string(MODRWKV_GOLDEN_DIR) + "/vision_forward/";
+  struct Case {
+    const char* file;
+    char generation;
+    const char* encoder_prefix;
+    const char* adapter_output;
+  };
+  for (const Case& c : {Case{"rwkv-0.pth", 'A', "", "gen_a_adapter_output.bin"},
+                        Case{"rwkv-b.pth", 'B', "encoder.model.", "gen_b_adapter_output.bin"}}) {
+    SCOPED_TRACE(c.file);
+    auto ckpt = Checkpoint::Open(dir + c.file);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    auto l = DetectCheckpointLayout((*ckpt)->tensors());
+    ASSERT_TRUE(l.ok()) << l.status();
+    EXPECT_EQ(l->generation, c.generation);
+    EXPECT_EQ(l->encoder_prefix, c.encoder_prefix);
+    if (c.generation == 'B')
+      EXPECT_TRUE((*ckpt)->tensors().count("encoder.model.embeddings.patch_embedding.weight"));
+    ModelOptions options;
+    options.threads = 1;
+    auto model = CreateModel(LlmTensors(*l, (*ckpt)->tensors()), options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto chain = AdapterChain::Create(l->adapter, (*ckpt)->tensors(), l->adapter_prefix);
+    ASSERT_TRUE(chain.ok()) << chain.status();
+    const std::vector<float> in = ReadF32(dir + "encoder_features.bin");
+    const std::vector<float> want = ReadF32(dir + c.adapter_output);
+    std::vector<float> out;
+    ASSERT_TRUE((*chain)->Run(in, 16, &out, nullptr).ok());
+    ASSERT_EQ(out.size(), want.size());
+    EXPECT_LT(MaxRelDiff(out, want), 1e-4);
   }
 }
 
