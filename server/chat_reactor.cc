@@ -103,8 +103,10 @@ absl::Status ChatReactor::BeginTurn() {
     MODRWKV_ASSIGN_OR_RETURN(given, ParseSessionId(request_.session_id(), "session_id"));
   }
   // Validate the turn before any session exists.
-  MODRWKV_ASSIGN_OR_RETURN(turn_request_, ToEngineChatTurn(request_, given.value_or(SessionId{}),
-                                                           ctx_->translation, call_->deadline()));
+  turn_images_.clear();
+  MODRWKV_ASSIGN_OR_RETURN(turn_request_,
+                           ToEngineChatTurn(request_, given.value_or(SessionId{}),
+                                            ctx_->translation, call_->deadline(), &turn_images_));
   if (!first) return SubmitTurn();
   if (given) {
     {
@@ -151,6 +153,50 @@ void ChatReactor::QueueStartedLocked() {
 }
 
 absl::Status ChatReactor::SubmitTurn() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    turn_image_rows_ = turn_images_.empty() ? 0
+                                            : static_cast<int>(turn_images_.size()) *
+                                                  ctx_->translation.image->splice.rows;
+    record_.image_rows += turn_image_rows_;
+  }
+  if (turn_images_.empty()) return SubmitTurnToEngine();
+  ctx_->metrics->encoder_observer()->OnRequestRows(turn_image_rows_);
+  MODRWKV_ASSIGN_OR_RETURN(
+      encoders::JobId job, EncodeImages(ctx_, turn_images_, [sink = sink_](EncodedImages rows) {
+        sink->Run([&](ChatReactor* r) { r->OnTurnImagesEncoded(std::move(rows)); });
+      }));
+  bool cancel;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // The pool may have answered already (cache hits): then turn_images_ is empty.
+    if (!turn_images_.empty()) image_job_ = job;
+    cancel = !turn_images_.empty() && (outbox_.client_gone() || outbox_.overflowed());
+  }
+  if (cancel) ctx_->image_pool->Cancel(job);
+  return absl::OkStatus();
+}
+
+void ChatReactor::OnTurnImagesEncoded(EncodedImages rows) {
+  absl::Status st = rows.status();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    image_job_ = 0;
+    if (st.ok() && outbox_.client_gone()) st = absl::CancelledError("cancelled");
+  }
+  if (st.ok()) {
+    st = FillImageRows(turn_images_, *rows, ctx_->model->config().n_embd, &turn_request_);
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    turn_images_.clear();
+  }
+  if (st.ok()) st = SubmitTurnToEngine();
+  if (!st.ok()) FailTurn(st);
+  Pump();
+}
+
+absl::Status ChatReactor::SubmitTurnToEngine() {
   EngineRequest r = std::move(turn_request_);
   int turn;
   {
@@ -178,10 +224,13 @@ absl::Status ChatReactor::SubmitTurn() {
 
 void ChatReactor::CancelEngine() {
   RequestId id = 0;
+  encoders::JobId job = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (turn_busy_) id = turn_id_;
+    job = image_job_;
   }
+  if (job != 0) ctx_->image_pool->Cancel(job);
   if (id != 0) ctx_->scheduler->Cancel(id);
 }
 
@@ -218,6 +267,7 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
       pb::TurnEnd* t = end.mutable_turn_end();
       t->set_finish_reason(overflowed ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
       FillUsage(event, t->mutable_usage());
+      t->mutable_usage()->set_image_rows(turn_image_rows_);
       t->set_request_id(absl::StrCat(stream_id_, ".", turns_));
       if (!st.ok()) t->set_error_message(std::string(st.message()));
       outbox_.Push(std::move(end));  // dropped if the client is gone

@@ -23,6 +23,7 @@
 
 #include "grpcpp/support/server_callback.h"
 #include "modrwkv/v1/inference.pb.h"
+#include "server/image_requests.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
 #include "server/stream_outbox.h"
@@ -37,6 +38,8 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
   void OnSessionCreated(absl::StatusOr<SessionInfo> info);
+  // Encoder thread (via ReactorSink::Run): the turn's images are encoded (or failed).
+  void OnTurnImagesEncoded(EncodedImages rows);
 
  private:
   void OnReadDone(bool ok) override;
@@ -46,7 +49,9 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
 
   // A turn arrived in request_ (turn_busy_ is set): starts the session if needed, then submits.
   absl::Status BeginTurn();
+  // Encodes the turn's images first when it has any, then submits it.
   absl::Status SubmitTurn();
+  absl::Status SubmitTurnToEngine();
   // The turn failed before the engine had it: the stream ends with `status`.
   void FailTurn(const absl::Status& status);
   void StartNextRead();
@@ -61,7 +66,10 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   bool counted_ = false;  // holds one of the owner's Chat streams (PerOwnerLimit)
   std::string stream_id_;
   pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
-  EngineRequest turn_request_;  // the validated turn, waiting for its session
+  EngineRequest turn_request_;  // the validated turn, waiting for its session and images
+  std::vector<PendingImage> turn_images_;  // its images, until encoded
+  encoders::JobId image_job_ = 0;          // the turn's encoder job while it runs
+  int turn_image_rows_ = 0;                // Usage.image_rows of the current turn
 
   std::mutex mu_;
   RpcRecord record_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/functional/function_ref.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -14,15 +16,17 @@ namespace modrwkv::server {
 namespace {
 
 // `field` names the prompt in errors about it as a whole: "input" for Generate, "text" for a chat
-// turn (whose prompt is its templated text).
+// turn (whose prompt is its templated text). `path_of(i)` names part i ("input[2]").
 absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
     const google::protobuf::RepeatedPtrField<pb::InputPart>& input, const TranslationContext& ctx,
-    absl::string_view field) {
+    absl::string_view field, absl::FunctionRef<std::string(int)> path_of,
+    std::vector<PendingImage>* images) {
   std::vector<InputRows> parts;
   int64_t total = 0;
+  int n_images = 0;
   for (int i = 0; i < input.size(); ++i) {
     const pb::InputPart& p = input[i];
-    const std::string path = absl::StrCat("input[", i, "]");
+    const std::string path = path_of(i);
     InputRows part;
     switch (p.kind_case()) {
       case pb::InputPart::kText:
@@ -42,6 +46,44 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
         break;
       }
       case pb::InputPart::kImage:
+        if (ctx.image && images != nullptr) {
+          const ImageTranslation& it = *ctx.image;
+          // A chat turn's images are a field of their own ("images[0]").
+          const std::string image_field =
+              absl::StartsWith(path, "images[") ? path : absl::StrCat(path, ".image");
+          if (++n_images > it.max_images) {
+            return InvalidField(
+                image_field, absl::StrFormat("%s: more than %d images in one request "
+                                             "(max-images-per-request)",
+                                             image_field, it.max_images));
+          }
+          const std::string& data = p.image().data();
+          if (data.empty()) {
+            return InvalidField(image_field, absl::StrCat(image_field, ".data is empty"));
+          }
+          if (static_cast<int64_t>(data.size()) > it.max_bytes) {
+            return InvalidField(image_field,
+                                absl::StrFormat("%s is %d bytes, more than the limit of %d "
+                                                "(max-image-bytes)",
+                                                image_field, data.size(), it.max_bytes));
+          }
+          const bool marked = it.splice.mode == encoders::SpliceMode::kReplacePad;
+          if (marked && it.splice.start_token >= 0) {
+            parts.push_back(InputRows{{it.splice.start_token}, {}});
+          }
+          PendingImage pending;
+          pending.part = parts.size();
+          pending.bytes = std::make_shared<const std::string>(data);
+          pending.field = image_field;
+          images->push_back(std::move(pending));
+          parts.emplace_back();  // filled by FillImageRows
+          if (marked && it.splice.end_token >= 0) {
+            parts.push_back(InputRows{{it.splice.end_token}, {}});
+          }
+          total += it.splice.rows + (marked ? 2 : 0);
+          continue;
+        }
+        [[fallthrough]];
       case pb::InputPart::kAudio:
       case pb::InputPart::kTimeSeries: {
         const char* kind = p.kind_case() == pb::InputPart::kImage   ? "image"
@@ -49,7 +91,8 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
                                                                     : "time_series";
         return WithField(WithReason(absl::UnimplementedError(absl::StrCat(
                                         path, ".", kind, ": ", kind,
-                                        " input is not served yet (no encoder for it is loaded)")),
+                                        " input is not served by this model (no encoder for it is "
+                                        "loaded)")),
                                     "MODALITY_NOT_SERVED"),
                          absl::StrCat(path, ".", kind));
       }
@@ -180,9 +223,13 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
 
 absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
-                                              std::chrono::system_clock::time_point grpc_deadline) {
+                                              std::chrono::system_clock::time_point grpc_deadline,
+                                              std::vector<PendingImage>* images) {
   EngineRequest out;
-  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(req.input(), ctx, "input"));
+  MODRWKV_ASSIGN_OR_RETURN(
+      out.prompt,
+      ToEnginePrompt(
+          req.input(), ctx, "input", [](int i) { return absl::StrCat("input[", i, "]"); }, images));
   if (req.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
   }
@@ -198,25 +245,75 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
 
 absl::StatusOr<EngineRequest> ToEngineChatTurn(
     const pb::ChatRequest& req, SessionId session, const TranslationContext& ctx,
-    std::chrono::system_clock::time_point grpc_deadline) {
+    std::chrono::system_clock::time_point grpc_deadline, std::vector<PendingImage>* images) {
   if (req.text().empty()) return InvalidField("text", "text is empty: a chat turn needs a message");
-  const std::string text =
-      req.raw() ? req.text() : absl::StrReplaceAll(ctx.chat_template, {{"{text}", req.text()}});
-  pb::InputPart part;
-  part.set_text(text);
+  // The turn as parts: the template's text before "{image}", the images, the text after (no
+  // "{image}", or a raw turn: the images first).
+  std::string before, after;
+  if (req.raw()) {
+    after = req.text();
+  } else {
+    const std::string text = absl::StrReplaceAll(ctx.chat_template, {{"{text}", req.text()}});
+    const size_t at = text.find("{image}");
+    if (at == std::string::npos) {
+      after = text;
+    } else {
+      before = text.substr(0, at);
+      after = absl::StrReplaceAll(text.substr(at + 7), {{"{image}", ""}});
+    }
+  }
   google::protobuf::RepeatedPtrField<pb::InputPart> input;
-  *input.Add() = std::move(part);
+  std::vector<std::string> paths;
+  if (!before.empty()) {
+    input.Add()->set_text(before);
+    paths.push_back("text");
+  }
+  for (int i = 0; i < req.images_size(); ++i) {
+    *input.Add()->mutable_image() = req.images(i);
+    paths.push_back(absl::StrCat("images[", i, "]"));
+  }
+  input.Add()->set_text(after);
+  paths.push_back("text");
   EngineRequest out;
-  MODRWKV_ASSIGN_OR_RETURN(out.prompt, ToEnginePrompt(input, ctx, "text"));
+  MODRWKV_ASSIGN_OR_RETURN(
+      out.prompt,
+      ToEnginePrompt(
+          input, ctx, "text", [&](int i) { return paths[i]; }, images));
   out.session = session;
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
                                            req.logprobs_top_n(), ctx, /*chat_turn=*/true,
                                            &out.sampling));
   MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
   out.stop.stop_token_ids.push_back(kChatTurnEndToken);
+  for (int32_t t : ctx.chat_stop_tokens) {
+    if (t < ctx.model_vocab && t != kChatTurnEndToken) out.stop.stop_token_ids.push_back(t);
+  }
+  for (int32_t t : ctx.chat_ban_tokens) {
+    if (t < ctx.model_vocab && t != kEndOfTextToken) out.sampling.banned_tokens.push_back(t);
+  }
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
   return out;
+}
+
+absl::Status FillImageRows(const std::vector<PendingImage>& images,
+                           const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows,
+                           int n_embd, EngineRequest* request) {
+  if (rows.size() != images.size()) {
+    return absl::InternalError(absl::StrFormat("the encoder returned %d results for %d images",
+                                               rows.size(), images.size()));
+  }
+  for (size_t i = 0; i < images.size(); ++i) {
+    const encoders::EmbeddingRows& r = *rows[i];
+    if (r.dim != n_embd || r.rows <= 0 || images[i].part >= request->prompt.size() ||
+        r.data.size() != static_cast<size_t>(r.rows) * r.dim) {
+      return absl::InternalError(absl::StrFormat(
+          "%s: the encoder returned %d rows of width %d for a model of width %d", images[i].field,
+          r.rows, r.dim, n_embd));
+    }
+    request->prompt[images[i].part].embeddings = r.data;
+  }
+  return absl::OkStatus();
 }
 
 size_t AppendTokenEvent(const TokenEvent& event, pb::TokenChunk* chunk) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "encoders/multimodal/model_bundle.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
 #include "engine/text/tokenizer.h"
@@ -24,6 +25,20 @@ namespace pb = ::modrwkv::v1;
 inline constexpr int32_t kChatTurnEndToken = 24;
 inline constexpr int32_t kEndOfTextToken = 0;
 
+// Image parts, when the model has a vision encoder.
+struct ImageTranslation {
+  encoders::ImageSplice splice;
+  int max_images = 4;               // per request (Generate) or per chat turn
+  int64_t max_bytes = 20 << 20;     // per image
+};
+
+// An image part waiting for the encoder: its rows go into EngineRequest::prompt[part].
+struct PendingImage {
+  size_t part = 0;
+  std::shared_ptr<const std::string> bytes;
+  std::string field;  // "input[2].image", "images[0]": named in errors
+};
+
 // What request translation needs to know about the model and the server.
 struct TranslationContext {
   const Tokenizer* tokenizer = nullptr;
@@ -34,20 +49,33 @@ struct TranslationContext {
   int default_max_tokens = 0;     // when stop.max_tokens is unset; 0 = the engine's default
   // The request's timeout when it sets neither `timeout` nor a gRPC deadline; zero = none.
   absl::Duration default_timeout = absl::ZeroDuration();
+  std::optional<ImageTranslation> image;  // unset: image parts are UNIMPLEMENTED
+  // The model manifest's stop and ban tokens, for chat turns (on top of kChatTurnEndToken / 0).
+  std::vector<int32_t> chat_stop_tokens, chat_ban_tokens;
 };
 
 // EngineRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens
 // capped and defaulted by the context), logprobs and the deadline (the sooner of `timeout` and the
 // gRPC deadline; the context's default timeout when neither is set). Errors: INVALID_ARGUMENT
-// naming the field, UNIMPLEMENTED for media parts no encoder serves yet.
+// naming the field, UNIMPLEMENTED for media parts no encoder serves. Image parts become empty
+// embedding parts (with the splice's marker tokens around them) listed in `images`, to be filled
+// by FillImageRows once encoded; `images` may be null only when the request has none.
 absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
-                                              std::chrono::system_clock::time_point grpc_deadline);
+                                              std::chrono::system_clock::time_point grpc_deadline,
+                                              std::vector<PendingImage>* images = nullptr);
 
-// One chat turn -> engine request on `session` (the template applied unless `raw`).
+// One chat turn -> engine request on `session` (the template applied unless `raw`; the turn's
+// images where the template has "{image}", else before its text).
 absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, SessionId session,
                                                const TranslationContext& ctx,
-                                               std::chrono::system_clock::time_point grpc_deadline);
+                                               std::chrono::system_clock::time_point grpc_deadline,
+                                               std::vector<PendingImage>* images = nullptr);
+
+// Puts encoded rows ([rows][n_embd] each, in the order of `images`) into the request's prompt.
+absl::Status FillImageRows(const std::vector<PendingImage>& images,
+                           const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows,
+                           int n_embd, EngineRequest* request);
 
 // "session_id" values: 32 hex digits; `field` names the request field in errors.
 absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_view field);

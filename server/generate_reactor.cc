@@ -17,23 +17,67 @@ GenerateReactor::GenerateReactor(ServingContext* ctx, grpc::CallbackServerContex
   record_.request_id = ctx_->RequestId(*call_, request->request_id());
   call_->AddInitialMetadata("x-request-id", record_.request_id);
   absl::Status st = Submit(*request);
-  if (!st.ok()) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      engine_done_ = true;
-      outbox_.End(ToGrpcStatus(st));
-    }
-    Pump();
+  if (!st.ok()) FailBeforeEngine(st);
+}
+
+void GenerateReactor::FailBeforeEngine(const absl::Status& st) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    engine_done_ = true;
+    outbox_.End(ToGrpcStatus(st));
   }
+  Pump();
 }
 
 absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
   MODRWKV_ASSIGN_OR_RETURN(record_.owner, ctx_->Admit(*call_));
   MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request.ByteSizeLong(), "input"));
+  std::vector<PendingImage> images;
   MODRWKV_ASSIGN_OR_RETURN(EngineRequest engine_request,
-                           ToEngineRequest(request, ctx_->translation, call_->deadline()));
+                           ToEngineRequest(request, ctx_->translation, call_->deadline(), &images));
   engine_request.owner = record_.owner;
   engine_request.request_id = record_.request_id;
+  if (images.empty()) return SubmitToEngine(std::move(engine_request));
+  record_.image_rows = static_cast<int>(images.size()) * ctx_->translation.image->splice.rows;
+  ctx_->metrics->encoder_observer()->OnRequestRows(record_.image_rows);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    pending_ = std::move(engine_request);
+    images_ = images;
+  }
+  // The pool may call back before EncodeImages returns (cache hits): the job id is stored after.
+  MODRWKV_ASSIGN_OR_RETURN(
+      encoders::JobId job, EncodeImages(ctx_, images, [sink = sink_](EncodedImages rows) {
+        sink->Run([&](GenerateReactor* r) { r->OnImagesEncoded(std::move(rows)); });
+      }));
+  bool cancel;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    image_job_ = job;
+    cancel = images_cancelled_;
+  }
+  if (cancel) ctx_->image_pool->Cancel(job);
+  return absl::OkStatus();
+}
+
+void GenerateReactor::OnImagesEncoded(EncodedImages rows) {
+  EngineRequest request;
+  absl::Status st = rows.status();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    image_job_ = 0;
+    if (st.ok() && (outbox_.client_gone() || images_cancelled_)) st = absl::CancelledError("cancelled");
+    if (st.ok()) {
+      st = FillImageRows(images_, *rows, ctx_->model->config().n_embd, &pending_);
+      request = std::move(pending_);
+    }
+    images_.clear();
+  }
+  if (st.ok()) st = SubmitToEngine(std::move(request));
+  if (!st.ok()) FailBeforeEngine(st);
+}
+
+absl::Status GenerateReactor::SubmitToEngine(EngineRequest engine_request) {
   MODRWKV_ASSIGN_OR_RETURN(RequestId id, ctx_->scheduler->Submit(std::move(engine_request), sink_));
   bool cancel;
   {
@@ -47,10 +91,14 @@ absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
 
 void GenerateReactor::CancelEngine() {
   RequestId id;
+  encoders::JobId job;
   {
     std::lock_guard<std::mutex> l(mu_);
     id = engine_id_;
+    job = image_job_;
+    images_cancelled_ = true;
   }
+  if (job != 0) ctx_->image_pool->Cancel(job);
   if (id != 0) ctx_->scheduler->Cancel(id);
 }
 
@@ -83,6 +131,7 @@ void GenerateReactor::OnEngineFinish(FinishEvent event) {
       pb::GenerateResult* r = result.mutable_result();
       r->set_finish_reason(overflowed ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
       FillUsage(event, r->mutable_usage());
+      r->mutable_usage()->set_image_rows(record_.image_rows);
       r->set_request_id(record_.request_id);
       if (!st.ok()) r->set_error_message(std::string(st.message()));
       outbox_.Push(std::move(result));

@@ -8,6 +8,10 @@
 // If more than ServerOptions::stream_buffer_bytes of output pile up (the client reads too slowly),
 // the buffered output is dropped, the engine request is cancelled (its slot is freed within one
 // step) and the stream ends with FINISH_REASON_ERROR and RESOURCE_EXHAUSTED.
+//
+// Images: a request with image parts first goes to the encoder pool; OnImagesEncoded (an encoder
+// thread, through the sink) fills the rows in and submits it. Cancelling meanwhile drops the
+// queued encoder work.
 #pragma once
 
 #include <memory>
@@ -16,6 +20,7 @@
 
 #include "grpcpp/support/server_callback.h"
 #include "modrwkv/v1/inference.pb.h"
+#include "server/image_requests.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
 #include "server/stream_outbox.h"
@@ -30,6 +35,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   // Scheduler thread (via ReactorSink).
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
+  // Encoder thread (via ReactorSink::Run), once per request with images.
+  void OnImagesEncoded(EncodedImages rows);
 
  private:
   void OnWriteDone(bool ok) override;
@@ -37,6 +44,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   void OnDone() override;
 
   absl::Status Submit(const pb::GenerateRequest& request);
+  absl::Status SubmitToEngine(EngineRequest request);
+  // Ends the stream with `st` before the engine ever saw the request.
+  void FailBeforeEngine(const absl::Status& st);
   // Starts the next write, or the Finish once everything is written. Call without mu_ held.
   void Pump();
   void CancelEngine();
@@ -48,6 +58,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   std::mutex mu_;
   RequestId engine_id_ = 0;   // 0 until Submit returned
+  // While images encode: the request waiting for them, and the encoder job (0 = none).
+  EngineRequest pending_;
+  std::vector<PendingImage> images_;
+  encoders::JobId image_job_ = 0;
+  bool images_cancelled_ = false;
   bool engine_done_ = false;  // no engine events will come; the outbox has the end status
   StreamOutbox<pb::GenerateResponse> outbox_;
 };

@@ -94,8 +94,9 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     response->set_state_bytes(c.StateBytes());
     response->set_fingerprint(FingerprintHex(info.fingerprint));
     response->add_modalities(pb::MODALITY_TEXT);
+    if (ctx_->translation.image) response->add_modalities(pb::MODALITY_IMAGE);
     response->set_tokenizer_vocab_size(ctx_->tokenizer->vocab_size());
-    response->set_chat_template(o.chat_template);
+    response->set_chat_template(ctx_->translation.chat_template);
     pb::Limits* l = response->mutable_limits();
     l->set_max_running(o.scheduler.max_running);
     l->set_state_slots(ctx_->model->num_slots());
@@ -109,6 +110,13 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     l->set_stream_buffer_bytes(o.stream_buffer_bytes);
     l->set_max_cold_sessions(o.scheduler.max_cold_sessions);
     FillDuration(o.scheduler.session_ttl, l->mutable_session_ttl());
+    if (ctx_->translation.image) {
+      l->set_max_images_per_request(o.max_images_per_request);
+      l->set_max_image_bytes(o.image_decode.limits.max_bytes);
+      l->set_max_image_pixels(o.image_decode.limits.max_pixels);
+      l->set_image_rows(ctx_->translation.image->splice.rows);
+      l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
+    }
     return absl::OkStatus();
   }();
   return FinishUnary(call, "GetModelInfo", owner, st);

@@ -98,8 +98,53 @@ absl::string_view GrpcCodeName(grpc::StatusCode code) {
   }
 }
 
+EncoderMetrics::EncoderMetrics(prometheus::Registry& r) {
+  queue_ = &BuildGauge()
+                .Name("modrwkv_encoder_queue_items")
+                .Help("Media items waiting for the encoder workers.")
+                .Register(r)
+                .Add({});
+  encode_seconds_ = &BuildHistogram()
+                         .Name("modrwkv_encoder_batch_seconds")
+                         .Help("Time to encode one batch of media items (decode, encoder, adapter).")
+                         .Register(r)
+                         .Add({}, LatencyBuckets());
+  batch_items_ = &BuildHistogram()
+                      .Name("modrwkv_encoder_batch_items")
+                      .Help("Media items encoded together in one batch.")
+                      .Register(r)
+                      .Add({}, CountBuckets());
+  request_rows_ = &BuildHistogram()
+                       .Name("modrwkv_image_rows_per_request")
+                       .Help("Prompt rows that came from images, per request or chat turn.")
+                       .Register(r)
+                       .Add({}, Histogram::BucketBoundaries{16, 64, 144, 256, 576, 1152, 2304,
+                                                            4608});
+  auto& lookups = BuildCounter()
+                      .Name("modrwkv_encoder_cache_lookups_total")
+                      .Help("Encoder-output cache lookups, by result.")
+                      .Register(r);
+  hits_ = &lookups.Add({{"result", "hit"}});
+  misses_ = &lookups.Add({{"result", "miss"}});
+  items_ = &BuildCounter()
+                .Name("modrwkv_encoder_items_total")
+                .Help("Media items encoded (cache misses that completed).")
+                .Register(r)
+                .Add({});
+}
+
+void EncoderMetrics::OnQueueDepth(int items) { queue_->Set(items); }
+void EncoderMetrics::OnBatch(int items, absl::Duration encode_time) {
+  encode_seconds_->Observe(absl::ToDoubleSeconds(encode_time));
+  batch_items_->Observe(items);
+}
+void EncoderMetrics::OnCacheLookup(bool hit) { (hit ? hits_ : misses_)->Increment(); }
+void EncoderMetrics::OnItemRows(int /*rows*/) { items_->Increment(); }
+void EncoderMetrics::OnRequestRows(int rows) { request_rows_->Observe(rows); }
+
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
+  encoder_ = std::make_unique<EncoderMetrics>(r);
   auto gauge = [&](const char* name, const char* help) -> prometheus::Gauge* {
     return &BuildGauge().Name(name).Help(help).Register(r).Add({});
   };

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "encoders/pool/encoder_pool.h"
 #include "engine/serving/scheduler.h"
 #include "grpcpp/support/status_code_enum.h"
 #include "prometheus/counter.h"
@@ -22,6 +23,22 @@
 #include "prometheus/registry.h"
 
 namespace modrwkv::server {
+
+// Encoder worker pool events (encoder threads and the submitting gRPC thread).
+class EncoderMetrics : public encoders::EncoderPoolObserver {
+ public:
+  explicit EncoderMetrics(prometheus::Registry& r);
+  void OnQueueDepth(int items) override;
+  void OnBatch(int items, absl::Duration encode_time) override;
+  void OnCacheLookup(bool hit) override;
+  void OnItemRows(int rows) override;
+  void OnRequestRows(int rows);  // image rows of one request (or chat turn)
+
+ private:
+  prometheus::Gauge* queue_;
+  prometheus::Histogram *encode_seconds_, *batch_items_, *request_rows_;
+  prometheus::Counter *hits_, *misses_, *items_;
+};
 
 class Metrics : public SchedulerObserver {
  public:
@@ -62,6 +79,8 @@ class Metrics : public SchedulerObserver {
     step_error_log_ = std::move(log);
   }
 
+  EncoderMetrics* encoder_observer() { return encoder_.get(); }
+
   // Copies Scheduler::stats() into the gauges (called at every scrape).
   void Refresh();
 
@@ -86,6 +105,7 @@ class Metrics : public SchedulerObserver {
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;
   prometheus::Family<prometheus::Counter>* rejections_;
+  std::unique_ptr<EncoderMetrics> encoder_;
 };
 
 // "OK", "INVALID_ARGUMENT", ...: gRPC's canonical code names.

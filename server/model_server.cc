@@ -186,7 +186,14 @@ absl::Status ModelServer::LoadAndServe() {
   mo.state_memory_bytes = options_.state_memory_bytes;
   CheckpointOptions co;
   co.verify_checksums = options_.verify_checksums;
-  MODRWKV_ASSIGN_OR_RETURN(model_, LoadModel(options_.model_path, mo, co));
+  encoders::BundleOptions bo;
+  bo.model = options_.model_path;
+  bo.vision_encoder = options_.vision_encoder;
+  bo.decode = options_.image_decode;
+  MODRWKV_ASSIGN_OR_RETURN(encoders::ModelBundle bundle,
+                           encoders::OpenModelBundle(bo, mo, co, tokenizer_.get()));
+  model_ = std::move(bundle.model);
+  if (!bundle.vision_missing.empty()) log_->Warn(bundle.vision_missing, {});
   if (tokenizer_->vocab_size() > model_->config().vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the vocabulary has ids up to %d but the model only %d rows",
@@ -204,7 +211,33 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.tokenizer = tokenizer_.get();
   ctx_.translation.model_vocab = model_->config().vocab_size;
   ctx_.translation.max_prompt_tokens = options_.scheduler.max_queued_prompt_tokens;
-  ctx_.translation.chat_template = options_.chat_template;
+  ctx_.translation.chat_template = !options_.chat_template.empty() ? options_.chat_template
+                                   : !bundle.manifest.chat_template.empty()
+                                       ? bundle.manifest.chat_template
+                                       : kDefaultChatTemplate;
+  ctx_.translation.chat_stop_tokens = bundle.manifest.stop_tokens;
+  ctx_.translation.chat_ban_tokens = bundle.manifest.ban_tokens;
+  if (bundle.vision) {
+    vision_ = bundle.vision;
+    MODRWKV_ASSIGN_OR_RETURN(image_pool_,
+                             encoders::EncoderPool::Create(vision_, options_.encoder_pool,
+                                                           metrics_->encoder_observer()));
+    ctx_.image_pool = image_pool_.get();
+    ImageTranslation it;
+    it.splice = bundle.image_splice;
+    it.max_images = options_.max_images_per_request;
+    it.max_bytes = options_.image_decode.limits.max_bytes;
+    ctx_.translation.image = it;
+    const encoders::VitConfig& vc = vision_->tower().config();
+    log_->Info("vision", {{"encoder", vc.kind == encoders::VitKind::kClip ? "clip" : "siglip"},
+                          {"image_size", vc.image_size},
+                          {"rows_per_image", bundle.image_splice.rows},
+                          {"splice", bundle.image_splice.mode == encoders::SpliceMode::kPrepend
+                                         ? "prepend"
+                                         : "replace_pad"},
+                          {"generation", std::string(1, bundle.layout.generation)},
+                          {"workers", options_.encoder_pool.workers}});
+  }
   ctx_.translation.max_tokens_limit = options_.max_tokens_limit;
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;
@@ -319,6 +352,7 @@ void ModelServer::DrainAndStop() {
        ++i) {
     absl::SleepFor(absl::Milliseconds(1));
   }
+  image_pool_.reset();  // no reactor waits on it any more
   metrics_->AttachScheduler(nullptr);
   scheduler_.reset();
   log_->Info("stopped",

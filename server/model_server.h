@@ -54,6 +54,8 @@ class ModelServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Model> model_;
+  std::shared_ptr<const encoders::VisionPipeline> vision_;  // null: text only
+  std::unique_ptr<encoders::EncoderPool> image_pool_;
   std::unique_ptr<Scheduler> scheduler_;
   ServingContext ctx_;
   std::unique_ptr<InferenceService> inference_;

@@ -29,7 +29,22 @@ int ServerOptions::EffectiveDefaultMaxTokens() const {
 
 absl::Status ServerOptions::Validate() const {
   if (model_path.empty()) return absl::InvalidArgumentError("model: a checkpoint path is required");
-  if (auto st = FileReadable(model_path, "model"); !st.ok()) return st;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(model_path, ec)) {
+    if (auto st = FileReadable(model_path, "model"); !st.ok()) return st;
+  }
+  if (!vision_encoder.empty() && !std::filesystem::is_directory(vision_encoder, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "vision-encoder: '", vision_encoder, "' is not a folder (config.json, model.safetensors)"));
+  }
+  if (image_decode.limits.max_bytes < 1 || image_decode.limits.max_pixels < 1) {
+    return absl::InvalidArgumentError("max-image-bytes and max-image-pixels must be >= 1");
+  }
+  if (max_images_per_request < 1 || max_images_per_request > 64) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max-images-per-request must be in [1, 64], got %d", max_images_per_request));
+  }
+  if (auto st = encoder_pool.Validate(); !st.ok()) return st;
   if (!vocab_path.empty()) {
     if (auto st = FileReadable(vocab_path, "vocab"); !st.ok()) return st;
   }
@@ -88,7 +103,8 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError("default-timeout must be >= 0 (0 = none)");
   }
   const size_t at = chat_template.find("{text}");
-  if (at == std::string::npos || chat_template.find("{text}", at + 1) != std::string::npos) {
+  if (!chat_template.empty() &&
+      (at == std::string::npos || chat_template.find("{text}", at + 1) != std::string::npos)) {
     return absl::InvalidArgumentError(
         "chat-template must contain \"{text}\" exactly once (where the user's message goes)");
   }

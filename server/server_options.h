@@ -7,17 +7,24 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "encoders/image/image_decode.h"
+#include "encoders/pool/encoder_pool.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
 
 namespace modrwkv::server {
 
+inline constexpr char kDefaultChatTemplate[] =
+    "\x16User: {text}\x17\x16"
+    "Assistant:";
+
 enum class LogFormat { kText, kJson };
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 struct ServerOptions {
-  // Model.
+  // Model: a checkpoint file, or a model directory with a manifest (docs/models.md).
   std::string model_path;
+  std::string vision_encoder;  // encoder folder (Hugging Face layout); overrides the manifest
   std::string vocab_path;  // "" = next to the model, then the bundled copy (resolved by the CLI)
   ModelOptions::WeightType dtype = ModelOptions::WeightType::kAuto;
   int threads = 0;                 // 0 = affinity mask capped by the cgroup quota (logged)
@@ -45,10 +52,14 @@ struct ServerOptions {
   // them like `timeout`: FINISH_REASON_DEADLINE, status OK); zero = none.
   absl::Duration default_timeout = absl::ZeroDuration();
 
-  // Chat: "{text}" is replaced by the user's message.
-  std::string chat_template =
-      "\x16User: {text}\x17\x16"
-      "Assistant:";
+  // Images (models with a vision encoder).
+  encoders::DecodeOptions image_decode;  // bytes / pixel limits, EXIF orientation
+  int max_images_per_request = 4;        // per Generate request or chat turn
+  encoders::EncoderPoolOptions encoder_pool;
+
+  // Chat: "{text}" is replaced by the user's message, "{image}" (optional) by the turn's images.
+  // Empty: the model manifest's template, else kDefaultChatTemplate.
+  std::string chat_template;
 
   // Security.
   std::string tls_cert_file, tls_key_file;  // both or neither

@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "encoders/pool/encoder_pool.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
 #include "engine/text/tokenizer.h"
@@ -34,6 +35,7 @@ struct RpcRecord {
   std::string finish_reason;  // last finish reason
   int turns = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0;
+  int image_rows = 0;  // prompt rows that came from images
   absl::Duration queue_time, time_to_first_token = absl::InfiniteDuration(), total_time;
 };
 
@@ -65,6 +67,7 @@ struct ServingContext {
   Model* model = nullptr;
   const Tokenizer* tokenizer = nullptr;
   Scheduler* scheduler = nullptr;
+  encoders::EncoderPool* image_pool = nullptr;  // set when the model has a vision encoder
   TranslationContext translation;
   std::atomic<bool> loaded{false};
 

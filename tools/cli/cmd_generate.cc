@@ -4,16 +4,18 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "engine/sampling/sampler.h"
 #include "engine/text/stop_conditions.h"
 #include "engine/text/token_output.h"
+#include "server/server_options.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
+#include "tools/cli/multimodal_prompt.h"
 
 namespace modrwkv::cli {
 namespace {
 
-constexpr int kPrefillChunk = 512;
 
 absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
   SamplerConfig p;
@@ -48,12 +50,19 @@ absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
 }  // namespace
 
 int RunGenerate(int argc, char** argv) {
-  Flags flags("generate", "--model M [--vocab V] --prompt TEXT [--max-tokens N] [sampling flags]",
+  Flags flags("generate",
+              "--model M [--vocab V] (--prompt TEXT | --question Q) [--image F] [--max-tokens N] "
+              "[sampling flags]",
               "Generates a completion of the prompt and prints only the generated text, "
               "streaming as it goes.");
   AddModelFlags(flags);
   flags.Add("vocab", "", "vocabulary file; default: next to the model, then the bundled copy")
-      .Add("prompt", "", "prompt text", true)
+      .Add("prompt", "",
+           "prompt text, fed as is; {image} marks where --image goes (default: before the text)")
+      .Add("question", "",
+           "a user message: wrapped in the model's chat template, stops at the turn end (24), "
+           "greedy unless --temperature is given")
+      .Add("image", "", "an image file (JPEG, PNG, WebP, ...) for a model with a vision encoder")
       .Add("max-tokens", "200", "stop after this many tokens")
       .Add("temperature", "1.0", "0 = greedy")
       .Add("top-k", "0", "keep the k most likely tokens (0 = off)")
@@ -85,23 +94,54 @@ int RunGenerate(int argc, char** argv) {
   if (!stop_ids.ok()) return UsageError(flags, stop_ids.status());
   stop.stop_token_ids = *stop_ids;
 
+  const bool question = !flags.Str("question").empty();
+  if (question == !flags.Str("prompt").empty()) {
+    return UsageError(flags, absl::InvalidArgumentError("give one of --prompt and --question"));
+  }
   auto tok = LoadTokenizer(flags.Str("vocab"), flags.Str("model"));
   if (!tok.ok()) return Fail(tok.status());
-  auto model = LoadModelFromFlags(flags, 1);
-  if (!model.ok()) return Fail(model.status());
-  Model& m = **model;
+  auto bundle = LoadBundleFromFlags(flags, 1, tok->get());
+  if (!bundle.ok()) return Fail(bundle.status());
+  Model& m = *bundle->model;
   const int vocab = m.config().vocab_size;
+  std::string text = flags.Str("prompt");
+  if (question) {
+    const std::string& tmpl = bundle->manifest.chat_template.empty()
+                                  ? std::string(server::kDefaultChatTemplate)
+                                  : bundle->manifest.chat_template;
+    text = absl::StrReplaceAll(tmpl, {{"{text}", flags.Str("question")}});
+    stop.stop_token_ids.push_back(24);
+    for (int32_t t : bundle->manifest.stop_tokens) stop.stop_token_ids.push_back(t);
+    for (int32_t t : bundle->manifest.ban_tokens) params->banned_tokens.push_back(t);
+    if (!flags.Given("temperature")) params->temperature = 0.0f;
+  }
   if (auto st = params->Validate(vocab); !st.ok()) return UsageError(flags, st);
   if (auto st = stop.Validate(vocab); !st.ok()) return UsageError(flags, st);
 
-  const std::vector<int32_t> prompt = (*tok)->Encode(flags.Str("prompt"));
-  if (prompt.empty()) return UsageError(flags, absl::InvalidArgumentError("--prompt is empty"));
-  for (int32_t t : prompt) {
-    if (t >= vocab) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrFormat("prompt token %d is outside the model's vocabulary of %d", t, vocab)));
+  const size_t at = text.find("{image}");
+  std::vector<int32_t> before, after;
+  if (at == std::string::npos) {
+    after = (*tok)->Encode(text);
+  } else {
+    before = (*tok)->Encode(text.substr(0, at));
+    after = (*tok)->Encode(text.substr(at + 7));
+  }
+  for (const auto* ids : {&before, &after}) {
+    for (int32_t t : *ids) {
+      if (t >= vocab) {
+        return Fail(absl::InvalidArgumentError(
+            absl::StrFormat("prompt token %d is outside the model's vocabulary of %d", t, vocab)));
+      }
     }
   }
+  auto threads = ModelOptionsFromFlags(flags, 1);
+  if (!threads.ok()) return UsageError(flags, threads.status());
+  auto parts = BuildPrompt(*bundle, before, after, flags.Str("image"),
+                           threads->threads > 0 ? threads->threads : 1);
+  if (!parts.ok()) return Fail(parts.status());
+  std::vector<int32_t> prompt = before;
+  prompt.insert(prompt.end(), after.begin(), after.end());
+  const int64_t prompt_rows = PromptRows(*parts, m.config().n_embd);
   // Ids the vocabulary has no bytes for (the embedding table has 65536 rows, the World vocab
   // 65530 ids; later ModRWKV checkpoints use a few of them as modality markers) are never text.
   for (int32_t id = (*tok)->vocab_size(); id < vocab; ++id) params->banned_tokens.push_back(id);
@@ -116,12 +156,7 @@ int RunGenerate(int argc, char** argv) {
   entry.slot = 0;
   entry.sampler = sampler->get();
   // Prefill in chunks; the last one samples the first generated token.
-  for (size_t pos = 0; pos < prompt.size(); pos += kPrefillChunk) {
-    const size_t n = std::min<size_t>(kPrefillChunk, prompt.size() - pos);
-    entry.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(prompt).subspan(pos, n))};
-    entry.output = pos + n == prompt.size() ? StepOutput::kSample : StepOutput::kNone;
-    if (auto st = m.Step({entry}, &res); !st.ok()) return Fail(st);
-  }
+  if (auto st = Prefill(m, *parts, StepOutput::kSample, &entry, &res); !st.ok()) return Fail(st);
   const auto t_first = Clock::now();
 
   TokenOutput output(tok->get(), stop, m.config().vocab_size);
@@ -145,8 +180,8 @@ int RunGenerate(int argc, char** argv) {
   if (flags.Bool("stats")) {
     const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
     const double decode_s = std::chrono::duration<double>(Clock::now() - t_first).count();
-    std::fprintf(stderr, "prompt %zu tokens in %.3f s (%.1f t/s); generated %d tokens, %.1f t/s\n",
-                 prompt.size(), prefill_s, prompt.size() / prefill_s, generated,
+    std::fprintf(stderr, "prompt %lld rows in %.3f s (%.1f rows/s); generated %d tokens, %.1f t/s\n",
+                 static_cast<long long>(prompt_rows), prefill_s, prompt_rows / prefill_s, generated,
                  generated > 1 ? (generated - 1) / decode_s : 0.0);
   }
   return 0;

@@ -8,6 +8,7 @@
 #include "engine/checkpoint/random_weights.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
+#include "tools/cli/multimodal_prompt.h"
 
 namespace modrwkv::cli {
 
@@ -42,11 +43,13 @@ int RunInfo(int argc, char** argv) {
 }
 
 int RunLogits(int argc, char** argv) {
-  Flags flags("logits", "--model M --tokens \"1 2 3\" --out F",
-              "Runs the tokens from a zero state and writes the final position's logits as raw "
+  Flags flags("logits", "--model M [--image F] --tokens \"1 2 3\" --out F",
+              "Runs the tokens (after the image's rows, spliced as the checkpoint's generation "
+              "says) from a zero state and writes the final position's logits as raw "
               "little-endian float32 (vocab-size values).");
   AddModelFlags(flags);
   flags.Add("tokens", "", "token ids, space- or comma-separated", true)
+      .Add("image", "", "an image file, for a model with a vision encoder")
       .Add("out", "", "output file", true);
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
@@ -54,14 +57,25 @@ int RunLogits(int argc, char** argv) {
   auto ids = ParseIds(flags.Str("tokens"), "tokens");
   if (!ids.ok()) return UsageError(flags, ids.status());
   if (ids->empty()) return UsageError(flags, absl::InvalidArgumentError("--tokens is empty"));
-  auto model = LoadModelFromFlags(flags, 1);
-  if (!model.ok()) return Fail(model.status());
+  auto tok = LoadTokenizer("", flags.Str("model"));
+  auto bundle = LoadBundleFromFlags(flags, 1, tok.ok() ? tok->get() : nullptr);
+  if (!bundle.ok()) return Fail(bundle.status());
+  Model& m = *bundle->model;
+  for (int32_t t : *ids) {
+    if (t >= m.config().vocab_size) {
+      return UsageError(flags, absl::InvalidArgumentError(absl::StrFormat(
+                                   "--tokens: %d is outside the model's vocabulary of %d", t,
+                                   m.config().vocab_size)));
+    }
+  }
+  auto mo = ModelOptionsFromFlags(flags, 1);
+  if (!mo.ok()) return UsageError(flags, mo.status());
+  auto parts = BuildPrompt(*bundle, {}, *ids, flags.Str("image"), mo->threads > 0 ? mo->threads : 1);
+  if (!parts.ok()) return Fail(parts.status());
   StepEntry e;
   e.slot = 0;
-  e.inputs = {InputRowsView::Tokens(*ids)};
-  e.output = StepOutput::kLogits;
   std::vector<StepResult> res;
-  if (auto st = (*model)->Step({e}, &res); !st.ok()) return Fail(st);
+  if (auto st = Prefill(m, *parts, StepOutput::kLogits, &e, &res); !st.ok()) return Fail(st);
   std::ofstream out(flags.Str("out"), std::ios::binary);
   out.write(reinterpret_cast<const char*>(res[0].logits.data()),
             static_cast<std::streamsize>(res[0].logits.size() * sizeof(float)));

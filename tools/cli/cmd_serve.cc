@@ -62,9 +62,23 @@ constexpr FlagSpec kServeFlags[] = {
      "stop.max_tokens of requests that leave it unset (0 = 256, capped at --max-tokens-limit)"},
     {"default-timeout", "0",
      "timeout of requests that set neither timeout nor a gRPC deadline (0 = none)"},
-    {"chat-template", "\\x16User: {text}\\x17\\x16Assistant:",
-     "Chat turn template; {text} is the message; \\xNN \\n \\t \\\\ escapes"},
-    {"max-message-bytes", "4194304", "largest request message accepted"},
+    {"chat-template", "",
+     "Chat turn template; {text} is the message, {image} where a turn's images go; \\xNN \\n "
+     "\\t \\\\ escapes (default: the model manifest's, else \\x16User: {text}\\x17\\x16Assistant:)"},
+    {"max-message-bytes", "33554432", "largest request message accepted (images travel in it)"},
+    {"max-image-bytes", "20971520", "largest encoded image accepted"},
+    {"max-image-pixels", "40000000",
+     "largest image accepted, width x height, checked from the header before decoding"},
+    {"max-images-per-request", "4", "images in one Generate request or chat turn"},
+    {"image-orientation", "exif",
+     "exif: apply the EXIF orientation (what a phone photo shows); ignore: as the official "
+     "ModRWKV pipeline does"},
+    {"encoder-workers", "1", "encoder worker threads (each encodes one batch at a time)"},
+    {"encoder-threads", "1", "threads each encoder worker uses for one batch"},
+    {"encoder-queue-items", "32", "media items waiting for the encoder before RESOURCE_EXHAUSTED"},
+    {"encoder-batch", "4", "media items encoded together at most"},
+    {"encoder-cache-bytes", "67108864",
+     "memory for encoder outputs of recently seen media (0 = no cache)"},
     {"tls-cert", "", "PEM server certificate chain (enables TLS)"},
     {"tls-key", "", "PEM private key of --tls-cert"},
     {"tls-client-ca", "", "PEM CA bundle: require and verify client certificates (mTLS)"},
@@ -135,13 +149,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.dtype = mo.weight_type;
   o.threads = mo.threads;
   o.verify_checksums = CheckpointOptionsFromFlags(f).verify_checksums;
-  o.vocab_path = f.Str("vocab");
-  if (o.vocab_path.empty()) {
-    const auto next_to =
-        std::filesystem::path(o.model_path).parent_path() / "rwkv_vocab_v20230424.txt";
-    std::error_code ec;
-    o.vocab_path = std::filesystem::exists(next_to, ec) ? next_to.string() : DefaultVocabPath();
-  }
+  o.vision_encoder = f.Str("vision-encoder");
+  o.vocab_path = ResolveVocabPath(f.Str("vocab"), o.model_path);
   o.host = f.Str("host");
   o.metrics_host = f.Str("metrics-host");
   auto int_flag = [&](const char* name, int64_t lo, int64_t hi, auto* out) -> absl::Status {
@@ -190,7 +199,29 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(int_flag("default-max-tokens", 0, 1 << 30, &o.default_max_tokens));
   MODRWKV_ASSIGN_OR_RETURN(o.default_timeout, DurationFlag(f, "default-timeout"));
   MODRWKV_ASSIGN_OR_RETURN(o.chat_template, Unescape(f.Str("chat-template"), "chat-template"));
+  if (o.chat_template.find("{image}") != std::string::npos &&
+      o.chat_template.find("{text}") == std::string::npos) {
+    return absl::InvalidArgumentError("--chat-template must contain {text}");
+  }
   MODRWKV_RETURN_IF_ERROR(int_flag("max-message-bytes", 1024, 1 << 30, &o.max_message_bytes));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-image-bytes", 1, int64_t{1} << 32, &o.image_decode.limits.max_bytes));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-image-pixels", 1, int64_t{1} << 40, &o.image_decode.limits.max_pixels));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-images-per-request", 1, 64, &o.max_images_per_request));
+  const std::string orientation = f.Str("image-orientation");
+  if (orientation != "exif" && orientation != "ignore") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--image-orientation must be exif or ignore, got '", orientation, "'"));
+  }
+  o.image_decode.apply_exif_orientation = orientation == "exif";
+  MODRWKV_RETURN_IF_ERROR(int_flag("encoder-workers", 1, 256, &o.encoder_pool.workers));
+  MODRWKV_RETURN_IF_ERROR(int_flag("encoder-threads", 1, 1024, &o.encoder_pool.threads_per_worker));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("encoder-queue-items", 1, 1 << 20, &o.encoder_pool.max_queued_items));
+  MODRWKV_RETURN_IF_ERROR(int_flag("encoder-batch", 1, 256, &o.encoder_pool.max_batch));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("encoder-cache-bytes", 0, int64_t{1} << 40, &o.encoder_pool.cache_bytes));
   o.tls_cert_file = f.Str("tls-cert");
   o.tls_key_file = f.Str("tls-key");
   o.tls_client_ca_file = f.Str("tls-client-ca");
@@ -263,7 +294,8 @@ int RunServe(int argc, char** argv) {
   }
   // Environment first, then the command line, so the command line wins.
   std::vector<std::string> args = {argv[0], argv[1]};
-  std::vector<std::string> names = {"model", "dtype", "threads", "verify-checksums"};
+  std::vector<std::string> names = {"model", "vision-encoder", "dtype", "threads",
+                                    "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
     if (const char* v = std::getenv(EnvName(n).c_str()))

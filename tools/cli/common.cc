@@ -30,7 +30,14 @@ int UsageError(const Flags& flags, const absl::Status& status) {
 }
 
 void AddModelFlags(Flags& flags) {
-  flags.Add("model", "", "checkpoint: BlinkDL .pth or .safetensors (BlinkDL or fla names)", true)
+  flags
+      .Add("model", "",
+           "checkpoint (BlinkDL .pth or .safetensors; text or ModRWKV), or a model directory with "
+           "modrwkv-model.json",
+           true)
+      .Add("vision-encoder", "",
+           "vision encoder folder (Hugging Face layout: config.json, model.safetensors, "
+           "preprocessor_config.json) for a ModRWKV checkpoint")
       .Add("dtype", "auto",
            "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
       .Add("threads", "0",
@@ -72,8 +79,33 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
 }
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModelFromFlags(const Flags& flags, int num_slots) {
+  MODRWKV_ASSIGN_OR_RETURN(encoders::ModelBundle b, LoadBundleFromFlags(flags, num_slots, nullptr));
+  return std::move(b.model);
+}
+
+absl::StatusOr<encoders::ModelBundle> LoadBundleFromFlags(const Flags& flags, int num_slots,
+                                                          const Tokenizer* tokenizer) {
   MODRWKV_ASSIGN_OR_RETURN(ModelOptions o, ModelOptionsFromFlags(flags, num_slots));
-  return LoadModel(flags.Str("model"), o, CheckpointOptionsFromFlags(flags));
+  encoders::BundleOptions bo;
+  bo.model = flags.Str("model");
+  bo.vision_encoder = flags.Str("vision-encoder");
+  return encoders::OpenModelBundle(bo, o, CheckpointOptionsFromFlags(flags), tokenizer);
+}
+
+std::string ResolveVocabPath(const std::string& vocab_flag, const std::string& model_path) {
+  if (!vocab_flag.empty()) return vocab_flag;
+  std::error_code ec;
+  if (!model_path.empty()) {
+    encoders::BundleOptions bo;
+    bo.model = model_path;
+    const std::string from_manifest = encoders::BundleVocabPath(bo);
+    if (!from_manifest.empty()) return from_manifest;
+    const fs::path dir = fs::is_directory(model_path, ec) ? fs::path(model_path)
+                                                          : fs::path(model_path).parent_path();
+    const fs::path next_to = dir / kVocabName;
+    if (fs::exists(next_to, ec)) return next_to.string();
+  }
+  return DefaultVocabPath();
 }
 
 std::string DefaultVocabPath() {
@@ -90,15 +122,11 @@ std::string DefaultVocabPath() {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& vocab_flag,
                                                          const std::string& model_path) {
-  if (!vocab_flag.empty()) return Tokenizer::LoadFile(vocab_flag);
-  if (!model_path.empty()) {
-    const fs::path next_to = fs::path(model_path).parent_path() / kVocabName;
-    if (fs::exists(next_to)) return Tokenizer::LoadFile(next_to.string());
-  }
-  const std::string def = DefaultVocabPath();
-  if (fs::exists(def)) return Tokenizer::LoadFile(def);
+  const std::string path = ResolveVocabPath(vocab_flag, model_path);
+  std::error_code ec;
+  if (fs::exists(path, ec)) return Tokenizer::LoadFile(path);
   return absl::NotFoundError(absl::StrCat("no vocabulary: pass --vocab or put ", kVocabName,
-                                          " next to the model (looked in ", def, ")"));
+                                          " next to the model (looked in ", path, ")"));
 }
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const char* flag) {

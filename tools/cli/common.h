@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "encoders/multimodal/model_bundle.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/model/model.h"
 #include "engine/text/tokenizer.h"
@@ -24,6 +25,13 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
 void AddCheckpointFlags(Flags& flags);
 CheckpointOptions CheckpointOptionsFromFlags(const Flags& flags);
 absl::StatusOr<std::unique_ptr<Model>> LoadModelFromFlags(const Flags& flags, int num_slots);
+// --model (file or model directory) and --vision-encoder: the language model and, for a ModRWKV
+// checkpoint with an encoder, its vision pipeline. `tokenizer` names generation-B marker tokens.
+absl::StatusOr<encoders::ModelBundle> LoadBundleFromFlags(const Flags& flags, int num_slots,
+                                                          const Tokenizer* tokenizer);
+// --vocab, else the model manifest's, else next to the model (or in its directory), else the
+// bundled copy.
+std::string ResolveVocabPath(const std::string& vocab_flag, const std::string& model_path);
 
 // The vocabulary: --vocab if given, else rwkv_vocab_v20230424.txt next to the model, else the
 // copy installed with the binary.

@@ -28,6 +28,7 @@ class Flags {
   absl::StatusOr<bool> Parse(int argc, char** argv, int first);
 
   bool Has(const std::string& name) const;  // given on the command line or has a default
+  bool Given(const std::string& name) const { return values_.count(name) > 0; }
   std::string Str(const std::string& name) const;
   bool Bool(const std::string& name) const;
   absl::StatusOr<int64_t> Int(const std::string& name, int64_t lo, int64_t hi) const;

@@ -32,6 +32,7 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 
 struct RequestStats {
   bool ok = false;
+  bool image = false;  // the request carried the image
   std::string error;
   int output_tokens = 0;
   double ttft_ms = 0, e2e_ms = 0;
@@ -49,10 +50,17 @@ struct Config {
   int vocab = 65536;
   uint64_t seed = 0;
   float temperature = 1.0f;  // 0 = greedy
+  std::string image;          // encoded image bytes ("" = text only)
+  double image_fraction = 0;  // share of requests that carry the image
 };
 
 RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng) {
   v1::GenerateRequest req;
+  RequestStats st;
+  if (!cfg.image.empty() && std::uniform_real_distribution<double>(0, 1)(rng) < cfg.image_fraction) {
+    req.add_input()->mutable_image()->set_data(cfg.image);
+    st.image = true;
+  }
   auto* ids = req.add_input()->mutable_tokens();
   std::uniform_int_distribution<int32_t> id(1, std::max(2, std::min(cfg.vocab, 65530) - 1));
   for (int i = 0; i < cfg.prompt_tokens; ++i) ids->add_ids(id(rng));
@@ -63,7 +71,6 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
 
   grpc::ClientContext ctx;
   if (!cfg.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg.token);
-  RequestStats st;
   const auto t0 = Clock::now();
   auto last = t0;
   auto reader = stub.Generate(&ctx, req);
@@ -154,7 +161,7 @@ int Run(const Config& cfg, const std::string& json_path) {
   }
   const double dur_s = std::chrono::duration<double>(Clock::now() - start).count();
 
-  int completed = 0, failed = 0;
+  int completed = 0, failed = 0, images = 0;
   int64_t out_tokens = 0;
   std::vector<double> ttft, tpot, itl, e2e;
   std::string first_error;
@@ -165,6 +172,7 @@ int Run(const Config& cfg, const std::string& json_path) {
       continue;
     }
     ++completed;
+    images += r.image ? 1 : 0;
     out_tokens += r.output_tokens;
     ttft.push_back(r.ttft_ms);
     e2e.push_back(r.e2e_ms);
@@ -180,6 +188,10 @@ int Run(const Config& cfg, const std::string& json_path) {
   if (!first_error.empty()) std::printf("first error: %s\n", first_error.c_str());
   std::printf("request throughput   %.3f req/s\n", completed / dur_s);
   std::printf("output throughput    %.1f tokens/s\n", out_tokens / dur_s);
+  if (!cfg.image.empty()) {
+    std::printf("image throughput     %.3f images/s (%d of %d completed requests had the image)\n",
+                images / dur_s, images, completed);
+  }
   auto row = [](const char* name, const std::vector<double>& v) {
     double mean = 0;
     for (double x : v) mean += x;
@@ -195,11 +207,12 @@ int Run(const Config& cfg, const std::string& json_path) {
     std::ofstream f(json_path);
     f << absl::StrFormat(
         "{\"mode\": \"%s\", \"completed\": %d, \"failed\": %d, \"duration_s\": %.4f, "
-        "\"request_throughput\": %.4f, \"output_tokens_per_s\": %.3f, "
+        "\"request_throughput\": %.4f, \"output_tokens_per_s\": %.3f, \"images_per_s\": %.4f, "
         "\"ttft_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"tpot_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
-        mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s, Percentile(ttft, 50),
+        mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s, images / dur_s,
+        Percentile(ttft, 50),
         Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50), Percentile(tpot, 90),
         Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90), Percentile(itl, 99));
   }
@@ -223,6 +236,10 @@ int main(int argc, char** argv) {
       .Add("seed", "1", "random seed for prompts and sampling")
       .Add("temperature", "1", "sampling temperature (0 = greedy, as `modrwkv bench` decodes)")
       .Add("token", "", "bearer token, when the server requires one")
+      .Add("image", "",
+           "an image file sent (before the prompt tokens) with --image-fraction of the requests; "
+           "run the server with --encoder-cache-bytes 0 to measure encoding, not the cache")
+      .Add("image-fraction", "1", "share of requests that carry --image (mixed traffic below 1)")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
   if (!parsed.ok()) {
@@ -255,5 +272,19 @@ int main(int argc, char** argv) {
   cfg.output_tokens = static_cast<int>(*o);
   cfg.seed = static_cast<uint64_t>(*seed);
   cfg.temperature = static_cast<float>(*temperature);
+  if (!flags.Str("image").empty()) {
+    std::ifstream in(flags.Str("image"), std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "error: cannot read --image %s\n", flags.Str("image").c_str());
+      return 2;
+    }
+    cfg.image.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    auto frac = flags.Float("image-fraction", 0, 1);
+    if (!frac.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(frac.status().message()).c_str());
+      return 2;
+    }
+    cfg.image_fraction = *frac;
+  }
   return modrwkv::loadgen::Run(cfg, flags.Str("json"));
 }

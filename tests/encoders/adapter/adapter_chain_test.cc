@@ -16,22 +16,17 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/golden_floats.h"
 #include "nlohmann/json.hpp"
 
 namespace modrwkv::encoders {
 namespace {
 
 using ::testing::HasSubstr;
+using golden::MaxRelDiff;
+using golden::ReadF32;
 
 const std::string kDir = std::string(MODRWKV_GOLDEN_DIR) + "/adapter/";
-
-std::vector<float> ReadF32(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), v.size() * 4);
-  return v;
-}
 
 nlohmann::json Manifest() {
   std::ifstream f(kDir + "manifest.json");
@@ -55,16 +50,6 @@ AdapterSpec Preset(const std::string& name) {
   auto it = presets.find(name);
   EXPECT_NE(it, presets.end()) << name;
   return it == presets.end() ? AdapterSpec{} : it->second();
-}
-
-// max |a - b| / max |b|
-double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 1e-30;
-  for (size_t i = 0; i < b.size(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-  }
-  return diff / scale;
 }
 
 TEST(AdapterChainGolden, MatchesOfficialModules) {

@@ -15,11 +15,14 @@
 #include "engine/loader/model_loader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/golden_floats.h"
 
 namespace modrwkv::encoders {
 namespace {
 
 using ::testing::HasSubstr;
+using golden::MaxRelDiff;
+using golden::ReadF32;
 
 // Key sets only: detection reads names and shapes, never data.
 std::map<std::string, TensorView> Keys(
@@ -47,24 +50,6 @@ void Merge(std::map<std::string, TensorView>* into, const std::map<std::string, 
 }
 
 std::string Json(const AdapterSpec& s) { return AdapterSpecToJson(s); }
-
-std::vector<float> ReadF32(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::vector<char> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  std::vector<float> v(b.size() / 4);
-  std::memcpy(v.data(), b.data(), v.size() * 4);
-  return v;
-}
-
-// max |a - b| / max |b|
-double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 1e-30;
-  for (size_t i = 0; i < b.size(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-  }
-  return diff / scale;
-}
 
 TEST(CheckpointLayout, TextOnly) {
   auto l = DetectCheckpointLayout(Rwkv(""));

@@ -1,0 +1,153 @@
+#include "encoders/multimodal/manifest.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace modrwkv::encoders {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+absl::Status Bad(absl::string_view key, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(kManifestName, ": \"", key, "\" ", what));
+}
+
+absl::StatusOr<std::string> OptString(const json& j, const char* key, const std::string& def) {
+  if (!j.contains(key)) return def;
+  if (!j[key].is_string()) return Bad(key, "must be a string");
+  return j[key].get<std::string>();
+}
+
+absl::StatusOr<std::vector<int32_t>> OptIds(const json& j, const char* key) {
+  std::vector<int32_t> out;
+  if (!j.contains(key)) return out;
+  if (!j[key].is_array()) return Bad(key, "must be an array of token ids");
+  for (const json& v : j[key]) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
+      return Bad(key, "must hold non-negative integer token ids");
+    }
+    out.push_back(static_cast<int32_t>(v.get<int64_t>()));
+  }
+  return out;
+}
+
+std::string Resolve(const std::string& dir, const std::string& p) {
+  if (p.empty() || fs::path(p).is_absolute()) return p;
+  return (fs::path(dir) / p).lexically_normal().string();
+}
+
+absl::StatusOr<VisionManifest> ParseVision(const json& v, const std::string& dir) {
+  if (!v.is_object()) return Bad("vision", "must be an object");
+  VisionManifest m;
+  absl::StatusOr<std::string> s = OptString(v, "encoder", "");
+  if (!s.ok()) return s.status();
+  if (s->empty()) return Bad("vision.encoder", "is required (the encoder's Hugging Face folder)");
+  m.encoder = Resolve(dir, *s);
+  s = OptString(v, "splice", "");
+  if (!s.ok()) return s.status();
+  if (*s == "prepend") {
+    m.splice = SpliceMode::kPrepend;
+  } else if (*s == "replace_pad") {
+    m.splice = SpliceMode::kReplacePad;
+  } else if (!s->empty()) {
+    return Bad("vision.splice", absl::StrCat("is '", *s, "', expected 'prepend' or 'replace_pad'"));
+  }
+  if (v.contains("adapter")) {
+    if (!v["adapter"].is_array()) return Bad("vision.adapter", "must be an array of layers");
+    m.adapter_json = v["adapter"].dump();
+  }
+  if (v.contains("feature_layer")) {
+    if (!v["feature_layer"].is_number_integer()) return Bad("vision.feature_layer", "must be an integer");
+    m.feature_layer = v["feature_layer"].get<int>();
+  }
+  if (v.contains("drop_class_token")) {
+    if (!v["drop_class_token"].is_boolean()) return Bad("vision.drop_class_token", "must be true or false");
+    m.drop_class_token = v["drop_class_token"].get<bool>();
+  }
+  struct Marker {
+    const char* key;
+    std::string* text;
+    int32_t* id;
+  };
+  for (const Marker& k : {Marker{"image_start", &m.image_start, &m.image_start_id},
+                          Marker{"image_end", &m.image_end, &m.image_end_id}}) {
+    if (!v.contains(k.key)) continue;
+    const json& t = v[k.key];
+    if (t.is_number_integer() && t.get<int64_t>() >= 0 && t.get<int64_t>() <= INT32_MAX) {
+      *k.id = static_cast<int32_t>(t.get<int64_t>());
+    } else if (t.is_string()) {
+      *k.text = t.get<std::string>();
+    } else {
+      return Bad(absl::StrCat("vision.", k.key), "must be a token's text or a token id");
+    }
+  }
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const std::string& dir) {
+  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kManifestName, " in ", dir, " is not a JSON object"));
+  }
+  static const char* kKnown[] = {"format",      "checkpoint",  "vocab", "chat_template",
+                                 "stop_tokens", "ban_tokens", "vision"};
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
+      return Bad(key, "is not a manifest key (known: format, checkpoint, vocab, chat_template, "
+                      "stop_tokens, ban_tokens, vision)");
+    }
+  }
+  if (j.contains("format") && (!j["format"].is_number_integer() || j["format"].get<int>() != 1)) {
+    return Bad("format", "must be 1 (the only manifest format this server reads)");
+  }
+  ModelManifest m;
+  m.dir = dir;
+  absl::StatusOr<std::string> s = OptString(j, "checkpoint", "");
+  if (!s.ok()) return s.status();
+  if (s->empty()) return Bad("checkpoint", "is required (the model's .pth or .safetensors file)");
+  m.checkpoint = Resolve(dir, *s);
+  s = OptString(j, "vocab", "");
+  if (!s.ok()) return s.status();
+  m.vocab = Resolve(dir, *s);
+  s = OptString(j, "chat_template", "");
+  if (!s.ok()) return s.status();
+  m.chat_template = *s;
+  if (!m.chat_template.empty() && m.chat_template.find("{text}") == std::string::npos) {
+    return Bad("chat_template", "must contain {text} (where the user's message goes)");
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = OptIds(j, "stop_tokens");
+  if (!ids.ok()) return ids.status();
+  m.stop_tokens = *std::move(ids);
+  ids = OptIds(j, "ban_tokens");
+  if (!ids.ok()) return ids.status();
+  m.ban_tokens = *std::move(ids);
+  if (j.contains("vision")) {
+    absl::StatusOr<VisionManifest> v = ParseVision(j["vision"], dir);
+    if (!v.ok()) return v.status();
+    m.vision = *std::move(v);
+  }
+  return m;
+}
+
+absl::StatusOr<ModelManifest> LoadManifest(const std::string& path) {
+  std::error_code ec;
+  const fs::path file =
+      fs::is_directory(path, ec) ? fs::path(path) / kManifestName : fs::path(path);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read the model manifest ", file.string()));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseManifest(ss.str(), file.parent_path().string());
+}
+
+}  // namespace modrwkv::encoders

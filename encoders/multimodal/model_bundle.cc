@@ -1,0 +1,149 @@
+#include "encoders/multimodal/model_bundle.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "encoders/vision/vit_config.h"
+#include "engine/base/status_macros.h"
+#include "engine/loader/model_loader.h"
+
+namespace modrwkv::encoders {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<ModelManifest> ManifestFor(const BundleOptions& options) {
+  std::error_code ec;
+  if (fs::is_directory(options.model, ec)) return LoadManifest(options.model);
+  if (absl::EndsWith(options.model, ".json")) return LoadManifest(options.model);
+  ModelManifest m;  // a bare checkpoint: everything else from flags and the keys
+  m.dir = fs::path(options.model).parent_path().string();
+  m.checkpoint = options.model;
+  return m;
+}
+
+absl::StatusOr<std::string> ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Generation B/C marker tokens: the manifest's id, else the id the vocabulary gives `text` when it
+// is one token (the official wr_vocab names them), else the id the official code uses.
+int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& text,
+                     int32_t fallback) {
+  if (id >= 0) return id;
+  if (text.empty()) return -1;
+  if (tokenizer != nullptr) {
+    std::vector<int32_t> ids;
+    tokenizer->EncodeTo(text, &ids);
+    if (ids.size() == 1) return ids[0];
+  }
+  return fallback;
+}
+
+absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
+    const std::string& folder, const VisionManifest& vm, const CheckpointLayout& layout,
+    const Checkpoint& ckpt, const DecodeOptions& decode, uint64_t fingerprint) {
+  VisionTowerOptions to;
+  to.feature_layer = vm.feature_layer;
+  to.drop_class_token = vm.drop_class_token;
+  std::unique_ptr<VisionTower> tower;
+  if (!layout.encoder_prefix.empty()) {
+    // Fine-tuned encoder weights travel in the checkpoint; the folder still gives the shape.
+    MODRWKV_ASSIGN_OR_RETURN(std::string json, ReadText(fs::path(folder) / "config.json"));
+    MODRWKV_ASSIGN_OR_RETURN(VitConfig config, ParseVitConfig(json));
+    MODRWKV_ASSIGN_OR_RETURN(tower,
+                             VisionTower::Create(config, ckpt.tensors(), layout.encoder_prefix, to));
+  } else {
+    MODRWKV_ASSIGN_OR_RETURN(tower, VisionTower::Load(folder, to));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(
+      PreprocessConfig pre,
+      LoadPreprocessorConfig((fs::path(folder) / "preprocessor_config.json").string()));
+  AdapterSpec spec = layout.adapter;
+  if (!vm.adapter_json.empty()) {
+    MODRWKV_ASSIGN_OR_RETURN(spec, ParseAdapterSpec(vm.adapter_json));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AdapterChain> adapter,
+                           AdapterChain::Create(spec, ckpt.tensors(), layout.adapter_prefix));
+  std::string id = absl::StrFormat("%s|%s|%016x", fs::absolute(folder).string(),
+                                   layout.adapter_prefix, fingerprint);
+  MODRWKV_ASSIGN_OR_RETURN(
+      std::unique_ptr<VisionPipeline> p,
+      VisionPipeline::Create(std::move(tower), pre, std::move(adapter), decode, std::move(id)));
+  return std::shared_ptr<const VisionPipeline>(std::move(p));
+}
+
+}  // namespace
+
+std::string BundleVocabPath(const BundleOptions& options) {
+  absl::StatusOr<ModelManifest> m = ManifestFor(options);
+  return m.ok() ? m->vocab : "";
+}
+
+absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
+                                            const ModelOptions& model_options,
+                                            const CheckpointOptions& checkpoint_options,
+                                            const Tokenizer* tokenizer) {
+  ModelBundle b;
+  MODRWKV_ASSIGN_OR_RETURN(b.manifest, ManifestFor(options));
+  const std::string& path = b.manifest.checkpoint;
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt,
+                           Checkpoint::Open(path, checkpoint_options));
+  auto in_file = [&](const absl::Status& st) {
+    return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+  };
+  absl::StatusOr<CheckpointLayout> layout = DetectCheckpointLayout(ckpt->tensors());
+  if (!layout.ok()) return in_file(layout.status());
+  b.layout = *std::move(layout);
+
+  // The language model sees its own keys only, under their bare names.
+  const std::map<std::string, TensorView> llm = LlmTensors(b.layout, ckpt->tensors());
+  absl::StatusOr<std::unique_ptr<Model>> model = CreateModel(llm, model_options);
+  if (!model.ok()) return in_file(model.status());
+  b.model = *std::move(model);
+
+  if (b.layout.generation == 'T') return b;  // text only
+  std::string folder = options.vision_encoder;
+  VisionManifest vm = b.manifest.vision.value_or(VisionManifest{});
+  if (folder.empty()) folder = vm.encoder;
+  if (folder.empty()) {
+    b.vision_missing = absl::StrCat(
+        "the checkpoint has a vision adapter (generation ", std::string(1, b.layout.generation),
+        ") but no vision encoder folder was given (--vision-encoder, or \"vision\": {\"encoder\": "
+        "...} in ",
+        kManifestName, "): serving text only");
+    return b;
+  }
+  MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,
+                                                b.model->info().fingerprint));
+  if (b.vision->dim() != b.model->config().n_embd) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the vision adapter gives rows of width %d but the language model's width is %d",
+        b.vision->dim(), b.model->config().n_embd));
+  }
+  b.image_splice.rows = b.vision->rows_per_image();
+  b.image_splice.mode = vm.splice.value_or(b.layout.generation == 'A' ? SpliceMode::kPrepend
+                                                                     : SpliceMode::kReplacePad);
+  if (b.image_splice.mode == SpliceMode::kReplacePad) {
+    b.image_splice.start_token = SpecialToken(tokenizer, vm.image_start_id, vm.image_start, 65530);
+    b.image_splice.end_token = SpecialToken(tokenizer, vm.image_end_id, vm.image_end, 65531);
+    for (int32_t t : {b.image_splice.start_token, b.image_splice.end_token}) {
+      if (t >= b.model->config().vocab_size) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "the image marker token %d is outside the model's vocabulary of %d rows", t,
+            b.model->config().vocab_size));
+      }
+    }
+  }
+  return b;
+}
+
+}  // namespace modrwkv::encoders

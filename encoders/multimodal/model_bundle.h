@@ -1,0 +1,52 @@
+// Opens what a user downloaded — a bare checkpoint plus an encoder folder, or a model directory
+// with a manifest — into the language model and, when the checkpoint has a vision adapter, the
+// vision pipeline, spliced as the checkpoint's generation says (docs/models.md).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "encoders/adapter/checkpoint_layout.h"
+#include "encoders/multimodal/manifest.h"
+#include "encoders/multimodal/vision_pipeline.h"
+#include "engine/checkpoint/checkpoint.h"
+#include "engine/model/model.h"
+#include "engine/text/tokenizer.h"
+
+namespace modrwkv::encoders {
+
+struct BundleOptions {
+  std::string model;           // a checkpoint file, or a directory holding kManifestName
+  std::string vision_encoder;  // encoder folder; overrides the manifest's
+  DecodeOptions decode;        // image limits and EXIF handling
+};
+
+// Where a request's image rows go and which tokens surround them.
+struct ImageSplice {
+  SpliceMode mode = SpliceMode::kPrepend;
+  int rows = 0;                  // rows per image (after the adapter)
+  int32_t start_token = -1;      // kReplacePad: before the rows (-1 = none)
+  int32_t end_token = -1;        // kReplacePad: after the rows (-1 = none)
+};
+
+struct ModelBundle {
+  ModelManifest manifest;  // read from the directory, or made up for a bare checkpoint
+  CheckpointLayout layout;
+  std::unique_ptr<Model> model;
+  std::shared_ptr<const VisionPipeline> vision;  // null: text only
+  ImageSplice image_splice;
+  // Why a checkpoint with a vision adapter is served without images ("" when not the case).
+  std::string vision_missing;
+};
+
+// The vocabulary the bundle names (manifest "vocab"), or "" to let the caller decide.
+std::string BundleVocabPath(const BundleOptions& options);
+
+// `tokenizer` resolves the manifest's special-token names (generation B/C); may be null.
+absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
+                                            const ModelOptions& model_options,
+                                            const CheckpointOptions& checkpoint_options,
+                                            const Tokenizer* tokenizer);
+
+}  // namespace modrwkv::encoders

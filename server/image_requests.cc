@@ -1,0 +1,41 @@
+#include "server/image_requests.h"
+
+#include "absl/strings/match.h"
+#include "engine/base/errors.h"
+#include "server/serving_context.h"
+
+namespace modrwkv::server {
+
+absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
+                                             const std::vector<PendingImage>& images,
+                                             std::function<void(EncodedImages)> done) {
+  std::vector<encoders::MediaItem> items;
+  items.reserve(images.size());
+  std::vector<std::string> fields;
+  for (const PendingImage& p : images) {
+    encoders::MediaItem item;
+    item.bytes = p.bytes;
+    item.field = p.field;
+    fields.push_back(p.field);
+    items.push_back(std::move(item));
+  }
+  auto on_done = [fields = std::move(fields), done = std::move(done)](EncodedImages result) {
+    if (!result.ok() && result.status().code() == absl::StatusCode::kInvalidArgument) {
+      // The message starts with the image's field; name it in BadRequest too.
+      for (const std::string& f : fields) {
+        if (absl::StartsWith(result.status().message(), f)) {
+          result = WithField(result.status(), f);
+          break;
+        }
+      }
+    }
+    done(std::move(result));
+  };
+  absl::StatusOr<encoders::JobId> job = ctx->image_pool->Submit(std::move(items), std::move(on_done));
+  if (!job.ok() && job.status().code() == absl::StatusCode::kResourceExhausted) {
+    return WithReason(job.status(), "ENCODER_QUEUE_FULL");
+  }
+  return job;
+}
+
+}  // namespace modrwkv::server

@@ -1,0 +1,27 @@
+// Image parts of a request on their way to the engine: the encoder pool turns their bytes into
+// rows off the scheduler thread, and the reactor submits the request once they are in.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "encoders/pool/encoder_pool.h"
+#include "server/convert.h"
+
+namespace modrwkv::server {
+
+struct ServingContext;
+
+using EncodedImages = absl::StatusOr<std::vector<std::shared_ptr<const encoders::EmbeddingRows>>>;
+
+// Queues `images` on the context's encoder pool. `done` runs exactly once with the rows (in the
+// order of `images`) or the error — decode errors as INVALID_ARGUMENT naming the image's field —
+// on an encoder worker, or on this thread before EncodeImages returns (all cache hits). A full
+// queue is RESOURCE_EXHAUSTED (reason ENCODER_QUEUE_FULL, with RetryInfo) and `done` never runs.
+absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
+                                             const std::vector<PendingImage>& images,
+                                             std::function<void(EncodedImages)> done);
+
+}  // namespace modrwkv::server
