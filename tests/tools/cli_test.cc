@@ -1,5 +1,6 @@
 // The `modrwkv` binary end to end: every subcommand, its output contract and its usage errors.
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -90,6 +91,59 @@ TEST_F(CliTest, LogitsFileHasVocabFloatsAndAgreesAcrossFormats) {
   }
   EXPECT_GT(maxv, 0.1);
   EXPECT_LT(maxd, 0.05 * maxv);
+}
+
+// `logits --image` on the whole-forward fixture (tests/golden/vision_forward): the final logits
+// after the image's rows and the prompt equal the official generation A / B model's, for a bare
+// checkpoint with --vision-encoder and for a model directory with a manifest.
+TEST_F(CliTest, LogitsAfterAnImageMatchTheOfficialModel) {
+  const fs::path fx = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "vision_forward";
+  auto last_row = [](const fs::path& file) {
+    std::ifstream f(file, std::ios::binary);
+    std::vector<char> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::vector<float> v(256);
+    std::memcpy(v.data(), b.data() + b.size() - 256 * 4, 256 * 4);
+    return v;
+  };
+  auto max_rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double d = 0, m = 1e-30;
+    for (size_t i = 0; i < b.size(); ++i) {
+      d = std::max(d, std::abs(double(a[i]) - b[i]));
+      m = std::max(m, std::abs(double(b[i])));
+    }
+    return d / m;
+  };
+  const std::string out = (*dir_ / "image_logits.bin").string();
+  // Generation A, bare: the prompt of the fixture's manifest ("\x16User: Hi\x17Assistant:").
+  const std::string gen_a_tokens =
+      "23 86 116 102 115 59 33 73 106 24 66 116 116 106 116 117 98 111 117 59";
+  CliRun r = Cli("logits --model " + (fx / "rwkv-0.pth").string() + " --vision-encoder " +
+                 (fx / "encoder").string() + " --image " + (fx / "image.png").string() +
+                 " --tokens \"" + gen_a_tokens + "\" --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_LT(max_rel(last_row(out), last_row(fx / "gen_a_logits.bin")), 1e-4);
+  // Without the image the logits differ: the image is really in the sequence.
+  r = Cli("logits --model " + (fx / "rwkv-0.pth").string() + " --tokens \"" + gen_a_tokens +
+          "\" --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GT(max_rel(last_row(out), last_row(fx / "gen_a_logits.bin")), 1e-3);
+  // Generation B from a model directory; the image rows go between the marker tokens 250 / 251.
+  const fs::path model_dir = *dir_ / "gen_b";
+  fs::create_directories(model_dir);
+  std::ofstream(model_dir / "modrwkv-model.json")
+      << "{\"format\": 1, \"checkpoint\": \"" << (fx / "rwkv-b.pth").string()
+      << "\", \"vision\": {\"encoder\": \"" << (fx / "encoder").string()
+      << "\", \"image_start\": 250, \"image_end\": 251}}";
+  r = Cli("logits --model " + model_dir.string() + " --image " + (fx / "image.png").string() +
+          " --before \"23 86 116 102 115 59\" --tokens \"73 106 24 23 66 116 116 106 116 117 98 "
+          "111 117 59\" --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_LT(max_rel(last_row(out), last_row(fx / "gen_b_logits.bin")), 1e-4);
+  // An image for a text model is a clear error.
+  r = Cli("logits --model " + Model() + " --image " + (fx / "image.png").string() +
+          " --tokens 1 --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--image"), std::string::npos) << r.err;
 }
 
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {

@@ -43,13 +43,15 @@ int RunInfo(int argc, char** argv) {
 }
 
 int RunLogits(int argc, char** argv) {
-  Flags flags("logits", "--model M [--image F] --tokens \"1 2 3\" --out F",
-              "Runs the tokens (after the image's rows, spliced as the checkpoint's generation "
-              "says) from a zero state and writes the final position's logits as raw "
-              "little-endian float32 (vocab-size values).");
+  Flags flags("logits", "--model M [--image F [--before \"1 2\"]] --tokens \"1 2 3\" --out F",
+              "Runs the tokens from a zero state (after the image's rows, spliced as the "
+              "checkpoint's generation says: bare, or between generation B's marker tokens) and "
+              "writes the final position's logits as raw little-endian float32 (vocab-size "
+              "values).");
   AddModelFlags(flags);
   flags.Add("tokens", "", "token ids, space- or comma-separated", true)
       .Add("image", "", "an image file, for a model with a vision encoder")
+      .Add("before", "", "token ids before the image (e.g. the official prompt's \"\\x16User:\")")
       .Add("out", "", "output file", true);
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
@@ -57,20 +59,24 @@ int RunLogits(int argc, char** argv) {
   auto ids = ParseIds(flags.Str("tokens"), "tokens");
   if (!ids.ok()) return UsageError(flags, ids.status());
   if (ids->empty()) return UsageError(flags, absl::InvalidArgumentError("--tokens is empty"));
+  auto before = ParseIds(flags.Str("before"), "before");
+  if (!before.ok()) return UsageError(flags, before.status());
   auto tok = LoadTokenizer("", flags.Str("model"));
   auto bundle = LoadBundleFromFlags(flags, 1, tok.ok() ? tok->get() : nullptr);
   if (!bundle.ok()) return Fail(bundle.status());
   Model& m = *bundle->model;
-  for (int32_t t : *ids) {
-    if (t >= m.config().vocab_size) {
-      return UsageError(flags, absl::InvalidArgumentError(absl::StrFormat(
-                                   "--tokens: %d is outside the model's vocabulary of %d", t,
-                                   m.config().vocab_size)));
+  for (const auto& [name, list] : {std::pair{"tokens", &*ids}, std::pair{"before", &*before}}) {
+    for (int32_t t : *list) {
+      if (t >= m.config().vocab_size) {
+        return UsageError(flags, absl::InvalidArgumentError(absl::StrFormat(
+                                     "--%s: %d is outside the model's vocabulary of %d", name, t,
+                                     m.config().vocab_size)));
+      }
     }
   }
   auto mo = ModelOptionsFromFlags(flags, 1);
   if (!mo.ok()) return UsageError(flags, mo.status());
-  auto parts = BuildPrompt(*bundle, {}, *ids, flags.Str("image"), mo->threads > 0 ? mo->threads : 1);
+  auto parts = BuildPrompt(*bundle, *before, *ids, flags.Str("image"), mo->threads > 0 ? mo->threads : 1);
   if (!parts.ok()) return Fail(parts.status());
   StepEntry e;
   e.slot = 0;
