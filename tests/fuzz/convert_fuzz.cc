@@ -42,6 +42,7 @@
 namespace {
 
 namespace pb = ::modrwkv::v1;
+using modrwkv::server::PendingImage;
 using modrwkv::server::TranslationContext;
 using SysClock = std::chrono::system_clock;
 
@@ -69,6 +70,7 @@ std::string ByteVocab() {
 struct Servers {
   std::unique_ptr<modrwkv::Tokenizer> world, bytes;
   TranslationContext world_ctx, bytes_ctx;
+  TranslationContext image_ctx;  // a vision model: generation B markers, images in the template
 };
 
 const Servers& GetServers() {
@@ -81,6 +83,15 @@ const Servers& GetServers() {
     out->bytes = std::move(*bytes);
     out->world_ctx = {out->world.get(), 65536, 1 << 20, kChatTemplate};
     out->bytes_ctx = {out->bytes.get(), 300, 64, kChatTemplate};
+    out->image_ctx = {out->world.get(), 65536, 300, "\x16User:{image}{text}\x17\x16" "Assistant:"};
+    modrwkv::server::ImageTranslation image;
+    image.splice.mode = modrwkv::encoders::SpliceMode::kReplacePad;
+    image.splice.rows = 16;
+    image.splice.start_token = 65530;
+    image.splice.end_token = 65531;
+    image.max_images = 3;
+    image.max_bytes = 12;
+    out->image_ctx.image = image;
     return out;
   }();
   return *s;
@@ -102,11 +113,11 @@ std::string BadField(const absl::Status& s) {
   return "";
 }
 
-void CheckError(const absl::Status& s, bool chat) {
+void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat) {
   Check(!s.ok());
   Check(!s.message().empty());
   if (s.code() == absl::StatusCode::kUnimplemented) {
-    Check(!chat, s);
+    Check(!chat || !ctx.image.has_value(), s);  // a chat turn's only media are images
     Check(modrwkv::server::ErrorInfoReason(s) == "MODALITY_NOT_SERVED", s);
     return;
   }
@@ -115,8 +126,8 @@ void CheckError(const absl::Status& s, bool chat) {
   const std::string field = BadField(s);
   static const char* const kGenerateFields[] = {"input",      "sampling.",      "stop.",
                                                 "session_id", "logprobs_top_n", "timeout"};
-  static const char* const kChatFields[] = {"text", "sampling.", "stop.", "logprobs_top_n",
-                                            "timeout"};
+  static const char* const kChatFields[] = {"text",           "images", "sampling.", "stop.",
+                                            "logprobs_top_n", "timeout"};
   bool known = false;
   if (chat) {
     for (const char* f : kChatFields) known |= absl::StartsWith(field, f);
@@ -131,12 +142,25 @@ bool Contains(const std::vector<int32_t>& v, int32_t x) {
 }
 
 // What the engine will do with an accepted request must succeed.
-void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& ctx) {
+// Image parts wait for the encoder: empty parts listed in `images`, counted at the splice's rows.
+void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& ctx,
+                   const std::vector<PendingImage>& images) {
   int64_t total = 0;
-  for (const modrwkv::InputRows& part : out.prompt) {
-    Check(!part.tokens.empty() && part.embeddings.empty());
+  Check(images.empty() || ctx.image.has_value());
+  Check(!ctx.image || static_cast<int>(images.size()) <= ctx.image->max_images);
+  for (size_t i = 0; i < out.prompt.size(); ++i) {
+    const modrwkv::InputRows& part = out.prompt[i];
+    const bool pending = std::any_of(images.begin(), images.end(),
+                                     [&](const PendingImage& im) { return im.part == i; });
+    Check(part.embeddings.empty());
+    Check(pending == part.tokens.empty());
+    if (pending) total += ctx.image->splice.rows;
     for (int32_t id : part.tokens) Check(id >= 0 && id < ctx.model_vocab);
     total += static_cast<int64_t>(part.tokens.size());
+  }
+  for (const PendingImage& im : images) {
+    Check(im.bytes != nullptr && static_cast<int64_t>(im.bytes->size()) <= ctx.image->max_bytes);
+    Check(!im.field.empty());
   }
   Check(total > 0 && total <= ctx.max_prompt_tokens);
   Check(out.sampling.Validate(ctx.model_vocab).ok(), out.sampling.Validate(ctx.model_vocab));
@@ -150,9 +174,11 @@ void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& 
 
 void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext& ctx,
                        SysClock::time_point deadline) {
-  absl::StatusOr<modrwkv::EngineRequest> out = modrwkv::server::ToEngineRequest(req, ctx, deadline);
-  if (!out.ok()) return CheckError(out.status(), /*chat=*/false);
-  CheckAccepted(*out, ctx);
+  std::vector<PendingImage> images;
+  absl::StatusOr<modrwkv::EngineRequest> out =
+      modrwkv::server::ToEngineRequest(req, ctx, deadline, &images);
+  if (!out.ok()) return CheckError(out.status(), ctx, /*chat=*/false);
+  CheckAccepted(*out, ctx, images);
   Check(out->session.has_value() == req.has_session_id());
   Check(out->sampling.logprobs_top_n == (req.has_logprobs_top_n() ? req.logprobs_top_n() : -1));
   if (!req.stop().ignore_end_of_text()) {
@@ -163,10 +189,11 @@ void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext&
 void TranslateChat(const pb::ChatRequest& req, const TranslationContext& ctx,
                    SysClock::time_point deadline) {
   const modrwkv::SessionId session{1, 2};
+  std::vector<PendingImage> images;
   absl::StatusOr<modrwkv::EngineRequest> out =
-      modrwkv::server::ToEngineChatTurn(req, session, ctx, deadline);
-  if (!out.ok()) return CheckError(out.status(), /*chat=*/true);
-  CheckAccepted(*out, ctx);
+      modrwkv::server::ToEngineChatTurn(req, session, ctx, deadline, &images);
+  if (!out.ok()) return CheckError(out.status(), ctx, /*chat=*/true);
+  CheckAccepted(*out, ctx, images);
   Check(out->session == session);
   // A turn never ends in end-of-text and always stops at the turn end.
   Check(Contains(out->sampling.banned_tokens, modrwkv::server::kEndOfTextToken));
@@ -176,7 +203,7 @@ void TranslateChat(const pb::ChatRequest& req, const TranslationContext& ctx,
 void TranslateBoth(const pb::GenerateRequest* gen, const pb::ChatRequest* chat,
                    SysClock::time_point deadline) {
   const Servers& s = GetServers();
-  for (const TranslationContext* ctx : {&s.world_ctx, &s.bytes_ctx}) {
+  for (const TranslationContext* ctx : {&s.world_ctx, &s.bytes_ctx, &s.image_ctx}) {
     if (gen) TranslateGenerate(*gen, *ctx, deadline);
     if (chat) TranslateChat(*chat, *ctx, deadline);
   }
@@ -244,7 +271,7 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
   pb::StopConditions* stop = gen->mutable_stop();
   int banned = 0;
   for (int op = 0; op < 64 && p.remaining_bytes() > 0; ++op) {
-    switch (p.ConsumeIntegralInRange<int>(0, 27)) {
+    switch (p.ConsumeIntegralInRange<int>(0, 28)) {
       case 0:
         gen->add_input()->set_text(FuzzString(p, 256));
         break;
@@ -345,6 +372,9 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
         *deadline = p.PickValueInArray(kDeadlines);
         break;
       }
+      case 28:
+        chat->add_images()->set_data(p.ConsumeRandomLengthString(16));
+        break;
     }
   }
   *chat->mutable_sampling() = gen->sampling();
