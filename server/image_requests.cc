@@ -33,6 +33,7 @@ absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
   };
   absl::StatusOr<encoders::JobId> job = ctx->image_pool->Submit(std::move(items), std::move(on_done));
   if (!job.ok() && job.status().code() == absl::StatusCode::kResourceExhausted) {
+    if (ctx->metrics != nullptr) ctx->metrics->OnAdmissionRejected("encoder_queue_full");
     return WithReason(job.status(), "ENCODER_QUEUE_FULL");
   }
   return job;

@@ -193,6 +193,28 @@ TEST(VisionE2eTest, BadImagesAreRefusedNamingThePartAndTheLimit) {
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
 }
 
+// A request whose images do not fit the encoder queue is refused before anything is decoded.
+TEST(VisionE2eTest, AFullEncoderQueueIsResourceExhausted) {
+  auto server = ServerProcess::Start(DemoOptions({"--encoder-queue-items", "1"}));
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Inference::NewStub(server->Channel());
+  const std::vector<Example> examples = HeldOut();
+  pb::GenerateRequest req = Ask(ReadAll(kHeldOut / "heldout" / examples.at(0).file), "Which?");
+  req.add_input()->mutable_image()->set_data(ReadAll(kHeldOut / "heldout" / examples.at(1).file));
+  StreamResult r = RunGenerate(stub.get(), req);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(ErrorInfoOf(r.status).has_value());
+  EXPECT_EQ(ErrorInfoOf(r.status)->reason(), "ENCODER_QUEUE_FULL");
+  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_admission_rejections_total{reason=\"encoder_queue_full\"}"),
+            1);
+  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_encoder_items_total"), 0);
+  // One image fits.
+  StreamResult ok = RunGenerate(stub.get(), Ask(ReadAll(kHeldOut / "heldout" / examples.at(0).file),
+                                                examples.at(0).question));
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_EQ(Trim(ok.text), examples.at(0).answer);
+}
+
 TEST(VisionE2eTest, ModelInfoListsImagesAndTheEncoderIsMeasured) {
   auto server = ServerProcess::Start(DemoOptions());
   ASSERT_NE(server, nullptr);

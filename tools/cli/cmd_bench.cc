@@ -16,6 +16,7 @@
 #include "engine/loader/model_loader.h"
 #include "engine/sampling/sampler.h"
 #include "engine/serving/scheduler.h"
+#include "encoders/vision/vision_bench.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/machine_limits.h"
@@ -207,6 +208,33 @@ absl::StatusOr<double> DecodeAtContext(Model& m, int context, int decode_steps) 
   return decode_steps / Since(t0);
 }
 
+// `bench --vision`: the tower's images/s per thread count and batch size, as a markdown table.
+int RunVisionBench(const Flags& flags, const std::vector<int>& thread_counts) {
+  std::vector<int> batches;
+  for (const std::string& s : flags.List("vision")) {
+    int v;
+    if (!absl::SimpleAtoi(s, &v) || v < 1 || v > 64) {
+      return UsageError(flags, absl::InvalidArgumentError("--vision: bad batch size '" + s + "'"));
+    }
+    batches.push_back(v);
+  }
+  std::printf(
+      "| threads | batch | images/s | ms per image | GFLOP/s | sgemm 1-thread GFLOP/s | of "
+      "threads x sgemm |\n|---|---|---|---|---|---|---|\n");
+  for (int threads : thread_counts) {
+    const int t = threads > 0 ? threads : MeasureMachine(0).threads;
+    for (int batch : batches) {
+      auto r = encoders::BenchVisionTower(t, batch, batch >= 4 ? 2 : 4);
+      if (!r.ok()) return Fail(r.status());
+      std::printf("| %d | %d | %.2f | %.0f | %.1f | %.1f | %.0f%% |\n", r->threads, r->batch,
+                  r->images_per_second, 1e3 / r->images_per_second, r->gflops, r->sgemm_gflops,
+                  100 * r->fraction_of_peak);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int RunBench(int argc, char** argv) {
@@ -228,7 +256,10 @@ int RunBench(int argc, char** argv) {
            "1024,8192,65536)")
       .Add("fairness", "",
            "instead: through the scheduler, the time to first token of a 20-token request "
-           "submitted while a prompt of this many tokens is prefilling (e.g. 100000)");
+           "submitted while a prompt of this many tokens is prefilling (e.g. 100000)")
+      .Add("vision", "",
+           "instead: images/s of the SigLIP2-base/16@384 vision tower (random weights) at these "
+           "batch sizes (e.g. 1,4), next to the sgemm peak");
   AddCheckpointFlags(flags);
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
@@ -252,6 +283,7 @@ int RunBench(int argc, char** argv) {
     }
     thread_counts.push_back(v);
   }
+  if (!flags.Str("vision").empty()) return RunVisionBench(flags, thread_counts);
   const int max_batch = *std::max_element(batches.begin(), batches.end());
 
   std::vector<CaseResult> results;

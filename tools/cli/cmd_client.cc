@@ -164,12 +164,32 @@ std::string UsageLine(const pb::Usage& u) {
   const double ttft = u.has_time_to_first_token() ? u.time_to_first_token().seconds() +
                                                         u.time_to_first_token().nanos() / 1e9
                                                   : -1;
-  return absl::StrFormat("prompt %d tokens, generated %d tokens, time to first token %.1f ms",
-                         u.prompt_tokens(), u.generated_tokens(), ttft * 1e3);
+  std::string line =
+      absl::StrFormat("prompt %d tokens, generated %d tokens, time to first token %.1f ms",
+                      u.prompt_tokens(), u.generated_tokens(), ttft * 1e3);
+  if (u.image_rows() > 0) {
+    line += absl::StrFormat(" (%d of the prompt's rows from images)", u.image_rows());
+  }
+  return line;
+}
+
+// The bytes of each --image file.
+absl::StatusOr<std::vector<std::string>> ReadImages(const Flags& f) {
+  std::vector<std::string> out;
+  for (const std::string& path : f.All("image")) {
+    if (path.empty()) continue;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError("--image: cannot read " + path);
+    out.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  return out;
 }
 
 int Generate(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   pb::GenerateRequest req;
+  auto images = ReadImages(f);
+  if (!images.ok()) return UsageError(f, images.status());
+  for (std::string& bytes : *images) req.add_input()->mutable_image()->set_data(std::move(bytes));
   if (!f.Str("prompt").empty()) req.add_input()->set_text(f.Str("prompt"));
   if (!f.Str("tokens").empty()) {
     auto ids = ParseIds(f.Str("tokens"), "tokens");
@@ -209,6 +229,8 @@ int Chat(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   if (auto st = FillSampling(f, base.mutable_sampling(), base.mutable_stop()); !st.ok()) {
     return UsageError(f, st);
   }
+  auto images = ReadImages(f);
+  if (!images.ok()) return UsageError(f, images.status());
   auto stub = pb::Inference::NewStub(channel);
   auto stream = stub->Chat(&ctx);
   const bool interactive = isatty(fileno(stdin));
@@ -223,6 +245,7 @@ int Chat(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
     if (first) {
       if (!f.Str("session").empty()) req.set_session_id(f.Str("session"));
       req.set_keep_session(f.Bool("keep"));
+      for (std::string& bytes : *images) req.add_images()->set_data(std::move(bytes));
     }
     if (!stream->Write(req)) break;
     pb::ChatResponse resp;
@@ -389,11 +412,13 @@ int RunClient(int argc, char** argv) {
     AddSamplingFlags(flags);
     flags.Add("prompt", "", "prompt text")
         .Add("tokens", "", "prompt token ids (after --prompt when both are given)")
+        .Add("image", "", "image file sent before the prompt (repeat the flag for several)")
         .AddBool("ignore-eos", "do not stop at token 0 (end of text)")
         .AddBool("usage", "print finish reason and token counts to stderr");
   } else if (sub == "chat") {
     AddSamplingFlags(flags);
-    flags.AddBool("keep", "keep the conversation's session after exit (prints its id)")
+    flags.Add("image", "", "image file sent with the first turn (repeat the flag for several)")
+        .AddBool("keep", "keep the conversation's session after exit (prints its id)")
         .AddBool("usage", "print finish reason and token counts per turn to stderr");
   } else if (sub == "tokenize") {
     flags.Add("text", "", "text to tokenize", true);

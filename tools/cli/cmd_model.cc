@@ -9,6 +9,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/multimodal_prompt.h"
+#include "tools/cli/random_vision_model.h"
 
 namespace modrwkv::cli {
 
@@ -90,15 +91,18 @@ int RunLogits(int argc, char** argv) {
 }
 
 int RunMakeDemoModel(int argc, char** argv) {
-  Flags flags("make-demo-model", "--out DIR [--shape tiny] [--format pth]",
+  Flags flags("make-demo-model", "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base]",
               "Writes a random-weight RWKV7 checkpoint (seeded; docs/random-weights.md) and the "
-              "vocabulary into DIR. Its text is random: it exercises the whole serving path "
-              "without a download.");
+              "vocabulary into DIR; with --vision, a generation-A vision model: the adapter in "
+              "the checkpoint, a SigLIP encoder folder (DIR/encoder) and the manifest, so DIR "
+              "serves images. Its text is random: it exercises the whole serving path without a "
+              "download.");
   flags.Add("out", "", "output directory", true)
       .Add("shape", "tiny", "tiny (L2 C128), 0.1b (L12 C768), 0.4b (L24 C1024), 1.5b (L24 C2048)")
       .Add("format", "pth", "pth (torch.save zip, BlinkDL names) or safetensors")
       .Add("dtype", "bf16", "bf16 (as released models) or f32")
-      .Add("seed", "1", "weight seed");
+      .Add("seed", "1", "weight seed")
+      .Add("vision", "", "add a random vision encoder + adapter: siglip2-base or tiny");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -115,8 +119,13 @@ int RunMakeDemoModel(int argc, char** argv) {
     return UsageError(flags, absl::InvalidArgumentError("--format must be pth or safetensors"));
   }
   spec->dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  const std::string vision = flags.Str("vision");
+  if (!vision.empty()) {
+    if (auto st = CheckVisionShape(vision); !st.ok()) return UsageError(flags, st);
+  }
   auto tensors = MakeRandomRwkv7(*spec);
   if (!tensors.ok()) return Fail(tensors.status());
+  if (!vision.empty()) AddRandomVisionAdapter(vision, spec->n_embd, spec->seed, &*tensors);
   namespace fs = std::filesystem;
   const fs::path dir = flags.Str("out");
   std::error_code ec;
@@ -129,6 +138,18 @@ int RunMakeDemoModel(int argc, char** argv) {
   const fs::path vocab = dir / "rwkv_vocab_v20230424.txt";
   fs::copy_file(DefaultVocabPath(), vocab, fs::copy_options::overwrite_existing, ec);
   if (ec) return Fail(absl::InternalError("cannot copy the vocabulary: " + ec.message()));
+  if (!vision.empty()) {
+    if (auto st = WriteRandomVisionEncoder(vision, spec->seed, (dir / "encoder").string());
+        !st.ok()) {
+      return Fail(st);
+    }
+    std::ofstream manifest(dir / "modrwkv-model.json");
+    manifest << "{\"format\": 1, \"checkpoint\": \"" << model.filename().string()
+             << "\", \"vision\": {\"encoder\": \"encoder\"}}\n";
+    if (!manifest) return Fail(absl::InternalError("cannot write the manifest in " + dir.string()));
+    std::printf("%s\n", dir.string().c_str());
+    return 0;
+  }
   std::printf("%s\n", model.string().c_str());
   return 0;
 }

@@ -79,6 +79,9 @@ constexpr FlagSpec kServeFlags[] = {
     {"encoder-batch", "4", "media items encoded together at most"},
     {"encoder-cache-bytes", "67108864",
      "memory for encoder outputs of recently seen media (0 = no cache)"},
+    {"encoder-nice", "10",
+     "nice value of the encoder threads (0..19): higher lets decode win a shared core, so text "
+     "streams keep their pace while images encode"},
     {"tls-cert", "", "PEM server certificate chain (enables TLS)"},
     {"tls-key", "", "PEM private key of --tls-cert"},
     {"tls-client-ca", "", "PEM CA bundle: require and verify client certificates (mTLS)"},
@@ -222,6 +225,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(int_flag("encoder-batch", 1, 256, &o.encoder_pool.max_batch));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("encoder-cache-bytes", 0, int64_t{1} << 40, &o.encoder_pool.cache_bytes));
+  MODRWKV_RETURN_IF_ERROR(int_flag("encoder-nice", 0, 19, &o.encoder_pool.nice));
   o.tls_cert_file = f.Str("tls-cert");
   o.tls_key_file = f.Str("tls-key");
   o.tls_client_ca_file = f.Str("tls-client-ca");

@@ -1,0 +1,112 @@
+#include "tools/cli/random_vision_model.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "encoders/vision/random_vit.h"
+#include "encoders/vision/vit_config.h"
+#include "engine/base/status_macros.h"
+
+namespace modrwkv::cli {
+namespace {
+
+encoders::VitConfig ShapeConfig(const std::string& shape) {
+  encoders::VitConfig c = encoders::DefaultVitConfig(encoders::VitKind::kSiglip);
+  if (shape == "siglip2-base") {
+    c.image_size = 384;
+    c.patch_size = 16;
+    c.hidden_size = 768;
+    c.intermediate_size = 3072;
+    c.num_hidden_layers = 12;
+    c.num_attention_heads = 12;
+  } else {  // tiny
+    c.image_size = 64;
+    c.patch_size = 16;
+    c.hidden_size = 96;
+    c.intermediate_size = 384;
+    c.num_hidden_layers = 3;
+    c.num_attention_heads = 4;
+  }
+  return c;
+}
+
+OwnedTensor F32(std::string name, std::vector<int64_t> shape, const std::vector<float>& v) {
+  OwnedTensor t;
+  t.name = std::move(name);
+  t.dtype = DType::kF32;
+  t.shape = std::move(shape);
+  t.bytes.resize(v.size() * sizeof(float));
+  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  return t;
+}
+
+void AddLinear(const std::string& stem, int in, int out, uint64_t seed,
+               std::vector<OwnedTensor>* tensors) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // torch's Linear init range
+  tensors->push_back(F32(stem + ".weight", {out, in},
+                         encoders::RandomUniform(stem + ".weight", int64_t{out} * in, -bound,
+                                                 bound, seed)));
+  tensors->push_back(
+      F32(stem + ".bias", {out}, encoders::RandomUniform(stem + ".bias", out, -bound, bound, seed)));
+}
+
+absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckVisionShape(const std::string& shape) {
+  if (shape == "siglip2-base" || shape == "tiny") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--vision is '", shape, "', expected siglip2-base or tiny"));
+}
+
+void AddRandomVisionAdapter(const std::string& shape, int n_embd, uint64_t seed,
+                            std::vector<OwnedTensor>* tensors) {
+  const int d = ShapeConfig(shape).hidden_size;
+  const std::string p = "modality.world_encoder.adapter.";
+  AddLinear(p + "proj.0", d, 2 * n_embd, seed, tensors);
+  AddLinear(p + "proj.2", 2 * n_embd, n_embd, seed, tensors);
+  tensors->push_back(F32(p + "pre_norm.weight", {n_embd}, std::vector<float>(n_embd, 1.0f)));
+  tensors->push_back(F32(p + "pre_norm.bias", {n_embd}, std::vector<float>(n_embd, 0.0f)));
+}
+
+absl::Status WriteRandomVisionEncoder(const std::string& shape, uint64_t seed,
+                                      const std::string& dir) {
+  MODRWKV_RETURN_IF_ERROR(CheckVisionShape(shape));
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  const encoders::VitConfig c = ShapeConfig(shape);
+  std::vector<OwnedTensor> weights = encoders::MakeRandomVitWeights(c, seed);
+  for (OwnedTensor& t : weights) t.name = "vision_model." + t.name;  // as save_pretrained names them
+  MODRWKV_RETURN_IF_ERROR(WriteSafetensors((fs::path(dir) / "model.safetensors").string(), weights));
+  MODRWKV_RETURN_IF_ERROR(WriteText(
+      fs::path(dir) / "config.json",
+      absl::StrFormat(R"({"model_type": "siglip_vision_model", "architectures": ["SiglipVisionModel"],
+ "image_size": %d, "patch_size": %d, "num_channels": 3, "hidden_size": %d,
+ "intermediate_size": %d, "num_hidden_layers": %d, "num_attention_heads": %d,
+ "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-06}
+)",
+                      c.image_size, c.patch_size, c.hidden_size, c.intermediate_size,
+                      c.num_hidden_layers, c.num_attention_heads)));
+  return WriteText(
+      fs::path(dir) / "preprocessor_config.json",
+      absl::StrFormat(R"({"image_processor_type": "SiglipImageProcessor", "do_resize": true,
+ "size": {"height": %d, "width": %d}, "resample": 2, "do_rescale": true,
+ "rescale_factor": 0.00392156862745098, "do_normalize": true,
+ "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+)",
+                      c.image_size, c.image_size));
+}
+
+}  // namespace modrwkv::cli
