@@ -7,6 +7,7 @@
 # The server's engine gets THREADS threads; gRPC and the load generator use the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/serve-lib.sh
 shape=${1:-0.1b}
 dtype=${2:-bf16}
 threads=${3:-1}
@@ -25,12 +26,7 @@ echo "## engine (modrwkv bench), $shape $dtype, $threads thread(s)"
 "$bin" serve --model "$dir/model.pth" --threads "$threads" --host 127.0.0.1 --port 0 \
   --metrics-port -1 --max-running 32 2>"$log" &
 server=$!
-for _ in $(seq 1 1200); do
-  grep -q 'msg=ready' "$log" && break
-  kill -0 "$server" 2>/dev/null || { cat "$log"; exit 1; }
-  sleep 0.1
-done
-port=$(grep -o 'grpc_port=[0-9]*' "$log" | head -1 | cut -d= -f2)
+wait_ready "$server" "$log"
 
 echo
 echo "## server, single stream (prompt 16, 128 tokens, 8 requests)"

@@ -8,6 +8,7 @@
 #   tools/bench_vision.sh [image file]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/serve-lib.sh
 bin=build/bin/modrwkv
 lg=build/bin/modrwkv-loadgen
 img=${1:-tests/golden/image/images/photo_1024x768.jpg}
@@ -24,13 +25,7 @@ echo "## SigLIP2-base/16@384 tower (random weights), images/s"
 "$bin" serve --model "$dir" --host 127.0.0.1 --port 0 --metrics-host 127.0.0.1 --metrics-port 0 \
   --encoder-cache-bytes 0 2>"$log" &
 server=$!
-for _ in $(seq 1 1200); do
-  grep -q 'msg=ready' "$log" && break
-  kill -0 "$server" 2>/dev/null || { cat "$log"; exit 1; }
-  sleep 0.1
-done
-port=$(grep -o 'grpc_port=[0-9]*' "$log" | head -1 | cut -d= -f2)
-metrics=$(grep -o 'metrics_port=[0-9]*' "$log" | head -1 | cut -d= -f2)
+wait_ready "$server" "$log"
 encoded() { curl -s "127.0.0.1:$metrics/metrics" | awk '/^modrwkv_encoder_items_total /{print $2}'; }
 
 echo
