@@ -104,9 +104,9 @@ absl::Status ChatReactor::BeginTurn() {
   }
   // Validate the turn before any session exists.
   turn_images_.clear();
-  MODRWKV_ASSIGN_OR_RETURN(turn_request_,
-                           ToEngineChatTurn(request_, given.value_or(SessionId{}),
-                                            ctx_->translation, call_->deadline(), &turn_images_));
+  MODRWKV_ASSIGN_OR_RETURN(
+      turn_request_, ToEngineChatTurn(request_, given.value_or(SessionId{}), ctx_->translation,
+                                      call_->deadline(), &turn_images_));
   if (!first) return SubmitTurn();
   if (given) {
     {

@@ -52,10 +52,10 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
           const std::string image_field =
               absl::StartsWith(path, "images[") ? path : absl::StrCat(path, ".image");
           if (++n_images > it.max_images) {
-            return InvalidField(
-                image_field, absl::StrFormat("%s: more than %d images in one request "
-                                             "(max-images-per-request)",
-                                             image_field, it.max_images));
+            return InvalidField(image_field,
+                                absl::StrFormat("%s: more than %d images in one request "
+                                                "(max-images-per-request)",
+                                                image_field, it.max_images));
           }
           const std::string& data = p.image().data();
           if (data.empty()) {
@@ -243,9 +243,10 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
   return out;
 }
 
-absl::StatusOr<EngineRequest> ToEngineChatTurn(
-    const pb::ChatRequest& req, SessionId session, const TranslationContext& ctx,
-    std::chrono::system_clock::time_point grpc_deadline, std::vector<PendingImage>* images) {
+absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, SessionId session,
+                                               const TranslationContext& ctx,
+                                               std::chrono::system_clock::time_point grpc_deadline,
+                                               std::vector<PendingImage>* images) {
   if (req.text().empty()) return InvalidField("text", "text is empty: a chat turn needs a message");
   // The turn as parts: the template's text before "{image}", the images, the text after (no
   // "{image}", or a raw turn: the images first).
@@ -275,10 +276,9 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(
   input.Add()->set_text(after);
   paths.push_back("text");
   EngineRequest out;
-  MODRWKV_ASSIGN_OR_RETURN(
-      out.prompt,
-      ToEnginePrompt(
-          input, ctx, "text", [&](int i) { return paths[i]; }, images));
+  MODRWKV_ASSIGN_OR_RETURN(out.prompt,
+                           ToEnginePrompt(
+                               input, ctx, "text", [&](int i) { return paths[i]; }, images));
   out.session = session;
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
                                            req.logprobs_top_n(), ctx, /*chat_turn=*/true,
@@ -307,9 +307,9 @@ absl::Status FillImageRows(const std::vector<PendingImage>& images,
     const encoders::EmbeddingRows& r = *rows[i];
     if (r.dim != n_embd || r.rows <= 0 || images[i].part >= request->prompt.size() ||
         r.data.size() != static_cast<size_t>(r.rows) * r.dim) {
-      return absl::InternalError(absl::StrFormat(
-          "%s: the encoder returned %d rows of width %d for a model of width %d", images[i].field,
-          r.rows, r.dim, n_embd));
+      return absl::InternalError(
+          absl::StrFormat("%s: the encoder returned %d rows of width %d for a model of width %d",
+                          images[i].field, r.rows, r.dim, n_embd));
     }
     request->prompt[images[i].part].embeddings = r.data;
   }

@@ -28,8 +28,8 @@ inline constexpr int32_t kEndOfTextToken = 0;
 // Image parts, when the model has a vision encoder.
 struct ImageTranslation {
   encoders::ImageSplice splice;
-  int max_images = 4;               // per request (Generate) or per chat turn
-  int64_t max_bytes = 20 << 20;     // per image
+  int max_images = 4;            // per request (Generate) or per chat turn
+  int64_t max_bytes = 20 << 20;  // per image
 };
 
 // An image part waiting for the encoder: its rows go into EngineRequest::prompt[part].

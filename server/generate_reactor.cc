@@ -66,7 +66,8 @@ void GenerateReactor::OnImagesEncoded(EncodedImages rows) {
   {
     std::lock_guard<std::mutex> l(mu_);
     image_job_ = 0;
-    if (st.ok() && (outbox_.client_gone() || images_cancelled_)) st = absl::CancelledError("cancelled");
+    if (st.ok() && (outbox_.client_gone() || images_cancelled_))
+      st = absl::CancelledError("cancelled");
     if (st.ok()) {
       st = FillImageRows(images_, *rows, ctx_->model->config().n_embd, &pending_);
       request = std::move(pending_);

@@ -57,7 +57,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   RpcRecord record_;  // written under mu_ (or before the first event)
 
   std::mutex mu_;
-  RequestId engine_id_ = 0;   // 0 until Submit returned
+  RequestId engine_id_ = 0;  // 0 until Submit returned
   // While images encode: the request waiting for them, and the encoder job (0 = none).
   EngineRequest pending_;
   std::vector<PendingImage> images_;

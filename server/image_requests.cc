@@ -31,7 +31,8 @@ absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
     }
     done(std::move(result));
   };
-  absl::StatusOr<encoders::JobId> job = ctx->image_pool->Submit(std::move(items), std::move(on_done));
+  absl::StatusOr<encoders::JobId> job =
+      ctx->image_pool->Submit(std::move(items), std::move(on_done));
   if (!job.ok() && job.status().code() == absl::StatusCode::kResourceExhausted) {
     if (ctx->metrics != nullptr) ctx->metrics->OnAdmissionRejected("encoder_queue_full");
     return WithReason(job.status(), "ENCODER_QUEUE_FULL");

@@ -104,22 +104,23 @@ EncoderMetrics::EncoderMetrics(prometheus::Registry& r) {
                 .Help("Media items waiting for the encoder workers.")
                 .Register(r)
                 .Add({});
-  encode_seconds_ = &BuildHistogram()
-                         .Name("modrwkv_encoder_batch_seconds")
-                         .Help("Time to encode one batch of media items (decode, encoder, adapter).")
-                         .Register(r)
-                         .Add({}, LatencyBuckets());
+  encode_seconds_ =
+      &BuildHistogram()
+           .Name("modrwkv_encoder_batch_seconds")
+           .Help("Time to encode one batch of media items (decode, encoder, adapter).")
+           .Register(r)
+           .Add({}, LatencyBuckets());
   batch_items_ = &BuildHistogram()
                       .Name("modrwkv_encoder_batch_items")
                       .Help("Media items encoded together in one batch.")
                       .Register(r)
                       .Add({}, CountBuckets());
-  request_rows_ = &BuildHistogram()
-                       .Name("modrwkv_image_rows_per_request")
-                       .Help("Prompt rows that came from images, per request or chat turn.")
-                       .Register(r)
-                       .Add({}, Histogram::BucketBoundaries{16, 64, 144, 256, 576, 1152, 2304,
-                                                            4608});
+  request_rows_ =
+      &BuildHistogram()
+           .Name("modrwkv_image_rows_per_request")
+           .Help("Prompt rows that came from images, per request or chat turn.")
+           .Register(r)
+           .Add({}, Histogram::BucketBoundaries{16, 64, 144, 256, 576, 1152, 2304, 4608});
   auto& lookups = BuildCounter()
                       .Name("modrwkv_encoder_cache_lookups_total")
                       .Help("Encoder-output cache lookups, by result.")

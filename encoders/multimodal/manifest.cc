@@ -62,11 +62,13 @@ absl::StatusOr<VisionManifest> ParseVision(const json& v, const std::string& dir
     m.adapter_json = v["adapter"].dump();
   }
   if (v.contains("feature_layer")) {
-    if (!v["feature_layer"].is_number_integer()) return Bad("vision.feature_layer", "must be an integer");
+    if (!v["feature_layer"].is_number_integer())
+      return Bad("vision.feature_layer", "must be an integer");
     m.feature_layer = v["feature_layer"].get<int>();
   }
   if (v.contains("drop_class_token")) {
-    if (!v["drop_class_token"].is_boolean()) return Bad("vision.drop_class_token", "must be true or false");
+    if (!v["drop_class_token"].is_boolean())
+      return Bad("vision.drop_class_token", "must be true or false");
     m.drop_class_token = v["drop_class_token"].get<bool>();
   }
   struct Marker {
@@ -97,12 +99,13 @@ absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const st
     return absl::InvalidArgumentError(
         absl::StrCat(kManifestName, " in ", dir, " is not a JSON object"));
   }
-  static const char* kKnown[] = {"format",      "checkpoint",  "vocab", "chat_template",
+  static const char* kKnown[] = {"format",      "checkpoint", "vocab", "chat_template",
                                  "stop_tokens", "ban_tokens", "vision"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
-      return Bad(key, "is not a manifest key (known: format, checkpoint, vocab, chat_template, "
-                      "stop_tokens, ban_tokens, vision)");
+      return Bad(key,
+                 "is not a manifest key (known: format, checkpoint, vocab, chat_template, "
+                 "stop_tokens, ban_tokens, vision)");
     }
   }
   if (j.contains("format") && (!j["format"].is_number_integer() || j["format"].get<int>() != 1)) {

@@ -59,8 +59,8 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
     // Fine-tuned encoder weights travel in the checkpoint; the folder still gives the shape.
     MODRWKV_ASSIGN_OR_RETURN(std::string json, ReadText(fs::path(folder) / "config.json"));
     MODRWKV_ASSIGN_OR_RETURN(VitConfig config, ParseVitConfig(json));
-    MODRWKV_ASSIGN_OR_RETURN(tower,
-                             VisionTower::Create(config, ckpt.tensors(), layout.encoder_prefix, to));
+    MODRWKV_ASSIGN_OR_RETURN(
+        tower, VisionTower::Create(config, ckpt.tensors(), layout.encoder_prefix, to));
   } else {
     MODRWKV_ASSIGN_OR_RETURN(tower, VisionTower::Load(folder, to));
   }
@@ -131,7 +131,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   }
   b.image_splice.rows = b.vision->rows_per_image();
   b.image_splice.mode = vm.splice.value_or(b.layout.generation == 'A' ? SpliceMode::kPrepend
-                                                                     : SpliceMode::kReplacePad);
+                                                                      : SpliceMode::kReplacePad);
   if (b.image_splice.mode == SpliceMode::kReplacePad) {
     b.image_splice.start_token = SpecialToken(tokenizer, vm.image_start_id, vm.image_start, 65530);
     b.image_splice.end_token = SpecialToken(tokenizer, vm.image_end_id, vm.image_end, 65531);

@@ -25,9 +25,9 @@ struct BundleOptions {
 // Where a request's image rows go and which tokens surround them.
 struct ImageSplice {
   SpliceMode mode = SpliceMode::kPrepend;
-  int rows = 0;                  // rows per image (after the adapter)
-  int32_t start_token = -1;      // kReplacePad: before the rows (-1 = none)
-  int32_t end_token = -1;        // kReplacePad: after the rows (-1 = none)
+  int rows = 0;              // rows per image (after the adapter)
+  int32_t start_token = -1;  // kReplacePad: before the rows (-1 = none)
+  int32_t end_token = -1;    // kReplacePad: after the rows (-1 = none)
 };
 
 struct ModelBundle {

@@ -33,8 +33,8 @@ absl::StatusOr<std::unique_ptr<VisionPipeline>> VisionPipeline::Create(
   }
   const int rows = adapter->OutputRows(tower->output_rows());
   if (rows <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the adapter turns the encoder's %d rows into none", tower->output_rows()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the adapter turns the encoder's %d rows into none", tower->output_rows()));
   }
   return std::unique_ptr<VisionPipeline>(new VisionPipeline(
       std::move(tower), preprocess, std::move(adapter), decode, std::move(id), rows));
@@ -43,9 +43,9 @@ absl::StatusOr<std::unique_ptr<VisionPipeline>> VisionPipeline::Create(
 absl::StatusOr<std::shared_ptr<const PreparedItem>> VisionPipeline::Prepare(
     const MediaItem& item, cpu::ThreadPool* /*pool*/) const {
   const auto* data = reinterpret_cast<const uint8_t*>(item.bytes->data());
-  MODRWKV_ASSIGN_OR_RETURN(RgbImage image,
-                           DecodeImage(absl::MakeConstSpan(data, item.bytes->size()), decode_,
-                                       item.field));
+  MODRWKV_ASSIGN_OR_RETURN(
+      RgbImage image,
+      DecodeImage(absl::MakeConstSpan(data, item.bytes->size()), decode_, item.field));
   // Normalised pixels, [3][H][W].
   auto prepared = std::make_shared<PreparedItem>();
   prepared->shape = {3, preprocess_.out_height(), preprocess_.out_width()};
@@ -75,9 +75,9 @@ absl::Status VisionPipeline::EncodeBatch(absl::Span<const PreparedItem* const> i
   out->resize(n);
   for (int i = 0; i < n; ++i) {
     EmbeddingRows& r = (*out)[i];
-    MODRWKV_RETURN_IF_ERROR(adapter_->Run(
-        absl::MakeConstSpan(features.data() + feature_floats * i, feature_floats),
-        tower_->output_rows(), &r.data, pool));
+    MODRWKV_RETURN_IF_ERROR(
+        adapter_->Run(absl::MakeConstSpan(features.data() + feature_floats * i, feature_floats),
+                      tower_->output_rows(), &r.data, pool));
     r.rows = rows_;
     r.dim = adapter_->output_dim();
   }

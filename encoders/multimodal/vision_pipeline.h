@@ -43,8 +43,8 @@ class VisionPipeline : public ItemEncoder {
 
  private:
   VisionPipeline(std::unique_ptr<VisionTower> tower, const PreprocessConfig& preprocess,
-                 std::unique_ptr<AdapterChain> adapter, const DecodeOptions& decode,
-                 std::string id, int rows);
+                 std::unique_ptr<AdapterChain> adapter, const DecodeOptions& decode, std::string id,
+                 int rows);
 
   std::unique_ptr<VisionTower> tower_;
   PreprocessConfig preprocess_;

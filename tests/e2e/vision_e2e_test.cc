@@ -205,8 +205,9 @@ TEST(VisionE2eTest, AFullEncoderQueueIsResourceExhausted) {
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   ASSERT_TRUE(ErrorInfoOf(r.status).has_value());
   EXPECT_EQ(ErrorInfoOf(r.status)->reason(), "ENCODER_QUEUE_FULL");
-  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_admission_rejections_total{reason=\"encoder_queue_full\"}"),
-            1);
+  EXPECT_EQ(
+      ScrapeMetric(*server, "modrwkv_admission_rejections_total{reason=\"encoder_queue_full\"}"),
+      1);
   EXPECT_EQ(ScrapeMetric(*server, "modrwkv_encoder_items_total"), 0);
   // One image fits.
   StreamResult ok = RunGenerate(stub.get(), Ask(ReadAll(kHeldOut / "heldout" / examples.at(0).file),

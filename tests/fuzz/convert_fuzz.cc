@@ -83,7 +83,9 @@ const Servers& GetServers() {
     out->bytes = std::move(*bytes);
     out->world_ctx = {out->world.get(), 65536, 1 << 20, kChatTemplate};
     out->bytes_ctx = {out->bytes.get(), 300, 64, kChatTemplate};
-    out->image_ctx = {out->world.get(), 65536, 300, "\x16User:{image}{text}\x17\x16" "Assistant:"};
+    out->image_ctx = {out->world.get(), 65536, 300,
+                      "\x16User:{image}{text}\x17\x16"
+                      "Assistant:"};
     modrwkv::server::ImageTranslation image;
     image.splice.mode = modrwkv::encoders::SpliceMode::kReplacePad;
     image.splice.rows = 16;
@@ -126,8 +128,8 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   const std::string field = BadField(s);
   static const char* const kGenerateFields[] = {"input",      "sampling.",      "stop.",
                                                 "session_id", "logprobs_top_n", "timeout"};
-  static const char* const kChatFields[] = {"text",           "images", "sampling.", "stop.",
-                                            "logprobs_top_n", "timeout"};
+  static const char* const kChatFields[] = {"text",  "images",         "sampling.",
+                                            "stop.", "logprobs_top_n", "timeout"};
   bool known = false;
   if (chat) {
     for (const char* f : kChatFields) known |= absl::StartsWith(field, f);

@@ -136,7 +136,8 @@ TEST_F(CliTest, LogitsAfterAnImageMatchTheOfficialModel) {
       << "\", \"image_start\": 250, \"image_end\": 251}}";
   r = Cli("logits --model " + model_dir.string() + " --image " + (fx / "image.png").string() +
           " --before \"23 86 116 102 115 59\" --tokens \"73 106 24 23 66 116 116 106 116 117 98 "
-          "111 117 59\" --out " + out);
+          "111 117 59\" --out " +
+          out);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_LT(max_rel(last_row(out), last_row(fx / "gen_b_logits.bin")), 1e-4);
   // An image for a text model is a clear error.

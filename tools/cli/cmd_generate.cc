@@ -16,7 +16,6 @@
 namespace modrwkv::cli {
 namespace {
 
-
 absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
   SamplerConfig p;
   auto fl = [&](const char* name, double lo, double hi, float* out) -> absl::Status {
@@ -180,7 +179,8 @@ int RunGenerate(int argc, char** argv) {
   if (flags.Bool("stats")) {
     const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
     const double decode_s = std::chrono::duration<double>(Clock::now() - t_first).count();
-    std::fprintf(stderr, "prompt %lld rows in %.3f s (%.1f rows/s); generated %d tokens, %.1f t/s\n",
+    std::fprintf(stderr,
+                 "prompt %lld rows in %.3f s (%.1f rows/s); generated %d tokens, %.1f t/s\n",
                  static_cast<long long>(prompt_rows), prefill_s, prompt_rows / prefill_s, generated,
                  generated > 1 ? (generated - 1) / decode_s : 0.0);
   }

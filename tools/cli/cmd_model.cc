@@ -77,7 +77,8 @@ int RunLogits(int argc, char** argv) {
   }
   auto mo = ModelOptionsFromFlags(flags, 1);
   if (!mo.ok()) return UsageError(flags, mo.status());
-  auto parts = BuildPrompt(*bundle, *before, *ids, flags.Str("image"), mo->threads > 0 ? mo->threads : 1);
+  auto parts =
+      BuildPrompt(*bundle, *before, *ids, flags.Str("image"), mo->threads > 0 ? mo->threads : 1);
   if (!parts.ok()) return Fail(parts.status());
   StepEntry e;
   e.slot = 0;

@@ -64,7 +64,8 @@ constexpr FlagSpec kServeFlags[] = {
      "timeout of requests that set neither timeout nor a gRPC deadline (0 = none)"},
     {"chat-template", "",
      "Chat turn template; {text} is the message, {image} where a turn's images go; \\xNN \\n "
-     "\\t \\\\ escapes (default: the model manifest's, else \\x16User: {text}\\x17\\x16Assistant:)"},
+     "\\t \\\\ escapes (default: the model manifest's, else \\x16User: "
+     "{text}\\x17\\x16Assistant:)"},
     {"max-message-bytes", "33554432", "largest request message accepted (images travel in it)"},
     {"max-image-bytes", "20971520", "largest encoded image accepted"},
     {"max-image-pixels", "40000000",

@@ -47,11 +47,11 @@ OwnedTensor F32(std::string name, std::vector<int64_t> shape, const std::vector<
 void AddLinear(const std::string& stem, int in, int out, uint64_t seed,
                std::vector<OwnedTensor>* tensors) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // torch's Linear init range
-  tensors->push_back(F32(stem + ".weight", {out, in},
-                         encoders::RandomUniform(stem + ".weight", int64_t{out} * in, -bound,
-                                                 bound, seed)));
   tensors->push_back(
-      F32(stem + ".bias", {out}, encoders::RandomUniform(stem + ".bias", out, -bound, bound, seed)));
+      F32(stem + ".weight", {out, in},
+          encoders::RandomUniform(stem + ".weight", int64_t{out} * in, -bound, bound, seed)));
+  tensors->push_back(F32(stem + ".bias", {out},
+                         encoders::RandomUniform(stem + ".bias", out, -bound, bound, seed)));
 }
 
 absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
@@ -88,17 +88,20 @@ absl::Status WriteRandomVisionEncoder(const std::string& shape, uint64_t seed,
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   const encoders::VitConfig c = ShapeConfig(shape);
   std::vector<OwnedTensor> weights = encoders::MakeRandomVitWeights(c, seed);
-  for (OwnedTensor& t : weights) t.name = "vision_model." + t.name;  // as save_pretrained names them
-  MODRWKV_RETURN_IF_ERROR(WriteSafetensors((fs::path(dir) / "model.safetensors").string(), weights));
-  MODRWKV_RETURN_IF_ERROR(WriteText(
-      fs::path(dir) / "config.json",
-      absl::StrFormat(R"({"model_type": "siglip_vision_model", "architectures": ["SiglipVisionModel"],
+  for (OwnedTensor& t : weights)
+    t.name = "vision_model." + t.name;  // as save_pretrained names them
+  MODRWKV_RETURN_IF_ERROR(
+      WriteSafetensors((fs::path(dir) / "model.safetensors").string(), weights));
+  MODRWKV_RETURN_IF_ERROR(
+      WriteText(fs::path(dir) / "config.json",
+                absl::StrFormat(
+                    R"({"model_type": "siglip_vision_model", "architectures": ["SiglipVisionModel"],
  "image_size": %d, "patch_size": %d, "num_channels": 3, "hidden_size": %d,
  "intermediate_size": %d, "num_hidden_layers": %d, "num_attention_heads": %d,
  "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-06}
 )",
-                      c.image_size, c.patch_size, c.hidden_size, c.intermediate_size,
-                      c.num_hidden_layers, c.num_attention_heads)));
+                    c.image_size, c.patch_size, c.hidden_size, c.intermediate_size,
+                    c.num_hidden_layers, c.num_attention_heads)));
   return WriteText(
       fs::path(dir) / "preprocessor_config.json",
       absl::StrFormat(R"({"image_processor_type": "SiglipImageProcessor", "do_resize": true,

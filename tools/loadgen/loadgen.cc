@@ -49,7 +49,7 @@ struct Config {
   int output_tokens = 0;
   int vocab = 65536;
   uint64_t seed = 0;
-  float temperature = 1.0f;  // 0 = greedy
+  float temperature = 1.0f;   // 0 = greedy
   std::string image;          // encoded image bytes ("" = text only)
   double image_fraction = 0;  // share of requests that carry the image
 };
@@ -57,7 +57,8 @@ struct Config {
 RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng) {
   v1::GenerateRequest req;
   RequestStats st;
-  if (!cfg.image.empty() && std::uniform_real_distribution<double>(0, 1)(rng) < cfg.image_fraction) {
+  if (!cfg.image.empty() &&
+      std::uniform_real_distribution<double>(0, 1)(rng) < cfg.image_fraction) {
     req.add_input()->mutable_image()->set_data(cfg.image);
     st.image = true;
   }
@@ -212,9 +213,9 @@ int Run(const Config& cfg, const std::string& json_path) {
         "\"tpot_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
         mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s, images / dur_s,
-        Percentile(ttft, 50),
-        Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50), Percentile(tpot, 90),
-        Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90), Percentile(itl, 99));
+        Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50),
+        Percentile(tpot, 90), Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90),
+        Percentile(itl, 99));
   }
   return failed == 0 ? 0 : 1;
 }

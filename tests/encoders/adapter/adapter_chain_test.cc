@@ -16,15 +16,15 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/golden_floats.h"
 #include "nlohmann/json.hpp"
+#include "tests/golden_floats.h"
 
 namespace modrwkv::encoders {
 namespace {
 
-using ::testing::HasSubstr;
 using golden::MaxRelDiff;
 using golden::ReadF32;
+using ::testing::HasSubstr;
 
 const std::string kDir = std::string(MODRWKV_GOLDEN_DIR) + "/adapter/";
 

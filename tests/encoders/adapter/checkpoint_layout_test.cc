@@ -20,9 +20,9 @@
 namespace modrwkv::encoders {
 namespace {
 
-using ::testing::HasSubstr;
 using golden::MaxRelDiff;
 using golden::ReadF32;
+using ::testing::HasSubstr;
 
 // Key sets only: detection reads names and shapes, never data.
 std::map<std::string, TensorView> Keys(

@@ -126,14 +126,13 @@ TEST(ModelBundle, GenerationAWholeForwardMatchesTheOfficialModel) {
 TEST(ModelBundle, GenerationBWholeForwardMatchesTheOfficialModel) {
   const nlohmann::json m = FixtureManifest();
   TempDir dir;
-  dir.Write("modrwkv-model.json",
-            nlohmann::json({{"format", 1},
-                            {"checkpoint", (kDir / "rwkv-b.pth").string()},
-                            {"vision",
-                             {{"encoder", (kDir / "encoder").string()},
-                              {"image_start", m["gen_b"]["vision_start_id"]},
-                              {"image_end", m["gen_b"]["vision_end_id"]}}}})
-                .dump());
+  dir.Write("modrwkv-model.json", nlohmann::json({{"format", 1},
+                                                  {"checkpoint", (kDir / "rwkv-b.pth").string()},
+                                                  {"vision",
+                                                   {{"encoder", (kDir / "encoder").string()},
+                                                    {"image_start", m["gen_b"]["vision_start_id"]},
+                                                    {"image_end", m["gen_b"]["vision_end_id"]}}}})
+                                      .dump());
   auto b = Open(dir.path().string());
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(b->layout.generation, 'B');
