@@ -95,8 +95,8 @@ class TimeMix(nn.Module):
         self.v0 = nn.Parameter((torch.zeros(c) + 0.73 - linear * 0.4).view(1, 1, c))
         self.v1 = nn.Parameter(torch.zeros(c, dv))
         self.v2 = nn.Parameter(_ortho((dv, c), 0.1))
-        self.g1 = nn.Parameter(torch.zeros(c, dg))
-        self.g2 = nn.Parameter(_ortho((dg, c), 0.1))
+        self.g1 = nn.Parameter(_ortho((c, dg), 1.0))
+        self.g2 = nn.Parameter(_ortho((dg, c), 1.0))
         self.k_k = nn.Parameter((torch.zeros(c) + 0.71 - linear * 0.1).view(1, 1, c))
         self.k_a = nn.Parameter(torch.zeros(1, 1, c) + 1.02)
         self.r_k = nn.Parameter(torch.zeros(h, HEAD_SIZE) - 0.04)
@@ -107,9 +107,15 @@ class TimeMix(nn.Module):
         self.ln_x = nn.GroupNorm(h, c, eps=64e-5)
         s = c**-0.5
         nn.init.uniform_(self.receptance.weight, -0.5 * s, 0.5 * s)
-        nn.init.uniform_(self.key.weight, -0.05 * s, 0.05 * s)
+        # Deviations from the official init (output zero, g1 zero, g2 gain 0.1, keys
+        # +-0.05/sqrt(C)), all tuned for long runs: with them the attention path is silent at the
+        # start and this short run never learns to read the image rows (gradients into the
+        # encoder stay ~1e-5). The official init uses +-0.05/sqrt(C) here, tuned for long runs; with this short run the
+        # tiny keys leave the image rows' state contribution under GroupNorm's eps and training
+        # stalls at the image-blind loss, so keys start at the receptance scale.
+        nn.init.uniform_(self.key.weight, -0.5 * s, 0.5 * s)
         nn.init.uniform_(self.value.weight, -0.5 * s, 0.5 * s)
-        nn.init.zeros_(self.output.weight)
+        nn.init.uniform_(self.output.weight, -0.5 * s, 0.5 * s)
         with torch.no_grad():
             self.ln_x.weight.fill_(((1 + layer_id) / n_layer) ** 0.7)
 
