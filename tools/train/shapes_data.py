@@ -135,15 +135,18 @@ def jpeg_roundtrip(img, quality):
     return Image.open(buf).convert("RGB")
 
 
-def generate(seed, count):
-    """count (spec, image) pairs from seed; about half the images went through JPEG."""
+def iter_generate(seed, count):
+    """Yields count (spec, image) pairs from seed; about half the images went through JPEG."""
     rng = random.Random(seed)
-    out = []
     for _ in range(count):
         spec = sample_spec(rng)
         img = render(spec)
         if rng.random() < 0.5:
             spec["jpeg_quality"] = rng.randint(75, 95)
             img = jpeg_roundtrip(img, spec["jpeg_quality"])
-        out.append((spec, img))
-    return out
+        yield spec, img
+
+
+def generate(seed, count):
+    """count (spec, image) pairs from seed (the list of iter_generate)."""
+    return list(iter_generate(seed, count))

@@ -33,6 +33,7 @@ EXAMPLES_SEED = 700001
 STOP = 24
 C, N_LAYER, ADAPTER_HIDDEN = 64, 3, 128
 IMAGE_SIZE = 64
+PATCH_SIZE = 16
 
 
 def prompt_text(question):
@@ -95,8 +96,34 @@ def build_batch(tok, model, qs, answers):
     return inp, torch.where(tgt >= 0, rows, torch.full_like(rows, -100))
 
 
-def loss_fn(model, pix, inp, tgt_rows):
-    img = model.image_rows(pix)
+class AuxHeads(torch.nn.Module):
+    """Training-only linear probes on the mean-pooled adapter rows (colour, shape, position);
+    their loss teaches the encoder + adapter to separate the classes before (and while) the
+    language model learns to read them. Not exported."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.color = torch.nn.Linear(c, len(data.COLOR_NAMES))
+        self.shape = torch.nn.Linear(c, len(data.SHAPES))
+        self.pos = torch.nn.Linear(c, 9)
+
+    def forward(self, img, specs):
+        pooled = img.mean(dim=1)
+        loss, accs = 0.0, {}
+        for name, head, lab in (
+                ("color", self.color, [data.COLOR_NAMES.index(s["color"]) for s in specs]),
+                ("shape", self.shape, [data.SHAPES.index(s["shape"]) for s in specs]),
+                ("pos", self.pos, [s["pos"] for s in specs])):
+            lg = head(pooled)
+            y = torch.tensor(lab)
+            loss = loss + torch.nn.functional.cross_entropy(lg, y)
+            accs[name] = (lg.argmax(-1) == y).float().mean().item()
+        return loss / 3, accs
+
+
+def loss_fn(model, pix, inp, tgt_rows, img=None):
+    if img is None:
+        img = model.image_rows(pix)
     x = torch.cat([img, model.rwkv.embed(inp)], dim=1)
     hidden, _ = model.rwkv(x)
     hidden = hidden[:, img.shape[1]:]
@@ -198,12 +225,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(REPO, "assets", "vision-demo"))
     ap.add_argument("--golden", default=os.path.join(REPO, "tests", "golden", "vision_demo"))
-    ap.add_argument("--train-images", type=int, default=12000)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--train-images", type=int, default=40000)
+    ap.add_argument("--steps", type=int, default=8500)
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--heldout", type=int, default=100)
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="weight of the training-only colour/shape/position probe loss")
+    ap.add_argument("--aux-only-steps", type=int, default=6000,
+                    help="first steps train only encoder + adapter with the probe loss")
+    ap.add_argument("--vis-lr-mult", type=float, default=1.0,
+                    help="learning-rate multiplier of the encoder/adapter/probe groups")
+    ap.add_argument("--questions", default="0,1,2", help="indices into QUESTIONS to train on")
+    ap.add_argument("--image-size", type=int, default=IMAGE_SIZE)
+    ap.add_argument("--patch-size", type=int, default=PATCH_SIZE)
+    ap.add_argument("--val-images", type=int, default=200)
+    ap.add_argument("--save-ckpt", default="", help="save the training state here at each eval")
+    ap.add_argument("--from-ckpt", default="", help="start from a --save-ckpt file")
+    ap.add_argument("--no-outputs", action="store_true", help="train and evaluate only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -211,7 +251,7 @@ def main():
     t0 = time.time()
 
     tok = Tok()
-    proc = vm.image_processor(IMAGE_SIZE)
+    proc = vm.image_processor(args.image_size)
     lut = pixel_lut(proc)
     token_ids = {STOP}
     for q in data.QUESTIONS:
@@ -223,51 +263,104 @@ def main():
     token_ids = sorted(token_ids)
     print(f"trained vocabulary rows: {len(token_ids)}")
 
-    train = data.generate(TRAIN_SEED, args.train_images)
-    train_specs = [s for s, _ in train]
-    train_u8 = preprocess_to_uint8(proc, [im for _, im in train], lut)
-    del train
-    val = data.generate(HELDOUT_SEED + 1, 200)
+    train_specs, chunks, pending = [], [], []
+    for spec, im in data.iter_generate(TRAIN_SEED, args.train_images):
+        train_specs.append(spec)
+        pending.append(im)
+        if len(pending) == 1024:
+            chunks.append(preprocess_to_uint8(proc, pending, lut))
+            pending = []
+    if pending:
+        chunks.append(preprocess_to_uint8(proc, pending, lut))
+    train_u8 = torch.cat(chunks)
+    del chunks, pending
+    val = data.generate(HELDOUT_SEED + 1, args.val_images)
     val_pix = load_images_from_pil(proc, lut, [im for _, im in val])
     vq, va, vw = qa_triples([s for s, _ in val])
     print(f"data ready in {time.time() - t0:.0f}s")
 
-    model = vm.VisionDemoModel(vm.encoder_config(IMAGE_SIZE), C, N_LAYER, ADAPTER_HIDDEN, token_ids)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (decay if p.dim() >= 2 and "emb" not in n else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr,
+    model = vm.VisionDemoModel(vm.encoder_config(args.image_size, args.patch_size), C, N_LAYER, ADAPTER_HIDDEN, token_ids)
+    aux = AuxHeads(C)
+    if args.from_ckpt:
+        ck = torch.load(args.from_ckpt)
+        model.load_state_dict(ck["model"])
+        aux.load_state_dict(ck["aux"])
+    groups = {}
+    named = [("m." + n, p) for n, p in model.named_parameters()]
+    named += [("aux." + n, p) for n, p in aux.named_parameters()]
+    for n, p in named:
+        vis = not n.startswith("m.rwkv.")
+        wd = p.dim() >= 2 and "emb" not in n
+        groups.setdefault((vis, wd), []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "weight_decay": 0.01 if wd else 0.0,
+                              "lr_mult": args.vis_lr_mult if vis else 1.0}
+                             for (vis, wd), ps in groups.items()], lr=args.lr,
                             betas=(0.9, 0.99), eps=1e-8)
+    train_q = [data.QUESTIONS[int(i)] for i in args.questions.split(",")]
     rng = random.Random(TRAIN_SEED + 7)
-    losses = []
+    losses, aux_losses, aux_acc = [], [], []
     history = []
+    lm_steps = max(1, args.steps - args.aux_only_steps)
     for step in range(1, args.steps + 1):
-        warm = min(1.0, step / 100)
-        lr = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        aux_only = step <= args.aux_only_steps
+        if aux_only:
+            lr = args.lr * min(1.0, step / 50)
+        else:
+            s_lm = step - args.aux_only_steps
+            warm = min(1.0, s_lm / 100)
+            lr = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s_lm / lm_steps)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_mult"]
         idx = [rng.randrange(len(train_specs)) for _ in range(args.batch)]
-        qs = [rng.choice(data.QUESTIONS) for _ in idx]
+        qs = [rng.choice(train_q) for _ in idx]
         ans = [data.answer(train_specs[i], q) for i, q in zip(idx, qs)]
-        inp, tgt = build_batch(tok, model, qs, ans)
         pix = lut[train_u8[idx].long()]
         model.train()
-        loss = loss_fn(model, pix, inp, tgt)
+        img = model.image_rows(pix)
+        la, accs = aux(img, [train_specs[i] for i in idx])
+        if aux_only:
+            loss = la
+        else:
+            inp, tgt = build_batch(tok, model, qs, ans)
+            lm = loss_fn(model, pix, inp, tgt, img=img)
+            loss = lm + args.aux_weight * la
+            losses.append(lm.item())
+        aux_losses.append(la.item())
+        aux_acc.append([accs["color"], accs["shape"], accs["pos"]])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
         if step % 50 == 0:
-            print(f"step {step} loss {np.mean(losses[-50:]):.4f} lr {lr:.2e} "
+            a = np.mean(aux_acc[-50:], axis=0)
+            lm_txt = f"loss {np.mean(losses[-50:]):.4f} " if losses else ""
+            print(f"step {step} {lm_txt}aux {np.mean(aux_losses[-50:]):.3f} "
+                  f"acc c/s/p {a[0]:.2f}/{a[1]:.2f}/{a[2]:.2f} lr {lr:.2e} "
                   f"{time.time() - t0:.0f}s", flush=True)
-        if step % args.eval_every == 0 or step == args.steps:
+        if step % 250 == 0 or step == args.aux_only_steps:
+            model.eval()
+            with torch.no_grad():
+                vimg = torch.cat([model.image_rows(val_pix[i:i + 100])
+                                  for i in range(0, len(val_pix), 100)])
+                _, vaccs = aux(vimg, [s for s, _ in val])
+            print(f"step {step} validation probe accuracy c/s/p {vaccs['color']:.3f}/"
+                  f"{vaccs['shape']:.3f}/{vaccs['pos']:.3f}", flush=True)
+            if step == args.aux_only_steps and args.save_ckpt:
+                torch.save({"model": model.state_dict(), "aux": aux.state_dict(),
+                            "step": step, "history": history}, args.save_ckpt + ".aux")
+        if (not aux_only and (step % args.eval_every == 0 or step == args.steps)):
             model.eval()
             fm = full_model(model, model.export_state_dict(torch.float32))
-            acc, _ = accuracy(fm, tok, val_pix[vw], vq, va)
+            acc, got = accuracy(fm, tok, val_pix[vw], vq, va)
+            per_q = {q[:10]: round(sum(g == e for g, e, qq in zip(got, va, vq) if qq == q)
+                                   / vq.count(q), 3) for q in data.QUESTIONS}
             history.append({"step": step, "loss": float(np.mean(losses[-50:])), "val_acc": acc})
-            print(f"step {step} validation accuracy {acc:.4f}", flush=True)
+            print(f"step {step} validation accuracy {acc:.4f} {per_q}", flush=True)
+            if args.save_ckpt:
+                torch.save({"model": model.state_dict(), "aux": aux.state_dict(),
+                            "step": step, "history": history}, args.save_ckpt)
+    if args.no_outputs:
+        return
     train_time = time.time() - t0
 
     # ---- outputs ----
