@@ -18,8 +18,9 @@ using EncodedImages = absl::StatusOr<std::vector<std::shared_ptr<const encoders:
 
 // Queues `images` on the context's encoder pool. `done` runs exactly once with the rows (in the
 // order of `images`) or the error — decode errors as INVALID_ARGUMENT naming the image's field —
-// on an encoder worker, or on this thread before EncodeImages returns (all cache hits). A full
-// queue is RESOURCE_EXHAUSTED (reason ENCODER_QUEUE_FULL, with RetryInfo) and `done` never runs.
+// on a pool thread, never inside this call. A queue that cannot take the images now is
+// RESOURCE_EXHAUSTED (reason ENCODER_QUEUE_FULL, with RetryInfo; counted in the admission
+// rejections), more images than the queue can ever hold INVALID_ARGUMENT; `done` then never runs.
 absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
                                              const std::vector<PendingImage>& images,
                                              std::function<void(EncodedImages)> done);

@@ -11,16 +11,18 @@
 #include <chrono>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace modrwkv::encoders {
 namespace {
 
-// "media item 2 (input[2].image): <message>", keeping the code.
+// "input[2].image: <message>" (or "media item 2: <message>" without a field), keeping the code;
+// a message that already starts with the field (decoders name it) is left as it is.
 absl::Status AnnotateItem(const absl::Status& s, int index, const std::string& field) {
-  std::string where = absl::StrCat("media item ", index);
-  if (!field.empty()) absl::StrAppend(&where, " (", field, ")");
+  if (!field.empty() && absl::StartsWith(s.message(), field)) return s;
+  const std::string where = field.empty() ? absl::StrCat("media item ", index) : field;
   return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
 }
 

@@ -22,6 +22,7 @@ using ::modrwkv::encoders::testing::FakeItemEncoder;
 using ::modrwkv::encoders::testing::FakeRows;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 // One job's outcome: counts `done` calls and keeps the last result.
 struct Outcome {
@@ -245,7 +246,7 @@ TEST(EncoderPoolTest, Admission) {
   std::vector<MediaItem> no_bytes = {Item("x"), MediaItem{nullptr, "input[1].image"}};
   absl::StatusOr<JobId> empty_item = f.pool->Submit(std::move(no_bytes), oversized.Callback());
   EXPECT_EQ(empty_item.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(empty_item.status().message(), HasSubstr("media item 1 (input[1].image)"));
+  EXPECT_THAT(std::string(empty_item.status().message()), StartsWith("input[1].image: "));
   EXPECT_EQ(f.pool->queued_items(), 3);
 
   f.encoder->Open();
@@ -322,7 +323,7 @@ TEST(EncoderPoolTest, ItemFailureFailsOnlyItsJob) {
   f.encoder->Open();
   const EncoderPool::Result& rb = b.Wait();
   EXPECT_EQ(rb.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(rb.status().message(), HasSubstr("media item 1 (input[1].image)"));
+  EXPECT_THAT(std::string(rb.status().message()), StartsWith("input[1].image: "));
   EXPECT_THAT(rb.status().message(), HasSubstr("cannot decode"));
   ExpectRows(c.Wait(), {"ok3"});
   held.Wait();
@@ -346,8 +347,7 @@ TEST(EncoderPoolTest, BatchFailureFailsEveryJobInTheBatch) {
   f.encoder->Open();
   EXPECT_EQ(b.Wait().status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(b.Wait().status().message(), HasSubstr("tower failed"));
-  EXPECT_THAT(c.Wait().status().message(),
-              HasSubstr("media item 0 (input[0].image): tower failed"));
+  EXPECT_THAT(std::string(c.Wait().status().message()), StartsWith("input[0].image: tower failed"));
   ASSERT_TRUE(f.pool->Submit(Items({"z"}), d.Callback()).ok());  // the pool goes on
   ExpectRows(d.Wait(), {"z"});
 }

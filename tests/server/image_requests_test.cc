@@ -1,0 +1,116 @@
+// Image parts on their way to the encoder pool: decode errors name the request's field, a queue
+// that cannot take a request now is RESOURCE_EXHAUSTED (ENCODER_QUEUE_FULL, counted), a request
+// that could never fit is INVALID_ARGUMENT, and rows come back in the parts' order.
+#include "server/image_requests.h"
+
+#include <future>
+
+#include "engine/base/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
+#include "server/serving_context.h"
+#include "tests/encoders/pool/fake_item_encoder.h"
+
+namespace modrwkv::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+PendingImage Image(size_t part, std::string bytes, std::string field) {
+  PendingImage p;
+  p.part = part;
+  p.bytes = std::make_shared<const std::string>(std::move(bytes));
+  p.field = std::move(field);
+  return p;
+}
+
+class ImageRequestsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    encoder_ = std::make_shared<encoders::testing::FakeItemEncoder>();
+    encoders::EncoderPoolOptions o;
+    o.max_queued_items = 2;
+    o.max_batch = 1;
+    o.cache_bytes = 0;
+    pool_ = encoders::EncoderPool::Create(encoder_, o, nullptr).value();
+    metrics_ = Metrics::Create("").value();
+    ctx_.image_pool = pool_.get();
+    ctx_.metrics = metrics_.get();
+  }
+  void TearDown() override {
+    encoder_->Open();
+    pool_.reset();
+  }
+
+  // Submits and waits for the result.
+  EncodedImages Encode(const std::vector<PendingImage>& images) {
+    std::promise<EncodedImages> p;
+    auto job = EncodeImages(&ctx_, images, [&](EncodedImages r) { p.set_value(std::move(r)); });
+    if (!job.ok()) return job.status();
+    return p.get_future().get();
+  }
+
+  std::string MetricsText() {
+    prometheus::TextSerializer s;
+    return s.Serialize(metrics_->registry()->Collect());
+  }
+
+  std::shared_ptr<encoders::testing::FakeItemEncoder> encoder_;
+  std::unique_ptr<encoders::EncoderPool> pool_;
+  std::unique_ptr<Metrics> metrics_;
+  ServingContext ctx_;
+};
+
+TEST_F(ImageRequestsTest, RowsComeBackInThePartsOrder) {
+  EncodedImages r =
+      Encode({Image(0, "first image", "input[0].image"), Image(2, "second", "input[2].image")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0]->data, encoders::testing::FakeRows("first image").data);
+  EXPECT_EQ((*r)[1]->data, encoders::testing::FakeRows("second").data);
+}
+
+TEST_F(ImageRequestsTest, ADecodeErrorNamesTheField) {
+  EncodedImages r = Encode({Image(0, "fine", "images[0]"), Image(1, "bad bytes", "images[1]")});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(r.status()), "images[1]");
+  EXPECT_THAT(r.status().message(), HasSubstr("images[1]: cannot decode image"));
+}
+
+TEST_F(ImageRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
+  encoder_->Close();
+  std::vector<std::promise<EncodedImages>> done(2);
+  // One image runs (blocked in the encoder), two wait: the queue (2) is full.
+  ASSERT_TRUE(EncodeImages(&ctx_, {Image(0, "a", "input[0].image")}, [&](EncodedImages r) {
+                done[0].set_value(std::move(r));
+              }).ok());
+  encoder_->WaitBatches(1);
+  ASSERT_TRUE(EncodeImages(&ctx_,
+                           {Image(0, "b", "input[0].image"), Image(1, "c", "input[1].image")},
+                           [&](EncodedImages r) { done[1].set_value(std::move(r)); })
+                  .ok());
+  auto refused = EncodeImages(&ctx_, {Image(0, "d", "input[0].image")},
+                              [](EncodedImages) { ADD_FAILURE() << "a refused job completed"; });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReasonOf(refused.status()), "ENCODER_QUEUE_FULL");
+  EXPECT_THAT(refused.status().message(), HasSubstr("encoder-queue-items"));
+  EXPECT_THAT(MetricsText(),
+              HasSubstr("modrwkv_admission_rejections_total{reason=\"encoder_queue_full\"} 1\n"));
+  encoder_->Open();
+  for (auto& d : done) EXPECT_TRUE(d.get_future().get().ok());
+}
+
+TEST_F(ImageRequestsTest, MoreImagesThanTheQueueCanEverHoldIsInvalid) {
+  auto r = EncodeImages(
+      &ctx_, {Image(0, "a", "images[0]"), Image(1, "b", "images[1]"), Image(2, "c", "images[2]")},
+      [](EncodedImages) { ADD_FAILURE() << "a refused job completed"; });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("encoder-queue-items"));
+}
+
+}  // namespace
+}  // namespace modrwkv::server
