@@ -32,4 +32,21 @@ inline double MaxRelDiff(absl::Span<const float> a, absl::Span<const float> b) {
   return diff / scale;
 }
 
+// max |a - b| / std(b): the golden tests' measure for logits (ARCHITECTURE.md: "within 1e-4 of
+// their standard deviation").
+inline double MaxDiffOverStd(absl::Span<const float> a, absl::Span<const float> b) {
+  if (b.empty()) return 0;
+  double mean = 0;
+  for (float v : b) mean += v;
+  mean /= static_cast<double>(b.size());
+  double var = 0;
+  for (float v : b) var += (v - mean) * (v - mean);
+  const double sd = std::sqrt(var / static_cast<double>(b.size()));
+  double diff = 0;
+  for (size_t i = 0; i < b.size() && i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+  }
+  return diff / std::max(sd, 1e-30);
+}
+
 }  // namespace modrwkv::golden

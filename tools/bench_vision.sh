@@ -5,27 +5,32 @@
 #   1. time to first token of image + question requests (encoder cache off: every image encodes),
 #   2. inter-token latency of 8 text streams alone, then while a second client keeps the encoder
 #      busy with image requests (images/s from the server's own counter).
-#   tools/bench_vision.sh [image file]
+#   tools/bench_vision.sh [image file [extra serve flags...]]   (BENCH_TOWER=0 skips the tower table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/serve-lib.sh
 bin=build/bin/modrwkv
 lg=build/bin/modrwkv-loadgen
 img=${1:-tests/golden/image/images/photo_1024x768.jpg}
+shift || true
 dir=$(mktemp -d)
 log=$dir/server.log
 trap 'kill "$server" "$bg" 2>/dev/null || true; rm -rf "$dir"' EXIT
 server=
 bg=
 
-echo "## SigLIP2-base/16@384 tower (random weights), images/s"
-"$bin" bench --vision 1,4 --threads 1,2 2>/dev/null
+if [[ ${BENCH_TOWER:-1} == 1 ]]; then
+  echo "## SigLIP2-base/16@384 tower (random weights), images/s"
+  "$bin" bench --vision 1,4 --threads 1,2 2>/dev/null
+fi
 
 "$bin" make-demo-model --out "$dir" --shape 0.1b --vision siglip2-base --seed 2024 >/dev/null
 "$bin" serve --model "$dir" --host 127.0.0.1 --port 0 --metrics-host 127.0.0.1 --metrics-port 0 \
-  --encoder-cache-bytes 0 2>"$log" &
+  --encoder-cache-bytes 0 "$@" 2>"$log" &
 server=$!
 wait_ready "$server" "$log"
+echo
+echo "## server: 0.1B + SigLIP2-base, default encoder settings${*:+ and $*}"
 encoded() { curl -s "127.0.0.1:$metrics/metrics" | awk '/^modrwkv_encoder_items_total /{print $2}'; }
 
 echo

@@ -1,5 +1,6 @@
 // The `modrwkv` binary end to end: every subcommand, its output contract and its usage errors.
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include "engine/checkpoint/atomic_file.h"
 #include "engine/checkpoint/zip_writer.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/shell_run.h"
 #include "tests/test_paths.h"
 
@@ -145,6 +147,36 @@ TEST_F(CliTest, LogitsAfterAnImageMatchTheOfficialModel) {
           " --tokens 1 --out " + out);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("--image"), std::string::npos) << r.err;
+}
+
+// The trained vision demo (assets/vision-demo): `logits --image` on held-out images equals the
+// PyTorch model's top-10 logits (tests/golden/vision_demo/logits_top10.json, same bf16 weights).
+TEST_F(CliTest, DemoModelLogitsAfterAnImageMatchPyTorch) {
+  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "vision-demo";
+  const fs::path golden = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "vision_demo";
+  std::ifstream f(golden / "logits_top10.json");
+  const nlohmann::json cases = nlohmann::json::parse(f)["cases"];
+  ASSERT_FALSE(cases.empty());
+  const std::string out = (*dir_ / "demo_logits.bin").string();
+  for (const nlohmann::json& c : cases) {
+    SCOPED_TRACE(c["file"].get<std::string>());
+    std::string tokens;
+    for (int t : c["prompt_tokens"]) tokens += std::to_string(t) + " ";
+    CliRun r = Cli("logits --model " + demo.string() + " --image " +
+                   (golden / "heldout" / c["file"].get<std::string>()).string() + " --tokens \"" +
+                   tokens + "\" --out " + out);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::ifstream lf(out, std::ios::binary);
+    std::vector<float> logits(65536);
+    lf.read(reinterpret_cast<char*>(logits.data()), 65536 * 4);
+    ASSERT_TRUE(lf);
+    const std::vector<int> ids = c["top10_ids"].get<std::vector<int>>();
+    const std::vector<float> values = c["top10_values"].get<std::vector<float>>();
+    EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(), ids[0]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      EXPECT_NEAR(logits[ids[i]], values[i], 1e-3 * std::abs(values[0])) << "token " << ids[i];
+    }
+  }
 }
 
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {

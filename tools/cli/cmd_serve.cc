@@ -77,7 +77,9 @@ constexpr FlagSpec kServeFlags[] = {
     {"encoder-workers", "1", "encoder worker threads (each encodes one batch at a time)"},
     {"encoder-threads", "1", "threads each encoder worker uses for one batch"},
     {"encoder-queue-items", "32", "media items waiting for the encoder before RESOURCE_EXHAUSTED"},
-    {"encoder-batch", "4", "media items encoded together at most"},
+    {"encoder-batch", "1",
+     "media items encoded together at most (batching pays for small towers; SigLIP2-base is "
+     "fastest one image at a time on CPU, docs/benchmarks.md)"},
     {"encoder-cache-bytes", "67108864",
      "memory for encoder outputs of recently seen media (0 = no cache)"},
     {"encoder-nice", "10",
