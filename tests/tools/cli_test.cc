@@ -179,6 +179,31 @@ TEST_F(CliTest, DemoModelLogitsAfterAnImageMatchPyTorch) {
   }
 }
 
+// `generate --image` answers about the shipped example images, from the model directory (chat
+// template from the manifest, --question) and from the bare checkpoint plus encoder folder
+// (--prompt with the official prompt format).
+TEST_F(CliTest, GenerateAnswersAboutAnImageInBothModelForms) {
+  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "vision-demo";
+  CliRun r = Cli("generate --model " + demo.string() + " --image " +
+                 (demo / "examples" / "red_circle.png").string() +
+                 " --question 'What shape is in the picture?'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, " A red circle.\n");
+  r = Cli("generate --model " + (demo / "rwkv-0.pth").string() + " --vision-encoder " +
+          (demo / "encoder").string() + " --image " +
+          (demo / "examples" / "green_cross.jpg").string() +
+          " --prompt \"$(printf '\\026User: Where is the shape?\\027\\026Assistant:')\" "
+          "--temperature 0 "
+          "--stop-token 24 --max-tokens 16");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, " In the bottom left corner.\n");
+  // An image for a text model is a clear error.
+  r = Cli("generate --model " + Model() + " --image " +
+          (demo / "examples" / "red_circle.png").string() + " --prompt hi");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no vision adapter"), std::string::npos) << r.err;
+}
+
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
   const std::string args =
       "generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 7";
