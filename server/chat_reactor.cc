@@ -159,6 +159,8 @@ absl::Status ChatReactor::SubmitTurn() {
                                             : static_cast<int>(turn_images_.size()) *
                                                   ctx_->translation.image->splice.rows;
     record_.image_rows += turn_image_rows_;
+    encode_wait_ = absl::ZeroDuration();
+    encode_started_ = absl::Now();
   }
   if (turn_images_.empty()) return SubmitTurnToEngine();
   ctx_->metrics->encoder_observer()->OnRequestRows(turn_image_rows_);
@@ -182,6 +184,7 @@ void ChatReactor::OnTurnImagesEncoded(EncodedImages rows) {
   {
     std::lock_guard<std::mutex> l(mu_);
     image_job_ = 0;
+    encode_wait_ = absl::Now() - encode_started_;
     if (st.ok() && outbox_.client_gone()) st = absl::CancelledError("cancelled");
   }
   if (st.ok()) {
@@ -253,6 +256,7 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
   bool read_next = false;
   {
     std::lock_guard<std::mutex> l(mu_);
+    AddEncodeWait(encode_wait_, &event);
     QueueStartedLocked();
     turn_busy_ = false;
     outbox_.CloseChunk();

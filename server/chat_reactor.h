@@ -67,9 +67,11 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   std::string stream_id_;
   pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
   EngineRequest turn_request_;  // the validated turn, waiting for its session and images
-  std::vector<PendingImage> turn_images_;  // its images, until encoded
-  encoders::JobId image_job_ = 0;          // the turn's encoder job while it runs
-  int turn_image_rows_ = 0;                // Usage.image_rows of the current turn
+  std::vector<PendingImage> turn_images_;              // its images, until encoded
+  encoders::JobId image_job_ = 0;                      // the turn's encoder job while it runs
+  absl::Time encode_started_;                          // when the turn's images went to the encoder
+  absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back
+  int turn_image_rows_ = 0;                            // Usage.image_rows of the current turn
 
   std::mutex mu_;
   RpcRecord record_;

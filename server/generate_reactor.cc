@@ -44,6 +44,7 @@ absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
     std::lock_guard<std::mutex> l(mu_);
     pending_ = std::move(engine_request);
     images_ = images;
+    encode_started_ = absl::Now();
   }
   // The pool may call back before EncodeImages returns (cache hits): the job id is stored after.
   MODRWKV_ASSIGN_OR_RETURN(
@@ -66,6 +67,7 @@ void GenerateReactor::OnImagesEncoded(EncodedImages rows) {
   {
     std::lock_guard<std::mutex> l(mu_);
     image_job_ = 0;
+    encode_wait_ = absl::Now() - encode_started_;
     if (st.ok() && (outbox_.client_gone() || images_cancelled_))
       st = absl::CancelledError("cancelled");
     if (st.ok()) {
@@ -120,6 +122,7 @@ void GenerateReactor::OnEngineTokens(TokenEvent event) {
 void GenerateReactor::OnEngineFinish(FinishEvent event) {
   {
     std::lock_guard<std::mutex> l(mu_);
+    AddEncodeWait(encode_wait_, &event);
     const bool overflowed = outbox_.overflowed();
     const bool grpc_deadline_passed = event.reason == EndReason::kDeadline &&
                                       std::chrono::system_clock::now() >= call_->deadline();

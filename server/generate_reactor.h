@@ -63,6 +63,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   std::vector<PendingImage> images_;
   encoders::JobId image_job_ = 0;
   bool images_cancelled_ = false;
+  absl::Time encode_started_;                          // when the images went to the encoder
+  absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back
   bool engine_done_ = false;  // no engine events will come; the outbox has the end status
   StreamOutbox<pb::GenerateResponse> outbox_;
 };

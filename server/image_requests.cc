@@ -40,4 +40,9 @@ absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
   return job;
 }
 
+void AddEncodeWait(absl::Duration wait, FinishEvent* event) {
+  event->time_to_first_token += wait;  // stays infinite when there was no token
+  event->total_time += wait;
+}
+
 }  // namespace modrwkv::server

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "encoders/pool/encoder_pool.h"
+#include "engine/serving/scheduler.h"
 #include "server/convert.h"
 
 namespace modrwkv::server {
@@ -24,5 +25,9 @@ using EncodedImages = absl::StatusOr<std::vector<std::shared_ptr<const encoders:
 absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
                                              const std::vector<PendingImage>& images,
                                              std::function<void(EncodedImages)> done);
+
+// The engine times a request from its submission; a request with images was submitted after its
+// encoding. Adds that wait to what the client and the log see (time to first token, total time).
+void AddEncodeWait(absl::Duration wait, FinishEvent* event);
 
 }  // namespace modrwkv::server

@@ -235,6 +235,12 @@ TEST(VisionE2eTest, ModelInfoListsImagesAndTheEncoderIsMeasured) {
     StreamResult r = RunGenerate(stub.get(), Ask(bytes, ex.question));
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     EXPECT_EQ(Trim(r.text), ex.answer);
+    if (i == 0) {  // the time to first token the client sees includes the encoding
+      ASSERT_TRUE(r.result.has_value());
+      const auto& ttft = r.result->usage().time_to_first_token();
+      EXPECT_GE(ttft.seconds() + ttft.nanos() * 1e-9,
+                ScrapeMetric(*server, "modrwkv_encoder_batch_seconds_sum"));
+    }
   }
   EXPECT_EQ(ScrapeMetric(*server, "modrwkv_encoder_cache_lookups_total{result=\"hit\"}"), 1);
   EXPECT_EQ(ScrapeMetric(*server, "modrwkv_encoder_cache_lookups_total{result=\"miss\"}"), 1);
