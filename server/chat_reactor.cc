@@ -165,7 +165,7 @@ absl::Status ChatReactor::SubmitTurn() {
   if (turn_images_.empty()) return SubmitTurnToEngine();
   ctx_->metrics->encoder_observer()->OnRequestRows(turn_image_rows_);
   MODRWKV_ASSIGN_OR_RETURN(
-      encoders::JobId job, EncodeImages(ctx_, turn_images_, [sink = sink_](EncodedImages rows) {
+      encoders::JobId job, EncodeMedia(ctx_, turn_images_, [sink = sink_](EncodedMedia rows) {
         sink->Run([&](ChatReactor* r) { r->OnTurnImagesEncoded(std::move(rows)); });
       }));
   bool cancel;
@@ -175,11 +175,11 @@ absl::Status ChatReactor::SubmitTurn() {
     if (!turn_images_.empty()) image_job_ = job;
     cancel = !turn_images_.empty() && (outbox_.client_gone() || outbox_.overflowed());
   }
-  if (cancel) ctx_->image_pool->Cancel(job);
+  if (cancel) ctx_->media_pool->Cancel(job);
   return absl::OkStatus();
 }
 
-void ChatReactor::OnTurnImagesEncoded(EncodedImages rows) {
+void ChatReactor::OnTurnImagesEncoded(EncodedMedia rows) {
   absl::Status st = rows.status();
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -188,7 +188,7 @@ void ChatReactor::OnTurnImagesEncoded(EncodedImages rows) {
     if (st.ok() && outbox_.client_gone()) st = absl::CancelledError("cancelled");
   }
   if (st.ok()) {
-    st = FillImageRows(turn_images_, *rows, ctx_->model->config().n_embd, &turn_request_);
+    st = FillMediaRows(turn_images_, *rows, ctx_->model->config().n_embd, &turn_request_);
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -233,7 +233,7 @@ void ChatReactor::CancelEngine() {
     if (turn_busy_) id = turn_id_;
     job = image_job_;
   }
-  if (job != 0) ctx_->image_pool->Cancel(job);
+  if (job != 0) ctx_->media_pool->Cancel(job);
   if (id != 0) ctx_->scheduler->Cancel(id);
 }
 

@@ -23,7 +23,7 @@
 
 #include "grpcpp/support/server_callback.h"
 #include "modrwkv/v1/inference.pb.h"
-#include "server/image_requests.h"
+#include "server/media_requests.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
 #include "server/stream_outbox.h"
@@ -39,7 +39,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   void OnEngineFinish(FinishEvent event);
   void OnSessionCreated(absl::StatusOr<SessionInfo> info);
   // Encoder thread (via ReactorSink::Run): the turn's images are encoded (or failed).
-  void OnTurnImagesEncoded(EncodedImages rows);
+  void OnTurnImagesEncoded(EncodedMedia rows);
 
  private:
   void OnReadDone(bool ok) override;
@@ -67,7 +67,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   std::string stream_id_;
   pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
   EngineRequest turn_request_;  // the validated turn, waiting for its session and images
-  std::vector<PendingImage> turn_images_;              // its images, until encoded
+  std::vector<PendingMedia> turn_images_;              // its images, until encoded
   encoders::JobId image_job_ = 0;                      // the turn's encoder job while it runs
   absl::Time encode_started_;                          // when the turn's images went to the encoder
   absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back

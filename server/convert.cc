@@ -20,7 +20,7 @@ namespace {
 absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
     const google::protobuf::RepeatedPtrField<pb::InputPart>& input, const TranslationContext& ctx,
     absl::string_view field, absl::FunctionRef<std::string(int)> path_of,
-    std::vector<PendingImage>* images) {
+    std::vector<PendingMedia>* images) {
   std::vector<InputRows> parts;
   int64_t total = 0;
   int n_images = 0;
@@ -71,12 +71,13 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
           if (marked && it.splice.start_token >= 0) {
             parts.push_back(InputRows{{it.splice.start_token}, {}});
           }
-          PendingImage pending;
+          PendingMedia pending;
           pending.part = parts.size();
+          pending.kind = encoders::kImageKind;
           pending.bytes = std::make_shared<const std::string>(data);
           pending.field = image_field;
           images->push_back(std::move(pending));
-          parts.emplace_back();  // filled by FillImageRows
+          parts.emplace_back();  // filled by FillMediaRows
           if (marked && it.splice.end_token >= 0) {
             parts.push_back(InputRows{{it.splice.end_token}, {}});
           }
@@ -224,7 +225,7 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
 absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline,
-                                              std::vector<PendingImage>* images) {
+                                              std::vector<PendingMedia>* images) {
   EngineRequest out;
   MODRWKV_ASSIGN_OR_RETURN(
       out.prompt,
@@ -246,7 +247,7 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
 absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, SessionId session,
                                                const TranslationContext& ctx,
                                                std::chrono::system_clock::time_point grpc_deadline,
-                                               std::vector<PendingImage>* images) {
+                                               std::vector<PendingMedia>* images) {
   if (req.text().empty()) return InvalidField("text", "text is empty: a chat turn needs a message");
   // The turn as parts: the template's text before "{image}", the images, the text after (no
   // "{image}", or a raw turn: the images first).
@@ -296,7 +297,7 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
   return out;
 }
 
-absl::Status FillImageRows(const std::vector<PendingImage>& images,
+absl::Status FillMediaRows(const std::vector<PendingMedia>& images,
                            const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows,
                            int n_embd, EngineRequest* request) {
   if (rows.size() != images.size()) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "encoders/multimodal/media_router.h"
 #include "encoders/multimodal/model_bundle.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
@@ -32,9 +33,11 @@ struct ImageTranslation {
   int64_t max_bytes = 20 << 20;  // per image
 };
 
-// An image part waiting for the encoder: its rows go into EngineRequest::prompt[part].
-struct PendingImage {
+// A media part (image, audio clip) waiting for the encoder pool: its rows go into
+// EngineRequest::prompt[part].
+struct PendingMedia {
   size_t part = 0;
+  std::string kind;  // encoders::kImageKind, kAudioKind
   std::shared_ptr<const std::string> bytes;
   std::string field;  // "input[2].image", "images[0]": named in errors
 };
@@ -59,21 +62,21 @@ struct TranslationContext {
 // gRPC deadline; the context's default timeout when neither is set). Errors: INVALID_ARGUMENT
 // naming the field, UNIMPLEMENTED for media parts no encoder serves. Image parts become empty
 // embedding parts (with the splice's marker tokens around them) listed in `images`, to be filled
-// by FillImageRows once encoded; `images` may be null only when the request has none.
+// by FillMediaRows once encoded; `images` may be null only when the request has none.
 absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline,
-                                              std::vector<PendingImage>* images = nullptr);
+                                              std::vector<PendingMedia>* images = nullptr);
 
 // One chat turn -> engine request on `session` (the template applied unless `raw`; the turn's
 // images where the template has "{image}", else before its text).
 absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, SessionId session,
                                                const TranslationContext& ctx,
                                                std::chrono::system_clock::time_point grpc_deadline,
-                                               std::vector<PendingImage>* images = nullptr);
+                                               std::vector<PendingMedia>* images = nullptr);
 
 // Puts encoded rows ([rows][n_embd] each, in the order of `images`) into the request's prompt.
-absl::Status FillImageRows(const std::vector<PendingImage>& images,
+absl::Status FillMediaRows(const std::vector<PendingMedia>& images,
                            const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows,
                            int n_embd, EngineRequest* request);
 

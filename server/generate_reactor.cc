@@ -32,7 +32,7 @@ void GenerateReactor::FailBeforeEngine(const absl::Status& st) {
 absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
   MODRWKV_ASSIGN_OR_RETURN(record_.owner, ctx_->Admit(*call_));
   MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request.ByteSizeLong(), "input"));
-  std::vector<PendingImage> images;
+  std::vector<PendingMedia> images;
   MODRWKV_ASSIGN_OR_RETURN(EngineRequest engine_request,
                            ToEngineRequest(request, ctx_->translation, call_->deadline(), &images));
   engine_request.owner = record_.owner;
@@ -46,9 +46,9 @@ absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
     images_ = images;
     encode_started_ = absl::Now();
   }
-  // The pool may call back before EncodeImages returns (cache hits): the job id is stored after.
+  // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
   MODRWKV_ASSIGN_OR_RETURN(
-      encoders::JobId job, EncodeImages(ctx_, images, [sink = sink_](EncodedImages rows) {
+      encoders::JobId job, EncodeMedia(ctx_, images, [sink = sink_](EncodedMedia rows) {
         sink->Run([&](GenerateReactor* r) { r->OnImagesEncoded(std::move(rows)); });
       }));
   bool cancel;
@@ -57,11 +57,11 @@ absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
     image_job_ = job;
     cancel = images_cancelled_;
   }
-  if (cancel) ctx_->image_pool->Cancel(job);
+  if (cancel) ctx_->media_pool->Cancel(job);
   return absl::OkStatus();
 }
 
-void GenerateReactor::OnImagesEncoded(EncodedImages rows) {
+void GenerateReactor::OnImagesEncoded(EncodedMedia rows) {
   EngineRequest request;
   absl::Status st = rows.status();
   {
@@ -71,7 +71,7 @@ void GenerateReactor::OnImagesEncoded(EncodedImages rows) {
     if (st.ok() && (outbox_.client_gone() || images_cancelled_))
       st = absl::CancelledError("cancelled");
     if (st.ok()) {
-      st = FillImageRows(images_, *rows, ctx_->model->config().n_embd, &pending_);
+      st = FillMediaRows(images_, *rows, ctx_->model->config().n_embd, &pending_);
       request = std::move(pending_);
     }
     images_.clear();
@@ -101,7 +101,7 @@ void GenerateReactor::CancelEngine() {
     job = image_job_;
     images_cancelled_ = true;
   }
-  if (job != 0) ctx_->image_pool->Cancel(job);
+  if (job != 0) ctx_->media_pool->Cancel(job);
   if (id != 0) ctx_->scheduler->Cancel(id);
 }
 

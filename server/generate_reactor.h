@@ -20,7 +20,7 @@
 
 #include "grpcpp/support/server_callback.h"
 #include "modrwkv/v1/inference.pb.h"
-#include "server/image_requests.h"
+#include "server/media_requests.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
 #include "server/stream_outbox.h"
@@ -36,7 +36,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
   // Encoder thread (via ReactorSink::Run), once per request with images.
-  void OnImagesEncoded(EncodedImages rows);
+  void OnImagesEncoded(EncodedMedia rows);
 
  private:
   void OnWriteDone(bool ok) override;
@@ -60,7 +60,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   RequestId engine_id_ = 0;  // 0 until Submit returned
   // While images encode: the request waiting for them, and the encoder job (0 = none).
   EngineRequest pending_;
-  std::vector<PendingImage> images_;
+  std::vector<PendingMedia> images_;
   encoders::JobId image_job_ = 0;
   bool images_cancelled_ = false;
   absl::Time encode_started_;                          // when the images went to the encoder

@@ -217,12 +217,11 @@ absl::Status ModelServer::LoadAndServe() {
                                        : kDefaultChatTemplate;
   ctx_.translation.chat_stop_tokens = bundle.manifest.stop_tokens;
   ctx_.translation.chat_ban_tokens = bundle.manifest.ban_tokens;
+  // Every modality the model serves goes through one encoder pool (one queue, one cache).
+  std::map<std::string, std::shared_ptr<const encoders::ItemEncoder>> media_encoders;
   if (bundle.vision) {
     vision_ = bundle.vision;
-    MODRWKV_ASSIGN_OR_RETURN(image_pool_,
-                             encoders::EncoderPool::Create(vision_, options_.encoder_pool,
-                                                           metrics_->encoder_observer()));
-    ctx_.image_pool = image_pool_.get();
+    media_encoders[encoders::kImageKind] = vision_;
     ImageTranslation it;
     it.splice = bundle.image_splice;
     it.max_images = options_.max_images_per_request;
@@ -237,6 +236,14 @@ absl::Status ModelServer::LoadAndServe() {
                                          : "replace_pad"},
                           {"generation", std::string(1, bundle.layout.generation)},
                           {"workers", options_.encoder_pool.workers}});
+  }
+  if (!media_encoders.empty()) {
+    MODRWKV_ASSIGN_OR_RETURN(media_router_,
+                             encoders::MediaRouter::Create(std::move(media_encoders)));
+    MODRWKV_ASSIGN_OR_RETURN(media_pool_,
+                             encoders::EncoderPool::Create(media_router_, options_.encoder_pool,
+                                                           metrics_->encoder_observer()));
+    ctx_.media_pool = media_pool_.get();
   }
   ctx_.translation.max_tokens_limit = options_.max_tokens_limit;
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
@@ -352,7 +359,7 @@ void ModelServer::DrainAndStop() {
        ++i) {
     absl::SleepFor(absl::Milliseconds(1));
   }
-  image_pool_.reset();  // no reactor waits on it any more
+  media_pool_.reset();  // no reactor waits on it any more
   metrics_->AttachScheduler(nullptr);
   scheduler_.reset();
   log_->Info("stopped",

@@ -67,7 +67,7 @@ struct ServingContext {
   Model* model = nullptr;
   const Tokenizer* tokenizer = nullptr;
   Scheduler* scheduler = nullptr;
-  encoders::EncoderPool* image_pool = nullptr;  // set when the model has a vision encoder
+  encoders::EncoderPool* media_pool = nullptr;  // set when the model has a vision encoder
   TranslationContext translation;
   std::atomic<bool> loaded{false};
 

@@ -124,7 +124,8 @@ absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done don
   std::vector<std::optional<ContentKey>> keys(n);
   if (cache_on) {
     for (int i = 0; i < n; ++i) {
-      absl::StatusOr<ContentKey> key = ComputeContentKey(encoder_id_, *items[i].bytes);
+      absl::StatusOr<ContentKey> key = ComputeContentKey(
+          absl::StrCat(encoder_id_, absl::string_view("\0", 1), items[i].kind), *items[i].bytes);
       if (!key.ok()) return key.status();
       keys[i] = *key;
     }

@@ -20,6 +20,9 @@ namespace modrwkv::encoders {
 struct MediaItem {
   std::shared_ptr<const std::string> bytes;
   std::string field;  // where it came from, for error messages: "input[2].image"
+  // The modality ("image", "audio"), for encoders that serve several (MediaRouter); part of the
+  // cache key, so the same bytes sent as two kinds never share rows.
+  std::string kind;
 };
 
 // The output of stage 1 (decode + preprocess), the input of stage 2 (the batched tower). A plain
@@ -28,6 +31,7 @@ struct MediaItem {
 struct PreparedItem {
   std::vector<int64_t> shape;
   std::vector<float> data;  // row-major, product(shape) values
+  std::string kind;         // the MediaItem's kind
 };
 
 // The embedding rows of one item: [rows][dim] fp32, ready to splice into a prompt. Shared as

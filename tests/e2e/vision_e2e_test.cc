@@ -195,7 +195,7 @@ TEST(VisionE2eTest, BadImagesAreRefusedNamingThePartAndTheLimit) {
 }
 
 // More images than the encoder queue can ever hold: refused before anything is decoded (a busy
-// queue's RESOURCE_EXHAUSTED is tested in tests/server/image_requests_test.cc).
+// queue's RESOURCE_EXHAUSTED is tested in tests/server/media_requests_test.cc).
 TEST(VisionE2eTest, MoreImagesThanTheEncoderQueueHoldsAreRefused) {
   auto server = ServerProcess::Start(DemoOptions({"--encoder-queue-items", "1"}));
   ASSERT_NE(server, nullptr);

@@ -42,7 +42,7 @@
 namespace {
 
 namespace pb = ::modrwkv::v1;
-using modrwkv::server::PendingImage;
+using modrwkv::server::PendingMedia;
 using modrwkv::server::TranslationContext;
 using SysClock = std::chrono::system_clock;
 
@@ -146,21 +146,21 @@ bool Contains(const std::vector<int32_t>& v, int32_t x) {
 // What the engine will do with an accepted request must succeed.
 // Image parts wait for the encoder: empty parts listed in `images`, counted at the splice's rows.
 void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& ctx,
-                   const std::vector<PendingImage>& images) {
+                   const std::vector<PendingMedia>& images) {
   int64_t total = 0;
   Check(images.empty() || ctx.image.has_value());
   Check(!ctx.image || static_cast<int>(images.size()) <= ctx.image->max_images);
   for (size_t i = 0; i < out.prompt.size(); ++i) {
     const modrwkv::InputRows& part = out.prompt[i];
     const bool pending = std::any_of(images.begin(), images.end(),
-                                     [&](const PendingImage& im) { return im.part == i; });
+                                     [&](const PendingMedia& im) { return im.part == i; });
     Check(part.embeddings.empty());
     Check(pending == part.tokens.empty());
     if (pending) total += ctx.image->splice.rows;
     for (int32_t id : part.tokens) Check(id >= 0 && id < ctx.model_vocab);
     total += static_cast<int64_t>(part.tokens.size());
   }
-  for (const PendingImage& im : images) {
+  for (const PendingMedia& im : images) {
     Check(im.bytes != nullptr && static_cast<int64_t>(im.bytes->size()) <= ctx.image->max_bytes);
     Check(!im.field.empty());
   }
@@ -176,7 +176,7 @@ void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& 
 
 void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext& ctx,
                        SysClock::time_point deadline) {
-  std::vector<PendingImage> images;
+  std::vector<PendingMedia> images;
   absl::StatusOr<modrwkv::EngineRequest> out =
       modrwkv::server::ToEngineRequest(req, ctx, deadline, &images);
   if (!out.ok()) return CheckError(out.status(), ctx, /*chat=*/false);
@@ -191,7 +191,7 @@ void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext&
 void TranslateChat(const pb::ChatRequest& req, const TranslationContext& ctx,
                    SysClock::time_point deadline) {
   const modrwkv::SessionId session{1, 2};
-  std::vector<PendingImage> images;
+  std::vector<PendingMedia> images;
   absl::StatusOr<modrwkv::EngineRequest> out =
       modrwkv::server::ToEngineChatTurn(req, session, ctx, deadline, &images);
   if (!out.ok()) return CheckError(out.status(), ctx, /*chat=*/true);

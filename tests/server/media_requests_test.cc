@@ -1,7 +1,7 @@
 // Image parts on their way to the encoder pool: decode errors name the request's field, a queue
 // that cannot take a request now is RESOURCE_EXHAUSTED (ENCODER_QUEUE_FULL, counted), a request
 // that could never fit is INVALID_ARGUMENT, and rows come back in the parts' order.
-#include "server/image_requests.h"
+#include "server/media_requests.h"
 
 #include <future>
 
@@ -17,15 +17,15 @@ namespace {
 
 using ::testing::HasSubstr;
 
-PendingImage Image(size_t part, std::string bytes, std::string field) {
-  PendingImage p;
+PendingMedia Image(size_t part, std::string bytes, std::string field) {
+  PendingMedia p;
   p.part = part;
   p.bytes = std::make_shared<const std::string>(std::move(bytes));
   p.field = std::move(field);
   return p;
 }
 
-class ImageRequestsTest : public ::testing::Test {
+class MediaRequestsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     encoder_ = std::make_shared<encoders::testing::FakeItemEncoder>();
@@ -35,7 +35,7 @@ class ImageRequestsTest : public ::testing::Test {
     o.cache_bytes = 0;
     pool_ = encoders::EncoderPool::Create(encoder_, o, nullptr).value();
     metrics_ = Metrics::Create("").value();
-    ctx_.image_pool = pool_.get();
+    ctx_.media_pool = pool_.get();
     ctx_.metrics = metrics_.get();
   }
   void TearDown() override {
@@ -44,9 +44,9 @@ class ImageRequestsTest : public ::testing::Test {
   }
 
   // Submits and waits for the result.
-  EncodedImages Encode(const std::vector<PendingImage>& images) {
-    std::promise<EncodedImages> p;
-    auto job = EncodeImages(&ctx_, images, [&](EncodedImages r) { p.set_value(std::move(r)); });
+  EncodedMedia Encode(const std::vector<PendingMedia>& images) {
+    std::promise<EncodedMedia> p;
+    auto job = EncodeMedia(&ctx_, images, [&](EncodedMedia r) { p.set_value(std::move(r)); });
     if (!job.ok()) return job.status();
     return p.get_future().get();
   }
@@ -62,8 +62,8 @@ class ImageRequestsTest : public ::testing::Test {
   ServingContext ctx_;
 };
 
-TEST_F(ImageRequestsTest, RowsComeBackInThePartsOrder) {
-  EncodedImages r =
+TEST_F(MediaRequestsTest, RowsComeBackInThePartsOrder) {
+  EncodedMedia r =
       Encode({Image(0, "first image", "input[0].image"), Image(2, "second", "input[2].image")});
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 2u);
@@ -71,28 +71,27 @@ TEST_F(ImageRequestsTest, RowsComeBackInThePartsOrder) {
   EXPECT_EQ((*r)[1]->data, encoders::testing::FakeRows("second").data);
 }
 
-TEST_F(ImageRequestsTest, ADecodeErrorNamesTheField) {
-  EncodedImages r = Encode({Image(0, "fine", "images[0]"), Image(1, "bad bytes", "images[1]")});
+TEST_F(MediaRequestsTest, ADecodeErrorNamesTheField) {
+  EncodedMedia r = Encode({Image(0, "fine", "images[0]"), Image(1, "bad bytes", "images[1]")});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(FieldOf(r.status()), "images[1]");
   EXPECT_THAT(r.status().message(), HasSubstr("images[1]: cannot decode image"));
 }
 
-TEST_F(ImageRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
+TEST_F(MediaRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
   encoder_->Close();
-  std::vector<std::promise<EncodedImages>> done(2);
+  std::vector<std::promise<EncodedMedia>> done(2);
   // One image runs (blocked in the encoder), two wait: the queue (2) is full.
-  ASSERT_TRUE(EncodeImages(&ctx_, {Image(0, "a", "input[0].image")}, [&](EncodedImages r) {
+  ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "a", "input[0].image")}, [&](EncodedMedia r) {
                 done[0].set_value(std::move(r));
               }).ok());
   encoder_->WaitBatches(1);
-  ASSERT_TRUE(EncodeImages(&ctx_,
-                           {Image(0, "b", "input[0].image"), Image(1, "c", "input[1].image")},
-                           [&](EncodedImages r) { done[1].set_value(std::move(r)); })
+  ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "b", "input[0].image"), Image(1, "c", "input[1].image")},
+                          [&](EncodedMedia r) { done[1].set_value(std::move(r)); })
                   .ok());
-  auto refused = EncodeImages(&ctx_, {Image(0, "d", "input[0].image")},
-                              [](EncodedImages) { ADD_FAILURE() << "a refused job completed"; });
+  auto refused = EncodeMedia(&ctx_, {Image(0, "d", "input[0].image")},
+                             [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(ReasonOf(refused.status()), "ENCODER_QUEUE_FULL");
@@ -103,10 +102,10 @@ TEST_F(ImageRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
   for (auto& d : done) EXPECT_TRUE(d.get_future().get().ok());
 }
 
-TEST_F(ImageRequestsTest, MoreImagesThanTheQueueCanEverHoldIsInvalid) {
-  auto r = EncodeImages(
+TEST_F(MediaRequestsTest, MoreImagesThanTheQueueCanEverHoldIsInvalid) {
+  auto r = EncodeMedia(
       &ctx_, {Image(0, "a", "images[0]"), Image(1, "b", "images[1]"), Image(2, "c", "images[2]")},
-      [](EncodedImages) { ADD_FAILURE() << "a refused job completed"; });
+      [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("encoder-queue-items"));

@@ -1,4 +1,4 @@
-#include "server/image_requests.h"
+#include "server/media_requests.h"
 
 #include "absl/strings/match.h"
 #include "engine/base/errors.h"
@@ -6,20 +6,21 @@
 
 namespace modrwkv::server {
 
-absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
-                                             const std::vector<PendingImage>& images,
-                                             std::function<void(EncodedImages)> done) {
+absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
+                                            const std::vector<PendingMedia>& images,
+                                            std::function<void(EncodedMedia)> done) {
   std::vector<encoders::MediaItem> items;
   items.reserve(images.size());
   std::vector<std::string> fields;
-  for (const PendingImage& p : images) {
+  for (const PendingMedia& p : images) {
     encoders::MediaItem item;
     item.bytes = p.bytes;
     item.field = p.field;
+    item.kind = p.kind;
     fields.push_back(p.field);
     items.push_back(std::move(item));
   }
-  auto on_done = [fields = std::move(fields), done = std::move(done)](EncodedImages result) {
+  auto on_done = [fields = std::move(fields), done = std::move(done)](EncodedMedia result) {
     if (!result.ok() && result.status().code() == absl::StatusCode::kInvalidArgument) {
       // The message starts with the image's field; name it in BadRequest too.
       for (const std::string& f : fields) {
@@ -32,7 +33,7 @@ absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
     done(std::move(result));
   };
   absl::StatusOr<encoders::JobId> job =
-      ctx->image_pool->Submit(std::move(items), std::move(on_done));
+      ctx->media_pool->Submit(std::move(items), std::move(on_done));
   if (!job.ok() && job.status().code() == absl::StatusCode::kResourceExhausted) {
     if (ctx->metrics != nullptr) ctx->metrics->OnAdmissionRejected("encoder_queue_full");
     return WithReason(job.status(), "ENCODER_QUEUE_FULL");

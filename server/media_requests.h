@@ -15,16 +15,16 @@ namespace modrwkv::server {
 
 struct ServingContext;
 
-using EncodedImages = absl::StatusOr<std::vector<std::shared_ptr<const encoders::EmbeddingRows>>>;
+using EncodedMedia = absl::StatusOr<std::vector<std::shared_ptr<const encoders::EmbeddingRows>>>;
 
 // Queues `images` on the context's encoder pool. `done` runs exactly once with the rows (in the
 // order of `images`) or the error — decode errors as INVALID_ARGUMENT naming the image's field —
 // on a pool thread, never inside this call. A queue that cannot take the images now is
 // RESOURCE_EXHAUSTED (reason ENCODER_QUEUE_FULL, with RetryInfo; counted in the admission
 // rejections), more images than the queue can ever hold INVALID_ARGUMENT; `done` then never runs.
-absl::StatusOr<encoders::JobId> EncodeImages(ServingContext* ctx,
-                                             const std::vector<PendingImage>& images,
-                                             std::function<void(EncodedImages)> done);
+absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
+                                            const std::vector<PendingMedia>& images,
+                                            std::function<void(EncodedMedia)> done);
 
 // The engine times a request from its submission; a request with images was submitted after its
 // encoding. Adds that wait to what the client and the log see (time to first token, total time).
