@@ -2,9 +2,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/adapter/adapter_chain.h"
 #include "nlohmann/json.hpp"
 
 namespace modrwkv::encoders {
@@ -58,8 +60,9 @@ absl::StatusOr<VisionManifest> ParseVision(const json& v, const std::string& dir
     return Bad("vision.splice", absl::StrCat("is '", *s, "', expected 'prepend' or 'replace_pad'"));
   }
   if (v.contains("adapter")) {
-    if (!v["adapter"].is_array()) return Bad("vision.adapter", "must be an array of layers");
-    m.adapter_json = v["adapter"].dump();
+    absl::StatusOr<std::string> a = ManifestAdapter(v["adapter"], "vision.adapter");
+    if (!a.ok()) return a.status();
+    m.adapter_json = *std::move(a);
   }
   if (v.contains("feature_layer")) {
     if (!v["feature_layer"].is_number_integer())
@@ -91,7 +94,55 @@ absl::StatusOr<VisionManifest> ParseVision(const json& v, const std::string& dir
   return m;
 }
 
+absl::StatusOr<AudioManifest> ParseAudio(const json& v, const std::string& dir) {
+  if (!v.is_object()) return Bad("audio", "must be an object");
+  for (const auto& [key, value] : v.items()) {
+    if (key != "encoder" && key != "adapter") {
+      return Bad(absl::StrCat("audio.", key),
+                 "is not a key of \"audio\" (known: encoder, adapter)");
+    }
+  }
+  AudioManifest m;
+  absl::StatusOr<std::string> s = OptString(v, "encoder", "");
+  if (!s.ok()) return s.status();
+  if (s->empty()) return Bad("audio.encoder", "is required (the encoder's Hugging Face folder)");
+  m.encoder = Resolve(dir, *s);
+  if (v.contains("adapter")) {
+    absl::StatusOr<std::string> a = ManifestAdapter(v["adapter"], "audio.adapter");
+    if (!a.ok()) return a.status();
+    m.adapter_json = *std::move(a);
+  }
+  return m;
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> ManifestAdapter(const json& value, absl::string_view key) {
+  if (value.is_array()) return value.dump();
+  if (!value.is_string()) {
+    return Bad(key, "must be an array of layers or the name of a preset");
+  }
+  static const auto* presets = new std::map<std::string, AdapterSpec (*)()>{
+      {"vision_a", [] { return VisionAdapterA(); }},
+      {"vision_b", [] { return VisionAdapterB(false); }},
+      {"vision_b_conv", [] { return VisionAdapterB(true); }},
+      {"speech_a", [] { return SpeechAdapterA(2); }},
+      {"speech_a_pad0", [] { return SpeechAdapterA(0); }},
+      {"conv_projector_c", [] { return ConvProjectorC(); }},
+      {"pixel_shuffle_c", [] { return PixelShuffleProjectorC(); }},
+      {"conv_k3s2", [] { return ConvCompressionAdapter(3, 2); }},
+      {"conv_k4s3", [] { return ConvCompressionAdapter(4, 3); }},
+      {"conv_k5s4", [] { return ConvCompressionAdapter(5, 4); }},
+  };
+  const std::string name = value.get<std::string>();
+  auto it = presets->find(name);
+  if (it == presets->end()) {
+    std::string known;
+    for (const auto& [n, f] : *presets) absl::StrAppend(&known, known.empty() ? "" : ", ", n);
+    return Bad(key, absl::StrCat("names no preset '", name, "' (known: ", known, ")"));
+  }
+  return AdapterSpecToJson(it->second());
+}
 
 absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const std::string& dir) {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
@@ -99,13 +150,13 @@ absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const st
     return absl::InvalidArgumentError(
         absl::StrCat(kManifestName, " in ", dir, " is not a JSON object"));
   }
-  static const char* kKnown[] = {"format",      "checkpoint", "vocab", "chat_template",
-                                 "stop_tokens", "ban_tokens", "vision"};
+  static const char* kKnown[] = {"format",      "checkpoint", "vocab",  "chat_template",
+                                 "stop_tokens", "ban_tokens", "vision", "audio"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return Bad(key,
                  "is not a manifest key (known: format, checkpoint, vocab, chat_template, "
-                 "stop_tokens, ban_tokens, vision)");
+                 "stop_tokens, ban_tokens, vision, audio)");
     }
   }
   if (j.contains("format") && (!j["format"].is_number_integer() || j["format"].get<int>() != 1)) {
@@ -136,6 +187,11 @@ absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const st
     absl::StatusOr<VisionManifest> v = ParseVision(j["vision"], dir);
     if (!v.ok()) return v.status();
     m.vision = *std::move(v);
+  }
+  if (j.contains("audio")) {
+    absl::StatusOr<AudioManifest> a = ParseAudio(j["audio"], dir);
+    if (!a.ok()) return a.status();
+    m.audio = *std::move(a);
   }
   return m;
 }

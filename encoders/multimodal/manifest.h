@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json_fwd.hpp"
 
 namespace modrwkv::encoders {
 
@@ -34,6 +36,12 @@ struct VisionManifest {
   int32_t image_end_id = -1;
 };
 
+// An audio encoder (Whisper or WavLM, told by its config.json's model_type) and its adapter.
+struct AudioManifest {
+  std::string encoder;       // Hugging Face folder (config.json, weights, preprocessor_config.json)
+  std::string adapter_json;  // "" = inferred from the checkpoint's keys (SpeechAdapterA, padding 2)
+};
+
 struct ModelManifest {
   std::string dir;         // folder the manifest was read from; relative paths resolve here
   std::string checkpoint;  // absolute after Resolve
@@ -43,7 +51,13 @@ struct ModelManifest {
   std::vector<int32_t> stop_tokens;
   std::vector<int32_t> ban_tokens;
   std::optional<VisionManifest> vision;
+  std::optional<AudioManifest> audio;
 };
+
+// The adapter a manifest names: a chain of layers (JSON array), or a preset's name — vision_a,
+// vision_b, vision_b_conv, speech_a (padding 2), speech_a_pad0, conv_projector_c,
+// pixel_shuffle_c, conv_k3s2, conv_k4s3, conv_k5s4. Returns the chain as JSON text.
+absl::StatusOr<std::string> ManifestAdapter(const nlohmann::json& value, absl::string_view key);
 
 // Parses a manifest's JSON text. `dir` is where relative paths resolve. Errors name the key.
 absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const std::string& dir);

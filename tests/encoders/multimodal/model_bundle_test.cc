@@ -200,6 +200,22 @@ TEST(Manifest, ParsesKeysAndResolvesPathsAgainstTheFolder) {
   EXPECT_THAT(m->vision->adapter_json, HasSubstr("proj.0"));
 }
 
+TEST(Manifest, AdaptersByPresetNameAndTheAudioSection) {
+  auto m = ParseManifest(
+      R"({"checkpoint": "a.pth", "vision": {"encoder": "e", "adapter": "vision_b_conv"},
+      "audio": {"encoder": "/abs/whisper", "adapter": "speech_a_pad0"}})",
+      "/d");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->vision->adapter_json, AdapterSpecToJson(VisionAdapterB(true)));
+  ASSERT_TRUE(m->audio.has_value());
+  EXPECT_EQ(m->audio->encoder, "/abs/whisper");
+  EXPECT_EQ(m->audio->adapter_json, AdapterSpecToJson(SpeechAdapterA(0)));
+  // A preset's chain parses back into the preset.
+  auto spec = ParseAdapterSpec(m->audio->adapter_json);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(AdapterSpecToJson(*spec), AdapterSpecToJson(SpeechAdapterA(0)));
+}
+
 TEST(Manifest, ErrorsNameTheKey) {
   struct Case {
     const char* json;
@@ -219,6 +235,12 @@ TEST(Manifest, ErrorsNameTheKey) {
                 "\"vision.image_start\""},
            Case{R"({"checkpoint": "a.pth", "vision": {"encoder": "e", "adapter": {}}})",
                 "\"vision.adapter\""},
+           Case{R"({"checkpoint": "a.pth", "vision": {"encoder": "e", "adapter": "vision_z"}})",
+                "no preset 'vision_z'"},
+           Case{R"({"checkpoint": "a.pth", "audio": {"adapter": "speech_a"}})",
+                "\"audio.encoder\""},
+           Case{R"({"checkpoint": "a.pth", "audio": {"encoder": "w", "kind": "whisper"}})",
+                "\"audio.kind\""},
        }) {
     SCOPED_TRACE(c.json);
     auto m = ParseManifest(c.json, "/d");
