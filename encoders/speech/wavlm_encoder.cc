@@ -43,10 +43,15 @@ int64_t PackFloatsFor(int in) { return int64_t{RowBlock(in)} * in; }
 void Gemm(const cpu::Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
           bool accumulate, float* pack, cpu::ThreadPool* pool) {
   if (rows <= 0) return;
-  const int in = w.cols, rb = RowBlock(in), panels = w.panels();
+  const int in = w.cols, panels = w.panels(), threads = pool->size();
   const int64_t stride = PackFloatsFor(in);
+  // Enough row blocks for ~4 tasks a thread (blocks of at least 48 rows keep 24 flops per byte
+  // of weight read from L3); panel ranges split only when rows are too few for that, since
+  // each range packs the block's rows again.
+  const int per_task = (rows + 4 * threads - 1) / (4 * threads);
+  const int rb = std::min(RowBlock(in), std::max(48, (per_task + 11) / 12 * 12));
   const int blocks = (rows + rb - 1) / rb;
-  const int split = std::clamp((4 * pool->size() + blocks - 1) / blocks, 1, panels);
+  const int split = std::clamp((2 * threads + blocks - 1) / blocks, 1, panels);
   pool->ParallelFor(int64_t{blocks} * split, [&](int64_t task, int thread) {
     const int block = static_cast<int>(task / split), part = static_cast<int>(task % split);
     const int r0 = block * rb, n = std::min(rb, rows - r0);
