@@ -41,8 +41,8 @@ double BestGflops(int n, Fn&& run) {
 absl::StatusOr<WavlmBenchResult> BenchWavlmEncoder(const std::string& shape, int threads,
                                                    double audio_seconds, int iterations) {
   if (threads < 1 || iterations < 1 || !(audio_seconds > 0) || audio_seconds > 600) {
-    return absl::InvalidArgumentError(absl::StrCat("threads ", threads, ", iterations ",
-                                                   iterations, ", audio_seconds ", audio_seconds,
+    return absl::InvalidArgumentError(absl::StrCat("threads ", threads, ", iterations ", iterations,
+                                                   ", audio_seconds ", audio_seconds,
                                                    ": expected >= 1, >= 1, (0, 600]"));
   }
   MODRWKV_ASSIGN_OR_RETURN(WavlmConfig config, WavlmConfigForShape(shape));

@@ -15,14 +15,14 @@ struct WavlmBenchResult {
   double audio_seconds = 0;  // length of the clip
   int frames = 0;            // output rows
   int iterations = 0;
-  double seconds_per_call = 0;    // best of the timed Forward calls
-  double real_time_factor = 0;    // audio_seconds / seconds_per_call (seconds of audio per second)
-  double features_seconds = 0;    // of which: conv feature encoder + projection (one clip)
-  double gflop_per_clip = 0;      // convolutions, projections, attention products
-  double gflops = 0;              // achieved GFLOP/s
-  double sgemm_gflops = 0;        // OpenBLAS sgemm 2048^3, columns split over `threads`
-  double panel_gemm_gflops = 0;   // PanelGemm (LinearRunner) 2048^3 on `threads`
-  double fraction_of_peak = 0;    // gflops / max(sgemm_gflops, panel_gemm_gflops)
+  double seconds_per_call = 0;   // best of the timed Forward calls
+  double real_time_factor = 0;   // audio_seconds / seconds_per_call (seconds of audio per second)
+  double features_seconds = 0;   // of which: conv feature encoder + projection (one clip)
+  double gflop_per_clip = 0;     // convolutions, projections, attention products
+  double gflops = 0;             // achieved GFLOP/s
+  double sgemm_gflops = 0;       // OpenBLAS sgemm 2048^3, columns split over `threads`
+  double panel_gemm_gflops = 0;  // PanelGemm (LinearRunner) 2048^3 on `threads`
+  double fraction_of_peak = 0;   // gflops / max(sgemm_gflops, panel_gemm_gflops)
 };
 
 // shape: "base+" or "large". Builds the encoder (untimed), runs one warm-up call and then

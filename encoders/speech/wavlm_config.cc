@@ -92,7 +92,8 @@ absl::Status WavlmConfig::Validate() const {
                "\"group\" or \"layer\"");
   }
   if (!(layer_norm_eps > 0)) return bad("layer_norm_eps", layer_norm_eps, "a value > 0");
-  if (hidden_act != "gelu") return bad("hidden_act", absl::StrCat("\"", hidden_act, "\""), "\"gelu\"");
+  if (hidden_act != "gelu")
+    return bad("hidden_act", absl::StrCat("\"", hidden_act, "\""), "\"gelu\"");
   if (feat_extract_activation != "gelu") {
     return bad("feat_extract_activation", absl::StrCat("\"", feat_extract_activation, "\""),
                "\"gelu\"");
@@ -129,8 +130,8 @@ absl::StatusOr<WavlmConfig> ParseWavlmConfig(std::string_view config_json) {
                             {"conv_stride", &c.conv_stride}}) {
     if (auto s = ReadKey(root, key, field); !s.ok()) return s;
   }
-  for (auto [key, field] : {std::pair{"conv_bias", &c.conv_bias},
-                            {"do_stable_layer_norm", &c.do_stable_layer_norm}}) {
+  for (auto [key, field] :
+       {std::pair{"conv_bias", &c.conv_bias}, {"do_stable_layer_norm", &c.do_stable_layer_norm}}) {
     if (auto s = ReadKey(root, key, field); !s.ok()) return s;
   }
   for (auto [key, field] : {std::pair{"feat_extract_norm", &c.feat_extract_norm},

@@ -2,12 +2,13 @@
 // activations ([frames][channels]: the window of output t is one contiguous run of kernel*in
 // floats, so no im2col copy is needed); transformer projections take the rows of all clips
 // together; attention runs one task per (clip, head) on the same panel GEMM.
+#include "encoders/speech/wavlm_encoder.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "encoders/speech/wavlm_encoder.h"
 #include "engine/cpu/kernels.h"
 
 namespace modrwkv::encoders {
@@ -217,7 +218,7 @@ double WavlmEncoder::FlopsPerClip(int num_samples) const {
     in = c.conv_dim[i];
   }
   const double t = static_cast<double>(n), d = c.hidden_size, f = c.intermediate_size;
-  flops += 2.0 * t * in * d;                                                       // projection
+  flops += 2.0 * t * in * d;  // projection
   flops += 2.0 * t * d * (d / c.num_conv_pos_embedding_groups) * c.num_conv_pos_embeddings;
   flops += c.num_hidden_layers * (2.0 * t * (4 * d * d + 2 * d * f) + 4.0 * t * t * d);
   return flops;
@@ -405,9 +406,9 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   const WavlmConfig& c = config_;
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be > 0"));
   if (static_cast<int64_t>(samples.size()) != int64_t{batch} * num_samples) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("samples hold ", samples.size(), " floats, expected [", batch, ",",
-                     num_samples, "] = ", int64_t{batch} * num_samples));
+    return absl::InvalidArgumentError(absl::StrCat("samples hold ", samples.size(),
+                                                   " floats, expected [", batch, ",", num_samples,
+                                                   "] = ", int64_t{batch} * num_samples));
   }
   const int frames = OutputFrames(num_samples);
   if (frames <= 0) {
@@ -417,9 +418,8 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   }
   const int d = c.hidden_size, f = c.intermediate_size, hd = c.head_dim();
   if (static_cast<int64_t>(out.size()) != int64_t{batch} * frames * d) {
-    return absl::InvalidArgumentError(absl::StrCat("output holds ", out.size(),
-                                                   " floats, expected [", batch, ",", frames, ",",
-                                                   d, "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "output holds ", out.size(), " floats, expected [", batch, ",", frames, ",", d, "]"));
   }
   const int rows = batch * frames;
   const int64_t rows64 = rows;
@@ -451,8 +451,8 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   }
   s.pack.Resize(static_cast<size_t>(s.pack_stride * pool->size()));
   // GELU temporaries cover ForRows chunks of the widest activation; attention's its scratch.
-  const int64_t widest = std::max<int64_t>({f, d, *std::max_element(c.conv_dim.begin(),
-                                                                     c.conv_dim.end())});
+  const int64_t widest =
+      std::max<int64_t>({f, d, *std::max_element(c.conv_dim.begin(), c.conv_dim.end())});
   s.tmp_stride = std::max(kRowsPerTask * widest, AttentionFloats(frames, hd));
   // GroupNorm's GELU runs over ForRows chunks too (conv_dim[0] wide): covered by `widest`.
   s.tmp.Resize(static_cast<size_t>(s.tmp_stride * pool->size()));

@@ -167,7 +167,8 @@ absl::StatusOr<std::unique_ptr<WavlmEncoder>> WavlmEncoder::Create(
                              src.Floats(k + "attention.out_proj.weight", {d, d}));
     l.out = Pack(out, d, d);
     MODRWKV_ASSIGN_OR_RETURN(l.out_b, src.Floats(k + "attention.out_proj.bias", {d}));
-    MODRWKV_ASSIGN_OR_RETURN(l.gate_w, src.Floats(k + "attention.gru_rel_pos_linear.weight", {8, hd}));
+    MODRWKV_ASSIGN_OR_RETURN(l.gate_w,
+                             src.Floats(k + "attention.gru_rel_pos_linear.weight", {8, hd}));
     MODRWKV_ASSIGN_OR_RETURN(l.gate_b, src.Floats(k + "attention.gru_rel_pos_linear.bias", {8}));
     MODRWKV_ASSIGN_OR_RETURN(l.gate_const,
                              src.Floats(k + "attention.gru_rel_pos_const", {1, heads, 1, 1}));

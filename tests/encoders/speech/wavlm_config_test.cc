@@ -53,24 +53,20 @@ TEST(WavlmConfigTest, ErrorsNameTheKey) {
     const char* json;
     const char* key;
   };
-  for (Case k : {Case{R"({"model_type": "wav2vec2"})", "model_type"},
-                 Case{R"({"hidden_size": 768})", "model_type"},
-                 Case{R"({"model_type": "wavlm", "hidden_size": "big"})", "hidden_size"},
-                 Case{R"({"model_type": "wavlm", "num_attention_heads": 7})",
-                      "num_attention_heads"},
-                 Case{R"({"model_type": "wavlm", "num_conv_pos_embedding_groups": 10})",
-                      "num_conv_pos_embedding_groups"},
-                 Case{R"({"model_type": "wavlm", "conv_kernel": [10, 3]})", "conv_kernel"},
-                 Case{R"({"model_type": "wavlm", "conv_stride": [5, 2, 2, 2, 2, 2, 0]})",
-                      "conv_stride"},
-                 Case{R"({"model_type": "wavlm", "feat_extract_norm": "batch"})",
-                      "feat_extract_norm"},
-                 Case{R"({"model_type": "wavlm", "hidden_act": "relu"})", "hidden_act"},
-                 Case{R"({"model_type": "wavlm", "do_stable_layer_norm": "yes"})",
-                      "do_stable_layer_norm"},
-                 Case{R"({"model_type": "wavlm", "max_bucket_distance": 10})",
-                      "max_bucket_distance"},
-                 Case{R"({"model_type": "wavlm", "layer_norm_eps": 0})", "layer_norm_eps"}}) {
+  for (Case k :
+       {Case{R"({"model_type": "wav2vec2"})", "model_type"},
+        Case{R"({"hidden_size": 768})", "model_type"},
+        Case{R"({"model_type": "wavlm", "hidden_size": "big"})", "hidden_size"},
+        Case{R"({"model_type": "wavlm", "num_attention_heads": 7})", "num_attention_heads"},
+        Case{R"({"model_type": "wavlm", "num_conv_pos_embedding_groups": 10})",
+             "num_conv_pos_embedding_groups"},
+        Case{R"({"model_type": "wavlm", "conv_kernel": [10, 3]})", "conv_kernel"},
+        Case{R"({"model_type": "wavlm", "conv_stride": [5, 2, 2, 2, 2, 2, 0]})", "conv_stride"},
+        Case{R"({"model_type": "wavlm", "feat_extract_norm": "batch"})", "feat_extract_norm"},
+        Case{R"({"model_type": "wavlm", "hidden_act": "relu"})", "hidden_act"},
+        Case{R"({"model_type": "wavlm", "do_stable_layer_norm": "yes"})", "do_stable_layer_norm"},
+        Case{R"({"model_type": "wavlm", "max_bucket_distance": 10})", "max_bucket_distance"},
+        Case{R"({"model_type": "wavlm", "layer_norm_eps": 0})", "layer_norm_eps"}}) {
     auto c = ParseWavlmConfig(k.json);
     ASSERT_FALSE(c.ok()) << k.json;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);

@@ -150,11 +150,11 @@ TEST(WavlmEncoderTest, MissingAndMisshapenTensorsAreNamed) {
   ASSERT_TRUE(config.ok()) << config.status();
   const std::vector<OwnedTensor> all = MakeRandomWavlmWeights(*config, 1);
   ASSERT_TRUE(WavlmEncoder::Create(*config, ViewsOf(all), "").ok());
-  for (const char* key : {"encoder.layers.1.attention.gru_rel_pos_const",
-                          "encoder.layers.0.attention.rel_attn_embed.weight",
-                          "encoder.pos_conv_embed.conv.weight_v",
-                          "feature_extractor.conv_layers.0.layer_norm.bias",
-                          "feature_extractor.conv_layers.6.conv.weight"}) {
+  for (const char* key :
+       {"encoder.layers.1.attention.gru_rel_pos_const",
+        "encoder.layers.0.attention.rel_attn_embed.weight", "encoder.pos_conv_embed.conv.weight_v",
+        "feature_extractor.conv_layers.0.layer_norm.bias",
+        "feature_extractor.conv_layers.6.conv.weight"}) {
     std::vector<OwnedTensor> some;
     for (const OwnedTensor& t : all) {
       if (t.name != key) some.push_back(t);
