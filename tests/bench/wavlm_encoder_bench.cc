@@ -20,12 +20,16 @@ void Run(benchmark::State& state, const std::string& shape) {
     }
     state.counters["RTF"] = r->real_time_factor;
     state.counters["s/clip"] = r->seconds_per_call;
-    state.counters["features_s"] = r->features_seconds;
+    state.counters["features_cpu_s"] = r->features_cpu_seconds;
     state.counters["GFLOP/clip"] = r->gflop_per_clip;
     state.counters["GFLOP/s"] = r->gflops;
     state.counters["sgemm_GFLOP/s"] = r->sgemm_gflops;
     state.counters["panel_GFLOP/s"] = r->panel_gemm_gflops;
     state.counters["fraction_of_peak"] = r->fraction_of_peak;
+    state.counters["cpu_s/clip"] = r->cpu_seconds_per_call;
+    state.counters["GFLOP/cpu_s"] = r->gflops_per_cpu_second;
+    state.counters["peak_GFLOP/cpu_s"] = r->peak_gflops_per_cpu_second;
+    state.counters["fraction_of_peak_cpu"] = r->fraction_of_peak_cpu;
   }
 }
 
