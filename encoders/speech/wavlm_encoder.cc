@@ -343,8 +343,12 @@ void WavlmEncoder::Attention(const Layer& l, const float* h, int batch, int fram
       float* panel = kp + int64_t{p} * 32 * hd;
       for (int cc = 0; cc < 32; ++cc) {
         const int j = p * 32 + cc;
+        if (j >= t) {
+          for (int i = 0; i < hd; ++i) panel[i * 32 + cc] = 0.0f;
+          continue;
+        }
         const float* kr = k + int64_t{j} * 3 * d;
-        for (int i = 0; i < hd; ++i) panel[i * 32 + cc] = j < t ? kr[i] : 0.0f;
+        for (int i = 0; i < hd; ++i) panel[i * 32 + cc] = kr[i];
       }
     }
     // Panel p of V^T: for each key j, the 32 features p*32 .. p*32+31 (zero past hd).
