@@ -1,0 +1,109 @@
+// WavLM (transformers' WavLMModel, output last_hidden_state) on the CPU backend: the
+// convolutional feature encoder, the feature projection, the grouped positional convolution and
+// the transformer with WavLM's gated relative position bias. Every projection and every
+// convolution runs on the engine's panel GEMM inside the caller's thread pool.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "encoders/speech/wavlm_config.h"
+#include "engine/base/tensor.h"
+#include "engine/cpu/linear.h"
+#include "engine/cpu/thread_pool.h"
+
+namespace modrwkv::encoders {
+
+// The relative position bucket of transformers' WavLMAttention._relative_positions_bucket for
+// relative = key position - query position, computed in float32 as PyTorch does.
+int WavlmRelativeBucket(int relative, int num_buckets, int max_distance);
+
+class WavlmEncoder {
+ public:
+  // Reads <hf_folder>/config.json and <hf_folder>/model.safetensors (else pytorch_model.bin, the
+  // only file of microsoft/wavlm-base-plus). Tensors are taken under "wavlm." or "model." when
+  // the file has any (task heads such as WavLMForCTC save "wavlm."), otherwise bare.
+  static absl::StatusOr<std::unique_ptr<WavlmEncoder>> Load(const std::string& hf_folder);
+
+  // Builds the encoder from tensors named prefix + <WavLMModel key>, e.g. prefix
+  // "encoder.model." for a ModRWKV checkpoint that stores its encoder. The positional
+  // convolution's weight norm is read as weight_g / weight_v (torch < 2.1) or
+  // parametrizations.weight.original0 / original1 (torch >= 2.1). Every tensor is checked for
+  // presence and shape; f32, bf16 and f16 are converted to f32 (copied: the tensors need not
+  // outlive the encoder). masked_spec_embed and task heads are ignored.
+  static absl::StatusOr<std::unique_ptr<WavlmEncoder>> Create(
+      const WavlmConfig& config, const std::map<std::string, TensorView>& tensors,
+      const std::string& prefix);
+
+  const WavlmConfig& config() const { return config_; }
+  int output_dim() const { return config_.hidden_size; }
+  // Frames of output for clips of `samples` samples (about samples / 320; 0 if too short).
+  int OutputFrames(int samples) const { return config_.OutputFrames(samples); }
+
+  // samples: [batch][num_samples] 16 kHz mono, already normalised as the model expects (WavLM's
+  // feature extractor: zero mean, unit variance per clip); all clips of a call have the same
+  // length (there is no padding mask: encode clips of different lengths in separate calls).
+  // out: [batch][OutputFrames(num_samples)][output_dim()]. The clips share each transformer
+  // projection; convolutions and attention run clip by clip.
+  // Thread-compatible: weights are immutable and scratch is per call, so several threads may
+  // call Forward at once, each with its own pool.
+  absl::Status Forward(absl::Span<const float> samples, int batch, int num_samples,
+                       absl::Span<float> out, cpu::ThreadPool* pool) const;
+
+  // Multiply-adds x 2 of one clip of `num_samples` samples (convolutions, projections,
+  // attention products).
+  double FlopsPerClip(int num_samples) const;
+
+ private:
+  struct Conv {
+    int in = 0, out = 0, kernel = 0, stride = 0;
+    cpu::Matrix w;                      // [out, kernel*in]: Conv1d [out][in][k] in (k, c) order
+    std::vector<float> bias;            // [out] when conv_bias
+    std::vector<float> norm_w, norm_b;  // [out]: GroupNorm (conv 0, "group") or LayerNorm
+  };
+  struct Layer {
+    std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // [D]: layer_norm, final_layer_norm
+    cpu::Matrix qkv;                                // [3D, D]: q, k, v projections stacked
+    std::vector<float> qkv_b;                       // [3D]
+    cpu::Matrix out;                                // [D, D]
+    std::vector<float> out_b;                       // [D]
+    std::vector<float> gate_w;                      // [8][hd]: gru_rel_pos_linear
+    std::vector<float> gate_b;                      // [8]
+    std::vector<float> gate_const;                  // [heads]: gru_rel_pos_const
+    cpu::Matrix fc1;                                // [F, D]: intermediate_dense
+    std::vector<float> fc1_b;                       // [F]
+    cpu::Matrix fc2;                                // [D, F]: output_dense
+    std::vector<float> fc2_b;                       // [D]
+  };
+  struct Scratch;
+
+  explicit WavlmEncoder(const WavlmConfig& config) : config_(config) {}
+  // Feature encoder + projection of one clip into x [frames][D].
+  void Features(const float* clip, int num_samples, float* x, Scratch* s,
+                cpu::ThreadPool* pool) const;
+  // x[b] += GELU(pos_conv(x[b])) for each clip.
+  void AddPositions(float* x, int batch, int frames, Scratch* s, cpu::ThreadPool* pool) const;
+  // Self-attention with the gated relative bias: attn = Attention(h), h the attention input.
+  void Attention(const Layer& l, const float* h, int batch, int frames, const float* rel,
+                 float* attn, Scratch* s, cpu::ThreadPool* pool) const;
+  void RunLayer(const Layer& l, float* x, int batch, int frames, const float* rel, Scratch* s,
+                cpu::ThreadPool* pool) const;
+
+  WavlmConfig config_;
+  std::vector<Conv> convs_;
+  std::vector<float> proj_ln_w_, proj_ln_b_;  // [C_last]: feature_projection.layer_norm
+  cpu::Matrix proj_;                          // [D, C_last]
+  std::vector<float> proj_b_;                 // [D]
+  std::vector<cpu::Matrix> pos_;              // per group g: [D/G, K*D/G], (k, c) order
+  std::vector<float> pos_b_;                  // [D]
+  std::vector<float> enc_ln_w_, enc_ln_b_;    // [D]: encoder.layer_norm
+  std::vector<float> rel_embed_;              // [num_buckets][heads]: layer 0's rel_attn_embed
+  std::vector<Layer> layers_;
+};
+
+}  // namespace modrwkv::encoders

@@ -1,0 +1,31 @@
+// Seeded random WavLM weights and audio, bit-identical to tools/golden/gen_wavlm_fixtures.py
+// (generator: docs/random-weights.md; ranges: docs/speech.md). Used by the golden tests of
+// models too large to commit (base+, large) and by the benchmark.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "encoders/speech/wavlm_config.h"
+#include "engine/checkpoint/checkpoint.h"
+
+namespace modrwkv::encoders {
+
+// Element i of tensor `name`: float32(lo + (hi - lo) * u_i), as in docs/random-weights.md
+// (the same generator as encoders/vision/random_vit.h's RandomUniform, copied here so that
+// encoders_speech does not depend on encoders_vision).
+std::vector<float> WavlmRandomUniform(const std::string& name, int64_t n, double lo, double hi,
+                                      uint64_t seed);
+
+// Every tensor of WavLMModel, bare names (no "wavlm." prefix), f32. The positional
+// convolution's weight norm is stored as weight_g / weight_v (torch < 2.1 names).
+std::vector<OwnedTensor> MakeRandomWavlmWeights(const WavlmConfig& config, uint64_t seed);
+
+// [batch][num_samples] in (-sqrt 3, sqrt 3) (zero mean, unit variance): tensor name "audio".
+std::vector<float> RandomWavlmAudio(int batch, int num_samples, uint64_t seed);
+
+// The shapes of microsoft/wavlm-base-plus ("base+") and microsoft/wavlm-large ("large").
+absl::StatusOr<WavlmConfig> WavlmConfigForShape(const std::string& shape);
+
+}  // namespace modrwkv::encoders
