@@ -147,7 +147,7 @@ class Demuxer {
   Demuxer(const Demuxer&) = delete;
   Demuxer& operator=(const Demuxer&) = delete;
   ~Demuxer() {
-    avformat_close_input(&fmt_);  // does not free a custom AVIOContext
+    avformat_close_input(&fmt_);                     // does not free a custom AVIOContext
     if (avio_ != nullptr) av_freep(&avio_->buffer);  // FFmpeg may have replaced the buffer
     avio_context_free(&avio_);
   }
@@ -186,16 +186,15 @@ class Demuxer {
     }
     stream_ = av_find_best_stream(fmt_, AVMEDIA_TYPE_AUDIO, -1, -1, &decoder_, 0);
     if (stream_ == AVERROR_STREAM_NOT_FOUND) {
-      return Invalid(field, absl::StrCat("the ", fmt_->iformat->name,
-                                         " file has no audio stream"));
+      return Invalid(field, absl::StrCat("the ", fmt_->iformat->name, " file has no audio stream"));
     }
     if (stream_ < 0 || decoder_ == nullptr) {
       const AVCodecDescriptor* d =
           stream_ >= 0 ? avcodec_descriptor_get(fmt_->streams[stream_]->codecpar->codec_id)
                        : nullptr;
-      return Invalid(field, absl::StrCat("the ", fmt_->iformat->name,
-                                         " file's audio codec is not supported",
-                                         d != nullptr ? absl::StrCat(" (", d->name, ")") : ""));
+      return Invalid(
+          field, absl::StrCat("the ", fmt_->iformat->name, " file's audio codec is not supported",
+                              d != nullptr ? absl::StrCat(" (", d->name, ")") : ""));
     }
     if (av_match_list(decoder_->name, kCodecWhitelist, ',') <= 0) {
       return Invalid(field, absl::StrCat("the audio codec ", decoder_->name, " is not supported"));
@@ -346,15 +345,15 @@ class MonoConverter {
       std::vector<double> matrix(static_cast<size_t>(channels), 1.0 / channels);
       ret = swr_set_matrix(raw, matrix.data(), channels);
       if (ret < 0) {
-        return Invalid(field, absl::StrCat("cannot downmix ", channels,
-                                           " channels: ", AvError(ret)));
+        return Invalid(field,
+                       absl::StrCat("cannot downmix ", channels, " channels: ", AvError(ret)));
       }
     }
     ret = swr_init(raw);
     if (ret < 0) {
-      return Invalid(field, absl::StrFormat("cannot convert %d-channel %s audio at %d Hz: %s",
-                                            channels, av_get_sample_fmt_name(in_fmt_),
-                                            in_rate_, AvError(ret)));
+      return Invalid(field,
+                     absl::StrFormat("cannot convert %d-channel %s audio at %d Hz: %s", channels,
+                                     av_get_sample_fmt_name(in_fmt_), in_rate_, AvError(ret)));
     }
     return absl::OkStatus();
   }
@@ -366,8 +365,8 @@ class MonoConverter {
     const size_t old = out->size();
     out->resize(old + static_cast<size_t>(capacity));
     auto* dst = reinterpret_cast<uint8_t*>(out->data() + old);
-    const int n = swr_convert(swr_.get(), &dst, capacity, const_cast<const uint8_t**>(in),
-                              in_samples);
+    const int n =
+        swr_convert(swr_.get(), &dst, capacity, const_cast<const uint8_t**>(in), in_samples);
     if (n < 0) {
       out->resize(old);
       return Invalid(field, absl::StrCat("audio resampler failed: ", AvError(n)));
@@ -532,7 +531,8 @@ absl::StatusOr<std::vector<float>> DecodeAudio(absl::Span<const uint8_t> bytes,
   }
   ret = avcodec_send_packet(codec.get(), nullptr);  // flush the decoder's delayed frames
   if (ret < 0 && ret != AVERROR_EOF) {
-    return Invalid(field, absl::StrCat("cannot flush the ", info.codec, " decoder: ", AvError(ret)));
+    return Invalid(field,
+                   absl::StrCat("cannot flush the ", info.codec, " decoder: ", AvError(ret)));
   }
   MODRWKV_RETURN_IF_ERROR(drain());
   MODRWKV_RETURN_IF_ERROR(converter.Flush(&out));

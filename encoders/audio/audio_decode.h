@@ -14,10 +14,10 @@
 namespace modrwkv::encoders {
 
 struct AudioLimits {
-  int64_t max_bytes = 25 << 20;     // encoded size (max-audio-bytes)
-  double max_seconds = 600;         // duration, from the header and while decoding (max-audio-seconds)
-  int max_channels = 8;             // (max-audio-channels)
-  int min_sample_rate = 4000;       // input sample rate range in Hz (min/max-audio-sample-rate)
+  int64_t max_bytes = 25 << 20;  // encoded size (max-audio-bytes)
+  double max_seconds = 600;      // duration, from the header and while decoding (max-audio-seconds)
+  int max_channels = 8;          // (max-audio-channels)
+  int min_sample_rate = 4000;    // input sample rate range in Hz (min/max-audio-sample-rate)
   int max_sample_rate = 192000;
   // Bounds on the work one file can cause, whatever it declares: packets read, and wall time
   // (checked by FFmpeg's interrupt callback during I/O and between packets).
@@ -32,12 +32,13 @@ struct AudioDecodeOptions {
 };
 
 struct AudioInfo {
-  std::string container;  // demuxer name: "wav", "flac", "mp3", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", ...
-  std::string codec;      // decoder name: "pcm_s16le", "flac", "mp3float", "vorbis", "opus", "aac"
+  // Demuxer name: "wav", "flac", "mp3", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", ...
+  std::string container;
+  std::string codec;  // decoder name: "pcm_s16le", "flac", "mp3float", "vorbis", "opus", "aac"
   int sample_rate = 0;
   int channels = 0;
-  std::string channel_layout;  // FFmpeg's description ("stereo", "5.1"), "" when unspecified
-  double duration_seconds = -1;  // from the header; -1 when the container does not say
+  std::string channel_layout;       // FFmpeg's description ("stereo", "5.1"), "" when unspecified
+  double duration_seconds = -1;     // from the header; -1 when the container does not say
   bool duration_estimated = false;  // true when FFmpeg estimated it from the bit rate (CBR MP3)
 };
 

@@ -1,4 +1,5 @@
-// The WavLM input as the official ModRWKV code prepares it: 16 kHz mono samples normalised per clip.
+// The WavLM input as the official ModRWKV code prepares it: 16 kHz mono samples normalised per
+// clip.
 #pragma once
 
 #include <vector>

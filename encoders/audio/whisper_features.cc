@@ -1,5 +1,6 @@
 // Whisper log-mel features with FFTW (see whisper_features.h). The formulas are those of
-// transformers' audio_utils.mel_filter_bank / WhisperFeatureExtractor._torch_extract_fbank_features.
+// transformers' audio_utils.mel_filter_bank /
+// WhisperFeatureExtractor._torch_extract_fbank_features.
 #include "encoders/audio/whisper_features.h"
 
 #include <fftw3.h>
@@ -150,8 +151,7 @@ absl::StatusOr<std::unique_ptr<WhisperFrontEnd>> WhisperFrontEnd::Create(
 
   // mel_filter_bank(num_frequency_bins=n_freq, num_mel_filters=n_mels, min_frequency=0,
   // max_frequency=8000, sampling_rate, norm="slaney", mel_scale="slaney"), in float64.
-  const std::vector<double> mel_points =
-      Linspace(HzToMel(0.0), HzToMel(8000.0), n_mels + 2);
+  const std::vector<double> mel_points = Linspace(HzToMel(0.0), HzToMel(8000.0), n_mels + 2);
   std::vector<double> filter_hz(mel_points.size());
   for (size_t i = 0; i < mel_points.size(); ++i) filter_hz[i] = MelToHz(mel_points[i]);
   // Integer division as transformers writes it: sampling_rate // 2.

@@ -34,8 +34,8 @@ struct WhisperFeatureConfig {
 
 struct WhisperFeatures {
   int num_mels = 0;
-  int num_frames = 0;    // always config.num_frames(): the encoder needs the full 30 s
-  int valid_frames = 0;  // the attention mask's ones: ceil(samples / hop), at most num_frames
+  int num_frames = 0;         // always config.num_frames(): the encoder needs the full 30 s
+  int valid_frames = 0;       // the attention mask's ones: ceil(samples / hop), at most num_frames
   std::vector<float> values;  // [num_mels][num_frames]
 };
 
@@ -43,7 +43,8 @@ struct WhisperFeatures {
 // created once, under a process-wide lock, and executed on per-call arrays).
 class WhisperFrontEnd {
  public:
-  static absl::StatusOr<std::unique_ptr<WhisperFrontEnd>> Create(const WhisperFeatureConfig& config);
+  static absl::StatusOr<std::unique_ptr<WhisperFrontEnd>> Create(
+      const WhisperFeatureConfig& config);
   ~WhisperFrontEnd();
   WhisperFrontEnd(const WhisperFrontEnd&) = delete;
   WhisperFrontEnd& operator=(const WhisperFrontEnd&) = delete;

@@ -89,8 +89,8 @@ void BM_LogMelOnly(benchmark::State& state) {
 }
 BENCHMARK(BM_LogMelOnly)->Arg(10)->Arg(30)->Unit(benchmark::kMillisecond);
 
-const char* const kCompressed[] = {"speech_16k_mono.flac", "speech_44k_stereo.mp3",
-                                   "speech_48k_mono.opus", "sweep_44k_stereo.ogg",
+const char* const kCompressed[] = {"speech_16k_mono.flac",        "speech_44k_stereo.mp3",
+                                   "speech_48k_mono.opus",        "sweep_44k_stereo.ogg",
                                    "speech_noise_48k_stereo.m4a", "speech_48k_stereo.webm"};
 
 void BM_DecodeGoldenFile(benchmark::State& state) {

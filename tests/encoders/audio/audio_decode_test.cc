@@ -121,8 +121,9 @@ TEST(AudioDecode, DurationLimitFromTheHeader) {
   // Refused before decoding: a time budget far too short to decode a minute of FLAC is enough.
   limits.time_budget_seconds = 5;
   auto status = Decode("files/silence_60s.flac", limits).status();
-  ExpectInvalid(status, "audio is 60.00 s long (from the header), more than the limit of 30 s "
-                        "(max-audio-seconds)");
+  ExpectInvalid(status,
+                "audio is 60.00 s long (from the header), more than the limit of 30 s "
+                "(max-audio-seconds)");
   auto info = ProbeAudio(ReadAudioBytes("files/silence_60s.flac"), {limits, 16000}, kField);
   ExpectInvalid(info.status(), "(max-audio-seconds)");
   limits.max_seconds = 60;
@@ -268,7 +269,8 @@ TEST(AudioDecode, ReportsDecodeSpeed) {
     size_t samples = 0;
     constexpr int kRuns = 5;
     for (int i = 0; i < kRuns; ++i) samples += DecodeAudio(bytes, {}, kField).value().size();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << file << ": " << samples / 16000.0 / s << "x real time\n";
   }
 }

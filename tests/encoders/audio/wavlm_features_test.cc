@@ -1,4 +1,5 @@
-// NormalizeWavLmInput against Wav2Vec2FeatureExtractor(do_normalize=True) (tests/golden/audio/wavlm).
+// NormalizeWavLmInput against Wav2Vec2FeatureExtractor(do_normalize=True)
+// (tests/golden/audio/wavlm).
 #include "encoders/audio/wavlm_features.h"
 
 #include <gtest/gtest.h>

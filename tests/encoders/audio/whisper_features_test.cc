@@ -44,8 +44,8 @@ double CompareWithGolden(const WhisperFeatures& got, const nlohmann::json& entry
   double diff = 0;
   for (int m = 0; m < mels; ++m) {
     for (int t = 0; t < 3000; ++t) {
-      const double w = t < stored ? want[static_cast<size_t>(m) * stored + t]
-                                  : entry["pad_value"].get<double>();
+      const double w =
+          t < stored ? want[static_cast<size_t>(m) * stored + t] : entry["pad_value"].get<double>();
       diff = std::max(diff, std::abs(got.values[static_cast<size_t>(m) * 3000 + t] - w));
     }
   }
@@ -70,8 +70,8 @@ TEST(WhisperFeatures, MatchesTransformersOnEveryGolden) {
     const WhisperFeatures got = FrontEnd(entry["feature_size"])->Compute(x);
     const double diff = CompareWithGolden(got, entry);
     EXPECT_LE(diff, 1e-4);
-    std::cout << entry["name"].get<std::string>() << " (" << entry["feature_size"]
-              << " mels, " << x.size() << " samples): max |diff| " << diff << "\n";
+    std::cout << entry["name"].get<std::string>() << " (" << entry["feature_size"] << " mels, "
+              << x.size() << " samples): max |diff| " << diff << "\n";
     ++checked;
   }
   EXPECT_EQ(checked, 6);
@@ -133,7 +133,8 @@ TEST(WhisperFeatures, ConfigFromJson) {
   bad = WhisperFeatureConfig::FromJson(R"({"n_fft": 401})");
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("n_fft 401 (even)"));
   bad = WhisperFeatureConfig::FromJson(R"({"feature_extractor_type": "Wav2Vec2FeatureExtractor"})");
-  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("expected \"WhisperFeatureExtractor\""));
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("expected \"WhisperFeatureExtractor\""));
   EXPECT_FALSE(WhisperFeatureConfig::FromJson("[1, 2]").ok());
   EXPECT_FALSE(WhisperFeatureConfig::FromJson("not json").ok());
 }
