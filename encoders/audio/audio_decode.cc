@@ -37,6 +37,7 @@ constexpr char kCodecWhitelist[] =
     "pcm_f32be,pcm_f64le,pcm_f64be,pcm_alaw,pcm_mulaw,adpcm_ms,adpcm_ima_wav,flac,alac,mp3float,"
     "mp3,mp2float,mp2,vorbis,opus,libopus,aac,aac_fixed";
 constexpr int kIoBufferSize = 32 << 10;
+constexpr float kMaxSample = 16.0f;  // 24 dB above full scale (see the end of DecodeAudio)
 
 // ---- FFmpeg's log: kept off stderr, the last error of this thread kept for the Status -------
 
@@ -538,6 +539,17 @@ absl::StatusOr<std::vector<float>> DecodeAudio(absl::Span<const uint8_t> bytes,
   MODRWKV_RETURN_IF_ERROR(converter.Flush(&out));
 
   if (out.empty()) return Invalid(field, "audio contains no samples");
+  // Float formats (WAV f32/f64) can carry anything: NaN or infinity is refused; values beyond
+  // kMaxSample are clipped so that the front ends' float32 FFT cannot overflow. Values a little
+  // beyond full scale are kept: lossy decoders overshoot, and the official loaders keep them.
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) {
+      return Invalid(field, absl::StrFormat("audio has a non-finite sample (NaN or infinity) at "
+                                            "%.3f s",
+                                            static_cast<double>(i) / options.sample_rate));
+    }
+    out[i] = std::clamp(out[i], -kMaxSample, kMaxSample);
+  }
   if (info.container == "wav") {
     if (const int64_t missing = WavBytesMissing(bytes); missing > 0) {
       return Invalid(field, absl::StrFormat("audio is truncated: the WAV data chunk declares %d "

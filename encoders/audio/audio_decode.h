@@ -59,6 +59,8 @@ absl::StatusOr<AudioInfo> ProbeAudio(absl::Span<const uint8_t> bytes,
 // 1024 phases, linear interpolation between phases, cutoff 0.97, Kaiser beta 9); the golden
 // fixtures' reference samples are made by the ffmpeg CLI with the same settings
 // (tools/golden/gen_audio_fixtures.py).
+// Samples are finite and within [-16, 16]: a float format's wilder values are clipped there (24 dB
+// above full scale; lossy decoders' small overshoots are kept) and a NaN or infinity is an error.
 // Errors: corrupt data (decoders run with error concealment off), a file that decodes to clearly
 // less than its header's duration (truncation), no audio stream, no samples, and every limit,
 // the duration also while decoding (a header may lie), are InvalidArgument naming `field`.

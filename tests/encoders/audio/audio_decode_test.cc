@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <limits>
 #include <iostream>
 #include <thread>
 
@@ -104,6 +106,46 @@ TEST(AudioDecode, UnspecifiedLayoutIsAveraged) {
   const std::vector<float> want = ReadAudioF32("refs/three_channel_16k_wav.f32");
   ASSERT_EQ(samples->size(), want.size());
   EXPECT_LE(MaxAbsDiff(*samples, want), 1e-7);
+}
+
+// A 16 kHz mono float WAV with the given samples.
+std::vector<uint8_t> FloatWav(const std::vector<float>& x) {
+  const uint32_t data = static_cast<uint32_t>(x.size() * 4);
+  std::vector<uint8_t> b(44 + data);
+  auto put32 = [&](size_t at, uint32_t v) { std::memcpy(&b[at], &v, 4); };
+  auto put16 = [&](size_t at, uint16_t v) { std::memcpy(&b[at], &v, 2); };
+  std::memcpy(&b[0], "RIFF", 4);
+  put32(4, 36 + data);
+  std::memcpy(&b[8], "WAVEfmt ", 8);
+  put32(16, 16);
+  put16(20, 3);  // WAVE_FORMAT_IEEE_FLOAT
+  put16(22, 1);
+  put32(24, 16000);
+  put32(28, 64000);
+  put16(32, 4);
+  put16(34, 32);
+  std::memcpy(&b[36], "data", 4);
+  put32(40, data);
+  std::memcpy(&b[44], x.data(), data);
+  return b;
+}
+
+// Found by the fuzzer: float samples of 1e30 overflowed the log-mel's float32 FFT.
+TEST(AudioDecode, FloatSamplesAreBoundedAndFinite) {
+  std::vector<float> x(1600, 0.25f);
+  x[10] = 1.5f;  // a codec-like overshoot is kept
+  x[20] = 1e30f;
+  x[30] = -1e30f;
+  auto samples = DecodeAudio(FloatWav(x), {}, kField);
+  ASSERT_TRUE(samples.ok()) << samples.status();
+  ASSERT_EQ(samples->size(), x.size());
+  EXPECT_EQ((*samples)[0], 0.25f);
+  EXPECT_EQ((*samples)[10], 1.5f);
+  EXPECT_EQ((*samples)[20], 16.0f);
+  EXPECT_EQ((*samples)[30], -16.0f);
+  x[800] = std::numeric_limits<float>::quiet_NaN();
+  ExpectInvalid(DecodeAudio(FloatWav(x), {}, kField).status(),
+                "audio has a non-finite sample (NaN or infinity) at 0.050 s");
 }
 
 TEST(AudioDecode, ByteLimit) {
