@@ -8,8 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <limits>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "tests/encoders/audio/audio_golden.h"
