@@ -13,6 +13,7 @@ PACKAGES=(
   prometheus-cpp-dev
   libvips-dev
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev
+  libfftw3-dev
   clang libclang-rt-14-dev
   python3
   openssl curl

@@ -82,6 +82,7 @@ for f in build-fuzz/bin/*_fuzz; do
   case $name in
     pickle_fuzz | safetensors_fuzz | zip_fuzz) dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro) ;;
     image_decode_fuzz) dirs+=(tests/golden/image/images tests/golden/image/bad) ;;
+    audio_decode_fuzz) dirs+=(tests/golden/audio/files tests/golden/audio/bad) ;;
   esac
   [[ -d tests/fuzz/seeds/$name ]] && dirs+=("tests/fuzz/seeds/$name")  # make_seeds.py
   [[ -d build-fuzz/seeds/$name ]] && dirs+=("build-fuzz/seeds/$name")  # encoded text protos
