@@ -1,0 +1,159 @@
+// Shared transformer encoder ops on the CPU backend (see transformer_ops.h).
+#include "encoders/vision/transformer_ops.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/base/tensor.h"
+#include "engine/cpu/kernels.h"
+
+namespace modrwkv::encoders {
+
+void AddBias(float* y, int rows, int n, const float* bias, cpu::ThreadPool* pool) {
+  ForRows(pool, rows, [&](int r0, int r1, int) {
+    for (int r = r0; r < r1; ++r) {
+      float* row = y + static_cast<int64_t>(r) * n;
+      for (int i = 0; i < n; ++i) row[i] += bias[i];
+    }
+  });
+}
+
+void SetRows(float* y, int rows, int n, const float* bias, cpu::ThreadPool* pool) {
+  ForRows(pool, rows, [&](int r0, int r1, int) {
+    for (int r = r0; r < r1; ++r) {
+      std::memcpy(y + static_cast<int64_t>(r) * n, bias, static_cast<size_t>(n) * 4);
+    }
+  });
+}
+
+void LayerNormRows(const float* x, float* y, int rows, int n, const std::vector<float>& w,
+                   const std::vector<float>& b, float eps, cpu::ThreadPool* pool) {
+  ForRows(pool, rows, [&](int r0, int r1, int) {
+    for (int r = r0; r < r1; ++r) {
+      const int64_t o = static_cast<int64_t>(r) * n;
+      cpu::LayerNorm(x + o, w.data(), b.data(), n, eps, y + o);
+    }
+  });
+}
+
+std::optional<Activation> ActivationByName(std::string_view name) {
+  if (name == "gelu") return Activation::kGeluErf;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::kGeluTanh;
+  if (name == "quick_gelu") return Activation::kQuickGelu;
+  return std::nullopt;
+}
+
+void ApplyActivation(Activation act, float* x, int n, float* tmp) {
+  switch (act) {
+    case Activation::kQuickGelu:
+      for (int i = 0; i < n; ++i) tmp[i] = 1.702f * x[i];
+      cpu::VecSigmoid(tmp, n);
+      for (int i = 0; i < n; ++i) x[i] *= tmp[i];
+      return;
+    case Activation::kGeluErf:
+      for (int i = 0; i < n; ++i) {
+        x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+      }
+      return;
+    case Activation::kGeluTanh:
+      for (int i = 0; i < n; ++i) {
+        const float v = x[i];
+        tmp[i] = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+      }
+      cpu::VecTanh(tmp, n);
+      for (int i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + tmp[i]);
+      return;
+  }
+}
+
+void ActivationRows(Activation act, float* x, int rows, int n, float* scratch,
+                    int64_t scratch_per_thread, cpu::ThreadPool* pool) {
+  ForRows(pool, rows, [&](int r0, int r1, int thread) {
+    float* tmp = scratch + static_cast<int64_t>(thread) * scratch_per_thread;
+    for (int r = r0; r < r1; ++r) ApplyActivation(act, x + static_cast<int64_t>(r) * n, n, tmp);
+  });
+}
+
+void Softmax(float* s, int n) {
+  float m = s[0];
+  for (int i = 1; i < n; ++i) m = std::max(m, s[i]);
+  for (int i = 0; i < n; ++i) s[i] -= m;
+  cpu::VecExp(s, n);
+  float sum = 0;
+  for (int i = 0; i < n; ++i) sum += s[i];
+  const float inv = 1.0f / sum;
+  for (int i = 0; i < n; ++i) s[i] *= inv;
+}
+
+double EncoderLayerShape::Flops() const {
+  const double t = tokens, d = dim, f = ffn;
+  return 2.0 * t * (4 * d * d + 2 * d * f) + 4.0 * t * t * d;
+}
+
+int64_t LayerScratchPerThread(const EncoderLayerShape& s) {
+  const int64_t t = s.tokens;
+  return std::max<int64_t>(t * (t + std::max<int64_t>(t, s.head_dim())), s.ffn);
+}
+
+EncoderScratch::EncoderScratch(const EncoderLayerShape& s, int rows, int threads)
+    : per_thread(LayerScratchPerThread(s)),
+      h(static_cast<size_t>(rows) * s.dim),
+      qkv(static_cast<size_t>(rows) * 3 * s.dim),
+      attn(static_cast<size_t>(rows) * s.dim),
+      mlp(static_cast<size_t>(rows) * s.ffn),
+      scores(static_cast<size_t>(threads) * per_thread) {}
+
+void SelfAttention(const EncoderLayerShape& sh, int batch, const float* qkv, float* out,
+                   float* scores, int64_t per_thread, cpu::ThreadPool* pool) {
+  const int d = sh.dim, t = sh.tokens, heads = sh.heads, hd = sh.head_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  pool->ParallelFor(int64_t{batch} * heads, [&](int64_t task, int thread) {
+    const int b = static_cast<int>(task / heads), head = static_cast<int>(task % heads);
+    const float* q = qkv + static_cast<int64_t>(b) * t * 3 * d + head * hd;
+    float* s = scores + per_thread * thread;      // [t][t]
+    float* xp = s + static_cast<int64_t>(t) * t;  // packed rows, t*max(t, hd) floats
+    std::vector<float> kv(static_cast<size_t>(t) * hd);
+    TensorView view{"", DType::kF32, {t, hd}, kv.data(), kv.size() * 4};
+    auto gather = [&](const float* src) {  // head's [t][hd] slice of q/k/v, made contiguous
+      for (int i = 0; i < t; ++i) {
+        std::memcpy(kv.data() + static_cast<int64_t>(i) * hd, src + static_cast<int64_t>(i) * 3 * d,
+                    static_cast<size_t>(hd) * 4);
+      }
+    };
+    gather(q + d);
+    const cpu::Matrix km = cpu::MakeMatrix(view, false, cpu::WType::kF32, cpu::Layout::kPanels);
+    cpu::PackRows(q, 3 * d, t, hd, xp);
+    cpu::PanelGemm(cpu::WType::kF32, km.data(), nullptr, hd, t, 0, km.panels(), xp, t, s, t, false);
+    for (int i = 0; i < t; ++i) {
+      float* row = s + static_cast<int64_t>(i) * t;
+      for (int j = 0; j < t; ++j) row[j] *= scale;
+      Softmax(row, t);
+    }
+    gather(q + 2 * d);
+    const cpu::Matrix vm = cpu::MakeMatrix(view, true, cpu::WType::kF32, cpu::Layout::kPanels);
+    cpu::PackRows(s, t, t, t, xp);
+    cpu::PanelGemm(cpu::WType::kF32, vm.data(), nullptr, t, hd, 0, vm.panels(), xp, t,
+                   out + static_cast<int64_t>(b) * t * d + head * hd, d, false);
+  });
+}
+
+void RunPreLnLayer(const EncoderLayerWeights& l, const EncoderLayerShape& s, int batch, float* x,
+                   EncoderScratch* sc, cpu::ThreadPool* pool, cpu::LinearRunner* lin) {
+  const int d = s.dim, f = s.ffn, rows = batch * s.tokens;
+  LayerNormRows(x, sc->h.data(), rows, d, l.ln1_w, l.ln1_b, s.eps, pool);
+  SetRows(sc->qkv.data(), rows, 3 * d, l.qkv_b.data(), pool);
+  lin->Run(l.qkv, sc->h.data(), d, rows, sc->qkv.data(), 3 * d, /*accumulate=*/true);
+  SelfAttention(s, batch, sc->qkv.data(), sc->attn.data(), sc->scores.data(), sc->per_thread, pool);
+  AddBias(x, rows, d, l.out_b.data(), pool);
+  lin->Run(l.out, sc->attn.data(), d, rows, x, d, /*accumulate=*/true);
+
+  LayerNormRows(x, sc->h.data(), rows, d, l.ln2_w, l.ln2_b, s.eps, pool);
+  SetRows(sc->mlp.data(), rows, f, l.fc1_b.data(), pool);
+  lin->Run(l.fc1, sc->h.data(), d, rows, sc->mlp.data(), f, /*accumulate=*/true);
+  // The activation's scratch reuses the attention scores (per_thread >= F floats each).
+  ActivationRows(s.act, sc->mlp.data(), rows, f, sc->scores.data(), sc->per_thread, pool);
+  AddBias(x, rows, d, l.fc2_b.data(), pool);
+  lin->Run(l.fc2, sc->mlp.data(), f, rows, x, d, /*accumulate=*/true);
+}
+
+}  // namespace modrwkv::encoders
