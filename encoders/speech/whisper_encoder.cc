@@ -79,8 +79,10 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
     SetRows(h1.data() + d, rows1, d, conv1_b_.data(), pool);
     lin.Run(conv1_, mt.data(), m, rows1, h1.data() + d, d, /*accumulate=*/true);
     mt.Resize(0);
-    // GELU (erf form, nn.functional.gelu) needs no temporary.
-    ActivationRows(Activation::kGeluErf, h1.data() + d, rows1, d, nullptr, 0, pool);
+    // GELU in the erf form (nn.functional.gelu's default), whatever the config's
+    // activation_function (that one is the MLP's).
+    cpu::AlignedBuffer<float> act_tmp(static_cast<size_t>(pool->size()) * d);
+    ActivationRows(Activation::kGeluErf, h1.data() + d, rows1, d, act_tmp.data(), d, pool);
     pool->ParallelFor(batch, [&](int64_t b, int) {
       std::memset(h1.data() + b * block * d, 0, static_cast<size_t>(d) * 4);
       std::memset(h1.data() + (b * block + block - 1) * d, 0, static_cast<size_t>(d) * 4);
@@ -93,12 +95,13 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
     SetRows(h2.data(), rows2, d, conv2_b_.data(), pool);
     lin.Run(conv2_, h1.data(), 2 * int64_t{d}, rows2, h2.data(), d, /*accumulate=*/true);
     h1.Resize(0);
-    pool->ParallelFor(batch, [&](int64_t b, int) {
-      for (int j = 0; j < p; ++j) {
+    ForRows(pool, rows, [&](int r0, int r1, int thread) {
+      for (int r = r0; r < r1; ++r) {
+        const int b = r / p, j = r % p;
         const float* src = h2.data() + (b * block2 + j) * d;
-        float* dst = x.data() + (b * p + j) * int64_t{d};
+        float* dst = x.data() + int64_t{r} * d;
         std::memcpy(dst, src, static_cast<size_t>(d) * 4);
-        ApplyActivation(Activation::kGeluErf, dst, d, nullptr);
+        ApplyActivation(Activation::kGeluErf, dst, d, act_tmp.data() + int64_t{thread} * d);
         const float* pos = pos_.data() + int64_t{j} * d;
         for (int i = 0; i < d; ++i) dst[i] += pos[i];
       }

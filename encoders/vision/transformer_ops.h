@@ -79,8 +79,8 @@ struct EncoderLayerWeights {
   std::vector<float> fc2_b;                       // [D]
 };
 
-// Floats of per-thread scratch a layer needs: attention scores [t][t] and packed rows
-// t * max(t, head_dim), or the activation's temporary [F].
+// Floats of per-thread scratch a layer needs: one block of q query rows (q = min(t, 96)), its
+// scores [q][t] and packed rows q * max(t, head_dim); or the activation's temporary [F].
 int64_t LayerScratchPerThread(const EncoderLayerShape& s);
 
 // Scratch of one forward call over `rows` = batch * tokens rows. Owned by the call, so that
@@ -95,10 +95,11 @@ struct EncoderScratch {
   cpu::AlignedBuffer<float> scores;  // [threads][per_thread]
 };
 
-// Multi-head self-attention without mask, one pool task per (sequence, head): softmax(Q K^T *
-// head_dim^-0.5) V. qkv: [batch * tokens][3D] (q | k | v per row); out: [batch * tokens][D].
-// K and V^T are packed per head as if they were weights, so both products run on the engine's
-// panel GEMM. scores: per_thread floats per pool thread (LayerScratchPerThread).
+// Multi-head self-attention without mask: softmax(Q K^T * head_dim^-0.5) V in fp32.
+// qkv: [batch * tokens][3D] (q | k | v per row); out: [batch * tokens][D]. K and V^T of each
+// (sequence, head) are packed once as if they were weights, then one pool task per (sequence,
+// head, block of 96 query rows) runs both products on the engine's panel GEMM. scores:
+// per_thread floats per pool thread (LayerScratchPerThread).
 void SelfAttention(const EncoderLayerShape& s, int batch, const float* qkv, float* out,
                    float* scores, int64_t per_thread, cpu::ThreadPool* pool);
 
