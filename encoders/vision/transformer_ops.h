@@ -48,8 +48,8 @@ void ApplyActivation(Activation act, float* x, int n, float* tmp);
 void ActivationRows(Activation act, float* x, int rows, int n, float* scratch,
                     int64_t scratch_per_thread, cpu::ThreadPool* pool);
 
-// Softmax of one row in place, with max subtraction, in fp32.
-void Softmax(float* s, int n);
+// softmax(scale * s) of one row in place, with max subtraction, in fp32; scale > 0.
+void ScaledSoftmax(float* s, int n, float scale);
 
 // Shape of a pre-LN transformer encoder layer over sequences of `tokens` rows.
 struct EncoderLayerShape {
