@@ -83,7 +83,8 @@ INSTANTIATE_TEST_SUITE_P(Folders, WhisperTinyTest,
 TEST(WhisperTruncationTest, KeptFramesOfTheFrontEndsMask) {
   // Valid-frame counts that WhisperFeatureExtractor's attention mask gave for several clip
   // lengths, and the rows kept (the official x[:, :sum(mask) // 2 + 1]).
-  for (const auto& c : Manifest()["truncation"]) {
+  const nlohmann::json manifest = Manifest();
+  for (const auto& c : manifest["truncation"]) {
     auto k = WhisperKeptFrames(c["valid_mel_frames"].get<int>(), 1500);
     ASSERT_TRUE(k.ok());
     EXPECT_EQ(*k, c["kept_frames"].get<int>()) << c.dump();
