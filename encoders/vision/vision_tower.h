@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "encoders/vision/transformer_ops.h"
 #include "encoders/vision/vit_config.h"
 #include "engine/base/tensor.h"
 #include "engine/cpu/linear.h"
@@ -65,24 +66,11 @@ class VisionTower {
   double FlopsPerImage() const;
 
  private:
-  struct Layer {
-    std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // [D]
-    cpu::Matrix qkv;                                // [3D, D]: q, k, v projections stacked
-    std::vector<float> qkv_b;                       // [3D]
-    cpu::Matrix out;                                // [D, D]
-    std::vector<float> out_b;                       // [D]
-    cpu::Matrix fc1;                                // [F, D]
-    std::vector<float> fc1_b;                       // [F]
-    cpu::Matrix fc2;                                // [D, F]
-    std::vector<float> fc2_b;                       // [D]
-  };
-
   VisionTower(const VitConfig& config, const VisionTowerOptions& options)
       : config_(config), options_(options) {}
   // Encoder layers to run: up to the chosen feature layer.
   int layers_to_run() const;
-  void RunLayer(const Layer& l, int rows, int batch, float* x, float* h, float* qkv, float* attn,
-                float* mlp, float* scores, cpu::ThreadPool* pool, cpu::LinearRunner* lin) const;
+  EncoderLayerShape layer_shape() const;
 
   VitConfig config_;
   VisionTowerOptions options_;
@@ -92,7 +80,7 @@ class VisionTower {
   std::vector<float> pos_;                    // [num_positions][D]
   std::vector<float> pre_ln_w_, pre_ln_b_;    // [D], CLIP pre_layrnorm
   std::vector<float> post_ln_w_, post_ln_b_;  // [D], SigLIP post_layernorm
-  std::vector<Layer> layers_;
+  std::vector<EncoderLayerWeights> layers_;
 };
 
 }  // namespace modrwkv::encoders

@@ -1,71 +1,13 @@
 // VisionTower construction: tensor lookup with shape checks, conversion to f32, GEMM packing.
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "encoders/vision/tensor_source.h"
 #include "encoders/vision/vision_tower.h"
 #include "engine/base/status_macros.h"
 #include "engine/checkpoint/checkpoint.h"
 
 namespace modrwkv::encoders {
-namespace {
-
-// Looks tensors up under a prefix and checks their shapes.
-class TensorSource {
- public:
-  TensorSource(const std::map<std::string, TensorView>& tensors, std::string prefix)
-      : tensors_(tensors), prefix_(std::move(prefix)) {}
-
-  absl::StatusOr<const TensorView*> Get(const std::string& key,
-                                        const std::vector<int64_t>& shape) const {
-    const std::string name = prefix_ + key;
-    auto it = tensors_.find(name);
-    if (it == tensors_.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("missing tensor ", name, " (expected shape ", ShapeToString(shape), ")"));
-    }
-    const TensorView& t = it->second;
-    if (t.shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", name, " has shape ", t.ShapeString(), ", expected ", ShapeToString(shape)));
-    }
-    if (t.nbytes < static_cast<size_t>(t.numel()) * DTypeSize(t.dtype)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", name, " holds ", t.nbytes, " bytes, fewer than its shape needs"));
-    }
-    return &t;
-  }
-
-  absl::StatusOr<std::vector<float>> Floats(const std::string& key,
-                                            const std::vector<int64_t>& shape) const {
-    MODRWKV_ASSIGN_OR_RETURN(const TensorView* t, Get(key, shape));
-    std::vector<float> v(static_cast<size_t>(t->numel()));
-    ConvertToF32(t->dtype, t->data, v.size(), v.data());
-    return v;
-  }
-
-  // A weight [out, in] packed for the panel GEMM.
-  absl::StatusOr<cpu::Matrix> Weight(const std::string& key, int64_t out, int64_t in) const {
-    MODRWKV_ASSIGN_OR_RETURN(const TensorView* t, Get(key, {out, in}));
-    return cpu::MakeMatrix(*t, /*transposed=*/false, cpu::WType::kF32, cpu::Layout::kPanels);
-  }
-
- private:
-  const std::map<std::string, TensorView>& tensors_;
-  std::string prefix_;
-};
-
-absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 absl::Status VisionTowerOptions::Validate(const VitConfig& config) const {
   const int layers = config.num_hidden_layers;
@@ -117,7 +59,7 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Create(
   // Layers past the feature layer never run, so they are neither required nor loaded.
   t->layers_.resize(t->layers_to_run());
   for (int i = 0; i < t->layers_to_run(); ++i) {
-    Layer& l = t->layers_[i];
+    EncoderLayerWeights& l = t->layers_[i];
     const std::string k = absl::StrCat("encoder.layers.", i, ".");
     MODRWKV_ASSIGN_OR_RETURN(l.ln1_w, src.Floats(k + "layer_norm1.weight", {d}));
     MODRWKV_ASSIGN_OR_RETURN(l.ln1_b, src.Floats(k + "layer_norm1.bias", {d}));
@@ -132,12 +74,7 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Create(
       qkv_w.insert(qkv_w.end(), w.begin(), w.end());
       l.qkv_b.insert(l.qkv_b.end(), b.begin(), b.end());
     }
-    TensorView qkv_view;
-    qkv_view.dtype = DType::kF32;
-    qkv_view.shape = {3 * d, d};
-    qkv_view.data = qkv_w.data();
-    qkv_view.nbytes = qkv_w.size() * 4;
-    l.qkv = cpu::MakeMatrix(qkv_view, false, cpu::WType::kF32, cpu::Layout::kPanels);
+    l.qkv = PackF32(qkv_w, 3 * d, d);
     MODRWKV_ASSIGN_OR_RETURN(l.out, src.Weight(k + "self_attn.out_proj.weight", d, d));
     MODRWKV_ASSIGN_OR_RETURN(l.out_b, src.Floats(k + "self_attn.out_proj.bias", {d}));
     MODRWKV_ASSIGN_OR_RETURN(l.fc1, src.Weight(k + "mlp.fc1.weight", f, d));
@@ -151,23 +88,16 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Create(
 absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Load(const std::string& hf_folder,
                                                                const VisionTowerOptions& options) {
   const std::filesystem::path dir(hf_folder);
-  MODRWKV_ASSIGN_OR_RETURN(std::string json, ReadFile(dir / "config.json"));
+  MODRWKV_ASSIGN_OR_RETURN(std::string json, ReadFileToString(dir / "config.json"));
   auto config = ParseVitConfig(json);
   if (!config.ok()) {
     return absl::Status(config.status().code(), absl::StrCat((dir / "config.json").string(), ": ",
                                                              config.status().message()));
   }
-  std::filesystem::path weights = dir / "model.safetensors";
-  if (!std::filesystem::exists(weights)) weights = dir / "pytorch_model.bin";
-  if (!std::filesystem::exists(weights)) {
-    return absl::NotFoundError(
-        absl::StrCat("no model.safetensors or pytorch_model.bin in ", hf_folder));
-  }
+  MODRWKV_ASSIGN_OR_RETURN(const std::filesystem::path weights, FindWeightsFile(dir));
   MODRWKV_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(weights.string()));
-  std::string prefix;
   const auto& tensors = ckpt->tensors();
-  auto it = tensors.lower_bound("vision_model.");
-  if (it != tensors.end() && it->first.rfind("vision_model.", 0) == 0) prefix = "vision_model.";
+  const std::string prefix = HasPrefix(tensors, "vision_model.") ? "vision_model." : "";
   auto tower = Create(*config, tensors, prefix, options);
   if (!tower.ok()) {
     return absl::Status(tower.status().code(),
