@@ -193,7 +193,7 @@ absl::Status ModelServer::LoadAndServe() {
   MODRWKV_ASSIGN_OR_RETURN(encoders::ModelBundle bundle,
                            encoders::OpenModelBundle(bo, mo, co, tokenizer_.get()));
   model_ = std::move(bundle.model);
-  if (!bundle.vision_missing.empty()) log_->Warn(bundle.vision_missing, {});
+  if (!bundle.encoder_missing.empty()) log_->Warn(bundle.encoder_missing, {});
   if (tokenizer_->vocab_size() > model_->config().vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the vocabulary has ids up to %d but the model only %d rows",

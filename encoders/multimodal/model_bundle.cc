@@ -81,6 +81,23 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
   return std::shared_ptr<const VisionPipeline>(std::move(p));
 }
 
+absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
+    const std::string& folder, const AudioManifest& am, const CheckpointLayout& layout,
+    const Checkpoint& ckpt, const AudioDecodeOptions& decode, uint64_t fingerprint) {
+  AdapterSpec spec = layout.adapter;
+  if (!am.adapter_json.empty()) {
+    MODRWKV_ASSIGN_OR_RETURN(spec, ParseAdapterSpec(am.adapter_json));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AdapterChain> adapter,
+                           AdapterChain::Create(spec, ckpt.tensors(), layout.adapter_prefix));
+  std::string id = absl::StrFormat("%s|%s|%016x|%s", fs::absolute(folder).string(),
+                                   layout.adapter_prefix, fingerprint, AdapterSpecToJson(spec));
+  // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AudioPipeline> p,
+                           AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id)));
+  return std::shared_ptr<const AudioPipeline>(std::move(p));
+}
+
 }  // namespace
 
 std::string BundleVocabPath(const BundleOptions& options) {
@@ -111,14 +128,33 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   b.model = *std::move(model);
 
   if (b.layout.generation == 'T') return b;  // text only
+  // The checkpoint holds one adapter; which encoder feeds it is what the user names. Generation
+  // A's speech adapter starts with a convolution over the encoder's rows.
+  const bool speech_adapter = b.layout.generation == 'A' && !b.layout.adapter.layers.empty() &&
+                              b.layout.adapter.layers[0].op == AdapterOp::kConv1d;
+  const AudioManifest am = b.manifest.audio.value_or(AudioManifest{});
+  const std::string audio_folder =
+      !options.audio_encoder.empty() ? options.audio_encoder : am.encoder;
+  if (!audio_folder.empty()) {
+    MODRWKV_ASSIGN_OR_RETURN(b.audio, OpenAudio(audio_folder, am, b.layout, *ckpt,
+                                                options.audio_decode,
+                                                b.model->info().fingerprint));
+    if (b.audio->dim() != b.model->config().n_embd) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the audio adapter gives rows of width %d but the language model's width is %d",
+          b.audio->dim(), b.model->config().n_embd));
+    }
+    return b;
+  }
   std::string folder = options.vision_encoder;
   VisionManifest vm = b.manifest.vision.value_or(VisionManifest{});
   if (folder.empty()) folder = vm.encoder;
   if (folder.empty()) {
-    b.vision_missing = absl::StrCat(
-        "the checkpoint has a vision adapter (generation ", std::string(1, b.layout.generation),
-        ") but no vision encoder folder was given (--vision-encoder, or \"vision\": {\"encoder\": "
-        "...} in ",
+    b.encoder_missing = absl::StrCat(
+        "the checkpoint has ", speech_adapter ? "a speech" : "a vision", " adapter (generation ",
+        std::string(1, b.layout.generation), ") but no ", speech_adapter ? "audio" : "vision",
+        " encoder folder was given (", speech_adapter ? "--audio-encoder" : "--vision-encoder",
+        ", or \"", speech_adapter ? "audio" : "vision", "\": {\"encoder\": ...} in ",
         kManifestName, "): serving text only");
     return b;
   }

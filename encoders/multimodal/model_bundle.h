@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "encoders/adapter/checkpoint_layout.h"
+#include "encoders/multimodal/audio_pipeline.h"
 #include "encoders/multimodal/manifest.h"
 #include "encoders/multimodal/vision_pipeline.h"
 #include "engine/checkpoint/checkpoint.h"
@@ -19,7 +20,9 @@ namespace modrwkv::encoders {
 struct BundleOptions {
   std::string model;           // a checkpoint file, or a directory holding kManifestName
   std::string vision_encoder;  // encoder folder; overrides the manifest's
+  std::string audio_encoder;   // Whisper or WavLM folder; overrides the manifest's
   DecodeOptions decode;        // image limits and EXIF handling
+  AudioDecodeOptions audio_decode;  // audio limits (max_seconds is capped at the encoder's window)
 };
 
 // Where a request's image rows go and which tokens surround them.
@@ -34,10 +37,11 @@ struct ModelBundle {
   ModelManifest manifest;  // read from the directory, or made up for a bare checkpoint
   CheckpointLayout layout;
   std::unique_ptr<Model> model;
-  std::shared_ptr<const VisionPipeline> vision;  // null: text only
+  std::shared_ptr<const VisionPipeline> vision;  // null: no images
+  std::shared_ptr<const AudioPipeline> audio;    // null: no audio
   ImageSplice image_splice;
-  // Why a checkpoint with a vision adapter is served without images ("" when not the case).
-  std::string vision_missing;
+  // Why a checkpoint with an adapter is served text-only ("" when not the case).
+  std::string encoder_missing;
 };
 
 // The vocabulary the bundle names (manifest "vocab"), or "" to let the caller decide.

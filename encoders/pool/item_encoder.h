@@ -32,6 +32,9 @@ struct PreparedItem {
   std::vector<int64_t> shape;
   std::vector<float> data;  // row-major, product(shape) values
   std::string kind;         // the MediaItem's kind
+  // For inputs padded to a fixed size (Whisper's 30 s of log-mel): how much of the last axis is
+  // the item's own; -1 = all of it.
+  int64_t valid = -1;
 };
 
 // The embedding rows of one item: [rows][dim] fp32, ready to splice into a prompt. Shared as

@@ -62,6 +62,7 @@ int RunGenerate(int argc, char** argv) {
            "a user message: wrapped in the model's chat template, stops at the turn end (24), "
            "greedy unless --temperature is given")
       .Add("image", "", "an image file (JPEG, PNG, WebP, ...) for a model with a vision encoder")
+      .Add("audio", "", "an audio file (WAV, FLAC, MP3, Opus, ...) for a model with an audio encoder")
       .Add("max-tokens", "200", "stop after this many tokens")
       .Add("temperature", "1.0", "0 = greedy")
       .Add("top-k", "0", "keep the k most likely tokens (0 = off)")
@@ -117,13 +118,20 @@ int RunGenerate(int argc, char** argv) {
   if (auto st = params->Validate(vocab); !st.ok()) return UsageError(flags, st);
   if (auto st = stop.Validate(vocab); !st.ok()) return UsageError(flags, st);
 
-  const size_t at = text.find("{image}");
+  if (!flags.Str("image").empty() && !flags.Str("audio").empty()) {
+    return UsageError(flags, absl::InvalidArgumentError("give one of --image and --audio"));
+  }
+  const MediaFile media = !flags.Str("audio").empty() ? MediaFile{"audio", flags.Str("audio")}
+                                                      : MediaFile{"image", flags.Str("image")};
+  // "{image}" / "{audio}" marks where the media goes; without it, first.
+  const std::string marker = "{" + media.kind + "}";
+  const size_t at = text.find(marker);
   std::vector<int32_t> before, after;
   if (at == std::string::npos) {
     after = (*tok)->Encode(text);
   } else {
     before = (*tok)->Encode(text.substr(0, at));
-    after = (*tok)->Encode(text.substr(at + 7));
+    after = (*tok)->Encode(text.substr(at + marker.size()));
   }
   for (const auto* ids : {&before, &after}) {
     for (int32_t t : *ids) {
@@ -135,7 +143,7 @@ int RunGenerate(int argc, char** argv) {
   }
   auto threads = ModelOptionsFromFlags(flags, 1);
   if (!threads.ok()) return UsageError(flags, threads.status());
-  auto parts = BuildPrompt(*bundle, before, after, flags.Str("image"),
+  auto parts = BuildPrompt(*bundle, before, after, media,
                            threads->threads > 0 ? threads->threads : 1);
   if (!parts.ok()) return Fail(parts.status());
   std::vector<int32_t> prompt = before;

@@ -52,6 +52,7 @@ int RunLogits(int argc, char** argv) {
   AddModelFlags(flags);
   flags.Add("tokens", "", "token ids, space- or comma-separated", true)
       .Add("image", "", "an image file, for a model with a vision encoder")
+      .Add("audio", "", "an audio file, for a model with an audio encoder")
       .Add("before", "", "token ids before the image (e.g. the official prompt's \"\\x16User:\")")
       .Add("out", "", "output file", true);
   auto parsed = flags.Parse(argc, argv, 2);
@@ -78,7 +79,9 @@ int RunLogits(int argc, char** argv) {
   auto mo = ModelOptionsFromFlags(flags, 1);
   if (!mo.ok()) return UsageError(flags, mo.status());
   auto parts =
-      BuildPrompt(*bundle, *before, *ids, flags.Str("image"), mo->threads > 0 ? mo->threads : 1);
+      BuildPrompt(*bundle, *before, *ids,
+                           !flags.Str("audio").empty() ? MediaFile{"audio", flags.Str("audio")}
+                                                       : MediaFile{"image", flags.Str("image")}, mo->threads > 0 ? mo->threads : 1);
   if (!parts.ok()) return Fail(parts.status());
   StepEntry e;
   e.slot = 0;

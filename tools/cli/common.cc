@@ -38,6 +38,9 @@ void AddModelFlags(Flags& flags) {
       .Add("vision-encoder", "",
            "vision encoder folder (Hugging Face layout: config.json, model.safetensors, "
            "preprocessor_config.json) for a ModRWKV checkpoint")
+      .Add("audio-encoder", "",
+           "audio encoder folder (Whisper or WavLM, Hugging Face layout) for a ModRWKV checkpoint "
+           "with a speech adapter")
       .Add("dtype", "auto",
            "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
       .Add("threads", "0",
@@ -89,6 +92,7 @@ absl::StatusOr<encoders::ModelBundle> LoadBundleFromFlags(const Flags& flags, in
   encoders::BundleOptions bo;
   bo.model = flags.Str("model");
   bo.vision_encoder = flags.Str("vision-encoder");
+  bo.audio_encoder = flags.Str("audio-encoder");
   return encoders::OpenModelBundle(bo, o, CheckpointOptionsFromFlags(flags), tokenizer);
 }
 

@@ -17,32 +17,40 @@ constexpr int64_t kChunkRows = 256;
 absl::StatusOr<std::vector<InputRows>> BuildPrompt(const encoders::ModelBundle& bundle,
                                                    std::vector<int32_t> before,
                                                    std::vector<int32_t> after,
-                                                   const std::string& image_path, int threads) {
+                                                   const MediaFile& media, int threads) {
   std::vector<InputRows> parts;
   if (!before.empty()) parts.push_back(InputRows{std::move(before), {}});
-  if (!image_path.empty()) {
-    if (!bundle.vision) {
+  if (!media.path.empty()) {
+    const std::string flag = "--" + media.kind;
+    const bool image = media.kind == "image";
+    if (image ? !bundle.vision : !bundle.audio) {
       return absl::FailedPreconditionError(
-          bundle.vision_missing.empty()
-              ? "--image: this model has no vision adapter (a text-only checkpoint)"
-              : absl::StrCat("--image: ", bundle.vision_missing));
+          !bundle.encoder_missing.empty()
+              ? absl::StrCat(flag, ": ", bundle.encoder_missing)
+              : absl::StrCat(flag, ": this model has no ", image ? "vision" : "audio",
+                             " encoder"));
     }
-    std::ifstream in(image_path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("--image: cannot read ", image_path));
+    std::ifstream in(media.path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", media.path));
     std::stringstream ss;
     ss << in.rdbuf();
     const std::string bytes = ss.str();
+    const auto span =
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
     cpu::ThreadPool pool(threads);
-    MODRWKV_ASSIGN_OR_RETURN(
-        encoders::EmbeddingRows rows,
-        bundle.vision->EncodeImage(
-            absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
-            "--image", &pool));
-    const encoders::ImageSplice& sp = bundle.image_splice;
-    const bool marked = sp.mode == encoders::SpliceMode::kReplacePad;
-    if (marked && sp.start_token >= 0) parts.push_back(InputRows{{sp.start_token}, {}});
-    parts.push_back(InputRows{{}, std::move(rows.data)});
-    if (marked && sp.end_token >= 0) parts.push_back(InputRows{{sp.end_token}, {}});
+    if (image) {
+      MODRWKV_ASSIGN_OR_RETURN(encoders::EmbeddingRows rows,
+                               bundle.vision->EncodeImage(span, flag, &pool));
+      const encoders::ImageSplice& sp = bundle.image_splice;
+      const bool marked = sp.mode == encoders::SpliceMode::kReplacePad;
+      if (marked && sp.start_token >= 0) parts.push_back(InputRows{{sp.start_token}, {}});
+      parts.push_back(InputRows{{}, std::move(rows.data)});
+      if (marked && sp.end_token >= 0) parts.push_back(InputRows{{sp.end_token}, {}});
+    } else {
+      MODRWKV_ASSIGN_OR_RETURN(encoders::EmbeddingRows rows,
+                               bundle.audio->EncodeClip(span, flag, &pool));
+      parts.push_back(InputRows{{}, std::move(rows.data)});
+    }
   }
   if (!after.empty()) parts.push_back(InputRows{std::move(after), {}});
   if (parts.empty()) return absl::InvalidArgumentError("the prompt is empty");

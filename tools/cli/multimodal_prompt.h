@@ -12,12 +12,18 @@
 
 namespace modrwkv::cli {
 
-// `before` + the image's rows (with generation B's marker tokens) + `after`. Without an image:
-// `before` + `after`. `threads` for the encoder.
+// A media file for the prompt: "image" or "audio" and its path ("" path = none).
+struct MediaFile {
+  std::string kind;
+  std::string path;
+};
+
+// `before` + the media's rows (an image with generation B's marker tokens around it; an audio
+// clip bare) + `after`. Without media: `before` + `after`. `threads` for the encoder.
 absl::StatusOr<std::vector<InputRows>> BuildPrompt(const encoders::ModelBundle& bundle,
                                                    std::vector<int32_t> before,
                                                    std::vector<int32_t> after,
-                                                   const std::string& image_path, int threads);
+                                                   const MediaFile& media, int threads);
 
 // Runs `prompt` on `entry->slot` in chunks; the last chunk asks for `last` (kLogits or kSample).
 absl::Status Prefill(Model& model, const std::vector<InputRows>& prompt, StepOutput last,

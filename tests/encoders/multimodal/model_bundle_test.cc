@@ -101,7 +101,7 @@ TEST(ModelBundle, GenerationAWholeForwardMatchesTheOfficialModel) {
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(b->layout.generation, 'A');
   ASSERT_NE(b->vision, nullptr);
-  EXPECT_TRUE(b->vision_missing.empty());
+  EXPECT_TRUE(b->encoder_missing.empty());
   EXPECT_EQ(b->image_splice.mode, SpliceMode::kPrepend);
   EXPECT_EQ(b->image_splice.rows, 16);
 
@@ -167,7 +167,7 @@ TEST(ModelBundle, AVisionCheckpointWithoutEncoderServesTextAndSaysWhy) {
   auto b = Open((kDir / "rwkv-0.pth").string());
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(b->vision, nullptr);
-  EXPECT_THAT(b->vision_missing, HasSubstr("--vision-encoder"));
+  EXPECT_THAT(b->encoder_missing, HasSubstr("--vision-encoder"));
   EXPECT_EQ(b->model->config().vocab_size, 256);
 }
 
