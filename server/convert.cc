@@ -24,6 +24,7 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
   std::vector<InputRows> parts;
   int64_t total = 0;
   int n_images = 0;
+  int n_clips = 0;
   for (int i = 0; i < input.size(); ++i) {
     const pb::InputPart& p = input[i];
     const std::string path = path_of(i);
@@ -86,6 +87,34 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
         }
         [[fallthrough]];
       case pb::InputPart::kAudio:
+        if (p.kind_case() == pb::InputPart::kAudio && ctx.audio && images != nullptr) {
+          const AudioTranslation& at = *ctx.audio;
+          // A chat turn's clips are a field of their own ("audio[0]").
+          const std::string field =
+              absl::StartsWith(path, "audio[") ? path : absl::StrCat(path, ".audio");
+          if (++n_clips > at.max_clips) {
+            return InvalidField(field, absl::StrFormat("%s: more than %d audio clips in one "
+                                                       "request (max-audio-per-request)",
+                                                       field, at.max_clips));
+          }
+          const std::string& data = p.audio().data();
+          if (data.empty()) return InvalidField(field, absl::StrCat(field, ".data is empty"));
+          if (static_cast<int64_t>(data.size()) > at.max_bytes) {
+            return InvalidField(field, absl::StrFormat("%s is %d bytes, more than the limit of %d "
+                                                       "(max-audio-bytes)",
+                                                       field, data.size(), at.max_bytes));
+          }
+          PendingMedia pending;
+          pending.part = parts.size();
+          pending.kind = encoders::kAudioKind;
+          pending.bytes = std::make_shared<const std::string>(data);
+          pending.field = field;
+          images->push_back(std::move(pending));
+          parts.emplace_back();  // filled by FillMediaRows; its rows are counted then
+          ++total;               // not empty
+          continue;
+        }
+        [[fallthrough]];
       case pb::InputPart::kTimeSeries: {
         const char* kind = p.kind_case() == pb::InputPart::kImage   ? "image"
                            : p.kind_case() == pb::InputPart::kAudio ? "audio"
@@ -256,12 +285,14 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
     after = req.text();
   } else {
     const std::string text = absl::StrReplaceAll(ctx.chat_template, {{"{text}", req.text()}});
-    const size_t at = text.find("{image}");
+    // One marker for the turn's media: "{image}" or "{audio}" (the first that appears).
+    size_t at = text.find("{image}");
+    if (at == std::string::npos) at = text.find("{audio}");
     if (at == std::string::npos) {
       after = text;
     } else {
       before = text.substr(0, at);
-      after = absl::StrReplaceAll(text.substr(at + 7), {{"{image}", ""}});
+      after = absl::StrReplaceAll(text.substr(at + 7), {{"{image}", ""}, {"{audio}", ""}});
     }
   }
   google::protobuf::RepeatedPtrField<pb::InputPart> input;
@@ -273,6 +304,10 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
   for (int i = 0; i < req.images_size(); ++i) {
     *input.Add()->mutable_image() = req.images(i);
     paths.push_back(absl::StrCat("images[", i, "]"));
+  }
+  for (int i = 0; i < req.audio_size(); ++i) {
+    *input.Add()->mutable_audio() = req.audio(i);
+    paths.push_back(absl::StrCat("audio[", i, "]"));
   }
   input.Add()->set_text(after);
   paths.push_back("text");

@@ -33,6 +33,11 @@ struct ImageTranslation {
   int64_t max_bytes = 20 << 20;  // per image
 };
 
+struct AudioTranslation {
+  int max_clips = 4;             // per request (Generate) or per chat turn
+  int64_t max_bytes = 25 << 20;  // per clip
+};
+
 // A media part (image, audio clip) waiting for the encoder pool: its rows go into
 // EngineRequest::prompt[part].
 struct PendingMedia {
@@ -53,6 +58,7 @@ struct TranslationContext {
   // The request's timeout when it sets neither `timeout` nor a gRPC deadline; zero = none.
   absl::Duration default_timeout = absl::ZeroDuration();
   std::optional<ImageTranslation> image;  // unset: image parts are UNIMPLEMENTED
+  std::optional<AudioTranslation> audio;  // unset: audio parts are UNIMPLEMENTED
   // The model manifest's stop and ban tokens, for chat turns (on top of kChatTurnEndToken / 0).
   std::vector<int32_t> chat_stop_tokens, chat_ban_tokens;
 };

@@ -95,6 +95,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     response->set_fingerprint(FingerprintHex(info.fingerprint));
     response->add_modalities(pb::MODALITY_TEXT);
     if (ctx_->translation.image) response->add_modalities(pb::MODALITY_IMAGE);
+    if (ctx_->translation.audio) response->add_modalities(pb::MODALITY_AUDIO);
     response->set_tokenizer_vocab_size(ctx_->tokenizer->vocab_size());
     response->set_chat_template(ctx_->translation.chat_template);
     pb::Limits* l = response->mutable_limits();
@@ -115,6 +116,11 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
       l->set_max_image_bytes(o.image_decode.limits.max_bytes);
       l->set_max_image_pixels(o.image_decode.limits.max_pixels);
       l->set_image_rows(ctx_->translation.image->splice.rows);
+      l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
+    }
+    if (ctx_->translation.audio) {
+      l->set_max_audio_per_request(o.max_audio_per_request);
+      l->set_max_audio_bytes(o.audio_decode.limits.max_bytes);
       l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
     }
     return absl::OkStatus();

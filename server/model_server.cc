@@ -190,6 +190,8 @@ absl::Status ModelServer::LoadAndServe() {
   bo.model = options_.model_path;
   bo.vision_encoder = options_.vision_encoder;
   bo.decode = options_.image_decode;
+  bo.audio_encoder = options_.audio_encoder;
+  bo.audio_decode = options_.audio_decode;
   MODRWKV_ASSIGN_OR_RETURN(encoders::ModelBundle bundle,
                            encoders::OpenModelBundle(bo, mo, co, tokenizer_.get()));
   model_ = std::move(bundle.model);
@@ -236,6 +238,18 @@ absl::Status ModelServer::LoadAndServe() {
                                          : "replace_pad"},
                           {"generation", std::string(1, bundle.layout.generation)},
                           {"workers", options_.encoder_pool.workers}});
+  }
+  if (bundle.audio) {
+    audio_ = bundle.audio;
+    media_encoders[encoders::kAudioKind] = audio_;
+    AudioTranslation at;
+    at.max_clips = options_.max_audio_per_request;
+    at.max_bytes = options_.audio_decode.limits.max_bytes;
+    ctx_.translation.audio = at;
+    log_->Info("audio", {{"encoder", audio_->encoder_kind()},
+                         {"max_seconds", audio_->max_seconds()},
+                         {"rows_per_second", audio_->rows_per_second()},
+                         {"generation", std::string(1, bundle.layout.generation)}});
   }
   if (!media_encoders.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(media_router_,

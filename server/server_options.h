@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "encoders/audio/audio_decode.h"
 #include "encoders/image/image_decode.h"
 #include "encoders/pool/encoder_pool.h"
 #include "engine/model/model.h"
@@ -25,6 +26,7 @@ struct ServerOptions {
   // Model: a checkpoint file, or a model directory with a manifest (docs/models.md).
   std::string model_path;
   std::string vision_encoder;  // encoder folder (Hugging Face layout); overrides the manifest
+  std::string audio_encoder;   // Whisper / WavLM folder; overrides the manifest
   std::string vocab_path;  // "" = next to the model, then the bundled copy (resolved by the CLI)
   ModelOptions::WeightType dtype = ModelOptions::WeightType::kAuto;
   int threads = 0;                 // 0 = affinity mask capped by the cgroup quota (logged)
@@ -55,6 +57,8 @@ struct ServerOptions {
   // Images (models with a vision encoder).
   encoders::DecodeOptions image_decode;  // bytes / pixel limits, EXIF orientation
   int max_images_per_request = 4;        // per Generate request or chat turn
+  encoders::AudioDecodeOptions audio_decode;  // bytes / seconds / channels / rate limits
+  int max_audio_per_request = 4;              // clips per Generate request or chat turn
   encoders::EncoderPoolOptions encoder_pool;
 
   // Chat: "{text}" is replaced by the user's message, "{image}" (optional) by the turn's images.

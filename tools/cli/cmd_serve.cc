@@ -71,6 +71,11 @@ constexpr FlagSpec kServeFlags[] = {
     {"max-image-pixels", "40000000",
      "largest image accepted, width x height, checked from the header before decoding"},
     {"max-images-per-request", "4", "images in one Generate request or chat turn"},
+    {"max-audio-bytes", "26214400", "largest encoded audio clip accepted"},
+    {"max-audio-seconds", "30",
+     "longest audio clip, from the container header and while decoding (capped at the encoder's "
+     "window: 30 s for Whisper, 20.46 s for WavLM)"},
+    {"max-audio-per-request", "4", "audio clips in one Generate request or chat turn"},
     {"image-orientation", "exif",
      "exif: apply the EXIF orientation (what a phone photo shows); ignore: as the official "
      "ModRWKV pipeline does"},
@@ -156,6 +161,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.threads = mo.threads;
   o.verify_checksums = CheckpointOptionsFromFlags(f).verify_checksums;
   o.vision_encoder = f.Str("vision-encoder");
+  o.audio_encoder = f.Str("audio-encoder");
   o.vocab_path = ResolveVocabPath(f.Str("vocab"), o.model_path);
   o.host = f.Str("host");
   o.metrics_host = f.Str("metrics-host");
@@ -215,6 +221,18 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-image-pixels", 1, int64_t{1} << 40, &o.image_decode.limits.max_pixels));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-images-per-request", 1, 64, &o.max_images_per_request));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-audio-bytes", 1, int64_t{1} << 32, &o.audio_decode.limits.max_bytes));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-audio-per-request", 1, 64, &o.max_audio_per_request));
+  {
+    double seconds = 0;
+    if (!absl::SimpleAtod(f.Str("max-audio-seconds"), &seconds) || !(seconds > 0) ||
+        seconds > 3600) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--max-audio-seconds must be in (0, 3600], got '", f.Str("max-audio-seconds"), "'"));
+    }
+    o.audio_decode.limits.max_seconds = seconds;
+  }
   const std::string orientation = f.Str("image-orientation");
   if (orientation != "exif" && orientation != "ignore") {
     return absl::InvalidArgumentError(
@@ -301,7 +319,7 @@ int RunServe(int argc, char** argv) {
   }
   // Environment first, then the command line, so the command line wins.
   std::vector<std::string> args = {argv[0], argv[1]};
-  std::vector<std::string> names = {"model", "vision-encoder", "dtype", "threads",
+  std::vector<std::string> names = {"model", "vision-encoder", "audio-encoder", "dtype", "threads",
                                     "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
