@@ -103,10 +103,10 @@ absl::Status ChatReactor::BeginTurn() {
     MODRWKV_ASSIGN_OR_RETURN(given, ParseSessionId(request_.session_id(), "session_id"));
   }
   // Validate the turn before any session exists.
-  turn_images_.clear();
+  turn_media_.clear();
   MODRWKV_ASSIGN_OR_RETURN(
       turn_request_, ToEngineChatTurn(request_, given.value_or(SessionId{}), ctx_->translation,
-                                      call_->deadline(), &turn_images_));
+                                      call_->deadline(), &turn_media_));
   if (!first) return SubmitTurn();
   if (given) {
     {
@@ -155,44 +155,48 @@ void ChatReactor::QueueStartedLocked() {
 absl::Status ChatReactor::SubmitTurn() {
   {
     std::lock_guard<std::mutex> l(mu_);
-    turn_image_rows_ = turn_images_.empty() ? 0
-                                            : static_cast<int>(turn_images_.size()) *
-                                                  ctx_->translation.image->splice.rows;
-    record_.image_rows += turn_image_rows_;
+    turn_rows_ = MediaRows();
     encode_wait_ = absl::ZeroDuration();
     encode_started_ = absl::Now();
   }
-  if (turn_images_.empty()) return SubmitTurnToEngine();
-  ctx_->metrics->encoder_observer()->OnRequestRows(turn_image_rows_);
+  if (turn_media_.empty()) return SubmitTurnToEngine();
   MODRWKV_ASSIGN_OR_RETURN(
-      encoders::JobId job, EncodeMedia(ctx_, turn_images_, [sink = sink_](EncodedMedia rows) {
-        sink->Run([&](ChatReactor* r) { r->OnTurnImagesEncoded(std::move(rows)); });
+      encoders::JobId job, EncodeMedia(ctx_, turn_media_, [sink = sink_](EncodedMedia rows) {
+        sink->Run([&](ChatReactor* r) { r->OnTurnMediaEncoded(std::move(rows)); });
       }));
   bool cancel;
   {
     std::lock_guard<std::mutex> l(mu_);
-    // The pool may have answered already (cache hits): then turn_images_ is empty.
-    if (!turn_images_.empty()) image_job_ = job;
-    cancel = !turn_images_.empty() && (outbox_.client_gone() || outbox_.overflowed());
+    // The pool may have answered already (cache hits): then turn_media_ is empty.
+    if (!turn_media_.empty()) media_job_ = job;
+    cancel = !turn_media_.empty() && (outbox_.client_gone() || outbox_.overflowed());
   }
   if (cancel) ctx_->media_pool->Cancel(job);
   return absl::OkStatus();
 }
 
-void ChatReactor::OnTurnImagesEncoded(EncodedMedia rows) {
+void ChatReactor::OnTurnMediaEncoded(EncodedMedia rows) {
   absl::Status st = rows.status();
   {
     std::lock_guard<std::mutex> l(mu_);
-    image_job_ = 0;
+    media_job_ = 0;
     encode_wait_ = absl::Now() - encode_started_;
     if (st.ok() && outbox_.client_gone()) st = absl::CancelledError("cancelled");
   }
   if (st.ok()) {
-    st = FillMediaRows(turn_images_, *rows, ctx_->model->config().n_embd, &turn_request_);
+    st = FillMediaRows(turn_media_, *rows, ctx_->model->config().n_embd, &turn_request_);
+  }
+  if (st.ok()) {
+    const MediaRows n = CountMediaRows(turn_media_, *rows);
+    ctx_->metrics->encoder_observer()->OnRequestRows(n.image, n.audio);
+    std::lock_guard<std::mutex> l(mu_);
+    turn_rows_ = n;
+    record_.image_rows += n.image;
+    record_.audio_rows += n.audio;
   }
   {
     std::lock_guard<std::mutex> l(mu_);
-    turn_images_.clear();
+    turn_media_.clear();
   }
   if (st.ok()) st = SubmitTurnToEngine();
   if (!st.ok()) FailTurn(st);
@@ -231,7 +235,7 @@ void ChatReactor::CancelEngine() {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (turn_busy_) id = turn_id_;
-    job = image_job_;
+    job = media_job_;
   }
   if (job != 0) ctx_->media_pool->Cancel(job);
   if (id != 0) ctx_->scheduler->Cancel(id);
@@ -271,7 +275,8 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
       pb::TurnEnd* t = end.mutable_turn_end();
       t->set_finish_reason(overflowed ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
       FillUsage(event, t->mutable_usage());
-      t->mutable_usage()->set_image_rows(turn_image_rows_);
+      t->mutable_usage()->set_image_rows(turn_rows_.image);
+      t->mutable_usage()->set_audio_rows(turn_rows_.audio);
       t->set_request_id(absl::StrCat(stream_id_, ".", turns_));
       if (!st.ok()) t->set_error_message(std::string(st.message()));
       outbox_.Push(std::move(end));  // dropped if the client is gone

@@ -38,8 +38,8 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
   void OnSessionCreated(absl::StatusOr<SessionInfo> info);
-  // Encoder thread (via ReactorSink::Run): the turn's images are encoded (or failed).
-  void OnTurnImagesEncoded(EncodedMedia rows);
+  // Encoder thread (via ReactorSink::Run): the turn's media parts are encoded (or failed).
+  void OnTurnMediaEncoded(EncodedMedia rows);
 
  private:
   void OnReadDone(bool ok) override;
@@ -49,7 +49,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
 
   // A turn arrived in request_ (turn_busy_ is set): starts the session if needed, then submits.
   absl::Status BeginTurn();
-  // Encodes the turn's images first when it has any, then submits it.
+  // Encodes the turn's media parts first when it has any, then submits it.
   absl::Status SubmitTurn();
   absl::Status SubmitTurnToEngine();
   // The turn failed before the engine had it: the stream ends with `status`.
@@ -66,12 +66,12 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   bool counted_ = false;  // holds one of the owner's Chat streams (PerOwnerLimit)
   std::string stream_id_;
   pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
-  EngineRequest turn_request_;  // the validated turn, waiting for its session and images
-  std::vector<PendingMedia> turn_images_;              // its images, until encoded
-  encoders::JobId image_job_ = 0;                      // the turn's encoder job while it runs
-  absl::Time encode_started_;                          // when the turn's images went to the encoder
+  EngineRequest turn_request_;  // the validated turn, waiting for its session and media
+  std::vector<PendingMedia> turn_media_;              // its media parts, until encoded
+  encoders::JobId media_job_ = 0;                      // the turn's encoder job while it runs
+  absl::Time encode_started_;                          // when the turn's media went to the encoder
   absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back
-  int turn_image_rows_ = 0;                            // Usage.image_rows of the current turn
+  MediaRows turn_rows_;  // Usage.image_rows / audio_rows of the current turn
 
   std::mutex mu_;
   RpcRecord record_;

@@ -32,49 +32,51 @@ void GenerateReactor::FailBeforeEngine(const absl::Status& st) {
 absl::Status GenerateReactor::Submit(const pb::GenerateRequest& request) {
   MODRWKV_ASSIGN_OR_RETURN(record_.owner, ctx_->Admit(*call_));
   MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request.ByteSizeLong(), "input"));
-  std::vector<PendingMedia> images;
+  std::vector<PendingMedia> media;
   MODRWKV_ASSIGN_OR_RETURN(EngineRequest engine_request,
-                           ToEngineRequest(request, ctx_->translation, call_->deadline(), &images));
+                           ToEngineRequest(request, ctx_->translation, call_->deadline(), &media));
   engine_request.owner = record_.owner;
   engine_request.request_id = record_.request_id;
-  if (images.empty()) return SubmitToEngine(std::move(engine_request));
-  record_.image_rows = static_cast<int>(images.size()) * ctx_->translation.image->splice.rows;
-  ctx_->metrics->encoder_observer()->OnRequestRows(record_.image_rows);
+  if (media.empty()) return SubmitToEngine(std::move(engine_request));
   {
     std::lock_guard<std::mutex> l(mu_);
     pending_ = std::move(engine_request);
-    images_ = images;
+    media_ = media;
     encode_started_ = absl::Now();
   }
   // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
   MODRWKV_ASSIGN_OR_RETURN(
-      encoders::JobId job, EncodeMedia(ctx_, images, [sink = sink_](EncodedMedia rows) {
-        sink->Run([&](GenerateReactor* r) { r->OnImagesEncoded(std::move(rows)); });
+      encoders::JobId job, EncodeMedia(ctx_, media, [sink = sink_](EncodedMedia rows) {
+        sink->Run([&](GenerateReactor* r) { r->OnMediaEncoded(std::move(rows)); });
       }));
   bool cancel;
   {
     std::lock_guard<std::mutex> l(mu_);
-    image_job_ = job;
-    cancel = images_cancelled_;
+    media_job_ = job;
+    cancel = media_cancelled_;
   }
   if (cancel) ctx_->media_pool->Cancel(job);
   return absl::OkStatus();
 }
 
-void GenerateReactor::OnImagesEncoded(EncodedMedia rows) {
+void GenerateReactor::OnMediaEncoded(EncodedMedia rows) {
   EngineRequest request;
   absl::Status st = rows.status();
   {
     std::lock_guard<std::mutex> l(mu_);
-    image_job_ = 0;
+    media_job_ = 0;
     encode_wait_ = absl::Now() - encode_started_;
-    if (st.ok() && (outbox_.client_gone() || images_cancelled_))
+    if (st.ok() && (outbox_.client_gone() || media_cancelled_))
       st = absl::CancelledError("cancelled");
     if (st.ok()) {
-      st = FillMediaRows(images_, *rows, ctx_->model->config().n_embd, &pending_);
+      st = FillMediaRows(media_, *rows, ctx_->model->config().n_embd, &pending_);
       request = std::move(pending_);
+      const MediaRows n = CountMediaRows(media_, *rows);
+      record_.image_rows = n.image;
+      record_.audio_rows = n.audio;
+      ctx_->metrics->encoder_observer()->OnRequestRows(n.image, n.audio);
     }
-    images_.clear();
+    media_.clear();
   }
   if (st.ok()) st = SubmitToEngine(std::move(request));
   if (!st.ok()) FailBeforeEngine(st);
@@ -98,8 +100,8 @@ void GenerateReactor::CancelEngine() {
   {
     std::lock_guard<std::mutex> l(mu_);
     id = engine_id_;
-    job = image_job_;
-    images_cancelled_ = true;
+    job = media_job_;
+    media_cancelled_ = true;
   }
   if (job != 0) ctx_->media_pool->Cancel(job);
   if (id != 0) ctx_->scheduler->Cancel(id);
@@ -136,6 +138,7 @@ void GenerateReactor::OnEngineFinish(FinishEvent event) {
       r->set_finish_reason(overflowed ? pb::FINISH_REASON_ERROR : ToProto(event.reason));
       FillUsage(event, r->mutable_usage());
       r->mutable_usage()->set_image_rows(record_.image_rows);
+      r->mutable_usage()->set_audio_rows(record_.audio_rows);
       r->set_request_id(record_.request_id);
       if (!st.ok()) r->set_error_message(std::string(st.message()));
       outbox_.Push(std::move(result));

@@ -9,8 +9,8 @@
 // the buffered output is dropped, the engine request is cancelled (its slot is freed within one
 // step) and the stream ends with FINISH_REASON_ERROR and RESOURCE_EXHAUSTED.
 //
-// Images: a request with image parts first goes to the encoder pool; OnImagesEncoded (an encoder
-// thread, through the sink) fills the rows in and submits it. Cancelling meanwhile drops the
+// Media: a request with image or audio parts first goes to the encoder pool; OnMediaEncoded (an
+// encoder thread, through the sink) fills the rows in and submits it. Cancelling meanwhile drops the
 // queued encoder work.
 #pragma once
 
@@ -35,8 +35,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   // Scheduler thread (via ReactorSink).
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
-  // Encoder thread (via ReactorSink::Run), once per request with images.
-  void OnImagesEncoded(EncodedMedia rows);
+  // Encoder thread (via ReactorSink::Run), once per request with media parts.
+  void OnMediaEncoded(EncodedMedia rows);
 
  private:
   void OnWriteDone(bool ok) override;
@@ -58,12 +58,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   std::mutex mu_;
   RequestId engine_id_ = 0;  // 0 until Submit returned
-  // While images encode: the request waiting for them, and the encoder job (0 = none).
+  // While media parts encode: the request waiting for them, and the encoder job (0 = none).
   EngineRequest pending_;
-  std::vector<PendingMedia> images_;
-  encoders::JobId image_job_ = 0;
-  bool images_cancelled_ = false;
-  absl::Time encode_started_;                          // when the images went to the encoder
+  std::vector<PendingMedia> media_;
+  encoders::JobId media_job_ = 0;
+  bool media_cancelled_ = false;
+  absl::Time encode_started_;                          // when the media went to the encoder
   absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back
   bool engine_done_ = false;  // no engine events will come; the outbox has the end status
   StreamOutbox<pb::GenerateResponse> outbox_;

@@ -41,6 +41,15 @@ absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
   return job;
 }
 
+MediaRows CountMediaRows(const std::vector<PendingMedia>& media,
+                         const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows) {
+  MediaRows n;
+  for (size_t i = 0; i < media.size() && i < rows.size(); ++i) {
+    (media[i].kind == encoders::kAudioKind ? n.audio : n.image) += rows[i]->rows;
+  }
+  return n;
+}
+
 void AddEncodeWait(absl::Duration wait, FinishEvent* event) {
   event->time_to_first_token += wait;  // stays infinite when there was no token
   event->total_time += wait;

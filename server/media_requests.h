@@ -26,6 +26,15 @@ absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
                                             const std::vector<PendingMedia>& images,
                                             std::function<void(EncodedMedia)> done);
 
+// Prompt rows that came from each kind of media, for Usage, the request log and the metrics.
+struct MediaRows {
+  int image = 0;
+  int audio = 0;
+};
+// Sums the encoded `rows` (in the order of `media`) by kind.
+MediaRows CountMediaRows(const std::vector<PendingMedia>& media,
+                         const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows);
+
 // The engine times a request from its submission; a request with images was submitted after its
 // encoding. Adds that wait to what the client and the log see (time to first token, total time).
 void AddEncodeWait(absl::Duration wait, FinishEvent* event);

@@ -115,12 +115,18 @@ EncoderMetrics::EncoderMetrics(prometheus::Registry& r) {
                       .Help("Media items encoded together in one batch.")
                       .Register(r)
                       .Add({}, CountBuckets());
-  request_rows_ =
+  image_rows_ =
       &BuildHistogram()
            .Name("modrwkv_image_rows_per_request")
            .Help("Prompt rows that came from images, per request or chat turn.")
            .Register(r)
            .Add({}, Histogram::BucketBoundaries{16, 64, 144, 256, 576, 1152, 2304, 4608});
+  audio_rows_ =
+      &BuildHistogram()
+           .Name("modrwkv_audio_rows_per_request")
+           .Help("Prompt rows that came from audio clips, per request or chat turn.")
+           .Register(r)
+           .Add({}, Histogram::BucketBoundaries{16, 32, 64, 128, 256, 512, 768, 1024, 1536});
   auto& lookups = BuildCounter()
                       .Name("modrwkv_encoder_cache_lookups_total")
                       .Help("Encoder-output cache lookups, by result.")
@@ -141,7 +147,10 @@ void EncoderMetrics::OnBatch(int items, absl::Duration encode_time) {
 }
 void EncoderMetrics::OnCacheLookup(bool hit) { (hit ? hits_ : misses_)->Increment(); }
 void EncoderMetrics::OnItemRows(int /*rows*/) { items_->Increment(); }
-void EncoderMetrics::OnRequestRows(int rows) { request_rows_->Observe(rows); }
+void EncoderMetrics::OnRequestRows(int image_rows, int audio_rows) {
+  if (image_rows > 0) image_rows_->Observe(image_rows);
+  if (audio_rows > 0) audio_rows_->Observe(audio_rows);
+}
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;

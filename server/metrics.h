@@ -32,11 +32,12 @@ class EncoderMetrics : public encoders::EncoderPoolObserver {
   void OnBatch(int items, absl::Duration encode_time) override;
   void OnCacheLookup(bool hit) override;
   void OnItemRows(int rows) override;
-  void OnRequestRows(int rows);  // image rows of one request (or chat turn)
+  // Prompt rows from images and from audio of one request (or chat turn); zeros are not observed.
+  void OnRequestRows(int image_rows, int audio_rows);
 
  private:
   prometheus::Gauge* queue_;
-  prometheus::Histogram *encode_seconds_, *batch_items_, *request_rows_;
+  prometheus::Histogram *encode_seconds_, *batch_items_, *image_rows_, *audio_rows_;
   prometheus::Counter *hits_, *misses_, *items_;
 };
 

@@ -92,6 +92,7 @@ void ServingContext::RecordRpc(const RpcRecord& r) const {
     if (r.turns > 0) f.emplace_back("turns", r.turns);
     f.emplace_back("prompt_tokens", r.prompt_tokens);
     if (r.image_rows > 0) f.emplace_back("image_rows", r.image_rows);
+    if (r.audio_rows > 0) f.emplace_back("audio_rows", r.audio_rows);
     f.emplace_back("generated_tokens", r.generated_tokens);
     f.emplace_back("queue_ms", absl::ToDoubleMilliseconds(r.queue_time));
     if (r.time_to_first_token != absl::InfiniteDuration()) {

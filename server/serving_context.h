@@ -36,6 +36,7 @@ struct RpcRecord {
   int turns = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0;
   int image_rows = 0;  // prompt rows that came from images
+  int audio_rows = 0;  // prompt rows that came from audio clips
   absl::Duration queue_time, time_to_first_token = absl::InfiniteDuration(), total_time;
 };
 

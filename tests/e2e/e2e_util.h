@@ -49,6 +49,27 @@ inline std::string ReadAll(const fs::path& p) {
   return ss.str();
 }
 
+// The rows of a tab-separated file with a header line (skipped); empty lines are skipped.
+inline std::vector<std::vector<std::string>> ReadTsv(const fs::path& p) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(ReadAll(p));
+  std::string line;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (header) {
+      header = false;
+      continue;
+    }
+    std::vector<std::string> cols;
+    std::stringstream ss(line);
+    std::string c;
+    while (std::getline(ss, c, '\t')) cols.push_back(c);
+    rows.push_back(std::move(cols));
+  }
+  return rows;
+}
+
 // Runs `modrwkv <args>` to completion; returns the exit code, with stderr in *err.
 inline int RunCli(const std::string& args, std::string* err = nullptr) {
   const fs::path err_file = fs::temp_directory_path() / ("e2e_cli_err_" + std::to_string(getpid()));

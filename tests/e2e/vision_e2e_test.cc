@@ -13,21 +13,9 @@ struct Example {
   std::string file, question, answer;
 };
 
-std::vector<Example> HeldOut() {
+std::vector<Example> HeldOut() {  // answers.tsv: file, question, answer
   std::vector<Example> out;
-  std::istringstream in(ReadAll(kHeldOut / "heldout" / "answers.tsv"));
-  std::string line;
-  bool header = true;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::vector<std::string> cols;
-    std::stringstream ss(line);
-    std::string c;
-    while (std::getline(ss, c, '\t')) cols.push_back(c);
-    if (header) {  // file, question, answer
-      header = false;
-      if (cols.size() >= 1 && cols[0] == "file") continue;
-    }
+  for (const auto& cols : ReadTsv(kHeldOut / "heldout" / "answers.tsv")) {
     if (cols.size() >= 3) out.push_back({cols[0], cols[1], cols[2]});
   }
   return out;

@@ -3,6 +3,7 @@
 #include "server/convert.h"
 
 #include "absl/strings/match.h"
+#include "encoders/multimodal/media_router.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/errors.h"
 #include "engine/text/utf8.h"
@@ -303,6 +304,70 @@ TEST_F(ConvertTest, FinishEventsMapToReasonsStatusesAndUsage) {
   e.status = absl::ResourceExhaustedError("x");
   EXPECT_EQ(RpcStatusOf(e, false).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(StreamOverflowError(4096).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(ConvertTest, AudioPartsWaitForTheEncoderNamedByTheirField) {
+  pb::GenerateRequest req;
+  req.add_input()->mutable_audio()->set_data("clip bytes");
+  req.add_input()->set_text("x");
+  std::vector<PendingMedia> media;
+  // Without an audio encoder: UNIMPLEMENTED, naming the part.
+  auto r = ToEngineRequest(req, ctx_, kNoDeadline, &media);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  EXPECT_EQ(FieldOf(r.status()), "input[0].audio");
+  ctx_.audio = AudioTranslation{/*max_clips=*/2, /*max_bytes=*/16};
+  r = ToEngineRequest(req, ctx_, kNoDeadline, &media);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(media.size(), 1u);
+  EXPECT_EQ(media[0].kind, encoders::kAudioKind);
+  EXPECT_EQ(media[0].field, "input[0].audio");
+  EXPECT_EQ(media[0].part, 0u);
+  EXPECT_EQ(*media[0].bytes, "clip bytes");
+  ASSERT_EQ(r->prompt.size(), 2u);
+  EXPECT_TRUE(r->prompt[0].tokens.empty() && r->prompt[0].embeddings.empty());  // filled later
+  // Limits, each naming the part and the flag.
+  req.mutable_input(0)->mutable_audio()->set_data(std::string(17, 'x'));
+  media.clear();
+  r = ToEngineRequest(req, ctx_, kNoDeadline, &media);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(r.status()), "input[0].audio");
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "max-audio-bytes")) << r.status();
+  req.mutable_input(0)->mutable_audio()->set_data("");
+  r = ToEngineRequest(req, ctx_, kNoDeadline, &media);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  req.mutable_input(0)->mutable_audio()->set_data("a");
+  for (int i = 0; i < 2; ++i) req.add_input()->mutable_audio()->set_data("b");
+  media.clear();
+  r = ToEngineRequest(req, ctx_, kNoDeadline, &media);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(r.status()), "input[3].audio");
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "max-audio-per-request")) << r.status();
+}
+
+TEST_F(ConvertTest, ChatTurnClipsGoWhereTheTemplateSaysElseBeforeTheText) {
+  ctx_.audio = AudioTranslation{};
+  pb::ChatRequest req;
+  req.set_text("hi");
+  req.add_audio()->set_data("clip");
+  std::vector<PendingMedia> media;
+  auto r = ToEngineChatTurn(req, SessionId::Random(), ctx_, kNoDeadline, &media);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(media.size(), 1u);
+  EXPECT_EQ(media[0].field, "audio[0]");
+  EXPECT_EQ(media[0].part, 0u);  // no marker: the clip first
+  EXPECT_EQ(r->prompt.back().tokens, tok_->Encode("<hi>"));
+  ctx_.chat_template = "A{audio}B{text}";
+  media.clear();
+  r = ToEngineChatTurn(req, SessionId::Random(), ctx_, kNoDeadline, &media);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->prompt.size(), 3u);
+  EXPECT_EQ(r->prompt[0].tokens, tok_->Encode("A"));
+  EXPECT_EQ(media.at(0).part, 1u);
+  EXPECT_EQ(r->prompt[2].tokens, tok_->Encode("Bhi"));
+  // A bad clip of a chat turn names the turn's field.
+  req.mutable_audio(0)->set_data("");
+  r = ToEngineChatTurn(req, SessionId::Random(), ctx_, kNoDeadline, &media);
+  EXPECT_EQ(FieldOf(r.status()), "audio[0]");
 }
 
 }  // namespace

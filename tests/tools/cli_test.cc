@@ -201,7 +201,7 @@ TEST_F(CliTest, GenerateAnswersAboutAnImageInBothModelForms) {
   r = Cli("generate --model " + Model() + " --image " +
           (demo / "examples" / "red_circle.png").string() + " --prompt hi");
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.err.find("no vision adapter"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no vision encoder"), std::string::npos) << r.err;
 }
 
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {

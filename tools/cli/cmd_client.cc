@@ -170,16 +170,19 @@ std::string UsageLine(const pb::Usage& u) {
   if (u.image_rows() > 0) {
     line += absl::StrFormat(" (%d of the prompt's rows from images)", u.image_rows());
   }
+  if (u.audio_rows() > 0) {
+    line += absl::StrFormat(" (%d of the prompt's rows from audio)", u.audio_rows());
+  }
   return line;
 }
 
-// The bytes of each --image file.
-absl::StatusOr<std::vector<std::string>> ReadImages(const Flags& f) {
+// The bytes of each file named by the repeated flag `name` (--image, --audio).
+absl::StatusOr<std::vector<std::string>> ReadFiles(const Flags& f, const std::string& name) {
   std::vector<std::string> out;
-  for (const std::string& path : f.All("image")) {
+  for (const std::string& path : f.All(name)) {
     if (path.empty()) continue;
     std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError("--image: cannot read " + path);
+    if (!in) return absl::NotFoundError(absl::StrCat("--", name, ": cannot read ", path));
     out.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
   return out;
@@ -187,9 +190,12 @@ absl::StatusOr<std::vector<std::string>> ReadImages(const Flags& f) {
 
 int Generate(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   pb::GenerateRequest req;
-  auto images = ReadImages(f);
+  auto images = ReadFiles(f, "image");
   if (!images.ok()) return UsageError(f, images.status());
+  auto clips = ReadFiles(f, "audio");
+  if (!clips.ok()) return UsageError(f, clips.status());
   for (std::string& bytes : *images) req.add_input()->mutable_image()->set_data(std::move(bytes));
+  for (std::string& bytes : *clips) req.add_input()->mutable_audio()->set_data(std::move(bytes));
   if (!f.Str("prompt").empty()) req.add_input()->set_text(f.Str("prompt"));
   if (!f.Str("tokens").empty()) {
     auto ids = ParseIds(f.Str("tokens"), "tokens");
@@ -229,8 +235,10 @@ int Chat(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   if (auto st = FillSampling(f, base.mutable_sampling(), base.mutable_stop()); !st.ok()) {
     return UsageError(f, st);
   }
-  auto images = ReadImages(f);
+  auto images = ReadFiles(f, "image");
   if (!images.ok()) return UsageError(f, images.status());
+  auto clips = ReadFiles(f, "audio");
+  if (!clips.ok()) return UsageError(f, clips.status());
   auto stub = pb::Inference::NewStub(channel);
   auto stream = stub->Chat(&ctx);
   const bool interactive = isatty(fileno(stdin));
@@ -246,6 +254,7 @@ int Chat(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
       if (!f.Str("session").empty()) req.set_session_id(f.Str("session"));
       req.set_keep_session(f.Bool("keep"));
       for (std::string& bytes : *images) req.add_images()->set_data(std::move(bytes));
+      for (std::string& bytes : *clips) req.add_audio()->set_data(std::move(bytes));
     }
     if (!stream->Write(req)) break;
     pb::ChatResponse resp;
@@ -413,11 +422,13 @@ int RunClient(int argc, char** argv) {
     flags.Add("prompt", "", "prompt text")
         .Add("tokens", "", "prompt token ids (after --prompt when both are given)")
         .Add("image", "", "image file sent before the prompt (repeat the flag for several)")
+        .Add("audio", "", "audio file sent before the prompt, after any images (repeatable)")
         .AddBool("ignore-eos", "do not stop at token 0 (end of text)")
         .AddBool("usage", "print finish reason and token counts to stderr");
   } else if (sub == "chat") {
     AddSamplingFlags(flags);
     flags.Add("image", "", "image file sent with the first turn (repeat the flag for several)")
+        .Add("audio", "", "audio file sent with the first turn (repeat the flag for several)")
         .AddBool("keep", "keep the conversation's session after exit (prints its id)")
         .AddBool("usage", "print finish reason and token counts per turn to stderr");
   } else if (sub == "tokenize") {

@@ -16,8 +16,10 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "modrwkv/v1/inference.grpc.pb.h"
 #include "tools/cli/flags.h"
@@ -33,6 +35,7 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 struct RequestStats {
   bool ok = false;
   bool image = false;  // the request carried the image
+  bool audio = false;  // the request carried the audio clip
   std::string error;
   int output_tokens = 0;
   double ttft_ms = 0, e2e_ms = 0;
@@ -50,17 +53,26 @@ struct Config {
   int vocab = 65536;
   uint64_t seed = 0;
   float temperature = 1.0f;   // 0 = greedy
-  std::string image;          // encoded image bytes ("" = text only)
+  std::string image;          // encoded image bytes ("" = none)
   double image_fraction = 0;  // share of requests that carry the image
+  std::string audio;          // encoded audio clip bytes ("" = none)
+  double audio_fraction = 0;  // share of requests that carry the clip (drawn independently)
 };
+
+bool Draw(std::mt19937_64& rng, double fraction) {
+  return std::uniform_real_distribution<double>(0, 1)(rng) < fraction;
+}
 
 RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng) {
   v1::GenerateRequest req;
   RequestStats st;
-  if (!cfg.image.empty() &&
-      std::uniform_real_distribution<double>(0, 1)(rng) < cfg.image_fraction) {
+  if (!cfg.image.empty() && Draw(rng, cfg.image_fraction)) {
     req.add_input()->mutable_image()->set_data(cfg.image);
     st.image = true;
+  }
+  if (!cfg.audio.empty() && Draw(rng, cfg.audio_fraction)) {
+    req.add_input()->mutable_audio()->set_data(cfg.audio);
+    st.audio = true;
   }
   auto* ids = req.add_input()->mutable_tokens();
   std::uniform_int_distribution<int32_t> id(1, std::max(2, std::min(cfg.vocab, 65530) - 1));
@@ -162,7 +174,7 @@ int Run(const Config& cfg, const std::string& json_path) {
   }
   const double dur_s = std::chrono::duration<double>(Clock::now() - start).count();
 
-  int completed = 0, failed = 0, images = 0;
+  int completed = 0, failed = 0, images = 0, clips = 0;
   int64_t out_tokens = 0;
   std::vector<double> ttft, tpot, itl, e2e;
   std::string first_error;
@@ -174,6 +186,7 @@ int Run(const Config& cfg, const std::string& json_path) {
     }
     ++completed;
     images += r.image ? 1 : 0;
+    clips += r.audio ? 1 : 0;
     out_tokens += r.output_tokens;
     ttft.push_back(r.ttft_ms);
     e2e.push_back(r.e2e_ms);
@@ -193,6 +206,10 @@ int Run(const Config& cfg, const std::string& json_path) {
     std::printf("image throughput     %.3f images/s (%d of %d completed requests had the image)\n",
                 images / dur_s, images, completed);
   }
+  if (!cfg.audio.empty()) {
+    std::printf("audio throughput     %.3f clips/s (%d of %d completed requests had the clip)\n",
+                clips / dur_s, clips, completed);
+  }
   auto row = [](const char* name, const std::vector<double>& v) {
     double mean = 0;
     for (double x : v) mean += x;
@@ -209,10 +226,12 @@ int Run(const Config& cfg, const std::string& json_path) {
     f << absl::StrFormat(
         "{\"mode\": \"%s\", \"completed\": %d, \"failed\": %d, \"duration_s\": %.4f, "
         "\"request_throughput\": %.4f, \"output_tokens_per_s\": %.3f, \"images_per_s\": %.4f, "
+        "\"audio_clips_per_s\": %.4f, "
         "\"ttft_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"tpot_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
         mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s, images / dur_s,
+        clips / dur_s,
         Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50),
         Percentile(tpot, 90), Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90),
         Percentile(itl, 99));
@@ -241,6 +260,10 @@ int main(int argc, char** argv) {
            "an image file sent (before the prompt tokens) with --image-fraction of the requests; "
            "run the server with --encoder-cache-bytes 0 to measure encoding, not the cache")
       .Add("image-fraction", "1", "share of requests that carry --image (mixed traffic below 1)")
+      .Add("audio", "",
+           "an audio file sent (after any image, before the prompt tokens) with --audio-fraction "
+           "of the requests; run the server with --encoder-cache-bytes 0 to measure encoding")
+      .Add("audio-fraction", "1", "share of requests that carry --audio (drawn independently)")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
   if (!parsed.ok()) {
@@ -273,19 +296,23 @@ int main(int argc, char** argv) {
   cfg.output_tokens = static_cast<int>(*o);
   cfg.seed = static_cast<uint64_t>(*seed);
   cfg.temperature = static_cast<float>(*temperature);
-  if (!flags.Str("image").empty()) {
-    std::ifstream in(flags.Str("image"), std::ios::binary);
+  for (const auto& [name, bytes, fraction] :
+       {std::tuple{"image", &cfg.image, &cfg.image_fraction},
+        std::tuple{"audio", &cfg.audio, &cfg.audio_fraction}}) {
+    const std::string path = flags.Str(name);
+    if (path.empty()) continue;
+    std::ifstream in(path, std::ios::binary);
     if (!in) {
-      std::fprintf(stderr, "error: cannot read --image %s\n", flags.Str("image").c_str());
+      std::fprintf(stderr, "error: cannot read --%s %s\n", name, path.c_str());
       return 2;
     }
-    cfg.image.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    auto frac = flags.Float("image-fraction", 0, 1);
+    bytes->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    auto frac = flags.Float(absl::StrCat(name, "-fraction"), 0, 1);
     if (!frac.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(frac.status().message()).c_str());
       return 2;
     }
-    cfg.image_fraction = *frac;
+    *fraction = *frac;
   }
   return modrwkv::loadgen::Run(cfg, flags.Str("json"));
 }

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "encoders/audio/wavlm_features.h"
+#include "encoders/multimodal/media_router.h"
 #include "encoders/speech/whisper_random.h"
 #include "encoders/vision/random_vit.h"
 #include "engine/checkpoint/random_weights.h"
