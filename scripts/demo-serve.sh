@@ -2,7 +2,9 @@
 # The service end to end on the built-in demo models: installs what is missing, builds, starts
 # `modrwkv serve` on the trained vision demo (assets/vision-demo), asks it about shipped example
 # images through `modrwkv client chat --image`, shows health and a few metrics, drains the server
-# with SIGTERM; then streams a reply from the random-weight text demo model (its text is noise).
+# with SIGTERM; then serves the trained speech demo (assets/audio-demo) and transcribes its example
+# clips (WAV, FLAC, MP3, Ogg) through `modrwkv client generate --audio`; then streams a reply from
+# the random-weight text demo model (its text is noise).
 #   scripts/demo-serve.sh ["question about the pictures"]
 # The demo model knows three questions: "What shape is in the picture?", "What color is the
 # shape?" and "Where is the shape?".
@@ -35,6 +37,21 @@ if command -v curl >/dev/null; then
     grep -E '^modrwkv_(encoder_items_total|image_rows_per_request_count|generated_tokens_total) '
 fi
 echo "---- SIGTERM: drain and exit"
+kill -TERM "$server"
+wait "$server" && echo "server exited with 0"
+
+audio=assets/audio-demo
+"$bin" serve --model "$audio" --host 127.0.0.1 --port 0 --metrics-port -1 --max-running 8 \
+  2>"$log" &
+server=$!
+wait_ready "$server" "$log"
+echo "---- speech demo ready: transcribing its example clips (spoken words in the file names)"
+for clip in "$audio"/examples/*.{wav,flac,mp3,ogg}; do
+  echo "---- $(basename "$clip")"
+  "$bin" client generate --target "127.0.0.1:$port" --audio "$clip" \
+    --prompt "$(printf '\026Assistant:')" --stop "$(printf '\027')" --temperature 0 \
+    --max-tokens 16 --usage
+done
 kill -TERM "$server"
 wait "$server" && echo "server exited with 0"
 

@@ -16,6 +16,9 @@
 namespace modrwkv::cli {
 namespace {
 
+// What follows the audio rows in the official speech models' prompt.
+constexpr char kSpeechPrompt[] = "\x16" "Assistant:";
+
 absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
   SamplerConfig p;
   auto fl = [&](const char* name, double lo, double hi, float* out) -> absl::Status {
@@ -50,8 +53,8 @@ absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
 
 int RunGenerate(int argc, char** argv) {
   Flags flags("generate",
-              "--model M [--vocab V] (--prompt TEXT | --question Q) [--image F] [--max-tokens N] "
-              "[sampling flags]",
+              "--model M [--vocab V] (--prompt TEXT | --question Q) [--image F | --audio F] "
+              "[--max-tokens N] [sampling flags]",
               "Generates a completion of the prompt and prints only the generated text, "
               "streaming as it goes.");
   AddModelFlags(flags);
@@ -62,7 +65,10 @@ int RunGenerate(int argc, char** argv) {
            "a user message: wrapped in the model's chat template, stops at the turn end (24), "
            "greedy unless --temperature is given")
       .Add("image", "", "an image file (JPEG, PNG, WebP, ...) for a model with a vision encoder")
-      .Add("audio", "", "an audio file (WAV, FLAC, MP3, Opus, ...) for a model with an audio encoder")
+      .Add("audio", "",
+           "an audio file (WAV, FLAC, MP3, Opus, ...) for a model with an audio encoder; without "
+           "--prompt and --question the official speech prompt follows it (\\x16Assistant:), "
+           "greedy, stopping at the turn end (24)")
       .Add("max-tokens", "200", "stop after this many tokens")
       .Add("temperature", "1.0", "0 = greedy")
       .Add("top-k", "0", "keep the k most likely tokens (0 = off)")
@@ -95,8 +101,15 @@ int RunGenerate(int argc, char** argv) {
   stop.stop_token_ids = *stop_ids;
 
   const bool question = !flags.Str("question").empty();
-  if (question == !flags.Str("prompt").empty()) {
+  const bool prompt_given = !flags.Str("prompt").empty();
+  // An audio clip alone: the speech models' prompt (the audio rows, then "\x16Assistant:").
+  const bool speech = !question && !prompt_given && !flags.Str("audio").empty();
+  if (question && prompt_given) {
     return UsageError(flags, absl::InvalidArgumentError("give one of --prompt and --question"));
+  }
+  if (!question && !prompt_given && !speech) {
+    return UsageError(flags,
+                      absl::InvalidArgumentError("give --prompt or --question (or --audio alone)"));
   }
   auto tok = LoadTokenizer(flags.Str("vocab"), flags.Str("model"));
   if (!tok.ok()) return Fail(tok.status());
@@ -104,12 +117,12 @@ int RunGenerate(int argc, char** argv) {
   if (!bundle.ok()) return Fail(bundle.status());
   Model& m = *bundle->model;
   const int vocab = m.config().vocab_size;
-  std::string text = flags.Str("prompt");
-  if (question) {
+  std::string text = speech ? std::string(kSpeechPrompt) : flags.Str("prompt");
+  if (question || speech) {
     const std::string& tmpl = bundle->manifest.chat_template.empty()
                                   ? std::string(server::kDefaultChatTemplate)
                                   : bundle->manifest.chat_template;
-    text = absl::StrReplaceAll(tmpl, {{"{text}", flags.Str("question")}});
+    if (question) text = absl::StrReplaceAll(tmpl, {{"{text}", flags.Str("question")}});
     stop.stop_token_ids.push_back(24);
     for (int32_t t : bundle->manifest.stop_tokens) stop.stop_token_ids.push_back(t);
     for (int32_t t : bundle->manifest.ban_tokens) params->banned_tokens.push_back(t);
