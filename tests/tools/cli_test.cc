@@ -204,6 +204,83 @@ TEST_F(CliTest, GenerateAnswersAboutAnImageInBothModelForms) {
   EXPECT_NE(r.err.find("no vision encoder"), std::string::npos) << r.err;
 }
 
+// The trained speech demo (assets/audio-demo): `logits --audio` on held-out FLAC clips equals the
+// PyTorch model's top-10 logits (tests/golden/audio_demo/logits_top10.json, same bf16 weights):
+// FFmpeg decode, log-mel, Whisper encoder, truncation, speech adapter and RWKV7 together.
+TEST_F(CliTest, DemoModelLogitsAfterAClipMatchPyTorch) {
+  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "audio-demo";
+  const fs::path golden = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "audio_demo";
+  std::ifstream f(golden / "logits_top10.json");
+  const nlohmann::json cases = nlohmann::json::parse(f)["cases"];
+  ASSERT_FALSE(cases.empty());
+  const std::string out = (*dir_ / "audio_logits.bin").string();
+  for (const nlohmann::json& c : cases) {
+    SCOPED_TRACE(c["file"].get<std::string>());
+    std::string tokens;
+    for (int t : c["prompt_tokens"]) tokens += std::to_string(t) + " ";
+    CliRun r = Cli("logits --model " + demo.string() + " --audio " +
+                   (golden / "heldout" / c["file"].get<std::string>()).string() + " --tokens \"" +
+                   tokens + "\" --out " + out);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::ifstream lf(out, std::ios::binary);
+    std::vector<float> logits(65536);
+    lf.read(reinterpret_cast<char*>(logits.data()), 65536 * 4);
+    ASSERT_TRUE(lf);
+    const std::vector<int> ids = c["top10_ids"].get<std::vector<int>>();
+    const std::vector<float> values = c["top10_values"].get<std::vector<float>>();
+    EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(), ids[0]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      EXPECT_NEAR(logits[ids[i]], values[i], 1e-3 * std::abs(values[0])) << "token " << ids[i];
+    }
+  }
+}
+
+// `generate --audio` transcribes a shipped example from the model directory (the clip alone: the
+// speech prompt) and from the bare checkpoint plus encoder folder (--prompt, raw).
+TEST_F(CliTest, GenerateTranscribesAClipInBothModelForms) {
+  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "audio-demo";
+  const std::string clip = (demo / "examples" / "three_one_four.wav").string();
+  CliRun r = Cli("generate --model " + demo.string() + " --audio " + clip);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, " three one four\n");
+  r = Cli("generate --model " + (demo / "rwkv-0.pth").string() + " --audio-encoder " +
+          (demo / "encoder").string() + " --audio " + clip +
+          " --prompt \"$(printf '\\026Assistant:')\" --temperature 0 --stop-token 24 "
+          "--max-tokens 16");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, " three one four\n");
+  // A clip for a model without an audio encoder is a clear error.
+  r = Cli("generate --model " + Model() + " --audio " + clip + " --prompt hi");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no audio encoder"), std::string::npos) << r.err;
+}
+
+// `make-demo-model --audio tiny` writes a model directory that serves audio: the clip's rows
+// really enter the sequence (the logits depend on the clip).
+TEST_F(CliTest, RandomSpeechModelTakesClips) {
+  const std::string dir = (*dir_ / "speech").string();
+  CliRun r = Cli("make-demo-model --audio tiny --seed 5 --out " + dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const fs::path files = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "audio" / "files";
+  auto logits_after = [&](const std::string& clip) {
+    const std::string out = (*dir_ / "speech_logits.bin").string();
+    CliRun l = Cli("logits --model " + dir + " --audio " + (files / clip).string() +
+                   " --tokens \"23 5585\" --out " + out);
+    EXPECT_EQ(l.code, 0) << l.err;
+    std::ifstream lf(out, std::ios::binary);
+    std::vector<float> v(65536);
+    lf.read(reinterpret_cast<char*>(v.data()), 65536 * 4);
+    return v;
+  };
+  const std::vector<float> a = logits_after("speech_16k_mono.flac");
+  const std::vector<float> b = logits_after("speech_44k_stereo.mp3");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, logits_after("speech_16k_mono.flac"));  // deterministic
+  r = Cli("generate --model " + dir + " --audio " + (files / "speech_16k_mono.flac").string() +
+          " --max-tokens 3");
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
   const std::string args =
       "generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 7";

@@ -9,7 +9,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 #include "tools/cli/multimodal_prompt.h"
-#include "tools/cli/random_vision_model.h"
+#include "tools/cli/random_multimodal_model.h"
 
 namespace modrwkv::cli {
 
@@ -95,18 +95,20 @@ int RunLogits(int argc, char** argv) {
 }
 
 int RunMakeDemoModel(int argc, char** argv) {
-  Flags flags("make-demo-model", "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base]",
+  Flags flags("make-demo-model",
+              "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base | --audio whisper-small]",
               "Writes a random-weight RWKV7 checkpoint (seeded; docs/random-weights.md) and the "
               "vocabulary into DIR; with --vision, a generation-A vision model: the adapter in "
               "the checkpoint, a SigLIP encoder folder (DIR/encoder) and the manifest, so DIR "
-              "serves images. Its text is random: it exercises the whole serving path without a "
+              "serves images; with --audio, the same for speech (a Whisper encoder folder). Its text is random: it exercises the whole serving path without a "
               "download.");
   flags.Add("out", "", "output directory", true)
       .Add("shape", "tiny", "tiny (L2 C128), 0.1b (L12 C768), 0.4b (L24 C1024), 1.5b (L24 C2048)")
       .Add("format", "pth", "pth (torch.save zip, BlinkDL names) or safetensors")
       .Add("dtype", "bf16", "bf16 (as released models) or f32")
       .Add("seed", "1", "weight seed")
-      .Add("vision", "", "add a random vision encoder + adapter: siglip2-base or tiny");
+      .Add("vision", "", "add a random vision encoder + adapter: siglip2-base or tiny")
+      .Add("audio", "", "instead: a random Whisper encoder + speech adapter: whisper-small or tiny");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -124,12 +126,20 @@ int RunMakeDemoModel(int argc, char** argv) {
   }
   spec->dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
   const std::string vision = flags.Str("vision");
+  const std::string audio = flags.Str("audio");
   if (!vision.empty()) {
     if (auto st = CheckVisionShape(vision); !st.ok()) return UsageError(flags, st);
+  }
+  if (!audio.empty()) {
+    if (auto st = CheckAudioShape(audio); !st.ok()) return UsageError(flags, st);
+  }
+  if (!vision.empty() && !audio.empty()) {
+    return UsageError(flags, absl::InvalidArgumentError("give one of --vision and --audio"));
   }
   auto tensors = MakeRandomRwkv7(*spec);
   if (!tensors.ok()) return Fail(tensors.status());
   if (!vision.empty()) AddRandomVisionAdapter(vision, spec->n_embd, spec->seed, &*tensors);
+  if (!audio.empty()) AddRandomSpeechAdapter(audio, spec->n_embd, spec->seed, &*tensors);
   namespace fs = std::filesystem;
   const fs::path dir = flags.Str("out");
   std::error_code ec;
@@ -142,14 +152,14 @@ int RunMakeDemoModel(int argc, char** argv) {
   const fs::path vocab = dir / "rwkv_vocab_v20230424.txt";
   fs::copy_file(DefaultVocabPath(), vocab, fs::copy_options::overwrite_existing, ec);
   if (ec) return Fail(absl::InternalError("cannot copy the vocabulary: " + ec.message()));
-  if (!vision.empty()) {
-    if (auto st = WriteRandomVisionEncoder(vision, spec->seed, (dir / "encoder").string());
-        !st.ok()) {
-      return Fail(st);
-    }
+  if (!vision.empty() || !audio.empty()) {
+    const absl::Status written =
+        vision.empty() ? WriteRandomAudioEncoder(audio, spec->seed, (dir / "encoder").string())
+                       : WriteRandomVisionEncoder(vision, spec->seed, (dir / "encoder").string());
+    if (!written.ok()) return Fail(written);
     std::ofstream manifest(dir / "modrwkv-model.json");
-    manifest << "{\"format\": 1, \"checkpoint\": \"" << model.filename().string()
-             << "\", \"vision\": {\"encoder\": \"encoder\"}}\n";
+    manifest << "{\"format\": 1, \"checkpoint\": \"" << model.filename().string() << "\", \""
+             << (vision.empty() ? "audio" : "vision") << "\": {\"encoder\": \"encoder\"}}\n";
     if (!manifest) return Fail(absl::InternalError("cannot write the manifest in " + dir.string()));
     std::printf("%s\n", dir.string().c_str());
     return 0;

@@ -1,4 +1,4 @@
-#include "tools/cli/random_vision_model.h"
+#include "tools/cli/random_multimodal_model.h"
 
 #include <cmath>
 #include <cstring>
@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "encoders/speech/whisper_config.h"
+#include "encoders/speech/whisper_random.h"
 #include "encoders/vision/random_vit.h"
 #include "encoders/vision/vit_config.h"
 #include "engine/base/status_macros.h"
@@ -52,6 +54,16 @@ void AddLinear(const std::string& stem, int in, int out, uint64_t seed,
           encoders::RandomUniform(stem + ".weight", int64_t{out} * in, -bound, bound, seed)));
   tensors->push_back(F32(stem + ".bias", {out},
                          encoders::RandomUniform(stem + ".bias", out, -bound, bound, seed)));
+}
+
+encoders::WhisperConfig AudioShapeConfig(const std::string& shape) {
+  if (shape == "whisper-small") return encoders::WhisperSmallConfig();
+  encoders::WhisperConfig c;  // tiny
+  c.d_model = 64;
+  c.encoder_layers = 2;
+  c.encoder_attention_heads = 2;
+  c.encoder_ffn_dim = 256;
+  return c;
 }
 
 absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
@@ -110,6 +122,48 @@ absl::Status WriteRandomVisionEncoder(const std::string& shape, uint64_t seed,
  "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 )",
                       c.image_size, c.image_size));
+}
+
+absl::Status CheckAudioShape(const std::string& shape) {
+  if (shape == "whisper-small" || shape == "tiny") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--audio is '", shape, "', expected whisper-small or tiny"));
+}
+
+void AddRandomSpeechAdapter(const std::string& shape, int n_embd, uint64_t seed,
+                            std::vector<OwnedTensor>* tensors) {
+  const int d = AudioShapeConfig(shape).d_model;
+  const std::string p = "modality.world_encoder.adapter.";
+  const double bound = 1.0 / std::sqrt(3.0 * d);  // torch's Conv1d init range (fan_in = d * k)
+  const int64_t conv = int64_t{2} * n_embd * d * 3;
+  tensors->push_back(F32(p + "conv.weight", {2 * n_embd, d, 3},
+                         encoders::RandomUniform(p + "conv.weight", conv, -bound, bound, seed)));
+  tensors->push_back(F32(p + "conv.bias", {2 * n_embd},
+                         encoders::RandomUniform(p + "conv.bias", 2 * n_embd, -bound, bound, seed)));
+  AddLinear(p + "proj.0", 2 * n_embd, 2 * n_embd, seed, tensors);
+  AddLinear(p + "proj.2", 2 * n_embd, n_embd, seed, tensors);
+}
+
+absl::Status WriteRandomAudioEncoder(const std::string& shape, uint64_t seed,
+                                     const std::string& dir) {
+  MODRWKV_RETURN_IF_ERROR(CheckAudioShape(shape));
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  const encoders::WhisperConfig c = AudioShapeConfig(shape);
+  std::vector<OwnedTensor> weights = encoders::MakeRandomWhisperWeights(c, seed);
+  for (OwnedTensor& t : weights) t.name = "model.encoder." + t.name;  // as save_pretrained names them
+  MODRWKV_RETURN_IF_ERROR(
+      WriteSafetensors((fs::path(dir) / "model.safetensors").string(), weights));
+  return WriteText(fs::path(dir) / "config.json",
+                   absl::StrFormat(
+                       R"({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"],
+ "num_mel_bins": %d, "d_model": %d, "encoder_layers": %d, "encoder_attention_heads": %d,
+ "encoder_ffn_dim": %d, "max_source_positions": %d, "activation_function": "gelu"}
+)",
+                       c.num_mel_bins, c.d_model, c.encoder_layers, c.encoder_attention_heads,
+                       c.encoder_ffn_dim, c.max_source_positions));
 }
 
 }  // namespace modrwkv::cli
