@@ -35,6 +35,7 @@
 #include "google/protobuf/stubs/logging.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "encoders/multimodal/media_router.h"
 #include "server/convert.h"
 #include "server/status_mapping.h"
 #include "tests/test_paths.h"
@@ -70,7 +71,8 @@ std::string ByteVocab() {
 struct Servers {
   std::unique_ptr<modrwkv::Tokenizer> world, bytes;
   TranslationContext world_ctx, bytes_ctx;
-  TranslationContext image_ctx;  // a vision model: generation B markers, images in the template
+  // A model with images (generation B markers, images in the template) and audio.
+  TranslationContext image_ctx;
 };
 
 const Servers& GetServers() {
@@ -94,6 +96,7 @@ const Servers& GetServers() {
     image.max_images = 3;
     image.max_bytes = 12;
     out->image_ctx.image = image;
+    out->image_ctx.audio = modrwkv::server::AudioTranslation{/*max_clips=*/2, /*max_bytes=*/10};
     return out;
   }();
   return *s;
@@ -119,7 +122,8 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   Check(!s.ok());
   Check(!s.message().empty());
   if (s.code() == absl::StatusCode::kUnimplemented) {
-    Check(!chat || !ctx.image.has_value(), s);  // a chat turn's only media are images
+    // A chat turn's only media are images and audio clips.
+    Check(!chat || !(ctx.image.has_value() && ctx.audio.has_value()), s);
     Check(modrwkv::server::ErrorInfoReason(s) == "MODALITY_NOT_SERVED", s);
     return;
   }
@@ -128,7 +132,7 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   const std::string field = BadField(s);
   static const char* const kGenerateFields[] = {"input",      "sampling.",      "stop.",
                                                 "session_id", "logprobs_top_n", "timeout"};
-  static const char* const kChatFields[] = {"text",  "images",         "sampling.",
+  static const char* const kChatFields[] = {"text",  "images",         "audio",  "sampling.",
                                             "stop.", "logprobs_top_n", "timeout"};
   bool known = false;
   if (chat) {
@@ -144,26 +148,35 @@ bool Contains(const std::vector<int32_t>& v, int32_t x) {
 }
 
 // What the engine will do with an accepted request must succeed.
-// Image parts wait for the encoder: empty parts listed in `images`, counted at the splice's rows.
+// Media parts wait for the encoder: empty parts listed in `images`, an image counted at the
+// splice's rows, an audio clip at one row (its length is known once decoded).
 void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& ctx,
                    const std::vector<PendingMedia>& images) {
   int64_t total = 0;
-  Check(images.empty() || ctx.image.has_value());
-  Check(!ctx.image || static_cast<int>(images.size()) <= ctx.image->max_images);
+  int n_images = 0, n_clips = 0;
+  for (const PendingMedia& m : images) {
+    const bool audio = m.kind == modrwkv::encoders::kAudioKind;
+    Check(audio || m.kind == modrwkv::encoders::kImageKind);
+    Check(audio ? ctx.audio.has_value() : ctx.image.has_value());
+    Check(static_cast<int64_t>(m.bytes->size()) <=
+          (audio ? ctx.audio->max_bytes : ctx.image->max_bytes));
+    ++(audio ? n_clips : n_images);
+  }
+  Check(!ctx.image || n_images <= ctx.image->max_images);
+  Check(!ctx.audio || n_clips <= ctx.audio->max_clips);
   for (size_t i = 0; i < out.prompt.size(); ++i) {
     const modrwkv::InputRows& part = out.prompt[i];
-    const bool pending = std::any_of(images.begin(), images.end(),
-                                     [&](const PendingMedia& im) { return im.part == i; });
+    const auto pending = std::find_if(images.begin(), images.end(),
+                                      [&](const PendingMedia& im) { return im.part == i; });
     Check(part.embeddings.empty());
-    Check(pending == part.tokens.empty());
-    if (pending) total += ctx.image->splice.rows;
+    Check((pending != images.end()) == part.tokens.empty());
+    if (pending != images.end()) {
+      total += pending->kind == modrwkv::encoders::kAudioKind ? 1 : ctx.image->splice.rows;
+    }
     for (int32_t id : part.tokens) Check(id >= 0 && id < ctx.model_vocab);
     total += static_cast<int64_t>(part.tokens.size());
   }
-  for (const PendingMedia& im : images) {
-    Check(im.bytes != nullptr && static_cast<int64_t>(im.bytes->size()) <= ctx.image->max_bytes);
-    Check(!im.field.empty());
-  }
+  for (const PendingMedia& im : images) Check(im.bytes != nullptr && !im.field.empty());
   Check(total > 0 && total <= ctx.max_prompt_tokens);
   Check(out.sampling.Validate(ctx.model_vocab).ok(), out.sampling.Validate(ctx.model_vocab));
   Check(out.stop.Validate(ctx.model_vocab).ok(), out.stop.Validate(ctx.model_vocab));
@@ -273,7 +286,7 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
   pb::StopConditions* stop = gen->mutable_stop();
   int banned = 0;
   for (int op = 0; op < 64 && p.remaining_bytes() > 0; ++op) {
-    switch (p.ConsumeIntegralInRange<int>(0, 28)) {
+    switch (p.ConsumeIntegralInRange<int>(0, 29)) {
       case 0:
         gen->add_input()->set_text(FuzzString(p, 256));
         break;
@@ -287,7 +300,7 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
         gen->add_input()->mutable_image()->set_data(p.ConsumeRandomLengthString(16));
         break;
       case 3:
-        gen->add_input()->mutable_audio();
+        gen->add_input()->mutable_audio()->set_data(p.ConsumeRandomLengthString(16));
         break;
       case 4:
         gen->add_input()->mutable_time_series()->add_values(FuzzFloat(p));
@@ -376,6 +389,9 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
       }
       case 28:
         chat->add_images()->set_data(p.ConsumeRandomLengthString(16));
+        break;
+      case 29:
+        chat->add_audio()->set_data(p.ConsumeRandomLengthString(16));
         break;
     }
   }
