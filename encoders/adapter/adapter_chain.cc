@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/adapter/adapter_transformer.h"
 #include "engine/base/status_macros.h"
 
 namespace modrwkv::encoders {
@@ -14,6 +15,11 @@ namespace {
 
 std::string Where(size_t i, const AdapterLayerSpec& l) {
   return absl::StrCat("adapter layer ", i, " (", AdapterOpName(l.op), ")");
+}
+
+// The tensor (after the stem) whose shape gives a weighted layer's input width.
+const char* WidthTensor(const AdapterLayerSpec& l) {
+  return l.op == AdapterOp::kTransformerEncoderLayer ? ".self_attn.in_proj_weight" : ".weight";
 }
 
 absl::StatusOr<const TensorView*> Need(const std::map<std::string, TensorView>& tensors,
@@ -149,6 +155,12 @@ absl::StatusOr<std::unique_ptr<AdapterChain>> AdapterChain::Create(
         l.beta = ToF32(*b);
         break;
       }
+      case AdapterOp::kTransformerEncoderLayer: {
+        MODRWKV_ASSIGN_OR_RETURN(l.transformer,
+                                 LoadTransformerLayer(tensors, stem, s.heads, where));
+        l.in_dim = l.out_dim = l.transformer->d;
+        break;
+      }
       case AdapterOp::kRelu:
       case AdapterOp::kGelu:
       case AdapterOp::kPixelShuffle:
@@ -165,10 +177,10 @@ absl::StatusOr<std::unique_ptr<AdapterChain>> AdapterChain::Create(
     if (l.spec.op != AdapterOp::kPixelShuffle) continue;
     const int64_t f2 = static_cast<int64_t>(l.spec.factor) * l.spec.factor;
     if (dim % f2 != 0)
-      return absl::InvalidArgumentError(
-          absl::StrCat(Where(first, chain->layers_[first].spec), ": input width ", dim, " (tensor ",
-                       prefix, chain->layers_[first].spec.weights, ".weight) is not a multiple of ",
-                       f2, ", the width factor of the pixel shuffle before it"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(first, chain->layers_[first].spec), ": input width ", dim, " (tensor ", prefix,
+          chain->layers_[first].spec.weights, WidthTensor(chain->layers_[first].spec),
+          ") is not a multiple of ", f2, ", the width factor of the pixel shuffle before it"));
     dim /= f2;
   }
   chain->input_dim_ = static_cast<int>(dim);
@@ -178,8 +190,8 @@ absl::StatusOr<std::unique_ptr<AdapterChain>> AdapterChain::Create(
     if (l.spec.has_weights()) {
       if (l.in_dim != dim)
         return absl::InvalidArgumentError(
-            absl::StrCat(Where(i, l.spec), ": tensor ", prefix, l.spec.weights,
-                         ".weight takes width ", l.in_dim, " but the layer before gives ", dim));
+            absl::StrCat(Where(i, l.spec), ": tensor ", prefix, l.spec.weights, WidthTensor(l.spec),
+                         " takes width ", l.in_dim, " but the layer before gives ", dim));
     } else {
       l.in_dim = static_cast<int>(dim);
       l.out_dim = l.spec.op == AdapterOp::kPixelShuffle
@@ -311,6 +323,9 @@ absl::Status AdapterChain::Run(absl::Span<const float> in, int rows, std::vector
         cur.swap(next);
         break;
       }
+      case AdapterOp::kTransformerEncoderLayer:
+        RunTransformerLayer(*l.transformer, l.spec, t, &cur, &runner, pool);
+        break;
     }
     t = t_out;
   }

@@ -1,5 +1,6 @@
 // The adapter between a modality encoder and the LLM, as data: a list of layer specs (conv1d,
-// linear, activations, layer norms, pixel shuffle) run over rows of features [T, D] -> [T', C].
+// linear, activations, layer norms, pixel shuffle, a transformer encoder layer) run over rows of
+// features [T, D] -> [T', C].
 // Every official ModRWKV adapter is a preset of this one chain (see the presets below).
 #pragma once
 
@@ -18,14 +19,18 @@
 
 namespace modrwkv::encoders {
 
+struct TransformerLayerWeights;  // adapter_transformer.h
+
 enum class AdapterOp {
-  kConv1d,             // PyTorch Conv1d over rows: weight [out, in, k], bias [out]
-  kLinear,             // weight [out, in], bias [out]
-  kRelu,               //
-  kGelu,               // tanh approximation or exact (erf)
-  kLayerNorm,          // weight [D], bias [D] over each row
-  kResidualLayerNorm,  // y + LayerNorm(y)
-  kPixelShuffle,       // rows on a sqrt(T) x sqrt(T) grid, factor x factor blocks merged
+  kConv1d,                   // PyTorch Conv1d over rows: weight [out, in, k], bias [out]
+  kLinear,                   // weight [out, in], bias [out]
+  kRelu,                     //
+  kGelu,                     // tanh approximation or exact (erf)
+  kLayerNorm,                // weight [D], bias [D] over each row
+  kResidualLayerNorm,        // y + LayerNorm(y)
+  kPixelShuffle,             // rows on a sqrt(T) x sqrt(T) grid, factor x factor blocks merged
+  kTransformerEncoderLayer,  // torch nn.TransformerEncoderLayer over all rows (no mask), weights
+                             // <stem>.self_attn.{in_proj_*,out_proj.*}, .linear1/2.*, .norm1/2.*
 };
 
 // "conv1d", "linear", ...; the names of the JSON form.
@@ -41,8 +46,14 @@ struct AdapterLayerSpec {
   int stride = 1;          // conv1d
   int padding = 0;         // conv1d: zeros on both ends of the row axis
   bool gelu_tanh = false;  // gelu: tanh approximation (true) or erf (false, torch's default)
-  float eps = 1e-5f;       // layernorm, residual_layernorm (torch's default)
+  float eps = 1e-5f;       // layernorm, residual_layernorm, transformer (torch's default)
   int factor = 0;          // pixel_shuffle
+  // transformer_encoder_layer: the head count (required: the weights' shapes do not tell it), the
+  // feed-forward activation (ReLU, torch's default, or exact GELU) and pre-norm (norm_first) vs
+  // torch's default post-norm.
+  int heads = 0;
+  bool ffn_gelu = false;
+  bool norm_first = false;
 
   bool has_weights() const;
 };
@@ -56,7 +67,8 @@ struct AdapterSpec {
 
 // JSON form, for the model manifest: a list of objects with "op" and, as the op needs them,
 // "weights", "bias", "kernel", "stride", "padding", "approximate" ("tanh" | "none"), "eps",
-// "factor". Unknown ops or keys are errors naming the layer.
+// "factor", "heads", "activation" ("relu" | "gelu"), "norm_first". Unknown ops or keys are errors
+// naming the layer.
 absl::StatusOr<AdapterSpec> ParseAdapterSpec(const nlohmann::json& json);
 absl::StatusOr<AdapterSpec> ParseAdapterSpec(const std::string& json_text);
 std::string AdapterSpecToJson(const AdapterSpec& spec);
@@ -69,6 +81,10 @@ AdapterSpec VisionAdapterB(bool conv);
 // Generation A SpeechAdapter (WavLM and Whisper): conv k3 s2 (bias, `conv_padding` zeros each
 // side; 2 in the current code, 0 in earlier checkpoints) -> proj.0 -> ReLU -> proj.2; no norm.
 AdapterSpec SpeechAdapterA(int conv_padding);
+// The earlier generation A SpeechAdapter (JL-er/WorldRWKV 6c39cdb): conv k3 s2 (bias, no
+// padding) -> torch TransformerEncoderLayer "transformer" (`heads` heads, 8 in the official code;
+// post-norm, ReLU) -> linear.
+AdapterSpec SpeechAdapterATransformer(int heads);
 // Generation C VlProj ("auto_siglip2"): conv k6 s5, no bias -> mlp.0 -> GELU (erf) -> mlp.2. Its
 // pre_norm is constructed but never applied, so it is not in the chain.
 AdapterSpec ConvProjectorC();
@@ -83,9 +99,9 @@ AdapterSpec ConvCompressionAdapter(int kernel, int stride);
 // each with its own ThreadPool, are safe.
 class AdapterChain {
  public:
-  // Reads "<prefix><stem>.weight" / ".bias" from `tensors` for each layer with weights. Widths
-  // come from the shapes; a width that does not chain with its neighbour is an error naming the
-  // tensor and both widths.
+  // Reads "<prefix><stem>.weight" / ".bias" from `tensors` for each layer with weights (a
+  // transformer layer: the tensors listed in adapter_transformer.h). Widths come from the shapes;
+  // a width that does not chain with its neighbour is an error naming the tensor and both widths.
   static absl::StatusOr<std::unique_ptr<AdapterChain>> Create(
       const AdapterSpec& spec, const std::map<std::string, TensorView>& tensors,
       const std::string& prefix);
@@ -108,6 +124,8 @@ class AdapterChain {
     std::vector<float> bias;   // [out] or empty
     std::vector<float> gamma;  // [D] layer norms
     std::vector<float> beta;   // [D]
+    // transformer_encoder_layer's tensors (shared, immutable: layers are moved, never mutated).
+    std::shared_ptr<const TransformerLayerWeights> transformer;
   };
 
  private:

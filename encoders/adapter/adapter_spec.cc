@@ -22,6 +22,7 @@ constexpr OpInfo kOps[] = {
     {AdapterOp::kLayerNorm, "layernorm", true},
     {AdapterOp::kResidualLayerNorm, "residual_layernorm", true},
     {AdapterOp::kPixelShuffle, "pixel_shuffle", false},
+    {AdapterOp::kTransformerEncoderLayer, "transformer_encoder_layer", true},
 };
 
 const OpInfo& Info(AdapterOp op) {
@@ -51,6 +52,13 @@ AdapterLayerSpec Act(AdapterOp op, bool tanh = false) {
   AdapterLayerSpec l;
   l.op = op;
   l.gelu_tanh = tanh;
+  return l;
+}
+AdapterLayerSpec TransformerLayer(std::string w, int heads) {
+  AdapterLayerSpec l;
+  l.op = AdapterOp::kTransformerEncoderLayer;
+  l.weights = std::move(w);
+  l.heads = heads;
   return l;
 }
 AdapterLayerSpec ResidualNorm(std::string w) {
@@ -94,8 +102,14 @@ absl::Status AdapterSpec::Validate() const {
             "; expected kernel >= 1 (or 0 = from the weights), stride "
             ">= 1, padding >= 0"));
     }
-    if ((l.op == AdapterOp::kLayerNorm || l.op == AdapterOp::kResidualLayerNorm) && !(l.eps > 0))
+    if ((l.op == AdapterOp::kLayerNorm || l.op == AdapterOp::kResidualLayerNorm ||
+         l.op == AdapterOp::kTransformerEncoderLayer) &&
+        !(l.eps > 0))
       return absl::InvalidArgumentError(absl::StrCat(where, ": eps must be > 0, got ", l.eps));
+    if (l.op == AdapterOp::kTransformerEncoderLayer && l.heads < 1)
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": heads must be >= 1, got ", l.heads,
+          " (the head count cannot be read from the weights: take it from the model's code)"));
     if (l.op == AdapterOp::kPixelShuffle && l.factor < 1)
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": factor must be >= 1, got ", l.factor));
@@ -123,8 +137,8 @@ absl::StatusOr<AdapterSpec> ParseAdapterSpec(const nlohmann::json& json) {
     if (info == nullptr)
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": unknown op \"", name,
-                       "\"; expected conv1d, linear, relu, gelu, layernorm, residual_layernorm or "
-                       "pixel_shuffle"));
+                       "\"; expected conv1d, linear, relu, gelu, layernorm, residual_layernorm, "
+                       "pixel_shuffle or transformer_encoder_layer"));
     where = absl::StrCat(where, " (", name, ")");
     std::set<std::string> allowed = {"op"};
     AdapterLayerSpec l;
@@ -160,6 +174,28 @@ absl::StatusOr<AdapterSpec> ParseAdapterSpec(const nlohmann::json& json) {
           l.gelu_tanh = a == "tanh";
         }
         break;
+      case AdapterOp::kTransformerEncoderLayer:
+        allowed.insert({"heads", "activation", "norm_first"});
+        if (!j.contains("heads"))
+          return absl::InvalidArgumentError(
+              absl::StrCat(where,
+                           ": \"heads\" is required (the head count cannot be read from "
+                           "the weights; the official SpeechAdapter has 8)"));
+        MODRWKV_RETURN_IF_ERROR(ReadInt(j, "heads", where, &l.heads));
+        if (j.contains("activation")) {
+          const nlohmann::json& a = j["activation"];
+          if (!a.is_string() || (a != "relu" && a != "gelu"))
+            return absl::InvalidArgumentError(
+                absl::StrCat(where, ": \"activation\" must be \"relu\" or \"gelu\""));
+          l.ffn_gelu = a == "gelu";
+        }
+        if (j.contains("norm_first")) {
+          if (!j["norm_first"].is_boolean())
+            return absl::InvalidArgumentError(
+                absl::StrCat(where, ": \"norm_first\" must be a boolean"));
+          l.norm_first = j["norm_first"].get<bool>();
+        }
+        [[fallthrough]];
       case AdapterOp::kLayerNorm:
       case AdapterOp::kResidualLayerNorm:
         allowed.insert("eps");
@@ -211,6 +247,11 @@ std::string AdapterSpecToJson(const AdapterSpec& spec) {
       case AdapterOp::kGelu:
         j["approximate"] = l.gelu_tanh ? "tanh" : "none";
         break;
+      case AdapterOp::kTransformerEncoderLayer:
+        j["heads"] = l.heads;
+        j["activation"] = l.ffn_gelu ? "gelu" : "relu";
+        j["norm_first"] = l.norm_first;
+        [[fallthrough]];
       case AdapterOp::kLayerNorm:
       case AdapterOp::kResidualLayerNorm:
         j["eps"] = l.eps;
@@ -240,6 +281,11 @@ AdapterSpec VisionAdapterB(bool conv) {
 AdapterSpec SpeechAdapterA(int conv_padding) {
   return {{Conv("conv", 3, 2, conv_padding, /*bias=*/true), Linear("proj.0"), Act(AdapterOp::kRelu),
            Linear("proj.2")}};
+}
+
+AdapterSpec SpeechAdapterATransformer(int heads) {
+  return {{Conv("conv", 3, 2, 0, /*bias=*/true), TransformerLayer("transformer", heads),
+           Linear("linear")}};
 }
 
 AdapterSpec ConvProjectorC() {

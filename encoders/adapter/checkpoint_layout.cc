@@ -34,12 +34,16 @@ std::string SomeKeys(const std::map<std::string, TensorView>& t) {
 
 absl::StatusOr<AdapterSpec> AdapterA(const std::map<std::string, TensorView>& t) {
   const std::string p = kAAdapter;
+  // The earlier SpeechAdapter (6c39cdb): conv -> TransformerEncoderLayer(nhead=8) -> linear.
+  if (t.count(p + "conv.weight") && t.count(p + "transformer.self_attn.in_proj_weight"))
+    return SpeechAdapterATransformer(/*heads=*/8);
   if (t.count(p + "conv.weight")) return SpeechAdapterA(/*conv_padding=*/2);
   if (t.count(p + "proj.0.weight") && t.count(p + "pre_norm.weight")) return VisionAdapterA();
   return absl::InvalidArgumentError(absl::StrCat(
       "generation A checkpoint: the adapter tensors under ", p,
       " are neither a vision adapter (proj.0.weight, proj.2.weight, pre_norm.weight) nor a "
-      "speech adapter (conv.weight, proj.0.weight, proj.2.weight); found ",
+      "speech adapter (conv.weight, proj.0.weight, proj.2.weight; or conv.weight, "
+      "transformer.*, linear.weight); found ",
       SomeKeys(StripPrefix(t, p))));
 }
 

@@ -23,7 +23,8 @@ struct CheckpointLayout {
                                // or "encoder.model."
   // Inferred from the keys present. What the keys cannot tell is taken from the official code:
   // the speech conv's padding (2, the current code; checkpoints trained with padding 0 need a
-  // manifest override) and the activations.
+  // manifest override), the activations, and the earlier speech adapter's head count (8, as the
+  // official code hard-codes it).
   AdapterSpec adapter;
 };
 

@@ -128,6 +128,7 @@ absl::StatusOr<std::string> ManifestAdapter(const json& value, absl::string_view
       {"vision_b_conv", [] { return VisionAdapterB(true); }},
       {"speech_a", [] { return SpeechAdapterA(2); }},
       {"speech_a_pad0", [] { return SpeechAdapterA(0); }},
+      {"speech_a_transformer", [] { return SpeechAdapterATransformer(8); }},
       {"conv_projector_c", [] { return ConvProjectorC(); }},
       {"pixel_shuffle_c", [] { return PixelShuffleProjectorC(); }},
       {"conv_k3s2", [] { return ConvCompressionAdapter(3, 2); }},

@@ -38,8 +38,10 @@ struct VisionManifest {
 
 // An audio encoder (Whisper or WavLM, told by its config.json's model_type) and its adapter.
 struct AudioManifest {
-  std::string encoder;       // Hugging Face folder (config.json, weights, preprocessor_config.json)
-  std::string adapter_json;  // "" = inferred from the checkpoint's keys (SpeechAdapterA, padding 2)
+  std::string encoder;  // Hugging Face folder (config.json, weights, preprocessor_config.json)
+  // "" = inferred from the checkpoint's keys (SpeechAdapterA with padding 2, or
+  // SpeechAdapterATransformer(8) when the keys hold a transformer layer).
+  std::string adapter_json;
 };
 
 struct ModelManifest {
@@ -55,8 +57,9 @@ struct ModelManifest {
 };
 
 // The adapter a manifest names: a chain of layers (JSON array), or a preset's name — vision_a,
-// vision_b, vision_b_conv, speech_a (padding 2), speech_a_pad0, conv_projector_c,
-// pixel_shuffle_c, conv_k3s2, conv_k4s3, conv_k5s4. Returns the chain as JSON text.
+// vision_b, vision_b_conv, speech_a (padding 2), speech_a_pad0, speech_a_transformer (conv ->
+// 8-head TransformerEncoderLayer -> linear), conv_projector_c, pixel_shuffle_c, conv_k3s2,
+// conv_k4s3, conv_k5s4. Returns the chain as JSON text.
 absl::StatusOr<std::string> ManifestAdapter(const nlohmann::json& value, absl::string_view key);
 
 // Parses a manifest's JSON text. `dir` is where relative paths resolve. Errors name the key.

@@ -46,6 +46,8 @@ AdapterSpec Preset(const std::string& name) {
       {"ConvCompressionAdapter(5, 4)", [] { return ConvCompressionAdapter(5, 4); }},
       {"ConvProjectorC()", [] { return ConvProjectorC(); }},
       {"PixelShuffleProjectorC()", [] { return PixelShuffleProjectorC(); }},
+      {"SpeechAdapterATransformer(4)", [] { return SpeechAdapterATransformer(4); }},
+      {"SpeechAdapterATransformer(8)", [] { return SpeechAdapterATransformer(8); }},
   };
   auto it = presets.find(name);
   EXPECT_NE(it, presets.end()) << name;
@@ -54,15 +56,16 @@ AdapterSpec Preset(const std::string& name) {
 
 TEST(AdapterChainGolden, MatchesOfficialModules) {
   const nlohmann::json manifest = Manifest();
-  ASSERT_EQ(manifest["cases"].size(), 11u);
+  ASSERT_EQ(manifest["cases"].size(), 14u);
   cpu::ThreadPool pool(2);
   for (const nlohmann::json& c : manifest["cases"]) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
     auto ckpt = Checkpoint::Open(kDir + name + ".safetensors");
     ASSERT_TRUE(ckpt.ok()) << ckpt.status();
-    // Through the JSON form, as a manifest would give it.
-    auto spec = ParseAdapterSpec(AdapterSpecToJson(Preset(c["preset"])));
+    // Through the JSON form, as a manifest would give it: a preset's, or the case's own chain.
+    auto spec = ParseAdapterSpec(c.contains("chain") ? c["chain"].dump()
+                                                     : AdapterSpecToJson(Preset(c["preset"])));
     ASSERT_TRUE(spec.ok()) << spec.status();
     auto chain = AdapterChain::Create(*spec, (*ckpt)->tensors(), c["prefix"]);
     ASSERT_TRUE(chain.ok()) << chain.status();
@@ -79,7 +82,7 @@ TEST(AdapterChainGolden, MatchesOfficialModules) {
       ASSERT_EQ(out.size(), want.size());
       const double rel = MaxRelDiff(out, want);
       EXPECT_LT(rel, 1e-4);
-      if (p) std::printf("  %-18s max rel diff %.2e\n", name.c_str(), rel);
+      if (p) std::printf("  %-33s max rel diff %.2e\n", name.c_str(), rel);
     }
   }
 }
@@ -240,6 +243,88 @@ TEST(AdapterChain, PixelShuffleNeedsASquareGrid) {
   EXPECT_FALSE(AdapterChain::Create(PixelShuffleProjectorC(), t.views, "").ok());
 }
 
+// The earlier speech adapter's tensors: conv [d, enc, 3] -> transformer (width d, ff) -> linear.
+Tensors SpeechTransformer(int enc, int d, int ff, int c) {
+  Tensors t;
+  t.Add("s.conv.weight", {d, enc, 3});
+  t.Add("s.conv.bias", {d});
+  t.Add("s.transformer.self_attn.in_proj_weight", {3 * d, d});
+  t.Add("s.transformer.self_attn.in_proj_bias", {3 * d});
+  t.Add("s.transformer.self_attn.out_proj.weight", {d, d});
+  t.Add("s.transformer.self_attn.out_proj.bias", {d});
+  t.Add("s.transformer.linear1.weight", {ff, d});
+  t.Add("s.transformer.linear1.bias", {ff});
+  t.Add("s.transformer.linear2.weight", {d, ff});
+  t.Add("s.transformer.linear2.bias", {d});
+  for (const char* n : {"norm1", "norm2"}) {
+    t.Add(std::string("s.transformer.") + n + ".weight", {d}, 1.0f);
+    t.Add(std::string("s.transformer.") + n + ".bias", {d});
+  }
+  t.Add("s.linear.weight", {c, d});
+  t.Add("s.linear.bias", {c});
+  return t;
+}
+
+TEST(AdapterChain, TransformerLayerShapes) {
+  Tensors t = SpeechTransformer(24, 48, 40, 16);
+  auto chain = AdapterChain::Create(SpeechAdapterATransformer(8), t.views, "s.");
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ((*chain)->input_dim(), 24);
+  EXPECT_EQ((*chain)->output_dim(), 16);
+  EXPECT_EQ((*chain)->OutputRows(1500), 749);  // Whisper's 1500 frames, conv k3 s2 no padding
+  std::vector<float> out;
+  ASSERT_TRUE((*chain)->Run(std::vector<float>(5 * 24, 0.25f), 5, &out, nullptr).ok());
+  EXPECT_EQ(out.size(), 2u * 16);
+  for (float v : out) EXPECT_TRUE(std::isfinite(v));
+}
+
+TEST(AdapterChain, TransformerHeadsMustDivideTheWidth) {
+  Tensors t = SpeechTransformer(24, 48, 40, 16);
+  auto chain = AdapterChain::Create(SpeechAdapterATransformer(5), t.views, "s.");
+  ASSERT_FALSE(chain.ok());
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("adapter layer 1 (transformer_encoder_layer): 5 heads do not divide the "
+                        "width 48 (tensor s.transformer.self_attn.in_proj_weight [144,48])"));
+  // Zero heads: the spec itself is refused.
+  chain = AdapterChain::Create(SpeechAdapterATransformer(0), t.views, "s.");
+  ASSERT_FALSE(chain.ok());
+  EXPECT_THAT(chain.status().message(), HasSubstr("heads must be >= 1, got 0"));
+}
+
+TEST(AdapterChain, TransformerTensorsAreChecked) {
+  Tensors t = SpeechTransformer(24, 48, 40, 16);
+  t.views.erase("s.transformer.norm2.bias");
+  auto chain = AdapterChain::Create(SpeechAdapterATransformer(8), t.views, "s.");
+  ASSERT_FALSE(chain.ok());
+  EXPECT_EQ(chain.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("tensor s.transformer.norm2.bias is missing (expected shape [48])"));
+
+  Tensors w = SpeechTransformer(24, 48, 40, 16);
+  w.Add("s.transformer.linear2.weight", {48, 39});
+  chain = AdapterChain::Create(SpeechAdapterATransformer(8), w.views, "s.");
+  ASSERT_FALSE(chain.ok());
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("tensor s.transformer.linear2.weight has shape [48,39], expected [48,40]"));
+
+  Tensors q = SpeechTransformer(24, 48, 40, 16);
+  q.Add("s.transformer.self_attn.in_proj_weight", {96, 48});
+  chain = AdapterChain::Create(SpeechAdapterATransformer(8), q.views, "s.");
+  ASSERT_FALSE(chain.ok());
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("in_proj_weight has shape [96,48], expected [3d, d] = [144,48]"));
+
+  // The conv's width must chain into the transformer's.
+  Tensors c = SpeechTransformer(24, 48, 40, 16);
+  c.Add("s.conv.weight", {32, 24, 3});
+  c.Add("s.conv.bias", {32});
+  chain = AdapterChain::Create(SpeechAdapterATransformer(8), c.views, "s.");
+  ASSERT_FALSE(chain.ok());
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("s.transformer.self_attn.in_proj_weight takes width 48 but the layer "
+                        "before gives 32"));
+}
+
 TEST(AdapterChain, RejectsInputOfTheWrongSize) {
   Tensors t = VisionA(40, 96, 72);
   auto chain = AdapterChain::Create(VisionAdapterA(), t.views, "a.");
@@ -304,6 +389,44 @@ TEST(AdapterSpecJson, ErrorsNameTheLayer) {
   EXPECT_THAT(e.status().message(), HasSubstr("not valid JSON"));
   e = ParseAdapterSpec(std::string(R"([{"op":"conv1d","weights":"c","stride":0}])"));
   EXPECT_THAT(e.status().message(), HasSubstr("stride 0"));
+}
+
+TEST(AdapterSpecJson, TransformerLayer) {
+  auto spec = ParseAdapterSpec(
+      std::string(R"([{"op":"transformer_encoder_layer","weights":"transformer","heads":8,)"
+                  R"("activation":"gelu","norm_first":true,"eps":1e-6}])"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const AdapterLayerSpec& l = spec->layers[0];
+  EXPECT_EQ(l.op, AdapterOp::kTransformerEncoderLayer);
+  EXPECT_EQ(l.heads, 8);
+  EXPECT_TRUE(l.ffn_gelu);
+  EXPECT_TRUE(l.norm_first);
+  EXPECT_FLOAT_EQ(l.eps, 1e-6f);
+  auto again = ParseAdapterSpec(AdapterSpecToJson(*spec));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(AdapterSpecToJson(*again), AdapterSpecToJson(*spec));
+  // torch's defaults.
+  spec = ParseAdapterSpec(
+      std::string(R"([{"op":"transformer_encoder_layer","weights":"t","heads":2}])"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->layers[0].ffn_gelu);
+  EXPECT_FALSE(spec->layers[0].norm_first);
+  EXPECT_FLOAT_EQ(spec->layers[0].eps, 1e-5f);
+
+  auto e = ParseAdapterSpec(std::string(R"([{"op":"transformer_encoder_layer","weights":"t"}])"));
+  EXPECT_THAT(e.status().message(), HasSubstr("\"heads\" is required"));
+  e = ParseAdapterSpec(
+      std::string(R"([{"op":"transformer_encoder_layer","weights":"t","heads":"8"}])"));
+  EXPECT_THAT(e.status().message(), HasSubstr("\"heads\" must be an integer"));
+  e = ParseAdapterSpec(std::string(
+      R"([{"op":"transformer_encoder_layer","weights":"t","heads":8,"activation":"swish"}])"));
+  EXPECT_THAT(e.status().message(), HasSubstr("\"relu\" or \"gelu\""));
+  e = ParseAdapterSpec(std::string(
+      R"([{"op":"transformer_encoder_layer","weights":"t","heads":8,"norm_first":1}])"));
+  EXPECT_THAT(e.status().message(), HasSubstr("\"norm_first\" must be a boolean"));
+  e = ParseAdapterSpec(
+      std::string(R"([{"op":"transformer_encoder_layer","weights":"t","heads":8,"kernel":3}])"));
+  EXPECT_THAT(e.status().message(), HasSubstr("unknown key \"kernel\""));
 }
 
 }  // namespace

@@ -95,6 +95,19 @@ TEST(CheckpointLayout, GenerationASpeechWithEncoder) {
   EXPECT_EQ(Json(l->adapter), Json(SpeechAdapterA(2)));
 }
 
+TEST(CheckpointLayout, GenerationAEarlierSpeechAdapterWithTransformer) {
+  const std::string p = "modality.world_encoder.adapter.";
+  auto t = Rwkv("");
+  Merge(&t, Keys({{p + "conv.weight", {3072, 768, 3}},
+                  {p + "conv.bias", {3072}},
+                  {p + "transformer.self_attn.in_proj_weight", {9216, 3072}},
+                  {p + "linear.weight", {64, 3072}}}));
+  auto l = DetectCheckpointLayout(t);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->generation, 'A');
+  EXPECT_EQ(Json(l->adapter), Json(SpeechAdapterATransformer(8)));
+}
+
 TEST(CheckpointLayout, GenerationAWithoutAdapterIsAnError) {
   auto t = Rwkv("");
   Merge(&t, Keys({{"modality.world_encoder.model.x.weight", {4}}}));

@@ -216,6 +216,24 @@ TEST(Manifest, AdaptersByPresetNameAndTheAudioSection) {
   EXPECT_EQ(AdapterSpecToJson(*spec), AdapterSpecToJson(SpeechAdapterA(0)));
 }
 
+TEST(Manifest, EarlierSpeechAdapterPreset) {
+  auto m = ParseManifest(
+      R"({"checkpoint": "a.pth", "audio": {"encoder": "w", "adapter": "speech_a_transformer"}})",
+      "/d");
+  ASSERT_TRUE(m.ok()) << m.status();
+  // The official nn.TransformerEncoderLayer(nhead=8): the head count comes with the preset.
+  EXPECT_EQ(m->audio->adapter_json, AdapterSpecToJson(SpeechAdapterATransformer(8)));
+  auto spec = ParseAdapterSpec(m->audio->adapter_json);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->layers.size(), 3u);
+  EXPECT_EQ(spec->layers[0].padding, 0);
+  EXPECT_EQ(spec->layers[1].op, AdapterOp::kTransformerEncoderLayer);
+  EXPECT_EQ(spec->layers[1].heads, 8);
+  EXPECT_FALSE(spec->layers[1].norm_first);
+  EXPECT_FALSE(spec->layers[1].ffn_gelu);
+  EXPECT_EQ(spec->layers[2].weights, "linear");
+}
+
 TEST(Manifest, ErrorsNameTheKey) {
   struct Case {
     const char* json;
