@@ -387,7 +387,7 @@ def write_outputs(args, model, tok, fe, history, losses, train_time):
     if os.path.exists(gen_cfg):
         os.remove(gen_cfg)  # the decoder is unused; no generation settings to ship
     manifest = {"format": 1, "checkpoint": "rwkv-0.pth", "stop_tokens": [STOP], "ban_tokens": [0],
-                "audio": {"encoder": "encoder", "adapter_preset": "speech_a_pad2"}}
+                "audio": {"encoder": "encoder", "adapter": "speech_a"}}
     with open(os.path.join(args.out, "modrwkv-model.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
