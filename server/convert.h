@@ -36,6 +36,10 @@ struct ImageTranslation {
 struct AudioTranslation {
   int max_clips = 4;             // per request (Generate) or per chat turn
   int64_t max_bytes = 25 << 20;  // per clip
+  // For GetModelInfo: the longest clip (capped at the encoder's window; enforced by the decoder)
+  // and the prompt rows per second of audio.
+  double max_seconds = 0;
+  double rows_per_second = 0;
 };
 
 // A media part (image, audio clip) waiting for the encoder pool: its rows go into

@@ -121,6 +121,8 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     if (ctx_->translation.audio) {
       l->set_max_audio_per_request(o.max_audio_per_request);
       l->set_max_audio_bytes(o.audio_decode.limits.max_bytes);
+      l->set_max_audio_seconds(ctx_->translation.audio->max_seconds);
+      l->set_audio_rows_per_second(ctx_->translation.audio->rows_per_second);
       l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
     }
     return absl::OkStatus();

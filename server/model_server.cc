@@ -245,6 +245,8 @@ absl::Status ModelServer::LoadAndServe() {
     AudioTranslation at;
     at.max_clips = options_.max_audio_per_request;
     at.max_bytes = options_.audio_decode.limits.max_bytes;
+    at.max_seconds = audio_->max_seconds();
+    at.rows_per_second = audio_->rows_per_second();
     ctx_.translation.audio = at;
     log_->Info("audio", {{"encoder", audio_->encoder_kind()},
                          {"max_seconds", audio_->max_seconds()},
