@@ -346,7 +346,7 @@ TEST_F(CliTest, BadModelFilesAreClearErrors) {
   EXPECT_NE(r.err.find("--top-p"), std::string::npos) << r.err;
   r = Cli("generate --model " + Model());
   EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("give one of --prompt and --question"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("give --prompt or --question"), std::string::npos) << r.err;
 }
 
 // Damaged or unsafe checkpoints that used to load (wrong tensors, or a pickle naming os.system)
