@@ -49,6 +49,10 @@ Dispatch Make(const std::string& isa) {
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemm = avx2::PanelGemm;
+    d.exp = avx2::VecExp;
+    d.sigmoid = avx2::VecSigmoid;
+    d.tanh = avx2::VecTanh;
+    d.relu_square = avx2::VecReluSquare;
   }
 #endif
   return d;

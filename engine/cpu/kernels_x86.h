@@ -23,5 +23,9 @@ void LayerNorm(const float* x, const float* weight, const float* bias, int n, fl
 namespace avx2 {
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+void VecExp(float* x, int64_t n);
+void VecSigmoid(float* x, int64_t n);
+void VecTanh(float* x, int64_t n);
+void VecReluSquare(float* x, int64_t n);
 }  // namespace avx2
 }  // namespace modrwkv::cpu
