@@ -28,12 +28,16 @@ fail_with_reports() {
   exit 1
 }
 
-echo "== ASan + UBSan: the whole suite, the server end to end included (the 0.1B-shape golden cases are left to release)"
+# The 0.1B-shape golden cases and the trained demos' 100-item held-out runs (numerics on trained
+# weights, minutes under ASan) are left to release; every other image and audio end-to-end test
+# runs here. The ASan build keeps line tables only (-g1): reports still name file and line, and a
+# 2-vCPU machine builds it a fifth faster.
+echo "== ASan + UBSan: the whole suite, the server end to end included (see above for the two exclusions)"
 ./scripts/build.sh asan
 rm -rf build-asan/reports && mkdir -p build-asan/reports
 ASAN_OPTIONS="detect_leaks=1 log_path=$PWD/build-asan/reports/asan" \
 UBSAN_OPTIONS="print_stacktrace=1 log_path=$PWD/build-asan/reports/ubsan" \
-  ctest --preset asan -j"$(nproc)" -E 'm01b' || fail_with_reports build-asan/reports
+  ctest --preset asan -j"$(nproc)" -E 'm01b|HeldOut' || fail_with_reports build-asan/reports
 
 echo "== ThreadSanitizer: the thread pool, the batch step, the scheduler and the encoder pool"
 cmake --preset tsan >/dev/null
