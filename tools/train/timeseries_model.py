@@ -206,3 +206,56 @@ def forecast(model, series, prompt_ids=None):
                          f"{model.max_length}")
     with torch.no_grad():
         return model(x.unsqueeze(0), prompt_ids)[0].numpy()
+
+
+def load_model_dir(path):
+    """A model folder (modrwkv-model.json + checkpoint) -> (TimeSeriesModel, manifest dict)."""
+    import json
+    import os
+    with open(os.path.join(path, "modrwkv-model.json")) as f:
+        manifest = json.load(f)
+    if "time_series" not in manifest:
+        raise ValueError(f"{path}/modrwkv-model.json has no time_series section")
+    sd = torch.load(os.path.join(path, manifest["checkpoint"]), map_location="cpu")
+    return model_from_export(sd, manifest), manifest
+
+
+def read_csv(path):
+    """A header row, then one column per channel (a first column that does not parse as a number,
+    e.g. a timestamp, is skipped) -> (channel names, values [T, c])."""
+    import csv
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], [r for r in rows[1:] if r]
+
+    def numeric(s):
+        try:
+            float(s)
+            return True
+        except ValueError:
+            return False
+
+    skip = 1 if body and not numeric(body[0][0]) else 0
+    return header[skip:], [[float(v) for v in r[skip:]] for r in body]
+
+
+def main():
+    """python tools/train/timeseries_model.py --model assets/ts-demo --csv series.csv
+    prints the forecast as CSV (the input's channel header, one row per step) on stdout."""
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--csv", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model, _ = load_model_dir(args.model)
+    names, values = read_csv(args.csv)
+    y = forecast(model, values)
+    sys.stdout.write(",".join(names) + "\n")
+    for row in y:
+        sys.stdout.write(",".join("%.9g" % v for v in row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ with it, never with the tails.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -167,6 +168,9 @@ def main():
     ap.add_argument("--max-length", type=int, default=512, help="manifest max_length")
     ap.add_argument("--real-frac", type=float, default=0.5)
     ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--ema", type=float, default=0.995,
+                    help="decay of the exponential moving average of the weights that is "
+                         "evaluated and exported (0: the last weights)")
     ap.add_argument("--dev", action="store_true",
                     help="hold out one more horizon, report it as validation, write nothing")
     args = ap.parse_args()
@@ -187,6 +191,7 @@ def main():
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.99))
     sampler = Sampler(parts, args.seed + 100, args.real_frac)
+    ema = copy.deepcopy(model) if args.ema > 0 else model
     len_rng = np.random.default_rng(args.seed + 200)
     warm, history, run = 100, [], []
     for step in range(1, args.steps + 1):
@@ -202,14 +207,18 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if args.ema > 0:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), model.parameters()):
+                    pe.mul_(args.ema).add_(p, alpha=1 - args.ema)
         run.append(loss.item())
         if step % 50 == 0:
             print(f"step {step} loss {np.mean(run[-50:]):.4f} lr {lr:.2e} {time.time() - t0:.0f}s",
                   flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            model.eval()
-            ev = evaluate(model, series, args.context, H if args.dev else 0)
-            model.train()
+            ema.eval()
+            ev = evaluate(ema, series, args.context, H if args.dev else 0)
+            ema.train()
             rel = {}
             for s in series:
                 f, y_true = ev[s["name"]]
@@ -227,6 +236,7 @@ def main():
     if args.dev:
         return
 
+    model = ema
     # the shipped checkpoint: emb/head unused by this model (no prompt) -> zero rows
     with torch.no_grad():
         model.rwkv.emb.weight.zero_()
