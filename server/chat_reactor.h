@@ -67,7 +67,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   std::string stream_id_;
   pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
   EngineRequest turn_request_;  // the validated turn, waiting for its session and media
-  std::vector<PendingMedia> turn_media_;              // its media parts, until encoded
+  std::vector<PendingMedia> turn_media_;               // its media parts, until encoded
   encoders::JobId media_job_ = 0;                      // the turn's encoder job while it runs
   absl::Time encode_started_;                          // when the turn's media went to the encoder
   absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back

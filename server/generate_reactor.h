@@ -10,8 +10,8 @@
 // step) and the stream ends with FINISH_REASON_ERROR and RESOURCE_EXHAUSTED.
 //
 // Media: a request with image or audio parts first goes to the encoder pool; OnMediaEncoded (an
-// encoder thread, through the sink) fills the rows in and submits it. Cancelling meanwhile drops the
-// queued encoder work.
+// encoder thread, through the sink) fills the rows in and submits it. Cancelling meanwhile drops
+// the queued encoder work.
 #pragma once
 
 #include <memory>

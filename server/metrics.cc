@@ -115,12 +115,11 @@ EncoderMetrics::EncoderMetrics(prometheus::Registry& r) {
                       .Help("Media items encoded together in one batch.")
                       .Register(r)
                       .Add({}, CountBuckets());
-  image_rows_ =
-      &BuildHistogram()
-           .Name("modrwkv_image_rows_per_request")
-           .Help("Prompt rows that came from images, per request or chat turn.")
-           .Register(r)
-           .Add({}, Histogram::BucketBoundaries{16, 64, 144, 256, 576, 1152, 2304, 4608});
+  image_rows_ = &BuildHistogram()
+                     .Name("modrwkv_image_rows_per_request")
+                     .Help("Prompt rows that came from images, per request or chat turn.")
+                     .Register(r)
+                     .Add({}, Histogram::BucketBoundaries{16, 64, 144, 256, 576, 1152, 2304, 4608});
   audio_rows_ =
       &BuildHistogram()
            .Name("modrwkv_audio_rows_per_request")

@@ -237,7 +237,8 @@ MODRWKV_AVX2 void VecTanh(float* x, int64_t n) {
   // As AVX-512: 2 sigmoid(2x) - 1, and x - x^3/3 for |x| < 2^-7.
   Map(x, n, [](__m256 v) MODRWKV_AVX2 {
     const __m256 t = _mm256_fmsub_ps(Set(2.0f), Sigmoid(_mm256_add_ps(v, v)), Set(1.0f));
-    const __m256 small = _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_mul_ps(v, v), v), Set(1.0f / 3.0f), v);
+    const __m256 small =
+        _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_mul_ps(v, v), v), Set(1.0f / 3.0f), v);
     const __m256 abs = _mm256_andnot_ps(Set(-0.0f), v);
     return _mm256_blendv_ps(t, small, _mm256_cmp_ps(abs, Set(0.0078125f), _CMP_LT_OQ));
   });

@@ -29,7 +29,9 @@ std::vector<Clip> HeldOut() {  // transcripts.tsv: file, transcript
 pb::GenerateRequest Transcribe(const std::string& audio) {
   pb::GenerateRequest req;
   req.add_input()->mutable_audio()->set_data(audio);
-  req.add_input()->set_text("\x16" "Assistant:");
+  req.add_input()->set_text(
+      "\x16"
+      "Assistant:");
   req.mutable_sampling()->set_temperature(0.0f);
   req.mutable_sampling()->add_banned_token_ids(0);
   req.mutable_stop()->set_max_tokens(24);
@@ -129,7 +131,8 @@ TEST(AudioE2eTest, TheDemoModelTranscribesHeldOutClips) {
   const double wer = static_cast<double>(errors) / words;
   const std::string torch_json = ReadAll(kHeldOut / "torch_wer.json");
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(torch_json, m, std::regex("\"wer_bf16_weights\"\\s*:\\s*([0-9.]+)")))
+  ASSERT_TRUE(
+      std::regex_search(torch_json, m, std::regex("\"wer_bf16_weights\"\\s*:\\s*([0-9.]+)")))
       << torch_json;
   const double torch_wer = std::stod(m[1]);
   std::printf("held-out WER: server %.4f, PyTorch %.4f (%zu clips, %d words)\n", wer, torch_wer,
@@ -204,8 +207,9 @@ TEST(AudioE2eTest, ChatTurnsCarryClipsAndCountTheirRows) {
 }
 
 TEST(AudioE2eTest, BadClipsAreRefusedNamingThePartAndTheLimit) {
-  auto server = ServerProcess::Start(DemoOptions(
-      {"--max-audio-seconds", "10", "--max-audio-per-request", "2", "--max-audio-bytes", "2000000"}));
+  auto server =
+      ServerProcess::Start(DemoOptions({"--max-audio-seconds", "10", "--max-audio-per-request", "2",
+                                        "--max-audio-bytes", "2000000"}));
   ASSERT_NE(server, nullptr);
   auto stub = pb::Inference::NewStub(server->Channel());
   const Clip known = HeldOut().at(1);  // one the model transcribes right (clip_000 it does not)

@@ -3,8 +3,8 @@
 #include "server/convert.h"
 
 #include "absl/strings/match.h"
-#include "encoders/multimodal/media_router.h"
 #include "absl/strings/str_format.h"
+#include "encoders/multimodal/media_router.h"
 #include "engine/base/errors.h"
 #include "engine/text/utf8.h"
 #include "gtest/gtest.h"

@@ -149,21 +149,22 @@ TEST_F(CliTest, LogitsAfterAnImageMatchTheOfficialModel) {
   EXPECT_NE(r.err.find("--image"), std::string::npos) << r.err;
 }
 
-// The trained vision demo (assets/vision-demo): `logits --image` on held-out images equals the
-// PyTorch model's top-10 logits (tests/golden/vision_demo/logits_top10.json, same bf16 weights).
-TEST_F(CliTest, DemoModelLogitsAfterAnImageMatchPyTorch) {
-  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "vision-demo";
-  const fs::path golden = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "vision_demo";
-  std::ifstream f(golden / "logits_top10.json");
+// `logits --<flag> FILE --tokens ...` on the trained demo `demo` for each case of
+// tests/golden/<golden>/logits_top10.json equals the PyTorch model's top-10 logits (same bf16
+// weights). `out` is a scratch file.
+void ExpectDemoLogitsMatchPyTorch(const std::string& demo, const std::string& golden,
+                                  const std::string& flag, const std::string& out) {
+  const fs::path model = fs::path(MODRWKV_SOURCE_DIR) / "assets" / demo;
+  const fs::path dir = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / golden;
+  std::ifstream f(dir / "logits_top10.json");
   const nlohmann::json cases = nlohmann::json::parse(f)["cases"];
   ASSERT_FALSE(cases.empty());
-  const std::string out = (*dir_ / "demo_logits.bin").string();
   for (const nlohmann::json& c : cases) {
     SCOPED_TRACE(c["file"].get<std::string>());
     std::string tokens;
-    for (int t : c["prompt_tokens"]) tokens += std::to_string(t) + " ";
-    CliRun r = Cli("logits --model " + demo.string() + " --image " +
-                   (golden / "heldout" / c["file"].get<std::string>()).string() + " --tokens \"" +
+    for (int id : c["prompt_tokens"]) tokens += std::to_string(id) + " ";
+    CliRun r = Cli("logits --model " + model.string() + " --" + flag + " " +
+                   (dir / "heldout" / c["file"].get<std::string>()).string() + " --tokens \"" +
                    tokens + "\" --out " + out);
     ASSERT_EQ(r.code, 0) << r.err;
     std::ifstream lf(out, std::ios::binary);
@@ -177,6 +178,12 @@ TEST_F(CliTest, DemoModelLogitsAfterAnImageMatchPyTorch) {
       EXPECT_NEAR(logits[ids[i]], values[i], 1e-3 * std::abs(values[0])) << "token " << ids[i];
     }
   }
+}
+
+// The trained vision demo: `logits --image` on held-out images.
+TEST_F(CliTest, DemoModelLogitsAfterAnImageMatchPyTorch) {
+  ExpectDemoLogitsMatchPyTorch("vision-demo", "vision_demo", "image",
+                               (*dir_ / "demo_logits.bin").string());
 }
 
 // `generate --image` answers about the shipped example images, from the model directory (chat
@@ -204,35 +211,11 @@ TEST_F(CliTest, GenerateAnswersAboutAnImageInBothModelForms) {
   EXPECT_NE(r.err.find("no vision encoder"), std::string::npos) << r.err;
 }
 
-// The trained speech demo (assets/audio-demo): `logits --audio` on held-out FLAC clips equals the
-// PyTorch model's top-10 logits (tests/golden/audio_demo/logits_top10.json, same bf16 weights):
-// FFmpeg decode, log-mel, Whisper encoder, truncation, speech adapter and RWKV7 together.
+// The trained speech demo: `logits --audio` on held-out FLAC clips (FFmpeg decode, log-mel,
+// Whisper encoder, truncation, speech adapter and RWKV7 together).
 TEST_F(CliTest, DemoModelLogitsAfterAClipMatchPyTorch) {
-  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "audio-demo";
-  const fs::path golden = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "audio_demo";
-  std::ifstream f(golden / "logits_top10.json");
-  const nlohmann::json cases = nlohmann::json::parse(f)["cases"];
-  ASSERT_FALSE(cases.empty());
-  const std::string out = (*dir_ / "audio_logits.bin").string();
-  for (const nlohmann::json& c : cases) {
-    SCOPED_TRACE(c["file"].get<std::string>());
-    std::string tokens;
-    for (int t : c["prompt_tokens"]) tokens += std::to_string(t) + " ";
-    CliRun r = Cli("logits --model " + demo.string() + " --audio " +
-                   (golden / "heldout" / c["file"].get<std::string>()).string() + " --tokens \"" +
-                   tokens + "\" --out " + out);
-    ASSERT_EQ(r.code, 0) << r.err;
-    std::ifstream lf(out, std::ios::binary);
-    std::vector<float> logits(65536);
-    lf.read(reinterpret_cast<char*>(logits.data()), 65536 * 4);
-    ASSERT_TRUE(lf);
-    const std::vector<int> ids = c["top10_ids"].get<std::vector<int>>();
-    const std::vector<float> values = c["top10_values"].get<std::vector<float>>();
-    EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(), ids[0]);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      EXPECT_NEAR(logits[ids[i]], values[i], 1e-3 * std::abs(values[0])) << "token " << ids[i];
-    }
-  }
+  ExpectDemoLogitsMatchPyTorch("audio-demo", "audio_demo", "audio",
+                               (*dir_ / "audio_logits.bin").string());
 }
 
 // `generate --audio` transcribes a shipped example from the model directory (the clip alone: the

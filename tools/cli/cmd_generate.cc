@@ -17,7 +17,9 @@ namespace modrwkv::cli {
 namespace {
 
 // What follows the audio rows in the official speech models' prompt.
-constexpr char kSpeechPrompt[] = "\x16" "Assistant:";
+constexpr char kSpeechPrompt[] =
+    "\x16"
+    "Assistant:";
 
 absl::StatusOr<SamplerConfig> SamplingFromFlags(const Flags& f) {
   SamplerConfig p;
@@ -156,8 +158,8 @@ int RunGenerate(int argc, char** argv) {
   }
   auto threads = ModelOptionsFromFlags(flags, 1);
   if (!threads.ok()) return UsageError(flags, threads.status());
-  auto parts = BuildPrompt(*bundle, before, after, media,
-                           threads->threads > 0 ? threads->threads : 1);
+  auto parts =
+      BuildPrompt(*bundle, before, after, media, threads->threads > 0 ? threads->threads : 1);
   if (!parts.ok()) return Fail(parts.status());
   std::vector<int32_t> prompt = before;
   prompt.insert(prompt.end(), after.begin(), after.end());

@@ -78,10 +78,10 @@ int RunLogits(int argc, char** argv) {
   }
   auto mo = ModelOptionsFromFlags(flags, 1);
   if (!mo.ok()) return UsageError(flags, mo.status());
-  auto parts =
-      BuildPrompt(*bundle, *before, *ids,
+  auto parts = BuildPrompt(*bundle, *before, *ids,
                            !flags.Str("audio").empty() ? MediaFile{"audio", flags.Str("audio")}
-                                                       : MediaFile{"image", flags.Str("image")}, mo->threads > 0 ? mo->threads : 1);
+                                                       : MediaFile{"image", flags.Str("image")},
+                           mo->threads > 0 ? mo->threads : 1);
   if (!parts.ok()) return Fail(parts.status());
   StepEntry e;
   e.slot = 0;
@@ -95,20 +95,23 @@ int RunLogits(int argc, char** argv) {
 }
 
 int RunMakeDemoModel(int argc, char** argv) {
-  Flags flags("make-demo-model",
-              "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base | --audio whisper-small]",
-              "Writes a random-weight RWKV7 checkpoint (seeded; docs/random-weights.md) and the "
-              "vocabulary into DIR; with --vision, a generation-A vision model: the adapter in "
-              "the checkpoint, a SigLIP encoder folder (DIR/encoder) and the manifest, so DIR "
-              "serves images; with --audio, the same for speech (a Whisper encoder folder). Its text is random: it exercises the whole serving path without a "
-              "download.");
+  Flags flags(
+      "make-demo-model",
+      "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base | --audio whisper-small]",
+      "Writes a random-weight RWKV7 checkpoint (seeded; docs/random-weights.md) and the "
+      "vocabulary into DIR; with --vision, a generation-A vision model: the adapter in "
+      "the checkpoint, a SigLIP encoder folder (DIR/encoder) and the manifest, so DIR "
+      "serves images; with --audio, the same for speech (a Whisper encoder folder). Its text is "
+      "random: it exercises the whole serving path without a "
+      "download.");
   flags.Add("out", "", "output directory", true)
       .Add("shape", "tiny", "tiny (L2 C128), 0.1b (L12 C768), 0.4b (L24 C1024), 1.5b (L24 C2048)")
       .Add("format", "pth", "pth (torch.save zip, BlinkDL names) or safetensors")
       .Add("dtype", "bf16", "bf16 (as released models) or f32")
       .Add("seed", "1", "weight seed")
       .Add("vision", "", "add a random vision encoder + adapter: siglip2-base or tiny")
-      .Add("audio", "", "instead: a random Whisper encoder + speech adapter: whisper-small or tiny");
+      .Add("audio", "",
+           "instead: a random Whisper encoder + speech adapter: whisper-small or tiny");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;

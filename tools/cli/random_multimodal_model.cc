@@ -138,8 +138,9 @@ void AddRandomSpeechAdapter(const std::string& shape, int n_embd, uint64_t seed,
   const int64_t conv = int64_t{2} * n_embd * d * 3;
   tensors->push_back(F32(p + "conv.weight", {2 * n_embd, d, 3},
                          encoders::RandomUniform(p + "conv.weight", conv, -bound, bound, seed)));
-  tensors->push_back(F32(p + "conv.bias", {2 * n_embd},
-                         encoders::RandomUniform(p + "conv.bias", 2 * n_embd, -bound, bound, seed)));
+  tensors->push_back(
+      F32(p + "conv.bias", {2 * n_embd},
+          encoders::RandomUniform(p + "conv.bias", 2 * n_embd, -bound, bound, seed)));
   AddLinear(p + "proj.0", 2 * n_embd, 2 * n_embd, seed, tensors);
   AddLinear(p + "proj.2", 2 * n_embd, n_embd, seed, tensors);
 }
@@ -153,17 +154,19 @@ absl::Status WriteRandomAudioEncoder(const std::string& shape, uint64_t seed,
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   const encoders::WhisperConfig c = AudioShapeConfig(shape);
   std::vector<OwnedTensor> weights = encoders::MakeRandomWhisperWeights(c, seed);
-  for (OwnedTensor& t : weights) t.name = "model.encoder." + t.name;  // as save_pretrained names them
+  for (OwnedTensor& t : weights)
+    t.name = "model.encoder." + t.name;  // as save_pretrained names them
   MODRWKV_RETURN_IF_ERROR(
       WriteSafetensors((fs::path(dir) / "model.safetensors").string(), weights));
-  return WriteText(fs::path(dir) / "config.json",
-                   absl::StrFormat(
-                       R"({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"],
+  return WriteText(
+      fs::path(dir) / "config.json",
+      absl::StrFormat(
+          R"({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"],
  "num_mel_bins": %d, "d_model": %d, "encoder_layers": %d, "encoder_attention_heads": %d,
  "encoder_ffn_dim": %d, "max_source_positions": %d, "activation_function": "gelu"}
 )",
-                       c.num_mel_bins, c.d_model, c.encoder_layers, c.encoder_attention_heads,
-                       c.encoder_ffn_dim, c.max_source_positions));
+          c.num_mel_bins, c.d_model, c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim,
+          c.max_source_positions));
 }
 
 }  // namespace modrwkv::cli

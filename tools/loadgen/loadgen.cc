@@ -231,10 +231,9 @@ int Run(const Config& cfg, const std::string& json_path) {
         "\"tpot_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
         "\"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
         mode, completed, failed, dur_s, completed / dur_s, out_tokens / dur_s, images / dur_s,
-        clips / dur_s,
-        Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(tpot, 50),
-        Percentile(tpot, 90), Percentile(tpot, 99), Percentile(itl, 50), Percentile(itl, 90),
-        Percentile(itl, 99));
+        clips / dur_s, Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99),
+        Percentile(tpot, 50), Percentile(tpot, 90), Percentile(tpot, 99), Percentile(itl, 50),
+        Percentile(itl, 90), Percentile(itl, 99));
   }
   return failed == 0 ? 0 : 1;
 }

@@ -47,9 +47,11 @@ OwnedTensor F32(const std::string& name, std::vector<int64_t> shape, uint64_t se
 
 // Generation A's speech adapter (conv k3 s2 padding 2, linear, relu, linear) for encoder width d.
 std::unique_ptr<AdapterChain> SpeechAdapter(int d, std::vector<OwnedTensor>* keep) {
-  *keep = {F32("conv.weight", {2 * kModelDim, d, 3}, 5), F32("conv.bias", {2 * kModelDim}, 5),
+  *keep = {F32("conv.weight", {2 * kModelDim, d, 3}, 5),
+           F32("conv.bias", {2 * kModelDim}, 5),
            F32("proj.0.weight", {2 * kModelDim, 2 * kModelDim}, 5),
-           F32("proj.0.bias", {2 * kModelDim}, 5), F32("proj.2.weight", {kModelDim, 2 * kModelDim}, 5),
+           F32("proj.0.bias", {2 * kModelDim}, 5),
+           F32("proj.2.weight", {kModelDim, 2 * kModelDim}, 5),
            F32("proj.2.bias", {kModelDim}, 5)};
   auto chain = AdapterChain::Create(SpeechAdapterA(2), ViewsOf(*keep), "");
   EXPECT_TRUE(chain.ok()) << chain.status();
@@ -196,9 +198,9 @@ TEST(WavlmAudioPipelineTest, LoadsTheFolderAndEncodesAClip) {
 
 TEST(AudioPipelineTest, AFolderThatIsNoAudioEncoderIsAClearError) {
   std::vector<OwnedTensor> keep;
-  auto p = AudioPipeline::Load(
-      (fs::path(MODRWKV_GOLDEN_DIR) / "vision_forward" / "encoder").string(),
-      SpeechAdapter(64, &keep), AudioDecodeOptions{}, "x");
+  auto p =
+      AudioPipeline::Load((fs::path(MODRWKV_GOLDEN_DIR) / "vision_forward" / "encoder").string(),
+                          SpeechAdapter(64, &keep), AudioDecodeOptions{}, "x");
   ASSERT_FALSE(p.ok());
   EXPECT_THAT(p.status().message(), HasSubstr("expected \"whisper\" or \"wavlm\""));
 }
