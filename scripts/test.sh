@@ -11,9 +11,12 @@ cd "$(dirname "$0")/.."
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
+# Each phase's heading carries the seconds since the start, so a slow CI run shows where.
+phase() { echo "== $* (at ${SECONDS} s)"; }
+
 ./scripts/install-deps.sh
 
-echo "== release build and tests"
+phase "release build and tests"
 ./scripts/build.sh release
 ctest --preset release -j"$(nproc)"
 
@@ -32,14 +35,14 @@ fail_with_reports() {
 # weights, minutes under ASan) are left to release; every other image and audio end-to-end test
 # runs here. The ASan build keeps line tables only (-g1): reports still name file and line, and a
 # 2-vCPU machine builds it a fifth faster.
-echo "== ASan + UBSan: the whole suite, the server end to end included (see above for the two exclusions)"
+phase "ASan + UBSan: the whole suite, the server end to end included (see above for the two exclusions)"
 ./scripts/build.sh asan
 rm -rf build-asan/reports && mkdir -p build-asan/reports
 ASAN_OPTIONS="detect_leaks=1 log_path=$PWD/build-asan/reports/asan" \
 UBSAN_OPTIONS="print_stacktrace=1 log_path=$PWD/build-asan/reports/ubsan" \
   ctest --preset asan -j"$(nproc)" -E 'm01b|HeldOut' || fail_with_reports build-asan/reports
 
-echo "== ThreadSanitizer: the thread pool, the batch step, the scheduler and the encoder pool"
+phase "ThreadSanitizer: the thread pool, the batch step, the scheduler and the encoder pool"
 cmake --preset tsan >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target scheduler_test cpu_model_test kernels_test \
   encoder_pool_test
@@ -52,7 +55,7 @@ ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuModel|KernelIsa
 # reports inside gRPC itself; the ones on our reactor objects remain until gRPC and Abseil are
 # built with TSan (or the reactors annotate their hand-offs). MODRWKV_TSAN_E2E=1 runs it.
 if [[ "${MODRWKV_TSAN_E2E:-0}" == 1 ]]; then
-  echo "== ThreadSanitizer: the server end to end (MODRWKV_TSAN_E2E=1)"
+  phase "ThreadSanitizer: the server end to end (MODRWKV_TSAN_E2E=1)"
   cmake --build build-tsan -j"$(nproc)" --target modrwkv modrwkv-loadgen generate_e2e_test \
     lifecycle_e2e_test sessions_e2e_test client_e2e_test abuse_e2e_test
   rm -rf build-tsan/reports && mkdir -p build-tsan/reports
@@ -67,7 +70,7 @@ if [[ "${MODRWKV_TSAN_E2E:-0}" == 1 ]]; then
     fail_with_reports build-tsan/reports
 fi
 
-echo "== fuzz harnesses, 20 s each"
+phase "fuzz harnesses, 20 s each"
 cmake --preset fuzz >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target fuzzers
 # Seed messages of the request-conversion harness are kept as text protos; encode them.
@@ -93,4 +96,4 @@ for f in build-fuzz/bin/*_fuzz; do
   echo "-- $name"
   "$f" -max_total_time=20 -rss_limit_mb=4096 -print_final_stats=1 "${dirs[@]}" 2>&1 | tail -n 3
 done
-echo "== all tests passed"
+phase "all tests passed"

@@ -10,8 +10,10 @@
 
 // The element-wise loops below are plain C++ that the compiler vectorises; on x86 it builds them
 // for AVX-512, AVX2 and the baseline and picks one at load time (ifunc), as the build targets the
-// baseline ISA only. Without this, softmax and GELU took ~20% of a Whisper forward.
-#if defined(__x86_64__) && defined(__GNUC__)
+// baseline ISA only. Without this, softmax and GELU took ~20% of a Whisper forward. Not under
+// ThreadSanitizer: the ifunc resolver is instrumented and runs before the TSan runtime is up,
+// which crashes the process at load (see engine/sampling/simd_kernels_inl.h).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__)
 #define MODRWKV_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define MODRWKV_VEC_CLONES

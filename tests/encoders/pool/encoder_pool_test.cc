@@ -95,7 +95,7 @@ class RecordingObserver : public EncoderPoolObserver {
 };
 
 MediaItem Item(std::string bytes, std::string field = "") {
-  return MediaItem{std::make_shared<const std::string>(std::move(bytes)), std::move(field)};
+  return MediaItem{std::make_shared<const std::string>(std::move(bytes)), std::move(field), ""};
 }
 
 std::vector<MediaItem> Items(std::initializer_list<std::string> bytes) {
@@ -243,7 +243,7 @@ TEST(EncoderPoolTest, Admission) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(f.pool->Submit(Items({"x"}), nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
-  std::vector<MediaItem> no_bytes = {Item("x"), MediaItem{nullptr, "input[1].image"}};
+  std::vector<MediaItem> no_bytes = {Item("x"), MediaItem{nullptr, "input[1].image", ""}};
   absl::StatusOr<JobId> empty_item = f.pool->Submit(std::move(no_bytes), oversized.Callback());
   EXPECT_EQ(empty_item.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(empty_item.status().message()), StartsWith("input[1].image: "));
