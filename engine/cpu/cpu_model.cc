@@ -413,23 +413,37 @@ absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<Ste
     entry_offset_[e] = off;
     entry_rows_[e] = n;
     off += n;
-    if (entries[e].output != StepOutput::kNone) logit_entries.push_back(static_cast<int>(e));
+    if (entries[e].output == StepOutput::kLogits || entries[e].output == StepOutput::kSample) {
+      logit_entries.push_back(static_cast<int>(e));
+    }
   }
-  step_rows_ = rows;
+  // The rows of ln_out: the logit entries first (the head GEMM runs over those rows only), then
+  // the entries that want the hidden state alone.
   const int n_logits = static_cast<int>(logit_entries.size());
-  EnsureScratch(rows, n_logits);
+  std::vector<int> out_entries = logit_entries;
+  for (size_t e = 0; e < entries.size(); ++e) {
+    if (entries[e].output == StepOutput::kHidden) out_entries.push_back(static_cast<int>(e));
+  }
+  const int n_out = static_cast<int>(out_entries.size());
+  step_rows_ = rows;
+  EnsureScratch(rows, n_out);
 
   Embed(entries);
   for (int li = 0; li < cfg.n_layer; ++li) RunLayer(li, entries);
-  if (n_logits == 0) return absl::OkStatus();
+  if (n_out == 0) return absl::OkStatus();
 
-  // Logits only for the last row of the entries that want them.
-  pool_->ParallelFor(n_logits, [&](int64_t i, int) {
-    const int e = logit_entries[i];
+  // ln_out and the head only for the last row of the entries that want them.
+  pool_->ParallelFor(n_out, [&](int64_t i, int) {
+    const int e = out_entries[i];
     const int64_t last = entry_offset_[e] + entry_rows_[e] - 1;
     LayerNorm(s_.x.data() + last * C, ln_out_w_.data(), ln_out_b_.data(), C, kLnEps,
               s_.xo.data() + i * C);
   });
+  for (int i = n_logits; i < n_out; ++i) {
+    (*results)[out_entries[i]].hidden =
+        absl::Span<const float>(s_.xo.data() + static_cast<int64_t>(i) * C, C);
+  }
+  if (n_logits == 0) return absl::OkStatus();
   linear_.Run(head_, s_.xo.data(), C, n_logits, s_.logits.data(), V, false);
 
   std::vector<int> sample_rows;

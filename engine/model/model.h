@@ -36,6 +36,8 @@ enum class StepOutput {
   kNone,    // advance the state only (a prefill chunk that is not the last)
   kLogits,  // return the logits after the last row
   kSample,  // sample the next token from the logits after the last row (inside the backend)
+  kHidden,  // return the last row's hidden state after ln_out ([n_embd]), for a task head that
+            // replaces the LM head (time-series forecasting); no logits are computed
 };
 
 // One sequence's work in a step. The spans must stay valid until Step returns.
@@ -52,6 +54,9 @@ struct StepResult {
   absl::Span<const float> logits;
   int32_t token = -1;   // kSample
   SampleResult sample;  // kSample: logprobs if the sampler was asked for them
+  // kHidden: LayerNorm_out(x) of the last row ([n_embd]), the vector the LM head would multiply.
+  // Valid until the next Step or slot operation.
+  absl::Span<const float> hidden;
 };
 
 struct ModelDescription {

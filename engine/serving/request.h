@@ -35,6 +35,7 @@ struct Request {
   int generated = 0;
   int32_t last_token = -1;
   int32_t decode_input[1] = {0};
+  std::vector<float> hidden_state;  // RequestOutput::kHiddenState, set when the prompt is done
   bool cancelled = false;
   absl::Time submitted, started = absl::InfinitePast(), first_token = absl::InfinitePast(),
                         last_token_time;

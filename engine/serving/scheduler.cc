@@ -412,7 +412,12 @@ class Scheduler::Impl {
       cursors[i] = {r.part, r.offset, r.prompt_done};
       if (r.prompt_done < r.prompt_rows) {
         TakePromptRows(r, plan[i].rows, model_->config().n_embd, &e);
-        e.output = r.prompt_done == r.prompt_rows ? StepOutput::kSample : StepOutput::kNone;
+        if (r.prompt_done < r.prompt_rows) {
+          e.output = StepOutput::kNone;
+        } else {
+          e.output = r.req.output == RequestOutput::kHiddenState ? StepOutput::kHidden
+                                                                 : StepOutput::kSample;
+        }
       } else {
         r.decode_input[0] = r.last_token;
         e.inputs = {InputRowsView::Tokens(r.decode_input)};
@@ -430,6 +435,11 @@ class Scheduler::Impl {
     }
     for (size_t i = 0; i < entries.size(); ++i) {
       if (entries[i].output == StepOutput::kSample) OnToken(*reqs[i], results_[i], end);
+      if (entries[i].output == StepOutput::kHidden) {
+        const absl::Span<const float> h = results_[i].hidden;
+        reqs[i]->hidden_state.assign(h.begin(), h.end());
+        Finish(*reqs[i], EndReason::kLength, absl::OkStatus());
+      }
     }
     RemoveFinished();
   }
@@ -518,6 +528,7 @@ class Scheduler::Impl {
     FinishEvent e;
     e.reason = reason;
     e.status = std::move(status);
+    e.hidden_state = std::move(r.hidden_state);
     e.prompt_tokens = r.prompt_rows;
     e.generated_tokens = r.generated;
     const absl::Time now = absl::Now();

@@ -39,8 +39,16 @@ struct InputRows {
   std::vector<float> embeddings;
 };
 
+// What a request produces.
+enum class RequestOutput {
+  kTokens,       // generated tokens, streamed (sampling and stop apply)
+  kHiddenState,  // nothing generated: FinishEvent::hidden_state holds the last prompt row's
+                 // hidden state after ln_out, for a task head outside the engine (forecasting)
+};
+
 struct EngineRequest {
-  std::vector<InputRows> prompt;  // at least one row in total unless `session` has a state
+  std::vector<InputRows> prompt;  // at least one row in total
+  RequestOutput output = RequestOutput::kTokens;
   SamplerConfig sampling;
   StopConditions stop;
   // Continue this session's state and leave the final state in it. Must belong to `owner`.
@@ -59,8 +67,10 @@ struct TokenEvent {
 };
 
 struct FinishEvent {
+  // A RequestOutput::kHiddenState request that ran to the end of its prompt ends with kLength.
   EndReason reason = EndReason::kError;
   absl::Status status;  // OK unless reason == kError
+  std::vector<float> hidden_state;  // RequestOutput::kHiddenState, reason kLength: [n_embd]
   int prompt_tokens = 0;
   int generated_tokens = 0;
   absl::Duration queue_time;           // submit -> first step that included it

@@ -157,6 +157,39 @@ TEST_F(CpuModelTest, EmbeddingRowsEqualTokenRows) {
   EXPECT_LT(MaxRelDiff(via_emb, via_tokens), 1e-5f);
 }
 
+// kHidden returns ln_out of the last row: the head applied to it gives the logits of the same
+// input, whatever else is in the batch, and the state advances exactly as with kLogits.
+TEST_F(CpuModelTest, HiddenOutputIsWhatTheHeadMultiplies) {
+  auto m = Make(3);
+  const std::vector<float> logits = Logits(*m, 0, prompt_);
+  StepEntry hid, other;
+  hid.slot = 1;
+  hid.inputs = {InputRowsView::Tokens(prompt_)};
+  hid.output = StepOutput::kHidden;
+  const std::vector<int32_t> other_tokens = {9, 8, 7};
+  other.slot = 2;
+  other.inputs = {InputRowsView::Tokens(other_tokens)};
+  other.output = StepOutput::kLogits;
+  std::vector<StepResult> res;
+  ASSERT_TRUE(m->Step({other, hid}, &res).ok());
+  const int C = 128, V = 1000;
+  ASSERT_EQ(res[1].hidden.size(), static_cast<size_t>(C));
+  EXPECT_TRUE(res[1].logits.empty());
+  EXPECT_EQ(res[0].logits.size(), static_cast<size_t>(V));
+  const TensorView head = ViewsOf(*tensors_).at("head.weight");
+  std::vector<float> head_f32(static_cast<size_t>(V) * C);
+  ConvertToF32(head.dtype, head.data, V * C, head_f32.data());
+  std::vector<float> via_hidden(V);
+  for (int v = 0; v < V; ++v) {
+    double acc = 0;
+    for (int c = 0; c < C; ++c) acc += double(head_f32[v * C + c]) * res[1].hidden[c];
+    via_hidden[v] = static_cast<float>(acc);
+  }
+  EXPECT_LT(MaxRelDiff(via_hidden, logits), 1e-5f);
+  // Both slots hold the same state now: the next token gives the same logits.
+  EXPECT_EQ(Logits(*m, 0, {11}), Logits(*m, 1, {11}));
+}
+
 TEST_F(CpuModelTest, SlotCopyWriteAndResetContinueIdentically) {
   auto m = Make(3);
   Logits(*m, 0, prompt_);

@@ -166,6 +166,43 @@ TEST_F(SchedulerTest, ConcurrentGreedyStreamsEqualAlone) {
   EXPECT_EQ(sched->stats().slots_used, 0);
 }
 
+// A hidden-state request generates nothing and hands back ln_out of its last prompt row, equal
+// to the model's own kHidden output, while token streams run beside it; its slot is freed.
+TEST_F(SchedulerTest, HiddenStateRequestsReturnTheLastRowAndFreeTheSlot) {
+  const std::vector<int32_t> prompt = Prompt(300, 3);
+  std::vector<float> want;
+  {
+    auto m = MakeModel(1);
+    StepEntry e;
+    e.slot = 0;
+    e.inputs = {InputRowsView::Tokens(prompt)};
+    e.output = StepOutput::kHidden;
+    std::vector<StepResult> res;
+    ASSERT_TRUE(m->Step({e}, &res).ok());
+    want.assign(res[0].hidden.begin(), res[0].hidden.end());
+  }
+  auto model = MakeModel(3);
+  SchedulerOptions o;
+  o.max_running = 3;
+  o.max_step_tokens = 64;  // the prompt spans several steps
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto text = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(9, 1), 20), text).ok());
+  auto hidden = std::make_shared<CollectingSink>();
+  EngineRequest r = Greedy(prompt, 5);
+  r.output = RequestOutput::kHiddenState;
+  ASSERT_TRUE(sched->Submit(std::move(r), hidden).ok());
+  FinishEvent f = hidden->Wait();
+  EXPECT_EQ(f.reason, EndReason::kLength);
+  EXPECT_EQ(f.generated_tokens, 0);
+  EXPECT_EQ(f.prompt_tokens, 300);
+  EXPECT_TRUE(hidden->tokens().empty());
+  EXPECT_EQ(f.hidden_state, want);  // bit for bit: the CPU engine is batch invariant
+  EXPECT_EQ(text->Wait().reason, EndReason::kLength);
+  EXPECT_EQ(text->tokens(), Reference(Prompt(9, 1), 20));
+  EXPECT_EQ(sched->stats().slots_used, 0);
+}
+
 TEST_F(SchedulerTest, CancelFreesTheSlot) {
   auto model = MakeModel(2);
   SchedulerOptions o;
