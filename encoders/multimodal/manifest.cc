@@ -1,5 +1,7 @@
 #include "encoders/multimodal/manifest.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -115,6 +117,76 @@ absl::StatusOr<AudioManifest> ParseAudio(const json& v, const std::string& dir) 
   return m;
 }
 
+// A positive integer no larger than 2^20 (bounds every product of them the pipeline forms).
+absl::StatusOr<int> PositiveInt(const json& v, const std::string& key) {
+  constexpr int64_t kMax = int64_t{1} << 20;
+  if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > kMax) {
+    return Bad(key, absl::StrCat("must be an integer in 1..", kMax));
+  }
+  return static_cast<int>(v.get<int64_t>());
+}
+
+absl::StatusOr<TimeSeriesManifest> ParseTimeSeries(const json& v) {
+  if (!v.is_object()) return Bad("time_series", "must be an object");
+  static const char* kKnown[] = {"encoder", "channels",   "patch", "dilations",
+                                 "horizon", "max_length", "eps",   "prompt"};
+  for (const auto& [key, value] : v.items()) {
+    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
+      return Bad(absl::StrCat("time_series.", key),
+                 "is not a key of \"time_series\" (known: encoder, channels, patch, dilations, "
+                 "horizon, max_length, eps, prompt)");
+    }
+  }
+  TimeSeriesManifest m;
+  if (!v.contains("encoder")) return Bad("time_series.encoder", "is required (\"wavenet\")");
+  if (!v["encoder"].is_string() || v["encoder"].get<std::string>() != "wavenet") {
+    return Bad("time_series.encoder",
+               absl::StrCat("is ", v["encoder"].dump(), ", expected \"wavenet\" (the only one)"));
+  }
+  m.encoder = "wavenet";
+  for (const char* key : {"channels", "dilations", "horizon", "max_length"}) {
+    if (!v.contains(key)) return Bad(absl::StrCat("time_series.", key), "is required");
+  }
+  absl::StatusOr<int> n = PositiveInt(v["channels"], "time_series.channels");
+  if (!n.ok()) return n.status();
+  m.channels = *n;
+  if (v.contains("patch")) {
+    n = PositiveInt(v["patch"], "time_series.patch");
+    if (!n.ok()) return n.status();
+    m.patch = *n;
+  }
+  const json& d = v["dilations"];
+  if (!d.is_array() || d.empty()) {
+    return Bad("time_series.dilations", "must be a non-empty array (one dilation per layer)");
+  }
+  for (size_t i = 0; i < d.size(); ++i) {
+    n = PositiveInt(d[i], absl::StrCat("time_series.dilations[", i, "]"));
+    if (!n.ok()) return n.status();
+    m.dilations.push_back(*n);
+  }
+  n = PositiveInt(v["horizon"], "time_series.horizon");
+  if (!n.ok()) return n.status();
+  m.horizon = *n;
+  n = PositiveInt(v["max_length"], "time_series.max_length");
+  if (!n.ok()) return n.status();
+  m.max_length = *n;
+  if (m.max_length < m.patch) {
+    return Bad("time_series.max_length",
+               absl::StrCat("is ", m.max_length, ", less than one patch (", m.patch, " steps)"));
+  }
+  if (v.contains("eps")) {
+    const json& e = v["eps"];
+    if (!e.is_number() || !(e.get<double>() > 0) || !std::isfinite(e.get<float>())) {
+      return Bad("time_series.eps", "must be a positive finite number");
+    }
+    m.eps = e.get<float>();
+  }
+  absl::StatusOr<std::string> s = OptString(v, "prompt", "");
+  if (!s.ok()) return Bad("time_series.prompt", "must be a string");
+  m.prompt = *std::move(s);
+  return m;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ManifestAdapter(const json& value, absl::string_view key) {
@@ -151,13 +223,14 @@ absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const st
     return absl::InvalidArgumentError(
         absl::StrCat(kManifestName, " in ", dir, " is not a JSON object"));
   }
-  static const char* kKnown[] = {"format",      "checkpoint", "vocab",  "chat_template",
-                                 "stop_tokens", "ban_tokens", "vision", "audio"};
+  static const char* kKnown[] = {"format",     "checkpoint", "vocab",  "chat_template",
+                                 "stop_tokens", "ban_tokens", "vision", "audio",
+                                 "time_series"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return Bad(key,
                  "is not a manifest key (known: format, checkpoint, vocab, chat_template, "
-                 "stop_tokens, ban_tokens, vision, audio)");
+                 "stop_tokens, ban_tokens, vision, audio, time_series)");
     }
   }
   if (j.contains("format") && (!j["format"].is_number_integer() || j["format"].get<int>() != 1)) {
@@ -193,6 +266,11 @@ absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const st
     absl::StatusOr<AudioManifest> a = ParseAudio(j["audio"], dir);
     if (!a.ok()) return a.status();
     m.audio = *std::move(a);
+  }
+  if (j.contains("time_series")) {
+    absl::StatusOr<TimeSeriesManifest> t = ParseTimeSeries(j["time_series"]);
+    if (!t.ok()) return t.status();
+    m.time_series = *std::move(t);
   }
   return m;
 }

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "encoders/timeseries/timeseries_manifest.h"
 #include "nlohmann/json_fwd.hpp"
 
 namespace modrwkv::encoders {
@@ -54,6 +55,7 @@ struct ModelManifest {
   std::vector<int32_t> ban_tokens;
   std::optional<VisionManifest> vision;
   std::optional<AudioManifest> audio;
+  std::optional<TimeSeriesManifest> time_series;  // encoders/timeseries/timeseries_manifest.h
 };
 
 // The adapter a manifest names: a chain of layers (JSON array), or a preset's name — vision_a,

@@ -1,0 +1,22 @@
+// The `time_series` section of the model manifest (docs/models.md, "Time series"): what a
+// time-series checkpoint's keys cannot say. Parsed by encoders/multimodal/manifest.cc; defined
+// here, header-only, so that the time-series pipeline depends on no layer above it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace modrwkv::encoders {
+
+struct TimeSeriesManifest {
+  std::string encoder = "wavenet";  // the only encoder
+  int channels = 0;                 // c, values per time step (>= 1)
+  int patch = 4;                    // P, time steps per encoder row (>= 1)
+  std::vector<int> dilations;       // one per WaveNet layer (each >= 1)
+  int horizon = 0;                  // H, forecast steps (>= 1)
+  int max_length = 0;               // the longest series accepted, in steps (>= patch)
+  float eps = 1e-5f;                // added to the variance in the normalisation (> 0)
+  std::string prompt;               // text whose tokens follow the series rows; "" = none
+};
+
+}  // namespace modrwkv::encoders
