@@ -1,0 +1,214 @@
+// WaveNetEncoder: loading (shape checks against the format) and the forward on packed GEMMs.
+// The causal kernel-2 conv needs no im2col: tap 1 multiplies every row, tap 0 the rows shifted
+// by the dilation, both accumulated into the same output.
+#include "encoders/timeseries/wavenet.h"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
+#include "engine/cpu/kernels.h"
+
+namespace modrwkv::encoders {
+namespace {
+
+using TensorMap = std::map<std::string, TensorView>;
+
+absl::StatusOr<const TensorView*> Need(const TensorMap& t, const std::string& name,
+                                       std::set<std::string>* used) {
+  auto it = t.find(name);
+  if (it == t.end()) {
+    return absl::NotFoundError(absl::StrCat("time-series encoder: tensor ", name, " is missing"));
+  }
+  used->insert(name);
+  return &it->second;
+}
+
+absl::Status CheckShape(const TensorView& v, const std::vector<int64_t>& want,
+                        absl::string_view meaning) {
+  if (v.shape != want) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: tensor ", v.name,
+                                                   " has shape ", v.ShapeString(), ", expected ",
+                                                   ShapeToString(want), meaning));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<float> ToF32(const TensorView& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  ConvertToF32(t.dtype, t.data, v.size(), v.data());
+  return v;
+}
+
+cpu::Matrix Packed(const std::vector<float>& w, int rows, int cols, const std::string& name) {
+  TensorView view;
+  view.name = name;
+  view.dtype = DType::kF32;
+  view.shape = {rows, cols};
+  view.data = w.data();
+  view.nbytes = w.size() * sizeof(float);
+  return cpu::MakeMatrix(view, /*transposed=*/false, cpu::WType::kF32, cpu::Layout::kPanels);
+}
+
+// A Linear's weight [out, in] (checked) as a packed matrix, and its bias [out].
+absl::Status LoadLinear(const TensorMap& t, const std::string& stem, int out, int in,
+                        std::set<std::string>* used, cpu::Matrix* w, std::vector<float>* b) {
+  MODRWKV_ASSIGN_OR_RETURN(const TensorView* wv, Need(t, stem + ".weight", used));
+  MODRWKV_ASSIGN_OR_RETURN(const TensorView* bv, Need(t, stem + ".bias", used));
+  MODRWKV_RETURN_IF_ERROR(CheckShape(*wv, {out, in}, ""));
+  MODRWKV_RETURN_IF_ERROR(CheckShape(*bv, {out}, ""));
+  *w = cpu::MakeMatrix(*wv, /*transposed=*/false, cpu::WType::kF32, cpu::Layout::kPanels);
+  *b = ToF32(*bv);
+  return absl::OkStatus();
+}
+
+// rows r of y[R][n] = bias (the GEMMs then accumulate into it).
+void FillBias(const std::vector<float>& bias, int R, float* y) {
+  const size_t n = bias.size();
+  for (int r = 0; r < R; ++r) std::memcpy(y + r * n, bias.data(), n * sizeof(float));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WaveNetEncoder>> WaveNetEncoder::Load(
+    const TensorMap& tensors, const std::string& prefix, absl::Span<const int> dilations) {
+  if (dilations.empty()) {
+    return absl::InvalidArgumentError("time-series encoder: no dilations (one per layer needed)");
+  }
+  for (size_t i = 0; i < dilations.size(); ++i) {
+    if (dilations[i] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("time-series encoder: dilations[", i, "] is ",
+                                                     dilations[i], ", must be >= 1"));
+    }
+  }
+  // The checkpoint's layer count: 1 + the largest i of <prefix>layers.<i>.*.
+  const std::string layers_prefix = prefix + "layers.";
+  int ckpt_layers = 0;
+  for (auto it = tensors.lower_bound(layers_prefix);
+       it != tensors.end() && absl::StartsWith(it->first, layers_prefix); ++it) {
+    const std::string rest = it->first.substr(layers_prefix.size());
+    int i = -1;
+    if (!absl::SimpleAtoi(rest.substr(0, rest.find('.')), &i) || i < 0 || i > (1 << 20)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("time-series encoder: unexpected tensor ", it->first));
+    }
+    ckpt_layers = std::max(ckpt_layers, i + 1);
+  }
+  if (ckpt_layers != static_cast<int>(dilations.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "time-series encoder: the checkpoint has ", ckpt_layers, " WaveNet layers (", layers_prefix,
+        "0..", ckpt_layers - 1, ") but time_series.dilations names ", dilations.size()));
+  }
+
+  std::unique_ptr<WaveNetEncoder> e(new WaveNetEncoder());
+  std::set<std::string> used;
+  MODRWKV_ASSIGN_OR_RETURN(const TensorView* embed, Need(tensors, prefix + "embed.weight", &used));
+  if (embed->shape.size() != 2 || embed->shape[0] < 1 || embed->shape[1] < 1 ||
+      embed->shape[0] > (1 << 16) || embed->shape[1] > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: tensor ", embed->name,
+                                                   " has shape ", embed->ShapeString(),
+                                                   ", expected [d, patch * channels]"));
+  }
+  const int d = static_cast<int>(embed->shape[0]);
+  e->dim_ = d;
+  e->input_dim_ = static_cast<int>(embed->shape[1]);
+  MODRWKV_RETURN_IF_ERROR(
+      LoadLinear(tensors, prefix + "embed", d, e->input_dim_, &used, &e->embed_, &e->embed_b_));
+  for (size_t i = 0; i < dilations.size(); ++i) {
+    const std::string p = absl::StrCat(layers_prefix, i, ".");
+    Layer l;
+    l.dilation = dilations[i];
+    MODRWKV_ASSIGN_OR_RETURN(const TensorView* cw, Need(tensors, p + "conv.weight", &used));
+    MODRWKV_ASSIGN_OR_RETURN(const TensorView* cb, Need(tensors, p + "conv.bias", &used));
+    MODRWKV_RETURN_IF_ERROR(CheckShape(*cw, {2 * d, d, 2}, " ([2d, d, kernel 2])"));
+    MODRWKV_RETURN_IF_ERROR(CheckShape(*cb, {2 * d}, ""));
+    // [2d][d][2] -> one [2d][d] matrix per tap.
+    const std::vector<float> w = ToF32(*cw);
+    std::vector<float> t0(w.size() / 2), t1(w.size() / 2);
+    for (size_t k = 0; k < t0.size(); ++k) {
+      t0[k] = w[2 * k];
+      t1[k] = w[2 * k + 1];
+    }
+    l.tap0 = Packed(t0, 2 * d, d, cw->name);
+    l.tap1 = Packed(t1, 2 * d, d, cw->name);
+    l.conv_b = ToF32(*cb);
+    // res and skip stacked into one [2d][d] GEMM.
+    std::vector<float> rs, rs_b;
+    for (const char* which : {"res", "skip"}) {
+      MODRWKV_ASSIGN_OR_RETURN(const TensorView* lw,
+                               Need(tensors, absl::StrCat(p, which, ".weight"), &used));
+      MODRWKV_ASSIGN_OR_RETURN(const TensorView* lb,
+                               Need(tensors, absl::StrCat(p, which, ".bias"), &used));
+      MODRWKV_RETURN_IF_ERROR(CheckShape(*lw, {d, d}, ""));
+      MODRWKV_RETURN_IF_ERROR(CheckShape(*lb, {d}, ""));
+      const std::vector<float> wv = ToF32(*lw), bv = ToF32(*lb);
+      rs.insert(rs.end(), wv.begin(), wv.end());
+      rs_b.insert(rs_b.end(), bv.begin(), bv.end());
+    }
+    l.res_skip = Packed(rs, 2 * d, d, p + "res_skip");
+    l.res_skip_b = std::move(rs_b);
+    e->layers_.push_back(std::move(l));
+  }
+  MODRWKV_RETURN_IF_ERROR(LoadLinear(tensors, prefix + "out", d, d, &used, &e->out_, &e->out_b_));
+  for (auto it = tensors.lower_bound(prefix);
+       it != tensors.end() && absl::StartsWith(it->first, prefix); ++it) {
+    if (!used.count(it->first)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("time-series encoder: unexpected tensor ", it->first,
+                       " (the WaveNet format has embed, layers.{i}.{conv,res,skip} and out only)"));
+    }
+  }
+  return e;
+}
+
+absl::StatusOr<std::vector<float>> WaveNetEncoder::Encode(absl::Span<const float> rows, int R,
+                                                          cpu::ThreadPool* pool) const {
+  if (R < 1 || rows.size() != static_cast<size_t>(R) * input_dim_) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: ", rows.size(),
+                                                   " input values for ", R, " rows of ", input_dim_,
+                                                   " (expected at least one row)"));
+  }
+  std::optional<cpu::ThreadPool> local;
+  if (pool == nullptr) pool = &local.emplace(1);
+  cpu::LinearRunner runner(pool);  // per call: its packing scratch is not shared
+  const size_t d = dim_, d2 = 2 * d;
+  std::vector<float> h(R * d), skip(R * d, 0.0f), z(R * d2), g(R * d), rs(R * d2);
+  FillBias(embed_b_, R, h.data());
+  runner.Run(embed_, rows.data(), input_dim_, R, h.data(), d, /*accumulate=*/true);
+  for (const Layer& l : layers_) {
+    FillBias(l.conv_b, R, z.data());
+    runner.Run(l.tap1, h.data(), d, R, z.data(), d2, /*accumulate=*/true);
+    if (R > l.dilation) {  // rows r >= dil read row r - dil; earlier rows read the zero padding
+      runner.Run(l.tap0, h.data(), d, R - l.dilation, z.data() + l.dilation * d2, d2,
+                 /*accumulate=*/true);
+    }
+    for (int r = 0; r < R; ++r) {
+      float* zr = z.data() + r * d2;
+      cpu::VecTanh(zr, d);
+      cpu::VecSigmoid(zr + d, d);
+      float* gr = g.data() + r * d;
+      for (size_t j = 0; j < d; ++j) gr[j] = zr[j] * zr[d + j];
+    }
+    FillBias(l.res_skip_b, R, rs.data());
+    runner.Run(l.res_skip, g.data(), d, R, rs.data(), d2, /*accumulate=*/true);
+    for (int r = 0; r < R; ++r) {
+      const float* rsr = rs.data() + r * d2;
+      float* hr = h.data() + r * d;
+      float* sr = skip.data() + r * d;
+      for (size_t j = 0; j < d; ++j) hr[j] += rsr[j];
+      for (size_t j = 0; j < d; ++j) sr[j] += rsr[d + j];
+    }
+  }
+  for (float& v : skip) v = v > 0 ? v : 0.0f;
+  std::vector<float> out(R * d);
+  FillBias(out_b_, R, out.data());
+  runner.Run(out_, skip.data(), d, R, out.data(), d, /*accumulate=*/true);
+  return out;
+}
+
+}  // namespace modrwkv::encoders

@@ -1,0 +1,270 @@
+// Tests encoders/timeseries/timeseries_model: the adapter rows and the forecast against the
+// PyTorch reference (tests/golden/timeseries, every case: the forecast from the fixture's hidden
+// state), the pool path (PackSeries -> Prepare -> EncodeBatch) against the synchronous one,
+// errors (load, validation, kinds, sizes) naming what was wrong, concurrent use, and the trained
+// demo (assets/ts-demo) loading.
+#include "encoders/timeseries/timeseries_model.h"
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/encoders/timeseries/ts_golden.h"
+
+namespace modrwkv::encoders {
+namespace {
+
+using golden::MaxRelDiff;
+using ::testing::HasSubstr;
+
+// The last position's hidden state [C] of a case's *_hidden.bin ([rows + prompt tokens, C]).
+std::vector<float> LastHidden(const nlohmann::json& c) {
+  const std::vector<float> all = ts_golden::Floats(c["hidden"]);
+  const int n = c["hidden"]["shape"][0], dim = c["hidden"]["shape"][1];
+  EXPECT_EQ(all.size(), static_cast<size_t>(n) * dim);
+  return std::vector<float>(all.end() - dim, all.end());
+}
+
+TEST(TimeSeriesPipelineGolden, AdapterRowsMatchTheReference) {
+  const auto p = ts_golden::FixturePipeline();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->dim(), 64);
+  EXPECT_EQ(p->encoder_dim(), 16);
+  cpu::ThreadPool pool(2);
+  double worst = 0;
+  for (const nlohmann::json& c : ts_golden::Cases()) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const Series s = ts_golden::Input(c);
+    EXPECT_EQ(p->RowsFor(s.length), c["rows"].get<int>());
+    auto rows = p->EncodeSeries(s, "series", &pool);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    EXPECT_EQ(rows->rows, c["rows"].get<int>());
+    EXPECT_EQ(rows->dim, 64);
+    const std::vector<float> want = ts_golden::Floats(c["adapter_rows"]);
+    ASSERT_EQ(rows->data.size(), want.size());
+    const double err = MaxRelDiff(rows->data, want);
+    worst = std::max(worst, err);
+    EXPECT_LT(err, 1e-5);  // max |diff| / max |reference|
+  }
+  RecordProperty("max_rel_diff", absl::StrFormat("%.3g", worst));
+}
+
+TEST(TimeSeriesPipelineGolden, ForecastFromTheHiddenStateMatchesTheReference) {
+  const auto p = ts_golden::FixturePipeline();
+  ASSERT_NE(p, nullptr);
+  double worst_n = 0, worst = 0;
+  for (const nlohmann::json& c : ts_golden::Cases()) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const std::vector<float> hidden = LastHidden(c);
+    auto yn = p->ForecastNormalized(hidden);
+    ASSERT_TRUE(yn.ok()) << yn.status();
+    const std::vector<float> want_n = ts_golden::Floats(c["forecast_normalized"]);
+    ASSERT_EQ(yn->size(), want_n.size());
+    worst_n = std::max(worst_n, MaxRelDiff(*yn, want_n));
+    EXPECT_LT(MaxRelDiff(*yn, want_n), 1e-5);
+    // De-normalised with the statistics of the case's input.
+    auto y = p->Forecast(hidden, p->Stats(ts_golden::Input(c)));
+    ASSERT_TRUE(y.ok()) << y.status();
+    const std::vector<float> want = ts_golden::Floats(c["forecast"]);
+    ASSERT_EQ(y->size(), want.size());
+    worst = std::max(worst, MaxRelDiff(*y, want));
+    // Per channel: the channels' scales differ (about 10 and 200).
+    for (int ch = 0; ch < 2; ++ch) {
+      double diff = 0, scale = 0;
+      for (size_t i = ch; i < want.size(); i += 2) {
+        diff = std::max(diff, std::abs(static_cast<double>((*y)[i]) - want[i]));
+        scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+      }
+      EXPECT_LT(diff / scale, 1e-6) << "channel " << ch;
+    }
+  }
+  RecordProperty("normalized_max_rel_diff", absl::StrFormat("%.3g", worst_n));
+  RecordProperty("forecast_max_rel_diff", absl::StrFormat("%.3g", worst));
+}
+
+TEST(TimeSeriesPipeline, PoolPathEqualsTheSynchronousPath) {
+  const auto p = ts_golden::FixturePipeline();
+  ASSERT_NE(p, nullptr);
+  const nlohmann::json cases = ts_golden::Cases();
+  std::vector<std::shared_ptr<const PreparedItem>> prepared;
+  std::vector<const PreparedItem*> batch;
+  for (const nlohmann::json& c : cases) {
+    MediaItem item{std::make_shared<const std::string>(PackSeries(ts_golden::Input(c))),
+                   "input[0].series", kSeriesKind};
+    auto pi = p->Prepare(item, nullptr);
+    ASSERT_TRUE(pi.ok()) << pi.status();
+    EXPECT_EQ((*pi)->shape, (std::vector<int64_t>{c["rows"].get<int>(), 8}));
+    EXPECT_EQ((*pi)->kind, "series");
+    EXPECT_LT(MaxRelDiff((*pi)->data, ts_golden::Floats(c["rows_in"])), 1e-6);
+    prepared.push_back(*pi);
+    batch.push_back(pi->get());
+  }
+  std::vector<EmbeddingRows> out;
+  ASSERT_TRUE(p->EncodeBatch(batch, &out, nullptr).ok());
+  ASSERT_EQ(out.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto one = p->EncodeSeries(ts_golden::Input(cases[i]), "s", nullptr);
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ(out[i].rows, one->rows);
+    EXPECT_EQ(out[i].data, one->data) << i;  // bit for bit
+  }
+}
+
+TEST(TimeSeriesPipeline, ConcurrentCallsGiveTheSameRows) {
+  const auto p = ts_golden::FixturePipeline();
+  ASSERT_NE(p, nullptr);
+  const Series s = ts_golden::Input(ts_golden::Cases()[1]);
+  auto want = p->EncodeSeries(s, "s", nullptr);
+  ASSERT_TRUE(want.ok());
+  std::vector<std::thread> threads;
+  std::vector<int> same(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      cpu::ThreadPool pool(2);
+      for (int i = 0; i < 20; ++i) {
+        auto got = p->EncodeSeries(s, "s", &pool);
+        same[t] += got.ok() && got->data == want->data;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(same[t], 20) << t;
+}
+
+TEST(TimeSeriesPipeline, PrepareErrorsNameTheField) {
+  const auto p = ts_golden::FixturePipeline();
+  ASSERT_NE(p, nullptr);
+  auto prepare = [&](const std::string& bytes, const char* kind) {
+    MediaItem item{std::make_shared<const std::string>(bytes), "input[3].series", kind};
+    auto r = p->Prepare(item, nullptr);
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    return r.ok() ? std::string() : std::string(r.status().message());
+  };
+  Series s{8, 2, std::vector<float>(16, 1.0f)};
+  EXPECT_THAT(prepare(PackSeries(s), "image"),
+              HasSubstr("input[3].series: the time-series encoder got a \"image\" item"));
+  EXPECT_THAT(prepare("garbage", kSeriesKind), HasSubstr("input[3].series: a packed series"));
+  s.values[13] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THAT(prepare(PackSeries(s), kSeriesKind),
+              HasSubstr("input[3].series.values[13] (step 6, channel 1) is NaN"));
+  EXPECT_THAT(prepare(PackSeries(Series{3, 2, std::vector<float>(6, 1.0f)}), kSeriesKind),
+              HasSubstr("3 time steps, fewer than one patch (4)"));
+  EXPECT_THAT(prepare(PackSeries(Series{257, 2, std::vector<float>(514, 1.0f)}), kSeriesKind),
+              HasSubstr("257 time steps, more than max_length (256)"));
+  EXPECT_THAT(prepare(PackSeries(Series{8, 1, std::vector<float>(8, 1.0f)}), kSeriesKind),
+              HasSubstr("1 channels per time step, the model takes 2"));
+  // x - mean overflows float32: mean = -max/2, so the first value is 1.5 max from it.
+  const float big = std::numeric_limits<float>::max();
+  Series wide{4, 2, {big, 0, -big, 0, -big, 0, -big, 0}};
+  EXPECT_THAT(prepare(PackSeries(wide), kSeriesKind),
+              HasSubstr("input[3].series.values[0] (step 0, channel 0) does not normalise to a "
+                        "finite value"));
+}
+
+TEST(TimeSeriesPipeline, ForecastRefusesWrongSizes) {
+  const auto p = ts_golden::FixturePipeline();
+  ASSERT_NE(p, nullptr);
+  const SeriesNorm norm{{0, 0}, {1, 1}};
+  auto y = p->Forecast(std::vector<float>(63, 0.0f), norm);
+  ASSERT_FALSE(y.ok());
+  EXPECT_THAT(y.status().message(), HasSubstr("hidden state of 63 values, expected n_embd = 64"));
+  y = p->Forecast(std::vector<float>(64, 0.0f), SeriesNorm{{0}, {1}});
+  ASSERT_FALSE(y.ok());
+  EXPECT_THAT(y.status().message(), HasSubstr("the model has 2"));
+  y = p->Forecast(std::vector<float>(64, 1e30f), SeriesNorm{{0, 0}, {1e10f, 1e10f}});
+  ASSERT_FALSE(y.ok());  // the de-normalised value overflows float32
+  EXPECT_THAT(y.status().message(), HasSubstr("is not finite"));
+  y = p->Forecast(std::vector<float>(64, 0.0f), norm);
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(y->size(), 12u);  // horizon 6 x 2 channels
+}
+
+std::string LoadError(const std::map<std::string, TensorView>& t, const TimeSeriesManifest& m,
+                      int n_embd = ts_golden::kNEmbd) {
+  auto p = TimeSeriesPipeline::Load(t, m, n_embd, "x");
+  EXPECT_FALSE(p.ok());
+  return p.ok() ? "" : std::string(p.status().message());
+}
+
+TEST(TimeSeriesPipeline, LoadErrorsNameTheKeyOrTheTensor) {
+  const auto& good = ts_golden::FixtureCheckpoint().tensors();
+  TimeSeriesManifest m = ts_golden::FixtureManifest();
+  m.channels = 1;
+  EXPECT_THAT(LoadError(good, m),
+              HasSubstr("embed.weight takes rows of width 8, but time_series.patch x "
+                        "time_series.channels = 4 x 1 = 4"));
+  m = ts_golden::FixtureManifest();
+  m.horizon = 5;
+  EXPECT_THAT(LoadError(good, m),
+              HasSubstr("tensor modality.ts_head.weight has shape [12,64], expected [10,64]"));
+  m = ts_golden::FixtureManifest();
+  m.dilations = {1, 2};
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.dilations names 2"));
+  m = ts_golden::FixtureManifest();
+  m.eps = 0;
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.eps"));
+  m = ts_golden::FixtureManifest();
+  m.max_length = 3;
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.max_length"));
+  m = ts_golden::FixtureManifest();
+  m.encoder = "tcn";
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.encoder"));
+  EXPECT_THAT(LoadError(good, ts_golden::FixtureManifest(), 128),
+              HasSubstr("proj.2.weight gives width 64, but the language model's width is 128"));
+  auto missing = good;
+  missing.erase("modality.ts_head.bias");
+  EXPECT_THAT(LoadError(missing, ts_golden::FixtureManifest()),
+              HasSubstr("tensor modality.ts_head.bias is missing"));
+  auto extra = good;
+  TensorView v = good.at("modality.ts_adapter.proj.0.bias");
+  v.name = "modality.ts_adapter.pre_norm.bias";
+  extra[v.name] = v;
+  EXPECT_THAT(LoadError(extra, ts_golden::FixtureManifest()),
+              HasSubstr("unexpected tensor modality.ts_adapter.pre_norm.bias"));
+}
+
+TEST(TimeSeriesPipeline, IdNamesTheWeightsAndWhatChangesTheRows) {
+  const auto& t = ts_golden::FixtureCheckpoint().tensors();
+  TimeSeriesManifest m = ts_golden::FixtureManifest();
+  auto a = TimeSeriesPipeline::Load(t, m, 64, "ckpt@1234");
+  ASSERT_TRUE(a.ok());
+  EXPECT_THAT((*a)->id(), HasSubstr("ckpt@1234"));
+  EXPECT_THAT((*a)->id(), HasSubstr("dilations=1,2,4"));
+  m.eps = 1e-3f;
+  auto b = TimeSeriesPipeline::Load(t, m, 64, "ckpt@1234");
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE((*a)->id(), (*b)->id());
+}
+
+TEST(TimeSeriesPipeline, LoadsTheTrainedDemo) {
+  auto ckpt = Checkpoint::Open(std::string(MODRWKV_SOURCE_DIR) + "/assets/ts-demo/rwkv-0.pth");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  const TensorView* emb = (*ckpt)->Find("emb.weight");
+  ASSERT_NE(emb, nullptr);
+  TimeSeriesManifest m;
+  m.channels = 1;
+  m.dilations = {1, 2, 4, 8, 1, 2, 4, 8};
+  m.horizon = 12;
+  m.max_length = 512;
+  auto p = TimeSeriesPipeline::Load((*ckpt)->tensors(), m, static_cast<int>(emb->shape[1]), "demo");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->encoder_dim(), 32);
+  EXPECT_EQ((*p)->encoder().layers(), 8);
+  Series s{96, 1, {}};
+  for (int t = 0; t < 96; ++t) s.values.push_back(100 + 10 * std::sin(t * 0.5236f));
+  auto rows = (*p)->EncodeSeries(s, "s", nullptr);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->rows, 24);
+  EXPECT_EQ(rows->dim, (*p)->dim());
+  for (float v : rows->data) ASSERT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace modrwkv::encoders
