@@ -117,10 +117,32 @@ def image_seeds() -> dict:
     }
 
 
+def series_seeds() -> dict:
+    """series_fuzz: byte 0 even = CSV text, odd = a packed series (encoders/timeseries/series.h)."""
+    def packed(length: int, channels: int, values) -> bytes:
+        return b"\x01MRTS" + struct.pack("<III", 1, length, channels) + struct.pack(
+            f"<{len(values)}f", *values)
+
+    golden = (ROOT / "tests/golden/timeseries/t45_input.csv").read_bytes()
+    return {
+        "golden.csv": b"\x00" + golden,
+        "dates.csv": b"\x00date,load\n2024-01-01,1.5\n2024-01-02,2\n2024-01-03,-3e2\n",
+        "monthly.csv": b"\x00month,a,b\n2023-11,1,2\n2023-12,3,4\n",
+        "datetime_crlf.csv": b"\x00ds,\"temp, C\"\r\n2016-07-01 00:00:00,1\r\n"
+                             b"2016-07-01 01:00:00,2\r\n\r\n",
+        "decimal_time.csv": b"\x00time,v\n0.5,1\n1.0,2\n1.5,3\n",
+        "quoted_multiline.csv": b"\x00\"two\nlines\",\"q\"\"\"\n\"1\",2\n",
+        "ragged.csv": b"\x00a,b\n1,2\n3\n",
+        "nan.csv": b"\x00a\n1\nnan\n",
+        "packed.bin": packed(7, 2, [0.5 * i for i in range(14)]),
+        "packed_truncated.bin": packed(7, 2, [0.5 * i for i in range(13)]),
+    }
+
+
 def main() -> None:
     for harness, seeds in (("zip_fuzz", zip_seeds()), ("pickle_fuzz", pickle_seeds()),
                            ("safetensors_fuzz", safetensors_seeds()),
-                           ("image_decode_fuzz", image_seeds())):
+                           ("image_decode_fuzz", image_seeds()), ("series_fuzz", series_seeds())):
         folder = OUT / harness
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():
