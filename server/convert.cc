@@ -25,6 +25,7 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
   int64_t total = 0;
   int n_images = 0;
   int n_clips = 0;
+  int n_series = 0;
   for (int i = 0; i < input.size(); ++i) {
     const pb::InputPart& p = input[i];
     const std::string path = path_of(i);
@@ -115,17 +116,38 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
           continue;
         }
         [[fallthrough]];
-      case pb::InputPart::kTimeSeries: {
-        const char* kind = p.kind_case() == pb::InputPart::kImage   ? "image"
-                           : p.kind_case() == pb::InputPart::kAudio ? "audio"
-                                                                    : "time_series";
-        return WithField(WithReason(absl::UnimplementedError(absl::StrCat(
-                                        path, ".", kind, ": ", kind,
-                                        " input is not served by this model (no encoder for it is "
-                                        "loaded)")),
-                                    "MODALITY_NOT_SERVED"),
-                         absl::StrCat(path, ".", kind));
-      }
+      case pb::InputPart::kTimeSeries:
+        if (p.kind_case() == pb::InputPart::kTimeSeries && ctx.series && images != nullptr) {
+          const SeriesTranslation& st = *ctx.series;
+          const std::string field = absl::StrCat(path, ".time_series");
+          if (++n_series > st.max_series) {
+            return InvalidField(field, absl::StrFormat("%s: more than %d time series in one "
+                                                       "request (max-series-per-request)",
+                                                       field, st.max_series));
+          }
+          MODRWKV_ASSIGN_OR_RETURN(encoders::Series series, ToSeries(p.time_series(), st, field));
+          PendingMedia pending;
+          pending.part = parts.size();
+          pending.kind = encoders::kSeriesKind;
+          pending.bytes = std::make_shared<const std::string>(encoders::PackSeries(series));
+          pending.field = field;
+          images->push_back(std::move(pending));
+          parts.emplace_back();  // filled by FillMediaRows
+          total += series.length / st.patch;
+          continue;
+        }
+        {
+          const char* kind = p.kind_case() == pb::InputPart::kImage   ? "image"
+                             : p.kind_case() == pb::InputPart::kAudio ? "audio"
+                                                                      : "time_series";
+          return WithField(
+              WithReason(absl::UnimplementedError(absl::StrCat(
+                             path, ".", kind, ": ", kind,
+                             " input is not served by this model (no encoder for it is "
+                             "loaded)")),
+                         "MODALITY_NOT_SERVED"),
+              absl::StrCat(path, ".", kind));
+        }
       case pb::InputPart::KIND_NOT_SET:
         return InvalidField(path, absl::StrCat(path, " has no kind set (text, tokens, ...)"));
     }
@@ -330,6 +352,60 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
   return out;
+}
+
+absl::StatusOr<encoders::Series> ToSeries(const pb::TimeSeriesInput& in,
+                                          const SeriesTranslation& st, absl::string_view field) {
+  if (in.channels() != st.channels) {
+    return InvalidField(absl::StrCat(field, ".channels"),
+                        absl::StrFormat("%s.channels is %d; the model takes %d values per step",
+                                        field, in.channels(), st.channels));
+  }
+  if (in.has_sample_rate_hz() && !(std::isfinite(in.sample_rate_hz()) && in.sample_rate_hz() > 0)) {
+    return InvalidField(absl::StrCat(field, ".sample_rate_hz"),
+                        absl::StrCat(field, ".sample_rate_hz must be a positive number"));
+  }
+  const int n = in.values_size();
+  if (n % in.channels() != 0) {
+    return InvalidField(absl::StrCat(field, ".values"),
+                        absl::StrFormat("%s.values has %d values, not a multiple of %d channels "
+                                        "(a ragged last step)",
+                                        field, n, in.channels()));
+  }
+  encoders::Series s;
+  s.channels = in.channels();
+  s.length = n / in.channels();
+  s.values.assign(in.values().begin(), in.values().end());
+  MODRWKV_RETURN_IF_ERROR(
+      WithField(encoders::ValidateSeries(s, st.channels, st.patch, st.max_length, field),
+                absl::StrCat(field, ".values")));
+  return s;
+}
+
+absl::StatusOr<ForecastPlan> ToForecastPlan(const pb::ForecastRequest& req,
+                                            const TranslationContext& ctx,
+                                            std::chrono::system_clock::time_point grpc_deadline) {
+  if (!ctx.series) {
+    return WithField(WithReason(absl::UnimplementedError(
+                                    "Forecast needs a time-series model; this server's model "
+                                    "has no time-series encoder (GetModelInfo.modalities)"),
+                                "MODALITY_NOT_SERVED"),
+                     "series");
+  }
+  const SeriesTranslation& st = *ctx.series;
+  if (!req.has_series()) return InvalidField("series", "series is required");
+  ForecastPlan plan;
+  MODRWKV_ASSIGN_OR_RETURN(plan.series, ToSeries(req.series(), st, "series"));
+  plan.horizon = req.horizon() == 0 ? st.horizon : req.horizon();
+  if (plan.horizon < 1 || plan.horizon > st.max_forecast_horizon) {
+    return InvalidField("horizon",
+                        absl::StrFormat("horizon %d is outside [0, %d] (0 = the model's own %d; "
+                                        "max-forecast-horizon)",
+                                        req.horizon(), st.max_forecast_horizon, st.horizon));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(plan.deadline,
+                           DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
+  return plan;
 }
 
 absl::Status FillMediaRows(const std::vector<PendingMedia>& images,

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "encoders/multimodal/media_router.h"
 #include "encoders/multimodal/model_bundle.h"
+#include "encoders/timeseries/series.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
 #include "engine/text/tokenizer.h"
@@ -42,11 +43,22 @@ struct AudioTranslation {
   double rows_per_second = 0;
 };
 
-// A media part (image, audio clip) waiting for the encoder pool: its rows go into
+// Time-series parts (Generate) and the Forecast RPC, when the model has a time-series encoder.
+struct SeriesTranslation {
+  int channels = 1;
+  int patch = 4;
+  int max_length = 512;
+  int horizon = 1;               // steps one model run forecasts
+  int max_forecast_horizon = 1;  // the most a Forecast may ask (rolled out beyond `horizon`)
+  int max_series = 4;            // time_series parts per Generate request
+  std::vector<int32_t> forecast_prompt;  // the manifest's prompt, after the series rows
+};
+
+// A media part (image, audio clip, series) waiting for the encoder pool: its rows go into
 // EngineRequest::prompt[part].
 struct PendingMedia {
   size_t part = 0;
-  std::string kind;  // encoders::kImageKind, kAudioKind
+  std::string kind;  // encoders::kImageKind, kAudioKind, kSeriesKind
   std::shared_ptr<const std::string> bytes;
   std::string field;  // "input[2].image", "images[0]": named in errors
 };
@@ -61,8 +73,9 @@ struct TranslationContext {
   int default_max_tokens = 0;     // when stop.max_tokens is unset; 0 = the engine's default
   // The request's timeout when it sets neither `timeout` nor a gRPC deadline; zero = none.
   absl::Duration default_timeout = absl::ZeroDuration();
-  std::optional<ImageTranslation> image;  // unset: image parts are UNIMPLEMENTED
-  std::optional<AudioTranslation> audio;  // unset: audio parts are UNIMPLEMENTED
+  std::optional<ImageTranslation> image;    // unset: image parts are UNIMPLEMENTED
+  std::optional<AudioTranslation> audio;    // unset: audio parts are UNIMPLEMENTED
+  std::optional<SeriesTranslation> series;  // unset: time_series parts and Forecast UNIMPLEMENTED
   // The model manifest's stop and ban tokens, for chat turns (on top of kChatTurnEndToken / 0).
   std::vector<int32_t> chat_stop_tokens, chat_ban_tokens;
 };
@@ -84,6 +97,23 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
                                                const TranslationContext& ctx,
                                                std::chrono::system_clock::time_point grpc_deadline,
                                                std::vector<PendingMedia>* images = nullptr);
+
+// The series of a TimeSeriesInput, checked against the model (channels, length, finite values);
+// INVALID_ARGUMENT naming `field` ("input[1].time_series", "series").
+absl::StatusOr<encoders::Series> ToSeries(const pb::TimeSeriesInput& in,
+                                          const SeriesTranslation& st, absl::string_view field);
+
+// A Forecast request, checked: the series, the horizon (0 = the model's; at most
+// max_forecast_horizon) and the deadline (as for Generate). UNIMPLEMENTED without a time-series
+// model; INVALID_ARGUMENT naming the field.
+struct ForecastPlan {
+  encoders::Series series;
+  int horizon = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+absl::StatusOr<ForecastPlan> ToForecastPlan(const pb::ForecastRequest& req,
+                                            const TranslationContext& ctx,
+                                            std::chrono::system_clock::time_point grpc_deadline);
 
 // Puts encoded rows ([rows][n_embd] each, in the order of `images`) into the request's prompt.
 absl::Status FillMediaRows(const std::vector<PendingMedia>& images,

@@ -74,7 +74,8 @@ void GenerateReactor::OnMediaEncoded(EncodedMedia rows) {
       const MediaRows n = CountMediaRows(media_, *rows);
       record_.image_rows = n.image;
       record_.audio_rows = n.audio;
-      ctx_->metrics->encoder_observer()->OnRequestRows(n.image, n.audio);
+      record_.series_rows = n.series;
+      ctx_->metrics->encoder_observer()->OnRequestRows(n.image, n.audio, n.series);
     }
     media_.clear();
   }
@@ -139,6 +140,7 @@ void GenerateReactor::OnEngineFinish(FinishEvent event) {
       FillUsage(event, r->mutable_usage());
       r->mutable_usage()->set_image_rows(record_.image_rows);
       r->mutable_usage()->set_audio_rows(record_.audio_rows);
+      r->mutable_usage()->set_series_rows(record_.series_rows);
       r->set_request_id(record_.request_id);
       if (!st.ok()) r->set_error_message(std::string(st.message()));
       outbox_.Push(std::move(result));

@@ -6,6 +6,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/text/utf8.h"
 #include "server/chat_reactor.h"
+#include "server/forecast_reactor.h"
 #include "server/generate_reactor.h"
 #include "server/status_mapping.h"
 
@@ -19,6 +20,12 @@ grpc::ServerWriteReactor<pb::GenerateResponse>* InferenceService::Generate(
 grpc::ServerBidiReactor<pb::ChatRequest, pb::ChatResponse>* InferenceService::Chat(
     grpc::CallbackServerContext* call) {
   return new ChatReactor(ctx_, call);
+}
+
+grpc::ServerUnaryReactor* InferenceService::Forecast(grpc::CallbackServerContext* call,
+                                                     const pb::ForecastRequest* request,
+                                                     pb::ForecastResponse* response) {
+  return new ForecastReactor(ctx_, call, request, response);
 }
 
 grpc::ServerUnaryReactor* InferenceService::FinishUnary(grpc::CallbackServerContext* call,
@@ -96,6 +103,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     response->add_modalities(pb::MODALITY_TEXT);
     if (ctx_->translation.image) response->add_modalities(pb::MODALITY_IMAGE);
     if (ctx_->translation.audio) response->add_modalities(pb::MODALITY_AUDIO);
+    if (ctx_->translation.series) response->add_modalities(pb::MODALITY_TIME_SERIES);
     response->set_tokenizer_vocab_size(ctx_->tokenizer->vocab_size());
     response->set_chat_template(ctx_->translation.chat_template);
     pb::Limits* l = response->mutable_limits();
@@ -123,6 +131,15 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
       l->set_max_audio_bytes(o.audio_decode.limits.max_bytes);
       l->set_max_audio_seconds(ctx_->translation.audio->max_seconds);
       l->set_audio_rows_per_second(ctx_->translation.audio->rows_per_second);
+      l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
+    }
+    if (const std::optional<SeriesTranslation>& st = ctx_->translation.series) {
+      l->set_max_series_length(st->max_length);
+      l->set_series_channels(st->channels);
+      l->set_series_patch(st->patch);
+      l->set_forecast_horizon(st->horizon);
+      l->set_max_forecast_horizon(st->max_forecast_horizon);
+      l->set_max_series_per_request(st->max_series);
       l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
     }
     return absl::OkStatus();

@@ -1,5 +1,5 @@
-// modrwkv.v1.Inference on the gRPC callback API: Generate and Chat hand off to their reactors;
-// the unary methods run inline (tokenizer work is microseconds and never waits on the scheduler).
+// modrwkv.v1.Inference on the gRPC callback API: Generate, Chat and Forecast hand off to their
+// reactors; the other unary methods run inline (tokenizer work is microseconds and never waits on the scheduler).
 #pragma once
 
 #include "modrwkv/v1/inference.grpc.pb.h"
@@ -24,6 +24,9 @@ class InferenceService final : public pb::Inference::CallbackService {
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* call,
                                          const pb::GetModelInfoRequest* request,
                                          pb::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Forecast(grpc::CallbackServerContext* call,
+                                     const pb::ForecastRequest* request,
+                                     pb::ForecastResponse* response) override;
 
  private:
   // Finishes a unary call with `status` and logs it.

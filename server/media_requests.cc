@@ -45,7 +45,10 @@ MediaRows CountMediaRows(const std::vector<PendingMedia>& media,
                          const std::vector<std::shared_ptr<const encoders::EmbeddingRows>>& rows) {
   MediaRows n;
   for (size_t i = 0; i < media.size() && i < rows.size(); ++i) {
-    (media[i].kind == encoders::kAudioKind ? n.audio : n.image) += rows[i]->rows;
+    const std::string& kind = media[i].kind;
+    (kind == encoders::kAudioKind    ? n.audio
+     : kind == encoders::kSeriesKind ? n.series
+                                     : n.image) += rows[i]->rows;
   }
   return n;
 }

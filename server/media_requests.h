@@ -30,6 +30,7 @@ absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
 struct MediaRows {
   int image = 0;
   int audio = 0;
+  int series = 0;
 };
 // Sums the encoded `rows` (in the order of `media`) by kind.
 MediaRows CountMediaRows(const std::vector<PendingMedia>& media,

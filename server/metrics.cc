@@ -126,6 +126,12 @@ EncoderMetrics::EncoderMetrics(prometheus::Registry& r) {
            .Help("Prompt rows that came from audio clips, per request or chat turn.")
            .Register(r)
            .Add({}, Histogram::BucketBoundaries{16, 32, 64, 128, 256, 512, 768, 1024, 1536});
+  series_rows_ =
+      &BuildHistogram()
+           .Name("modrwkv_series_rows_per_request")
+           .Help("Prompt rows that came from time series, per request or forecast round.")
+           .Register(r)
+           .Add({}, Histogram::BucketBoundaries{4, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384});
   auto& lookups = BuildCounter()
                       .Name("modrwkv_encoder_cache_lookups_total")
                       .Help("Encoder-output cache lookups, by result.")
@@ -146,9 +152,10 @@ void EncoderMetrics::OnBatch(int items, absl::Duration encode_time) {
 }
 void EncoderMetrics::OnCacheLookup(bool hit) { (hit ? hits_ : misses_)->Increment(); }
 void EncoderMetrics::OnItemRows(int /*rows*/) { items_->Increment(); }
-void EncoderMetrics::OnRequestRows(int image_rows, int audio_rows) {
+void EncoderMetrics::OnRequestRows(int image_rows, int audio_rows, int series_rows) {
   if (image_rows > 0) image_rows_->Observe(image_rows);
   if (audio_rows > 0) audio_rows_->Observe(audio_rows);
+  if (series_rows > 0) series_rows_->Observe(series_rows);
 }
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {

@@ -32,12 +32,13 @@ class EncoderMetrics : public encoders::EncoderPoolObserver {
   void OnBatch(int items, absl::Duration encode_time) override;
   void OnCacheLookup(bool hit) override;
   void OnItemRows(int rows) override;
-  // Prompt rows from images and from audio of one request (or chat turn); zeros are not observed.
-  void OnRequestRows(int image_rows, int audio_rows);
+  // Prompt rows from images, audio and time series of one request (or chat turn, or forecast
+  // round); zeros are not observed.
+  void OnRequestRows(int image_rows, int audio_rows, int series_rows = 0);
 
  private:
   prometheus::Gauge* queue_;
-  prometheus::Histogram *encode_seconds_, *batch_items_, *image_rows_, *audio_rows_;
+  prometheus::Histogram *encode_seconds_, *batch_items_, *image_rows_, *audio_rows_, *series_rows_;
   prometheus::Counter *hits_, *misses_, *items_;
 };
 

@@ -253,6 +253,27 @@ absl::Status ModelServer::LoadAndServe() {
                          {"rows_per_second", audio_->rows_per_second()},
                          {"generation", std::string(1, bundle.layout.generation)}});
   }
+  if (bundle.series) {
+    series_ = bundle.series;
+    media_encoders[encoders::kSeriesKind] = series_;
+    SeriesTranslation st;
+    st.channels = series_->channels();
+    st.patch = series_->patch();
+    st.max_length = series_->max_length();
+    st.horizon = series_->horizon();
+    st.max_forecast_horizon =
+        options_.max_forecast_horizon > 0 ? options_.max_forecast_horizon : 8 * st.horizon;
+    st.max_series = options_.max_series_per_request;
+    st.forecast_prompt = bundle.series_prompt;
+    ctx_.translation.series = st;
+    ctx_.series = series_.get();
+    log_->Info("time_series", {{"encoder", series_->manifest().encoder},
+                               {"channels", st.channels},
+                               {"patch", st.patch},
+                               {"max_length", st.max_length},
+                               {"horizon", st.horizon},
+                               {"max_forecast_horizon", st.max_forecast_horizon}});
+  }
   if (!media_encoders.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(media_router_,
                              encoders::MediaRouter::Create(std::move(media_encoders)));

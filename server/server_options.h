@@ -55,10 +55,13 @@ struct ServerOptions {
   absl::Duration default_timeout = absl::ZeroDuration();
 
   // Images (models with a vision encoder).
-  encoders::DecodeOptions image_decode;  // bytes / pixel limits, EXIF orientation
-  int max_images_per_request = 4;        // per Generate request or chat turn
+  encoders::DecodeOptions image_decode;       // bytes / pixel limits, EXIF orientation
+  int max_images_per_request = 4;             // per Generate request or chat turn
   encoders::AudioDecodeOptions audio_decode;  // bytes / seconds / channels / rate limits
   int max_audio_per_request = 4;              // clips per Generate request or chat turn
+  // Time series (models with a time-series encoder).
+  int max_series_per_request = 4;  // time_series parts per Generate request
+  int max_forecast_horizon = 0;    // Forecast steps (rolled out); 0 = 8 x the model's horizon
   encoders::EncoderPoolOptions encoder_pool;
 
   // Chat: "{text}" is replaced by the user's message, "{image}" (optional) by the turn's images.

@@ -93,6 +93,8 @@ void ServingContext::RecordRpc(const RpcRecord& r) const {
     f.emplace_back("prompt_tokens", r.prompt_tokens);
     if (r.image_rows > 0) f.emplace_back("image_rows", r.image_rows);
     if (r.audio_rows > 0) f.emplace_back("audio_rows", r.audio_rows);
+    if (r.series_rows > 0) f.emplace_back("series_rows", r.series_rows);
+    if (r.forecast_rounds > 0) f.emplace_back("forecast_rounds", r.forecast_rounds);
     f.emplace_back("generated_tokens", r.generated_tokens);
     f.emplace_back("queue_ms", absl::ToDoubleMilliseconds(r.queue_time));
     if (r.time_to_first_token != absl::InfiniteDuration()) {

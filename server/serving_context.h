@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "encoders/pool/encoder_pool.h"
+#include "encoders/timeseries/timeseries_model.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
 #include "engine/text/tokenizer.h"
@@ -35,8 +36,10 @@ struct RpcRecord {
   std::string finish_reason;  // last finish reason
   int turns = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0;
-  int image_rows = 0;  // prompt rows that came from images
-  int audio_rows = 0;  // prompt rows that came from audio clips
+  int image_rows = 0;       // prompt rows that came from images
+  int audio_rows = 0;       // prompt rows that came from audio clips
+  int series_rows = 0;      // prompt rows that came from time series
+  int forecast_rounds = 0;  // Forecast: model runs
   absl::Duration queue_time, time_to_first_token = absl::InfiniteDuration(), total_time;
 };
 
@@ -68,11 +71,13 @@ struct ServingContext {
   Model* model = nullptr;
   const Tokenizer* tokenizer = nullptr;
   Scheduler* scheduler = nullptr;
-  encoders::EncoderPool* media_pool = nullptr;  // set when the model has a vision encoder
+  encoders::EncoderPool* media_pool = nullptr;  // set when the model has any encoder
+  // Set when the model forecasts (its head and normalisation; the encoder runs in media_pool).
+  const encoders::TimeSeriesPipeline* series = nullptr;
   TranslationContext translation;
   std::atomic<bool> loaded{false};
 
-  // Generate streams alive (drain waits for them).
+  // Generate streams and Forecast calls alive (drain waits for them).
   std::atomic<int> generate_streams{0};
   // Chat reactors alive. Their OnDone posts a session deletion to the scheduler, so the scheduler
   // is destroyed only once this is zero (decremented as the very last step of OnDone).

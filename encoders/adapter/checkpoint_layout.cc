@@ -85,9 +85,9 @@ std::map<std::string, TensorView> StripPrefix(const std::map<std::string, Tensor
 std::map<std::string, TensorView> LlmTensors(const CheckpointLayout& layout,
                                              const std::map<std::string, TensorView>& tensors) {
   std::map<std::string, TensorView> out = StripPrefix(tensors, layout.llm_prefix);
-  if (layout.llm_prefix.empty()) {
+  if (layout.llm_prefix.empty()) {  // every modality.* key (vision, speech, time series)
     for (auto it = out.begin(); it != out.end();)
-      it = absl::StartsWith(it->first, kAPrefix) ? out.erase(it) : std::next(it);
+      it = absl::StartsWith(it->first, "modality.") ? out.erase(it) : std::next(it);
   }
   return out;
 }

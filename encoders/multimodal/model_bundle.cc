@@ -127,6 +127,36 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   if (!model.ok()) return in_file(model.status());
   b.model = *std::move(model);
 
+  if (b.manifest.time_series) {
+    const TimeSeriesManifest& tm = *b.manifest.time_series;
+    const std::string id =
+        absl::StrFormat("%s|%016x", fs::absolute(path).string(), b.model->info().fingerprint);
+    absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> ts =
+        TimeSeriesPipeline::Load(ckpt->tensors(), tm, b.model->config().n_embd, id);
+    if (!ts.ok()) return in_file(ts.status());
+    b.series = *std::move(ts);
+    if (!tm.prompt.empty()) {
+      if (tokenizer == nullptr) {
+        return absl::InvalidArgumentError("time_series.prompt needs the model's vocabulary");
+      }
+      tokenizer->EncodeTo(tm.prompt, &b.series_prompt);
+      for (int32_t t : b.series_prompt) {
+        if (t >= b.model->config().vocab_size) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("time_series.prompt has token %d, past the model's %d rows", t,
+                              b.model->config().vocab_size));
+        }
+      }
+    }
+    return b;
+  }
+  if (ckpt->tensors().count(std::string(kTsHeadPrefix) + "weight")) {
+    b.encoder_missing =
+        absl::StrCat("the checkpoint has a time-series encoder and head (", kTsEncoderPrefix,
+                     "*) but no \"", "time_series\" section in ", kManifestName,
+                     " says its patch, dilations and horizon: serving text only");
+    return b;
+  }
   if (b.layout.generation == 'T') return b;  // text only
   // The checkpoint holds one adapter; which encoder feeds it is what the user names. Generation
   // A's speech adapter starts with a convolution over the encoder's rows.
@@ -137,8 +167,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
       !options.audio_encoder.empty() ? options.audio_encoder : am.encoder;
   if (!audio_folder.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(b.audio, OpenAudio(audio_folder, am, b.layout, *ckpt,
-                                                options.audio_decode,
-                                                b.model->info().fingerprint));
+                                                options.audio_decode, b.model->info().fingerprint));
     if (b.audio->dim() != b.model->config().n_embd) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "the audio adapter gives rows of width %d but the language model's width is %d",
@@ -154,8 +183,8 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
         "the checkpoint has ", speech_adapter ? "a speech" : "a vision", " adapter (generation ",
         std::string(1, b.layout.generation), ") but no ", speech_adapter ? "audio" : "vision",
         " encoder folder was given (", speech_adapter ? "--audio-encoder" : "--vision-encoder",
-        ", or \"", speech_adapter ? "audio" : "vision", "\": {\"encoder\": ...} in ",
-        kManifestName, "): serving text only");
+        ", or \"", speech_adapter ? "audio" : "vision", "\": {\"encoder\": ...} in ", kManifestName,
+        "): serving text only");
     return b;
   }
   MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,

@@ -1,6 +1,7 @@
 // Opens what a user downloaded — a bare checkpoint plus an encoder folder, or a model directory
-// with a manifest — into the language model and, when the checkpoint has a vision adapter, the
-// vision pipeline, spliced as the checkpoint's generation says (docs/models.md).
+// with a manifest — into the language model and, when the checkpoint has an adapter, the vision
+// or audio pipeline, spliced as the checkpoint's generation says, or (with the manifest's
+// "time_series") the time-series encoder and head (docs/models.md).
 #pragma once
 
 #include <memory>
@@ -11,6 +12,7 @@
 #include "encoders/multimodal/audio_pipeline.h"
 #include "encoders/multimodal/manifest.h"
 #include "encoders/multimodal/vision_pipeline.h"
+#include "encoders/timeseries/timeseries_model.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/model/model.h"
 #include "engine/text/tokenizer.h"
@@ -39,6 +41,9 @@ struct ModelBundle {
   std::unique_ptr<Model> model;
   std::shared_ptr<const VisionPipeline> vision;  // null: no images
   std::shared_ptr<const AudioPipeline> audio;    // null: no audio
+  // A time-series model (the manifest's "time_series"): its encoder and forecasting head.
+  std::shared_ptr<const TimeSeriesPipeline> series;  // null: no forecasting
+  std::vector<int32_t> series_prompt;  // the manifest's time_series.prompt, tokenized
   ImageSplice image_splice;
   // Why a checkpoint with an adapter is served text-only ("" when not the case).
   std::string encoder_missing;

@@ -1,5 +1,6 @@
 // client: a terminal client for `modrwkv serve`. Subcommands: generate (streams text as it
-// arrives), chat (an interactive conversation over the Chat stream), tokenize, detokenize, info,
+// arrives), chat (an interactive conversation over the Chat stream), forecast (a CSV series to
+// Forecast, the forecast back as CSV), tokenize, detokenize, info,
 // health, and the session commands (create/get/fork/delete/export/import-session).
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "encoders/timeseries/series_csv.h"
 #include "engine/base/status_macros.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -312,6 +314,36 @@ int Detokenize(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   return 0;
 }
 
+// The CSV series to the server's Forecast, the forecast back as CSV in the same layout.
+int Forecast(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
+  auto text = ReadFile(f.Str("csv"));
+  if (!text.ok()) return Fail(text.status());
+  auto csv = encoders::ParseSeriesCsv(*text, absl::StrCat("--csv ", f.Str("csv")));
+  if (!csv.ok()) return Fail(csv.status());
+  auto horizon = f.Int("horizon", 0, 1 << 20);
+  if (!horizon.ok()) return UsageError(f, horizon.status());
+  pb::ForecastRequest req;
+  req.mutable_series()->mutable_values()->Assign(csv->series.values.begin(),
+                                                 csv->series.values.end());
+  req.mutable_series()->set_channels(csv->series.channels);
+  req.set_horizon(static_cast<int32_t>(*horizon));
+  pb::ForecastResponse resp;
+  grpc::ClientContext ctx;
+  if (auto st = SetupContext(f, &ctx); !st.ok()) return UsageError(f, st);
+  grpc::Status st = pb::Inference::NewStub(channel)->Forecast(&ctx, req, &resp);
+  if (!st.ok()) return RpcFail(st);
+  auto out = encoders::FormatForecastCsv(
+      *csv, absl::MakeConstSpan(resp.values().data(), resp.values_size()), resp.horizon());
+  if (!out.ok()) return Fail(out.status());
+  Print(*out);
+  if (f.Bool("usage")) {
+    std::fprintf(stderr, "%d steps in %d round(s); %d prompt rows (%d from the series); %s\n",
+                 resp.horizon(), resp.rounds(), resp.usage().prompt_tokens(),
+                 resp.usage().series_rows(), resp.usage().total_time().DebugString().c_str());
+  }
+  return 0;
+}
+
 int Info(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   pb::ModelInfo resp;
   grpc::ClientContext ctx;
@@ -399,7 +431,7 @@ int SessionCommand(const std::string& sub, const Flags& f, std::shared_ptr<grpc:
 }
 
 constexpr const char* kSubcommands =
-    "generate, chat, tokenize, detokenize, info, health, create-session, get-session, "
+    "generate, chat, forecast, tokenize, detokenize, info, health, create-session, get-session, "
     "fork-session, delete-session, export-session, import-session";
 
 }  // namespace
@@ -431,6 +463,14 @@ int RunClient(int argc, char** argv) {
         .Add("audio", "", "audio file sent with the first turn (repeat the flag for several)")
         .AddBool("keep", "keep the conversation's session after exit (prints its id)")
         .AddBool("usage", "print finish reason and token counts per turn to stderr");
+  } else if (sub == "forecast") {
+    flags
+        .Add("csv", "",
+             "the series: a header row, an optional timestamp column, one column per "
+             "channel",
+             true)
+        .Add("horizon", "0", "steps to forecast (0 = the model's own horizon)")
+        .AddBool("usage", "print rounds, rows and time to stderr");
   } else if (sub == "tokenize") {
     flags.Add("text", "", "text to tokenize", true);
   } else if (sub == "detokenize") {
@@ -460,6 +500,7 @@ int RunClient(int argc, char** argv) {
     return Generate(flags, *channel);
   }
   if (sub == "chat") return Chat(flags, *channel);
+  if (sub == "forecast") return Forecast(flags, *channel);
   if (sub == "tokenize") return Tokenize(flags, *channel);
   if (sub == "detokenize") return Detokenize(flags, *channel);
   if (sub == "info") return Info(flags, *channel);

@@ -76,6 +76,10 @@ constexpr FlagSpec kServeFlags[] = {
      "longest audio clip, from the container header and while decoding (capped at the encoder's "
      "window: 30 s for Whisper, 20.46 s for WavLM)"},
     {"max-audio-per-request", "4", "audio clips in one Generate request or chat turn"},
+    {"max-series-per-request", "4", "time_series parts in one Generate request"},
+    {"max-forecast-horizon", "0",
+     "the most steps a Forecast may ask; beyond the model's horizon the forecast is rolled out "
+     "(0 = 8 x the model's horizon)"},
     {"image-orientation", "exif",
      "exif: apply the EXIF orientation (what a phone photo shows); ignore: as the official "
      "ModRWKV pipeline does"},
@@ -224,6 +228,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-audio-bytes", 1, int64_t{1} << 32, &o.audio_decode.limits.max_bytes));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-audio-per-request", 1, 64, &o.max_audio_per_request));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-series-per-request", 1, 64, &o.max_series_per_request));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-forecast-horizon", 0, 1 << 20, &o.max_forecast_horizon));
   {
     double seconds = 0;
     if (!absl::SimpleAtod(f.Str("max-audio-seconds"), &seconds) || !(seconds > 0) ||
@@ -319,8 +325,8 @@ int RunServe(int argc, char** argv) {
   }
   // Environment first, then the command line, so the command line wins.
   std::vector<std::string> args = {argv[0], argv[1]};
-  std::vector<std::string> names = {"model", "vision-encoder", "audio-encoder", "dtype", "threads",
-                                    "verify-checksums"};
+  std::vector<std::string> names = {"model", "vision-encoder", "audio-encoder",
+                                    "dtype", "threads",        "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
     if (const char* v = std::getenv(EnvName(n).c_str()))

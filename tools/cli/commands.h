@@ -8,6 +8,7 @@ int RunGenerate(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
 int RunDetokenize(int argc, char** argv);
 int RunLogits(int argc, char** argv);
+int RunForecast(int argc, char** argv);
 int RunInfo(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunMakeDemoModel(int argc, char** argv);

@@ -17,6 +17,7 @@ constexpr Command kCommands[] = {
     {"tokenize", modrwkv::cli::RunTokenize, "text -> token ids"},
     {"detokenize", modrwkv::cli::RunDetokenize, "token ids -> bytes"},
     {"logits", modrwkv::cli::RunLogits, "final-position logits of a token sequence, raw f32"},
+    {"forecast", modrwkv::cli::RunForecast, "forecast a CSV series with a time-series model"},
     {"info", modrwkv::cli::RunInfo, "model shapes, parameters, dtype, state size"},
     {"bench", modrwkv::cli::RunBench, "prefill/decode throughput against this machine's limits"},
     {"make-demo-model", modrwkv::cli::RunMakeDemoModel, "write a small random-weight checkpoint"},
