@@ -8,6 +8,7 @@
 #include "encoders/timeseries/series_csv.h"
 #include "nlohmann/json.hpp"
 #include "tests/e2e/e2e_util.h"
+#include "tests/shell_run.h"
 
 namespace modrwkv::e2e {
 namespace {
@@ -211,6 +212,29 @@ TEST(ForecastE2eTest, SeriesPartsInGenerateAndModelInfoAndMetrics) {
   EXPECT_EQ(ScrapeMetric(*server, "modrwkv_encoder_cache_lookups_total{result=\"hit\"}"), 1);
   EXPECT_EQ(ScrapeMetric(*server, "modrwkv_grpc_requests_total{code=\"OK\",method=\"Forecast\"}"),
             1);
+}
+
+// `modrwkv client forecast` prints what the in-process `modrwkv forecast` prints.
+TEST(ForecastE2eTest, TheTerminalClientPrintsTheServersForecastAsCsv) {
+  auto server = ServerProcess::Start(DemoOptions());
+  ASSERT_NE(server, nullptr);
+  const std::string csv = (kHeldOut / "heldout" / "co2_input.csv").string();
+  const testing_shell::ShellRun remote =
+      testing_shell::RunShell(std::string(MODRWKV_CLI) + " client forecast --target " +
+                              server->target() + " --csv " + csv + " --horizon 16 --usage");
+  ASSERT_EQ(remote.code, 0) << remote.err;
+  const testing_shell::ShellRun local =
+      testing_shell::RunShell(std::string(MODRWKV_CLI) + " forecast --model " + kDemo.string() +
+                              " --csv " + csv + " --horizon 16");
+  ASSERT_EQ(local.code, 0) << local.err;
+  EXPECT_EQ(remote.out, local.out);
+  EXPECT_EQ(std::count(remote.out.begin(), remote.out.end(), '\n'), 17);
+  EXPECT_NE(remote.err.find("2 round(s)"), std::string::npos) << remote.err;
+  const testing_shell::ShellRun bad =
+      testing_shell::RunShell(std::string(MODRWKV_CLI) + " client forecast --target " +
+                              server->target() + " --csv " + csv + " --horizon 1000");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("INVALID_ARGUMENT"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "engine/checkpoint/atomic_file.h"
@@ -264,6 +265,76 @@ TEST_F(CliTest, RandomSpeechModelTakesClips) {
   EXPECT_EQ(r.code, 0) << r.err;
 }
 
+// `forecast` prints the trained demo's forecast of a held-out series as CSV in the input's
+// layout, the numbers PyTorch computes (tests/golden/ts_demo/torch_mse.json), and the random
+// golden model's forecast with a timestamp column continued as the reference's CSV has it.
+TEST_F(CliTest, ForecastPrintsTheModelsForecastAsCsv) {
+  const fs::path demo = fs::path(MODRWKV_SOURCE_DIR) / "assets" / "ts-demo";
+  const fs::path golden = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "ts_demo";
+  std::ifstream in(golden / "torch_mse.json");
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  for (const char* name : {"airline", "sunspots"}) {
+    const nlohmann::json& s = ref["series"][name];
+    CliRun r = Cli("forecast --model " + demo.string() + " --csv " +
+                   (golden / s["input"].get<std::string>()).string());
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::istringstream lines(r.out);
+    std::string line;
+    std::getline(lines, line);
+    EXPECT_EQ(line, name);  // the header, as in the input
+    const std::vector<float> want = s["forecast_model"].get<std::vector<float>>();
+    for (size_t h = 0; h < want.size(); ++h) {
+      ASSERT_TRUE(std::getline(lines, line)) << h;
+      EXPECT_NEAR(std::stod(line), want[h], 1e-5 * std::abs(want[h]) + 1e-4) << name << " " << h;
+    }
+    EXPECT_FALSE(std::getline(lines, line)) << line;
+  }
+  // Longer than the model's horizon: rolled out; the first 12 steps are the same.
+  CliRun r = Cli("forecast --model " + demo.string() + " --horizon 20 --csv " +
+                 (golden / "heldout" / "airline_input.csv").string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 21);
+  // Two channels (the golden fixture, random weights): the reference's forecast CSV, header and
+  // all, within float32 rounding.
+  const fs::path ts = fs::path(MODRWKV_SOURCE_DIR) / "tests" / "golden" / "timeseries";
+  r = Cli("forecast --model " + ts.string() + " --dtype f32 --csv " +
+          (ts / "t45_input.csv").string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ifstream want_csv(ts / "t45_forecast.csv");
+  const std::string want((std::istreambuf_iterator<char>(want_csv)), {});
+  std::istringstream got_lines(r.out), want_lines(want);
+  std::string got_line, want_line;
+  std::getline(got_lines, got_line);
+  std::getline(want_lines, want_line);
+  EXPECT_EQ(got_line, want_line);  // header
+  int rows = 0;
+  while (std::getline(want_lines, want_line)) {
+    ASSERT_TRUE(std::getline(got_lines, got_line));
+    const size_t gc = got_line.find(','), wc = want_line.find(',');
+    ASSERT_NE(gc, std::string::npos);
+    for (auto [g, w] :
+         {std::pair{std::stod(got_line.substr(0, gc)), std::stod(want_line.substr(0, wc))},
+          std::pair{std::stod(got_line.substr(gc + 1)), std::stod(want_line.substr(wc + 1))}}) {
+      EXPECT_NEAR(g, w, 1e-4 * std::abs(w)) << "row " << rows;
+    }
+    ++rows;
+  }
+  EXPECT_EQ(rows, 6);
+  // Errors: a text model, a bad CSV, a series of the wrong width.
+  const fs::path bad = *dir_ / "bad.csv";
+  std::ofstream(bad) << "a,b\n1,2\n3\n";
+  r = Cli("forecast --model " + demo.string() + " --csv " + bad.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("line 3"), std::string::npos) << r.err;
+  std::ofstream(bad) << "a,b\n1,2\n3,4\n5,6\n7,8\n";
+  r = Cli("forecast --model " + demo.string() + " --csv " + bad.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("2 channels"), std::string::npos) << r.err;
+  r = Cli("forecast --model " + Model() + " --csv " + bad.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("not a time-series model"), std::string::npos) << r.err;
+}
+
 TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
   const std::string args =
       "generate --model " + Model() + " --prompt Hello --max-tokens 12 --seed 7";
@@ -300,8 +371,8 @@ TEST_F(CliTest, StopStringEndsGenerationBeforeTheString) {
 }
 
 TEST_F(CliTest, EverySubcommandHasHelpAndRejectsUnknownFlags) {
-  for (const char* cmd :
-       {"generate", "tokenize", "detokenize", "logits", "info", "bench", "make-demo-model"}) {
+  for (const char* cmd : {"generate", "tokenize", "detokenize", "logits", "forecast", "info",
+                          "bench", "make-demo-model"}) {
     CliRun h = Cli(std::string(cmd) + " --help");
     EXPECT_EQ(h.code, 0) << cmd;
     EXPECT_NE(h.out.find(std::string("usage: modrwkv ") + cmd), std::string::npos) << cmd;
