@@ -3,8 +3,10 @@
 # `modrwkv serve` on the trained vision demo (assets/vision-demo), asks it about shipped example
 # images through `modrwkv client chat --image`, shows health and a few metrics, drains the server
 # with SIGTERM; then serves the trained speech demo (assets/audio-demo) and transcribes its example
-# clips (WAV, FLAC, MP3, Ogg) through `modrwkv client generate --audio`; then streams a reply from
-# the random-weight text demo model (its text is noise).
+# clips (WAV, FLAC, MP3, Ogg) through `modrwkv client generate --audio`; then serves the trained
+# forecaster (assets/ts-demo) and forecasts two held-out series through `modrwkv client forecast`,
+# next to what really happened; then streams a reply from the random-weight text demo model (its
+# text is noise).
 #   scripts/demo-serve.sh ["question about the pictures"]
 # The demo model knows three questions: "What shape is in the picture?", "What color is the
 # shape?" and "Where is the shape?".
@@ -51,6 +53,21 @@ for clip in "$audio"/examples/*.{wav,flac,mp3,ogg}; do
   "$bin" client generate --target "127.0.0.1:$port" --audio "$clip" \
     --prompt "$(printf '\026Assistant:')" --stop "$(printf '\027')" --temperature 0 \
     --max-tokens 16 --usage
+done
+kill -TERM "$server"
+wait "$server" && echo "server exited with 0"
+
+ts=assets/ts-demo
+heldout=tests/golden/ts_demo/heldout
+"$bin" serve --model "$ts" --host 127.0.0.1 --port 0 --metrics-port -1 2>"$log" &
+server=$!
+wait_ready "$server" "$log"
+echo "---- forecaster ready: the next 12 steps of held-out series, next to what happened"
+for name in airline co2; do
+  echo "---- $name (forecast | actual)"
+  paste -d '|' \
+    <("$bin" client forecast --target "127.0.0.1:$port" --csv "$heldout/${name}_input.csv") \
+    "$heldout/${name}_target.csv"
 done
 kill -TERM "$server"
 wait "$server" && echo "server exited with 0"

@@ -1,5 +1,5 @@
 // libFuzzer harness for server/convert.cc, the translation of client requests into engine
-// requests (ToEngineRequest, ToEngineChatTurn). Each input is used three ways:
+// requests (ToEngineRequest, ToEngineChatTurn, ToForecastPlan). Each input is used three ways:
 //   1. parsed as a serialized modrwkv.v1.GenerateRequest (seeds:
 //   tests/fuzz/textproto_seeds/convert_fuzz);
 //   2. parsed as a serialized modrwkv.v1.ChatRequest;
@@ -31,6 +31,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "encoders/multimodal/media_router.h"
+#include "encoders/timeseries/series.h"
+#include "encoders/timeseries/timeseries_model.h"
 #include "engine/text/tokenizer.h"
 #include "engine/text/utf8.h"
 #include "google/protobuf/stubs/logging.h"
@@ -97,6 +99,14 @@ const Servers& GetServers() {
     image.max_bytes = 12;
     out->image_ctx.image = image;
     out->image_ctx.audio = modrwkv::server::AudioTranslation{/*max_clips=*/2, /*max_bytes=*/10};
+    modrwkv::server::SeriesTranslation series;
+    series.channels = 2;
+    series.patch = 4;
+    series.max_length = 16;
+    series.horizon = 3;
+    series.max_forecast_horizon = 7;
+    series.max_series = 2;
+    out->image_ctx.series = series;
     return out;
   }();
   return *s;
@@ -131,7 +141,8 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   // The field is a path in the request message, not an engine name.
   const std::string field = BadField(s);
   static const char* const kGenerateFields[] = {"input",      "sampling.",      "stop.",
-                                                "session_id", "logprobs_top_n", "timeout"};
+                                                "session_id", "logprobs_top_n", "timeout",
+                                                "series",     "horizon"};
   static const char* const kChatFields[] = {"text",  "images",         "audio",  "sampling.",
                                             "stop.", "logprobs_top_n", "timeout"};
   bool known = false;
@@ -154,7 +165,23 @@ void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& 
                    const std::vector<PendingMedia>& images) {
   int64_t total = 0;
   int n_images = 0, n_clips = 0;
+  int n_series = 0;
+  std::vector<int64_t> series_rows(out.prompt.size(), 0);
   for (const PendingMedia& m : images) {
+    if (m.kind == modrwkv::encoders::kSeriesKind) {
+      // A series part was checked whole: it unpacks to a series the model takes.
+      Check(ctx.series.has_value());
+      absl::StatusOr<modrwkv::encoders::Series> series =
+          modrwkv::encoders::UnpackSeries(*m.bytes, m.field);
+      Check(series.ok(), series.status());
+      const absl::Status valid = modrwkv::encoders::ValidateSeries(
+          *series, ctx.series->channels, ctx.series->patch, ctx.series->max_length, m.field);
+      Check(valid.ok(), valid);
+      Check(m.part < out.prompt.size());
+      series_rows[m.part] = series->length / ctx.series->patch;
+      ++n_series;
+      continue;
+    }
     const bool audio = m.kind == modrwkv::encoders::kAudioKind;
     Check(audio || m.kind == modrwkv::encoders::kImageKind);
     Check(audio ? ctx.audio.has_value() : ctx.image.has_value());
@@ -164,6 +191,7 @@ void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& 
   }
   Check(!ctx.image || n_images <= ctx.image->max_images);
   Check(!ctx.audio || n_clips <= ctx.audio->max_clips);
+  Check(!ctx.series || n_series <= ctx.series->max_series);
   for (size_t i = 0; i < out.prompt.size(); ++i) {
     const modrwkv::InputRows& part = out.prompt[i];
     const auto pending = std::find_if(images.begin(), images.end(),
@@ -171,7 +199,9 @@ void CheckAccepted(const modrwkv::EngineRequest& out, const TranslationContext& 
     Check(part.embeddings.empty());
     Check((pending != images.end()) == part.tokens.empty());
     if (pending != images.end()) {
-      total += pending->kind == modrwkv::encoders::kAudioKind ? 1 : ctx.image->splice.rows;
+      total += pending->kind == modrwkv::encoders::kAudioKind    ? 1
+               : pending->kind == modrwkv::encoders::kSeriesKind ? series_rows[i]
+                                                                 : ctx.image->splice.rows;
     }
     for (int32_t id : part.tokens) Check(id >= 0 && id < ctx.model_vocab);
     total += static_cast<int64_t>(part.tokens.size());
@@ -215,11 +245,34 @@ void TranslateChat(const pb::ChatRequest& req, const TranslationContext& ctx,
   Check(Contains(out->stop.stop_token_ids, modrwkv::server::kChatTurnEndToken));
 }
 
+// A Forecast of the request's first time_series part (or none) with `horizon`.
+void TranslateForecast(const pb::GenerateRequest& gen, int32_t horizon,
+                       const TranslationContext& ctx, SysClock::time_point deadline) {
+  pb::ForecastRequest req;
+  for (const pb::InputPart& part : gen.input()) {
+    if (part.has_time_series()) {
+      *req.mutable_series() = part.time_series();
+      break;
+    }
+  }
+  req.set_horizon(horizon);
+  if (gen.has_timeout()) *req.mutable_timeout() = gen.timeout();
+  absl::StatusOr<modrwkv::server::ForecastPlan> plan =
+      modrwkv::server::ToForecastPlan(req, ctx, deadline);
+  if (!plan.ok()) return CheckError(plan.status(), ctx, /*chat=*/false);
+  Check(ctx.series.has_value());
+  Check(plan->horizon >= 1 && plan->horizon <= ctx.series->max_forecast_horizon);
+  const absl::Status valid = modrwkv::encoders::ValidateSeries(
+      plan->series, ctx.series->channels, ctx.series->patch, ctx.series->max_length, "series");
+  Check(valid.ok(), valid);
+}
+
 void TranslateBoth(const pb::GenerateRequest* gen, const pb::ChatRequest* chat,
-                   SysClock::time_point deadline) {
+                   SysClock::time_point deadline, int32_t horizon = 0) {
   const Servers& s = GetServers();
   for (const TranslationContext* ctx : {&s.world_ctx, &s.bytes_ctx, &s.image_ctx}) {
     if (gen) TranslateGenerate(*gen, *ctx, deadline);
+    if (gen) TranslateForecast(*gen, horizon, *ctx, deadline);
     if (chat) TranslateChat(*chat, *ctx, deadline);
   }
 }
@@ -302,9 +355,16 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
       case 3:
         gen->add_input()->mutable_audio()->set_data(p.ConsumeRandomLengthString(16));
         break;
-      case 4:
-        gen->add_input()->mutable_time_series()->add_values(FuzzFloat(p));
+      case 4: {  // a series: mostly the served model's 2 channels, lengths around its bounds
+        pb::TimeSeriesInput* ts = gen->add_input()->mutable_time_series();
+        ts->set_channels(p.ConsumeBool() ? 2 : p.ConsumeIntegralInRange<int32_t>(-1, 3));
+        const int n = p.ConsumeIntegralInRange<int>(0, 40);
+        for (int i = 0; i < n; ++i) {
+          ts->add_values(p.ConsumeBool() ? static_cast<float>(i) : FuzzFloat(p));
+        }
+        if (p.ConsumeBool()) ts->set_sample_rate_hz(FuzzFloat(p));
         break;
+      }
       case 5:
         gen->add_input();  // no kind
         break;
@@ -424,7 +484,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pb::GenerateRequest gen;
   pb::ChatRequest chat;
   SysClock::time_point deadline = no_deadline;
+  const int32_t horizon = p.ConsumeIntegralInRange<int32_t>(-1, 9);
   BuildStructured(p, &gen, &chat, &deadline);
-  TranslateBoth(&gen, &chat, deadline);
+  TranslateBoth(&gen, &chat, deadline, horizon);
   return 0;
 }
