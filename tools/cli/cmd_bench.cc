@@ -2,6 +2,7 @@
 // next to this machine's measured read bandwidth and sgemm peak.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
@@ -11,9 +12,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "encoders/multimodal/forecast.h"
+#include "encoders/multimodal/model_bundle.h"
 #include "encoders/vision/vision_bench.h"
 #include "engine/base/status_macros.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/cpu/cpu_budget.h"
 #include "engine/loader/model_loader.h"
 #include "engine/sampling/sampler.h"
 #include "engine/serving/scheduler.h"
@@ -238,6 +242,84 @@ int RunVisionBench(const Flags& flags, const std::vector<int>& thread_counts) {
   return 0;
 }
 
+// `bench --series`: a time-series model's encoder (WaveNet + adapter) alone and the whole
+// forecast (encoder, the language model's prefill of the rows in 512-row chunks as the server's
+// default step budget, the head) per series length, as a markdown table. The cost per step shows
+// whether it grows linearly with the length.
+int RunSeriesBench(const Flags& flags, const std::vector<int>& thread_counts) {
+  std::vector<int> lengths;
+  for (const std::string& s : flags.List("series")) {
+    int v;
+    if (!absl::SimpleAtoi(s, &v) || v < 4 || v > (1 << 22)) {
+      return UsageError(flags, absl::InvalidArgumentError("--series: bad length '" + s + "'"));
+    }
+    lengths.push_back(v);
+  }
+  if (flags.Str("model").empty()) {
+    return UsageError(
+        flags, absl::InvalidArgumentError("--series needs --model DIR, a time-series model (e.g. "
+                                          "make-demo-model --shape 0.1b --time-series --out DIR)"));
+  }
+  std::printf(
+      "| threads | steps | rows | encoder series/s | encoder rows/s | forecast ms | us per step | "
+      "forecast rows/s |\n|---|---|---|---|---|---|---|---|\n");
+  for (int threads : thread_counts) {
+    encoders::BundleOptions bo;
+    bo.model = flags.Str("model");
+    ModelOptions mo;
+    mo.threads = threads;
+    mo.num_slots = 1;
+    auto bundle = encoders::OpenModelBundle(bo, mo, CheckpointOptionsFromFlags(flags), nullptr);
+    if (!bundle.ok()) return Fail(bundle.status());
+    if (!bundle->series) {
+      return Fail(absl::InvalidArgumentError(flags.Str("model") + " is not a time-series model"));
+    }
+    const encoders::TimeSeriesPipeline& ts = *bundle->series;
+    cpu::ThreadPool pool(threads > 0 ? threads : cpu::DetectCpuBudget().threads);
+    for (int length : lengths) {
+      if (length > ts.max_length()) {
+        return Fail(absl::InvalidArgumentError(absl::StrFormat(
+            "--series %d is longer than the model's max_length %d", length, ts.max_length())));
+      }
+      encoders::Series series;  // a seasonal random walk, deterministic
+      series.length = length;
+      series.channels = ts.channels();
+      float level = 100;
+      uint64_t x = 88172645463325252ull;
+      for (int t = 0; t < length; ++t) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        level += static_cast<float>(static_cast<double>(x % 2001) / 1000.0 - 1.0);
+        for (int c = 0; c < ts.channels(); ++c) {
+          series.values.push_back(level + 10 * std::sin(6.2831853f * t / 12 + c));
+        }
+      }
+      int reps = 0;
+      auto t0 = Clock::now();
+      do {
+        auto rows = ts.EncodeSeries(series, "series", &pool);
+        if (!rows.ok()) return Fail(rows.status());
+        ++reps;
+      } while (Since(t0) < 1.0 || reps < 3);
+      const double encode_s = Since(t0) / reps;
+      reps = 0;
+      t0 = Clock::now();
+      do {
+        auto f = encoders::ForecastSeries(ts, *bundle->model, 0, series, ts.horizon(),
+                                          bundle->series_prompt, &pool, 512);
+        if (!f.ok()) return Fail(f.status());
+        ++reps;
+      } while (Since(t0) < 2.0 && reps < 3);
+      const double forecast_s = Since(t0) / reps;
+      const int rows = ts.RowsFor(length);
+      std::printf("| %d | %d | %d | %.1f | %.0f | %.1f | %.2f | %.0f |\n", pool.size(), length,
+                  rows, 1 / encode_s, rows / encode_s, 1e3 * forecast_s, 1e6 * forecast_s / length,
+                  rows / forecast_s);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int RunBench(int argc, char** argv) {
@@ -262,7 +344,10 @@ int RunBench(int argc, char** argv) {
            "submitted while a prompt of this many tokens is prefilling (e.g. 100000)")
       .Add("vision", "",
            "instead: images/s of the SigLIP2-base/16@384 vision tower (random weights) at these "
-           "batch sizes (e.g. 1,4), next to the sgemm peak");
+           "batch sizes (e.g. 1,4), next to the sgemm peak")
+      .Add("series", "",
+           "instead: with --model DIR (a time-series model), the encoder's series/s and rows/s "
+           "and the whole forecast's latency at these series lengths (e.g. 512,4096,32768)");
   AddCheckpointFlags(flags);
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
@@ -287,6 +372,7 @@ int RunBench(int argc, char** argv) {
     thread_counts.push_back(v);
   }
   if (!flags.Str("vision").empty()) return RunVisionBench(flags, thread_counts);
+  if (!flags.Str("series").empty()) return RunSeriesBench(flags, thread_counts);
   const int max_batch = *std::max_element(batches.begin(), batches.end());
 
   std::vector<CaseResult> results;

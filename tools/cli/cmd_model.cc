@@ -97,11 +97,14 @@ int RunLogits(int argc, char** argv) {
 int RunMakeDemoModel(int argc, char** argv) {
   Flags flags(
       "make-demo-model",
-      "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base | --audio whisper-small]",
+      "--out DIR [--shape tiny] [--format pth] [--vision siglip2-base | --audio whisper-small | "
+      "--time-series]",
       "Writes a random-weight RWKV7 checkpoint (seeded; docs/random-weights.md) and the "
       "vocabulary into DIR; with --vision, a generation-A vision model: the adapter in "
       "the checkpoint, a SigLIP encoder folder (DIR/encoder) and the manifest, so DIR "
-      "serves images; with --audio, the same for speech (a Whisper encoder folder). Its text is "
+      "serves images; with --audio, the same for speech (a Whisper encoder folder); with "
+      "--time-series, a forecaster (the encoder and head in the checkpoint, the manifest). Its "
+      "text is "
       "random: it exercises the whole serving path without a "
       "download.");
   flags.Add("out", "", "output directory", true)
@@ -110,8 +113,11 @@ int RunMakeDemoModel(int argc, char** argv) {
       .Add("dtype", "bf16", "bf16 (as released models) or f32")
       .Add("seed", "1", "weight seed")
       .Add("vision", "", "add a random vision encoder + adapter: siglip2-base or tiny")
-      .Add("audio", "",
-           "instead: a random Whisper encoder + speech adapter: whisper-small or tiny");
+      .Add("audio", "", "instead: a random Whisper encoder + speech adapter: whisper-small or tiny")
+      .AddBool("time-series",
+               "instead: a random time-series model (WaveNet encoder, adapter, 12-step head; "
+               "the assets/ts-demo shape) in a model directory")
+      .Add("max-series-length", "32768", "with --time-series: the manifest's max_length");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -136,13 +142,16 @@ int RunMakeDemoModel(int argc, char** argv) {
   if (!audio.empty()) {
     if (auto st = CheckAudioShape(audio); !st.ok()) return UsageError(flags, st);
   }
-  if (!vision.empty() && !audio.empty()) {
-    return UsageError(flags, absl::InvalidArgumentError("give one of --vision and --audio"));
+  const bool time_series = flags.Bool("time-series");
+  if (int(!vision.empty()) + int(!audio.empty()) + int(time_series) > 1) {
+    return UsageError(
+        flags, absl::InvalidArgumentError("give one of --vision, --audio and --time-series"));
   }
   auto tensors = MakeRandomRwkv7(*spec);
   if (!tensors.ok()) return Fail(tensors.status());
   if (!vision.empty()) AddRandomVisionAdapter(vision, spec->n_embd, spec->seed, &*tensors);
   if (!audio.empty()) AddRandomSpeechAdapter(audio, spec->n_embd, spec->seed, &*tensors);
+  if (time_series) AddRandomTimeSeriesModel(spec->n_embd, spec->seed, &*tensors);
   namespace fs = std::filesystem;
   const fs::path dir = flags.Str("out");
   std::error_code ec;
@@ -155,6 +164,16 @@ int RunMakeDemoModel(int argc, char** argv) {
   const fs::path vocab = dir / "rwkv_vocab_v20230424.txt";
   fs::copy_file(DefaultVocabPath(), vocab, fs::copy_options::overwrite_existing, ec);
   if (ec) return Fail(absl::InternalError("cannot copy the vocabulary: " + ec.message()));
+  if (time_series) {
+    auto max_length = flags.Int("max-series-length", 4, 1 << 22);
+    if (!max_length.ok()) return UsageError(flags, max_length.status());
+    std::ofstream manifest(dir / "modrwkv-model.json");
+    manifest << "{\"format\": 1, \"checkpoint\": \"" << model.filename().string() << "\", "
+             << RandomTimeSeriesManifest(static_cast<int>(*max_length)) << "}\n";
+    if (!manifest) return Fail(absl::InternalError("cannot write the manifest in " + dir.string()));
+    std::printf("%s\n", dir.string().c_str());
+    return 0;
+  }
   if (!vision.empty() || !audio.empty()) {
     const absl::Status written =
         vision.empty() ? WriteRandomAudioEncoder(audio, spec->seed, (dir / "encoder").string())

@@ -169,4 +169,39 @@ absl::Status WriteRandomAudioEncoder(const std::string& shape, uint64_t seed,
           c.max_source_positions));
 }
 
+namespace {
+constexpr int kTsChannels = 1, kTsPatch = 4, kTsWidth = 32, kTsHorizon = 12;
+constexpr int kTsDilations[] = {1, 2, 4, 8, 1, 2, 4, 8};
+}  // namespace
+
+void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors) {
+  const std::string e = "modality.ts_encoder.";
+  const int d = kTsWidth;
+  AddLinear(e + "embed", kTsPatch * kTsChannels, d, seed, tensors);
+  for (size_t i = 0; i < std::size(kTsDilations); ++i) {
+    const std::string l = absl::StrCat(e, "layers.", i, ".");
+    const double bound = 1.0 / std::sqrt(2.0 * d);  // Conv1d(d, 2d, 2): fan-in d * 2
+    tensors->push_back(
+        F32(l + "conv.weight", {2 * d, d, 2},
+            encoders::RandomUniform(l + "conv.weight", int64_t{4} * d * d, -bound, bound, seed)));
+    tensors->push_back(F32(l + "conv.bias", {2 * d},
+                           encoders::RandomUniform(l + "conv.bias", 2 * d, -bound, bound, seed)));
+    AddLinear(l + "res", d, d, seed, tensors);
+    AddLinear(l + "skip", d, d, seed, tensors);
+  }
+  AddLinear(e + "out", d, d, seed, tensors);
+  AddLinear("modality.ts_adapter.proj.0", d, 4 * d, seed, tensors);
+  AddLinear("modality.ts_adapter.proj.2", 4 * d, n_embd, seed, tensors);
+  AddLinear("modality.ts_head", n_embd, kTsHorizon * kTsChannels, seed, tensors);
+}
+
+std::string RandomTimeSeriesManifest(int max_length) {
+  std::string dilations;
+  for (int v : kTsDilations) absl::StrAppend(&dilations, dilations.empty() ? "" : ", ", v);
+  return absl::StrFormat(
+      R"("time_series": {"encoder": "wavenet", "channels": %d, "patch": %d, "dilations": [%s], )"
+      R"("horizon": %d, "max_length": %d})",
+      kTsChannels, kTsPatch, dilations, kTsHorizon, max_length);
+}
+
 }  // namespace modrwkv::cli

@@ -38,4 +38,11 @@ void AddRandomSpeechAdapter(const std::string& shape, int n_embd, uint64_t seed,
 absl::Status WriteRandomAudioEncoder(const std::string& shape, uint64_t seed,
                                      const std::string& dir);
 
+// A random time-series model in this project's format (docs/models.md, "Time series"), the
+// assets/ts-demo shape: 1 channel, patch 4, WaveNet width 32 with dilations 1,2,4,8,1,2,4,8, the
+// 4x adapter (32 -> 128 -> n_embd) and a 12-step head. Appends the modality.ts_* tensors.
+void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors);
+// Its manifest section (max_length as given).
+std::string RandomTimeSeriesManifest(int max_length);
+
 }  // namespace modrwkv::cli
