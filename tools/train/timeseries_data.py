@@ -36,9 +36,48 @@ def _real():
     ]
 
 
-def generate(rng, n):
-    """One generated series of n steps: level + trend + seasonality + cycle + AR noise, optionally
-    made positive and multiplicative (exp), all parameters drawn from rng."""
+def _ar1(rng, n, phi):
+    """A stationary AR(1) path of unit variance."""
+    e = rng.normal(0, 1, n)
+    ar = np.zeros(n)
+    ar[0] = e[0]
+    for i in range(1, n):
+        ar[i] = phi * ar[i - 1] + np.sqrt(1 - phi ** 2) * e[i]
+    return ar
+
+
+def _seasonal_anomaly(rng, n):
+    """A fixed seasonal profile (a few harmonics of a calendar-like period) plus a persistent AR(1)
+    anomaly that seasonal-naive copies with last year's value (sea-surface-temperature like), at
+    times a slow trend and white measurement noise."""
+    t = np.arange(n, dtype=np.float64)
+    m = int(rng.choice([12, 12, 12, 12, 4, 6, 7, 24]))
+    s = np.zeros(n)
+    for k in range(1, int(rng.integers(1, 4)) + 1):
+        s += rng.normal(0, 1.0 / k) * np.sin(2 * np.pi * k * t / m + rng.uniform(0, 6.3))
+    s /= max(s.std(), 1e-6)
+    y = s + rng.uniform(0.15, 0.9) * _ar1(rng, n, rng.uniform(0.6, 0.98))
+    if rng.random() < 0.3:
+        y += rng.normal(0, 1.0) * t / n
+    return y + rng.uniform(0, 0.25) * rng.normal(0, 1, n)
+
+
+def _local_level(rng, n):
+    """Noise around a level that wanders slowly and shifts now and then (Nile-like): the best
+    forecast is a flat, smoothed level."""
+    level = rng.uniform(0, 0.25) * np.cumsum(rng.normal(0, 1, n)) / np.sqrt(n) * 4
+    for _ in range(int(rng.integers(0, 3))):
+        level += rng.normal(0, 1.5) * (np.arange(n) >= rng.integers(n))
+    return level + _ar1(rng, n, rng.uniform(-0.2, 0.4))
+
+
+def generate(rng, n, families=0.0):
+    """One generated series of n steps. With probability `families` one of the two plain families
+    above (half each); otherwise level + trend + seasonality + cycle + AR noise, optionally made
+    positive and multiplicative (exp), all parameters drawn from rng."""
+    if families > 0 and rng.random() < families:
+        y = _seasonal_anomaly(rng, n) if rng.random() < 0.5 else _local_level(rng, n)
+        return y * rng.uniform(0.1, 100) + rng.normal(0, 100)
     t = np.arange(n, dtype=np.float64)
     y = np.zeros(n)
     if rng.random() < 0.7:  # trend: linear, damped, or with a change point
