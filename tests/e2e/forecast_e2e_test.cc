@@ -95,10 +95,10 @@ TEST(ForecastE2eTest, TheDemoModelForecastsHeldOutTailsAsPyTorchDoes) {
     torch_beats_naive += s["mse_model"].get<double>() < naive;
     report += absl::StrFormat("%s: mse %.4g, seasonal naive %.4g\n", name, mse, naive);
   }
-  // The shipped model beats the seasonal-naive forecast on 8 of the 10 held-out tails (not on
-  // elnino and nile: docs/benchmarks.md); the server must do exactly as well as PyTorch.
+  // The shipped model beats the seasonal-naive forecast on 9 of the 10 held-out tails (not on
+  // nile, 1.08x: docs/benchmarks.md); the server must do exactly as well as PyTorch.
   EXPECT_EQ(beats_naive, torch_beats_naive) << report;
-  EXPECT_GE(beats_naive, 8) << report;
+  EXPECT_GE(beats_naive, 9) << report;
 }
 
 TEST(ForecastE2eTest, LongHorizonsAreRolledOutRoundByRound) {
