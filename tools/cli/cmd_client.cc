@@ -337,9 +337,10 @@ int Forecast(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   if (!out.ok()) return Fail(out.status());
   Print(*out);
   if (f.Bool("usage")) {
-    std::fprintf(stderr, "%d steps in %d round(s); %d prompt rows (%d from the series); %s\n",
+    const google::protobuf::Duration& t = resp.usage().total_time();
+    std::fprintf(stderr, "%d steps in %d round(s); %d prompt rows (%d from the series); %.3f s\n",
                  resp.horizon(), resp.rounds(), resp.usage().prompt_tokens(),
-                 resp.usage().series_rows(), resp.usage().total_time().DebugString().c_str());
+                 resp.usage().series_rows(), t.seconds() + t.nanos() / 1e9);
   }
   return 0;
 }
