@@ -264,8 +264,11 @@ bool Decimal(absl::string_view s, int64_t* mantissa, int* decimals, int* digits)
   if (i < s.size() && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
   int64_t v = 0;
   int n_int = 0, n_frac = 0;
-  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i, ++n_int) v = v * 10 + (s[i] - '0');
-  if (n_int == 0 || n_int > 18) return false;
+  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i, ++n_int) {
+    if (n_int == 18) return false;  // more digits than int64 holds exactly
+    v = v * 10 + (s[i] - '0');
+  }
+  if (n_int == 0) return false;
   if (i < s.size() && s[i] == '.') {
     for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i, ++n_frac) {
       if (n_int + n_frac >= 18) return false;

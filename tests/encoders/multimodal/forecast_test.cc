@@ -64,7 +64,8 @@ TEST(ForecastTest, ForecastsEqualTheReferenceForEveryCase) {
   ModelBundle b = Open();
   ASSERT_NE(b.series, nullptr);
   cpu::ThreadPool pool(2);
-  for (const nlohmann::json& c : Manifest()["cases"]) {
+  const nlohmann::json m = Manifest();  // outlives the loop (not a temporary's member)
+  for (const nlohmann::json& c : m["cases"]) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
     std::vector<int32_t> prompt;

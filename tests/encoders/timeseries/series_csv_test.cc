@@ -65,7 +65,8 @@ TEST(SeriesCsvGolden, InputCsvEqualsInputBinBitForBit) {
 }
 
 TEST(SeriesCsvGolden, ForecastCsvIsWrittenAsTheReferenceWritesIt) {
-  for (const nlohmann::json& c : Manifest()["cases"]) {
+  const nlohmann::json m = Manifest();  // outlives the loop (not a temporary's member)
+  for (const nlohmann::json& c : m["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const SeriesCsv in = MustParse(ReadText(kDir + c["input_csv"].get<std::string>()));
     const std::vector<float> y = ReadF32(kDir + c["forecast"]["file"].get<std::string>());
