@@ -1,13 +1,20 @@
 #include "server/forecast_reactor.h"
 
-#include <algorithm>
-
-#include "absl/strings/str_format.h"
 #include "encoders/timeseries/rollout.h"
 #include "engine/base/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {
+
+template <typename Stage>
+void ForecastReactor::RunStage(Stage stage) {
+  std::optional<grpc::Status> reply;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    reply = stage();
+  }
+  if (reply) Finish(*reply);
+}
 
 ForecastReactor::ForecastReactor(ServingContext* ctx, grpc::CallbackServerContext* call,
                                  const pb::ForecastRequest* request, pb::ForecastResponse* response)
@@ -22,13 +29,10 @@ ForecastReactor::ForecastReactor(ServingContext* ctx, grpc::CallbackServerContex
   record_.request_id = ctx_->RequestId(*call_, request->request_id());
   record_.generation = true;
   call_->AddInitialMetadata("x-request-id", record_.request_id);
-  std::optional<grpc::Status> reply;
-  {
-    std::lock_guard<std::mutex> l(mu_);
+  RunStage([&]() -> std::optional<grpc::Status> {
     const absl::Status st = Start(*request);
-    if (!st.ok()) reply = Complete(st);
-  }
-  Reply(reply);
+    return st.ok() ? std::nullopt : Complete(st);
+  });
 }
 
 absl::Status ForecastReactor::Start(const pb::ForecastRequest& request) {
@@ -40,10 +44,10 @@ absl::Status ForecastReactor::Start(const pb::ForecastRequest& request) {
   if (series_model_ == nullptr || ctx_->media_pool == nullptr) {
     return absl::InternalError("the time-series encoder is not loaded");
   }
-  window_ = std::move(plan.series);
   horizon_ = plan.horizon;
   deadline_ = plan.deadline;
-  values_.reserve(static_cast<size_t>(horizon_) * window_.channels);
+  rollout_.emplace(std::move(plan.series), horizon_, series_model_->horizon(),
+                   ctx_->translation.series->max_length);
   return StartRound();
 }
 
@@ -51,11 +55,11 @@ absl::Status ForecastReactor::StartRound() {
   if (absl::Now() >= deadline_) {
     return absl::DeadlineExceededError("the forecast's deadline passed");
   }
-  norm_ = series_model_->Stats(window_);
+  norm_ = series_model_->Stats(rollout_->window());
   PendingMedia item;
   item.part = 0;
   item.kind = encoders::kSeriesKind;
-  item.bytes = std::make_shared<const std::string>(encoders::PackSeries(window_));
+  item.bytes = std::make_shared<const std::string>(encoders::PackSeries(rollout_->window()));
   item.field = "series";
   // The pool may call back before EncodeMedia returns (a cache hit), on its own thread: that
   // callback takes mu_ after this round's state is complete, as mu_ is held here.
@@ -66,12 +70,7 @@ absl::Status ForecastReactor::StartRound() {
 }
 
 void ForecastReactor::OnEncoded(EncodedMedia rows) {
-  std::optional<grpc::Status> reply;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    reply = Encoded(std::move(rows));
-  }
-  Reply(reply);
+  RunStage([&] { return Encoded(std::move(rows)); });
 }
 
 std::optional<grpc::Status> ForecastReactor::Encoded(EncodedMedia rows) {
@@ -102,18 +101,12 @@ std::optional<grpc::Status> ForecastReactor::Encoded(EncodedMedia rows) {
 }
 
 void ForecastReactor::OnEngineFinish(FinishEvent event) {
-  std::optional<grpc::Status> reply;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    reply = RoundDone(std::move(event));
-  }
-  Reply(reply);
+  RunStage([&] { return RoundDone(std::move(event)); });
 }
 
 std::optional<grpc::Status> ForecastReactor::RoundDone(FinishEvent event) {
   engine_id_ = 0;
   if (finished_) return std::nullopt;
-  ++record_.forecast_rounds;
   record_.prompt_tokens += event.prompt_tokens;
   record_.queue_time += event.queue_time;
   absl::Status st;
@@ -136,13 +129,7 @@ std::optional<grpc::Status> ForecastReactor::RoundDone(FinishEvent event) {
   if (!st.ok()) return Complete(st);
   absl::StatusOr<std::vector<float>> y = series_model_->Forecast(event.hidden_state, norm_);
   if (!y.ok()) return Complete(y.status());
-  const std::vector<float>& forecast = *y;
-  const int c = window_.channels;
-  const int steps =
-      std::min<int>(series_model_->horizon(), horizon_ - static_cast<int>(values_.size()) / c);
-  values_.insert(values_.end(), forecast.begin(), forecast.begin() + steps * c);
-  if (static_cast<int>(values_.size()) / c >= horizon_) return Complete(absl::OkStatus());
-  encoders::AppendForecast(forecast, ctx_->translation.series->max_length, &window_);
+  if (rollout_->Add(*y)) return Complete(absl::OkStatus());
   st = StartRound();
   if (!st.ok()) return Complete(st);
   return std::nullopt;
@@ -165,10 +152,11 @@ std::optional<grpc::Status> ForecastReactor::Complete(const absl::Status& status
   if (finished_) return std::nullopt;
   finished_ = true;
   if (status.ok()) {
-    response_->mutable_values()->Assign(values_.begin(), values_.end());
+    const std::vector<float>& values = rollout_->values();
+    response_->mutable_values()->Assign(values.begin(), values.end());
     response_->set_horizon(horizon_);
-    response_->set_channels(window_.channels);
-    response_->set_rounds(record_.forecast_rounds);
+    response_->set_channels(rollout_->window().channels);
+    response_->set_rounds(rollout_->rounds());
     response_->set_request_id(record_.request_id);
     pb::Usage* u = response_->mutable_usage();
     u->set_prompt_tokens(static_cast<int32_t>(record_.prompt_tokens));
@@ -176,15 +164,12 @@ std::optional<grpc::Status> ForecastReactor::Complete(const absl::Status& status
     FillDuration(record_.queue_time, u->mutable_queue_time());
     FillDuration(absl::Now() - started_, u->mutable_total_time());
   }
+  record_.forecast_rounds = rollout_ ? rollout_->rounds() : 0;
   record_.finish_reason = status.ok() ? "length" : "error";
   record_.total_time = absl::Now() - started_;
   const grpc::Status st = ToGrpcStatus(status);
   ctx_->RecordFinish(&record_, st);
   return st;
-}
-
-void ForecastReactor::Reply(const std::optional<grpc::Status>& status) {
-  if (status) Finish(*status);
 }
 
 void ForecastReactor::OnDone() {

@@ -11,6 +11,7 @@
 
 #include "absl/time/time.h"
 #include "encoders/pool/encoder_pool.h"
+#include "encoders/timeseries/rollout.h"
 #include "encoders/timeseries/series.h"
 #include "encoders/timeseries/timeseries_model.h"
 #include "engine/serving/scheduler.h"
@@ -39,12 +40,14 @@ class ForecastReactor final : public grpc::ServerUnaryReactor {
   // Queues the current window on the encoder pool.
   absl::Status StartRound();
   void OnEncoded(EncodedMedia rows);
-  // The stages under mu_; a status when the call is to end with it (Reply, outside mu_).
+  // The stages under mu_; a status when the call is to end with it (finished outside mu_).
   std::optional<grpc::Status> Encoded(EncodedMedia rows);
   std::optional<grpc::Status> RoundDone(FinishEvent event);
+  // Runs a stage under mu_, then finishes the call if the stage says so.
+  template <typename Stage>
+  void RunStage(Stage stage);
   // Fills the response (when OK) and the log record, once; nullopt when already complete.
   std::optional<grpc::Status> Complete(const absl::Status& status);
-  void Reply(const std::optional<grpc::Status>& status);
 
   ServingContext* const ctx_;
   grpc::CallbackServerContext* const call_;
@@ -54,9 +57,8 @@ class ForecastReactor final : public grpc::ServerUnaryReactor {
 
   std::mutex mu_;
   RpcRecord record_;
-  encoders::Series window_;    // the newest steps, the forecast so far appended
-  encoders::SeriesNorm norm_;  // of the window the current round encodes
-  std::vector<float> values_;  // [steps so far][channels]
+  std::optional<encoders::ForecastRollout> rollout_;  // set by Start
+  encoders::SeriesNorm norm_;                         // of the window the current round encodes
   int horizon_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
   absl::Time started_;

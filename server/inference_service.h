@@ -1,5 +1,6 @@
 // modrwkv.v1.Inference on the gRPC callback API: Generate, Chat and Forecast hand off to their
-// reactors; the other unary methods run inline (tokenizer work is microseconds and never waits on the scheduler).
+// reactors; the other unary methods run inline (tokenizer work is microseconds and never waits on
+// the scheduler).
 #pragma once
 
 #include "modrwkv/v1/inference.grpc.pb.h"

@@ -54,10 +54,10 @@ class ModelServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Model> model_;
-  std::shared_ptr<const encoders::VisionPipeline> vision_;     // null: text only
-  std::shared_ptr<const encoders::AudioPipeline> audio_;       // null: no audio
+  std::shared_ptr<const encoders::VisionPipeline> vision_;      // null: text only
+  std::shared_ptr<const encoders::AudioPipeline> audio_;        // null: no audio
   std::shared_ptr<const encoders::TimeSeriesPipeline> series_;  // null: no forecasting
-  std::shared_ptr<const encoders::MediaRouter> media_router_;  // the pool's encoder
+  std::shared_ptr<const encoders::MediaRouter> media_router_;   // the pool's encoder
   std::unique_ptr<encoders::EncoderPool> media_pool_;
   std::unique_ptr<Scheduler> scheduler_;
   ServingContext ctx_;

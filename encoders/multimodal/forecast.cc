@@ -20,10 +20,10 @@ absl::StatusOr<SeriesForecast> ForecastSeries(const TimeSeriesPipeline& ts, Mode
         absl::StrFormat("the time-series rows have width %d, the model %d", ts.dim(), C));
   }
   SeriesForecast out;
-  Series window = series;
-  const int c = series.channels;
+  ForecastRollout rollout(series, horizon, ts.horizon(), ts.max_length());
   std::vector<StepResult> results;
-  while (static_cast<int>(out.values.size()) / c < horizon) {
+  for (bool done_all = false; !done_all;) {
+    const Series& window = rollout.window();
     const SeriesNorm norm = ts.Stats(window);
     MODRWKV_ASSIGN_OR_RETURN(EmbeddingRows rows, ts.EncodeSeries(window, "series", pool));
     MODRWKV_RETURN_IF_ERROR(model.ResetSlot(slot));
@@ -49,13 +49,12 @@ absl::StatusOr<SeriesForecast> ForecastSeries(const TimeSeriesPipeline& ts, Mode
     }
     MODRWKV_ASSIGN_OR_RETURN(const std::vector<float> forecast,
                              ts.Forecast(results[0].hidden, norm));
-    ++out.rounds;
     out.prompt_rows += total;
     out.series_rows += rows.rows;
-    const int steps = std::min(ts.horizon(), horizon - static_cast<int>(out.values.size()) / c);
-    out.values.insert(out.values.end(), forecast.begin(), forecast.begin() + steps * c);
-    AppendForecast(forecast, ts.max_length(), &window);
+    done_all = rollout.Add(forecast);
   }
+  out.values = rollout.values();
+  out.rounds = rollout.rounds();
   return out;
 }
 

@@ -223,9 +223,9 @@ absl::StatusOr<ModelManifest> ParseManifest(std::string_view json_text, const st
     return absl::InvalidArgumentError(
         absl::StrCat(kManifestName, " in ", dir, " is not a JSON object"));
   }
-  static const char* kKnown[] = {"format",     "checkpoint", "vocab",  "chat_template",
-                                 "stop_tokens", "ban_tokens", "vision", "audio",
-                                 "time_series"};
+  static const char* kKnown[] = {"format",        "checkpoint",  "vocab",
+                                 "chat_template", "stop_tokens", "ban_tokens",
+                                 "vision",        "audio",       "time_series"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return Bad(key,

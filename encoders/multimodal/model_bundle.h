@@ -20,10 +20,10 @@
 namespace modrwkv::encoders {
 
 struct BundleOptions {
-  std::string model;           // a checkpoint file, or a directory holding kManifestName
-  std::string vision_encoder;  // encoder folder; overrides the manifest's
-  std::string audio_encoder;   // Whisper or WavLM folder; overrides the manifest's
-  DecodeOptions decode;        // image limits and EXIF handling
+  std::string model;                // a checkpoint file, or a directory holding kManifestName
+  std::string vision_encoder;       // encoder folder; overrides the manifest's
+  std::string audio_encoder;        // Whisper or WavLM folder; overrides the manifest's
+  DecodeOptions decode;             // image limits and EXIF handling
   AudioDecodeOptions audio_decode;  // audio limits (max_seconds is capped at the encoder's window)
 };
 
@@ -43,7 +43,7 @@ struct ModelBundle {
   std::shared_ptr<const AudioPipeline> audio;    // null: no audio
   // A time-series model (the manifest's "time_series"): its encoder and forecasting head.
   std::shared_ptr<const TimeSeriesPipeline> series;  // null: no forecasting
-  std::vector<int32_t> series_prompt;  // the manifest's time_series.prompt, tokenized
+  std::vector<int32_t> series_prompt;                // the manifest's time_series.prompt, tokenized
   ImageSplice image_splice;
   // Why a checkpoint with an adapter is served text-only ("" when not the case).
   std::string encoder_missing;

@@ -4,20 +4,31 @@
 
 namespace modrwkv::encoders {
 
-int ForecastRounds(int horizon, int model_horizon) {
-  return (horizon + model_horizon - 1) / model_horizon;
+ForecastRollout::ForecastRollout(Series series, int horizon, int model_horizon, int max_length)
+    : window_(std::move(series)),
+      horizon_(horizon),
+      model_horizon_(model_horizon),
+      max_length_(max_length) {
+  values_.reserve(static_cast<size_t>(horizon) * window_.channels);
 }
 
-void AppendForecast(absl::Span<const float> forecast, int max_length, Series* window) {
-  const int c = window->channels;
-  window->values.insert(window->values.end(), forecast.begin(), forecast.end());
-  window->length += static_cast<int>(forecast.size()) / c;
-  if (window->length > max_length) {
-    const int drop = window->length - max_length;
-    window->values.erase(window->values.begin(),
-                         window->values.begin() + static_cast<int64_t>(drop) * c);
-    window->length = max_length;
+bool ForecastRollout::Add(absl::Span<const float> forecast) {
+  const int c = window_.channels;
+  ++rounds_;
+  const int done = static_cast<int>(values_.size()) / c;
+  const int steps = std::min(model_horizon_, horizon_ - done);
+  values_.insert(values_.end(), forecast.begin(), forecast.begin() + steps * c);
+  if (done + steps >= horizon_) return true;
+  // The next round's window: the whole forecast appended, the oldest steps dropped.
+  window_.values.insert(window_.values.end(), forecast.begin(), forecast.end());
+  window_.length += static_cast<int>(forecast.size()) / c;
+  if (window_.length > max_length_) {
+    const int drop = window_.length - max_length_;
+    window_.values.erase(window_.values.begin(),
+                         window_.values.begin() + static_cast<int64_t>(drop) * c);
+    window_.length = max_length_;
   }
+  return false;
 }
 
 }  // namespace modrwkv::encoders

@@ -2,16 +2,33 @@
 // model runs again on the newest steps. The Forecast RPC and `modrwkv forecast` share this plan.
 #pragma once
 
+#include <vector>
+
 #include "absl/types/span.h"
 #include "encoders/timeseries/series.h"
 
 namespace modrwkv::encoders {
 
-// Model runs needed for `horizon` steps when one run forecasts `model_horizon`.
-int ForecastRounds(int horizon, int model_horizon);
+// The rounds of one forecast of `horizon` steps by a model that forecasts `model_horizon` steps
+// per run and takes at most `max_length` steps.
+class ForecastRollout {
+ public:
+  ForecastRollout(Series series, int horizon, int model_horizon, int max_length);
 
-// Appends `forecast` ([steps][window->channels]) to `window` and drops its oldest steps beyond
-// `max_length`, so the next round sees the newest max_length steps.
-void AppendForecast(absl::Span<const float> forecast, int max_length, Series* window);
+  // What the next round encodes: the series with the forecast so far appended, its newest
+  // max_length steps.
+  const Series& window() const { return window_; }
+  // Takes one round's forecast ([model_horizon][channels]); true once `horizon` steps are in.
+  bool Add(absl::Span<const float> forecast);
+  // [steps so far, at most horizon][channels].
+  const std::vector<float>& values() const { return values_; }
+  int rounds() const { return rounds_; }
+
+ private:
+  Series window_;
+  std::vector<float> values_;
+  const int horizon_, model_horizon_, max_length_;
+  int rounds_ = 0;
+};
 
 }  // namespace modrwkv::encoders

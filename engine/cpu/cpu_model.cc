@@ -205,7 +205,7 @@ absl::Status CpuModel::ValidateEntry(const StepEntry& entry, int e, std::vector<
   return absl::OkStatus();
 }
 
-void CpuModel::EnsureScratch(int rows, int logit_rows) {
+void CpuModel::EnsureScratch(int rows, int out_rows, int logit_rows) {
   const ModelConfig& c = info_.config;
   if (rows > s_.rows) {
     const size_t rc = static_cast<size_t>(rows) * c.n_embd;
@@ -221,8 +221,9 @@ void CpuModel::EnsureScratch(int rows, int logit_rows) {
     s_.hf.Resize(static_cast<size_t>(rows) * c.ffn_size);
     s_.rows = rows;
   }
+  const size_t oo = static_cast<size_t>(std::max(out_rows, 1));
   const size_t lo = static_cast<size_t>(std::max(logit_rows, 1));
-  if (s_.xo.size() < lo * c.n_embd) s_.xo.Resize(lo * c.n_embd);
+  if (s_.xo.size() < oo * c.n_embd) s_.xo.Resize(oo * c.n_embd);
   if (s_.logits.size() < lo * c.vocab_size) s_.logits.Resize(lo * c.vocab_size);
 }
 
@@ -426,7 +427,7 @@ absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<Ste
   }
   const int n_out = static_cast<int>(out_entries.size());
   step_rows_ = rows;
-  EnsureScratch(rows, n_out);
+  EnsureScratch(rows, n_out, n_logits);
 
   Embed(entries);
   for (int li = 0; li < cfg.n_layer; ++li) RunLayer(li, entries);

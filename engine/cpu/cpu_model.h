@@ -56,7 +56,8 @@ class CpuModel final : public Model {
   absl::Status ValidateStep(absl::Span<const StepEntry> entries, int* total_rows) const;
   absl::Status ValidateEntry(const StepEntry& entry, int e, std::vector<bool>* used_slots,
                              int64_t* rows) const;
-  void EnsureScratch(int rows, int logit_rows);
+  // `out_rows` rows of ln_out (logits and hidden-state entries), `logit_rows` of logits.
+  void EnsureScratch(int rows, int out_rows, int logit_rows);
   void Embed(absl::Span<const StepEntry> entries);
   void RunLayer(int layer, absl::Span<const StepEntry> entries);
   float* SlotState(int slot, int layer) {

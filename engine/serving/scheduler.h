@@ -69,7 +69,7 @@ struct TokenEvent {
 struct FinishEvent {
   // A RequestOutput::kHiddenState request that ran to the end of its prompt ends with kLength.
   EndReason reason = EndReason::kError;
-  absl::Status status;  // OK unless reason == kError
+  absl::Status status;              // OK unless reason == kError
   std::vector<float> hidden_state;  // RequestOutput::kHiddenState, reason kLength: [n_embd]
   int prompt_tokens = 0;
   int generated_tokens = 0;
