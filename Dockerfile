@@ -62,7 +62,7 @@ EXPOSE 50051 9090
 # Readiness (service modrwkv.v1.Inference): SERVING once the model is loaded and warmed up, off
 # while draining. The start period covers loading a large checkpoint.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
-  CMD modrwkv client health --target "127.0.0.1:${MODRWKV_PORT}" --timeout 4 || exit 1
+  CMD ["/bin/sh", "-c", "exec modrwkv client health --target 127.0.0.1:${MODRWKV_PORT} --timeout 4"]
 ENTRYPOINT ["modrwkv"]
 CMD ["serve"]
 
@@ -93,7 +93,7 @@ ENV PATH=/opt/modrwkv/bin:$PATH \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 EXPOSE 50051 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
-  CMD modrwkv client health --target "127.0.0.1:${MODRWKV_PORT}" --timeout 4 || exit 1
+  CMD ["/bin/sh", "-c", "exec modrwkv client health --target 127.0.0.1:${MODRWKV_PORT} --timeout 4"]
 USER 10001:10001
 ENTRYPOINT ["modrwkv"]
 CMD ["serve"]
