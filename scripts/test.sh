@@ -19,6 +19,7 @@ phase() { echo "== $* (at ${SECONDS} s)"; }
 phase "release build and tests"
 ./scripts/build.sh release
 ctest --preset release -j"$(nproc)"
+phase "deployment: manifests, alerts, Dockerfile (scripts/check-deploy.sh), the CPU image (scripts/build-image.sh)"; ./scripts/check-deploy.sh; ./scripts/build-image.sh
 
 if ((quick)); then exit 0; fi
 
