@@ -117,10 +117,12 @@ log=$stage/container.log
 podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
 trap 'podman rm -f -t 0 "$name" >/dev/null 2>&1 || true' EXIT
 # Published on free loopback ports; the container itself listens on the image's 50051 and 9090.
-# No health timer (podman schedules those through systemd); `podman healthcheck run` below runs the
-# image's HEALTHCHECK once.
-podman run -d --name "$name" --health-interval disable -v "$PWD/$models:/models:ro" \
-  -p 127.0.0.1::50051 -p 127.0.0.1::9090 "$image" >/dev/null
+# As deploy/ runs it: read-only root, no capabilities, no privilege escalation, a tmpfs /tmp.
+# No health timer (podman schedules those through systemd, absent here); `podman healthcheck run`
+# below runs the image's HEALTHCHECK once.
+podman run -d --name "$name" --read-only --tmpfs /tmp --cap-drop ALL \
+  --security-opt no-new-privileges --health-interval disable -v "$PWD/$models:/models:ro" \
+  -p 127.0.0.1::50051 -p 127.0.0.1::9090 "$image" > /dev/null 2> >(grep -v 'systemd connection' >&2)
 grpc=$(podman port "$name" 50051/tcp | head -1 | sed 's/.*://')
 metrics_port=$(podman port "$name" 9090/tcp | head -1 | sed 's/.*://')
 for _ in $(seq 1 600); do
@@ -142,10 +144,10 @@ echo "build-image: generated through the container: $(grep FINISH_REASON <<<"$ou
 scrape=$(curl -sf "127.0.0.1:$metrics_port/metrics")
 grep -q '^modrwkv_generated_tokens_total 8$' <<<"$scrape" ||
   { echo "build-image: /metrics does not count the generation" >&2; exit 1; }
-podman stop -t 60 "$name" >/dev/null
+podman stop -t 60 "$name" >/dev/null 2> >(grep -v 'systemd connection' >&2)
 code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 podman logs "$name" 2>&1 | grep -q 'msg=stopped' && [[ $code == 0 ]] ||
   { podman logs "$name" 2>&1 | tail -5; echo "build-image: drain ended with $code" >&2; exit 1; }
 echo "build-image: SIGTERM drained the container, exit code 0"
-podman rm "$name" >/dev/null
+podman rm "$name" >/dev/null 2> >(grep -v 'systemd connection' >&2)
 podman image prune -f >/dev/null  # the previous builds' untagged images
