@@ -15,6 +15,12 @@
 namespace modrwkv::server {
 namespace {
 
+// The field that names a media part: a Generate part's "input[2]" + ".image"; a chat turn's
+// "images[0]" or an OpenAI request's "messages[1].content[0].image_url" name the media already.
+std::string MediaField(const std::string& part_path, absl::string_view suffix) {
+  return absl::StartsWith(part_path, "input[") ? absl::StrCat(part_path, suffix) : part_path;
+}
+
 // `field` names the prompt in errors about it as a whole: "input" for Generate, "text" for a chat
 // turn (whose prompt is its templated text). `path_of(i)` names part i ("input[2]").
 absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
@@ -50,9 +56,7 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
       case pb::InputPart::kImage:
         if (ctx.image && images != nullptr) {
           const ImageTranslation& it = *ctx.image;
-          // A chat turn's images are a field of their own ("images[0]").
-          const std::string image_field =
-              absl::StartsWith(path, "images[") ? path : absl::StrCat(path, ".image");
+          const std::string image_field = MediaField(path, ".image");
           if (++n_images > it.max_images) {
             return InvalidField(image_field,
                                 absl::StrFormat("%s: more than %d images in one request "
@@ -90,9 +94,7 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
       case pb::InputPart::kAudio:
         if (p.kind_case() == pb::InputPart::kAudio && ctx.audio && images != nullptr) {
           const AudioTranslation& at = *ctx.audio;
-          // A chat turn's clips are a field of their own ("audio[0]").
-          const std::string field =
-              absl::StartsWith(path, "audio[") ? path : absl::StrCat(path, ".audio");
+          const std::string field = MediaField(path, ".audio");
           if (++n_clips > at.max_clips) {
             return InvalidField(field, absl::StrFormat("%s: more than %d audio clips in one "
                                                        "request (max-audio-per-request)",
@@ -119,7 +121,7 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
       case pb::InputPart::kTimeSeries:
         if (p.kind_case() == pb::InputPart::kTimeSeries && ctx.series && images != nullptr) {
           const SeriesTranslation& st = *ctx.series;
-          const std::string field = absl::StrCat(path, ".time_series");
+          const std::string field = MediaField(path, ".time_series");
           if (++n_series > st.max_series) {
             return InvalidField(field, absl::StrFormat("%s: more than %d time series in one "
                                                        "request (max-series-per-request)",
@@ -277,11 +279,19 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline,
                                               std::vector<PendingMedia>* images) {
+  return ToEngineRequest(req, ctx, grpc_deadline, images,
+                         [](int i) { return absl::StrCat("input[", i, "]"); });
+}
+
+absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
+                                              const TranslationContext& ctx,
+                                              std::chrono::system_clock::time_point grpc_deadline,
+                                              std::vector<PendingMedia>* images,
+                                              absl::FunctionRef<std::string(int)> part_name) {
   EngineRequest out;
   MODRWKV_ASSIGN_OR_RETURN(
       out.prompt,
-      ToEnginePrompt(
-          req.input(), ctx, "input", [](int i) { return absl::StrCat("input[", i, "]"); }, images));
+      ToEnginePrompt(req.input(), ctx, "input", part_name, images));
   if (req.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
   }
@@ -293,6 +303,21 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
   return out;
+}
+
+void ApplyChatTurnRules(const TranslationContext& ctx, EngineRequest* request) {
+  std::vector<int32_t>& stops = request->stop.stop_token_ids;
+  std::vector<int32_t>& bans = request->sampling.banned_tokens;
+  stops.push_back(kChatTurnEndToken);
+  for (int32_t t : ctx.chat_stop_tokens) {
+    if (t < ctx.model_vocab && t != kChatTurnEndToken) stops.push_back(t);
+  }
+  if (std::find(bans.begin(), bans.end(), kEndOfTextToken) == bans.end()) {
+    bans.push_back(kEndOfTextToken);
+  }
+  for (int32_t t : ctx.chat_ban_tokens) {
+    if (t < ctx.model_vocab && t != kEndOfTextToken) bans.push_back(t);
+  }
 }
 
 absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, SessionId session,
@@ -342,13 +367,7 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
                                            req.logprobs_top_n(), ctx, /*chat_turn=*/true,
                                            &out.sampling));
   MODRWKV_RETURN_IF_ERROR(ToEngineStop(req.stop(), ctx, &out.stop));
-  out.stop.stop_token_ids.push_back(kChatTurnEndToken);
-  for (int32_t t : ctx.chat_stop_tokens) {
-    if (t < ctx.model_vocab && t != kChatTurnEndToken) out.stop.stop_token_ids.push_back(t);
-  }
-  for (int32_t t : ctx.chat_ban_tokens) {
-    if (t < ctx.model_vocab && t != kEndOfTextToken) out.sampling.banned_tokens.push_back(t);
-  }
+  ApplyChatTurnRules(ctx, &out);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
   return out;

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "encoders/multimodal/media_router.h"
@@ -90,6 +91,18 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline,
                                               std::vector<PendingMedia>* images = nullptr);
+
+// As above; `part_name(i)` names input part i in errors (default "input[i]"), e.g. the OpenAI
+// request's "messages[1].content[0].image_url" that the part came from.
+absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
+                                              const TranslationContext& ctx,
+                                              std::chrono::system_clock::time_point grpc_deadline,
+                                              std::vector<PendingMedia>* images,
+                                              absl::FunctionRef<std::string(int)> part_name);
+
+// What makes a request a chat turn's answer: it stops at the turn end (24) and the manifest's stop
+// tokens, and never samples end of text (0) or the manifest's banned tokens.
+void ApplyChatTurnRules(const TranslationContext& ctx, EngineRequest* request);
 
 // One chat turn -> engine request on `session` (the template applied unless `raw`; the turn's
 // images where the template has "{image}", else before its text).

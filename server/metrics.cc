@@ -231,6 +231,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       rpcs_->Add({{"method", std::string(m)}, {"code", std::string(GrpcCodeName(c))}});
     }
   }
+  http_requests_ = &BuildCounter()
+                        .Name("modrwkv_http_requests_total")
+                        .Help("HTTP API requests answered, by method and HTTP status.")
+                        .Register(r);
   rejections_ = &BuildCounter()
                      .Name("modrwkv_admission_rejections_total")
                      .Help("Requests refused at admission, by reason.")
@@ -287,6 +291,12 @@ void Metrics::Refresh() {
 void Metrics::OnRpcDone(absl::string_view method, grpc::StatusCode code) {
   if (!recording()) return;
   rpcs_->Add({{"method", std::string(method)}, {"code", std::string(GrpcCodeName(code))}})
+      .Increment();
+}
+
+void Metrics::OnHttpDone(absl::string_view method, int http_status) {
+  if (!recording()) return;
+  http_requests_->Add({{"method", std::string(method)}, {"status", absl::StrCat(http_status)}})
       .Increment();
 }
 

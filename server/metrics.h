@@ -64,6 +64,8 @@ class Metrics : public SchedulerObserver {
 
   // Server-side events (any thread).
   void OnRpcDone(absl::string_view method, grpc::StatusCode code);
+  // An HTTP API request ("openai.ChatCompletions", ...) answered with `http_status`.
+  void OnHttpDone(absl::string_view method, int http_status);
   void OnStreamOverflow();
   void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
 
@@ -106,6 +108,7 @@ class Metrics : public SchedulerObserver {
   std::function<void(const absl::Status&)> step_error_log_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;
+  prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Counter>* rejections_;
   std::unique_ptr<EncoderMetrics> encoder_;
 };

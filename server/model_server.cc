@@ -149,11 +149,15 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   }
   s->server_->GetHealthCheckService()->SetServingStatus("", true);
   s->SetReady(false);
+  if (options.http_port >= 0) {
+    MODRWKV_ASSIGN_OR_RETURN(s->http_, http::HttpServer::Start(&s->ctx_));
+  }
   const char* identity = s->auth_->enabled()               ? "token"
                          : s->auth_->client_certificates() ? "certificate"
                                                            : "none";
   s->log_->Info("listening", {{"grpc_port", s->port_},
                               {"metrics_port", s->metrics_->port()},
+                              {"http_port", s->http_port()},
                               {"metrics_host", options.EffectiveMetricsHost()},
                               {"tls", !options.tls_cert_file.empty()},
                               {"mtls", !options.tls_client_ca_file.empty()},
@@ -167,6 +171,7 @@ void ModelServer::SetReady(bool ready) {
   server_->GetHealthCheckService()->SetServingStatus(kReadinessService, ready);
   server_->GetHealthCheckService()->SetServingStatus("modrwkv.v1.Sessions", ready);
   metrics_->SetReady(ready);
+  ctx_.ready.store(ready);
 }
 
 absl::Status ModelServer::LoadAndServe() {
@@ -298,6 +303,7 @@ absl::Status ModelServer::LoadAndServe() {
     metrics_->SetRecording(true);
     MODRWKV_RETURN_IF_ERROR(st);
   }
+  ctx_.loaded_at_unix = absl::ToUnixSeconds(absl::Now());
   ctx_.loaded.store(true, std::memory_order_release);
   SetReady(true);
   log_->Info("ready", {{"grpc_port", port_}, {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
@@ -386,6 +392,8 @@ void ModelServer::DrainAndStop() {
       absl::SleepFor(absl::Milliseconds(10));
     }
   }
+  // HTTP requests still running past the timeout are cancelled; their handlers return.
+  if (http_) http_->Stop();
   // Cancels what is still open (idle Chat streams, anything past the timeout) and waits for
   // every callback to finish; the scheduler keeps running until then so cancellations complete.
   server_->Shutdown(std::chrono::system_clock::now());

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
+#include "server/http/http_server.h"
 #include "server/inference_service.h"
 #include "server/logger.h"
 #include "server/metrics.h"
@@ -29,6 +30,7 @@ class ModelServer {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_->port(); }
+  int http_port() const { return http_ ? http_->port() : -1; }
 
   // Loads tokenizer and model, starts the scheduler, runs the warm-up batch, then turns
   // readiness SERVING and logs "ready". Blocks (call it from main, not from a callback).
@@ -64,6 +66,7 @@ class ModelServer {
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<SessionsService> sessions_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<http::HttpServer> http_;  // --http-port; null when off
   int port_ = 0;
   bool stopped_ = false;
 };

@@ -71,6 +71,25 @@ absl::Status ServerOptions::Validate() const {
   if (metrics_port > 0 && metrics_port == port && EffectiveMetricsHost() == host) {
     return absl::InvalidArgumentError("metrics-port must differ from port");
   }
+  if (http_port < -1 || http_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("http-port must be in [0, 65535] or -1 (off), got %d", http_port));
+  }
+  if (http_port > 0 && (http_port == port || (http_port == metrics_port &&
+                                              EffectiveMetricsHost() == host))) {
+    return absl::InvalidArgumentError("http-port must differ from port and metrics-port");
+  }
+  if (http_threads < 1 || http_threads > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("http-threads must be in [1, 4096], got %d", http_threads));
+  }
+  if (http_max_n < 1 || http_max_n > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("http-max-n must be in [1, 128], got %d", http_max_n));
+  }
+  if (http_write_timeout < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("http-write-timeout must be >= 1s");
+  }
   if (host.empty()) return absl::InvalidArgumentError("host must not be empty");
   if (max_message_bytes < 1024 || max_message_bytes > (1 << 30)) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -41,6 +41,13 @@ struct ServerOptions {
   int metrics_port = 9090;          // 0 = pick a free port; -1 = no metrics endpoint
   int max_message_bytes = 4 << 20;  // largest request message accepted (INVALID_ARGUMENT above)
   bool reflection = true;           // grpc.reflection.v1alpha on the gRPC port
+  // The OpenAI-compatible HTTP API (server/http): -1 = off, 0 = pick a free port. Same host, TLS,
+  // tokens, limits and drain as gRPC.
+  int http_port = -1;
+  int http_threads = 64;  // requests in progress at once on the HTTP port (one thread each)
+  int http_max_n = 8;     // choices per request (`n`)
+  absl::Duration http_write_timeout = absl::Seconds(30);  // a client that stops reading is cut off
+  std::string served_model_name;  // "model" in the HTTP API; "" = the model path's file name
 
   // Batching, admission, sessions.
   SchedulerOptions scheduler;

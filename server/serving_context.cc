@@ -73,7 +73,11 @@ absl::Status ServingContext::CheckSize(size_t bytes, absl::string_view field) co
 }
 
 void ServingContext::RecordRpc(const RpcRecord& r) const {
-  if (metrics) metrics->OnRpcDone(r.method, r.code);
+  if (metrics && r.http_status != 0) {
+    metrics->OnHttpDone(r.method, r.http_status);
+  } else if (metrics) {
+    metrics->OnRpcDone(r.method, r.code);
+  }
   if (!log) return;
   const LogLevel level = r.code == grpc::StatusCode::OK || r.code == grpc::StatusCode::CANCELLED ||
                                  r.code == grpc::StatusCode::NOT_FOUND ||
@@ -85,6 +89,7 @@ void ServingContext::RecordRpc(const RpcRecord& r) const {
   f.emplace_back("request_id", r.request_id);
   f.emplace_back("method", r.method);
   f.emplace_back("code", GrpcCodeName(r.code));
+  if (r.http_status != 0) f.emplace_back("http_status", r.http_status);
   if (!r.owner.empty()) f.emplace_back("caller", r.owner);
   if (!r.peer.empty()) f.emplace_back("peer", r.peer);
   if (r.generation) {

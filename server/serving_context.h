@@ -30,6 +30,7 @@ struct RpcRecord {
   std::string owner;
   std::string peer;
   grpc::StatusCode code = grpc::StatusCode::OK;
+  int http_status = 0;  // an HTTP API request's answer (counted by HTTP status, not gRPC code)
   std::string message;  // the status message when not OK
   // Generation RPCs (Chat: summed over the stream's turns).
   bool generation = false;
@@ -76,6 +77,8 @@ struct ServingContext {
   const encoders::TimeSeriesPipeline* series = nullptr;
   TranslationContext translation;
   std::atomic<bool> loaded{false};
+  std::atomic<bool> ready{false};  // readiness (loaded, warmed up, not draining)
+  int64_t loaded_at_unix = 0;      // when the model was loaded (GET /v1/models "created")
 
   // Generate streams and Forecast calls alive (drain waits for them).
   std::atomic<int> generate_streams{0};

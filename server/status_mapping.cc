@@ -91,6 +91,12 @@ absl::Status RenameEngineField(const absl::Status& s) {
   return reason.empty() ? out : WithReason(out, reason);
 }
 
+absl::Duration RetryDelayOf(const absl::Status& s) {
+  int64_t ms;
+  if (absl::SimpleAtoi(Payload(s, kRetryUrl), &ms) && ms >= 0) return absl::Milliseconds(ms);
+  return kDefaultRetryDelay;
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   google::rpc::Status rpc;
@@ -104,9 +110,7 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
 
   if (s.code() == absl::StatusCode::kResourceExhausted ||
       s.code() == absl::StatusCode::kUnavailable) {
-    absl::Duration delay = kDefaultRetryDelay;
-    int64_t ms;
-    if (absl::SimpleAtoi(Payload(s, kRetryUrl), &ms) && ms >= 0) delay = absl::Milliseconds(ms);
+    const absl::Duration delay = RetryDelayOf(s);
     google::rpc::RetryInfo retry;
     retry.mutable_retry_delay()->set_seconds(absl::ToInt64Seconds(delay));
     retry.mutable_retry_delay()->set_nanos(

@@ -24,6 +24,10 @@ absl::Status InvalidField(absl::string_view field, absl::string_view message);
 // engine/base/errors.h). No-op on an OK status.
 absl::Status WithRetryDelay(absl::Status s, absl::Duration delay);
 
+// The retry delay a client is told for `s` (RESOURCE_EXHAUSTED, UNAVAILABLE): WithRetryDelay's,
+// else 1 s.
+absl::Duration RetryDelayOf(const absl::Status& s);
+
 // The ErrorInfo reason ToGrpcStatus sends for `s`: its reason payload, else the code's name.
 std::string ErrorInfoReason(const absl::Status& s);
 

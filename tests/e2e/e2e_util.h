@@ -157,6 +157,7 @@ class ServerProcess {
     s->pid_ = pid;
     const std::regex wanted(o.wait_ready ? "msg\"?[=:]\"?ready" : "msg\"?[=:]\"?listening");
     const std::regex ports("grpc_port\"?[=:](\\d+).*metrics_port\"?[=:](-?\\d+)");
+    const std::regex http_port("http_port\"?[=:](-?\\d+)");
     const auto deadline = Clock::now() + std::chrono::seconds(60);
     while (Clock::now() < deadline) {
       const std::string log = s->Log();
@@ -165,6 +166,7 @@ class ServerProcess {
         s->port_ = std::stoi(m[1]);
         s->metrics_port_ = std::stoi(m[2]);
       }
+      if (std::regex_search(log, m, http_port)) s->http_port_ = std::stoi(m[1]);
       if (s->port_ > 0 && std::regex_search(log, wanted)) return s;
       if (s->Exited()) {
         ADD_FAILURE() << "server exited during start-up (code " << s->exit_code_ << "):\n" << log;
@@ -187,6 +189,7 @@ class ServerProcess {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
+  int http_port() const { return http_port_; }  // -1 without --http-port
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string Log() const { return ReadAll(log_path_); }
 
@@ -223,7 +226,7 @@ class ServerProcess {
  private:
   ServerProcess() = default;
   pid_t pid_ = -1;
-  int port_ = 0, metrics_port_ = -1;
+  int port_ = 0, metrics_port_ = -1, http_port_ = -1;
   fs::path log_path_;
   bool exited_ = false;
   int exit_code_ = -1;

@@ -40,6 +40,13 @@ constexpr FlagSpec kServeFlags[] = {
     {"port", "50051", "gRPC port (0 = any free port; the 'listening' log line says which)"},
     {"metrics-host", "", "address for the Prometheus endpoint (default: the --host value)"},
     {"metrics-port", "9090", "Prometheus /metrics port (0 = any free port, -1 = off)"},
+    {"http-port", "-1",
+     "OpenAI-compatible HTTP API port (-1 = off, 0 = any free port); same host, TLS and tokens"},
+    {"http-threads", "64", "HTTP requests served at once (one thread each)"},
+    {"http-max-n", "8", "largest `n` (choices per request) the HTTP API accepts"},
+    {"http-write-timeout", "30s", "an HTTP client that stops reading this long is cut off"},
+    {"served-model-name", "",
+     "the model's name in the HTTP API (default: the model path's file name)"},
     {"max-running", "32", "sequences decoded together in one batch"},
     {"state-slots", "0", "state slots to allocate (0 = max-running; more keep idle sessions hot)"},
     {"state-memory", "0",
@@ -176,6 +183,17 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   };
   MODRWKV_RETURN_IF_ERROR(int_flag("port", 0, 65535, &o.port));
   MODRWKV_RETURN_IF_ERROR(int_flag("metrics-port", -1, 65535, &o.metrics_port));
+  MODRWKV_RETURN_IF_ERROR(int_flag("http-port", -1, 65535, &o.http_port));
+  MODRWKV_RETURN_IF_ERROR(int_flag("http-threads", 1, 4096, &o.http_threads));
+  MODRWKV_RETURN_IF_ERROR(int_flag("http-max-n", 1, 128, &o.http_max_n));
+  MODRWKV_ASSIGN_OR_RETURN(o.http_write_timeout, DurationFlag(f, "http-write-timeout"));
+  o.served_model_name = f.Str("served-model-name");
+  if (o.served_model_name.empty()) {
+    o.served_model_name = std::filesystem::path(o.model_path).filename().string();
+    if (o.served_model_name.empty()) {  // "models/demo/"
+      o.served_model_name = std::filesystem::path(o.model_path).parent_path().filename().string();
+    }
+  }
   MODRWKV_RETURN_IF_ERROR(int_flag("max-running", 1, 4096, &o.scheduler.max_running));
   MODRWKV_RETURN_IF_ERROR(int_flag("state-slots", 0, 65536, &o.state_slots));
   {
