@@ -78,6 +78,7 @@ EOF
   find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
   version=$(cat "$root/etc/debian_version")
   newest=$cache/debian-$version-slim.tar
+  find "$cache" -name 'debian-12.*-slim.tar' -delete  # last week's
   tar -C "$root" --numeric-owner -cf "$newest.tmp" . && mv "$newest.tmp" "$newest"
   rm -rf "$root"
   trap - EXIT
