@@ -450,6 +450,9 @@ absl::StatusOr<ApiRequest> ParseCompletion(std::string_view body, const ApiConte
     r.logprobs = true;
     r.generate.set_logprobs_top_n(static_cast<int32_t>(*logprobs));
   }
+  // Extension (as in vLLM): do not stop at end of text (token 0).
+  MODRWKV_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, Bool(o, "ignore_eos"));
+  if (ignore_eos.value_or(false)) r.generate.mutable_stop()->set_ignore_end_of_text(true);
   auto p = o.find("prompt");
   if (p == o.end() || p->is_null()) return Bad("prompt", "is missing");
   if (p->is_string()) {

@@ -273,6 +273,42 @@ TEST_F(HttpE2eTest, AClientThatLeavesAStreamFreesItsSlot) {
   EXPECT_EQ(ScrapeMetric(*server_, "modrwkv_requests_running"), 0);
 }
 
+TEST(HttpDrainE2eTest, SigtermLetsARunningStreamFinish) {
+  ServerProcess::Options o;
+  o.args = {"--http-port", "0", "--drain-timeout", "30s"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  httplib::Client c("127.0.0.1", server->http_port());
+  c.set_read_timeout(60, 0);
+  std::string body;
+  std::atomic<bool> first{false};
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = json{
+      {"prompt", "Once"},
+      {"max_tokens", 120},
+      {"stream", true},
+      {"temperature", 0},
+      {"ignore_eos",
+       true}}.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    body.append(data, n);
+    first = true;
+    return true;
+  };
+  std::thread reader([&] { c.send(req); });
+  ASSERT_TRUE(Eventually([&] { return first.load(); }, std::chrono::seconds(20)));
+  server->Signal(SIGTERM);
+  reader.join();
+  const SseStream sse = ParseSse(body);
+  EXPECT_TRUE(sse.done) << "the stream was cut by the drain";
+  ASSERT_GE(sse.events.size(), 2u);
+  EXPECT_EQ(sse.events.back()["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(server->WaitExit(std::chrono::seconds(30)), 0) << server->Log();
+}
+
 class HttpAuthE2eTest : public testing::Test {};
 
 TEST_F(HttpAuthE2eTest, BearerTokensAsOnGrpc) {

@@ -121,9 +121,10 @@ TEST_F(OpenAiApiTest, CompletionPromptsAreTextOrTokenIds) {
   EXPECT_THAT(Parts(*r), ElementsAre("abc"));
   EXPECT_FALSE(r->generate.stop().ignore_end_of_text());
   EXPECT_EQ(r->generate.logprobs_top_n(), 2);
-  r = ParseCompletion(R"({"prompt": [1, 2, 3]})", ctx_);
+  r = ParseCompletion(R"({"prompt": [1, 2, 3], "ignore_eos": true})", ctx_);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(r->generate.input(0).tokens().ids(), ElementsAre(1, 2, 3));
+  EXPECT_TRUE(r->generate.stop().ignore_end_of_text());
   r = ParseCompletion(R"({"prompt": ["only one"]})", ctx_);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(Parts(*r), ElementsAre("only one"));
