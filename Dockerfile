@@ -1,5 +1,5 @@
 # The service's container images, built from the project's own scripts. Targets:
-#   cpu           Debian 12 slim runtime; compiled here with the CPU backend (about 15 min on 2 cores)
+#   cpu           Debian 12 slim runtime; compiled here with the CPU backend (15-20 min on 2 cores)
 #   cuda          CUDA runtime base; compiled here with -DMODRWKV_CUDA=ON (the GPU model is not
 #                 built yet: the image runs the CPU engine and carries the CUDA libraries)
 #   cpu-prebuilt  the cpu runtime around binaries built outside the image: the build context is the

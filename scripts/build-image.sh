@@ -9,7 +9,7 @@
 #      and SIGTERM drains it to exit code 0.
 #   scripts/build-image.sh            all of the above (what CI runs; build/bin must be built)
 #   scripts/build-image.sh --full     instead of 2., compile the cpu target from source in the image
-#                                     (about 15 min on 2 cores)
+#                                     (15-20 min on 2 cores)
 # Needs root (debootstrap, rootful podman); installs podman, runc and debootstrap when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
