@@ -153,9 +153,15 @@ TEST_F(HttpE2eTest, ChatStreamedAndWholeEqualTheGrpcAnswerOnTheRenderedConversat
   EXPECT_EQ(usage["usage"]["completion_tokens"], expected.result->usage().generated_tokens());
 }
 
-TEST_F(HttpE2eTest, NChoicesDrawWithTheirOwnSeeds) {
-  const json body = {{"prompt", "The"}, {"max_tokens", 12}, {"temperature", 1.0},
-                     {"seed", 5},       {"n", 3},           {"logprobs", 2}};
+TEST_F(HttpE2eTest, NChoicesShareOnePrefillAndDrawWithTheirOwnSeeds) {
+  const json body = {{"prompt", "Once upon a time, in a land far away, there lived"},
+                     {"max_tokens", 12},
+                     {"temperature", 1.0},
+                     {"seed", 5},
+                     {"n", 3},
+                     {"logprobs", 2}};
+  const char* prefilled = "modrwkv_prompt_tokens_total";
+  const double prefilled_before = std::max(0.0, ScrapeMetric(*server_, prefilled));
   auto res = Post("/v1/completions", body);
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -170,7 +176,11 @@ TEST_F(HttpE2eTest, NChoicesDrawWithTheirOwnSeeds) {
     completion_tokens += static_cast<int>(c["logprobs"]["tokens"].size());
   }
   EXPECT_EQ(j["usage"]["completion_tokens"], completion_tokens);
-  // Choice i is the request with seed 5 + i on its own.
+  // The prompt was prefilled once (its last token once per choice), not three times.
+  const int prompt_tokens = j["usage"]["prompt_tokens"];
+  ASSERT_GT(prompt_tokens, 5);
+  EXPECT_EQ(ScrapeMetric(*server_, prefilled) - prefilled_before, prompt_tokens - 1 + 3);
+  // Choice i is bit for bit the request with seed 5 + i on its own (a cold prefill).
   for (int i = 0; i < 3; ++i) {
     json one = body;
     one["n"] = 1;
@@ -178,7 +188,10 @@ TEST_F(HttpE2eTest, NChoicesDrawWithTheirOwnSeeds) {
     auto single = Post("/v1/completions", one);
     ASSERT_TRUE(single);
     ASSERT_EQ(single->status, 200);
-    EXPECT_EQ(json::parse(single->body)["choices"][0]["text"], j["choices"][i]["text"]) << i;
+    const json alone = json::parse(single->body);
+    EXPECT_EQ(alone["choices"][0]["text"], j["choices"][i]["text"]) << i;
+    EXPECT_EQ(alone["choices"][0]["logprobs"], j["choices"][i]["logprobs"]) << i;
+    EXPECT_EQ(alone["usage"]["prompt_tokens"], prompt_tokens);
   }
 }
 
