@@ -32,9 +32,10 @@ fail_with_reports() {
   exit 1
 }
 
-# The 0.1B-shape golden cases and the trained demos' 100-item held-out runs (numerics on trained
-# weights, minutes under ASan) are left to release; every other image and audio end-to-end test
-# runs here. The ASan build keeps line tables only (-g1): reports still name file and line, and a
+# Left to release (numerics at real shapes, minutes each under ASan, no code path the small-shape
+# tests miss): the 0.1B-shape golden cases, the trained demos' 100-item held-out runs, the
+# real-shape SigLIP2/Whisper/WavLM equality tests and the bench smoke test. Every other test,
+# the image and audio end-to-end tests included, runs here. The ASan build keeps line tables only (-g1): reports still name file and line, and a
 # 2-vCPU machine builds it a fifth faster.
 phase "ASan + UBSan: the whole suite, the server end to end included (see above for the two exclusions)"
 ./scripts/build.sh asan
