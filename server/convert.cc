@@ -289,9 +289,8 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               std::vector<PendingMedia>* images,
                                               absl::FunctionRef<std::string(int)> part_name) {
   EngineRequest out;
-  MODRWKV_ASSIGN_OR_RETURN(
-      out.prompt,
-      ToEnginePrompt(req.input(), ctx, "input", part_name, images));
+  MODRWKV_ASSIGN_OR_RETURN(out.prompt,
+                           ToEnginePrompt(req.input(), ctx, "input", part_name, images));
   if (req.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
   }

@@ -66,6 +66,8 @@ class Metrics : public SchedulerObserver {
   void OnRpcDone(absl::string_view method, grpc::StatusCode code);
   // An HTTP API request ("openai.ChatCompletions", ...) answered with `http_status`.
   void OnHttpDone(absl::string_view method, int http_status);
+  // A request with a cacheable prefix found it (`hit`, sparing `tokens` of prefill) or not.
+  void OnPrefixCache(bool hit, int tokens);
   void OnStreamOverflow();
   void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
 
@@ -104,7 +106,8 @@ class Metrics : public SchedulerObserver {
       *sessions_cold_, *ready_, *draining_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
-      *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_;
+      *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,
+      *prefix_tokens_saved_;
   std::function<void(const absl::Status&)> step_error_log_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;

@@ -303,6 +303,10 @@ absl::Status ModelServer::LoadAndServe() {
     metrics_->SetRecording(true);
     MODRWKV_RETURN_IF_ERROR(st);
   }
+  if (options_.prefix_cache_entries > 0) {
+    prefix_cache_ = std::make_unique<PrefixCache>(options_.prefix_cache_entries);
+    ctx_.prefix_cache = prefix_cache_.get();
+  }
   ctx_.loaded_at_unix = absl::ToUnixSeconds(absl::Now());
   ctx_.loaded.store(true, std::memory_order_release);
   SetReady(true);

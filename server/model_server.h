@@ -61,6 +61,7 @@ class ModelServer {
   std::shared_ptr<const encoders::TimeSeriesPipeline> series_;  // null: no forecasting
   std::shared_ptr<const encoders::MediaRouter> media_router_;   // the pool's encoder
   std::unique_ptr<encoders::EncoderPool> media_pool_;
+  std::unique_ptr<PrefixCache> prefix_cache_;  // --prefix-cache-entries > 0
   std::unique_ptr<Scheduler> scheduler_;
   ServingContext ctx_;
   std::unique_ptr<InferenceService> inference_;

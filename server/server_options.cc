@@ -75,8 +75,8 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("http-port must be in [0, 65535] or -1 (off), got %d", http_port));
   }
-  if (http_port > 0 && (http_port == port || (http_port == metrics_port &&
-                                              EffectiveMetricsHost() == host))) {
+  if (http_port > 0 &&
+      (http_port == port || (http_port == metrics_port && EffectiveMetricsHost() == host))) {
     return absl::InvalidArgumentError("http-port must differ from port and metrics-port");
   }
   if (http_threads < 1 || http_threads > 4096) {
@@ -89,6 +89,10 @@ absl::Status ServerOptions::Validate() const {
   }
   if (http_write_timeout < absl::Seconds(1)) {
     return absl::InvalidArgumentError("http-write-timeout must be >= 1s");
+  }
+  if (prefix_cache_entries < 0 || prefix_cache_min_tokens < 1) {
+    return absl::InvalidArgumentError(
+        "prefix-cache-entries must be >= 0 and prefix-cache-min-tokens >= 1");
   }
   if (host.empty()) return absl::InvalidArgumentError("host must not be empty");
   if (max_message_bytes < 1024 || max_message_bytes > (1 << 30)) {

@@ -48,6 +48,10 @@ struct ServerOptions {
   int http_max_n = 8;     // choices per request (`n`)
   absl::Duration http_write_timeout = absl::Seconds(30);  // a client that stops reading is cut off
   std::string served_model_name;  // "model" in the HTTP API; "" = the model path's file name
+  // Prefix-state cache (HTTP chat): states after the messages before the last user message, when
+  // they are at least prefix_cache_min_tokens long; at most prefix_cache_entries (0 = off).
+  int prefix_cache_entries = 32;
+  int prefix_cache_min_tokens = 256;
 
   // Batching, admission, sessions.
   SchedulerOptions scheduler;

@@ -19,6 +19,7 @@
 #include "server/convert.h"
 #include "server/logger.h"
 #include "server/metrics.h"
+#include "server/prefix_cache.h"
 #include "server/server_options.h"
 
 namespace modrwkv::server {
@@ -76,6 +77,7 @@ struct ServingContext {
   // Set when the model forecasts (its head and normalisation; the encoder runs in media_pool).
   const encoders::TimeSeriesPipeline* series = nullptr;
   TranslationContext translation;
+  PrefixCache* prefix_cache = nullptr;  // set when --prefix-cache-entries > 0
   std::atomic<bool> loaded{false};
   std::atomic<bool> ready{false};  // readiness (loaded, warmed up, not draining)
   int64_t loaded_at_unix = 0;      // when the model was loaded (GET /v1/models "created")

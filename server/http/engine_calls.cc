@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "engine/base/status_macros.h"
+#include "server/prefix_cache.h"
 #include "server/serving_context.h"
 
 namespace modrwkv::server::http {
@@ -33,9 +34,15 @@ struct EngineCalls::State {
   bool fork_failed = false;  // FailForked ran: late fork callbacks only delete their session
   std::string owner;
   std::vector<SessionId> sessions;
+  EngineRequest prefix;           // the shared rows, as a hidden-state request
+  std::optional<SessionId> root;  // the prefix's session, when it is not sessions[0]
+  std::string cache_key;          // "" = the prefix is not cached
+  bool root_cached = false;       // root belongs to the prefix cache (never deleted here)
   RequestId prefix_id = 0;
-  int prefix_prompt_tokens = 0;
+  int prefix_prompt_tokens = 0;  // prefilled (or found in the cache) for the choices
+  int cached_tokens = 0;         // of those, found in the cache
   absl::Duration prefix_time = absl::ZeroDuration();
+  size_t cache_prefix_parts = 0;  // prompt parts to cache (EngineCalls::Start)
 
   void Push(ChoiceEvent e) {
     {
@@ -96,8 +103,8 @@ class ChoiceSink final : public StreamSink {
   const int choice_;
 };
 
-// Ends a forked launch that failed before its choices ran: deletes the sessions no choice runs on
-// and ends those choices with `reason` / `status`.
+// Ends a shared-prefill launch that failed before its choices ran: deletes the sessions no choice
+// runs on (and an uncached root) and ends those choices with `reason` / `status`.
 void FailForked(const std::shared_ptr<EngineCalls::State>& s, EndReason reason,
                 const absl::Status& status) {
   std::vector<SessionId> unused;
@@ -108,6 +115,7 @@ void FailForked(const std::shared_ptr<EngineCalls::State>& s, EndReason reason,
     for (size_t i = 0; i < s->sessions.size(); ++i) {
       if (i >= s->ids.size() || s->ids[i] == 0) unused.push_back(s->sessions[i]);
     }
+    if (s->root && !s->root_cached) unused.push_back(*s->root);
   }
   for (SessionId id : unused) s->ctx->scheduler->DeleteSession(id, s->owner, [](absl::Status) {});
   // The prefill's own end (cancelled, deadline, error) is every choice's.
@@ -154,7 +162,7 @@ bool Forkable(const std::vector<EngineRequest>& requests) {
   return rows >= 2;
 }
 
-// The choices once the prefill is in sessions[0]: the others fork it, then all are submitted.
+// The choices once every one has its session: all are submitted.
 void SubmitForked(const std::shared_ptr<EngineCalls::State>& s) {
   std::vector<EngineRequest> requests;
   {
@@ -167,7 +175,50 @@ void SubmitForked(const std::shared_ptr<EngineCalls::State>& s) {
   if (!st.ok()) FailForked(s, EndReason::kError, st);
 }
 
-// Hears the shared prefill end; forks its session for every other choice.
+void StartPrefill(const std::shared_ptr<EngineCalls::State>& s);
+
+// Forks the root for the next choice without a session (one at a time), then submits them all.
+// A cached root the pool has dropped since (NOT_FOUND on the first fork) is prefilled again.
+void ForkNext(const std::shared_ptr<EngineCalls::State>& s) {
+  SessionId root;
+  bool all;
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    all = static_cast<int>(s->sessions.size()) == s->n;
+    if (!all) root = s->root ? *s->root : s->sessions[0];
+  }
+  if (all) return SubmitForked(s);
+  s->ctx->scheduler->ForkSession(root, s->owner, [s, root](absl::StatusOr<SessionInfo> info) {
+    bool failed, dropped = false, cancelled;
+    {
+      std::lock_guard<std::mutex> l(s->mu);
+      failed = s->fork_failed;
+      cancelled = s->cancelled;
+      if (info.ok() && !failed) s->sessions.push_back(info->id);
+      dropped = !info.ok() && info.status().code() == absl::StatusCode::kNotFound &&
+                s->root_cached && s->sessions.empty();
+      if (dropped) {  // the pool evicted the cached prefix: prefill it cold
+        s->root.reset();
+        s->root_cached = false;
+        s->cached_tokens = 0;
+        s->prefix_prompt_tokens = 0;
+      }
+    }
+    if (failed) {
+      if (info.ok()) s->ctx->scheduler->DeleteSession(info->id, s->owner, [](absl::Status) {});
+      return;
+    }
+    if (dropped) {
+      s->ctx->prefix_cache->Erase(s->cache_key, root);
+      return StartPrefill(s);
+    }
+    if (!info.ok()) return FailForked(s, EndReason::kError, info.status());
+    if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
+    ForkNext(s);
+  });
+}
+
+// Hears the shared prefill end: caches its session (the choices fork it) or gives it to choice 0.
 class PrefixSink final : public StreamSink {
  public:
   explicit PrefixSink(std::shared_ptr<EngineCalls::State> state) : s_(std::move(state)) {}
@@ -175,84 +226,128 @@ class PrefixSink final : public StreamSink {
   void OnFinish(FinishEvent e) override {
     // A hidden-state request that prefilled its whole prompt ends with kLength.
     if (e.reason != EndReason::kLength || !e.status.ok()) return FailForked(s_, e.reason, e.status);
-    SessionId root;
+    std::vector<PrefixCache::Evicted> evicted;
     {
       std::lock_guard<std::mutex> l(s_->mu);
       s_->prefix_prompt_tokens = e.prompt_tokens;
       s_->prefix_time = e.total_time;
-      root = s_->sessions[0];
-    }
-    for (int i = 1; i < s_->n; ++i) {
-      s_->ctx->scheduler->ForkSession(root, s_->owner, [s = s_](absl::StatusOr<SessionInfo> info) {
-        bool all = false, failed = false;
-        {
-          std::lock_guard<std::mutex> l(s->mu);
-          failed = s->fork_failed;
-          if (info.ok() && !failed) s->sessions.push_back(info->id);
-          all = static_cast<int>(s->sessions.size()) == s->n;
+      if (!s_->cache_key.empty()) {
+        evicted = s_->ctx->prefix_cache->Insert(s_->cache_key, *s_->root, s_->owner);
+        s_->root_cached = true;
+        for (const auto& v : evicted) {
+          if (v.session == *s_->root) s_->root_cached = false;  // the cache keeps nothing
         }
-        if (failed) {
-          if (info.ok()) s->ctx->scheduler->DeleteSession(info->id, s->owner, [](absl::Status) {});
-          return;
+        if (!s_->root_cached) {  // then the root is choice 0's, as without a cache
+          s_->sessions.push_back(*s_->root);
+          s_->root.reset();
         }
-        if (!info.ok()) return FailForked(s, EndReason::kError, info.status());
-        if (all) SubmitForked(s);
-      });
+      }
     }
+    for (const auto& v : evicted) {
+      if (s_->sessions.empty() || v.session != s_->sessions[0]) {
+        s_->ctx->scheduler->DeleteSession(v.session, v.owner, [](absl::Status) {});
+      }
+    }
+    ForkNext(s_);
   }
 
  private:
   const std::shared_ptr<EngineCalls::State> s_;
 };
 
-// n choices from one prefill: the prompt but its last token is prefilled once into a session
-// (a hidden-state request: no token is sampled), the session is forked for each other choice, and
-// every choice feeds the last token on its own session and samples from there. The engine is
-// batch- and chunking-invariant, so each choice is bit for bit what it would be alone.
-absl::Status LaunchForked(const std::shared_ptr<EngineCalls::State>& s,
-                          std::vector<EngineRequest> requests) {
+// Prefills the shared rows into a new session: choice 0's, or the cache's root.
+void StartPrefill(const std::shared_ptr<EngineCalls::State>& s) {
+  if (s->ctx->metrics && !s->cache_key.empty()) s->ctx->metrics->OnPrefixCache(false, 0);
+  s->ctx->scheduler->CreateSession(s->owner, [s](absl::StatusOr<SessionInfo> info) {
+    absl::Status st = info.status();
+    bool cancelled = false;
+    EngineRequest prefix;
+    if (st.ok()) {
+      std::lock_guard<std::mutex> l(s->mu);
+      if (s->cache_key.empty()) {
+        s->sessions.push_back(info->id);
+      } else {
+        s->root = info->id;
+      }
+      cancelled = s->cancelled;
+      prefix = s->prefix;
+    }
+    if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
+    if (st.ok()) {
+      prefix.session = info->id;
+      absl::StatusOr<RequestId> id =
+          s->ctx->scheduler->Submit(std::move(prefix), std::make_shared<PrefixSink>(s));
+      if (id.ok()) {
+        std::lock_guard<std::mutex> l(s->mu);
+        s->prefix_id = *id;
+        cancelled = s->cancelled;
+      }
+      if (id.ok() && cancelled) s->ctx->scheduler->Cancel(*id);
+      st = id.status();
+    }
+    if (!st.ok()) FailForked(s, EndReason::kError, st);
+  });
+}
+
+// Choices that share the prompt's first `shared_parts` parts (or, with 0, all but its last token):
+// those rows are prefilled once into a session (a hidden-state request: no token is sampled) or
+// found in the prefix cache, each choice forks it and prefills only the rest on its copy. The
+// engine is batch- and chunking-invariant, so each choice is bit for bit what it would be alone.
+absl::Status LaunchShared(const std::shared_ptr<EngineCalls::State>& s,
+                          std::vector<EngineRequest> requests, size_t shared_parts) {
   EngineRequest prefix = requests[0];
-  const int32_t last = prefix.prompt.back().tokens.back();
-  prefix.prompt.back().tokens.pop_back();
-  if (prefix.prompt.back().tokens.empty()) prefix.prompt.pop_back();
+  std::vector<InputRows> rest;
+  if (shared_parts == 0) {
+    rest = {InputRows{{prefix.prompt.back().tokens.back()}, {}}};
+    prefix.prompt.back().tokens.pop_back();
+    if (prefix.prompt.back().tokens.empty()) prefix.prompt.pop_back();
+  } else {
+    rest.assign(prefix.prompt.begin() + shared_parts, prefix.prompt.end());
+    prefix.prompt.resize(shared_parts);
+  }
   prefix.output = RequestOutput::kHiddenState;
-  for (EngineRequest& r : requests) r.prompt = {InputRows{{last}, {}}};
+  for (EngineRequest& r : requests) r.prompt = rest;
+  std::optional<SessionId> hit;
+  int prefix_rows = 0;
+  for (const InputRows& p : prefix.prompt) prefix_rows += static_cast<int>(p.tokens.size());
   {
     std::lock_guard<std::mutex> l(s->mu);
     s->forked = true;
     s->owner = prefix.owner;
     s->pending = std::move(requests);
+    if (shared_parts > 0) {
+      s->cache_key = PrefixCache::Key(prefix.owner, prefix.prompt);
+      hit = s->ctx->prefix_cache->Find(s->cache_key);
+      if (hit) {
+        s->root = *hit;
+        s->root_cached = true;
+        s->cached_tokens = prefix_rows;
+        s->prefix_prompt_tokens = prefix_rows;
+      }
+    }
+    s->prefix = std::move(prefix);
   }
-  s->ctx->scheduler->CreateSession(
-      s->owner, [s, prefix = std::move(prefix)](absl::StatusOr<SessionInfo> info) mutable {
-        absl::Status st = info.status();
-        bool cancelled = false;
-        if (st.ok()) {
-          std::lock_guard<std::mutex> l(s->mu);
-          s->sessions.push_back(info->id);
-          cancelled = s->cancelled;
-        }
-        if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
-        if (st.ok()) {
-          prefix.session = info->id;
-          absl::StatusOr<RequestId> id =
-              s->ctx->scheduler->Submit(std::move(prefix), std::make_shared<PrefixSink>(s));
-          if (id.ok()) {
-            std::lock_guard<std::mutex> l(s->mu);
-            s->prefix_id = *id;
-            cancelled = s->cancelled;
-          }
-          if (id.ok() && cancelled) s->ctx->scheduler->Cancel(*id);
-          st = id.status();
-        }
-        if (!st.ok()) FailForked(s, EndReason::kError, st);
-      });
+  if (!hit) {
+    StartPrefill(s);
+  } else {
+    if (s->ctx->metrics) s->ctx->metrics->OnPrefixCache(true, prefix_rows);
+    ForkNext(s);
+  }
   return absl::OkStatus();
 }
 
 absl::Status Launch(const std::shared_ptr<EngineCalls::State>& s,
                     std::vector<EngineRequest> requests) {
-  if (Forkable(requests)) return LaunchForked(s, std::move(requests));
+  size_t parts;
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    parts = s->cache_prefix_parts;
+  }
+  if (parts > 0 && s->ctx->prefix_cache && !requests[0].session &&
+      requests[0].prompt.size() > parts) {
+    return LaunchShared(s, std::move(requests), parts);
+  }
+  if (Forkable(requests)) return LaunchShared(s, std::move(requests), 0);
   return SubmitAll(s, std::move(requests));
 }
 
@@ -288,9 +383,11 @@ void OnMediaEncoded(const std::shared_ptr<EngineCalls::State>& s, EncodedMedia r
 
 absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* ctx,
                                                                 std::vector<EngineRequest> requests,
-                                                                std::vector<PendingMedia> media) {
+                                                                std::vector<PendingMedia> media,
+                                                                size_t cache_prefix_parts) {
   auto s = std::make_shared<State>();
   s->ctx = ctx;
+  s->cache_prefix_parts = cache_prefix_parts;
   s->n = static_cast<int>(requests.size());
   s->ids.assign(s->n, 0);
   s->finished.assign(s->n, false);
@@ -361,6 +458,11 @@ void EngineCalls::Cancel() {
 absl::Duration EngineCalls::encode_wait() const {
   std::lock_guard<std::mutex> l(state_->mu);
   return state_->encode_wait;
+}
+
+int EngineCalls::cached_tokens() const {
+  std::lock_guard<std::mutex> l(state_->mu);
+  return state_->cached_tokens;
 }
 
 MediaRows EngineCalls::media_rows() const {

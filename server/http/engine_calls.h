@@ -34,9 +34,12 @@ class EngineCalls {
   // Starts `requests` (one per choice; they share `media`, whose rows fill each). Errors before
   // anything ran (a full queue, a bad image found when queueing) are returned; later ones arrive
   // as a choice's FinishEvent (kError).
+  // `cache_prefix_parts` > 0: the prompt's first parts are a prefix to share through the prefix
+  // cache (ServingContext::prefix_cache), see LaunchShared in the .cc.
   static absl::StatusOr<std::unique_ptr<EngineCalls>> Start(ServingContext* ctx,
                                                             std::vector<EngineRequest> requests,
-                                                            std::vector<PendingMedia> media);
+                                                            std::vector<PendingMedia> media,
+                                                            size_t cache_prefix_parts = 0);
   ~EngineCalls();  // cancels whatever is still running
 
   // The next event, waiting at most `timeout`; nullopt on timeout or once every choice finished.
@@ -47,6 +50,8 @@ class EngineCalls {
   // Time spent waiting for the encoder pool (added to the finish events' times).
   absl::Duration encode_wait() const;
   MediaRows media_rows() const;
+  // Prompt tokens found in the prefix cache instead of prefilled (0 on a miss).
+  int cached_tokens() const;
 
   struct State;  // shared with the scheduler's sinks and the encoder's callback
 

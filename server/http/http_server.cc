@@ -129,9 +129,23 @@ class Completion {
         choices[i].sampling.seed.reset();
     }
     choices_.resize(request_.n);
-    MODRWKV_ASSIGN_OR_RETURN(calls_,
-                             EngineCalls::Start(ctx_, std::move(choices), std::move(media)));
+    const size_t shared = media.empty() ? CachePrefixParts(*engine) : 0;
+    MODRWKV_ASSIGN_OR_RETURN(
+        calls_, EngineCalls::Start(ctx_, std::move(choices), std::move(media), shared));
     return absl::OkStatus();
+  }
+
+  // The prompt parts the prefix cache may share: the messages before the last user message (text
+  // only, one engine part each), when they are long enough to be worth a state.
+  size_t CachePrefixParts(const EngineRequest& e) const {
+    const size_t k = request_.prefix_parts;
+    if (!chat_ || k == 0 || ctx_->prefix_cache == nullptr || e.prompt.size() <= k) return 0;
+    int64_t tokens = 0;
+    for (size_t i = 0; i < k; ++i) {
+      if (e.prompt[i].tokens.empty()) return 0;
+      tokens += static_cast<int64_t>(e.prompt[i].tokens.size());
+    }
+    return tokens >= ctx_->options->prefix_cache_min_tokens ? k : 0;
   }
 
   // Waits for the next engine event and folds it into the answer; false once all choices ended.
@@ -248,7 +262,11 @@ class Completion {
             {"choices", std::move(choices)}};
   }
 
-  json Usage() const { return UsageJson(prompt_tokens_, generated_tokens_); }
+  json Usage() const {
+    json u = UsageJson(prompt_tokens_, generated_tokens_);
+    u["prompt_tokens_details"] = {{"cached_tokens", calls_ ? calls_->cached_tokens() : 0}};
+    return u;
+  }
 
   void Fold(const ChoiceEvent& e) {
     Choice& c = choices_[e.choice];

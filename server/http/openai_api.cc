@@ -396,6 +396,7 @@ absl::StatusOr<ApiRequest> ParseChatCompletion(std::string_view body, const ApiC
   if (msgs == o.end() || !msgs->is_array() || msgs->empty()) {
     return Bad("messages", "must be a non-empty array of messages");
   }
+  bool text_only = true;  // the messages so far
   for (size_t i = 0; i < msgs->size(); ++i) {
     const json& m = (*msgs)[i];
     const std::string field = absl::StrCat("messages[", i, "]");
@@ -418,10 +419,14 @@ absl::StatusOr<ApiRequest> ParseChatCompletion(std::string_view body, const ApiC
     MessageMedia media;
     MODRWKV_RETURN_IF_ERROR(
         ReadContent(m, absl::StrCat(field, ".content"), /*media_allowed=*/user, &text, &media));
+    if (i + 1 == msgs->size()) {
+      r.prefix_parts = text_only ? static_cast<size_t>(r.generate.input_size()) : 0;
+    }
     if (user) {
       if (i + 1 == msgs->size() && text.empty() && media.parts.empty()) {
         return Bad(absl::StrCat(field, ".content"), "is empty: the last message needs content");
       }
+      if (!media.parts.empty()) text_only = false;
       AddUserTurn(ctx.user_template, text, std::move(media), field, &r);
     } else if (system) {
       AddText(absl::StrReplaceAll(ctx.system_template, {{"{text}", text}}), field, &r);

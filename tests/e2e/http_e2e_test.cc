@@ -35,7 +35,8 @@ class HttpE2eTest : public testing::Test {
  protected:
   static void SetUpTestSuite() {
     ServerProcess::Options o;
-    o.args = {"--http-port", "0", "--served-model-name", "demo", "--max-running", "8"};
+    o.args = {"--http-port",   "0", "--served-model-name",       "demo",
+              "--max-running", "8", "--prefix-cache-min-tokens", "64"};
     server_ = ServerProcess::Start(o).release();
     ASSERT_NE(server_, nullptr);
     ASSERT_GT(server_->http_port(), 0) << server_->Log();
@@ -193,6 +194,62 @@ TEST_F(HttpE2eTest, NChoicesShareOnePrefillAndDrawWithTheirOwnSeeds) {
     EXPECT_EQ(alone["choices"][0]["logprobs"], j["choices"][i]["logprobs"]) << i;
     EXPECT_EQ(alone["usage"]["prompt_tokens"], prompt_tokens);
   }
+}
+
+TEST_F(HttpE2eTest, ACachedSystemPromptGivesTheColdAnswerAndIsNotPrefilledAgain) {
+  std::string system;
+  for (int i = 0; i < 12; ++i) system += "You answer questions about the sea, briefly and kindly. ";
+  const auto rendered = [&](const std::string& question) {
+    return "\x16System: " + system + "\x17\x16User: " + question + "\x17\x16" + "Assistant:";
+  };
+  const auto chat = [&](const std::string& question, int n) {
+    return Post(
+        "/v1/chat/completions",
+        {{"messages",
+          {{{"role", "system"}, {"content", system}}, {{"role", "user"}, {"content", question}}}},
+         {"max_tokens", 16},
+         {"temperature", 0},
+         {"n", n}});
+  };
+  const auto metric = [&](const char* name) { return std::max(0.0, ScrapeMetric(*server_, name)); };
+  const double hits0 = metric("modrwkv_prefix_cache_hits_total");
+  const double misses0 = metric("modrwkv_prefix_cache_misses_total");
+
+  // First use: a miss, prefilled and cached; the answer is the cold one.
+  auto first = chat("Why is the sea salty?", 1);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+  const json j1 = json::parse(first->body);
+  const StreamResult cold1 =
+      RunGenerate(stub_.get(), ChatAsGenerate(rendered("Why is the sea salty?"), 16));
+  ASSERT_TRUE(cold1.status.ok());
+  EXPECT_EQ(j1["choices"][0]["message"]["content"], cold1.text);
+  EXPECT_EQ(j1["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(metric("modrwkv_prefix_cache_misses_total"), misses0 + 1);
+
+  // Another question after the same system prompt: a hit; only the new message is prefilled, and
+  // each of two choices is bit for bit the cold answer.
+  const double prefilled0 = metric("modrwkv_prompt_tokens_total");
+  const double saved0 = metric("modrwkv_prefix_cache_tokens_saved_total");
+  auto second = chat("How deep is it?", 2);
+  ASSERT_TRUE(second);
+  ASSERT_EQ(second->status, 200) << second->body;
+  const json j2 = json::parse(second->body);
+  const StreamResult cold2 =
+      RunGenerate(stub_.get(), ChatAsGenerate(rendered("How deep is it?"), 16));
+  ASSERT_TRUE(cold2.status.ok());
+  EXPECT_EQ(j2["choices"][0]["message"]["content"], cold2.text);
+  EXPECT_EQ(j2["choices"][1]["message"]["content"], cold2.text);
+  EXPECT_EQ(metric("modrwkv_prefix_cache_hits_total"), hits0 + 1);
+  const int cached = j2["usage"]["prompt_tokens_details"]["cached_tokens"];
+  EXPECT_GE(cached, 64);
+  EXPECT_EQ(j2["usage"]["prompt_tokens"], cold2.result->usage().prompt_tokens());
+  EXPECT_EQ(metric("modrwkv_prefix_cache_tokens_saved_total"), saved0 + cached);
+  // Prefilled by the HTTP request: the two choices' own rows only (the gRPC cold run adds its
+  // whole prompt to the same counter).
+  const int own_rows = j2["usage"]["prompt_tokens"].get<int>() - cached;
+  EXPECT_EQ(metric("modrwkv_prompt_tokens_total") - prefilled0,
+            2 * own_rows + cold2.result->usage().prompt_tokens());
 }
 
 TEST_F(HttpE2eTest, BadRequestsGetOpenAiErrors) {

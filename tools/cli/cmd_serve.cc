@@ -47,6 +47,9 @@ constexpr FlagSpec kServeFlags[] = {
     {"http-write-timeout", "30s", "an HTTP client that stops reading this long is cut off"},
     {"served-model-name", "",
      "the model's name in the HTTP API (default: the model path's file name)"},
+    {"prefix-cache-entries", "32",
+     "prefix states kept for HTTP chat (the messages before the last user message; 0 = off)"},
+    {"prefix-cache-min-tokens", "256", "shortest prefix worth caching, in tokens"},
     {"max-running", "32", "sequences decoded together in one batch"},
     {"state-slots", "0", "state slots to allocate (0 = max-running; more keep idle sessions hot)"},
     {"state-memory", "0",
@@ -194,6 +197,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
       o.served_model_name = std::filesystem::path(o.model_path).parent_path().filename().string();
     }
   }
+  MODRWKV_RETURN_IF_ERROR(int_flag("prefix-cache-entries", 0, 1 << 20, &o.prefix_cache_entries));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("prefix-cache-min-tokens", 1, 1 << 30, &o.prefix_cache_min_tokens));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-running", 1, 4096, &o.scheduler.max_running));
   MODRWKV_RETURN_IF_ERROR(int_flag("state-slots", 0, 65536, &o.state_slots));
   {

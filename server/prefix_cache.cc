@@ -1,0 +1,70 @@
+#include "server/prefix_cache.h"
+
+#include <openssl/sha.h>
+
+namespace modrwkv::server {
+
+std::string PrefixCache::Key(const std::string& owner, const std::vector<InputRows>& prefix) {
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  const uint64_t owner_size = owner.size();
+  SHA256_Update(&c, &owner_size, sizeof owner_size);
+  SHA256_Update(&c, owner.data(), owner.size());
+  for (const InputRows& part : prefix) {
+    // Each part framed by its kind and length, so different splits never collide.
+    const uint64_t head[2] = {part.tokens.empty() ? 1u : 0u,
+                              part.tokens.empty() ? part.embeddings.size() : part.tokens.size()};
+    SHA256_Update(&c, head, sizeof head);
+    SHA256_Update(&c, part.tokens.data(), part.tokens.size() * sizeof(int32_t));
+    SHA256_Update(&c, part.embeddings.data(), part.embeddings.size() * sizeof(float));
+  }
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256_Final(digest, &c);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof digest);
+}
+
+std::optional<SessionId> PrefixCache::Find(const std::string& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return std::nullopt;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->session;
+}
+
+std::vector<PrefixCache::Evicted> PrefixCache::Insert(const std::string& key, SessionId session,
+                                                      const std::string& owner) {
+  std::vector<Evicted> out;
+  std::lock_guard<std::mutex> l(mu_);
+  if (auto it = index_.find(key); it != index_.end()) {
+    if (it->second->session != session) out.push_back({it->second->session, it->second->owner});
+    lru_.erase(it->second);
+    index_.erase(it);
+  }
+  if (max_entries_ <= 0) {
+    out.push_back({session, owner});
+    return out;
+  }
+  lru_.push_front(Entry{key, session, owner});
+  index_[key] = lru_.begin();
+  while (static_cast<int>(lru_.size()) > max_entries_) {
+    out.push_back({lru_.back().session, lru_.back().owner});
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+  return out;
+}
+
+void PrefixCache::Erase(const std::string& key, SessionId session) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second->session != session) return;
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+int PrefixCache::size() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return static_cast<int>(lru_.size());
+}
+
+}  // namespace modrwkv::server

@@ -1,0 +1,59 @@
+// The prefix-state cache: the RNN state after a common prompt prefix (a system prompt, a few-shot
+// block), kept as a session of the state pool and keyed by a digest of the caller and the exact
+// prefix rows. A request that starts with a cached prefix forks that session and prefills only the
+// rest; the engine is chunking-invariant, so the answer is bit for bit a cold run's.
+//
+// Entries live where the pool keeps idle sessions (spare state slots, then the host-memory cold
+// tier), so the pool's own LRU and TTL may drop one first: a fork of a dropped entry is NOT_FOUND
+// and the caller prefills cold (and re-inserts). This class only maps keys to sessions, LRU,
+// bounded by entries. Thread-safe.
+#pragma once
+
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "engine/base/session_id.h"
+#include "engine/serving/scheduler.h"
+
+namespace modrwkv::server {
+
+class PrefixCache {
+ public:
+  explicit PrefixCache(int max_entries) : max_entries_(max_entries) {}
+
+  // SHA-256 of the owner and the rows (token ids, embedding rows) of `prefix`.
+  static std::string Key(const std::string& owner, const std::vector<InputRows>& prefix);
+
+  // The session holding the prefix's state, most recently used now.
+  std::optional<SessionId> Find(const std::string& key);
+
+  struct Evicted {
+    SessionId session;
+    std::string owner;
+  };
+  // Maps `key` to `session` (of `owner`). Returns the sessions no entry refers to any more (the
+  // least recently used beyond max_entries, or the key's previous session): delete them.
+  std::vector<Evicted> Insert(const std::string& key, SessionId session, const std::string& owner);
+  // Drops `key` if it still maps to `session` (the pool dropped it).
+  void Erase(const std::string& key, SessionId session);
+
+  int size() const;
+
+ private:
+  struct Entry {
+    std::string key;
+    SessionId session;
+    std::string owner;
+  };
+  const int max_entries_;
+  mutable std::mutex mu_;
+  std::list<Entry> lru_;  // most recent first
+  absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_;
+};
+
+}  // namespace modrwkv::server

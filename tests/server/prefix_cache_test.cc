@@ -1,0 +1,51 @@
+// The prefix cache's map: keys, LRU order, what it hands back to delete.
+#include "server/prefix_cache.h"
+
+#include "gtest/gtest.h"
+
+namespace modrwkv::server {
+namespace {
+
+SessionId Id(uint64_t n) { return SessionId{n, n}; }
+
+TEST(PrefixCacheTest, KeysDependOnOwnerRowsAndTheirSplit) {
+  const std::vector<InputRows> ab = {InputRows{{1, 2}, {}}};
+  const std::vector<InputRows> a_b = {InputRows{{1}, {}}, InputRows{{2}, {}}};
+  const std::vector<InputRows> rows = {InputRows{{}, {1.0f, 2.0f}}};
+  EXPECT_EQ(PrefixCache::Key("alice", ab), PrefixCache::Key("alice", ab));
+  EXPECT_NE(PrefixCache::Key("alice", ab), PrefixCache::Key("bob", ab));
+  EXPECT_NE(PrefixCache::Key("alice", ab), PrefixCache::Key("alice", a_b));
+  EXPECT_NE(PrefixCache::Key("alice", ab), PrefixCache::Key("alice", rows));
+  EXPECT_EQ(PrefixCache::Key("alice", ab).size(), 32u);
+}
+
+TEST(PrefixCacheTest, LeastRecentlyUsedGoesAndIsHandedBack) {
+  PrefixCache c(2);
+  EXPECT_TRUE(c.Insert("a", Id(1), "o").empty());
+  EXPECT_TRUE(c.Insert("b", Id(2), "o").empty());
+  EXPECT_EQ(c.Find("a"), Id(1));  // "b" is now the least recently used
+  std::vector<PrefixCache::Evicted> gone = c.Insert("c", Id(3), "p");
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].session, Id(2));
+  EXPECT_EQ(gone[0].owner, "o");
+  EXPECT_FALSE(c.Find("b").has_value());
+  EXPECT_EQ(c.size(), 2);
+  // A key inserted again hands back its previous session.
+  gone = c.Insert("a", Id(4), "o");
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].session, Id(1));
+  EXPECT_EQ(c.Find("a"), Id(4));
+}
+
+TEST(PrefixCacheTest, EraseOnlyDropsTheSessionItWasToldAbout) {
+  PrefixCache c(4);
+  c.Insert("a", Id(1), "o");
+  c.Erase("a", Id(9));  // a stale report: "a" maps to another session now
+  EXPECT_EQ(c.Find("a"), Id(1));
+  c.Erase("a", Id(1));
+  EXPECT_FALSE(c.Find("a").has_value());
+  EXPECT_EQ(c.size(), 0);
+}
+
+}  // namespace
+}  // namespace modrwkv::server
