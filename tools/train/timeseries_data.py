@@ -71,12 +71,13 @@ def _local_level(rng, n):
     return level + _ar1(rng, n, rng.uniform(-0.2, 0.4))
 
 
-def generate(rng, n, families=0.0):
+def generate(rng, n, families=0.0, level_share=0.5):
     """One generated series of n steps. With probability `families` one of the two plain families
-    above (half each); otherwise level + trend + seasonality + cycle + AR noise, optionally made
-    positive and multiplicative (exp), all parameters drawn from rng."""
+    above (the local level with probability `level_share`, else the seasonal anomaly); otherwise
+    level + trend + seasonality + cycle + AR noise, optionally made positive and multiplicative
+    (exp), all parameters drawn from rng."""
     if families > 0 and rng.random() < families:
-        y = _seasonal_anomaly(rng, n) if rng.random() < 0.5 else _local_level(rng, n)
+        y = _seasonal_anomaly(rng, n) if rng.random() < 1 - level_share else _local_level(rng, n)
         return y * rng.uniform(0.1, 100) + rng.normal(0, 100)
     t = np.arange(n, dtype=np.float64)
     y = np.zeros(n)

@@ -41,23 +41,28 @@ class Sampler:
     """Batches of (input [B, T, 1], target [B, H, 1]) with one length T per batch: a share of
     windows from the real series' training parts, the rest freshly generated series."""
 
-    def __init__(self, train_parts, seed, real_frac, families=0.0):
+    def __init__(self, train_parts, seed, real_frac, families=0.0, level_share=0.5,
+                 real_power=0.5):
         self.parts = train_parts
         self.rng = np.random.default_rng(seed)
         self.real_frac = real_frac
         self.families = families
+        self.level_share = level_share
+        self.real_power = real_power
 
     def batch(self, b, length):
         xs = []
         fits = [p for p in self.parts if len(p) >= length + H]
-        weights = np.array([math.sqrt(len(p) - length - H + 1) for p in fits])
+        # sqrt for the default power: the recipe of runs 1-7 draws exactly as before
+        pw = math.sqrt if self.real_power == 0.5 else (lambda n: n ** self.real_power)
+        weights = np.array([pw(len(p) - length - H + 1) for p in fits])
         for _ in range(b):
             if fits and self.rng.random() < self.real_frac:
                 p = fits[self.rng.choice(len(fits), p=weights / weights.sum())]
                 s = self.rng.integers(0, len(p) - length - H + 1)
                 w = p[s:s + length + H]
             else:
-                w = data.generate(self.rng, length + H, self.families)
+                w = data.generate(self.rng, length + H, self.families, self.level_share)
             xs.append(w)
         a = torch.tensor(np.array(xs), dtype=torch.float32).unsqueeze(-1)
         return a[:, :length], a[:, length:]
@@ -171,6 +176,12 @@ def main():
     ap.add_argument("--families", type=float, default=0.4,
                     help="share of the generated series drawn from the plain seasonal + AR "
                          "anomaly and local-level families (timeseries_data.generate)")
+    ap.add_argument("--level-share", type=float, default=0.5,
+                    help="share of those plain-family series that are local level (the rest "
+                         "seasonal + AR anomaly)")
+    ap.add_argument("--real-power", type=float, default=0.5,
+                    help="a real series' windows are drawn with probability proportional to its "
+                         "number of windows to this power (0: every series alike)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--ema", type=float, default=0.995,
                     help="decay of the exponential moving average of the weights that is "
@@ -181,6 +192,8 @@ def main():
                     help="with --dev: hold out this many horizons before the tail and validate "
                          "on each (series whose validation input would be under 12 steps skip "
                          "that window)")
+    ap.add_argument("--dev-save", default="",
+                    help="with --dev: write the final (EMA) model folder here (not a fixture)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -198,7 +211,8 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.99))
-    sampler = Sampler(parts, args.seed + 100, args.real_frac, args.families)
+    sampler = Sampler(parts, args.seed + 100, args.real_frac, args.families, args.level_share,
+                      args.real_power)
     ema = copy.deepcopy(model) if args.ema > 0 else model
     len_rng = np.random.default_rng(args.seed + 200)
     warm, history, run = 100, [], []
@@ -246,6 +260,11 @@ def main():
     train_seconds = time.time() - t0
     print(f"trained in {train_seconds:.0f}s")
     if args.dev:
+        if args.dev_save:
+            os.makedirs(args.dev_save, exist_ok=True)
+            torch.save(ema.export_state_dict(), os.path.join(args.dev_save, "rwkv-0.pth"))
+            with open(os.path.join(args.dev_save, "modrwkv-model.json"), "w") as f:
+                json.dump(ema.manifest(), f, indent=2)
         return
 
     model = ema
