@@ -311,7 +311,7 @@ TEST_F(HttpE2eTest, ModelsHealthAndMetrics) {
   EXPECT_EQ(
       ScrapeMetric(*server_,
                    "modrwkv_http_requests_total{method=\"openai.Completions\",status=\"400\"}"),
-      std::max(before, 0.0) + 1);
+      std::max(0.0, before) + 1);  // absent (NaN) before the first
   EXPECT_GE(ScrapeMetric(*server_,
                          "modrwkv_http_requests_total{method=\"openai.Models\",status=\"200\"}"),
             1);
