@@ -37,7 +37,7 @@ fail_with_reports() {
 # real-shape SigLIP2/Whisper/WavLM equality tests and the bench smoke test. Every other test,
 # the image and audio end-to-end tests included, runs here. The ASan build keeps line tables only (-g1): reports still name file and line, and a
 # 2-vCPU machine builds it a fifth faster.
-phase "ASan + UBSan: the whole suite, the server end to end included (see above for the two exclusions)"
+phase "ASan + UBSan: the whole suite, the server end to end included (see above for what is left to release)"
 ./scripts/build.sh asan
 rm -rf build-asan/reports && mkdir -p build-asan/reports
 ASAN_OPTIONS="detect_leaks=1 log_path=$PWD/build-asan/reports/asan" \
