@@ -199,6 +199,28 @@ absl::Status ToEngineSampling(const pb::SamplingParams& in, bool has_logprobs, i
     }
     out->logprobs_top_n = logprobs;
   }
+  if (in.has_response_format()) {
+    const pb::ResponseFormat& rf = in.response_format();
+    constexpr char kField[] = "sampling.response_format";
+    if (ctx.constraints == nullptr) {
+      return WithField(absl::UnimplementedError(absl::StrCat(
+                           kField, ": structured output is not available on this server")),
+                       kField);
+    }
+    switch (rf.format_case()) {
+      case pb::ResponseFormat::kJsonObject:
+        if (rf.json_object()) out->constraint = ctx.constraints->JsonObject();
+        break;
+      case pb::ResponseFormat::kJsonSchema: {
+        MODRWKV_ASSIGN_OR_RETURN(
+            out->constraint,
+            ctx.constraints->ForSchema(rf.json_schema(), "sampling.response_format.json_schema"));
+        break;
+      }
+      case pb::ResponseFormat::FORMAT_NOT_SET:
+        break;
+    }
+  }
   // Validate what the client sent before adding our own bans, so indices match the request.
   MODRWKV_RETURN_IF_ERROR(RenameEngineField(out->Validate(ctx.model_vocab)));
   // Ids the vocabulary has no bytes for (the embedding table is larger than the World vocab;

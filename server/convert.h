@@ -14,6 +14,7 @@
 #include "encoders/multimodal/media_router.h"
 #include "encoders/multimodal/model_bundle.h"
 #include "encoders/timeseries/series.h"
+#include "engine/grammar/constraint_cache.h"
 #include "engine/model/model.h"
 #include "engine/serving/scheduler.h"
 #include "engine/text/tokenizer.h"
@@ -79,6 +80,8 @@ struct TranslationContext {
   std::optional<SeriesTranslation> series;  // unset: time_series parts and Forecast UNIMPLEMENTED
   // The model manifest's stop and ban tokens, for chat turns (on top of kChatTurnEndToken / 0).
   std::vector<int32_t> chat_stop_tokens, chat_ban_tokens;
+  // Compiled structured-output constraints; unset: sampling.response_format is UNIMPLEMENTED.
+  grammar::ConstraintCache* constraints = nullptr;
 };
 
 // EngineRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens

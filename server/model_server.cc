@@ -287,6 +287,16 @@ absl::Status ModelServer::LoadAndServe() {
                                                            metrics_->encoder_observer()));
     ctx_.media_pool = media_pool_.get();
   }
+  if (options_.structured_output_schemas > 0) {
+    std::vector<std::string> bytes(tokenizer_->vocab_size());
+    for (int32_t id = 1; id < tokenizer_->vocab_size(); ++id) {  // 0, end of text, has none
+      if (tokenizer_->IsValidId(id)) bytes[id] = std::string(tokenizer_->TokenBytes(id));
+    }
+    constraints_ = std::make_unique<grammar::ConstraintCache>(
+        std::make_shared<const grammar::TokenVocabulary>(std::move(bytes)),
+        options_.structured_output_schemas);
+    ctx_.translation.constraints = constraints_.get();
+  }
   ctx_.translation.max_tokens_limit = options_.max_tokens_limit;
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;

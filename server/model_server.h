@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
+#include "engine/grammar/constraint_cache.h"
 #include "server/auth.h"
 #include "server/http/http_server.h"
 #include "server/inference_service.h"
@@ -62,6 +63,7 @@ class ModelServer {
   std::shared_ptr<const encoders::MediaRouter> media_router_;   // the pool's encoder
   std::unique_ptr<encoders::EncoderPool> media_pool_;
   std::unique_ptr<PrefixCache> prefix_cache_;  // --prefix-cache-entries > 0
+  std::unique_ptr<grammar::ConstraintCache> constraints_;  // --structured-output-schemas > 0
   std::unique_ptr<Scheduler> scheduler_;
   ServingContext ctx_;
   std::unique_ptr<InferenceService> inference_;

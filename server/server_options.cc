@@ -90,6 +90,10 @@ absl::Status ServerOptions::Validate() const {
   if (http_write_timeout < absl::Seconds(1)) {
     return absl::InvalidArgumentError("http-write-timeout must be >= 1s");
   }
+  if (structured_output_schemas < 0 || structured_output_schemas > 4096) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "structured-output-schemas must be in [0, 4096], got %d", structured_output_schemas));
+  }
   if (prefix_cache_entries < 0 || prefix_cache_min_tokens < 1) {
     return absl::InvalidArgumentError(
         "prefix-cache-entries must be >= 0 and prefix-cache-min-tokens >= 1");

@@ -52,6 +52,9 @@ struct ServerOptions {
   // they are at least prefix_cache_min_tokens long; at most prefix_cache_entries (0 = off).
   int prefix_cache_entries = 32;
   int prefix_cache_min_tokens = 256;
+  // Structured output: compiled JSON schemas kept, each with its cached token masks (<= 8 MiB);
+  // 0 = structured output off.
+  int structured_output_schemas = 16;
 
   // Batching, admission, sessions.
   SchedulerOptions scheduler;

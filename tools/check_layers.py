@@ -11,7 +11,8 @@ import sys
 ALLOWED = {
     "base": set(),
     "text": {"base"},
-    "sampling": {"base"},
+    "grammar": {"base"},
+    "sampling": {"grammar", "base"},
     "model": {"sampling", "base"},
     "checkpoint": {"base"},
     "cpu": {"model", "sampling", "base"},

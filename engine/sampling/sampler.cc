@@ -162,6 +162,10 @@ Sampler::Sampler(const SamplerConfig& params, int vocab_size, uint64_t seed)
   std::vector<int32_t>& banned = params_.banned_tokens;
   std::sort(banned.begin(), banned.end());
   banned.erase(std::unique(banned.begin(), banned.end()), banned.end());
+  if (params_.constraint != nullptr) {
+    constrained_ = std::make_unique<grammar::ConstrainedSequence>(params_.constraint,
+                                                                  params_.constraint_end_tokens);
+  }
 }
 
 double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1p-53; }
@@ -179,6 +183,7 @@ void Sampler::AcceptPrompt(absl::Span<const int32_t> tokens) {
 }
 
 void Sampler::Accept(int32_t token) {
+  if (constrained_ != nullptr) constrained_->Accept(token);
   if (token < 0 || token >= vocab_size_) return;
   if (params_.repetition_penalty != 1.0f) repetition_seen_.insert(token);
   if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
@@ -210,9 +215,12 @@ void Sampler::ApplyPenalties(absl::Span<float> logits) const {
 int32_t Sampler::Sample(absl::Span<float> logits, SampleResult* out) {
   logits = logits.first(std::min(logits.size(), static_cast<size_t>(vocab_size_)));
   ApplyPenalties(logits);
+  if (constrained_ != nullptr) constrained_->MaskLogits(logits);
   const ArgMax am = ArgMaxKernel(logits.data(), logits.size());
   int32_t token;
-  if (am.index < 0) {
+  if (am.index < 0 && constrained_ != nullptr && constrained_->FirstAllowed() >= 0) {
+    token = constrained_->FirstAllowed();  // everything it allows was banned or -inf
+  } else if (am.index < 0) {
     // Nothing above -inf: the lowest id that is not banned (Validate keeps one).
     token = 0;
     for (int32_t b : params_.banned_tokens) {  // sorted

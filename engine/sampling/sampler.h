@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/grammar/token_constraint.h"
 
 namespace modrwkv {
 
@@ -54,6 +55,13 @@ struct SamplerConfig {
   // (N <= kMaxTopLogprobs).
   int logprobs_top_n = -1;
 
+  // Structured output: only tokens that continue a document valid under the constraint are
+  // drawn, after penalties, bias and bans (so logprobs are those of the constrained
+  // distribution). `constraint_end_tokens` (the scheduler sets the request's stop tokens) may
+  // close the document where it can end. See docs/structured-output.md.
+  std::shared_ptr<const grammar::TokenConstraint> constraint;
+  std::vector<int32_t> constraint_end_tokens;
+
   // OK, or InvalidArgument naming the first offending field, e.g.
   // "top_p must be in (0, 1], got 1.5".
   absl::Status Validate(int vocab_size) const;
@@ -81,7 +89,7 @@ class Sampler {
   // penalty -> presence/frequency -> bias -> bans -> temperature -> top-k -> top-p -> min-p ->
   // draw. If logits.size() != vocab_size only the first min(size, vocab_size) entries are used.
   // If no logit is finite (all banned or NaN) returns the lowest id holding +inf, else the lowest
-  // id that is not banned. `out` is written only when params.logprobs_top_n >= 0.
+  // id that is not banned (with a constraint: the lowest id it allows). `out` is written only when params.logprobs_top_n >= 0.
   int32_t Sample(absl::Span<float> logits, SampleResult* out = nullptr);
 
   // Records a generated token that the sampler did not choose (a forced or replayed token):
@@ -91,6 +99,9 @@ class Sampler {
   // Records prompt tokens for the repetition penalty only. Presence/frequency ignore the prompt,
   // as the official RWKV PIPELINE does (its occurrence table starts empty at generation).
   void AcceptPrompt(absl::Span<const int32_t> tokens);
+
+  // With a constraint: nothing more may be generated (the document is complete).
+  bool constraint_complete() const { return constrained_ != nullptr && constrained_->complete(); }
 
   const SamplerConfig& params() const { return params_; }
   uint64_t seed() const { return seed_; }
@@ -113,6 +124,7 @@ class Sampler {
   std::vector<std::pair<int32_t, float>> bias_;  // params_.logit_bias flattened
   absl::flat_hash_set<int32_t> repetition_seen_;
   absl::flat_hash_map<int32_t, float> occurrence_;
+  std::unique_ptr<grammar::ConstrainedSequence> constrained_;  // set when params_.constraint is
 };
 
 }  // namespace modrwkv

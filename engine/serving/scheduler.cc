@@ -355,6 +355,15 @@ class Scheduler::Impl {
   // Gives the request a slot (its session's, or a fresh zeroed one) and its sampler.
   absl::Status Prepare(Request& r) {
     // Everything that can fail without side effects first.
+    if (r.req.sampling.constraint != nullptr) {
+      // A structured answer may end where its document may, at the request's stop tokens.
+      std::vector<int32_t>& ends = r.req.sampling.constraint_end_tokens;
+      const std::vector<int32_t>& bans = r.req.sampling.banned_tokens;
+      ends.clear();
+      for (int32_t t : r.req.stop.stop_token_ids) {
+        if (std::find(bans.begin(), bans.end(), t) == bans.end()) ends.push_back(t);
+      }
+    }
     auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
     if (!sampler.ok()) return sampler.status();
     PooledSession* s = nullptr;
@@ -478,7 +487,8 @@ class Scheduler::Impl {
     }
     r.last_token_time = now;
     r.last_token = tok;
-    TokenOutput::Result out = r.output->Push(tok);
+    // A structured answer ends as soon as its document is complete.
+    TokenOutput::Result out = r.output->Push(tok, r.sampler->constraint_complete());
     TokenEvent ev;
     if (out.token_emitted) {
       ev.tokens.push_back(tok);
@@ -493,6 +503,7 @@ class Scheduler::Impl {
         Finish(r, EndReason::kStopString, absl::OkStatus());
         break;
       case StopReason::kStopToken:
+      case StopReason::kComplete:
         Finish(r, EndReason::kStopToken, absl::OkStatus());
         break;
       case StopReason::kMaxTokens:

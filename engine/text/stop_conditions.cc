@@ -18,6 +18,8 @@ std::string_view StopReasonName(StopReason r) {
       return "stop_string";
     case StopReason::kMaxTokens:
       return "max_tokens";
+    case StopReason::kComplete:
+      return "complete";
   }
   return "unknown";
 }

@@ -17,9 +17,11 @@ enum class StopReason {
   kStopToken,   // sampled one of stop_token_ids
   kStopString,  // the text contained one of stop_strings
   kMaxTokens,   // generated max_tokens tokens
+  kComplete,    // the caller ended it: the answer is complete (a structured-output document)
 };
 
-std::string_view StopReasonName(StopReason r);  // "none", "stop_token", "stop_string", "max_tokens"
+std::string_view StopReasonName(StopReason r);  // "none", "stop_token", "stop_string", "max_tokens",
+                                                 // "complete"
 
 struct StopConditions {
   static constexpr int kMaxStopStrings = 16;

@@ -10,7 +10,7 @@ TokenOutput::TokenOutput(const Tokenizer* tok, const StopConditions& stop, int v
   }
 }
 
-TokenOutput::Result TokenOutput::Push(int32_t token) {
+TokenOutput::Result TokenOutput::Push(int32_t token, bool last) {
   Result r;
   if (matcher_.stopped()) {
     r.stop = StopReason::kStopString;
@@ -19,6 +19,7 @@ TokenOutput::Result TokenOutput::Push(int32_t token) {
   ++generated_;
   // A stop token beats the length limit; neither is text.
   StopReason reason = IsStopToken(token)          ? StopReason::kStopToken
+                      : last                      ? StopReason::kComplete
                       : generated_ >= max_tokens_ ? StopReason::kMaxTokens
                                                   : StopReason::kNone;
   if (reason != StopReason::kStopToken) {

@@ -23,7 +23,9 @@ class TokenOutput {
     std::string text;                     // safe to send now
     StopReason stop = StopReason::kNone;  // kNone: go on
   };
-  Result Push(int32_t token);
+  // `last`: the caller knows the answer ends with this token (it is emitted, then the stream
+  // ends with kComplete unless a stop token or string came first).
+  Result Push(int32_t token, bool last = false);
   int generated() const { return generated_; }
 
  private:

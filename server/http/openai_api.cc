@@ -115,19 +115,6 @@ absl::Status RefuseUnsupported(const json& o) {
       return Unsupported(key, "tool and function calling is not supported by this server");
     }
   }
-  auto rf = o.find("response_format");
-  if (rf != o.end() && !rf->is_null()) {
-    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string()) {
-      return Bad("response_format", "must be an object with a string \"type\"");
-    }
-    const std::string type = (*rf)["type"].get<std::string>();
-    if (type != "text") {
-      return Unsupported("response_format.type",
-                         absl::StrCat("\"", type,
-                                      "\" is not supported by this server yet (only \"text\"): "
-                                      "structured output is not built"));
-    }
-  }
   // best_of > 1 would pick among hidden completions; only 1 is served.
   MODRWKV_RETURN_IF_ERROR(Integer(o, "best_of", 1, 1).status());
   MODRWKV_ASSIGN_OR_RETURN(std::optional<bool> echo, Bool(o, "echo"));
@@ -136,6 +123,40 @@ absl::Status RefuseUnsupported(const json& o) {
   if (suffix && !suffix->empty()) {
     return Unsupported("suffix", "suffix (fill in the middle) is not supported by this server");
   }
+  return absl::OkStatus();
+}
+
+// response_format: "text", "json_object" or "json_schema" (its "schema" as JSON text; the
+// engine's translation compiles it and names what it refuses).
+absl::Status ParseResponseFormat(const json& o, pb::SamplingParams* s) {
+  auto rf = o.find("response_format");
+  if (rf == o.end() || rf->is_null()) return absl::OkStatus();
+  if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string()) {
+    return Bad("response_format", "must be an object with a string \"type\"");
+  }
+  const std::string type = (*rf)["type"].get<std::string>();
+  if (type == "text") return absl::OkStatus();
+  if (type == "json_object") {
+    s->mutable_response_format()->set_json_object(true);
+    return absl::OkStatus();
+  }
+  if (type != "json_schema") {
+    return Bad("response_format.type",
+               absl::StrCat("must be \"text\", \"json_object\" or \"json_schema\", got \"",
+                            absl::CHexEscape(type.substr(0, 32)), "\""));
+  }
+  auto js = rf->find("json_schema");
+  if (js == rf->end() || !js->is_object()) {
+    return Bad("response_format.json_schema", "must be an object with a \"schema\"");
+  }
+  if (auto name = js->find("name"); name != js->end() && !name->is_string()) {
+    return Bad("response_format.json_schema.name", "must be a string");
+  }
+  auto schema = js->find("schema");
+  if (schema == js->end() || !(schema->is_object() || schema->is_boolean())) {
+    return Bad("response_format.json_schema.schema", "must be a JSON Schema (an object)");
+  }
+  s->mutable_response_format()->set_json_schema(schema->dump());
   return absl::OkStatus();
 }
 
@@ -196,6 +217,7 @@ absl::Status ParseCommon(const json& o, const ApiContext& ctx, ApiRequest* out) 
   if (rep) s.set_repetition_penalty(static_cast<float>(*rep));
   MODRWKV_ASSIGN_OR_RETURN(std::optional<double> decay, Number(o, "penalty_decay"));
   if (decay) s.set_penalty_decay(static_cast<float>(*decay));
+  MODRWKV_RETURN_IF_ERROR(ParseResponseFormat(o, &s));
   MODRWKV_ASSIGN_OR_RETURN(std::optional<std::string> session, String(o, "session_id"));
   if (session) g.set_session_id(*session);
   MODRWKV_ASSIGN_OR_RETURN(std::optional<double> timeout, Number(o, "timeout"));
@@ -487,10 +509,18 @@ absl::StatusOr<ApiRequest> ParseCompletion(std::string_view body, const ApiConte
 
 absl::Status RenameToApiField(const absl::Status& s, const ApiRequest& request) {
   const std::string field = FieldOf(s);
-  if (s.code() != absl::StatusCode::kInvalidArgument || field.empty()) return s;
+  if ((s.code() != absl::StatusCode::kInvalidArgument &&
+       s.code() != absl::StatusCode::kUnimplemented) ||
+      field.empty()) {
+    return s;
+  }
   std::string name;
   std::string rest;
-  if (absl::StartsWith(field, "prompt.tokens.ids")) {
+  constexpr absl::string_view kSchema = "sampling.response_format.json_schema";
+  if (absl::StartsWith(field, kSchema)) {
+    name = "response_format.json_schema.schema";
+    rest = field.substr(kSchema.size());
+  } else if (absl::StartsWith(field, "prompt.tokens.ids")) {
     name = "prompt";
     rest = field.substr(17);
   } else if (field == "input") {
@@ -507,7 +537,7 @@ absl::Status RenameToApiField(const absl::Status& s, const ApiRequest& request) 
   if (name.empty()) return s;
   const std::string api_field = absl::StrCat(name, rest);
   std::string message = absl::StrReplaceAll(s.message(), {{field, api_field}});
-  absl::Status out = InvalidField(api_field, message);
+  absl::Status out = WithField(absl::Status(s.code(), message), api_field);
   const std::string reason = ReasonOf(s);
   return reason.empty() ? out : WithReason(out, reason);
 }

@@ -50,6 +50,9 @@ constexpr FlagSpec kServeFlags[] = {
     {"prefix-cache-entries", "32",
      "prefix states kept for HTTP chat (the messages before the last user message; 0 = off)"},
     {"prefix-cache-min-tokens", "256", "shortest prefix worth caching, in tokens"},
+    {"structured-output-schemas", "16",
+     "JSON schemas kept compiled with their token masks (<= 8 MiB each; 0 = structured output "
+     "off)"},
     {"max-running", "32", "sequences decoded together in one batch"},
     {"state-slots", "0", "state slots to allocate (0 = max-running; more keep idle sessions hot)"},
     {"state-memory", "0",
@@ -198,6 +201,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
     }
   }
   MODRWKV_RETURN_IF_ERROR(int_flag("prefix-cache-entries", 0, 1 << 20, &o.prefix_cache_entries));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("structured-output-schemas", 0, 4096, &o.structured_output_schemas));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("prefix-cache-min-tokens", 1, 1 << 30, &o.prefix_cache_min_tokens));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-running", 1, 4096, &o.scheduler.max_running));

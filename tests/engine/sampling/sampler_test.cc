@@ -543,3 +543,80 @@ TEST(SamplerTest, ShortLogitsUseOnlyWhatIsThere) {
 
 }  // namespace
 }  // namespace modrwkv
+
+namespace modrwkv {
+namespace {
+
+// A toy vocabulary and schema {"a": integer}: whatever the logits prefer, only tokens that
+// continue the document are drawn, and the answer ends once it is complete.
+struct Constrained {
+  std::shared_ptr<const grammar::TokenConstraint> constraint;
+  std::vector<std::string> bytes = {"", "{", "}", "\"a\"", ":", "1", "x", " ", "{\"a\":"};
+
+  Constrained() {
+    auto g = grammar::JsonGrammar::FromSchema(
+        nlohmann::json::parse(
+            R"({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})"),
+        "schema");
+    EXPECT_TRUE(g.ok()) << g.status();
+    constraint = std::make_shared<const grammar::TokenConstraint>(
+        *g, std::make_shared<const grammar::TokenVocabulary>(bytes));
+  }
+};
+
+TEST(SamplerConstraintTest, DrawsOnlyWhatContinuesTheDocument) {
+  Constrained c;
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplerConfig p;
+    p.temperature = temperature;
+    p.seed = 7;
+    p.logprobs_top_n = 2;
+    p.constraint = c.constraint;
+    auto s = MakeSampler(p, 9);
+    std::string text;
+    for (int step = 0; step < 40 && !s->constraint_complete(); ++step) {
+      std::vector<float> logits = {0, 1, 5, 0, 2, 3, 9, 4, 1};  // "x" most likely, never valid
+      SampleResult r;
+      const int32_t t = s->Sample(absl::MakeSpan(logits), &r);
+      ASSERT_NE(t, 6);
+      EXPECT_TRUE(std::isfinite(r.logprob));
+      EXPECT_EQ(logits[6], -kInf);  // masked before the logprobs
+      text += c.bytes[t];
+    }
+    EXPECT_TRUE(s->constraint_complete()) << text;
+    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << text;
+    EXPECT_TRUE(j["a"].is_number_integer()) << text;
+  }
+}
+
+TEST(SamplerConstraintTest, EverythingAllowedBannedFallsBackToTheLowestAllowedId) {
+  Constrained c;
+  SamplerConfig p;
+  p.temperature = 0;
+  p.constraint = c.constraint;
+  p.banned_tokens = {1, 8};  // the only two tokens that can start the object
+  auto s = MakeSampler(p, 9);
+  std::vector<float> logits(9, 0.0f);
+  EXPECT_EQ(s->Sample(absl::MakeSpan(logits)), 1);
+}
+
+TEST(SamplerConstraintTest, EndTokensCloseADocumentThatMayEnd) {
+  auto g = grammar::JsonGrammar::FromSchema(nlohmann::json::parse(R"({"type": "integer"})"), "s");
+  ASSERT_TRUE(g.ok());
+  SamplerConfig p;
+  p.temperature = 0;
+  p.constraint = std::make_shared<const grammar::TokenConstraint>(
+      *g, std::make_shared<const grammar::TokenVocabulary>(
+              std::vector<std::string>{"", "1", "x"}));
+  p.constraint_end_tokens = {0};
+  auto s = MakeSampler(p, 3);
+  std::vector<float> logits = {9, 1, 5};
+  EXPECT_EQ(s->Sample(absl::MakeSpan(logits)), 1);  // nothing written: the end is not allowed
+  logits = {9, 1, 5};
+  EXPECT_EQ(s->Sample(absl::MakeSpan(logits)), 0);  // "1" may end
+  EXPECT_TRUE(s->constraint_complete());
+}
+
+}  // namespace
+}  // namespace modrwkv
