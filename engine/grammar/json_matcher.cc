@@ -59,13 +59,8 @@ uint64_t AllKeys(const GrammarNode& n) {
 }  // namespace
 
 bool JsonMatcher::Whitespace(State& s, uint8_t byte) {
-  if (s.ws == 0) {
-    if (byte != ' ' && byte != '\n') return false;
-    s.ws = byte == ' ' ? 1 : 2;
-    return true;
-  }
-  if (s.ws == 1 || (byte != ' ' && byte != '\t') || s.ws - 2 >= kMaxIndent) return false;
-  ++s.ws;
+  if (s.ws != 0 || byte != ' ') return false;
+  s.ws = 1;
   return true;
 }
 

@@ -14,10 +14,9 @@
 namespace modrwkv::grammar {
 
 // Limits that keep every document finite and the set of states small.
-// Insignificant whitespace, between the tokens of a document only: one space, or one newline and
-// at most this many spaces or tabs of indentation (as llama.cpp's JSON grammars allow). Weak
-// models otherwise fill their answers with whitespace, which JSON would allow without end.
-inline constexpr int kMaxIndent = 20;
+// Insignificant whitespace is at most one space between the tokens of a document (as Outlines
+// does by default), none before or after it: JSON allows runs without end, and weak models fill
+// their answers with them (a trained demo model spent its whole budget on tabs).
 inline constexpr int kMaxIntegerDigits = 16;
 inline constexpr int kMaxFractionDigits = 16;
 inline constexpr int kMaxExponentDigits = 2;  // every number stays a finite double
@@ -42,8 +41,7 @@ class JsonMatcher {
  public:
   struct State {
     uint8_t depth = 0;  // open frames
-    uint8_t ws = 0;     // the whitespace run so far: 0 none, 1 a space, 2 + n a newline and n
-                        // indentation bytes
+    uint8_t ws = 0;     // 1: the last byte was insignificant whitespace
     uint8_t done = 0;   // the top-level value is complete
     uint8_t zero = 0;
     Frame frames[JsonGrammar::kMaxDepth];

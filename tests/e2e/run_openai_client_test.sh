@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs openai_client_test.py with the `openai` package from PyPI, in a virtual environment kept
-# under ~/.cache (made on first use; tests only, never the product's runtime).
-#   tests/e2e/run_openai_client_test.sh path/to/modrwkv
+# Runs a Python end-to-end test (default openai_client_test.py) with the `openai` and
+# `jsonschema` packages from PyPI, in a virtual environment kept under ~/.cache (made on first
+# use; tests only, never the product's runtime).
+#   tests/e2e/run_openai_client_test.sh path/to/modrwkv [test_script.py]
 set -euo pipefail
-readonly OPENAI_VERSION=3.60.0
-venv="${MODRWKV_PY_CACHE:-$HOME/.cache/modrwkv}/py-openai-$OPENAI_VERSION"
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+readonly OPENAI_VERSION=3.60.0 JSONSCHEMA_VERSION=4.23.0
+venv="${MODRWKV_PY_CACHE:-$HOME/.cache/modrwkv}/py-openai-$OPENAI_VERSION-jsonschema-$JSONSCHEMA_VERSION"
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import openai, jsonschema" 2>/dev/null; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "openai==$OPENAI_VERSION"
+  "$venv/bin/pip" install --quiet "openai==$OPENAI_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 fi
-exec "$venv/bin/python" -W error::ResourceWarning "$(dirname "$0")/openai_client_test.py" --cli "$1"
+exec "$venv/bin/python" -W error::ResourceWarning "$(dirname "$0")/${2:-openai_client_test.py}" --cli "$1"

@@ -53,6 +53,8 @@ void AddSamplingFlags(Flags& f) {
       .Add("frequency-penalty", "", "RWKV-style frequency penalty")
       .Add("penalty-decay", "", "decay of the occurrence weights")
       .Add("seed", "", "sampling seed")
+      .AddBool("json", "structured output: the answer is a JSON object")
+      .Add("json-schema", "", "structured output: a file holding a JSON Schema the answer follows")
       .Add("stop", "", "stop string (repeat the flag for several)")
       .Add("session", "", "continue this session id");
 }
@@ -153,6 +155,12 @@ absl::Status FillSampling(const Flags& f, pb::SamplingParams* s, pb::StopConditi
   }
   for (const std::string& st : f.All("stop")) {
     if (!st.empty()) stop->add_stop_strings(st);
+  }
+  if (!f.Str("json-schema").empty()) {
+    MODRWKV_ASSIGN_OR_RETURN(std::string schema, ReadFile(f.Str("json-schema")));
+    s->mutable_response_format()->set_json_schema(std::move(schema));
+  } else if (f.Bool("json")) {
+    s->mutable_response_format()->set_json_object(true);
   }
   return absl::OkStatus();
 }
