@@ -17,9 +17,9 @@ absl::StatusOr<std::shared_ptr<const TokenConstraint>> ConstraintCache::ForSchem
     std::string_view schema_json, std::string_view field_view) {
   const std::string field(field_view);
   if (schema_json.size() > kMaxSchemaBytes) {
-    return InvalidFieldError(field, absl::StrCat(field, ": the schema has ", schema_json.size(),
-                                                 " bytes, at most ", kMaxSchemaBytes,
-                                                 " are allowed"));
+    return InvalidFieldError(
+        field, absl::StrCat(field, ": the schema has ", schema_json.size(), " bytes, at most ",
+                            kMaxSchemaBytes, " are allowed"));
   }
   const nlohmann::json schema =
       nlohmann::json::parse(schema_json, nullptr, /*allow_exceptions=*/false);

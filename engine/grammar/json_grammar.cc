@@ -49,21 +49,40 @@ namespace {
 // Validation keywords whose meaning the matcher does not enforce: refused, so that an answer is
 // never claimed to follow a schema it may break.
 constexpr std::array kUnsupported = {
-    "pattern",          "patternProperties", "minimum",          "maximum",
-    "exclusiveMinimum", "exclusiveMaximum",  "multipleOf",       "minProperties",
-    "maxProperties",    "uniqueItems",       "contains",         "minContains",
-    "maxContains",      "prefixItems",       "additionalItems",  "not",
-    "if",               "then",              "else",             "dependentRequired",
-    "dependentSchemas", "dependencies",      "propertyNames",    "unevaluatedProperties",
-    "unevaluatedItems", "$dynamicRef",       "$recursiveRef",
+    "pattern",
+    "patternProperties",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "prefixItems",
+    "additionalItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentRequired",
+    "dependentSchemas",
+    "dependencies",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "$dynamicRef",
+    "$recursiveRef",
 };
 
 // Keywords that only annotate (JSON Schema 2020-12 treats "format" as an annotation too).
 constexpr std::array kAnnotations = {
-    "title",    "description", "default",    "examples",        "$schema",
-    "$id",      "$comment",    "format",     "deprecated",      "readOnly",
-    "writeOnly", "$defs",      "definitions", "contentEncoding", "contentMediaType",
-    "$anchor",  "strict",
+    "title",       "description",     "default",          "examples", "$schema",   "$id",
+    "$comment",    "format",          "deprecated",       "readOnly", "writeOnly", "$defs",
+    "definitions", "contentEncoding", "contentMediaType", "$anchor",  "strict",
 };
 
 bool IsAnnotation(std::string_view key) {
@@ -104,9 +123,8 @@ class SchemaCompiler {
 
   absl::StatusOr<int32_t> NewNode(GrammarNode n, const std::string& path) {
     if (nodes().size() >= static_cast<size_t>(JsonGrammar::kMaxNodes)) {
-      return InvalidFieldError(
-          path, absl::StrCat(path, ": the schema expands to more than ", JsonGrammar::kMaxNodes,
-                             " nodes"));
+      return InvalidFieldError(path, absl::StrCat(path, ": the schema expands to more than ",
+                                                  JsonGrammar::kMaxNodes, " nodes"));
     }
     nodes().push_back(std::move(n));
     return static_cast<int32_t>(nodes().size() - 1);
@@ -167,7 +185,8 @@ class SchemaCompiler {
         return {'-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'};
       case NodeKind::kLiteral: {
         std::vector<int> out;
-        for (const auto& [b, child] : g_->tries_[n.literal_trie].nodes[0].children) out.push_back(b);
+        for (const auto& [b, child] : g_->tries_[n.literal_trie].nodes[0].children)
+          out.push_back(b);
         return out;
       }
       case NodeKind::kUnion: {
@@ -322,8 +341,8 @@ class SchemaCompiler {
       } else if (additional->is_boolean()) {
         n.key_trie = NewTrie({});  // additionalProperties false, no properties: only {}
       } else {
-        MODRWKV_ASSIGN_OR_RETURN(
-            Compiled v, Compile(*additional, path + ".additionalProperties", depth + 1));
+        MODRWKV_ASSIGN_OR_RETURN(Compiled v,
+                                 Compile(*additional, path + ".additionalProperties", depth + 1));
         n.additional = v.node;
         height = 1 + v.height;
       }
@@ -428,9 +447,8 @@ class SchemaCompiler {
       return it->second;
     }
     if (in_progress_.contains(target)) {
-      return Refuse(path + ".$ref",
-                    absl::StrCat("recursive schemas are not supported (", target,
-                                 " refers back to itself)"));
+      return Refuse(path + ".$ref", absl::StrCat("recursive schemas are not supported (", target,
+                                                 " refers back to itself)"));
     }
     const json* node = nullptr;
     try {
@@ -493,9 +511,9 @@ class SchemaCompiler {
     for (size_t a = 0; a < kept.size(); ++a) {
       for (int b : FirstBytes(kept[a])) {
         if (u.first_byte[b] >= 0) {
-          return Refuse(path, absl::StrCat("alternatives that can start with the same character ('",
-                                           std::string(1, static_cast<char>(b)),
-                                           "') are not supported"));
+          return Refuse(path,
+                        absl::StrCat("alternatives that can start with the same character ('",
+                                     std::string(1, static_cast<char>(b)), "') are not supported"));
         }
         u.first_byte[b] = static_cast<int16_t>(a);
       }

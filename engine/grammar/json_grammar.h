@@ -31,7 +31,7 @@ struct ByteTrie {
 };
 
 enum class NodeKind : uint8_t {
-  kObject,   // properties (a closed set) or, without properties, free keys
+  kObject,  // properties (a closed set) or, without properties, free keys
   kArray,
   kString,
   kNumber,
@@ -74,8 +74,8 @@ class JsonGrammar {
   // A JSON Schema. Errors are INVALID_ARGUMENT (malformed schema) or UNIMPLEMENTED (a keyword
   // this server does not enforce, e.g. "pattern"), both naming the schema location under
   // `field` (e.g. "response_format.json_schema.schema.properties.age.minimum").
-  static absl::StatusOr<std::shared_ptr<const JsonGrammar>> FromSchema(
-      const nlohmann::json& schema, std::string_view field);
+  static absl::StatusOr<std::shared_ptr<const JsonGrammar>> FromSchema(const nlohmann::json& schema,
+                                                                       std::string_view field);
 
   const GrammarNode& node(int32_t i) const { return nodes_[i]; }
   const ByteTrie& trie(int32_t i) const { return tries_[i]; }

@@ -24,10 +24,10 @@ enum ArrayPhase : uint8_t { kArrOpen, kArrInItem, kArrAfterItem, kArrAfterComma 
 
 enum StringPhase : uint8_t {
   kStrBody,
-  kStrEscape,     // after '\\'
-  kStrHex,        // in \uXXXX; sub = digits still due
-  kStrLowSlash,   // after a high surrogate's escape: its low half's '\\' is due
-  kStrLowU,       // ... and then its 'u'
+  kStrEscape,    // after '\\'
+  kStrHex,       // in \uXXXX; sub = digits still due
+  kStrLowSlash,  // after a high surrogate's escape: its low half's '\\' is due
+  kStrLowU,      // ... and then its 'u'
 };
 
 enum NumberPhase : uint8_t {
@@ -35,10 +35,10 @@ enum NumberPhase : uint8_t {
   kNumZero,   // a leading 0 (accepting)
   kNumInt,    // integer digits (accepting)
   kNumDot,
-  kNumFrac,   // fraction digits (accepting)
+  kNumFrac,  // fraction digits (accepting)
   kNumE,
   kNumESign,
-  kNumExp,    // exponent digits (accepting)
+  kNumExp,  // exponent digits (accepting)
 };
 
 // The range of the next UTF-8 continuation byte (Frame::range).
@@ -47,9 +47,7 @@ constexpr uint8_t kContHi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
 
 bool IsWhitespace(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
 bool IsDigit(uint8_t b) { return b >= '0' && b <= '9'; }
-bool IsHex(uint8_t b) {
-  return IsDigit(b) || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
-}
+bool IsHex(uint8_t b) { return IsDigit(b) || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F'); }
 
 // Bit set of an object's listed properties.
 uint64_t AllKeys(const GrammarNode& n) {
@@ -269,8 +267,8 @@ bool JsonMatcher::AdvanceString(State& s, Frame& f, uint8_t byte) const {
         f.sub = 4;
         return true;
       }
-      if (byte == '"' || byte == '\\' || byte == '/' || byte == 'b' || byte == 'f' ||
-          byte == 'n' || byte == 'r' || byte == 't') {
+      if (byte == '"' || byte == '\\' || byte == '/' || byte == 'b' || byte == 'f' || byte == 'n' ||
+          byte == 'r' || byte == 't') {
         f.phase = kStrBody;
         return true;
       }
@@ -427,8 +425,7 @@ bool JsonMatcher::CanEnd(const State& s) const {
   switch (n.kind) {
     case NodeKind::kNumber:
     case NodeKind::kInteger:
-      return f.phase == kNumZero || f.phase == kNumInt || f.phase == kNumFrac ||
-             f.phase == kNumExp;
+      return f.phase == kNumZero || f.phase == kNumInt || f.phase == kNumFrac || f.phase == kNumExp;
     case NodeKind::kLiteral:
       return g_->trie(n.literal_trie).nodes[f.count].terminal >= 0;
     default:

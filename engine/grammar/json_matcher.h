@@ -48,8 +48,7 @@ class JsonMatcher {
 
     // The bytes that identify the state (the header and the open frames).
     std::string_view Key() const {
-      return {reinterpret_cast<const char*>(this),
-              offsetof(State, frames) + depth * sizeof(Frame)};
+      return {reinterpret_cast<const char*>(this), offsetof(State, frames) + depth * sizeof(Frame)};
     }
     void CopyFrom(const State& o) { std::memcpy(this, &o, o.Key().size()); }
   };

@@ -67,10 +67,10 @@ std::shared_ptr<const TokenMask> TokenConstraint::MaskFor(const JsonMatcher::Sta
   }
   const auto start = std::chrono::steady_clock::now();
   auto mask = std::make_shared<const TokenMask>(ComputeMask(s));
-  compute_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::chrono::steady_clock::now() - start)
-                            .count(),
-                        std::memory_order_relaxed);
+  compute_ns_.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count(),
+      std::memory_order_relaxed);
   computed_.fetch_add(1, std::memory_order_relaxed);
   absl::MutexLock lock(&mu_);
   if (cache_.size() >= kMaxCachedMasks) cache_.clear();

@@ -29,7 +29,8 @@ using modrwkv::grammar::TokenVocabulary;
 
 void Check(bool ok, std::string_view what = "") {
   if (ok) return;
-  std::fprintf(stderr, "%s\n", absl::CHexEscape(what).c_str());
+  std::fprintf(stderr, "%s\n",
+               absl::CHexEscape(absl::string_view(what.data(), what.size())).c_str());
   __builtin_trap();
 }
 
@@ -75,9 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(r.status().code() == absl::StatusCode::kInvalidArgument ||
                 r.status().code() == absl::StatusCode::kUnimplemented,
             r.status().ToString());
-      Check(!r.status().message().empty() &&
-                absl::StartsWith(modrwkv::FieldOf(r.status()), "schema"),
-            r.status().ToString());
+      Check(
+          !r.status().message().empty() && absl::StartsWith(modrwkv::FieldOf(r.status()), "schema"),
+          r.status().ToString());
       return 0;
     }
     c = *r;

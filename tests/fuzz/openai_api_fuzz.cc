@@ -35,6 +35,7 @@ void Check(bool ok, const absl::Status& context = absl::OkStatus()) {
 
 struct Server {
   std::unique_ptr<modrwkv::Tokenizer> world;
+  std::unique_ptr<modrwkv::grammar::ConstraintCache> constraints;  // response_format schemas
   TranslationContext ctx;
   http::ApiContext api;
 };
@@ -54,6 +55,13 @@ const Server& GetServer() {
     image.max_bytes = 64;
     out->ctx.image = image;
     out->ctx.audio = modrwkv::server::AudioTranslation{/*max_clips=*/2, /*max_bytes=*/64};
+    std::vector<std::string> bytes(out->world->vocab_size());
+    for (int32_t id = 1; id < out->world->vocab_size(); ++id) {
+      bytes[id] = std::string(out->world->TokenBytes(id));
+    }
+    out->constraints = std::make_unique<modrwkv::grammar::ConstraintCache>(
+        std::make_shared<const modrwkv::grammar::TokenVocabulary>(std::move(bytes)), 4);
+    out->ctx.constraints = out->constraints.get();
     out->api.model_name = "demo";
     out->api.user_template = out->ctx.chat_template;
     out->api.max_n = 4;

@@ -57,6 +57,7 @@ struct Config {
   double image_fraction = 0;  // share of requests that carry the image
   std::string audio;          // encoded audio clip bytes ("" = none)
   double audio_fraction = 0;  // share of requests that carry the clip (drawn independently)
+  std::string json_schema;    // structured output under this schema ("" = free text)
 };
 
 bool Draw(std::mt19937_64& rng, double fraction) {
@@ -81,6 +82,9 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
   req.mutable_stop()->set_ignore_end_of_text(true);
   req.mutable_sampling()->set_temperature(cfg.temperature);
   req.mutable_sampling()->set_seed(rng());
+  if (!cfg.json_schema.empty()) {
+    req.mutable_sampling()->mutable_response_format()->set_json_schema(cfg.json_schema);
+  }
 
   grpc::ClientContext ctx;
   if (!cfg.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg.token);
@@ -263,6 +267,8 @@ int main(int argc, char** argv) {
            "an audio file sent (after any image, before the prompt tokens) with --audio-fraction "
            "of the requests; run the server with --encoder-cache-bytes 0 to measure encoding")
       .Add("audio-fraction", "1", "share of requests that carry --audio (drawn independently)")
+      .Add("json-schema", "",
+           "a file holding a JSON Schema: every request asks for structured output under it")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
   if (!parsed.ok()) {
@@ -274,6 +280,14 @@ int main(int argc, char** argv) {
   modrwkv::loadgen::Config cfg;
   cfg.target = flags.Str("target");
   cfg.token = flags.Str("token");
+  if (!flags.Str("json-schema").empty()) {
+    std::ifstream in(flags.Str("json-schema"), std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "error: cannot read %s\n", flags.Str("json-schema").c_str());
+      return 2;
+    }
+    cfg.json_schema.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   auto c = flags.Int("concurrency", 1, 4096);
   auto rate = flags.Float("rate", 0, 1e6);
   auto n = flags.Int("requests", 1, 1 << 24);

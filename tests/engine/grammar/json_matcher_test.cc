@@ -40,11 +40,11 @@ TEST(JsonMatcherTest, JsonModeAcceptsObjectsOnly) {
   EXPECT_TRUE(Accepts(*g, "{ \"k\" : \"v\" }"));
   EXPECT_FALSE(Prefix(*g, R"([1])"));
   EXPECT_FALSE(Prefix(*g, R"("x")"));
-  EXPECT_FALSE(Prefix(*g, R"({"a": 01})"));      // leading zero
+  EXPECT_FALSE(Prefix(*g, R"({"a": 01})"));  // leading zero
   EXPECT_FALSE(Prefix(*g, R"({"a": 1.})"));
   EXPECT_FALSE(Prefix(*g, R"( {})"));  // the answer starts with its value
   EXPECT_FALSE(Prefix(*g, R"({"a": tru })"));
-  EXPECT_FALSE(Prefix(*g, R"({"a": "\q"})"));    // bad escape
+  EXPECT_FALSE(Prefix(*g, R"({"a": "\q"})"));     // bad escape
   EXPECT_FALSE(Prefix(*g, "{\"a\": \"x\ny\"}"));  // raw control character
   EXPECT_FALSE(Prefix(*g, R"({"a": 1,})"));
   EXPECT_FALSE(Prefix(*g, R"({"a" 1})"));
@@ -77,10 +77,10 @@ TEST(JsonMatcherTest, ObjectsWriteListedPropertiesOnceAndTheRequiredOnes) {
       "required": ["name", "age"], "additionalProperties": false})");
   EXPECT_TRUE(Accepts(*g, R"({"name": "Ann", "age": 31})"));
   EXPECT_TRUE(Accepts(*g, R"({"age":31,"tags":["a","b"],"name":""})"));
-  EXPECT_FALSE(Accepts(*g, R"({"name": "Ann"})"));              // age missing
-  EXPECT_FALSE(Prefix(*g, R"({"name": "Ann", "name": "B")"));   // twice
-  EXPECT_FALSE(Prefix(*g, R"({"nick")"));                       // not listed
-  EXPECT_FALSE(Prefix(*g, R"({"age": 3.5)"));                   // not an integer
+  EXPECT_FALSE(Accepts(*g, R"({"name": "Ann"})"));                // age missing
+  EXPECT_FALSE(Prefix(*g, R"({"name": "Ann", "name": "B")"));     // twice
+  EXPECT_FALSE(Prefix(*g, R"({"nick")"));                         // not listed
+  EXPECT_FALSE(Prefix(*g, R"({"age": 3.5)"));                     // not an integer
   EXPECT_FALSE(Prefix(*g, R"({"age": 3, "tags": ["a", "b", )"));  // maxItems
   EXPECT_FALSE(Prefix(*g, R"({"name": 5)"));
   EXPECT_TRUE(Prefix(*g, R"({"na)"));
@@ -101,7 +101,7 @@ TEST(JsonMatcherTest, EnumsConstsUnionsAndLengths) {
   EXPECT_TRUE(Accepts(*g, R"({"color": "red", "maybe": "\u00e9\n\u00e9"})"));  // 3 code points
   EXPECT_FALSE(Prefix(*g, R"({"color": "blue")"));
   EXPECT_FALSE(Prefix(*g, R"({"color": 123)"));
-  EXPECT_FALSE(Prefix(*g, R"({"color": "red", "maybe": "a")"));  // minLength
+  EXPECT_FALSE(Prefix(*g, R"({"color": "red", "maybe": "a")"));    // minLength
   EXPECT_FALSE(Prefix(*g, R"({"color": "red", "maybe": "abcd)"));  // maxLength
   EXPECT_FALSE(Prefix(*g, R"({"color": "red", "kind": "y)"));
 }
@@ -112,7 +112,7 @@ TEST(JsonMatcherTest, TopLevelScalarsAndRefs) {
   JsonMatcher::State s;
   ASSERT_TRUE(m.Advance(s, "-12"));
   EXPECT_TRUE(m.CanEnd(s));
-  EXPECT_FALSE(JsonMatcher::Complete(s));  // a number may go on
+  EXPECT_FALSE(JsonMatcher::Complete(s));         // a number may go on
   EXPECT_FALSE(Prefix(*g, "12345678901234567"));  // the digit limit
 
   auto r = Compile(R"({"$defs": {"P": {"type": "object", "properties": {"x": {"type": "number"}},

@@ -17,8 +17,8 @@ using json = nlohmann::json;
 
 std::shared_ptr<const TokenVocabulary> WorldVocab() {
   static const std::shared_ptr<const TokenVocabulary> v = [] {
-    auto tok = Tokenizer::LoadFile(std::string(MODRWKV_SOURCE_DIR) +
-                                   "/assets/rwkv_vocab_v20230424.txt");
+    auto tok =
+        Tokenizer::LoadFile(std::string(MODRWKV_SOURCE_DIR) + "/assets/rwkv_vocab_v20230424.txt");
     EXPECT_TRUE(tok.ok()) << tok.status();
     std::vector<std::string> bytes(65536);
     for (int32_t id = 1; id < (*tok)->vocab_size() && id < 65536; ++id) {

@@ -607,8 +607,7 @@ TEST(SamplerConstraintTest, EndTokensCloseADocumentThatMayEnd) {
   SamplerConfig p;
   p.temperature = 0;
   p.constraint = std::make_shared<const grammar::TokenConstraint>(
-      *g, std::make_shared<const grammar::TokenVocabulary>(
-              std::vector<std::string>{"", "1", "x"}));
+      *g, std::make_shared<const grammar::TokenVocabulary>(std::vector<std::string>{"", "1", "x"}));
   p.constraint_end_tokens = {0};
   auto s = MakeSampler(p, 3);
   std::vector<float> logits = {9, 1, 5};
