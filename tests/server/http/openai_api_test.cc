@@ -116,6 +116,27 @@ TEST_F(OpenAiApiTest, SamplingStopAndStreamingOptionsMapToTheRequest) {
   EXPECT_EQ(r->generate.session_id(), "00000000000000000000000000000001");
 }
 
+TEST_F(OpenAiApiTest, ResponseFormatsMapToTheSamplingField) {
+  const json user = {{{"role", "user"}, {"content", "x"}}};
+  absl::StatusOr<ApiRequest> r = ParseChatCompletion(
+      json{{"messages", user}, {"response_format", {{"type", "json_object"}}}}.dump(), ctx_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->generate.sampling().response_format().json_object());
+  const json schema = {{"type", "object"}, {"properties", {{"a", {{"type", "integer"}}}}}};
+  r = ParseCompletion(
+      json{{"prompt", "x"},
+           {"response_format",
+            {{"type", "json_schema"}, {"json_schema", {{"name", "s"}, {"schema", schema}}}}}}
+          .dump(),
+      ctx_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(json::parse(r->generate.sampling().response_format().json_schema()), schema);
+  r = ParseChatCompletion(json{{"messages", user}, {"response_format", {{"type", "text"}}}}.dump(),
+                          ctx_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->generate.sampling().has_response_format());
+}
+
 TEST_F(OpenAiApiTest, CompletionPromptsAreTextOrTokenIds) {
   absl::StatusOr<ApiRequest> r = ParseCompletion(R"({"prompt": "abc", "logprobs": 2})", ctx_);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -166,9 +187,16 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheirField) {
        absl::StatusCode::kInvalidArgument,
        "stream_options"},
       {{{"messages", user}, {"model", "gpt-4"}}, absl::StatusCode::kNotFound, "model"},
-      {{{"messages", user}, {"response_format", {{"type", "json_object"}}}},
-       absl::StatusCode::kUnimplemented,
+      {{{"messages", user}, {"response_format", {{"type", "yaml"}}}},
+       absl::StatusCode::kInvalidArgument,
        "response_format.type"},
+      {{{"messages", user}, {"response_format", {{"type", "json_schema"}}}},
+       absl::StatusCode::kInvalidArgument,
+       "response_format.json_schema"},
+      {{{"messages", user},
+        {"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "x"}}}}}},
+       absl::StatusCode::kInvalidArgument,
+       "response_format.json_schema.schema"},
       {{{"messages", user}, {"tools", {{{"type", "function"}}}}},
        absl::StatusCode::kUnimplemented,
        "tools"},
@@ -225,6 +253,16 @@ TEST_F(OpenAiApiTest, TranslationErrorsAreRenamedToTheApiFields) {
   EXPECT_EQ(FieldOf(st), "messages");
   st = RenameToApiField(InvalidField("logprobs_top_n", "logprobs_top_n must be"), *r);
   EXPECT_EQ(FieldOf(st), "top_logprobs");
+  st = RenameToApiField(
+      WithField(absl::UnimplementedError("sampling.response_format.json_schema.properties.a."
+                                         "minimum: \"minimum\" is not supported"),
+                "sampling.response_format.json_schema.properties.a.minimum"),
+      *r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(FieldOf(st), "response_format.json_schema.schema.properties.a.minimum");
+  EXPECT_EQ(st.message(),
+            "response_format.json_schema.schema.properties.a.minimum: \"minimum\" is not "
+            "supported");
   const absl::Status other = absl::NotFoundError("no session");
   EXPECT_EQ(RenameToApiField(other, *r), other);
 }
