@@ -352,6 +352,29 @@ TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
   EXPECT_NE(g.err.find("stop_token_ids"), std::string::npos) << g.err;
 }
 
+TEST_F(CliTest, GenerateFollowsAJsonSchema) {
+  const fs::path schema = *dir_ / "schema.json";
+  std::ofstream(schema) << R"({"type": "object", "properties": {
+      "shape": {"enum": ["circle", "square"]}, "n": {"type": "integer"},
+      "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}, "maxItems": 2}},
+      "required": ["shape", "n"]})";
+  for (const char* sampling : {"--temperature 0", "--temperature 1 --seed 5"}) {
+    CliRun r = Cli("generate --model " + Model() + " --prompt Hello --max-tokens 300 " + sampling +
+                   " --json-schema " + schema.string());
+    ASSERT_EQ(r.code, 0) << r.err;
+    const nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(j.is_discarded()) << r.out;
+    EXPECT_TRUE(j["shape"] == "circle" || j["shape"] == "square") << r.out;
+    EXPECT_TRUE(j["n"].is_number_integer()) << r.out;
+  }
+  // A keyword the server does not enforce is a usage error naming it.
+  std::ofstream(schema) << R"({"type": "string", "pattern": "^a"})";
+  CliRun bad =
+      Cli("generate --model " + Model() + " --prompt Hello --json-schema " + schema.string());
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("json-schema.pattern"), std::string::npos) << bad.err;
+}
+
 TEST_F(CliTest, StopStringEndsGenerationBeforeTheString) {
   // Find what greedy generation produces, then stop on a piece of it.
   const std::string base = "generate --model " + Model() +

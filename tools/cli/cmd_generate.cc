@@ -1,10 +1,12 @@
 // generate: one prompt, streamed completion on stdout. Drives one sequence through Model::Step
 // directly (the server's scheduler does the same for many).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "engine/grammar/constraint_cache.h"
 #include "engine/sampling/sampler.h"
 #include "engine/text/stop_conditions.h"
 #include "engine/text/token_output.h"
@@ -84,6 +86,10 @@ int RunGenerate(int argc, char** argv) {
       .Add("ban", "", "banned token ids, comma-separated")
       .Add("stop", "", "stop string (repeat the flag for several)")
       .Add("stop-token", "0", "stop token ids, comma-separated (0 = end of text)")
+      .AddBool("json", "structured output: the answer is a JSON object")
+      .Add("json-schema", "",
+           "structured output: a file holding a JSON Schema the answer follows "
+           "(docs/structured-output.md)")
       .AddBool("stats", "print timing to stderr at the end");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
@@ -167,6 +173,29 @@ int RunGenerate(int argc, char** argv) {
   // Ids the vocabulary has no bytes for (the embedding table has 65536 rows, the World vocab
   // 65530 ids; later ModRWKV checkpoints use a few of them as modality markers) are never text.
   for (int32_t id = (*tok)->vocab_size(); id < vocab; ++id) params->banned_tokens.push_back(id);
+  if (flags.Bool("json") || !flags.Str("json-schema").empty()) {
+    std::vector<std::string> bytes((*tok)->vocab_size());
+    for (int32_t id = 1; id < (*tok)->vocab_size(); ++id) {
+      if ((*tok)->IsValidId(id)) bytes[id] = std::string((*tok)->TokenBytes(id));
+    }
+    grammar::ConstraintCache constraints(
+        std::make_shared<const grammar::TokenVocabulary>(std::move(bytes)), 1);
+    if (flags.Str("json-schema").empty()) {
+      params->constraint = constraints.JsonObject();
+    } else {
+      auto schema = ReadFile(flags.Str("json-schema"));
+      if (!schema.ok()) return Fail(schema.status());
+      auto c = constraints.ForSchema(*schema, "json-schema");
+      if (!c.ok()) return UsageError(flags, c.status());
+      params->constraint = *c;
+    }
+    for (int32_t t : stop.stop_token_ids) {
+      if (std::find(params->banned_tokens.begin(), params->banned_tokens.end(), t) ==
+          params->banned_tokens.end()) {
+        params->constraint_end_tokens.push_back(t);
+      }
+    }
+  }
   auto sampler = Sampler::Create(*params, vocab);
   if (!sampler.ok()) return UsageError(flags, sampler.status());
   (*sampler)->AcceptPrompt(prompt);
@@ -188,7 +217,7 @@ int RunGenerate(int argc, char** argv) {
   };
   int32_t token = res[0].token;
   while (true) {
-    const TokenOutput::Result r = output.Push(token);
+    const TokenOutput::Result r = output.Push(token, (*sampler)->constraint_complete());
     emit(r.text);
     if (r.stop != StopReason::kNone) break;
     const int32_t in[1] = {token};
