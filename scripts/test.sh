@@ -44,11 +44,11 @@ ASAN_OPTIONS="detect_leaks=1 log_path=$PWD/build-asan/reports/asan" \
 UBSAN_OPTIONS="print_stacktrace=1 log_path=$PWD/build-asan/reports/ubsan" \
   ctest --preset asan -j"$(nproc)" -E 'm01b|HeldOut|RealShape|Siglip2BaseTest|WavlmSeededTest|BenchRuns' || fail_with_reports build-asan/reports
 
-phase "ThreadSanitizer: the thread pool, the batch step, the scheduler and the encoder pool"
+phase "ThreadSanitizer: the thread pool, the batch step, the scheduler, the encoder pool, the structured-output mask cache"
 cmake --preset tsan >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target scheduler_test cpu_model_test kernels_test \
-  encoder_pool_test
-ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuModel|KernelIsa|EncoderPool'
+  encoder_pool_test token_constraint_test
+ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuModel|KernelIsa|EncoderPool|TokenConstraintTest.Concurrent'
 
 # The server end to end under TSan (the real binary: reactors, scheduler hand-off, drain) is not
 # part of CI yet: Debian's gRPC and Abseil are not built with -fsanitize=thread, so TSan cannot

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "engine/text/tokenizer.h"
 #include "gtest/gtest.h"
@@ -138,6 +139,26 @@ TEST(TokenConstraintTest, JsonModeWalksParseWhenTheyClose) {
     ++closed;
   }
   EXPECT_GT(closed, 0);
+}
+
+// Samplers of one step run on the backend's threads and share a schema's constraint (and its
+// mask cache): walks on several threads at once give the documents they give alone.
+TEST(TokenConstraintTest, ConcurrentWalksShareTheCache) {
+  const std::string schema = R"({"type": "object", "properties": {
+      "k": {"enum": ["a", "b"]}, "v": {"type": "array", "items": {"type": "integer"},
+      "maxItems": 3}}, "required": ["k", "v"]})";
+  std::vector<std::string> alone;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    alone.push_back(RandomWalk(Constraint(schema), seed, /*check_masks=*/false, 60));
+  }
+  auto shared = Constraint(schema);
+  std::vector<std::string> together(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] { together[i] = RandomWalk(shared, i + 1, false, 60); });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(together, alone);
 }
 
 TEST(TokenConstraintTest, EndTokensOnlyWhereTheDocumentMayEnd) {
