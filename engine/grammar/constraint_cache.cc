@@ -28,7 +28,7 @@ absl::StatusOr<std::shared_ptr<const TokenConstraint>> ConstraintCache::ForSchem
   }
   const std::string key = schema.dump();
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (auto it = index_.find(key); it != index_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
       ++hits_;
@@ -39,7 +39,7 @@ absl::StatusOr<std::shared_ptr<const TokenConstraint>> ConstraintCache::ForSchem
   MODRWKV_ASSIGN_OR_RETURN(std::shared_ptr<const JsonGrammar> g,
                            JsonGrammar::FromSchema(schema, field));
   auto c = std::make_shared<const TokenConstraint>(std::move(g), vocab_);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (index_.contains(key)) return index_[key]->second;  // compiled meanwhile by another call
   lru_.emplace_front(key, c);
   index_[key] = lru_.begin();
@@ -51,7 +51,7 @@ absl::StatusOr<std::shared_ptr<const TokenConstraint>> ConstraintCache::ForSchem
 }
 
 ConstraintCache::Stats ConstraintCache::stats() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return {hits_, misses_, lru_.size()};
 }
 

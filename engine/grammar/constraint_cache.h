@@ -5,14 +5,13 @@
 #include <cstddef>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "engine/grammar/token_constraint.h"
 
 namespace modrwkv::grammar {
@@ -42,11 +41,11 @@ class ConstraintCache {
   std::shared_ptr<const TokenVocabulary> vocab_;
   size_t capacity_;
   std::shared_ptr<const TokenConstraint> json_object_;
-  mutable absl::Mutex mu_;
-  std::list<Entry> lru_ ABSL_GUARDED_BY(mu_);  // most recent first; key: the canonical schema
-  absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_ ABSL_GUARDED_BY(mu_);
-  int64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t misses_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (Debian's Abseil is not)
+  std::list<Entry> lru_;   // most recent first; key: the canonical schema
+  absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_;
+  int64_t hits_ = 0;
+  int64_t misses_ = 0;
 };
 
 }  // namespace modrwkv::grammar

@@ -61,7 +61,7 @@ std::shared_ptr<const TokenMask> TokenConstraint::MaskFor(const JsonMatcher::Sta
   lookups_.fetch_add(1, std::memory_order_relaxed);
   const absl::string_view key(s.Key().data(), s.Key().size());
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
   }
@@ -72,7 +72,7 @@ std::shared_ptr<const TokenMask> TokenConstraint::MaskFor(const JsonMatcher::Sta
           .count(),
       std::memory_order_relaxed);
   computed_.fetch_add(1, std::memory_order_relaxed);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (cache_.size() >= kMaxCachedMasks) cache_.clear();
   cache_.emplace(std::string(key), mask);  // another thread may have won: keeps its equal mask
   return mask;

@@ -10,13 +10,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "engine/grammar/json_grammar.h"
 #include "engine/grammar/json_matcher.h"
@@ -69,9 +68,8 @@ class TokenConstraint {
   std::shared_ptr<const JsonGrammar> grammar_;
   std::shared_ptr<const TokenVocabulary> vocab_;
   JsonMatcher matcher_;
-  mutable absl::Mutex mu_;
-  mutable absl::flat_hash_map<std::string, std::shared_ptr<const TokenMask>> cache_
-      ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (Debian's Abseil is not)
+  mutable absl::flat_hash_map<std::string, std::shared_ptr<const TokenMask>> cache_;
   mutable std::atomic<int64_t> lookups_{0}, computed_{0}, compute_ns_{0};
 };
 
