@@ -33,6 +33,7 @@
 #include "encoders/multimodal/media_router.h"
 #include "encoders/timeseries/series.h"
 #include "encoders/timeseries/timeseries_model.h"
+#include "engine/base/errors.h"
 #include "engine/text/tokenizer.h"
 #include "engine/text/utf8.h"
 #include "google/protobuf/stubs/logging.h"
@@ -131,6 +132,10 @@ std::string BadField(const absl::Status& s) {
 void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat) {
   Check(!s.ok());
   Check(!s.message().empty());
+  if (s.code() == absl::StatusCode::kUnimplemented &&
+      absl::StartsWith(modrwkv::FieldOf(s), "sampling.response_format")) {
+    return;  // structured output is off in this context (no schema cache): refused by name
+  }
   if (s.code() == absl::StatusCode::kUnimplemented) {
     // A chat turn's only media are images and audio clips.
     Check(!chat || !(ctx.image.has_value() && ctx.audio.has_value()), s);
