@@ -288,12 +288,8 @@ absl::Status ModelServer::LoadAndServe() {
     ctx_.media_pool = media_pool_.get();
   }
   if (options_.structured_output_schemas > 0) {
-    std::vector<std::string> bytes(tokenizer_->vocab_size());
-    for (int32_t id = 1; id < tokenizer_->vocab_size(); ++id) {  // 0, end of text, has none
-      if (tokenizer_->IsValidId(id)) bytes[id] = std::string(tokenizer_->TokenBytes(id));
-    }
     constraints_ = std::make_unique<grammar::ConstraintCache>(
-        std::make_shared<const grammar::TokenVocabulary>(std::move(bytes)),
+        std::make_shared<const grammar::TokenVocabulary>(tokenizer_->AllTokenBytes()),
         options_.structured_output_schemas);
     ctx_.translation.constraints = constraints_.get();
   }

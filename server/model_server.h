@@ -6,8 +6,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "grpcpp/server.h"
 #include "engine/grammar/constraint_cache.h"
+#include "grpcpp/server.h"
 #include "server/auth.h"
 #include "server/http/http_server.h"
 #include "server/inference_service.h"
@@ -62,7 +62,7 @@ class ModelServer {
   std::shared_ptr<const encoders::TimeSeriesPipeline> series_;  // null: no forecasting
   std::shared_ptr<const encoders::MediaRouter> media_router_;   // the pool's encoder
   std::unique_ptr<encoders::EncoderPool> media_pool_;
-  std::unique_ptr<PrefixCache> prefix_cache_;  // --prefix-cache-entries > 0
+  std::unique_ptr<PrefixCache> prefix_cache_;              // --prefix-cache-entries > 0
   std::unique_ptr<grammar::ConstraintCache> constraints_;  // --structured-output-schemas > 0
   std::unique_ptr<Scheduler> scheduler_;
   ServingContext ctx_;

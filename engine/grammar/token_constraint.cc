@@ -99,13 +99,13 @@ bool ConstrainedSequence::IsEnd(int32_t token) const {
 
 void ConstrainedSequence::MaskLogits(absl::Span<float> logits) const {
   const std::shared_ptr<const TokenMask> mask = c_->MaskFor(state_);
-  const bool can_end = c_->matcher().CanEnd(state_);
   const size_t n = logits.size();
   // End tokens keep their logits where the document may end (they are never in the mask).
-  float kept[16];
-  const size_t n_kept = can_end ? std::min(end_tokens_.size(), std::size(kept)) : 0;
-  for (size_t i = 0; i < n_kept; ++i) {
-    kept[i] = end_tokens_[i] < static_cast<int32_t>(n) ? logits[end_tokens_[i]] : 0.0f;
+  std::vector<std::pair<int32_t, float>> kept;
+  if (c_->matcher().CanEnd(state_)) {
+    for (int32_t t : end_tokens_) {
+      if (t >= 0 && static_cast<size_t>(t) < n) kept.emplace_back(t, logits[t]);
+    }
   }
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (size_t w = 0; w * 64 < n; ++w) {
@@ -120,9 +120,7 @@ void ConstrainedSequence::MaskLogits(absl::Span<float> logits) const {
       if (!(m >> (t - base) & 1)) logits[t] = kNegInf;
     }
   }
-  for (size_t i = 0; i < n_kept; ++i) {
-    if (end_tokens_[i] < static_cast<int32_t>(n)) logits[end_tokens_[i]] = kept[i];
-  }
+  for (const auto& [t, v] : kept) logits[t] = v;
 }
 
 int32_t ConstrainedSequence::FirstAllowed() const {

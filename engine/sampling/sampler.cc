@@ -163,8 +163,13 @@ Sampler::Sampler(const SamplerConfig& params, int vocab_size, uint64_t seed)
   std::sort(banned.begin(), banned.end());
   banned.erase(std::unique(banned.begin(), banned.end()), banned.end());
   if (params_.constraint != nullptr) {
-    constrained_ = std::make_unique<grammar::ConstrainedSequence>(params_.constraint,
-                                                                  params_.constraint_end_tokens);
+    // A banned end token cannot close the document.
+    std::vector<int32_t> ends;
+    for (int32_t t : params_.constraint_end_tokens) {
+      if (!std::binary_search(banned.begin(), banned.end(), t)) ends.push_back(t);
+    }
+    constrained_ =
+        std::make_unique<grammar::ConstrainedSequence>(params_.constraint, std::move(ends));
   }
 }
 
@@ -218,8 +223,10 @@ int32_t Sampler::Sample(absl::Span<float> logits, SampleResult* out) {
   if (constrained_ != nullptr) constrained_->MaskLogits(logits);
   const ArgMax am = ArgMaxKernel(logits.data(), logits.size());
   int32_t token;
-  if (am.index < 0 && constrained_ != nullptr && constrained_->FirstAllowed() >= 0) {
-    token = constrained_->FirstAllowed();  // everything it allows was banned or -inf
+  const int32_t first_allowed =
+      am.index < 0 && constrained_ != nullptr ? constrained_->FirstAllowed() : -1;
+  if (first_allowed >= 0) {
+    token = first_allowed;  // everything the constraint allows was banned or -inf
   } else if (am.index < 0) {
     // Nothing above -inf: the lowest id that is not banned (Validate keeps one).
     token = 0;

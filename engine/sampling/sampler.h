@@ -57,8 +57,8 @@ struct SamplerConfig {
 
   // Structured output: only tokens that continue a document valid under the constraint are
   // drawn, after penalties, bias and bans (so logprobs are those of the constrained
-  // distribution). `constraint_end_tokens` (the scheduler sets the request's stop tokens) may
-  // close the document where it can end. See docs/structured-output.md.
+  // distribution). `constraint_end_tokens` (the request's stop tokens; banned ones are dropped)
+  // may close the document where it can end. See docs/structured-output.md.
   std::shared_ptr<const grammar::TokenConstraint> constraint;
   std::vector<int32_t> constraint_end_tokens;
 
@@ -89,7 +89,8 @@ class Sampler {
   // penalty -> presence/frequency -> bias -> bans -> temperature -> top-k -> top-p -> min-p ->
   // draw. If logits.size() != vocab_size only the first min(size, vocab_size) entries are used.
   // If no logit is finite (all banned or NaN) returns the lowest id holding +inf, else the lowest
-  // id that is not banned (with a constraint: the lowest id it allows). `out` is written only when params.logprobs_top_n >= 0.
+  // id that is not banned (with a constraint: the lowest id it allows). `out` is written only when
+  // params.logprobs_top_n >= 0.
   int32_t Sample(absl::Span<float> logits, SampleResult* out = nullptr);
 
   // Records a generated token that the sampler did not choose (a forced or replayed token):

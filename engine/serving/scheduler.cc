@@ -355,14 +355,9 @@ class Scheduler::Impl {
   // Gives the request a slot (its session's, or a fresh zeroed one) and its sampler.
   absl::Status Prepare(Request& r) {
     // Everything that can fail without side effects first.
+    // A structured answer may end where its document may, at the request's stop tokens.
     if (r.req.sampling.constraint != nullptr) {
-      // A structured answer may end where its document may, at the request's stop tokens.
-      std::vector<int32_t>& ends = r.req.sampling.constraint_end_tokens;
-      const std::vector<int32_t>& bans = r.req.sampling.banned_tokens;
-      ends.clear();
-      for (int32_t t : r.req.stop.stop_token_ids) {
-        if (std::find(bans.begin(), bans.end(), t) == bans.end()) ends.push_back(t);
-      }
+      r.req.sampling.constraint_end_tokens = r.req.stop.stop_token_ids;
     }
     auto sampler = Sampler::Create(r.req.sampling, model_->config().vocab_size);
     if (!sampler.ok()) return sampler.status();

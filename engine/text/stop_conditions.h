@@ -20,8 +20,8 @@ enum class StopReason {
   kComplete,    // the caller ended it: the answer is complete (a structured-output document)
 };
 
-std::string_view StopReasonName(StopReason r);  // "none", "stop_token", "stop_string", "max_tokens",
-                                                 // "complete"
+std::string_view StopReasonName(StopReason r);  // "none", "stop_token", "stop_string",
+                                                // "max_tokens", "complete"
 
 struct StopConditions {
   static constexpr int kMaxStopStrings = 16;

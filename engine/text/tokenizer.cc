@@ -434,6 +434,12 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids) con
   return out;
 }
 
+std::vector<std::string> Tokenizer::AllTokenBytes() const {
+  std::vector<std::string> out(vocab_size());
+  for (int32_t id = 0; id < vocab_size(); ++id) out[id] = std::string(TokenBytes(id));
+  return out;
+}
+
 std::string_view Tokenizer::TokenBytes(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return {};
   return std::string_view(bytes_).substr(spans_[id].offset, spans_[id].length);

@@ -39,6 +39,9 @@ class Tokenizer {
 
   // The bytes of token `id`; empty for unknown ids (e.g. 0, which the world vocab leaves unused).
   std::string_view TokenBytes(int32_t id) const;
+  // Every id's bytes, [vocab_size()] (empty for unknown ids): the table structured output's
+  // token masks are computed over (engine/grammar).
+  std::vector<std::string> AllTokenBytes() const;
   bool IsValidId(int32_t id) const;
   // Largest id in the vocab + 1 (65530 for rwkv_vocab_v20230424.txt, whose ids are 1..65529).
   int32_t vocab_size() const { return static_cast<int32_t>(spans_.size()); }

@@ -38,11 +38,7 @@ const World& GetWorld() {
     auto* out = new World;
     out->tok =
         *Tokenizer::LoadFile(std::string(MODRWKV_SOURCE_DIR) + "/assets/rwkv_vocab_v20230424.txt");
-    std::vector<std::string> bytes(65536);
-    for (int32_t id = 1; id < out->tok->vocab_size(); ++id) {
-      if (out->tok->IsValidId(id)) bytes[id] = std::string(out->tok->TokenBytes(id));
-    }
-    out->vocab = std::make_shared<const TokenVocabulary>(std::move(bytes));
+    out->vocab = std::make_shared<const TokenVocabulary>(out->tok->AllTokenBytes());
     out->doc = out->tok->Encode(kDocument);
     return out;
   }();

@@ -7,15 +7,14 @@ that the package's streamed and whole answers equal each other and the gRPC face
 Run by ctest through tests/e2e/run_openai_client_test.sh (which provides the package)."""
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 import openai
+from e2e_server import start_server
 
 CLI = None
 SERVER = None
@@ -29,25 +28,10 @@ def setUpModule():
     TMP = tempfile.mkdtemp(prefix="modrwkv_openai_")
     subprocess.run([CLI, "make-demo-model", "--out", TMP, "--seed", "3"], check=True,
                    stdout=subprocess.DEVNULL)
-    with open(os.path.join(TMP, "server.log"), "w") as log:
-        SERVER = subprocess.Popen(
-            [CLI, "serve", "--model", os.path.join(TMP, "model.pth"), "--host", "127.0.0.1",
-             "--port", "0", "--metrics-port", "-1", "--http-port", "0", "--threads", "2",
-             "--served-model-name", "demo"],
-            stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with open(os.path.join(TMP, "server.log")) as f:
-            text = f.read()
-        m = re.search(r'grpc_port"?[=:](\d+).*http_port"?[=:](\d+)', text)
-        if m and re.search(r'msg"?[=:]"?ready', text):
-            GRPC = f"127.0.0.1:{m.group(1)}"
-            BASE = f"http://127.0.0.1:{m.group(2)}/v1"
-            return
-        if SERVER.poll() is not None:
-            raise RuntimeError("server exited:\n" + text)
-        time.sleep(0.05)
-    raise RuntimeError("server not ready in 60 s")
+    SERVER, GRPC, BASE = start_server(
+        CLI, ["--model", os.path.join(TMP, "model.pth"), "--threads", "2",
+              "--served-model-name", "demo"],
+        os.path.join(TMP, "server.log"), timeout_s=60)
 
 
 def tearDownModule():

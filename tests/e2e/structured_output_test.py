@@ -10,16 +10,15 @@ Run by ctest through tests/e2e/run_openai_client_test.sh (which provides the pac
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 import jsonschema
 import openai
+from e2e_server import start_server
 
 CLI = None
 SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -81,27 +80,11 @@ SCHEMAS = {
 }
 
 
-def start_server(name, model_args):
-    log_path = os.path.join(TMP, f"{name}.log")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [CLI, "serve", *model_args, "--host", "127.0.0.1", "--port", "0",
-             "--metrics-port", "-1", "--http-port", "0", "--threads", "1",
-             "--served-model-name", name],
-            stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        with open(log_path) as f:
-            text = f.read()
-        m = re.search(r'grpc_port"?[=:](\d+).*http_port"?[=:](\d+)', text)
-        if m and re.search(r'msg"?[=:]"?ready', text):
-            SERVERS[name] = (proc, f"http://127.0.0.1:{m.group(2)}/v1",
-                             f"127.0.0.1:{m.group(1)}")
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"server {name} exited:\n" + text)
-        time.sleep(0.05)
-    raise RuntimeError(f"server {name} not ready in 120 s")
+def serve(name, model_args):
+    proc, grpc, http = start_server(
+        CLI, [*model_args, "--threads", "1", "--served-model-name", name],
+        os.path.join(TMP, f"{name}.log"))
+    SERVERS[name] = (proc, http, grpc)
 
 
 def setUpModule():
@@ -109,8 +92,8 @@ def setUpModule():
     TMP = tempfile.mkdtemp(prefix="modrwkv_structured_")
     subprocess.run([CLI, "make-demo-model", "--out", TMP, "--seed", "3"], check=True,
                    stdout=subprocess.DEVNULL)
-    start_server("random", ["--model", os.path.join(TMP, "model.pth")])
-    start_server("vision-demo", ["--model", os.path.join(SOURCE, "assets", "vision-demo")])
+    serve("random", ["--model", os.path.join(TMP, "model.pth")])
+    serve("vision-demo", ["--model", os.path.join(SOURCE, "assets", "vision-demo")])
 
 
 def tearDownModule():

@@ -55,12 +55,8 @@ const Server& GetServer() {
     image.max_bytes = 64;
     out->ctx.image = image;
     out->ctx.audio = modrwkv::server::AudioTranslation{/*max_clips=*/2, /*max_bytes=*/64};
-    std::vector<std::string> bytes(out->world->vocab_size());
-    for (int32_t id = 1; id < out->world->vocab_size(); ++id) {
-      bytes[id] = std::string(out->world->TokenBytes(id));
-    }
     out->constraints = std::make_unique<modrwkv::grammar::ConstraintCache>(
-        std::make_shared<const modrwkv::grammar::TokenVocabulary>(std::move(bytes)), 4);
+        std::make_shared<const modrwkv::grammar::TokenVocabulary>(out->world->AllTokenBytes()), 4);
     out->ctx.constraints = out->constraints.get();
     out->api.model_name = "demo";
     out->api.user_template = out->ctx.chat_template;

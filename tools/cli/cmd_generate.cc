@@ -1,6 +1,5 @@
 // generate: one prompt, streamed completion on stdout. Drives one sequence through Model::Step
 // directly (the server's scheduler does the same for many).
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -174,12 +173,8 @@ int RunGenerate(int argc, char** argv) {
   // 65530 ids; later ModRWKV checkpoints use a few of them as modality markers) are never text.
   for (int32_t id = (*tok)->vocab_size(); id < vocab; ++id) params->banned_tokens.push_back(id);
   if (flags.Bool("json") || !flags.Str("json-schema").empty()) {
-    std::vector<std::string> bytes((*tok)->vocab_size());
-    for (int32_t id = 1; id < (*tok)->vocab_size(); ++id) {
-      if ((*tok)->IsValidId(id)) bytes[id] = std::string((*tok)->TokenBytes(id));
-    }
     grammar::ConstraintCache constraints(
-        std::make_shared<const grammar::TokenVocabulary>(std::move(bytes)), 1);
+        std::make_shared<const grammar::TokenVocabulary>((*tok)->AllTokenBytes()), 1);
     if (flags.Str("json-schema").empty()) {
       params->constraint = constraints.JsonObject();
     } else {
@@ -189,12 +184,7 @@ int RunGenerate(int argc, char** argv) {
       if (!c.ok()) return UsageError(flags, c.status());
       params->constraint = *c;
     }
-    for (int32_t t : stop.stop_token_ids) {
-      if (std::find(params->banned_tokens.begin(), params->banned_tokens.end(), t) ==
-          params->banned_tokens.end()) {
-        params->constraint_end_tokens.push_back(t);
-      }
-    }
+    params->constraint_end_tokens = stop.stop_token_ids;
   }
   auto sampler = Sampler::Create(*params, vocab);
   if (!sampler.ok()) return UsageError(flags, sampler.status());

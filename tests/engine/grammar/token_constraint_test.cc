@@ -21,11 +21,7 @@ std::shared_ptr<const TokenVocabulary> WorldVocab() {
     auto tok =
         Tokenizer::LoadFile(std::string(MODRWKV_SOURCE_DIR) + "/assets/rwkv_vocab_v20230424.txt");
     EXPECT_TRUE(tok.ok()) << tok.status();
-    std::vector<std::string> bytes(65536);
-    for (int32_t id = 1; id < (*tok)->vocab_size() && id < 65536; ++id) {
-      if ((*tok)->IsValidId(id)) bytes[id] = std::string((*tok)->TokenBytes(id));
-    }
-    return std::make_shared<const TokenVocabulary>(std::move(bytes));
+    return std::make_shared<const TokenVocabulary>((*tok)->AllTokenBytes());
   }();
   return v;
 }
@@ -181,6 +177,14 @@ TEST(TokenConstraintTest, EndTokensOnlyWhereTheDocumentMayEnd) {
   EXPECT_FALSE(seven.complete());
   seven.Accept(0);
   EXPECT_TRUE(seven.complete());
+  // Every end token keeps its logit, however many there are.
+  std::vector<int32_t> many_ends;
+  for (int32_t t = 100; t < 140; ++t) many_ends.push_back(t);
+  ConstrainedSequence many(c, many_ends);
+  many.Accept(id7);
+  std::fill(logits.begin(), logits.end(), 1.0f);
+  many.MaskLogits(absl::MakeSpan(logits));
+  for (int32_t t : many_ends) EXPECT_EQ(logits[t], 1.0f) << t;
   // With no end token, a number that may end ends at once.
   ConstrainedSequence no_end(c, {});
   no_end.Accept(id7);

@@ -615,6 +615,12 @@ TEST(SamplerConstraintTest, EndTokensCloseADocumentThatMayEnd) {
   logits = {9, 1, 5};
   EXPECT_EQ(s->Sample(absl::MakeSpan(logits)), 0);  // "1" may end
   EXPECT_TRUE(s->constraint_complete());
+  // A banned end token cannot close it: with none left, "1" ends the answer at once.
+  p.banned_tokens = {0};
+  auto banned_end = MakeSampler(p, 3);
+  logits = {9, 1, 5};
+  EXPECT_EQ(banned_end->Sample(absl::MakeSpan(logits)), 1);
+  EXPECT_TRUE(banned_end->constraint_complete());
 }
 
 }  // namespace
