@@ -30,7 +30,10 @@ class TokenVocabulary {
   explicit TokenVocabulary(std::vector<std::string> bytes);
 
   int size() const { return static_cast<int>(bytes_.size()); }
-  std::string_view bytes(int32_t id) const { return bytes_[id]; }
+  // Empty for ids outside the table (the model's logits may be wider than the vocabulary).
+  std::string_view bytes(int32_t id) const {
+    return id >= 0 && id < size() ? std::string_view(bytes_[id]) : std::string_view();
+  }
 
  private:
   friend class TokenConstraint;
