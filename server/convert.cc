@@ -326,6 +326,42 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
   return out;
 }
 
+absl::StatusOr<ChoicePlan> ToChoicePlan(const pb::GenerateRequest& req,
+                                        const TranslationContext& ctx) {
+  ChoicePlan plan;
+  if (req.has_n()) {
+    if (req.n() < 1 || req.n() > ctx.max_choices) {
+      return InvalidField("n", absl::StrFormat("n = %d is outside [1, %d] (max-choices)", req.n(),
+                                               ctx.max_choices));
+    }
+    if (req.n() > 1 && req.has_session_id()) {
+      return InvalidField("n",
+                          "n must be 1 with a session_id (one session keeps one answer); "
+                          "fork the session for more");
+    }
+    plan.n = req.n();
+  }
+  if (req.prefix_parts() != 0) {
+    if (req.prefix_parts() < 0 || req.prefix_parts() >= req.input_size()) {
+      return InvalidField("prefix_parts",
+                          absl::StrFormat("prefix_parts = %d must leave at least one of the %d "
+                                          "input parts after the prefix",
+                                          req.prefix_parts(), req.input_size()));
+    }
+    for (int i = 0; i < req.prefix_parts(); ++i) {
+      const pb::InputPart::KindCase kind = req.input(i).kind_case();
+      if (kind != pb::InputPart::kText && kind != pb::InputPart::kTokens) {
+        return InvalidField("prefix_parts",
+                            absl::StrFormat("prefix_parts = %d covers input[%d], which is not a "
+                                            "text or token part",
+                                            req.prefix_parts(), i));
+      }
+    }
+    plan.prefix_parts = static_cast<size_t>(req.prefix_parts());
+  }
+  return plan;
+}
+
 void ApplyChatTurnRules(const TranslationContext& ctx, EngineRequest* request) {
   std::vector<int32_t>& stops = request->stop.stop_token_ids;
   std::vector<int32_t>& bans = request->sampling.banned_tokens;

@@ -82,6 +82,7 @@ struct TranslationContext {
   std::vector<int32_t> chat_stop_tokens, chat_ban_tokens;
   // Compiled structured-output constraints; unset: sampling.response_format is UNIMPLEMENTED.
   grammar::ConstraintCache* constraints = nullptr;
+  int max_choices = 1;  // the largest GenerateRequest.n
 };
 
 // EngineRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens
@@ -102,6 +103,17 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               std::chrono::system_clock::time_point grpc_deadline,
                                               std::vector<PendingMedia>* images,
                                               absl::FunctionRef<std::string(int)> part_name);
+
+// How many completions a Generate request asks for, and the prompt parts it marks as a prefix
+// shared with other requests (the prefix-state cache's key).
+struct ChoicePlan {
+  int n = 1;
+  size_t prefix_parts = 0;
+};
+// GenerateRequest.n (1..ctx.max_choices; 1 with a session_id) and prefix_parts (text or token
+// parts, at least one part after them); INVALID_ARGUMENT naming the field.
+absl::StatusOr<ChoicePlan> ToChoicePlan(const pb::GenerateRequest& req,
+                                        const TranslationContext& ctx);
 
 // What makes a request a chat turn's answer: it stops at the turn end (24) and the manifest's stop
 // tokens, and never samples end of text (0) or the manifest's banned tokens.

@@ -1,17 +1,17 @@
-// Inference.Generate: one engine request streamed to one client.
+// Inference.Generate: one request's n choices (GenerateRequest.n) streamed to one client.
 //
-// Threads: the constructor runs on a gRPC thread; OnEngine* on the scheduler thread (through
-// ReactorSink); OnWriteDone/OnCancel/OnDone on gRPC threads. All state is under mu_; the output
-// side (one write in flight, Finish once) is a StreamOutbox driven under mu_.
+// Threads: the constructor runs on a gRPC thread; OnChoiceEvent on the scheduler or encoder
+// threads (through ReactorSink); OnWriteDone/OnCancel/OnDone on gRPC threads. All state is under
+// mu_; the output side (one write in flight, Finish once) is a StreamOutbox driven under mu_.
 //
-// Backpressure: tokens that arrive while a write is in flight are coalesced into the next chunk.
-// If more than ServerOptions::stream_buffer_bytes of output pile up (the client reads too slowly),
-// the buffered output is dropped, the engine request is cancelled (its slot is freed within one
-// step) and the stream ends with FINISH_REASON_ERROR and RESOURCE_EXHAUSTED.
+// The engine side (media encoded once, the prompt prefilled once and forked per choice, the
+// prefix-state cache) is EngineCalls, shared with the HTTP API.
 //
-// Media: a request with image or audio parts first goes to the encoder pool; OnMediaEncoded (an
-// encoder thread, through the sink) fills the rows in and submits it. Cancelling meanwhile drops
-// the queued encoder work.
+// Backpressure: tokens that arrive while a write is in flight are coalesced into the next chunk
+// of their choice. If more than ServerOptions::stream_buffer_bytes of output pile up (the client
+// reads too slowly), the buffered output is dropped, the engine requests are cancelled (their
+// slots are freed within one step) and the stream ends with FINISH_REASON_ERROR and
+// RESOURCE_EXHAUSTED.
 #pragma once
 
 #include <memory>
@@ -20,7 +20,7 @@
 
 #include "grpcpp/support/server_callback.h"
 #include "modrwkv/v1/inference.pb.h"
-#include "server/media_requests.h"
+#include "server/engine_calls.h"
 #include "server/reactor_sink.h"
 #include "server/serving_context.h"
 #include "server/stream_outbox.h"
@@ -32,19 +32,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   GenerateReactor(ServingContext* ctx, grpc::CallbackServerContext* call,
                   const pb::GenerateRequest* request);
 
-  // Scheduler thread (via ReactorSink).
-  void OnEngineTokens(TokenEvent event);
-  void OnEngineFinish(FinishEvent event);
-  // Encoder thread (via ReactorSink::Run), once per request with media parts.
-  void OnMediaEncoded(EncodedMedia rows);
+  // Scheduler or encoder thread (via ReactorHandle::Run).
+  void OnChoiceEvent(ChoiceEvent event);
 
  private:
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
   void OnDone() override;
 
-  absl::Status Submit(const pb::GenerateRequest& request);
-  absl::Status SubmitToEngine(EngineRequest request);
+  absl::Status Start(const pb::GenerateRequest& request);
+  void OnFinish(ChoiceEvent event);  // a choice's last event
   // Ends the stream with `st` before the engine ever saw the request.
   void FailBeforeEngine(const absl::Status& st);
   // Starts the next write, or the Finish once everything is written. Call without mu_ held.
@@ -53,18 +50,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   ServingContext* const ctx_;
   grpc::CallbackServerContext* const call_;
-  std::shared_ptr<ReactorSink<GenerateReactor>> sink_;
+  std::shared_ptr<ReactorHandle<GenerateReactor>> sink_;
   RpcRecord record_;  // written under mu_ (or before the first event)
 
   std::mutex mu_;
-  RequestId engine_id_ = 0;  // 0 until Submit returned
-  // While media parts encode: the request waiting for them, and the encoder job (0 = none).
-  EngineRequest pending_;
-  std::vector<PendingMedia> media_;
-  encoders::JobId media_job_ = 0;
-  bool media_cancelled_ = false;
-  absl::Time encode_started_;                          // when the media went to the encoder
-  absl::Duration encode_wait_ = absl::ZeroDuration();  // until their rows were back
+  std::unique_ptr<EngineCalls> calls_;  // null until started
+  int n_ = 1;
+  int finished_ = 0;          // choices whose FinishEvent arrived
+  absl::Status end_;          // the first choice's error, the stream's status
   bool engine_done_ = false;  // no engine events will come; the outbox has the end status
   StreamOutbox<pb::GenerateResponse> outbox_;
 };

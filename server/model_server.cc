@@ -296,6 +296,7 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.max_tokens_limit = options_.max_tokens_limit;
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;
+  ctx_.translation.max_choices = options_.max_choices;
   const ModelDescription& info = model_->info();
   log_->Info("loaded", {{"layers", info.config.n_layer},
                         {"n_embd", info.config.n_embd},
@@ -309,8 +310,19 @@ absl::Status ModelServer::LoadAndServe() {
     metrics_->SetRecording(true);
     MODRWKV_RETURN_IF_ERROR(st);
   }
-  if (options_.prefix_cache_entries > 0) {
-    prefix_cache_ = std::make_unique<PrefixCache>(options_.prefix_cache_entries);
+  // Each entry is one session's state: a memory budget bounds the entries too.
+  int prefix_entries = options_.prefix_cache_entries;
+  if (options_.prefix_cache_memory_bytes > 0) {
+    prefix_entries = static_cast<int>(std::min<int64_t>(
+        prefix_entries, options_.prefix_cache_memory_bytes / model_->StateBytes()));
+    if (prefix_entries == 0) {
+      log_->Warn("prefix cache off: --prefix-cache-memory holds no state",
+                 {{"prefix_cache_memory", options_.prefix_cache_memory_bytes},
+                  {"state_bytes", model_->StateBytes()}});
+    }
+  }
+  if (prefix_entries > 0) {
+    prefix_cache_ = std::make_unique<PrefixCache>(prefix_entries);
     ctx_.prefix_cache = prefix_cache_.get();
   }
   ctx_.loaded_at_unix = absl::ToUnixSeconds(absl::Now());

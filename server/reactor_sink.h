@@ -1,7 +1,8 @@
-// The StreamSink a reactor hands to Scheduler::Submit. The scheduler holds it (shared_ptr) until
-// OnFinish, which may be after the RPC is gone: the reactor detaches in OnDone, and events that
-// arrive later are dropped. Events are forwarded under the sink's mutex, so a reactor is never
-// deleted while the scheduler thread is inside it. Lock order: sink, then the reactor's own.
+// How callbacks on other threads reach a reactor that may be gone. The scheduler (or the encoder
+// pool, or EngineCalls) holds the handle (shared_ptr) until its last event, which may be after
+// the RPC is gone: the reactor detaches in OnDone, and events that arrive later are dropped.
+// Events are forwarded under the handle's mutex, so a reactor is never deleted while another
+// thread is inside it. Lock order: handle, then the reactor's own.
 #pragma once
 
 #include <mutex>
@@ -11,23 +12,14 @@
 
 namespace modrwkv::server {
 
+// A reactor as seen from other threads' callbacks: Run reaches it until it detaches.
 template <typename Target>
-class ReactorSink final : public StreamSink {
+class ReactorHandle {
  public:
-  explicit ReactorSink(Target* target) : target_(target) {}
+  explicit ReactorHandle(Target* target) : target_(target) {}
 
-  // Scheduler thread. Target::OnEngine* must not block (they queue and maybe start a write).
-  void OnTokens(TokenEvent event) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (target_) target_->OnEngineTokens(std::move(event));
-  }
-  void OnFinish(FinishEvent event) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (target_) target_->OnEngineFinish(std::move(event));
-  }
-
-  // Runs `f(target)` under the sink's mutex, like an engine event, so the reactor is not deleted
-  // while `f` runs; false (and `f` not run) once detached. For callbacks of session commands.
+  // Runs `f(target)` under the handle's mutex, so the reactor is not deleted while `f` runs;
+  // false (and `f` not run) once detached. `f` must not block.
   template <typename F>
   bool Run(F&& f) {
     std::lock_guard<std::mutex> l(mu_);
@@ -36,7 +28,7 @@ class ReactorSink final : public StreamSink {
     return true;
   }
 
-  // Called by the reactor in OnDone; after it returns no event reaches the reactor.
+  // Called by the reactor in OnDone; after it returns nothing reaches the reactor.
   void Detach() {
     std::lock_guard<std::mutex> l(mu_);
     target_ = nullptr;
@@ -45,6 +37,21 @@ class ReactorSink final : public StreamSink {
  private:
   std::mutex mu_;
   Target* target_;
+};
+
+// The StreamSink for one engine request: its events go to Target::OnEngineTokens/OnEngineFinish
+// through the handle (scheduler thread; they must not block).
+template <typename Target>
+class ReactorSink final : public StreamSink, public ReactorHandle<Target> {
+ public:
+  explicit ReactorSink(Target* target) : ReactorHandle<Target>(target) {}
+
+  void OnTokens(TokenEvent event) override {
+    this->Run([&](Target* t) { t->OnEngineTokens(std::move(event)); });
+  }
+  void OnFinish(FinishEvent event) override {
+    this->Run([&](Target* t) { t->OnEngineFinish(std::move(event)); });
+  }
 };
 
 }  // namespace modrwkv::server

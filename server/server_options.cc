@@ -83,9 +83,9 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("http-threads must be in [1, 4096], got %d", http_threads));
   }
-  if (http_max_n < 1 || http_max_n > 128) {
+  if (max_choices < 1 || max_choices > 128) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("http-max-n must be in [1, 128], got %d", http_max_n));
+        absl::StrFormat("max-choices must be in [1, 128], got %d", max_choices));
   }
   if (http_write_timeout < absl::Seconds(1)) {
     return absl::InvalidArgumentError("http-write-timeout must be >= 1s");
@@ -94,9 +94,10 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrFormat(
         "structured-output-schemas must be in [0, 4096], got %d", structured_output_schemas));
   }
-  if (prefix_cache_entries < 0 || prefix_cache_min_tokens < 1) {
+  if (prefix_cache_entries < 0 || prefix_cache_min_tokens < 1 || prefix_cache_memory_bytes < 0) {
     return absl::InvalidArgumentError(
-        "prefix-cache-entries must be >= 0 and prefix-cache-min-tokens >= 1");
+        "prefix-cache-entries and prefix-cache-memory must be >= 0 and prefix-cache-min-tokens >= "
+        "1");
   }
   if (host.empty()) return absl::InvalidArgumentError("host must not be empty");
   if (max_message_bytes < 1024 || max_message_bytes > (1 << 30)) {

@@ -45,12 +45,14 @@ struct ServerOptions {
   // tokens, limits and drain as gRPC.
   int http_port = -1;
   int http_threads = 64;  // requests in progress at once on the HTTP port (one thread each)
-  int http_max_n = 8;     // choices per request (`n`)
+  int max_choices = 8;    // completions per request (`n`, gRPC and HTTP)
   absl::Duration http_write_timeout = absl::Seconds(30);  // a client that stops reading is cut off
   std::string served_model_name;  // "model" in the HTTP API; "" = the model path's file name
-  // Prefix-state cache (HTTP chat): states after the messages before the last user message, when
-  // they are at least prefix_cache_min_tokens long; at most prefix_cache_entries (0 = off).
+  // Prefix-state cache: states after a shared prompt prefix (HTTP chat's messages before the last
+  // user message, GenerateRequest.prefix_parts) at least prefix_cache_min_tokens long; at most
+  // prefix_cache_entries (0 = off) and, when > 0, prefix_cache_memory_bytes of states.
   int prefix_cache_entries = 32;
+  int64_t prefix_cache_memory_bytes = 0;
   int prefix_cache_min_tokens = 256;
   // Structured output: compiled JSON schemas kept, each with its cached token masks (<= 8 MiB);
   // 0 = structured output off.

@@ -7,6 +7,7 @@
 #include <deque>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "engine/serving/scheduler.h"
 #include "grpcpp/support/status.h"
@@ -14,25 +15,31 @@
 
 namespace modrwkv::server {
 
-// The output of a running generation that no write has taken yet, bounded in bytes (counted as
-// AppendTokenEvent counts them). Not thread-safe.
+// The output of running generations (one per choice) that no write has taken yet, one open chunk
+// per choice, bounded in bytes over all of them (counted as AppendTokenEvent counts them). Not
+// thread-safe.
 class TokenBacklog {
  public:
   explicit TokenBacklog(size_t limit_bytes) : limit_(limit_bytes) {}
 
-  // Coalesces one event into the chunk. Past the limit the chunk is dropped, the backlog turns
-  // overflowed (and ignores events from then on) and Append returns true, once.
-  bool Append(const TokenEvent& event);
-  bool empty() const { return chunk_.token_ids_size() == 0 && chunk_.text().empty(); }
+  // Coalesces one event into its choice's chunk. Past the limit every chunk is dropped, the
+  // backlog turns overflowed (and ignores events from then on) and Append returns true, once.
+  bool Append(const TokenEvent& event, int choice = 0);
+  bool empty() const;
   bool overflowed() const { return overflowed_; }
   size_t bytes() const { return bytes_; }
-  // Moves the chunk into `out` (which must be empty) and starts a new one.
+  // Moves one choice's chunk into `out` (which must be empty; its `choice` set) and starts a new
+  // one for it. Choices take turns, so a fast one cannot starve the others.
   void TakeInto(::modrwkv::v1::TokenChunk* out);
+  // Moves `choice`'s chunk (if any) into `out`; false when it has none.
+  bool TakeChoiceInto(int choice, ::modrwkv::v1::TokenChunk* out);
   void Clear();
 
  private:
   size_t limit_;
-  ::modrwkv::v1::TokenChunk chunk_;
+  std::vector<::modrwkv::v1::TokenChunk> chunks_;  // by choice
+  std::vector<size_t> chunk_bytes_;
+  int next_ = 0;  // the choice TakeInto looks at first
   size_t bytes_ = 0;
   bool overflowed_ = false;
 };
@@ -54,25 +61,35 @@ class StreamOutbox {
 
   explicit StreamOutbox(size_t backlog_limit_bytes) : backlog_(backlog_limit_bytes) {}
 
-  // Tokens of the running generation. True when this event overflowed the backlog: the output
-  // is dropped and the caller cancels the engine request. Ignored once the client is gone.
-  bool AppendTokens(const TokenEvent& event) {
+  // Tokens of a running generation (`choice` of GenerateRequest.n). True when this event
+  // overflowed the backlog: the output is dropped and the caller cancels the engine requests.
+  // Ignored once the client is gone.
+  bool AppendTokens(const TokenEvent& event, int choice = 0) {
     if (client_gone_) return false;
-    return backlog_.Append(event);
+    return backlog_.Append(event, choice);
   }
   bool overflowed() const { return backlog_.overflowed(); }
 
-  // Queues a complete message after the open chunk (which is closed into the queue first).
+  // Queues a complete message after the open chunks (which are closed into the queue first).
   void Push(Response message) {
     if (client_gone_) return;
     CloseChunk();
     queue_.push_back(std::move(message));
   }
-  void CloseChunk() {
-    if (client_gone_ || backlog_.empty()) return;
+  // Queues a message that ends `choice` after that choice's open chunk; the other choices' chunks
+  // stay open.
+  void PushAfterChoice(int choice, Response message) {
+    if (client_gone_) return;
     Response m;
-    backlog_.TakeInto(m.mutable_chunk());
-    queue_.push_back(std::move(m));
+    if (backlog_.TakeChoiceInto(choice, m.mutable_chunk())) queue_.push_back(std::move(m));
+    queue_.push_back(std::move(message));
+  }
+  void CloseChunk() {
+    while (!client_gone_ && !backlog_.empty()) {
+      Response m;
+      backlog_.TakeInto(m.mutable_chunk());
+      queue_.push_back(std::move(m));
+    }
   }
 
   // The stream ends with `status` once queued output is written and the owner allows it; the

@@ -3,12 +3,16 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/status_macros.h"
 #include "httplib.h"
-#include "server/http/engine_calls.h"
+#include "server/engine_calls.h"
 #include "server/http/openai_api.h"
 #include "server/status_mapping.h"
 
@@ -77,6 +81,46 @@ std::string PeerOf(const httplib::Request& req) {
   return absl::StrCat("http:", req.remote_addr, ":", req.remote_port);
 }
 
+// The engine's events for one request, queued for the handler thread that waits for them (an HTTP
+// handler owns its thread for the request). Shared with EngineCalls' callback, which may outlive
+// the handler.
+class ChoiceQueue {
+ public:
+  explicit ChoiceQueue(int n) : n_(n) {}
+
+  void Push(ChoiceEvent e) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      events_.push_back(std::move(e));
+    }
+    cv_.notify_all();
+  }
+  // The next event, waiting at most `timeout`; nullopt on timeout or once every choice finished.
+  std::optional<ChoiceEvent> Next(absl::Duration timeout) {
+    std::unique_lock<std::mutex> l(mu_);
+    if (finishes_ == n_) return std::nullopt;
+    if (!cv_.wait_for(l, absl::ToChronoMilliseconds(timeout), [&] { return !events_.empty(); })) {
+      return std::nullopt;
+    }
+    ChoiceEvent e = std::move(events_.front());
+    events_.pop_front();
+    if (e.finish) ++finishes_;
+    return e;
+  }
+  // Every choice's FinishEvent went out through Next.
+  bool done() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return finishes_ == n_;
+  }
+
+ private:
+  const int n_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ChoiceEvent> events_;
+  int finishes_ = 0;
+};
+
 // Counts a request as open for the drain (ServingContext::generate_streams) while alive.
 class OpenRequest {
  public:
@@ -109,7 +153,7 @@ class Completion {
     ApiContext api;
     api.model_name = ctx_->options->served_model_name;
     api.user_template = ctx_->translation.chat_template;
-    api.max_n = ctx_->options->http_max_n;
+    api.max_n = ctx_->options->max_choices;
     MODRWKV_ASSIGN_OR_RETURN(
         request_, chat_ ? ParseChatCompletion(req.body, api) : ParseCompletion(req.body, api));
     std::vector<PendingMedia> media;
@@ -118,45 +162,27 @@ class Completion {
         [&](int i) { return request_.part_names[i]; });
     if (!engine.ok()) return RenameToApiField(engine.status(), request_);
     if (chat_) ApplyChatTurnRules(ctx_->translation, &*engine);
+    absl::StatusOr<ChoicePlan> plan = ToChoicePlan(request_.generate, ctx_->translation);
+    if (!plan.ok()) return RenameToApiField(plan.status(), request_);
     engine->owner = record_.owner;
     engine->request_id = record_.request_id;
-    std::vector<EngineRequest> choices(request_.n, *engine);
-    for (int i = 1; i < request_.n; ++i) {
-      // Choices differ by their seed (the request's + i); without a seed each draws its own.
-      if (engine->sampling.seed)
-        choices[i].sampling.seed = *engine->sampling.seed + i;
-      else
-        choices[i].sampling.seed.reset();
-    }
-    choices_.resize(request_.n);
-    const size_t shared = media.empty() ? CachePrefixParts(*engine) : 0;
+    choices_.resize(plan->n);
+    queue_ = std::make_shared<ChoiceQueue>(plan->n);
     MODRWKV_ASSIGN_OR_RETURN(
-        calls_, EngineCalls::Start(ctx_, std::move(choices), std::move(media), shared));
+        calls_, EngineCalls::Start(ctx_, *std::move(engine), *plan, std::move(media),
+                                   [q = queue_](ChoiceEvent e) { q->Push(std::move(e)); }));
     return absl::OkStatus();
-  }
-
-  // The prompt parts the prefix cache may share: the messages before the last user message (text
-  // only, one engine part each), when they are long enough to be worth a state.
-  size_t CachePrefixParts(const EngineRequest& e) const {
-    const size_t k = request_.prefix_parts;
-    if (!chat_ || k == 0 || ctx_->prefix_cache == nullptr || e.prompt.size() <= k) return 0;
-    int64_t tokens = 0;
-    for (size_t i = 0; i < k; ++i) {
-      if (e.prompt[i].tokens.empty()) return 0;
-      tokens += static_cast<int64_t>(e.prompt[i].tokens.size());
-    }
-    return tokens >= ctx_->options->prefix_cache_min_tokens ? k : 0;
   }
 
   // Waits for the next engine event and folds it into the answer; false once all choices ended.
   // Cancels the engine requests once the server stops.
   std::optional<ChoiceEvent> NextEvent() {
-    while (!calls_->done()) {
+    while (!queue_->done()) {
       if (stopping_->load() && !cancelled_) {
         calls_->Cancel();
         cancelled_ = true;
       }
-      std::optional<ChoiceEvent> e = calls_->Next(kPoll);
+      std::optional<ChoiceEvent> e = queue_->Next(kPoll);
       if (!e) continue;
       Fold(*e);
       return e;
@@ -264,7 +290,7 @@ class Completion {
 
   json Usage() const {
     json u = UsageJson(prompt_tokens_, generated_tokens_);
-    u["prompt_tokens_details"] = {{"cached_tokens", calls_ ? calls_->cached_tokens() : 0}};
+    u["prompt_tokens_details"] = {{"cached_tokens", cached_tokens_}};
     return u;
   }
 
@@ -288,6 +314,8 @@ class Completion {
     // Every choice prefills the same prompt: it is counted once, as OpenAI does.
     if (e.choice == 0) {
       prompt_tokens_ = f.prompt_tokens;
+      cached_tokens_ = e.cached_tokens;
+      media_rows_ = e.media_rows;
       record_.queue_time = f.queue_time;
       record_.time_to_first_token = f.time_to_first_token;
       record_.total_time = f.total_time;
@@ -303,11 +331,9 @@ class Completion {
     record_.message = outcome_.ok() ? "" : std::string(outcome_.message());
     record_.prompt_tokens = prompt_tokens_;
     record_.generated_tokens = generated_tokens_;
-    if (calls_) {
-      const MediaRows rows = calls_->media_rows();
-      record_.image_rows = rows.image;
-      record_.audio_rows = rows.audio;
-    }
+    record_.image_rows = media_rows_.image;
+    record_.audio_rows = media_rows_.audio;
+    record_.series_rows = media_rows_.series;
     ctx_->RecordRpc(record_);
   }
 
@@ -319,9 +345,11 @@ class Completion {
   std::string id_;
   int64_t created_ = 0;
   ApiRequest request_;
+  std::shared_ptr<ChoiceQueue> queue_;
   std::unique_ptr<EngineCalls> calls_;
   std::vector<Choice> choices_;
-  int prompt_tokens_ = 0, generated_tokens_ = 0;
+  int prompt_tokens_ = 0, generated_tokens_ = 0, cached_tokens_ = 0;
+  MediaRows media_rows_;
   bool cancelled_ = false;
   absl::Status error_;
   absl::Status outcome_;  // what the request log records

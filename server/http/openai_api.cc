@@ -255,6 +255,7 @@ absl::Status ParseCommon(const json& o, const ApiContext& ctx, ApiRequest* out) 
 
   MODRWKV_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(o, "n", 1, ctx.max_n));
   out->n = static_cast<int>(n.value_or(1));
+  if (n) out->generate.set_n(out->n);
   MODRWKV_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(o, "stream"));
   out->stream = stream.value_or(false);
   if (auto it = o.find("stream_options"); it != o.end() && !it->is_null()) {
@@ -442,7 +443,7 @@ absl::StatusOr<ApiRequest> ParseChatCompletion(std::string_view body, const ApiC
     MODRWKV_RETURN_IF_ERROR(
         ReadContent(m, absl::StrCat(field, ".content"), /*media_allowed=*/user, &text, &media));
     if (i + 1 == msgs->size()) {
-      r.prefix_parts = text_only ? static_cast<size_t>(r.generate.input_size()) : 0;
+      if (text_only) r.generate.set_prefix_parts(r.generate.input_size());
     }
     if (user) {
       if (i + 1 == msgs->size() && text.empty() && media.parts.empty()) {

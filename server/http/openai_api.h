@@ -46,9 +46,8 @@ struct ApiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;  // per-token logprobs asked (with generate.logprobs_top_n alternatives)
-  // Chat: the input parts of the messages before the last user message (all text), which the
-  // prefix cache may share between requests; 0 when there are none or they hold media.
-  size_t prefix_parts = 0;
+  // Chat: generate.prefix_parts are the messages before the last user message when they are all
+  // text (the prefix cache may share their state between requests).
 };
 
 // POST /v1/chat/completions. Messages are rendered into one prompt: system messages through the

@@ -1,4 +1,5 @@
 // `modrwkv client` against a real server: the terminal client's output and exit codes.
+#include "absl/strings/str_cat.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/shell_run.h"
 
@@ -40,6 +41,30 @@ TEST_F(ClientE2eTest, GenerateStreamsTheSameTextAsTheApi) {
   EXPECT_EQ(r.out, api.text + "\n");
   EXPECT_NE(r.err.find("FINISH_REASON_LENGTH"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("generated 12 tokens"), std::string::npos) << r.err;
+}
+
+TEST_F(ClientE2eTest, GeneratePrintsEveryChoice) {
+  auto stub = pb::Inference::NewStub(server_->Channel());
+  pb::GenerateRequest req = Greedy("Hello there", 10);
+  req.mutable_sampling()->set_temperature(1.0f);
+  std::string want;
+  for (int i = 0; i < 2; ++i) {
+    req.mutable_sampling()->set_seed(5 + i);
+    StreamResult api = RunGenerate(stub.get(), req);
+    ASSERT_TRUE(api.status.ok());
+    want += absl::StrCat(i ? "\n" : "", "--- choice ", i, "\n", api.text);
+  }
+  ClientRun r = Client("generate" + Target() +
+                       " --prompt 'Hello there' --max-tokens 10 --temperature 1 --seed 5 --n 2 "
+                       "--ignore-eos --usage");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, want + "\n");
+  int usage_lines = 0;  // one per choice
+  for (size_t at = r.err.find("generated 10 tokens"); at != std::string::npos;
+       at = r.err.find("generated 10 tokens", at + 1)) {
+    ++usage_lines;
+  }
+  EXPECT_EQ(usage_lines, 2) << r.err;
 }
 
 TEST_F(ClientE2eTest, ErrorsShowCodeAndDetailsAndExitOne) {

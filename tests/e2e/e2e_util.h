@@ -331,19 +331,22 @@ struct StreamResult {
   int messages_after_result = 0;
 };
 
+// Folds one message of a Generate stream into `r`.
+inline void FoldMessage(const pb::GenerateResponse& resp, StreamResult* r) {
+  if (r->result) ++r->messages_after_result;
+  if (resp.has_chunk()) {
+    ++r->chunks;
+    r->text += resp.chunk().text();
+    r->ids.insert(r->ids.end(), resp.chunk().token_ids().begin(), resp.chunk().token_ids().end());
+    for (const auto& lp : resp.chunk().logprobs()) r->logprobs.push_back(lp);
+  }
+  if (resp.has_result()) r->result = resp.result();
+}
+
 inline StreamResult Collect(grpc::ClientReaderInterface<pb::GenerateResponse>* reader) {
   StreamResult r;
   pb::GenerateResponse resp;
-  while (reader->Read(&resp)) {
-    if (r.result) ++r.messages_after_result;
-    if (resp.has_chunk()) {
-      ++r.chunks;
-      r.text += resp.chunk().text();
-      r.ids.insert(r.ids.end(), resp.chunk().token_ids().begin(), resp.chunk().token_ids().end());
-      for (const auto& lp : resp.chunk().logprobs()) r.logprobs.push_back(lp);
-    }
-    if (resp.has_result()) r.result = resp.result();
-  }
+  while (reader->Read(&resp)) FoldMessage(resp, &r);
   r.status = reader->Finish();
   return r;
 }
@@ -356,6 +359,34 @@ inline StreamResult RunGenerate(pb::Inference::Stub* stub, const pb::GenerateReq
   ctx.set_wait_for_ready(true);
   auto reader = stub->Generate(&ctx, req);
   return Collect(reader.get());
+}
+
+// A stream of GenerateRequest.n choices, split by choice (each with its own result).
+struct ChoicesResult {
+  grpc::Status status;
+  std::vector<StreamResult> choices;
+  bool ends_with_result = false;  // the stream's last message is a result
+};
+
+inline ChoicesResult RunGenerateChoices(pb::Inference::Stub* stub, const pb::GenerateRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  ctx.set_wait_for_ready(true);
+  auto reader = stub->Generate(&ctx, req);
+  ChoicesResult r;
+  r.choices.resize(req.has_n() ? req.n() : 1);
+  pb::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    const int c = resp.has_chunk() ? resp.chunk().choice() : resp.result().choice();
+    if (c < 0 || c >= static_cast<int>(r.choices.size())) {
+      ADD_FAILURE() << "choice " << c << " out of range";
+      continue;
+    }
+    FoldMessage(resp, &r.choices[c]);
+    r.ends_with_result = resp.has_result();
+  }
+  r.status = reader->Finish();
+  return r;
 }
 
 // A greedy request of `max_tokens` from `prompt` that does not stop at end-of-text.

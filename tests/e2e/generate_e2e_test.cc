@@ -2,6 +2,7 @@
 // Streaming, batching invariance, cancellation, deadlines, overload, slow readers, malformed
 // requests, and the metrics that must move with each.
 #include <atomic>
+#include <set>
 #include <thread>
 
 #include "tests/e2e/e2e_util.h"
@@ -76,6 +77,7 @@ TEST_F(GenerateE2eTest, ModelInfoDescribesShapesAndLimits) {
   EXPECT_EQ(info.state_bytes(), 2LL * 128 * (64 + 2) * 4);
   EXPECT_EQ(info.limits().max_running(), 32);
   EXPECT_EQ(info.limits().max_message_bytes(), 65536);
+  EXPECT_EQ(info.limits().max_choices(), 8);
   EXPECT_EQ(info.fingerprint().size(), 16u);
   ASSERT_EQ(info.modalities_size(), 1);
   EXPECT_EQ(info.modalities(0), pb::MODALITY_TEXT);
@@ -122,6 +124,48 @@ TEST_F(GenerateE2eTest, ConcurrentGreedyStreamsEqualTheSameRequestAlone) {
           << "stream " << i << " token " << k;
     }
   }
+}
+
+// n choices: the prompt is prefilled once and forked; choice i is bit for bit the request alone
+// with seed + i, its chunks and its result carry its index, and the stream ends after all of them.
+TEST_F(GenerateE2eTest, NChoicesForkOnePrefillAndEachEqualsItsSeedAlone) {
+  pb::GenerateRequest req = Greedy("Once upon a time, in a land far away, there lived", 24);
+  req.mutable_sampling()->set_temperature(1.0f);
+  req.mutable_sampling()->set_seed(7);
+  req.set_logprobs_top_n(1);
+  const double prefilled0 = ScrapeMetric(*server_, "modrwkv_prompt_tokens_total");
+  req.set_n(3);
+  const ChoicesResult together = RunGenerateChoices(stub_.get(), req);
+  const double prefilled = ScrapeMetric(*server_, "modrwkv_prompt_tokens_total") - prefilled0;
+  ASSERT_TRUE(together.status.ok()) << together.status.error_message();
+  ASSERT_EQ(together.choices.size(), 3u);
+  EXPECT_TRUE(together.ends_with_result);
+  req.clear_n();
+  int prompt_tokens = 0;
+  std::set<std::vector<int32_t>> distinct;
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    pb::GenerateRequest alone_req = req;
+    alone_req.mutable_sampling()->set_seed(7 + i);
+    const StreamResult alone = RunGenerate(stub_.get(), alone_req);
+    ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+    const StreamResult& c = together.choices[i];
+    ASSERT_TRUE(c.result.has_value());
+    EXPECT_EQ(c.result->choice(), i);
+    EXPECT_EQ(c.ids, alone.ids);
+    EXPECT_EQ(c.text, alone.text);
+    ASSERT_EQ(c.logprobs.size(), alone.logprobs.size());
+    for (size_t k = 0; k < c.logprobs.size(); ++k) {
+      EXPECT_EQ(c.logprobs[k].logprob(), alone.logprobs[k].logprob()) << "token " << k;
+    }
+    EXPECT_EQ(c.result->usage().prompt_tokens(), alone.result->usage().prompt_tokens());
+    EXPECT_EQ(c.result->usage().generated_tokens(), 24);
+    prompt_tokens = alone.result->usage().prompt_tokens();
+    distinct.insert(c.ids);
+  }
+  EXPECT_EQ(distinct.size(), 3u);  // three different draws
+  // Prefilled once for all but the last prompt token, which each choice feeds itself.
+  EXPECT_EQ(prefilled, (prompt_tokens - 1) + 3);
 }
 
 TEST_F(GenerateE2eTest, CancellingMidStreamFreesTheSlot) {
@@ -258,6 +302,20 @@ TEST_F(GenerateE2eTest, MalformedRequestsNameTheFieldAndTheServerKeepsServing) {
        grpc::StatusCode::INVALID_ARGUMENT, "input"},
       {"image part", [](pb::GenerateRequest* r) { r->add_input()->mutable_image()->set_data("x"); },
        grpc::StatusCode::UNIMPLEMENTED, "input[1].image"},
+      {"n zero", [](pb::GenerateRequest* r) { r->set_n(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "n"},
+      {"n past max-choices", [](pb::GenerateRequest* r) { r->set_n(9); },
+       grpc::StatusCode::INVALID_ARGUMENT, "n"},
+      {"n with a session",
+       [](pb::GenerateRequest* r) {
+         r->set_n(2);
+         r->set_session_id(std::string(32, 'a'));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "n"},
+      {"prefix_parts covers everything", [](pb::GenerateRequest* r) { r->set_prefix_parts(1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "prefix_parts"},
+      {"prefix_parts negative", [](pb::GenerateRequest* r) { r->set_prefix_parts(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "prefix_parts"},
   };
   for (const BadCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -352,6 +410,53 @@ TEST_F(GenerateE2eTest, EveryRequestIsLoggedWithItsId) {
 }
 
 // --- servers with their own settings ---
+
+// GenerateRequest.prefix_parts: the state after a shared prefix is cached; a later request with
+// the same prefix starts from it (usage.cached_tokens) and answers exactly as a cold run.
+TEST(GeneratePrefixCacheE2eTest, APrefixIsCachedAndGivesTheColdAnswer) {
+  // Its own server: a cached prefix holds a state slot, which the other tests count.
+  ServerProcess::Options o;
+  o.args = {"--prefix-cache-min-tokens", "16"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Inference::NewStub(server->Channel());
+  std::string prefix;
+  for (int i = 0; i < 4; ++i) prefix += "You answer questions about the sea, briefly and kindly. ";
+  const auto request = [&](const std::string& question, bool shared) {
+    pb::GenerateRequest r = Greedy(prefix, 16);
+    r.add_input()->set_text(question);
+    if (shared) r.set_prefix_parts(1);
+    return r;
+  };
+  const double hits0 = std::max(0.0, ScrapeMetric(*server, "modrwkv_prefix_cache_hits_total"));
+  const StreamResult first = RunGenerate(stub.get(), request("Why is it salty?", true));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.result->usage().cached_tokens(), 0);
+  const StreamResult first_cold = RunGenerate(stub.get(), request("Why is it salty?", false));
+  EXPECT_EQ(first.ids, first_cold.ids);
+
+  const StreamResult second = RunGenerate(stub.get(), request("How deep is it?", true));
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  const StreamResult second_cold = RunGenerate(stub.get(), request("How deep is it?", false));
+  ASSERT_TRUE(second_cold.status.ok());
+  EXPECT_EQ(second.ids, second_cold.ids);
+  EXPECT_EQ(second.result->usage().prompt_tokens(), second_cold.result->usage().prompt_tokens());
+  EXPECT_GE(second.result->usage().cached_tokens(), 40);  // the prefix's tokens
+  EXPECT_LT(second.result->usage().cached_tokens(), second.result->usage().prompt_tokens());
+  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_prefix_cache_hits_total"), hits0 + 1);
+
+  // A memory budget smaller than one state keeps nothing: every request is a cold prefill.
+  o.args = {"--prefix-cache-min-tokens", "16", "--prefix-cache-memory", "1K"};
+  auto small = ServerProcess::Start(o);
+  ASSERT_NE(small, nullptr);
+  auto small_stub = pb::Inference::NewStub(small->Channel());
+  for (int i = 0; i < 2; ++i) {
+    const StreamResult r = RunGenerate(small_stub.get(), request("How deep is it?", true));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.result->usage().cached_tokens(), 0);
+    EXPECT_EQ(r.ids, second_cold.ids);
+  }
+}
 
 TEST(GenerateOverloadE2eTest, FullQueueIsResourceExhaustedWithRetryInfoAndRecovers) {
   ServerProcess::Options o;

@@ -88,6 +88,7 @@ const Servers& GetServers() {
     out->bytes = std::move(*bytes);
     out->world_ctx = {out->world.get(), 65536, 1 << 20, kChatTemplate};
     out->bytes_ctx = {out->bytes.get(), 300, 64, kChatTemplate};
+    out->world_ctx.max_choices = 8;
     out->image_ctx = {out->world.get(), 65536, 300,
                       "\x16User:{image}{text}\x17\x16"
                       "Assistant:"};
@@ -145,9 +146,9 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   Check(s.code() == absl::StatusCode::kInvalidArgument, s);
   // The field is a path in the request message, not an engine name.
   const std::string field = BadField(s);
-  static const char* const kGenerateFields[] = {"input",      "sampling.",      "stop.",
-                                                "session_id", "logprobs_top_n", "timeout",
-                                                "series",     "horizon"};
+  static const char* const kGenerateFields[] = {
+      "input",   "sampling.", "stop.",   "session_id", "logprobs_top_n",
+      "timeout", "series",    "horizon", "n",          "prefix_parts"};
   static const char* const kChatFields[] = {"text",  "images",         "audio",  "sampling.",
                                             "stop.", "logprobs_top_n", "timeout"};
   bool known = false;
@@ -233,6 +234,16 @@ void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext&
   Check(out->sampling.logprobs_top_n == (req.has_logprobs_top_n() ? req.logprobs_top_n() : -1));
   if (!req.stop().ignore_end_of_text()) {
     Check(Contains(out->stop.stop_token_ids, modrwkv::server::kEndOfTextToken));
+  }
+  // The choices: n within [1, max_choices] (1 with a session), a prefix of text/token parts that
+  // leaves one part.
+  absl::StatusOr<modrwkv::server::ChoicePlan> plan = modrwkv::server::ToChoicePlan(req, ctx);
+  if (!plan.ok()) return CheckError(plan.status(), ctx, /*chat=*/false);
+  Check(plan->n >= 1 && plan->n <= ctx.max_choices);
+  Check(plan->n == 1 || !req.has_session_id());
+  Check(plan->prefix_parts < static_cast<size_t>(req.input_size()) || plan->prefix_parts == 0);
+  for (size_t i = 0; i < plan->prefix_parts; ++i) {
+    Check(out->prompt[i].embeddings.empty());  // text and token parts map one to one
   }
 }
 
@@ -344,7 +355,7 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
   pb::StopConditions* stop = gen->mutable_stop();
   int banned = 0;
   for (int op = 0; op < 64 && p.remaining_bytes() > 0; ++op) {
-    switch (p.ConsumeIntegralInRange<int>(0, 29)) {
+    switch (p.ConsumeIntegralInRange<int>(0, 31)) {
       case 0:
         gen->add_input()->set_text(FuzzString(p, 256));
         break;
@@ -457,6 +468,14 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
         break;
       case 29:
         chat->add_audio()->set_data(p.ConsumeRandomLengthString(16));
+        break;
+      case 30:
+        gen->set_n(p.ConsumeBool() ? p.ConsumeIntegral<int32_t>()
+                                   : p.ConsumeIntegralInRange<int32_t>(-1, 10));
+        break;
+      case 31:
+        gen->set_prefix_parts(p.ConsumeBool() ? p.ConsumeIntegral<int32_t>()
+                                              : p.ConsumeIntegralInRange<int32_t>(-1, 4));
         break;
     }
   }

@@ -115,6 +115,60 @@ TEST_F(ConvertTest, ErrorsNameTheRequestField) {
   }
 }
 
+TEST_F(ConvertTest, ChoicePlanChecksNAndThePrefix) {
+  ctx_.max_choices = 4;
+  pb::GenerateRequest req;
+  req.add_input()->set_text("system");
+  req.add_input()->mutable_tokens()->add_ids(5);
+  req.add_input()->set_text("question");
+  auto plan = ToChoicePlan(req, ctx_);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->n, 1);
+  EXPECT_EQ(plan->prefix_parts, 0u);
+  req.set_n(4);
+  req.set_prefix_parts(2);
+  plan = ToChoicePlan(req, ctx_);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->n, 4);
+  EXPECT_EQ(plan->prefix_parts, 2u);
+
+  struct Case {
+    std::function<void(pb::GenerateRequest*)> mutate;
+    std::string message_start;
+  };
+  const std::vector<Case> cases = {
+      {[](pb::GenerateRequest* r) { r->set_n(0); }, "n = 0 is outside [1, 4]"},
+      {[](pb::GenerateRequest* r) { r->set_n(5); }, "n = 5 is outside [1, 4]"},
+      {[](pb::GenerateRequest* r) {
+         r->set_n(2);
+         r->set_session_id(std::string(32, 'a'));
+       },
+       "n must be 1 with a session_id"},
+      {[](pb::GenerateRequest* r) { r->set_prefix_parts(3); }, "prefix_parts = 3 must leave"},
+      {[](pb::GenerateRequest* r) { r->set_prefix_parts(-2); }, "prefix_parts = -2 must leave"},
+      {[](pb::GenerateRequest* r) {
+         r->mutable_input(1)->mutable_image()->set_data("x");
+         r->set_prefix_parts(2);
+       },
+       "prefix_parts = 2 covers input[1], which is not a text or token part"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    pb::GenerateRequest bad = req;
+    bad.clear_n();
+    bad.clear_prefix_parts();
+    cases[i].mutate(&bad);
+    auto r = ToChoicePlan(bad, ctx_);
+    ASSERT_FALSE(r.ok()) << i;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << i;
+    EXPECT_EQ(r.status().message().substr(0, cases[i].message_start.size()), cases[i].message_start)
+        << i << ": " << r.status();
+  }
+  // With a session, n = 1 is fine.
+  req.set_n(1);
+  req.set_session_id(std::string(32, 'a'));
+  EXPECT_TRUE(ToChoicePlan(req, ctx_).ok());
+}
+
 TEST_F(ConvertTest, DeadlineIsTheSoonerOfTimeoutAndGrpcDeadline) {
   pb::GenerateRequest req;
   req.add_input()->set_text("x");

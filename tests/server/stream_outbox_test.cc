@@ -41,6 +41,32 @@ TEST(StreamOutboxTest, TokensCoalesceWhileAWriteIsInFlight) {
   EXPECT_EQ(box.message()->chunk().token_ids_size(), 2);
 }
 
+// Several choices (GenerateRequest.n): each coalesces into its own chunk, the chunks take
+// turns, and a message that ends one choice follows that choice's chunk only.
+TEST(StreamOutboxTest, ChoicesCoalesceSeparatelyAndTakeTurns) {
+  using GenerateOutbox = StreamOutbox<pb::GenerateResponse>;
+  GenerateOutbox box(1 << 20);
+  box.AppendTokens(Tokens({1}, "a"), 0);
+  ASSERT_EQ(box.Next(true).kind, GenerateOutbox::Step::kWrite);  // "a" in flight
+  box.AppendTokens(Tokens({2}, "b"), 0);
+  box.AppendTokens(Tokens({3}, "x"), 2);
+  box.AppendTokens(Tokens({4}, "c"), 0);
+  box.AppendTokens(Tokens({5}, "y"), 2);
+  pb::GenerateResponse end2;
+  end2.mutable_result()->set_choice(2);
+  box.PushAfterChoice(2, end2);
+  box.WriteDone(true);
+  std::vector<std::pair<int, std::string>> written;
+  for (GenerateOutbox::Step s = box.Next(true); s.kind == GenerateOutbox::Step::kWrite;
+       s = box.Next(true)) {
+    const pb::GenerateResponse& m = *box.message();
+    written.emplace_back(m.has_chunk() ? m.chunk().choice() : 100 + m.result().choice(),
+                         m.has_chunk() ? m.chunk().text() : "");
+    box.WriteDone(true);
+  }
+  EXPECT_EQ(written, (std::vector<std::pair<int, std::string>>{{2, "xy"}, {102, ""}, {0, "bc"}}));
+}
+
 TEST(StreamOutboxTest, CompleteMessagesFollowTheOpenChunkInOrder) {
   Outbox box(1 << 20);
   box.AppendTokens(Tokens({1}, "x"));

@@ -4,12 +4,15 @@
 // health, and the session commands (create/get/fork/delete/export/import-session).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -183,6 +186,9 @@ std::string UsageLine(const pb::Usage& u) {
   if (u.audio_rows() > 0) {
     line += absl::StrFormat(" (%d of the prompt's rows from audio)", u.audio_rows());
   }
+  if (u.cached_tokens() > 0) {
+    line += absl::StrFormat(" (%d of the prompt's rows from the prefix cache)", u.cached_tokens());
+  }
   return line;
 }
 
@@ -217,22 +223,44 @@ int Generate(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   }
   if (!f.Str("session").empty()) req.set_session_id(f.Str("session"));
   if (f.Bool("ignore-eos")) req.mutable_stop()->set_ignore_end_of_text(true);
+  for (const auto& [flag, set] : {std::pair<const char*, void (pb::GenerateRequest::*)(int32_t)>{
+                                      "n", &pb::GenerateRequest::set_n},
+                                  {"prefix-parts", &pb::GenerateRequest::set_prefix_parts}}) {
+    if (f.Str(flag).empty()) continue;
+    auto v = f.Int(flag, 0, INT32_MAX);
+    if (!v.ok()) return UsageError(f, v.status());
+    (req.*set)(static_cast<int32_t>(*v));
+  }
   grpc::ClientContext ctx;
   if (auto st = SetupContext(f, &ctx); !st.ok()) return UsageError(f, st);
   auto stub = pb::Inference::NewStub(channel);
   auto reader = stub->Generate(&ctx, req);
+  // One choice streams as it comes; several are printed one after another once all are done.
+  const int n = req.has_n() ? std::max(req.n(), 1) : 1;
+  std::vector<std::string> texts(n);
+  std::vector<pb::GenerateResult> results(n);
   pb::GenerateResponse resp;
-  pb::GenerateResult result;
   while (reader->Read(&resp)) {
-    if (resp.has_chunk()) Print(resp.chunk().text());
-    if (resp.has_result()) result = resp.result();
+    if (resp.has_chunk()) {
+      if (n == 1) Print(resp.chunk().text());
+      if (resp.chunk().choice() < n) texts[resp.chunk().choice()] += resp.chunk().text();
+    }
+    if (resp.has_result() && resp.result().choice() < n) {
+      results[resp.result().choice()] = resp.result();
+    }
+  }
+  if (n > 1) {
+    for (int i = 0; i < n; ++i)
+      Print(absl::StrCat(i ? "\n" : "", "--- choice ", i, "\n", texts[i]));
   }
   Print("\n");
   grpc::Status st = reader->Finish();
   if (!st.ok()) return RpcFail(st);
   if (f.Bool("usage")) {
-    std::fprintf(stderr, "[%s; %s]\n", pb::FinishReason_Name(result.finish_reason()).c_str(),
-                 UsageLine(result.usage()).c_str());
+    for (const pb::GenerateResult& result : results) {
+      std::fprintf(stderr, "[%s; %s]\n", pb::FinishReason_Name(result.finish_reason()).c_str(),
+                   UsageLine(result.usage()).c_str());
+    }
   }
   return 0;
 }
@@ -465,6 +493,9 @@ int RunClient(int argc, char** argv) {
         .Add("image", "", "image file sent before the prompt (repeat the flag for several)")
         .Add("audio", "", "audio file sent before the prompt, after any images (repeatable)")
         .AddBool("ignore-eos", "do not stop at token 0 (end of text)")
+        .Add("n", "", "completions of the prompt (prefilled once; printed one after another)")
+        .Add("prefix-parts", "",
+             "the first input parts (text, tokens) are a shared prefix the server may cache")
         .AddBool("usage", "print finish reason and token counts to stderr");
   } else if (sub == "chat") {
     AddSamplingFlags(flags);

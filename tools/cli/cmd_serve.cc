@@ -43,12 +43,16 @@ constexpr FlagSpec kServeFlags[] = {
     {"http-port", "-1",
      "OpenAI-compatible HTTP API port (-1 = off, 0 = any free port); same host, TLS and tokens"},
     {"http-threads", "64", "HTTP requests served at once (one thread each)"},
-    {"http-max-n", "8", "largest `n` (choices per request) the HTTP API accepts"},
+    {"max-choices", "8", "largest `n` (completions per request, gRPC and HTTP) accepted"},
     {"http-write-timeout", "30s", "an HTTP client that stops reading this long is cut off"},
     {"served-model-name", "",
      "the model's name in the HTTP API (default: the model path's file name)"},
     {"prefix-cache-entries", "32",
-     "prefix states kept for HTTP chat (the messages before the last user message; 0 = off)"},
+     "prefix states kept (HTTP chat's messages before the last user message, gRPC "
+     "GenerateRequest.prefix_parts; 0 = off)"},
+    {"prefix-cache-memory", "0",
+     "state memory the prefix cache may hold, e.g. 256M (fewer entries if it is smaller; 0 = "
+     "bounded by --prefix-cache-entries only)"},
     {"prefix-cache-min-tokens", "256", "shortest prefix worth caching, in tokens"},
     {"structured-output-schemas", "16",
      "JSON schemas kept compiled with their token masks (<= 8 MiB each; 0 = structured output "
@@ -153,6 +157,24 @@ absl::StatusOr<std::string> Unescape(const std::string& s, const char* flag) {
   return out;
 }
 
+// Bytes with an optional K, M or G: "512M", "4G", "65536".
+absl::StatusOr<int64_t> ByteSizeFlag(const Flags& f, const char* name) {
+  const std::string v = f.Str(name);
+  int64_t mult = 1;
+  std::string num = v;
+  if (!v.empty() && std::string("KMGkmg").find(v.back()) != std::string::npos) {
+    const char u = static_cast<char>(std::toupper(static_cast<unsigned char>(v.back())));
+    mult = u == 'K' ? (1LL << 10) : u == 'M' ? (1LL << 20) : (1LL << 30);
+    num = v.substr(0, v.size() - 1);
+  }
+  int64_t n;
+  if (!absl::SimpleAtoi(num, &n) || n < 0 || n > (1LL << 40) / mult) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be bytes with an optional K, M or G, got '", v, "'"));
+  }
+  return n * mult;
+}
+
 // "30s", "1h", "250ms" or a plain number of seconds.
 absl::StatusOr<absl::Duration> DurationFlag(const Flags& f, const char* name) {
   const std::string v = f.Str(name);
@@ -191,7 +213,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(int_flag("metrics-port", -1, 65535, &o.metrics_port));
   MODRWKV_RETURN_IF_ERROR(int_flag("http-port", -1, 65535, &o.http_port));
   MODRWKV_RETURN_IF_ERROR(int_flag("http-threads", 1, 4096, &o.http_threads));
-  MODRWKV_RETURN_IF_ERROR(int_flag("http-max-n", 1, 128, &o.http_max_n));
+  MODRWKV_RETURN_IF_ERROR(int_flag("max-choices", 1, 128, &o.max_choices));
   MODRWKV_ASSIGN_OR_RETURN(o.http_write_timeout, DurationFlag(f, "http-write-timeout"));
   o.served_model_name = f.Str("served-model-name");
   if (o.served_model_name.empty()) {
@@ -201,28 +223,14 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
     }
   }
   MODRWKV_RETURN_IF_ERROR(int_flag("prefix-cache-entries", 0, 1 << 20, &o.prefix_cache_entries));
+  MODRWKV_ASSIGN_OR_RETURN(o.prefix_cache_memory_bytes, ByteSizeFlag(f, "prefix-cache-memory"));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("structured-output-schemas", 0, 4096, &o.structured_output_schemas));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("prefix-cache-min-tokens", 1, 1 << 30, &o.prefix_cache_min_tokens));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-running", 1, 4096, &o.scheduler.max_running));
   MODRWKV_RETURN_IF_ERROR(int_flag("state-slots", 0, 65536, &o.state_slots));
-  {
-    const std::string v = f.Str("state-memory");
-    int64_t mult = 1;
-    std::string num = v;
-    if (!v.empty() && std::string("KMGkmg").find(v.back()) != std::string::npos) {
-      const char u = static_cast<char>(std::toupper(static_cast<unsigned char>(v.back())));
-      mult = u == 'K' ? (1LL << 10) : u == 'M' ? (1LL << 20) : (1LL << 30);
-      num = v.substr(0, v.size() - 1);
-    }
-    int64_t n;
-    if (!absl::SimpleAtoi(num, &n) || n < 0 || n > (1LL << 40) / mult) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--state-memory must be bytes with an optional K, M or G, got '", v, "'"));
-    }
-    o.state_memory_bytes = n * mult;
-  }
+  MODRWKV_ASSIGN_OR_RETURN(o.state_memory_bytes, ByteSizeFlag(f, "state-memory"));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-step-tokens", 1, 1 << 20, &o.scheduler.max_step_tokens));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-queued-requests", 1, 1 << 20, &o.scheduler.max_queued_requests));

@@ -53,7 +53,8 @@ TEST_F(OpenAiApiTest, RendersMessagesThroughTheTemplates) {
   EXPECT_THAT(r->part_names,
               ElementsAre("messages[0]", "messages[1]", "messages[2]", "messages[3]"));
   EXPECT_TRUE(r->generate.stop().ignore_end_of_text());  // chat answers end at the turn end
-  EXPECT_EQ(r->prefix_parts, 3u);  // what the prefix cache may share: all but the last message
+  EXPECT_EQ(r->generate.prefix_parts(),
+            3);  // what the prefix cache may share: all but the last message
   EXPECT_EQ(r->n, 1);
   EXPECT_FALSE(r->stream);
 }
@@ -74,7 +75,7 @@ TEST_F(OpenAiApiTest, ImagesGoWhereTheTemplateSaysAndAreNamedByTheirPart) {
   EXPECT_THAT(r->part_names, ElementsAre("messages[0].content[1].image_url", "messages[0]"));
   EXPECT_EQ(r->generate.input(0).image().data(), png);
   EXPECT_EQ(r->generate.input(0).image().mime_type(), "image/png");
-  EXPECT_EQ(r->prefix_parts, 0u);
+  EXPECT_EQ(r->generate.prefix_parts(), 0);
 }
 
 TEST_F(OpenAiApiTest, SamplingStopAndStreamingOptionsMapToTheRequest) {

@@ -1,25 +1,21 @@
-#include "server/http/engine_calls.h"
+#include "server/engine_calls.h"
 
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 
 #include "engine/base/status_macros.h"
 #include "server/prefix_cache.h"
 #include "server/serving_context.h"
 
-namespace modrwkv::server::http {
+namespace modrwkv::server {
 
 struct EngineCalls::State {
   ServingContext* ctx = nullptr;
   int n = 0;
+  ChoiceEventFn on_event;
 
   mutable std::mutex mu;
-  std::condition_variable cv;
-  std::deque<ChoiceEvent> events;
-  int finishes_delivered = 0;          // through Next
   std::vector<RequestId> ids;          // 0 = not submitted (yet)
-  std::vector<bool> finished;          // a FinishEvent was queued for the choice
+  std::vector<bool> finished;          // the choice's FinishEvent was delivered (or is on its way)
   std::vector<EngineRequest> pending;  // while the media encode
   std::vector<PendingMedia> media;
   encoders::JobId job = 0;
@@ -42,15 +38,24 @@ struct EngineCalls::State {
   int prefix_prompt_tokens = 0;  // prefilled (or found in the cache) for the choices
   int cached_tokens = 0;         // of those, found in the cache
   absl::Duration prefix_time = absl::ZeroDuration();
-  size_t cache_prefix_parts = 0;  // prompt parts to cache (EngineCalls::Start)
+  size_t prefix_parts = 0;  // ChoicePlan::prefix_parts: cached when long enough
+  bool refused = false;     // Start returned an error: no event is delivered
 
-  void Push(ChoiceEvent e) {
+  // Hands one event to the callback (outside the lock); a finish gets the request's shared
+  // costs (media encoding, the shared prefill) added.
+  void Deliver(ChoiceEvent e) {
     {
       std::lock_guard<std::mutex> l(mu);
-      if (e.finish) finished[e.choice] = true;
-      events.push_back(std::move(e));
+      if (refused) return;
+      if (e.finish) {
+        finished[e.choice] = true;
+        AddEncodeWait(encode_wait + prefix_time, &*e.finish);
+        e.finish->prompt_tokens += prefix_prompt_tokens;
+        e.media_rows = rows;
+        e.cached_tokens = cached_tokens;
+      }
     }
-    cv.notify_all();
+    on_event(std::move(e));
   }
 
   // Ends every choice that has no engine request yet with `reason` and `status`.
@@ -59,14 +64,18 @@ struct EngineCalls::State {
     {
       std::lock_guard<std::mutex> l(mu);
       for (int i = 0; i < n; ++i) {
-        if (ids[i] == 0 && !finished[i]) choices.push_back(i);
+        if (ids[i] == 0 && !finished[i]) {
+          finished[i] = true;  // claimed here: no second finish for it
+          choices.push_back(i);
+        }
       }
     }
     for (int i : choices) {
       FinishEvent f;
       f.reason = reason;
       f.status = status;
-      Push(ChoiceEvent{i, std::nullopt, std::move(f)});
+      ChoiceEvent e{i, std::nullopt, std::move(f)};
+      Deliver(std::move(e));
     }
   }
   // The same for an error status (CANCELLED ends them as cancelled).
@@ -83,7 +92,7 @@ class ChoiceSink final : public StreamSink {
   ChoiceSink(std::shared_ptr<EngineCalls::State> state, int choice)
       : state_(std::move(state)), choice_(choice) {}
   void OnTokens(TokenEvent event) override {
-    state_->Push(ChoiceEvent{choice_, std::move(event), std::nullopt});
+    state_->Deliver(ChoiceEvent{choice_, std::move(event), std::nullopt});
   }
   void OnFinish(FinishEvent event) override {
     std::optional<SessionId> session;
@@ -95,7 +104,7 @@ class ChoiceSink final : public StreamSink {
     }
     if (session)
       state_->ctx->scheduler->DeleteSession(*session, state_->owner, [](absl::Status) {});
-    state_->Push(ChoiceEvent{choice_, std::nullopt, std::move(event)});
+    state_->Deliver(ChoiceEvent{choice_, std::nullopt, std::move(event)});
   }
 
  private:
@@ -336,17 +345,31 @@ absl::Status LaunchShared(const std::shared_ptr<EngineCalls::State>& s,
   return absl::OkStatus();
 }
 
+// The prompt parts the prefix cache may share: the plan's prefix when the cache is on, the
+// request has no session of its own and the prefix is token rows worth a state.
+size_t CachedPrefixParts(const ServingContext& ctx, size_t prefix_parts,
+                         const EngineRequest& request) {
+  if (prefix_parts == 0 || ctx.prefix_cache == nullptr || request.session ||
+      request.prompt.size() <= prefix_parts) {
+    return 0;
+  }
+  int64_t tokens = 0;
+  for (size_t i = 0; i < prefix_parts; ++i) {
+    if (request.prompt[i].tokens.empty()) return 0;
+    tokens += static_cast<int64_t>(request.prompt[i].tokens.size());
+  }
+  return tokens >= ctx.options->prefix_cache_min_tokens ? prefix_parts : 0;
+}
+
 absl::Status Launch(const std::shared_ptr<EngineCalls::State>& s,
                     std::vector<EngineRequest> requests) {
   size_t parts;
   {
     std::lock_guard<std::mutex> l(s->mu);
-    parts = s->cache_prefix_parts;
+    parts = s->prefix_parts;
   }
-  if (parts > 0 && s->ctx->prefix_cache && !requests[0].session &&
-      requests[0].prompt.size() > parts) {
-    return LaunchShared(s, std::move(requests), parts);
-  }
+  parts = CachedPrefixParts(*s->ctx, parts, requests[0]);
+  if (parts > 0) return LaunchShared(s, std::move(requests), parts);
   if (Forkable(requests)) return LaunchShared(s, std::move(requests), 0);
   return SubmitAll(s, std::move(requests));
 }
@@ -382,18 +405,36 @@ void OnMediaEncoded(const std::shared_ptr<EngineCalls::State>& s, EncodedMedia r
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* ctx,
-                                                                std::vector<EngineRequest> requests,
+                                                                EngineRequest request,
+                                                                const ChoicePlan& plan,
                                                                 std::vector<PendingMedia> media,
-                                                                size_t cache_prefix_parts) {
+                                                                ChoiceEventFn on_event) {
   auto s = std::make_shared<State>();
   s->ctx = ctx;
-  s->cache_prefix_parts = cache_prefix_parts;
-  s->n = static_cast<int>(requests.size());
+  s->on_event = std::move(on_event);
+  s->prefix_parts = plan.prefix_parts;
+  s->n = plan.n;
   s->ids.assign(s->n, 0);
   s->finished.assign(s->n, false);
+  std::vector<EngineRequest> requests(s->n, request);
+  for (int i = 1; i < s->n; ++i) {
+    // Choices differ by their seed (the request's + i); without a seed each draws its own.
+    if (request.sampling.seed) {
+      requests[i].sampling.seed = *request.sampling.seed + i;
+    } else {
+      requests[i].sampling.seed.reset();
+    }
+  }
   std::unique_ptr<EngineCalls> calls(new EngineCalls(s));
+  // A refusal here is the caller's answer: the cancelled choices' finishes are not delivered.
+  auto refuse = [&](absl::Status st) {
+    std::lock_guard<std::mutex> l(s->mu);
+    s->refused = true;
+    return st;
+  };
   if (media.empty()) {
-    MODRWKV_RETURN_IF_ERROR(Launch(s, std::move(requests)));
+    absl::Status st = Launch(s, std::move(requests));
+    if (!st.ok()) return refuse(std::move(st));
     return calls;
   }
   {
@@ -403,41 +444,20 @@ absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* 
     s->encode_started = absl::Now();
   }
   // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
-  MODRWKV_ASSIGN_OR_RETURN(encoders::JobId job, EncodeMedia(ctx, media, [s](EncodedMedia rows) {
-                             OnMediaEncoded(s, std::move(rows));
-                           }));
+  absl::StatusOr<encoders::JobId> job =
+      EncodeMedia(ctx, media, [s](EncodedMedia rows) { OnMediaEncoded(s, std::move(rows)); });
+  if (!job.ok()) return refuse(job.status());
   bool cancel;
   {
     std::lock_guard<std::mutex> l(s->mu);
-    s->job = s->pending.empty() ? 0 : job;  // already back when the requests moved on
+    s->job = s->pending.empty() ? 0 : *job;  // already back when the requests moved on
     cancel = s->cancelled;
   }
-  if (cancel && job != 0) ctx->media_pool->Cancel(job);
+  if (cancel && *job != 0) ctx->media_pool->Cancel(*job);
   return calls;
 }
 
 EngineCalls::~EngineCalls() { Cancel(); }
-
-std::optional<ChoiceEvent> EngineCalls::Next(absl::Duration timeout) {
-  std::unique_lock<std::mutex> l(state_->mu);
-  if (state_->finishes_delivered == state_->n) return std::nullopt;
-  const bool ready = state_->cv.wait_for(l, absl::ToChronoMilliseconds(timeout),
-                                         [&] { return !state_->events.empty(); });
-  if (!ready) return std::nullopt;
-  ChoiceEvent e = std::move(state_->events.front());
-  state_->events.pop_front();
-  if (e.finish) {
-    ++state_->finishes_delivered;
-    AddEncodeWait(state_->encode_wait + state_->prefix_time, &*e.finish);
-    e.finish->prompt_tokens += state_->prefix_prompt_tokens;
-  }
-  return e;
-}
-
-bool EngineCalls::done() const {
-  std::lock_guard<std::mutex> l(state_->mu);
-  return state_->finishes_delivered == state_->n;
-}
 
 void EngineCalls::Cancel() {
   std::vector<RequestId> ids;
@@ -455,19 +475,4 @@ void EngineCalls::Cancel() {
   for (RequestId id : ids) state_->ctx->scheduler->Cancel(id);
 }
 
-absl::Duration EngineCalls::encode_wait() const {
-  std::lock_guard<std::mutex> l(state_->mu);
-  return state_->encode_wait;
-}
-
-int EngineCalls::cached_tokens() const {
-  std::lock_guard<std::mutex> l(state_->mu);
-  return state_->cached_tokens;
-}
-
-MediaRows EngineCalls::media_rows() const {
-  std::lock_guard<std::mutex> l(state_->mu);
-  return state_->rows;
-}
-
-}  // namespace modrwkv::server::http
+}  // namespace modrwkv::server
