@@ -153,6 +153,15 @@ TEST_F(ClientE2eTest, LoadgenCountsEveryRequest) {
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("completed 4  failed 0"), std::string::npos) << r.out;
 
+  // n completions per request, after a prompt prefix shared by all: every choice's tokens count.
+  const double generated0 = ScrapeMetric(*server_, "modrwkv_generated_tokens_total");
+  r = RunShell(lg + Target() + " --concurrency 1 --requests 3 --n 2 --shared-prefix-tokens 2");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("completed 3  failed 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prompt 4 tokens (2 shared) | output 5 tokens x 2"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(ScrapeMetric(*server_, "modrwkv_generated_tokens_total") - generated0, 3 * 2 * 5);
+
   // Prompts over a server's admission bound are refused: counted as failed, exit code 1. (Such a
   // server must still warm up and become ready: its warm-up prompts fit the bound.)
   ServerProcess::Options o;

@@ -4,7 +4,9 @@
 // percentiles.
 //
 // Prompts are random token ids of a fixed length (sent as a TokenIds part, so the length is exact)
-// and every request asks for exactly --output-tokens tokens (end-of-text ignored).
+// and every request asks for exactly --output-tokens tokens (end-of-text ignored). With
+// --shared-prefix-tokens the prompts start with the same tokens (a system prompt), marked as a
+// prefix the server may cache; with --n every request asks for n completions of its prompt.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -52,12 +54,14 @@ struct Config {
   int output_tokens = 0;
   int vocab = 65536;
   uint64_t seed = 0;
-  float temperature = 1.0f;   // 0 = greedy
-  std::string image;          // encoded image bytes ("" = none)
-  double image_fraction = 0;  // share of requests that carry the image
-  std::string audio;          // encoded audio clip bytes ("" = none)
-  double audio_fraction = 0;  // share of requests that carry the clip (drawn independently)
-  std::string json_schema;    // structured output under this schema ("" = free text)
+  float temperature = 1.0f;      // 0 = greedy
+  std::string image;             // encoded image bytes ("" = none)
+  double image_fraction = 0;     // share of requests that carry the image
+  std::string audio;             // encoded audio clip bytes ("" = none)
+  double audio_fraction = 0;     // share of requests that carry the clip (drawn independently)
+  std::string json_schema;       // structured output under this schema ("" = free text)
+  int shared_prefix_tokens = 0;  // of prompt_tokens, the same in every request (prefix_parts 1)
+  int n = 1;                     // completions per request (GenerateRequest.n)
 };
 
 bool Draw(std::mt19937_64& rng, double fraction) {
@@ -75,9 +79,16 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
     req.add_input()->mutable_audio()->set_data(cfg.audio);
     st.audio = true;
   }
-  auto* ids = req.add_input()->mutable_tokens();
   std::uniform_int_distribution<int32_t> id(1, std::max(2, std::min(cfg.vocab, 65530) - 1));
-  for (int i = 0; i < cfg.prompt_tokens; ++i) ids->add_ids(id(rng));
+  if (cfg.shared_prefix_tokens > 0) {
+    // The same tokens in every request: drawn from a generator of their own, always reseeded.
+    std::mt19937_64 shared_rng(cfg.seed ^ 0x5eedULL);
+    auto* prefix = req.add_input()->mutable_tokens();
+    for (int i = 0; i < cfg.shared_prefix_tokens; ++i) prefix->add_ids(id(shared_rng));
+    if (req.input_size() == 1) req.set_prefix_parts(1);
+  }
+  auto* ids = req.add_input()->mutable_tokens();
+  for (int i = cfg.shared_prefix_tokens; i < cfg.prompt_tokens; ++i) ids->add_ids(id(rng));
   req.mutable_stop()->set_max_tokens(cfg.output_tokens);
   req.mutable_stop()->set_ignore_end_of_text(true);
   req.mutable_sampling()->set_temperature(cfg.temperature);
@@ -85,6 +96,7 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
   if (!cfg.json_schema.empty()) {
     req.mutable_sampling()->mutable_response_format()->set_json_schema(cfg.json_schema);
   }
+  if (cfg.n > 1) req.set_n(cfg.n);
 
   grpc::ClientContext ctx;
   if (!cfg.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg.token);
@@ -199,9 +211,11 @@ int Run(const Config& cfg, const std::string& json_path) {
   }
   const std::string mode = cfg.rate > 0 ? absl::StrFormat("rate %.2f req/s", cfg.rate)
                                         : absl::StrFormat("concurrency %d", cfg.concurrency);
-  std::printf("target %s | %s | prompt %d tokens | output %d tokens | temperature %g\n",
-              cfg.target.c_str(), mode.c_str(), cfg.prompt_tokens, cfg.output_tokens,
-              cfg.temperature);
+  std::printf(
+      "target %s | %s | prompt %d tokens (%d shared) | output %d tokens x %d | "
+      "temperature %g\n",
+      cfg.target.c_str(), mode.c_str(), cfg.prompt_tokens, cfg.shared_prefix_tokens,
+      cfg.output_tokens, cfg.n, cfg.temperature);
   std::printf("completed %d  failed %d  duration %.2f s\n", completed, failed, dur_s);
   if (!first_error.empty()) std::printf("first error: %s\n", first_error.c_str());
   std::printf("request throughput   %.3f req/s\n", completed / dur_s);
@@ -269,6 +283,10 @@ int main(int argc, char** argv) {
       .Add("audio-fraction", "1", "share of requests that carry --audio (drawn independently)")
       .Add("json-schema", "",
            "a file holding a JSON Schema: every request asks for structured output under it")
+      .Add("shared-prefix-tokens", "0",
+           "the first tokens of every prompt are the same (a system prompt), marked as a prefix "
+           "the server may cache (GenerateRequest.prefix_parts; only without --image/--audio)")
+      .Add("n", "1", "completions per request (GenerateRequest.n); output tokens count them all")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
   if (!parsed.ok()) {
@@ -295,8 +313,11 @@ int main(int argc, char** argv) {
   auto o = flags.Int("output-tokens", 1, 1 << 20);
   auto seed = flags.Int("seed", 0, INT64_MAX);
   auto temperature = flags.Float("temperature", 0, 100);
-  for (const absl::Status& st : {c.status(), rate.status(), n.status(), p.status(), o.status(),
-                                 seed.status(), temperature.status()}) {
+  auto shared = flags.Int("shared-prefix-tokens", 0, 1 << 20);
+  auto choices = flags.Int("n", 1, 128);
+  for (const absl::Status& st :
+       {c.status(), rate.status(), n.status(), p.status(), o.status(), seed.status(),
+        temperature.status(), shared.status(), choices.status()}) {
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
       return 2;
@@ -309,6 +330,12 @@ int main(int argc, char** argv) {
   cfg.output_tokens = static_cast<int>(*o);
   cfg.seed = static_cast<uint64_t>(*seed);
   cfg.temperature = static_cast<float>(*temperature);
+  cfg.shared_prefix_tokens = static_cast<int>(*shared);
+  cfg.n = static_cast<int>(*choices);
+  if (cfg.shared_prefix_tokens >= cfg.prompt_tokens) {
+    std::fprintf(stderr, "error: --shared-prefix-tokens must be below --prompt-tokens\n");
+    return 2;
+  }
   for (const auto& [name, bytes, fraction] :
        {std::tuple{"image", &cfg.image, &cfg.image_fraction},
         std::tuple{"audio", &cfg.audio, &cfg.audio_fraction}}) {
