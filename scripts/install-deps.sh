@@ -9,6 +9,7 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   libopenblas-dev
   nlohmann-json3-dev zlib1g-dev libcpp-httplib-dev
+  libhiredis-dev redis-server
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus-cpp-dev
   libvips-dev

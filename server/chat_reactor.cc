@@ -114,7 +114,13 @@ absl::Status ChatReactor::BeginTurn() {
       session_ = *given;
       started_ = Started(*given, /*kept=*/true);
     }
-    return SubmitTurn();
+    if (!ctx_->SessionElsewhere(*given, owner_)) return SubmitTurn();
+    // Another replica handed the session to the shared tier: it comes back first (turn_busy_
+    // and the sink keep the reactor alive meanwhile, as for CreateSession below).
+    ctx_->LocalizeSession(*given, owner_, [sink = sink_](absl::Status st) {
+      sink->Run([&](ChatReactor* r) { r->OnSessionLocal(st); });
+    });
+    return absl::OkStatus();
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -140,6 +146,16 @@ void ChatReactor::OnSessionCreated(absl::StatusOr<SessionInfo> info) {
       started_ = Started(info->id, /*kept=*/!delete_session_at_end_);
       if (outbox_.client_gone()) st = absl::CancelledError("cancelled");
     }
+  }
+  if (st.ok()) st = SubmitTurn();
+  if (!st.ok()) FailTurn(st);
+  Pump();
+}
+
+void ChatReactor::OnSessionLocal(absl::Status st) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (st.ok() && outbox_.client_gone()) st = absl::CancelledError("cancelled");
   }
   if (st.ok()) st = SubmitTurn();
   if (!st.ok()) FailTurn(st);

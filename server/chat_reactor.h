@@ -38,6 +38,8 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   void OnEngineTokens(TokenEvent event);
   void OnEngineFinish(FinishEvent event);
   void OnSessionCreated(absl::StatusOr<SessionInfo> info);
+  // The first turn's session_id is here now (or its import failed), after the shared tier.
+  void OnSessionLocal(absl::Status st);
   // Encoder thread (via ReactorSink::Run): the turn's media parts are encoded (or failed).
   void OnTurnMediaEncoded(EncodedMedia rows);
 

@@ -74,8 +74,7 @@ struct EngineCalls::State {
       FinishEvent f;
       f.reason = reason;
       f.status = status;
-      ChoiceEvent e{i, std::nullopt, std::move(f)};
-      Deliver(std::move(e));
+      Deliver(ChoiceEvent::Finish(i, std::move(f)));
     }
   }
   // The same for an error status (CANCELLED ends them as cancelled).
@@ -92,7 +91,7 @@ class ChoiceSink final : public StreamSink {
   ChoiceSink(std::shared_ptr<EngineCalls::State> state, int choice)
       : state_(std::move(state)), choice_(choice) {}
   void OnTokens(TokenEvent event) override {
-    state_->Deliver(ChoiceEvent{choice_, std::move(event), std::nullopt});
+    state_->Deliver(ChoiceEvent::Tokens(choice_, std::move(event)));
   }
   void OnFinish(FinishEvent event) override {
     std::optional<SessionId> session;
@@ -104,7 +103,7 @@ class ChoiceSink final : public StreamSink {
     }
     if (session)
       state_->ctx->scheduler->DeleteSession(*session, state_->owner, [](absl::Status) {});
-    state_->Deliver(ChoiceEvent{choice_, std::nullopt, std::move(event)});
+    state_->Deliver(ChoiceEvent::Finish(choice_, std::move(event)));
   }
 
  private:
@@ -402,6 +401,30 @@ void OnMediaEncoded(const std::shared_ptr<EngineCalls::State>& s, EncodedMedia r
   if (!st.ok()) s->FailUnsubmitted(st);
 }
 
+// Encodes the media (then launches), or launches at once.
+absl::Status Proceed(const std::shared_ptr<EngineCalls::State>& s,
+                     std::vector<EngineRequest> requests, std::vector<PendingMedia> media) {
+  if (media.empty()) return Launch(s, std::move(requests));
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    s->pending = std::move(requests);
+    s->media = media;
+    s->encode_started = absl::Now();
+  }
+  // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
+  MODRWKV_ASSIGN_OR_RETURN(encoders::JobId job, EncodeMedia(s->ctx, media, [s](EncodedMedia rows) {
+                             OnMediaEncoded(s, std::move(rows));
+                           }));
+  bool cancel;
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    s->job = s->pending.empty() ? 0 : job;  // already back when the requests moved on
+    cancel = s->cancelled;
+  }
+  if (cancel && job != 0) s->ctx->media_pool->Cancel(job);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* ctx,
@@ -426,34 +449,27 @@ absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* 
     }
   }
   std::unique_ptr<EngineCalls> calls(new EngineCalls(s));
+  // A session that another replica handed to the shared tier comes back first; then it is as if
+  // the request had just arrived, except that errors arrive as events.
+  if (request.session && ctx->SessionElsewhere(*request.session, request.owner)) {
+    ctx->LocalizeSession(
+        *request.session, request.owner,
+        [s, requests = std::move(requests), media = std::move(media)](absl::Status st) mutable {
+          {
+            std::lock_guard<std::mutex> l(s->mu);
+            if (st.ok() && s->cancelled) st = absl::CancelledError("cancelled");
+          }
+          if (st.ok()) st = Proceed(s, std::move(requests), std::move(media));
+          if (!st.ok()) s->FailUnsubmitted(st);
+        });
+    return calls;
+  }
   // A refusal here is the caller's answer: the cancelled choices' finishes are not delivered.
-  auto refuse = [&](absl::Status st) {
+  if (absl::Status st = Proceed(s, std::move(requests), std::move(media)); !st.ok()) {
     std::lock_guard<std::mutex> l(s->mu);
     s->refused = true;
     return st;
-  };
-  if (media.empty()) {
-    absl::Status st = Launch(s, std::move(requests));
-    if (!st.ok()) return refuse(std::move(st));
-    return calls;
   }
-  {
-    std::lock_guard<std::mutex> l(s->mu);
-    s->pending = std::move(requests);
-    s->media = media;
-    s->encode_started = absl::Now();
-  }
-  // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
-  absl::StatusOr<encoders::JobId> job =
-      EncodeMedia(ctx, media, [s](EncodedMedia rows) { OnMediaEncoded(s, std::move(rows)); });
-  if (!job.ok()) return refuse(job.status());
-  bool cancel;
-  {
-    std::lock_guard<std::mutex> l(s->mu);
-    s->job = s->pending.empty() ? 0 : *job;  // already back when the requests moved on
-    cancel = s->cancelled;
-  }
-  if (cancel && *job != 0) ctx->media_pool->Cancel(*job);
   return calls;
 }
 

@@ -34,6 +34,19 @@ struct ChoiceEvent {
   // With `finish`: the prompt rows that came from media, and from the prefix cache.
   MediaRows media_rows;
   int cached_tokens = 0;
+
+  static ChoiceEvent Tokens(int choice, TokenEvent tokens) {
+    ChoiceEvent e;
+    e.choice = choice;
+    e.tokens = std::move(tokens);
+    return e;
+  }
+  static ChoiceEvent Finish(int choice, FinishEvent finish) {
+    ChoiceEvent e;
+    e.choice = choice;
+    e.finish = std::move(finish);
+    return e;
+  }
 };
 using ChoiceEventFn = std::function<void(ChoiceEvent)>;
 
@@ -42,7 +55,8 @@ class EngineCalls {
   // Starts `plan.n` choices of `request` (choice i > 0 samples with seed + i when the request has
   // a seed, else with its own). `media` fills the prompt of each once encoded. Errors before
   // anything ran (a full queue, a bad image found when queueing) are returned and `on_event`
-  // never runs; later ones arrive as a choice's FinishEvent (kError).
+  // never runs; later ones arrive as a choice's FinishEvent (kError) — all of them when the
+  // request's session first comes back from the shared tier (ServingContext::LocalizeSession).
   //
   // Several choices share one prefill of all the prompt but its last token; `plan.prefix_parts`
   // (text or token parts, at least --prefix-cache-min-tokens long, the cache on) are looked up

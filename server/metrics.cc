@@ -201,6 +201,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          "Requests whose prompt prefix state was found in the prefix cache.");
   prefix_misses_ = counter("modrwkv_prefix_cache_misses_total",
                            "Requests with a cacheable prefix that was not cached (prefilled).");
+  auto& shared = BuildCounter()
+                     .Name("modrwkv_shared_sessions_total")
+                     .Help(
+                         "Shared session tier (Redis) operations: sessions stored there, "
+                         "resumed from there, and operations that failed.")
+                     .Register(r);
+  shared_stored_ = &shared.Add({{"event", "stored"}});
+  shared_resumed_ = &shared.Add({{"event", "resumed"}});
+  shared_errors_ = &shared.Add({{"event", "error"}});
   prefix_tokens_saved_ = counter("modrwkv_prefix_cache_tokens_saved_total",
                                  "Prompt tokens not prefilled thanks to the prefix cache.");
   generated_tokens_ =
@@ -313,6 +322,13 @@ void Metrics::OnPrefixCache(bool hit, int tokens) {
 }
 
 void Metrics::OnStreamOverflow() { overflows_->Increment(); }
+
+void Metrics::OnSharedSessions(SharedSessionEvent event) {
+  (event == SharedSessionEvent::kStored    ? shared_stored_
+   : event == SharedSessionEvent::kResumed ? shared_resumed_
+                                           : shared_errors_)
+      ->Increment();
+}
 
 void Metrics::OnServerRejected(absl::string_view reason) {
   rejections_->Add({{"reason", std::string(reason)}}).Increment();

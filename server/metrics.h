@@ -68,6 +68,10 @@ class Metrics : public SchedulerObserver {
   void OnHttpDone(absl::string_view method, int http_status);
   // A request with a cacheable prefix found it (`hit`, sparing `tokens` of prefill) or not.
   void OnPrefixCache(bool hit, int tokens);
+  // The shared session tier: a session stored there, one resumed from there, an operation that
+  // failed (Redis unreachable or refusing).
+  enum class SharedSessionEvent { kStored, kResumed, kError };
+  void OnSharedSessions(SharedSessionEvent event);
   void OnStreamOverflow();
   void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
 
@@ -107,7 +111,7 @@ class Metrics : public SchedulerObserver {
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
       *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,
-      *prefix_tokens_saved_;
+      *shared_stored_, *shared_resumed_, *shared_errors_, *prefix_tokens_saved_;
   std::function<void(const absl::Status&)> step_error_log_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;

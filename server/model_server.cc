@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -325,6 +326,14 @@ absl::Status ModelServer::LoadAndServe() {
     prefix_cache_ = std::make_unique<PrefixCache>(prefix_entries);
     ctx_.prefix_cache = prefix_cache_.get();
   }
+  if (!options_.shared_sessions.empty()) {
+    SharedSessionTier::Options so;
+    so.address = options_.shared_sessions;
+    so.ttl = options_.shared_session_ttl;
+    MODRWKV_ASSIGN_OR_RETURN(shared_sessions_,
+                             SharedSessionTier::Start(so, metrics_.get(), log_.get()));
+    ctx_.shared_sessions = shared_sessions_.get();
+  }
   ctx_.loaded_at_unix = absl::ToUnixSeconds(absl::Now());
   ctx_.loaded.store(true, std::memory_order_release);
   SetReady(true);
@@ -391,6 +400,37 @@ void ModelServer::ReloadAuth() {
                                       {"tokens", static_cast<int64_t>(auth_->num_tokens())}});
 }
 
+void ModelServer::HandOffSessions() {
+  std::promise<absl::StatusOr<std::vector<std::pair<SessionId, std::string>>>> listed;
+  scheduler_->IdleSessions([&](auto list) { listed.set_value(std::move(list)); });
+  absl::StatusOr<std::vector<std::pair<SessionId, std::string>>> sessions =
+      listed.get_future().get();
+  if (!sessions.ok()) return;
+  std::vector<SessionId> cached;
+  if (prefix_cache_) cached = prefix_cache_->Sessions();
+  int handed = 0, failed = 0;
+  for (const auto& [id, owner] : *sessions) {
+    if (std::find(cached.begin(), cached.end(), id) != cached.end()) continue;
+    std::promise<absl::Status> stored;
+    scheduler_->ExportSession(
+        id, owner, [&, id = id, owner = owner](absl::StatusOr<std::string> blob) {
+          if (!blob.ok()) return stored.set_value(blob.status());
+          shared_sessions_->Put(id, owner, *std::move(blob),
+                                [&](absl::Status st) { stored.set_value(std::move(st)); });
+        });
+    const absl::Status st = stored.get_future().get();
+    if (st.ok()) {
+      ++handed;
+    } else {
+      ++failed;
+      if (absl::IsUnavailable(st)) break;  // Redis is down: the rest would fail the same way
+    }
+  }
+  log_->Info(
+      "sessions handed to the shared tier",
+      {{"handed", handed}, {"failed", failed}, {"local", static_cast<int64_t>(sessions->size())}});
+}
+
 void ModelServer::DrainAndStop() {
   if (stopped_ || !server_) return;
   stopped_ = true;
@@ -425,6 +465,11 @@ void ModelServer::DrainAndStop() {
   for (int i = 0; i < 5000 && (ctx_.chat_reactors.load() > 0 || ctx_.generate_streams.load() > 0);
        ++i) {
     absl::SleepFor(absl::Milliseconds(1));
+  }
+  if (shared_sessions_) {
+    HandOffSessions();
+    ctx_.shared_sessions = nullptr;
+    shared_sessions_.reset();  // its queued operations done, its thread gone
   }
   media_pool_.reset();  // no reactor waits on it any more
   metrics_->AttachScheduler(nullptr);

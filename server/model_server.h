@@ -50,6 +50,8 @@ class ModelServer {
   explicit ModelServer(const ServerOptions& options);
   absl::Status WarmUp();
   void SetReady(bool ready);
+  // Drain: hands every idle session (prefix-cache entries aside) to the shared tier.
+  void HandOffSessions();
 
   ServerOptions options_;
   std::unique_ptr<Logger> log_;
@@ -65,6 +67,8 @@ class ModelServer {
   std::unique_ptr<PrefixCache> prefix_cache_;              // --prefix-cache-entries > 0
   std::unique_ptr<grammar::ConstraintCache> constraints_;  // --structured-output-schemas > 0
   std::unique_ptr<Scheduler> scheduler_;
+  // --shared-sessions; declared after the scheduler so that it goes first (its thread calls in).
+  std::unique_ptr<SharedSessionTier> shared_sessions_;
   ServingContext ctx_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<SessionsService> sessions_;

@@ -67,4 +67,11 @@ int PrefixCache::size() const {
   return static_cast<int>(lru_.size());
 }
 
+std::vector<SessionId> PrefixCache::Sessions() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<SessionId> out;
+  for (const Entry& e : lru_) out.push_back(e.session);
+  return out;
+}
+
 }  // namespace modrwkv::server

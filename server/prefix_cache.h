@@ -43,6 +43,7 @@ class PrefixCache {
   void Erase(const std::string& key, SessionId session);
 
   int size() const;
+  std::vector<SessionId> Sessions() const;  // the sessions the entries hold
 
  private:
   struct Entry {

@@ -93,6 +93,10 @@ struct ServerOptions {
 
   // Lifecycle and logs.
   absl::Duration drain_timeout = absl::Seconds(30);
+  // The shared session tier (server/shared_sessions.h): "redis://host:port", "" = off. Idle
+  // sessions are handed to it when the server drains and resumed from it by any replica.
+  std::string shared_sessions;
+  absl::Duration shared_session_ttl = absl::Hours(1);
   bool warmup = true;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;

@@ -132,4 +132,33 @@ void ServingContext::FinishUnary(grpc::CallbackServerContext* call,
   reactor->Finish(st);
 }
 
+bool ServingContext::SessionElsewhere(SessionId id, const std::string& owner) const {
+  return shared_sessions != nullptr && !scheduler->KnowsSession(id, owner);
+}
+
+void ServingContext::LocalizeSession(SessionId id, const std::string& owner,
+                                     std::function<void(absl::Status)> then) const {
+  if (!SessionElsewhere(id, owner)) return then(absl::OkStatus());
+  SharedSessionTier* tier = shared_sessions;
+  Scheduler* sched = scheduler;
+  Metrics* m = metrics;
+  tier->Take(id, owner,
+             [=, then = std::move(then)](absl::StatusOr<std::optional<std::string>> blob) mutable {
+               if (!blob.ok() || !blob->has_value()) return then(absl::OkStatus());
+               std::string copy = **blob;  // put back if the import fails
+               sched->ImportSession(
+                   std::move(**blob), owner,
+                   [=, copy = std::move(copy),
+                    then = std::move(then)](absl::StatusOr<SessionInfo> info) mutable {
+                     if (info.ok() || absl::IsAlreadyExists(info.status())) {
+                       if (info.ok()) m->OnSharedSessions(Metrics::SharedSessionEvent::kResumed);
+                       return then(absl::OkStatus());
+                     }
+                     tier->Put(id, owner, std::move(copy), [](absl::Status) {});
+                     then(info.status());
+                   },
+                   id);
+             });
+}
+
 }  // namespace modrwkv::server

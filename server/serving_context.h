@@ -21,6 +21,7 @@
 #include "server/metrics.h"
 #include "server/prefix_cache.h"
 #include "server/server_options.h"
+#include "server/shared_sessions.h"
 
 namespace modrwkv::server {
 
@@ -77,7 +78,8 @@ struct ServingContext {
   // Set when the model forecasts (its head and normalisation; the encoder runs in media_pool).
   const encoders::TimeSeriesPipeline* series = nullptr;
   TranslationContext translation;
-  PrefixCache* prefix_cache = nullptr;  // set when --prefix-cache-entries > 0
+  PrefixCache* prefix_cache = nullptr;           // set when --prefix-cache-entries > 0
+  SharedSessionTier* shared_sessions = nullptr;  // set with --shared-sessions
   std::atomic<bool> loaded{false};
   std::atomic<bool> ready{false};  // readiness (loaded, warmed up, not draining)
   int64_t loaded_at_unix = 0;      // when the model was loaded (GET /v1/models "created")
@@ -102,6 +104,15 @@ struct ServingContext {
   void RecordRpc(const RpcRecord& r) const;
   // RecordRpc of a stream that ends with `status` (filled into *r).
   void RecordFinish(RpcRecord* r, const grpc::Status& status) const;
+  // Before a request or command uses session `id` of `owner`: when this server does not have it
+  // and the shared tier does (another replica handed it off), takes it from there and imports it
+  // under the same id. `then` runs once, on another thread unless the answer is immediate: OK
+  // (the session is local, or nowhere: the caller's own NOT_FOUND follows) or the import's error.
+  // A tier outage is OK here (counted and logged by the tier): the server serves what it has.
+  void LocalizeSession(SessionId id, const std::string& owner,
+                       std::function<void(absl::Status)> then) const;
+  // Whether LocalizeSession has work to do for `id` (a shared tier, and the session not here).
+  bool SessionElsewhere(SessionId id, const std::string& owner) const;
   // Finishes a unary call (from any thread) with its log line; `owner` "" before admission.
   void FinishUnary(grpc::CallbackServerContext* call, grpc::ServerUnaryReactor* reactor,
                    absl::string_view method, const std::string& owner,

@@ -34,9 +34,12 @@ class ExportReactor final : public grpc::ServerWriteReactor<pb::SessionBlobChunk
       return;
     }
     record_.owner = admitted->first;
-    ctx_->scheduler->ExportSession(
-        admitted->second, admitted->first,
-        [this](absl::StatusOr<std::string> blob) { OnBlob(std::move(blob)); });
+    const SessionId id = admitted->second;
+    ctx_->LocalizeSession(id, record_.owner, [this, id](absl::Status st) {
+      if (!st.ok()) return OnBlob(st);
+      ctx_->scheduler->ExportSession(
+          id, record_.owner, [this](absl::StatusOr<std::string> blob) { OnBlob(std::move(blob)); });
+    });
   }
 
  private:
@@ -202,9 +205,13 @@ grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContex
   }
   ServingContext* ctx = ctx_;
   const std::string owner = admitted->first;
-  ctx_->scheduler->GetSession(admitted->second, owner, [=](absl::StatusOr<SessionInfo> info) {
-    if (info.ok()) FillSession(*info, response);
-    ctx->FinishUnary(call, reactor, "GetSession", owner, info.status());
+  const SessionId id = admitted->second;
+  ctx_->LocalizeSession(id, owner, [=](absl::Status st) {
+    if (!st.ok()) return ctx->FinishUnary(call, reactor, "GetSession", owner, st);
+    ctx->scheduler->GetSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
+      if (info.ok()) FillSession(*info, response);
+      ctx->FinishUnary(call, reactor, "GetSession", owner, info.status());
+    });
   });
   return reactor;
 }
@@ -220,8 +227,12 @@ grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerCon
   }
   ServingContext* ctx = ctx_;
   const std::string owner = admitted->first;
-  ctx_->scheduler->DeleteSession(admitted->second, owner, [=](absl::Status st) {
-    ctx->FinishUnary(call, reactor, "DeleteSession", owner, st);
+  const SessionId id = admitted->second;
+  ctx_->LocalizeSession(id, owner, [=](absl::Status st) {
+    if (!st.ok()) return ctx->FinishUnary(call, reactor, "DeleteSession", owner, st);
+    ctx->scheduler->DeleteSession(id, owner, [=](absl::Status st) {
+      ctx->FinishUnary(call, reactor, "DeleteSession", owner, st);
+    });
   });
   return reactor;
 }
@@ -237,9 +248,13 @@ grpc::ServerUnaryReactor* SessionsService::ForkSession(grpc::CallbackServerConte
   }
   ServingContext* ctx = ctx_;
   const std::string owner = admitted->first;
-  ctx_->scheduler->ForkSession(admitted->second, owner, [=](absl::StatusOr<SessionInfo> info) {
-    if (info.ok()) FillSession(*info, response);
-    ctx->FinishUnary(call, reactor, "ForkSession", owner, info.status());
+  const SessionId id = admitted->second;
+  ctx_->LocalizeSession(id, owner, [=](absl::Status st) {
+    if (!st.ok()) return ctx->FinishUnary(call, reactor, "ForkSession", owner, st);
+    ctx->scheduler->ForkSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
+      if (info.ok()) FillSession(*info, response);
+      ctx->FinishUnary(call, reactor, "ForkSession", owner, info.status());
+    });
   });
   return reactor;
 }

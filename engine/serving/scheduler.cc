@@ -215,10 +215,15 @@ class Scheduler::Impl {
   }
 
   absl::StatusOr<SessionInfo> ImportSessionCmd(std::vector<float> state, const StateBlobHeader& h,
-                                               const std::string& owner) {
+                                               const std::string& owner,
+                                               std::optional<SessionId> id) {
     MODRWKV_ASSIGN_OR_RETURN(PooledSession * s,
-                             pool_.Import(std::move(state), h.tokens, h.pending_token, owner));
+                             pool_.Import(std::move(state), h.tokens, h.pending_token, owner, id));
     return Info(*s);
+  }
+  bool KnowsSession(SessionId id, const std::string& owner) const { return pool_.Knows(id, owner); }
+  std::vector<std::pair<SessionId, std::string>> IdleSessionsCmd() const {
+    return pool_.IdleSessions();
   }
 
   // Thread-safe (model config and info are immutable).
@@ -664,19 +669,33 @@ void Scheduler::ExportSession(SessionId id, std::string owner,
     });
   });
 }
-void Scheduler::ImportSession(std::string blob, std::string owner, SessionCallback done) {
+void Scheduler::ImportSession(std::string blob, std::string owner, SessionCallback done,
+                              std::optional<SessionId> id) {
   Impl* impl = impl_.get();
-  impl->RunOnCodecThread(
-      [impl, blob = std::move(blob), owner = std::move(owner), done = std::move(done)]() mutable {
-        std::vector<float> state;
-        absl::StatusOr<StateBlobHeader> h = impl->DecodeBlob(blob, &state);
-        if (!h.ok()) return done(std::move(h).status());
-        std::string().swap(blob);
-        impl->Post([impl, h = *h, state = std::move(state), owner = std::move(owner),
-                    done = std::move(done)](bool run) mutable {
-          done(run ? impl->ImportSessionCmd(std::move(state), h, owner) : Stopped());
-        });
-      });
+  impl->RunOnCodecThread([impl, blob = std::move(blob), owner = std::move(owner),
+                          done = std::move(done), id]() mutable {
+    std::vector<float> state;
+    absl::StatusOr<StateBlobHeader> h = impl->DecodeBlob(blob, &state);
+    if (!h.ok()) return done(std::move(h).status());
+    std::string().swap(blob);
+    impl->Post([impl, h = *h, state = std::move(state), owner = std::move(owner),
+                done = std::move(done), id](bool run) mutable {
+      done(run ? impl->ImportSessionCmd(std::move(state), h, owner, id) : Stopped());
+    });
+  });
+}
+
+bool Scheduler::KnowsSession(SessionId id, const std::string& owner) const {
+  return impl_->KnowsSession(id, owner);
+}
+
+void Scheduler::IdleSessions(
+    std::function<void(absl::StatusOr<std::vector<std::pair<SessionId, std::string>>>)> done) {
+  Impl* impl = impl_.get();
+  impl->Post([impl, done = std::move(done)](bool run) {
+    if (!run) return done(Stopped());
+    done(impl->IdleSessionsCmd());
+  });
 }
 
 }  // namespace modrwkv

@@ -159,7 +159,15 @@ class Scheduler {
   // server running the same model.
   void ExportSession(SessionId id, std::string owner,
                      std::function<void(absl::StatusOr<std::string>)> done);
-  void ImportSession(std::string blob, std::string owner, SessionCallback done);
+  // With `id` the session keeps that id (a session moving from another server: the shared tier);
+  // ALREADY_EXISTS if this server has it.
+  void ImportSession(std::string blob, std::string owner, SessionCallback done,
+                     std::optional<SessionId> id = std::nullopt);
+  // Thread-safe, no round trip: whether this server has session `id` of `owner`.
+  bool KnowsSession(SessionId id, const std::string& owner) const;
+  // Every idle session (id, owner): what a draining server hands to the shared tier.
+  void IdleSessions(
+      std::function<void(absl::StatusOr<std::vector<std::pair<SessionId, std::string>>>)> done);
 
   // Stops admitting new requests; running ones continue. Idempotent.
   void Drain();

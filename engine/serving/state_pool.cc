@@ -68,7 +68,11 @@ absl::Status StatePool::MoveIntoSlot(PooledSession* s, int slot) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner) {
+absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner,
+                                                     std::optional<SessionId> id) {
+  if (id && sessions_.contains(*id)) {
+    return absl::AlreadyExistsError(absl::StrCat("session_id ", id->ToString(), " exists"));
+  }
   if (opts_.max_sessions_per_owner > 0 && sessions_of(owner) >= opts_.max_sessions_per_owner) {
     return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
                           "this caller already holds %d sessions (max_sessions_per_owner); "
@@ -77,7 +81,7 @@ absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner) {
                       reason::kSessionQuota);
   }
   auto s = std::make_unique<PooledSession>();
-  s->id = SessionId::Random();
+  s->id = id ? *id : SessionId::Random();
   s->owner = owner;
   s->last_used = absl::Now();
   PooledSession* p = s.get();
@@ -181,19 +185,28 @@ absl::StatusOr<StatePool::Snapshot> StatePool::Export(PooledSession* s) const {
 }
 
 absl::StatusOr<PooledSession*> StatePool::Import(std::vector<float> state, int64_t tokens,
-                                                 int32_t pending_token, const std::string& owner) {
+                                                 int32_t pending_token, const std::string& owner,
+                                                 std::optional<SessionId> id) {
   if (state.size() != static_cast<size_t>(model_->config().StateFloats())) {
     return absl::InvalidArgumentError("imported state has the wrong size for this model");
   }
   if (pending_token >= model_->config().vocab_size) {
     return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
   }
-  MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner));
+  MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner, id));
   s->cold = std::move(state);
   s->tokens = tokens;
   s->pending_token = pending_token;
   MODRWKV_RETURN_IF_ERROR(FitNewSession(s));
   return s;
+}
+
+std::vector<std::pair<SessionId, std::string>> StatePool::IdleSessions() const {
+  std::vector<std::pair<SessionId, std::string>> out;
+  for (const auto& [id, s] : sessions_) {
+    if (s->idle()) out.emplace_back(id, s->owner);
+  }
+  return out;
 }
 
 void StatePool::Sweep(absl::Time now) {

@@ -82,9 +82,13 @@ class StatePool {
     int32_t pending_token = -1;
   };
   absl::StatusOr<Snapshot> Export(PooledSession* s) const;
-  // `state` was decoded and checked against the model (DecodeStateBlob) by the caller.
+  // `state` was decoded and checked against the model (DecodeStateBlob) by the caller. With `id`
+  // the session keeps that id (a session moving between servers); ALREADY_EXISTS if it is taken.
   absl::StatusOr<PooledSession*> Import(std::vector<float> state, int64_t tokens,
-                                        int32_t pending_token, const std::string& owner);
+                                        int32_t pending_token, const std::string& owner,
+                                        std::optional<SessionId> id = std::nullopt);
+  // Every idle session (no request running on it), with its owner.
+  std::vector<std::pair<SessionId, std::string>> IdleSessions() const;
   // Deletes idle sessions past their TTL (at most once a second).
   void Sweep(absl::Time now);
   int hot_sessions() const;
@@ -100,8 +104,10 @@ class StatePool {
   // A free slot, or one freed by moving the LRU idle hot session to the cold tier (which may
   // then be over its bound: the caller settles it with EnforceColdCapacity).
   std::optional<int> TakeSlot();
-  // Adds a cold zero-state session after the quota check; pinned by the caller's Pin.
-  absl::StatusOr<PooledSession*> NewSession(const std::string& owner);
+  // Adds a cold zero-state session after the quota check (a random id unless `id` is given);
+  // pinned by the caller's Pin.
+  absl::StatusOr<PooledSession*> NewSession(const std::string& owner,
+                                            std::optional<SessionId> id = std::nullopt);
   // Brings the idle cold tier back under max_cold_sessions, evicting `owner`'s LRU idle sessions
   // first, then anyone's. If `fresh` is still cold and the tier is still over (nothing idle to
   // evict), `fresh` moves into a free slot or is refused.

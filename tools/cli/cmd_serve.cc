@@ -117,6 +117,10 @@ constexpr FlagSpec kServeFlags[] = {
     {"auth-token-file", "",
      "bearer tokens, one per line: 'token' or 'name token'; reread on SIGHUP"},
     {"drain-timeout", "30s", "on SIGTERM/SIGINT, how long running requests may take to finish"},
+    {"shared-sessions", "",
+     "redis://HOST:PORT: a shared session tier; a draining server hands its idle sessions there "
+     "and any replica resumes them (off by default)"},
+    {"shared-session-ttl", "1h", "how long a handed-off session waits in the shared tier"},
     {"log-level", "info", "debug, info, warn or error"},
     {"log-format", "text", "text (key=value) or json"},
     {"no-warmup", "", "skip the warm-up batch before readiness", true},
@@ -295,6 +299,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.tls_client_ca_file = f.Str("tls-client-ca");
   o.auth_token_file = f.Str("auth-token-file");
   MODRWKV_ASSIGN_OR_RETURN(o.drain_timeout, DurationFlag(f, "drain-timeout"));
+  o.shared_sessions = f.Str("shared-sessions");
+  MODRWKV_ASSIGN_OR_RETURN(o.shared_session_ttl, DurationFlag(f, "shared-session-ttl"));
   const std::string level = f.Str("log-level");
   if (level == "debug") {
     o.log_level = server::LogLevel::kDebug;

@@ -1,0 +1,217 @@
+// Sessions across replicas (--shared-sessions): a real redis-server started here and two real
+// server processes. A conversation runs on A, A drains (SIGTERM) between turns and hands its
+// sessions to Redis, and the conversation continues on B exactly as it would have on A. A Redis
+// that is gone leaves a server serving its local sessions, counting the failures.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "tests/e2e/e2e_util.h"
+
+namespace modrwkv::e2e {
+namespace {
+
+// A free TCP port on loopback (bound and released; the server binds it right after).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool Accepts(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+// Debian's redis-server on a free port, no persistence; killed with the test.
+class RedisProcess {
+ public:
+  static std::unique_ptr<RedisProcess> Start() {
+    auto r = std::unique_ptr<RedisProcess>(new RedisProcess());
+    r->port_ = FreePort();
+    const std::string port = std::to_string(r->port_);
+    const pid_t parent = getpid();
+    r->pid_ = fork();
+    if (r->pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      const int null_fd = open("/dev/null", O_WRONLY);
+      dup2(null_fd, 1);
+      dup2(null_fd, 2);
+      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    if (!Eventually([&] { return Accepts(r->port_); })) {
+      ADD_FAILURE() << "redis-server did not start (scripts/install-deps.sh installs it)";
+      return nullptr;
+    }
+    return r;
+  }
+  ~RedisProcess() { Stop(); }
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int st;
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+ private:
+  RedisProcess() = default;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+pb::Session CreateSession(const ServerProcess& server) {
+  auto stub = pb::Sessions::NewStub(server.Channel());
+  pb::Session s;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(stub->CreateSession(&ctx, {}, &s).ok());
+  return s;
+}
+
+// One turn of a conversation kept in `session`.
+StreamResult Turn(const ServerProcess& server, const std::string& session,
+                  const std::string& text) {
+  auto stub = pb::Inference::NewStub(server.Channel());
+  pb::GenerateRequest req = Greedy(text, 12);
+  req.set_session_id(session);
+  return RunGenerate(stub.get(), req);
+}
+
+const std::vector<std::string> kTurns = {
+    "User: hello, who are you?\n\nAssistant:", "\n\nUser: and where do you live?\n\nAssistant:",
+    "\n\nUser: tell me more.\n\nAssistant:"};
+
+TEST(SharedSessionsE2eTest, AConversationContinuesOnAnotherReplicaAfterADrain) {
+  auto redis = RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  ServerProcess::Options o;
+  o.args = {"--shared-sessions", redis->url()};
+  auto a = ServerProcess::Start(o);
+  auto b = ServerProcess::Start(o);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+
+  // The undisturbed conversation, all on B.
+  const std::string ref_id = CreateSession(*b).session_id();
+  std::vector<std::string> want;
+  for (const std::string& t : kTurns) {
+    StreamResult r = Turn(*b, ref_id, t);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    want.push_back(r.text);
+  }
+
+  // The same conversation: the first turn on A, then A drains; the rest on B. Two more sessions
+  // come back through the other entry points: a Sessions RPC and a Chat stream.
+  const std::string id = CreateSession(*a).session_id();
+  StreamResult first = Turn(*a, id, kTurns[0]);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.text, want[0]);
+  const std::string by_rpc = CreateSession(*a).session_id();
+  ASSERT_TRUE(Turn(*a, by_rpc, kTurns[0]).status.ok());
+  const std::string by_chat = CreateSession(*a).session_id();
+  ASSERT_TRUE(Turn(*a, by_chat, kTurns[0]).status.ok());
+  a->Signal(SIGTERM);
+  ASSERT_EQ(a->WaitExit(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_NE(a->Log().find("sessions handed to the shared tier"), std::string::npos) << a->Log();
+
+  for (size_t i = 1; i < kTurns.size(); ++i) {
+    StreamResult r = Turn(*b, id, kTurns[i]);
+    ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.error_message();
+    EXPECT_EQ(r.text, want[i]) << "turn " << i;
+  }
+  {  // GetSession resumes it and reports its tokens.
+    auto sessions = pb::Sessions::NewStub(b->Channel());
+    pb::GetSessionRequest get;
+    get.set_session_id(by_rpc);
+    pb::Session s;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(sessions->GetSession(&ctx, get, &s).ok());
+    EXPECT_EQ(s.tokens(), first.result->usage().prompt_tokens() + 11);  // the last token pends
+  }
+  {  // A Chat stream continuing it: its raw turn is the conversation's next turn.
+    auto stub = pb::Inference::NewStub(b->Channel());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto stream = stub->Chat(&ctx);
+    pb::ChatRequest turn;
+    turn.set_session_id(by_chat);
+    turn.set_raw(true);
+    turn.set_text(kTurns[1]);
+    turn.mutable_sampling()->set_temperature(0);
+    turn.mutable_stop()->set_max_tokens(12);
+    ASSERT_TRUE(stream->Write(turn));
+    std::string text;
+    pb::ChatResponse resp;
+    while (stream->Read(&resp)) {
+      if (resp.has_chunk()) text += resp.chunk().text();
+      if (resp.has_turn_end()) break;
+    }
+    stream->WritesDone();
+    while (stream->Read(&resp)) {
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+    EXPECT_FALSE(text.empty());
+  }
+  EXPECT_EQ(ScrapeMetric(*b, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 3);
+  // It lives on B now, in one place only: Redis gave it up when B took it.
+  auto sessions = pb::Sessions::NewStub(b->Channel());
+  pb::GetSessionRequest get;
+  get.set_session_id(id);
+  pb::Session s;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(sessions->GetSession(&ctx, get, &s).ok());
+  EXPECT_GT(s.tokens(), 0);
+
+  // A third replica finds nothing to resume: a session is never in two places.
+  auto c = ServerProcess::Start(o);
+  ASSERT_NE(c, nullptr);
+  StreamResult elsewhere = Turn(*c, id, kTurns[1]);
+  EXPECT_EQ(elsewhere.status.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(SharedSessionsE2eTest, ARedisOutageLeavesLocalSessionsServing) {
+  auto redis = RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  ServerProcess::Options o;
+  o.args = {"--shared-sessions", redis->url()};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  const std::string id = CreateSession(*server).session_id();
+  ASSERT_TRUE(Turn(*server, id, kTurns[0]).status.ok());
+
+  redis->Stop();
+  // A session this server does not have: the tier cannot be asked, so it is simply not found.
+  StreamResult unknown = Turn(*server, std::string(32, 'a'), kTurns[0]);
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_GE(ScrapeMetric(*server, "modrwkv_shared_sessions_total{event=\"error\"}"), 1);
+  // Local sessions and plain requests go on; readiness is untouched.
+  EXPECT_TRUE(Turn(*server, id, kTurns[1]).status.ok());
+  EXPECT_EQ(Health(server->Channel(), "modrwkv.v1.Inference"),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+  // Draining with nowhere to hand the sessions to still exits cleanly.
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->WaitExit(std::chrono::seconds(30)), 0) << server->Log();
+}
+
+}  // namespace
+}  // namespace modrwkv::e2e
