@@ -210,8 +210,23 @@ absl::Status ModelServer::LoadAndServe() {
   metrics_->SetStepErrorLog([log = log_.get()](const absl::Status& st) {
     log->Error("model step failed", {{"status", st.ToString()}});
   });
-  MODRWKV_ASSIGN_OR_RETURN(scheduler_, Scheduler::Create(model_.get(), tokenizer_.get(),
-                                                         options_.scheduler, metrics_.get()));
+  SchedulerOptions sched_options = options_.scheduler;
+  if (!options_.shared_sessions.empty()) {
+    SharedSessionTier::Options so;
+    so.address = options_.shared_sessions;
+    so.ttl = options_.shared_session_ttl;
+    MODRWKV_ASSIGN_OR_RETURN(shared_sessions_,
+                             SharedSessionTier::Start(so, metrics_.get(), log_.get()));
+    ctx_.shared_sessions = shared_sessions_.get();
+    spill_target_.store(shared_sessions_.get());
+    // Sessions the cold tier has no room for move to the shared tier instead of being lost
+    // (codec thread; dropped once the tier has stopped, at the very end of a drain).
+    sched_options.spill_session = [this](SessionId id, std::string owner, std::string blob) {
+      if (SharedSessionTier* t = spill_target_.load()) t->Put(id, owner, std::move(blob), {});
+    };
+  }
+  MODRWKV_ASSIGN_OR_RETURN(
+      scheduler_, Scheduler::Create(model_.get(), tokenizer_.get(), sched_options, metrics_.get()));
   metrics_->AttachScheduler(scheduler_.get());
   ctx_.model = model_.get();
   ctx_.tokenizer = tokenizer_.get();
@@ -325,14 +340,6 @@ absl::Status ModelServer::LoadAndServe() {
   if (prefix_entries > 0) {
     prefix_cache_ = std::make_unique<PrefixCache>(prefix_entries);
     ctx_.prefix_cache = prefix_cache_.get();
-  }
-  if (!options_.shared_sessions.empty()) {
-    SharedSessionTier::Options so;
-    so.address = options_.shared_sessions;
-    so.ttl = options_.shared_session_ttl;
-    MODRWKV_ASSIGN_OR_RETURN(shared_sessions_,
-                             SharedSessionTier::Start(so, metrics_.get(), log_.get()));
-    ctx_.shared_sessions = shared_sessions_.get();
   }
   ctx_.loaded_at_unix = absl::ToUnixSeconds(absl::Now());
   ctx_.loaded.store(true, std::memory_order_release);
@@ -469,7 +476,8 @@ void ModelServer::DrainAndStop() {
   if (shared_sessions_) {
     HandOffSessions();
     ctx_.shared_sessions = nullptr;
-    shared_sessions_.reset();  // its queued operations done, its thread gone
+    spill_target_.store(nullptr);
+    shared_sessions_.reset();  // its queued operations done (they may call the scheduler)
   }
   media_pool_.reset();  // no reactor waits on it any more
   metrics_->AttachScheduler(nullptr);

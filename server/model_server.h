@@ -2,6 +2,7 @@
 // model, warm up, turn ready, and on a signal drain and stop. `modrwkv serve` drives it.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -67,8 +68,10 @@ class ModelServer {
   std::unique_ptr<PrefixCache> prefix_cache_;              // --prefix-cache-entries > 0
   std::unique_ptr<grammar::ConstraintCache> constraints_;  // --structured-output-schemas > 0
   std::unique_ptr<Scheduler> scheduler_;
-  // --shared-sessions; declared after the scheduler so that it goes first (its thread calls in).
+  // --shared-sessions; stopped before the scheduler goes (its thread calls in), and the scheduler's
+  // cold-tier spills reach it through spill_target_, which is cleared first.
   std::unique_ptr<SharedSessionTier> shared_sessions_;
+  std::atomic<SharedSessionTier*> spill_target_{nullptr};
   ServingContext ctx_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<SessionsService> sessions_;

@@ -124,6 +124,7 @@ absl::Status SharedSessionTier::Failed(const std::string& what) {
 
 void SharedSessionTier::Put(SessionId id, const std::string& owner, std::string blob,
                             std::function<void(absl::Status)> done) {
+  if (!done) done = [](absl::Status) {};
   Post([this, key = Key(id, owner), blob = std::move(blob), done = std::move(done)] {
     absl::StatusOr<redisContext*> c = Connection();
     if (!c.ok()) return done(c.status());

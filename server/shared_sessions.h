@@ -46,7 +46,7 @@ class SharedSessionTier {
                                                                   Metrics* metrics, Logger* log);
   ~SharedSessionTier();  // finishes the queued operations, then stops
 
-  // Stores `blob` for (id, owner) with the TTL, replacing what was there.
+  // Stores `blob` for (id, owner) with the TTL, replacing what was there. `done` may be empty.
   void Put(SessionId id, const std::string& owner, std::string blob,
            std::function<void(absl::Status)> done);
   // Takes the blob for (id, owner) out of Redis: nullopt when there is none.

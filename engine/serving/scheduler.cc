@@ -75,16 +75,30 @@ class Scheduler::Impl {
         tok_(tok),
         opts_(opts),
         obs_(obs ? obs : &null_observer_),
-        pool_(
-            model,
-            StatePoolOptions{opts.max_cold_sessions, opts.max_sessions_per_owner, opts.session_ttl},
-            obs_) {
+        pool_(model, PoolOptions(opts), obs_) {
     policy_.max_step_tokens = opts.max_step_tokens;
     policy_.min_prefill_rows = std::min(32, opts.max_step_tokens);
   }
 
   void Start() {
     thread_ = std::thread([this] { Loop(); });
+  }
+
+  StatePoolOptions PoolOptions(const SchedulerOptions& o) {
+    StatePoolOptions p{o.max_cold_sessions, o.max_sessions_per_owner, o.session_ttl, {}};
+    if (o.spill_session) {
+      // Scheduler thread: the state is copied; its blob is encoded on the codec thread.
+      p.spill = [this](SessionId id, const std::string& owner, std::vector<float> state,
+                       int64_t tokens, int32_t pending_token) {
+        StateBlobHeader h = BlobHeader();
+        h.tokens = tokens;
+        h.pending_token = pending_token;
+        RunOnCodecThread([this, id, owner, h, state = std::move(state)] {
+          opts_.spill_session(id, owner, EncodeStateBlob(h, state));
+        });
+      };
+    }
+    return p;
   }
 
   ~Impl() {

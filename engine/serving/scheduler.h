@@ -112,6 +112,9 @@ struct SchedulerOptions {
   int max_cold_sessions = 1024;                 // idle sessions kept in host memory (LRU)
   int max_sessions_per_owner = 0;               // sessions one caller may hold; 0 = no limit
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
+  // An idle session evicted because the cold tier is full, as a state blob (encoded off the
+  // scheduler thread): the server moves it to the shared tier instead of losing it. Unset: lost.
+  std::function<void(SessionId id, std::string owner, std::string blob)> spill_session;
 
   absl::Status Validate(int model_slots) const;
 };

@@ -131,6 +131,12 @@ void StatePool::Delete(PooledSession* s) {
 
 void StatePool::Evict(PooledSession* s, std::string_view why) {
   obs_->OnSessionEvicted(why);
+  if (why == "cold_capacity" && opts_.spill) {
+    absl::StatusOr<Snapshot> snap = Export(s);
+    if (snap.ok()) {
+      opts_.spill(s->id, s->owner, std::move(snap->state), snap->tokens, snap->pending_token);
+    }
+  }
   Delete(s);
 }
 

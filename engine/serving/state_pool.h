@@ -48,6 +48,11 @@ struct StatePoolOptions {
   int max_cold_sessions = 1024;
   int max_sessions_per_owner = 0;               // 0 = no per-owner limit
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
+  // Called with the state of an idle session evicted because the cold tier is full, just before
+  // it is deleted (the scheduler hands it to the shared tier); unset: it is simply lost.
+  std::function<void(SessionId id, const std::string& owner, std::vector<float> state,
+                     int64_t tokens, int32_t pending_token)>
+      spill;
 };
 
 class StatePool {

@@ -189,6 +189,37 @@ TEST(SharedSessionsE2eTest, AConversationContinuesOnAnotherReplicaAfterADrain) {
   EXPECT_EQ(elsewhere.status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A full cold tier moves its least recently used idle session to Redis instead of deleting it;
+// the next call on it brings it back, and the conversation goes on as if it had never left.
+TEST(SharedSessionsE2eTest, AFullColdTierSpillsToRedisInsteadOfLosingSessions) {
+  auto redis = RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  auto reference = ServerProcess::Start({});
+  ServerProcess::Options o;
+  o.args = {"--shared-sessions", redis->url(), "--max-running", "1", "--max-cold-sessions", "1"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(reference, nullptr);
+  ASSERT_NE(server, nullptr);
+  const std::string ref = CreateSession(*reference).session_id();
+  ASSERT_TRUE(Turn(*reference, ref, kTurns[0]).status.ok());
+  const StreamResult want = Turn(*reference, ref, kTurns[1]);
+  ASSERT_TRUE(want.status.ok());
+
+  // One slot and one cold place: the third session's turn pushes the first out of the host.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(CreateSession(*server).session_id());
+    ASSERT_TRUE(Turn(*server, ids.back(), kTurns[0]).status.ok()) << i;
+  }
+  EXPECT_TRUE(Eventually([&] {
+    return ScrapeMetric(*server, "modrwkv_shared_sessions_total{event=\"stored\"}") >= 1;
+  }));
+  const StreamResult back = Turn(*server, ids[0], kTurns[1]);
+  ASSERT_TRUE(back.status.ok()) << back.status.error_message();
+  EXPECT_EQ(back.text, want.text);
+  EXPECT_GE(ScrapeMetric(*server, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 1);
+}
+
 TEST(SharedSessionsE2eTest, ARedisOutageLeavesLocalSessionsServing) {
   auto redis = RedisProcess::Start();
   ASSERT_NE(redis, nullptr);

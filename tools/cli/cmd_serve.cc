@@ -119,7 +119,7 @@ constexpr FlagSpec kServeFlags[] = {
     {"drain-timeout", "30s", "on SIGTERM/SIGINT, how long running requests may take to finish"},
     {"shared-sessions", "",
      "redis://HOST:PORT: a shared session tier; a draining server hands its idle sessions there "
-     "and any replica resumes them (off by default)"},
+     "(and a full cold tier its LRU ones) and any replica resumes them (off by default)"},
     {"shared-session-ttl", "1h", "how long a handed-off session waits in the shared tier"},
     {"log-level", "info", "debug, info, warn or error"},
     {"log-format", "text", "text (key=value) or json"},
