@@ -224,6 +224,53 @@ TEST_F(StatePoolTest, TtlSweepsOnlyIdleSessions) {
   EXPECT_EQ(obs_.ttl, 1);
 }
 
+// With a spill hook, a session evicted for capacity hands over its state first (the scheduler
+// moves it to the shared tier); one swept by its TTL does not. An import may keep a given id.
+TEST_F(StatePoolTest, CapacityEvictionsSpillTheirStateAndImportsKeepAGivenId) {
+  StatePoolOptions o = Cap(1);
+  o.session_ttl = absl::Seconds(30);
+  struct Spilled {
+    SessionId id;
+    std::string owner;
+    std::vector<float> state;
+    int64_t tokens;
+    int32_t pending;
+  };
+  std::vector<Spilled> spilled;
+  o.spill = [&](SessionId id, const std::string& owner, std::vector<float> state, int64_t tokens,
+                int32_t pending) {
+    spilled.push_back({id, owner, std::move(state), tokens, pending});
+  };
+  Build(/*slots=*/1, o);
+  PooledSession* first = Make("a", T(1));
+  first->cold = Filled(0.25f);
+  first->tokens = 12;
+  first->pending_token = 5;
+  const SessionId first_id = first->id;
+  Make("a", T(2));  // the tier holds one: the first goes
+  ASSERT_EQ(spilled.size(), 1u);
+  EXPECT_EQ(spilled[0].id, first_id);
+  EXPECT_EQ(spilled[0].owner, "a");
+  EXPECT_EQ(spilled[0].state, Filled(0.25f));
+  EXPECT_EQ(spilled[0].tokens, 12);
+  EXPECT_EQ(spilled[0].pending, 5);
+  EXPECT_FALSE(Alive(first_id, "a"));
+
+  // Back under its own id (the other idle session goes out in turn).
+  auto back = pool_->Import(spilled[0].state, 12, 5, "a", first_id);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->id, first_id);
+  EXPECT_EQ(pool_->StateOf(**back).value(), Filled(0.25f));
+  EXPECT_EQ(spilled.size(), 2u);
+  auto twice = pool_->Import(Filled(0), 0, -1, "a", first_id);
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kAlreadyExists);
+
+  (*back)->last_used = T(0);
+  pool_->Sweep(T(60));  // expired: deleted, not spilled
+  EXPECT_FALSE(Alive(first_id, "a"));
+  EXPECT_EQ(spilled.size(), 2u);
+}
+
 TEST_F(StatePoolTest, FindIsOwnerScoped) {
   Build(/*slots=*/1, Cap(4));
   PooledSession* s = pool_->Create("alice").value();
