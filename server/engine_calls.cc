@@ -23,7 +23,7 @@ struct EngineCalls::State {
   absl::Time encode_started;
   absl::Duration encode_wait = absl::ZeroDuration();
   MediaRows rows;
-  // Choices that share one prefill (see LaunchForked): the sessions made for them (choice i runs
+  // Choices that share one prefill (see LaunchShared): the sessions made for them (choice i runs
   // on sessions[i]; each is deleted as its choice ends), the prefill's request and its cost, which
   // every choice's FinishEvent includes.
   bool forked = false;
