@@ -38,8 +38,9 @@ struct EngineCalls::State {
   int prefix_prompt_tokens = 0;  // prefilled (or found in the cache) for the choices
   int cached_tokens = 0;         // of those, found in the cache
   absl::Duration prefix_time = absl::ZeroDuration();
+  bool refused = false;  // Start returned an error: no event is delivered
+  // Set before any other thread sees the state, never changed: read without `mu`.
   size_t prefix_parts = 0;  // ChoicePlan::prefix_parts: cached when long enough
-  bool refused = false;     // Start returned an error: no event is delivered
 
   // Hands one event to the callback (outside the lock); a finish gets the request's shared
   // costs (media encoding, the shared prefill) added.
@@ -362,12 +363,7 @@ size_t CachedPrefixParts(const ServingContext& ctx, size_t prefix_parts,
 
 absl::Status Launch(const std::shared_ptr<EngineCalls::State>& s,
                     std::vector<EngineRequest> requests) {
-  size_t parts;
-  {
-    std::lock_guard<std::mutex> l(s->mu);
-    parts = s->prefix_parts;
-  }
-  parts = CachedPrefixParts(*s->ctx, parts, requests[0]);
+  const size_t parts = CachedPrefixParts(*s->ctx, s->prefix_parts, requests[0]);
   if (parts > 0) return LaunchShared(s, std::move(requests), parts);
   if (Forkable(requests)) return LaunchShared(s, std::move(requests), 0);
   return SubmitAll(s, std::move(requests));

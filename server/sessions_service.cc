@@ -19,6 +19,29 @@ absl::StatusOr<std::pair<std::string, SessionId>> AdmitWithSession(
   return std::make_pair(std::move(owner), id);
 }
 
+// A unary command on one session: admission and the id, the session brought back from the shared
+// tier if another replica handed it there, then `command(owner, id, finish)`, which ends the call
+// by calling finish(status) once (from any thread).
+template <typename Command>
+grpc::ServerUnaryReactor* OnSession(ServingContext* ctx, grpc::CallbackServerContext* call,
+                                    absl::string_view method, const std::string& session_id,
+                                    Command command) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  auto admitted = AdmitWithSession(ctx, call, session_id);
+  if (!admitted.ok()) {
+    ctx->FinishUnary(call, reactor, method, "", admitted.status());
+    return reactor;
+  }
+  const std::string owner = admitted->first;
+  const SessionId id = admitted->second;
+  auto finish = [=](const absl::Status& st) { ctx->FinishUnary(call, reactor, method, owner, st); };
+  ctx->LocalizeSession(id, owner, [=](absl::Status st) {
+    if (!st.ok()) return finish(st);
+    command(owner, id, finish);
+  });
+  return reactor;
+}
+
 // Streams one exported blob in chunks; the first carries the header.
 class ExportReactor final : public grpc::ServerWriteReactor<pb::SessionBlobChunk> {
  public:
@@ -197,66 +220,34 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContext* call,
                                                       const pb::GetSessionRequest* request,
                                                       pb::Session* response) {
-  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  auto admitted = AdmitWithSession(ctx_, call, request->session_id());
-  if (!admitted.ok()) {
-    ctx_->FinishUnary(call, reactor, "GetSession", "", admitted.status());
-    return reactor;
-  }
-  ServingContext* ctx = ctx_;
-  const std::string owner = admitted->first;
-  const SessionId id = admitted->second;
-  ctx_->LocalizeSession(id, owner, [=](absl::Status st) {
-    if (!st.ok()) return ctx->FinishUnary(call, reactor, "GetSession", owner, st);
-    ctx->scheduler->GetSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
-      if (info.ok()) FillSession(*info, response);
-      ctx->FinishUnary(call, reactor, "GetSession", owner, info.status());
-    });
-  });
-  return reactor;
+  return OnSession(ctx_, call, "GetSession", request->session_id(),
+                   [ctx = ctx_, response](const std::string& owner, SessionId id, auto finish) {
+                     ctx->scheduler->GetSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
+                       if (info.ok()) FillSession(*info, response);
+                       finish(info.status());
+                     });
+                   });
 }
 
 grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerContext* call,
                                                          const pb::DeleteSessionRequest* request,
                                                          pb::DeleteSessionResponse*) {
-  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  auto admitted = AdmitWithSession(ctx_, call, request->session_id());
-  if (!admitted.ok()) {
-    ctx_->FinishUnary(call, reactor, "DeleteSession", "", admitted.status());
-    return reactor;
-  }
-  ServingContext* ctx = ctx_;
-  const std::string owner = admitted->first;
-  const SessionId id = admitted->second;
-  ctx_->LocalizeSession(id, owner, [=](absl::Status st) {
-    if (!st.ok()) return ctx->FinishUnary(call, reactor, "DeleteSession", owner, st);
-    ctx->scheduler->DeleteSession(id, owner, [=](absl::Status st) {
-      ctx->FinishUnary(call, reactor, "DeleteSession", owner, st);
-    });
-  });
-  return reactor;
+  return OnSession(ctx_, call, "DeleteSession", request->session_id(),
+                   [ctx = ctx_](const std::string& owner, SessionId id, auto finish) {
+                     ctx->scheduler->DeleteSession(id, owner, finish);
+                   });
 }
 
 grpc::ServerUnaryReactor* SessionsService::ForkSession(grpc::CallbackServerContext* call,
                                                        const pb::ForkSessionRequest* request,
                                                        pb::Session* response) {
-  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  auto admitted = AdmitWithSession(ctx_, call, request->session_id());
-  if (!admitted.ok()) {
-    ctx_->FinishUnary(call, reactor, "ForkSession", "", admitted.status());
-    return reactor;
-  }
-  ServingContext* ctx = ctx_;
-  const std::string owner = admitted->first;
-  const SessionId id = admitted->second;
-  ctx_->LocalizeSession(id, owner, [=](absl::Status st) {
-    if (!st.ok()) return ctx->FinishUnary(call, reactor, "ForkSession", owner, st);
-    ctx->scheduler->ForkSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
-      if (info.ok()) FillSession(*info, response);
-      ctx->FinishUnary(call, reactor, "ForkSession", owner, info.status());
-    });
-  });
-  return reactor;
+  return OnSession(ctx_, call, "ForkSession", request->session_id(),
+                   [ctx = ctx_, response](const std::string& owner, SessionId id, auto finish) {
+                     ctx->scheduler->ForkSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
+                       if (info.ok()) FillSession(*info, response);
+                       finish(info.status());
+                     });
+                   });
 }
 
 grpc::ServerWriteReactor<pb::SessionBlobChunk>* SessionsService::ExportSession(

@@ -61,11 +61,17 @@ struct Config {
   double audio_fraction = 0;     // share of requests that carry the clip (drawn independently)
   std::string json_schema;       // structured output under this schema ("" = free text)
   int shared_prefix_tokens = 0;  // of prompt_tokens, the same in every request (prefix_parts 1)
-  int n = 1;                     // completions per request (GenerateRequest.n)
+  std::vector<int32_t> shared_prefix;  // those tokens, drawn once the vocabulary is known
+  int n = 1;                           // completions per request (GenerateRequest.n)
 };
 
 bool Draw(std::mt19937_64& rng, double fraction) {
   return std::uniform_real_distribution<double>(0, 1)(rng) < fraction;
+}
+
+// Random prompt ids: never 0 (end of text), within the served vocabulary.
+std::uniform_int_distribution<int32_t> TokenIds(const Config& cfg) {
+  return std::uniform_int_distribution<int32_t>(1, std::max(2, std::min(cfg.vocab, 65530) - 1));
 }
 
 RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng) {
@@ -79,15 +85,13 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
     req.add_input()->mutable_audio()->set_data(cfg.audio);
     st.audio = true;
   }
-  std::uniform_int_distribution<int32_t> id(1, std::max(2, std::min(cfg.vocab, 65530) - 1));
-  if (cfg.shared_prefix_tokens > 0) {
-    // The same tokens in every request: drawn from a generator of their own, always reseeded.
-    std::mt19937_64 shared_rng(cfg.seed ^ 0x5eedULL);
-    auto* prefix = req.add_input()->mutable_tokens();
-    for (int i = 0; i < cfg.shared_prefix_tokens; ++i) prefix->add_ids(id(shared_rng));
+  if (!cfg.shared_prefix.empty()) {
+    req.add_input()->mutable_tokens()->mutable_ids()->Assign(cfg.shared_prefix.begin(),
+                                                             cfg.shared_prefix.end());
     if (req.input_size() == 1) req.set_prefix_parts(1);
   }
   auto* ids = req.add_input()->mutable_tokens();
+  std::uniform_int_distribution<int32_t> id = TokenIds(cfg);
   for (int i = cfg.shared_prefix_tokens; i < cfg.prompt_tokens; ++i) ids->add_ids(id(rng));
   req.mutable_stop()->set_max_tokens(cfg.output_tokens);
   req.mutable_stop()->set_ignore_end_of_text(true);
@@ -149,6 +153,12 @@ int Run(const Config& cfg, const std::string& json_path) {
       const_cast<Config&>(cfg).vocab =
           info.tokenizer_vocab_size() > 0 ? info.tokenizer_vocab_size() : info.shape().vocab_size();
     }
+  }
+  {  // the prompt prefix every request shares, from a generator of its own
+    std::mt19937_64 rng(cfg.seed ^ 0x5eedULL);
+    std::uniform_int_distribution<int32_t> id = TokenIds(cfg);
+    auto& prefix = const_cast<Config&>(cfg).shared_prefix;
+    for (int i = 0; i < cfg.shared_prefix_tokens; ++i) prefix.push_back(id(rng));
   }
 
   std::mutex mu;
