@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -175,9 +176,11 @@ bool IsTimestampName(absl::string_view name) {
 // Writing
 
 // A field as RFC 4180 writes it; empty fields are quoted too, so that a header of one empty name
-// is not a blank line.
+// is not a blank line, and so is a field starting with a UTF-8 byte order mark, which the reader
+// would drop at the start of the file.
 std::string QuoteCsv(absl::string_view s) {
-  const bool needs = s.empty() || s.find_first_of(",\"\r\n") != absl::string_view::npos ||
+  const bool needs = s.empty() || absl::StartsWith(s, "\xEF\xBB\xBF") ||
+                     s.find_first_of(",\"\r\n") != absl::string_view::npos ||
                      (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.back() == ' ' ||
                                      s.back() == '\t'));
   if (!needs) return std::string(s);

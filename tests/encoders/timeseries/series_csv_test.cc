@@ -217,6 +217,19 @@ TEST(FormatForecastCsv, KeepsTheLayoutAndContinuesTheTimestamps) {
   EXPECT_EQ(*text, "label,v\n+1,7\n+2,8\n");
 }
 
+TEST(FormatForecastCsv, AChannelNameStartingWithAByteOrderMarkReadsBack) {
+  // The reader drops one BOM at the start of the file; a name that begins with a second one keeps
+  // it only if the writer quotes it (found by series_fuzz).
+  const SeriesCsv in = MustParse("\xEF\xBB\xBF\xEF\xBB\xBF\r2");
+  ASSERT_THAT(in.channel_names, ElementsAre("\xEF\xBB\xBF"));
+  auto text = FormatForecastCsv(in, {5}, 1);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "\"\xEF\xBB\xBF\"\n5\n");
+  const SeriesCsv back = MustParse(*text);
+  EXPECT_THAT(back.channel_names, ElementsAre("\xEF\xBB\xBF"));
+  EXPECT_THAT(back.series.values, ElementsAre(5));
+}
+
 TEST(FormatForecastCsv, RefusesAForecastOfTheWrongSize) {
   const SeriesCsv in = MustParse("a,b\n1,2\n");
   auto text = FormatForecastCsv(in, {1, 2, 3}, 2);
