@@ -106,6 +106,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     if (ctx_->translation.series) response->add_modalities(pb::MODALITY_TIME_SERIES);
     response->set_tokenizer_vocab_size(ctx_->tokenizer->vocab_size());
     response->set_chat_template(ctx_->translation.chat_template);
+    response->set_session_routing_hint(absl::StrFormat("%08x", ctx_->session_routing_hint));
     pb::Limits* l = response->mutable_limits();
     l->set_max_running(o.scheduler.max_running);
     l->set_state_slots(ctx_->model->num_slots());

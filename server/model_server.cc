@@ -5,6 +5,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -211,6 +212,10 @@ absl::Status ModelServer::LoadAndServe() {
     log->Error("model step failed", {{"status", st.ToString()}});
   });
   SchedulerOptions sched_options = options_.scheduler;
+  // Random per process, not per pod name: a restarted replica must not claim the ids of sessions
+  // its previous life handed to the shared tier (another replica may have resumed them).
+  ctx_.session_routing_hint = static_cast<uint32_t>(std::random_device{}());
+  sched_options.session_routing_hint = ctx_.session_routing_hint;
   if (!options_.shared_sessions.empty()) {
     SharedSessionTier::Options so;
     so.address = options_.shared_sessions;
@@ -314,12 +319,14 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.default_timeout = options_.default_timeout;
   ctx_.translation.max_choices = options_.max_choices;
   const ModelDescription& info = model_->info();
-  log_->Info("loaded", {{"layers", info.config.n_layer},
-                        {"n_embd", info.config.n_embd},
-                        {"weight_dtype", info.weight_dtype},
-                        {"state_slots", model_->num_slots()},
-                        {"state_bytes", model_->StateBytes()},
-                        {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
+  log_->Info("loaded",
+             {{"layers", info.config.n_layer},
+              {"n_embd", info.config.n_embd},
+              {"weight_dtype", info.weight_dtype},
+              {"state_slots", model_->num_slots()},
+              {"state_bytes", model_->StateBytes()},
+              {"session_routing_hint", absl::StrFormat("%08x", ctx_.session_routing_hint)},
+              {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
   if (options_.warmup) {
     metrics_->SetRecording(false);
     const absl::Status st = WarmUp();

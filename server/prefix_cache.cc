@@ -1,26 +1,30 @@
 #include "server/prefix_cache.h"
 
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+
+#include <memory>
 
 namespace modrwkv::server {
 
 std::string PrefixCache::Key(const std::string& owner, const std::vector<InputRows>& prefix) {
-  SHA256_CTX c;
-  SHA256_Init(&c);
+  const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> c(EVP_MD_CTX_new(),
+                                                                  &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(c.get(), EVP_sha256(), nullptr);
   const uint64_t owner_size = owner.size();
-  SHA256_Update(&c, &owner_size, sizeof owner_size);
-  SHA256_Update(&c, owner.data(), owner.size());
+  EVP_DigestUpdate(c.get(), &owner_size, sizeof owner_size);
+  EVP_DigestUpdate(c.get(), owner.data(), owner.size());
   for (const InputRows& part : prefix) {
     // Each part framed by its kind and length, so different splits never collide.
     const uint64_t head[2] = {part.tokens.empty() ? 1u : 0u,
                               part.tokens.empty() ? part.embeddings.size() : part.tokens.size()};
-    SHA256_Update(&c, head, sizeof head);
-    SHA256_Update(&c, part.tokens.data(), part.tokens.size() * sizeof(int32_t));
-    SHA256_Update(&c, part.embeddings.data(), part.embeddings.size() * sizeof(float));
+    EVP_DigestUpdate(c.get(), head, sizeof head);
+    EVP_DigestUpdate(c.get(), part.tokens.data(), part.tokens.size() * sizeof(int32_t));
+    EVP_DigestUpdate(c.get(), part.embeddings.data(), part.embeddings.size() * sizeof(float));
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256_Final(digest, &c);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof digest);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(c.get(), digest, &size);
+  return std::string(reinterpret_cast<const char*>(digest), size);
 }
 
 std::optional<SessionId> PrefixCache::Find(const std::string& key) {

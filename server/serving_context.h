@@ -80,6 +80,9 @@ struct ServingContext {
   TranslationContext translation;
   PrefixCache* prefix_cache = nullptr;           // set when --prefix-cache-entries > 0
   SharedSessionTier* shared_sessions = nullptr;  // set with --shared-sessions
+  // Drawn at start-up; the first 32 bits of every session id this process makes
+  // (GetModelInfo.session_routing_hint; clients route a session's calls by it).
+  uint32_t session_routing_hint = 0;
   std::atomic<bool> loaded{false};
   std::atomic<bool> ready{false};  // readiness (loaded, warmed up, not draining)
   int64_t loaded_at_unix = 0;      // when the model was loaded (GET /v1/models "created")

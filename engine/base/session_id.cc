@@ -7,10 +7,12 @@
 
 namespace modrwkv {
 
-SessionId SessionId::Random() {
+SessionId SessionId::Random(std::optional<uint32_t> routing_hint) {
   thread_local std::random_device rd;  // getrandom(2) on Linux
   auto u64 = [] { return (static_cast<uint64_t>(rd()) << 32) | rd(); };
-  return SessionId{u64(), u64()};
+  SessionId id{u64(), u64()};
+  if (routing_hint) id.hi = (static_cast<uint64_t>(*routing_hint) << 32) | (id.hi & 0xffffffffu);
+  return id;
 }
 
 absl::StatusOr<SessionId> SessionId::Parse(std::string_view hex) {

@@ -85,7 +85,8 @@ class Scheduler::Impl {
   }
 
   StatePoolOptions PoolOptions(const SchedulerOptions& o) {
-    StatePoolOptions p{o.max_cold_sessions, o.max_sessions_per_owner, o.session_ttl, {}};
+    StatePoolOptions p{
+        o.max_cold_sessions, o.max_sessions_per_owner, o.session_ttl, {}, o.session_routing_hint};
     if (o.spill_session) {
       // Scheduler thread: the state is copied; its blob is encoded on the codec thread.
       p.spill = [this](SessionId id, const std::string& owner, std::vector<float> state,

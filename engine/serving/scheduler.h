@@ -115,6 +115,8 @@ struct SchedulerOptions {
   // An idle session evicted because the cold tier is full, as a state blob (encoded off the
   // scheduler thread): the server moves it to the shared tier instead of losing it. Unset: lost.
   std::function<void(SessionId id, std::string owner, std::string blob)> spill_session;
+  // New session ids start with this replica's routing hint (engine/base/session_id.h).
+  std::optional<uint32_t> session_routing_hint;
 
   absl::Status Validate(int model_slots) const;
 };

@@ -81,7 +81,7 @@ absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner,
                       reason::kSessionQuota);
   }
   auto s = std::make_unique<PooledSession>();
-  s->id = id ? *id : SessionId::Random();
+  s->id = id ? *id : SessionId::Random(opts_.session_routing_hint);
   s->owner = owner;
   s->last_used = absl::Now();
   PooledSession* p = s.get();

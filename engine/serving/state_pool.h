@@ -53,6 +53,8 @@ struct StatePoolOptions {
   std::function<void(SessionId id, const std::string& owner, std::vector<float> state,
                      int64_t tokens, int32_t pending_token)>
       spill;
+  // New session ids start with this hint (SessionId::Random); imported ones keep their own id.
+  std::optional<uint32_t> session_routing_hint;
 };
 
 class StatePool {

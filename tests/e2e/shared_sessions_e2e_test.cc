@@ -88,6 +88,18 @@ pb::Session CreateSession(const ServerProcess& server) {
   return s;
 }
 
+grpc::Status GetSession(const ServerProcess& server, const std::string& id,
+                        pb::Session* out = nullptr) {
+  auto stub = pb::Sessions::NewStub(server.Channel());
+  pb::GetSessionRequest get;
+  get.set_session_id(id);
+  pb::Session s;
+  grpc::ClientContext ctx;
+  grpc::Status st = stub->GetSession(&ctx, get, &s);
+  if (out) *out = s;
+  return st;
+}
+
 // One turn of a conversation kept in `session`.
 StreamResult Turn(const ServerProcess& server, const std::string& session,
                   const std::string& text) {
@@ -101,15 +113,27 @@ const std::vector<std::string> kTurns = {
     "User: hello, who are you?\n\nAssistant:", "\n\nUser: and where do you live?\n\nAssistant:",
     "\n\nUser: tell me more.\n\nAssistant:"};
 
-TEST(SharedSessionsE2eTest, AConversationContinuesOnAnotherReplicaAfterADrain) {
-  auto redis = RedisProcess::Start();
-  ASSERT_NE(redis, nullptr);
-  ServerProcess::Options o;
-  o.args = {"--shared-sessions", redis->url()};
-  auto a = ServerProcess::Start(o);
-  auto b = ServerProcess::Start(o);
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+// Redis and two replicas sharing it.
+class SharedSessionsTwoReplicasE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = RedisProcess::Start();
+    ASSERT_NE(redis_, nullptr);
+    options_.args = {"--shared-sessions", redis_->url()};
+    a_ = ServerProcess::Start(options_);
+    b_ = ServerProcess::Start(options_);
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+  }
+
+  std::unique_ptr<RedisProcess> redis_;
+  ServerProcess::Options options_;
+  std::unique_ptr<ServerProcess> a_, b_;
+};
+
+TEST_F(SharedSessionsTwoReplicasE2eTest, AConversationContinuesOnAnotherReplicaAfterADrain) {
+  auto& a = a_;
+  auto& b = b_;
 
   // The undisturbed conversation, all on B.
   const std::string ref_id = CreateSession(*b).session_id();
@@ -140,12 +164,8 @@ TEST(SharedSessionsE2eTest, AConversationContinuesOnAnotherReplicaAfterADrain) {
     EXPECT_EQ(r.text, want[i]) << "turn " << i;
   }
   {  // GetSession resumes it and reports its tokens.
-    auto sessions = pb::Sessions::NewStub(b->Channel());
-    pb::GetSessionRequest get;
-    get.set_session_id(by_rpc);
     pb::Session s;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(sessions->GetSession(&ctx, get, &s).ok());
+    ASSERT_TRUE(GetSession(*b, by_rpc, &s).ok());
     EXPECT_EQ(s.tokens(), first.result->usage().prompt_tokens() + 11);  // the last token pends
   }
   {  // A Chat stream continuing it: its raw turn is the conversation's next turn.
@@ -174,16 +194,12 @@ TEST(SharedSessionsE2eTest, AConversationContinuesOnAnotherReplicaAfterADrain) {
   }
   EXPECT_EQ(ScrapeMetric(*b, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 3);
   // It lives on B now, in one place only: Redis gave it up when B took it.
-  auto sessions = pb::Sessions::NewStub(b->Channel());
-  pb::GetSessionRequest get;
-  get.set_session_id(id);
   pb::Session s;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(sessions->GetSession(&ctx, get, &s).ok());
+  ASSERT_TRUE(GetSession(*b, id, &s).ok());
   EXPECT_GT(s.tokens(), 0);
 
   // A third replica finds nothing to resume: a session is never in two places.
-  auto c = ServerProcess::Start(o);
+  auto c = ServerProcess::Start(options_);
   ASSERT_NE(c, nullptr);
   StreamResult elsewhere = Turn(*c, id, kTurns[1]);
   EXPECT_EQ(elsewhere.status.error_code(), grpc::StatusCode::NOT_FOUND);
@@ -218,6 +234,65 @@ TEST(SharedSessionsE2eTest, AFullColdTierSpillsToRedisInsteadOfLosingSessions) {
   ASSERT_TRUE(back.status.ok()) << back.status.error_message();
   EXPECT_EQ(back.text, want.text);
   EXPECT_GE(ScrapeMetric(*server, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 1);
+}
+
+std::string RoutingHint(const ServerProcess& server) {
+  auto stub = pb::Inference::NewStub(server.Channel());
+  pb::ModelInfo info;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
+  return info.session_routing_hint();
+}
+
+// Session ids start with their replica's routing hint, and `modrwkv client --target a,b` sends a
+// session's calls to the replica holding it, whatever the order of the list; once that replica
+// has drained, to the replica that resumes it from Redis.
+TEST_F(SharedSessionsTwoReplicasE2eTest, TheClientRoutesASessionsCallsByTheHintInItsId) {
+  auto& a = a_;
+  auto& b = b_;
+  const std::string hint_a = RoutingHint(*a), hint_b = RoutingHint(*b);
+  ASSERT_EQ(hint_a.size(), 8u);
+  ASSERT_NE(hint_a, hint_b);
+  const std::string on_a = CreateSession(*a).session_id();
+  const std::string on_b = CreateSession(*b).session_id();
+  EXPECT_EQ(on_a.substr(0, 8), hint_a);
+  EXPECT_EQ(on_b.substr(0, 8), hint_b);
+  // Forks are new sessions of the same replica.
+  {
+    auto stub = pb::Sessions::NewStub(a->Channel());
+    pb::ForkSessionRequest fork;
+    fork.set_session_id(on_a);
+    pb::Session s;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->ForkSession(&ctx, fork, &s).ok());
+    EXPECT_EQ(s.session_id().substr(0, 8), hint_a);
+  }
+  // The premise: the wrong replica does not know the session (it is in A's memory, not Redis).
+  ASSERT_EQ(GetSession(*b, on_a).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  const std::string both = " --target " + b->target() + "," + a->target();
+  const std::string turn = " --prompt hello --max-tokens 4 --temperature 0";
+  std::string err;
+  for (int i = 0; i < 3; ++i) {  // not a lucky draw: the hint decides
+    EXPECT_EQ(RunCli("client generate --session " + on_a + both + turn, &err), 0) << err;
+    EXPECT_EQ(RunCli("client get-session --session " + on_b + both, &err), 0) << err;
+  }
+  // A call on no session goes to any live replica.
+  EXPECT_EQ(RunCli("client create-session" + both, &err), 0) << err;
+  EXPECT_NE(RunCli("client get-session --session nothex" + both, &err), 0);
+  EXPECT_NE(err.find("--session"), std::string::npos) << err;
+
+  // A drains: its session moves to Redis, and the client falls back to B, which resumes it.
+  a->Signal(SIGTERM);
+  ASSERT_EQ(a->WaitExit(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(RunCli("client generate --session " + on_a + both + turn, &err), 0) << err;
+  EXPECT_EQ(GetSession(*b, on_a).error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(ScrapeMetric(*b, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 1);
+  // With no replica left, the client says so.
+  b->Signal(SIGTERM);
+  ASSERT_EQ(b->WaitExit(std::chrono::seconds(30)), 0) << b->Log();
+  EXPECT_NE(RunCli("client get-session --session " + on_a + both, &err), 0);
+  EXPECT_NE(err.find("no --target replica answered"), std::string::npos) << err;
 }
 
 TEST(SharedSessionsE2eTest, ARedisOutageLeavesLocalSessionsServing) {

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -16,7 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "encoders/timeseries/series_csv.h"
+#include "engine/base/session_id.h"
 #include "engine/base/status_macros.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -25,6 +29,7 @@
 #include "modrwkv/v1/inference.grpc.pb.h"
 #include "modrwkv/v1/sessions.grpc.pb.h"
 #include "server/metrics.h"
+#include "server/session_routing.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/common.h"
 
@@ -34,7 +39,9 @@ namespace {
 namespace pb = ::modrwkv::v1;
 
 void AddConnectionFlags(Flags& f) {
-  f.Add("target", "localhost:50051", "server address host:port")
+  f.Add("target", "localhost:50051",
+        "server address host:port; several, comma-separated, are replicas of one deployment: a "
+        "call on a session goes to the replica holding it, any other call to a random live one")
       .Add("token", "", "bearer token (sent as 'authorization: Bearer <token>')")
       .Add("token-file", "", "read the bearer token from this file (first line)")
       .AddBool("tls", "connect with TLS (implied by --tls-ca)")
@@ -67,7 +74,8 @@ absl::StatusOr<std::string> ReadFirstLine(const std::string& path) {
   return text.substr(0, text.find_first_of("\r\n"));
 }
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const Flags& f) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Flags& f,
+                                                           const std::string& target) {
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (f.Bool("tls") || !f.Str("tls-ca").empty() || !f.Str("tls-cert").empty()) {
     grpc::SslCredentialsOptions ssl;
@@ -87,7 +95,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const Flags& f) {
     args.SetSslTargetNameOverride(f.Str("tls-server-name"));
   }
   args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(f.Str("target"), creds, args);
+  return grpc::CreateCustomChannel(target, creds, args);
 }
 
 absl::Status SetupContext(const Flags& f, grpc::ClientContext* ctx) {
@@ -102,6 +110,53 @@ absl::Status SetupContext(const Flags& f, grpc::ClientContext* ctx) {
                       std::chrono::microseconds(static_cast<int64_t>(s * 1e6)));
   }
   return absl::OkStatus();
+}
+
+// The channel for a call: to --target, or with several targets (replicas of one deployment) to
+// the replica that holds `session` (server/session_routing.h), or for a call on no session to a
+// random replica that answers. Each replica is asked for its routing hint (GetModelInfo).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const Flags& f, const std::string& session) {
+  const std::vector<std::string> targets =
+      absl::StrSplit(f.Str("target"), ',', absl::SkipWhitespace());
+  if (targets.empty()) return absl::InvalidArgumentError("--target: give host:port");
+  if (targets.size() == 1) return OpenChannel(f, targets[0]);
+  std::optional<SessionId> id;
+  if (!session.empty()) {
+    absl::StatusOr<SessionId> parsed = SessionId::Parse(session);
+    if (!parsed.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--session: ", parsed.status().message()));
+    id = *parsed;
+  }
+  std::vector<server::Replica> replicas;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<int> live;
+  std::string failures;
+  for (const std::string& target : targets) {
+    MODRWKV_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(f, target));
+    server::Replica replica{target, std::nullopt};
+    grpc::ClientContext ctx;
+    MODRWKV_RETURN_IF_ERROR(SetupContext(f, &ctx));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    pb::ModelInfo info;
+    const grpc::Status st = pb::Inference::NewStub(channel)->GetModelInfo(&ctx, {}, &info);
+    absl::StatusOr<uint32_t> hint = server::ParseRoutingHint(info.session_routing_hint());
+    if (st.ok() && hint.ok()) {
+      replica.routing_hint = *hint;
+      live.push_back(static_cast<int>(replicas.size()));
+    } else {
+      absl::StrAppend(&failures, " ", target, ": ",
+                      st.ok() ? hint.status().message() : st.error_message(), ";");
+    }
+    replicas.push_back(std::move(replica));
+    channels.push_back(std::move(channel));
+  }
+  if (live.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("no --target replica answered GetModelInfo:", failures));
+  }
+  if (id) return channels[server::PickReplica(*id, replicas)];
+  std::random_device rd;
+  return channels[live[std::uniform_int_distribution<size_t>(0, live.size() - 1)(rd)]];
 }
 
 // Prints a failed RPC: code, message, and the google.rpc details the server attached.
@@ -531,7 +586,10 @@ int RunClient(int argc, char** argv) {
   auto parsed = flags.Parse(argc, argv, 3);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
-  auto channel = Connect(flags);
+  const bool on_session = sub == "generate" || sub == "chat" || sub == "get-session" ||
+                          sub == "fork-session" || sub == "delete-session" ||
+                          sub == "export-session";
+  auto channel = Connect(flags, on_session ? flags.Str("session") : "");
   if (!channel.ok()) return Fail(channel.status());
   if (sub == "generate") {
     if (flags.Str("prompt").empty() && flags.Str("tokens").empty()) {

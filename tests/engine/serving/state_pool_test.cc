@@ -271,6 +271,19 @@ TEST_F(StatePoolTest, CapacityEvictionsSpillTheirStateAndImportsKeepAGivenId) {
   EXPECT_EQ(spilled.size(), 2u);
 }
 
+// New ids (created, forked, imported without an id) carry the pool's routing hint; an import
+// under a given id keeps that id, whatever replica made it.
+TEST_F(StatePoolTest, NewIdsStartWithTheRoutingHint) {
+  StatePoolOptions o = Cap(8);
+  o.session_routing_hint = 0xabcdef01u;
+  Build(/*slots=*/1, o);
+  EXPECT_EQ(pool_->Create("a").value()->id.routing_hint(), 0xabcdef01u);
+  EXPECT_EQ(pool_->Import(Filled(0), 0, -1, "a", std::nullopt).value()->id.routing_hint(),
+            0xabcdef01u);
+  const SessionId foreign = SessionId::Random(0x12345678u);
+  EXPECT_EQ(pool_->Import(Filled(0), 0, -1, "a", foreign).value()->id, foreign);
+}
+
 TEST_F(StatePoolTest, FindIsOwnerScoped) {
   Build(/*slots=*/1, Cap(4));
   PooledSession* s = pool_->Create("alice").value();
