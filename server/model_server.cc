@@ -183,6 +183,7 @@ absl::Status ModelServer::LoadAndServe() {
   MODRWKV_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadFile(options_.vocab_path));
   ModelOptions mo;
   mo.weight_type = options_.dtype;
+  mo.device = options_.device;
   mo.threads = options_.threads;
   if (mo.threads == 0) {
     const cpu::CpuBudget budget = cpu::DetectCpuBudget();

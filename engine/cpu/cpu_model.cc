@@ -47,15 +47,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
       wt = refs.matrix_dtype == DType::kF32 ? WType::kF32 : WType::kBF16;
   }
   ModelOptions opts = options;
-  if (opts.state_memory_bytes > 0) {
-    const int64_t fit = opts.state_memory_bytes / refs.config.StateBytes();
-    if (fit < opts.num_slots) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "state memory budget of %d bytes holds %d states of %d bytes; need at least %d",
-          opts.state_memory_bytes, fit, refs.config.StateBytes(), opts.num_slots));
-    }
-    opts.num_slots = static_cast<int>(std::min<int64_t>(fit, 1 << 20));
-  }
+  MODRWKV_ASSIGN_OR_RETURN(opts.num_slots, options.SlotsFor(refs.config.StateBytes()));
   const int64_t state_floats = refs.config.StateFloats() * opts.num_slots;
   if (state_floats > (int64_t{1} << 36)) {
     return absl::ResourceExhaustedError(
@@ -113,11 +105,7 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt) {
 }
 
 absl::Status CpuModel::CheckSlot(int slot, const char* what) const {
-  if (slot < 0 || slot >= num_slots_) {
-    return absl::OutOfRangeError(
-        absl::StrFormat("%s slot %d out of range [0, %d)", what, slot, num_slots_));
-  }
-  return absl::OkStatus();
+  return CheckSlotIndex(slot, num_slots_, what);
 }
 
 absl::Status CpuModel::ResetSlot(int slot) {
@@ -151,57 +139,6 @@ absl::Status CpuModel::WriteSlot(int slot, absl::Span<const float> in) {
                                                       in.size(), info_.config.StateFloats()));
   }
   std::memcpy(SlotState(slot, 0), in.data(), info_.config.StateBytes());
-  return absl::OkStatus();
-}
-
-absl::Status CpuModel::ValidateStep(absl::Span<const StepEntry> entries, int* total_rows) const {
-  std::vector<bool> used(num_slots_, false);
-  int64_t rows = 0;
-  for (size_t e = 0; e < entries.size(); ++e) {
-    const absl::Status st = ValidateEntry(entries[e], static_cast<int>(e), &used, &rows);
-    if (!st.ok()) return WithStepEntry(st, static_cast<int>(e));
-  }
-  if (rows > (1 << 20)) return absl::InvalidArgumentError("step has more than 2^20 rows");
-  *total_rows = static_cast<int>(rows);
-  return absl::OkStatus();
-}
-
-absl::Status CpuModel::ValidateEntry(const StepEntry& entry, int e, std::vector<bool>* used_slots,
-                                     int64_t* rows) const {
-  const ModelConfig& cfg = info_.config;
-  std::vector<bool>& used = *used_slots;
-  MODRWKV_RETURN_IF_ERROR(CheckSlot(entry.slot, "step entry"));
-  if (used[entry.slot]) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("slot %d appears twice in one step", entry.slot));
-  }
-  used[entry.slot] = true;
-  int64_t entry_rows = 0;
-  for (const InputRowsView& seg : entry.inputs) {
-    if (!seg.tokens.empty() && !seg.embeddings.empty()) {
-      return absl::InvalidArgumentError("an input segment has both tokens and embeddings");
-    }
-    for (int32_t t : seg.tokens) {
-      if (t < 0 || t >= cfg.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("token id %d out of range [0, %d)", t, cfg.vocab_size));
-      }
-    }
-    if (seg.embeddings.size() % cfg.n_embd != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("embedding segment has %d floats, not a multiple of n_embd %d",
-                          seg.embeddings.size(), cfg.n_embd));
-    }
-    entry_rows += static_cast<int64_t>(seg.tokens.size() + seg.embeddings.size() / cfg.n_embd);
-  }
-  if (entry_rows == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("step entry %d has no input rows", e));
-  }
-  if (entry.output == StepOutput::kSample && entry.sampler == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("step entry %d asks for sampling without a sampler", e));
-  }
-  *rows += entry_rows;
   return absl::OkStatus();
 }
 
@@ -398,7 +335,7 @@ absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<Ste
   results->assign(entries.size(), StepResult{});
   if (entries.empty()) return absl::OkStatus();
   int rows = 0;
-  MODRWKV_RETURN_IF_ERROR(ValidateStep(entries, &rows));
+  MODRWKV_RETURN_IF_ERROR(ValidateStepEntries(entries, info_.config, num_slots_, &rows));
   const ModelConfig& cfg = info_.config;
   const int C = cfg.n_embd, V = cfg.vocab_size;
 
@@ -407,10 +344,7 @@ absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<Ste
   std::vector<int> logit_entries;
   int off = 0;
   for (size_t e = 0; e < entries.size(); ++e) {
-    int n = 0;
-    for (const InputRowsView& seg : entries[e].inputs) {
-      n += static_cast<int>(seg.tokens.size() + seg.embeddings.size() / C);
-    }
+    const int n = static_cast<int>(EntryRows(entries[e], C));
     entry_offset_[e] = off;
     entry_rows_[e] = n;
     off += n;

@@ -52,10 +52,6 @@ class CpuModel final : public Model {
 
   CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool);
   absl::Status LoadWeights(const Rwkv7Refs& refs, WType wt);
-  // Every per-entry error is tagged with its entry (WithStepEntry); nothing runs before this.
-  absl::Status ValidateStep(absl::Span<const StepEntry> entries, int* total_rows) const;
-  absl::Status ValidateEntry(const StepEntry& entry, int e, std::vector<bool>* used_slots,
-                             int64_t* rows) const;
   // `out_rows` rows of ln_out (logits and hidden-state entries), `logit_rows` of logits.
   void EnsureScratch(int rows, int out_rows, int logit_rows);
   void Embed(absl::Span<const StepEntry> entries);

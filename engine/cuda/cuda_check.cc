@@ -48,8 +48,40 @@ absl::Status CublasStatus(cublasStatus_t st, const char* what) {
     default:
       break;
   }
-  return absl::Status(code, absl::StrCat(what, ": ", cublasGetStatusName(st), " (",
-                                         static_cast<int>(st), "): ", cublasGetStatusString(st)));
+  // Named here: cuBLAS is opened at run time (cublas_api.h), so its own name table may be absent.
+  const char* name = "CUBLAS_STATUS_UNKNOWN";
+  switch (st) {
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      name = "CUBLAS_STATUS_NOT_INITIALIZED";
+      break;
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      name = "CUBLAS_STATUS_ALLOC_FAILED";
+      break;
+    case CUBLAS_STATUS_INVALID_VALUE:
+      name = "CUBLAS_STATUS_INVALID_VALUE";
+      break;
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      name = "CUBLAS_STATUS_ARCH_MISMATCH";
+      break;
+    case CUBLAS_STATUS_MAPPING_ERROR:
+      name = "CUBLAS_STATUS_MAPPING_ERROR";
+      break;
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      name = "CUBLAS_STATUS_EXECUTION_FAILED";
+      break;
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      name = "CUBLAS_STATUS_INTERNAL_ERROR";
+      break;
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      name = "CUBLAS_STATUS_NOT_SUPPORTED";
+      break;
+    case CUBLAS_STATUS_LICENSE_ERROR:
+      name = "CUBLAS_STATUS_LICENSE_ERROR";
+      break;
+    default:
+      break;
+  }
+  return absl::Status(code, absl::StrCat(what, ": ", name, " (", static_cast<int>(st), ")"));
 }
 
 absl::StatusOr<int> CudaDeviceCount() {

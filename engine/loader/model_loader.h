@@ -12,7 +12,8 @@
 
 namespace modrwkv {
 
-// Opens `path` (.pth or .safetensors, detected from the content) and builds the CPU backend.
+// Opens `path` (.pth or .safetensors, detected from the content) and builds the backend that
+// options.device names (the CPU, or a GPU in a build with the CUDA backend).
 // `checkpoint` says what to verify while opening (CRC-32 of .pth entries by default).
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
                                                  const ModelOptions& options,

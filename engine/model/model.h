@@ -98,6 +98,17 @@ class Model {
 absl::Status WithStepEntry(absl::Status s, int entry);
 std::optional<int> StepEntryOf(const absl::Status& s);  // nullopt when untagged
 
+// Checks a step's entries as every backend must before it computes anything: distinct, valid
+// slots; token ids inside the vocabulary; embedding segments of whole rows; at least one row per
+// entry; a sampler where one is asked for; at most 2^20 rows in all. An error names the entry
+// (WithStepEntry). On success *total_rows is the step's row count.
+absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, const ModelConfig& config,
+                                 int num_slots, int* total_rows);
+// OUT_OF_RANGE "<what> slot N out of range [0, num_slots)" unless 0 <= slot < num_slots.
+absl::Status CheckSlotIndex(int slot, int num_slots, const char* what);
+// The input rows of one entry.
+int64_t EntryRows(const StepEntry& entry, int n_embd);
+
 // What to build from a checkpoint.
 struct ModelOptions {
   // Matrices are kept in this type; small vectors are always f32 and all arithmetic is f32.
@@ -111,8 +122,16 @@ struct ModelOptions {
   // pool is allocated once, at load.
   int64_t state_memory_bytes = 0;
   int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
+  // The backend: "cpu", or "cuda" / "cuda:N" (device N, 0 by default; a build with the CUDA
+  // backend, engine/cuda).
+  std::string device = "cpu";
 
   absl::Status Validate() const;
+  // -1 for "cpu", N for "cuda:N" ("cuda" is 0); INVALID_ARGUMENT naming `device` otherwise.
+  absl::StatusOr<int> CudaDevice() const;
+  // The slots to allocate for states of `state_bytes`: num_slots, or with state_memory_bytes as
+  // many as it holds (at most 2^20); INVALID_ARGUMENT when it holds fewer than num_slots.
+  absl::StatusOr<int> SlotsFor(int64_t state_bytes) const;
 };
 
 }  // namespace modrwkv

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -81,9 +82,16 @@ inline int RunCli(const std::string& args, std::string* err = nullptr) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-// A demo model (random weights, tiny shape) written once per test binary and `seed`.
+// A demo model (random weights, tiny shape) written once per test binary and `seed`, and removed
+// when the binary exits (34 MB each: left behind, every run would add a few of them to /tmp).
 inline fs::path DemoModel(int seed = 3) {
-  static std::map<int, fs::path>* models = new std::map<int, fs::path>();
+  static std::map<int, fs::path>* models = [] {
+    std::atexit([] {
+      std::error_code ec;
+      for (const auto& [s, model] : *models) fs::remove_all(model.parent_path(), ec);
+    });
+    return new std::map<int, fs::path>();
+  }();
   auto it = models->find(seed);
   if (it != models->end()) return it->second;
   const fs::path dir = fs::temp_directory_path() /

@@ -426,6 +426,21 @@ TEST_F(CliTest, BadModelFilesAreClearErrors) {
   EXPECT_NE(r.err.find("give --prompt or --question"), std::string::npos) << r.err;
 }
 
+// --device picks the backend: a malformed one is a usage error naming the flag; a GPU that is
+// not there (or a build without the CUDA backend) is a clear error, not a crash.
+TEST_F(CliTest, DeviceFlagNamesTheBackend) {
+  CliRun r = Cli("generate --model " + Model() + " --prompt hi --max-tokens 2 --device gpu");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--device must be cpu, cuda or cuda:N"), std::string::npos) << r.err;
+  r = Cli("generate --model " + Model() + " --prompt hi --max-tokens 2 --device cpu");
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Cli("generate --model " + Model() + " --prompt hi --max-tokens 2 --device cuda:63");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(r.err.find("CUDA device(s) are visible") != std::string::npos ||
+              r.err.find("no CUDA backend") != std::string::npos)
+      << r.err;
+}
+
 // Damaged or unsafe checkpoints that used to load (wrong tensors, or a pickle naming os.system)
 // are refused with the reason; --no-verify-checksums skips only the CRC pass.
 TEST_F(CliTest, CorruptCheckpointsAreRefusedWithTheReason) {

@@ -201,6 +201,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_ASSIGN_OR_RETURN(ModelOptions mo, ModelOptionsFromFlags(f, 1));
   o.model_path = f.Str("model");
   o.dtype = mo.weight_type;
+  o.device = mo.device;
   o.threads = mo.threads;
   o.verify_checksums = CheckpointOptionsFromFlags(f).verify_checksums;
   o.vision_encoder = f.Str("vision-encoder");
@@ -368,8 +369,8 @@ int RunServe(int argc, char** argv) {
   }
   // Environment first, then the command line, so the command line wins.
   std::vector<std::string> args = {argv[0], argv[1]};
-  std::vector<std::string> names = {"model", "vision-encoder", "audio-encoder",
-                                    "dtype", "threads",        "verify-checksums"};
+  std::vector<std::string> names = {"model",  "vision-encoder", "audio-encoder",   "dtype",
+                                    "device", "threads",        "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
     if (const char* v = std::getenv(EnvName(n).c_str()))

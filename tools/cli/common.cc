@@ -43,6 +43,8 @@ void AddModelFlags(Flags& flags) {
            "with a speech adapter")
       .Add("dtype", "auto",
            "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
+      .Add("device", "cpu",
+           "the backend: cpu, or cuda / cuda:N (GPU N; builds with the CUDA backend, f32 weights)")
       .Add("threads", "0",
            "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU "
            "quota)");
@@ -78,6 +80,10 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
   MODRWKV_ASSIGN_OR_RETURN(int64_t threads, flags.Int("threads", 0, 1024));
   o.threads = static_cast<int>(threads);
   o.num_slots = num_slots;
+  o.device = flags.Str("device");
+  if (absl::Status st = o.CudaDevice().status(); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", st.message()));
+  }
   return o;
 }
 

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -25,8 +27,16 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// A file name in the test's temporary folder, removed when the test binary exits.
 std::string TempPath(const std::string& name) {
-  return absl::StrCat(::testing::TempDir(), "/ckpt_", ::getpid(), "_", name);
+  static std::vector<std::string>* paths = [] {
+    std::atexit([] {
+      for (const std::string& p : *paths) std::remove(p.c_str());
+    });
+    return new std::vector<std::string>();
+  }();
+  paths->push_back(absl::StrCat(::testing::TempDir(), "/ckpt_", ::getpid(), "_", name));
+  return paths->back();
 }
 
 std::vector<uint8_t> ReadAll(const std::string& path) {

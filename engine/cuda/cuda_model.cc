@@ -1,0 +1,462 @@
+#include "engine/cuda/cuda_model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
+#include "engine/cuda/cublas_api.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/rwkv7_math.h"
+#include "engine/cuda/rwkv7_ops.cuh"
+#include "engine/cuda/wkv.cuh"
+
+namespace modrwkv::cuda {
+namespace {
+
+// The small vectors of a layer, each C floats, in this order in Layer::vec.
+enum Vec : int {
+  kLn1W,
+  kLn1B,
+  kLn2W,
+  kLn2B,
+  kMixR,  // the six time-mixing lerps, contiguous: r, w, k, v, a, g
+  kMixW,
+  kMixK,
+  kMixV,
+  kMixA,
+  kMixG,
+  kW0,
+  kA0,
+  kV0,
+  kKK,
+  kKA,
+  kRK,
+  kLnxW,
+  kLnxB,
+  kFfnMix,
+  kNumVec
+};
+
+// The planes of Scratch::mix: the six time-mixed inputs (then, reused, the channel-mix input).
+enum Plane : int { kXr, kXw, kXk, kXv, kXa, kXg };
+
+std::vector<float> ToF32(const WeightRef& ref) {
+  if (!ref.present()) return {};
+  std::vector<float> v(static_cast<size_t>(ref.view->numel()));
+  ConvertToF32(ref.view->dtype, ref.view->data, v.size(), v.data());
+  return v;
+}
+
+template <typename T>
+absl::Status Grow(DeviceBuffer<T>* buf, size_t count) {
+  MODRWKV_ASSIGN_OR_RETURN(*buf, AllocDevice<T>(count));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+CudaModel::~CudaModel() {
+  if (cublas_ != nullptr) blas_->Destroy(cublas_);
+}
+
+absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(
+    const std::map<std::string, TensorView>& tensors, const ModelOptions& options, int device) {
+  MODRWKV_RETURN_IF_ERROR(options.Validate());
+  MODRWKV_ASSIGN_OR_RETURN(const int devices, CudaDeviceCount());
+  if (device < 0 || device >= devices) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "device cuda:%d asked for, but %d CUDA device(s) are visible", device, devices));
+  }
+  if (options.weight_type == ModelOptions::WeightType::kBF16 ||
+      options.weight_type == ModelOptions::WeightType::kI8) {
+    return absl::UnimplementedError(
+        "the CUDA backend keeps f32 weights on the device (bf16 and int8 are not built yet): "
+        "use dtype auto or f32");
+  }
+  MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
+  if (refs.config.head_size != 64) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the CUDA backend takes head size 64, the model has %d", refs.config.head_size));
+  }
+  std::unique_ptr<CudaModel> m(new CudaModel());
+  MODRWKV_RETURN_IF_ERROR(m->Init(refs, options, device));
+  return m;
+}
+
+absl::StatusOr<CudaModel::Matrix> CudaModel::Upload(const WeightRef& ref) {
+  Matrix m;
+  if (!ref.present()) return m;
+  const std::vector<int64_t>& shape = ref.view->shape;
+  std::vector<float> host = ToF32(ref);
+  // [out][in] as the Linear convention; the file may hold [in][out].
+  m.out = static_cast<int>(ref.transposed ? shape[1] : shape[0]);
+  m.in = static_cast<int>(ref.transposed ? shape[0] : shape[1]);
+  if (ref.transposed) {
+    std::vector<float> t(host.size());
+    for (int o = 0; o < m.out; ++o) {
+      for (int i = 0; i < m.in; ++i)
+        t[static_cast<size_t>(o) * m.in + i] = host[static_cast<size_t>(i) * m.out + o];
+    }
+    host.swap(t);
+  }
+  MODRWKV_ASSIGN_OR_RETURN(m.data, AllocDevice<float>(host.size()));
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(m.data.get(), host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+  return m;
+}
+
+absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options, int device) {
+  const ModelConfig& cfg = refs.config;
+  const int C = cfg.n_embd;
+  device_ = device;
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  MODRWKV_ASSIGN_OR_RETURN(stream_, CreateStream());
+  MODRWKV_ASSIGN_OR_RETURN(blas_, Cublas());
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Create(&cublas_));
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetStream(cublas_, stream_.get()));
+  // Plain fp32 products (no TF32), so that logits stay within float rounding of the CPU's.
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
+
+  info_.config = cfg;
+  info_.backend = "cuda";
+  info_.weight_dtype = "f32";
+  info_.parameter_count = refs.parameter_count;
+  info_.fingerprint = FingerprintRwkv7(refs);
+
+  emb_ = ToF32(refs.emb);
+  if (refs.emb.transposed) return absl::InvalidArgumentError("a transposed embedding table");
+  auto pair = [&](const WeightRef& w, const WeightRef& b,
+                  DeviceBuffer<float>* out) -> absl::Status {
+    std::vector<float> host = ToF32(w);
+    const std::vector<float> bias = ToF32(b);
+    host.insert(host.end(), bias.begin(), bias.end());
+    MODRWKV_ASSIGN_OR_RETURN(*out, AllocDevice<float>(host.size()));
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(out->get(), host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+    return absl::OkStatus();
+  };
+  MODRWKV_RETURN_IF_ERROR(pair(refs.ln0_w, refs.ln0_b, &ln0_));
+  MODRWKV_RETURN_IF_ERROR(pair(refs.ln_out_w, refs.ln_out_b, &ln_out_));
+  MODRWKV_ASSIGN_OR_RETURN(head_, Upload(refs.head));
+  int64_t decode_bytes = 4LL * head_.out * head_.in + 4LL * C;
+
+  layers_.resize(refs.layers.size());
+  for (size_t li = 0; li < refs.layers.size(); ++li) {
+    const Rwkv7LayerRefs& r = refs.layers[li];
+    Layer& l = layers_[li];
+    std::vector<float> vec(static_cast<size_t>(kNumVec) * C, 0.0f);
+    const WeightRef* order[kNumVec] = {&r.ln1_w, &r.ln1_b, &r.ln2_w, &r.ln2_b,  &r.x_r,
+                                       &r.x_w,   &r.x_k,   &r.x_v,   &r.x_a,    &r.x_g,
+                                       &r.w0,    &r.a0,    &r.v0,    &r.k_k,    &r.k_a,
+                                       &r.r_k,   &r.lnx_w, &r.lnx_b, &r.ffn_x_k};
+    for (int i = 0; i < kNumVec; ++i) {
+      const std::vector<float> v = ToF32(*order[i]);  // v0 may be absent in layer 0
+      if (!v.empty() && v.size() != static_cast<size_t>(C)) {
+        return absl::InvalidArgumentError(absl::StrFormat("tensor %s has %d elements, expected %d",
+                                                          order[i]->canonical_name, v.size(), C));
+      }
+      std::copy(v.begin(), v.end(), vec.begin() + static_cast<int64_t>(i) * C);
+    }
+    MODRWKV_ASSIGN_OR_RETURN(l.vec, AllocDevice<float>(vec.size()));
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(l.vec.get(), vec.data(), vec.size() * 4, cudaMemcpyHostToDevice));
+    struct {
+      Matrix* m;
+      const WeightRef* ref;
+    } mats[] = {{&l.w1, &r.w1},           {&l.w2, &r.w2},
+                {&l.a1, &r.a1},           {&l.a2, &r.a2},
+                {&l.v1, &r.v1},           {&l.v2, &r.v2},
+                {&l.g1, &r.g1},           {&l.g2, &r.g2},
+                {&l.wr, &r.wr},           {&l.wk, &r.wk},
+                {&l.wv, &r.wv},           {&l.wo, &r.wo},
+                {&l.ffn_key, &r.ffn_key}, {&l.ffn_value, &r.ffn_value}};
+    for (auto& [m, ref] : mats) {
+      MODRWKV_ASSIGN_OR_RETURN(*m, Upload(*ref));
+      decode_bytes += 4LL * m->out * m->in;
+    }
+    decode_bytes += 4LL * C * kNumVec;
+  }
+  info_.decode_bytes_per_token = decode_bytes;
+  info_.weight_bytes = decode_bytes;  // the embedding table is in host memory
+
+  MODRWKV_ASSIGN_OR_RETURN(num_slots_, options.SlotsFor(cfg.StateBytes()));
+  layer_floats_ = cfg.StateFloatsPerLayer();
+  const size_t state_floats = static_cast<size_t>(cfg.StateFloats()) * num_slots_;
+  MODRWKV_ASSIGN_OR_RETURN(state_, AllocDevice<float>(state_floats));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(state_.get(), 0, state_floats * 4));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::CheckSlot(int slot, const char* what) const {
+  return CheckSlotIndex(slot, num_slots_, what);
+}
+
+// A slot's state is [L][layer_floats_] at state_ + slot * StateFloats (contiguous per slot).
+absl::Status CudaModel::ResetSlot(int slot) {
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "reset"));
+  const int64_t n = info_.config.StateFloats();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_.get() + slot * n, 0, n * 4, stream_.get()));
+  return CudaStatus(cudaStreamSynchronize(stream_.get()), "ResetSlot");
+}
+
+absl::Status CudaModel::CopySlot(int src, int dst) {
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(src, "copy source"));
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(dst, "copy destination"));
+  if (src == dst) return absl::OkStatus();
+  const int64_t n = info_.config.StateFloats();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + dst * n, state_.get() + src * n,
+                                               n * 4, cudaMemcpyDeviceToDevice, stream_.get()));
+  return CudaStatus(cudaStreamSynchronize(stream_.get()), "CopySlot");
+}
+
+absl::Status CudaModel::ReadSlot(int slot, absl::Span<float> out) const {
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "read"));
+  const int64_t n = info_.config.StateFloats();
+  if (static_cast<int64_t>(out.size()) != n) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("state buffer has %d floats, expected %d", out.size(), n));
+  }
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), state_.get() + slot * n, n * 4,
+                                               cudaMemcpyDeviceToHost, stream_.get()));
+  return CudaStatus(cudaStreamSynchronize(stream_.get()), "ReadSlot");
+}
+
+absl::Status CudaModel::WriteSlot(int slot, absl::Span<const float> in) {
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "write"));
+  const int64_t n = info_.config.StateFloats();
+  if (static_cast<int64_t>(in.size()) != n) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("state buffer has %d floats, expected %d", in.size(), n));
+  }
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + slot * n, in.data(), n * 4,
+                                               cudaMemcpyHostToDevice, stream_.get()));
+  return CudaStatus(cudaStreamSynchronize(stream_.get()), "WriteSlot");
+}
+
+absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
+  const ModelConfig& c = info_.config;
+  const size_t C = static_cast<size_t>(c.n_embd);
+  if (rows > s_.rows) {
+    const size_t rc = static_cast<size_t>(rows) * C;
+    for (DeviceBuffer<float>* b : {&s_.x, &s_.xn, &s_.r, &s_.k, &s_.v, &s_.w, &s_.a, &s_.g, &s_.kk,
+                                   &s_.y, &s_.v_first, &s_.v_gate}) {
+      MODRWKV_RETURN_IF_ERROR(Grow(b, rc));
+    }
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.mix, 6 * rc));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.hw, static_cast<size_t>(rows) * c.d_decay));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.ha, static_cast<size_t>(rows) * c.d_aaa));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.hv, static_cast<size_t>(rows) * std::max(c.d_mv, 1)));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.hg, static_cast<size_t>(rows) * c.d_gate));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.hf, static_cast<size_t>(rows) * c.ffn_size));
+    s_.rows = rows;
+    void* p = nullptr;
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, static_cast<size_t>(rows) * C * 4));
+    host_rows_.reset(static_cast<float*>(p));
+  }
+  const int out = std::max(out_rows, 1);
+  if (out > s_.out_rows) {
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.xo, static_cast<size_t>(out) * C));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.logits, static_cast<size_t>(out) * c.vocab_size));
+    s_.out_rows = out;
+    void* p = nullptr;
+    const size_t floats = static_cast<size_t>(out) * (c.vocab_size + C);
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, floats * 4));
+    host_out_.reset(static_cast<float*>(p));
+  }
+  if (index_ints > s_.index_capacity) {
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.index, static_cast<size_t>(index_ints)));
+    s_.index_capacity = index_ints;
+    void* p = nullptr;
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, static_cast<size_t>(index_ints) * 4));
+    host_index_.reset(static_cast<int32_t*>(p));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* out,
+                             bool accumulate) {
+  // Row-major out[rows][m.out] = in[rows][m.in] * W^T is, column-major, out^T = W^T' * in^T
+  // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in,
+                                              &alpha, m.data.get(), m.in, in, m.in, &beta, out,
+                                              m.out));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, const int32_t* last,
+                                 const int32_t* slots, const int32_t* offsets) {
+  const ModelConfig& cfg = info_.config;
+  const int C = cfg.n_embd, H = cfg.n_head;
+  const Layer& L = layers_[li];
+  const float* vec = L.vec.get();
+  auto V = [&](Vec i) { return vec + static_cast<int64_t>(i) * C; };
+  cudaStream_t st = stream_.get();
+  const int64_t slot_stride = info_.config.StateFloats();
+  float* base = SlotBase(li);
+  float* att_shift = base;
+  float* wkv = base + C;
+  float* ffn_shift = base + C + static_cast<int64_t>(H) * 64 * 64;
+  const int64_t plane = static_cast<int64_t>(R) * C;
+  float* mix = s_.mix.get();
+  auto P = [&](Plane p) { return mix + p * plane; };
+
+  // ---- time mixing ----
+  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(kLn1W), V(kLn1B),
+                                          math::kLnEps, s_.xn.get()));
+  MODRWKV_RETURN_IF_ERROR(
+      LaunchTokenShift(st, s_.xn.get(), R, C, prev, att_shift, slot_stride, V(kMixR), 6, mix));
+  MODRWKV_RETURN_IF_ERROR(
+      LaunchStoreShift(st, s_.xn.get(), C, last, slots, E, att_shift, slot_stride));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.wr, P(kXr), R, s_.r.get(), false));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.wk, P(kXk), R, s_.k.get(), false));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.wv, P(kXv), R, s_.v.get(), false));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.w1, P(kXw), R, s_.hw.get(), false));
+  MODRWKV_RETURN_IF_ERROR(
+      LaunchActivation(st, Activation::kTanh, s_.hw.get(), static_cast<int64_t>(R) * cfg.d_decay));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.w2, s_.hw.get(), R, s_.w.get(), false));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.a1, P(kXa), R, s_.ha.get(), false));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.a2, s_.ha.get(), R, s_.a.get(), false));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.g1, P(kXg), R, s_.hg.get(), false));
+  MODRWKV_RETURN_IF_ERROR(LaunchActivation(st, Activation::kSigmoid, s_.hg.get(),
+                                           static_cast<int64_t>(R) * cfg.d_gate));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.g2, s_.hg.get(), R, s_.g.get(), false));
+  const bool first = li == 0;
+  if (!first) {
+    MODRWKV_RETURN_IF_ERROR(Gemm(L.v1, P(kXv), R, s_.hv.get(), false));
+    MODRWKV_RETURN_IF_ERROR(Gemm(L.v2, s_.hv.get(), R, s_.v_gate.get(), false));
+  }
+  MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, s_.w.get(), V(kW0), s_.a.get(), V(kA0),
+                                           s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
+                                           s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
+  MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, s_.r.get(), s_.w.get(),
+                                     s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(), C, s_.y.get(),
+                                     C, slot_stride, 64 * 64));
+  MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, s_.y.get(), V(kLnxW), V(kLnxB), s_.r.get(),
+                                              s_.k.get(), V(kRK), s_.v.get(), s_.g.get()));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.wo, s_.y.get(), R, s_.x.get(), /*accumulate=*/true));
+
+  // ---- channel mixing ----
+  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(kLn2W), V(kLn2B),
+                                          math::kLnEps, s_.xn.get()));
+  MODRWKV_RETURN_IF_ERROR(
+      LaunchTokenShift(st, s_.xn.get(), R, C, prev, ffn_shift, slot_stride, V(kFfnMix), 1, mix));
+  MODRWKV_RETURN_IF_ERROR(
+      LaunchStoreShift(st, s_.xn.get(), C, last, slots, E, ffn_shift, slot_stride));
+  MODRWKV_RETURN_IF_ERROR(Gemm(L.ffn_key, mix, R, s_.hf.get(), false));
+  MODRWKV_RETURN_IF_ERROR(LaunchActivation(st, Activation::kReluSquare, s_.hf.get(),
+                                           static_cast<int64_t>(R) * cfg.ffn_size));
+  return Gemm(L.ffn_value, s_.hf.get(), R, s_.x.get(), /*accumulate=*/true);
+}
+
+absl::Status CudaModel::Step(absl::Span<const StepEntry> entries,
+                             std::vector<StepResult>* results) {
+  results->assign(entries.size(), StepResult{});
+  if (entries.empty()) return absl::OkStatus();
+  int R = 0;
+  MODRWKV_RETURN_IF_ERROR(ValidateStepEntries(entries, info_.config, num_slots_, &R));
+  const ModelConfig& cfg = info_.config;
+  const int C = cfg.n_embd, V = cfg.vocab_size;
+  const int E = static_cast<int>(entries.size());
+
+  // Output rows: the logit entries first (the head runs over those only), then hidden-state ones.
+  std::vector<int> out_entries;
+  for (int e = 0; e < E; ++e) {
+    const StepOutput o = entries[e].output;
+    if (o == StepOutput::kLogits || o == StepOutput::kSample) out_entries.push_back(e);
+  }
+  const int n_logits = static_cast<int>(out_entries.size());
+  for (int e = 0; e < E; ++e) {
+    if (entries[e].output == StepOutput::kHidden) out_entries.push_back(e);
+  }
+  const int n_out = static_cast<int>(out_entries.size());
+  // Index arrays, one upload: prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1].
+  const int index_ints = R + n_out + 3 * E + 1;
+  MODRWKV_RETURN_IF_ERROR(EnsureScratch(R, n_out, index_ints));
+  int32_t* prev = host_index_.get();
+  int32_t* out_rows = prev + R;
+  int32_t* last = out_rows + n_out;
+  int32_t* slots = last + E;
+  int32_t* offsets = slots + E;
+
+  // Gather the input rows (embedding table rows for tokens, given rows as they are).
+  float* rows = host_rows_.get();
+  int row = 0;
+  for (int e = 0; e < E; ++e) {
+    offsets[e] = row;
+    slots[e] = entries[e].slot;
+    for (const InputRowsView& seg : entries[e].inputs) {
+      for (int32_t t : seg.tokens) {
+        std::memcpy(rows + static_cast<int64_t>(row) * C, emb_.data() + static_cast<int64_t>(t) * C,
+                    4 * static_cast<size_t>(C));
+        prev[row] = row == offsets[e] ? -entries[e].slot - 1 : row - 1;
+        ++row;
+      }
+      const int n = static_cast<int>(seg.embeddings.size() / C);
+      if (n > 0) {
+        std::memcpy(rows + static_cast<int64_t>(row) * C, seg.embeddings.data(),
+                    seg.embeddings.size() * 4);
+      }
+      for (int j = 0; j < n; ++j, ++row)
+        prev[row] = row == offsets[e] ? -entries[e].slot - 1 : row - 1;
+    }
+    last[e] = row - 1;
+  }
+  offsets[E] = row;
+  for (int i = 0; i < n_out; ++i) out_rows[i] = last[out_entries[i]];
+
+  cudaStream_t st = stream_.get();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows, static_cast<size_t>(R) * C * 4,
+                                               cudaMemcpyHostToDevice, st));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.index.get(), host_index_.get(),
+                                               static_cast<size_t>(index_ints) * 4,
+                                               cudaMemcpyHostToDevice, st));
+  const int32_t* d_prev = s_.index.get();
+  const int32_t* d_out_rows = d_prev + R;
+  const int32_t* d_last = d_out_rows + n_out;
+  const int32_t* d_slots = d_last + E;
+  const int32_t* d_offsets = d_slots + E;
+
+  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, ln0_.get(), ln0_.get() + C,
+                                          math::kLnEps, s_.x.get()));
+  for (int li = 0; li < cfg.n_layer; ++li) {
+    MODRWKV_RETURN_IF_ERROR(RunLayer(li, R, E, d_prev, d_last, d_slots, d_offsets));
+  }
+  if (n_out > 0) {
+    MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), d_out_rows, n_out, C, ln_out_.get(),
+                                            ln_out_.get() + C, math::kLnEps, s_.xo.get()));
+    float* host_logits = host_out_.get();
+    float* host_hidden = host_logits + static_cast<int64_t>(n_logits) * V;
+    if (n_logits > 0) {
+      MODRWKV_RETURN_IF_ERROR(Gemm(head_, s_.xo.get(), n_logits, s_.logits.get(), false));
+      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits, s_.logits.get(),
+                                                   static_cast<size_t>(n_logits) * V * 4,
+                                                   cudaMemcpyDeviceToHost, st));
+    }
+    if (n_out > n_logits) {
+      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+          host_hidden, s_.xo.get() + static_cast<int64_t>(n_logits) * C,
+          static_cast<size_t>(n_out - n_logits) * C * 4, cudaMemcpyDeviceToHost, st));
+    }
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+    for (int i = 0; i < n_out; ++i) {
+      const int e = out_entries[i];
+      StepResult& res = (*results)[e];
+      if (i >= n_logits) {
+        res.hidden =
+            absl::Span<const float>(host_hidden + static_cast<int64_t>(i - n_logits) * C, C);
+        continue;
+      }
+      float* logits = host_logits + static_cast<int64_t>(i) * V;
+      res.logits = absl::Span<const float>(logits, V);
+      if (entries[e].output == StepOutput::kSample) {
+        res.token = entries[e].sampler->Sample(absl::Span<float>(logits, V), &res.sample);
+      }
+    }
+    return absl::OkStatus();
+  }
+  return CudaStatus(cudaStreamSynchronize(st), "Step");
+}
+
+}  // namespace modrwkv::cuda

@@ -1,0 +1,108 @@
+// The CUDA backend: RWKV7 on one GPU behind the Model interface (engine/model/model.h).
+//
+// Weights live on the device as fp32 (bf16 checkpoints are widened once, at load), every
+// projection of a step is one cuBLAS SGEMM over all the step's rows (decode tokens and prefill
+// chunks of every sequence together), and the element-wise ops are the kernels of rwkv7_ops.cuh
+// plus the recurrence of wkv.cuh. The state pool is one cudaMalloc at load, in the CPU backend's
+// slot layout, so ReadSlot/WriteSlot move the canonical state blob as it is. The embedding table
+// stays in host memory: the rows of a step's tokens are gathered on the host and copied up with
+// the step's other inputs. Logits come back to the host for the sampler (as on the CPU).
+//
+// Not built yet (docs/engine.md, "CUDA backend"): bf16 weights on the device, sampling on the
+// device, a pipelined (asynchronous) Step, CUDA graphs, fp16 states.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/base/tensor.h"
+#include "engine/cuda/cublas_api.h"
+#include "engine/cuda/device_buffer.h"
+#include "engine/model/model.h"
+#include "engine/model/rwkv7_weights.h"
+
+namespace modrwkv::cuda {
+
+class CudaModel final : public Model {
+ public:
+  // Builds the model on device `device` (0-based). FAILED_PRECONDITION without such a device;
+  // RESOURCE_EXHAUSTED when the weights or the state pool do not fit.
+  static absl::StatusOr<std::unique_ptr<CudaModel>> Create(
+      const std::map<std::string, TensorView>& tensors, const ModelOptions& options, int device);
+  ~CudaModel() override;
+
+  const ModelDescription& info() const override { return info_; }
+  int num_slots() const override { return num_slots_; }
+  absl::Status Step(absl::Span<const StepEntry> entries, std::vector<StepResult>* results) override;
+  absl::Status ResetSlot(int slot) override;
+  absl::Status CopySlot(int src, int dst) override;
+  absl::Status ReadSlot(int slot, absl::Span<float> out) const override;
+  absl::Status WriteSlot(int slot, absl::Span<const float> in) override;
+
+ private:
+  // A matrix in the Linear convention [out][in], row-major, fp32.
+  struct Matrix {
+    DeviceBuffer<float> data;
+    int out = 0, in = 0;
+  };
+  struct Layer {
+    // Small vectors, one buffer: see the offsets in cuda_model.cc (kVec*).
+    DeviceBuffer<float> vec;
+    Matrix w1, w2, a1, a2, v1, v2, g1, g2, wr, wk, wv, wo, ffn_key, ffn_value;
+  };
+  // Per-step device scratch, grown to the largest step seen.
+  struct Scratch {
+    int rows = 0, out_rows = 0;
+    DeviceBuffer<float> x, xn, mix, r, k, v, w, a, g, kk, y, v_first, v_gate;
+    DeviceBuffer<float> hw, ha, hv, hg, hf;
+    DeviceBuffer<float> xo, logits;
+    DeviceBuffer<int32_t> index;  // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
+    int index_capacity = 0;
+  };
+
+  CudaModel() = default;
+  absl::Status Init(const Rwkv7Refs& refs, const ModelOptions& options, int device);
+  absl::StatusOr<Matrix> Upload(const WeightRef& ref);
+  absl::Status CheckSlot(int slot, const char* what) const;
+  // Device scratch for `rows` input rows and `out_rows` output rows, `index_ints` index entries,
+  // and the pinned host staging that goes with them.
+  absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
+  // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate).
+  absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate);
+  absl::Status RunLayer(int li, int R, int E, const int32_t* prev, const int32_t* last,
+                        const int32_t* slots, const int32_t* offsets);
+  float* SlotBase(int layer) const {
+    return state_.get() + static_cast<int64_t>(layer) * layer_floats_;
+  }
+
+  ModelDescription info_;
+  int device_ = 0;
+  int num_slots_ = 0;
+  int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C
+  CudaStream stream_;
+  const CublasApi* blas_ = nullptr;  // opened at run time (cublas_api.h)
+  cublasHandle_t cublas_ = nullptr;
+  std::vector<float> emb_;            // [V][C], host memory
+  DeviceBuffer<float> ln0_, ln_out_;  // weight | bias, [2][C] each
+  Matrix head_;
+  std::vector<Layer> layers_;
+  DeviceBuffer<float> state_;  // [slots][L][layer_floats_]
+  Scratch s_;
+  // Pinned host staging: the step's input rows and index arrays going up, logits and hidden
+  // rows coming down (sized with the device scratch).
+  struct PinnedFree {
+    void operator()(void* p) const noexcept {
+      if (p != nullptr) cudaFreeHost(p);
+    }
+  };
+  std::unique_ptr<float[], PinnedFree> host_rows_, host_out_;
+  std::unique_ptr<int32_t[], PinnedFree> host_index_;
+};
+
+}  // namespace modrwkv::cuda

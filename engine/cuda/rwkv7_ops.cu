@@ -1,0 +1,209 @@
+// The element-wise and per-head RWKV7 ops (see rwkv7_ops.cuh); arithmetic from rwkv7_math.h.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/rwkv7_math.h"
+#include "engine/cuda/rwkv7_ops.cuh"
+
+namespace modrwkv::cuda {
+namespace {
+
+constexpr int kHeadSize = 64;
+constexpr int kRowThreads = 256;  // threads of a block that walks one row of C channels
+
+// The sum of v over the block (blockDim.x a multiple of 32, at most 1024), in every thread.
+// `scratch` holds 32 floats of shared memory; the call synchronises the block.
+__device__ float BlockSum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // the previous call's readers are done with scratch
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < static_cast<int>(blockDim.x / 32) ? scratch[lane] : 0.0f;
+  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+  return t;
+}
+
+__global__ void LayerNormKernel(const float* __restrict__ in, const int32_t* __restrict__ rows,
+                                int C, const float* __restrict__ w, const float* __restrict__ b,
+                                float eps, float* out) {
+  __shared__ float scratch[32];
+  const int64_t src = rows != nullptr ? rows[blockIdx.x] : blockIdx.x;
+  const float* x = in + src * C;
+  float* y = out + static_cast<int64_t>(blockIdx.x) * C;
+  float s = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = x[c] - mean;
+    ss += d * d;
+  }
+  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
+  // Each thread writes only the channels it read: in place (in == out, rows null) is safe.
+  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * inv * w[c] + b[c];
+}
+
+__device__ const float* PrevRow(const float* x, int64_t r, int C, const int32_t* prev,
+                                const float* shift_base, int64_t slot_stride) {
+  const int32_t p = prev[r];
+  return p >= 0 ? x + static_cast<int64_t>(p) * C
+                : shift_base + static_cast<int64_t>(-p - 1) * slot_stride;
+}
+
+__global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
+                                 const int32_t* __restrict__ prev,
+                                 const float* __restrict__ shift_base, int64_t slot_stride,
+                                 const float* __restrict__ mix, int mixes,
+                                 float* __restrict__ out) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * C;
+  const float* p = PrevRow(x, r, C, prev, shift_base, slot_stride);
+  const int64_t plane = static_cast<int64_t>(R) * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float xc = xr[c], pc = p[c];
+    for (int i = 0; i < mixes; ++i) {
+      out[i * plane + r * C + c] = math::TokenShift(xc, pc, mix[i * C + c]);
+    }
+  }
+}
+
+__global__ void StoreShiftKernel(const float* __restrict__ x, int C,
+                                 const int32_t* __restrict__ last,
+                                 const int32_t* __restrict__ slots, float* __restrict__ shift_base,
+                                 int64_t slot_stride) {
+  const float* src = x + static_cast<int64_t>(last[blockIdx.x]) * C;
+  float* dst = shift_base + static_cast<int64_t>(slots[blockIdx.x]) * slot_stride;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
+}
+
+__global__ void ActivationKernel(Activation f, float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    x[i] = f == Activation::kTanh      ? tanhf(v)
+           : f == Activation::kSigmoid ? math::Sigmoid(v)
+                                       : math::ReluSquare(v);
+  }
+}
+
+// Grid (R, H), 64 threads: thread j owns channel h*64 + j of row r.
+__global__ void PrepareWkvKernel(int C, float* w, const float* __restrict__ w0, float* a,
+                                 const float* __restrict__ a0, float* k, float* kk,
+                                 const float* __restrict__ k_k, const float* __restrict__ k_a,
+                                 float* v, float* v_first, const float* __restrict__ v_gate,
+                                 const float* __restrict__ v0, bool first_layer) {
+  __shared__ float scratch[32];
+  const int c = blockIdx.y * kHeadSize + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * C + c;
+  w[i] = math::Decay(w[i] + w0[c]);
+  const float av = math::Sigmoid(a[i] + a0[c]);
+  a[i] = av;
+  const float kv = k[i];
+  const float q = kv * k_k[c];
+  kk[i] = q * math::InvL2(BlockSum(q * q, scratch));
+  k[i] = math::KeyWithIclr(kv, av, k_a[c]);
+  if (first_layer) {
+    v_first[i] = v[i];
+  } else {
+    v[i] = math::ValueResidual(v[i], v_first[i], v_gate[i] + v0[c]);
+  }
+}
+
+__global__ void GroupNormGateKernel(int C, float* y, const float* __restrict__ gn_w,
+                                    const float* __restrict__ gn_b, const float* __restrict__ r,
+                                    const float* __restrict__ k, const float* __restrict__ r_k,
+                                    const float* __restrict__ v, const float* __restrict__ g) {
+  __shared__ float scratch[32];
+  const int c = blockIdx.y * kHeadSize + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * C + c;
+  const float x = y[i];
+  const float mean = BlockSum(x, scratch) / kHeadSize;
+  const float d = x - mean;
+  const float inv = math::InvStd(BlockSum(d * d, scratch) / kHeadSize, math::kGroupNormEps);
+  const float bonus = BlockSum(r[i] * k[i] * r_k[c], scratch);
+  y[i] = math::GatedOutput(d * inv * gn_w[c] + gn_b[c], bonus, v[i], g[i]);
+}
+
+absl::Status Launched(const char* kernel) { return CudaStatus(cudaGetLastError(), kernel); }
+
+absl::Status CheckWidth(const char* op, int C) {
+  if (C <= 0 || C % kHeadSize != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": C = ", C, ", expected a positive multiple of 64"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t* rows, int n,
+                             int C, const float* w, const float* b, float eps, float* out) {
+  if (n < 0 || C <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchLayerNorm: n = ", n, ", C = ", C));
+  }
+  if (n == 0) return absl::OkStatus();
+  LayerNormKernel<<<n, kRowThreads, 0, stream>>>(in, rows, C, w, b, eps, out);
+  return Launched("LayerNormKernel");
+}
+
+absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
+                              const int32_t* prev, const float* shift_base, int64_t slot_stride,
+                              const float* mix, int mixes, float* out) {
+  if (R < 0 || C <= 0 || mixes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchTokenShift: R = ", R, ", C = ", C, ", mixes = ", mixes));
+  }
+  if (R == 0) return absl::OkStatus();
+  TokenShiftKernel<<<R, kRowThreads, 0, stream>>>(x, R, C, prev, shift_base, slot_stride, mix,
+                                                  mixes, out);
+  return Launched("TokenShiftKernel");
+}
+
+absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
+                              const int32_t* slots, int E, float* shift_base, int64_t slot_stride) {
+  if (E < 0 || C <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchStoreShift: E = ", E, ", C = ", C));
+  }
+  if (E == 0) return absl::OkStatus();
+  StoreShiftKernel<<<E, kRowThreads, 0, stream>>>(x, C, last, slots, shift_base, slot_stride);
+  return Launched("StoreShiftKernel");
+}
+
+absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchActivation: n = ", n));
+  if (n == 0) return absl::OkStatus();
+  const int64_t blocks = std::min<int64_t>((n + kRowThreads - 1) / kRowThreads, 65535);
+  ActivationKernel<<<static_cast<unsigned>(blocks), kRowThreads, 0, stream>>>(f, x, n);
+  return Launched("ActivationKernel");
+}
+
+absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const float* w0,
+                              float* a, const float* a0, float* k, float* kk, const float* k_k,
+                              const float* k_a, float* v, float* v_first, const float* v_gate,
+                              const float* v0, bool first_layer) {
+  if (absl::Status s = CheckWidth("LaunchPrepareWkv", C); !s.ok()) return s;
+  if (R < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchPrepareWkv: R = ", R));
+  if (!first_layer && (v_gate == nullptr || v0 == nullptr)) {
+    return absl::InvalidArgumentError("LaunchPrepareWkv: a later layer needs v_gate and v0");
+  }
+  if (R == 0) return absl::OkStatus();
+  const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(C / kHeadSize));
+  PrepareWkvKernel<<<grid, kHeadSize, 0, stream>>>(C, w, w0, a, a0, k, kk, k_k, k_a, v, v_first,
+                                                   v_gate, v0, first_layer);
+  return Launched("PrepareWkvKernel");
+}
+
+absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, const float* gn_w,
+                                 const float* gn_b, const float* r, const float* k,
+                                 const float* r_k, const float* v, const float* g) {
+  if (absl::Status s = CheckWidth("LaunchGroupNormGate", C); !s.ok()) return s;
+  if (R < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchGroupNormGate: R = ", R));
+  if (R == 0) return absl::OkStatus();
+  const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(C / kHeadSize));
+  GroupNormGateKernel<<<grid, kHeadSize, 0, stream>>>(C, y, gn_w, gn_b, r, k, r_k, v, g);
+  return Launched("GroupNormGateKernel");
+}
+
+}  // namespace modrwkv::cuda

@@ -1,0 +1,52 @@
+// The element-wise and per-head ops of one RWKV7 step on the GPU, besides the GEMMs (cuBLAS) and
+// the recurrence (wkv.cuh). CUDA twins of the loops in engine/cpu/cpu_model.cc; their arithmetic
+// is in rwkv7_math.h. Every launcher enqueues on `stream` and returns the launch error; all
+// pointers are device pointers; activations are row-major [rows][C] fp32 with C = n_embd.
+//
+// Token shift. Row r's predecessor is given by prev[r]: >= 0 is the row prev[r] of the same
+// buffer; < 0 is the shift state of slot (-prev[r] - 1), at shift_base + slot * slot_stride.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace modrwkv::cuda {
+
+// out[r] = LayerNorm(in[rows ? rows[r] : r]) * w + b over C channels, for r in [0, n).
+absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t* rows, int n,
+                             int C, const float* w, const float* b, float eps, float* out);
+
+// For each of the `mixes` lerp vectors m_i ([mixes][C]): out[i][r][c] = TokenShift(x[r][c],
+// prev row's [c], m_i[c]), out being [mixes][R][C].
+absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
+                              const int32_t* prev, const float* shift_base, int64_t slot_stride,
+                              const float* mix, int mixes, float* out);
+
+// The shift state after the step: slot slots[e] gets row last[e] of x, for e in [0, E).
+absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
+                              const int32_t* slots, int E, float* shift_base, int64_t slot_stride);
+
+enum class Activation { kTanh, kSigmoid, kReluSquare };
+// x[i] = f(x[i]) for i in [0, n).
+absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n);
+
+// After the LoRA products, per row and head (head size 64), in place:
+//   w = Decay(w + w0); a = sigmoid(a + a0); kk = L2-normalised (k * k_k) per head;
+//   k = KeyWithIclr(k, a, k_a); first layer: v_first = v; later layers:
+//   v = ValueResidual(v, v_first, v_gate + v0).
+// v_gate and v0 are ignored (may be null) when first_layer.
+absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const float* w0,
+                              float* a, const float* a0, float* k, float* kk, const float* k_k,
+                              const float* k_a, float* v, float* v_first, const float* v_gate,
+                              const float* v0, bool first_layer);
+
+// After the recurrence, per row and head, in place on y: GroupNorm (one group per head, eps
+// 64e-5, weight gn_w, bias gn_b), plus the bonus sum_j(r k r_k) * v, times the gate g.
+absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, const float* gn_w,
+                                 const float* gn_b, const float* r, const float* k,
+                                 const float* r_k, const float* v, const float* g);
+
+}  // namespace modrwkv::cuda

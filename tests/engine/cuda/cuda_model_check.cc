@@ -1,0 +1,202 @@
+// engine/cuda/cuda_model against the CPU backend on the same random weights: logits, hidden
+// states and slot states after mixed steps (prefill chunks, embedding rows, decode tokens of
+// several sequences), a state exported on the GPU and continued on the CPU, greedy generation,
+// the slot operations and the errors. Built by engine/cuda/CMakeLists.txt as `cuda_model_test`
+// (named *_check.cc: see wkv_cuda_check.cc). Without a GPU every case but the first skips.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "engine/checkpoint/random_weights.h"
+#include "engine/cpu/cpu_model.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/cuda_model.h"
+#include "gtest/gtest.h"
+
+namespace modrwkv::cuda {
+namespace {
+
+bool HaveDevice() {
+  absl::StatusOr<int> n = CudaDeviceCount();
+  return n.ok() && *n > 0;
+}
+
+TEST(CudaModelTest, WithoutADeviceCreateIsFailedPrecondition) {
+  if (HaveDevice()) GTEST_SKIP() << "a CUDA device is present";
+  RandomModelSpec spec;
+  spec.vocab_size = 256;
+  auto tensors = MakeRandomRwkv7(spec);
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  ModelOptions o;
+  auto m = CudaModel::Create(ViewsOf(*tensors), o, 0);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition) << m.status();
+}
+
+// Both backends on one random model (f32 weights: the GPU keeps f32, so the only differences
+// are the order of float sums).
+class CudaVsCpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+    RandomModelSpec spec;
+    spec.n_layer = 3;
+    spec.n_embd = 128;
+    spec.vocab_size = 1024;
+    spec.seed = 7;
+    auto tensors = MakeRandomRwkv7(spec);
+    ASSERT_TRUE(tensors.ok()) << tensors.status();
+    tensors_ = std::move(*tensors);
+    ModelOptions o;
+    o.num_slots = 4;
+    o.threads = 1;
+    auto cpu = cpu::CpuModel::Create(ViewsOf(tensors_), o);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    cpu_ = std::move(*cpu);
+    auto gpu = CudaModel::Create(ViewsOf(tensors_), o, 0);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = std::move(*gpu);
+  }
+
+  // max |a - b| relative to the standard deviation of a.
+  static double RelErr(absl::Span<const float> a, absl::Span<const float> b) {
+    EXPECT_EQ(a.size(), b.size());
+    double mean = 0, var = 0, err = 0;
+    for (float v : a) mean += v;
+    mean /= a.size();
+    for (float v : a) var += (v - mean) * (v - mean);
+    const double sd = std::sqrt(var / a.size()) + 1e-30;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+      err = std::max(err, std::abs(double(a[i]) - b[i]));
+    }
+    return err / sd;
+  }
+
+  // Runs the same step on both and compares every output.
+  void StepBoth(const std::vector<StepEntry>& entries, double tol) {
+    std::vector<StepResult> c, g;
+    ASSERT_TRUE(cpu_->Step(entries, &c).ok());
+    const absl::Status st = gpu_->Step(entries, &g);
+    ASSERT_TRUE(st.ok()) << st;
+    for (size_t e = 0; e < entries.size(); ++e) {
+      EXPECT_EQ(c[e].logits.empty(), g[e].logits.empty()) << e;
+      EXPECT_EQ(c[e].hidden.empty(), g[e].hidden.empty()) << e;
+      if (!c[e].logits.empty()) {
+        EXPECT_LT(RelErr(c[e].logits, g[e].logits), tol) << "entry " << e;
+      }
+      if (!c[e].hidden.empty()) {
+        EXPECT_LT(RelErr(c[e].hidden, g[e].hidden), tol) << "entry " << e;
+      }
+    }
+  }
+
+  void ExpectSameSlot(int slot, double tol) {
+    const int64_t n = cpu_->config().StateFloats();
+    std::vector<float> a(n), b(n);
+    ASSERT_TRUE(cpu_->ReadSlot(slot, absl::MakeSpan(a)).ok());
+    ASSERT_TRUE(gpu_->ReadSlot(slot, absl::MakeSpan(b)).ok());
+    EXPECT_LT(RelErr(a, b), tol) << "slot " << slot;
+  }
+
+  std::vector<OwnedTensor> tensors_;
+  std::unique_ptr<cpu::CpuModel> cpu_;
+  std::unique_ptr<CudaModel> gpu_;
+};
+
+constexpr double kTol = 1e-3;
+
+TEST_F(CudaVsCpuTest, MixedStepsMatchTheCpu) {
+  const std::vector<int32_t> prompt = {5, 17, 300, 2, 999, 64, 128};
+  std::vector<float> rows(3 * 128);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = std::sin(0.37 * i);
+  const std::vector<int32_t> two = {11, 12};
+  const std::vector<int32_t> one = {42};
+  std::vector<StepEntry> step(3);
+  step[0].slot = 0;
+  step[0].inputs = {InputRowsView::Tokens(prompt)};
+  step[0].output = StepOutput::kLogits;
+  step[1].slot = 1;
+  step[1].inputs = {InputRowsView::Embeddings(rows), InputRowsView::Tokens(two)};
+  step[1].output = StepOutput::kHidden;
+  step[2].slot = 2;
+  step[2].inputs = {InputRowsView::Tokens(one)};
+  step[2].output = StepOutput::kNone;
+  StepBoth(step, kTol);
+  for (int s = 0; s < 3; ++s) ExpectSameSlot(s, kTol);
+
+  // Decode: one token each, all with logits.
+  const std::vector<int32_t> t0 = {7}, t1 = {8}, t2 = {9};
+  std::vector<StepEntry> decode(3);
+  const std::vector<int32_t>* toks[] = {&t0, &t1, &t2};
+  for (int s = 0; s < 3; ++s) {
+    decode[s].slot = s;
+    decode[s].inputs = {InputRowsView::Tokens(*toks[s])};
+    decode[s].output = StepOutput::kLogits;
+  }
+  StepBoth(decode, kTol);
+  for (int s = 0; s < 3; ++s) ExpectSameSlot(s, kTol);
+}
+
+TEST_F(CudaVsCpuTest, AStateExportedFromTheGpuContinuesOnTheCpu) {
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputRowsView::Tokens(prompt)};
+  e.output = StepOutput::kLogits;
+  StepBoth({e}, kTol);
+  std::vector<float> state(gpu_->config().StateFloats());
+  ASSERT_TRUE(gpu_->ReadSlot(0, absl::MakeSpan(state)).ok());
+  ASSERT_TRUE(cpu_->WriteSlot(3, state).ok());
+  ASSERT_TRUE(gpu_->CopySlot(0, 3).ok());
+  const std::vector<int32_t> next = {9};
+  e.slot = 3;
+  e.inputs = {InputRowsView::Tokens(next)};
+  StepBoth({e}, kTol);
+  // Reset gives the zero state on both.
+  ASSERT_TRUE(cpu_->ResetSlot(3).ok());
+  ASSERT_TRUE(gpu_->ResetSlot(3).ok());
+  ExpectSameSlot(3, kTol);
+}
+
+TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
+  int32_t tc = 5, tg = 5;
+  int same = 0;
+  constexpr int kTokens = 64;
+  for (int i = 0; i < kTokens; ++i) {
+    StepEntry c, g;
+    c.slot = g.slot = 0;
+    c.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&tc, 1))};
+    g.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&tg, 1))};
+    c.output = g.output = StepOutput::kLogits;
+    std::vector<StepResult> rc, rg;
+    ASSERT_TRUE(cpu_->Step({c}, &rc).ok());
+    ASSERT_TRUE(gpu_->Step({g}, &rg).ok());
+    auto argmax = [](absl::Span<const float> l) {
+      return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    };
+    tc = argmax(rc[0].logits);
+    tg = argmax(rg[0].logits);
+    same += tc == tg;
+    if (tc != tg) break;
+  }
+  EXPECT_EQ(same, kTokens);
+}
+
+TEST_F(CudaVsCpuTest, BadStepsAndSlotsAreRefusedLikeOnTheCpu) {
+  const std::vector<int32_t> bad = {5000};
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputRowsView::Tokens(bad)};
+  std::vector<StepResult> r;
+  const absl::Status st = gpu_->Step({e}, &r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StepEntryOf(st), 0);
+  EXPECT_EQ(gpu_->ResetSlot(4).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(gpu_->CopySlot(0, -1).code(), absl::StatusCode::kOutOfRange);
+  std::vector<float> small(3);
+  EXPECT_EQ(gpu_->ReadSlot(0, absl::MakeSpan(small)).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace modrwkv::cuda
