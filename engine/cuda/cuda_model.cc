@@ -57,6 +57,7 @@ absl::Status Grow(DeviceBuffer<T>* buf, size_t count) {
 }  // namespace
 
 CudaModel::~CudaModel() {
+  cudaSetDevice(device_);  // the buffers and the handle below belong to it
   if (cublas_ != nullptr) blas_->Destroy(cublas_);
 }
 
@@ -185,7 +186,15 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   const size_t state_floats = static_cast<size_t>(cfg.StateFloats()) * num_slots_;
   MODRWKV_ASSIGN_OR_RETURN(state_, AllocDevice<float>(state_floats));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(state_.get(), 0, state_floats * 4));
-  return absl::OkStatus();
+  // The uploads and the memset ran on the legacy stream, which the model's non-blocking stream
+  // does not wait for.
+  return CudaStatus(cudaDeviceSynchronize(), "loading the weights");
+}
+
+absl::Status CudaModel::UseDevice() const {
+  // The current device is per host thread: the scheduler thread that steps the model is not the
+  // thread that loaded it.
+  return CudaStatus(cudaSetDevice(device_), "cudaSetDevice");
 }
 
 absl::Status CudaModel::CheckSlot(int slot, const char* what) const {
@@ -195,6 +204,7 @@ absl::Status CudaModel::CheckSlot(int slot, const char* what) const {
 // A slot's state is [L][layer_floats_] at state_ + slot * StateFloats (contiguous per slot).
 absl::Status CudaModel::ResetSlot(int slot) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "reset"));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
   const int64_t n = info_.config.StateFloats();
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_.get() + slot * n, 0, n * 4, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "ResetSlot");
@@ -202,6 +212,7 @@ absl::Status CudaModel::ResetSlot(int slot) {
 
 absl::Status CudaModel::CopySlot(int src, int dst) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(src, "copy source"));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
   MODRWKV_RETURN_IF_ERROR(CheckSlot(dst, "copy destination"));
   if (src == dst) return absl::OkStatus();
   const int64_t n = info_.config.StateFloats();
@@ -212,6 +223,7 @@ absl::Status CudaModel::CopySlot(int src, int dst) {
 
 absl::Status CudaModel::ReadSlot(int slot, absl::Span<float> out) const {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "read"));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
   const int64_t n = info_.config.StateFloats();
   if (static_cast<int64_t>(out.size()) != n) {
     return absl::InvalidArgumentError(
@@ -224,6 +236,7 @@ absl::Status CudaModel::ReadSlot(int slot, absl::Span<float> out) const {
 
 absl::Status CudaModel::WriteSlot(int slot, absl::Span<const float> in) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "write"));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
   const int64_t n = info_.config.StateFloats();
   if (static_cast<int64_t>(in.size()) != n) {
     return absl::InvalidArgumentError(
@@ -356,6 +369,7 @@ absl::Status CudaModel::Step(absl::Span<const StepEntry> entries,
   if (entries.empty()) return absl::OkStatus();
   int R = 0;
   MODRWKV_RETURN_IF_ERROR(ValidateStepEntries(entries, info_.config, num_slots_, &R));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
   const ModelConfig& cfg = info_.config;
   const int C = cfg.n_embd, V = cfg.vocab_size;
   const int E = static_cast<int>(entries.size());

@@ -70,6 +70,7 @@ class CudaModel final : public Model {
   absl::Status Init(const Rwkv7Refs& refs, const ModelOptions& options, int device);
   absl::StatusOr<Matrix> Upload(const WeightRef& ref);
   absl::Status CheckSlot(int slot, const char* what) const;
+  absl::Status UseDevice() const;  // makes device_ current on the calling thread
   // Device scratch for `rows` input rows and `out_rows` output rows, `index_ints` index entries,
   // and the pinned host staging that goes with them.
   absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
