@@ -181,6 +181,9 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   sessions_cold_ = &sessions.Add({{"tier", "cold"}});
   ready_ = gauge("modrwkv_ready", "1 when readiness is SERVING.");
   draining_ = gauge("modrwkv_draining", "1 while draining before shutdown.");
+  engine_failed_ = gauge("modrwkv_engine_failed",
+                         "1 once the model's device failed for good (a sticky GPU error): "
+                         "readiness is off until the process restarts.");
 
   ttft_ = hist("modrwkv_time_to_first_token_seconds", "Submit to first generated token.",
                LatencyBuckets());
@@ -369,6 +372,11 @@ void Metrics::OnSessionOffload(bool to_cold) {
 
 void Metrics::OnSessionEvicted(std::string_view why) {
   (why == "ttl" ? evicted_ttl_ : evicted_capacity_)->Increment();
+}
+
+void Metrics::OnEngineFailed(const absl::Status& status) {
+  engine_failed_->Set(1);
+  if (engine_failed_handler_) engine_failed_handler_(status);
 }
 
 void Metrics::OnStepError(const absl::Status& status) {

@@ -88,6 +88,12 @@ class Metrics : public SchedulerObserver {
   void SetStepErrorLog(std::function<void(const absl::Status&)> log) {
     step_error_log_ = std::move(log);
   }
+  // The backend failed for good: modrwkv_engine_failed turns 1 and `handler` runs (the server
+  // logs the error and turns readiness off); set before serving.
+  void OnEngineFailed(const absl::Status& status) override;
+  void SetEngineFailedHandler(std::function<void(const absl::Status&)> handler) {
+    engine_failed_handler_ = std::move(handler);
+  }
 
   EncoderMetrics* encoder_observer() { return encoder_.get(); }
 
@@ -107,12 +113,12 @@ class Metrics : public SchedulerObserver {
   std::atomic<bool> recording_{true};
 
   prometheus::Gauge *running_, *waiting_, *slots_used_, *slots_total_, *sessions_hot_,
-      *sessions_cold_, *ready_, *draining_;
+      *sessions_cold_, *ready_, *draining_, *engine_failed_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
       *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,
       *shared_stored_, *shared_resumed_, *shared_errors_, *prefix_tokens_saved_;
-  std::function<void(const absl::Status&)> step_error_log_;
+  std::function<void(const absl::Status&)> step_error_log_, engine_failed_handler_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;
   prometheus::Family<prometheus::Counter>* http_requests_;

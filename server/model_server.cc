@@ -212,6 +212,12 @@ absl::Status ModelServer::LoadAndServe() {
   metrics_->SetStepErrorLog([log = log_.get()](const absl::Status& st) {
     log->Error("model step failed", {{"status", st.ToString()}});
   });
+  // Scheduler thread; the health service is thread-safe.
+  metrics_->SetEngineFailedHandler([this](const absl::Status& st) {
+    log_->Error("the model's device failed; readiness off until the process restarts",
+                {{"status", st.ToString()}});
+    SetReady(false);
+  });
   SchedulerOptions sched_options = options_.scheduler;
   // Random per process, not per pod name: a restarted replica must not claim the ids of sessions
   // its previous life handed to the shared tier (another replica may have resumed them).

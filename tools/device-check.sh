@@ -10,7 +10,8 @@
 #                                cuda_wkv_test, cuda_model_test and cuda_bench and prints a table.
 #
 # The GPU machine's glibc and libstdc++ must be at least this machine's (Debian 12: glibc 2.36,
-# GCC 12); its CUDA runtime must be 13 (libcudart.so.13, cuBLAS 13, opened at run time).
+# GCC 12); its driver must support CUDA 13 (the runtime is linked in statically) and it must have
+# cuBLAS 13 (libcublas.so.13, opened at run time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=out/device-check
@@ -25,7 +26,7 @@ case "${1:-}" in
     ldd "$out"/bin/* | awk '/=> \// {print $1, $3}' | sort -u | while read -r name path; do
       case $name in
         libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | \
-          libgcc_s.so* | libstdc++.so* | libcuda.so* | libcudart.so* | libcublas*) ;;
+          libgcc_s.so* | libstdc++.so* | libcuda.so* | libcublas*) ;;
         *) cp -L "$path" "$out/lib/" ;;
       esac
     done
@@ -33,7 +34,7 @@ case "${1:-}" in
     ;;
   run)
     [[ -x $out/bin/cuda_model_test ]] || { echo "run 'tools/device-check.sh pack' first" >&2; exit 2; }
-    # The machine's own CUDA runtime and cuBLAS (they must match its driver).
+    # The machine's own cuBLAS (it must match its driver).
     export LD_LIBRARY_PATH="$PWD/$out/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     status=0

@@ -23,6 +23,7 @@ inline constexpr absl::string_view kStateModelMismatch = "STATE_MODEL_MISMATCH";
 inline constexpr absl::string_view kSessionQuota = "SESSION_QUOTA";
 inline constexpr absl::string_view kSessionTierFull = "SESSION_TIER_FULL";
 inline constexpr absl::string_view kInternal = "INTERNAL";
+inline constexpr absl::string_view kEngineFailed = "ENGINE_FAILED";
 }  // namespace reason
 
 // Returns `s` with the reason / field attached (no-op on OK).

@@ -84,6 +84,26 @@ absl::Status CublasStatus(cublasStatus_t st, const char* what) {
   return absl::Status(code, absl::StrCat(what, ": ", name, " (", static_cast<int>(st), ")"));
 }
 
+bool IsStickyCudaError(cudaError_t err) {
+  switch (err) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorAssert:
+    case cudaErrorContextIsDestroyed:
+    case cudaErrorDevicesUnavailable:
+      return true;
+    default:
+      return false;
+  }
+}
+
 absl::StatusOr<int> CudaDeviceCount() {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);

@@ -18,6 +18,11 @@ absl::Status CudaStatus(cudaError_t err, const char* what);
 // The same for cuBLAS.
 absl::Status CublasStatus(cublasStatus_t st, const char* what);
 
+// Errors after which the CUDA context is unusable and every later call fails the same way (an
+// illegal address, a failed launch, an uncorrectable ECC error, ...): the process must be
+// restarted to use the device again.
+bool IsStickyCudaError(cudaError_t err);
+
 // Number of visible CUDA devices. 0, not an error, when the machine has no device or no driver
 // (the CPU-only case); an error only for a driver that is present but broken.
 absl::StatusOr<int> CudaDeviceCount();

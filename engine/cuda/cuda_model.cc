@@ -365,6 +365,18 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
 
 absl::Status CudaModel::Step(absl::Span<const StepEntry> entries,
                              std::vector<StepResult>* results) {
+  if (!sticky_.ok()) return sticky_;
+  absl::Status st = StepOnDevice(entries, results);
+  if (!st.ok()) {
+    // A sticky error surfaces at the next synchronisation, whichever call failed first.
+    const cudaError_t err = cudaDeviceSynchronize();
+    if (IsStickyCudaError(err)) sticky_ = CudaStatus(err, "the device (sticky error)");
+  }
+  return st;
+}
+
+absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
+                                     std::vector<StepResult>* results) {
   results->assign(entries.size(), StepResult{});
   if (entries.empty()) return absl::OkStatus();
   int R = 0;

@@ -44,6 +44,7 @@ class CudaModel final : public Model {
   absl::Status CopySlot(int src, int dst) override;
   absl::Status ReadSlot(int slot, absl::Span<float> out) const override;
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override;
+  absl::Status Health() const override { return sticky_; }
 
  private:
   // A matrix in the Linear convention [out][in], row-major, fp32.
@@ -71,6 +72,7 @@ class CudaModel final : public Model {
   absl::StatusOr<Matrix> Upload(const WeightRef& ref);
   absl::Status CheckSlot(int slot, const char* what) const;
   absl::Status UseDevice() const;  // makes device_ current on the calling thread
+  absl::Status StepOnDevice(absl::Span<const StepEntry> entries, std::vector<StepResult>* results);
   // Device scratch for `rows` input rows and `out_rows` output rows, `index_ints` index entries,
   // and the pinned host staging that goes with them.
   absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
@@ -84,6 +86,7 @@ class CudaModel final : public Model {
 
   ModelDescription info_;
   int device_ = 0;
+  absl::Status sticky_;  // a sticky CUDA error, once one happened (Health)
   int num_slots_ = 0;
   int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C
   CudaStream stream_;

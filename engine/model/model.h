@@ -90,6 +90,11 @@ class Model {
   int64_t StateBytes() const { return config().StateBytes(); }
   virtual absl::Status ReadSlot(int slot, absl::Span<float> out) const = 0;
   virtual absl::Status WriteSlot(int slot, absl::Span<const float> in) = 0;
+
+  // OK while the backend can run steps. After an error it cannot recover from (a GPU whose
+  // context is lost to a sticky CUDA error), that error, for good: the scheduler then ends every
+  // request and refuses new ones, and the server turns readiness off. The CPU backend has none.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
 };
 
 // A Step error that concerns one entry only and left every slot untouched (the backend checks

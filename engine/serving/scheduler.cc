@@ -129,6 +129,11 @@ class Scheduler::Impl {
                         reason::kSessionNotFound);
     }
     std::unique_lock<std::mutex> l(mu_);
+    if (!engine_failed_.ok()) {
+      l.unlock();
+      obs_->OnAdmissionRejected("engine_failed");
+      return EngineFailedError();
+    }
     const QueueLoad load{queued_requests_, queued_tokens_, draining_ || stop_};
     std::string_view refused;
     if (absl::Status st = CheckQueueBounds(load, rows, opts_, &refused); !st.ok()) {
@@ -357,6 +362,10 @@ class Scheduler::Impl {
 
   // Moves waiting requests into the batch while there is room (first come, first served).
   void Admit() {
+    if (EngineFailed()) {
+      FailWaiting();
+      return;
+    }
     while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
       Request& r = *waiting_.front();
       absl::Status st = Prepare(r);
@@ -489,6 +498,40 @@ class Scheduler::Impl {
       Finish(*reqs[i], EndReason::kError, client);
     }
     RemoveFinished();
+    if (absl::Status health = model_->Health(); !health.ok()) FailEngine(health);
+  }
+
+  bool EngineFailed() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return !engine_failed_.ok();
+  }
+
+  static absl::Status EngineFailedError() {
+    return WithReason(absl::UnavailableError("the model's device failed; this replica cannot serve "
+                                             "(readiness is off): retry on another replica"),
+                      reason::kEngineFailed);
+  }
+
+  // The backend is gone for good: everything running or waiting ends with the error, Submit
+  // refuses from now on, and what is still in the inbox ends in Admit.
+  void FailEngine(const absl::Status& health) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!engine_failed_.ok()) return;
+      engine_failed_ = health;
+    }
+    obs_->OnEngineFailed(health);
+    for (auto& r : running_) Finish(*r, EndReason::kError, EngineFailedError());
+    RemoveFinished();
+    FailWaiting();
+  }
+
+  void FailWaiting() {
+    for (auto& r : waiting_) {
+      Dequeued(*r);
+      FinishNow(*r, EndReason::kError, EngineFailedError());
+    }
+    waiting_.clear();
   }
 
   void OnToken(Request& r, const StepResult& res, absl::Time now) {
@@ -602,7 +645,8 @@ class Scheduler::Impl {
   std::vector<RequestId> cancels_;
   std::vector<Command> commands_;
   bool stop_ = false, draining_ = false;
-  bool exited_ = false;  // the loop has ended: commands are refused
+  absl::Status engine_failed_;  // set once, by FailEngine
+  bool exited_ = false;         // the loop has ended: commands are refused
   int queued_requests_ = 0;
   int64_t queued_tokens_ = 0;
   RequestId next_id_ = 0;

@@ -102,6 +102,9 @@ class SchedulerObserver {
   virtual void OnSessionEvicted(std::string_view why) {}
   // A model step failed; `status` is the backend's own (internal) error, for the operator's log.
   virtual void OnStepError(const absl::Status& status) {}
+  // The backend cannot run steps any more (Model::Health): every request has ended and new ones
+  // are refused UNAVAILABLE (ENGINE_FAILED) from now on. Called once.
+  virtual void OnEngineFailed(const absl::Status& status) {}
 };
 
 struct SchedulerOptions {

@@ -523,7 +523,8 @@ TEST_F(SchedulerTest, ShutdownFinishesEveryRequestAndAnswersEveryCommand) {
   }
 }
 
-// A model that fails its next Step on request: tagged with one entry (nothing ran) or untagged.
+// A model that fails its next Step on request: tagged with one entry (nothing ran), untagged, or
+// for good (a device whose context is lost: every later step fails, Health says why).
 class FailingModel : public Model {
  public:
   explicit FailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
@@ -533,6 +534,10 @@ class FailingModel : public Model {
                     std::vector<StepResult>* results) override {
     // A tagged failure waits for a step that has its entry.
     const int fail = fail_entry_.load();
+    if (fail == -3 || broken_) {
+      broken_ = true;
+      return absl::InternalError("illegal address (sticky, internal detail)");
+    }
     if (fail == -1) {
       fail_entry_ = -2;
       return absl::DataLossError("device fell off the bus (internal detail)");
@@ -551,7 +556,11 @@ class FailingModel : public Model {
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
     return inner_->WriteSlot(slot, in);
   }
-  std::atomic<int> fail_entry_{-2};  // -2 none, -1 untagged, >= 0 that entry
+  absl::Status Health() const override {
+    return broken_ ? absl::InternalError("illegal address (sticky)") : absl::OkStatus();
+  }
+  std::atomic<int> fail_entry_{-2};  // -2 none, -1 untagged, -3 for good, >= 0 that entry
+  std::atomic<bool> broken_{false};
 
  private:
   std::unique_ptr<Model> inner_;
@@ -563,8 +572,17 @@ class StepErrorObserver : public SchedulerObserver {
     std::lock_guard<std::mutex> l(mu);
     errors.push_back(st);
   }
+  void OnEngineFailed(const absl::Status& st) override {
+    std::lock_guard<std::mutex> l(mu);
+    engine_failures.push_back(st);
+  }
+  void OnAdmissionRejected(std::string_view reason) override {
+    std::lock_guard<std::mutex> l(mu);
+    rejections.emplace_back(reason);
+  }
   std::mutex mu;
-  std::vector<absl::Status> errors;
+  std::vector<absl::Status> errors, engine_failures;
+  std::vector<std::string> rejections;
 };
 
 TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames) {
@@ -601,6 +619,44 @@ TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames)
   EXPECT_EQ(fc.status.code(), absl::StatusCode::kInternal);
   ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 4), 4), d).ok());  // and the server goes on
   EXPECT_EQ(d->Wait().reason, EndReason::kLength);
+}
+
+// A backend that fails for good (Model::Health): the requests in the step, those waiting for a
+// slot and those still in the inbox all end with UNAVAILABLE ENGINE_FAILED or INTERNAL, new ones
+// are refused at once, and the observer hears it once (the server turns readiness off).
+TEST_F(SchedulerTest, ABackendThatFailsForGoodEndsEverythingAndRefusesNewWork) {
+  FailingModel model(MakeModel(1));
+  StepErrorObserver obs;
+  SchedulerOptions o;
+  o.max_running = 1;
+  auto sched = Scheduler::Create(&model, tok_, o, &obs).value();
+  auto running = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 1), 100000), running).ok());
+  while (running->tokens().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // One slot: these wait behind the running request.
+  std::vector<std::shared_ptr<CollectingSink>> waiting;
+  for (int i = 0; i < 3; ++i) {
+    waiting.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(sched->Submit(Greedy(Prompt(2, 2 + i), 4), waiting.back()).ok());
+  }
+  model.fail_entry_ = -3;
+  const FinishEvent f = running->Wait();
+  EXPECT_EQ(f.reason, EndReason::kError);
+  EXPECT_EQ(f.status.message().find("internal detail"), std::string::npos);
+  for (auto& w : waiting) {
+    const FinishEvent fw = w->Wait();
+    EXPECT_EQ(fw.reason, EndReason::kError);
+    EXPECT_EQ(fw.status.code(), absl::StatusCode::kUnavailable) << fw.status;
+    EXPECT_EQ(ReasonOf(fw.status), reason::kEngineFailed);
+  }
+  auto late = std::make_shared<CollectingSink>();
+  const absl::StatusOr<RequestId> refused = sched->Submit(Greedy(Prompt(2, 9), 4), late);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(refused.status()), reason::kEngineFailed);
+  std::lock_guard<std::mutex> l(obs.mu);
+  ASSERT_EQ(obs.engine_failures.size(), 1u);
+  EXPECT_NE(obs.engine_failures[0].message().find("sticky"), std::string::npos);
+  EXPECT_EQ(obs.rejections, std::vector<std::string>{"engine_failed"});
 }
 
 TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens) {
