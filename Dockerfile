@@ -1,7 +1,8 @@
 # The service's container images, built from the project's own scripts. Targets:
 #   cpu           Debian 12 slim runtime; compiled here with the CPU backend (15-20 min on 2 cores)
-#   cuda          CUDA runtime base; compiled here with -DMODRWKV_CUDA=ON (the GPU model is not
-#                 built yet: the image runs the CPU engine and carries the CUDA libraries)
+#   cuda          CUDA runtime base (it provides cuBLAS, which the server opens at run time);
+#                 compiled here with -DMODRWKV_CUDA=ON and serving with --device cuda
+#                 (MODRWKV_DEVICE); the CUDA backend's first slice has not run on a GPU yet
 #   cpu-prebuilt  the cpu runtime around binaries built outside the image: the build context is the
 #                 staging folder that `scripts/build-image.sh` makes from build/bin (opt/modrwkv/...),
 #                 not the repository; CI builds and runs it without recompiling
@@ -89,6 +90,7 @@ ENV PATH=/opt/modrwkv/bin:$PATH \
     MODRWKV_MODEL=/models/model.pth \
     MODRWKV_PORT=50051 \
     MODRWKV_METRICS_PORT=9090 \
+    MODRWKV_DEVICE=cuda \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 EXPOSE 50051 9090
