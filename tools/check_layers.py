@@ -16,7 +16,7 @@ ALLOWED = {
     "model": {"sampling", "base"},
     "checkpoint": {"base"},
     "cpu": {"model", "sampling", "base"},
-    "cuda": {"model", "sampling", "base"},
+    "cuda": {"model", "sampling", "cpu", "base"},  # cpu: its thread pool runs the samplers
     "loader": {"model", "sampling", "checkpoint", "cpu", "cuda", "base"},
     "serving": {"model", "text", "sampling", "base"},
 }

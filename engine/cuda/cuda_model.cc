@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/base/status_macros.h"
+#include "engine/cpu/thread_pool.h"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/rwkv7_math.h"
@@ -119,6 +120,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   // Plain fp32 products (no TF32), so that logits stay within float rounding of the CPU's.
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
 
+  host_pool_ = std::make_unique<cpu::ThreadPool>(options.threads);
   info_.config = cfg;
   info_.backend = "cuda";
   info_.weight_dtype = "f32";
@@ -472,14 +474,19 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
       if (i >= n_logits) {
         res.hidden =
             absl::Span<const float>(host_hidden + static_cast<int64_t>(i - n_logits) * C, C);
-        continue;
-      }
-      float* logits = host_logits + static_cast<int64_t>(i) * V;
-      res.logits = absl::Span<const float>(logits, V);
-      if (entries[e].output == StepOutput::kSample) {
-        res.token = entries[e].sampler->Sample(absl::Span<float>(logits, V), &res.sample);
+      } else {
+        res.logits = absl::Span<const float>(host_logits + static_cast<int64_t>(i) * V, V);
       }
     }
+    // The samplers run on the host (a whole vocabulary each: at batch 64 that is most of a
+    // step's time on one thread); they belong to distinct sequences, so in parallel.
+    host_pool_->ParallelFor(n_logits, [&](int64_t i, int) {
+      const int e = out_entries[i];
+      if (entries[e].output != StepOutput::kSample) return;
+      StepResult& res = (*results)[e];
+      res.token = entries[e].sampler->Sample(
+          absl::Span<float>(host_logits + i * static_cast<int64_t>(V), V), &res.sample);
+    });
     return absl::OkStatus();
   }
   return CudaStatus(cudaStreamSynchronize(st), "Step");

@@ -27,6 +27,10 @@
 #include "engine/model/model.h"
 #include "engine/model/rwkv7_weights.h"
 
+namespace modrwkv::cpu {
+class ThreadPool;
+}  // namespace modrwkv::cpu
+
 namespace modrwkv::cuda {
 
 class CudaModel final : public Model {
@@ -96,7 +100,8 @@ class CudaModel final : public Model {
   DeviceBuffer<float> ln0_, ln_out_;  // weight | bias, [2][C] each
   Matrix head_;
   std::vector<Layer> layers_;
-  DeviceBuffer<float> state_;  // [slots][L][layer_floats_]
+  DeviceBuffer<float> state_;                   // [slots][L][layer_floats_]
+  std::unique_ptr<cpu::ThreadPool> host_pool_;  // runs the step's samplers (ModelOptions::threads)
   Scratch s_;
   // Pinned host staging: the step's input rows and index arrays going up, logits and hidden
   // rows coming down (sized with the device scratch).

@@ -13,6 +13,7 @@
 #include "engine/cpu/cpu_model.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_model.h"
+#include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cuda {
@@ -181,6 +182,40 @@ TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
     if (tc != tg) break;
   }
   EXPECT_EQ(same, kTokens);
+}
+
+// Samplers run inside Step (on the host pool): greedy samplers of several sequences in one step
+// pick the CPU's tokens.
+TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {
+  constexpr int kSeqs = 3;
+  SamplerConfig greedy;
+  greedy.temperature = 0;
+  std::vector<std::unique_ptr<Sampler>> cs, gs;
+  std::vector<int32_t> tc(kSeqs), tg(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) {
+    cs.push_back(Sampler::Create(greedy, 1024).value());
+    gs.push_back(Sampler::Create(greedy, 1024).value());
+    tc[i] = tg[i] = 10 + 7 * i;
+  }
+  for (int step = 0; step < 16; ++step) {
+    std::vector<StepEntry> c(kSeqs), g(kSeqs);
+    for (int i = 0; i < kSeqs; ++i) {
+      c[i].slot = g[i].slot = i;
+      c[i].output = g[i].output = StepOutput::kSample;
+      c[i].sampler = cs[i].get();
+      g[i].sampler = gs[i].get();
+      c[i].inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&tc[i], 1))};
+      g[i].inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&tg[i], 1))};
+    }
+    std::vector<StepResult> rc, rg;
+    ASSERT_TRUE(cpu_->Step(c, &rc).ok());
+    ASSERT_TRUE(gpu_->Step(g, &rg).ok());
+    for (int i = 0; i < kSeqs; ++i) {
+      ASSERT_EQ(rg[i].token, rc[i].token) << "step " << step << " sequence " << i;
+      tc[i] = rc[i].token;
+      tg[i] = rg[i].token;
+    }
+  }
 }
 
 TEST_F(CudaVsCpuTest, BadStepsAndSlotsAreRefusedLikeOnTheCpu) {
