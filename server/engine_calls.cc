@@ -34,6 +34,7 @@ struct EngineCalls::State {
   std::optional<SessionId> root;  // the prefix's session, when it is not sessions[0]
   std::string cache_key;          // "" = the prefix is not cached
   bool root_cached = false;       // root belongs to the prefix cache (never deleted here)
+  bool miss_leader = false;       // this prefill is the one concurrent misses of the key wait for
   RequestId prefix_id = 0;
   int prefix_prompt_tokens = 0;  // prefilled (or found in the cache) for the choices
   int cached_tokens = 0;         // of those, found in the cache
@@ -117,16 +118,21 @@ class ChoiceSink final : public StreamSink {
 void FailForked(const std::shared_ptr<EngineCalls::State>& s, EndReason reason,
                 const absl::Status& status) {
   std::vector<SessionId> unused;
+  bool end_miss;
   {
     std::lock_guard<std::mutex> l(s->mu);
     if (s->fork_failed) return;
     s->fork_failed = true;
+    end_miss = s->miss_leader;
+    s->miss_leader = false;
     for (size_t i = 0; i < s->sessions.size(); ++i) {
       if (i >= s->ids.size() || s->ids[i] == 0) unused.push_back(s->sessions[i]);
     }
     if (s->root && !s->root_cached) unused.push_back(*s->root);
   }
   for (SessionId id : unused) s->ctx->scheduler->DeleteSession(id, s->owner, [](absl::Status) {});
+  // Requests waiting for this prefill of their prefix prefill it themselves.
+  if (end_miss) s->ctx->prefix_cache->EndMiss(s->cache_key, std::nullopt);
   // The prefill's own end (cancelled, deadline, error) is every choice's.
   s->FailUnsubmitted(reason, reason == EndReason::kError && status.ok()
                                  ? absl::InternalError("the shared prefill ended early")
@@ -236,6 +242,8 @@ class PrefixSink final : public StreamSink {
     // A hidden-state request that prefilled its whole prompt ends with kLength.
     if (e.reason != EndReason::kLength || !e.status.ok()) return FailForked(s_, e.reason, e.status);
     std::vector<PrefixCache::Evicted> evicted;
+    bool end_miss;
+    std::optional<SessionId> cached;
     {
       std::lock_guard<std::mutex> l(s_->mu);
       s_->prefix_prompt_tokens = e.prompt_tokens;
@@ -251,7 +259,12 @@ class PrefixSink final : public StreamSink {
           s_->root.reset();
         }
       }
+      end_miss = s_->miss_leader;
+      s_->miss_leader = false;
+      if (s_->root_cached) cached = *s_->root;
     }
+    // Requests that missed the same prefix meanwhile fork the cached state now.
+    if (end_miss) s_->ctx->prefix_cache->EndMiss(s_->cache_key, cached);
     for (const auto& v : evicted) {
       if (s_->sessions.empty() || v.session != s_->sessions[0]) {
         s_->ctx->scheduler->DeleteSession(v.session, v.owner, [](absl::Status) {});
@@ -298,6 +311,20 @@ void StartPrefill(const std::shared_ptr<EngineCalls::State>& s) {
   });
 }
 
+// The prefix's state is the cached session `root`: every choice forks it.
+void UseCachedPrefix(const std::shared_ptr<EngineCalls::State>& s, SessionId root,
+                     int prefix_rows) {
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    s->root = root;
+    s->root_cached = true;
+    s->cached_tokens = prefix_rows;
+    s->prefix_prompt_tokens = prefix_rows;
+  }
+  if (s->ctx->metrics) s->ctx->metrics->OnPrefixCache(true, prefix_rows);
+  ForkNext(s);
+}
+
 // Choices that share the prompt's first `shared_parts` parts (or, with 0, all but its last token):
 // those rows are prefilled once into a session (a hidden-state request: no token is sampled) or
 // found in the prefix cache, each choice forks it and prefills only the rest on its copy. The
@@ -327,20 +354,28 @@ absl::Status LaunchShared(const std::shared_ptr<EngineCalls::State>& s,
     if (shared_parts > 0) {
       s->cache_key = PrefixCache::Key(prefix.owner, prefix.prompt);
       hit = s->ctx->prefix_cache->Find(s->cache_key);
-      if (hit) {
-        s->root = *hit;
-        s->root_cached = true;
-        s->cached_tokens = prefix_rows;
-        s->prefix_prompt_tokens = prefix_rows;
-      }
     }
     s->prefix = std::move(prefix);
   }
-  if (!hit) {
+  if (shared_parts == 0) {
     StartPrefill(s);
+  } else if (hit) {
+    UseCachedPrefix(s, *hit, prefix_rows);
   } else {
-    if (s->ctx->metrics) s->ctx->metrics->OnPrefixCache(true, prefix_rows);
-    ForkNext(s);
+    // The first of concurrent misses of this prefix prefills it; the others wait for its state
+    // (then fork it as a hit), or prefill it themselves if that one fails or is not cached.
+    const bool lead = s->ctx->prefix_cache->BeginMiss(
+        s->cache_key, [s, prefix_rows](std::optional<SessionId> cached) {
+          if (cached) return UseCachedPrefix(s, *cached, prefix_rows);
+          StartPrefill(s);
+        });
+    if (lead) {
+      {
+        std::lock_guard<std::mutex> l(s->mu);
+        s->miss_leader = true;
+      }
+      StartPrefill(s);
+    }
   }
   return absl::OkStatus();
 }

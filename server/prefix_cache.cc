@@ -66,6 +66,25 @@ void PrefixCache::Erase(const std::string& key, SessionId session) {
   index_.erase(it);
 }
 
+bool PrefixCache::BeginMiss(const std::string& key, MissWaiter waiter) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto [it, lead] = misses_.try_emplace(key);
+  if (!lead) it->second.push_back(std::move(waiter));
+  return lead;
+}
+
+void PrefixCache::EndMiss(const std::string& key, std::optional<SessionId> cached) {
+  std::vector<MissWaiter> waiters;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = misses_.find(key);
+    if (it == misses_.end()) return;
+    waiters = std::move(it->second);
+    misses_.erase(it);
+  }
+  for (MissWaiter& w : waiters) w(cached);
+}
+
 int PrefixCache::size() const {
   std::lock_guard<std::mutex> l(mu_);
   return static_cast<int>(lru_.size());

@@ -5,10 +5,11 @@
 //
 // Entries live where the pool keeps idle sessions (spare state slots, then the host-memory cold
 // tier), so the pool's own LRU and TTL may drop one first: a fork of a dropped entry is NOT_FOUND
-// and the caller prefills cold (and re-inserts). This class only maps keys to sessions, LRU,
-// bounded by entries. Thread-safe.
+// and the caller prefills cold (and re-inserts). This class maps keys to sessions, LRU, bounded by
+// entries, and lets concurrent misses of one key wait for one prefill (BeginMiss). Thread-safe.
 #pragma once
 
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -45,6 +46,14 @@ class PrefixCache {
   int size() const;
   std::vector<SessionId> Sessions() const;  // the sessions the entries hold
 
+  // Concurrent misses of one key share one prefill. The first BeginMiss of a key returns true:
+  // the caller prefills and reports with EndMiss. Later ones, until then, return false and are
+  // queued: EndMiss hands each the leader's outcome, the cached session or nullopt (the prefill
+  // failed or the cache kept nothing; the waiter then prefills itself).
+  using MissWaiter = std::function<void(std::optional<SessionId> cached)>;
+  bool BeginMiss(const std::string& key, MissWaiter waiter);
+  void EndMiss(const std::string& key, std::optional<SessionId> cached);  // runs the waiters
+
  private:
   struct Entry {
     std::string key;
@@ -55,6 +64,7 @@ class PrefixCache {
   mutable std::mutex mu_;
   std::list<Entry> lru_;  // most recent first
   absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_;
+  absl::flat_hash_map<std::string, std::vector<MissWaiter>> misses_;  // keys being prefilled
 };
 
 }  // namespace modrwkv::server

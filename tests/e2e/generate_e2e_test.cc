@@ -458,6 +458,44 @@ TEST(GeneratePrefixCacheE2eTest, APrefixIsCachedAndGivesTheColdAnswer) {
   }
 }
 
+// Requests that miss the same prefix at the same time share one prefill: the first prefills, the
+// others wait for its state and fork it (hits). Whatever the timing, the prefix is prefilled once.
+TEST(GeneratePrefixCacheE2eTest, ConcurrentMissesOfOnePrefixShareOnePrefill) {
+  ServerProcess::Options o;
+  o.args = {"--prefix-cache-min-tokens", "16"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Inference::NewStub(server->Channel());
+  std::string prefix;  // long enough that the prefill outlasts the other requests' arrival
+  for (int i = 0; i < 300; ++i) prefix += "The tide comes in and the tide goes out. ";
+  const auto request = [&](bool shared) {
+    pb::GenerateRequest r = Greedy(prefix, 8);
+    r.add_input()->set_text(" What moves the sea?");
+    if (shared) r.set_prefix_parts(1);
+    return r;
+  };
+  constexpr int kRequests = 4;
+  std::vector<StreamResult> results(kRequests);
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kRequests; ++i) {
+      threads.emplace_back([&, i] { results[i] = RunGenerate(stub.get(), request(true)); });
+    }
+    for (auto& t : threads) t.join();
+  }
+  const StreamResult cold = RunGenerate(stub.get(), request(false));
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  int cached = 0;
+  for (const StreamResult& r : results) {
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.ids, cold.ids);
+    cached += r.result->usage().cached_tokens() > 0;
+  }
+  EXPECT_EQ(cached, kRequests - 1);
+  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_prefix_cache_misses_total"), 1);
+  EXPECT_EQ(ScrapeMetric(*server, "modrwkv_prefix_cache_hits_total"), kRequests - 1);
+}
+
 TEST(GenerateOverloadE2eTest, FullQueueIsResourceExhaustedWithRetryInfoAndRecovers) {
   ServerProcess::Options o;
   o.args = {"--max-running", "1", "--max-queued-requests", "1"};

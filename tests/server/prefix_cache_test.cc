@@ -47,5 +47,25 @@ TEST(PrefixCacheTest, EraseOnlyDropsTheSessionItWasToldAbout) {
   EXPECT_EQ(c.size(), 0);
 }
 
+TEST(PrefixCacheTest, ConcurrentMissesOfAKeyWaitForTheFirst) {
+  PrefixCache c(4);
+  std::vector<std::optional<SessionId>> got;
+  const auto waiter = [&](std::optional<SessionId> s) { got.push_back(s); };
+  EXPECT_TRUE(c.BeginMiss("a", waiter));   // leads
+  EXPECT_FALSE(c.BeginMiss("a", waiter));  // waits
+  EXPECT_FALSE(c.BeginMiss("a", waiter));
+  EXPECT_TRUE(c.BeginMiss("b", waiter));  // another key leads on its own
+  c.EndMiss("a", Id(7));
+  EXPECT_EQ(got, (std::vector<std::optional<SessionId>>{Id(7), Id(7)}));
+  EXPECT_TRUE(c.BeginMiss("a", waiter));  // over: the next miss leads again
+  c.EndMiss("b", std::nullopt);           // no waiters
+  got.clear();
+  EXPECT_FALSE(c.BeginMiss("a", waiter));
+  c.EndMiss("a", std::nullopt);  // the leader failed: the waiter prefills itself
+  EXPECT_EQ(got, (std::vector<std::optional<SessionId>>{std::nullopt}));
+  c.EndMiss("a", Id(1));  // a second report is a no-op
+  EXPECT_EQ(got.size(), 1u);
+}
+
 }  // namespace
 }  // namespace modrwkv::server
