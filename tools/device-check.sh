@@ -42,8 +42,10 @@ case "${1:-}" in
       echo "== $t"
       "$out/bin/$t" --gtest_brief=1 || status=1
     done
-    echo "== cuda_bench (0.1B shape, f32 weights on the device)"
-    "$out/bin/cuda_bench" 0.1b 512 32 || status=1
+    for dtype in f32 bf16; do
+      echo "== cuda_bench (0.1B shape, $dtype weights on the device)"
+      "$out/bin/cuda_bench" 0.1b 512 32 0 "$dtype" || status=1
+    done
     exit $status
     ;;
   *)

@@ -1,15 +1,17 @@
 // The CUDA backend: RWKV7 on one GPU behind the Model interface (engine/model/model.h).
 //
-// Weights live on the device as fp32 (bf16 checkpoints are widened once, at load), every
-// projection of a step is one cuBLAS SGEMM over all the step's rows (decode tokens and prefill
-// chunks of every sequence together), and the element-wise ops are the kernels of rwkv7_ops.cuh
-// plus the recurrence of wkv.cuh. The state pool is one cudaMalloc at load, in the CPU backend's
-// slot layout, so ReadSlot/WriteSlot move the canonical state blob as it is. The embedding table
-// stays in host memory: the rows of a step's tokens are gathered on the host and copied up with
-// the step's other inputs. Logits come back to the host for the sampler (as on the CPU).
+// Weights live on the device as fp32 (bf16 checkpoints are widened once, at load) or, with
+// --dtype bf16, as bf16. Every projection of a step is one product over all the step's rows
+// (decode tokens and prefill chunks of every sequence together): a cuBLAS SGEMM for fp32, the
+// bf16-weight kernel of gemv_bf16.cuh for bf16, and the element-wise ops are the kernels of
+// rwkv7_ops.cuh plus the recurrence of wkv.cuh. The state pool is one cudaMalloc at load, in the
+// CPU backend's slot layout, so ReadSlot/WriteSlot move the canonical state blob as it is. The
+// embedding table stays in host memory: the rows of a step's tokens are gathered on the host and
+// copied up with the step's other inputs. Logits come back to the host for the sampler (as on the
+// CPU).
 //
-// Not built yet (docs/engine.md, "CUDA backend"): bf16 weights on the device, sampling on the
-// device, a pipelined (asynchronous) Step, CUDA graphs, fp16 states.
+// Not built yet (docs/engine.md, "CUDA backend"): tensor-core products for bf16 prefill,
+// sampling on the device, a pipelined (asynchronous) Step, CUDA graphs, fp16 states.
 #pragma once
 
 #include <cublas_v2.h>
@@ -51,9 +53,10 @@ class CudaModel final : public Model {
   absl::Status Health() const override { return sticky_; }
 
  private:
-  // A matrix in the Linear convention [out][in], row-major, fp32.
+  // A matrix in the Linear convention [out][in], row-major: fp32, or bf16 bits (--dtype bf16).
   struct Matrix {
     DeviceBuffer<float> data;
+    DeviceBuffer<uint16_t> bf16;
     int out = 0, in = 0;
   };
   struct Layer {
@@ -90,6 +93,7 @@ class CudaModel final : public Model {
 
   ModelDescription info_;
   int device_ = 0;
+  bool bf16_ = false;    // matrices in bf16 (ModelOptions::WeightType::kBF16)
   absl::Status sticky_;  // a sticky CUDA error, once one happened (Health)
   int num_slots_ = 0;
   int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C

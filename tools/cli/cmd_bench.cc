@@ -330,7 +330,7 @@ int RunBench(int argc, char** argv) {
   flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b")
       .Add("model", "", "benchmark this checkpoint instead of random weights")
       .Add("dtype", "f32,bf16", "weight types: f32, bf16, int8")
-      .Add("device", "cpu", "the backend: cpu, or cuda / cuda:N (f32 weights only on a GPU)")
+      .Add("device", "cpu", "the backend: cpu, or cuda / cuda:N (f32 or bf16 weights on a GPU)")
       .Add("threads", "0",
            "thread counts to run (0 = the CPUs this process may use), comma-separated")
       .Add("prompt-len", "512", "prefill prompt length")

@@ -44,7 +44,9 @@ void AddModelFlags(Flags& flags) {
       .Add("dtype", "auto",
            "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
       .Add("device", "cpu",
-           "the backend: cpu, or cuda / cuda:N (GPU N; builds with the CUDA backend, f32 weights)")
+           "the backend: cpu, or cuda / cuda:N (GPU N; builds with the CUDA backend; f32 weights, "
+           "or "
+           "bf16 with --dtype bf16)")
       .Add("threads", "0",
            "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU "
            "quota)");

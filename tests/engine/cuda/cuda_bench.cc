@@ -2,7 +2,7 @@
 // real shape, with the weight bytes each decode step reads as an effective bandwidth (the
 // roofline of batch-1 decode). Engine only (no server libraries), so that tools/device-check.sh
 // can carry it to a bare GPU machine.
-//   cuda_bench [shape=0.1b] [prompt=512] [steps=32] [device=0]
+//   cuda_bench [shape=0.1b] [prompt=512] [steps=32] [device=0] [dtype=f32|bf16]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   const int prompt = argc > 2 ? std::atoi(argv[2]) : 512;
   const int steps = argc > 3 ? std::atoi(argv[3]) : 32;
   const int device = argc > 4 ? std::atoi(argv[4]) : 0;
+  const std::string dtype = argc > 5 ? argv[5] : "f32";
   absl::StatusOr<RandomModelSpec> spec = RandomSpecForShape(shape);
   if (!spec.ok()) return Fail(spec.status());
   spec->vocab_size = 65536;
@@ -42,11 +43,15 @@ int main(int argc, char** argv) {
   const std::vector<int> batches = {1, 8, 32, 64};
   ModelOptions o;
   o.num_slots = 64;
+  o.weight_type =
+      dtype == "bf16" ? ModelOptions::WeightType::kBF16 : ModelOptions::WeightType::kF32;
   auto model = cuda::CudaModel::Create(ViewsOf(*tensors), o, device);
   if (!model.ok()) return Fail(model.status());
   cuda::CudaModel& m = **model;
   const double step_bytes = static_cast<double>(m.info().decode_bytes_per_token);
-  std::printf("| shape | what | tokens/s | ms per step | weight GB/s |\n|---|---|---|---|---|\n");
+  std::printf(
+      "| shape | weights | what | tokens/s | ms per step | weight GB/s |\n"
+      "|---|---|---|---|---|---|\n");
 
   // Prefill: one prompt in one step, logits after its last row.
   std::vector<int32_t> tokens(prompt);
@@ -62,8 +67,8 @@ int main(int argc, char** argv) {
     if (absl::Status s = m.Step({e}, &results); !s.ok()) return Fail(s);
     const double t = Seconds(t0);
     if (warm == 1) {
-      std::printf("| %s | prefill %d | %.0f | %.2f | |\n", shape.c_str(), prompt, prompt / t,
-                  t * 1e3);
+      std::printf("| %s | %s | prefill %d | %.0f | %.2f | |\n", shape.c_str(), dtype.c_str(),
+                  prompt, prompt / t, t * 1e3);
     }
   }
   // Decode: B sequences, one token each per step.
@@ -82,8 +87,8 @@ int main(int argc, char** argv) {
       if (absl::Status s = m.Step(entries, &results); !s.ok()) return Fail(s);
     }
     const double per_step = Seconds(t0) / steps;
-    std::printf("| %s | decode batch %d | %.0f | %.3f | %.0f |\n", shape.c_str(), b, b / per_step,
-                per_step * 1e3, step_bytes / per_step / 1e9);
+    std::printf("| %s | %s | decode batch %d | %.0f | %.3f | %.0f |\n", shape.c_str(),
+                dtype.c_str(), b, b / per_step, per_step * 1e3, step_bytes / per_step / 1e9);
   }
   return 0;
 }
