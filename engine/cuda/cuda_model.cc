@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/status_macros.h"
 #include "engine/cpu/thread_pool.h"
+#include "engine/cuda/argmax.cuh"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/gemv_bf16.cuh"
@@ -291,6 +292,10 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
   const int out = std::max(out_rows, 1);
   if (out > s_.out_rows) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.xo, static_cast<size_t>(out) * C));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.greedy, static_cast<size_t>(out)));
+    void* g = nullptr;
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&g, static_cast<size_t>(out) * 4));
+    host_greedy_.reset(static_cast<int32_t*>(g));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.logits, static_cast<size_t>(out) * c.vocab_size));
     s_.out_rows = out;
     void* p = nullptr;
@@ -409,11 +414,21 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   const int C = cfg.n_embd, V = cfg.vocab_size;
   const int E = static_cast<int>(entries.size());
 
-  // Output rows: the logit entries first (the head runs over those only), then hidden-state ones.
+  // Output rows: the logit entries first (the head runs over those only): those whose logits go
+  // to the host, then the plain greedy ones, whose token is picked here; then hidden-state ones.
+  const auto device_greedy = [&](int e) {
+    return entries[e].output == StepOutput::kSample && entries[e].sampler->IsPlainGreedy();
+  };
   std::vector<int> out_entries;
   for (int e = 0; e < E; ++e) {
     const StepOutput o = entries[e].output;
-    if (o == StepOutput::kLogits || o == StepOutput::kSample) out_entries.push_back(e);
+    if ((o == StepOutput::kLogits || o == StepOutput::kSample) && !device_greedy(e)) {
+      out_entries.push_back(e);
+    }
+  }
+  const int n_copied = static_cast<int>(out_entries.size());
+  for (int e = 0; e < E; ++e) {
+    if (device_greedy(e)) out_entries.push_back(e);
   }
   const int n_logits = static_cast<int>(out_entries.size());
   for (int e = 0; e < E; ++e) {
@@ -479,8 +494,18 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
     float* host_hidden = host_logits + static_cast<int64_t>(n_logits) * V;
     if (n_logits > 0) {
       MODRWKV_RETURN_IF_ERROR(Gemm(head_, s_.xo.get(), n_logits, s_.logits.get(), false));
+    }
+    if (n_copied > 0) {
       MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits, s_.logits.get(),
-                                                   static_cast<size_t>(n_logits) * V * 4,
+                                                   static_cast<size_t>(n_copied) * V * 4,
+                                                   cudaMemcpyDeviceToHost, st));
+    }
+    if (n_logits > n_copied) {  // one id per greedy sequence instead of its logits
+      MODRWKV_RETURN_IF_ERROR(LaunchArgmaxRows(st,
+                                               s_.logits.get() + static_cast<int64_t>(n_copied) * V,
+                                               n_logits - n_copied, V, s_.greedy.get()));
+      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_greedy_.get(), s_.greedy.get(),
+                                                   static_cast<size_t>(n_logits - n_copied) * 4,
                                                    cudaMemcpyDeviceToHost, st));
     }
     if (n_out > n_logits) {
@@ -495,13 +520,16 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
       if (i >= n_logits) {
         res.hidden =
             absl::Span<const float>(host_hidden + static_cast<int64_t>(i - n_logits) * C, C);
+      } else if (i >= n_copied) {
+        res.token = host_greedy_[i - n_copied];
+        entries[e].sampler->Accept(res.token);  // as Sample() would have
       } else {
         res.logits = absl::Span<const float>(host_logits + static_cast<int64_t>(i) * V, V);
       }
     }
     // The samplers run on the host (a whole vocabulary each: at batch 64 that is most of a
     // step's time on one thread); they belong to distinct sequences, so in parallel.
-    host_pool_->ParallelFor(n_logits, [&](int64_t i, int) {
+    host_pool_->ParallelFor(n_copied, [&](int64_t i, int) {
       const int e = out_entries[i];
       if (entries[e].output != StepOutput::kSample) return;
       StepResult& res = (*results)[e];

@@ -8,10 +8,11 @@
 // CPU backend's slot layout, so ReadSlot/WriteSlot move the canonical state blob as it is. The
 // embedding table stays in host memory: the rows of a step's tokens are gathered on the host and
 // copied up with the step's other inputs. Logits come back to the host for the sampler (as on the
-// CPU).
+// CPU), except for plain greedy sequences, whose token is picked on the device (argmax.cuh).
 //
 // Not built yet (docs/engine.md, "CUDA backend"): tensor-core products for bf16 prefill,
-// sampling on the device, a pipelined (asynchronous) Step, CUDA graphs, fp16 states.
+// sampling with penalties or temperature on the device, a pipelined (asynchronous) Step, CUDA
+// graphs, fp16 states.
 #pragma once
 
 #include <cublas_v2.h>
@@ -70,7 +71,8 @@ class CudaModel final : public Model {
     DeviceBuffer<float> x, xn, mix, r, k, v, w, a, g, kk, y, v_first, v_gate;
     DeviceBuffer<float> hw, ha, hv, hg, hf;
     DeviceBuffer<float> xo, logits;
-    DeviceBuffer<int32_t> index;  // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
+    DeviceBuffer<int32_t> greedy;  // the tokens picked on the device, one per greedy sequence
+    DeviceBuffer<int32_t> index;   // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
     int index_capacity = 0;
   };
 
@@ -115,7 +117,7 @@ class CudaModel final : public Model {
     }
   };
   std::unique_ptr<float[], PinnedFree> host_rows_, host_out_;
-  std::unique_ptr<int32_t[], PinnedFree> host_index_;
+  std::unique_ptr<int32_t[], PinnedFree> host_index_, host_greedy_;
 };
 
 }  // namespace modrwkv::cuda

@@ -217,6 +217,12 @@ void Sampler::ApplyPenalties(absl::Span<float> logits) const {
   }
 }
 
+bool Sampler::IsPlainGreedy() const {
+  return params_.temperature == 0.0f && params_.repetition_penalty == 1.0f &&
+         params_.presence_penalty == 0.0f && params_.frequency_penalty == 0.0f && bias_.empty() &&
+         params_.banned_tokens.empty() && constrained_ == nullptr && params_.logprobs_top_n < 0;
+}
+
 int32_t Sampler::Sample(absl::Span<float> logits, SampleResult* out) {
   logits = logits.first(std::min(logits.size(), static_cast<size_t>(vocab_size_)));
   ApplyPenalties(logits);

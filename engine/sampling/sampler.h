@@ -101,6 +101,12 @@ class Sampler {
   // as the official RWKV PIPELINE does (its occurrence table starts empty at generation).
   void AcceptPrompt(absl::Span<const int32_t> tokens);
 
+  // Greedy with nothing that changes the logits or needs them afterwards (no penalties, bias,
+  // bans, constraint or logprobs): Sample() is then the lowest id of the largest logit (NaN
+  // ignored; 0 when none is above -inf), so a backend may pick it where the logits are (on the
+  // GPU) and only Accept() it here.
+  bool IsPlainGreedy() const;
+
   // With a constraint: nothing more may be generated (the document is complete).
   bool constraint_complete() const { return constrained_ != nullptr && constrained_->complete(); }
 

@@ -184,17 +184,22 @@ TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
   EXPECT_EQ(same, kTokens);
 }
 
-// Samplers run inside Step (on the host pool): greedy samplers of several sequences in one step
-// pick the CPU's tokens.
+// Samplers run inside Step: greedy samplers of several sequences in one step pick the CPU's
+// tokens, whether picked on the device (plain greedy) or on the host (with a penalty).
 TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {
   constexpr int kSeqs = 3;
   SamplerConfig greedy;
   greedy.temperature = 0;
   std::vector<std::unique_ptr<Sampler>> cs, gs;
   std::vector<int32_t> tc(kSeqs), tg(kSeqs);
+  // Sequence 1 has a penalty (its logits go to the host); the others are plain greedy (their
+  // token is picked on the device), in one step.
+  SamplerConfig penalized = greedy;
+  penalized.presence_penalty = 0.7f;
   for (int i = 0; i < kSeqs; ++i) {
-    cs.push_back(Sampler::Create(greedy, 1024).value());
-    gs.push_back(Sampler::Create(greedy, 1024).value());
+    const SamplerConfig& cfg = i == 1 ? penalized : greedy;
+    cs.push_back(Sampler::Create(cfg, 1024).value());
+    gs.push_back(Sampler::Create(cfg, 1024).value());
     tc[i] = tg[i] = 10 + 7 * i;
   }
   for (int step = 0; step < 16; ++step) {

@@ -93,6 +93,24 @@ TEST(SamplerTest, GreedyPicksArgmax) {
   }
 }
 
+// A backend may pick a plain greedy sampler's token itself (on the GPU): anything that changes the
+// logits or needs them afterwards makes the sampler not plain.
+TEST(SamplerTest, PlainGreedyIsGreedyWithNothingElse) {
+  SamplerConfig p;
+  p.temperature = 0;
+  EXPECT_TRUE(MakeSampler(p, 100)->IsPlainGreedy());
+  std::vector<SamplerConfig> not_plain(6, p);
+  not_plain[0].temperature = 0.5f;
+  not_plain[1].repetition_penalty = 1.1f;
+  not_plain[2].presence_penalty = 0.5f;
+  not_plain[3].logit_bias = {{3, 1.0f}};
+  not_plain[4].banned_tokens = {0};
+  not_plain[5].logprobs_top_n = 0;
+  for (size_t i = 0; i < not_plain.size(); ++i) {
+    EXPECT_FALSE(MakeSampler(not_plain[i], 100)->IsPlainGreedy()) << i;
+  }
+}
+
 TEST(SamplerTest, GreedyTiesGoToLowestId) {
   SamplerConfig p;
   p.temperature = 0;
