@@ -59,8 +59,7 @@ __global__ void ArgmaxRowsKernel(const float* __restrict__ logits, int V, int32_
 absl::Status LaunchArgmaxRows(cudaStream_t stream, const float* logits, int rows, int V,
                               int32_t* tokens) {
   if (rows < 0 || V <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LaunchArgmaxRows: rows = ", rows, ", V = ", V));
+    return absl::InvalidArgumentError(absl::StrCat("LaunchArgmaxRows: rows = ", rows, ", V = ", V));
   }
   if (rows == 0) return absl::OkStatus();
   ArgmaxRowsKernel<<<rows, kThreads, 0, stream>>>(logits, V, tokens);

@@ -49,8 +49,8 @@ __global__ void GemvBf16Kernel(const __nv_bfloat162* __restrict__ w, int out, in
 
 }  // namespace
 
-absl::Status LaunchGemvBf16(cudaStream_t stream, const uint16_t* w, int out, int in,
-                            const float* x, int rows, float* y, bool accumulate) {
+absl::Status LaunchGemvBf16(cudaStream_t stream, const uint16_t* w, int out, int in, const float* x,
+                            int rows, float* y, bool accumulate) {
   if (out < 0 || in <= 0 || in % 2 != 0 || rows < 0) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchGemvBf16: out = ", out, ", in = ", in,
                                                    ", rows = ", rows,

@@ -15,7 +15,7 @@ namespace modrwkv::cuda {
 // bf16 bits; x: [rows][in]; y: [rows][out]; `in` must be even (pairs of weights are read at
 // once). One warp per output row, the rows of x taken 8 at a time: every weight is read once
 // per 8 rows (decode reads each weight once; prefill leans on L2).
-absl::Status LaunchGemvBf16(cudaStream_t stream, const uint16_t* w, int out, int in,
-                            const float* x, int rows, float* y, bool accumulate);
+absl::Status LaunchGemvBf16(cudaStream_t stream, const uint16_t* w, int out, int in, const float* x,
+                            int rows, float* y, bool accumulate);
 
 }  // namespace modrwkv::cuda
