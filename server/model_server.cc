@@ -380,11 +380,13 @@ absl::Status ModelServer::WarmUp() {
     r.sampling.temperature = 0.0f;
     r.stop.max_tokens = 4;
     r.request_id = absl::StrCat("warmup-", i);
+    // Counted before Submit: a request in flight when it is refused may finish before we look.
+    const int finished_before = sink->finished();
     absl::StatusOr<RequestId> id = scheduler_->Submit(std::move(r), sink);
     if (!id.ok()) {
       // Refused with nothing in flight, it never will be admitted.
       if (id.status().code() != absl::StatusCode::kResourceExhausted ||
-          sink->finished() >= submitted) {
+          finished_before >= submitted) {
         return id.status();
       }
       // A queue bound below max_running: let the admitted ones finish, then go on.
