@@ -47,7 +47,8 @@ absl::Status ForecastReactor::Start(const pb::ForecastRequest& request) {
   horizon_ = plan.horizon;
   deadline_ = plan.deadline;
   rollout_.emplace(std::move(plan.series), horizon_, series_model_->horizon(),
-                   ctx_->translation.series->max_length);
+                   ctx_->translation.series->max_length,
+                   static_cast<int>(series_model_->quantile_levels().size()));
   return StartRound();
 }
 
@@ -127,9 +128,9 @@ std::optional<grpc::Status> ForecastReactor::RoundDone(FinishEvent event) {
     st = absl::InternalError("the model run returned no hidden state");
   }
   if (!st.ok()) return Complete(st);
-  absl::StatusOr<std::vector<float>> y = series_model_->Forecast(event.hidden_state, norm_);
+  absl::StatusOr<encoders::HeadForecast> y = series_model_->Forecast(event.hidden_state, norm_);
   if (!y.ok()) return Complete(y.status());
-  if (rollout_->Add(*y)) return Complete(absl::OkStatus());
+  if (rollout_->Add(y->point, y->quantiles)) return Complete(absl::OkStatus());
   st = StartRound();
   if (!st.ok()) return Complete(st);
   return std::nullopt;
@@ -154,6 +155,14 @@ std::optional<grpc::Status> ForecastReactor::Complete(const absl::Status& status
   if (status.ok()) {
     const std::vector<float>& values = rollout_->values();
     response_->mutable_values()->Assign(values.begin(), values.end());
+    const std::vector<float> quantiles = rollout_->quantiles();
+    const std::vector<float>& levels = series_model_->quantile_levels();
+    for (size_t k = 0; k < levels.size(); ++k) {
+      pb::QuantileForecast* q = response_->add_quantiles();
+      q->set_level(levels[k]);
+      q->mutable_values()->Assign(quantiles.begin() + k * values.size(),
+                                  quantiles.begin() + (k + 1) * values.size());
+    }
     response_->set_horizon(horizon_);
     response_->set_channels(rollout_->window().channels);
     response_->set_rounds(rollout_->rounds());

@@ -142,6 +142,9 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
       l->set_forecast_horizon(st->horizon);
       l->set_max_forecast_horizon(st->max_forecast_horizon);
       l->set_max_series_per_request(st->max_series);
+      if (ctx_->series != nullptr) {
+        for (float level : ctx_->series->quantile_levels()) l->add_forecast_quantiles(level);
+      }
       l->set_encoder_queue_items(o.encoder_pool.max_queued_items);
     }
     return absl::OkStatus();

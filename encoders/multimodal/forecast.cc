@@ -20,7 +20,8 @@ absl::StatusOr<SeriesForecast> ForecastSeries(const TimeSeriesPipeline& ts, Mode
         absl::StrFormat("the time-series rows have width %d, the model %d", ts.dim(), C));
   }
   SeriesForecast out;
-  ForecastRollout rollout(series, horizon, ts.horizon(), ts.max_length());
+  ForecastRollout rollout(series, horizon, ts.horizon(), ts.max_length(),
+                          static_cast<int>(ts.quantile_levels().size()));
   std::vector<StepResult> results;
   for (bool done_all = false; !done_all;) {
     const Series& window = rollout.window();
@@ -47,13 +48,13 @@ absl::StatusOr<SeriesForecast> ForecastSeries(const TimeSeriesPipeline& ts, Mode
       e.output = done == total ? StepOutput::kHidden : StepOutput::kNone;
       MODRWKV_RETURN_IF_ERROR(model.Step({e}, &results));
     }
-    MODRWKV_ASSIGN_OR_RETURN(const std::vector<float> forecast,
-                             ts.Forecast(results[0].hidden, norm));
+    MODRWKV_ASSIGN_OR_RETURN(const HeadForecast forecast, ts.Forecast(results[0].hidden, norm));
     out.prompt_rows += total;
     out.series_rows += rows.rows;
-    done_all = rollout.Add(forecast);
+    done_all = rollout.Add(forecast.point, forecast.quantiles);
   }
   out.values = rollout.values();
+  out.quantiles = rollout.quantiles();
   out.rounds = rollout.rounds();
   return out;
 }

@@ -18,10 +18,11 @@
 namespace modrwkv::encoders {
 
 struct SeriesForecast {
-  std::vector<float> values;  // [horizon][channels], in the series' units
-  int rounds = 0;             // model runs
-  int64_t prompt_rows = 0;    // rows prefilled over all rounds
-  int64_t series_rows = 0;    // of which from the series
+  std::vector<float> values;     // [horizon][channels], in the series' units
+  std::vector<float> quantiles;  // [ts.quantile_levels()][horizon][channels]
+  int rounds = 0;                // model runs
+  int64_t prompt_rows = 0;       // rows prefilled over all rounds
+  int64_t series_rows = 0;       // of which from the series
 };
 
 // `series` must pass ValidateSeries for `ts`; horizon >= 1. `slot` is reset before each round.

@@ -128,13 +128,13 @@ absl::StatusOr<int> PositiveInt(const json& v, const std::string& key) {
 
 absl::StatusOr<TimeSeriesManifest> ParseTimeSeries(const json& v) {
   if (!v.is_object()) return Bad("time_series", "must be an object");
-  static const char* kKnown[] = {"encoder", "channels",   "patch", "dilations",
-                                 "horizon", "max_length", "eps",   "prompt"};
+  static const char* kKnown[] = {"encoder",    "channels", "patch",  "dilations", "horizon",
+                                 "max_length", "eps",      "prompt", "quantiles", "baseline"};
   for (const auto& [key, value] : v.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return Bad(absl::StrCat("time_series.", key),
                  "is not a key of \"time_series\" (known: encoder, channels, patch, dilations, "
-                 "horizon, max_length, eps, prompt)");
+                 "horizon, max_length, eps, prompt, quantiles, baseline)");
     }
   }
   TimeSeriesManifest m;
@@ -184,6 +184,25 @@ absl::StatusOr<TimeSeriesManifest> ParseTimeSeries(const json& v) {
   absl::StatusOr<std::string> s = OptString(v, "prompt", "");
   if (!s.ok()) return Bad("time_series.prompt", "must be a string");
   m.prompt = *std::move(s);
+  if (v.contains("quantiles")) {
+    const json& q = v["quantiles"];
+    if (!q.is_array() || q.size() > 99) {
+      return Bad("time_series.quantiles", "must be an array of at most 99 levels");
+    }
+    for (size_t i = 0; i < q.size(); ++i) {
+      const float level = q[i].is_number() ? q[i].get<float>() : -1;
+      if (!(level > 0 && level < 1) || (i > 0 && !(level > m.quantiles.back()))) {
+        return Bad(absl::StrCat("time_series.quantiles[", i, "]"),
+                   absl::StrCat("is ", q[i].dump(), ": levels must increase, each in (0, 1)"));
+      }
+      m.quantiles.push_back(level);
+    }
+  }
+  s = OptString(v, "baseline", "none");
+  if (!s.ok() || (*s != "none" && *s != "last")) {
+    return Bad("time_series.baseline", "must be \"none\" or \"last\"");
+  }
+  m.baseline = *std::move(s);
   return m;
 }
 

@@ -535,7 +535,9 @@ absl::StatusOr<SeriesCsv> ParseSeriesCsv(std::string_view text, absl::string_vie
 }
 
 absl::StatusOr<std::string> FormatForecastCsv(const SeriesCsv& input,
-                                              absl::Span<const float> forecast, int horizon) {
+                                              absl::Span<const float> forecast, int horizon,
+                                              absl::Span<const float> levels,
+                                              absl::Span<const float> quantiles) {
   const int channels = input.series.channels;
   if (channels < 1 || horizon < 1 ||
       forecast.size() != static_cast<size_t>(horizon) * static_cast<size_t>(channels)) {
@@ -548,12 +550,22 @@ absl::StatusOr<std::string> FormatForecastCsv(const SeriesCsv& input,
         absl::StrCat("FormatForecastCsv: ", input.channel_names.size(), " channel names for ",
                      channels, " channels"));
   }
+  if (quantiles.size() != levels.size() * forecast.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FormatForecastCsv: ", quantiles.size(), " quantile values for ",
+                     levels.size(), " levels x ", forecast.size(), " forecast values"));
+  }
+  auto name = [&](int c) -> std::string {
+    return input.channel_names.empty() ? absl::StrCat("ch", c) : input.channel_names[c];
+  };
   std::string out;
   if (input.has_timestamps) absl::StrAppend(&out, QuoteCsv(input.timestamp_name), ",");
-  for (int c = 0; c < channels; ++c) {
-    absl::StrAppend(
-        &out, c ? "," : "",
-        input.channel_names.empty() ? absl::StrCat("ch", c) : QuoteCsv(input.channel_names[c]));
+  for (int c = 0; c < channels; ++c) absl::StrAppend(&out, c ? "," : "", QuoteCsv(name(c)));
+  for (float level : levels) {
+    for (int c = 0; c < channels; ++c) {
+      absl::StrAppend(&out, ",",
+                      QuoteCsv(absl::StrFormat("%s_q%g", name(c), static_cast<double>(level))));
+    }
   }
   out.push_back('\n');
   std::vector<std::string> stamps;
@@ -563,6 +575,14 @@ absl::StatusOr<std::string> FormatForecastCsv(const SeriesCsv& input,
     for (int c = 0; c < channels; ++c) {
       absl::StrAppendFormat(&out, "%s%.9g", c ? "," : "",
                             static_cast<double>(forecast[static_cast<size_t>(h) * channels + c]));
+    }
+    for (size_t k = 0; k < levels.size(); ++k) {
+      for (int c = 0; c < channels; ++c) {
+        absl::StrAppendFormat(
+            &out, ",%.9g",
+            static_cast<double>(
+                quantiles[k * forecast.size() + static_cast<size_t>(h) * channels + c]));
+      }
     }
     out.push_back('\n');
   }

@@ -47,9 +47,12 @@ absl::StatusOr<SeriesCsv> ParseSeriesCsv(std::string_view text, absl::string_vie
 // RFC 4180 needs it), then one row per forecast step, values printed exactly ("%.9g" of the
 // float32, as tools/golden writes them), lines ended by LF. With a timestamp column, the column
 // holds ContinueTimestamps(input.timestamps, horizon). InvalidArgument when forecast.size() is
-// not horizon * channels.
+// not horizon * channels. With quantile `levels`, `quantiles` ([levels][horizon][channels]) follow
+// as more columns, level by level, each named "<channel>_q<level>" ("sales_q0.9").
 absl::StatusOr<std::string> FormatForecastCsv(const SeriesCsv& input,
-                                              absl::Span<const float> forecast, int horizon);
+                                              absl::Span<const float> forecast, int horizon,
+                                              absl::Span<const float> levels = {},
+                                              absl::Span<const float> quantiles = {});
 
 // The `horizon` timestamps after `timestamps`, when all of them share one of these forms and are
 // evenly spaced (a constant positive step between every pair; at least two of them):

@@ -23,9 +23,11 @@ SeriesNorm ComputeSeriesNorm(const Series& s, float eps) {
   }
   norm.mean.resize(c);
   norm.std.resize(c);
+  norm.last.resize(c);
   for (size_t ch = 0; ch < c; ++ch) {
     norm.mean[ch] = static_cast<float>(sum[ch]);
     norm.std[ch] = static_cast<float>(std::sqrt(sq[ch] / static_cast<double>(t) + eps));
+    norm.last[ch] = (s.values[(t - 1) * c + ch] - norm.mean[ch]) / norm.std[ch];
   }
   return norm;
 }

@@ -14,11 +14,14 @@ namespace modrwkv::encoders {
 struct SeriesNorm {
   std::vector<float> mean;  // [channels]
   std::vector<float> std;   // [channels]: sqrt(population variance + eps), > 0
+  // [channels]: the last step normalised, (x[T-1][c] - mean_c) / std_c in float32 (the value
+  // NormalizeSeries gives it); the head's "last" baseline adds it to its output.
+  std::vector<float> last;
 };
 
 // mean_c = sum_t x[t][c] / T, var_c = sum_t (x[t][c] - mean_c)^2 / T, accumulated in double and
-// rounded to float32 once. `s` must be well-formed (ValidateSeries; a series of no steps gives
-// empty vectors).
+// rounded to float32 once; `last` from them. `s` must be well-formed (ValidateSeries; a series of
+// no steps gives empty vectors).
 SeriesNorm ComputeSeriesNorm(const Series& s, float eps);
 
 // (x - mean_c) / std_c in float32, as the PyTorch reference computes it: [length][channels].

@@ -17,6 +17,12 @@ struct TimeSeriesManifest {
   int max_length = 0;               // the longest series accepted, in steps (>= patch)
   float eps = 1e-5f;                // added to the variance in the normalisation (> 0)
   std::string prompt;               // text whose tokens follow the series rows; "" = none
+  // Quantile levels the head forecasts after the point forecast, increasing, each in (0, 1);
+  // empty = a point forecast only.
+  std::vector<float> quantiles;
+  // "none": the head's output is the normalised forecast; "last": it is the change from the last
+  // normalised input value of each channel (NLinear's normalisation), which is added to it.
+  std::string baseline = "none";
 };
 
 }  // namespace modrwkv::encoders

@@ -1,6 +1,7 @@
 // TimeSeriesPipeline: loading the three modality parts and running them (see the header).
 #include "encoders/timeseries/timeseries_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -40,6 +41,18 @@ absl::Status CheckManifest(const TimeSeriesManifest& m, int n_embd) {
       return absl::InvalidArgumentError(absl::StrCat("time-series model: time_series.dilations[", i,
                                                      "] is ", m.dilations[i], ", must be >= 1"));
     }
+  }
+  for (size_t i = 0; i < m.quantiles.size(); ++i) {
+    if (!(m.quantiles[i] > 0 && m.quantiles[i] < 1) ||
+        (i > 0 && !(m.quantiles[i] > m.quantiles[i - 1]))) {
+      return absl::InvalidArgumentError(absl::StrCat("time-series model: time_series.quantiles[", i,
+                                                     "] is ", m.quantiles[i],
+                                                     ": levels must increase, each in (0, 1)"));
+    }
+  }
+  if (m.baseline != "none" && m.baseline != "last") {
+    return BadKey("baseline",
+                  absl::StrCat("is \"", m.baseline, "\", expected \"none\" or \"last\""));
   }
   if (n_embd < 1) {
     return absl::InvalidArgumentError(
@@ -118,18 +131,21 @@ absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
                      p->adapter_->output_dim(), ", but the language model's width is ", n_embd));
   }
 
-  const int64_t out = int64_t{manifest.horizon} * manifest.channels;
+  const int64_t levels = static_cast<int64_t>(manifest.quantiles.size());
+  const int64_t out = (1 + levels) * manifest.horizon * manifest.channels;
   const std::string head = kTsHeadPrefix;
   MODRWKV_RETURN_IF_ERROR(OnlyThese(tensors, head, {"weight", "bias"}));
   const std::string meaning =
-      absl::StrCat(" ([time_series.horizon x time_series.channels = ", manifest.horizon, " x ",
-                   manifest.channels, ", n_embd])");
+      absl::StrCat(" ([(1 + quantile levels) x time_series.horizon x time_series.channels = (1 + ",
+                   levels, ") x ", manifest.horizon, " x ", manifest.channels, ", n_embd])");
   MODRWKV_ASSIGN_OR_RETURN(p->head_w_, ReadF32(tensors, head + "weight", {out, n_embd}, meaning));
   MODRWKV_ASSIGN_OR_RETURN(p->head_b_, ReadF32(tensors, head + "bias", {out}, ""));
 
   p->id_ = absl::StrCat(std::move(id), "|series:wavenet|c=", manifest.channels,
                         "|P=", manifest.patch, "|eps=", absl::StrFormat("%a", manifest.eps),
                         "|dilations=", absl::StrJoin(manifest.dilations, ","));
+  // The head's settings are not part of id(): it names the encoder's rows, which they do not
+  // change (the encoder cache may share rows between models that differ only in their heads).
   return p;
 }
 
@@ -209,42 +225,62 @@ absl::StatusOr<EmbeddingRows> TimeSeriesPipeline::EncodeSeries(const Series& s,
   return out;
 }
 
-absl::StatusOr<std::vector<float>> TimeSeriesPipeline::ForecastNormalized(
-    absl::Span<const float> hidden) const {
+absl::StatusOr<HeadForecast> TimeSeriesPipeline::ForecastNormalized(absl::Span<const float> hidden,
+                                                                    const SeriesNorm& norm) const {
   if (hidden.size() != static_cast<size_t>(n_embd_)) {
     return absl::InvalidArgumentError(absl::StrCat("time-series head: hidden state of ",
                                                    hidden.size(),
                                                    " values, expected n_embd = ", n_embd_));
   }
+  const size_t c = static_cast<size_t>(channels());
+  if (norm.mean.size() != c || norm.std.size() != c || norm.last.size() != c) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "time-series head: normalisation statistics for ", norm.mean.size(), " / ", norm.std.size(),
+        " / ", norm.last.size(), " channels, the model has ", channels()));
+  }
   const size_t n = head_b_.size();
   std::vector<float> y(n);
+  const bool last = manifest_.baseline == "last";
   for (size_t o = 0; o < n; ++o) {
     const float* w = head_w_.data() + o * n_embd_;
     double acc = 0;  // one rounding at the end: closer to exact than any fp32 order
     for (int k = 0; k < n_embd_; ++k) acc += static_cast<double>(w[k]) * hidden[k];
     y[o] = static_cast<float>(acc + head_b_[o]);
+    if (last) y[o] += norm.last[o % c];
   }
-  return y;
+  HeadForecast f;
+  const size_t per = static_cast<size_t>(horizon()) * c;
+  f.point.assign(y.begin(), y.begin() + per);
+  f.quantiles.assign(y.begin() + per, y.end());
+  // Sort each (step, channel)'s levels: a column of stride `per`.
+  const size_t levels = manifest_.quantiles.size();
+  std::vector<float> column(levels);
+  for (size_t i = 0; i < per && levels > 1; ++i) {
+    for (size_t k = 0; k < levels; ++k) column[k] = f.quantiles[k * per + i];
+    std::sort(column.begin(), column.end());
+    for (size_t k = 0; k < levels; ++k) f.quantiles[k * per + i] = column[k];
+  }
+  return f;
 }
 
-absl::StatusOr<std::vector<float>> TimeSeriesPipeline::Forecast(absl::Span<const float> hidden,
-                                                                const SeriesNorm& norm) const {
-  if (norm.mean.size() != static_cast<size_t>(channels()) ||
-      norm.std.size() != static_cast<size_t>(channels())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("time-series head: normalisation statistics for ", norm.mean.size(), " / ",
-                     norm.std.size(), " channels, the model has ", channels()));
-  }
-  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> y, ForecastNormalized(hidden));
-  Denormalize(absl::MakeSpan(y), norm);
-  for (size_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("time-series head: the forecast at step ",
-                                                     i / channels(), ", channel ", i % channels(),
-                                                     " is not finite (", y[i], ")"));
+absl::StatusOr<HeadForecast> TimeSeriesPipeline::Forecast(absl::Span<const float> hidden,
+                                                          const SeriesNorm& norm) const {
+  MODRWKV_ASSIGN_OR_RETURN(HeadForecast f, ForecastNormalized(hidden, norm));
+  Denormalize(absl::MakeSpan(f.point), norm);
+  Denormalize(absl::MakeSpan(f.quantiles), norm);
+  const size_t per = f.point.size();
+  for (size_t i = 0; i < per + f.quantiles.size(); ++i) {
+    const float v = i < per ? f.point[i] : f.quantiles[i - per];
+    if (!std::isfinite(v)) {
+      const size_t j = i % per;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "time-series head: the ",
+          i < per ? std::string("forecast")
+                  : absl::StrCat("quantile ", manifest_.quantiles[i / per - 1], " forecast"),
+          " at step ", j / channels(), ", channel ", j % channels(), " is not finite (", v, ")"));
     }
   }
-  return y;
+  return f;
 }
 
 }  // namespace modrwkv::encoders

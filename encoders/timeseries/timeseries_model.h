@@ -5,7 +5,8 @@
 //   series [T, c] --Prepare: unpack, validate, normalise, patch--> rows [T/P, P*c]
 //     --EncodeBatch: WaveNet, adapter proj.2(relu(proj.0))--> embedding rows [T/P, C]
 //     ... the caller splices the rows before the prompt's tokens and runs the RWKV7 model ...
-//   hidden [C] (after ln_out, last position) --Forecast: head, de-normalise--> forecast [H, c]
+//   hidden [C] (after ln_out, last position) --Forecast: head (+ the last input value with
+//     baseline "last"), quantiles sorted, de-normalise--> forecast [H, c] (+ quantiles [Q, H, c])
 //
 // How a caller uses it (server, CLI):
 //   auto p = TimeSeriesPipeline::Load(ckpt.tensors(), *manifest.time_series, n_embd, id);
@@ -13,7 +14,7 @@
 //   SeriesNorm norm = p->Stats(series);       // kept for the forecast
 //   MediaItem item{std::make_shared<const std::string>(PackSeries(series)), field, kSeriesKind};
 //   ... the pool (or EncodeSeries) gives the rows; the model gives `hidden` ...
-//   std::vector<float> y = *p->Forecast(hidden, norm);   // [horizon][channels]
+//   HeadForecast y = *p->Forecast(hidden, norm);   // y.point [horizon][channels]
 #pragma once
 
 #include <map>
@@ -42,13 +43,20 @@ inline constexpr char kTsEncoderPrefix[] = "modality.ts_encoder.";
 inline constexpr char kTsAdapterPrefix[] = "modality.ts_adapter.";
 inline constexpr char kTsHeadPrefix[] = "modality.ts_head.";
 
+// What the head gives for one run: the point forecast and, when the manifest names quantile levels,
+// one forecast per level.
+struct HeadForecast {
+  std::vector<float> point;      // [horizon][channels]
+  std::vector<float> quantiles;  // [levels][horizon][channels]; per step, never decreasing
+};
+
 // Immutable after Load; every method is const and thread-safe (the pool calls Prepare and
 // EncodeBatch from several workers at once, each with its own cpu::ThreadPool).
 class TimeSeriesPipeline : public ItemEncoder {
  public:
   // Builds the WaveNet (kTsEncoderPrefix, manifest.dilations), the adapter (kTsAdapterPrefix:
   // linear proj.0 -> relu -> linear proj.2, through AdapterChain) and the head (kTsHeadPrefix:
-  // weight [horizon * channels, n_embd], bias [horizon * channels]) from `tensors` (any dtype;
+  // weight [(1 + levels) * horizon * channels, n_embd], bias [that]) from `tensors` (any dtype;
   // converted to f32 here, so the map's views need not outlive Load). Checks the manifest's
   // values, that the WaveNet's input width is patch * channels, that the adapter maps its width
   // to n_embd, and that no unexpected tensor sits under the three prefixes. Errors name the
@@ -62,6 +70,7 @@ class TimeSeriesPipeline : public ItemEncoder {
   int channels() const { return manifest_.channels; }
   int patch() const { return manifest_.patch; }
   int horizon() const { return manifest_.horizon; }
+  const std::vector<float>& quantile_levels() const { return manifest_.quantiles; }
   int max_length() const { return manifest_.max_length; }
   float eps() const { return manifest_.eps; }
   int dim() const { return n_embd_; }                  // C, the width of the rows and hidden
@@ -89,13 +98,16 @@ class TimeSeriesPipeline : public ItemEncoder {
   absl::StatusOr<EmbeddingRows> EncodeSeries(const Series& s, absl::string_view field,
                                              cpu::ThreadPool* pool) const;
 
-  // The head on the last position's hidden state (after ln_out), `hidden` [C]:
-  // y_n[h][ch] = head(hidden)[h * channels + ch], [horizon][channels], normalised units.
-  absl::StatusOr<std::vector<float>> ForecastNormalized(absl::Span<const float> hidden) const;
-  // As ForecastNormalized, de-normalised: y_n * std_ch + mean_ch with `norm` = Stats(input).
+  // The head on the last position's hidden state (after ln_out), `hidden` [C], in normalised
+  // units: o = head(hidden), out[k][h][ch] = o[(k * horizon + h) * channels + ch] (+ norm.last[ch]
+  // with baseline "last"); point = out[0], quantiles = out[1..levels] sorted per (h, ch) (the
+  // monotone rearrangement: quantile forecasts never cross). `norm` = Stats(input).
+  absl::StatusOr<HeadForecast> ForecastNormalized(absl::Span<const float> hidden,
+                                                  const SeriesNorm& norm) const;
+  // As ForecastNormalized, de-normalised: y_n * std_ch + mean_ch.
   // InvalidArgument when hidden or norm has the wrong size, or a value is not finite.
-  absl::StatusOr<std::vector<float>> Forecast(absl::Span<const float> hidden,
-                                              const SeriesNorm& norm) const;
+  absl::StatusOr<HeadForecast> Forecast(absl::Span<const float> hidden,
+                                        const SeriesNorm& norm) const;
 
   const WaveNetEncoder& encoder() const { return *encoder_; }
   const AdapterChain& adapter() const { return *adapter_; }
@@ -109,8 +121,8 @@ class TimeSeriesPipeline : public ItemEncoder {
   int n_embd_ = 0;
   std::unique_ptr<WaveNetEncoder> encoder_;
   std::unique_ptr<AdapterChain> adapter_;
-  std::vector<float> head_w_;  // [horizon * channels][C] row-major
-  std::vector<float> head_b_;  // [horizon * channels]
+  std::vector<float> head_w_;  // [(1 + levels) * horizon * channels][C] row-major
+  std::vector<float> head_b_;  // [(1 + levels) * horizon * channels]
   std::string id_;
 };
 

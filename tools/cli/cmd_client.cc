@@ -423,8 +423,16 @@ int Forecast(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   if (auto st = SetupContext(f, &ctx); !st.ok()) return UsageError(f, st);
   grpc::Status st = pb::Inference::NewStub(channel)->Forecast(&ctx, req, &resp);
   if (!st.ok()) return RpcFail(st);
+  // With --quantiles, every level the server answered, as more columns.
+  std::vector<float> levels, quantiles;
+  for (const pb::QuantileForecast& q : resp.quantiles()) {
+    if (!f.Bool("quantiles")) break;
+    levels.push_back(q.level());
+    quantiles.insert(quantiles.end(), q.values().begin(), q.values().end());
+  }
   auto out = encoders::FormatForecastCsv(
-      *csv, absl::MakeConstSpan(resp.values().data(), resp.values_size()), resp.horizon());
+      *csv, absl::MakeConstSpan(resp.values().data(), resp.values_size()), resp.horizon(), levels,
+      quantiles);
   if (!out.ok()) return Fail(out.status());
   Print(*out);
   if (f.Bool("usage")) {
@@ -565,6 +573,8 @@ int RunClient(int argc, char** argv) {
              "channel",
              true)
         .Add("horizon", "0", "steps to forecast (0 = the model's own horizon)")
+        .AddBool("quantiles",
+                 "also print the server's quantile forecasts, as columns <channel>_q<level>")
         .AddBool("usage", "print rounds, rows and time to stderr");
   } else if (sub == "tokenize") {
     flags.Add("text", "", "text to tokenize", true);

@@ -24,7 +24,9 @@ int RunForecast(int argc, char** argv) {
       .Add("horizon", "0",
            "steps to forecast (0 = the model's own horizon; more are rolled out, each round's "
            "forecast appended to the series)")
-      .Add("vocab", "", "vocabulary for the manifest's prompt (default: the model's, then World)");
+      .Add("vocab", "", "vocabulary for the manifest's prompt (default: the model's, then World)")
+      .AddBool("quantiles",
+               "also print the model's quantile forecasts, as columns <channel>_q<level>");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -55,7 +57,11 @@ int RunForecast(int argc, char** argv) {
   auto result = encoders::ForecastSeries(ts, *bundle->model, 0, csv->series, horizon,
                                          bundle->series_prompt, &pool);
   if (!result.ok()) return Fail(result.status());
-  auto out = encoders::FormatForecastCsv(*csv, result->values, horizon);
+  const bool bands = flags.Bool("quantiles");
+  auto out = encoders::FormatForecastCsv(
+      *csv, result->values, horizon,
+      bands ? absl::MakeConstSpan(ts.quantile_levels()) : absl::Span<const float>(),
+      bands ? absl::MakeConstSpan(result->quantiles) : absl::Span<const float>());
   if (!out.ok()) return Fail(out.status());
   std::fwrite(out->data(), 1, out->size(), stdout);
   return 0;

@@ -2,7 +2,10 @@
 """Golden fixtures of the time-series ModRWKV forward (format: docs/models.md, "Time series").
 
 Run: /work/venv-tf/bin/python tools/golden/gen_timeseries_fixtures.py [--mirror DIR]   (~5 s)
-Writes tests/golden/timeseries/ (files: tools/golden/README.md, "Time series").
+Writes tests/golden/timeseries/ (files: tools/golden/README.md, "Time series"); with
+--variant quantiles, tests/golden/timeseries_quantiles/: the same model with a head that also
+forecasts the 0.1 / 0.5 / 0.9 quantiles, on the change from the last input value
+(time_series.quantiles, time_series.baseline "last").
 
 Model: tools/train/timeseries_model.py with c = 2 channels, patch 4, WaveNet width 16, dilations
 [1, 2, 4], horizon 6, on tests/golden/rwkv7/micro's RWKV7 (random_weights.py L2 C64 V256 seed 7,
@@ -42,6 +45,7 @@ import timeseries_model as tsm  # noqa: E402
 L, C, V, LLM_SEED = 2, 64, 256, 7  # = tests/golden/rwkv7/micro
 TS_SEED = 31
 CH, PATCH, D, DILATIONS, HORIZON, MAX_LENGTH, EPS = 2, 4, 16, [1, 2, 4], 6, 256, 1e-5
+QUANTILES, BASELINE = [], "none"  # --variant quantiles: [0.1, 0.5, 0.9], "last"
 GEN_A = "afb131ad34a2fd243a8f54e5e303f590cbe3648d"
 
 # name, steps, prompt (token ids of single bytes: id = byte + 1; the tiny vocabulary has 256 rows)
@@ -70,7 +74,7 @@ def modality_specs():
         specs += lin(p + "res", D, D) + lin(p + "skip", D, D)
     specs += lin(e + "out", D, D)
     specs += lin(a + "proj.0", 4 * D, D) + lin(a + "proj.2", C, 4 * D)
-    specs += lin(h[:-1], HORIZON * CH, C)
+    specs += lin(h[:-1], (1 + len(QUANTILES)) * HORIZON * CH, C)
     return specs
 
 
@@ -170,9 +174,15 @@ def reference_f64(sd, x, prompt_ids):
             x1 = x1 + w[p + "ffn.value.weight"] @ (np.maximum(w[p + "ffn.key.weight"] @ kx, 0) ** 2)
         hidden.append(ln(x1, w["ln_out.weight"], w["ln_out.bias"]))
     hidden = np.array(hidden)
-    yn = (w[tsm.HEAD_PREFIX + "weight"] @ hidden[-1] + w[tsm.HEAD_PREFIX + "bias"])
-    yn = yn.reshape(HORIZON, CH)
+    yall = (w[tsm.HEAD_PREFIX + "weight"] @ hidden[-1] + w[tsm.HEAD_PREFIX + "bias"])
+    yall = yall.reshape(1 + len(QUANTILES), HORIZON, CH)
+    if BASELINE == "last":
+        yall = yall + xn[-1]
+    yn = yall[0]
     out.update(hidden=hidden, forecast_normalized=yn, forecast=yn * std + mean)
+    if QUANTILES:
+        qn = np.sort(yall[1:], axis=0)
+        out.update(quantiles_normalized=qn, quantiles=qn * std + mean)
     return out
 
 
@@ -212,7 +222,12 @@ def official_logits(mirror, ckpt_path, adapter_rows, prompt_ids):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mirror", default="/work/.mirror/JL-er+WorldRWKV/repo")
+    ap.add_argument("--variant", choices=("plain", "quantiles"), default="plain")
     args = ap.parse_args()
+    global OUT, QUANTILES, BASELINE
+    if args.variant == "quantiles":
+        OUT = OUT + "_quantiles"
+        QUANTILES, BASELINE = [0.1, 0.5, 0.9], "last"
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
 
@@ -224,7 +239,7 @@ def main():
     torch.save(sd, ckpt)
     model = tsm.TimeSeriesModel(channels=CH, patch=PATCH, d=D, dilations=DILATIONS,
                                 horizon=HORIZON, c=C, n_layer=L, max_length=MAX_LENGTH, eps=EPS,
-                                token_ids=range(V))
+                                token_ids=range(V), quantiles=QUANTILES, baseline=BASELINE)
     manifest_model = model.manifest()
     with open(os.path.join(OUT, "modrwkv-model.json"), "w") as f:
         json.dump(manifest_model, f, indent=2)
@@ -243,7 +258,10 @@ def main():
                  for k, v in loaded.items() if k.startswith("modality.")},
         "cases": [],
     }
-    for name, steps, prompt in CASES:
+    # the quantile variant's backbone and prompt path are the plain one's: its cases skip the
+    # official check (no mirror needed) and keep two lengths
+    cases = CASES if not QUANTILES else [c for c in CASES if c[0] in ("t45", "t7")]
+    for name, steps, prompt in cases:
         x = series(name.split("_")[0], steps)
         ids = [b + 1 for b in prompt.encode("utf-8")]
         with torch.no_grad():
@@ -270,6 +288,11 @@ def main():
                 "forecast": write_bin(f"{name}_forecast.bin", tr["forecast"]),
                 "forecast_csv": write_csv(f"{name}_forecast.csv", tr["forecast"]),
                 "numpy_f64_max_rel_diff": errs}
+        if QUANTILES:
+            case["quantile_levels"] = QUANTILES
+            case["quantiles_normalized"] = write_bin(f"{name}_quantiles_normalized.bin",
+                                                     tr["quantiles_normalized"])
+            case["quantiles"] = write_bin(f"{name}_quantiles.bin", tr["quantiles"])
         if prompt:
             case["prompt"] = prompt
             case["prompt_ids"] = ids

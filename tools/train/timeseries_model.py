@@ -6,7 +6,9 @@ the RWKV7 backbone of vision_demo_model.py and a forecasting head (format: docs/
     -> modality.ts_encoder (WaveNet)  [R, d]
     -> modality.ts_adapter            [R, C]  prepended to the prompt's token rows (if any)
     -> blocks.0.ln0 over all rows, RWKV7 blocks, ln_out
-    -> modality.ts_head on the last position -> [H*c] (index h*c + ch) -> de-normalise -> [H, c]
+    -> modality.ts_head on the last position -> [(1+Q)*H*c] (index (k*H + h)*c + ch: k = 0 the
+       point forecast, k = 1..Q the quantiles) -> + the last normalised input value per channel
+       (baseline "last", NLinear's) -> quantiles sorted per (h, ch) -> de-normalise -> [H, c]
 """
 
 import torch
@@ -90,15 +92,40 @@ def to_rows(xn, patch):
 
 class TimeSeriesModel(nn.Module):
     def __init__(self, channels=1, patch=4, d=32, dilations=DEFAULT_DILATIONS, horizon=12,
-                 c=64, n_layer=2, max_length=512, eps=1e-5, token_ids=(0,), adapter_hidden=None):
+                 c=64, n_layer=2, max_length=512, eps=1e-5, token_ids=(0,), adapter_hidden=None,
+                 quantiles=(), baseline="none"):
         super().__init__()
+        if baseline not in ("none", "last"):
+            raise ValueError(f"baseline {baseline!r}, expected 'none' or 'last'")
+        self.quantiles = [float(q) for q in quantiles]
+        if any(not 0 < q < 1 for q in self.quantiles) or self.quantiles != sorted(set(
+                self.quantiles)):
+            raise ValueError(f"quantiles {self.quantiles}: expected increasing values in (0, 1)")
+        self.baseline = baseline
         self.channels, self.patch, self.d = channels, patch, d
         self.dilations = [int(x) for x in dilations]
         self.horizon, self.c, self.max_length, self.eps = horizon, c, max_length, eps
         self.encoder = WaveNetEncoder(patch * channels, d, self.dilations)
         self.adapter = TsAdapter(d, c, adapter_hidden)
         self.rwkv = vdm.RWKV7(c, n_layer, list(token_ids) if token_ids is not None else None)
-        self.head = nn.Linear(c, horizon * channels)
+        self.head = nn.Linear(c, (1 + len(self.quantiles)) * horizon * channels)
+
+    def head_forward(self, hidden_last, xn, detach_quantiles=False):
+        """hidden_last [B, C], xn [B, T, c] -> (point [B, H, c], quantiles [B, Q, H, c]) in
+        normalised units; the quantiles sorted along Q (monotone rearrangement: they never
+        cross). detach_quantiles (training): the quantile rows see the hidden state as a
+        constant, so their loss trains only them, not the network under the head."""
+        if detach_quantiles and self.quantiles:
+            n = self.horizon * self.channels
+            w, b = self.head.weight, self.head.bias
+            out = torch.cat([F.linear(hidden_last, w[:n], b[:n]),
+                             F.linear(hidden_last.detach(), w[n:], b[n:])], dim=-1)
+        else:
+            out = self.head(hidden_last)
+        out = out.view(xn.shape[0], 1 + len(self.quantiles), self.horizon, self.channels)
+        if self.baseline == "last":
+            out = out + xn[:, -1:, :].unsqueeze(1)
+        return out[:, 0], torch.sort(out[:, 1:], dim=1).values
 
     def forward(self, x, prompt_ids=None, trace=False):
         """x [B, T, c] raw values -> forecast [B, H, c] (de-normalised); with trace=True also a
@@ -113,22 +140,29 @@ class TimeSeriesModel(nn.Module):
             emb = self.rwkv.embed(ids).unsqueeze(0).expand(x.shape[0], -1, -1)
             seq = torch.cat([ad, emb], dim=1)
         hidden, _ = self.rwkv(seq)  # ln0 over all rows; hidden after ln_out [B, rows, C]
-        yn = self.head(hidden[:, -1]).view(x.shape[0], self.horizon, self.channels)
+        yn, qn = self.head_forward(hidden[:, -1], xn)
         y = yn * std + mean
+        q = qn * std.unsqueeze(1) + mean.unsqueeze(1)
         if not trace:
-            return y
+            return (y, q) if self.quantiles else y
         return y, {"mean": mean, "std": std, "normalized": xn, "rows": rows, "encoder": enc,
-                   "adapter": ad, "hidden": hidden, "forecast_normalized": yn, "forecast": y}
+                   "adapter": ad, "hidden": hidden, "forecast_normalized": yn, "forecast": y,
+                   "quantiles_normalized": qn, "quantiles": q}
 
-    def forward_normalized(self, xn):
-        """Training path: xn [B, T, c] already normalised -> normalised forecast [B, H, c]."""
+    def forward_normalized(self, xn, detach_quantiles=False):
+        """Training path: xn [B, T, c] already normalised -> (point [B, H, c], quantiles
+        [B, Q, H, c]), normalised."""
         hidden, _ = self.rwkv(self.adapter(self.encoder(to_rows(xn, self.patch))))
-        return self.head(hidden[:, -1]).view(xn.shape[0], self.horizon, self.channels)
+        return self.head_forward(hidden[:, -1], xn, detach_quantiles)
 
     def manifest(self, checkpoint="rwkv-0.pth", prompt=""):
         ts = {"encoder": "wavenet", "channels": self.channels, "patch": self.patch,
               "dilations": self.dilations, "horizon": self.horizon,
               "max_length": self.max_length, "eps": self.eps}
+        if self.quantiles:
+            ts["quantiles"] = self.quantiles
+        if self.baseline != "none":
+            ts["baseline"] = self.baseline
         if prompt:
             ts["prompt"] = prompt
         return {"format": 1, "checkpoint": checkpoint, "time_series": ts}
@@ -186,13 +220,15 @@ def model_from_export(sd, manifest):
                         dilations=ts["dilations"], horizon=ts["horizon"], c=c, n_layer=n_layer,
                         max_length=ts["max_length"], eps=ts.get("eps", 1e-5),
                         token_ids=range(emb.shape[0]),
-                        adapter_hidden=sd[ADAPTER_PREFIX + "proj.0.weight"].shape[0])
+                        adapter_hidden=sd[ADAPTER_PREFIX + "proj.0.weight"].shape[0],
+                        quantiles=ts.get("quantiles", ()), baseline=ts.get("baseline", "none"))
     m.load_export(sd)
     return m.eval()
 
 
-def forecast(model, series, prompt_ids=None):
-    """series: array-like [T, c] (or [T] for c = 1) -> forecast [H, c] float32 numpy.
+def forecast(model, series, prompt_ids=None, with_quantiles=False):
+    """series: array-like [T, c] (or [T] for c = 1) -> forecast [H, c] float32 numpy (with
+    with_quantiles: (forecast, quantiles [Q, H, c])).
     Refuses what the server refuses: NaN/Inf, wrong channel count, T < patch, T > max_length."""
     x = torch.as_tensor(series, dtype=torch.float32)
     if x.dim() == 1:
@@ -205,7 +241,8 @@ def forecast(model, series, prompt_ids=None):
         raise ValueError(f"series has {x.shape[0]} steps, expected {model.patch}.."
                          f"{model.max_length}")
     with torch.no_grad():
-        return model(x.unsqueeze(0), prompt_ids)[0].numpy()
+        y, tr = model(x.unsqueeze(0), prompt_ids, trace=True)
+    return (y[0].numpy(), tr["quantiles"][0].numpy()) if with_quantiles else y[0].numpy()
 
 
 def load_model_dir(path):

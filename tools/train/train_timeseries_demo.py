@@ -34,7 +34,9 @@ def make_model(args):
     torch.manual_seed(args.seed)
     return tsm.TimeSeriesModel(channels=1, patch=args.patch, d=args.d,
                                dilations=[int(x) for x in args.dilations.split(",")], horizon=H,
-                               c=64, n_layer=args.layers, max_length=args.max_length)
+                               c=64, n_layer=args.layers, max_length=args.max_length,
+                               quantiles=[float(q) for q in args.quantiles.split(",") if q],
+                               baseline=args.baseline)
 
 
 class Sampler:
@@ -68,21 +70,42 @@ class Sampler:
         return a[:, :length], a[:, length:]
 
 
-def loss_fn(model, x, y):
+def loss_fn(model, x, y, quantile_weight=1.0, detach_quantiles=False):
+    """MSE of the normalised point forecast + quantile_weight x the mean pinball loss of the
+    quantiles."""
     xn, mean, std = tsm.normalize(x, model.eps)
     yn = ((y - mean) / std).clamp(-20, 20)  # generated series can leave their window's range
-    return torch.mean((model.forward_normalized(xn) - yn) ** 2)
+    point, quant = model.forward_normalized(xn, detach_quantiles)
+    loss = torch.mean((point - yn) ** 2)
+    if model.quantiles:
+        q = torch.tensor(model.quantiles).view(1, -1, 1, 1)
+        err = yn.unsqueeze(1) - quant  # [B, Q, H, c]
+        loss = loss + quantile_weight * torch.mean(torch.maximum(q * err, (q - 1) * err))
+    return loss
 
 
 def evaluate(model, series, context, tail_offset=0):
-    """Per series (name -> (forecast, target)) for the window ending tail_offset steps before the
-    end of each series."""
+    """Per series (name -> (forecast, target, quantiles [Q, H])) for the window ending tail_offset
+    steps before the end of each series."""
     out = {}
     for s in series:
         v = s["values"][:len(s["values"]) - tail_offset] if tail_offset else s["values"]
         x, y = data.split(v, context)
-        out[s["name"]] = (tsm.forecast(model, x)[:, 0].astype(np.float64), y)
+        f, q = tsm.forecast(model, x, with_quantiles=True)
+        out[s["name"]] = (f[:, 0].astype(np.float64), y, q[:, :, 0].astype(np.float64))
     return out
+
+
+def coverage(ev, quantiles):
+    """Over every series and step: the share of targets under each quantile forecast."""
+    if not quantiles:
+        return []
+    under = np.zeros(len(quantiles))
+    n = 0
+    for _, y, q in ev.values():
+        under += (np.asarray(y)[None, :] <= q).sum(axis=1)
+        n += len(y)
+    return [float(u / n) for u in under]
 
 
 def ets_forecast(history, period):
@@ -182,6 +205,16 @@ def main():
     ap.add_argument("--real-power", type=float, default=0.5,
                     help="a real series' windows are drawn with probability proportional to its "
                          "number of windows to this power (0: every series alike)")
+    ap.add_argument("--quantiles", default="0.1,0.5,0.9",
+                    help="quantile forecasts the head makes besides the point forecast, trained "
+                         "with the pinball loss ('' for none)")
+    ap.add_argument("--quantile-weight", type=float, default=1.0,
+                    help="weight of the pinball loss against the point forecast's MSE")
+    ap.add_argument("--quantile-detach", action="store_true",
+                    help="the quantile loss trains only the head's quantile rows")
+    ap.add_argument("--baseline", default="none", choices=("none", "last"),
+                    help="'last': the head forecasts the change from the last normalised input "
+                         "value (NLinear's normalisation)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--ema", type=float, default=0.995,
                     help="decay of the exponential moving average of the weights that is "
@@ -224,7 +257,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = sampler.batch(args.batch, int(len_rng.integers(args.min_len, args.max_len + 1)))
-        loss = loss_fn(model, x, y)
+        loss = loss_fn(model, x, y, args.quantile_weight, args.quantile_detach)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -244,7 +277,7 @@ def main():
                 ev = evaluate(ema, ser, args.context, w * H)
                 rel = {}
                 for s in ser:
-                    f, y_true = ev[s["name"]]
+                    f, y_true, _ = ev[s["name"]]
                     hist = s["values"][:len(s["values"]) - w * H][:-H]
                     rel[s["name"]] = mse(f, y_true) / mse(data.seasonal_naive(hist, s["period"]),
                                                           y_true)
@@ -252,7 +285,9 @@ def main():
                 print(f"step {step} {tag} MSE / seasonal-naive MSE: "
                       + " ".join(f"{k} {v:.3f}" for k, v in rel.items())
                       + f"  (beats on {sum(v < 1 for v in rel.values())}/{len(rel)}, "
-                      + f"geomean {np.exp(np.mean(np.log(list(rel.values())))):.3f})", flush=True)
+                      + f"geomean {np.exp(np.mean(np.log(list(rel.values())))):.3f})"
+                      + (f" quantile coverage {np.round(coverage(ev, ema.quantiles), 3).tolist()}"
+                         if ema.quantiles else ""), flush=True)
                 if not args.dev:
                     history.append({"step": step, "loss": float(np.mean(run[-50:])),
                                     "ratio_to_seasonal_naive": rel})
@@ -294,7 +329,9 @@ def main():
               "baselines_fit_on": "the whole series before the tail (the model sees only its "
                                   "input window)",
               "train_steps": args.steps, "train_seconds": round(train_seconds),
-              "parameters": n_params, "series": {}, "history": history}
+              "parameters": n_params, "quantiles": model.quantiles, "baseline": model.baseline,
+              "quantile_coverage": coverage(ev16, model.quantiles),
+              "series": {}, "history": history}
     t1 = time.time()
     for s in series:
         name, v, m = s["name"], s["values"], s["period"]
@@ -311,7 +348,8 @@ def main():
              "mse_model": mse(f16, y), "mse_model_fp32_weights": mse(f32, y),
              "mse_seasonal_naive": mse(data.seasonal_naive(hist, m), y),
              "mse_ets": mse(ets, y), "ets": ets_cfg, "mse_arima": mse(ar, y), "arima": ar_cfg,
-             "forecast_model": [float(np.float32(a)) for a in f16]}
+             "forecast_model": [float(np.float32(a)) for a in f16],
+             "quantiles_model": [[float(np.float32(a)) for a in row] for row in ev16[name][2]]}
         r["beats_seasonal_naive"] = r["mse_model"] < r["mse_seasonal_naive"]
         result["series"][name] = r
         print(f"{name:20s} model {r['mse_model']:.4g} (fp32 {r['mse_model_fp32_weights']:.4g})  "

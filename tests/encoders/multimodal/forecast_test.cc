@@ -22,9 +22,9 @@ nlohmann::json Manifest() {
   return nlohmann::json::parse(in);
 }
 
-ModelBundle Open() {
+ModelBundle Open(const std::string& dir = kDir) {
   BundleOptions bo;
-  bo.model = kDir;
+  bo.model = dir;
   ModelOptions mo;
   mo.num_slots = 2;
   mo.threads = 2;
@@ -149,6 +149,51 @@ TEST(ForecastTest, RollOutAppendsEachRoundAndKeepsTheNewestSteps) {
   absl::StatusOr<SeriesForecast> f = ForecastSeries(*b.series, *b.model, 0, full, 12, {}, &pool);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->series_rows, 2 * (full.length / 4));
+}
+
+// The quantile variant (tests/golden/timeseries_quantiles): the whole path gives the reference's
+// point and quantile forecasts; rolled out, each round's quantiles are those of a one-round
+// forecast on the grown series.
+TEST(ForecastTest, QuantileForecastsEqualTheReferenceAndRollOut) {
+  const std::string dir = kDir + "_quantiles";
+  ModelBundle b = Open(dir);
+  ASSERT_NE(b.series, nullptr);
+  ASSERT_EQ(b.series->quantile_levels().size(), 3u);
+  cpu::ThreadPool pool(2);
+  std::ifstream in(dir + "/manifest.json");
+  const nlohmann::json m = nlohmann::json::parse(in);
+  for (const nlohmann::json& c : m["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    Series s;
+    s.length = c["steps"];
+    s.channels = c["channels"];
+    s.values = golden::ReadF32(dir + "/" + c["input"]["file"].get<std::string>());
+    absl::StatusOr<SeriesForecast> f = ForecastSeries(*b.series, *b.model, 0, s, 6, {}, &pool);
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_LT(golden::MaxRelDiff(
+                  f->values, golden::ReadF32(dir + "/" + c["forecast"]["file"].get<std::string>())),
+              1e-4);
+    EXPECT_LT(
+        golden::MaxRelDiff(f->quantiles,
+                           golden::ReadF32(dir + "/" + c["quantiles"]["file"].get<std::string>())),
+        1e-4);
+    if (c["name"] != "t45") continue;
+    absl::StatusOr<SeriesForecast> long_f = ForecastSeries(*b.series, *b.model, 0, s, 9, {}, &pool);
+    ASSERT_TRUE(long_f.ok()) << long_f.status();
+    ASSERT_EQ(long_f->quantiles.size(), 3u * 9 * 2);
+    Series grown = s;
+    grown.values.insert(grown.values.end(), f->values.begin(), f->values.end());
+    grown.length += 6;
+    absl::StatusOr<SeriesForecast> second =
+        ForecastSeries(*b.series, *b.model, 1, grown, 6, {}, &pool);
+    ASSERT_TRUE(second.ok()) << second.status();
+    for (int k = 0; k < 3; ++k) {
+      for (int i = 0; i < 9 * 2; ++i) {  // level k: round 1's 6 steps, then round 2's first 3
+        const float want = i < 12 ? f->quantiles[k * 12 + i] : second->quantiles[k * 12 + i - 12];
+        EXPECT_EQ(long_f->quantiles[k * 18 + i], want) << "level " << k << " i " << i;
+      }
+    }
+  }
 }
 
 }  // namespace

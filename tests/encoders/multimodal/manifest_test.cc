@@ -17,7 +17,8 @@ using ::testing::HasSubstr;
 TEST(ManifestTimeSeries, ParsesEveryKey) {
   auto m = ParseManifest(R"({"format": 1, "checkpoint": "rwkv-0.pth",
       "time_series": {"encoder": "wavenet", "channels": 3, "patch": 8, "dilations": [1, 2, 4, 8],
-                      "horizon": 24, "max_length": 1024, "eps": 0.001, "prompt": "Forecast:"}})",
+                      "horizon": 24, "max_length": 1024, "eps": 0.001, "prompt": "Forecast:",
+                      "quantiles": [0.05, 0.5, 0.95], "baseline": "last"}})",
                          "/m");
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_TRUE(m->time_series.has_value());
@@ -30,6 +31,8 @@ TEST(ManifestTimeSeries, ParsesEveryKey) {
   EXPECT_EQ(ts.max_length, 1024);
   EXPECT_FLOAT_EQ(ts.eps, 1e-3f);
   EXPECT_EQ(ts.prompt, "Forecast:");
+  EXPECT_THAT(ts.quantiles, ElementsAre(0.05f, 0.5f, 0.95f));
+  EXPECT_EQ(ts.baseline, "last");
   EXPECT_FALSE(m->vision.has_value());
 }
 
@@ -41,6 +44,8 @@ TEST(ManifestTimeSeries, DefaultsAndNoSection) {
   EXPECT_EQ(m->time_series->patch, 4);
   EXPECT_EQ(m->time_series->eps, 1e-5f);
   EXPECT_EQ(m->time_series->prompt, "");
+  EXPECT_TRUE(m->time_series->quantiles.empty());
+  EXPECT_EQ(m->time_series->baseline, "none");
   auto none = ParseManifest(R"({"checkpoint": "c.pth"})", "/m");
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->time_series.has_value());
@@ -108,6 +113,16 @@ TEST(ManifestTimeSeries, ErrorsNameTheKey) {
            Case{R"({"encoder": "wavenet", REST, "eps": "1e-5"})", "\"time_series.eps\""},
            Case{R"({"encoder": "wavenet", REST, "eps": 1e300})", "\"time_series.eps\""},
            Case{R"({"encoder": "wavenet", REST, "prompt": 5})", "\"time_series.prompt\""},
+           Case{R"({"encoder": "wavenet", REST, "quantiles": 0.5})",
+                "\"time_series.quantiles\" must be an array"},
+           Case{R"({"encoder": "wavenet", REST, "quantiles": [0.5, 0.1]})",
+                "\"time_series.quantiles[1]\" is 0.1: levels must increase, each in (0, 1)"},
+           Case{R"({"encoder": "wavenet", REST, "quantiles": [1]})",
+                "\"time_series.quantiles[0]\" is 1"},
+           Case{R"({"encoder": "wavenet", REST, "quantiles": ["0.5"]})",
+                "\"time_series.quantiles[0]\""},
+           Case{R"({"encoder": "wavenet", REST, "baseline": "mean"})",
+                "\"time_series.baseline\" must be \"none\" or \"last\""},
            Case{R"({"encoder": "wavenet", REST, "horizn": 5})",
                 "\"time_series.horizn\" is not a key of \"time_series\""},
        }) {

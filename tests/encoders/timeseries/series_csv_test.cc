@@ -235,6 +235,24 @@ TEST(FormatForecastCsv, RefusesAForecastOfTheWrongSize) {
   auto text = FormatForecastCsv(in, {1, 2, 3}, 2);
   ASSERT_FALSE(text.ok());
   EXPECT_THAT(text.status().message(), HasSubstr("3 forecast values for 2 steps x 2 channels"));
+  text = FormatForecastCsv(in, {1, 2, 3, 4}, 2, {0.5f}, {1, 2, 3});
+  ASSERT_FALSE(text.ok());
+  EXPECT_THAT(text.status().message(), HasSubstr("3 quantile values for 1 levels x 4 forecast"));
+}
+
+TEST(FormatForecastCsv, QuantileColumnsFollowLevelByLevel) {
+  const SeriesCsv in = MustParse("date,\"a,b\",c\n2024-01-01,1,2\n2024-01-02,3,4\n");
+  // 2 steps x 2 channels; levels 0.1 and 0.9: [level][step][channel].
+  auto text = FormatForecastCsv(in, {5, 6, 7, 8}, 2, {0.1f, 0.9f}, {1, 2, 3, 4, 9, 10, 11, 12});
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text,
+            "date,\"a,b\",c,\"a,b_q0.1\",c_q0.1,\"a,b_q0.9\",c_q0.9\n"
+            "2024-01-03,5,6,1,2,9,10\n"
+            "2024-01-04,7,8,3,4,11,12\n");
+  // Read back, the columns are channels like any other.
+  const SeriesCsv back = MustParse(*text);
+  EXPECT_THAT(back.channel_names,
+              ElementsAre("a,b", "c", "a,b_q0.1", "c_q0.1", "a,b_q0.9", "c_q0.9"));
 }
 
 }  // namespace

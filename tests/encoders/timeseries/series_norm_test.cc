@@ -37,6 +37,10 @@ TEST(SeriesNormGolden, StatisticsNormalisedValuesAndRowsMatchTheReference) {
     ASSERT_EQ(xn.size(), want_xn.size());
     worst_xn = std::max(worst_xn, MaxRelDiff(xn, want_xn));
     EXPECT_LT(MaxRelDiff(xn, want_xn), 1e-6);
+    // `last` is the last step as NormalizeSeries gives it (the head's "last" baseline).
+    ASSERT_EQ(norm.last.size(), 2u);
+    EXPECT_EQ(norm.last[0], xn[xn.size() - 2]);
+    EXPECT_EQ(norm.last[1], xn[xn.size() - 1]);
     const std::vector<float> rows = PatchRows(xn, s.length, s.channels, 4);
     const std::vector<float> want_rows = ts_golden::Floats(c["rows_in"]);
     EXPECT_EQ(rows.size(), static_cast<size_t>(c["rows"].get<int>()) * 8);

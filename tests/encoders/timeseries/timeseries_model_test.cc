@@ -55,6 +55,21 @@ TEST(TimeSeriesPipelineGolden, AdapterRowsMatchTheReference) {
   RecordProperty("max_rel_diff", absl::StrFormat("%.3g", worst));
 }
 
+// Per channel (the channels' scales differ: about 10 and 200), max |diff| / max |want| < tol;
+// values [..][2 channels].
+void ExpectPerChannelClose(const std::vector<float>& got, const std::vector<float>& want,
+                           double tol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (int ch = 0; ch < 2; ++ch) {
+    double diff = 0, scale = 0;
+    for (size_t i = ch; i < want.size(); i += 2) {
+      diff = std::max(diff, std::abs(static_cast<double>(got[i]) - want[i]));
+      scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+    }
+    EXPECT_LT(diff / scale, tol) << "channel " << ch;
+  }
+}
+
 TEST(TimeSeriesPipelineGolden, ForecastFromTheHiddenStateMatchesTheReference) {
   const auto p = ts_golden::FixturePipeline();
   ASSERT_NE(p, nullptr);
@@ -62,30 +77,79 @@ TEST(TimeSeriesPipelineGolden, ForecastFromTheHiddenStateMatchesTheReference) {
   for (const nlohmann::json& c : ts_golden::Cases()) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const std::vector<float> hidden = LastHidden(c);
-    auto yn = p->ForecastNormalized(hidden);
+    const SeriesNorm norm = p->Stats(ts_golden::Input(c));
+    auto yn = p->ForecastNormalized(hidden, norm);
     ASSERT_TRUE(yn.ok()) << yn.status();
+    EXPECT_TRUE(yn->quantiles.empty());
     const std::vector<float> want_n = ts_golden::Floats(c["forecast_normalized"]);
-    ASSERT_EQ(yn->size(), want_n.size());
-    worst_n = std::max(worst_n, MaxRelDiff(*yn, want_n));
-    EXPECT_LT(MaxRelDiff(*yn, want_n), 1e-5);
+    ASSERT_EQ(yn->point.size(), want_n.size());
+    worst_n = std::max(worst_n, MaxRelDiff(yn->point, want_n));
+    EXPECT_LT(MaxRelDiff(yn->point, want_n), 1e-5);
     // De-normalised with the statistics of the case's input.
-    auto y = p->Forecast(hidden, p->Stats(ts_golden::Input(c)));
+    auto y = p->Forecast(hidden, norm);
     ASSERT_TRUE(y.ok()) << y.status();
     const std::vector<float> want = ts_golden::Floats(c["forecast"]);
-    ASSERT_EQ(y->size(), want.size());
-    worst = std::max(worst, MaxRelDiff(*y, want));
-    // Per channel: the channels' scales differ (about 10 and 200).
-    for (int ch = 0; ch < 2; ++ch) {
-      double diff = 0, scale = 0;
-      for (size_t i = ch; i < want.size(); i += 2) {
-        diff = std::max(diff, std::abs(static_cast<double>((*y)[i]) - want[i]));
-        scale = std::max(scale, std::abs(static_cast<double>(want[i])));
-      }
-      EXPECT_LT(diff / scale, 1e-6) << "channel " << ch;
-    }
+    ASSERT_EQ(y->point.size(), want.size());
+    worst = std::max(worst, MaxRelDiff(y->point, want));
+    ExpectPerChannelClose(y->point, want, 1e-6);
   }
   RecordProperty("normalized_max_rel_diff", absl::StrFormat("%.3g", worst_n));
   RecordProperty("forecast_max_rel_diff", absl::StrFormat("%.3g", worst));
+}
+
+// The quantile variant: a head of (1 + 3) x horizon x channels outputs on the change from the
+// last input value, its quantiles sorted per step (the random head's raw levels cross: the
+// reference sorts them, so an unsorted C++ head fails here).
+TEST(TimeSeriesPipelineGolden, QuantileHeadMatchesTheReference) {
+  const auto p = ts_golden::QuantilePipeline();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->quantile_levels(), (std::vector<float>{0.1f, 0.5f, 0.9f}));
+  const std::string dir = ts_golden::kQuantileDir;
+  const nlohmann::json cases = ts_golden::Fixtures(dir)["cases"];
+  ASSERT_EQ(cases.size(), 2u);  // t45, t7
+  for (const nlohmann::json& c : cases) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const std::vector<float> all = ts_golden::Floats(c["hidden"], dir);
+    const std::vector<float> hidden(all.end() - ts_golden::kNEmbd, all.end());
+    const SeriesNorm norm = p->Stats(ts_golden::Input(c, dir));
+    auto yn = p->ForecastNormalized(hidden, norm);
+    ASSERT_TRUE(yn.ok()) << yn.status();
+    EXPECT_LT(MaxRelDiff(yn->point, ts_golden::Floats(c["forecast_normalized"], dir)), 1e-5);
+    EXPECT_LT(MaxRelDiff(yn->quantiles, ts_golden::Floats(c["quantiles_normalized"], dir)), 1e-5);
+    auto y = p->Forecast(hidden, norm);
+    ASSERT_TRUE(y.ok()) << y.status();
+    ExpectPerChannelClose(y->point, ts_golden::Floats(c["forecast"], dir), 1e-6);
+    const std::vector<float> want_q = ts_golden::Floats(c["quantiles"], dir);
+    ASSERT_EQ(y->quantiles.size(), 3 * y->point.size());
+    ExpectPerChannelClose(y->quantiles, want_q, 1e-6);
+    for (size_t i = 0; i < y->point.size(); ++i) {
+      const size_t n = y->point.size();
+      EXPECT_LE(y->quantiles[i], y->quantiles[n + i]) << i;
+      EXPECT_LE(y->quantiles[n + i], y->quantiles[2 * n + i]) << i;
+    }
+  }
+}
+
+// The plain fixture's head read as a "last"-baseline head forecasts the same values moved by the
+// last normalised input value, channel by channel.
+TEST(TimeSeriesPipeline, TheLastBaselineAddsTheLastNormalisedValue) {
+  TimeSeriesManifest m = ts_golden::FixtureManifest();
+  m.baseline = "last";
+  auto last =
+      TimeSeriesPipeline::Load(ts_golden::FixtureCheckpoint().tensors(), m, ts_golden::kNEmbd, "x");
+  ASSERT_TRUE(last.ok()) << last.status();
+  const auto plain = ts_golden::FixturePipeline();
+  const nlohmann::json c = ts_golden::Cases()[0];
+  const std::vector<float> hidden = LastHidden(c);
+  const SeriesNorm norm = plain->Stats(ts_golden::Input(c));
+  ASSERT_EQ(norm.last.size(), 2u);
+  EXPECT_NE(norm.last[0], 0.0f);
+  auto a = plain->ForecastNormalized(hidden, norm);
+  auto b = (*last)->ForecastNormalized(hidden, norm);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (size_t i = 0; i < a->point.size(); ++i) {
+    EXPECT_EQ(b->point[i], a->point[i] + norm.last[i % 2]) << i;
+  }
 }
 
 TEST(TimeSeriesPipeline, PoolPathEqualsTheSynchronousPath) {
@@ -171,19 +235,28 @@ TEST(TimeSeriesPipeline, PrepareErrorsNameTheField) {
 TEST(TimeSeriesPipeline, ForecastRefusesWrongSizes) {
   const auto p = ts_golden::FixturePipeline();
   ASSERT_NE(p, nullptr);
-  const SeriesNorm norm{{0, 0}, {1, 1}};
+  const SeriesNorm norm{{0, 0}, {1, 1}, {0, 0}};
   auto y = p->Forecast(std::vector<float>(63, 0.0f), norm);
   ASSERT_FALSE(y.ok());
   EXPECT_THAT(y.status().message(), HasSubstr("hidden state of 63 values, expected n_embd = 64"));
-  y = p->Forecast(std::vector<float>(64, 0.0f), SeriesNorm{{0}, {1}});
+  y = p->Forecast(std::vector<float>(64, 0.0f), SeriesNorm{{0}, {1}, {0}});
   ASSERT_FALSE(y.ok());
   EXPECT_THAT(y.status().message(), HasSubstr("the model has 2"));
-  y = p->Forecast(std::vector<float>(64, 1e30f), SeriesNorm{{0, 0}, {1e10f, 1e10f}});
+  y = p->Forecast(std::vector<float>(64, 0.0f), SeriesNorm{{0, 0}, {1, 1}, {}});
+  ASSERT_FALSE(y.ok());  // no last values
+  EXPECT_THAT(y.status().message(), HasSubstr("2 / 2 / 0 channels"));
+  y = p->Forecast(std::vector<float>(64, 1e30f), SeriesNorm{{0, 0}, {1e10f, 1e10f}, {0, 0}});
   ASSERT_FALSE(y.ok());  // the de-normalised value overflows float32
   EXPECT_THAT(y.status().message(), HasSubstr("is not finite"));
   y = p->Forecast(std::vector<float>(64, 0.0f), norm);
   ASSERT_TRUE(y.ok()) << y.status();
-  EXPECT_EQ(y->size(), 12u);  // horizon 6 x 2 channels
+  EXPECT_EQ(y->point.size(), 12u);  // horizon 6 x 2 channels
+  // A quantile head refuses an overflow too.
+  const auto q = ts_golden::QuantilePipeline();
+  ASSERT_NE(q, nullptr);
+  y = q->Forecast(std::vector<float>(64, 1e30f), SeriesNorm{{0, 0}, {1e10f, 1e10f}, {0, 0}});
+  ASSERT_FALSE(y.ok());
+  EXPECT_THAT(y.status().message(), HasSubstr("time-series head: the forecast at step 0"));
 }
 
 std::string LoadError(const std::map<std::string, TensorView>& t, const TimeSeriesManifest& m,
@@ -204,6 +277,16 @@ TEST(TimeSeriesPipeline, LoadErrorsNameTheKeyOrTheTensor) {
   m.horizon = 5;
   EXPECT_THAT(LoadError(good, m),
               HasSubstr("tensor modality.ts_head.weight has shape [12,64], expected [10,64]"));
+  m = ts_golden::FixtureManifest();
+  m.quantiles = {0.5f};  // a head of 2 x 6 x 2 outputs expected, the checkpoint's has 12
+  EXPECT_THAT(LoadError(good, m),
+              HasSubstr("has shape [12,64], expected [24,64] ([(1 + quantile levels) x "
+                        "time_series.horizon x time_series.channels = (1 + 1) x 6 x 2"));
+  m.quantiles = {0.5f, 0.5f};
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.quantiles[1] is 0.5"));
+  m = ts_golden::FixtureManifest();
+  m.baseline = "mean";
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.baseline is \"mean\""));
   m = ts_golden::FixtureManifest();
   m.dilations = {1, 2};
   EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.dilations names 2"));

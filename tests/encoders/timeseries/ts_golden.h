@@ -1,9 +1,12 @@
 // The time-series golden fixtures (tests/golden/timeseries,
 // tools/golden/gen_timeseries_fixtures.py) for the tests of encoders/timeseries: the manifest's
-// cases, the checkpoint, a loaded pipeline.
+// cases, the checkpoint, a loaded pipeline; and the quantile variant (tests/golden/
+// timeseries_quantiles, --variant quantiles: the same model with a head that also forecasts the
+// 0.1 / 0.5 / 0.9 quantiles, baseline "last").
 #pragma once
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -20,9 +23,10 @@
 namespace modrwkv::encoders::ts_golden {
 
 inline const std::string kDir = std::string(MODRWKV_GOLDEN_DIR) + "/timeseries/";
+inline const std::string kQuantileDir = std::string(MODRWKV_GOLDEN_DIR) + "/timeseries_quantiles/";
 
-inline nlohmann::json Fixtures() {
-  std::ifstream f(kDir + "manifest.json");
+inline nlohmann::json Fixtures(const std::string& dir = kDir) {
+  std::ifstream f(dir + "manifest.json");
   return nlohmann::json::parse(f);
 }
 
@@ -46,14 +50,24 @@ inline TimeSeriesManifest FixtureManifest() {
   return m;
 }
 
+// The quantile variant's manifest section: as FixtureManifest, plus its head's settings.
+inline TimeSeriesManifest QuantileManifest() {
+  TimeSeriesManifest m = FixtureManifest();
+  m.quantiles = {0.1f, 0.5f, 0.9f};
+  m.baseline = "last";
+  return m;
+}
+
 inline constexpr int kNEmbd = 64;  // the fixture's RWKV7 width (manifest.json "llm")
 
-inline const Checkpoint& FixtureCheckpoint() {
-  static const Checkpoint* ckpt = [] {
-    auto c = Checkpoint::Open(kDir + "rwkv-0.pth");
+inline const Checkpoint& FixtureCheckpoint(const std::string& dir = kDir) {
+  static auto* ckpts = new std::map<std::string, const Checkpoint*>();
+  const Checkpoint*& ckpt = (*ckpts)[dir];
+  if (ckpt == nullptr) {
+    auto c = Checkpoint::Open(dir + "rwkv-0.pth");
     EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? c->release() : nullptr;
-  }();
+    ckpt = c.ok() ? c->release() : nullptr;
+  }
   return *ckpt;
 }
 
@@ -64,16 +78,23 @@ inline std::unique_ptr<TimeSeriesPipeline> FixturePipeline() {
   return p.ok() ? *std::move(p) : nullptr;
 }
 
-// A case's float32 file named by the fixture manifest's entry (e.g. c["encoder_rows"]).
-inline std::vector<float> Floats(const nlohmann::json& entry) {
-  return golden::ReadF32(kDir + entry["file"].get<std::string>());
+inline std::unique_ptr<TimeSeriesPipeline> QuantilePipeline() {
+  auto p = TimeSeriesPipeline::Load(FixtureCheckpoint(kQuantileDir).tensors(), QuantileManifest(),
+                                    kNEmbd, "golden-q");
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? *std::move(p) : nullptr;
 }
 
-inline Series Input(const nlohmann::json& c) {
+// A case's float32 file named by the fixture manifest's entry (e.g. c["encoder_rows"]).
+inline std::vector<float> Floats(const nlohmann::json& entry, const std::string& dir = kDir) {
+  return golden::ReadF32(dir + entry["file"].get<std::string>());
+}
+
+inline Series Input(const nlohmann::json& c, const std::string& dir = kDir) {
   Series s;
   s.length = c["input"]["shape"][0];
   s.channels = c["input"]["shape"][1];
-  s.values = Floats(c["input"]);
+  s.values = Floats(c["input"], dir);
   return s;
 }
 
