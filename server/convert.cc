@@ -135,7 +135,7 @@ absl::StatusOr<std::vector<InputRows>> ToEnginePrompt(
           pending.field = field;
           images->push_back(std::move(pending));
           parts.emplace_back();  // filled by FillMediaRows
-          total += series.length / st.patch;
+          total += series.length / st.patch * st.rows_per_patch;
           continue;
         }
         {

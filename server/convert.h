@@ -49,6 +49,7 @@ struct AudioTranslation {
 struct SeriesTranslation {
   int channels = 1;
   int patch = 4;
+  int rows_per_patch = 1;  // prompt rows per patch: 1 (WaveNet), or the channels (Timer)
   int max_length = 512;
   int horizon = 1;               // steps one model run forecasts
   int max_forecast_horizon = 1;  // the most a Forecast may ask (rolled out beyond `horizon`)

@@ -128,24 +128,35 @@ absl::StatusOr<int> PositiveInt(const json& v, const std::string& key) {
 
 absl::StatusOr<TimeSeriesManifest> ParseTimeSeries(const json& v) {
   if (!v.is_object()) return Bad("time_series", "must be an object");
-  static const char* kKnown[] = {"encoder",    "channels", "patch",  "dilations", "horizon",
-                                 "max_length", "eps",      "prompt", "quantiles", "baseline"};
+  static const char* kKnown[] = {"encoder",   "channels",   "patch", "dilations",
+                                 "horizon",   "max_length", "eps",   "prompt",
+                                 "quantiles", "baseline",   "heads", "rope_theta"};
   for (const auto& [key, value] : v.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return Bad(absl::StrCat("time_series.", key),
                  "is not a key of \"time_series\" (known: encoder, channels, patch, dilations, "
-                 "horizon, max_length, eps, prompt, quantiles, baseline)");
+                 "horizon, max_length, eps, prompt, quantiles, baseline, heads, rope_theta)");
     }
   }
   TimeSeriesManifest m;
-  if (!v.contains("encoder")) return Bad("time_series.encoder", "is required (\"wavenet\")");
-  if (!v["encoder"].is_string() || v["encoder"].get<std::string>() != "wavenet") {
-    return Bad("time_series.encoder",
-               absl::StrCat("is ", v["encoder"].dump(), ", expected \"wavenet\" (the only one)"));
+  if (!v.contains("encoder")) {
+    return Bad("time_series.encoder", "is required (\"wavenet\" or \"timer\")");
   }
-  m.encoder = "wavenet";
-  for (const char* key : {"channels", "dilations", "horizon", "max_length"}) {
+  if (!v["encoder"].is_string() || (v["encoder"].get<std::string>() != "wavenet" &&
+                                    v["encoder"].get<std::string>() != "timer")) {
+    return Bad("time_series.encoder",
+               absl::StrCat("is ", v["encoder"].dump(), ", expected \"wavenet\" or \"timer\""));
+  }
+  m.encoder = v["encoder"].get<std::string>();
+  const bool timer = m.encoder == "timer";
+  for (const char* key : {"channels", timer ? "heads" : "dilations", "horizon", "max_length"}) {
     if (!v.contains(key)) return Bad(absl::StrCat("time_series.", key), "is required");
+  }
+  for (const char* key : {timer ? "dilations" : "heads", timer ? "dilations" : "rope_theta"}) {
+    if (v.contains(key)) {
+      return Bad(absl::StrCat("time_series.", key),
+                 absl::StrCat("does not apply to the ", m.encoder, " encoder"));
+    }
   }
   absl::StatusOr<int> n = PositiveInt(v["channels"], "time_series.channels");
   if (!n.ok()) return n.status();
@@ -155,14 +166,27 @@ absl::StatusOr<TimeSeriesManifest> ParseTimeSeries(const json& v) {
     if (!n.ok()) return n.status();
     m.patch = *n;
   }
-  const json& d = v["dilations"];
-  if (!d.is_array() || d.empty()) {
-    return Bad("time_series.dilations", "must be a non-empty array (one dilation per layer)");
-  }
-  for (size_t i = 0; i < d.size(); ++i) {
-    n = PositiveInt(d[i], absl::StrCat("time_series.dilations[", i, "]"));
+  if (timer) {
+    n = PositiveInt(v["heads"], "time_series.heads");
     if (!n.ok()) return n.status();
-    m.dilations.push_back(*n);
+    m.heads = *n;
+    if (v.contains("rope_theta")) {
+      const json& t = v["rope_theta"];
+      if (!t.is_number() || !(t.get<double>() > 1) || !std::isfinite(t.get<float>())) {
+        return Bad("time_series.rope_theta", "must be a finite number > 1");
+      }
+      m.rope_theta = t.get<float>();
+    }
+  } else {
+    const json& d = v["dilations"];
+    if (!d.is_array() || d.empty()) {
+      return Bad("time_series.dilations", "must be a non-empty array (one dilation per layer)");
+    }
+    for (size_t i = 0; i < d.size(); ++i) {
+      n = PositiveInt(d[i], absl::StrCat("time_series.dilations[", i, "]"));
+      if (!n.ok()) return n.status();
+      m.dilations.push_back(*n);
+    }
   }
   n = PositiveInt(v["horizon"], "time_series.horizon");
   if (!n.ok()) return n.status();

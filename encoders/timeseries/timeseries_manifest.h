@@ -9,10 +9,12 @@
 namespace modrwkv::encoders {
 
 struct TimeSeriesManifest {
-  std::string encoder = "wavenet";  // the only encoder
+  std::string encoder = "wavenet";  // "wavenet" or "timer" (thuml/timer-base-84m's TimerModel)
   int channels = 0;                 // c, values per time step (>= 1)
   int patch = 4;                    // P, time steps per encoder row (>= 1)
-  std::vector<int> dilations;       // one per WaveNet layer (each >= 1)
+  std::vector<int> dilations;       // one per WaveNet layer (each >= 1); wavenet only
+  int heads = 0;                    // timer only: attention heads (>= 1)
+  float rope_theta = 10000.0f;      // timer only: the rotary embedding's base
   int horizon = 0;                  // H, forecast steps (>= 1)
   int max_length = 0;               // the longest series accepted, in steps (>= patch)
   float eps = 1e-5f;                // added to the variance in the normalisation (> 0)

@@ -22,8 +22,9 @@ absl::Status BadKey(absl::string_view key, absl::string_view what) {
 }
 
 absl::Status CheckManifest(const TimeSeriesManifest& m, int n_embd) {
-  if (m.encoder != "wavenet") {
-    return BadKey("encoder", absl::StrCat("is \"", m.encoder, "\", expected \"wavenet\""));
+  if (m.encoder != "wavenet" && m.encoder != "timer") {
+    return BadKey("encoder",
+                  absl::StrCat("is \"", m.encoder, "\", expected \"wavenet\" or \"timer\""));
   }
   if (m.channels < 1) return BadKey("channels", absl::StrCat("is ", m.channels, ", must be >= 1"));
   if (m.patch < 1) return BadKey("patch", absl::StrCat("is ", m.patch, ", must be >= 1"));
@@ -35,7 +36,13 @@ absl::Status CheckManifest(const TimeSeriesManifest& m, int n_embd) {
   if (!(m.eps > 0) || !std::isfinite(m.eps)) {
     return BadKey("eps", absl::StrCat("is ", m.eps, ", must be a positive finite number"));
   }
-  if (m.dilations.empty()) return BadKey("dilations", "is empty (one dilation per layer)");
+  if (m.encoder == "timer" && m.heads < 1) {
+    return BadKey("heads",
+                  absl::StrCat("is ", m.heads, ", must be >= 1 (the Timer's attention heads)"));
+  }
+  if (m.encoder == "wavenet" && m.dilations.empty()) {
+    return BadKey("dilations", "is empty (one dilation per layer)");
+  }
   for (size_t i = 0; i < m.dilations.size(); ++i) {
     if (m.dilations[i] < 1) {
       return absl::InvalidArgumentError(absl::StrCat("time-series model: time_series.dilations[", i,
@@ -100,13 +107,24 @@ absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
   std::unique_ptr<TimeSeriesPipeline> p(new TimeSeriesPipeline());
   p->manifest_ = manifest;
   p->n_embd_ = n_embd;
-  MODRWKV_ASSIGN_OR_RETURN(p->encoder_,
-                           WaveNetEncoder::Load(tensors, kTsEncoderPrefix, manifest.dilations));
   const int64_t in = int64_t{manifest.patch} * manifest.channels;
-  if (p->encoder_->input_dim() != in) {
+  if (manifest.encoder == "timer") {
+    MODRWKV_ASSIGN_OR_RETURN(p->timer_, TimerEncoder::Load(tensors, kTsEncoderPrefix,
+                                                           manifest.heads, manifest.rope_theta));
+    if (p->timer_->input_dim() != manifest.patch) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("time-series model: tensor ", kTsEncoderPrefix,
+                       "embed_layer.emb.weight takes patches of ", p->timer_->input_dim(),
+                       " steps, but time_series.patch is ", manifest.patch));
+    }
+  } else {
+    MODRWKV_ASSIGN_OR_RETURN(p->wavenet_,
+                             WaveNetEncoder::Load(tensors, kTsEncoderPrefix, manifest.dilations));
+  }
+  if (p->wavenet_ && p->wavenet_->input_dim() != in) {
     return absl::InvalidArgumentError(absl::StrCat(
         "time-series model: tensor ", kTsEncoderPrefix, "embed.weight takes rows of width ",
-        p->encoder_->input_dim(), ", but time_series.patch x time_series.channels = ",
+        p->wavenet_->input_dim(), ", but time_series.patch x time_series.channels = ",
         manifest.patch, " x ", manifest.channels, " = ", in));
   }
 
@@ -120,10 +138,11 @@ absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
   MODRWKV_RETURN_IF_ERROR(OnlyThese(
       tensors, kTsAdapterPrefix, {"proj.0.weight", "proj.0.bias", "proj.2.weight", "proj.2.bias"}));
   MODRWKV_ASSIGN_OR_RETURN(p->adapter_, AdapterChain::Create(spec, tensors, kTsAdapterPrefix));
-  if (p->adapter_->input_dim() != p->encoder_->dim()) {
+  if (p->adapter_->input_dim() != p->encoder_dim()) {
     return absl::InvalidArgumentError(
         absl::StrCat("time-series model: tensor ", kTsAdapterPrefix, "proj.0.weight takes width ",
-                     p->adapter_->input_dim(), ", but the WaveNet gives ", p->encoder_->dim()));
+                     p->adapter_->input_dim(), ", but the ", p->timer_ ? "Timer" : "WaveNet",
+                     " gives ", p->encoder_dim()));
   }
   if (p->adapter_->output_dim() != n_embd) {
     return absl::InvalidArgumentError(
@@ -141,9 +160,14 @@ absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
   MODRWKV_ASSIGN_OR_RETURN(p->head_w_, ReadF32(tensors, head + "weight", {out, n_embd}, meaning));
   MODRWKV_ASSIGN_OR_RETURN(p->head_b_, ReadF32(tensors, head + "bias", {out}, ""));
 
-  p->id_ = absl::StrCat(std::move(id), "|series:wavenet|c=", manifest.channels,
-                        "|P=", manifest.patch, "|eps=", absl::StrFormat("%a", manifest.eps),
-                        "|dilations=", absl::StrJoin(manifest.dilations, ","));
+  p->id_ = absl::StrCat(std::move(id), "|series:", manifest.encoder, "|c=", manifest.channels,
+                        "|P=", manifest.patch, "|eps=", absl::StrFormat("%a", manifest.eps));
+  if (p->timer_) {
+    absl::StrAppend(&p->id_, "|heads=", manifest.heads,
+                    "|theta=", absl::StrFormat("%a", manifest.rope_theta));
+  } else {
+    absl::StrAppend(&p->id_, "|dilations=", absl::StrJoin(manifest.dilations, ","));
+  }
   // The head's settings are not part of id(): it names the encoder's rows, which they do not
   // change (the encoder cache may share rows between models that differ only in their heads).
   return p;
@@ -183,18 +207,45 @@ absl::StatusOr<std::shared_ptr<const PreparedItem>> TimeSeriesPipeline::Prepare(
   MODRWKV_RETURN_IF_ERROR(Validate(s, item.field));
   auto prepared = std::make_shared<PreparedItem>();
   prepared->kind = item.kind;
-  prepared->shape = {RowsFor(s.length), int64_t{patch()} * channels()};
+  prepared->shape = {PatchesFor(s.length), int64_t{patch()} * channels()};
   prepared->data = Rows(s);
   return prepared;
 }
 
 absl::Status TimeSeriesPipeline::EncodeRows(absl::Span<const float> rows, int R, EmbeddingRows* out,
                                             cpu::ThreadPool* pool) const {
-  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> enc, encoder_->Encode(rows, R, pool));
-  MODRWKV_RETURN_IF_ERROR(adapter_->Run(enc, R, &out->data, pool));
-  out->rows = R;
+  std::vector<float> enc;
+  if (timer_) {
+    MODRWKV_ASSIGN_OR_RETURN(enc, EncodeTimer(rows, R, pool));
+  } else {
+    MODRWKV_ASSIGN_OR_RETURN(enc, wavenet_->Encode(rows, R, pool));
+  }
+  const int out_rows = RowsFor(R * patch());
+  MODRWKV_RETURN_IF_ERROR(adapter_->Run(enc, out_rows, &out->data, pool));
+  out->rows = out_rows;
   out->dim = n_embd_;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> TimeSeriesPipeline::EncodeTimer(absl::Span<const float> rows,
+                                                                   int R,
+                                                                   cpu::ThreadPool* pool) const {
+  const int c = channels(), P = patch(), D = timer_->dim();
+  std::vector<float> out(static_cast<size_t>(R) * c * D), patches(static_cast<size_t>(R) * P);
+  for (int ch = 0; ch < c; ++ch) {
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < P; ++t) {
+        patches[static_cast<size_t>(r) * P + t] = rows[(static_cast<size_t>(r) * P + t) * c + ch];
+      }
+    }
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> h, timer_->Encode(patches, R, pool));
+    for (int r = 0; r < R; ++r) {
+      std::copy(h.begin() + static_cast<int64_t>(r) * D,
+                h.begin() + static_cast<int64_t>(r + 1) * D,
+                out.begin() + (static_cast<int64_t>(r) * c + ch) * D);
+    }
+  }
+  return out;
 }
 
 absl::Status TimeSeriesPipeline::EncodeBatch(absl::Span<const PreparedItem* const> items,
@@ -221,7 +272,7 @@ absl::StatusOr<EmbeddingRows> TimeSeriesPipeline::EncodeSeries(const Series& s,
                                                                cpu::ThreadPool* pool) const {
   MODRWKV_RETURN_IF_ERROR(Validate(s, field));
   EmbeddingRows out;
-  MODRWKV_RETURN_IF_ERROR(EncodeRows(Rows(s), RowsFor(s.length), &out, pool));
+  MODRWKV_RETURN_IF_ERROR(EncodeRows(Rows(s), PatchesFor(s.length), &out, pool));
   return out;
 }
 

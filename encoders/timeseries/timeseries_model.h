@@ -29,6 +29,7 @@
 #include "encoders/pool/item_encoder.h"
 #include "encoders/timeseries/series.h"
 #include "encoders/timeseries/series_norm.h"
+#include "encoders/timeseries/timer.h"
 #include "encoders/timeseries/timeseries_manifest.h"
 #include "encoders/timeseries/wavenet.h"
 #include "engine/base/tensor.h"
@@ -73,17 +74,22 @@ class TimeSeriesPipeline : public ItemEncoder {
   const std::vector<float>& quantile_levels() const { return manifest_.quantiles; }
   int max_length() const { return manifest_.max_length; }
   float eps() const { return manifest_.eps; }
-  int dim() const { return n_embd_; }                  // C, the width of the rows and hidden
-  int encoder_dim() const { return encoder_->dim(); }  // d, the WaveNet's width
-  // Embedding rows a series of `length` steps gives: length / patch (0 when length < patch).
-  int RowsFor(int length) const { return length >= patch() ? length / patch() : 0; }
+  int dim() const { return n_embd_; }  // C, the width of the rows and hidden
+  // d, the encoder's width (the WaveNet's, or the Timer's hidden size).
+  int encoder_dim() const { return timer_ ? timer_->dim() : wavenet_->dim(); }
+  // Patches a series of `length` steps gives: length / patch (0 when length < patch).
+  int PatchesFor(int length) const { return length >= patch() ? length / patch() : 0; }
+  // Embedding rows a series of `length` steps gives: one per patch with the WaveNet (all
+  // channels in one row), one per patch and channel with the Timer (each channel encoded alone,
+  // rows time-major: patch r of channel ch is row r * channels + ch).
+  int RowsFor(int length) const { return PatchesFor(length) * (timer_ ? channels() : 1); }
 
   // ValidateSeries against this model (channels, patch..max_length, finite values), plus
   // finite normalised values (x - mean overflows float32 when a channel spans ~3e38 both ways).
   absl::Status Validate(const Series& s, absl::string_view field) const;
   // The normalisation statistics of `s` (validated) with the manifest's eps: what Forecast needs.
   SeriesNorm Stats(const Series& s) const { return ComputeSeriesNorm(s, manifest_.eps); }
-  // The encoder rows [RowsFor(length)][patch * channels] of a validated series.
+  // The encoder's input [PatchesFor(length)][patch * channels] of a validated series.
   std::vector<float> Rows(const Series& s) const;
 
   // ItemEncoder. Prepare: UnpackSeries + Validate + Rows; PreparedItem shape {R, patch *
@@ -109,17 +115,23 @@ class TimeSeriesPipeline : public ItemEncoder {
   absl::StatusOr<HeadForecast> Forecast(absl::Span<const float> hidden,
                                         const SeriesNorm& norm) const;
 
-  const WaveNetEncoder& encoder() const { return *encoder_; }
+  const WaveNetEncoder* wavenet() const { return wavenet_.get(); }  // null with the Timer
+  const TimerEncoder* timer() const { return timer_.get(); }        // null with the WaveNet
   const AdapterChain& adapter() const { return *adapter_; }
 
  private:
   TimeSeriesPipeline() = default;
+  // The encoder's input [R][patch * channels] -> the adapter's rows [RowsFor(R * patch)][C].
   absl::Status EncodeRows(absl::Span<const float> rows, int R, EmbeddingRows* out,
                           cpu::ThreadPool* pool) const;
+  // The Timer over each channel of [R][patch * channels] -> [R * channels][D], time-major.
+  absl::StatusOr<std::vector<float>> EncodeTimer(absl::Span<const float> rows, int R,
+                                                 cpu::ThreadPool* pool) const;
 
   TimeSeriesManifest manifest_;
   int n_embd_ = 0;
-  std::unique_ptr<WaveNetEncoder> encoder_;
+  std::unique_ptr<WaveNetEncoder> wavenet_;  // one of the two
+  std::unique_ptr<TimerEncoder> timer_;
   std::unique_ptr<AdapterChain> adapter_;
   std::vector<float> head_w_;  // [(1 + levels) * horizon * channels][C] row-major
   std::vector<float> head_b_;  // [(1 + levels) * horizon * channels]

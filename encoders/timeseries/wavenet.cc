@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "encoders/timeseries/encoder_weights.h"
 #include "engine/base/status_macros.h"
 #include "engine/cpu/kernels.h"
 
@@ -18,42 +19,10 @@ namespace modrwkv::encoders {
 namespace {
 
 using TensorMap = std::map<std::string, TensorView>;
-
-absl::StatusOr<const TensorView*> Need(const TensorMap& t, const std::string& name,
-                                       std::set<std::string>* used) {
-  auto it = t.find(name);
-  if (it == t.end()) {
-    return absl::NotFoundError(absl::StrCat("time-series encoder: tensor ", name, " is missing"));
-  }
-  used->insert(name);
-  return &it->second;
-}
-
-absl::Status CheckShape(const TensorView& v, const std::vector<int64_t>& want,
-                        absl::string_view meaning) {
-  if (v.shape != want) {
-    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: tensor ", v.name,
-                                                   " has shape ", v.ShapeString(), ", expected ",
-                                                   ShapeToString(want), meaning));
-  }
-  return absl::OkStatus();
-}
-
-std::vector<float> ToF32(const TensorView& t) {
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  ConvertToF32(t.dtype, t.data, v.size(), v.data());
-  return v;
-}
-
-cpu::Matrix Packed(const std::vector<float>& w, int rows, int cols, const std::string& name) {
-  TensorView view;
-  view.name = name;
-  view.dtype = DType::kF32;
-  view.shape = {rows, cols};
-  view.data = w.data();
-  view.nbytes = w.size() * sizeof(float);
-  return cpu::MakeMatrix(view, /*transposed=*/false, cpu::WType::kF32, cpu::Layout::kPanels);
-}
+using ts_weights::CheckShape;
+using ts_weights::Need;
+using ts_weights::Packed;
+using ts_weights::ToF32;
 
 // A Linear's weight [out, in] (checked) as a packed matrix, and its bias [out].
 absl::Status LoadLinear(const TensorMap& t, const std::string& stem, int out, int in,
@@ -86,19 +55,8 @@ absl::StatusOr<std::unique_ptr<WaveNetEncoder>> WaveNetEncoder::Load(
                                                      dilations[i], ", must be >= 1"));
     }
   }
-  // The checkpoint's layer count: 1 + the largest i of <prefix>layers.<i>.*.
   const std::string layers_prefix = prefix + "layers.";
-  int ckpt_layers = 0;
-  for (auto it = tensors.lower_bound(layers_prefix);
-       it != tensors.end() && absl::StartsWith(it->first, layers_prefix); ++it) {
-    const std::string rest = it->first.substr(layers_prefix.size());
-    int i = -1;
-    if (!absl::SimpleAtoi(rest.substr(0, rest.find('.')), &i) || i < 0 || i > (1 << 20)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("time-series encoder: unexpected tensor ", it->first));
-    }
-    ckpt_layers = std::max(ckpt_layers, i + 1);
-  }
+  MODRWKV_ASSIGN_OR_RETURN(const int ckpt_layers, ts_weights::LayerCount(tensors, layers_prefix));
   if (ckpt_layers != static_cast<int>(dilations.size())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "time-series encoder: the checkpoint has ", ckpt_layers, " WaveNet layers (", layers_prefix,
@@ -155,14 +113,9 @@ absl::StatusOr<std::unique_ptr<WaveNetEncoder>> WaveNetEncoder::Load(
     e->layers_.push_back(std::move(l));
   }
   MODRWKV_RETURN_IF_ERROR(LoadLinear(tensors, prefix + "out", d, d, &used, &e->out_, &e->out_b_));
-  for (auto it = tensors.lower_bound(prefix);
-       it != tensors.end() && absl::StartsWith(it->first, prefix); ++it) {
-    if (!used.count(it->first)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("time-series encoder: unexpected tensor ", it->first,
-                       " (the WaveNet format has embed, layers.{i}.{conv,res,skip} and out only)"));
-    }
-  }
+  MODRWKV_RETURN_IF_ERROR(ts_weights::NothingElse(
+      tensors, prefix, used,
+      "the WaveNet format has embed, layers.{i}.{conv,res,skip} and out only"));
   return e;
 }
 

@@ -46,6 +46,8 @@ L, C, V, LLM_SEED = 2, 64, 256, 7  # = tests/golden/rwkv7/micro
 TS_SEED = 31
 CH, PATCH, D, DILATIONS, HORIZON, MAX_LENGTH, EPS = 2, 4, 16, [1, 2, 4], 6, 256, 1e-5
 QUANTILES, BASELINE = [], "none"  # --variant quantiles: [0.1, 0.5, 0.9], "last"
+ENCODER = "wavenet"  # --variant timer: the Timer encoder with TIMER (patch 8, width 32)
+TIMER = {"heads": 4, "layers": 2, "ffn": 48, "rope_theta": 10000.0}
 GEN_A = "afb131ad34a2fd243a8f54e5e303f590cbe3648d"
 
 # name, steps, prompt (token ids of single bytes: id = byte + 1; the tiny vocabulary has 256 rows)
@@ -66,6 +68,23 @@ def modality_specs():
     e, a, h = tsm.ENCODER_PREFIX, tsm.ADAPTER_PREFIX, tsm.HEAD_PREFIX
     lin = lambda name, o, i: [(name + ".weight", (o, i), -_s(i), _s(i)),
                               (name + ".bias", (o,), -0.1, 0.1)]
+    if ENCODER == "timer":
+        specs = [(e + "embed_layer.emb.weight", (D, PATCH), -_s(PATCH), _s(PATCH))]
+        norm = lambda name: [(name + ".weight", (D,), 0.8, 1.2), (name + ".bias", (D,), -0.1, 0.1)]
+        for i in range(TIMER["layers"]):
+            p = f"{e}layers.{i}."
+            for w in ("q", "k", "v"):
+                specs += lin(f"{p}self_attn.{w}_proj", D, D)
+            specs += [(p + "self_attn.o_proj.weight", (D, D), -_s(D), _s(D))]
+            F = TIMER["ffn"]
+            specs += [(p + "ffn_layer.gate_proj.weight", (F, D), -_s(D), _s(D)),
+                      (p + "ffn_layer.up_proj.weight", (F, D), -_s(D), _s(D)),
+                      (p + "ffn_layer.down_proj.weight", (D, F), -_s(F), _s(F))]
+            specs += norm(p + "norm1") + norm(p + "norm2")
+        specs += norm(e + "norm")
+        specs += lin(a + "proj.0", 4 * D, D) + lin(a + "proj.2", C, 4 * D)
+        specs += lin(h[:-1], (1 + len(QUANTILES)) * HORIZON * CH, C)
+        return specs
     specs = lin(e + "embed", D, PATCH * CH)
     for i in range(len(DILATIONS)):
         p = f"{e}layers.{i}."
@@ -88,6 +107,43 @@ def series(name, steps):
     return x.astype(np.float32)
 
 
+def timer_f64(w, rows, r):
+    """The Timer encoder in float64 numpy, written from the published model code's structure
+    (encoders/timeseries/timer.h): each channel alone, rows r*CH + ch."""
+    e = tsm.ENCODER_PREFIX
+    nh, hd = TIMER["heads"], D // TIMER["heads"]
+    inv = 1.0 / TIMER["rope_theta"] ** (np.arange(0, hd, 2) / hd)
+    ang = np.outer(np.arange(r), inv)
+    cos, sin = np.cos(np.concatenate([ang, ang], 1)), np.sin(np.concatenate([ang, ang], 1))
+    rot = lambda v: v * cos + np.concatenate([-v[:, hd // 2:], v[:, :hd // 2]], 1) * sin
+
+    def ln(v, name):
+        mu = v.mean(1, keepdims=True)
+        return ((v - mu) / np.sqrt(((v - mu) ** 2).mean(1, keepdims=True) + 1e-5)
+                * w[name + ".weight"] + w[name + ".bias"])
+
+    out = np.zeros((r * CH, D))
+    mask = np.triu(np.full((r, r), -np.inf), 1)
+    for ch in range(CH):
+        x = rows.reshape(r, PATCH, CH)[:, :, ch] @ w[e + "embed_layer.emb.weight"].T
+        for i in range(TIMER["layers"]):
+            p = f"{e}layers.{i}."
+            a = p + "self_attn."
+            q, k, v = [x @ w[f"{a}{n}_proj.weight"].T + w[f"{a}{n}_proj.bias"] for n in "qkv"]
+            att = np.zeros((r, D))
+            for hh in range(nh):
+                s = slice(hh * hd, (hh + 1) * hd)
+                sc = rot(q[:, s]) @ rot(k[:, s]).T / np.sqrt(hd) + mask
+                pr = np.exp(sc - sc.max(1, keepdims=True))
+                att[:, s] = (pr / pr.sum(1, keepdims=True)) @ v[:, s]
+            x = ln(x + att @ w[a + "o_proj.weight"].T, p + "norm1")
+            f = p + "ffn_layer."
+            g, u = x @ w[f + "gate_proj.weight"].T, x @ w[f + "up_proj.weight"].T
+            x = ln(x + (g / (1 + np.exp(-g)) * u) @ w[f + "down_proj.weight"].T, p + "norm2")
+        out[ch::CH] = ln(x, e + "norm")
+    return out
+
+
 def reference_f64(sd, x, prompt_ids):
     """Independent float64 numpy forward, written from the format's text (docs/models.md)."""
     w = {k: np.asarray(v.float().numpy() if torch.is_tensor(v) else v, np.float64)
@@ -103,17 +159,20 @@ def reference_f64(sd, x, prompt_ids):
     out.update(mean=mean, std=std, normalized=xn, rows=rows)
     e = tsm.ENCODER_PREFIX
     lin = lambda name, v: v @ w[name + ".weight"].T + w[name + ".bias"]
-    h = lin(e + "embed", rows)
-    skip = np.zeros_like(h)
-    for i, dil in enumerate(DILATIONS):
-        p = f"{e}layers.{i}."
-        wc = w[p + "conv.weight"]  # [2d, d, 2]: tap 0 reads row t - dil, tap 1 row t
-        prev = np.vstack([np.zeros((dil, D)), h])[:r]
-        z = prev @ wc[:, :, 0].T + h @ wc[:, :, 1].T + w[p + "conv.bias"]
-        g = np.tanh(z[:, :D]) / (1 + np.exp(-z[:, D:]))
-        h = h + lin(p + "res", g)
-        skip = skip + lin(p + "skip", g)
-    enc = lin(e + "out", np.maximum(skip, 0))
+    if ENCODER == "timer":
+        enc = timer_f64(w, rows, r)
+    else:
+        h = lin(e + "embed", rows)
+        skip = np.zeros_like(h)
+        for i, dil in enumerate(DILATIONS):
+            p = f"{e}layers.{i}."
+            wc = w[p + "conv.weight"]  # [2d, d, 2]: tap 0 reads row t - dil, tap 1 row t
+            prev = np.vstack([np.zeros((dil, D)), h])[:r]
+            z = prev @ wc[:, :, 0].T + h @ wc[:, :, 1].T + w[p + "conv.bias"]
+            g = np.tanh(z[:, :D]) / (1 + np.exp(-z[:, D:]))
+            h = h + lin(p + "res", g)
+            skip = skip + lin(p + "skip", g)
+        enc = lin(e + "out", np.maximum(skip, 0))
     a = tsm.ADAPTER_PREFIX
     ad = lin(a + "proj.2", np.maximum(lin(a + "proj.0", enc), 0))
     out.update(encoder=enc, adapter=ad)
@@ -222,12 +281,15 @@ def official_logits(mirror, ckpt_path, adapter_rows, prompt_ids):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mirror", default="/work/.mirror/JL-er+WorldRWKV/repo")
-    ap.add_argument("--variant", choices=("plain", "quantiles"), default="plain")
+    ap.add_argument("--variant", choices=("plain", "quantiles", "timer"), default="plain")
     args = ap.parse_args()
-    global OUT, QUANTILES, BASELINE
+    global OUT, QUANTILES, BASELINE, ENCODER, PATCH, D
     if args.variant == "quantiles":
         OUT = OUT + "_quantiles"
         QUANTILES, BASELINE = [0.1, 0.5, 0.9], "last"
+    if args.variant == "timer":
+        OUT = OUT + "_timer"
+        ENCODER, PATCH, D = "timer", 8, 32
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
 
@@ -239,7 +301,8 @@ def main():
     torch.save(sd, ckpt)
     model = tsm.TimeSeriesModel(channels=CH, patch=PATCH, d=D, dilations=DILATIONS,
                                 horizon=HORIZON, c=C, n_layer=L, max_length=MAX_LENGTH, eps=EPS,
-                                token_ids=range(V), quantiles=QUANTILES, baseline=BASELINE)
+                                token_ids=range(V), quantiles=QUANTILES, baseline=BASELINE,
+                                encoder=ENCODER, timer=TIMER if ENCODER == "timer" else None)
     manifest_model = model.manifest()
     with open(os.path.join(OUT, "modrwkv-model.json"), "w") as f:
         json.dump(manifest_model, f, indent=2)
@@ -261,6 +324,8 @@ def main():
     # the quantile variant's backbone and prompt path are the plain one's: its cases skip the
     # official check (no mirror needed) and keep two lengths
     cases = CASES if not QUANTILES else [c for c in CASES if c[0] in ("t45", "t7")]
+    if ENCODER == "timer":  # patch 8: t45 has 5 patches (5 steps dropped); t200 25 patches
+        cases = [("t45", 45, ""), ("t200", 200, ""), ("t45_prompt", 45, "\x16Forecast:")]
     for name, steps, prompt in cases:
         x = series(name.split("_")[0], steps)
         ids = [b + 1 for b in prompt.encode("utf-8")]
@@ -272,7 +337,9 @@ def main():
         assert max(errs.values()) < 1e-5, (name, errs)
         y_api = tsm.forecast(model, x, ids or None)
         assert np.array_equal(y_api, tr["forecast"]), name
-        case = {"name": name, "steps": steps, "channels": CH, "rows": steps // PATCH,
+        rows_out = steps // PATCH * (CH if ENCODER == "timer" else 1)
+        case = {"name": name, "steps": steps, "channels": CH, "rows": rows_out,
+                "patches": steps // PATCH,
                 "dropped_steps": steps % PATCH,
                 "input": write_bin(f"{name}_input.bin", x),
                 "input_csv": write_csv(f"{name}_input.csv", x),
@@ -296,6 +363,7 @@ def main():
         if prompt:
             case["prompt"] = prompt
             case["prompt_ids"] = ids
+        if prompt and args.variant == "plain":  # the other variants share its backbone
             logits = tr["hidden"][-1].astype(np.float64) @ loaded["head.weight"].double().numpy().T
             off = official_logits(args.mirror, ckpt, torch.from_numpy(tr["adapter"]), ids)
             case["official_gen_a_logits_max_rel_diff"] = max_rel(logits, off)
@@ -310,7 +378,7 @@ def main():
         print(f"{name}: T {steps} -> rows {steps // PATCH}, forecast[0] {tr['forecast'][0]}, "
               f"f64 max rel {max(errs.values()):.2e}"
               + (f", official gen A {case['official_gen_a_logits_max_rel_diff']:.2e}"
-                 if prompt else ""))
+                 if "official_gen_a_logits_max_rel_diff" in case else ""))
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -60,6 +60,46 @@ class WaveNetEncoder(nn.Module):
         return self.out(F.relu(skip))
 
 
+def _sdpa_for_old_torch():
+    """sktime's Timer calls F.scaled_dot_product_attention (torch >= 2.0); Debian's torch 1.13
+    lacks it. Installs its documented formula, softmax(q k^T / sqrt(d) + mask) v, when absent."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+        s = q @ k.transpose(-2, -1) * (scale if scale is not None else q.shape[-1] ** -0.5)
+        if attn_mask is not None:
+            s = s + attn_mask
+        return torch.softmax(s, dim=-1) @ v
+
+    F.scaled_dot_product_attention = sdpa
+
+
+def timer_encoder(patch, d, layers, heads, ffn, rope_theta=10000.0):
+    """The Timer encoder: the official TimerModel (thuml/timer-base-84m's code, as sktime ships
+    it in sktime.libs.timer) over the patches of one channel, its last hidden state per patch.
+    Its state dict keys are TimerModel's (embed_layer.emb.weight, layers.{i}...., norm.*)."""
+    _sdpa_for_old_torch()
+    from sktime.libs.timer.configuration_timer import TimerConfig
+    from sktime.libs.timer.modeling_timer import TimerModel
+
+    class TimerRowsEncoder(TimerModel):
+        def forward(self, rows):
+            """rows [B, R, P*c] (time-major, feature t*c + ch) -> [B, R*c, d]: each channel
+            encoded alone, output row r*c + ch."""
+            b, r, pc = rows.shape
+            c = pc // self.config.input_token_len
+            x = rows.reshape(b, r, self.config.input_token_len, c).permute(0, 3, 1, 2)
+            x = x.reshape(b * c, r * self.config.input_token_len)  # one series per channel
+            h = super().forward(input_ids=x, use_cache=False, return_dict=True).last_hidden_state
+            return h.reshape(b, c, r, -1).permute(0, 2, 1, 3).reshape(b, r * c, -1)
+
+    cfg = TimerConfig(input_token_len=patch, hidden_size=d, intermediate_size=ffn,
+                      num_hidden_layers=layers, num_attention_heads=heads,
+                      rope_theta=rope_theta, output_token_lens=[patch], use_cache=False)
+    return TimerRowsEncoder(cfg)
+
+
 class TsAdapter(nn.Module):
     """proj.0 Linear(d, 4d) -> ReLU -> proj.2 Linear(4d, C) (the paper's 4x hidden width)."""
 
@@ -93,7 +133,9 @@ def to_rows(xn, patch):
 class TimeSeriesModel(nn.Module):
     def __init__(self, channels=1, patch=4, d=32, dilations=DEFAULT_DILATIONS, horizon=12,
                  c=64, n_layer=2, max_length=512, eps=1e-5, token_ids=(0,), adapter_hidden=None,
-                 quantiles=(), baseline="none"):
+                 quantiles=(), baseline="none", encoder="wavenet", timer=None):
+        """encoder "timer": timer = dict(heads, layers, ffn[, rope_theta]) and the patch is the
+        Timer's input_token_len; d its hidden size."""
         super().__init__()
         if baseline not in ("none", "last"):
             raise ValueError(f"baseline {baseline!r}, expected 'none' or 'last'")
@@ -105,7 +147,12 @@ class TimeSeriesModel(nn.Module):
         self.channels, self.patch, self.d = channels, patch, d
         self.dilations = [int(x) for x in dilations]
         self.horizon, self.c, self.max_length, self.eps = horizon, c, max_length, eps
-        self.encoder = WaveNetEncoder(patch * channels, d, self.dilations)
+        self.encoder_name, self.timer = encoder, dict(timer or {})
+        if encoder == "timer":
+            self.encoder = timer_encoder(patch, d, self.timer["layers"], self.timer["heads"],
+                                         self.timer["ffn"], self.timer.get("rope_theta", 10000.0))
+        else:
+            self.encoder = WaveNetEncoder(patch * channels, d, self.dilations)
         self.adapter = TsAdapter(d, c, adapter_hidden)
         self.rwkv = vdm.RWKV7(c, n_layer, list(token_ids) if token_ids is not None else None)
         self.head = nn.Linear(c, (1 + len(self.quantiles)) * horizon * channels)
@@ -156,9 +203,14 @@ class TimeSeriesModel(nn.Module):
         return self.head_forward(hidden[:, -1], xn, detach_quantiles)
 
     def manifest(self, checkpoint="rwkv-0.pth", prompt=""):
-        ts = {"encoder": "wavenet", "channels": self.channels, "patch": self.patch,
-              "dilations": self.dilations, "horizon": self.horizon,
-              "max_length": self.max_length, "eps": self.eps}
+        ts = {"encoder": self.encoder_name, "channels": self.channels, "patch": self.patch}
+        if self.encoder_name == "timer":
+            ts["heads"] = self.timer["heads"]
+            if "rope_theta" in self.timer:
+                ts["rope_theta"] = self.timer["rope_theta"]
+        else:
+            ts["dilations"] = self.dilations
+        ts.update({"horizon": self.horizon, "max_length": self.max_length, "eps": self.eps})
         if self.quantiles:
             ts["quantiles"] = self.quantiles
         if self.baseline != "none":
@@ -210,14 +262,26 @@ class TimeSeriesModel(nn.Module):
 def model_from_export(sd, manifest):
     """Builds a TimeSeriesModel from an exported state dict and its manifest's dict."""
     ts = manifest["time_series"]
-    if ts.get("encoder", "wavenet") != "wavenet":
-        raise ValueError(f"encoder {ts['encoder']!r}, expected 'wavenet'")
+    enc = ts.get("encoder", "wavenet")
+    if enc not in ("wavenet", "timer"):
+        raise ValueError(f"encoder {enc!r}, expected 'wavenet' or 'timer'")
     emb = sd["emb.weight"]
     c = emb.shape[1]
     n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    d = sd[ENCODER_PREFIX + "embed.weight"].shape[0]
+    timer = None
+    if enc == "timer":
+        e = ENCODER_PREFIX
+        d = sd[e + "embed_layer.emb.weight"].shape[0]
+        timer = {"heads": ts["heads"], "ffn": sd[e + "layers.0.ffn_layer.gate_proj.weight"].shape[0],
+                 "layers": 1 + max(int(k[len(e):].split(".")[1]) for k in sd
+                                   if k.startswith(e + "layers."))}
+        if "rope_theta" in ts:
+            timer["rope_theta"] = ts["rope_theta"]
+    else:
+        d = sd[ENCODER_PREFIX + "embed.weight"].shape[0]
     m = TimeSeriesModel(channels=ts["channels"], patch=ts.get("patch", 4), d=d,
-                        dilations=ts["dilations"], horizon=ts["horizon"], c=c, n_layer=n_layer,
+                        dilations=ts.get("dilations", DEFAULT_DILATIONS), horizon=ts["horizon"],
+                        c=c, n_layer=n_layer, encoder=enc, timer=timer,
                         max_length=ts["max_length"], eps=ts.get("eps", 1e-5),
                         token_ids=range(emb.shape[0]),
                         adapter_hidden=sd[ADAPTER_PREFIX + "proj.0.weight"].shape[0],

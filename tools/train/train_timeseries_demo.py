@@ -208,7 +208,7 @@ def main():
     ap.add_argument("--quantiles", default="0.1,0.5,0.9",
                     help="quantile forecasts the head makes besides the point forecast, trained "
                          "with the pinball loss ('' for none)")
-    ap.add_argument("--quantile-weight", type=float, default=1.0,
+    ap.add_argument("--quantile-weight", type=float, default=0.3,
                     help="weight of the pinball loss against the point forecast's MSE")
     ap.add_argument("--quantile-detach", action="store_true",
                     help="the quantile loss trains only the head's quantile rows")

@@ -17,8 +17,8 @@ namespace {
 
 const std::string kDir = std::string(MODRWKV_GOLDEN_DIR) + "/timeseries";
 
-nlohmann::json Manifest() {
-  std::ifstream in(kDir + "/manifest.json");
+nlohmann::json Manifest(const std::string& dir = kDir) {
+  std::ifstream in(dir + "/manifest.json");
   return nlohmann::json::parse(in);
 }
 
@@ -34,11 +34,11 @@ ModelBundle Open(const std::string& dir = kDir) {
   return *std::move(b);
 }
 
-Series InputOf(const nlohmann::json& c) {
+Series InputOf(const nlohmann::json& c, const std::string& dir = kDir) {
   Series s;
   s.length = c["steps"];
   s.channels = c["channels"];
-  s.values = golden::ReadF32(kDir + "/" + c["name"].get<std::string>() + "_input.bin");
+  s.values = golden::ReadF32(dir + "/" + c["input"]["file"].get<std::string>());
   return s;
 }
 
@@ -151,6 +151,31 @@ TEST(ForecastTest, RollOutAppendsEachRoundAndKeepsTheNewestSteps) {
   EXPECT_EQ(f->series_rows, 2 * (full.length / 4));
 }
 
+// The Timer variant (tests/golden/timeseries_timer): the whole path through the model folder,
+// with and without prompt tokens after the series rows.
+TEST(ForecastTest, TimerForecastsEqualTheReference) {
+  const std::string dir = kDir + "_timer";
+  ModelBundle b = Open(dir);
+  ASSERT_NE(b.series, nullptr);
+  ASSERT_NE(b.series->timer(), nullptr);
+  cpu::ThreadPool pool(2);
+  const nlohmann::json m = Manifest(dir);
+  ASSERT_EQ(m["cases"].size(), 3u);
+  for (const nlohmann::json& c : m["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const Series s = InputOf(c, dir);
+    std::vector<int32_t> prompt;
+    if (c.contains("prompt_ids")) prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    absl::StatusOr<SeriesForecast> f =
+        ForecastSeries(*b.series, *b.model, 0, s, 6, prompt, &pool, /*chunk_rows=*/7);
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_EQ(f->series_rows, c["rows"].get<int>());
+    EXPECT_LT(golden::MaxRelDiff(
+                  f->values, golden::ReadF32(dir + "/" + c["forecast"]["file"].get<std::string>())),
+              1e-4);
+  }
+}
+
 // The quantile variant (tests/golden/timeseries_quantiles): the whole path gives the reference's
 // point and quantile forecasts; rolled out, each round's quantiles are those of a one-round
 // forecast on the grown series.
@@ -160,14 +185,10 @@ TEST(ForecastTest, QuantileForecastsEqualTheReferenceAndRollOut) {
   ASSERT_NE(b.series, nullptr);
   ASSERT_EQ(b.series->quantile_levels().size(), 3u);
   cpu::ThreadPool pool(2);
-  std::ifstream in(dir + "/manifest.json");
-  const nlohmann::json m = nlohmann::json::parse(in);
+  const nlohmann::json m = Manifest(dir);
   for (const nlohmann::json& c : m["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
-    Series s;
-    s.length = c["steps"];
-    s.channels = c["channels"];
-    s.values = golden::ReadF32(dir + "/" + c["input"]["file"].get<std::string>());
+    const Series s = InputOf(c, dir);
     absl::StatusOr<SeriesForecast> f = ForecastSeries(*b.series, *b.model, 0, s, 6, {}, &pool);
     ASSERT_TRUE(f.ok()) << f.status();
     EXPECT_LT(golden::MaxRelDiff(

@@ -36,6 +36,23 @@ TEST(ManifestTimeSeries, ParsesEveryKey) {
   EXPECT_FALSE(m->vision.has_value());
 }
 
+TEST(ManifestTimeSeries, TheTimerEncodersKeys) {
+  auto m = ParseManifest(R"({"checkpoint": "c.pth", "time_series": {"encoder": "timer",
+      "channels": 1, "patch": 96, "heads": 8, "rope_theta": 5000, "horizon": 96,
+      "max_length": 2880}})",
+                         "/m");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->time_series->encoder, "timer");
+  EXPECT_EQ(m->time_series->heads, 8);
+  EXPECT_EQ(m->time_series->rope_theta, 5000.0f);
+  EXPECT_TRUE(m->time_series->dilations.empty());
+  auto golden = LoadManifest(std::string(MODRWKV_GOLDEN_DIR) + "/timeseries_timer");
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  EXPECT_EQ(golden->time_series->encoder, "timer");
+  EXPECT_EQ(golden->time_series->heads, 4);
+  EXPECT_EQ(golden->time_series->patch, 8);
+}
+
 TEST(ManifestTimeSeries, DefaultsAndNoSection) {
   auto m = ParseManifest(R"({"checkpoint": "c.pth", "time_series": {"encoder": "wavenet",
       "channels": 1, "dilations": [1], "horizon": 1, "max_length": 4}})",
@@ -121,6 +138,18 @@ TEST(ManifestTimeSeries, ErrorsNameTheKey) {
                 "\"time_series.quantiles[0]\" is 1"},
            Case{R"({"encoder": "wavenet", REST, "quantiles": ["0.5"]})",
                 "\"time_series.quantiles[0]\""},
+           Case{R"({"encoder": "timer", "channels": 1, "horizon": 2, "max_length": 8})",
+                "\"time_series.heads\" is required"},
+           Case{R"({"encoder": "timer", "heads": 0, "channels": 1, "horizon": 2,
+                    "max_length": 8})",
+                "\"time_series.heads\" must be an integer"},
+           Case{R"({"encoder": "timer", "heads": 2, REST})",
+                "\"time_series.dilations\" does not apply to the timer encoder"},
+           Case{R"({"encoder": "wavenet", REST, "heads": 2})",
+                "\"time_series.heads\" does not apply to the wavenet encoder"},
+           Case{R"({"encoder": "timer", "heads": 2, "channels": 1, "horizon": 2,
+                    "max_length": 8, "rope_theta": 0.5})",
+                "\"time_series.rope_theta\" must be a finite number > 1"},
            Case{R"({"encoder": "wavenet", REST, "baseline": "mean"})",
                 "\"time_series.baseline\" must be \"none\" or \"last\""},
            Case{R"({"encoder": "wavenet", REST, "horizn": 5})",

@@ -152,6 +152,79 @@ TEST(TimeSeriesPipeline, TheLastBaselineAddsTheLastNormalisedValue) {
   }
 }
 
+std::string LoadError(const std::map<std::string, TensorView>& t, const TimeSeriesManifest& m,
+                      int n_embd = ts_golden::kNEmbd) {
+  auto p = TimeSeriesPipeline::Load(t, m, n_embd, "x");
+  EXPECT_FALSE(p.ok());
+  return p.ok() ? "" : std::string(p.status().message());
+}
+
+// The Timer encoder (tests/golden/timeseries_timer: the official TimerModel as sktime ships it,
+// checked there against an independent float64 implementation): patch 8, width 32, 4 heads, two
+// layers, two channels each encoded alone; the adapter rows of every case, up to 25 patches (the
+// rotary embedding at later positions), and the pool path.
+TEST(TimeSeriesPipelineGolden, TimerRowsMatchTheReference) {
+  const std::string dir = ts_golden::kTimerDir;
+  auto p = TimeSeriesPipeline::Load(ts_golden::FixtureCheckpoint(dir).tensors(),
+                                    ts_golden::TimerManifest(), ts_golden::kNEmbd, "golden-timer");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_NE((*p)->timer(), nullptr);
+  EXPECT_EQ((*p)->wavenet(), nullptr);
+  EXPECT_EQ((*p)->encoder_dim(), 32);
+  EXPECT_EQ((*p)->timer()->layers(), 2);
+  const nlohmann::json cases = ts_golden::Fixtures(dir)["cases"];
+  ASSERT_EQ(cases.size(), 3u);  // t45, t200, t45_prompt
+  cpu::ThreadPool pool(2);
+  double worst = 0;
+  for (const nlohmann::json& c : cases) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const Series s = ts_golden::Input(c, dir);
+    EXPECT_EQ((*p)->PatchesFor(s.length), c["patches"].get<int>());
+    EXPECT_EQ((*p)->RowsFor(s.length), c["rows"].get<int>());  // patches x 2 channels
+    auto rows = (*p)->EncodeSeries(s, "series", &pool);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    ASSERT_EQ(rows->rows, c["rows"].get<int>());
+    const double err = MaxRelDiff(rows->data, ts_golden::Floats(c["adapter_rows"], dir));
+    worst = std::max(worst, err);
+    EXPECT_LT(err, 1e-5);
+    // The pool path gives the same rows, bit for bit.
+    MediaItem item{std::make_shared<const std::string>(PackSeries(s)), "s", kSeriesKind};
+    auto prepared = (*p)->Prepare(item, nullptr);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    std::vector<EmbeddingRows> out;
+    ASSERT_TRUE((*p)->EncodeBatch({prepared->get()}, &out, &pool).ok());
+    EXPECT_EQ(out[0].data, rows->data);
+  }
+  RecordProperty("max_rel_diff", absl::StrFormat("%.3g", worst));
+}
+
+TEST(TimeSeriesPipeline, TimerLoadErrorsNameTheSettingOrTheTensor) {
+  const auto& good = ts_golden::FixtureCheckpoint(ts_golden::kTimerDir).tensors();
+  TimeSeriesManifest m = ts_golden::TimerManifest();
+  m.heads = 3;
+  EXPECT_THAT(LoadError(good, m), HasSubstr("time_series.heads is 3"));
+  m = ts_golden::TimerManifest();
+  m.patch = 4;
+  EXPECT_THAT(LoadError(good, m),
+              HasSubstr("embed_layer.emb.weight takes patches of 8 steps, but time_series.patch "
+                        "is 4"));
+  auto missing = good;
+  missing.erase("modality.ts_encoder.layers.1.norm2.bias");
+  EXPECT_THAT(LoadError(missing, ts_golden::TimerManifest()),
+              HasSubstr("tensor modality.ts_encoder.layers.1.norm2.bias is missing"));
+  auto extra = good;
+  TensorView v = good.at("modality.ts_encoder.norm.bias");
+  v.name = "modality.ts_encoder.embed_layer.emb.bias";
+  extra[v.name] = v;
+  EXPECT_THAT(LoadError(extra, ts_golden::TimerManifest()),
+              HasSubstr("unexpected tensor modality.ts_encoder.embed_layer.emb.bias"));
+  // The WaveNet's manifest on the Timer's tensors: refused, naming what does not fit.
+  TimeSeriesManifest wavenet = ts_golden::FixtureManifest();
+  wavenet.dilations = {1, 2};  // as many as the Timer's layers
+  EXPECT_THAT(LoadError(good, wavenet),
+              HasSubstr("tensor modality.ts_encoder.embed.weight is missing"));
+}
+
 TEST(TimeSeriesPipeline, PoolPathEqualsTheSynchronousPath) {
   const auto p = ts_golden::FixturePipeline();
   ASSERT_NE(p, nullptr);
@@ -259,13 +332,6 @@ TEST(TimeSeriesPipeline, ForecastRefusesWrongSizes) {
   EXPECT_THAT(y.status().message(), HasSubstr("time-series head: the forecast at step 0"));
 }
 
-std::string LoadError(const std::map<std::string, TensorView>& t, const TimeSeriesManifest& m,
-                      int n_embd = ts_golden::kNEmbd) {
-  auto p = TimeSeriesPipeline::Load(t, m, n_embd, "x");
-  EXPECT_FALSE(p.ok());
-  return p.ok() ? "" : std::string(p.status().message());
-}
-
 TEST(TimeSeriesPipeline, LoadErrorsNameTheKeyOrTheTensor) {
   const auto& good = ts_golden::FixtureCheckpoint().tensors();
   TimeSeriesManifest m = ts_golden::FixtureManifest();
@@ -339,7 +405,9 @@ TEST(TimeSeriesPipeline, LoadsTheTrainedDemo) {
   auto p = TimeSeriesPipeline::Load((*ckpt)->tensors(), m, static_cast<int>(emb->shape[1]), "demo");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ((*p)->encoder_dim(), 32);
-  EXPECT_EQ((*p)->encoder().layers(), 8);
+  ASSERT_NE((*p)->wavenet(), nullptr);
+  EXPECT_EQ((*p)->wavenet()->layers(), 8);
+  EXPECT_EQ((*p)->timer(), nullptr);
   Series s{96, 1, {}};
   for (int t = 0; t < 96; ++t) s.values.push_back(100 + 10 * std::sin(t * 0.5236f));
   auto rows = (*p)->EncodeSeries(s, "s", nullptr);

@@ -24,6 +24,7 @@ namespace modrwkv::encoders::ts_golden {
 
 inline const std::string kDir = std::string(MODRWKV_GOLDEN_DIR) + "/timeseries/";
 inline const std::string kQuantileDir = std::string(MODRWKV_GOLDEN_DIR) + "/timeseries_quantiles/";
+inline const std::string kTimerDir = std::string(MODRWKV_GOLDEN_DIR) + "/timeseries_timer/";
 
 inline nlohmann::json Fixtures(const std::string& dir = kDir) {
   std::ifstream f(dir + "manifest.json");
@@ -55,6 +56,16 @@ inline TimeSeriesManifest QuantileManifest() {
   TimeSeriesManifest m = FixtureManifest();
   m.quantiles = {0.1f, 0.5f, 0.9f};
   m.baseline = "last";
+  return m;
+}
+
+// The Timer variant's (--variant timer): encoder "timer", 4 heads, patch 8.
+inline TimeSeriesManifest TimerManifest() {
+  TimeSeriesManifest m = FixtureManifest();
+  m.encoder = "timer";
+  m.dilations.clear();
+  m.heads = 4;
+  m.patch = 8;
   return m;
 }
 

@@ -1,0 +1,202 @@
+// TimerEncoder: loading (shape checks against TimerModel's state dict) and the forward on the
+// CPU backend's panel GEMM. Every projection runs over all R patches at once; the causal
+// attention is a loop per (head, query row) over the rows before it (R is the number of patches:
+// a few hundred at most, so the quadratic part stays small next to the projections).
+#include "encoders/timeseries/timer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "encoders/timeseries/encoder_weights.h"
+#include "encoders/vision/transformer_ops.h"
+#include "engine/base/status_macros.h"
+#include "engine/cpu/kernels.h"
+
+namespace modrwkv::encoders {
+namespace {
+
+using ts_weights::ReadF32;
+
+// The rows of several [rows_i][cols] weights stacked into one packed matrix.
+absl::StatusOr<cpu::Matrix> Stacked(const ts_weights::TensorMap& t,
+                                    const std::vector<std::string>& names, int rows, int cols,
+                                    std::set<std::string>* used) {
+  std::vector<float> all;
+  for (const std::string& n : names) {
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> w, ReadF32(t, n, {rows, cols}, used));
+    all.insert(all.end(), w.begin(), w.end());
+  }
+  return ts_weights::Packed(all, rows * static_cast<int>(names.size()), cols, names[0]);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
+    const std::map<std::string, TensorView>& tensors, const std::string& prefix, int heads,
+    float rope_theta) {
+  std::set<std::string> used;
+  MODRWKV_ASSIGN_OR_RETURN(const TensorView* emb,
+                           ts_weights::Need(tensors, prefix + "embed_layer.emb.weight", &used));
+  if (emb->shape.size() != 2 || emb->shape[0] < 1 || emb->shape[1] < 1 ||
+      emb->shape[0] > (1 << 16) || emb->shape[1] > (1 << 16)) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: tensor ", emb->name,
+                                                   " has shape ", emb->ShapeString(),
+                                                   ", expected [hidden_size, input_token_len]"));
+  }
+  std::unique_ptr<TimerEncoder> e(new TimerEncoder());
+  const int D = static_cast<int>(emb->shape[0]);
+  e->dim_ = D;
+  e->input_dim_ = static_cast<int>(emb->shape[1]);
+  e->heads_ = heads;
+  if (heads < 1 || D % heads != 0 || (D / heads) % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: time_series.heads is ",
+                                                   heads, ": it must divide the ", "Timer's width ",
+                                                   D, " into heads of an even width"));
+  }
+  if (!(rope_theta > 1) || !std::isfinite(rope_theta)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "time-series encoder: time_series.rope_theta is ", rope_theta, ", must be > 1"));
+  }
+  // inv_freq as the reference computes it in float32: 1 / theta ** (arange(0, hd, 2) / hd).
+  const int hd = D / heads;
+  for (int i = 0; i < hd / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(hd);
+    e->inv_freq_.push_back(1.0f / std::pow(rope_theta, exponent));
+  }
+  e->embed_ = ts_weights::Packed(ts_weights::ToF32(*emb), D, e->input_dim_, emb->name);
+
+  const std::string lp = prefix + "layers.";
+  MODRWKV_ASSIGN_OR_RETURN(const int n_layers, ts_weights::LayerCount(tensors, lp));
+  if (n_layers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("time-series encoder: no Timer layers (", lp, "0.* is missing)"));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(const TensorView* gate,
+                           ts_weights::Need(tensors, lp + "0.ffn_layer.gate_proj.weight", &used));
+  if (gate->shape.size() != 2 || gate->shape[0] < 1 || gate->shape[0] > (1 << 18)) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: tensor ", gate->name,
+                                                   " has shape ", gate->ShapeString(),
+                                                   ", expected [intermediate_size, ", D, "]"));
+  }
+  const int F = static_cast<int>(gate->shape[0]);
+  e->ffn_ = F;
+  for (int i = 0; i < n_layers; ++i) {
+    const std::string p = absl::StrCat(lp, i, ".");
+    const std::string a = p + "self_attn.", f = p + "ffn_layer.";
+    Layer l;
+    MODRWKV_ASSIGN_OR_RETURN(
+        l.qkv, Stacked(tensors, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"}, D,
+                       D, &used));
+    for (const char* which : {"q_proj.bias", "k_proj.bias", "v_proj.bias"}) {
+      MODRWKV_ASSIGN_OR_RETURN(std::vector<float> b, ReadF32(tensors, a + which, {D}, &used));
+      l.qkv_b.insert(l.qkv_b.end(), b.begin(), b.end());
+    }
+    MODRWKV_ASSIGN_OR_RETURN(l.o, Stacked(tensors, {a + "o_proj.weight"}, D, D, &used));
+    MODRWKV_ASSIGN_OR_RETURN(
+        l.gate_up, Stacked(tensors, {f + "gate_proj.weight", f + "up_proj.weight"}, F, D, &used));
+    MODRWKV_ASSIGN_OR_RETURN(l.down, Stacked(tensors, {f + "down_proj.weight"}, D, F, &used));
+    MODRWKV_ASSIGN_OR_RETURN(l.norm1_w, ReadF32(tensors, p + "norm1.weight", {D}, &used));
+    MODRWKV_ASSIGN_OR_RETURN(l.norm1_b, ReadF32(tensors, p + "norm1.bias", {D}, &used));
+    MODRWKV_ASSIGN_OR_RETURN(l.norm2_w, ReadF32(tensors, p + "norm2.weight", {D}, &used));
+    MODRWKV_ASSIGN_OR_RETURN(l.norm2_b, ReadF32(tensors, p + "norm2.bias", {D}, &used));
+    e->layers_.push_back(std::move(l));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(e->norm_w_, ReadF32(tensors, prefix + "norm.weight", {D}, &used));
+  MODRWKV_ASSIGN_OR_RETURN(e->norm_b_, ReadF32(tensors, prefix + "norm.bias", {D}, &used));
+  MODRWKV_RETURN_IF_ERROR(ts_weights::NothingElse(
+      tensors, prefix, used,
+      "the Timer format has embed_layer, layers.{i}.{self_attn,ffn_layer,norm1,norm2} and norm "
+      "only"));
+  return e;
+}
+
+void TimerEncoder::Rotate(float* qkv, int R) const {
+  const int D = dim_, hd = D / heads_, half = hd / 2;
+  std::vector<float> cos(half), sin(half);
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < half; ++i) {
+      // The reference rounds the angle t * inv_freq to float32, then takes cos / sin of it.
+      const float angle = static_cast<float>(r) * inv_freq_[i];
+      cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+    for (int which = 0; which < 2; ++which) {  // q, then k
+      float* row = qkv + static_cast<int64_t>(r) * 3 * D + which * D;
+      for (int h = 0; h < heads_; ++h) {
+        float* x = row + h * hd;
+        for (int i = 0; i < half; ++i) {
+          const float x1 = x[i], x2 = x[i + half];
+          x[i] = x1 * cos[i] - x2 * sin[i];
+          x[i + half] = x2 * cos[i] + x1 * sin[i];
+        }
+      }
+    }
+  }
+}
+
+void TimerEncoder::Attend(const float* qkv, int R, float* out, cpu::ThreadPool* pool) const {
+  const int D = dim_, hd = D / heads_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t stride = 3 * D;
+  pool->ParallelFor(int64_t{heads_} * R, [&](int64_t task, int) {
+    const int h = static_cast<int>(task / R), r = static_cast<int>(task % R);
+    const float* q = qkv + r * stride + h * hd;
+    std::vector<float> s(r + 1);
+    for (int j = 0; j <= r; ++j) {
+      const float* k = qkv + j * stride + D + h * hd;
+      float dot = 0;
+      for (int i = 0; i < hd; ++i) dot += q[i] * k[i];
+      s[j] = dot;
+    }
+    ScaledSoftmax(s.data(), r + 1, scale);
+    float* o = out + static_cast<int64_t>(r) * D + h * hd;
+    for (int i = 0; i < hd; ++i) o[i] = 0;
+    for (int j = 0; j <= r; ++j) {
+      const float* v = qkv + j * stride + 2 * D + h * hd;
+      for (int i = 0; i < hd; ++i) o[i] += s[j] * v[i];
+    }
+  });
+}
+
+absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> patches, int R,
+                                                        cpu::ThreadPool* pool) const {
+  if (R < 1 || patches.size() != static_cast<size_t>(R) * input_dim_) {
+    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: ", patches.size(),
+                                                   " input values for ", R, " patches of ",
+                                                   input_dim_, " (expected at least one patch)"));
+  }
+  std::optional<cpu::ThreadPool> local;
+  if (pool == nullptr) pool = &local.emplace(1);
+  cpu::LinearRunner runner(pool);  // per call: its packing scratch is not shared
+  const int D = dim_, F = ffn_;
+  std::vector<float> x(static_cast<size_t>(R) * D, 0.0f), qkv(static_cast<size_t>(R) * 3 * D),
+      attn(static_cast<size_t>(R) * D), gu(static_cast<size_t>(R) * 2 * F),
+      act(static_cast<size_t>(R) * F);
+  runner.Run(embed_, patches.data(), input_dim_, R, x.data(), D, /*accumulate=*/true);
+  for (const Layer& l : layers_) {
+    SetRows(qkv.data(), R, 3 * D, l.qkv_b.data(), pool);
+    runner.Run(l.qkv, x.data(), D, R, qkv.data(), 3 * D, /*accumulate=*/true);
+    Rotate(qkv.data(), R);
+    Attend(qkv.data(), R, attn.data(), pool);
+    // x = norm1(x + o_proj(attn)): accumulate the projection into the residual.
+    runner.Run(l.o, attn.data(), D, R, x.data(), D, /*accumulate=*/true);
+    LayerNormRows(x.data(), x.data(), R, D, l.norm1_w, l.norm1_b, 1e-5f, pool);
+    runner.Run(l.gate_up, x.data(), D, R, gu.data(), 2 * F, /*accumulate=*/false);
+    for (int r = 0; r < R; ++r) {  // silu(gate) * up = gate * sigmoid(gate) * up
+      const float* g = gu.data() + static_cast<int64_t>(r) * 2 * F;
+      float* a = act.data() + static_cast<int64_t>(r) * F;
+      std::copy(g, g + F, a);
+      cpu::VecSigmoid(a, F);
+      for (int i = 0; i < F; ++i) a[i] = g[i] * a[i] * g[F + i];
+    }
+    runner.Run(l.down, act.data(), F, R, x.data(), D, /*accumulate=*/true);
+    LayerNormRows(x.data(), x.data(), R, D, l.norm2_w, l.norm2_b, 1e-5f, pool);
+  }
+  LayerNormRows(x.data(), x.data(), R, D, norm_w_, norm_b_, 1e-5f, pool);
+  return x;
+}
+
+}  // namespace modrwkv::encoders
