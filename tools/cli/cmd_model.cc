@@ -117,7 +117,10 @@ int RunMakeDemoModel(int argc, char** argv) {
       .AddBool("time-series",
                "instead: a random time-series model (WaveNet encoder, adapter, 12-step head; "
                "the assets/ts-demo shape) in a model directory")
-      .Add("max-series-length", "32768", "with --time-series: the manifest's max_length");
+      .Add("max-series-length", "32768", "with --time-series: the manifest's max_length")
+      .Add("series-encoder", "wavenet",
+           "with --time-series: wavenet (the demo's shape) or timer (timer-base-84m's shape: "
+           "patch 96, width 1024, 8 layers, 8 heads)");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -151,7 +154,11 @@ int RunMakeDemoModel(int argc, char** argv) {
   if (!tensors.ok()) return Fail(tensors.status());
   if (!vision.empty()) AddRandomVisionAdapter(vision, spec->n_embd, spec->seed, &*tensors);
   if (!audio.empty()) AddRandomSpeechAdapter(audio, spec->n_embd, spec->seed, &*tensors);
-  if (time_series) AddRandomTimeSeriesModel(spec->n_embd, spec->seed, &*tensors);
+  const std::string series_encoder = flags.Str("series-encoder");
+  if (series_encoder != "wavenet" && series_encoder != "timer") {
+    return UsageError(flags, absl::InvalidArgumentError("--series-encoder: wavenet or timer"));
+  }
+  if (time_series) AddRandomTimeSeriesModel(spec->n_embd, spec->seed, &*tensors, series_encoder);
   namespace fs = std::filesystem;
   const fs::path dir = flags.Str("out");
   std::error_code ec;
@@ -169,7 +176,7 @@ int RunMakeDemoModel(int argc, char** argv) {
     if (!max_length.ok()) return UsageError(flags, max_length.status());
     std::ofstream manifest(dir / "modrwkv-model.json");
     manifest << "{\"format\": 1, \"checkpoint\": \"" << model.filename().string() << "\", "
-             << RandomTimeSeriesManifest(static_cast<int>(*max_length)) << "}\n";
+             << RandomTimeSeriesManifest(static_cast<int>(*max_length), series_encoder) << "}\n";
     if (!manifest) return Fail(absl::InternalError("cannot write the manifest in " + dir.string()));
     std::printf("%s\n", dir.string().c_str());
     return 0;

@@ -174,8 +174,48 @@ constexpr int kTsChannels = 1, kTsPatch = 4, kTsWidth = 32, kTsHorizon = 12;
 constexpr int kTsDilations[] = {1, 2, 4, 8, 1, 2, 4, 8};
 }  // namespace
 
-void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors) {
+namespace {
+constexpr int kTimerPatch = 96, kTimerWidth = 1024, kTimerLayers = 8, kTimerHeads = 8,
+              kTimerFfn = 2048;
+
+// TimerModel's tensors under `e` (torch's Linear init range, LayerNorm weights 1, biases 0).
+void AddRandomTimer(const std::string& e, uint64_t seed, std::vector<OwnedTensor>* tensors) {
+  const int d = kTimerWidth, f = kTimerFfn;
+  auto weight = [&](const std::string& name, int out, int in) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    tensors->push_back(F32(name, {out, in},
+                           encoders::RandomUniform(name, int64_t{out} * in, -bound, bound, seed)));
+  };
+  auto norm = [&](const std::string& stem) {
+    tensors->push_back(F32(stem + ".weight", {d}, std::vector<float>(d, 1.0f)));
+    tensors->push_back(F32(stem + ".bias", {d}, std::vector<float>(d, 0.0f)));
+  };
+  weight(e + "embed_layer.emb.weight", d, kTimerPatch);
+  for (int i = 0; i < kTimerLayers; ++i) {
+    const std::string l = absl::StrCat(e, "layers.", i, ".");
+    for (const char* w : {"q", "k", "v"})
+      AddLinear(absl::StrCat(l, "self_attn.", w, "_proj"), d, d, seed, tensors);
+    weight(l + "self_attn.o_proj.weight", d, d);
+    weight(l + "ffn_layer.gate_proj.weight", f, d);
+    weight(l + "ffn_layer.up_proj.weight", f, d);
+    weight(l + "ffn_layer.down_proj.weight", d, f);
+    norm(l + "norm1");
+    norm(l + "norm2");
+  }
+  norm(e + "norm");
+}
+}  // namespace
+
+void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors,
+                              const std::string& encoder) {
   const std::string e = "modality.ts_encoder.";
+  if (encoder == "timer") {
+    AddRandomTimer(e, seed, tensors);
+    AddLinear("modality.ts_adapter.proj.0", kTimerWidth, 4 * kTimerWidth, seed, tensors);
+    AddLinear("modality.ts_adapter.proj.2", 4 * kTimerWidth, n_embd, seed, tensors);
+    AddLinear("modality.ts_head", n_embd, kTsHorizon * kTsChannels, seed, tensors);
+    return;
+  }
   const int d = kTsWidth;
   AddLinear(e + "embed", kTsPatch * kTsChannels, d, seed, tensors);
   for (size_t i = 0; i < std::size(kTsDilations); ++i) {
@@ -195,7 +235,13 @@ void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor
   AddLinear("modality.ts_head", n_embd, kTsHorizon * kTsChannels, seed, tensors);
 }
 
-std::string RandomTimeSeriesManifest(int max_length) {
+std::string RandomTimeSeriesManifest(int max_length, const std::string& encoder) {
+  if (encoder == "timer") {
+    return absl::StrFormat(
+        R"("time_series": {"encoder": "timer", "channels": %d, "patch": %d, "heads": %d, )"
+        R"("horizon": %d, "max_length": %d})",
+        kTsChannels, kTimerPatch, kTimerHeads, kTsHorizon, max_length);
+  }
   std::string dilations;
   for (int v : kTsDilations) absl::StrAppend(&dilations, dilations.empty() ? "" : ", ", v);
   return absl::StrFormat(

@@ -41,8 +41,11 @@ absl::Status WriteRandomAudioEncoder(const std::string& shape, uint64_t seed,
 // A random time-series model in this project's format (docs/models.md, "Time series"), the
 // assets/ts-demo shape: 1 channel, patch 4, WaveNet width 32 with dilations 1,2,4,8,1,2,4,8, the
 // 4x adapter (32 -> 128 -> n_embd) and a 12-step head. Appends the modality.ts_* tensors.
-void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors);
+// With encoder "timer": timer-base-84m's Timer shape instead of the WaveNet (patch 96, width
+// 1024, 8 layers, 8 heads, FFN 2048; adapter 1024 -> 4096 -> n_embd).
+void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors,
+                              const std::string& encoder = "wavenet");
 // Its manifest section (max_length as given).
-std::string RandomTimeSeriesManifest(int max_length);
+std::string RandomTimeSeriesManifest(int max_length, const std::string& encoder = "wavenet");
 
 }  // namespace modrwkv::cli

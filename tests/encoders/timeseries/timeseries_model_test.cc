@@ -402,6 +402,7 @@ TEST(TimeSeriesPipeline, LoadsTheTrainedDemo) {
   m.dilations = {1, 2, 4, 8, 1, 2, 4, 8};
   m.horizon = 12;
   m.max_length = 512;
+  m.quantiles = {0.1f, 0.5f, 0.9f};  // the demo forecasts three quantiles besides the point
   auto p = TimeSeriesPipeline::Load((*ckpt)->tensors(), m, static_cast<int>(emb->shape[1]), "demo");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ((*p)->encoder_dim(), 32);
