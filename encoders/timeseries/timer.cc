@@ -141,22 +141,29 @@ void TimerEncoder::Attend(const float* qkv, int R, float* out, cpu::ThreadPool* 
   const int D = dim_, hd = D / heads_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t stride = 3 * D;
+  // K transposed per head, [heads][hd][R], so that a query's scores over the rows before it are
+  // one contiguous (vectorisable) update per element of the head.
+  std::vector<float> kt(static_cast<size_t>(D) * R);
+  for (int j = 0; j < R; ++j) {
+    const float* k = qkv + j * stride + D;
+    for (int c = 0; c < D; ++c) kt[(static_cast<size_t>(c / hd) * hd + c % hd) * R + j] = k[c];
+  }
   pool->ParallelFor(int64_t{heads_} * R, [&](int64_t task, int) {
     const int h = static_cast<int>(task / R), r = static_cast<int>(task % R);
     const float* q = qkv + r * stride + h * hd;
-    std::vector<float> s(r + 1);
-    for (int j = 0; j <= r; ++j) {
-      const float* k = qkv + j * stride + D + h * hd;
-      float dot = 0;
-      for (int i = 0; i < hd; ++i) dot += q[i] * k[i];
-      s[j] = dot;
+    std::vector<float> s(r + 1, 0.0f);
+    for (int i = 0; i < hd; ++i) {
+      const float qi = q[i];
+      const float* krow = kt.data() + (static_cast<size_t>(h) * hd + i) * R;
+      for (int j = 0; j <= r; ++j) s[j] += qi * krow[j];
     }
     ScaledSoftmax(s.data(), r + 1, scale);
     float* o = out + static_cast<int64_t>(r) * D + h * hd;
     for (int i = 0; i < hd; ++i) o[i] = 0;
     for (int j = 0; j <= r; ++j) {
       const float* v = qkv + j * stride + 2 * D + h * hd;
-      for (int i = 0; i < hd; ++i) o[i] += s[j] * v[i];
+      const float p = s[j];
+      for (int i = 0; i < hd; ++i) o[i] += p * v[i];
     }
   });
 }
