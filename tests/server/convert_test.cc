@@ -398,6 +398,32 @@ TEST_F(ConvertTest, AudioPartsWaitForTheEncoderNamedByTheirField) {
   EXPECT_TRUE(absl::StrContains(r.status().message(), "max-audio-per-request")) << r.status();
 }
 
+// A series part counts its rows against max_prompt_tokens before it is encoded: a patch per row
+// with the WaveNet, a patch per row and channel with the Timer (rows_per_patch).
+TEST_F(ConvertTest, SeriesPartsCountTheirRowsAgainstThePromptBound) {
+  pb::GenerateRequest req;
+  pb::TimeSeriesInput* ts = req.add_input()->mutable_time_series();
+  for (int i = 0; i < 40; ++i) ts->add_values(static_cast<float>(i % 7));
+  ts->set_channels(2);  // 20 steps: 5 patches of 4
+  req.add_input()->set_text("x");
+  ctx_.max_prompt_tokens = 10;
+  SeriesTranslation st;
+  st.channels = 2;
+  st.patch = 4;
+  st.max_length = 64;
+  ctx_.series = st;
+  std::vector<PendingMedia> media;
+  auto r = ToEngineRequest(req, ctx_, kNoDeadline, &media);  // 5 rows + 1 token
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(media.size(), 1u);
+  EXPECT_EQ(media[0].kind, encoders::kSeriesKind);
+  ctx_.series->rows_per_patch = 2;  // 10 rows + 1 token > 10
+  media.clear();
+  r = ToEngineRequest(req, ctx_, kNoDeadline, &media);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "has 11 tokens")) << r.status();
+}
+
 TEST_F(ConvertTest, ChatTurnClipsGoWhereTheTemplateSaysElseBeforeTheText) {
   ctx_.audio = AudioTranslation{};
   pb::ChatRequest req;
