@@ -123,10 +123,7 @@ absl::Status CpuModel::CopySlot(int src, int dst) {
 
 absl::Status CpuModel::ReadSlot(int slot, absl::Span<float> out) const {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "read"));
-  if (static_cast<int64_t>(out.size()) != info_.config.StateFloats()) {
-    return absl::InvalidArgumentError(absl::StrFormat("state buffer has %d floats, expected %d",
-                                                      out.size(), info_.config.StateFloats()));
-  }
+  MODRWKV_RETURN_IF_ERROR(CheckStateBuffer(out.size(), info_.config));
   std::memcpy(out.data(), state_.data() + slot * info_.config.StateFloats(),
               info_.config.StateBytes());
   return absl::OkStatus();
@@ -134,10 +131,7 @@ absl::Status CpuModel::ReadSlot(int slot, absl::Span<float> out) const {
 
 absl::Status CpuModel::WriteSlot(int slot, absl::Span<const float> in) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "write"));
-  if (static_cast<int64_t>(in.size()) != info_.config.StateFloats()) {
-    return absl::InvalidArgumentError(absl::StrFormat("state buffer has %d floats, expected %d",
-                                                      in.size(), info_.config.StateFloats()));
-  }
+  MODRWKV_RETURN_IF_ERROR(CheckStateBuffer(in.size(), info_.config));
   std::memcpy(SlotState(slot, 0), in.data(), info_.config.StateBytes());
   return absl::OkStatus();
 }

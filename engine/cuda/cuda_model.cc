@@ -246,11 +246,8 @@ absl::Status CudaModel::CopySlot(int src, int dst) {
 absl::Status CudaModel::ReadSlot(int slot, absl::Span<float> out) const {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "read"));
   MODRWKV_RETURN_IF_ERROR(UseDevice());
+  MODRWKV_RETURN_IF_ERROR(CheckStateBuffer(out.size(), info_.config));
   const int64_t n = info_.config.StateFloats();
-  if (static_cast<int64_t>(out.size()) != n) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("state buffer has %d floats, expected %d", out.size(), n));
-  }
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), state_.get() + slot * n, n * 4,
                                                cudaMemcpyDeviceToHost, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "ReadSlot");
@@ -259,11 +256,8 @@ absl::Status CudaModel::ReadSlot(int slot, absl::Span<float> out) const {
 absl::Status CudaModel::WriteSlot(int slot, absl::Span<const float> in) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "write"));
   MODRWKV_RETURN_IF_ERROR(UseDevice());
+  MODRWKV_RETURN_IF_ERROR(CheckStateBuffer(in.size(), info_.config));
   const int64_t n = info_.config.StateFloats();
-  if (static_cast<int64_t>(in.size()) != n) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("state buffer has %d floats, expected %d", in.size(), n));
-  }
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + slot * n, in.data(), n * 4,
                                                cudaMemcpyHostToDevice, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "WriteSlot");

@@ -114,6 +114,14 @@ absl::StatusOr<int> ModelOptions::SlotsFor(int64_t state_bytes) const {
   return static_cast<int>(std::min<int64_t>(fit, 1 << 20));
 }
 
+absl::Status CheckStateBuffer(size_t size, const ModelConfig& config) {
+  if (static_cast<int64_t>(size) != config.StateFloats()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("state buffer has %d floats, expected %d", size, config.StateFloats()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckSlotIndex(int slot, int num_slots, const char* what) {
   if (slot < 0 || slot >= num_slots) {
     return absl::OutOfRangeError(

@@ -112,6 +112,9 @@ absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, const Mode
                                  int num_slots, int* total_rows);
 // OUT_OF_RANGE "<what> slot N out of range [0, num_slots)" unless 0 <= slot < num_slots.
 absl::Status CheckSlotIndex(int slot, int num_slots, const char* what);
+// INVALID_ARGUMENT "state buffer has N floats, expected M" unless size == the state's floats
+// (ReadSlot / WriteSlot).
+absl::Status CheckStateBuffer(size_t size, const ModelConfig& config);
 // The input rows of one entry.
 int64_t EntryRows(const StepEntry& entry, int n_embd);
 
