@@ -113,7 +113,7 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
   return e;
 }
 
-void TimerEncoder::Rotate(float* qkv, int R) const {
+void TimerEncoder::Rotate(float* qkv, int R, int S) const {
   const int D = dim_, hd = D / heads_, half = hd / 2;
   std::vector<float> cos(half), sin(half);
   for (int r = 0; r < R; ++r) {
@@ -123,8 +123,8 @@ void TimerEncoder::Rotate(float* qkv, int R) const {
       cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
       sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
-    for (int which = 0; which < 2; ++which) {  // q, then k
-      float* row = qkv + static_cast<int64_t>(r) * 3 * D + which * D;
+    for (int which = 0; which < 2 * S; ++which) {  // q, then k, of each sequence
+      float* row = qkv + (static_cast<int64_t>(which / 2) * R + r) * 3 * D + (which % 2) * D;
       for (int h = 0; h < heads_; ++h) {
         float* x = row + h * hd;
         for (int i = 0; i < half; ++i) {
@@ -137,31 +137,34 @@ void TimerEncoder::Rotate(float* qkv, int R) const {
   }
 }
 
-void TimerEncoder::Attend(const float* qkv, int R, float* out, cpu::ThreadPool* pool) const {
+void TimerEncoder::Attend(const float* qkv, int R, int S, float* out, cpu::ThreadPool* pool) const {
   const int D = dim_, hd = D / heads_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t stride = 3 * D;
-  // K transposed per head, [heads][hd][R], so that a query's scores over the rows before it are
-  // one contiguous (vectorisable) update per element of the head.
-  std::vector<float> kt(static_cast<size_t>(D) * R);
-  for (int j = 0; j < R; ++j) {
+  // K transposed per sequence and head, [S][D = heads * hd][R], so that a query's scores over
+  // the rows before it are one contiguous (vectorisable) update per element of the head.
+  std::vector<float> kt(static_cast<size_t>(S) * D * R);
+  for (int64_t j = 0; j < int64_t{S} * R; ++j) {
     const float* k = qkv + j * stride + D;
-    for (int c = 0; c < D; ++c) kt[(static_cast<size_t>(c / hd) * hd + c % hd) * R + j] = k[c];
+    float* seq = kt.data() + (j / R) * D * R;
+    for (int c = 0; c < D; ++c) seq[static_cast<int64_t>(c) * R + j % R] = k[c];
   }
-  pool->ParallelFor(int64_t{heads_} * R, [&](int64_t task, int) {
-    const int h = static_cast<int>(task / R), r = static_cast<int>(task % R);
-    const float* q = qkv + r * stride + h * hd;
+  pool->ParallelFor(int64_t{S} * heads_ * R, [&](int64_t task, int) {
+    const int64_t seq = task / (int64_t{heads_} * R);
+    const int h = static_cast<int>(task / R % heads_), r = static_cast<int>(task % R);
+    const float* base = qkv + seq * R * stride;  // this sequence's rows
+    const float* q = base + r * stride + h * hd;
     std::vector<float> s(r + 1, 0.0f);
     for (int i = 0; i < hd; ++i) {
       const float qi = q[i];
-      const float* krow = kt.data() + (static_cast<size_t>(h) * hd + i) * R;
+      const float* krow = kt.data() + (seq * D + static_cast<int64_t>(h) * hd + i) * R;
       for (int j = 0; j <= r; ++j) s[j] += qi * krow[j];
     }
     ScaledSoftmax(s.data(), r + 1, scale);
-    float* o = out + static_cast<int64_t>(r) * D + h * hd;
+    float* o = out + (seq * R + r) * D + h * hd;
     for (int i = 0; i < hd; ++i) o[i] = 0;
     for (int j = 0; j <= r; ++j) {
-      const float* v = qkv + j * stride + 2 * D + h * hd;
+      const float* v = base + j * stride + 2 * D + h * hd;
       const float p = s[j];
       for (int i = 0; i < hd; ++i) o[i] += p * v[i];
     }
@@ -169,12 +172,14 @@ void TimerEncoder::Attend(const float* qkv, int R, float* out, cpu::ThreadPool* 
 }
 
 absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> patches, int R,
-                                                        cpu::ThreadPool* pool) const {
-  if (R < 1 || patches.size() != static_cast<size_t>(R) * input_dim_) {
-    return absl::InvalidArgumentError(absl::StrCat("time-series encoder: ", patches.size(),
-                                                   " input values for ", R, " patches of ",
-                                                   input_dim_, " (expected at least one patch)"));
+                                                        cpu::ThreadPool* pool, int S) const {
+  if (R < 1 || S < 1 || patches.size() != static_cast<size_t>(R) * S * input_dim_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("time-series encoder: ", patches.size(), " input values for ", S, " x ", R,
+                     " patches of ", input_dim_, " (expected at least one patch)"));
   }
+  const int seq_rows = R;
+  R *= S;  // from here on: every row of every sequence
   std::optional<cpu::ThreadPool> local;
   if (pool == nullptr) pool = &local.emplace(1);
   cpu::LinearRunner runner(pool);  // per call: its packing scratch is not shared
@@ -186,8 +191,8 @@ absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> 
   for (const Layer& l : layers_) {
     SetRows(qkv.data(), R, 3 * D, l.qkv_b.data(), pool);
     runner.Run(l.qkv, x.data(), D, R, qkv.data(), 3 * D, /*accumulate=*/true);
-    Rotate(qkv.data(), R);
-    Attend(qkv.data(), R, attn.data(), pool);
+    Rotate(qkv.data(), seq_rows, S);
+    Attend(qkv.data(), seq_rows, S, attn.data(), pool);
     // x = norm1(x + o_proj(attn)): accumulate the projection into the residual.
     runner.Run(l.o, attn.data(), D, R, x.data(), D, /*accumulate=*/true);
     LayerNormRows(x.data(), x.data(), R, D, l.norm1_w, l.norm1_b, 1e-5f, pool);

@@ -49,10 +49,13 @@ class TimerEncoder {
   int layers() const { return static_cast<int>(layers_.size()); }
   int heads() const { return heads_; }
 
-  // patches [R][P] of one channel -> the last hidden state [R][D]. R >= 1. Thread-safe (const,
-  // scratch per call); `pool` is the caller's own pool, or null to run on the calling thread.
+  // patches [S][R][P] of S sequences (channels) of R patches each -> the last hidden state
+  // [S][R][D]; each sequence attends only to itself, and all S * R rows go through every
+  // projection together (the weights are read once for all channels). R, S >= 1. Thread-safe
+  // (const, scratch per call); `pool` is the caller's own pool, or null to run on the calling
+  // thread.
   absl::StatusOr<std::vector<float>> Encode(absl::Span<const float> patches, int R,
-                                            cpu::ThreadPool* pool) const;
+                                            cpu::ThreadPool* pool, int S = 1) const;
 
  private:
   struct Layer {
@@ -65,10 +68,11 @@ class TimerEncoder {
   };
 
   TimerEncoder() = default;
-  // Rotary embedding in place on q and k of rows [R][3D] (q | k | v per row).
-  void Rotate(float* qkv, int R) const;
-  // Causal multi-head attention: qkv [R][3D] -> out [R][D].
-  void Attend(const float* qkv, int R, float* out, cpu::ThreadPool* pool) const;
+  // Rotary embedding in place on q and k of rows [S][R][3D] (q | k | v per row; positions
+  // 0..R-1 in each sequence).
+  void Rotate(float* qkv, int R, int S) const;
+  // Causal multi-head attention within each sequence: qkv [S][R][3D] -> out [S][R][D].
+  void Attend(const float* qkv, int R, int S, float* out, cpu::ThreadPool* pool) const;
 
   int input_dim_ = 0, dim_ = 0, ffn_ = 0, heads_ = 0;
   std::vector<float> inv_freq_;  // [head_dim / 2], as the reference rounds it (float32)

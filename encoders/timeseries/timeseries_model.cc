@@ -230,19 +230,21 @@ absl::Status TimeSeriesPipeline::EncodeRows(absl::Span<const float> rows, int R,
 absl::StatusOr<std::vector<float>> TimeSeriesPipeline::EncodeTimer(absl::Span<const float> rows,
                                                                    int R,
                                                                    cpu::ThreadPool* pool) const {
+  // [R][P * c] time-major -> one sequence of R patches per channel, [c][R][P].
   const int c = channels(), P = patch(), D = timer_->dim();
-  std::vector<float> out(static_cast<size_t>(R) * c * D), patches(static_cast<size_t>(R) * P);
+  std::vector<float> patches(static_cast<size_t>(R) * P * c);
+  for (int ch = 0; ch < c; ++ch) {
+    for (int64_t rt = 0; rt < int64_t{R} * P; ++rt) {
+      patches[static_cast<size_t>(ch) * R * P + rt] = rows[rt * c + ch];
+    }
+  }
+  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> h, timer_->Encode(patches, R, pool, c));
+  // [c][R][D] -> rows r * c + ch.
+  std::vector<float> out(h.size());
   for (int ch = 0; ch < c; ++ch) {
     for (int r = 0; r < R; ++r) {
-      for (int t = 0; t < P; ++t) {
-        patches[static_cast<size_t>(r) * P + t] = rows[(static_cast<size_t>(r) * P + t) * c + ch];
-      }
-    }
-    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> h, timer_->Encode(patches, R, pool));
-    for (int r = 0; r < R; ++r) {
-      std::copy(h.begin() + static_cast<int64_t>(r) * D,
-                h.begin() + static_cast<int64_t>(r + 1) * D,
-                out.begin() + (static_cast<int64_t>(r) * c + ch) * D);
+      std::copy_n(h.begin() + (static_cast<int64_t>(ch) * R + r) * D, D,
+                  out.begin() + (static_cast<int64_t>(r) * c + ch) * D);
     }
   }
   return out;

@@ -198,6 +198,28 @@ TEST(TimeSeriesPipelineGolden, TimerRowsMatchTheReference) {
   RecordProperty("max_rel_diff", absl::StrFormat("%.3g", worst));
 }
 
+// Channels encoded together (one pass through every projection) give each channel's rows as if
+// it were encoded alone, bit for bit: the sequences never see each other.
+TEST(TimeSeriesPipeline, TimerSequencesEncodedTogetherEqualEachAlone) {
+  auto p = TimeSeriesPipeline::Load(ts_golden::FixtureCheckpoint(ts_golden::kTimerDir).tensors(),
+                                    ts_golden::TimerManifest(), ts_golden::kNEmbd, "t");
+  ASSERT_TRUE(p.ok()) << p.status();
+  const TimerEncoder& timer = *(*p)->timer();
+  constexpr int R = 7, S = 3, P = 8;
+  std::vector<float> patches(R * S * P);
+  for (size_t i = 0; i < patches.size(); ++i) patches[i] = std::sin(0.37f * i) + 0.01f * i;
+  cpu::ThreadPool pool(2);
+  auto together = timer.Encode(patches, R, &pool, S);
+  ASSERT_TRUE(together.ok()) << together.status();
+  ASSERT_EQ(together->size(), static_cast<size_t>(S * R * 32));
+  for (int s = 0; s < S; ++s) {
+    auto alone = timer.Encode(absl::MakeConstSpan(patches).subspan(s * R * P, R * P), R, &pool);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_TRUE(std::equal(alone->begin(), alone->end(), together->begin() + s * R * 32)) << s;
+  }
+  EXPECT_FALSE(timer.Encode(patches, R, &pool, 2).ok());  // 3 sequences' values for 2
+}
+
 TEST(TimeSeriesPipeline, TimerLoadErrorsNameTheSettingOrTheTensor) {
   const auto& good = ts_golden::FixtureCheckpoint(ts_golden::kTimerDir).tensors();
   TimeSeriesManifest m = ts_golden::TimerManifest();
