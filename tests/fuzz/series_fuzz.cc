@@ -4,7 +4,8 @@
 //   CSV:    a parsed series is well-formed (at least one step and channel, length x channels
 //           finite values, one name per channel, one timestamp per step); FormatForecastCsv of its
 //           first rows parses back to the same values bit for bit (as the value columns of the
-//           re-read file; a continued timestamp column may read back as a channel); and the
+//           re-read file; a continued timestamp column may read back as a channel), and so do
+//           quantile columns after them, named <channel>_q<level>; and the
 //           series survives PackSeries -> UnpackSeries unchanged.
 //   Packed: an unpacked series packs back to exactly the input bytes.
 // The sources are compiled into this target so that they carry the fuzzer's instrumentation.
@@ -65,6 +66,28 @@ void FuzzCsv(std::string_view text) {
       const float a = forecast[static_cast<size_t>(h) * s.channels + c];
       const float b =
           back->series.values[static_cast<size_t>(h) * back->series.channels + extra + c];
+      Check(std::memcmp(&a, &b, 4) == 0);
+    }
+  }
+
+  // With one quantile level (the forecast itself as its values): its columns follow the point
+  // columns, named "<channel>_q0.5", and read back to the same bits.
+  const float level = 0.5f;
+  out = FormatForecastCsv(*csv, forecast, horizon, absl::MakeConstSpan(&level, 1), forecast);
+  Check(out.ok());
+  back = ParseSeriesCsv(*out, "formatted with quantiles");
+  Check(back.ok());
+  Check(back->series.channels == 2 * s.channels + extra);
+  for (int c = 0; c < s.channels; ++c) {
+    const std::string& name = back->channel_names[extra + s.channels + c];
+    Check(name.size() >= 5 && name.compare(name.size() - 5, 5, "_q0.5") == 0);
+  }
+  for (int h = 0; h < horizon; ++h) {
+    for (int c = 0; c < s.channels; ++c) {
+      const float a = forecast[static_cast<size_t>(h) * s.channels + c];
+      const float b =
+          back->series
+              .values[static_cast<size_t>(h) * back->series.channels + extra + s.channels + c];
       Check(std::memcmp(&a, &b, 4) == 0);
     }
   }
