@@ -273,5 +273,68 @@ TEST(ForecastE2eTest, TheTerminalClientPrintsTheServersForecastAsCsv) {
   EXPECT_NE(bad.err.find("INVALID_ARGUMENT"), std::string::npos) << bad.err;
 }
 
+// A Timer-encoded model (make-demo-model --series-encoder timer-tiny: random weights, 2 channels,
+// patch 8) through the real server: its rows are one per patch and channel in Forecast and in
+// Generate parts, and the server's forecast is the in-process CLI's.
+TEST(ForecastE2eTest, ATimerModelServesForecastsAndSeriesParts) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("modrwkv_e2e_timer_" + std::to_string(getpid()));
+  const testing_shell::ShellRun made = testing_shell::RunShell(
+      std::string(MODRWKV_CLI) + " make-demo-model --time-series --series-encoder timer-tiny " +
+      "--max-series-length 512 --out " + dir.string());
+  ASSERT_EQ(made.code, 0) << made.err;
+  ServerProcess::Options o;
+  o.model = dir;
+  auto timer = ServerProcess::Start(o);
+  ASSERT_NE(timer, nullptr);
+  auto stub = pb::Inference::NewStub(timer->Channel());
+  pb::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->GetModelInfo(&ctx, pb::GetModelInfoRequest(), &info).ok());
+  }
+  EXPECT_EQ(info.limits().series_channels(), 2);
+  EXPECT_EQ(info.limits().series_patch(), 8);
+  EXPECT_TRUE(info.limits().forecast_quantiles().empty());
+  // 44 steps x 2 channels: 5 patches (the oldest 4 steps dropped) x 2 channels = 10 rows.
+  std::vector<float> values;
+  std::string csv_text = "a,b\n";
+  for (int t = 0; t < 44; ++t) {
+    const float a = 10 + std::sin(t * 0.5f), b = 200 + 3 * std::cos(t * 0.3f);
+    values.insert(values.end(), {a, b});
+    csv_text += absl::StrFormat("%.9g,%.9g\n", a, b);
+  }
+  pb::ForecastResponse resp;
+  ASSERT_TRUE(Forecast(stub.get(), Request(values, 0, 2), &resp).ok());
+  EXPECT_EQ(resp.horizon(), 12);
+  EXPECT_EQ(resp.channels(), 2);
+  ASSERT_EQ(resp.values_size(), 24);
+  EXPECT_EQ(resp.usage().series_rows(), 10);
+  EXPECT_TRUE(resp.quantiles().empty());
+  pb::GenerateRequest gen;
+  *gen.add_input()->mutable_time_series() = Request(values, 0, 2).series();
+  gen.add_input()->set_text("Describe it.");
+  gen.mutable_sampling()->set_temperature(0);
+  gen.mutable_stop()->set_max_tokens(2);
+  StreamResult r = RunGenerate(stub.get(), gen);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_TRUE(r.result.has_value());
+  EXPECT_EQ(r.result->usage().series_rows(), 10);
+  // The in-process CLI on the same series prints the server's numbers.
+  const fs::path csv = dir / "series.csv";
+  { std::ofstream(csv) << csv_text; }
+  const testing_shell::ShellRun local = testing_shell::RunShell(
+      std::string(MODRWKV_CLI) + " forecast --model " + dir.string() + " --csv " + csv.string());
+  ASSERT_EQ(local.code, 0) << local.err;
+  std::string want = "a,b\n";
+  for (int h = 0; h < 12; ++h) {
+    want += absl::StrFormat("%.9g,%.9g\n", resp.values(2 * h), resp.values(2 * h + 1));
+  }
+  EXPECT_EQ(local.out, want);
+  timer.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 }  // namespace
 }  // namespace modrwkv::e2e

@@ -119,8 +119,9 @@ int RunMakeDemoModel(int argc, char** argv) {
                "the assets/ts-demo shape) in a model directory")
       .Add("max-series-length", "32768", "with --time-series: the manifest's max_length")
       .Add("series-encoder", "wavenet",
-           "with --time-series: wavenet (the demo's shape) or timer (timer-base-84m's shape: "
-           "patch 96, width 1024, 8 layers, 8 heads)");
+           "with --time-series: wavenet (the demo's shape), timer (timer-base-84m's shape: "
+           "patch 96, width 1024, 8 layers, 8 heads) or timer-tiny (patch 8, width 32, 2 "
+           "channels)");
   auto parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return UsageError(flags, parsed.status());
   if (!*parsed) return 0;
@@ -155,8 +156,9 @@ int RunMakeDemoModel(int argc, char** argv) {
   if (!vision.empty()) AddRandomVisionAdapter(vision, spec->n_embd, spec->seed, &*tensors);
   if (!audio.empty()) AddRandomSpeechAdapter(audio, spec->n_embd, spec->seed, &*tensors);
   const std::string series_encoder = flags.Str("series-encoder");
-  if (series_encoder != "wavenet" && series_encoder != "timer") {
-    return UsageError(flags, absl::InvalidArgumentError("--series-encoder: wavenet or timer"));
+  if (!IsRandomSeriesEncoder(series_encoder)) {
+    return UsageError(flags,
+                      absl::InvalidArgumentError("--series-encoder: wavenet, timer or timer-tiny"));
   }
   if (time_series) AddRandomTimeSeriesModel(spec->n_embd, spec->seed, &*tensors, series_encoder);
   namespace fs = std::filesystem;

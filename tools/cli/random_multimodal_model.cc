@@ -175,12 +175,23 @@ constexpr int kTsDilations[] = {1, 2, 4, 8, 1, 2, 4, 8};
 }  // namespace
 
 namespace {
-constexpr int kTimerPatch = 96, kTimerWidth = 1024, kTimerLayers = 8, kTimerHeads = 8,
-              kTimerFfn = 2048;
+// The random Timers: timer-base-84m's shape, and a tiny two-channel one for tests.
+struct TimerShape {
+  int patch, width, layers, heads, ffn, channels;
+};
+constexpr TimerShape kTimerBase{96, 1024, 8, 8, 2048, 1};
+constexpr TimerShape kTimerTiny{8, 32, 2, 4, 64, 2};
+
+const TimerShape* TimerShapeFor(const std::string& encoder) {
+  if (encoder == "timer") return &kTimerBase;
+  if (encoder == "timer-tiny") return &kTimerTiny;
+  return nullptr;
+}
 
 // TimerModel's tensors under `e` (torch's Linear init range, LayerNorm weights 1, biases 0).
-void AddRandomTimer(const std::string& e, uint64_t seed, std::vector<OwnedTensor>* tensors) {
-  const int d = kTimerWidth, f = kTimerFfn;
+void AddRandomTimer(const std::string& e, const TimerShape& t, uint64_t seed,
+                    std::vector<OwnedTensor>* tensors) {
+  const int d = t.width, f = t.ffn;
   auto weight = [&](const std::string& name, int out, int in) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
     tensors->push_back(F32(name, {out, in},
@@ -190,8 +201,8 @@ void AddRandomTimer(const std::string& e, uint64_t seed, std::vector<OwnedTensor
     tensors->push_back(F32(stem + ".weight", {d}, std::vector<float>(d, 1.0f)));
     tensors->push_back(F32(stem + ".bias", {d}, std::vector<float>(d, 0.0f)));
   };
-  weight(e + "embed_layer.emb.weight", d, kTimerPatch);
-  for (int i = 0; i < kTimerLayers; ++i) {
+  weight(e + "embed_layer.emb.weight", d, t.patch);
+  for (int i = 0; i < t.layers; ++i) {
     const std::string l = absl::StrCat(e, "layers.", i, ".");
     for (const char* w : {"q", "k", "v"})
       AddLinear(absl::StrCat(l, "self_attn.", w, "_proj"), d, d, seed, tensors);
@@ -206,14 +217,18 @@ void AddRandomTimer(const std::string& e, uint64_t seed, std::vector<OwnedTensor
 }
 }  // namespace
 
+bool IsRandomSeriesEncoder(const std::string& encoder) {
+  return encoder == "wavenet" || TimerShapeFor(encoder) != nullptr;
+}
+
 void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors,
                               const std::string& encoder) {
   const std::string e = "modality.ts_encoder.";
-  if (encoder == "timer") {
-    AddRandomTimer(e, seed, tensors);
-    AddLinear("modality.ts_adapter.proj.0", kTimerWidth, 4 * kTimerWidth, seed, tensors);
-    AddLinear("modality.ts_adapter.proj.2", 4 * kTimerWidth, n_embd, seed, tensors);
-    AddLinear("modality.ts_head", n_embd, kTsHorizon * kTsChannels, seed, tensors);
+  if (const TimerShape* t = TimerShapeFor(encoder)) {
+    AddRandomTimer(e, *t, seed, tensors);
+    AddLinear("modality.ts_adapter.proj.0", t->width, 4 * t->width, seed, tensors);
+    AddLinear("modality.ts_adapter.proj.2", 4 * t->width, n_embd, seed, tensors);
+    AddLinear("modality.ts_head", n_embd, kTsHorizon * t->channels, seed, tensors);
     return;
   }
   const int d = kTsWidth;
@@ -236,11 +251,11 @@ void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor
 }
 
 std::string RandomTimeSeriesManifest(int max_length, const std::string& encoder) {
-  if (encoder == "timer") {
+  if (const TimerShape* t = TimerShapeFor(encoder)) {
     return absl::StrFormat(
         R"("time_series": {"encoder": "timer", "channels": %d, "patch": %d, "heads": %d, )"
         R"("horizon": %d, "max_length": %d})",
-        kTsChannels, kTimerPatch, kTimerHeads, kTsHorizon, max_length);
+        t->channels, t->patch, t->heads, kTsHorizon, max_length);
   }
   std::string dilations;
   for (int v : kTsDilations) absl::StrAppend(&dilations, dilations.empty() ? "" : ", ", v);

@@ -42,9 +42,12 @@ absl::Status WriteRandomAudioEncoder(const std::string& shape, uint64_t seed,
 // assets/ts-demo shape: 1 channel, patch 4, WaveNet width 32 with dilations 1,2,4,8,1,2,4,8, the
 // 4x adapter (32 -> 128 -> n_embd) and a 12-step head. Appends the modality.ts_* tensors.
 // With encoder "timer": timer-base-84m's Timer shape instead of the WaveNet (patch 96, width
-// 1024, 8 layers, 8 heads, FFN 2048; adapter 1024 -> 4096 -> n_embd).
+// 1024, 8 layers, 8 heads, FFN 2048; adapter 1024 -> 4096 -> n_embd); "timer-tiny": a Timer of
+// patch 8, width 32, 2 layers, 4 heads over 2 channels (for tests).
 void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor>* tensors,
                               const std::string& encoder = "wavenet");
+// Whether `encoder` names one of those: wavenet, timer, timer-tiny.
+bool IsRandomSeriesEncoder(const std::string& encoder);
 // Its manifest section (max_length as given).
 std::string RandomTimeSeriesManifest(int max_length, const std::string& encoder = "wavenet");
 
