@@ -178,36 +178,37 @@ absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> 
         absl::StrCat("time-series encoder: ", patches.size(), " input values for ", S, " x ", R,
                      " patches of ", input_dim_, " (expected at least one patch)"));
   }
-  const int seq_rows = R;
-  R *= S;  // from here on: every row of every sequence
+  const int rows = R * S;  // every row of every sequence goes through each projection
   std::optional<cpu::ThreadPool> local;
   if (pool == nullptr) pool = &local.emplace(1);
   cpu::LinearRunner runner(pool);  // per call: its packing scratch is not shared
   const int D = dim_, F = ffn_;
-  std::vector<float> x(static_cast<size_t>(R) * D, 0.0f), qkv(static_cast<size_t>(R) * 3 * D),
-      attn(static_cast<size_t>(R) * D), gu(static_cast<size_t>(R) * 2 * F),
-      act(static_cast<size_t>(R) * F);
-  runner.Run(embed_, patches.data(), input_dim_, R, x.data(), D, /*accumulate=*/true);
+  std::vector<float> x(static_cast<size_t>(rows) * D, 0.0f), qkv(static_cast<size_t>(rows) * 3 * D),
+      attn(static_cast<size_t>(rows) * D), gu(static_cast<size_t>(rows) * 2 * F),
+      act(static_cast<size_t>(rows) * F);
+  runner.Run(embed_, patches.data(), input_dim_, rows, x.data(), D, /*accumulate=*/true);
   for (const Layer& l : layers_) {
-    SetRows(qkv.data(), R, 3 * D, l.qkv_b.data(), pool);
-    runner.Run(l.qkv, x.data(), D, R, qkv.data(), 3 * D, /*accumulate=*/true);
-    Rotate(qkv.data(), seq_rows, S);
-    Attend(qkv.data(), seq_rows, S, attn.data(), pool);
+    SetRows(qkv.data(), rows, 3 * D, l.qkv_b.data(), pool);
+    runner.Run(l.qkv, x.data(), D, rows, qkv.data(), 3 * D, /*accumulate=*/true);
+    Rotate(qkv.data(), R, S);
+    Attend(qkv.data(), R, S, attn.data(), pool);
     // x = norm1(x + o_proj(attn)): accumulate the projection into the residual.
-    runner.Run(l.o, attn.data(), D, R, x.data(), D, /*accumulate=*/true);
-    LayerNormRows(x.data(), x.data(), R, D, l.norm1_w, l.norm1_b, 1e-5f, pool);
-    runner.Run(l.gate_up, x.data(), D, R, gu.data(), 2 * F, /*accumulate=*/false);
-    for (int r = 0; r < R; ++r) {  // silu(gate) * up = gate * sigmoid(gate) * up
-      const float* g = gu.data() + static_cast<int64_t>(r) * 2 * F;
-      float* a = act.data() + static_cast<int64_t>(r) * F;
-      std::copy(g, g + F, a);
-      cpu::VecSigmoid(a, F);
-      for (int i = 0; i < F; ++i) a[i] = g[i] * a[i] * g[F + i];
-    }
-    runner.Run(l.down, act.data(), F, R, x.data(), D, /*accumulate=*/true);
-    LayerNormRows(x.data(), x.data(), R, D, l.norm2_w, l.norm2_b, 1e-5f, pool);
+    runner.Run(l.o, attn.data(), D, rows, x.data(), D, /*accumulate=*/true);
+    LayerNormRows(x.data(), x.data(), rows, D, l.norm1_w, l.norm1_b, 1e-5f, pool);
+    runner.Run(l.gate_up, x.data(), D, rows, gu.data(), 2 * F, /*accumulate=*/false);
+    ForRows(pool, rows, [&](int r0, int r1, int) {
+      for (int r = r0; r < r1; ++r) {  // silu(gate) * up = gate * sigmoid(gate) * up
+        const float* g = gu.data() + static_cast<int64_t>(r) * 2 * F;
+        float* a = act.data() + static_cast<int64_t>(r) * F;
+        std::copy(g, g + F, a);
+        cpu::VecSigmoid(a, F);
+        for (int i = 0; i < F; ++i) a[i] = g[i] * a[i] * g[F + i];
+      }
+    });
+    runner.Run(l.down, act.data(), F, rows, x.data(), D, /*accumulate=*/true);
+    LayerNormRows(x.data(), x.data(), rows, D, l.norm2_w, l.norm2_b, 1e-5f, pool);
   }
-  LayerNormRows(x.data(), x.data(), R, D, norm_w_, norm_b_, 1e-5f, pool);
+  LayerNormRows(x.data(), x.data(), rows, D, norm_w_, norm_b_, 1e-5f, pool);
   return x;
 }
 
