@@ -357,7 +357,14 @@ absl::StatusOr<ChoicePlan> ToChoicePlan(const pb::GenerateRequest& req,
                                             req.prefix_parts(), i));
       }
     }
-    plan.prefix_parts = static_cast<size_t>(req.prefix_parts());
+    // The engine prompt has no part for an empty text or token part (ToEnginePrompt drops them;
+    // a non-empty text always gives a token: the vocabularies cover every byte), so the prefix
+    // is counted in its parts.
+    for (int i = 0; i < req.prefix_parts(); ++i) {
+      const pb::InputPart& p = req.input(i);
+      plan.prefix_parts +=
+          p.kind_case() == pb::InputPart::kText ? !p.text().empty() : p.tokens().ids_size() > 0;
+    }
   }
   return plan;
 }

@@ -109,6 +109,8 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
 // shared with other requests (the prefix-state cache's key).
 struct ChoicePlan {
   int n = 1;
+  // The parts of EngineRequest::prompt the prefix covers: the request's prefix_parts less the
+  // empty text / token parts among them, which the engine prompt does not have.
   size_t prefix_parts = 0;
 };
 // GenerateRequest.n (1..ctx.max_choices; 1 with a session_id) and prefix_parts (text or token

@@ -131,6 +131,24 @@ TEST_F(ConvertTest, ChoicePlanChecksNAndThePrefix) {
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->n, 4);
   EXPECT_EQ(plan->prefix_parts, 2u);
+  // An empty part has no engine prompt part: the prefix counts the engine's parts, so it covers
+  // the same tokens ("system" and [5]), not the question (found by convert_fuzz).
+  {
+    pb::GenerateRequest with_empty;
+    with_empty.add_input()->set_text("");
+    *with_empty.add_input() = req.input(0);
+    with_empty.add_input()->mutable_tokens();  // no ids
+    *with_empty.add_input() = req.input(1);
+    *with_empty.add_input() = req.input(2);
+    with_empty.set_prefix_parts(4);
+    auto p = ToChoicePlan(with_empty, ctx_);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->prefix_parts, 2u);
+    auto engine = ToEngineRequest(with_empty, ctx_, kNoDeadline);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_EQ(engine->prompt.size(), 3u);
+    EXPECT_EQ(engine->prompt[1].tokens, (std::vector<int32_t>{5}));
+  }
 
   struct Case {
     std::function<void(pb::GenerateRequest*)> mutate;
