@@ -3,7 +3,10 @@ model made with `make-demo-model --time-series --series-encoder timer` (docs/ben
 "The Timer encoder"): sktime's TimerModel in timer-base-84m's shape, random weights, one thread,
 series of 512 / 4,096 / 32,768 steps (5 / 42 / 341 patches of 96).
 
-  /work/venv-tf/bin/python tools/bench_timer_reference.py   (the venv of tools/train/README.md)
+  OMP_NUM_THREADS=1 taskset -c 1 /work/venv-tf/bin/python tools/bench_timer_reference.py
+  taskset -c 1 build/bin/modrwkv bench --series 512,4096,32768 --model DIR --threads 1
+(the venv of tools/train/README.md). Pin both: torch.set_num_threads(1) alone still keeps a second
+core busy.
 """
 import os
 import sys

@@ -1,7 +1,7 @@
 // TimerEncoder: loading (shape checks against TimerModel's state dict) and the forward on the
-// CPU backend's panel GEMM. Every projection runs over all R patches at once; the causal
-// attention is a loop per (head, query row) over the rows before it (R is the number of patches:
-// a few hundred at most, so the quadratic part stays small next to the projections).
+// CPU backend's panel GEMM. Every projection runs over all patches of all channels at once; the
+// causal attention is the ViT towers' SelfAttention (K and V^T packed per sequence and head, both
+// products on the panel GEMM) with its causal mask.
 #include "encoders/timeseries/timer.h"
 
 #include <algorithm>
@@ -138,37 +138,14 @@ void TimerEncoder::Rotate(float* qkv, int R, int S) const {
 }
 
 void TimerEncoder::Attend(const float* qkv, int R, int S, float* out, cpu::ThreadPool* pool) const {
-  const int D = dim_, hd = D / heads_;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t stride = 3 * D;
-  // K transposed per sequence and head, [S][D = heads * hd][R], so that a query's scores over
-  // the rows before it are one contiguous (vectorisable) update per element of the head.
-  std::vector<float> kt(static_cast<size_t>(S) * D * R);
-  for (int64_t j = 0; j < int64_t{S} * R; ++j) {
-    const float* k = qkv + j * stride + D;
-    float* seq = kt.data() + (j / R) * D * R;
-    for (int c = 0; c < D; ++c) seq[static_cast<int64_t>(c) * R + j % R] = k[c];
-  }
-  pool->ParallelFor(int64_t{S} * heads_ * R, [&](int64_t task, int) {
-    const int64_t seq = task / (int64_t{heads_} * R);
-    const int h = static_cast<int>(task / R % heads_), r = static_cast<int>(task % R);
-    const float* base = qkv + seq * R * stride;  // this sequence's rows
-    const float* q = base + r * stride + h * hd;
-    std::vector<float> s(r + 1, 0.0f);
-    for (int i = 0; i < hd; ++i) {
-      const float qi = q[i];
-      const float* krow = kt.data() + (seq * D + static_cast<int64_t>(h) * hd + i) * R;
-      for (int j = 0; j <= r; ++j) s[j] += qi * krow[j];
-    }
-    ScaledSoftmax(s.data(), r + 1, scale);
-    float* o = out + (seq * R + r) * D + h * hd;
-    for (int i = 0; i < hd; ++i) o[i] = 0;
-    for (int j = 0; j <= r; ++j) {
-      const float* v = base + j * stride + 2 * D + h * hd;
-      const float p = s[j];
-      for (int i = 0; i < hd; ++i) o[i] += p * v[i];
-    }
-  });
+  EncoderLayerShape shape;  // only what SelfAttention reads
+  shape.tokens = R;
+  shape.dim = dim_;
+  shape.heads = heads_;
+  shape.causal = true;
+  const int64_t per_thread = LayerScratchPerThread(shape);
+  std::vector<float> scores(static_cast<size_t>(per_thread) * pool->size());
+  SelfAttention(shape, S, qkv, out, scores.data(), per_thread, pool);
 }
 
 absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> patches, int R,

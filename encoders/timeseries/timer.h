@@ -71,7 +71,8 @@ class TimerEncoder {
   // Rotary embedding in place on q and k of rows [S][R][3D] (q | k | v per row; positions
   // 0..R-1 in each sequence).
   void Rotate(float* qkv, int R, int S) const;
-  // Causal multi-head attention within each sequence: qkv [S][R][3D] -> out [S][R][D].
+  // Causal multi-head attention within each sequence (SelfAttention with its causal mask):
+  // qkv [S][R][3D] -> out [S][R][D].
   void Attend(const float* qkv, int R, int S, float* out, cpu::ThreadPool* pool) const;
 
   int input_dim_ = 0, dim_ = 0, ffn_ = 0, heads_ = 0;

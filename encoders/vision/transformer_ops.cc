@@ -227,7 +227,12 @@ void SelfAttention(const EncoderLayerShape& sh, int batch, const float* qkv, flo
     cpu::PackRows(q, 3 * d, rows, hd, xp);
     cpu::PanelGemm(cpu::WType::kF32, km.data(), nullptr, hd, t, 0, km.panels(), xp, rows, s, t,
                    false);
-    for (int i = 0; i < rows; ++i) ScaledSoftmax(s + static_cast<int64_t>(i) * t, t, scale);
+    for (int i = 0; i < rows; ++i) {
+      float* si = s + static_cast<int64_t>(i) * t;
+      const int n = sh.causal ? i0 + i + 1 : t;
+      ScaledSoftmax(si, n, scale);
+      std::fill(si + n, si + t, 0.0f);
+    }
     cpu::PackRows(s, t, rows, t, xp);
     cpu::PanelGemm(cpu::WType::kF32, vm.data(), nullptr, t, hd, 0, vm.panels(), xp, rows,
                    out + (static_cast<int64_t>(b) * t + i0) * d + head * hd, d, false);

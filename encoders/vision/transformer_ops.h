@@ -59,6 +59,7 @@ struct EncoderLayerShape {
   int heads = 0;
   float eps = 1e-5f;  // LayerNorm epsilon
   Activation act = Activation::kGeluErf;
+  bool causal = false;  // SelfAttention: each row attends only to itself and the rows before it
 
   int head_dim() const { return dim / heads; }
   // Multiply-adds x 2 of one sequence through the layer (projections and attention products).
@@ -95,7 +96,8 @@ struct EncoderScratch {
   cpu::AlignedBuffer<float> scores;  // [threads][per_thread]
 };
 
-// Multi-head self-attention without mask: softmax(Q K^T * head_dim^-0.5) V in fp32.
+// Multi-head self-attention: softmax(Q K^T * head_dim^-0.5) V in fp32, without a mask, or with
+// s.causal over each row and the rows before it (the later scores are zeroed after the softmax).
 // qkv: [batch * tokens][3D] (q | k | v per row); out: [batch * tokens][D]. K and V^T of each
 // (sequence, head) are packed once as if they were weights, then one pool task per (sequence,
 // head, block of 96 query rows) runs both products on the engine's panel GEMM. scores:
