@@ -155,13 +155,12 @@ std::optional<grpc::Status> ForecastReactor::Complete(const absl::Status& status
   if (status.ok()) {
     const std::vector<float>& values = rollout_->values();
     response_->mutable_values()->Assign(values.begin(), values.end());
-    const std::vector<float> quantiles = rollout_->quantiles();
     const std::vector<float>& levels = series_model_->quantile_levels();
     for (size_t k = 0; k < levels.size(); ++k) {
       pb::QuantileForecast* q = response_->add_quantiles();
       q->set_level(levels[k]);
-      q->mutable_values()->Assign(quantiles.begin() + k * values.size(),
-                                  quantiles.begin() + (k + 1) * values.size());
+      const std::vector<float>& level = rollout_->quantiles()[k];
+      q->mutable_values()->Assign(level.begin(), level.end());
     }
     response_->set_horizon(horizon_);
     response_->set_channels(rollout_->window().channels);

@@ -292,7 +292,7 @@ absl::Status ModelServer::LoadAndServe() {
     SeriesTranslation st;
     st.channels = series_->channels();
     st.patch = series_->patch();
-    st.rows_per_patch = series_->RowsFor(series_->patch());
+    st.rows_per_patch = series_->rows_per_patch();
     st.max_length = series_->max_length();
     st.horizon = series_->horizon();
     st.max_forecast_horizon =

@@ -54,7 +54,9 @@ absl::StatusOr<SeriesForecast> ForecastSeries(const TimeSeriesPipeline& ts, Mode
     done_all = rollout.Add(forecast.point, forecast.quantiles);
   }
   out.values = rollout.values();
-  out.quantiles = rollout.quantiles();
+  for (const std::vector<float>& level : rollout.quantiles()) {
+    out.quantiles.insert(out.quantiles.end(), level.begin(), level.end());
+  }
   out.rounds = rollout.rounds();
   return out;
 }

@@ -152,7 +152,10 @@ absl::StatusOr<TimeSeriesManifest> ParseTimeSeries(const json& v) {
   for (const char* key : {"channels", timer ? "heads" : "dilations", "horizon", "max_length"}) {
     if (!v.contains(key)) return Bad(absl::StrCat("time_series.", key), "is required");
   }
-  for (const char* key : {timer ? "dilations" : "heads", timer ? "dilations" : "rope_theta"}) {
+  const std::vector<const char*> other_encoders_keys =
+      timer ? std::vector<const char*>{"dilations"}
+            : std::vector<const char*>{"heads", "rope_theta"};
+  for (const char* key : other_encoders_keys) {
     if (v.contains(key)) {
       return Bad(absl::StrCat("time_series.", key),
                  absl::StrCat("does not apply to the ", m.encoder, " encoder"));

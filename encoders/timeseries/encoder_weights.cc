@@ -53,6 +53,27 @@ cpu::Matrix Packed(const std::vector<float>& w, int rows, int cols, const std::s
   return cpu::MakeMatrix(view, /*transposed=*/false, cpu::WType::kF32, cpu::Layout::kPanels);
 }
 
+absl::StatusOr<std::vector<float>> Concatenated(const TensorMap& t,
+                                                const std::vector<std::string>& names, int n,
+                                                std::set<std::string>* used) {
+  std::vector<float> all;
+  for (const std::string& name : names) {
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> v, ReadF32(t, name, {n}, used));
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+absl::StatusOr<cpu::Matrix> Stacked(const TensorMap& t, const std::vector<std::string>& names,
+                                    int rows, int cols, std::set<std::string>* used) {
+  std::vector<float> all;
+  for (const std::string& name : names) {
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> w, ReadF32(t, name, {rows, cols}, used));
+    all.insert(all.end(), w.begin(), w.end());
+  }
+  return Packed(all, rows * static_cast<int>(names.size()), cols, names[0]);
+}
+
 absl::StatusOr<int> LayerCount(const TensorMap& t, const std::string& layers_prefix) {
   int n = 0;
   for (auto it = t.lower_bound(layers_prefix);

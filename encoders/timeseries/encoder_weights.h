@@ -28,6 +28,14 @@ absl::StatusOr<std::vector<float>> ReadF32(const TensorMap& t, const std::string
                                            const std::vector<int64_t>& shape,
                                            std::set<std::string>* used);
 std::vector<float> ToF32(const TensorView& t);
+// The [rows][cols] weights `names` (each checked) stacked row-wise into one packed matrix, so
+// that one GEMM runs them all.
+absl::StatusOr<cpu::Matrix> Stacked(const TensorMap& t, const std::vector<std::string>& names,
+                                    int rows, int cols, std::set<std::string>* used);
+// The [n] vectors `names` (each checked) concatenated: the biases of a Stacked matrix.
+absl::StatusOr<std::vector<float>> Concatenated(const TensorMap& t,
+                                                const std::vector<std::string>& names, int n,
+                                                std::set<std::string>* used);
 // w [rows][cols] (f32, row-major) packed for the panel GEMM; `name` names it in errors.
 cpu::Matrix Packed(const std::vector<float>& w, int rows, int cols, const std::string& name);
 // 1 + the largest i of the tensors named <layers_prefix><i>.*; 0 when none.

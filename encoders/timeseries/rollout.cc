@@ -38,11 +38,4 @@ bool ForecastRollout::Add(absl::Span<const float> forecast, absl::Span<const flo
   return false;
 }
 
-std::vector<float> ForecastRollout::quantiles() const {
-  std::vector<float> out;
-  for (const std::vector<float>& level : quantiles_)
-    out.insert(out.end(), level.begin(), level.end());
-  return out;
-}
-
 }  // namespace modrwkv::encoders

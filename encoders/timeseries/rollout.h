@@ -26,8 +26,8 @@ class ForecastRollout {
   bool Add(absl::Span<const float> forecast, absl::Span<const float> quantiles = {});
   // [steps so far, at most horizon][channels].
   const std::vector<float>& values() const { return values_; }
-  // [quantile_levels][horizon][channels], once Add has returned true.
-  std::vector<float> quantiles() const;
+  // Per quantile level: [steps so far, at most horizon][channels].
+  const std::vector<std::vector<float>>& quantiles() const { return quantiles_; }
   int rounds() const { return rounds_; }
 
  private:

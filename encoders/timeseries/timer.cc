@@ -19,18 +19,7 @@ namespace modrwkv::encoders {
 namespace {
 
 using ts_weights::ReadF32;
-
-// The rows of several [rows_i][cols] weights stacked into one packed matrix.
-absl::StatusOr<cpu::Matrix> Stacked(const ts_weights::TensorMap& t,
-                                    const std::vector<std::string>& names, int rows, int cols,
-                                    std::set<std::string>* used) {
-  std::vector<float> all;
-  for (const std::string& n : names) {
-    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> w, ReadF32(t, n, {rows, cols}, used));
-    all.insert(all.end(), w.begin(), w.end());
-  }
-  return ts_weights::Packed(all, rows * static_cast<int>(names.size()), cols, names[0]);
-}
+using ts_weights::Stacked;
 
 }  // namespace
 
@@ -90,10 +79,9 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
     MODRWKV_ASSIGN_OR_RETURN(
         l.qkv, Stacked(tensors, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"}, D,
                        D, &used));
-    for (const char* which : {"q_proj.bias", "k_proj.bias", "v_proj.bias"}) {
-      MODRWKV_ASSIGN_OR_RETURN(std::vector<float> b, ReadF32(tensors, a + which, {D}, &used));
-      l.qkv_b.insert(l.qkv_b.end(), b.begin(), b.end());
-    }
+    MODRWKV_ASSIGN_OR_RETURN(
+        l.qkv_b, ts_weights::Concatenated(
+                     tensors, {a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"}, D, &used));
     MODRWKV_ASSIGN_OR_RETURN(l.o, Stacked(tensors, {a + "o_proj.weight"}, D, D, &used));
     MODRWKV_ASSIGN_OR_RETURN(
         l.gate_up, Stacked(tensors, {f + "gate_proj.weight", f + "up_proj.weight"}, F, D, &used));

@@ -220,7 +220,7 @@ absl::Status TimeSeriesPipeline::EncodeRows(absl::Span<const float> rows, int R,
   } else {
     MODRWKV_ASSIGN_OR_RETURN(enc, wavenet_->Encode(rows, R, pool));
   }
-  const int out_rows = RowsFor(R * patch());
+  const int out_rows = R * rows_per_patch();
   MODRWKV_RETURN_IF_ERROR(adapter_->Run(enc, out_rows, &out->data, pool));
   out->rows = out_rows;
   out->dim = n_embd_;
@@ -321,17 +321,22 @@ absl::StatusOr<HeadForecast> TimeSeriesPipeline::Forecast(absl::Span<const float
   MODRWKV_ASSIGN_OR_RETURN(HeadForecast f, ForecastNormalized(hidden, norm));
   Denormalize(absl::MakeSpan(f.point), norm);
   Denormalize(absl::MakeSpan(f.quantiles), norm);
-  const size_t per = f.point.size();
-  for (size_t i = 0; i < per + f.quantiles.size(); ++i) {
-    const float v = i < per ? f.point[i] : f.quantiles[i - per];
-    if (!std::isfinite(v)) {
-      const size_t j = i % per;
-      return absl::InvalidArgumentError(absl::StrCat(
-          "time-series head: the ",
-          i < per ? std::string("forecast")
-                  : absl::StrCat("quantile ", manifest_.quantiles[i / per - 1], " forecast"),
-          " at step ", j / channels(), ", channel ", j % channels(), " is not finite (", v, ")"));
+  // values [horizon][channels], all finite, else an error naming `what`, the step and the channel.
+  auto finite = [&](absl::Span<const float> values, const std::string& what) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!std::isfinite(values[i])) {
+        return absl::InvalidArgumentError(absl::StrCat("time-series head: the ", what, " at step ",
+                                                       i / channels(), ", channel ", i % channels(),
+                                                       " is not finite (", values[i], ")"));
+      }
     }
+    return absl::OkStatus();
+  };
+  MODRWKV_RETURN_IF_ERROR(finite(f.point, "forecast"));
+  const size_t per = f.point.size();
+  for (size_t k = 0; k < manifest_.quantiles.size(); ++k) {
+    MODRWKV_RETURN_IF_ERROR(finite(absl::MakeConstSpan(f.quantiles).subspan(k * per, per),
+                                   absl::StrCat("quantile ", manifest_.quantiles[k], " forecast")));
   }
   return f;
 }

@@ -82,7 +82,8 @@ class TimeSeriesPipeline : public ItemEncoder {
   // Embedding rows a series of `length` steps gives: one per patch with the WaveNet (all
   // channels in one row), one per patch and channel with the Timer (each channel encoded alone,
   // rows time-major: patch r of channel ch is row r * channels + ch).
-  int RowsFor(int length) const { return PatchesFor(length) * (timer_ ? channels() : 1); }
+  int RowsFor(int length) const { return PatchesFor(length) * rows_per_patch(); }
+  int rows_per_patch() const { return timer_ ? channels() : 1; }
 
   // ValidateSeries against this model (channels, patch..max_length, finite values), plus
   // finite normalised values (x - mean overflows float32 when a channel spans ~3e38 both ways).

@@ -8,8 +8,6 @@
 #include <optional>
 #include <set>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "encoders/timeseries/encoder_weights.h"
 #include "engine/base/status_macros.h"
@@ -96,20 +94,12 @@ absl::StatusOr<std::unique_ptr<WaveNetEncoder>> WaveNetEncoder::Load(
     l.tap1 = Packed(t1, 2 * d, d, cw->name);
     l.conv_b = ToF32(*cb);
     // res and skip stacked into one [2d][d] GEMM.
-    std::vector<float> rs, rs_b;
-    for (const char* which : {"res", "skip"}) {
-      MODRWKV_ASSIGN_OR_RETURN(const TensorView* lw,
-                               Need(tensors, absl::StrCat(p, which, ".weight"), &used));
-      MODRWKV_ASSIGN_OR_RETURN(const TensorView* lb,
-                               Need(tensors, absl::StrCat(p, which, ".bias"), &used));
-      MODRWKV_RETURN_IF_ERROR(CheckShape(*lw, {d, d}, ""));
-      MODRWKV_RETURN_IF_ERROR(CheckShape(*lb, {d}, ""));
-      const std::vector<float> wv = ToF32(*lw), bv = ToF32(*lb);
-      rs.insert(rs.end(), wv.begin(), wv.end());
-      rs_b.insert(rs_b.end(), bv.begin(), bv.end());
-    }
-    l.res_skip = Packed(rs, 2 * d, d, p + "res_skip");
-    l.res_skip_b = std::move(rs_b);
+    MODRWKV_ASSIGN_OR_RETURN(
+        l.res_skip,
+        ts_weights::Stacked(tensors, {p + "res.weight", p + "skip.weight"}, d, d, &used));
+    MODRWKV_ASSIGN_OR_RETURN(
+        l.res_skip_b,
+        ts_weights::Concatenated(tensors, {p + "res.bias", p + "skip.bias"}, d, &used));
     e->layers_.push_back(std::move(l));
   }
   MODRWKV_RETURN_IF_ERROR(LoadLinear(tensors, prefix + "out", d, d, &used, &e->out_, &e->out_b_));

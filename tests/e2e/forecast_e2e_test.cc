@@ -243,27 +243,24 @@ TEST(ForecastE2eTest, TheTerminalClientPrintsTheServersForecastAsCsv) {
   auto server = ServerProcess::Start(DemoOptions());
   ASSERT_NE(server, nullptr);
   const std::string csv = (kHeldOut / "heldout" / "co2_input.csv").string();
-  const testing_shell::ShellRun remote =
-      testing_shell::RunShell(std::string(MODRWKV_CLI) + " client forecast --target " +
-                              server->target() + " --csv " + csv + " --horizon 16 --usage");
-  ASSERT_EQ(remote.code, 0) << remote.err;
-  const testing_shell::ShellRun local =
-      testing_shell::RunShell(std::string(MODRWKV_CLI) + " forecast --model " + kDemo.string() +
-                              " --csv " + csv + " --horizon 16");
-  ASSERT_EQ(local.code, 0) << local.err;
-  EXPECT_EQ(remote.out, local.out);
+  // The server's answer through `client forecast` and the in-process one, for the same flags.
+  auto remote_and_local = [&](const std::string& flags) {
+    const testing_shell::ShellRun remote =
+        testing_shell::RunShell(std::string(MODRWKV_CLI) + " client forecast --target " +
+                                server->target() + " --csv " + csv + " " + flags + " --usage");
+    const testing_shell::ShellRun local =
+        testing_shell::RunShell(std::string(MODRWKV_CLI) + " forecast --model " + kDemo.string() +
+                                " --csv " + csv + " " + flags);
+    EXPECT_EQ(remote.code, 0) << remote.err;
+    EXPECT_EQ(local.code, 0) << local.err;
+    EXPECT_EQ(remote.out, local.out);
+    return remote;
+  };
+  const testing_shell::ShellRun remote = remote_and_local("--horizon 16");
   EXPECT_EQ(std::count(remote.out.begin(), remote.out.end(), '\n'), 17);
   EXPECT_NE(remote.err.find("2 round(s)"), std::string::npos) << remote.err;
   // With --quantiles: the point column, then one column per level, on both sides alike.
-  const testing_shell::ShellRun remote_q =
-      testing_shell::RunShell(std::string(MODRWKV_CLI) + " client forecast --target " +
-                              server->target() + " --csv " + csv + " --quantiles");
-  ASSERT_EQ(remote_q.code, 0) << remote_q.err;
-  const testing_shell::ShellRun local_q =
-      testing_shell::RunShell(std::string(MODRWKV_CLI) + " forecast --model " + kDemo.string() +
-                              " --csv " + csv + " --quantiles");
-  ASSERT_EQ(local_q.code, 0) << local_q.err;
-  EXPECT_EQ(remote_q.out, local_q.out);
+  const testing_shell::ShellRun remote_q = remote_and_local("--quantiles");
   EXPECT_EQ(remote_q.out.substr(0, remote_q.out.find('\n')), "co2,co2_q0.1,co2_q0.5,co2_q0.9");
   EXPECT_EQ(std::count(remote_q.out.begin(), remote_q.out.end(), '\n'), 13);
   const testing_shell::ShellRun bad =

@@ -425,10 +425,11 @@ int Forecast(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   if (!st.ok()) return RpcFail(st);
   // With --quantiles, every level the server answered, as more columns.
   std::vector<float> levels, quantiles;
-  for (const pb::QuantileForecast& q : resp.quantiles()) {
-    if (!f.Bool("quantiles")) break;
-    levels.push_back(q.level());
-    quantiles.insert(quantiles.end(), q.values().begin(), q.values().end());
+  if (f.Bool("quantiles")) {
+    for (const pb::QuantileForecast& q : resp.quantiles()) {
+      levels.push_back(q.level());
+      quantiles.insert(quantiles.end(), q.values().begin(), q.values().end());
+    }
   }
   auto out = encoders::FormatForecastCsv(
       *csv, absl::MakeConstSpan(resp.values().data(), resp.values_size()), resp.horizon(), levels,
