@@ -4,8 +4,8 @@
 # images through `modrwkv client chat --image`, shows health and a few metrics, drains the server
 # with SIGTERM; then serves the trained speech demo (assets/audio-demo) and transcribes its example
 # clips (WAV, FLAC, MP3, Ogg) through `modrwkv client generate --audio`; then serves the trained
-# forecaster (assets/ts-demo) and forecasts two held-out series through `modrwkv client forecast`,
-# next to what really happened; then streams a reply from the random-weight text demo model (its
+# forecaster (assets/ts-demo) and forecasts two held-out series through `modrwkv client forecast`
+# (with its quantile band), next to what really happened; then streams a reply from the random-weight text demo model (its
 # text is noise).
 #   scripts/demo-serve.sh ["question about the pictures"]
 # The demo model knows three questions: "What shape is in the picture?", "What color is the
@@ -62,11 +62,13 @@ heldout=tests/golden/ts_demo/heldout
 "$bin" serve --model "$ts" --host 127.0.0.1 --port 0 --metrics-port -1 2>"$log" &
 server=$!
 wait_ready "$server" "$log"
-echo "---- forecaster ready: the next 12 steps of held-out series, next to what happened"
+echo "---- forecaster ready: the next 12 steps of held-out series (the forecast and its 0.1 / 0.5 /"
+echo "     0.9 quantiles), next to what happened"
 for name in airline co2; do
-  echo "---- $name (forecast | actual)"
+  echo "---- $name (forecast, quantiles | actual)"
   paste -d '|' \
-    <("$bin" client forecast --target "127.0.0.1:$port" --csv "$heldout/${name}_input.csv") \
+    <("$bin" client forecast --target "127.0.0.1:$port" --csv "$heldout/${name}_input.csv" \
+      --quantiles) \
     "$heldout/${name}_target.csv"
 done
 kill -TERM "$server"
