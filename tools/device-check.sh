@@ -7,7 +7,9 @@
 #                                CUDA backend, sm_80 + sm_90) into out/device-check/ with the libraries
 #                                they need beyond glibc, libstdc++ and the CUDA driver/runtime.
 #   tools/device-check.sh run    there, in the repository root (out/device-check carried): runs
-#                                cuda_wkv_test, cuda_model_test and cuda_bench and prints a table.
+#                                cuda_wkv_test, cuda_model_test and cuda_bench (the device's
+#                                measured limits, then decode/prefill/capacity per shape against
+#                                them) and prints the tables.
 #
 # The GPU machine's glibc and libstdc++ must be at least this machine's (Debian 12: glibc 2.36,
 # GCC 12); its driver must support CUDA 13 (the runtime is linked in statically) and it must have
@@ -40,12 +42,15 @@ case "${1:-}" in
     status=0
     for t in cuda_wkv_test cuda_model_test; do
       echo "== $t"
-      "$out/bin/$t" --gtest_brief=1 || status=1
+      timeout 120 "$out/bin/$t" --gtest_brief=1 || status=1
     done
-    for dtype in f32 bf16; do
-      echo "== cuda_bench (0.1B shape, $dtype weights on the device)"
-      "$out/bin/cuda_bench" 0.1b 512 32 0 "$dtype" || status=1
-    done
+    # The limits and every shape in one run (most of its time goes to building and uploading the
+    # 7.2B shape's random weights); every step bounded so that the script always ends.
+    echo "== cuda_bench (0.1B, f32 weights: cuBLAS SGEMM without TF32)"
+    timeout 120 "$out/bin/cuda_bench" --shapes=0.1b --dtypes=f32 --batches=1,64,256 || status=1
+    echo "== cuda_bench (bf16 weights; decode greedy on the device)"
+    timeout 360 "$out/bin/cuda_bench" --shapes=0.1b,1.5b,2.9b,7.2b --dtypes=bf16 \
+      --batches=1,64,256,1024 || status=1
     exit $status
     ;;
   *)

@@ -1,7 +1,9 @@
 #include "engine/checkpoint/random_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -61,9 +63,13 @@ absl::StatusOr<RandomModelSpec> RandomSpecForShape(const std::string& shape) {
     s.n_layer = 24, s.n_embd = 1024;
   } else if (shape == "1.5b") {
     s.n_layer = 24, s.n_embd = 2048;
+  } else if (shape == "2.9b") {
+    s.n_layer = 32, s.n_embd = 2560;
+  } else if (shape == "7.2b") {
+    s.n_layer = 32, s.n_embd = 4096;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown model shape '", shape, "'; expected tiny, 0.1b, 0.4b or 1.5b"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown model shape '", shape, "'; expected tiny, 0.1b, 0.4b, 1.5b, 2.9b or 7.2b"));
   }
   return s;
 }
@@ -84,16 +90,32 @@ class Builder {
     t.bytes.resize(static_cast<size_t>(n) * DTypeSize(dtype_));
     const uint64_t key = SplitMix64(seed_ ^ Fnv1a64(name));
     const double scale = hi - lo;
-    for (int64_t i = 0; i < n; ++i) {
-      const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) *
-                       (1.0 / 16777216.0);
-      const float v = static_cast<float>(lo + scale * u);
-      if (dtype_ == DType::kF32) {
-        std::memcpy(t.bytes.data() + 4 * i, &v, 4);
-      } else {
-        const uint16_t b = F32ToBF16(v);
-        std::memcpy(t.bytes.data() + 2 * i, &b, 2);
+    uint8_t* out = t.bytes.data();
+    auto fill = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) *
+                         (1.0 / 16777216.0);
+        const float v = static_cast<float>(lo + scale * u);
+        if (dtype_ == DType::kF32) {
+          std::memcpy(out + 4 * i, &v, 4);
+        } else {
+          const uint16_t b = F32ToBF16(v);
+          std::memcpy(out + 2 * i, &b, 2);
+        }
       }
+    };
+    // Every element is a function of its index alone, so large tensors (the 7.2B shape has 7e9
+    // elements) are filled by all cores, with the same bytes.
+    constexpr int64_t kPerThread = int64_t{1} << 22;
+    const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                              (n + kPerThread - 1) / kPerThread);
+    if (threads <= 1) {
+      fill(0, n);
+    } else {
+      std::vector<std::thread> pool;
+      for (int64_t k = 0; k < threads; ++k)
+        pool.emplace_back(fill, n * k / threads, n * (k + 1) / threads);
+      for (std::thread& th : pool) th.join();
     }
     tensors_.push_back(std::move(t));
   }

@@ -23,7 +23,8 @@ struct RandomModelSpec {
   absl::Status Validate() const;
 };
 
-// Named shapes: "tiny" (L2 C128), "0.1b" (L12 C768), "0.4b" (L24 C1024), "1.5b" (L24 C2048).
+// Named shapes: "tiny" (L2 C128), "0.1b" (L12 C768), "0.4b" (L24 C1024), "1.5b" (L24 C2048),
+// "2.9b" (L32 C2560), "7.2b" (L32 C4096): the released RWKV7 models' widths and depths.
 absl::StatusOr<RandomModelSpec> RandomSpecForShape(const std::string& shape);
 
 // LoRA ranks of the official training code for width C.

@@ -32,6 +32,7 @@ absl::StatusOr<CublasApi> Open() {
   sym(&api.SetStream, "cublasSetStream_v2");
   sym(&api.SetMathMode, "cublasSetMathMode");
   sym(&api.Sgemm, "cublasSgemm_v2");
+  sym(&api.GemmEx, "cublasGemmEx");
   if (!missing.ok()) return missing;  // the library stays open: it is never closed anyway
   return api;
 }

@@ -22,6 +22,13 @@ struct CublasApi {
   cublasStatus_t (*Sgemm)(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                           int m, int n, int k, const float* alpha, const float* a, int lda,
                           const float* b, int ldb, const float* beta, float* c, int ldc);
+  // Mixed types: the bf16-weight products on tensor cores (bf16 A and B, f32 C and accumulation).
+  cublasStatus_t (*GemmEx)(cublasHandle_t handle, cublasOperation_t transa,
+                           cublasOperation_t transb, int m, int n, int k, const void* alpha,
+                           const void* a, cudaDataType a_type, int lda, const void* b,
+                           cudaDataType b_type, int ldb, const void* beta, void* c,
+                           cudaDataType c_type, int ldc, cublasComputeType_t compute,
+                           cublasGemmAlgo_t algo);
 };
 
 // Opens libcublas.so.13 (then libcublas.so) once per process; FAILED_PRECONDITION naming the

@@ -12,10 +12,17 @@
 #include "engine/cuda/gemv_bf16.cuh"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
+#include "engine/cuda/to_bf16.cuh"
 #include "engine/cuda/wkv.cuh"
 
 namespace modrwkv::cuda {
 namespace {
+
+// With bf16 weights, a product over this many rows or more runs on tensor cores (cuBLAS, the
+// activations rounded to bf16); fewer rows (decode of small batches) go through gemv_bf16.cuh,
+// which reads each weight once and multiplies it by the f32 activations as the CPU does. At 16
+// rows the CUDA-core kernel's FMAs already cost more than reading the weights.
+constexpr int kTensorCoreRows = 16;
 
 // The small vectors of a layer, each C floats, in this order in Layer::vec.
 enum Vec : int {
@@ -131,12 +138,14 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   MODRWKV_ASSIGN_OR_RETURN(blas_, Cublas());
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Create(&cublas_));
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetStream(cublas_, stream_.get()));
-  // Plain fp32 products (no TF32), so that logits stay within float rounding of the CPU's.
-  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
-
-  host_pool_ = std::make_unique<cpu::ThreadPool>(options.threads);
   // auto stays f32 on the GPU for now: bf16 is the option until it has been measured there.
   bf16_ = options.weight_type == ModelOptions::WeightType::kBF16;
+  // f32 weights: plain fp32 products (no TF32), so that logits stay within float rounding of the
+  // CPU's. bf16 weights: the default mode, whose bf16 products run on tensor cores.
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(
+      blas_->SetMathMode(cublas_, bf16_ ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
+
+  host_pool_ = std::make_unique<cpu::ThreadPool>(options.threads);
   info_.config = cfg;
   info_.backend = "cuda";
   info_.weight_dtype = bf16_ ? "bf16" : "f32";
@@ -278,6 +287,10 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.hv, static_cast<size_t>(rows) * std::max(c.d_mv, 1)));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.hg, static_cast<size_t>(rows) * c.d_gate));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.hf, static_cast<size_t>(rows) * c.ffn_size));
+    if (bf16_ && rows >= kTensorCoreRows) {  // the widest input of a product is the FFN's
+      MODRWKV_RETURN_IF_ERROR(
+          Grow(&s_.xb, static_cast<size_t>(rows) * std::max<int>(c.ffn_size, c.n_embd)));
+    }
     s_.rows = rows;
     void* p = nullptr;
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, static_cast<size_t>(rows) * C * 4));
@@ -311,9 +324,19 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
                              bool accumulate) {
   // Row-major out[rows][m.out] = in[rows][m.in] * W^T is, column-major, out^T = W^T' * in^T
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
-  if (bf16_)
-    return LaunchGemvBf16(stream_.get(), m.bf16.get(), m.out, m.in, in, rows, out, accumulate);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  if (bf16_ && rows < kTensorCoreRows) {
+    return LaunchGemvBf16(stream_.get(), m.bf16.get(), m.out, m.in, in, rows, out, accumulate);
+  }
+  if (bf16_) {
+    MODRWKV_RETURN_IF_ERROR(
+        LaunchF32ToBf16(stream_.get(), in, static_cast<int64_t>(rows) * m.in, s_.xb.get()));
+    MODRWKV_CUBLAS_RETURN_IF_ERROR(
+        blas_->GemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in, &alpha, m.bf16.get(),
+                      CUDA_R_16BF, m.in, s_.xb.get(), CUDA_R_16BF, m.in, &beta, out, CUDA_R_32F,
+                      m.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return absl::OkStatus();
+  }
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in,
                                               &alpha, m.data.get(), m.in, in, m.in, &beta, out,
                                               m.out));

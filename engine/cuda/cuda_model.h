@@ -71,6 +71,7 @@ class CudaModel final : public Model {
     DeviceBuffer<float> x, xn, mix, r, k, v, w, a, g, kk, y, v_first, v_gate;
     DeviceBuffer<float> hw, ha, hv, hg, hf;
     DeviceBuffer<float> xo, logits;
+    DeviceBuffer<uint16_t> xb;     // a product's input rounded to bf16 (tensor-core products)
     DeviceBuffer<int32_t> greedy;  // the tokens picked on the device, one per greedy sequence
     DeviceBuffer<int32_t> index;   // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
     int index_capacity = 0;

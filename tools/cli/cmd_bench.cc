@@ -327,7 +327,7 @@ int RunBench(int argc, char** argv) {
               "Measures prefill tokens/s (one prompt) and decode tokens/s (batch 1, 8, 32) on "
               "random-weight models of real shapes, next to this machine's measured read "
               "bandwidth and sgemm peak, and prints the ratios as a markdown table.");
-  flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b")
+  flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b, 2.9b, 7.2b")
       .Add("model", "", "benchmark this checkpoint instead of random weights")
       .Add("dtype", "f32,bf16", "weight types: f32, bf16, int8")
       .Add("device", "cpu", "the backend: cpu, or cuda / cuda:N (f32 or bf16 weights on a GPU)")

@@ -1,17 +1,40 @@
-// cuda_bench: prefill and batched-decode throughput of the CUDA backend on random weights of a
-// real shape, with the weight bytes each decode step reads as an effective bandwidth (the
-// roofline of batch-1 decode). Engine only (no server libraries), so that tools/device-check.sh
-// can carry it to a bare GPU machine.
-//   cuda_bench [shape=0.1b] [prompt=512] [steps=32] [device=0] [dtype=f32|bf16]
+// cuda_bench: the CUDA backend against the device's own limits, on random weights of the released
+// RWKV7 shapes. Engine only (no server libraries), so that tools/device-check.sh can carry it to a
+// bare GPU machine. One run prints:
+//   - the device's measured limits: copy bandwidth (a device-to-device cudaMemcpy, bytes read +
+//     written per second) and the cuBLAS GEMM rate (bf16 inputs, f32 accumulation, 8192^3; and
+//     the plain f32 SGEMM the f32 weights use);
+//   - per shape and weight type: decode tokens/s at each batch (greedy tokens picked on the
+//     device, as a server's plain greedy requests are) with the roofline of that step (weight
+//     bytes + every sequence's state read and written, over the copy bandwidth) and the fraction
+//     of it reached; prefill tokens/s with the product rate reached against the measured GEMM
+//     rate; the batch-256 aggregate over batch 1; and the state pool's capacity (sessions whose
+//     states fit in the memory left after the weights and the scratch).
+//
+//   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--batches=1,64,256,1024]
+//              [--prefill=2048] [--steps=16] [--device=0]
+#include <cuda_runtime.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/base/status_macros.h"
 #include "engine/checkpoint/random_weights.h"
+#include "engine/cuda/cublas_api.h"
+#include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/device_buffer.h"
+#include "engine/sampling/sampler.h"
 
+namespace modrwkv::cuda {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -20,75 +43,287 @@ double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
-  return 1;
-}
+struct Args {
+  std::vector<std::string> shapes = {"0.1b", "1.5b", "2.9b", "7.2b"};
+  std::vector<std::string> dtypes = {"bf16"};
+  std::vector<int> batches = {1, 64, 256, 1024};
+  int prefill = 2048;
+  int steps = 16;
+  int device = 0;
+};
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  using namespace modrwkv;
-  const std::string shape = argc > 1 ? argv[1] : "0.1b";
-  const int prompt = argc > 2 ? std::atoi(argv[2]) : 512;
-  const int steps = argc > 3 ? std::atoi(argv[3]) : 32;
-  const int device = argc > 4 ? std::atoi(argv[4]) : 0;
-  const std::string dtype = argc > 5 ? argv[5] : "f32";
-  absl::StatusOr<RandomModelSpec> spec = RandomSpecForShape(shape);
-  if (!spec.ok()) return Fail(spec.status());
-  spec->vocab_size = 65536;
-  spec->seed = 2024;
-  auto tensors = MakeRandomRwkv7(*spec);
-  if (!tensors.ok()) return Fail(tensors.status());
-  const std::vector<int> batches = {1, 8, 32, 64};
-  ModelOptions o;
-  o.num_slots = 64;
-  o.weight_type =
-      dtype == "bf16" ? ModelOptions::WeightType::kBF16 : ModelOptions::WeightType::kF32;
-  auto model = cuda::CudaModel::Create(ViewsOf(*tensors), o, device);
-  if (!model.ok()) return Fail(model.status());
-  cuda::CudaModel& m = **model;
-  const double step_bytes = static_cast<double>(m.info().decode_bytes_per_token);
-  std::printf(
-      "| shape | weights | what | tokens/s | ms per step | weight GB/s |\n"
-      "|---|---|---|---|---|---|\n");
-
-  // Prefill: one prompt in one step, logits after its last row.
-  std::vector<int32_t> tokens(prompt);
-  for (int i = 0; i < prompt; ++i) tokens[i] = (i * 7919) % 65536;
-  std::vector<StepResult> results;
-  for (int warm = 0; warm < 2; ++warm) {
-    StepEntry e;
-    e.slot = 0;
-    e.inputs = {InputRowsView::Tokens(tokens)};
-    e.output = StepOutput::kLogits;
-    if (absl::Status s = m.ResetSlot(0); !s.ok()) return Fail(s);
-    const auto t0 = Clock::now();
-    if (absl::Status s = m.Step({e}, &results); !s.ok()) return Fail(s);
-    const double t = Seconds(t0);
-    if (warm == 1) {
-      std::printf("| %s | %s | prefill %d | %.0f | %.2f | |\n", shape.c_str(), dtype.c_str(),
-                  prompt, prompt / t, t * 1e3);
+absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    if (arg.rfind("--", 0) != 0 || eq == std::string::npos) {
+      return absl::InvalidArgumentError("arguments are --name=value, got " + arg);
+    }
+    const std::string name = arg.substr(2, eq - 2), value = arg.substr(eq + 1);
+    auto ints = [&](std::vector<int>* out) -> absl::Status {
+      out->clear();
+      for (absl::string_view v : absl::StrSplit(value, ',')) {
+        int n = 0;
+        if (!absl::SimpleAtoi(v, &n) || n <= 0) {
+          return absl::InvalidArgumentError("--" + name + " takes positive integers");
+        }
+        out->push_back(n);
+      }
+      return absl::OkStatus();
+    };
+    std::vector<int> one;
+    if (name == "shapes") {
+      a.shapes = absl::StrSplit(value, ',');
+    } else if (name == "dtypes") {
+      a.dtypes = absl::StrSplit(value, ',');
+    } else if (name == "batches") {
+      MODRWKV_RETURN_IF_ERROR(ints(&a.batches));
+    } else if (name == "prefill" || name == "steps" || name == "device") {
+      if (name == "device") {  // 0 is a valid device
+        if (!absl::SimpleAtoi(value, &a.device) || a.device < 0) {
+          return absl::InvalidArgumentError("--device takes an index >= 0");
+        }
+        continue;
+      }
+      MODRWKV_RETURN_IF_ERROR(ints(&one));
+      (name == "prefill" ? a.prefill : a.steps) = one[0];
+    } else {
+      return absl::InvalidArgumentError("unknown argument --" + name);
     }
   }
-  // Decode: B sequences, one token each per step.
-  for (int b : batches) {
+  return a;
+}
+
+// Seconds per call of `fn` (after one warm-up call), timed with events on `stream`.
+template <typename Fn>
+absl::StatusOr<double> TimeOnStream(cudaStream_t stream, int reps, Fn fn) {
+  MODRWKV_RETURN_IF_ERROR(fn());
+  MODRWKV_ASSIGN_OR_RETURN(CudaEvent start, CreateEvent(cudaEventDefault));
+  MODRWKV_ASSIGN_OR_RETURN(CudaEvent stop, CreateEvent(cudaEventDefault));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(start.get(), stream));
+  for (int i = 0; i < reps; ++i) MODRWKV_RETURN_IF_ERROR(fn());
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop.get(), stream));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop.get()));
+  float ms = 0;
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+  return ms / 1e3 / reps;
+}
+
+struct DeviceLimits {
+  double copy_bytes_per_s = 0;  // read + written
+  double bf16_flops = 0;        // cuBLAS bf16 x bf16 -> f32, 8192^3
+  double f32_flops = 0;         // cuBLAS SGEMM, no TF32, 4096^3
+};
+
+absl::StatusOr<DeviceLimits> MeasureLimits() {
+  DeviceLimits lim;
+  MODRWKV_ASSIGN_OR_RETURN(CudaStream stream, CreateStream());
+  cudaStream_t st = stream.get();
+  {
+    constexpr size_t kBytes = size_t{2} << 30;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<char> a, AllocDevice<char>(kBytes));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<char> b, AllocDevice<char>(kBytes));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(a.get(), 1, kBytes, st));
+    MODRWKV_ASSIGN_OR_RETURN(const double t, TimeOnStream(st, 10, [&]() -> absl::Status {
+                               MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+                                   b.get(), a.get(), kBytes, cudaMemcpyDeviceToDevice, st));
+                               return absl::OkStatus();
+                             }));
+    lim.copy_bytes_per_s = 2.0 * kBytes / t;
+  }
+  MODRWKV_ASSIGN_OR_RETURN(const CublasApi* blas, Cublas());
+  cublasHandle_t h = nullptr;
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->Create(&h));
+  std::unique_ptr<cublasContext, cublasStatus_t (*)(cublasHandle_t)> owner(h, blas->Destroy);
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->SetStream(h, st));
+  const float alpha = 1.0f, beta = 0.0f;
+  {
+    constexpr int n = 8192;
+    const size_t nn = static_cast<size_t>(n) * n;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> a, AllocDevice<uint16_t>(nn));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> b, AllocDevice<uint16_t>(nn));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> c, AllocDevice<float>(nn));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(a.get(), 0x3c, nn * 2, st));  // ~0.011
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(b.get(), 0x3c, nn * 2, st));
+    MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->SetMathMode(h, CUBLAS_DEFAULT_MATH));
+    MODRWKV_ASSIGN_OR_RETURN(const double t, TimeOnStream(st, 10, [&]() -> absl::Status {
+                               MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->GemmEx(
+                                   h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(),
+                                   CUDA_R_16BF, n, b.get(), CUDA_R_16BF, n, &beta, c.get(),
+                                   CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                               return absl::OkStatus();
+                             }));
+    lim.bf16_flops = 2.0 * n * n * n / t;
+  }
+  {
+    constexpr int n = 4096;
+    const size_t nn = static_cast<size_t>(n) * n;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> a, AllocDevice<float>(nn));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> b, AllocDevice<float>(nn));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> c, AllocDevice<float>(nn));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(a.get(), 0x3c, nn * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(b.get(), 0x3c, nn * 4, st));
+    MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->SetMathMode(h, CUBLAS_PEDANTIC_MATH));
+    MODRWKV_ASSIGN_OR_RETURN(
+        const double t, TimeOnStream(st, 5, [&]() -> absl::Status {
+          MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->Sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha,
+                                                     a.get(), n, b.get(), n, &beta, c.get(), n));
+          return absl::OkStatus();
+        }));
+    lim.f32_flops = 2.0 * n * n * n / t;
+  }
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  return lim;
+}
+
+// Multiply-adds per input row in the layers' matrices (the LM head runs once per sequence).
+double LayerMacsPerRow(const ModelConfig& c) {
+  const double C = c.n_embd;
+  const double lora = c.d_decay + c.d_aaa + c.d_mv + c.d_gate;
+  return c.n_layer * (4 * C * C + 2 * C * c.ffn_size + 2 * C * lora);
+}
+
+absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::string& shape,
+                        const std::string& dtype) {
+  MODRWKV_ASSIGN_OR_RETURN(RandomModelSpec spec, RandomSpecForShape(shape));
+  spec.vocab_size = 65536;
+  spec.seed = 2024;
+  spec.dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
+  const auto t_load = Clock::now();
+  std::unique_ptr<CudaModel> model;
+  {
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<OwnedTensor> tensors, MakeRandomRwkv7(spec));
+    ModelOptions o;
+    o.num_slots = std::max(max_batch, 16);
+    o.weight_type =
+        dtype == "bf16" ? ModelOptions::WeightType::kBF16 : ModelOptions::WeightType::kF32;
+    MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
+  }  // the host copy of the weights is freed here
+  CudaModel& m = *model;
+  const ModelConfig& cfg = m.config();
+  std::fprintf(stderr, "%s %s: built and loaded in %.1f s\n", shape.c_str(), dtype.c_str(),
+               Seconds(t_load));
+  const double weight_bytes = static_cast<double>(m.info().decode_bytes_per_token);
+  const double state_bytes = static_cast<double>(m.StateBytes());
+  const std::string tag = shape + " | " + dtype;
+  std::vector<StepResult> results;
+
+  // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;
+  // logits after each sequence's last row.
+  for (const int seqs : {1, 16}) {
+    const int per = std::max(1, args.prefill / seqs);
+    std::vector<int32_t> tokens(per);
+    for (int i = 0; i < per; ++i) tokens[i] = (i * 7919) % cfg.vocab_size;
+    std::vector<StepEntry> entries(seqs);
+    for (int s = 0; s < seqs; ++s) {
+      entries[s].slot = s;
+      entries[s].inputs = {InputRowsView::Tokens(tokens)};
+      entries[s].output = StepOutput::kLogits;
+    }
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {  // the first is the warm-up (scratch allocation)
+      for (int s = 0; s < seqs; ++s) MODRWKV_RETURN_IF_ERROR(m.ResetSlot(s));
+      const auto t0 = Clock::now();
+      MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
+      if (rep > 0) best = std::min(best, Seconds(t0));
+    }
+    const double rows = static_cast<double>(per) * seqs;
+    const double flops =
+        2 * (LayerMacsPerRow(cfg) * rows + static_cast<double>(cfg.vocab_size) * cfg.n_embd * seqs);
+    const double peak = dtype == "bf16" ? lim.bf16_flops : lim.f32_flops;
+    std::printf(
+        "| %s | prefill %d x %d | %.0f | %.2f | | %.0f TFLOP/s = %.0f%% of the GEMM rate |\n",
+        tag.c_str(), seqs, per, rows / best, best * 1e3, flops / best / 1e12,
+        100 * flops / best / peak);
+  }
+
+  // Decode: B sequences, one token each per step, greedy on the device.
+  SamplerConfig greedy;
+  greedy.temperature = 0;
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  for (int i = 0; i < max_batch; ++i) {
+    MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> s, Sampler::Create(greedy, cfg.vocab_size));
+    samplers.push_back(std::move(s));
+  }
+  std::map<int, double> tokens_per_s;
+  for (const int b : args.batches) {
     std::vector<int32_t> next(b);
     for (int i = 0; i < b; ++i) next[i] = 100 + i;
     std::vector<StepEntry> entries(b);
     for (int i = 0; i < b; ++i) {
       entries[i].slot = i;
       entries[i].inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&next[i], 1))};
-      entries[i].output = StepOutput::kLogits;
+      entries[i].output = StepOutput::kSample;
+      entries[i].sampler = samplers[i].get();
     }
-    if (absl::Status s = m.Step(entries, &results); !s.ok()) return Fail(s);  // warm-up
+    MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));  // warm-up
     const auto t0 = Clock::now();
-    for (int k = 0; k < steps; ++k) {
-      if (absl::Status s = m.Step(entries, &results); !s.ok()) return Fail(s);
-    }
-    const double per_step = Seconds(t0) / steps;
-    std::printf("| %s | %s | decode batch %d | %.0f | %.3f | %.0f |\n", shape.c_str(),
-                dtype.c_str(), b, b / per_step, per_step * 1e3, step_bytes / per_step / 1e9);
+    for (int k = 0; k < args.steps; ++k) MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
+    const double per_step = Seconds(t0) / args.steps;
+    const double roofline = (weight_bytes + 2 * state_bytes * b) / lim.copy_bytes_per_s;
+    tokens_per_s[b] = b / per_step;
+    std::printf("| %s | decode batch %d | %.0f | %.3f | %.3f | %.0f%% of the roofline |\n",
+                tag.c_str(), b, b / per_step, per_step * 1e3, roofline * 1e3,
+                100 * roofline / per_step);
   }
-  return 0;
+  if (tokens_per_s.count(1) && tokens_per_s.count(256)) {
+    std::printf("| %s | batch 256 / batch 1 | %.1fx | | | aggregate tokens/s |\n", tag.c_str(),
+                tokens_per_s[256] / tokens_per_s[1]);
+  }
+
+  // Capacity: what the memory left after the weights and this run's scratch holds.
+  size_t free_b = 0, total_b = 0;
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_b, &total_b));
+  const double reserve = 1.0 * (1 << 30);  // cuBLAS workspace, fragmentation
+  const double pool = static_cast<double>(free_b) + state_bytes * m.num_slots() - reserve;
+  std::printf(
+      "| %s | state pool | %.0f sessions (f32 state, %.1f MB each) | | | %.0f with f16 "
+      "state |\n",
+      tag.c_str(), pool / state_bytes, state_bytes / 1e6, pool / (state_bytes / 2));
+  return absl::OkStatus();
 }
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Args> args = ParseArgs(argc, argv);
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+    return 1;
+  };
+  if (!args.ok()) return fail(args.status());
+  if (cudaError_t e = cudaSetDevice(args->device); e != cudaSuccess) {
+    return fail(CudaStatus(e, "cudaSetDevice"));
+  }
+  cudaDeviceProp prop{};
+  if (cudaError_t e = cudaGetDeviceProperties(&prop, args->device); e != cudaSuccess) {
+    return fail(CudaStatus(e, "cudaGetDeviceProperties"));
+  }
+  absl::StatusOr<DeviceLimits> lim = MeasureLimits();
+  if (!lim.ok()) return fail(lim.status());
+  std::printf(
+      "%s, %.0f GiB: copy %.0f GB/s (read + write), cuBLAS bf16 %.0f TFLOP/s, "
+      "f32 SGEMM %.1f TFLOP/s\n\n",
+      prop.name, prop.totalGlobalMem / double(1 << 30), lim->copy_bytes_per_s / 1e9,
+      lim->bf16_flops / 1e12, lim->f32_flops / 1e12);
+  std::printf(
+      "| shape | weights | what | tokens/s | ms per step | roofline ms | ratio |\n"
+      "|---|---|---|---|---|---|---|\n");
+  int status = 0;
+  for (const std::string& dtype : args->dtypes) {
+    for (const std::string& shape : args->shapes) {
+      if (absl::Status s = BenchShape(*args, *lim, shape, dtype); !s.ok()) {
+        std::printf("| %s | %s | failed: %s |\n", shape.c_str(), dtype.c_str(),
+                    s.ToString().c_str());
+        status = 1;
+      }
+      std::fflush(stdout);
+    }
+  }
+  return status;
+}
+
+}  // namespace
+}  // namespace modrwkv::cuda
+
+int main(int argc, char** argv) { return modrwkv::cuda::Main(argc, argv); }

@@ -1,4 +1,5 @@
-// engine/cuda/wkv.cu against its CPU twin cpu::scalar::WkvHead, and engine/cuda/cuda_check.cc.
+// engine/cuda/wkv.cu against its CPU twin cpu::scalar::WkvHead, engine/cuda/to_bf16.cu against
+// the host's F32ToBF16, and engine/cuda/cuda_check.cc.
 // Built by engine/cuda/CMakeLists.txt as `cuda_wkv_test` (named *_check.cc so that the
 // tests/engine/**/*_test.cc glob, whose binaries link only `engine`, does not pick it up).
 #include <cuda_runtime.h>
@@ -6,15 +7,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <ostream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/base/tensor.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/to_bf16.cuh"
 #include "engine/cuda/wkv.cuh"
 #include "gtest/gtest.h"
 
@@ -211,6 +215,39 @@ INSTANTIATE_TEST_SUITE_P(
                     WkvCase{"DecodeAndEmptyAndLongPrefill", {1, 0, 70}, {3, 1, 2}, 2, 5, 16},
                     WkvCase{"SingleToken", {1}, {0}, 1, 1, 0}),
     [](const testing::TestParamInfo<WkvCase>& info) { return info.param.name; });
+
+// The activations' rounding for tensor-core products: bit for bit the host's F32ToBF16 (nearest
+// even; NaN stays NaN), over ordinary values, halfway cases, denormals, infinities, an odd count.
+TEST(F32ToBf16Test, RoundsLikeTheHost) {
+  absl::StatusOr<int> devices = CudaDeviceCount();
+  if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
+  std::vector<float> in = {0.0f,    -0.0f,   1.0f,     -1.5f,     3.14159f, 1e-40f,
+                           -1e-45f, 3.4e38f, INFINITY, -INFINITY, NAN};
+  for (uint32_t bits : {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu}) {  // ties, carries
+    float f;
+    std::memcpy(&f, &bits, 4);
+    in.push_back(f);
+  }
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 10.0f);
+  while (in.size() < 1001) in.push_back(normal(rng));  // odd: the kernel's tail
+  auto d_in = AllocDevice<float>(in.size()).value();
+  auto d_out = AllocDevice<uint16_t>(in.size()).value();
+  ASSERT_EQ(cudaMemcpy(d_in.get(), in.data(), in.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_TRUE(LaunchF32ToBf16(nullptr, d_in.get(), in.size(), d_out.get()).ok());
+  std::vector<uint16_t> out(in.size());
+  ASSERT_EQ(cudaMemcpy(out.data(), d_out.get(), out.size() * 2, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (std::isnan(in[i])) {
+      EXPECT_TRUE(std::isnan(BF16ToF32(out[i]))) << i;
+    } else {
+      EXPECT_EQ(out[i], F32ToBF16(in[i])) << i << ": " << in[i];
+    }
+  }
+  EXPECT_EQ(LaunchF32ToBf16(nullptr, d_in.get(), -1, d_out.get()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
 
 }  // namespace
 }  // namespace modrwkv::cuda
