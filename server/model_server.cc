@@ -184,6 +184,7 @@ absl::Status ModelServer::LoadAndServe() {
   ModelOptions mo;
   mo.weight_type = options_.dtype;
   mo.device = options_.device;
+  mo.state_type = options_.state_type;
   mo.threads = options_.threads;
   if (mo.threads == 0) {
     const cpu::CpuBudget budget = cpu::DetectCpuBudget();
@@ -331,6 +332,7 @@ absl::Status ModelServer::LoadAndServe() {
              {{"layers", info.config.n_layer},
               {"n_embd", info.config.n_embd},
               {"weight_dtype", info.weight_dtype},
+              {"state_dtype", info.state_dtype},
               {"state_slots", model_->num_slots()},
               {"state_bytes", model_->StateBytes()},
               {"session_routing_hint", absl::StrFormat("%08x", ctx_.session_routing_hint)},

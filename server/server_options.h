@@ -29,6 +29,7 @@ struct ServerOptions {
   std::string audio_encoder;   // Whisper / WavLM folder; overrides the manifest
   std::string vocab_path;  // "" = next to the model, then the bundled copy (resolved by the CLI)
   ModelOptions::WeightType dtype = ModelOptions::WeightType::kAuto;
+  ModelOptions::StateType state_type = ModelOptions::StateType::kF32;
   std::string device = "cpu";      // ModelOptions::device: cpu, cuda, cuda:N
   int threads = 0;                 // 0 = affinity mask capped by the cgroup quota (logged)
   int state_slots = 0;             // 0 = scheduler.max_running; more slots keep idle sessions hot

@@ -50,6 +50,28 @@ uint16_t F32ToBF16(float v) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+uint16_t F32ToF16(float v) {
+  uint32_t x;
+  std::memcpy(&x, &v, 4);
+  const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return sign | 0x7e00u | static_cast<uint16_t>((x >> 13) & 0x1ffu);  // NaN
+  if (x >= 0x477ff000u) return sign | 0x7c00u;  // 65520 and above (and inf): infinity
+  if (x >= 0x38800000u) {                       // 2^-14 and above: a normal f16
+    x += 0xfffu + ((x >> 13) & 1u);             // nearest even on the 13 dropped bits
+    return sign | static_cast<uint16_t>((x - 0x38000000u) >> 13);  // exponent bias 127 -> 15
+  }
+  if (x <= 0x33000000u) return sign;  // 2^-25 and below: zero (2^-25 is a tie, to even)
+  // A subnormal: the value in units of 2^-24, rounded to nearest even (2^-14 itself may result,
+  // whose encoding 0x400 is the smallest normal).
+  const uint32_t mant = (x & 0x7fffffu) | 0x800000u;
+  const int shift = 126 - static_cast<int>(x >> 23);  // 14..24
+  uint32_t q = mant >> shift;
+  const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (rem > half || (rem == half && (q & 1u))) ++q;
+  return sign | static_cast<uint16_t>(q);
+}
+
 float F16ToF32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;

@@ -30,10 +30,13 @@ struct TensorView {
 
 std::string ShapeToString(const std::vector<int64_t>& shape);
 
-// bf16 <-> f32 (round-to-nearest-even, NaN kept quiet), f16 -> f32.
+// bf16 <-> f32 and f16 <-> f32 (round-to-nearest-even, NaN kept quiet; f16 overflows to
+// infinity and keeps subnormals: IEEE binary16 as the F16C instructions and CUDA's
+// __float2half_rn round).
 float BF16ToF32(uint16_t v);
 uint16_t F32ToBF16(float v);
 float F16ToF32(uint16_t v);
+uint16_t F32ToF16(float v);
 
 // Converts `n` elements of `src` (of type `dtype`) to f32.
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst);

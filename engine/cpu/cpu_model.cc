@@ -31,6 +31,11 @@ CpuModel::CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool
 absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
     const std::map<std::string, TensorView>& tensors, const ModelOptions& options) {
   MODRWKV_RETURN_IF_ERROR(options.Validate());
+  if (options.state_type != ModelOptions::StateType::kF32) {
+    return absl::UnimplementedError(
+        "state dtype f16 is built for the CUDA backend only (--device cuda); the CPU backend "
+        "keeps f32 states");
+  }
   MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
   WType wt;
   switch (options.weight_type) {

@@ -1,5 +1,7 @@
 #include "engine/cuda/cuda_model.h"
 
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -212,11 +214,13 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   info_.decode_bytes_per_token = decode_bytes;
   info_.weight_bytes = decode_bytes;  // the embedding table is in host memory
 
-  MODRWKV_ASSIGN_OR_RETURN(num_slots_, options.SlotsFor(cfg.StateBytes()));
+  state_elem_bytes_ = options.state_type == ModelOptions::StateType::kF16 ? 2 : 4;
+  info_.state_dtype = state_elem_bytes_ == 2 ? "f16" : "f32";
+  MODRWKV_ASSIGN_OR_RETURN(num_slots_, options.SlotsFor(SlotBytes()));
   layer_floats_ = cfg.StateFloatsPerLayer();
-  const size_t state_floats = static_cast<size_t>(cfg.StateFloats()) * num_slots_;
-  MODRWKV_ASSIGN_OR_RETURN(state_, AllocDevice<float>(state_floats));
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(state_.get(), 0, state_floats * 4));
+  const size_t state_bytes = static_cast<size_t>(SlotBytes()) * num_slots_;
+  MODRWKV_ASSIGN_OR_RETURN(state_, AllocDevice<uint8_t>(state_bytes));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(state_.get(), 0, state_bytes));
   // The uploads and the memset ran on the legacy stream, which the model's non-blocking stream
   // does not wait for.
   return CudaStatus(cudaDeviceSynchronize(), "loading the weights");
@@ -236,8 +240,8 @@ absl::Status CudaModel::CheckSlot(int slot, const char* what) const {
 absl::Status CudaModel::ResetSlot(int slot) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "reset"));
   MODRWKV_RETURN_IF_ERROR(UseDevice());
-  const int64_t n = info_.config.StateFloats();
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_.get() + slot * n, 0, n * 4, stream_.get()));
+  const int64_t n = SlotBytes();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_.get() + slot * n, 0, n, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "ResetSlot");
 }
 
@@ -246,29 +250,37 @@ absl::Status CudaModel::CopySlot(int src, int dst) {
   MODRWKV_RETURN_IF_ERROR(UseDevice());
   MODRWKV_RETURN_IF_ERROR(CheckSlot(dst, "copy destination"));
   if (src == dst) return absl::OkStatus();
-  const int64_t n = info_.config.StateFloats();
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + dst * n, state_.get() + src * n,
-                                               n * 4, cudaMemcpyDeviceToDevice, stream_.get()));
+  const int64_t n = SlotBytes();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + dst * n, state_.get() + src * n, n,
+                                               cudaMemcpyDeviceToDevice, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "CopySlot");
 }
 
+// The blob is f32; an f16 pool converts on the host (export and import are not on the hot path).
 absl::Status CudaModel::ReadSlot(int slot, absl::Span<float> out) const {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "read"));
   MODRWKV_RETURN_IF_ERROR(UseDevice());
   MODRWKV_RETURN_IF_ERROR(CheckStateBuffer(out.size(), info_.config));
-  const int64_t n = info_.config.StateFloats();
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), state_.get() + slot * n, n * 4,
-                                               cudaMemcpyDeviceToHost, stream_.get()));
-  return CudaStatus(cudaStreamSynchronize(stream_.get()), "ReadSlot");
+  const int64_t n = SlotBytes();
+  std::vector<uint16_t> halves(state_elem_bytes_ == 2 ? out.size() : 0);
+  void* dst = halves.empty() ? static_cast<void*>(out.data()) : halves.data();
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dst, state_.get() + slot * n, n, cudaMemcpyDeviceToHost, stream_.get()));
+  MODRWKV_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_.get()), "ReadSlot"));
+  for (size_t i = 0; i < halves.size(); ++i) out[i] = F16ToF32(halves[i]);
+  return absl::OkStatus();
 }
 
 absl::Status CudaModel::WriteSlot(int slot, absl::Span<const float> in) {
   MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "write"));
   MODRWKV_RETURN_IF_ERROR(UseDevice());
   MODRWKV_RETURN_IF_ERROR(CheckStateBuffer(in.size(), info_.config));
-  const int64_t n = info_.config.StateFloats();
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + slot * n, in.data(), n * 4,
-                                               cudaMemcpyHostToDevice, stream_.get()));
+  const int64_t n = SlotBytes();
+  std::vector<uint16_t> halves(state_elem_bytes_ == 2 ? in.size() : 0);
+  for (size_t i = 0; i < halves.size(); ++i) halves[i] = F32ToF16(in[i]);
+  const void* src = halves.empty() ? static_cast<const void*>(in.data()) : halves.data();
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(state_.get() + slot * n, src, n, cudaMemcpyHostToDevice, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "WriteSlot");
 }
 
@@ -343,6 +355,7 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
   return absl::OkStatus();
 }
 
+template <typename S>
 absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, const int32_t* last,
                                  const int32_t* slots, const int32_t* offsets) {
   const ModelConfig& cfg = info_.config;
@@ -352,10 +365,10 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
   auto V = [&](Vec i) { return vec + static_cast<int64_t>(i) * C; };
   cudaStream_t st = stream_.get();
   const int64_t slot_stride = info_.config.StateFloats();
-  float* base = SlotBase(li);
-  float* att_shift = base;
-  float* wkv = base + C;
-  float* ffn_shift = base + C + static_cast<int64_t>(H) * 64 * 64;
+  S* base = SlotBase<S>(li);
+  S* att_shift = base;
+  S* wkv = base + C;
+  S* ffn_shift = base + C + static_cast<int64_t>(H) * 64 * 64;
   const int64_t plane = static_cast<int64_t>(R) * C;
   float* mix = s_.mix.get();
   auto P = [&](Plane p) { return mix + p * plane; };
@@ -502,7 +515,9 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, ln0_.get(), ln0_.get() + C,
                                           math::kLnEps, s_.x.get()));
   for (int li = 0; li < cfg.n_layer; ++li) {
-    MODRWKV_RETURN_IF_ERROR(RunLayer(li, R, E, d_prev, d_last, d_slots, d_offsets));
+    MODRWKV_RETURN_IF_ERROR(state_elem_bytes_ == 2
+                                ? RunLayer<__half>(li, R, E, d_prev, d_last, d_slots, d_offsets)
+                                : RunLayer<float>(li, R, E, d_prev, d_last, d_slots, d_offsets));
   }
   if (n_out > 0) {
     MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), d_out_rows, n_out, C, ln_out_.get(),

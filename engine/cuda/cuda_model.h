@@ -10,9 +10,11 @@
 // copied up with the step's other inputs. Logits come back to the host for the sampler (as on the
 // CPU), except for plain greedy sequences, whose token is picked on the device (argmax.cuh).
 //
-// Not built yet (docs/engine.md, "CUDA backend"): tensor-core products for bf16 prefill,
-// sampling with penalties or temperature on the device, a pipelined (asynchronous) Step, CUDA
-// graphs, fp16 states.
+// With bf16 weights, products of 16 rows or more run on tensor cores. The state pool holds f32 or,
+// as an option, f16 elements (half the memory per session; exported blobs are f32 either way).
+//
+// Not built yet (docs/engine.md, "CUDA backend"): sampling with penalties or temperature on the
+// device, a pipelined (asynchronous) Step, CUDA graphs, chunked WKV for long prompts.
 #pragma once
 
 #include <cublas_v2.h>
@@ -88,11 +90,15 @@ class CudaModel final : public Model {
   absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
   // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate).
   absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate);
+  // S: the state pool's element type (float, or __half with ModelOptions::StateType::kF16).
+  template <typename S>
   absl::Status RunLayer(int li, int R, int E, const int32_t* prev, const int32_t* last,
                         const int32_t* slots, const int32_t* offsets);
-  float* SlotBase(int layer) const {
-    return state_.get() + static_cast<int64_t>(layer) * layer_floats_;
+  template <typename S>
+  S* SlotBase(int layer) const {
+    return reinterpret_cast<S*>(state_.get()) + static_cast<int64_t>(layer) * layer_floats_;
   }
+  int64_t SlotBytes() const { return info_.config.StateFloats() * state_elem_bytes_; }
 
   ModelDescription info_;
   int device_ = 0;
@@ -100,6 +106,7 @@ class CudaModel final : public Model {
   absl::Status sticky_;  // a sticky CUDA error, once one happened (Health)
   int num_slots_ = 0;
   int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C
+  int state_elem_bytes_ = 4;  // 4: f32 states; 2: f16 (ModelOptions::StateType::kF16)
   CudaStream stream_;
   const CublasApi* blas_ = nullptr;  // opened at run time (cublas_api.h)
   cublasHandle_t cublas_ = nullptr;
@@ -107,7 +114,7 @@ class CudaModel final : public Model {
   DeviceBuffer<float> ln0_, ln_out_;  // weight | bias, [2][C] each
   Matrix head_;
   std::vector<Layer> layers_;
-  DeviceBuffer<float> state_;                   // [slots][L][layer_floats_]
+  DeviceBuffer<uint8_t> state_;                 // [slots][L][layer_floats_] elements of f32 or f16
   std::unique_ptr<cpu::ThreadPool> host_pool_;  // runs the step's samplers (ModelOptions::threads)
   Scratch s_;
   // Pinned host staging: the step's input rows and index arrays going up, logits and hidden

@@ -5,6 +5,7 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
+#include "engine/cuda/state_access.cuh"
 
 namespace modrwkv::cuda {
 namespace {
@@ -45,37 +46,35 @@ __global__ void LayerNormKernel(const float* __restrict__ in, const int32_t* __r
   for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * inv * w[c] + b[c];
 }
 
-__device__ const float* PrevRow(const float* x, int64_t r, int C, const int32_t* prev,
-                                const float* shift_base, int64_t slot_stride) {
-  const int32_t p = prev[r];
-  return p >= 0 ? x + static_cast<int64_t>(p) * C
-                : shift_base + static_cast<int64_t>(-p - 1) * slot_stride;
-}
-
+// Row r's predecessor in x (prev[r] >= 0) or, for the first row of a sequence, the shift state of
+// slot -prev[r] - 1 (f32 or f16).
+template <typename S>
 __global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
-                                 const int32_t* __restrict__ prev,
-                                 const float* __restrict__ shift_base, int64_t slot_stride,
-                                 const float* __restrict__ mix, int mixes,
+                                 const int32_t* __restrict__ prev, const S* __restrict__ shift_base,
+                                 int64_t slot_stride, const float* __restrict__ mix, int mixes,
                                  float* __restrict__ out) {
   const int64_t r = blockIdx.x;
   const float* xr = x + r * C;
-  const float* p = PrevRow(x, r, C, prev, shift_base, slot_stride);
+  const int32_t p = prev[r];
+  const float* px = p >= 0 ? x + static_cast<int64_t>(p) * C : nullptr;
+  const S* ps = p < 0 ? shift_base + static_cast<int64_t>(-p - 1) * slot_stride : nullptr;
   const int64_t plane = static_cast<int64_t>(R) * C;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float xc = xr[c], pc = p[c];
+    const float xc = xr[c], pc = px != nullptr ? px[c] : LoadState(ps + c);
     for (int i = 0; i < mixes; ++i) {
       out[i * plane + r * C + c] = math::TokenShift(xc, pc, mix[i * C + c]);
     }
   }
 }
 
+template <typename S>
 __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
                                  const int32_t* __restrict__ last,
-                                 const int32_t* __restrict__ slots, float* __restrict__ shift_base,
+                                 const int32_t* __restrict__ slots, S* __restrict__ shift_base,
                                  int64_t slot_stride) {
   const float* src = x + static_cast<int64_t>(last[blockIdx.x]) * C;
-  float* dst = shift_base + static_cast<int64_t>(slots[blockIdx.x]) * slot_stride;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
+  S* dst = shift_base + static_cast<int64_t>(slots[blockIdx.x]) * slot_stride;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) StoreState(dst + c, src[c]);
 }
 
 __global__ void ActivationKernel(Activation f, float* x, int64_t n) {
@@ -148,27 +147,56 @@ absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t
   return Launched("LayerNormKernel");
 }
 
-absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
-                              const int32_t* prev, const float* shift_base, int64_t slot_stride,
-                              const float* mix, int mixes, float* out) {
+namespace {
+
+template <typename S>
+absl::Status TokenShift(cudaStream_t stream, const float* x, int R, int C, const int32_t* prev,
+                        const S* shift_base, int64_t slot_stride, const float* mix, int mixes,
+                        float* out) {
   if (R < 0 || C <= 0 || mixes < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("LaunchTokenShift: R = ", R, ", C = ", C, ", mixes = ", mixes));
   }
   if (R == 0) return absl::OkStatus();
-  TokenShiftKernel<<<R, kRowThreads, 0, stream>>>(x, R, C, prev, shift_base, slot_stride, mix,
-                                                  mixes, out);
+  TokenShiftKernel<S>
+      <<<R, kRowThreads, 0, stream>>>(x, R, C, prev, shift_base, slot_stride, mix, mixes, out);
   return Launched("TokenShiftKernel");
 }
 
-absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
-                              const int32_t* slots, int E, float* shift_base, int64_t slot_stride) {
+template <typename S>
+absl::Status StoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
+                        const int32_t* slots, int E, S* shift_base, int64_t slot_stride) {
   if (E < 0 || C <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchStoreShift: E = ", E, ", C = ", C));
   }
   if (E == 0) return absl::OkStatus();
-  StoreShiftKernel<<<E, kRowThreads, 0, stream>>>(x, C, last, slots, shift_base, slot_stride);
+  StoreShiftKernel<S><<<E, kRowThreads, 0, stream>>>(x, C, last, slots, shift_base, slot_stride);
   return Launched("StoreShiftKernel");
+}
+
+}  // namespace
+
+absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
+                              const int32_t* prev, const float* shift_base, int64_t slot_stride,
+                              const float* mix, int mixes, float* out) {
+  return TokenShift(stream, x, R, C, prev, shift_base, slot_stride, mix, mixes, out);
+}
+
+absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
+                              const int32_t* prev, const __half* shift_base, int64_t slot_stride,
+                              const float* mix, int mixes, float* out) {
+  return TokenShift(stream, x, R, C, prev, shift_base, slot_stride, mix, mixes, out);
+}
+
+absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
+                              const int32_t* slots, int E, float* shift_base, int64_t slot_stride) {
+  return StoreShift(stream, x, C, last, slots, E, shift_base, slot_stride);
+}
+
+absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
+                              const int32_t* slots, int E, __half* shift_base,
+                              int64_t slot_stride) {
+  return StoreShift(stream, x, C, last, slots, E, shift_base, slot_stride);
 }
 
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n) {

@@ -7,6 +7,7 @@
 // buffer; < 0 is the shift state of slot (-prev[r] - 1), at shift_base + slot * slot_stride.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -20,14 +21,20 @@ absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t
                              int C, const float* w, const float* b, float eps, float* out);
 
 // For each of the `mixes` lerp vectors m_i ([mixes][C]): out[i][r][c] = TokenShift(x[r][c],
-// prev row's [c], m_i[c]), out being [mixes][R][C].
+// prev row's [c], m_i[c]), out being [mixes][R][C]. The slots' shift states are f32 or f16.
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const int32_t* prev, const float* shift_base, int64_t slot_stride,
                               const float* mix, int mixes, float* out);
+absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
+                              const int32_t* prev, const __half* shift_base, int64_t slot_stride,
+                              const float* mix, int mixes, float* out);
 
-// The shift state after the step: slot slots[e] gets row last[e] of x, for e in [0, E).
+// The shift state after the step: slot slots[e] gets row last[e] of x, for e in [0, E) (rounded
+// to nearest even when the state is f16).
 absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
                               const int32_t* slots, int E, float* shift_base, int64_t slot_stride);
+absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
+                              const int32_t* slots, int E, __half* shift_base, int64_t slot_stride);
 
 enum class Activation { kTanh, kSigmoid, kReluSquare };
 // x[i] = f(x[i]) for i in [0, n).

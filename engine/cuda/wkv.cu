@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/state_access.cuh"
 #include "engine/cuda/wkv.cuh"
 
 namespace modrwkv::cuda {
@@ -14,9 +15,9 @@ constexpr int kHeadSize = 64;
 // One block per (sequence, head), N threads; thread i owns state row i (value dim) in registers
 // and walks the sequence's tokens in order. Each token's r, w, k, kk, a rows are shared by all
 // threads, so they are staged in shared memory (thread i loads element i: coalesced).
-template <int N>
+template <int N, typename S>
 static __global__ void __launch_bounds__(N)
-    Wkv7Kernel(float* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
+    Wkv7Kernel(S* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
                const int32_t* __restrict__ seq_offsets, const float* __restrict__ r,
                const float* __restrict__ w, const float* __restrict__ k,
                const float* __restrict__ v, const float* __restrict__ kk,
@@ -26,11 +27,11 @@ static __global__ void __launch_bounds__(N)
   const int h = blockIdx.x % H;
   const int i = threadIdx.x;
 
-  float* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
-               static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;
+  S* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
+           static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;
   float s[N];
 #pragma unroll
-  for (int j = 0; j < N; ++j) s[j] = row[j];
+  for (int j = 0; j < N; ++j) s[j] = LoadState(row + j);
 
   __shared__ float r_s[N], w_s[N], k_s[N], kk_s[N], a_s[N];
   const int64_t t0 = seq_offsets[b];
@@ -60,16 +61,18 @@ static __global__ void __launch_bounds__(N)
   }
 
 #pragma unroll
-  for (int j = 0; j < N; ++j) row[j] = s[j];
+  for (int j = 0; j < N; ++j) StoreState(row + j, s[j]);
 }
 
 // ---- launchers ----
 
-absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
-                        float* y, int64_t ldy, int64_t slot_stride_floats,
-                        int64_t head_stride_floats) {
+namespace {
+
+template <typename S>
+absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B, int H,
+                  const int32_t* seq_offsets, const float* r, const float* w, const float* k,
+                  const float* v, const float* kk, const float* a, int64_t ld, float* y,
+                  int64_t ldy, int64_t slot_stride_floats, int64_t head_stride_floats) {
   constexpr int N = kHeadSize;
   if (B < 0 || H <= 0) {
     return absl::InvalidArgumentError(
@@ -97,9 +100,29 @@ absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* s
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
   const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
-  Wkv7Kernel<N><<<grid, N, 0, stream>>>(state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk, a,
-                                        ld, y, ldy, slot_stride_floats, head_stride_floats);
+  Wkv7Kernel<N, S><<<grid, N, 0, stream>>>(state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk,
+                                           a, ld, y, ldy, slot_stride_floats, head_stride_floats);
   return CudaStatus(cudaGetLastError(), "Wkv7Kernel launch");
+}
+
+}  // namespace
+
+absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
+                        int H, const int32_t* seq_offsets, const float* r, const float* w,
+                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
+                        float* y, int64_t ldy, int64_t slot_stride_floats,
+                        int64_t head_stride_floats) {
+  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y, ldy,
+              slot_stride_floats, head_stride_floats);
+}
+
+absl::Status LaunchWkv7(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq, int B,
+                        int H, const int32_t* seq_offsets, const float* r, const float* w,
+                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
+                        float* y, int64_t ldy, int64_t slot_stride_floats,
+                        int64_t head_stride_floats) {
+  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y, ldy,
+              slot_stride_floats, head_stride_floats);
 }
 
 }  // namespace modrwkv::cuda

@@ -2,6 +2,7 @@
 // CUDA twin of modrwkv::cpu::scalar::WkvHead (engine/cpu/kernels.h).
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -13,9 +14,10 @@ namespace modrwkv::cuda {
 // Runs the recurrence of B sequences x H heads (head size 64) over each sequence's tokens,
 // enqueued on `stream` (asynchronous: errors in the kernel itself surface at the next sync).
 // All pointers are device pointers.
-//   state_pool: fp32; the [64 value i][64 key j] state of (sequence b, head h) starts at
-//               state_pool + slot_of_seq[b]*slot_stride_floats + h*head_stride_floats;
-//               updated in place. Slots must be distinct across the batch.
+//   state_pool: f32 or f16 (read into f32 registers, written back once, rounded to nearest
+//               even, after the sequence's last token); the [64 value i][64 key j] state of
+//               (sequence b, head h) starts at state_pool + slot_of_seq[b]*slot_stride_floats +
+//               h*head_stride_floats; updated in place. Slots must be distinct across the batch.
 //   slot_of_seq: [B] slot index of each sequence.
 //   seq_offsets: [B+1] row offsets; sequence b owns rows [seq_offsets[b], seq_offsets[b+1])
 //                (non-decreasing; an empty sequence leaves its state untouched).
@@ -24,9 +26,15 @@ namespace modrwkv::cuda {
 //   y: [rows][ldy] fp32 output, head h of row t at y + t*ldy + h*64.
 // Per token: sa_i = sum_j S[i][j]*(-kk_j); S[i][j] = S[i][j]*w_j + sa_i*kk_j*a_j + v_i*k_j;
 //            y_i = sum_j S[i][j]*r_j.
+// Strides count elements of the pool's type (f32 or f16).
 // Returns InvalidArgument for inconsistent sizes/strides (checked on the host; device-side
 // contents such as offsets and slot ids are the caller's contract) and the launch error, if any.
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
+                        int H, const int32_t* seq_offsets, const float* r, const float* w,
+                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
+                        float* y, int64_t ldy, int64_t slot_stride_floats,
+                        int64_t head_stride_floats);
+absl::Status LaunchWkv7(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq, int B,
                         int H, const int32_t* seq_offsets, const float* r, const float* w,
                         const float* k, const float* v, const float* kk, const float* a, int64_t ld,
                         float* y, int64_t ldy, int64_t slot_stride_floats,

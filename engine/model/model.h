@@ -64,6 +64,7 @@ struct ModelDescription {
   ModelConfig config;
   std::string backend;       // "cpu", "cuda"
   std::string weight_dtype;  // "f32", "bf16"
+  std::string state_dtype = "f32";  // the state pool's element type: "f32", or "f16" (CUDA)
   int64_t parameter_count = 0;
   int64_t weight_bytes = 0;            // bytes of weights held by the backend
   int64_t decode_bytes_per_token = 0;  // weight bytes one decode token must read (roofline)
@@ -130,6 +131,12 @@ struct ModelOptions {
   // > 0: allocate as many slots as this many bytes of state hold (at least num_slots); the state
   // pool is allocated once, at load.
   int64_t state_memory_bytes = 0;
+  // The state pool's element type. kF16 (the CUDA backend only) halves a session's memory: the
+  // kernels read and write the slots as f16 and compute in f32, so a state is rounded to f16
+  // once per step (its accuracy cost is measured in docs/benchmarks.md). Exported state blobs are
+  // f32 either way, so sessions move between pools of either type.
+  enum class StateType { kF32, kF16 };
+  StateType state_type = StateType::kF32;
   int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
   // The backend: "cpu", or "cuda" / "cuda:N" (device N, 0 by default; a build with the CUDA
   // backend, engine/cuda).

@@ -47,6 +47,9 @@ void AddModelFlags(Flags& flags) {
            "the backend: cpu, or cuda / cuda:N (GPU N; builds with the CUDA backend; f32 weights, "
            "or "
            "bf16 with --dtype bf16)")
+      .Add("state-dtype", "f32",
+           "the state pool's element type: f32, or f16 (--device cuda only; half the memory per "
+           "session, states rounded to f16 once per step)")
       .Add("threads", "0",
            "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU "
            "quota)");
@@ -78,6 +81,15 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype must be auto, f32, bf16 or int8, got '", dt, "'"));
+  }
+  const std::string sdt = flags.Str("state-dtype");
+  if (sdt == "f32" || sdt == "fp32") {
+    o.state_type = ModelOptions::StateType::kF32;
+  } else if (sdt == "f16" || sdt == "fp16") {
+    o.state_type = ModelOptions::StateType::kF16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--state-dtype must be f32 or f16, got '", sdt, "'"));
   }
   MODRWKV_ASSIGN_OR_RETURN(int64_t threads, flags.Int("threads", 0, 1024));
   o.threads = static_cast<int>(threads);

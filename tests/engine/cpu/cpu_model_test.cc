@@ -216,6 +216,15 @@ TEST_F(CpuModelTest, Bf16WeightsStayCloseToF32) {
   EXPECT_LT(d, 0.1f);  // but the model is the same
 }
 
+TEST_F(CpuModelTest, F16StatesAreRefusedAsACudaOption) {
+  auto tensors = MakeRandomRwkv7(RandomModelSpec{}).value();
+  ModelOptions o;
+  o.state_type = ModelOptions::StateType::kF16;
+  auto m = CpuModel::Create(ViewsOf(tensors), o);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(m.status().message().find("CUDA"), absl::string_view::npos) << m.status();
+}
+
 TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
   auto f32 = Make(1, ModelOptions::WeightType::kF32);
   auto i8 = Make(1, ModelOptions::WeightType::kI8);

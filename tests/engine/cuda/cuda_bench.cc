@@ -11,8 +11,8 @@
 //     rate; the batch-256 aggregate over batch 1; and the state pool's capacity (sessions whose
 //     states fit in the memory left after the weights and the scratch).
 //
-//   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--batches=1,64,256,1024]
-//              [--prefill=2048] [--steps=16] [--device=0]
+//   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
+//              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -46,6 +46,7 @@ double Seconds(Clock::time_point t0) {
 struct Args {
   std::vector<std::string> shapes = {"0.1b", "1.5b", "2.9b", "7.2b"};
   std::vector<std::string> dtypes = {"bf16"};
+  std::vector<std::string> states = {"f32"};
   std::vector<int> batches = {1, 64, 256, 1024};
   int prefill = 2048;
   int steps = 16;
@@ -77,6 +78,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       a.shapes = absl::StrSplit(value, ',');
     } else if (name == "dtypes") {
       a.dtypes = absl::StrSplit(value, ',');
+    } else if (name == "states") {
+      a.states = absl::StrSplit(value, ',');
     } else if (name == "batches") {
       MODRWKV_RETURN_IF_ERROR(ints(&a.batches));
     } else if (name == "prefill" || name == "steps" || name == "device") {
@@ -91,6 +94,12 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else {
       return absl::InvalidArgumentError("unknown argument --" + name);
     }
+  }
+  for (const std::string& d : a.dtypes) {
+    if (d != "f32" && d != "bf16") return absl::InvalidArgumentError("--dtypes: f32 or bf16");
+  }
+  for (const std::string& d : a.states) {
+    if (d != "f32" && d != "f16") return absl::InvalidArgumentError("--states: f32 or f16");
   }
   return a;
 }
@@ -185,7 +194,7 @@ double LayerMacsPerRow(const ModelConfig& c) {
 }
 
 absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::string& shape,
-                        const std::string& dtype) {
+                        const std::string& dtype, const std::string& state) {
   MODRWKV_ASSIGN_OR_RETURN(RandomModelSpec spec, RandomSpecForShape(shape));
   spec.vocab_size = 65536;
   spec.seed = 2024;
@@ -199,15 +208,17 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     o.num_slots = std::max(max_batch, 16);
     o.weight_type =
         dtype == "bf16" ? ModelOptions::WeightType::kBF16 : ModelOptions::WeightType::kF32;
+    o.state_type = state == "f16" ? ModelOptions::StateType::kF16 : ModelOptions::StateType::kF32;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here
   CudaModel& m = *model;
   const ModelConfig& cfg = m.config();
-  std::fprintf(stderr, "%s %s: built and loaded in %.1f s\n", shape.c_str(), dtype.c_str(),
-               Seconds(t_load));
+  std::fprintf(stderr, "%s %s, %s state: built and loaded in %.1f s\n", shape.c_str(),
+               dtype.c_str(), state.c_str(), Seconds(t_load));
   const double weight_bytes = static_cast<double>(m.info().decode_bytes_per_token);
-  const double state_bytes = static_cast<double>(m.StateBytes());
-  const std::string tag = shape + " | " + dtype;
+  // The bytes one sequence's state occupies in the pool (the canonical blob is f32 either way).
+  const double state_bytes = m.StateBytes() * (state == "f16" ? 0.5 : 1.0);
+  const std::string tag = shape + " | " + dtype + ", " + state + " state";
   std::vector<StepResult> results;
 
   // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;
@@ -278,10 +289,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_b, &total_b));
   const double reserve = 1.0 * (1 << 30);  // cuBLAS workspace, fragmentation
   const double pool = static_cast<double>(free_b) + state_bytes * m.num_slots() - reserve;
-  std::printf(
-      "| %s | state pool | %.0f sessions (f32 state, %.1f MB each) | | | %.0f with f16 "
-      "state |\n",
-      tag.c_str(), pool / state_bytes, state_bytes / 1e6, pool / (state_bytes / 2));
+  std::printf("| %s | state pool | %.0f sessions | | | %.1f MB each |\n", tag.c_str(),
+              pool / state_bytes, state_bytes / 1e6);
   return absl::OkStatus();
 }
 
@@ -307,17 +316,19 @@ int Main(int argc, char** argv) {
       prop.name, prop.totalGlobalMem / double(1 << 30), lim->copy_bytes_per_s / 1e9,
       lim->bf16_flops / 1e12, lim->f32_flops / 1e12);
   std::printf(
-      "| shape | weights | what | tokens/s | ms per step | roofline ms | ratio |\n"
+      "| shape | weights, state | what | tokens/s | ms per step | roofline ms | ratio |\n"
       "|---|---|---|---|---|---|---|\n");
   int status = 0;
   for (const std::string& dtype : args->dtypes) {
-    for (const std::string& shape : args->shapes) {
-      if (absl::Status s = BenchShape(*args, *lim, shape, dtype); !s.ok()) {
-        std::printf("| %s | %s | failed: %s |\n", shape.c_str(), dtype.c_str(),
-                    s.ToString().c_str());
-        status = 1;
+    for (const std::string& state : args->states) {
+      for (const std::string& shape : args->shapes) {
+        if (absl::Status s = BenchShape(*args, *lim, shape, dtype, state); !s.ok()) {
+          std::printf("| %s | %s, %s state | failed: %s |\n", shape.c_str(), dtype.c_str(),
+                      state.c_str(), s.ToString().c_str());
+          status = 1;
+        }
+        std::fflush(stdout);
       }
-      std::fflush(stdout);
     }
   }
   return status;

@@ -15,6 +15,7 @@
 #include "engine/cuda/cuda_model.h"
 #include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
+#include "tests/engine/f16_state.h"
 
 namespace modrwkv::cuda {
 namespace {
@@ -60,6 +61,7 @@ class CudaVsCpuTest : public ::testing::Test {
     gpu_ = std::move(*gpu);
   }
 
+ public:
   // max |a - b| relative to the standard deviation of a.
   static double RelErr(absl::Span<const float> a, absl::Span<const float> b) {
     EXPECT_EQ(a.size(), b.size());
@@ -74,6 +76,7 @@ class CudaVsCpuTest : public ::testing::Test {
     return err / sd;
   }
 
+ protected:
   // Runs the same step on both and compares every output.
   void StepBoth(const std::vector<StepEntry>& entries, double tol) {
     std::vector<StepResult> c, g;
@@ -271,6 +274,67 @@ TEST(CudaBf16Test, Bf16WeightsMatchTheCpusBf16) {
     }
     EXPECT_LT(err, c.tol * sd) << "slot " << c.slot << ", " << c.rows << " rows";
   }
+}
+
+// f16 states (ModelOptions::StateType::kF16): the GPU rounds a slot to f16 once per step, so it
+// tracks the CPU with the slot rounded after each step (tests/engine/f16_state.h) within the f32
+// tolerance, over a prefill chunk, embedding rows and 24 decode steps; what it exports is f16
+// values as f32, continued on the CPU; what it imports is rounded.
+TEST(CudaF16StateTest, RoundsOncePerStepLikeTheEmulation) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  RandomModelSpec spec;
+  spec.n_layer = 3;
+  spec.n_embd = 128;
+  spec.vocab_size = 1024;
+  spec.seed = 13;
+  auto tensors = MakeRandomRwkv7(spec).value();
+  ModelOptions o;
+  o.num_slots = 2;
+  o.threads = 1;
+  auto cpu = cpu::CpuModel::Create(ViewsOf(tensors), o).value();
+  o.state_type = ModelOptions::StateType::kF16;
+  auto created = CudaModel::Create(ViewsOf(tensors), o, 0);
+  ASSERT_TRUE(created.ok()) << created.status();
+  CudaModel& gpu = **created;
+  EXPECT_EQ(gpu.info().state_dtype, "f16");
+  o.state_memory_bytes = 10 * cpu->StateBytes();  // f16: twice the sessions in the same memory
+  EXPECT_EQ(CudaModel::Create(ViewsOf(tensors), o, 0).value()->num_slots(), 20);
+
+  auto compare = [&](const StepEntry& e, const char* what) {
+    std::vector<StepResult> c, g;
+    ASSERT_TRUE(cpu->Step({e}, &c).ok());
+    ASSERT_TRUE(gpu.Step({e}, &g).ok());
+    ASSERT_TRUE(RoundSlotToF16(*cpu, e.slot).ok());
+    EXPECT_LT(CudaVsCpuTest::RelErr(c[0].logits, g[0].logits), kTol) << what;
+  };
+  std::vector<int32_t> prompt(9);
+  for (int i = 0; i < 9; ++i) prompt[i] = (i * 53 + 7) % 1024;
+  std::vector<float> rows(2 * 128);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = std::cos(0.11 * i);
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputRowsView::Embeddings(rows), InputRowsView::Tokens(prompt)};
+  e.output = StepOutput::kLogits;
+  compare(e, "prefill");
+  int32_t token = 3;
+  for (int i = 0; i < 24; ++i) {
+    e.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&token, 1))};
+    compare(e, "decode");
+    token = (token * 31 + 17) % 1024;
+  }
+  // Export: the f16 values, widened; the CPU continues from them as the GPU does.
+  std::vector<float> blob(cpu->config().StateFloats()), back(blob.size());
+  ASSERT_TRUE(gpu.ReadSlot(0, absl::MakeSpan(blob)).ok());
+  for (float v : blob) ASSERT_EQ(F16ToF32(F32ToF16(v)), v);
+  ASSERT_TRUE(cpu->WriteSlot(1, blob).ok());
+  ASSERT_TRUE(gpu.CopySlot(0, 1).ok());
+  e.slot = 1;
+  compare(e, "after export");
+  // Import: an f32 blob is rounded on the way in.
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = 1.0f + 1e-4f * static_cast<float>(i % 7);
+  ASSERT_TRUE(gpu.WriteSlot(1, blob).ok());
+  ASSERT_TRUE(gpu.ReadSlot(1, absl::MakeSpan(back)).ok());
+  for (size_t i = 0; i < blob.size(); ++i) ASSERT_EQ(back[i], F16ToF32(F32ToF16(blob[i]))) << i;
 }
 
 TEST_F(CudaVsCpuTest, BadStepsAndSlotsAreRefusedLikeOnTheCpu) {
