@@ -223,6 +223,41 @@ bool Sampler::IsPlainGreedy() const {
          params_.banned_tokens.empty() && constrained_ == nullptr && params_.logprobs_top_n < 0;
 }
 
+bool Sampler::CanDrawOnDevice() const {
+  return constrained_ == nullptr && params_.logprobs_top_n < 0;
+}
+
+DeviceDraw Sampler::PrepareDeviceDraw(std::vector<LogitEdit>* edits) {
+  // One edit per token, merged from the four sources in ApplyPenalties' order.
+  absl::flat_hash_map<int32_t, size_t> at;
+  auto edit = [&](int32_t t) -> LogitEdit& {
+    auto [it, fresh] = at.try_emplace(t, edits->size());
+    if (fresh) edits->push_back(LogitEdit{t});
+    return (*edits)[it->second];
+  };
+  if (params_.repetition_penalty != 1.0f) {
+    for (int32_t t : repetition_seen_) edit(t).repetition = params_.repetition_penalty;
+  }
+  for (const auto& [t, w] : occurrence_) {
+    const float sub = params_.presence_penalty + params_.frequency_penalty * w;
+    if (sub != 0.0f) edit(t).subtract = sub;
+  }
+  for (const auto& [t, b] : bias_) edit(t).add = b;
+  for (int32_t t : params_.banned_tokens) edit(t).banned = 1;
+  DeviceDraw d;
+  d.temperature = params_.temperature;
+  d.top_k = params_.top_k;
+  d.top_p = params_.top_p;
+  d.min_p = params_.min_p;
+  d.u = Uniform();
+  d.fallback = 0;
+  for (int32_t b : params_.banned_tokens) {  // sorted: the lowest id that is not banned
+    if (b == d.fallback) ++d.fallback;
+    if (b > d.fallback) break;
+  }
+  return d;
+}
+
 int32_t Sampler::Sample(absl::Span<float> logits, SampleResult* out) {
   logits = logits.first(std::min(logits.size(), static_cast<size_t>(vocab_size_)));
   ApplyPenalties(logits);

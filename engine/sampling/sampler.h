@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/grammar/token_constraint.h"
+#include "engine/sampling/device_draw.h"
 
 namespace modrwkv {
 
@@ -106,6 +107,14 @@ class Sampler {
   // ignored; 0 when none is above -inf), so a backend may pick it where the logits are (on the
   // GPU) and only Accept() it here.
   bool IsPlainGreedy() const;
+
+  // Sampling where the logits are (device_draw.h). Possible without a constraint (its mask is
+  // built on the host) and without logprobs (they need the logits here).
+  bool CanDrawOnDevice() const;
+  // This step's edits of the logits (appended to *edits, one per token touched) and the draw,
+  // with one number from the random stream. The backend picks the token as ReferenceDeviceDraw
+  // defines and the caller Accept()s it.
+  DeviceDraw PrepareDeviceDraw(std::vector<LogitEdit>* edits);
 
   // With a constraint: nothing more may be generated (the document is complete).
   bool constraint_complete() const { return constrained_ != nullptr && constrained_->complete(); }
