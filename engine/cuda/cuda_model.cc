@@ -14,6 +14,7 @@
 #include "engine/cuda/gemv_bf16.cuh"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
+#include "engine/cuda/sample.cuh"
 #include "engine/cuda/to_bf16.cuh"
 #include "engine/cuda/wkv.cuh"
 
@@ -311,10 +312,10 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
   const int out = std::max(out_rows, 1);
   if (out > s_.out_rows) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.xo, static_cast<size_t>(out) * C));
-    MODRWKV_RETURN_IF_ERROR(Grow(&s_.greedy, static_cast<size_t>(out)));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.tokens, static_cast<size_t>(out)));
     void* g = nullptr;
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&g, static_cast<size_t>(out) * 4));
-    host_greedy_.reset(static_cast<int32_t*>(g));
+    host_tokens_.reset(static_cast<int32_t*>(g));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.logits, static_cast<size_t>(out) * c.vocab_size));
     s_.out_rows = out;
     void* p = nullptr;
@@ -329,6 +330,42 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, static_cast<size_t>(index_ints) * 4));
     host_index_.reset(static_cast<int32_t*>(p));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::StageDraws(absl::Span<const int> drawn,
+                                   absl::Span<const StepEntry> entries) {
+  if (drawn.empty()) return absl::OkStatus();
+  const int n = static_cast<int>(drawn.size());
+  std::vector<DeviceDraw> draws(n);
+  std::vector<int32_t> offsets(n + 1, 0);
+  edits_.clear();
+  for (int i = 0; i < n; ++i) {
+    draws[i] = entries[drawn[i]].sampler->PrepareDeviceDraw(&edits_);
+    offsets[i + 1] = static_cast<int32_t>(edits_.size());
+  }
+  // One upload: draws (8-byte aligned) | offsets | edits.
+  const size_t draw_bytes = n * sizeof(DeviceDraw), offset_bytes = (n + 1) * sizeof(int32_t);
+  const size_t bytes = draw_bytes + offset_bytes + edits_.size() * sizeof(LogitEdit);
+  if (bytes > draw_capacity_) {
+    const size_t cap = std::max(bytes, 2 * draw_capacity_);
+    MODRWKV_ASSIGN_OR_RETURN(s_.draw, AllocDevice<uint8_t>(cap));
+    void* p = nullptr;
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, cap));
+    host_draw_.reset(static_cast<uint8_t*>(p));
+    draw_capacity_ = cap;
+  }
+  uint8_t* h = host_draw_.get();
+  std::memcpy(h, draws.data(), draw_bytes);
+  std::memcpy(h + draw_bytes, offsets.data(), offset_bytes);
+  if (!edits_.empty()) {
+    std::memcpy(h + draw_bytes + offset_bytes, edits_.data(), edits_.size() * sizeof(LogitEdit));
+  }
+  d_draws_ = reinterpret_cast<const DeviceDraw*>(s_.draw.get());
+  d_edit_offsets_ = reinterpret_cast<const int32_t*>(s_.draw.get() + draw_bytes);
+  d_edits_ = reinterpret_cast<const LogitEdit*>(s_.draw.get() + draw_bytes + offset_bytes);
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(s_.draw.get(), h, bytes, cudaMemcpyHostToDevice, stream_.get()));
   return absl::OkStatus();
 }
 
@@ -445,26 +482,35 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   const int E = static_cast<int>(entries.size());
 
   // Output rows: the logit entries first (the head runs over those only): those whose logits go
-  // to the host, then the plain greedy ones, whose token is picked here; then hidden-state ones.
-  const auto device_greedy = [&](int e) {
-    return entries[e].output == StepOutput::kSample && entries[e].sampler->IsPlainGreedy();
+  // to the host (kLogits, and samplers that need them: a constraint or logprobs), then those
+  // drawn on the device (sample.cuh: penalties, temperature, truncation), then the plain greedy
+  // ones (argmax.cuh); then hidden-state entries.
+  enum class Pick { kHost, kDraw, kArgmax };
+  const auto pick = [&](int e) {
+    if (entries[e].output != StepOutput::kSample) return Pick::kHost;
+    const Sampler& s = *entries[e].sampler;
+    return s.IsPlainGreedy() ? Pick::kArgmax : s.CanDrawOnDevice() ? Pick::kDraw : Pick::kHost;
   };
   std::vector<int> out_entries;
-  for (int e = 0; e < E; ++e) {
-    const StepOutput o = entries[e].output;
-    if ((o == StepOutput::kLogits || o == StepOutput::kSample) && !device_greedy(e)) {
-      out_entries.push_back(e);
+  int n_copied = 0, n_drawn = 0;
+  for (const Pick group : {Pick::kHost, Pick::kDraw, Pick::kArgmax}) {
+    for (int e = 0; e < E; ++e) {
+      const StepOutput o = entries[e].output;
+      if ((o == StepOutput::kLogits || o == StepOutput::kSample) && pick(e) == group) {
+        out_entries.push_back(e);
+      }
     }
-  }
-  const int n_copied = static_cast<int>(out_entries.size());
-  for (int e = 0; e < E; ++e) {
-    if (device_greedy(e)) out_entries.push_back(e);
+    if (group == Pick::kHost) n_copied = static_cast<int>(out_entries.size());
+    if (group == Pick::kDraw) n_drawn = static_cast<int>(out_entries.size()) - n_copied;
   }
   const int n_logits = static_cast<int>(out_entries.size());
   for (int e = 0; e < E; ++e) {
     if (entries[e].output == StepOutput::kHidden) out_entries.push_back(e);
   }
   const int n_out = static_cast<int>(out_entries.size());
+  // The draws: each sampler's edits and random number, staged for one upload.
+  MODRWKV_RETURN_IF_ERROR(
+      StageDraws(absl::MakeConstSpan(out_entries).subspan(n_copied, n_drawn), entries));
   // Index arrays, one upload: prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1].
   const int index_ints = R + n_out + 3 * E + 1;
   MODRWKV_RETURN_IF_ERROR(EnsureScratch(R, n_out, index_ints));
@@ -532,11 +578,19 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
                                                    static_cast<size_t>(n_copied) * V * 4,
                                                    cudaMemcpyDeviceToHost, st));
     }
-    if (n_logits > n_copied) {  // one id per greedy sequence instead of its logits
-      MODRWKV_RETURN_IF_ERROR(LaunchArgmaxRows(st,
-                                               s_.logits.get() + static_cast<int64_t>(n_copied) * V,
-                                               n_logits - n_copied, V, s_.greedy.get()));
-      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_greedy_.get(), s_.greedy.get(),
+    // One id per sequence picked on the device instead of its logits: drawn, then greedy.
+    if (n_drawn > 0) {
+      MODRWKV_RETURN_IF_ERROR(
+          LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(n_copied) * V, n_drawn, V,
+                         d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get()));
+    }
+    if (n_logits > n_copied + n_drawn) {
+      MODRWKV_RETURN_IF_ERROR(
+          LaunchArgmaxRows(st, s_.logits.get() + static_cast<int64_t>(n_copied + n_drawn) * V,
+                           n_logits - n_copied - n_drawn, V, s_.tokens.get() + n_drawn));
+    }
+    if (n_logits > n_copied) {
+      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_tokens_.get(), s_.tokens.get(),
                                                    static_cast<size_t>(n_logits - n_copied) * 4,
                                                    cudaMemcpyDeviceToHost, st));
     }
@@ -553,7 +607,7 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
         res.hidden =
             absl::Span<const float>(host_hidden + static_cast<int64_t>(i - n_logits) * C, C);
       } else if (i >= n_copied) {
-        res.token = host_greedy_[i - n_copied];
+        res.token = host_tokens_[i - n_copied];
         entries[e].sampler->Accept(res.token);  // as Sample() would have
       } else {
         res.logits = absl::Span<const float>(host_logits + static_cast<int64_t>(i) * V, V);

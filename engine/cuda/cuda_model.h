@@ -74,7 +74,8 @@ class CudaModel final : public Model {
     DeviceBuffer<float> hw, ha, hv, hg, hf;
     DeviceBuffer<float> xo, logits;
     DeviceBuffer<uint16_t> xb;     // a product's input rounded to bf16 (tensor-core products)
-    DeviceBuffer<int32_t> greedy;  // the tokens picked on the device, one per greedy sequence
+    DeviceBuffer<int32_t> tokens;  // the tokens picked on the device (drawn, then greedy)
+    DeviceBuffer<uint8_t> draw;    // the draws' upload (StageDraws)
     DeviceBuffer<int32_t> index;   // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
     int index_capacity = 0;
   };
@@ -88,6 +89,9 @@ class CudaModel final : public Model {
   // Device scratch for `rows` input rows and `out_rows` output rows, `index_ints` index entries,
   // and the pinned host staging that goes with them.
   absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
+  // For the entries `drawn` (indices into `entries`) sampled on the device: their samplers' edits
+  // and draws (Sampler::PrepareDeviceDraw), copied up on the stream.
+  absl::Status StageDraws(absl::Span<const int> drawn, absl::Span<const StepEntry> entries);
   // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate).
   absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate);
   // S: the state pool's element type (float, or __half with ModelOptions::StateType::kF16).
@@ -125,7 +129,15 @@ class CudaModel final : public Model {
     }
   };
   std::unique_ptr<float[], PinnedFree> host_rows_, host_out_;
-  std::unique_ptr<int32_t[], PinnedFree> host_index_, host_greedy_;
+  std::unique_ptr<int32_t[], PinnedFree> host_index_, host_tokens_;
+  // Sampling on the device (StageDraws): the step's edits, their pinned staging and where the
+  // upload's parts are on the device.
+  std::vector<LogitEdit> edits_;
+  std::unique_ptr<uint8_t[], PinnedFree> host_draw_;
+  size_t draw_capacity_ = 0;
+  const DeviceDraw* d_draws_ = nullptr;
+  const int32_t* d_edit_offsets_ = nullptr;
+  const LogitEdit* d_edits_ = nullptr;
 };
 
 }  // namespace modrwkv::cuda

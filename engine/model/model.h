@@ -51,7 +51,8 @@ struct StepEntry {
 struct StepResult {
   // kLogits and kSample: the logits of the last row ([vocab_size]); for kSample they are the
   // sampler's working copy (penalties applied), or empty when the backend picked the token where
-  // the logits are (a plain greedy sampler on a GPU). Valid until the next Step or slot operation.
+  // the logits are (on a GPU every sampler that Sampler::CanDrawOnDevice: engine/sampling/
+  // device_draw.h). Valid until the next Step or slot operation.
   absl::Span<const float> logits;
   int32_t token = -1;   // kSample
   SampleResult sample;  // kSample: logprobs if the sampler was asked for them

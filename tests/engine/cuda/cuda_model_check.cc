@@ -188,15 +188,15 @@ TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
 }
 
 // Samplers run inside Step: greedy samplers of several sequences in one step pick the CPU's
-// tokens, whether picked on the device (plain greedy) or on the host (with a penalty).
+// tokens, whether plain (argmax.cu) or with a penalty (its edits applied by sample.cu).
 TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {
   constexpr int kSeqs = 3;
   SamplerConfig greedy;
   greedy.temperature = 0;
   std::vector<std::unique_ptr<Sampler>> cs, gs;
   std::vector<int32_t> tc(kSeqs), tg(kSeqs);
-  // Sequence 1 has a penalty (its logits go to the host); the others are plain greedy (their
-  // token is picked on the device), in one step.
+  // Sequence 1 has a penalty (drawn on the device with its edits); the others are plain greedy
+  // (the device argmax), in one step.
   SamplerConfig penalized = greedy;
   penalized.presence_penalty = 0.7f;
   for (int i = 0; i < kSeqs; ++i) {
@@ -224,6 +224,61 @@ TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {
       tg[i] = rg[i].token;
     }
   }
+}
+
+// Stochastic sampling on the device (sample.cu) and on the host (logprobs need the logits) in one
+// step: the device's tokens are ReferenceDeviceDraw's on the CPU's logits with the same random
+// numbers (a twin sampler on the CPU side prepares the same edits and draws); the host-sampled
+// sequence gets its logprobs. Logits differ by float rounding between the backends, so a draw
+// next to a boundary may differ: 30 of 32 steps must agree (all are expected to).
+TEST_F(CudaVsCpuTest, DeviceDrawsFollowTheReferenceOnTheCpusLogits) {
+  SamplerConfig cfg;
+  cfg.temperature = 0.9f;
+  cfg.top_p = 0.95f;
+  cfg.top_k = 100;
+  cfg.min_p = 0.01f;
+  cfg.presence_penalty = 0.3f;
+  cfg.frequency_penalty = 0.2f;
+  cfg.logit_bias = {{17, 1.5f}};
+  cfg.banned_tokens = {4, 5};
+  cfg.seed = 1234;
+  auto on_gpu = Sampler::Create(cfg, 1024).value();
+  auto twin = Sampler::Create(cfg, 1024).value();
+  SamplerConfig with_logprobs = cfg;
+  with_logprobs.logprobs_top_n = 3;
+  auto host_sampled = Sampler::Create(with_logprobs, 1024).value();
+  ASSERT_TRUE(on_gpu->CanDrawOnDevice());
+  ASSERT_FALSE(host_sampled->CanDrawOnDevice());
+  int32_t token = 9, other = 10;
+  int agree = 0;
+  for (int step = 0; step < 32; ++step) {
+    StepEntry c, g, h;
+    c.slot = g.slot = 0;
+    h.slot = 1;
+    c.inputs = g.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&token, 1))};
+    h.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&other, 1))};
+    c.output = StepOutput::kLogits;
+    g.output = h.output = StepOutput::kSample;
+    g.sampler = on_gpu.get();
+    h.sampler = host_sampled.get();
+    std::vector<StepResult> rc, rg;
+    ASSERT_TRUE(cpu_->Step({c}, &rc).ok());
+    ASSERT_TRUE(gpu_->Step({g, h}, &rg).ok());
+    std::vector<float> logits(rc[0].logits.begin(), rc[0].logits.end());
+    std::vector<LogitEdit> edits;
+    const DeviceDraw d = twin->PrepareDeviceDraw(&edits);
+    ApplyLogitEdits(absl::MakeSpan(logits), edits);
+    const int32_t want = ReferenceDeviceDraw(logits, d);
+    agree += rg[0].token == want;
+    EXPECT_NE(rg[0].token, 4);  // banned
+    EXPECT_NE(rg[0].token, 5);
+    EXPECT_TRUE(rg[0].logits.empty());  // no logits came back for it
+    EXPECT_EQ(rg[1].sample.top_logprobs.size(), 3u);
+    token = rg[0].token;
+    twin->Accept(token);
+    other = rg[1].token;
+  }
+  EXPECT_GE(agree, 30);
 }
 
 // bf16 weights (--dtype bf16) against the CPU's bf16 products. Below 16 rows a product goes

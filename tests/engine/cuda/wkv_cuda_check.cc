@@ -1,5 +1,6 @@
-// engine/cuda/wkv.cu against its CPU twin cpu::scalar::WkvHead, engine/cuda/to_bf16.cu against
-// the host's F32ToBF16, and engine/cuda/cuda_check.cc.
+// The CUDA kernels against their CPU twins: engine/cuda/wkv.cu against cpu::scalar::WkvHead,
+// engine/cuda/to_bf16.cu against the host's F32ToBF16, engine/cuda/sample.cu against
+// ReferenceDeviceDraw; and engine/cuda/cuda_check.cc.
 // Built by engine/cuda/CMakeLists.txt as `cuda_wkv_test` (named *_check.cc so that the
 // tests/engine/**/*_test.cc glob, whose binaries link only `engine`, does not pick it up).
 #include <cuda_runtime.h>
@@ -18,8 +19,10 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/sample.cuh"
 #include "engine/cuda/to_bf16.cuh"
 #include "engine/cuda/wkv.cuh"
+#include "engine/sampling/device_draw.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cuda {
@@ -246,6 +249,124 @@ TEST(F32ToBf16Test, RoundsLikeTheHost) {
     }
   }
   EXPECT_EQ(LaunchF32ToBf16(nullptr, d_in.get(), -1, d_out.get()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The device draw against its CPU twin: rows of random logits (V = 5000: a partial last chunk)
+// with edits and every kind of draw, 40 random numbers each, plus rows with exact ties (the tie
+// ranks across chunks), greedy, +inf and all-banned rows. Masses are fixed point on the device
+// and double in the twin, so a draw landing within ~1e-12 of a boundary may differ: at most one
+// in a thousand is allowed (none is expected).
+TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
+  absl::StatusOr<int> devices = CudaDeviceCount();
+  if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
+  constexpr int V = 5000;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 2.5f);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  struct Row {
+    std::vector<float> logits;
+    std::vector<LogitEdit> edits;
+    DeviceDraw draw;
+  };
+  std::vector<Row> rows;
+  const DeviceDraw kinds[] = {{1.0f, 0, 1.0f, 0.0f, 0, 0},     {0.7f, 50, 1.0f, 0.0f, 0, 0},
+                              {1.0f, 0, 0.9f, 0.0f, 0, 0},     {1.3f, 0, 1.0f, 0.03f, 0, 0},
+                              {0.8f, 200, 0.75f, 0.01f, 0, 0}, {0.0f, 0, 1.0f, 0.0f, 0, 0},
+                              {1.0f, 1, 1.0f, 0.0f, 0, 0},     {2.0f, 0, 0.999f, 0.0f, 0, 0}};
+  for (const DeviceDraw& kind : kinds) {
+    for (int r = 0; r < 40; ++r) {
+      Row row;
+      row.logits.resize(V);
+      for (float& v : row.logits) v = normal(rng);
+      for (int t = 0; t < 30; ++t) {
+        row.edits.push_back(
+            {static_cast<int32_t>(t * 157 % V), 1.3f, 0.5f * (t % 3), 0.25f, t % 10 == 0 ? 1 : 0});
+      }
+      row.draw = kind;
+      row.draw.u = uniform(rng);
+      rows.push_back(std::move(row));
+    }
+  }
+  // Exact ties: 3000 tokens of one logit across three chunks, top-k and top-p cutting inside them.
+  for (const DeviceDraw& kind :
+       {DeviceDraw{1.0f, 1500, 1.0f, 0.0f, 0, 0}, DeviceDraw{1.0f, 0, 0.37f, 0.0f, 0, 0},
+        DeviceDraw{1.0f, 2500, 0.5f, 0.0f, 0, 0}}) {
+    for (int r = 0; r < 20; ++r) {
+      Row row;
+      row.logits.assign(V, -3.0f);
+      for (int i = 1000; i < 4000; ++i) row.logits[i] = 1.0f;
+      row.draw = kind;
+      row.draw.u = uniform(rng);
+      rows.push_back(std::move(row));
+    }
+  }
+  {  // degenerate: everything banned (fallback), a +inf logit, NaNs
+    Row banned;
+    banned.logits.assign(V, 0.0f);
+    for (int t = 0; t < V; ++t) banned.edits.push_back({t, 1.0f, 0.0f, 0.0f, 1});
+    banned.draw.fallback = 7;
+    rows.push_back(banned);
+    Row inf;
+    inf.logits.assign(V, 0.0f);
+    inf.logits[4321] = INFINITY;
+    inf.logits[4999] = INFINITY;
+    rows.push_back(inf);
+    Row nan;
+    nan.logits.assign(V, std::nanf(""));
+    nan.logits[12] = 1.0f;
+    nan.logits[2048] = 1.5f;
+    nan.draw.u = 0.9;
+    rows.push_back(nan);
+  }
+  const int R = static_cast<int>(rows.size());
+  std::vector<float> logits;
+  std::vector<int32_t> offsets = {0};
+  std::vector<LogitEdit> edits;
+  std::vector<DeviceDraw> draws;
+  std::vector<int32_t> want;
+  for (const Row& row : rows) {
+    logits.insert(logits.end(), row.logits.begin(), row.logits.end());
+    edits.insert(edits.end(), row.edits.begin(), row.edits.end());
+    offsets.push_back(static_cast<int32_t>(edits.size()));
+    draws.push_back(row.draw);
+    std::vector<float> l = row.logits;
+    ApplyLogitEdits(absl::MakeSpan(l), row.edits);
+    want.push_back(ReferenceDeviceDraw(l, row.draw));
+  }
+  auto d_logits = AllocDevice<float>(logits.size()).value();
+  auto d_offsets = AllocDevice<int32_t>(offsets.size()).value();
+  auto d_edits = AllocDevice<LogitEdit>(edits.size()).value();
+  auto d_draws = AllocDevice<DeviceDraw>(draws.size()).value();
+  auto d_tokens = AllocDevice<int32_t>(R).value();
+  ASSERT_EQ(cudaMemcpy(d_logits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_offsets.get(), offsets.data(), offsets.size() * 4, cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_edits.get(), edits.data(), edits.size() * sizeof(LogitEdit),
+                       cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_draws.get(), draws.data(), draws.size() * sizeof(DeviceDraw),
+                       cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_TRUE(LaunchDrawRows(nullptr, d_logits.get(), R, V, d_draws.get(), d_offsets.get(),
+                             d_edits.get(), d_tokens.get())
+                  .ok());
+  std::vector<int32_t> got(R);
+  ASSERT_EQ(cudaMemcpy(got.data(), d_tokens.get(), R * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  int differ = 0;
+  for (int r = 0; r < R; ++r) {
+    const bool exact_case = r >= R - 63;  // the tie rows and the degenerate ones
+    if (exact_case) {
+      EXPECT_EQ(got[r], want[r]) << "row " << r;
+    } else {
+      differ += got[r] != want[r];
+    }
+  }
+  EXPECT_LE(differ, (R - 63) / 1000) << differ << " of " << R - 63 << " draws differ";
+  EXPECT_EQ(LaunchDrawRows(nullptr, d_logits.get(), 1, 0, d_draws.get(), d_offsets.get(),
+                           d_edits.get(), d_tokens.get())
+                .code(),
             absl::StatusCode::kInvalidArgument);
 }
 
