@@ -82,6 +82,22 @@ struct Shared {
   u64 target;
 };
 
+// Adds one to count_hist[key] (and `mass` to mass_hist[key] when with_mass) for every lane, one
+// shared-memory atomic per distinct key in the warp: most probabilities share their top bits, and
+// a plain atomic per element would serialise on a few bins. Key 256 adds nothing. All 32 lanes
+// of the warp must call it together.
+__device__ void WarpAggregatedAdd(unsigned key, u64 mass, bool with_mass, Shared& sh) {
+  const unsigned peers = __match_any_sync(kFull, key);
+  u64 sum = 0;
+  if (with_mass) {
+    for (unsigned m = peers; m != 0; m &= m - 1) sum += __shfl_sync(peers, mass, __ffs(m) - 1);
+  }
+  if (static_cast<int>(threadIdx.x % 32) == __ffs(peers) - 1 && key < 256) {
+    if (with_mass) atomicAdd(&sh.mass_hist[key], sum);
+    atomicAdd(&sh.count_hist[key], __popc(peers));
+  }
+}
+
 // Step 4, top-k: the threshold and tie count of the first k tokens in "better" order.
 __device__ void SelectTopK(const float* p, int V, int k, Shared& sh, uint32_t* thr, int* ties) {
   uint32_t bits = 0, mask = 0;
@@ -89,9 +105,11 @@ __device__ void SelectTopK(const float* p, int V, int k, Shared& sh, uint32_t* t
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += kThreads) sh.count_hist[b] = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < V; i += kThreads) {
-      const uint32_t x = __float_as_uint(p[i]);
-      if ((x & mask) == bits) atomicAdd(&sh.count_hist[(x >> shift) & 255u], 1);
+    for (int base = 0; base < V; base += kThreads) {  // every lane iterates alike
+      const int i = base + static_cast<int>(threadIdx.x);
+      const uint32_t x = i < V ? __float_as_uint(p[i]) : 0u;
+      const unsigned key = i < V && (x & mask) == bits ? (x >> shift) & 255u : 256u;
+      WarpAggregatedAdd(key, 0, false, sh);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -142,14 +160,12 @@ __device__ void SelectTopP(const float* p, int V, float top_p, Shared& sh, uint3
       sh.count_hist[b] = 0;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < V; i += kThreads) {
-      const float v = p[i];
+    for (int base = 0; base < V; base += kThreads) {  // every lane iterates alike
+      const int i = base + static_cast<int>(threadIdx.x);
+      const float v = i < V ? p[i] : 0.0f;
       const uint32_t x = __float_as_uint(v);
-      if (x > thr0 && (x & mask) == bits) {
-        const unsigned b = (x >> shift) & 255u;
-        atomicAdd(&sh.mass_hist[b], Fix(v));
-        atomicAdd(&sh.count_hist[b], 1);
-      }
+      const bool in = i < V && x > thr0 && (x & mask) == bits;
+      WarpAggregatedAdd(in ? (x >> shift) & 255u : 256u, in ? Fix(v) : 0, true, sh);
     }
     __syncthreads();
     if (threadIdx.x == 0) {

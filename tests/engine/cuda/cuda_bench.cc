@@ -250,20 +250,26 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
         100 * flops / best / peak);
   }
 
-  // Decode: B sequences, one token each per step, greedy on the device.
+  // Decode: B sequences, one token each per step, greedy on the device (argmax.cu); then, at
+  // the largest batch up to 256, sampled on the device (sample.cu: temperature, top-p,
+  // penalties) and sampled on the host (logprobs: the logits come back), to show what each costs.
   SamplerConfig greedy;
   greedy.temperature = 0;
-  std::vector<std::unique_ptr<Sampler>> samplers;
-  for (int i = 0; i < max_batch; ++i) {
-    MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> s, Sampler::Create(greedy, cfg.vocab_size));
-    samplers.push_back(std::move(s));
-  }
-  std::map<int, double> tokens_per_s;
-  for (const int b : args.batches) {
+  SamplerConfig drawn;
+  drawn.temperature = 1.0f;
+  drawn.top_p = 0.95f;
+  drawn.presence_penalty = 0.3f;
+  drawn.seed = 1;
+  SamplerConfig on_host = drawn;
+  on_host.logprobs_top_n = 0;
+  auto run = [&](int b, const SamplerConfig& sc) -> absl::StatusOr<double> {
+    std::vector<std::unique_ptr<Sampler>> samplers;
     std::vector<int32_t> next(b);
-    for (int i = 0; i < b; ++i) next[i] = 100 + i;
     std::vector<StepEntry> entries(b);
     for (int i = 0; i < b; ++i) {
+      MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> s, Sampler::Create(sc, cfg.vocab_size));
+      samplers.push_back(std::move(s));
+      next[i] = 100 + i;
       entries[i].slot = i;
       entries[i].inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&next[i], 1))};
       entries[i].output = StepOutput::kSample;
@@ -272,12 +278,28 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));  // warm-up
     const auto t0 = Clock::now();
     for (int k = 0; k < args.steps; ++k) MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
-    const double per_step = Seconds(t0) / args.steps;
+    return Seconds(t0) / args.steps;
+  };
+  std::map<int, double> tokens_per_s;
+  int sampled_batch = 0;
+  for (const int b : args.batches) {
+    MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(b, greedy));
     const double roofline = (weight_bytes + 2 * state_bytes * b) / lim.copy_bytes_per_s;
     tokens_per_s[b] = b / per_step;
+    if (b <= 256) sampled_batch = std::max(sampled_batch, b);
     std::printf("| %s | decode batch %d | %.0f | %.3f | %.3f | %.0f%% of the roofline |\n",
                 tag.c_str(), b, b / per_step, per_step * 1e3, roofline * 1e3,
                 100 * roofline / per_step);
+  }
+  if (sampled_batch > 0) {
+    for (const auto& [what, sc] : {std::pair<const char*, const SamplerConfig*>{
+                                       "sampled on the device (T 1, top-p 0.95)", &drawn},
+                                   {"sampled on the host (logprobs)", &on_host}}) {
+      MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(sampled_batch, *sc));
+      std::printf("| %s | decode batch %d, %s | %.0f | %.3f | | %.2fx the greedy step |\n",
+                  tag.c_str(), sampled_batch, what, sampled_batch / per_step, per_step * 1e3,
+                  per_step * tokens_per_s[sampled_batch] / sampled_batch);
+    }
   }
   if (tokens_per_s.count(1) && tokens_per_s.count(256)) {
     std::printf("| %s | batch 256 / batch 1 | %.1fx | | | aggregate tokens/s |\n", tag.c_str(),
