@@ -7,7 +7,8 @@
 //      threshold T and a tie count n: every token with p > T, and the first n (by id) with p == T.
 //      top-k and then top-p find theirs by radix selection on the bits of p (p >= 0, so its bits
 //      order like its values), 8 bits a pass, with a 256-bin histogram in shared memory (counts
-//      for top-k, fixed-point masses for top-p); min-p then drops p < min_p;
+//      for top-k, fixed-point masses for top-p; one atomic per distinct bin per warp); min-p
+//      then drops p < min_p;
 //   5. the draw in id order: pass A sums the kept mass of each chunk of 1024 ids (and counts the
 //      ties before it, for the tie ranks), thread 0 finds the chunk holding u x total, pass B scans
 //      that chunk for the token.
