@@ -1,5 +1,6 @@
 // WKV7 recurrence kernel and its launcher (see wkv.cuh).
 #include <climits>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
@@ -30,8 +31,7 @@ static __global__ void __launch_bounds__(N)
   S* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
            static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;
   float s[N];
-#pragma unroll
-  for (int j = 0; j < N; ++j) s[j] = LoadState(row + j);
+  LoadRow(row, s);
 
   __shared__ float r_s[N], w_s[N], k_s[N], kk_s[N], a_s[N];
   const int64_t t0 = seq_offsets[b];
@@ -60,8 +60,7 @@ static __global__ void __launch_bounds__(N)
     y[t * ldy + col] = acc;
   }
 
-#pragma unroll
-  for (int j = 0; j < N; ++j) StoreState(row + j, s[j]);
+  StoreRow(row, s);
 }
 
 // ---- launchers ----
@@ -93,6 +92,15 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
         "LaunchWkv7: head_stride_floats=", head_stride_floats,
         " slot_stride_floats=", slot_stride_floats, ", expected head stride >= 4096 and slot ",
         "stride >= H*head stride = ", static_cast<int64_t>(H) * head_stride_floats));
+  }
+  constexpr int kVec = kRowVector<S>;
+  if (reinterpret_cast<uintptr_t>(state_pool) % 16 != 0 || head_stride_floats % kVec != 0 ||
+      slot_stride_floats % kVec != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchWkv7: the state pool must be 16-byte aligned and its strides multiples "
+                     "of ",
+                     kVec, " elements (head stride ", head_stride_floats, ", slot stride ",
+                     slot_stride_floats, ")"));
   }
   if (state_pool == nullptr || slot_of_seq == nullptr || seq_offsets == nullptr || r == nullptr ||
       w == nullptr || k == nullptr || v == nullptr || kk == nullptr || a == nullptr ||

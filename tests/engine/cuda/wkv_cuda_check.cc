@@ -83,6 +83,9 @@ TEST(Wkv7LaunchTest, RejectsBadShapesBeforeTouchingTheDevice) {
   EXPECT_EQ(launch(1, 2, 64, N * N, 2 * N * N).code(), absl::StatusCode::kInvalidArgument);  // ld
   EXPECT_EQ(launch(1, 1, 64, 100, N * N).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(launch(1, 2, 128, N * N, N * N).code(), absl::StatusCode::kInvalidArgument);
+  // Rows move in 16-byte accesses: a stride that breaks their alignment is refused.
+  EXPECT_EQ(launch(1, 1, 64, N * N + 2, 2 * (N * N + 2)).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(launch(0, 2, 128, N * N, 2 * N * N).ok());  // empty batch: nothing to do
 }
 
