@@ -185,6 +185,7 @@ absl::Status ModelServer::LoadAndServe() {
   mo.weight_type = options_.dtype;
   mo.device = options_.device;
   mo.state_type = options_.state_type;
+  mo.cuda_graphs = options_.cuda_graphs;
   mo.threads = options_.threads;
   if (mo.threads == 0) {
     const cpu::CpuBudget budget = cpu::DetectCpuBudget();

@@ -31,6 +31,7 @@ absl::StatusOr<CublasApi> Open() {
   sym(&api.Destroy, "cublasDestroy_v2");
   sym(&api.SetStream, "cublasSetStream_v2");
   sym(&api.SetMathMode, "cublasSetMathMode");
+  sym(&api.SetWorkspace, "cublasSetWorkspace_v2");
   sym(&api.Sgemm, "cublasSgemm_v2");
   sym(&api.GemmEx, "cublasGemmEx");
   if (!missing.ok()) return missing;  // the library stays open: it is never closed anyway

@@ -19,6 +19,7 @@ struct CublasApi {
   cublasStatus_t (*Destroy)(cublasHandle_t handle);
   cublasStatus_t (*SetStream)(cublasHandle_t handle, cudaStream_t stream);
   cublasStatus_t (*SetMathMode)(cublasHandle_t handle, cublasMath_t mode);
+  cublasStatus_t (*SetWorkspace)(cublasHandle_t handle, void* workspace, size_t bytes);
   cublasStatus_t (*Sgemm)(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                           int m, int n, int k, const float* alpha, const float* a, int lda,
                           const float* b, int ldb, const float* beta, float* c, int ldc);

@@ -141,6 +141,13 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   MODRWKV_ASSIGN_OR_RETURN(blas_, Cublas());
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Create(&cublas_));
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetStream(cublas_, stream_.get()));
+  // A workspace of our own (after SetStream, which resets it): cuBLAS then allocates nothing while
+  // a step is captured into a CUDA graph, and eager and captured products choose alike.
+  constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+  MODRWKV_ASSIGN_OR_RETURN(cublas_workspace_, AllocDevice<uint8_t>(kWorkspaceBytes));
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(
+      blas_->SetWorkspace(cublas_, cublas_workspace_.get(), kWorkspaceBytes));
+  graphs_enabled_ = options.cuda_graphs;
   // auto stays f32 on the GPU for now: bf16 is the option until it has been measured there.
   bf16_ = options.weight_type == ModelOptions::WeightType::kBF16;
   // f32 weights: plain fp32 products (no TF32), so that logits stay within float rounding of the
@@ -305,6 +312,7 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
           Grow(&s_.xb, static_cast<size_t>(rows) * std::max<int>(c.ffn_size, c.n_embd)));
     }
     s_.rows = rows;
+    DropGraphs();
     void* p = nullptr;
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, static_cast<size_t>(rows) * C * 4));
     host_rows_.reset(static_cast<float*>(p));
@@ -318,6 +326,7 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
     host_tokens_.reset(static_cast<int32_t*>(g));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.logits, static_cast<size_t>(out) * c.vocab_size));
     s_.out_rows = out;
+    DropGraphs();
     void* p = nullptr;
     const size_t floats = static_cast<size_t>(out) * (c.vocab_size + C);
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, floats * 4));
@@ -326,6 +335,7 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
   if (index_ints > s_.index_capacity) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.index, static_cast<size_t>(index_ints)));
     s_.index_capacity = index_ints;
+    DropGraphs();
     void* p = nullptr;
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, static_cast<size_t>(index_ints) * 4));
     host_index_.reset(static_cast<int32_t*>(p));
@@ -354,6 +364,7 @@ absl::Status CudaModel::StageDraws(absl::Span<const int> drawn,
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, cap));
     host_draw_.reset(static_cast<uint8_t*>(p));
     draw_capacity_ = cap;
+    DropGraphs();
   }
   uint8_t* h = host_draw_.get();
   std::memcpy(h, draws.data(), draw_bytes);
@@ -552,53 +563,28 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.index.get(), host_index_.get(),
                                                static_cast<size_t>(index_ints) * 4,
                                                cudaMemcpyHostToDevice, st));
-  const int32_t* d_prev = s_.index.get();
-  const int32_t* d_out_rows = d_prev + R;
-  const int32_t* d_last = d_out_rows + n_out;
-  const int32_t* d_slots = d_last + E;
-  const int32_t* d_offsets = d_slots + E;
-
-  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, ln0_.get(), ln0_.get() + C,
-                                          math::kLnEps, s_.x.get()));
-  for (int li = 0; li < cfg.n_layer; ++li) {
-    MODRWKV_RETURN_IF_ERROR(state_elem_bytes_ == 2
-                                ? RunLayer<__half>(li, R, E, d_prev, d_last, d_slots, d_offsets)
-                                : RunLayer<float>(li, R, E, d_prev, d_last, d_slots, d_offsets));
+  const StepShape shape{R, E, n_out, n_copied, n_drawn, n_logits};
+  MODRWKV_RETURN_IF_ERROR(RunForward(shape));
+  // Back to the host: the logits that samplers need there, the tokens picked on the device, the
+  // hidden rows.
+  float* host_logits = host_out_.get();
+  float* host_hidden = host_logits + static_cast<int64_t>(n_logits) * V;
+  if (n_copied > 0) {
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits, s_.logits.get(),
+                                                 static_cast<size_t>(n_copied) * V * 4,
+                                                 cudaMemcpyDeviceToHost, st));
+  }
+  if (n_logits > n_copied) {
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_tokens_.get(), s_.tokens.get(),
+                                                 static_cast<size_t>(n_logits - n_copied) * 4,
+                                                 cudaMemcpyDeviceToHost, st));
+  }
+  if (n_out > n_logits) {
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(host_hidden, s_.xo.get() + static_cast<int64_t>(n_logits) * C,
+                        static_cast<size_t>(n_out - n_logits) * C * 4, cudaMemcpyDeviceToHost, st));
   }
   if (n_out > 0) {
-    MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), d_out_rows, n_out, C, ln_out_.get(),
-                                            ln_out_.get() + C, math::kLnEps, s_.xo.get()));
-    float* host_logits = host_out_.get();
-    float* host_hidden = host_logits + static_cast<int64_t>(n_logits) * V;
-    if (n_logits > 0) {
-      MODRWKV_RETURN_IF_ERROR(Gemm(head_, s_.xo.get(), n_logits, s_.logits.get(), false));
-    }
-    if (n_copied > 0) {
-      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits, s_.logits.get(),
-                                                   static_cast<size_t>(n_copied) * V * 4,
-                                                   cudaMemcpyDeviceToHost, st));
-    }
-    // One id per sequence picked on the device instead of its logits: drawn, then greedy.
-    if (n_drawn > 0) {
-      MODRWKV_RETURN_IF_ERROR(
-          LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(n_copied) * V, n_drawn, V,
-                         d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get()));
-    }
-    if (n_logits > n_copied + n_drawn) {
-      MODRWKV_RETURN_IF_ERROR(
-          LaunchArgmaxRows(st, s_.logits.get() + static_cast<int64_t>(n_copied + n_drawn) * V,
-                           n_logits - n_copied - n_drawn, V, s_.tokens.get() + n_drawn));
-    }
-    if (n_logits > n_copied) {
-      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_tokens_.get(), s_.tokens.get(),
-                                                   static_cast<size_t>(n_logits - n_copied) * 4,
-                                                   cudaMemcpyDeviceToHost, st));
-    }
-    if (n_out > n_logits) {
-      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-          host_hidden, s_.xo.get() + static_cast<int64_t>(n_logits) * C,
-          static_cast<size_t>(n_out - n_logits) * C * 4, cudaMemcpyDeviceToHost, st));
-    }
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
     for (int i = 0; i < n_out; ++i) {
       const int e = out_entries[i];
@@ -625,6 +611,77 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
     return absl::OkStatus();
   }
   return CudaStatus(cudaStreamSynchronize(st), "Step");
+}
+
+absl::Status CudaModel::Forward(const StepShape& sh) {
+  const ModelConfig& cfg = info_.config;
+  const int C = cfg.n_embd, V = cfg.vocab_size;
+  const int R = sh.rows, E = sh.entries;
+  cudaStream_t st = stream_.get();
+  // The index arrays' layout: prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1].
+  const int32_t* d_prev = s_.index.get();
+  const int32_t* d_out_rows = d_prev + R;
+  const int32_t* d_last = d_out_rows + sh.out;
+  const int32_t* d_slots = d_last + E;
+  const int32_t* d_offsets = d_slots + E;
+  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, ln0_.get(), ln0_.get() + C,
+                                          math::kLnEps, s_.x.get()));
+  for (int li = 0; li < cfg.n_layer; ++li) {
+    MODRWKV_RETURN_IF_ERROR(state_elem_bytes_ == 2
+                                ? RunLayer<__half>(li, R, E, d_prev, d_last, d_slots, d_offsets)
+                                : RunLayer<float>(li, R, E, d_prev, d_last, d_slots, d_offsets));
+  }
+  if (sh.out == 0) return absl::OkStatus();
+  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), d_out_rows, sh.out, C, ln_out_.get(),
+                                          ln_out_.get() + C, math::kLnEps, s_.xo.get()));
+  if (sh.logits > 0) {
+    MODRWKV_RETURN_IF_ERROR(Gemm(head_, s_.xo.get(), sh.logits, s_.logits.get(), false));
+  }
+  // One id per sequence picked on the device instead of its logits: drawn, then greedy.
+  if (sh.drawn > 0) {
+    MODRWKV_RETURN_IF_ERROR(
+        LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied) * V, sh.drawn, V,
+                       d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get()));
+  }
+  const int greedy = sh.logits - sh.copied - sh.drawn;
+  if (greedy > 0) {
+    MODRWKV_RETURN_IF_ERROR(
+        LaunchArgmaxRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied + sh.drawn) * V,
+                         greedy, V, s_.tokens.get() + sh.drawn));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::RunForward(const StepShape& sh) {
+  // Graphs for decode steps only (one row per sequence): prefill chunks come in too many sizes.
+  if (!graphs_enabled_ || sh.rows != sh.entries) return Forward(sh);
+  const auto key = std::make_tuple(sh.entries, sh.out, sh.copied, sh.drawn, sh.logits);
+  if (auto it = graphs_.find(key); it != graphs_.end()) {
+    return CudaStatus(cudaGraphLaunch(it->second.get(), stream_.get()), "cudaGraphLaunch");
+  }
+  // The first step of a shape runs eagerly (it also warms cuBLAS up); the second is captured.
+  if (graph_seen_.size() > 4096) graph_seen_.clear();
+  if (++graph_seen_[key] < 2) return Forward(sh);
+  if (graphs_.size() >= kMaxGraphs) graphs_.clear();
+  cudaStream_t st = stream_.get();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  const absl::Status captured = Forward(sh);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(st, &graph);
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t made = cudaErrorUnknown;
+  if (captured.ok() && ended == cudaSuccess) made = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  if (!captured.ok() || ended != cudaSuccess || made != cudaSuccess) {
+    // Not capturable here: run eagerly from now on (the step itself still runs).
+    graphs_enabled_ = false;
+    graphs_.clear();
+    cudaGetLastError();  // clear a non-sticky capture error
+    return Forward(sh);
+  }
+  GraphExec& slot = graphs_[key];
+  slot.reset(exec);
+  return CudaStatus(cudaGraphLaunch(exec, st), "cudaGraphLaunch");
 }
 
 }  // namespace modrwkv::cuda

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -55,6 +56,9 @@ class CudaModel final : public Model {
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override;
   absl::Status Health() const override { return sticky_; }
 
+  // The decode-step CUDA graphs held now (ModelOptions::cuda_graphs).
+  size_t graph_count() const { return graphs_.size(); }
+
  private:
   // A matrix in the Linear convention [out][in], row-major: fp32, or bf16 bits (--dtype bf16).
   struct Matrix {
@@ -86,6 +90,20 @@ class CudaModel final : public Model {
   absl::Status CheckSlot(int slot, const char* what) const;
   absl::Status UseDevice() const;  // makes device_ current on the calling thread
   absl::Status StepOnDevice(absl::Span<const StepEntry> entries, std::vector<StepResult>* results);
+  // What a step computes, as far as the kernels' launches depend on it: `rows` input rows of
+  // `entries` sequences; `out` output rows, of which the first `logits` get the LM head: `copied`
+  // for the host, then `drawn` (sample.cuh), then the plain greedy ones; the rest hidden rows.
+  struct StepShape {
+    int rows, entries, out, copied, drawn, logits;
+  };
+  // The device work of a step, from ln0 to the tokens picked on the device, enqueued on the stream
+  // with the step's inputs already staged: eagerly, or as a CUDA graph (RunForward).
+  absl::Status Forward(const StepShape& shape);
+  // Forward, replayed from a CUDA graph for decode steps whose shape was seen before (launching
+  // ~25 kernels per layer one by one costs more than a small batch's arithmetic). The graphs hold
+  // the scratch buffers' addresses, so growing any of them drops the graphs (DropGraphs).
+  absl::Status RunForward(const StepShape& shape);
+  void DropGraphs() { graphs_.clear(); }
   // Device scratch for `rows` input rows and `out_rows` output rows, `index_ints` index entries,
   // and the pinned host staging that goes with them.
   absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
@@ -138,6 +156,20 @@ class CudaModel final : public Model {
   const DeviceDraw* d_draws_ = nullptr;
   const int32_t* d_edit_offsets_ = nullptr;
   const LogitEdit* d_edits_ = nullptr;
+  // CUDA graphs of decode steps, by (entries, out, copied, drawn, logits);
+  // ModelOptions::cuda_graphs.
+  struct GraphExecDeleter {
+    void operator()(cudaGraphExec_t g) const noexcept {
+      if (g != nullptr) cudaGraphExecDestroy(g);
+    }
+  };
+  using GraphExec = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, GraphExecDeleter>;
+  using GraphKey = std::tuple<int, int, int, int, int>;
+  static constexpr size_t kMaxGraphs = 64;
+  bool graphs_enabled_ = false;
+  std::map<GraphKey, GraphExec> graphs_;
+  std::map<GraphKey, int> graph_seen_;
+  DeviceBuffer<uint8_t> cublas_workspace_;  // fixed, so that captured products stay valid
 };
 
 }  // namespace modrwkv::cuda

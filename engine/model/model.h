@@ -138,6 +138,9 @@ struct ModelOptions {
   // f32 either way, so sessions move between pools of either type.
   enum class StateType { kF32, kF16 };
   StateType state_type = StateType::kF32;
+  // The CUDA backend replays decode steps whose shape it has seen as CUDA graphs (one launch
+  // instead of ~25 per layer); off: every kernel launched one by one. Ignored by the CPU backend.
+  bool cuda_graphs = true;
   int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
   // The backend: "cpu", or "cuda" / "cuda:N" (device N, 0 by default; a build with the CUDA
   // backend, engine/cuda).

@@ -203,6 +203,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.dtype = mo.weight_type;
   o.device = mo.device;
   o.state_type = mo.state_type;
+  o.cuda_graphs = mo.cuda_graphs;
   o.threads = mo.threads;
   o.verify_checksums = CheckpointOptionsFromFlags(f).verify_checksums;
   o.vision_encoder = f.Str("vision-encoder");
@@ -372,7 +373,7 @@ int RunServe(int argc, char** argv) {
   std::vector<std::string> args = {argv[0], argv[1]};
   std::vector<std::string> names = {"model",       "vision-encoder", "audio-encoder",
                                     "dtype",       "device",         "state-dtype",
-                                    "threads",     "verify-checksums"};
+                                    "cuda-graphs", "threads",        "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
     if (const char* v = std::getenv(EnvName(n).c_str()))

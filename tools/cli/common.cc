@@ -50,6 +50,9 @@ void AddModelFlags(Flags& flags) {
       .Add("state-dtype", "f32",
            "the state pool's element type: f32, or f16 (--device cuda only; half the memory per "
            "session, states rounded to f16 once per step)")
+      .AddNegatableBool("cuda-graphs", true,
+                        "with --device cuda: replay decode steps as CUDA graphs (--no-cuda-graphs: "
+                        "launch every kernel one by one)")
       .Add("threads", "0",
            "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU "
            "quota)");
@@ -91,6 +94,7 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
     return absl::InvalidArgumentError(
         absl::StrCat("--state-dtype must be f32 or f16, got '", sdt, "'"));
   }
+  o.cuda_graphs = flags.Bool("cuda-graphs");
   MODRWKV_ASSIGN_OR_RETURN(int64_t threads, flags.Int("threads", 0, 1024));
   o.threads = static_cast<int>(threads);
   o.num_slots = num_slots;

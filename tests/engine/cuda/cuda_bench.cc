@@ -13,6 +13,7 @@
 //
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
+//              [--graphs=on|off]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -51,6 +52,7 @@ struct Args {
   int prefill = 2048;
   int steps = 16;
   int device = 0;
+  bool graphs = true;
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -78,6 +80,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       a.shapes = absl::StrSplit(value, ',');
     } else if (name == "dtypes") {
       a.dtypes = absl::StrSplit(value, ',');
+    } else if (name == "graphs") {
+      if (value != "on" && value != "off") return absl::InvalidArgumentError("--graphs: on or off");
+      a.graphs = value == "on";
     } else if (name == "states") {
       a.states = absl::StrSplit(value, ',');
     } else if (name == "batches") {
@@ -209,6 +214,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     o.weight_type =
         dtype == "bf16" ? ModelOptions::WeightType::kBF16 : ModelOptions::WeightType::kF32;
     o.state_type = state == "f16" ? ModelOptions::StateType::kF16 : ModelOptions::StateType::kF32;
+    o.cuda_graphs = args.graphs;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here
   CudaModel& m = *model;
@@ -218,7 +224,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   const double weight_bytes = static_cast<double>(m.info().decode_bytes_per_token);
   // The bytes one sequence's state occupies in the pool (the canonical blob is f32 either way).
   const double state_bytes = m.StateBytes() * (state == "f16" ? 0.5 : 1.0);
-  const std::string tag = shape + " | " + dtype + ", " + state + " state";
+  const std::string tag =
+      shape + " | " + dtype + ", " + state + " state" + (args.graphs ? "" : ", no graphs");
   std::vector<StepResult> results;
 
   // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;
