@@ -33,20 +33,40 @@ static __global__ void __launch_bounds__(N)
   float s[N];
   LoadRow(row, s);
 
-  __shared__ float r_s[N], w_s[N], k_s[N], kk_s[N], a_s[N];
+  // The token's r, w, k, kk, a rows, double-buffered: the next token's values are loaded into
+  // registers while this one is computed (its loads' latency hidden behind the 64-wide update),
+  // and one barrier per token suffices (a buffer is rewritten two tokens after it was read, and
+  // every thread has passed the barrier in between).
+  __shared__ float stage[2][5][N];
   const int64_t t0 = seq_offsets[b];
   const int64_t t1 = seq_offsets[b + 1];
   const int64_t col = static_cast<int64_t>(h) * N + i;
-  for (int64_t t = t0; t < t1; ++t) {
+  float nr = 0.f, nw = 0.f, nk = 0.f, nkk = 0.f, na = 0.f, nv = 0.f;
+  auto load = [&](int64_t t) {
     const int64_t off = t * ld + col;
-    __syncthreads();  // everyone is done reading the previous token's rows
-    r_s[i] = r[off];
-    w_s[i] = w[off];
-    k_s[i] = k[off];
-    kk_s[i] = kk[off];
-    a_s[i] = a[off];
-    const float vi = v[off];
+    nr = r[off];
+    nw = w[off];
+    nk = k[off];
+    nkk = kk[off];
+    na = a[off];
+    nv = v[off];
+  };
+  if (t0 < t1) load(t0);
+  int cur = 0;
+  for (int64_t t = t0; t < t1; ++t, cur ^= 1) {
+    float* r_s = stage[cur][0];
+    float* w_s = stage[cur][1];
+    float* k_s = stage[cur][2];
+    float* kk_s = stage[cur][3];
+    float* a_s = stage[cur][4];
+    r_s[i] = nr;
+    w_s[i] = nw;
+    k_s[i] = nk;
+    kk_s[i] = nkk;
+    a_s[i] = na;
+    const float vi = nv;
     __syncthreads();
+    if (t + 1 < t1) load(t + 1);
 
     float sa = 0.f;
 #pragma unroll
