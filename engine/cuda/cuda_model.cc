@@ -8,7 +8,6 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/status_macros.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/cuda/argmax.cuh"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/gemv_bf16.cuh"
@@ -343,19 +342,27 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
   return absl::OkStatus();
 }
 
-absl::Status CudaModel::StageDraws(absl::Span<const int> drawn,
-                                   absl::Span<const StepEntry> entries) {
-  if (drawn.empty()) return absl::OkStatus();
-  const int n = static_cast<int>(drawn.size());
-  std::vector<DeviceDraw> draws(n);
-  std::vector<int32_t> offsets(n + 1, 0);
+absl::Status CudaModel::StageDraws(absl::Span<const int> picked,
+                                   absl::Span<const StepEntry> entries, int padded) {
+  if (padded == 0) return absl::OkStatus();
+  std::vector<DeviceDraw> draws(padded);  // padding rows: greedy, no edits
+  std::vector<int32_t> offsets(padded + 1, 0);
   edits_.clear();
-  for (int i = 0; i < n; ++i) {
-    draws[i] = entries[drawn[i]].sampler->PrepareDeviceDraw(&edits_);
+  for (int i = 0; i < padded; ++i) {
+    if (i < static_cast<int>(picked.size())) {
+      Sampler& sampler = *entries[picked[i]].sampler;
+      if (sampler.IsPlainGreedy()) {
+        draws[i].temperature = 0.0f;  // the argmax; nothing drawn from its random stream
+      } else {
+        draws[i] = sampler.PrepareDeviceDraw(&edits_);
+      }
+    } else {
+      draws[i].temperature = 0.0f;
+    }
     offsets[i + 1] = static_cast<int32_t>(edits_.size());
   }
   // One upload: draws (8-byte aligned) | offsets | edits.
-  const size_t draw_bytes = n * sizeof(DeviceDraw), offset_bytes = (n + 1) * sizeof(int32_t);
+  const size_t draw_bytes = padded * sizeof(DeviceDraw), offset_bytes = (padded + 1) * 4;
   const size_t bytes = draw_bytes + offset_bytes + edits_.size() * sizeof(LogitEdit);
   if (bytes > draw_capacity_) {
     const size_t cap = std::max(bytes, 2 * draw_capacity_);
@@ -481,6 +488,17 @@ absl::Status CudaModel::Step(absl::Span<const StepEntry> entries,
   return st;
 }
 
+int DecodeBucket(int n) {
+  if (n <= 0) return 0;
+  if (n <= 8) {
+    int b = 1;
+    while (b < n) b *= 2;
+    return b;
+  }
+  const int step = n <= 64 ? 8 : n <= 512 ? 32 : 128;
+  return (n + step - 1) / step * step;
+}
+
 absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
                                      std::vector<StepResult>* results) {
   results->assign(entries.size(), StepResult{});
@@ -492,44 +510,46 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   const int C = cfg.n_embd, V = cfg.vocab_size;
   const int E = static_cast<int>(entries.size());
 
-  // Output rows: the logit entries first (the head runs over those only): those whose logits go
-  // to the host (kLogits, and samplers that need them: a constraint or logprobs), then those
-  // drawn on the device (sample.cuh: penalties, temperature, truncation), then the plain greedy
-  // ones (argmax.cuh); then hidden-state entries.
-  enum class Pick { kHost, kDraw, kArgmax };
-  const auto pick = [&](int e) {
-    if (entries[e].output != StepOutput::kSample) return Pick::kHost;
-    const Sampler& s = *entries[e].sampler;
-    return s.IsPlainGreedy() ? Pick::kArgmax : s.CanDrawOnDevice() ? Pick::kDraw : Pick::kHost;
-  };
-  std::vector<int> out_entries;
-  int n_copied = 0, n_drawn = 0;
-  for (const Pick group : {Pick::kHost, Pick::kDraw, Pick::kArgmax}) {
-    for (int e = 0; e < E; ++e) {
-      const StepOutput o = entries[e].output;
-      if ((o == StepOutput::kLogits || o == StepOutput::kSample) && pick(e) == group) {
-        out_entries.push_back(e);
-      }
-    }
-    if (group == Pick::kHost) n_copied = static_cast<int>(out_entries.size());
-    if (group == Pick::kDraw) n_drawn = static_cast<int>(out_entries.size()) - n_copied;
-  }
-  const int n_logits = static_cast<int>(out_entries.size());
+  // Output groups, in this order in the output rows: the entries whose logits go to the host
+  // (kLogits, and samplers that need them: a constraint or logprobs), those whose token is picked
+  // on the device (sample.cuh: greedy or drawn), then hidden-state entries.
+  std::vector<int> copied, picked, hidden;
   for (int e = 0; e < E; ++e) {
-    if (entries[e].output == StepOutput::kHidden) out_entries.push_back(e);
+    const StepEntry& en = entries[e];
+    if (en.output == StepOutput::kHidden) {
+      hidden.push_back(e);
+    } else if (en.output == StepOutput::kSample &&
+               (en.sampler->IsPlainGreedy() || en.sampler->CanDrawOnDevice())) {
+      picked.push_back(e);
+    } else if (en.output != StepOutput::kNone) {
+      copied.push_back(e);
+    }
   }
-  const int n_out = static_cast<int>(out_entries.size());
-  // The draws: each sampler's edits and random number, staged for one upload.
-  MODRWKV_RETURN_IF_ERROR(
-      StageDraws(absl::MakeConstSpan(out_entries).subspan(n_copied, n_drawn), entries));
-  // Index arrays, one upload: prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1].
-  const int index_ints = R + n_out + 3 * E + 1;
-  MODRWKV_RETURN_IF_ERROR(EnsureScratch(R, n_out, index_ints));
+  // A decode step (one row per sequence, no hidden rows) is padded to a bucket of sizes, and so
+  // are its groups, so that steps of nearby sizes share one CUDA graph: padding sequences have
+  // one row each and no slot (the slot kernels skip them); padding output rows read row 0 and
+  // their results are dropped. Eager decode steps are padded alike, so a graph replays exactly
+  // what an eager step computes.
+  const bool decode = R == E && hidden.empty();
+  StepShape sh;
+  sh.entries = decode ? DecodeBucket(E) : E;
+  sh.rows = R + (sh.entries - E);
+  sh.copied =
+      decode ? DecodeBucket(static_cast<int>(copied.size())) : static_cast<int>(copied.size());
+  sh.picked =
+      decode ? DecodeBucket(static_cast<int>(picked.size())) : static_cast<int>(picked.size());
+  sh.logits = sh.copied + sh.picked;
+  sh.out = sh.logits + static_cast<int>(hidden.size());
+  MODRWKV_RETURN_IF_ERROR(StageDraws(picked, entries, sh.picked));
+  // Index arrays, one upload: prev[R] | out_rows[out] | last[E] | slots[E] | offsets[E+1].
+  const int Rp = sh.rows, Ep = sh.entries;
+  const int index_ints = Rp + sh.out + 3 * Ep + 1;
+  MODRWKV_RETURN_IF_ERROR(EnsureScratch(Rp, sh.out, index_ints));
   int32_t* prev = host_index_.get();
-  int32_t* out_rows = prev + R;
-  int32_t* last = out_rows + n_out;
-  int32_t* slots = last + E;
-  int32_t* offsets = slots + E;
+  int32_t* out_rows = prev + Rp;
+  int32_t* last = out_rows + sh.out;
+  int32_t* slots = last + Ep;
+  int32_t* offsets = slots + Ep;
 
   // Gather the input rows (embedding table rows for tokens, given rows as they are).
   float* rows = host_rows_.get();
@@ -554,63 +574,73 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
     }
     last[e] = row - 1;
   }
-  offsets[E] = row;
-  for (int i = 0; i < n_out; ++i) out_rows[i] = last[out_entries[i]];
+  for (int e = E; e < Ep; ++e, ++row) {  // padding: its own predecessor, no slot
+    std::memcpy(rows + static_cast<int64_t>(row) * C, emb_.data(), 4 * static_cast<size_t>(C));
+    offsets[e] = row;
+    prev[row] = row;
+    slots[e] = -1;
+    last[e] = row;
+  }
+  offsets[Ep] = row;
+  // Output rows: each group's entries, then its padding (row 0).
+  int o = 0;
+  for (const auto& [group, size] : {std::pair{&copied, sh.copied}, std::pair{&picked, sh.picked},
+                                    std::pair{&hidden, static_cast<int>(hidden.size())}}) {
+    for (int i = 0; i < size; ++i) {
+      out_rows[o++] = i < static_cast<int>(group->size()) ? last[(*group)[i]] : 0;
+    }
+  }
 
   cudaStream_t st = stream_.get();
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows, static_cast<size_t>(R) * C * 4,
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows, static_cast<size_t>(Rp) * C * 4,
                                                cudaMemcpyHostToDevice, st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.index.get(), host_index_.get(),
                                                static_cast<size_t>(index_ints) * 4,
                                                cudaMemcpyHostToDevice, st));
-  const StepShape shape{R, E, n_out, n_copied, n_drawn, n_logits};
-  MODRWKV_RETURN_IF_ERROR(RunForward(shape));
+  MODRWKV_RETURN_IF_ERROR(RunForward(sh));
   // Back to the host: the logits that samplers need there, the tokens picked on the device, the
   // hidden rows.
   float* host_logits = host_out_.get();
-  float* host_hidden = host_logits + static_cast<int64_t>(n_logits) * V;
-  if (n_copied > 0) {
+  float* host_hidden = host_logits + static_cast<int64_t>(sh.copied) * V;
+  if (!copied.empty()) {
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits, s_.logits.get(),
-                                                 static_cast<size_t>(n_copied) * V * 4,
+                                                 copied.size() * V * sizeof(float),
                                                  cudaMemcpyDeviceToHost, st));
   }
-  if (n_logits > n_copied) {
+  if (!picked.empty()) {
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_tokens_.get(), s_.tokens.get(),
-                                                 static_cast<size_t>(n_logits - n_copied) * 4,
+                                                 picked.size() * sizeof(int32_t),
                                                  cudaMemcpyDeviceToHost, st));
   }
-  if (n_out > n_logits) {
+  if (!hidden.empty()) {
     MODRWKV_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(host_hidden, s_.xo.get() + static_cast<int64_t>(n_logits) * C,
-                        static_cast<size_t>(n_out - n_logits) * C * 4, cudaMemcpyDeviceToHost, st));
+        cudaMemcpyAsync(host_hidden, s_.xo.get() + static_cast<int64_t>(sh.logits) * C,
+                        hidden.size() * C * sizeof(float), cudaMemcpyDeviceToHost, st));
   }
-  if (n_out > 0) {
-    MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
-    for (int i = 0; i < n_out; ++i) {
-      const int e = out_entries[i];
-      StepResult& res = (*results)[e];
-      if (i >= n_logits) {
-        res.hidden =
-            absl::Span<const float>(host_hidden + static_cast<int64_t>(i - n_logits) * C, C);
-      } else if (i >= n_copied) {
-        res.token = host_tokens_[i - n_copied];
-        entries[e].sampler->Accept(res.token);  // as Sample() would have
-      } else {
-        res.logits = absl::Span<const float>(host_logits + static_cast<int64_t>(i) * V, V);
-      }
-    }
-    // The samplers run on the host (a whole vocabulary each: at batch 64 that is most of a
-    // step's time on one thread); they belong to distinct sequences, so in parallel.
-    host_pool_->ParallelFor(n_copied, [&](int64_t i, int) {
-      const int e = out_entries[i];
-      if (entries[e].output != StepOutput::kSample) return;
-      StepResult& res = (*results)[e];
-      res.token = entries[e].sampler->Sample(
-          absl::Span<float>(host_logits + i * static_cast<int64_t>(V), V), &res.sample);
-    });
-    return absl::OkStatus();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  for (size_t i = 0; i < hidden.size(); ++i) {
+    (*results)[hidden[i]].hidden =
+        absl::Span<const float>(host_hidden + static_cast<int64_t>(i) * C, C);
   }
-  return CudaStatus(cudaStreamSynchronize(st), "Step");
+  for (size_t i = 0; i < picked.size(); ++i) {
+    StepResult& res = (*results)[picked[i]];
+    res.token = host_tokens_[i];
+    entries[picked[i]].sampler->Accept(res.token);  // as Sample() would have
+  }
+  for (size_t i = 0; i < copied.size(); ++i) {
+    (*results)[copied[i]].logits =
+        absl::Span<const float>(host_logits + static_cast<int64_t>(i) * V, V);
+  }
+  // The samplers that need the logits run on the host (a whole vocabulary each); they belong to
+  // distinct sequences, so in parallel.
+  host_pool_->ParallelFor(static_cast<int64_t>(copied.size()), [&](int64_t i, int) {
+    const int e = copied[i];
+    if (entries[e].output != StepOutput::kSample) return;
+    StepResult& res = (*results)[e];
+    res.token = entries[e].sampler->Sample(
+        absl::Span<float>(host_logits + i * static_cast<int64_t>(V), V), &res.sample);
+  });
+  return absl::OkStatus();
 }
 
 absl::Status CudaModel::Forward(const StepShape& sh) {
@@ -618,7 +648,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   const int C = cfg.n_embd, V = cfg.vocab_size;
   const int R = sh.rows, E = sh.entries;
   cudaStream_t st = stream_.get();
-  // The index arrays' layout: prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1].
+  // The index arrays' layout: prev[R] | out_rows[out] | last[E] | slots[E] | offsets[E+1].
   const int32_t* d_prev = s_.index.get();
   const int32_t* d_out_rows = d_prev + R;
   const int32_t* d_last = d_out_rows + sh.out;
@@ -637,25 +667,19 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   if (sh.logits > 0) {
     MODRWKV_RETURN_IF_ERROR(Gemm(head_, s_.xo.get(), sh.logits, s_.logits.get(), false));
   }
-  // One id per sequence picked on the device instead of its logits: drawn, then greedy.
-  if (sh.drawn > 0) {
+  // One id per sequence picked on the device instead of its logits.
+  if (sh.picked > 0) {
     MODRWKV_RETURN_IF_ERROR(
-        LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied) * V, sh.drawn, V,
+        LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied) * V, sh.picked, V,
                        d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get()));
-  }
-  const int greedy = sh.logits - sh.copied - sh.drawn;
-  if (greedy > 0) {
-    MODRWKV_RETURN_IF_ERROR(
-        LaunchArgmaxRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied + sh.drawn) * V,
-                         greedy, V, s_.tokens.get() + sh.drawn));
   }
   return absl::OkStatus();
 }
 
 absl::Status CudaModel::RunForward(const StepShape& sh) {
   // Graphs for decode steps only (one row per sequence): prefill chunks come in too many sizes.
-  if (!graphs_enabled_ || sh.rows != sh.entries) return Forward(sh);
-  const auto key = std::make_tuple(sh.entries, sh.out, sh.copied, sh.drawn, sh.logits);
+  if (!graphs_enabled_ || sh.rows != sh.entries || sh.out != sh.logits) return Forward(sh);
+  const GraphKey key = std::make_tuple(sh.entries, sh.copied, sh.picked);
   if (auto it = graphs_.find(key); it != graphs_.end()) {
     return CudaStatus(cudaGraphLaunch(it->second.get(), stream_.get()), "cudaGraphLaunch");
   }
@@ -679,8 +703,7 @@ absl::Status CudaModel::RunForward(const StepShape& sh) {
     cudaGetLastError();  // clear a non-sticky capture error
     return Forward(sh);
   }
-  GraphExec& slot = graphs_[key];
-  slot.reset(exec);
+  graphs_[key].reset(exec);
   return CudaStatus(cudaGraphLaunch(exec, st), "cudaGraphLaunch");
 }
 

@@ -7,14 +7,15 @@
 // rwkv7_ops.cuh plus the recurrence of wkv.cuh. The state pool is one cudaMalloc at load, in the
 // CPU backend's slot layout, so ReadSlot/WriteSlot move the canonical state blob as it is. The
 // embedding table stays in host memory: the rows of a step's tokens are gathered on the host and
-// copied up with the step's other inputs. Logits come back to the host for the sampler (as on the
-// CPU), except for plain greedy sequences, whose token is picked on the device (argmax.cuh).
+// copied up with the step's other inputs. A sequence's token is picked on the device (sample.cuh)
+// unless its sampler needs the logits on the host (a constraint, logprobs). Decode steps are
+// padded to bucket sizes and replayed as CUDA graphs.
 //
 // With bf16 weights, products of 16 rows or more run on tensor cores. The state pool holds f32 or,
 // as an option, f16 elements (half the memory per session; exported blobs are f32 either way).
 //
-// Not built yet (docs/engine.md, "CUDA backend"): sampling with penalties or temperature on the
-// device, a pipelined (asynchronous) Step, CUDA graphs, chunked WKV for long prompts.
+// Not built yet (docs/engine.md, "CUDA backend"): a pipelined (asynchronous) Step, chunked WKV
+// for long prompts, logprobs on the device.
 #pragma once
 
 #include <cublas_v2.h>
@@ -38,6 +39,10 @@ class ThreadPool;
 }  // namespace modrwkv::cpu
 
 namespace modrwkv::cuda {
+
+// The padded size of a decode step or of one of its output groups (CUDA graphs are kept per
+// padded shape): 1, 2, 4, 8, then multiples of 8 to 64, of 32 to 512, of 128 beyond; 0 stays 0.
+int DecodeBucket(int n);
 
 class CudaModel final : public Model {
  public:
@@ -90,11 +95,11 @@ class CudaModel final : public Model {
   absl::Status CheckSlot(int slot, const char* what) const;
   absl::Status UseDevice() const;  // makes device_ current on the calling thread
   absl::Status StepOnDevice(absl::Span<const StepEntry> entries, std::vector<StepResult>* results);
-  // What a step computes, as far as the kernels' launches depend on it: `rows` input rows of
-  // `entries` sequences; `out` output rows, of which the first `logits` get the LM head: `copied`
-  // for the host, then `drawn` (sample.cuh), then the plain greedy ones; the rest hidden rows.
+  // What a step computes, as far as the kernels' launches depend on it (padding included):
+  // `rows` input rows of `entries` sequences; `out` output rows, of which the first `logits` get
+  // the LM head: `copied` for the host, then `picked` on the device (sample.cuh); the rest hidden.
   struct StepShape {
-    int rows, entries, out, copied, drawn, logits;
+    int rows = 0, entries = 0, out = 0, copied = 0, picked = 0, logits = 0;
   };
   // The device work of a step, from ln0 to the tokens picked on the device, enqueued on the stream
   // with the step's inputs already staged: eagerly, or as a CUDA graph (RunForward).
@@ -107,9 +112,11 @@ class CudaModel final : public Model {
   // Device scratch for `rows` input rows and `out_rows` output rows, `index_ints` index entries,
   // and the pinned host staging that goes with them.
   absl::Status EnsureScratch(int rows, int out_rows, int index_ints);
-  // For the entries `drawn` (indices into `entries`) sampled on the device: their samplers' edits
-  // and draws (Sampler::PrepareDeviceDraw), copied up on the stream.
-  absl::Status StageDraws(absl::Span<const int> drawn, absl::Span<const StepEntry> entries);
+  // For the entries `picked` (indices into `entries`) whose token is picked on the device: their
+  // draws (greedy, or Sampler::PrepareDeviceDraw's edits and draw), then greedy padding up to
+  // `padded` rows, copied up on the stream.
+  absl::Status StageDraws(absl::Span<const int> picked, absl::Span<const StepEntry> entries,
+                          int padded);
   // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate).
   absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate);
   // S: the state pool's element type (float, or __half with ModelOptions::StateType::kF16).
@@ -156,15 +163,14 @@ class CudaModel final : public Model {
   const DeviceDraw* d_draws_ = nullptr;
   const int32_t* d_edit_offsets_ = nullptr;
   const LogitEdit* d_edits_ = nullptr;
-  // CUDA graphs of decode steps, by (entries, out, copied, drawn, logits);
-  // ModelOptions::cuda_graphs.
+  // CUDA graphs of decode steps, by padded (entries, copied, picked); ModelOptions::cuda_graphs.
   struct GraphExecDeleter {
     void operator()(cudaGraphExec_t g) const noexcept {
       if (g != nullptr) cudaGraphExecDestroy(g);
     }
   };
   using GraphExec = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, GraphExecDeleter>;
-  using GraphKey = std::tuple<int, int, int, int, int>;
+  using GraphKey = std::tuple<int, int, int>;
   static constexpr size_t kMaxGraphs = 64;
   bool graphs_enabled_ = false;
   std::map<GraphKey, GraphExec> graphs_;

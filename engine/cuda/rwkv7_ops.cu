@@ -72,6 +72,7 @@ __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
                                  const int32_t* __restrict__ last,
                                  const int32_t* __restrict__ slots, S* __restrict__ shift_base,
                                  int64_t slot_stride) {
+  if (slots[blockIdx.x] < 0) return;  // a padding sequence: no slot
   const float* src = x + static_cast<int64_t>(last[blockIdx.x]) * C;
   S* dst = shift_base + static_cast<int64_t>(slots[blockIdx.x]) * slot_stride;
   for (int c = threadIdx.x; c < C; c += blockDim.x) StoreState(dst + c, src[c]);

@@ -30,7 +30,7 @@ absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const float* mix, int mixes, float* out);
 
 // The shift state after the step: slot slots[e] gets row last[e] of x, for e in [0, E) (rounded
-// to nearest even when the state is f16).
+// to nearest even when the state is f16); entries with slots[e] < 0 (padding) are skipped.
 absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
                               const int32_t* slots, int E, float* shift_base, int64_t slot_stride);
 absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,

@@ -78,7 +78,6 @@ struct Shared {
   uint32_t bits;
   long long want;
   int chosen;
-  int token;
   int chunk;
   u64 target;
 };

@@ -27,6 +27,7 @@ static __global__ void __launch_bounds__(N)
   const int b = blockIdx.x / H;
   const int h = blockIdx.x % H;
   const int i = threadIdx.x;
+  if (slot_of_seq[b] < 0) return;  // a padding sequence (cuda_model.cc): no state, no output
 
   S* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
            static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;

@@ -37,6 +37,26 @@ TEST(CudaModelTest, WithoutADeviceCreateIsFailedPrecondition) {
   EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition) << m.status();
 }
 
+TEST(DecodeBucketTest, PadsToFewSizes) {
+  EXPECT_EQ(DecodeBucket(0), 0);
+  EXPECT_EQ(DecodeBucket(1), 1);
+  EXPECT_EQ(DecodeBucket(3), 4);
+  EXPECT_EQ(DecodeBucket(8), 8);
+  EXPECT_EQ(DecodeBucket(9), 16);
+  EXPECT_EQ(DecodeBucket(64), 64);
+  EXPECT_EQ(DecodeBucket(65), 96);
+  EXPECT_EQ(DecodeBucket(256), 256);
+  EXPECT_EQ(DecodeBucket(513), 640);
+  int sizes = 0;
+  for (int n = 1; n <= 1024; ++n) {
+    const int b = DecodeBucket(n);
+    ASSERT_GE(b, n);
+    ASSERT_LT(b, 2 * n) << n;  // less than doubled
+    sizes += DecodeBucket(n - 1) != b;
+  }
+  EXPECT_LE(sizes, 40);  // shapes, and so graphs, for every batch up to 1024
+}
+
 // Both backends on one random model (f32 weights: the GPU keeps f32, so the only differences
 // are the order of float sums).
 class CudaVsCpuTest : public ::testing::Test {
@@ -141,6 +161,9 @@ TEST_F(CudaVsCpuTest, MixedStepsMatchTheCpu) {
   }
   StepBoth(decode, kTol);
   for (int s = 0; s < 3; ++s) ExpectSameSlot(s, kTol);
+  // Three decode sequences run padded to four on the GPU; the padding has no slot, so the
+  // unused slot 3 still holds the zero state.
+  ExpectSameSlot(3, kTol);
 }
 
 TEST_F(CudaVsCpuTest, AStateExportedFromTheGpuContinuesOnTheCpu) {
@@ -284,8 +307,8 @@ TEST_F(CudaVsCpuTest, DeviceDrawsFollowTheReferenceOnTheCpusLogits) {
 
 // CUDA graphs (ModelOptions::cuda_graphs): decode steps replayed from a graph give exactly what
 // the same steps launched one by one give — logits for the host, device draws and greedy picks
-// in one step, over enough steps that the shape is captured and replayed; then a step of another
-// shape, a prefill (never graphed) and the first shape again.
+// in one step, over enough steps that the shape is captured and replayed; then steps padded to
+// that shape (3 sequences), another shape, a prefill (never graphed) and the first shape again.
 TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   RandomModelSpec spec;
@@ -339,6 +362,7 @@ TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
     }
   };
   for (int k = 0; k < 6; ++k) step(4, "decode of 4");
+  for (int k = 0; k < 4; ++k) step(3, "decode of 3 (padded to 4)");
   for (int k = 0; k < 4; ++k) step(2, "decode of 2");
   const std::vector<int32_t> prompt = {9, 8, 7, 6, 5};
   StepEntry p;
