@@ -306,10 +306,6 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.hv, static_cast<size_t>(rows) * std::max(c.d_mv, 1)));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.hg, static_cast<size_t>(rows) * c.d_gate));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.hf, static_cast<size_t>(rows) * c.ffn_size));
-    if (bf16_ && rows >= kTensorCoreRows) {  // the widest input of a product is the FFN's
-      MODRWKV_RETURN_IF_ERROR(
-          Grow(&s_.xb, static_cast<size_t>(rows) * std::max<int>(c.ffn_size, c.n_embd)));
-    }
     s_.rows = rows;
     DropGraphs();
     void* p = nullptr;
@@ -330,6 +326,15 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
     const size_t floats = static_cast<size_t>(out) * (c.vocab_size + C);
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, floats * 4));
     host_out_.reset(static_cast<float*>(p));
+  }
+  // A layer's products take `rows` rows (the widest input is the FFN's), the head's the output
+  // rows (more than `rows` when a padded decode step pads its output groups too).
+  const size_t xb = std::max(static_cast<size_t>(rows) * std::max<int>(c.ffn_size, c.n_embd),
+                             static_cast<size_t>(out) * C);
+  if (bf16_ && std::max(rows, out) >= kTensorCoreRows && xb > s_.xb_capacity) {
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.xb, xb));
+    s_.xb_capacity = xb;
+    DropGraphs();
   }
   if (index_ints > s_.index_capacity) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.index, static_cast<size_t>(index_ints)));
@@ -365,7 +370,8 @@ absl::Status CudaModel::StageDraws(absl::Span<const int> picked,
   const size_t draw_bytes = padded * sizeof(DeviceDraw), offset_bytes = (padded + 1) * 4;
   const size_t bytes = draw_bytes + offset_bytes + edits_.size() * sizeof(LogitEdit);
   if (bytes > draw_capacity_) {
-    const size_t cap = std::max(bytes, 2 * draw_capacity_);
+    // From 1 MiB, then 4x: every growth drops the captured graphs.
+    const size_t cap = std::max({bytes, 4 * draw_capacity_, size_t{1} << 20});
     MODRWKV_ASSIGN_OR_RETURN(s_.draw, AllocDevice<uint8_t>(cap));
     void* p = nullptr;
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, cap));

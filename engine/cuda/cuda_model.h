@@ -83,6 +83,7 @@ class CudaModel final : public Model {
     DeviceBuffer<float> hw, ha, hv, hg, hf;
     DeviceBuffer<float> xo, logits;
     DeviceBuffer<uint16_t> xb;     // a product's input rounded to bf16 (tensor-core products)
+    size_t xb_capacity = 0;        // elements
     DeviceBuffer<int32_t> tokens;  // the tokens picked on the device (drawn, then greedy)
     DeviceBuffer<uint8_t> draw;    // the draws' upload (StageDraws)
     DeviceBuffer<int32_t> index;   // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]

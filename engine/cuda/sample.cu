@@ -267,13 +267,13 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   best = sh.best_v[0];
   idx = sh.best_i[0];
-  if (idx < 0 || d.temperature == 0.0f || best == INFINITY) {
+  const float scale = 1.0f / d.temperature;  // +inf for a temperature too small to divide by
+  if (idx < 0 || !(scale < INFINITY) || best == INFINITY) {
     if (threadIdx.x == 0) tokens[row] = idx < 0 ? d.fallback : idx;
     return;  // the whole block returns together
   }
 
   // 3. Relative probabilities, in place; the top token's is exactly 1.
-  const float scale = 1.0f / d.temperature;
   for (int i = threadIdx.x; i < V; i += kThreads) {
     const float v = p[i];
     p[i] = v != v || v == -INFINITY ? 0.0f : expf((v - best) * scale);
@@ -310,13 +310,18 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) {
     u64 total = 0;
     for (int c = 0; c < chunks; ++c) total += sh.chunk_mass[c];
-    u64 target = static_cast<u64>(d.u * static_cast<double>(total));
-    if (target >= total) target = total - 1;  // total > 0: the top token (mass 2^40) is kept
-    int c = 0;
-    while (target >= sh.chunk_mass[c]) target -= sh.chunk_mass[c++];
-    sh.chunk = c;
-    sh.target = target;
-    tokens[row] = idx;  // overwritten below by exactly one thread; kept only if none were
+    tokens[row] = idx;  // overwritten below by exactly one thread, unless nothing is kept
+    if (total == 0) {   // min_p above the top token's 1: the draw is the argmax
+      sh.chunk = 0;
+      sh.target = ~u64{0};  // passed by no running mass
+    } else {
+      u64 target = static_cast<u64>(d.u * static_cast<double>(total));
+      if (target >= total) target = total - 1;
+      int c = 0;
+      while (target >= sh.chunk_mass[c]) target -= sh.chunk_mass[c++];
+      sh.chunk = c;
+      sh.target = target;
+    }
   }
   __syncthreads();
 

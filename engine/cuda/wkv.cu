@@ -27,7 +27,13 @@ static __global__ void __launch_bounds__(N)
   const int b = blockIdx.x / H;
   const int h = blockIdx.x % H;
   const int i = threadIdx.x;
-  if (slot_of_seq[b] < 0) return;  // a padding sequence (cuda_model.cc): no state, no output
+  const int64_t t0 = seq_offsets[b];
+  const int64_t t1 = seq_offsets[b + 1];
+  const int64_t col = static_cast<int64_t>(h) * N + i;
+  if (slot_of_seq[b] < 0) {  // a padding sequence (cuda_model.cc): no state; defined zeros out
+    for (int64_t t = t0; t < t1; ++t) y[t * ldy + col] = 0.0f;
+    return;  // the whole block returns together
+  }
 
   S* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
            static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;
@@ -39,9 +45,6 @@ static __global__ void __launch_bounds__(N)
   // and one barrier per token suffices (a buffer is rewritten two tokens after it was read, and
   // every thread has passed the barrier in between).
   __shared__ float stage[2][5][N];
-  const int64_t t0 = seq_offsets[b];
-  const int64_t t1 = seq_offsets[b + 1];
-  const int64_t col = static_cast<int64_t>(h) * N + i;
   float nr = 0.f, nw = 0.f, nk = 0.f, nkk = 0.f, na = 0.f, nv = 0.f;
   auto load = [&](int64_t t) {
     const int64_t off = t * ld + col;

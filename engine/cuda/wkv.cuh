@@ -18,8 +18,8 @@ namespace modrwkv::cuda {
 //               even, after the sequence's last token); the [64 value i][64 key j] state of
 //               (sequence b, head h) starts at state_pool + slot_of_seq[b]*slot_stride_floats +
 //               h*head_stride_floats; updated in place. Slots must be distinct across the batch.
-//   slot_of_seq: [B] slot index of each sequence; < 0: a padding sequence, skipped (its y rows
-//                are left as they were).
+//   slot_of_seq: [B] slot index of each sequence; < 0: a padding sequence: no state is read or
+//                written, its y rows are set to zero.
 //   seq_offsets: [B+1] row offsets; sequence b owns rows [seq_offsets[b], seq_offsets[b+1])
 //                (non-decreasing; an empty sequence leaves its state untouched).
 //   r, w, k, v, kk, a: [rows][ld] fp32; head h of row t is at ptr + t*ld + h*64. w is the decay

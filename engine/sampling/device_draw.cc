@@ -32,11 +32,11 @@ Kept Select(absl::Span<const float> logits, const DeviceDraw& d) {
     return k;
   }
   const float max = logits[best];
-  if (d.temperature == 0.0f || max == kInf) {
+  const float scale = 1.0f / d.temperature;  // +inf for a temperature too small to divide by
+  if (!(scale < kInf) || max == kInf) {
     k.argmax = best;
     return k;
   }
-  const float scale = 1.0f / d.temperature;
   k.p.resize(n);
   for (int32_t i = 0; i < n; ++i) {
     const float v = logits[i];
@@ -61,9 +61,13 @@ Kept Select(absl::Span<const float> logits, const DeviceDraw& d) {
     }
   }
   k.kept.assign(n, 0);
+  bool any = false;
   for (size_t t = 0; t < count; ++t) {
-    if (k.p[order[t]] >= d.min_p) k.kept[order[t]] = 1;
+    if (k.p[order[t]] < d.min_p) continue;
+    k.kept[order[t]] = 1;
+    any = true;
   }
+  if (!any) k.argmax = best;  // min_p above the top token's 1
   return k;
 }
 

@@ -10,11 +10,13 @@
 //   1. v = banned ? -inf : ((v > 0 ? v / repetition : v * repetition) - subtract) + add: the
 //      Sampler's own penalties, bias and bans, bit for bit.
 //   2. The largest v (NaN ignored, lowest id on ties). None above -inf: `fallback` (the lowest id
-//      that is not banned). Temperature 0 or a +inf logit: that argmax.
+//      that is not banned). Temperature 0 (or so small that 1 / temperature overflows) or a +inf
+//      logit: that argmax.
 //   3. p = exp((v - max) / temperature) (NaN and -inf: 0), so the top token has p = 1.
 //   4. Tokens in "better" order (p descending, lower id first on ties); keep the first top_k
 //      (0 = all), then the shortest prefix of those whose mass reaches top_p x their mass
-//      (x (1 - 1e-6), as the Sampler), then only those with p >= min_p.
+//      (x (1 - 1e-6), as the Sampler), then only those with p >= min_p; none left (min_p > 1):
+//      the argmax.
 //   5. The kept tokens in id order, their masses accumulated in double: the first whose running
 //      sum exceeds u x the kept mass (the last kept token if rounding leaves none).
 //

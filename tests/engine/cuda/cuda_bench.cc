@@ -257,8 +257,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
         100 * flops / best / peak);
   }
 
-  // Decode: B sequences, one token each per step, greedy on the device (argmax.cu); then, at
-  // the largest batch up to 256, sampled on the device (sample.cu: temperature, top-p,
+  // Decode: B sequences, one token each per step, greedy on the device (sample.cu at temperature
+  // 0); then, at the largest batch up to 256, sampled on the device (sample.cu: temperature, top-p,
   // penalties) and sampled on the host (logprobs: the logits come back), to show what each costs.
   SamplerConfig greedy;
   greedy.temperature = 0;
@@ -282,7 +282,9 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
       entries[i].output = StepOutput::kSample;
       entries[i].sampler = samplers[i].get();
     }
-    MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));  // warm-up
+    for (int w = 0; w < 2; ++w) {  // warm-up: scratch growth, then the graph's capture
+      MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
+    }
     const auto t0 = Clock::now();
     for (int k = 0; k < args.steps; ++k) MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
     return Seconds(t0) / args.steps;

@@ -212,7 +212,7 @@ TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
 }
 
 // Samplers run inside Step: greedy samplers of several sequences in one step pick the CPU's
-// tokens, whether plain (argmax.cu) or with a penalty (its edits applied by sample.cu).
+// tokens, whether plain (sample.cu's argmax) or with a penalty (its edits applied first).
 TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {
   constexpr int kSeqs = 3;
   SamplerConfig greedy;
@@ -307,8 +307,9 @@ TEST_F(CudaVsCpuTest, DeviceDrawsFollowTheReferenceOnTheCpusLogits) {
 
 // CUDA graphs (ModelOptions::cuda_graphs): decode steps replayed from a graph give exactly what
 // the same steps launched one by one give — logits for the host, device draws and greedy picks
-// in one step, over enough steps that the shape is captured and replayed; then steps padded to
-// that shape (3 sequences), another shape, a prefill (never graphed) and the first shape again.
+// in one step, over enough steps that the shape is captured and replayed; then 3 sequences
+// (padded to 4 entries: a shape of its own, as none copies logits), 2 sequences, a prefill (never
+// graphed) and the first shape again.
 TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   RandomModelSpec spec;
@@ -362,7 +363,7 @@ TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
     }
   };
   for (int k = 0; k < 6; ++k) step(4, "decode of 4");
-  for (int k = 0; k < 4; ++k) step(3, "decode of 3 (padded to 4)");
+  for (int k = 0; k < 4; ++k) step(3, "decode of 3 (padded to 4 entries)");
   for (int k = 0; k < 4; ++k) step(2, "decode of 2");
   const std::vector<int32_t> prompt = {9, 8, 7, 6, 5};
   StepEntry p;

@@ -152,6 +152,14 @@ TEST(DeviceDrawTest, DegenerateLogits) {
   std::vector<float> greedy = {0.5f, 2.0f, 2.0f, -1.0f};
   d.temperature = 0.0f;
   EXPECT_EQ(ReferenceDeviceDraw(greedy, d), 1);  // lowest id on a tie
+  d.temperature = 1e-39f;                        // 1 / temperature overflows: greedy
+  EXPECT_EQ(ReferenceDeviceDraw(greedy, d), 1);
+  EXPECT_EQ(DeviceDrawProbabilities(greedy, d)[1], 1.0);
+  d.temperature = 1.0f;
+  d.min_p = 1.5f;  // nothing kept: the argmax, never an empty draw
+  EXPECT_EQ(ReferenceDeviceDraw(greedy, d), 1);
+  EXPECT_EQ(DeviceDrawProbabilities(greedy, d)[1], 1.0);
+  d.min_p = 0.0f;
   // Edits out of range are ignored; a ban wins over everything else.
   std::vector<float> l = {1.0f, 2.0f};
   ApplyLogitEdits(absl::MakeSpan(l),
