@@ -22,10 +22,7 @@ struct Request {
   std::shared_ptr<StreamSink> sink;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<TokenOutput> output;
-  PooledSession* session = nullptr;
-  // The session as it was at admission, restored if the turn ends before its prompt is complete.
-  std::vector<float> snapshot;
-  int32_t snapshot_pending = -1;
+  PooledSession* session = nullptr;  // its turn is undone if the prompt does not get in whole
   int slot = -1;
   // Prompt cursor: part index and row offset inside it.
   size_t part = 0;

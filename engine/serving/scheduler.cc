@@ -399,10 +399,7 @@ class Scheduler::Impl {
                           reason::kSessionBusy);
       }
       MODRWKV_RETURN_IF_ERROR(pool_.MakeHot(s));  // UNAVAILABLE: wait for a slot
-      std::vector<float> snapshot(model_->config().StateFloats());
-      MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s->slot, absl::MakeSpan(snapshot)));
-      r.snapshot = std::move(snapshot);
-      r.snapshot_pending = s->pending_token;
+      MODRWKV_RETURN_IF_ERROR(pool_.BeginTurn(s));
       r.slot = s->slot;
       r.session = s;
       s->busy = true;
@@ -578,9 +575,9 @@ class Scheduler::Impl {
       const bool prompt_complete = r.prompt_done == r.prompt_rows;
       if (!prompt_complete || reason == EndReason::kError) {
         // Never leave half a prompt in a session: back to exactly what it was before.
-        (void)model_->WriteSlot(r.slot, r.snapshot);
-        s->pending_token = r.snapshot_pending;
+        (void)pool_.RollBack(s);
       } else {
+        pool_.EndTurn(s);
         s->tokens += r.prompt_rows + std::max(0, r.generated - 1);
         s->pending_token = r.generated > 0 ? r.last_token : -1;
       }

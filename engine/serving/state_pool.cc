@@ -1,6 +1,7 @@
 #include "engine/serving/state_pool.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -40,6 +41,7 @@ std::optional<int> StatePool::TakeSlot() {
     free_slots_.pop_back();
     return s;
   }
+  if (std::optional<int> lent = ReclaimTurnSlot()) return lent;
   PooledSession* lru = nullptr;
   for (auto& [id, s] : sessions_) {
     if (s->slot >= 0 && s->idle() && (!lru || s->last_used < lru->last_used)) lru = s.get();
@@ -55,6 +57,56 @@ std::optional<int> StatePool::TakeSlot() {
 }
 
 void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
+
+std::optional<int> StatePool::ReclaimTurnSlot() {
+  for (auto& [id, s] : sessions_) {
+    if (!s->turn || s->turn->slot < 0) continue;
+    std::vector<float> state(model_->config().StateFloats());
+    if (!model_->ReadSlot(s->turn->slot, absl::MakeSpan(state)).ok()) continue;
+    s->turn->host = std::move(state);
+    return std::exchange(s->turn->slot, -1);
+  }
+  return std::nullopt;
+}
+
+absl::Status StatePool::BeginTurn(PooledSession* s) {
+  if (s->slot < 0) return absl::FailedPreconditionError("BeginTurn: the session is not hot");
+  PooledSession::Turn t;
+  t.pending_token = s->pending_token;
+  if (!free_slots_.empty() && model_->CopySlot(s->slot, free_slots_.back()).ok()) {
+    t.slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    t.host.resize(model_->config().StateFloats());
+    MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s->slot, absl::MakeSpan(t.host)));
+  }
+  s->turn = std::move(t);
+  return absl::OkStatus();
+}
+
+absl::Status StatePool::RollBack(PooledSession* s) {
+  if (!s->turn) return absl::OkStatus();
+  PooledSession::Turn t = std::move(*s->turn);
+  s->turn.reset();
+  s->pending_token = t.pending_token;
+  if (t.slot >= 0) {
+    const absl::Status st = model_->CopySlot(t.slot, s->slot);
+    ReleaseSlot(t.slot);
+    return st;
+  }
+  return model_->WriteSlot(s->slot, t.host);
+}
+
+void StatePool::EndTurn(PooledSession* s) {
+  if (s->turn && s->turn->slot >= 0) ReleaseSlot(s->turn->slot);
+  s->turn.reset();
+}
+
+int StatePool::turns_in_slots() const {
+  int n = 0;
+  for (const auto& [id, s] : sessions_) n += s->turn && s->turn->slot >= 0;
+  return n;
+}
 
 absl::Status StatePool::MoveIntoSlot(PooledSession* s, int slot) {
   if (s->cold.empty()) {
@@ -119,6 +171,7 @@ absl::StatusOr<PooledSession*> StatePool::Find(SessionId id, const std::string& 
 
 void StatePool::Delete(PooledSession* s) {
   if (s->slot >= 0) ReleaseSlot(s->slot);
+  EndTurn(s);
   {
     std::lock_guard<std::mutex> l(owners_mu_);
     owners_.erase(s->id);

@@ -38,6 +38,14 @@ struct PooledSession {
   absl::Time last_used;
   bool busy = false;  // a request is running on it
   int pins = 0;       // pool operations in progress on it (never evicted while > 0)
+  // The turn a request is running on the session: where it started, so that it can be undone
+  // exactly (StatePool::BeginTurn).
+  struct Turn {
+    int slot = -1;            // the starting state copied into a spare slot, or
+    std::vector<float> host;  // into host memory (slot < 0)
+    int32_t pending_token = -1;
+  };
+  std::optional<Turn> turn;
 
   bool idle() const { return !busy && pins == 0; }
 };
@@ -68,6 +76,20 @@ class StatePool {
   void ReleaseSlot(int slot);
   int slots_total() const { return model_->num_slots(); }
   int slots_used() const { return slots_total() - static_cast<int>(free_slots_.size()); }
+
+  // ---- turns ----
+  // A request's turn on a hot session keeps the state it started from, so that a turn that ends
+  // early (an error, a cancel before its prompt is in) is undone exactly. The copy goes to a free
+  // slot when there is one — a copy inside the pool, on a GPU a device-to-device copy with no
+  // host round trip — else to host memory. A slot holding a turn's start is lent, not kept: when
+  // a slot is needed and none is free, such a copy moves to host memory (one ReadSlot, what every
+  // turn cost before) before any idle session is offloaded. slots_used() counts lent slots.
+  absl::Status BeginTurn(PooledSession* s);
+  // Puts the session back as it was at BeginTurn (state and pending token) and ends the turn.
+  absl::Status RollBack(PooledSession* s);
+  // Keeps the session's new state and ends the turn.
+  void EndTurn(PooledSession* s);
+  int turns_in_slots() const;
 
   // ---- sessions ----
   // New sessions start cold with the zero state. RESOURCE_EXHAUSTED (naming the limit) when the
@@ -108,9 +130,12 @@ class StatePool {
 
  private:
   class Pin;
-  // A free slot, or one freed by moving the LRU idle hot session to the cold tier (which may
-  // then be over its bound: the caller settles it with EnforceColdCapacity).
+  // A free slot, or one lent to a turn's start (moved to host memory), or one freed by moving
+  // the LRU idle hot session to the cold tier (which may then be over its bound: the caller
+  // settles it with EnforceColdCapacity).
   std::optional<int> TakeSlot();
+  // A lent slot back from a turn whose start moves to host memory; nullopt if none is lent.
+  std::optional<int> ReclaimTurnSlot();
   // Adds a cold zero-state session after the quota check (a random id unless `id` is given);
   // pinned by the caller's Pin.
   absl::StatusOr<PooledSession*> NewSession(const std::string& owner,

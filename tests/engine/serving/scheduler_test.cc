@@ -449,31 +449,36 @@ void CancelDuringPrefill(Scheduler& sched, SessionId session) {
   EXPECT_EQ(sink->Wait().reason, EndReason::kCancelled);
 }
 
+// With one slot a turn's start is kept in host memory; with three, in a spare slot (two
+// sessions hot).
 TEST_F(SchedulerTest, CancelledPrefillLeavesTheSessionExactlyAsItWas) {
-  auto model = MakeModel(1);
-  SchedulerOptions o;
-  o.max_running = 1;
-  o.max_step_tokens = 2;  // a long prompt takes 10,000 steps: the cancel lands during its prefill
-  auto sched = Scheduler::Create(model.get(), tok_, o).value();
-  auto fresh =
-      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
-  auto used =
-      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
-  ASSERT_TRUE(fresh.ok() && used.ok());
+  for (const int slots : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(slots, " slots"));
+    auto model = MakeModel(slots);
+    SchedulerOptions o;
+    o.max_running = 1;
+    o.max_step_tokens = 2;  // a long prompt takes 10,000 steps: the cancel lands during its prefill
+    auto sched = Scheduler::Create(model.get(), tok_, o).value();
+    auto fresh =
+        Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+    auto used =
+        Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+    ASSERT_TRUE(fresh.ok() && used.ok());
 
-  // A fresh session still holds the zero state: its next turn equals a fresh sequence.
-  CancelDuringPrefill(*sched, fresh->id);
-  EXPECT_EQ(RunTurn(*sched, fresh->id, Prompt(5, 10), 3), Reference(Prompt(5, 10), 3));
+    // A fresh session still holds the zero state: its next turn equals a fresh sequence.
+    CancelDuringPrefill(*sched, fresh->id);
+    EXPECT_EQ(RunTurn(*sched, fresh->id, Prompt(5, 10), 3), Reference(Prompt(5, 10), 3));
 
-  // A used session keeps its state and its pending token (sampled by turn 1, not yet fed): the
-  // turn after the cancelled one continues as if that one never happened.
-  const std::vector<int32_t> turn1 = RunTurn(*sched, used->id, Prompt(5, 1), 3);
-  CancelDuringPrefill(*sched, used->id);
-  std::vector<int32_t> whole = Prompt(5, 1);
-  whole.insert(whole.end(), turn1.begin(), turn1.end());  // the last one was the pending token
-  const std::vector<int32_t> p3 = Prompt(4, 3);
-  whole.insert(whole.end(), p3.begin(), p3.end());
-  EXPECT_EQ(RunTurn(*sched, used->id, p3, 3), Reference(whole, 3));
+    // A used session keeps its state and its pending token (sampled by turn 1, not yet fed): the
+    // turn after the cancelled one continues as if that one never happened.
+    const std::vector<int32_t> turn1 = RunTurn(*sched, used->id, Prompt(5, 1), 3);
+    CancelDuringPrefill(*sched, used->id);
+    std::vector<int32_t> whole = Prompt(5, 1);
+    whole.insert(whole.end(), turn1.begin(), turn1.end());  // the last one was the pending token
+    const std::vector<int32_t> p3 = Prompt(4, 3);
+    whole.insert(whole.end(), p3.begin(), p3.end());
+    EXPECT_EQ(RunTurn(*sched, used->id, p3, 3), Reference(whole, 3));
+  }
 }
 
 TEST_F(SchedulerTest, QueuedPromptTokenCountReturnsToZeroAfterSessionTurns) {

@@ -293,5 +293,79 @@ TEST_F(StatePoolTest, FindIsOwnerScoped) {
   EXPECT_EQ(ReasonOf(other.status()), reason::kSessionNotFound);
 }
 
+// A turn's start goes to a spare slot when one is free (slots_used counts it) and comes back
+// exactly on RollBack, pending token too; EndTurn keeps the new state and frees the slot.
+TEST_F(StatePoolTest, ATurnsStartInASpareSlotIsRestoredExactly) {
+  Build(/*slots=*/2, Cap(4));
+  PooledSession* s = Make("a", T(1));
+  s->cold = Filled(0.25f);
+  s->pending_token = 5;
+  ASSERT_TRUE(pool_->MakeHot(s).ok());
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  EXPECT_EQ(pool_->turns_in_slots(), 1);
+  EXPECT_EQ(pool_->slots_used(), 2);
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(-3.0f)).ok());  // the turn's work
+  s->pending_token = 9;
+  ASSERT_TRUE(pool_->RollBack(s).ok());
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(0.25f));
+  EXPECT_EQ(s->pending_token, 5);
+  EXPECT_EQ(pool_->turns_in_slots(), 0);
+  EXPECT_EQ(pool_->slots_used(), 1);
+
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(-3.0f)).ok());
+  pool_->EndTurn(s);
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(-3.0f));
+  EXPECT_EQ(pool_->slots_used(), 1);
+  EXPECT_TRUE(pool_->RollBack(s).ok());  // no turn: nothing to undo
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(-3.0f));
+}
+
+// A slot lent to a turn's start is the first one taken back when a slot is needed: the start
+// moves to host memory (the idle hot session stays hot) and RollBack still restores it exactly.
+TEST_F(StatePoolTest, ALentSlotIsReclaimedBeforeAnIdleSessionIsOffloaded) {
+  Build(/*slots=*/3, Cap(4));
+  PooledSession* idle = Make("a", T(1));
+  ASSERT_TRUE(pool_->MakeHot(idle).ok());
+  PooledSession* s = Make("a", T(2));
+  s->cold = Filled(0.5f);
+  ASSERT_TRUE(pool_->MakeHot(s).ok());
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  s->busy = true;
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(7.0f)).ok());
+  EXPECT_EQ(pool_->slots_used(), 3);
+
+  std::optional<int> slot = pool_->AcquireSlot("b");
+  ASSERT_TRUE(slot.has_value());
+  EXPECT_EQ(pool_->turns_in_slots(), 0);
+  EXPECT_GE(idle->slot, 0);  // not offloaded
+  EXPECT_EQ(obs_.to_cold_n, 0);
+  ASSERT_TRUE(model_->WriteSlot(*slot, Filled(-1.0f)).ok());  // the new owner's work
+
+  ASSERT_TRUE(pool_->RollBack(s).ok());
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(0.5f));
+  EXPECT_EQ(pool_->slots_used(), 3);  // nothing double-freed
+  s->busy = false;
+
+  // With no slot free, a turn's start goes to host memory straight away.
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  EXPECT_EQ(pool_->turns_in_slots(), 0);
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(2.0f)).ok());
+  ASSERT_TRUE(pool_->RollBack(s).ok());
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(0.5f));
+}
+
+// Deleting a session in the middle of a turn gives its lent slot back.
+TEST_F(StatePoolTest, DeletingASessionReleasesItsLentSlot) {
+  Build(/*slots=*/2, Cap(4));
+  PooledSession* s = Make("a", T(1));
+  ASSERT_TRUE(pool_->MakeHot(s).ok());
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  EXPECT_EQ(pool_->slots_used(), 2);
+  pool_->Delete(s);
+  EXPECT_EQ(pool_->slots_used(), 0);
+  EXPECT_EQ(pool_->turns_in_slots(), 0);
+}
+
 }  // namespace
 }  // namespace modrwkv
