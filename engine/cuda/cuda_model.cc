@@ -316,9 +316,13 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
   if (out > s_.out_rows) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.xo, static_cast<size_t>(out) * C));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.tokens, static_cast<size_t>(out)));
+    MODRWKV_RETURN_IF_ERROR(Grow(&s_.logprobs, static_cast<size_t>(out)));
     void* g = nullptr;
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&g, static_cast<size_t>(out) * 4));
     host_tokens_.reset(static_cast<int32_t*>(g));
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMallocHost(&g, static_cast<size_t>(out) * sizeof(DeviceLogprobs)));
+    host_logprobs_.reset(static_cast<DeviceLogprobs*>(g));
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.logits, static_cast<size_t>(out) * c.vocab_size));
     s_.out_rows = out;
     DropGraphs();
@@ -517,8 +521,8 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   const int E = static_cast<int>(entries.size());
 
   // Output groups, in this order in the output rows: the entries whose logits go to the host
-  // (kLogits, and samplers that need them: a constraint or logprobs), those whose token is picked
-  // on the device (sample.cuh: greedy or drawn), then hidden-state entries.
+  // (kLogits, and samplers that need them: a constraint), those whose token is picked on the
+  // device (sample.cuh: greedy or drawn, with their logprobs), then hidden-state entries.
   std::vector<int> copied, picked, hidden;
   for (int e = 0; e < E; ++e) {
     const StepEntry& en = entries[e];
@@ -613,9 +617,17 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
                                                  copied.size() * V * sizeof(float),
                                                  cudaMemcpyDeviceToHost, st));
   }
+  const bool logprobs = std::any_of(picked.begin(), picked.end(), [&](int e) {
+    return entries[e].sampler->params().logprobs_top_n >= 0;
+  });
   if (!picked.empty()) {
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_tokens_.get(), s_.tokens.get(),
                                                  picked.size() * sizeof(int32_t),
+                                                 cudaMemcpyDeviceToHost, st));
+  }
+  if (logprobs) {  // ~170 bytes a row instead of the logits
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logprobs_.get(), s_.logprobs.get(),
+                                                 picked.size() * sizeof(DeviceLogprobs),
                                                  cudaMemcpyDeviceToHost, st));
   }
   if (!hidden.empty()) {
@@ -631,7 +643,15 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   for (size_t i = 0; i < picked.size(); ++i) {
     StepResult& res = (*results)[picked[i]];
     res.token = host_tokens_[i];
-    entries[picked[i]].sampler->Accept(res.token);  // as Sample() would have
+    Sampler& sampler = *entries[picked[i]].sampler;
+    sampler.Accept(res.token);  // as Sample() would have
+    if (sampler.params().logprobs_top_n >= 0) {
+      const DeviceLogprobs& lp = host_logprobs_[i];
+      res.sample.logprob = lp.logprob;
+      res.sample.top_logprobs.clear();
+      for (int t = 0; t < lp.count; ++t)
+        res.sample.top_logprobs.emplace_back(lp.ids[t], lp.values[t]);
+    }
   }
   for (size_t i = 0; i < copied.size(); ++i) {
     (*results)[copied[i]].logits =
@@ -677,7 +697,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   if (sh.picked > 0) {
     MODRWKV_RETURN_IF_ERROR(
         LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied) * V, sh.picked, V,
-                       d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get()));
+                       d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get(), s_.logprobs.get()));
   }
   return absl::OkStatus();
 }

@@ -85,8 +85,9 @@ class CudaModel final : public Model {
     DeviceBuffer<uint16_t> xb;     // a product's input rounded to bf16 (tensor-core products)
     size_t xb_capacity = 0;        // elements
     DeviceBuffer<int32_t> tokens;  // the tokens picked on the device (drawn, then greedy)
-    DeviceBuffer<uint8_t> draw;    // the draws' upload (StageDraws)
-    DeviceBuffer<int32_t> index;   // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
+    DeviceBuffer<DeviceLogprobs> logprobs;  // theirs, for samplers that report logprobs
+    DeviceBuffer<uint8_t> draw;             // the draws' upload (StageDraws)
+    DeviceBuffer<int32_t> index;  // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
     int index_capacity = 0;
   };
 
@@ -156,6 +157,7 @@ class CudaModel final : public Model {
   };
   std::unique_ptr<float[], PinnedFree> host_rows_, host_out_;
   std::unique_ptr<int32_t[], PinnedFree> host_index_, host_tokens_;
+  std::unique_ptr<DeviceLogprobs[], PinnedFree> host_logprobs_;
   // Sampling on the device (StageDraws): the step's edits, their pinned staging and where the
   // upload's parts are on the device.
   std::vector<LogitEdit> edits_;

@@ -2,6 +2,8 @@
 //
 //   1. the row's edits, in place;
 //   2. the argmax (NaN ignored, lowest id on ties): decides greedy, +inf and all--inf rows;
+//      rows that report logprobs get them here (log Z and the top-n list, one block-wide best
+//      per entry), while the logits are still in place;
 //   3. p = exp((v - max) / T) in place;
 //   4. the kept set as a prefix of the "better" order (p descending, lower id first), held as a
 //      threshold T and a tie count n: every token with p > T, and the first n (by id) with p == T.
@@ -71,6 +73,7 @@ struct Shared {
   u64 chunk_mass[kMaxChunks];
   int chunk_ties_before[kMaxChunks];
   u64 scan_u64[kWarps];
+  double scan_f64[kWarps];
   int scan_int[kWarps];
   float best_v[kWarps];
   int best_i[kWarps];
@@ -205,10 +208,86 @@ __device__ void SelectTopP(const float* p, int V, float top_p, Shared& sh, uint3
   *ties = static_cast<int>(n);
 }
 
+// The best (value, id) of the row — largest value, lowest id on ties; -inf and NaN never — among
+// the tokens after (after_v, after_i) in that order (after_i < 0: all). (-inf, -1) if none. Every
+// thread gets the answer.
+__device__ void BlockBest(const float* p, int V, float after_v, int after_i, Shared& sh,
+                          float* v_out, int* i_out) {
+  float best = -INFINITY;
+  int idx = -1;
+  for (int i = threadIdx.x; i < V; i += kThreads) {  // increasing ids: strict > keeps the lowest
+    const float v = p[i];
+    if (after_i >= 0 && !(v < after_v || (v == after_v && i > after_i))) continue;
+    if (v > best) {  // false for NaN and -inf
+      best = v;
+      idx = i;
+    }
+  }
+  for (int s = 16; s > 0; s >>= 1) {
+    const float ov = __shfl_xor_sync(kFull, best, s);
+    const int oi = __shfl_xor_sync(kFull, idx, s);
+    if (Beats(ov, oi, best, idx)) {
+      best = ov;
+      idx = oi;
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // the previous call's readers are done with best_v / best_i
+  if (lane == 0) {
+    sh.best_v[warp] = best;
+    sh.best_i[warp] = idx;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kWarps; ++w) {
+      if (Beats(sh.best_v[w], sh.best_i[w], best, idx)) {
+        best = sh.best_v[w];
+        idx = sh.best_i[w];
+      }
+    }
+    sh.best_v[0] = best;
+    sh.best_i[0] = idx;
+  }
+  __syncthreads();
+  *v_out = sh.best_v[0];
+  *i_out = sh.best_i[0];
+}
+
+// The row's logprobs before step 3 (device_draw.h DeviceLogprobs; max is finite): the top_n
+// list in *out, and log Z (the log-sum-exp of v - max), which every thread gets, for the chosen
+// token's. Z is summed in double in a fixed order.
+__device__ double RowLogprobs(const float* p, int V, float max, int top_n, Shared& sh,
+                              DeviceLogprobs* out) {
+  double z = 0;
+  for (int i = threadIdx.x; i < V; i += kThreads) {
+    const float v = p[i];
+    if (v > -INFINITY) z += static_cast<double>(expf(v - max));
+  }
+  double total = 0;
+  BlockInclusiveScan(z, sh.scan_f64, &total);
+  const double log_z = log(total);
+  float after_v = INFINITY;
+  int after_i = -1, n = 0;
+  for (; n < top_n; ++n) {
+    float v;
+    int i;
+    BlockBest(p, V, after_v, after_i, sh, &v, &i);
+    if (i < 0) break;
+    if (threadIdx.x == 0) {
+      out->ids[n] = i;
+      out->values[n] = static_cast<float>(static_cast<double>(v) - max - log_z);
+    }
+    after_v = v;
+    after_i = i;
+  }
+  if (threadIdx.x == 0) out->count = n;
+  return log_z;
+}
+
 __global__ void __launch_bounds__(kThreads)
     DrawRowsKernel(float* logits, int V, const DeviceDraw* __restrict__ draws,
                    const int32_t* __restrict__ edit_offsets, const LogitEdit* __restrict__ edits,
-                   int32_t* __restrict__ tokens) {
+                   int32_t* __restrict__ tokens, DeviceLogprobs* __restrict__ logprobs) {
   __shared__ Shared sh;
   const int row = blockIdx.x;
   float* p = logits + static_cast<int64_t>(row) * V;
@@ -230,46 +309,30 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // 2. Argmax; each thread visits increasing ids, so a strict > keeps its lowest id of a tie.
-  float best = -INFINITY;
-  int idx = -1;
-  for (int i = threadIdx.x; i < V; i += kThreads) {
-    const float v = p[i];
-    if (v > best) {  // false for NaN and -inf
-      best = v;
-      idx = i;
+  // 2. Argmax (NaN ignored, lowest id on ties).
+  float best;
+  int idx;
+  BlockBest(p, V, 0.0f, -1, sh, &best, &idx);
+
+  // Logprobs, while the logits are still in place: the list and log Z now; the chosen token's
+  // once it is known (from its probability after step 3: v - max = log(p) x temperature).
+  DeviceLogprobs* lp = logprobs != nullptr && d.logprobs_top_n >= 0 ? &logprobs[row] : nullptr;
+  double log_z = 0;
+  if (lp != nullptr) {
+    if (idx >= 0 && best < INFINITY) {
+      log_z = RowLogprobs(p, V, best, min(d.logprobs_top_n, kMaxDeviceTopLogprobs), sh, lp);
+    } else if (threadIdx.x == 0) {
+      lp->count = 0;  // no distribution
     }
   }
-  for (int s = 16; s > 0; s >>= 1) {
-    const float ov = __shfl_xor_sync(kFull, best, s);
-    const int oi = __shfl_xor_sync(kFull, idx, s);
-    if (Beats(ov, oi, best, idx)) {
-      best = ov;
-      idx = oi;
-    }
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) {
-    sh.best_v[warp] = best;
-    sh.best_i[warp] = idx;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kWarps; ++w) {
-      if (Beats(sh.best_v[w], sh.best_i[w], best, idx)) {
-        best = sh.best_v[w];
-        idx = sh.best_i[w];
-      }
-    }
-    sh.best_v[0] = best;
-    sh.best_i[0] = idx;
-  }
-  __syncthreads();
-  best = sh.best_v[0];
-  idx = sh.best_i[0];
   const float scale = 1.0f / d.temperature;  // +inf for a temperature too small to divide by
   if (idx < 0 || !(scale < INFINITY) || best == INFINITY) {
-    if (threadIdx.x == 0) tokens[row] = idx < 0 ? d.fallback : idx;
+    if (threadIdx.x == 0) {
+      tokens[row] = idx < 0 ? d.fallback : idx;
+      if (lp != nullptr) {
+        lp->logprob = idx < 0 ? -INFINITY : best == INFINITY ? 0.0f : static_cast<float>(-log_z);
+      }
+    }
     return;  // the whole block returns together
   }
 
@@ -311,7 +374,8 @@ __global__ void __launch_bounds__(kThreads)
     u64 total = 0;
     for (int c = 0; c < chunks; ++c) total += sh.chunk_mass[c];
     tokens[row] = idx;  // overwritten below by exactly one thread, unless nothing is kept
-    if (total == 0) {   // min_p above the top token's 1: the draw is the argmax
+    if (lp != nullptr) lp->logprob = static_cast<float>(-log_z);
+    if (total == 0) {  // min_p above the top token's 1: the draw is the argmax
       sh.chunk = 0;
       sh.target = ~u64{0};  // passed by no running mass
     } else {
@@ -339,7 +403,11 @@ __global__ void __launch_bounds__(kThreads)
     const u64 m = kept ? Fix(v) : u64{0};
     u64 chunk_total = 0;
     const u64 incl = BlockInclusiveScan(m, sh.scan_u64, &chunk_total);
-    if (m > 0 && incl - m <= target && target < incl) tokens[row] = i;  // exactly one thread
+    if (m > 0 && incl - m <= target && target < incl) {  // exactly one thread
+      tokens[row] = i;
+      if (lp != nullptr)
+        lp->logprob = static_cast<float>(static_cast<double>(logf(v)) / scale - log_z);
+    }
   }
 }
 
@@ -347,7 +415,7 @@ __global__ void __launch_bounds__(kThreads)
 
 absl::Status LaunchDrawRows(cudaStream_t stream, float* logits, int rows, int V,
                             const DeviceDraw* draws, const int32_t* edit_offsets,
-                            const LogitEdit* edits, int32_t* tokens) {
+                            const LogitEdit* edits, int32_t* tokens, DeviceLogprobs* logprobs) {
   if (rows < 0 || V <= 0 || V > kMaxDrawVocab) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchDrawRows: rows = ", rows, ", V = ", V,
                                                    " (expected 0 < V <= ", kMaxDrawVocab, ")"));
@@ -356,7 +424,8 @@ absl::Status LaunchDrawRows(cudaStream_t stream, float* logits, int rows, int V,
   if (logits == nullptr || draws == nullptr || edit_offsets == nullptr || tokens == nullptr) {
     return absl::InvalidArgumentError("LaunchDrawRows: null device pointer");
   }
-  DrawRowsKernel<<<rows, kThreads, 0, stream>>>(logits, V, draws, edit_offsets, edits, tokens);
+  DrawRowsKernel<<<rows, kThreads, 0, stream>>>(logits, V, draws, edit_offsets, edits, tokens,
+                                                logprobs);
   return CudaStatus(cudaGetLastError(), "DrawRowsKernel launch");
 }
 

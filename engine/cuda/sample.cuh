@@ -18,7 +18,9 @@ constexpr int kMaxDrawVocab = 1 << 20;
 
 // For each row r in [0, rows): applies edits[edit_offsets[r] .. edit_offsets[r+1]) to
 // logits[r][0..V), then draws tokens[r] as draws[r] says (device_draw.h, steps 1-5). The logits
-// are overwritten (with the relative probabilities). All pointers are device pointers.
+// are overwritten (with the relative probabilities). Rows whose draw asks for logprobs
+// (logprobs_top_n >= 0) get them in logprobs[r] (may be null when none does). All pointers are
+// device pointers.
 //
 // Probability masses are accumulated in 2^-40 fixed point (64-bit integer sums): deterministic
 // whatever the order of the additions, so a row's token depends only on its logits and draw. A
@@ -26,6 +28,7 @@ constexpr int kMaxDrawVocab = 1 << 20;
 // double sums would, with a chance below 1e-12 per step).
 absl::Status LaunchDrawRows(cudaStream_t stream, float* logits, int rows, int V,
                             const DeviceDraw* draws, const int32_t* edit_offsets,
-                            const LogitEdit* edits, int32_t* tokens);
+                            const LogitEdit* edits, int32_t* tokens,
+                            DeviceLogprobs* logprobs = nullptr);
 
 }  // namespace modrwkv::cuda

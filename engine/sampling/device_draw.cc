@@ -107,6 +107,41 @@ int32_t ReferenceDeviceDraw(absl::Span<const float> logits, const DeviceDraw& d)
   return last;
 }
 
+DeviceLogprobs ReferenceDeviceLogprobs(absl::Span<const float> logits, int32_t token, int top_n) {
+  DeviceLogprobs out;
+  float max = -kInf;
+  for (float v : logits) {
+    if (v > max) max = v;  // NaN never compares greater
+  }
+  const bool in_range = token >= 0 && static_cast<size_t>(token) < logits.size();
+  if (!(max > -kInf && max < kInf)) {
+    out.logprob = in_range && logits[token] == max && max == kInf ? 0.0f : -kInf;
+    return out;
+  }
+  double z = 0;
+  for (float v : logits) {
+    if (v > -kInf) z += std::exp(v - max);
+  }
+  const double log_z = std::log(z);
+  auto logprob = [&](float v) { return static_cast<float>(static_cast<double>(v) - max - log_z); };
+  out.logprob = in_range ? logprob(logits[token]) : -kInf;
+  std::vector<int32_t> order;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] > -kInf) order.push_back(static_cast<int32_t>(i));
+  }
+  const size_t n =
+      std::min(order.size(), static_cast<size_t>(std::clamp(top_n, 0, kMaxDeviceTopLogprobs)));
+  std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  out.count = static_cast<int32_t>(n);
+  for (size_t t = 0; t < n; ++t) {
+    out.ids[t] = order[t];
+    out.values[t] = logprob(logits[order[t]]);
+  }
+  return out;
+}
+
 std::vector<double> DeviceDrawProbabilities(absl::Span<const float> logits, const DeviceDraw& d) {
   std::vector<double> out(logits.size(), 0.0);
   const Kept k = Select(logits, d);

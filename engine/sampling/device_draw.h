@@ -48,8 +48,22 @@ struct DeviceDraw {
   int32_t top_k = 0;         // 0 or >= vocab: off
   float top_p = 1.0f;
   float min_p = 0.0f;
-  double u = 0.0;        // uniform in [0, 1), from the Sampler's random stream
-  int32_t fallback = 0;  // the token when no logit is above -inf
+  double u = 0.0;               // uniform in [0, 1), from the Sampler's random stream
+  int32_t fallback = 0;         // the token when no logit is above -inf
+  int32_t logprobs_top_n = -1;  // >= 0: report DeviceLogprobs for this row
+};
+
+// Logprobs reported with a draw (SamplerConfig::logprobs_top_n), defined as the Sampler's
+// SampleResult: log_softmax of the logits after step 1 (before temperature and truncation), the
+// chosen token's and the top_n largest (value descending, lower id first; -inf and NaN never
+// listed). No distribution (no logit above -inf, or a +inf one): the chosen token's is 0 if it
+// holds +inf, else -inf, and none are listed.
+constexpr int kMaxDeviceTopLogprobs = 20;  // SamplerConfig::kMaxTopLogprobs
+struct DeviceLogprobs {
+  float logprob = 0.0f;  // of the chosen token
+  int32_t count = 0;     // entries of ids/values in use
+  int32_t ids[kMaxDeviceTopLogprobs] = {};
+  float values[kMaxDeviceTopLogprobs] = {};
 };
 
 // Step 1, in place.
@@ -57,6 +71,9 @@ void ApplyLogitEdits(absl::Span<float> logits, absl::Span<const LogitEdit> edits
 
 // Steps 2-5 on edited logits: the token the backend must pick.
 int32_t ReferenceDeviceDraw(absl::Span<const float> logits, const DeviceDraw& d);
+
+// The logprobs a draw of `token` from edited `logits` reports (top_n <= kMaxDeviceTopLogprobs).
+DeviceLogprobs ReferenceDeviceLogprobs(absl::Span<const float> logits, int32_t token, int top_n);
 
 // Steps 2-4: each token's probability of being drawn (0 outside the kept set; sums to 1). For
 // tests that compare the distribution with the Sampler's.

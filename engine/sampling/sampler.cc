@@ -223,9 +223,9 @@ bool Sampler::IsPlainGreedy() const {
          params_.banned_tokens.empty() && constrained_ == nullptr && params_.logprobs_top_n < 0;
 }
 
-bool Sampler::CanDrawOnDevice() const {
-  return constrained_ == nullptr && params_.logprobs_top_n < 0;
-}
+static_assert(kMaxDeviceTopLogprobs == SamplerConfig::kMaxTopLogprobs);
+
+bool Sampler::CanDrawOnDevice() const { return constrained_ == nullptr; }
 
 DeviceDraw Sampler::PrepareDeviceDraw(std::vector<LogitEdit>* edits) {
   // One edit per token, merged from the four sources in ApplyPenalties' order.
@@ -250,6 +250,7 @@ DeviceDraw Sampler::PrepareDeviceDraw(std::vector<LogitEdit>* edits) {
   d.top_p = params_.top_p;
   d.min_p = params_.min_p;
   d.u = Uniform();
+  d.logprobs_top_n = params_.logprobs_top_n;
   d.fallback = 0;
   for (int32_t b : params_.banned_tokens) {  // sorted: the lowest id that is not banned
     if (b == d.fallback) ++d.fallback;

@@ -108,8 +108,8 @@ class Sampler {
   // GPU) and only Accept() it here.
   bool IsPlainGreedy() const;
 
-  // Sampling where the logits are (device_draw.h). Possible without a constraint (its mask is
-  // built on the host) and without logprobs (they need the logits here).
+  // Sampling where the logits are (device_draw.h), logprobs included (DeviceLogprobs). Possible
+  // without a constraint (its mask is built on the host).
   bool CanDrawOnDevice() const;
   // This step's edits of the logits (appended to *edits, one per token touched) and the draw,
   // with one number from the random stream. The backend picks the token as ReferenceDeviceDraw

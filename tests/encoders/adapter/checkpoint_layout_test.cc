@@ -239,8 +239,9 @@ TEST(CheckpointLayout, VisionForwardCheckpoints) {
     ASSERT_TRUE(l.ok()) << l.status();
     EXPECT_EQ(l->generation, c.generation);
     EXPECT_EQ(l->encoder_prefix, c.encoder_prefix);
-    if (c.generation == 'B')
+    if (c.generation == 'B') {
       EXPECT_TRUE((*ckpt)->tensors().count("encoder.model.embeddings.patch_embedding.weight"));
+    }
     ModelOptions options;
     options.threads = 1;
     auto model = CreateModel(LlmTensors(*l, (*ckpt)->tensors()), options);

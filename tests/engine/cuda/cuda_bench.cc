@@ -259,7 +259,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
 
   // Decode: B sequences, one token each per step, greedy on the device (sample.cu at temperature
   // 0); then, at the largest batch up to 256, sampled on the device (sample.cu: temperature, top-p,
-  // penalties) and sampled on the host (logprobs: the logits come back), to show what each costs.
+  // penalties), the same with top-5 logprobs, and the logits copied to the host (what a sampler
+  // with a grammar constraint needs), to show what each costs.
   SamplerConfig greedy;
   greedy.temperature = 0;
   SamplerConfig drawn;
@@ -267,20 +268,22 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   drawn.top_p = 0.95f;
   drawn.presence_penalty = 0.3f;
   drawn.seed = 1;
-  SamplerConfig on_host = drawn;
-  on_host.logprobs_top_n = 0;
-  auto run = [&](int b, const SamplerConfig& sc) -> absl::StatusOr<double> {
+  SamplerConfig with_logprobs = drawn;
+  with_logprobs.logprobs_top_n = 5;
+  // sc null: the logits come back (StepOutput::kLogits).
+  auto run = [&](int b, const SamplerConfig* sc) -> absl::StatusOr<double> {
     std::vector<std::unique_ptr<Sampler>> samplers;
     std::vector<int32_t> next(b);
     std::vector<StepEntry> entries(b);
     for (int i = 0; i < b; ++i) {
-      MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> s, Sampler::Create(sc, cfg.vocab_size));
-      samplers.push_back(std::move(s));
       next[i] = 100 + i;
       entries[i].slot = i;
       entries[i].inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&next[i], 1))};
-      entries[i].output = StepOutput::kSample;
-      entries[i].sampler = samplers[i].get();
+      entries[i].output = sc != nullptr ? StepOutput::kSample : StepOutput::kLogits;
+      if (sc == nullptr) continue;
+      MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> s, Sampler::Create(*sc, cfg.vocab_size));
+      samplers.push_back(std::move(s));
+      entries[i].sampler = samplers.back().get();
     }
     for (int w = 0; w < 2; ++w) {  // warm-up: scratch growth, then the graph's capture
       MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
@@ -292,7 +295,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   std::map<int, double> tokens_per_s;
   int sampled_batch = 0;
   for (const int b : args.batches) {
-    MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(b, greedy));
+    MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(b, &greedy));
     const double roofline = (weight_bytes + 2 * state_bytes * b) / lim.copy_bytes_per_s;
     tokens_per_s[b] = b / per_step;
     if (b <= 256) sampled_batch = std::max(sampled_batch, b);
@@ -303,8 +306,9 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   if (sampled_batch > 0) {
     for (const auto& [what, sc] : {std::pair<const char*, const SamplerConfig*>{
                                        "sampled on the device (T 1, top-p 0.95)", &drawn},
-                                   {"sampled on the host (logprobs)", &on_host}}) {
-      MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(sampled_batch, *sc));
+                                   {"the same with top-5 logprobs", &with_logprobs},
+                                   {"logits to the host", nullptr}}) {
+      MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(sampled_batch, sc));
       std::printf("| %s | decode batch %d, %s | %.0f | %.3f | | %.2fx the greedy step |\n",
                   tag.c_str(), sampled_batch, what, sampled_batch / per_step, per_step * 1e3,
                   per_step * tokens_per_s[sampled_batch] / sampled_batch);

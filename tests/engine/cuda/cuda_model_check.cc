@@ -250,11 +250,12 @@ TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {
   }
 }
 
-// Stochastic sampling on the device (sample.cu) and on the host (logprobs need the logits) in one
-// step: the device's tokens are ReferenceDeviceDraw's on the CPU's logits with the same random
-// numbers (a twin sampler on the CPU side prepares the same edits and draws); the host-sampled
-// sequence gets its logprobs. Logits differ by float rounding between the backends, so a draw
-// next to a boundary may differ: 30 of 32 steps must agree (all are expected to).
+// Stochastic sampling on the device (sample.cu), one sequence with logprobs, in one step: the
+// device's tokens are ReferenceDeviceDraw's on the CPU's logits with the same random numbers (a
+// twin sampler on the CPU side prepares the same edits and draws), and the logprobs of the token
+// drawn are ReferenceDeviceLogprobs' on those logits (within the backends' logit difference).
+// Logits differ by float rounding between the backends, so a draw next to a boundary may
+// differ: 30 of 32 steps must agree (all are expected to).
 TEST_F(CudaVsCpuTest, DeviceDrawsFollowTheReferenceOnTheCpusLogits) {
   SamplerConfig cfg;
   cfg.temperature = 0.9f;
@@ -266,43 +267,51 @@ TEST_F(CudaVsCpuTest, DeviceDrawsFollowTheReferenceOnTheCpusLogits) {
   cfg.logit_bias = {{17, 1.5f}};
   cfg.banned_tokens = {4, 5};
   cfg.seed = 1234;
-  auto on_gpu = Sampler::Create(cfg, 1024).value();
-  auto twin = Sampler::Create(cfg, 1024).value();
   SamplerConfig with_logprobs = cfg;
   with_logprobs.logprobs_top_n = 3;
-  auto host_sampled = Sampler::Create(with_logprobs, 1024).value();
-  ASSERT_TRUE(on_gpu->CanDrawOnDevice());
-  ASSERT_FALSE(host_sampled->CanDrawOnDevice());
-  int32_t token = 9, other = 10;
+  with_logprobs.seed = 77;
+  std::unique_ptr<Sampler> on_gpu[2] = {Sampler::Create(cfg, 1024).value(),
+                                        Sampler::Create(with_logprobs, 1024).value()};
+  std::unique_ptr<Sampler> twin[2] = {Sampler::Create(cfg, 1024).value(),
+                                      Sampler::Create(with_logprobs, 1024).value()};
+  ASSERT_TRUE(on_gpu[1]->CanDrawOnDevice());
+  int32_t token[2] = {9, 10};
   int agree = 0;
   for (int step = 0; step < 32; ++step) {
-    StepEntry c, g, h;
-    c.slot = g.slot = 0;
-    h.slot = 1;
-    c.inputs = g.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&token, 1))};
-    h.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&other, 1))};
-    c.output = StepOutput::kLogits;
-    g.output = h.output = StepOutput::kSample;
-    g.sampler = on_gpu.get();
-    h.sampler = host_sampled.get();
+    StepEntry c[2], g[2];
+    for (int i = 0; i < 2; ++i) {
+      c[i].slot = g[i].slot = i;
+      c[i].inputs = g[i].inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&token[i], 1))};
+      c[i].output = StepOutput::kLogits;
+      g[i].output = StepOutput::kSample;
+      g[i].sampler = on_gpu[i].get();
+    }
     std::vector<StepResult> rc, rg;
-    ASSERT_TRUE(cpu_->Step({c}, &rc).ok());
-    ASSERT_TRUE(gpu_->Step({g, h}, &rg).ok());
-    std::vector<float> logits(rc[0].logits.begin(), rc[0].logits.end());
-    std::vector<LogitEdit> edits;
-    const DeviceDraw d = twin->PrepareDeviceDraw(&edits);
-    ApplyLogitEdits(absl::MakeSpan(logits), edits);
-    const int32_t want = ReferenceDeviceDraw(logits, d);
-    agree += rg[0].token == want;
-    EXPECT_NE(rg[0].token, 4);  // banned
-    EXPECT_NE(rg[0].token, 5);
-    EXPECT_TRUE(rg[0].logits.empty());  // no logits came back for it
-    EXPECT_EQ(rg[1].sample.top_logprobs.size(), 3u);
-    token = rg[0].token;
-    twin->Accept(token);
-    other = rg[1].token;
+    ASSERT_TRUE(cpu_->Step({c[0], c[1]}, &rc).ok());
+    ASSERT_TRUE(gpu_->Step({g[0], g[1]}, &rg).ok());
+    for (int i = 0; i < 2; ++i) {
+      std::vector<float> logits(rc[i].logits.begin(), rc[i].logits.end());
+      std::vector<LogitEdit> edits;
+      const DeviceDraw d = twin[i]->PrepareDeviceDraw(&edits);
+      ApplyLogitEdits(absl::MakeSpan(logits), edits);
+      agree += rg[i].token == ReferenceDeviceDraw(logits, d);
+      EXPECT_NE(rg[i].token, 4);  // banned
+      EXPECT_NE(rg[i].token, 5);
+      EXPECT_TRUE(rg[i].logits.empty());  // no logits came back
+      if (i == 1) {
+        const DeviceLogprobs want = ReferenceDeviceLogprobs(logits, rg[i].token, 3);
+        EXPECT_NEAR(rg[i].sample.logprob, want.logprob, 1e-3) << "step " << step;
+        ASSERT_EQ(rg[i].sample.top_logprobs.size(), 3u);
+        for (int t = 0; t < 3; ++t) {
+          EXPECT_EQ(rg[i].sample.top_logprobs[t].first, want.ids[t]) << "step " << step;
+          EXPECT_NEAR(rg[i].sample.top_logprobs[t].second, want.values[t], 1e-3);
+        }
+      }
+      token[i] = rg[i].token;
+      twin[i]->Accept(token[i]);
+    }
   }
-  EXPECT_GE(agree, 30);
+  EXPECT_GE(agree, 62);
 }
 
 // CUDA graphs (ModelOptions::cuda_graphs): decode steps replayed from a graph give exactly what

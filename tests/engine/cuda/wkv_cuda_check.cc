@@ -264,7 +264,8 @@ TEST(F32ToBf16Test, RoundsLikeTheHost) {
 
 // The device draw against its CPU twin: rows of random logits (V = 5000: a partial last chunk)
 // with edits and every kind of draw, 40 random numbers each, plus rows with exact ties (the tie
-// ranks across chunks), greedy, +inf, all-banned, tiny-temperature and min_p > 1 rows. Masses
+// ranks across chunks), greedy, +inf, all-banned, tiny-temperature and min_p > 1 rows, most of
+// them reporting logprobs (checked against ReferenceDeviceLogprobs for the chosen token). Masses
 // are fixed point on the device and double in the twin, so a draw landing within ~1e-12 of a
 // boundary may differ: at most one (one in a thousand) is allowed (none is expected).
 TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
@@ -295,6 +296,7 @@ TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
       }
       row.draw = kind;
       row.draw.u = uniform(rng);
+      row.draw.logprobs_top_n = r % 4 == 0 ? -1 : (r % 4 == 1 ? 0 : (r % 4 == 2 ? 5 : 20));
       rows.push_back(std::move(row));
     }
   }
@@ -338,6 +340,10 @@ TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
     min_p.draw.min_p = 1.5f;
     min_p.draw.u = 0.999;
     rows.push_back(min_p);
+    for (Row* r : {&rows[rows.size() - 1], &rows[rows.size() - 2], &rows[rows.size() - 3],
+                   &rows[rows.size() - 4], &rows[rows.size() - 5]}) {
+      r->draw.logprobs_top_n = 3;  // the degenerate rows report logprobs too
+    }
   }
   const int R = static_cast<int>(rows.size());
   std::vector<float> logits;
@@ -345,6 +351,7 @@ TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
   std::vector<LogitEdit> edits;
   std::vector<DeviceDraw> draws;
   std::vector<int32_t> want;
+  std::vector<std::vector<float>> edited;
   for (const Row& row : rows) {
     logits.insert(logits.end(), row.logits.begin(), row.logits.end());
     edits.insert(edits.end(), row.edits.begin(), row.edits.end());
@@ -353,12 +360,14 @@ TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
     std::vector<float> l = row.logits;
     ApplyLogitEdits(absl::MakeSpan(l), row.edits);
     want.push_back(ReferenceDeviceDraw(l, row.draw));
+    edited.push_back(std::move(l));
   }
   auto d_logits = AllocDevice<float>(logits.size()).value();
   auto d_offsets = AllocDevice<int32_t>(offsets.size()).value();
   auto d_edits = AllocDevice<LogitEdit>(edits.size()).value();
   auto d_draws = AllocDevice<DeviceDraw>(draws.size()).value();
   auto d_tokens = AllocDevice<int32_t>(R).value();
+  auto d_logprobs = AllocDevice<DeviceLogprobs>(R).value();
   ASSERT_EQ(cudaMemcpy(d_logits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice),
             cudaSuccess);
   ASSERT_EQ(cudaMemcpy(d_offsets.get(), offsets.data(), offsets.size() * 4, cudaMemcpyHostToDevice),
@@ -370,10 +379,34 @@ TEST(DrawRowsTest, MatchesReferenceDeviceDraw) {
                        cudaMemcpyHostToDevice),
             cudaSuccess);
   ASSERT_TRUE(LaunchDrawRows(nullptr, d_logits.get(), R, V, d_draws.get(), d_offsets.get(),
-                             d_edits.get(), d_tokens.get())
+                             d_edits.get(), d_tokens.get(), d_logprobs.get())
                   .ok());
   std::vector<int32_t> got(R);
   ASSERT_EQ(cudaMemcpy(got.data(), d_tokens.get(), R * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<DeviceLogprobs> got_lp(R);
+  ASSERT_EQ(cudaMemcpy(got_lp.data(), d_logprobs.get(), R * sizeof(DeviceLogprobs),
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  // Logprobs of the token the device chose: the twin's, ids exact, values within float rounding
+  // (the chosen token's comes from its probability: v - max = log(p) x temperature).
+  int with_logprobs = 0;
+  for (int r = 0; r < R; ++r) {
+    if (draws[r].logprobs_top_n < 0) continue;
+    ++with_logprobs;
+    const DeviceLogprobs w = ReferenceDeviceLogprobs(edited[r], got[r], draws[r].logprobs_top_n);
+    const DeviceLogprobs& g = got_lp[r];
+    if (std::isinf(w.logprob)) {
+      EXPECT_EQ(g.logprob, w.logprob) << "row " << r;
+    } else {
+      EXPECT_NEAR(g.logprob, w.logprob, 1e-4 * std::max(1.0f, std::fabs(w.logprob))) << "row " << r;
+    }
+    ASSERT_EQ(g.count, w.count) << "row " << r;
+    for (int t = 0; t < w.count; ++t) {
+      EXPECT_EQ(g.ids[t], w.ids[t]) << "row " << r << " entry " << t;
+      EXPECT_NEAR(g.values[t], w.values[t], 1e-5 * std::max(1.0f, std::fabs(w.values[t])));
+    }
+  }
+  EXPECT_GT(with_logprobs, 200);
   int differ = 0;
   for (int r = 0; r < R; ++r) {
     if (r >= random_rows) {  // the tie rows and the degenerate ones

@@ -168,6 +168,46 @@ TEST(DeviceDrawTest, DegenerateLogits) {
   EXPECT_EQ(l[1], -inf);
 }
 
+// The logprobs a draw reports are the Sampler's SampleResult for the same token: the same ids in
+// the same order, values within float rounding (the Sampler's vector exp against std::exp).
+TEST(DeviceDrawTest, LogprobsAreTheSamplers) {
+  for (const int top_n : {0, 1, 5, 20}) {
+    SamplerConfig c = Penalised();
+    c.logprobs_top_n = top_n;
+    auto sampler = Sampler::Create(c, kVocab).value();
+    for (uint32_t seed = 0; seed < 20; ++seed) {
+      std::vector<float> logits = RandomLogits(100 + seed, 4.0f);
+      logits[50] = logits[51] = logits[52] = 9.0f;  // a tie at the top: lower ids first
+      logits[60] = std::nanf("");
+      SampleResult want;
+      const int32_t token = sampler->Sample(absl::MakeSpan(logits), &want);  // edits them
+      const DeviceLogprobs got = ReferenceDeviceLogprobs(logits, token, top_n);
+      EXPECT_NEAR(got.logprob, want.logprob, 1e-5) << "top_n " << top_n << ", seed " << seed;
+      ASSERT_EQ(got.count, static_cast<int32_t>(want.top_logprobs.size()));
+      for (int t = 0; t < got.count; ++t) {
+        EXPECT_EQ(got.ids[t], want.top_logprobs[t].first);
+        EXPECT_NEAR(got.values[t], want.top_logprobs[t].second, 1e-5);
+      }
+    }
+  }
+  // No distribution: nothing listed; the chosen token's is 0 on +inf, else -inf.
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> plus = {0.0f, inf, 1.0f};
+  EXPECT_EQ(ReferenceDeviceLogprobs(plus, 1, 3).logprob, 0.0f);
+  EXPECT_EQ(ReferenceDeviceLogprobs(plus, 1, 3).count, 0);
+  std::vector<float> none = {-inf, std::nanf(""), -inf};
+  EXPECT_EQ(ReferenceDeviceLogprobs(none, 0, 3).logprob, -inf);
+  EXPECT_EQ(ReferenceDeviceLogprobs(none, 0, 3).count, 0);
+  // Fewer finite logits than asked for: only those.
+  std::vector<float> two = {-inf, 1.0f, -inf, 1.0f};
+  const DeviceLogprobs t = ReferenceDeviceLogprobs(two, 3, 20);
+  ASSERT_EQ(t.count, 2);
+  EXPECT_EQ(t.ids[0], 1);
+  EXPECT_EQ(t.ids[1], 3);
+  EXPECT_NEAR(t.values[0], std::log(0.5), 1e-6);
+  EXPECT_NEAR(t.logprob, std::log(0.5), 1e-6);
+}
+
 // The edits and the draw carry what a backend needs to stay on the Sampler's random stream: one
 // number per step, and the Accept()ed tokens feed the next step's edits.
 TEST(DeviceDrawTest, SameSeedSameDraws) {
@@ -183,8 +223,12 @@ TEST(DeviceDrawTest, SameSeedSameDraws) {
     b->Accept(100 + i);
   }
   EXPECT_TRUE(a->CanDrawOnDevice());
-  cfg.logprobs_top_n = 2;
-  EXPECT_FALSE(Sampler::Create(cfg, kVocab).value()->CanDrawOnDevice());
+  std::vector<LogitEdit> edits;
+  EXPECT_EQ(a->PrepareDeviceDraw(&edits).logprobs_top_n, -1);
+  cfg.logprobs_top_n = 2;  // logprobs are reported by the device draw too
+  auto c = Sampler::Create(cfg, kVocab).value();
+  EXPECT_TRUE(c->CanDrawOnDevice());
+  EXPECT_EQ(c->PrepareDeviceDraw(&edits).logprobs_top_n, 2);
 }
 
 }  // namespace
