@@ -54,6 +54,8 @@ case "${1:-}" in
     echo "== cuda_bench (1.5B, bf16 weights, decode without CUDA graphs: what they save)"
     timeout 90 "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --graphs=off --batches=1,64 \
       || status=1
+    echo "== cuda_bench (1.5B, fp16 weights: against bf16 above)"
+    timeout 90 "$out/bin/cuda_bench" --shapes=1.5b --dtypes=f16 --batches=1,256 || status=1
     echo "== cuda_bench (1.5B, bf16 weights, f16 states: the state pool's capacity)"
     timeout 120 "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --states=f16 \
       --batches=1,256,1024 || status=1

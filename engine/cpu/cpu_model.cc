@@ -36,6 +36,11 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
         "state dtype f16 is built for the CUDA backend only (--device cuda); the CPU backend "
         "keeps f32 states");
   }
+  if (options.weight_type == ModelOptions::WeightType::kF16) {
+    return absl::UnimplementedError(
+        "dtype f16 is built for the CUDA backend only (--device cuda); the CPU backend keeps "
+        "f32, bf16 or int8 weights");
+  }
   MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
   WType wt;
   switch (options.weight_type) {

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -10,18 +11,18 @@
 #include "engine/cpu/thread_pool.h"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/cuda_check.h"
-#include "engine/cuda/gemv_bf16.cuh"
+#include "engine/cuda/gemv_half.cuh"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
 #include "engine/cuda/sample.cuh"
-#include "engine/cuda/to_bf16.cuh"
+#include "engine/cuda/to_half.cuh"
 #include "engine/cuda/wkv.cuh"
 
 namespace modrwkv::cuda {
 namespace {
 
-// With bf16 weights, a product over this many rows or more runs on tensor cores (cuBLAS, the
-// activations rounded to bf16); fewer rows (decode of small batches) go through gemv_bf16.cuh,
+// With 16-bit weights, a product over this many rows or more runs on tensor cores (cuBLAS, the
+// activations rounded to 16 bits); fewer rows (decode of small batches) go through gemv_half.cuh,
 // which reads each weight once and multiplies it by the f32 activations as the CPU does. At 16
 // rows the CUDA-core kernel's FMAs already cost more than reading the weights.
 constexpr int kTensorCoreRows = 16;
@@ -83,8 +84,8 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(
   }
   if (options.weight_type == ModelOptions::WeightType::kI8) {
     return absl::UnimplementedError(
-        "the CUDA backend keeps f32 or bf16 weights on the device (int8 is not built): use dtype "
-        "auto, f32 or bf16");
+        "the CUDA backend keeps f32, bf16 or f16 weights on the device (int8 is not built): use "
+        "dtype auto, f32, bf16 or f16");
   }
   MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
   if (refs.config.head_size != 64) {
@@ -112,17 +113,30 @@ absl::StatusOr<CudaModel::Matrix> CudaModel::Upload(const WeightRef& ref) {
     }
     host.swap(t);
   }
-  if (bf16_) {
+  if (half_) {
     if (m.in % 2 != 0) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("tensor %s has %d inputs; bf16 weights on the GPU need an even count",
+          absl::StrFormat("tensor %s has %d inputs; 16-bit weights on the GPU need an even count",
                           ref.canonical_name, m.in));
     }
     std::vector<uint16_t> bits(host.size());
-    for (size_t i = 0; i < host.size(); ++i) bits[i] = F32ToBF16(host[i]);
-    MODRWKV_ASSIGN_OR_RETURN(m.bf16, AllocDevice<uint16_t>(bits.size()));
+    if (half_type_ == HalfType::kBF16) {
+      for (size_t i = 0; i < host.size(); ++i) bits[i] = F32ToBF16(host[i]);
+    } else {
+      constexpr float kF16Max = 65504.0f;
+      for (size_t i = 0; i < host.size(); ++i) {
+        if (!(std::fabs(host[i]) <= kF16Max)) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "tensor %s holds %g at element %d, outside fp16's range (|x| <= 65504): use dtype "
+              "bf16",
+              ref.canonical_name, host[i], i));
+        }
+        bits[i] = F32ToF16(host[i]);
+      }
+    }
+    MODRWKV_ASSIGN_OR_RETURN(m.half, AllocDevice<uint16_t>(bits.size()));
     MODRWKV_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(m.bf16.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice));
+        cudaMemcpy(m.half.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice));
     return m;
   }
   MODRWKV_ASSIGN_OR_RETURN(m.data, AllocDevice<float>(host.size()));
@@ -147,22 +161,25 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   MODRWKV_CUBLAS_RETURN_IF_ERROR(
       blas_->SetWorkspace(cublas_, cublas_workspace_.get(), kWorkspaceBytes));
   graphs_enabled_ = options.cuda_graphs;
-  // auto stays f32 on the GPU for now: bf16 is the option until it has been measured there.
-  bf16_ = options.weight_type == ModelOptions::WeightType::kBF16;
+  // auto stays f32 on the GPU for now: bf16 and f16 are options until measured there.
+  half_ = options.weight_type == ModelOptions::WeightType::kBF16 ||
+          options.weight_type == ModelOptions::WeightType::kF16;
+  half_type_ =
+      options.weight_type == ModelOptions::WeightType::kF16 ? HalfType::kF16 : HalfType::kBF16;
   // f32 weights: plain fp32 products (no TF32), so that logits stay within float rounding of the
-  // CPU's. bf16 weights: the default mode, whose bf16 products run on tensor cores.
+  // CPU's. 16-bit weights: the default mode, whose 16-bit products run on tensor cores.
   MODRWKV_CUBLAS_RETURN_IF_ERROR(
-      blas_->SetMathMode(cublas_, bf16_ ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
+      blas_->SetMathMode(cublas_, half_ ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
 
   host_pool_ = std::make_unique<cpu::ThreadPool>(options.threads);
   info_.config = cfg;
   info_.backend = "cuda";
-  info_.weight_dtype = bf16_ ? "bf16" : "f32";
+  info_.weight_dtype = !half_ ? "f32" : half_type_ == HalfType::kBF16 ? "bf16" : "f16";
   info_.parameter_count = refs.parameter_count;
   info_.fingerprint = FingerprintRwkv7(refs);
 
   emb_ = ToF32(refs.emb);
-  if (bf16_) {  // as the CPU backend keeps it with bf16 weights
+  if (half_ && half_type_ == HalfType::kBF16) {  // as the CPU backend keeps it with bf16 weights
     for (float& v : emb_) v = BF16ToF32(F32ToBF16(v));
   }
   if (refs.emb.transposed) return absl::InvalidArgumentError("a transposed embedding table");
@@ -179,7 +196,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   MODRWKV_RETURN_IF_ERROR(pair(refs.ln0_w, refs.ln0_b, &ln0_));
   MODRWKV_RETURN_IF_ERROR(pair(refs.ln_out_w, refs.ln_out_b, &ln_out_));
   MODRWKV_ASSIGN_OR_RETURN(head_, Upload(refs.head));
-  const int64_t mat_bytes = bf16_ ? 2 : 4;
+  const int64_t mat_bytes = half_ ? 2 : 4;
   int64_t decode_bytes = mat_bytes * head_.out * head_.in + 4LL * C;
 
   layers_.resize(refs.layers.size());
@@ -335,7 +352,7 @@ absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {
   // rows (more than `rows` when a padded decode step pads its output groups too).
   const size_t xb = std::max(static_cast<size_t>(rows) * std::max<int>(c.ffn_size, c.n_embd),
                              static_cast<size_t>(out) * C);
-  if (bf16_ && std::max(rows, out) >= kTensorCoreRows && xb > s_.xb_capacity) {
+  if (half_ && std::max(rows, out) >= kTensorCoreRows && xb > s_.xb_capacity) {
     MODRWKV_RETURN_IF_ERROR(Grow(&s_.xb, xb));
     s_.xb_capacity = xb;
     DropGraphs();
@@ -402,16 +419,18 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
   // Row-major out[rows][m.out] = in[rows][m.in] * W^T is, column-major, out^T = W^T' * in^T
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  if (bf16_ && rows < kTensorCoreRows) {
-    return LaunchGemvBf16(stream_.get(), m.bf16.get(), m.out, m.in, in, rows, out, accumulate);
+  if (half_ && rows < kTensorCoreRows) {
+    return LaunchGemvHalf(stream_.get(), half_type_, m.half.get(), m.out, m.in, in, rows, out,
+                          accumulate);
   }
-  if (bf16_) {
-    MODRWKV_RETURN_IF_ERROR(
-        LaunchF32ToBf16(stream_.get(), in, static_cast<int64_t>(rows) * m.in, s_.xb.get()));
-    MODRWKV_CUBLAS_RETURN_IF_ERROR(
-        blas_->GemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in, &alpha, m.bf16.get(),
-                      CUDA_R_16BF, m.in, s_.xb.get(), CUDA_R_16BF, m.in, &beta, out, CUDA_R_32F,
-                      m.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (half_) {
+    const cudaDataType type = half_type_ == HalfType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+    MODRWKV_RETURN_IF_ERROR(LaunchF32ToHalf(stream_.get(), half_type_, in,
+                                            static_cast<int64_t>(rows) * m.in, s_.xb.get()));
+    MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->GemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows,
+                                                 m.in, &alpha, m.half.get(), type, m.in,
+                                                 s_.xb.get(), type, m.in, &beta, out, CUDA_R_32F,
+                                                 m.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return absl::OkStatus();
   }
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in,

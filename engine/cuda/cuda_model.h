@@ -1,21 +1,22 @@
 // The CUDA backend: RWKV7 on one GPU behind the Model interface (engine/model/model.h).
 //
 // Weights live on the device as fp32 (bf16 checkpoints are widened once, at load) or, with
-// --dtype bf16, as bf16. Every projection of a step is one product over all the step's rows
-// (decode tokens and prefill chunks of every sequence together): a cuBLAS SGEMM for fp32, the
-// bf16-weight kernel of gemv_bf16.cuh for bf16, and the element-wise ops are the kernels of
+// --dtype bf16 / f16, in 16 bits. Every projection of a step is one product over all the step's
+// rows (decode tokens and prefill chunks of every sequence together): a cuBLAS SGEMM for fp32,
+// for 16-bit weights the kernel of gemv_half.cuh below 16 rows and cuBLAS on tensor cores from
+// 16 rows; the element-wise ops are the kernels of
 // rwkv7_ops.cuh plus the recurrence of wkv.cuh. The state pool is one cudaMalloc at load, in the
 // CPU backend's slot layout, so ReadSlot/WriteSlot move the canonical state blob as it is. The
 // embedding table stays in host memory: the rows of a step's tokens are gathered on the host and
 // copied up with the step's other inputs. A sequence's token is picked on the device (sample.cuh)
-// unless its sampler needs the logits on the host (a constraint, logprobs). Decode steps are
-// padded to bucket sizes and replayed as CUDA graphs.
+// unless its sampler needs the logits on the host (a constraint), its logprobs with it. Decode
+// steps are padded to bucket sizes and replayed as CUDA graphs.
 //
-// With bf16 weights, products of 16 rows or more run on tensor cores. The state pool holds f32 or,
-// as an option, f16 elements (half the memory per session; exported blobs are f32 either way).
+// The state pool holds f32 or, as an option, f16 elements (half the memory per session; exported
+// blobs are f32 either way).
 //
 // Not built yet (docs/engine.md, "CUDA backend"): a pipelined (asynchronous) Step, chunked WKV
-// for long prompts, logprobs on the device.
+// for long prompts.
 #pragma once
 
 #include <cublas_v2.h>
@@ -31,6 +32,7 @@
 #include "engine/base/tensor.h"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/gemv_half.cuh"
 #include "engine/model/model.h"
 #include "engine/model/rwkv7_weights.h"
 
@@ -65,10 +67,11 @@ class CudaModel final : public Model {
   size_t graph_count() const { return graphs_.size(); }
 
  private:
-  // A matrix in the Linear convention [out][in], row-major: fp32, or bf16 bits (--dtype bf16).
+  // A matrix in the Linear convention [out][in], row-major: fp32, or 16-bit bits (--dtype bf16 or
+  // f16: CudaModel::half_type_).
   struct Matrix {
     DeviceBuffer<float> data;
-    DeviceBuffer<uint16_t> bf16;
+    DeviceBuffer<uint16_t> half;
     int out = 0, in = 0;
   };
   struct Layer {
@@ -82,7 +85,7 @@ class CudaModel final : public Model {
     DeviceBuffer<float> x, xn, mix, r, k, v, w, a, g, kk, y, v_first, v_gate;
     DeviceBuffer<float> hw, ha, hv, hg, hf;
     DeviceBuffer<float> xo, logits;
-    DeviceBuffer<uint16_t> xb;     // a product's input rounded to bf16 (tensor-core products)
+    DeviceBuffer<uint16_t> xb;     // a product's input rounded to 16 bits (tensor-core products)
     size_t xb_capacity = 0;        // elements
     DeviceBuffer<int32_t> tokens;  // the tokens picked on the device (drawn, then greedy)
     DeviceBuffer<DeviceLogprobs> logprobs;  // theirs, for samplers that report logprobs
@@ -133,8 +136,9 @@ class CudaModel final : public Model {
 
   ModelDescription info_;
   int device_ = 0;
-  bool bf16_ = false;    // matrices in bf16 (ModelOptions::WeightType::kBF16)
-  absl::Status sticky_;  // a sticky CUDA error, once one happened (Health)
+  bool half_ = false;  // matrices in 16 bits (ModelOptions::WeightType::kBF16 or kF16), of
+  HalfType half_type_ = HalfType::kBF16;  // this type
+  absl::Status sticky_;                   // a sticky CUDA error, once one happened (Health)
   int num_slots_ = 0;
   int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C
   int state_elem_bytes_ = 4;  // 4: f32 states; 2: f16 (ModelOptions::StateType::kF16)

@@ -63,8 +63,8 @@ struct StepResult {
 
 struct ModelDescription {
   ModelConfig config;
-  std::string backend;       // "cpu", "cuda"
-  std::string weight_dtype;  // "f32", "bf16"
+  std::string backend;              // "cpu", "cuda"
+  std::string weight_dtype;         // "f32", "bf16"
   std::string state_dtype = "f32";  // the state pool's element type: "f32", or "f16" (CUDA)
   int64_t parameter_count = 0;
   int64_t weight_bytes = 0;            // bytes of weights held by the backend
@@ -124,8 +124,10 @@ int64_t EntryRows(const StepEntry& entry, int n_embd);
 struct ModelOptions {
   // Matrices are kept in this type; small vectors are always f32 and all arithmetic is f32.
   // kI8: int8 with a scale per output row (a quarter of f32's bytes; the embedding table stays
-  // bf16). Its accuracy cost against f32 is measured in docs/benchmarks.md.
-  enum class WeightType { kAuto, kF32, kBF16, kI8 };
+  // bf16). Its accuracy cost against f32 is measured in docs/benchmarks.md. kF16 (the CUDA
+  // backend only): fp16 matrices, three more mantissa bits than bf16 at the same bytes (what the
+  // official RWKV-7 GPU inference runs); a matrix with a value beyond fp16's range is refused.
+  enum class WeightType { kAuto, kF32, kBF16, kI8, kF16 };
   WeightType weight_type =
       WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
   int num_slots = 1;

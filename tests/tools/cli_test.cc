@@ -74,6 +74,19 @@ TEST_F(CliTest, InfoReportsShapes) {
   EXPECT_NE(r.out.find("state per seq    67584 bytes"), std::string::npos);
 }
 
+// --dtype f16 is a CUDA option: on the CPU it is refused with a message that says so, and an
+// unknown dtype names the choices.
+TEST_F(CliTest, F16WeightsAreACudaOption) {
+  const std::string out = (*dir_ / "f16.bin").string();
+  CliRun r = Cli("logits --model " + Model() + " --dtype f16 --tokens 1 --out " + out);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("dtype f16 is built for the CUDA backend only"), std::string::npos)
+      << r.err;
+  r = Cli("logits --model " + Model() + " --dtype f8 --tokens 1 --out " + out);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("auto, f32, bf16, int8 or f16"), std::string::npos) << r.err;
+}
+
 TEST_F(CliTest, LogitsFileHasVocabFloatsAndAgreesAcrossFormats) {
   const std::string a = (*dir_ / "a.bin").string(), b = (*dir_ / "b.bin").string();
   CliRun r = Cli("logits --model " + Model() + " --dtype f32 --tokens \"1 2 3\" --out " + a);

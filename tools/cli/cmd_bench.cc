@@ -409,6 +409,8 @@ int RunBench(int argc, char** argv) {
           o.weight_type = ModelOptions::WeightType::kBF16;
         } else if (dtype == "int8") {
           o.weight_type = ModelOptions::WeightType::kI8;
+        } else if (dtype == "f16") {
+          o.weight_type = ModelOptions::WeightType::kF16;
         } else {
           return UsageError(flags, absl::InvalidArgumentError("--dtype: '" + dtype + "'"));
         }

@@ -42,11 +42,11 @@ void AddModelFlags(Flags& flags) {
            "audio encoder folder (Whisper or WavLM, Hugging Face layout) for a ModRWKV checkpoint "
            "with a speech adapter")
       .Add("dtype", "auto",
-           "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8")
+           "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8, or f16 "
+           "(--device cuda only)")
       .Add("device", "cpu",
            "the backend: cpu, or cuda / cuda:N (GPU N; builds with the CUDA backend; f32 weights, "
-           "or "
-           "bf16 with --dtype bf16)")
+           "or bf16 / f16 with --dtype bf16 / f16)")
       .Add("state-dtype", "f32",
            "the state pool's element type: f32, or f16 (--device cuda only; half the memory per "
            "session, states rounded to f16 once per step)")
@@ -81,9 +81,11 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
     o.weight_type = ModelOptions::WeightType::kBF16;
   } else if (dt == "int8") {
     o.weight_type = ModelOptions::WeightType::kI8;
+  } else if (dt == "f16" || dt == "fp16") {
+    o.weight_type = ModelOptions::WeightType::kF16;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("--dtype must be auto, f32, bf16 or int8, got '", dt, "'"));
+        absl::StrCat("--dtype must be auto, f32, bf16, int8 or f16, got '", dt, "'"));
   }
   const std::string sdt = flags.Str("state-dtype");
   if (sdt == "f32" || sdt == "fp32") {

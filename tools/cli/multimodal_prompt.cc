@@ -27,8 +27,7 @@ absl::StatusOr<std::vector<InputRows>> BuildPrompt(const encoders::ModelBundle& 
       return absl::FailedPreconditionError(
           !bundle.encoder_missing.empty()
               ? absl::StrCat(flag, ": ", bundle.encoder_missing)
-              : absl::StrCat(flag, ": this model has no ", image ? "vision" : "audio",
-                             " encoder"));
+              : absl::StrCat(flag, ": this model has no ", image ? "vision" : "audio", " encoder"));
     }
     std::ifstream in(media.path, std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", media.path));

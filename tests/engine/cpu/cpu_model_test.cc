@@ -225,6 +225,15 @@ TEST_F(CpuModelTest, F16StatesAreRefusedAsACudaOption) {
   EXPECT_NE(m.status().message().find("CUDA"), absl::string_view::npos) << m.status();
 }
 
+TEST_F(CpuModelTest, F16WeightsAreRefusedAsACudaOption) {
+  auto tensors = MakeRandomRwkv7(RandomModelSpec{}).value();
+  ModelOptions o;
+  o.weight_type = ModelOptions::WeightType::kF16;
+  auto m = CpuModel::Create(ViewsOf(tensors), o);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(m.status().message().find("CUDA"), absl::string_view::npos) << m.status();
+}
+
 TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
   auto f32 = Make(1, ModelOptions::WeightType::kF32);
   auto i8 = Make(1, ModelOptions::WeightType::kI8);

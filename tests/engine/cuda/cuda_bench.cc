@@ -101,7 +101,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     }
   }
   for (const std::string& d : a.dtypes) {
-    if (d != "f32" && d != "bf16") return absl::InvalidArgumentError("--dtypes: f32 or bf16");
+    if (d != "f32" && d != "bf16" && d != "f16") {
+      return absl::InvalidArgumentError("--dtypes: f32, bf16 or f16");
+    }
   }
   for (const std::string& d : a.states) {
     if (d != "f32" && d != "f16") return absl::InvalidArgumentError("--states: f32 or f16");
@@ -203,7 +205,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   MODRWKV_ASSIGN_OR_RETURN(RandomModelSpec spec, RandomSpecForShape(shape));
   spec.vocab_size = 65536;
   spec.seed = 2024;
-  spec.dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  spec.dtype = dtype == "f32" ? DType::kF32 : DType::kBF16;  // f16: bf16 values, converted
   const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
   const auto t_load = Clock::now();
   std::unique_ptr<CudaModel> model;
@@ -211,8 +213,9 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     MODRWKV_ASSIGN_OR_RETURN(std::vector<OwnedTensor> tensors, MakeRandomRwkv7(spec));
     ModelOptions o;
     o.num_slots = std::max(max_batch, 16);
-    o.weight_type =
-        dtype == "bf16" ? ModelOptions::WeightType::kBF16 : ModelOptions::WeightType::kF32;
+    o.weight_type = dtype == "bf16"  ? ModelOptions::WeightType::kBF16
+                    : dtype == "f16" ? ModelOptions::WeightType::kF16
+                                     : ModelOptions::WeightType::kF32;
     o.state_type = state == "f16" ? ModelOptions::StateType::kF16 : ModelOptions::StateType::kF32;
     o.cuda_graphs = args.graphs;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
@@ -250,7 +253,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     const double rows = static_cast<double>(per) * seqs;
     const double flops =
         2 * (LayerMacsPerRow(cfg) * rows + static_cast<double>(cfg.vocab_size) * cfg.n_embd * seqs);
-    const double peak = dtype == "bf16" ? lim.bf16_flops : lim.f32_flops;
+    const double peak = dtype == "f32" ? lim.f32_flops : lim.bf16_flops;  // f16: the same rate
     std::printf(
         "| %s | prefill %d x %d | %.0f | %.2f | | %.0f TFLOP/s = %.0f%% of the GEMM rate |\n",
         tag.c_str(), seqs, per, rows / best, best * 1e3, flops / best / 1e12,

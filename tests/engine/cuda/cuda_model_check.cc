@@ -438,6 +438,51 @@ TEST(CudaBf16Test, Bf16WeightsMatchTheCpusBf16) {
   }
 }
 
+// fp16 weights (--dtype f16): against the CPU's f32 on the same random model (whose weights are
+// f32), below 16 rows through the fp16-weight kernel, from 16 rows on tensor cores with the
+// activations rounded to fp16; the bf16 bound holds (1e-2 of the logits' standard deviation),
+// and fp16's three more mantissa bits keep it well inside. A matrix beyond fp16's range is
+// refused, naming the tensor.
+TEST(CudaF16WeightsTest, F16WeightsStayCloseToF32) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  RandomModelSpec spec;
+  spec.n_layer = 2;
+  spec.n_embd = 128;
+  spec.vocab_size = 1024;
+  spec.seed = 12;
+  auto tensors = MakeRandomRwkv7(spec).value();
+  ModelOptions o;
+  o.num_slots = 2;
+  o.threads = 1;
+  auto cpu = cpu::CpuModel::Create(ViewsOf(tensors), o).value();
+  o.weight_type = ModelOptions::WeightType::kF16;
+  auto gpu = CudaModel::Create(ViewsOf(tensors), o, 0);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_EQ((*gpu)->info().weight_dtype, "f16");
+  for (const int rows : {7, 1, 40, 1}) {
+    std::vector<int32_t> tokens(rows);
+    for (int i = 0; i < rows; ++i) tokens[i] = (i * 53 + rows) % 1024;
+    StepEntry e;
+    e.slot = rows > 8 ? 1 : 0;
+    e.inputs = {InputRowsView::Tokens(tokens)};
+    e.output = StepOutput::kLogits;
+    std::vector<StepResult> cr, gr;
+    ASSERT_TRUE(cpu->Step({e}, &cr).ok());
+    ASSERT_TRUE((*gpu)->Step({e}, &gr).ok());
+    EXPECT_LT(CudaVsCpuTest::RelErr(cr[0].logits, gr[0].logits), 1e-2) << rows << " rows";
+  }
+  for (OwnedTensor& t : tensors) {
+    if (t.name.find("att.receptance.weight") == std::string::npos) continue;
+    ASSERT_EQ(t.dtype, DType::kF32);
+    const float big = 1e5f;  // beyond 65504
+    std::memcpy(t.bytes.data() + 3 * sizeof(float), &big, sizeof(float));
+    break;
+  }
+  auto refused = CudaModel::Create(ViewsOf(tensors), o, 0);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("receptance"), std::string::npos) << refused.status();
+}
+
 // f16 states (ModelOptions::StateType::kF16): the GPU rounds a slot to f16 once per step, so it
 // tracks the CPU with the slot rounded after each step (tests/engine/f16_state.h) within the f32
 // tolerance, over a prefill chunk, embedding rows and 24 decode steps; what it exports is f16

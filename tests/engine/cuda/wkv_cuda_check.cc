@@ -1,6 +1,7 @@
 // The CUDA kernels against their CPU twins: engine/cuda/wkv.cu against cpu::scalar::WkvHead,
-// engine/cuda/to_bf16.cu against the host's F32ToBF16, engine/cuda/sample.cu against
-// ReferenceDeviceDraw; and engine/cuda/cuda_check.cc.
+// engine/cuda/to_half.cu against the host's F32ToBF16 / F32ToF16, engine/cuda/gemv_half.cu
+// against a plain loop over the widened weights, engine/cuda/sample.cu against
+// ReferenceDeviceDraw / ReferenceDeviceLogprobs; and engine/cuda/cuda_check.cc.
 // Built by engine/cuda/CMakeLists.txt as `cuda_wkv_test` (named *_check.cc so that the
 // tests/engine/**/*_test.cc glob, whose binaries link only `engine`, does not pick it up).
 #include <cuda_runtime.h>
@@ -19,8 +20,9 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/gemv_half.cuh"
 #include "engine/cuda/sample.cuh"
-#include "engine/cuda/to_bf16.cuh"
+#include "engine/cuda/to_half.cuh"
 #include "engine/cuda/wkv.cuh"
 #include "engine/sampling/device_draw.h"
 #include "gtest/gtest.h"
@@ -229,15 +231,16 @@ INSTANTIATE_TEST_SUITE_P(
                     WkvCase{"PaddingSequences", {1, 1, 1}, {-1, 1, -1}, 2, 2, 0}),
     [](const testing::TestParamInfo<WkvCase>& info) { return info.param.name; });
 
-// The activations' rounding for tensor-core products: bit for bit the host's F32ToBF16 (nearest
-// even; NaN stays NaN), over ordinary values, halfway cases, denormals, infinities, an odd count.
-TEST(F32ToBf16Test, RoundsLikeTheHost) {
+// The activations' rounding for tensor-core products, over ordinary values, halfway cases,
+// denormals, infinities, NaN and an odd count. bf16: bit for bit the host's F32ToBF16. fp16: the
+// host's F32ToF16, except that finite values beyond fp16's range saturate to +-65504.
+TEST(F32ToHalfTest, RoundsLikeTheHost) {
   absl::StatusOr<int> devices = CudaDeviceCount();
   if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
-  std::vector<float> in = {0.0f,    -0.0f,   1.0f,     -1.5f,     3.14159f, 1e-40f,
-                           -1e-45f, 3.4e38f, INFINITY, -INFINITY, NAN};
-  for (uint32_t bits : {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu}) {  // ties, carries
-    float f;
+  std::vector<float> in = {0.0f,    -0.0f,   1.0f,  -1.5f, 3.14159f, 1e-40f,    -1e-45f, 3.4e38f,
+                           65504.f, 65520.f, -7e4f, 6e-8f, INFINITY, -INFINITY, NAN};
+  for (uint32_t bits : {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0x3f801000u}) {
+    float f;  // ties and carries of both roundings
     std::memcpy(&f, &bits, 4);
     in.push_back(f);
   }
@@ -247,19 +250,87 @@ TEST(F32ToBf16Test, RoundsLikeTheHost) {
   auto d_in = AllocDevice<float>(in.size()).value();
   auto d_out = AllocDevice<uint16_t>(in.size()).value();
   ASSERT_EQ(cudaMemcpy(d_in.get(), in.data(), in.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_TRUE(LaunchF32ToBf16(nullptr, d_in.get(), in.size(), d_out.get()).ok());
-  std::vector<uint16_t> out(in.size());
-  ASSERT_EQ(cudaMemcpy(out.data(), d_out.get(), out.size() * 2, cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (std::isnan(in[i])) {
-      EXPECT_TRUE(std::isnan(BF16ToF32(out[i]))) << i;
-    } else {
-      EXPECT_EQ(out[i], F32ToBF16(in[i])) << i << ": " << in[i];
+  for (const HalfType type : {HalfType::kBF16, HalfType::kF16}) {
+    const bool bf16 = type == HalfType::kBF16;
+    ASSERT_TRUE(LaunchF32ToHalf(nullptr, type, d_in.get(), in.size(), d_out.get()).ok());
+    std::vector<uint16_t> out(in.size());
+    ASSERT_EQ(cudaMemcpy(out.data(), d_out.get(), out.size() * 2, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    for (size_t i = 0; i < in.size(); ++i) {
+      const float v = in[i];
+      if (std::isnan(v)) {
+        EXPECT_TRUE(std::isnan(bf16 ? BF16ToF32(out[i]) : F16ToF32(out[i]))) << i;
+      } else if (bf16) {
+        EXPECT_EQ(out[i], F32ToBF16(v)) << i << ": " << v;
+      } else {
+        const float c = std::isinf(v) ? v : std::clamp(v, -65504.0f, 65504.0f);
+        EXPECT_EQ(out[i], F32ToF16(c)) << i << ": " << v;
+      }
+    }
+    EXPECT_EQ(LaunchF32ToHalf(nullptr, type, d_in.get(), -1, d_out.get()).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// The few-row products of 16-bit weights against a plain loop over the widened weights (f32
+// sums in another order): both weight types, the wide form (in % 8 == 0) and the pair form,
+// 1 to 17 rows (a partial pass of 8), with and without accumulation.
+TEST(GemvHalfTest, MatchesAPlainLoop) {
+  absl::StatusOr<int> devices = CudaDeviceCount();
+  if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  struct Case {
+    int out, in, rows;
+    bool accumulate;
+  };
+  for (const HalfType type : {HalfType::kBF16, HalfType::kF16}) {
+    for (const Case& c : {Case{37, 2048, 1, false}, Case{64, 4096, 9, true},
+                          Case{5, 1000, 17, false}, Case{33, 70, 3, true}, Case{8, 2, 2, false}}) {
+      std::vector<uint16_t> w(static_cast<size_t>(c.out) * c.in);
+      std::vector<float> wf(w.size()), x(static_cast<size_t>(c.rows) * c.in),
+          y(static_cast<size_t>(c.rows) * c.out);
+      for (size_t i = 0; i < w.size(); ++i) {
+        const float v = normal(rng);
+        w[i] = type == HalfType::kBF16 ? F32ToBF16(v) : F32ToF16(v);
+        wf[i] = type == HalfType::kBF16 ? BF16ToF32(w[i]) : F16ToF32(w[i]);
+      }
+      for (float& v : x) v = normal(rng);
+      for (float& v : y) v = normal(rng);
+      std::vector<float> want = y;
+      for (int r = 0; r < c.rows; ++r) {
+        for (int o = 0; o < c.out; ++o) {
+          double acc = 0;
+          for (int i = 0; i < c.in; ++i) {
+            acc += static_cast<double>(wf[static_cast<size_t>(o) * c.in + i]) *
+                   x[static_cast<size_t>(r) * c.in + i];
+          }
+          float& dst = want[static_cast<size_t>(r) * c.out + o];
+          dst = static_cast<float>(c.accumulate ? dst + acc : acc);
+        }
+      }
+      auto d_w = AllocDevice<uint16_t>(w.size()).value();
+      auto d_x = AllocDevice<float>(x.size()).value();
+      auto d_y = AllocDevice<float>(y.size()).value();
+      ASSERT_EQ(cudaMemcpy(d_w.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(d_x.get(), x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(d_y.get(), y.data(), y.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_TRUE(LaunchGemvHalf(nullptr, type, d_w.get(), c.out, c.in, d_x.get(), c.rows,
+                                 d_y.get(), c.accumulate)
+                      .ok());
+      std::vector<float> got(y.size());
+      ASSERT_EQ(cudaMemcpy(got.data(), d_y.get(), got.size() * 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      const float tol = 1e-4f * std::sqrt(static_cast<float>(c.in));
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], tol)
+            << "out " << c.out << " in " << c.in << " rows " << c.rows << " element " << i;
+      }
     }
   }
-  EXPECT_EQ(LaunchF32ToBf16(nullptr, d_in.get(), -1, d_out.get()).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      LaunchGemvHalf(nullptr, HalfType::kF16, nullptr, 4, 3, nullptr, 1, nullptr, false).code(),
+      absl::StatusCode::kInvalidArgument);  // odd `in`
 }
 
 // The device draw against its CPU twin: rows of random logits (V = 5000: a partial last chunk)

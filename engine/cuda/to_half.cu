@@ -1,0 +1,73 @@
+// f32 -> bf16 / fp16 rounding (see to_half.cuh).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/to_half.cuh"
+
+namespace modrwkv::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr float kF16Max = 65504.0f;
+
+template <HalfType T>
+__device__ __forceinline__ uint16_t Round(float v) {
+  if constexpr (T == HalfType::kBF16) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  } else {
+    // Finite values beyond the range saturate; NaN stays NaN, infinities stay infinite.
+    const float a = fabsf(v);
+    const float c = a <= kF16Max || !(a < INFINITY) ? v : copysignf(kF16Max, v);
+    return __half_as_ushort(__float2half_rn(c));
+  }
+}
+
+// Two values per thread (one 8-byte load, one 4-byte store); n is even for every caller but the
+// odd tail is handled anyway.
+template <HalfType T>
+__global__ void F32ToHalfKernel(const float* __restrict__ in, int64_t n,
+                                uint16_t* __restrict__ out) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; 2 * p < n;
+       p += stride) {
+    const int64_t i = 2 * p;
+    if (i + 1 < n) {
+      const float2 v = reinterpret_cast<const float2*>(in)[p];
+      const uint32_t packed =
+          static_cast<uint32_t>(Round<T>(v.x)) | (static_cast<uint32_t>(Round<T>(v.y)) << 16);
+      reinterpret_cast<uint32_t*>(out)[p] = packed;
+    } else {
+      out[i] = Round<T>(in[i]);
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchF32ToHalf(cudaStream_t stream, HalfType type, const float* in, int64_t n,
+                             uint16_t* out) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchF32ToHalf: n = ", n));
+  if (n == 0) return absl::OkStatus();
+  if (in == nullptr || out == nullptr) {
+    return absl::InvalidArgumentError("LaunchF32ToHalf: null device pointer");
+  }
+  if (reinterpret_cast<uintptr_t>(in) % 8 != 0 || reinterpret_cast<uintptr_t>(out) % 4 != 0) {
+    return absl::InvalidArgumentError("LaunchF32ToHalf: in must be 8-byte and out 4-byte aligned");
+  }
+  const int64_t pairs = (n + 1) / 2;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>((pairs + kThreads - 1) / kThreads, 65535));
+  if (type == HalfType::kBF16) {
+    F32ToHalfKernel<HalfType::kBF16><<<blocks, kThreads, 0, stream>>>(in, n, out);
+  } else {
+    F32ToHalfKernel<HalfType::kF16><<<blocks, kThreads, 0, stream>>>(in, n, out);
+  }
+  return CudaStatus(cudaGetLastError(), "F32ToHalfKernel launch");
+}
+
+}  // namespace modrwkv::cuda
