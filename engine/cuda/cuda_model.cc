@@ -27,6 +27,17 @@ namespace {
 // rows the CUDA-core kernel's FMAs already cost more than reading the weights.
 constexpr int kTensorCoreRows = 16;
 
+// The device draw rebuilds the chosen token's logprob from its probability (sample.cu: v - max =
+// log(p) x temperature), an error of ~6e-8 x temperature nats; above this temperature a sampler
+// with logprobs draws on the host instead, so reported logprobs stay within 1e-6 of the Sampler's.
+constexpr float kMaxDeviceLogprobTemperature = 16.0f;
+
+bool DrawsOnDevice(const Sampler& s) {
+  if (s.IsPlainGreedy()) return true;
+  if (!s.CanDrawOnDevice()) return false;
+  return s.params().logprobs_top_n < 0 || s.params().temperature <= kMaxDeviceLogprobTemperature;
+}
+
 // The small vectors of a layer, each C floats, in this order in Layer::vec.
 enum Vec : int {
   kLn1W,
@@ -547,8 +558,7 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
     const StepEntry& en = entries[e];
     if (en.output == StepOutput::kHidden) {
       hidden.push_back(e);
-    } else if (en.output == StepOutput::kSample &&
-               (en.sampler->IsPlainGreedy() || en.sampler->CanDrawOnDevice())) {
+    } else if (en.output == StepOutput::kSample && DrawsOnDevice(*en.sampler)) {
       picked.push_back(e);
     } else if (en.output != StepOutput::kNone) {
       copied.push_back(e);

@@ -26,7 +26,7 @@ __device__ __forceinline__ float2 Widen2(uint32_t bits) {
 }
 
 // acc[r] += the dot product of the weights in `wv` (2 x `pairs` floats) with row r's x at
-// float offset `at`.
+// float offset `at` (16-byte loads of x when kPairs is even: `at` is then a multiple of 4).
 template <int kPairs>
 __device__ __forceinline__ void Accumulate(const float2 (&wv)[kPairs], const float* x, int64_t ldx,
                                            int64_t at, int nr, float (&acc)[kRowsPerPass]) {
@@ -34,11 +34,22 @@ __device__ __forceinline__ void Accumulate(const float2 (&wv)[kPairs], const flo
   for (int r = 0; r < kRowsPerPass; ++r) {
     if (r >= nr) break;
     const float* xr = x + r * ldx + at;
+    if constexpr (kPairs % 2 == 0) {
 #pragma unroll
-    for (int q = 0; q < kPairs; ++q) {
-      const float2 xv = reinterpret_cast<const float2*>(xr)[q];
-      acc[r] = fmaf(wv[q].x, xv.x, acc[r]);
-      acc[r] = fmaf(wv[q].y, xv.y, acc[r]);
+      for (int q = 0; q < kPairs; q += 2) {
+        const float4 xv = reinterpret_cast<const float4*>(xr)[q / 2];
+        acc[r] = fmaf(wv[q].x, xv.x, acc[r]);
+        acc[r] = fmaf(wv[q].y, xv.y, acc[r]);
+        acc[r] = fmaf(wv[q + 1].x, xv.z, acc[r]);
+        acc[r] = fmaf(wv[q + 1].y, xv.w, acc[r]);
+      }
+    } else {
+#pragma unroll
+      for (int q = 0; q < kPairs; ++q) {
+        const float2 xv = reinterpret_cast<const float2*>(xr)[q];
+        acc[r] = fmaf(wv[q].x, xv.x, acc[r]);
+        acc[r] = fmaf(wv[q].y, xv.y, acc[r]);
+      }
     }
   }
 }

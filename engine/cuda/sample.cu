@@ -301,9 +301,10 @@ __global__ void __launch_bounds__(kThreads)
     if (x.banned) {
       v = -INFINITY;
     } else {
-      v = v > 0 ? v / x.repetition : v * x.repetition;
-      v -= x.subtract;
-      v += x.add;
+      // Explicitly rounded operations: a fused multiply-subtract would not be ApplyLogitEdits'.
+      v = v > 0 ? __fdiv_rn(v, x.repetition) : __fmul_rn(v, x.repetition);
+      v = __fsub_rn(v, x.subtract);
+      v = __fadd_rn(v, x.add);
     }
     p[x.token] = v;
   }

@@ -301,10 +301,18 @@ absl::Status StatePool::EnforceColdCapacity(const std::string& owner, PooledSess
   for (size_t i = 0; i < victims.size() && over > 0; ++i, --over)
     Evict(victims[i], "cold_capacity");
   if (over <= 0 || !fresh || fresh->slot >= 0) return absl::OkStatus();
-  // Nothing idle is left to evict: the new session may still live in a free slot.
-  if (!free_slots_.empty() && MoveIntoSlot(fresh, free_slots_.back()).ok()) {
+  // Nothing idle is left to evict: the new session may still live in a free slot, or in one
+  // lent to a turn's start (taken back).
+  std::optional<int> slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
     free_slots_.pop_back();
-    return absl::OkStatus();
+  } else {
+    slot = ReclaimTurnSlot();
+  }
+  if (slot) {
+    if (MoveIntoSlot(fresh, *slot).ok()) return absl::OkStatus();
+    ReleaseSlot(*slot);
   }
   return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
                         "the session tier is full: %d sessions held in host memory "

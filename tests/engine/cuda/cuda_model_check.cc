@@ -211,6 +211,34 @@ TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
   EXPECT_EQ(same, kTokens);
 }
 
+// Logprobs at a temperature above the device draw's precision limit (its chosen token's logprob
+// is rebuilt from a probability: ~6e-8 x temperature nats) are sampled on the host: their logits
+// come back, and the logprobs are the Sampler's own; at an ordinary temperature they do not.
+TEST_F(CudaVsCpuTest, HotLogprobSamplersDrawOnTheHost) {
+  SamplerConfig cfg;
+  cfg.logprobs_top_n = 2;
+  cfg.seed = 5;
+  cfg.temperature = 1.0f;
+  auto mild = Sampler::Create(cfg, 1024).value();
+  cfg.temperature = 50.0f;
+  auto hot = Sampler::Create(cfg, 1024).value();
+  const int32_t t0 = 3, t1 = 4;
+  StepEntry a, b;
+  a.slot = 0;
+  b.slot = 1;
+  a.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&t0, 1))};
+  b.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&t1, 1))};
+  a.output = b.output = StepOutput::kSample;
+  a.sampler = mild.get();
+  b.sampler = hot.get();
+  std::vector<StepResult> r;
+  ASSERT_TRUE(gpu_->Step({a, b}, &r).ok());
+  EXPECT_TRUE(r[0].logits.empty());
+  EXPECT_FALSE(r[1].logits.empty());
+  EXPECT_EQ(r[0].sample.top_logprobs.size(), 2u);
+  EXPECT_EQ(r[1].sample.top_logprobs.size(), 2u);
+}
+
 // Samplers run inside Step: greedy samplers of several sequences in one step pick the CPU's
 // tokens, whether plain (sample.cu's argmax) or with a penalty (its edits applied first).
 TEST_F(CudaVsCpuTest, SamplingEntriesPickTheCpusTokens) {

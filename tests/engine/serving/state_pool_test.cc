@@ -355,6 +355,27 @@ TEST_F(StatePoolTest, ALentSlotIsReclaimedBeforeAnIdleSessionIsOffloaded) {
   EXPECT_EQ(pool_->StateOf(*s).value(), Filled(0.5f));
 }
 
+// With sessions in slots only (a cold tier of 0), a new session takes a slot lent to a turn's
+// start rather than being refused.
+TEST_F(StatePoolTest, ANewSessionTakesALentSlotWhenTheTierHoldsNone) {
+  Build(/*slots=*/2, Cap(0));
+  PooledSession* s = pool_->Create("a").value();
+  ASSERT_GE(s->slot, 0);
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(0.75f)).ok());
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  s->busy = true;
+  EXPECT_EQ(pool_->turns_in_slots(), 1);
+  auto fresh = pool_->Create("a");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_GE((*fresh)->slot, 0);
+  EXPECT_EQ(pool_->StateOf(**fresh).value(), Filled(0.0f));  // the zero state, not the copy
+  EXPECT_EQ(pool_->turns_in_slots(), 0);
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(5.0f)).ok());
+  ASSERT_TRUE(pool_->RollBack(s).ok());
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(0.75f));
+  s->busy = false;
+}
+
 // Deleting a session in the middle of a turn gives its lent slot back.
 TEST_F(StatePoolTest, DeletingASessionReleasesItsLentSlot) {
   Build(/*slots=*/2, Cap(4));
