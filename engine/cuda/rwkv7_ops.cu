@@ -26,9 +26,10 @@ __device__ float BlockSum(float v, float* scratch) {
   return t;
 }
 
-__global__ void LayerNormKernel(const float* __restrict__ in, const int32_t* __restrict__ rows,
-                                int C, const float* __restrict__ w, const float* __restrict__ b,
-                                float eps, float* out) {
+// `in` may be `out` (ln0 normalises in place), so neither is __restrict__.
+__global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ rows, int C,
+                                const float* __restrict__ w, const float* __restrict__ b, float eps,
+                                float* out) {
   __shared__ float scratch[32];
   const int64_t src = rows != nullptr ? rows[blockIdx.x] : blockIdx.x;
   const float* x = in + src * C;
@@ -202,6 +203,10 @@ absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const 
 
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n) {
   if (n < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchActivation: n = ", n));
+  if (f != Activation::kTanh && f != Activation::kSigmoid && f != Activation::kReluSquare) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchActivation: unknown activation ", static_cast<int>(f)));
+  }
   if (n == 0) return absl::OkStatus();
   const int64_t blocks = std::min<int64_t>((n + kRowThreads - 1) / kRowThreads, 65535);
   ActivationKernel<<<static_cast<unsigned>(blocks), kRowThreads, 0, stream>>>(f, x, n);

@@ -1,7 +1,8 @@
 // The CUDA kernels against their CPU twins: engine/cuda/wkv.cu against cpu::scalar::WkvHead,
 // engine/cuda/to_half.cu against the host's F32ToBF16 / F32ToF16, engine/cuda/gemv_half.cu
 // against a plain loop over the widened weights, engine/cuda/sample.cu against
-// ReferenceDeviceDraw / ReferenceDeviceLogprobs; and engine/cuda/cuda_check.cc.
+// ReferenceDeviceDraw / ReferenceDeviceLogprobs; and engine/cuda/cuda_check.cc. The launchers of
+// engine/cuda/rwkv7_ops.cuh are tested in ops_cuda_check.cc (the same binary).
 // Built by engine/cuda/CMakeLists.txt as `cuda_wkv_test` (named *_check.cc so that the
 // tests/engine/**/*_test.cc glob, whose binaries link only `engine`, does not pick it up).
 #include <cuda_runtime.h>
@@ -26,6 +27,7 @@
 #include "engine/cuda/wkv.cuh"
 #include "engine/sampling/device_draw.h"
 #include "gtest/gtest.h"
+#include "tests/engine/cuda/device_test_util.h"
 
 namespace modrwkv::cuda {
 namespace {
@@ -105,29 +107,9 @@ struct WkvCase {
 // Keeps gtest from printing the case as raw bytes in test names and failures.
 void PrintTo(const WkvCase& c, std::ostream* os) { *os << c.name; }
 
-std::vector<float> Random(size_t n, std::mt19937& g, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
-}
-
-template <typename T>
-DeviceBuffer<T> Upload(const std::vector<T>& host) {
-  absl::StatusOr<DeviceBuffer<T>> buf = AllocDevice<T>(host.size());
-  EXPECT_TRUE(buf.ok()) << buf.status();
-  if (!buf.ok()) return nullptr;
-  EXPECT_EQ(cudaMemcpy(buf->get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
-            cudaSuccess);
-  return std::move(*buf);
-}
-
-template <typename T>
-std::vector<T> Download(const DeviceBuffer<T>& buf, size_t n) {
-  std::vector<T> host(n);
-  EXPECT_EQ(cudaMemcpy(host.data(), buf.get(), n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-  return host;
-}
+using testing_util::Download;
+using testing_util::Random;
+using testing_util::Upload;
 
 // |got - want| <= 1e-4 * max(1, max |want|), element-wise.
 void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
