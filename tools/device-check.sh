@@ -11,9 +11,10 @@
 #                                measured limits, then decode/prefill/capacity per shape against
 #                                them) and prints the tables, within DEVICE_CHECK_SECONDS (480).
 #
-# The GPU machine's glibc and libstdc++ must be at least this machine's (Debian 12: glibc 2.36,
-# GCC 12); its driver must support CUDA 13 (the runtime is linked in statically) and it must have
-# cuBLAS 13 (libcublas.so.13, opened at run time).
+# The binaries need glibc 2.34 and libstdc++ of GCC 11 or newer; on a GPU machine with older ones
+# `run` starts them through this machine's loader and libraries, packed in out/device-check/glibc.
+# Its driver must support CUDA 13 (the runtime is linked in statically) and it must have cuBLAS
+# 13 (libcublas.so.13, opened at run time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=out/device-check
@@ -32,6 +33,15 @@ case "${1:-}" in
         *) cp -L "$path" "$out/lib/" ;;
       esac
     done
+    # The base system's libraries too, used only where the GPU machine's are older than these
+    # (its image is not this one: a binary built here may need a newer glibc than it has).
+    mkdir -p "$out/glibc"
+    ldd "$out"/bin/* | awk '/=> \// {print $1, $3} /ld-linux/ {print $1, $1}' | sort -u |
+      while read -r name path; do
+        case $name in
+          libc.so* | libm.so* | libgcc_s.so* | libstdc++.so* | */ld-linux*) cp -L "$path" "$out/glibc/" ;;
+        esac
+      done
     du -sh "$out"
     ;;
   run)
@@ -42,6 +52,15 @@ case "${1:-}" in
     # One run must fit one device command (10 min) with room to spare: every step is bounded by
     # its own cap and by what is left of DEVICE_CHECK_SECONDS (default 480), most important first;
     # a step with under 20 s left is skipped and says so.
+    # Binaries built on another image may not start with this one's glibc / libstdc++: then run
+    # them through the packed loader and libraries (the driver and cuBLAS still come from here).
+    runner=()
+    if ! "$out/bin/cuda_wkv_test" --gtest_list_tests >/dev/null 2>&1; then
+      echo "the binaries do not start with this system's libraries; using the packed glibc"
+      "$out/bin/cuda_wkv_test" --gtest_list_tests 2>&1 | head -3 || true
+      runner=("$PWD/$out/glibc/ld-linux-x86-64.so.2" --library-path
+        "$PWD/$out/glibc:$LD_LIBRARY_PATH:/usr/lib/x86_64-linux-gnu:/usr/local/nvidia/lib64")
+    fi
     deadline=$((SECONDS + ${DEVICE_CHECK_SECONDS:-480}))
     status=0
     step() {  # step CAP_SECONDS TITLE COMMAND...
@@ -54,7 +73,7 @@ case "${1:-}" in
         status=1
         return
       fi
-      timeout $((cap < left ? cap : left)) "$@" || status=1
+      timeout $((cap < left ? cap : left)) "${runner[@]}" "$@" || status=1
     }
     step 90 "cuda_wkv_test (kernels against their CPU twins)" "$out/bin/cuda_wkv_test" --gtest_brief=1
     step 120 "cuda_model_test (the model against the CPU backend)" \
