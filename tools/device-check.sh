@@ -81,12 +81,14 @@ case "${1:-}" in
     # Most of a shape's time goes to building and uploading its random weights.
     step 120 "cuda_bench (the device's limits; 1.5B bf16: the issue's targets)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --batches=1,64,256,1024
-    step 150 "cuda_bench (0.1B, 2.9B, 7.2B bf16)" \
-      "$out/bin/cuda_bench" --shapes=0.1b,2.9b,7.2b --dtypes=bf16 --batches=1,64,256,1024
+    step 120 "cuda_bench (7.2B bf16: the shape of the Albatross and llama.cpp anchors)" \
+      "$out/bin/cuda_bench" --shapes=7.2b --dtypes=bf16 --batches=1,64,256,1024
     step 60 "cuda_bench (1.5B, fp16 weights: against bf16 above)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=f16 --batches=1,256
     step 60 "cuda_bench (1.5B, bf16 weights, f16 states: the state pool's capacity)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --states=f16 --batches=1,256,1024
+    step 90 "cuda_bench (0.1B and 2.9B bf16)" \
+      "$out/bin/cuda_bench" --shapes=0.1b,2.9b --dtypes=bf16 --batches=1,64,256,1024
     step 45 "cuda_bench (1.5B, bf16 weights, without CUDA graphs: what they save)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --graphs=off --batches=1,64
     step 45 "cuda_bench (0.1B, f32 weights: cuBLAS SGEMM without TF32)" \

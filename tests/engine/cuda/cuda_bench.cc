@@ -339,6 +339,7 @@ int Main(int argc, char** argv) {
     return 1;
   };
   if (!args.ok()) return fail(args.status());
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // every row out at once, even if the run is cut short
   if (cudaError_t e = cudaSetDevice(args->device); e != cudaSuccess) {
     return fail(CudaStatus(e, "cudaSetDevice"));
   }
