@@ -48,6 +48,12 @@ case "${1:-}" in
     [[ -x $out/bin/cuda_model_test ]] || { echo "run 'tools/device-check.sh pack' first" >&2; exit 2; }
     # The machine's own cuBLAS (it must match its driver).
     export LD_LIBRARY_PATH="$PWD/$out/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Where the toolkit is not in /usr/local/cuda, cuBLAS may come with Python's nvidia wheels.
+    if [[ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]] && ! ldconfig -p | grep -q libcublas.so.13; then
+      cublas=$(find /usr /opt -name libcublas.so.13 2>/dev/null | head -1)
+      [[ -n $cublas ]] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$cublas")"
+      echo "cuBLAS: ${cublas:-not found}"
+    fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     # One run must fit one device command (10 min) with room to spare: every step is bounded by
     # its own cap and by what is left of DEVICE_CHECK_SECONDS (default 480), most important first;
