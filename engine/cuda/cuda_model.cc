@@ -162,6 +162,8 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   device_ = device;
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   MODRWKV_ASSIGN_OR_RETURN(stream_, CreateStream());
+  MODRWKV_ASSIGN_OR_RETURN(step_begin_, CreateEvent(cudaEventDefault));
+  MODRWKV_ASSIGN_OR_RETURN(step_end_, CreateEvent(cudaEventDefault));
   MODRWKV_ASSIGN_OR_RETURN(blas_, Cublas());
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Create(&cublas_));
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->SetStream(cublas_, stream_.get()));
@@ -631,6 +633,7 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   }
 
   cudaStream_t st = stream_.get();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(step_begin_.get(), st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows, static_cast<size_t>(Rp) * C * 4,
                                                cudaMemcpyHostToDevice, st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.index.get(), host_index_.get(),
@@ -664,7 +667,12 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
         cudaMemcpyAsync(host_hidden, s_.xo.get() + static_cast<int64_t>(sh.logits) * C,
                         hidden.size() * C * sizeof(float), cudaMemcpyDeviceToHost, st));
   }
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(step_end_.get(), st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  float device_ms = 0;
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaEventElapsedTime(&device_ms, step_begin_.get(), step_end_.get()));
+  last_step_device_seconds_ = device_ms * 1e-3;
   for (size_t i = 0; i < hidden.size(); ++i) {
     (*results)[hidden[i]].hidden =
         absl::Span<const float>(host_hidden + static_cast<int64_t>(i) * C, C);

@@ -65,6 +65,9 @@ class CudaModel final : public Model {
 
   // The decode-step CUDA graphs held now (ModelOptions::cuda_graphs).
   size_t graph_count() const { return graphs_.size(); }
+  // The device's part of the last Step: from its inputs' upload to its results' download (CUDA
+  // events); the rest of the step's wall time is host work (staging, sampling on the host).
+  double last_step_device_seconds() const { return last_step_device_seconds_; }
 
  private:
   // A matrix in the Linear convention [out][in], row-major: fp32, or 16-bit bits (--dtype bf16 or
@@ -143,6 +146,8 @@ class CudaModel final : public Model {
   int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C
   int state_elem_bytes_ = 4;  // 4: f32 states; 2: f16 (ModelOptions::StateType::kF16)
   CudaStream stream_;
+  CudaEvent step_begin_, step_end_;  // timing events around a step's device work
+  double last_step_device_seconds_ = 0;
   const CublasApi* blas_ = nullptr;  // opened at run time (cublas_api.h)
   cublasHandle_t cublas_ = nullptr;
   std::vector<float> emb_;            // [V][C], host memory

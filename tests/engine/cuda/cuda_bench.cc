@@ -274,7 +274,12 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   SamplerConfig with_logprobs = drawn;
   with_logprobs.logprobs_top_n = 5;
   // sc null: the logits come back (StepOutput::kLogits).
-  auto run = [&](int b, const SamplerConfig* sc) -> absl::StatusOr<double> {
+  // Seconds per step, and the share of it the device was busy (CudaModel's step events: the rest
+  // is host work a pipelined Step could hide).
+  struct Timing {
+    double per_step = 0, device_share = 0;
+  };
+  auto run = [&](int b, const SamplerConfig* sc) -> absl::StatusOr<Timing> {
     std::vector<std::unique_ptr<Sampler>> samplers;
     std::vector<int32_t> next(b);
     std::vector<StepEntry> entries(b);
@@ -291,30 +296,41 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     for (int w = 0; w < 2; ++w) {  // warm-up: scratch growth, then the graph's capture
       MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
     }
+    double device = 0;
     const auto t0 = Clock::now();
-    for (int k = 0; k < args.steps; ++k) MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
-    return Seconds(t0) / args.steps;
+    for (int k = 0; k < args.steps; ++k) {
+      MODRWKV_RETURN_IF_ERROR(m.Step(entries, &results));
+      device += m.last_step_device_seconds();
+    }
+    const double wall = Seconds(t0);
+    return Timing{wall / args.steps, device / wall};
   };
   std::map<int, double> tokens_per_s;
   int sampled_batch = 0;
   for (const int b : args.batches) {
-    MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(b, &greedy));
+    MODRWKV_ASSIGN_OR_RETURN(const Timing t, run(b, &greedy));
+    const double per_step = t.per_step;
     const double roofline = (weight_bytes + 2 * state_bytes * b) / lim.copy_bytes_per_s;
     tokens_per_s[b] = b / per_step;
     if (b <= 256) sampled_batch = std::max(sampled_batch, b);
-    std::printf("| %s | decode batch %d | %.0f | %.3f | %.3f | %.0f%% of the roofline |\n",
-                tag.c_str(), b, b / per_step, per_step * 1e3, roofline * 1e3,
-                100 * roofline / per_step);
+    std::printf(
+        "| %s | decode batch %d | %.0f | %.3f | %.3f | %.0f%% of the roofline; device busy "
+        "%.0f%% of the step |\n",
+        tag.c_str(), b, b / per_step, per_step * 1e3, roofline * 1e3, 100 * roofline / per_step,
+        100 * t.device_share);
   }
   if (sampled_batch > 0) {
     for (const auto& [what, sc] : {std::pair<const char*, const SamplerConfig*>{
                                        "sampled on the device (T 1, top-p 0.95)", &drawn},
                                    {"the same with top-5 logprobs", &with_logprobs},
                                    {"logits to the host", nullptr}}) {
-      MODRWKV_ASSIGN_OR_RETURN(const double per_step, run(sampled_batch, sc));
-      std::printf("| %s | decode batch %d, %s | %.0f | %.3f | | %.2fx the greedy step |\n",
-                  tag.c_str(), sampled_batch, what, sampled_batch / per_step, per_step * 1e3,
-                  per_step * tokens_per_s[sampled_batch] / sampled_batch);
+      MODRWKV_ASSIGN_OR_RETURN(const Timing t, run(sampled_batch, sc));
+      const double per_step = t.per_step;
+      std::printf(
+          "| %s | decode batch %d, %s | %.0f | %.3f | | %.2fx the greedy step; device busy "
+          "%.0f%% |\n",
+          tag.c_str(), sampled_batch, what, sampled_batch / per_step, per_step * 1e3,
+          per_step * tokens_per_s[sampled_batch] / sampled_batch, 100 * t.device_share);
     }
   }
   if (tokens_per_s.count(1) && tokens_per_s.count(256)) {

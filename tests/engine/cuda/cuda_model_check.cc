@@ -474,6 +474,9 @@ TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
   for (int k = 0; k < 3; ++k) step(4, "decode of 4 again");
   EXPECT_GT(graphed->graph_count(), 0u);
   EXPECT_EQ(eager->graph_count(), 0u);
+  // The step's device time (events around its device work) is measured, and below a second.
+  EXPECT_GT(graphed->last_step_device_seconds(), 0.0);
+  EXPECT_LT(graphed->last_step_device_seconds(), 1.0);
 }
 
 // bf16 weights (--dtype bf16) against the CPU's bf16 products. Below 16 rows a product goes
