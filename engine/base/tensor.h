@@ -37,6 +37,7 @@ float BF16ToF32(uint16_t v);
 uint16_t F32ToBF16(float v);
 float F16ToF32(uint16_t v);
 uint16_t F32ToF16(float v);
+constexpr float kF16Max = 65504.0f;  // the largest finite f16
 
 // Converts `n` elements of `src` (of type `dtype`) to f32.
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst);

@@ -27,17 +27,6 @@ namespace {
 // rows the CUDA-core kernel's FMAs already cost more than reading the weights.
 constexpr int kTensorCoreRows = 16;
 
-// The device draw rebuilds the chosen token's logprob from its probability (sample.cu: v - max =
-// log(p) x temperature), an error of ~6e-8 x temperature nats; above this temperature a sampler
-// with logprobs draws on the host instead, so reported logprobs stay within 1e-6 of the Sampler's.
-constexpr float kMaxDeviceLogprobTemperature = 16.0f;
-
-bool DrawsOnDevice(const Sampler& s) {
-  if (s.IsPlainGreedy()) return true;
-  if (!s.CanDrawOnDevice()) return false;
-  return s.params().logprobs_top_n < 0 || s.params().temperature <= kMaxDeviceLogprobTemperature;
-}
-
 // The small vectors of a layer, each C floats, in this order in Layer::vec.
 enum Vec : int {
   kLn1W,
@@ -131,16 +120,14 @@ absl::StatusOr<CudaModel::Matrix> CudaModel::Upload(const WeightRef& ref) {
                           ref.canonical_name, m.in));
     }
     std::vector<uint16_t> bits(host.size());
-    if (half_type_ == HalfType::kBF16) {
+    if (*half_ == HalfType::kBF16) {
       for (size_t i = 0; i < host.size(); ++i) bits[i] = F32ToBF16(host[i]);
     } else {
-      constexpr float kF16Max = 65504.0f;
       for (size_t i = 0; i < host.size(); ++i) {
         if (!(std::fabs(host[i]) <= kF16Max)) {
           return absl::InvalidArgumentError(absl::StrFormat(
-              "tensor %s holds %g at element %d, outside fp16's range (|x| <= 65504): use dtype "
-              "bf16",
-              ref.canonical_name, host[i], i));
+              "tensor %s holds %g at element %d, outside fp16's range (|x| <= %g): use dtype bf16",
+              ref.canonical_name, host[i], i, kF16Max));
         }
         bits[i] = F32ToF16(host[i]);
       }
@@ -175,10 +162,8 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
       blas_->SetWorkspace(cublas_, cublas_workspace_.get(), kWorkspaceBytes));
   graphs_enabled_ = options.cuda_graphs;
   // auto stays f32 on the GPU for now: bf16 and f16 are options until measured there.
-  half_ = options.weight_type == ModelOptions::WeightType::kBF16 ||
-          options.weight_type == ModelOptions::WeightType::kF16;
-  half_type_ =
-      options.weight_type == ModelOptions::WeightType::kF16 ? HalfType::kF16 : HalfType::kBF16;
+  if (options.weight_type == ModelOptions::WeightType::kBF16) half_ = HalfType::kBF16;
+  if (options.weight_type == ModelOptions::WeightType::kF16) half_ = HalfType::kF16;
   // f32 weights: plain fp32 products (no TF32), so that logits stay within float rounding of the
   // CPU's. 16-bit weights: the default mode, whose 16-bit products run on tensor cores.
   MODRWKV_CUBLAS_RETURN_IF_ERROR(
@@ -187,12 +172,12 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   host_pool_ = std::make_unique<cpu::ThreadPool>(options.threads);
   info_.config = cfg;
   info_.backend = "cuda";
-  info_.weight_dtype = !half_ ? "f32" : half_type_ == HalfType::kBF16 ? "bf16" : "f16";
+  info_.weight_dtype = !half_ ? "f32" : *half_ == HalfType::kBF16 ? "bf16" : "f16";
   info_.parameter_count = refs.parameter_count;
   info_.fingerprint = FingerprintRwkv7(refs);
 
   emb_ = ToF32(refs.emb);
-  if (half_ && half_type_ == HalfType::kBF16) {  // as the CPU backend keeps it with bf16 weights
+  if (half_ == HalfType::kBF16) {  // as the CPU backend keeps it with bf16 weights
     for (float& v : emb_) v = BF16ToF32(F32ToBF16(v));
   }
   if (refs.emb.transposed) return absl::InvalidArgumentError("a transposed embedding table");
@@ -433,13 +418,13 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   if (half_ && rows < kTensorCoreRows) {
-    return LaunchGemvHalf(stream_.get(), half_type_, m.half.get(), m.out, m.in, in, rows, out,
+    return LaunchGemvHalf(stream_.get(), *half_, m.half.get(), m.out, m.in, in, rows, out,
                           accumulate);
   }
   if (half_) {
-    const cudaDataType type = half_type_ == HalfType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
-    MODRWKV_RETURN_IF_ERROR(LaunchF32ToHalf(stream_.get(), half_type_, in,
-                                            static_cast<int64_t>(rows) * m.in, s_.xb.get()));
+    const cudaDataType type = *half_ == HalfType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+    MODRWKV_RETURN_IF_ERROR(
+        LaunchF32ToHalf(stream_.get(), *half_, in, static_cast<int64_t>(rows) * m.in, s_.xb.get()));
     MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->GemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows,
                                                  m.in, &alpha, m.half.get(), type, m.in,
                                                  s_.xb.get(), type, m.in, &beta, out, CUDA_R_32F,
@@ -560,7 +545,8 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
     const StepEntry& en = entries[e];
     if (en.output == StepOutput::kHidden) {
       hidden.push_back(e);
-    } else if (en.output == StepOutput::kSample && DrawsOnDevice(*en.sampler)) {
+    } else if (en.output == StepOutput::kSample &&
+               (en.sampler->IsPlainGreedy() || en.sampler->CanDrawOnDevice())) {
       picked.push_back(e);
     } else if (en.output != StepOutput::kNone) {
       copied.push_back(e);

@@ -24,6 +24,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -71,7 +72,7 @@ class CudaModel final : public Model {
 
  private:
   // A matrix in the Linear convention [out][in], row-major: fp32, or 16-bit bits (--dtype bf16 or
-  // f16: CudaModel::half_type_).
+  // f16: CudaModel::half_).
   struct Matrix {
     DeviceBuffer<float> data;
     DeviceBuffer<uint16_t> half;
@@ -139,9 +140,9 @@ class CudaModel final : public Model {
 
   ModelDescription info_;
   int device_ = 0;
-  bool half_ = false;  // matrices in 16 bits (ModelOptions::WeightType::kBF16 or kF16), of
-  HalfType half_type_ = HalfType::kBF16;  // this type
-  absl::Status sticky_;                   // a sticky CUDA error, once one happened (Health)
+  // Matrices in 16 bits of this type (ModelOptions::WeightType::kBF16 or kF16), else f32.
+  std::optional<HalfType> half_;
+  absl::Status sticky_;  // a sticky CUDA error, once one happened (Health)
   int num_slots_ = 0;
   int64_t layer_floats_ = 0;  // per slot and layer: att shift C | wkv H*64*64 | ffn shift C
   int state_elem_bytes_ = 4;  // 4: f32 states; 2: f16 (ModelOptions::StateType::kF16)

@@ -3,8 +3,9 @@
 //   1. the row's edits, in place;
 //   2. the argmax (NaN ignored, lowest id on ties): decides greedy, +inf and all--inf rows;
 //      rows that report logprobs get them here (log Z and the top-n list, one block-wide best
-//      per entry), while the logits are still in place;
-//   3. p = exp((v - max) / T) in place;
+//      per entry);
+//   3. p = exp((v - max) / T), computed where it is read (RelativeProbs) rather than stored: the
+//      logits stay as edited, so the chosen token's logprob is exact;
 //   4. the kept set as a prefix of the "better" order (p descending, lower id first), held as a
 //      threshold T and a tie count n: every token with p > T, and the first n (by id) with p == T.
 //      top-k and then top-p find theirs by radix selection on the bits of p (p >= 0, so its bits
@@ -101,8 +102,20 @@ __device__ void WarpAggregatedAdd(unsigned key, u64 mass, bool with_mass, Shared
   }
 }
 
+// Step 3: a token's probability relative to the top one (which gets exactly 1; NaN and -inf get
+// 0). The same expression at every read gives the same bits, so the passes below agree.
+struct RelativeProbs {
+  const float* logits;
+  float max, scale;
+  __device__ __forceinline__ float operator()(int i) const {
+    const float v = logits[i];
+    return v != v || v == -INFINITY ? 0.0f : expf(__fmul_rn(__fsub_rn(v, max), scale));
+  }
+};
+
 // Step 4, top-k: the threshold and tie count of the first k tokens in "better" order.
-__device__ void SelectTopK(const float* p, int V, int k, Shared& sh, uint32_t* thr, int* ties) {
+__device__ void SelectTopK(const RelativeProbs& p, int V, int k, Shared& sh, uint32_t* thr,
+                           int* ties) {
   uint32_t bits = 0, mask = 0;
   long long want = k;
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -110,7 +123,7 @@ __device__ void SelectTopK(const float* p, int V, int k, Shared& sh, uint32_t* t
     __syncthreads();
     for (int base = 0; base < V; base += kThreads) {  // every lane iterates alike
       const int i = base + static_cast<int>(threadIdx.x);
-      const uint32_t x = i < V ? __float_as_uint(p[i]) : 0u;
+      const uint32_t x = i < V ? __float_as_uint(p(i)) : 0u;
       const unsigned key = i < V && (x & mask) == bits ? (x >> shift) & 255u : 256u;
       WarpAggregatedAdd(key, 0, false, sh);
     }
@@ -139,14 +152,14 @@ __device__ void SelectTopK(const float* p, int V, int k, Shared& sh, uint32_t* t
 
 // Step 4, top-p: within the prefix (*thr, *ties), the shortest prefix whose mass reaches top_p of
 // the prefix's mass (less the Sampler's tolerance); replaces (*thr, *ties).
-__device__ void SelectTopP(const float* p, int V, float top_p, Shared& sh, uint32_t* thr,
+__device__ void SelectTopP(const RelativeProbs& p, int V, float top_p, Shared& sh, uint32_t* thr,
                            int* ties) {
   const uint32_t thr0 = *thr;
   const int ties0 = *ties;
   const u64 tie_mass0 = static_cast<u64>(ties0) * Fix(__uint_as_float(thr0));
   u64 mine = 0;
   for (int i = threadIdx.x; i < V; i += kThreads) {
-    const float v = p[i];
+    const float v = p(i);
     if (__float_as_uint(v) > thr0) mine += Fix(v);
   }
   u64 total = 0;
@@ -165,7 +178,7 @@ __device__ void SelectTopP(const float* p, int V, float top_p, Shared& sh, uint3
     __syncthreads();
     for (int base = 0; base < V; base += kThreads) {  // every lane iterates alike
       const int i = base + static_cast<int>(threadIdx.x);
-      const float v = i < V ? p[i] : 0.0f;
+      const float v = i < V ? p(i) : 0.0f;
       const uint32_t x = __float_as_uint(v);
       const bool in = i < V && x > thr0 && (x & mask) == bits;
       WarpAggregatedAdd(in ? (x >> shift) & 255u : 256u, in ? Fix(v) : 0, true, sh);
@@ -315,8 +328,7 @@ __global__ void __launch_bounds__(kThreads)
   int idx;
   BlockBest(p, V, 0.0f, -1, sh, &best, &idx);
 
-  // Logprobs, while the logits are still in place: the list and log Z now; the chosen token's
-  // once it is known (from its probability after step 3: v - max = log(p) x temperature).
+  // Logprobs: the list and log Z now; the chosen token's once it is known.
   DeviceLogprobs* lp = logprobs != nullptr && d.logprobs_top_n >= 0 ? &logprobs[row] : nullptr;
   double log_z = 0;
   if (lp != nullptr) {
@@ -337,18 +349,14 @@ __global__ void __launch_bounds__(kThreads)
     return;  // the whole block returns together
   }
 
-  // 3. Relative probabilities, in place; the top token's is exactly 1.
-  for (int i = threadIdx.x; i < V; i += kThreads) {
-    const float v = p[i];
-    p[i] = v != v || v == -INFINITY ? 0.0f : expf((v - best) * scale);
-  }
-  __syncthreads();
+  // 3. Relative probabilities, computed where read.
+  const RelativeProbs probs{p, best, scale};
 
   // 4. The kept prefix: everything (threshold 0 with every zero a tie), then top-k, then top-p.
   uint32_t thr = 0;
   int ties = V;
-  if (d.top_k > 0 && d.top_k < V) SelectTopK(p, V, d.top_k, sh, &thr, &ties);
-  if (d.top_p < 1.0f) SelectTopP(p, V, d.top_p, sh, &thr, &ties);
+  if (d.top_k > 0 && d.top_k < V) SelectTopK(probs, V, d.top_k, sh, &thr, &ties);
+  if (d.top_p < 1.0f) SelectTopP(probs, V, d.top_p, sh, &thr, &ties);
   const float min_p = d.min_p;
 
   // 5. Pass A: each chunk's kept mass and the ties before it.
@@ -356,7 +364,7 @@ __global__ void __launch_bounds__(kThreads)
   int ties_before = 0;
   for (int c = 0; c < chunks; ++c) {
     const int i = c * kThreads + threadIdx.x;
-    const float v = i < V ? p[i] : 0.0f;
+    const float v = i < V ? probs(i) : 0.0f;
     const uint32_t x = __float_as_uint(v);
     const int eq = i < V && x == thr ? 1 : 0;
     int eq_total = 0;
@@ -395,7 +403,7 @@ __global__ void __launch_bounds__(kThreads)
     const int c = sh.chunk;
     const u64 target = sh.target;
     const int i = c * kThreads + threadIdx.x;
-    const float v = i < V ? p[i] : 0.0f;
+    const float v = i < V ? probs(i) : 0.0f;
     const uint32_t x = __float_as_uint(v);
     const int eq = i < V && x == thr ? 1 : 0;
     int eq_total = 0;
@@ -406,8 +414,9 @@ __global__ void __launch_bounds__(kThreads)
     const u64 incl = BlockInclusiveScan(m, sh.scan_u64, &chunk_total);
     if (m > 0 && incl - m <= target && target < incl) {  // exactly one thread
       tokens[row] = i;
-      if (lp != nullptr)
-        lp->logprob = static_cast<float>(static_cast<double>(logf(v)) / scale - log_z);
+      if (lp != nullptr) {
+        lp->logprob = static_cast<float>(static_cast<double>(p[i]) - best - log_z);
+      }
     }
   }
 }

@@ -17,8 +17,8 @@ namespace modrwkv::cuda {
 constexpr int kMaxDrawVocab = 1 << 20;
 
 // For each row r in [0, rows): applies edits[edit_offsets[r] .. edit_offsets[r+1]) to
-// logits[r][0..V), then draws tokens[r] as draws[r] says (device_draw.h, steps 1-5). The logits
-// are overwritten (with the relative probabilities). Rows whose draw asks for logprobs
+// logits[r][0..V), then draws tokens[r] as draws[r] says (device_draw.h, steps 1-5); the logits
+// are left as edited. Rows whose draw asks for logprobs
 // (logprobs_top_n >= 0) get them in logprobs[r] (may be null when none does). All pointers are
 // device pointers.
 //

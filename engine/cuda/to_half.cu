@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/tensor.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/to_half.cuh"
 
@@ -13,7 +14,6 @@ namespace modrwkv::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr float kF16Max = 65504.0f;
 
 template <HalfType T>
 __device__ __forceinline__ uint16_t Round(float v) {

@@ -64,7 +64,7 @@ struct StepResult {
 struct ModelDescription {
   ModelConfig config;
   std::string backend;              // "cpu", "cuda"
-  std::string weight_dtype;         // "f32", "bf16"
+  std::string weight_dtype;         // "f32", "bf16", "f16" (CUDA)
   std::string state_dtype = "f32";  // the state pool's element type: "f32", or "f16" (CUDA)
   int64_t parameter_count = 0;
   int64_t weight_bytes = 0;            // bytes of weights held by the backend

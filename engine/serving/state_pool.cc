@@ -35,13 +35,17 @@ std::optional<int> StatePool::AcquireSlot(const std::string& owner) {
   return slot;
 }
 
-std::optional<int> StatePool::TakeSlot() {
+std::optional<int> StatePool::FreeOrLentSlot() {
   if (!free_slots_.empty()) {
     const int s = free_slots_.back();
     free_slots_.pop_back();
     return s;
   }
-  if (std::optional<int> lent = ReclaimTurnSlot()) return lent;
+  return ReclaimTurnSlot();
+}
+
+std::optional<int> StatePool::TakeSlot() {
+  if (std::optional<int> slot = FreeOrLentSlot()) return slot;
   PooledSession* lru = nullptr;
   for (auto& [id, s] : sessions_) {
     if (s->slot >= 0 && s->idle() && (!lru || s->last_used < lru->last_used)) lru = s.get();
@@ -303,14 +307,7 @@ absl::Status StatePool::EnforceColdCapacity(const std::string& owner, PooledSess
   if (over <= 0 || !fresh || fresh->slot >= 0) return absl::OkStatus();
   // Nothing idle is left to evict: the new session may still live in a free slot, or in one
   // lent to a turn's start (taken back).
-  std::optional<int> slot;
-  if (!free_slots_.empty()) {
-    slot = free_slots_.back();
-    free_slots_.pop_back();
-  } else {
-    slot = ReclaimTurnSlot();
-  }
-  if (slot) {
+  if (std::optional<int> slot = FreeOrLentSlot()) {
     if (MoveIntoSlot(fresh, *slot).ok()) return absl::OkStatus();
     ReleaseSlot(*slot);
   }

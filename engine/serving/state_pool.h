@@ -136,6 +136,8 @@ class StatePool {
   std::optional<int> TakeSlot();
   // A lent slot back from a turn whose start moves to host memory; nullopt if none is lent.
   std::optional<int> ReclaimTurnSlot();
+  // A free slot, else a lent one taken back; nullopt if neither.
+  std::optional<int> FreeOrLentSlot();
   // Adds a cold zero-state session after the quota check (a random id unless `id` is given);
   // pinned by the caller's Pin.
   absl::StatusOr<PooledSession*> NewSession(const std::string& owner,

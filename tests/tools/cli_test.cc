@@ -80,8 +80,7 @@ TEST_F(CliTest, F16WeightsAreACudaOption) {
   const std::string out = (*dir_ / "f16.bin").string();
   CliRun r = Cli("logits --model " + Model() + " --dtype f16 --tokens 1 --out " + out);
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.err.find("dtype f16 is built for the CUDA backend only"), std::string::npos)
-      << r.err;
+  EXPECT_NE(r.err.find("dtype f16 is built for the CUDA backend only"), std::string::npos) << r.err;
   r = Cli("logits --model " + Model() + " --dtype f8 --tokens 1 --out " + out);
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("auto, f32, bf16, int8 or f16"), std::string::npos) << r.err;

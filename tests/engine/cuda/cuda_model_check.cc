@@ -2,8 +2,9 @@
 // states and slot states after mixed steps (prefill chunks, embedding rows, decode tokens of
 // several sequences), a state exported on the GPU and continued on the CPU, greedy generation
 // (random weights and the trained demo model), device sampling and logprobs, CUDA graphs, 16-bit
-// weights, f16 states, the slot operations and the errors. Built by engine/cuda/CMakeLists.txt as `cuda_model_test`
-// (named *_check.cc: see wkv_cuda_check.cc). Without a GPU every case but the first skips.
+// weights, f16 states, the slot operations and the errors. Built by engine/cuda/CMakeLists.txt as
+// `cuda_model_test` (named *_check.cc: see wkv_cuda_check.cc). Without a GPU the device cases
+// skip.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -271,32 +272,39 @@ TEST(CudaDemoModelTest, GreedyGenerationMatchesTheCpu) {
   EXPECT_EQ(same, kTokens);
 }
 
-// Logprobs at a temperature above the device draw's precision limit (its chosen token's logprob
-// is rebuilt from a probability: ~6e-8 x temperature nats) are sampled on the host: their logits
-// come back, and the logprobs are the Sampler's own; at an ordinary temperature they do not.
-TEST_F(CudaVsCpuTest, HotLogprobSamplersDrawOnTheHost) {
-  SamplerConfig cfg;
-  cfg.logprobs_top_n = 2;
-  cfg.seed = 5;
-  cfg.temperature = 1.0f;
-  auto mild = Sampler::Create(cfg, 1024).value();
-  cfg.temperature = 50.0f;
-  auto hot = Sampler::Create(cfg, 1024).value();
-  const int32_t t0 = 3, t1 = 4;
-  StepEntry a, b;
-  a.slot = 0;
-  b.slot = 1;
-  a.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&t0, 1))};
-  b.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&t1, 1))};
-  a.output = b.output = StepOutput::kSample;
-  a.sampler = mild.get();
-  b.sampler = hot.get();
-  std::vector<StepResult> r;
-  ASSERT_TRUE(gpu_->Step({a, b}, &r).ok());
-  EXPECT_TRUE(r[0].logits.empty());
-  EXPECT_FALSE(r[1].logits.empty());
-  EXPECT_EQ(r[0].sample.top_logprobs.size(), 2u);
-  EXPECT_EQ(r[1].sample.top_logprobs.size(), 2u);
+// Logprobs at any temperature come from the device with the edited logit of the chosen token
+// itself (the kernel never overwrites the logits): at temperature 1 and 1e4 alike, no logits come
+// back and the logprobs are ReferenceDeviceLogprobs' on the CPU's logits, within the backends'
+// logit difference.
+TEST_F(CudaVsCpuTest, LogprobsOnTheDeviceAtAnyTemperature) {
+  for (const float temperature : {1.0f, 1e4f}) {
+    SCOPED_TRACE(temperature);
+    SamplerConfig cfg;
+    cfg.logprobs_top_n = 2;
+    cfg.seed = 5;
+    cfg.temperature = temperature;
+    auto sampler = Sampler::Create(cfg, 1024).value();
+    const int32_t token = 3;
+    StepEntry c, g;
+    c.slot = g.slot = 0;
+    c.inputs = g.inputs = {InputRowsView::Tokens(absl::MakeConstSpan(&token, 1))};
+    c.output = StepOutput::kLogits;
+    g.output = StepOutput::kSample;
+    g.sampler = sampler.get();
+    std::vector<StepResult> rc, rg;
+    ASSERT_TRUE(cpu_->Step({c}, &rc).ok());
+    ASSERT_TRUE(gpu_->Step({g}, &rg).ok());
+    ASSERT_TRUE(cpu_->ResetSlot(0).ok());
+    ASSERT_TRUE(gpu_->ResetSlot(0).ok());
+    EXPECT_TRUE(rg[0].logits.empty());
+    const DeviceLogprobs want = ReferenceDeviceLogprobs(rc[0].logits, rg[0].token, 2);
+    EXPECT_NEAR(rg[0].sample.logprob, want.logprob, 1e-3);
+    ASSERT_EQ(rg[0].sample.top_logprobs.size(), 2u);
+    for (int t = 0; t < 2; ++t) {
+      EXPECT_EQ(rg[0].sample.top_logprobs[t].first, want.ids[t]);
+      EXPECT_NEAR(rg[0].sample.top_logprobs[t].second, want.values[t], 1e-3);
+    }
+  }
 }
 
 // Samplers run inside Step: greedy samplers of several sequences in one step pick the CPU's
