@@ -10,6 +10,9 @@
 #                                cuda_wkv_test, cuda_model_test and cuda_bench (the device's
 #                                measured limits, then decode/prefill/capacity per shape against
 #                                them) and prints the tables, within DEVICE_CHECK_SECONDS (480).
+#   tools/device-check.sh profile  there too: where a step's device time goes, operation by
+#                                operation (cuda_bench --breakdown=on) for the 0.1B and 1.5B
+#                                shapes, and nsys's kernel summary where the machine has nsys.
 #
 # The binaries need glibc 2.34 and libstdc++ of GCC 11 or newer; on a GPU machine with older ones
 # `run` starts them through this machine's loader and libraries, packed in out/device-check/glibc.
@@ -44,7 +47,8 @@ case "${1:-}" in
       done
     du -sh "$out"
     ;;
-  run)
+  run | profile)
+    mode=$1
     [[ -x $out/bin/cuda_model_test ]] || { echo "run 'tools/device-check.sh pack' first" >&2; exit 2; }
     # The machine's own cuBLAS (it must match its driver).
     export LD_LIBRARY_PATH="$PWD/$out/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -81,6 +85,21 @@ case "${1:-}" in
       fi
       timeout $((cap < left ? cap : left)) "${runner[@]}" "$@" || status=1
     }
+    if [[ $mode == profile ]]; then
+      step 150 "cuda_bench --breakdown (0.1B and 1.5B bf16)" "$out/bin/cuda_bench" \
+        --shapes=0.1b,1.5b --dtypes=bf16 --batches=1,256 --breakdown=on
+      if command -v nsys >/dev/null; then
+        echo "== nsys: kernels of 0.1B bf16 decode at batch 1 (no graphs)"
+        timeout 90 nsys profile -t cuda -o /tmp/decode --force-overwrite true "${runner[@]}" \
+          "$out/bin/cuda_bench" --shapes=0.1b --dtypes=bf16 --batches=1 --prefill=16 \
+          --graphs=off >/dev/null || status=1
+        nsys stats -q -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep | cut -d, -f1-9 | head -40
+      else
+        echo "no nsys on this machine"
+      fi
+      echo "== done in ${SECONDS}s"
+      exit $status
+    fi
     step 90 "cuda_wkv_test (kernels against their CPU twins)" "$out/bin/cuda_wkv_test" --gtest_brief=1
     step 120 "cuda_model_test (the model against the CPU backend)" \
       "$out/bin/cuda_model_test" --gtest_brief=1
@@ -103,7 +122,7 @@ case "${1:-}" in
     exit $status
     ;;
   *)
-    echo "usage: tools/device-check.sh pack|run" >&2
+    echo "usage: tools/device-check.sh pack|run|profile" >&2
     exit 2
     ;;
 esac

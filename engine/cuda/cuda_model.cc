@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "engine/base/status_macros.h"
@@ -194,6 +195,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   MODRWKV_RETURN_IF_ERROR(pair(refs.ln0_w, refs.ln0_b, &ln0_));
   MODRWKV_RETURN_IF_ERROR(pair(refs.ln_out_w, refs.ln_out_b, &ln_out_));
   MODRWKV_ASSIGN_OR_RETURN(head_, Upload(refs.head));
+  head_.op = "head";
   const int64_t mat_bytes = half_ ? 2 : 4;
   int64_t decode_bytes = mat_bytes * head_.out * head_.in + 4LL * C;
 
@@ -217,18 +219,29 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
     MODRWKV_ASSIGN_OR_RETURN(l.vec, AllocDevice<float>(vec.size()));
     MODRWKV_CUDA_RETURN_IF_ERROR(
         cudaMemcpy(l.vec.get(), vec.data(), vec.size() * 4, cudaMemcpyHostToDevice));
+    // Each with its name in the op profile: the projections by role, the LoRA pairs together.
+    constexpr const char* kLora = "LoRA (w, a, v, g)";
     struct {
       Matrix* m;
       const WeightRef* ref;
-    } mats[] = {{&l.w1, &r.w1},           {&l.w2, &r.w2},
-                {&l.a1, &r.a1},           {&l.a2, &r.a2},
-                {&l.v1, &r.v1},           {&l.v2, &r.v2},
-                {&l.g1, &r.g1},           {&l.g2, &r.g2},
-                {&l.wr, &r.wr},           {&l.wk, &r.wk},
-                {&l.wv, &r.wv},           {&l.wo, &r.wo},
-                {&l.ffn_key, &r.ffn_key}, {&l.ffn_value, &r.ffn_value}};
-    for (auto& [m, ref] : mats) {
+      const char* op;
+    } mats[] = {{&l.w1, &r.w1, kLora},
+                {&l.w2, &r.w2, kLora},
+                {&l.a1, &r.a1, kLora},
+                {&l.a2, &r.a2, kLora},
+                {&l.v1, &r.v1, kLora},
+                {&l.v2, &r.v2, kLora},
+                {&l.g1, &r.g1, kLora},
+                {&l.g2, &r.g2, kLora},
+                {&l.wr, &r.wr, "r, k, v"},
+                {&l.wk, &r.wk, "r, k, v"},
+                {&l.wv, &r.wv, "r, k, v"},
+                {&l.wo, &r.wo, "output"},
+                {&l.ffn_key, &r.ffn_key, "ffn key"},
+                {&l.ffn_value, &r.ffn_value, "ffn value"}};
+    for (auto& [m, ref, op] : mats) {
       MODRWKV_ASSIGN_OR_RETURN(*m, Upload(*ref));
+      m->op = op;
       decode_bytes += mat_bytes * m->out * m->in;
     }
     decode_bytes += 4LL * C * kNumVec;
@@ -417,6 +430,7 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
   // Row-major out[rows][m.out] = in[rows][m.in] * W^T is, column-major, out^T = W^T' * in^T
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  Mark(m.op, static_cast<double>(m.out) * m.in * (half_ ? 2 : 4));
   if (half_ && rows < kTensorCoreRows) {
     return LaunchGemvHalf(stream_.get(), *half_, m.half.get(), m.out, m.in, in, rows, out,
                           accumulate);
@@ -434,6 +448,35 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in,
                                               &alpha, m.data.get(), m.in, in, m.in, &beta, out,
                                               m.out));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::Products(absl::Span<const Product> products, int rows, const char* op) {
+  if (half_ && rows < kTensorCoreRows) {
+    GemvJob jobs[kMaxGemvJobs];
+    double bytes = 0;
+    if (products.size() > kMaxGemvJobs) return absl::InternalError("too many products in a group");
+    for (size_t i = 0; i < products.size(); ++i) {
+      const Product& p = products[i];
+      jobs[i] = GemvJob{p.m->half.get(), p.m->out, p.m->in, p.in, p.out, p.epilogue};
+      bytes += 2.0 * p.m->out * p.m->in;
+    }
+    Mark(op != nullptr ? op : products.front().m->op, bytes);
+    return LaunchGemvHalfGroup(stream_.get(), *half_, absl::MakeConstSpan(jobs, products.size()),
+                               rows);
+  }
+  for (const Product& p : products) {
+    MODRWKV_RETURN_IF_ERROR(Gemm(*p.m, p.in, rows, p.out, p.epilogue == GemvEpilogue::kAccumulate));
+    std::optional<Activation> f;
+    if (p.epilogue == GemvEpilogue::kTanh) f = Activation::kTanh;
+    if (p.epilogue == GemvEpilogue::kSigmoid) f = Activation::kSigmoid;
+    if (p.epilogue == GemvEpilogue::kReluSquare) f = Activation::kReluSquare;
+    if (f) {
+      Mark("activations");
+      MODRWKV_RETURN_IF_ERROR(
+          LaunchActivation(stream_.get(), *f, p.out, static_cast<int64_t>(rows) * p.m->out));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -455,51 +498,56 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
   float* mix = s_.mix.get();
   auto P = [&](Plane p) { return mix + p * plane; };
 
+  // LayerNorm, then the token shift against the slot's shift state, which the sequence's last
+  // normalised row replaces: one kernel in decode steps (one row per sequence), else three.
+  auto norm_shift = [&](Vec ln_w, Vec ln_b, S* shift, Vec mix_vec, int mixes) -> absl::Status {
+    if (R == E) {
+      Mark("layer norm, token shift");
+      return LaunchNormShift(st, s_.x.get(), R, C, V(ln_w), V(ln_b), math::kLnEps, slots, shift,
+                             slot_stride, V(mix_vec), mixes, mix);
+    }
+    Mark("layer norm");
+    MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(ln_w), V(ln_b),
+                                            math::kLnEps, s_.xn.get()));
+    Mark("token shift");
+    MODRWKV_RETURN_IF_ERROR(
+        LaunchTokenShift(st, s_.xn.get(), R, C, prev, shift, slot_stride, V(mix_vec), mixes, mix));
+    return LaunchStoreShift(st, s_.xn.get(), C, last, slots, E, shift, slot_stride);
+  };
+
   // ---- time mixing ----
-  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(kLn1W), V(kLn1B),
-                                          math::kLnEps, s_.xn.get()));
-  MODRWKV_RETURN_IF_ERROR(
-      LaunchTokenShift(st, s_.xn.get(), R, C, prev, att_shift, slot_stride, V(kMixR), 6, mix));
-  MODRWKV_RETURN_IF_ERROR(
-      LaunchStoreShift(st, s_.xn.get(), C, last, slots, E, att_shift, slot_stride));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.wr, P(kXr), R, s_.r.get(), false));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.wk, P(kXk), R, s_.k.get(), false));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.wv, P(kXv), R, s_.v.get(), false));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.w1, P(kXw), R, s_.hw.get(), false));
-  MODRWKV_RETURN_IF_ERROR(
-      LaunchActivation(st, Activation::kTanh, s_.hw.get(), static_cast<int64_t>(R) * cfg.d_decay));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.w2, s_.hw.get(), R, s_.w.get(), false));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.a1, P(kXa), R, s_.ha.get(), false));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.a2, s_.ha.get(), R, s_.a.get(), false));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.g1, P(kXg), R, s_.hg.get(), false));
-  MODRWKV_RETURN_IF_ERROR(LaunchActivation(st, Activation::kSigmoid, s_.hg.get(),
-                                           static_cast<int64_t>(R) * cfg.d_gate));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.g2, s_.hg.get(), R, s_.g.get(), false));
+  MODRWKV_RETURN_IF_ERROR(norm_shift(kLn1W, kLn1B, att_shift, kMixR, 6));
   const bool first = li == 0;
-  if (!first) {
-    MODRWKV_RETURN_IF_ERROR(Gemm(L.v1, P(kXv), R, s_.hv.get(), false));
-    MODRWKV_RETURN_IF_ERROR(Gemm(L.v2, s_.hv.get(), R, s_.v_gate.get(), false));
-  }
+  // r, k, v and the LoRA down-projections (the value LoRA from layer 1 on), then the
+  // up-projections: two launches on the few-row path.
+  Product down[] = {
+      {&L.wr, P(kXr), s_.r.get()},  {&L.wk, P(kXk), s_.k.get()},
+      {&L.wv, P(kXv), s_.v.get()},  {&L.w1, P(kXw), s_.hw.get(), GemvEpilogue::kTanh},
+      {&L.a1, P(kXa), s_.ha.get()}, {&L.g1, P(kXg), s_.hg.get(), GemvEpilogue::kSigmoid},
+      {&L.v1, P(kXv), s_.hv.get()}};
+  Product up[] = {{&L.w2, s_.hw.get(), s_.w.get()},
+                  {&L.a2, s_.ha.get(), s_.a.get()},
+                  {&L.g2, s_.hg.get(), s_.g.get()},
+                  {&L.v2, s_.hv.get(), s_.v_gate.get()}};
+  const size_t lora = first ? 3 : 4;  // layer 0 has no value LoRA
+  MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(down, 3 + lora), R, "r, k, v, LoRA down"));
+  MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(up, lora), R, "LoRA up"));
+  Mark("prepare wkv");
   MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, s_.w.get(), V(kW0), s_.a.get(), V(kA0),
                                            s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
                                            s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
+  Mark("wkv");
   MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, s_.r.get(), s_.w.get(),
                                      s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(), C, s_.y.get(),
                                      C, slot_stride, 64 * 64));
+  Mark("group norm, gate");
   MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, s_.y.get(), V(kLnxW), V(kLnxB), s_.r.get(),
                                               s_.k.get(), V(kRK), s_.v.get(), s_.g.get()));
   MODRWKV_RETURN_IF_ERROR(Gemm(L.wo, s_.y.get(), R, s_.x.get(), /*accumulate=*/true));
 
   // ---- channel mixing ----
-  MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(kLn2W), V(kLn2B),
-                                          math::kLnEps, s_.xn.get()));
-  MODRWKV_RETURN_IF_ERROR(
-      LaunchTokenShift(st, s_.xn.get(), R, C, prev, ffn_shift, slot_stride, V(kFfnMix), 1, mix));
-  MODRWKV_RETURN_IF_ERROR(
-      LaunchStoreShift(st, s_.xn.get(), C, last, slots, E, ffn_shift, slot_stride));
-  MODRWKV_RETURN_IF_ERROR(Gemm(L.ffn_key, mix, R, s_.hf.get(), false));
-  MODRWKV_RETURN_IF_ERROR(LaunchActivation(st, Activation::kReluSquare, s_.hf.get(),
-                                           static_cast<int64_t>(R) * cfg.ffn_size));
+  MODRWKV_RETURN_IF_ERROR(norm_shift(kLn2W, kLn2B, ffn_shift, kFfnMix, 1));
+  MODRWKV_RETURN_IF_ERROR(Products({{&L.ffn_key, mix, s_.hf.get(), GemvEpilogue::kReluSquare}}, R));
   return Gemm(L.ffn_value, s_.hf.get(), R, s_.x.get(), /*accumulate=*/true);
 }
 
@@ -619,7 +667,12 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   }
 
   cudaStream_t st = stream_.get();
+  if (op_profile_) {  // the step's launches queue up behind a wait (set_op_profile)
+    op_marks_ = 0;
+    MODRWKV_RETURN_IF_ERROR(LaunchSpin(st, 20000));
+  }
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(step_begin_.get(), st));
+  Mark("upload");
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows, static_cast<size_t>(Rp) * C * 4,
                                                cudaMemcpyHostToDevice, st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.index.get(), host_index_.get(),
@@ -628,6 +681,7 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
   MODRWKV_RETURN_IF_ERROR(RunForward(sh));
   // Back to the host: the logits that samplers need there, the tokens picked on the device, the
   // hidden rows.
+  Mark("download");
   float* host_logits = host_out_.get();
   float* host_hidden = host_logits + static_cast<int64_t>(sh.copied) * V;
   if (!copied.empty()) {
@@ -653,8 +707,10 @@ absl::Status CudaModel::StepOnDevice(absl::Span<const StepEntry> entries,
         cudaMemcpyAsync(host_hidden, s_.xo.get() + static_cast<int64_t>(sh.logits) * C,
                         hidden.size() * C * sizeof(float), cudaMemcpyDeviceToHost, st));
   }
+  Mark(nullptr);  // the end of the last operation
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(step_end_.get(), st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  CollectOpProfile();
   float device_ms = 0;
   MODRWKV_CUDA_RETURN_IF_ERROR(
       cudaEventElapsedTime(&device_ms, step_begin_.get(), step_end_.get()));
@@ -703,6 +759,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   const int32_t* d_last = d_out_rows + sh.out;
   const int32_t* d_slots = d_last + E;
   const int32_t* d_offsets = d_slots + E;
+  Mark("layer norm");
   MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, ln0_.get(), ln0_.get() + C,
                                           math::kLnEps, s_.x.get()));
   for (int li = 0; li < cfg.n_layer; ++li) {
@@ -711,6 +768,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
                                 : RunLayer<float>(li, R, E, d_prev, d_last, d_slots, d_offsets));
   }
   if (sh.out == 0) return absl::OkStatus();
+  Mark("layer norm");
   MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), d_out_rows, sh.out, C, ln_out_.get(),
                                           ln_out_.get() + C, math::kLnEps, s_.xo.get()));
   if (sh.logits > 0) {
@@ -718,6 +776,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   }
   // One id per sequence picked on the device instead of its logits.
   if (sh.picked > 0) {
+    Mark("pick tokens (sample.cu)");
     MODRWKV_RETURN_IF_ERROR(
         LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied) * V, sh.picked, V,
                        d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get(), s_.logprobs.get()));
@@ -727,7 +786,8 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
 
 absl::Status CudaModel::RunForward(const StepShape& sh) {
   // Graphs for decode steps only (one row per sequence): prefill chunks come in too many sizes.
-  if (!graphs_enabled_ || sh.rows != sh.entries || sh.out != sh.logits) return Forward(sh);
+  if (!graphs_enabled_ || op_profile_ || sh.rows != sh.entries || sh.out != sh.logits)
+    return Forward(sh);
   const GraphKey key = std::make_tuple(sh.entries, sh.copied, sh.picked);
   if (auto it = graphs_.find(key); it != graphs_.end()) {
     return CudaStatus(cudaGraphLaunch(it->second.get(), stream_.get()), "cudaGraphLaunch");
@@ -754,6 +814,49 @@ absl::Status CudaModel::RunForward(const StepShape& sh) {
   }
   graphs_[key].reset(exec);
   return CudaStatus(cudaGraphLaunch(exec, st), "cudaGraphLaunch");
+}
+
+void CudaModel::Mark(const char* op, double weight_bytes) {
+  if (!op_profile_ || !op_error_.ok()) return;
+  if (op_marks_ == op_events_.size()) {
+    absl::StatusOr<CudaEvent> e = CreateEvent(cudaEventDefault);
+    if (!e.ok()) {
+      op_error_ = e.status();
+      return;
+    }
+    op_events_.push_back(*std::move(e));
+    op_names_.emplace_back();
+  }
+  if (cudaError_t e = cudaEventRecord(op_events_[op_marks_].get(), stream_.get());
+      e != cudaSuccess) {
+    op_error_ = CudaStatus(e, "op profile event");
+    return;
+  }
+  op_names_[op_marks_++] = {op, weight_bytes};
+}
+
+void CudaModel::CollectOpProfile() {
+  if (!op_profile_ || !op_error_.ok()) return;
+  for (size_t i = 0; i + 1 < op_marks_; ++i) {
+    float ms = 0;
+    if (cudaError_t e = cudaEventElapsedTime(&ms, op_events_[i].get(), op_events_[i + 1].get());
+        e != cudaSuccess) {
+      op_error_ = CudaStatus(e, "op profile event");
+      return;
+    }
+    const auto [op, bytes] = op_names_[i];
+    auto it = std::find_if(op_times_.begin(), op_times_.end(),
+                           [&](const OpTime& t) { return t.op == op; });
+    if (it == op_times_.end()) it = op_times_.insert(op_times_.end(), OpTime{op});
+    it->seconds += ms * 1e-3;
+    it->weight_bytes += bytes;
+  }
+  op_marks_ = 0;
+}
+
+absl::StatusOr<std::vector<CudaModel::OpTime>> CudaModel::TakeOpProfile() {
+  if (!op_error_.ok()) return std::exchange(op_error_, absl::OkStatus());
+  return std::exchange(op_times_, {});
 }
 
 }  // namespace modrwkv::cuda

@@ -70,6 +70,19 @@ class CudaModel final : public Model {
   // events); the rest of the step's wall time is host work (staging, sampling on the host).
   double last_step_device_seconds() const { return last_step_device_seconds_; }
 
+  // Where a step's device time goes, operation by operation (cuda_bench --breakdown). While on,
+  // steps run eagerly (no graphs) behind a short device-side wait, so that their launches queue
+  // up and the events between them time each operation on the device, not the host's launch
+  // rate. TakeOpProfile returns each operation's time and the weight bytes it read, summed over
+  // layers and steps since the last call, in the order first seen, and starts over.
+  struct OpTime {
+    std::string op;
+    double seconds = 0;
+    double weight_bytes = 0;
+  };
+  void set_op_profile(bool on) { op_profile_ = on; }
+  absl::StatusOr<std::vector<OpTime>> TakeOpProfile();
+
  private:
   // A matrix in the Linear convention [out][in], row-major: fp32, or 16-bit bits (--dtype bf16 or
   // f16: CudaModel::half_).
@@ -77,6 +90,7 @@ class CudaModel final : public Model {
     DeviceBuffer<float> data;
     DeviceBuffer<uint16_t> half;
     int out = 0, in = 0;
+    const char* op = "product";  // its name in the op profile
   };
   struct Layer {
     // Small vectors, one buffer: see the offsets in cuda_model.cc (kVec*).
@@ -128,6 +142,17 @@ class CudaModel final : public Model {
                           int padded);
   // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate).
   absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate);
+  // Independent products over the same rows, each with what its store applies (an activation,
+  // accumulation): one launch of the few-row kernel for all of them (16-bit weights, fewer than
+  // kTensorCoreRows rows; `op` names it in the op profile), else one Gemm each and the activation
+  // after it.
+  struct Product {
+    const Matrix* m;
+    const float* in;
+    float* out;
+    GemvEpilogue epilogue = GemvEpilogue::kStore;
+  };
+  absl::Status Products(absl::Span<const Product> products, int rows, const char* op = nullptr);
   // S: the state pool's element type (float, or __half with ModelOptions::StateType::kF16).
   template <typename S>
   absl::Status RunLayer(int li, int R, int E, const int32_t* prev, const int32_t* last,
@@ -149,6 +174,16 @@ class CudaModel final : public Model {
   CudaStream stream_;
   CudaEvent step_begin_, step_end_;  // timing events around a step's device work
   double last_step_device_seconds_ = 0;
+  // The op profile (set_op_profile): an event where each operation starts, its name and weight
+  // bytes; op_marks_ of them recorded in this step.
+  void Mark(const char* op, double weight_bytes = 0);
+  void CollectOpProfile();  // after the step's synchronization
+  bool op_profile_ = false;
+  std::vector<CudaEvent> op_events_;
+  std::vector<std::pair<const char*, double>> op_names_;
+  size_t op_marks_ = 0;
+  absl::Status op_error_;
+  std::vector<OpTime> op_times_;
   const CublasApi* blas_ = nullptr;  // opened at run time (cublas_api.h)
   cublasHandle_t cublas_ = nullptr;
   std::vector<float> emb_;            // [V][C], host memory

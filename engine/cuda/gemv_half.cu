@@ -3,8 +3,10 @@
 #include <cuda_fp16.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/rwkv7_math.h"
 
 namespace modrwkv::cuda {
 namespace {
@@ -55,32 +57,45 @@ __device__ __forceinline__ void Accumulate(const float2 (&wv)[kPairs], const flo
 }
 
 __device__ __forceinline__ void Store(float (&acc)[kRowsPerPass], int nr, int lane, float* y,
-                                      int out, int o, bool accumulate) {
+                                      int out, int o, GemvEpilogue epilogue) {
 #pragma unroll
   for (int r = 0; r < kRowsPerPass; ++r) {
     float v = acc[r];
     for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
     if (lane == 0 && r < nr) {
       float* dst = y + static_cast<int64_t>(r) * out + o;
-      *dst = accumulate ? *dst + v : v;
+      switch (epilogue) {
+        case GemvEpilogue::kStore:
+          *dst = v;
+          break;
+        case GemvEpilogue::kAccumulate:
+          *dst += v;
+          break;
+        case GemvEpilogue::kTanh:
+          *dst = tanhf(v);
+          break;
+        case GemvEpilogue::kSigmoid:
+          *dst = math::Sigmoid(v);
+          break;
+        case GemvEpilogue::kReluSquare:
+          *dst = math::ReluSquare(v);
+          break;
+      }
     }
   }
 }
 
-// Wide form: each lane takes 8 weights (one 16-byte load) per chunk, kUnroll chunks in flight.
+// Output row o of one product, one warp. Wide form: each lane takes 8 weights (one 16-byte load)
+// per chunk, kUnroll chunks in flight.
 template <HalfType T>
-__global__ void GemvHalfWideKernel(const uint4* __restrict__ w, int out, int in,
-                                   const float* __restrict__ x, int rows, float* y,
-                                   bool accumulate) {
+__device__ void WideRow(const GemvJob& job, int rows, int o, int lane) {
   constexpr int kUnroll = 4;
-  const int o = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (o >= out) return;
+  const int in = job.in;
   const int chunks = in / 8;
-  const uint4* wrow = w + static_cast<int64_t>(o) * chunks;
+  const uint4* wrow = reinterpret_cast<const uint4*>(job.w) + static_cast<int64_t>(o) * chunks;
   for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
     const int nr = min(kRowsPerPass, rows - r0);
-    const float* xr = x + static_cast<int64_t>(r0) * in;
+    const float* xr = job.x + static_cast<int64_t>(r0) * in;
     float acc[kRowsPerPass];
 #pragma unroll
     for (int r = 0; r < kRowsPerPass; ++r) acc[r] = 0.0f;
@@ -101,23 +116,19 @@ __global__ void GemvHalfWideKernel(const uint4* __restrict__ w, int out, int in,
       const float2 wv[4] = {Widen2<T>(raw.x), Widen2<T>(raw.y), Widen2<T>(raw.z), Widen2<T>(raw.w)};
       Accumulate<4>(wv, xr, in, static_cast<int64_t>(c) * 8, nr, acc);
     }
-    Store(acc, nr, lane, y + static_cast<int64_t>(r0) * out, out, o, accumulate);
+    Store(acc, nr, lane, job.y + static_cast<int64_t>(r0) * job.out, job.out, o, job.epilogue);
   }
 }
 
 // Narrow form, for any even `in`: one pair of weights per lane at a time.
 template <HalfType T>
-__global__ void GemvHalfPairKernel(const uint32_t* __restrict__ w, int out, int in,
-                                   const float* __restrict__ x, int rows, float* y,
-                                   bool accumulate) {
-  const int o = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (o >= out) return;
+__device__ void PairRow(const GemvJob& job, int rows, int o, int lane) {
+  const int in = job.in;
   const int pairs = in / 2;
-  const uint32_t* wrow = w + static_cast<int64_t>(o) * pairs;
+  const uint32_t* wrow = reinterpret_cast<const uint32_t*>(job.w) + static_cast<int64_t>(o) * pairs;
   for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
     const int nr = min(kRowsPerPass, rows - r0);
-    const float* xr = x + static_cast<int64_t>(r0) * in;
+    const float* xr = job.x + static_cast<int64_t>(r0) * in;
     float acc[kRowsPerPass];
 #pragma unroll
     for (int r = 0; r < kRowsPerPass; ++r) acc[r] = 0.0f;
@@ -125,47 +136,86 @@ __global__ void GemvHalfPairKernel(const uint32_t* __restrict__ w, int out, int 
       const float2 wv[1] = {Widen2<T>(__ldg(wrow + p))};
       Accumulate<1>(wv, xr, in, static_cast<int64_t>(p) * 2, nr, acc);
     }
-    Store(acc, nr, lane, y + static_cast<int64_t>(r0) * out, out, o, accumulate);
+    Store(acc, nr, lane, job.y + static_cast<int64_t>(r0) * job.out, job.out, o, job.epilogue);
   }
 }
 
+// A group's jobs with the blocks each owns: job j has blocks [first_block[j], first_block[j+1]).
+struct GroupArgs {
+  GemvJob job[kMaxGemvJobs];
+  int first_block[kMaxGemvJobs + 1];
+  bool wide[kMaxGemvJobs];
+  int n;
+};
+
 template <HalfType T>
-void Launch(cudaStream_t stream, const uint16_t* w, int out, int in, const float* x, int rows,
-            float* y, bool accumulate) {
-  const unsigned blocks = static_cast<unsigned>((out + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  const bool wide = in % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-                    reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  if (wide) {
-    GemvHalfWideKernel<T><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-        reinterpret_cast<const uint4*>(w), out, in, x, rows, y, accumulate);
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvHalfGroupKernel(GroupArgs g, int rows) {
+  int j = 0;
+  while (j + 1 < g.n && static_cast<int>(blockIdx.x) >= g.first_block[j + 1]) ++j;
+  const GemvJob& job = g.job[j];
+  const int o = (static_cast<int>(blockIdx.x) - g.first_block[j]) * kWarpsPerBlock +
+                static_cast<int>(threadIdx.x) / 32;
+  if (o >= job.out) return;
+  const int lane = threadIdx.x % 32;
+  if (g.wide[j]) {
+    WideRow<T>(job, rows, o, lane);
   } else {
-    GemvHalfPairKernel<T><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-        reinterpret_cast<const uint32_t*>(w), out, in, x, rows, y, accumulate);
+    PairRow<T>(job, rows, o, lane);
   }
+}
+
+absl::Status CheckJob(const GemvJob& j, int rows) {
+  if (j.out < 0 || j.in <= 0 || j.in % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchGemvHalf: out = ", j.out, ", in = ", j.in,
+                                                   ", rows = ", rows,
+                                                   " (expected in > 0 and even)"));
+  }
+  if (j.out == 0 || rows == 0) return absl::OkStatus();
+  if (j.w == nullptr || j.x == nullptr || j.y == nullptr) {
+    return absl::InvalidArgumentError("LaunchGemvHalf: null device pointer");
+  }
+  if (reinterpret_cast<uintptr_t>(j.w) % 4 != 0 || reinterpret_cast<uintptr_t>(j.x) % 8 != 0) {
+    return absl::InvalidArgumentError("LaunchGemvHalf: w must be 4-byte and x 8-byte aligned");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status LaunchGemvHalf(cudaStream_t stream, HalfType type, const uint16_t* w, int out, int in,
-                            const float* x, int rows, float* y, bool accumulate) {
-  if (out < 0 || in <= 0 || in % 2 != 0 || rows < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("LaunchGemvHalf: out = ", out, ", in = ", in,
-                                                   ", rows = ", rows,
-                                                   " (expected in > 0 and even)"));
+absl::Status LaunchGemvHalfGroup(cudaStream_t stream, HalfType type, absl::Span<const GemvJob> jobs,
+                                 int rows) {
+  if (jobs.empty() || jobs.size() > kMaxGemvJobs || rows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchGemvHalfGroup: ", jobs.size(), " jobs (1 to ", kMaxGemvJobs, "), rows = ", rows));
   }
-  if (out == 0 || rows == 0) return absl::OkStatus();
-  if (w == nullptr || x == nullptr || y == nullptr) {
-    return absl::InvalidArgumentError("LaunchGemvHalf: null device pointer");
+  GroupArgs g{};
+  int64_t blocks = 0;
+  for (const GemvJob& j : jobs) {
+    MODRWKV_RETURN_IF_ERROR(CheckJob(j, rows));
+    if (j.out == 0) continue;
+    g.job[g.n] = j;
+    g.first_block[g.n] = static_cast<int>(blocks);
+    g.wide[g.n] = j.in % 8 == 0 && reinterpret_cast<uintptr_t>(j.w) % 16 == 0 &&
+                  reinterpret_cast<uintptr_t>(j.x) % 16 == 0;
+    ++g.n;
+    blocks += (j.out + kWarpsPerBlock - 1) / kWarpsPerBlock;
   }
-  if (reinterpret_cast<uintptr_t>(w) % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0) {
-    return absl::InvalidArgumentError("LaunchGemvHalf: w must be 4-byte and x 8-byte aligned");
-  }
+  if (g.n == 0 || rows == 0) return absl::OkStatus();
+  g.first_block[g.n] = static_cast<int>(blocks);
+  const unsigned grid = static_cast<unsigned>(blocks);
   if (type == HalfType::kBF16) {
-    Launch<HalfType::kBF16>(stream, w, out, in, x, rows, y, accumulate);
+    GemvHalfGroupKernel<HalfType::kBF16><<<grid, kWarpsPerBlock * 32, 0, stream>>>(g, rows);
   } else {
-    Launch<HalfType::kF16>(stream, w, out, in, x, rows, y, accumulate);
+    GemvHalfGroupKernel<HalfType::kF16><<<grid, kWarpsPerBlock * 32, 0, stream>>>(g, rows);
   }
   return CudaStatus(cudaGetLastError(), "GemvHalf kernel launch");
+}
+
+absl::Status LaunchGemvHalf(cudaStream_t stream, HalfType type, const uint16_t* w, int out, int in,
+                            const float* x, int rows, float* y, bool accumulate) {
+  const GemvJob job{w, out, in,
+                    x, y,   accumulate ? GemvEpilogue::kAccumulate : GemvEpilogue::kStore};
+  return LaunchGemvHalfGroup(stream, type, {&job, 1}, rows);
 }
 
 }  // namespace modrwkv::cuda

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 
 namespace modrwkv::cuda {
 
@@ -23,5 +24,27 @@ enum class HalfType { kBF16, kF16 };
 // reach a fraction of HBM bandwidth (Little's law: bandwidth x latency ~ megabytes in flight).
 absl::Status LaunchGemvHalf(cudaStream_t stream, HalfType type, const uint16_t* w, int out, int in,
                             const float* x, int rows, float* y, bool accumulate);
+
+// What a product's store applies to each sum: nothing, accumulation into y, or an activation
+// (the element-wise function that follows the product in the model, fused into it: the same
+// float operations as LaunchActivation's, on the same sums).
+enum class GemvEpilogue { kStore, kAccumulate, kTanh, kSigmoid, kReluSquare };
+
+// One product of a group: y[r][o] = epilogue(sum_i x[r][i] * widen(w[o][i])), as above.
+struct GemvJob {
+  const uint16_t* w = nullptr;
+  int out = 0, in = 0;
+  const float* x = nullptr;
+  float* y = nullptr;
+  GemvEpilogue epilogue = GemvEpilogue::kStore;
+};
+constexpr int kMaxGemvJobs = 8;
+
+// Up to kMaxGemvJobs independent products over the same `rows` in one launch (a layer's r, k, v
+// projections with its LoRA down-projections; their up-projections): the small products of a decode
+// step cost their launch and ramp more than their bytes, so one launch runs them side by side.
+// The jobs must not write what another reads.
+absl::Status LaunchGemvHalfGroup(cudaStream_t stream, HalfType type, absl::Span<const GemvJob> jobs,
+                                 int rows);
 
 }  // namespace modrwkv::cuda

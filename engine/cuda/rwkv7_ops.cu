@@ -79,6 +79,43 @@ __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
   for (int c = threadIdx.x; c < C; c += blockDim.x) StoreState(dst + c, src[c]);
 }
 
+// One block per row, kRowThreads threads; the row in dynamic shared memory (C floats). The sums
+// are LayerNormKernel's, in its order.
+template <typename S>
+__global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
+                                const float* __restrict__ w, const float* __restrict__ b, float eps,
+                                const int32_t* __restrict__ slots, S* __restrict__ shift_base,
+                                int64_t slot_stride, const float* __restrict__ mix, int mixes,
+                                float* __restrict__ out) {
+  extern __shared__ float row[];
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * C;
+  float s = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    row[c] = xr[c];
+    s += row[c];
+  }
+  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = row[c] - mean;
+    ss += d * d;
+  }
+  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
+  const int32_t slot = slots[r];
+  S* state = slot >= 0 ? shift_base + static_cast<int64_t>(slot) * slot_stride : nullptr;
+  const int64_t plane = static_cast<int64_t>(R) * C;
+  // Each thread reads a channel's shift state before it writes it.
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float n = (row[c] - mean) * inv * w[c] + b[c];
+    const float pc = state != nullptr ? LoadState(state + c) : n;
+    for (int i = 0; i < mixes; ++i)
+      out[i * plane + r * C + c] = math::TokenShift(n, pc, mix[i * C + c]);
+    if (state != nullptr) StoreState(state + c, n);
+  }
+}
+
 __global__ void ActivationKernel(Activation f, float* x, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -176,7 +213,34 @@ absl::Status StoreShift(cudaStream_t stream, const float* x, int C, const int32_
   return Launched("StoreShiftKernel");
 }
 
+template <typename S>
+absl::Status NormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                       const float* b, float eps, const int32_t* slots, S* shift_base,
+                       int64_t slot_stride, const float* mix, int mixes, float* out) {
+  if (R < 0 || C <= 0 || mixes < 1 || static_cast<int64_t>(C) * 4 > 48 * 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchNormShift: R = ", R, ", C = ", C,
+                                                   ", mixes = ", mixes,
+                                                   " (expected C in [1, 12288], mixes >= 1)"));
+  }
+  if (R == 0) return absl::OkStatus();
+  NormShiftKernel<S><<<R, kRowThreads, static_cast<size_t>(C) * 4, stream>>>(
+      x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
+  return Launched("NormShiftKernel");
+}
+
 }  // namespace
+
+absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                             const float* b, float eps, const int32_t* slots, float* shift_base,
+                             int64_t slot_stride, const float* mix, int mixes, float* out) {
+  return NormShift(stream, x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
+}
+
+absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                             const float* b, float eps, const int32_t* slots, __half* shift_base,
+                             int64_t slot_stride, const float* mix, int mixes, float* out) {
+  return NormShift(stream, x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
+}
 
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const int32_t* prev, const float* shift_base, int64_t slot_stride,
@@ -238,6 +302,25 @@ absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, co
   const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(C / kHeadSize));
   GroupNormGateKernel<<<grid, kHeadSize, 0, stream>>>(C, y, gn_w, gn_b, r, k, r_k, v, g);
   return Launched("GroupNormGateKernel");
+}
+
+namespace {
+__device__ __forceinline__ uint64_t GlobalNanoseconds() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__global__ void SpinKernel(uint64_t ns) {
+  const uint64_t t0 = GlobalNanoseconds();
+  while (GlobalNanoseconds() - t0 < ns) __nanosleep(1000);
+}
+}  // namespace
+
+absl::Status LaunchSpin(cudaStream_t stream, int microseconds) {
+  if (microseconds < 0) return absl::InvalidArgumentError("LaunchSpin: microseconds < 0");
+  SpinKernel<<<1, 1, 0, stream>>>(static_cast<uint64_t>(microseconds) * 1000);
+  return CudaStatus(cudaGetLastError(), "SpinKernel launch");
 }
 
 }  // namespace modrwkv::cuda

@@ -36,6 +36,19 @@ absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const 
 absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
                               const int32_t* slots, int E, __half* shift_base, int64_t slot_stride);
 
+// A decode step's LayerNorm, token shift and shift store in one kernel: row r is sequence r's
+// only row, so its predecessor is the shift state of slot slots[r], which row r then replaces.
+// out[i][r][c] = TokenShift(n[c], state[c], m_i[c]) with n = LayerNorm(x[r]) * w + b; then
+// state = n (rounded when f16). A row with slots[r] < 0 (padding) is its own predecessor and
+// stores nothing. The same float operations as LaunchLayerNorm, LaunchTokenShift and
+// LaunchStoreShift in turn.
+absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                             const float* b, float eps, const int32_t* slots, float* shift_base,
+                             int64_t slot_stride, const float* mix, int mixes, float* out);
+absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                             const float* b, float eps, const int32_t* slots, __half* shift_base,
+                             int64_t slot_stride, const float* mix, int mixes, float* out);
+
 enum class Activation { kTanh, kSigmoid, kReluSquare };
 // x[i] = f(x[i]) for i in [0, n).
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n);
@@ -55,5 +68,10 @@ absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const
 absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, const float* gn_w,
                                  const float* gn_b, const float* r, const float* k,
                                  const float* r_k, const float* v, const float* g);
+
+// Keeps the stream busy on the device for `microseconds` (a profiling aid, CudaModel's op
+// profile: the launches enqueued behind it queue up, so that events between them time the
+// kernels and not the host's launch rate).
+absl::Status LaunchSpin(cudaStream_t stream, int microseconds);
 
 }  // namespace modrwkv::cuda

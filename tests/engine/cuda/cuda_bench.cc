@@ -13,7 +13,11 @@
 //
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
-//              [--graphs=on|off]
+//              [--graphs=on|off] [--breakdown=on|off]
+//
+// --breakdown=on adds, per prefill and decode row, where the step's device time goes operation by
+// operation (CudaModel::set_op_profile): each operation's share of the step and, for products,
+// the bandwidth its weight reads reached against the measured copy bandwidth.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -26,6 +30,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "engine/base/status_macros.h"
 #include "engine/checkpoint/random_weights.h"
@@ -53,6 +58,7 @@ struct Args {
   int steps = 16;
   int device = 0;
   bool graphs = true;
+  bool breakdown = false;
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -83,6 +89,11 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else if (name == "graphs") {
       if (value != "on" && value != "off") return absl::InvalidArgumentError("--graphs: on or off");
       a.graphs = value == "on";
+    } else if (name == "breakdown") {
+      if (value != "on" && value != "off") {
+        return absl::InvalidArgumentError("--breakdown: on or off");
+      }
+      a.breakdown = value == "on";
     } else if (name == "states") {
       a.states = absl::StrSplit(value, ',');
     } else if (name == "batches") {
@@ -200,6 +211,35 @@ double LayerMacsPerRow(const ModelConfig& c) {
   return c.n_layer * (4 * C * C + 2 * C * c.ffn_size + 2 * C * lora);
 }
 
+// The op profile of `steps` calls of `step` (CudaModel::set_op_profile), one table row per
+// operation, the largest first.
+template <typename Fn>
+absl::Status PrintBreakdown(CudaModel& m, const DeviceLimits& lim, const std::string& tag,
+                            const std::string& what, int steps, Fn step) {
+  m.set_op_profile(true);
+  absl::Status run;
+  for (int i = 0; i < steps && run.ok(); ++i) run = step();
+  m.set_op_profile(false);
+  MODRWKV_ASSIGN_OR_RETURN(std::vector<CudaModel::OpTime> ops, m.TakeOpProfile());
+  MODRWKV_RETURN_IF_ERROR(run);
+  double total = 0;
+  for (const CudaModel::OpTime& t : ops) total += t.seconds;
+  std::sort(ops.begin(), ops.end(),
+            [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  for (const CudaModel::OpTime& t : ops) {
+    std::string reads;
+    if (t.weight_bytes > 0) {
+      const double bw = t.weight_bytes / t.seconds;
+      reads = absl::StrFormat("; weights read at %.0f GB/s = %.0f%% of the copy bandwidth",
+                              bw / 1e9, 100 * bw / lim.copy_bytes_per_s);
+    }
+    std::printf("| %s | %s: %s | | %.3f | | %.1f%% of the step's device time%s |\n", tag.c_str(),
+                what.c_str(), t.op.c_str(), t.seconds / steps * 1e3, 100 * t.seconds / total,
+                reads.c_str());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::string& shape,
                         const std::string& dtype, const std::string& state) {
   MODRWKV_ASSIGN_OR_RETURN(RandomModelSpec spec, RandomSpecForShape(shape));
@@ -258,6 +298,13 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
         "| %s | prefill %d x %d | %.0f | %.2f | | %.0f TFLOP/s = %.0f%% of the GEMM rate |\n",
         tag.c_str(), seqs, per, rows / best, best * 1e3, flops / best / 1e12,
         100 * flops / best / peak);
+    if (args.breakdown) {
+      MODRWKV_RETURN_IF_ERROR(PrintBreakdown(
+          m, lim, tag, absl::StrFormat("prefill %d x %d", seqs, per), 1, [&]() -> absl::Status {
+            for (int s = 0; s < seqs; ++s) MODRWKV_RETURN_IF_ERROR(m.ResetSlot(s));
+            return m.Step(entries, &results);
+          }));
+    }
   }
 
   // Decode: B sequences, one token each per step, greedy on the device (sample.cu at temperature
@@ -303,6 +350,10 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
       device += m.last_step_device_seconds();
     }
     const double wall = Seconds(t0);
+    if (args.breakdown && sc == &greedy) {
+      MODRWKV_RETURN_IF_ERROR(PrintBreakdown(m, lim, tag, absl::StrFormat("decode batch %d", b), 4,
+                                             [&] { return m.Step(entries, &results); }));
+    }
     return Timing{wall / args.steps, device / wall};
   };
   std::map<int, double> tokens_per_s;

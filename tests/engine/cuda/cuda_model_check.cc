@@ -7,6 +7,7 @@
 // skip.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -190,6 +191,39 @@ TEST_F(CudaVsCpuTest, AStateExportedFromTheGpuContinuesOnTheCpu) {
   ASSERT_TRUE(cpu_->ResetSlot(3).ok());
   ASSERT_TRUE(gpu_->ResetSlot(3).ok());
   ExpectSameSlot(3, kTol);
+}
+
+// The op profile (cuda_bench --breakdown) times the operations without changing what the step
+// computes: a profiled step still matches the CPU, and every layer operation is in it.
+TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputRowsView::Tokens(prompt)};
+  e.output = StepOutput::kLogits;
+  gpu_->set_op_profile(true);
+  StepBoth({e}, kTol);
+  gpu_->set_op_profile(false);
+  auto ops = gpu_->TakeOpProfile();
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  std::map<std::string, CudaModel::OpTime> by_name;
+  for (const CudaModel::OpTime& t : *ops) by_name[t.op] = t;
+  for (const char* op : {"upload", "layer norm", "token shift", "r, k, v", "LoRA (w, a, v, g)",
+                         "prepare wkv", "wkv", "group norm, gate", "output", "ffn key",
+                         "ffn value", "head", "download"}) {
+    ASSERT_TRUE(by_name.count(op)) << op;
+    EXPECT_GT(by_name[op].seconds, 0) << op;
+  }
+  // Weight bytes: three layers of r, k, v (C x C f32 each) and one head (V x C).
+  const double C = 128;
+  EXPECT_EQ(by_name["r, k, v"].weight_bytes, 3 * 3 * C * C * 4);
+  EXPECT_EQ(by_name["head"].weight_bytes, 1024 * C * 4);
+  EXPECT_EQ(by_name["wkv"].weight_bytes, 0);
+  // Taken means started over; steps without the profile add nothing.
+  StepBoth({e}, kTol);
+  ops = gpu_->TakeOpProfile();
+  ASSERT_TRUE(ops.ok());
+  EXPECT_TRUE(ops->empty());
 }
 
 TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {

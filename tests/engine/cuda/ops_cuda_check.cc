@@ -422,6 +422,84 @@ TEST_P(StoreShiftVsCpuTest, MatchesTwin) {
   }
 }
 
+// The decode steps' fused LayerNorm + token shift + shift store against the three kernels it
+// replaces, run on the same inputs (each of them checked against its CPU twin above): one row per
+// sequence, padding rows (no slot: their own predecessor, nothing stored), both state types.
+class NormShiftTest : public OnDevice<testing::TestWithParam<std::tuple<int, StateType>>> {
+ protected:
+  template <typename S>
+  void Run(int C);
+};
+
+template <typename S>
+void NormShiftTest::Run(int C) {
+  const std::vector<int32_t> slots = {3, -1, 0, 2, -1, 1};
+  const int R = static_cast<int>(slots.size()), num_slots = 4;
+  const int64_t stride = SlotStride(C);
+  std::mt19937 g(41);
+  const std::vector<float> x = Random(static_cast<size_t>(R) * C, g, -3.0f, 3.0f);
+  const std::vector<float> w = Random(C, g, 0.5f, 1.5f), b = Random(C, g, -0.5f, 0.5f);
+  std::vector<S> pool(static_cast<size_t>(num_slots) * stride);
+  for (S& v : pool) v = ToState<S>(std::uniform_real_distribution<float>(-2.0f, 2.0f)(g));
+  for (const int mixes : {6, 1}) {
+    const std::vector<float> mix = Random(static_cast<size_t>(mixes) * C, g, 0.0f, 1.0f);
+    const std::vector<float> out(static_cast<size_t>(mixes) * R * C, kSentinel);
+    std::vector<int32_t> prev(R), last(R);
+    for (int r = 0; r < R; ++r) {
+      prev[r] = slots[r] >= 0 ? -slots[r] - 1 : r;
+      last[r] = r;
+    }
+    DeviceBuffer<float> d_x = Upload(x), d_w = Upload(w), d_b = Upload(b), d_mix = Upload(mix);
+    DeviceBuffer<float> d_xn = Upload(x), d_want = Upload(out), d_got = Upload(out);
+    DeviceBuffer<S> d_want_pool = Upload(pool), d_got_pool = Upload(pool);
+    DeviceBuffer<int32_t> d_slots = Upload(slots), d_prev = Upload(prev), d_last = Upload(last);
+    ASSERT_FALSE(HasFailure());
+    cudaStream_t st = stream_.get();
+    ASSERT_TRUE(
+        LaunchLayerNorm(st, d_x.get(), nullptr, R, C, d_w.get(), d_b.get(), 1e-5f, d_xn.get())
+            .ok());
+    ASSERT_TRUE(
+        LaunchTokenShift(st, d_xn.get(), R, C, d_prev.get(),
+                         DeviceState(static_cast<const S*>(d_want_pool.get())) + kShiftOffset,
+                         stride, d_mix.get(), mixes, d_want.get())
+            .ok());
+    ASSERT_TRUE(LaunchStoreShift(st, d_xn.get(), C, d_last.get(), d_slots.get(), R,
+                                 DeviceState(d_want_pool.get()) + kShiftOffset, stride)
+                    .ok());
+    const absl::Status fused = LaunchNormShift(
+        st, d_x.get(), R, C, d_w.get(), d_b.get(), 1e-5f, d_slots.get(),
+        DeviceState(d_got_pool.get()) + kShiftOffset, stride, d_mix.get(), mixes, d_got.get());
+    ASSERT_TRUE(fused.ok()) << fused;
+    ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+    ExpectNear(Download(d_got, out.size()), Download(d_want, out.size()), kElementTol, "out");
+    std::vector<float> got_pool, want_pool;
+    for (const S v : Download(d_got_pool, pool.size())) got_pool.push_back(StateValue(v));
+    for (const S v : Download(d_want_pool, pool.size())) want_pool.push_back(StateValue(v));
+    // Within an f16 rounding step where the state is f16 (n may differ in its last float bit).
+    ExpectNear(got_pool, want_pool, sizeof(S) == 2 ? 4e-3f : kElementTol, "state pool");
+    pool = Download(d_got_pool, pool.size());  // the next round starts from the stored states
+  }
+  const float f = 0;
+  const int32_t i = 0;
+  float* state = nullptr;
+  EXPECT_EQ(
+      LaunchNormShift(nullptr, &f, 1, 20000, &f, &f, 1e-5f, &i, state, 1, &f, 1, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);  // wider than the shared memory holds
+}
+
+TEST_P(NormShiftTest, MatchesLayerNormThenTokenShiftThenStoreShift) {
+  const auto& [C, type] = GetParam();
+  if (type == StateType::kF16) {
+    Run<uint16_t>(C);
+  } else {
+    Run<float>(C);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Widths, NormShiftTest,
+                         testing::Combine(testing::Values(768, 1000, 20, 4096),
+                                          testing::Values(StateType::kF32, StateType::kF16)));
+
 const ShiftCase kShiftCases[] = {
     {"DecodeWithPadding", 768, {1, 1, 1, 1, 1}, {3, 0, -1, 2, -1}, 4, 6},
     {"PrefillWidthNotAMultipleOfTheBlock", 1000, {5, 1, 9}, {1, 4, 0}, 5, 6},

@@ -22,6 +22,7 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/sample.cuh"
 #include "engine/cuda/to_half.cuh"
 #include "engine/cuda/wkv.cuh"
@@ -313,6 +314,105 @@ TEST(GemvHalfTest, MatchesAPlainLoop) {
   EXPECT_EQ(
       LaunchGemvHalf(nullptr, HalfType::kF16, nullptr, 4, 3, nullptr, 1, nullptr, false).code(),
       absl::StatusCode::kInvalidArgument);  // odd `in`
+}
+
+// A group of products in one launch (the layer's r, k, v with its LoRA down-projections, as
+// CudaModel runs them): every epilogue, wide and pair forms and an empty job side by side, each
+// job against a plain loop with the activation of rwkv7_math.h on its sum, and no job touching
+// another's output.
+TEST(GemvHalfTest, GroupRunsEveryJobWithItsEpilogue) {
+  absl::StatusOr<int> devices = CudaDeviceCount();
+  if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  struct Spec {
+    int out, in;
+    GemvEpilogue e;
+  };
+  const Spec specs[] = {{200, 256, GemvEpilogue::kStore},      {64, 256, GemvEpilogue::kTanh},
+                        {33, 70, GemvEpilogue::kSigmoid},      {0, 256, GemvEpilogue::kStore},
+                        {300, 256, GemvEpilogue::kReluSquare}, {17, 256, GemvEpilogue::kAccumulate},
+                        {8, 2, GemvEpilogue::kStore},          {512, 64, GemvEpilogue::kTanh}};
+  for (const HalfType type : {HalfType::kBF16, HalfType::kF16}) {
+    for (const int rows : {1, 5, 11}) {
+      std::vector<GemvJob> jobs;
+      std::vector<DeviceBuffer<uint16_t>> ws;
+      std::vector<DeviceBuffer<float>> xs, ys;
+      std::vector<std::vector<float>> want;
+      for (const Spec& sp : specs) {
+        std::vector<uint16_t> w(static_cast<size_t>(sp.out) * sp.in);
+        std::vector<float> x(static_cast<size_t>(rows) * sp.in),
+            y(static_cast<size_t>(rows) * sp.out);
+        for (auto& v : w)
+          v = type == HalfType::kBF16 ? F32ToBF16(normal(rng)) : F32ToF16(normal(rng));
+        for (float& v : x) v = normal(rng);
+        for (float& v : y) v = normal(rng);
+        std::vector<float> expect = y;
+        for (int r = 0; r < rows; ++r) {
+          for (int o = 0; o < sp.out; ++o) {
+            double acc = 0;
+            for (int i = 0; i < sp.in; ++i) {
+              const uint16_t b = w[static_cast<size_t>(o) * sp.in + i];
+              acc += static_cast<double>(type == HalfType::kBF16 ? BF16ToF32(b) : F16ToF32(b)) *
+                     x[static_cast<size_t>(r) * sp.in + i];
+            }
+            const float sum = static_cast<float>(acc);
+            float& dst = expect[static_cast<size_t>(r) * sp.out + o];
+            switch (sp.e) {
+              case GemvEpilogue::kStore:
+                dst = sum;
+                break;
+              case GemvEpilogue::kAccumulate:
+                dst += sum;
+                break;
+              case GemvEpilogue::kTanh:
+                dst = std::tanh(sum);
+                break;
+              case GemvEpilogue::kSigmoid:
+                dst = math::Sigmoid(sum);
+                break;
+              case GemvEpilogue::kReluSquare:
+                dst = math::ReluSquare(sum);
+                break;
+            }
+          }
+        }
+        want.push_back(expect);
+        ws.push_back(AllocDevice<uint16_t>(std::max<size_t>(w.size(), 8)).value());
+        xs.push_back(AllocDevice<float>(std::max<size_t>(x.size(), 4)).value());
+        ys.push_back(AllocDevice<float>(std::max<size_t>(y.size(), 4)).value());
+        if (!w.empty()) {
+          ASSERT_EQ(cudaMemcpy(ws.back().get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice),
+                    cudaSuccess);
+        }
+        ASSERT_EQ(cudaMemcpy(xs.back().get(), x.data(), x.size() * 4, cudaMemcpyHostToDevice),
+                  cudaSuccess);
+        if (!y.empty()) {
+          ASSERT_EQ(cudaMemcpy(ys.back().get(), y.data(), y.size() * 4, cudaMemcpyHostToDevice),
+                    cudaSuccess);
+        }
+        jobs.push_back(
+            GemvJob{ws.back().get(), sp.out, sp.in, xs.back().get(), ys.back().get(), sp.e});
+      }
+      ASSERT_TRUE(LaunchGemvHalfGroup(nullptr, type, jobs, rows).ok());
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        std::vector<float> got(want[j].size());
+        if (got.empty()) continue;
+        ASSERT_EQ(cudaMemcpy(got.data(), ys[j].get(), got.size() * 4, cudaMemcpyDeviceToHost),
+                  cudaSuccess);
+        const float tol = 1e-4f * std::sqrt(static_cast<float>(specs[j].in));
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_NEAR(got[i], want[j][i], tol)
+              << "job " << j << " rows " << rows << " element " << i;
+        }
+      }
+    }
+  }
+  std::vector<GemvJob> nine(9);
+  EXPECT_EQ(LaunchGemvHalfGroup(nullptr, HalfType::kBF16, nine, 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchGemvHalfGroup(nullptr, HalfType::kBF16, {}, 1).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // The device draw against its CPU twin: rows of random logits (V = 5000: a partial last chunk)
