@@ -13,6 +13,11 @@ namespace {
 constexpr int kHeadSize = 64;
 constexpr int kRowThreads = 256;  // threads of a block that walks one row of C channels
 
+// Threads of a block that normalises one row (LayerNorm, NormShift): a channel per thread up to
+// 1024, so that the row's reads are few memory round trips deep. With 256 threads, a decode
+// step's LayerNorm of one 2048-wide row took as long as of 256 rows: bound by latency.
+unsigned NormThreads(int C) { return static_cast<unsigned>(std::min(1024, (C + 31) / 32 * 32)); }
+
 // The sum of v over the block (blockDim.x a multiple of 32, at most 1024), in every thread.
 // `scratch` holds 32 floats of shared memory; the call synchronises the block.
 __device__ float BlockSum(float v, float* scratch) {
@@ -26,6 +31,20 @@ __device__ float BlockSum(float v, float* scratch) {
   return t;
 }
 
+// LayerNorm's mean and 1 / std over the C values at v (global or shared memory), in every thread;
+// each thread reads the channels c = threadIdx.x + k * blockDim.x.
+__device__ float2 RowMoments(const float* v, int C, float eps, float* scratch) {
+  float s = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) s += v[c];
+  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = v[c] - mean;
+    ss += d * d;
+  }
+  return make_float2(mean, math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps));
+}
+
 // `in` may be `out` (ln0 normalises in place), so neither is __restrict__.
 __global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ rows, int C,
                                 const float* __restrict__ w, const float* __restrict__ b, float eps,
@@ -34,15 +53,7 @@ __global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ row
   const int64_t src = rows != nullptr ? rows[blockIdx.x] : blockIdx.x;
   const float* x = in + src * C;
   float* y = out + static_cast<int64_t>(blockIdx.x) * C;
-  float s = 0.0f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
-  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
-  float ss = 0.0f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = x[c] - mean;
-    ss += d * d;
-  }
-  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
+  const auto [mean, inv] = RowMoments(x, C, eps, scratch);
   // Each thread writes only the channels it read: in place (in == out, rows null) is safe.
   for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * inv * w[c] + b[c];
 }
@@ -79,7 +90,7 @@ __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
   for (int c = threadIdx.x; c < C; c += blockDim.x) StoreState(dst + c, src[c]);
 }
 
-// One block per row, kRowThreads threads; the row in dynamic shared memory (C floats). The sums
+// One block per row, NormThreads(C) threads; the row in dynamic shared memory (C floats). The sums
 // are LayerNormKernel's, in its order.
 template <typename S>
 __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
@@ -91,18 +102,8 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
   const float* xr = x + r * C;
-  float s = 0.0f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    row[c] = xr[c];
-    s += row[c];
-  }
-  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
-  float ss = 0.0f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = row[c] - mean;
-    ss += d * d;
-  }
-  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) row[c] = xr[c];  // read back by this thread
+  const auto [mean, inv] = RowMoments(row, C, eps, scratch);
   const int32_t slot = slots[r];
   S* state = slot >= 0 ? shift_base + static_cast<int64_t>(slot) * slot_stride : nullptr;
   const int64_t plane = static_cast<int64_t>(R) * C;
@@ -182,7 +183,7 @@ absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t
     return absl::InvalidArgumentError(absl::StrCat("LaunchLayerNorm: n = ", n, ", C = ", C));
   }
   if (n == 0) return absl::OkStatus();
-  LayerNormKernel<<<n, kRowThreads, 0, stream>>>(in, rows, C, w, b, eps, out);
+  LayerNormKernel<<<n, NormThreads(C), 0, stream>>>(in, rows, C, w, b, eps, out);
   return Launched("LayerNormKernel");
 }
 
@@ -223,7 +224,7 @@ absl::Status NormShift(cudaStream_t stream, const float* x, int R, int C, const 
                                                    " (expected C in [1, 12288], mixes >= 1)"));
   }
   if (R == 0) return absl::OkStatus();
-  NormShiftKernel<S><<<R, kRowThreads, static_cast<size_t>(C) * 4, stream>>>(
+  NormShiftKernel<S><<<R, NormThreads(C), static_cast<size_t>(C) * 4, stream>>>(
       x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
   return Launched("NormShiftKernel");
 }

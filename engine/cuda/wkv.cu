@@ -13,6 +13,47 @@ constexpr int kHeadSize = 64;
 
 // ---- kernels ----
 
+// A head's N x N state moved between the pool and the threads' registers (thread i: row i)
+// through shared memory, so that the block's global accesses are contiguous 16-byte pieces, each
+// next to its neighbour's, rather than one 256-byte row per thread (a strided pattern that
+// reached under half of the memory bandwidth in a batch-256 decode). The tile's rows are padded
+// by one float: thread i reading element j of its row hits bank (i + j) % 32, no conflicts.
+template <int N>
+constexpr int kTileFloats = N*(N + 1);
+
+template <int N, typename S>
+__device__ __forceinline__ void LoadTile(const S* head, float* tile, float (&s)[N]) {
+  constexpr int V = kRowVector<S>;
+#pragma unroll
+  for (int k = 0; k < N / V; ++k) {
+    const int e = (k * N + static_cast<int>(threadIdx.x)) * V;
+    float v[V];
+    LoadRow(head + e, v);
+#pragma unroll
+    for (int q = 0; q < V; ++q) tile[(e / N) * (N + 1) + e % N + q] = v[q];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < N; ++j) s[j] = tile[threadIdx.x * (N + 1) + j];
+}
+
+template <int N, typename S>
+__device__ __forceinline__ void StoreTile(S* head, float* tile, const float (&s)[N]) {
+  __syncthreads();  // every thread is done reading the tile (LoadTile)
+#pragma unroll
+  for (int j = 0; j < N; ++j) tile[threadIdx.x * (N + 1) + j] = s[j];
+  __syncthreads();
+  constexpr int V = kRowVector<S>;
+#pragma unroll
+  for (int k = 0; k < N / V; ++k) {
+    const int e = (k * N + static_cast<int>(threadIdx.x)) * V;
+    float v[V];
+#pragma unroll
+    for (int q = 0; q < V; ++q) v[q] = tile[(e / N) * (N + 1) + e % N + q];
+    StoreRow(head + e, v);
+  }
+}
+
 // One block per (sequence, head), N threads; thread i owns state row i (value dim) in registers
 // and walks the sequence's tokens in order. Each token's r, w, k, kk, a rows are shared by all
 // threads, so they are staged in shared memory (thread i loads element i: coalesced).
@@ -35,10 +76,11 @@ static __global__ void __launch_bounds__(N)
     return;  // the whole block returns together
   }
 
-  S* row = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
-           static_cast<int64_t>(h) * head_stride + static_cast<int64_t>(i) * N;
+  S* head = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
+            static_cast<int64_t>(h) * head_stride;
+  __shared__ float tile[kTileFloats<N>];
   float s[N];
-  LoadRow(row, s);
+  LoadTile(head, tile, s);
 
   // The token's r, w, k, kk, a rows, double-buffered: the next token's values are loaded into
   // registers while this one is computed (its loads' latency hidden behind the 64-wide update),
@@ -87,7 +129,7 @@ static __global__ void __launch_bounds__(N)
     y[t * ldy + col] = (acc4[0] + acc4[1]) + (acc4[2] + acc4[3]);
   }
 
-  StoreRow(row, s);
+  StoreTile(head, tile, s);
 }
 
 // ---- launchers ----
