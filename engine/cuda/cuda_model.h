@@ -128,7 +128,7 @@ class CudaModel final : public Model {
   // with the step's inputs already staged: eagerly, or as a CUDA graph (RunForward).
   absl::Status Forward(const StepShape& shape);
   // Forward, replayed from a CUDA graph for decode steps whose shape was seen before (launching
-  // ~25 kernels per layer one by one costs more than a small batch's arithmetic). The graphs hold
+  // ~13 kernels per layer one by one costs more than a small batch's arithmetic). The graphs hold
   // the scratch buffers' addresses, so growing any of them drops the graphs (DropGraphs).
   absl::Status RunForward(const StepShape& shape);
   void DropGraphs() { graphs_.clear(); }
