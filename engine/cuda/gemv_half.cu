@@ -85,20 +85,29 @@ __device__ __forceinline__ void Store(float (&acc)[kRowsPerPass], int nr, int la
   }
 }
 
-// Output row o of one product, one warp. Wide form: each lane takes 8 weights (one 16-byte load)
-// per chunk, kUnroll chunks in flight.
+// Output row o of one product, one warp: the rows of x kRowsPerPass at a time, `dot(xr, nr, acc)`
+// adding row o's weights times each of the pass's nr rows (starting at xr) into acc.
+template <typename Dot>
+__device__ __forceinline__ void ForEachPass(const GemvJob& job, int rows, int o, int lane,
+                                            Dot dot) {
+  for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
+    const int nr = min(kRowsPerPass, rows - r0);
+    float acc[kRowsPerPass];
+#pragma unroll
+    for (int r = 0; r < kRowsPerPass; ++r) acc[r] = 0.0f;
+    dot(job.x + static_cast<int64_t>(r0) * job.in, nr, acc);
+    Store(acc, nr, lane, job.y + static_cast<int64_t>(r0) * job.out, job.out, o, job.epilogue);
+  }
+}
+
+// Wide form: each lane takes 8 weights (one 16-byte load) per chunk, kUnroll chunks in flight.
 template <HalfType T>
 __device__ void WideRow(const GemvJob& job, int rows, int o, int lane) {
   constexpr int kUnroll = 4;
   const int in = job.in;
   const int chunks = in / 8;
   const uint4* wrow = reinterpret_cast<const uint4*>(job.w) + static_cast<int64_t>(o) * chunks;
-  for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
-    const int nr = min(kRowsPerPass, rows - r0);
-    const float* xr = job.x + static_cast<int64_t>(r0) * in;
-    float acc[kRowsPerPass];
-#pragma unroll
-    for (int r = 0; r < kRowsPerPass; ++r) acc[r] = 0.0f;
+  ForEachPass(job, rows, o, lane, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
     int c = lane;
     for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
       uint4 raw[kUnroll];
@@ -116,8 +125,7 @@ __device__ void WideRow(const GemvJob& job, int rows, int o, int lane) {
       const float2 wv[4] = {Widen2<T>(raw.x), Widen2<T>(raw.y), Widen2<T>(raw.z), Widen2<T>(raw.w)};
       Accumulate<4>(wv, xr, in, static_cast<int64_t>(c) * 8, nr, acc);
     }
-    Store(acc, nr, lane, job.y + static_cast<int64_t>(r0) * job.out, job.out, o, job.epilogue);
-  }
+  });
 }
 
 // Narrow form, for any even `in`: one pair of weights per lane at a time.
@@ -126,18 +134,12 @@ __device__ void PairRow(const GemvJob& job, int rows, int o, int lane) {
   const int in = job.in;
   const int pairs = in / 2;
   const uint32_t* wrow = reinterpret_cast<const uint32_t*>(job.w) + static_cast<int64_t>(o) * pairs;
-  for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
-    const int nr = min(kRowsPerPass, rows - r0);
-    const float* xr = job.x + static_cast<int64_t>(r0) * in;
-    float acc[kRowsPerPass];
-#pragma unroll
-    for (int r = 0; r < kRowsPerPass; ++r) acc[r] = 0.0f;
+  ForEachPass(job, rows, o, lane, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
     for (int p = lane; p < pairs; p += 32) {
       const float2 wv[1] = {Widen2<T>(__ldg(wrow + p))};
       Accumulate<1>(wv, xr, in, static_cast<int64_t>(p) * 2, nr, acc);
     }
-    Store(acc, nr, lane, job.y + static_cast<int64_t>(r0) * job.out, job.out, o, job.epilogue);
-  }
+  });
 }
 
 // A group's jobs with the blocks each owns: job j has blocks [first_block[j], first_block[j+1]).

@@ -7,9 +7,9 @@
 // skip.
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -208,9 +208,9 @@ TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
   ASSERT_TRUE(ops.ok()) << ops.status();
   std::map<std::string, CudaModel::OpTime> by_name;
   for (const CudaModel::OpTime& t : *ops) by_name[t.op] = t;
-  for (const char* op : {"upload", "layer norm", "token shift", "r, k, v", "LoRA (w, a, v, g)",
-                         "prepare wkv", "wkv", "group norm, gate", "output", "ffn key",
-                         "ffn value", "head", "download"}) {
+  for (const char* op :
+       {"upload", "layer norm", "token shift", "r, k, v", "LoRA (w, a, v, g)", "prepare wkv", "wkv",
+        "group norm, gate", "output", "ffn key", "ffn value", "head", "download"}) {
     ASSERT_TRUE(by_name.count(op)) << op;
     EXPECT_GT(by_name[op].seconds, 0) << op;
   }
