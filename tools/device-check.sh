@@ -114,6 +114,10 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --states=f16 --batches=1,256,1024
     step 90 "cuda_bench (0.1B and 2.9B bf16)" \
       "$out/bin/cuda_bench" --shapes=0.1b,2.9b --dtypes=bf16 --batches=1,64,256,1024
+    step 45 "cuda_bench --kernels (single kernels against the copy bandwidth, cuBLAS beside them)" \
+      "$out/bin/cuda_bench" --kernels=on --shapes=
+    step 45 "cuda_bench (1.5B, bf16 weights, plain launches: what overlapped launches save)" \
+      "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --overlap=off --batches=1,64 --prefill=128
     step 45 "cuda_bench (1.5B, bf16 weights, without CUDA graphs: what they save)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --graphs=off --batches=1,64
     step 45 "cuda_bench (0.1B, f32 weights: cuBLAS SGEMM without TF32)" \

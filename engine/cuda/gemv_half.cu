@@ -6,6 +6,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/rwkv7_math.h"
 
 namespace modrwkv::cuda {
@@ -56,60 +57,90 @@ __device__ __forceinline__ void Accumulate(const float2 (&wv)[kPairs], const flo
   }
 }
 
-__device__ __forceinline__ void Store(float (&acc)[kRowsPerPass], int nr, int lane, float* y,
-                                      int out, int o, GemvEpilogue epilogue) {
-#pragma unroll
-  for (int r = 0; r < kRowsPerPass; ++r) {
-    float v = acc[r];
-    for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
-    if (lane == 0 && r < nr) {
-      float* dst = y + static_cast<int64_t>(r) * out + o;
-      switch (epilogue) {
-        case GemvEpilogue::kStore:
-          *dst = v;
-          break;
-        case GemvEpilogue::kAccumulate:
-          *dst += v;
-          break;
-        case GemvEpilogue::kTanh:
-          *dst = tanhf(v);
-          break;
-        case GemvEpilogue::kSigmoid:
-          *dst = math::Sigmoid(v);
-          break;
-        case GemvEpilogue::kReluSquare:
-          *dst = math::ReluSquare(v);
-          break;
-      }
-    }
+// What the epilogue makes of a finished sum v, stored at dst.
+__device__ __forceinline__ void Finish(float v, float* dst, GemvEpilogue epilogue) {
+  switch (epilogue) {
+    case GemvEpilogue::kStore:
+      *dst = v;
+      break;
+    case GemvEpilogue::kAccumulate:
+      *dst += v;
+      break;
+    case GemvEpilogue::kTanh:
+      *dst = tanhf(v);
+      break;
+    case GemvEpilogue::kSigmoid:
+      *dst = math::Sigmoid(v);
+      break;
+    case GemvEpilogue::kReluSquare:
+      *dst = math::ReluSquare(v);
+      break;
   }
 }
 
-// Output row o of one product, one warp: the rows of x kRowsPerPass at a time, `dot(xr, nr, acc)`
-// adding row o's weights times each of the pass's nr rows (starting at xr) into acc.
+// Where a warp works: output row o of its job, the slice [c0, c1) of the row's 16-byte chunks (or
+// of its weight pairs, narrow form), part `part` of the `split` warps that share the row.
+struct WarpTask {
+  int o, part, split;
+  int c0, c1;
+};
+
+__device__ __forceinline__ int Lane() { return static_cast<int>(threadIdx.x) % 32; }
+__device__ __forceinline__ int Warp() { return static_cast<int>(threadIdx.x) / 32; }
+
+// Output row o of one product: the rows of x kRowsPerPass at a time, `dot(xr, nr, acc)` adding
+// the warp's slice of row o's weights times each of the pass's nr rows (starting at xr) into acc.
+// The split warps of a row add their sums in shared memory in a fixed order (part 0 first), so
+// the result does not depend on which warp finishes first.
 template <typename Dot>
-__device__ __forceinline__ void ForEachPass(const GemvJob& job, int rows, int o, int lane,
-                                            Dot dot) {
+__device__ __forceinline__ void ForEachPass(const GemvJob& job, int rows, const WarpTask& t,
+                                            bool active, Dot dot) {
+  __shared__ float partial[kWarpsPerBlock][kRowsPerPass];
   for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
     const int nr = min(kRowsPerPass, rows - r0);
     float acc[kRowsPerPass];
 #pragma unroll
     for (int r = 0; r < kRowsPerPass; ++r) acc[r] = 0.0f;
-    dot(job.x + static_cast<int64_t>(r0) * job.in, nr, acc);
-    Store(acc, nr, lane, job.y + static_cast<int64_t>(r0) * job.out, job.out, o, job.epilogue);
+    if (active) dot(job.x + static_cast<int64_t>(r0) * job.in, nr, acc);
+#pragma unroll
+    for (int r = 0; r < kRowsPerPass; ++r) {
+      if (r >= nr) break;  // nr is the same in the whole block
+      for (int s = 16; s > 0; s >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], s);
+    }
+    float* y = job.y + static_cast<int64_t>(r0) * job.out + t.o;
+    if (t.split == 1) {
+      if (active && Lane() == 0) {
+#pragma unroll
+        for (int r = 0; r < kRowsPerPass; ++r) {
+          if (r < nr) Finish(acc[r], y + static_cast<int64_t>(r) * job.out, job.epilogue);
+        }
+      }
+      continue;
+    }
+    if (Lane() == 0) {
+#pragma unroll
+      for (int r = 0; r < kRowsPerPass; ++r) partial[Warp()][r] = acc[r];
+    }
+    __syncthreads();
+    if (active && t.part == 0 && Lane() < nr) {
+      float v = 0.0f;
+      for (int q = 0; q < t.split; ++q) v += partial[Warp() + q][Lane()];
+      Finish(v, y + static_cast<int64_t>(Lane()) * job.out, job.epilogue);
+    }
+    __syncthreads();  // partial is rewritten by the next pass
   }
 }
 
 // Wide form: each lane takes 8 weights (one 16-byte load) per chunk, kUnroll chunks in flight.
 template <HalfType T>
-__device__ void WideRow(const GemvJob& job, int rows, int o, int lane) {
+__device__ __forceinline__ void WideRow(const GemvJob& job, int rows, const WarpTask& t,
+                                        bool active) {
   constexpr int kUnroll = 4;
   const int in = job.in;
-  const int chunks = in / 8;
-  const uint4* wrow = reinterpret_cast<const uint4*>(job.w) + static_cast<int64_t>(o) * chunks;
-  ForEachPass(job, rows, o, lane, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
-    int c = lane;
-    for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
+  const uint4* wrow = reinterpret_cast<const uint4*>(job.w) + static_cast<int64_t>(t.o) * (in / 8);
+  ForEachPass(job, rows, t, active, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
+    int c = t.c0 + Lane();
+    for (; c + 32 * (kUnroll - 1) < t.c1; c += 32 * kUnroll) {
       uint4 raw[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) raw[u] = __ldg(wrow + c + 32 * u);  // all in flight
@@ -120,7 +151,7 @@ __device__ void WideRow(const GemvJob& job, int rows, int o, int lane) {
         Accumulate<4>(wv, xr, in, static_cast<int64_t>(c + 32 * u) * 8, nr, acc);
       }
     }
-    for (; c < chunks; c += 32) {
+    for (; c < t.c1; c += 32) {
       const uint4 raw = __ldg(wrow + c);
       const float2 wv[4] = {Widen2<T>(raw.x), Widen2<T>(raw.y), Widen2<T>(raw.z), Widen2<T>(raw.w)};
       Accumulate<4>(wv, xr, in, static_cast<int64_t>(c) * 8, nr, acc);
@@ -128,21 +159,38 @@ __device__ void WideRow(const GemvJob& job, int rows, int o, int lane) {
   });
 }
 
-// Narrow form, for any even `in`: one pair of weights per lane at a time.
+// Narrow form, for any even `in`: one pair of weights per lane at a time (never split).
 template <HalfType T>
-__device__ void PairRow(const GemvJob& job, int rows, int o, int lane) {
+__device__ __forceinline__ void PairRow(const GemvJob& job, int rows, const WarpTask& t,
+                                        bool active) {
   const int in = job.in;
   const int pairs = in / 2;
-  const uint32_t* wrow = reinterpret_cast<const uint32_t*>(job.w) + static_cast<int64_t>(o) * pairs;
-  ForEachPass(job, rows, o, lane, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
-    for (int p = lane; p < pairs; p += 32) {
+  const uint32_t* wrow =
+      reinterpret_cast<const uint32_t*>(job.w) + static_cast<int64_t>(t.o) * pairs;
+  ForEachPass(job, rows, t, active, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
+    for (int p = Lane(); p < pairs; p += 32) {
       const float2 wv[1] = {Widen2<T>(__ldg(wrow + p))};
       Accumulate<1>(wv, xr, in, static_cast<int64_t>(p) * 2, nr, acc);
     }
   });
 }
 
-// A group's jobs with the blocks each owns: job j has blocks [first_block[j], first_block[j+1]).
+// A warp's share of a long row: rows longer than this many bytes are split between 2, 4 or 8
+// warps of a block, so that a layer's long-row product (ffn value: 16 KB rows on 1.5B) has as
+// many warps, and as many bytes in flight, as its short-row ones (measured on an H200, cuda_bench
+// --kernels=on: slices of 2 KB or 8 KB, or 8 loads in flight per lane, were slower).
+constexpr int kSliceBytes = 4096;
+
+// Warps that share a row of `in` weights (the wide form only).
+__host__ __device__ int SplitOf(int in, bool wide) {
+  int split = 1;
+  if (!wide) return split;
+  while (split<kWarpsPerBlock&& static_cast<int64_t>(in) * 2 / split> kSliceBytes) split *= 2;
+  return split;
+}
+
+// A group's jobs with the blocks each owns: job j has blocks [first_block[j], first_block[j+1]),
+// each block kWarpsPerBlock / SplitOf(in, wide[j]) of its output rows.
 struct GroupArgs {
   GemvJob job[kMaxGemvJobs];
   int first_block[kMaxGemvJobs + 1];
@@ -152,17 +200,30 @@ struct GroupArgs {
 
 template <HalfType T>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvHalfGroupKernel(GroupArgs g, int rows) {
+  AllowSuccessor();
   int j = 0;
   while (j + 1 < g.n && static_cast<int>(blockIdx.x) >= g.first_block[j + 1]) ++j;
   const GemvJob& job = g.job[j];
-  const int o = (static_cast<int>(blockIdx.x) - g.first_block[j]) * kWarpsPerBlock +
-                static_cast<int>(threadIdx.x) / 32;
-  if (o >= job.out) return;
-  const int lane = threadIdx.x % 32;
+  WarpTask t;
+  t.split = SplitOf(job.in, g.wide[j]);
+  t.part = Warp() % t.split;
+  t.o = (static_cast<int>(blockIdx.x) - g.first_block[j]) * (kWarpsPerBlock / t.split) +
+        Warp() / t.split;
+  const int units = g.wide[j] ? job.in / 8 : job.in / 2;  // 16-byte chunks or weight pairs
+  t.c0 = static_cast<int>(static_cast<int64_t>(units) * t.part / t.split);
+  t.c1 = static_cast<int>(static_cast<int64_t>(units) * (t.part + 1) / t.split);
+  // A block's warps stay together through the split rows' barriers; past the last row they
+  // only take part in those.
+  const bool active = t.o < job.out;
+  if (!active && t.split == 1) return;
+  // Sending the slice's weights to L2 before the wait (PrefetchToL2) made a decode step slower
+  // on an H200 (559 -> 524 tokens/s on 1.5B at batch 1): the loads below are already enough in
+  // flight, and the prefetches only added L2 traffic.
+  WaitForPredecessor();
   if (g.wide[j]) {
-    WideRow<T>(job, rows, o, lane);
+    WideRow<T>(job, rows, t, active);
   } else {
-    PairRow<T>(job, rows, o, lane);
+    PairRow<T>(job, rows, t, active);
   }
 }
 
@@ -199,18 +260,16 @@ absl::Status LaunchGemvHalfGroup(cudaStream_t stream, HalfType type, absl::Span<
     g.first_block[g.n] = static_cast<int>(blocks);
     g.wide[g.n] = j.in % 8 == 0 && reinterpret_cast<uintptr_t>(j.w) % 16 == 0 &&
                   reinterpret_cast<uintptr_t>(j.x) % 16 == 0;
+    const int rows_per_block = kWarpsPerBlock / SplitOf(j.in, g.wide[g.n]);
     ++g.n;
-    blocks += (j.out + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    blocks += (j.out + rows_per_block - 1) / rows_per_block;
   }
   if (g.n == 0 || rows == 0) return absl::OkStatus();
   g.first_block[g.n] = static_cast<int>(blocks);
-  const unsigned grid = static_cast<unsigned>(blocks);
-  if (type == HalfType::kBF16) {
-    GemvHalfGroupKernel<HalfType::kBF16><<<grid, kWarpsPerBlock * 32, 0, stream>>>(g, rows);
-  } else {
-    GemvHalfGroupKernel<HalfType::kF16><<<grid, kWarpsPerBlock * 32, 0, stream>>>(g, rows);
-  }
-  return CudaStatus(cudaGetLastError(), "GemvHalf kernel launch");
+  return Launch("GemvHalfGroupKernel",
+                type == HalfType::kBF16 ? GemvHalfGroupKernel<HalfType::kBF16>
+                                        : GemvHalfGroupKernel<HalfType::kF16>,
+                dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, g, rows);
 }
 
 absl::Status LaunchGemvHalf(cudaStream_t stream, HalfType type, const uint16_t* w, int out, int in,

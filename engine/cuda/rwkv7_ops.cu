@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
 #include "engine/cuda/state_access.cuh"
@@ -45,10 +46,26 @@ __device__ float2 RowMoments(const float* v, int C, float eps, float* scratch) {
   return make_float2(mean, math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps));
 }
 
+// Before its wait (launch.cuh), the first block of a row-per-block kernel starts the layer's
+// parameter rows (C floats each; nullptr: none) on their way to L2, where the parameters of a
+// decode step's small kernels would otherwise be one more round trip to memory after the wait.
+__device__ __forceinline__ void PrefetchParams(int C, const float* p0, const float* p1,
+                                               const float* rows = nullptr, int n_rows = 0) {
+  if (blockIdx.x != 0) return;
+  const int t = static_cast<int>(threadIdx.x);
+  const auto bytes = static_cast<uint32_t>(C) * 4;
+  if (t == 0 && p0 != nullptr) PrefetchToL2(p0, bytes);
+  if (t == 1 && p1 != nullptr) PrefetchToL2(p1, bytes);
+  if (t >= 2 && t < 2 + n_rows) PrefetchToL2(rows + static_cast<int64_t>(t - 2) * C, bytes);
+}
+
 // `in` may be `out` (ln0 normalises in place), so neither is __restrict__.
 __global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ rows, int C,
                                 const float* __restrict__ w, const float* __restrict__ b, float eps,
                                 float* out) {
+  AllowSuccessor();
+  PrefetchParams(C, w, b);
+  WaitForPredecessor();
   __shared__ float scratch[32];
   const int64_t src = rows != nullptr ? rows[blockIdx.x] : blockIdx.x;
   const float* x = in + src * C;
@@ -65,6 +82,9 @@ __global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
                                  const int32_t* __restrict__ prev, const S* __restrict__ shift_base,
                                  int64_t slot_stride, const float* __restrict__ mix, int mixes,
                                  float* __restrict__ out) {
+  AllowSuccessor();
+  PrefetchParams(C, nullptr, nullptr, mix, mixes);
+  WaitForPredecessor();
   const int64_t r = blockIdx.x;
   const float* xr = x + r * C;
   const int32_t p = prev[r];
@@ -84,6 +104,8 @@ __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
                                  const int32_t* __restrict__ last,
                                  const int32_t* __restrict__ slots, S* __restrict__ shift_base,
                                  int64_t slot_stride) {
+  AllowSuccessor();
+  WaitForPredecessor();
   if (slots[blockIdx.x] < 0) return;  // a padding sequence: no slot
   const float* src = x + static_cast<int64_t>(last[blockIdx.x]) * C;
   S* dst = shift_base + static_cast<int64_t>(slots[blockIdx.x]) * slot_stride;
@@ -98,6 +120,9 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
                                 const int32_t* __restrict__ slots, S* __restrict__ shift_base,
                                 int64_t slot_stride, const float* __restrict__ mix, int mixes,
                                 float* __restrict__ out) {
+  AllowSuccessor();
+  PrefetchParams(C, w, b, mix, mixes);
+  WaitForPredecessor();
   extern __shared__ float row[];
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
@@ -118,6 +143,8 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
 }
 
 __global__ void ActivationKernel(Activation f, float* x, int64_t n) {
+  AllowSuccessor();
+  WaitForPredecessor();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float v = x[i];
@@ -133,20 +160,25 @@ __global__ void PrepareWkvKernel(int C, float* w, const float* __restrict__ w0, 
                                  const float* __restrict__ k_k, const float* __restrict__ k_a,
                                  float* v, float* v_first, const float* __restrict__ v_gate,
                                  const float* __restrict__ v0, bool first_layer) {
+  AllowSuccessor();
   __shared__ float scratch[32];
   const int c = blockIdx.y * kHeadSize + threadIdx.x;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * C + c;
-  w[i] = math::Decay(w[i] + w0[c]);
-  const float av = math::Sigmoid(a[i] + a0[c]);
+  // The parameters are the model's: read before the wait (launch.cuh).
+  const float w0c = w0[c], a0c = a0[c], k_kc = k_k[c], k_ac = k_a[c];
+  const float v0c = first_layer ? 0.0f : v0[c];
+  WaitForPredecessor();
+  w[i] = math::Decay(w[i] + w0c);
+  const float av = math::Sigmoid(a[i] + a0c);
   a[i] = av;
   const float kv = k[i];
-  const float q = kv * k_k[c];
+  const float q = kv * k_kc;
   kk[i] = q * math::InvL2(BlockSum(q * q, scratch));
-  k[i] = math::KeyWithIclr(kv, av, k_a[c]);
+  k[i] = math::KeyWithIclr(kv, av, k_ac);
   if (first_layer) {
     v_first[i] = v[i];
   } else {
-    v[i] = math::ValueResidual(v[i], v_first[i], v_gate[i] + v0[c]);
+    v[i] = math::ValueResidual(v[i], v_first[i], v_gate[i] + v0c);
   }
 }
 
@@ -154,18 +186,19 @@ __global__ void GroupNormGateKernel(int C, float* y, const float* __restrict__ g
                                     const float* __restrict__ gn_b, const float* __restrict__ r,
                                     const float* __restrict__ k, const float* __restrict__ r_k,
                                     const float* __restrict__ v, const float* __restrict__ g) {
+  AllowSuccessor();
   __shared__ float scratch[32];
   const int c = blockIdx.y * kHeadSize + threadIdx.x;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * C + c;
+  const float gn_wc = gn_w[c], gn_bc = gn_b[c], r_kc = r_k[c];  // the model's: before the wait
+  WaitForPredecessor();
   const float x = y[i];
   const float mean = BlockSum(x, scratch) / kHeadSize;
   const float d = x - mean;
   const float inv = math::InvStd(BlockSum(d * d, scratch) / kHeadSize, math::kGroupNormEps);
-  const float bonus = BlockSum(r[i] * k[i] * r_k[c], scratch);
-  y[i] = math::GatedOutput(d * inv * gn_w[c] + gn_b[c], bonus, v[i], g[i]);
+  const float bonus = BlockSum(r[i] * k[i] * r_kc, scratch);
+  y[i] = math::GatedOutput(d * inv * gn_wc + gn_bc, bonus, v[i], g[i]);
 }
-
-absl::Status Launched(const char* kernel) { return CudaStatus(cudaGetLastError(), kernel); }
 
 absl::Status CheckWidth(const char* op, int C) {
   if (C <= 0 || C % kHeadSize != 0) {
@@ -183,8 +216,8 @@ absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t
     return absl::InvalidArgumentError(absl::StrCat("LaunchLayerNorm: n = ", n, ", C = ", C));
   }
   if (n == 0) return absl::OkStatus();
-  LayerNormKernel<<<n, NormThreads(C), 0, stream>>>(in, rows, C, w, b, eps, out);
-  return Launched("LayerNormKernel");
+  return Launch("LayerNormKernel", LayerNormKernel, dim3(n), dim3(NormThreads(C)), 0, stream, in,
+                rows, C, w, b, eps, out);
 }
 
 namespace {
@@ -198,9 +231,8 @@ absl::Status TokenShift(cudaStream_t stream, const float* x, int R, int C, const
         absl::StrCat("LaunchTokenShift: R = ", R, ", C = ", C, ", mixes = ", mixes));
   }
   if (R == 0) return absl::OkStatus();
-  TokenShiftKernel<S>
-      <<<R, kRowThreads, 0, stream>>>(x, R, C, prev, shift_base, slot_stride, mix, mixes, out);
-  return Launched("TokenShiftKernel");
+  return Launch("TokenShiftKernel", TokenShiftKernel<S>, dim3(R), dim3(kRowThreads), 0, stream, x,
+                R, C, prev, shift_base, slot_stride, mix, mixes, out);
 }
 
 template <typename S>
@@ -210,8 +242,8 @@ absl::Status StoreShift(cudaStream_t stream, const float* x, int C, const int32_
     return absl::InvalidArgumentError(absl::StrCat("LaunchStoreShift: E = ", E, ", C = ", C));
   }
   if (E == 0) return absl::OkStatus();
-  StoreShiftKernel<S><<<E, kRowThreads, 0, stream>>>(x, C, last, slots, shift_base, slot_stride);
-  return Launched("StoreShiftKernel");
+  return Launch("StoreShiftKernel", StoreShiftKernel<S>, dim3(E), dim3(kRowThreads), 0, stream, x,
+                C, last, slots, shift_base, slot_stride);
 }
 
 template <typename S>
@@ -224,9 +256,9 @@ absl::Status NormShift(cudaStream_t stream, const float* x, int R, int C, const 
                                                    " (expected C in [1, 12288], mixes >= 1)"));
   }
   if (R == 0) return absl::OkStatus();
-  NormShiftKernel<S><<<R, NormThreads(C), static_cast<size_t>(C) * 4, stream>>>(
-      x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
-  return Launched("NormShiftKernel");
+  return Launch("NormShiftKernel", NormShiftKernel<S>, dim3(R), dim3(NormThreads(C)),
+                static_cast<size_t>(C) * 4, stream, x, R, C, w, b, eps, slots, shift_base,
+                slot_stride, mix, mixes, out);
 }
 
 }  // namespace
@@ -274,8 +306,8 @@ absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64
   }
   if (n == 0) return absl::OkStatus();
   const int64_t blocks = std::min<int64_t>((n + kRowThreads - 1) / kRowThreads, 65535);
-  ActivationKernel<<<static_cast<unsigned>(blocks), kRowThreads, 0, stream>>>(f, x, n);
-  return Launched("ActivationKernel");
+  return Launch("ActivationKernel", ActivationKernel, dim3(static_cast<unsigned>(blocks)),
+                dim3(kRowThreads), 0, stream, f, x, n);
 }
 
 absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const float* w0,
@@ -289,9 +321,8 @@ absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const
   }
   if (R == 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(C / kHeadSize));
-  PrepareWkvKernel<<<grid, kHeadSize, 0, stream>>>(C, w, w0, a, a0, k, kk, k_k, k_a, v, v_first,
-                                                   v_gate, v0, first_layer);
-  return Launched("PrepareWkvKernel");
+  return Launch("PrepareWkvKernel", PrepareWkvKernel, grid, dim3(kHeadSize), 0, stream, C, w, w0, a,
+                a0, k, kk, k_k, k_a, v, v_first, v_gate, v0, first_layer);
 }
 
 absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, const float* gn_w,
@@ -301,8 +332,8 @@ absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, co
   if (R < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchGroupNormGate: R = ", R));
   if (R == 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(C / kHeadSize));
-  GroupNormGateKernel<<<grid, kHeadSize, 0, stream>>>(C, y, gn_w, gn_b, r, k, r_k, v, g);
-  return Launched("GroupNormGateKernel");
+  return Launch("GroupNormGateKernel", GroupNormGateKernel, grid, dim3(kHeadSize), 0, stream, C, y,
+                gn_w, gn_b, r, k, r_k, v, g);
 }
 
 namespace {

@@ -17,6 +17,7 @@
 //      that chunk for the token.
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/sample.cuh"
 
 namespace modrwkv::cuda {
@@ -301,6 +302,8 @@ __global__ void __launch_bounds__(kThreads)
     DrawRowsKernel(float* logits, int V, const DeviceDraw* __restrict__ draws,
                    const int32_t* __restrict__ edit_offsets, const LogitEdit* __restrict__ edits,
                    int32_t* __restrict__ tokens, DeviceLogprobs* __restrict__ logprobs) {
+  AllowSuccessor();
+  WaitForPredecessor();
   __shared__ Shared sh;
   const int row = blockIdx.x;
   float* p = logits + static_cast<int64_t>(row) * V;
@@ -434,9 +437,8 @@ absl::Status LaunchDrawRows(cudaStream_t stream, float* logits, int rows, int V,
   if (logits == nullptr || draws == nullptr || edit_offsets == nullptr || tokens == nullptr) {
     return absl::InvalidArgumentError("LaunchDrawRows: null device pointer");
   }
-  DrawRowsKernel<<<rows, kThreads, 0, stream>>>(logits, V, draws, edit_offsets, edits, tokens,
-                                                logprobs);
-  return CudaStatus(cudaGetLastError(), "DrawRowsKernel launch");
+  return Launch("DrawRowsKernel", DrawRowsKernel, dim3(rows), dim3(kThreads), 0, stream, logits, V,
+                draws, edit_offsets, edits, tokens, logprobs);
 }
 
 }  // namespace modrwkv::cuda

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/tensor.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/to_half.cuh"
 
 namespace modrwkv::cuda {
@@ -32,6 +33,8 @@ __device__ __forceinline__ uint16_t Round(float v) {
 template <HalfType T>
 __global__ void F32ToHalfKernel(const float* __restrict__ in, int64_t n,
                                 uint16_t* __restrict__ out) {
+  AllowSuccessor();
+  WaitForPredecessor();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; 2 * p < n;
        p += stride) {
@@ -62,12 +65,10 @@ absl::Status LaunchF32ToHalf(cudaStream_t stream, HalfType type, const float* in
   const int64_t pairs = (n + 1) / 2;
   const unsigned blocks =
       static_cast<unsigned>(std::min<int64_t>((pairs + kThreads - 1) / kThreads, 65535));
-  if (type == HalfType::kBF16) {
-    F32ToHalfKernel<HalfType::kBF16><<<blocks, kThreads, 0, stream>>>(in, n, out);
-  } else {
-    F32ToHalfKernel<HalfType::kF16><<<blocks, kThreads, 0, stream>>>(in, n, out);
-  }
-  return CudaStatus(cudaGetLastError(), "F32ToHalfKernel launch");
+  return Launch(
+      "F32ToHalfKernel",
+      type == HalfType::kBF16 ? F32ToHalfKernel<HalfType::kBF16> : F32ToHalfKernel<HalfType::kF16>,
+      dim3(blocks), dim3(kThreads), 0, stream, in, n, out);
 }
 
 }  // namespace modrwkv::cuda

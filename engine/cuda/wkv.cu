@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/state_access.cuh"
 #include "engine/cuda/wkv.cuh"
 
@@ -54,9 +55,27 @@ __device__ __forceinline__ void StoreTile(S* head, float* tile, const float (&s)
   }
 }
 
+// Copies 4 bytes from global to shared memory asynchronously (cp.async, sm_80+): the copy
+// completes at the issuing thread's next CpAsyncWaitAll().
+__device__ __forceinline__ void CpAsync4(float* shared, const float* global) {
+  const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(global) : "memory");
+}
+__device__ __forceinline__ void CpAsyncWaitAll() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
+// Tokens whose inputs are staged in shared memory at a time: a chunk's loads are in flight while
+// the previous chunk is computed, so a long prompt's walk is bound by the recurrence's arithmetic
+// rather than by one memory round trip per token.
+constexpr int kWkvChunk = 8;
+// A staged token's inputs, each N floats: r, w, k, kk, a, v.
+constexpr int kStaged = 6;
+
 // One block per (sequence, head), N threads; thread i owns state row i (value dim) in registers
 // and walks the sequence's tokens in order. Each token's r, w, k, kk, a rows are shared by all
-// threads, so they are staged in shared memory (thread i loads element i: coalesced).
+// threads: they are staged in shared memory kWkvChunk tokens at a time (thread i copies element i
+// of each: coalesced), double-buffered, and read back four at a time (16-byte shared loads).
 template <int N, typename S>
 static __global__ void __launch_bounds__(N)
     Wkv7Kernel(S* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
@@ -65,6 +84,8 @@ static __global__ void __launch_bounds__(N)
                const float* __restrict__ v, const float* __restrict__ kk,
                const float* __restrict__ a, int64_t ld, float* __restrict__ y, int64_t ldy,
                int64_t slot_stride, int64_t head_stride) {
+  AllowSuccessor();
+  WaitForPredecessor();
   const int b = blockIdx.x / H;
   const int h = blockIdx.x % H;
   const int i = threadIdx.x;
@@ -76,57 +97,75 @@ static __global__ void __launch_bounds__(N)
     return;  // the whole block returns together
   }
 
+  __shared__ __align__(16) float stage[2][kWkvChunk][kStaged][N];
+  // Thread i's copies of element i of tokens [tc, tc + kWkvChunk) into stage[buf].
+  auto issue = [&](int buf, int64_t tc) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(kWkvChunk), t1 - tc));
+    for (int u = 0; u < n; ++u) {
+      const int64_t off = (tc + u) * ld + col;
+      float* st = stage[buf][u][0];
+      CpAsync4(st + 0 * N + i, r + off);
+      CpAsync4(st + 1 * N + i, w + off);
+      CpAsync4(st + 2 * N + i, k + off);
+      CpAsync4(st + 3 * N + i, kk + off);
+      CpAsync4(st + 4 * N + i, a + off);
+      CpAsync4(st + 5 * N + i, v + off);
+    }
+  };
+  if (t0 < t1) issue(0, t0);  // in flight while the state comes in
+
   S* head = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
             static_cast<int64_t>(h) * head_stride;
   __shared__ float tile[kTileFloats<N>];
   float s[N];
   LoadTile(head, tile, s);
 
-  // The token's r, w, k, kk, a rows, double-buffered: the next token's values are loaded into
-  // registers while this one is computed (its loads' latency hidden behind the 64-wide update),
-  // and one barrier per token suffices (a buffer is rewritten two tokens after it was read, and
-  // every thread has passed the barrier in between).
-  __shared__ float stage[2][5][N];
-  float nr = 0.f, nw = 0.f, nk = 0.f, nkk = 0.f, na = 0.f, nv = 0.f;
-  auto load = [&](int64_t t) {
-    const int64_t off = t * ld + col;
-    nr = r[off];
-    nw = w[off];
-    nk = k[off];
-    nkk = kk[off];
-    na = a[off];
-    nv = v[off];
-  };
-  if (t0 < t1) load(t0);
-  int cur = 0;
-  for (int64_t t = t0; t < t1; ++t, cur ^= 1) {
-    float* r_s = stage[cur][0];
-    float* w_s = stage[cur][1];
-    float* k_s = stage[cur][2];
-    float* kk_s = stage[cur][3];
-    float* a_s = stage[cur][4];
-    r_s[i] = nr;
-    w_s[i] = nw;
-    k_s[i] = nk;
-    kk_s[i] = nkk;
-    a_s[i] = na;
-    const float vi = nv;
+  int buf = 0;
+  for (int64_t tc = t0; tc < t1; tc += kWkvChunk, buf ^= 1) {
+    // This thread's copies of the chunk are done; the barrier makes every thread's visible, and
+    // every thread is past the previous chunk, whose buffer the next chunk's copies reuse.
+    CpAsyncWaitAll();
     __syncthreads();
-    if (t + 1 < t1) load(t + 1);
+    if (tc + kWkvChunk < t1) issue(buf ^ 1, tc + kWkvChunk);
+    const int n = static_cast<int>(min(static_cast<int64_t>(kWkvChunk), t1 - tc));
+    for (int u = 0; u < n; ++u) {
+      const float* st = stage[buf][u][0];
+      const float4* r_s = reinterpret_cast<const float4*>(st + 0 * N);
+      const float4* w_s = reinterpret_cast<const float4*>(st + 1 * N);
+      const float4* k_s = reinterpret_cast<const float4*>(st + 2 * N);
+      const float4* kk_s = reinterpret_cast<const float4*>(st + 3 * N);
+      const float4* a_s = reinterpret_cast<const float4*>(st + 4 * N);
+      const float vi = st[5 * N + i];
 
-    // The two 64-term dot products in four interleaved partial sums each: a single chain of 64
-    // dependent FMAs is what bounds a token's latency when one sequence walks a long prompt.
-    float sa4[4] = {0.f, 0.f, 0.f, 0.f};
+      // The two 64-term dot products in four interleaved partial sums each (partial q takes the
+      // terms j % 4 == q): a single chain of 64 dependent FMAs is what bounds a token's latency
+      // when one sequence walks a long prompt.
+      float sa4[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < N; ++j) sa4[j % 4] -= s[j] * kk_s[j];
-    const float sa = (sa4[0] + sa4[1]) + (sa4[2] + sa4[3]);
-    float acc4[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int j = 0; j < N; j += 4) {
+        const float4 q = kk_s[j / 4];
+        sa4[0] -= s[j] * q.x;
+        sa4[1] -= s[j + 1] * q.y;
+        sa4[2] -= s[j + 2] * q.z;
+        sa4[3] -= s[j + 3] * q.w;
+      }
+      const float sa = (sa4[0] + sa4[1]) + (sa4[2] + sa4[3]);
+      float acc4[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-      s[j] = s[j] * w_s[j] + sa * (kk_s[j] * a_s[j]) + vi * k_s[j];
-      acc4[j % 4] += s[j] * r_s[j];
+      for (int j = 0; j < N; j += 4) {
+        const float4 wq = w_s[j / 4], kkq = kk_s[j / 4], aq = a_s[j / 4], kq = k_s[j / 4],
+                     rq = r_s[j / 4];
+        const float wv[4] = {wq.x, wq.y, wq.z, wq.w}, kkv[4] = {kkq.x, kkq.y, kkq.z, kkq.w},
+                    av[4] = {aq.x, aq.y, aq.z, aq.w}, kv[4] = {kq.x, kq.y, kq.z, kq.w},
+                    rv[4] = {rq.x, rq.y, rq.z, rq.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          s[j + q] = s[j + q] * wv[q] + sa * (kkv[q] * av[q]) + vi * kv[q];
+          acc4[q] += s[j + q] * rv[q];
+        }
+      }
+      y[(tc + u) * ldy + col] = (acc4[0] + acc4[1]) + (acc4[2] + acc4[3]);
     }
-    y[t * ldy + col] = (acc4[0] + acc4[1]) + (acc4[2] + acc4[3]);
   }
 
   StoreTile(head, tile, s);
@@ -177,9 +216,9 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
   const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
-  Wkv7Kernel<N, S><<<grid, N, 0, stream>>>(state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk,
-                                           a, ld, y, ldy, slot_stride_floats, head_stride_floats);
-  return CudaStatus(cudaGetLastError(), "Wkv7Kernel launch");
+  return Launch("Wkv7Kernel", Wkv7Kernel<N, S>, grid, dim3(N), 0, stream, state_pool, slot_of_seq,
+                H, seq_offsets, r, w, k, v, kk, a, ld, y, ldy, slot_stride_floats,
+                head_stride_floats);
 }
 
 }  // namespace

@@ -13,8 +13,14 @@
 //
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
-//              [--graphs=on|off] [--breakdown=on|off]
+//              [--graphs=on|off] [--overlap=on|off] [--breakdown=on|off] [--kernels=on|off]
 //
+// --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
+// graph over weights that do not fit in L2: the few-row product at the layers' shapes (with and
+// without overlapped launches, and cuBLAS at one row beside it), a decode step's LayerNorm +
+// token shift and its WKV. --shapes= (empty) then skips the models.
+// --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
+// engine/cuda/launch.h), to measure what the overlap saves.
 // --breakdown=on adds, per prefill and decode row, where the step's device time goes operation by
 // operation (CudaModel::set_op_profile): each operation's share of the step and, for products,
 // the bandwidth its weight reads reached against the measured copy bandwidth.
@@ -38,6 +44,10 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/launch.h"
+#include "engine/cuda/rwkv7_ops.cuh"
+#include "engine/cuda/wkv.cuh"
 #include "engine/sampling/sampler.h"
 
 namespace modrwkv::cuda {
@@ -58,7 +68,9 @@ struct Args {
   int steps = 16;
   int device = 0;
   bool graphs = true;
+  bool overlap = true;
   bool breakdown = false;
+  bool kernels = false;
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -89,6 +101,14 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else if (name == "graphs") {
       if (value != "on" && value != "off") return absl::InvalidArgumentError("--graphs: on or off");
       a.graphs = value == "on";
+    } else if (name == "overlap") {
+      if (value != "on" && value != "off")
+        return absl::InvalidArgumentError("--overlap: on or off");
+      a.overlap = value == "on";
+    } else if (name == "kernels") {
+      if (value != "on" && value != "off")
+        return absl::InvalidArgumentError("--kernels: on or off");
+      a.kernels = value == "on";
     } else if (name == "breakdown") {
       if (value != "on" && value != "off") {
         return absl::InvalidArgumentError("--breakdown: on or off");
@@ -204,6 +224,139 @@ absl::StatusOr<DeviceLimits> MeasureLimits() {
   return lim;
 }
 
+// Seconds per launch of `launch(i)` for i = 0..n-1, captured once into a CUDA graph and the graph
+// replayed (launch overheads as in a decode step's graph).
+template <typename Fn>
+absl::StatusOr<double> TimeGraph(cudaStream_t st, int n, Fn launch) {
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  absl::Status captured = absl::OkStatus();
+  for (int i = 0; i < n && captured.ok(); ++i) captured = launch(i);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(st, &graph);
+  MODRWKV_RETURN_IF_ERROR(captured);
+  MODRWKV_CUDA_RETURN_IF_ERROR(ended);
+  std::unique_ptr<std::remove_pointer_t<cudaGraph_t>, cudaError_t (*)(cudaGraph_t)> g(
+      graph, cudaGraphDestroy);
+  cudaGraphExec_t exec = nullptr;
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
+  std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, cudaError_t (*)(cudaGraphExec_t)> e(
+      exec, cudaGraphExecDestroy);
+  MODRWKV_ASSIGN_OR_RETURN(const double t, TimeOnStream(st, 5, [&]() -> absl::Status {
+                             MODRWKV_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, st));
+                             return absl::OkStatus();
+                           }));
+  return t / n;
+}
+
+// --kernels=on: single kernels at the shapes of a decode step, against the copy bandwidth.
+absl::Status BenchKernels(const DeviceLimits& lim) {
+  MODRWKV_ASSIGN_OR_RETURN(CudaStream stream, CreateStream());
+  cudaStream_t st = stream.get();
+  std::printf(
+      "| kernel | shape | us per launch | GB/s | of the copy bandwidth |\n|---|---|---|---|---|\n");
+  MODRWKV_ASSIGN_OR_RETURN(const CublasApi* blas, Cublas());
+  cublasHandle_t h = nullptr;
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->Create(&h));
+  std::unique_ptr<cublasContext, cublasStatus_t (*)(cublasHandle_t)> owner(h, blas->Destroy);
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->SetStream(h, st));
+  struct Shape {
+    int out, in;
+  };
+  constexpr size_t kSpan = size_t{256} << 20;  // rotated through: 5x the H200's L2
+  for (const Shape sh : {Shape{2048, 2048}, Shape{8192, 2048}, Shape{2048, 8192}, Shape{4096, 4096},
+                         Shape{16384, 4096}, Shape{4096, 16384}, Shape{2048, 64}}) {
+    const size_t elems = static_cast<size_t>(sh.out) * sh.in;
+    const int copies = static_cast<int>(std::max<size_t>(2, kSpan / (elems * 2)));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> w, AllocDevice<uint16_t>(elems * copies));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> x, AllocDevice<float>(sh.in));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> xh, AllocDevice<uint16_t>(sh.in));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> y, AllocDevice<float>(sh.out));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(w.get(), 0x3c, elems * copies * 2, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(x.get(), 0, sh.in * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(xh.get(), 0, sh.in * 2, st));
+    const std::string shape = absl::StrFormat("%d x %d, 1 row", sh.out, sh.in);
+    const double bytes = elems * 2.0;
+    auto row = [&](const char* what, double t) {
+      std::printf("| %s | %s | %.2f | %.0f | %.0f%% |\n", what, shape.c_str(), t * 1e6,
+                  bytes / t / 1e9, 100 * bytes / t / lim.copy_bytes_per_s);
+    };
+    for (const bool overlap : {true, false}) {
+      SetOverlappedLaunches(overlap);
+      MODRWKV_ASSIGN_OR_RETURN(const double t, TimeGraph(st, 4 * copies, [&](int i) {
+                                 return LaunchGemvHalf(st, HalfType::kBF16,
+                                                       w.get() + elems * (i % copies), sh.out,
+                                                       sh.in, x.get(), 1, y.get(), false);
+                               }));
+      row(overlap ? "GemvHalf (overlapped)" : "GemvHalf (plain launches)", t);
+    }
+    SetOverlappedLaunches(true);
+    const float alpha = 1.0f, beta = 0.0f;
+    MODRWKV_ASSIGN_OR_RETURN(
+        const double tb, TimeGraph(st, 4 * copies, [&](int i) -> absl::Status {
+          MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->GemmEx(
+              h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out, 1, sh.in, &alpha, w.get() + elems * (i % copies),
+              CUDA_R_16BF, sh.in, xh.get(), CUDA_R_16BF, sh.in, &beta, y.get(), CUDA_R_32F, sh.out,
+              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          return absl::OkStatus();
+        }));
+    row("cuBLAS GemmEx (bf16 x bf16)", tb);
+  }
+  {  // a decode step's LayerNorm + token shift of one row, C = 2048, 6 mixes, f32 state
+    constexpr int C = 2048, kMixes = 6;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> x, AllocDevice<float>(C));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> p, AllocDevice<float>(C * (2 + kMixes)));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> shift, AllocDevice<float>(C));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> out, AllocDevice<float>(C * kMixes));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> slot, AllocDevice<int32_t>(1));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(x.get(), 0, C * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p.get(), 0, C * (2 + kMixes) * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(shift.get(), 0, C * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(slot.get(), 0, 4, st));
+    for (const bool overlap : {true, false}) {
+      SetOverlappedLaunches(overlap);
+      MODRWKV_ASSIGN_OR_RETURN(const double t, TimeGraph(st, 64, [&](int) {
+                                 return LaunchNormShift(st, x.get(), 1, C, p.get(), p.get() + C,
+                                                        1e-5f, slot.get(), shift.get(), C,
+                                                        p.get() + 2 * C, kMixes, out.get());
+                               }));
+      std::printf("| NormShift%s | 1 x 2048, 6 mixes | %.2f | | |\n",
+                  overlap ? " (overlapped)" : " (plain launches)", t * 1e6);
+    }
+    SetOverlappedLaunches(true);
+  }
+  {  // WKV of one sequence, 32 heads, f32 state: a decode token, and a 512-token prompt's walk
+    constexpr int H = 32, C = H * 64, T = 512;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> pool, AllocDevice<float>(C * 64));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> in, AllocDevice<float>(int64_t{C} * 7 * T));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> idx, AllocDevice<int32_t>(5));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(pool.get(), 0, C * 64 * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(in.get(), 0, int64_t{C} * 7 * T * 4, st));
+    const int32_t host_idx[5] = {0, 0, 1, 0, T};  // slot 0; offsets {0, 1}; offsets {0, T}
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(idx.get(), host_idx, sizeof(host_idx), cudaMemcpyHostToDevice, st));
+    const int64_t plane = int64_t{C} * T;
+    float* v = in.get();
+    for (const int tokens : {1, T}) {
+      for (const bool overlap : {true, false}) {
+        SetOverlappedLaunches(overlap);
+        MODRWKV_ASSIGN_OR_RETURN(
+            const double t, TimeGraph(st, tokens == 1 ? 64 : 4, [&](int) {
+              return LaunchWkv7(st, pool.get(), idx.get(), 1, H, idx.get() + (tokens == 1 ? 1 : 3),
+                                v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
+                                v + 5 * plane, C, v + 6 * plane, C, C * 64, 64 * 64);
+            }));
+        std::printf("| Wkv7%s | 1 sequence x 32 heads, %d token%s | %.2f | | |\n",
+                    overlap ? " (overlapped)" : " (plain launches)", tokens, tokens == 1 ? "" : "s",
+                    t * 1e6);
+      }
+    }
+    SetOverlappedLaunches(true);
+  }
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  std::printf("\n");
+  return absl::OkStatus();
+}
+
 // Multiply-adds per input row in the layers' matrices (the LM head runs once per sequence).
 double LayerMacsPerRow(const ModelConfig& c) {
   const double C = c.n_embd;
@@ -267,8 +420,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   const double weight_bytes = static_cast<double>(m.info().decode_bytes_per_token);
   // The bytes one sequence's state occupies in the pool (the canonical blob is f32 either way).
   const double state_bytes = m.StateBytes() * (state == "f16" ? 0.5 : 1.0);
-  const std::string tag =
-      shape + " | " + dtype + ", " + state + " state" + (args.graphs ? "" : ", no graphs");
+  const std::string tag = shape + " | " + dtype + ", " + state + " state" +
+                          (args.graphs ? "" : ", no graphs") + (args.overlap ? "" : ", no overlap");
   std::vector<StepResult> results;
 
   // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;
@@ -406,6 +559,7 @@ int Main(int argc, char** argv) {
     return 1;
   };
   if (!args.ok()) return fail(args.status());
+  SetOverlappedLaunches(args->overlap);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // every row out at once, even if the run is cut short
   if (cudaError_t e = cudaSetDevice(args->device); e != cudaSuccess) {
     return fail(CudaStatus(e, "cudaSetDevice"));
@@ -421,6 +575,10 @@ int Main(int argc, char** argv) {
       "f32 SGEMM %.1f TFLOP/s\n\n",
       prop.name, prop.totalGlobalMem / double(1 << 30), lim->copy_bytes_per_s / 1e9,
       lim->bf16_flops / 1e12, lim->f32_flops / 1e12);
+  if (args->kernels) {
+    if (absl::Status s = BenchKernels(*lim); !s.ok()) return fail(s);
+    SetOverlappedLaunches(args->overlap);
+  }
   std::printf(
       "| shape | weights, state | what | tokens/s | ms per step | roofline ms | ratio |\n"
       "|---|---|---|---|---|---|---|\n");
@@ -428,6 +586,7 @@ int Main(int argc, char** argv) {
   for (const std::string& dtype : args->dtypes) {
     for (const std::string& state : args->states) {
       for (const std::string& shape : args->shapes) {
+        if (shape.empty()) continue;  // --shapes= : none
         if (absl::Status s = BenchShape(*args, *lim, shape, dtype, state); !s.ok()) {
           std::printf("| %s | %s, %s state | failed: %s |\n", shape.c_str(), dtype.c_str(),
                       state.c_str(), s.ToString().c_str());

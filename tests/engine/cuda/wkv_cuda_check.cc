@@ -211,7 +211,9 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(WkvCase{"TwoSequencesThreeHeads", {5, 23}, {2, 0}, 3, 4, 0},
                     WkvCase{"DecodeAndEmptyAndLongPrefill", {1, 0, 70}, {3, 1, 2}, 2, 5, 16},
                     WkvCase{"SingleToken", {1}, {0}, 1, 1, 0},
-                    WkvCase{"PaddingSequences", {1, 1, 1}, {-1, 1, -1}, 2, 2, 0}),
+                    WkvCase{"PaddingSequences", {1, 1, 1}, {-1, 1, -1}, 2, 2, 0},
+                    // The kernel stages 8 tokens at a time: whole chunks, one more token, none.
+                    WkvCase{"ChunkBoundaries", {8, 16, 9, 0, 2}, {4, 0, 3, 1, 2}, 1, 5, 4}),
     [](const testing::TestParamInfo<WkvCase>& info) { return info.param.name; });
 
 // The activations' rounding for tensor-core products, over ordinary values, halfway cases,
@@ -257,7 +259,9 @@ TEST(F32ToHalfTest, RoundsLikeTheHost) {
 
 // The few-row products of 16-bit weights against a plain loop over the widened weights (f32
 // sums in another order): both weight types, the wide form (in % 8 == 0) and the pair form,
-// 1 to 17 rows (a partial pass of 8), with and without accumulation.
+// rows long enough to be split between 2, 4 and 8 warps (4096, 8192, 16400: slices of uneven
+// sizes) and output counts that leave a block's last warps without a row, 1 to 17 rows (a partial
+// pass of 8), with and without accumulation.
 TEST(GemvHalfTest, MatchesAPlainLoop) {
   absl::StatusOr<int> devices = CudaDeviceCount();
   if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
@@ -269,7 +273,8 @@ TEST(GemvHalfTest, MatchesAPlainLoop) {
   };
   for (const HalfType type : {HalfType::kBF16, HalfType::kF16}) {
     for (const Case& c : {Case{37, 2048, 1, false}, Case{64, 4096, 9, true},
-                          Case{5, 1000, 17, false}, Case{33, 70, 3, true}, Case{8, 2, 2, false}}) {
+                          Case{5, 1000, 17, false}, Case{33, 70, 3, true}, Case{8, 2, 2, false},
+                          Case{13, 8192, 3, true}, Case{21, 16400, 1, false}}) {
       std::vector<uint16_t> w(static_cast<size_t>(c.out) * c.in);
       std::vector<float> wf(w.size()), x(static_cast<size_t>(c.rows) * c.in),
           y(static_cast<size_t>(c.rows) * c.out);
@@ -329,10 +334,11 @@ TEST(GemvHalfTest, GroupRunsEveryJobWithItsEpilogue) {
     int out, in;
     GemvEpilogue e;
   };
-  const Spec specs[] = {{200, 256, GemvEpilogue::kStore},      {64, 256, GemvEpilogue::kTanh},
-                        {33, 70, GemvEpilogue::kSigmoid},      {0, 256, GemvEpilogue::kStore},
-                        {300, 256, GemvEpilogue::kReluSquare}, {17, 256, GemvEpilogue::kAccumulate},
-                        {8, 2, GemvEpilogue::kStore},          {512, 64, GemvEpilogue::kTanh}};
+  const Spec specs[] = {
+      {200, 256, GemvEpilogue::kStore},      {64, 256, GemvEpilogue::kTanh},
+      {33, 70, GemvEpilogue::kSigmoid},      {0, 256, GemvEpilogue::kStore},
+      {300, 256, GemvEpilogue::kReluSquare}, {17, 8192, GemvEpilogue::kAccumulate},
+      {8, 2, GemvEpilogue::kStore},          {512, 64, GemvEpilogue::kTanh}};
   for (const HalfType type : {HalfType::kBF16, HalfType::kF16}) {
     for (const int rows : {1, 5, 11}) {
       std::vector<GemvJob> jobs;
