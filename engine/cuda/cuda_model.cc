@@ -537,7 +537,7 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
                                            s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
                                            s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
   Mark("wkv");
-  MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, s_.r.get(), s_.w.get(),
+  MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, R, s_.r.get(), s_.w.get(),
                                      s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(), C, s_.y.get(),
                                      C, slot_stride, 64 * 64));
   Mark("group norm, gate");

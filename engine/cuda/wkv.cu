@@ -67,16 +67,18 @@ __device__ __forceinline__ void CpAsyncWaitAll() {
 
 // Tokens whose inputs are staged in shared memory at a time: a chunk's loads are in flight while
 // the previous chunk is computed, so a long prompt's walk is bound by the recurrence's arithmetic
-// rather than by one memory round trip per token.
+// rather than by one memory round trip per token. A decode step (a token per sequence) stages
+// one: its blocks then need as little shared memory as the state's tile, and as many fit on an SM
+// as before staging (the step streams every sequence's state: resident blocks are its bandwidth).
 constexpr int kWkvChunk = 8;
 // A staged token's inputs, each N floats: r, w, k, kk, a, v.
 constexpr int kStaged = 6;
 
 // One block per (sequence, head), N threads; thread i owns state row i (value dim) in registers
 // and walks the sequence's tokens in order. Each token's r, w, k, kk, a rows are shared by all
-// threads: they are staged in shared memory kWkvChunk tokens at a time (thread i copies element i
+// threads: they are staged in shared memory kChunk tokens at a time (thread i copies element i
 // of each: coalesced), double-buffered, and read back four at a time (16-byte shared loads).
-template <int N, typename S>
+template <int N, typename S, int kChunk>
 static __global__ void __launch_bounds__(N)
     Wkv7Kernel(S* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
                const int32_t* __restrict__ seq_offsets, const float* __restrict__ r,
@@ -97,10 +99,10 @@ static __global__ void __launch_bounds__(N)
     return;  // the whole block returns together
   }
 
-  __shared__ __align__(16) float stage[2][kWkvChunk][kStaged][N];
-  // Thread i's copies of element i of tokens [tc, tc + kWkvChunk) into stage[buf].
+  __shared__ __align__(16) float stage[2][kChunk][kStaged][N];
+  // Thread i's copies of element i of tokens [tc, tc + kChunk) into stage[buf].
   auto issue = [&](int buf, int64_t tc) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(kWkvChunk), t1 - tc));
+    const int n = static_cast<int>(min(static_cast<int64_t>(kChunk), t1 - tc));
     for (int u = 0; u < n; ++u) {
       const int64_t off = (tc + u) * ld + col;
       float* st = stage[buf][u][0];
@@ -121,13 +123,13 @@ static __global__ void __launch_bounds__(N)
   LoadTile(head, tile, s);
 
   int buf = 0;
-  for (int64_t tc = t0; tc < t1; tc += kWkvChunk, buf ^= 1) {
+  for (int64_t tc = t0; tc < t1; tc += kChunk, buf ^= 1) {
     // This thread's copies of the chunk are done; the barrier makes every thread's visible, and
     // every thread is past the previous chunk, whose buffer the next chunk's copies reuse.
     CpAsyncWaitAll();
     __syncthreads();
-    if (tc + kWkvChunk < t1) issue(buf ^ 1, tc + kWkvChunk);
-    const int n = static_cast<int>(min(static_cast<int64_t>(kWkvChunk), t1 - tc));
+    if (tc + kChunk < t1) issue(buf ^ 1, tc + kChunk);
+    const int n = static_cast<int>(min(static_cast<int64_t>(kChunk), t1 - tc));
     for (int u = 0; u < n; ++u) {
       const float* st = stage[buf][u][0];
       const float4* r_s = reinterpret_cast<const float4*>(st + 0 * N);
@@ -177,9 +179,9 @@ namespace {
 
 template <typename S>
 absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B, int H,
-                  const int32_t* seq_offsets, const float* r, const float* w, const float* k,
-                  const float* v, const float* kk, const float* a, int64_t ld, float* y,
-                  int64_t ldy, int64_t slot_stride_floats, int64_t head_stride_floats) {
+                  const int32_t* seq_offsets, int64_t rows, const float* r, const float* w,
+                  const float* k, const float* v, const float* kk, const float* a, int64_t ld,
+                  float* y, int64_t ldy, int64_t slot_stride_floats, int64_t head_stride_floats) {
   constexpr int N = kHeadSize;
   if (B < 0 || H <= 0) {
     return absl::InvalidArgumentError(
@@ -216,29 +218,29 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
   const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
-  return Launch("Wkv7Kernel", Wkv7Kernel<N, S>, grid, dim3(N), 0, stream, state_pool, slot_of_seq,
-                H, seq_offsets, r, w, k, v, kk, a, ld, y, ldy, slot_stride_floats,
-                head_stride_floats);
+  return Launch("Wkv7Kernel", rows == B ? Wkv7Kernel<N, S, 1> : Wkv7Kernel<N, S, kWkvChunk>, grid,
+                dim3(N), 0, stream, state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk, a, ld,
+                y, ldy, slot_stride_floats, head_stride_floats);
 }
 
 }  // namespace
 
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
-                        float* y, int64_t ldy, int64_t slot_stride_floats,
-                        int64_t head_stride_floats) {
-  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y, ldy,
-              slot_stride_floats, head_stride_floats);
+                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
+                        const float* w, const float* k, const float* v, const float* kk,
+                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int64_t slot_stride_floats, int64_t head_stride_floats) {
+  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, rows, r, w, k, v, kk, a, ld, y,
+              ldy, slot_stride_floats, head_stride_floats);
 }
 
 absl::Status LaunchWkv7(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
-                        float* y, int64_t ldy, int64_t slot_stride_floats,
-                        int64_t head_stride_floats) {
-  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y, ldy,
-              slot_stride_floats, head_stride_floats);
+                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
+                        const float* w, const float* k, const float* v, const float* kk,
+                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int64_t slot_stride_floats, int64_t head_stride_floats) {
+  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, rows, r, w, k, v, kk, a, ld, y,
+              ldy, slot_stride_floats, head_stride_floats);
 }
 
 }  // namespace modrwkv::cuda

@@ -22,6 +22,9 @@ namespace modrwkv::cuda {
 //                written, its y rows are set to zero.
 //   seq_offsets: [B+1] row offsets; sequence b owns rows [seq_offsets[b], seq_offsets[b+1])
 //                (non-decreasing; an empty sequence leaves its state untouched).
+//   rows: seq_offsets[B], the step's tokens, known on the host. It only picks how many tokens
+//         the kernel stages in shared memory at a time (rows == B, a decode step: one; else 8),
+//         so any value gives the same results.
 //   r, w, k, v, kk, a: [rows][ld] fp32; head h of row t is at ptr + t*ld + h*64. w is the decay
 //                      in (0, 1) (already exp(-e^-0.5 * sigmoid(.))).
 //   y: [rows][ldy] fp32 output, head h of row t at y + t*ldy + h*64.
@@ -31,14 +34,14 @@ namespace modrwkv::cuda {
 // Returns InvalidArgument for inconsistent sizes/strides (checked on the host; device-side
 // contents such as offsets and slot ids are the caller's contract) and the launch error, if any.
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
-                        float* y, int64_t ldy, int64_t slot_stride_floats,
-                        int64_t head_stride_floats);
+                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
+                        const float* w, const float* k, const float* v, const float* kk,
+                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int64_t slot_stride_floats, int64_t head_stride_floats);
 absl::Status LaunchWkv7(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, const float* r, const float* w,
-                        const float* k, const float* v, const float* kk, const float* a, int64_t ld,
-                        float* y, int64_t ldy, int64_t slot_stride_floats,
-                        int64_t head_stride_floats);
+                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
+                        const float* w, const float* k, const float* v, const float* kk,
+                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int64_t slot_stride_floats, int64_t head_stride_floats);
 
 }  // namespace modrwkv::cuda

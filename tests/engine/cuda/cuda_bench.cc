@@ -342,7 +342,7 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
         MODRWKV_ASSIGN_OR_RETURN(
             const double t, TimeGraph(st, tokens == 1 ? 64 : 4, [&](int) {
               return LaunchWkv7(st, pool.get(), idx.get(), 1, H, idx.get() + (tokens == 1 ? 1 : 3),
-                                v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
+                                tokens, v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
                                 v + 5 * plane, C, v + 6 * plane, C, C * 64, 64 * 64);
             }));
         std::printf("| Wkv7%s | 1 sequence x 32 heads, %d token%s | %.2f | | |\n",

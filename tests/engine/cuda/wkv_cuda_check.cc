@@ -80,7 +80,7 @@ TEST(Wkv7LaunchTest, RejectsBadShapesBeforeTouchingTheDevice) {
   float f = 0;
   int32_t i = 0;
   auto launch = [&](int B, int H, int64_t ld, int64_t head_stride, int64_t slot_stride) {
-    return LaunchWkv7(nullptr, &f, &i, B, H, &i, &f, &f, &f, &f, &f, &f, ld, &f, ld, slot_stride,
+    return LaunchWkv7(nullptr, &f, &i, B, H, &i, B, &f, &f, &f, &f, &f, &f, ld, &f, ld, slot_stride,
                       head_stride);
   };
   EXPECT_EQ(launch(1, 0, 64, N * N, N * N).code(), absl::StatusCode::kInvalidArgument);
@@ -187,23 +187,29 @@ TEST_P(Wkv7VsCpuTest, MatchesScalarWkvHead) {
     }
   }
 
-  DeviceBuffer<float> d_pool = Upload(pool), d_r = Upload(r), d_w = Upload(w), d_k = Upload(k),
-                      d_v = Upload(v), d_kk = Upload(kk), d_a = Upload(a), d_y = Upload(y);
-  DeviceBuffer<int32_t> d_slots = Upload(c.slots), d_offsets = Upload(offsets);
-  ASSERT_FALSE(HasFailure());
-  absl::StatusOr<CudaStream> stream = CreateStream();
-  ASSERT_TRUE(stream.ok()) << stream.status();
+  // `rows` only picks how many tokens are staged at a time (rows == B: one, as for a decode
+  // step); any value is correct, so B also runs every case with one token staged at a time.
+  for (const int64_t rows_hint : {static_cast<int64_t>(rows), static_cast<int64_t>(B)}) {
+    SCOPED_TRACE(rows_hint == B ? "one token staged at a time" : "8 tokens staged at a time");
+    DeviceBuffer<float> d_pool = Upload(pool), d_r = Upload(r), d_w = Upload(w), d_k = Upload(k),
+                        d_v = Upload(v), d_kk = Upload(kk), d_a = Upload(a), d_y = Upload(y);
+    DeviceBuffer<int32_t> d_slots = Upload(c.slots), d_offsets = Upload(offsets);
+    ASSERT_FALSE(HasFailure());
+    absl::StatusOr<CudaStream> stream = CreateStream();
+    ASSERT_TRUE(stream.ok()) << stream.status();
 
-  const absl::Status launched = LaunchWkv7(
-      stream->get(), d_pool.get(), d_slots.get(), B, H, d_offsets.get(), d_r.get(), d_w.get(),
-      d_k.get(), d_v.get(), d_kk.get(), d_a.get(), ld, d_y.get(), ldy, slot_stride, head_stride);
-  ASSERT_TRUE(launched.ok()) << launched;
-  ASSERT_EQ(cudaStreamSynchronize(stream->get()), cudaSuccess);
+    const absl::Status launched =
+        LaunchWkv7(stream->get(), d_pool.get(), d_slots.get(), B, H, d_offsets.get(), rows_hint,
+                   d_r.get(), d_w.get(), d_k.get(), d_v.get(), d_kk.get(), d_a.get(), ld, d_y.get(),
+                   ldy, slot_stride, head_stride);
+    ASSERT_TRUE(launched.ok()) << launched;
+    ASSERT_EQ(cudaStreamSynchronize(stream->get()), cudaSuccess);
 
-  const std::vector<float> pool_gpu = Download(d_pool, pool.size());
-  const std::vector<float> y_gpu = Download(d_y, y.size());
-  ExpectClose(pool_gpu, pool_cpu, "state pool");  // untouched slots and padding must match too
-  ExpectClose(y_gpu, y_cpu, "y");                 // padding columns must stay -7
+    const std::vector<float> pool_gpu = Download(d_pool, pool.size());
+    const std::vector<float> y_gpu = Download(d_y, y.size());
+    ExpectClose(pool_gpu, pool_cpu, "state pool");  // untouched slots and padding must match too
+    ExpectClose(y_gpu, y_cpu, "y");                 // padding columns must stay -7
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
