@@ -15,7 +15,7 @@ PACKAGES=(
   libvips-dev
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev
   libfftw3-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev lld
   python3
   openssl curl
 )

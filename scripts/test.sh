@@ -35,8 +35,11 @@ fail_with_reports() {
 # Left to release (numerics at real shapes, minutes each under ASan, no code path the small-shape
 # tests miss): the 0.1B-shape golden cases, the trained demos' 100-item held-out runs, the
 # real-shape SigLIP2/Whisper/WavLM equality tests and the bench smoke test. Every other test,
-# the image and audio end-to-end tests included, runs here. The ASan build keeps line tables only (-g1): reports still name file and line, and a
-# 2-vCPU machine builds it a fifth faster.
+# the image and audio end-to-end tests included, runs here. The ASan build keeps line tables only
+# (-g1: reports still name file and line) and optimises at -O1, ASan's recommended level: on a
+# 2-vCPU machine its build was 25 of CI's 50 minutes at -O2, and -O1 compiles a quarter faster
+# for tests that run a little slower. The sanitizer builds link with lld (79 test binaries of
+# ~50 MB each under ASan: a link in 0.4 s instead of 1.8 s).
 phase "ASan + UBSan: the whole suite, the server end to end included (see above for what is left to release)"
 ./scripts/build.sh asan
 rm -rf build-asan/reports && mkdir -p build-asan/reports
