@@ -4,8 +4,9 @@
 // The contract for a kernel launched by Launch(): before its first read of anything an earlier
 // kernel in the stream may write, and before its first global write, every block calls
 // WaitForPredecessor(). Before that call it may only read what no kernel writes (weights,
-// parameters) — PrefetchToL2 of its weights is the point of it. Without PDL (older devices, the
-// switch off) both calls are no-ops and launches are ordinary stream-ordered ones.
+// parameters: the small kernels load theirs there, or send them to L2 with PrefetchToL2). Without
+// PDL (older devices, the switch off) both calls are no-ops and launches are ordinary
+// stream-ordered ones.
 //
 // Each kernel also calls AllowSuccessor() early: the next kernel's blocks may then be scheduled
 // once every block of this one has called it (that is, while this kernel's last wave runs), and
