@@ -343,6 +343,7 @@ __device__ __forceinline__ uint64_t GlobalNanoseconds() {
   return t;
 }
 
+// plain launch: the op profile's device-side gate, queued before a step; it reads nothing.
 __global__ void SpinKernel(uint64_t ns) {
   const uint64_t t0 = GlobalNanoseconds();
   while (GlobalNanoseconds() - t0 < ns) __nanosleep(1000);
