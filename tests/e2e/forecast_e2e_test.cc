@@ -97,7 +97,9 @@ TEST(ForecastE2eTest, TheDemoModelForecastsHeldOutTailsAsPyTorchDoes) {
       ASSERT_EQ(resp.quantiles(k).values_size(), 12);
       for (int h = 0; h < 12; ++h) {
         EXPECT_NEAR(resp.quantiles(k).values(h), torch_q[k][h], 1e-4 * scale) << k << " " << h;
-        if (k > 0) EXPECT_LE(resp.quantiles(k - 1).values(h), resp.quantiles(k).values(h));
+        if (k > 0) {
+          EXPECT_LE(resp.quantiles(k - 1).values(h), resp.quantiles(k).values(h));
+        }
       }
     }
     for (int h = 0; h < 12; ++h) {
