@@ -17,11 +17,13 @@ enum class HalfType { kBF16, kF16 };
 
 // y[r][o] (+)= sum_i x[r][i] * widen(w[o][i]) for r < rows, o < out. w: [out][in] row-major
 // 16-bit bits of `type`; x: [rows][in]; y: [rows][out]; `in` must be even. One warp per output
-// row, the rows of x taken 8 at a time, so every weight is read once per 8 rows (decode reads
-// each weight once; prefill leans on L2). When `in` is a multiple of 8 and w, x are 16-byte
-// aligned, each lane loads 8 weights at once with several loads in flight: a decode step is
-// bound by how many weight bytes are in flight, and 4-byte loads, one per warp at a time, would
-// reach a fraction of HBM bandwidth (Little's law: bandwidth x latency ~ megabytes in flight).
+// row (rows of weights longer than 4 KB shared by 2, 4 or 8 warps of a block, their sums added in
+// a fixed order), the rows of x taken 8 at a time, so every weight is read once per 8 rows
+// (decode reads each weight once; prefill leans on L2). When `in` is a multiple of 8 and w, x
+// are 16-byte aligned, each lane loads 8 weights at once with several loads in flight: a decode
+// step is bound by how many weight bytes are in flight, and 4-byte loads, one per warp at a
+// time, would reach a fraction of HBM bandwidth (Little's law: bandwidth x latency ~ megabytes
+// in flight). Launched overlapped with the kernel before it (launch.cuh).
 absl::Status LaunchGemvHalf(cudaStream_t stream, HalfType type, const uint16_t* w, int out, int in,
                             const float* x, int rows, float* y, bool accumulate);
 
