@@ -248,6 +248,21 @@ absl::StatusOr<double> TimeGraph(cudaStream_t st, int n, Fn launch) {
   return t / n;
 }
 
+// TimeGraph of the same launches with overlapped launches on, then off (launch.h). Leaves the
+// process-wide switch off: the caller sets it back.
+struct OverlapTimes {
+  double overlapped, plain;
+};
+template <typename Fn>
+absl::StatusOr<OverlapTimes> TimeGraphBothWays(cudaStream_t st, int n, Fn launch) {
+  OverlapTimes t;
+  SetOverlappedLaunches(true);
+  MODRWKV_ASSIGN_OR_RETURN(t.overlapped, TimeGraph(st, n, launch));
+  SetOverlappedLaunches(false);
+  MODRWKV_ASSIGN_OR_RETURN(t.plain, TimeGraph(st, n, launch));
+  return t;
+}
+
 // --kernels=on: single kernels at the shapes of a decode step, against the copy bandwidth.
 absl::Status BenchKernels(const DeviceLimits& lim) {
   MODRWKV_ASSIGN_OR_RETURN(CudaStream stream, CreateStream());
@@ -280,16 +295,13 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
       std::printf("| %s | %s | %.2f | %.0f | %.0f%% |\n", what, shape.c_str(), t * 1e6,
                   bytes / t / 1e9, 100 * bytes / t / lim.copy_bytes_per_s);
     };
-    for (const bool overlap : {true, false}) {
-      SetOverlappedLaunches(overlap);
-      MODRWKV_ASSIGN_OR_RETURN(const double t, TimeGraph(st, 4 * copies, [&](int i) {
-                                 return LaunchGemvHalf(st, HalfType::kBF16,
-                                                       w.get() + elems * (i % copies), sh.out,
-                                                       sh.in, x.get(), 1, y.get(), false);
-                               }));
-      row(overlap ? "GemvHalf (overlapped)" : "GemvHalf (plain launches)", t);
-    }
-    SetOverlappedLaunches(true);
+    MODRWKV_ASSIGN_OR_RETURN(const OverlapTimes tg, TimeGraphBothWays(st, 4 * copies, [&](int i) {
+                               return LaunchGemvHalf(st, HalfType::kBF16,
+                                                     w.get() + elems * (i % copies), sh.out, sh.in,
+                                                     x.get(), 1, y.get(), false);
+                             }));
+    row("GemvHalf (overlapped)", tg.overlapped);
+    row("GemvHalf (plain launches)", tg.plain);
     const float alpha = 1.0f, beta = 0.0f;
     MODRWKV_ASSIGN_OR_RETURN(
         const double tb, TimeGraph(st, 4 * copies, [&](int i) -> absl::Status {
@@ -312,17 +324,13 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p.get(), 0, C * (2 + kMixes) * 4, st));
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(shift.get(), 0, C * 4, st));
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(slot.get(), 0, 4, st));
-    for (const bool overlap : {true, false}) {
-      SetOverlappedLaunches(overlap);
-      MODRWKV_ASSIGN_OR_RETURN(const double t, TimeGraph(st, 64, [&](int) {
-                                 return LaunchNormShift(st, x.get(), 1, C, p.get(), p.get() + C,
-                                                        1e-5f, slot.get(), shift.get(), C,
-                                                        p.get() + 2 * C, kMixes, out.get());
-                               }));
-      std::printf("| NormShift%s | 1 x 2048, 6 mixes | %.2f | | |\n",
-                  overlap ? " (overlapped)" : " (plain launches)", t * 1e6);
-    }
-    SetOverlappedLaunches(true);
+    MODRWKV_ASSIGN_OR_RETURN(const OverlapTimes t, TimeGraphBothWays(st, 64, [&](int) {
+                               return LaunchNormShift(st, x.get(), 1, C, p.get(), p.get() + C,
+                                                      1e-5f, slot.get(), shift.get(), C,
+                                                      p.get() + 2 * C, kMixes, out.get());
+                             }));
+    std::printf("| NormShift (overlapped) | 1 x 2048, 6 mixes | %.2f | | |\n", t.overlapped * 1e6);
+    std::printf("| NormShift (plain launches) | 1 x 2048, 6 mixes | %.2f | | |\n", t.plain * 1e6);
   }
   {  // WKV of one sequence, 32 heads, f32 state: a decode token, and a 512-token prompt's walk
     constexpr int H = 32, C = H * 64, T = 512;
@@ -337,20 +345,18 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
     const int64_t plane = int64_t{C} * T;
     float* v = in.get();
     for (const int tokens : {1, T}) {
-      for (const bool overlap : {true, false}) {
-        SetOverlappedLaunches(overlap);
-        MODRWKV_ASSIGN_OR_RETURN(
-            const double t, TimeGraph(st, tokens == 1 ? 64 : 4, [&](int) {
-              return LaunchWkv7(st, pool.get(), idx.get(), 1, H, idx.get() + (tokens == 1 ? 1 : 3),
-                                tokens, v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
-                                v + 5 * plane, C, v + 6 * plane, C, C * 64, 64 * 64);
-            }));
-        std::printf("| Wkv7%s | 1 sequence x 32 heads, %d token%s | %.2f | | |\n",
-                    overlap ? " (overlapped)" : " (plain launches)", tokens, tokens == 1 ? "" : "s",
-                    t * 1e6);
+      MODRWKV_ASSIGN_OR_RETURN(
+          const OverlapTimes t, TimeGraphBothWays(st, tokens == 1 ? 64 : 4, [&](int) {
+            return LaunchWkv7(st, pool.get(), idx.get(), 1, H, idx.get() + (tokens == 1 ? 1 : 3),
+                              tokens, v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
+                              v + 5 * plane, C, v + 6 * plane, C, C * 64, 64 * 64);
+          }));
+      for (const auto& [what, seconds] :
+           {std::pair{" (overlapped)", t.overlapped}, std::pair{" (plain launches)", t.plain}}) {
+        std::printf("| Wkv7%s | 1 sequence x 32 heads, %d token%s | %.2f | | |\n", what, tokens,
+                    tokens == 1 ? "" : "s", seconds * 1e6);
       }
     }
-    SetOverlappedLaunches(true);
   }
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
   std::printf("\n");
