@@ -118,6 +118,10 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --kernels=on --shapes=
     step 45 "cuda_bench (1.5B, bf16 weights, plain launches: what overlapped launches save)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --overlap=off --batches=1,64 --prefill=128
+    step 45 "cuda_bench (1.5B, bf16 weights, prompts walked token by token: what chunked WKV saves)" \
+      "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --chunked-wkv=off --batches=1
+    step 45 "cuda_bench (1.5B, bf16 weights: where prefill and decode steps spend their time)" \
+      "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --breakdown=on --batches=1,256
     step 45 "cuda_bench (1.5B, bf16 weights, without CUDA graphs: what they save)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --graphs=off --batches=1,64
     step 45 "cuda_bench (0.1B, f32 weights: cuBLAS SGEMM without TF32)" \

@@ -162,6 +162,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   MODRWKV_CUBLAS_RETURN_IF_ERROR(
       blas_->SetWorkspace(cublas_, cublas_workspace_.get(), kWorkspaceBytes));
   graphs_enabled_ = options.cuda_graphs;
+  wkv_form_ = options.cuda_chunked_wkv ? WkvForm::kAuto : WkvForm::kWalk;
   // auto stays f32 on the GPU for now: bf16 and f16 are options until measured there.
   if (options.weight_type == ModelOptions::WeightType::kBF16) half_ = HalfType::kBF16;
   if (options.weight_type == ModelOptions::WeightType::kF16) half_ = HalfType::kF16;
@@ -537,9 +538,9 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
                                            s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
                                            s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
   Mark("wkv");
-  MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, R, s_.r.get(), s_.w.get(),
-                                     s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(), C, s_.y.get(),
-                                     C, slot_stride, 64 * 64));
+  MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, R, wkv_form_, s_.r.get(),
+                                     s_.w.get(), s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(), C,
+                                     s_.y.get(), C, slot_stride, 64 * 64));
   Mark("group norm, gate");
   MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, s_.y.get(), V(kLnxW), V(kLnxB), s_.r.get(),
                                               s_.k.get(), V(kRK), s_.v.get(), s_.g.get()));

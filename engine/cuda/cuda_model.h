@@ -15,8 +15,7 @@
 // The state pool holds f32 or, as an option, f16 elements (half the memory per session; exported
 // blobs are f32 either way).
 //
-// Not built yet (docs/engine.md, "CUDA backend"): a pipelined (asynchronous) Step, chunked WKV
-// for long prompts.
+// Not built yet (docs/engine.md, "CUDA backend"): a pipelined (asynchronous) Step.
 #pragma once
 
 #include <cublas_v2.h>
@@ -34,6 +33,7 @@
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/wkv.cuh"
 #include "engine/model/model.h"
 #include "engine/model/rwkv7_weights.h"
 
@@ -221,6 +221,7 @@ class CudaModel final : public Model {
   using GraphKey = std::tuple<int, int, int>;
   static constexpr size_t kMaxGraphs = 64;
   bool graphs_enabled_ = false;
+  WkvForm wkv_form_ = WkvForm::kAuto;  // ModelOptions::cuda_chunked_wkv
   std::map<GraphKey, GraphExec> graphs_;
   std::map<GraphKey, int> graph_seen_;
   DeviceBuffer<uint8_t> cublas_workspace_;  // fixed, so that captured products stay valid

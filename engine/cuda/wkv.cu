@@ -1,12 +1,14 @@
 // WKV7 recurrence kernel and its launcher (see wkv.cuh).
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/state_access.cuh"
 #include "engine/cuda/wkv.cuh"
+#include "engine/cuda/wkv_chunked.h"
 
 namespace modrwkv::cuda {
 
@@ -173,15 +175,143 @@ static __global__ void __launch_bounds__(N)
   StoreTile(head, tile, s);
 }
 
+// The chunked form (wkv_chunked.h): one block per (sequence, head, group of kRows state rows),
+// wkv_chunked::kThreads threads walking the sequence kL tokens at a time. A chunk's inputs are
+// staged with cp.async while the previous chunk is computed (as in Wkv7Kernel); the state rows
+// stay in shared memory from the first chunk to the last.
+template <int kRows, typename S>
+static __global__ void __launch_bounds__(wkv_chunked::kThreads)
+    Wkv7ChunkedKernel(S* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
+                      const int32_t* __restrict__ seq_offsets, const float* __restrict__ r,
+                      const float* __restrict__ w, const float* __restrict__ k,
+                      const float* __restrict__ v, const float* __restrict__ kk,
+                      const float* __restrict__ a, int64_t ld, float* __restrict__ y, int64_t ldy,
+                      int64_t slot_stride, int64_t head_stride) {
+  using namespace wkv_chunked;
+  AllowSuccessor();
+  WaitForPredecessor();
+  constexpr int kGroups = kN / kRows;
+  const int b = blockIdx.x / (H * kGroups);
+  const int h = (blockIdx.x / kGroups) % H;
+  const int i0 = (blockIdx.x % kGroups) * kRows;
+  const int tid = threadIdx.x;
+  const int64_t t0 = seq_offsets[b];
+  const int64_t t1 = seq_offsets[b + 1];
+  if (slot_of_seq[b] < 0) {  // a padding sequence: no state; defined zeros out
+    for (int64_t e = tid; e < (t1 - t0) * kRows; e += kThreads) {
+      y[(t0 + e / kRows) * ldy + h * kN + i0 + e % kRows] = 0.0f;
+    }
+    return;
+  }
+  if (t0 == t1) return;  // an empty sequence: its state stays as it is
+
+  extern __shared__ __align__(16) unsigned char wkv_shared[];
+  Shared<kRows>& m = *reinterpret_cast<Shared<kRows>*>(wkv_shared);
+  const float* src[kInputs] = {r, w, k, kk, a, v};
+  // The tokens [tc, tc + kL) (or to the end) into m.in[buf]: element j of a token's row of each
+  // input, a thread per (token, j), coalesced.
+  auto issue = [&](int buf, int64_t tc) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(kL), t1 - tc));
+    for (int e = tid; e < n * kN; e += kThreads) {
+      const int t = e / kN, j = e % kN;
+      const int64_t off = (tc + t) * ld + h * kN + j;
+#pragma unroll
+      for (int p = 0; p < kInputs; ++p) CpAsync4(&m.in[buf][p][t][j], src[p] + off);
+    }
+  };
+  issue(0, t0);  // in flight while the state comes in
+
+  // The block's state rows i0..i0+kRows-1: contiguous in the pool, 16 bytes per access.
+  constexpr int V = kRowVector<S>;
+  S* rows = state_pool + static_cast<int64_t>(slot_of_seq[b]) * slot_stride +
+            static_cast<int64_t>(h) * head_stride + i0 * kN;
+  for (int e = tid * V; e < kRows * kN; e += kThreads * V) {
+    float x[V];
+    LoadRow(rows + e, x);
+#pragma unroll
+    for (int q = 0; q < V; ++q) m.s[e / kN][e % kN + q] = x[q];
+  }
+
+  int buf = 0;
+  for (int64_t tc = t0; tc < t1; tc += kL, buf ^= 1) {
+    // As in Wkv7Kernel: this chunk's copies are done and visible, every thread is past the
+    // previous chunk (whose buffer the next copies reuse), and the state rows are in.
+    CpAsyncWaitAll();
+    __syncthreads();
+    if (tc + kL < t1) issue(buf ^ 1, tc + kL);
+    const int n = static_cast<int>(min(static_cast<int64_t>(kL), t1 - tc));
+    Prepare(tid, n, m, buf);
+    __syncthreads();
+    Products(tid, m, buf);
+    __syncthreads();
+    Solve(tid, m, buf, i0);
+    __syncthreads();
+    Finish(tid, n, m, buf, i0, y + tc * ldy + h * kN, ldy);
+  }
+
+  __syncthreads();
+  for (int e = tid * V; e < kRows * kN; e += kThreads * V) {
+    float x[V];
+#pragma unroll
+    for (int q = 0; q < V; ++q) x[q] = m.s[e / kN][e % kN + q];
+    StoreRow(rows + e, x);
+  }
+}
+
 // ---- launchers ----
 
 namespace {
 
+// The chunked kernel with kRows state rows per block: the fewest blocks that still give every SM
+// one (a long prompt of one sequence has only H blocks of 64 rows).
+template <int kRows, typename S>
+absl::Status LaunchChunked(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B,
+                           int H, const int32_t* seq_offsets, const float* r, const float* w,
+                           const float* k, const float* v, const float* kk, const float* a,
+                           int64_t ld, float* y, int64_t ldy, int64_t slot_stride,
+                           int64_t head_stride) {
+  constexpr int kGroups = wkv_chunked::kN / kRows;
+  const int64_t blocks = static_cast<int64_t>(B) * H * kGroups;
+  if (blocks > INT_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchWkv7: B*H*", kGroups, " = ", blocks, " blocks, expected <= ", INT_MAX));
+  }
+  constexpr size_t kShared = sizeof(wkv_chunked::Shared<kRows>);
+  auto* kernel = Wkv7ChunkedKernel<kRows, S>;
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
+  return Launch("Wkv7ChunkedKernel", kernel, dim3(static_cast<unsigned>(blocks)),
+                dim3(wkv_chunked::kThreads), kShared, stream, state_pool, slot_of_seq, H,
+                seq_offsets, r, w, k, v, kk, a, ld, y, ldy, slot_stride, head_stride);
+}
+
+template <typename S>
+absl::Status Wkv7Chunked(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B,
+                         int H, const int32_t* seq_offsets, const float* r, const float* w,
+                         const float* k, const float* v, const float* kk, const float* a,
+                         int64_t ld, float* y, int64_t ldy, int64_t slot_stride,
+                         int64_t head_stride) {
+  int device = 0, sms = 0;
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t heads = static_cast<int64_t>(B) * H;
+  auto launch = [&](auto rows_per_block) {
+    return LaunchChunked<decltype(rows_per_block)::value>(stream, state_pool, slot_of_seq, B, H,
+                                                          seq_offsets, r, w, k, v, kk, a, ld, y,
+                                                          ldy, slot_stride, head_stride);
+  };
+  if (heads >= sms) return launch(std::integral_constant<int, 64>());
+  if (2 * heads >= sms) return launch(std::integral_constant<int, 32>());
+  return launch(std::integral_constant<int, 16>());
+}
+
 template <typename S>
 absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B, int H,
-                  const int32_t* seq_offsets, int64_t rows, const float* r, const float* w,
-                  const float* k, const float* v, const float* kk, const float* a, int64_t ld,
-                  float* y, int64_t ldy, int64_t slot_stride_floats, int64_t head_stride_floats) {
+                  const int32_t* seq_offsets, int64_t rows, WkvForm form, const float* r,
+                  const float* w, const float* k, const float* v, const float* kk, const float* a,
+                  int64_t ld, float* y, int64_t ldy, int64_t slot_stride_floats,
+                  int64_t head_stride_floats) {
   constexpr int N = kHeadSize;
   if (B < 0 || H <= 0) {
     return absl::InvalidArgumentError(
@@ -217,6 +347,11 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
       y == nullptr) {
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
+  if (form == WkvForm::kChunked ||
+      (form == WkvForm::kAuto && rows >= static_cast<int64_t>(kChunkedMinTokens) * B)) {
+    return Wkv7Chunked(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y,
+                       ldy, slot_stride_floats, head_stride_floats);
+  }
   const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
   return Launch("Wkv7Kernel", rows == B ? Wkv7Kernel<N, S, 1> : Wkv7Kernel<N, S, kWkvChunk>, grid,
                 dim3(N), 0, stream, state_pool, slot_of_seq, H, seq_offsets, r, w, k, v, kk, a, ld,
@@ -226,21 +361,21 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
 }  // namespace
 
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
-                        const float* w, const float* k, const float* v, const float* kk,
-                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int H, const int32_t* seq_offsets, int64_t rows, WkvForm form,
+                        const float* r, const float* w, const float* k, const float* v,
+                        const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
                         int64_t slot_stride_floats, int64_t head_stride_floats) {
-  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, rows, r, w, k, v, kk, a, ld, y,
-              ldy, slot_stride_floats, head_stride_floats);
+  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, rows, form, r, w, k, v, kk, a, ld,
+              y, ldy, slot_stride_floats, head_stride_floats);
 }
 
 absl::Status LaunchWkv7(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
-                        const float* w, const float* k, const float* v, const float* kk,
-                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int H, const int32_t* seq_offsets, int64_t rows, WkvForm form,
+                        const float* r, const float* w, const float* k, const float* v,
+                        const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
                         int64_t slot_stride_floats, int64_t head_stride_floats) {
-  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, rows, r, w, k, v, kk, a, ld, y,
-              ldy, slot_stride_floats, head_stride_floats);
+  return Wkv7(stream, state_pool, slot_of_seq, B, H, seq_offsets, rows, form, r, w, k, v, kk, a, ld,
+              y, ldy, slot_stride_floats, head_stride_floats);
 }
 
 }  // namespace modrwkv::cuda

@@ -11,6 +11,15 @@
 
 namespace modrwkv::cuda {
 
+// How LaunchWkv7 walks a sequence's tokens.
+//   kWalk: token by token, one block per (sequence, head), a state row per thread.
+//   kChunked: in chunks of 16 tokens as small matrix products (wkv_chunked.h), the chunk's tokens
+//             in parallel; for long prompts, whose walk is otherwise a chain of one token after
+//             another. Needs every w >= 0.01 (the model's decay is >= 0.545).
+//   kAuto: chunked when the step has kChunkedMinTokens or more tokens per sequence on average.
+enum class WkvForm { kAuto, kWalk, kChunked };
+constexpr int kChunkedMinTokens = 16;
+
 // Runs the recurrence of B sequences x H heads (head size 64) over each sequence's tokens,
 // enqueued on `stream` (asynchronous: errors in the kernel itself surface at the next sync).
 // All pointers are device pointers.
@@ -22,9 +31,10 @@ namespace modrwkv::cuda {
 //                written, its y rows are set to zero.
 //   seq_offsets: [B+1] row offsets; sequence b owns rows [seq_offsets[b], seq_offsets[b+1])
 //                (non-decreasing; an empty sequence leaves its state untouched).
-//   rows: seq_offsets[B], the step's tokens, known on the host. It only picks how many tokens
-//         the kernel stages in shared memory at a time (rows == B, a decode step: one; else 8),
-//         so any value gives the same results.
+//   rows: seq_offsets[B], the step's tokens, known on the host. It only picks the form (kAuto)
+//         and, walking, how many tokens the kernel stages in shared memory at a time (rows == B,
+//         a decode step: one; else 8): any value gives the same results.
+//   form: WkvForm above; the forms agree within rounding (tests/engine/cuda/wkv_chunked_test.cc).
 //   r, w, k, v, kk, a: [rows][ld] fp32; head h of row t is at ptr + t*ld + h*64. w is the decay
 //                      in (0, 1) (already exp(-e^-0.5 * sigmoid(.))).
 //   y: [rows][ldy] fp32 output, head h of row t at y + t*ldy + h*64.
@@ -34,14 +44,14 @@ namespace modrwkv::cuda {
 // Returns InvalidArgument for inconsistent sizes/strides (checked on the host; device-side
 // contents such as offsets and slot ids are the caller's contract) and the launch error, if any.
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
-                        const float* w, const float* k, const float* v, const float* kk,
-                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int H, const int32_t* seq_offsets, int64_t rows, WkvForm form,
+                        const float* r, const float* w, const float* k, const float* v,
+                        const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
                         int64_t slot_stride_floats, int64_t head_stride_floats);
 absl::Status LaunchWkv7(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq, int B,
-                        int H, const int32_t* seq_offsets, int64_t rows, const float* r,
-                        const float* w, const float* k, const float* v, const float* kk,
-                        const float* a, int64_t ld, float* y, int64_t ldy,
+                        int H, const int32_t* seq_offsets, int64_t rows, WkvForm form,
+                        const float* r, const float* w, const float* k, const float* v,
+                        const float* kk, const float* a, int64_t ld, float* y, int64_t ldy,
                         int64_t slot_stride_floats, int64_t head_stride_floats);
 
 }  // namespace modrwkv::cuda

@@ -143,6 +143,9 @@ struct ModelOptions {
   // The CUDA backend replays decode steps whose shape it has seen as CUDA graphs (one launch
   // instead of ~25 per layer); off: every kernel launched one by one. Ignored by the CPU backend.
   bool cuda_graphs = true;
+  // The CUDA backend walks long prompts' recurrence in chunks of 16 tokens (engine/cuda/wkv.cuh,
+  // WkvForm); off: token by token, as a decode step does. Ignored by the CPU backend.
+  bool cuda_chunked_wkv = true;
   int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
   // The backend: "cpu", or "cuda" / "cuda:N" (device N, 0 by default; a build with the CUDA
   // backend, engine/cuda).

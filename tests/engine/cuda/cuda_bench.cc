@@ -13,14 +13,17 @@
 //
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
-//              [--graphs=on|off] [--overlap=on|off] [--breakdown=on|off] [--kernels=on|off]
+//              [--graphs=on|off] [--overlap=on|off] [--chunked-wkv=on|off]
+//              [--breakdown=on|off] [--kernels=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
 // graph over weights that do not fit in L2: the few-row product at the layers' shapes (with and
 // without overlapped launches, and cuBLAS at one row beside it), a decode step's LayerNorm +
-// token shift and its WKV. --shapes= (empty) then skips the models.
+// token shift, and the WKV of a decode token and of prompts, token by token and chunked.
+// --shapes= (empty) then skips the models.
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
+// --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
 // --breakdown=on adds, per prefill and decode row, where the step's device time goes operation by
 // operation (CudaModel::set_op_profile): each operation's share of the step and, for products,
 // the bandwidth its weight reads reached against the measured copy bandwidth.
@@ -69,6 +72,7 @@ struct Args {
   int device = 0;
   bool graphs = true;
   bool overlap = true;
+  bool chunked_wkv = true;
   bool breakdown = false;
   bool kernels = false;
 };
@@ -105,6 +109,11 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       if (value != "on" && value != "off")
         return absl::InvalidArgumentError("--overlap: on or off");
       a.overlap = value == "on";
+    } else if (name == "chunked-wkv") {
+      if (value != "on" && value != "off") {
+        return absl::InvalidArgumentError("--chunked-wkv: on or off");
+      }
+      a.chunked_wkv = value == "on";
     } else if (name == "kernels") {
       if (value != "on" && value != "off")
         return absl::InvalidArgumentError("--kernels: on or off");
@@ -332,29 +341,44 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
     std::printf("| NormShift (overlapped) | 1 x 2048, 6 mixes | %.2f | | |\n", t.overlapped * 1e6);
     std::printf("| NormShift (plain launches) | 1 x 2048, 6 mixes | %.2f | | |\n", t.plain * 1e6);
   }
-  {  // WKV of one sequence, 32 heads, f32 state: a decode token, and a 512-token prompt's walk
-    constexpr int H = 32, C = H * 64, T = 512;
-    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> pool, AllocDevice<float>(C * 64));
-    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> in, AllocDevice<float>(int64_t{C} * 7 * T));
-    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> idx, AllocDevice<int32_t>(5));
-    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(pool.get(), 0, C * 64 * 4, st));
-    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(in.get(), 0, int64_t{C} * 7 * T * 4, st));
-    const int32_t host_idx[5] = {0, 0, 1, 0, T};  // slot 0; offsets {0, 1}; offsets {0, T}
-    MODRWKV_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(idx.get(), host_idx, sizeof(host_idx), cudaMemcpyHostToDevice, st));
-    const int64_t plane = int64_t{C} * T;
+  {  // WKV, 32 heads, f32 state: a decode token, a 512-token prompt, 16 prompts of 128 tokens;
+     // the prompts token by token (the walk) and in chunks
+    constexpr int H = 32, C = H * 64, kMaxSeqs = 16, kMaxRows = 2048;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> pool,
+                             AllocDevice<float>(int64_t{kMaxSeqs} * C * 64));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> in, AllocDevice<float>(int64_t{C} * 7 * kMaxRows));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> idx, AllocDevice<int32_t>(2 * kMaxSeqs + 1));
+    const int64_t plane = int64_t{C} * kMaxRows;
     float* v = in.get();
-    for (const int tokens : {1, T}) {
+    // Zero inputs but the decay (0x3f3f3f3f = 0.747: inside the chunked form's range).
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(pool.get(), 0, int64_t{kMaxSeqs} * C * 64 * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v, 0, plane * 7 * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v + plane, 0x3f, plane * 4, st));
+    struct WkvCase {
+      int seqs, tokens;
+      WkvForm form;
+    };
+    for (const WkvCase c : {WkvCase{1, 1, WkvForm::kWalk}, WkvCase{1, 512, WkvForm::kWalk},
+                            WkvCase{1, 512, WkvForm::kChunked}, WkvCase{16, 128, WkvForm::kWalk},
+                            WkvCase{16, 128, WkvForm::kChunked}}) {
+      std::vector<int32_t> host_idx(2 * c.seqs + 1);  // slots 0..seqs-1, then the offsets
+      for (int b = 0; b < c.seqs; ++b) host_idx[b] = b;
+      for (int b = 0; b <= c.seqs; ++b) host_idx[c.seqs + b] = b * c.tokens;
+      MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(idx.get(), host_idx.data(), host_idx.size() * 4,
+                                                   cudaMemcpyHostToDevice, st));
+      const int rows = c.seqs * c.tokens;
       MODRWKV_ASSIGN_OR_RETURN(
-          const OverlapTimes t, TimeGraphBothWays(st, tokens == 1 ? 64 : 4, [&](int) {
-            return LaunchWkv7(st, pool.get(), idx.get(), 1, H, idx.get() + (tokens == 1 ? 1 : 3),
-                              tokens, v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
+          const OverlapTimes t, TimeGraphBothWays(st, rows == 1 ? 64 : 4, [&](int) {
+            return LaunchWkv7(st, pool.get(), idx.get(), c.seqs, H, idx.get() + c.seqs, rows,
+                              c.form, v, v + plane, v + 2 * plane, v + 3 * plane, v + 4 * plane,
                               v + 5 * plane, C, v + 6 * plane, C, C * 64, 64 * 64);
           }));
+      const char* form = c.form == WkvForm::kChunked ? "chunked" : "walk";
       for (const auto& [what, seconds] :
-           {std::pair{" (overlapped)", t.overlapped}, std::pair{" (plain launches)", t.plain}}) {
-        std::printf("| Wkv7%s | 1 sequence x 32 heads, %d token%s | %.2f | | |\n", what, tokens,
-                    tokens == 1 ? "" : "s", seconds * 1e6);
+           {std::pair{"overlapped", t.overlapped}, std::pair{"plain launches", t.plain}}) {
+        std::printf("| Wkv7 %s (%s) | %d x %d tokens x 32 heads | %.2f | %.3f us per token | |\n",
+                    form, what, c.seqs, c.tokens, seconds * 1e6, seconds * 1e6 / c.tokens);
       }
     }
   }
@@ -417,6 +441,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
                                      : ModelOptions::WeightType::kF32;
     o.state_type = state == "f16" ? ModelOptions::StateType::kF16 : ModelOptions::StateType::kF32;
     o.cuda_graphs = args.graphs;
+    o.cuda_chunked_wkv = args.chunked_wkv;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here
   CudaModel& m = *model;

@@ -173,6 +173,28 @@ TEST_F(CudaVsCpuTest, MixedStepsMatchTheCpu) {
   ExpectSameSlot(3, kTol);
 }
 
+// Prompts long enough for the chunked recurrence (ModelOptions::cuda_chunked_wkv: a step with 16
+// or more tokens per sequence), one ending inside a chunk, beside a decode token; then decode.
+TEST_F(CudaVsCpuTest, LongPromptsMatchTheCpu) {
+  std::vector<int32_t> long_prompt(70), other(21);
+  for (size_t i = 0; i < long_prompt.size(); ++i) long_prompt[i] = (i * 37 + 3) % 1024;
+  for (size_t i = 0; i < other.size(); ++i) other[i] = (i * 91 + 5) % 1024;
+  const std::vector<int32_t> one = {42};
+  std::vector<StepEntry> step(3);
+  for (int s = 0; s < 3; ++s) {
+    step[s].slot = s;
+    step[s].output = StepOutput::kLogits;
+  }
+  step[0].inputs = {InputRowsView::Tokens(long_prompt)};
+  step[1].inputs = {InputRowsView::Tokens(other)};
+  step[2].inputs = {InputRowsView::Tokens(one)};
+  StepBoth(step, kTol);
+  for (int s = 0; s < 3; ++s) ExpectSameSlot(s, kTol);
+  for (int s = 0; s < 3; ++s) step[s].inputs = {InputRowsView::Tokens(one)};
+  StepBoth(step, kTol);
+  for (int s = 0; s < 3; ++s) ExpectSameSlot(s, kTol);
+}
+
 TEST_F(CudaVsCpuTest, AStateExportedFromTheGpuContinuesOnTheCpu) {
   const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8};
   StepEntry e;
@@ -722,8 +744,8 @@ TEST(CudaF16StateTest, RoundsOncePerStepLikeTheEmulation) {
     ASSERT_TRUE(RoundSlotToF16(*cpu, e.slot).ok());
     EXPECT_LT(CudaVsCpuTest::RelErr(c[0].logits, g[0].logits), kTol) << what;
   };
-  std::vector<int32_t> prompt(9);
-  for (int i = 0; i < 9; ++i) prompt[i] = (i * 53 + 7) % 1024;
+  std::vector<int32_t> prompt(30);  // with the 2 rows, 32: a prefill in two chunks (wkv.cuh)
+  for (int i = 0; i < 30; ++i) prompt[i] = (i * 53 + 7) % 1024;
   std::vector<float> rows(2 * 128);
   for (size_t i = 0; i < rows.size(); ++i) rows[i] = std::cos(0.11 * i);
   StepEntry e;

@@ -80,8 +80,8 @@ TEST(Wkv7LaunchTest, RejectsBadShapesBeforeTouchingTheDevice) {
   float f = 0;
   int32_t i = 0;
   auto launch = [&](int B, int H, int64_t ld, int64_t head_stride, int64_t slot_stride) {
-    return LaunchWkv7(nullptr, &f, &i, B, H, &i, B, &f, &f, &f, &f, &f, &f, ld, &f, ld, slot_stride,
-                      head_stride);
+    return LaunchWkv7(nullptr, &f, &i, B, H, &i, B, WkvForm::kAuto, &f, &f, &f, &f, &f, &f, ld, &f,
+                      ld, slot_stride, head_stride);
   };
   EXPECT_EQ(launch(1, 0, 64, N * N, N * N).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(launch(-1, 1, 64, N * N, N * N).code(), absl::StatusCode::kInvalidArgument);
@@ -187,10 +187,19 @@ TEST_P(Wkv7VsCpuTest, MatchesScalarWkvHead) {
     }
   }
 
-  // `rows` only picks how many tokens are staged at a time (rows == B: one, as for a decode
-  // step); any value is correct, so B also runs every case with one token staged at a time.
-  for (const int64_t rows_hint : {static_cast<int64_t>(rows), static_cast<int64_t>(B)}) {
-    SCOPED_TRACE(rows_hint == B ? "one token staged at a time" : "8 tokens staged at a time");
+  // Every case both ways (WkvForm): walked token by token, where `rows` only picks how many
+  // tokens are staged at a time (rows == B: one, as for a decode step; any value is correct, so B
+  // also runs every case with one token staged at a time), and in chunks of 16 tokens.
+  struct Run {
+    WkvForm form;
+    int64_t rows_hint;
+    const char* what;
+  };
+  for (const Run run : {Run{WkvForm::kWalk, rows, "walk, 8 tokens staged at a time"},
+                        Run{WkvForm::kWalk, B, "walk, one token staged at a time"},
+                        Run{WkvForm::kChunked, rows, "chunked"}}) {
+    SCOPED_TRACE(run.what);
+    const int64_t rows_hint = run.rows_hint;
     DeviceBuffer<float> d_pool = Upload(pool), d_r = Upload(r), d_w = Upload(w), d_k = Upload(k),
                         d_v = Upload(v), d_kk = Upload(kk), d_a = Upload(a), d_y = Upload(y);
     DeviceBuffer<int32_t> d_slots = Upload(c.slots), d_offsets = Upload(offsets);
@@ -200,8 +209,8 @@ TEST_P(Wkv7VsCpuTest, MatchesScalarWkvHead) {
 
     const absl::Status launched =
         LaunchWkv7(stream->get(), d_pool.get(), d_slots.get(), B, H, d_offsets.get(), rows_hint,
-                   d_r.get(), d_w.get(), d_k.get(), d_v.get(), d_kk.get(), d_a.get(), ld, d_y.get(),
-                   ldy, slot_stride, head_stride);
+                   run.form, d_r.get(), d_w.get(), d_k.get(), d_v.get(), d_kk.get(), d_a.get(), ld,
+                   d_y.get(), ldy, slot_stride, head_stride);
     ASSERT_TRUE(launched.ok()) << launched;
     ASSERT_EQ(cudaStreamSynchronize(stream->get()), cudaSuccess);
 
@@ -218,8 +227,15 @@ INSTANTIATE_TEST_SUITE_P(
                     WkvCase{"DecodeAndEmptyAndLongPrefill", {1, 0, 70}, {3, 1, 2}, 2, 5, 16},
                     WkvCase{"SingleToken", {1}, {0}, 1, 1, 0},
                     WkvCase{"PaddingSequences", {1, 1, 1}, {-1, 1, -1}, 2, 2, 0},
-                    // The kernel stages 8 tokens at a time: whole chunks, one more token, none.
-                    WkvCase{"ChunkBoundaries", {8, 16, 9, 0, 2}, {4, 0, 3, 1, 2}, 1, 5, 4}),
+                    // The walk stages 8 tokens at a time, the chunked form takes 16: whole
+                    // chunks, one more token, one fewer, none.
+                    WkvCase{"ChunkBoundaries", {8, 16, 9, 0, 2}, {4, 0, 3, 1, 2}, 1, 5, 4},
+                    WkvCase{"ChunkedBoundaries", {32, 33, 15, 47}, {1, 3, 0, 2}, 2, 4, 0},
+                    // The chunked form gives a block 16, 32 or 64 state rows, the fewest blocks
+                    // that fill the device: these cases take 32 and 64 on an A100 or H100/H200
+                    // (108-132 SMs), the ones above 16.
+                    WkvCase{"ChunkedHalfHeadsPerBlock", {20, 33}, {1, 0}, 40, 2, 0},
+                    WkvCase{"ChunkedWholeHeadsPerBlock", {40, 3, 17}, {2, 0, 1}, 48, 3, 8}),
     [](const testing::TestParamInfo<WkvCase>& info) { return info.param.name; });
 
 // The activations' rounding for tensor-core products, over ordinary values, halfway cases,
