@@ -18,6 +18,7 @@
 #include "engine/cuda/sample.cuh"
 #include "engine/cuda/to_half.cuh"
 #include "engine/cuda/wkv.cuh"
+#include "engine/cuda/wkv_decode.cuh"
 
 namespace modrwkv::cuda {
 namespace {
@@ -533,17 +534,27 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
   const size_t lora = first ? 3 : 4;  // layer 0 has no value LoRA
   MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(down, 3 + lora), R, "r, k, v, LoRA down"));
   MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(up, lora), R, "LoRA up"));
-  Mark("prepare wkv");
-  MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, s_.w.get(), V(kW0), s_.a.get(), V(kA0),
-                                           s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
-                                           s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
-  Mark("wkv");
-  MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, R, wkv_form_, s_.r.get(),
-                                     s_.w.get(), s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(), C,
-                                     s_.y.get(), C, slot_stride, 64 * 64));
-  Mark("group norm, gate");
-  MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, s_.y.get(), V(kLnxW), V(kLnxB), s_.r.get(),
-                                              s_.k.get(), V(kRK), s_.v.get(), s_.g.get()));
+  if (R == E) {  // a decode step: the three kernels below as one (wkv_decode.cuh)
+    Mark("wkv (prepare, recurrence, group norm, gate)");
+    const TimeMixRows rows{s_.r.get(), s_.w.get(),       s_.a.get(),      s_.k.get(),
+                           s_.v.get(), s_.v_first.get(), s_.v_gate.get(), s_.g.get()};
+    const TimeMixParams params{V(kW0), V(kA0), V(kKK), V(kKA), V(kV0), V(kRK), V(kLnxW), V(kLnxB)};
+    MODRWKV_RETURN_IF_ERROR(LaunchWkv7Decode(st, wkv, slots, E, H, slot_stride, 64 * 64, rows,
+                                             params, first, s_.y.get()));
+  } else {
+    Mark("prepare wkv");
+    MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, s_.w.get(), V(kW0), s_.a.get(), V(kA0),
+                                             s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
+                                             s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
+    Mark("wkv");
+    MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, R, wkv_form_, s_.r.get(),
+                                       s_.w.get(), s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(),
+                                       C, s_.y.get(), C, slot_stride, 64 * 64));
+    Mark("group norm, gate");
+    MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, s_.y.get(), V(kLnxW), V(kLnxB),
+                                                s_.r.get(), s_.k.get(), V(kRK), s_.v.get(),
+                                                s_.g.get()));
+  }
   MODRWKV_RETURN_IF_ERROR(Gemm(L.wo, s_.y.get(), R, s_.x.get(), /*accumulate=*/true));
 
   // ---- channel mixing ----

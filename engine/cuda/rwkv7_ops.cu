@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cuda/block_sum.cuh"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/rwkv7_math.h"
@@ -18,19 +19,6 @@ constexpr int kRowThreads = 256;  // threads of a block that walks one row of C 
 // 1024, so that the row's reads are few memory round trips deep. With 256 threads, a decode
 // step's LayerNorm of one 2048-wide row took as long as of 256 rows: bound by latency.
 unsigned NormThreads(int C) { return static_cast<unsigned>(std::min(1024, (C + 31) / 32 * 32)); }
-
-// The sum of v over the block (blockDim.x a multiple of 32, at most 1024), in every thread.
-// `scratch` holds 32 floats of shared memory; the call synchronises the block.
-__device__ float BlockSum(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // the previous call's readers are done with scratch
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float t = lane < static_cast<int>(blockDim.x / 32) ? scratch[lane] : 0.0f;
-  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-  return t;
-}
 
 // LayerNorm's mean and 1 / std over the C values at v (global or shared memory), in every thread;
 // each thread reads the channels c = threadIdx.x + k * blockDim.x.

@@ -242,6 +242,19 @@ TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
   EXPECT_EQ(by_name["r, k, v"].weight_bytes, 3 * 3 * C * C * 4);
   EXPECT_EQ(by_name["head"].weight_bytes, 1024 * C * 4);
   EXPECT_EQ(by_name["wkv"].weight_bytes, 0);
+  // A decode step (one token per sequence) runs the time-mixing core as one kernel.
+  const std::vector<int32_t> one = {7};
+  e.inputs = {InputRowsView::Tokens(one)};
+  gpu_->set_op_profile(true);
+  StepBoth({e}, kTol);
+  gpu_->set_op_profile(false);
+  ops = gpu_->TakeOpProfile();
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  by_name.clear();
+  for (const CudaModel::OpTime& t : *ops) by_name[t.op] = t;
+  EXPECT_TRUE(by_name.count("wkv (prepare, recurrence, group norm, gate)"));
+  EXPECT_FALSE(by_name.count("prepare wkv"));
+  e.inputs = {InputRowsView::Tokens(prompt)};
   // Taken means started over; steps without the profile add nothing.
   StepBoth({e}, kTol);
   ops = gpu_->TakeOpProfile();

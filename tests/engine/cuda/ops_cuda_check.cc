@@ -46,71 +46,12 @@ using testing_util::Download;
 using testing_util::Random;
 using testing_util::Upload;
 
-// Element-wise |got - want| <= tol * max(1, |want|); a non-finite `want` must be matched exactly
-// (NaN by NaN).
-void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, float tol,
-                const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const float g = got[i], w = want[i];
-    const bool ok = std::isfinite(w) ? std::fabs(g - w) <= tol * std::max(1.0f, std::fabs(w))
-                    : std::isnan(w)  ? std::isnan(g)
-                                     : g == w;
-    if (!ok && bad++ < 5) {
-      ADD_FAILURE() << what << "[" << i << "]: gpu " << g << " cpu " << w << " (tolerance " << tol
-                    << " x max(1, |cpu|))";
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements out of tolerance";
-}
-
-// Shift-state elements: f32, or f16 bits on the host (__half on the device).
-float StateValue(float v) { return v; }
-float StateValue(uint16_t v) { return F16ToF32(v); }
-template <typename S>
-S ToState(float v) {
-  if constexpr (std::is_same_v<S, float>) {
-    return v;
-  } else {
-    return F32ToF16(v);
-  }
-}
-const float* DeviceState(const float* p) { return p; }
-float* DeviceState(float* p) { return p; }
-const __half* DeviceState(const uint16_t* p) { return reinterpret_cast<const __half*>(p); }
-__half* DeviceState(uint16_t* p) { return reinterpret_cast<__half*>(p); }
-
-// Bit for bit (the state pools: the stored rows and everything around them).
-template <typename S>
-void ExpectSameBits(const std::vector<S>& got, const std::vector<S>& want,
-                    const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (std::memcmp(&got[i], &want[i], sizeof(S)) != 0 && bad++ < 5) {
-      ADD_FAILURE() << what << "[" << i << "]: gpu " << StateValue(got[i]) << " cpu "
-                    << StateValue(want[i]);
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements differ";
-}
-
-// A test fixture that needs a device (skipped without one) and gives each test a stream.
-template <typename Base>
-class OnDevice : public Base {
- protected:
-  void SetUp() override {
-    absl::StatusOr<int> n = CudaDeviceCount();
-    ASSERT_TRUE(n.ok()) << n.status();
-    if (*n == 0) GTEST_SKIP() << "no CUDA device";
-    absl::StatusOr<CudaStream> s = CreateStream();
-    ASSERT_TRUE(s.ok()) << s.status();
-    stream_ = std::move(*s);
-  }
-
-  CudaStream stream_;
-};
+using testing_util::DeviceState;
+using testing_util::ExpectNear;
+using testing_util::ExpectSameBits;
+using testing_util::OnDevice;
+using testing_util::StateValue;
+using testing_util::ToState;
 
 // ---- argument checks (no device needed: they fail before any launch) ----
 
