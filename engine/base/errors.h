@@ -22,6 +22,7 @@ inline constexpr absl::string_view kSessionBusy = "SESSION_BUSY";
 inline constexpr absl::string_view kStateModelMismatch = "STATE_MODEL_MISMATCH";
 inline constexpr absl::string_view kSessionQuota = "SESSION_QUOTA";
 inline constexpr absl::string_view kSessionTierFull = "SESSION_TIER_FULL";
+inline constexpr absl::string_view kSessionLost = "SESSION_LOST";
 inline constexpr absl::string_view kInternal = "INTERNAL";
 inline constexpr absl::string_view kEngineFailed = "ENGINE_FAILED";
 }  // namespace reason

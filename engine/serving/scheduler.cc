@@ -398,6 +398,7 @@ class Scheduler::Impl {
                               "session_id ", s->id.ToString(), " is in use by another request")),
                           reason::kSessionBusy);
       }
+      MODRWKV_RETURN_IF_ERROR(StatePool::Usable(*s));
       MODRWKV_RETURN_IF_ERROR(pool_.MakeHot(s));  // UNAVAILABLE: wait for a slot
       MODRWKV_RETURN_IF_ERROR(pool_.BeginTurn(s));
       r.slot = s->slot;
@@ -574,7 +575,8 @@ class Scheduler::Impl {
     if (PooledSession* s = r.session) {
       const bool prompt_complete = r.prompt_done == r.prompt_rows;
       if (!prompt_complete || reason == EndReason::kError) {
-        // Never leave half a prompt in a session: back to exactly what it was before.
+        // Never leave half a prompt in a session: back to exactly what it was before (or, when
+        // the model cannot even do that, the session is marked lost: StatePool::RollBack).
         (void)pool_.RollBack(s);
       } else {
         pool_.EndTurn(s);

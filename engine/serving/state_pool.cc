@@ -73,7 +73,17 @@ std::optional<int> StatePool::ReclaimTurnSlot() {
   return std::nullopt;
 }
 
+absl::Status StatePool::Usable(const PooledSession& s) {
+  if (!s.lost) return absl::OkStatus();
+  return WithReason(absl::DataLossError(absl::StrCat(
+                        "session_id ", s.id.ToString(),
+                        " lost its state: a request on it failed and could not be undone; "
+                        "delete the session")),
+                    reason::kSessionLost);
+}
+
 absl::Status StatePool::BeginTurn(PooledSession* s) {
+  MODRWKV_RETURN_IF_ERROR(Usable(*s));
   if (s->slot < 0) return absl::FailedPreconditionError("BeginTurn: the session is not hot");
   PooledSession::Turn t;
   t.pending_token = s->pending_token;
@@ -93,12 +103,20 @@ absl::Status StatePool::RollBack(PooledSession* s) {
   PooledSession::Turn t = std::move(*s->turn);
   s->turn.reset();
   s->pending_token = t.pending_token;
+  absl::Status st;
   if (t.slot >= 0) {
-    const absl::Status st = model_->CopySlot(t.slot, s->slot);
+    st = model_->CopySlot(t.slot, s->slot);
+    if (!st.ok()) {  // through host memory, as a turn without a spare slot does
+      t.host.resize(model_->config().StateFloats());
+      st = model_->ReadSlot(t.slot, absl::MakeSpan(t.host));
+      if (st.ok()) st = model_->WriteSlot(s->slot, t.host);
+    }
     ReleaseSlot(t.slot);
-    return st;
+  } else {
+    st = model_->WriteSlot(s->slot, t.host);
   }
-  return model_->WriteSlot(s->slot, t.host);
+  if (!st.ok()) s->lost = true;
+  return st;
 }
 
 void StatePool::EndTurn(PooledSession* s) {
@@ -227,6 +245,7 @@ absl::StatusOr<std::vector<float>> StatePool::StateOf(const PooledSession& s) co
 }
 
 absl::StatusOr<PooledSession*> StatePool::Fork(PooledSession* src) {
+  MODRWKV_RETURN_IF_ERROR(Usable(*src));
   Pin pin_src(src);
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
   MODRWKV_ASSIGN_OR_RETURN(PooledSession * dst, NewSession(src->owner));
@@ -239,6 +258,7 @@ absl::StatusOr<PooledSession*> StatePool::Fork(PooledSession* src) {
 }
 
 absl::StatusOr<StatePool::Snapshot> StatePool::Export(PooledSession* s) const {
+  MODRWKV_RETURN_IF_ERROR(Usable(*s));
   Snapshot snap;
   MODRWKV_ASSIGN_OR_RETURN(snap.state, StateOf(*s));
   snap.tokens = s->tokens;

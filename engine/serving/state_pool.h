@@ -46,6 +46,10 @@ struct PooledSession {
     int32_t pending_token = -1;
   };
   std::optional<Turn> turn;
+  // A turn failed and its start could not be put back (the model's slot copy and write both
+  // failed: a device failing): the state is half a turn, so nothing may run on it, read it or
+  // spill it (StatePool::Usable); only deleting it is allowed.
+  bool lost = false;
 
   bool idle() const { return !busy && pins == 0; }
 };
@@ -85,8 +89,13 @@ class StatePool {
   // a slot is needed and none is free, such a copy moves to host memory (one ReadSlot, what every
   // turn cost before) before any idle session is offloaded. slots_used() counts lent slots.
   absl::Status BeginTurn(PooledSession* s);
-  // Puts the session back as it was at BeginTurn (state and pending token) and ends the turn.
+  // Puts the session back as it was at BeginTurn (state and pending token) and ends the turn. A
+  // start in a lent slot whose copy back fails goes through host memory instead; when that
+  // fails too, the session is marked lost and the error returned.
   absl::Status RollBack(PooledSession* s);
+  // DATA_LOSS (reason SESSION_LOST) for a lost session, naming it; BeginTurn, Fork and Export
+  // refuse such a session with it.
+  static absl::Status Usable(const PooledSession& s);
   // Keeps the session's new state and ends the turn.
   void EndTurn(PooledSession* s);
   int turns_in_slots() const;

@@ -554,18 +554,21 @@ class FailingModel : public Model {
     return inner_->Step(entries, results);
   }
   absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
-  absl::Status CopySlot(int src, int dst) override { return inner_->CopySlot(src, dst); }
+  absl::Status CopySlot(int src, int dst) override {
+    return fail_slot_writes_ ? absl::InternalError("copy failed") : inner_->CopySlot(src, dst);
+  }
   absl::Status ReadSlot(int slot, absl::Span<float> out) const override {
     return inner_->ReadSlot(slot, out);
   }
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
-    return inner_->WriteSlot(slot, in);
+    return fail_slot_writes_ ? absl::InternalError("write failed") : inner_->WriteSlot(slot, in);
   }
   absl::Status Health() const override {
     return broken_ ? absl::InternalError("illegal address (sticky)") : absl::OkStatus();
   }
   std::atomic<int> fail_entry_{-2};  // -2 none, -1 untagged, -3 for good, >= 0 that entry
   std::atomic<bool> broken_{false};
+  std::atomic<bool> fail_slot_writes_{false};  // CopySlot and WriteSlot fail
 
  private:
   std::unique_ptr<Model> inner_;
@@ -662,6 +665,53 @@ TEST_F(SchedulerTest, ABackendThatFailsForGoodEndsEverythingAndRefusesNewWork) {
   ASSERT_EQ(obs.engine_failures.size(), 1u);
   EXPECT_NE(obs.engine_failures[0].message().find("sticky"), std::string::npos);
   EXPECT_EQ(obs.rejections, std::vector<std::string>{"engine_failed"});
+}
+
+// A turn that fails when even its undo fails (the device failing between steps) must not leave
+// half a prompt in the session unnoticed: the session is lost, and what would run on it or read
+// it is refused with DATA_LOSS (SESSION_LOST) naming it, until it is deleted.
+TEST_F(SchedulerTest, ASessionWhoseFailedTurnCannotBeUndoneIsRefusedUntilDeleted) {
+  FailingModel model(MakeModel(2));
+  SchedulerOptions o;
+  o.max_running = 1;
+  auto sched = Scheduler::Create(&model, tok_, o).value();
+  auto info =
+      Await<absl::StatusOr<SessionInfo>>([&](auto done) { sched->CreateSession("", done); });
+  ASSERT_TRUE(info.ok());
+  RunTurn(*sched, info->id, Prompt(5, 1), 3);  // a state worth keeping
+
+  model.fail_slot_writes_ = true;
+  model.fail_entry_ = -1;  // the next step fails, and so does the turn's undo
+  EndReason why = EndReason::kLength;
+  RunTurn(*sched, info->id, Prompt(5, 2), 3, &why);
+  EXPECT_EQ(why, EndReason::kError);
+  model.fail_slot_writes_ = false;
+
+  auto sink = std::make_shared<CollectingSink>();
+  EngineRequest r;
+  r.prompt = {InputRows{Prompt(5, 3), {}}};
+  r.stop.max_tokens = 3;
+  r.session = info->id;
+  ASSERT_TRUE(sched->Submit(r, sink).ok());
+  const FinishEvent turn = sink->Wait();
+  EXPECT_EQ(turn.reason, EndReason::kError);
+  EXPECT_EQ(turn.status.code(), absl::StatusCode::kDataLoss) << turn.status;
+  EXPECT_EQ(ReasonOf(turn.status), reason::kSessionLost);
+  EXPECT_NE(turn.status.message().find(info->id.ToString()), std::string::npos);
+  auto blob = Await<absl::StatusOr<std::string>>(
+      [&](auto done) { sched->ExportSession(info->id, "", done); });
+  EXPECT_EQ(blob.status().code(), absl::StatusCode::kDataLoss);
+  auto fork = Await<absl::StatusOr<SessionInfo>>(
+      [&](auto done) { sched->ForkSession(info->id, "", done); });
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(
+      Await<absl::Status>([&](auto done) { sched->DeleteSession(info->id, "", done); }).ok());
+  // Other sessions and requests are unaffected.
+  EXPECT_EQ(RunTurn(*sched, Await<absl::StatusOr<SessionInfo>>([&](auto done) {
+                              sched->CreateSession("", done);
+                            })->id,
+                    Prompt(5, 4), 3),
+            Reference(Prompt(5, 4), 3));
 }
 
 TEST_F(SchedulerTest, EmbeddingRowsEqualTheirTokensAcrossStepsAndMixedWithTokens) {

@@ -3,7 +3,9 @@
 // session still in use is here; run under ASan they fail loudly if it comes back.
 #include "engine/serving/state_pool.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "engine/base/errors.h"
 #include "engine/checkpoint/random_weights.h"
@@ -19,6 +21,32 @@ class CountingObserver : public SchedulerObserver {
   void OnSessionEvicted(std::string_view why) override { (why == "ttl" ? ttl : capacity) += 1; }
   void OnSessionOffload(bool to_cold) override { (to_cold ? to_cold_n : to_hot_n) += 1; }
   int capacity = 0, ttl = 0, to_cold_n = 0, to_hot_n = 0;
+};
+
+// A model whose slot copies and writes fail on demand, as a failing device's would.
+class SlotFailingModel final : public Model {
+ public:
+  explicit SlotFailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
+  const ModelDescription& info() const override { return inner_->info(); }
+  int num_slots() const override { return inner_->num_slots(); }
+  absl::Status Step(absl::Span<const StepEntry> entries,
+                    std::vector<StepResult>* results) override {
+    return inner_->Step(entries, results);
+  }
+  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  absl::Status CopySlot(int src, int dst) override {
+    return fail_copy ? absl::InternalError("copy failed") : inner_->CopySlot(src, dst);
+  }
+  absl::Status ReadSlot(int slot, absl::Span<float> out) const override {
+    return inner_->ReadSlot(slot, out);
+  }
+  absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
+    return fail_write ? absl::InternalError("write failed") : inner_->WriteSlot(slot, in);
+  }
+  bool fail_copy = false, fail_write = false;
+
+ private:
+  std::unique_ptr<Model> inner_;
 };
 
 class StatePoolTest : public testing::Test {
@@ -38,7 +66,9 @@ class StatePoolTest : public testing::Test {
     mo.num_slots = slots;
     mo.threads = 1;
     mo.weight_type = ModelOptions::WeightType::kF32;
-    model_ = CreateModel(ViewsOf(*tensors_), mo).value();
+    auto failing = std::make_unique<SlotFailingModel>(CreateModel(ViewsOf(*tensors_), mo).value());
+    failing_ = failing.get();
+    model_ = std::move(failing);
     pool_ = std::make_unique<StatePool>(model_.get(), o, &obs_);
   }
 
@@ -66,6 +96,7 @@ class StatePoolTest : public testing::Test {
 
   static std::vector<OwnedTensor>* tensors_;
   std::unique_ptr<Model> model_;
+  SlotFailingModel* failing_ = nullptr;  // model_, to make its slot operations fail
   CountingObserver obs_;
   std::unique_ptr<StatePool> pool_;
 };
@@ -323,6 +354,62 @@ TEST_F(StatePoolTest, ATurnsStartInASpareSlotIsRestoredExactly) {
 
 // A slot lent to a turn's start is the first one taken back when a slot is needed: the start
 // moves to host memory (the idle hot session stays hot) and RollBack still restores it exactly.
+// A turn's start in a lent slot whose copy back fails still comes back exactly, through host
+// memory; the lent slot is freed either way.
+TEST_F(StatePoolTest, ARollBackWhoseSlotCopyFailsGoesThroughHostMemory) {
+  Build(/*slots=*/2, Cap(4));
+  PooledSession* s = Make("a", T(1));
+  s->cold = Filled(0.5f);
+  ASSERT_TRUE(pool_->MakeHot(s).ok());
+  ASSERT_TRUE(pool_->BeginTurn(s).ok());
+  ASSERT_EQ(pool_->turns_in_slots(), 1);
+  ASSERT_TRUE(model_->WriteSlot(s->slot, Filled(-3.0f)).ok());  // the turn's work
+  failing_->fail_copy = true;
+  ASSERT_TRUE(pool_->RollBack(s).ok());
+  EXPECT_EQ(pool_->StateOf(*s).value(), Filled(0.5f));
+  EXPECT_FALSE(s->lost);
+  EXPECT_EQ(pool_->slots_used(), 1);
+}
+
+// When the start cannot be put back at all, the session holds half a turn: it is marked lost,
+// and nothing runs on it, reads it or forks it (DATA_LOSS, SESSION_LOST) until it is deleted.
+// Its state never reaches the shared tier either.
+TEST_F(StatePoolTest, ASessionWhoseStartCannotBePutBackIsLost) {
+  for (const bool in_slot : {true, false}) {
+    SCOPED_TRACE(in_slot ? "start in a lent slot" : "start in host memory");
+    StatePoolOptions o = Cap(1);
+    std::vector<SessionId> spilled;
+    o.spill = [&](SessionId id, const std::string&, std::vector<float>, int64_t, int32_t) {
+      spilled.push_back(id);
+    };
+    obs_ = CountingObserver();
+    Build(/*slots=*/in_slot ? 2 : 1, o);
+    PooledSession* s = Make("a", T(1));
+    ASSERT_TRUE(pool_->MakeHot(s).ok());
+    ASSERT_TRUE(pool_->BeginTurn(s).ok());
+    ASSERT_EQ(pool_->turns_in_slots(), in_slot ? 1 : 0);
+    failing_->fail_copy = failing_->fail_write = true;
+    const absl::Status rolled = pool_->RollBack(s);
+    EXPECT_EQ(rolled.code(), absl::StatusCode::kInternal) << rolled;
+    EXPECT_TRUE(s->lost);
+    EXPECT_EQ(pool_->turns_in_slots(), 0);
+    failing_->fail_copy = failing_->fail_write = false;
+    for (const absl::Status& st :
+         {pool_->BeginTurn(s), pool_->Fork(s).status(), pool_->Export(s).status()}) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+      EXPECT_EQ(ReasonOf(st), reason::kSessionLost);
+      EXPECT_NE(st.message().find(s->id.ToString()), std::string::npos) << st;
+    }
+    // Offloaded, then evicted from the full cold tier by newer sessions, it is not spilled.
+    const SessionId id = s->id;
+    s->busy = false;
+    for (int i = 0; i < 4 && Alive(id, "a"); ++i) (void)pool_->MakeHot(Make("a", T(10 + i)));
+    EXPECT_FALSE(Alive(id, "a"));
+    EXPECT_EQ(obs_.capacity, 1);  // it went for the tier's capacity, where sessions spill
+    EXPECT_EQ(std::count(spilled.begin(), spilled.end(), id), 0);
+  }
+}
+
 TEST_F(StatePoolTest, ALentSlotIsReclaimedBeforeAnIdleSessionIsOffloaded) {
   Build(/*slots=*/3, Cap(4));
   PooledSession* idle = Make("a", T(1));
