@@ -2,7 +2,7 @@
 #   cpu           Debian 12 slim runtime; compiled here with the CPU backend (15-20 min on 2 cores)
 #   cuda          CUDA runtime base (it provides cuBLAS, which the server opens at run time);
 #                 compiled here with -DMODRWKV_CUDA=ON and serving with --device cuda
-#                 (MODRWKV_DEVICE); the CUDA backend's first slice has not run on a GPU yet
+#                 (MODRWKV_DEVICE); the backend's tests pass on an H200 (docs/engine.md)
 #   cpu-prebuilt  the cpu runtime around binaries built outside the image: the build context is the
 #                 staging folder that `scripts/build-image.sh` makes from build/bin (opt/modrwkv/...),
 #                 not the repository; CI builds and runs it without recompiling
