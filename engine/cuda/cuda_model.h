@@ -103,9 +103,12 @@ class CudaModel final : public Model {
     DeviceBuffer<float> x, xn, mix, r, k, v, w, a, g, kk, y, v_first, v_gate;
     DeviceBuffer<float> hw, ha, hv, hg, hf;
     DeviceBuffer<float> xo, logits;
-    DeviceBuffer<uint16_t> xb;     // a product's input rounded to 16 bits (tensor-core products)
-    size_t xb_capacity = 0;        // elements
-    DeviceBuffer<int32_t> tokens;  // the tokens picked on the device (drawn, then greedy)
+    DeviceBuffer<uint16_t> xb;  // a product's input rounded to 16 bits (tensor-core products)
+    // With 16-bit weights, the inputs of a layer's tensor-core products as their producers write
+    // them (ActivationsOut): the mixes, the activated LoRA hiddens, y, relu²(ffn key).
+    DeviceBuffer<uint16_t> mix_h, hw_h, hg_h, y_h, hf_h;
+    size_t xb_capacity = 0;                 // elements
+    DeviceBuffer<int32_t> tokens;           // the tokens picked on the device (drawn, then greedy)
     DeviceBuffer<DeviceLogprobs> logprobs;  // theirs, for samplers that report logprobs
     DeviceBuffer<uint8_t> draw;             // the draws' upload (StageDraws)
     DeviceBuffer<int32_t> index;  // prev[R] | out_rows[n_out] | last[E] | slots[E] | offsets[E+1]
@@ -140,8 +143,10 @@ class CudaModel final : public Model {
   // `padded` rows, copied up on the stream.
   absl::Status StageDraws(absl::Span<const int> picked, absl::Span<const StepEntry> entries,
                           int padded);
-  // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate).
-  absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate);
+  // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate). in_half: a tensor-core
+  // product's input already rounded to 16 bits (then `in` is not read).
+  absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate,
+                    const uint16_t* in_half = nullptr);
   // Independent products over the same rows, each with what its store applies (an activation,
   // accumulation): one launch of the few-row kernel for all of them (16-bit weights, fewer than
   // kTensorCoreRows rows; `op` names it in the op profile), else one Gemm each and the activation
@@ -151,6 +156,11 @@ class CudaModel final : public Model {
     const float* in;
     float* out;
     GemvEpilogue epilogue = GemvEpilogue::kStore;
+    // Tensor-core products (16-bit weights, kTensorCoreRows rows or more): the input already
+    // rounded by its producer (no conversion), and where an activation epilogue stores its
+    // output rounded instead of in f32 `out` (the next product's input).
+    const uint16_t* in_half = nullptr;
+    uint16_t* out_half = nullptr;
   };
   absl::Status Products(absl::Span<const Product> products, int rows, const char* op = nullptr);
   // S: the state pool's element type (float, or __half with ModelOptions::StateType::kF16).

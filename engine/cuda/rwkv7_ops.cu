@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/block_sum.cuh"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/half_round.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
@@ -65,11 +66,11 @@ __global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ row
 
 // Row r's predecessor in x (prev[r] >= 0) or, for the first row of a sequence, the shift state of
 // slot -prev[r] - 1 (f32 or f16).
-template <typename S>
+template <typename S, typename Out>
 __global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
                                  const int32_t* __restrict__ prev, const S* __restrict__ shift_base,
                                  int64_t slot_stride, const float* __restrict__ mix, int mixes,
-                                 float* __restrict__ out) {
+                                 typename Out::Elem* __restrict__ out) {
   AllowSuccessor();
   PrefetchParams(C, nullptr, nullptr, mix, mixes);
   WaitForPredecessor();
@@ -82,7 +83,7 @@ __global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
     const float xc = xr[c], pc = px != nullptr ? px[c] : LoadState(ps + c);
     for (int i = 0; i < mixes; ++i) {
-      out[i * plane + r * C + c] = math::TokenShift(xc, pc, mix[i * C + c]);
+      Out::Store(out, i * plane + r * C + c, math::TokenShift(xc, pc, mix[i * C + c]));
     }
   }
 }
@@ -102,12 +103,12 @@ __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
 
 // One block per row, NormThreads(C) threads; the row in dynamic shared memory (C floats). The sums
 // are LayerNormKernel's, in its order.
-template <typename S>
+template <typename S, typename Out>
 __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
                                 const float* __restrict__ w, const float* __restrict__ b, float eps,
                                 const int32_t* __restrict__ slots, S* __restrict__ shift_base,
                                 int64_t slot_stride, const float* __restrict__ mix, int mixes,
-                                float* __restrict__ out) {
+                                typename Out::Elem* __restrict__ out) {
   AllowSuccessor();
   PrefetchParams(C, w, b, mix, mixes);
   WaitForPredecessor();
@@ -125,20 +126,23 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
     const float n = (row[c] - mean) * inv * w[c] + b[c];
     const float pc = state != nullptr ? LoadState(state + c) : n;
     for (int i = 0; i < mixes; ++i)
-      out[i * plane + r * C + c] = math::TokenShift(n, pc, mix[i * C + c]);
+      Out::Store(out, i * plane + r * C + c, math::TokenShift(n, pc, mix[i * C + c]));
     if (state != nullptr) StoreState(state + c, n);
   }
 }
 
-__global__ void ActivationKernel(Activation f, float* x, int64_t n) {
+// `x` may be `out` (in place), so neither is __restrict__.
+template <typename Out>
+__global__ void ActivationKernel(Activation f, const float* x, int64_t n, typename Out::Elem* out) {
   AllowSuccessor();
   WaitForPredecessor();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float v = x[i];
-    x[i] = f == Activation::kTanh      ? tanhf(v)
-           : f == Activation::kSigmoid ? math::Sigmoid(v)
-                                       : math::ReluSquare(v);
+    Out::Store(out, i,
+               f == Activation::kTanh      ? tanhf(v)
+               : f == Activation::kSigmoid ? math::Sigmoid(v)
+                                           : math::ReluSquare(v));
   }
 }
 
@@ -170,10 +174,13 @@ __global__ void PrepareWkvKernel(int C, float* w, const float* __restrict__ w0, 
   }
 }
 
-__global__ void GroupNormGateKernel(int C, float* y, const float* __restrict__ gn_w,
+// `y` may be `out` (in place), so neither is __restrict__.
+template <typename Out>
+__global__ void GroupNormGateKernel(int C, const float* y, const float* __restrict__ gn_w,
                                     const float* __restrict__ gn_b, const float* __restrict__ r,
                                     const float* __restrict__ k, const float* __restrict__ r_k,
-                                    const float* __restrict__ v, const float* __restrict__ g) {
+                                    const float* __restrict__ v, const float* __restrict__ g,
+                                    typename Out::Elem* out) {
   AllowSuccessor();
   __shared__ float scratch[32];
   const int c = blockIdx.y * kHeadSize + threadIdx.x;
@@ -185,7 +192,7 @@ __global__ void GroupNormGateKernel(int C, float* y, const float* __restrict__ g
   const float d = x - mean;
   const float inv = math::InvStd(BlockSum(d * d, scratch) / kHeadSize, math::kGroupNormEps);
   const float bonus = BlockSum(r[i] * k[i] * r_kc, scratch);
-  y[i] = math::GatedOutput(d * inv * gn_wc + gn_bc, bonus, v[i], g[i]);
+  Out::Store(out, i, math::GatedOutput(d * inv * gn_wc + gn_bc, bonus, v[i], g[i]));
 }
 
 absl::Status CheckWidth(const char* op, int C) {
@@ -213,14 +220,17 @@ namespace {
 template <typename S>
 absl::Status TokenShift(cudaStream_t stream, const float* x, int R, int C, const int32_t* prev,
                         const S* shift_base, int64_t slot_stride, const float* mix, int mixes,
-                        float* out) {
-  if (R < 0 || C <= 0 || mixes < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LaunchTokenShift: R = ", R, ", C = ", C, ", mixes = ", mixes));
+                        const ActivationsOut& out) {
+  if (R < 0 || C <= 0 || mixes < 1 || !out.valid()) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchTokenShift: R = ", R, ", C = ", C,
+                                                   ", mixes = ", mixes,
+                                                   out.valid() ? "" : ", no out"));
   }
   if (R == 0) return absl::OkStatus();
-  return Launch("TokenShiftKernel", TokenShiftKernel<S>, dim3(R), dim3(kRowThreads), 0, stream, x,
-                R, C, prev, shift_base, slot_stride, mix, mixes, out);
+  return ForActivationsOut(out, [&](auto o, auto* rows) {
+    return Launch("TokenShiftKernel", TokenShiftKernel<S, decltype(o)>, dim3(R), dim3(kRowThreads),
+                  0, stream, x, R, C, prev, shift_base, slot_stride, mix, mixes, rows);
+  });
 }
 
 template <typename S>
@@ -237,41 +247,45 @@ absl::Status StoreShift(cudaStream_t stream, const float* x, int C, const int32_
 template <typename S>
 absl::Status NormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
                        const float* b, float eps, const int32_t* slots, S* shift_base,
-                       int64_t slot_stride, const float* mix, int mixes, float* out) {
+                       int64_t slot_stride, const float* mix, int mixes,
+                       const ActivationsOut& out) {
+  if (!out.valid()) return absl::InvalidArgumentError("LaunchNormShift: no out");
   if (R < 0 || C <= 0 || mixes < 1 || static_cast<int64_t>(C) * 4 > 48 * 1024) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchNormShift: R = ", R, ", C = ", C,
                                                    ", mixes = ", mixes,
                                                    " (expected C in [1, 12288], mixes >= 1)"));
   }
   if (R == 0) return absl::OkStatus();
-  return Launch("NormShiftKernel", NormShiftKernel<S>, dim3(R), dim3(NormThreads(C)),
-                static_cast<size_t>(C) * 4, stream, x, R, C, w, b, eps, slots, shift_base,
-                slot_stride, mix, mixes, out);
+  return ForActivationsOut(out, [&](auto o, auto* rows) {
+    return Launch("NormShiftKernel", NormShiftKernel<S, decltype(o)>, dim3(R), dim3(NormThreads(C)),
+                  static_cast<size_t>(C) * 4, stream, x, R, C, w, b, eps, slots, shift_base,
+                  slot_stride, mix, mixes, rows);
+  });
 }
 
 }  // namespace
 
 absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
                              const float* b, float eps, const int32_t* slots, float* shift_base,
-                             int64_t slot_stride, const float* mix, int mixes, float* out) {
+                             int64_t slot_stride, const float* mix, int mixes, ActivationsOut out) {
   return NormShift(stream, x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
 }
 
 absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
                              const float* b, float eps, const int32_t* slots, __half* shift_base,
-                             int64_t slot_stride, const float* mix, int mixes, float* out) {
+                             int64_t slot_stride, const float* mix, int mixes, ActivationsOut out) {
   return NormShift(stream, x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
 }
 
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const int32_t* prev, const float* shift_base, int64_t slot_stride,
-                              const float* mix, int mixes, float* out) {
+                              const float* mix, int mixes, ActivationsOut out) {
   return TokenShift(stream, x, R, C, prev, shift_base, slot_stride, mix, mixes, out);
 }
 
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const int32_t* prev, const __half* shift_base, int64_t slot_stride,
-                              const float* mix, int mixes, float* out) {
+                              const float* mix, int mixes, ActivationsOut out) {
   return TokenShift(stream, x, R, C, prev, shift_base, slot_stride, mix, mixes, out);
 }
 
@@ -287,15 +301,23 @@ absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const 
 }
 
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n) {
+  return LaunchActivation(stream, f, x, n, x);
+}
+
+absl::Status LaunchActivation(cudaStream_t stream, Activation f, const float* x, int64_t n,
+                              ActivationsOut out) {
   if (n < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchActivation: n = ", n));
+  if (!out.valid()) return absl::InvalidArgumentError("LaunchActivation: no out");
   if (f != Activation::kTanh && f != Activation::kSigmoid && f != Activation::kReluSquare) {
     return absl::InvalidArgumentError(
         absl::StrCat("LaunchActivation: unknown activation ", static_cast<int>(f)));
   }
   if (n == 0) return absl::OkStatus();
   const int64_t blocks = std::min<int64_t>((n + kRowThreads - 1) / kRowThreads, 65535);
-  return Launch("ActivationKernel", ActivationKernel, dim3(static_cast<unsigned>(blocks)),
-                dim3(kRowThreads), 0, stream, f, x, n);
+  return ForActivationsOut(out, [&](auto o, auto* rows) {
+    return Launch("ActivationKernel", ActivationKernel<decltype(o)>,
+                  dim3(static_cast<unsigned>(blocks)), dim3(kRowThreads), 0, stream, f, x, n, rows);
+  });
 }
 
 absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const float* w0,
@@ -316,12 +338,23 @@ absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const
 absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, const float* gn_w,
                                  const float* gn_b, const float* r, const float* k,
                                  const float* r_k, const float* v, const float* g) {
+  return LaunchGroupNormGate(stream, R, C, static_cast<const float*>(y), gn_w, gn_b, r, k, r_k, v,
+                             g, y);
+}
+
+absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, const float* y,
+                                 const float* gn_w, const float* gn_b, const float* r,
+                                 const float* k, const float* r_k, const float* v, const float* g,
+                                 ActivationsOut out) {
   if (absl::Status s = CheckWidth("LaunchGroupNormGate", C); !s.ok()) return s;
+  if (!out.valid()) return absl::InvalidArgumentError("LaunchGroupNormGate: no out");
   if (R < 0) return absl::InvalidArgumentError(absl::StrCat("LaunchGroupNormGate: R = ", R));
   if (R == 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(C / kHeadSize));
-  return Launch("GroupNormGateKernel", GroupNormGateKernel, grid, dim3(kHeadSize), 0, stream, C, y,
-                gn_w, gn_b, r, k, r_k, v, g);
+  return ForActivationsOut(out, [&](auto o, auto* rows) {
+    return Launch("GroupNormGateKernel", GroupNormGateKernel<decltype(o)>, grid, dim3(kHeadSize), 0,
+                  stream, C, y, gn_w, gn_b, r, k, r_k, v, g, rows);
+  });
 }
 
 namespace {

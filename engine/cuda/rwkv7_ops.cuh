@@ -5,6 +5,10 @@
 //
 // Token shift. Row r's predecessor is given by prev[r]: >= 0 is the row prev[r] of the same
 // buffer; < 0 is the shift state of slot (-prev[r] - 1), at shift_base + slot * slot_stride.
+//
+// The ops whose output rows are a product's input (token shift, NormShift, activations,
+// GroupNorm + gate) write them as an ActivationsOut (to_half.cuh): f32, or rounded to bf16 / fp16
+// for a tensor-core product, bit for bit what LaunchF32ToHalf would make of the f32 rows.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -13,6 +17,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "engine/cuda/to_half.cuh"
 
 namespace modrwkv::cuda {
 
@@ -24,10 +29,10 @@ absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t
 // prev row's [c], m_i[c]), out being [mixes][R][C]. The slots' shift states are f32 or f16.
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const int32_t* prev, const float* shift_base, int64_t slot_stride,
-                              const float* mix, int mixes, float* out);
+                              const float* mix, int mixes, ActivationsOut out);
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,
                               const int32_t* prev, const __half* shift_base, int64_t slot_stride,
-                              const float* mix, int mixes, float* out);
+                              const float* mix, int mixes, ActivationsOut out);
 
 // The shift state after the step: slot slots[e] gets row last[e] of x, for e in [0, E) (rounded
 // to nearest even when the state is f16); entries with slots[e] < 0 (padding) are skipped.
@@ -44,14 +49,16 @@ absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const 
 // LaunchStoreShift in turn.
 absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
                              const float* b, float eps, const int32_t* slots, float* shift_base,
-                             int64_t slot_stride, const float* mix, int mixes, float* out);
+                             int64_t slot_stride, const float* mix, int mixes, ActivationsOut out);
 absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
                              const float* b, float eps, const int32_t* slots, __half* shift_base,
-                             int64_t slot_stride, const float* mix, int mixes, float* out);
+                             int64_t slot_stride, const float* mix, int mixes, ActivationsOut out);
 
 enum class Activation { kTanh, kSigmoid, kReluSquare };
-// x[i] = f(x[i]) for i in [0, n).
+// x[i] = f(x[i]) for i in [0, n); or out[i] = f(x[i]) (out may be x).
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n);
+absl::Status LaunchActivation(cudaStream_t stream, Activation f, const float* x, int64_t n,
+                              ActivationsOut out);
 
 // After the LoRA products, per row and head (head size 64), in place:
 //   w = Decay(w + w0); a = sigmoid(a + a0); kk = L2-normalised (k * k_k) per head;
@@ -63,11 +70,16 @@ absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const
                               const float* k_a, float* v, float* v_first, const float* v_gate,
                               const float* v0, bool first_layer);
 
-// After the recurrence, per row and head, in place on y: GroupNorm (one group per head, eps
-// 64e-5, weight gn_w, bias gn_b), plus the bonus sum_j(r k r_k) * v, times the gate g.
+// After the recurrence, per row and head, in place on y (or into out, which may be y): GroupNorm
+// (one group per head, eps 64e-5, weight gn_w, bias gn_b), plus the bonus sum_j(r k r_k) * v,
+// times the gate g.
 absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, float* y, const float* gn_w,
                                  const float* gn_b, const float* r, const float* k,
                                  const float* r_k, const float* v, const float* g);
+absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, const float* y,
+                                 const float* gn_w, const float* gn_b, const float* r,
+                                 const float* k, const float* r_k, const float* v, const float* g,
+                                 ActivationsOut out);
 
 // Keeps the stream busy on the device for `microseconds` (a profiling aid, CudaModel's op
 // profile: the launches enqueued behind it queue up, so that events between them time the

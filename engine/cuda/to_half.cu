@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/tensor.h"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/half_round.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/to_half.cuh"
 
@@ -15,18 +16,6 @@ namespace modrwkv::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <HalfType T>
-__device__ __forceinline__ uint16_t Round(float v) {
-  if constexpr (T == HalfType::kBF16) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  } else {
-    // Finite values beyond the range saturate; NaN stays NaN, infinities stay infinite.
-    const float a = fabsf(v);
-    const float c = a <= kF16Max || !(a < INFINITY) ? v : copysignf(kF16Max, v);
-    return __half_as_ushort(__float2half_rn(c));
-  }
-}
 
 // Two values per thread (one 8-byte load, one 4-byte store); n is even for every caller but the
 // odd tail is handled anyway.
@@ -41,11 +30,11 @@ __global__ void F32ToHalfKernel(const float* __restrict__ in, int64_t n,
     const int64_t i = 2 * p;
     if (i + 1 < n) {
       const float2 v = reinterpret_cast<const float2*>(in)[p];
-      const uint32_t packed =
-          static_cast<uint32_t>(Round<T>(v.x)) | (static_cast<uint32_t>(Round<T>(v.y)) << 16);
+      const uint32_t packed = static_cast<uint32_t>(RoundToHalf<T>(v.x)) |
+                              (static_cast<uint32_t>(RoundToHalf<T>(v.y)) << 16);
       reinterpret_cast<uint32_t*>(out)[p] = packed;
     } else {
-      out[i] = Round<T>(in[i]);
+      out[i] = RoundToHalf<T>(in[i]);
     }
   }
 }

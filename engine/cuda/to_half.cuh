@@ -21,4 +21,26 @@ namespace modrwkv::cuda {
 absl::Status LaunchF32ToHalf(cudaStream_t stream, HalfType type, const float* in, int64_t n,
                              uint16_t* out);
 
+// Where an op writes the activations a product reads next: f32 rows, or the same values rounded
+// to a 16-bit type as LaunchF32ToHalf rounds them, for a tensor-core product that then needs no
+// conversion launch (and reads half the bytes). Built from a float* implicitly (f32 rows), or by
+// Half().
+struct ActivationsOut {
+  ActivationsOut(float* rows)
+      : f32(rows) {}  // NOLINT(google-explicit-constructor): f32 is the
+                      // usual case; the half one is named
+  static ActivationsOut Half(HalfType type, uint16_t* rows) {
+    ActivationsOut o(nullptr);
+    o.half = rows;
+    o.type = type;
+    return o;
+  }
+  bool is_half() const { return half != nullptr; }
+  bool valid() const { return f32 != nullptr || half != nullptr; }
+
+  float* f32 = nullptr;
+  uint16_t* half = nullptr;  // when set, the rows are stored here (rounded) instead of in f32
+  HalfType type = HalfType::kBF16;
+};
+
 }  // namespace modrwkv::cuda

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/block_sum.cuh"
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/half_round.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/wkv_decode.cuh"
@@ -17,11 +18,11 @@ namespace modrwkv::cuda {
 // One block per (sequence, head), N threads: thread t prepares channel h*N + t of the sequence's
 // row (PrepareWkvKernel's arithmetic), owns state row t through the token (Wkv7Kernel's), and
 // finishes output channel h*N + t (GroupNormGateKernel's, with its sums in their order).
-template <int N, typename S>
+template <int N, typename S, typename Out>
 static __global__ void __launch_bounds__(N)
     Wkv7DecodeKernel(S* __restrict__ state_pool, const int32_t* __restrict__ slot_of_seq, int H,
                      int64_t slot_stride, int64_t head_stride, TimeMixRows rows, TimeMixParams p,
-                     bool first_layer, float* __restrict__ y) {
+                     bool first_layer, typename Out::Elem* __restrict__ y) {
   AllowSuccessor();
   const int b = blockIdx.x / H, h = blockIdx.x % H, t = threadIdx.x;
   const int c = h * N + t;
@@ -33,7 +34,7 @@ static __global__ void __launch_bounds__(N)
   WaitForPredecessor();
   const int32_t slot = slot_of_seq[b];
   if (slot < 0) {  // a padding sequence (cuda_model.cc): no state; defined zeros out
-    y[i] = 0.0f;
+    Out::Store(y, i, 0.0f);
     return;  // the whole block returns together
   }
   __shared__ __align__(16) float staged[kStaged][N];  // r, w, k, kk, a, v of the head
@@ -75,7 +76,7 @@ static __global__ void __launch_bounds__(N)
   const float d = out - mean;
   const float inv = math::InvStd(BlockSum(d * d, scratch) / N, math::kGroupNormEps);
   const float bonus = BlockSum(rv * kv * r_k, scratch);
-  y[i] = math::GatedOutput(d * inv * gn_w + gn_b, bonus, vv, g);
+  Out::Store(y, i, math::GatedOutput(d * inv * gn_w + gn_b, bonus, vv, g));
 }
 
 // ---- launchers ----
@@ -85,7 +86,7 @@ namespace {
 template <typename S>
 absl::Status Wkv7Decode(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B,
                         int H, int64_t slot_stride, int64_t head_stride, const TimeMixRows& rows,
-                        const TimeMixParams& params, bool first_layer, float* y) {
+                        const TimeMixParams& params, bool first_layer, const ActivationsOut& y) {
   constexpr int N = kHeadSize;
   if (B < 0 || H <= 0 || static_cast<int64_t>(B) * H > INT_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchWkv7Decode: B=", B, " H=", H,
@@ -106,7 +107,7 @@ absl::Status Wkv7Decode(cudaStream_t stream, S* state_pool, const int32_t* slot_
                      kVec, " elements"));
   }
   const bool later_inputs = first_layer || (rows.v_gate != nullptr && params.v0 != nullptr);
-  if (state_pool == nullptr || slot_of_seq == nullptr || y == nullptr || rows.r == nullptr ||
+  if (state_pool == nullptr || slot_of_seq == nullptr || !y.valid() || rows.r == nullptr ||
       rows.w == nullptr || rows.a == nullptr || rows.k == nullptr || rows.v == nullptr ||
       rows.v_first == nullptr || rows.g == nullptr || params.w0 == nullptr ||
       params.a0 == nullptr || params.k_k == nullptr || params.k_a == nullptr ||
@@ -114,9 +115,11 @@ absl::Status Wkv7Decode(cudaStream_t stream, S* state_pool, const int32_t* slot_
     return absl::InvalidArgumentError(
         "LaunchWkv7Decode: null device pointer (a later layer needs v_gate and v0)");
   }
-  return Launch("Wkv7DecodeKernel", Wkv7DecodeKernel<N, S>, dim3(static_cast<unsigned>(B * H)),
-                dim3(N), 0, stream, state_pool, slot_of_seq, H, slot_stride, head_stride, rows,
-                params, first_layer, y);
+  return ForActivationsOut(y, [&](auto o, auto* y_rows) {
+    return Launch("Wkv7DecodeKernel", Wkv7DecodeKernel<N, S, decltype(o)>,
+                  dim3(static_cast<unsigned>(B * H)), dim3(N), 0, stream, state_pool, slot_of_seq,
+                  H, slot_stride, head_stride, rows, params, first_layer, y_rows);
+  });
 }
 
 }  // namespace
@@ -124,7 +127,7 @@ absl::Status Wkv7Decode(cudaStream_t stream, S* state_pool, const int32_t* slot_
 absl::Status LaunchWkv7Decode(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq,
                               int B, int H, int64_t slot_stride, int64_t head_stride,
                               const TimeMixRows& rows, const TimeMixParams& params,
-                              bool first_layer, float* y) {
+                              bool first_layer, ActivationsOut y) {
   return Wkv7Decode(stream, state_pool, slot_of_seq, B, H, slot_stride, head_stride, rows, params,
                     first_layer, y);
 }
@@ -132,7 +135,7 @@ absl::Status LaunchWkv7Decode(cudaStream_t stream, float* state_pool, const int3
 absl::Status LaunchWkv7Decode(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq,
                               int B, int H, int64_t slot_stride, int64_t head_stride,
                               const TimeMixRows& rows, const TimeMixParams& params,
-                              bool first_layer, float* y) {
+                              bool first_layer, ActivationsOut y) {
   return Wkv7Decode(stream, state_pool, slot_of_seq, B, H, slot_stride, head_stride, rows, params,
                     first_layer, y);
 }

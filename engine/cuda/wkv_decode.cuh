@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "engine/cuda/to_half.cuh"
 
 namespace modrwkv::cuda {
 
@@ -44,15 +45,16 @@ struct TimeMixRows {
 //   v' = ValueResidual(v, v_first, v_gate + v0);
 //   one token of the recurrence on the state of slot slot_of_seq[b] (in place; as LaunchWkv7);
 //   y = (GroupNorm(out) * gn_w + gn_b + sum_j(r k' r_k) * v') * g, per head.
-// A sequence with slot_of_seq[b] < 0 (padding) has no state: its y row is zeros. y: [B][C].
+// A sequence with slot_of_seq[b] < 0 (padding) has no state: its y row is zeros. y: [B][C], f32
+// or rounded for a tensor-core product (ActivationsOut).
 // Strides as LaunchWkv7's (elements of the pool's type). InvalidArgument for inconsistent sizes.
 absl::Status LaunchWkv7Decode(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq,
                               int B, int H, int64_t slot_stride, int64_t head_stride,
                               const TimeMixRows& rows, const TimeMixParams& params,
-                              bool first_layer, float* y);
+                              bool first_layer, ActivationsOut y);
 absl::Status LaunchWkv7Decode(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq,
                               int B, int H, int64_t slot_stride, int64_t head_stride,
                               const TimeMixRows& rows, const TimeMixParams& params,
-                              bool first_layer, float* y);
+                              bool first_layer, ActivationsOut y);
 
 }  // namespace modrwkv::cuda

@@ -1,0 +1,53 @@
+// Rounding f32 activations to the 16-bit types of tensor-core products, on the device, and the
+// stores of kernels whose output rows a product reads next (ActivationsOut, to_half.cuh): the
+// conversion kernel (to_half.cu) and the producers that write 16-bit rows directly round alike,
+// so a product's input has the same bits either way.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "engine/base/tensor.h"
+#include "engine/cuda/to_half.cuh"
+
+namespace modrwkv::cuda {
+
+// bf16: round to nearest even, NaN stays NaN. fp16: the same, except that finite values beyond
+// the range saturate to +-65504 (infinities and NaN stay as they are).
+template <HalfType T>
+__device__ __forceinline__ uint16_t RoundToHalf(float v) {
+  if constexpr (T == HalfType::kBF16) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  } else {
+    const float a = fabsf(v);
+    const float c = a <= kF16Max || !(a < INFINITY) ? v : copysignf(kF16Max, v);
+    return __half_as_ushort(__float2half_rn(c));
+  }
+}
+
+// A kernel's output rows as a template parameter: Out::Store(p, i, v) stores value v at index i.
+struct F32Rows {
+  using Elem = float;
+  __device__ __forceinline__ static void Store(float* p, int64_t i, float v) { p[i] = v; }
+};
+template <HalfType T>
+struct HalfRows {
+  using Elem = uint16_t;
+  __device__ __forceinline__ static void Store(uint16_t* p, int64_t i, float v) {
+    p[i] = RoundToHalf<T>(v);
+  }
+};
+
+// Calls launch(Out{}, rows) with the Out that `out` asks for (F32Rows, HalfRows<kBF16> or
+// HalfRows<kF16>) and its pointer of the matching type (float* or uint16_t*): `launch` is a
+// generic lambda that launches its kernel's instance for decltype(Out).
+template <typename Fn>
+absl::Status ForActivationsOut(const ActivationsOut& out, Fn&& launch) {
+  if (!out.is_half()) return launch(F32Rows{}, out.f32);
+  if (out.type == HalfType::kBF16) return launch(HalfRows<HalfType::kBF16>{}, out.half);
+  return launch(HalfRows<HalfType::kF16>{}, out.half);
+}
+
+}  // namespace modrwkv::cuda
