@@ -3,7 +3,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/state_access.cuh"
@@ -197,16 +199,22 @@ absl::Status LaunchChunked(cudaStream_t stream, S* state_pool, const int32_t* sl
                 seq_offsets, r, w, k, v, kk, a, ld, y, ldy, slot_stride, head_stride);
 }
 
+// The current device's streaming multiprocessors.
+absl::StatusOr<int> SmCount() {
+  int device = 0, sms = 0;
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
 template <typename S>
 absl::Status Wkv7Chunked(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B,
                          int H, const int32_t* seq_offsets, const float* r, const float* w,
                          const float* k, const float* v, const float* kk, const float* a,
                          int64_t ld, float* y, int64_t ldy, int64_t slot_stride,
                          int64_t head_stride) {
-  int device = 0, sms = 0;
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  MODRWKV_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
   const int64_t heads = static_cast<int64_t>(B) * H;
   auto launch = [&](auto rows_per_block) {
     return LaunchChunked<decltype(rows_per_block)::value>(stream, state_pool, slot_of_seq, B, H,
@@ -259,8 +267,12 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
       y == nullptr) {
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
-  if (form == WkvForm::kChunked ||
-      (form == WkvForm::kAuto && rows >= static_cast<int64_t>(kChunkedMinTokens) * B)) {
+  bool chunked = form == WkvForm::kChunked;
+  if (form == WkvForm::kAuto && rows >= static_cast<int64_t>(kChunkedMinTokens) * B) {
+    MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
+    chunked = static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms;
+  }
+  if (chunked) {
     return Wkv7Chunked(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y,
                        ldy, slot_stride_floats, head_stride_floats);
   }

@@ -16,9 +16,15 @@ namespace modrwkv::cuda {
 //   kChunked: in chunks of 16 tokens as small matrix products (wkv_chunked.h), the chunk's tokens
 //             in parallel; for long prompts, whose walk is otherwise a chain of one token after
 //             another. Needs every w >= 0.01 (the model's decay is >= 0.545).
-//   kAuto: chunked when the step has kChunkedMinTokens or more tokens per sequence on average.
+//   kAuto: chunked when the step has kChunkedMinTokens or more tokens per sequence on average and
+//          at most kChunkedMaxHeadsPerSm (sequence, head) pairs per SM. The chunked form does
+//          about twice the walk's arithmetic per token, in parallel: it wins where the walk is a
+//          few long chains on a mostly idle device (one long prompt: H blocks), and loses where
+//          many sequences' walks already fill it (16 prompts of 128 tokens on 1.5B: 512 blocks).
+//          Both numbers are estimates until measured (cuda_bench --kernels=on times both forms).
 enum class WkvForm { kAuto, kWalk, kChunked };
 constexpr int kChunkedMinTokens = 16;
+constexpr int kChunkedMaxHeadsPerSm = 2;
 
 // Runs the recurrence of B sequences x H heads (head size 64) over each sequence's tokens,
 // enqueued on `stream` (asynchronous: errors in the kernel itself surface at the next sync).
