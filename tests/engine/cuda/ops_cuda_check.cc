@@ -365,7 +365,8 @@ TEST_P(StoreShiftVsCpuTest, MatchesTwin) {
 
 // The decode steps' fused LayerNorm + token shift + shift store against the three kernels it
 // replaces, run on the same inputs (each of them checked against its CPU twin above): one row per
-// sequence, padding rows (no slot: their own predecessor, nothing stored), both state types.
+// sequence, padding rows (no slot: their own predecessor, nothing stored), both state types; 6144
+// channels: more than the 4 per thread whose state the kernel loads before its sums.
 class NormShiftTest : public OnDevice<testing::TestWithParam<std::tuple<int, StateType>>> {
  protected:
   template <typename S>
@@ -438,7 +439,7 @@ TEST_P(NormShiftTest, MatchesLayerNormThenTokenShiftThenStoreShift) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Widths, NormShiftTest,
-                         testing::Combine(testing::Values(768, 1000, 20, 4096),
+                         testing::Combine(testing::Values(768, 1000, 20, 4096, 6144),
                                           testing::Values(StateType::kF32, StateType::kF16)));
 
 const ShiftCase kShiftCases[] = {
