@@ -565,18 +565,19 @@ TEST(CheckpointTest, SafetensorsOffsetsMustTileTheDataSection) {
     std::string error;
   };
   const Case cases[] = {
-      {"{" + f32("a", 2, 0, 8) + "," + f32("b", 2, 4, 12) + "}", 12,
+      {absl::StrCat("{", f32("a", 2, 0, 8), ",", f32("b", 2, 4, 12), "}"), 12,
        "data_offsets of b [4, 12) overlap a [0, 8)"},
-      {"{" + f32("a", 2, 0, 8) + "," + f32("b", 2, 0, 8) + "}", 8,
+      {absl::StrCat("{", f32("a", 2, 0, 8), ",", f32("b", 2, 0, 8), "}"), 8,
        "data_offsets of b [0, 8) overlap a [0, 8)"},
-      {"{" + f32("a", 2, 0, 8) + "," + f32("b", 2, 12, 20) + "}", 20,
+      {absl::StrCat("{", f32("a", 2, 0, 8), ",", f32("b", 2, 12, 20), "}"), 20,
        "data_offsets leave bytes [8, 12) of the data section unused (before b)"},
-      {"{" + f32("b", 2, 4, 12) + "}", 12,
+      {absl::StrCat("{", f32("b", 2, 4, 12), "}"), 12,
        "data_offsets leave bytes [0, 4) of the data section unused (before b)"},
-      {"{" + f32("a", 2, 0, 8) + "}", 12,
+      {absl::StrCat("{", f32("a", 2, 0, 8), "}"), 12,
        "data_offsets leave bytes [8, 12) of the data section unused (at its end)"},
-      {"{" + f32("a", 2, 0, 8) + "," + f32("a", 2, 0, 8) + "}", 8, "tensor a appears twice"},
-      {" {" + f32("a", 2, 0, 8) + "}", 8, "it must start with '{'"},
+      {absl::StrCat("{", f32("a", 2, 0, 8), ",", f32("a", 2, 0, 8), "}"), 8,
+       "tensor a appears twice"},
+      {absl::StrCat(" {", f32("a", 2, 0, 8), "}"), 8, "it must start with '{'"},
   };
   for (const Case& c : cases) {
     const auto file = SafetensorsWithHeader(c.header, c.data);
@@ -585,9 +586,10 @@ TEST(CheckpointTest, SafetensorsOffsetsMustTileTheDataSection) {
     EXPECT_THAT(r.status().message(), HasSubstr(c.error)) << c.header;
   }
   // Any order in the header, empty tensors anywhere, trailing spaces after the JSON: all fine.
-  const auto ok = SafetensorsWithHeader("{" + f32("b", 2, 8, 16) + "," + f32("e", 0, 8, 8) + "," +
-                                            f32("a", 2, 0, 8) + "," + f32("z", 0, 16, 16) + "}   ",
-                                        16);
+  const auto ok =
+      SafetensorsWithHeader(absl::StrCat("{", f32("b", 2, 8, 16), ",", f32("e", 0, 8, 8), ",",
+                                         f32("a", 2, 0, 8), ",", f32("z", 0, 16, 16), "}   "),
+                            16);
   auto r = ReadSafetensors(absl::Span<const uint8_t>(ok.data(), ok.size()));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->size(), 4u);
