@@ -26,9 +26,8 @@ absl::Status LaunchF32ToHalf(cudaStream_t stream, HalfType type, const float* in
 // conversion launch (and reads half the bytes). Built from a float* implicitly (f32 rows), or by
 // Half().
 struct ActivationsOut {
-  ActivationsOut(float* rows)
-      : f32(rows) {}  // NOLINT(google-explicit-constructor): f32 is the
-                      // usual case; the half one is named
+  // Implicit: f32 rows are the usual case (and every f32 caller passes its float* as before).
+  ActivationsOut(float* rows) : f32(rows) {}  // NOLINT(google-explicit-constructor)
   static ActivationsOut Half(HalfType type, uint16_t* rows) {
     ActivationsOut o(nullptr);
     o.half = rows;
