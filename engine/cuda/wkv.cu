@@ -209,12 +209,11 @@ absl::StatusOr<int> SmCount() {
 }
 
 template <typename S>
-absl::Status Wkv7Chunked(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq, int B,
-                         int H, const int32_t* seq_offsets, const float* r, const float* w,
+absl::Status Wkv7Chunked(cudaStream_t stream, int sms, S* state_pool, const int32_t* slot_of_seq,
+                         int B, int H, const int32_t* seq_offsets, const float* r, const float* w,
                          const float* k, const float* v, const float* kk, const float* a,
                          int64_t ld, float* y, int64_t ldy, int64_t slot_stride,
                          int64_t head_stride) {
-  MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
   const int64_t heads = static_cast<int64_t>(B) * H;
   auto launch = [&](auto rows_per_block) {
     return LaunchChunked<decltype(rows_per_block)::value>(stream, state_pool, slot_of_seq, B, H,
@@ -267,14 +266,17 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
       y == nullptr) {
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
-  bool chunked = form == WkvForm::kChunked;
-  if (form == WkvForm::kAuto && rows >= static_cast<int64_t>(kChunkedMinTokens) * B) {
+  // The SM count both picks the form (kAuto) and sizes the chunked form's blocks.
+  const bool may_chunk =
+      form == WkvForm::kChunked ||
+      (form == WkvForm::kAuto && rows >= static_cast<int64_t>(kChunkedMinTokens) * B);
+  if (may_chunk) {
     MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
-    chunked = static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms;
-  }
-  if (chunked) {
-    return Wkv7Chunked(stream, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a, ld, y,
-                       ldy, slot_stride_floats, head_stride_floats);
+    if (form == WkvForm::kChunked ||
+        static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms) {
+      return Wkv7Chunked(stream, sms, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a,
+                         ld, y, ldy, slot_stride_floats, head_stride_floats);
+    }
   }
   const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
   return Launch("Wkv7Kernel", rows == B ? Wkv7Kernel<N, S, 1> : Wkv7Kernel<N, S, kWkvChunk>, grid,

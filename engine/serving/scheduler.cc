@@ -398,7 +398,6 @@ class Scheduler::Impl {
                               "session_id ", s->id.ToString(), " is in use by another request")),
                           reason::kSessionBusy);
       }
-      MODRWKV_RETURN_IF_ERROR(StatePool::Usable(*s));
       MODRWKV_RETURN_IF_ERROR(pool_.MakeHot(s));  // UNAVAILABLE: wait for a slot
       MODRWKV_RETURN_IF_ERROR(pool_.BeginTurn(s));
       r.slot = s->slot;

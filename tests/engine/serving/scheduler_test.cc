@@ -14,6 +14,7 @@
 #include "engine/serving/state_blob.h"
 #include "engine/text/utf8.h"
 #include "gtest/gtest.h"
+#include "tests/engine/serving/forwarding_model.h"
 #include "tests/test_paths.h"
 
 namespace modrwkv {
@@ -530,11 +531,9 @@ TEST_F(SchedulerTest, ShutdownFinishesEveryRequestAndAnswersEveryCommand) {
 
 // A model that fails its next Step on request: tagged with one entry (nothing ran), untagged, or
 // for good (a device whose context is lost: every later step fails, Health says why).
-class FailingModel : public Model {
+class FailingModel : public ForwardingModel {
  public:
-  explicit FailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
-  const ModelDescription& info() const override { return inner_->info(); }
-  int num_slots() const override { return inner_->num_slots(); }
+  using ForwardingModel::ForwardingModel;
   absl::Status Step(absl::Span<const StepEntry> entries,
                     std::vector<StepResult>* results) override {
     // A tagged failure waits for a step that has its entry.
@@ -551,17 +550,15 @@ class FailingModel : public Model {
       fail_entry_ = -2;
       return WithStepEntry(absl::InvalidArgumentError("bad entry (internal detail)"), fail);
     }
-    return inner_->Step(entries, results);
+    return ForwardingModel::Step(entries, results);
   }
-  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
   absl::Status CopySlot(int src, int dst) override {
-    return fail_slot_writes_ ? absl::InternalError("copy failed") : inner_->CopySlot(src, dst);
-  }
-  absl::Status ReadSlot(int slot, absl::Span<float> out) const override {
-    return inner_->ReadSlot(slot, out);
+    return fail_slot_writes_ ? absl::InternalError("copy failed")
+                             : ForwardingModel::CopySlot(src, dst);
   }
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
-    return fail_slot_writes_ ? absl::InternalError("write failed") : inner_->WriteSlot(slot, in);
+    return fail_slot_writes_ ? absl::InternalError("write failed")
+                             : ForwardingModel::WriteSlot(slot, in);
   }
   absl::Status Health() const override {
     return broken_ ? absl::InternalError("illegal address (sticky)") : absl::OkStatus();
@@ -569,9 +566,6 @@ class FailingModel : public Model {
   std::atomic<int> fail_entry_{-2};  // -2 none, -1 untagged, -3 for good, >= 0 that entry
   std::atomic<bool> broken_{false};
   std::atomic<bool> fail_slot_writes_{false};  // CopySlot and WriteSlot fail
-
- private:
-  std::unique_ptr<Model> inner_;
 };
 
 class StepErrorObserver : public SchedulerObserver {

@@ -12,6 +12,7 @@
 #include "engine/loader/model_loader.h"
 #include "engine/serving/scheduler.h"
 #include "gtest/gtest.h"
+#include "tests/engine/serving/forwarding_model.h"
 
 namespace modrwkv {
 namespace {
@@ -24,29 +25,16 @@ class CountingObserver : public SchedulerObserver {
 };
 
 // A model whose slot copies and writes fail on demand, as a failing device's would.
-class SlotFailingModel final : public Model {
+class SlotFailingModel final : public ForwardingModel {
  public:
-  explicit SlotFailingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
-  const ModelDescription& info() const override { return inner_->info(); }
-  int num_slots() const override { return inner_->num_slots(); }
-  absl::Status Step(absl::Span<const StepEntry> entries,
-                    std::vector<StepResult>* results) override {
-    return inner_->Step(entries, results);
-  }
-  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  using ForwardingModel::ForwardingModel;
   absl::Status CopySlot(int src, int dst) override {
-    return fail_copy ? absl::InternalError("copy failed") : inner_->CopySlot(src, dst);
-  }
-  absl::Status ReadSlot(int slot, absl::Span<float> out) const override {
-    return inner_->ReadSlot(slot, out);
+    return fail_copy ? absl::InternalError("copy failed") : ForwardingModel::CopySlot(src, dst);
   }
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override {
-    return fail_write ? absl::InternalError("write failed") : inner_->WriteSlot(slot, in);
+    return fail_write ? absl::InternalError("write failed") : ForwardingModel::WriteSlot(slot, in);
   }
   bool fail_copy = false, fail_write = false;
-
- private:
-  std::unique_ptr<Model> inner_;
 };
 
 class StatePoolTest : public testing::Test {
