@@ -224,6 +224,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   const size_t state_bytes = static_cast<size_t>(SlotBytes()) * num_slots_;
   MODRWKV_ASSIGN_OR_RETURN(state_, AllocDevice<uint8_t>(state_bytes));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(state_.get(), 0, state_bytes));
+  pinned_ = std::make_shared<PinnedStates>(info_.config.StateFloats(), state_elem_bytes_);
   // The uploads and the memset ran on the legacy stream, which the model's non-blocking stream
   // does not wait for.
   return CudaStatus(cudaDeviceSynchronize(), "loading the weights");
@@ -245,7 +246,7 @@ absl::Status CudaModel::ResetSlot(int slot) {
   MODRWKV_RETURN_IF_ERROR(UseDevice());
   const int64_t n = SlotBytes();
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_.get() + slot * n, 0, n, stream_.get()));
-  return CudaStatus(cudaStreamSynchronize(stream_.get()), "ResetSlot");
+  return absl::OkStatus();
 }
 
 absl::Status CudaModel::CopySlot(int src, int dst) {
@@ -256,7 +257,7 @@ absl::Status CudaModel::CopySlot(int src, int dst) {
   const int64_t n = SlotBytes();
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + dst * n, state_.get() + src * n, n,
                                                cudaMemcpyDeviceToDevice, stream_.get()));
-  return CudaStatus(cudaStreamSynchronize(stream_.get()), "CopySlot");
+  return absl::OkStatus();
 }
 
 // The blob is f32; an f16 pool converts on the host (export and import are not on the hot path).
@@ -285,6 +286,30 @@ absl::Status CudaModel::WriteSlot(int slot, absl::Span<const float> in) {
   MODRWKV_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(state_.get() + slot * n, src, n, cudaMemcpyHostToDevice, stream_.get()));
   return CudaStatus(cudaStreamSynchronize(stream_.get()), "WriteSlot");
+}
+
+absl::StatusOr<std::unique_ptr<ColdState>> CudaModel::OffloadSlot(int slot) {
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "offload"));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
+  absl::StatusOr<PinnedStates::Buffer> buf = pinned_->Take();
+  if (!buf.ok()) return Model::OffloadSlot(slot);  // no pinned memory: a pageable copy
+  auto cold = std::make_unique<PinnedColdState>(pinned_, *std::move(buf));
+  const int64_t n = SlotBytes();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cold->data(), state_.get() + slot * n, n,
+                                               cudaMemcpyDeviceToHost, stream_.get()));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(cold->last_copy(), stream_.get()));
+  return cold;
+}
+
+absl::Status CudaModel::RestoreSlot(int slot, ColdState& cold) {
+  auto* pinned = dynamic_cast<PinnedColdState*>(&cold);
+  if (pinned == nullptr || pinned->owner() != pinned_.get()) return Model::RestoreSlot(slot, cold);
+  MODRWKV_RETURN_IF_ERROR(CheckSlot(slot, "restore"));
+  MODRWKV_RETURN_IF_ERROR(UseDevice());
+  const int64_t n = SlotBytes();
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state_.get() + slot * n, pinned->data(), n,
+                                               cudaMemcpyHostToDevice, stream_.get()));
+  return CudaStatus(cudaEventRecord(pinned->last_copy(), stream_.get()), "RestoreSlot");
 }
 
 absl::Status CudaModel::EnsureScratch(int rows, int out_rows, int index_ints) {

@@ -13,7 +13,9 @@
 // steps are padded to bucket sizes and replayed as CUDA graphs.
 //
 // The state pool holds f32 or, as an option, f16 elements (half the memory per session; exported
-// blobs are f32 either way).
+// blobs are f32 either way). Slot operations are queued on the model's stream, behind the work
+// that wrote the slot and ahead of the work that follows: a copy, reset or offload to the cold
+// tier does not make the host wait (a read does).
 //
 // Not built yet (docs/engine.md, "CUDA backend"): a pipelined (asynchronous) Step.
 #pragma once
@@ -33,6 +35,7 @@
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/pinned_states.h"
 #include "engine/cuda/wkv.cuh"
 #include "engine/model/model.h"
 #include "engine/model/rwkv7_weights.h"
@@ -62,6 +65,11 @@ class CudaModel final : public Model {
   absl::Status CopySlot(int src, int dst) override;
   absl::Status ReadSlot(int slot, absl::Span<float> out) const override;
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override;
+  // To and from pinned host memory (pinned_states.h), queued on the stream, not waited for; an
+  // offload falls back to ReadSlot's pageable copy when no memory can be pinned, and a restore
+  // of another backend's ColdState goes through WriteSlot.
+  absl::StatusOr<std::unique_ptr<ColdState>> OffloadSlot(int slot) override;
+  absl::Status RestoreSlot(int slot, ColdState& cold) override;
   absl::Status Health() const override { return sticky_; }
 
   // The decode-step CUDA graphs held now (ModelOptions::cuda_graphs).
@@ -201,6 +209,7 @@ class CudaModel final : public Model {
   Matrix head_;
   std::vector<Layer> layers_;
   DeviceBuffer<uint8_t> state_;                 // [slots][L][layer_floats_] elements of f32 or f16
+  std::shared_ptr<PinnedStates> pinned_;        // the cold tier's buffers (shared with ColdStates)
   std::unique_ptr<cpu::ThreadPool> host_pool_;  // runs the step's samplers (ModelOptions::threads)
   Scratch s_;
   // Pinned host staging: the step's input rows and index arrays going up, logits and hidden

@@ -114,6 +114,30 @@ absl::StatusOr<int> ModelOptions::SlotsFor(int64_t state_bytes) const {
   return static_cast<int>(std::min<int64_t>(fit, 1 << 20));
 }
 
+absl::Status HostColdState::Read(absl::Span<float> out) const {
+  if (out.size() != state_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cold state has %d floats, the buffer %d", state_.size(), out.size()));
+  }
+  std::copy(state_.begin(), state_.end(), out.begin());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ColdState>> Model::OffloadSlot(int slot) {
+  std::vector<float> state(config().StateFloats());
+  MODRWKV_RETURN_IF_ERROR(ReadSlot(slot, absl::MakeSpan(state)));
+  return std::make_unique<HostColdState>(std::move(state));
+}
+
+absl::Status Model::RestoreSlot(int slot, ColdState& cold) {
+  if (const auto* host = dynamic_cast<const HostColdState*>(&cold)) {
+    return WriteSlot(slot, host->floats());
+  }
+  std::vector<float> state(config().StateFloats());
+  MODRWKV_RETURN_IF_ERROR(cold.Read(absl::MakeSpan(state)));
+  return WriteSlot(slot, state);
+}
+
 absl::Status CheckStateBuffer(size_t size, const ModelConfig& config) {
   if (static_cast<int64_t>(size) != config.StateFloats()) {
     return absl::InvalidArgumentError(

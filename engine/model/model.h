@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/model/cold_state.h"
 #include "engine/model/model_config.h"
 #include "engine/sampling/sampler.h"
 
@@ -93,6 +94,14 @@ class Model {
   int64_t StateBytes() const { return config().StateBytes(); }
   virtual absl::Status ReadSlot(int slot, absl::Span<float> out) const = 0;
   virtual absl::Status WriteSlot(int slot, absl::Span<const float> in) = 0;
+  // The cold tier's two moves. OffloadSlot copies a slot's state out to host memory of the
+  // backend's choosing; the slot may be reused (reset, written, stepped) right after it returns,
+  // and the copy keeps the state as it was. RestoreSlot puts such a state (or any ColdState) into
+  // a slot; `cold` may be dropped or reused right after it returns. A backend may leave either
+  // copy in flight (a GPU's stays queued behind the slot's earlier work and ahead of its later
+  // work), so neither waits for the device. The defaults go through ReadSlot / WriteSlot.
+  virtual absl::StatusOr<std::unique_ptr<ColdState>> OffloadSlot(int slot);
+  virtual absl::Status RestoreSlot(int slot, ColdState& cold);
 
   // OK while the backend can run steps. After an error it cannot recover from (a GPU whose
   // context is lost to a sticky CUDA error), that error, for good: the scheduler then ends every

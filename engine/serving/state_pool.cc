@@ -51,9 +51,9 @@ std::optional<int> StatePool::TakeSlot() {
     if (s->slot >= 0 && s->idle() && (!lru || s->last_used < lru->last_used)) lru = s.get();
   }
   if (!lru) return std::nullopt;
-  std::vector<float> state(model_->config().StateFloats());
-  if (!model_->ReadSlot(lru->slot, absl::MakeSpan(state)).ok()) return std::nullopt;
-  lru->cold = std::move(state);
+  absl::StatusOr<std::unique_ptr<ColdState>> cold = model_->OffloadSlot(lru->slot);
+  if (!cold.ok()) return std::nullopt;
+  lru->cold = *std::move(cold);
   const int slot = lru->slot;
   lru->slot = -1;
   obs_->OnSessionOffload(/*to_cold=*/true);
@@ -65,9 +65,9 @@ void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
 std::optional<int> StatePool::ReclaimTurnSlot() {
   for (auto& [id, s] : sessions_) {
     if (!s->turn || s->turn->slot < 0) continue;
-    std::vector<float> state(model_->config().StateFloats());
-    if (!model_->ReadSlot(s->turn->slot, absl::MakeSpan(state)).ok()) continue;
-    s->turn->host = std::move(state);
+    absl::StatusOr<std::unique_ptr<ColdState>> start = model_->OffloadSlot(s->turn->slot);
+    if (!start.ok()) continue;
+    s->turn->host = *std::move(start);
     return std::exchange(s->turn->slot, -1);
   }
   return std::nullopt;
@@ -91,8 +91,7 @@ absl::Status StatePool::BeginTurn(PooledSession* s) {
     t.slot = free_slots_.back();
     free_slots_.pop_back();
   } else {
-    t.host.resize(model_->config().StateFloats());
-    MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s->slot, absl::MakeSpan(t.host)));
+    MODRWKV_ASSIGN_OR_RETURN(t.host, model_->OffloadSlot(s->slot));
   }
   s->turn = std::move(t);
   return absl::OkStatus();
@@ -107,13 +106,12 @@ absl::Status StatePool::RollBack(PooledSession* s) {
   if (t.slot >= 0) {
     st = model_->CopySlot(t.slot, s->slot);
     if (!st.ok()) {  // through host memory, as a turn without a spare slot does
-      t.host.resize(model_->config().StateFloats());
-      st = model_->ReadSlot(t.slot, absl::MakeSpan(t.host));
-      if (st.ok()) st = model_->WriteSlot(s->slot, t.host);
+      absl::StatusOr<std::unique_ptr<ColdState>> start = model_->OffloadSlot(t.slot);
+      st = start.ok() ? model_->RestoreSlot(s->slot, **start) : start.status();
     }
     ReleaseSlot(t.slot);
   } else {
-    st = model_->WriteSlot(s->slot, t.host);
+    st = model_->RestoreSlot(s->slot, *t.host);
   }
   if (!st.ok()) s->lost = true;
   return st;
@@ -131,13 +129,13 @@ int StatePool::turns_in_slots() const {
 }
 
 absl::Status StatePool::MoveIntoSlot(PooledSession* s, int slot) {
-  if (s->cold.empty()) {
+  if (!s->cold) {
     MODRWKV_RETURN_IF_ERROR(model_->ResetSlot(slot));
   } else {
-    MODRWKV_RETURN_IF_ERROR(model_->WriteSlot(slot, s->cold));
+    MODRWKV_RETURN_IF_ERROR(model_->RestoreSlot(slot, *s->cold));
     obs_->OnSessionOffload(/*to_cold=*/false);
   }
-  std::vector<float>().swap(s->cold);
+  s->cold.reset();
   s->slot = slot;
   return absl::OkStatus();
 }
@@ -238,8 +236,8 @@ absl::StatusOr<std::vector<float>> StatePool::StateOf(const PooledSession& s) co
   std::vector<float> v(model_->config().StateFloats(), 0.0f);
   if (s.slot >= 0) {
     MODRWKV_RETURN_IF_ERROR(model_->ReadSlot(s.slot, absl::MakeSpan(v)));
-  } else if (!s.cold.empty()) {
-    v = s.cold;
+  } else if (s.cold) {
+    MODRWKV_RETURN_IF_ERROR(s.cold->Read(absl::MakeSpan(v)));
   }
   return v;
 }
@@ -247,9 +245,28 @@ absl::StatusOr<std::vector<float>> StatePool::StateOf(const PooledSession& s) co
 absl::StatusOr<PooledSession*> StatePool::Fork(PooledSession* src) {
   MODRWKV_RETURN_IF_ERROR(Usable(*src));
   Pin pin_src(src);
-  MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
-  MODRWKV_ASSIGN_OR_RETURN(PooledSession * dst, NewSession(src->owner));
-  dst->cold = std::move(state);
+  // A hot session's copy goes to a free slot when there is one (a copy inside the pool), else it
+  // is offloaded; a cold one's is read (a ColdState is not shared).
+  int slot = -1;
+  std::unique_ptr<ColdState> cold;
+  if (src->slot >= 0 && !free_slots_.empty() &&
+      model_->CopySlot(src->slot, free_slots_.back()).ok()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else if (src->slot >= 0) {
+    MODRWKV_ASSIGN_OR_RETURN(cold, model_->OffloadSlot(src->slot));
+  } else if (src->cold) {
+    MODRWKV_ASSIGN_OR_RETURN(std::vector<float> state, StateOf(*src));
+    cold = std::make_unique<HostColdState>(std::move(state));
+  }
+  absl::StatusOr<PooledSession*> made = NewSession(src->owner);
+  if (!made.ok()) {
+    if (slot >= 0) ReleaseSlot(slot);
+    return made.status();
+  }
+  PooledSession* dst = *made;
+  dst->slot = slot;
+  dst->cold = std::move(cold);
   dst->tokens = src->tokens;
   dst->pending_token = src->pending_token;
   src->last_used = absl::Now();
@@ -277,7 +294,7 @@ absl::StatusOr<PooledSession*> StatePool::Import(std::vector<float> state, int64
     return absl::InvalidArgumentError("session state blob's pending token is outside the vocab");
   }
   MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, NewSession(owner, id));
-  s->cold = std::move(state);
+  s->cold = std::make_unique<HostColdState>(std::move(state));
   s->tokens = tokens;
   s->pending_token = pending_token;
   MODRWKV_RETURN_IF_ERROR(FitNewSession(s));

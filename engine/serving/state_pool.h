@@ -24,13 +24,14 @@ namespace modrwkv {
 
 class SchedulerObserver;
 
-// A session's state is in a model slot (hot, slot >= 0) or in host memory (cold). A cold
-// session with an empty `cold` vector holds the zero state.
+// A session's state is in a model slot (hot, slot >= 0) or in host memory (cold: the backend's
+// ColdState, possibly still being copied out of the slot it left). A cold session without a
+// ColdState holds the zero state.
 struct PooledSession {
   SessionId id;
   std::string owner;
   int slot = -1;
-  std::vector<float> cold;
+  std::unique_ptr<ColdState> cold;
   int64_t tokens = 0;
   // The last generated token, sampled but not yet run through the model (-1: none); the next
   // request on the session feeds it first, so a session continues exactly where it stopped.
@@ -41,8 +42,8 @@ struct PooledSession {
   // The turn a request is running on the session: where it started, so that it can be undone
   // exactly (StatePool::BeginTurn).
   struct Turn {
-    int slot = -1;            // the starting state copied into a spare slot, or
-    std::vector<float> host;  // into host memory (slot < 0)
+    int slot = -1;                    // the starting state copied into a spare slot, or
+    std::unique_ptr<ColdState> host;  // offloaded to host memory (slot < 0)
     int32_t pending_token = -1;
   };
   std::optional<Turn> turn;
@@ -85,9 +86,9 @@ class StatePool {
   // A request's turn on a hot session keeps the state it started from, so that a turn that ends
   // early (an error, a cancel before its prompt is in) is undone exactly. The copy goes to a free
   // slot when there is one — a copy inside the pool, on a GPU a device-to-device copy with no
-  // host round trip — else to host memory. A slot holding a turn's start is lent, not kept: when
-  // a slot is needed and none is free, such a copy moves to host memory (one ReadSlot, what every
-  // turn cost before) before any idle session is offloaded. slots_used() counts lent slots.
+  // host round trip — else offloaded to host memory. A slot holding a turn's start is lent, not
+  // kept: when a slot is needed and none is free, such a copy is offloaded to host memory before
+  // any idle session is. slots_used() counts lent slots.
   absl::Status BeginTurn(PooledSession* s);
   // Puts the session back as it was at BeginTurn (state and pending token) and ends the turn. A
   // start in a lent slot whose copy back fails goes through host memory instead; when that

@@ -2,6 +2,7 @@
 // slot operations must not change results; bad steps are refused.
 #include "engine/cpu/cpu_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -203,6 +204,40 @@ TEST_F(CpuModelTest, SlotCopyWriteAndResetContinueIdentically) {
   ASSERT_TRUE(m->ResetSlot(1).ok());
   std::vector<float> fresh = Logits(*m, 1, {77});
   EXPECT_GT(MaxRelDiff(fresh, a), 1e-3f);  // the state mattered
+}
+
+// A ColdState of another backend's making: only its Read is known.
+class ForeignColdState final : public ColdState {
+ public:
+  explicit ForeignColdState(std::vector<float> v) : v_(std::move(v)) {}
+  absl::Status Read(absl::Span<float> out) const override {
+    std::copy(v_.begin(), v_.end(), out.begin());
+    return absl::OkStatus();
+  }
+  int64_t bytes() const override { return static_cast<int64_t>(v_.size()) * 4; }
+
+ private:
+  std::vector<float> v_;
+};
+
+TEST_F(CpuModelTest, OffloadedStatesComeBackIntoAnySlotAndContinueIdentically) {
+  auto m = Make(3);
+  Logits(*m, 0, prompt_);
+  auto cold = m->OffloadSlot(0);
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  EXPECT_EQ((*cold)->bytes(), m->config().StateBytes());
+  std::vector<float> a = Logits(*m, 0, {77});  // the slot moves on; the offloaded state not
+  ASSERT_TRUE(m->RestoreSlot(1, **cold).ok());
+  std::vector<float> blob(m->config().StateFloats());
+  ASSERT_TRUE((*cold)->Read(absl::MakeSpan(blob)).ok());
+  ForeignColdState foreign(blob);
+  ASSERT_TRUE(m->RestoreSlot(2, foreign).ok());
+  EXPECT_EQ(Logits(*m, 1, {77}), a);
+  EXPECT_EQ(Logits(*m, 2, {77}), a);
+  EXPECT_EQ(m->OffloadSlot(3).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(m->RestoreSlot(-1, foreign).code(), absl::StatusCode::kOutOfRange);
+  std::vector<float> short_buffer(3);
+  EXPECT_EQ((*cold)->Read(absl::MakeSpan(short_buffer)).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CpuModelTest, Bf16WeightsStayCloseToF32) {

@@ -8,8 +8,9 @@
 //     device, as a server's plain greedy requests are) with the roofline of that step (weight
 //     bytes + every sequence's state read and written, over the copy bandwidth) and the fraction
 //     of it reached; prefill tokens/s with the product rate reached against the measured GEMM
-//     rate; the batch-256 aggregate over batch 1; and the state pool's capacity (sessions whose
-//     states fit in the memory left after the weights and the scratch).
+//     rate; the batch-256 aggregate over batch 1; the state pool's capacity (sessions whose
+//     states fit in the memory left after the weights and the scratch); and the cold tier's
+//     moves (a session out of its slot and back: through ReadSlot / WriteSlot, and pinned).
 //
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
@@ -423,6 +424,49 @@ absl::Status PrintBreakdown(CudaModel& m, const DeviceLimits& lim, const std::st
   return absl::OkStatus();
 }
 
+// The cold tier: sessions moved out of their slot and back, as the state pool does when more
+// sessions are resumed than there are slots. Through host memory as export and import do
+// (ReadSlot to pageable memory and WriteSlot back, each waited for), against OffloadSlot /
+// RestoreSlot (pinned memory, queued on the stream): the host's time to issue them, and the time
+// until the copies are done.
+absl::Status BenchColdTier(CudaModel& m, const std::string& tag, double state_bytes) {
+  constexpr int kMoves = 4;  // within the pinned buffers PinnedStates keeps as spares
+  std::vector<float> host(m.config().StateFloats());
+  std::vector<std::unique_ptr<ColdState>> cold(kMoves);
+  auto t0 = Clock::now();
+  for (int k = 0; k < kMoves; ++k) {
+    MODRWKV_RETURN_IF_ERROR(m.ReadSlot(0, absl::MakeSpan(host)));
+    MODRWKV_RETURN_IF_ERROR(m.WriteSlot(1, host));
+  }
+  const double through_host = Seconds(t0) / kMoves;
+  double issue_out = 0, done_out = 0, issue_back = 0, done_back = 0;
+  for (int rep = 0; rep < 2; ++rep) {  // the first pins the buffers
+    t0 = Clock::now();
+    for (int k = 0; k < kMoves; ++k) {
+      MODRWKV_ASSIGN_OR_RETURN(cold[k], m.OffloadSlot(0));
+    }
+    issue_out = Seconds(t0) / kMoves;
+    MODRWKV_RETURN_IF_ERROR(cold.back()->Read(absl::MakeSpan(host)));  // waits for all of them
+    done_out = Seconds(t0) / kMoves;
+    t0 = Clock::now();
+    for (int k = 0; k < kMoves; ++k) MODRWKV_RETURN_IF_ERROR(m.RestoreSlot(1, *cold[k]));
+    issue_back = Seconds(t0) / kMoves;
+    MODRWKV_RETURN_IF_ERROR(m.ReadSlot(2, absl::MakeSpan(host)));  // after the restores
+    done_back = Seconds(t0) / kMoves;
+    for (auto& c : cold) c.reset();
+  }
+  std::printf(
+      "| %s | cold tier: out and back through ReadSlot / WriteSlot | | %.3f | | host "
+      "waits for all of it; %.1f GB/s |\n",
+      tag.c_str(), through_host * 1e3, 2 * state_bytes / through_host / 1e9);
+  std::printf(
+      "| %s | cold tier: out and back, pinned and queued | | %.3f | | host busy %.0f + "
+      "%.0f us; out %.1f GB/s, back %.1f GB/s (back includes one ReadSlot) |\n",
+      tag.c_str(), (done_out + done_back) * 1e3, issue_out * 1e6, issue_back * 1e6,
+      state_bytes / done_out / 1e9, state_bytes / done_back / 1e9);
+  return absl::OkStatus();
+}
+
 absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::string& shape,
                         const std::string& dtype, const std::string& state) {
   MODRWKV_ASSIGN_OR_RETURN(RandomModelSpec spec, RandomSpecForShape(shape));
@@ -580,7 +624,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   const double pool = static_cast<double>(free_b) + state_bytes * m.num_slots() - reserve;
   std::printf("| %s | state pool | %.0f sessions | | | %.1f MB each |\n", tag.c_str(),
               pool / state_bytes, state_bytes / 1e6);
-  return absl::OkStatus();
+  return BenchColdTier(m, tag, state_bytes);
 }
 
 int Main(int argc, char** argv) {

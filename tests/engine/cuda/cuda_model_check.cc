@@ -216,6 +216,53 @@ TEST_F(CudaVsCpuTest, AStateExportedFromTheGpuContinuesOnTheCpu) {
   ExpectSameSlot(3, kTol);
 }
 
+// The cold tier's copies are queued on the stream, not waited for: a slot offloaded and at once
+// stepped on keeps, in its ColdState, the state from before the step; restored into another slot
+// it continues as the CPU does; a buffer given back while its restore may still be in flight is
+// reused by the next offload with the right contents.
+TEST_F(CudaVsCpuTest, OffloadedStatesKeepTheirStateWhileTheSlotMovesOn) {
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8}, more = {9, 10, 11}, next = {12};
+  StepEntry e;
+  e.slot = 0;
+  e.inputs = {InputRowsView::Tokens(prompt)};
+  e.output = StepOutput::kLogits;
+  StepBoth({e}, kTol);
+  const int64_t n = gpu_->config().StateFloats();
+  std::vector<float> before(n), now(n), read(n);
+  ASSERT_TRUE(gpu_->ReadSlot(0, absl::MakeSpan(before)).ok());
+  auto cold = gpu_->OffloadSlot(0);
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  EXPECT_EQ((*cold)->bytes(), gpu_->StateBytes());
+  e.inputs = {InputRowsView::Tokens(more)};
+  StepBoth({e}, kTol);  // slot 0 moves on at once
+  auto cold2 = gpu_->OffloadSlot(0);
+  ASSERT_TRUE(cold2.ok()) << cold2.status();
+  ASSERT_TRUE(gpu_->RestoreSlot(2, **cold).ok());
+  cold->reset();  // its buffer back to the spares, its restore perhaps still queued
+  auto cold3 = gpu_->OffloadSlot(2);  // reuses that buffer
+  ASSERT_TRUE(cold3.ok()) << cold3.status();
+  ASSERT_TRUE(gpu_->ResetSlot(2).ok());
+  ASSERT_TRUE(gpu_->ReadSlot(0, absl::MakeSpan(now)).ok());
+  ASSERT_TRUE((*cold2)->Read(absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, now);
+  ASSERT_TRUE((*cold3)->Read(absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, before);
+  ASSERT_TRUE(gpu_->RestoreSlot(2, **cold3).ok());
+  ASSERT_TRUE(cpu_->WriteSlot(2, before).ok());
+  e.slot = 2;
+  e.inputs = {InputRowsView::Tokens(next)};
+  StepBoth({e}, kTol);
+  // Another backend's ColdState goes in through WriteSlot.
+  HostColdState host(before);
+  ASSERT_TRUE(gpu_->RestoreSlot(3, host).ok());
+  ASSERT_TRUE(gpu_->ReadSlot(3, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, before);
+  EXPECT_EQ(gpu_->OffloadSlot(4).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(gpu_->RestoreSlot(-1, **cold3).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*cold3)->Read(absl::MakeSpan(read).subspan(1)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // The op profile (cuda_bench --breakdown) times the operations without changing what the step
 // computes: a profiled step still matches the CPU, and every layer operation is in it.
 TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
@@ -780,6 +827,17 @@ TEST(CudaF16StateTest, RoundsOncePerStepLikeTheEmulation) {
   ASSERT_TRUE(gpu.CopySlot(0, 1).ok());
   e.slot = 1;
   compare(e, "after export");
+  // Offloaded to the cold tier: the f16 values as they are (half the host memory), widened when
+  // read.
+  auto cold = gpu.OffloadSlot(0);
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  EXPECT_EQ((*cold)->bytes(), cpu->StateBytes() / 2);
+  ASSERT_TRUE((*cold)->Read(absl::MakeSpan(back)).ok());
+  EXPECT_EQ(back, blob);
+  ASSERT_TRUE(gpu.ResetSlot(1).ok());
+  ASSERT_TRUE(gpu.RestoreSlot(1, **cold).ok());
+  ASSERT_TRUE(gpu.ReadSlot(1, absl::MakeSpan(back)).ok());
+  EXPECT_EQ(back, blob);
   // Import: an f32 blob is rounded on the way in.
   for (size_t i = 0; i < blob.size(); ++i) blob[i] = 1.0f + 1e-4f * static_cast<float>(i % 7);
   ASSERT_TRUE(gpu.WriteSlot(1, blob).ok());

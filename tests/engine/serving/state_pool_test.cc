@@ -71,6 +71,10 @@ class StatePoolTest : public testing::Test {
   std::vector<float> Filled(float v) const {
     return std::vector<float>(model_->config().StateFloats(), v);
   }
+  // A cold session's state in host memory, every float = `v`.
+  std::unique_ptr<ColdState> Cold(float v) const {
+    return std::make_unique<HostColdState>(Filled(v));
+  }
 
   PooledSession* Make(const std::string& owner, absl::Time last_used) {
     PooledSession* s = pool_->Create(owner).value();
@@ -98,7 +102,7 @@ TEST_F(StatePoolTest, ResumingAColdSessionWhenEverySlotHoldsAnIdleHotOneKeepsIt)
   ASSERT_TRUE(pool_->MakeHot(hot).ok());
   PooledSession* cold = Make("a", T(5));  // older than `hot`: the LRU choice if it were evictable
   auto st = Filled(0.25f);
-  cold->cold = st;
+  cold->cold = std::make_unique<HostColdState>(st);
   const SessionId cold_id = cold->id, hot_id = hot->id;
 
   ASSERT_TRUE(pool_->MakeHot(cold).ok());
@@ -116,7 +120,7 @@ TEST_F(StatePoolTest, ForkOfAColdSessionWithAFullTierEvictsAnotherIdleSession) {
   Build(/*slots=*/1, Cap(2));
   PooledSession* other = Make("a", T(1));
   PooledSession* src = Make("a", T(2));
-  src->cold = Filled(0.5f);
+  src->cold = Cold(0.5f);
   src->pending_token = 7;
   const SessionId other_id = other->id;
   auto dst = pool_->Fork(src);
@@ -131,7 +135,7 @@ TEST_F(StatePoolTest, ForkOfAColdSessionWithAFullTierEvictsAnotherIdleSession) {
 TEST_F(StatePoolTest, ForkWithNothingToEvictTakesAFreeSlotOrIsRefused) {
   Build(/*slots=*/1, Cap(1));
   PooledSession* src = Make("a", T(1));
-  src->cold = Filled(0.75f);
+  src->cold = Cold(0.75f);
   auto dst = pool_->Fork(src);  // tier: src + dst > 1, nothing else idle: dst goes to the slot
   ASSERT_TRUE(dst.ok()) << dst.status();
   EXPECT_GE((*dst)->slot, 0);
@@ -144,6 +148,29 @@ TEST_F(StatePoolTest, ForkWithNothingToEvictTakesAFreeSlotOrIsRefused) {
   EXPECT_NE(refused.status().message().find("max_cold_sessions"), std::string::npos);
   EXPECT_TRUE(Alive(src->id, "a"));
   EXPECT_EQ(pool_->sessions_of("a"), 2);  // the refused copy is gone, nothing else
+}
+
+TEST_F(StatePoolTest, ForkOfAHotSessionCopiesIntoAFreeSlotElseOffloads) {
+  Build(/*slots=*/2, Cap(4));
+  PooledSession* src = Make("a", T(1));
+  src->cold = Cold(0.5f);
+  ASSERT_TRUE(pool_->MakeHot(src).ok());
+  ASSERT_TRUE(model_->WriteSlot(src->slot, Filled(0.625f)).ok());
+  auto in_slot = pool_->Fork(src);  // one slot free: a copy inside the pool
+  ASSERT_TRUE(in_slot.ok()) << in_slot.status();
+  EXPECT_GE((*in_slot)->slot, 0);
+  EXPECT_NE((*in_slot)->slot, src->slot);
+  EXPECT_EQ(pool_->StateOf(**in_slot).value(), Filled(0.625f));
+  (*in_slot)->busy = true;  // no slot can be freed now
+  auto offloaded = pool_->Fork(src);
+  ASSERT_TRUE(offloaded.ok()) << offloaded.status();
+  EXPECT_LT((*offloaded)->slot, 0);
+  ASSERT_NE((*offloaded)->cold, nullptr);
+  EXPECT_EQ(pool_->StateOf(**offloaded).value(), Filled(0.625f));
+  ASSERT_TRUE(model_->WriteSlot(src->slot, Filled(-1.0f)).ok());  // src moves on, its copies not
+  EXPECT_EQ(pool_->StateOf(**offloaded).value(), Filled(0.625f));
+  EXPECT_EQ(pool_->StateOf(**in_slot).value(), Filled(0.625f));
+  EXPECT_EQ(obs_.to_cold_n, 0);  // neither fork moved a session out of its slot
 }
 
 TEST_F(StatePoolTest, WithACapOfZeroNewSessionsLiveInSlotsOrAreRefused) {
@@ -262,7 +289,7 @@ TEST_F(StatePoolTest, CapacityEvictionsSpillTheirStateAndImportsKeepAGivenId) {
   };
   Build(/*slots=*/1, o);
   PooledSession* first = Make("a", T(1));
-  first->cold = Filled(0.25f);
+  first->cold = Cold(0.25f);
   first->tokens = 12;
   first->pending_token = 5;
   const SessionId first_id = first->id;
@@ -317,7 +344,7 @@ TEST_F(StatePoolTest, FindIsOwnerScoped) {
 TEST_F(StatePoolTest, ATurnsStartInASpareSlotIsRestoredExactly) {
   Build(/*slots=*/2, Cap(4));
   PooledSession* s = Make("a", T(1));
-  s->cold = Filled(0.25f);
+  s->cold = Cold(0.25f);
   s->pending_token = 5;
   ASSERT_TRUE(pool_->MakeHot(s).ok());
   ASSERT_TRUE(pool_->BeginTurn(s).ok());
@@ -347,7 +374,7 @@ TEST_F(StatePoolTest, ATurnsStartInASpareSlotIsRestoredExactly) {
 TEST_F(StatePoolTest, ARollBackWhoseSlotCopyFailsGoesThroughHostMemory) {
   Build(/*slots=*/2, Cap(4));
   PooledSession* s = Make("a", T(1));
-  s->cold = Filled(0.5f);
+  s->cold = Cold(0.5f);
   ASSERT_TRUE(pool_->MakeHot(s).ok());
   ASSERT_TRUE(pool_->BeginTurn(s).ok());
   ASSERT_EQ(pool_->turns_in_slots(), 1);
@@ -403,7 +430,7 @@ TEST_F(StatePoolTest, ALentSlotIsReclaimedBeforeAnIdleSessionIsOffloaded) {
   PooledSession* idle = Make("a", T(1));
   ASSERT_TRUE(pool_->MakeHot(idle).ok());
   PooledSession* s = Make("a", T(2));
-  s->cold = Filled(0.5f);
+  s->cold = Cold(0.5f);
   ASSERT_TRUE(pool_->MakeHot(s).ok());
   ASSERT_TRUE(pool_->BeginTurn(s).ok());
   s->busy = true;
