@@ -6,7 +6,7 @@ it still runs, so every kernel must call WaitForPredecessor() before it reads wh
 kernel wrote or writes anything. A kernel that forgets races with its predecessor, silently and
 only on sm_90 GPUs, where CI cannot run it. So it is checked at the source, on every machine:
 
-  - every __global__ function in engine/cuda/*.cu calls WaitForPredecessor() in its body, unless
+  - every __global__ function in engine/cuda/*.cu and encoders/cuda/*.cu calls WaitForPredecessor() in its body, unless
     the line before it says `// plain launch: <why>` (launched with <<<>>>, ordinary stream order);
   - a `<<<` launch appears only for such a kernel: the others go through Launch().
 
@@ -55,7 +55,7 @@ def kernels(text: str):
 def main() -> int:
     root = pathlib.Path(__file__).resolve().parent.parent
     bad, checked, plain_kernels = [], 0, set()
-    for f in sorted((root / "engine" / "cuda").glob("*.cu")):
+    for f in sorted([*(root / "engine" / "cuda").glob("*.cu"), *(root / "encoders" / "cuda").glob("*.cu")]):
         text = f.read_text(errors="replace")
         rel = f.relative_to(root)
         for name, body, plain in kernels(text):

@@ -21,8 +21,9 @@ ALLOWED = {
     "serving": {"model", "text", "sampling", "base"},
 }
 # Outside engine/: encoders use the lower layers as libraries (the CPU backend's GEMM and thread
-# pool, the checkpoint readers, the loader for a bundle's language model), never the scheduler.
-OUTSIDE = {"encoders": {"model", "sampling", "base", "checkpoint", "cpu", "loader", "text"}}
+# pool, the checkpoint readers, the loader for a bundle's language model), never the scheduler;
+# encoders/cuda runs the towers' layers on the CUDA backend's cuBLAS, streams and LayerNorm.
+OUTSIDE = {"encoders": {"model", "sampling", "base", "checkpoint", "cpu", "cuda", "loader", "text"}}
 
 INCLUDE = re.compile(r'#include\s+"engine/([a-z_]+)/')
 

@@ -7,9 +7,10 @@
 #                                CUDA backend, sm_80 + sm_90) into out/device-check/ with the libraries
 #                                they need beyond glibc, libstdc++ and the CUDA driver/runtime.
 #   tools/device-check.sh run    there, in the repository root (out/device-check carried): runs
-#                                cuda_wkv_test, cuda_model_test and cuda_bench (the device's
-#                                measured limits, then decode/prefill/capacity per shape against
-#                                them) and prints the tables, within DEVICE_CHECK_SECONDS (480).
+#                                cuda_wkv_test, cuda_model_test, cuda_encoder_test, cuda_bench
+#                                (the device's measured limits, then decode/prefill/capacity per
+#                                shape against them) and cuda_encoder_bench, and prints the
+#                                tables, within DEVICE_CHECK_SECONDS (480).
 #   tools/device-check.sh profile  there too: where a step's device time goes, operation by
 #                                operation (cuda_bench --breakdown=on) for the 0.1B and 1.5B
 #                                shapes, and nsys's kernel summary where the machine has nsys.
@@ -25,9 +26,11 @@ out=out/device-check
 case "${1:-}" in
   pack)
     cmake --preset release -DMODRWKV_CUDA=ON >/dev/null
-    cmake --build build -j"$(nproc)" --target cuda_wkv_test cuda_model_test cuda_bench
+    cmake --build build -j"$(nproc)" --target cuda_wkv_test cuda_model_test cuda_bench \
+      cuda_encoder_test cuda_encoder_bench
     rm -rf "$out" && mkdir -p "$out/bin" "$out/lib"
-    cp build/bin/cuda_wkv_test build/bin/cuda_model_test build/bin/cuda_bench "$out/bin/"
+    cp build/bin/cuda_wkv_test build/bin/cuda_model_test build/bin/cuda_bench \
+      build/bin/cuda_encoder_test build/bin/cuda_encoder_bench "$out/bin/"
     # Libraries from outside the base system: Abseil, GoogleTest, zlib and the like.
     ldd "$out"/bin/* | awk '/=> \// {print $1, $3}' | sort -u | while read -r name path; do
       case $name in
@@ -103,6 +106,8 @@ case "${1:-}" in
     step 90 "cuda_wkv_test (kernels against their CPU twins)" "$out/bin/cuda_wkv_test" --gtest_brief=1
     step 120 "cuda_model_test (the model against the CPU backend)" \
       "$out/bin/cuda_model_test" --gtest_brief=1
+    step 60 "cuda_encoder_test (the towers' layers on the GPU against the CPU)" \
+      "$out/bin/cuda_encoder_test" --gtest_brief=1
     # Most of a shape's time goes to building and uploading its random weights.
     step 120 "cuda_bench (the device's limits; 1.5B bf16: the issue's targets)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --batches=1,64,256,1024
@@ -114,6 +119,8 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --states=f16 --batches=1,256,1024
     step 90 "cuda_bench (0.1B and 2.9B bf16)" \
       "$out/bin/cuda_bench" --shapes=0.1b,2.9b --dtypes=bf16 --batches=1,64,256,1024
+    step 60 "cuda_encoder_bench (SigLIP2-base and Whisper-small: layers on the GPU against the CPU)" \
+      "$out/bin/cuda_encoder_bench" --batches=1,4
     step 45 "cuda_bench --kernels (single kernels against the copy bandwidth, cuBLAS beside them)" \
       "$out/bin/cuda_bench" --kernels=on --shapes=
     step 45 "cuda_bench (1.5B, bf16 weights, plain launches: what overlapped launches save)" \

@@ -74,10 +74,11 @@ absl::StatusOr<std::unique_ptr<AudioPipeline>> AudioPipeline::Create(
 
 absl::StatusOr<std::unique_ptr<AudioPipeline>> AudioPipeline::Load(
     const std::string& folder, std::unique_ptr<AdapterChain> adapter,
-    const AudioDecodeOptions& decode, std::string id) {
+    const AudioDecodeOptions& decode, std::string id, const LayerStackFactory& layers) {
   MODRWKV_ASSIGN_OR_RETURN(std::string type, ModelType(folder));
   if (type == "whisper") {
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WhisperEncoder> w, WhisperEncoder::Load(folder));
+    if (layers) MODRWKV_RETURN_IF_ERROR(w->UseLayerStack(layers));
     MODRWKV_ASSIGN_OR_RETURN(WhisperFeatureConfig fc, WhisperFeatureConfig::FromFolder(folder));
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WhisperFrontEnd> fe, WhisperFrontEnd::Create(fc));
     return Create(std::move(w), std::move(fe), nullptr, std::move(adapter), decode, std::move(id));
@@ -86,8 +87,8 @@ absl::StatusOr<std::unique_ptr<AudioPipeline>> AudioPipeline::Load(
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WavlmEncoder> w, WavlmEncoder::Load(folder));
     return Create(nullptr, nullptr, std::move(w), std::move(adapter), decode, std::move(id));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      folder, "/config.json: model_type is \"", type, "\", expected \"whisper\" or \"wavlm\""));
+  return absl::InvalidArgumentError(absl::StrCat(folder, "/config.json: model_type is \"", type,
+                                                 "\", expected \"whisper\" or \"wavlm\""));
 }
 
 double AudioPipeline::rows_per_second() const {
@@ -163,8 +164,7 @@ absl::Status AudioPipeline::EncodeBatch(absl::Span<const PreparedItem* const> it
     const int n = static_cast<int>(items[i]->data.size());
     const int frames = wavlm_->OutputFrames(n);
     std::vector<float> features(size_t{1} * frames * wavlm_->output_dim());
-    MODRWKV_RETURN_IF_ERROR(
-        wavlm_->Forward(items[i]->data, 1, n, absl::MakeSpan(features), pool));
+    MODRWKV_RETURN_IF_ERROR(wavlm_->Forward(items[i]->data, 1, n, absl::MakeSpan(features), pool));
     MODRWKV_RETURN_IF_ERROR(AdapterRows(features, frames, &(*out)[i], pool));
   }
   return absl::OkStatus();

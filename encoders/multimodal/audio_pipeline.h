@@ -31,11 +31,12 @@ class AudioPipeline : public ItemEncoder {
       std::unique_ptr<WavlmEncoder> wavlm, std::unique_ptr<AdapterChain> adapter,
       const AudioDecodeOptions& decode, std::string id);
 
-  // Loads the encoder folder: config.json's model_type says whisper or wavlm.
-  static absl::StatusOr<std::unique_ptr<AudioPipeline>> Load(const std::string& folder,
-                                                             std::unique_ptr<AdapterChain> adapter,
-                                                             const AudioDecodeOptions& decode,
-                                                             std::string id);
+  // Loads the encoder folder: config.json's model_type says whisper or wavlm. With `layers`,
+  // Whisper's transformer layers run through its runner (a GPU); WavLM's always on the CPU (its
+  // layers, post-LN with a relative position bias, are not RunPreLnLayer's).
+  static absl::StatusOr<std::unique_ptr<AudioPipeline>> Load(
+      const std::string& folder, std::unique_ptr<AdapterChain> adapter,
+      const AudioDecodeOptions& decode, std::string id, const LayerStackFactory& layers = nullptr);
 
   const char* encoder_kind() const { return whisper_ ? "whisper" : "wavlm"; }
   int dim() const { return adapter_->output_dim(); }
@@ -50,8 +51,8 @@ class AudioPipeline : public ItemEncoder {
                            std::vector<EmbeddingRows>* out, cpu::ThreadPool* pool) const override;
 
   // One clip, synchronously (CLI, tests).
-  absl::StatusOr<EmbeddingRows> EncodeClip(absl::Span<const uint8_t> bytes,
-                                           absl::string_view field, cpu::ThreadPool* pool) const;
+  absl::StatusOr<EmbeddingRows> EncodeClip(absl::Span<const uint8_t> bytes, absl::string_view field,
+                                           cpu::ThreadPool* pool) const;
 
  private:
   AudioPipeline() = default;

@@ -10,6 +10,9 @@
 #include "encoders/vision/vit_config.h"
 #include "engine/base/status_macros.h"
 #include "engine/loader/model_loader.h"
+#if MODRWKV_HAVE_CUDA
+#include "encoders/cuda/cuda_layer_stack.h"
+#endif
 
 namespace modrwkv::encoders {
 namespace {
@@ -48,9 +51,21 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
   return fallback;
 }
 
+// Where the towers' transformer layers run: on the language model's GPU when it has one (a
+// null factory: on the CPU).
+absl::StatusOr<LayerStackFactory> EncoderLayers(const ModelOptions& model_options) {
+  MODRWKV_ASSIGN_OR_RETURN(const int device, model_options.CudaDevice());
+#if MODRWKV_HAVE_CUDA
+  if (device >= 0) return cuda::CudaLayerStack::Factory(device);
+#endif
+  (void)device;  // without the CUDA backend the loader has already refused a device
+  return LayerStackFactory();
+}
+
 absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
     const std::string& folder, const VisionManifest& vm, const CheckpointLayout& layout,
-    const Checkpoint& ckpt, const DecodeOptions& decode, uint64_t fingerprint) {
+    const Checkpoint& ckpt, const DecodeOptions& decode, uint64_t fingerprint,
+    const LayerStackFactory& layers) {
   VisionTowerOptions to;
   to.feature_layer = vm.feature_layer;
   to.drop_class_token = vm.drop_class_token;
@@ -64,6 +79,7 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
   } else {
     MODRWKV_ASSIGN_OR_RETURN(tower, VisionTower::Load(folder, to));
   }
+  if (layers) MODRWKV_RETURN_IF_ERROR(tower->UseLayerStack(layers));
   MODRWKV_ASSIGN_OR_RETURN(
       PreprocessConfig pre,
       LoadPreprocessorConfig((fs::path(folder) / "preprocessor_config.json").string()));
@@ -83,7 +99,8 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
 
 absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
     const std::string& folder, const AudioManifest& am, const CheckpointLayout& layout,
-    const Checkpoint& ckpt, const AudioDecodeOptions& decode, uint64_t fingerprint) {
+    const Checkpoint& ckpt, const AudioDecodeOptions& decode, uint64_t fingerprint,
+    const LayerStackFactory& layers) {
   AdapterSpec spec = layout.adapter;
   if (!am.adapter_json.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(spec, ParseAdapterSpec(am.adapter_json));
@@ -93,8 +110,9 @@ absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
   std::string id = absl::StrFormat("%s|%s|%016x|%s", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint, AdapterSpecToJson(spec));
   // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.
-  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AudioPipeline> p,
-                           AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id)));
+  MODRWKV_ASSIGN_OR_RETURN(
+      std::unique_ptr<AudioPipeline> p,
+      AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id), layers));
   return std::shared_ptr<const AudioPipeline>(std::move(p));
 }
 
@@ -166,8 +184,10 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   const std::string audio_folder =
       !options.audio_encoder.empty() ? options.audio_encoder : am.encoder;
   if (!audio_folder.empty()) {
-    MODRWKV_ASSIGN_OR_RETURN(b.audio, OpenAudio(audio_folder, am, b.layout, *ckpt,
-                                                options.audio_decode, b.model->info().fingerprint));
+    MODRWKV_ASSIGN_OR_RETURN(const LayerStackFactory layers, EncoderLayers(model_options));
+    MODRWKV_ASSIGN_OR_RETURN(b.audio,
+                             OpenAudio(audio_folder, am, b.layout, *ckpt, options.audio_decode,
+                                       b.model->info().fingerprint, layers));
     if (b.audio->dim() != b.model->config().n_embd) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "the audio adapter gives rows of width %d but the language model's width is %d",
@@ -187,8 +207,9 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
         "): serving text only");
     return b;
   }
+  MODRWKV_ASSIGN_OR_RETURN(const LayerStackFactory layers, EncoderLayers(model_options));
   MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,
-                                                b.model->info().fingerprint));
+                                                b.model->info().fingerprint, layers));
   if (b.vision->dim() != b.model->config().n_embd) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the vision adapter gives rows of width %d but the language model's width is %d",

@@ -38,6 +38,11 @@ double WhisperEncoder::FlopsPerClip() const {
   return convs + layer_shape().Flops() * config_.encoder_layers;
 }
 
+absl::Status WhisperEncoder::UseLayerStack(const LayerStackFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(layer_stack_, factory(layers_, layer_shape()));
+  return absl::OkStatus();
+}
+
 absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, absl::Span<float> out,
                                      cpu::ThreadPool* pool) const {
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be > 0"));
@@ -107,9 +112,13 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
       }
     });
   }
-  EncoderScratch scratch(shape, rows, pool->size());
-  for (const EncoderLayerWeights& l : layers_) {
-    RunPreLnLayer(l, shape, batch, x.data(), &scratch, pool, &lin);
+  if (layer_stack_) {
+    MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));
+  } else {
+    EncoderScratch scratch(shape, rows, pool->size());
+    for (const EncoderLayerWeights& l : layers_) {
+      RunPreLnLayer(l, shape, batch, x.data(), &scratch, pool, &lin);
+    }
   }
   LayerNormRows(x.data(), out.data(), rows, d, ln_w_, ln_b_, shape.eps, pool);
   return absl::OkStatus();

@@ -63,6 +63,10 @@ class WhisperEncoder {
   // Multiply-adds x 2 of one clip's forward pass (convolutions, projections, attention products).
   double FlopsPerClip() const;
 
+  // From now on the encoder layers run through `factory`'s runner (on a GPU: encoders/cuda);
+  // the rest of Forward stays on the CPU. Call before the encoder is shared between threads.
+  absl::Status UseLayerStack(const LayerStackFactory& factory);
+
  private:
   explicit WhisperEncoder(const WhisperConfig& config) : config_(config) {}
   EncoderLayerShape layer_shape() const;
@@ -75,6 +79,7 @@ class WhisperEncoder {
   std::vector<float> pos_;          // [max_source_positions][D], embed_positions.weight
   std::vector<float> ln_w_, ln_b_;  // [D], the final layer_norm
   std::vector<EncoderLayerWeights> layers_;
+  std::unique_ptr<LayerStackRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
 };
 
 }  // namespace modrwkv::encoders

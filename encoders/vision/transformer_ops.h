@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
 
@@ -109,5 +113,20 @@ void SelfAttention(const EncoderLayerShape& s, int batch, const float* qkv, floa
 // projection together.
 void RunPreLnLayer(const EncoderLayerWeights& l, const EncoderLayerShape& s, int batch, float* x,
                    EncoderScratch* scratch, cpu::ThreadPool* pool, cpu::LinearRunner* lin);
+
+// A tower's stack of pre-LN layers run somewhere other than this CPU (a GPU: encoders/cuda), in
+// place of RunPreLnLayer's loop; the rest of the tower's forward pass stays on the CPU.
+// Thread-safe: encoder workers call Run concurrently.
+class LayerStackRunner {
+ public:
+  virtual ~LayerStackRunner() = default;
+  // x: [batch * tokens][dim] host rows, in place, through every layer the runner was built with.
+  virtual absl::Status Run(float* x, int batch) const = 0;
+};
+
+// Builds a runner for `layers` (in order) of `shape`; an error when they cannot be placed (no
+// device, out of memory).
+using LayerStackFactory = std::function<absl::StatusOr<std::unique_ptr<LayerStackRunner>>(
+    absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape)>;
 
 }  // namespace modrwkv::encoders

@@ -40,6 +40,11 @@ double VisionTower::FlopsPerImage() const {
   return patch + layer_shape().Flops() * layers_to_run();
 }
 
+absl::Status VisionTower::UseLayerStack(const LayerStackFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(layer_stack_, factory(layers_, layer_shape()));
+  return absl::OkStatus();
+}
+
 absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, absl::Span<float> out,
                                   cpu::ThreadPool* pool) const {
   const VitConfig& c = config_;
@@ -102,8 +107,12 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
   if (c.kind == VitKind::kClip) {
     LayerNormRows(x.data(), x.data(), rows, d, pre_ln_w_, pre_ln_b_, c.layer_norm_eps, pool);
   }
-  for (const EncoderLayerWeights& l : layers_) {
-    RunPreLnLayer(l, shape, batch, x.data(), &scratch, pool, &lin);
+  if (layer_stack_) {
+    MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));
+  } else {
+    for (const EncoderLayerWeights& l : layers_) {
+      RunPreLnLayer(l, shape, batch, x.data(), &scratch, pool, &lin);
+    }
   }
   const int skip = options_.drop_class_token ? 1 : 0;
   pool->ParallelFor(batch, [&](int64_t b, int) {

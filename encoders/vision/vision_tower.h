@@ -65,6 +65,10 @@ class VisionTower {
   // attention products).
   double FlopsPerImage() const;
 
+  // From now on the encoder layers run through `factory`'s runner (on a GPU: encoders/cuda);
+  // the rest of Forward stays on the CPU. Call before the encoder is shared between threads.
+  absl::Status UseLayerStack(const LayerStackFactory& factory);
+
  private:
   VisionTower(const VitConfig& config, const VisionTowerOptions& options)
       : config_(config), options_(options) {}
@@ -81,6 +85,7 @@ class VisionTower {
   std::vector<float> pre_ln_w_, pre_ln_b_;    // [D], CLIP pre_layrnorm
   std::vector<float> post_ln_w_, post_ln_b_;  // [D], SigLIP post_layernorm
   std::vector<EncoderLayerWeights> layers_;
+  std::unique_ptr<LayerStackRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
 };
 
 }  // namespace modrwkv::encoders

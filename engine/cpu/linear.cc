@@ -40,6 +40,33 @@ template class AlignedBuffer<float>;
 template class AlignedBuffer<uint16_t>;
 template class AlignedBuffer<int8_t>;
 
+std::vector<float> UnpackMatrix(const Matrix& m) {
+  std::vector<float> out(static_cast<size_t>(m.rows) * m.cols);
+  auto value = [&](int64_t at, int o) {
+    switch (m.type) {
+      case WType::kF32:
+        return m.f32.data()[at];
+      case WType::kBF16:
+        return BF16ToF32(m.bf16.data()[at]);
+      case WType::kI8:
+        return static_cast<float>(m.i8.data()[at]) * m.scale[o];
+    }
+    return 0.0f;
+  };
+  const int64_t stride = static_cast<int64_t>(m.cols) * kPanelCols;
+  for (int o = 0; o < m.rows; ++o) {
+    const int p = o / kPanelCols, c = o % kPanelCols;
+    const int slot = m.type == WType::kBF16 ? 2 * (c % 16) + c / 16 : c;  // as PackPanels
+    for (int i = 0; i < m.cols; ++i) {
+      const int64_t at = m.layout == Layout::kRows
+                             ? static_cast<int64_t>(o) * m.cols + i
+                             : p * stride + static_cast<int64_t>(i) * kPanelCols + slot;
+      out[static_cast<size_t>(o) * m.cols + i] = value(at, o);
+    }
+  }
+  return out;
+}
+
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout) {
   Matrix m;
   m.type = type;

@@ -80,6 +80,10 @@ struct Matrix {
 // q = round(w / scale). kI8 needs the kPanels layout.
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout);
 
+// W[out][in] as f32, row-major, whatever the Matrix's type and layout (bf16 widened, int8
+// scaled): for a consumer with its own GEMM, such as an encoder on a GPU.
+std::vector<float> UnpackMatrix(const Matrix& m);
+
 // Runs dense layers (kPanels matrices) on a thread pool.
 class LinearRunner {
  public:

@@ -33,6 +33,7 @@ absl::StatusOr<CublasApi> Open() {
   sym(&api.SetMathMode, "cublasSetMathMode");
   sym(&api.SetWorkspace, "cublasSetWorkspace_v2");
   sym(&api.Sgemm, "cublasSgemm_v2");
+  sym(&api.SgemmStridedBatched, "cublasSgemmStridedBatched");
   sym(&api.GemmEx, "cublasGemmEx");
   if (!missing.ok()) return missing;  // the library stays open: it is never closed anyway
   return api;

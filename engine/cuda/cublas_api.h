@@ -23,6 +23,13 @@ struct CublasApi {
   cublasStatus_t (*Sgemm)(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                           int m, int n, int k, const float* alpha, const float* a, int lda,
                           const float* b, int ldb, const float* beta, float* c, int ldc);
+  // Many products of one shape at fixed strides (an encoder's attention, one per head).
+  cublasStatus_t (*SgemmStridedBatched)(cublasHandle_t handle, cublasOperation_t transa,
+                                        cublasOperation_t transb, int m, int n, int k,
+                                        const float* alpha, const float* a, int lda,
+                                        long long stride_a, const float* b, int ldb,
+                                        long long stride_b, const float* beta, float* c, int ldc,
+                                        long long stride_c, int batch);
   // Mixed types: the bf16-weight products on tensor cores (bf16 A and B, f32 C and accumulation).
   cublasStatus_t (*GemmEx)(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const void* alpha,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/base/tensor.h"
+#include "engine/cpu/linear.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cpu {
@@ -91,6 +92,41 @@ TEST(PanelGemmTest, ScalarKernelComputesTheProductOfThePackedLayout) {
       for (int o = 0; o < out; ++o) {
         ASSERT_NEAR(y[b * out + o], 7.0 + Dot(wt, w, x, o, b, in, scale), 1e-4)
             << "wt=" << static_cast<int>(wt) << " b=" << b << " o=" << o;
+      }
+    }
+  }
+}
+
+// UnpackMatrix gives back W[out][in] from every type and layout MakeMatrix builds, from either
+// orientation of the checkpoint tensor.
+TEST(UnpackMatrixTest, InvertsMakeMatrix) {
+  const int out = 45, in = 20;  // two panels, the second partial
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 5);
+  std::vector<float> wt(w.size());  // [in][out]
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) wt[static_cast<size_t>(i) * out + o] = w[o * in + i];
+  }
+  const TensorView plain{"w", DType::kF32, {out, in}, w.data(), w.size() * 4};
+  const TensorView transposed{"w", DType::kF32, {in, out}, wt.data(), wt.size() * 4};
+  for (const auto& [view, is_t] : {std::pair{plain, false}, std::pair{transposed, true}}) {
+    for (WType type : {WType::kF32, WType::kBF16, WType::kI8}) {
+      for (Layout layout : {Layout::kRows, Layout::kPanels}) {
+        if (type == WType::kI8 && layout == Layout::kRows) continue;  // not built
+        const Matrix m = MakeMatrix(view, is_t, type, layout);
+        const std::vector<float> back = UnpackMatrix(m);
+        ASSERT_EQ(back.size(), w.size());
+        for (int o = 0; o < out; ++o) {
+          for (int i = 0; i < in; ++i) {
+            const float v = w[o * in + i];
+            const float want = type == WType::kF32    ? v
+                               : type == WType::kBF16 ? BF16ToF32(F32ToBF16(v))
+                                                      : back[o * in + i];
+            ASSERT_EQ(back[o * in + i], want) << static_cast<int>(type) << " o=" << o;
+            if (type == WType::kI8) {
+              ASSERT_NEAR(back[o * in + i], v, m.scale[o] / 2 + 1e-7);
+            }
+          }
+        }
       }
     }
   }

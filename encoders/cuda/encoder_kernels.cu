@@ -1,0 +1,105 @@
+#include <algorithm>
+#include <cmath>
+
+#include "encoders/cuda/encoder_kernels.cuh"
+#include "engine/cuda/launch.cuh"
+
+namespace modrwkv::encoders::cuda {
+namespace {
+
+using modrwkv::cuda::AllowSuccessor;
+using modrwkv::cuda::Launch;
+using modrwkv::cuda::WaitForPredecessor;
+
+__device__ __forceinline__ float Activate(float x, BiasActivation act) {
+  switch (act) {
+    case BiasActivation::kNone:
+      return x;
+    case BiasActivation::kGeluErf:
+      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case BiasActivation::kGeluTanh:
+      return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case BiasActivation::kQuickGelu:
+      return x / (1.0f + expf(-1.702f * x));
+  }
+  return x;
+}
+
+__global__ void BiasActivationKernel(float* y, int64_t total, int n, const float* bias,
+                                     BiasActivation act) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    y[i] = Activate(y[i] + bias[i % n], act);
+  }
+}
+
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct Sum {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+
+// op over the block (blockDim.x a multiple of 32), in every thread; `identity` is op's neutral
+// value and `scratch` holds one float per warp. Synchronises the block.
+template <typename Op>
+__device__ __forceinline__ float BlockReduce(float v, float* scratch, Op op, float identity) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // the previous call's readers are done with scratch
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < static_cast<int>(blockDim.x / 32) ? scratch[lane] : identity;
+  for (int o = 16; o > 0; o >>= 1) t = op(t, __shfl_xor_sync(0xffffffffu, t, o));
+  return t;
+}
+
+constexpr int kSoftmaxThreads = 256;
+
+// One block per row.
+__global__ void __launch_bounds__(kSoftmaxThreads)
+    ScaledSoftmaxKernel(float* s, int n, float scale, int causal_period) {
+  __shared__ float scratch[kSoftmaxThreads / 32];
+  AllowSuccessor();
+  WaitForPredecessor();
+  float* row = s + static_cast<int64_t>(blockIdx.x) * n;
+  const int kept = causal_period > 0 ? static_cast<int>(blockIdx.x % causal_period) + 1 : n;
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < kept; i += blockDim.x) m = fmaxf(m, row[i]);
+  m = BlockReduce(m, scratch, Max(), -INFINITY);
+  const float shift = m * scale;  // max(scale * s_i) = scale * max(s_i) for scale > 0
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < kept; i += blockDim.x) {
+    const float e = expf(row[i] * scale - shift);
+    row[i] = e;
+    sum += e;
+  }
+  sum = BlockReduce(sum, scratch, Sum(), 0.0f);
+  const float inv = 1.0f / sum;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = i < kept ? row[i] * inv : 0.0f;
+}
+
+}  // namespace
+
+absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, int n,
+                                  const float* bias, BiasActivation act) {
+  const int64_t total = rows * n;
+  if (total == 0) return absl::OkStatus();
+  constexpr int kThreads = 256;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65536);
+  return Launch("BiasActivation", BiasActivationKernel, dim3(static_cast<unsigned>(blocks)),
+                dim3(kThreads), 0, stream, y, total, n, bias, act);
+}
+
+absl::Status LaunchScaledSoftmax(cudaStream_t stream, float* s, int64_t rows, int n, float scale,
+                                 int causal_period) {
+  if (rows == 0 || n == 0) return absl::OkStatus();
+  if (rows > 0x7fffffff) return absl::InvalidArgumentError("ScaledSoftmax: too many rows");
+  return Launch("ScaledSoftmax", ScaledSoftmaxKernel, dim3(static_cast<unsigned>(rows)),
+                dim3(kSoftmaxThreads), 0, stream, s, n, scale, causal_period);
+}
+
+}  // namespace modrwkv::encoders::cuda

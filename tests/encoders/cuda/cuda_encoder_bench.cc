@@ -1,0 +1,179 @@
+// cuda_encoder_bench: the towers' forward passes with their transformer layers on the GPU
+// (encoders/cuda) against the same towers wholly on this machine's CPU threads, on random weights
+// of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image) and the
+// Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip). Prints ms per item both
+// ways and the GPU's share: what its layers reach against the measured f32 SGEMM rate (they run
+// f32, without TF32).
+//
+//   cuda_encoder_bench [--batches=1,4] [--threads=N (default: every core)] [--device=0]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/speech/whisper_encoder.h"
+#include "encoders/speech/whisper_random.h"
+#include "encoders/vision/random_vit.h"
+#include "encoders/vision/vision_tower.h"
+#include "encoders/vision/vit_config.h"
+#include "engine/base/status_macros.h"
+#include "engine/checkpoint/random_weights.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/cuda/cublas_api.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/device_buffer.h"
+
+namespace modrwkv::encoders::cuda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// cuBLAS SGEMM at 4096^3 (no TF32), FLOP/s.
+absl::StatusOr<double> SgemmRate() {
+  using namespace modrwkv::cuda;
+  MODRWKV_ASSIGN_OR_RETURN(const CublasApi* blas, Cublas());
+  cublasHandle_t h = nullptr;
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->Create(&h));
+  const int n = 4096;
+  MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> a, AllocDevice<float>(size_t{n} * n));
+  MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> b, AllocDevice<float>(size_t{n} * n));
+  MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> c, AllocDevice<float>(size_t{n} * n));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(a.get(), 0, size_t{n} * n * 4));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(b.get(), 0, size_t{n} * n * 4));
+  const float one = 1, zero = 0;
+  auto run = [&]() {
+    return blas->Sgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.get(), n, b.get(), n, &zero,
+                       c.get(), n);
+  };
+  MODRWKV_CUBLAS_RETURN_IF_ERROR(run());
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  const int reps = 10;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) MODRWKV_CUBLAS_RETURN_IF_ERROR(run());
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  const double s = Seconds(t0);
+  blas->Destroy(h);
+  return 2.0 * n * n * n * reps / s;
+}
+
+// Best of `reps` timed calls after one warm-up.
+template <typename Fn>
+absl::StatusOr<double> Best(int reps, Fn fn) {
+  MODRWKV_RETURN_IF_ERROR(fn());
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    MODRWKV_RETURN_IF_ERROR(fn());
+    best = std::min(best, Seconds(t0));
+  }
+  return best;
+}
+
+void Row(const char* tower, int batch, double cpu_s, double gpu_s, double layer_flops,
+         double sgemm) {
+  std::printf(
+      "| %s | %d | %.1f | %.2f | %.0fx | %.1f TFLOP/s = %.0f%% of SGEMM (whole forward) |\n", tower,
+      batch, cpu_s / batch * 1e3, gpu_s / batch * 1e3, cpu_s / gpu_s, layer_flops / gpu_s / 1e12,
+      100 * layer_flops / gpu_s / sgemm);
+}
+
+absl::Status Main(const std::vector<int>& batches, int threads, int device) {
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  MODRWKV_ASSIGN_OR_RETURN(const double sgemm, SgemmRate());
+  cpu::ThreadPool pool(threads);
+  std::printf("f32 SGEMM %.1f TFLOP/s; CPU side %d threads\n\n", sgemm / 1e12, threads);
+  std::printf(
+      "| encoder | batch | CPU ms per item | GPU layers ms per item | speed-up | GPU layers |\n"
+      "|---|---|---|---|---|---|\n");
+  {
+    MODRWKV_ASSIGN_OR_RETURN(VitConfig config, ParseVitConfig(R"({"model_type": "siglip",
+        "vision_config": {"image_size": 384, "patch_size": 16}})"));
+    const std::vector<OwnedTensor> w = MakeRandomVitWeights(config, 1);
+    MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, VisionTower::Create(config, ViewsOf(w), "", {}));
+    MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, VisionTower::Create(config, ViewsOf(w), "", {}));
+    MODRWKV_RETURN_IF_ERROR(on_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
+    for (const int b : batches) {
+      const std::vector<float> px = RandomPixels(config, b, 1);
+      std::vector<float> out(static_cast<size_t>(b) * on_cpu->output_rows() * config.hidden_size);
+      MODRWKV_ASSIGN_OR_RETURN(const double c, Best(2, [&] {
+                                 return on_cpu->Forward(px, b, absl::MakeSpan(out), &pool);
+                               }));
+      MODRWKV_ASSIGN_OR_RETURN(const double g, Best(5, [&] {
+                                 return on_gpu->Forward(px, b, absl::MakeSpan(out), &pool);
+                               }));
+      Row("SigLIP2-base/16@384", b, c, g, on_cpu->FlopsPerImage() * b, sgemm);
+    }
+  }
+  {
+    WhisperConfig config;  // whisper-small's encoder
+    config.d_model = 768;
+    config.encoder_layers = 12;
+    config.encoder_attention_heads = 12;
+    config.encoder_ffn_dim = 3072;
+    const std::vector<OwnedTensor> w = MakeRandomWhisperWeights(config, 1);
+    MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, WhisperEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, WhisperEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_RETURN_IF_ERROR(on_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
+    for (const int b : batches) {
+      const std::vector<float> mel = RandomMel(config, b, 1);
+      std::vector<float> out(static_cast<size_t>(b) * config.frames() * config.d_model);
+      MODRWKV_ASSIGN_OR_RETURN(const double c, Best(1, [&] {
+                                 return on_cpu->Forward(mel, b, absl::MakeSpan(out), &pool);
+                               }));
+      MODRWKV_ASSIGN_OR_RETURN(const double g, Best(3, [&] {
+                                 return on_gpu->Forward(mel, b, absl::MakeSpan(out), &pool);
+                               }));
+      Row("Whisper-small encoder (30 s)", b, c, g, on_cpu->FlopsPerClip() * b, sgemm);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace modrwkv::encoders::cuda
+
+int main(int argc, char** argv) {
+  std::vector<int> batches = {1, 4};
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int device = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    bool ok = true;
+    if (arg.rfind("--batches=", 0) == 0) {
+      batches.clear();
+      for (absl::string_view v : absl::StrSplit(arg.substr(10), ',')) {
+        int b = 0;
+        ok = ok && absl::SimpleAtoi(v, &b) && b > 0;
+        batches.push_back(b);
+      }
+    } else if (arg.rfind("--threads=", 0) == 0) {
+      ok = absl::SimpleAtoi(arg.substr(10), &threads) && threads > 0;
+    } else if (arg.rfind("--device=", 0) == 0) {
+      ok = absl::SimpleAtoi(arg.substr(9), &device) && device >= 0;
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr,
+                   "usage: cuda_encoder_bench [--batches=1,4] [--threads=N] [--device=0]\n");
+      return 2;
+    }
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const absl::Status s = modrwkv::encoders::cuda::Main(batches, threads, device);
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,220 @@
+// The towers' transformer layers on a GPU (encoders/cuda) against the same layers on the CPU
+// (transformer_ops.h's RunPreLnLayer): single stacks of random weights in every variant the
+// towers use (activations, causal, bf16 matrices, batches, one token), then whole SigLIP, CLIP
+// and Whisper encoders with their layers placed on the GPU. f32 on both sides: the results differ
+// only in the order of float sums. Without a device, the GPU cases skip.
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/speech/whisper_encoder.h"
+#include "encoders/speech/whisper_random.h"
+#include "encoders/vision/random_vit.h"
+#include "encoders/vision/transformer_ops.h"
+#include "encoders/vision/vision_tower.h"
+#include "encoders/vision/vit_config.h"
+#include "engine/checkpoint/random_weights.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/cuda/cuda_check.h"
+#include "gtest/gtest.h"
+
+namespace modrwkv::encoders::cuda {
+namespace {
+
+bool HaveDevice() {
+  absl::StatusOr<int> n = modrwkv::cuda::CudaDeviceCount();
+  return n.ok() && *n > 0;
+}
+
+// max |a - b| over the standard deviation of a.
+double RelErr(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double mean = 0, var = 0, err = 0;
+  for (float v : a) mean += v;
+  mean /= a.size();
+  for (float v : a) var += (v - mean) * (v - mean);
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    err = std::max(err, std::abs(double(a[i]) - b[i]));
+    if (!std::isfinite(b[i])) return INFINITY;
+  }
+  return err / (std::sqrt(var / a.size()) + 1e-30);
+}
+
+std::vector<float> Uniform(size_t n, std::mt19937* g, float scale) {
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(*g);
+  return v;
+}
+
+cpu::Matrix RandomMatrix(int out, int in, std::mt19937* g, cpu::WType type) {
+  const std::vector<float> w = Uniform(static_cast<size_t>(out) * in, g, 1.0f / std::sqrt(in));
+  const TensorView view{"w", DType::kF32, {out, in}, w.data(), w.size() * 4};
+  return cpu::MakeMatrix(view, false, type, cpu::Layout::kPanels);
+}
+
+EncoderLayerWeights RandomLayer(const EncoderLayerShape& s, std::mt19937* g, cpu::WType type) {
+  const int d = s.dim, f = s.ffn;
+  EncoderLayerWeights l;
+  l.ln1_w = Uniform(d, g, 0.5f);
+  for (float& v : l.ln1_w) v += 1.0f;
+  l.ln1_b = Uniform(d, g, 0.1f);
+  l.ln2_w = Uniform(d, g, 0.5f);
+  for (float& v : l.ln2_w) v += 1.0f;
+  l.ln2_b = Uniform(d, g, 0.1f);
+  l.qkv = RandomMatrix(3 * d, d, g, type);
+  l.qkv_b = Uniform(3 * d, g, 0.1f);
+  l.out = RandomMatrix(d, d, g, type);
+  l.out_b = Uniform(d, g, 0.1f);
+  l.fc1 = RandomMatrix(f, d, g, type);
+  l.fc1_b = Uniform(f, g, 0.1f);
+  l.fc2 = RandomMatrix(d, f, g, type);
+  l.fc2_b = Uniform(d, g, 0.1f);
+  return l;
+}
+
+struct StackCase {
+  const char* name;
+  EncoderLayerShape shape;
+  int batch;
+  cpu::WType type;
+};
+
+class CudaLayerStackTest : public testing::TestWithParam<StackCase> {};
+
+TEST_P(CudaLayerStackTest, MatchesTheCpuLayers) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const StackCase& c = GetParam();
+  std::mt19937 g(17);
+  std::vector<EncoderLayerWeights> layers;
+  for (int i = 0; i < 3; ++i) layers.push_back(RandomLayer(c.shape, &g, c.type));
+  const int rows = c.batch * c.shape.tokens;
+  const std::vector<float> x0 = Uniform(static_cast<size_t>(rows) * c.shape.dim, &g, 1.0f);
+
+  cpu::ThreadPool pool(2);
+  cpu::LinearRunner lin(&pool);
+  EncoderScratch scratch(c.shape, rows, pool.size());
+  std::vector<float> want = x0;
+  for (const EncoderLayerWeights& l : layers) {
+    RunPreLnLayer(l, c.shape, c.batch, want.data(), &scratch, &pool, &lin);
+  }
+  auto stack = CudaLayerStack::Create(layers, c.shape, 0);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  std::vector<float> got = x0;
+  ASSERT_TRUE((*stack)->Run(got.data(), c.batch).ok());
+  EXPECT_LT(RelErr(want, got), 1e-4) << c.name;
+  // Again, smaller: the scratch grown for the first run serves it.
+  if (c.batch > 1) {
+    std::vector<float> one(x0.begin(),
+                           x0.begin() + static_cast<int64_t>(c.shape.tokens) * c.shape.dim);
+    std::vector<float> one_want = one;
+    EncoderScratch s1(c.shape, c.shape.tokens, pool.size());
+    for (const EncoderLayerWeights& l : layers) {
+      RunPreLnLayer(l, c.shape, 1, one_want.data(), &s1, &pool, &lin);
+    }
+    ASSERT_TRUE((*stack)->Run(one.data(), 1).ok());
+    EXPECT_LT(RelErr(one_want, one), 1e-4) << c.name << ", batch 1 after " << c.batch;
+  }
+}
+
+EncoderLayerShape Shape(int tokens, int dim, int ffn, int heads, Activation act, bool causal) {
+  EncoderLayerShape s;
+  s.tokens = tokens;
+  s.dim = dim;
+  s.ffn = ffn;
+  s.heads = heads;
+  s.eps = 1e-6f;
+  s.act = act;
+  s.causal = causal;
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, CudaLayerStackTest,
+    testing::Values(
+        StackCase{"siglip-like", Shape(37, 64, 96, 4, Activation::kGeluTanh, false), 2,
+                  cpu::WType::kF32},
+        StackCase{"clip-like, bf16", Shape(50, 96, 160, 6, Activation::kQuickGelu, false), 3,
+                  cpu::WType::kBF16},
+        StackCase{"whisper-like, long", Shape(300, 64, 128, 2, Activation::kGeluErf, false), 1,
+                  cpu::WType::kF32},
+        StackCase{"causal", Shape(41, 64, 96, 4, Activation::kGeluErf, true), 2, cpu::WType::kF32},
+        StackCase{"one token", Shape(1, 32, 48, 2, Activation::kGeluErf, false), 4,
+                  cpu::WType::kF32}),
+    [](const testing::TestParamInfo<StackCase>& i) { return std::to_string(i.index); });
+
+TEST(CudaLayerStackErrors, BadShapesAndDevicesAreRefused) {
+  EncoderLayerShape s = Shape(8, 30, 48, 4, Activation::kGeluErf, false);  // 30 % 4 != 0
+  EXPECT_EQ(CudaLayerStack::Create({}, s, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  s.dim = 32;
+  EXPECT_EQ(CudaLayerStack::Create({}, s, 99).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  if (!HaveDevice()) return;
+  std::mt19937 g(3);
+  std::vector<EncoderLayerWeights> layers;
+  layers.push_back(RandomLayer(s, &g, cpu::WType::kF32));
+  EncoderLayerShape wider = s;
+  wider.ffn = 64;  // the weights say 48
+  EXPECT_EQ(CudaLayerStack::Create(layers, wider, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto stack = CudaLayerStack::Create(layers, s, 0);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  std::vector<float> x(8 * 32);
+  EXPECT_EQ((*stack)->Run(x.data(), 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Whole towers: the same encoder twice, the second with its layers on the GPU.
+TEST(CudaTowerTest, VisionTowersWithTheirLayersOnTheGpuMatchTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  for (const char* json :
+       {R"({"model_type": "siglip_vision_model", "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32,
+            "patch_size": 8})",
+        R"({"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "image_size": 32,
+            "patch_size": 8})"}) {
+    auto config = ParseVitConfig(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::vector<OwnedTensor> weights = MakeRandomVitWeights(*config, 5);
+    auto cpu_tower = VisionTower::Create(*config, ViewsOf(weights), "", {});
+    auto gpu_tower = VisionTower::Create(*config, ViewsOf(weights), "", {});
+    ASSERT_TRUE(cpu_tower.ok() && gpu_tower.ok()) << cpu_tower.status() << gpu_tower.status();
+    ASSERT_TRUE((*gpu_tower)->UseLayerStack(CudaLayerStack::Factory(0)).ok());
+    const int batch = 2;
+    const std::vector<float> px = RandomPixels(*config, batch, 5);
+    const size_t n = static_cast<size_t>(batch) * (*cpu_tower)->output_rows() * config->hidden_size;
+    std::vector<float> want(n), got(n);
+    cpu::ThreadPool pool(2);
+    ASSERT_TRUE((*cpu_tower)->Forward(px, batch, absl::MakeSpan(want), &pool).ok());
+    ASSERT_TRUE((*gpu_tower)->Forward(px, batch, absl::MakeSpan(got), &pool).ok());
+    EXPECT_LT(RelErr(want, got), 1e-4) << json;
+  }
+}
+
+TEST(CudaTowerTest, WhisperWithItsLayersOnTheGpuMatchesTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  WhisperConfig config;
+  config.num_mel_bins = 16;
+  config.d_model = 64;
+  config.encoder_layers = 2;
+  config.encoder_attention_heads = 4;
+  config.encoder_ffn_dim = 128;
+  config.max_source_positions = 100;
+  const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(config, 9);
+  auto cpu_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
+  auto gpu_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
+  ASSERT_TRUE(cpu_enc.ok() && gpu_enc.ok()) << cpu_enc.status() << gpu_enc.status();
+  ASSERT_TRUE((*gpu_enc)->UseLayerStack(CudaLayerStack::Factory(0)).ok());
+  const std::vector<float> mel = RandomMel(config, 2, 9);
+  const size_t n = static_cast<size_t>(2) * config.frames() * config.d_model;
+  std::vector<float> want(n), got(n);
+  cpu::ThreadPool pool(2);
+  ASSERT_TRUE((*cpu_enc)->Forward(mel, 2, absl::MakeSpan(want), &pool).ok());
+  ASSERT_TRUE((*gpu_enc)->Forward(mel, 2, absl::MakeSpan(got), &pool).ok());
+  EXPECT_LT(RelErr(want, got), 1e-4);
+}
+
+}  // namespace
+}  // namespace modrwkv::encoders::cuda
