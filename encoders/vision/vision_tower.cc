@@ -42,6 +42,7 @@ double VisionTower::FlopsPerImage() const {
 
 absl::Status VisionTower::UseLayerStack(const LayerStackFactory& factory) {
   MODRWKV_ASSIGN_OR_RETURN(layer_stack_, factory(layers_, layer_shape()));
+  std::vector<EncoderLayerWeights>().swap(layers_);  // the runner holds its own copy
   return absl::OkStatus();
 }
 

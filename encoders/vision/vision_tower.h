@@ -66,7 +66,8 @@ class VisionTower {
   double FlopsPerImage() const;
 
   // From now on the encoder layers run through `factory`'s runner (on a GPU: encoders/cuda);
-  // the rest of Forward stays on the CPU. Call before the encoder is shared between threads.
+  // the rest of Forward stays on the CPU, and the CPU copy of the layers is freed. Call before
+  // the encoder is shared between threads.
   absl::Status UseLayerStack(const LayerStackFactory& factory);
 
  private:

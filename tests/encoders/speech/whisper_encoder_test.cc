@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "encoders/speech/whisper_random.h"
 #include "engine/checkpoint/random_weights.h"
+#include "tests/encoders/vision/cpu_layer_stack.h"
 
 namespace modrwkv::encoders {
 namespace {
@@ -158,6 +159,21 @@ TEST(WhisperRealShapeTest, MediumSeededWeightsMatchTransformers) {
   GTEST_SKIP() << "1.1 TFLOP; the small shape covers the same code under sanitizers";
 #endif
   CheckRealShape("whisper_medium", WhisperMediumConfig());
+}
+
+// With a layer runner (a GPU's in production, here one that runs the same layers on the CPU),
+// the encoder hands it its layers and shape and returns what its CPU loop returns.
+TEST(WhisperEncoderTest, ALayerRunnerGetsEveryLayer) {
+  auto plain = WhisperEncoder::Load(kDir + "tiny_encoder");
+  auto placed = WhisperEncoder::Load(kDir + "tiny_encoder");
+  ASSERT_TRUE(plain.ok() && placed.ok()) << plain.status() << placed.status();
+  const CpuLayerStack* runner = nullptr;
+  ASSERT_TRUE((*placed)->UseLayerStack(CpuLayerStackFactory(&runner)).ok());
+  ASSERT_NE(runner, nullptr);
+  EXPECT_EQ(runner->layers(), (*plain)->config().encoder_layers);
+  const std::vector<float> mel = ReadF32("tiny_mel.bin");
+  EXPECT_EQ(Encode(**placed, mel, 2, 2), Encode(**plain, mel, 2, 2));
+  EXPECT_EQ(runner->runs, 1);
 }
 
 TEST(WhisperEncoderTest, ConcurrentCallersWithTheirOwnPools) {

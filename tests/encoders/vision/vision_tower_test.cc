@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "encoders/vision/random_vit.h"
 #include "engine/checkpoint/random_weights.h"
+#include "tests/encoders/vision/cpu_layer_stack.h"
 
 namespace modrwkv::encoders {
 namespace {
@@ -139,6 +140,34 @@ TEST(Siglip2BaseTest, SeededWeightsMatchTransformers) {
   }
   EXPECT_LE(worst, 1e-4);  // every row's sum, relative to the row's sum of |x|
   RecordProperty("max_rel_error_row_sums", absl::StrFormat("%.3g", worst));
+}
+
+// With a layer runner (a GPU's in production, here one that runs the same layers on the CPU),
+// the tower hands it exactly the layers it would run — CLIP's up to the feature layer — and
+// returns what its CPU loop returns.
+TEST(VisionTowerTest, ALayerRunnerGetsTheLayersTheTowerRuns) {
+  const std::vector<float> px = ReadF32("clip_small_pixels.bin");
+  for (const int feature_layer : {-1, -2, 0}) {
+    VisionTowerOptions opt;
+    opt.feature_layer = feature_layer;
+    auto plain = VisionTower::Load(kDir + "clip_small", opt);
+    auto placed = VisionTower::Load(kDir + "clip_small", opt);
+    ASSERT_TRUE(plain.ok() && placed.ok()) << plain.status() << placed.status();
+    const CpuLayerStack* runner = nullptr;
+    ASSERT_TRUE((*placed)->UseLayerStack(CpuLayerStackFactory(&runner)).ok());
+    ASSERT_NE(runner, nullptr);
+    EXPECT_EQ(runner->layers(), feature_layer == -1 ? 3 : feature_layer == -2 ? 2 : 0);
+    EXPECT_EQ(Encode(**placed, px, 2, 2), Encode(**plain, px, 2, 2)) << feature_layer;
+    EXPECT_EQ(runner->runs, 1);
+  }
+  auto siglip = VisionTower::Load(kDir + "siglip_small", {});
+  ASSERT_TRUE(siglip.ok()) << siglip.status();
+  const absl::Status refused = (*siglip)->UseLayerStack(
+      [](absl::Span<const EncoderLayerWeights>,
+         const EncoderLayerShape&) -> absl::StatusOr<std::unique_ptr<LayerStackRunner>> {
+        return absl::ResourceExhaustedError("no room on the device");
+      });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(VisionTowerTest, ConcurrentCallersWithTheirOwnPools) {
