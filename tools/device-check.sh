@@ -119,7 +119,7 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --states=f16 --batches=1,256,1024
     step 90 "cuda_bench (0.1B and 2.9B bf16)" \
       "$out/bin/cuda_bench" --shapes=0.1b,2.9b --dtypes=bf16 --batches=1,64,256,1024
-    step 60 "cuda_encoder_bench (SigLIP2-base and Whisper-small: layers on the GPU against the CPU)" \
+    step 90 "cuda_encoder_bench (SigLIP2-base, Whisper-small, WavLM base+: layers on the GPU against the CPU)" \
       "$out/bin/cuda_encoder_bench" --batches=1,4
     step 45 "cuda_bench --kernels (single kernels against the copy bandwidth, cuBLAS beside them)" \
       "$out/bin/cuda_bench" --kernels=on --shapes=

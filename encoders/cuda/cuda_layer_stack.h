@@ -7,16 +7,14 @@
 // patch embedding or convolutions, position embeddings and the final LayerNorm stay on the CPU.
 #pragma once
 
-#include <cublas_v2.h>
-
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "encoders/cuda/encoder_device.h"
 #include "encoders/vision/transformer_ops.h"
-#include "engine/cuda/cublas_api.h"
 #include "engine/cuda/device_buffer.h"
 
 namespace modrwkv::encoders::cuda {
@@ -24,43 +22,30 @@ namespace modrwkv::encoders::cuda {
 class CudaLayerStack final : public LayerStackRunner {
  public:
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
-  // do not fit.
+  // do not fit; INVALID_ARGUMENT when the layers do not have the shape's sizes.
   static absl::StatusOr<std::unique_ptr<CudaLayerStack>> Create(
       absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape, int device);
   // Places every tower it is given on `device`.
   static LayerStackFactory Factory(int device);
-  ~CudaLayerStack() override;
 
   absl::Status Run(float* x, int batch) const override;
 
  private:
-  // One layer's weights on the device, f32: matrices [out][in] row-major.
-  struct Layer {
-    modrwkv::cuda::DeviceBuffer<float> ln1_w, ln1_b, ln2_w, ln2_b, qkv, qkv_b, out, out_b, fc1,
-        fc1_b, fc2, fc2_b;
-  };
+  using Layer = DeviceLayerWeights;
 
-  CudaLayerStack(const EncoderLayerShape& shape, int device) : shape_(shape), device_(device) {}
-  absl::Status Upload(absl::Span<const EncoderLayerWeights> layers);
-  // Scratch for `rows` rows (and one sequence's attention scores), grown, never shrunk.
-  absl::Status EnsureScratch(int rows) const;
+  explicit CudaLayerStack(const EncoderLayerShape& shape) : shape_(shape) {}
   absl::Status RunLayer(const Layer& l, int batch) const;
-  // y[rows][out] = x[rows][in] * w^T + beta * y.
-  absl::Status Gemm(const float* w, int out, int in, const float* x, int rows, float* y,
-                    float beta) const;
-  // One sequence's attention over every head: attn rows of sequence b from qkv rows of b.
-  absl::Status Attention(int b) const;
 
   const EncoderLayerShape shape_;
-  const int device_;
+  std::unique_ptr<EncoderDevice> dev_;
   std::vector<Layer> layers_;
-  const modrwkv::cuda::CublasApi* blas_ = nullptr;
-  cublasHandle_t handle_ = nullptr;
-  modrwkv::cuda::CudaStream stream_;
 
   mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
-  mutable int rows_ = 0;   // the scratch's capacity in rows
-  mutable modrwkv::cuda::DeviceBuffer<float> x_, h_, qkv_, attn_, mlp_, scores_;
+  struct Scratch {
+    modrwkv::cuda::DeviceBuffer<float> x, h, qkv, attn, mlp, scores;
+    size_t x_n = 0, h_n = 0, qkv_n = 0, attn_n = 0, mlp_n = 0, scores_n = 0;  // capacities
+  };
+  mutable Scratch s_;
 };
 
 }  // namespace modrwkv::encoders::cuda

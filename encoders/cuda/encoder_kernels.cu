@@ -82,7 +82,76 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
   for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = i < kept ? row[i] * inv : 0.0f;
 }
 
+// One thread per (row, head).
+__global__ void WavlmGateKernel(const float* h, int64_t rows, int t, int heads, int hd,
+                                const float* __restrict__ w, const float* __restrict__ b,
+                                const float* __restrict__ c, float* gate) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= rows * heads) return;
+  const int64_t r = id / heads;
+  const int head = static_cast<int>(id % heads);
+  const float* v = h + r * heads * hd + static_cast<int64_t>(head) * hd;
+  float p[8];
+  for (int k = 0; k < 8; ++k) {
+    float acc = 0.0f;
+    for (int j = 0; j < hd; ++j) acc += w[k * hd + j] * v[j];
+    p[k] = acc + b[k];
+  }
+  const float ga = 1.0f / (1.0f + expf(-(p[0] + p[1] + p[2] + p[3])));
+  const float gb = 1.0f / (1.0f + expf(-(p[4] + p[5] + p[6] + p[7])));
+  const int64_t seq = r / t, i = r % t;
+  gate[(seq * heads + head) * t + i] = ga * (gb * c[head] - 1.0f) + 2.0f;
+}
+
+// One block per (head, query) row.
+__global__ void __launch_bounds__(kSoftmaxThreads)
+    BiasedSoftmaxKernel(float* s, int t, float scale, const float* gate, const float* rel) {
+  __shared__ float scratch[kSoftmaxThreads / 32];
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int head = static_cast<int>(blockIdx.x / t), i = static_cast<int>(blockIdx.x % t);
+  float* row = s + static_cast<int64_t>(blockIdx.x) * t;
+  const float g = gate[blockIdx.x];
+  const float* bias = rel + static_cast<int64_t>(head) * (2 * t - 1) + (t - 1 - i);
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < t; j += blockDim.x) {
+    const float v = row[j] * scale + g * bias[j];
+    row[j] = v;
+    m = fmaxf(m, v);
+  }
+  m = BlockReduce(m, scratch, Max(), -INFINITY);
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j < t; j += blockDim.x) {
+    const float e = expf(row[j] - m);
+    row[j] = e;
+    sum += e;
+  }
+  sum = BlockReduce(sum, scratch, Sum(), 0.0f);
+  const float inv = 1.0f / sum;
+  for (int j = threadIdx.x; j < t; j += blockDim.x) row[j] *= inv;
+}
+
 }  // namespace
+
+absl::Status LaunchWavlmGate(cudaStream_t stream, const float* h, int64_t rows, int t, int heads,
+                             int hd, const float* w, const float* b, const float* c, float* gate) {
+  const int64_t n = rows * heads;
+  if (n == 0) return absl::OkStatus();
+  constexpr int kThreads = 128;
+  return Launch("WavlmGate", WavlmGateKernel,
+                dim3(static_cast<unsigned>((n + kThreads - 1) / kThreads)), dim3(kThreads), 0,
+                stream, h, rows, t, heads, hd, w, b, c, gate);
+}
+
+absl::Status LaunchBiasedSoftmax(cudaStream_t stream, float* s, int heads, int t, float scale,
+                                 const float* gate, const float* rel) {
+  const int64_t rows = int64_t{heads} * t;
+  if (rows == 0) return absl::OkStatus();
+  return Launch("BiasedSoftmax", BiasedSoftmaxKernel, dim3(static_cast<unsigned>(rows)),
+                dim3(kSoftmaxThreads), 0, stream, s, t, scale, gate, rel);
+}
 
 absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, int n,
                                   const float* bias, BiasActivation act) {

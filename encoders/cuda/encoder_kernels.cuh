@@ -1,7 +1,9 @@
-// The element-wise kernels of a pre-LN transformer encoder layer on the GPU (CudaLayerStack),
+// The element-wise kernels of the encoders' transformer layers on the GPU (CudaLayerStack,
+// CudaWavlmLayers),
 // besides the LayerNorm it shares with the RWKV7 backend (engine/cuda/rwkv7_ops.cuh) and the
 // products (cuBLAS). CUDA twins of encoders/vision/transformer_ops.cc's AddBias, ActivationRows
-// and ScaledSoftmax. Device pointers, row-major fp32; each launcher enqueues on `stream`.
+// and ScaledSoftmax, and of WavLM's gate and biased softmax (encoders/speech/wavlm_encoder.cc).
+// Device pointers, row-major fp32; each launcher enqueues on `stream`.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,5 +26,19 @@ absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, i
 // r % causal_period + 1 scores (the rest become 0), as SelfAttention's causal mask.
 absl::Status LaunchScaledSoftmax(cudaStream_t stream, float* s, int64_t rows, int n, float scale,
                                  int causal_period);
+
+// WavLM's gate of the relative position bias (transformers' WavLMAttention, gru_rel_pos_linear):
+// for each row r of `rows` rows of h ([rows][heads * hd], the attention input) and head h,
+// with p = w h_head + b ([8]):
+//   gate[(r / t * heads + h) * t + r % t] = sigmoid(p0+..+p3) * (sigmoid(p4+..+p7) * c[h] - 1) + 2
+// w: [8][hd], b: [8], c: [heads].
+absl::Status LaunchWavlmGate(cudaStream_t stream, const float* h, int64_t rows, int t, int heads,
+                             int hd, const float* w, const float* b, const float* c, float* gate);
+
+// One sequence's attention scores [heads][t][t] in place: row (h, i) becomes
+// softmax(scale * s[j] + gate[h * t + i] * rel[h * (2t - 1) + j - i + t - 1]) over j, in fp32 with
+// max subtraction (WavLM's biased attention).
+absl::Status LaunchBiasedSoftmax(cudaStream_t stream, float* s, int heads, int t, float scale,
+                                 const float* gate, const float* rel);
 
 }  // namespace modrwkv::encoders::cuda

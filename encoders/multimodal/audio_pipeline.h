@@ -31,12 +31,14 @@ class AudioPipeline : public ItemEncoder {
       std::unique_ptr<WavlmEncoder> wavlm, std::unique_ptr<AdapterChain> adapter,
       const AudioDecodeOptions& decode, std::string id);
 
-  // Loads the encoder folder: config.json's model_type says whisper or wavlm. With `layers`,
-  // Whisper's transformer layers run through its runner (a GPU); WavLM's always on the CPU (its
-  // layers, post-LN with a relative position bias, are not RunPreLnLayer's).
+  // Loads the encoder folder: config.json's model_type says whisper or wavlm. With
+  // `whisper_layers` / `wavlm_layers`, that encoder's transformer layers run through the
+  // factory's runner (a GPU).
   static absl::StatusOr<std::unique_ptr<AudioPipeline>> Load(
       const std::string& folder, std::unique_ptr<AdapterChain> adapter,
-      const AudioDecodeOptions& decode, std::string id, const LayerStackFactory& layers = nullptr);
+      const AudioDecodeOptions& decode, std::string id,
+      const LayerStackFactory& whisper_layers = nullptr,
+      const WavlmLayerFactory& wavlm_layers = nullptr);
 
   const char* encoder_kind() const { return whisper_ ? "whisper" : "wavlm"; }
   int dim() const { return adapter_->output_dim(); }

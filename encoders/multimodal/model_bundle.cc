@@ -12,6 +12,7 @@
 #include "engine/loader/model_loader.h"
 #if MODRWKV_HAVE_CUDA
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_wavlm_layers.h"
 #endif
 
 namespace modrwkv::encoders {
@@ -51,15 +52,23 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
   return fallback;
 }
 
-// Where the towers' transformer layers run: on the language model's GPU when it has one (a
-// null factory: on the CPU).
-absl::StatusOr<LayerStackFactory> EncoderLayers(const ModelOptions& model_options) {
+// Where the encoders' transformer layers run: on the language model's GPU when it has one (null
+// factories: on the CPU).
+struct EncoderLayers {
+  LayerStackFactory towers;  // SigLIP, CLIP, Whisper
+  WavlmLayerFactory wavlm;
+};
+absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_options) {
   MODRWKV_ASSIGN_OR_RETURN(const int device, model_options.CudaDevice());
+  EncoderLayers e;
 #if MODRWKV_HAVE_CUDA
-  if (device >= 0) return cuda::CudaLayerStack::Factory(device);
+  if (device >= 0) {
+    e.towers = cuda::CudaLayerStack::Factory(device);
+    e.wavlm = cuda::CudaWavlmLayers::Factory(device);
+  }
 #endif
   (void)device;  // without the CUDA backend the loader has already refused a device
-  return LayerStackFactory();
+  return e;
 }
 
 absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
@@ -100,7 +109,7 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
 absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
     const std::string& folder, const AudioManifest& am, const CheckpointLayout& layout,
     const Checkpoint& ckpt, const AudioDecodeOptions& decode, uint64_t fingerprint,
-    const LayerStackFactory& layers) {
+    const EncoderLayers& layers) {
   AdapterSpec spec = layout.adapter;
   if (!am.adapter_json.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(spec, ParseAdapterSpec(am.adapter_json));
@@ -110,9 +119,9 @@ absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
   std::string id = absl::StrFormat("%s|%s|%016x|%s", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint, AdapterSpecToJson(spec));
   // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.
-  MODRWKV_ASSIGN_OR_RETURN(
-      std::unique_ptr<AudioPipeline> p,
-      AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id), layers));
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AudioPipeline> p,
+                           AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id),
+                                               layers.towers, layers.wavlm));
   return std::shared_ptr<const AudioPipeline>(std::move(p));
 }
 
@@ -184,7 +193,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   const std::string audio_folder =
       !options.audio_encoder.empty() ? options.audio_encoder : am.encoder;
   if (!audio_folder.empty()) {
-    MODRWKV_ASSIGN_OR_RETURN(const LayerStackFactory layers, EncoderLayers(model_options));
+    MODRWKV_ASSIGN_OR_RETURN(const EncoderLayers layers, PlaceEncoderLayers(model_options));
     MODRWKV_ASSIGN_OR_RETURN(b.audio,
                              OpenAudio(audio_folder, am, b.layout, *ckpt, options.audio_decode,
                                        b.model->info().fingerprint, layers));
@@ -207,9 +216,9 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
         "): serving text only");
     return b;
   }
-  MODRWKV_ASSIGN_OR_RETURN(const LayerStackFactory layers, EncoderLayers(model_options));
+  MODRWKV_ASSIGN_OR_RETURN(const EncoderLayers layers, PlaceEncoderLayers(model_options));
   MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,
-                                                b.model->info().fingerprint, layers));
+                                                b.model->info().fingerprint, layers.towers));
   if (b.vision->dim() != b.model->config().n_embd) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the vision adapter gives rows of width %d but the language model's width is %d",

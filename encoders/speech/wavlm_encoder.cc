@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/cpu/kernels.h"
 
 namespace modrwkv::encoders {
@@ -405,6 +406,12 @@ void WavlmEncoder::RunLayer(const Layer& l, float* x, int batch, int frames, con
   if (!c.do_stable_layer_norm) LayerNormRows(x, x, rows, d, l.ln2_w, l.ln2_b, eps, pool);
 }
 
+absl::Status WavlmEncoder::UseLayerStack(const WavlmLayerFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(layer_stack_, factory(layers_, config_));
+  std::vector<Layer>().swap(layers_);  // the runner holds its own copy
+  return absl::OkStatus();
+}
+
 absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, int num_samples,
                                    absl::Span<float> out, cpu::ThreadPool* pool) const {
   const WavlmConfig& c = config_;
@@ -442,9 +449,11 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   s.feat_b.Resize(static_cast<size_t>(feat));
   s.x.Resize(static_cast<size_t>(rows64 * d));
   s.h.Resize(static_cast<size_t>(rows64 * d));
-  s.qkv.Resize(static_cast<size_t>(rows64 * 3 * d));
-  s.attn.Resize(static_cast<size_t>(rows64 * d));
-  s.mlp.Resize(static_cast<size_t>(rows64 * f));
+  if (!layer_stack_) {  // the layers' own buffers
+    s.qkv.Resize(static_cast<size_t>(rows64 * 3 * d));
+    s.attn.Resize(static_cast<size_t>(rows64 * d));
+    s.mlp.Resize(static_cast<size_t>(rows64 * f));
+  }
   s.pad.Resize(static_cast<size_t>((int64_t{frames} + k - 1) * d));
   s.pack_stride = 0;
   for (int64_t width : {max_in, in, int64_t{d}, int64_t{f}, int64_t{k} * cg}) {
@@ -457,10 +466,10 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   // GELU temporaries cover ForRows chunks of the widest activation; attention's its scratch.
   const int64_t widest =
       std::max<int64_t>({f, d, *std::max_element(c.conv_dim.begin(), c.conv_dim.end())});
-  s.tmp_stride = std::max(kRowsPerTask * widest, AttentionFloats(frames, hd));
+  s.tmp_stride = std::max(kRowsPerTask * widest, layer_stack_ ? 0 : AttentionFloats(frames, hd));
   // GroupNorm's GELU runs over ForRows chunks too (conv_dim[0] wide): covered by `widest`.
   s.tmp.Resize(static_cast<size_t>(s.tmp_stride * pool->size()));
-  s.gate.resize(static_cast<size_t>(batch) * c.num_attention_heads * frames);
+  if (!layer_stack_) s.gate.resize(static_cast<size_t>(batch) * c.num_attention_heads * frames);
 
   for (int b = 0; b < batch; ++b) {
     Features(samples.data() + int64_t{b} * num_samples, num_samples,
@@ -480,7 +489,11 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
           rel_embed_[static_cast<size_t>(bucket) * heads + head];
     }
   }
-  for (const Layer& l : layers_) RunLayer(l, s.x.data(), batch, frames, rel.data(), &s, pool);
+  if (layer_stack_) {
+    MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(s.x.data(), batch, frames, rel.data()));
+  } else {
+    for (const Layer& l : layers_) RunLayer(l, s.x.data(), batch, frames, rel.data(), &s, pool);
+  }
   if (c.do_stable_layer_norm) {
     LayerNormRows(s.x.data(), out.data(), rows, d, enc_ln_w_, enc_ln_b_, c.layer_norm_eps, pool);
   } else {

@@ -4,6 +4,7 @@
 // convolution runs on the engine's panel GEMM inside the caller's thread pool.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +23,40 @@ namespace modrwkv::encoders {
 // The relative position bucket of transformers' WavLMAttention._relative_positions_bucket for
 // relative = key position - query position, computed in float32 as PyTorch does.
 int WavlmRelativeBucket(int relative, int num_buckets, int max_distance);
+
+// One transformer layer of WavLM (post-LN, or pre-LN with do_stable_layer_norm), with the
+// gated relative position bias of its attention.
+struct WavlmLayerWeights {
+  std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // [D]: layer_norm, final_layer_norm
+  cpu::Matrix qkv;                                // [3D, D]: q, k, v projections stacked
+  std::vector<float> qkv_b;                       // [3D]
+  cpu::Matrix out;                                // [D, D]
+  std::vector<float> out_b;                       // [D]
+  std::vector<float> gate_w;                      // [8][hd]: gru_rel_pos_linear
+  std::vector<float> gate_b;                      // [8]
+  std::vector<float> gate_const;                  // [heads]: gru_rel_pos_const
+  cpu::Matrix fc1;                                // [F, D]: intermediate_dense
+  std::vector<float> fc1_b;                       // [F]
+  cpu::Matrix fc2;                                // [D, F]: output_dense
+  std::vector<float> fc2_b;                       // [D]
+};
+
+// WavLM's transformer layers run somewhere other than this CPU (a GPU: encoders/cuda), in place
+// of the encoder's own loop; the feature encoder and positional convolution stay on the CPU.
+// Thread-safe: encoder workers call Run concurrently.
+class WavlmLayerRunner {
+ public:
+  virtual ~WavlmLayerRunner() = default;
+  // x: [batch * frames][D] host rows, in place, through every layer the runner was built with;
+  // rel: [heads][2 * frames - 1], the relative position bias every layer adds (gated), entry
+  // j - i + frames - 1 for query i and key j.
+  virtual absl::Status Run(float* x, int batch, int frames, const float* rel) const = 0;
+};
+
+// Builds a runner for `layers` (in order) of a model of `config`; an error when they cannot be
+// placed (no device, out of memory).
+using WavlmLayerFactory = std::function<absl::StatusOr<std::unique_ptr<WavlmLayerRunner>>(
+    absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config)>;
 
 class WavlmEncoder {
  public:
@@ -59,6 +94,11 @@ class WavlmEncoder {
   // attention products).
   double FlopsPerClip(int num_samples) const;
 
+  // From now on the transformer layers run through `factory`'s runner (on a GPU:
+  // encoders/cuda); the rest of Forward stays on the CPU, and the CPU copy of the layers is
+  // freed. Call before the encoder is shared between threads.
+  absl::Status UseLayerStack(const WavlmLayerFactory& factory);
+
  private:
   struct Conv {
     int in = 0, out = 0, kernel = 0, stride = 0;
@@ -66,20 +106,7 @@ class WavlmEncoder {
     std::vector<float> bias;            // [out] when conv_bias
     std::vector<float> norm_w, norm_b;  // [out]: GroupNorm (conv 0, "group") or LayerNorm
   };
-  struct Layer {
-    std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // [D]: layer_norm, final_layer_norm
-    cpu::Matrix qkv;                                // [3D, D]: q, k, v projections stacked
-    std::vector<float> qkv_b;                       // [3D]
-    cpu::Matrix out;                                // [D, D]
-    std::vector<float> out_b;                       // [D]
-    std::vector<float> gate_w;                      // [8][hd]: gru_rel_pos_linear
-    std::vector<float> gate_b;                      // [8]
-    std::vector<float> gate_const;                  // [heads]: gru_rel_pos_const
-    cpu::Matrix fc1;                                // [F, D]: intermediate_dense
-    std::vector<float> fc1_b;                       // [F]
-    cpu::Matrix fc2;                                // [D, F]: output_dense
-    std::vector<float> fc2_b;                       // [D]
-  };
+  using Layer = WavlmLayerWeights;
   struct Scratch;
 
   explicit WavlmEncoder(const WavlmConfig& config) : config_(config) {}
@@ -104,6 +131,7 @@ class WavlmEncoder {
   std::vector<float> enc_ln_w_, enc_ln_b_;    // [D]: encoder.layer_norm
   std::vector<float> rel_embed_;              // [num_buckets][heads]: layer 0's rel_attn_embed
   std::vector<Layer> layers_;
+  std::unique_ptr<WavlmLayerRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
 };
 
 }  // namespace modrwkv::encoders

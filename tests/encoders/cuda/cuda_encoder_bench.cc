@@ -1,7 +1,8 @@
 // cuda_encoder_bench: the towers' forward passes with their transformer layers on the GPU
 // (encoders/cuda) against the same towers wholly on this machine's CPU threads, on random weights
-// of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image) and the
-// Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip). Prints ms per item both
+// of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image), the
+// Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip) and WavLM base+ (12 layers
+// of 768, 1499 rows per 30 s clip; batch 1). Prints ms per item both
 // ways and the GPU's share: what its layers reach against the measured f32 SGEMM rate (they run
 // f32, without TF32).
 //
@@ -18,6 +19,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_wavlm_layers.h"
+#include "encoders/speech/wavlm_config.h"
+#include "encoders/speech/wavlm_encoder.h"
+#include "encoders/speech/wavlm_random.h"
 #include "encoders/speech/whisper_encoder.h"
 #include "encoders/speech/whisper_random.h"
 #include "encoders/vision/random_vit.h"
@@ -135,6 +140,23 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
                                }));
       Row("Whisper-small encoder (30 s)", b, c, g, on_cpu->FlopsPerClip() * b, sgemm);
     }
+  }
+  {
+    MODRWKV_ASSIGN_OR_RETURN(WavlmConfig config, WavlmConfigForShape("base+"));
+    const std::vector<OwnedTensor> w = MakeRandomWavlmWeights(config, 1);
+    MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, WavlmEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, WavlmEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_RETURN_IF_ERROR(on_gpu->UseLayerStack(CudaWavlmLayers::Factory(device)));
+    const int samples = 30 * 16000;
+    const std::vector<float> audio = RandomWavlmAudio(1, samples, 1);
+    std::vector<float> out(static_cast<size_t>(on_cpu->OutputFrames(samples)) * config.hidden_size);
+    MODRWKV_ASSIGN_OR_RETURN(
+        const double c,
+        Best(1, [&] { return on_cpu->Forward(audio, 1, samples, absl::MakeSpan(out), &pool); }));
+    MODRWKV_ASSIGN_OR_RETURN(
+        const double g,
+        Best(3, [&] { return on_gpu->Forward(audio, 1, samples, absl::MakeSpan(out), &pool); }));
+    Row("WavLM base+ (30 s)", 1, c, g, on_cpu->FlopsPerClip(samples), sgemm);
   }
   return absl::OkStatus();
 }

@@ -8,7 +8,12 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_wavlm_layers.h"
+#include "encoders/speech/wavlm_config.h"
+#include "encoders/speech/wavlm_encoder.h"
+#include "encoders/speech/wavlm_random.h"
 #include "encoders/speech/whisper_encoder.h"
 #include "encoders/speech/whisper_random.h"
 #include "encoders/vision/random_vit.h"
@@ -214,6 +219,36 @@ TEST(CudaTowerTest, WhisperWithItsLayersOnTheGpuMatchesTheCpu) {
   ASSERT_TRUE((*cpu_enc)->Forward(mel, 2, absl::MakeSpan(want), &pool).ok());
   ASSERT_TRUE((*gpu_enc)->Forward(mel, 2, absl::MakeSpan(got), &pool).ok());
   EXPECT_LT(RelErr(want, got), 1e-4);
+}
+
+// WavLM in both layouts: post-LN (base, base+) and pre-LN (large: do_stable_layer_norm), with the
+// gated relative position bias; two clip lengths through one runner (its scratch grows).
+TEST(CudaTowerTest, WavlmWithItsLayersOnTheGpuMatchesTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  for (const bool stable : {false, true}) {
+    auto config = ParseWavlmConfig(absl::StrFormat(
+        R"({"model_type": "wavlm", "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 96,
+            "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 4, "num_buckets": 32, "max_bucket_distance": 40,
+            "do_stable_layer_norm": %s, "feat_extract_norm": "%s"})",
+        stable ? "true" : "false", stable ? "layer" : "group"));
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 4);
+    auto cpu_enc = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+    auto gpu_enc = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+    ASSERT_TRUE(cpu_enc.ok() && gpu_enc.ok()) << cpu_enc.status() << gpu_enc.status();
+    ASSERT_TRUE((*gpu_enc)->UseLayerStack(CudaWavlmLayers::Factory(0)).ok());
+    cpu::ThreadPool pool(2);
+    for (const auto& [batch, samples] : {std::pair{2, 16000}, std::pair{1, 24000}}) {
+      const std::vector<float> audio = RandomWavlmAudio(batch, samples, 4);
+      const size_t n = static_cast<size_t>(batch) * (*cpu_enc)->OutputFrames(samples) * 64;
+      std::vector<float> want(n), got(n);
+      ASSERT_TRUE((*cpu_enc)->Forward(audio, batch, samples, absl::MakeSpan(want), &pool).ok());
+      ASSERT_TRUE((*gpu_enc)->Forward(audio, batch, samples, absl::MakeSpan(got), &pool).ok());
+      EXPECT_LT(RelErr(want, got), 1e-4) << (stable ? "pre-LN" : "post-LN") << ", " << samples;
+    }
+  }
 }
 
 }  // namespace

@@ -142,6 +142,78 @@ TEST(WavlmSeededTest, BasePlusMatchesTransformers) { CheckSeeded("base_plus", "b
 
 TEST(WavlmSeededTest, LargeMatchesTransformers) { CheckSeeded("large", "large", 2); }
 
+// A runner standing in for a GPU's: it records what Forward hands it and adds `add` to the rows.
+class RecordingRunner final : public WavlmLayerRunner {
+ public:
+  RecordingRunner(int layers, float add) : layers(layers), add(add) {}
+  absl::Status Run(float* x, int batch, int frames, const float* rel) const override {
+    calls.push_back({batch, frames});
+    rels.emplace_back(rel, rel + heads * (2 * frames - 1));
+    for (int64_t i = 0; i < int64_t{batch} * frames * dim; ++i) x[i] += add;
+    return absl::OkStatus();
+  }
+  const int layers;
+  const float add;
+  int heads = 0, dim = 0;
+  mutable std::vector<std::pair<int, int>> calls;
+  mutable std::vector<std::vector<float>> rels;
+};
+
+// With a layer runner, WavlmEncoder hands it every layer, and per Forward its rows, the frame
+// count and the relative position bias of rel_attn_embed's buckets, and keeps the rows it
+// returns.
+TEST(WavlmEncoderTest, ALayerRunnerGetsTheLayersRowsAndRelativeBias) {
+  auto config = ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": 32,
+      "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+      "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 16,
+      "num_conv_pos_embedding_groups": 4, "num_buckets": 32, "max_bucket_distance": 40})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 2);
+  std::vector<float> embed;  // [buckets][heads]
+  for (const OwnedTensor& t : weights) {
+    if (t.name == "encoder.layers.0.attention.rel_attn_embed.weight") {
+      embed.resize(t.bytes.size() / 4);
+      std::memcpy(embed.data(), t.bytes.data(), t.bytes.size());
+    }
+  }
+  ASSERT_EQ(embed.size(), 32u * 2);
+  std::vector<const RecordingRunner*> runners;
+  auto factory = [&](float add) -> WavlmLayerFactory {
+    return
+        [&runners, add](absl::Span<const WavlmLayerWeights> layers,
+                        const WavlmConfig& c) -> absl::StatusOr<std::unique_ptr<WavlmLayerRunner>> {
+          auto r = std::make_unique<RecordingRunner>(static_cast<int>(layers.size()), add);
+          r->heads = c.num_attention_heads;
+          r->dim = c.hidden_size;
+          runners.push_back(r.get());
+          return std::unique_ptr<WavlmLayerRunner>(std::move(r));
+        };
+  };
+  auto same = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+  auto plus = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+  ASSERT_TRUE(same.ok() && plus.ok());
+  ASSERT_TRUE((*same)->UseLayerStack(factory(0.0f)).ok());
+  ASSERT_TRUE((*plus)->UseLayerStack(factory(1.0f)).ok());
+  ASSERT_EQ(runners.size(), 2u);
+  EXPECT_EQ(runners[0]->layers, 2);
+  const int samples = 8000, frames = (*same)->OutputFrames(samples);
+  const std::vector<float> audio = RandomWavlmAudio(2, samples, 2);
+  const std::vector<float> a = Encode(**same, audio, 2, 2), b = Encode(**plus, audio, 2, 2);
+  ASSERT_EQ(runners[0]->calls.size(), 1u);
+  EXPECT_EQ(runners[0]->calls[0], std::make_pair(2, frames));
+  const std::vector<float>& rel = runners[0]->rels[0];
+  for (int head = 0; head < 2; ++head) {
+    for (int r = -(frames - 1); r <= frames - 1; ++r) {
+      ASSERT_EQ(rel[head * (2 * frames - 1) + r + frames - 1],
+                embed[WavlmRelativeBucket(r, 32, 40) * 2 + head])
+          << "head " << head << " relative " << r;
+    }
+  }
+  // Post-LN layout: the output is the runner's rows as they are.
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(b[i] - a[i], 1.0f, 1e-5) << i;
+}
+
 TEST(WavlmEncoderTest, MissingAndMisshapenTensorsAreNamed) {
   auto config = ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": 32,
       "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,

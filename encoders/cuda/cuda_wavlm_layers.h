@@ -1,0 +1,52 @@
+// WavLM's transformer layers (encoders/speech/wavlm_encoder.h: post-LN, or pre-LN with
+// do_stable_layer_norm, and the gated relative position bias) on one GPU, as CudaLayerStack runs
+// the pre-LN towers': weights up once as f32, each Run copies the rows and the relative bias up
+// and the rows back, f32 cuBLAS products, the gate and the biased softmax as kernels. Runs are
+// serialised; the scratch grows with the longest clip and largest batch seen.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "encoders/cuda/encoder_device.h"
+#include "encoders/speech/wavlm_encoder.h"
+#include "engine/cuda/device_buffer.h"
+
+namespace modrwkv::encoders::cuda {
+
+class CudaWavlmLayers final : public WavlmLayerRunner {
+ public:
+  // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
+  // do not fit; INVALID_ARGUMENT when the layers do not have the config's sizes.
+  static absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> Create(
+      absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config, int device);
+  static WavlmLayerFactory Factory(int device);
+
+  absl::Status Run(float* x, int batch, int frames, const float* rel) const override;
+
+ private:
+  struct Layer {
+    DeviceLayerWeights w;
+    modrwkv::cuda::DeviceBuffer<float> gate_w, gate_b, gate_const;
+  };
+
+  explicit CudaWavlmLayers(const WavlmConfig& config) : config_(config) {}
+  absl::Status RunLayer(const Layer& l, int batch, int frames) const;
+
+  const WavlmConfig config_;
+  std::unique_ptr<EncoderDevice> dev_;
+  std::vector<Layer> layers_;
+
+  mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
+  struct Scratch {
+    modrwkv::cuda::DeviceBuffer<float> x, h, qkv, attn, mlp, scores, gate, rel;
+    size_t x_n = 0, h_n = 0, qkv_n = 0, attn_n = 0, mlp_n = 0, scores_n = 0, gate_n = 0,
+           rel_n = 0;  // capacities
+  };
+  mutable Scratch s_;
+};
+
+}  // namespace modrwkv::encoders::cuda

@@ -1,0 +1,90 @@
+#include "encoders/cuda/encoder_device.h"
+
+#include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
+#include "engine/cuda/cuda_check.h"
+
+namespace modrwkv::encoders::cuda {
+
+using modrwkv::cuda::AllocDevice;
+using modrwkv::cuda::CublasStatus;
+using modrwkv::cuda::DeviceBuffer;
+
+absl::StatusOr<std::unique_ptr<EncoderDevice>> EncoderDevice::Open(int device, const char* what) {
+  MODRWKV_ASSIGN_OR_RETURN(const int devices, modrwkv::cuda::CudaDeviceCount());
+  if (device < 0 || device >= devices) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s go to CUDA device %d, and this machine has %d", what, device, devices));
+  }
+  std::unique_ptr<EncoderDevice> d(new EncoderDevice(device));
+  MODRWKV_RETURN_IF_ERROR(d->Use());
+  MODRWKV_ASSIGN_OR_RETURN(d->blas_, modrwkv::cuda::Cublas());
+  MODRWKV_ASSIGN_OR_RETURN(d->stream_, modrwkv::cuda::CreateStream());
+  MODRWKV_RETURN_IF_ERROR(CublasStatus(d->blas_->Create(&d->handle_), "cublasCreate"));
+  MODRWKV_RETURN_IF_ERROR(
+      CublasStatus(d->blas_->SetStream(d->handle_, d->stream_.get()), "cublasSetStream"));
+  return d;
+}
+
+EncoderDevice::~EncoderDevice() {
+  cudaSetDevice(device_);  // the handle and the stream belong to it
+  if (handle_ != nullptr) blas_->Destroy(handle_);
+}
+
+absl::Status EncoderDevice::Use() const {
+  return modrwkv::cuda::CudaStatus(cudaSetDevice(device_), "cudaSetDevice");
+}
+
+absl::StatusOr<DeviceBuffer<float>> EncoderDevice::Upload(const std::vector<float>& host) const {
+  MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> d, AllocDevice<float>(host.size()));
+  MODRWKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(d.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return d;
+}
+
+absl::StatusOr<DeviceBuffer<float>> EncoderDevice::Upload(const cpu::Matrix& m) const {
+  return Upload(cpu::UnpackMatrix(m));
+}
+
+absl::Status EncoderDevice::Gemm(const float* w, int out, int in, const float* x, int rows,
+                                 float* y, float beta) const {
+  // Row-major y = x w^T is column-major y^T = w x^T: w read transposed from its [out][in] rows.
+  const float one = 1.0f;
+  return CublasStatus(blas_->Sgemm(handle_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, in, x,
+                                   in, &beta, y, out),
+                      "Sgemm");
+}
+
+absl::Status EncoderDevice::HeadScores(const float* qkv, int t, int heads, int hd,
+                                       float* scores) const {
+  // scores[h], [t queries][t keys] row-major, is column-major K_h Q_h^T: K_h and Q_h are the
+  // head's columns of the qkv rows, one head to the next hd floats along them.
+  const int d = heads * hd, ld = 3 * d;
+  const float one = 1.0f, zero = 0.0f;
+  return CublasStatus(
+      blas_->SgemmStridedBatched(handle_, CUBLAS_OP_T, CUBLAS_OP_N, t, t, hd, &one, qkv + d, ld, hd,
+                                 qkv, ld, hd, &zero, scores, t, int64_t{t} * t, heads),
+      "SgemmStridedBatched (attention scores)");
+}
+
+absl::Status EncoderDevice::HeadValues(const float* qkv, const float* probs, int t, int heads,
+                                       int hd, float* out) const {
+  // Head h's columns of the out rows = P_h V_h: column-major V_h^T P_h^T.
+  const int d = heads * hd, ld = 3 * d;
+  const float one = 1.0f, zero = 0.0f;
+  return CublasStatus(
+      blas_->SgemmStridedBatched(handle_, CUBLAS_OP_N, CUBLAS_OP_N, hd, t, t, &one, qkv + 2 * d, ld,
+                                 hd, probs, t, int64_t{t} * t, &zero, out, d, hd, heads),
+      "SgemmStridedBatched (attention values)");
+}
+
+absl::Status GrowDevice(DeviceBuffer<float>* buf, size_t* capacity, size_t count) {
+  if (count <= *capacity) return absl::OkStatus();
+  buf->reset();  // free first: the old contents are not kept
+  *capacity = 0;
+  MODRWKV_ASSIGN_OR_RETURN(*buf, AllocDevice<float>(count));
+  *capacity = count;
+  return absl::OkStatus();
+}
+
+}  // namespace modrwkv::encoders::cuda

@@ -1,0 +1,99 @@
+// What the GPU layer stacks of the encoders (CudaLayerStack, CudaWavlmLayers) share: a device, a
+// stream on it, a cuBLAS handle on that stream, f32 uploads, the row-major product and the two
+// products of multi-head attention. f32 throughout, no TF32.
+#pragma once
+
+#include <cublas_v2.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/cpu/linear.h"
+#include "engine/cuda/cublas_api.h"
+#include "engine/cuda/device_buffer.h"
+
+namespace modrwkv::encoders::cuda {
+
+class EncoderDevice {
+ public:
+  // FAILED_PRECONDITION without device `device` or cuBLAS. `what` names the caller in errors.
+  static absl::StatusOr<std::unique_ptr<EncoderDevice>> Open(int device, const char* what);
+  ~EncoderDevice();
+  EncoderDevice(const EncoderDevice&) = delete;
+  EncoderDevice& operator=(const EncoderDevice&) = delete;
+
+  // Makes the device current on the calling thread (the current device is per host thread).
+  absl::Status Use() const;
+  cudaStream_t stream() const { return stream_.get(); }
+
+  // Synchronous copies to the device (at load).
+  absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> Upload(const std::vector<float>& host) const;
+  // W[out][in] in f32, whatever its CPU type and layout (cpu::UnpackMatrix).
+  absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> Upload(const cpu::Matrix& m) const;
+
+  // y[rows][out] = x[rows][in] * w^T + beta * y, all row-major.
+  absl::Status Gemm(const float* w, int out, int in, const float* x, int rows, float* y,
+                    float beta) const;
+  // One sequence of t rows of qkv ([t][3 * heads * hd]: q | k | v, head h at column h * hd of
+  // each): scores[h] = Q_h K_h^T ([heads][t queries][t keys], unscaled) for every head at once.
+  absl::Status HeadScores(const float* qkv, int t, int heads, int hd, float* scores) const;
+  // Then out rows ([t][heads * hd], head h at column h * hd) = P_h V_h with P the scores after
+  // their softmax.
+  absl::Status HeadValues(const float* qkv, const float* probs, int t, int heads, int hd,
+                          float* out) const;
+
+ private:
+  explicit EncoderDevice(int device) : device_(device) {}
+
+  const int device_;
+  const modrwkv::cuda::CublasApi* blas_ = nullptr;
+  cublasHandle_t handle_ = nullptr;
+  modrwkv::cuda::CudaStream stream_;
+};
+
+// The weights every encoder layer has (LayerNorms, q/k/v, output, two-layer MLP), on the device
+// in f32, matrices [out][in].
+struct DeviceLayerWeights {
+  modrwkv::cuda::DeviceBuffer<float> ln1_w, ln1_b, ln2_w, ln2_b, qkv, qkv_b, out, out_b, fc1, fc1_b,
+      fc2, fc2_b;
+};
+
+// Whether a host layer (EncoderLayerWeights, WavlmLayerWeights: the same field names) has width
+// d and MLP width f: qkv [3d, d], out [d, d], fc1 [f, d], fc2 [d, f].
+template <typename HostLayer>
+bool HasLayerShape(const HostLayer& w, int d, int f) {
+  return w.qkv.rows == 3 * d && w.qkv.cols == d && w.out.rows == d && w.out.cols == d &&
+         w.fc1.rows == f && w.fc1.cols == d && w.fc2.rows == d && w.fc2.cols == f;
+}
+
+// Uploads a host layer's common weights.
+template <typename HostLayer>
+absl::StatusOr<DeviceLayerWeights> UploadLayer(const EncoderDevice& dev, const HostLayer& w) {
+  DeviceLayerWeights l;
+  for (auto [dst, src] : {std::pair{&l.ln1_w, &w.ln1_w},
+                          {&l.ln1_b, &w.ln1_b},
+                          {&l.ln2_w, &w.ln2_w},
+                          {&l.ln2_b, &w.ln2_b},
+                          {&l.qkv_b, &w.qkv_b},
+                          {&l.out_b, &w.out_b},
+                          {&l.fc1_b, &w.fc1_b},
+                          {&l.fc2_b, &w.fc2_b}}) {
+    absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> up = dev.Upload(*src);
+    if (!up.ok()) return up.status();
+    *dst = *std::move(up);
+  }
+  for (auto [dst, src] :
+       {std::pair{&l.qkv, &w.qkv}, {&l.out, &w.out}, {&l.fc1, &w.fc1}, {&l.fc2, &w.fc2}}) {
+    absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> up = dev.Upload(*src);
+    if (!up.ok()) return up.status();
+    *dst = *std::move(up);
+  }
+  return l;
+}
+
+// Grows `buf` to at least `count` floats (its contents are not kept); *capacity tracks its size.
+absl::Status GrowDevice(modrwkv::cuda::DeviceBuffer<float>* buf, size_t* capacity, size_t count);
+
+}  // namespace modrwkv::encoders::cuda
