@@ -27,6 +27,10 @@ class CudaLayerStack final : public LayerStackRunner {
       absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape, int device);
   // Places every tower it is given on `device`.
   static LayerStackFactory Factory(int device);
+  // The device current while the buffers are freed.
+  ~CudaLayerStack() override {
+    if (dev_) (void)dev_->Use();
+  }
 
   absl::Status Run(float* x, int batch) const override;
 

@@ -24,6 +24,10 @@ class CudaWavlmLayers final : public WavlmLayerRunner {
   static absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> Create(
       absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config, int device);
   static WavlmLayerFactory Factory(int device);
+  // The device current while the buffers are freed.
+  ~CudaWavlmLayers() override {
+    if (dev_) (void)dev_->Use();
+  }
 
   absl::Status Run(float* x, int batch, int frames, const float* rel) const override;
 
