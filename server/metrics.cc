@@ -179,6 +179,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& sessions = BuildGauge().Name("modrwkv_sessions").Help("Sessions by tier.").Register(r);
   sessions_hot_ = &sessions.Add({{"tier", "hot"}});
   sessions_cold_ = &sessions.Add({{"tier", "cold"}});
+  cold_tier_bytes_ = gauge("modrwkv_cold_tier_bytes",
+                           "Host memory held by the session cold tier (pinned with a GPU).");
   ready_ = gauge("modrwkv_ready", "1 when readiness is SERVING.");
   draining_ = gauge("modrwkv_draining", "1 while draining before shutdown.");
   engine_failed_ = gauge("modrwkv_engine_failed",
@@ -304,6 +306,7 @@ void Metrics::Refresh() {
   slots_total_->Set(st.slots_total);
   sessions_hot_->Set(st.sessions_hot);
   sessions_cold_->Set(st.sessions_cold);
+  cold_tier_bytes_->Set(static_cast<double>(st.cold_tier_bytes));
 }
 
 void Metrics::OnRpcDone(absl::string_view method, grpc::StatusCode code) {

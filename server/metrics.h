@@ -113,7 +113,7 @@ class Metrics : public SchedulerObserver {
   std::atomic<bool> recording_{true};
 
   prometheus::Gauge *running_, *waiting_, *slots_used_, *slots_total_, *sessions_hot_,
-      *sessions_cold_, *ready_, *draining_, *engine_failed_;
+      *sessions_cold_, *cold_tier_bytes_, *ready_, *draining_, *engine_failed_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
       *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,

@@ -620,8 +620,10 @@ class Scheduler::Impl {
     s.waiting = static_cast<int>(waiting_.size());
     s.slots_total = pool_.slots_total();
     s.slots_used = pool_.slots_used();
-    s.sessions_hot = pool_.hot_sessions();
-    s.sessions_cold = pool_.cold_sessions();
+    const StatePool::TierStats tiers = pool_.Tiers();
+    s.sessions_hot = tiers.hot;
+    s.sessions_cold = tiers.cold;
+    s.cold_tier_bytes = tiers.host_bytes;
     std::lock_guard<std::mutex> l(mu_);
     s.waiting += static_cast<int>(inbox_.size());
     s.queued_prompt_tokens = queued_tokens_;

@@ -137,6 +137,7 @@ struct SchedulerStats {
   int64_t queued_prompt_tokens = 0;  // counted against max_queued_prompt_tokens
   int slots_used = 0, slots_total = 0;
   int sessions_hot = 0, sessions_cold = 0;
+  int64_t cold_tier_bytes = 0;  // host memory of the cold tier (StatePool::TierStats)
   bool draining = false;
 };
 

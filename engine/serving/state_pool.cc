@@ -363,6 +363,16 @@ int StatePool::hot_sessions() const {
 
 int StatePool::cold_sessions() const { return static_cast<int>(sessions_.size()) - hot_sessions(); }
 
+StatePool::TierStats StatePool::Tiers() const {
+  TierStats t;
+  for (const auto& [id, s] : sessions_) {
+    ++(s->slot >= 0 ? t.hot : t.cold);
+    if (s->cold) t.host_bytes += s->cold->bytes();
+    if (s->turn && s->turn->host) t.host_bytes += s->turn->host->bytes();
+  }
+  return t;
+}
+
 int StatePool::sessions_of(const std::string& owner) const {
   auto it = per_owner_.find(owner);
   return it == per_owner_.end() ? 0 : it->second;

@@ -132,6 +132,14 @@ class StatePool {
   void Sweep(absl::Time now);
   int hot_sessions() const;
   int cold_sessions() const;
+  // One pass over the sessions: hot and cold counts, and the host memory the cold tier holds
+  // (cold sessions' states and turns' starting states in host memory, ColdState::bytes(): on a
+  // GPU pinned memory in the state pool's element type).
+  struct TierStats {
+    int hot = 0, cold = 0;
+    int64_t host_bytes = 0;
+  };
+  TierStats Tiers() const;
   int sessions_of(const std::string& owner) const;
 
   // Thread-safe: whether `id` exists and belongs to `owner` (for admission without a round trip

@@ -1,6 +1,7 @@
 // Sessions and Chat end to end: a session's state continues exactly across requests, forks,
 // export from one server process and import into another; Chat keeps its state across turns.
 #include <atomic>
+#include <cmath>
 
 #include "tests/e2e/e2e_util.h"
 
@@ -237,6 +238,12 @@ TEST_F(SessionsE2eTest, IdleSessionsMoveToTheColdTierAndBack) {
   }
   EXPECT_TRUE(Eventually([&] {
     return ScrapeMetric(*server_, "modrwkv_session_offloads_total{direction=\"to_cold\"}") >= 1;
+  }));
+  // The cold tier's host memory: a whole state per cold session (each has run a turn).
+  EXPECT_TRUE(Eventually([&] {
+    const double cold = ScrapeMetric(*server_, "modrwkv_sessions{tier=\"cold\"}");
+    const double bytes = ScrapeMetric(*server_, "modrwkv_cold_tier_bytes");
+    return cold >= 1 && bytes > 0 && std::fmod(bytes, cold) == 0;
   }));
   for (int i = 0; i < 3; ++i) {
     StreamResult r = RunGenerate(stub_.get(), OnSession(" more", 6, ss[i].session_id()));

@@ -173,6 +173,28 @@ TEST_F(StatePoolTest, ForkOfAHotSessionCopiesIntoAFreeSlotElseOffloads) {
   EXPECT_EQ(obs_.to_cold_n, 0);  // neither fork moved a session out of its slot
 }
 
+TEST_F(StatePoolTest, TiersCountSessionsAndTheColdTiersHostMemory) {
+  Build(/*slots=*/1, Cap(4));
+  PooledSession* a = Make("a", T(1));  // cold, the zero state: no memory
+  PooledSession* b = Make("a", T(2));
+  b->cold = Cold(0.5f);
+  StatePool::TierStats t = pool_->Tiers();
+  EXPECT_EQ(t.hot, 0);
+  EXPECT_EQ(t.cold, 2);
+  EXPECT_EQ(t.host_bytes, model_->StateBytes());
+  ASSERT_TRUE(pool_->MakeHot(b).ok());
+  b->busy = true;
+  ASSERT_TRUE(pool_->BeginTurn(b).ok());  // no spare slot: the start goes to host memory
+  t = pool_->Tiers();
+  EXPECT_EQ(t.hot, 1);
+  EXPECT_EQ(t.cold, 1);
+  EXPECT_EQ(t.host_bytes, model_->StateBytes());  // b's turn start; a still holds nothing
+  pool_->EndTurn(b);
+  EXPECT_EQ(pool_->Tiers().host_bytes, 0);
+  EXPECT_EQ(pool_->cold_sessions(), 1);
+  EXPECT_EQ(a->slot, -1);
+}
+
 TEST_F(StatePoolTest, WithACapOfZeroNewSessionsLiveInSlotsOrAreRefused) {
   Build(/*slots=*/2, Cap(0));
   auto a = pool_->Create("a");
