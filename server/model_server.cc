@@ -268,6 +268,7 @@ absl::Status ModelServer::LoadAndServe() {
     log_->Info("vision", {{"encoder", vc.kind == encoders::VitKind::kClip ? "clip" : "siglip"},
                           {"image_size", vc.image_size},
                           {"rows_per_image", bundle.image_splice.rows},
+                          {"layers", vision_->tower().layers_placed() ? "gpu" : "cpu"},
                           {"splice", bundle.image_splice.mode == encoders::SpliceMode::kPrepend
                                          ? "prepend"
                                          : "replace_pad"},
@@ -284,6 +285,7 @@ absl::Status ModelServer::LoadAndServe() {
     at.rows_per_second = audio_->rows_per_second();
     ctx_.translation.audio = at;
     log_->Info("audio", {{"encoder", audio_->encoder_kind()},
+                         {"layers", audio_->layers_placed() ? "gpu" : "cpu"},
                          {"max_seconds", audio_->max_seconds()},
                          {"rows_per_second", audio_->rows_per_second()},
                          {"generation", std::string(1, bundle.layout.generation)}});

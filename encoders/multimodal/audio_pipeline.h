@@ -41,6 +41,10 @@ class AudioPipeline : public ItemEncoder {
       const WavlmLayerFactory& wavlm_layers = nullptr);
 
   const char* encoder_kind() const { return whisper_ ? "whisper" : "wavlm"; }
+  // Whether the encoder's transformer layers run through a runner (on a GPU), not on the CPU.
+  bool layers_placed() const {
+    return whisper_ ? whisper_->layers_placed() : wavlm_->layers_placed();
+  }
   int dim() const { return adapter_->output_dim(); }
   double max_seconds() const { return decode_.limits.max_seconds; }
   // Prompt rows per second of audio after the adapter (for GetModelInfo).

@@ -67,6 +67,8 @@ class WhisperEncoder {
   // the rest of Forward stays on the CPU, and the CPU copy of the layers is freed. Call before
   // the encoder is shared between threads.
   absl::Status UseLayerStack(const LayerStackFactory& factory);
+  // Whether the layers run through a runner (UseLayerStack), not on the CPU.
+  bool layers_placed() const { return layer_stack_ != nullptr; }
 
  private:
   explicit WhisperEncoder(const WhisperConfig& config) : config_(config) {}

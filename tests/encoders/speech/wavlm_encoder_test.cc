@@ -195,6 +195,7 @@ TEST(WavlmEncoderTest, ALayerRunnerGetsTheLayersRowsAndRelativeBias) {
   ASSERT_TRUE((*same)->UseLayerStack(factory(0.0f)).ok());
   ASSERT_TRUE((*plus)->UseLayerStack(factory(1.0f)).ok());
   ASSERT_EQ(runners.size(), 2u);
+  EXPECT_TRUE((*same)->layers_placed());
   EXPECT_EQ(runners[0]->layers, 2);
   const int samples = 8000, frames = (*same)->OutputFrames(samples);
   const std::vector<float> audio = RandomWavlmAudio(2, samples, 2);

@@ -170,6 +170,8 @@ TEST(WhisperEncoderTest, ALayerRunnerGetsEveryLayer) {
   const CpuLayerStack* runner = nullptr;
   ASSERT_TRUE((*placed)->UseLayerStack(CpuLayerStackFactory(&runner)).ok());
   ASSERT_NE(runner, nullptr);
+  EXPECT_TRUE((*placed)->layers_placed());
+  EXPECT_FALSE((*plain)->layers_placed());
   EXPECT_EQ(runner->layers(), (*plain)->config().encoder_layers);
   const std::vector<float> mel = ReadF32("tiny_mel.bin");
   EXPECT_EQ(Encode(**placed, mel, 2, 2), Encode(**plain, mel, 2, 2));

@@ -156,6 +156,8 @@ TEST(VisionTowerTest, ALayerRunnerGetsTheLayersTheTowerRuns) {
     const CpuLayerStack* runner = nullptr;
     ASSERT_TRUE((*placed)->UseLayerStack(CpuLayerStackFactory(&runner)).ok());
     ASSERT_NE(runner, nullptr);
+    EXPECT_TRUE((*placed)->layers_placed());
+    EXPECT_FALSE((*plain)->layers_placed());
     EXPECT_EQ(runner->layers(), feature_layer == -1 ? 3 : feature_layer == -2 ? 2 : 0);
     EXPECT_EQ(Encode(**placed, px, 2, 2), Encode(**plain, px, 2, 2)) << feature_layer;
     EXPECT_EQ(runner->runs, 1);
