@@ -101,12 +101,7 @@ absl::Status CudaLayerStack::Run(float* x, int batch) const {
   std::lock_guard<std::mutex> lock(mu_);
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const size_t t = shape_.tokens, rows = static_cast<size_t>(batch) * t, d = shape_.dim;
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.x, &s_.x_n, rows * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.h, &s_.h_n, rows * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.qkv, &s_.qkv_n, rows * 3 * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.attn, &s_.attn_n, rows * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.mlp, &s_.mlp_n, rows * shape_.ffn));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.scores, &s_.scores_n, shape_.heads * t * t));
+  MODRWKV_RETURN_IF_ERROR(s_.Reserve(rows, d, shape_.ffn, shape_.heads, t));
   const size_t bytes = rows * d * sizeof(float);
   cudaStream_t st = dev_->stream();
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), x, bytes, cudaMemcpyHostToDevice, st));

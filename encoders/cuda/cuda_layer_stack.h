@@ -45,11 +45,7 @@ class CudaLayerStack final : public LayerStackRunner {
   std::vector<Layer> layers_;
 
   mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
-  struct Scratch {
-    modrwkv::cuda::DeviceBuffer<float> x, h, qkv, attn, mlp, scores;
-    size_t x_n = 0, h_n = 0, qkv_n = 0, attn_n = 0, mlp_n = 0, scores_n = 0;  // capacities
-  };
-  mutable Scratch s_;
+  mutable LayerScratch s_;
 };
 
 }  // namespace modrwkv::encoders::cuda

@@ -116,14 +116,9 @@ absl::Status CudaWavlmLayers::Run(float* x, int batch, int frames, const float* 
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const size_t t = frames, rows = static_cast<size_t>(batch) * t, d = config_.hidden_size;
   const size_t heads = config_.num_attention_heads;
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.x, &s_.x_n, rows * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.h, &s_.h_n, rows * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.qkv, &s_.qkv_n, rows * 3 * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.attn, &s_.attn_n, rows * d));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.mlp, &s_.mlp_n, rows * config_.intermediate_size));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.scores, &s_.scores_n, heads * t * t));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.gate, &s_.gate_n, rows * heads));
-  MODRWKV_RETURN_IF_ERROR(GrowDevice(&s_.rel, &s_.rel_n, heads * (2 * t - 1)));
+  MODRWKV_RETURN_IF_ERROR(s_.Reserve(rows, d, config_.intermediate_size, heads, t));
+  MODRWKV_RETURN_IF_ERROR(s_.gate.Reserve(rows * heads));
+  MODRWKV_RETURN_IF_ERROR(s_.rel.Reserve(heads * (2 * t - 1)));
   cudaStream_t st = dev_->stream();
   const size_t bytes = rows * d * sizeof(float);
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), x, bytes, cudaMemcpyHostToDevice, st));

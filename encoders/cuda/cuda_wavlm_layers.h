@@ -45,10 +45,9 @@ class CudaWavlmLayers final : public WavlmLayerRunner {
   std::vector<Layer> layers_;
 
   mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
-  struct Scratch {
-    modrwkv::cuda::DeviceBuffer<float> x, h, qkv, attn, mlp, scores, gate, rel;
-    size_t x_n = 0, h_n = 0, qkv_n = 0, attn_n = 0, mlp_n = 0, scores_n = 0, gate_n = 0,
-           rel_n = 0;  // capacities
+  struct Scratch : LayerScratch {
+    DeviceScratch gate;  // [batch][heads][t]
+    DeviceScratch rel;   // [heads][2t - 1]
   };
   mutable Scratch s_;
 };

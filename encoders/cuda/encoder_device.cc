@@ -78,13 +78,22 @@ absl::Status EncoderDevice::HeadValues(const float* qkv, const float* probs, int
       "SgemmStridedBatched (attention values)");
 }
 
-absl::Status GrowDevice(DeviceBuffer<float>* buf, size_t* capacity, size_t count) {
-  if (count <= *capacity) return absl::OkStatus();
-  buf->reset();  // free first: the old contents are not kept
-  *capacity = 0;
-  MODRWKV_ASSIGN_OR_RETURN(*buf, AllocDevice<float>(count));
-  *capacity = count;
+absl::Status DeviceScratch::Reserve(size_t count) {
+  if (count <= capacity_) return absl::OkStatus();
+  buf_.reset();  // free first: the old contents are not kept
+  capacity_ = 0;
+  MODRWKV_ASSIGN_OR_RETURN(buf_, AllocDevice<float>(count));
+  capacity_ = count;
   return absl::OkStatus();
+}
+
+absl::Status LayerScratch::Reserve(size_t rows, size_t d, size_t f, size_t heads, size_t t) {
+  MODRWKV_RETURN_IF_ERROR(x.Reserve(rows * d));
+  MODRWKV_RETURN_IF_ERROR(h.Reserve(rows * d));
+  MODRWKV_RETURN_IF_ERROR(qkv.Reserve(rows * 3 * d));
+  MODRWKV_RETURN_IF_ERROR(attn.Reserve(rows * d));
+  MODRWKV_RETURN_IF_ERROR(mlp.Reserve(rows * f));
+  return scores.Reserve(heads * t * t);
 }
 
 }  // namespace modrwkv::encoders::cuda

@@ -93,7 +93,22 @@ absl::StatusOr<DeviceLayerWeights> UploadLayer(const EncoderDevice& dev, const H
   return l;
 }
 
-// Grows `buf` to at least `count` floats (its contents are not kept); *capacity tracks its size.
-absl::Status GrowDevice(modrwkv::cuda::DeviceBuffer<float>* buf, size_t* capacity, size_t count);
+// Device floats that grow to the largest count reserved; the contents are not kept across growth.
+class DeviceScratch {
+ public:
+  absl::Status Reserve(size_t count);
+  float* get() const { return buf_.get(); }
+
+ private:
+  modrwkv::cuda::DeviceBuffer<float> buf_;
+  size_t capacity_ = 0;
+};
+
+// A layer's activations over `rows` rows of width d (MLP width f), and one sequence's attention
+// scores ([heads][t][t]).
+struct LayerScratch {
+  DeviceScratch x, h, qkv, attn, mlp, scores;
+  absl::Status Reserve(size_t rows, size_t d, size_t f, size_t heads, size_t t);
+};
 
 }  // namespace modrwkv::encoders::cuda

@@ -185,6 +185,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     return b;
   }
   if (b.layout.generation == 'T') return b;  // text only
+  MODRWKV_ASSIGN_OR_RETURN(const EncoderLayers layers, PlaceEncoderLayers(model_options));
   // The checkpoint holds one adapter; which encoder feeds it is what the user names. Generation
   // A's speech adapter starts with a convolution over the encoder's rows.
   const bool speech_adapter = b.layout.generation == 'A' && !b.layout.adapter.layers.empty() &&
@@ -193,7 +194,6 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   const std::string audio_folder =
       !options.audio_encoder.empty() ? options.audio_encoder : am.encoder;
   if (!audio_folder.empty()) {
-    MODRWKV_ASSIGN_OR_RETURN(const EncoderLayers layers, PlaceEncoderLayers(model_options));
     MODRWKV_ASSIGN_OR_RETURN(b.audio,
                              OpenAudio(audio_folder, am, b.layout, *ckpt, options.audio_decode,
                                        b.model->info().fingerprint, layers));
@@ -216,7 +216,6 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
         "): serving text only");
     return b;
   }
-  MODRWKV_ASSIGN_OR_RETURN(const EncoderLayers layers, PlaceEncoderLayers(model_options));
   MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,
                                                 b.model->info().fingerprint, layers.towers));
   if (b.vision->dim() != b.model->config().n_embd) {

@@ -62,6 +62,13 @@ std::optional<int> StatePool::TakeSlot() {
 
 void StatePool::ReleaseSlot(int slot) { free_slots_.push_back(slot); }
 
+std::optional<int> StatePool::CopyToFreeSlot(int src) {
+  if (free_slots_.empty() || !model_->CopySlot(src, free_slots_.back()).ok()) return std::nullopt;
+  const int slot = free_slots_.back();
+  free_slots_.pop_back();
+  return slot;
+}
+
 std::optional<int> StatePool::ReclaimTurnSlot() {
   for (auto& [id, s] : sessions_) {
     if (!s->turn || s->turn->slot < 0) continue;
@@ -87,9 +94,8 @@ absl::Status StatePool::BeginTurn(PooledSession* s) {
   if (s->slot < 0) return absl::FailedPreconditionError("BeginTurn: the session is not hot");
   PooledSession::Turn t;
   t.pending_token = s->pending_token;
-  if (!free_slots_.empty() && model_->CopySlot(s->slot, free_slots_.back()).ok()) {
-    t.slot = free_slots_.back();
-    free_slots_.pop_back();
+  if (std::optional<int> copy = CopyToFreeSlot(s->slot)) {
+    t.slot = *copy;
   } else {
     MODRWKV_ASSIGN_OR_RETURN(t.host, model_->OffloadSlot(s->slot));
   }
@@ -249,10 +255,8 @@ absl::StatusOr<PooledSession*> StatePool::Fork(PooledSession* src) {
   // is offloaded; a cold one's is read (a ColdState is not shared).
   int slot = -1;
   std::unique_ptr<ColdState> cold;
-  if (src->slot >= 0 && !free_slots_.empty() &&
-      model_->CopySlot(src->slot, free_slots_.back()).ok()) {
-    slot = free_slots_.back();
-    free_slots_.pop_back();
+  if (std::optional<int> copy = src->slot >= 0 ? CopyToFreeSlot(src->slot) : std::nullopt) {
+    slot = *copy;
   } else if (src->slot >= 0) {
     MODRWKV_ASSIGN_OR_RETURN(cold, model_->OffloadSlot(src->slot));
   } else if (src->cold) {
@@ -355,13 +359,9 @@ absl::Status StatePool::EnforceColdCapacity(const std::string& owner, PooledSess
                     reason::kSessionTierFull);
 }
 
-int StatePool::hot_sessions() const {
-  int n = 0;
-  for (auto& [id, s] : sessions_) n += s->slot >= 0;
-  return n;
-}
+int StatePool::hot_sessions() const { return Tiers().hot; }
 
-int StatePool::cold_sessions() const { return static_cast<int>(sessions_.size()) - hot_sessions(); }
+int StatePool::cold_sessions() const { return Tiers().cold; }
 
 StatePool::TierStats StatePool::Tiers() const {
   TierStats t;

@@ -152,6 +152,9 @@ class StatePool {
   // the LRU idle hot session to the cold tier (which may then be over its bound: the caller
   // settles it with EnforceColdCapacity).
   std::optional<int> TakeSlot();
+  // A free slot holding a copy of slot `src` (a copy inside the pool); nullopt when no slot is
+  // free or the copy fails.
+  std::optional<int> CopyToFreeSlot(int src);
   // A lent slot back from a turn whose start moves to host memory; nullopt if none is lent.
   std::optional<int> ReclaimTurnSlot();
   // A free slot, else a lent one taken back; nullopt if neither.
