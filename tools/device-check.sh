@@ -56,8 +56,12 @@ case "${1:-}" in
     # The machine's own cuBLAS (it must match its driver).
     export LD_LIBRARY_PATH="$PWD/$out/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # Where the toolkit is not in /usr/local/cuda, cuBLAS may come with Python's nvidia wheels.
-    if [[ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]] && ! ldconfig -p | grep -q libcublas.so.13; then
-      cublas=$(find /usr /opt -name libcublas.so.13 2>/dev/null | head -1)
+    # Not `ldconfig -p | grep -q`: under pipefail grep's early exit can fail ldconfig with SIGPIPE
+    # and read as "not found". `|| true` on the find: it fails on an unreadable directory (and
+    # on SIGPIPE from head), and under set -e that would end the whole run here.
+    if [[ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]] &&
+      ! ldconfig -p 2>/dev/null | grep libcublas.so.13 >/dev/null; then
+      cublas=$(find /usr /opt -name libcublas.so.13 2>/dev/null | head -1 || true)
       [[ -n $cublas ]] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$cublas")"
       echo "cuBLAS: ${cublas:-not found}"
     fi
@@ -86,17 +90,23 @@ case "${1:-}" in
         status=1
         return
       fi
-      timeout $((cap < left ? cap : left)) "${runner[@]}" "$@" || status=1
+      # ${runner[@]+...}: an empty array is "unbound" under set -u in bash before 4.4. -k: a
+      # process wedged in the driver that outlives SIGTERM is killed 5 s later, not left to eat
+      # the next steps' time.
+      timeout -k 5 $((cap < left ? cap : left)) ${runner[@]+"${runner[@]}"} "$@" || status=1
     }
     if [[ $mode == profile ]]; then
       step 150 "cuda_bench --breakdown (0.1B and 1.5B bf16)" "$out/bin/cuda_bench" \
         --shapes=0.1b,1.5b --dtypes=bf16 --batches=1,256 --breakdown=on
       if command -v nsys >/dev/null; then
         echo "== nsys: kernels of 0.1B bf16 decode at batch 1 (no graphs)"
-        timeout 90 nsys profile -t cuda -o /tmp/decode --force-overwrite true "${runner[@]}" \
-          "$out/bin/cuda_bench" --shapes=0.1b --dtypes=bf16 --batches=1 --prefill=16 \
-          --graphs=off >/dev/null || status=1
-        nsys stats -q -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep | cut -d, -f1-9 | head -40
+        timeout 90 nsys profile -t cuda -o /tmp/decode --force-overwrite true \
+          ${runner[@]+"${runner[@]}"} "$out/bin/cuda_bench" --shapes=0.1b --dtypes=bf16 \
+          --batches=1 --prefill=16 --graphs=off >/dev/null || status=1
+        # || status=1: without a report (the profile timed out) the pipeline fails, and set -e
+        # would end the run before its last line.
+        nsys stats -q -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep | cut -d, -f1-9 |
+          head -40 || status=1
       else
         echo "no nsys on this machine"
       fi

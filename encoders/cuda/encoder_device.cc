@@ -37,8 +37,12 @@ absl::Status EncoderDevice::Use() const {
 
 absl::StatusOr<DeviceBuffer<float>> EncoderDevice::Upload(const std::vector<float>& host) const {
   MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> d, AllocDevice<float>(host.size()));
-  MODRWKV_CUDA_RETURN_IF_ERROR(
-      cudaMemcpy(d.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  // On our stream, then waited for: a plain cudaMemcpy from pageable memory goes on the legacy
+  // stream and may return before its DMA lands, and the non-blocking stream the layers run on
+  // does not wait for the legacy stream (a Run right after Create could read half a weight).
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.get(), host.data(), host.size() * sizeof(float),
+                                               cudaMemcpyHostToDevice, stream_.get()));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
   return d;
 }
 

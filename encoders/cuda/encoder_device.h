@@ -28,7 +28,7 @@ class EncoderDevice {
   absl::Status Use() const;
   cudaStream_t stream() const { return stream_.get(); }
 
-  // Synchronous copies to the device (at load).
+  // Copies to the device (at load), finished on return; on the stream, so call after Open.
   absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> Upload(const std::vector<float>& host) const;
   // W[out][in] in f32, whatever its CPU type and layout (cpu::UnpackMatrix).
   absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> Upload(const cpu::Matrix& m) const;
@@ -61,11 +61,16 @@ struct DeviceLayerWeights {
 };
 
 // Whether a host layer (EncoderLayerWeights, WavlmLayerWeights: the same field names) has width
-// d and MLP width f: qkv [3d, d], out [d, d], fc1 [f, d], fc2 [d, f].
+// d and MLP width f: qkv [3d, d], out [d, d], fc1 [f, d], fc2 [d, f], biases and LayerNorms to
+// match (the kernels read d, 3d or f floats of each, whatever was uploaded).
 template <typename HostLayer>
 bool HasLayerShape(const HostLayer& w, int d, int f) {
+  const size_t ud = d;
   return w.qkv.rows == 3 * d && w.qkv.cols == d && w.out.rows == d && w.out.cols == d &&
-         w.fc1.rows == f && w.fc1.cols == d && w.fc2.rows == d && w.fc2.cols == f;
+         w.fc1.rows == f && w.fc1.cols == d && w.fc2.rows == d && w.fc2.cols == f &&
+         w.ln1_w.size() == ud && w.ln1_b.size() == ud && w.ln2_w.size() == ud &&
+         w.ln2_b.size() == ud && w.qkv_b.size() == 3 * ud && w.out_b.size() == ud &&
+         w.fc1_b.size() == static_cast<size_t>(f) && w.fc2_b.size() == ud;
 }
 
 // Uploads a host layer's common weights.

@@ -38,6 +38,10 @@ absl::StatusOr<PinnedStates::Buffer> PinnedStates::Take() {
   MODRWKV_ASSIGN_OR_RETURN(b.last_copy, CreateEvent());
   const cudaError_t err = cudaMallocHost(&b.data, static_cast<size_t>(bytes()));
   if (err != cudaSuccess) {
+    // Reported here, and the caller falls back to a pageable copy: clear the thread's last error,
+    // which Launch() reads after every launch and would otherwise fail the next step's first
+    // kernel with this allocation's error.
+    cudaGetLastError();
     return absl::ResourceExhaustedError(
         absl::StrFormat("pinning %d bytes of host memory for an offloaded state: %s", bytes(),
                         cudaGetErrorString(err)));

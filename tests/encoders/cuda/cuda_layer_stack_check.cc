@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -168,6 +169,47 @@ TEST(CudaLayerStackErrors, BadShapesAndDevicesAreRefused) {
   ASSERT_TRUE(stack.ok()) << stack.status();
   std::vector<float> x(8 * 32);
   EXPECT_EQ((*stack)->Run(x.data(), 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Encoder workers call Run from threads other than the one that built the stack, several at
+// once, with different batches: each call must make the device current and have the stream and
+// the scratch to itself.
+TEST(CudaLayerStackThreads, ConcurrentRunsFromOtherThreadsMatchTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const EncoderLayerShape shape = Shape(29, 64, 96, 4, Activation::kGeluErf, false);
+  std::mt19937 g(23);
+  std::vector<EncoderLayerWeights> layers;
+  for (int i = 0; i < 2; ++i) layers.push_back(RandomLayer(shape, &g, cpu::WType::kF32));
+  auto stack = CudaLayerStack::Create(layers, shape, 0);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  constexpr int kThreads = 4;
+  std::vector<std::vector<float>> want(kThreads), got(kThreads);
+  cpu::ThreadPool pool(2);
+  cpu::LinearRunner lin(&pool);
+  for (int i = 0; i < kThreads; ++i) {
+    const int batch = i + 1, rows = batch * shape.tokens;
+    want[i] = got[i] = Uniform(static_cast<size_t>(rows) * shape.dim, &g, 1.0f);
+    EncoderScratch scratch(shape, rows, pool.size());
+    for (const EncoderLayerWeights& l : layers) {
+      RunPreLnLayer(l, shape, batch, want[i].data(), &scratch, &pool, &lin);
+    }
+  }
+  std::vector<absl::Status> status(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int rep = 0; rep < 3 && status[i].ok(); ++rep) {
+        std::vector<float> x = got[i];
+        status[i] = (*stack)->Run(x.data(), i + 1);
+        if (rep == 2) got[i] = std::move(x);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kThreads; ++i) {
+    ASSERT_TRUE(status[i].ok()) << status[i];
+    EXPECT_LT(RelErr(want[i], got[i]), 1e-4) << "thread " << i;
+  }
 }
 
 // Whole towers: the same encoder twice, the second with its layers on the GPU.

@@ -34,6 +34,9 @@ std::vector<float> Uniform(size_t n, uint32_t seed, float lo, float hi) {
 DeviceBuffer<float> Up(const std::vector<float>& v) {
   DeviceBuffer<float> d = AllocDevice<float>(v.size()).value();
   EXPECT_EQ(cudaMemcpy(d.get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  // cudaMemcpy from pageable memory may return before its DMA lands, on the legacy stream, which
+  // the tests' non-blocking streams do not wait for.
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   return d;
 }
 
@@ -130,29 +133,35 @@ TEST(EncoderKernelsTest, WavlmGateAndBiasedSoftmaxFollowWavlmsFormulas) {
   const std::vector<float> got_gate = Down(dgate, gate.size());
   ExpectNear(got_gate, gate, 1e-5, "gate");
 
-  // One sequence's scores with the gated relative bias.
-  const std::vector<float> s = Uniform(static_cast<size_t>(heads) * t * t, 9, -8, 8);
-  const std::vector<float> rel = Uniform(static_cast<size_t>(heads) * (2 * t - 1), 10, -1, 1);
-  const float scale = 0.25f;
-  std::vector<float> want = s;
-  for (int head = 0; head < heads; ++head) {
-    for (int i = 0; i < t; ++i) {
-      float* row = want.data() + (int64_t{head} * t + i) * t;
-      double m = -INFINITY, sum = 0;
-      std::vector<double> v(t);
-      for (int j = 0; j < t; ++j) {
-        v[j] = double(row[j]) * scale +
-               double(gate[head * t + i]) * rel[head * (2 * t - 1) + j - i + t - 1];
-        m = std::max(m, v[j]);
+  // One sequence's scores with the gated relative bias: the first clip's reference gate, then a
+  // sequence longer than the kernel's 256 threads (each thread walks several keys of a row) with
+  // gates in the gate's range.
+  for (const int n : {t, 300}) {
+    const std::vector<float> g =
+        n == t ? gate : Uniform(static_cast<size_t>(heads) * n, 11, 1.0f, 3.0f);
+    const std::vector<float> s = Uniform(static_cast<size_t>(heads) * n * n, 9, -8, 8);
+    const std::vector<float> rel = Uniform(static_cast<size_t>(heads) * (2 * n - 1), 10, -1, 1);
+    const float scale = 0.25f;
+    std::vector<float> want = s;
+    for (int head = 0; head < heads; ++head) {
+      for (int i = 0; i < n; ++i) {
+        float* row = want.data() + (int64_t{head} * n + i) * n;
+        double m = -INFINITY, sum = 0;
+        std::vector<double> v(n);
+        for (int j = 0; j < n; ++j) {
+          v[j] = double(row[j]) * scale +
+                 double(g[head * n + i]) * rel[head * (2 * n - 1) + j - i + n - 1];
+          m = std::max(m, v[j]);
+        }
+        for (int j = 0; j < n; ++j) sum += v[j] = std::exp(v[j] - m);
+        for (int j = 0; j < n; ++j) row[j] = static_cast<float>(v[j] / sum);
       }
-      for (int j = 0; j < t; ++j) sum += v[j] = std::exp(v[j] - m);
-      for (int j = 0; j < t; ++j) row[j] = static_cast<float>(v[j] / sum);
     }
+    DeviceBuffer<float> ds = Up(s), drel = Up(rel), dg = Up(g);
+    ASSERT_TRUE(
+        LaunchBiasedSoftmax(st.get(), ds.get(), heads, n, scale, dg.get(), drel.get()).ok());
+    ExpectNear(Down(ds, s.size()), want, 1e-5, n == t ? "biased softmax" : "biased softmax, long");
   }
-  DeviceBuffer<float> ds = Up(s), drel = Up(rel), dgate_ref = Up(gate);  // the reference gate
-  ASSERT_TRUE(
-      LaunchBiasedSoftmax(st.get(), ds.get(), heads, t, scale, dgate_ref.get(), drel.get()).ok());
-  ExpectNear(Down(ds, s.size()), want, 1e-5, "biased softmax");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -38,7 +39,9 @@ constexpr int kHead = 64;
 constexpr float kTol = 1e-5f;
 
 TEST(Wkv7DecodeLaunchTest, RejectsBadShapesAndMissingInputs) {
-  float f = 0;
+  // 16-byte aligned, as a state pool must be: each case is then refused for what it names, not
+  // for the pool's alignment (checked before the pointers).
+  alignas(16) float f = 0;
   int32_t i = 0;
   const TimeMixRows rows{&f, &f, &f, &f, &f, &f, &f, &f};
   const TimeMixParams params{&f, &f, &f, &f, &f, &f, &f, &f};
@@ -145,7 +148,9 @@ void CompareWithTheSeparateKernels(const DecodeCase& c, cudaStream_t stream) {
   std::vector<float> pool_want, pool_got;
   for (S x : Download(s_pool, pool.size())) pool_want.push_back(StateValue(x));
   for (S x : Download(f_pool, pool.size())) pool_got.push_back(StateValue(x));
-  ExpectNear(pool_got, pool_want, kTol, "state pool");  // the untouched slots too
+  // The untouched slots too. An f16 state is rounded once at the end: an f32 difference of one
+  // unit (contraction) that straddles a rounding boundary is one f16 unit, 2^-10 of the value.
+  ExpectNear(pool_got, pool_want, std::is_same_v<S, float> ? kTol : 1e-3f, "state pool");
   // v_first: the first layer writes v there (the cases with padding are later layers).
   ExpectNear(Download(f_v_first, n), Download(s_v_first, n), 0.0f, "v_first");
   for (const auto& [buf, host, what] :
