@@ -49,6 +49,17 @@ __device__ __forceinline__ void PrefetchToL2(const void* p, uint32_t bytes) {
 #endif
 }
 
+// The kernel's dynamic shared memory (the launch's shared_bytes), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* DynamicShared() {
+#ifdef MODRWKV_CUDA_EMULATION
+  return reinterpret_cast<T*>(::cuda_emu::DynamicShared());
+#else
+  extern __shared__ __align__(16) unsigned char dynamic_shared[];
+  return reinterpret_cast<T*>(dynamic_shared);
+#endif
+}
+
 // kernel<<<grid, block, shared_bytes, stream>>>(args...), with PDL where OverlappedLaunches();
 // the launch's error as a Status naming `kernel_name`.
 template <typename... Params, typename... Args>

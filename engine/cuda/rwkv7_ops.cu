@@ -112,7 +112,7 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
   AllowSuccessor();
   PrefetchParams(C, w, b, mix, mixes);
   WaitForPredecessor();
-  extern __shared__ float row[];
+  float* row = DynamicShared<float>();
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
   const float* xr = x + r * C;
@@ -375,6 +375,7 @@ absl::Status LaunchGroupNormGate(cudaStream_t stream, int R, int C, const float*
   });
 }
 
+#ifndef MODRWKV_CUDA_EMULATION
 namespace {
 __device__ __forceinline__ uint64_t GlobalNanoseconds() {
   uint64_t t;
@@ -388,11 +389,18 @@ __global__ void SpinKernel(uint64_t ns) {
   while (GlobalNanoseconds() - t0 < ns) __nanosleep(1000);
 }
 }  // namespace
+#endif
 
 absl::Status LaunchSpin(cudaStream_t stream, int microseconds) {
   if (microseconds < 0) return absl::InvalidArgumentError("LaunchSpin: microseconds < 0");
-  SpinKernel<<<1, 1, 0, stream>>>(static_cast<uint64_t>(microseconds) * 1000);
+#ifdef MODRWKV_CUDA_EMULATION
+  // The emulator runs a stream's work in order when the host waits: there is nothing to gate.
+  (void)stream;
+  return absl::OkStatus();
+#else
+  SpinKernel<<<1, 1, 0, stream> > >(static_cast<uint64_t>(microseconds) * 1000);
   return CudaStatus(cudaGetLastError(), "SpinKernel launch");
+#endif
 }
 
 }  // namespace modrwkv::cuda

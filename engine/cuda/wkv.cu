@@ -119,8 +119,7 @@ static __global__ void __launch_bounds__(wkv_chunked::kThreads)
   }
   if (t0 == t1) return;  // an empty sequence: its state stays as it is
 
-  extern __shared__ __align__(16) unsigned char wkv_shared[];
-  Shared<kRows>& m = *reinterpret_cast<Shared<kRows>*>(wkv_shared);
+  Shared<kRows>& m = *DynamicShared<Shared<kRows>>();
   const float* src[kInputs] = {r, w, k, kk, a, v};
   // The tokens [tc, tc + kL) (or to the end) into m.in[buf]: element j of a token's row of each
   // input, a thread per (token, j), coalesced.

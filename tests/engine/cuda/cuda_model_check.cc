@@ -611,6 +611,9 @@ TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
 // shared-memory sums are covered too, and a decode step's logits match the CPU's bf16 products.
 TEST(CudaOverlapTest, OverlappedLaunchesChangeNoResult) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+#ifdef MODRWKV_CUDA_EMULATION
+  GTEST_SKIP() << "the CUDA emulator runs launches in order: there is no overlap to check";
+#endif
   RandomModelSpec spec;
   spec.n_layer = 2;
   spec.n_embd = 1024;

@@ -24,6 +24,14 @@
 
 namespace modrwkv::cuda::testing_util {
 
+// Built against the CUDA emulator (tests/engine/cuda/emu): kernels run on the CPU, a thread at a
+// time, so the largest cases run at a smaller size there (each test says where).
+#ifdef MODRWKV_CUDA_EMULATION
+inline constexpr bool kEmulated = true;
+#else
+inline constexpr bool kEmulated = false;
+#endif
+
 inline std::vector<float> Random(size_t n, std::mt19937& g, float lo, float hi) {
   std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
