@@ -398,7 +398,10 @@ absl::Status LaunchSpin(cudaStream_t stream, int microseconds) {
   (void)stream;
   return absl::OkStatus();
 #else
-  SpinKernel<<<1, 1, 0, stream> > >(static_cast<uint64_t>(microseconds) * 1000);
+  // clang-format splits the launch's >>> inside this #else.
+  // clang-format off
+  SpinKernel<<<1, 1, 0, stream>>>(static_cast<uint64_t>(microseconds) * 1000);
+  // clang-format on
   return CudaStatus(cudaGetLastError(), "SpinKernel launch");
 #endif
 }
