@@ -12,6 +12,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -143,12 +144,13 @@ size_t DeviceMemoryBytes() {
 }
 
 void* Allocate(size_t bytes, bool pinned) {
-  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
-  void* p = std::aligned_alloc(256, rounded);
-  if (p == nullptr) return nullptr;
+  // 256-byte aligned as cudaMalloc's, and exactly `bytes` long, so that AddressSanitizer flags
+  // an access past the end even where the device's allocation granularity would hide it.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) != 0) return nullptr;
   // Fresh device memory holds whatever was there: NaN bits, so that a read of what nobody wrote
   // shows in the results.
-  std::memset(p, 0xff, rounded);
+  std::memset(p, 0xff, std::max<size_t>(bytes, 1));
   Allocations()[reinterpret_cast<uintptr_t>(p)] = {bytes, pinned};
   return p;
 }
@@ -237,6 +239,9 @@ struct Fiber {
   const char* waits_at = "";
 #if defined(__SANITIZE_ADDRESS__)
   void* fake_stack = nullptr;
+  // The frames still on the stack when the fiber last finished (its entry's and its last
+  // switch's) never returned, so their redzones are still poisoned: cleared before reuse.
+  char* live_low = nullptr;
 #endif
 };
 
@@ -321,6 +326,11 @@ class Executor {
       Fiber& f = fibers_[t];
       f.state = FiberState::kRunnable;
       f.index = make_uint3(t % bd.x, t / bd.x % bd.y, t / (bd.x * bd.y));
+#if defined(__SANITIZE_ADDRESS__)
+      if (f.live_low != nullptr) {
+        __asan_unpoison_memory_region(f.live_low, f.stack.get() + kFiberStackBytes - f.live_low);
+      }
+#endif
       f.sp = FreshStack(f.stack.get(), kFiberStackBytes, &Executor::Entry);
     }
     int done = 0;
@@ -355,6 +365,10 @@ class Executor {
   void Yield(bool finished) {
     Fiber& me = fibers_[current_];
 #if defined(__SANITIZE_ADDRESS__)
+    if (finished) {
+      // Below this frame: only the switch's own pushes (not instrumented).
+      me.live_low = static_cast<char*>(__builtin_frame_address(0)) - 256;
+    }
     __sanitizer_start_switch_fiber(finished ? nullptr : &me.fake_stack, scheduler_stack_bottom_,
                                    scheduler_stack_size_);
 #endif
