@@ -224,7 +224,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   const size_t state_bytes = static_cast<size_t>(SlotBytes()) * num_slots_;
   MODRWKV_ASSIGN_OR_RETURN(state_, AllocDevice<uint8_t>(state_bytes));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(state_.get(), 0, state_bytes));
-  pinned_ = std::make_shared<PinnedStates>(info_.config.StateFloats(), state_elem_bytes_);
+  pinned_ = std::make_shared<PinnedStates>(info_.config.StateFloats(), state_elem_bytes_, device_);
   // The uploads and the memset ran on the legacy stream, which the model's non-blocking stream
   // does not wait for.
   return CudaStatus(cudaDeviceSynchronize(), "loading the weights");

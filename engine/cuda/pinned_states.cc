@@ -10,16 +10,23 @@
 
 namespace modrwkv::cuda {
 
-PinnedStates::PinnedStates(int64_t floats, int elem_bytes, int max_spare)
-    : floats_(floats), elem_bytes_(elem_bytes), max_spare_(static_cast<size_t>(max_spare)) {}
+PinnedStates::PinnedStates(int64_t floats, int elem_bytes, int device, int max_spare)
+    : floats_(floats),
+      elem_bytes_(elem_bytes),
+      device_(device),
+      max_spare_(static_cast<size_t>(max_spare)) {}
 
 PinnedStates::~PinnedStates() {
   for (Buffer& b : spare_) Free(b);
 }
 
-void PinnedStates::Free(Buffer& b) {
+void PinnedStates::UseDevice() const { cudaSetDevice(device_); }
+
+void PinnedStates::Free(Buffer& b) const {
   // A copy still reading or writing the buffer finishes first; errors cannot be reported from
-  // here, and a failed copy has made the context's error sticky (the next step reports it).
+  // here, and a failed copy has made the context's error sticky (the next step reports it). The
+  // buffer's event is destroyed after this, on the same thread: with the device current too.
+  UseDevice();
   if (b.last_copy) cudaEventSynchronize(b.last_copy.get());
   if (b.data != nullptr) cudaFreeHost(b.data);
   b.data = nullptr;
@@ -66,6 +73,7 @@ absl::Status PinnedColdState::Read(absl::Span<float> out) const {
     return absl::InvalidArgumentError(
         absl::StrFormat("cold state has %d floats, the buffer %d", owner_->floats(), out.size()));
   }
+  owner_->UseDevice();
   MODRWKV_RETURN_IF_ERROR(
       CudaStatus(cudaEventSynchronize(buf_.last_copy.get()), "reading an offloaded state"));
   if (owner_->elem_bytes() == 4) {

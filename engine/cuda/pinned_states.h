@@ -25,9 +25,9 @@ namespace modrwkv::cuda {
 
 class PinnedStates {
  public:
-  // Buffers of `floats` state elements of `elem_bytes` each (4: f32, 2: f16), at most
-  // `max_spare` kept when not in use.
-  PinnedStates(int64_t floats, int elem_bytes, int max_spare = 4);
+  // Buffers of `floats` state elements of `elem_bytes` each (4: f32, 2: f16) for the model on
+  // `device`, at most `max_spare` kept when not in use.
+  PinnedStates(int64_t floats, int elem_bytes, int device, int max_spare = 4);
   ~PinnedStates();
   PinnedStates(const PinnedStates&) = delete;
   PinnedStates& operator=(const PinnedStates&) = delete;
@@ -44,12 +44,16 @@ class PinnedStates {
   int64_t floats() const { return floats_; }
   int elem_bytes() const { return elem_bytes_; }
   int64_t bytes() const { return floats_ * elem_bytes_; }
+  // Makes the model's device current on the calling thread: a ColdState may be read or dropped
+  // on a thread that has not used CUDA, where the runtime would otherwise set up device 0.
+  void UseDevice() const;
 
  private:
-  static void Free(Buffer& b);
+  void Free(Buffer& b) const;
 
   const int64_t floats_;
   const int elem_bytes_;
+  const int device_;
   const size_t max_spare_;
   std::mutex mu_;  // a ColdState may be dropped on another thread than the scheduler's
   std::vector<Buffer> spare_;

@@ -268,10 +268,12 @@ absl::Status NormShift(cudaStream_t stream, const float* x, int R, int C, const 
                        int64_t slot_stride, const float* mix, int mixes,
                        const ActivationsOut& out) {
   if (!out.valid()) return absl::InvalidArgumentError("LaunchNormShift: no out");
-  if (R < 0 || C <= 0 || mixes < 1 || static_cast<int64_t>(C) * 4 > 48 * 1024) {
+  // The row (dynamic) and the kernel's 32-float scratch (static) within a block's default 48 KB.
+  constexpr int64_t kMaxC = (48 * 1024 - 32 * 4) / 4;
+  if (R < 0 || C <= 0 || mixes < 1 || C > kMaxC) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchNormShift: R = ", R, ", C = ", C,
-                                                   ", mixes = ", mixes,
-                                                   " (expected C in [1, 12288], mixes >= 1)"));
+                                                   ", mixes = ", mixes, " (expected C in [1, ",
+                                                   kMaxC, "], mixes >= 1)"));
   }
   if (R == 0) return absl::OkStatus();
   return ForActivationsOut(out, [&](auto o, auto* rows) {

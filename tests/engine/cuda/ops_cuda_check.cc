@@ -424,9 +424,14 @@ void NormShiftTest::Run(int C) {
   const float f = 0;
   const int32_t i = 0;
   float* state = nullptr;
-  EXPECT_EQ(
-      LaunchNormShift(nullptr, &f, 1, 20000, &f, &f, 1e-5f, &i, state, 1, &f, 1, nullptr).code(),
-      absl::StatusCode::kInvalidArgument);  // wider than the shared memory holds
+  float out = 0;  // a valid out: each width is refused for being too wide, not for a missing out
+  // Wider than the 48 KB of shared memory hold (the row and the kernel's 32-float scratch).
+  for (int wide : {20000, 12257}) {
+    EXPECT_EQ(
+        LaunchNormShift(nullptr, &f, 1, wide, &f, &f, 1e-5f, &i, state, 1, &f, 1, &out).code(),
+        absl::StatusCode::kInvalidArgument)
+        << wide;
+  }
 }
 
 TEST_P(NormShiftTest, MatchesLayerNormThenTokenShiftThenStoreShift) {
