@@ -23,6 +23,7 @@
 #include "engine/loader/model_loader.h"
 #include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
+#include "tests/engine/cuda/demo_assets.h"
 #include "tests/engine/f16_state.h"
 
 namespace modrwkv::cuda {
@@ -339,15 +340,7 @@ TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {
 // (tools/device-check.sh runs from the repository root) or the source tree.
 TEST(CudaDemoModelTest, GreedyGenerationMatchesTheCpu) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  std::string path;
-  for (const std::string& p :
-       {std::string("assets/vision-demo/rwkv-0.pth"),
-        std::string(MODRWKV_SOURCE_DIR) + "/assets/vision-demo/rwkv-0.pth"}) {
-    if (std::filesystem::exists(p)) {
-      path = p;
-      break;
-    }
-  }
+  const std::string path = testing_util::DemoAsset("assets/vision-demo/rwkv-0.pth");
   if (path.empty()) GTEST_SKIP() << "assets/vision-demo/rwkv-0.pth not found";
   ModelOptions o;
   o.num_slots = 1;
