@@ -5,7 +5,6 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +14,7 @@
 #include "engine/text/tokenizer.h"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/demo_assets.h"
+#include "tests/engine/serving/await.h"
 
 namespace modrwkv::cuda {
 namespace {
@@ -46,22 +46,6 @@ class Collect : public StreamSink {
   absl::Status status_;
   bool done_ = false;
 };
-
-// A session command, waited for.
-template <typename T, typename F>
-T Await(F start) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<T> out;
-  start([&](T v) {
-    std::lock_guard<std::mutex> l(mu);
-    out = std::move(v);
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> l(mu);
-  cv.wait(l, [&] { return out.has_value(); });
-  return std::move(*out);
-}
 
 EngineRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
   EngineRequest r;

@@ -14,6 +14,7 @@
 #include "engine/serving/state_blob.h"
 #include "engine/text/utf8.h"
 #include "gtest/gtest.h"
+#include "tests/engine/serving/await.h"
 #include "tests/engine/serving/forwarding_model.h"
 #include "tests/test_paths.h"
 
@@ -312,22 +313,6 @@ TEST_F(SchedulerTest, BadRequestsNameTheField) {
   EXPECT_EQ(st.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ReasonOf(st), reason::kSessionNotFound);
   EXPECT_EQ(sink->finishes(), 0);  // refused requests never reach the sink
-}
-
-// Runs a session command synchronously (tests only).
-template <typename T, typename F>
-T Await(F start) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<T> out;
-  start([&](T v) {
-    std::lock_guard<std::mutex> l(mu);
-    out = std::move(v);
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> l(mu);
-  cv.wait(l, [&] { return out.has_value(); });
-  return std::move(*out);
 }
 
 TEST_F(SchedulerTest, SessionTurnsContinueExactlyAcrossOffloadExportAndImport) {
