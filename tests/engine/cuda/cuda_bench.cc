@@ -15,7 +15,7 @@
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
 //              [--graphs=on|off] [--overlap=on|off] [--chunked-wkv=on|off]
-//              [--breakdown=on|off] [--kernels=on|off]
+//              [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
 // graph over weights that do not fit in L2: the few-row product at the layers' shapes (with and
@@ -25,6 +25,9 @@
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
 // --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
+// --smoke=on measures the device's limits at small sizes (figures that mean nothing): with
+// --shapes=tiny and small --batches / --prefill, every code path in seconds (the CUDA emulator
+// runs it so in the tests).
 // --breakdown=on adds, per prefill and decode row, where the step's device time goes operation by
 // operation (CudaModel::set_op_profile): each operation's share of the step and, for products,
 // the bandwidth its weight reads reached against the measured copy bandwidth.
@@ -76,6 +79,10 @@ struct Args {
   bool chunked_wkv = true;
   bool breakdown = false;
   bool kernels = false;
+  // The device's limits measured at small sizes (their figures then mean nothing): a run of
+  // every code path in seconds, on a slow device or the CUDA emulator (its Emu.CudaBenchSmoke
+  // test), before a GPU's minutes are spent on it.
+  bool smoke = false;
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -119,6 +126,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       if (value != "on" && value != "off")
         return absl::InvalidArgumentError("--kernels: on or off");
       a.kernels = value == "on";
+    } else if (name == "smoke") {
+      if (value != "on" && value != "off") return absl::InvalidArgumentError("--smoke: on or off");
+      a.smoke = value == "on";
     } else if (name == "breakdown") {
       if (value != "on" && value != "off") {
         return absl::InvalidArgumentError("--breakdown: on or off");
@@ -173,12 +183,12 @@ struct DeviceLimits {
   double f32_flops = 0;         // cuBLAS SGEMM, no TF32, 4096^3
 };
 
-absl::StatusOr<DeviceLimits> MeasureLimits() {
+absl::StatusOr<DeviceLimits> MeasureLimits(bool smoke) {
   DeviceLimits lim;
   MODRWKV_ASSIGN_OR_RETURN(CudaStream stream, CreateStream());
   cudaStream_t st = stream.get();
   {
-    constexpr size_t kBytes = size_t{2} << 30;
+    const size_t kBytes = smoke ? size_t{16} << 20 : size_t{2} << 30;
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<char> a, AllocDevice<char>(kBytes));
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<char> b, AllocDevice<char>(kBytes));
     MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(a.get(), 1, kBytes, st));
@@ -196,7 +206,7 @@ absl::StatusOr<DeviceLimits> MeasureLimits() {
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas->SetStream(h, st));
   const float alpha = 1.0f, beta = 0.0f;
   {
-    constexpr int n = 8192;
+    const int n = smoke ? 256 : 8192;
     const size_t nn = static_cast<size_t>(n) * n;
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> a, AllocDevice<uint16_t>(nn));
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> b, AllocDevice<uint16_t>(nn));
@@ -214,7 +224,7 @@ absl::StatusOr<DeviceLimits> MeasureLimits() {
     lim.bf16_flops = 2.0 * n * n * n / t;
   }
   {
-    constexpr int n = 4096;
+    const int n = smoke ? 256 : 4096;
     const size_t nn = static_cast<size_t>(n) * n;
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> a, AllocDevice<float>(nn));
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> b, AllocDevice<float>(nn));
@@ -470,7 +480,7 @@ absl::Status BenchColdTier(CudaModel& m, const std::string& tag, double state_by
 absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::string& shape,
                         const std::string& dtype, const std::string& state) {
   MODRWKV_ASSIGN_OR_RETURN(RandomModelSpec spec, RandomSpecForShape(shape));
-  spec.vocab_size = 65536;
+  spec.vocab_size = args.smoke ? 1024 : 65536;  // the released vocabulary; smoke: seconds
   spec.seed = 2024;
   spec.dtype = dtype == "f32" ? DType::kF32 : DType::kBF16;  // f16: bf16 values, converted
   const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
@@ -643,7 +653,7 @@ int Main(int argc, char** argv) {
   if (cudaError_t e = cudaGetDeviceProperties(&prop, args->device); e != cudaSuccess) {
     return fail(CudaStatus(e, "cudaGetDeviceProperties"));
   }
-  absl::StatusOr<DeviceLimits> lim = MeasureLimits();
+  absl::StatusOr<DeviceLimits> lim = MeasureLimits(args->smoke);
   if (!lim.ok()) return fail(lim.status());
   std::printf(
       "%s, %.0f GiB: copy %.0f GB/s (read + write), cuBLAS bf16 %.0f TFLOP/s, "
