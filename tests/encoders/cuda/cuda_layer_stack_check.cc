@@ -4,6 +4,7 @@
 // and Whisper encoders with their layers placed on the GPU. f32 on both sides: the results differ
 // only in the order of float sums. Without a device, the GPU cases skip.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <random>
 #include <thread>
@@ -87,6 +88,12 @@ struct StackCase {
   int batch;
   cpu::WType type;
 };
+
+// The case's name in test listings (ctest names a parameterised test by its printed value, which
+// would otherwise be the struct's bytes, pointer included: different at every build).
+void PrintTo(const StackCase& c, std::ostream* os) {
+  for (const char* p = c.name; *p != '\0'; ++p) *os << (std::isalnum(*p) ? *p : '_');
+}
 
 class CudaLayerStackTest : public testing::TestWithParam<StackCase> {};
 
