@@ -34,8 +34,10 @@ fail_with_reports() {
 
 # Left to release (numerics at real shapes, minutes each under ASan, no code path the small-shape
 # tests miss): the 0.1B-shape golden cases, the trained demos' 100-item held-out runs, the
-# real-shape SigLIP2/Whisper/WavLM equality tests and the bench smoke test. Every other test,
-# the image and audio end-to-end tests included, runs here. The ASan build keeps line tables only
+# real-shape SigLIP2/Whisper/WavLM equality tests and the bench smoke test; of the CUDA
+# emulator's tests (tests/engine/cuda/emu), the encoder layers and cuda_bench's smoke runs (the
+# asan preset's MODRWKV_CUDA_EMULATION_EXTRAS=OFF). Every other test, the image and audio
+# end-to-end tests and the emulated GPU kernel and model tests included, runs here. The ASan build keeps line tables only
 # (-g1: reports still name file and line) and optimises at -O1, ASan's recommended level: on a
 # 2-vCPU machine its build was 25 of CI's 50 minutes at -O2, and -O1 compiles a quarter faster
 # for tests that run a little slower. The sanitizer builds link with lld (79 test binaries of
