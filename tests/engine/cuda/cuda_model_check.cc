@@ -34,6 +34,18 @@ bool HaveDevice() {
   return n.ok() && *n > 0;
 }
 
+// The random models of the tests below: vocabulary 1024, 2 layers of 128 unless said.
+RandomModelSpec SmallSpec(uint64_t seed, DType dtype = DType::kF32, int n_layer = 2,
+                          int n_embd = 128) {
+  RandomModelSpec spec;
+  spec.n_layer = n_layer;
+  spec.n_embd = n_embd;
+  spec.vocab_size = 1024;
+  spec.seed = seed;
+  spec.dtype = dtype;
+  return spec;
+}
+
 TEST(CudaModelTest, WithoutADeviceCreateIsFailedPrecondition) {
   if (HaveDevice()) GTEST_SKIP() << "a CUDA device is present";
   RandomModelSpec spec;
@@ -71,11 +83,7 @@ class CudaVsCpuTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-    RandomModelSpec spec;
-    spec.n_layer = 3;
-    spec.n_embd = 128;
-    spec.vocab_size = 1024;
-    spec.seed = 7;
+    const RandomModelSpec spec = SmallSpec(7, DType::kF32, 3);
     auto tensors = MakeRandomRwkv7(spec);
     ASSERT_TRUE(tensors.ok()) << tensors.status();
     tensors_ = std::move(*tensors);
@@ -527,11 +535,7 @@ TEST_F(CudaVsCpuTest, DeviceDrawsFollowTheReferenceOnTheCpusLogits) {
 // graphed) and the first shape again.
 TEST(CudaGraphTest, ReplayedStepsEqualEagerOnes) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  RandomModelSpec spec;
-  spec.n_layer = 2;
-  spec.n_embd = 128;
-  spec.vocab_size = 1024;
-  spec.seed = 21;
+  const RandomModelSpec spec = SmallSpec(21);
   auto tensors = MakeRandomRwkv7(spec).value();
   ModelOptions o;
   o.num_slots = 4;
@@ -607,12 +611,7 @@ TEST(CudaOverlapTest, OverlappedLaunchesChangeNoResult) {
 #ifdef MODRWKV_CUDA_EMULATION
   GTEST_SKIP() << "the CUDA emulator runs launches in order: there is no overlap to check";
 #endif
-  RandomModelSpec spec;
-  spec.n_layer = 2;
-  spec.n_embd = 1024;
-  spec.vocab_size = 1024;
-  spec.seed = 41;
-  spec.dtype = DType::kBF16;
+  const RandomModelSpec spec = SmallSpec(41, DType::kBF16, 2, 1024);
   auto tensors = MakeRandomRwkv7(spec).value();
   ModelOptions o;
   o.num_slots = 4;
@@ -687,12 +686,7 @@ TEST(CudaOverlapTest, OverlappedLaunchesChangeNoResult) {
 // for bf16 on the GPU: 1e-2 of the logits' standard deviation).
 TEST(CudaBf16Test, Bf16WeightsMatchTheCpusBf16) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  RandomModelSpec spec;
-  spec.n_layer = 2;
-  spec.n_embd = 128;
-  spec.vocab_size = 1024;
-  spec.seed = 11;
-  spec.dtype = DType::kBF16;
+  const RandomModelSpec spec = SmallSpec(11, DType::kBF16);
   auto tensors = MakeRandomRwkv7(spec);
   ASSERT_TRUE(tensors.ok()) << tensors.status();
   ModelOptions o;
@@ -732,12 +726,7 @@ TEST(CudaBf16Test, Bf16WeightsMatchTheCpusBf16) {
 // at the prompt step and after three decode steps: it does not grow.
 TEST(CudaBf16Test, DecodeStepsOfManySequencesMatchTheCpusBf16) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  RandomModelSpec spec;
-  spec.n_layer = 2;
-  spec.n_embd = 128;
-  spec.vocab_size = 1024;
-  spec.seed = 14;
-  spec.dtype = DType::kBF16;
+  const RandomModelSpec spec = SmallSpec(14, DType::kBF16);
   auto tensors = MakeRandomRwkv7(spec).value();
   constexpr int kSeqs = 20;
   ModelOptions o;
@@ -776,11 +765,7 @@ TEST(CudaBf16Test, DecodeStepsOfManySequencesMatchTheCpusBf16) {
 // refused, naming the tensor.
 TEST(CudaF16WeightsTest, F16WeightsStayCloseToF32) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  RandomModelSpec spec;
-  spec.n_layer = 2;
-  spec.n_embd = 128;
-  spec.vocab_size = 1024;
-  spec.seed = 12;
+  const RandomModelSpec spec = SmallSpec(12);
   auto tensors = MakeRandomRwkv7(spec).value();
   ModelOptions o;
   o.num_slots = 2;
@@ -820,11 +805,7 @@ TEST(CudaF16WeightsTest, F16WeightsStayCloseToF32) {
 // values as f32, continued on the CPU; what it imports is rounded.
 TEST(CudaF16StateTest, RoundsOncePerStepLikeTheEmulation) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  RandomModelSpec spec;
-  spec.n_layer = 3;
-  spec.n_embd = 128;
-  spec.vocab_size = 1024;
-  spec.seed = 13;
+  const RandomModelSpec spec = SmallSpec(13, DType::kF32, 3);
   auto tensors = MakeRandomRwkv7(spec).value();
   ModelOptions o;
   o.num_slots = 2;

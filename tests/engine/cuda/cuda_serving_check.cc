@@ -2,9 +2,7 @@
 // sessions in a pool whose cold tier is pinned host memory on a GPU) answers over CudaModel as it
 // answers over the CPU backend, on the trained demo model, whose greedy tokens the two backends
 // agree on (cuda_model_check.cc). Part of `cuda_model_test`; skips without a device.
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,37 +13,10 @@
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/demo_assets.h"
 #include "tests/engine/serving/await.h"
+#include "tests/engine/serving/collecting_sink.h"
 
 namespace modrwkv::cuda {
 namespace {
-
-class Collect : public StreamSink {
- public:
-  void OnTokens(TokenEvent e) override {
-    std::lock_guard<std::mutex> l(mu_);
-    tokens_.insert(tokens_.end(), e.tokens.begin(), e.tokens.end());
-  }
-  void OnFinish(FinishEvent e) override {
-    std::lock_guard<std::mutex> l(mu_);
-    status_ = e.status;
-    done_ = true;
-    cv_.notify_all();
-  }
-  // The request's tokens once it has finished (a failed request's status fails the test).
-  std::vector<int32_t> Wait() {
-    std::unique_lock<std::mutex> l(mu_);
-    EXPECT_TRUE(cv_.wait_for(l, std::chrono::seconds(120), [&] { return done_; }));
-    EXPECT_TRUE(status_.ok()) << status_;
-    return tokens_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<int32_t> tokens_;
-  absl::Status status_;
-  bool done_ = false;
-};
 
 EngineRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
   EngineRequest r;
@@ -78,20 +49,26 @@ std::vector<std::vector<int32_t>> Conversation(const std::string& model_path,
       "User: What shape is in the picture?\n\nAssistant:",
       "User: What colour is the shape?\n\nAssistant:",
       "User: Where is the shape in the picture?\n\nAssistant:"};
-  std::vector<std::shared_ptr<Collect>> sinks;
+  // A request's tokens once it has finished (a failed request fails the test).
+  auto answer = [&](CollectingSink& sink) {
+    const FinishEvent f = sink.Wait();
+    EXPECT_TRUE(f.status.ok()) << f.status;
+    out.push_back(sink.tokens());
+  };
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (const std::string& q : questions) {
-    sinks.push_back(std::make_shared<Collect>());
+    sinks.push_back(std::make_shared<CollectingSink>());
     EXPECT_TRUE(sched->Submit(Greedy(tok.Encode(q), 12), sinks.back()).ok());
   }
-  for (auto& s : sinks) out.push_back(s->Wait());
+  for (auto& s : sinks) answer(*s);
 
   auto turn = [&](SessionId id, const std::string& text) {
-    auto sink = std::make_shared<Collect>();
+    auto sink = std::make_shared<CollectingSink>();
     EngineRequest r = Greedy(tok.Encode(text), 10);
     r.session = id;
     r.owner = "alice";
     EXPECT_TRUE(sched->Submit(r, sink).ok());
-    out.push_back(sink->Wait());
+    answer(*sink);
     *cold_seen = std::max(*cold_seen, sched->stats().sessions_cold);
   };
   std::vector<SessionId> ids;

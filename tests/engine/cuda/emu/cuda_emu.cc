@@ -1,8 +1,9 @@
 // The CUDA emulator's host side (cuda_emu.h says what it is for): the runtime API the backend and
 // its tests call, with device memory in host memory, streams as queues run when the host waits,
-// CUDA graphs as recorded queues, and kernels run block by block on a pool of OS threads.
+// CUDA graphs as recorded queues, and kernels run block by block, a block's threads as fibers.
 #include "tests/engine/cuda/emu/cuda_emu.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>

@@ -1,10 +1,11 @@
 // The CUDA emulator's device side: force-included (-include) before anything else when a CUDA
 // source of the backend is compiled as C++ for the emulated tests (tests/engine/cuda/emu/
 // README.md). It gives the kernels' dialect a meaning on the CPU:
-//   - a launch runs its blocks one after another, each block's threads as that many OS threads
-//     (a persistent pool), so __syncthreads is a real barrier, __shared__ memory is really shared
-//     by the block's threads (function-local statics, reused block after block), and a missing
-//     barrier is a data race that ThreadSanitizer reports;
+//   - a launch runs its blocks one after another, each block's threads as fibers on the calling
+//     thread (cuda_emu.cc), each running to its next barrier, so __syncthreads is a real barrier,
+//     __shared__ memory is really shared by the block's threads (function-local statics, reused
+//     block after block), and a read of another thread's write without a barrier between them
+//     sees the old value in one of the two orders the blocks' threads alternate between;
 //   - warp shuffles, votes and matches exchange values through the warp's slots between two warp
 //     barriers (a masked operation meets only the lanes of its mask);
 //   - device memory is host memory, so AddressSanitizer sees a kernel's out-of-bounds access;
