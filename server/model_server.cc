@@ -186,6 +186,7 @@ absl::Status ModelServer::LoadAndServe() {
   mo.device = options_.device;
   mo.state_type = options_.state_type;
   mo.cuda_graphs = options_.cuda_graphs;
+  mo.sparse_ffn = options_.sparse_ffn;
   mo.threads = options_.threads;
   if (mo.threads == 0) {
     const cpu::CpuBudget budget = cpu::DetectCpuBudget();

@@ -30,7 +30,8 @@ struct ServerOptions {
   std::string vocab_path;  // "" = next to the model, then the bundled copy (resolved by the CLI)
   ModelOptions::WeightType dtype = ModelOptions::WeightType::kAuto;
   ModelOptions::StateType state_type = ModelOptions::StateType::kF32;
-  bool cuda_graphs = true;  // ModelOptions::cuda_graphs
+  bool cuda_graphs = true;         // ModelOptions::cuda_graphs
+  bool sparse_ffn = true;          // ModelOptions::sparse_ffn
   std::string device = "cpu";      // ModelOptions::device: cpu, cuda, cuda:N
   int threads = 0;                 // 0 = affinity mask capped by the cgroup quota (logged)
   int state_slots = 0;             // 0 = scheduler.max_running; more slots keep idle sessions hot

@@ -69,15 +69,15 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   m->info_.weight_dtype = wt == WType::kF32 ? "f32" : wt == WType::kBF16 ? "bf16" : "int8";
   m->info_.parameter_count = refs.parameter_count;
   m->info_.fingerprint = FingerprintRwkv7(refs);
-  MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt));
+  MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt, options.sparse_ffn));
   m->state_.Resize(static_cast<size_t>(state_floats));
   std::memset(m->state_.data(), 0, static_cast<size_t>(state_floats) * 4);
   return m;
 }
 
-absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt) {
-  auto mat = [wt](const WeightRef& ref) {
-    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, Layout::kPanels) : Matrix{};
+absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_ffn) {
+  auto mat = [wt](const WeightRef& ref, Layout layout = Layout::kPanels) {
+    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, layout) : Matrix{};
   };
   // The embedding table is a row gather, not a product: int8 would save no reads per token.
   emb_ = MakeMatrix(*refs.emb.view, refs.emb.transposed, wt == WType::kI8 ? WType::kBF16 : wt,
@@ -88,6 +88,7 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt) {
   ln_out_w_ = ToF32(refs.ln_out_w);
   ln_out_b_ = ToF32(refs.ln_out_b);
   int64_t decode_bytes = head_.bytes() + 4LL * refs.config.n_embd;
+  int64_t copies_bytes = 0;  // the value matrices' input-major copies (sparse_ffn)
   layers_.resize(refs.layers.size());
   for (size_t i = 0; i < refs.layers.size(); ++i) {
     const Rwkv7LayerRefs& r = refs.layers[i];
@@ -103,14 +104,16 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt) {
     l.v1 = mat(r.v1), l.v2 = mat(r.v2), l.g1 = mat(r.g1), l.g2 = mat(r.g2);
     l.wr = mat(r.wr), l.wk = mat(r.wk), l.wv = mat(r.wv), l.wo = mat(r.wo);
     l.ffn_key = mat(r.ffn_key), l.ffn_value = mat(r.ffn_value);
+    if (sparse_ffn) l.ffn_value_rows = mat(r.ffn_value, Layout::kInputRows);
     for (const Matrix* m : {&l.w1, &l.w2, &l.a1, &l.a2, &l.v1, &l.v2, &l.g1, &l.g2, &l.wr, &l.wk,
                             &l.wv, &l.wo, &l.ffn_key, &l.ffn_value}) {
       decode_bytes += m->bytes();
     }
     decode_bytes += 4LL * refs.config.n_embd * 19;  // vectors
+    copies_bytes += l.ffn_value_rows.bytes();
   }
   info_.decode_bytes_per_token = decode_bytes;
-  info_.weight_bytes = decode_bytes + emb_.bytes();
+  info_.weight_bytes = decode_bytes + copies_bytes + emb_.bytes();
   return absl::OkStatus();
 }
 
@@ -332,7 +335,11 @@ void CpuModel::RunLayer(int li, absl::Span<const StepEntry> entries) {
   const int F = cfg.ffn_size;
   lin.Run(L.ffn_key, s.xk.data(), C, R, s.hf.data(), F, false);
   pool_->ParallelFor(R, [&](int64_t r, int) { VecReluSquare(s.hf.data() + r * F, F); });
-  lin.Run(L.ffn_value, s.hf.data(), F, R, s.x.data(), C, /*accumulate=*/true);
+  // A few rows' relu^2 activations are mostly zero: the input-major copy reads the weights of
+  // the nonzero ones only (the same results).
+  const Matrix& value =
+      R <= kSparseMaxRows && L.ffn_value_rows.rows > 0 ? L.ffn_value_rows : L.ffn_value;
+  lin.Run(value, s.hf.data(), F, R, s.x.data(), C, /*accumulate=*/true);
 }
 
 absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<StepResult>* results) {

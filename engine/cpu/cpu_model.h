@@ -40,6 +40,10 @@ class CpuModel final : public Model {
     Matrix w1, w2, a1, a2, v1, v2, g1, g2;  // LoRA: x1 [D, C], x2 [C, D]
     Matrix wr, wk, wv, wo;                  // [C, C]
     Matrix ffn_key, ffn_value;              // [F, C], [C, F]
+    // With ModelOptions::sparse_ffn, the value matrix again, input-major: decode steps of up to
+    // kSparseMaxRows rows read only the rows of their nonzero activations (linear.h); the
+    // packed one serves the steps of more rows.
+    Matrix ffn_value_rows;
   };
 
   // Per-step scratch, grown to the largest step seen. Row-major [rows][width].
@@ -51,7 +55,7 @@ class CpuModel final : public Model {
   };
 
   CpuModel(const ModelOptions& options, std::unique_ptr<ThreadPool> pool);
-  absl::Status LoadWeights(const Rwkv7Refs& refs, WType wt);
+  absl::Status LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_ffn);
   // `out_rows` rows of ln_out (logits and hidden-state entries), `logit_rows` of logits.
   void EnsureScratch(int rows, int out_rows, int logit_rows);
   void Embed(absl::Span<const StepEntry> entries);

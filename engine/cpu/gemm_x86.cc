@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 
 #include "engine/cpu/kernels.h"
@@ -29,9 +30,9 @@ static_assert(kPanelCols == 32, "the loaders below assume 32-column panels");
 
 // xp: the tile's packed rows, xp[i*ldxp + b].
 template <typename T>
-using TileFn = void (*)(const T* w, int64_t panel_stride, int in, const float* scale,
-                        const float* xp, int ldxp, float* y, int64_t ldy, int cols, bool accumulate,
-                        const char* prefetch, int64_t prefetch_lines);
+using TileFn = void (*)(const T* w, int64_t panel_stride, int64_t row_stride, int in,
+                        const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
+                        int cols, bool accumulate, const char* prefetch, int64_t prefetch_lines);
 
 constexpr int64_t kLine = 64;
 
@@ -47,8 +48,11 @@ void WithWeights(WType wt, const void* w, F&& f) {
       return f(static_cast<const int8_t*>(w));
   }
 }
-// Software prefetch distance of the streaming (few-rows) kernel, in bytes of each stream.
+// Software prefetch distance of the streaming (few-rows) kernel, in bytes of each stream of
+// packed panels (in input rows of any layout: the same rows ahead).
 constexpr int64_t kStreamAhead = 4096;
+template <typename T>
+constexpr int64_t kRowsAhead = kStreamAhead / (kPanelCols * sizeof(T));
 
 }  // namespace
 
@@ -73,50 +77,19 @@ MODRWKV_AVX512 inline void LoadPanelRow(const int8_t* p, __m512& lo, __m512& hi)
       _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
 }
 
-// MR rows of x times NP adjacent panels; `cols` output columns are valid (the last panel may be
-// padding past the matrix's edge). Spread over the pass, `prefetch_lines` cache lines from
-// `prefetch` on are requested into L2: part of the next panel, so that its read from memory
-// overlaps this panel's arithmetic instead of stalling the first tile that touches it.
-template <typename T, int MR, int NP>
-MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int in, const float* scale,
-                         const float* xp, int /*ldxp = MR*/, float* y, int64_t ldy, int cols,
-                         bool accumulate, const char* prefetch, int64_t prefetch_lines) {
-  __m512 acc[MR][2 * NP];
-  for (int b = 0; b < MR; ++b)
-    for (int v = 0; v < 2 * NP; ++v) acc[b][v] = _mm512_setzero_ps();
-  int64_t due = 0;  // prefetch_lines / in per iteration, in integer steps
-#pragma GCC unroll 2
-  for (int i = 0; i < in; ++i) {
-    for (due += prefetch_lines; due >= in; due -= in, prefetch += kLine) {
-      _mm_prefetch(prefetch, _MM_HINT_T1);
-    }
-    for (int p = 0; p < NP; ++p) {
-      const T* row = w + p * panel_stride + static_cast<int64_t>(i) * kPanelCols;
-      if constexpr (NP > 1) {
-        // Streaming (few rows): request each stream kStreamAhead bytes ahead.
-        for (int64_t l = 0; l < kPanelCols * static_cast<int64_t>(sizeof(T)); l += kLine) {
-          _mm_prefetch(reinterpret_cast<const char*>(row) + kStreamAhead + l, _MM_HINT_T0);
-        }
-      }
-      __m512 lo, hi;
-      LoadPanelRow(row, lo, hi);
-      for (int b = 0; b < MR; ++b) {
-        const __m512 xb = _mm512_set1_ps(xp[static_cast<int64_t>(i) * MR + b]);
-        acc[b][2 * p] = _mm512_fmadd_ps(xb, lo, acc[b][2 * p]);
-        acc[b][2 * p + 1] = _mm512_fmadd_ps(xb, hi, acc[b][2 * p + 1]);
-      }
-    }
-  }
-  for (int v = 0; v < 2 * NP; ++v) {
-    const int c0 = 16 * v;
-    if (c0 >= cols) break;
+// A tile's epilogue: y[b][c] (=|+=) s_c * sums[b * ld + c] for b < mr, c < min(width, cols),
+// s_c = scale[c] for int8 weights and 1 otherwise.
+template <typename T>
+MODRWKV_AVX512 void StoreSums(int mr, int width, const float* sums, int64_t ld, int cols,
+                              const float* scale, float* y, int64_t ldy, bool accumulate) {
+  for (int c0 = 0; c0 < std::min(width, cols); c0 += 16) {
     const __mmask16 m =
         cols - c0 >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - c0)) - 1);
     __m512 s_col = _mm512_setzero_ps();
     if constexpr (sizeof(T) == 1) s_col = _mm512_maskz_loadu_ps(m, scale + c0);
-    for (int b = 0; b < MR; ++b) {
+    for (int b = 0; b < mr; ++b) {
       float* out = y + b * ldy + c0;
-      __m512 s = acc[b][v];
+      __m512 s = _mm512_loadu_ps(sums + b * ld + c0);
       if constexpr (sizeof(T) == 1) {
         s = accumulate ? _mm512_fmadd_ps(s, s_col, _mm512_maskz_loadu_ps(m, out))
                        : _mm512_mul_ps(s, s_col);
@@ -128,19 +101,63 @@ MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int in, const float* 
   }
 }
 
+// MR rows of x times NP adjacent panels; `cols` output columns are valid (the last panel may be
+// padding past the matrix's edge). Spread over the pass, `prefetch_lines` cache lines from
+// `prefetch` on are requested into L2: part of the next panel, so that its read from memory
+// overlaps this panel's arithmetic instead of stalling the first tile that touches it.
+template <typename T, int MR, int NP>
+MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int64_t row_stride, int in,
+                         const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
+                         int cols, bool accumulate, const char* prefetch, int64_t prefetch_lines) {
+  __m512 acc[MR][2 * NP];
+  for (int b = 0; b < MR; ++b)
+    for (int v = 0; v < 2 * NP; ++v) acc[b][v] = _mm512_setzero_ps();
+  int64_t due = 0;  // prefetch_lines / in per iteration, in integer steps
+#pragma GCC unroll 2
+  for (int i = 0; i < in; ++i) {
+    for (due += prefetch_lines; due >= in; due -= in, prefetch += kLine) {
+      _mm_prefetch(prefetch, _MM_HINT_T1);
+    }
+    for (int p = 0; p < NP; ++p) {
+      const T* row = w + p * panel_stride + static_cast<int64_t>(i) * row_stride;
+      // Streaming (few rows), and input-major panels (rows apart, which the hardware does not
+      // follow): request each stream kRowsAhead rows ahead.
+      if (NP > 1 || row_stride != kPanelCols) {
+        const char* ahead = reinterpret_cast<const char*>(row + kRowsAhead<T> * row_stride);
+        for (int64_t l = 0; l < kPanelCols * static_cast<int64_t>(sizeof(T)); l += kLine) {
+          _mm_prefetch(ahead + l, _MM_HINT_T0);
+        }
+      }
+      __m512 lo, hi;
+      LoadPanelRow(row, lo, hi);
+      for (int b = 0; b < MR; ++b) {
+        const __m512 xb = _mm512_set1_ps(xp[static_cast<int64_t>(i) * ldxp + b]);
+        acc[b][2 * p] = _mm512_fmadd_ps(xb, lo, acc[b][2 * p]);
+        acc[b][2 * p + 1] = _mm512_fmadd_ps(xb, hi, acc[b][2 * p + 1]);
+      }
+    }
+  }
+  alignas(64) float sums[MR][2 * NP * 16];
+  for (int b = 0; b < MR; ++b)
+    for (int v = 0; v < 2 * NP; ++v) _mm512_store_ps(sums[b] + 16 * v, acc[b][v]);
+  StoreSums<T>(MR, 2 * NP * 16, &sums[0][0], 2 * NP * 16, cols, scale, y, ldy, accumulate);
+}
+
 template <typename T, int NP, int... I>
 constexpr std::array<TileFn<T>, sizeof...(I)> MakeTiles(std::integer_sequence<int, I...>) {
   return {&Tile<T, I + 1, NP>...};
 }
 
 template <typename T>
-MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, int p0, int p1,
-                               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, PanelGeometry g,
+                               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy,
+                               bool accumulate) {
   // One panel holds 2 vectors of outputs per row: 4..12 rows keep 8..24 chains in flight. Below
   // 4 rows, 4 panels at once do (decode: one pass over each weight, four streams).
   static constexpr auto kOne = MakeTiles<T, 1>(std::make_integer_sequence<int, kMaxTileRows>());
   static constexpr auto kFour = MakeTiles<T, 4>(std::make_integer_sequence<int, 3>());
-  const int64_t ps = static_cast<int64_t>(in) * kPanelCols;
+  const int64_t ps = g.panel_stride, rs = g.row_stride;
+  const bool packed = rs == kPanelCols;
   auto at = [&](int p) {
     return std::pair{scale ? scale + p * kPanelCols : nullptr, out - p * kPanelCols};
   };
@@ -149,28 +166,30 @@ MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, 
     int p = p0;
     for (; p + 4 <= p1; p += 4) {
       auto [s, cols] = at(p);
-      kFour[rows - 1](w + p * ps, ps, in, s, xp, rows, y + p * kPanelCols, ldy, cols, accumulate,
-                      nullptr, 0);
+      kFour[rows - 1](w + p * ps, ps, rs, in, s, xp, rows, y + p * kPanelCols, ldy, cols,
+                      accumulate, nullptr, 0);
     }
     for (; p < p1; ++p) {
       auto [s, cols] = at(p);
-      kOne[rows - 1](w + p * ps, ps, in, s, xp, rows, y + p * kPanelCols, ldy, cols, accumulate,
+      kOne[rows - 1](w + p * ps, ps, rs, in, s, xp, rows, y + p * kPanelCols, ldy, cols, accumulate,
                      nullptr, 0);
     }
     return;
   }
-  // Several tiles per panel: the first reads the panel from memory, the others from cache. Each
-  // tile prefetches its share of the next panel, so memory reads run under all of the tiles.
   const int tiles = RowTiles(rows);
+  // Several tiles per panel: the first reads the panel from memory, the others from cache. Each
+  // tile prefetches its share of the next packed panel, so memory reads run under all of the
+  // tiles (input-major panels are not contiguous: their tiles request their rows ahead).
   const int64_t panel_lines = ps * static_cast<int64_t>(sizeof(T)) / kLine;
   for (int p = p0; p < p1; ++p) {
     auto [s, cols] = at(p);
-    const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
+    const char* next =
+        packed && p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
     int r = 0;
     for (int t = 0; t < tiles; ++t) {
       const int mr = RowTileSize(rows, t);
       const int64_t l0 = panel_lines * t / tiles, l1 = panel_lines * (t + 1) / tiles;
-      kOne[mr - 1](w + p * ps, ps, in, s, xp + static_cast<int64_t>(r) * in, mr,
+      kOne[mr - 1](w + p * ps, ps, rs, in, s, xp + static_cast<int64_t>(r) * in, mr,
                    y + r * ldy + p * kPanelCols, ldy, cols, accumulate,
                    next ? next + l0 * kLine : nullptr, next ? l1 - l0 : 0);
       r += mr;
@@ -178,12 +197,81 @@ MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, 
   }
 }
 
+// SparseRowsGemm (kernels.h) for MR rows: Q listed inputs at a time, each its own stream across
+// the column groups, the sums of the MR x (p1 - p0) x 32 outputs kept in `acc` (L1) between
+// passes. The rows of the inputs kAhead places further on are requested group by group.
+template <typename T, int MR, int Q>
+MODRWKV_AVX512 void SparsePass(const T* base, int64_t ld, int groups, const float* x, int64_t ldx,
+                               const int32_t* nz, const int32_t* ahead, float* acc) {
+  const int64_t width = int64_t{groups} * kPanelCols;
+  const T* row[Q];
+  const char* pre[Q];
+  __m512 xb[MR][Q];
+  for (int q = 0; q < Q; ++q) {
+    row[q] = base + nz[q] * ld;
+    pre[q] = ahead ? reinterpret_cast<const char*>(base + ahead[q] * ld) : nullptr;
+    for (int b = 0; b < MR; ++b) xb[b][q] = _mm512_set1_ps(x[b * ldx + nz[q]]);
+  }
+  for (int g = 0; g < groups; ++g) {
+    __m512 lo[Q], hi[Q];
+    for (int q = 0; q < Q; ++q) {
+      if (pre[q]) _mm_prefetch(pre[q] + g * kPanelCols * sizeof(T), _MM_HINT_T0);
+      if (pre[q] && sizeof(T) == 4) {
+        _mm_prefetch(pre[q] + g * kPanelCols * sizeof(T) + kLine, _MM_HINT_T0);
+      }
+      LoadPanelRow(row[q] + g * kPanelCols, lo[q], hi[q]);
+    }
+    for (int b = 0; b < MR; ++b) {
+      float* a = acc + b * width + g * kPanelCols;
+      __m512 al = _mm512_loadu_ps(a), ah = _mm512_loadu_ps(a + 16);
+      for (int q = 0; q < Q; ++q) {  // in input order: one chain per output
+        al = _mm512_fmadd_ps(xb[b][q], lo[q], al);
+        ah = _mm512_fmadd_ps(xb[b][q], hi[q], ah);
+      }
+      _mm512_storeu_ps(a, al);
+      _mm512_storeu_ps(a + 16, ah);
+    }
+  }
+}
+
+template <typename T, int MR>
+MODRWKV_AVX512 void SparseRows(const T* w, const float* scale, int out, int64_t ld, int p0, int p1,
+                               const float* x, int64_t ldx, const int32_t* nz, int n, float* y,
+                               int64_t ldy, bool accumulate, float* acc) {
+  constexpr int kQ = 4, kAhead = 2 * kQ;
+  const int groups = p1 - p0;
+  const int64_t width = int64_t{groups} * kPanelCols;
+  std::fill(acc, acc + MR * width, 0.0f);
+  const T* base = w + int64_t{p0} * kPanelCols;
+  int j = 0;
+  for (; j + kQ <= n; j += kQ) {
+    const int32_t* ahead = j + kAhead + kQ <= n ? nz + j + kAhead : nullptr;
+    SparsePass<T, MR, kQ>(base, ld, groups, x, ldx, nz + j, ahead, acc);
+  }
+  for (; j < n; ++j) SparsePass<T, MR, 1>(base, ld, groups, x, ldx, nz + j, nullptr, acc);
+  const int c0 = p0 * kPanelCols;
+  StoreSums<T>(MR, static_cast<int>(width), acc, width, out - c0, scale ? scale + c0 : nullptr,
+               y + c0, ldy, accumulate);
+}
+
 }  // namespace
 
-void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
   WithWeights(wt, w, [&](const auto* typed) {
-    PanelGemmT(typed, col_scale, in, out, p0, p1, xp, rows, y, ldy, accumulate);
+    PanelGemmT(typed, col_scale, in, out, g, p0, p1, xp, rows, y, ldy, accumulate);
+  });
+}
+
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc) {
+  static_assert(kSparseMaxRows == 4);
+  WithWeights(wt, w, [&](const auto* typed) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
+    static constexpr decltype(&SparseRows<T, 1>) kRows[] = {SparseRows<T, 1>, SparseRows<T, 2>,
+                                                            SparseRows<T, 3>, SparseRows<T, 4>};
+    kRows[rows - 1](typed, col_scale, out, ld, p0, p1, x, ldx, nonzero, n, y, ldy, accumulate, acc);
   });
 }
 
@@ -215,15 +303,16 @@ MODRWKV_AVX2 inline void LoadPanelRow(const int8_t* p, __m256 v[4]) {
 }
 
 template <typename T, int MR>
-MODRWKV_AVX2 void Tile(const T* w, int64_t /*panel_stride*/, int in, const float* scale,
-                       const float* xp, int ldxp, float* y, int64_t ldy, int cols, bool accumulate,
-                       const char* /*prefetch*/, int64_t /*prefetch_lines*/) {
+MODRWKV_AVX2 void Tile(const T* w, int64_t /*panel_stride*/, int64_t row_stride, int in,
+                       const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
+                       int cols, bool accumulate, const char* /*prefetch*/,
+                       int64_t /*prefetch_lines*/) {
   __m256 acc[MR][4];
   for (int b = 0; b < MR; ++b)
     for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_ps();
   for (int i = 0; i < in; ++i) {
     __m256 wv[4];
-    LoadPanelRow(w + static_cast<int64_t>(i) * kPanelCols, wv);
+    LoadPanelRow(w + static_cast<int64_t>(i) * row_stride, wv);
     for (int b = 0; b < MR; ++b) {
       const __m256 xb = _mm256_set1_ps(xp[static_cast<int64_t>(i) * ldxp + b]);
       for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_fmadd_ps(xb, wv[v], acc[b][v]);
@@ -250,10 +339,11 @@ constexpr std::array<TileFn<T>, sizeof...(I)> MakeTiles(std::integer_sequence<in
 }
 
 template <typename T>
-MODRWKV_AVX2 void PanelGemmT(const T* w, const float* scale, int in, int out, int p0, int p1,
-                             const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+MODRWKV_AVX2 void PanelGemmT(const T* w, const float* scale, int in, int out, PanelGeometry g,
+                             int p0, int p1, const float* xp, int rows, float* y, int64_t ldy,
+                             bool accumulate) {
   static constexpr auto kTiles = MakeTiles<T>(std::make_integer_sequence<int, kTileRows>());
-  const int64_t ps = static_cast<int64_t>(in) * kPanelCols;
+  const int64_t ps = g.panel_stride;
   for (int p = p0; p < p1; ++p) {
     const float* s = scale ? scale + p * kPanelCols : nullptr;
     // Each packed tile of up to 12 rows runs as sub-tiles of up to 3.
@@ -262,20 +352,66 @@ MODRWKV_AVX2 void PanelGemmT(const T* w, const float* scale, int in, int out, in
       const float* tile = xp + static_cast<int64_t>(r) * in;
       for (int b = 0; b < mr; b += kTileRows) {
         const int n = std::min(kTileRows, mr - b);
-        kTiles[n - 1](w + p * ps, ps, in, s, tile + b, mr, y + (r + b) * ldy + p * kPanelCols, ldy,
-                      out - p * kPanelCols, accumulate, nullptr, 0);
+        kTiles[n - 1](w + p * ps, ps, g.row_stride, in, s, tile + b, mr,
+                      y + (r + b) * ldy + p * kPanelCols, ldy, out - p * kPanelCols, accumulate,
+                      nullptr, 0);
       }
       r += mr;
     }
   }
 }
 
+// SparseRowsGemm (kernels.h), one row and one listed input at a time: the sums in `acc`.
+template <typename T>
+MODRWKV_AVX2 void SparseRows(const T* w, const float* scale, int out, int64_t ld, int p0, int p1,
+                             const float* x, int64_t ldx, int rows, const int32_t* nz, int n,
+                             float* y, int64_t ldy, bool accumulate, float* acc) {
+  const int groups = p1 - p0;
+  const int64_t width = int64_t{groups} * kPanelCols;
+  std::fill(acc, acc + rows * width, 0.0f);
+  const T* base = w + int64_t{p0} * kPanelCols;
+  for (int j = 0; j < n; ++j) {
+    const T* row = base + nz[j] * ld;
+    for (int g = 0; g < groups; ++g) {
+      __m256 wv[4];
+      LoadPanelRow(row + g * kPanelCols, wv);
+      for (int b = 0; b < rows; ++b) {
+        const __m256 xb = _mm256_set1_ps(x[b * ldx + nz[j]]);
+        float* a = acc + b * width + g * kPanelCols;
+        for (int v = 0; v < 4; ++v) {
+          _mm256_storeu_ps(a + 8 * v, _mm256_fmadd_ps(xb, wv[v], _mm256_loadu_ps(a + 8 * v)));
+        }
+      }
+    }
+  }
+  for (int b = 0; b < rows; ++b) {  // Tile's epilogue
+    for (int c = p0 * kPanelCols; c < std::min(out, p1 * kPanelCols); ++c) {
+      const float s = acc[b * width + c - p0 * kPanelCols];
+      float& dst = y[b * ldy + c];
+      if constexpr (sizeof(T) == 1) {
+        dst = accumulate ? std::fma(s, scale[c], dst) : s * scale[c];
+      } else {
+        dst = accumulate ? dst + s : s;
+      }
+    }
+  }
+}
+
 }  // namespace
 
-void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
   WithWeights(wt, w, [&](const auto* typed) {
-    PanelGemmT(typed, col_scale, in, out, p0, p1, xp, rows, y, ldy, accumulate);
+    PanelGemmT(typed, col_scale, in, out, g, p0, p1, xp, rows, y, ldy, accumulate);
+  });
+}
+
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc) {
+  WithWeights(wt, w, [&](const auto* typed) {
+    SparseRows(typed, col_scale, out, ld, p0, p1, x, ldx, rows, nonzero, n, y, ldy, accumulate,
+               acc);
   });
 }
 

@@ -10,7 +10,9 @@ namespace {
 
 struct Dispatch {
   std::string isa = "scalar";
-  decltype(&scalar::PanelGemm) gemm = scalar::PanelGemm;
+  void (*gemm)(WType, const void*, const float*, int, int, PanelGeometry, int, int, const float*,
+               int, float*, int64_t, bool) = scalar::PanelGemm;
+  decltype(&scalar::SparseRowsGemm) sparse_gemm = scalar::SparseRowsGemm;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
@@ -39,6 +41,7 @@ Dispatch Make(const std::string& isa) {
   if (isa == "avx512") {
     d.isa = "avx512";
     d.gemm = avx512::PanelGemm;
+    d.sparse_gemm = avx512::SparseRowsGemm;
     d.exp = avx512::VecExp;
     d.sigmoid = avx512::VecSigmoid;
     d.tanh = avx512::VecTanh;
@@ -49,6 +52,7 @@ Dispatch Make(const std::string& isa) {
   } else if (isa == "avx2") {
     d.isa = "avx2";
     d.gemm = avx2::PanelGemm;
+    d.sparse_gemm = avx2::SparseRowsGemm;
     d.exp = avx2::VecExp;
     d.sigmoid = avx2::VecSigmoid;
     d.tanh = avx2::VecTanh;
@@ -75,7 +79,18 @@ bool ForceKernelIsa(const std::string& isa) {
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
-  Active().gemm(wt, w, col_scale, in, out, p0, p1, xp, rows, y, ldy, accumulate);
+  Active().gemm(wt, w, col_scale, in, out, PanelGeometry::Packed(in), p0, p1, xp, rows, y, ldy,
+                accumulate);
+}
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  Active().gemm(wt, w, col_scale, in, out, g, p0, p1, xp, rows, y, ldy, accumulate);
+}
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc) {
+  Active().sparse_gemm(wt, w, col_scale, out, ld, p0, p1, x, ldx, rows, nonzero, n, y, ldy,
+                       accumulate, acc);
 }
 
 void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp) {

@@ -26,6 +26,21 @@ inline int RowTileSize(int rows, int t) {
   return rows / tiles + (t < rows % tiles);
 }
 
+// Where the panels of a matrix lie: panel p starts at element p * panel_stride and its input row i
+// at i * row_stride from there, as one row of 32 weights in the layout above. Packed panels
+// (Layout::kPanels) are {in * 32, 32}: each panel one contiguous stream. Input-major storage
+// (Layout::kInputRows) is {32, ld}: input row i holds the weights of every output column, its
+// 32-column groups one after another (ld = out rounded up to 32), so that a product can read
+// only the rows of the inputs that are not zero (SparseRowsGemm).
+struct PanelGeometry {
+  int64_t panel_stride;
+  int64_t row_stride;
+  static PanelGeometry Packed(int in) { return {int64_t{in} * kPanelCols, kPanelCols}; }
+  static PanelGeometry InputMajor(int out) {
+    return {kPanelCols, (int64_t{out} + kPanelCols - 1) / kPanelCols * kPanelCols};
+  }
+};
+
 // Packs rows x[b*ldx + i] (b < rows, i < in) for PanelGemm: tile by tile, each tile of mr rows
 // stored input-major (xp[i*mr + b]), tiles one after another: rows * in floats in all.
 void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp);
@@ -37,6 +52,24 @@ void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp);
 // depend on which other rows run in the same call (batch invariance).
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+// The same over panels laid out as `g` says (the same arithmetic, the same bits).
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+
+// Rows of x up to which SparseRowsGemm is used (decode steps of a few sequences).
+constexpr int kSparseMaxRows = 4;
+
+// PanelGemm's products for x whose inputs are mostly zero in every row (the channel mix's relu^2
+// activations in a decode step), over input-major weights (PanelGeometry::InputMajor(out)):
+// y[b*ldy + o] (=|+=) s_o * sum_{i in nonzero} x[b*ldx + i] * W[o][i] for b < rows <=
+// kSparseMaxRows, o in the columns of groups [p0, p1). `nonzero` lists, in increasing order, n
+// inputs that include every i with x[b][i] != 0 for some b; only their rows of W are read. Each
+// output is one fused multiply-add chain over them in order, so the results are PanelGemm's on
+// the same weights (a skipped term would add exactly zero to its chain) and, as there, depend
+// only on their own row of x. acc: scratch for rows * 32 * (p1 - p0) floats.
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc);
 
 // In-place element-wise functions over n floats.
 void VecExp(float* x, int64_t n);
@@ -69,8 +102,16 @@ std::string KernelIsa();
 bool ForceKernelIsa(const std::string& isa);
 
 namespace scalar {
-void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+inline void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0,
+                      int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
+  scalar::PanelGemm(wt, w, col_scale, in, out, PanelGeometry::Packed(in), p0, p1, xp, rows, y, ldy,
+                    accumulate);
+}
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

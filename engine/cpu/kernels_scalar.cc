@@ -8,9 +8,10 @@
 namespace modrwkv::cpu::scalar {
 namespace {
 
-// Weight (input i, column c) of the panel starting at element `base` (see kernels.h).
-inline float PanelWeight(WType wt, const void* w, int64_t base, int i, int c) {
-  const int64_t idx = base + static_cast<int64_t>(i) * kPanelCols;
+// Weight (input i, column c) of the panel starting at element `base`, its input rows
+// `row_stride` elements apart (see kernels.h).
+inline float PanelWeight(WType wt, const void* w, int64_t base, int64_t row_stride, int i, int c) {
+  const int64_t idx = base + static_cast<int64_t>(i) * row_stride;
   if (wt == WType::kF32) return static_cast<const float*>(w)[idx + c];
   if (wt == WType::kI8) return static_cast<float>(static_cast<const int8_t*>(w)[idx + c]);
   // bf16: word j holds column j (low half) and column j + 16 (high half).
@@ -21,11 +22,19 @@ inline float PanelWeight(WType wt, const void* w, int64_t base, int i, int c) {
   return f;
 }
 
+// What a finished sum s of output o makes of its destination (PanelGemm's epilogue).
+inline void Store(WType wt, float s, const float* col_scale, int o, bool accumulate, float& dst) {
+  if (wt == WType::kI8) {
+    dst = accumulate ? std::fma(s, col_scale[o], dst) : s * col_scale[o];
+  } else {
+    dst = accumulate ? dst + s : s;
+  }
+}
+
 }  // namespace
 
-void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
-  const int64_t panel_stride = static_cast<int64_t>(in) * kPanelCols;
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
   // Where row b sits in the packed x: its tile's block and its index in the tile.
   std::vector<const float*> xrow(rows);
   std::vector<int> stride(rows);
@@ -42,14 +51,27 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
         float s = 0;
         for (int i = 0; i < in; ++i) {
           s = std::fma(xrow[b][static_cast<int64_t>(i) * stride[b]],
-                       PanelWeight(wt, w, p * panel_stride, i, c), s);
+                       PanelWeight(wt, w, p * g.panel_stride, g.row_stride, i, c), s);
         }
-        float& dst = y[b * ldy + o];
-        if (wt == WType::kI8) {
-          dst = accumulate ? std::fma(s, col_scale[o], dst) : s * col_scale[o];
-        } else {
-          dst = accumulate ? dst + s : s;
+        Store(wt, s, col_scale, o, accumulate, y[b * ldy + o]);
+      }
+    }
+  }
+}
+
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* /*acc*/) {
+  for (int p = p0; p < p1; ++p) {
+    for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
+      const int o = p * kPanelCols + c;
+      for (int b = 0; b < rows; ++b) {
+        float s = 0;
+        for (int j = 0; j < n; ++j) {
+          const int i = nonzero[j];
+          s = std::fma(x[b * ldx + i], PanelWeight(wt, w, int64_t{p} * kPanelCols, ld, i, c), s);
         }
+        Store(wt, s, col_scale, o, accumulate, y[b * ldy + o]);
       }
     }
   }

@@ -8,8 +8,11 @@
 
 namespace modrwkv::cpu {
 namespace avx512 {
-void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
@@ -21,8 +24,11 @@ void LayerNorm(const float* x, const float* weight, const float* bias, int n, fl
                float* out);
 }  // namespace avx512
 namespace avx2 {
-void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
+               int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
+                    int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
+                    float* y, int64_t ldy, bool accumulate, float* acc);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

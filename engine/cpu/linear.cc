@@ -9,22 +9,23 @@
 namespace modrwkv::cpu {
 namespace {
 
-// Packs W[o][i] = at(o, i) into the panel layout of kernels.h.
+// Where weight W[o][i] of a matrix of panels laid out as `g` is stored (kernels.h): bf16 pairs
+// column c of a panel with column c + 16 in one 32-bit word.
+int64_t PanelIndex(PanelGeometry g, bool bf16, int o, int i) {
+  const int p = o / kPanelCols, c = o % kPanelCols;
+  const int slot = bf16 ? 2 * (c % 16) + c / 16 : c;
+  return p * g.panel_stride + static_cast<int64_t>(i) * g.row_stride + slot;
+}
+
+// Packs W[o][i] = at(o, i) into panels laid out as `g`, padding columns zero.
 template <typename T, typename At, typename Conv>
-void PackPanels(int rows, int cols, At at, Conv conv, AlignedBuffer<T>* dst) {
+void PackPanels(int rows, int cols, PanelGeometry g, At at, Conv conv, AlignedBuffer<T>* dst) {
   const int panels = (rows + kPanelCols - 1) / kPanelCols;
-  const int64_t stride = static_cast<int64_t>(cols) * kPanelCols;
-  dst->Resize(static_cast<size_t>(panels * stride));
+  dst->Resize(static_cast<size_t>(panels) * kPanelCols * cols);
   std::memset(dst->data(), 0, dst->size() * sizeof(T));
-  for (int p = 0; p < panels; ++p) {
-    T* panel = dst->data() + p * stride;
-    for (int c = 0; c < kPanelCols && p * kPanelCols + c < rows; ++c) {
-      // bf16 pairs column c with column c + 16 in one 32-bit word.
-      const int slot = sizeof(T) == 2 ? 2 * (c % 16) + c / 16 : c;
-      const int o = p * kPanelCols + c;
-      for (int i = 0; i < cols; ++i)
-        panel[static_cast<int64_t>(i) * kPanelCols + slot] = conv(o, at(o, i));
-    }
+  for (int o = 0; o < rows; ++o) {
+    for (int i = 0; i < cols; ++i)
+      dst->data()[PanelIndex(g, sizeof(T) == 2, o, i)] = conv(o, at(o, i));
   }
 }
 
@@ -53,14 +54,11 @@ std::vector<float> UnpackMatrix(const Matrix& m) {
     }
     return 0.0f;
   };
-  const int64_t stride = static_cast<int64_t>(m.cols) * kPanelCols;
   for (int o = 0; o < m.rows; ++o) {
-    const int p = o / kPanelCols, c = o % kPanelCols;
-    const int slot = m.type == WType::kBF16 ? 2 * (c % 16) + c / 16 : c;  // as PackPanels
     for (int i = 0; i < m.cols; ++i) {
       const int64_t at = m.layout == Layout::kRows
                              ? static_cast<int64_t>(o) * m.cols + i
-                             : p * stride + static_cast<int64_t>(i) * kPanelCols + slot;
+                             : PanelIndex(m.geometry(), m.type == WType::kBF16, o, i);
       out[static_cast<size_t>(o) * m.cols + i] = value(at, o);
     }
   }
@@ -104,16 +102,17 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
   auto to_i8 = [&](int o, float v) {
     return static_cast<int8_t>(std::clamp(std::nearbyint(v / m.scale[o]), -127.0f, 127.0f));
   };
-  if (layout == Layout::kPanels) {
+  if (layout != Layout::kRows) {
+    const PanelGeometry g = m.geometry();
     switch (type) {
       case WType::kF32:
-        PackPanels(m.rows, m.cols, at, to_f32, &m.f32);
+        PackPanels(m.rows, m.cols, g, at, to_f32, &m.f32);
         break;
       case WType::kBF16:
-        PackPanels(m.rows, m.cols, at, to_bf16, &m.bf16);
+        PackPanels(m.rows, m.cols, g, at, to_bf16, &m.bf16);
         break;
       case WType::kI8:
-        PackPanels(m.rows, m.cols, at, to_i8, &m.i8);
+        PackPanels(m.rows, m.cols, g, at, to_i8, &m.i8);
         break;
     }
     return m;
@@ -131,9 +130,42 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
   return m;
 }
 
+void LinearRunner::RunSparse(const Matrix& w, const float* x, int64_t ldx, int rows, float* y,
+                             int64_t ldy, bool accumulate) {
+  nonzero_.clear();
+  for (int i = 0; i < w.cols; ++i) {
+    bool any = false;
+    for (int b = 0; b < rows; ++b) any |= x[b * ldx + i] != 0.0f;
+    if (any) nonzero_.push_back(i);
+  }
+  sparse_counts_.inputs += w.cols;
+  sparse_counts_.read += static_cast<int64_t>(nonzero_.size());
+  // One run of whole column groups per thread: each listed input's row is read as one stream
+  // per thread, as long as the work allows.
+  const int panels = w.panels();
+  const int tasks = std::min(panels, pool_->size());
+  const int chunk = (panels + tasks - 1) / tasks;
+  if (static_cast<int>(sparse_acc_.size()) < pool_->size()) sparse_acc_.resize(pool_->size());
+  const int64_t ld = w.geometry().row_stride;
+  pool_->ParallelFor(tasks, [&](int64_t t, int thread) {
+    const int p0 = static_cast<int>(t * chunk);
+    const int p1 = std::min(panels, p0 + chunk);
+    if (p0 >= p1) return;
+    AlignedBuffer<float>& acc = sparse_acc_[thread];
+    const size_t need = static_cast<size_t>(rows) * (p1 - p0) * kPanelCols;
+    if (acc.size() < need) acc.Resize(need);
+    SparseRowsGemm(w.type, w.data(), w.scale.empty() ? nullptr : w.scale.data(), w.rows, ld, p0, p1,
+                   x, ldx, rows, nonzero_.data(), static_cast<int>(nonzero_.size()), y, ldy,
+                   accumulate, acc.data());
+  });
+}
+
 void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y,
                        int64_t ldy, bool accumulate) {
   if (rows <= 0 || w.rows == 0) return;
+  if (w.layout == Layout::kInputRows && rows <= kSparseMaxRows) {
+    return RunSparse(w, x, ldx, rows, y, ldy, accumulate);
+  }
   const size_t packed = static_cast<size_t>(rows) * w.cols;
   if (xpack_.size() < packed) xpack_.Resize(packed);
   PackRows(x, ldx, rows, w.cols, xpack_.data());
@@ -148,8 +180,8 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
   pool_->ParallelFor(tasks, [&](int64_t t, int) {
     const int p0 = static_cast<int>(t * chunk);
     const int p1 = std::min(panels, p0 + chunk);
-    PanelGemm(w.type, w.data(), w.scale.empty() ? nullptr : w.scale.data(), w.cols, w.rows, p0, p1,
-              xpack_.data(), rows, y, ldy, accumulate);
+    PanelGemm(w.type, w.data(), w.scale.empty() ? nullptr : w.scale.data(), w.cols, w.rows,
+              w.geometry(), p0, p1, xpack_.data(), rows, y, ldy, accumulate);
   });
 }
 

@@ -33,8 +33,11 @@ class AlignedBuffer {
 };
 
 // How a Matrix is stored: kRows row-major [rows][cols] (the embedding table, a row gather);
-// kPanels packed for PanelGemm (every dense layer, see kernels.h).
-enum class Layout { kRows, kPanels };
+// kPanels packed for PanelGemm (the dense layers, see kernels.h); kInputRows input-major, the
+// panels' rows interleaved (PanelGeometry::InputMajor): the channel mix's value matrix, whose
+// inputs (relu^2 activations) are mostly zero in a decode step, so that a product of a few rows
+// reads only the weights of the nonzero inputs (SparseRowsGemm).
+enum class Layout { kRows, kPanels, kInputRows };
 
 // A weight matrix, logically [rows = out][cols = in]: f32, bf16, or int8 with a scale per row.
 struct Matrix {
@@ -59,9 +62,13 @@ struct Matrix {
     return nullptr;
   }
   int panels() const { return (rows + kPanelCols - 1) / kPanelCols; }
+  PanelGeometry geometry() const {
+    return layout == Layout::kInputRows ? PanelGeometry::InputMajor(rows)
+                                        : PanelGeometry::Packed(cols);
+  }
   // Bytes stored (and read by one pass over the matrix), padding included.
   int64_t bytes() const {
-    const int64_t stored_rows = layout == Layout::kPanels ? int64_t{kPanelCols} * panels() : rows;
+    const int64_t stored_rows = layout == Layout::kRows ? rows : int64_t{kPanelCols} * panels();
     const int64_t n = stored_rows * cols;
     switch (type) {
       case WType::kF32:
@@ -77,7 +84,7 @@ struct Matrix {
 
 // Builds a Matrix from a checkpoint tensor (any dtype), stored [out, in] or, if `transposed`,
 // [in, out]. kI8 quantises each output row symmetrically: scale = max|w| / 127,
-// q = round(w / scale). kI8 needs the kPanels layout.
+// q = round(w / scale). kI8 needs the kPanels or kInputRows layout.
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout);
 
 // W[out][in] as f32, row-major, whatever the Matrix's type and layout (bf16 widened, int8
@@ -90,14 +97,30 @@ class LinearRunner {
   explicit LinearRunner(ThreadPool* pool) : pool_(pool) {}
 
   // Y[r*ldy + o] (=|+=) sum_i X[r*ldx + i] * W[o][i] for r < rows, o < w.rows. Every weight
-  // is read from memory once per call; each output's value depends only on its own row of X
-  // (PanelGemm's batch invariance), so how requests are batched never changes results.
+  // is read from memory at most once per call; each output's value depends only on its own row
+  // of X (PanelGemm's batch invariance), so how requests are batched never changes results. A
+  // kInputRows matrix times at most kSparseMaxRows rows reads only the weights of the inputs
+  // that are not zero in every row (the same results: a zero input adds nothing).
   void Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
            bool accumulate);
 
+  // Inputs of the sparse products (kInputRows, few rows) so far: how many there were, and how
+  // many of them were not zero in some row (whose weights were read).
+  struct SparseCounts {
+    int64_t inputs = 0;
+    int64_t read = 0;
+  };
+  const SparseCounts& sparse_counts() const { return sparse_counts_; }
+
  private:
+  void RunSparse(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
+                 bool accumulate);
+
   ThreadPool* pool_;
-  AlignedBuffer<float> xpack_;  // x packed for the kernel (PackRows), shared by the tasks
+  AlignedBuffer<float> xpack_;    // x packed for the kernel (PackRows), shared by the tasks
+  std::vector<int32_t> nonzero_;  // RunSparse's inputs, shared by the tasks
+  std::vector<AlignedBuffer<float>> sparse_acc_;  // RunSparse's sums, one buffer per thread
+  SparseCounts sparse_counts_;
 };
 
 }  // namespace modrwkv::cpu

@@ -24,6 +24,11 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   Mark(m.op, static_cast<double>(m.out) * m.in * (half_ ? 2 : 4));
+  if (m.input_major && rows < kTensorCoreRows) {
+    static_assert(kTensorCoreRows - 1 <= kSparseRowsMax);
+    return LaunchSparseRowsHalf(stream_.get(), *half_, m.half.get(), m.out, m.in, in, rows, out,
+                                accumulate, sparse_);
+  }
   if (half_ && rows < kTensorCoreRows) {
     return LaunchGemvHalf(stream_.get(), *half_, m.half.get(), m.out, m.in, in, rows, out,
                           accumulate);
@@ -35,10 +40,11 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
                                               static_cast<int64_t>(rows) * m.in, s_.xb.get()));
       in_half = s_.xb.get();
     }
-    MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->GemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows,
-                                                 m.in, &alpha, m.half.get(), type, m.in, in_half,
-                                                 type, m.in, &beta, out, CUDA_R_32F, m.out,
-                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    // An input-major W ([in][out] row-major) is the column-major [out][in] matrix as it is.
+    MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->GemmEx(
+        cublas_, m.input_major ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in, &alpha,
+        m.half.get(), type, m.input_major ? m.out : m.in, in_half, type, m.in, &beta, out,
+        CUDA_R_32F, m.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return absl::OkStatus();
   }
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in,
@@ -48,6 +54,9 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
 }
 
 absl::Status CudaModel::Products(absl::Span<const Product> products, int rows, const char* op) {
+  for (const Product& p : products) {
+    if (p.m->input_major) return absl::InternalError("an input-major matrix in a product group");
+  }
   if (half_ && rows < kTensorCoreRows) {
     GemvJob jobs[kMaxGemvJobs];
     double bytes = 0;

@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(
   return m;
 }
 
-absl::StatusOr<CudaModel::Matrix> CudaModel::Upload(const WeightRef& ref) {
+absl::StatusOr<CudaModel::Matrix> CudaModel::Upload(const WeightRef& ref, bool input_major) {
   Matrix m;
   if (!ref.present()) return m;
   const std::vector<int64_t>& shape = ref.view->shape;
@@ -73,11 +73,13 @@ absl::StatusOr<CudaModel::Matrix> CudaModel::Upload(const WeightRef& ref) {
   // [out][in] as the Linear convention; the file may hold [in][out].
   m.out = static_cast<int>(ref.transposed ? shape[1] : shape[0]);
   m.in = static_cast<int>(ref.transposed ? shape[0] : shape[1]);
-  if (ref.transposed) {
+  m.input_major = input_major;
+  if (ref.transposed != input_major) {  // to [out][in], or [in][out] for an input-major matrix
+    const int rows = ref.transposed ? m.in : m.out, cols = ref.transposed ? m.out : m.in;
     std::vector<float> t(host.size());
-    for (int o = 0; o < m.out; ++o) {
-      for (int i = 0; i < m.in; ++i)
-        t[static_cast<size_t>(o) * m.in + i] = host[static_cast<size_t>(i) * m.out + o];
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c)
+        t[static_cast<size_t>(c) * rows + r] = host[static_cast<size_t>(r) * cols + c];
     }
     host.swap(t);
   }
@@ -133,6 +135,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   // auto stays f32 on the GPU for now: bf16 and f16 are options until measured there.
   if (options.weight_type == ModelOptions::WeightType::kBF16) half_ = HalfType::kBF16;
   if (options.weight_type == ModelOptions::WeightType::kF16) half_ = HalfType::kF16;
+  sparse_ffn_ = options.sparse_ffn && half_.has_value();
   // f32 weights: plain fp32 products (no TF32), so that logits stay within float rounding of the
   // CPU's. 16-bit weights: the default mode, whose 16-bit products run on tensor cores.
   MODRWKV_CUBLAS_RETURN_IF_ERROR(
@@ -208,7 +211,10 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
                 {&l.ffn_key, &r.ffn_key, "ffn key"},
                 {&l.ffn_value, &r.ffn_value, "ffn value"}};
     for (auto& [m, ref, op] : mats) {
-      MODRWKV_ASSIGN_OR_RETURN(*m, Upload(*ref));
+      // The value matrix input-major for the sparse products (16-bit weights; out a multiple
+      // of 8 for their 16-byte loads).
+      const bool input_major = m == &l.ffn_value && sparse_ffn_ && C % 8 == 0;
+      MODRWKV_ASSIGN_OR_RETURN(*m, Upload(*ref, input_major));
       m->op = op;
       decode_bytes += mat_bytes * m->out * m->in;
     }
@@ -216,6 +222,16 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   }
   info_.decode_bytes_per_token = decode_bytes;
   info_.weight_bytes = decode_bytes;  // the embedding table is in host memory
+  if (!layers_.empty() && layers_[0].ffn_value.input_major) {
+    const int64_t partial = SparseRowsScratchFloats(C, cfg.ffn_size, kSparseRowsMax);
+    if (partial > 0) {
+      MODRWKV_ASSIGN_OR_RETURN(sparse_partial_, AllocDevice<float>(partial));
+    }
+    const int tickets = SparseRowsTickets(C);
+    MODRWKV_ASSIGN_OR_RETURN(sparse_tickets_, AllocDevice<unsigned>(tickets));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemset(sparse_tickets_.get(), 0, tickets * sizeof(unsigned)));
+    sparse_ = {sparse_partial_.get(), sparse_tickets_.get()};
+  }
 
   state_elem_bytes_ = options.state_type == ModelOptions::StateType::kF16 ? 2 : 4;
   info_.state_dtype = state_elem_bytes_ == 2 ? "f16" : "f32";

@@ -36,6 +36,7 @@
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemv_half.cuh"
 #include "engine/cuda/pinned_states.h"
+#include "engine/cuda/sparse_rows.cuh"
 #include "engine/cuda/wkv.cuh"
 #include "engine/model/model.h"
 #include "engine/model/rwkv7_weights.h"
@@ -93,11 +94,14 @@ class CudaModel final : public Model {
 
  private:
   // A matrix in the Linear convention [out][in], row-major: fp32, or 16-bit bits (--dtype bf16 or
-  // f16: CudaModel::half_).
+  // f16: CudaModel::half_). Input-major ([in][out]) for the channel mix's value matrix with
+  // 16-bit weights and ModelOptions::sparse_ffn: few-row products then read only the rows of
+  // nonzero inputs (sparse_rows.cuh); cuBLAS reads it untransposed.
   struct Matrix {
     DeviceBuffer<float> data;
     DeviceBuffer<uint16_t> half;
     int out = 0, in = 0;
+    bool input_major = false;
     const char* op = "product";  // its name in the op profile
   };
   struct Layer {
@@ -125,7 +129,7 @@ class CudaModel final : public Model {
 
   CudaModel() = default;
   absl::Status Init(const Rwkv7Refs& refs, const ModelOptions& options, int device);
-  absl::StatusOr<Matrix> Upload(const WeightRef& ref);
+  absl::StatusOr<Matrix> Upload(const WeightRef& ref, bool input_major = false);
   absl::Status CheckSlot(int slot, const char* what) const;
   absl::Status UseDevice() const;  // makes device_ current on the calling thread
   absl::Status StepOnDevice(absl::Span<const StepEntry> entries, std::vector<StepResult>* results);
@@ -212,6 +216,9 @@ class CudaModel final : public Model {
   std::shared_ptr<PinnedStates> pinned_;        // the cold tier's buffers (shared with ColdStates)
   std::unique_ptr<cpu::ThreadPool> host_pool_;  // runs the step's samplers (ModelOptions::threads)
   Scratch s_;
+  SparseRowsScratch sparse_;  // the sparse value products' meeting place (sparse_rows.cuh)
+  DeviceBuffer<float> sparse_partial_;
+  DeviceBuffer<unsigned> sparse_tickets_;
   // Pinned host staging: the step's input rows and index arrays going up, logits and hidden
   // rows coming down (sized with the device scratch).
   struct PinnedFree {
@@ -241,6 +248,7 @@ class CudaModel final : public Model {
   static constexpr size_t kMaxGraphs = 64;
   bool graphs_enabled_ = false;
   WkvForm wkv_form_ = WkvForm::kAuto;  // ModelOptions::cuda_chunked_wkv
+  bool sparse_ffn_ = false;            // ModelOptions::sparse_ffn, with 16-bit weights
   std::map<GraphKey, GraphExec> graphs_;
   std::map<GraphKey, int> graph_seen_;
   DeviceBuffer<uint8_t> cublas_workspace_;  // fixed, so that captured products stay valid

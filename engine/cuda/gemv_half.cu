@@ -6,6 +6,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/half_round.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/rwkv7_math.h"
 
@@ -14,19 +15,6 @@ namespace {
 
 constexpr int kRowsPerPass = 8;
 constexpr int kWarpsPerBlock = 8;
-
-// The two 16-bit weights packed in `bits` (low half first) as floats.
-template <HalfType T>
-__device__ __forceinline__ float2 Widen2(uint32_t bits) {
-  if constexpr (T == HalfType::kBF16) {
-    return make_float2(__uint_as_float(bits << 16), __uint_as_float(bits & 0xffff0000u));
-  } else {
-    __half2 h;
-    static_assert(sizeof(h) == 4);
-    memcpy(&h, &bits, 4);
-    return __half22float2(h);
-  }
-}
 
 // acc[r] += the dot product of the weights in `wv` (2 x `pairs` floats) with row r's x at
 // float offset `at` (16-byte loads of x when kPairs is even: `at` is then a multiple of 4).

@@ -1,7 +1,7 @@
 // Rounding f32 activations to the 16-bit types of tensor-core products, on the device, and the
 // stores of kernels whose output rows a product reads next (ActivationsOut, to_half.cuh): the
 // conversion kernel (to_half.cu) and the producers that write 16-bit rows directly round alike,
-// so a product's input has the same bits either way.
+// so a product's input has the same bits either way. And widening 16-bit weights (Widen2).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -24,6 +24,19 @@ __device__ __forceinline__ uint16_t RoundToHalf(float v) {
     const float a = fabsf(v);
     const float c = a <= kF16Max || !(a < INFINITY) ? v : copysignf(kF16Max, v);
     return __half_as_ushort(__float2half_rn(c));
+  }
+}
+
+// The other way: the two 16-bit values packed in `bits` (low half first) as floats, exactly.
+template <HalfType T>
+__device__ __forceinline__ float2 Widen2(uint32_t bits) {
+  if constexpr (T == HalfType::kBF16) {
+    return make_float2(__uint_as_float(bits << 16), __uint_as_float(bits & 0xffff0000u));
+  } else {
+    __half2 h;
+    static_assert(sizeof(h) == 4);
+    memcpy(&h, &bits, 4);
+    return __half22float2(h);
   }
 }
 

@@ -155,6 +155,13 @@ struct ModelOptions {
   // The CUDA backend walks long prompts' recurrence in chunks of 16 tokens (engine/cuda/wkv.cuh,
   // WkvForm); off: token by token, as a decode step does. Ignored by the CPU backend.
   bool cuda_chunked_wkv = true;
+  // Decode steps of a few sequences read only the channel mix's value weights whose input (a
+  // relu^2 activation) is not zero in some sequence: about half of them with random weights,
+  // fewer with trained ones. The CPU backend keeps a second, input-major copy of each value
+  // matrix for steps of up to 4 rows (linear.h; results bit for bit the same); the CUDA backend
+  // with 16-bit weights stores the matrix input-major only, for steps of up to 15 rows
+  // (sparse_rows.cuh; cuBLAS reads it as well). Off: every weight read, no copy.
+  bool sparse_ffn = true;
   int threads = 0;  // 0 = the CPUs this process may use (cpu::DetectCpuBudget)
   // The backend: "cpu", or "cuda" / "cuda:N" (device N, 0 by default; a build with the CUDA
   // backend, engine/cuda).

@@ -336,6 +336,9 @@ int RunBench(int argc, char** argv) {
       .Add("prompt-len", "512", "prefill prompt length")
       .Add("decode-steps", "32", "timed decode steps per batch size")
       .Add("batches", "1,8,32", "decode batch sizes")
+      .Add("sparse-ffn", "on",
+           "on, off or on,off: decode steps read only the channel mix's value weights of nonzero "
+           "activations (ModelOptions::sparse_ffn); off rows are marked 'dense ffn'")
       .Add("json", "", "also write the results as JSON to this file")
       .Add("contexts", "",
            "instead: batch-1 decode tokens/s after each of these context lengths (e.g. "
@@ -399,69 +402,77 @@ int RunBench(int argc, char** argv) {
         flags.Str("model").empty() ? flags.List("shape") : std::vector<std::string>{"file"};
     for (const std::string& shape : shapes) {
       for (const std::string& dtype : flags.List("dtype")) {
-        ModelOptions o;
-        o.num_slots = max_batch;
-        o.threads = threads;
-        o.device = flags.Str("device");
-        if (dtype == "f32") {
-          o.weight_type = ModelOptions::WeightType::kF32;
-        } else if (dtype == "bf16") {
-          o.weight_type = ModelOptions::WeightType::kBF16;
-        } else if (dtype == "int8") {
-          o.weight_type = ModelOptions::WeightType::kI8;
-        } else if (dtype == "f16") {
-          o.weight_type = ModelOptions::WeightType::kF16;
-        } else {
-          return UsageError(flags, absl::InvalidArgumentError("--dtype: '" + dtype + "'"));
-        }
-        absl::StatusOr<std::unique_ptr<Model>> model;
-        if (shape == "file") {
-          model = LoadModel(flags.Str("model"), o, CheckpointOptionsFromFlags(flags));
-        } else {
-          auto spec = RandomSpecForShape(shape);
-          if (!spec.ok()) return UsageError(flags, spec.status());
-          spec->vocab_size = 65536;
-          spec->seed = 2024;  // the weights tools/bench_reference.py uses
-          auto tensors = MakeRandomRwkv7(*spec);
-          if (!tensors.ok()) return Fail(tensors.status());
-          model = CreateModel(ViewsOf(*tensors), o);
-        }
-        if (!model.ok()) return Fail(model.status());
-        std::fprintf(stderr, "running %s %s, %d thread(s)...\n", shape.c_str(), dtype.c_str(),
-                     lim.threads);
-        if (!flags.Str("fairness").empty()) {
-          int long_len;
-          if (!absl::SimpleAtoi(flags.Str("fairness"), &long_len) || long_len < 1 ||
-              long_len > (1 << 24)) {
-            return UsageError(flags, absl::InvalidArgumentError("--fairness: bad length"));
+        for (const std::string& sparse : flags.List("sparse-ffn")) {
+          if (sparse != "on" && sparse != "off") {
+            return UsageError(flags, absl::InvalidArgumentError("--sparse-ffn: '" + sparse + "'"));
           }
-          auto f = PrefillFairness(**model, long_len);
-          if (!f.ok()) return Fail(f.status());
-          std::printf("| %s | %s | %d | %d | %.1f | %.2f | %.2f |\n", shape.c_str(), dtype.c_str(),
-                      lim.threads, long_len, f->short_ttft_ms, f->long_ttft_s, f->long_alone_s);
-          std::fflush(stdout);
-          continue;
-        }
-        if (!flags.Str("contexts").empty()) {
-          for (const std::string& cs : flags.List("contexts")) {
-            int ctx;
-            if (!absl::SimpleAtoi(cs, &ctx) || ctx < 1 || ctx > (1 << 24)) {
-              return UsageError(flags,
-                                absl::InvalidArgumentError("--contexts: bad length '" + cs + "'"));
+          ModelOptions o;
+          o.sparse_ffn = sparse == "on";
+          o.num_slots = max_batch;
+          o.threads = threads;
+          o.device = flags.Str("device");
+          if (dtype == "f32") {
+            o.weight_type = ModelOptions::WeightType::kF32;
+          } else if (dtype == "bf16") {
+            o.weight_type = ModelOptions::WeightType::kBF16;
+          } else if (dtype == "int8") {
+            o.weight_type = ModelOptions::WeightType::kI8;
+          } else if (dtype == "f16") {
+            o.weight_type = ModelOptions::WeightType::kF16;
+          } else {
+            return UsageError(flags, absl::InvalidArgumentError("--dtype: '" + dtype + "'"));
+          }
+          absl::StatusOr<std::unique_ptr<Model>> model;
+          if (shape == "file") {
+            model = LoadModel(flags.Str("model"), o, CheckpointOptionsFromFlags(flags));
+          } else {
+            auto spec = RandomSpecForShape(shape);
+            if (!spec.ok()) return UsageError(flags, spec.status());
+            spec->vocab_size = 65536;
+            spec->seed = 2024;  // the weights tools/bench_reference.py uses
+            auto tensors = MakeRandomRwkv7(*spec);
+            if (!tensors.ok()) return Fail(tensors.status());
+            model = CreateModel(ViewsOf(*tensors), o);
+          }
+          if (!model.ok()) return Fail(model.status());
+          std::fprintf(stderr, "running %s %s, %d thread(s)...\n", shape.c_str(), dtype.c_str(),
+                       lim.threads);
+          if (!flags.Str("fairness").empty()) {
+            int long_len;
+            if (!absl::SimpleAtoi(flags.Str("fairness"), &long_len) || long_len < 1 ||
+                long_len > (1 << 24)) {
+              return UsageError(flags, absl::InvalidArgumentError("--fairness: bad length"));
             }
-            auto tps = DecodeAtContext(**model, ctx, static_cast<int>(*decode_steps));
-            if (!tps.ok()) return Fail(tps.status());
-            std::printf("| %s | %s | %d | %d | %.2f |\n", shape.c_str(), dtype.c_str(), lim.threads,
-                        ctx, *tps);
+            auto f = PrefillFairness(**model, long_len);
+            if (!f.ok()) return Fail(f.status());
+            std::printf("| %s | %s | %d | %d | %.1f | %.2f | %.2f |\n", shape.c_str(),
+                        dtype.c_str(), lim.threads, long_len, f->short_ttft_ms, f->long_ttft_s,
+                        f->long_alone_s);
             std::fflush(stdout);
+            continue;
           }
-          continue;
+          if (!flags.Str("contexts").empty()) {
+            for (const std::string& cs : flags.List("contexts")) {
+              int ctx;
+              if (!absl::SimpleAtoi(cs, &ctx) || ctx < 1 || ctx > (1 << 24)) {
+                return UsageError(
+                    flags, absl::InvalidArgumentError("--contexts: bad length '" + cs + "'"));
+              }
+              auto tps = DecodeAtContext(**model, ctx, static_cast<int>(*decode_steps));
+              if (!tps.ok()) return Fail(tps.status());
+              std::printf("| %s | %s | %d | %d | %.2f |\n", shape.c_str(), dtype.c_str(),
+                          lim.threads, ctx, *tps);
+              std::fflush(stdout);
+            }
+            continue;
+          }
+          auto r = RunCase(**model, shape, o.sparse_ffn ? dtype : dtype + " dense ffn",
+                           static_cast<int>(*prompt_len), static_cast<int>(*decode_steps), batches,
+                           lim.read_gbps);
+          if (!r.ok()) return Fail(r.status());
+          r->threads = lim.threads;
+          results.push_back(*r);
         }
-        auto r = RunCase(**model, shape, dtype, static_cast<int>(*prompt_len),
-                         static_cast<int>(*decode_steps), batches, lim.read_gbps);
-        if (!r.ok()) return Fail(r.status());
-        r->threads = lim.threads;
-        results.push_back(*r);
       }
     }
   }

@@ -53,6 +53,10 @@ void AddModelFlags(Flags& flags) {
       .AddNegatableBool("cuda-graphs", true,
                         "with --device cuda: replay decode steps as CUDA graphs (--no-cuda-graphs: "
                         "launch every kernel one by one)")
+      .AddNegatableBool("sparse-ffn", true,
+                        "decode steps of a few sequences read only the channel mix's value "
+                        "weights of nonzero activations (same results; --no-sparse-ffn: read "
+                        "every weight)")
       .Add("threads", "0",
            "CPU threads (0 = the CPUs this process may use: affinity mask capped by the cgroup CPU "
            "quota)");
@@ -97,6 +101,7 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_s
         absl::StrCat("--state-dtype must be f32 or f16, got '", sdt, "'"));
   }
   o.cuda_graphs = flags.Bool("cuda-graphs");
+  o.sparse_ffn = flags.Bool("sparse-ffn");
   MODRWKV_ASSIGN_OR_RETURN(int64_t threads, flags.Int("threads", 0, 1024));
   o.threads = static_cast<int>(threads);
   o.num_slots = num_slots;

@@ -341,6 +341,42 @@ TEST_F(CpuModelTest, StateMemoryBudgetSetsTheSlotCount) {
   EXPECT_NE(small.status().message().find("holds 1 states"), std::string::npos) << small.status();
 }
 
+// The channel mix's value product skipping zero activations (ModelOptions::sparse_ffn, on by
+// default) changes no bit: prefill, decode of one sequence and of batches on both sides of
+// kSparseMaxRows, in bf16 and int8.
+TEST_F(CpuModelTest, SparseFfnChangesNoBit) {
+  for (auto wt : {ModelOptions::WeightType::kBF16, ModelOptions::WeightType::kI8}) {
+    std::vector<std::vector<float>> got[2];
+    for (bool sparse : {true, false}) {
+      ModelOptions o;
+      o.num_slots = 12;
+      o.weight_type = wt;
+      o.threads = 2;
+      o.sparse_ffn = sparse;
+      auto m = CpuModel::Create(ViewsOf(*tensors_), o).value();
+      std::vector<std::vector<float>>& out = got[sparse];
+      for (int s = 0; s < 12; ++s) out.push_back(Logits(*m, s, {s + 1, 2 * s + 3}));
+      for (int batch : {1, 3, 12}) {
+        for (int step = 0; step < 3; ++step) {
+          std::vector<StepEntry> entries(batch);
+          std::vector<std::vector<int32_t>> tok(batch);
+          for (int i = 0; i < batch; ++i) {
+            tok[i] = {100 + 7 * i + step};
+            entries[i].slot = i;
+            entries[i].inputs = {InputRowsView::Tokens(tok[i])};
+            entries[i].output = StepOutput::kLogits;
+          }
+          std::vector<StepResult> res;
+          ASSERT_TRUE(m->Step(entries, &res).ok());
+          for (const StepResult& r : res) out.emplace_back(r.logits.begin(), r.logits.end());
+        }
+      }
+    }
+    ASSERT_EQ(got[0].size(), got[1].size());
+    for (size_t i = 0; i < got[0].size(); ++i) EXPECT_EQ(got[0][i], got[1][i]) << "result " << i;
+  }
+}
+
 TEST_F(CpuModelTest, ThreadCountDoesNotChangeResults) {
   auto one = Make(1, ModelOptions::WeightType::kF32, 1);
   auto two = Make(1, ModelOptions::WeightType::kF32, 2);

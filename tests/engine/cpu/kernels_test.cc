@@ -1,6 +1,7 @@
 // SIMD kernels against their scalar twins.
 #include "engine/cpu/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "engine/base/tensor.h"
 #include "engine/cpu/linear.h"
+#include "engine/cpu/thread_pool.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cpu {
@@ -110,7 +112,7 @@ TEST(UnpackMatrixTest, InvertsMakeMatrix) {
   const TensorView transposed{"w", DType::kF32, {in, out}, wt.data(), wt.size() * 4};
   for (const auto& [view, is_t] : {std::pair{plain, false}, std::pair{transposed, true}}) {
     for (WType type : {WType::kF32, WType::kBF16, WType::kI8}) {
-      for (Layout layout : {Layout::kRows, Layout::kPanels}) {
+      for (Layout layout : {Layout::kRows, Layout::kPanels, Layout::kInputRows}) {
         if (type == WType::kI8 && layout == Layout::kRows) continue;  // not built
         const Matrix m = MakeMatrix(view, is_t, type, layout);
         const std::vector<float> back = UnpackMatrix(m);
@@ -168,6 +170,148 @@ TEST_P(KernelIsaTest, PanelGemmIsBitIdenticalToScalarForEveryRowCount) {
         }
       }
     }
+  }
+}
+
+// x for the sparse products: about 60% zeros, row 1 entirely zero, and every third input zero in
+// every row (so some inputs are skipped whatever the row count).
+std::vector<float> MostlyZero(int rows, int in, uint32_t seed) {
+  std::vector<float> x = Random(static_cast<size_t>(rows) * in, seed);
+  std::mt19937 g(seed + 1);
+  for (int b = 0; b < rows; ++b) {
+    for (int i = 0; i < in; ++i) {
+      if (b == 1 || i % 3 == 0 || g() % 10 < 6) x[static_cast<size_t>(b) * in + i] = 0.0f;
+    }
+  }
+  return x;
+}
+
+Matrix MatrixOf(const std::vector<float>& w, int out, int in, WType wt, Layout layout) {
+  const TensorView view{"w", DType::kF32, {out, in}, w.data(), w.size() * 4};
+  return MakeMatrix(view, false, wt, layout);
+}
+
+// Input-major weights (Layout::kInputRows) give the packed panels' bits: PanelGemm over their
+// strided panels for every row count, and SparseRowsGemm, which reads only the rows of the
+// inputs listed as nonzero, up to kSparseMaxRows rows; columns outside the range untouched.
+TEST_P(KernelIsaTest, InputMajorProductsAreBitIdenticalToThePackedOnes) {
+  for (int in : {1, 77, 768}) {
+    const int out = 37 + 64;  // 4 column groups, the last 5 columns wide
+    const std::vector<float> w = Random(static_cast<size_t>(out) * in, 1);
+    const int max_rows = 40;
+    const std::vector<float> x = MostlyZero(max_rows, in, 2);
+    for (WType wt : {WType::kF32, WType::kBF16, WType::kI8}) {
+      const Matrix packed = MatrixOf(w, out, in, wt, Layout::kPanels);
+      const Matrix major = MatrixOf(w, out, in, wt, Layout::kInputRows);
+      const float* scale = wt == WType::kI8 ? packed.scale.data() : nullptr;
+      ASSERT_EQ(packed.scale, major.scale);
+      for (int rows = 1; rows <= max_rows; rows += rows < 14 ? 1 : 13) {
+        std::vector<int32_t> nonzero;
+        for (int i = 0; i < in; ++i) {
+          bool any = false;
+          for (int b = 0; b < rows; ++b) any |= x[static_cast<size_t>(b) * in + i] != 0.0f;
+          if (any) nonzero.push_back(i);
+        }
+        std::vector<float> xp(static_cast<size_t>(rows) * in);
+        PackRows(x.data(), in, rows, in, xp.data());
+        for (bool acc : {false, true}) {
+          for (auto [p0, p1] : {std::pair{0, 4}, std::pair{1, 4}, std::pair{0, 1}}) {
+            const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 3);
+            std::vector<float> ref = before, strided = before, sparse = before;
+            scalar::PanelGemm(wt, packed.data(), scale, in, out, p0, p1, xp.data(), rows,
+                              ref.data(), out, acc);
+            PanelGemm(wt, major.data(), scale, in, out, major.geometry(), p0, p1, xp.data(), rows,
+                      strided.data(), out, acc);
+            if (rows <= kSparseMaxRows) {
+              std::vector<float> scratch(static_cast<size_t>(rows) * kPanelCols * (p1 - p0));
+              SparseRowsGemm(wt, major.data(), scale, out, major.geometry().row_stride, p0, p1,
+                             x.data(), in, rows, nonzero.data(), static_cast<int>(nonzero.size()),
+                             sparse.data(), out, acc, scratch.data());
+            }
+            for (size_t i = 0; i < ref.size(); ++i) {
+              const auto where = testing::Message() << "in=" << in << " rows=" << rows
+                                                    << " wt=" << static_cast<int>(wt) << " p=" << p0
+                                                    << ".." << p1 << " acc=" << acc << " i=" << i;
+              ASSERT_EQ(strided[i], ref[i]) << where;
+              if (rows <= kSparseMaxRows) ASSERT_EQ(sparse[i], ref[i]) << where;
+              const int col = static_cast<int>(i % out);
+              if (col < p0 * kPanelCols || col >= p1 * kPanelCols) {
+                ASSERT_EQ(ref[i], before[i]) << where;
+                ASSERT_EQ(sparse[i], before[i]) << where;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The listed inputs are all that SparseRowsGemm reads: weights of the unlisted inputs may hold
+// anything (here NaN) without changing a bit.
+TEST_P(KernelIsaTest, SparseRowsGemmReadsOnlyTheListedInputs) {
+  const int in = 64, out = 64, rows = 3;
+  std::vector<float> w = Random(static_cast<size_t>(out) * in, 7);
+  const std::vector<float> x = MostlyZero(rows, in, 8);
+  std::vector<int32_t> nonzero;
+  for (int i = 0; i < in; ++i) {
+    bool any = false;
+    for (int b = 0; b < rows; ++b) any |= x[static_cast<size_t>(b) * in + i] != 0.0f;
+    if (any) nonzero.push_back(i);
+  }
+  ASSERT_LT(nonzero.size(), static_cast<size_t>(in));
+  std::vector<float> poisoned = w;
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) {
+      if (!std::binary_search(nonzero.begin(), nonzero.end(), i)) {
+        poisoned[static_cast<size_t>(o) * in + i] = std::nanf("");
+      }
+    }
+  }
+  for (WType wt : {WType::kF32, WType::kBF16}) {
+    const Matrix clean = MatrixOf(w, out, in, wt, Layout::kInputRows);
+    const Matrix dirty = MatrixOf(poisoned, out, in, wt, Layout::kInputRows);
+    std::vector<float> a(rows * out), b(rows * out), scratch(rows * out);
+    for (const auto& [m, y] : {std::pair{&clean, &a}, std::pair{&dirty, &b}}) {
+      SparseRowsGemm(wt, m->data(), nullptr, out, m->geometry().row_stride, 0, 2, x.data(), in,
+                     rows, nonzero.data(), static_cast<int>(nonzero.size()), y->data(), out, false,
+                     scratch.data());
+    }
+    EXPECT_EQ(a, b);
+  }
+}
+
+// LinearRunner over an input-major matrix: the packed matrix's bits for every row count (the
+// sparse products up to kSparseMaxRows, strided panels above), on two and three threads, and
+// its counts say how many inputs were read.
+TEST(LinearRunnerTest, InputMajorMatrixGivesThePackedResults) {
+  const int in = 300, out = 200;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 9);
+  const std::vector<float> x = MostlyZero(20, in, 10);
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    LinearRunner lin(&pool);
+    int64_t inputs = 0, read = 0;
+    for (WType wt : {WType::kF32, WType::kBF16, WType::kI8}) {
+      const Matrix packed = MatrixOf(w, out, in, wt, Layout::kPanels);
+      const Matrix major = MatrixOf(w, out, in, wt, Layout::kInputRows);
+      for (int rows = 1; rows <= 20; ++rows) {
+        std::vector<float> a(static_cast<size_t>(rows) * out, 1.0f), b = a;
+        lin.Run(packed, x.data(), in, rows, a.data(), out, /*accumulate=*/true);
+        lin.Run(major, x.data(), in, rows, b.data(), out, /*accumulate=*/true);
+        ASSERT_EQ(a, b) << "threads=" << threads << " rows=" << rows;
+        if (rows > kSparseMaxRows) continue;
+        inputs += in;
+        for (int i = 0; i < in; ++i) {
+          bool any = false;
+          for (int r = 0; r < rows; ++r) any |= x[static_cast<size_t>(r) * in + i] != 0.0f;
+          read += any;
+        }
+      }
+    }
+    EXPECT_EQ(lin.sparse_counts().inputs, inputs);
+    EXPECT_EQ(lin.sparse_counts().read, read);
+    EXPECT_LT(read, inputs * 3 / 4);  // the test's x really is sparse
   }
 }
 
