@@ -238,7 +238,7 @@ template <typename T, int MR>
 MODRWKV_AVX512 void SparseRows(const T* w, const float* scale, int out, int64_t ld, int p0, int p1,
                                const float* x, int64_t ldx, const int32_t* nz, int n, float* y,
                                int64_t ldy, bool accumulate, float* acc) {
-  constexpr int kQ = 4, kAhead = 2 * kQ;
+  constexpr int kQ = 8, kAhead = 2 * kQ;
   const int groups = p1 - p0;
   const int64_t width = int64_t{groups} * kPanelCols;
   std::fill(acc, acc + MR * width, 0.0f);

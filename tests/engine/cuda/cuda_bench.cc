@@ -15,16 +15,19 @@
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
 //              [--graphs=on|off] [--overlap=on|off] [--chunked-wkv=on|off]
-//              [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
+//              [--sparse-ffn=on|off] [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
 // graph over weights that do not fit in L2: the few-row product at the layers' shapes (with and
 // without overlapped launches, and cuBLAS at one row beside it), a decode step's LayerNorm +
-// token shift, and the WKV of a decode token and of prompts, token by token and chunked.
+// token shift, the WKV of a decode token and of prompts, token by token and chunked, and the
+// sparse value product (half and a tenth of the inputs nonzero) beside the dense one.
 // --shapes= (empty) then skips the models.
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
 // --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
+// --sparse-ffn=off reads every value weight in decode steps (ModelOptions::sparse_ffn; random
+// weights leave half of the channel mix's activations zero, trained ones more).
 // --smoke=on measures the device's limits at small sizes (figures that mean nothing): with
 // --shapes=tiny and small --batches / --prefill, every code path in seconds (the CUDA emulator
 // runs it so in the tests).
@@ -54,6 +57,7 @@
 #include "engine/cuda/gemv_half.cuh"
 #include "engine/cuda/launch.h"
 #include "engine/cuda/rwkv7_ops.cuh"
+#include "engine/cuda/sparse_rows.cuh"
 #include "engine/cuda/wkv.cuh"
 #include "engine/sampling/sampler.h"
 
@@ -77,6 +81,7 @@ struct Args {
   bool graphs = true;
   bool overlap = true;
   bool chunked_wkv = true;
+  bool sparse_ffn = true;
   bool breakdown = false;
   bool kernels = false;
   // The device's limits measured at small sizes (their figures then mean nothing): a run of
@@ -122,6 +127,11 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
         return absl::InvalidArgumentError("--chunked-wkv: on or off");
       }
       a.chunked_wkv = value == "on";
+    } else if (name == "sparse-ffn") {
+      if (value != "on" && value != "off") {
+        return absl::InvalidArgumentError("--sparse-ffn: on or off");
+      }
+      a.sparse_ffn = value == "on";
     } else if (name == "kernels") {
       if (value != "on" && value != "off")
         return absl::InvalidArgumentError("--kernels: on or off");
@@ -333,6 +343,47 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
         }));
     row("cuBLAS GemmEx (bf16 x bf16)", tb);
   }
+  {  // the 1.5B value product (2048 outputs, 8192 inputs) of 1 and 4 rows, input-major, with half
+     // and a tenth of the inputs nonzero in each row, against the dense kernel's row above
+    constexpr int kOut = 2048, kIn = 8192, kRows = 4;
+    const size_t elems = static_cast<size_t>(kOut) * kIn;
+    const int copies = static_cast<int>(kSpan / (elems * 2));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> w, AllocDevice<uint16_t>(elems * copies));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> x, AllocDevice<float>(kRows * kIn));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> y, AllocDevice<float>(kRows * kOut));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> partial,
+                             AllocDevice<float>(SparseRowsScratchFloats(kOut, kIn, kRows)));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<unsigned> tickets,
+                             AllocDevice<unsigned>(SparseRowsTickets(kOut)));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(w.get(), 0x3c, elems * copies * 2, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(tickets.get(), 0, SparseRowsTickets(kOut) * sizeof(unsigned), st));
+    for (const int percent : {50, 10}) {
+      std::vector<float> host(static_cast<size_t>(kRows) * kIn);
+      uint32_t seed = 12345;
+      for (float& v : host) {
+        seed = seed * 1664525u + 1013904223u;
+        v = (seed >> 8) % 100 < static_cast<uint32_t>(percent) ? 0.5f : 0.0f;
+      }
+      MODRWKV_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(x.get(), host.data(), host.size() * 4, cudaMemcpyHostToDevice, st));
+      MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));  // `host` goes out of scope
+      for (const int rows : {1, kRows}) {
+        MODRWKV_ASSIGN_OR_RETURN(
+            const OverlapTimes t, TimeGraphBothWays(st, 4 * copies, [&](int i) {
+              return LaunchSparseRowsHalf(st, HalfType::kBF16, w.get() + elems * (i % copies), kOut,
+                                          kIn, x.get(), rows, y.get(), false,
+                                          {partial.get(), tickets.get()});
+            }));
+        const double bytes = elems * 2.0;  // the dense product's, for comparison
+        std::printf(
+            "| SparseRows (overlapped), %d%% nonzero | %d x %d input-major, %d row(s) | %.2f | "
+            "%.0f (dense-equivalent) | %.0f%% |\n",
+            percent, kOut, kIn, rows, t.overlapped * 1e6, bytes / t.overlapped / 1e9,
+            100 * bytes / t.overlapped / lim.copy_bytes_per_s);
+      }
+    }
+  }
   {  // a decode step's LayerNorm + token shift of one row, C = 2048, 6 mixes, f32 state
     constexpr int C = 2048, kMixes = 6;
     MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> x, AllocDevice<float>(C));
@@ -496,6 +547,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     o.state_type = state == "f16" ? ModelOptions::StateType::kF16 : ModelOptions::StateType::kF32;
     o.cuda_graphs = args.graphs;
     o.cuda_chunked_wkv = args.chunked_wkv;
+    o.sparse_ffn = args.sparse_ffn;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here
   CudaModel& m = *model;
@@ -505,8 +557,9 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   const double weight_bytes = static_cast<double>(m.info().decode_bytes_per_token);
   // The bytes one sequence's state occupies in the pool (the canonical blob is f32 either way).
   const double state_bytes = m.StateBytes() * (state == "f16" ? 0.5 : 1.0);
-  const std::string tag = shape + " | " + dtype + ", " + state + " state" +
-                          (args.graphs ? "" : ", no graphs") + (args.overlap ? "" : ", no overlap");
+  const std::string tag =
+      shape + " | " + dtype + ", " + state + " state" + (args.graphs ? "" : ", no graphs") +
+      (args.overlap ? "" : ", no overlap") + (args.sparse_ffn ? "" : ", dense ffn");
   std::vector<StepResult> results;
 
   // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;
