@@ -336,10 +336,13 @@ void CpuModel::RunLayer(int li, absl::Span<const StepEntry> entries) {
   lin.Run(L.ffn_key, s.xk.data(), C, R, s.hf.data(), F, false);
   pool_->ParallelFor(R, [&](int64_t r, int) { VecReluSquare(s.hf.data() + r * F, F); });
   // A few rows' relu^2 activations are mostly zero: the input-major copy reads the weights of
-  // the nonzero ones only (the same results).
-  const Matrix& value =
-      R <= kSparseMaxRows && L.ffn_value_rows.rows > 0 ? L.ffn_value_rows : L.ffn_value;
-  lin.Run(value, s.hf.data(), F, R, s.x.data(), C, /*accumulate=*/true);
+  // the nonzero ones only, when there are few enough (the same results).
+  if (L.ffn_value_rows.rows > 0) {
+    lin.RunSkippingZeros(L.ffn_value, L.ffn_value_rows, s.hf.data(), F, R, s.x.data(), C,
+                         /*accumulate=*/true);
+  } else {
+    lin.Run(L.ffn_value, s.hf.data(), F, R, s.x.data(), C, /*accumulate=*/true);
+  }
 }
 
 absl::Status CpuModel::Step(absl::Span<const StepEntry> entries, std::vector<StepResult>* results) {

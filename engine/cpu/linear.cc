@@ -130,16 +130,31 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
   return m;
 }
 
-void LinearRunner::RunSparse(const Matrix& w, const float* x, int64_t ldx, int rows, float* y,
-                             int64_t ldy, bool accumulate) {
+void LinearRunner::ListNonzero(int in, const float* x, int64_t ldx, int rows) {
   nonzero_.clear();
-  for (int i = 0; i < w.cols; ++i) {
+  for (int i = 0; i < in; ++i) {
     bool any = false;
     for (int b = 0; b < rows; ++b) any |= x[b * ldx + i] != 0.0f;
     if (any) nonzero_.push_back(i);
   }
+}
+
+void LinearRunner::RunSkippingZeros(const Matrix& w, const Matrix& input_major, const float* x,
+                                    int64_t ldx, int rows, float* y, int64_t ldy, bool accumulate) {
+  if (rows <= 0 || w.rows == 0) return;
+  if (rows > kSparseMaxRows) return Run(w, x, ldx, rows, y, ldy, accumulate);
+  ListNonzero(w.cols, x, ldx, rows);
   sparse_counts_.inputs += w.cols;
+  if (static_cast<double>(nonzero_.size()) > kSparseMaxDensity * w.cols) {
+    sparse_counts_.read += w.cols;
+    return Run(w, x, ldx, rows, y, ldy, accumulate);
+  }
   sparse_counts_.read += static_cast<int64_t>(nonzero_.size());
+  RunSparse(input_major, x, ldx, rows, y, ldy, accumulate);
+}
+
+void LinearRunner::RunSparse(const Matrix& w, const float* x, int64_t ldx, int rows, float* y,
+                             int64_t ldy, bool accumulate) {
   // One run of whole column groups per thread: each listed input's row is read as one stream
   // per thread, as long as the work allows.
   const int panels = w.panels();
@@ -164,6 +179,9 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
                        int64_t ldy, bool accumulate) {
   if (rows <= 0 || w.rows == 0) return;
   if (w.layout == Layout::kInputRows && rows <= kSparseMaxRows) {
+    ListNonzero(w.cols, x, ldx, rows);
+    sparse_counts_.inputs += w.cols;
+    sparse_counts_.read += static_cast<int64_t>(nonzero_.size());
     return RunSparse(w, x, ldx, rows, y, ldy, accumulate);
   }
   const size_t packed = static_cast<size_t>(rows) * w.cols;

@@ -315,6 +315,44 @@ TEST(LinearRunnerTest, InputMajorMatrixGivesThePackedResults) {
   }
 }
 
+// RunSkippingZeros reads the input-major copy when few inputs are nonzero and the packed matrix
+// when many are (its counts say which), with the packed matrix's bits either way.
+TEST(LinearRunnerTest, SkippingZerosPicksTheCopyByDensityWithTheSameBits) {
+  const int in = 400, out = 96;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 11);
+  const std::vector<float> dense = Random(static_cast<size_t>(8) * in, 12);
+  const std::vector<float> sparse = MostlyZero(8, in, 13);
+  ThreadPool pool(2);
+  for (WType wt : {WType::kF32, WType::kBF16, WType::kI8}) {
+    const Matrix packed = MatrixOf(w, out, in, wt, Layout::kPanels);
+    const Matrix major = MatrixOf(w, out, in, wt, Layout::kInputRows);
+    for (int rows = 1; rows <= 8; ++rows) {
+      for (const auto* x : {&dense, &sparse}) {
+        LinearRunner lin(&pool);
+        std::vector<float> want(static_cast<size_t>(rows) * out, 1.0f), got = want;
+        lin.Run(packed, x->data(), in, rows, want.data(), out, /*accumulate=*/true);
+        lin.RunSkippingZeros(packed, major, x->data(), in, rows, got.data(), out,
+                             /*accumulate=*/true);
+        ASSERT_EQ(got, want) << "rows=" << rows;
+        int nonzero = 0;
+        for (int i = 0; i < in; ++i) {
+          bool any = false;
+          for (int r = 0; r < rows; ++r) any |= (*x)[static_cast<size_t>(r) * in + i] != 0.0f;
+          nonzero += any;
+        }
+        const bool skips = rows <= kSparseMaxRows &&
+                           nonzero <= LinearRunner::kSparseMaxDensity * static_cast<double>(in);
+        EXPECT_EQ(skips, x == &sparse && rows <= kSparseMaxRows) << "rows=" << rows;
+        EXPECT_EQ(lin.sparse_counts().inputs, rows <= kSparseMaxRows ? in : 0);
+        EXPECT_EQ(lin.sparse_counts().read, rows > kSparseMaxRows ? 0
+                                            : skips               ? nonzero
+                                                                  : in)
+            << "rows=" << rows;
+      }
+    }
+  }
+}
+
 // A row's result does not depend on the other rows of the call (the batch-invariance the
 // scheduler relies on): row r of a 29-row call equals the same row computed alone.
 TEST_P(KernelIsaTest, PanelGemmRowsAreBatchInvariant) {
