@@ -4,10 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/gemv_half.cuh"
 #include "engine/cuda/half_round.cuh"
 #include "engine/cuda/launch.cuh"
+#include "engine/cuda/launch.h"
 #include "engine/cuda/rwkv7_math.h"
 
 namespace modrwkv::cuda {
@@ -15,6 +17,9 @@ namespace {
 
 constexpr int kRowsPerPass = 8;
 constexpr int kWarpsPerBlock = 8;
+// Blocks resident per SM that the kernel's registers must allow (64 registers a thread): 4 of 8
+// warps, 32 warps an SM, measured faster on an H200 than 3 with more loads in flight per lane.
+constexpr int kBlocksPerSm = 4;
 
 // acc[r] += the dot product of the weights in `wv` (2 x `pairs` floats) with row r's x at
 // float offset `at` (16-byte loads of x when kPairs is even: `at` is then a multiple of 4).
@@ -120,30 +125,61 @@ __device__ __forceinline__ void ForEachPass(const GemvJob& job, int rows, const 
 }
 
 // Wide form: each lane takes 8 weights (one 16-byte load) per chunk, kUnroll chunks in flight.
+constexpr int kUnroll = 4;
+
+// A lane's first kUnroll chunks of its slice, copied to shared memory before the wait for the
+// predecessor (EarlyWeightLoads, launch.h) and used by the slice's first pass (shared memory, not
+// registers: held across the wait they took the kernel past its 64 registers).
+struct EarlyChunks {
+  uint4 (*chunks)[kUnroll][32];  // [warp][u][lane]: the block's shared buffer
+  bool loaded = false;
+};
+
+// Row o's weights as 16-byte chunks.
+__device__ __forceinline__ const uint4* WideWeights(const GemvJob& job, const WarpTask& t) {
+  return reinterpret_cast<const uint4*>(job.w) + static_cast<int64_t>(t.o) * (job.in / 8);
+}
+
+// Starts copying the lane's first kUnroll chunks (those inside the slice) to `early`.
+__device__ __forceinline__ void LoadEarly(const GemvJob& job, const WarpTask& t,
+                                          EarlyChunks& early) {
+  const uint4* wrow = WideWeights(job, t);
+  const int c = t.c0 + Lane();
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if (c + 32 * u < t.c1) CpAsync16(&early.chunks[Warp()][u][Lane()], wrow + c + 32 * u);
+  }
+  early.loaded = true;
+}
+
 template <HalfType T>
 __device__ __forceinline__ void WideRow(const GemvJob& job, int rows, const WarpTask& t,
-                                        bool active) {
-  constexpr int kUnroll = 4;
+                                        bool active, EarlyChunks& early) {
   const int in = job.in;
-  const uint4* wrow = reinterpret_cast<const uint4*>(job.w) + static_cast<int64_t>(t.o) * (in / 8);
+  const uint4* wrow = WideWeights(job, t);
   ForEachPass(job, rows, t, active, [&](const float* xr, int nr, float(&acc)[kRowsPerPass]) {
+    auto add = [&](const uint4& raw, int c) {
+      const float2 wv[4] = {Widen2<T>(raw.x), Widen2<T>(raw.y), Widen2<T>(raw.z), Widen2<T>(raw.w)};
+      Accumulate<4>(wv, xr, in, static_cast<int64_t>(c) * 8, nr, acc);
+    };
     int c = t.c0 + Lane();
+    if (early.loaded) {  // the first pass: its first chunks are on their way or in
+      CpAsyncWaitAll();
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (c + 32 * u < t.c1) add(early.chunks[Warp()][u][Lane()], c + 32 * u);
+      }
+      c += 32 * kUnroll;
+      early.loaded = false;
+    }
     for (; c + 32 * (kUnroll - 1) < t.c1; c += 32 * kUnroll) {
       uint4 raw[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) raw[u] = __ldg(wrow + c + 32 * u);  // all in flight
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float2 wv[4] = {Widen2<T>(raw[u].x), Widen2<T>(raw[u].y), Widen2<T>(raw[u].z),
-                              Widen2<T>(raw[u].w)};
-        Accumulate<4>(wv, xr, in, static_cast<int64_t>(c + 32 * u) * 8, nr, acc);
-      }
+      for (int u = 0; u < kUnroll; ++u) add(raw[u], c + 32 * u);
     }
-    for (; c < t.c1; c += 32) {
-      const uint4 raw = __ldg(wrow + c);
-      const float2 wv[4] = {Widen2<T>(raw.x), Widen2<T>(raw.y), Widen2<T>(raw.z), Widen2<T>(raw.w)};
-      Accumulate<4>(wv, xr, in, static_cast<int64_t>(c) * 8, nr, acc);
-    }
+    for (; c < t.c1; c += 32) add(__ldg(wrow + c), c);
   });
 }
 
@@ -184,10 +220,12 @@ struct GroupArgs {
   int first_block[kMaxGemvJobs + 1];
   bool wide[kMaxGemvJobs];
   int n;
+  bool early;  // EarlyWeightLoads() at the launch
 };
 
 template <HalfType T>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvHalfGroupKernel(GroupArgs g, int rows) {
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kBlocksPerSm)
+    GemvHalfGroupKernel(GroupArgs g, int rows) {
   AllowSuccessor();
   int j = 0;
   while (j + 1 < g.n && static_cast<int>(blockIdx.x) >= g.first_block[j + 1]) ++j;
@@ -204,12 +242,17 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvHalfGroupKernel(Group
   // only take part in those.
   const bool active = t.o < job.out;
   if (!active && t.split == 1) return;
-  // Sending the slice's weights to L2 before the wait (PrefetchToL2) made a decode step slower
-  // on an H200 (559 -> 524 tokens/s on 1.5B at batch 1): the loads below are already enough in
-  // flight, and the prefetches only added L2 traffic.
+  // The weights are no kernel's output: a lane's first loads may be in flight while the kernel
+  // before it finishes (a dozen dependent kernels a layer at batch 1, most of them too small to
+  // keep the memory busy by themselves). Sending the whole slice to L2 before the wait instead
+  // (PrefetchToL2) made a decode step slower on an H200 (559 -> 524 tokens/s on 1.5B at batch
+  // 1): extra L2 traffic; these are the loads the first pass makes anyway.
+  __shared__ uint4 early_chunks[kWarpsPerBlock][kUnroll][32];  // 16 KB
+  EarlyChunks early{early_chunks};
+  if (g.early && g.wide[j] && active) LoadEarly(job, t, early);
   WaitForPredecessor();
   if (g.wide[j]) {
-    WideRow<T>(job, rows, t, active);
+    WideRow<T>(job, rows, t, active, early);
   } else {
     PairRow<T>(job, rows, t, active);
   }
@@ -254,6 +297,7 @@ absl::Status LaunchGemvHalfGroup(cudaStream_t stream, HalfType type, absl::Span<
   }
   if (g.n == 0 || rows == 0) return absl::OkStatus();
   g.first_block[g.n] = static_cast<int>(blocks);
+  g.early = EarlyWeightLoads();
   return Launch("GemvHalfGroupKernel",
                 type == HalfType::kBF16 ? GemvHalfGroupKernel<HalfType::kBF16>
                                         : GemvHalfGroupKernel<HalfType::kF16>,

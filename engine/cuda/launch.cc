@@ -1,4 +1,4 @@
-// The PDL switch and the per-device capability cache (see launch.h).
+// The PDL and early-load switches and the per-device capability cache (see launch.h).
 #include "engine/cuda/launch.h"
 
 #include <cuda_runtime.h>
@@ -9,6 +9,7 @@ namespace modrwkv::cuda {
 namespace {
 
 std::atomic<bool> g_overlap{true};
+std::atomic<bool> g_early_loads{true};
 
 // Per device ordinal: 0 not yet known, 1 no PDL (compute capability < 9.0), 2 PDL.
 constexpr int kMaxDevices = 64;
@@ -17,6 +18,10 @@ std::atomic<int> g_supported[kMaxDevices];
 }  // namespace
 
 void SetOverlappedLaunches(bool on) { g_overlap.store(on, std::memory_order_relaxed); }
+
+void SetEarlyWeightLoads(bool on) { g_early_loads.store(on, std::memory_order_relaxed); }
+
+bool EarlyWeightLoads() { return g_early_loads.load(std::memory_order_relaxed); }
 
 bool OverlappedLaunches() {
   if (!g_overlap.load(std::memory_order_relaxed)) return false;

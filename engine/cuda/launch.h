@@ -17,4 +17,11 @@ void SetOverlappedLaunches(bool on);
 // compute capability is 9.0 or newer (queried once per device).
 bool OverlappedLaunches();
 
+// Process-wide switch (default on): the few-row products (gemv_half.cuh) issue their first
+// weight loads before waiting for their predecessor, so that the weights stream while the small
+// kernel before them finishes. The same bits either way; the benchmark turns it off to measure
+// what it saves.
+void SetEarlyWeightLoads(bool on);
+bool EarlyWeightLoads();
+
 }  // namespace modrwkv::cuda

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/state_access.cuh"
 
 namespace modrwkv::cuda {
@@ -52,24 +53,6 @@ __device__ __forceinline__ void StoreTile(S* head, float* tile, const float (&s)
     for (int q = 0; q < V; ++q) v[q] = tile[(e / N) * (N + 1) + e % N + q];
     StoreRow(head + e, v);
   }
-}
-
-// Copies 4 bytes from global to shared memory asynchronously (cp.async, sm_80+): the copy
-// completes at the issuing thread's next CpAsyncWaitAll().
-// (The CUDA emulator, tests/engine/cuda/emu, copies at once: a copy completed early is one of
-// the orders the device may choose.)
-__device__ __forceinline__ void CpAsync4(float* shared, const float* global) {
-#ifdef MODRWKV_CUDA_EMULATION
-  *shared = *global;
-#else
-  const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(global) : "memory");
-#endif
-}
-__device__ __forceinline__ void CpAsyncWaitAll() {
-#ifndef MODRWKV_CUDA_EMULATION
-  asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
 }
 
 // One token of the recurrence for state row i, held in this thread's registers s: the token's r,

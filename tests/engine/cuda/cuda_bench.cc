@@ -14,7 +14,8 @@
 //
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
-//              [--graphs=on|off] [--overlap=on|off] [--chunked-wkv=on|off]
+//              [--graphs=on|off] [--overlap=on|off] [--early-loads=on|off]
+//              [--chunked-wkv=on|off]
 //              [--sparse-ffn=on|off] [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
@@ -25,6 +26,8 @@
 // --shapes= (empty) then skips the models.
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
+// --early-loads=off has the few-row products load their weights only after the wait for the
+// kernel before them (launch.h, EarlyWeightLoads), to measure what loading them earlier saves.
 // --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
 // --sparse-ffn=off reads every value weight in decode steps (ModelOptions::sparse_ffn; random
 // weights leave half of the channel mix's activations zero, trained ones more).
@@ -80,6 +83,7 @@ struct Args {
   int device = 0;
   bool graphs = true;
   bool overlap = true;
+  bool early_loads = true;
   bool chunked_wkv = true;
   bool sparse_ffn = true;
   bool breakdown = false;
@@ -111,39 +115,26 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       return absl::OkStatus();
     };
     std::vector<int> one;
-    if (name == "shapes") {
+    // The on|off switches.
+    const std::pair<const char*, bool*> switches[] = {{"graphs", &a.graphs},
+                                                      {"overlap", &a.overlap},
+                                                      {"early-loads", &a.early_loads},
+                                                      {"chunked-wkv", &a.chunked_wkv},
+                                                      {"sparse-ffn", &a.sparse_ffn},
+                                                      {"kernels", &a.kernels},
+                                                      {"smoke", &a.smoke},
+                                                      {"breakdown", &a.breakdown}};
+    const auto sw = std::find_if(std::begin(switches), std::end(switches),
+                                 [&](const auto& s) { return name == s.first; });
+    if (sw != std::end(switches)) {
+      if (value != "on" && value != "off") {
+        return absl::InvalidArgumentError("--" + name + ": on or off");
+      }
+      *sw->second = value == "on";
+    } else if (name == "shapes") {
       a.shapes = absl::StrSplit(value, ',');
     } else if (name == "dtypes") {
       a.dtypes = absl::StrSplit(value, ',');
-    } else if (name == "graphs") {
-      if (value != "on" && value != "off") return absl::InvalidArgumentError("--graphs: on or off");
-      a.graphs = value == "on";
-    } else if (name == "overlap") {
-      if (value != "on" && value != "off")
-        return absl::InvalidArgumentError("--overlap: on or off");
-      a.overlap = value == "on";
-    } else if (name == "chunked-wkv") {
-      if (value != "on" && value != "off") {
-        return absl::InvalidArgumentError("--chunked-wkv: on or off");
-      }
-      a.chunked_wkv = value == "on";
-    } else if (name == "sparse-ffn") {
-      if (value != "on" && value != "off") {
-        return absl::InvalidArgumentError("--sparse-ffn: on or off");
-      }
-      a.sparse_ffn = value == "on";
-    } else if (name == "kernels") {
-      if (value != "on" && value != "off")
-        return absl::InvalidArgumentError("--kernels: on or off");
-      a.kernels = value == "on";
-    } else if (name == "smoke") {
-      if (value != "on" && value != "off") return absl::InvalidArgumentError("--smoke: on or off");
-      a.smoke = value == "on";
-    } else if (name == "breakdown") {
-      if (value != "on" && value != "off") {
-        return absl::InvalidArgumentError("--breakdown: on or off");
-      }
-      a.breakdown = value == "on";
     } else if (name == "states") {
       a.states = absl::StrSplit(value, ',');
     } else if (name == "batches") {
@@ -325,12 +316,18 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
       std::printf("| %s | %s | %.2f | %.0f | %.0f%% |\n", what, shape.c_str(), t * 1e6,
                   bytes / t / 1e9, 100 * bytes / t / lim.copy_bytes_per_s);
     };
-    MODRWKV_ASSIGN_OR_RETURN(const OverlapTimes tg, TimeGraphBothWays(st, 4 * copies, [&](int i) {
-                               return LaunchGemvHalf(st, HalfType::kBF16,
-                                                     w.get() + elems * (i % copies), sh.out, sh.in,
-                                                     x.get(), 1, y.get(), false);
-                             }));
+    auto gemv = [&](int i) {
+      return LaunchGemvHalf(st, HalfType::kBF16, w.get() + elems * (i % copies), sh.out, sh.in,
+                            x.get(), 1, y.get(), false);
+    };
+    MODRWKV_ASSIGN_OR_RETURN(const OverlapTimes tg, TimeGraphBothWays(st, 4 * copies, gemv));
+    SetOverlappedLaunches(true);
+    SetEarlyWeightLoads(false);
+    absl::StatusOr<double> late = TimeGraph(st, 4 * copies, gemv);
+    SetEarlyWeightLoads(true);
+    if (!late.ok()) return late.status();
     row("GemvHalf (overlapped)", tg.overlapped);
+    row("GemvHalf (overlapped, weights loaded after the wait)", *late);
     row("GemvHalf (plain launches)", tg.plain);
     const float alpha = 1.0f, beta = 0.0f;
     MODRWKV_ASSIGN_OR_RETURN(
@@ -559,7 +556,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   const double state_bytes = m.StateBytes() * (state == "f16" ? 0.5 : 1.0);
   const std::string tag =
       shape + " | " + dtype + ", " + state + " state" + (args.graphs ? "" : ", no graphs") +
-      (args.overlap ? "" : ", no overlap") + (args.sparse_ffn ? "" : ", dense ffn");
+      (args.overlap ? "" : ", no overlap") + (args.early_loads ? "" : ", late loads") +
+      (args.sparse_ffn ? "" : ", dense ffn");
   std::vector<StepResult> results;
 
   // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;
@@ -698,6 +696,7 @@ int Main(int argc, char** argv) {
   };
   if (!args.ok()) return fail(args.status());
   SetOverlappedLaunches(args->overlap);
+  SetEarlyWeightLoads(args->early_loads);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // every row out at once, even if the run is cut short
   if (cudaError_t e = cudaSetDevice(args->device); e != cudaSuccess) {
     return fail(CudaStatus(e, "cudaSetDevice"));
@@ -716,6 +715,7 @@ int Main(int argc, char** argv) {
   if (args->kernels) {
     if (absl::Status s = BenchKernels(*lim); !s.ok()) return fail(s);
     SetOverlappedLaunches(args->overlap);
+    SetEarlyWeightLoads(args->early_loads);
   }
   std::printf(
       "| shape | weights, state | what | tokens/s | ms per step | roofline ms | ratio |\n"

@@ -22,6 +22,7 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemv_half.cuh"
+#include "engine/cuda/launch.h"
 #include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/sample.cuh"
 #include "engine/cuda/to_half.cuh"
@@ -343,6 +344,63 @@ TEST(GemvHalfTest, MatchesAPlainLoop) {
   EXPECT_EQ(
       LaunchGemvHalf(nullptr, HalfType::kF16, nullptr, 4, 3, nullptr, 1, nullptr, false).code(),
       absl::StatusCode::kInvalidArgument);  // odd `in`
+}
+
+// The first weight loads issued before the wait for the predecessor (EarlyWeightLoads) feed the
+// same products in the same order: the same bits with them on and off. Lanes whose slice is
+// shorter than one unrolled step (in = 96: 12 chunks, 40: 5; in = 2056: 257 chunks, one more for
+// lane 0), exactly two steps (2048), rows split between warps (8192, 16400), one pass of rows and
+// three (17 rows: the early chunks serve the first pass only), and a pair-form job beside them.
+TEST(GemvHalfTest, EarlyWeightLoadsChangeNoBit) {
+  absl::StatusOr<int> devices = CudaDeviceCount();
+  if (!devices.ok() || *devices == 0) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(33);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  const int shapes[][2] = {{40, 96},  {9, 40},    {24, 2048}, {11, 2056},
+                           {5, 8192}, {3, 16400}, {6, 70}};
+  std::vector<DeviceBuffer<uint16_t>> ws;
+  std::vector<DeviceBuffer<float>> xs, ys;
+  constexpr int kMaxRows = 17;
+  for (const auto& sh : shapes) {
+    std::vector<uint16_t> w(static_cast<size_t>(sh[0]) * sh[1]);
+    std::vector<float> x(static_cast<size_t>(kMaxRows) * sh[1]);
+    for (auto& v : w) v = F32ToBF16(normal(rng));
+    for (float& v : x) v = normal(rng);
+    ws.push_back(AllocDevice<uint16_t>(w.size()).value());
+    xs.push_back(AllocDevice<float>(x.size()).value());
+    ys.push_back(AllocDevice<float>(static_cast<size_t>(kMaxRows) * sh[0]).value());
+    ASSERT_EQ(cudaMemcpy(ws.back().get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(xs.back().get(), x.data(), x.size() * 4, cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  std::vector<GemvJob> jobs;
+  for (size_t j = 0; j < ws.size(); ++j) {
+    jobs.push_back(GemvJob{ws[j].get(), shapes[j][0], shapes[j][1], xs[j].get(), ys[j].get(),
+                           j % 2 == 0 ? GemvEpilogue::kStore : GemvEpilogue::kTanh});
+  }
+  auto run = [&](bool early, int rows) {
+    SetEarlyWeightLoads(early);
+    EXPECT_EQ(EarlyWeightLoads(), early);
+    std::vector<std::vector<float>> out;
+    EXPECT_TRUE(LaunchGemvHalfGroup(nullptr, HalfType::kBF16, jobs, rows).ok());
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      out.emplace_back(static_cast<size_t>(rows) * shapes[j][0]);
+      EXPECT_EQ(
+          cudaMemcpy(out.back().data(), ys[j].get(), out.back().size() * 4, cudaMemcpyDeviceToHost),
+          cudaSuccess);
+    }
+    return out;
+  };
+  for (const int rows : {1, 3, 17}) {
+    const auto plain = run(false, rows);
+    const auto early = run(true, rows);
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      ASSERT_EQ(0, std::memcmp(plain[j].data(), early[j].data(), plain[j].size() * 4))
+          << "job " << j << " (" << shapes[j][0] << " x " << shapes[j][1] << "), rows " << rows;
+    }
+  }
+  SetEarlyWeightLoads(true);
 }
 
 // A group of products in one launch (the layer's r, k, v with its LoRA down-projections, as
