@@ -41,15 +41,25 @@ __device__ __forceinline__ float2 Widen2(uint32_t bits) {
 }
 
 // A kernel's output rows as a template parameter: Out::Store(p, i, v) stores value v at index i.
+// Out::Store4(p, i, v) stores v.x..v.w at i..i+3 in one access (i a multiple of 4, p 16-byte
+// aligned for f32 and 8-byte aligned for 16-bit rows).
 struct F32Rows {
   using Elem = float;
   __device__ __forceinline__ static void Store(float* p, int64_t i, float v) { p[i] = v; }
+  __device__ __forceinline__ static void Store4(float* p, int64_t i, float4 v) {
+    *reinterpret_cast<float4*>(p + i) = v;
+  }
 };
 template <HalfType T>
 struct HalfRows {
   using Elem = uint16_t;
   __device__ __forceinline__ static void Store(uint16_t* p, int64_t i, float v) {
     p[i] = RoundToHalf<T>(v);
+  }
+  __device__ __forceinline__ static void Store4(uint16_t* p, int64_t i, float4 v) {
+    const uint2 bits = {RoundToHalf<T>(v.x) | static_cast<uint32_t>(RoundToHalf<T>(v.y)) << 16,
+                        RoundToHalf<T>(v.z) | static_cast<uint32_t>(RoundToHalf<T>(v.w)) << 16};
+    *reinterpret_cast<uint2*>(p + i) = bits;
   }
 };
 

@@ -48,10 +48,36 @@ __device__ __forceinline__ void PrefetchParams(int C, const float* p0, const flo
   if (t >= 2 && t < 2 + n_rows) PrefetchToL2(rows + static_cast<int64_t>(t - 2) * C, bytes);
 }
 
-// `in` may be `out` (ln0 normalises in place), so neither is __restrict__.
-__global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ rows, int C,
-                                const float* __restrict__ w, const float* __restrict__ b, float eps,
-                                float* out) {
+// ---- many rows, four channels at a time ----
+//
+// A prefill step's LayerNorm and token shift walk thousands of rows: what they need is bytes in
+// flight, not one row's latency (at a thread per channel, one 4-byte load in flight each and two
+// 1024-thread blocks an SM, a 2048-row LayerNorm reached ~28% of an H200's copy bandwidth).
+// Their kWidth = 4 forms take four channels per 16-byte access, with blocks of kRowThreads
+// threads, each thread issuing its row's loads before it uses any. The launchers pick them where
+// C is a multiple of 4 and every row, parameter vector and state slot is aligned for those
+// accesses (the model's buffers always are); kWidth = 1 stays for other widths and layouts.
+
+__device__ __forceinline__ float4 Load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+
+// float4s of a row a LayerNormKernel<4> thread holds in registers: C up to 4 * 4 * 256 = 4096.
+constexpr int kVecPerThread = 4;
+constexpr int kMaxVecC = 4 * kVecPerThread * kRowThreads;
+// LayerNormKernel<4> from this many rows (fewer: the latency-tuned LayerNormKernel<1>).
+constexpr int kManyRows = 16;
+
+// out row = LayerNorm(in row) * w + b. kWidth channels an access: 1 (blockDim.x threads up to
+// 1024, RowMoments' order), or 4 (the many-rows form, kRowThreads threads: the row held in
+// registers, each thread's channels 4 * (threadIdx.x + k * kRowThreads) + 0..3 summed in that
+// order, then across the block). `in` may be `out` (ln0 normalises in place), so neither is
+// __restrict__; each thread writes only the channels it read.
+template <int kWidth>
+__global__ void __launch_bounds__(1024)
+    LayerNormKernel(const float* in, const int32_t* __restrict__ rows, int C,
+                    const float* __restrict__ w, const float* __restrict__ b, float eps,
+                    float* out) {
   AllowSuccessor();
   PrefetchParams(C, w, b);
   WaitForPredecessor();
@@ -59,18 +85,60 @@ __global__ void LayerNormKernel(const float* in, const int32_t* __restrict__ row
   const int64_t src = rows != nullptr ? rows[blockIdx.x] : blockIdx.x;
   const float* x = in + src * C;
   float* y = out + static_cast<int64_t>(blockIdx.x) * C;
-  const auto [mean, inv] = RowMoments(x, C, eps, scratch);
-  // Each thread writes only the channels it read: in place (in == out, rows null) is safe.
-  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * inv * w[c] + b[c];
+  if constexpr (kWidth == 1) {
+    const auto [mean, inv] = RowMoments(x, C, eps, scratch);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * inv * w[c] + b[c];
+    return;
+  }
+  const int n4 = C / 4;
+  float4 v[kVecPerThread];
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {  // all of the thread's loads in flight at once
+    const int q = static_cast<int>(threadIdx.x) + k * kRowThreads;
+    if (q < n4) v[k] = Load4(x + 4 * q);
+  }
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (static_cast<int>(threadIdx.x) + k * kRowThreads < n4) {
+      s += v[k].x;
+      s += v[k].y;
+      s += v[k].z;
+      s += v[k].w;
+    }
+  }
+  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (static_cast<int>(threadIdx.x) + k * kRowThreads < n4) {
+      const float4 d = make_float4(v[k].x - mean, v[k].y - mean, v[k].z - mean, v[k].w - mean);
+      ss += d.x * d.x;
+      ss += d.y * d.y;
+      ss += d.z * d.z;
+      ss += d.w * d.w;
+    }
+  }
+  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    const int q = static_cast<int>(threadIdx.x) + k * kRowThreads;
+    if (q >= n4) break;
+    const float4 wq = Load4(w + 4 * q), bq = Load4(b + 4 * q);
+    reinterpret_cast<float4*>(y)[q] =
+        make_float4((v[k].x - mean) * inv * wq.x + bq.x, (v[k].y - mean) * inv * wq.y + bq.y,
+                    (v[k].z - mean) * inv * wq.z + bq.z, (v[k].w - mean) * inv * wq.w + bq.w);
+  }
 }
 
 // Row r's predecessor in x (prev[r] >= 0) or, for the first row of a sequence, the shift state of
-// slot -prev[r] - 1 (f32 or f16).
-template <typename S, typename Out>
-__global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
-                                 const int32_t* __restrict__ prev, const S* __restrict__ shift_base,
-                                 int64_t slot_stride, const float* __restrict__ mix, int mixes,
-                                 typename Out::Elem* __restrict__ out) {
+// slot -prev[r] - 1 (f32 or f16). kWidth channels an access: 1, or 4 (the many-rows form above).
+template <int kWidth, typename S, typename Out>
+__global__ void __launch_bounds__(kRowThreads)
+    TokenShiftKernel(const float* __restrict__ x, int R, int C, const int32_t* __restrict__ prev,
+                     const S* __restrict__ shift_base, int64_t slot_stride,
+                     const float* __restrict__ mix, int mixes,
+                     typename Out::Elem* __restrict__ out) {
   AllowSuccessor();
   PrefetchParams(C, nullptr, nullptr, mix, mixes);
   WaitForPredecessor();
@@ -80,10 +148,22 @@ __global__ void TokenShiftKernel(const float* __restrict__ x, int R, int C,
   const float* px = p >= 0 ? x + static_cast<int64_t>(p) * C : nullptr;
   const S* ps = p < 0 ? shift_base + static_cast<int64_t>(-p - 1) * slot_stride : nullptr;
   const int64_t plane = static_cast<int64_t>(R) * C;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float xc = xr[c], pc = px != nullptr ? px[c] : LoadState(ps + c);
-    for (int i = 0; i < mixes; ++i) {
-      Out::Store(out, i * plane + r * C + c, math::TokenShift(xc, pc, mix[i * C + c]));
+  for (int c = kWidth * static_cast<int>(threadIdx.x); c < C; c += kWidth * kRowThreads) {
+    const int64_t at = r * C + c;
+    if constexpr (kWidth == 4) {
+      const float4 xc = Load4(xr + c), pc = px != nullptr ? Load4(px + c) : LoadState4(ps + c);
+      for (int i = 0; i < mixes; ++i) {
+        const float4 m = Load4(mix + static_cast<int64_t>(i) * C + c);
+        Out::Store4(
+            out, i * plane + at,
+            make_float4(math::TokenShift(xc.x, pc.x, m.x), math::TokenShift(xc.y, pc.y, m.y),
+                        math::TokenShift(xc.z, pc.z, m.z), math::TokenShift(xc.w, pc.w, m.w)));
+      }
+    } else {
+      const float xc = xr[c], pc = px != nullptr ? px[c] : LoadState(ps + c);
+      for (int i = 0; i < mixes; ++i) {
+        Out::Store(out, i * plane + at, math::TokenShift(xc, pc, mix[i * C + c]));
+      }
     }
   }
 }
@@ -213,6 +293,12 @@ __global__ void GroupNormGateKernel(int C, const float* y, const float* __restri
   Out::Store(out, i, math::GatedOutput(d * inv * gn_wc + gn_bc, bonus, v[i], g[i]));
 }
 
+// Whether every pointer is a multiple of `bytes` (null counts as aligned).
+template <typename... P>
+bool Aligned(size_t bytes, const P*... p) {
+  return ((reinterpret_cast<uintptr_t>(p) % bytes == 0) && ...);
+}
+
 absl::Status CheckWidth(const char* op, int C) {
   if (C <= 0 || C % kHeadSize != 0) {
     return absl::InvalidArgumentError(
@@ -229,7 +315,11 @@ absl::Status LaunchLayerNorm(cudaStream_t stream, const float* in, const int32_t
     return absl::InvalidArgumentError(absl::StrCat("LaunchLayerNorm: n = ", n, ", C = ", C));
   }
   if (n == 0) return absl::OkStatus();
-  return Launch("LayerNormKernel", LayerNormKernel, dim3(n), dim3(NormThreads(C)), 0, stream, in,
+  if (n >= kManyRows && C % 4 == 0 && C <= kMaxVecC && Aligned(16, in, out, w, b)) {
+    return Launch("LayerNormKernel", LayerNormKernel<4>, dim3(n), dim3(kRowThreads), 0, stream, in,
+                  rows, C, w, b, eps, out);
+  }
+  return Launch("LayerNormKernel", LayerNormKernel<1>, dim3(n), dim3(NormThreads(C)), 0, stream, in,
                 rows, C, w, b, eps, out);
 }
 
@@ -245,9 +335,17 @@ absl::Status TokenShift(cudaStream_t stream, const float* x, int R, int C, const
                                                    out.valid() ? "" : ", no out"));
   }
   if (R == 0) return absl::OkStatus();
+  // Four channels at a time where every access of four is aligned: the rows, the slots' states
+  // (16 bytes of f32, 8 of f16) and the output rows (16 bytes of f32, 8 of 16-bit).
+  const bool by_four = C % 4 == 0 && slot_stride % 4 == 0 && Aligned(16, x, mix) &&
+                       Aligned(4 * sizeof(S), shift_base) &&
+                       (out.is_half() ? Aligned(8, out.half) : Aligned(16, out.f32));
   return ForActivationsOut(out, [&](auto o, auto* rows) {
-    return Launch("TokenShiftKernel", TokenShiftKernel<S, decltype(o)>, dim3(R), dim3(kRowThreads),
-                  0, stream, x, R, C, prev, shift_base, slot_stride, mix, mixes, rows);
+    return Launch(
+        "TokenShiftKernel",
+        by_four ? TokenShiftKernel<4, S, decltype(o)> : TokenShiftKernel<1, S, decltype(o)>,
+        dim3(R), dim3(kRowThreads), 0, stream, x, R, C, prev, shift_base, slot_stride, mix, mixes,
+        rows);
   });
 }
 

@@ -14,6 +14,17 @@ __device__ __forceinline__ float LoadState(const __half* p) { return __half2floa
 __device__ __forceinline__ void StoreState(float* p, float v) { *p = v; }
 __device__ __forceinline__ void StoreState(__half* p, float v) { *p = __float2half_rn(v); }
 
+// Four consecutive elements as floats (p 16-byte aligned for f32, 8-byte for f16).
+__device__ __forceinline__ float4 LoadState4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 LoadState4(const __half* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+  const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
 // The elements per 16-byte access; a row's address must be a multiple of 16 bytes.
 template <typename S>
 constexpr int kRowVector = 16 / static_cast<int>(sizeof(S));

@@ -21,8 +21,9 @@
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
 // graph over weights that do not fit in L2: the few-row product at the layers' shapes (with and
 // without overlapped launches, and cuBLAS at one row beside it), a decode step's LayerNorm +
-// token shift, the WKV of a decode token and of prompts, token by token and chunked, and the
-// sparse value product (half and a tenth of the inputs nonzero) beside the dense one.
+// token shift, a prefill step's LayerNorm and token shift (four channels an access and one), the
+// WKV of a decode token and of prompts, token by token and chunked, and the sparse value product
+// (half and a tenth of the inputs nonzero) beside the dense one.
 // --shapes= (empty) then skips the models.
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
@@ -399,6 +400,44 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
                              }));
     std::printf("| NormShift (overlapped) | 1 x 2048, 6 mixes | %.2f | | |\n", t.overlapped * 1e6);
     std::printf("| NormShift (plain launches) | 1 x 2048, 6 mixes | %.2f | | |\n", t.plain * 1e6);
+  }
+  {  // a prefill step's LayerNorm and token shift (6 mixes, bf16 out): 2048 rows of 2048, four
+     // channels at a time, and one at a time (the same rows one float off 16-byte alignment)
+    constexpr int R = 2048, C = 2048, kMixes = 6;
+    constexpr int64_t n = int64_t{R} * C;
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> x, AllocDevice<float>(n + 4));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> y, AllocDevice<float>(n + 4));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> p, AllocDevice<float>(C * (2 + kMixes) + 4));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> shift, AllocDevice<float>(C + 4));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> out, AllocDevice<uint16_t>(n * kMixes + 4));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> prev, AllocDevice<int32_t>(R));
+    std::vector<int32_t> host_prev(R);
+    for (int r = 0; r < R; ++r) host_prev[r] = r - 1;  // row 0: slot 0's shift state
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(prev.get(), host_prev.data(), R * 4, cudaMemcpyHostToDevice, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(x.get(), 0, (n + 4) * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p.get(), 0, (C * (2 + kMixes) + 4) * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(shift.get(), 0, (C + 4) * 4, st));
+    for (const int skew : {0, 1}) {
+      const char* how = skew == 0 ? "4 channels an access" : "1 channel an access";
+      MODRWKV_ASSIGN_OR_RETURN(const double ln, TimeGraph(st, 16, [&](int) {
+                                 return LaunchLayerNorm(st, x.get() + skew, nullptr, R, C, p.get(),
+                                                        p.get() + C, 1e-5f, y.get() + skew);
+                               }));
+      const double ln_bytes = 2.0 * n * 4;
+      std::printf("| LayerNorm, %s | %d x %d | %.2f | %.0f | %.0f%% |\n", how, R, C, ln * 1e6,
+                  ln_bytes / ln / 1e9, 100 * ln_bytes / ln / lim.copy_bytes_per_s);
+      MODRWKV_ASSIGN_OR_RETURN(const double ts, TimeGraph(st, 16, [&](int) {
+                                 return LaunchTokenShift(
+                                     st, x.get() + skew, R, C, prev.get(), shift.get(), C,
+                                     p.get() + 2 * C, kMixes,
+                                     ActivationsOut::Half(HalfType::kBF16, out.get()));
+                               }));
+      const double ts_bytes = n * 4.0 + kMixes * n * 2.0;  // x once (rows re-read hit L2), out
+      std::printf("| TokenShift (bf16 out), %s | %d x %d, %d mixes | %.2f | %.0f | %.0f%% |\n", how,
+                  R, C, kMixes, ts * 1e6, ts_bytes / ts / 1e9,
+                  100 * ts_bytes / ts / lim.copy_bytes_per_s);
+    }
   }
   {  // WKV, 32 heads, f32 state: a decode token, a 512-token prompt, 16 prompts of 128 tokens;
      // the prompts token by token (the walk) and in chunks

@@ -197,7 +197,21 @@ INSTANTIATE_TEST_SUITE_P(
                     // ln_out's gather: some rows, one twice, padding reading row 0.
                     LayerNormCase{"GatheredRows", 6, 300, {5, 0, 5, 2, 0}, false, math::kLnEps},
                     LayerNormCase{"InPlace", 7, 777, {}, true, math::kLnEps},  // ln0: in == out
-                    LayerNormCase{"WideRowsOtherEps", 2, 4100, {}, false, math::kGroupNormEps}),
+                    LayerNormCase{"WideRowsOtherEps", 2, 4100, {}, false, math::kGroupNormEps},
+                    // 16 rows or more, C a multiple of 4: four channels at a time (a thread
+                    // holding 1 to 4 float4s, or none), or one at a time when too wide.
+                    LayerNormCase{"ManyRows", 18, 768, {}, false, math::kLnEps},
+                    LayerNormCase{"ManyRowsNarrow", 16, 64, {}, false, math::kLnEps},
+                    LayerNormCase{"ManyRowsWidest", 16, 4096, {}, false, math::kLnEps},
+                    LayerNormCase{"ManyRowsInPlace", 17, 2048, {}, true, math::kLnEps},
+                    LayerNormCase{"ManyGatheredRows",
+                                  4,
+                                  1024,
+                                  {3, 0, 1, 2, 2, 0, 3, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0},
+                                  false,
+                                  math::kLnEps},
+                    LayerNormCase{
+                        "ManyRowsTooWideForRegisters", 16, 4160, {}, false, math::kLnEps}),
     [](const testing::TestParamInfo<LayerNormCase>& info) { return info.param.name; });
 
 // ---- token shift and shift store ----
@@ -212,6 +226,9 @@ struct ShiftCase {
   std::vector<int32_t> slots;  // slot per sequence, distinct, not in order; -1: padding
   int num_slots;
   int mixes;  // lerp vectors (6 in the time mix, 1 in the channel mix)
+  // The states 16-byte aligned in the pool (as the model's are): the token shift then takes four
+  // channels at a time where C allows; else they sit at odd offsets and strides.
+  bool aligned = false;
 };
 
 enum class StateType { kF32, kF16 };
@@ -236,8 +253,13 @@ ShiftLayout LayOut(const ShiftCase& c) {
   return l;
 }
 
-// The shift state sits at kShiftOffset in each slot of a padded pool (as the channel mix's, after
+// The shift state sits at an offset in each slot of a padded pool (as the channel mix's, after
 // the time mix's shift and WKV state): the kernels must use both the base and the stride.
+// (ShiftCase::aligned: at offset 8 of slots of 2C + 8 elements.)
+int64_t ShiftOffset(const ShiftCase& c) { return c.aligned ? 8 : 3; }
+int64_t SlotStride(const ShiftCase& c) {
+  return 2 * static_cast<int64_t>(c.C) + (c.aligned ? 8 : 5);
+}
 constexpr int64_t kShiftOffset = 3;
 int64_t SlotStride(int C) { return 2 * static_cast<int64_t>(C) + 5; }
 
@@ -258,7 +280,7 @@ void TokenShiftVsCpuTest::Run(const ShiftCase& c) {
   const int C = c.C;
   const ShiftLayout l = LayOut(c);
   const int R = l.R;
-  const int64_t stride = SlotStride(C);
+  const int64_t stride = SlotStride(c), offset = ShiftOffset(c);
   std::mt19937 g(21);
   const std::vector<float> x = Random(static_cast<size_t>(R) * C, g, -2.0f, 2.0f);
   const std::vector<float> mix = Random(static_cast<size_t>(c.mixes) * C, g, 0.0f, 1.0f);
@@ -274,7 +296,7 @@ void TokenShiftVsCpuTest::Run(const ShiftCase& c) {
     for (int j = 0; j < C; ++j) {
       const float xc = x[static_cast<int64_t>(r) * C + j];
       const float pc = p >= 0 ? x[static_cast<int64_t>(p) * C + j]
-                              : StateValue(pool[kShiftOffset + (-p - 1) * stride + j]);
+                              : StateValue(pool[offset + (-p - 1) * stride + j]);
       for (int i = 0; i < c.mixes; ++i) {
         want[i * plane + static_cast<int64_t>(r) * C + j] =
             math::TokenShift(xc, pc, mix[static_cast<int64_t>(i) * C + j]);
@@ -288,7 +310,7 @@ void TokenShiftVsCpuTest::Run(const ShiftCase& c) {
   ASSERT_FALSE(HasFailure());
   const absl::Status launched =
       LaunchTokenShift(stream_.get(), d_x.get(), R, C, d_prev.get(),
-                       DeviceState(static_cast<const S*>(d_pool.get())) + kShiftOffset, stride,
+                       DeviceState(static_cast<const S*>(d_pool.get())) + offset, stride,
                        d_mix.get(), c.mixes, d_out.get());
   ASSERT_TRUE(launched.ok()) << launched;
   ASSERT_EQ(cudaStreamSynchronize(stream_.get()), cudaSuccess);
@@ -317,7 +339,7 @@ void StoreShiftVsCpuTest::Run(const ShiftCase& c) {
   const int C = c.C;
   const ShiftLayout l = LayOut(c);
   const int R = l.R, E = static_cast<int>(c.slots.size());
-  const int64_t stride = SlotStride(C);
+  const int64_t stride = SlotStride(c), offset = ShiftOffset(c);
   std::mt19937 g(31);
   std::vector<float> x = Random(static_cast<size_t>(R) * C, g, -2.0f, 2.0f);
   // f16 rounding's corner cases in every row: ties to even (down, up), an f16 subnormal, a value
@@ -336,7 +358,7 @@ void StoreShiftVsCpuTest::Run(const ShiftCase& c) {
   for (int e = 0; e < E; ++e) {
     if (c.slots[e] < 0) continue;
     for (int j = 0; j < C; ++j) {
-      want[kShiftOffset + c.slots[e] * stride + j] =
+      want[offset + c.slots[e] * stride + j] =
           ToState<S>(x[static_cast<int64_t>(l.last[e]) * C + j]);
     }
   }
@@ -347,7 +369,7 @@ void StoreShiftVsCpuTest::Run(const ShiftCase& c) {
   ASSERT_FALSE(HasFailure());
   const absl::Status launched =
       LaunchStoreShift(stream_.get(), d_x.get(), C, d_last.get(), d_slots.get(), E,
-                       DeviceState(d_pool.get()) + kShiftOffset, stride);
+                       DeviceState(d_pool.get()) + offset, stride);
   ASSERT_TRUE(launched.ok()) << launched;
   ASSERT_EQ(cudaStreamSynchronize(stream_.get()), cudaSuccess);
   // Other slots, padding sequences' and the rest of each slot must be untouched.
@@ -452,6 +474,11 @@ const ShiftCase kShiftCases[] = {
     {"PrefillWidthNotAMultipleOfTheBlock", 1000, {5, 1, 9}, {1, 4, 0}, 5, 6},
     {"ChannelMixOneLerp", 300, {2, 3, 1}, {2, 0, -1}, 3, 1},
     {"NarrowerThanAWarp", 20, {3, 2}, {1, 0}, 2, 2},
+    // Four channels at a time: a prefill step's shape, and C not a multiple of the block's 1024
+    // channels a pass; the same layout with C not a multiple of 4 takes one at a time.
+    {"AlignedPrefill", 2048, {7, 1, 12}, {2, 0, 1}, 3, 6, true},
+    {"AlignedChannelMix", 1100, {4, 3}, {1, 0}, 2, 1, true},
+    {"AlignedOddWidth", 302, {3, 2}, {0, 1}, 2, 6, true},
 };
 
 INSTANTIATE_TEST_SUITE_P(Cases, TokenShiftVsCpuTest,
