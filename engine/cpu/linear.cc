@@ -132,6 +132,7 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
 
 void LinearRunner::ListNonzero(int in, const float* x, int64_t ldx, int rows) {
   nonzero_.clear();
+  sparse_counts_.inputs += in;
   for (int i = 0; i < in; ++i) {
     bool any = false;
     for (int b = 0; b < rows; ++b) any |= x[b * ldx + i] != 0.0f;
@@ -144,12 +145,10 @@ void LinearRunner::RunSkippingZeros(const Matrix& w, const Matrix& input_major, 
   if (rows <= 0 || w.rows == 0) return;
   if (rows > kSparseMaxRows) return Run(w, x, ldx, rows, y, ldy, accumulate);
   ListNonzero(w.cols, x, ldx, rows);
-  sparse_counts_.inputs += w.cols;
   if (static_cast<double>(nonzero_.size()) > kSparseMaxDensity * w.cols) {
     sparse_counts_.read += w.cols;
     return Run(w, x, ldx, rows, y, ldy, accumulate);
   }
-  sparse_counts_.read += static_cast<int64_t>(nonzero_.size());
   RunSparse(input_major, x, ldx, rows, y, ldy, accumulate);
 }
 
@@ -162,6 +161,7 @@ void LinearRunner::RunSparse(const Matrix& w, const float* x, int64_t ldx, int r
   const int chunk = (panels + tasks - 1) / tasks;
   if (static_cast<int>(sparse_acc_.size()) < pool_->size()) sparse_acc_.resize(pool_->size());
   const int64_t ld = w.geometry().row_stride;
+  sparse_counts_.read += static_cast<int64_t>(nonzero_.size());
   pool_->ParallelFor(tasks, [&](int64_t t, int thread) {
     const int p0 = static_cast<int>(t * chunk);
     const int p1 = std::min(panels, p0 + chunk);
@@ -180,8 +180,6 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
   if (rows <= 0 || w.rows == 0) return;
   if (w.layout == Layout::kInputRows && rows <= kSparseMaxRows) {
     ListNonzero(w.cols, x, ldx, rows);
-    sparse_counts_.inputs += w.cols;
-    sparse_counts_.read += static_cast<int64_t>(nonzero_.size());
     return RunSparse(w, x, ldx, rows, y, ldy, accumulate);
   }
   const size_t packed = static_cast<size_t>(rows) * w.cols;

@@ -124,9 +124,9 @@ class LinearRunner {
   const SparseCounts& sparse_counts() const { return sparse_counts_; }
 
  private:
-  // Lists in nonzero_ the inputs of x that are nonzero in some row.
+  // Lists in nonzero_ the inputs of x that are nonzero in some row (counted in sparse_counts_).
   void ListNonzero(int in, const float* x, int64_t ldx, int rows);
-  // The product over the inputs in nonzero_, on an input-major matrix.
+  // The product over the inputs in nonzero_, on an input-major matrix (their rows counted read).
   void RunSparse(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
                  bool accumulate);
 

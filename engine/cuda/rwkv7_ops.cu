@@ -68,11 +68,57 @@ constexpr int kMaxVecC = 4 * kVecPerThread * kRowThreads;
 // LayerNormKernel<4> from this many rows (fewer: the latency-tuned LayerNormKernel<1>).
 constexpr int kManyRows = 16;
 
+// y = LayerNorm(x) * w + b for one row, kRowThreads threads, four channels an access: the row
+// held in registers (loads all issued first), each thread's channels 4 * (threadIdx.x +
+// k * kRowThreads) + 0..3 summed in that order, then across the block. y may be x.
+__device__ __forceinline__ void NormalizeRow4(const float* x, int C, const float* __restrict__ w,
+                                              const float* __restrict__ b, float eps,
+                                              float* scratch, float* y) {
+  const int t = static_cast<int>(threadIdx.x);
+  const int n4 = C / 4;
+  const int held = t < n4 ? min(kVecPerThread, (n4 - t + kRowThreads - 1) / kRowThreads) : 0;
+  float4 v[kVecPerThread];
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k < held) v[k] = Load4(x + 4 * (t + k * kRowThreads));
+  }
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k < held) {
+      s += v[k].x;
+      s += v[k].y;
+      s += v[k].z;
+      s += v[k].w;
+    }
+  }
+  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k < held) {
+      const float4 d = make_float4(v[k].x - mean, v[k].y - mean, v[k].z - mean, v[k].w - mean);
+      ss += d.x * d.x;
+      ss += d.y * d.y;
+      ss += d.z * d.z;
+      ss += d.w * d.w;
+    }
+  }
+  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k >= held) break;
+    const int q = t + k * kRowThreads;
+    const float4 wq = Load4(w + 4 * q), bq = Load4(b + 4 * q);
+    reinterpret_cast<float4*>(y)[q] =
+        make_float4((v[k].x - mean) * inv * wq.x + bq.x, (v[k].y - mean) * inv * wq.y + bq.y,
+                    (v[k].z - mean) * inv * wq.z + bq.z, (v[k].w - mean) * inv * wq.w + bq.w);
+  }
+}
+
 // out row = LayerNorm(in row) * w + b. kWidth channels an access: 1 (blockDim.x threads up to
-// 1024, RowMoments' order), or 4 (the many-rows form, kRowThreads threads: the row held in
-// registers, each thread's channels 4 * (threadIdx.x + k * kRowThreads) + 0..3 summed in that
-// order, then across the block). `in` may be `out` (ln0 normalises in place), so neither is
-// __restrict__; each thread writes only the channels it read.
+// 1024, RowMoments' order), or 4 (the many-rows form: NormalizeRow4). `in` may be `out` (ln0
+// normalises in place), so neither is __restrict__; each thread writes only the channels it read.
 template <int kWidth>
 __global__ void __launch_bounds__(1024)
     LayerNormKernel(const float* in, const int32_t* __restrict__ rows, int C,
@@ -88,46 +134,8 @@ __global__ void __launch_bounds__(1024)
   if constexpr (kWidth == 1) {
     const auto [mean, inv] = RowMoments(x, C, eps, scratch);
     for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * inv * w[c] + b[c];
-    return;
-  }
-  const int n4 = C / 4;
-  float4 v[kVecPerThread];
-#pragma unroll
-  for (int k = 0; k < kVecPerThread; ++k) {  // all of the thread's loads in flight at once
-    const int q = static_cast<int>(threadIdx.x) + k * kRowThreads;
-    if (q < n4) v[k] = Load4(x + 4 * q);
-  }
-  float s = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kVecPerThread; ++k) {
-    if (static_cast<int>(threadIdx.x) + k * kRowThreads < n4) {
-      s += v[k].x;
-      s += v[k].y;
-      s += v[k].z;
-      s += v[k].w;
-    }
-  }
-  const float mean = BlockSum(s, scratch) / static_cast<float>(C);
-  float ss = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kVecPerThread; ++k) {
-    if (static_cast<int>(threadIdx.x) + k * kRowThreads < n4) {
-      const float4 d = make_float4(v[k].x - mean, v[k].y - mean, v[k].z - mean, v[k].w - mean);
-      ss += d.x * d.x;
-      ss += d.y * d.y;
-      ss += d.z * d.z;
-      ss += d.w * d.w;
-    }
-  }
-  const float inv = math::InvStd(BlockSum(ss, scratch) / static_cast<float>(C), eps);
-#pragma unroll
-  for (int k = 0; k < kVecPerThread; ++k) {
-    const int q = static_cast<int>(threadIdx.x) + k * kRowThreads;
-    if (q >= n4) break;
-    const float4 wq = Load4(w + 4 * q), bq = Load4(b + 4 * q);
-    reinterpret_cast<float4*>(y)[q] =
-        make_float4((v[k].x - mean) * inv * wq.x + bq.x, (v[k].y - mean) * inv * wq.y + bq.y,
-                    (v[k].z - mean) * inv * wq.z + bq.z, (v[k].w - mean) * inv * wq.w + bq.w);
+  } else {
+    NormalizeRow4(x, C, w, b, eps, scratch, y);
   }
 }
 

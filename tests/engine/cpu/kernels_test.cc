@@ -233,7 +233,9 @@ TEST_P(KernelIsaTest, InputMajorProductsAreBitIdenticalToThePackedOnes) {
                                                     << " wt=" << static_cast<int>(wt) << " p=" << p0
                                                     << ".." << p1 << " acc=" << acc << " i=" << i;
               ASSERT_EQ(strided[i], ref[i]) << where;
-              if (rows <= kSparseMaxRows) ASSERT_EQ(sparse[i], ref[i]) << where;
+              if (rows <= kSparseMaxRows) {
+                ASSERT_EQ(sparse[i], ref[i]) << where;
+              }
               const int col = static_cast<int>(i % out);
               if (col < p0 * kPanelCols || col >= p1 * kPanelCols) {
                 ASSERT_EQ(ref[i], before[i]) << where;
