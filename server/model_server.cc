@@ -287,6 +287,7 @@ absl::Status ModelServer::LoadAndServe() {
     ctx_.translation.audio = at;
     log_->Info("audio", {{"encoder", audio_->encoder_kind()},
                          {"layers", audio_->layers_placed() ? "gpu" : "cpu"},
+                         {"stem", audio_->stem_placed() ? "gpu" : "cpu"},
                          {"max_seconds", audio_->max_seconds()},
                          {"rows_per_second", audio_->rows_per_second()},
                          {"generation", std::string(1, bundle.layout.generation)}});

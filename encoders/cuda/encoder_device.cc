@@ -1,5 +1,8 @@
 #include "encoders/cuda/encoder_device.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "absl/strings/str_format.h"
 #include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
@@ -50,13 +53,38 @@ absl::StatusOr<DeviceBuffer<float>> EncoderDevice::Upload(const cpu::Matrix& m) 
   return Upload(cpu::UnpackMatrix(m));
 }
 
-absl::Status EncoderDevice::Gemm(const float* w, int out, int in, const float* x, int rows,
-                                 float* y, float beta) const {
+absl::Status EncoderDevice::Gemm(const float* w, int out, int in, const float* x, int64_t ldx,
+                                 int rows, float* y, int64_t ldy, float beta) const {
+  if (ldx < in || ldy < out || ldx > INT32_MAX || ldy > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Gemm: rows of x %d floats apart for %d inputs, of y %d apart for %d outputs", ldx, in, ldy,
+        out));
+  }
   // Row-major y = x w^T is column-major y^T = w x^T: w read transposed from its [out][in] rows.
   const float one = 1.0f;
   return CublasStatus(blas_->Sgemm(handle_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, in, x,
-                                   in, &beta, y, out),
+                                   static_cast<int>(ldx), &beta, y, static_cast<int>(ldy)),
                       "Sgemm");
+}
+
+absl::Status EncoderDevice::Conv1d(const float* w, int out, const ConvWindows& windows,
+                                   const float* x, float* y, int64_t ldy, DeviceScratch* cols,
+                                   int64_t slice_floats) const {
+  const ConvWindows& c = windows;
+  const int width = c.kernel * c.channels;
+  if (c.pad == 0 && c.stride >= c.kernel && c.ld == c.channels) {
+    // Window t is the kernel rows from row t * stride, contiguous: the product reads them in place.
+    return Gemm(w, out, width, x, int64_t{c.stride} * c.channels, c.out_frames, y, ldy, 0.0f);
+  }
+  const int slice =
+      static_cast<int>(std::clamp<int64_t>(slice_floats / width, 1, std::max(c.out_frames, 1)));
+  MODRWKV_RETURN_IF_ERROR(cols->Reserve(static_cast<size_t>(slice) * width));
+  for (int t0 = 0; t0 < c.out_frames; t0 += slice) {
+    const int rows = std::min(slice, c.out_frames - t0);
+    MODRWKV_RETURN_IF_ERROR(LaunchIm2Col(stream(), x, c, t0, rows, cols->get()));
+    MODRWKV_RETURN_IF_ERROR(Gemm(w, out, width, cols->get(), width, rows, y + t0 * ldy, ldy, 0.0f));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status EncoderDevice::HeadScores(const float* qkv, int t, int heads, int hd,

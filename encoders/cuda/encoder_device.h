@@ -1,6 +1,6 @@
 // What the GPU layer stacks of the encoders (CudaLayerStack, CudaWavlmLayers) share: a device, a
 // stream on it, a cuBLAS handle on that stream, f32 uploads, the row-major product and the two
-// products of multi-head attention. f32 throughout, no TF32.
+// products of multi-head attention, convolutions as products. f32 throughout, no TF32.
 #pragma once
 
 #include <cublas_v2.h>
@@ -10,11 +10,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "encoders/cuda/encoder_kernels.cuh"
 #include "engine/cpu/linear.h"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/device_buffer.h"
 
 namespace modrwkv::encoders::cuda {
+
+class DeviceScratch;
 
 class EncoderDevice {
  public:
@@ -35,7 +38,20 @@ class EncoderDevice {
 
   // y[rows][out] = x[rows][in] * w^T + beta * y, all row-major.
   absl::Status Gemm(const float* w, int out, int in, const float* x, int rows, float* y,
-                    float beta) const;
+                    float beta) const {
+    return Gemm(w, out, in, x, in, rows, y, out, beta);
+  }
+  // The same with rows ldx floats apart in x and ldy in y (ldx >= in, ldy >= out).
+  absl::Status Gemm(const float* w, int out, int in, const float* x, int64_t ldx, int rows,
+                    float* y, int64_t ldy, float beta) const;
+  // A time-major 1-D convolution: y[t * ldy + o] = sum over taps k and channels c of
+  // w[o][k * channels + c] * window(t, k, c) (ConvWindows), for t < out_frames, o < out: one
+  // product over the windows, copied out in slices of at most `slice_floats` (`cols` grows to
+  // hold one slice) unless they are the input's own rows (no padding, no overlap, ld == channels).
+  static constexpr int64_t kConvSliceFloats = int64_t{16} << 20;  // 64 MB
+  absl::Status Conv1d(const float* w, int out, const ConvWindows& windows, const float* x, float* y,
+                      int64_t ldy, DeviceScratch* cols,
+                      int64_t slice_floats = kConvSliceFloats) const;
   // One sequence of t rows of qkv ([t][3 * heads * hd]: q | k | v, head h at column h * hd of
   // each): scores[h] = Q_h K_h^T ([heads][t queries][t keys], unscaled) for every head at once.
   absl::Status HeadScores(const float* qkv, int t, int heads, int hd, float* scores) const;

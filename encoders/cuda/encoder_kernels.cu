@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "encoders/cuda/encoder_kernels.cuh"
 #include "engine/cuda/launch.cuh"
 
@@ -32,7 +33,74 @@ __global__ void BiasActivationKernel(float* y, int64_t total, int n, const float
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += stride) {
-    y[i] = Activate(y[i] + bias[i % n], act);
+    y[i] = Activate(bias != nullptr ? y[i] + bias[i % n] : y[i], act);
+  }
+}
+
+__global__ void AddPeriodicKernel(float* y, int64_t n, const float* v, int64_t period) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    y[i] += v[i % period];
+  }
+}
+
+__global__ void Im2ColKernel(const float* x, ConvWindows w, int t0, int64_t total, float* cols) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int64_t width = static_cast<int64_t>(w.kernel) * w.channels;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    const int64_t r = i / width, kc = i % width;
+    const int k = static_cast<int>(kc / w.channels), c = static_cast<int>(kc % w.channels);
+    const int64_t src = (t0 + r) * w.stride + k - w.pad;
+    cols[i] = src >= 0 && src < w.in_frames ? x[src * w.ld + c] : 0.0f;
+  }
+}
+
+// A block owns 32 channels (threadIdx.x) and walks time in kTimeLanes strided lanes
+// (threadIdx.y); the lanes' double sums meet in shared memory in a fixed order.
+constexpr int kTimeLanes = 16;
+
+__device__ __forceinline__ double SumOverLanes(double v, double (&part)[kTimeLanes][32]) {
+  part[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  double sum = 0.0;
+  for (int l = 0; l < kTimeLanes; ++l) sum += part[l][threadIdx.x];
+  __syncthreads();  // part is rewritten by the next call
+  return sum;
+}
+
+__global__ void __launch_bounds__(32 * kTimeLanes)
+    ChannelNormGeluKernel(float* x, int t, int c, const float* w, const float* b, float eps) {
+  __shared__ double part[kTimeLanes][32];
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int ch = static_cast<int>(blockIdx.x) * 32 + static_cast<int>(threadIdx.x);
+  const bool active = ch < c;
+  double sum = 0.0;
+  if (active) {
+    for (int r = threadIdx.y; r < t; r += kTimeLanes) sum += x[static_cast<int64_t>(r) * c + ch];
+  }
+  const double mean = SumOverLanes(sum, part) / t;
+  double sq = 0.0;
+  if (active) {
+    for (int r = threadIdx.y; r < t; r += kTimeLanes) {
+      const double d = x[static_cast<int64_t>(r) * c + ch] - mean;
+      sq += d * d;
+    }
+  }
+  const double var = SumOverLanes(sq, part) / t;
+  if (!active) return;
+  const double inv = 1.0 / sqrt(var + eps);
+  const float scale = static_cast<float>(w[ch] * inv);
+  const float shift = static_cast<float>(b[ch] - mean * w[ch] * inv);
+  for (int r = threadIdx.y; r < t; r += kTimeLanes) {
+    float* v = x + static_cast<int64_t>(r) * c + ch;
+    *v = Activate(*v * scale + shift, BiasActivation::kGeluErf);
   }
 }
 
@@ -133,6 +201,11 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
   for (int j = threadIdx.x; j < t; j += blockDim.x) row[j] *= inv;
 }
 
+// Blocks for a grid-stride loop over n elements.
+dim3 StrideBlocks(int64_t n, int threads) {
+  return dim3(static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65536)));
+}
+
 }  // namespace
 
 absl::Status LaunchWavlmGate(cudaStream_t stream, const float* h, int64_t rows, int t, int heads,
@@ -158,9 +231,43 @@ absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, i
   const int64_t total = rows * n;
   if (total == 0) return absl::OkStatus();
   constexpr int kThreads = 256;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65536);
-  return Launch("BiasActivation", BiasActivationKernel, dim3(static_cast<unsigned>(blocks)),
+  return Launch("BiasActivation", BiasActivationKernel, StrideBlocks(total, kThreads),
                 dim3(kThreads), 0, stream, y, total, n, bias, act);
+}
+
+absl::Status LaunchAddPeriodic(cudaStream_t stream, float* y, int64_t n, const float* v,
+                               int64_t period) {
+  if (n == 0) return absl::OkStatus();
+  if (period <= 0) return absl::InvalidArgumentError("AddPeriodic: period must be > 0");
+  constexpr int kThreads = 256;
+  return Launch("AddPeriodic", AddPeriodicKernel, StrideBlocks(n, kThreads), dim3(kThreads), 0,
+                stream, y, n, v, period);
+}
+
+absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows& w, int t0,
+                          int rows, float* cols) {
+  if (w.kernel <= 0 || w.stride <= 0 || w.pad < 0 || w.channels <= 0 || w.ld < w.channels ||
+      t0 < 0 || rows < 0 || t0 + rows > w.out_frames) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Im2Col: kernel ", w.kernel, ", stride ", w.stride, ", pad ", w.pad,
+                     ", channels ", w.channels, " of rows of ", w.ld, ", output rows [", t0, ", ",
+                     t0 + rows, ") of ", w.out_frames));
+  }
+  const int64_t total = int64_t{rows} * w.kernel * w.channels;
+  if (total == 0) return absl::OkStatus();
+  constexpr int kThreads = 256;
+  return Launch("Im2Col", Im2ColKernel, StrideBlocks(total, kThreads), dim3(kThreads), 0, stream, x,
+                w, t0, total, cols);
+}
+
+absl::Status LaunchChannelNormGelu(cudaStream_t stream, float* x, int t, int c, const float* w,
+                                   const float* b, float eps) {
+  if (t <= 0 || c <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ChannelNormGelu: ", t, " frames of ", c, " channels (both must be > 0)"));
+  }
+  return Launch("ChannelNormGelu", ChannelNormGeluKernel, dim3((c + 31) / 32), dim3(32, kTimeLanes),
+                0, stream, x, t, c, w, b, eps);
 }
 
 absl::Status LaunchScaledSoftmax(cudaStream_t stream, float* s, int64_t rows, int n, float scale,

@@ -1,8 +1,8 @@
-// The element-wise kernels of the encoders' transformer layers on the GPU (CudaLayerStack,
-// CudaWavlmLayers),
-// besides the LayerNorm it shares with the RWKV7 backend (engine/cuda/rwkv7_ops.cuh) and the
-// products (cuBLAS). CUDA twins of encoders/vision/transformer_ops.cc's AddBias, ActivationRows
-// and ScaledSoftmax, and of WavLM's gate and biased softmax (encoders/speech/wavlm_encoder.cc).
+// The element-wise kernels of the encoders on the GPU (CudaLayerStack, CudaWavlmLayers,
+// CudaWavlmStem), besides the LayerNorm it shares with the RWKV7 backend
+// (engine/cuda/rwkv7_ops.cuh) and the products (cuBLAS). CUDA twins of
+// encoders/vision/transformer_ops.cc's AddBias, ActivationRows and ScaledSoftmax, and of WavLM's
+// gate, biased softmax, convolution windows and channel norm (encoders/speech/wavlm_encoder.cc).
 // Device pointers, row-major fp32; each launcher enqueues on `stream`.
 #pragma once
 
@@ -17,9 +17,35 @@ namespace modrwkv::encoders::cuda {
 // transformer_ops.h's Activation, plus none.
 enum class BiasActivation { kNone, kGeluErf, kGeluTanh, kQuickGelu };
 
-// y[r][i] = act(y[r][i] + bias[i]) over rows x n.
+// y[r][i] = act(y[r][i] + bias[i]) over rows x n (no bias when bias is null).
 absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, int n,
                                   const float* bias, BiasActivation act);
+
+// y[i] += v[i % period] for i < n: a residual (period n) or rows of a table added to every
+// clip's rows (period = the table's size).
+absl::Status LaunchAddPeriodic(cudaStream_t stream, float* y, int64_t n, const float* v,
+                               int64_t period);
+
+// The input windows of a time-major 1-D convolution (x: [in_frames] rows of `ld` floats, the
+// channels [0, channels) of each, a pointer offset selecting a group's): output t reads input
+// rows t * stride + k - pad for taps k < kernel, rows outside [0, in_frames) being zeros.
+struct ConvWindows {
+  int in_frames = 0, out_frames = 0;
+  int kernel = 1, stride = 1, pad = 0;
+  int64_t ld = 0;
+  int channels = 0;
+};
+
+// cols[r][k * channels + c] = output row t0 + r's window (tap k, channel c), r < rows: the
+// convolution becomes one product with weights in (tap, channel) order.
+absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows& w, int t0,
+                          int rows, float* cols);
+
+// x: [t][c] time-major, in place: every channel normalised over time (GroupNorm with one group
+// per channel, sums in double, two passes as WavLM's CPU twin), times w[c] plus b[c], then the
+// erf GELU. The first layer of WavLM's "group" feature encoder.
+absl::Status LaunchChannelNormGelu(cudaStream_t stream, float* x, int t, int c, const float* w,
+                                   const float* b, float eps);
 
 // Each of `rows` rows of n scores, in place: softmax(scale * s) in fp32 with max subtraction.
 // causal_period > 0: row r is query r % causal_period and keeps only its first

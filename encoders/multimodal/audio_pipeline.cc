@@ -74,19 +74,21 @@ absl::StatusOr<std::unique_ptr<AudioPipeline>> AudioPipeline::Create(
 
 absl::StatusOr<std::unique_ptr<AudioPipeline>> AudioPipeline::Load(
     const std::string& folder, std::unique_ptr<AdapterChain> adapter,
-    const AudioDecodeOptions& decode, std::string id, const LayerStackFactory& whisper_layers,
-    const WavlmLayerFactory& wavlm_layers) {
+    const AudioDecodeOptions& decode, std::string id, const Placement& placement) {
   MODRWKV_ASSIGN_OR_RETURN(std::string type, ModelType(folder));
   if (type == "whisper") {
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WhisperEncoder> w, WhisperEncoder::Load(folder));
-    if (whisper_layers) MODRWKV_RETURN_IF_ERROR(w->UseLayerStack(whisper_layers));
+    if (placement.whisper_layers) {
+      MODRWKV_RETURN_IF_ERROR(w->UseLayerStack(placement.whisper_layers));
+    }
     MODRWKV_ASSIGN_OR_RETURN(WhisperFeatureConfig fc, WhisperFeatureConfig::FromFolder(folder));
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WhisperFrontEnd> fe, WhisperFrontEnd::Create(fc));
     return Create(std::move(w), std::move(fe), nullptr, std::move(adapter), decode, std::move(id));
   }
   if (type == "wavlm") {
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WavlmEncoder> w, WavlmEncoder::Load(folder));
-    if (wavlm_layers) MODRWKV_RETURN_IF_ERROR(w->UseLayerStack(wavlm_layers));
+    if (placement.wavlm_layers) MODRWKV_RETURN_IF_ERROR(w->UseLayerStack(placement.wavlm_layers));
+    if (placement.wavlm_stem) MODRWKV_RETURN_IF_ERROR(w->UseStem(placement.wavlm_stem));
     return Create(nullptr, nullptr, std::move(w), std::move(adapter), decode, std::move(id));
   }
   return absl::InvalidArgumentError(absl::StrCat(folder, "/config.json: model_type is \"", type,

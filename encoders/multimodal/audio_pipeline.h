@@ -31,20 +31,27 @@ class AudioPipeline : public ItemEncoder {
       std::unique_ptr<WavlmEncoder> wavlm, std::unique_ptr<AdapterChain> adapter,
       const AudioDecodeOptions& decode, std::string id);
 
-  // Loads the encoder folder: config.json's model_type says whisper or wavlm. With
-  // `whisper_layers` / `wavlm_layers`, that encoder's transformer layers run through the
-  // factory's runner (a GPU).
-  static absl::StatusOr<std::unique_ptr<AudioPipeline>> Load(
-      const std::string& folder, std::unique_ptr<AdapterChain> adapter,
-      const AudioDecodeOptions& decode, std::string id,
-      const LayerStackFactory& whisper_layers = nullptr,
-      const WavlmLayerFactory& wavlm_layers = nullptr);
+  // Where parts of the encoders run instead of the CPU (a GPU): each factory set places its part.
+  struct Placement {
+    LayerStackFactory whisper_layers;
+    WavlmLayerFactory wavlm_layers;
+    WavlmStemFactory wavlm_stem;  // the feature encoder, projection and positional convolution
+  };
+  // Loads the encoder folder: config.json's model_type says whisper or wavlm; `placement` says
+  // which of its parts run through runners.
+  static absl::StatusOr<std::unique_ptr<AudioPipeline>> Load(const std::string& folder,
+                                                             std::unique_ptr<AdapterChain> adapter,
+                                                             const AudioDecodeOptions& decode,
+                                                             std::string id,
+                                                             const Placement& placement = {});
 
   const char* encoder_kind() const { return whisper_ ? "whisper" : "wavlm"; }
   // Whether the encoder's transformer layers run through a runner (on a GPU), not on the CPU.
   bool layers_placed() const {
     return whisper_ ? whisper_->layers_placed() : wavlm_->layers_placed();
   }
+  // The same for the layers' input: WavLM's stem (Whisper's convolutions stay on the CPU).
+  bool stem_placed() const { return wavlm_ != nullptr && wavlm_->stem_placed(); }
   int dim() const { return adapter_->output_dim(); }
   double max_seconds() const { return decode_.limits.max_seconds; }
   // Prompt rows per second of audio after the adapter (for GetModelInfo).

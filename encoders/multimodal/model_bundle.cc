@@ -13,6 +13,7 @@
 #if MODRWKV_HAVE_CUDA
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
+#include "encoders/cuda/cuda_wavlm_stem.h"
 #endif
 
 namespace modrwkv::encoders {
@@ -52,11 +53,12 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
   return fallback;
 }
 
-// Where the encoders' transformer layers run: on the language model's GPU when it has one (null
-// factories: on the CPU).
+// Where the encoders' transformer layers (and WavLM's stem) run: on the language model's GPU when
+// it has one (null factories: on the CPU).
 struct EncoderLayers {
   LayerStackFactory towers;  // SigLIP, CLIP, Whisper
   WavlmLayerFactory wavlm;
+  WavlmStemFactory wavlm_stem;
 };
 absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_options) {
   MODRWKV_ASSIGN_OR_RETURN(const int device, model_options.CudaDevice());
@@ -65,6 +67,7 @@ absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_optio
   if (device >= 0) {
     e.towers = cuda::CudaLayerStack::Factory(device);
     e.wavlm = cuda::CudaWavlmLayers::Factory(device);
+    e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
   }
 #endif
   (void)device;  // without the CUDA backend the loader has already refused a device
@@ -121,7 +124,7 @@ absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
   // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.
   MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AudioPipeline> p,
                            AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id),
-                                               layers.towers, layers.wavlm));
+                                               {layers.towers, layers.wavlm, layers.wavlm_stem}));
   return std::shared_ptr<const AudioPipeline>(std::move(p));
 }
 

@@ -19,8 +19,6 @@ constexpr int kRowsPerTask = 16;
 // Floats of packed rows one GEMM task works on (about 1 MB: the row block stays in L2 while
 // it meets every panel).
 constexpr int64_t kPackFloats = 256 * 1024;
-// Eps of the feature encoder's GroupNorm / LayerNorm (PyTorch's default; not layer_norm_eps).
-constexpr float kConvNormEps = 1e-5f;
 
 template <typename Fn>
 void ForRows(cpu::ThreadPool* pool, int rows, Fn&& fn) {
@@ -146,7 +144,7 @@ void GroupNormChannels(float* x, int t, int c, const std::vector<float>& w,
   });
   std::vector<float> scale(c), shift(c);
   for (int i = 0; i < c; ++i) {
-    const double inv = 1.0 / std::sqrt(var[i] / t + kConvNormEps);
+    const double inv = 1.0 / std::sqrt(var[i] / t + kWavlmConvNormEps);
     scale[i] = static_cast<float>(w[i] * inv);
     shift[i] = static_cast<float>(b[i] - mean[i] * w[i] * inv);
   }
@@ -232,7 +230,7 @@ void WavlmEncoder::Features(const float* clip, int num_samples, float* x, Scratc
   int frames = num_samples;
   float* bufs[2] = {s->feat_a.data(), s->feat_b.data()};
   for (int i = 0; i < c.conv_layers(); ++i) {
-    const Conv& cv = convs_[i];
+    const WavlmConv& cv = stem_.convs[i];
     const int out_frames = (frames - cv.kernel) / cv.stride + 1;
     float* dst = bufs[i % 2];
     if (!cv.bias.empty()) SetRows(dst, out_frames, cv.out, cv.bias.data(), pool);
@@ -246,7 +244,7 @@ void WavlmEncoder::Features(const float* clip, int num_samples, float* x, Scratc
         GeluRows(dst, out_frames, cv.out, s->tmp.data(), s->tmp_stride, pool);
       }
     } else {
-      LayerNormRows(dst, dst, out_frames, cv.out, cv.norm_w, cv.norm_b, kConvNormEps, pool);
+      LayerNormRows(dst, dst, out_frames, cv.out, cv.norm_w, cv.norm_b, kWavlmConvNormEps, pool);
       GeluRows(dst, out_frames, cv.out, s->tmp.data(), s->tmp_stride, pool);
     }
     src = dst;
@@ -255,9 +253,9 @@ void WavlmEncoder::Features(const float* clip, int num_samples, float* x, Scratc
   // Feature projection: LayerNorm (in place: the conv output is not needed afterwards), Linear.
   float* feat = bufs[(c.conv_layers() - 1) % 2];
   const int cl = c.conv_dim.back();
-  LayerNormRows(feat, feat, frames, cl, proj_ln_w_, proj_ln_b_, c.layer_norm_eps, pool);
-  SetRows(x, frames, c.hidden_size, proj_b_.data(), pool);
-  Gemm(proj_, feat, cl, frames, x, c.hidden_size, /*accumulate=*/true, s->pack.data(), pool);
+  LayerNormRows(feat, feat, frames, cl, stem_.proj_ln_w, stem_.proj_ln_b, c.layer_norm_eps, pool);
+  SetRows(x, frames, c.hidden_size, stem_.proj_b.data(), pool);
+  Gemm(stem_.proj, feat, cl, frames, x, c.hidden_size, /*accumulate=*/true, s->pack.data(), pool);
 }
 
 void WavlmEncoder::AddPositions(float* x, int batch, int frames, Scratch* s,
@@ -281,7 +279,7 @@ void WavlmEncoder::AddPositions(float* x, int batch, int frames, Scratch* s,
                   static_cast<size_t>(prow - frames - pad) * cg * 4);
     });
     for (int g = 0; g < groups; ++g) {
-      Gemm(pos_[g], s->pad.data() + g * prow * cg, cg, frames,
+      Gemm(stem_.pos[g], s->pad.data() + g * prow * cg, cg, frames,
            pos + int64_t{b} * frames * d + g * cg, d, /*accumulate=*/false, s->pack.data(), pool);
     }
   }
@@ -291,7 +289,7 @@ void WavlmEncoder::AddPositions(float* x, int batch, int frames, Scratch* s,
     const int64_t n = int64_t{r1 - r0} * d;
     for (int r = r0; r < r1; ++r) {
       float* row = pos + int64_t{r} * d;
-      for (int i = 0; i < d; ++i) row[i] += pos_b_[i];
+      for (int i = 0; i < d; ++i) row[i] += stem_.pos_b[i];
     }
     Gelu(p, n, s->tmp.data() + s->tmp_stride * thread);
     float* xr = x + int64_t{r0} * d;
@@ -412,6 +410,12 @@ absl::Status WavlmEncoder::UseLayerStack(const WavlmLayerFactory& factory) {
   return absl::OkStatus();
 }
 
+absl::Status WavlmEncoder::UseStem(const WavlmStemFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(stem_runner_, factory(stem_, config_));
+  stem_ = WavlmStemWeights();  // the runner holds its own copy
+  return absl::OkStatus();
+}
+
 absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, int num_samples,
                                    absl::Span<float> out, cpu::ThreadPool* pool) const {
   const WavlmConfig& c = config_;
@@ -445,8 +449,11 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   }
   const int cg = d / c.num_conv_pos_embedding_groups, k = c.num_conv_pos_embeddings;
   max_in = std::max<int64_t>({max_in, in, f, int64_t{k} * cg});
-  s.feat_a.Resize(static_cast<size_t>(feat));
-  s.feat_b.Resize(static_cast<size_t>(feat));
+  if (!stem_runner_) {  // the stem's own buffers
+    s.feat_a.Resize(static_cast<size_t>(feat));
+    s.feat_b.Resize(static_cast<size_t>(feat));
+    s.pad.Resize(static_cast<size_t>((int64_t{frames} + k - 1) * d));
+  }
   s.x.Resize(static_cast<size_t>(rows64 * d));
   s.h.Resize(static_cast<size_t>(rows64 * d));
   if (!layer_stack_) {  // the layers' own buffers
@@ -454,7 +461,6 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
     s.attn.Resize(static_cast<size_t>(rows64 * d));
     s.mlp.Resize(static_cast<size_t>(rows64 * f));
   }
-  s.pad.Resize(static_cast<size_t>((int64_t{frames} + k - 1) * d));
   s.pack_stride = 0;
   for (int64_t width : {max_in, in, int64_t{d}, int64_t{f}, int64_t{k} * cg}) {
     s.pack_stride = std::max(s.pack_stride, PackFloatsFor(static_cast<int>(width)));
@@ -471,11 +477,15 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   s.tmp.Resize(static_cast<size_t>(s.tmp_stride * pool->size()));
   if (!layer_stack_) s.gate.resize(static_cast<size_t>(batch) * c.num_attention_heads * frames);
 
-  for (int b = 0; b < batch; ++b) {
-    Features(samples.data() + int64_t{b} * num_samples, num_samples,
-             s.x.data() + int64_t{b} * frames * d, &s, pool);
+  if (stem_runner_) {
+    MODRWKV_RETURN_IF_ERROR(stem_runner_->Run(samples.data(), batch, num_samples, s.x.data()));
+  } else {
+    for (int b = 0; b < batch; ++b) {
+      Features(samples.data() + int64_t{b} * num_samples, num_samples,
+               s.x.data() + int64_t{b} * frames * d, &s, pool);
+    }
+    AddPositions(s.x.data(), batch, frames, &s, pool);
   }
-  AddPositions(s.x.data(), batch, frames, &s, pool);
   if (!c.do_stable_layer_norm) {
     LayerNormRows(s.x.data(), s.x.data(), rows, d, enc_ln_w_, enc_ln_b_, c.layer_norm_eps, pool);
   }

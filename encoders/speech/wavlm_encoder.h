@@ -42,8 +42,7 @@ struct WavlmLayerWeights {
 };
 
 // WavLM's transformer layers run somewhere other than this CPU (a GPU: encoders/cuda), in place
-// of the encoder's own loop; the feature encoder and positional convolution stay on the CPU.
-// Thread-safe: encoder workers call Run concurrently.
+// of the encoder's own loop. Thread-safe: encoder workers call Run concurrently.
 class WavlmLayerRunner {
  public:
   virtual ~WavlmLayerRunner() = default;
@@ -57,6 +56,41 @@ class WavlmLayerRunner {
 // placed (no device, out of memory).
 using WavlmLayerFactory = std::function<absl::StatusOr<std::unique_ptr<WavlmLayerRunner>>(
     absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config)>;
+
+// What comes before the transformer layers (the stem): the convolutional feature encoder, the
+// feature projection and the grouped positional convolution. Convolutions are Conv1d weights
+// reordered to [out, kernel * in] in (tap, channel) order, so that output t of a time-major input
+// ([frames][channels]) is the product of one window of kernel * in floats.
+struct WavlmConv {
+  int in = 0, out = 0, kernel = 0, stride = 0;
+  cpu::Matrix w;                      // [out, kernel*in]
+  std::vector<float> bias;            // [out] when conv_bias
+  std::vector<float> norm_w, norm_b;  // [out]: GroupNorm (conv 0, "group") or LayerNorm
+};
+struct WavlmStemWeights {
+  std::vector<WavlmConv> convs;
+  std::vector<float> proj_ln_w, proj_ln_b;  // [C_last]: feature_projection.layer_norm
+  cpu::Matrix proj;                         // [D, C_last]
+  std::vector<float> proj_b;                // [D]
+  std::vector<cpu::Matrix> pos;             // per group g: [D/G, K*D/G], (tap, channel) order
+  std::vector<float> pos_b;                 // [D]
+};
+
+// Eps of the feature encoder's GroupNorm / LayerNorm (PyTorch's default; not layer_norm_eps).
+inline constexpr float kWavlmConvNormEps = 1e-5f;
+
+// WavLM's stem runs somewhere other than this CPU (a GPU: encoders/cuda). Thread-safe.
+class WavlmStemRunner {
+ public:
+  virtual ~WavlmStemRunner() = default;
+  // samples: [batch][num_samples] host floats (normalised clips); x: [batch * frames][D] host
+  // rows, frames = config.OutputFrames(num_samples) >= 1: per clip the feature encoder, the
+  // projection, and x += GELU(positional convolution(x) + bias).
+  virtual absl::Status Run(const float* samples, int batch, int num_samples, float* x) const = 0;
+};
+
+using WavlmStemFactory = std::function<absl::StatusOr<std::unique_ptr<WavlmStemRunner>>(
+    const WavlmStemWeights& stem, const WavlmConfig& config)>;
 
 class WavlmEncoder {
  public:
@@ -100,14 +134,12 @@ class WavlmEncoder {
   absl::Status UseLayerStack(const WavlmLayerFactory& factory);
   // Whether the layers run through a runner (UseLayerStack), not on the CPU.
   bool layers_placed() const { return layer_stack_ != nullptr; }
+  // The same for the stem (WavlmStemWeights: everything before the layers): it runs through
+  // `factory`'s runner and its CPU copy is freed. Call before the encoder is shared.
+  absl::Status UseStem(const WavlmStemFactory& factory);
+  bool stem_placed() const { return stem_runner_ != nullptr; }
 
  private:
-  struct Conv {
-    int in = 0, out = 0, kernel = 0, stride = 0;
-    cpu::Matrix w;                      // [out, kernel*in]: Conv1d [out][in][k] in (k, c) order
-    std::vector<float> bias;            // [out] when conv_bias
-    std::vector<float> norm_w, norm_b;  // [out]: GroupNorm (conv 0, "group") or LayerNorm
-  };
   using Layer = WavlmLayerWeights;
   struct Scratch;
 
@@ -124,16 +156,12 @@ class WavlmEncoder {
                 cpu::ThreadPool* pool) const;
 
   WavlmConfig config_;
-  std::vector<Conv> convs_;
-  std::vector<float> proj_ln_w_, proj_ln_b_;  // [C_last]: feature_projection.layer_norm
-  cpu::Matrix proj_;                          // [D, C_last]
-  std::vector<float> proj_b_;                 // [D]
-  std::vector<cpu::Matrix> pos_;              // per group g: [D/G, K*D/G], (k, c) order
-  std::vector<float> pos_b_;                  // [D]
-  std::vector<float> enc_ln_w_, enc_ln_b_;    // [D]: encoder.layer_norm
-  std::vector<float> rel_embed_;              // [num_buckets][heads]: layer 0's rel_attn_embed
+  WavlmStemWeights stem_;
+  std::vector<float> enc_ln_w_, enc_ln_b_;  // [D]: encoder.layer_norm
+  std::vector<float> rel_embed_;            // [num_buckets][heads]: layer 0's rel_attn_embed
   std::vector<Layer> layers_;
   std::unique_ptr<WavlmLayerRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
+  std::unique_ptr<WavlmStemRunner> stem_runner_;   // UseStem; null: the stem on the CPU
 };
 
 }  // namespace modrwkv::encoders

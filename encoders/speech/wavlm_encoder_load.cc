@@ -90,7 +90,7 @@ absl::StatusOr<std::unique_ptr<WavlmEncoder>> WavlmEncoder::Create(
   const bool group = config.feat_extract_norm == "group";
   int64_t in = 1;
   for (int i = 0; i < config.conv_layers(); ++i) {
-    Conv& cv = e->convs_.emplace_back();
+    WavlmConv& cv = e->stem_.convs.emplace_back();
     cv.in = static_cast<int>(in);
     cv.out = config.conv_dim[i];
     cv.kernel = config.conv_kernel[i];
@@ -108,12 +108,14 @@ absl::StatusOr<std::unique_ptr<WavlmEncoder>> WavlmEncoder::Create(
     }
     in = cv.out;
   }
-  MODRWKV_ASSIGN_OR_RETURN(e->proj_ln_w_, src.Floats("feature_projection.layer_norm.weight", {in}));
-  MODRWKV_ASSIGN_OR_RETURN(e->proj_ln_b_, src.Floats("feature_projection.layer_norm.bias", {in}));
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.proj_ln_w,
+                           src.Floats("feature_projection.layer_norm.weight", {in}));
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.proj_ln_b,
+                           src.Floats("feature_projection.layer_norm.bias", {in}));
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> proj,
                            src.Floats("feature_projection.projection.weight", {d, in}));
-  e->proj_ = Pack(proj, d, in);
-  MODRWKV_ASSIGN_OR_RETURN(e->proj_b_, src.Floats("feature_projection.projection.bias", {d}));
+  e->stem_.proj = Pack(proj, d, in);
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.proj_b, src.Floats("feature_projection.projection.bias", {d}));
 
   // Positional conv: weight = g * v / ||v||, the norm over (out, in) for each tap (dim=2).
   const int64_t groups = config.num_conv_pos_embedding_groups, cg = d / groups,
@@ -125,7 +127,7 @@ absl::StatusOr<std::unique_ptr<WavlmEncoder>> WavlmEncoder::Create(
   const std::string v_key = parametrized ? "parametrizations.weight.original1" : "weight_v";
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> g, src.Floats(pc + g_key, {1, 1, kk}));
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> v, src.Floats(pc + v_key, {d, cg, kk}));
-  MODRWKV_ASSIGN_OR_RETURN(e->pos_b_, src.Floats(pc + "bias", {d}));
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.pos_b, src.Floats(pc + "bias", {d}));
   std::vector<double> norm(kk, 0.0);
   for (int64_t i = 0; i < d * cg; ++i)
     for (int64_t j = 0; j < kk; ++j) norm[j] += double{v[i * kk + j]} * v[i * kk + j];
@@ -137,7 +139,7 @@ absl::StatusOr<std::unique_ptr<WavlmEncoder>> WavlmEncoder::Create(
   }
   for (int64_t gi = 0; gi < groups; ++gi) {
     const std::vector<float> wg(v.begin() + gi * cg * cg * kk, v.begin() + (gi + 1) * cg * cg * kk);
-    e->pos_.push_back(Pack(KernelMajor(wg, cg, cg, kk), cg, kk * cg));
+    e->stem_.pos.push_back(Pack(KernelMajor(wg, cg, cg, kk), cg, kk * cg));
   }
   MODRWKV_ASSIGN_OR_RETURN(e->enc_ln_w_, src.Floats("encoder.layer_norm.weight", {d}));
   MODRWKV_ASSIGN_OR_RETURN(e->enc_ln_b_, src.Floats("encoder.layer_norm.bias", {d}));

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
+#include "encoders/cuda/cuda_wavlm_stem.h"
 #include "encoders/speech/wavlm_config.h"
 #include "encoders/speech/wavlm_encoder.h"
 #include "encoders/speech/wavlm_random.h"
@@ -270,34 +271,58 @@ TEST(CudaTowerTest, WhisperWithItsLayersOnTheGpuMatchesTheCpu) {
   EXPECT_LT(RelErr(want, got), 1e-4);
 }
 
-// WavLM in both layouts: post-LN (base, base+) and pre-LN (large: do_stable_layer_norm), with the
-// gated relative position bias; two clip lengths through one runner (its scratch grows).
-TEST(CudaTowerTest, WavlmWithItsLayersOnTheGpuMatchesTheCpu) {
+// WavLM in both layouts: post-LN (base, base+: a GroupNorm on the first convolution, no conv
+// bias) and pre-LN (large: do_stable_layer_norm, a LayerNorm on every convolution, conv bias),
+// with the gated relative position bias; the layers on the GPU, then the stem too; two clip
+// lengths through one runner (its scratch grows) and an odd kernel for the positional
+// convolution (PyTorch drops no output then).
+TEST(CudaTowerTest, WavlmWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   for (const bool stable : {false, true}) {
     auto config = ParseWavlmConfig(absl::StrFormat(
         R"({"model_type": "wavlm", "hidden_size": 64, "num_hidden_layers": 2,
             "num_attention_heads": 4, "intermediate_size": 96,
-            "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 16,
+            "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": %d,
             "num_conv_pos_embedding_groups": 4, "num_buckets": 32, "max_bucket_distance": 40,
-            "do_stable_layer_norm": %s, "feat_extract_norm": "%s"})",
-        stable ? "true" : "false", stable ? "layer" : "group"));
+            "do_stable_layer_norm": %s, "feat_extract_norm": "%s", "conv_bias": %s})",
+        stable ? 15 : 16, stable ? "true" : "false", stable ? "layer" : "group",
+        stable ? "true" : "false"));
     ASSERT_TRUE(config.ok()) << config.status();
     const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 4);
     auto cpu_enc = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+    auto layers_enc = WavlmEncoder::Create(*config, ViewsOf(weights), "");
     auto gpu_enc = WavlmEncoder::Create(*config, ViewsOf(weights), "");
-    ASSERT_TRUE(cpu_enc.ok() && gpu_enc.ok()) << cpu_enc.status() << gpu_enc.status();
+    ASSERT_TRUE(cpu_enc.ok() && layers_enc.ok() && gpu_enc.ok()) << gpu_enc.status();
+    ASSERT_TRUE((*layers_enc)->UseLayerStack(CudaWavlmLayers::Factory(0)).ok());
     ASSERT_TRUE((*gpu_enc)->UseLayerStack(CudaWavlmLayers::Factory(0)).ok());
+    const absl::Status stem = (*gpu_enc)->UseStem(CudaWavlmStem::Factory(0));
+    ASSERT_TRUE(stem.ok()) << stem;
+    EXPECT_TRUE((*gpu_enc)->stem_placed());
     cpu::ThreadPool pool(2);
     for (const auto& [batch, samples] : {std::pair{2, 16000}, std::pair{1, 24000}}) {
       const std::vector<float> audio = RandomWavlmAudio(batch, samples, 4);
       const size_t n = static_cast<size_t>(batch) * (*cpu_enc)->OutputFrames(samples) * 64;
-      std::vector<float> want(n), got(n);
+      std::vector<float> want(n), layers(n), got(n);
       ASSERT_TRUE((*cpu_enc)->Forward(audio, batch, samples, absl::MakeSpan(want), &pool).ok());
+      ASSERT_TRUE(
+          (*layers_enc)->Forward(audio, batch, samples, absl::MakeSpan(layers), &pool).ok());
       ASSERT_TRUE((*gpu_enc)->Forward(audio, batch, samples, absl::MakeSpan(got), &pool).ok());
-      EXPECT_LT(RelErr(want, got), 1e-4) << (stable ? "pre-LN" : "post-LN") << ", " << samples;
+      const char* layout = stable ? "pre-LN" : "post-LN";
+      EXPECT_LT(RelErr(want, layers), 1e-4) << layout << ", layers, " << samples;
+      EXPECT_LT(RelErr(want, got), 1e-4) << layout << ", stem and layers, " << samples;
     }
   }
+}
+
+// The stem's runner checks what it is given.
+TEST(CudaTowerTest, WavlmStemRefusesWeightsThatDoNotMatchItsConfig) {
+  auto config = ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 96,
+      "conv_dim": [32, 32], "conv_kernel": [10, 3], "conv_stride": [5, 2],
+      "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(CudaWavlmStem::Create(WavlmStemWeights(), *config, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
 // Each kernel of encoders/cuda/encoder_kernels.cuh against its CPU twin: ApplyActivation and
-// ScaledSoftmax of transformer_ops.h, and WavLM's gate and biased softmax written out as
-// wavlm_encoder.cc computes them. Without a device, the cases skip.
+// ScaledSoftmax of transformer_ops.h, WavLM's gate, biased softmax and channel norm written out
+// as wavlm_encoder.cc computes them, the convolution windows and EncoderDevice::Conv1d against
+// the convolution written out. Without a device, the cases skip.
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "encoders/cuda/encoder_device.h"
 #include "encoders/cuda/encoder_kernels.cuh"
 #include "encoders/vision/transformer_ops.h"
 #include "engine/cuda/cuda_check.h"
@@ -162,6 +164,159 @@ TEST(EncoderKernelsTest, WavlmGateAndBiasedSoftmaxFollowWavlmsFormulas) {
         LaunchBiasedSoftmax(st.get(), ds.get(), heads, n, scale, dg.get(), drel.get()).ok());
     ExpectNear(Down(ds, s.size()), want, 1e-5, n == t ? "biased softmax" : "biased softmax, long");
   }
+}
+
+// The value a convolution window reads (ConvWindows), written out.
+float WindowValue(const std::vector<float>& x, const ConvWindows& w, int64_t offset, int t, int k,
+                  int c) {
+  const int64_t src = int64_t{t} * w.stride + k - w.pad;
+  return src >= 0 && src < w.in_frames ? x[offset + src * w.ld + c] : 0.0f;
+}
+
+// A grouped, padded, strided case: group 1 of 3 (a column offset into rows of 12), kernel 5
+// reaching past both ends, a slice of output rows from t0 = 3.
+TEST(EncoderKernelsTest, Im2ColCopiesEveryWindowWithItsPadding) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
+  ConvWindows w;
+  w.in_frames = 23;
+  w.kernel = 5;
+  w.stride = 2;
+  w.pad = 2;
+  w.out_frames = 12;
+  w.ld = 12;
+  w.channels = 4;
+  const std::vector<float> x = Uniform(static_cast<size_t>(w.in_frames) * w.ld, 21, -1, 1);
+  const int t0 = 3, rows = 9, width = w.kernel * w.channels;
+  std::vector<float> want(static_cast<size_t>(rows) * width);
+  for (int r = 0; r < rows; ++r) {
+    for (int k = 0; k < w.kernel; ++k) {
+      for (int c = 0; c < w.channels; ++c) {
+        want[r * width + k * w.channels + c] = WindowValue(x, w, 4, t0 + r, k, c);
+      }
+    }
+  }
+  DeviceBuffer<float> dx = Up(x), cols = Up(std::vector<float>(want.size(), NAN));
+  ASSERT_TRUE(LaunchIm2Col(st.get(), dx.get() + 4, w, t0, rows, cols.get()).ok());
+  ExpectNear(Down(cols, want.size()), want, 0, "windows");
+  // Rows past the output are refused, naming the range.
+  const absl::Status past = LaunchIm2Col(st.get(), dx.get(), w, t0, w.out_frames, cols.get());
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(past.message().find("output rows [3, 15) of 12"), std::string::npos) << past;
+}
+
+// EncoderDevice::Conv1d against the convolution written out: windows copied in slices (a
+// padded, grouped convolution with slices of a few rows, the last one short) and read in place
+// (stride >= kernel, no padding).
+TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  auto dev = EncoderDevice::Open(0, "the test");
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  struct Case {
+    ConvWindows w;
+    int out;
+    int64_t offset, ldy, slice_floats;
+  };
+  std::vector<Case> cases;
+  {
+    Case c;  // WavLM's positional convolution: group 2 of 4 (8 channels), kernel 6, pad 3
+    c.w.in_frames = c.w.out_frames = 30;
+    c.w.kernel = 6;
+    c.w.pad = 3;
+    c.w.ld = 32;
+    c.w.channels = 8;
+    c.out = 8;
+    c.offset = 16;
+    c.ldy = 32;
+    c.slice_floats = 7 * 48;  // 7 rows a slice: 5 slices, the last of 2 rows
+    cases.push_back(c);
+  }
+  {
+    Case c;  // a feature encoder's strided layer: kernel 3, stride 2, overlapping windows
+    c.w.in_frames = 41;
+    c.w.kernel = 3;
+    c.w.stride = 2;
+    c.w.out_frames = (41 - 3) / 2 + 1;
+    c.w.ld = c.w.channels = 6;
+    c.out = 5;
+    c.offset = 0;
+    c.ldy = 5;
+    c.slice_floats = EncoderDevice::kConvSliceFloats;
+    cases.push_back(c);
+  }
+  {
+    Case c = cases.back();  // kernel 2, stride 2: the windows are the input's rows, in place
+    c.w.kernel = 2;
+    c.w.out_frames = (41 - 2) / 2 + 1;
+    cases.push_back(c);
+  }
+  uint32_t seed = 30;
+  for (const Case& c : cases) {
+    const int width = c.w.kernel * c.w.channels;
+    const std::vector<float> x =
+        Uniform(static_cast<size_t>(c.w.in_frames) * c.w.ld, ++seed, -1, 1);
+    const std::vector<float> w = Uniform(static_cast<size_t>(c.out) * width, ++seed, -1, 1);
+    const size_t ny = static_cast<size_t>(c.w.out_frames) * c.ldy;
+    std::vector<float> want(ny, 7.0f);  // columns outside the output keep their values
+    for (int t = 0; t < c.w.out_frames; ++t) {
+      for (int o = 0; o < c.out; ++o) {
+        double sum = 0;
+        for (int k = 0; k < c.w.kernel; ++k) {
+          for (int ch = 0; ch < c.w.channels; ++ch) {
+            sum += double(w[o * width + k * c.w.channels + ch]) *
+                   WindowValue(x, c.w, c.offset, t, k, ch);
+          }
+        }
+        want[t * c.ldy + c.offset % c.ldy + o] = static_cast<float>(sum);
+      }
+    }
+    DeviceBuffer<float> dx = Up(x), dw = Up(w), dy = Up(std::vector<float>(ny, 7.0f));
+    DeviceScratch cols;
+    ASSERT_TRUE((*dev)
+                    ->Conv1d(dw.get(), c.out, c.w, dx.get() + c.offset, dy.get() + c.offset % c.ldy,
+                             c.ldy, &cols, c.slice_floats)
+                    .ok());
+    ExpectNear(Down(dy, ny), want, 1e-5, "convolution");
+  }
+}
+
+// GroupNorm with a group per channel over time, then GELU, against the same in double.
+TEST(EncoderKernelsTest, ChannelNormGeluMatchesItsTwin) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
+  const int t = 301, c = 40;  // 40: the second block has 8 channels of its 32
+  std::vector<float> x = Uniform(static_cast<size_t>(t) * c, 41, -2, 3);
+  for (int r = 0; r < t; ++r) x[r * c + 5] = 100.0f + 0.01f * r;  // a large mean, a small spread
+  const std::vector<float> w = Uniform(c, 42, 0.5f, 1.5f), b = Uniform(c, 43, -0.5f, 0.5f);
+  const float eps = 1e-5f;
+  std::vector<float> want = x;
+  for (int ch = 0; ch < c; ++ch) {
+    double mean = 0, var = 0;
+    for (int r = 0; r < t; ++r) mean += x[r * c + ch];
+    mean /= t;
+    for (int r = 0; r < t; ++r) var += (x[r * c + ch] - mean) * (x[r * c + ch] - mean);
+    var /= t;
+    for (int r = 0; r < t; ++r) {
+      const double v = (x[r * c + ch] - mean) / std::sqrt(var + eps) * w[ch] + b[ch];
+      want[r * c + ch] = static_cast<float>(0.5 * v * (1 + std::erf(v / std::sqrt(2.0))));
+    }
+  }
+  DeviceBuffer<float> dx = Up(x), dw = Up(w), db = Up(b);
+  ASSERT_TRUE(LaunchChannelNormGelu(st.get(), dx.get(), t, c, dw.get(), db.get(), eps).ok());
+  ExpectNear(Down(dx, x.size()), want, 2e-5, "channel norm");
+}
+
+TEST(EncoderKernelsTest, AddPeriodicAddsTheTableToEveryRepeat) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
+  const std::vector<float> y = Uniform(3 * 70, 51, -1, 1), v = Uniform(70, 52, -1, 1);
+  std::vector<float> want = y;
+  for (size_t i = 0; i < y.size(); ++i) want[i] += v[i % 70];
+  DeviceBuffer<float> dy = Up(y), dv = Up(v);
+  ASSERT_TRUE(LaunchAddPeriodic(st.get(), dy.get(), y.size(), dv.get(), 70).ok());
+  ExpectNear(Down(dy, y.size()), want, 0, "add");
+  EXPECT_EQ(LaunchAddPeriodic(st.get(), dy.get(), y.size(), dv.get(), 0).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -142,6 +142,25 @@ TEST(WavlmSeededTest, BasePlusMatchesTransformers) { CheckSeeded("base_plus", "b
 
 TEST(WavlmSeededTest, LargeMatchesTransformers) { CheckSeeded("large", "large", 2); }
 
+// A small WavLM (32 wide, 2 layers, 7 convolutions of 32 channels).
+absl::StatusOr<WavlmConfig> SmallConfig() {
+  return ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": 32,
+      "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+      "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 16,
+      "num_conv_pos_embedding_groups": 4})");
+}
+
+// The f32 values of the tensor `name` of `weights` (empty when there is none).
+std::vector<float> TensorFloats(const std::vector<OwnedTensor>& weights, const std::string& name) {
+  std::vector<float> v;
+  for (const OwnedTensor& t : weights) {
+    if (t.name != name) continue;
+    v.resize(t.bytes.size() / 4);
+    std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+  }
+  return v;
+}
+
 // A runner standing in for a GPU's: it records what Forward hands it and adds `add` to the rows.
 class RecordingRunner final : public WavlmLayerRunner {
  public:
@@ -169,13 +188,8 @@ TEST(WavlmEncoderTest, ALayerRunnerGetsTheLayersRowsAndRelativeBias) {
       "num_conv_pos_embedding_groups": 4, "num_buckets": 32, "max_bucket_distance": 40})");
   ASSERT_TRUE(config.ok()) << config.status();
   const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 2);
-  std::vector<float> embed;  // [buckets][heads]
-  for (const OwnedTensor& t : weights) {
-    if (t.name == "encoder.layers.0.attention.rel_attn_embed.weight") {
-      embed.resize(t.bytes.size() / 4);
-      std::memcpy(embed.data(), t.bytes.data(), t.bytes.size());
-    }
-  }
+  const std::vector<float> embed =  // [buckets][heads]
+      TensorFloats(weights, "encoder.layers.0.attention.rel_attn_embed.weight");
   ASSERT_EQ(embed.size(), 32u * 2);
   std::vector<const RecordingRunner*> runners;
   auto factory = [&](float add) -> WavlmLayerFactory {
@@ -215,11 +229,76 @@ TEST(WavlmEncoderTest, ALayerRunnerGetsTheLayersRowsAndRelativeBias) {
   for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(b[i] - a[i], 1.0f, 1e-5) << i;
 }
 
+// A stem runner standing in for a GPU's: it records the clips Forward hands it and writes rows
+// that name their clip, frame and column.
+class PatternStem final : public WavlmStemRunner {
+ public:
+  explicit PatternStem(int dim) : dim(dim) {}
+  absl::Status Run(const float* samples, int batch, int num_samples, float* x) const override {
+    clips.assign(samples, samples + int64_t{batch} * num_samples);
+    calls.push_back({batch, num_samples});
+    const int64_t n = int64_t{batch} * frames * dim;
+    for (int64_t i = 0; i < n; ++i) x[i] = Pattern(i);
+    return absl::OkStatus();
+  }
+  float Pattern(int64_t i) const { return std::sin(0.37f * i) + 0.01f * (i / dim); }
+  const int dim;
+  int frames = 0;
+  mutable std::vector<float> clips;
+  mutable std::vector<std::pair<int, int>> calls;
+};
+
+// With a stem runner, Forward hands it the clips and feeds its rows to the layers: with layers
+// that change nothing, the output is the encoder's LayerNorm of the runner's rows.
+TEST(WavlmEncoderTest, AStemRunnerGetsTheClipsAndItsRowsFeedTheLayers) {
+  auto config = SmallConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 3);
+  const std::vector<float> ln_w = TensorFloats(weights, "encoder.layer_norm.weight"),
+                           ln_b = TensorFloats(weights, "encoder.layer_norm.bias");
+  ASSERT_EQ(ln_w.size(), 32u);
+  auto e = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+  ASSERT_TRUE(e.ok()) << e.status();
+  const int samples = 8000, frames = (*e)->OutputFrames(samples), batch = 2;
+  const PatternStem* stem = nullptr;
+  ASSERT_TRUE(
+      (*e)->UseStem([&](const WavlmStemWeights& w,
+                        const WavlmConfig& c) -> absl::StatusOr<std::unique_ptr<WavlmStemRunner>> {
+            EXPECT_EQ(w.convs.size(), 7u);
+            EXPECT_EQ(w.pos.size(), 4u);
+            auto r = std::make_unique<PatternStem>(c.hidden_size);
+            r->frames = frames;
+            stem = r.get();
+            return std::unique_ptr<WavlmStemRunner>(std::move(r));
+          })
+          .ok());
+  ASSERT_TRUE((*e)->UseLayerStack([](absl::Span<const WavlmLayerWeights> layers, const WavlmConfig&)
+                                      -> absl::StatusOr<std::unique_ptr<WavlmLayerRunner>> {
+                    return std::make_unique<RecordingRunner>(static_cast<int>(layers.size()), 0.0f);
+                  })
+                  .ok());
+  EXPECT_TRUE((*e)->stem_placed());
+  const std::vector<float> audio = RandomWavlmAudio(batch, samples, 3);
+  const std::vector<float> out = Encode(**e, audio, batch, 2);
+  ASSERT_EQ(stem->calls.size(), 1u);
+  EXPECT_EQ(stem->calls[0], std::make_pair(batch, samples));
+  EXPECT_EQ(stem->clips, audio);
+  ASSERT_EQ(out.size(), static_cast<size_t>(batch) * frames * 32);
+  for (int r = 0; r < batch * frames; ++r) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < 32; ++i) mean += stem->Pattern(r * 32 + i);
+    mean /= 32;
+    for (int i = 0; i < 32; ++i) var += std::pow(stem->Pattern(r * 32 + i) - mean, 2);
+    const double inv = 1 / std::sqrt(var / 32 + config->layer_norm_eps);
+    for (int i = 0; i < 32; ++i) {
+      const double want = (stem->Pattern(r * 32 + i) - mean) * inv * ln_w[i] + ln_b[i];
+      ASSERT_NEAR(out[r * 32 + i], want, 1e-4) << "row " << r << ", column " << i;
+    }
+  }
+}
+
 TEST(WavlmEncoderTest, MissingAndMisshapenTensorsAreNamed) {
-  auto config = ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": 32,
-      "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-      "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 16,
-      "num_conv_pos_embedding_groups": 4})");
+  auto config = SmallConfig();
   ASSERT_TRUE(config.ok()) << config.status();
   const std::vector<OwnedTensor> all = MakeRandomWavlmWeights(*config, 1);
   ASSERT_TRUE(WavlmEncoder::Create(*config, ViewsOf(all), "").ok());
