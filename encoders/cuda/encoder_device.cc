@@ -72,7 +72,7 @@ absl::Status EncoderDevice::Conv1d(const float* w, int out, const ConvWindows& w
                                    int64_t slice_floats) const {
   const ConvWindows& c = windows;
   const int width = c.kernel * c.channels;
-  if (c.pad == 0 && c.stride >= c.kernel && c.ld == c.channels) {
+  if (c.pad == 0 && c.stride >= c.kernel && c.ld == c.channels && c.channel_stride == 1) {
     // Window t is the kernel rows from row t * stride, contiguous: the product reads them in place.
     return Gemm(w, out, width, x, int64_t{c.stride} * c.channels, c.out_frames, y, ldy, 0.0f);
   }

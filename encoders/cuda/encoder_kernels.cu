@@ -57,7 +57,7 @@ __global__ void Im2ColKernel(const float* x, ConvWindows w, int t0, int64_t tota
     const int64_t r = i / width, kc = i % width;
     const int k = static_cast<int>(kc / w.channels), c = static_cast<int>(kc % w.channels);
     const int64_t src = (t0 + r) * w.stride + k - w.pad;
-    cols[i] = src >= 0 && src < w.in_frames ? x[src * w.ld + c] : 0.0f;
+    cols[i] = src >= 0 && src < w.in_frames ? x[src * w.ld + c * w.channel_stride] : 0.0f;
   }
 }
 
@@ -246,8 +246,8 @@ absl::Status LaunchAddPeriodic(cudaStream_t stream, float* y, int64_t n, const f
 
 absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows& w, int t0,
                           int rows, float* cols) {
-  if (w.kernel <= 0 || w.stride <= 0 || w.pad < 0 || w.channels <= 0 || w.ld < w.channels ||
-      t0 < 0 || rows < 0 || t0 + rows > w.out_frames) {
+  if (w.kernel <= 0 || w.stride <= 0 || w.pad < 0 || w.channels <= 0 || w.ld <= 0 ||
+      w.channel_stride <= 0 || t0 < 0 || rows < 0 || t0 + rows > w.out_frames) {
     return absl::InvalidArgumentError(
         absl::StrCat("Im2Col: kernel ", w.kernel, ", stride ", w.stride, ", pad ", w.pad,
                      ", channels ", w.channels, " of rows of ", w.ld, ", output rows [", t0, ", ",

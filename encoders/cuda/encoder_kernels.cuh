@@ -26,14 +26,17 @@ absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, i
 absl::Status LaunchAddPeriodic(cudaStream_t stream, float* y, int64_t n, const float* v,
                                int64_t period);
 
-// The input windows of a time-major 1-D convolution (x: [in_frames] rows of `ld` floats, the
-// channels [0, channels) of each, a pointer offset selecting a group's): output t reads input
-// rows t * stride + k - pad for taps k < kernel, rows outside [0, in_frames) being zeros.
+// The input windows of a 1-D convolution: x holds in_frames rows of `channels` channels, row i's
+// channel c at x[i * ld + c * channel_stride] (time-major: channel_stride 1, a pointer offset
+// selecting a group's channels; channel-major: ld 1, channel_stride the frame count). Output t
+// reads input rows t * stride + k - pad for taps k < kernel, rows outside [0, in_frames) being
+// zeros.
 struct ConvWindows {
   int in_frames = 0, out_frames = 0;
   int kernel = 1, stride = 1, pad = 0;
   int64_t ld = 0;
   int channels = 0;
+  int64_t channel_stride = 1;
 };
 
 // cols[r][k * channels + c] = output row t0 + r's window (tap k, channel c), r < rows: the

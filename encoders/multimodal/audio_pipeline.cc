@@ -81,6 +81,7 @@ absl::StatusOr<std::unique_ptr<AudioPipeline>> AudioPipeline::Load(
     if (placement.whisper_layers) {
       MODRWKV_RETURN_IF_ERROR(w->UseLayerStack(placement.whisper_layers));
     }
+    if (placement.whisper_stem) MODRWKV_RETURN_IF_ERROR(w->UseStem(placement.whisper_stem));
     MODRWKV_ASSIGN_OR_RETURN(WhisperFeatureConfig fc, WhisperFeatureConfig::FromFolder(folder));
     MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<WhisperFrontEnd> fe, WhisperFrontEnd::Create(fc));
     return Create(std::move(w), std::move(fe), nullptr, std::move(adapter), decode, std::move(id));

@@ -34,6 +34,7 @@ class AudioPipeline : public ItemEncoder {
   // Where parts of the encoders run instead of the CPU (a GPU): each factory set places its part.
   struct Placement {
     LayerStackFactory whisper_layers;
+    WhisperStemFactory whisper_stem;  // the convolutions and the position embedding
     WavlmLayerFactory wavlm_layers;
     WavlmStemFactory wavlm_stem;  // the feature encoder, projection and positional convolution
   };
@@ -50,8 +51,8 @@ class AudioPipeline : public ItemEncoder {
   bool layers_placed() const {
     return whisper_ ? whisper_->layers_placed() : wavlm_->layers_placed();
   }
-  // The same for the layers' input: WavLM's stem (Whisper's convolutions stay on the CPU).
-  bool stem_placed() const { return wavlm_ != nullptr && wavlm_->stem_placed(); }
+  // The same for the encoder's stem (its convolutions: everything before the layers).
+  bool stem_placed() const { return whisper_ ? whisper_->stem_placed() : wavlm_->stem_placed(); }
   int dim() const { return adapter_->output_dim(); }
   double max_seconds() const { return decode_.limits.max_seconds; }
   // Prompt rows per second of audio after the adapter (for GetModelInfo).

@@ -14,6 +14,7 @@
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
+#include "encoders/cuda/cuda_whisper_stem.h"
 #endif
 
 namespace modrwkv::encoders {
@@ -53,10 +54,11 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
   return fallback;
 }
 
-// Where the encoders' transformer layers (and WavLM's stem) run: on the language model's GPU when
-// it has one (null factories: on the CPU).
+// Where the encoders' transformer layers (and the audio encoders' stems) run: on the language
+// model's GPU when it has one (null factories: on the CPU).
 struct EncoderLayers {
   LayerStackFactory towers;  // SigLIP, CLIP, Whisper
+  WhisperStemFactory whisper_stem;
   WavlmLayerFactory wavlm;
   WavlmStemFactory wavlm_stem;
 };
@@ -67,6 +69,7 @@ absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_optio
   if (device >= 0) {
     e.towers = cuda::CudaLayerStack::Factory(device);
     e.wavlm = cuda::CudaWavlmLayers::Factory(device);
+    e.whisper_stem = cuda::CudaWhisperStem::Factory(device);
     e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
   }
 #endif
@@ -122,9 +125,10 @@ absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
   std::string id = absl::StrFormat("%s|%s|%016x|%s", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint, AdapterSpecToJson(spec));
   // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.
-  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AudioPipeline> p,
-                           AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id),
-                                               {layers.towers, layers.wavlm, layers.wavlm_stem}));
+  MODRWKV_ASSIGN_OR_RETURN(
+      std::unique_ptr<AudioPipeline> p,
+      AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id),
+                          {layers.towers, layers.whisper_stem, layers.wavlm, layers.wavlm_stem}));
   return std::shared_ptr<const AudioPipeline>(std::move(p));
 }
 

@@ -44,6 +44,12 @@ absl::Status WhisperEncoder::UseLayerStack(const LayerStackFactory& factory) {
   return absl::OkStatus();
 }
 
+absl::Status WhisperEncoder::UseStem(const WhisperStemFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(stem_runner_, factory(stem_, config_));
+  stem_ = WhisperStemWeights();  // the runner holds its own copy
+  return absl::OkStatus();
+}
+
 absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, absl::Span<float> out,
                                      cpu::ThreadPool* pool) const {
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be > 0"));
@@ -62,7 +68,9 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
   const EncoderLayerShape shape = layer_shape();
   cpu::AlignedBuffer<float> x(static_cast<size_t>(rows) * d);  // the residual stream
   cpu::LinearRunner lin(pool);
-  {
+  if (stem_runner_) {
+    MODRWKV_RETURN_IF_ERROR(stem_runner_->Run(mel.data(), batch, x.data()));
+  } else {
     // Each clip is a block of t + 2 time-major rows: a zero row, its t frames, a zero row (the
     // convolutions' padding). Output r of a GEMM over all blocks reads rows r..r+2; the two
     // outputs per block that straddle a block boundary are computed and discarded.
@@ -82,8 +90,8 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
     // block are the padding of conv2, so they are zeroed after the GEMM wrote junk there.
     cpu::AlignedBuffer<float> h1(static_cast<size_t>(batch * block) * d);
     const int rows1 = static_cast<int>(batch * block - 2);
-    SetRows(h1.data() + d, rows1, d, conv1_b_.data(), pool);
-    lin.Run(conv1_, mt.data(), m, rows1, h1.data() + d, d, /*accumulate=*/true);
+    SetRows(h1.data() + d, rows1, d, stem_.conv1_b.data(), pool);
+    lin.Run(stem_.conv1, mt.data(), m, rows1, h1.data() + d, d, /*accumulate=*/true);
     mt.Resize(0);
     // GELU in the erf form (nn.functional.gelu's default), whatever the config's
     // activation_function (that one is the MLP's).
@@ -98,8 +106,8 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
     const int64_t block2 = block / 2;  // p + 1
     cpu::AlignedBuffer<float> h2(static_cast<size_t>(batch * block2) * d);
     const int rows2 = static_cast<int>(batch * block2 - 1);
-    SetRows(h2.data(), rows2, d, conv2_b_.data(), pool);
-    lin.Run(conv2_, h1.data(), 2 * int64_t{d}, rows2, h2.data(), d, /*accumulate=*/true);
+    SetRows(h2.data(), rows2, d, stem_.conv2_b.data(), pool);
+    lin.Run(stem_.conv2, h1.data(), 2 * int64_t{d}, rows2, h2.data(), d, /*accumulate=*/true);
     h1.Resize(0);
     ForRows(pool, rows, [&](int r0, int r1, int thread) {
       for (int r = r0; r < r1; ++r) {
@@ -108,7 +116,7 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
         float* dst = x.data() + int64_t{r} * d;
         std::memcpy(dst, src, static_cast<size_t>(d) * 4);
         ApplyActivation(Activation::kGeluErf, dst, d, act_tmp.data() + int64_t{thread} * d);
-        const float* pos = pos_.data() + int64_t{j} * d;
+        const float* pos = stem_.pos.data() + int64_t{j} * d;
         for (int i = 0; i < d; ++i) dst[i] += pos[i];
       }
     });

@@ -4,6 +4,7 @@
 // (encoders/vision/transformer_ops).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,6 +26,28 @@ namespace modrwkv::encoders {
 // valid_mel_frames / 2 + 1, at most `frames` (all 1500 for 30 s or more). Larger counts are
 // capped like the mask; negative ones are an error.
 absl::StatusOr<int> WhisperKeptFrames(int valid_mel_frames, int frames);
+
+// What comes before the transformer layers (the stem): both convolutions (GELU after each) and
+// the position embedding. Conv1d weights reordered to [D, 3 * in] in (tap, channel) order.
+struct WhisperStemWeights {
+  cpu::Matrix conv1;           // [D, 3*M]: k3, s1, p1 over the mel bins
+  std::vector<float> conv1_b;  // [D]
+  cpu::Matrix conv2;           // [D, 3*D]: k3, s2, p1
+  std::vector<float> conv2_b;  // [D]
+  std::vector<float> pos;      // [max_source_positions][D], embed_positions.weight
+};
+
+// Whisper's stem runs somewhere other than this CPU (a GPU: encoders/cuda). Thread-safe.
+class WhisperStemRunner {
+ public:
+  virtual ~WhisperStemRunner() = default;
+  // mel: [batch][num_mel_bins][mel_frames] host floats (Forward's input); x: [batch * frames][D]
+  // host rows = GELU(conv2(GELU(conv1(mel)))) + the position embedding, per clip.
+  virtual absl::Status Run(const float* mel, int batch, float* x) const = 0;
+};
+
+using WhisperStemFactory = std::function<absl::StatusOr<std::unique_ptr<WhisperStemRunner>>(
+    const WhisperStemWeights& stem, const WhisperConfig& config)>;
 
 class WhisperEncoder {
  public:
@@ -69,20 +92,21 @@ class WhisperEncoder {
   absl::Status UseLayerStack(const LayerStackFactory& factory);
   // Whether the layers run through a runner (UseLayerStack), not on the CPU.
   bool layers_placed() const { return layer_stack_ != nullptr; }
+  // The same for the stem (WhisperStemWeights: the convolutions and position embedding): it runs
+  // through `factory`'s runner and its CPU copy is freed. Call before the encoder is shared.
+  absl::Status UseStem(const WhisperStemFactory& factory);
+  bool stem_placed() const { return stem_runner_ != nullptr; }
 
  private:
   explicit WhisperEncoder(const WhisperConfig& config) : config_(config) {}
   EncoderLayerShape layer_shape() const;
 
   WhisperConfig config_;
-  cpu::Matrix conv1_;               // [D, 3*M]: Conv1d weight [D,M,3] in (tap, mel) order
-  std::vector<float> conv1_b_;      // [D]
-  cpu::Matrix conv2_;               // [D, 3*D]: Conv1d weight [D,D,3] in (tap, channel) order
-  std::vector<float> conv2_b_;      // [D]
-  std::vector<float> pos_;          // [max_source_positions][D], embed_positions.weight
+  WhisperStemWeights stem_;
   std::vector<float> ln_w_, ln_b_;  // [D], the final layer_norm
   std::vector<EncoderLayerWeights> layers_;
-  std::unique_ptr<LayerStackRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
+  std::unique_ptr<LayerStackRunner> layer_stack_;   // UseLayerStack; null: the layers on the CPU
+  std::unique_ptr<WhisperStemRunner> stem_runner_;  // UseStem; null: the stem on the CPU
 };
 
 }  // namespace modrwkv::encoders

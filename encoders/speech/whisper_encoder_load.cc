@@ -33,12 +33,12 @@ absl::StatusOr<std::unique_ptr<WhisperEncoder>> WhisperEncoder::Create(
   std::unique_ptr<WhisperEncoder> e(new WhisperEncoder(config));
 
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> c1, src.Floats("conv1.weight", {d, m, 3}));
-  e->conv1_ = PackConv(c1, d, m, 3);
-  MODRWKV_ASSIGN_OR_RETURN(e->conv1_b_, src.Floats("conv1.bias", {d}));
+  e->stem_.conv1 = PackConv(c1, d, m, 3);
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.conv1_b, src.Floats("conv1.bias", {d}));
   MODRWKV_ASSIGN_OR_RETURN(std::vector<float> c2, src.Floats("conv2.weight", {d, d, 3}));
-  e->conv2_ = PackConv(c2, d, d, 3);
-  MODRWKV_ASSIGN_OR_RETURN(e->conv2_b_, src.Floats("conv2.bias", {d}));
-  MODRWKV_ASSIGN_OR_RETURN(e->pos_,
+  e->stem_.conv2 = PackConv(c2, d, d, 3);
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.conv2_b, src.Floats("conv2.bias", {d}));
+  MODRWKV_ASSIGN_OR_RETURN(e->stem_.pos,
                            src.Floats("embed_positions.weight", {config.max_source_positions, d}));
   MODRWKV_ASSIGN_OR_RETURN(e->ln_w_, src.Floats("layer_norm.weight", {d}));
   MODRWKV_ASSIGN_OR_RETURN(e->ln_b_, src.Floats("layer_norm.bias", {d}));

@@ -2,9 +2,9 @@
 // (encoders/cuda) against the same towers wholly on this machine's CPU threads, on random weights
 // of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image), the
 // Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip) and WavLM base+ (12 layers
-// of 768, 1499 rows per 30 s clip; batch 1; again with its stem, the convolutions, on the GPU
-// too). Prints ms per item both ways and the GPU's share: what its layers reach against the
-// measured f32 SGEMM rate (they run f32, without TF32).
+// of 768, 1499 rows per 30 s clip; batch 1); the audio encoders again with their stems (the
+// convolutions) on the GPU too. Prints ms per item both ways and the GPU's share: what its layers
+// reach against the measured f32 SGEMM rate (they run f32, without TF32).
 //
 //   cuda_encoder_bench [--batches=1,4] [--threads=N (default: every core)] [--device=0]
 #include <cuda_runtime.h>
@@ -21,6 +21,7 @@
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
+#include "encoders/cuda/cuda_whisper_stem.h"
 #include "encoders/speech/wavlm_config.h"
 #include "encoders/speech/wavlm_encoder.h"
 #include "encoders/speech/wavlm_random.h"
@@ -130,6 +131,10 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
     MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, WhisperEncoder::Create(config, ViewsOf(w), ""));
     MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, WhisperEncoder::Create(config, ViewsOf(w), ""));
     MODRWKV_RETURN_IF_ERROR(on_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
+    // What the model bundle places on a GPU: the layers and the stem (both convolutions).
+    MODRWKV_ASSIGN_OR_RETURN(auto all_gpu, WhisperEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_RETURN_IF_ERROR(all_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
+    MODRWKV_RETURN_IF_ERROR(all_gpu->UseStem(CudaWhisperStem::Factory(device)));
     for (const int b : batches) {
       const std::vector<float> mel = RandomMel(config, b, 1);
       std::vector<float> out(static_cast<size_t>(b) * config.frames() * config.d_model);
@@ -140,6 +145,11 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
                                  return on_gpu->Forward(mel, b, absl::MakeSpan(out), &pool);
                                }));
       Row("Whisper-small encoder (30 s)", b, c, g, on_cpu->FlopsPerClip() * b, sgemm);
+      MODRWKV_ASSIGN_OR_RETURN(const double a, Best(3, [&] {
+                                 return all_gpu->Forward(mel, b, absl::MakeSpan(out), &pool);
+                               }));
+      Row("Whisper-small encoder (30 s), stem on the GPU too", b, c, a, on_cpu->FlopsPerClip() * b,
+          sgemm);
     }
   }
   {

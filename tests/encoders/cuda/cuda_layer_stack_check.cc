@@ -1,8 +1,9 @@
 // The towers' transformer layers on a GPU (encoders/cuda) against the same layers on the CPU
 // (transformer_ops.h's RunPreLnLayer): single stacks of random weights in every variant the
-// towers use (activations, causal, bf16 matrices, batches, one token), then whole SigLIP, CLIP
-// and Whisper encoders with their layers placed on the GPU. f32 on both sides: the results differ
-// only in the order of float sums. Without a device, the GPU cases skip.
+// towers use (activations, causal, bf16 matrices, batches, one token), then whole SigLIP, CLIP,
+// Whisper and WavLM encoders with their layers (and the audio encoders' stems) placed on the GPU.
+// f32 on both sides: the results differ only in the order of float sums. Without a device, the GPU
+// cases skip.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -14,6 +15,7 @@
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
+#include "encoders/cuda/cuda_whisper_stem.h"
 #include "encoders/speech/wavlm_config.h"
 #include "encoders/speech/wavlm_encoder.h"
 #include "encoders/speech/wavlm_random.h"
@@ -248,7 +250,7 @@ TEST(CudaTowerTest, VisionTowersWithTheirLayersOnTheGpuMatchTheCpu) {
   }
 }
 
-TEST(CudaTowerTest, WhisperWithItsLayersOnTheGpuMatchesTheCpu) {
+TEST(CudaTowerTest, WhisperWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   WhisperConfig config;
   config.num_mel_bins = 16;
@@ -259,16 +261,28 @@ TEST(CudaTowerTest, WhisperWithItsLayersOnTheGpuMatchesTheCpu) {
   config.max_source_positions = 100;
   const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(config, 9);
   auto cpu_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
+  auto layers_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
   auto gpu_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
-  ASSERT_TRUE(cpu_enc.ok() && gpu_enc.ok()) << cpu_enc.status() << gpu_enc.status();
+  ASSERT_TRUE(cpu_enc.ok() && layers_enc.ok() && gpu_enc.ok()) << gpu_enc.status();
+  ASSERT_TRUE((*layers_enc)->UseLayerStack(CudaLayerStack::Factory(0)).ok());
   ASSERT_TRUE((*gpu_enc)->UseLayerStack(CudaLayerStack::Factory(0)).ok());
-  const std::vector<float> mel = RandomMel(config, 2, 9);
-  const size_t n = static_cast<size_t>(2) * config.frames() * config.d_model;
-  std::vector<float> want(n), got(n);
+  const absl::Status stem = (*gpu_enc)->UseStem(CudaWhisperStem::Factory(0));
+  ASSERT_TRUE(stem.ok()) << stem;
   cpu::ThreadPool pool(2);
-  ASSERT_TRUE((*cpu_enc)->Forward(mel, 2, absl::MakeSpan(want), &pool).ok());
-  ASSERT_TRUE((*gpu_enc)->Forward(mel, 2, absl::MakeSpan(got), &pool).ok());
-  EXPECT_LT(RelErr(want, got), 1e-4);
+  for (const int batch : {2, 1}) {  // the second run in the scratch grown for the first
+    const std::vector<float> mel = RandomMel(config, batch, 9 + batch);
+    const size_t n = static_cast<size_t>(batch) * config.frames() * config.d_model;
+    std::vector<float> want(n), layers(n), got(n);
+    ASSERT_TRUE((*cpu_enc)->Forward(mel, batch, absl::MakeSpan(want), &pool).ok());
+    ASSERT_TRUE((*layers_enc)->Forward(mel, batch, absl::MakeSpan(layers), &pool).ok());
+    ASSERT_TRUE((*gpu_enc)->Forward(mel, batch, absl::MakeSpan(got), &pool).ok());
+    EXPECT_LT(RelErr(want, layers), 1e-4) << "layers, batch " << batch;
+    EXPECT_LT(RelErr(want, got), 1e-4) << "stem and layers, batch " << batch;
+  }
+  WhisperConfig other = config;
+  other.num_mel_bins = 8;
+  EXPECT_EQ(CudaWhisperStem::Create(WhisperStemWeights(), other, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // WavLM in both layouts: post-LN (base, base+: a GroupNorm on the first convolution, no conv

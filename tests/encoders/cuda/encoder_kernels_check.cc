@@ -170,7 +170,7 @@ TEST(EncoderKernelsTest, WavlmGateAndBiasedSoftmaxFollowWavlmsFormulas) {
 float WindowValue(const std::vector<float>& x, const ConvWindows& w, int64_t offset, int t, int k,
                   int c) {
   const int64_t src = int64_t{t} * w.stride + k - w.pad;
-  return src >= 0 && src < w.in_frames ? x[offset + src * w.ld + c] : 0.0f;
+  return src >= 0 && src < w.in_frames ? x[offset + src * w.ld + c * w.channel_stride] : 0.0f;
 }
 
 // A grouped, padded, strided case: group 1 of 3 (a column offset into rows of 12), kernel 5
@@ -206,8 +206,8 @@ TEST(EncoderKernelsTest, Im2ColCopiesEveryWindowWithItsPadding) {
 }
 
 // EncoderDevice::Conv1d against the convolution written out: windows copied in slices (a
-// padded, grouped convolution with slices of a few rows, the last one short) and read in place
-// (stride >= kernel, no padding).
+// padded, grouped convolution with slices of a few rows, the last one short), read in place
+// (stride >= kernel, no padding), and gathered from a channel-major input.
 TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   auto dev = EncoderDevice::Open(0, "the test");
@@ -250,11 +250,26 @@ TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
     c.w.out_frames = (41 - 2) / 2 + 1;
     cases.push_back(c);
   }
+  {
+    Case c;  // Whisper's conv1: channel-major input (mel bins), kernel 3, pad 1
+    c.w.in_frames = c.w.out_frames = 20;
+    c.w.kernel = 3;
+    c.w.pad = 1;
+    c.w.ld = 1;
+    c.w.channels = 5;
+    c.w.channel_stride = 20;
+    c.out = 4;
+    c.offset = 0;
+    c.ldy = 4;
+    c.slice_floats = EncoderDevice::kConvSliceFloats;
+    cases.push_back(c);
+  }
   uint32_t seed = 30;
   for (const Case& c : cases) {
     const int width = c.w.kernel * c.w.channels;
-    const std::vector<float> x =
-        Uniform(static_cast<size_t>(c.w.in_frames) * c.w.ld, ++seed, -1, 1);
+    // Rows ld apart (time-major), or channels in_frames apart (channel-major, ld 1).
+    const size_t nx = static_cast<size_t>(c.w.in_frames) * std::max<int64_t>(c.w.ld, c.w.channels);
+    const std::vector<float> x = Uniform(nx, ++seed, -1, 1);
     const std::vector<float> w = Uniform(static_cast<size_t>(c.out) * width, ++seed, -1, 1);
     const size_t ny = static_cast<size_t>(c.w.out_frames) * c.ldy;
     std::vector<float> want(ny, 7.0f);  // columns outside the output keep their values

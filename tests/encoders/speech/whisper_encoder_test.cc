@@ -178,6 +178,86 @@ TEST(WhisperEncoderTest, ALayerRunnerGetsEveryLayer) {
   EXPECT_EQ(runner->runs, 1);
 }
 
+// Stand-ins for a GPU's runners: a stem that records the log-mel it is handed and writes rows
+// that name their position, and layers that change nothing.
+class PatternStem final : public WhisperStemRunner {
+ public:
+  PatternStem(int rows_per_clip, int dim) : rows_per_clip(rows_per_clip), dim(dim) {}
+  absl::Status Run(const float* mel, int batch, float* x) const override {
+    this->batch = batch;
+    this->mel.assign(mel, mel + static_cast<int64_t>(batch) * mel_floats);
+    for (int64_t i = 0; i < int64_t{batch} * rows_per_clip * dim; ++i) x[i] = Pattern(i);
+    return absl::OkStatus();
+  }
+  float Pattern(int64_t i) const { return std::cos(0.29f * i) + 0.02f * (i / dim); }
+  const int rows_per_clip, dim;
+  int64_t mel_floats = 0;
+  mutable int batch = 0;
+  mutable std::vector<float> mel;
+};
+class NoLayers final : public LayerStackRunner {
+ public:
+  absl::Status Run(float*, int) const override { return absl::OkStatus(); }
+};
+
+// With a stem runner, Forward hands it the log-mel and feeds its rows to the layers: with layers
+// that change nothing, the output is the final LayerNorm of the runner's rows.
+TEST(WhisperEncoderTest, AStemRunnerGetsTheMelAndItsRowsFeedTheLayers) {
+  auto c = ParseWhisperConfig(R"({"model_type": "whisper", "d_model": 32, "encoder_layers": 2,
+      "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "num_mel_bins": 8,
+      "max_source_positions": 10})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(*c, 6);
+  std::vector<float> ln_w, ln_b;
+  for (const OwnedTensor& t : weights) {
+    std::vector<float>* dst = t.name == "layer_norm.weight" ? &ln_w
+                              : t.name == "layer_norm.bias" ? &ln_b
+                                                            : nullptr;
+    if (dst == nullptr) continue;
+    dst->resize(t.bytes.size() / 4);
+    std::memcpy(dst->data(), t.bytes.data(), t.bytes.size());
+  }
+  ASSERT_EQ(ln_w.size(), 32u);
+  auto enc = WhisperEncoder::Create(*c, ViewsOf(weights), "");
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  const PatternStem* stem = nullptr;
+  ASSERT_TRUE((*enc)
+                  ->UseStem([&](const WhisperStemWeights& w, const WhisperConfig& config)
+                                -> absl::StatusOr<std::unique_ptr<WhisperStemRunner>> {
+                    EXPECT_EQ(w.conv1.cols, 3 * config.num_mel_bins);
+                    auto r = std::make_unique<PatternStem>(config.frames(), config.d_model);
+                    r->mel_floats = int64_t{config.num_mel_bins} * config.mel_frames();
+                    stem = r.get();
+                    return std::unique_ptr<WhisperStemRunner>(std::move(r));
+                  })
+                  .ok());
+  ASSERT_TRUE(
+      (*enc)
+          ->UseLayerStack([](absl::Span<const EncoderLayerWeights>, const EncoderLayerShape&)
+                              -> absl::StatusOr<std::unique_ptr<LayerStackRunner>> {
+            return std::make_unique<NoLayers>();
+          })
+          .ok());
+  EXPECT_TRUE((*enc)->stem_placed());
+  const std::vector<float> mel = RandomMel(*c, 2, 6);
+  const std::vector<float> out = Encode(**enc, mel, 2, 2);
+  EXPECT_EQ(stem->batch, 2);
+  EXPECT_EQ(stem->mel, mel);
+  const int d = 32, rows = 2 * c->frames();
+  ASSERT_EQ(out.size(), static_cast<size_t>(rows) * d);
+  for (int r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < d; ++i) mean += stem->Pattern(r * d + i);
+    mean /= d;
+    for (int i = 0; i < d; ++i) var += std::pow(stem->Pattern(r * d + i) - mean, 2);
+    const double inv = 1 / std::sqrt(var / d + 1e-5);
+    for (int i = 0; i < d; ++i) {
+      const double want = (stem->Pattern(r * d + i) - mean) * inv * ln_w[i] + ln_b[i];
+      ASSERT_NEAR(out[r * d + i], want, 1e-4) << "row " << r << ", column " << i;
+    }
+  }
+}
+
 TEST(WhisperEncoderTest, ConcurrentCallersWithTheirOwnPools) {
   auto enc = WhisperEncoder::Load(kDir + "tiny_encoder");
   ASSERT_TRUE(enc.ok()) << enc.status();
