@@ -270,6 +270,7 @@ absl::Status ModelServer::LoadAndServe() {
                           {"image_size", vc.image_size},
                           {"rows_per_image", bundle.image_splice.rows},
                           {"layers", vision_->tower().layers_placed() ? "gpu" : "cpu"},
+                          {"stem", vision_->tower().stem_placed() ? "gpu" : "cpu"},
                           {"splice", bundle.image_splice.mode == encoders::SpliceMode::kPrepend
                                          ? "prepend"
                                          : "replace_pad"},

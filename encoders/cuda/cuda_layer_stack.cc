@@ -54,12 +54,7 @@ absl::StatusOr<std::unique_ptr<CudaLayerStack>> CudaLayerStack::Create(
 }
 
 LayerStackFactory CudaLayerStack::Factory(int device) {
-  return [device](
-             absl::Span<const EncoderLayerWeights> layers,
-             const EncoderLayerShape& shape) -> absl::StatusOr<std::unique_ptr<LayerStackRunner>> {
-    MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<CudaLayerStack> s, Create(layers, shape, device));
-    return std::unique_ptr<LayerStackRunner>(std::move(s));
-  };
+  return RunnerFactory<LayerStackRunner, CudaLayerStack>(device);
 }
 
 absl::Status CudaLayerStack::RunLayer(const Layer& l, int batch) const {

@@ -46,11 +46,7 @@ absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> CudaWavlmLayers::Create(
 }
 
 WavlmLayerFactory CudaWavlmLayers::Factory(int device) {
-  return [device](absl::Span<const WavlmLayerWeights> layers,
-                  const WavlmConfig& config) -> absl::StatusOr<std::unique_ptr<WavlmLayerRunner>> {
-    MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<CudaWavlmLayers> s, Create(layers, config, device));
-    return std::unique_ptr<WavlmLayerRunner>(std::move(s));
-  };
+  return RunnerFactory<WavlmLayerRunner, CudaWavlmLayers>(device);
 }
 
 // wavlm_encoder.cc's RunLayer and Attention, in their order.

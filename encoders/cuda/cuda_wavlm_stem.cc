@@ -94,11 +94,7 @@ absl::StatusOr<std::unique_ptr<CudaWavlmStem>> CudaWavlmStem::Create(const Wavlm
 }
 
 WavlmStemFactory CudaWavlmStem::Factory(int device) {
-  return [device](const WavlmStemWeights& stem,
-                  const WavlmConfig& config) -> absl::StatusOr<std::unique_ptr<WavlmStemRunner>> {
-    MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<CudaWavlmStem> s, Create(stem, config, device));
-    return std::unique_ptr<WavlmStemRunner>(std::move(s));
-  };
+  return RunnerFactory<WavlmStemRunner, CudaWavlmStem>(device);
 }
 
 // wavlm_encoder.cc's Features and AddPositions for one clip, in their order.

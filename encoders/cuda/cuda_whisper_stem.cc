@@ -31,12 +31,7 @@ absl::StatusOr<std::unique_ptr<CudaWhisperStem>> CudaWhisperStem::Create(
 }
 
 WhisperStemFactory CudaWhisperStem::Factory(int device) {
-  return
-      [device](const WhisperStemWeights& stem,
-               const WhisperConfig& config) -> absl::StatusOr<std::unique_ptr<WhisperStemRunner>> {
-        MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<CudaWhisperStem> s, Create(stem, config, device));
-        return std::unique_ptr<WhisperStemRunner>(std::move(s));
-      };
+  return RunnerFactory<WhisperStemRunner, CudaWhisperStem>(device);
 }
 
 // whisper_encoder.cc's stem: conv1 (k3, s1, p1) + GELU, conv2 (k3, s2, p1) + GELU, + positions.

@@ -70,6 +70,18 @@ class EncoderDevice {
   modrwkv::cuda::CudaStream stream_;
 };
 
+// The factory an encoder takes for its runner interface `Base` (e.g. LayerStackFactory: a
+// std::function of the weights and shape), building a `Runner` on `device` with
+// Runner::Create(weights, shape, device).
+template <typename Base, typename Runner>
+auto RunnerFactory(int device) {
+  return [device](const auto& weights, const auto& shape) -> absl::StatusOr<std::unique_ptr<Base>> {
+    absl::StatusOr<std::unique_ptr<Runner>> r = Runner::Create(weights, shape, device);
+    if (!r.ok()) return r.status();
+    return std::unique_ptr<Base>(*std::move(r));
+  };
+}
+
 // The weights every encoder layer has (LayerNorms, q/k/v, output, two-layer MLP), on the device
 // in f32, matrices [out][in].
 struct DeviceLayerWeights {

@@ -61,6 +61,23 @@ __global__ void Im2ColKernel(const float* x, ConvWindows w, int t0, int64_t tota
   }
 }
 
+__global__ void PatchifyKernel(const float* pixels, int channels, int size, int p, int64_t total,
+                               float* cols) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int g = size / p;
+  const int64_t cpp = static_cast<int64_t>(channels) * p * p, patches = int64_t{g} * g;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    const int64_t row = i / cpp, e = i % cpp;
+    const int64_t b = row / patches, q = row % patches;
+    const int64_t gy = q / g, gx = q % g;
+    const int64_t k = e / (p * p), ky = e / p % p, kx = e % p;
+    cols[i] = pixels[((b * channels + k) * size + gy * p + ky) * size + gx * p + kx];
+  }
+}
+
 // A block owns 32 channels (threadIdx.x) and walks time in kTimeLanes strided lanes
 // (threadIdx.y); the lanes' double sums meet in shared memory in a fixed order.
 constexpr int kTimeLanes = 16;
@@ -258,6 +275,19 @@ absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows
   constexpr int kThreads = 256;
   return Launch("Im2Col", Im2ColKernel, StrideBlocks(total, kThreads), dim3(kThreads), 0, stream, x,
                 w, t0, total, cols);
+}
+
+absl::Status LaunchPatchify(cudaStream_t stream, const float* pixels, int batch, int channels,
+                            int size, int p, float* cols) {
+  if (batch < 0 || channels <= 0 || p <= 0 || size < p || size % p != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Patchify: ", batch, " images of ", channels,
+                                                   " x ", size, " x ", size, ", patches of ", p));
+  }
+  const int64_t total = int64_t{batch} * size * size * channels;  // every pixel, once
+  if (total == 0) return absl::OkStatus();
+  constexpr int kThreads = 256;
+  return Launch("Patchify", PatchifyKernel, StrideBlocks(total, kThreads), dim3(kThreads), 0,
+                stream, pixels, channels, size, p, total, cols);
 }
 
 absl::Status LaunchChannelNormGelu(cudaStream_t stream, float* x, int t, int c, const float* w,

@@ -44,6 +44,12 @@ struct ConvWindows {
 absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows& w, int t0,
                           int rows, float* cols);
 
+// A vision tower's patches as rows: cols[(b * g + gy) * g + gx][(k * p + ky) * p + kx] =
+// pixels[b][k][gy * p + ky][gx * p + kx] for `batch` images of `channels` x size x size, patches
+// p x p, g = size / p to a side (Conv2d's (channel, ky, kx) order).
+absl::Status LaunchPatchify(cudaStream_t stream, const float* pixels, int batch, int channels,
+                            int size, int p, float* cols);
+
 // x: [t][c] time-major, in place: every channel normalised over time (GroupNorm with one group
 // per channel, sums in double, two passes as WavLM's CPU twin), times w[c] plus b[c], then the
 // erf GELU. The first layer of WavLM's "group" feature encoder.

@@ -12,6 +12,7 @@
 #include "engine/loader/model_loader.h"
 #if MODRWKV_HAVE_CUDA
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
 #include "encoders/cuda/cuda_whisper_stem.h"
@@ -54,10 +55,11 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
   return fallback;
 }
 
-// Where the encoders' transformer layers (and the audio encoders' stems) run: on the language
+// Where the encoders' transformer layers and stems run: on the language
 // model's GPU when it has one (null factories: on the CPU).
 struct EncoderLayers {
   LayerStackFactory towers;  // SigLIP, CLIP, Whisper
+  VisionStemFactory vision_stem;
   WhisperStemFactory whisper_stem;
   WavlmLayerFactory wavlm;
   WavlmStemFactory wavlm_stem;
@@ -69,6 +71,7 @@ absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_optio
   if (device >= 0) {
     e.towers = cuda::CudaLayerStack::Factory(device);
     e.wavlm = cuda::CudaWavlmLayers::Factory(device);
+    e.vision_stem = cuda::CudaVisionStem::Factory(device);
     e.whisper_stem = cuda::CudaWhisperStem::Factory(device);
     e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
   }
@@ -80,7 +83,7 @@ absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_optio
 absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
     const std::string& folder, const VisionManifest& vm, const CheckpointLayout& layout,
     const Checkpoint& ckpt, const DecodeOptions& decode, uint64_t fingerprint,
-    const LayerStackFactory& layers) {
+    const EncoderLayers& layers) {
   VisionTowerOptions to;
   to.feature_layer = vm.feature_layer;
   to.drop_class_token = vm.drop_class_token;
@@ -94,7 +97,8 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
   } else {
     MODRWKV_ASSIGN_OR_RETURN(tower, VisionTower::Load(folder, to));
   }
-  if (layers) MODRWKV_RETURN_IF_ERROR(tower->UseLayerStack(layers));
+  if (layers.towers) MODRWKV_RETURN_IF_ERROR(tower->UseLayerStack(layers.towers));
+  if (layers.vision_stem) MODRWKV_RETURN_IF_ERROR(tower->UseStem(layers.vision_stem));
   MODRWKV_ASSIGN_OR_RETURN(
       PreprocessConfig pre,
       LoadPreprocessorConfig((fs::path(folder) / "preprocessor_config.json").string()));
@@ -224,7 +228,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     return b;
   }
   MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,
-                                                b.model->info().fingerprint, layers.towers));
+                                                b.model->info().fingerprint, layers));
   if (b.vision->dim() != b.model->config().n_embd) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the vision adapter gives rows of width %d but the language model's width is %d",

@@ -36,13 +36,20 @@ EncoderLayerShape VisionTower::layer_shape() const {
 }
 
 double VisionTower::FlopsPerImage() const {
-  const double patch = 2.0 * config_.num_patches() * config_.hidden_size * patch_.cols;
+  const double cpp = config_.num_channels * config_.patch_size * config_.patch_size;
+  const double patch = 2.0 * config_.num_patches() * config_.hidden_size * cpp;
   return patch + layer_shape().Flops() * layers_to_run();
 }
 
 absl::Status VisionTower::UseLayerStack(const LayerStackFactory& factory) {
   MODRWKV_ASSIGN_OR_RETURN(layer_stack_, factory(layers_, layer_shape()));
   std::vector<EncoderLayerWeights>().swap(layers_);  // the runner holds its own copy
+  return absl::OkStatus();
+}
+
+absl::Status VisionTower::UseStem(const VisionStemFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(stem_runner_, factory(stem_, config_));
+  stem_ = VisionStemWeights();  // the runner holds its own copy
   return absl::OkStatus();
 }
 
@@ -73,40 +80,45 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
   cpu::AlignedBuffer<float> x(static_cast<size_t>(rows) * d);
   cpu::LinearRunner lin(pool);
 
-  // Patch embedding as a GEMM over im2col rows [batch*n][C*p*p], in Conv2d's (c, ky, kx) order.
-  cpu::AlignedBuffer<float> im2col(static_cast<size_t>(batch) * n * cpp);
-  float* cols = im2col.data();
-  pool->ParallelFor(int64_t{batch} * g, [&](int64_t task, int) {
-    const int64_t b = task / g, gy = task % g;
-    const float* img = pixels.data() + b * image;
-    for (int gx = 0; gx < g; ++gx) {
-      float* dst = cols + ((b * g + gy) * g + gx) * cpp;
-      for (int64_t k = 0; k < ch; ++k) {
-        for (int ky = 0; ky < p; ++ky) {
-          std::memcpy(dst + (k * p + ky) * p, img + (k * s + gy * p + ky) * s + int64_t{gx} * p,
-                      p * 4);
+  if (stem_runner_) {
+    MODRWKV_RETURN_IF_ERROR(stem_runner_->Run(pixels.data(), batch, x.data()));
+  } else {
+    // Patch embedding as a GEMM over im2col rows [batch*n][C*p*p], in Conv2d's (c, ky, kx) order.
+    cpu::AlignedBuffer<float> im2col(static_cast<size_t>(batch) * n * cpp);
+    float* cols = im2col.data();
+    pool->ParallelFor(int64_t{batch} * g, [&](int64_t task, int) {
+      const int64_t b = task / g, gy = task % g;
+      const float* img = pixels.data() + b * image;
+      for (int gx = 0; gx < g; ++gx) {
+        float* dst = cols + ((b * g + gy) * g + gx) * cpp;
+        for (int64_t k = 0; k < ch; ++k) {
+          for (int ky = 0; ky < p; ++ky) {
+            std::memcpy(dst + (k * p + ky) * p, img + (k * s + gy * p + ky) * s + int64_t{gx} * p,
+                        p * 4);
+          }
         }
       }
-    }
-  });
-  float* h = scratch.h.data();  // [batch*n][D] patch rows, before the first layer uses it
-  lin.Run(patch_, cols, cpp, batch * n, h, d, /*accumulate=*/false);
-  im2col.Resize(0);
-  const int first = c.kind == VitKind::kClip ? 1 : 0;  // CLIP's class token is row 0
-  pool->ParallelFor(batch, [&](int64_t b, int) {
-    float* xb = x.data() + b * t * d;
-    for (int r = 0; r < t; ++r) {
-      float* row = xb + static_cast<int64_t>(r) * d;
-      const float* pos = pos_.data() + static_cast<int64_t>(r) * d;
-      const float* src = r < first ? class_.data() : h + (b * n + r - first) * d;
-      for (int i = 0; i < d; ++i) row[i] = src[i] + pos[i];
-      if (!patch_b_.empty()) {
-        for (int i = 0; i < d; ++i) row[i] += patch_b_[i];
+    });
+    float* h = scratch.h.data();  // [batch*n][D] patch rows, before the first layer uses it
+    lin.Run(stem_.patch, cols, cpp, batch * n, h, d, /*accumulate=*/false);
+    im2col.Resize(0);
+    const int first = c.kind == VitKind::kClip ? 1 : 0;  // CLIP's class token is row 0
+    pool->ParallelFor(batch, [&](int64_t b, int) {
+      float* xb = x.data() + b * t * d;
+      for (int r = 0; r < t; ++r) {
+        float* row = xb + static_cast<int64_t>(r) * d;
+        const float* pos = stem_.pos.data() + static_cast<int64_t>(r) * d;
+        const float* src = r < first ? stem_.class_emb.data() : h + (b * n + r - first) * d;
+        for (int i = 0; i < d; ++i) row[i] = src[i] + pos[i];
+        if (!stem_.patch_b.empty()) {
+          for (int i = 0; i < d; ++i) row[i] += stem_.patch_b[i];
+        }
       }
+    });
+    if (c.kind == VitKind::kClip) {
+      LayerNormRows(x.data(), x.data(), rows, d, stem_.pre_ln_w, stem_.pre_ln_b, c.layer_norm_eps,
+                    pool);
     }
-  });
-  if (c.kind == VitKind::kClip) {
-    LayerNormRows(x.data(), x.data(), rows, d, pre_ln_w_, pre_ln_b_, c.layer_norm_eps, pool);
   }
   if (layer_stack_) {
     MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));

@@ -32,6 +32,29 @@ struct VisionTowerOptions {
   absl::Status Validate(const VitConfig& config) const;
 };
 
+// What comes before the transformer layers (the stem): the patch embedding (a Conv2d with
+// stride = kernel = patch_size, as a product over each patch's pixels in (channel, ky, kx)
+// order), CLIP's class token, the position embedding and CLIP's pre_layrnorm.
+struct VisionStemWeights {
+  cpu::Matrix patch;                      // [D, C*p*p]: Conv2d weight [D,C,p,p] flattened
+  std::vector<float> patch_b;             // [D], SigLIP only
+  std::vector<float> class_emb;           // [D], CLIP only
+  std::vector<float> pos;                 // [num_positions][D]
+  std::vector<float> pre_ln_w, pre_ln_b;  // [D], CLIP pre_layrnorm
+};
+
+// A tower's stem runs somewhere other than this CPU (a GPU: encoders/cuda). Thread-safe.
+class VisionStemRunner {
+ public:
+  virtual ~VisionStemRunner() = default;
+  // pixels: [batch][C][image_size][image_size] host floats (Forward's input); x:
+  // [batch * num_positions][D] host rows, the first layer's input.
+  virtual absl::Status Run(const float* pixels, int batch, float* x) const = 0;
+};
+
+using VisionStemFactory = std::function<absl::StatusOr<std::unique_ptr<VisionStemRunner>>(
+    const VisionStemWeights& stem, const VitConfig& config)>;
+
 class VisionTower {
  public:
   // Reads <hf_folder>/config.json and <hf_folder>/model.safetensors (else pytorch_model.bin).
@@ -71,6 +94,10 @@ class VisionTower {
   absl::Status UseLayerStack(const LayerStackFactory& factory);
   // Whether the layers run through a runner (UseLayerStack), not on the CPU.
   bool layers_placed() const { return layer_stack_ != nullptr; }
+  // The same for the stem (VisionStemWeights: everything before the layers): it runs through
+  // `factory`'s runner and its CPU copy is freed. Call before the tower is shared.
+  absl::Status UseStem(const VisionStemFactory& factory);
+  bool stem_placed() const { return stem_runner_ != nullptr; }
 
  private:
   VisionTower(const VitConfig& config, const VisionTowerOptions& options)
@@ -81,14 +108,11 @@ class VisionTower {
 
   VitConfig config_;
   VisionTowerOptions options_;
-  cpu::Matrix patch_;                         // [D, C*p*p]: Conv2d weight [D,C,p,p] flattened
-  std::vector<float> patch_b_;                // [D], SigLIP only
-  std::vector<float> class_;                  // [D], CLIP only
-  std::vector<float> pos_;                    // [num_positions][D]
-  std::vector<float> pre_ln_w_, pre_ln_b_;    // [D], CLIP pre_layrnorm
+  VisionStemWeights stem_;
   std::vector<float> post_ln_w_, post_ln_b_;  // [D], SigLIP post_layernorm
   std::vector<EncoderLayerWeights> layers_;
   std::unique_ptr<LayerStackRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
+  std::unique_ptr<VisionStemRunner> stem_runner_;  // UseStem; null: the stem on the CPU
 };
 
 }  // namespace modrwkv::encoders

@@ -44,15 +44,15 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Create(
                            src.Get("embeddings.patch_embedding.weight", {d, c, p, p}));
   TensorView flat = *patch;  // Conv2d [D,C,p,p] as [D, C*p*p]: im2col order (c, ky, kx)
   flat.shape = {d, c * p * p};
-  t->patch_ = cpu::MakeMatrix(flat, false, cpu::WType::kF32, cpu::Layout::kPanels);
+  t->stem_.patch = cpu::MakeMatrix(flat, false, cpu::WType::kF32, cpu::Layout::kPanels);
   MODRWKV_ASSIGN_OR_RETURN(
-      t->pos_, src.Floats("embeddings.position_embedding.weight", {config.num_positions(), d}));
+      t->stem_.pos, src.Floats("embeddings.position_embedding.weight", {config.num_positions(), d}));
   if (clip) {
-    MODRWKV_ASSIGN_OR_RETURN(t->class_, src.Floats("embeddings.class_embedding", {d}));
-    MODRWKV_ASSIGN_OR_RETURN(t->pre_ln_w_, src.Floats("pre_layrnorm.weight", {d}));
-    MODRWKV_ASSIGN_OR_RETURN(t->pre_ln_b_, src.Floats("pre_layrnorm.bias", {d}));
+    MODRWKV_ASSIGN_OR_RETURN(t->stem_.class_emb, src.Floats("embeddings.class_embedding", {d}));
+    MODRWKV_ASSIGN_OR_RETURN(t->stem_.pre_ln_w, src.Floats("pre_layrnorm.weight", {d}));
+    MODRWKV_ASSIGN_OR_RETURN(t->stem_.pre_ln_b, src.Floats("pre_layrnorm.bias", {d}));
   } else {
-    MODRWKV_ASSIGN_OR_RETURN(t->patch_b_, src.Floats("embeddings.patch_embedding.bias", {d}));
+    MODRWKV_ASSIGN_OR_RETURN(t->stem_.patch_b, src.Floats("embeddings.patch_embedding.bias", {d}));
     MODRWKV_ASSIGN_OR_RETURN(t->post_ln_w_, src.Floats("post_layernorm.weight", {d}));
     MODRWKV_ASSIGN_OR_RETURN(t->post_ln_b_, src.Floats("post_layernorm.bias", {d}));
   }

@@ -2,7 +2,7 @@
 // (encoders/cuda) against the same towers wholly on this machine's CPU threads, on random weights
 // of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image), the
 // Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip) and WavLM base+ (12 layers
-// of 768, 1499 rows per 30 s clip; batch 1); the audio encoders again with their stems (the
+// of 768, 1499 rows per 30 s clip; batch 1); each again with its stem (the patch embedding, the
 // convolutions) on the GPU too. Prints ms per item both ways and the GPU's share: what its layers
 // reach against the measured f32 SGEMM rate (they run f32, without TF32).
 //
@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
 #include "encoders/cuda/cuda_whisper_stem.h"
@@ -109,6 +110,10 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
     MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, VisionTower::Create(config, ViewsOf(w), "", {}));
     MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, VisionTower::Create(config, ViewsOf(w), "", {}));
     MODRWKV_RETURN_IF_ERROR(on_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
+    // What the model bundle places on a GPU: the layers and the stem (the patch embedding).
+    MODRWKV_ASSIGN_OR_RETURN(auto all_gpu, VisionTower::Create(config, ViewsOf(w), "", {}));
+    MODRWKV_RETURN_IF_ERROR(all_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
+    MODRWKV_RETURN_IF_ERROR(all_gpu->UseStem(CudaVisionStem::Factory(device)));
     for (const int b : batches) {
       const std::vector<float> px = RandomPixels(config, b, 1);
       std::vector<float> out(static_cast<size_t>(b) * on_cpu->output_rows() * config.hidden_size);
@@ -119,6 +124,10 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
                                  return on_gpu->Forward(px, b, absl::MakeSpan(out), &pool);
                                }));
       Row("SigLIP2-base/16@384", b, c, g, on_cpu->FlopsPerImage() * b, sgemm);
+      MODRWKV_ASSIGN_OR_RETURN(const double a, Best(5, [&] {
+                                 return all_gpu->Forward(px, b, absl::MakeSpan(out), &pool);
+                               }));
+      Row("SigLIP2-base/16@384, stem on the GPU too", b, c, a, on_cpu->FlopsPerImage() * b, sgemm);
     }
   }
   {

@@ -1,7 +1,7 @@
 // The towers' transformer layers on a GPU (encoders/cuda) against the same layers on the CPU
 // (transformer_ops.h's RunPreLnLayer): single stacks of random weights in every variant the
 // towers use (activations, causal, bf16 matrices, batches, one token), then whole SigLIP, CLIP,
-// Whisper and WavLM encoders with their layers (and the audio encoders' stems) placed on the GPU.
+// Whisper and WavLM encoders with their layers and then their stems placed on the GPU.
 // f32 on both sides: the results differ only in the order of float sums. Without a device, the GPU
 // cases skip.
 #include <algorithm>
@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
 #include "encoders/cuda/cuda_whisper_stem.h"
@@ -222,8 +223,9 @@ TEST(CudaLayerStackThreads, ConcurrentRunsFromOtherThreadsMatchTheCpu) {
   }
 }
 
-// Whole towers: the same encoder twice, the second with its layers on the GPU.
-TEST(CudaTowerTest, VisionTowersWithTheirLayersOnTheGpuMatchTheCpu) {
+// Whole towers: the same encoder on the CPU, with its layers on the GPU, and with its stem (the
+// patch embedding, class token, positions, CLIP's pre-LayerNorm) on the GPU too.
+TEST(CudaTowerTest, VisionTowersWithTheirLayersAndStemOnTheGpuMatchTheCpu) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   for (const char* json :
        {R"({"model_type": "siglip_vision_model", "hidden_size": 64, "intermediate_size": 96,
@@ -236,17 +238,27 @@ TEST(CudaTowerTest, VisionTowersWithTheirLayersOnTheGpuMatchTheCpu) {
     ASSERT_TRUE(config.ok()) << config.status();
     const std::vector<OwnedTensor> weights = MakeRandomVitWeights(*config, 5);
     auto cpu_tower = VisionTower::Create(*config, ViewsOf(weights), "", {});
+    auto layers_tower = VisionTower::Create(*config, ViewsOf(weights), "", {});
     auto gpu_tower = VisionTower::Create(*config, ViewsOf(weights), "", {});
-    ASSERT_TRUE(cpu_tower.ok() && gpu_tower.ok()) << cpu_tower.status() << gpu_tower.status();
+    ASSERT_TRUE(cpu_tower.ok() && layers_tower.ok() && gpu_tower.ok()) << gpu_tower.status();
+    ASSERT_TRUE((*layers_tower)->UseLayerStack(CudaLayerStack::Factory(0)).ok());
     ASSERT_TRUE((*gpu_tower)->UseLayerStack(CudaLayerStack::Factory(0)).ok());
-    const int batch = 2;
-    const std::vector<float> px = RandomPixels(*config, batch, 5);
-    const size_t n = static_cast<size_t>(batch) * (*cpu_tower)->output_rows() * config->hidden_size;
-    std::vector<float> want(n), got(n);
+    const absl::Status stem = (*gpu_tower)->UseStem(CudaVisionStem::Factory(0));
+    ASSERT_TRUE(stem.ok()) << stem;
     cpu::ThreadPool pool(2);
-    ASSERT_TRUE((*cpu_tower)->Forward(px, batch, absl::MakeSpan(want), &pool).ok());
-    ASSERT_TRUE((*gpu_tower)->Forward(px, batch, absl::MakeSpan(got), &pool).ok());
-    EXPECT_LT(RelErr(want, got), 1e-4) << json;
+    for (const int batch : {2, 1}) {  // the second run in the scratch grown for the first
+      const std::vector<float> px = RandomPixels(*config, batch, 5 + batch);
+      const size_t n =
+          static_cast<size_t>(batch) * (*cpu_tower)->output_rows() * config->hidden_size;
+      std::vector<float> want(n), layers(n), got(n);
+      ASSERT_TRUE((*cpu_tower)->Forward(px, batch, absl::MakeSpan(want), &pool).ok());
+      ASSERT_TRUE((*layers_tower)->Forward(px, batch, absl::MakeSpan(layers), &pool).ok());
+      ASSERT_TRUE((*gpu_tower)->Forward(px, batch, absl::MakeSpan(got), &pool).ok());
+      EXPECT_LT(RelErr(want, layers), 1e-4) << json << ", layers, batch " << batch;
+      EXPECT_LT(RelErr(want, got), 1e-4) << json << ", stem and layers, batch " << batch;
+    }
+    EXPECT_EQ(CudaVisionStem::Create(VisionStemWeights(), *config, 0).status().code(),
+              absl::StatusCode::kInvalidArgument);
   }
 }
 

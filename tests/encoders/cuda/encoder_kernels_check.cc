@@ -295,6 +295,34 @@ TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
   }
 }
 
+TEST(EncoderKernelsTest, PatchifyCutsImagesIntoPatchRows) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
+  const int batch = 2, channels = 3, size = 12, p = 4, g = size / p, cpp = channels * p * p;
+  const std::vector<float> px =
+      Uniform(static_cast<size_t>(batch) * channels * size * size, 61, -1, 1);
+  std::vector<float> want(px.size());
+  for (int b = 0; b < batch; ++b) {
+    for (int gy = 0; gy < g; ++gy) {
+      for (int gx = 0; gx < g; ++gx) {
+        for (int k = 0; k < channels; ++k) {
+          for (int ky = 0; ky < p; ++ky) {
+            for (int kx = 0; kx < p; ++kx) {
+              want[((b * g + gy) * g + gx) * cpp + (k * p + ky) * p + kx] =
+                  px[((b * channels + k) * size + gy * p + ky) * size + gx * p + kx];
+            }
+          }
+        }
+      }
+    }
+  }
+  DeviceBuffer<float> dpx = Up(px), cols = Up(std::vector<float>(px.size(), NAN));
+  ASSERT_TRUE(LaunchPatchify(st.get(), dpx.get(), batch, channels, size, p, cols.get()).ok());
+  ExpectNear(Down(cols, px.size()), want, 0, "patches");
+  EXPECT_EQ(LaunchPatchify(st.get(), dpx.get(), batch, channels, 13, p, cols.get()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // GroupNorm with a group per channel over time, then GELU, against the same in double.
 TEST(EncoderKernelsTest, ChannelNormGeluMatchesItsTwin) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";

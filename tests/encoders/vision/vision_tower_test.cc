@@ -172,6 +172,51 @@ TEST(VisionTowerTest, ALayerRunnerGetsTheLayersTheTowerRuns) {
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
 }
 
+// A stem runner standing in for a GPU's: it records the pixels it is handed and writes rows that
+// name their position.
+class PatternStem final : public VisionStemRunner {
+ public:
+  PatternStem(int64_t rows_per_image, int64_t dim, int64_t image_floats)
+      : rows_per_image(rows_per_image), dim(dim), image_floats(image_floats) {}
+  absl::Status Run(const float* pixels, int batch, float* x) const override {
+    this->pixels.assign(pixels, pixels + batch * image_floats);
+    for (int64_t i = 0; i < batch * rows_per_image * dim; ++i) x[i] = Pattern(i);
+    return absl::OkStatus();
+  }
+  static float Pattern(int64_t i) { return std::sin(0.13f * i) + 0.001f * i; }
+  const int64_t rows_per_image, dim, image_floats;
+  mutable std::vector<float> pixels;
+};
+
+// With a stem runner, the tower hands it the pixels and its rows are the first layer's input: a
+// CLIP tower whose feature layer is 0 (the embeddings, no layer run) returns them as they are.
+TEST(VisionTowerTest, AStemRunnerGetsThePixelsAndItsRowsFeedTheLayers) {
+  VisionTowerOptions opt;
+  opt.feature_layer = 0;
+  auto tower = VisionTower::Load(kDir + "clip_small", opt);
+  ASSERT_TRUE(tower.ok()) << tower.status();
+  const VitConfig& c = (*tower)->config();
+  const PatternStem* stem = nullptr;
+  ASSERT_TRUE((*tower)
+                  ->UseStem([&](const VisionStemWeights& w, const VitConfig& config)
+                                -> absl::StatusOr<std::unique_ptr<VisionStemRunner>> {
+                    EXPECT_EQ(w.patch.rows, config.hidden_size);
+                    EXPECT_EQ(w.class_emb.size(), static_cast<size_t>(config.hidden_size));
+                    auto r = std::make_unique<PatternStem>(
+                        config.num_positions(), config.hidden_size,
+                        int64_t{config.num_channels} * config.image_size * config.image_size);
+                    stem = r.get();
+                    return std::unique_ptr<VisionStemRunner>(std::move(r));
+                  })
+                  .ok());
+  EXPECT_TRUE((*tower)->stem_placed());
+  const std::vector<float> px = ReadF32("clip_small_pixels.bin");
+  const std::vector<float> out = Encode(**tower, px, 2, 2);
+  EXPECT_EQ(stem->pixels, px);
+  ASSERT_EQ(out.size(), static_cast<size_t>(2) * c.num_positions() * c.hidden_size);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], PatternStem::Pattern(i)) << i;
+}
+
 TEST(VisionTowerTest, ConcurrentCallersWithTheirOwnPools) {
   auto tower = VisionTower::Load(kDir + "siglip_small", {});
   ASSERT_TRUE(tower.ok()) << tower.status();
