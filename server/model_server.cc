@@ -271,6 +271,7 @@ absl::Status ModelServer::LoadAndServe() {
                           {"rows_per_image", bundle.image_splice.rows},
                           {"layers", vision_->tower().layers_placed() ? "gpu" : "cpu"},
                           {"stem", vision_->tower().stem_placed() ? "gpu" : "cpu"},
+                          {"adapter", vision_->adapter_placed() ? "gpu" : "cpu"},
                           {"splice", bundle.image_splice.mode == encoders::SpliceMode::kPrepend
                                          ? "prepend"
                                          : "replace_pad"},
@@ -289,6 +290,7 @@ absl::Status ModelServer::LoadAndServe() {
     log_->Info("audio", {{"encoder", audio_->encoder_kind()},
                          {"layers", audio_->layers_placed() ? "gpu" : "cpu"},
                          {"stem", audio_->stem_placed() ? "gpu" : "cpu"},
+                         {"adapter", audio_->adapter_placed() ? "gpu" : "cpu"},
                          {"max_seconds", audio_->max_seconds()},
                          {"rows_per_second", audio_->rows_per_second()},
                          {"generation", std::string(1, bundle.layout.generation)}});

@@ -204,27 +204,27 @@ absl::StatusOr<std::unique_ptr<AdapterChain>> AdapterChain::Create(
   return chain;
 }
 
-int AdapterChain::LayerRows(const Layer& l, int rows, std::string* why) {
-  switch (l.spec.op) {
+int AdapterChain::LayerRows(const AdapterLayerSpec& spec, int rows, std::string* why) {
+  switch (spec.op) {
     case AdapterOp::kConv1d: {
-      const int64_t span = static_cast<int64_t>(rows) + 2 * l.spec.padding;
-      if (span < l.spec.kernel) {
-        *why = absl::StrCat("conv1d (", l.spec.weights, ") with kernel ", l.spec.kernel,
-                            " and padding ", l.spec.padding, " needs at least ",
-                            l.spec.kernel - 2 * l.spec.padding, " rows, got ", rows);
+      const int64_t span = static_cast<int64_t>(rows) + 2 * spec.padding;
+      if (span < spec.kernel) {
+        *why = absl::StrCat("conv1d (", spec.weights, ") with kernel ", spec.kernel,
+                            " and padding ", spec.padding, " needs at least ",
+                            spec.kernel - 2 * spec.padding, " rows, got ", rows);
         return -1;
       }
-      return static_cast<int>((span - l.spec.kernel) / l.spec.stride + 1);
+      return static_cast<int>((span - spec.kernel) / spec.stride + 1);
     }
     case AdapterOp::kPixelShuffle: {
       const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(rows))));
-      if (side * side != rows || side % l.spec.factor != 0) {
-        *why = absl::StrCat("pixel_shuffle with factor ", l.spec.factor,
+      if (side * side != rows || side % spec.factor != 0) {
+        *why = absl::StrCat("pixel_shuffle with factor ", spec.factor,
                             " needs a square number of rows whose side is a multiple of ",
-                            l.spec.factor, ", got ", rows, " rows");
+                            spec.factor, ", got ", rows, " rows");
         return -1;
       }
-      const int s = side / l.spec.factor;
+      const int s = side / spec.factor;
       return s * s;
     }
     default:
@@ -237,10 +237,15 @@ int AdapterChain::OutputRows(int input_rows) const {
   std::string why;
   int rows = input_rows;
   for (const Layer& l : layers_) {
-    rows = LayerRows(l, rows, &why);
+    rows = LayerRows(l.spec, rows, &why);
     if (rows < 1) return 0;
   }
   return rows;
+}
+
+absl::Status AdapterChain::UseRunner(const AdapterFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(runner_, factory(*this));
+  return absl::OkStatus();
 }
 
 absl::Status AdapterChain::Run(absl::Span<const float> in, int rows, std::vector<float>* out,
@@ -250,6 +255,18 @@ absl::Status AdapterChain::Run(absl::Span<const float> in, int rows, std::vector
     return absl::InvalidArgumentError(
         absl::StrCat("adapter input has ", in.size(), " values, expected ", rows, " rows x ",
                      input_dim_, " = ", static_cast<size_t>(rows) * input_dim_));
+  if (runner_) {
+    int out_rows = rows;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      std::string why;
+      out_rows = LayerRows(layers_[i].spec, out_rows, &why);
+      if (out_rows < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(i, layers_[i].spec), ": ", why));
+      }
+    }
+    out->resize(static_cast<size_t>(out_rows) * output_dim_);
+    return runner_->Run(in.data(), rows, out_rows, out->data());
+  }
   std::optional<cpu::ThreadPool> local;
   if (pool == nullptr) pool = &local.emplace(1);
   cpu::LinearRunner runner(pool);  // per call: its packing scratch is not shared
@@ -258,7 +275,7 @@ absl::Status AdapterChain::Run(absl::Span<const float> in, int rows, std::vector
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     std::string why;
-    const int t_out = LayerRows(l, t, &why);
+    const int t_out = LayerRows(l.spec, t, &why);
     if (t_out < 1) return absl::InvalidArgumentError(absl::StrCat(Where(i, l.spec), ": ", why));
     const size_t d_in = l.in_dim, d_out = l.out_dim;
     switch (l.spec.op) {

@@ -4,6 +4,7 @@
 // Every official ModRWKV adapter is a preset of this one chain (see the presets below).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -94,6 +95,22 @@ AdapterSpec PixelShuffleProjectorC();
 // generation B VisualAdapter with the conv's kernel and stride changed.
 AdapterSpec ConvCompressionAdapter(int kernel, int stride);
 
+class AdapterChain;
+
+// An adapter chain run somewhere other than this CPU (a GPU: encoders/cuda). Thread-safe.
+class AdapterRunner {
+ public:
+  virtual ~AdapterRunner() = default;
+  // in: [rows][input_dim] host rows -> out: [out_rows][output_dim] host rows, out_rows being
+  // AdapterChain::OutputRows(rows) >= 1.
+  virtual absl::Status Run(const float* in, int rows, int out_rows, float* out) const = 0;
+};
+
+// Builds a runner for a chain, or declines (a null runner: the chain stays on the CPU) when it
+// has a layer the runner does not run.
+using AdapterFactory =
+    std::function<absl::StatusOr<std::unique_ptr<AdapterRunner>>(const AdapterChain& chain)>;
+
 // An adapter chain bound to its weights (converted to f32 and packed at Create). Immutable after
 // Create; Run is const and keeps its scratch per call, so concurrent Runs from different threads,
 // each with its own ThreadPool, are safe.
@@ -116,6 +133,12 @@ class AdapterChain {
   absl::Status Run(absl::Span<const float> in, int rows, std::vector<float>* out,
                    cpu::ThreadPool* pool) const;
 
+  // From now on Run goes through `factory`'s runner, unless it declines. Call before the chain
+  // is shared between threads. The CPU weights stay (the runner reads them when it is built).
+  absl::Status UseRunner(const AdapterFactory& factory);
+  // Whether Run goes through a runner (UseRunner), not the CPU.
+  bool placed() const { return runner_ != nullptr; }
+
   struct Layer {
     AdapterLayerSpec spec;
     int in_dim = 0;
@@ -127,13 +150,15 @@ class AdapterChain {
     // transformer_encoder_layer's tensors (shared, immutable: layers are moved, never mutated).
     std::shared_ptr<const TransformerLayerWeights> transformer;
   };
+  const std::vector<Layer>& layers() const { return layers_; }
+  // Rows out of a layer for `rows` in; -1 with *why set when impossible.
+  static int LayerRows(const AdapterLayerSpec& spec, int rows, std::string* why);
 
  private:
   AdapterChain() = default;
-  // Rows out of layer `l` for `rows` in; -1 with *why set when impossible.
-  static int LayerRows(const Layer& l, int rows, std::string* why);
 
   std::vector<Layer> layers_;
+  std::unique_ptr<AdapterRunner> runner_;  // UseRunner; null: on the CPU
   int input_dim_ = 0;
   int output_dim_ = 0;
 };

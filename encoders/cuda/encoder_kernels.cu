@@ -22,6 +22,8 @@ __device__ __forceinline__ float Activate(float x, BiasActivation act) {
       return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
     case BiasActivation::kQuickGelu:
       return x / (1.0f + expf(-1.702f * x));
+    case BiasActivation::kRelu:
+      return x > 0.0f ? x : 0.0f;
   }
   return x;
 }

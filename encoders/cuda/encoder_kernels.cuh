@@ -14,8 +14,8 @@
 
 namespace modrwkv::encoders::cuda {
 
-// transformer_ops.h's Activation, plus none.
-enum class BiasActivation { kNone, kGeluErf, kGeluTanh, kQuickGelu };
+// transformer_ops.h's Activation, plus none and ReLU (the adapters').
+enum class BiasActivation { kNone, kGeluErf, kGeluTanh, kQuickGelu, kRelu };
 
 // y[r][i] = act(y[r][i] + bias[i]) over rows x n (no bias when bias is null).
 absl::Status LaunchBiasActivation(cudaStream_t stream, float* y, int64_t rows, int n,

@@ -54,6 +54,8 @@ class AudioPipeline : public ItemEncoder {
   // The same for the encoder's stem (its convolutions: everything before the layers).
   bool stem_placed() const { return whisper_ ? whisper_->stem_placed() : wavlm_->stem_placed(); }
   int dim() const { return adapter_->output_dim(); }
+  // Whether the adapter runs through a runner (on a GPU), not on the CPU.
+  bool adapter_placed() const { return adapter_->placed(); }
   double max_seconds() const { return decode_.limits.max_seconds; }
   // Prompt rows per second of audio after the adapter (for GetModelInfo).
   double rows_per_second() const;

@@ -11,6 +11,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/loader/model_loader.h"
 #if MODRWKV_HAVE_CUDA
+#include "encoders/cuda/cuda_adapter.h"
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
@@ -55,7 +56,7 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
   return fallback;
 }
 
-// Where the encoders' transformer layers and stems run: on the language
+// Where the encoders' transformer layers and stems, and the adapters, run: on the language
 // model's GPU when it has one (null factories: on the CPU).
 struct EncoderLayers {
   LayerStackFactory towers;  // SigLIP, CLIP, Whisper
@@ -63,6 +64,7 @@ struct EncoderLayers {
   WhisperStemFactory whisper_stem;
   WavlmLayerFactory wavlm;
   WavlmStemFactory wavlm_stem;
+  AdapterFactory adapter;  // declines the chains it cannot run
 };
 absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_options) {
   MODRWKV_ASSIGN_OR_RETURN(const int device, model_options.CudaDevice());
@@ -74,6 +76,7 @@ absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_optio
     e.vision_stem = cuda::CudaVisionStem::Factory(device);
     e.whisper_stem = cuda::CudaWhisperStem::Factory(device);
     e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
+    e.adapter = cuda::CudaAdapter::Factory(device);
   }
 #endif
   (void)device;  // without the CUDA backend the loader has already refused a device
@@ -108,6 +111,7 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
   }
   MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AdapterChain> adapter,
                            AdapterChain::Create(spec, ckpt.tensors(), layout.adapter_prefix));
+  if (layers.adapter) MODRWKV_RETURN_IF_ERROR(adapter->UseRunner(layers.adapter));
   std::string id = absl::StrFormat("%s|%s|%016x", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint);
   MODRWKV_ASSIGN_OR_RETURN(
@@ -126,6 +130,7 @@ absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
   }
   MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AdapterChain> adapter,
                            AdapterChain::Create(spec, ckpt.tensors(), layout.adapter_prefix));
+  if (layers.adapter) MODRWKV_RETURN_IF_ERROR(adapter->UseRunner(layers.adapter));
   std::string id = absl::StrFormat("%s|%s|%016x|%s", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint, AdapterSpecToJson(spec));
   // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.

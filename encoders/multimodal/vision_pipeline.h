@@ -28,6 +28,8 @@ class VisionPipeline : public ItemEncoder {
 
   int rows_per_image() const { return rows_; }
   int dim() const { return adapter_->output_dim(); }
+  // Whether the adapter runs through a runner (on a GPU), not on the CPU.
+  bool adapter_placed() const { return adapter_->placed(); }
   const VisionTower& tower() const { return *tower_; }
   const DecodeOptions& decode_options() const { return decode_; }
 

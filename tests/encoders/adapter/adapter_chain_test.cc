@@ -334,6 +334,66 @@ TEST(AdapterChain, RejectsInputOfTheWrongSize) {
   EXPECT_THAT(st.message(), HasSubstr("expected 2 rows x 40 = 80"));
 }
 
+// A runner standing in for a GPU's: it records its calls and writes rows that name their place.
+class PatternRunner final : public AdapterRunner {
+ public:
+  explicit PatternRunner(int dim) : dim(dim) {}
+  absl::Status Run(const float* in, int rows, int out_rows, float* out) const override {
+    calls.push_back({rows, out_rows});
+    first_in = in[0];
+    for (int64_t i = 0; i < int64_t{out_rows} * dim; ++i) out[i] = 0.5f * i;
+    return absl::OkStatus();
+  }
+  const int dim;
+  mutable std::vector<std::pair<int, int>> calls;
+  mutable float first_in = 0;
+};
+
+// With a runner, Run hands it the rows and the row count the chain gives, and returns what it
+// writes; rows the chain cannot take are refused before it, naming the layer. A factory that
+// declines leaves the chain on the CPU.
+TEST(AdapterChain, ARunnerGetsTheRowsAndItsOutputIsTheChains) {
+  Tensors t = ConvMlp(40, 3, 72, /*bias=*/false);
+  auto chain = AdapterChain::Create(VisionAdapterB(true), t.views, "");
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  const PatternRunner* runner = nullptr;
+  ASSERT_TRUE(
+      (*chain)
+          ->UseRunner([&](const AdapterChain& c) -> absl::StatusOr<std::unique_ptr<AdapterRunner>> {
+            EXPECT_EQ(c.layers().size(), 5u);
+            auto r = std::make_unique<PatternRunner>(c.output_dim());
+            runner = r.get();
+            return std::unique_ptr<AdapterRunner>(std::move(r));
+          })
+          .ok());
+  EXPECT_TRUE((*chain)->placed());
+  std::vector<float> in(17 * 40, 0.25f), out;
+  ASSERT_TRUE((*chain)->Run(in, 17, &out, nullptr).ok());
+  ASSERT_EQ(runner->calls.size(), 1u);
+  EXPECT_EQ(runner->calls[0], std::make_pair(17, 8));  // conv k3 s2: (17 - 3) / 2 + 1
+  EXPECT_EQ(runner->first_in, 0.25f);
+  ASSERT_EQ(out.size(), 8u * 72);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 0.5f * i);
+  const absl::Status few = (*chain)->Run(std::vector<float>(2 * 40), 2, &out, nullptr);
+  EXPECT_THAT(few.message(), HasSubstr("needs at least 3 rows, got 2"));
+  EXPECT_EQ(runner->calls.size(), 1u);
+
+  auto plain = AdapterChain::Create(VisionAdapterB(true), t.views, "");
+  auto declined = AdapterChain::Create(VisionAdapterB(true), t.views, "");
+  ASSERT_TRUE(plain.ok() && declined.ok());
+  ASSERT_TRUE(
+      (*declined)
+          ->UseRunner([](const AdapterChain&) -> absl::StatusOr<std::unique_ptr<AdapterRunner>> {
+            return std::unique_ptr<AdapterRunner>();
+          })
+          .ok());
+  EXPECT_FALSE((*declined)->placed());
+  std::vector<float> a, b;
+  ASSERT_TRUE((*plain)->Run(in, 17, &a, nullptr).ok());
+  ASSERT_TRUE((*declined)->Run(in, 17, &b, nullptr).ok());
+  EXPECT_EQ(a, b);
+}
+
 TEST(AdapterChain, ConcurrentRunsAgree) {
   auto ckpt = Checkpoint::Open(kDir + "vision_b_conv.safetensors");
   ASSERT_TRUE(ckpt.ok());

@@ -3,8 +3,9 @@
 // of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image), the
 // Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip) and WavLM base+ (12 layers
 // of 768, 1499 rows per 30 s clip; batch 1); each again with its stem (the patch embedding, the
-// convolutions) on the GPU too. Prints ms per item both ways and the GPU's share: what its layers
-// reach against the measured f32 SGEMM rate (they run f32, without TF32).
+// convolutions) on the GPU too; then a 1.5B model's adapters (generation A, vision and speech).
+// Prints ms per item both ways and the GPU's share: what its layers reach against the measured
+// f32 SGEMM rate (they run f32, without TF32).
 //
 //   cuda_encoder_bench [--batches=1,4] [--threads=N (default: every core)] [--device=0]
 #include <cuda_runtime.h>
@@ -14,10 +15,14 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "encoders/adapter/adapter_chain.h"
+#include "encoders/adapter/adapter_random.h"
+#include "encoders/cuda/cuda_adapter.h"
 #include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
@@ -185,6 +190,34 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
         const double a,
         Best(3, [&] { return all_gpu->Forward(audio, 1, samples, absl::MakeSpan(out), &pool); }));
     Row("WavLM base+ (30 s), stem on the GPU too", 1, c, a, on_cpu->FlopsPerClip(samples), sgemm);
+  }
+  // The adapters of a 1.5B model (C = 2048): generation A's vision adapter over SigLIP2-base's
+  // 576 rows, its speech adapter over Whisper-small's 1500.
+  for (const auto& [name, spec, widths, rows] :
+       {std::tuple{"vision adapter A, 1.5B (576 rows)", VisionAdapterA(),
+                   std::vector<int>{4096, 2048}, 576},
+        std::tuple{"speech adapter A, 1.5B (1500 rows)", SpeechAdapterA(2),
+                   std::vector<int>{4096, 4096, 2048}, 1500}}) {
+    const std::vector<OwnedTensor> w = MakeRandomAdapterWeights(spec, 768, widths, 1);
+    MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, AdapterChain::Create(spec, ViewsOf(w), ""));
+    MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, AdapterChain::Create(spec, ViewsOf(w), ""));
+    MODRWKV_RETURN_IF_ERROR(on_gpu->UseRunner(CudaAdapter::Factory(device)));
+    double flops = 0;
+    for (int t = rows; const AdapterChain::Layer& l : on_cpu->layers()) {
+      std::string why;
+      const int t_out = AdapterChain::LayerRows(l.spec, t, &why);
+      if (l.spec.op == AdapterOp::kLinear || l.spec.op == AdapterOp::kConv1d) {
+        flops += 2.0 * t_out * l.out_dim * l.w.cols;  // w: [out][kernel * in]
+      }
+      t = t_out;
+    }
+    const std::vector<float> in(static_cast<size_t>(rows) * 768, 0.1f);
+    std::vector<float> out;
+    MODRWKV_ASSIGN_OR_RETURN(const double c,
+                             Best(2, [&] { return on_cpu->Run(in, rows, &out, &pool); }));
+    MODRWKV_ASSIGN_OR_RETURN(const double g,
+                             Best(5, [&] { return on_gpu->Run(in, rows, &out, &pool); }));
+    Row(name, 1, c, g, flops, sgemm);
   }
   return absl::OkStatus();
 }

@@ -30,28 +30,10 @@
 #include "engine/cpu/thread_pool.h"
 #include "engine/cuda/cuda_check.h"
 #include "gtest/gtest.h"
+#include "tests/encoders/cuda/check_util.h"
 
 namespace modrwkv::encoders::cuda {
 namespace {
-
-bool HaveDevice() {
-  absl::StatusOr<int> n = modrwkv::cuda::CudaDeviceCount();
-  return n.ok() && *n > 0;
-}
-
-// max |a - b| over the standard deviation of a.
-double RelErr(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double mean = 0, var = 0, err = 0;
-  for (float v : a) mean += v;
-  mean /= a.size();
-  for (float v : a) var += (v - mean) * (v - mean);
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    err = std::max(err, std::abs(double(a[i]) - b[i]));
-    if (!std::isfinite(b[i])) return INFINITY;
-  }
-  return err / (std::sqrt(var / a.size()) + 1e-30);
-}
 
 std::vector<float> Uniform(size_t n, std::mt19937* g, float scale) {
   std::uniform_real_distribution<float> d(-scale, scale);

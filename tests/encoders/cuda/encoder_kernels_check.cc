@@ -13,17 +13,13 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
 #include "gtest/gtest.h"
+#include "tests/encoders/cuda/check_util.h"
 
 namespace modrwkv::encoders::cuda {
 namespace {
 
 using modrwkv::cuda::AllocDevice;
 using modrwkv::cuda::DeviceBuffer;
-
-bool HaveDevice() {
-  absl::StatusOr<int> n = modrwkv::cuda::CudaDeviceCount();
-  return n.ok() && *n > 0;
-}
 
 std::vector<float> Uniform(size_t n, uint32_t seed, float lo, float hi) {
   std::mt19937 g(seed);
