@@ -3,8 +3,9 @@
 // layer there — cuBLAS SGEMMs for the projections and, one strided batch per sequence, for the
 // attention products over all heads; LayerNorm, bias, activation and softmax as kernels — and
 // copies the rows back. f32 throughout (no TF32): the CPU's results up to the order of float
-// sums. Runs are serialised (one stream, one scratch, grown to the largest batch seen); the
-// patch embedding or convolutions, position embeddings and the final LayerNorm stay on the CPU.
+// sums. Runs are serialised (one stream, one scratch, grown to the largest batch seen). What
+// comes before the layers is the stem runners' (cuda_vision_stem.h, cuda_whisper_stem.h) or the
+// CPU's; the final LayerNorm stays on the CPU.
 #pragma once
 
 #include <memory>

@@ -129,8 +129,8 @@ class WavlmEncoder {
   double FlopsPerClip(int num_samples) const;
 
   // From now on the transformer layers run through `factory`'s runner (on a GPU:
-  // encoders/cuda); the rest of Forward stays on the CPU, and the CPU copy of the layers is
-  // freed. Call before the encoder is shared between threads.
+  // encoders/cuda); the rest of Forward stays on the CPU (but for the stem: UseStem), and the
+  // CPU copy of the layers is freed. Call before the encoder is shared between threads.
   absl::Status UseLayerStack(const WavlmLayerFactory& factory);
   // Whether the layers run through a runner (UseLayerStack), not on the CPU.
   bool layers_placed() const { return layer_stack_ != nullptr; }

@@ -87,8 +87,8 @@ class WhisperEncoder {
   double FlopsPerClip() const;
 
   // From now on the encoder layers run through `factory`'s runner (on a GPU: encoders/cuda);
-  // the rest of Forward stays on the CPU, and the CPU copy of the layers is freed. Call before
-  // the encoder is shared between threads.
+  // the rest of Forward stays on the CPU (but for the stem: UseStem), and the CPU copy of the
+  // layers is freed. Call before the encoder is shared between threads.
   absl::Status UseLayerStack(const LayerStackFactory& factory);
   // Whether the layers run through a runner (UseLayerStack), not on the CPU.
   bool layers_placed() const { return layer_stack_ != nullptr; }
