@@ -232,15 +232,20 @@ int AdapterChain::LayerRows(const AdapterLayerSpec& spec, int rows, std::string*
   }
 }
 
-int AdapterChain::OutputRows(int input_rows) const {
-  if (input_rows < 1) return 0;
-  std::string why;
+absl::StatusOr<int> AdapterChain::CheckedOutputRows(int input_rows) const {
   int rows = input_rows;
-  for (const Layer& l : layers_) {
-    rows = LayerRows(l.spec, rows, &why);
-    if (rows < 1) return 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    std::string why;
+    rows = LayerRows(layers_[i].spec, rows, &why);
+    if (rows < 1)
+      return absl::InvalidArgumentError(absl::StrCat(Where(i, layers_[i].spec), ": ", why));
   }
   return rows;
+}
+
+int AdapterChain::OutputRows(int input_rows) const {
+  if (input_rows < 1) return 0;
+  return CheckedOutputRows(input_rows).value_or(0);
 }
 
 absl::Status AdapterChain::UseRunner(const AdapterFactory& factory) {
@@ -256,14 +261,7 @@ absl::Status AdapterChain::Run(absl::Span<const float> in, int rows, std::vector
         absl::StrCat("adapter input has ", in.size(), " values, expected ", rows, " rows x ",
                      input_dim_, " = ", static_cast<size_t>(rows) * input_dim_));
   if (runner_) {
-    int out_rows = rows;
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      std::string why;
-      out_rows = LayerRows(layers_[i].spec, out_rows, &why);
-      if (out_rows < 1) {
-        return absl::InvalidArgumentError(absl::StrCat(Where(i, layers_[i].spec), ": ", why));
-      }
-    }
+    MODRWKV_ASSIGN_OR_RETURN(const int out_rows, CheckedOutputRows(rows));
     out->resize(static_cast<size_t>(out_rows) * output_dim_);
     return runner_->Run(in.data(), rows, out_rows, out->data());
   }

@@ -156,6 +156,8 @@ class AdapterChain {
 
  private:
   AdapterChain() = default;
+  // OutputRows, or the error naming the first layer that cannot take its rows.
+  absl::StatusOr<int> CheckedOutputRows(int input_rows) const;
 
   std::vector<Layer> layers_;
   std::unique_ptr<AdapterRunner> runner_;  // UseRunner; null: on the CPU

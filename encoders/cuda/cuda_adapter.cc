@@ -94,14 +94,13 @@ absl::Status CudaAdapter::Run(const float* in, int rows, int out_rows, float* ou
     const int n = t[i], n_out = t[i + 1];
     switch (l.spec.op) {
       case AdapterOp::kConv1d: {
-        ConvWindows w;
-        w.in_frames = n;
-        w.out_frames = n_out;
-        w.kernel = l.spec.kernel;
-        w.stride = l.spec.stride;
-        w.pad = l.spec.padding;
-        w.ld = l.in_dim;
-        w.channels = l.in_dim;
+        const ConvWindows w{.in_frames = n,
+                            .out_frames = n_out,
+                            .kernel = l.spec.kernel,
+                            .stride = l.spec.stride,
+                            .pad = l.spec.padding,
+                            .ld = l.in_dim,
+                            .channels = l.in_dim};
         MODRWKV_RETURN_IF_ERROR(
             dev.Conv1d(l.w.get(), l.out_dim, w, cur, next, l.out_dim, &s_.cols));
         MODRWKV_RETURN_IF_ERROR(

@@ -108,15 +108,14 @@ absl::Status CudaWavlmStem::RunClip(const float* clip, int num_samples, float* x
   float* bufs[2] = {s_.a.get(), s_.b.get()};
   for (size_t i = 0; i < convs_.size(); ++i) {
     const Conv& cv = convs_[i];
-    ConvWindows w;
-    w.in_frames = frames;
-    w.out_frames = (frames - cv.kernel) / cv.stride + 1;
-    w.kernel = cv.kernel;
-    w.stride = cv.stride;
-    w.ld = cv.in;
-    w.channels = cv.in;
+    const int rows = (frames - cv.kernel) / cv.stride + 1;
+    const ConvWindows w{.in_frames = frames,
+                        .out_frames = rows,
+                        .kernel = cv.kernel,
+                        .stride = cv.stride,
+                        .ld = cv.in,
+                        .channels = cv.in};
     float* dst = bufs[i % 2];
-    const int rows = w.out_frames;
     MODRWKV_RETURN_IF_ERROR(dev.Conv1d(cv.w.get(), cv.out, w, src, dst, cv.out, &s_.cols));
     if (group && i == 0) {
       if (cv.bias) {
@@ -152,13 +151,12 @@ absl::Status CudaWavlmStem::RunClip(const float* clip, int num_samples, float* x
   // x += GELU(pos_conv(x) + bias): group g reads and writes its D/G columns; output t reads
   // input rows t - K/2 .. t - K/2 + K - 1 (PyTorch's extra output of an even kernel dropped).
   const int groups = c.num_conv_pos_embedding_groups, cg = d / groups;
-  ConvWindows w;
-  w.in_frames = frames;
-  w.out_frames = frames;
-  w.kernel = c.num_conv_pos_embeddings;
-  w.pad = w.kernel / 2;
-  w.ld = d;
-  w.channels = cg;
+  const ConvWindows w{.in_frames = frames,
+                      .out_frames = frames,
+                      .kernel = c.num_conv_pos_embeddings,
+                      .pad = c.num_conv_pos_embeddings / 2,
+                      .ld = d,
+                      .channels = cg};
   float* pos = s_.pos.get();
   for (int g = 0; g < groups; ++g) {
     MODRWKV_RETURN_IF_ERROR(

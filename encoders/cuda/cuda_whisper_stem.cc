@@ -49,21 +49,16 @@ absl::Status CudaWhisperStem::Run(const float* mel, int batch, float* x) const {
   MODRWKV_RETURN_IF_ERROR(s_.x.Reserve(rows * d));
   MODRWKV_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(s_.mel.get(), mel, batch * clip * sizeof(float), cudaMemcpyHostToDevice, st));
-  ConvWindows w1;  // the clip's mel bins: channel-major, t frames
-  w1.in_frames = w1.out_frames = t;
-  w1.kernel = 3;
-  w1.pad = 1;
-  w1.ld = 1;
-  w1.channels = m;
-  w1.channel_stride = t;
-  ConvWindows w2;  // conv1's rows: time-major
-  w2.in_frames = t;
-  w2.out_frames = p;
-  w2.kernel = 3;
-  w2.stride = 2;
-  w2.pad = 1;
-  w2.ld = d;
-  w2.channels = d;
+  // conv1 reads the clip's mel bins, channel-major (t frames apart); conv2 conv1's rows.
+  const ConvWindows w1{.in_frames = t,
+                       .out_frames = t,
+                       .kernel = 3,
+                       .pad = 1,
+                       .ld = 1,
+                       .channels = m,
+                       .channel_stride = t};
+  const ConvWindows w2{
+      .in_frames = t, .out_frames = p, .kernel = 3, .stride = 2, .pad = 1, .ld = d, .channels = d};
   for (int b = 0; b < batch; ++b) {
     float* xb = s_.x.get() + static_cast<int64_t>(b) * p * d;
     MODRWKV_RETURN_IF_ERROR(

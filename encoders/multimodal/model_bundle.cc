@@ -58,21 +58,21 @@ int32_t SpecialToken(const Tokenizer* tokenizer, int32_t id, const std::string& 
 
 // Where the encoders' transformer layers and stems, and the adapters, run: on the language
 // model's GPU when it has one (null factories: on the CPU).
-struct EncoderLayers {
-  LayerStackFactory towers;  // SigLIP, CLIP, Whisper
+struct EncoderPlacement {
+  LayerStackFactory towers;  // the layers of SigLIP, CLIP, Whisper
   VisionStemFactory vision_stem;
   WhisperStemFactory whisper_stem;
-  WavlmLayerFactory wavlm;
+  WavlmLayerFactory wavlm_layers;
   WavlmStemFactory wavlm_stem;
   AdapterFactory adapter;  // declines the chains it cannot run
 };
-absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_options) {
+absl::StatusOr<EncoderPlacement> PlaceEncoders(const ModelOptions& model_options) {
   MODRWKV_ASSIGN_OR_RETURN(const int device, model_options.CudaDevice());
-  EncoderLayers e;
+  EncoderPlacement e;
 #if MODRWKV_HAVE_CUDA
   if (device >= 0) {
     e.towers = cuda::CudaLayerStack::Factory(device);
-    e.wavlm = cuda::CudaWavlmLayers::Factory(device);
+    e.wavlm_layers = cuda::CudaWavlmLayers::Factory(device);
     e.vision_stem = cuda::CudaVisionStem::Factory(device);
     e.whisper_stem = cuda::CudaWhisperStem::Factory(device);
     e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
@@ -86,7 +86,7 @@ absl::StatusOr<EncoderLayers> PlaceEncoderLayers(const ModelOptions& model_optio
 absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
     const std::string& folder, const VisionManifest& vm, const CheckpointLayout& layout,
     const Checkpoint& ckpt, const DecodeOptions& decode, uint64_t fingerprint,
-    const EncoderLayers& layers) {
+    const EncoderPlacement& placed) {
   VisionTowerOptions to;
   to.feature_layer = vm.feature_layer;
   to.drop_class_token = vm.drop_class_token;
@@ -100,8 +100,8 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
   } else {
     MODRWKV_ASSIGN_OR_RETURN(tower, VisionTower::Load(folder, to));
   }
-  if (layers.towers) MODRWKV_RETURN_IF_ERROR(tower->UseLayerStack(layers.towers));
-  if (layers.vision_stem) MODRWKV_RETURN_IF_ERROR(tower->UseStem(layers.vision_stem));
+  if (placed.towers) MODRWKV_RETURN_IF_ERROR(tower->UseLayerStack(placed.towers));
+  if (placed.vision_stem) MODRWKV_RETURN_IF_ERROR(tower->UseStem(placed.vision_stem));
   MODRWKV_ASSIGN_OR_RETURN(
       PreprocessConfig pre,
       LoadPreprocessorConfig((fs::path(folder) / "preprocessor_config.json").string()));
@@ -111,7 +111,7 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
   }
   MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AdapterChain> adapter,
                            AdapterChain::Create(spec, ckpt.tensors(), layout.adapter_prefix));
-  if (layers.adapter) MODRWKV_RETURN_IF_ERROR(adapter->UseRunner(layers.adapter));
+  if (placed.adapter) MODRWKV_RETURN_IF_ERROR(adapter->UseRunner(placed.adapter));
   std::string id = absl::StrFormat("%s|%s|%016x", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint);
   MODRWKV_ASSIGN_OR_RETURN(
@@ -123,21 +123,21 @@ absl::StatusOr<std::shared_ptr<const VisionPipeline>> OpenVision(
 absl::StatusOr<std::shared_ptr<const AudioPipeline>> OpenAudio(
     const std::string& folder, const AudioManifest& am, const CheckpointLayout& layout,
     const Checkpoint& ckpt, const AudioDecodeOptions& decode, uint64_t fingerprint,
-    const EncoderLayers& layers) {
+    const EncoderPlacement& placed) {
   AdapterSpec spec = layout.adapter;
   if (!am.adapter_json.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(spec, ParseAdapterSpec(am.adapter_json));
   }
   MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AdapterChain> adapter,
                            AdapterChain::Create(spec, ckpt.tensors(), layout.adapter_prefix));
-  if (layers.adapter) MODRWKV_RETURN_IF_ERROR(adapter->UseRunner(layers.adapter));
+  if (placed.adapter) MODRWKV_RETURN_IF_ERROR(adapter->UseRunner(placed.adapter));
   std::string id = absl::StrFormat("%s|%s|%016x|%s", fs::absolute(folder).string(),
                                    layout.adapter_prefix, fingerprint, AdapterSpecToJson(spec));
   // Encoder weights inside the checkpoint are not read for audio yet: the folder's are used.
-  MODRWKV_ASSIGN_OR_RETURN(
-      std::unique_ptr<AudioPipeline> p,
-      AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id),
-                          {layers.towers, layers.whisper_stem, layers.wavlm, layers.wavlm_stem}));
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<AudioPipeline> p,
+                           AudioPipeline::Load(folder, std::move(adapter), decode, std::move(id),
+                                               {placed.towers, placed.whisper_stem,
+                                                placed.wavlm_layers, placed.wavlm_stem}));
   return std::shared_ptr<const AudioPipeline>(std::move(p));
 }
 
@@ -201,7 +201,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     return b;
   }
   if (b.layout.generation == 'T') return b;  // text only
-  MODRWKV_ASSIGN_OR_RETURN(const EncoderLayers layers, PlaceEncoderLayers(model_options));
+  MODRWKV_ASSIGN_OR_RETURN(const EncoderPlacement placed, PlaceEncoders(model_options));
   // The checkpoint holds one adapter; which encoder feeds it is what the user names. Generation
   // A's speech adapter starts with a convolution over the encoder's rows.
   const bool speech_adapter = b.layout.generation == 'A' && !b.layout.adapter.layers.empty() &&
@@ -212,7 +212,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   if (!audio_folder.empty()) {
     MODRWKV_ASSIGN_OR_RETURN(b.audio,
                              OpenAudio(audio_folder, am, b.layout, *ckpt, options.audio_decode,
-                                       b.model->info().fingerprint, layers));
+                                       b.model->info().fingerprint, placed));
     if (b.audio->dim() != b.model->config().n_embd) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "the audio adapter gives rows of width %d but the language model's width is %d",
@@ -233,7 +233,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     return b;
   }
   MODRWKV_ASSIGN_OR_RETURN(b.vision, OpenVision(folder, vm, b.layout, *ckpt, options.decode,
-                                                b.model->info().fingerprint, layers));
+                                                b.model->info().fingerprint, placed));
   if (b.vision->dim() != b.model->config().n_embd) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the vision adapter gives rows of width %d but the language model's width is %d",

@@ -45,8 +45,8 @@ absl::StatusOr<std::unique_ptr<VisionTower>> VisionTower::Create(
   TensorView flat = *patch;  // Conv2d [D,C,p,p] as [D, C*p*p]: im2col order (c, ky, kx)
   flat.shape = {d, c * p * p};
   t->stem_.patch = cpu::MakeMatrix(flat, false, cpu::WType::kF32, cpu::Layout::kPanels);
-  MODRWKV_ASSIGN_OR_RETURN(
-      t->stem_.pos, src.Floats("embeddings.position_embedding.weight", {config.num_positions(), d}));
+  MODRWKV_ASSIGN_OR_RETURN(t->stem_.pos, src.Floats("embeddings.position_embedding.weight",
+                                                    {config.num_positions(), d}));
   if (clip) {
     MODRWKV_ASSIGN_OR_RETURN(t->stem_.class_emb, src.Floats("embeddings.class_embedding", {d}));
     MODRWKV_ASSIGN_OR_RETURN(t->stem_.pre_ln_w, src.Floats("pre_layrnorm.weight", {d}));

@@ -178,6 +178,16 @@ absl::StatusOr<std::vector<OwnedTensor>> MakeRandomRwkv7(const RandomModelSpec& 
   return b.Take();
 }
 
+std::vector<float> F32Values(const std::vector<OwnedTensor>& tensors, const std::string& name) {
+  std::vector<float> v;
+  for (const OwnedTensor& t : tensors) {
+    if (t.name != name || t.dtype != DType::kF32) continue;
+    v.resize(t.bytes.size() / 4);
+    std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+  }
+  return v;
+}
+
 std::map<std::string, TensorView> ViewsOf(const std::vector<OwnedTensor>& tensors) {
   std::map<std::string, TensorView> views;
   for (const OwnedTensor& t : tensors) {

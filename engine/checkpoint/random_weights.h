@@ -43,4 +43,7 @@ absl::StatusOr<std::vector<OwnedTensor>> MakeRandomRwkv7(const RandomModelSpec& 
 // Views over owned tensors, in the form checkpoint readers produce.
 std::map<std::string, TensorView> ViewsOf(const std::vector<OwnedTensor>& tensors);
 
+// The values of the f32 tensor `name` of `tensors` (empty when there is none).
+std::vector<float> F32Values(const std::vector<OwnedTensor>& tensors, const std::string& name);
+
 }  // namespace modrwkv

@@ -174,14 +174,13 @@ float WindowValue(const std::vector<float>& x, const ConvWindows& w, int64_t off
 TEST(EncoderKernelsTest, Im2ColCopiesEveryWindowWithItsPadding) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
-  ConvWindows w;
-  w.in_frames = 23;
-  w.kernel = 5;
-  w.stride = 2;
-  w.pad = 2;
-  w.out_frames = 12;
-  w.ld = 12;
-  w.channels = 4;
+  const ConvWindows w{.in_frames = 23,
+                      .out_frames = 12,
+                      .kernel = 5,
+                      .stride = 2,
+                      .pad = 2,
+                      .ld = 12,
+                      .channels = 4};
   const std::vector<float> x = Uniform(static_cast<size_t>(w.in_frames) * w.ld, 21, -1, 1);
   const int t0 = 3, rows = 9, width = w.kernel * w.channels;
   std::vector<float> want(static_cast<size_t>(rows) * width);
@@ -213,53 +212,40 @@ TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
     int out;
     int64_t offset, ldy, slice_floats;
   };
-  std::vector<Case> cases;
-  {
-    Case c;  // WavLM's positional convolution: group 2 of 4 (8 channels), kernel 6, pad 3
-    c.w.in_frames = c.w.out_frames = 30;
-    c.w.kernel = 6;
-    c.w.pad = 3;
-    c.w.ld = 32;
-    c.w.channels = 8;
-    c.out = 8;
-    c.offset = 16;
-    c.ldy = 32;
-    c.slice_floats = 7 * 48;  // 7 rows a slice: 5 slices, the last of 2 rows
-    cases.push_back(c);
-  }
-  {
-    Case c;  // a feature encoder's strided layer: kernel 3, stride 2, overlapping windows
-    c.w.in_frames = 41;
-    c.w.kernel = 3;
-    c.w.stride = 2;
-    c.w.out_frames = (41 - 3) / 2 + 1;
-    c.w.ld = c.w.channels = 6;
-    c.out = 5;
-    c.offset = 0;
-    c.ldy = 5;
-    c.slice_floats = EncoderDevice::kConvSliceFloats;
-    cases.push_back(c);
-  }
-  {
-    Case c = cases.back();  // kernel 2, stride 2: the windows are the input's rows, in place
-    c.w.kernel = 2;
-    c.w.out_frames = (41 - 2) / 2 + 1;
-    cases.push_back(c);
-  }
-  {
-    Case c;  // Whisper's conv1: channel-major input (mel bins), kernel 3, pad 1
-    c.w.in_frames = c.w.out_frames = 20;
-    c.w.kernel = 3;
-    c.w.pad = 1;
-    c.w.ld = 1;
-    c.w.channels = 5;
-    c.w.channel_stride = 20;
-    c.out = 4;
-    c.offset = 0;
-    c.ldy = 4;
-    c.slice_floats = EncoderDevice::kConvSliceFloats;
-    cases.push_back(c);
-  }
+  constexpr int64_t kWhole = EncoderDevice::kConvSliceFloats;
+  const std::vector<Case> cases = {
+      // WavLM's positional convolution: group 2 of 4 (8 channels), kernel 6, pad 3; 7 rows a
+      // slice: 5 slices, the last of 2 rows.
+      {{.in_frames = 30, .out_frames = 30, .kernel = 6, .pad = 3, .ld = 32, .channels = 8},
+       8,
+       16,
+       32,
+       7 * 48},
+      // A feature encoder's strided layer: kernel 3, stride 2, overlapping windows.
+      {{.in_frames = 41, .out_frames = 20, .kernel = 3, .stride = 2, .ld = 6, .channels = 6},
+       5,
+       0,
+       5,
+       kWhole},
+      // Kernel 2, stride 2: the windows are the input's rows, read in place.
+      {{.in_frames = 41, .out_frames = 20, .kernel = 2, .stride = 2, .ld = 6, .channels = 6},
+       5,
+       0,
+       5,
+       kWhole},
+      // Whisper's conv1: channel-major input (mel bins), kernel 3, pad 1.
+      {{.in_frames = 20,
+        .out_frames = 20,
+        .kernel = 3,
+        .pad = 1,
+        .ld = 1,
+        .channels = 5,
+        .channel_stride = 20},
+       4,
+       0,
+       4,
+       kWhole},
+  };
   uint32_t seed = 30;
   for (const Case& c : cases) {
     const int width = c.w.kernel * c.w.channels;

@@ -150,17 +150,6 @@ absl::StatusOr<WavlmConfig> SmallConfig() {
       "num_conv_pos_embedding_groups": 4})");
 }
 
-// The f32 values of the tensor `name` of `weights` (empty when there is none).
-std::vector<float> TensorFloats(const std::vector<OwnedTensor>& weights, const std::string& name) {
-  std::vector<float> v;
-  for (const OwnedTensor& t : weights) {
-    if (t.name != name) continue;
-    v.resize(t.bytes.size() / 4);
-    std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
-  }
-  return v;
-}
-
 // A runner standing in for a GPU's: it records what Forward hands it and adds `add` to the rows.
 class RecordingRunner final : public WavlmLayerRunner {
  public:
@@ -189,7 +178,7 @@ TEST(WavlmEncoderTest, ALayerRunnerGetsTheLayersRowsAndRelativeBias) {
   ASSERT_TRUE(config.ok()) << config.status();
   const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 2);
   const std::vector<float> embed =  // [buckets][heads]
-      TensorFloats(weights, "encoder.layers.0.attention.rel_attn_embed.weight");
+      F32Values(weights, "encoder.layers.0.attention.rel_attn_embed.weight");
   ASSERT_EQ(embed.size(), 32u * 2);
   std::vector<const RecordingRunner*> runners;
   auto factory = [&](float add) -> WavlmLayerFactory {
@@ -254,8 +243,8 @@ TEST(WavlmEncoderTest, AStemRunnerGetsTheClipsAndItsRowsFeedTheLayers) {
   auto config = SmallConfig();
   ASSERT_TRUE(config.ok()) << config.status();
   const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 3);
-  const std::vector<float> ln_w = TensorFloats(weights, "encoder.layer_norm.weight"),
-                           ln_b = TensorFloats(weights, "encoder.layer_norm.bias");
+  const std::vector<float> ln_w = F32Values(weights, "encoder.layer_norm.weight"),
+                           ln_b = F32Values(weights, "encoder.layer_norm.bias");
   ASSERT_EQ(ln_w.size(), 32u);
   auto e = WavlmEncoder::Create(*config, ViewsOf(weights), "");
   ASSERT_TRUE(e.ok()) << e.status();

@@ -208,15 +208,8 @@ TEST(WhisperEncoderTest, AStemRunnerGetsTheMelAndItsRowsFeedTheLayers) {
       "max_source_positions": 10})");
   ASSERT_TRUE(c.ok()) << c.status();
   const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(*c, 6);
-  std::vector<float> ln_w, ln_b;
-  for (const OwnedTensor& t : weights) {
-    std::vector<float>* dst = t.name == "layer_norm.weight" ? &ln_w
-                              : t.name == "layer_norm.bias" ? &ln_b
-                                                            : nullptr;
-    if (dst == nullptr) continue;
-    dst->resize(t.bytes.size() / 4);
-    std::memcpy(dst->data(), t.bytes.data(), t.bytes.size());
-  }
+  const std::vector<float> ln_w = F32Values(weights, "layer_norm.weight"),
+                           ln_b = F32Values(weights, "layer_norm.bias");
   ASSERT_EQ(ln_w.size(), 32u);
   auto enc = WhisperEncoder::Create(*c, ViewsOf(weights), "");
   ASSERT_TRUE(enc.ok()) << enc.status();
