@@ -125,6 +125,8 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --sparse-ffn=off --batches=1,4,8 --prefill=128
     step 45 "cuda_bench (1.5B, bf16 weights, weights loaded after each wait: what early loads save)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --early-loads=off --batches=1,4,8 --prefill=128
+    step 45 "cuda_bench (1.5B, bf16 weights, LoRA up-projections launched on their own: what fusing them saves)" \
+      "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --fused-lora-up=off --batches=1,4,8 --prefill=128
     # The measurements that decide the next work on the unmet targets (prefill, batch-1 decode)
     # come right after the 1.5B figures; then the rest of the table.
     step 45 "cuda_bench (1.5B, bf16 weights: where prefill and decode steps spend their time)" \

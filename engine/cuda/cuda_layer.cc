@@ -150,15 +150,30 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
                   {&L.v2, s_.hv.get(), s_.v_gate.get()}};
   const size_t lora = first ? 3 : 4;  // layer 0 has no value LoRA
   MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(down, 3 + lora), R, "r, k, v, LoRA down"));
-  MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(up, lora), R, "LoRA up"));
+  // A decode step of few rows computes the up-projections in its fused kernel (LoraUp).
+  const bool fuse_up = fused_lora_up_ && R == E && R < kTensorCoreRows;
+  if (!fuse_up) {
+    MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(up, lora), R, "LoRA up"));
+  }
   const ActivationsOut y_out = tc ? ActivationsOut::Half(*half_, s_.y_h.get()) : s_.y.get();
   if (R == E) {  // a decode step: the three kernels below as one (wkv_decode.cuh)
-    Mark("wkv (prepare, recurrence, group norm, gate)");
     const TimeMixRows rows{s_.r.get(), s_.w.get(),       s_.a.get(),      s_.k.get(),
                            s_.v.get(), s_.v_first.get(), s_.v_gate.get(), s_.g.get()};
     const TimeMixParams params{V(kW0), V(kA0), V(kKK), V(kKA), V(kV0), V(kRK), V(kLnxW), V(kLnxB)};
-    MODRWKV_RETURN_IF_ERROR(
-        LaunchWkv7Decode(st, wkv, slots, E, H, slot_stride, 64 * 64, rows, params, first, y_out));
+    std::optional<LoraUp> lora_up;
+    if (fuse_up) {
+      auto matrix = [](const Matrix& m, const float* hidden) {
+        return LoraUpMatrix{m.half.get(), hidden, m.in};
+      };
+      lora_up = LoraUp{*half_, matrix(L.w2, s_.hw.get()), matrix(L.a2, s_.ha.get()),
+                       matrix(L.g2, s_.hg.get()), matrix(L.v2, s_.hv.get())};
+      Mark("wkv (LoRA up, prepare, recurrence, group norm, gate)",
+           2.0 * C * (L.w2.in + L.a2.in + L.g2.in + (first ? 0 : L.v2.in)));
+    } else {
+      Mark("wkv (prepare, recurrence, group norm, gate)");
+    }
+    MODRWKV_RETURN_IF_ERROR(LaunchWkv7Decode(st, wkv, slots, E, H, slot_stride, 64 * 64, rows,
+                                             params, first, y_out, lora_up ? &*lora_up : nullptr));
   } else {
     Mark("prepare wkv");
     MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, s_.w.get(), V(kW0), s_.a.get(), V(kA0),

@@ -18,6 +18,7 @@
 #include "engine/cuda/rwkv7_ops.cuh"
 #include "engine/cuda/sample.cuh"
 #include "engine/cuda/to_half.cuh"
+#include "engine/cuda/wkv_decode.cuh"
 
 namespace modrwkv::cuda {
 namespace {
@@ -219,6 +220,19 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
       decode_bytes += mat_bytes * m->out * m->in;
     }
     decode_bytes += 4LL * C * kNumVec;
+  }
+  // The fused decode kernel's up-projections: 16-byte rows of weights, hidden rows that fit its
+  // shared memory (every released shape does).
+  fused_lora_up_ = options.cuda_fused_lora_up && half_.has_value();
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const Layer& l = layers_[li];
+    int hidden = 0;
+    for (const Matrix* m : {&l.w2, &l.a2, &l.g2, &l.v2}) {
+      if (m == &l.v2 && li == 0) continue;  // layer 0 has no value LoRA
+      if (m->in % 8 != 0) fused_lora_up_ = false;
+      hidden += m->in;
+    }
+    if (hidden > kMaxLoraUpHidden) fused_lora_up_ = false;
   }
   info_.decode_bytes_per_token = decode_bytes;
   info_.weight_bytes = decode_bytes;  // the embedding table is in host memory

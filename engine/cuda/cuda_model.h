@@ -249,6 +249,8 @@ class CudaModel final : public Model {
   bool graphs_enabled_ = false;
   WkvForm wkv_form_ = WkvForm::kAuto;  // ModelOptions::cuda_chunked_wkv
   bool sparse_ffn_ = false;            // ModelOptions::sparse_ffn, with 16-bit weights
+  // ModelOptions::cuda_fused_lora_up, with 16-bit weights and LoRA dims the kernel takes.
+  bool fused_lora_up_ = false;
   std::map<GraphKey, GraphExec> graphs_;
   std::map<GraphKey, int> graph_seen_;
   DeviceBuffer<uint8_t> cublas_workspace_;  // fixed, so that captured products stay valid

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "engine/cuda/gemv_half.cuh"
 #include "engine/cuda/to_half.cuh"
 
 namespace modrwkv::cuda {
@@ -39,6 +40,28 @@ struct TimeMixRows {
   const float* g;
 };
 
+// One LoRA up-projection computed by the fused kernel itself: out[b][c] = sum_d
+// widen(weights[c][d])
+// * hidden[b][d], summed in f32.
+struct LoraUpMatrix {
+  const uint16_t* weights = nullptr;  // [C][dim] 16-bit, out-major, 16-byte aligned
+  const float* hidden = nullptr;      // [B][dim]: the down-projection's output, activated
+  int dim = 0;                        // a multiple of 8
+};
+
+// A layer's four up-projections (the decay's, the ICLR's, the gate's and, after the first layer,
+// the value residual's), for a decode step of few sequences with 16-bit weights: there they are
+// a launch of their own that reads ~1 MB (1.5B) and writes four rows the fused kernel reads back,
+// while each block of the fused kernel needs only its head's 64 rows of each matrix. Given, the
+// kernel computes rows.w, rows.a, rows.g and rows.v_gate itself (those pointers are then not
+// read and may be null); the weights, which no kernel writes, are sent to L2 before its wait.
+struct LoraUp {
+  HalfType type = HalfType::kBF16;
+  LoraUpMatrix w, a, g, v;  // v is ignored in the first layer
+};
+// The most hidden floats (the four dims summed) the fused kernel stages in shared memory.
+constexpr int kMaxLoraUpHidden = 4096;
+
 // For each sequence b < B and head h < H (head size 64):
 //   w = Decay(w + w0); a = sigmoid(a + a0); kk = L2-normalised (k * k_k) per head;
 //   k' = KeyWithIclr(k, a, k_a); first layer: v_first = v, v' = v; later layers:
@@ -47,14 +70,15 @@ struct TimeMixRows {
 //   y = (GroupNorm(out) * gn_w + gn_b + sum_j(r k' r_k) * v') * g, per head.
 // A sequence with slot_of_seq[b] < 0 (padding) has no state: its y row is zeros. y: [B][C], f32
 // or rounded for a tensor-core product (ActivationsOut).
-// Strides as LaunchWkv7's (elements of the pool's type). InvalidArgument for inconsistent sizes.
+// Strides as LaunchWkv7's (elements of the pool's type). With `up`, w, a, g and v_gate come from
+// the up-projections (LoraUp) instead of rows. InvalidArgument for inconsistent sizes.
 absl::Status LaunchWkv7Decode(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq,
                               int B, int H, int64_t slot_stride, int64_t head_stride,
                               const TimeMixRows& rows, const TimeMixParams& params,
-                              bool first_layer, ActivationsOut y);
+                              bool first_layer, ActivationsOut y, const LoraUp* up = nullptr);
 absl::Status LaunchWkv7Decode(cudaStream_t stream, __half* state_pool, const int32_t* slot_of_seq,
                               int B, int H, int64_t slot_stride, int64_t head_stride,
                               const TimeMixRows& rows, const TimeMixParams& params,
-                              bool first_layer, ActivationsOut y);
+                              bool first_layer, ActivationsOut y, const LoraUp* up = nullptr);
 
 }  // namespace modrwkv::cuda

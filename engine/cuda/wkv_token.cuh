@@ -22,8 +22,10 @@ constexpr int kStaged = 6;
 template <int N>
 constexpr int kTileFloats = N*(N + 1);
 
+// LoadTile in its two halves, for a kernel with more to do between them: the head's state into
+// the tile, then (after a barrier the caller places) each thread's row out of it.
 template <int N, typename S>
-__device__ __forceinline__ void LoadTile(const S* head, float* tile, float (&s)[N]) {
+__device__ __forceinline__ void StateToTile(const S* head, float* tile) {
   constexpr int V = kRowVector<S>;
 #pragma unroll
   for (int k = 0; k < N / V; ++k) {
@@ -33,9 +35,19 @@ __device__ __forceinline__ void LoadTile(const S* head, float* tile, float (&s)[
 #pragma unroll
     for (int q = 0; q < V; ++q) tile[(e / N) * (N + 1) + e % N + q] = v[q];
   }
-  __syncthreads();
+}
+
+template <int N>
+__device__ __forceinline__ void TileToRow(const float* tile, float (&s)[N]) {
 #pragma unroll
   for (int j = 0; j < N; ++j) s[j] = tile[threadIdx.x * (N + 1) + j];
+}
+
+template <int N, typename S>
+__device__ __forceinline__ void LoadTile(const S* head, float* tile, float (&s)[N]) {
+  StateToTile<N>(head, tile);
+  __syncthreads();
+  TileToRow<N>(tile, s);
 }
 
 template <int N, typename S>

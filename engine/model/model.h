@@ -155,6 +155,11 @@ struct ModelOptions {
   // The CUDA backend walks long prompts' recurrence in chunks of 16 tokens (engine/cuda/wkv.cuh,
   // WkvForm); off: token by token, as a decode step does. Ignored by the CPU backend.
   bool cuda_chunked_wkv = true;
+  // With 16-bit weights, a decode step of fewer than 16 sequences computes each layer's LoRA
+  // up-projections inside its fused time-mixing kernel (engine/cuda/wkv_decode.cuh, LoraUp)
+  // instead of launching them as products of their own; off: their own launch. Ignored by the
+  // CPU backend.
+  bool cuda_fused_lora_up = true;
   // Decode steps of a few sequences read only the channel mix's value weights whose input (a
   // relu^2 activation) is not zero in some sequence: about half of them with random weights,
   // fewer with trained ones. The CPU backend keeps a second, input-major copy of each value

@@ -15,7 +15,7 @@
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
 //              [--graphs=on|off] [--overlap=on|off] [--early-loads=on|off]
-//              [--chunked-wkv=on|off]
+//              [--chunked-wkv=on|off] [--fused-lora-up=on|off]
 //              [--sparse-ffn=on|off] [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
@@ -30,6 +30,8 @@
 // --early-loads=off has the few-row products load their weights only after the wait for the
 // kernel before them (launch.h, EarlyWeightLoads), to measure what loading them earlier saves.
 // --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
+// --fused-lora-up=off launches a few-row decode step's LoRA up-projections as products of their
+// own instead of computing them in the fused time-mixing kernel (ModelOptions::cuda_fused_lora_up).
 // --sparse-ffn=off reads every value weight in decode steps (ModelOptions::sparse_ffn; random
 // weights leave half of the channel mix's activations zero, trained ones more).
 // --smoke=on measures the device's limits at small sizes (figures that mean nothing): with
@@ -86,6 +88,7 @@ struct Args {
   bool overlap = true;
   bool early_loads = true;
   bool chunked_wkv = true;
+  bool fused_lora_up = true;
   bool sparse_ffn = true;
   bool breakdown = false;
   bool kernels = false;
@@ -121,6 +124,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
                                                       {"overlap", &a.overlap},
                                                       {"early-loads", &a.early_loads},
                                                       {"chunked-wkv", &a.chunked_wkv},
+                                                      {"fused-lora-up", &a.fused_lora_up},
                                                       {"sparse-ffn", &a.sparse_ffn},
                                                       {"kernels", &a.kernels},
                                                       {"smoke", &a.smoke},
@@ -583,6 +587,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     o.state_type = state == "f16" ? ModelOptions::StateType::kF16 : ModelOptions::StateType::kF32;
     o.cuda_graphs = args.graphs;
     o.cuda_chunked_wkv = args.chunked_wkv;
+    o.cuda_fused_lora_up = args.fused_lora_up;
     o.sparse_ffn = args.sparse_ffn;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here

@@ -46,6 +46,26 @@ RandomModelSpec SmallSpec(uint64_t seed, DType dtype = DType::kF32, int n_layer 
   return spec;
 }
 
+// Options for the bf16 tests: `slots` slots, one CPU thread, bf16 weights.
+ModelOptions Bf16Options(int slots) {
+  ModelOptions o;
+  o.num_slots = slots;
+  o.threads = 1;
+  o.weight_type = ModelOptions::WeightType::kBF16;
+  return o;
+}
+
+// A step of every sequence: tokens[s] into slot s, logits out.
+std::vector<StepEntry> EntriesFor(const std::vector<std::vector<int32_t>>& tokens) {
+  std::vector<StepEntry> entries(tokens.size());
+  for (size_t s = 0; s < tokens.size(); ++s) {
+    entries[s].slot = static_cast<int>(s);
+    entries[s].inputs = {InputRowsView::Tokens(tokens[s])};
+    entries[s].output = StepOutput::kLogits;
+  }
+  return entries;
+}
+
 TEST(CudaModelTest, WithoutADeviceCreateIsFailedPrecondition) {
   if (HaveDevice()) GTEST_SKIP() << "a CUDA device is present";
   RandomModelSpec spec;
@@ -613,10 +633,7 @@ TEST(CudaOverlapTest, OverlappedLaunchesChangeNoResult) {
 #endif
   const RandomModelSpec spec = SmallSpec(41, DType::kBF16, 2, 1024);
   auto tensors = MakeRandomRwkv7(spec).value();
-  ModelOptions o;
-  o.num_slots = 4;
-  o.threads = 1;
-  o.weight_type = ModelOptions::WeightType::kBF16;
+  ModelOptions o = Bf16Options(4);
   int major = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
   // Each run: a 15-row and a 40-row prefill (few-row kernel and tensor cores), then decode steps
@@ -689,10 +706,7 @@ TEST(CudaBf16Test, Bf16WeightsMatchTheCpusBf16) {
   const RandomModelSpec spec = SmallSpec(11, DType::kBF16);
   auto tensors = MakeRandomRwkv7(spec);
   ASSERT_TRUE(tensors.ok()) << tensors.status();
-  ModelOptions o;
-  o.num_slots = 2;
-  o.threads = 1;
-  o.weight_type = ModelOptions::WeightType::kBF16;
+  const ModelOptions o = Bf16Options(2);
   auto cpu = cpu::CpuModel::Create(ViewsOf(*tensors), o).value();
   auto gpu = CudaModel::Create(ViewsOf(*tensors), o, 0);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
@@ -729,10 +743,7 @@ TEST(CudaBf16Test, DecodeStepsOfManySequencesMatchTheCpusBf16) {
   const RandomModelSpec spec = SmallSpec(14, DType::kBF16);
   auto tensors = MakeRandomRwkv7(spec).value();
   constexpr int kSeqs = 20;
-  ModelOptions o;
-  o.num_slots = kSeqs;
-  o.threads = 1;
-  o.weight_type = ModelOptions::WeightType::kBF16;
+  const ModelOptions o = Bf16Options(kSeqs);
   auto cpu = cpu::CpuModel::Create(ViewsOf(tensors), o).value();
   auto gpu = CudaModel::Create(ViewsOf(tensors), o, 0).value();
   std::vector<std::vector<int32_t>> tokens(kSeqs);
@@ -740,13 +751,8 @@ TEST(CudaBf16Test, DecodeStepsOfManySequencesMatchTheCpusBf16) {
     tokens[s] = {(s * 37 + 1) % 1024, (s * 11 + 5) % 1024, (s * 53 + 9) % 1024};
   }
   for (int step = 0; step < 4; ++step) {  // the 3-token prompts, then three decode steps
-    std::vector<StepEntry> entries(kSeqs);
-    for (int s = 0; s < kSeqs; ++s) {
-      if (step > 0) tokens[s] = {(s * 29 + step * 7) % 1024};
-      entries[s].slot = s;
-      entries[s].inputs = {InputRowsView::Tokens(tokens[s])};
-      entries[s].output = StepOutput::kLogits;
-    }
+    for (int s = 0; s < kSeqs && step > 0; ++s) tokens[s] = {(s * 29 + step * 7) % 1024};
+    const std::vector<StepEntry> entries = EntriesFor(tokens);
     std::vector<StepResult> cr, gr;
     ASSERT_TRUE(cpu->Step(entries, &cr).ok());
     const absl::Status st = gpu->Step(entries, &gr);
@@ -756,6 +762,53 @@ TEST(CudaBf16Test, DecodeStepsOfManySequencesMatchTheCpusBf16) {
           << "step " << step << ", sequence " << s;
     }
   }
+}
+
+// A decode step of fewer than 16 sequences with 16-bit weights computes each layer's LoRA
+// up-projections inside the fused time-mixing kernel (ModelOptions::cuda_fused_lora_up); off,
+// they are a product launch of their own. Prompts and then decode steps of three sequences on
+// both and on the CPU's bf16: the two GPU models differ only in the order of the
+// up-projections' sums, and the op profile shows which path ran.
+TEST(CudaBf16Test, FusedLoraUpMatchesItsOwnLaunch) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const RandomModelSpec spec = SmallSpec(15, DType::kBF16, 3);
+  auto tensors = MakeRandomRwkv7(spec).value();
+  constexpr int kSeqs = 3;
+  ModelOptions o = Bf16Options(kSeqs);
+  auto cpu = cpu::CpuModel::Create(ViewsOf(tensors), o).value();
+  auto fused = CudaModel::Create(ViewsOf(tensors), o, 0).value();
+  o.cuda_fused_lora_up = false;
+  auto separate = CudaModel::Create(ViewsOf(tensors), o, 0).value();
+  std::vector<std::vector<int32_t>> tokens(kSeqs);
+  for (int s = 0; s < kSeqs; ++s) tokens[s] = {(s * 37 + 1) % 1024, (s * 11 + 5) % 1024};
+  for (int step = 0; step < 4; ++step) {  // the 2-token prompts, then three decode steps
+    for (int s = 0; s < kSeqs && step > 0; ++s) tokens[s] = {(s * 29 + step * 7) % 1024};
+    const std::vector<StepEntry> entries = EntriesFor(tokens);
+    const bool profile = step == 3;
+    fused->set_op_profile(profile);
+    separate->set_op_profile(profile);
+    std::vector<StepResult> cr, fr, sr;
+    ASSERT_TRUE(cpu->Step(entries, &cr).ok());
+    ASSERT_TRUE(fused->Step(entries, &fr).ok());
+    ASSERT_TRUE(separate->Step(entries, &sr).ok());
+    for (int s = 0; s < kSeqs; ++s) {
+      EXPECT_LT(CudaVsCpuTest::RelErr(sr[s].logits, fr[s].logits), 1e-4)
+          << "step " << step << ", sequence " << s;
+      EXPECT_LT(CudaVsCpuTest::RelErr(cr[s].logits, fr[s].logits), 1e-3)
+          << "step " << step << ", sequence " << s;
+    }
+  }
+  auto fused_profile = fused->TakeOpProfile();
+  auto separate_profile = separate->TakeOpProfile();
+  ASSERT_TRUE(fused_profile.ok()) << fused_profile.status();
+  ASSERT_TRUE(separate_profile.ok()) << separate_profile.status();
+  std::map<std::string, int> fused_ops, separate_ops;
+  for (const CudaModel::OpTime& t : *fused_profile) ++fused_ops[t.op];
+  for (const CudaModel::OpTime& t : *separate_profile) ++separate_ops[t.op];
+  EXPECT_FALSE(fused_ops.count("LoRA up"));
+  EXPECT_TRUE(fused_ops.count("wkv (LoRA up, prepare, recurrence, group norm, gate)"));
+  EXPECT_TRUE(separate_ops.count("LoRA up"));
+  EXPECT_TRUE(separate_ops.count("wkv (prepare, recurrence, group norm, gate)"));
 }
 
 // fp16 weights (--dtype f16): against the CPU's f32 on the same random model (whose weights are
