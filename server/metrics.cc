@@ -232,6 +232,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
           .Register(r);
   evicted_capacity_ = &evictions.Add({{"reason", "cold_capacity"}});
   evicted_ttl_ = &evictions.Add({{"reason", "ttl"}});
+  sparse_ffn_inputs_ = counter(
+      "modrwkv_sparse_ffn_inputs_total",
+      "Inputs of the channel mix's value products that may skip zero activations (decode steps "
+      "of few sequences, --sparse-ffn; counted by the CPU backend).");
+  sparse_ffn_inputs_read_ =
+      counter("modrwkv_sparse_ffn_inputs_read_total",
+              "Of modrwkv_sparse_ffn_inputs_total, those whose weights were read (nonzero in some "
+              "sequence): the ratio is the share of value weights those steps read.");
   step_errors_ = counter("modrwkv_step_errors_total",
                          "Model steps that failed (their requests ended with INTERNAL).");
   overflows_ = counter("modrwkv_stream_buffer_overflows_total",
@@ -307,6 +315,13 @@ void Metrics::Refresh() {
   sessions_hot_->Set(st.sessions_hot);
   sessions_cold_->Set(st.sessions_cold);
   cold_tier_bytes_->Set(static_cast<double>(st.cold_tier_bytes));
+  // The model's counters are totals since it was built: the counters take what they add.
+  auto catch_up = [](prometheus::Counter* c, int64_t total) {
+    const double add = static_cast<double>(total) - c->Value();
+    if (add > 0) c->Increment(add);
+  };
+  catch_up(sparse_ffn_inputs_, st.model.sparse_ffn_inputs);
+  catch_up(sparse_ffn_inputs_read_, st.model.sparse_ffn_inputs_read);
 }
 
 void Metrics::OnRpcDone(absl::string_view method, grpc::StatusCode code) {

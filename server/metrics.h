@@ -117,7 +117,8 @@ class Metrics : public SchedulerObserver {
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
       *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,
-      *shared_stored_, *shared_resumed_, *shared_errors_, *prefix_tokens_saved_;
+      *shared_stored_, *shared_resumed_, *shared_errors_, *prefix_tokens_saved_,
+      *sparse_ffn_inputs_, *sparse_ffn_inputs_read_;
   std::function<void(const absl::Status&)> step_error_log_, engine_failed_handler_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;

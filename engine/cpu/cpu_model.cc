@@ -75,6 +75,12 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   return m;
 }
 
+ModelCounters CpuModel::counters() const {
+  // The runner's only products that may skip zeros are the value products (RunSkippingZeros).
+  const LinearRunner::SparseCounts& c = linear_.sparse_counts();
+  return {c.inputs, c.read};
+}
+
 absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_ffn) {
   auto mat = [wt](const WeightRef& ref, Layout layout = Layout::kPanels) {
     return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, layout) : Matrix{};

@@ -27,6 +27,7 @@ class CpuModel final : public Model {
   absl::Status CopySlot(int src, int dst) override;
   absl::Status ReadSlot(int slot, absl::Span<float> out) const override;
   absl::Status WriteSlot(int slot, absl::Span<const float> in) override;
+  ModelCounters counters() const override;
 
   int threads() const { return pool_->size(); }
 

@@ -73,6 +73,16 @@ struct ModelDescription {
   uint64_t fingerprint = 0;  // identifies the weights (FingerprintRwkv7); guards state import
 };
 
+// What a backend has counted since it was built (read on the thread that steps it).
+struct ModelCounters {
+  // The channel mix's value products that could skip zero relu^2 activations
+  // (ModelOptions::sparse_ffn: decode steps of few rows): their inputs, and how many of those
+  // had their weights read (nonzero in some row of the step). read / inputs is the fraction of
+  // those products' value weights a step read: ~0.5 with random weights, less with trained ones.
+  int64_t sparse_ffn_inputs = 0;
+  int64_t sparse_ffn_inputs_read = 0;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -107,6 +117,9 @@ class Model {
   // context is lost to a sticky CUDA error), that error, for good: the scheduler then ends every
   // request and refuses new ones, and the server turns readiness off. The CPU backend has none.
   virtual absl::Status Health() const { return absl::OkStatus(); }
+  // Counters since the model was built; zeros for what a backend does not count (the CUDA
+  // backend's sparse product finds its nonzero inputs on the device and counts nothing).
+  virtual ModelCounters counters() const { return {}; }
 };
 
 // A Step error that concerns one entry only and left every slot untouched (the backend checks

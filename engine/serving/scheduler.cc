@@ -624,6 +624,7 @@ class Scheduler::Impl {
     s.sessions_hot = tiers.hot;
     s.sessions_cold = tiers.cold;
     s.cold_tier_bytes = tiers.host_bytes;
+    s.model = model_->counters();
     std::lock_guard<std::mutex> l(mu_);
     s.waiting += static_cast<int>(inbox_.size());
     s.queued_prompt_tokens = queued_tokens_;

@@ -138,6 +138,7 @@ struct SchedulerStats {
   int slots_used = 0, slots_total = 0;
   int sessions_hot = 0, sessions_cold = 0;
   int64_t cold_tier_bytes = 0;  // host memory of the cold tier (StatePool::TierStats)
+  ModelCounters model;          // the model's counters after the last step
   bool draining = false;
 };
 

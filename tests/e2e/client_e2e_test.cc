@@ -161,6 +161,12 @@ TEST_F(ClientE2eTest, LoadgenCountsEveryRequest) {
   EXPECT_NE(r.out.find("prompt 4 tokens (2 shared) | output 5 tokens x 2"), std::string::npos)
       << r.out;
   EXPECT_EQ(ScrapeMetric(*server_, "modrwkv_generated_tokens_total") - generated0, 3 * 2 * 5);
+  // Their decode steps, of few sequences, counted the value products' inputs that could be
+  // skipped (--sparse-ffn, on by default) and those that were read.
+  const double sparse_inputs = ScrapeMetric(*server_, "modrwkv_sparse_ffn_inputs_total");
+  EXPECT_GT(sparse_inputs, 0);
+  EXPECT_GT(ScrapeMetric(*server_, "modrwkv_sparse_ffn_inputs_read_total"), 0);
+  EXPECT_LE(ScrapeMetric(*server_, "modrwkv_sparse_ffn_inputs_read_total"), sparse_inputs);
 
   // Prompts over a server's admission bound are refused: counted as failed, exit code 1. (Such a
   // server must still warm up and become ready: its warm-up prompts fit the bound.)

@@ -101,6 +101,28 @@ TEST(MetricsTest, ScrapesReadTheAttachedStats) {
   EXPECT_TRUE(Has(t, "modrwkv_state_slots_total 8"));
 }
 
+// The model's counters are totals since it was built; the exported counters follow them
+// across scrapes.
+TEST(MetricsTest, ModelCountersBecomeCounters) {
+  auto m = Metrics::Create("").value();
+  ModelCounters c;
+  m->AttachStats([&c] {
+    SchedulerStats s;
+    s.model = c;
+    return s;
+  });
+  c = {1000, 400};
+  m->Refresh();
+  std::string t = Text(*m);
+  EXPECT_TRUE(Has(t, "modrwkv_sparse_ffn_inputs_total 1000")) << t;
+  EXPECT_TRUE(Has(t, "modrwkv_sparse_ffn_inputs_read_total 400")) << t;
+  c = {3000, 1000};
+  m->Refresh();
+  t = Text(*m);
+  EXPECT_TRUE(Has(t, "modrwkv_sparse_ffn_inputs_total 3000")) << t;
+  EXPECT_TRUE(Has(t, "modrwkv_sparse_ffn_inputs_read_total 1000")) << t;
+}
+
 // Shutdown detaches the scheduler and then destroys it: a scrape that is still reading its stats
 // must be over when the detach returns.
 TEST(MetricsTest, DetachingWaitsForTheScrapeInProgress) {

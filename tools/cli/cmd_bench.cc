@@ -40,6 +40,9 @@ struct CaseResult {
   double prefill_tps = 0, prefill_gflops = 0;
   std::vector<std::pair<int, double>> decode_tps;  // batch -> aggregate tokens/s
   double roofline_tps = 0;                         // batch-1 bound from weight bytes/bandwidth
+  // The share of the value products' weights that batch-1 decode read (Model::counters: the
+  // sparse value product skips zero activations); < 0 where nothing was counted.
+  double sparse_ffn_read_b1 = -1;
 };
 
 // FLOPs per prompt token: two per weight of every matrix except the embedding table and the
@@ -170,11 +173,19 @@ absl::StatusOr<CaseResult> RunCase(Model& m, const std::string& shape, const std
     for (int w = 0; w < 2; ++w) {
       if (auto st = step(); !st.ok()) return st;
     }
+    const ModelCounters before = m.counters();
     const auto t0 = Clock::now();
     for (int s = 0; s < decode_steps; ++s) {
       if (auto st = step(); !st.ok()) return st;
     }
     r.decode_tps.emplace_back(b, static_cast<double>(b) * decode_steps / Since(t0));
+    const ModelCounters after = m.counters();
+    const int64_t inputs = after.sparse_ffn_inputs - before.sparse_ffn_inputs;
+    if (b == 1 && inputs > 0) {
+      r.sparse_ffn_read_b1 =
+          static_cast<double>(after.sparse_ffn_inputs_read - before.sparse_ffn_inputs_read) /
+          inputs;
+    }
   }
   r.roofline_tps = read_gbps * 1e9 / m.info().decode_bytes_per_token;
   return r;
@@ -507,6 +518,14 @@ int RunBench(int argc, char** argv) {
     }
     std::printf(" %.1fx |\n", b1 > 0 ? bmax / b1 : 0.0);
   }
+  for (const CaseResult& r : results) {
+    if (r.sparse_ffn_read_b1 < 0) continue;
+    std::printf(
+        "\n%s %s, %d thread(s): batch-1 decode read %.1f%% of the value weights "
+        "(the rest had zero activations)",
+        r.shape.c_str(), r.dtype.c_str(), r.threads, 100 * r.sparse_ffn_read_b1);
+  }
+  std::printf("\n");
   for (const MachineLimits& l : limits) {
     std::printf(
         "\nmachine (%d thread(s)): %s; read bandwidth %.1f GB/s; sgemm 2048^3 %.1f GFLOP/s "
@@ -536,9 +555,9 @@ int RunBench(int argc, char** argv) {
           << absl::StrFormat(
                  "{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
                  "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, "
-                 "\"roofline_tps\": %.3f, \"decode_tps\": {%s}}",
+                 "\"roofline_tps\": %.3f, \"sparse_ffn_read_b1\": %.4f, \"decode_tps\": {%s}}",
                  r.shape, r.dtype, r.threads, r.prefill_tps, r.prefill_gflops, r.roofline_tps,
-                 absl::StrJoin(d, ", "));
+                 r.sparse_ffn_read_b1, absl::StrJoin(d, ", "));
     }
     out << "]}\n";
   }

@@ -343,7 +343,8 @@ TEST_F(CpuModelTest, StateMemoryBudgetSetsTheSlotCount) {
 
 // The channel mix's value product skipping zero activations (ModelOptions::sparse_ffn, on by
 // default) changes no bit: prefill, decode of one sequence and of batches on both sides of
-// kSparseMaxRows, in bf16 and int8.
+// kSparseMaxRows, in bf16 and int8. The model counts the inputs those products may skip and the
+// ones they read (Model::counters: the server's modrwkv_sparse_ffn_inputs*_total).
 TEST_F(CpuModelTest, SparseFfnChangesNoBit) {
   for (auto wt : {ModelOptions::WeightType::kBF16, ModelOptions::WeightType::kI8}) {
     std::vector<std::vector<float>> got[2];
@@ -370,6 +371,19 @@ TEST_F(CpuModelTest, SparseFfnChangesNoBit) {
           ASSERT_TRUE(m->Step(entries, &res).ok());
           for (const StepResult& r : res) out.emplace_back(r.logits.begin(), r.logits.end());
         }
+      }
+      // Steps of at most kSparseMaxRows rows: the 12 two-token prompts and the 6 decode steps of
+      // batches 1 and 3, each through every layer's value product.
+      const ModelConfig& cfg = m->info().config;
+      const int64_t inputs = 18LL * cfg.n_layer * cfg.ffn_size;
+      const ModelCounters c = m->counters();
+      EXPECT_EQ(c.sparse_ffn_inputs, sparse ? inputs : 0);
+      if (sparse) {  // random weights: about half of the relu^2 activations are zero, yet a
+        // union over 3 rows is ~90% nonzero and takes the packed copy (all counted read)
+        EXPECT_GT(c.sparse_ffn_inputs_read, inputs / 4);
+        EXPECT_LT(c.sparse_ffn_inputs_read, inputs);
+      } else {
+        EXPECT_EQ(c.sparse_ffn_inputs_read, 0);
       }
     }
     ASSERT_EQ(got[0].size(), got[1].size());
