@@ -199,6 +199,20 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
                                 typename Out::Elem* __restrict__ out) {
   AllowSuccessor();
   PrefetchParams(C, w, b, mix, mixes);
+  // The LayerNorm weight, bias and first kPreloadMixes mix vectors of this thread's first
+  // kPreload channels are the model's: in registers before the wait, so that after the sums a
+  // decode step's row has only its stores left (the L2 prefetch above serves the rest: channels
+  // beyond 2 per thread, C > 2048, and more mixes).
+  constexpr int kPreload = 2, kPreloadMixes = 6;
+  float pw[kPreload], pb[kPreload], pm[kPreload][kPreloadMixes];
+#pragma unroll
+  for (int q = 0; q < kPreload; ++q) {
+    const int c = threadIdx.x + q * blockDim.x;
+    pw[q] = c < C ? w[c] : 0.0f;
+    pb[q] = c < C ? b[c] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPreloadMixes; ++i) pm[q][i] = c < C && i < mixes ? mix[i * C + c] : 0.0f;
+  }
   WaitForPredecessor();
   float* row = DynamicShared<float>();
   __shared__ float scratch[32];
@@ -219,21 +233,33 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
   }
   const auto [mean, inv] = RowMoments(row, C, eps, scratch);
   const int64_t plane = static_cast<int64_t>(R) * C;
-  // Each thread reads a channel's shift state before it writes it.
-  auto emit = [&](int c, float state_c) {
-    const float n = (row[c] - mean) * inv * w[c] + b[c];
+  // Channel c: its normalised value into every mix, token-shifted against the state (or itself
+  // without one), then the state replaced by it. mix_at(i): mix vector i at c. Each thread reads
+  // a channel's shift state before it writes it.
+  auto emit = [&](int c, float state_c, float wc, float bc, auto mix_at) {
+    const float n = (row[c] - mean) * inv * wc + bc;
     const float pc = state != nullptr ? state_c : n;
-    for (int i = 0; i < mixes; ++i)
+#pragma unroll
+    for (int i = 0; i < kPreloadMixes; ++i) {
+      if (i < mixes) Out::Store(out, i * plane + r * C + c, math::TokenShift(n, pc, mix_at(i)));
+    }
+    for (int i = kPreloadMixes; i < mixes; ++i)
       Out::Store(out, i * plane + r * C + c, math::TokenShift(n, pc, mix[i * C + c]));
     if (state != nullptr) StoreState(state + c, n);
   };
 #pragma unroll
   for (int q = 0; q < kEarly; ++q) {
     const int c = threadIdx.x + q * blockDim.x;
-    if (c < C) emit(c, early[q]);
+    if (c >= C) continue;
+    if (q < kPreload) {
+      emit(c, early[q], pw[q], pb[q], [&](int i) { return pm[q][i]; });
+    } else {
+      emit(c, early[q], w[c], b[c], [&](int i) { return mix[i * C + c]; });
+    }
   }
   for (int c = threadIdx.x + kEarly * blockDim.x; c < C; c += blockDim.x) {
-    emit(c, state != nullptr ? LoadState(state + c) : 0.0f);
+    emit(c, state != nullptr ? LoadState(state + c) : 0.0f, w[c], b[c],
+         [&](int i) { return mix[i * C + c]; });
   }
 }
 
