@@ -155,6 +155,7 @@ TEST(AbuseE2eTest, RandomlyCancelledChatStreamsLeaveNoSlotOrSessionBehind) {
   auto converse = [&](pb::Inference::Stub* stub, grpc::Status* status) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.set_wait_for_ready(true);
     auto stream = stub->Chat(&ctx);
     std::string text;
     for (const char* msg : {"hello there", "and then?"}) {
@@ -188,6 +189,9 @@ TEST(AbuseE2eTest, RandomlyCancelledChatStreamsLeaveNoSlotOrSessionBehind) {
       for (int i = 0; i < per_thread; ++i) {
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        // A connection attempt that fails (16 channels connect at once) is retried rather than
+        // failing every stream of this thread's channel: the test is about cancels, not connects.
+        ctx.set_wait_for_ready(true);
         auto stream = stub->Chat(&ctx);
         pb::ChatResponse resp;
         const int action = static_cast<int>(rng() % 6);
