@@ -221,18 +221,12 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
     }
     decode_bytes += 4LL * C * kNumVec;
   }
-  // The fused decode kernel's up-projections: 16-byte rows of weights, hidden rows that fit its
-  // shared memory (every released shape does).
+  // The fused decode kernel's up-projections (every released shape's fit).
   fused_lora_up_ = options.cuda_fused_lora_up && half_.has_value();
-  for (size_t li = 0; li < layers_.size(); ++li) {
+  for (size_t li = 0; li < layers_.size() && fused_lora_up_; ++li) {
     const Layer& l = layers_[li];
     int hidden = 0;
-    for (const Matrix* m : {&l.w2, &l.a2, &l.g2, &l.v2}) {
-      if (m == &l.v2 && li == 0) continue;  // layer 0 has no value LoRA
-      if (m->in % 8 != 0) fused_lora_up_ = false;
-      hidden += m->in;
-    }
-    if (hidden > kMaxLoraUpHidden) fused_lora_up_ = false;
+    fused_lora_up_ = CheckLoraUpDims({l.w2.in, l.a2.in, l.g2.in, l.v2.in}, li == 0, &hidden).ok();
   }
   info_.decode_bytes_per_token = decode_bytes;
   info_.weight_bytes = decode_bytes;  // the embedding table is in host memory
@@ -748,7 +742,8 @@ void CudaModel::CollectOpProfile() {
       op_error_ = CudaStatus(e, "op profile event");
       return;
     }
-    const auto [op, bytes] = op_names_[i];
+    const char* op = op_names_[i].first;  // not a structured binding: clang 14 cannot capture one
+    const double bytes = op_names_[i].second;
     auto it = std::find_if(op_times_.begin(), op_times_.end(),
                            [&](const OpTime& t) { return t.op == op; });
     if (it == op_times_.end()) it = op_times_.insert(op_times_.end(), OpTime{op});

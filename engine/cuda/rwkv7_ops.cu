@@ -231,7 +231,9 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
     const int c = threadIdx.x + q * blockDim.x;
     early[q] = state != nullptr && c < C ? LoadState(state + c) : 0.0f;
   }
-  const auto [mean, inv] = RowMoments(row, C, eps, scratch);
+  const float2 moments = RowMoments(row, C, eps, scratch);
+  const float mean = moments.x,
+              inv = moments.y;  // captured below: clang 14 cannot capture a binding
   const int64_t plane = static_cast<int64_t>(R) * C;
   // Channel c: its normalised value into every mix, token-shifted against the state (or itself
   // without one), then the state replaced by it. mix_at(i): mix vector i at c. Each thread reads

@@ -165,32 +165,42 @@ static __global__ void __launch_bounds__(N)
 
 // ---- launchers ----
 
+constexpr const char* kLoraUpNames[4] = {"w", "a", "g", "v"};
+
+absl::Status CheckLoraUpDims(const int (&dims)[4], bool first_layer, int* hidden_floats) {
+  *hidden_floats = 0;
+  for (int q = 0; q < (first_layer ? 3 : 4); ++q) {
+    if (dims[q] <= 0 || dims[q] % 8 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("LoraUp.", kLoraUpNames[q], ".dim=", dims[q],
+                                                     ", expected a positive multiple of 8"));
+    }
+    *hidden_floats += dims[q];
+  }
+  if (*hidden_floats > kMaxLoraUpHidden) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoraUp's dims sum to ", *hidden_floats, ", at most ", kMaxLoraUpHidden));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // InvalidArgument unless `up` is complete for the layer (v only after the first) and its hidden
 // rows fit the kernel's shared memory; their floats in *hidden_floats.
 absl::Status CheckLoraUp(const LoraUp& up, bool first_layer, int* hidden_floats) {
-  *hidden_floats = 0;
   const LoraUpMatrix* m[4] = {&up.w, &up.a, &up.g, &up.v};
-  const char* names[4] = {"w", "a", "g", "v"};
   for (int q = 0; q < (first_layer ? 3 : 4); ++q) {
-    if (m[q]->weights == nullptr || m[q]->hidden == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("LaunchWkv7Decode: LoraUp.", names[q], ": null device pointer"));
-    }
-    if (m[q]->dim <= 0 || m[q]->dim % 8 != 0 ||
+    if (m[q]->weights == nullptr || m[q]->hidden == nullptr ||
         reinterpret_cast<uintptr_t>(m[q]->weights) % 16 != 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("LaunchWkv7Decode: LoraUp.", names[q], ".dim=", m[q]->dim,
-                       ", expected a positive multiple of 8 and weights 16-byte aligned"));
+          absl::StrCat("LaunchWkv7Decode: LoraUp.", kLoraUpNames[q],
+                       ": a null pointer or weights not 16-byte aligned"));
     }
-    *hidden_floats += m[q]->dim;
   }
-  if (*hidden_floats > kMaxLoraUpHidden) {
-    return absl::InvalidArgumentError(absl::StrCat("LaunchWkv7Decode: LoraUp's dims sum to ",
-                                                   *hidden_floats, ", at most ", kMaxLoraUpHidden));
-  }
-  return absl::OkStatus();
+  const absl::Status dims =
+      CheckLoraUpDims({up.w.dim, up.a.dim, up.g.dim, up.v.dim}, first_layer, hidden_floats);
+  if (dims.ok()) return dims;
+  return absl::InvalidArgumentError(absl::StrCat("LaunchWkv7Decode: ", dims.message()));
 }
 
 template <typename S>

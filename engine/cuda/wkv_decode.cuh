@@ -62,6 +62,11 @@ struct LoraUp {
 // The most hidden floats (the four dims summed) the fused kernel stages in shared memory.
 constexpr int kMaxLoraUpHidden = 4096;
 
+// Whether the fused kernel takes up-projections of these dims (w, a, g, v; v's ignored in the
+// first layer): each a positive multiple of 8 (16-byte weight rows), their sum at most
+// kMaxLoraUpHidden. InvalidArgument naming the first that does not fit; on success the sum.
+absl::Status CheckLoraUpDims(const int (&dims)[4], bool first_layer, int* hidden_floats);
+
 // For each sequence b < B and head h < H (head size 64):
 //   w = Decay(w + w0); a = sigmoid(a + a0); kk = L2-normalised (k * k_k) per head;
 //   k' = KeyWithIclr(k, a, k_a); first layer: v_first = v, v' = v; later layers:

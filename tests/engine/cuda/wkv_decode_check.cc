@@ -233,6 +233,22 @@ TEST(Wkv7DecodeLaunchTest, RejectsAnIncompleteLoraUp) {
   EXPECT_NE(message.message().find("LoraUp.v"), std::string::npos) << message;
 }
 
+TEST(Wkv7DecodeLaunchTest, LoraUpDimsTheModelChecksAtLoad) {
+  int hidden = 0;
+  // 1.5B's decay, ICLR, gate and value dims; the first layer has no value LoRA.
+  ASSERT_TRUE(CheckLoraUpDims({96, 96, 256, 64}, false, &hidden).ok());
+  EXPECT_EQ(hidden, 512);
+  ASSERT_TRUE(CheckLoraUpDims({96, 96, 256, 0}, true, &hidden).ok());
+  EXPECT_EQ(hidden, 448);
+  const absl::Status odd = CheckLoraUpDims({96, 96, 252, 64}, false, &hidden);
+  EXPECT_EQ(odd.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(odd.message().find("LoraUp.g.dim=252"), std::string::npos) << odd;
+  EXPECT_FALSE(CheckLoraUpDims({96, 96, 256, 0}, false, &hidden).ok());
+  const absl::Status big = CheckLoraUpDims({kMaxLoraUpHidden - 16, 8, 8, 8}, false, &hidden);
+  EXPECT_NE(big.message().find("sum to 4104"), std::string::npos) << big;
+  EXPECT_TRUE(CheckLoraUpDims({kMaxLoraUpHidden - 16, 8, 8, 8}, true, &hidden).ok());
+}
+
 struct UpCase {
   std::string name;
   std::vector<int32_t> slots;  // a sequence's slot; -1: padding
