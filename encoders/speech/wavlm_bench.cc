@@ -106,8 +106,8 @@ absl::StatusOr<WavlmBenchResult> BenchWavlmEncoder(const std::string& shape, int
   }
 
   const int n = 2048;
-  std::vector<float> a = WavlmRandomUniform("a", int64_t{n} * n, -1, 1, 1);
-  std::vector<float> b = WavlmRandomUniform("b", int64_t{n} * n, -1, 1, 1);
+  std::vector<float> a = RandomUniform("a", int64_t{n} * n, -1, 1, 1);
+  std::vector<float> b = RandomUniform("b", int64_t{n} * n, -1, 1, 1);
   std::vector<float> c(static_cast<size_t>(n) * n);
   auto blas = cpu::GetBlas();
   Rates sgemm, panel;

@@ -9,14 +9,9 @@
 
 #include "encoders/speech/wavlm_config.h"
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/checkpoint/random_weights.h"  // RandomUniform, the generator
 
 namespace modrwkv::encoders {
-
-// Element i of tensor `name`: float32(lo + (hi - lo) * u_i), as in docs/random-weights.md
-// (the same generator as encoders/vision/random_vit.h's RandomUniform, copied here so that
-// encoders_speech does not depend on encoders_vision).
-std::vector<float> WavlmRandomUniform(const std::string& name, int64_t n, double lo, double hi,
-                                      uint64_t seed);
 
 // Every tensor of WavLMModel, bare names (no "wavlm." prefix), f32. The positional
 // convolution's weight norm is stored as weight_g / weight_v (torch < 2.1 names).

@@ -9,12 +9,9 @@
 
 #include "encoders/vision/vit_config.h"
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/checkpoint/random_weights.h"  // RandomUniform, the generator
 
 namespace modrwkv::encoders {
-
-// Element i of tensor `name`: float32(lo + (hi - lo) * u_i), as in docs/random-weights.md.
-std::vector<float> RandomUniform(const std::string& name, int64_t n, double lo, double hi,
-                                 uint64_t seed);
 
 // Every tensor of the vision tower, bare SiglipVisionTransformer / CLIPVisionTransformer names
 // (no "vision_model." prefix, no pooling head), f32.

@@ -74,80 +74,76 @@ absl::StatusOr<RandomModelSpec> RandomSpecForShape(const std::string& shape) {
   return s;
 }
 
-namespace {
+uint64_t RandomTensorKey(uint64_t seed, const std::string& name) {
+  return SplitMix64(seed ^ Fnv1a64(name));
+}
 
-class Builder {
- public:
-  Builder(uint64_t seed, DType dtype) : seed_(seed), dtype_(dtype) {}
+std::vector<float> RandomUniform(const std::string& name, int64_t n, double lo, double hi,
+                                 uint64_t seed) {
+  const uint64_t key = RandomTensorKey(seed, name);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = RandomElement(key, i, lo, hi);
+  return v;
+}
 
-  void Add(const std::string& name, std::vector<int64_t> shape, double lo, double hi) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    OwnedTensor t;
-    t.name = name;
-    t.dtype = dtype_;
-    t.shape = std::move(shape);
-    t.bytes.resize(static_cast<size_t>(n) * DTypeSize(dtype_));
-    const uint64_t key = SplitMix64(seed_ ^ Fnv1a64(name));
-    const double scale = hi - lo;
-    uint8_t* out = t.bytes.data();
-    auto fill = [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) *
-                         (1.0 / 16777216.0);
-        const float v = static_cast<float>(lo + scale * u);
-        if (dtype_ == DType::kF32) {
-          std::memcpy(out + 4 * i, &v, 4);
-        } else {
-          const uint16_t b = F32ToBF16(v);
-          std::memcpy(out + 2 * i, &b, 2);
-        }
+void RandomTensors::Add(const std::string& name, std::vector<int64_t> shape, double lo, double hi) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  OwnedTensor t;
+  t.name = name;
+  t.dtype = dtype_;
+  t.shape = std::move(shape);
+  t.bytes.resize(static_cast<size_t>(n) * DTypeSize(dtype_));
+  const uint64_t key = RandomTensorKey(seed_, name);
+  uint8_t* out = t.bytes.data();
+  auto fill = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float v = RandomElement(key, i, lo, hi);
+      if (dtype_ == DType::kF32) {
+        std::memcpy(out + 4 * i, &v, 4);
+      } else {
+        const uint16_t b = F32ToBF16(v);
+        std::memcpy(out + 2 * i, &b, 2);
       }
-    };
-    // Every element is a function of its index alone, so large tensors (the 7.2B shape has 7e9
-    // elements) are filled by all cores, with the same bytes.
-    constexpr int64_t kPerThread = int64_t{1} << 22;
-    const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
-                                              (n + kPerThread - 1) / kPerThread);
-    if (threads <= 1) {
-      fill(0, n);
-    } else {
-      std::vector<std::thread> pool;
-      for (int64_t k = 0; k < threads; ++k)
-        pool.emplace_back(fill, n * k / threads, n * (k + 1) / threads);
-      for (std::thread& th : pool) th.join();
     }
-    tensors_.push_back(std::move(t));
+  };
+  // The 7.2B shape has 7e9 elements.
+  constexpr int64_t kPerThread = int64_t{1} << 22;
+  const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                            (n + kPerThread - 1) / kPerThread);
+  if (threads <= 1) {
+    fill(0, n);
+  } else {
+    std::vector<std::thread> pool;
+    for (int64_t k = 0; k < threads; ++k) {
+      pool.emplace_back(fill, n * k / threads, n * (k + 1) / threads);
+    }
+    for (std::thread& th : pool) th.join();
   }
+  tensors_.push_back(std::move(t));
+}
 
-  std::vector<OwnedTensor> Take() { return std::move(tensors_); }
+void RandomTensors::LayerNorm(const std::string& name, int64_t d) {
+  Add(name + ".weight", {d}, 0.8, 1.2);
+  Add(name + ".bias", {d}, -0.1, 0.1);
+}
 
- private:
-  uint64_t seed_;
-  DType dtype_;
-  std::vector<OwnedTensor> tensors_;
-};
-
-double InvSqrt(int64_t n) { return 1.0 / std::sqrt(static_cast<double>(n)); }
-
-}  // namespace
+void RandomTensors::Linear(const std::string& name, int64_t out, int64_t in, bool bias) {
+  Add(name + ".weight", {out, in}, -FanInBound(in), FanInBound(in));
+  if (bias) Add(name + ".bias", {out}, -0.1, 0.1);
+}
 
 absl::StatusOr<std::vector<OwnedTensor>> MakeRandomRwkv7(const RandomModelSpec& spec) {
   if (auto st = spec.Validate(); !st.ok()) return st;
   const int64_t C = spec.n_embd, V = spec.vocab_size, H = C / 64, N = 64, F = 4 * C;
   const LoraRanks d = LoraRanksFor(spec.n_embd);
-  Builder b(spec.seed, spec.dtype);
+  RandomTensors b(spec.seed, spec.dtype);
   b.Add("emb.weight", {V, C}, -1, 1);
   for (int i = 0; i < spec.n_layer; ++i) {
     const std::string p = absl::StrCat("blocks.", i, ".");
-    if (i == 0) {
-      b.Add(p + "ln0.weight", {C}, 0.8, 1.2);
-      b.Add(p + "ln0.bias", {C}, -0.1, 0.1);
-    }
-    b.Add(p + "ln1.weight", {C}, 0.8, 1.2);
-    b.Add(p + "ln1.bias", {C}, -0.1, 0.1);
-    b.Add(p + "ln2.weight", {C}, 0.8, 1.2);
-    b.Add(p + "ln2.bias", {C}, -0.1, 0.1);
+    if (i == 0) b.LayerNorm(p + "ln0", C);
+    b.LayerNorm(p + "ln1", C);
+    b.LayerNorm(p + "ln2", C);
     for (const char* x : {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"}) {
       b.Add(p + "att." + x, {1, 1, C}, 0, 1);
     }
@@ -159,22 +155,21 @@ absl::StatusOr<std::vector<OwnedTensor>> MakeRandomRwkv7(const RandomModelSpec& 
     b.Add(p + "att.r_k", {H, N}, -0.5, 0.5);
     const std::pair<char, int> loras[] = {{'w', d.w}, {'a', d.a}, {'v', d.v}, {'g', d.g}};
     for (const auto& [x, rank] : loras) {
-      b.Add(absl::StrCat(p, "att.", std::string(1, x), "1"), {C, rank}, -InvSqrt(C), InvSqrt(C));
-      b.Add(absl::StrCat(p, "att.", std::string(1, x), "2"), {rank, C}, -InvSqrt(rank),
-            InvSqrt(rank));
+      b.Add(absl::StrCat(p, "att.", std::string(1, x), "1"), {C, rank}, -FanInBound(C),
+            FanInBound(C));
+      b.Add(absl::StrCat(p, "att.", std::string(1, x), "2"), {rank, C}, -FanInBound(rank),
+            FanInBound(rank));
     }
     for (const char* m : {"receptance", "key", "value", "output"}) {
-      b.Add(absl::StrCat(p, "att.", m, ".weight"), {C, C}, -InvSqrt(C), InvSqrt(C));
+      b.Add(absl::StrCat(p, "att.", m, ".weight"), {C, C}, -FanInBound(C), FanInBound(C));
     }
-    b.Add(p + "att.ln_x.weight", {C}, 0.8, 1.2);
-    b.Add(p + "att.ln_x.bias", {C}, -0.1, 0.1);
+    b.LayerNorm(p + "att.ln_x", C);
     b.Add(p + "ffn.x_k", {1, 1, C}, 0, 1);
-    b.Add(p + "ffn.key.weight", {F, C}, -InvSqrt(C), InvSqrt(C));
-    b.Add(p + "ffn.value.weight", {C, F}, -InvSqrt(F), InvSqrt(F));
+    b.Add(p + "ffn.key.weight", {F, C}, -FanInBound(C), FanInBound(C));
+    b.Add(p + "ffn.value.weight", {C, F}, -FanInBound(F), FanInBound(F));
   }
-  b.Add("ln_out.weight", {C}, 0.8, 1.2);
-  b.Add("ln_out.bias", {C}, -0.1, 0.1);
-  b.Add("head.weight", {V, C}, -InvSqrt(C), InvSqrt(C));
+  b.LayerNorm("ln_out", C);
+  b.Add("head.weight", {V, C}, -FanInBound(C), FanInBound(C));
   return b.Take();
 }
 

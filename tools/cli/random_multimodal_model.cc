@@ -49,11 +49,10 @@ OwnedTensor F32(std::string name, std::vector<int64_t> shape, const std::vector<
 void AddLinear(const std::string& stem, int in, int out, uint64_t seed,
                std::vector<OwnedTensor>* tensors) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // torch's Linear init range
+  tensors->push_back(F32(stem + ".weight", {out, in},
+                         RandomUniform(stem + ".weight", int64_t{out} * in, -bound, bound, seed)));
   tensors->push_back(
-      F32(stem + ".weight", {out, in},
-          encoders::RandomUniform(stem + ".weight", int64_t{out} * in, -bound, bound, seed)));
-  tensors->push_back(F32(stem + ".bias", {out},
-                         encoders::RandomUniform(stem + ".bias", out, -bound, bound, seed)));
+      F32(stem + ".bias", {out}, RandomUniform(stem + ".bias", out, -bound, bound, seed)));
 }
 
 encoders::WhisperConfig AudioShapeConfig(const std::string& shape) {
@@ -137,10 +136,9 @@ void AddRandomSpeechAdapter(const std::string& shape, int n_embd, uint64_t seed,
   const double bound = 1.0 / std::sqrt(3.0 * d);  // torch's Conv1d init range (fan_in = d * k)
   const int64_t conv = int64_t{2} * n_embd * d * 3;
   tensors->push_back(F32(p + "conv.weight", {2 * n_embd, d, 3},
-                         encoders::RandomUniform(p + "conv.weight", conv, -bound, bound, seed)));
-  tensors->push_back(
-      F32(p + "conv.bias", {2 * n_embd},
-          encoders::RandomUniform(p + "conv.bias", 2 * n_embd, -bound, bound, seed)));
+                         RandomUniform(p + "conv.weight", conv, -bound, bound, seed)));
+  tensors->push_back(F32(p + "conv.bias", {2 * n_embd},
+                         RandomUniform(p + "conv.bias", 2 * n_embd, -bound, bound, seed)));
   AddLinear(p + "proj.0", 2 * n_embd, 2 * n_embd, seed, tensors);
   AddLinear(p + "proj.2", 2 * n_embd, n_embd, seed, tensors);
 }
@@ -194,8 +192,8 @@ void AddRandomTimer(const std::string& e, const TimerShape& t, uint64_t seed,
   const int d = t.width, f = t.ffn;
   auto weight = [&](const std::string& name, int out, int in) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    tensors->push_back(F32(name, {out, in},
-                           encoders::RandomUniform(name, int64_t{out} * in, -bound, bound, seed)));
+    tensors->push_back(
+        F32(name, {out, in}, RandomUniform(name, int64_t{out} * in, -bound, bound, seed)));
   };
   auto norm = [&](const std::string& stem) {
     tensors->push_back(F32(stem + ".weight", {d}, std::vector<float>(d, 1.0f)));
@@ -238,9 +236,9 @@ void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor
     const double bound = 1.0 / std::sqrt(2.0 * d);  // Conv1d(d, 2d, 2): fan-in d * 2
     tensors->push_back(
         F32(l + "conv.weight", {2 * d, d, 2},
-            encoders::RandomUniform(l + "conv.weight", int64_t{4} * d * d, -bound, bound, seed)));
-    tensors->push_back(F32(l + "conv.bias", {2 * d},
-                           encoders::RandomUniform(l + "conv.bias", 2 * d, -bound, bound, seed)));
+            RandomUniform(l + "conv.weight", int64_t{4} * d * d, -bound, bound, seed)));
+    tensors->push_back(
+        F32(l + "conv.bias", {2 * d}, RandomUniform(l + "conv.bias", 2 * d, -bound, bound, seed)));
     AddLinear(l + "res", d, d, seed, tensors);
     AddLinear(l + "skip", d, d, seed, tensors);
   }
