@@ -85,10 +85,14 @@ absl::StatusOr<std::unique_ptr<CudaWavlmStem>> CudaWavlmStem::Create(const Wavlm
   MODRWKV_RETURN_IF_ERROR(upload(stem.proj_ln_b, &s->proj_ln_b_));
   MODRWKV_ASSIGN_OR_RETURN(s->proj_, dev.Upload(stem.proj));
   MODRWKV_RETURN_IF_ERROR(upload(stem.proj_b, &s->proj_b_));
+  // The groups' matrices one after another: output channel o's row at o * K * D/G, as the
+  // grouped Conv1d reads them.
+  std::vector<float> pos;
   for (const cpu::Matrix& m : stem.pos) {
-    MODRWKV_ASSIGN_OR_RETURN(Buffer b, dev.Upload(m));
-    s->pos_.push_back(std::move(b));
+    const std::vector<float> rows = cpu::UnpackMatrix(m);
+    pos.insert(pos.end(), rows.begin(), rows.end());
   }
+  MODRWKV_ASSIGN_OR_RETURN(s->pos_, dev.Upload(pos));
   MODRWKV_RETURN_IF_ERROR(upload(stem.pos_b, &s->pos_b_));
   return s;
 }
@@ -150,18 +154,17 @@ absl::Status CudaWavlmStem::RunClip(const float* clip, int num_samples, float* x
       LaunchBiasActivation(st, x, frames, d, proj_b_.get(), BiasActivation::kNone));
   // x += GELU(pos_conv(x) + bias): group g reads and writes its D/G columns; output t reads
   // input rows t - K/2 .. t - K/2 + K - 1 (PyTorch's extra output of an even kernel dropped).
-  const int groups = c.num_conv_pos_embedding_groups, cg = d / groups;
+  // Every group in one batched product.
+  const int groups = c.num_conv_pos_embedding_groups;
   const ConvWindows w{.in_frames = frames,
                       .out_frames = frames,
                       .kernel = c.num_conv_pos_embeddings,
                       .pad = c.num_conv_pos_embeddings / 2,
                       .ld = d,
-                      .channels = cg};
+                      .channels = d / groups,
+                      .groups = groups};
   float* pos = s_.pos.get();
-  for (int g = 0; g < groups; ++g) {
-    MODRWKV_RETURN_IF_ERROR(
-        dev.Conv1d(pos_[g].get(), cg, w, x + g * cg, pos + g * cg, d, &s_.cols));
-  }
+  MODRWKV_RETURN_IF_ERROR(dev.Conv1d(pos_.get(), d, w, x, pos, d, &s_.cols));
   MODRWKV_RETURN_IF_ERROR(
       LaunchBiasActivation(st, pos, frames, d, pos_b_.get(), BiasActivation::kGeluErf));
   return LaunchAddPeriodic(st, x, int64_t{frames} * d, pos, int64_t{frames} * d);

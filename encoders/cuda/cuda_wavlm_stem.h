@@ -48,7 +48,7 @@ class CudaWavlmStem final : public WavlmStemRunner {
   std::unique_ptr<EncoderDevice> dev_;
   std::vector<Conv> convs_;
   Buffer proj_ln_w_, proj_ln_b_, proj_, proj_b_, pos_b_;
-  std::vector<Buffer> pos_;  // per group: [D/G][K * D/G]
+  Buffer pos_;  // [D][K * D/G]: group g's output channels from g * D/G
 
   mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
   mutable struct { DeviceScratch samples, a, b, x, pos, cols; } s_;

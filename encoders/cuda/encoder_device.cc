@@ -72,17 +72,37 @@ absl::Status EncoderDevice::Conv1d(const float* w, int out, const ConvWindows& w
                                    int64_t slice_floats) const {
   const ConvWindows& c = windows;
   const int width = c.kernel * c.channels;
-  if (c.pad == 0 && c.stride >= c.kernel && c.ld == c.channels && c.channel_stride == 1) {
+  if (c.groups <= 0 || out % c.groups != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Conv1d: %d outputs in %d groups", out, c.groups));
+  }
+  if (c.groups == 1 && c.pad == 0 && c.stride >= c.kernel && c.ld == c.channels &&
+      c.channel_stride == 1) {
     // Window t is the kernel rows from row t * stride, contiguous: the product reads them in place.
     return Gemm(w, out, width, x, int64_t{c.stride} * c.channels, c.out_frames, y, ldy, 0.0f);
   }
-  const int slice =
-      static_cast<int>(std::clamp<int64_t>(slice_floats / width, 1, std::max(c.out_frames, 1)));
-  MODRWKV_RETURN_IF_ERROR(cols->Reserve(static_cast<size_t>(slice) * width));
+  const int64_t group_floats = int64_t{c.groups} * width;  // one output row's windows
+  const int slice = static_cast<int>(
+      std::clamp<int64_t>(slice_floats / group_floats, 1, std::max(c.out_frames, 1)));
+  MODRWKV_RETURN_IF_ERROR(cols->Reserve(static_cast<size_t>(slice) * group_floats));
+  const int per_group = out / c.groups;
+  const float one = 1.0f, zero = 0.0f;
   for (int t0 = 0; t0 < c.out_frames; t0 += slice) {
     const int rows = std::min(slice, c.out_frames - t0);
     MODRWKV_RETURN_IF_ERROR(LaunchIm2Col(stream(), x, c, t0, rows, cols->get()));
-    MODRWKV_RETURN_IF_ERROR(Gemm(w, out, width, cols->get(), width, rows, y + t0 * ldy, ldy, 0.0f));
+    if (c.groups == 1) {
+      MODRWKV_RETURN_IF_ERROR(
+          Gemm(w, out, width, cols->get(), width, rows, y + t0 * ldy, ldy, 0.0f));
+      continue;
+    }
+    if (ldy > INT32_MAX) return absl::InvalidArgumentError("Conv1d: output rows too far apart");
+    // Group g: its rows of w, its block of windows, its columns of y (column-major as in Gemm).
+    MODRWKV_RETURN_IF_ERROR(CublasStatus(
+        blas_->SgemmStridedBatched(handle_, CUBLAS_OP_T, CUBLAS_OP_N, per_group, rows, width, &one,
+                                   w, width, int64_t{per_group} * width, cols->get(), width,
+                                   int64_t{rows} * width, &zero, y + t0 * ldy,
+                                   static_cast<int>(ldy), per_group, c.groups),
+        "SgemmStridedBatched (grouped convolution)"));
   }
   return absl::OkStatus();
 }

@@ -48,7 +48,8 @@ class EncoderDevice {
   // w[o][k * channels + c] * window(t, k, c) (ConvWindows), for t < out_frames, o < out: one
   // product over the windows, copied out in slices of at most `slice_floats` (`cols` grows to
   // hold one slice) unless they are the input's own rows (no padding, no overlap, time-major
-  // rows of just the channels).
+  // rows of just the channels). Grouped (windows.groups > 1): output o belongs to group
+  // o / (out / groups) and reads that group's channels; one batched product over the groups.
   static constexpr int64_t kConvSliceFloats = int64_t{16} << 20;  // 64 MB
   absl::Status Conv1d(const float* w, int out, const ConvWindows& windows, const float* x, float* y,
                       int64_t ldy, DeviceScratch* cols,

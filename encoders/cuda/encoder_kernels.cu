@@ -49,15 +49,17 @@ __global__ void AddPeriodicKernel(float* y, int64_t n, const float* v, int64_t p
   }
 }
 
-__global__ void Im2ColKernel(const float* x, ConvWindows w, int t0, int64_t total, float* cols) {
+__global__ void Im2ColKernel(const float* x, ConvWindows w, int t0, int rows, int64_t total,
+                             float* cols) {
   AllowSuccessor();
   WaitForPredecessor();
-  const int64_t width = static_cast<int64_t>(w.kernel) * w.channels;
+  const int64_t width = static_cast<int64_t>(w.kernel) * w.channels, block = rows * width;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += stride) {
-    const int64_t r = i / width, kc = i % width;
-    const int k = static_cast<int>(kc / w.channels), c = static_cast<int>(kc % w.channels);
+    const int64_t g = i / block, r = i % block / width, kc = i % width;
+    const int k = static_cast<int>(kc / w.channels);
+    const int64_t c = g * w.channels + kc % w.channels;
     const int64_t src = (t0 + r) * w.stride + k - w.pad;
     cols[i] = src >= 0 && src < w.in_frames ? x[src * w.ld + c * w.channel_stride] : 0.0f;
   }
@@ -266,17 +268,17 @@ absl::Status LaunchAddPeriodic(cudaStream_t stream, float* y, int64_t n, const f
 absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows& w, int t0,
                           int rows, float* cols) {
   if (w.kernel <= 0 || w.stride <= 0 || w.pad < 0 || w.channels <= 0 || w.ld <= 0 ||
-      w.channel_stride <= 0 || t0 < 0 || rows < 0 || t0 + rows > w.out_frames) {
+      w.channel_stride <= 0 || w.groups <= 0 || t0 < 0 || rows < 0 || t0 + rows > w.out_frames) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Im2Col: kernel ", w.kernel, ", stride ", w.stride, ", pad ", w.pad,
-                     ", channels ", w.channels, " of rows of ", w.ld, ", output rows [", t0, ", ",
-                     t0 + rows, ") of ", w.out_frames));
+        absl::StrCat("Im2Col: kernel ", w.kernel, ", stride ", w.stride, ", pad ", w.pad, ", ",
+                     w.groups, " groups of ", w.channels, " channels of rows of ", w.ld,
+                     ", output rows [", t0, ", ", t0 + rows, ") of ", w.out_frames));
   }
-  const int64_t total = int64_t{rows} * w.kernel * w.channels;
+  const int64_t total = int64_t{w.groups} * rows * w.kernel * w.channels;
   if (total == 0) return absl::OkStatus();
   constexpr int kThreads = 256;
   return Launch("Im2Col", Im2ColKernel, StrideBlocks(total, kThreads), dim3(kThreads), 0, stream, x,
-                w, t0, total, cols);
+                w, t0, rows, total, cols);
 }
 
 absl::Status LaunchPatchify(cudaStream_t stream, const float* pixels, int batch, int channels,

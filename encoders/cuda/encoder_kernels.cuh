@@ -30,17 +30,20 @@ absl::Status LaunchAddPeriodic(cudaStream_t stream, float* y, int64_t n, const f
 // channel c at x[i * ld + c * channel_stride] (time-major: channel_stride 1, a pointer offset
 // selecting a group's channels; channel-major: ld 1, channel_stride the frame count). Output t
 // reads input rows t * stride + k - pad for taps k < kernel, rows outside [0, in_frames) being
-// zeros.
+// zeros. groups > 1: a grouped convolution (PyTorch's groups), `channels` per group, group g's
+// channels following group g - 1's (x + g * channels * channel_stride).
 struct ConvWindows {
   int in_frames = 0, out_frames = 0;
   int kernel = 1, stride = 1, pad = 0;
   int64_t ld = 0;
   int channels = 0;
   int64_t channel_stride = 1;
+  int groups = 1;
 };
 
-// cols[r][k * channels + c] = output row t0 + r's window (tap k, channel c), r < rows: the
-// convolution becomes one product with weights in (tap, channel) order.
+// cols[g][r][k * channels + c] = output row t0 + r's window (tap k, channel c of group g),
+// r < rows: the convolution becomes one product per group (a batched product) with weights in
+// (tap, channel) order.
 absl::Status LaunchIm2Col(cudaStream_t stream, const float* x, const ConvWindows& w, int t0,
                           int rows, float* cols);
 

@@ -198,11 +198,30 @@ TEST(EncoderKernelsTest, Im2ColCopiesEveryWindowWithItsPadding) {
   const absl::Status past = LaunchIm2Col(st.get(), dx.get(), w, t0, w.out_frames, cols.get());
   EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(past.message().find("output rows [3, 15) of 12"), std::string::npos) << past;
+
+  // All three groups at once: a block of windows per group, group g from column 4g.
+  ConvWindows all = w;
+  all.groups = 3;
+  std::vector<float> want_all(3 * want.size());
+  for (int g = 0; g < 3; ++g) {
+    for (int r = 0; r < rows; ++r) {
+      for (int k = 0; k < w.kernel; ++k) {
+        for (int c = 0; c < w.channels; ++c) {
+          want_all[(g * rows + r) * width + k * w.channels + c] =
+              WindowValue(x, w, 4 * g, t0 + r, k, c);
+        }
+      }
+    }
+  }
+  DeviceBuffer<float> cols_all = Up(std::vector<float>(want_all.size(), NAN));
+  ASSERT_TRUE(LaunchIm2Col(st.get(), dx.get(), all, t0, rows, cols_all.get()).ok());
+  ExpectNear(Down(cols_all, want_all.size()), want_all, 0, "windows of every group");
 }
 
-// EncoderDevice::Conv1d against the convolution written out: windows copied in slices (a
-// padded, grouped convolution with slices of a few rows, the last one short), read in place
-// (stride >= kernel, no padding), and gathered from a channel-major input.
+// EncoderDevice::Conv1d against the convolution written out: windows copied in slices (one group
+// of a padded, grouped convolution, and all its groups in one batched product, with slices of a
+// few rows, the last one short), read in place (stride >= kernel, no padding), and gathered from
+// a channel-major input.
 TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   auto dev = EncoderDevice::Open(0, "the test");
@@ -221,6 +240,18 @@ TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
        16,
        32,
        7 * 48},
+      // The same convolution, all 4 groups at once (8 outputs each), 7 rows a slice.
+      {{.in_frames = 30,
+        .out_frames = 30,
+        .kernel = 6,
+        .pad = 3,
+        .ld = 32,
+        .channels = 8,
+        .groups = 4},
+       32,
+       0,
+       32,
+       7 * 4 * 48},
       // A feature encoder's strided layer: kernel 3, stride 2, overlapping windows.
       {{.in_frames = 41, .out_frames = 20, .kernel = 3, .stride = 2, .ld = 6, .channels = 6},
        5,
@@ -257,11 +288,12 @@ TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
     std::vector<float> want(ny, 7.0f);  // columns outside the output keep their values
     for (int t = 0; t < c.w.out_frames; ++t) {
       for (int o = 0; o < c.out; ++o) {
+        const int group = o / (c.out / c.w.groups);
         double sum = 0;
         for (int k = 0; k < c.w.kernel; ++k) {
           for (int ch = 0; ch < c.w.channels; ++ch) {
             sum += double(w[o * width + k * c.w.channels + ch]) *
-                   WindowValue(x, c.w, c.offset, t, k, ch);
+                   WindowValue(x, c.w, c.offset, t, k, group * c.w.channels + ch);
           }
         }
         want[t * c.ldy + c.offset % c.ldy + o] = static_cast<float>(sum);
