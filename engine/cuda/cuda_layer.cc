@@ -18,12 +18,21 @@
 
 namespace modrwkv::cuda {
 
+OpCost CudaModel::ProductCost(const Matrix& m, int rows, bool half_input, bool accumulate) const {
+  const double r = rows, weights = static_cast<double>(m.out) * m.in * (half_ ? 2 : 4);
+  double in = r * m.in * (half_input ? 2 : 4);
+  // A tensor-core product of f32 rows converts them first: 16-bit rows written, then read.
+  if (half_ && rows >= kTensorCoreRows && !half_input) in += r * m.in * 4;
+  const double out = r * m.out * 4 * (accumulate ? 2 : 1);
+  return OpCost{weights, weights + in + out, 2 * r * m.in * m.out};
+}
+
 absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* out,
                              bool accumulate, const uint16_t* in_half) {
   // Row-major out[rows][m.out] = in[rows][m.in] * W^T is, column-major, out^T = W^T' * in^T
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  Mark(m.op, static_cast<double>(m.out) * m.in * (half_ ? 2 : 4));
+  Mark(m.op, ProductCost(m, rows, in_half != nullptr, accumulate));
   if (m.input_major && rows < kTensorCoreRows) {
     static_assert(kTensorCoreRows - 1 <= kSparseRowsMax);
     return LaunchSparseRowsHalf(stream_.get(), *half_, m.half.get(), m.out, m.in, in, rows, out,
@@ -59,14 +68,15 @@ absl::Status CudaModel::Products(absl::Span<const Product> products, int rows, c
   }
   if (half_ && rows < kTensorCoreRows) {
     GemvJob jobs[kMaxGemvJobs];
-    double bytes = 0;
+    OpCost cost;
     if (products.size() > kMaxGemvJobs) return absl::InternalError("too many products in a group");
     for (size_t i = 0; i < products.size(); ++i) {
       const Product& p = products[i];
       jobs[i] = GemvJob{p.m->half.get(), p.m->out, p.m->in, p.in, p.out, p.epilogue};
-      bytes += 2.0 * p.m->out * p.m->in;
+      cost +=
+          ProductCost(*p.m, rows, /*half_input=*/false, p.epilogue == GemvEpilogue::kAccumulate);
     }
-    Mark(op != nullptr ? op : products.front().m->op, bytes);
+    Mark(op != nullptr ? op : products.front().m->op, cost);
     return LaunchGemvHalfGroup(stream_.get(), *half_, absl::MakeConstSpan(jobs, products.size()),
                                rows);
   }
@@ -78,8 +88,8 @@ absl::Status CudaModel::Products(absl::Span<const Product> products, int rows, c
     if (p.epilogue == GemvEpilogue::kSigmoid) f = Activation::kSigmoid;
     if (p.epilogue == GemvEpilogue::kReluSquare) f = Activation::kReluSquare;
     if (f) {
-      Mark("activations");
       const int64_t n = static_cast<int64_t>(rows) * p.m->out;
+      Mark("activations", OpCost{0, n * (4.0 + (p.out_half != nullptr ? 2 : 4)), 0});
       MODRWKV_RETURN_IF_ERROR(p.out_half != nullptr
                                   ? LaunchActivation(stream_.get(), *f, p.out, n,
                                                      ActivationsOut::Half(*half_, p.out_half))
@@ -113,18 +123,31 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
   auto half_or = [&](uint16_t* h) -> uint16_t* { return tc ? h : nullptr; };
   const ActivationsOut mix_out = tc ? ActivationsOut::Half(*half_, s_.mix_h.get()) : mix;
 
+  // The op profile's byte counts (OpCost): n rows of activations, f32 or as a tensor-core
+  // product's input; E sequences' rows of state; vectors of parameters.
+  const double act_out = tc ? 2 : 4;
+  auto rows_of = [&](double n, double bytes) { return n * C * bytes; };
+  auto f32_rows = [&](double n) { return rows_of(n, 4); };
+  const double state_rows = rows_of(E, sizeof(S)),
+               vec_bytes = f32_rows(1);                        // a [C] vector of parameters
+  const double wkv_state = 2.0 * E * H * 64 * 64 * sizeof(S);  // read and written
+
   // LayerNorm, then the token shift against the slot's shift state, which the sequence's last
   // normalised row replaces: one kernel in decode steps (one row per sequence), else three.
   auto norm_shift = [&](Vec ln_w, Vec ln_b, S* shift, Vec mix_vec, int mixes) -> absl::Status {
     if (R == E) {
-      Mark("layer norm, token shift");
+      Mark("layer norm, token shift",
+           OpCost{0, f32_rows(R) + 2 * state_rows + rows_of(R, act_out) * mixes +
+                         vec_bytes * (2 + mixes)});
       return LaunchNormShift(st, s_.x.get(), R, C, V(ln_w), V(ln_b), math::kLnEps, slots, shift,
                              slot_stride, V(mix_vec), mixes, mix_out);
     }
-    Mark("layer norm");
+    Mark("layer norm", OpCost{0, 2 * f32_rows(R) + 2 * vec_bytes});
     MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(ln_w), V(ln_b),
                                             math::kLnEps, s_.xn.get()));
-    Mark("token shift");
+    // The shift store reads the sequences' last rows and writes the states.
+    Mark("token shift", OpCost{0, f32_rows(R) + state_rows + rows_of(R, act_out) * mixes +
+                                      vec_bytes * mixes + f32_rows(E) + state_rows});
     MODRWKV_RETURN_IF_ERROR(LaunchTokenShift(st, s_.xn.get(), R, C, prev, shift, slot_stride,
                                              V(mix_vec), mixes, mix_out));
     return LaunchStoreShift(st, s_.xn.get(), C, last, slots, E, shift, slot_stride);
@@ -160,6 +183,8 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
     const TimeMixRows rows{s_.r.get(), s_.w.get(),       s_.a.get(),      s_.k.get(),
                            s_.v.get(), s_.v_first.get(), s_.v_gate.get(), s_.g.get()};
     const TimeMixParams params{V(kW0), V(kA0), V(kKK), V(kKA), V(kV0), V(kRK), V(kLnxW), V(kLnxB)};
+    // Rows r, k, v and y; v_first written by the first layer, read by the later ones.
+    OpCost cost{0, f32_rows(E) * 4 + rows_of(E, act_out) + wkv_state + vec_bytes * 8, 0};
     std::optional<LoraUp> lora_up;
     if (fuse_up) {
       auto matrix = [](const Matrix& m, const float* hidden) {
@@ -167,23 +192,29 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
       };
       lora_up = LoraUp{*half_, matrix(L.w2, s_.hw.get()), matrix(L.a2, s_.ha.get()),
                        matrix(L.g2, s_.hg.get()), matrix(L.v2, s_.hv.get())};
-      Mark("wkv (LoRA up, prepare, recurrence, group norm, gate)",
-           2.0 * C * (L.w2.in + L.a2.in + L.g2.in + (first ? 0 : L.v2.in)));
+      const double hidden = L.w2.in + L.a2.in + L.g2.in + (first ? 0 : L.v2.in);
+      cost.weight_bytes = 2.0 * C * hidden;
+      cost.bytes += cost.weight_bytes + 4.0 * E * hidden;
+      cost.flops = 2.0 * E * C * hidden;
+      Mark("wkv (LoRA up, prepare, recurrence, group norm, gate)", cost);
     } else {
-      Mark("wkv (prepare, recurrence, group norm, gate)");
+      cost.bytes += f32_rows(E) * (first ? 3 : 4);  // w, a, g and the value residual's gate
+      Mark("wkv (prepare, recurrence, group norm, gate)", cost);
     }
     MODRWKV_RETURN_IF_ERROR(LaunchWkv7Decode(st, wkv, slots, E, H, slot_stride, 64 * 64, rows,
                                              params, first, y_out, lora_up ? &*lora_up : nullptr));
   } else {
-    Mark("prepare wkv");
+    // In place on w, a, k, v; kk written; the value residual's rows (v_first written by the
+    // first layer; v_first and the gate read by the later ones).
+    Mark("prepare wkv", OpCost{0, f32_rows(R) * (4 + 5 + (first ? 1 : 2)) + vec_bytes * 5});
     MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, s_.w.get(), V(kW0), s_.a.get(), V(kA0),
                                              s_.k.get(), s_.kk.get(), V(kKK), V(kKA), s_.v.get(),
                                              s_.v_first.get(), s_.v_gate.get(), V(kV0), first));
-    Mark("wkv");
+    Mark("wkv", OpCost{0, f32_rows(R) * 7 + wkv_state});  // r, w, k, v, kk, a in; y out
     MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, wkv, slots, E, H, offsets, R, wkv_form_, s_.r.get(),
                                        s_.w.get(), s_.k.get(), s_.v.get(), s_.kk.get(), s_.a.get(),
                                        C, s_.y.get(), C, slot_stride, 64 * 64));
-    Mark("group norm, gate");
+    Mark("group norm, gate", OpCost{0, f32_rows(R) * 5 + rows_of(R, act_out) + vec_bytes * 3});
     MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, static_cast<const float*>(s_.y.get()),
                                                 V(kLnxW), V(kLnxB), s_.r.get(), s_.k.get(), V(kRK),
                                                 s_.v.get(), s_.g.get(), y_out));

@@ -657,7 +657,8 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   const int32_t* d_last = d_out_rows + sh.out;
   const int32_t* d_slots = d_last + E;
   const int32_t* d_offsets = d_slots + E;
-  Mark("layer norm");
+  auto layer_norm_cost = [&](int rows) { return OpCost{0, 8.0 * rows * C + 8.0 * C, 0}; };
+  Mark("layer norm", layer_norm_cost(R));
   MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, ln0_.get(), ln0_.get() + C,
                                           math::kLnEps, s_.x.get()));
   for (int li = 0; li < cfg.n_layer; ++li) {
@@ -666,7 +667,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
                                 : RunLayer<float>(li, R, E, d_prev, d_last, d_slots, d_offsets));
   }
   if (sh.out == 0) return absl::OkStatus();
-  Mark("layer norm");
+  Mark("layer norm", layer_norm_cost(sh.out));
   MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), d_out_rows, sh.out, C, ln_out_.get(),
                                           ln_out_.get() + C, math::kLnEps, s_.xo.get()));
   if (sh.logits > 0) {
@@ -674,7 +675,7 @@ absl::Status CudaModel::Forward(const StepShape& sh) {
   }
   // One id per sequence picked on the device instead of its logits.
   if (sh.picked > 0) {
-    Mark("pick tokens (sample.cu)");
+    Mark("pick tokens (sample.cu)", OpCost{0, 4.0 * sh.picked * V, 0});
     MODRWKV_RETURN_IF_ERROR(
         LaunchDrawRows(st, s_.logits.get() + static_cast<int64_t>(sh.copied) * V, sh.picked, V,
                        d_draws_, d_edit_offsets_, d_edits_, s_.tokens.get(), s_.logprobs.get()));
@@ -714,7 +715,7 @@ absl::Status CudaModel::RunForward(const StepShape& sh) {
   return CudaStatus(cudaGraphLaunch(exec, st), "cudaGraphLaunch");
 }
 
-void CudaModel::Mark(const char* op, double weight_bytes) {
+void CudaModel::Mark(const char* op, const OpCost& cost) {
   if (!op_profile_ || !op_error_.ok()) return;
   if (op_marks_ == op_events_.size()) {
     absl::StatusOr<CudaEvent> e = CreateEvent(cudaEventDefault);
@@ -730,7 +731,7 @@ void CudaModel::Mark(const char* op, double weight_bytes) {
     op_error_ = CudaStatus(e, "op profile event");
     return;
   }
-  op_names_[op_marks_++] = {op, weight_bytes};
+  op_names_[op_marks_++] = {op, cost};
 }
 
 void CudaModel::CollectOpProfile() {
@@ -743,12 +744,11 @@ void CudaModel::CollectOpProfile() {
       return;
     }
     const char* op = op_names_[i].first;  // not a structured binding: clang 14 cannot capture one
-    const double bytes = op_names_[i].second;
     auto it = std::find_if(op_times_.begin(), op_times_.end(),
                            [&](const OpTime& t) { return t.op == op; });
-    if (it == op_times_.end()) it = op_times_.insert(op_times_.end(), OpTime{op});
+    if (it == op_times_.end()) it = op_times_.insert(op_times_.end(), OpTime{op, 0, {}});
     it->seconds += ms * 1e-3;
-    it->weight_bytes += bytes;
+    it->cost += op_names_[i].second;
   }
   op_marks_ = 0;
 }

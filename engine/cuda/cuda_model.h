@@ -51,6 +51,22 @@ namespace modrwkv::cuda {
 // padded shape): 1, 2, 4, 8, then multiples of 8 to 64, of 32 to 512, of 128 beyond; 0 stays 0.
 int DecodeBucket(int n);
 
+// What an operation must move through device memory and compute, counted from the shapes:
+// weights read; every byte read or written (weights, activations, slot states, the launch
+// parameters' vectors; host transfers count nothing); products' FLOPs (2 per multiply-add).
+// Bytes at the copy bandwidth and FLOPs at the GEMM rate are the operation's lower bound
+// (caches aside: what a kernel reads again from L2 is not counted twice). The sparse value
+// product counts its whole matrix: it reads less.
+struct OpCost {
+  double weight_bytes = 0, bytes = 0, flops = 0;
+  OpCost& operator+=(const OpCost& o) {
+    weight_bytes += o.weight_bytes;
+    bytes += o.bytes;
+    flops += o.flops;
+    return *this;
+  }
+};
+
 class CudaModel final : public Model {
  public:
   // Builds the model on device `device` (0-based). FAILED_PRECONDITION without such a device;
@@ -82,12 +98,13 @@ class CudaModel final : public Model {
   // Where a step's device time goes, operation by operation (cuda_bench --breakdown). While on,
   // steps run eagerly (no graphs) behind a short device-side wait, so that their launches queue
   // up and the events between them time each operation on the device, not the host's launch
-  // rate. TakeOpProfile returns each operation's time and the weight bytes it read, summed over
-  // layers and steps since the last call, in the order first seen, and starts over.
+  // rate. TakeOpProfile returns each operation's time and what it moved and computed (OpCost),
+  // summed over layers and steps since the last call, in the order first seen, and starts over.
+  //
   struct OpTime {
     std::string op;
     double seconds = 0;
-    double weight_bytes = 0;
+    OpCost cost;
   };
   void set_op_profile(bool on) { op_profile_ = on; }
   absl::StatusOr<std::vector<OpTime>> TakeOpProfile();
@@ -196,13 +213,17 @@ class CudaModel final : public Model {
   CudaStream stream_;
   CudaEvent step_begin_, step_end_;  // timing events around a step's device work
   double last_step_device_seconds_ = 0;
-  // The op profile (set_op_profile): an event where each operation starts, its name and weight
-  // bytes; op_marks_ of them recorded in this step.
-  void Mark(const char* op, double weight_bytes = 0);
+  // The op profile (set_op_profile): an event where each operation starts, its name and cost;
+  // op_marks_ of them recorded in this step.
+  void Mark(const char* op, const OpCost& cost = {});
+  // The cost of a product of `rows` rows by m (its input 16-bit when `half_input`, else f32,
+  // converted here when the product runs on tensor cores; its f32 output also read when
+  // `accumulate`).
+  OpCost ProductCost(const Matrix& m, int rows, bool half_input, bool accumulate) const;
   void CollectOpProfile();  // after the step's synchronization
   bool op_profile_ = false;
   std::vector<CudaEvent> op_events_;
-  std::vector<std::pair<const char*, double>> op_names_;
+  std::vector<std::pair<const char*, OpCost>> op_names_;
   size_t op_marks_ = 0;
   absl::Status op_error_;
   std::vector<OpTime> op_times_;

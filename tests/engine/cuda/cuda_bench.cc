@@ -38,8 +38,10 @@
 // --shapes=tiny and small --batches / --prefill, every code path in seconds (the CUDA emulator
 // runs it so in the tests).
 // --breakdown=on adds, per prefill and decode row, where the step's device time goes operation by
-// operation (CudaModel::set_op_profile): each operation's share of the step and, for products,
-// the bandwidth its weight reads reached against the measured copy bandwidth.
+// operation (CudaModel::set_op_profile): each operation's share of the step, the bytes it moves
+// and the FLOPs it computes (OpCost) as rates against the measured copy bandwidth and
+// GEMM rate, and how close it runs to its bound (bytes at the one plus FLOPs at the other); then
+// the step's total against the sum of the bounds.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -507,21 +509,48 @@ absl::Status PrintBreakdown(CudaModel& m, const DeviceLimits& lim, const std::st
   m.set_op_profile(false);
   MODRWKV_ASSIGN_OR_RETURN(std::vector<CudaModel::OpTime> ops, m.TakeOpProfile());
   MODRWKV_RETURN_IF_ERROR(run);
-  double total = 0;
-  for (const CudaModel::OpTime& t : ops) total += t.seconds;
+  // Each operation against its own bound (OpCost): its bytes at the copy bandwidth
+  // plus its FLOPs at the GEMM rate; the step's sum of bounds against its time says how much a
+  // faster form of the same operations could win, and which operations hold it back.
+  const double gemm_rate = m.info().weight_dtype == "f32" ? lim.f32_flops : lim.bf16_flops;
+  auto bound = [&](const OpCost& c) {
+    return c.bytes / lim.copy_bytes_per_s + c.flops / gemm_rate;
+  };
+  double total = 0, total_bound = 0;
+  OpCost all;
+  for (const CudaModel::OpTime& t : ops) {
+    total += t.seconds;
+    total_bound += bound(t.cost);
+    all += t.cost;
+  }
   std::sort(ops.begin(), ops.end(),
             [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
   for (const CudaModel::OpTime& t : ops) {
-    std::string reads;
-    if (t.weight_bytes > 0) {
-      const double bw = t.weight_bytes / t.seconds;
-      reads = absl::StrFormat("; weights read at %.0f GB/s = %.0f%% of the copy bandwidth",
-                              bw / 1e9, 100 * bw / lim.copy_bytes_per_s);
+    std::string moves;
+    if (t.cost.bytes > 0) {
+      const double bw = t.cost.bytes / t.seconds;
+      moves =
+          absl::StrFormat("; moves %.1f MB at %.0f GB/s = %.0f%% of the copy bandwidth",
+                          t.cost.bytes / steps / 1e6, bw / 1e9, 100 * bw / lim.copy_bytes_per_s);
+    }
+    if (t.cost.flops > 0) {
+      moves += absl::StrFormat("; %.1f TFLOP/s = %.0f%% of the GEMM rate",
+                               t.cost.flops / t.seconds / 1e12,
+                               100 * t.cost.flops / t.seconds / gemm_rate);
+    }
+    if (t.cost.bytes > 0) {
+      moves += absl::StrFormat("; at %.0f%% of its bound", 100 * bound(t.cost) / t.seconds);
     }
     std::printf("| %s | %s: %s | | %.3f | | %.1f%% of the step's device time%s |\n", tag.c_str(),
                 what.c_str(), t.op.c_str(), t.seconds / steps * 1e3, 100 * t.seconds / total,
-                reads.c_str());
+                moves.c_str());
   }
+  std::printf(
+      "| %s | %s: every operation | | %.3f | | moves %.1f MB (%.1f MB of weights), %.2f GFLOP; "
+      "bound %.3f ms: the operations run at %.0f%% of their bounds |\n",
+      tag.c_str(), what.c_str(), total / steps * 1e3, all.bytes / steps / 1e6,
+      all.weight_bytes / steps / 1e6, all.flops / steps / 1e9, total_bound / steps * 1e3,
+      100 * total_bound / total);
   return absl::OkStatus();
 }
 

@@ -264,11 +264,19 @@ TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
     ASSERT_TRUE(by_name.count(op)) << op;
     EXPECT_GT(by_name[op].seconds, 0) << op;
   }
-  // Weight bytes: three layers of r, k, v (C x C f32 each) and one head (V x C).
-  const double C = 128;
-  EXPECT_EQ(by_name["r, k, v"].weight_bytes, 3 * 3 * C * C * 4);
-  EXPECT_EQ(by_name["head"].weight_bytes, 1024 * C * 4);
-  EXPECT_EQ(by_name["wkv"].weight_bytes, 0);
+  // Weight bytes: three layers of r, k, v (C x C f32 each) and one head (V x C). Every byte:
+  // with them, the 8 rows in and out (the output product's also read: it accumulates); the
+  // recurrence's six rows in, one out, and the state (2 heads of 64 x 64) read and written.
+  // FLOPs: two per multiply-add.
+  const double C = 128, rows = 8 * C * 4, state = 2 * 64 * 64 * 4;
+  EXPECT_EQ(by_name["r, k, v"].cost.weight_bytes, 3 * 3 * C * C * 4);
+  EXPECT_EQ(by_name["r, k, v"].cost.bytes, 3 * 3 * (C * C * 4 + 2 * rows));
+  EXPECT_EQ(by_name["r, k, v"].cost.flops, 3 * 3 * 2 * 8 * C * C);
+  EXPECT_EQ(by_name["output"].cost.bytes, 3 * (C * C * 4 + 3 * rows));
+  EXPECT_EQ(by_name["head"].cost.weight_bytes, 1024 * C * 4);
+  EXPECT_EQ(by_name["wkv"].cost.weight_bytes, 0);
+  EXPECT_EQ(by_name["wkv"].cost.bytes, 3 * (7 * rows + 2 * state));
+  EXPECT_EQ(by_name["wkv"].cost.flops, 0);
   // A decode step (one token per sequence) runs the time-mixing core as one kernel.
   const std::vector<int32_t> one = {7};
   e.inputs = {InputRowsView::Tokens(one)};
