@@ -87,6 +87,9 @@ absl::Status EncoderDevice::Conv1d(const float* w, int out, const ConvWindows& w
   MODRWKV_RETURN_IF_ERROR(cols->Reserve(static_cast<size_t>(slice) * group_floats));
   const int per_group = out / c.groups;
   const float one = 1.0f, zero = 0.0f;
+  if (c.groups > 1 && ldy > INT32_MAX) {
+    return absl::InvalidArgumentError("Conv1d: output rows too far apart");
+  }
   for (int t0 = 0; t0 < c.out_frames; t0 += slice) {
     const int rows = std::min(slice, c.out_frames - t0);
     MODRWKV_RETURN_IF_ERROR(LaunchIm2Col(stream(), x, c, t0, rows, cols->get()));
@@ -95,7 +98,6 @@ absl::Status EncoderDevice::Conv1d(const float* w, int out, const ConvWindows& w
           Gemm(w, out, width, cols->get(), width, rows, y + t0 * ldy, ldy, 0.0f));
       continue;
     }
-    if (ldy > INT32_MAX) return absl::InvalidArgumentError("Conv1d: output rows too far apart");
     // Group g: its rows of w, its block of windows, its columns of y (column-major as in Gemm).
     MODRWKV_RETURN_IF_ERROR(CublasStatus(
         blas_->SgemmStridedBatched(handle_, CUBLAS_OP_T, CUBLAS_OP_N, per_group, rows, width, &one,

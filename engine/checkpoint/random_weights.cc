@@ -107,7 +107,8 @@ void RandomTensors::Add(const std::string& name, std::vector<int64_t> shape, dou
       }
     }
   };
-  // The 7.2B shape has 7e9 elements.
+  // Every element is a function of its index alone, so large tensors (the 7.2B shape has 7e9
+  // elements) are filled by all cores, with the same bytes.
   constexpr int64_t kPerThread = int64_t{1} << 22;
   const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
                                             (n + kPerThread - 1) / kPerThread);

@@ -100,7 +100,6 @@ class CudaModel final : public Model {
   // up and the events between them time each operation on the device, not the host's launch
   // rate. TakeOpProfile returns each operation's time and what it moved and computed (OpCost),
   // summed over layers and steps since the last call, in the order first seen, and starts over.
-  //
   struct OpTime {
     std::string op;
     double seconds = 0;

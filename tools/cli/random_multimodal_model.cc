@@ -1,6 +1,5 @@
 #include "tools/cli/random_multimodal_model.h"
 
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +11,7 @@
 #include "encoders/vision/random_vit.h"
 #include "encoders/vision/vit_config.h"
 #include "engine/base/status_macros.h"
+#include "engine/checkpoint/random_weights.h"
 
 namespace modrwkv::cli {
 namespace {
@@ -46,13 +46,19 @@ OwnedTensor F32(std::string name, std::vector<int64_t> shape, const std::vector<
   return t;
 }
 
+// A tensor of `shape` uniform in (-bound, bound): torch's Linear / Conv1d init range with
+// bound = FanInBound(fan-in).
+void AddUniform(const std::string& name, std::vector<int64_t> shape, double bound, uint64_t seed,
+                std::vector<OwnedTensor>* tensors) {
+  RandomTensors t(seed);
+  t.Add(name, std::move(shape), -bound, bound);
+  tensors->push_back(std::move(t.Take().front()));
+}
+
 void AddLinear(const std::string& stem, int in, int out, uint64_t seed,
                std::vector<OwnedTensor>* tensors) {
-  const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // torch's Linear init range
-  tensors->push_back(F32(stem + ".weight", {out, in},
-                         RandomUniform(stem + ".weight", int64_t{out} * in, -bound, bound, seed)));
-  tensors->push_back(
-      F32(stem + ".bias", {out}, RandomUniform(stem + ".bias", out, -bound, bound, seed)));
+  AddUniform(stem + ".weight", {out, in}, FanInBound(in), seed, tensors);
+  AddUniform(stem + ".bias", {out}, FanInBound(in), seed, tensors);
 }
 
 encoders::WhisperConfig AudioShapeConfig(const std::string& shape) {
@@ -133,12 +139,9 @@ void AddRandomSpeechAdapter(const std::string& shape, int n_embd, uint64_t seed,
                             std::vector<OwnedTensor>* tensors) {
   const int d = AudioShapeConfig(shape).d_model;
   const std::string p = "modality.world_encoder.adapter.";
-  const double bound = 1.0 / std::sqrt(3.0 * d);  // torch's Conv1d init range (fan_in = d * k)
-  const int64_t conv = int64_t{2} * n_embd * d * 3;
-  tensors->push_back(F32(p + "conv.weight", {2 * n_embd, d, 3},
-                         RandomUniform(p + "conv.weight", conv, -bound, bound, seed)));
-  tensors->push_back(F32(p + "conv.bias", {2 * n_embd},
-                         RandomUniform(p + "conv.bias", 2 * n_embd, -bound, bound, seed)));
+  const double bound = FanInBound(3 * d);  // Conv1d(d, 2 n_embd, 3): fan-in d * 3
+  AddUniform(p + "conv.weight", {2 * n_embd, d, 3}, bound, seed, tensors);
+  AddUniform(p + "conv.bias", {2 * n_embd}, bound, seed, tensors);
   AddLinear(p + "proj.0", 2 * n_embd, 2 * n_embd, seed, tensors);
   AddLinear(p + "proj.2", 2 * n_embd, n_embd, seed, tensors);
 }
@@ -191,9 +194,7 @@ void AddRandomTimer(const std::string& e, const TimerShape& t, uint64_t seed,
                     std::vector<OwnedTensor>* tensors) {
   const int d = t.width, f = t.ffn;
   auto weight = [&](const std::string& name, int out, int in) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    tensors->push_back(
-        F32(name, {out, in}, RandomUniform(name, int64_t{out} * in, -bound, bound, seed)));
+    AddUniform(name, {out, in}, FanInBound(in), seed, tensors);
   };
   auto norm = [&](const std::string& stem) {
     tensors->push_back(F32(stem + ".weight", {d}, std::vector<float>(d, 1.0f)));
@@ -233,12 +234,9 @@ void AddRandomTimeSeriesModel(int n_embd, uint64_t seed, std::vector<OwnedTensor
   AddLinear(e + "embed", kTsPatch * kTsChannels, d, seed, tensors);
   for (size_t i = 0; i < std::size(kTsDilations); ++i) {
     const std::string l = absl::StrCat(e, "layers.", i, ".");
-    const double bound = 1.0 / std::sqrt(2.0 * d);  // Conv1d(d, 2d, 2): fan-in d * 2
-    tensors->push_back(
-        F32(l + "conv.weight", {2 * d, d, 2},
-            RandomUniform(l + "conv.weight", int64_t{4} * d * d, -bound, bound, seed)));
-    tensors->push_back(
-        F32(l + "conv.bias", {2 * d}, RandomUniform(l + "conv.bias", 2 * d, -bound, bound, seed)));
+    const double bound = FanInBound(2 * d);  // Conv1d(d, 2d, 2): fan-in d * 2
+    AddUniform(l + "conv.weight", {2 * d, d, 2}, bound, seed, tensors);
+    AddUniform(l + "conv.bias", {2 * d}, bound, seed, tensors);
     AddLinear(l + "res", d, d, seed, tensors);
     AddLinear(l + "skip", d, d, seed, tensors);
   }
