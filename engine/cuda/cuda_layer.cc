@@ -15,6 +15,7 @@
 #include "engine/cuda/to_half.cuh"
 #include "engine/cuda/wkv.cuh"
 #include "engine/cuda/wkv_decode.cuh"
+#include "engine/cuda/wkv_prefill.cuh"
 
 namespace modrwkv::cuda {
 
@@ -179,10 +180,16 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
     MODRWKV_RETURN_IF_ERROR(Products(absl::MakeConstSpan(up, lora), R, "LoRA up"));
   }
   const ActivationsOut y_out = tc ? ActivationsOut::Half(*half_, s_.y_h.get()) : s_.y.get();
+  const TimeMixRows rows{s_.r.get(), s_.w.get(),       s_.a.get(),      s_.k.get(),
+                         s_.v.get(), s_.v_first.get(), s_.v_gate.get(), s_.g.get()};
+  const TimeMixParams params{V(kW0), V(kA0), V(kKK), V(kKA), V(kV0), V(kRK), V(kLnxW), V(kLnxB)};
+  // A prefill step that walks its tokens runs the three kernels of the last branch as one.
+  bool fuse_prefill = R != E && fused_prefill_;
+  if (fuse_prefill) {
+    MODRWKV_ASSIGN_OR_RETURN(const WkvForm form, ResolveWkvForm(wkv_form_, E, H, R));
+    fuse_prefill = form == WkvForm::kWalk;
+  }
   if (R == E) {  // a decode step: the three kernels below as one (wkv_decode.cuh)
-    const TimeMixRows rows{s_.r.get(), s_.w.get(),       s_.a.get(),      s_.k.get(),
-                           s_.v.get(), s_.v_first.get(), s_.v_gate.get(), s_.g.get()};
-    const TimeMixParams params{V(kW0), V(kA0), V(kKK), V(kKA), V(kV0), V(kRK), V(kLnxW), V(kLnxB)};
     // Rows r, k, v and y; v_first written by the first layer, read by the later ones.
     OpCost cost{0, f32_rows(E) * 4 + rows_of(E, act_out) + wkv_state + vec_bytes * 8, 0};
     std::optional<LoraUp> lora_up;
@@ -203,6 +210,14 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
     }
     MODRWKV_RETURN_IF_ERROR(LaunchWkv7Decode(st, wkv, slots, E, H, slot_stride, 64 * 64, rows,
                                              params, first, y_out, lora_up ? &*lora_up : nullptr));
+  } else if (fuse_prefill) {
+    // Rows r, w, a, k, v, g read; v_first written by the first layer, read with the value
+    // residual's gate by the later ones; y written.
+    Mark(
+        "wkv (prepare, recurrence, group norm, gate)",
+        OpCost{0, f32_rows(R) * (first ? 7 : 8) + rows_of(R, act_out) + wkv_state + vec_bytes * 8});
+    MODRWKV_RETURN_IF_ERROR(LaunchWkv7Prefill(st, wkv, slots, E, H, offsets, slot_stride, 64 * 64,
+                                              rows, params, first, y_out));
   } else {
     // In place on w, a, k, v; kk written; the value residual's rows (v_first written by the
     // first layer; v_first and the gate read by the later ones).

@@ -271,6 +271,7 @@ class CudaModel final : public Model {
   bool sparse_ffn_ = false;            // ModelOptions::sparse_ffn, with 16-bit weights
   // ModelOptions::cuda_fused_lora_up, with 16-bit weights and LoRA dims the kernel takes.
   bool fused_lora_up_ = false;
+  bool fused_prefill_ = true;  // ModelOptions::cuda_fused_prefill
   std::map<GraphKey, GraphExec> graphs_;
   std::map<GraphKey, int> graph_seen_;
   DeviceBuffer<uint8_t> cublas_workspace_;  // fixed, so that captured products stay valid

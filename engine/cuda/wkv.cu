@@ -207,6 +207,19 @@ absl::StatusOr<int> SmCount() {
   return sms;
 }
 
+}  // namespace
+
+absl::StatusOr<WkvForm> ResolveWkvForm(WkvForm form, int B, int H, int64_t rows) {
+  if (form != WkvForm::kAuto) return form;
+  if (rows < static_cast<int64_t>(kChunkedMinTokens) * B) return WkvForm::kWalk;
+  MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
+  return static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms
+             ? WkvForm::kChunked
+             : WkvForm::kWalk;
+}
+
+namespace {
+
 template <typename S>
 absl::Status Wkv7Chunked(cudaStream_t stream, int sms, S* state_pool, const int32_t* slot_of_seq,
                          int B, int H, const int32_t* seq_offsets, const float* r, const float* w,
@@ -265,17 +278,11 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
       y == nullptr) {
     return absl::InvalidArgumentError("LaunchWkv7: null device pointer");
   }
-  // The SM count both picks the form (kAuto) and sizes the chunked form's blocks.
-  const bool may_chunk =
-      form == WkvForm::kChunked ||
-      (form == WkvForm::kAuto && rows >= static_cast<int64_t>(kChunkedMinTokens) * B);
-  if (may_chunk) {
-    MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
-    if (form == WkvForm::kChunked ||
-        static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms) {
-      return Wkv7Chunked(stream, sms, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a,
-                         ld, y, ldy, slot_stride_floats, head_stride_floats);
-    }
+  MODRWKV_ASSIGN_OR_RETURN(const WkvForm resolved, ResolveWkvForm(form, B, H, rows));
+  if (resolved == WkvForm::kChunked) {
+    MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());  // sizes the chunked form's blocks
+    return Wkv7Chunked(stream, sms, state_pool, slot_of_seq, B, H, seq_offsets, r, w, k, v, kk, a,
+                       ld, y, ldy, slot_stride_floats, head_stride_floats);
   }
   const dim3 grid(static_cast<unsigned>(B) * static_cast<unsigned>(H));
   return Launch("Wkv7Kernel", rows == B ? Wkv7Kernel<N, S, 1> : Wkv7Kernel<N, S, kWkvChunk>, grid,

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace modrwkv::cuda {
 
@@ -25,6 +26,10 @@ namespace modrwkv::cuda {
 enum class WkvForm { kAuto, kWalk, kChunked };
 constexpr int kChunkedMinTokens = 16;
 constexpr int kChunkedMaxHeadsPerSm = 2;
+
+// The form LaunchWkv7 runs for `form` on a step of B sequences, H heads and `rows` tokens:
+// kWalk or kChunked, kAuto resolved (above) on the current device.
+absl::StatusOr<WkvForm> ResolveWkvForm(WkvForm form, int B, int H, int64_t rows);
 
 // Runs the recurrence of B sequences x H heads (head size 64) over each sequence's tokens,
 // enqueued on `stream` (asynchronous: errors in the kernel itself surface at the next sync).

@@ -183,6 +183,42 @@ absl::Status CheckLoraUpDims(const int (&dims)[4], bool first_layer, int* hidden
   return absl::OkStatus();
 }
 
+absl::Status CheckTimeMixArgs(const char* op, const void* state_pool, int state_bytes,
+                              const int32_t* slot_of_seq, int B, int H, int64_t slot_stride,
+                              int64_t head_stride, const TimeMixRows& rows,
+                              const TimeMixParams& params, bool first_layer,
+                              const ActivationsOut& y, bool lora_up) {
+  constexpr int N = kHeadSize;
+  if (B < 0 || H <= 0 || static_cast<int64_t>(B) * H > INT_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": B=", B, " H=", H, ", expected B >= 0, H > 0, B*H <= ", INT_MAX));
+  }
+  if (head_stride < N * N || slot_stride < static_cast<int64_t>(H) * head_stride) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": head_stride=", head_stride, " slot_stride=", slot_stride,
+                     ", expected head stride >= 4096 and slot stride >= H*head stride"));
+  }
+  const int vec = 16 / state_bytes;  // kRowVector: the elements of a 16-byte access
+  if (reinterpret_cast<uintptr_t>(state_pool) % 16 != 0 || head_stride % vec != 0 ||
+      slot_stride % vec != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": the state pool must be 16-byte aligned and its strides multiples of ",
+                     vec, " elements"));
+  }
+  const bool later_inputs =
+      first_layer || (params.v0 != nullptr && (lora_up || rows.v_gate != nullptr));
+  if (state_pool == nullptr || slot_of_seq == nullptr || !y.valid() || rows.r == nullptr ||
+      rows.k == nullptr || rows.v == nullptr || rows.v_first == nullptr ||
+      (!lora_up && (rows.w == nullptr || rows.a == nullptr || rows.g == nullptr)) ||
+      params.w0 == nullptr || params.a0 == nullptr || params.k_k == nullptr ||
+      params.k_a == nullptr || params.r_k == nullptr || params.gn_w == nullptr ||
+      params.gn_b == nullptr || !later_inputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": null device pointer (a later layer needs v_gate and v0)"));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // InvalidArgument unless `up` is complete for the layer (v only after the first) and its hidden
@@ -209,37 +245,12 @@ absl::Status Wkv7Decode(cudaStream_t stream, S* state_pool, const int32_t* slot_
                         const TimeMixParams& params, bool first_layer, const ActivationsOut& y,
                         const LoraUp* up) {
   constexpr int N = kHeadSize;
-  if (B < 0 || H <= 0 || static_cast<int64_t>(B) * H > INT_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("LaunchWkv7Decode: B=", B, " H=", H,
-                                                   ", expected B >= 0, H > 0, B*H <= ", INT_MAX));
-  }
-  if (B == 0) return absl::OkStatus();
-  if (head_stride < N * N || slot_stride < static_cast<int64_t>(H) * head_stride) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LaunchWkv7Decode: head_stride=", head_stride, " slot_stride=", slot_stride,
-                     ", expected head stride >= 4096 and slot stride >= H*head stride"));
-  }
-  constexpr int kVec = kRowVector<S>;
-  if (reinterpret_cast<uintptr_t>(state_pool) % 16 != 0 || head_stride % kVec != 0 ||
-      slot_stride % kVec != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LaunchWkv7Decode: the state pool must be 16-byte aligned and its strides "
-                     "multiples of ",
-                     kVec, " elements"));
-  }
   // w, a, g and v_gate are read from rows unless the up-projections are computed here.
   const bool from_rows = up == nullptr;
-  const bool later_inputs =
-      first_layer || (params.v0 != nullptr && (!from_rows || rows.v_gate != nullptr));
-  if (state_pool == nullptr || slot_of_seq == nullptr || !y.valid() || rows.r == nullptr ||
-      rows.k == nullptr || rows.v == nullptr || rows.v_first == nullptr ||
-      (from_rows && (rows.w == nullptr || rows.a == nullptr || rows.g == nullptr)) ||
-      params.w0 == nullptr || params.a0 == nullptr || params.k_k == nullptr ||
-      params.k_a == nullptr || params.r_k == nullptr || params.gn_w == nullptr ||
-      params.gn_b == nullptr || !later_inputs) {
-    return absl::InvalidArgumentError(
-        "LaunchWkv7Decode: null device pointer (a later layer needs v_gate and v0)");
-  }
+  MODRWKV_RETURN_IF_ERROR(CheckTimeMixArgs("LaunchWkv7Decode", state_pool, sizeof(S), slot_of_seq,
+                                           B, H, slot_stride, head_stride, rows, params,
+                                           first_layer, y, /*lora_up=*/!from_rows));
+  if (B == 0) return absl::OkStatus();
   int hidden_floats = 0;
   if (!from_rows) MODRWKV_RETURN_IF_ERROR(CheckLoraUp(*up, first_layer, &hidden_floats));
   const size_t shared_bytes = static_cast<size_t>(hidden_floats) * sizeof(float);

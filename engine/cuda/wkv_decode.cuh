@@ -67,6 +67,15 @@ constexpr int kMaxLoraUpHidden = 4096;
 // kMaxLoraUpHidden. InvalidArgument naming the first that does not fit; on success the sum.
 absl::Status CheckLoraUpDims(const int (&dims)[4], bool first_layer, int* hidden_floats);
 
+// The checks LaunchWkv7Decode and LaunchWkv7Prefill (wkv_prefill.cuh) share, InvalidArgument
+// naming `op`: B and H, the strides, the pool's alignment for its element of `state_bytes`, and
+// the pointers the layer needs (rows.w, a and g unless the kernel computes them: `lora_up`).
+absl::Status CheckTimeMixArgs(const char* op, const void* state_pool, int state_bytes,
+                              const int32_t* slot_of_seq, int B, int H, int64_t slot_stride,
+                              int64_t head_stride, const TimeMixRows& rows,
+                              const TimeMixParams& params, bool first_layer,
+                              const ActivationsOut& y, bool lora_up);
+
 // For each sequence b < B and head h < H (head size 64):
 //   w = Decay(w + w0); a = sigmoid(a + a0); kk = L2-normalised (k * k_k) per head;
 //   k' = KeyWithIclr(k, a, k_a); first layer: v_first = v, v' = v; later layers:

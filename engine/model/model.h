@@ -173,6 +173,11 @@ struct ModelOptions {
   // instead of launching them as products of their own; off: their own launch. Ignored by the
   // CPU backend.
   bool cuda_fused_lora_up = true;
+  // A prefill step whose recurrence walks token by token (WkvForm::kWalk: many prompts at once)
+  // runs each layer's time-mixing core (preparation, recurrence, GroupNorm + gate) as one kernel
+  // (engine/cuda/wkv_prefill.cuh); off: three kernels, their rows through memory between them.
+  // Ignored by the CPU backend.
+  bool cuda_fused_prefill = true;
   // Decode steps of a few sequences read only the channel mix's value weights whose input (a
   // relu^2 activation) is not zero in some sequence: about half of them with random weights,
   // fewer with trained ones. The CPU backend keeps a second, input-major copy of each value

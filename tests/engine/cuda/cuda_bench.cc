@@ -15,15 +15,16 @@
 //   cuda_bench [--shapes=0.1b,1.5b,2.9b,7.2b] [--dtypes=bf16] [--states=f32]
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
 //              [--graphs=on|off] [--overlap=on|off] [--early-loads=on|off]
-//              [--chunked-wkv=on|off] [--fused-lora-up=on|off]
+//              [--chunked-wkv=on|off] [--fused-lora-up=on|off] [--fused-prefill=on|off]
 //              [--sparse-ffn=on|off] [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
 // graph over weights that do not fit in L2: the few-row product at the layers' shapes (with and
 // without overlapped launches, and cuBLAS at one row beside it), a decode step's LayerNorm +
 // token shift, a prefill step's LayerNorm and token shift (four channels an access and one), the
-// WKV of a decode token and of prompts, token by token and chunked, and the sparse value product
-// (half and a tenth of the inputs nonzero) beside the dense one.
+// WKV of a decode token and of prompts, token by token and chunked, a prefill step's time-mixing
+// core as three kernels and fused, and the sparse value product (half and a tenth of the inputs
+// nonzero) beside the dense one.
 // --shapes= (empty) then skips the models.
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
@@ -32,6 +33,8 @@
 // --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
 // --fused-lora-up=off launches a few-row decode step's LoRA up-projections as products of their
 // own instead of computing them in the fused time-mixing kernel (ModelOptions::cuda_fused_lora_up).
+// --fused-prefill=off runs a walking prefill step's time-mixing core as three kernels rather than
+// one (ModelOptions::cuda_fused_prefill).
 // --sparse-ffn=off reads every value weight in decode steps (ModelOptions::sparse_ffn; random
 // weights leave half of the channel mix's activations zero, trained ones more).
 // --smoke=on measures the device's limits at small sizes (figures that mean nothing): with
@@ -67,6 +70,8 @@
 #include "engine/cuda/rwkv7_ops.cuh"
 #include "engine/cuda/sparse_rows.cuh"
 #include "engine/cuda/wkv.cuh"
+#include "engine/cuda/wkv_decode.cuh"
+#include "engine/cuda/wkv_prefill.cuh"
 #include "engine/sampling/sampler.h"
 
 namespace modrwkv::cuda {
@@ -91,6 +96,7 @@ struct Args {
   bool early_loads = true;
   bool chunked_wkv = true;
   bool fused_lora_up = true;
+  bool fused_prefill = true;
   bool sparse_ffn = true;
   bool breakdown = false;
   bool kernels = false;
@@ -127,6 +133,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
                                                       {"early-loads", &a.early_loads},
                                                       {"chunked-wkv", &a.chunked_wkv},
                                                       {"fused-lora-up", &a.fused_lora_up},
+                                                      {"fused-prefill", &a.fused_prefill},
                                                       {"sparse-ffn", &a.sparse_ffn},
                                                       {"kernels", &a.kernels},
                                                       {"smoke", &a.smoke},
@@ -486,6 +493,62 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
       }
     }
   }
+  {  // A prefill step's time-mixing core, 16 prompts of 128 tokens x 32 heads (1.5B), a later
+     // layer, f32 state, bf16 y: the three kernels (prepare, walk, GroupNorm + gate) and the
+     // fused one, with the bytes each way moves (as the op profile counts them) per second.
+    constexpr int H = 32, C = H * 64, kSeqs = 16, kTokens = 128, R = kSeqs * kTokens;
+    constexpr int64_t plane = int64_t{C} * R;
+    enum { kR, kW, kA, kK, kV, kG, kVFirst, kVGate, kKk, kY, kPlanes };
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> pool, AllocDevice<float>(int64_t{kSeqs} * C * 64));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> in, AllocDevice<float>(plane * kPlanes));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<uint16_t> y_h, AllocDevice<uint16_t>(plane));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<float> params, AllocDevice<float>(int64_t{C} * 8));
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> idx, AllocDevice<int32_t>(2 * kSeqs + 1));
+    std::vector<int32_t> host_idx(2 * kSeqs + 1);  // slots, then the offsets
+    for (int b = 0; b < kSeqs; ++b) host_idx[b] = b;
+    for (int b = 0; b <= kSeqs; ++b) host_idx[kSeqs + b] = b * kTokens;
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(idx.get(), host_idx.data(), host_idx.size() * 4,
+                                                 cudaMemcpyHostToDevice, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(pool.get(), 0, int64_t{kSeqs} * C * 64 * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(in.get(), 0, plane * kPlanes * 4, st));
+    MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(params.get(), 0, int64_t{C} * 8 * 4, st));
+    auto P = [&](int i) { return in.get() + i * plane; };
+    auto V = [&](int i) { return params.get() + int64_t{i} * C; };
+    const ActivationsOut y_out = ActivationsOut::Half(HalfType::kBF16, y_h.get());
+    const int32_t* offsets = idx.get() + kSeqs;
+    MODRWKV_ASSIGN_OR_RETURN(
+        const double separate, TimeGraph(st, 4, [&](int) -> absl::Status {
+          MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, P(kW), V(0), P(kA), V(1), P(kK),
+                                                   P(kKk), V(2), V(3), P(kV), P(kVFirst), P(kVGate),
+                                                   V(4),
+                                                   /*first_layer=*/false));
+          MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, pool.get(), idx.get(), kSeqs, H, offsets, R,
+                                             WkvForm::kWalk, P(kR), P(kW), P(kK), P(kV), P(kKk),
+                                             P(kA), C, P(kY), C, C * 64, 64 * 64));
+          return LaunchGroupNormGate(st, R, C, static_cast<const float*>(P(kY)), V(6), V(7), P(kR),
+                                     P(kK), V(5), P(kV), P(kG), y_out);
+        }));
+    const TimeMixRows rows{P(kR), P(kW), P(kA), P(kK), P(kV), P(kVFirst), P(kVGate), P(kG)};
+    const TimeMixParams p{V(0), V(1), V(2), V(3), V(4), V(5), V(6), V(7)};
+    MODRWKV_ASSIGN_OR_RETURN(const double fused, TimeGraph(st, 4, [&](int) {
+                               return LaunchWkv7Prefill(st, pool.get(), idx.get(), kSeqs, H,
+                                                        offsets, C * 64, 64 * 64, rows, p,
+                                                        /*first_layer=*/false, y_out);
+                             }));
+    // f32 rows: prepare 11 (w, a, k, v in and out, kk out, v_first and the gate in), the walk 7,
+    // GroupNorm + gate 5 and y in bf16; fused: 8 in and y. Both: the states read and written.
+    const double state = 2.0 * kSeqs * H * 64 * 64 * 4, row = plane * 4.0;
+    const double separate_bytes = (11 + 7 + 5) * row + row / 2 + state;
+    const double fused_bytes = 8 * row + row / 2 + state;
+    for (const auto& [what, seconds, bytes] :
+         {std::tuple{"three kernels", separate, separate_bytes},
+          std::tuple{"fused (Wkv7Prefill)", fused, fused_bytes}}) {
+      std::printf(
+          "| Time-mixing core, %s | %d x %d tokens x 32 heads | %.2f | %.0f (%.0f MB) | %.0f%% |\n",
+          what, kSeqs, kTokens, seconds * 1e6, bytes / seconds / 1e9, bytes / 1e6,
+          100 * bytes / seconds / lim.copy_bytes_per_s);
+    }
+  }
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
   std::printf("\n");
   return absl::OkStatus();
@@ -617,6 +680,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     o.cuda_graphs = args.graphs;
     o.cuda_chunked_wkv = args.chunked_wkv;
     o.cuda_fused_lora_up = args.fused_lora_up;
+    o.cuda_fused_prefill = args.fused_prefill;
     o.sparse_ffn = args.sparse_ffn;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -30,6 +31,7 @@ namespace modrwkv::cuda {
 namespace {
 
 using testing_util::Bf16Options;
+using testing_util::EntriesFor;
 using testing_util::HaveDevice;
 using testing_util::kTol;
 using testing_util::RelErr;
@@ -258,26 +260,28 @@ TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
   ASSERT_TRUE(ops.ok()) << ops.status();
   std::map<std::string, CudaModel::OpTime> by_name;
   for (const CudaModel::OpTime& t : *ops) by_name[t.op] = t;
-  for (const char* op :
-       {"upload", "layer norm", "token shift", "r, k, v", "LoRA (w, a, v, g)", "prepare wkv", "wkv",
-        "group norm, gate", "output", "ffn key", "ffn value", "head", "download"}) {
+  for (const char* op : {"upload", "layer norm", "token shift", "r, k, v", "LoRA (w, a, v, g)",
+                         "wkv (prepare, recurrence, group norm, gate)", "output", "ffn key",
+                         "ffn value", "head", "download"}) {
     ASSERT_TRUE(by_name.count(op)) << op;
     EXPECT_GT(by_name[op].seconds, 0) << op;
   }
   // Weight bytes: three layers of r, k, v (C x C f32 each) and one head (V x C). Every byte:
   // with them, the 8 rows in and out (the output product's also read: it accumulates); the
-  // recurrence's six rows in, one out, and the state (2 heads of 64 x 64) read and written.
-  // FLOPs: two per multiply-add.
+  // time-mixing core's six rows in (r, w, a, k, v, g), v_first written by the first layer and
+  // read with the value residual's gate by the later ones, y out, the state (2 heads of 64 x 64)
+  // read and written, and eight parameter vectors. FLOPs: two per multiply-add.
   const double C = 128, rows = 8 * C * 4, state = 2 * 64 * 64 * 4;
   EXPECT_EQ(by_name["r, k, v"].cost.weight_bytes, 3 * 3 * C * C * 4);
   EXPECT_EQ(by_name["r, k, v"].cost.bytes, 3 * 3 * (C * C * 4 + 2 * rows));
   EXPECT_EQ(by_name["r, k, v"].cost.flops, 3 * 3 * 2 * 8 * C * C);
   EXPECT_EQ(by_name["output"].cost.bytes, 3 * (C * C * 4 + 3 * rows));
   EXPECT_EQ(by_name["head"].cost.weight_bytes, 1024 * C * 4);
-  EXPECT_EQ(by_name["wkv"].cost.weight_bytes, 0);
-  EXPECT_EQ(by_name["wkv"].cost.bytes, 3 * (7 * rows + 2 * state));
-  EXPECT_EQ(by_name["wkv"].cost.flops, 0);
-  // A decode step (one token per sequence) runs the time-mixing core as one kernel.
+  const OpCost& wkv = by_name["wkv (prepare, recurrence, group norm, gate)"].cost;
+  EXPECT_EQ(wkv.weight_bytes, 0);
+  EXPECT_EQ(wkv.bytes, (8 + 9 + 9) * rows + 3 * (2 * state + 8 * C * 4));
+  EXPECT_EQ(wkv.flops, 0);
+  // A decode step (one token per sequence) runs the time-mixing core as one kernel too.
   const std::vector<int32_t> one = {7};
   e.inputs = {InputRowsView::Tokens(one)};
   gpu_->set_op_profile(true);
@@ -295,6 +299,66 @@ TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
   ops = gpu_->TakeOpProfile();
   ASSERT_TRUE(ops.ok());
   EXPECT_TRUE(ops->empty());
+}
+
+// A prefill step whose recurrence walks its tokens runs the time-mixing core as one kernel
+// (ModelOptions::cuda_fused_prefill, engine/cuda/wkv_prefill.cuh); off, as three kernels with
+// their rows through memory. Prompts of several lengths (a partial chunk of 8 tokens, a full one
+// and more), a second prompt step continuing them, then a decode step: the two GPU models run
+// the same float operations (equal but for the compiler's FMA contraction) and both match the
+// CPU; the op profile of the first step shows which path ran and what the separate recurrence
+// moves.
+TEST_F(CudaVsCpuTest, FusedPrefillMatchesTheThreeKernels) {
+  ModelOptions o;
+  o.num_slots = 4;
+  o.threads = 1;
+  o.cuda_fused_prefill = false;
+  auto separate = CudaModel::Create(ViewsOf(tensors_), o, 0);
+  ASSERT_TRUE(separate.ok()) << separate.status();
+  const std::vector<std::vector<int32_t>> steps[] = {
+      {{5, 17, 300, 2, 999}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {64, 128, 256}},
+      {{8, 9, 10, 11, 12, 13, 14, 15}, {1000}, {3, 1, 4, 1, 5, 9, 2, 6, 5}},
+      {{7}, {8}, {9}}};
+  const int64_t n = cpu_->config().StateFloats();
+  for (size_t i = 0; i < std::size(steps); ++i) {
+    const std::vector<StepEntry> entries = EntriesFor(steps[i]);
+    std::vector<StepResult> cr, fr, sr;
+    gpu_->set_op_profile(i == 0);
+    (*separate)->set_op_profile(i == 0);
+    ASSERT_TRUE(cpu_->Step(entries, &cr).ok());
+    absl::Status st = gpu_->Step(entries, &fr);
+    ASSERT_TRUE(st.ok()) << st;
+    st = (*separate)->Step(entries, &sr);
+    ASSERT_TRUE(st.ok()) << st;
+    for (size_t e = 0; e < entries.size(); ++e) {
+      EXPECT_LT(RelErr(sr[e].logits, fr[e].logits), 1e-5) << "step " << i << ", entry " << e;
+      EXPECT_LT(RelErr(cr[e].logits, fr[e].logits), kTol) << "step " << i << ", entry " << e;
+      std::vector<float> fused_slot(n), separate_slot(n);
+      ASSERT_TRUE(gpu_->ReadSlot(static_cast<int>(e), absl::MakeSpan(fused_slot)).ok());
+      ASSERT_TRUE((*separate)->ReadSlot(static_cast<int>(e), absl::MakeSpan(separate_slot)).ok());
+      EXPECT_LT(RelErr(separate_slot, fused_slot), 1e-5) << "step " << i << ", slot " << e;
+      ExpectSameSlot(static_cast<int>(e), kTol);
+    }
+  }
+  gpu_->set_op_profile(false);
+  (*separate)->set_op_profile(false);
+  auto fused_ops = gpu_->TakeOpProfile();
+  auto separate_ops = (*separate)->TakeOpProfile();
+  ASSERT_TRUE(fused_ops.ok()) << fused_ops.status();
+  ASSERT_TRUE(separate_ops.ok()) << separate_ops.status();
+  std::map<std::string, CudaModel::OpTime> fused_by_name, separate_by_name;
+  for (const CudaModel::OpTime& t : *fused_ops) fused_by_name[t.op] = t;
+  for (const CudaModel::OpTime& t : *separate_ops) separate_by_name[t.op] = t;
+  EXPECT_TRUE(fused_by_name.count("wkv (prepare, recurrence, group norm, gate)"));
+  for (const char* op : {"prepare wkv", "wkv", "group norm, gate"}) {
+    EXPECT_FALSE(fused_by_name.count(op)) << op;
+    EXPECT_TRUE(separate_by_name.count(op)) << op;
+  }
+  EXPECT_FALSE(separate_by_name.count("wkv (prepare, recurrence, group norm, gate)"));
+  // The separate recurrence: three layers of its six rows in and one out (19 rows of 128 f32),
+  // and three sequences' states (2 heads of 64 x 64) read and written.
+  const double rows = 19 * 128 * 4, state = 2 * 64 * 64 * 4;
+  EXPECT_EQ(separate_by_name["wkv"].cost.bytes, 3 * (7 * rows + 3 * 2 * state));
 }
 
 TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {

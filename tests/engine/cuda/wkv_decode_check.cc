@@ -26,6 +26,7 @@
 #include "engine/cuda/wkv_decode.cuh"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/device_test_util.h"
+#include "tests/engine/cuda/time_mix_test_util.h"
 
 namespace modrwkv::cuda {
 namespace {
@@ -35,6 +36,8 @@ using testing_util::Download;
 using testing_util::ExpectNear;
 using testing_util::OnDevice;
 using testing_util::Random;
+using testing_util::RandomParams;
+using testing_util::StateType;
 using testing_util::StateValue;
 using testing_util::ToState;
 using testing_util::Upload;
@@ -68,25 +71,6 @@ TEST(Wkv7DecodeLaunchTest, RejectsBadShapesAndMissingInputs) {
   EXPECT_EQ(launch(1, 1, hs, hs, rows, no_bias, true).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(launch(0, 2, hs, 2 * hs, rows, params, true).ok());  // empty batch: nothing to do
 }
-
-enum class StateType { kF32, kF16 };
-
-// A layer's per-channel parameters, random in ranges like the model's, on the device.
-struct RandomParams {
-  RandomParams(int C, std::mt19937& g)
-      : w0(Upload(Random(C, g, -2, 2))),
-        a0(Upload(Random(C, g, -1, 1))),
-        k_k(Upload(Random(C, g, -1, 1))),
-        k_a(Upload(Random(C, g, 0, 1))),
-        v0(Upload(Random(C, g, -1, 1))),
-        r_k(Upload(Random(C, g, -1, 1))),
-        gn_w(Upload(Random(C, g, -1.5f, 1.5f))),
-        gn_b(Upload(Random(C, g, -1, 1))) {}
-  TimeMixParams View() const {
-    return {w0.get(), a0.get(), k_k.get(), k_a.get(), v0.get(), r_k.get(), gn_w.get(), gn_b.get()};
-  }
-  DeviceBuffer<float> w0, a0, k_k, k_a, v0, r_k, gn_w, gn_b;
-};
 
 struct DecodeCase {
   std::string name;
