@@ -133,6 +133,8 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --breakdown=on --batches=1,256
     step 45 "cuda_bench (1.5B, bf16 weights, the prefill time-mixing core as three kernels: what fusing it saves)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --fused-prefill=off --batches=1
+    step 45 "cuda_bench (1.5B, bf16 weights, activated products' rows in bf16: what they save)" \
+      "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --bf16-activation-rows=on --batches=1,256
     step 45 "cuda_bench (1.5B, bf16 weights, prompts walked token by token: what chunked WKV saves)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --chunked-wkv=off --batches=1
     step 45 "cuda_bench --kernels (single kernels against the copy bandwidth, cuBLAS beside them)" \

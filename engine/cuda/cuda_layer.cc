@@ -19,21 +19,26 @@
 
 namespace modrwkv::cuda {
 
-OpCost CudaModel::ProductCost(const Matrix& m, int rows, bool half_input, bool accumulate) const {
+OpCost CudaModel::ProductCost(const Matrix& m, int rows, bool half_input, bool accumulate,
+                              bool half_output) const {
   const double r = rows, weights = static_cast<double>(m.out) * m.in * (half_ ? 2 : 4);
   double in = r * m.in * (half_input ? 2 : 4);
   // A tensor-core product of f32 rows converts them first: 16-bit rows written, then read.
   if (half_ && rows >= kTensorCoreRows && !half_input) in += r * m.in * 4;
-  const double out = r * m.out * 4 * (accumulate ? 2 : 1);
+  const double out = r * m.out * (half_output ? 2 : 4) * (accumulate ? 2 : 1);
   return OpCost{weights, weights + in + out, 2 * r * m.in * m.out};
 }
 
 absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* out,
-                             bool accumulate, const uint16_t* in_half) {
+                             bool accumulate, const uint16_t* in_half, uint16_t* out_half) {
   // Row-major out[rows][m.out] = in[rows][m.in] * W^T is, column-major, out^T = W^T' * in^T
   // with W ([out][in] row-major) read as the column-major [in][out] matrix, transposed.
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  Mark(m.op, ProductCost(m, rows, in_half != nullptr, accumulate));
+  if (out_half != nullptr &&
+      (half_ != HalfType::kBF16 || rows < kTensorCoreRows || accumulate || m.input_major)) {
+    return absl::InternalError("a 16-bit product output needs bf16 weights on tensor cores");
+  }
+  Mark(m.op, ProductCost(m, rows, in_half != nullptr, accumulate, out_half != nullptr));
   if (m.input_major && rows < kTensorCoreRows) {
     static_assert(kTensorCoreRows - 1 <= kSparseRowsMax);
     return LaunchSparseRowsHalf(stream_.get(), *half_, m.half.get(), m.out, m.in, in, rows, out,
@@ -53,8 +58,9 @@ absl::Status CudaModel::Gemm(const Matrix& m, const float* in, int rows, float* 
     // An input-major W ([in][out] row-major) is the column-major [out][in] matrix as it is.
     MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->GemmEx(
         cublas_, m.input_major ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in, &alpha,
-        m.half.get(), type, m.input_major ? m.out : m.in, in_half, type, m.in, &beta, out,
-        CUDA_R_32F, m.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        m.half.get(), type, m.input_major ? m.out : m.in, in_half, type, m.in, &beta,
+        out_half != nullptr ? static_cast<void*>(out_half) : out,
+        out_half != nullptr ? type : CUDA_R_32F, m.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return absl::OkStatus();
   }
   MODRWKV_CUBLAS_RETURN_IF_ERROR(blas_->Sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m.out, rows, m.in,
@@ -82,14 +88,23 @@ absl::Status CudaModel::Products(absl::Span<const Product> products, int rows, c
                                rows);
   }
   for (const Product& p : products) {
-    MODRWKV_RETURN_IF_ERROR(
-        Gemm(*p.m, p.in, rows, p.out, p.epilogue == GemvEpilogue::kAccumulate, p.in_half));
     std::optional<Activation> f;
     if (p.epilogue == GemvEpilogue::kTanh) f = Activation::kTanh;
     if (p.epilogue == GemvEpilogue::kSigmoid) f = Activation::kSigmoid;
     if (p.epilogue == GemvEpilogue::kReluSquare) f = Activation::kReluSquare;
+    const int64_t n = static_cast<int64_t>(rows) * p.m->out;
+    if (f && p.out_half != nullptr && bf16_activation_rows_ && half_ == HalfType::kBF16 &&
+        rows >= kTensorCoreRows) {
+      // The product's rows in bf16, activated in place (Product::out_half).
+      MODRWKV_RETURN_IF_ERROR(
+          Gemm(*p.m, p.in, rows, nullptr, /*accumulate=*/false, p.in_half, p.out_half));
+      Mark("activations", OpCost{0, n * 4.0, 0});
+      MODRWKV_RETURN_IF_ERROR(LaunchActivation(stream_.get(), *f, *half_, p.out_half, n));
+      continue;
+    }
+    MODRWKV_RETURN_IF_ERROR(
+        Gemm(*p.m, p.in, rows, p.out, p.epilogue == GemvEpilogue::kAccumulate, p.in_half));
     if (f) {
-      const int64_t n = static_cast<int64_t>(rows) * p.m->out;
       Mark("activations", OpCost{0, n * (4.0 + (p.out_half != nullptr ? 2 : 4)), 0});
       MODRWKV_RETURN_IF_ERROR(p.out_half != nullptr
                                   ? LaunchActivation(stream_.get(), *f, p.out, n,

@@ -134,6 +134,7 @@ absl::Status CudaModel::Init(const Rwkv7Refs& refs, const ModelOptions& options,
   graphs_enabled_ = options.cuda_graphs;
   wkv_form_ = options.cuda_chunked_wkv ? WkvForm::kAuto : WkvForm::kWalk;
   fused_prefill_ = options.cuda_fused_prefill;
+  bf16_activation_rows_ = options.cuda_bf16_activation_rows;
   // auto stays f32 on the GPU for now: bf16 and f16 are options until measured there.
   if (options.weight_type == ModelOptions::WeightType::kBF16) half_ = HalfType::kBF16;
   if (options.weight_type == ModelOptions::WeightType::kF16) half_ = HalfType::kF16;

@@ -172,9 +172,11 @@ class CudaModel final : public Model {
   absl::Status StageDraws(absl::Span<const int> picked, absl::Span<const StepEntry> entries,
                           int padded);
   // out[rows][m.out] = in[rows][m.in] * m^T (+ out when accumulate). in_half: a tensor-core
-  // product's input already rounded to 16 bits (then `in` is not read).
+  // product's input already rounded to 16 bits (then `in` is not read). out_half: a tensor-core
+  // product of bf16 weights stores its result there, rounded to bf16, instead of in `out` (not
+  // with accumulate).
   absl::Status Gemm(const Matrix& m, const float* in, int rows, float* out, bool accumulate,
-                    const uint16_t* in_half = nullptr);
+                    const uint16_t* in_half = nullptr, uint16_t* out_half = nullptr);
   // Independent products over the same rows, each with what its store applies (an activation,
   // accumulation): one launch of the few-row kernel for all of them (16-bit weights, fewer than
   // kTensorCoreRows rows; `op` names it in the op profile), else one Gemm each and the activation
@@ -186,7 +188,12 @@ class CudaModel final : public Model {
     GemvEpilogue epilogue = GemvEpilogue::kStore;
     // Tensor-core products (16-bit weights, kTensorCoreRows rows or more): the input already
     // rounded by its producer (no conversion), and where an activation epilogue stores its
-    // output rounded instead of in f32 `out` (the next product's input).
+    // output rounded instead of in f32 `out` (the next product's input). With bf16 weights and
+    // ModelOptions::cuda_bf16_activation_rows, cuBLAS writes such a product's result there in
+    // bf16 and the activation runs on it in place: no f32 rows written and read back. Not with
+    // fp16 weights, where
+    // a pre-activation beyond fp16's range would become infinite before the activation (relu²'s
+    // result is saturated instead).
     const uint16_t* in_half = nullptr;
     uint16_t* out_half = nullptr;
   };
@@ -216,9 +223,10 @@ class CudaModel final : public Model {
   // op_marks_ of them recorded in this step.
   void Mark(const char* op, const OpCost& cost = {});
   // The cost of a product of `rows` rows by m (its input 16-bit when `half_input`, else f32,
-  // converted here when the product runs on tensor cores; its f32 output also read when
-  // `accumulate`).
-  OpCost ProductCost(const Matrix& m, int rows, bool half_input, bool accumulate) const;
+  // converted here when the product runs on tensor cores; its output f32, also read when
+  // `accumulate`, or 16-bit when `half_output`).
+  OpCost ProductCost(const Matrix& m, int rows, bool half_input, bool accumulate,
+                     bool half_output = false) const;
   void CollectOpProfile();  // after the step's synchronization
   bool op_profile_ = false;
   std::vector<CudaEvent> op_events_;
@@ -271,7 +279,8 @@ class CudaModel final : public Model {
   bool sparse_ffn_ = false;            // ModelOptions::sparse_ffn, with 16-bit weights
   // ModelOptions::cuda_fused_lora_up, with 16-bit weights and LoRA dims the kernel takes.
   bool fused_lora_up_ = false;
-  bool fused_prefill_ = true;  // ModelOptions::cuda_fused_prefill
+  bool fused_prefill_ = true;          // ModelOptions::cuda_fused_prefill
+  bool bf16_activation_rows_ = false;  // ModelOptions::cuda_bf16_activation_rows
   std::map<GraphKey, GraphExec> graphs_;
   std::map<GraphKey, int> graph_seen_;
   DeviceBuffer<uint8_t> cublas_workspace_;  // fixed, so that captured products stay valid

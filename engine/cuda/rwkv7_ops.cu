@@ -266,17 +266,47 @@ __global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
 }
 
 // `x` may be `out` (in place), so neither is __restrict__.
+// f(v): the activations that products store (LoRA down-projections, the channel mix's key).
+__device__ __forceinline__ float Activate(Activation f, float v) {
+  return f == Activation::kTanh      ? tanhf(v)
+         : f == Activation::kSigmoid ? math::Sigmoid(v)
+                                     : math::ReluSquare(v);
+}
+
 template <typename Out>
 __global__ void ActivationKernel(Activation f, const float* x, int64_t n, typename Out::Elem* out) {
   AllowSuccessor();
   WaitForPredecessor();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float v = x[i];
-    Out::Store(out, i,
-               f == Activation::kTanh      ? tanhf(v)
-               : f == Activation::kSigmoid ? math::Sigmoid(v)
-                                           : math::ReluSquare(v));
+    Out::Store(out, i, Activate(f, x[i]));
+  }
+}
+
+// In place on 16-bit values of type T, eight (16 bytes) per thread and step; the last n % 8 one
+// by one.
+template <HalfType T>
+__global__ void HalfActivationKernel(Activation f, uint16_t* x, int64_t n) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  uint4* x8 = reinterpret_cast<uint4*>(x);
+  for (int64_t i = first; i < n / 8; i += stride) {
+    const uint4 bits = x8[i];
+    const uint32_t in[4] = {bits.x, bits.y, bits.z, bits.w};
+    uint32_t out[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const float2 v = Widen2<T>(in[q]);
+      out[q] = static_cast<uint32_t>(RoundToHalf<T>(Activate(f, v.x))) |
+               static_cast<uint32_t>(RoundToHalf<T>(Activate(f, v.y))) << 16;
+    }
+    x8[i] = make_uint4(out[0], out[1], out[2], out[3]);
+  }
+  for (int64_t i = n / 8 * 8 + first; i < n; i += stride) {
+    const float v = Widen2<T>(x[i]).x;  // the low half of the pair: x[i]
+    x[i] = RoundToHalf<T>(Activate(f, v));
   }
 }
 
@@ -472,6 +502,24 @@ absl::Status LaunchActivation(cudaStream_t stream, Activation f, const float* x,
     return Launch("ActivationKernel", ActivationKernel<decltype(o)>,
                   dim3(static_cast<unsigned>(blocks)), dim3(kRowThreads), 0, stream, f, x, n, rows);
   });
+}
+
+absl::Status LaunchActivation(cudaStream_t stream, Activation f, HalfType type, uint16_t* x,
+                              int64_t n) {
+  if (n < 0 || x == nullptr || reinterpret_cast<uintptr_t>(x) % 16 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchActivation: n = ", n, ", expected n >= 0 and x 16-byte aligned"));
+  }
+  if (f != Activation::kTanh && f != Activation::kSigmoid && f != Activation::kReluSquare) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchActivation: unknown activation ", static_cast<int>(f)));
+  }
+  if (n == 0) return absl::OkStatus();
+  const int64_t blocks = std::min<int64_t>((n / 8 + kRowThreads) / kRowThreads, 65535);
+  auto* kernel = type == HalfType::kBF16 ? HalfActivationKernel<HalfType::kBF16>
+                                         : HalfActivationKernel<HalfType::kF16>;
+  return Launch("HalfActivationKernel", kernel, dim3(static_cast<unsigned>(blocks)),
+                dim3(kRowThreads), 0, stream, f, x, n);
 }
 
 absl::Status LaunchPrepareWkv(cudaStream_t stream, int R, int C, float* w, const float* w0,

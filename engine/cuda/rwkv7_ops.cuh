@@ -59,6 +59,11 @@ enum class Activation { kTanh, kSigmoid, kReluSquare };
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, float* x, int64_t n);
 absl::Status LaunchActivation(cudaStream_t stream, Activation f, const float* x, int64_t n,
                               ActivationsOut out);
+// In place on 16-bit rows of `type` (a product's output that cuBLAS wrote in bf16 / fp16, for a
+// product that reads it so): each value widened, f applied in f32, the result rounded as a
+// producer's 16-bit store rounds (half_round.cuh). x 16-byte aligned.
+absl::Status LaunchActivation(cudaStream_t stream, Activation f, HalfType type, uint16_t* x,
+                              int64_t n);
 
 // After the LoRA products, per row and head (head size 64), in place:
 //   w = Decay(w + w0); a = sigmoid(a + a0); kk = L2-normalised (k * k_k) per head;

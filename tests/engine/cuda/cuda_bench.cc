@@ -16,6 +16,7 @@
 //              [--batches=1,64,256,1024] [--prefill=2048] [--steps=16] [--device=0]
 //              [--graphs=on|off] [--overlap=on|off] [--early-loads=on|off]
 //              [--chunked-wkv=on|off] [--fused-lora-up=on|off] [--fused-prefill=on|off]
+//              [--bf16-activation-rows=on|off]
 //              [--sparse-ffn=on|off] [--breakdown=on|off] [--kernels=on|off] [--smoke=on|off]
 //
 // --kernels=on first times single kernels in isolation, each launched back to back from a CUDA
@@ -35,6 +36,8 @@
 // own instead of computing them in the fused time-mixing kernel (ModelOptions::cuda_fused_lora_up).
 // --fused-prefill=off runs a walking prefill step's time-mixing core as three kernels rather than
 // one (ModelOptions::cuda_fused_prefill).
+// --bf16-activation-rows=on has cuBLAS write the activated products' rows in bf16 and activates
+// them in place (ModelOptions::cuda_bf16_activation_rows; off by default).
 // --sparse-ffn=off reads every value weight in decode steps (ModelOptions::sparse_ffn; random
 // weights leave half of the channel mix's activations zero, trained ones more).
 // --smoke=on measures the device's limits at small sizes (figures that mean nothing): with
@@ -97,6 +100,7 @@ struct Args {
   bool chunked_wkv = true;
   bool fused_lora_up = true;
   bool fused_prefill = true;
+  bool bf16_activation_rows = false;
   bool sparse_ffn = true;
   bool breakdown = false;
   bool kernels = false;
@@ -128,16 +132,18 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     };
     std::vector<int> one;
     // The on|off switches.
-    const std::pair<const char*, bool*> switches[] = {{"graphs", &a.graphs},
-                                                      {"overlap", &a.overlap},
-                                                      {"early-loads", &a.early_loads},
-                                                      {"chunked-wkv", &a.chunked_wkv},
-                                                      {"fused-lora-up", &a.fused_lora_up},
-                                                      {"fused-prefill", &a.fused_prefill},
-                                                      {"sparse-ffn", &a.sparse_ffn},
-                                                      {"kernels", &a.kernels},
-                                                      {"smoke", &a.smoke},
-                                                      {"breakdown", &a.breakdown}};
+    const std::pair<const char*, bool*> switches[] = {
+        {"graphs", &a.graphs},
+        {"overlap", &a.overlap},
+        {"early-loads", &a.early_loads},
+        {"chunked-wkv", &a.chunked_wkv},
+        {"fused-lora-up", &a.fused_lora_up},
+        {"fused-prefill", &a.fused_prefill},
+        {"bf16-activation-rows", &a.bf16_activation_rows},
+        {"sparse-ffn", &a.sparse_ffn},
+        {"kernels", &a.kernels},
+        {"smoke", &a.smoke},
+        {"breakdown", &a.breakdown}};
     const auto sw = std::find_if(std::begin(switches), std::end(switches),
                                  [&](const auto& s) { return name == s.first; });
     if (sw != std::end(switches)) {
@@ -681,6 +687,7 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
     o.cuda_chunked_wkv = args.chunked_wkv;
     o.cuda_fused_lora_up = args.fused_lora_up;
     o.cuda_fused_prefill = args.fused_prefill;
+    o.cuda_bf16_activation_rows = args.bf16_activation_rows;
     o.sparse_ffn = args.sparse_ffn;
     MODRWKV_ASSIGN_OR_RETURN(model, CudaModel::Create(ViewsOf(tensors), o, args.device));
   }  // the host copy of the weights is freed here
@@ -694,7 +701,8 @@ absl::Status BenchShape(const Args& args, const DeviceLimits& lim, const std::st
   const std::string tag =
       shape + " | " + dtype + ", " + state + " state" + (args.graphs ? "" : ", no graphs") +
       (args.overlap ? "" : ", no overlap") + (args.early_loads ? "" : ", late loads") +
-      (args.sparse_ffn ? "" : ", dense ffn");
+      (args.sparse_ffn ? "" : ", dense ffn") +
+      (args.bf16_activation_rows ? ", bf16 activation rows" : "");
   std::vector<StepResult> results;
 
   // Prefill: one sequence of `prefill` rows, then 16 sequences of prefill / 16, each one step;

@@ -6,6 +6,7 @@
 // GPU cases skip without a device.
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <random>
@@ -15,6 +16,7 @@
 #include "absl/status/status.h"
 #include "engine/base/tensor.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/rwkv7_math.h"
 #include "engine/cuda/rwkv7_ops.cuh"
 #include "engine/cuda/to_half.cuh"
 #include "engine/cuda/wkv_decode.cuh"
@@ -154,6 +156,38 @@ TEST_P(HalfOutTest, NormShiftAndTheFusedDecodeKernel) {
   ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
   ExpectRoundedLike(Download(d_half, x.size()), Download(d_f32, x.size()), type, "decode y");
   EXPECT_EQ(Download(pool_a, pool.size()), Download(pool_b, pool.size()));
+}
+
+// A product's output that cuBLAS wrote in 16 bits, activated in place (LaunchActivation on
+// 16-bit rows): each value widened, f applied, rounded as the producers round. 8 x 37 + 5
+// values: the 16-byte steps and a tail.
+TEST_P(HalfOutTest, ActivationsInPlaceOnHalfRows) {
+  const HalfType type = GetParam();
+  constexpr int64_t n = 8 * 37 + 5;
+  std::mt19937 g(31);
+  std::vector<uint16_t> x;
+  for (float v : Random(n, g, -4, 4))
+    x.push_back(type == HalfType::kBF16 ? F32ToBF16(v) : F32ToF16(v));
+  auto widen = [&](uint16_t v) { return type == HalfType::kBF16 ? BF16ToF32(v) : F16ToF32(v); };
+  cudaStream_t st = stream_.get();
+  for (const Activation f : {Activation::kTanh, Activation::kSigmoid, Activation::kReluSquare}) {
+    DeviceBuffer<uint16_t> d_x = Upload(x);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_TRUE(LaunchActivation(st, f, type, d_x.get(), n).ok());
+    ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+    std::vector<float> want;
+    for (uint16_t v : x) {
+      const float w = widen(v);
+      want.push_back(f == Activation::kTanh      ? std::tanh(w)
+                     : f == Activation::kSigmoid ? math::Sigmoid(w)
+                                                 : math::ReluSquare(w));
+    }
+    ExpectRoundedLike(Download(d_x, n), want, type,
+                      "in-place activation " + std::to_string(static_cast<int>(f)));
+  }
+  DeviceBuffer<uint16_t> d_x = Upload(x);
+  EXPECT_EQ(LaunchActivation(st, Activation::kTanh, type, d_x.get() + 1, n - 1).code(),
+            absl::StatusCode::kInvalidArgument);  // not 16-byte aligned
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, HalfOutTest, testing::Values(HalfType::kBF16, HalfType::kF16),

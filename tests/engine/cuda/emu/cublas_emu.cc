@@ -3,12 +3,13 @@
 // C = alpha * op(A) * op(B) + beta * C, C not read when beta is 0, and the argument checks
 // cuBLAS documents (a leading dimension too small is CUBLAS_STATUS_INVALID_VALUE). The products
 // run on the handle's stream like any queued work; sums are f32 in order of k, as the tests'
-// tolerances against the CPU assume of cuBLAS anyway.
+// tolerances against the CPU assume of cuBLAS anyway; 16-bit results are rounded to nearest even.
 #include <algorithm>
 #include <cstring>
 #include <functional>
 #include <vector>
 
+#include "engine/base/tensor.h"
 #include "engine/cuda/cublas_api.h"
 #include "tests/engine/cuda/emu/cuda_emu.h"  // first: it defines the device dialect
 
@@ -128,17 +129,33 @@ cublasStatus_t GemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasOperati
   auto input = [](cudaDataType t) {
     return t == CUDA_R_32F || t == CUDA_R_16BF || t == CUDA_R_16F;
   };
-  // The combinations this emulation computes: 16- or 32-bit inputs of one type, f32 out and f32
-  // accumulation (the only ones the backend asks for).
+  // The combinations this emulation computes (the ones the backend asks for): 16- or 32-bit
+  // inputs of one type and f32 accumulation, out in f32 or, with beta 0, in the inputs' 16-bit
+  // type (the f32 result rounded to nearest even).
   const bool f32_compute =
       compute == CUBLAS_COMPUTE_32F || compute == CUBLAS_COMPUTE_32F_PEDANTIC ||
       compute == CUBLAS_COMPUTE_32F_FAST_TF32 || compute == CUBLAS_COMPUTE_32F_FAST_16BF ||
       compute == CUBLAS_COMPUTE_32F_FAST_16F;
-  if (!input(a_type) || a_type != b_type || c_type != CUDA_R_32F || !f32_compute) {
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool half_out = c_type == a_type && a_type != CUDA_R_32F && be == 0.0f;
+  if (!input(a_type) || a_type != b_type || (c_type != CUDA_R_32F && !half_out) || !f32_compute) {
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   const Operand oa{a, a_type, lda, ta == CUBLAS_OP_T}, ob{b, b_type, ldb, tb == CUBLAS_OP_T};
-  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  if (half_out) {
+    auto* ch = static_cast<uint16_t*>(c);
+    cuda_emu::QueueWork(handle->stream, [=] {
+      std::vector<float> cf(static_cast<size_t>(ldc) * n);
+      Product(oa, ob, al, 0.0f, cf.data(), ldc, m, n, k);
+      for (int j = 0; j < n; ++j) {
+        for (int i = 0; i < m; ++i) {
+          const int64_t e = static_cast<int64_t>(j) * ldc + i;
+          ch[e] = a_type == CUDA_R_16BF ? F32ToBF16(cf[e]) : F32ToF16(cf[e]);
+        }
+      }
+    });
+    return CUBLAS_STATUS_SUCCESS;
+  }
   float* cf = static_cast<float*>(c);
   cuda_emu::QueueWork(handle->stream, [=] { Product(oa, ob, al, be, cf, ldc, m, n, k); });
   return CUBLAS_STATUS_SUCCESS;
