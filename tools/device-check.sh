@@ -131,7 +131,7 @@ case "${1:-}" in
     # come right after the 1.5B figures; then the rest of the table.
     step 45 "cuda_bench (1.5B, bf16 weights: where prefill and decode steps spend their time)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --breakdown=on --batches=1,256
-    step 45 "cuda_bench (1.5B, bf16 weights, the prefill time-mixing core as three kernels: what fusing it saves)" \
+    step 45 "cuda_bench (1.5B, bf16 weights, prefill's time-mixing core and norms unfused: what fusing them saves)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --fused-prefill=off --batches=1
     step 45 "cuda_bench (1.5B, bf16 weights, activated products' rows in bf16: what they save)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --bf16-activation-rows=on --batches=1,256

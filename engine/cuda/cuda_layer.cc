@@ -149,7 +149,8 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
   const double wkv_state = 2.0 * E * H * 64 * 64 * sizeof(S);  // read and written
 
   // LayerNorm, then the token shift against the slot's shift state, which the sequence's last
-  // normalised row replaces: one kernel in decode steps (one row per sequence), else three.
+  // normalised row replaces: one kernel in decode steps (one row per sequence), two in prefill
+  // steps (ModelOptions::cuda_fused_prefill), else three.
   auto norm_shift = [&](Vec ln_w, Vec ln_b, S* shift, Vec mix_vec, int mixes) -> absl::Status {
     if (R == E) {
       Mark("layer norm, token shift",
@@ -157,6 +158,15 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
                          vec_bytes * (2 + mixes)});
       return LaunchNormShift(st, s_.x.get(), R, C, V(ln_w), V(ln_b), math::kLnEps, slots, shift,
                              slot_stride, V(mix_vec), mixes, mix_out);
+    }
+    if (fused_prefill_ && NormShiftRowsFits(R, C)) {
+      // Without the normalised rows in between: x read (a row's predecessor again, from L2),
+      // the first rows' shift states, the mixes out; then the last rows read for the states.
+      Mark("layer norm, token shift",
+           OpCost{0, f32_rows(R) + state_rows + rows_of(R, act_out) * mixes +
+                         vec_bytes * (2 + mixes) + f32_rows(E) + state_rows});
+      return LaunchNormShiftRows(st, s_.x.get(), R, C, V(ln_w), V(ln_b), math::kLnEps, prev, last,
+                                 slots, E, shift, slot_stride, V(mix_vec), mixes, mix_out);
     }
     Mark("layer norm", OpCost{0, 2 * f32_rows(R) + 2 * vec_bytes});
     MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, s_.x.get(), nullptr, R, C, V(ln_w), V(ln_b),

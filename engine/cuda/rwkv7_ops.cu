@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/cuda/block_sum.cuh"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/half_round.cuh"
@@ -68,12 +69,14 @@ constexpr int kMaxVecC = 4 * kVecPerThread * kRowThreads;
 // LayerNormKernel<4> from this many rows (fewer: the latency-tuned LayerNormKernel<1>).
 constexpr int kManyRows = 16;
 
-// y = LayerNorm(x) * w + b for one row, kRowThreads threads, four channels an access: the row
-// held in registers (loads all issued first), each thread's channels 4 * (threadIdx.x +
-// k * kRowThreads) + 0..3 summed in that order, then across the block. y may be x.
-__device__ __forceinline__ void NormalizeRow4(const float* x, int C, const float* __restrict__ w,
+// LayerNorm(x) * w + b for one row, kRowThreads threads, four channels an access, into this
+// thread's registers: n[k] holds channels 4 * (threadIdx.x + k * kRowThreads) + 0..3 for k below
+// the count returned. The row is held in registers (loads all issued first), each thread's
+// channels summed in that order, then across the block. Every kernel that normalises rows this
+// way (LayerNormKernel<4>, NormShiftRowsKernel, NormStoreShiftKernel) gets the same bits.
+__device__ __forceinline__ int NormalizedRow4(const float* x, int C, const float* __restrict__ w,
                                               const float* __restrict__ b, float eps,
-                                              float* scratch, float* y) {
+                                              float* scratch, float4 (&n)[kVecPerThread]) {
   const int t = static_cast<int>(threadIdx.x);
   const int n4 = C / 4;
   const int held = t < n4 ? min(kVecPerThread, (n4 - t + kRowThreads - 1) / kRowThreads) : 0;
@@ -110,9 +113,22 @@ __device__ __forceinline__ void NormalizeRow4(const float* x, int C, const float
     if (k >= held) break;
     const int q = t + k * kRowThreads;
     const float4 wq = Load4(w + 4 * q), bq = Load4(b + 4 * q);
-    reinterpret_cast<float4*>(y)[q] =
-        make_float4((v[k].x - mean) * inv * wq.x + bq.x, (v[k].y - mean) * inv * wq.y + bq.y,
-                    (v[k].z - mean) * inv * wq.z + bq.z, (v[k].w - mean) * inv * wq.w + bq.w);
+    n[k] = make_float4((v[k].x - mean) * inv * wq.x + bq.x, (v[k].y - mean) * inv * wq.y + bq.y,
+                       (v[k].z - mean) * inv * wq.z + bq.z, (v[k].w - mean) * inv * wq.w + bq.w);
+  }
+  return held;
+}
+
+// NormalizedRow4 into the row y (which may be x).
+__device__ __forceinline__ void NormalizeRow4(const float* x, int C, const float* __restrict__ w,
+                                              const float* __restrict__ b, float eps,
+                                              float* scratch, float* y) {
+  float4 n[kVecPerThread];
+  const int held = NormalizedRow4(x, C, w, b, eps, scratch, n);
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k >= held) break;
+    reinterpret_cast<float4*>(y)[threadIdx.x + k * kRowThreads] = n[k];
   }
 }
 
@@ -173,6 +189,80 @@ __global__ void __launch_bounds__(kRowThreads)
         Out::Store(out, i * plane + at, math::TokenShift(xc, pc, mix[i * C + c]));
       }
     }
+  }
+}
+
+// A prefill step's LayerNorm and token shift in one kernel, kRowThreads threads a row, four
+// channels an access: row r normalised, and its predecessor normalised again (prev[r] >= 0: the
+// same sums, so the same bits as that row's own block computes) or read from the shift state of
+// slot -prev[r] - 1; each mix out as TokenShiftKernel stores it. The normalised rows are not
+// stored: NormStoreShiftKernel normalises the sequences' last rows again for the shift states.
+template <typename S, typename Out>
+__global__ void __launch_bounds__(kRowThreads)
+    NormShiftRowsKernel(const float* __restrict__ x, int R, int C, const float* __restrict__ w,
+                        const float* __restrict__ b, float eps, const int32_t* __restrict__ prev,
+                        const S* __restrict__ shift_base, int64_t slot_stride,
+                        const float* __restrict__ mix, int mixes,
+                        typename Out::Elem* __restrict__ out) {
+  AllowSuccessor();
+  PrefetchParams(C, w, b, mix, mixes);
+  WaitForPredecessor();
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  const int32_t p = prev[r];
+  float4 n[kVecPerThread], pn[kVecPerThread];
+  const int held = NormalizedRow4(x + r * C, C, w, b, eps, scratch, n);
+  if (p >= 0) {
+    NormalizedRow4(x + static_cast<int64_t>(p) * C, C, w, b, eps, scratch, pn);
+  } else {
+    const S* ps = shift_base + static_cast<int64_t>(-p - 1) * slot_stride;
+#pragma unroll
+    for (int k = 0; k < kVecPerThread; ++k) {
+      if (k < held) pn[k] = LoadState4(ps + 4 * (threadIdx.x + k * kRowThreads));
+    }
+  }
+  const int64_t plane = static_cast<int64_t>(R) * C;
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k >= held) break;
+    const int c = 4 * (static_cast<int>(threadIdx.x) + k * kRowThreads);
+    for (int i = 0; i < mixes; ++i) {
+      const float4 m = Load4(mix + static_cast<int64_t>(i) * C + c);
+      Out::Store4(out, i * plane + r * C + c,
+                  make_float4(math::TokenShift(n[k].x, pn[k].x, m.x),
+                              math::TokenShift(n[k].y, pn[k].y, m.y),
+                              math::TokenShift(n[k].z, pn[k].z, m.z),
+                              math::TokenShift(n[k].w, pn[k].w, m.w)));
+    }
+  }
+}
+
+// After NormShiftRowsKernel: slot slots[e] gets row last[e] of x normalised (NormalizedRow4: the
+// bits the rows kernel used for it), rounded when the state is f16; a padding entry (slots[e] <
+// 0) stores nothing.
+template <typename S>
+__global__ void __launch_bounds__(kRowThreads)
+    NormStoreShiftKernel(const float* __restrict__ x, int C, const float* __restrict__ w,
+                         const float* __restrict__ b, float eps, const int32_t* __restrict__ last,
+                         const int32_t* __restrict__ slots, S* __restrict__ shift_base,
+                         int64_t slot_stride) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int32_t slot = slots[blockIdx.x];
+  if (slot < 0) return;  // the whole block
+  __shared__ float scratch[32];
+  float4 n[kVecPerThread];
+  const int held =
+      NormalizedRow4(x + static_cast<int64_t>(last[blockIdx.x]) * C, C, w, b, eps, scratch, n);
+  S* dst = shift_base + static_cast<int64_t>(slot) * slot_stride;
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) {
+    if (k >= held) break;
+    S* d = dst + 4 * (threadIdx.x + k * kRowThreads);
+    StoreState(d + 0, n[k].x);
+    StoreState(d + 1, n[k].y);
+    StoreState(d + 2, n[k].z);
+    StoreState(d + 3, n[k].w);
   }
 }
 
@@ -427,6 +517,33 @@ absl::Status StoreShift(cudaStream_t stream, const float* x, int C, const int32_
 }
 
 template <typename S>
+absl::Status NormShiftRows(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                           const float* b, float eps, const int32_t* prev, const int32_t* last,
+                           const int32_t* slots, int E, S* shift_base, int64_t slot_stride,
+                           const float* mix, int mixes, const ActivationsOut& out) {
+  if (R < 0 || E < 0 || mixes < 1 || !out.valid() || C % 4 != 0 || C <= 0 || C > kMaxVecC) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchNormShiftRows: R = ", R, ", E = ", E, ", C = ", C, ", mixes = ", mixes,
+        out.valid() ? "" : ", no out", " (expected C a multiple of 4 up to ", kMaxVecC, ")"));
+  }
+  if (!Aligned(16, x, w, b, mix) || !Aligned(4 * sizeof(S), shift_base) || slot_stride % 4 != 0 ||
+      !(out.is_half() ? Aligned(8, out.half) : Aligned(16, out.f32))) {
+    return absl::InvalidArgumentError(
+        "LaunchNormShiftRows: rows, parameters, states and out must be aligned for four channels "
+        "an access");
+  }
+  if (R == 0) return absl::OkStatus();
+  MODRWKV_RETURN_IF_ERROR(ForActivationsOut(out, [&](auto o, auto* rows) {
+    return Launch("NormShiftRowsKernel", NormShiftRowsKernel<S, decltype(o)>, dim3(R),
+                  dim3(kRowThreads), 0, stream, x, R, C, w, b, eps, prev, shift_base, slot_stride,
+                  mix, mixes, rows);
+  }));
+  if (E == 0) return absl::OkStatus();
+  return Launch("NormStoreShiftKernel", NormStoreShiftKernel<S>, dim3(E), dim3(kRowThreads), 0,
+                stream, x, C, w, b, eps, last, slots, shift_base, slot_stride);
+}
+
+template <typename S>
 absl::Status NormShift(cudaStream_t stream, const float* x, int R, int C, const float* w,
                        const float* b, float eps, const int32_t* slots, S* shift_base,
                        int64_t slot_stride, const float* mix, int mixes,
@@ -459,6 +576,26 @@ absl::Status LaunchNormShift(cudaStream_t stream, const float* x, int R, int C, 
                              const float* b, float eps, const int32_t* slots, __half* shift_base,
                              int64_t slot_stride, const float* mix, int mixes, ActivationsOut out) {
   return NormShift(stream, x, R, C, w, b, eps, slots, shift_base, slot_stride, mix, mixes, out);
+}
+
+bool NormShiftRowsFits(int R, int C) { return R >= kManyRows && C % 4 == 0 && C <= kMaxVecC; }
+
+absl::Status LaunchNormShiftRows(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                                 const float* b, float eps, const int32_t* prev,
+                                 const int32_t* last, const int32_t* slots, int E,
+                                 float* shift_base, int64_t slot_stride, const float* mix,
+                                 int mixes, ActivationsOut out) {
+  return NormShiftRows(stream, x, R, C, w, b, eps, prev, last, slots, E, shift_base, slot_stride,
+                       mix, mixes, out);
+}
+
+absl::Status LaunchNormShiftRows(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                                 const float* b, float eps, const int32_t* prev,
+                                 const int32_t* last, const int32_t* slots, int E,
+                                 __half* shift_base, int64_t slot_stride, const float* mix,
+                                 int mixes, ActivationsOut out) {
+  return NormShiftRows(stream, x, R, C, w, b, eps, prev, last, slots, E, shift_base, slot_stride,
+                       mix, mixes, out);
 }
 
 absl::Status LaunchTokenShift(cudaStream_t stream, const float* x, int R, int C,

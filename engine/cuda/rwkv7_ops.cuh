@@ -41,6 +41,27 @@ absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const 
 absl::Status LaunchStoreShift(cudaStream_t stream, const float* x, int C, const int32_t* last,
                               const int32_t* slots, int E, __half* shift_base, int64_t slot_stride);
 
+// A prefill step's LayerNorm, token shift and shift store without the normalised rows between
+// them: one kernel normalises each row and its predecessor (a row of the step, normalised again,
+// or the shift state of slot -prev[r] - 1, as LaunchTokenShift's prev) and stores the mixes, a
+// second normalises each sequence's last row (last[e]) again into slot slots[e]'s shift state
+// (slots[e] < 0: none). The same float operations as LaunchLayerNorm in its many-rows form,
+// LaunchTokenShift and LaunchStoreShift in turn, so the same bits where NormShiftRowsFits(R, C)
+// (the form LaunchLayerNorm takes there). C a multiple of 4 up to 4096 and every row, parameter
+// vector, state slot and out row aligned for four channels an access (the model's always are),
+// else InvalidArgument.
+bool NormShiftRowsFits(int R, int C);
+absl::Status LaunchNormShiftRows(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                                 const float* b, float eps, const int32_t* prev,
+                                 const int32_t* last, const int32_t* slots, int E,
+                                 float* shift_base, int64_t slot_stride, const float* mix,
+                                 int mixes, ActivationsOut out);
+absl::Status LaunchNormShiftRows(cudaStream_t stream, const float* x, int R, int C, const float* w,
+                                 const float* b, float eps, const int32_t* prev,
+                                 const int32_t* last, const int32_t* slots, int E,
+                                 __half* shift_base, int64_t slot_stride, const float* mix,
+                                 int mixes, ActivationsOut out);
+
 // A decode step's LayerNorm, token shift and shift store in one kernel: row r is sequence r's
 // only row, so its predecessor is the shift state of slot slots[r], which row r then replaces.
 // out[i][r][c] = TokenShift(n[c], state[c], m_i[c]) with n = LayerNorm(x[r]) * w + b; then

@@ -35,7 +35,8 @@
 // --fused-lora-up=off launches a few-row decode step's LoRA up-projections as products of their
 // own instead of computing them in the fused time-mixing kernel (ModelOptions::cuda_fused_lora_up).
 // --fused-prefill=off runs a walking prefill step's time-mixing core as three kernels rather than
-// one (ModelOptions::cuda_fused_prefill).
+// one, and its LayerNorms and token shifts with the normalised rows between them
+// (ModelOptions::cuda_fused_prefill).
 // --bf16-activation-rows=on has cuBLAS write the activated products' rows in bf16 and activates
 // them in place (ModelOptions::cuda_bf16_activation_rows; off by default).
 // --sparse-ffn=off reads every value weight in decode steps (ModelOptions::sparse_ffn; random
@@ -457,6 +458,23 @@ absl::Status BenchKernels(const DeviceLimits& lim) {
                   R, C, kMixes, ts * 1e6, ts_bytes / ts / 1e9,
                   100 * ts_bytes / ts / lim.copy_bytes_per_s);
     }
+    // The two as LaunchNormShiftRows (one sequence of R rows: its shift state stored too).
+    MODRWKV_ASSIGN_OR_RETURN(DeviceBuffer<int32_t> seq, AllocDevice<int32_t>(2));
+    const int32_t host_seq[2] = {R - 1, 0};  // last row, slot
+    MODRWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(seq.get(), host_seq, sizeof(host_seq), cudaMemcpyHostToDevice, st));
+    MODRWKV_ASSIGN_OR_RETURN(const double fused, TimeGraph(st, 16, [&](int) {
+                               return LaunchNormShiftRows(
+                                   st, x.get(), R, C, p.get(), p.get() + C, 1e-5f, prev.get(),
+                                   seq.get(), seq.get() + 1, 1, shift.get(), C, p.get() + 2 * C,
+                                   kMixes, ActivationsOut::Half(HalfType::kBF16, out.get()));
+                             }));
+    const double fused_bytes = n * 4.0 + kMixes * n * 2.0;  // x once, out
+    std::printf(
+        "| NormShiftRows (LayerNorm + token shift, bf16 out) | %d x %d, %d mixes | %.2f | %.0f | "
+        "%.0f%% |\n",
+        R, C, kMixes, fused * 1e6, fused_bytes / fused / 1e9,
+        100 * fused_bytes / fused / lim.copy_bytes_per_s);
   }
   {  // WKV, 32 heads, f32 state: a decode token, a 512-token prompt, 16 prompts of 128 tokens;
      // the prompts token by token (the walk) and in chunks

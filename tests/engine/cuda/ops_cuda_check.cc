@@ -490,6 +490,105 @@ INSTANTIATE_TEST_SUITE_P(Cases, StoreShiftVsCpuTest,
                                           testing::Values(StateType::kF32, StateType::kF16)),
                          ShiftCaseName);
 
+// A prefill step's LayerNorm + token shift + shift store in two kernels (LaunchNormShiftRows)
+// against the three it replaces on the same inputs (each checked against its CPU twin above): the
+// same bits in the mixes, f32 or bf16, and in the states, where LayerNorm takes its many-rows
+// form (16 rows or more, C a multiple of 4, aligned states). A padding sequence (its rows their
+// own predecessors, nothing stored), a sequence of one row, the widest C of the form.
+class NormShiftRowsTest
+    : public OnDevice<testing::TestWithParam<std::tuple<ShiftCase, StateType, bool>>> {
+ protected:
+  template <typename S>
+  void Run(const ShiftCase& c, bool bf16_out);
+};
+
+template <typename S>
+void NormShiftRowsTest::Run(const ShiftCase& c, bool bf16_out) {
+  const int C = c.C;
+  const ShiftLayout l = LayOut(c);
+  const int R = l.R, E = static_cast<int>(c.slots.size());
+  ASSERT_TRUE(NormShiftRowsFits(R, C));
+  const int64_t stride = SlotStride(c), offset = ShiftOffset(c);
+  std::mt19937 g(53);
+  const std::vector<float> x = Random(static_cast<size_t>(R) * C, g, -3.0f, 3.0f);
+  const std::vector<float> w = Random(C, g, 0.5f, 1.5f), b = Random(C, g, -0.5f, 0.5f);
+  const std::vector<float> mix = Random(static_cast<size_t>(c.mixes) * C, g, 0.0f, 1.0f);
+  std::vector<S> pool(static_cast<size_t>(c.num_slots) * stride);
+  for (S& v : pool) v = ToState<S>(std::uniform_real_distribution<float>(-2.0f, 2.0f)(g));
+  const size_t n = static_cast<size_t>(c.mixes) * R * C;
+  DeviceBuffer<float> d_x = Upload(x), d_w = Upload(w), d_b = Upload(b), d_mix = Upload(mix);
+  DeviceBuffer<float> d_xn = Upload(x), d_want = Upload(std::vector<float>(n, kSentinel)),
+                      d_got = Upload(std::vector<float>(n, kSentinel));
+  DeviceBuffer<uint16_t> h_want = Upload(std::vector<uint16_t>(n)),
+                         h_got = Upload(std::vector<uint16_t>(n));
+  DeviceBuffer<S> d_want_pool = Upload(pool), d_got_pool = Upload(pool);
+  DeviceBuffer<int32_t> d_slots = Upload(c.slots), d_prev = Upload(l.prev), d_last = Upload(l.last);
+  ASSERT_FALSE(HasFailure());
+  auto out = [&](DeviceBuffer<float>& f32, DeviceBuffer<uint16_t>& half) {
+    return bf16_out ? ActivationsOut::Half(HalfType::kBF16, half.get()) : ActivationsOut(f32.get());
+  };
+  cudaStream_t st = stream_.get();
+  ASSERT_TRUE(
+      LaunchLayerNorm(st, d_x.get(), nullptr, R, C, d_w.get(), d_b.get(), 1e-5f, d_xn.get()).ok());
+  ASSERT_TRUE(LaunchTokenShift(st, d_xn.get(), R, C, d_prev.get(),
+                               DeviceState(static_cast<const S*>(d_want_pool.get())) + offset,
+                               stride, d_mix.get(), c.mixes, out(d_want, h_want))
+                  .ok());
+  ASSERT_TRUE(LaunchStoreShift(st, d_xn.get(), C, d_last.get(), d_slots.get(), E,
+                               DeviceState(d_want_pool.get()) + offset, stride)
+                  .ok());
+  const absl::Status fused = LaunchNormShiftRows(
+      st, d_x.get(), R, C, d_w.get(), d_b.get(), 1e-5f, d_prev.get(), d_last.get(), d_slots.get(),
+      E, DeviceState(d_got_pool.get()) + offset, stride, d_mix.get(), c.mixes, out(d_got, h_got));
+  ASSERT_TRUE(fused.ok()) << fused;
+  ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+  if (bf16_out) {
+    ExpectSameBits(Download(h_got, n), Download(h_want, n), "out (bf16)");
+  } else {
+    ExpectSameBits(Download(d_got, n), Download(d_want, n), "out");
+  }
+  ExpectSameBits(Download(d_got_pool, pool.size()), Download(d_want_pool, pool.size()),
+                 "state pool");
+  // The form's limits: C a multiple of 4, rows aligned for four channels an access.
+  EXPECT_EQ(
+      LaunchNormShiftRows(st, d_x.get(), R, C - 2, d_w.get(), d_b.get(), 1e-5f, d_prev.get(),
+                          d_last.get(), d_slots.get(), E, DeviceState(d_got_pool.get()) + offset,
+                          stride, d_mix.get(), c.mixes, d_got.get())
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      LaunchNormShiftRows(st, d_x.get() + 1, R, C, d_w.get(), d_b.get(), 1e-5f, d_prev.get(),
+                          d_last.get(), d_slots.get(), E, DeviceState(d_got_pool.get()) + offset,
+                          stride, d_mix.get(), c.mixes, d_got.get())
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(NormShiftRowsTest, MatchesLayerNormThenTokenShiftThenStoreShift) {
+  const auto& [c, type, bf16_out] = GetParam();
+  if (type == StateType::kF16) {
+    Run<uint16_t>(c, bf16_out);
+  } else {
+    Run<float>(c, bf16_out);
+  }
+}
+
+const ShiftCase kPrefillShiftCases[] = {
+    {"TimeMix", 2048, {7, 1, 12}, {2, 0, 1}, 3, 6, true},
+    {"ChannelMixWithPadding", 1100, {5, 9, 6}, {1, -1, 0}, 2, 1, true},
+    {"Widest", 4096, {10, 7}, {0, 1}, 2, 6, true},
+};
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, NormShiftRowsTest,
+    testing::Combine(testing::ValuesIn(kPrefillShiftCases),
+                     testing::Values(StateType::kF32, StateType::kF16), testing::Bool()),
+    [](const testing::TestParamInfo<std::tuple<ShiftCase, StateType, bool>>& info) {
+      return std::get<0>(info.param).name +
+             (std::get<1>(info.param) == StateType::kF16 ? "_F16State" : "_F32State") +
+             (std::get<2>(info.param) ? "_Bf16Out" : "_F32Out");
+    });
+
 // ---- activations ----
 
 class ActivationVsCpuTest
