@@ -4,24 +4,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "encoders/vision/config_json.h"
 
 namespace modrwkv::encoders {
 namespace {
 
 using nlohmann::json;
 
-template <typename T>
-absl::Status ReadKey(const json& j, const char* key, T* out) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return absl::OkStatus();  // keep transformers' default
-  try {
-    *out = it->get<T>();
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("wavlm config key \"", key, "\" has the wrong type: ", e.what()));
-  }
-  return absl::OkStatus();
-}
+constexpr char kConfig[] = "wavlm config";  // errors name it
 
 }  // namespace
 
@@ -123,23 +113,23 @@ absl::StatusOr<WavlmConfig> ParseWavlmConfig(std::string_view config_json) {
                             {"num_conv_pos_embedding_groups", &c.num_conv_pos_embedding_groups},
                             {"num_buckets", &c.num_buckets},
                             {"max_bucket_distance", &c.max_bucket_distance}}) {
-    if (auto s = ReadKey(root, key, field); !s.ok()) return s;
+    if (auto s = ReadConfigKey(root, kConfig, key, field); !s.ok()) return s;
   }
   for (auto [key, field] : {std::pair{"conv_dim", &c.conv_dim},
                             {"conv_kernel", &c.conv_kernel},
                             {"conv_stride", &c.conv_stride}}) {
-    if (auto s = ReadKey(root, key, field); !s.ok()) return s;
+    if (auto s = ReadConfigKey(root, kConfig, key, field); !s.ok()) return s;
   }
   for (auto [key, field] :
        {std::pair{"conv_bias", &c.conv_bias}, {"do_stable_layer_norm", &c.do_stable_layer_norm}}) {
-    if (auto s = ReadKey(root, key, field); !s.ok()) return s;
+    if (auto s = ReadConfigKey(root, kConfig, key, field); !s.ok()) return s;
   }
   for (auto [key, field] : {std::pair{"feat_extract_norm", &c.feat_extract_norm},
                             {"hidden_act", &c.hidden_act},
                             {"feat_extract_activation", &c.feat_extract_activation}}) {
-    if (auto s = ReadKey(root, key, field); !s.ok()) return s;
+    if (auto s = ReadConfigKey(root, kConfig, key, field); !s.ok()) return s;
   }
-  if (auto s = ReadKey(root, "layer_norm_eps", &c.layer_norm_eps); !s.ok()) return s;
+  if (auto s = ReadConfigKey(root, kConfig, "layer_norm_eps", &c.layer_norm_eps); !s.ok()) return s;
   if (auto s = c.Validate(); !s.ok()) return s;
   return c;
 }

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/vision/config_json.h"
 #include "encoders/vision/transformer_ops.h"
 
 namespace modrwkv::encoders {
@@ -11,18 +12,7 @@ namespace {
 
 using nlohmann::json;
 
-template <typename T>
-absl::Status ReadKey(const json& j, const char* key, T* out) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return absl::OkStatus();  // keep transformers' default
-  try {
-    *out = it->get<T>();
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("whisper config key \"", key, "\" has the wrong type: ", e.what()));
-  }
-  return absl::OkStatus();
-}
+constexpr char kConfig[] = "whisper config";  // errors name it
 
 }  // namespace
 
@@ -57,7 +47,7 @@ absl::StatusOr<WhisperConfig> ParseWhisperConfig(std::string_view config_json) {
     return absl::InvalidArgumentError("whisper config is not a JSON object");
   }
   std::string model_type;
-  if (auto s = ReadKey(root, "model_type", &model_type); !s.ok()) return s;
+  if (auto s = ReadConfigKey(root, kConfig, "model_type", &model_type); !s.ok()) return s;
   if (model_type != "whisper") {
     return absl::InvalidArgumentError(absl::StrCat("whisper config key \"model_type\" is \"",
                                                    model_type, "\"; expected \"whisper\""));
@@ -69,9 +59,10 @@ absl::StatusOr<WhisperConfig> ParseWhisperConfig(std::string_view config_json) {
                             {"encoder_attention_heads", &c.encoder_attention_heads},
                             {"encoder_ffn_dim", &c.encoder_ffn_dim},
                             {"max_source_positions", &c.max_source_positions}}) {
-    if (auto s = ReadKey(root, key, field); !s.ok()) return s;
+    if (auto s = ReadConfigKey(root, kConfig, key, field); !s.ok()) return s;
   }
-  if (auto s = ReadKey(root, "activation_function", &c.activation_function); !s.ok()) return s;
+  if (auto s = ReadConfigKey(root, kConfig, "activation_function", &c.activation_function); !s.ok())
+    return s;
   if (auto s = c.Validate(); !s.ok()) return s;
   return c;
 }

@@ -3,24 +3,14 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/vision/config_json.h"
 
 namespace modrwkv::encoders {
 namespace {
 
 using nlohmann::json;
 
-template <typename T>
-absl::Status ReadKey(const json& j, const char* key, T* out) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return absl::OkStatus();  // keep transformers' default
-  try {
-    *out = it->get<T>();
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("vision config key \"", key, "\" has the wrong type: ", e.what()));
-  }
-  return absl::OkStatus();
-}
+constexpr char kConfig[] = "vision config";  // errors name it
 
 }  // namespace
 
@@ -114,10 +104,10 @@ absl::StatusOr<VitConfig> ParseVitConfig(std::string_view config_json) {
                             {"intermediate_size", &c.intermediate_size},
                             {"num_hidden_layers", &c.num_hidden_layers},
                             {"num_attention_heads", &c.num_attention_heads}}) {
-    if (auto s = ReadKey(v, key, field); !s.ok()) return s;
+    if (auto s = ReadConfigKey(v, kConfig, key, field); !s.ok()) return s;
   }
-  if (auto s = ReadKey(v, "layer_norm_eps", &c.layer_norm_eps); !s.ok()) return s;
-  if (auto s = ReadKey(v, "hidden_act", &c.hidden_act); !s.ok()) return s;
+  if (auto s = ReadConfigKey(v, kConfig, "layer_norm_eps", &c.layer_norm_eps); !s.ok()) return s;
+  if (auto s = ReadConfigKey(v, kConfig, "hidden_act", &c.hidden_act); !s.ok()) return s;
   if (auto s = c.Validate(); !s.ok()) return s;
   return c;
 }

@@ -72,6 +72,9 @@ TEST(WavlmConfigTest, ErrorsNameTheKey) {
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(c.status().message(), HasSubstr(std::string("\"") + k.key + "\"")) << k.json;
   }
+  EXPECT_THAT(
+      ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": "big"})").status().message(),
+      HasSubstr("wavlm config key \"hidden_size\" has the wrong type"));
   EXPECT_FALSE(ParseWavlmConfig("[1, 2]").ok());
   EXPECT_FALSE(ParseWavlmConfig("{").ok());
 }

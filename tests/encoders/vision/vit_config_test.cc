@@ -68,7 +68,7 @@ TEST(VitConfigTest, Errors) {
   EXPECT_THAT(ParseVitConfig(R"({"model_type": "siglip_vision_model", "hidden_size": "big"})")
                   .status()
                   .message(),
-              HasSubstr("hidden_size"));
+              HasSubstr("vision config key \"hidden_size\" has the wrong type"));
   EXPECT_THAT(
       ParseVitConfig(R"({"model_type": "siglip_vision_model", "image_size": 30, "patch_size": 8})")
           .status()
