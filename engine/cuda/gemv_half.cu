@@ -19,7 +19,7 @@ constexpr int kRowsPerPass = 8;
 constexpr int kWarpsPerBlock = 8;
 // Blocks resident per SM that the kernel's registers must allow (64 registers a thread): 4 of 8
 // warps, 32 warps an SM, measured faster on an H200 than 3 with more loads in flight per lane.
-constexpr int kBlocksPerSm = 4;
+[[maybe_unused]] constexpr int kBlocksPerSm = 4;  // (the emulator drops launch bounds)
 
 // acc[r] += the dot product of the weights in `wv` (2 x `pairs` floats) with row r's x at
 // float offset `at` (16-byte loads of x when kPairs is even: `at` is then a multiple of 4).

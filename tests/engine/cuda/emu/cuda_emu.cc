@@ -448,8 +448,9 @@ class Executor {
   std::vector<WarpMeetings> warps_;
   std::vector<unsigned char> dynamic_shared_;
   const std::function<void()>* body_ = nullptr;
-  const void* scheduler_stack_bottom_ = nullptr;
-  size_t scheduler_stack_size_ = 0;
+  // Used by the sanitizers' fiber annotations only (no-ops in a build without them).
+  [[maybe_unused]] const void* scheduler_stack_bottom_ = nullptr;
+  [[maybe_unused]] size_t scheduler_stack_size_ = 0;
 };
 
 // The kernels' dynamic shared memory limits (cudaFuncSetAttribute).
