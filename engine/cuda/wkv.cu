@@ -1,4 +1,6 @@
 // WKV7 recurrence kernel and its launcher (see wkv.cuh).
+#include <array>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <type_traits>
@@ -198,27 +200,21 @@ absl::Status LaunchChunked(cudaStream_t stream, S* state_pool, const int32_t* sl
                 seq_offsets, r, w, k, v, kk, a, ld, y, ldy, slot_stride, head_stride);
 }
 
-// The current device's streaming multiprocessors.
+// The current device's streaming multiprocessors. A device's count does not change: the driver
+// is asked once per device, not at every prefill layer (the model resolves the form per layer,
+// the launcher again for the chunked form's block size).
 absl::StatusOr<int> SmCount() {
+  constexpr int kCachedDevices = 64;
+  static std::array<std::atomic<int>, kCachedDevices> known{};  // 0: not asked yet
   int device = 0, sms = 0;
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  const bool cached = device >= 0 && device < kCachedDevices;
+  if (cached && (sms = known[device].load(std::memory_order_relaxed)) > 0) return sms;
   MODRWKV_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (cached) known[device].store(sms, std::memory_order_relaxed);
   return sms;
 }
-
-}  // namespace
-
-absl::StatusOr<WkvForm> ResolveWkvForm(WkvForm form, int B, int H, int64_t rows) {
-  if (form != WkvForm::kAuto) return form;
-  if (rows < static_cast<int64_t>(kChunkedMinTokens) * B) return WkvForm::kWalk;
-  MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
-  return static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms
-             ? WkvForm::kChunked
-             : WkvForm::kWalk;
-}
-
-namespace {
 
 template <typename S>
 absl::Status Wkv7Chunked(cudaStream_t stream, int sms, S* state_pool, const int32_t* slot_of_seq,
@@ -291,6 +287,15 @@ absl::Status Wkv7(cudaStream_t stream, S* state_pool, const int32_t* slot_of_seq
 }
 
 }  // namespace
+
+absl::StatusOr<WkvForm> ResolveWkvForm(WkvForm form, int B, int H, int64_t rows) {
+  if (form != WkvForm::kAuto) return form;
+  if (rows < static_cast<int64_t>(kChunkedMinTokens) * B) return WkvForm::kWalk;
+  MODRWKV_ASSIGN_OR_RETURN(const int sms, SmCount());
+  return static_cast<int64_t>(B) * H <= static_cast<int64_t>(kChunkedMaxHeadsPerSm) * sms
+             ? WkvForm::kChunked
+             : WkvForm::kWalk;
+}
 
 absl::Status LaunchWkv7(cudaStream_t stream, float* state_pool, const int32_t* slot_of_seq, int B,
                         int H, const int32_t* seq_offsets, int64_t rows, WkvForm form,
