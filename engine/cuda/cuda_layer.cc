@@ -208,11 +208,12 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
   const TimeMixRows rows{s_.r.get(), s_.w.get(),       s_.a.get(),      s_.k.get(),
                          s_.v.get(), s_.v_first.get(), s_.v_gate.get(), s_.g.get()};
   const TimeMixParams params{V(kW0), V(kA0), V(kKK), V(kKA), V(kV0), V(kRK), V(kLnxW), V(kLnxB)};
-  // A prefill step that walks its tokens runs the three kernels of the last branch as one.
-  bool fuse_prefill = R != E && fused_prefill_;
-  if (fuse_prefill) {
-    MODRWKV_ASSIGN_OR_RETURN(const WkvForm form, ResolveWkvForm(wkv_form_, E, H, R));
-    fuse_prefill = form == WkvForm::kWalk;
+  // A prefill step runs the three kernels of the last branch as one where it walks its tokens,
+  // and as two (the recurrence preparing its raw rows, then GroupNorm + gate) where it runs them
+  // in chunks.
+  WkvForm prefill_form = WkvForm::kAuto;  // kAuto: not fused
+  if (R != E && fused_prefill_) {
+    MODRWKV_ASSIGN_OR_RETURN(prefill_form, ResolveWkvForm(wkv_form_, E, H, R));
   }
   if (R == E) {  // a decode step: the three kernels below as one (wkv_decode.cuh)
     // Rows r, k, v and y; v_first written by the first layer, read by the later ones.
@@ -235,7 +236,7 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
     }
     MODRWKV_RETURN_IF_ERROR(LaunchWkv7Decode(st, wkv, slots, E, H, slot_stride, 64 * 64, rows,
                                              params, first, y_out, lora_up ? &*lora_up : nullptr));
-  } else if (fuse_prefill) {
+  } else if (prefill_form == WkvForm::kWalk) {
     // Rows r, w, a, k, v, g read; v_first written by the first layer, read with the value
     // residual's gate by the later ones; y written.
     Mark(
@@ -243,6 +244,18 @@ absl::Status CudaModel::RunLayer(int li, int R, int E, const int32_t* prev, cons
         OpCost{0, f32_rows(R) * (first ? 7 : 8) + rows_of(R, act_out) + wkv_state + vec_bytes * 8});
     MODRWKV_RETURN_IF_ERROR(LaunchWkv7Prefill(st, wkv, slots, E, H, offsets, slot_stride, 64 * 64,
                                               rows, params, first, y_out));
+  } else if (prefill_form == WkvForm::kChunked) {
+    // Rows r, w, a, k, v read (v_first and the gate after the first layer; v_first written by
+    // the first); k' and v' written for GroupNorm (v' in place), y written.
+    Mark("wkv (prepare, recurrence)",
+         OpCost{0, f32_rows(R) * (first ? 9 : 10) + wkv_state + vec_bytes * 5});
+    MODRWKV_RETURN_IF_ERROR(LaunchWkv7ChunkedPrefill(st, wkv, slots, E, H, offsets, slot_stride,
+                                                     64 * 64, rows, params, first, s_.y.get(),
+                                                     s_.kk.get(), s_.v.get()));
+    Mark("group norm, gate", OpCost{0, f32_rows(R) * 5 + rows_of(R, act_out) + vec_bytes * 3});
+    MODRWKV_RETURN_IF_ERROR(LaunchGroupNormGate(st, R, C, static_cast<const float*>(s_.y.get()),
+                                                V(kLnxW), V(kLnxB), s_.r.get(), s_.kk.get(), V(kRK),
+                                                s_.v.get(), s_.g.get(), y_out));
   } else {
     // In place on w, a, k, v; kk written; the value residual's rows (v_first written by the
     // first layer; v_first and the gate read by the later ones).

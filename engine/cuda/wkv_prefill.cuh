@@ -39,4 +39,26 @@ absl::Status LaunchWkv7Prefill(cudaStream_t stream, __half* state_pool, const in
                                int64_t head_stride, const TimeMixRows& rows,
                                const TimeMixParams& params, bool first_layer, ActivationsOut y);
 
+// The same core where the recurrence runs in chunks (LaunchWkv7's WkvForm::kChunked: long prompts,
+// whose blocks own 16-64 of a head's state rows, so GroupNorm cannot run inside): the chunked
+// kernel takes the raw rows and prepares each chunk itself (LaunchPrepareWkv's arithmetic, the
+// key norm's sum in another order: within rounding), then LaunchGroupNormGate finishes. Rows and
+// parameters as above (rows.g and params.r_k, gn_w, gn_b are GroupNorm's, unused here). Writes y:
+// [R][C] f32, the recurrence's output; k_out: [R][C] the prepared key k'; v_out: [R][C] the
+// prepared value v' (may be rows.v: a block reads and writes only its own state rows' channels);
+// the first layer rows.v_first. Then LaunchGroupNormGate(R, C, y, gn_w, gn_b, rows.r, k_out, r_k,
+// v_out, rows.g, out) gives LaunchWkv7Prefill's y. Defined in wkv.cu, beside the chunked kernel.
+absl::Status LaunchWkv7ChunkedPrefill(cudaStream_t stream, float* state_pool,
+                                      const int32_t* slot_of_seq, int B, int H,
+                                      const int32_t* seq_offsets, int64_t slot_stride,
+                                      int64_t head_stride, const TimeMixRows& rows,
+                                      const TimeMixParams& params, bool first_layer, float* y,
+                                      float* k_out, float* v_out);
+absl::Status LaunchWkv7ChunkedPrefill(cudaStream_t stream, __half* state_pool,
+                                      const int32_t* slot_of_seq, int B, int H,
+                                      const int32_t* seq_offsets, int64_t slot_stride,
+                                      int64_t head_stride, const TimeMixRows& rows,
+                                      const TimeMixParams& params, bool first_layer, float* y,
+                                      float* k_out, float* v_out);
+
 }  // namespace modrwkv::cuda

@@ -175,7 +175,9 @@ struct ModelOptions {
   bool cuda_fused_lora_up = true;
   // A prefill step whose recurrence walks token by token (WkvForm::kWalk: many prompts at once)
   // runs each layer's time-mixing core (preparation, recurrence, GroupNorm + gate) as one kernel
-  // (engine/cuda/wkv_prefill.cuh), and a step of 16 rows or more its LayerNorms + token shifts
+  // (engine/cuda/wkv_prefill.cuh), one whose recurrence runs in chunks (long prompts) prepares
+  // the raw rows inside the chunked recurrence (LaunchWkv7ChunkedPrefill, then GroupNorm + gate),
+  // and a step of 16 rows or more its LayerNorms + token shifts
   // without the normalised rows in between (LaunchNormShiftRows); off: the separate kernels,
   // their rows through memory between them. Ignored by the CPU backend.
   bool cuda_fused_prefill = true;

@@ -24,8 +24,8 @@
 // without overlapped launches, and cuBLAS at one row beside it), a decode step's LayerNorm +
 // token shift, a prefill step's LayerNorm and token shift (four channels an access and one), the
 // WKV of a decode token and of prompts, token by token and chunked, a prefill step's time-mixing
-// core as three kernels and fused, and the sparse value product (half and a tenth of the inputs
-// nonzero) beside the dense one.
+// core as three kernels and fused (walking and chunked), and the sparse value product (half and a
+// tenth of the inputs nonzero) beside the dense one.
 // --shapes= (empty) then skips the models.
 // --overlap=off launches every kernel in plain stream order (no programmatic dependent launch:
 // engine/cuda/launch.h), to measure what the overlap saves.
@@ -34,8 +34,9 @@
 // --chunked-wkv=off walks prompts' recurrence token by token (ModelOptions::cuda_chunked_wkv).
 // --fused-lora-up=off launches a few-row decode step's LoRA up-projections as products of their
 // own instead of computing them in the fused time-mixing kernel (ModelOptions::cuda_fused_lora_up).
-// --fused-prefill=off runs a walking prefill step's time-mixing core as three kernels rather than
-// one, and its LayerNorms and token shifts with the normalised rows between them
+// --fused-prefill=off runs a prefill step's time-mixing core as three kernels rather than one
+// (walking) or two (chunked: the recurrence preparing its raw rows, then GroupNorm + gate), and
+// its LayerNorms and token shifts with the normalised rows between them
 // (ModelOptions::cuda_fused_prefill).
 // --bf16-activation-rows=on has cuBLAS write the activated products' rows in bf16 and activates
 // them in place (ModelOptions::cuda_bf16_activation_rows; off by default).

@@ -3,7 +3,8 @@
 // few-row product at the layers' shapes (with and without overlapped launches, cuBLAS at one row
 // beside it), a decode step's LayerNorm + token shift, a prefill step's LayerNorm and token shift
 // (separate and as NormShiftRows), the WKV of a decode token and of prompts (walked and chunked),
-// a prefill step's time-mixing core as three kernels and fused, and the sparse value product.
+// a prefill step's time-mixing core as three kernels and fused (walking: 16 prompts of 128
+// tokens; chunked: one of 2048), and the sparse value product.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,18 +41,19 @@ struct WkvCase {
   int seqs, tokens;
   WkvForm form;
 };
+using CoreCase = WkvCase;
 
 // What each part of the table runs at: the released models' shapes, or (smoke) small ones that
 // take every code path in seconds on the CUDA emulator.
 struct KernelSizes {
   size_t span;  // bytes of weights a few-row product rotates through (beyond L2)
   std::vector<Shape> gemv;
-  int sparse_out, sparse_in;   // the value product's shape
-  int norm_c;                  // a decode step's LayerNorm + shift: channels
-  int rows_r, rows_c;          // a prefill step's LayerNorm + shift: rows x channels
-  int heads;                   // WKV and the time-mixing core
-  std::vector<WkvCase> wkv;    // seqs x tokens, form
-  int core_seqs, core_tokens;  // the prefill time-mixing core
+  int sparse_out, sparse_in;    // the value product's shape
+  int norm_c;                   // a decode step's LayerNorm + shift: channels
+  int rows_r, rows_c;           // a prefill step's LayerNorm + shift: rows x channels
+  int heads;                    // WKV and the time-mixing core
+  std::vector<WkvCase> wkv;     // seqs x tokens, form
+  std::vector<CoreCase> cores;  // the prefill time-mixing core
 };
 
 KernelSizes SizesFor(bool smoke) {
@@ -67,8 +69,7 @@ KernelSizes SizesFor(bool smoke) {
             {WkvCase{1, 1, WkvForm::kWalk}, WkvCase{1, 40, WkvForm::kWalk},
              WkvCase{1, 40, WkvForm::kChunked}, WkvCase{3, 20, WkvForm::kWalk},
              WkvCase{3, 20, WkvForm::kChunked}},
-            3,
-            20};
+            {CoreCase{3, 20, WkvForm::kWalk}, CoreCase{1, 40, WkvForm::kChunked}}};
   }
   return {size_t{256} << 20,  // 5x the H200's L2
           {Shape{2048, 2048}, Shape{8192, 2048}, Shape{2048, 8192}, Shape{4096, 4096},
@@ -82,8 +83,7 @@ KernelSizes SizesFor(bool smoke) {
           {WkvCase{1, 1, WkvForm::kWalk}, WkvCase{1, 512, WkvForm::kWalk},
            WkvCase{1, 512, WkvForm::kChunked}, WkvCase{16, 128, WkvForm::kWalk},
            WkvCase{16, 128, WkvForm::kChunked}},
-          16,
-          128};
+          {CoreCase{16, 128, WkvForm::kWalk}, CoreCase{1, 2048, WkvForm::kChunked}}};
 }
 
 }  // namespace
@@ -300,10 +300,12 @@ absl::Status BenchKernels(const DeviceLimits& lim, bool smoke) {
       }
     }
   }
-  {  // A prefill step's time-mixing core, 16 prompts of 128 tokens x 32 heads (1.5B), a later
-     // layer, f32 state, bf16 y: the three kernels (prepare, walk, GroupNorm + gate) and the
-     // fused one, with the bytes each way moves (as the op profile counts them) per second.
-    const int H = sz.heads, C = H * 64, kSeqs = sz.core_seqs, kTokens = sz.core_tokens;
+  // A prefill step's time-mixing core x 32 heads (1.5B), a later layer, f32 state, bf16 y: the
+  // three kernels (prepare, the recurrence, GroupNorm + gate) and fused, with the bytes each way
+  // moves (as the op profile counts them) per second. Walking (16 prompts of 128 tokens): one
+  // kernel; chunked (one prompt of 2048): the chunked recurrence on raw rows, then GroupNorm.
+  for (const CoreCase& core : sz.cores) {
+    const int H = sz.heads, C = H * 64, kSeqs = core.seqs, kTokens = core.tokens;
     const int R = kSeqs * kTokens;
     const int64_t plane = int64_t{C} * R;
     enum { kR, kW, kA, kK, kV, kG, kVFirst, kVGate, kKk, kY, kPlanes };
@@ -324,6 +326,7 @@ absl::Status BenchKernels(const DeviceLimits& lim, bool smoke) {
     auto V = [&](int i) { return params.get() + int64_t{i} * C; };
     const ActivationsOut y_out = ActivationsOut::Half(HalfType::kBF16, y_h.get());
     const int32_t* offsets = idx.get() + kSeqs;
+    const bool chunked = core.form == WkvForm::kChunked;
     MODRWKV_ASSIGN_OR_RETURN(
         const double separate, TimeGraph(st, 4, [&](int) -> absl::Status {
           MODRWKV_RETURN_IF_ERROR(LaunchPrepareWkv(st, R, C, P(kW), V(0), P(kA), V(1), P(kK),
@@ -331,29 +334,40 @@ absl::Status BenchKernels(const DeviceLimits& lim, bool smoke) {
                                                    V(4),
                                                    /*first_layer=*/false));
           MODRWKV_RETURN_IF_ERROR(LaunchWkv7(st, pool.get(), idx.get(), kSeqs, H, offsets, R,
-                                             WkvForm::kWalk, P(kR), P(kW), P(kK), P(kV), P(kKk),
-                                             P(kA), C, P(kY), C, C * 64, 64 * 64));
+                                             core.form, P(kR), P(kW), P(kK), P(kV), P(kKk), P(kA),
+                                             C, P(kY), C, C * 64, 64 * 64));
           return LaunchGroupNormGate(st, R, C, static_cast<const float*>(P(kY)), V(6), V(7), P(kR),
                                      P(kK), V(5), P(kV), P(kG), y_out);
         }));
     const TimeMixRows rows{P(kR), P(kW), P(kA), P(kK), P(kV), P(kVFirst), P(kVGate), P(kG)};
     const TimeMixParams p{V(0), V(1), V(2), V(3), V(4), V(5), V(6), V(7)};
-    MODRWKV_ASSIGN_OR_RETURN(const double fused, TimeGraph(st, 4, [&](int) {
-                               return LaunchWkv7Prefill(st, pool.get(), idx.get(), kSeqs, H,
-                                                        offsets, C * 64, 64 * 64, rows, p,
-                                                        /*first_layer=*/false, y_out);
-                             }));
-    // f32 rows: prepare 11 (w, a, k, v in and out, kk out, v_first and the gate in), the walk 7,
-    // GroupNorm + gate 5 and y in bf16; fused: 8 in and y. Both: the states read and written.
+    MODRWKV_ASSIGN_OR_RETURN(
+        const double fused, TimeGraph(st, 4, [&](int) -> absl::Status {
+          if (!chunked) {
+            return LaunchWkv7Prefill(st, pool.get(), idx.get(), kSeqs, H, offsets, C * 64, 64 * 64,
+                                     rows, p, /*first_layer=*/false, y_out);
+          }
+          MODRWKV_RETURN_IF_ERROR(LaunchWkv7ChunkedPrefill(
+              st, pool.get(), idx.get(), kSeqs, H, offsets, C * 64, 64 * 64, rows, p,
+              /*first_layer=*/false, P(kY), P(kKk), P(kV)));
+          return LaunchGroupNormGate(st, R, C, static_cast<const float*>(P(kY)), V(6), V(7), P(kR),
+                                     P(kKk), V(5), P(kV), P(kG), y_out);
+        }));
+    // f32 rows: prepare 11 (w, a, k, v in and out, kk out, v_first and the gate in), the
+    // recurrence 7, GroupNorm + gate 5 and y in bf16; fused walking: 8 in and y; fused chunked:
+    // 7 in and 3 out, then GroupNorm's 5 and y. Each: the states read and written.
     const double state = 2.0 * kSeqs * H * 64 * 64 * 4, row = plane * 4.0;
     const double separate_bytes = (11 + 7 + 5) * row + row / 2 + state;
-    const double fused_bytes = 8 * row + row / 2 + state;
+    const double fused_bytes = (chunked ? 10 + 5 : 8) * row + row / 2 + state;
+    const char* form = chunked ? "chunked" : "walk";
     for (const auto& [what, seconds, bytes] :
          {std::tuple{"three kernels", separate, separate_bytes},
-          std::tuple{"fused (Wkv7Prefill)", fused, fused_bytes}}) {
+          std::tuple{chunked ? "fused (Wkv7ChunkedPrefill + GroupNormGate)" : "fused (Wkv7Prefill)",
+                     fused, fused_bytes}}) {
       std::printf(
-          "| Time-mixing core, %s | %d x %d tokens x %d heads | %.2f | %.0f (%.0f MB) | %.0f%% |\n",
-          what, kSeqs, kTokens, H, seconds * 1e6, bytes / seconds / 1e9, bytes / 1e6,
+          "| Time-mixing core (%s), %s | %d x %d tokens x %d heads | %.2f | %.0f (%.0f MB) | "
+          "%.0f%% |\n",
+          form, what, kSeqs, kTokens, H, seconds * 1e6, bytes / seconds / 1e9, bytes / 1e6,
           100 * bytes / seconds / lim.copy_bytes_per_s);
     }
   }

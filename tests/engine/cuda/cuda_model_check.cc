@@ -301,64 +301,105 @@ TEST_F(CudaVsCpuTest, OpProfileNamesTheOperationsAndChangesNoResult) {
   EXPECT_TRUE(ops->empty());
 }
 
-// A prefill step whose recurrence walks its tokens runs the time-mixing core as one kernel
-// (ModelOptions::cuda_fused_prefill, engine/cuda/wkv_prefill.cuh); off, as three kernels with
-// their rows through memory. Prompts of several lengths (a partial chunk of 8 tokens, a full one
-// and more), a second prompt step continuing them, then a decode step: the two GPU models run
-// the same float operations (equal but for the compiler's FMA contraction) and both match the
-// CPU; the op profile of the first step shows which path ran and what the separate recurrence
-// moves.
-TEST_F(CudaVsCpuTest, FusedPrefillMatchesTheThreeKernels) {
+// A prefill step runs the time-mixing core fused (ModelOptions::cuda_fused_prefill): as one
+// kernel where the recurrence walks its tokens (engine/cuda/wkv_prefill.cuh), as the chunked
+// recurrence on raw rows + GroupNorm where it runs in chunks; off, as three kernels with their
+// rows through memory. Runs `steps` (prompts of several lengths, later steps continuing them) on
+// gpu_ and on a GPU model with the switch off: both run the same float operations but for the
+// key norm's order (chunked) and the compiler's FMA contraction, and both match the CPU. Returns
+// the op profiles of the first step by op name, fused's and separate's.
+using OpsByName = std::map<std::string, CudaModel::OpTime>;
+std::pair<OpsByName, OpsByName> CompareFusedPrefill(
+    const std::vector<std::vector<std::vector<int32_t>>>& steps,
+    const std::vector<OwnedTensor>& tensors, Model& cpu, CudaModel& fused, double tol) {
   ModelOptions o;
   o.num_slots = 4;
   o.threads = 1;
   o.cuda_fused_prefill = false;
-  auto separate = CudaModel::Create(ViewsOf(tensors_), o, 0);
-  ASSERT_TRUE(separate.ok()) << separate.status();
-  const std::vector<std::vector<int32_t>> steps[] = {
-      {{5, 17, 300, 2, 999}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {64, 128, 256}},
-      {{8, 9, 10, 11, 12, 13, 14, 15}, {1000}, {3, 1, 4, 1, 5, 9, 2, 6, 5}},
-      {{7}, {8}, {9}}};
-  const int64_t n = cpu_->config().StateFloats();
-  for (size_t i = 0; i < std::size(steps); ++i) {
+  auto separate = CudaModel::Create(ViewsOf(tensors), o, 0);
+  EXPECT_TRUE(separate.ok()) << separate.status();
+  if (!separate.ok()) return {};
+  const int64_t n = cpu.config().StateFloats();
+  for (size_t i = 0; i < steps.size(); ++i) {
     const std::vector<StepEntry> entries = EntriesFor(steps[i]);
     std::vector<StepResult> cr, fr, sr;
-    gpu_->set_op_profile(i == 0);
+    fused.set_op_profile(i == 0);
     (*separate)->set_op_profile(i == 0);
-    ASSERT_TRUE(cpu_->Step(entries, &cr).ok());
-    absl::Status st = gpu_->Step(entries, &fr);
-    ASSERT_TRUE(st.ok()) << st;
-    st = (*separate)->Step(entries, &sr);
-    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_TRUE(cpu.Step(entries, &cr).ok());
+    absl::Status st = fused.Step(entries, &fr);
+    EXPECT_TRUE(st.ok()) << st;
+    st.Update((*separate)->Step(entries, &sr));
+    EXPECT_TRUE(st.ok()) << st;
+    if (!st.ok()) return {};
     for (size_t e = 0; e < entries.size(); ++e) {
       EXPECT_LT(RelErr(sr[e].logits, fr[e].logits), 1e-5) << "step " << i << ", entry " << e;
-      EXPECT_LT(RelErr(cr[e].logits, fr[e].logits), kTol) << "step " << i << ", entry " << e;
-      std::vector<float> fused_slot(n), separate_slot(n);
-      ASSERT_TRUE(gpu_->ReadSlot(static_cast<int>(e), absl::MakeSpan(fused_slot)).ok());
-      ASSERT_TRUE((*separate)->ReadSlot(static_cast<int>(e), absl::MakeSpan(separate_slot)).ok());
+      EXPECT_LT(RelErr(cr[e].logits, fr[e].logits), tol) << "step " << i << ", entry " << e;
+      std::vector<float> cpu_slot(n), fused_slot(n), separate_slot(n);
+      EXPECT_TRUE(cpu.ReadSlot(static_cast<int>(e), absl::MakeSpan(cpu_slot)).ok());
+      EXPECT_TRUE(fused.ReadSlot(static_cast<int>(e), absl::MakeSpan(fused_slot)).ok());
+      EXPECT_TRUE((*separate)->ReadSlot(static_cast<int>(e), absl::MakeSpan(separate_slot)).ok());
       EXPECT_LT(RelErr(separate_slot, fused_slot), 1e-5) << "step " << i << ", slot " << e;
-      ExpectSameSlot(static_cast<int>(e), kTol);
+      EXPECT_LT(RelErr(cpu_slot, fused_slot), tol) << "step " << i << ", slot " << e;
     }
   }
-  gpu_->set_op_profile(false);
+  fused.set_op_profile(false);
   (*separate)->set_op_profile(false);
-  auto fused_ops = gpu_->TakeOpProfile();
+  std::pair<OpsByName, OpsByName> by_name;
+  auto fused_ops = fused.TakeOpProfile();
   auto separate_ops = (*separate)->TakeOpProfile();
-  ASSERT_TRUE(fused_ops.ok()) << fused_ops.status();
-  ASSERT_TRUE(separate_ops.ok()) << separate_ops.status();
-  std::map<std::string, CudaModel::OpTime> fused_by_name, separate_by_name;
-  for (const CudaModel::OpTime& t : *fused_ops) fused_by_name[t.op] = t;
-  for (const CudaModel::OpTime& t : *separate_ops) separate_by_name[t.op] = t;
-  EXPECT_TRUE(fused_by_name.count("wkv (prepare, recurrence, group norm, gate)"));
+  EXPECT_TRUE(fused_ops.ok()) << fused_ops.status();
+  EXPECT_TRUE(separate_ops.ok()) << separate_ops.status();
+  if (!fused_ops.ok() || !separate_ops.ok()) return {};
+  for (const CudaModel::OpTime& t : *fused_ops) by_name.first[t.op] = t;
+  for (const CudaModel::OpTime& t : *separate_ops) by_name.second[t.op] = t;
+  return by_name;
+}
+
+// Walking: prompts of a partial chunk of 8 tokens, a full one and more, a second prompt step
+// continuing them, then a decode step. The op profile shows which path ran and what the separate
+// recurrence moves.
+TEST_F(CudaVsCpuTest, FusedPrefillMatchesTheThreeKernels) {
+  const auto [fused, separate] = CompareFusedPrefill(
+      {{{5, 17, 300, 2, 999}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {64, 128, 256}},
+       {{8, 9, 10, 11, 12, 13, 14, 15}, {1000}, {3, 1, 4, 1, 5, 9, 2, 6, 5}},
+       {{7}, {8}, {9}}},
+      tensors_, *cpu_, *gpu_, kTol);
+  EXPECT_TRUE(fused.count("wkv (prepare, recurrence, group norm, gate)"));
   for (const char* op : {"prepare wkv", "wkv", "group norm, gate"}) {
-    EXPECT_FALSE(fused_by_name.count(op)) << op;
-    EXPECT_TRUE(separate_by_name.count(op)) << op;
+    EXPECT_FALSE(fused.count(op)) << op;
+    EXPECT_TRUE(separate.count(op)) << op;
   }
-  EXPECT_FALSE(separate_by_name.count("wkv (prepare, recurrence, group norm, gate)"));
+  EXPECT_FALSE(separate.count("wkv (prepare, recurrence, group norm, gate)"));
   // The separate recurrence: three layers of its six rows in and one out (19 rows of 128 f32),
   // and three sequences' states (2 heads of 64 x 64) read and written.
   const double rows = 19 * 128 * 4, state = 2 * 64 * 64 * 4;
-  EXPECT_EQ(separate_by_name["wkv"].cost.bytes, 3 * (7 * rows + 3 * 2 * state));
+  EXPECT_EQ(separate.at("wkv").cost.bytes, 3 * (7 * rows + 3 * 2 * state));
+}
+
+// Chunked (prompts of 16 tokens or more on average): the raw rows prepared inside the chunked
+// recurrence, then GroupNorm + gate. Prompts ending inside a chunk, one empty of prompt tokens in
+// the second step (a decode token beside long prompts), then decode.
+TEST_F(CudaVsCpuTest, FusedChunkedPrefillMatchesTheThreeKernels) {
+  std::vector<int32_t> a(70), b(37), c(16), d(40);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<int32_t>((i * 37 + 3) % 1024);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<int32_t>((i * 91 + 5) % 1024);
+  for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<int32_t>((i * 13 + 1) % 1024);
+  for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<int32_t>((i * 7 + 11) % 1024);
+  const auto [fused, separate] =
+      CompareFusedPrefill({{a, b, c}, {d, {5}, b}, {{7}, {8}, {9}}}, tensors_, *cpu_, *gpu_, kTol);
+  for (const char* op : {"wkv (prepare, recurrence)", "group norm, gate"}) {
+    EXPECT_TRUE(fused.count(op)) << op;
+  }
+  for (const char* op : {"prepare wkv", "wkv", "wkv (prepare, recurrence, group norm, gate)"}) {
+    EXPECT_FALSE(fused.count(op)) << op;
+  }
+  EXPECT_TRUE(separate.count("prepare wkv"));
+  EXPECT_FALSE(separate.count("wkv (prepare, recurrence)"));
+  // Three layers (the first writes v_first; the later ones read it and the gate): r, w, a, k, v
+  // in, y, k' and v' out, over 123 rows of 128 f32; three sequences' states read and written.
+  const double rows = 123 * 128 * 4, state = 2 * 64 * 64 * 4, vecs = 5 * 128 * 4;
+  EXPECT_EQ(fused.at("wkv (prepare, recurrence)").cost.bytes,
+            (9 + 2 * 10) * rows + 3 * (3 * 2 * state + vecs));
 }
 
 TEST_F(CudaVsCpuTest, GreedyGenerationMatchesTheCpu) {

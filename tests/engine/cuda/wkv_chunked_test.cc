@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cpu/kernels.h"
+#include "engine/cuda/rwkv7_math.h"
 #include "gtest/gtest.h"
 
 namespace modrwkv::cuda::wkv_chunked {
@@ -125,6 +126,79 @@ TEST(ChunkedWkvTest, TokensPastTheEndAreNeverRead) {
   for (float x : state) ASSERT_TRUE(std::isfinite(x));
   for (int e = 0; e < T * ld; ++e) ASSERT_TRUE(std::isfinite(y[e])) << e;
   for (int e = T * ld; e < 32 * ld; ++e) ASSERT_EQ(y[e], 0.0f) << "row past the end written";
+}
+
+// The raw form (a prefill step's rows before preparation): the rows prepared here with the
+// model's functions (rwkv7_math.h, as LaunchPrepareWkv), then walked token by token, against the
+// emulated kernel preparing each chunk itself; and the prepared k, v (and v_first) it writes.
+template <int kRows>
+void CompareRawWithTheWalk(int T, bool first_layer) {
+  SCOPED_TRACE(std::to_string(kRows) + " rows per block, T = " + std::to_string(T) +
+               (first_layer ? ", first layer" : ", later layer"));
+  const int64_t ld = kN + 3;
+  const size_t size = static_cast<size_t>(std::max(T, 1)) * ld;
+  std::mt19937 g(31 + T);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f), wide(-3.0f, 3.0f);
+  std::vector<float> raw[kRawInputs];
+  for (int p = 0; p < kRawInputs; ++p) {
+    raw[p].resize(size);
+    for (float& x : raw[p]) x = p == kW || p == kA || p == kVGate ? wide(g) : d(g);
+  }
+  RawChannel channels[kN];
+  for (RawChannel& c : channels) c = {d(g), d(g), d(g), d(g), first_layer ? 0.0f : d(g)};
+  std::vector<float> state(kN * kN);
+  for (float& x : state) x = 0.5f * d(g);
+
+  // The reference: prepared rows, then the recurrence.
+  std::vector<float> pw(size), pa(size), pk(size), pkk(size), pv(size), v_first_want(size, -7.0f);
+  for (int t = 0; t < T; ++t) {
+    float ss = 0.0f;
+    for (int j = 0; j < kN; ++j) {
+      const int64_t e = t * ld + j;
+      const RawChannel& c = channels[j];
+      pw[e] = math::Decay(raw[kW][e] + c.w0);
+      pa[e] = math::Sigmoid(raw[kA][e] + c.a0);
+      pk[e] = math::KeyWithIclr(raw[kK][e], pa[e], c.k_a);
+      pkk[e] = raw[kK][e] * c.k_k;
+      ss += pkk[e] * pkk[e];
+      pv[e] = first_layer ? raw[kV][e]
+                          : math::ValueResidual(raw[kV][e], raw[kVFirst][e], raw[kVGate][e] + c.v0);
+      if (first_layer) v_first_want[e] = raw[kV][e];
+    }
+    for (int j = 0; j < kN; ++j) pkk[t * ld + j] *= math::InvL2(ss);
+  }
+  std::vector<float> state_want = state, y_want(size, -7.0f);
+  cpu::scalar::WkvHead(state_want.data(), T, raw[kR].data(), pw.data(), pk.data(), pv.data(),
+                       pkk.data(), pa.data(), ld, y_want.data(), ld);
+
+  std::vector<float> y(size, -7.0f), k_out(size, -7.0f), v_out(size, -7.0f), v_first(size, -7.0f);
+  const float* src[kRawInputs];
+  for (int p = 0; p < kRawInputs; ++p) src[p] = raw[p].data();
+  EmulateChunkedHeadRaw<kRows>(state.data(), T, src, ld, first_layer, channels,
+                               RawOut{k_out.data(), v_out.data(), v_first.data(), ld}, y.data(),
+                               ld);
+  ExpectClose(state, state_want, "state");
+  ExpectClose(y, y_want, "y");
+  // Written only in the head's 64 columns of the T rows (the padding columns stay -7).
+  auto only_rows = [&](std::vector<float> want) {
+    for (size_t e = 0; e < size; ++e) {
+      if (static_cast<int64_t>(e) % ld >= kN || static_cast<int64_t>(e) >= T * ld) want[e] = -7.0f;
+    }
+    return want;
+  };
+  ExpectClose(k_out, only_rows(pk), "k'");
+  ExpectClose(v_out, only_rows(pv), "v'");
+  ExpectClose(v_first, only_rows(v_first_want), "v_first");
+}
+
+TEST(ChunkedWkvTest, RawRowsPreparedPerChunkMatchThePreparedWalk) {
+  for (const int T : {0, 1, 15, 16, 17, 40}) {
+    for (const bool first : {true, false}) {
+      CompareRawWithTheWalk<64>(T, first);
+      CompareRawWithTheWalk<32>(T, first);
+      CompareRawWithTheWalk<16>(T, first);
+    }
+  }
 }
 
 }  // namespace
