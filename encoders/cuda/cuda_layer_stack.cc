@@ -91,18 +91,29 @@ absl::Status CudaLayerStack::RunLayer(const Layer& l, int batch) const {
   return LaunchBiasActivation(st, x, rows, d, l.fc2_b.get(), BiasActivation::kNone);
 }
 
-absl::Status CudaLayerStack::Run(float* x, int batch) const {
+absl::Status CudaLayerStack::RunLocked(const float* rows_in, cudaMemcpyKind kind, int batch,
+                                       float* x) const {
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be > 0"));
-  std::lock_guard<std::mutex> lock(mu_);
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const size_t t = shape_.tokens, rows = static_cast<size_t>(batch) * t, d = shape_.dim;
   MODRWKV_RETURN_IF_ERROR(s_.Reserve(rows, d, shape_.ffn, shape_.heads, t));
   const size_t bytes = rows * d * sizeof(float);
   cudaStream_t st = dev_->stream();
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), x, bytes, cudaMemcpyHostToDevice, st));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows_in, bytes, kind, st));
   for (const Layer& l : layers_) MODRWKV_RETURN_IF_ERROR(RunLayer(l, batch));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x, s_.x.get(), bytes, cudaMemcpyDeviceToHost, st));
   return modrwkv::cuda::CudaStatus(cudaStreamSynchronize(st), "the encoder layers");
+}
+
+absl::Status CudaLayerStack::Run(float* x, int batch) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return RunLocked(x, cudaMemcpyHostToDevice, batch, x);
+}
+
+absl::Status CudaLayerStack::RunFromDevice(const float* rows, int batch, float* x) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  handoffs_.fetch_add(1, std::memory_order_relaxed);
+  return RunLocked(rows, cudaMemcpyDeviceToDevice, batch, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

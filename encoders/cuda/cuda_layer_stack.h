@@ -4,10 +4,13 @@
 // attention products over all heads; LayerNorm, bias, activation and softmax as kernels — and
 // copies the rows back. f32 throughout (no TF32): the CPU's results up to the order of float
 // sums. Runs are serialised (one stream, one scratch, grown to the largest batch seen). What
-// comes before the layers is the stem runners' (cuda_vision_stem.h, cuda_whisper_stem.h) or the
-// CPU's; the final LayerNorm stays on the CPU.
+// comes before the layers is the stem runners' (cuda_vision_stem.h, cuda_whisper_stem.h: on the
+// same device they hand their rows over there, RunFromDevice) or the CPU's; the final LayerNorm
+// stays on the CPU.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -34,12 +37,21 @@ class CudaLayerStack final : public LayerStackRunner {
   }
 
   absl::Status Run(float* x, int batch) const override;
+  // Run on rows already on this stack's device (`rows`: [batch * tokens][dim], written by work
+  // that has finished, e.g. a stem runner's on its own stream), without their copy from the
+  // host: x gets the result.
+  absl::Status RunFromDevice(const float* rows, int batch, float* x) const;
+  int device() const { return dev_->device(); }
+  // Runs that took their rows on the device (RunFromDevice), for tests and the curious.
+  int64_t device_handoffs() const { return handoffs_.load(std::memory_order_relaxed); }
 
  private:
   using Layer = DeviceLayerWeights;
 
   explicit CudaLayerStack(const EncoderLayerShape& shape) : shape_(shape) {}
   absl::Status RunLayer(const Layer& l, int batch) const;
+  // With mu_ held: copies the rows in (host or device, `kind`), runs the layers, copies them to x.
+  absl::Status RunLocked(const float* rows, cudaMemcpyKind kind, int batch, float* x) const;
 
   const EncoderLayerShape shape_;
   std::unique_ptr<EncoderDevice> dev_;
@@ -47,6 +59,7 @@ class CudaLayerStack final : public LayerStackRunner {
 
   mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
   mutable LayerScratch s_;
+  mutable std::atomic<int64_t> handoffs_{0};
 };
 
 }  // namespace modrwkv::encoders::cuda

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/encoder_kernels.cuh"
 #include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
@@ -45,9 +46,8 @@ VisionStemFactory CudaVisionStem::Factory(int device) {
 }
 
 // vision_tower.cc's stem: patch rows, their product, [class token,] + bias + positions, [LN].
-absl::Status CudaVisionStem::Run(const float* pixels, int batch, float* x) const {
+absl::Status CudaVisionStem::Compute(const float* pixels, int batch) const {
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be > 0"));
-  std::lock_guard<std::mutex> lock(mu_);
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const EncoderDevice& dev = *dev_;
   cudaStream_t st = dev.stream();
@@ -82,14 +82,33 @@ absl::Status CudaVisionStem::Run(const float* pixels, int batch, float* x) const
         LaunchBiasActivation(st, xs, rows, d, patch_b_.get(), BiasActivation::kNone));
   }
   MODRWKV_RETURN_IF_ERROR(LaunchAddPeriodic(st, xs, rows * d, pos_.get(), int64_t{t} * d));
-  if (pre_ln_w_) {
-    MODRWKV_RETURN_IF_ERROR(LaunchLayerNorm(st, xs, nullptr, static_cast<int>(rows), d,
-                                            pre_ln_w_.get(), pre_ln_b_.get(), c.layer_norm_eps,
-                                            xs));
-  }
+  if (!pre_ln_w_) return absl::OkStatus();
+  return LaunchLayerNorm(st, xs, nullptr, static_cast<int>(rows), d, pre_ln_w_.get(),
+                         pre_ln_b_.get(), c.layer_norm_eps, xs);
+}
+
+absl::Status CudaVisionStem::Run(const float* pixels, int batch, float* x) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  MODRWKV_RETURN_IF_ERROR(Compute(pixels, batch));
+  const size_t floats = static_cast<size_t>(batch) * config_.num_positions() * config_.hidden_size;
+  cudaStream_t st = dev_->stream();
   MODRWKV_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(x, xs, rows * d * sizeof(float), cudaMemcpyDeviceToHost, st));
+      cudaMemcpyAsync(x, s_.x.get(), floats * sizeof(float), cudaMemcpyDeviceToHost, st));
   return modrwkv::cuda::CudaStatus(cudaStreamSynchronize(st), "the vision tower's stem");
+}
+
+absl::Status CudaVisionStem::RunThrough(const float* pixels, int batch,
+                                        const LayerStackRunner* layers, float* x) const {
+  const auto* gpu = dynamic_cast<const CudaLayerStack*>(layers);
+  if (gpu == nullptr || gpu->device() != dev_->device()) {
+    return VisionStemRunner::RunThrough(pixels, batch, layers, x);
+  }
+  // The rows stay in s_.x until the layers have copied them: the lock is held throughout.
+  std::lock_guard<std::mutex> lock(mu_);
+  MODRWKV_RETURN_IF_ERROR(Compute(pixels, batch));
+  MODRWKV_RETURN_IF_ERROR(
+      modrwkv::cuda::CudaStatus(cudaStreamSynchronize(dev_->stream()), "the vision tower's stem"));
+  return gpu->RunFromDevice(s_.x.get(), batch, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

@@ -31,11 +31,18 @@ class CudaVisionStem final : public VisionStemRunner {
   }
 
   absl::Status Run(const float* pixels, int batch, float* x) const override;
+  // A CudaLayerStack on the same device takes the rows there (RunFromDevice): one copy to the
+  // host instead of three through it.
+  absl::Status RunThrough(const float* pixels, int batch, const LayerStackRunner* layers,
+                          float* x) const override;
 
  private:
   using Buffer = modrwkv::cuda::DeviceBuffer<float>;
 
   explicit CudaVisionStem(const VitConfig& config) : config_(config) {}
+  // With mu_ held: the first layer's rows into s_.x ([batch * positions][D]), queued on the
+  // stream.
+  absl::Status Compute(const float* pixels, int batch) const;
 
   const VitConfig config_;
   std::unique_ptr<EncoderDevice> dev_;

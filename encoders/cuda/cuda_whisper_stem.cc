@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/cuda/cuda_layer_stack.h"
 #include "encoders/cuda/encoder_kernels.cuh"
 #include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
@@ -35,9 +36,8 @@ WhisperStemFactory CudaWhisperStem::Factory(int device) {
 }
 
 // whisper_encoder.cc's stem: conv1 (k3, s1, p1) + GELU, conv2 (k3, s2, p1) + GELU, + positions.
-absl::Status CudaWhisperStem::Run(const float* mel, int batch, float* x) const {
+absl::Status CudaWhisperStem::Compute(const float* mel, int batch) const {
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be > 0"));
-  std::lock_guard<std::mutex> lock(mu_);
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const EncoderDevice& dev = *dev_;
   cudaStream_t st = dev.stream();
@@ -70,11 +70,31 @@ absl::Status CudaWhisperStem::Run(const float* mel, int batch, float* x) const {
   }
   MODRWKV_RETURN_IF_ERROR(
       LaunchBiasActivation(st, s_.x.get(), rows, d, conv2_b_.get(), BiasActivation::kGeluErf));
-  MODRWKV_RETURN_IF_ERROR(
-      LaunchAddPeriodic(st, s_.x.get(), rows * d, pos_.get(), static_cast<int64_t>(p) * d));
+  return LaunchAddPeriodic(st, s_.x.get(), rows * d, pos_.get(), static_cast<int64_t>(p) * d);
+}
+
+absl::Status CudaWhisperStem::Run(const float* mel, int batch, float* x) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  MODRWKV_RETURN_IF_ERROR(Compute(mel, batch));
+  const size_t floats = static_cast<size_t>(batch) * config_.frames() * config_.d_model;
+  cudaStream_t st = dev_->stream();
   MODRWKV_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(x, s_.x.get(), rows * d * sizeof(float), cudaMemcpyDeviceToHost, st));
+      cudaMemcpyAsync(x, s_.x.get(), floats * sizeof(float), cudaMemcpyDeviceToHost, st));
   return modrwkv::cuda::CudaStatus(cudaStreamSynchronize(st), "Whisper's stem");
+}
+
+absl::Status CudaWhisperStem::RunThrough(const float* mel, int batch,
+                                         const LayerStackRunner* layers, float* x) const {
+  const auto* gpu = dynamic_cast<const CudaLayerStack*>(layers);
+  if (gpu == nullptr || gpu->device() != dev_->device()) {
+    return WhisperStemRunner::RunThrough(mel, batch, layers, x);
+  }
+  // The rows stay in s_.x until the layers have copied them: the lock is held throughout.
+  std::lock_guard<std::mutex> lock(mu_);
+  MODRWKV_RETURN_IF_ERROR(Compute(mel, batch));
+  MODRWKV_RETURN_IF_ERROR(
+      modrwkv::cuda::CudaStatus(cudaStreamSynchronize(dev_->stream()), "Whisper's stem"));
+  return gpu->RunFromDevice(s_.x.get(), batch, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

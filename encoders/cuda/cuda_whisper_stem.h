@@ -31,11 +31,17 @@ class CudaWhisperStem final : public WhisperStemRunner {
   }
 
   absl::Status Run(const float* mel, int batch, float* x) const override;
+  // A CudaLayerStack on the same device takes the rows there (RunFromDevice): one copy to the
+  // host instead of three through it.
+  absl::Status RunThrough(const float* mel, int batch, const LayerStackRunner* layers,
+                          float* x) const override;
 
  private:
   using Buffer = modrwkv::cuda::DeviceBuffer<float>;
 
   explicit CudaWhisperStem(const WhisperConfig& config) : config_(config) {}
+  // With mu_ held: the stem's rows into s_.x ([batch * frames][D]), queued on the stream.
+  absl::Status Compute(const float* mel, int batch) const;
 
   const WhisperConfig config_;
   std::unique_ptr<EncoderDevice> dev_;

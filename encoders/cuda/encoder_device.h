@@ -30,6 +30,7 @@ class EncoderDevice {
   // Makes the device current on the calling thread (the current device is per host thread).
   absl::Status Use() const;
   cudaStream_t stream() const { return stream_.get(); }
+  int device() const { return device_; }
 
   // Copies to the device (at load), finished on return; on the stream, so call after Open.
   absl::StatusOr<modrwkv::cuda::DeviceBuffer<float>> Upload(const std::vector<float>& host) const;

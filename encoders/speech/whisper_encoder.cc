@@ -68,8 +68,9 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
   const EncoderLayerShape shape = layer_shape();
   cpu::AlignedBuffer<float> x(static_cast<size_t>(rows) * d);  // the residual stream
   cpu::LinearRunner lin(pool);
-  if (stem_runner_) {
-    MODRWKV_RETURN_IF_ERROR(stem_runner_->Run(mel.data(), batch, x.data()));
+  if (stem_runner_) {  // and the layers, where they run elsewhere too
+    MODRWKV_RETURN_IF_ERROR(
+        stem_runner_->RunThrough(mel.data(), batch, layer_stack_.get(), x.data()));
   } else {
     // Each clip is a block of t + 2 time-major rows: a zero row, its t frames, a zero row (the
     // convolutions' padding). Output r of a GEMM over all blocks reads rows r..r+2; the two
@@ -122,7 +123,7 @@ absl::Status WhisperEncoder::Forward(absl::Span<const float> mel, int batch, abs
     });
   }
   if (layer_stack_) {
-    MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));
+    if (!stem_runner_) MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));
   } else {
     EncoderScratch scratch(shape, rows, pool->size());
     for (const EncoderLayerWeights& l : layers_) {

@@ -15,6 +15,7 @@
 #include "absl/types/span.h"
 #include "encoders/speech/whisper_config.h"
 #include "encoders/vision/transformer_ops.h"
+#include "engine/base/status_macros.h"
 #include "engine/base/tensor.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
@@ -44,6 +45,14 @@ class WhisperStemRunner {
   // mel: [batch][num_mel_bins][mel_frames] host floats (Forward's input); x: [batch * frames][D]
   // host rows = GELU(conv2(GELU(conv1(mel)))) + the position embedding, per clip.
   virtual absl::Status Run(const float* mel, int batch, float* x) const = 0;
+  // Run, then `layers` (null: none) over x in place: what the encoder does with the two. A runner
+  // that can hand its rows to `layers` without copying them through the host (both on one GPU)
+  // does so; x is the same either way.
+  virtual absl::Status RunThrough(const float* mel, int batch, const LayerStackRunner* layers,
+                                  float* x) const {
+    MODRWKV_RETURN_IF_ERROR(Run(mel, batch, x));
+    return layers == nullptr ? absl::OkStatus() : layers->Run(x, batch);
+  }
 };
 
 using WhisperStemFactory = std::function<absl::StatusOr<std::unique_ptr<WhisperStemRunner>>(

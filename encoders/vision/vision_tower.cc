@@ -80,8 +80,9 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
   cpu::AlignedBuffer<float> x(static_cast<size_t>(rows) * d);
   cpu::LinearRunner lin(pool);
 
-  if (stem_runner_) {
-    MODRWKV_RETURN_IF_ERROR(stem_runner_->Run(pixels.data(), batch, x.data()));
+  if (stem_runner_) {  // and the layers, where they run elsewhere too
+    MODRWKV_RETURN_IF_ERROR(
+        stem_runner_->RunThrough(pixels.data(), batch, layer_stack_.get(), x.data()));
   } else {
     // Patch embedding as a GEMM over im2col rows [batch*n][C*p*p], in Conv2d's (c, ky, kx) order.
     cpu::AlignedBuffer<float> im2col(static_cast<size_t>(batch) * n * cpp);
@@ -121,7 +122,7 @@ absl::Status VisionTower::Forward(absl::Span<const float> pixels, int batch, abs
     }
   }
   if (layer_stack_) {
-    MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));
+    if (!stem_runner_) MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(x.data(), batch));
   } else {
     for (const EncoderLayerWeights& l : layers_) {
       RunPreLnLayer(l, shape, batch, x.data(), &scratch, pool, &lin);

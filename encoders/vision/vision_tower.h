@@ -13,6 +13,7 @@
 #include "absl/types/span.h"
 #include "encoders/vision/transformer_ops.h"
 #include "encoders/vision/vit_config.h"
+#include "engine/base/status_macros.h"
 #include "engine/base/tensor.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
@@ -50,6 +51,14 @@ class VisionStemRunner {
   // pixels: [batch][C][image_size][image_size] host floats (Forward's input); x:
   // [batch * num_positions][D] host rows, the first layer's input.
   virtual absl::Status Run(const float* pixels, int batch, float* x) const = 0;
+  // Run, then `layers` (null: none) over x in place: what the tower does with the two. A runner
+  // that can hand its rows to `layers` without copying them through the host (both on one GPU)
+  // does so; x is the same either way.
+  virtual absl::Status RunThrough(const float* pixels, int batch, const LayerStackRunner* layers,
+                                  float* x) const {
+    MODRWKV_RETURN_IF_ERROR(Run(pixels, batch, x));
+    return layers == nullptr ? absl::OkStatus() : layers->Run(x, batch);
+  }
 };
 
 using VisionStemFactory = std::function<absl::StatusOr<std::unique_ptr<VisionStemRunner>>(

@@ -244,8 +244,8 @@ TEST(CudaTowerTest, VisionTowersWithTheirLayersAndStemOnTheGpuMatchTheCpu) {
   }
 }
 
-TEST(CudaTowerTest, WhisperWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
-  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+// A Whisper encoder of 2 layers, width 64, 16 mel bins, 100 positions.
+WhisperConfig SmallWhisperConfig() {
   WhisperConfig config;
   config.num_mel_bins = 16;
   config.d_model = 64;
@@ -253,6 +253,12 @@ TEST(CudaTowerTest, WhisperWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
   config.encoder_attention_heads = 4;
   config.encoder_ffn_dim = 128;
   config.max_source_positions = 100;
+  return config;
+}
+
+TEST(CudaTowerTest, WhisperWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const WhisperConfig config = SmallWhisperConfig();
   const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(config, 9);
   auto cpu_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
   auto layers_enc = WhisperEncoder::Create(config, ViewsOf(weights), "");
@@ -277,6 +283,81 @@ TEST(CudaTowerTest, WhisperWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
   other.num_mel_bins = 8;
   EXPECT_EQ(CudaWhisperStem::Create(WhisperStemWeights(), other, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A LayerStackRunner forwarding to a CudaLayerStack: the stem runners do not recognise it, so
+// they copy their rows through the host to it, as before the handoff.
+class ForwardingStack final : public LayerStackRunner {
+ public:
+  explicit ForwardingStack(std::unique_ptr<CudaLayerStack> to) : to_(std::move(to)) {}
+  absl::Status Run(float* x, int batch) const override { return to_->Run(x, batch); }
+
+ private:
+  std::unique_ptr<CudaLayerStack> to_;
+};
+
+// Layer-stack factories on device 0 that keep a pointer to the stack they build (`made`), as it
+// is (the stems hand it their rows on the device) or behind ForwardingStack (they do not).
+LayerStackFactory RecordingFactory(const CudaLayerStack** made, bool forwarding) {
+  return [made, forwarding](
+             absl::Span<const EncoderLayerWeights> layers,
+             const EncoderLayerShape& shape) -> absl::StatusOr<std::unique_ptr<LayerStackRunner>> {
+    auto stack = CudaLayerStack::Create(layers, shape, 0);
+    if (!stack.ok()) return stack.status();
+    *made = stack->get();
+    if (forwarding) return std::make_unique<ForwardingStack>(*std::move(stack));
+    return std::unique_ptr<LayerStackRunner>(*std::move(stack));
+  };
+}
+
+// With the stem and the layers on one GPU, the stem's rows go to the layers there (RunThrough,
+// CudaLayerStack::RunFromDevice) instead of down to the host and up again: the same bits as
+// through the host, one handoff per encode.
+TEST(CudaTowerTest, StemsHandTheirRowsToTheLayersOnTheDevice) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  cpu::ThreadPool pool(1);
+  auto check = [&](auto& direct, auto& via_host, const CudaLayerStack* direct_stack,
+                   const CudaLayerStack* host_stack, const auto& input, int batch, size_t n,
+                   int runs) {
+    std::vector<float> got(n), want(n);
+    ASSERT_TRUE(direct.Forward(input, batch, absl::MakeSpan(got), &pool).ok());
+    ASSERT_TRUE(via_host.Forward(input, batch, absl::MakeSpan(want), &pool).ok());
+    EXPECT_EQ(got, want) << "batch " << batch;
+    EXPECT_EQ(direct_stack->device_handoffs(), runs);
+    EXPECT_EQ(host_stack->device_handoffs(), 0);
+  };
+  {
+    auto config = ParseVitConfig(R"({"model_type": "clip_vision_model", "hidden_size": 64,
+        "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "image_size": 32, "patch_size": 8})");
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::vector<OwnedTensor> weights = MakeRandomVitWeights(*config, 6);
+    auto direct = VisionTower::Create(*config, ViewsOf(weights), "", {});
+    auto via_host = VisionTower::Create(*config, ViewsOf(weights), "", {});
+    ASSERT_TRUE(direct.ok() && via_host.ok());
+    const CudaLayerStack *direct_stack = nullptr, *host_stack = nullptr;
+    ASSERT_TRUE((*direct)->UseLayerStack(RecordingFactory(&direct_stack, false)).ok());
+    ASSERT_TRUE((*via_host)->UseLayerStack(RecordingFactory(&host_stack, true)).ok());
+    ASSERT_TRUE((*direct)->UseStem(CudaVisionStem::Factory(0)).ok());
+    ASSERT_TRUE((*via_host)->UseStem(CudaVisionStem::Factory(0)).ok());
+    for (const int batch : {2, 1}) {
+      const size_t n = static_cast<size_t>(batch) * (*direct)->output_rows() * 64;
+      check(**direct, **via_host, direct_stack, host_stack, RandomPixels(*config, batch, batch),
+            batch, n, batch == 2 ? 1 : 2);
+    }
+  }
+  const WhisperConfig config = SmallWhisperConfig();
+  const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(config, 10);
+  auto direct = WhisperEncoder::Create(config, ViewsOf(weights), "");
+  auto via_host = WhisperEncoder::Create(config, ViewsOf(weights), "");
+  ASSERT_TRUE(direct.ok() && via_host.ok());
+  const CudaLayerStack *direct_stack = nullptr, *host_stack = nullptr;
+  ASSERT_TRUE((*direct)->UseLayerStack(RecordingFactory(&direct_stack, false)).ok());
+  ASSERT_TRUE((*via_host)->UseLayerStack(RecordingFactory(&host_stack, true)).ok());
+  ASSERT_TRUE((*direct)->UseStem(CudaWhisperStem::Factory(0)).ok());
+  ASSERT_TRUE((*via_host)->UseStem(CudaWhisperStem::Factory(0)).ok());
+  const size_t n = static_cast<size_t>(config.frames()) * config.d_model;
+  check(**direct, **via_host, direct_stack, host_stack, RandomMel(config, 1, 3), 1, n, 1);
 }
 
 // WavLM in both layouts: post-LN (base, base+: a GroupNorm on the first convolution, no conv
