@@ -1,23 +1,31 @@
 #include "engine/cuda/cublas_api.h"
 
+#include <cuda_runtime_api.h>
 #include <dlfcn.h>
+
+#include <string>
 
 #include "absl/strings/str_cat.h"
 
 namespace modrwkv::cuda {
 namespace {
 
+// The cuBLAS of the toolkit the binary was built with: its major version (libcublas.so.13 for a
+// CUDA 13 build, .12 for a CUDA 12 image's), whose ABI the function pointers below assume.
+std::string VersionedCublas() { return absl::StrCat("libcublas.so.", CUDART_VERSION / 1000); }
+
 absl::StatusOr<CublasApi> Open() {
   void* lib = nullptr;
   std::string errors;
-  for (const char* name : {"libcublas.so.13", "libcublas.so"}) {
+  const std::string versioned = VersionedCublas();
+  for (const char* name : {versioned.c_str(), "libcublas.so"}) {
     lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (lib != nullptr) break;
     absl::StrAppend(&errors, errors.empty() ? "" : "; ", dlerror());
   }
   if (lib == nullptr) {
     return absl::FailedPreconditionError(
-        absl::StrCat("cannot open cuBLAS (libcublas.so.13 from the CUDA toolkit): ", errors));
+        absl::StrCat("cannot open cuBLAS (", versioned, " from the CUDA toolkit): ", errors));
   }
   CublasApi api{};
   absl::Status missing;
