@@ -110,7 +110,15 @@ absl::Status CudaLayerStack::Run(float* x, int batch) const {
   return RunLocked(x, cudaMemcpyHostToDevice, batch, x);
 }
 
-absl::Status CudaLayerStack::RunFromDevice(const float* rows, int batch, float* x) const {
+const CudaLayerStack* CudaLayerStack::OnDevice(const LayerStackRunner* layers, int device) {
+  const auto* stack = dynamic_cast<const CudaLayerStack*>(layers);
+  return stack != nullptr && stack->dev_->device() == device ? stack : nullptr;
+}
+
+absl::Status CudaLayerStack::RunFromDevice(const float* rows, cudaStream_t producer, int batch,
+                                           float* x) const {
+  MODRWKV_RETURN_IF_ERROR(modrwkv::cuda::CudaStatus(cudaStreamSynchronize(producer),
+                                                    "the rows for the encoder layers"));
   std::lock_guard<std::mutex> lock(mu_);
   handoffs_.fetch_add(1, std::memory_order_relaxed);
   return RunLocked(rows, cudaMemcpyDeviceToDevice, batch, x);

@@ -37,11 +37,13 @@ class CudaLayerStack final : public LayerStackRunner {
   }
 
   absl::Status Run(float* x, int batch) const override;
+  // The stack behind `layers` when it is a CudaLayerStack on `device` (so it can take rows there:
+  // RunFromDevice), else null.
+  static const CudaLayerStack* OnDevice(const LayerStackRunner* layers, int device);
   // Run on rows already on this stack's device (`rows`: [batch * tokens][dim], written by work
-  // that has finished, e.g. a stem runner's on its own stream), without their copy from the
-  // host: x gets the result.
-  absl::Status RunFromDevice(const float* rows, int batch, float* x) const;
-  int device() const { return dev_->device(); }
+  // queued on `producer`, a stream of that device, e.g. a stem runner's), without their copy from
+  // the host: waits for the producer's work, then x gets the result.
+  absl::Status RunFromDevice(const float* rows, cudaStream_t producer, int batch, float* x) const;
   // Runs that took their rows on the device (RunFromDevice), for tests and the curious.
   int64_t device_handoffs() const { return handoffs_.load(std::memory_order_relaxed); }
 

@@ -99,16 +99,11 @@ absl::Status CudaVisionStem::Run(const float* pixels, int batch, float* x) const
 
 absl::Status CudaVisionStem::RunThrough(const float* pixels, int batch,
                                         const LayerStackRunner* layers, float* x) const {
-  const auto* gpu = dynamic_cast<const CudaLayerStack*>(layers);
-  if (gpu == nullptr || gpu->device() != dev_->device()) {
-    return VisionStemRunner::RunThrough(pixels, batch, layers, x);
-  }
-  // The rows stay in s_.x until the layers have copied them: the lock is held throughout.
-  std::lock_guard<std::mutex> lock(mu_);
+  const CudaLayerStack* gpu = CudaLayerStack::OnDevice(layers, dev_->device());
+  if (gpu == nullptr) return VisionStemRunner::RunThrough(pixels, batch, layers, x);
+  std::lock_guard<std::mutex> lock(mu_);  // s_.x holds the rows until the layers have copied them
   MODRWKV_RETURN_IF_ERROR(Compute(pixels, batch));
-  MODRWKV_RETURN_IF_ERROR(
-      modrwkv::cuda::CudaStatus(cudaStreamSynchronize(dev_->stream()), "the vision tower's stem"));
-  return gpu->RunFromDevice(s_.x.get(), batch, x);
+  return gpu->RunFromDevice(s_.x.get(), dev_->stream(), batch, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

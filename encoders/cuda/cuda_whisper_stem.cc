@@ -85,16 +85,11 @@ absl::Status CudaWhisperStem::Run(const float* mel, int batch, float* x) const {
 
 absl::Status CudaWhisperStem::RunThrough(const float* mel, int batch,
                                          const LayerStackRunner* layers, float* x) const {
-  const auto* gpu = dynamic_cast<const CudaLayerStack*>(layers);
-  if (gpu == nullptr || gpu->device() != dev_->device()) {
-    return WhisperStemRunner::RunThrough(mel, batch, layers, x);
-  }
-  // The rows stay in s_.x until the layers have copied them: the lock is held throughout.
-  std::lock_guard<std::mutex> lock(mu_);
+  const CudaLayerStack* gpu = CudaLayerStack::OnDevice(layers, dev_->device());
+  if (gpu == nullptr) return WhisperStemRunner::RunThrough(mel, batch, layers, x);
+  std::lock_guard<std::mutex> lock(mu_);  // s_.x holds the rows until the layers have copied them
   MODRWKV_RETURN_IF_ERROR(Compute(mel, batch));
-  MODRWKV_RETURN_IF_ERROR(
-      modrwkv::cuda::CudaStatus(cudaStreamSynchronize(dev_->stream()), "Whisper's stem"));
-  return gpu->RunFromDevice(s_.x.get(), batch, x);
+  return gpu->RunFromDevice(s_.x.get(), dev_->stream(), batch, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

@@ -120,7 +120,7 @@ static __global__ void __launch_bounds__(wkv_chunked::kThreads)
                       const int32_t* __restrict__ seq_offsets, ChunkedRows rows, ChunkedRaw raw,
                       int64_t slot_stride, int64_t head_stride) {
   using namespace wkv_chunked;
-  constexpr int kIn = kRaw ? kRawInputs : kInputs;
+  constexpr int kIn = kStagedInputs<kRaw>;
   AllowSuccessor();
   constexpr int kGroups = kN / kRows;
   const int b = blockIdx.x / (H * kGroups);
@@ -223,8 +223,7 @@ absl::Status LaunchChunked(cudaStream_t stream, S* state_pool, const int32_t* sl
     return absl::InvalidArgumentError(
         absl::StrCat("LaunchWkv7: B*H*", kGroups, " = ", blocks, " blocks, expected <= ", INT_MAX));
   }
-  constexpr size_t kShared =
-      sizeof(wkv_chunked::Shared < kRows, kRaw ? wkv_chunked::kRawInputs : wkv_chunked::kInputs >);
+  constexpr size_t kShared = sizeof(wkv_chunked::Shared<kRows, wkv_chunked::kStagedInputs<kRaw>>);
   auto* kernel = Wkv7ChunkedKernel<kRows, S, kRaw>;
   MODRWKV_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));

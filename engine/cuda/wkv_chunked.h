@@ -62,6 +62,9 @@ static_assert(kThreads == 4 * kN && kL % 4 == 0, "Prepare: 4 threads per column,
 enum Input { kR, kW, kK, kKK, kA, kV, kVFirst, kVGate };
 constexpr int kInputs = kVFirst;
 constexpr int kRawInputs = kVGate + 1;
+// The inputs a block stages: kRawInputs in the raw form, else kInputs.
+template <bool kRaw>
+inline constexpr int kStagedInputs = kRaw ? kRawInputs : kInputs;
 
 // A block's shared memory (dynamic: 85 KB at 64 rows, 101 KB in the raw form).
 template <int kRows, int kIn = kInputs>
