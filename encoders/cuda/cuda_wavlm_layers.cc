@@ -103,12 +103,12 @@ absl::Status CudaWavlmLayers::RunLayer(const Layer& l, int batch, int frames) co
   return LaunchLayerNorm(st, x, nullptr, rows, d, l.w.ln2_w.get(), l.w.ln2_b.get(), eps, x);
 }
 
-absl::Status CudaWavlmLayers::Run(float* x, int batch, int frames, const float* rel) const {
+absl::Status CudaWavlmLayers::RunLocked(const float* rows_in, cudaMemcpyKind kind, int batch,
+                                        int frames, const float* rel, float* x) const {
   if (batch <= 0 || frames <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch ", batch, " and frames ", frames, " must be > 0"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const size_t t = frames, rows = static_cast<size_t>(batch) * t, d = config_.hidden_size;
   const size_t heads = config_.num_attention_heads;
@@ -117,12 +117,31 @@ absl::Status CudaWavlmLayers::Run(float* x, int batch, int frames, const float* 
   MODRWKV_RETURN_IF_ERROR(s_.rel.Reserve(heads * (2 * t - 1)));
   cudaStream_t st = dev_->stream();
   const size_t bytes = rows * d * sizeof(float);
-  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), x, bytes, cudaMemcpyHostToDevice, st));
+  MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s_.x.get(), rows_in, bytes, kind, st));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
       s_.rel.get(), rel, heads * (2 * t - 1) * sizeof(float), cudaMemcpyHostToDevice, st));
   for (const Layer& l : layers_) MODRWKV_RETURN_IF_ERROR(RunLayer(l, batch, frames));
   MODRWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x, s_.x.get(), bytes, cudaMemcpyDeviceToHost, st));
   return modrwkv::cuda::CudaStatus(cudaStreamSynchronize(st), "WavLM's layers");
+}
+
+absl::Status CudaWavlmLayers::Run(float* x, int batch, int frames, const float* rel) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return RunLocked(x, cudaMemcpyHostToDevice, batch, frames, rel, x);
+}
+
+const CudaWavlmLayers* CudaWavlmLayers::OnDevice(const WavlmLayerRunner* layers, int device) {
+  const auto* runner = dynamic_cast<const CudaWavlmLayers*>(layers);
+  return runner != nullptr && runner->dev_->device() == device ? runner : nullptr;
+}
+
+absl::Status CudaWavlmLayers::RunFromDevice(const float* rows, cudaStream_t producer, int batch,
+                                            int frames, const float* rel, float* x) const {
+  MODRWKV_RETURN_IF_ERROR(
+      modrwkv::cuda::CudaStatus(cudaStreamSynchronize(producer), "the rows for WavLM's layers"));
+  std::lock_guard<std::mutex> lock(mu_);
+  handoffs_.fetch_add(1, std::memory_order_relaxed);
+  return RunLocked(rows, cudaMemcpyDeviceToDevice, batch, frames, rel, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

@@ -5,6 +5,8 @@
 // serialised; the scratch grows with the longest clip and largest batch seen.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -30,6 +32,16 @@ class CudaWavlmLayers final : public WavlmLayerRunner {
   }
 
   absl::Status Run(float* x, int batch, int frames, const float* rel) const override;
+  // The runner behind `layers` when it is a CudaWavlmLayers on `device` (so it can take rows
+  // there: RunFromDevice), else null.
+  static const CudaWavlmLayers* OnDevice(const WavlmLayerRunner* layers, int device);
+  // Run on rows already on this runner's device (`rows`: [batch * frames][D], written by work
+  // queued on `producer`, a stream of that device: the stem's), without their copy from the
+  // host: waits for the producer's work, then x gets the result.
+  absl::Status RunFromDevice(const float* rows, cudaStream_t producer, int batch, int frames,
+                             const float* rel, float* x) const;
+  // Runs that took their rows on the device (RunFromDevice), for tests and the curious.
+  int64_t device_handoffs() const { return handoffs_.load(std::memory_order_relaxed); }
 
  private:
   struct Layer {
@@ -39,6 +51,10 @@ class CudaWavlmLayers final : public WavlmLayerRunner {
 
   explicit CudaWavlmLayers(const WavlmConfig& config) : config_(config) {}
   absl::Status RunLayer(const Layer& l, int batch, int frames) const;
+  // With mu_ held: copies the rows in (host or device, `kind`) and the bias up, runs the layers,
+  // copies the rows to x.
+  absl::Status RunLocked(const float* rows, cudaMemcpyKind kind, int batch, int frames,
+                         const float* rel, float* x) const;
 
   const WavlmConfig config_;
   std::unique_ptr<EncoderDevice> dev_;
@@ -50,6 +66,7 @@ class CudaWavlmLayers final : public WavlmLayerRunner {
     DeviceScratch rel;   // [heads][2t - 1]
   };
   mutable Scratch s_;
+  mutable std::atomic<int64_t> handoffs_{0};
 };
 
 }  // namespace modrwkv::encoders::cuda

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/encoder_kernels.cuh"
 #include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
@@ -51,6 +52,9 @@ absl::Status CheckShapes(const WavlmStemWeights& s, const WavlmConfig& c) {
                    [&](const cpu::Matrix& m) { return IsMatrix(m, cg, k * cg); })) {
     return bad("the positional convolution");
   }
+  // The encoder's LayerNorm is the stem's last step in the post-LN layout only.
+  const size_t ln = c.do_stable_layer_norm ? 0 : ud;
+  if (s.ln_w.size() != ln || s.ln_b.size() != ln) return bad("the encoder's LayerNorm");
   return absl::OkStatus();
 }
 
@@ -94,6 +98,8 @@ absl::StatusOr<std::unique_ptr<CudaWavlmStem>> CudaWavlmStem::Create(const Wavlm
   }
   MODRWKV_ASSIGN_OR_RETURN(s->pos_, dev.Upload(pos));
   MODRWKV_RETURN_IF_ERROR(upload(stem.pos_b, &s->pos_b_));
+  MODRWKV_RETURN_IF_ERROR(upload(stem.ln_w, &s->ln_w_));
+  MODRWKV_RETURN_IF_ERROR(upload(stem.ln_b, &s->ln_b_));
   return s;
 }
 
@@ -170,13 +176,12 @@ absl::Status CudaWavlmStem::RunClip(const float* clip, int num_samples, float* x
   return LaunchAddPeriodic(st, x, int64_t{frames} * d, pos, int64_t{frames} * d);
 }
 
-absl::Status CudaWavlmStem::Run(const float* samples, int batch, int num_samples, float* x) const {
+absl::Status CudaWavlmStem::Compute(const float* samples, int batch, int num_samples) const {
   const int frames = config_.OutputFrames(num_samples);
   if (batch <= 0 || frames <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " of clips of ", num_samples,
                                                    " samples (", frames, " frames)"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
   MODRWKV_RETURN_IF_ERROR(dev_->Use());
   const size_t d = config_.hidden_size, rows = static_cast<size_t>(batch) * frames;
   size_t feat = 0;
@@ -198,9 +203,32 @@ absl::Status CudaWavlmStem::Run(const float* samples, int batch, int num_samples
                                     num_samples,
                                     s_.x.get() + static_cast<int64_t>(b) * frames * d));
   }
+  if (!ln_w_) return absl::OkStatus();
+  return LaunchLayerNorm(st, s_.x.get(), nullptr, static_cast<int>(rows), static_cast<int>(d),
+                         ln_w_.get(), ln_b_.get(), config_.layer_norm_eps, s_.x.get());
+}
+
+absl::Status CudaWavlmStem::Run(const float* samples, int batch, int num_samples, float* x) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  MODRWKV_RETURN_IF_ERROR(Compute(samples, batch, num_samples));
+  const size_t floats =
+      static_cast<size_t>(batch) * config_.OutputFrames(num_samples) * config_.hidden_size;
+  cudaStream_t st = dev_->stream();
   MODRWKV_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(x, s_.x.get(), rows * d * sizeof(float), cudaMemcpyDeviceToHost, st));
+      cudaMemcpyAsync(x, s_.x.get(), floats * sizeof(float), cudaMemcpyDeviceToHost, st));
   return modrwkv::cuda::CudaStatus(cudaStreamSynchronize(st), "WavLM's stem");
+}
+
+absl::Status CudaWavlmStem::RunThrough(const float* samples, int batch, int num_samples,
+                                       const WavlmLayerRunner* layers, int frames, const float* rel,
+                                       float* x) const {
+  const CudaWavlmLayers* gpu = CudaWavlmLayers::OnDevice(layers, dev_->device());
+  if (gpu == nullptr) {
+    return WavlmStemRunner::RunThrough(samples, batch, num_samples, layers, frames, rel, x);
+  }
+  std::lock_guard<std::mutex> lock(mu_);  // s_.x holds the rows until the layers have copied them
+  MODRWKV_RETURN_IF_ERROR(Compute(samples, batch, num_samples));
+  return gpu->RunFromDevice(s_.x.get(), dev_->stream(), batch, frames, rel, x);
 }
 
 }  // namespace modrwkv::encoders::cuda

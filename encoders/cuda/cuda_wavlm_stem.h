@@ -32,6 +32,11 @@ class CudaWavlmStem final : public WavlmStemRunner {
   }
 
   absl::Status Run(const float* samples, int batch, int num_samples, float* x) const override;
+  // A CudaWavlmLayers on the same device takes the rows there (RunFromDevice): one copy to the
+  // host at the end instead of three.
+  absl::Status RunThrough(const float* samples, int batch, int num_samples,
+                          const WavlmLayerRunner* layers, int frames, const float* rel,
+                          float* x) const override;
 
  private:
   using Buffer = modrwkv::cuda::DeviceBuffer<float>;
@@ -41,6 +46,8 @@ class CudaWavlmStem final : public WavlmStemRunner {
   };
 
   explicit CudaWavlmStem(const WavlmConfig& config) : config_(config) {}
+  // With mu_ held: the clips up and the stem's rows into s_.x (queued on the stream).
+  absl::Status Compute(const float* samples, int batch, int num_samples) const;
   // One clip's samples (on the device) into its rows of x.
   absl::Status RunClip(const float* clip, int num_samples, float* x) const;
 
@@ -48,7 +55,8 @@ class CudaWavlmStem final : public WavlmStemRunner {
   std::unique_ptr<EncoderDevice> dev_;
   std::vector<Conv> convs_;
   Buffer proj_ln_w_, proj_ln_b_, proj_, proj_b_, pos_b_;
-  Buffer pos_;  // [D][K * D/G]: group g's output channels from g * D/G
+  Buffer ln_w_, ln_b_;  // the encoder's LayerNorm, post-LN only (WavlmStemWeights::ln_w)
+  Buffer pos_;          // [D][K * D/G]: group g's output channels from g * D/G
 
   mutable std::mutex mu_;  // one Run at a time: the stream and the scratch are shared
   mutable struct { DeviceScratch samples, a, b, x, pos, cols; } s_;

@@ -477,18 +477,6 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
   s.tmp.Resize(static_cast<size_t>(s.tmp_stride * pool->size()));
   if (!layer_stack_) s.gate.resize(static_cast<size_t>(batch) * c.num_attention_heads * frames);
 
-  if (stem_runner_) {
-    MODRWKV_RETURN_IF_ERROR(stem_runner_->Run(samples.data(), batch, num_samples, s.x.data()));
-  } else {
-    for (int b = 0; b < batch; ++b) {
-      Features(samples.data() + int64_t{b} * num_samples, num_samples,
-               s.x.data() + int64_t{b} * frames * d, &s, pool);
-    }
-    AddPositions(s.x.data(), batch, frames, &s, pool);
-  }
-  if (!c.do_stable_layer_norm) {
-    LayerNormRows(s.x.data(), s.x.data(), rows, d, enc_ln_w_, enc_ln_b_, c.layer_norm_eps, pool);
-  }
   // Layer 0's relative position bias, shared by every layer: rel[h][j - i + frames - 1].
   const int heads = c.num_attention_heads;
   std::vector<float> rel(static_cast<size_t>(heads) * (2 * frames - 1));
@@ -499,13 +487,29 @@ absl::Status WavlmEncoder::Forward(absl::Span<const float> samples, int batch, i
           rel_embed_[static_cast<size_t>(bucket) * heads + head];
     }
   }
-  if (layer_stack_) {
-    MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(s.x.data(), batch, frames, rel.data()));
+  if (stem_runner_) {  // the layers too when they are placed (on one GPU, without the host)
+    MODRWKV_RETURN_IF_ERROR(stem_runner_->RunThrough(
+        samples.data(), batch, num_samples, layer_stack_.get(), frames, rel.data(), s.x.data()));
   } else {
+    for (int b = 0; b < batch; ++b) {
+      Features(samples.data() + int64_t{b} * num_samples, num_samples,
+               s.x.data() + int64_t{b} * frames * d, &s, pool);
+    }
+    AddPositions(s.x.data(), batch, frames, &s, pool);
+    if (!c.do_stable_layer_norm) {
+      LayerNormRows(s.x.data(), s.x.data(), rows, d, stem_.ln_w, stem_.ln_b, c.layer_norm_eps,
+                    pool);
+    }
+    if (layer_stack_) {
+      MODRWKV_RETURN_IF_ERROR(layer_stack_->Run(s.x.data(), batch, frames, rel.data()));
+    }
+  }
+  if (!layer_stack_) {
     for (const Layer& l : layers_) RunLayer(l, s.x.data(), batch, frames, rel.data(), &s, pool);
   }
   if (c.do_stable_layer_norm) {
-    LayerNormRows(s.x.data(), out.data(), rows, d, enc_ln_w_, enc_ln_b_, c.layer_norm_eps, pool);
+    LayerNormRows(s.x.data(), out.data(), rows, d, final_ln_w_, final_ln_b_, c.layer_norm_eps,
+                  pool);
   } else {
     std::memcpy(out.data(), s.x.data(), static_cast<size_t>(rows64 * d) * 4);
   }

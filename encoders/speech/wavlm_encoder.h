@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "encoders/speech/wavlm_config.h"
+#include "engine/base/status_macros.h"
 #include "engine/base/tensor.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
@@ -74,6 +75,9 @@ struct WavlmStemWeights {
   std::vector<float> proj_b;                // [D]
   std::vector<cpu::Matrix> pos;             // per group g: [D/G, K*D/G], (tap, channel) order
   std::vector<float> pos_b;                 // [D]
+  // encoder.layer_norm where it comes between the stem and the layers (the post-LN layout, not
+  // do_stable_layer_norm: base, base+); empty in the pre-LN layout, where it follows the layers.
+  std::vector<float> ln_w, ln_b;  // [D]
 };
 
 // Eps of the feature encoder's GroupNorm / LayerNorm (PyTorch's default; not layer_norm_eps).
@@ -84,9 +88,20 @@ class WavlmStemRunner {
  public:
   virtual ~WavlmStemRunner() = default;
   // samples: [batch][num_samples] host floats (normalised clips); x: [batch * frames][D] host
-  // rows, frames = config.OutputFrames(num_samples) >= 1: per clip the feature encoder, the
-  // projection, and x += GELU(positional convolution(x) + bias).
+  // rows, frames = config.OutputFrames(num_samples) >= 1: the layers' input, per clip the feature
+  // encoder, the projection, x += GELU(positional convolution(x) + bias) and, post-LN, the
+  // encoder's LayerNorm (WavlmStemWeights::ln_w).
   virtual absl::Status Run(const float* samples, int batch, int num_samples, float* x) const = 0;
+  // Run, then `layers` (null: none) over x in place with the relative bias `rel` for `frames`
+  // (= config.OutputFrames(num_samples)) frames a clip, as WavlmLayerRunner::Run takes them: what
+  // the encoder does with the two. A runner that can hand its rows to `layers` without copying
+  // them through the host (both on one GPU) does so; x is the same either way.
+  virtual absl::Status RunThrough(const float* samples, int batch, int num_samples,
+                                  const WavlmLayerRunner* layers, int frames, const float* rel,
+                                  float* x) const {
+    MODRWKV_RETURN_IF_ERROR(Run(samples, batch, num_samples, x));
+    return layers == nullptr ? absl::OkStatus() : layers->Run(x, batch, frames, rel);
+  }
 };
 
 using WavlmStemFactory = std::function<absl::StatusOr<std::unique_ptr<WavlmStemRunner>>(
@@ -157,8 +172,8 @@ class WavlmEncoder {
 
   WavlmConfig config_;
   WavlmStemWeights stem_;
-  std::vector<float> enc_ln_w_, enc_ln_b_;  // [D]: encoder.layer_norm
-  std::vector<float> rel_embed_;            // [num_buckets][heads]: layer 0's rel_attn_embed
+  std::vector<float> final_ln_w_, final_ln_b_;  // [D]: encoder.layer_norm after the layers (pre-LN)
+  std::vector<float> rel_embed_;                // [num_buckets][heads]: layer 0's rel_attn_embed
   std::vector<Layer> layers_;
   std::unique_ptr<WavlmLayerRunner> layer_stack_;  // UseLayerStack; null: the layers on the CPU
   std::unique_ptr<WavlmStemRunner> stem_runner_;   // UseStem; null: the stem on the CPU

@@ -141,8 +141,13 @@ absl::StatusOr<std::unique_ptr<WavlmEncoder>> WavlmEncoder::Create(
     const std::vector<float> wg(v.begin() + gi * cg * cg * kk, v.begin() + (gi + 1) * cg * cg * kk);
     e->stem_.pos.push_back(Pack(KernelMajor(wg, cg, cg, kk), cg, kk * cg));
   }
-  MODRWKV_ASSIGN_OR_RETURN(e->enc_ln_w_, src.Floats("encoder.layer_norm.weight", {d}));
-  MODRWKV_ASSIGN_OR_RETURN(e->enc_ln_b_, src.Floats("encoder.layer_norm.bias", {d}));
+  // encoder.layer_norm: before the layers in the post-LN layout (the stem's last step), after
+  // them in the pre-LN one.
+  const bool post_ln = !config.do_stable_layer_norm;
+  std::vector<float>& ln_w = post_ln ? e->stem_.ln_w : e->final_ln_w_;
+  std::vector<float>& ln_b = post_ln ? e->stem_.ln_b : e->final_ln_b_;
+  MODRWKV_ASSIGN_OR_RETURN(ln_w, src.Floats("encoder.layer_norm.weight", {d}));
+  MODRWKV_ASSIGN_OR_RETURN(ln_b, src.Floats("encoder.layer_norm.bias", {d}));
   MODRWKV_ASSIGN_OR_RETURN(
       e->rel_embed_,
       src.Floats("encoder.layers.0.attention.rel_attn_embed.weight", {config.num_buckets, heads}));

@@ -360,6 +360,69 @@ TEST(CudaTowerTest, StemsHandTheirRowsToTheLayersOnTheDevice) {
   check(**direct, **via_host, direct_stack, host_stack, RandomMel(config, 1, 3), 1, n, 1);
 }
 
+// As ForwardingStack, for WavLM's layers.
+class ForwardingWavlmLayers final : public WavlmLayerRunner {
+ public:
+  explicit ForwardingWavlmLayers(std::unique_ptr<CudaWavlmLayers> to) : to_(std::move(to)) {}
+  absl::Status Run(float* x, int batch, int frames, const float* rel) const override {
+    return to_->Run(x, batch, frames, rel);
+  }
+
+ private:
+  std::unique_ptr<CudaWavlmLayers> to_;
+};
+
+// As RecordingFactory, for WavLM's layers.
+WavlmLayerFactory RecordingWavlmFactory(const CudaWavlmLayers** made, bool forwarding) {
+  return [made, forwarding](
+             absl::Span<const WavlmLayerWeights> layers,
+             const WavlmConfig& config) -> absl::StatusOr<std::unique_ptr<WavlmLayerRunner>> {
+    auto runner = CudaWavlmLayers::Create(layers, config, 0);
+    if (!runner.ok()) return runner.status();
+    *made = runner->get();
+    if (forwarding) return std::make_unique<ForwardingWavlmLayers>(*std::move(runner));
+    return std::unique_ptr<WavlmLayerRunner>(*std::move(runner));
+  };
+}
+
+// WavLM's stem hands its rows to the layers on the device too, in both layouts (post-LN: the
+// encoder's LayerNorm between them runs in the stem; pre-LN: it follows the layers, on the CPU).
+TEST(CudaTowerTest, WavlmStemHandsItsRowsToTheLayersOnTheDevice) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  cpu::ThreadPool pool(1);
+  for (const bool stable : {false, true}) {
+    auto config = ParseWavlmConfig(absl::StrFormat(
+        R"({"model_type": "wavlm", "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 96,
+            "conv_dim": [32, 32, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 4, "num_buckets": 32, "max_bucket_distance": 40,
+            "do_stable_layer_norm": %s, "feat_extract_norm": "%s", "conv_bias": %s})",
+        stable ? "true" : "false", stable ? "layer" : "group", stable ? "true" : "false"));
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 7);
+    auto direct = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+    auto via_host = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+    ASSERT_TRUE(direct.ok() && via_host.ok());
+    const CudaWavlmLayers *direct_layers = nullptr, *host_layers = nullptr;
+    ASSERT_TRUE((*direct)->UseLayerStack(RecordingWavlmFactory(&direct_layers, false)).ok());
+    ASSERT_TRUE((*via_host)->UseLayerStack(RecordingWavlmFactory(&host_layers, true)).ok());
+    ASSERT_TRUE((*direct)->UseStem(CudaWavlmStem::Factory(0)).ok());
+    ASSERT_TRUE((*via_host)->UseStem(CudaWavlmStem::Factory(0)).ok());
+    int runs = 0;
+    for (const auto& [batch, samples] : {std::pair{2, 16000}, std::pair{1, 8000}}) {
+      const std::vector<float> audio = RandomWavlmAudio(batch, samples, 5);
+      const size_t n = static_cast<size_t>(batch) * (*direct)->OutputFrames(samples) * 64;
+      std::vector<float> got(n), want(n);
+      ASSERT_TRUE((*direct)->Forward(audio, batch, samples, absl::MakeSpan(got), &pool).ok());
+      ASSERT_TRUE((*via_host)->Forward(audio, batch, samples, absl::MakeSpan(want), &pool).ok());
+      const char* layout = stable ? "pre-LN" : "post-LN";
+      EXPECT_EQ(got, want) << layout << ", batch " << batch;
+      EXPECT_EQ(direct_layers->device_handoffs(), ++runs) << layout;
+      EXPECT_EQ(host_layers->device_handoffs(), 0) << layout;
+    }
+  }
+}
+
 // WavLM in both layouts: post-LN (base, base+: a GroupNorm on the first convolution, no conv
 // bias) and pre-LN (large: do_stable_layer_norm, a LayerNorm on every convolution, conv bias),
 // with the gated relative position bias; the layers on the GPU, then the stem too; two clip

@@ -238,10 +238,12 @@ class PatternStem final : public WavlmStemRunner {
 };
 
 // With a stem runner, Forward hands it the clips and feeds its rows to the layers: with layers
-// that change nothing, the output is the encoder's LayerNorm of the runner's rows.
+// that change nothing, the output is the runner's rows. In this post-LN layout the stem is given
+// the encoder's LayerNorm (it comes before the layers), so the encoder applies none of its own.
 TEST(WavlmEncoderTest, AStemRunnerGetsTheClipsAndItsRowsFeedTheLayers) {
   auto config = SmallConfig();
   ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_FALSE(config->do_stable_layer_norm);
   const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 3);
   const std::vector<float> ln_w = F32Values(weights, "encoder.layer_norm.weight"),
                            ln_b = F32Values(weights, "encoder.layer_norm.bias");
@@ -255,6 +257,8 @@ TEST(WavlmEncoderTest, AStemRunnerGetsTheClipsAndItsRowsFeedTheLayers) {
                         const WavlmConfig& c) -> absl::StatusOr<std::unique_ptr<WavlmStemRunner>> {
             EXPECT_EQ(w.convs.size(), 7u);
             EXPECT_EQ(w.pos.size(), 4u);
+            EXPECT_EQ(w.ln_w, ln_w);
+            EXPECT_EQ(w.ln_b, ln_b);
             auto r = std::make_unique<PatternStem>(c.hidden_size);
             r->frames = frames;
             stem = r.get();
@@ -273,17 +277,30 @@ TEST(WavlmEncoderTest, AStemRunnerGetsTheClipsAndItsRowsFeedTheLayers) {
   EXPECT_EQ(stem->calls[0], std::make_pair(batch, samples));
   EXPECT_EQ(stem->clips, audio);
   ASSERT_EQ(out.size(), static_cast<size_t>(batch) * frames * 32);
-  for (int r = 0; r < batch * frames; ++r) {
-    double mean = 0, var = 0;
-    for (int i = 0; i < 32; ++i) mean += stem->Pattern(r * 32 + i);
-    mean /= 32;
-    for (int i = 0; i < 32; ++i) var += std::pow(stem->Pattern(r * 32 + i) - mean, 2);
-    const double inv = 1 / std::sqrt(var / 32 + config->layer_norm_eps);
-    for (int i = 0; i < 32; ++i) {
-      const double want = (stem->Pattern(r * 32 + i) - mean) * inv * ln_w[i] + ln_b[i];
-      ASSERT_NEAR(out[r * 32 + i], want, 1e-4) << "row " << r << ", column " << i;
-    }
-  }
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], stem->Pattern(i)) << i;
+}
+
+// In the pre-LN layout the encoder's LayerNorm follows the layers: the stem is not given it.
+TEST(WavlmEncoderTest, APreLnStemRunnerIsNotGivenTheFinalLayerNorm) {
+  auto config = ParseWavlmConfig(R"({"model_type": "wavlm", "hidden_size": 32,
+      "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 48,
+      "conv_dim": [16, 16], "conv_kernel": [10, 3], "conv_stride": [5, 2],
+      "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
+      "do_stable_layer_norm": true, "feat_extract_norm": "layer", "conv_bias": true})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::vector<OwnedTensor> weights = MakeRandomWavlmWeights(*config, 5);
+  auto e = WavlmEncoder::Create(*config, ViewsOf(weights), "");
+  ASSERT_TRUE(e.ok()) << e.status();
+  bool called = false;
+  ASSERT_TRUE(
+      (*e)->UseStem([&](const WavlmStemWeights& w,
+                        const WavlmConfig& c) -> absl::StatusOr<std::unique_ptr<WavlmStemRunner>> {
+            called = true;
+            EXPECT_TRUE(w.ln_w.empty() && w.ln_b.empty());
+            return std::unique_ptr<WavlmStemRunner>(std::make_unique<PatternStem>(c.hidden_size));
+          })
+          .ok());
+  EXPECT_TRUE(called);
 }
 
 TEST(WavlmEncoderTest, MissingAndMisshapenTensorsAreNamed) {
