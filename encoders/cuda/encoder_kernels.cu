@@ -222,6 +222,41 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
   for (int j = threadIdx.x; j < t; j += blockDim.x) row[j] *= inv;
 }
 
+// One thread per rotated pair: (row, q or k, head, i < hd / 2).
+__global__ void RotaryKernel(float* qkv, int64_t total, int t, int heads, int hd,
+                             const float* __restrict__ inv_freq) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int half = hd / 2, d = heads * hd;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; id < total;
+       id += stride) {
+    const int64_t row = id / d;
+    const int rem = static_cast<int>(id % d);  // [q or k][head][i]: d / 2 pairs each
+    const int which = rem / (d / 2), h = rem % (d / 2) / half, i = rem % half;
+    const float angle = static_cast<float>(row % t) * inv_freq[i];
+    const float c = static_cast<float>(cos(static_cast<double>(angle)));
+    const float s = static_cast<float>(sin(static_cast<double>(angle)));
+    float* x = qkv + row * 3 * d + which * d + h * hd;
+    const float x1 = x[i], x2 = x[i + half];
+    x[i] = x1 * c - x2 * s;
+    x[i + half] = x2 * c + x1 * s;
+  }
+}
+
+__global__ void SiluGateKernel(const float* __restrict__ gu, int64_t total, int f,
+                               float* __restrict__ act) {
+  AllowSuccessor();
+  WaitForPredecessor();
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; id < total;
+       id += stride) {
+    const int64_t r = id / f, i = id % f;
+    const float g = gu[r * 2 * f + i], u = gu[r * 2 * f + f + i];
+    act[id] = g * (1.0f / (1.0f + expf(-g))) * u;
+  }
+}
+
 // Blocks for a grid-stride loop over n elements.
 dim3 StrideBlocks(int64_t n, int threads) {
   return dim3(static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65536)));
@@ -310,6 +345,28 @@ absl::Status LaunchScaledSoftmax(cudaStream_t stream, float* s, int64_t rows, in
   if (rows > 0x7fffffff) return absl::InvalidArgumentError("ScaledSoftmax: too many rows");
   return Launch("ScaledSoftmax", ScaledSoftmaxKernel, dim3(static_cast<unsigned>(rows)),
                 dim3(kSoftmaxThreads), 0, stream, s, n, scale, causal_period);
+}
+
+absl::Status LaunchRotary(cudaStream_t stream, float* qkv, int64_t rows, int t, int heads, int hd,
+                          const float* inv_freq) {
+  if (rows < 0 || t <= 0 || heads <= 0 || hd <= 0 || hd % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Rotary: ", rows, " rows, sequences of ", t,
+                                                   ", ", heads, " heads of ", hd,
+                                                   " (head width even, all > 0)"));
+  }
+  const int64_t total = rows * heads * hd;  // (q, k) x heads x hd / 2 pairs a row
+  if (total == 0) return absl::OkStatus();
+  constexpr int kThreads = 256;
+  return Launch("Rotary", RotaryKernel, StrideBlocks(total, kThreads), dim3(kThreads), 0, stream,
+                qkv, total, t, heads, hd, inv_freq);
+}
+
+absl::Status LaunchSiluGate(cudaStream_t stream, const float* gu, int64_t rows, int f, float* act) {
+  const int64_t total = rows * f;
+  if (total == 0) return absl::OkStatus();
+  constexpr int kThreads = 256;
+  return Launch("SiluGate", SiluGateKernel, StrideBlocks(total, kThreads), dim3(kThreads), 0,
+                stream, gu, total, f, act);
 }
 
 }  // namespace modrwkv::encoders::cuda

@@ -1,8 +1,9 @@
 // The element-wise kernels of the encoders on the GPU (CudaLayerStack, CudaWavlmLayers,
-// CudaWavlmStem), besides the LayerNorm it shares with the RWKV7 backend
+// CudaWavlmStem, CudaTimer), besides the LayerNorm it shares with the RWKV7 backend
 // (engine/cuda/rwkv7_ops.cuh) and the products (cuBLAS). CUDA twins of
 // encoders/vision/transformer_ops.cc's AddBias, ActivationRows and ScaledSoftmax, and of WavLM's
-// gate, biased softmax, convolution windows and channel norm (encoders/speech/wavlm_encoder.cc).
+// gate, biased softmax, convolution windows and channel norm (encoders/speech/wavlm_encoder.cc)
+// and of the Timer's rotary embedding and gated activation (encoders/timeseries/timer.cc).
 // Device pointers, row-major fp32; each launcher enqueues on `stream`.
 #pragma once
 
@@ -78,5 +79,17 @@ absl::Status LaunchWavlmGate(cudaStream_t stream, const float* h, int64_t rows, 
 // max subtraction (WavLM's biased attention).
 absl::Status LaunchBiasedSoftmax(cudaStream_t stream, float* s, int heads, int t, float scale,
                                  const float* gate, const float* rel);
+
+// The Timer's rotary position embedding (encoders/timeseries/timer.h), in place on q and k of
+// qkv ([rows][3 * heads * hd]: q | k | v, head h at column h * hd of each; rows of sequences of
+// `t` rows, row r at position r % t): with half = hd / 2, angle = float(position) * inv_freq[i],
+// c, s = cos and sin of it (in double, rounded to float, as the CPU), each head's (x_i,
+// x_{i+half}) becomes (x_i c - x_{i+half} s, x_{i+half} c + x_i s).
+absl::Status LaunchRotary(cudaStream_t stream, float* qkv, int64_t rows, int t, int heads, int hd,
+                          const float* inv_freq);
+
+// The Timer's gated MLP activation: act[r][i] = silu(g) * u with g = gu[r][i], u = gu[r][f + i]
+// ([rows][2f]: gate | up) and silu(g) = g * sigmoid(g).
+absl::Status LaunchSiluGate(cudaStream_t stream, const float* gu, int64_t rows, int f, float* act);
 
 }  // namespace modrwkv::encoders::cuda

@@ -13,6 +13,7 @@
 #if MODRWKV_HAVE_CUDA
 #include "encoders/cuda/cuda_adapter.h"
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_timer.h"
 #include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
@@ -64,6 +65,7 @@ struct EncoderPlacement {
   WhisperStemFactory whisper_stem;
   WavlmLayerFactory wavlm_layers;
   WavlmStemFactory wavlm_stem;
+  TimerFactory timer;      // the time-series Timer, whole
   AdapterFactory adapter;  // declines the chains it cannot run
 };
 absl::StatusOr<EncoderPlacement> PlaceEncoders(const ModelOptions& model_options) {
@@ -76,6 +78,7 @@ absl::StatusOr<EncoderPlacement> PlaceEncoders(const ModelOptions& model_options
     e.vision_stem = cuda::CudaVisionStem::Factory(device);
     e.whisper_stem = cuda::CudaWhisperStem::Factory(device);
     e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
+    e.timer = cuda::CudaTimer::Factory(device);
     e.adapter = cuda::CudaAdapter::Factory(device);
   }
 #endif
@@ -174,8 +177,9 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     const TimeSeriesManifest& tm = *b.manifest.time_series;
     const std::string id =
         absl::StrFormat("%s|%016x", fs::absolute(path).string(), b.model->info().fingerprint);
-    absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> ts =
-        TimeSeriesPipeline::Load(ckpt->tensors(), tm, b.model->config().n_embd, id);
+    MODRWKV_ASSIGN_OR_RETURN(const EncoderPlacement placed, PlaceEncoders(model_options));
+    absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> ts = TimeSeriesPipeline::Load(
+        ckpt->tensors(), tm, b.model->config().n_embd, id, {placed.timer, placed.adapter});
     if (!ts.ok()) return in_file(ts.status());
     b.series = *std::move(ts);
     if (!tm.prompt.empty()) {

@@ -39,7 +39,7 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
   const int D = static_cast<int>(emb->shape[0]);
   e->dim_ = D;
   e->input_dim_ = static_cast<int>(emb->shape[1]);
-  e->heads_ = heads;
+  e->w_.heads = heads;
   if (heads < 1 || D % heads != 0 || (D / heads) % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat("time-series encoder: time_series.heads is ",
                                                    heads, ": it must divide the ", "Timer's width ",
@@ -53,9 +53,9 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
   const int hd = D / heads;
   for (int i = 0; i < hd / 2; ++i) {
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(hd);
-    e->inv_freq_.push_back(1.0f / std::pow(rope_theta, exponent));
+    e->w_.inv_freq.push_back(1.0f / std::pow(rope_theta, exponent));
   }
-  e->embed_ = ts_weights::Packed(ts_weights::ToF32(*emb), D, e->input_dim_, emb->name);
+  e->w_.embed = ts_weights::Packed(ts_weights::ToF32(*emb), D, e->input_dim_, emb->name);
 
   const std::string lp = prefix + "layers.";
   MODRWKV_ASSIGN_OR_RETURN(const int n_layers, ts_weights::LayerCount(tensors, lp));
@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
   for (int i = 0; i < n_layers; ++i) {
     const std::string p = absl::StrCat(lp, i, ".");
     const std::string a = p + "self_attn.", f = p + "ffn_layer.";
-    Layer l;
+    TimerLayerWeights l;
     MODRWKV_ASSIGN_OR_RETURN(
         l.qkv, Stacked(tensors, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"}, D,
                        D, &used));
@@ -90,30 +90,39 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
     MODRWKV_ASSIGN_OR_RETURN(l.norm1_b, ReadF32(tensors, p + "norm1.bias", {D}, &used));
     MODRWKV_ASSIGN_OR_RETURN(l.norm2_w, ReadF32(tensors, p + "norm2.weight", {D}, &used));
     MODRWKV_ASSIGN_OR_RETURN(l.norm2_b, ReadF32(tensors, p + "norm2.bias", {D}, &used));
-    e->layers_.push_back(std::move(l));
+    e->w_.layers.push_back(std::move(l));
   }
-  MODRWKV_ASSIGN_OR_RETURN(e->norm_w_, ReadF32(tensors, prefix + "norm.weight", {D}, &used));
-  MODRWKV_ASSIGN_OR_RETURN(e->norm_b_, ReadF32(tensors, prefix + "norm.bias", {D}, &used));
+  MODRWKV_ASSIGN_OR_RETURN(e->w_.norm_w, ReadF32(tensors, prefix + "norm.weight", {D}, &used));
+  MODRWKV_ASSIGN_OR_RETURN(e->w_.norm_b, ReadF32(tensors, prefix + "norm.bias", {D}, &used));
   MODRWKV_RETURN_IF_ERROR(ts_weights::NothingElse(
       tensors, prefix, used,
       "the Timer format has embed_layer, layers.{i}.{self_attn,ffn_layer,norm1,norm2} and norm "
       "only"));
+  e->layers_ = n_layers;
   return e;
 }
 
+absl::Status TimerEncoder::UseRunner(const TimerFactory& factory) {
+  MODRWKV_ASSIGN_OR_RETURN(runner_, factory(w_));
+  const int heads = w_.heads;
+  w_ = TimerWeights();  // the runner holds its own copy
+  w_.heads = heads;
+  return absl::OkStatus();
+}
+
 void TimerEncoder::Rotate(float* qkv, int R, int S) const {
-  const int D = dim_, hd = D / heads_, half = hd / 2;
+  const int D = dim_, heads = w_.heads, hd = D / heads, half = hd / 2;
   std::vector<float> cos(half), sin(half);
   for (int r = 0; r < R; ++r) {
     for (int i = 0; i < half; ++i) {
       // The reference rounds the angle t * inv_freq to float32, then takes cos / sin of it.
-      const float angle = static_cast<float>(r) * inv_freq_[i];
+      const float angle = static_cast<float>(r) * w_.inv_freq[i];
       cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
       sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
     for (int which = 0; which < 2 * S; ++which) {  // q, then k, of each sequence
       float* row = qkv + (static_cast<int64_t>(which / 2) * R + r) * 3 * D + (which % 2) * D;
-      for (int h = 0; h < heads_; ++h) {
+      for (int h = 0; h < heads; ++h) {
         float* x = row + h * hd;
         for (int i = 0; i < half; ++i) {
           const float x1 = x[i], x2 = x[i + half];
@@ -129,7 +138,7 @@ void TimerEncoder::Attend(const float* qkv, int R, int S, float* out, cpu::Threa
   EncoderLayerShape shape;  // only what SelfAttention reads
   shape.tokens = R;
   shape.dim = dim_;
-  shape.heads = heads_;
+  shape.heads = w_.heads;
   shape.causal = true;
   const int64_t per_thread = LayerScratchPerThread(shape);
   std::vector<float> scores(static_cast<size_t>(per_thread) * pool->size());
@@ -144,6 +153,11 @@ absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> 
                      " patches of ", input_dim_, " (expected at least one patch)"));
   }
   const int rows = R * S;  // every row of every sequence goes through each projection
+  if (runner_) {
+    std::vector<float> out(static_cast<size_t>(rows) * dim_);
+    MODRWKV_RETURN_IF_ERROR(runner_->Run(patches.data(), R, S, out.data()));
+    return out;
+  }
   std::optional<cpu::ThreadPool> local;
   if (pool == nullptr) pool = &local.emplace(1);
   cpu::LinearRunner runner(pool);  // per call: its packing scratch is not shared
@@ -151,8 +165,8 @@ absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> 
   std::vector<float> x(static_cast<size_t>(rows) * D, 0.0f), qkv(static_cast<size_t>(rows) * 3 * D),
       attn(static_cast<size_t>(rows) * D), gu(static_cast<size_t>(rows) * 2 * F),
       act(static_cast<size_t>(rows) * F);
-  runner.Run(embed_, patches.data(), input_dim_, rows, x.data(), D, /*accumulate=*/true);
-  for (const Layer& l : layers_) {
+  runner.Run(w_.embed, patches.data(), input_dim_, rows, x.data(), D, /*accumulate=*/true);
+  for (const TimerLayerWeights& l : w_.layers) {
     SetRows(qkv.data(), rows, 3 * D, l.qkv_b.data(), pool);
     runner.Run(l.qkv, x.data(), D, rows, qkv.data(), 3 * D, /*accumulate=*/true);
     Rotate(qkv.data(), R, S);
@@ -173,7 +187,7 @@ absl::StatusOr<std::vector<float>> TimerEncoder::Encode(absl::Span<const float> 
     runner.Run(l.down, act.data(), F, rows, x.data(), D, /*accumulate=*/true);
     LayerNormRows(x.data(), x.data(), rows, D, l.norm2_w, l.norm2_b, 1e-5f, pool);
   }
-  LayerNormRows(x.data(), x.data(), rows, D, norm_w_, norm_b_, 1e-5f, pool);
+  LayerNormRows(x.data(), x.data(), rows, D, w_.norm_w, w_.norm_b, 1e-5f, pool);
   return x;
 }
 

@@ -102,7 +102,8 @@ absl::StatusOr<std::vector<float>> ReadF32(const TensorMap& t, const std::string
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
-    const TensorMap& tensors, const TimeSeriesManifest& manifest, int n_embd, std::string id) {
+    const TensorMap& tensors, const TimeSeriesManifest& manifest, int n_embd, std::string id,
+    const TimeSeriesPlacement& placed) {
   MODRWKV_RETURN_IF_ERROR(CheckManifest(manifest, n_embd));
   std::unique_ptr<TimeSeriesPipeline> p(new TimeSeriesPipeline());
   p->manifest_ = manifest;
@@ -117,6 +118,7 @@ absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
                        "embed_layer.emb.weight takes patches of ", p->timer_->input_dim(),
                        " steps, but time_series.patch is ", manifest.patch));
     }
+    if (placed.timer) MODRWKV_RETURN_IF_ERROR(p->timer_->UseRunner(placed.timer));
   } else {
     MODRWKV_ASSIGN_OR_RETURN(p->wavenet_,
                              WaveNetEncoder::Load(tensors, kTsEncoderPrefix, manifest.dilations));
@@ -149,6 +151,7 @@ absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> TimeSeriesPipeline::Load(
         absl::StrCat("time-series model: tensor ", kTsAdapterPrefix, "proj.2.weight gives width ",
                      p->adapter_->output_dim(), ", but the language model's width is ", n_embd));
   }
+  if (placed.adapter) MODRWKV_RETURN_IF_ERROR(p->adapter_->UseRunner(placed.adapter));
 
   const int64_t levels = static_cast<int64_t>(manifest.quantiles.size());
   const int64_t out = (1 + levels) * manifest.horizon * manifest.channels;

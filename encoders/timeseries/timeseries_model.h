@@ -53,6 +53,13 @@ struct HeadForecast {
 
 // Immutable after Load; every method is const and thread-safe (the pool calls Prepare and
 // EncodeBatch from several workers at once, each with its own cpu::ThreadPool).
+// Where a time-series model's Timer and adapter run: on the language model's GPU when it has one
+// (null factories: on the CPU).
+struct TimeSeriesPlacement {
+  TimerFactory timer;
+  AdapterFactory adapter;
+};
+
 class TimeSeriesPipeline : public ItemEncoder {
  public:
   // Builds the WaveNet (kTsEncoderPrefix, manifest.dilations), the adapter (kTsAdapterPrefix:
@@ -63,9 +70,12 @@ class TimeSeriesPipeline : public ItemEncoder {
   // to n_embd, and that no unexpected tensor sits under the three prefixes. Errors name the
   // manifest key or the tensor. `id` names the weights (e.g. checkpoint path and fingerprint);
   // the manifest values that change the output are appended to it for id().
+  // `placed` says where the Timer and the adapter run (null factories, the default: the CPU;
+  // the adapter's runner declines what it cannot run). The WaveNet stays on the CPU (a few
+  // hundred thousand multiply-adds a patch: less than a GPU's launch and copies).
   static absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> Load(
       const std::map<std::string, TensorView>& tensors, const TimeSeriesManifest& manifest,
-      int n_embd, std::string id);
+      int n_embd, std::string id, const TimeSeriesPlacement& placed = {});
 
   const TimeSeriesManifest& manifest() const { return manifest_; }
   int channels() const { return manifest_.channels; }

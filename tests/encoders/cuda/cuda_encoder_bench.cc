@@ -3,7 +3,8 @@
 // of the real shapes: SigLIP2-base/16 at 384 px (12 layers of 768, 576 rows per image), the
 // Whisper-small encoder (12 layers of 768, 1500 rows per 30 s clip) and WavLM base+ (12 layers
 // of 768, 1499 rows per 30 s clip; batch 1); each again with its stem (the patch embedding, the
-// convolutions) on the GPU too; then a 1.5B model's adapters (generation A, vision and speech).
+// convolutions) on the GPU too; the Timer time-series encoder (timer-base-84m's shape, whole);
+// then a 1.5B model's adapters (generation A, vision and speech).
 // Prints ms per item both ways and the GPU's share: what its layers reach against the measured
 // f32 SGEMM rate (they run f32, without TF32).
 //
@@ -24,6 +25,7 @@
 #include "encoders/adapter/adapter_random.h"
 #include "encoders/cuda/cuda_adapter.h"
 #include "encoders/cuda/cuda_layer_stack.h"
+#include "encoders/cuda/cuda_timer.h"
 #include "encoders/cuda/cuda_vision_stem.h"
 #include "encoders/cuda/cuda_wavlm_layers.h"
 #include "encoders/cuda/cuda_wavlm_stem.h"
@@ -33,6 +35,7 @@
 #include "encoders/speech/wavlm_random.h"
 #include "encoders/speech/whisper_encoder.h"
 #include "encoders/speech/whisper_random.h"
+#include "encoders/timeseries/timer.h"
 #include "encoders/vision/random_vit.h"
 #include "encoders/vision/vision_tower.h"
 #include "encoders/vision/vit_config.h"
@@ -190,6 +193,46 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
         const double a,
         Best(3, [&] { return all_gpu->Forward(audio, 1, samples, absl::MakeSpan(out), &pool); }));
     Row("WavLM base+ (30 s), stem on the GPU too", 1, c, a, on_cpu->FlopsPerClip(samples), sgemm);
+  }
+  {
+    // The Timer time-series encoder at timer-base-84m's shape (patch 96, width 1024, 8 layers of
+    // 8 heads, FFN 2048; f32), whole on the GPU: one channel of 512, 4096 and 32768 steps.
+    constexpr int kPatch = 96, kDim = 1024, kLayers = 8, kHeads = 8, kFfn = 2048;
+    RandomTensors t(1);
+    t.Add("embed_layer.emb.weight", {kDim, kPatch}, -FanInBound(kPatch), FanInBound(kPatch));
+    for (int i = 0; i < kLayers; ++i) {
+      const std::string l = "layers." + std::to_string(i) + ".";
+      for (const char* w : {"q_proj", "k_proj", "v_proj"}) {
+        t.Linear(l + "self_attn." + w, kDim, kDim);
+      }
+      t.Linear(l + "self_attn.o_proj", kDim, kDim, /*bias=*/false);
+      t.Linear(l + "ffn_layer.gate_proj", kFfn, kDim, false);
+      t.Linear(l + "ffn_layer.up_proj", kFfn, kDim, false);
+      t.Linear(l + "ffn_layer.down_proj", kDim, kFfn, false);
+      t.LayerNorm(l + "norm1", kDim);
+      t.LayerNorm(l + "norm2", kDim);
+    }
+    t.LayerNorm("norm", kDim);
+    const std::vector<OwnedTensor> w = t.Take();
+    MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, TimerEncoder::Load(ViewsOf(w), "", kHeads, 10000.0f));
+    MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, TimerEncoder::Load(ViewsOf(w), "", kHeads, 10000.0f));
+    MODRWKV_RETURN_IF_ERROR(on_gpu->UseRunner(CudaTimer::Factory(device)));
+    for (const int steps : {512, 4096, 32768}) {
+      const int r = steps / kPatch;
+      // Per row: the embedding and every projection, and the attention's two products over all r
+      // keys (the causal half is computed and discarded, as on the CPU).
+      const double flops = 2.0 * r *
+                           (double{kPatch} * kDim +
+                            kLayers * (4.0 * kDim * kDim + 3.0 * kFfn * kDim + 2.0 * r * kDim));
+      const std::vector<float> patches(static_cast<size_t>(r) * kPatch, 0.25f);
+      MODRWKV_ASSIGN_OR_RETURN(const double c,
+                               Best(1, [&] { return on_cpu->Encode(patches, r, &pool).status(); }));
+      MODRWKV_ASSIGN_OR_RETURN(const double g,
+                               Best(5, [&] { return on_gpu->Encode(patches, r, &pool).status(); }));
+      const std::string name = "Timer (timer-base-84m), " + std::to_string(steps) + " steps (" +
+                               std::to_string(r) + " patches), whole on the GPU";
+      Row(name.c_str(), 1, c, g, flops, sgemm);
+    }
   }
   // The adapters of a 1.5B model (C = 2048): generation A's vision adapter over SigLIP2-base's
   // 576 rows, its speech adapter over Whisper-small's 1500.
