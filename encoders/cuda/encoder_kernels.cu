@@ -362,6 +362,9 @@ absl::Status LaunchRotary(cudaStream_t stream, float* qkv, int64_t rows, int t, 
 }
 
 absl::Status LaunchSiluGate(cudaStream_t stream, const float* gu, int64_t rows, int f, float* act) {
+  if (rows < 0 || f < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("SiluGate: ", rows, " rows of ", f, " pairs"));
+  }
   const int64_t total = rows * f;
   if (total == 0) return absl::OkStatus();
   constexpr int kThreads = 256;

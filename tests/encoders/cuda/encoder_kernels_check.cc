@@ -376,5 +376,60 @@ TEST(EncoderKernelsTest, AddPeriodicAddsTheTableToEveryRepeat) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The Timer's rotary embedding, written out (timer.cc's Rotate): q and k of each head rotated by
+// their row's position within its sequence, v untouched.
+TEST(EncoderKernelsTest, RotaryTurnsQAndKByTheirPositions) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
+  const int t = 13, seqs = 2, heads = 3, hd = 8, half = hd / 2, d = heads * hd, rows = seqs * t;
+  const std::vector<float> qkv = Uniform(static_cast<size_t>(rows) * 3 * d, 61, -2, 2);
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; ++i) inv_freq[i] = 1.0f / std::pow(10000.0f, 2.0f * i / hd);
+  std::vector<float> want = qkv;
+  for (int r = 0; r < rows; ++r) {
+    for (int which = 0; which < 2; ++which) {  // q, k
+      for (int h = 0; h < heads; ++h) {
+        float* x = want.data() + int64_t{r} * 3 * d + which * d + h * hd;
+        for (int i = 0; i < half; ++i) {
+          const float angle = static_cast<float>(r % t) * inv_freq[i];
+          const float c = static_cast<float>(std::cos(double{angle}));
+          const float s = static_cast<float>(std::sin(double{angle}));
+          const float x1 = x[i], x2 = x[i + half];
+          x[i] = x1 * c - x2 * s;
+          x[i + half] = x2 * c + x1 * s;
+        }
+      }
+    }
+  }
+  DeviceBuffer<float> dq = Up(qkv), df = Up(inv_freq);
+  ASSERT_TRUE(LaunchRotary(st.get(), dq.get(), rows, t, heads, hd, df.get()).ok());
+  const std::vector<float> got = Down(dq, qkv.size());
+  ExpectNear(got, want, 1e-6, "rotary");
+  for (int r = 0; r < rows; ++r) {  // v, bit for bit
+    for (int i = 0; i < d; ++i) ASSERT_EQ(got[r * 3 * d + 2 * d + i], qkv[r * 3 * d + 2 * d + i]);
+  }
+  EXPECT_EQ(LaunchRotary(st.get(), dq.get(), rows, t, heads, 7, df.get()).code(),
+            absl::StatusCode::kInvalidArgument);  // an odd head width has no halves
+}
+
+TEST(EncoderKernelsTest, SiluGateMultipliesTheActivatedGateByUp) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const modrwkv::cuda::CudaStream st = modrwkv::cuda::CreateStream().value();
+  const int rows = 9, f = 70;
+  const std::vector<float> gu = Uniform(static_cast<size_t>(rows) * 2 * f, 71, -8, 8);
+  std::vector<float> want(static_cast<size_t>(rows) * f);
+  for (int r = 0; r < rows; ++r) {
+    for (int i = 0; i < f; ++i) {
+      const double g = gu[r * 2 * f + i], u = gu[r * 2 * f + f + i];
+      want[r * f + i] = static_cast<float>(g / (1 + std::exp(-g)) * u);
+    }
+  }
+  DeviceBuffer<float> dgu = Up(gu), act = AllocDevice<float>(want.size()).value();
+  ASSERT_TRUE(LaunchSiluGate(st.get(), dgu.get(), rows, f, act.get()).ok());
+  ExpectNear(Down(act, want.size()), want, 1e-5, "silu gate");
+  EXPECT_EQ(LaunchSiluGate(st.get(), dgu.get(), rows, -1, act.get()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace modrwkv::encoders::cuda
