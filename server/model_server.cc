@@ -203,6 +203,7 @@ absl::Status ModelServer::LoadAndServe() {
   bo.decode = options_.image_decode;
   bo.audio_encoder = options_.audio_encoder;
   bo.audio_decode = options_.audio_decode;
+  bo.encoder_tf32 = options_.encoder_tf32;
   MODRWKV_ASSIGN_OR_RETURN(encoders::ModelBundle bundle,
                            encoders::OpenModelBundle(bo, mo, co, tokenizer_.get()));
   model_ = std::move(bundle.model);

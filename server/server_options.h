@@ -32,6 +32,7 @@ struct ServerOptions {
   ModelOptions::StateType state_type = ModelOptions::StateType::kF32;
   bool cuda_graphs = true;         // ModelOptions::cuda_graphs
   bool sparse_ffn = true;          // ModelOptions::sparse_ffn
+  bool encoder_tf32 = false;       // BundleOptions::encoder_tf32
   std::string device = "cpu";      // ModelOptions::device: cpu, cuda, cuda:N
   int threads = 0;                 // 0 = affinity mask capped by the cgroup quota (logged)
   int state_slots = 0;             // 0 = scheduler.max_running; more slots keep idle sessions hot

@@ -22,14 +22,14 @@ bool CudaAdapter::Supports(const AdapterChain& chain) {
 }
 
 absl::StatusOr<std::unique_ptr<CudaAdapter>> CudaAdapter::Create(const AdapterChain& chain,
-                                                                 int device) {
+                                                                 int device, EncoderMath math) {
   if (!Supports(chain)) {
     return absl::UnimplementedError("the adapter has a layer the GPU runner does not run");
   }
   std::unique_ptr<CudaAdapter> a(new CudaAdapter());
   a->input_dim_ = chain.input_dim();
   a->output_dim_ = chain.output_dim();
-  MODRWKV_ASSIGN_OR_RETURN(a->dev_, EncoderDevice::Open(device, "the adapter"));
+  MODRWKV_ASSIGN_OR_RETURN(a->dev_, EncoderDevice::Open(device, math, "the adapter"));
   const EncoderDevice& dev = *a->dev_;
   for (const AdapterChain::Layer& l : chain.layers()) {
     Layer g;
@@ -50,12 +50,13 @@ absl::StatusOr<std::unique_ptr<CudaAdapter>> CudaAdapter::Create(const AdapterCh
   return a;
 }
 
-AdapterFactory CudaAdapter::Factory(int device) {
-  return [device](const AdapterChain& chain) -> absl::StatusOr<std::unique_ptr<AdapterRunner>> {
-    if (!Supports(chain)) return std::unique_ptr<AdapterRunner>();
-    MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<CudaAdapter> a, Create(chain, device));
-    return std::unique_ptr<AdapterRunner>(std::move(a));
-  };
+AdapterFactory CudaAdapter::Factory(int device, EncoderMath math) {
+  return
+      [device, math](const AdapterChain& chain) -> absl::StatusOr<std::unique_ptr<AdapterRunner>> {
+        if (!Supports(chain)) return std::unique_ptr<AdapterRunner>();
+        MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<CudaAdapter> a, Create(chain, device, math));
+        return std::unique_ptr<AdapterRunner>(std::move(a));
+      };
 }
 
 // adapter_chain.cc's Run, layer by layer, ping-ponging between two buffers.

@@ -26,9 +26,10 @@ class CudaAdapter final : public AdapterRunner {
   static bool Supports(const AdapterChain& chain);
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; UNIMPLEMENTED for a chain it does not support.
-  static absl::StatusOr<std::unique_ptr<CudaAdapter>> Create(const AdapterChain& chain, int device);
+  static absl::StatusOr<std::unique_ptr<CudaAdapter>> Create(const AdapterChain& chain, int device,
+                                                             EncoderMath math = EncoderMath::kF32);
   // Places supported chains on `device`; declines the others (they stay on the CPU).
-  static AdapterFactory Factory(int device);
+  static AdapterFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaAdapter() override {
     if (dev_) (void)dev_->Use();

@@ -31,7 +31,8 @@ BiasActivation ToBiasActivation(Activation act) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaLayerStack>> CudaLayerStack::Create(
-    absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape, int device) {
+    absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape, int device,
+    EncoderMath math) {
   const int d = shape.dim, f = shape.ffn;
   if (shape.tokens <= 0 || d <= 0 || f <= 0 || shape.heads <= 0 || d % shape.heads != 0) {
     return absl::InvalidArgumentError(
@@ -45,7 +46,7 @@ absl::StatusOr<std::unique_ptr<CudaLayerStack>> CudaLayerStack::Create(
     }
   }
   std::unique_ptr<CudaLayerStack> s(new CudaLayerStack(shape));
-  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, "the encoder's layers"));
+  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, math, "the encoder's layers"));
   for (const EncoderLayerWeights& w : layers) {
     MODRWKV_ASSIGN_OR_RETURN(Layer l, UploadLayer(*s->dev_, w));
     s->layers_.push_back(std::move(l));
@@ -53,8 +54,8 @@ absl::StatusOr<std::unique_ptr<CudaLayerStack>> CudaLayerStack::Create(
   return s;
 }
 
-LayerStackFactory CudaLayerStack::Factory(int device) {
-  return RunnerFactory<LayerStackRunner, CudaLayerStack>(device);
+LayerStackFactory CudaLayerStack::Factory(int device, EncoderMath math) {
+  return RunnerFactory<LayerStackRunner, CudaLayerStack>(device, math);
 }
 
 absl::Status CudaLayerStack::RunLayer(const Layer& l, int batch) const {

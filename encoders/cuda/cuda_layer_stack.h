@@ -2,8 +2,8 @@
 // on one GPU. The weights go up once as f32; each Run copies the tower's rows up, runs every
 // layer there — cuBLAS SGEMMs for the projections and, one strided batch per sequence, for the
 // attention products over all heads; LayerNorm, bias, activation and softmax as kernels — and
-// copies the rows back. f32 throughout (no TF32): the CPU's results up to the order of float
-// sums. Runs are serialised (one stream, one scratch, grown to the largest batch seen). What
+// copies the rows back. f32 throughout (TF32 products only with EncoderMath::kTf32): the CPU's
+// results up to the order of float sums. Runs are serialised (one stream, one scratch, grown to the largest batch seen). What
 // comes before the layers is the stem runners' (cuda_vision_stem.h, cuda_whisper_stem.h: on the
 // same device they hand their rows over there, RunFromDevice) or the CPU's; the final LayerNorm
 // stays on the CPU.
@@ -28,9 +28,10 @@ class CudaLayerStack final : public LayerStackRunner {
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; INVALID_ARGUMENT when the layers do not have the shape's sizes.
   static absl::StatusOr<std::unique_ptr<CudaLayerStack>> Create(
-      absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape, int device);
+      absl::Span<const EncoderLayerWeights> layers, const EncoderLayerShape& shape, int device,
+      EncoderMath math = EncoderMath::kF32);
   // Places every tower it is given on `device`.
-  static LayerStackFactory Factory(int device);
+  static LayerStackFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaLayerStack() override {
     if (dev_) (void)dev_->Use();

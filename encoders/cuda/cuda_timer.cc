@@ -48,11 +48,12 @@ absl::Status CheckShapes(const TimerWeights& w) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CudaTimer>> CudaTimer::Create(const TimerWeights& w, int device) {
+absl::StatusOr<std::unique_ptr<CudaTimer>> CudaTimer::Create(const TimerWeights& w, int device,
+                                                             EncoderMath math) {
   MODRWKV_RETURN_IF_ERROR(CheckShapes(w));
   std::unique_ptr<CudaTimer> t(
       new CudaTimer(w.embed.cols, w.embed.rows, w.layers[0].gate_up.rows / 2, w.heads));
-  MODRWKV_ASSIGN_OR_RETURN(t->dev_, EncoderDevice::Open(device, "the Timer"));
+  MODRWKV_ASSIGN_OR_RETURN(t->dev_, EncoderDevice::Open(device, math, "the Timer"));
   const EncoderDevice& dev = *t->dev_;
   MODRWKV_ASSIGN_OR_RETURN(t->embed_, dev.Upload(w.embed));
   MODRWKV_ASSIGN_OR_RETURN(t->norm_w_, dev.Upload(w.norm_w));
@@ -78,9 +79,9 @@ absl::StatusOr<std::unique_ptr<CudaTimer>> CudaTimer::Create(const TimerWeights&
   return t;
 }
 
-TimerFactory CudaTimer::Factory(int device) {
-  return [device](const TimerWeights& w) -> absl::StatusOr<std::unique_ptr<TimerRunner>> {
-    absl::StatusOr<std::unique_ptr<CudaTimer>> t = Create(w, device);
+TimerFactory CudaTimer::Factory(int device, EncoderMath math) {
+  return [device, math](const TimerWeights& w) -> absl::StatusOr<std::unique_ptr<TimerRunner>> {
+    absl::StatusOr<std::unique_ptr<CudaTimer>> t = Create(w, device, math);
     if (!t.ok()) return t.status();
     return std::unique_ptr<TimerRunner>(*std::move(t));
   };

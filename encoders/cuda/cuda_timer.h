@@ -4,8 +4,8 @@
 // runs the embedding, every layer and the final LayerNorm there — cuBLAS SGEMMs for the
 // projections over all rows of all sequences, the causal attention as two strided-batched
 // products per sequence around the towers' softmax kernel, the rotary embedding and the gated
-// activation as kernels — and copies the last hidden state back. f32 throughout (no TF32): the
-// CPU's results up to the order of float sums. On a CPU a short series is bound by reading the
+// activation as kernels — and copies the last hidden state back. f32 throughout (TF32 products
+// only with EncoderMath::kTf32): the CPU's results up to the order of float sums. On a CPU a short series is bound by reading the
 // weights (45 ms for 512 steps on one thread), a long one by its products and the attention's
 // square. Runs are serialised; the scratch grows with the largest call seen.
 #pragma once
@@ -25,8 +25,9 @@ class CudaTimer final : public TimerRunner {
  public:
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; INVALID_ARGUMENT when the weights' sizes do not agree with each other.
-  static absl::StatusOr<std::unique_ptr<CudaTimer>> Create(const TimerWeights& weights, int device);
-  static TimerFactory Factory(int device);
+  static absl::StatusOr<std::unique_ptr<CudaTimer>> Create(const TimerWeights& weights, int device,
+                                                           EncoderMath math = EncoderMath::kF32);
+  static TimerFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaTimer() override {
     if (dev_) (void)dev_->Use();

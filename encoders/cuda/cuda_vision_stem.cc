@@ -14,7 +14,7 @@ namespace modrwkv::encoders::cuda {
 using modrwkv::cuda::LaunchLayerNorm;
 
 absl::StatusOr<std::unique_ptr<CudaVisionStem>> CudaVisionStem::Create(
-    const VisionStemWeights& stem, const VitConfig& config, int device) {
+    const VisionStemWeights& stem, const VitConfig& config, int device, EncoderMath math) {
   const int d = config.hidden_size, p = config.patch_size;
   const size_t ud = d, clip = config.kind == VitKind::kClip ? ud : 0;
   if (stem.patch.rows != d || stem.patch.cols != config.num_channels * p * p ||
@@ -26,7 +26,7 @@ absl::StatusOr<std::unique_ptr<CudaVisionStem>> CudaVisionStem::Create(
         " channels, patches of ", p, ", ", config.num_positions(), " positions)"));
   }
   std::unique_ptr<CudaVisionStem> s(new CudaVisionStem(config));
-  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, "the vision tower's stem"));
+  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, math, "the vision tower's stem"));
   const EncoderDevice& dev = *s->dev_;
   MODRWKV_ASSIGN_OR_RETURN(s->patch_, dev.Upload(stem.patch));
   // Vectors the tower's kind has not stay unallocated.
@@ -41,8 +41,8 @@ absl::StatusOr<std::unique_ptr<CudaVisionStem>> CudaVisionStem::Create(
   return s;
 }
 
-VisionStemFactory CudaVisionStem::Factory(int device) {
-  return RunnerFactory<VisionStemRunner, CudaVisionStem>(device);
+VisionStemFactory CudaVisionStem::Factory(int device, EncoderMath math) {
+  return RunnerFactory<VisionStemRunner, CudaVisionStem>(device, math);
 }
 
 // vision_tower.cc's stem: patch rows, their product, [class token,] + bias + positions, [LN].

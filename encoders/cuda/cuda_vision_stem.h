@@ -21,10 +21,10 @@ class CudaVisionStem final : public VisionStemRunner {
  public:
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; INVALID_ARGUMENT when the weights do not have the config's sizes.
-  static absl::StatusOr<std::unique_ptr<CudaVisionStem>> Create(const VisionStemWeights& stem,
-                                                                const VitConfig& config,
-                                                                int device);
-  static VisionStemFactory Factory(int device);
+  static absl::StatusOr<std::unique_ptr<CudaVisionStem>> Create(
+      const VisionStemWeights& stem, const VitConfig& config, int device,
+      EncoderMath math = EncoderMath::kF32);
+  static VisionStemFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaVisionStem() override {
     if (dev_) (void)dev_->Use();

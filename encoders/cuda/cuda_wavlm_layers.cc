@@ -15,7 +15,8 @@ namespace modrwkv::encoders::cuda {
 using modrwkv::cuda::LaunchLayerNorm;
 
 absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> CudaWavlmLayers::Create(
-    absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config, int device) {
+    absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config, int device,
+    EncoderMath math) {
   const int d = config.hidden_size, f = config.intermediate_size;
   const int heads = config.num_attention_heads;
   if (d <= 0 || f <= 0 || heads <= 0 || d % heads != 0) {
@@ -32,7 +33,7 @@ absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> CudaWavlmLayers::Create(
     }
   }
   std::unique_ptr<CudaWavlmLayers> s(new CudaWavlmLayers(config));
-  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, "WavLM's layers"));
+  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, math, "WavLM's layers"));
   const EncoderDevice& dev = *s->dev_;
   for (const WavlmLayerWeights& w : layers) {
     Layer l;
@@ -45,8 +46,8 @@ absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> CudaWavlmLayers::Create(
   return s;
 }
 
-WavlmLayerFactory CudaWavlmLayers::Factory(int device) {
-  return RunnerFactory<WavlmLayerRunner, CudaWavlmLayers>(device);
+WavlmLayerFactory CudaWavlmLayers::Factory(int device, EncoderMath math) {
+  return RunnerFactory<WavlmLayerRunner, CudaWavlmLayers>(device, math);
 }
 
 // wavlm_encoder.cc's RunLayer and Attention, in their order.

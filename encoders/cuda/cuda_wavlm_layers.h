@@ -24,8 +24,9 @@ class CudaWavlmLayers final : public WavlmLayerRunner {
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; INVALID_ARGUMENT when the layers do not have the config's sizes.
   static absl::StatusOr<std::unique_ptr<CudaWavlmLayers>> Create(
-      absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config, int device);
-  static WavlmLayerFactory Factory(int device);
+      absl::Span<const WavlmLayerWeights> layers, const WavlmConfig& config, int device,
+      EncoderMath math = EncoderMath::kF32);
+  static WavlmLayerFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaWavlmLayers() override {
     if (dev_) (void)dev_->Use();

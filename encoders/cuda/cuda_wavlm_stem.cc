@@ -62,10 +62,10 @@ absl::Status CheckShapes(const WavlmStemWeights& s, const WavlmConfig& c) {
 
 absl::StatusOr<std::unique_ptr<CudaWavlmStem>> CudaWavlmStem::Create(const WavlmStemWeights& stem,
                                                                      const WavlmConfig& config,
-                                                                     int device) {
+                                                                     int device, EncoderMath math) {
   MODRWKV_RETURN_IF_ERROR(CheckShapes(stem, config));
   std::unique_ptr<CudaWavlmStem> s(new CudaWavlmStem(config));
-  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, "WavLM's stem"));
+  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, math, "WavLM's stem"));
   const EncoderDevice& dev = *s->dev_;
   // Vectors that may be empty (no bias, no norm) stay unallocated.
   auto upload = [&](const std::vector<float>& v, Buffer* dst) -> absl::Status {
@@ -103,8 +103,8 @@ absl::StatusOr<std::unique_ptr<CudaWavlmStem>> CudaWavlmStem::Create(const Wavlm
   return s;
 }
 
-WavlmStemFactory CudaWavlmStem::Factory(int device) {
-  return RunnerFactory<WavlmStemRunner, CudaWavlmStem>(device);
+WavlmStemFactory CudaWavlmStem::Factory(int device, EncoderMath math) {
+  return RunnerFactory<WavlmStemRunner, CudaWavlmStem>(device, math);
 }
 
 // wavlm_encoder.cc's Features and AddPositions for one clip, in their order.

@@ -22,10 +22,10 @@ class CudaWavlmStem final : public WavlmStemRunner {
  public:
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; INVALID_ARGUMENT when the weights do not have the config's sizes.
-  static absl::StatusOr<std::unique_ptr<CudaWavlmStem>> Create(const WavlmStemWeights& stem,
-                                                               const WavlmConfig& config,
-                                                               int device);
-  static WavlmStemFactory Factory(int device);
+  static absl::StatusOr<std::unique_ptr<CudaWavlmStem>> Create(
+      const WavlmStemWeights& stem, const WavlmConfig& config, int device,
+      EncoderMath math = EncoderMath::kF32);
+  static WavlmStemFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaWavlmStem() override {
     if (dev_) (void)dev_->Use();

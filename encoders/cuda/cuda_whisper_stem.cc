@@ -11,7 +11,7 @@
 namespace modrwkv::encoders::cuda {
 
 absl::StatusOr<std::unique_ptr<CudaWhisperStem>> CudaWhisperStem::Create(
-    const WhisperStemWeights& stem, const WhisperConfig& config, int device) {
+    const WhisperStemWeights& stem, const WhisperConfig& config, int device, EncoderMath math) {
   const int d = config.d_model, m = config.num_mel_bins, p = config.frames();
   if (stem.conv1.rows != d || stem.conv1.cols != 3 * m || stem.conv1_b.size() != size_t(d) ||
       stem.conv2.rows != d || stem.conv2.cols != 3 * d || stem.conv2_b.size() != size_t(d) ||
@@ -21,7 +21,7 @@ absl::StatusOr<std::unique_ptr<CudaWhisperStem>> CudaWhisperStem::Create(
                      d, ", ", p, " positions)"));
   }
   std::unique_ptr<CudaWhisperStem> s(new CudaWhisperStem(config));
-  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, "Whisper's stem"));
+  MODRWKV_ASSIGN_OR_RETURN(s->dev_, EncoderDevice::Open(device, math, "Whisper's stem"));
   const EncoderDevice& dev = *s->dev_;
   MODRWKV_ASSIGN_OR_RETURN(s->conv1_, dev.Upload(stem.conv1));
   MODRWKV_ASSIGN_OR_RETURN(s->conv1_b_, dev.Upload(stem.conv1_b));
@@ -31,8 +31,8 @@ absl::StatusOr<std::unique_ptr<CudaWhisperStem>> CudaWhisperStem::Create(
   return s;
 }
 
-WhisperStemFactory CudaWhisperStem::Factory(int device) {
-  return RunnerFactory<WhisperStemRunner, CudaWhisperStem>(device);
+WhisperStemFactory CudaWhisperStem::Factory(int device, EncoderMath math) {
+  return RunnerFactory<WhisperStemRunner, CudaWhisperStem>(device, math);
 }
 
 // whisper_encoder.cc's stem: conv1 (k3, s1, p1) + GELU, conv2 (k3, s2, p1) + GELU, + positions.

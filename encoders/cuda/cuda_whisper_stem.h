@@ -21,10 +21,10 @@ class CudaWhisperStem final : public WhisperStemRunner {
  public:
   // FAILED_PRECONDITION without device `device` or cuBLAS; RESOURCE_EXHAUSTED when the weights
   // do not fit; INVALID_ARGUMENT when the weights do not have the config's sizes.
-  static absl::StatusOr<std::unique_ptr<CudaWhisperStem>> Create(const WhisperStemWeights& stem,
-                                                                 const WhisperConfig& config,
-                                                                 int device);
-  static WhisperStemFactory Factory(int device);
+  static absl::StatusOr<std::unique_ptr<CudaWhisperStem>> Create(
+      const WhisperStemWeights& stem, const WhisperConfig& config, int device,
+      EncoderMath math = EncoderMath::kF32);
+  static WhisperStemFactory Factory(int device, EncoderMath math = EncoderMath::kF32);
   // The device current while the buffers are freed.
   ~CudaWhisperStem() override {
     if (dev_) (void)dev_->Use();

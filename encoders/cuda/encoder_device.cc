@@ -13,7 +13,8 @@ using modrwkv::cuda::AllocDevice;
 using modrwkv::cuda::CublasStatus;
 using modrwkv::cuda::DeviceBuffer;
 
-absl::StatusOr<std::unique_ptr<EncoderDevice>> EncoderDevice::Open(int device, const char* what) {
+absl::StatusOr<std::unique_ptr<EncoderDevice>> EncoderDevice::Open(int device, EncoderMath math,
+                                                                   const char* what) {
   MODRWKV_ASSIGN_OR_RETURN(const int devices, modrwkv::cuda::CudaDeviceCount());
   if (device < 0 || device >= devices) {
     return absl::FailedPreconditionError(
@@ -26,6 +27,11 @@ absl::StatusOr<std::unique_ptr<EncoderDevice>> EncoderDevice::Open(int device, c
   MODRWKV_RETURN_IF_ERROR(CublasStatus(d->blas_->Create(&d->handle_), "cublasCreate"));
   MODRWKV_RETURN_IF_ERROR(
       CublasStatus(d->blas_->SetStream(d->handle_, d->stream_.get()), "cublasSetStream"));
+  // Default math never uses TF32 for f32 products unless NVIDIA_TF32_OVERRIDE says so.
+  const cublasMath_t mode =
+      math == EncoderMath::kTf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+  MODRWKV_RETURN_IF_ERROR(
+      CublasStatus(d->blas_->SetMathMode(d->handle_, mode), "cublasSetMathMode"));
   return d;
 }
 

@@ -1,6 +1,7 @@
 // What the GPU layer stacks of the encoders (CudaLayerStack, CudaWavlmLayers) share: a device, a
 // stream on it, a cuBLAS handle on that stream, f32 uploads, the row-major product and the two
-// products of multi-head attention, convolutions as products. f32 throughout, no TF32.
+// products of multi-head attention, convolutions as products. f32 throughout; TF32 tensor cores
+// where asked for (EncoderMath).
 #pragma once
 
 #include <cublas_v2.h>
@@ -19,10 +20,16 @@ namespace modrwkv::encoders::cuda {
 
 class DeviceScratch;
 
+// How the encoders' f32 products run: plain f32 (the CPU's results up to the order of float sums;
+// the default), or on TF32 tensor cores (cuBLAS's CUBLAS_TF32_TENSOR_OP_MATH: each input rounded
+// to 10 mantissa bits, about 5e-4 relative, the sums still f32), at several times the rate.
+enum class EncoderMath { kF32, kTf32 };
+
 class EncoderDevice {
  public:
   // FAILED_PRECONDITION without device `device` or cuBLAS. `what` names the caller in errors.
-  static absl::StatusOr<std::unique_ptr<EncoderDevice>> Open(int device, const char* what);
+  static absl::StatusOr<std::unique_ptr<EncoderDevice>> Open(int device, EncoderMath math,
+                                                             const char* what);
   ~EncoderDevice();
   EncoderDevice(const EncoderDevice&) = delete;
   EncoderDevice& operator=(const EncoderDevice&) = delete;
@@ -74,11 +81,12 @@ class EncoderDevice {
 
 // The factory an encoder takes for its runner interface `Base` (e.g. LayerStackFactory: a
 // std::function of the weights and shape), building a `Runner` on `device` with
-// Runner::Create(weights, shape, device).
+// Runner::Create(weights, shape, device, math).
 template <typename Base, typename Runner>
-auto RunnerFactory(int device) {
-  return [device](const auto& weights, const auto& shape) -> absl::StatusOr<std::unique_ptr<Base>> {
-    absl::StatusOr<std::unique_ptr<Runner>> r = Runner::Create(weights, shape, device);
+auto RunnerFactory(int device, EncoderMath math) {
+  return [device, math](const auto& weights,
+                        const auto& shape) -> absl::StatusOr<std::unique_ptr<Base>> {
+    absl::StatusOr<std::unique_ptr<Runner>> r = Runner::Create(weights, shape, device, math);
     if (!r.ok()) return r.status();
     return std::unique_ptr<Base>(*std::move(r));
   };

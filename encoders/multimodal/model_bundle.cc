@@ -68,21 +68,24 @@ struct EncoderPlacement {
   TimerFactory timer;      // the time-series Timer, whole
   AdapterFactory adapter;  // declines the chains it cannot run
 };
-absl::StatusOr<EncoderPlacement> PlaceEncoders(const ModelOptions& model_options) {
+absl::StatusOr<EncoderPlacement> PlaceEncoders(const ModelOptions& model_options,
+                                               const BundleOptions& options) {
   MODRWKV_ASSIGN_OR_RETURN(const int device, model_options.CudaDevice());
   EncoderPlacement e;
 #if MODRWKV_HAVE_CUDA
   if (device >= 0) {
-    e.towers = cuda::CudaLayerStack::Factory(device);
-    e.wavlm_layers = cuda::CudaWavlmLayers::Factory(device);
-    e.vision_stem = cuda::CudaVisionStem::Factory(device);
-    e.whisper_stem = cuda::CudaWhisperStem::Factory(device);
-    e.wavlm_stem = cuda::CudaWavlmStem::Factory(device);
-    e.timer = cuda::CudaTimer::Factory(device);
-    e.adapter = cuda::CudaAdapter::Factory(device);
+    const auto math = options.encoder_tf32 ? cuda::EncoderMath::kTf32 : cuda::EncoderMath::kF32;
+    e.towers = cuda::CudaLayerStack::Factory(device, math);
+    e.wavlm_layers = cuda::CudaWavlmLayers::Factory(device, math);
+    e.vision_stem = cuda::CudaVisionStem::Factory(device, math);
+    e.whisper_stem = cuda::CudaWhisperStem::Factory(device, math);
+    e.wavlm_stem = cuda::CudaWavlmStem::Factory(device, math);
+    e.timer = cuda::CudaTimer::Factory(device, math);
+    e.adapter = cuda::CudaAdapter::Factory(device, math);
   }
 #endif
   (void)device;  // without the CUDA backend the loader has already refused a device
+  (void)options;
   return e;
 }
 
@@ -177,7 +180,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     const TimeSeriesManifest& tm = *b.manifest.time_series;
     const std::string id =
         absl::StrFormat("%s|%016x", fs::absolute(path).string(), b.model->info().fingerprint);
-    MODRWKV_ASSIGN_OR_RETURN(const EncoderPlacement placed, PlaceEncoders(model_options));
+    MODRWKV_ASSIGN_OR_RETURN(const EncoderPlacement placed, PlaceEncoders(model_options, options));
     absl::StatusOr<std::unique_ptr<TimeSeriesPipeline>> ts = TimeSeriesPipeline::Load(
         ckpt->tensors(), tm, b.model->config().n_embd, id, {placed.timer, placed.adapter});
     if (!ts.ok()) return in_file(ts.status());
@@ -205,7 +208,7 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
     return b;
   }
   if (b.layout.generation == 'T') return b;  // text only
-  MODRWKV_ASSIGN_OR_RETURN(const EncoderPlacement placed, PlaceEncoders(model_options));
+  MODRWKV_ASSIGN_OR_RETURN(const EncoderPlacement placed, PlaceEncoders(model_options, options));
   // The checkpoint holds one adapter; which encoder feeds it is what the user names. Generation
   // A's speech adapter starts with a convolution over the encoder's rows.
   const bool speech_adapter = b.layout.generation == 'A' && !b.layout.adapter.layers.empty() &&

@@ -25,6 +25,11 @@ struct BundleOptions {
   std::string audio_encoder;        // Whisper or WavLM folder; overrides the manifest's
   DecodeOptions decode;             // image limits and EXIF handling
   AudioDecodeOptions audio_decode;  // audio limits (max_seconds is capped at the encoder's window)
+  // With the language model on a GPU the encoders and adapters run there too; their f32 products
+  // may then use TF32 tensor cores (encoders/cuda/encoder_device.h, EncoderMath::kTf32: inputs
+  // rounded to 10 mantissa bits, several times the rate). Off: plain f32, the CPU's results up to
+  // the order of sums. Ignored on a CPU.
+  bool encoder_tf32 = false;
 };
 
 // Where a request's image rows go and which tokens surround them.

@@ -205,6 +205,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.state_type = mo.state_type;
   o.cuda_graphs = mo.cuda_graphs;
   o.sparse_ffn = mo.sparse_ffn;
+  o.encoder_tf32 = f.Bool("encoder-tf32");
   o.threads = mo.threads;
   o.verify_checksums = CheckpointOptionsFromFlags(f).verify_checksums;
   o.vision_encoder = f.Str("vision-encoder");
@@ -372,9 +373,9 @@ int RunServe(int argc, char** argv) {
   }
   // Environment first, then the command line, so the command line wins.
   std::vector<std::string> args = {argv[0], argv[1]};
-  std::vector<std::string> names = {"model",   "vision-encoder",  "audio-encoder", "dtype",
-                                    "device",  "state-dtype",     "cuda-graphs",   "sparse-ffn",
-                                    "threads", "verify-checksums"};
+  std::vector<std::string> names = {
+      "model",       "vision-encoder", "audio-encoder", "dtype",   "device",          "state-dtype",
+      "cuda-graphs", "encoder-tf32",   "sparse-ffn",    "threads", "verify-checksums"};
   for (const FlagSpec& s : kServeFlags) names.push_back(s.name);
   for (const std::string& n : names) {
     if (const char* v = std::getenv(EnvName(n).c_str()))

@@ -53,6 +53,10 @@ void AddModelFlags(Flags& flags) {
       .AddNegatableBool("cuda-graphs", true,
                         "with --device cuda: replay decode steps as CUDA graphs (--no-cuda-graphs: "
                         "launch every kernel one by one)")
+      .AddNegatableBool("encoder-tf32", false,
+                        "with --device cuda: the encoders' and adapters' f32 products on TF32 "
+                        "tensor cores (inputs rounded to 10 mantissa bits, several times the "
+                        "rate); off: plain f32")
       .AddNegatableBool("sparse-ffn", true,
                         "decode steps of a few sequences read only the channel mix's value "
                         "weights of nonzero activations (same results; --no-sparse-ffn: read "
@@ -124,6 +128,7 @@ absl::StatusOr<encoders::ModelBundle> LoadBundleFromFlags(const Flags& flags, in
   bo.model = flags.Str("model");
   bo.vision_encoder = flags.Str("vision-encoder");
   bo.audio_encoder = flags.Str("audio-encoder");
+  bo.encoder_tf32 = flags.Bool("encoder-tf32");
   return encoders::OpenModelBundle(bo, o, CheckpointOptionsFromFlags(flags), tokenizer);
 }
 

@@ -6,7 +6,8 @@
 // convolutions) on the GPU too; the Timer time-series encoder (timer-base-84m's shape, whole);
 // then a 1.5B model's adapters (generation A, vision and speech).
 // Prints ms per item both ways and the GPU's share: what its layers reach against the measured
-// f32 SGEMM rate (they run f32, without TF32).
+// f32 SGEMM rate (they run f32, without TF32; the rows marked TF32 with --encoder-tf32's TF32
+// tensor-core products, against the same f32 rate).
 //
 //   cuda_encoder_bench [--batches=1,4] [--threads=N (default: every core)] [--device=0]
 #include <cuda_runtime.h>
@@ -50,6 +51,7 @@ namespace modrwkv::encoders::cuda {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr EncoderMath kTf32 = EncoderMath::kTf32;
 double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -122,6 +124,10 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
     MODRWKV_ASSIGN_OR_RETURN(auto all_gpu, VisionTower::Create(config, ViewsOf(w), "", {}));
     MODRWKV_RETURN_IF_ERROR(all_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
     MODRWKV_RETURN_IF_ERROR(all_gpu->UseStem(CudaVisionStem::Factory(device)));
+    // The same with TF32 products (--encoder-tf32).
+    MODRWKV_ASSIGN_OR_RETURN(auto tf32, VisionTower::Create(config, ViewsOf(w), "", {}));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseLayerStack(CudaLayerStack::Factory(device, kTf32)));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseStem(CudaVisionStem::Factory(device, kTf32)));
     for (const int b : batches) {
       const std::vector<float> px = RandomPixels(config, b, 1);
       std::vector<float> out(static_cast<size_t>(b) * on_cpu->output_rows() * config.hidden_size);
@@ -136,6 +142,11 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
                                  return all_gpu->Forward(px, b, absl::MakeSpan(out), &pool);
                                }));
       Row("SigLIP2-base/16@384, stem on the GPU too", b, c, a, on_cpu->FlopsPerImage() * b, sgemm);
+      MODRWKV_ASSIGN_OR_RETURN(const double t, Best(5, [&] {
+                                 return tf32->Forward(px, b, absl::MakeSpan(out), &pool);
+                               }));
+      Row("SigLIP2-base/16@384, stem on the GPU too, TF32", b, c, t, on_cpu->FlopsPerImage() * b,
+          sgemm);
     }
   }
   {
@@ -152,6 +163,9 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
     MODRWKV_ASSIGN_OR_RETURN(auto all_gpu, WhisperEncoder::Create(config, ViewsOf(w), ""));
     MODRWKV_RETURN_IF_ERROR(all_gpu->UseLayerStack(CudaLayerStack::Factory(device)));
     MODRWKV_RETURN_IF_ERROR(all_gpu->UseStem(CudaWhisperStem::Factory(device)));
+    MODRWKV_ASSIGN_OR_RETURN(auto tf32, WhisperEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseLayerStack(CudaLayerStack::Factory(device, kTf32)));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseStem(CudaWhisperStem::Factory(device, kTf32)));
     for (const int b : batches) {
       const std::vector<float> mel = RandomMel(config, b, 1);
       std::vector<float> out(static_cast<size_t>(b) * config.frames() * config.d_model);
@@ -167,6 +181,11 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
                                }));
       Row("Whisper-small encoder (30 s), stem on the GPU too", b, c, a, on_cpu->FlopsPerClip() * b,
           sgemm);
+      MODRWKV_ASSIGN_OR_RETURN(const double t, Best(3, [&] {
+                                 return tf32->Forward(mel, b, absl::MakeSpan(out), &pool);
+                               }));
+      Row("Whisper-small encoder (30 s), stem on the GPU too, TF32", b, c, t,
+          on_cpu->FlopsPerClip() * b, sgemm);
     }
   }
   {
@@ -179,6 +198,9 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
     MODRWKV_ASSIGN_OR_RETURN(auto all_gpu, WavlmEncoder::Create(config, ViewsOf(w), ""));
     MODRWKV_RETURN_IF_ERROR(all_gpu->UseLayerStack(CudaWavlmLayers::Factory(device)));
     MODRWKV_RETURN_IF_ERROR(all_gpu->UseStem(CudaWavlmStem::Factory(device)));
+    MODRWKV_ASSIGN_OR_RETURN(auto tf32, WavlmEncoder::Create(config, ViewsOf(w), ""));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseLayerStack(CudaWavlmLayers::Factory(device, kTf32)));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseStem(CudaWavlmStem::Factory(device, kTf32)));
     const int samples = 30 * 16000;
     const std::vector<float> audio = RandomWavlmAudio(1, samples, 1);
     std::vector<float> out(static_cast<size_t>(on_cpu->OutputFrames(samples)) * config.hidden_size);
@@ -193,6 +215,11 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
         const double a,
         Best(3, [&] { return all_gpu->Forward(audio, 1, samples, absl::MakeSpan(out), &pool); }));
     Row("WavLM base+ (30 s), stem on the GPU too", 1, c, a, on_cpu->FlopsPerClip(samples), sgemm);
+    MODRWKV_ASSIGN_OR_RETURN(const double t, Best(3, [&] {
+                               return tf32->Forward(audio, 1, samples, absl::MakeSpan(out), &pool);
+                             }));
+    Row("WavLM base+ (30 s), stem on the GPU too, TF32", 1, c, t, on_cpu->FlopsPerClip(samples),
+        sgemm);
   }
   {
     // The Timer time-series encoder at timer-base-84m's shape (patch 96, width 1024, 8 layers of
@@ -217,6 +244,8 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
     MODRWKV_ASSIGN_OR_RETURN(auto on_cpu, TimerEncoder::Load(ViewsOf(w), "", kHeads, 10000.0f));
     MODRWKV_ASSIGN_OR_RETURN(auto on_gpu, TimerEncoder::Load(ViewsOf(w), "", kHeads, 10000.0f));
     MODRWKV_RETURN_IF_ERROR(on_gpu->UseRunner(CudaTimer::Factory(device)));
+    MODRWKV_ASSIGN_OR_RETURN(auto tf32, TimerEncoder::Load(ViewsOf(w), "", kHeads, 10000.0f));
+    MODRWKV_RETURN_IF_ERROR(tf32->UseRunner(CudaTimer::Factory(device, kTf32)));
     for (const int steps : {512, 4096, 32768}) {
       const int r = steps / kPatch;
       // Per row: the embedding and every projection, and the attention's two products over all r
@@ -232,6 +261,9 @@ absl::Status Main(const std::vector<int>& batches, int threads, int device) {
       const std::string name = "Timer (timer-base-84m), " + std::to_string(steps) + " steps (" +
                                std::to_string(r) + " patches), whole on the GPU";
       Row(name.c_str(), 1, c, g, flops, sgemm);
+      MODRWKV_ASSIGN_OR_RETURN(const double t,
+                               Best(5, [&] { return tf32->Encode(patches, r, &pool).status(); }));
+      Row((name + ", TF32").c_str(), 1, c, t, flops, sgemm);
     }
   }
   // The adapters of a 1.5B model (C = 2048): generation A's vision adapter over SigLIP2-base's

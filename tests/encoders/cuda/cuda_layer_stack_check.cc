@@ -285,6 +285,67 @@ TEST(CudaTowerTest, WhisperWithItsLayersAndStemOnTheGpuMatchesTheCpu) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// With TF32 products (EncoderMath::kTf32; the emulator's cuBLAS rounds f32 inputs as tensor cores
+// do) a tower and Whisper stay near the CPU, and differ from the f32 products: the mode reached
+// cuBLAS. The tolerance is the TF32 rounding's own size (2^-11 relative per input) carried
+// through the layers, with room.
+TEST(CudaTowerTest, Tf32ProductsStayNearTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  cpu::ThreadPool pool(2);
+  auto check = [](const std::vector<float>& cpu, const std::vector<float>& f32,
+                  const std::vector<float>& tf32, const char* what) {
+    EXPECT_LT(RelErr(cpu, f32), 1e-4) << what;
+    EXPECT_LT(RelErr(cpu, tf32), 3e-3) << what;
+    EXPECT_GT(RelErr(f32, tf32), 1e-5) << what << ": no sign of TF32";
+    RecordProperty(what, absl::StrFormat("%.3g", RelErr(cpu, tf32)));
+  };
+  {
+    auto config = ParseVitConfig(R"({"model_type": "siglip_vision_model", "hidden_size": 64,
+        "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "image_size": 32, "patch_size": 8})");
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::vector<OwnedTensor> weights = MakeRandomVitWeights(*config, 8);
+    std::vector<std::unique_ptr<VisionTower>> towers;
+    for (int i = 0; i < 3; ++i) {
+      auto t = VisionTower::Create(*config, ViewsOf(weights), "", {});
+      ASSERT_TRUE(t.ok()) << t.status();
+      towers.push_back(*std::move(t));
+    }
+    for (int i = 1; i < 3; ++i) {
+      const EncoderMath math = i == 1 ? EncoderMath::kF32 : EncoderMath::kTf32;
+      ASSERT_TRUE(towers[i]->UseLayerStack(CudaLayerStack::Factory(0, math)).ok());
+      ASSERT_TRUE(towers[i]->UseStem(CudaVisionStem::Factory(0, math)).ok());
+    }
+    const std::vector<float> px = RandomPixels(*config, 2, 8);
+    std::vector<std::vector<float>> out(
+        3, std::vector<float>(2 * towers[0]->output_rows() * config->hidden_size));
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(towers[i]->Forward(px, 2, absl::MakeSpan(out[i]), &pool).ok());
+    }
+    check(out[0], out[1], out[2], "siglip");
+  }
+  const WhisperConfig config = SmallWhisperConfig();
+  const std::vector<OwnedTensor> weights = MakeRandomWhisperWeights(config, 11);
+  std::vector<std::unique_ptr<WhisperEncoder>> encoders;
+  for (int i = 0; i < 3; ++i) {
+    auto e = WhisperEncoder::Create(config, ViewsOf(weights), "");
+    ASSERT_TRUE(e.ok()) << e.status();
+    encoders.push_back(*std::move(e));
+  }
+  for (int i = 1; i < 3; ++i) {
+    const EncoderMath math = i == 1 ? EncoderMath::kF32 : EncoderMath::kTf32;
+    ASSERT_TRUE(encoders[i]->UseLayerStack(CudaLayerStack::Factory(0, math)).ok());
+    ASSERT_TRUE(encoders[i]->UseStem(CudaWhisperStem::Factory(0, math)).ok());
+  }
+  const std::vector<float> mel = RandomMel(config, 1, 12);
+  std::vector<std::vector<float>> out(
+      3, std::vector<float>(static_cast<size_t>(config.frames()) * config.d_model));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(encoders[i]->Forward(mel, 1, absl::MakeSpan(out[i]), &pool).ok());
+  }
+  check(out[0], out[1], out[2], "whisper");
+}
+
 // A LayerStackRunner forwarding to a CudaLayerStack: the stem runners do not recognise it, so
 // they copy their rows through the host to it, as before the handoff.
 class ForwardingStack final : public LayerStackRunner {

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "encoders/cuda/cuda_adapter.h"
 #include "encoders/cuda/cuda_timer.h"
 #include "encoders/timeseries/timeseries_model.h"
@@ -84,6 +85,27 @@ TEST(CudaTimerTest, PipelineOnTheGpuMatchesTheReference) {
     ASSERT_TRUE(rows.ok()) << rows.status();
     EXPECT_LT(golden::MaxRelDiff(rows->data, ts_golden::Floats(c["adapter_rows"], dir)), 1e-5);
   }
+}
+
+// With TF32 products (EncoderMath::kTf32) the Timer stays near the CPU and differs from its f32
+// products (the mode reached cuBLAS).
+TEST(CudaTimerTest, Tf32ProductsStayNearTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  auto cpu = LoadGoldenTimer();
+  auto f32 = LoadGoldenTimer();
+  auto tf32 = LoadGoldenTimer();
+  ASSERT_TRUE(cpu.ok() && f32.ok() && tf32.ok());
+  ASSERT_TRUE((*f32)->UseRunner(CudaTimer::Factory(0, EncoderMath::kF32)).ok());
+  ASSERT_TRUE((*tf32)->UseRunner(CudaTimer::Factory(0, EncoderMath::kTf32)).ok());
+  const int R = 25, S = 2;
+  const std::vector<float> patches = Patches(R, S, 8, 3);
+  auto want = (*cpu)->Encode(patches, R, nullptr, S);
+  auto a = (*f32)->Encode(patches, R, nullptr, S);
+  auto b = (*tf32)->Encode(patches, R, nullptr, S);
+  ASSERT_TRUE(want.ok() && a.ok() && b.ok());
+  EXPECT_LT(RelErr(*want, *b), 3e-3);
+  EXPECT_GT(RelErr(*a, *b), 1e-5) << "no sign of TF32";
+  RecordProperty("tf32_rel_err", absl::StrFormat("%.3g", RelErr(*want, *b)));
 }
 
 // Weights whose sizes disagree are refused before any device is opened.

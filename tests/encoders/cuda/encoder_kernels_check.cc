@@ -224,7 +224,7 @@ TEST(EncoderKernelsTest, Im2ColCopiesEveryWindowWithItsPadding) {
 // a channel-major input.
 TEST(EncoderKernelsTest, Conv1dMatchesTheConvolutionWrittenOut) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  auto dev = EncoderDevice::Open(0, "the test");
+  auto dev = EncoderDevice::Open(0, EncoderMath::kF32, "the test");
   ASSERT_TRUE(dev.ok()) << dev.status();
   struct Case {
     ConvWindows w;

@@ -3,7 +3,8 @@
 // C = alpha * op(A) * op(B) + beta * C, C not read when beta is 0, and the argument checks
 // cuBLAS documents (a leading dimension too small is CUBLAS_STATUS_INVALID_VALUE). The products
 // run on the handle's stream like any queued work; sums are f32 in order of k, as the tests'
-// tolerances against the CPU assume of cuBLAS anyway; 16-bit results are rounded to nearest even.
+// tolerances against the CPU assume of cuBLAS anyway; 16-bit results are rounded to nearest even;
+// with CUBLAS_TF32_TENSOR_OP_MATH set on the handle, f32 inputs are rounded to TF32 first.
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -15,19 +16,36 @@
 
 struct cublasContext {
   cudaStream_t stream = nullptr;
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
 };
 
 namespace modrwkv::cuda {
 namespace {
 
-// One operand as floats: element (row, col) of op(X), an rows x cols matrix.
+// x rounded to TF32 as tensor cores take an f32 input (cvt.rna.tf32.f32: 10 mantissa bits, to
+// nearest with ties away from zero), kept in a float's 32 bits.
+float ToTf32(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;  // finite only
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+// One operand as floats: element (row, col) of op(X), an rows x cols matrix; f32 elements rounded
+// to TF32 when the handle's math mode lets the product use TF32 tensor cores.
 struct Operand {
   const void* data;
   cudaDataType type;
   int ld;
   bool transposed;
+  bool tf32 = false;
 
   float At(int row, int col) const {
+    const float v = Raw(row, col);
+    return tf32 ? ToTf32(v) : v;
+  }
+  float Raw(int row, int col) const {
     const int64_t i =
         transposed ? static_cast<int64_t>(row) * ld + col : static_cast<int64_t>(col) * ld + row;
     switch (type) {
@@ -89,15 +107,22 @@ cublasStatus_t SetStream(cublasHandle_t handle, cudaStream_t stream) {
   handle->stream = stream;
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t SetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t SetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->math = mode;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// Whether f32 products on `handle` round their inputs to TF32 (the mode asks for it).
+bool Tf32(cublasHandle_t handle) { return (handle->math & 0xf) == CUBLAS_TF32_TENSOR_OP_MATH; }
 cublasStatus_t SetWorkspace(cublasHandle_t, void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
 
 cublasStatus_t Sgemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m,
                      int n, int k, const float* alpha, const float* a, int lda, const float* b,
                      int ldb, const float* beta, float* c, int ldc) {
   if (cublasStatus_t s = Check(handle, ta, tb, m, n, k, lda, ldb, ldc); s) return s;
-  const Operand oa{a, CUDA_R_32F, lda, ta == CUBLAS_OP_T},
-      ob{b, CUDA_R_32F, ldb, tb == CUBLAS_OP_T};
+  const Operand oa{a, CUDA_R_32F, lda, ta == CUBLAS_OP_T, Tf32(handle)},
+      ob{b, CUDA_R_32F, ldb, tb == CUBLAS_OP_T, Tf32(handle)};
   const float al = *alpha, be = *beta;
   cuda_emu::QueueWork(handle->stream, [=] { Product(oa, ob, al, be, c, ldc, m, n, k); });
   return CUBLAS_STATUS_SUCCESS;
@@ -111,10 +136,11 @@ cublasStatus_t SgemmStridedBatched(cublasHandle_t handle, cublasOperation_t ta,
   if (cublasStatus_t s = Check(handle, ta, tb, m, n, k, lda, ldb, ldc); s) return s;
   if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *alpha, be = *beta;
+  const bool tf32 = Tf32(handle);
   cuda_emu::QueueWork(handle->stream, [=] {
     for (int q = 0; q < batch; ++q) {
-      const Operand oa{a + q * stride_a, CUDA_R_32F, lda, ta == CUBLAS_OP_T};
-      const Operand ob{b + q * stride_b, CUDA_R_32F, ldb, tb == CUBLAS_OP_T};
+      const Operand oa{a + q * stride_a, CUDA_R_32F, lda, ta == CUBLAS_OP_T, tf32};
+      const Operand ob{b + q * stride_b, CUDA_R_32F, ldb, tb == CUBLAS_OP_T, tf32};
       Product(oa, ob, al, be, c + q * stride_c, ldc, m, n, k);
     }
   });
@@ -141,7 +167,12 @@ cublasStatus_t GemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasOperati
   if (!input(a_type) || a_type != b_type || (c_type != CUDA_R_32F && !half_out) || !f32_compute) {
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
-  const Operand oa{a, a_type, lda, ta == CUBLAS_OP_T}, ob{b, b_type, ldb, tb == CUBLAS_OP_T};
+  // TF32 for f32 inputs under the handle's mode or a TF32 compute type (16-bit inputs are exact
+  // in TF32 either way).
+  const bool tf32 =
+      a_type == CUDA_R_32F && (Tf32(handle) || compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+  const Operand oa{a, a_type, lda, ta == CUBLAS_OP_T, tf32},
+      ob{b, b_type, ldb, tb == CUBLAS_OP_T, tf32};
   if (half_out) {
     auto* ch = static_cast<uint16_t*>(c);
     cuda_emu::QueueWork(handle->stream, [=] {
