@@ -8,6 +8,7 @@
 #include <cmath>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "encoders/timeseries/encoder_weights.h"
@@ -103,7 +104,9 @@ absl::StatusOr<std::unique_ptr<TimerEncoder>> TimerEncoder::Load(
 }
 
 absl::Status TimerEncoder::UseRunner(const TimerFactory& factory) {
-  MODRWKV_ASSIGN_OR_RETURN(runner_, factory(w_));
+  MODRWKV_ASSIGN_OR_RETURN(std::unique_ptr<TimerRunner> runner, factory(w_));
+  if (runner == nullptr) return absl::OkStatus();  // declined: the CPU keeps it
+  runner_ = std::move(runner);
   const int heads = w_.heads;
   w_ = TimerWeights();  // the runner holds its own copy
   w_.heads = heads;

@@ -59,7 +59,8 @@ class TimerRunner {
   virtual absl::Status Run(const float* patches, int R, int S, float* out) const = 0;
 };
 
-// Builds a runner for the weights; an error when they cannot be placed (no device, out of memory).
+// Builds a runner for the weights; an error when they cannot be placed (no device, out of memory);
+// a null runner declines (the encoder stays on the CPU).
 using TimerFactory =
     std::function<absl::StatusOr<std::unique_ptr<TimerRunner>>(const TimerWeights& weights)>;
 
@@ -91,8 +92,9 @@ class TimerEncoder {
   absl::StatusOr<std::vector<float>> Encode(absl::Span<const float> patches, int R,
                                             cpu::ThreadPool* pool, int S = 1) const;
 
-  // From now on Encode runs through `factory`'s runner (on a GPU: encoders/cuda), and the CPU
-  // copy of the weights is freed. Call before the encoder is shared between threads.
+  // From now on Encode runs through `factory`'s runner (on a GPU: encoders/cuda), unless it
+  // declines, and the CPU copy of the weights is freed. Call before the encoder is shared
+  // between threads.
   absl::Status UseRunner(const TimerFactory& factory);
   bool placed() const { return runner_ != nullptr; }
 

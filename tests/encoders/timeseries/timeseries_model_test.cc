@@ -8,8 +8,10 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -218,6 +220,72 @@ TEST(TimeSeriesPipeline, TimerSequencesEncodedTogetherEqualEachAlone) {
     EXPECT_TRUE(std::equal(alone->begin(), alone->end(), together->begin() + s * R * 32)) << s;
   }
   EXPECT_FALSE(timer.Encode(patches, R, &pool, 2).ok());  // 3 sequences' values for 2
+}
+
+// A Timer runner standing in for a GPU's: it records what Encode hands it and writes rows that
+// name their position.
+class PatternTimer final : public TimerRunner {
+ public:
+  explicit PatternTimer(int dim) : dim(dim) {}
+  absl::Status Run(const float* patches, int R, int S, float* out) const override {
+    calls.push_back({R, S});
+    seen.assign(patches, patches + static_cast<size_t>(R) * S * 8);
+    for (int64_t i = 0; i < int64_t{R} * S * dim; ++i) out[i] = 0.5f * static_cast<float>(i);
+    return absl::OkStatus();
+  }
+  const int dim;
+  mutable std::vector<std::pair<int, int>> calls;
+  mutable std::vector<float> seen;
+};
+
+// With a runner, the Timer hands it all of its weights once and every Encode's patches, and
+// returns its rows; a factory that declines (a null runner) leaves the encoder on the CPU.
+TEST(TimeSeriesPipeline, ATimerRunnerGetsTheWeightsAndThePatches) {
+  const auto& tensors = ts_golden::FixtureCheckpoint(ts_golden::kTimerDir).tensors();
+  const TimeSeriesManifest m = ts_golden::TimerManifest();
+  auto cpu = TimerEncoder::Load(tensors, kTsEncoderPrefix, m.heads, m.rope_theta);
+  auto declined = TimerEncoder::Load(tensors, kTsEncoderPrefix, m.heads, m.rope_theta);
+  auto placed = TimerEncoder::Load(tensors, kTsEncoderPrefix, m.heads, m.rope_theta);
+  ASSERT_TRUE(cpu.ok() && declined.ok() && placed.ok());
+  ASSERT_TRUE(
+      (*declined)
+          ->UseRunner([](const TimerWeights&) -> absl::StatusOr<std::unique_ptr<TimerRunner>> {
+            return std::unique_ptr<TimerRunner>();
+          })
+          .ok());
+  EXPECT_FALSE((*declined)->placed());
+  const PatternTimer* runner = nullptr;
+  ASSERT_TRUE(
+      (*placed)
+          ->UseRunner([&](const TimerWeights& w) -> absl::StatusOr<std::unique_ptr<TimerRunner>> {
+            EXPECT_EQ(w.layers.size(), 2u);
+            EXPECT_EQ(w.heads, 4);
+            EXPECT_EQ(w.inv_freq.size(), 4u);  // head width 8
+            EXPECT_EQ(w.embed.rows, 32);
+            EXPECT_EQ(w.embed.cols, 8);
+            EXPECT_EQ(w.norm_w.size(), 32u);
+            auto r = std::make_unique<PatternTimer>(32);
+            runner = r.get();
+            return std::unique_ptr<TimerRunner>(std::move(r));
+          })
+          .ok());
+  EXPECT_TRUE((*placed)->placed());
+  EXPECT_EQ((*placed)->heads(), 4);
+  constexpr int R = 5, S = 2;
+  std::vector<float> patches(R * S * 8);
+  for (size_t i = 0; i < patches.size(); ++i) patches[i] = std::cos(0.3f * i);
+  auto a = (*cpu)->Encode(patches, R, nullptr, S);
+  auto b = (*declined)->Encode(patches, R, nullptr, S);
+  auto c = (*placed)->Encode(patches, R, nullptr, S);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(*b, *a);
+  ASSERT_EQ(runner->calls.size(), 1u);
+  EXPECT_EQ(runner->calls[0], std::make_pair(R, S));
+  EXPECT_EQ(runner->seen, patches);
+  ASSERT_EQ(c->size(), static_cast<size_t>(R * S * 32));
+  for (size_t i = 0; i < c->size(); ++i) ASSERT_EQ((*c)[i], 0.5f * static_cast<float>(i));
+  EXPECT_FALSE((*placed)->Encode(patches, R, nullptr, 3).ok());  // checked before the runner
+  EXPECT_EQ(runner->calls.size(), 1u);
 }
 
 TEST(TimeSeriesPipeline, TimerLoadErrorsNameTheSettingOrTheTensor) {
