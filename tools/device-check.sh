@@ -116,7 +116,7 @@ case "${1:-}" in
     step 90 "cuda_wkv_test (kernels against their CPU twins)" "$out/bin/cuda_wkv_test" --gtest_brief=1
     step 120 "cuda_model_test (the model against the CPU backend)" \
       "$out/bin/cuda_model_test" --gtest_brief=1
-    step 60 "cuda_encoder_test (the towers' layers on the GPU against the CPU)" \
+    step 60 "cuda_encoder_test (the encoders on the GPU against the CPU)" \
       "$out/bin/cuda_encoder_test" --gtest_brief=1
     # Most of a shape's time goes to building and uploading its random weights.
     step 120 "cuda_bench (the device's limits; 1.5B bf16: the issue's targets)" \
@@ -143,7 +143,7 @@ case "${1:-}" in
       "$out/bin/cuda_bench" --shapes=7.2b --dtypes=bf16 --batches=1,64,256,1024
     step 60 "cuda_bench (1.5B, bf16 weights, f16 states: the state pool's capacity)" \
       "$out/bin/cuda_bench" --shapes=1.5b --dtypes=bf16 --states=f16 --batches=1,256,1024
-    step 90 "cuda_encoder_bench (SigLIP2-base, Whisper-small, WavLM base+: layers on the GPU against the CPU)" \
+    step 120 "cuda_encoder_bench (SigLIP2-base, Whisper-small, WavLM base+, the Timer: f32 and TF32 on the GPU against the CPU)" \
       "$out/bin/cuda_encoder_bench" --batches=1,4
     step 90 "cuda_bench (0.1B and 2.9B bf16)" \
       "$out/bin/cuda_bench" --shapes=0.1b,2.9b --dtypes=bf16 --batches=1,64,256,1024
