@@ -3,10 +3,10 @@
 // layer there — cuBLAS SGEMMs for the projections and, one strided batch per sequence, for the
 // attention products over all heads; LayerNorm, bias, activation and softmax as kernels — and
 // copies the rows back. f32 throughout (TF32 products only with EncoderMath::kTf32): the CPU's
-// results up to the order of float sums. Runs are serialised (one stream, one scratch, grown to the largest batch seen). What
-// comes before the layers is the stem runners' (cuda_vision_stem.h, cuda_whisper_stem.h: on the
-// same device they hand their rows over there, RunFromDevice) or the CPU's; the final LayerNorm
-// stays on the CPU.
+// results up to the order of float sums. Runs are serialised (one stream, one scratch, grown to the
+// largest batch seen). What comes before the layers is the stem runners' (cuda_vision_stem.h,
+// cuda_whisper_stem.h: on the same device they hand their rows over there, RunFromDevice) or the
+// CPU's; the final LayerNorm stays on the CPU.
 #pragma once
 
 #include <atomic>

@@ -5,9 +5,10 @@
 // projections over all rows of all sequences, the causal attention as two strided-batched
 // products per sequence around the towers' softmax kernel, the rotary embedding and the gated
 // activation as kernels — and copies the last hidden state back. f32 throughout (TF32 products
-// only with EncoderMath::kTf32): the CPU's results up to the order of float sums. On a CPU a short series is bound by reading the
-// weights (45 ms for 512 steps on one thread), a long one by its products and the attention's
-// square. Runs are serialised; the scratch grows with the largest call seen.
+// only with EncoderMath::kTf32): the CPU's results up to the order of float sums. On a CPU a short
+// series is bound by reading the weights (45 ms for 512 steps on one thread), a long one by its
+// products and the attention's square. Runs are serialised; the scratch grows with the largest call
+// seen.
 #pragma once
 
 #include <memory>
