@@ -94,7 +94,7 @@ CpuBudget ComputeCpuBudget(int affinity_cpus, const std::string& cgroup_root,
       for (absl::string_view c : absl::StrSplit(f[1], ',')) {
         if (c != "cpu") continue;
         // The v1 controller is mounted as cpu, or cpu,cpuacct (cpu/ is often a link to it).
-        for (const std::string mount : {cgroup_root + "/cpu,cpuacct", cgroup_root + "/cpu"}) {
+        for (const std::string& mount : {cgroup_root + "/cpu,cpuacct", cgroup_root + "/cpu"}) {
           q = TightestOnPath(mount, f[2], ReadCfs);
           if (q) break;
         }

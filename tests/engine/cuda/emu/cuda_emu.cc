@@ -174,9 +174,12 @@ bool IsPinned(const void* p) {
 
 constexpr size_t kFiberStackBytes = 512 << 10;
 
-// Switching between fibers: the callee-saved registers, the stack pointer and the FP control
-// words, nothing else (a kernel's thread switches at every barrier and shuffle, so this is the
-// emulator's inner loop; ucontext's swapcontext makes a signal-mask system call each time).
+// Switching between fibers: the callee-saved registers and the stack pointer, nothing else (a
+// kernel's thread switches at every barrier and shuffle, so this is the emulator's inner loop;
+// ucontext's swapcontext makes a signal-mask system call each time). The FP control words (MXCSR,
+// the x87 control word), callee-saved too, are not: nothing the emulator runs changes them (no
+// fesetround: the rounding helpers round by their bits), so every fiber runs with the scheduler's,
+// and saving and reloading them (ldmxcsr, fldcw) was a fifth of a switch.
 // SwitchStacks(&from_sp, to_sp) saves the running context on its stack, stores its stack pointer
 // in *from_sp and resumes the one saved at to_sp.
 extern "C" void cuda_emu_switch_stacks(void** from_sp, void* to_sp);
@@ -191,14 +194,8 @@ cuda_emu_switch_stacks:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -218,8 +215,7 @@ void* FreshStack(char* stack, size_t bytes, void (*entry)()) {
   auto* sp = reinterpret_cast<uint64_t*>(top);
   *--sp = 0;  // entry()'s return address: none
   *--sp = reinterpret_cast<uint64_t>(entry);
-  for (int r = 0; r < 6; ++r) *--sp = 0;      // rbp, rbx, r12-r15
-  *--sp = (uint64_t{0x037f} << 32) | 0x1f80;  // MXCSR and the x87 control word at their defaults
+  for (int r = 0; r < 6; ++r) *--sp = 0;  // rbp, rbx, r12-r15
   return sp;
 }
 
@@ -227,7 +223,8 @@ void* FreshStack(char* stack, size_t bytes, void (*entry)()) {
 // returned from the kernel no longer counts.
 struct Meeting {
   int expected = 0;
-  std::vector<int> waiting;  // fibers parked here
+  std::vector<int> waiting;     // fibers parked here
+  uint64_t published[32] = {};  // a warp meeting's slots when its last lane arrived (Publish)
 };
 
 enum class FiberState { kRunnable, kWaiting, kDone };
@@ -288,26 +285,30 @@ class Executor {
     Park(block_, me, "__syncthreads");
   }
 
-  void SyncWarp(unsigned mask) {
+  void SyncWarp(unsigned mask) { Publish(mask, nullptr); }
+
+  // The calling lane's slot set to *mine (if given), then the meeting of its warp's lanes in
+  // `mask`; returns the slots as the last lane to arrive found them.
+  const uint64_t* Publish(unsigned mask, const uint64_t* mine) {
     WarpMeetings& warp = warps_[current_ / 32];
-    const unsigned me_bit = 1u << (current_ % 32);
-    if (!(mask & me_bit)) {
+    const int lane = current_ % 32;
+    if (!(mask & (1u << lane))) {
       std::fprintf(stderr,
-                   "cuda_emu: lane %d calls a warp operation with mask %08x without itself\n",
-                   current_ % 32, mask);
+                   "cuda_emu: lane %d calls a warp operation with mask %08x without itself\n", lane,
+                   mask);
       std::abort();
     }
+    if (mine != nullptr) warp.slots[lane] = *mine;
     auto [it, fresh] = warp.by_mask.try_emplace(mask);
     if (fresh) it->second.expected = __builtin_popcount(mask & warp.present);
     Meeting& m = it->second;
     if (static_cast<int>(m.waiting.size()) + 1 >= m.expected) {
-      Release(m);
-      return;
+      ReleaseWarp(warp, m);
+    } else {
+      Park(m, fibers_[current_], "a warp operation");
     }
-    Park(m, fibers_[current_], "a warp operation");
+    return m.published;
   }
-
-  uint64_t& Slot(int lane) { return warps_[current_ / 32].slots[lane]; }
 
   unsigned char* DynamicSharedMemory() {
     auto p = reinterpret_cast<uintptr_t>(dynamic_shared_.data());
@@ -409,6 +410,13 @@ class Executor {
     m.waiting.clear();
   }
 
+  // A warp meeting keeps the slots as they are now, when its last lane has arrived: each lane
+  // reads them after it resumes, before it can publish again.
+  void ReleaseWarp(const WarpMeetings& warp, Meeting& m) {
+    std::copy(std::begin(warp.slots), std::end(warp.slots), std::begin(m.published));
+    Release(m);
+  }
+
   // The running thread has returned: the meetings it belonged to stop waiting for it.
   void Leave() {
     if (--block_.expected <= static_cast<int>(block_.waiting.size()) && !block_.waiting.empty()) {
@@ -419,7 +427,9 @@ class Executor {
     warp.present &= ~me_bit;
     for (auto& [mask, m] : warp.by_mask) {
       if (!(mask & me_bit)) continue;
-      if (--m.expected <= static_cast<int>(m.waiting.size()) && !m.waiting.empty()) Release(m);
+      if (--m.expected <= static_cast<int>(m.waiting.size()) && !m.waiting.empty()) {
+        ReleaseWarp(warp, m);
+      }
     }
   }
 
@@ -466,7 +476,9 @@ constexpr int kMultiprocessors = 132;             // an H100 / H200
 
 void SyncThreads() { Executor::Get().SyncThreads(); }
 void SyncWarp(unsigned mask) { Executor::Get().SyncWarp(mask); }
-uint64_t& WarpSlot(int lane) { return Executor::Get().Slot(lane); }
+const uint64_t* Publish(unsigned mask, uint64_t mine) {
+  return Executor::Get().Publish(mask, &mine);
+}
 unsigned char* DynamicShared() { return Executor::Get().DynamicSharedMemory(); }
 
 cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body) {

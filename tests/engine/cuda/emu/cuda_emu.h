@@ -6,8 +6,8 @@
 //     __shared__ memory is really shared by the block's threads (function-local statics, reused
 //     block after block), and a read of another thread's write without a barrier between them
 //     sees the old value in one of the two orders the blocks' threads alternate between;
-//   - warp shuffles, votes and matches exchange values through the warp's slots between two warp
-//     barriers (a masked operation meets only the lanes of its mask);
+//   - warp shuffles, votes and matches exchange values at one meeting of the lanes of their mask
+//     (Publish), which keeps a copy of what they published;
 //   - device memory is host memory, so AddressSanitizer sees a kernel's out-of-bounds access;
 //   - the host runtime (cuda_emu.cc) queues a stream's work and runs it when the host waits, so a
 //     host read that does not wait for its copy sees stale data, as it may on a GPU.
@@ -47,8 +47,11 @@ namespace cuda_emu {
 // returned from the kernel no longer counts).
 void SyncThreads();
 void SyncWarp(unsigned mask);
-// The calling lane's slot of its warp's exchange (8 bytes), and lane `src`'s.
-uint64_t& WarpSlot(int lane);
+// A warp exchange: the calling lane publishes `mine` and meets the lanes of `mask`; returns every
+// lane's published value as they stood when the last of them arrived (a copy the meeting keeps,
+// so it needs no second barrier before a lane publishes again: the copy is replaced only when
+// the same lanes meet again, which the reader is one of).
+const uint64_t* Publish(unsigned mask, uint64_t mine);
 // The launch's dynamic shared memory (16-byte aligned; filled with NaN bits at each block).
 unsigned char* DynamicShared();
 
@@ -56,13 +59,9 @@ inline int Lane();
 
 template <typename T>
 T Exchange(unsigned mask, T v, int src) {
-  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>);
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  WarpSlot(Lane()) = bits;
-  SyncWarp(mask);
-  const uint64_t got = WarpSlot(src);
-  SyncWarp(mask);
+  const uint64_t got = Publish(mask, bits)[src];
   T out;
   std::memcpy(&out, &got, sizeof(T));
   return out;
@@ -143,13 +142,11 @@ T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
 namespace cuda_emu {
 template <typename F>
 unsigned Vote(unsigned mask, uint64_t mine, F keep) {
-  WarpSlot(Lane()) = mine;
-  SyncWarp(mask);
+  const uint64_t* all = Publish(mask, mine);
   unsigned out = 0;
   for (int l = 0; l < 32; ++l) {
-    if ((mask >> l & 1u) && keep(WarpSlot(l))) out |= 1u << l;
+    if ((mask >> l & 1u) && keep(all[l])) out |= 1u << l;
   }
-  SyncWarp(mask);
   return out;
 }
 }  // namespace cuda_emu
