@@ -229,12 +229,21 @@ struct Meeting {
 
 enum class FiberState { kRunnable, kWaiting, kDone };
 
+// An asynchronous copy in flight (cp.async): its source read when issued, its destination
+// written when the issuing thread waits.
+struct PendingCopy {
+  void* dst;
+  size_t bytes;
+  unsigned char data[16];
+};
+
 struct Fiber {
   void* sp = nullptr;  // where its context is saved while it does not run
   std::unique_ptr<char[]> stack;
   FiberState state = FiberState::kRunnable;
   uint3 index;
   const char* waits_at = "";
+  std::vector<PendingCopy> copies;  // its cp.async copies not yet waited for
 #if defined(__SANITIZE_ADDRESS__)
   void* fake_stack = nullptr;
   // The frames still on the stack when the fiber last finished (its entry's and its last
@@ -309,6 +318,20 @@ class Executor {
     }
     return m.published;
   }
+
+  // A cp.async by the running thread: the source is read now and the destination filled with
+  // NaN bits until the thread's next wait, the latest a device may complete the copy, so a read
+  // of it before that wait (by the thread, or by another without the copier's wait before their
+  // barrier) sees NaN, as does a copy into memory still being read.
+  void AsyncCopy(void* dst, const void* src, size_t bytes) {
+    PendingCopy c{dst, bytes, {}};
+    std::memcpy(c.data, src, bytes);
+    std::memset(dst, 0xff, bytes);
+    fibers_[current_].copies.push_back(c);
+  }
+
+  // cp.async.wait_all: the running thread's copies land.
+  void AsyncWaitAll() { Land(fibers_[current_]); }
 
   unsigned char* DynamicSharedMemory() {
     auto p = reinterpret_cast<uintptr_t>(dynamic_shared_.data());
@@ -392,10 +415,16 @@ class Executor {
     __sanitizer_finish_switch_fiber(nullptr, &e.scheduler_stack_bottom_, &e.scheduler_stack_size_);
 #endif
     (*e.body_)();
+    e.Land(e.fibers_[e.current_]);  // a thread's copies complete by the kernel's end
     e.Leave();
     e.fibers_[e.current_].state = FiberState::kDone;
     e.Yield(/*finished=*/true);
     __builtin_unreachable();
+  }
+
+  void Land(Fiber& f) {
+    for (const PendingCopy& c : f.copies) std::memcpy(c.dst, c.data, c.bytes);
+    f.copies.clear();
   }
 
   void Park(Meeting& m, Fiber& me, const char* where) {
@@ -480,6 +509,10 @@ const uint64_t* Publish(unsigned mask, uint64_t mine) {
   return Executor::Get().Publish(mask, &mine);
 }
 unsigned char* DynamicShared() { return Executor::Get().DynamicSharedMemory(); }
+void AsyncCopy(void* dst, const void* src, size_t bytes) {
+  Executor::Get().AsyncCopy(dst, src, bytes);
+}
+void AsyncWaitAll() { Executor::Get().AsyncWaitAll(); }
 
 cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body) {
   const dim3 b = shape.block, g = shape.grid;

@@ -8,6 +8,8 @@
 //     sees the old value in one of the two orders the blocks' threads alternate between;
 //   - warp shuffles, votes and matches exchange values at one meeting of the lanes of their mask
 //     (Publish), which keeps a copy of what they published;
+//   - cp.async copies land when their thread waits for them, the latest a device may, and until
+//     then their destination holds NaN bits, so a read that does not wait for its copy sees them;
 //   - device memory is host memory, so AddressSanitizer sees a kernel's out-of-bounds access;
 //   - the host runtime (cuda_emu.cc) queues a stream's work and runs it when the host waits, so a
 //     host read that does not wait for its copy sees stale data, as it may on a GPU.
@@ -54,6 +56,10 @@ void SyncWarp(unsigned mask);
 const uint64_t* Publish(unsigned mask, uint64_t mine);
 // The launch's dynamic shared memory (16-byte aligned; filled with NaN bits at each block).
 unsigned char* DynamicShared();
+// cp.async (at most 16 bytes) and cp.async.wait_all for the calling thread: the copy lands at the
+// thread's next wait (or its return), its destination NaN bits until then (cuda_emu.cc).
+void AsyncCopy(void* dst, const void* src, size_t bytes);
+void AsyncWaitAll();
 
 inline int Lane();
 

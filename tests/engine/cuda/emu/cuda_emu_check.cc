@@ -2,14 +2,17 @@
 // warp shuffles, votes and matches exchange what a warp's lanes hold at the same instruction, back
 // to back and in masks of part of a warp, lanes that have returned do not hold a meeting up, a
 // read of another thread's shared memory without a barrier sees the old value in one of the two
-// thread orders, and a barrier no thread can pass is reported. Each kernel's result is compared
+// thread orders, an asynchronous copy lands only when its thread waits for it, and a barrier no
+// thread can pass is reported. Each kernel's result is compared
 // with the same operations done warp-wide in lock step on the host.
 #include <cuda_runtime.h>
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/launch.cuh"
 #include "gtest/gtest.h"
@@ -215,6 +218,38 @@ TEST(CudaEmulatorTest, AMissingBarrierReadsTheOldValueInOneOfTheOrders) {
   const std::vector<uint32_t> without = RunKernel(ReadNeighbour, 2, 64, in, false);
   EXPECT_EQ(wrong_in_block(without, 0), 63);
   EXPECT_EQ(wrong_in_block(without, 1), 1);
+}
+
+// Each thread copies its value into shared memory with cp.async; `wait` says whether it waits
+// for its copy before the barrier. After the barrier each thread reads its neighbour's cell.
+__global__ void StagedNeighbour(const uint32_t* in, uint32_t* out, bool wait) {
+  WaitForPredecessor();
+  __shared__ __align__(16) float cell[64];
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  CpAsync4(&cell[threadIdx.x], reinterpret_cast<const float*>(in) + i);
+  if (wait) CpAsyncWaitAll();
+  __syncthreads();
+  const float got = cell[(threadIdx.x + 1) % blockDim.x];
+  uint32_t bits;
+  std::memcpy(&bits, &got, 4);
+  out[i] = bits;
+}
+
+TEST(CudaEmulatorTest, AnAsyncCopyLandsAtItsThreadsWait) {
+  const std::vector<uint32_t> in = Values(128, 13);
+  const std::vector<uint32_t> waited = RunKernel(StagedNeighbour, 2, 64, in, true);
+  const std::vector<uint32_t> not_waited = RunKernel(StagedNeighbour, 2, 64, in, false);
+  int in_flight[2] = {0, 0};  // reads that found NaN bits, per block
+  for (int i = 0; i < 128; ++i) {
+    const int b = i / 64, t = i % 64;
+    EXPECT_EQ(waited[i], in[b * 64 + (t + 1) % 64]) << i;
+    in_flight[b] += not_waited[i] == 0xffffffffu;
+  }
+  // Without the copier's wait a copy lands only when its thread returns: in index order (block 0)
+  // every thread but the last reads a neighbour that has not returned; in reverse order (block 1)
+  // only the first to run, thread 63, whose neighbour is thread 0.
+  EXPECT_EQ(in_flight[0], 63);
+  EXPECT_EQ(in_flight[1], 1);
 }
 
 // Thread 0 waits in a warp meeting with lane 1, which waits at the block's barrier for thread 0.
