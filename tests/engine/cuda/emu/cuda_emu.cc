@@ -265,7 +265,10 @@ class Executor {
     return e;
   }
 
-  // Runs every block of the launch, one after another (the caller holds the device mutex).
+  // Runs every block of the launch, one after another (the caller holds the device mutex): in
+  // index order in even launches and in reverse order in odd ones, so a block that reads what
+  // another block of the launch writes, without a grid-wide protocol (a ticket taken after a
+  // fence), reads it before the write in one of the two.
   void Run(const LaunchShape& shape, const std::function<void()>& body) {
     const int threads = static_cast<int>(shape.block.x * shape.block.y * shape.block.z);
     while (static_cast<int>(fibers_.size()) < threads) {
@@ -278,7 +281,9 @@ class Executor {
     gridDim = shape.grid;
     const dim3 g = shape.grid, bd = shape.block;
     const uint64_t blocks = static_cast<uint64_t>(g.x) * g.y * g.z;
-    for (uint64_t b = 0; b < blocks; ++b) {
+    const bool backwards = launches_++ % 2 == 1;
+    for (uint64_t i = 0; i < blocks; ++i) {
+      const uint64_t b = backwards ? blocks - 1 - i : i;
       blockIdx = make_uint3(b % g.x, b / g.x % g.y, b / (static_cast<uint64_t>(g.x) * g.y));
       RunBlock(threads, bd, /*reverse=*/b % 2 == 1);
     }
@@ -480,6 +485,7 @@ class Executor {
     std::abort();
   }
 
+  uint64_t launches_ = 0;
   std::vector<Fiber> fibers_;  // grown, never shrunk: a fiber's stack outlives its uses
   void* scheduler_sp_ = nullptr;
   int current_ = 0;

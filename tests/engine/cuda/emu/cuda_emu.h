@@ -1,8 +1,9 @@
 // The CUDA emulator's device side: force-included (-include) before anything else when a CUDA
 // source of the backend is compiled as C++ for the emulated tests (tests/engine/cuda/emu/
 // README.md). It gives the kernels' dialect a meaning on the CPU:
-//   - a launch runs its blocks one after another, each block's threads as fibers on the calling
-//     thread (cuda_emu.cc), each running to its next barrier, so __syncthreads is a real barrier,
+//   - a launch runs its blocks one after another (forwards and backwards in turn), each block's
+//     threads as fibers on the calling thread (cuda_emu.cc), each running to its next barrier, so
+//     __syncthreads is a real barrier,
 //     __shared__ memory is really shared by the block's threads (function-local statics, reused
 //     block after block), and a read of another thread's write without a barrier between them
 //     sees the old value in one of the two orders the blocks' threads alternate between;

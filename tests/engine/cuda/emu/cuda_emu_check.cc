@@ -2,9 +2,10 @@
 // warp shuffles, votes and matches exchange what a warp's lanes hold at the same instruction, back
 // to back and in masks of part of a warp, lanes that have returned do not hold a meeting up, a
 // read of another thread's shared memory without a barrier sees the old value in one of the two
-// thread orders, an asynchronous copy lands only when its thread waits for it, and a barrier no
-// thread can pass is reported. Each kernel's result is compared
-// with the same operations done warp-wide in lock step on the host.
+// thread orders, a block's read of what another block writes in one of two block orders, an
+// asynchronous copy lands only when its thread waits for it, and a barrier no thread can pass is
+// reported. Each kernel's result is compared with the same operations done warp-wide in lock step
+// on the host.
 #include <cuda_runtime.h>
 
 #include <array>
@@ -214,10 +215,42 @@ TEST(CudaEmulatorTest, AMissingBarrierReadsTheOldValueInOneOfTheOrders) {
   EXPECT_EQ(wrong_in_block(with, 1), 0);
   // Threads in index order (block 0): each reads its neighbour's cell before the neighbour writes
   // it, all but the last (whose neighbour is thread 0); in reverse order (block 1) only the last
-  // thread, the first to run, reads before thread 0 writes.
-  const std::vector<uint32_t> without = RunKernel(ReadNeighbour, 2, 64, in, false);
-  EXPECT_EQ(wrong_in_block(without, 0), 63);
-  EXPECT_EQ(wrong_in_block(without, 1), 1);
+  // thread, the first to run, reads before thread 0 writes. (Other values than the run above's,
+  // so that a cell left by either run's blocks, in whichever order they ran, is wrong here.)
+  const std::vector<uint32_t> other = Values(128, 10);
+  const std::vector<uint32_t> without = RunKernel(ReadNeighbour, 2, 64, other, false);
+  auto wrong_without = [&](int b) {
+    int wrong = 0;
+    for (int t = 0; t < 64; ++t) wrong += without[b * 64 + t] != other[b * 64 + (t + 1) % 64];
+    return wrong;
+  };
+  EXPECT_EQ(wrong_without(0), 63);
+  EXPECT_EQ(wrong_without(1), 1);
+}
+
+// Block b copies what block b - 1 wrote to `out` (block 0 its input): with no grid-wide protocol
+// between the blocks, what it finds depends on which ran first.
+__global__ void ReadPreviousBlock(const uint32_t* in, uint32_t* out) {
+  WaitForPredecessor();
+  if (threadIdx.x != 0) return;
+  const int b = static_cast<int>(blockIdx.x);
+  out[b] = b == 0 ? in[0] : out[b - 1] + 1u;
+}
+
+TEST(CudaEmulatorTest, LaunchesRunTheirBlocksInAlternatingOrders) {
+  // Two launches in a row on fresh outputs (zeros): one runs the blocks in index order and
+  // propagates block 0's value; the other runs them backwards and each block finds a zero.
+  const std::vector<uint32_t> in = {100};
+  std::vector<std::vector<uint32_t>> runs;
+  for (int launch = 0; launch < 2; ++launch)
+    runs.push_back(RunKernel(ReadPreviousBlock, 4, 32, in));
+  const std::vector<uint32_t> forward = {100, 101, 102, 103}, backward = {100, 1, 1, 1};
+  auto first4 = [](const std::vector<uint32_t>& v) {
+    return std::vector<uint32_t>(v.begin(), v.begin() + 4);
+  };
+  EXPECT_TRUE((first4(runs[0]) == forward && first4(runs[1]) == backward) ||
+              (first4(runs[0]) == backward && first4(runs[1]) == forward))
+      << runs[0][1] << " " << runs[1][1];
 }
 
 // Each thread copies its value into shared memory with cp.async; `wait` says whether it waits
