@@ -22,9 +22,18 @@ thread_local uint3 blockIdx;
 thread_local dim3 blockDim;
 thread_local dim3 gridDim;
 
+// An operation queued on a stream: a kernel launch (`kernel` set, its function) or other work.
+// An overlapped kernel launch can also start early (`start_early`, given its predecessor's
+// kernel: Executor::StartEarly).
+struct EmuOp {
+  std::function<void()> run;
+  const void* kernel = nullptr;
+  std::function<void(const void*)> start_early;
+};
+
 // The runtime's opaque handles.
 struct CUstream_st {
-  std::deque<std::function<void()>> queue;
+  std::deque<EmuOp> queue;
   uint64_t enqueued = 0;  // operations ever queued
   uint64_t completed = 0;
   struct CUgraph_st* capture = nullptr;  // while capturing: where operations go
@@ -37,10 +46,10 @@ struct CUevent_st {
   double at_ms = 0;               // when the stream reached it
 };
 struct CUgraph_st {
-  std::vector<std::function<void()>> ops;
+  std::vector<EmuOp> ops;
 };
 struct CUgraphExec_st {
-  std::vector<std::function<void()>> ops;
+  std::vector<EmuOp> ops;
 };
 
 namespace cuda_emu {
@@ -80,13 +89,17 @@ std::vector<CUstream_st*>& Streams() {
   return all;
 }
 
-// Runs the stream's queued operations until `seq` of them have completed.
+// Runs the stream's queued operations until `seq` of them have completed. A kernel followed by
+// an overlapped launch lets that one start first (programmatic dependent launch).
 void RunUntil(CUstream_st* s, uint64_t seq) {
   std::lock_guard lock(DeviceMutex());
   while (s->completed < seq && !s->queue.empty()) {
-    std::function<void()> op = std::move(s->queue.front());
+    EmuOp op = std::move(s->queue.front());
     s->queue.pop_front();
-    op();
+    if (op.kernel != nullptr && !s->queue.empty() && s->queue.front().start_early) {
+      s->queue.front().start_early(op.kernel);
+    }
+    op.run();
     ++s->completed;
   }
 }
@@ -98,7 +111,7 @@ void RunEverything() {
 
 // Queues op on the stream, or records it into the stream's capture. The legacy default stream
 // waits for the blocking streams' work queued before, and they for its.
-cudaError_t Queue(cudaStream_t stream, std::function<void()> op) {
+cudaError_t QueueOp(cudaStream_t stream, EmuOp op) {
   std::lock_guard lock(DeviceMutex());
   CUstream_st* s = Resolve(stream);
   if (s->capture != nullptr) {
@@ -115,6 +128,11 @@ cudaError_t Queue(cudaStream_t stream, std::function<void()> op) {
   s->queue.push_back(std::move(op));
   ++s->enqueued;
   return cudaSuccess;
+}
+
+// Work other than a kernel.
+cudaError_t Queue(cudaStream_t stream, std::function<void()> op) {
+  return QueueOp(stream, EmuOp{std::move(op)});
 }
 
 // What waits for the device is refused in a capturing stream, and spoils the capture.
@@ -258,6 +276,31 @@ struct WarpMeetings {
   uint64_t slots[32] = {};
 };
 
+// A kernel launch as queued: its shape, its body (the kernel with its parameters bound), and
+// whether it may start while the kernel before it in the stream runs (programmatic dependent
+// launch, cudaLaunchAttributeProgrammaticStreamSerialization).
+struct KernelLaunch {
+  LaunchShape shape;
+  std::function<void()> body;
+  bool overlapped = false;
+};
+
+// One block's run: its threads (fibers of one of the executor's pools), its barrier, its warps'
+// meetings and its dynamic shared memory.
+struct BlockRun {
+  std::vector<Fiber>* fibers = nullptr;
+  const KernelLaunch* launch = nullptr;
+  int threads = 0;
+  uint3 index;
+  bool reverse = false;  // its threads in reverse index order
+  bool early = false;    // started before its predecessor finished: griddepcontrol.wait parks
+  int done = 0;
+  Meeting barrier;
+  Meeting predecessor;  // threads parked in griddepcontrol.wait while early
+  std::vector<WarpMeetings> warps;
+  std::vector<unsigned char> dynamic_shared;
+};
+
 class Executor {
  public:
   static Executor& Get() {
@@ -268,35 +311,57 @@ class Executor {
   // Runs every block of the launch, one after another (the caller holds the device mutex): in
   // index order in even launches and in reverse order in odd ones, so a block that reads what
   // another block of the launch writes, without a grid-wide protocol (a ticket taken after a
-  // fence), reads it before the write in one of the two.
-  void Run(const LaunchShape& shape, const std::function<void()>& body) {
-    const int threads = static_cast<int>(shape.block.x * shape.block.y * shape.block.z);
-    while (static_cast<int>(fibers_.size()) < threads) {
-      fibers_.emplace_back();
-      fibers_.back().stack = std::make_unique<char[]>(kFiberStackBytes);
-    }
-    dynamic_shared_.assign(shape.shared_bytes + 16, 0xff);
-    body_ = &body;
-    blockDim = shape.block;
-    gridDim = shape.grid;
-    const dim3 g = shape.grid, bd = shape.block;
+  // fence), reads it before the write in one of the two. A block started early (StartEarly)
+  // goes on first.
+  void Run(const KernelLaunch& launch) {
+    const LaunchShape& shape = launch.shape;
+    const dim3 g = shape.grid;
     const uint64_t blocks = static_cast<uint64_t>(g.x) * g.y * g.z;
+    uint64_t started = blocks;  // the early block's index, if it is this launch's
+    if (early_ != nullptr && early_->launch == &launch) {
+      started = 0;
+      std::unique_ptr<BlockRun> run = std::move(early_);
+      run->early = false;
+      Release(*run, run->predecessor);
+      Drive(*run);
+    }
+    BlockRun run;
     const bool backwards = launches_++ % 2 == 1;
     for (uint64_t i = 0; i < blocks; ++i) {
       const uint64_t b = backwards ? blocks - 1 - i : i;
-      blockIdx = make_uint3(b % g.x, b / g.x % g.y, b / (static_cast<uint64_t>(g.x) * g.y));
-      RunBlock(threads, bd, /*reverse=*/b % 2 == 1);
+      if (b == started) continue;
+      Start(run, main_pool_, launch, b);
+      Drive(run);
     }
-    body_ = nullptr;
+  }
+
+  // Programmatic dependent launch, adversarially: `next` (an overlapped launch queued right
+  // behind the kernel about to run) has its block 0 run up to its griddepcontrol.wait now,
+  // before that kernel runs at all; it goes on when `next` runs. So whatever a kernel reads
+  // before its wait is read before its predecessor has written anything, and whatever it writes
+  // before its wait is there when its predecessor runs. One early block at a time, and none for
+  // a launch of the same kernel as its predecessor (their static __shared__ memory is one
+  // here).
+  void StartEarly(const KernelLaunch& next, const void* predecessor_kernel) {
+    if (early_ != nullptr || !next.overlapped || next.shape.kernel == predecessor_kernel) return;
+    early_ = std::make_unique<BlockRun>();
+    Start(*early_, early_pool_, next, 0);
+    early_->early = true;
+    Drive(*early_);
+  }
+
+  // griddepcontrol.wait: parks the thread if its block started early.
+  void WaitForPredecessor() {
+    if (run_->early) Park(run_->predecessor, Me(), "griddepcontrol.wait");
   }
 
   void SyncThreads() {
-    Fiber& me = fibers_[current_];
-    if (static_cast<int>(block_.waiting.size()) + 1 >= block_.expected) {
-      Release(block_);
+    Meeting& barrier = run_->barrier;
+    if (static_cast<int>(barrier.waiting.size()) + 1 >= barrier.expected) {
+      Release(*run_, barrier);
       return;
     }
-    Park(block_, me, "__syncthreads");
+    Park(barrier, Me(), "__syncthreads");
   }
 
   void SyncWarp(unsigned mask) { Publish(mask, nullptr); }
@@ -304,7 +369,7 @@ class Executor {
   // The calling lane's slot set to *mine (if given), then the meeting of its warp's lanes in
   // `mask`; returns the slots as the last lane to arrive found them.
   const uint64_t* Publish(unsigned mask, const uint64_t* mine) {
-    WarpMeetings& warp = warps_[current_ / 32];
+    WarpMeetings& warp = run_->warps[current_ / 32];
     const int lane = current_ % 32;
     if (!(mask & (1u << lane))) {
       std::fprintf(stderr,
@@ -319,7 +384,7 @@ class Executor {
     if (static_cast<int>(m.waiting.size()) + 1 >= m.expected) {
       ReleaseWarp(warp, m);
     } else {
-      Park(m, fibers_[current_], "a warp operation");
+      Park(m, Me(), "a warp operation");
     }
     return m.published;
   }
@@ -332,28 +397,45 @@ class Executor {
     PendingCopy c{dst, bytes, {}};
     std::memcpy(c.data, src, bytes);
     std::memset(dst, 0xff, bytes);
-    fibers_[current_].copies.push_back(c);
+    Me().copies.push_back(c);
   }
 
   // cp.async.wait_all: the running thread's copies land.
-  void AsyncWaitAll() { Land(fibers_[current_]); }
+  void AsyncWaitAll() { Land(Me()); }
 
   unsigned char* DynamicSharedMemory() {
-    auto p = reinterpret_cast<uintptr_t>(dynamic_shared_.data());
+    auto p = reinterpret_cast<uintptr_t>(run_->dynamic_shared.data());
     return reinterpret_cast<unsigned char*>((p + 15) / 16 * 16);
   }
 
  private:
-  void RunBlock(int threads, dim3 bd, bool reverse) {
-    block_ = Meeting{threads, {}};
-    warps_.assign((threads + 31) / 32, WarpMeetings{});
-    for (size_t w = 0; w < warps_.size(); ++w) {
-      const int lanes = std::min(32, threads - static_cast<int>(w) * 32);
-      warps_[w].present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+  Fiber& Me() { return (*run_->fibers)[current_]; }
+
+  // Sets `run` up as block b of `launch`, its threads fresh fibers of `pool`.
+  void Start(BlockRun& run, std::vector<Fiber>& pool, const KernelLaunch& launch, uint64_t b) {
+    const dim3 g = launch.shape.grid, bd = launch.shape.block;
+    const int threads = static_cast<int>(bd.x * bd.y * bd.z);
+    while (static_cast<int>(pool.size()) < threads) {
+      pool.emplace_back();
+      pool.back().stack = std::make_unique<char[]>(kFiberStackBytes);
     }
-    std::memset(dynamic_shared_.data(), 0xff, dynamic_shared_.size());
+    run.fibers = &pool;
+    run.launch = &launch;
+    run.threads = threads;
+    run.index = make_uint3(b % g.x, b / g.x % g.y, b / (static_cast<uint64_t>(g.x) * g.y));
+    run.reverse = b % 2 == 1;
+    run.early = false;
+    run.done = 0;
+    run.barrier = Meeting{threads, {}};
+    run.predecessor = Meeting{};
+    run.warps.assign((threads + 31) / 32, WarpMeetings{});
+    for (size_t w = 0; w < run.warps.size(); ++w) {
+      const int lanes = std::min(32, threads - static_cast<int>(w) * 32);
+      run.warps[w].present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+    }
+    run.dynamic_shared.assign(launch.shape.shared_bytes + 16, 0xff);
     for (int t = 0; t < threads; ++t) {
-      Fiber& f = fibers_[t];
+      Fiber& f = pool[t];
       f.state = FiberState::kRunnable;
       f.index = make_uint3(t % bd.x, t / bd.x % bd.y, t / (bd.x * bd.y));
 #if defined(__SANITIZE_ADDRESS__)
@@ -363,37 +445,51 @@ class Executor {
 #endif
       f.sp = FreshStack(f.stack.get(), kFiberStackBytes, &Executor::Entry);
     }
-    int done = 0;
-    while (done < threads) {
+  }
+
+  // Runs the block's threads until every one has returned, or, while the block is early, until
+  // none can go on (the rest wait for the predecessor, or at a barrier one of those must reach).
+  void Drive(BlockRun& run) {
+    run_ = &run;
+    blockIdx = run.index;
+    blockDim = run.launch->shape.block;
+    gridDim = run.launch->shape.grid;
+    std::vector<Fiber>& fibers = *run.fibers;
+    while (run.done < run.threads) {
       bool ran = false;
-      for (int i = 0; i < threads; ++i) {
-        const int t = reverse ? threads - 1 - i : i;
-        if (fibers_[t].state != FiberState::kRunnable) continue;
+      for (int i = 0; i < run.threads; ++i) {
+        const int t = run.reverse ? run.threads - 1 - i : i;
+        if (fibers[t].state != FiberState::kRunnable) continue;
         ran = true;
         SwitchTo(t);
-        if (fibers_[t].state == FiberState::kDone) ++done;
+        if (fibers[t].state == FiberState::kDone) ++run.done;
       }
-      if (!ran && done < threads) Deadlock(threads);
+      if (!ran) {
+        if (run.early) break;
+        Deadlock(run);
+      }
     }
+    run_ = nullptr;
   }
 
   // The scheduler resumes fiber t until it parks or returns.
   void SwitchTo(int t) {
     current_ = t;
-    threadIdx = fibers_[t].index;
+    Fiber& f = Me();
+    threadIdx = f.index;
 #if defined(__SANITIZE_ADDRESS__)
     void* save = nullptr;
-    __sanitizer_start_switch_fiber(&save, fibers_[t].stack.get(), kFiberStackBytes);
-    cuda_emu_switch_stacks(&scheduler_sp_, fibers_[t].sp);
+    __sanitizer_start_switch_fiber(&save, f.stack.get(), kFiberStackBytes);
+    cuda_emu_switch_stacks(&scheduler_sp_, f.sp);
     __sanitizer_finish_switch_fiber(save, nullptr, nullptr);
 #else
-    cuda_emu_switch_stacks(&scheduler_sp_, fibers_[t].sp);
+    cuda_emu_switch_stacks(&scheduler_sp_, f.sp);
 #endif
   }
 
   // The running fiber goes back to the scheduler (`finished`: for good).
   void Yield(bool finished) {
-    Fiber& me = fibers_[current_];
+    Fiber& me = Me();
 #if defined(__SANITIZE_ADDRESS__)
     if (finished) {
       // Below this frame: only the switch's own pushes (not instrumented).
@@ -409,7 +505,7 @@ class Executor {
   // Called first in a fiber each time it runs again.
   void Resumed() {
 #if defined(__SANITIZE_ADDRESS__)
-    __sanitizer_finish_switch_fiber(fibers_[current_].fake_stack, &scheduler_stack_bottom_,
+    __sanitizer_finish_switch_fiber(Me().fake_stack, &scheduler_stack_bottom_,
                                     &scheduler_stack_size_);
 #endif
   }
@@ -419,10 +515,10 @@ class Executor {
 #if defined(__SANITIZE_ADDRESS__)
     __sanitizer_finish_switch_fiber(nullptr, &e.scheduler_stack_bottom_, &e.scheduler_stack_size_);
 #endif
-    (*e.body_)();
-    e.Land(e.fibers_[e.current_]);  // a thread's copies complete by the kernel's end
+    e.run_->launch->body();
+    e.Land(e.Me());  // a thread's copies complete by the kernel's end
     e.Leave();
-    e.fibers_[e.current_].state = FiberState::kDone;
+    e.Me().state = FiberState::kDone;
     e.Yield(/*finished=*/true);
     __builtin_unreachable();
   }
@@ -439,8 +535,8 @@ class Executor {
     Yield(/*finished=*/false);
   }
 
-  void Release(Meeting& m) {
-    for (int t : m.waiting) fibers_[t].state = FiberState::kRunnable;
+  void Release(BlockRun& run, Meeting& m) {
+    for (int t : m.waiting) (*run.fibers)[t].state = FiberState::kRunnable;
     m.waiting.clear();
   }
 
@@ -448,15 +544,17 @@ class Executor {
   // reads them after it resumes, before it can publish again.
   void ReleaseWarp(const WarpMeetings& warp, Meeting& m) {
     std::copy(std::begin(warp.slots), std::end(warp.slots), std::begin(m.published));
-    Release(m);
+    Release(*run_, m);
   }
 
   // The running thread has returned: the meetings it belonged to stop waiting for it.
   void Leave() {
-    if (--block_.expected <= static_cast<int>(block_.waiting.size()) && !block_.waiting.empty()) {
-      Release(block_);
+    Meeting& barrier = run_->barrier;
+    if (--barrier.expected <= static_cast<int>(barrier.waiting.size()) &&
+        !barrier.waiting.empty()) {
+      Release(*run_, barrier);
     }
-    WarpMeetings& warp = warps_[current_ / 32];
+    WarpMeetings& warp = run_->warps[current_ / 32];
     const unsigned me_bit = 1u << (current_ % 32);
     warp.present &= ~me_bit;
     for (auto& [mask, m] : warp.by_mask) {
@@ -467,32 +565,29 @@ class Executor {
     }
   }
 
-  [[noreturn]] void Deadlock(int threads) {
+  [[noreturn]] void Deadlock(const BlockRun& run) {
+    const std::vector<Fiber>& fibers = *run.fibers;
     std::fprintf(stderr,
                  "cuda_emu: deadlock in block (%u,%u,%u): no thread can go on; %d of %d have "
                  "returned. Waiting:\n",
-                 blockIdx.x, blockIdx.y, blockIdx.z,
-                 static_cast<int>(
-                     std::count_if(fibers_.begin(), fibers_.begin() + threads,
-                                   [](const Fiber& f) { return f.state == FiberState::kDone; })),
-                 threads);
+                 run.index.x, run.index.y, run.index.z, run.done, run.threads);
     int shown = 0;
-    for (int t = 0; t < threads && shown < 16; ++t) {
-      if (fibers_[t].state != FiberState::kWaiting) continue;
-      std::fprintf(stderr, "  thread %d at %s\n", t, fibers_[t].waits_at);
+    for (int t = 0; t < run.threads && shown < 16; ++t) {
+      if (fibers[t].state != FiberState::kWaiting) continue;
+      std::fprintf(stderr, "  thread %d at %s\n", t, fibers[t].waits_at);
       ++shown;
     }
     std::abort();
   }
 
   uint64_t launches_ = 0;
-  std::vector<Fiber> fibers_;  // grown, never shrunk: a fiber's stack outlives its uses
+  // Fibers are grown, never shrunk: a fiber's stack outlives its uses. The early block's are
+  // its own: they stay parked while the predecessor's blocks run.
+  std::vector<Fiber> main_pool_, early_pool_;
+  std::unique_ptr<BlockRun> early_;
+  BlockRun* run_ = nullptr;  // the block whose threads run now
   void* scheduler_sp_ = nullptr;
   int current_ = 0;
-  Meeting block_;
-  std::vector<WarpMeetings> warps_;
-  std::vector<unsigned char> dynamic_shared_;
-  const std::function<void()>* body_ = nullptr;
   // Used by the sanitizers' fiber annotations only (no-ops in a build without them).
   [[maybe_unused]] const void* scheduler_stack_bottom_ = nullptr;
   [[maybe_unused]] size_t scheduler_stack_size_ = 0;
@@ -520,7 +615,8 @@ void AsyncCopy(void* dst, const void* src, size_t bytes) {
 }
 void AsyncWaitAll() { Executor::Get().AsyncWaitAll(); }
 
-cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body) {
+cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body,
+                    bool overlapped) {
   const dim3 b = shape.block, g = shape.grid;
   const uint64_t threads = static_cast<uint64_t>(b.x) * b.y * b.z;
   if (threads == 0 || threads > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || g.x == 0 ||
@@ -533,12 +629,22 @@ cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function
     if (auto it = SharedLimits().find(shape.kernel); it != SharedLimits().end()) limit = it->second;
   }
   if (shape.shared_bytes > static_cast<size_t>(limit)) return Fail(cudaErrorInvalidValue);
-  return Queue(stream, [shape, body = std::move(body)] { Executor::Get().Run(shape, body); });
+  auto launch =
+      std::make_shared<const KernelLaunch>(KernelLaunch{shape, std::move(body), overlapped});
+  EmuOp op{[launch] { Executor::Get().Run(*launch); }, shape.kernel, nullptr};
+  if (overlapped) {
+    op.start_early = [launch](const void* predecessor) {
+      Executor::Get().StartEarly(*launch, predecessor);
+    };
+  }
+  return QueueOp(stream, std::move(op));
 }
 
 cudaError_t QueueWork(cudaStream_t stream, std::function<void()> work) {
   return Queue(stream, std::move(work));
 }
+
+void WaitForPredecessor() { Executor::Get().WaitForPredecessor(); }
 
 }  // namespace cuda_emu
 
@@ -844,7 +950,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (exec == nullptr) return Fail(cudaErrorInvalidValue);
   std::lock_guard lock(DeviceMutex());
-  for (const std::function<void()>& op : exec->ops) Queue(stream, op);
+  for (const EmuOp& op : exec->ops) QueueOp(stream, op);
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {

@@ -14,9 +14,10 @@
 //   - device memory is host memory, so AddressSanitizer sees a kernel's out-of-bounds access;
 //   - the host runtime (cuda_emu.cc) queues a stream's work and runs it when the host waits, so a
 //     host read that does not wait for its copy sees stale data, as it may on a GPU.
-// What it cannot check: timing, the memory model beyond a block's barriers, PDL's overlap (its
-// wait and trigger are no-ops: launches run in stream order), capacities it cannot see (static
-// shared memory, registers).
+//   - an overlapped launch (PDL) has its first block run up to its griddepcontrol.wait before the
+//     kernel ahead of it runs (cuda_emu.cc's Executor::StartEarly);
+// What it cannot check: timing, the memory model beyond a block's barriers and the two block
+// orders, capacities it cannot see (static shared memory, registers).
 #pragma once
 
 #define MODRWKV_CUDA_EMULATION 1
@@ -81,7 +82,12 @@ struct LaunchShape {
   size_t shared_bytes;
   const void* kernel;
 };
-cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body);
+// `overlapped`: launched with programmatic stream serialization, so its blocks may start before
+// the kernel ahead of it in the stream has finished (cuda_emu.cc's Executor::StartEarly).
+cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body,
+                    bool overlapped);
+// griddepcontrol.wait: the calling thread waits for the kernel before its own to finish.
+void WaitForPredecessor();
 // Host-side work queued on a stream like a kernel (the emulated cuBLAS's products).
 cudaError_t QueueWork(cudaStream_t stream, std::function<void()> work);
 
@@ -89,10 +95,18 @@ template <typename... Params, typename... Args>
 cudaError_t LaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(Params...),
                            Args&&... args) {
   std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
-  return Enqueue(config->stream,
-                 LaunchShape{config->gridDim, config->blockDim, config->dynamicSmemBytes,
-                             reinterpret_cast<const void*>(kernel)},
-                 [kernel, params]() { std::apply(kernel, params); });
+  bool overlapped = false;
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
+    const cudaLaunchAttribute& a = config->attrs[i];
+    if (a.id == cudaLaunchAttributeProgrammaticStreamSerialization) {
+      overlapped = a.val.programmaticStreamSerializationAllowed != 0;
+    }
+  }
+  return Enqueue(
+      config->stream,
+      LaunchShape{config->gridDim, config->blockDim, config->dynamicSmemBytes,
+                  reinterpret_cast<const void*>(kernel)},
+      [kernel, params]() { std::apply(kernel, params); }, overlapped);
 }
 
 }  // namespace cuda_emu

@@ -2,7 +2,8 @@
 // warp shuffles, votes and matches exchange what a warp's lanes hold at the same instruction, back
 // to back and in masks of part of a warp, lanes that have returned do not hold a meeting up, a
 // read of another thread's shared memory without a barrier sees the old value in one of the two
-// thread orders, a block's read of what another block writes in one of two block orders, an
+// thread orders, a block's read of what another block writes in one of two block orders, a
+// kernel's reads before its griddepcontrol.wait run before its predecessor (PDL), an
 // asynchronous copy lands only when its thread waits for it, and a barrier no thread can pass is
 // reported. Each kernel's result is compared with the same operations done warp-wide in lock step
 // on the host.
@@ -16,6 +17,7 @@
 #include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/launch.cuh"
+#include "engine/cuda/launch.h"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/device_test_util.h"
 
@@ -283,6 +285,57 @@ TEST(CudaEmulatorTest, AnAsyncCopyLandsAtItsThreadsWait) {
   // only the first to run, thread 63, whose neighbour is thread 0.
   EXPECT_EQ(in_flight[0], 63);
   EXPECT_EQ(in_flight[1], 1);
+}
+
+// A kernel and two successors, one reading its predecessor's output before its
+// griddepcontrol.wait (which the launch contract forbids) and one after.
+__global__ void AddOne(const uint32_t* in, uint32_t* out) {
+  WaitForPredecessor();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = in[i] + 1u;
+}
+__global__ void ReadBeforeWait(const uint32_t* in, uint32_t* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t v = in[i];
+  WaitForPredecessor();
+  out[i] = v;
+}
+__global__ void ReadAfterWait(const uint32_t* in, uint32_t* out) {
+  WaitForPredecessor();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = in[i];
+}
+
+// Runs AddOne(in -> mid) then `successor`(mid -> out) on one stream; returns out.
+std::vector<uint32_t> AfterAddOne(void (*successor)(const uint32_t*, uint32_t*),
+                                  const std::vector<uint32_t>& in) {
+  const int n = static_cast<int>(in.size());
+  DeviceBuffer<uint32_t> d_in = Upload(in);
+  DeviceBuffer<uint32_t> mid = Upload(std::vector<uint32_t>(n, 0));
+  DeviceBuffer<uint32_t> out = Upload(std::vector<uint32_t>(n, 0));
+  EXPECT_TRUE(
+      Launch("AddOne", AddOne, dim3(n / 32), dim3(32), 0, nullptr, d_in.get(), mid.get()).ok());
+  EXPECT_TRUE(
+      Launch("successor", successor, dim3(n / 32), dim3(32), 0, nullptr, mid.get(), out.get())
+          .ok());
+  return Download(out, n);
+}
+
+TEST(CudaEmulatorTest, AnOverlappedLaunchStartsBeforeItsPredecessor) {
+  ASSERT_TRUE(OverlappedLaunches());  // the emulated device is sm_90
+  const std::vector<uint32_t> in = Values(96, 17);
+  std::vector<uint32_t> plus_one(in);
+  for (uint32_t& v : plus_one) ++v;
+  // A read after the wait sees the predecessor's writes in every block.
+  EXPECT_EQ(AfterAddOne(ReadAfterWait, in), plus_one);
+  // A read before it: block 0 ran up to its wait before AddOne ran at all, and read the zeros;
+  // the other blocks started after it.
+  const std::vector<uint32_t> early = AfterAddOne(ReadBeforeWait, in);
+  for (int i = 0; i < 96; ++i) EXPECT_EQ(early[i], i < 32 ? 0u : plus_one[i]) << i;
+  // Without programmatic dependent launch the launches are in stream order.
+  SetOverlappedLaunches(false);
+  EXPECT_EQ(AfterAddOne(ReadBeforeWait, in), plus_one);
+  SetOverlappedLaunches(true);
 }
 
 // Thread 0 waits in a warp meeting with lane 1, which waits at the block's barrier for thread 0.
