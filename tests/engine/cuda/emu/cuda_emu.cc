@@ -132,7 +132,7 @@ cudaError_t QueueOp(cudaStream_t stream, EmuOp op) {
 
 // Work other than a kernel.
 cudaError_t Queue(cudaStream_t stream, std::function<void()> op) {
-  return QueueOp(stream, EmuOp{std::move(op)});
+  return QueueOp(stream, EmuOp{std::move(op), nullptr, nullptr});
 }
 
 // What waits for the device is refused in a capturing stream, and spoils the capture.
