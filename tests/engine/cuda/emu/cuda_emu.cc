@@ -324,6 +324,7 @@ class Executor {
       run->early = false;
       Release(*run, run->predecessor);
       Drive(*run);
+      early_launch_.reset();
     }
     BlockRun run;
     const bool backwards = launches_++ % 2 == 1;
@@ -342,10 +343,11 @@ class Executor {
   // before its wait is there when its predecessor runs. One early block at a time, and none for
   // a launch of the same kernel as its predecessor (their static __shared__ memory is one
   // here).
-  void StartEarly(const KernelLaunch& next, const void* predecessor_kernel) {
-    if (early_ != nullptr || !next.overlapped || next.shape.kernel == predecessor_kernel) return;
+  void StartEarly(std::shared_ptr<const KernelLaunch> next, const void* predecessor_kernel) {
+    if (early_ != nullptr || !next->overlapped || next->shape.kernel == predecessor_kernel) return;
     early_ = std::make_unique<BlockRun>();
-    Start(*early_, early_pool_, next, 0);
+    early_launch_ = std::move(next);  // kept until it runs
+    Start(*early_, early_pool_, *early_launch_, 0);
     early_->early = true;
     Drive(*early_);
   }
@@ -585,6 +587,7 @@ class Executor {
   // its own: they stay parked while the predecessor's blocks run.
   std::vector<Fiber> main_pool_, early_pool_;
   std::unique_ptr<BlockRun> early_;
+  std::shared_ptr<const KernelLaunch> early_launch_;
   BlockRun* run_ = nullptr;  // the block whose threads run now
   void* scheduler_sp_ = nullptr;
   int current_ = 0;
@@ -634,7 +637,7 @@ cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function
   EmuOp op{[launch] { Executor::Get().Run(*launch); }, shape.kernel, nullptr};
   if (overlapped) {
     op.start_early = [launch](const void* predecessor) {
-      Executor::Get().StartEarly(*launch, predecessor);
+      Executor::Get().StartEarly(launch, predecessor);
     };
   }
   return QueueOp(stream, std::move(op));
