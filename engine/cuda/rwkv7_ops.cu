@@ -280,13 +280,16 @@ __global__ void StoreShiftKernel(const float* __restrict__ x, int C,
 }
 
 // One block per row, NormThreads(C) threads; the row in dynamic shared memory (C floats). The sums
-// are LayerNormKernel's, in its order.
+// are LayerNormKernel's, in its order. Up to 1024 threads a block: the bound caps its registers at
+// 64 (ptxas: 47-64, no spills), so a launch of 1024 can never run out of them (the values it
+// preloads before its wait hold registers: a kernel without the bound may take more and fail only
+// on a GPU).
 template <typename S, typename Out>
-__global__ void NormShiftKernel(const float* __restrict__ x, int R, int C,
-                                const float* __restrict__ w, const float* __restrict__ b, float eps,
-                                const int32_t* __restrict__ slots, S* __restrict__ shift_base,
-                                int64_t slot_stride, const float* __restrict__ mix, int mixes,
-                                typename Out::Elem* __restrict__ out) {
+__global__ void __launch_bounds__(1024)
+    NormShiftKernel(const float* __restrict__ x, int R, int C, const float* __restrict__ w,
+                    const float* __restrict__ b, float eps, const int32_t* __restrict__ slots,
+                    S* __restrict__ shift_base, int64_t slot_stride, const float* __restrict__ mix,
+                    int mixes, typename Out::Elem* __restrict__ out) {
   AllowSuccessor();
   PrefetchParams(C, w, b, mix, mixes);
   // The LayerNorm weight, bias and first kPreloadMixes mix vectors of this thread's first
