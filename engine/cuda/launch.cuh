@@ -29,7 +29,8 @@ __device__ __forceinline__ void WaitForPredecessor() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #elif defined(MODRWKV_CUDA_EMULATION)
-  // The emulator runs a launch's first block up to here before its predecessor (cuda_emu.cc).
+  // The emulator runs a launch's first block up to here before its predecessor
+  // (tests/engine/cuda/emu/executor.cc).
   ::cuda_emu::WaitForPredecessor();
 #endif
 }

@@ -2,7 +2,7 @@
 // source of the backend is compiled as C++ for the emulated tests (tests/engine/cuda/emu/
 // README.md). It gives the kernels' dialect a meaning on the CPU:
 //   - a launch runs its blocks one after another (forwards and backwards in turn), each block's
-//     threads as fibers on the calling thread (cuda_emu.cc), each running to its next barrier, so
+//     threads as fibers on the calling thread (executor.cc), each running to its next barrier, so
 //     __syncthreads is a real barrier,
 //     __shared__ memory is really shared by the block's threads (function-local statics, reused
 //     block after block), and a read of another thread's write without a barrier between them
@@ -15,7 +15,7 @@
 //   - the host runtime (cuda_emu.cc) queues a stream's work and runs it when the host waits, so a
 //     host read that does not wait for its copy sees stale data, as it may on a GPU.
 //   - an overlapped launch (PDL) has its first block run up to its griddepcontrol.wait before the
-//     kernel ahead of it runs (cuda_emu.cc's Executor::StartEarly);
+//     kernel ahead of it runs (executor.cc's Executor::StartEarly);
 // What it cannot check: timing, the memory model beyond a block's barriers and the two block
 // orders, capacities it cannot see (static shared memory, registers).
 #pragma once
@@ -59,7 +59,7 @@ const uint64_t* Publish(unsigned mask, uint64_t mine);
 // The launch's dynamic shared memory (16-byte aligned; filled with NaN bits at each block).
 unsigned char* DynamicShared();
 // cp.async (at most 16 bytes) and cp.async.wait_all for the calling thread: the copy lands at the
-// thread's next wait (or its return), its destination NaN bits until then (cuda_emu.cc).
+// thread's next wait (or its return), its destination NaN bits until then (executor.cc).
 void AsyncCopy(void* dst, const void* src, size_t bytes);
 void AsyncWaitAll();
 
@@ -67,6 +67,7 @@ inline int Lane();
 
 template <typename T>
 T Exchange(unsigned mask, T v, int src) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>);
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
   const uint64_t got = Publish(mask, bits)[src];
@@ -83,7 +84,7 @@ struct LaunchShape {
   const void* kernel;
 };
 // `overlapped`: launched with programmatic stream serialization, so its blocks may start before
-// the kernel ahead of it in the stream has finished (cuda_emu.cc's Executor::StartEarly).
+// the kernel ahead of it in the stream has finished (executor.cc's Executor::StartEarly).
 cudaError_t Enqueue(cudaStream_t stream, const LaunchShape& shape, std::function<void()> body,
                     bool overlapped);
 // griddepcontrol.wait: the calling thread waits for the kernel before its own to finish.
@@ -114,7 +115,7 @@ cudaError_t LaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(Para
 #define cudaLaunchKernelEx ::cuda_emu::LaunchKernelEx
 #define __launch_bounds__(...)
 
-// The launch indices of the calling emulated thread (cuda_emu.cc sets them).
+// The launch indices of the calling emulated thread (executor.cc sets them).
 extern thread_local uint3 threadIdx;
 extern thread_local uint3 blockIdx;
 extern thread_local dim3 blockDim;

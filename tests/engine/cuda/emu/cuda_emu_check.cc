@@ -148,7 +148,7 @@ TEST(CudaEmulatorTest, HalfWarpMasksMeetApart) {
   for (int l = 0; l < 32; ++l) EXPECT_EQ(got[l], x[l] + odd[l / 16]) << "lane " << l;
 }
 
-// A ballot and a match of every lane's value, twice in a row.
+// A ballot and a match of every lane's value.
 __global__ void VotesAndMatches(const uint32_t* in, uint32_t* out) {
   WaitForPredecessor();
   const uint32_t v = in[threadIdx.x];
@@ -206,28 +206,25 @@ __global__ void ReadNeighbour(const uint32_t* in, uint32_t* out, bool barrier) {
 }
 
 TEST(CudaEmulatorTest, AMissingBarrierReadsTheOldValueInOneOfTheOrders) {
-  const std::vector<uint32_t> in = Values(128, 9);
-  auto wrong_in_block = [&](const std::vector<uint32_t>& got, int b) {
+  // Threads of block b that did not read their neighbour's value of `in`.
+  auto wrong_in_block = [](const std::vector<uint32_t>& got, const std::vector<uint32_t>& in,
+                           int b) {
     int wrong = 0;
     for (int t = 0; t < 64; ++t) wrong += got[b * 64 + t] != in[b * 64 + (t + 1) % 64];
     return wrong;
   };
+  const std::vector<uint32_t> in = Values(128, 9);
   const std::vector<uint32_t> with = RunKernel(ReadNeighbour, 2, 64, in, true);
-  EXPECT_EQ(wrong_in_block(with, 0), 0);
-  EXPECT_EQ(wrong_in_block(with, 1), 0);
+  EXPECT_EQ(wrong_in_block(with, in, 0), 0);
+  EXPECT_EQ(wrong_in_block(with, in, 1), 0);
   // Threads in index order (block 0): each reads its neighbour's cell before the neighbour writes
   // it, all but the last (whose neighbour is thread 0); in reverse order (block 1) only the last
   // thread, the first to run, reads before thread 0 writes. (Other values than the run above's,
   // so that a cell left by either run's blocks, in whichever order they ran, is wrong here.)
   const std::vector<uint32_t> other = Values(128, 10);
   const std::vector<uint32_t> without = RunKernel(ReadNeighbour, 2, 64, other, false);
-  auto wrong_without = [&](int b) {
-    int wrong = 0;
-    for (int t = 0; t < 64; ++t) wrong += without[b * 64 + t] != other[b * 64 + (t + 1) % 64];
-    return wrong;
-  };
-  EXPECT_EQ(wrong_without(0), 63);
-  EXPECT_EQ(wrong_without(1), 1);
+  EXPECT_EQ(wrong_in_block(without, other, 0), 63);
+  EXPECT_EQ(wrong_in_block(without, other, 1), 1);
 }
 
 // Block b copies what block b - 1 wrote to `out` (block 0 its input): with no grid-wide protocol
