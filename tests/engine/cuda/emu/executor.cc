@@ -12,7 +12,17 @@
 #include <memory>
 #include <vector>
 
+// AddressSanitizer's fiber annotations, where it instruments this file: g++ says so with
+// __SANITIZE_ADDRESS__, clang (14, the sanitizer preset's) only through __has_feature.
 #if defined(__SANITIZE_ADDRESS__)
+#define CUDA_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDA_EMU_ASAN 1
+#endif
+#endif
+
+#if defined(CUDA_EMU_ASAN)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
@@ -103,7 +113,7 @@ struct Fiber {
   uint3 index;
   const char* waits_at = "";
   std::vector<PendingCopy> copies;  // its cp.async copies not yet waited for
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)
   void* fake_stack = nullptr;
   // The frames still on the stack when the fiber last finished (its entry's and its last
   // switch's) never returned, so their redzones are still poisoned: cleared before reuse.
@@ -272,7 +282,7 @@ class Executor {
       Fiber& f = pool[t];
       f.state = FiberState::kRunnable;
       f.index = make_uint3(t % bd.x, t / bd.x % bd.y, t / (bd.x * bd.y));
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)
       if (f.live_low != nullptr) {
         __asan_unpoison_memory_region(f.live_low, f.stack.get() + kFiberStackBytes - f.live_low);
       }
@@ -311,7 +321,7 @@ class Executor {
     current_ = t;
     Fiber& f = Me();
     threadIdx = f.index;
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)
     void* save = nullptr;
     __sanitizer_start_switch_fiber(&save, f.stack.get(), kFiberStackBytes);
     cuda_emu_switch_stacks(&scheduler_sp_, f.sp);
@@ -324,7 +334,7 @@ class Executor {
   // The running fiber goes back to the scheduler (`finished`: for good).
   void Yield(bool finished) {
     Fiber& me = Me();
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)
     if (finished) {
       // Below this frame: only the switch's own pushes (not instrumented).
       me.live_low = static_cast<char*>(__builtin_frame_address(0)) - 256;
@@ -338,7 +348,7 @@ class Executor {
 
   // Called first in a fiber each time it runs again.
   void Resumed() {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)
     __sanitizer_finish_switch_fiber(Me().fake_stack, &scheduler_stack_bottom_,
                                     &scheduler_stack_size_);
 #endif
@@ -346,7 +356,7 @@ class Executor {
 
   static void Entry() {
     Executor& e = Get();
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)
     __sanitizer_finish_switch_fiber(nullptr, &e.scheduler_stack_bottom_, &e.scheduler_stack_size_);
 #endif
     e.run_->launch->body();
