@@ -79,56 +79,7 @@ if [[ "${MODRWKV_TSAN_E2E:-0}" == 1 ]]; then
     fail_with_reports build-tsan/reports
 fi
 
-phase "fuzz harnesses, 20 s each, $(nproc) at a time"
-cmake --preset fuzz >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target fuzzers
-# Seed messages of the request-conversion harness are kept as text protos; encode them.
-rm -rf build-fuzz/seeds && mkdir -p build-fuzz/seeds/convert_fuzz
-for t in tests/fuzz/textproto_seeds/convert_fuzz/*.txtpb; do
-  type=modrwkv.v1.GenerateRequest
-  [[ $(basename "$t") == chat_* ]] && type=modrwkv.v1.ChatRequest
-  protoc -Iproto --encode="$type" proto/modrwkv/v1/inference.proto <"$t" \
-    >"build-fuzz/seeds/convert_fuzz/$(basename "$t" .txtpb).bin"
-done
-# The harnesses run as many at a time as there are CPUs (each one single-threaded, its 20 s its
-# own), in batches; each one's output goes to its log, of which the last lines are printed, the
-# whole log when it fails (a crash's report and the input that caused it).
-mkdir -p build-fuzz/logs
-batch_pids=() batch_names=() fuzz_failed=()
-finish_batch() {
-  local i name
-  for i in "${!batch_pids[@]}"; do
-    name=${batch_names[$i]}
-    echo "-- $name"
-    if wait "${batch_pids[$i]}"; then
-      tail -n 3 "build-fuzz/logs/$name.log"
-    else
-      cat "build-fuzz/logs/$name.log"
-      fuzz_failed+=("$name")
-    fi
-  done
-  batch_pids=() batch_names=()
-}
-for f in build-fuzz/bin/*_fuzz; do
-  [[ -x "$f" ]] || continue
-  name=$(basename "$f")
-  mkdir -p "build-fuzz/corpus/$name"
-  dirs=("build-fuzz/corpus/$name")  # new inputs go to the first folder; the rest are seeds
-  case $name in
-    pickle_fuzz | safetensors_fuzz | zip_fuzz) dirs+=(tests/golden/checkpoint tests/golden/rwkv7/micro) ;;
-    image_decode_fuzz) dirs+=(tests/golden/image/images tests/golden/image/bad) ;;
-    audio_decode_fuzz) dirs+=(tests/golden/audio/files tests/golden/audio/bad) ;;
-  esac
-  [[ -d tests/fuzz/seeds/$name ]] && dirs+=("tests/fuzz/seeds/$name")  # make_seeds.py
-  [[ -d build-fuzz/seeds/$name ]] && dirs+=("build-fuzz/seeds/$name")  # encoded text protos
-  "$f" -max_total_time=20 -rss_limit_mb=4096 -print_final_stats=1 "${dirs[@]}" \
-    >"build-fuzz/logs/$name.log" 2>&1 &
-  batch_pids+=($!) batch_names+=("$name")
-  if ((${#batch_pids[@]} >= $(nproc))); then finish_batch; fi
-done
-finish_batch
-if ((${#fuzz_failed[@]} > 0)); then
-  echo "fuzz harnesses failed: ${fuzz_failed[*]}"
-  exit 1
-fi
+phase "fuzz harnesses, 20 s each, $(nproc) at a time (scripts/fuzz.sh)"
+./scripts/fuzz.sh 20
+
 phase "all tests passed"

@@ -58,8 +58,9 @@ void SyncWarp(unsigned mask);
 const uint64_t* Publish(unsigned mask, uint64_t mine);
 // The launch's dynamic shared memory (16-byte aligned; filled with NaN bits at each block).
 unsigned char* DynamicShared();
-// cp.async (at most 16 bytes) and cp.async.wait_all for the calling thread: the copy lands at the
-// thread's next wait (or its return), its destination NaN bits until then (executor.cc).
+// cp.async (4, 8 or 16 bytes, both addresses aligned to the size, else the emulator aborts as the
+// device faults) and cp.async.wait_all for the calling thread: the copy lands at the thread's
+// next wait (or its return), its destination NaN bits until then (executor.cc).
 void AsyncCopy(void* dst, const void* src, size_t bytes);
 void AsyncWaitAll();
 

@@ -354,5 +354,24 @@ TEST(CudaEmulatorDeathTest, ABarrierNoThreadCanPassIsReported) {
       "deadlock in block \\(0,0,0\\).*thread 0 at a warp operation");
 }
 
+// A 16-byte cp.async from an address 4 bytes past an aligned one: a GPU faults.
+__global__ void MisalignedCopy(const uint32_t* in, uint32_t* out) {
+  WaitForPredecessor();
+  __shared__ uint4 cell[1];
+  CpAsync16(cell, reinterpret_cast<const uint4*>(in + 1));
+  CpAsyncWaitAll();
+  out[threadIdx.x] = cell[0].x;
+}
+
+TEST(CudaEmulatorDeathTest, AMisalignedAsyncCopyIsReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        (void)RunKernel(MisalignedCopy, 1, 1, std::vector<uint32_t>(8, 0));
+        (void)cudaDeviceSynchronize();
+      },
+      "cp.async of 16 bytes .* in block \\(0,0,0\\), thread \\(0,0,0\\): the size must be");
+}
+
 }  // namespace
 }  // namespace modrwkv::cuda

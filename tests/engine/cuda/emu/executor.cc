@@ -237,7 +237,20 @@ class Executor {
   // NaN bits until the thread's next wait, the latest a device may complete the copy, so a read
   // of it before that wait (by the thread, or by another without the copier's wait before their
   // barrier) sees NaN, as does a copy into memory still being read.
+  // The device faults (a misaligned address: the context is lost) where an address is not a
+  // multiple of the copy's size, so the emulator stops there too, naming the thread.
   void AsyncCopy(void* dst, const void* src, size_t bytes) {
+    const auto misaligned = [bytes](const void* p) {
+      return reinterpret_cast<uintptr_t>(p) % bytes != 0;
+    };
+    if ((bytes != 4 && bytes != 8 && bytes != 16) || misaligned(dst) || misaligned(src)) {
+      const uint3 t = Me().index;
+      std::fprintf(stderr,
+                   "cuda_emu: cp.async of %zu bytes from %p to %p in block (%u,%u,%u), thread "
+                   "(%u,%u,%u): the size must be 4, 8 or 16 and both addresses a multiple of it\n",
+                   bytes, src, dst, run_->index.x, run_->index.y, run_->index.z, t.x, t.y, t.z);
+      std::abort();
+    }
     PendingCopy c{dst, bytes, {}};
     std::memcpy(c.data, src, bytes);
     std::memset(dst, 0xff, bytes);
