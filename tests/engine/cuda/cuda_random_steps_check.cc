@@ -26,6 +26,7 @@
 #include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/model_test_util.h"
+#include "tests/engine/f16_state.h"
 
 namespace modrwkv::cuda {
 namespace {
@@ -41,15 +42,20 @@ struct RunConfig {
   std::string name;
   DType dtype;  // of the random weights; both backends keep them so
   ModelOptions::WeightType weights;
+  // f16 state slots on the GPU (ModelOptions::StateType::kF16); the CPU, which keeps f32 slots,
+  // rounds each stepped slot to f16 after the step, as the GPU's kernels store it
+  // (tests/engine/f16_state.h).
+  bool f16_states;
   // The backends' bound on logits and hidden rows (docs/engine.md, "What the GPU promises"):
   // f32 weights 1e-3 of the logits' standard deviation; bf16 weights 1.5e-2 (from 16 rows a
   // step's activations are rounded to bf16 for the tensor cores, and that difference stays in
   // the state).
   double tol;
   // The bound on slot states, element by element against the state's own standard deviation:
-  // with f32 weights the same as the logits'; with bf16 the largest elements move further than
-  // the logits they lead to (in the bf16 run below up to 1.8e-2, while its logits stay within
-  // 4.8e-3).
+  // with f32 weights and states the same as the logits'. The largest elements move further than
+  // the logits they lead to where something is rounded: bf16 activations (up to 1.8e-2 in the
+  // bf16 run below, its logits within 4.8e-3), or an f16 state element rounded the other way (one
+  // f16 step, 2^-10 of it, carried on by the steps after; up to 7.5e-3, the logits within 1.9e-4).
   double state_tol;
   uint64_t seed;
   int operations;
@@ -182,6 +188,9 @@ class RandomWork {
     ASSERT_TRUE(cs.ok()) << Where() << cs;
     const absl::Status gs = gpu_.Step(entries, &g);
     ASSERT_TRUE(gs.ok()) << Where() << gs;
+    if (config_.f16_states) {
+      for (const StepEntry& e : entries) ASSERT_TRUE(RoundSlotToF16(cpu_, e.slot).ok()) << Where();
+    }
     ASSERT_EQ(c.size(), entries.size());
     ASSERT_EQ(g.size(), entries.size());
     for (size_t i = 0; i < entries.size(); ++i) {
@@ -330,6 +339,7 @@ TEST_P(CudaRandomWorkTest, EveryOutputAndSlotFollowsTheCpu) {
   o.weight_type = config.weights;
   auto cpu = cpu::CpuModel::Create(ViewsOf(*tensors), o);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
+  if (config.f16_states) o.state_type = ModelOptions::StateType::kF16;
   auto gpu = CudaModel::Create(ViewsOf(*tensors), o, 0);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   RandomWork(config, **cpu, **gpu).Run();
@@ -337,9 +347,12 @@ TEST_P(CudaRandomWorkTest, EveryOutputAndSlotFollowsTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(
     Weights, CudaRandomWorkTest,
-    ::testing::Values(
-        RunConfig{"f32", DType::kF32, ModelOptions::WeightType::kF32, 1e-3, 1e-3, 101, 64},
-        RunConfig{"bf16", DType::kBF16, ModelOptions::WeightType::kBF16, 1.5e-2, 3e-2, 202, 64}),
+    ::testing::Values(RunConfig{"f32", DType::kF32, ModelOptions::WeightType::kF32, false, 1e-3,
+                                1e-3, 101, 64},
+                      RunConfig{"bf16", DType::kBF16, ModelOptions::WeightType::kBF16, false,
+                                1.5e-2, 3e-2, 202, 64},
+                      RunConfig{"f32_f16_states", DType::kF32, ModelOptions::WeightType::kF32, true,
+                                1e-3, 1e-2, 303, 48}),
     [](const ::testing::TestParamInfo<RunConfig>& info) { return info.param.name; });
 
 }  // namespace
