@@ -14,8 +14,11 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/model/model.h"
 #include "gtest/gtest.h"
+#include "tests/engine/compare.h"
 
 namespace modrwkv::cuda::testing_util {
+
+using ::modrwkv::testing_util::RelErr;  // tests/engine/compare.h
 
 inline bool HaveDevice() {
   absl::StatusOr<int> n = CudaDeviceCount();
@@ -52,20 +55,6 @@ inline std::vector<StepEntry> EntriesFor(const std::vector<std::vector<int32_t>>
     entries[s].output = StepOutput::kLogits;
   }
   return entries;
-}
-
-// max |a - b| relative to the standard deviation of a.
-inline double RelErr(absl::Span<const float> a, absl::Span<const float> b) {
-  EXPECT_EQ(a.size(), b.size());
-  double mean = 0, var = 0, err = 0;
-  for (float v : a) mean += v;
-  mean /= a.size();
-  for (float v : a) var += (v - mean) * (v - mean);
-  const double sd = std::sqrt(var / a.size()) + 1e-30;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    err = std::max(err, std::abs(double(a[i]) - b[i]));
-  }
-  return err / sd;
 }
 
 // The bound between the GPU and the CPU with f32 weights (only the order of float sums differs).
