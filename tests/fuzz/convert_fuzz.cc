@@ -86,12 +86,20 @@ const Servers& GetServers() {
     Check(world.ok() && bytes.ok());
     out->world = std::move(*world);
     out->bytes = std::move(*bytes);
-    out->world_ctx = {out->world.get(), 65536, 1 << 20, kChatTemplate};
-    out->bytes_ctx = {out->bytes.get(), 300, 64, kChatTemplate};
+    out->world_ctx = {.tokenizer = out->world.get(),
+                      .model_vocab = 65536,
+                      .max_prompt_tokens = 1 << 20,
+                      .chat_template = kChatTemplate};
+    out->bytes_ctx = {.tokenizer = out->bytes.get(),
+                      .model_vocab = 300,
+                      .max_prompt_tokens = 64,
+                      .chat_template = kChatTemplate};
     out->world_ctx.max_choices = 8;
-    out->image_ctx = {out->world.get(), 65536, 300,
-                      "\x16User:{image}{text}\x17\x16"
-                      "Assistant:"};
+    out->image_ctx = {.tokenizer = out->world.get(),
+                      .model_vocab = 65536,
+                      .max_prompt_tokens = 300,
+                      .chat_template = "\x16User:{image}{text}\x17\x16"
+                                       "Assistant:"};
     modrwkv::server::ImageTranslation image;
     image.splice.mode = modrwkv::encoders::SpliceMode::kReplacePad;
     image.splice.rows = 16;

@@ -46,9 +46,11 @@ const Server& GetServer() {
     auto world = modrwkv::Tokenizer::LoadFile(modrwkv::testing_paths::WorldVocab());
     Check(world.ok());
     out->world = std::move(*world);
-    out->ctx = {out->world.get(), 65536, 4096,
-                "{image}\x16User: {text}\x17\x16"
-                "Assistant:"};
+    out->ctx = {.tokenizer = out->world.get(),
+                .model_vocab = 65536,
+                .max_prompt_tokens = 4096,
+                .chat_template = "{image}\x16User: {text}\x17\x16"
+                                 "Assistant:"};
     modrwkv::server::ImageTranslation image;
     image.splice.rows = 16;
     image.max_images = 3;
