@@ -98,8 +98,9 @@ const Servers& GetServers() {
     out->image_ctx = {.tokenizer = out->world.get(),
                       .model_vocab = 65536,
                       .max_prompt_tokens = 300,
-                      .chat_template = "\x16User:{image}{text}\x17\x16"
-                                       "Assistant:"};
+                      .chat_template =
+                          "\x16User:{image}{text}\x17\x16"
+                          "Assistant:"};
     modrwkv::server::ImageTranslation image;
     image.splice.mode = modrwkv::encoders::SpliceMode::kReplacePad;
     image.splice.rows = 16;

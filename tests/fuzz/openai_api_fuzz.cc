@@ -49,8 +49,9 @@ const Server& GetServer() {
     out->ctx = {.tokenizer = out->world.get(),
                 .model_vocab = 65536,
                 .max_prompt_tokens = 4096,
-                .chat_template = "{image}\x16User: {text}\x17\x16"
-                                 "Assistant:"};
+                .chat_template =
+                    "{image}\x16User: {text}\x17\x16"
+                    "Assistant:"};
     modrwkv::server::ImageTranslation image;
     image.splice.rows = 16;
     image.max_images = 3;
