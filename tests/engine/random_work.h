@@ -90,10 +90,14 @@ class RandomWork {
       if (op_ % 8 == 7) ExpectSameSlots();
     }
     ExpectSameSlots();
-    ::testing::Test::RecordProperty("worst_output_error", absl::StrCat(worst_));
-    ::testing::Test::RecordProperty("worst_state_error", absl::StrCat(worst_state_));
-    ::testing::Test::RecordProperty("steps", absl::StrCat(steps_));
-    ::testing::Test::RecordProperty("greedy_tokens_compared", absl::StrCat(tokens_compared_));
+    // In the test's XML report (--gtest_output=xml), per run.
+    auto record = [&](const char* what, double v) {
+      ::testing::Test::RecordProperty(absl::StrCat(options_.name, "_", what), absl::StrCat(v));
+    };
+    record("worst_output_error", worst_);
+    record("worst_state_error", worst_state_);
+    record("steps", steps_);
+    record("greedy_tokens_compared", tokens_compared_);
   }
 
  private:

@@ -333,16 +333,21 @@ TEST_F(CpuModelTest, ResultsAreBitExactAcrossBatchesAndChunks) {
 // channel mix's value product on (it reads the value weights of nonzero inputs only, in steps of
 // up to 4 rows, so whether it runs depends on the batch).
 TEST_F(CpuModelTest, RandomWorkIsBitExactWhateverTheBatch) {
-  for (auto [name, type] : {std::pair{"f32", ModelOptions::WeightType::kF32},
-                            std::pair{"bf16", ModelOptions::WeightType::kBF16},
-                            std::pair{"int8", ModelOptions::WeightType::kI8}}) {
+  struct Run {
+    const char* name;
+    ModelOptions::WeightType type;
+    uint64_t seed;
+  };
+  for (const Run& run : {Run{"f32", ModelOptions::WeightType::kF32, 7},
+                         Run{"bf16", ModelOptions::WeightType::kBF16, 8},
+                         Run{"int8", ModelOptions::WeightType::kI8, 9}}) {
     testing_util::RandomWorkOptions w;
-    w.name = name;
-    w.seed = 7;
+    w.name = run.name;
+    w.seed = run.seed;
     w.operations = 300;
     w.exact = true;
     w.reference_entry_by_entry = true;
-    auto alone = Make(6, type, 1), batched = Make(6, type, 2);
+    auto alone = Make(6, run.type, 1), batched = Make(6, run.type, 2);
     testing_util::RandomWork(w, *alone, *batched).Run();
   }
 }
