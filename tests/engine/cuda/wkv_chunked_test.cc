@@ -107,7 +107,11 @@ INSTANTIATE_TEST_SUITE_P(
                     // The smallest decay the form is documented for, over whole chunks.
                     Case{64, 0.01f}),
     [](const testing::TestParamInfo<Case>& info) {
-      return "T" + std::to_string(info.param.T) + (info.param.w_min < 0.5f ? "SmallDecay" : "");
+      // (Appended, not `"T" + std::to_string(...)`: g++ 12 warns about that form, -Wrestrict.)
+      std::string name = "T";
+      name += std::to_string(info.param.T);
+      if (info.param.w_min < 0.5f) name += "SmallDecay";
+      return name;
     });
 
 // A sequence ending inside a chunk: its inputs past the end (NaN here) are never staged, the
