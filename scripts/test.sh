@@ -55,7 +55,7 @@ phase "ThreadSanitizer: the thread pool, the batch step, the scheduler, the enco
 cmake --preset tsan >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target scheduler_test cpu_model_test kernels_test \
   encoder_pool_test token_constraint_test
-ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuModel|KernelIsa|EncoderPool|TokenConstraintTest.Concurrent'
+ctest --test-dir build-tsan --output-on-failure -j"$(nproc)" -R 'Scheduler|CpuModel|KernelIsa|EncoderPool|TokenConstraintTest.Concurrent'
 
 # The server end to end under TSan (the real binary: reactors, scheduler hand-off, drain) is not
 # part of CI yet: Debian's gRPC and Abseil are not built with -fsanitize=thread, so TSan cannot
@@ -79,7 +79,8 @@ if [[ "${MODRWKV_TSAN_E2E:-0}" == 1 ]]; then
     fail_with_reports build-tsan/reports
 fi
 
-phase "fuzz harnesses, 20 s each, $(nproc) at a time (scripts/fuzz.sh)"
-./scripts/fuzz.sh 20
+# The harnesses are the ASan build's (built above with the rest: no build of their own).
+phase "fuzz harnesses, 20 s each, $(nproc) at a time (FUZZ_PRESET=asan scripts/fuzz.sh)"
+FUZZ_PRESET=asan ./scripts/fuzz.sh 20
 
 phase "all tests passed"
