@@ -15,9 +15,14 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "engine/base/errors.h"
-#include "engine/grammar/constraint_cache.h"
-#include "engine/text/tokenizer.h"
 #include "tests/test_paths.h"
+// The sources under test are compiled in (instrumented with the harness, whichever build).
+#include "engine/grammar/constraint_cache.cc"
+#include "engine/grammar/json_grammar.cc"
+#include "engine/grammar/json_matcher.cc"
+#include "engine/grammar/token_constraint.cc"
+#include "engine/text/tokenizer.cc"
+#include "engine/text/utf8.cc"
 
 namespace {
 
