@@ -33,6 +33,22 @@ absl::Status ValidateEngineRequest(const EngineRequest& req, const ModelConfig& 
     rows += PartRows(p, c.n_embd);
   }
   if (rows == 0) return absl::InvalidArgumentError("prompt is empty");
+  if (req.initial_state) {
+    if (req.session) {
+      return absl::InvalidArgumentError(
+          "initial_state: a request on a session continues the session's own state");
+    }
+    MODRWKV_RETURN_IF_ERROR(CheckInitialState(*req.initial_state, c));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckInitialState(const InitialState& state, const ModelConfig& c) {
+  if (static_cast<int64_t>(state.state.size()) != c.StateFloats()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("initial_state %s has %d floats, the model's state %d", state.name,
+                        state.state.size(), c.StateFloats()));
+  }
   return absl::OkStatus();
 }
 

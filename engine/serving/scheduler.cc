@@ -198,8 +198,14 @@ class Scheduler::Impl {
                       reason::kSessionBusy);
   }
 
-  absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner) {
-    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Create(owner));
+  absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner,
+                                               const InitialState* initial) {
+    if (initial == nullptr) {
+      MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Create(owner));
+      return Info(*s);
+    }
+    MODRWKV_RETURN_IF_ERROR(CheckInitialState(*initial, model_->config()));
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Import(initial->state, 0, -1, owner));
     return Info(*s);
   }
 
@@ -411,7 +417,10 @@ class Scheduler::Impl {
       std::optional<int> slot = pool_.AcquireSlot(r.req.owner);
       if (!slot)
         return WithReason(absl::UnavailableError("no free state slot"), reason::kNoFreeSlot);
-      if (absl::Status st = model_->ResetSlot(*slot); !st.ok()) {
+      const absl::Status st = r.req.initial_state
+                                  ? model_->WriteSlot(*slot, r.req.initial_state->state)
+                                  : model_->ResetSlot(*slot);
+      if (!st.ok()) {
         pool_.ReleaseSlot(*slot);
         return st;
       }
@@ -691,10 +700,12 @@ namespace {
 absl::Status Stopped() { return absl::UnavailableError("the scheduler has stopped"); }
 }  // namespace
 
-void Scheduler::CreateSession(std::string owner, SessionCallback done) {
+void Scheduler::CreateSession(std::string owner, SessionCallback done,
+                              std::shared_ptr<const InitialState> initial) {
   Impl* impl = impl_.get();
-  impl->Post([impl, owner = std::move(owner), done = std::move(done)](bool run) {
-    done(run ? impl->CreateSessionCmd(owner) : Stopped());
+  impl->Post([impl, owner = std::move(owner), done = std::move(done),
+              initial = std::move(initial)](bool run) {
+    done(run ? impl->CreateSessionCmd(owner, initial.get()) : Stopped());
   });
 }
 void Scheduler::GetSession(SessionId id, std::string owner, SessionCallback done) {

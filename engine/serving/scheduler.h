@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/base/session_id.h"
+#include "engine/model/initial_state.h"
 #include "engine/model/model.h"
 #include "engine/sampling/sampler.h"
 #include "engine/text/stop_conditions.h"
@@ -53,6 +54,9 @@ struct EngineRequest {
   StopConditions stop;
   // Continue this session's state and leave the final state in it. Must belong to `owner`.
   std::optional<SessionId> session;
+  // Without a session: start from this trained state instead of the zero state (it must fit the
+  // model: ModelConfig::StateFloats() floats). Not with `session`, which has its own state.
+  std::shared_ptr<const InitialState> initial_state;
   std::string owner;       // caller identity (sessions are bound to it); "" when auth is off
   std::string request_id;  // for logs
   absl::Time deadline = absl::InfiniteFuture();
@@ -161,7 +165,9 @@ class Scheduler {
   // called there. NOT_FOUND for unknown sessions or sessions of another owner; FAILED_PRECONDITION
   // for a session a request is running on.
   using SessionCallback = std::function<void(absl::StatusOr<SessionInfo>)>;
-  void CreateSession(std::string owner, SessionCallback done);
+  // The new session holds the zero state, or `initial` (which must fit the model).
+  void CreateSession(std::string owner, SessionCallback done,
+                     std::shared_ptr<const InitialState> initial = nullptr);
   void GetSession(SessionId id, std::string owner, SessionCallback done);
   void DeleteSession(SessionId id, std::string owner, std::function<void(absl::Status)> done);
   void ForkSession(SessionId id, std::string owner, SessionCallback done);

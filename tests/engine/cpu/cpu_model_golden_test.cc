@@ -1,6 +1,7 @@
 // The CPU backend against the official `rwkv` package (RWKV_x070, strategy "cpu fp32"):
 // fixtures made by tools/golden/gen_rwkv7_golden.py on seeded random weights
 // (docs/random-weights.md) and on real .pth / .safetensors files.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/random_weights.h"
 #include "engine/cpu/cpu_model.h"
+#include "engine/loader/initial_state_loader.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/engine/f16_state.h"
@@ -65,6 +67,7 @@ struct Case {
 
 std::string CaseName(const testing::TestParamInfo<Case>& info) {
   std::string n = info.param.fixture + "_" + info.param.source;
+  std::replace(n.begin(), n.end(), '/', '_');
   for (int c : info.param.chunks) n += "_c" + std::to_string(c);
   return n;
 }
@@ -104,6 +107,15 @@ TEST_P(GoldenTest, LogitsAndStateMatchOfficialPackage) {
   EXPECT_EQ(mdl.info().weight_dtype, cfg["dtype"] == "bf16" ? "bf16" : "f32");
   EXPECT_EQ(mdl.config().n_layer, cfg["n_layer"].get<int>());
   EXPECT_EQ(mdl.config().vocab_size, cfg["vocab_size"].get<int>());
+
+  // A fixture with an "initial_state" starts from that state-tuning file instead of zeros
+  // (tools/golden/gen_initial_state_fixtures.py).
+  if (m.contains("initial_state")) {
+    auto initial = LoadInitialState(
+        "fixture", dir + "/" + m["initial_state"]["file"].get<std::string>(), mdl.config());
+    ASSERT_TRUE(initial.ok()) << initial.status();
+    ASSERT_TRUE(mdl.WriteSlot(0, initial->state).ok());
+  }
 
   const std::vector<int32_t> prompt = m["prompt"].get<std::vector<int32_t>>();
   const std::vector<int32_t> decode = m["decode"].get<std::vector<int32_t>>();
@@ -196,7 +208,11 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"micro", "pth", {5, 1, 9}}, Case{"tiny_f32", "random", {}},
                     Case{"tiny_f32", "random", {1}}, Case{"tiny_bf16", "random", {}},
                     Case{"tiny_bf16", "random", {3, 13}}, Case{"m01b_f32", "random", {}},
-                    Case{"m01b_f32", "random", {7, 1, 24}}, Case{"m01b_bf16", "random", {}}),
+                    Case{"m01b_f32", "random", {7, 1, 24}}, Case{"m01b_bf16", "random", {}},
+                    Case{"initial_state/micro", "random", {}},
+                    Case{"initial_state/micro", "random", {5, 1, 9}},
+                    Case{"initial_state/tiny_f32", "random", {}},
+                    Case{"initial_state/tiny_f32", "random", {1}}),
     CaseName);
 
 // The C++ generator equals the Python one (tools/golden/random_weights.py): its self-check

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
 #include "engine/base/errors.h"
 #include "engine/checkpoint/random_weights.h"
 #include "engine/loader/model_loader.h"
@@ -63,9 +65,12 @@ class SchedulerTest : public testing::Test {
     return r;
   }
 
-  // Greedy continuation computed directly on a model, one sequence, no scheduler.
-  std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int n) {
+  // Greedy continuation computed directly on a model, one sequence, no scheduler; from the zero
+  // state or from `initial`.
+  std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int n,
+                                 const InitialState* initial = nullptr) {
     auto m = MakeModel(1);
+    if (initial) EXPECT_TRUE(m->WriteSlot(0, initial->state).ok());
     SamplerConfig p;
     p.temperature = 0;
     auto sampler = Sampler::Create(p, m->config().vocab_size).value();
@@ -714,6 +719,76 @@ TEST_F(SchedulerTest, ImportRefusesNonFiniteStates) {
     EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(st.status().message().find("non-finite"), std::string::npos) << st.status();
   }
+}
+
+}  // namespace
+}  // namespace modrwkv
+
+namespace modrwkv {
+namespace {
+
+// A trained initial state stands in for the zero state: a request that names it, in a batch with
+// zero-start requests, and a session created from it continue exactly as the model started from
+// it alone; a request on a session cannot name one.
+TEST_F(SchedulerTest, InitialStatesStartRequestsAndSessionsFromTheirState) {
+  auto model = MakeModel(4);
+  const ModelConfig& c = model->config();
+  auto initial = std::make_shared<InitialState>();
+  initial->name = "persona";
+  initial->state.assign(c.StateFloats(), 0.0f);
+  absl::BitGen gen;
+  for (int l = 0; l < c.n_layer; ++l) {
+    float* wkv = initial->state.data() + l * c.StateFloatsPerLayer() + c.n_embd;
+    for (int i = 0; i < c.n_head * 64 * 64; ++i) wkv[i] = absl::Gaussian<float>(gen, 0.0f, 1.0f);
+  }
+  const std::vector<int32_t> prompt = Prompt(7, 4);
+  const std::vector<int32_t> want = Reference(prompt, 8, initial.get());
+  ASSERT_NE(want, Reference(prompt, 8)) << "the state must change the stream for this test";
+
+  SchedulerOptions o;
+  o.max_running = 4;
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 4; ++i) {
+    EngineRequest r = Greedy(prompt, 8);
+    if (i % 2 == 1) r.initial_state = initial;
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(sched->Submit(r, sinks.back()).ok());
+  }
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(sinks[i]->Wait().reason, EndReason::kLength);
+    EXPECT_EQ(sinks[i]->tokens(), i % 2 == 1 ? want : Reference(prompt, 8)) << "request " << i;
+  }
+
+  auto info = Await<absl::StatusOr<SessionInfo>>(
+      [&](auto done) { sched->CreateSession("bob", done, initial); });
+  ASSERT_TRUE(info.ok()) << info.status();
+  EngineRequest turn = Greedy(prompt, 8);
+  turn.session = info->id;
+  turn.owner = "bob";
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(sched->Submit(turn, sink).ok());
+  sink->Wait();
+  EXPECT_EQ(sink->tokens(), want);
+
+  turn.initial_state = initial;
+  absl::Status st = sched->Submit(turn, sink).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("initial_state"), std::string::npos) << st;
+  auto short_state = std::make_shared<InitialState>(*initial);
+  short_state->state.pop_back();
+  EngineRequest r = Greedy(prompt, 8);
+  r.initial_state = short_state;
+  st = sched->Submit(r, sink).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("initial_state persona"), std::string::npos) << st;
+  info = Await<absl::StatusOr<SessionInfo>>(
+      [&](auto done) { sched->CreateSession("bob", done, short_state); });
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status deleted = Await<absl::Status>(
+      [&](auto done) { sched->DeleteSession(turn.session.value(), "bob", done); });
+  EXPECT_TRUE(deleted.ok()) << deleted;
+  EXPECT_EQ(SlotsUsedOnceSettled(*sched), 0);
 }
 
 }  // namespace
