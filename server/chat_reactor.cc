@@ -98,9 +98,19 @@ absl::Status ChatReactor::BeginTurn() {
     return InvalidField(request_.has_session_id() ? "session_id" : "keep_session",
                         "session_id and keep_session may only be set on a stream's first message");
   }
+  if (!first && !request_.initial_state().empty()) {
+    return InvalidField("initial_state",
+                        "initial_state may only be set on a stream's first message");
+  }
   std::optional<SessionId> given;
   if (first && request_.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(given, ParseSessionId(request_.session_id(), "session_id"));
+  }
+  std::shared_ptr<const InitialState> initial;
+  if (first) {
+    MODRWKV_ASSIGN_OR_RETURN(
+        initial, ResolveInitialState(ctx_->translation, request_.initial_state(), given.has_value(),
+                                     "initial_state"));
   }
   // Validate the turn before any session exists.
   turn_media_.clear();
@@ -128,9 +138,12 @@ absl::Status ChatReactor::BeginTurn() {
   }
   // turn_busy_ keeps the stream from finishing until OnSessionCreated has run, and the sink
   // keeps OnDone from deleting the reactor while it runs.
-  ctx_->scheduler->CreateSession(owner_, [sink = sink_](absl::StatusOr<SessionInfo> info) {
-    sink->Run([&](ChatReactor* r) { r->OnSessionCreated(std::move(info)); });
-  });
+  ctx_->scheduler->CreateSession(
+      owner_,
+      [sink = sink_](absl::StatusOr<SessionInfo> info) {
+        sink->Run([&](ChatReactor* r) { r->OnSessionCreated(std::move(info)); });
+      },
+      std::move(initial));
   return absl::OkStatus();
 }
 

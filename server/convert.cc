@@ -297,6 +297,14 @@ absl::StatusOr<SessionId> ParseSessionId(absl::string_view text, absl::string_vi
   return id;
 }
 
+absl::StatusOr<std::shared_ptr<const InitialState>> ResolveInitialState(
+    const TranslationContext& ctx, const std::string& name, bool has_session,
+    const std::string& field) {
+  static const InitialStates* const kNoStates =
+      new InitialStates(InitialStates::Create({}, "").value());
+  return (ctx.initial_states ? ctx.initial_states : kNoStates)->Resolve(name, has_session, field);
+}
+
 absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline,
@@ -316,6 +324,9 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
   if (req.has_session_id()) {
     MODRWKV_ASSIGN_OR_RETURN(out.session, ParseSessionId(req.session_id(), "session_id"));
   }
+  MODRWKV_ASSIGN_OR_RETURN(
+      out.initial_state,
+      ResolveInitialState(ctx, req.initial_state(), req.has_session_id(), "initial_state"));
   MODRWKV_RETURN_IF_ERROR(ToEngineSampling(req.sampling(), req.has_logprobs_top_n(),
                                            req.logprobs_top_n(), ctx, /*chat_turn=*/false,
                                            &out.sampling));

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +21,7 @@
 #include "engine/text/tokenizer.h"
 #include "modrwkv/v1/inference.pb.h"
 #include "modrwkv/v1/sessions.pb.h"
+#include "server/initial_states.h"
 
 namespace modrwkv::server {
 
@@ -84,7 +86,14 @@ struct TranslationContext {
   // Compiled structured-output constraints; unset: sampling.response_format is UNIMPLEMENTED.
   grammar::ConstraintCache* constraints = nullptr;
   int max_choices = 1;  // the largest GenerateRequest.n
+  // The trained initial states requests may name; unset: none (only "" and "none" resolve).
+  const InitialStates* initial_states = nullptr;
 };
+
+// `name` (a request's initial_state field) through ctx.initial_states (InitialStates::Resolve).
+absl::StatusOr<std::shared_ptr<const InitialState>> ResolveInitialState(
+    const TranslationContext& ctx, const std::string& name, bool has_session,
+    const std::string& field);
 
 // EngineRequest -> engine request. Prompt, session id, sampling, stop conditions (max_tokens
 // capped and defaulted by the context), logprobs and the deadline (the sooner of `timeout` and the

@@ -184,7 +184,10 @@ void SubmitForked(const std::shared_ptr<EngineCalls::State>& s) {
     std::lock_guard<std::mutex> l(s->mu);
     requests = std::move(s->pending);
     s->pending.clear();
-    for (int i = 0; i < s->n; ++i) requests[i].session = s->sessions[i];
+    for (int i = 0; i < s->n; ++i) {
+      requests[i].session = s->sessions[i];  // a fork of the prefix's state,
+      requests[i].initial_state.reset();     // which started from the initial state
+    }
   }
   const absl::Status st = SubmitAll(s, std::move(requests));
   if (!st.ok()) FailForked(s, EndReason::kError, st);
@@ -280,35 +283,45 @@ class PrefixSink final : public StreamSink {
 // Prefills the shared rows into a new session: choice 0's, or the cache's root.
 void StartPrefill(const std::shared_ptr<EngineCalls::State>& s) {
   if (s->ctx->metrics && !s->cache_key.empty()) s->ctx->metrics->OnPrefixCache(false, 0);
-  s->ctx->scheduler->CreateSession(s->owner, [s](absl::StatusOr<SessionInfo> info) {
-    absl::Status st = info.status();
-    bool cancelled = false;
-    EngineRequest prefix;
-    if (st.ok()) {
-      std::lock_guard<std::mutex> l(s->mu);
-      if (s->cache_key.empty()) {
-        s->sessions.push_back(info->id);
-      } else {
-        s->root = info->id;
-      }
-      cancelled = s->cancelled;
-      prefix = s->prefix;
-    }
-    if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
-    if (st.ok()) {
-      prefix.session = info->id;
-      absl::StatusOr<RequestId> id =
-          s->ctx->scheduler->Submit(std::move(prefix), std::make_shared<PrefixSink>(s));
-      if (id.ok()) {
-        std::lock_guard<std::mutex> l(s->mu);
-        s->prefix_id = *id;
-        cancelled = s->cancelled;
-      }
-      if (id.ok() && cancelled) s->ctx->scheduler->Cancel(*id);
-      st = id.status();
-    }
-    if (!st.ok()) FailForked(s, EndReason::kError, st);
-  });
+  std::shared_ptr<const InitialState> initial;
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    initial = s->prefix.initial_state;
+  }
+  // The session starts from the request's initial state; the prefill then runs on the session.
+  s->ctx->scheduler->CreateSession(
+      s->owner,
+      [s](absl::StatusOr<SessionInfo> info) {
+        absl::Status st = info.status();
+        bool cancelled = false;
+        EngineRequest prefix;
+        if (st.ok()) {
+          std::lock_guard<std::mutex> l(s->mu);
+          if (s->cache_key.empty()) {
+            s->sessions.push_back(info->id);
+          } else {
+            s->root = info->id;
+          }
+          cancelled = s->cancelled;
+          prefix = s->prefix;
+        }
+        if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
+        if (st.ok()) {
+          prefix.session = info->id;
+          prefix.initial_state.reset();
+          absl::StatusOr<RequestId> id =
+              s->ctx->scheduler->Submit(std::move(prefix), std::make_shared<PrefixSink>(s));
+          if (id.ok()) {
+            std::lock_guard<std::mutex> l(s->mu);
+            s->prefix_id = *id;
+            cancelled = s->cancelled;
+          }
+          if (id.ok() && cancelled) s->ctx->scheduler->Cancel(*id);
+          st = id.status();
+        }
+        if (!st.ok()) FailForked(s, EndReason::kError, st);
+      },
+      std::move(initial));
 }
 
 // The prefix's state is the cached session `root`: every choice forks it.
@@ -352,7 +365,8 @@ absl::Status LaunchShared(const std::shared_ptr<EngineCalls::State>& s,
     s->owner = prefix.owner;
     s->pending = std::move(requests);
     if (shared_parts > 0) {
-      s->cache_key = PrefixCache::Key(prefix.owner, prefix.prompt);
+      s->cache_key = PrefixCache::Key(
+          prefix.owner, prefix.initial_state ? prefix.initial_state->name : "", prefix.prompt);
       hit = s->ctx->prefix_cache->Find(s->cache_key);
     }
     s->prefix = std::move(prefix);

@@ -107,6 +107,10 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     response->set_tokenizer_vocab_size(ctx_->tokenizer->vocab_size());
     response->set_chat_template(ctx_->translation.chat_template);
     response->set_session_routing_hint(absl::StrFormat("%08x", ctx_->session_routing_hint));
+    if (const InitialStates* states = ctx_->translation.initial_states) {
+      for (const std::string& name : states->names()) response->add_initial_states(name);
+      response->set_default_initial_state(states->default_name());
+    }
     pb::Limits* l = response->mutable_limits();
     l->set_max_running(o.scheduler.max_running);
     l->set_state_slots(ctx_->model->num_slots());

@@ -11,8 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/base/status_macros.h"
 #include "engine/cpu/cpu_budget.h"
+#include "engine/loader/initial_state_loader.h"
 #include "engine/loader/model_loader.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -213,6 +215,7 @@ absl::Status ModelServer::LoadAndServe() {
         absl::StrFormat("the vocabulary has ids up to %d but the model only %d rows",
                         tokenizer_->vocab_size() - 1, model_->config().vocab_size));
   }
+  MODRWKV_RETURN_IF_ERROR(LoadInitialStates(bundle.initial_state));
   metrics_->SetStepErrorLog([log = log_.get()](const absl::Status& st) {
     log->Error("model step failed", {{"status", st.ToString()}});
   });
@@ -371,6 +374,31 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.loaded.store(true, std::memory_order_release);
   SetReady(true);
   log_->Info("ready", {{"grpc_port", port_}, {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
+  return absl::OkStatus();
+}
+
+absl::Status ModelServer::LoadInitialStates(std::shared_ptr<const InitialState> carried) {
+  std::vector<std::shared_ptr<const InitialState>> states;
+  if (carried) states.push_back(std::move(carried));
+  for (const auto& [name, path] : options_.initial_states) {
+    absl::StatusOr<InitialState> s = LoadInitialState(name, path, model_->config());
+    if (!s.ok()) {
+      return absl::Status(s.status().code(),
+                          absl::StrCat("initial-state ", name, ": ", s.status().message()));
+    }
+    states.push_back(std::make_shared<const InitialState>(*std::move(s)));
+  }
+  MODRWKV_ASSIGN_OR_RETURN(
+      InitialStates registry,
+      InitialStates::Create(std::move(states), options_.default_initial_state));
+  initial_states_ = std::make_unique<InitialStates>(std::move(registry));
+  ctx_.translation.initial_states = initial_states_.get();
+  if (!initial_states_->names().empty()) {
+    log_->Info("initial states", {{"states", absl::StrJoin(initial_states_->names(), ",")},
+                                  {"default", initial_states_->default_name().empty()
+                                                  ? std::string(InitialStates::kNone)
+                                                  : initial_states_->default_name()}});
+  }
   return absl::OkStatus();
 }
 

@@ -50,6 +50,8 @@ class ModelServer {
  private:
   explicit ModelServer(const ServerOptions& options);
   absl::Status WarmUp();
+  // The --initial-state files and the state the checkpoint carries (`carried`, may be null).
+  absl::Status LoadInitialStates(std::shared_ptr<const InitialState> carried);
   void SetReady(bool ready);
   // Drain: hands every idle session (prefix-cache entries aside) to the shared tier.
   void HandOffSessions();
@@ -66,6 +68,7 @@ class ModelServer {
   std::shared_ptr<const encoders::MediaRouter> media_router_;   // the pool's encoder
   std::unique_ptr<encoders::EncoderPool> media_pool_;
   std::unique_ptr<PrefixCache> prefix_cache_;              // --prefix-cache-entries > 0
+  std::unique_ptr<InitialStates> initial_states_;          // --initial-state, the model's own
   std::unique_ptr<grammar::ConstraintCache> constraints_;  // --structured-output-schemas > 0
   std::unique_ptr<Scheduler> scheduler_;
   // --shared-sessions; stopped before the scheduler goes (its thread calls in), and the scheduler's

@@ -6,13 +6,17 @@
 
 namespace modrwkv::server {
 
-std::string PrefixCache::Key(const std::string& owner, const std::vector<InputRows>& prefix) {
+std::string PrefixCache::Key(const std::string& owner, const std::string& initial_state,
+                             const std::vector<InputRows>& prefix) {
   const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> c(EVP_MD_CTX_new(),
                                                                   &EVP_MD_CTX_free);
   EVP_DigestInit_ex(c.get(), EVP_sha256(), nullptr);
   const uint64_t owner_size = owner.size();
   EVP_DigestUpdate(c.get(), &owner_size, sizeof owner_size);
   EVP_DigestUpdate(c.get(), owner.data(), owner.size());
+  const uint64_t state_size = initial_state.size();
+  EVP_DigestUpdate(c.get(), &state_size, sizeof state_size);
+  EVP_DigestUpdate(c.get(), initial_state.data(), initial_state.size());
   for (const InputRows& part : prefix) {
     // Each part framed by its kind and length, so different splits never collide.
     const uint64_t head[2] = {part.tokens.empty() ? 1u : 0u,

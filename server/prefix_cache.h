@@ -27,8 +27,11 @@ class PrefixCache {
  public:
   explicit PrefixCache(int max_entries) : max_entries_(max_entries) {}
 
-  // SHA-256 of the owner and the rows (token ids, embedding rows) of `prefix`.
-  static std::string Key(const std::string& owner, const std::vector<InputRows>& prefix);
+  // SHA-256 of the owner, the name of the initial state the prefix starts from ("" = the zero
+  // state; names are fixed for the process's life) and the rows (token ids, embedding rows) of
+  // `prefix`.
+  static std::string Key(const std::string& owner, const std::string& initial_state,
+                         const std::vector<InputRows>& prefix);
 
   // The session holding the prefix's state, most recently used now.
   std::optional<SessionId> Find(const std::string& key);

@@ -45,6 +45,9 @@ absl::Status ServerOptions::Validate() const {
         "max-images-per-request must be in [1, 64], got %d", max_images_per_request));
   }
   if (auto st = encoder_pool.Validate(); !st.ok()) return st;
+  for (const auto& [name, path] : initial_states) {
+    if (auto st = FileReadable(path, "initial-state"); !st.ok()) return st;
+  }
   if (!vocab_path.empty()) {
     if (auto st = FileReadable(vocab_path, "vocab"); !st.ok()) return st;
   }

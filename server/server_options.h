@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -53,6 +55,11 @@ struct ServerOptions {
   int max_choices = 8;    // completions per request (`n`, gRPC and HTTP)
   absl::Duration http_write_timeout = absl::Seconds(30);  // a client that stops reading is cut off
   std::string served_model_name;  // "model" in the HTTP API; "" = the model path's file name
+  // Trained initial states (state tuning) requests may start from: (name, state file) pairs, and
+  // the one fresh requests start from when they name none ("" = the state the model checkpoint
+  // carries, if any, else none; "none"; or a name). server/initial_states.h.
+  std::vector<std::pair<std::string, std::string>> initial_states;
+  std::string default_initial_state;
   // Prefix-state cache: states after a shared prompt prefix (HTTP chat's messages before the last
   // user message, GenerateRequest.prefix_parts) at least prefix_cache_min_tokens long; at most
   // prefix_cache_entries (0 = off) and, when > 0, prefix_cache_memory_bytes of states.

@@ -201,7 +201,7 @@ absl::Status FillBlobHeader(absl::string_view blob, pb::SessionBlobHeader* out) 
 }
 
 grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerContext* call,
-                                                         const pb::CreateSessionRequest*,
+                                                         const pb::CreateSessionRequest* request,
                                                          pb::Session* response) {
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   absl::StatusOr<std::string> owner = ctx_->Admit(*call);
@@ -209,11 +209,20 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerCon
     ctx_->FinishUnary(call, reactor, "CreateSession", "", owner.status());
     return reactor;
   }
+  absl::StatusOr<std::shared_ptr<const InitialState>> initial = ResolveInitialState(
+      ctx_->translation, request->initial_state(), /*has_session=*/false, "initial_state");
+  if (!initial.ok()) {
+    ctx_->FinishUnary(call, reactor, "CreateSession", *owner, initial.status());
+    return reactor;
+  }
   ServingContext* ctx = ctx_;
-  ctx_->scheduler->CreateSession(*owner, [=, owner = *owner](absl::StatusOr<SessionInfo> info) {
-    if (info.ok()) FillSession(*info, response);
-    ctx->FinishUnary(call, reactor, "CreateSession", owner, info.status());
-  });
+  ctx_->scheduler->CreateSession(
+      *owner,
+      [=, owner = *owner](absl::StatusOr<SessionInfo> info) {
+        if (info.ok()) FillSession(*info, response);
+        ctx->FinishUnary(call, reactor, "CreateSession", owner, info.status());
+      },
+      *std::move(initial));
   return reactor;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "encoders/vision/vit_config.h"
 #include "engine/base/status_macros.h"
+#include "engine/loader/initial_state_loader.h"
 #include "engine/loader/model_loader.h"
 #if MODRWKV_HAVE_CUDA
 #include "encoders/cuda/cuda_adapter.h"
@@ -175,6 +176,10 @@ absl::StatusOr<ModelBundle> OpenModelBundle(const BundleOptions& options,
   absl::StatusOr<std::unique_ptr<Model>> model = CreateModel(llm, model_options);
   if (!model.ok()) return in_file(model.status());
   b.model = *std::move(model);
+  absl::StatusOr<std::optional<InitialState>> carried =
+      InitialStateFromTensors("model", llm, b.model->config());
+  if (!carried.ok()) return in_file(carried.status());
+  if (*carried) b.initial_state = std::make_shared<const InitialState>(**std::move(carried));
 
   if (b.manifest.time_series) {
     const TimeSeriesManifest& tm = *b.manifest.time_series;

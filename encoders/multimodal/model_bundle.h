@@ -14,6 +14,7 @@
 #include "encoders/multimodal/vision_pipeline.h"
 #include "encoders/timeseries/timeseries_model.h"
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/model/initial_state.h"
 #include "engine/model/model.h"
 #include "engine/text/tokenizer.h"
 
@@ -50,6 +51,10 @@ struct ModelBundle {
   std::shared_ptr<const TimeSeriesPipeline> series;  // null: no forecasting
   std::vector<int32_t> series_prompt;                // the manifest's time_series.prompt, tokenized
   ImageSplice image_splice;
+  // The trained initial state the language model's checkpoint carries (RWKV-PEFT's
+  // merge_state.py writes blocks.{i}.att.time_state beside the weights), named "model"; null
+  // when it has none.
+  std::shared_ptr<const InitialState> initial_state;
   // Why a checkpoint with an adapter is served text-only ("" when not the case).
   std::string encoder_missing;
 };

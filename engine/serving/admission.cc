@@ -35,7 +35,8 @@ absl::Status ValidateEngineRequest(const EngineRequest& req, const ModelConfig& 
   if (rows == 0) return absl::InvalidArgumentError("prompt is empty");
   if (req.initial_state) {
     if (req.session) {
-      return absl::InvalidArgumentError(
+      return InvalidFieldError(
+          "initial_state",
           "initial_state: a request on a session continues the session's own state");
     }
     MODRWKV_RETURN_IF_ERROR(CheckInitialState(*req.initial_state, c));

@@ -220,6 +220,8 @@ absl::Status ParseCommon(const json& o, const ApiContext& ctx, ApiRequest* out) 
   MODRWKV_RETURN_IF_ERROR(ParseResponseFormat(o, &s));
   MODRWKV_ASSIGN_OR_RETURN(std::optional<std::string> session, String(o, "session_id"));
   if (session) g.set_session_id(*session);
+  MODRWKV_ASSIGN_OR_RETURN(std::optional<std::string> initial, String(o, "initial_state"));
+  if (initial) g.set_initial_state(*initial);
   MODRWKV_ASSIGN_OR_RETURN(std::optional<double> timeout, Number(o, "timeout"));
   if (timeout) {
     if (*timeout <= 0 || *timeout > 1e6) return Bad("timeout", "must be in (0, 1e6] seconds");

@@ -12,11 +12,14 @@ TEST(PrefixCacheTest, KeysDependOnOwnerRowsAndTheirSplit) {
   const std::vector<InputRows> ab = {InputRows{{1, 2}, {}}};
   const std::vector<InputRows> a_b = {InputRows{{1}, {}}, InputRows{{2}, {}}};
   const std::vector<InputRows> rows = {InputRows{{}, {1.0f, 2.0f}}};
-  EXPECT_EQ(PrefixCache::Key("alice", ab), PrefixCache::Key("alice", ab));
-  EXPECT_NE(PrefixCache::Key("alice", ab), PrefixCache::Key("bob", ab));
-  EXPECT_NE(PrefixCache::Key("alice", ab), PrefixCache::Key("alice", a_b));
-  EXPECT_NE(PrefixCache::Key("alice", ab), PrefixCache::Key("alice", rows));
-  EXPECT_EQ(PrefixCache::Key("alice", ab).size(), 32u);
+  EXPECT_EQ(PrefixCache::Key("alice", "", ab), PrefixCache::Key("alice", "", ab));
+  EXPECT_NE(PrefixCache::Key("alice", "", ab), PrefixCache::Key("bob", "", ab));
+  EXPECT_NE(PrefixCache::Key("alice", "", ab), PrefixCache::Key("alice", "", a_b));
+  EXPECT_NE(PrefixCache::Key("alice", "", ab), PrefixCache::Key("alice", "", rows));
+  EXPECT_EQ(PrefixCache::Key("alice", "", ab).size(), 32u);
+  // A prefix run from a trained initial state is another state than the same rows from zeros.
+  EXPECT_NE(PrefixCache::Key("alice", "", ab), PrefixCache::Key("alice", "persona", ab));
+  EXPECT_NE(PrefixCache::Key("alice", "a", ab), PrefixCache::Key("alicea", "", ab));
 }
 
 TEST(PrefixCacheTest, LeastRecentlyUsedGoesAndIsHandedBack) {

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "engine/base/status_macros.h"
 #include "server/model_server.h"
@@ -47,6 +48,13 @@ constexpr FlagSpec kServeFlags[] = {
     {"http-write-timeout", "30s", "an HTTP client that stops reading this long is cut off"},
     {"served-model-name", "",
      "the model's name in the HTTP API (default: the model path's file name)"},
+    {"initial-state", "",
+     "a trained initial state requests may start from (state tuning: RWKV-PEFT's "
+     "blocks.{i}.att.time_state file, .pth or .safetensors), as NAME=PATH; repeat the flag or "
+     "separate with commas for several"},
+    {"default-initial-state", "",
+     "the state requests start from when they name none: a NAME from --initial-state, or none "
+     "(default: the state the model checkpoint carries, if any, else none)"},
     {"prefix-cache-entries", "32",
      "prefix states kept (HTTP chat's messages before the last user message, gRPC "
      "GenerateRequest.prefix_parts; 0 = off)"},
@@ -231,6 +239,18 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
       o.served_model_name = std::filesystem::path(o.model_path).parent_path().filename().string();
     }
   }
+  for (const std::string& value : f.All("initial-state")) {
+    for (absl::string_view item : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      const size_t eq = item.find('=');
+      if (eq == absl::string_view::npos || eq == 0 || eq + 1 == item.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--initial-state: '", item, "' is not NAME=PATH"));
+      }
+      o.initial_states.emplace_back(std::string(item.substr(0, eq)),
+                                    std::string(item.substr(eq + 1)));
+    }
+  }
+  o.default_initial_state = f.Str("default-initial-state");
   MODRWKV_RETURN_IF_ERROR(int_flag("prefix-cache-entries", 0, 1 << 20, &o.prefix_cache_entries));
   MODRWKV_ASSIGN_OR_RETURN(o.prefix_cache_memory_bytes, ByteSizeFlag(f, "prefix-cache-memory"));
   MODRWKV_RETURN_IF_ERROR(

@@ -6,7 +6,7 @@ Environment: as tools/golden/gen_rwkv7_golden.py (Debian's /usr/bin/python3 with
 1.13, the `rwkv` package from PyPI without dependencies; torch.load wrapped to drop `mmap`).
 
 Usage:
-  /usr/bin/python3 tools/golden/gen_initial_state_fixtures.py          # micro and tiny_f32
+  /usr/bin/python3 tools/golden/gen_initial_state_fixtures.py   # micro, tiny_f32, demo_seed3
 
 The state file is what RWKV-PEFT's state tuning saves (train_type=state: the parameters with
 "state" in their name, prefix "model." removed): a torch.save'd dict of
@@ -133,12 +133,75 @@ def run(torch, RWKV, name, tmpdir, out_root):
         f.write("\n")
 
 
+# The end-to-end tests' demo model (`modrwkv make-demo-model`, tests/e2e/e2e_util.h DemoModel():
+# shape tiny, vocabulary 65,536, bf16, seed 3) with a state file: the greedy tokens the official
+# package generates from it, which the real server must stream (tests/e2e/initial_state_e2e_test).
+DEMO = {"n_layer": 2, "n_embd": 128, "vocab": 65536, "seed": 3, "state_seed": 13, "tokens": 24,
+        "prompt": [24281, 59, 4571, 261, 5585, 41693, 59]}  # "User: hi\n\nAssistant:"
+
+
+def run_demo(torch, RWKV, tmpdir, out_root):
+    L, C, V, seed = DEMO["n_layer"], DEMO["n_embd"], DEMO["vocab"], DEMO["seed"]
+    H, N = C // 64, 64
+    sd = {k: rw.to_bf16_rounded(v) for k, v in rw.make_weights(L, C, V, seed).items()}
+    rng = np.random.default_rng(DEMO["state_seed"])
+    ts = [rw.to_bf16_rounded(rng.normal(0.0, 0.8, size=(H, N, N)).astype(np.float32))
+          for _ in range(L)]
+    odir = os.path.join(out_root, "demo_seed3")
+    os.makedirs(odir, exist_ok=True)
+    torch.save({f"blocks.{i}.att.time_state": torch.from_numpy(ts[i]).to(torch.bfloat16)
+                for i in range(L)}, os.path.join(odir, "time_state.pth"))
+    base = os.path.join(tmpdir, "demo")
+    g.save_pth(torch, sd, base + ".pth", torch.float32)
+    model = RWKV(model=base, strategy="cpu fp32")
+    os.remove(base + ".pth")
+
+    def greedy(state):
+        out, state = model.forward(DEMO["prompt"], state)
+        ids, logprobs, margins = [], [], []
+        for _ in range(DEMO["tokens"]):
+            lg = g.logits_np(out).astype(np.float64)
+            order = np.argsort(-lg)
+            tok = int(order[0])
+            ids.append(tok)
+            logprobs.append(float(lg[tok] - (np.log(np.sum(np.exp(lg - lg.max()))) + lg.max())))
+            margins.append(float(lg[order[0]] - lg[order[1]]))
+            out, state = model.forward([tok], state)
+        return ids, logprobs, margins
+
+    start = []
+    for i in range(L):
+        start += [torch.zeros(C), torch.from_numpy(ts[i]).float(), torch.zeros(C)]
+    ids, logprobs, margins = greedy(start)
+    zero_ids, _, _ = greedy(None)
+    print(f"[demo_seed3] from the state {ids[:8]}..., from zeros {zero_ids[:8]}...; smallest "
+          f"top-2 logit margin {min(margins):.3g}")
+    assert ids != zero_ids
+    assert min(margins) > 1e-3, "a near tie: pick another state seed"
+    import importlib.metadata as md
+    manifest = {
+        "model": {"make-demo-model": "--shape tiny --dtype bf16 --seed 3", "n_layer": L,
+                  "n_embd": C, "vocab_size": V},
+        "initial_state": {"file": "time_state.pth", "dtype": "bf16", "seed": DEMO["state_seed"],
+                          "std": 0.8},
+        "prompt": DEMO["prompt"], "greedy_ids": ids, "greedy_logprobs": logprobs,
+        "min_top2_logit_margin": min(margins), "zero_state_greedy_ids": zero_ids,
+        "reference": {"package": "rwkv " + md.version("rwkv"), "class": "RWKV_x070",
+                      "strategy": "cpu fp32", "torch": torch.__version__,
+                      "start": "per layer [zeros(C), time_state as stored, zeros(C)]"},
+    }
+    with open(os.path.join(odir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
 def main():
     torch, RWKV = g.setup_rwkv()
     out_root = os.path.join(REPO, "tests", "golden", "rwkv7", "initial_state")
     with tempfile.TemporaryDirectory() as tmp:
         for name in CONFIGS:
             run(torch, RWKV, name, tmp, out_root)
+        run_demo(torch, RWKV, tmp, out_root)
 
 
 if __name__ == "__main__":

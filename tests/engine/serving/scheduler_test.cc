@@ -70,7 +70,9 @@ class SchedulerTest : public testing::Test {
   std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int n,
                                  const InitialState* initial = nullptr) {
     auto m = MakeModel(1);
-    if (initial) EXPECT_TRUE(m->WriteSlot(0, initial->state).ok());
+    if (initial) {
+      EXPECT_TRUE(m->WriteSlot(0, initial->state).ok());
+    }
     SamplerConfig p;
     p.temperature = 0;
     auto sampler = Sampler::Create(p, m->config().vocab_size).value();
