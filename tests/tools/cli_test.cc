@@ -364,6 +364,35 @@ TEST_F(CliTest, GenerateIsReproducibleWithASeedAndHonoursMaxTokens) {
   EXPECT_NE(g.err.find("stop_token_ids"), std::string::npos) << g.err;
 }
 
+// The official package's greedy tokens from a state-tuning file on this demo model
+// (tests/golden/rwkv7/initial_state/demo_seed3, tools/golden/gen_initial_state_fixtures.py).
+TEST_F(CliTest, GenerateStartsFromATrainedInitialState) {
+  const std::string fixture = std::string(MODRWKV_GOLDEN_DIR) + "/rwkv7/initial_state/demo_seed3";
+  std::ifstream f(fixture + "/manifest.json");
+  ASSERT_TRUE(f.good());
+  const nlohmann::json m = nlohmann::json::parse(f);
+  std::string ids;
+  for (int id : m["greedy_ids"].get<std::vector<int>>())
+    ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  CliRun want = Cli("detokenize --tokens " + ids);
+  ASSERT_EQ(want.code, 0) << want.err;
+  const std::string args = "generate --model " + Model() +
+                           " --prompt 'User: hi\n\nAssistant:' --temperature 0 "
+                           "--presence-penalty 0 --frequency-penalty 0 --stop-token 65535 "
+                           "--max-tokens " +
+                           std::to_string(m["greedy_ids"].size());
+  CliRun from_state = Cli(args + " --initial-state " + fixture + "/time_state.pth");
+  ASSERT_EQ(from_state.code, 0) << from_state.err;
+  EXPECT_EQ(from_state.out, want.out + "\n");  // generate ends its output with a newline
+  CliRun zero = Cli(args + " --initial-state none");
+  ASSERT_EQ(zero.code, 0) << zero.err;
+  EXPECT_NE(zero.out, want.out);
+  // A model checkpoint is not a state file.
+  CliRun bad = Cli(args + " --initial-state " + Model());
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("not a state file"), std::string::npos) << bad.err;
+}
+
 TEST_F(CliTest, GenerateFollowsAJsonSchema) {
   const fs::path schema = *dir_ / "schema.json";
   std::ofstream(schema) << R"({"type": "object", "properties": {

@@ -66,7 +66,10 @@ void AddSamplingFlags(Flags& f) {
       .AddBool("json", "structured output: the answer is a JSON object")
       .Add("json-schema", "", "structured output: a file holding a JSON Schema the answer follows")
       .Add("stop", "", "stop string (repeat the flag for several)")
-      .Add("session", "", "continue this session id");
+      .Add("session", "", "continue this session id")
+      .Add("initial-state", "",
+           "without --session: start from this trained initial state (client info lists them; "
+           "none = the zero state)");
 }
 
 absl::StatusOr<std::string> ReadFirstLine(const std::string& path) {
@@ -277,6 +280,7 @@ int Generate(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
     return UsageError(f, st);
   }
   if (!f.Str("session").empty()) req.set_session_id(f.Str("session"));
+  req.set_initial_state(f.Str("initial-state"));
   if (f.Bool("ignore-eos")) req.mutable_stop()->set_ignore_end_of_text(true);
   for (const auto& [flag, set] : {std::pair<const char*, void (pb::GenerateRequest::*)(int32_t)>{
                                       "n", &pb::GenerateRequest::set_n},
@@ -345,6 +349,7 @@ int Chat(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
     req.set_text(line);
     if (first) {
       if (!f.Str("session").empty()) req.set_session_id(f.Str("session"));
+      req.set_initial_state(f.Str("initial-state"));
       req.set_keep_session(f.Bool("keep"));
       for (std::string& bytes : *images) req.add_images()->set_data(std::move(bytes));
       for (std::string& bytes : *clips) req.add_audio()->set_data(std::move(bytes));
@@ -480,7 +485,9 @@ int SessionCommand(const std::string& sub, const Flags& f, std::shared_ptr<grpc:
   pb::Session session;
   grpc::Status st;
   if (sub == "create-session") {
-    st = stub->CreateSession(&ctx, {}, &session);
+    pb::CreateSessionRequest req;
+    req.set_initial_state(f.Str("initial-state"));
+    st = stub->CreateSession(&ctx, req, &session);
   } else if (sub == "get-session") {
     pb::GetSessionRequest req;
     req.set_session_id(f.Str("session"));
@@ -589,7 +596,10 @@ int RunClient(int argc, char** argv) {
     flags.Add("session", "", "session id", true).Add("file", "", "write the blob here", true);
   } else if (sub == "import-session") {
     flags.Add("file", "", "read the blob from here", true);
-  } else if (sub != "info" && sub != "create-session") {
+  } else if (sub == "create-session") {
+    flags.Add("initial-state", "",
+              "the session starts from this trained initial state (none = the zero state)");
+  } else if (sub != "info") {
     std::fprintf(stderr, "error: unknown client subcommand '%s' (one of: %s)\n", sub.c_str(),
                  kSubcommands);
     return 2;

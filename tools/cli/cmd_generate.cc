@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "engine/grammar/constraint_cache.h"
+#include "engine/loader/initial_state_loader.h"
 #include "engine/sampling/sampler.h"
 #include "engine/text/stop_conditions.h"
 #include "engine/text/token_output.h"
@@ -72,6 +73,9 @@ int RunGenerate(int argc, char** argv) {
            "an audio file (WAV, FLAC, MP3, Opus, ...) for a model with an audio encoder; without "
            "--prompt and --question the official speech prompt follows it (\\x16Assistant:), "
            "greedy, stopping at the turn end (24)")
+      .Add("initial-state", "",
+           "start from a trained initial state (state tuning: a blocks.{i}.att.time_state file, "
+           ".pth or .safetensors), or none (default: the state the checkpoint carries, if any)")
       .Add("max-tokens", "200", "stop after this many tokens")
       .Add("temperature", "1.0", "0 = greedy")
       .Add("top-k", "0", "keep the k most likely tokens (0 = off)")
@@ -189,6 +193,18 @@ int RunGenerate(int argc, char** argv) {
   auto sampler = Sampler::Create(*params, vocab);
   if (!sampler.ok()) return UsageError(flags, sampler.status());
   (*sampler)->AcceptPrompt(prompt);
+
+  std::shared_ptr<const InitialState> initial = bundle->initial_state;
+  if (const std::string given = flags.Str("initial-state"); given == "none") {
+    initial.reset();
+  } else if (!given.empty()) {
+    auto loaded = LoadInitialState(given, given, m.config());
+    if (!loaded.ok()) return Fail(loaded.status());
+    initial = std::make_shared<const InitialState>(*std::move(loaded));
+  }
+  if (initial) {
+    if (auto st = m.WriteSlot(0, initial->state); !st.ok()) return Fail(st);
+  }
 
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
