@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The service end to end on the built-in demo models: installs what is missing, builds, starts
 # `modrwkv serve` on the trained vision demo (assets/vision-demo), asks it about shipped example
-# images through `modrwkv client chat --image`, shows health and a few metrics, drains the server
+# images through `modrwkv client chat --image` (once more from a state-tuned initial state that
+# adds where the shape is), shows health and a few metrics, drains the server
 # with SIGTERM; then serves the trained speech demo (assets/audio-demo) and transcribes its example
 # clips (WAV, FLAC, MP3, Ogg) through `modrwkv client generate --audio`; then serves the trained
 # forecaster (assets/ts-demo) and forecasts two held-out series through `modrwkv client forecast`
@@ -23,6 +24,7 @@ log=$(mktemp)
 server=
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
 "$bin" serve --model "$vision" --host 127.0.0.1 --port 0 \
+  --initial-state "detailed=$vision/states/detailed.pth" \
   --metrics-host 127.0.0.1 --metrics-port 0 --max-running 8 2>"$log" &
 server=$!
 wait_ready "$server" "$log"
@@ -33,6 +35,13 @@ for image in "$vision"/examples/*.{png,jpg}; do
   echo "$question" |
     "$bin" client chat --target "127.0.0.1:$port" --image "$image" --temperature 0 --usage
 done
+# A state-tuned start (assets/vision-demo/states/detailed.pth: only the initial state was trained,
+# every weight frozen): the same weights now add where the shape is.
+image=$(ls "$vision"/examples/*.png | head -1)
+echo "---- $(basename "$image") from the tuned initial state 'detailed': What shape is in the picture?"
+echo "What shape is in the picture?" |
+  "$bin" client chat --target "127.0.0.1:$port" --image "$image" --temperature 0 \
+    --initial-state detailed
 echo "---- a few metrics"
 if command -v curl >/dev/null; then
   curl -s "127.0.0.1:$metrics/metrics" |

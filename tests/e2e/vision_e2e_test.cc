@@ -80,6 +80,42 @@ TEST(VisionE2eTest, TheDemoModelAnswersHeldOutQuestionsAboutImages) {
   EXPECT_NEAR(accuracy, torch_accuracy, 0.03) << misses;
 }
 
+// The demo's state-tuned initial state (assets/vision-demo/states/detailed.pth, trained by
+// tools/train/train_vision_state.py with every weight frozen): from it, the shape question is
+// answered with the shape and the position; from the zero state, with the shape alone.
+TEST(VisionE2eTest, ATunedInitialStateAddsThePositionToTheShapeAnswer) {
+  std::map<std::string, std::map<std::string, std::string>> answers;  // file -> question -> answer
+  for (const Example& ex : HeldOut()) answers[ex.file][ex.question] = ex.answer;
+  auto server = ServerProcess::Start(
+      DemoOptions({"--initial-state", "detailed=" + (kDemo / "states" / "detailed.pth").string()}));
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Inference::NewStub(server->Channel());
+  int asked = 0;
+  for (const auto& [file, by_question] : answers) {
+    if (asked == 30) break;
+    const auto shape = by_question.find("What shape is in the picture?");
+    const auto where = by_question.find("Where is the shape?");
+    if (shape == by_question.end() || where == by_question.end()) continue;
+    ++asked;
+    const std::string image = ReadAll(kHeldOut / "heldout" / file);
+    pb::GenerateRequest req = Ask(image, shape->first);
+    req.set_initial_state("detailed");
+    StreamResult tuned = RunGenerate(stub.get(), req);
+    ASSERT_TRUE(tuned.status.ok()) << file << ": " << tuned.status.error_message();
+    EXPECT_EQ(Trim(tuned.text), shape->second + " " + where->second) << file;
+    StreamResult plain = RunGenerate(stub.get(), Ask(image, shape->first));
+    ASSERT_TRUE(plain.status.ok()) << plain.status.error_message();
+    EXPECT_EQ(Trim(plain.text), shape->second) << file;
+    // The state changes that one behaviour: the other questions keep their answers.
+    pb::GenerateRequest colour = Ask(image, "What color is the shape?");
+    colour.set_initial_state("detailed");
+    StreamResult c = RunGenerate(stub.get(), colour);
+    ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+    EXPECT_EQ(Trim(c.text), by_question.at("What color is the shape?")) << file;
+  }
+  EXPECT_EQ(asked, 30);
+}
+
 TEST(VisionE2eTest, ChatTurnsCarryImagesAndLaterTurnsContinueWithoutThem) {
   const std::vector<Example> examples = HeldOut();
   ASSERT_FALSE(examples.empty());

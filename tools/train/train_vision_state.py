@@ -15,6 +15,7 @@ and detailed.json (held-out accuracies with and without the state, the example a
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import sys
@@ -126,9 +127,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(MODEL_DIR, "states"))
     ap.add_argument("--name", default="detailed")
     ap.add_argument("--train-images", type=int, default=6000)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-2)
+    ap.add_argument("--lr", type=float, default=1.0)
     ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -161,7 +162,7 @@ def main():
     losses = []
     t_train = time.time()
     for step in range(1, args.steps + 1):
-        lr = args.lr * min(1.0, step / 20)
+        lr = args.lr * min(1.0, step / 20) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = [rng.randrange(len(specs)) for _ in range(args.batch)]
@@ -226,7 +227,7 @@ def main():
         "train": {"steps": args.steps, "seconds": round(train_seconds), "lr": args.lr,
                   "batch": args.batch, "train_images": args.train_images, "train_seed": TRAIN_SEED,
                   "question_mix": "1/2 shape (detailed), 1/4 colour, 1/4 position",
-                  "optimizer": "AdamW betas (0.9, 0.99), no weight decay, 20-step warm-up",
+                  "optimizer": "AdamW betas (0.9, 0.99), no weight decay, 20-step warm-up, cosine to 0.05 lr",
                   "final_loss": float(np.mean(losses[-25:]))},
         "decoding": "greedy, float32 compute with the bf16 weights, token 0 banned, stop at 24 or 24 tokens",
         "examples": [{"file": f, "question": data.Q_SHAPE, "with_state": a, "without_state": b}
