@@ -76,6 +76,7 @@ struct Servers {
   TranslationContext world_ctx, bytes_ctx;
   // A model with images (generation B markers, images in the template) and audio.
   TranslationContext image_ctx;
+  std::unique_ptr<modrwkv::server::InitialStates> states;  // world_ctx's: "persona"
 };
 
 const Servers& GetServers() {
@@ -95,6 +96,11 @@ const Servers& GetServers() {
                       .max_prompt_tokens = 64,
                       .chat_template = kChatTemplate};
     out->world_ctx.max_choices = 8;
+    auto persona = std::make_shared<modrwkv::InitialState>();
+    persona->name = "persona";
+    out->states = std::make_unique<modrwkv::server::InitialStates>(
+        modrwkv::server::InitialStates::Create({persona}, "").value());
+    out->world_ctx.initial_states = out->states.get();
     out->image_ctx = {.tokenizer = out->world.get(),
                       .model_vocab = 65536,
                       .max_prompt_tokens = 300,
@@ -156,8 +162,8 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   // The field is a path in the request message, not an engine name.
   const std::string field = BadField(s);
   static const char* const kGenerateFields[] = {
-      "input",   "sampling.", "stop.",   "session_id", "logprobs_top_n",
-      "timeout", "series",    "horizon", "n",          "prefix_parts"};
+      "input",  "sampling.", "stop.", "session_id",   "logprobs_top_n", "timeout",
+      "series", "horizon",   "n",     "prefix_parts", "initial_state"};
   static const char* const kChatFields[] = {"text",  "images",         "audio",  "sampling.",
                                             "stop.", "logprobs_top_n", "timeout"};
   bool known = false;
@@ -240,6 +246,11 @@ void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext&
   if (!out.ok()) return CheckError(out.status(), ctx, /*chat=*/false);
   CheckAccepted(*out, ctx, images);
   Check(out->session.has_value() == req.has_session_id());
+  // A named state only without a session, and only one the context has.
+  Check(out->initial_state == nullptr ||
+        (!req.has_session_id() && req.initial_state() == out->initial_state->name));
+  Check((out->initial_state != nullptr) ==
+        (req.initial_state() == "persona" && ctx.initial_states));
   Check(out->sampling.logprobs_top_n == (req.has_logprobs_top_n() ? req.logprobs_top_n() : -1));
   if (!req.stop().ignore_end_of_text()) {
     Check(Contains(out->stop.stop_token_ids, modrwkv::server::kEndOfTextToken));
@@ -364,7 +375,7 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
   pb::StopConditions* stop = gen->mutable_stop();
   int banned = 0;
   for (int op = 0; op < 64 && p.remaining_bytes() > 0; ++op) {
-    switch (p.ConsumeIntegralInRange<int>(0, 31)) {
+    switch (p.ConsumeIntegralInRange<int>(0, 32)) {
       case 0:
         gen->add_input()->set_text(FuzzString(p, 256));
         break;
@@ -486,6 +497,12 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
         gen->set_prefix_parts(p.ConsumeBool() ? p.ConsumeIntegral<int32_t>()
                                               : p.ConsumeIntegralInRange<int32_t>(-1, 4));
         break;
+      case 32: {
+        static const char* const kStates[] = {"", "none", "persona", "model"};
+        gen->set_initial_state(p.ConsumeBool() ? std::string(p.PickValueInArray(kStates))
+                                               : FuzzString(p, 80));
+        break;
+      }
     }
   }
   *chat->mutable_sampling() = gen->sampling();
