@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_check.h"
+#include "engine/loader/initial_state_loader.h"
 #include "engine/loader/model_loader.h"
 #include "engine/serving/scheduler.h"
 #include "engine/text/tokenizer.h"
@@ -26,9 +27,10 @@ EngineRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
   return r;
 }
 
-// Everything one backend answers: three requests at once on two slots, then three sessions on
-// those two slots (each turn moves a session through the cold tier), a second turn on each of
-// two, and a fork of the third continued twice. `cold_seen`: the most cold sessions at once.
+// Everything one backend answers: three requests at once on two slots, two more from a trained
+// initial state and from zeros, then three sessions on those two slots (each turn moves a session
+// through the cold tier), a second turn on each of two, a session made from the trained state,
+// and a fork of the third continued twice. `cold_seen`: the most cold sessions at once.
 std::vector<std::vector<int32_t>> Conversation(const std::string& model_path,
                                                const std::string& device, const Tokenizer& tok,
                                                int* cold_seen) {
@@ -62,6 +64,22 @@ std::vector<std::vector<int32_t>> Conversation(const std::string& model_path,
   }
   for (auto& s : sinks) answer(*s);
 
+  // From the demo's trained initial state: a request beside one from zeros, and a session.
+  absl::StatusOr<InitialState> tuned = LoadInitialState(
+      "detailed", testing_util::DemoAsset("assets/vision-demo/states/detailed.pth"),
+      (*model)->config());
+  EXPECT_TRUE(tuned.ok()) << tuned.status();
+  if (!tuned.ok()) return out;
+  auto initial = std::make_shared<const InitialState>(*std::move(tuned));
+  sinks.clear();
+  for (bool from_state : {true, false}) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    EngineRequest r = Greedy(tok.Encode(questions[0]), 12);
+    if (from_state) r.initial_state = initial;
+    EXPECT_TRUE(sched->Submit(r, sinks.back()).ok());
+  }
+  for (auto& s : sinks) answer(*s);
+
   auto turn = [&](SessionId id, const std::string& text) {
     auto sink = std::make_shared<CollectingSink>();
     EngineRequest r = Greedy(tok.Encode(text), 10);
@@ -82,6 +100,11 @@ std::vector<std::vector<int32_t>> Conversation(const std::string& model_path,
   }
   turn(ids[0], "\n\nUser: And its colour?\n\nAssistant:");
   turn(ids[1], "\n\nUser: Is it a circle?\n\nAssistant:");
+  auto from_state = Await<absl::StatusOr<SessionInfo>>(
+      [&](auto done) { sched->CreateSession("alice", done, initial); });
+  EXPECT_TRUE(from_state.ok()) << from_state.status();
+  if (!from_state.ok()) return out;
+  turn(from_state->id, questions[1]);
   auto fork = Await<absl::StatusOr<SessionInfo>>(
       [&](auto done) { sched->ForkSession(ids[2], "alice", done); });
   EXPECT_TRUE(fork.ok()) << fork.status();
@@ -100,7 +123,7 @@ TEST(CudaServingTest, TheSchedulerOverTheGpuAnswersAsOverTheCpu) {
   int cpu_cold = 0, gpu_cold = 0;
   const auto cpu = Conversation(model, "cpu", *tok, &cpu_cold);
   const auto gpu = Conversation(model, "cuda", *tok, &gpu_cold);
-  ASSERT_EQ(gpu.size(), 10u);
+  ASSERT_EQ(gpu.size(), 13u);
   ASSERT_EQ(cpu.size(), gpu.size());
   for (size_t i = 0; i < cpu.size(); ++i) {
     EXPECT_FALSE(gpu[i].empty()) << "answer " << i;
