@@ -280,7 +280,40 @@ class PrefixSink final : public StreamSink {
   const std::shared_ptr<EngineCalls::State> s_;
 };
 
-// Prefills the shared rows into a new session: choice 0's, or the cache's root.
+// The shared prefill's session exists (or could not be made): the prefix prefills into it.
+void PrefillInto(const std::shared_ptr<EngineCalls::State>& s, absl::StatusOr<SessionInfo> info) {
+  absl::Status st = info.status();
+  bool cancelled = false;
+  EngineRequest prefix;
+  if (st.ok()) {
+    std::lock_guard<std::mutex> l(s->mu);
+    if (s->cache_key.empty()) {
+      s->sessions.push_back(info->id);
+    } else {
+      s->root = info->id;
+    }
+    cancelled = s->cancelled;
+    prefix = s->prefix;
+  }
+  if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
+  if (st.ok()) {
+    prefix.session = info->id;
+    prefix.initial_state.reset();  // the session started from it
+    absl::StatusOr<RequestId> id =
+        s->ctx->scheduler->Submit(std::move(prefix), std::make_shared<PrefixSink>(s));
+    if (id.ok()) {
+      std::lock_guard<std::mutex> l(s->mu);
+      s->prefix_id = *id;
+      cancelled = s->cancelled;
+    }
+    if (id.ok() && cancelled) s->ctx->scheduler->Cancel(*id);
+    st = id.status();
+  }
+  if (!st.ok()) FailForked(s, EndReason::kError, st);
+}
+
+// Prefills the shared rows into a new session (starting from the request's initial state):
+// choice 0's, or the cache's root.
 void StartPrefill(const std::shared_ptr<EngineCalls::State>& s) {
   if (s->ctx->metrics && !s->cache_key.empty()) s->ctx->metrics->OnPrefixCache(false, 0);
   std::shared_ptr<const InitialState> initial;
@@ -288,39 +321,8 @@ void StartPrefill(const std::shared_ptr<EngineCalls::State>& s) {
     std::lock_guard<std::mutex> l(s->mu);
     initial = s->prefix.initial_state;
   }
-  // The session starts from the request's initial state; the prefill then runs on the session.
   s->ctx->scheduler->CreateSession(
-      s->owner,
-      [s](absl::StatusOr<SessionInfo> info) {
-        absl::Status st = info.status();
-        bool cancelled = false;
-        EngineRequest prefix;
-        if (st.ok()) {
-          std::lock_guard<std::mutex> l(s->mu);
-          if (s->cache_key.empty()) {
-            s->sessions.push_back(info->id);
-          } else {
-            s->root = info->id;
-          }
-          cancelled = s->cancelled;
-          prefix = s->prefix;
-        }
-        if (cancelled) return FailForked(s, EndReason::kCancelled, absl::OkStatus());
-        if (st.ok()) {
-          prefix.session = info->id;
-          prefix.initial_state.reset();
-          absl::StatusOr<RequestId> id =
-              s->ctx->scheduler->Submit(std::move(prefix), std::make_shared<PrefixSink>(s));
-          if (id.ok()) {
-            std::lock_guard<std::mutex> l(s->mu);
-            s->prefix_id = *id;
-            cancelled = s->cancelled;
-          }
-          if (id.ok() && cancelled) s->ctx->scheduler->Cancel(*id);
-          st = id.status();
-        }
-        if (!st.ok()) FailForked(s, EndReason::kError, st);
-      },
+      s->owner, [s](absl::StatusOr<SessionInfo> info) { PrefillInto(s, std::move(info)); },
       std::move(initial));
 }
 
