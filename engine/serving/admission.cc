@@ -39,16 +39,11 @@ absl::Status ValidateEngineRequest(const EngineRequest& req, const ModelConfig& 
           "initial_state",
           "initial_state: a request on a session continues the session's own state");
     }
-    MODRWKV_RETURN_IF_ERROR(CheckInitialState(*req.initial_state, c));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckInitialState(const InitialState& state, const ModelConfig& c) {
-  if (static_cast<int64_t>(state.state.size()) != c.StateFloats()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("initial_state %s has %d floats, the model's state %d", state.name,
-                        state.state.size(), c.StateFloats()));
+    if (static_cast<int64_t>(req.initial_state->state.size()) != c.StateFloats()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "initial_state %s has %d floats, the model's state %d", req.initial_state->name,
+          req.initial_state->state.size(), c.StateFloats()));
+    }
   }
   return absl::OkStatus();
 }

@@ -15,9 +15,6 @@ namespace modrwkv {
 // INVALID_ARGUMENT naming the field for a request no model step could run.
 absl::Status ValidateEngineRequest(const EngineRequest& req, const ModelConfig& config);
 
-// INVALID_ARGUMENT unless `state` is a state of this model's size.
-absl::Status CheckInitialState(const InitialState& state, const ModelConfig& config);
-
 // What is queued at the moment of a Submit.
 struct QueueLoad {
   int queued_requests = 0;

@@ -200,12 +200,9 @@ class Scheduler::Impl {
 
   absl::StatusOr<SessionInfo> CreateSessionCmd(const std::string& owner,
                                                const InitialState* initial) {
-    if (initial == nullptr) {
-      MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Create(owner));
-      return Info(*s);
-    }
-    MODRWKV_RETURN_IF_ERROR(CheckInitialState(*initial, model_->config()));
-    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, pool_.Import(initial->state, 0, -1, owner));
+    // A session from a state is an import of it (which checks its size).
+    MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, initial ? pool_.Import(initial->state, 0, -1, owner)
+                                                        : pool_.Create(owner));
     return Info(*s);
   }
 
