@@ -37,7 +37,8 @@ for image in "$vision"/examples/*.{png,jpg}; do
 done
 # A state-tuned start (assets/vision-demo/states/detailed.pth: only the initial state was trained,
 # every weight frozen): the same weights now add where the shape is.
-image=$(ls "$vision"/examples/*.png | head -1)
+examples=("$vision"/examples/*.png)
+image=${examples[0]}
 echo "---- $(basename "$image") from the tuned initial state 'detailed': What shape is in the picture?"
 echo "What shape is in the picture?" |
   "$bin" client chat --target "127.0.0.1:$port" --image "$image" --temperature 0 \
