@@ -41,9 +41,8 @@ fail_with_reports() {
 # (-g1: reports still name file and line) and optimises the libraries at -O1, ASan's recommended
 # level: on a 2-vCPU machine its build was 25 of CI's 50 minutes at -O2, and -O1 compiles a
 # quarter faster for tests that run a little slower. The tests' own sources compile at -O0
-# (MODRWKV_TEST_SOURCES_OPTIMISATION, tests/CMakeLists.txt): clang instruments optimised code at
-# two to three times the cost, and the test sources were two thirds of this build (6.5 minutes
-# saved here, the tests 4% slower). It is compiled by clang, which compiles these sources a
+# (tests/CMakeLists.txt): clang instruments optimised code at two to three times the cost, and
+# the test sources were two thirds of this build at -O1 (6.5 minutes saved, the tests 4% slower). It is compiled by clang, which compiles these sources a
 # quarter to a third faster than g++ at the same flags (the release build stays on g++), and
 # the sanitizer builds link with lld (79 test binaries of ~50 MB each under ASan: a link in
 # 0.4 s instead of 1.8 s).
