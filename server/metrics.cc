@@ -270,6 +270,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (absl::string_view reason : kRejectionReasons) {
     rejections_->Add({{"reason", std::string(reason)}});
   }
+  initial_state_starts_ =
+      &BuildCounter()
+           .Name("modrwkv_initial_state_starts_total")
+           .Help("Requests and sessions started from a trained initial state, by state name.")
+           .Register(r);
+}
+
+void Metrics::RegisterInitialStates(const std::vector<std::string>& names) {
+  for (const std::string& name : names) initial_state_starts_->Add({{"state", name}});
 }
 
 Metrics::~Metrics() {
@@ -386,6 +395,10 @@ void Metrics::OnFinish(const FinishEvent& e) {
 
 void Metrics::OnSessionOffload(bool to_cold) {
   (to_cold ? offload_to_cold_ : offload_to_hot_)->Increment();
+}
+
+void Metrics::OnInitialStateStart(std::string_view name) {
+  if (recording()) initial_state_starts_->Add({{"state", std::string(name)}}).Increment();
 }
 
 void Metrics::OnSessionEvicted(std::string_view why) {

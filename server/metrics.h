@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "encoders/pool/encoder_pool.h"
@@ -83,6 +84,10 @@ class Metrics : public SchedulerObserver {
   void OnFinish(const FinishEvent& e) override;
   void OnSessionOffload(bool to_cold) override;
   void OnSessionEvicted(std::string_view why) override;
+  void OnInitialStateStart(std::string_view name) override;
+  // The trained initial states the server offers, so that each one's count is exported from
+  // zero (modrwkv_initial_state_starts_total{state}); call before serving.
+  void RegisterInitialStates(const std::vector<std::string>& names);
   void OnStepError(const absl::Status& status) override;
   // Where OnStepError's internal message goes (the server's log); set before serving.
   void SetStepErrorLog(std::function<void(const absl::Status&)> log) {
@@ -124,6 +129,7 @@ class Metrics : public SchedulerObserver {
   prometheus::Family<prometheus::Counter>* rpcs_;
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Counter>* rejections_;
+  prometheus::Family<prometheus::Counter>* initial_state_starts_;
   std::unique_ptr<EncoderMetrics> encoder_;
 };
 

@@ -203,6 +203,7 @@ class Scheduler::Impl {
     // A session from a state is an import of it (which checks its size).
     MODRWKV_ASSIGN_OR_RETURN(PooledSession * s, initial ? pool_.Import(initial->state, 0, -1, owner)
                                                         : pool_.Create(owner));
+    if (initial) obs_->OnInitialStateStart(initial->name);
     return Info(*s);
   }
 
@@ -421,6 +422,7 @@ class Scheduler::Impl {
         pool_.ReleaseSlot(*slot);
         return st;
       }
+      if (r.req.initial_state) obs_->OnInitialStateStart(r.req.initial_state->name);
       r.slot = *slot;
     }
     r.sampler = *std::move(sampler);

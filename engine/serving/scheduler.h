@@ -104,6 +104,8 @@ class SchedulerObserver {
   virtual void OnSessionOffload(bool to_cold) {}
   // An idle session was deleted by the pool: "cold_capacity" (LRU eviction) or "ttl".
   virtual void OnSessionEvicted(std::string_view why) {}
+  // A fresh request's slot, or a new session, was started from the trained initial state `name`.
+  virtual void OnInitialStateStart(std::string_view name) {}
   // A model step failed; `status` is the backend's own (internal) error, for the operator's log.
   virtual void OnStepError(const absl::Status& status) {}
   // The backend cannot run steps any more (Model::Health): every request has ended and new ones

@@ -14,6 +14,7 @@
 #include "httplib.h"
 #include "server/engine_calls.h"
 #include "server/http/openai_api.h"
+#include "server/initial_states.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server::http {
@@ -437,7 +438,10 @@ void HttpServer::Route() {
     r.message = std::string(st.message());
     ctx->RecordRpc(r);
     if (!st.ok()) return SendError(st, res);
-    res.set_content(Dump(ModelsJson(ctx->options->served_model_name, ctx->loaded_at_unix)),
+    const InitialStates* states = ctx->translation.initial_states;
+    res.set_content(Dump(ModelsJson(ctx->options->served_model_name, ctx->loaded_at_unix,
+                                    states ? states->names() : std::vector<std::string>(),
+                                    states ? states->default_name() : std::string())),
                     "application/json");
   });
 

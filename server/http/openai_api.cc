@@ -682,12 +682,16 @@ json UsageJson(int prompt_tokens, int completion_tokens) {
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-json ModelsJson(const std::string& model_name, int64_t created) {
+json ModelsJson(const std::string& model_name, int64_t created,
+                const std::vector<std::string>& initial_states,
+                const std::string& default_initial_state) {
   return {{"object", "list"},
           {"data", json::array({{{"id", model_name},
                                  {"object", "model"},
                                  {"created", created},
-                                 {"owned_by", "modrwkv"}}})}};
+                                 {"owned_by", "modrwkv"},
+                                 {"initial_states", initial_states},
+                                 {"default_initial_state", default_initial_state}}})}};
 }
 
 }  // namespace modrwkv::server::http

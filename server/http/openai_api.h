@@ -93,7 +93,11 @@ void AppendLogprobs(nlohmann::json* a, const nlohmann::json& b);
 // "usage": prompt, completion and total tokens (over all choices' completions).
 nlohmann::json UsageJson(int prompt_tokens, int completion_tokens);
 
-// GET /v1/models.
-nlohmann::json ModelsJson(const std::string& model_name, int64_t created);
+// GET /v1/models. The model object also lists the trained initial states a request may name in
+// `initial_state` and the one it starts from when it names none ("": the zero state), as
+// GetModelInfo's fields.
+nlohmann::json ModelsJson(const std::string& model_name, int64_t created,
+                          const std::vector<std::string>& initial_states,
+                          const std::string& default_initial_state);
 
 }  // namespace modrwkv::server::http

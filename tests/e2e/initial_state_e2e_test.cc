@@ -86,6 +86,9 @@ ServerProcess* InitialStateE2eTest::server_ = nullptr;
 json* InitialStateE2eTest::fixture_ = nullptr;
 
 TEST_F(InitialStateE2eTest, GenerateFromTheStateEqualsTheOfficialPackage) {
+  const std::string starts = R"(modrwkv_initial_state_starts_total{state="golden"})";
+  const double starts_before = ScrapeMetric(*server_, starts);
+  ASSERT_FALSE(std::isnan(starts_before)) << "the state's series is exported from the start";
   StreamResult r = RunGenerate(stub_.get(), FromIds(fx(), "golden"));
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(r.ids, Want());
@@ -100,6 +103,9 @@ TEST_F(InitialStateE2eTest, GenerateFromTheStateEqualsTheOfficialPackage) {
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     EXPECT_EQ(r.ids, WantFromZeros()) << "'" << zero << "'";
   }
+  // One start from the state, none from the zero-state requests (tests of this suite run one
+  // at a time).
+  EXPECT_EQ(ScrapeMetric(*server_, starts), starts_before + 1);
 }
 
 TEST_F(InitialStateE2eTest, SessionsAndChatStartFromTheState) {
@@ -187,6 +193,14 @@ TEST_F(InitialStateE2eTest, TheHttpApiTakesTheStateByName) {
   ASSERT_TRUE(stub_->Detokenize(&ctx, detok, &text).ok());
   // The completion stops early only at end-of-text (id 0), which the fixture's tokens are not.
   EXPECT_EQ(json::parse(res->body)["choices"][0]["text"], text.text());
+
+  // GET /v1/models lists the states, as GetModelInfo does (this server has no default).
+  res = http.Get("/v1/models");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json model = json::parse(res->body)["data"][0];
+  EXPECT_EQ(model["initial_states"], json::array({"golden"})) << res->body;
+  EXPECT_EQ(model["default_initial_state"], "") << res->body;
 
   json unknown = body;
   unknown["initial_state"] = "nope";

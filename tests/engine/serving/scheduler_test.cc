@@ -6,10 +6,9 @@
 #include <cmath>
 #include <condition_variable>
 #include <mutex>
+#include <random>
 #include <thread>
 
-#include "absl/random/distributions.h"
-#include "absl/random/random.h"
 #include "engine/base/errors.h"
 #include "engine/checkpoint/random_weights.h"
 #include "engine/loader/model_loader.h"
@@ -520,7 +519,7 @@ class FailingModel : public ForwardingModel {
   std::atomic<bool> fail_slot_writes_{false};  // CopySlot and WriteSlot fail
 };
 
-class StepErrorObserver : public SchedulerObserver {
+class RecordingObserver : public SchedulerObserver {
  public:
   void OnStepError(const absl::Status& st) override {
     std::lock_guard<std::mutex> l(mu);
@@ -534,14 +533,18 @@ class StepErrorObserver : public SchedulerObserver {
     std::lock_guard<std::mutex> l(mu);
     rejections.emplace_back(reason);
   }
+  void OnInitialStateStart(std::string_view name) override {
+    std::lock_guard<std::mutex> l(mu);
+    initial_state_starts.emplace_back(name);
+  }
   std::mutex mu;
   std::vector<absl::Status> errors, engine_failures;
-  std::vector<std::string> rejections;
+  std::vector<std::string> rejections, initial_state_starts;
 };
 
 TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames) {
   FailingModel model(MakeModel(2));
-  StepErrorObserver obs;
+  RecordingObserver obs;
   SchedulerOptions o;
   o.max_running = 2;
   o.max_step_tokens = 4;
@@ -580,7 +583,7 @@ TEST_F(SchedulerTest, AStepErrorIsInternalForClientsAndFailsOnlyTheEntryItNames)
 // are refused at once, and the observer hears it once (the server turns readiness off).
 TEST_F(SchedulerTest, ABackendThatFailsForGoodEndsEverythingAndRefusesNewWork) {
   FailingModel model(MakeModel(1));
-  StepErrorObserver obs;
+  RecordingObserver obs;
   SchedulerOptions o;
   o.max_running = 1;
   auto sched = Scheduler::Create(&model, tok_, o, &obs).value();
@@ -738,10 +741,12 @@ TEST_F(SchedulerTest, InitialStatesStartRequestsAndSessionsFromTheirState) {
   auto initial = std::make_shared<InitialState>();
   initial->name = "persona";
   initial->state.assign(c.StateFloats(), 0.0f);
-  absl::BitGen gen;
+  // Seeded: an unseeded draw now and then left the greedy stream unchanged.
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int l = 0; l < c.n_layer; ++l) {
     float* wkv = initial->state.data() + l * c.StateFloatsPerLayer() + c.n_embd;
-    for (int i = 0; i < c.n_head * 64 * 64; ++i) wkv[i] = absl::Gaussian<float>(gen, 0.0f, 1.0f);
+    for (int i = 0; i < c.n_head * 64 * 64; ++i) wkv[i] = normal(gen);
   }
   const std::vector<int32_t> prompt = Prompt(7, 4);
   const std::vector<int32_t> want = Reference(prompt, 8, initial.get());
@@ -749,7 +754,8 @@ TEST_F(SchedulerTest, InitialStatesStartRequestsAndSessionsFromTheirState) {
 
   SchedulerOptions o;
   o.max_running = 4;
-  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  RecordingObserver obs;
+  auto sched = Scheduler::Create(model.get(), tok_, o, &obs).value();
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (int i = 0; i < 4; ++i) {
     EngineRequest r = Greedy(prompt, 8);
@@ -772,6 +778,10 @@ TEST_F(SchedulerTest, InitialStatesStartRequestsAndSessionsFromTheirState) {
   ASSERT_TRUE(sched->Submit(turn, sink).ok());
   sink->Wait();
   EXPECT_EQ(sink->tokens(), want);
+  {  // the two requests and the session (not the session's turn, nor the zero-started requests)
+    std::lock_guard<std::mutex> l(obs.mu);
+    EXPECT_EQ(obs.initial_state_starts, std::vector<std::string>(3, "persona"));
+  }
 
   turn.initial_state = initial;
   absl::Status st = sched->Submit(turn, sink).status();
