@@ -10,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "engine/base/status_macros.h"
 #include "engine/text/utf8.h"
+#include "server/server_options.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server {
@@ -305,6 +306,16 @@ absl::StatusOr<std::shared_ptr<const InitialState>> ResolveInitialState(
   return (ctx.initial_states ? ctx.initial_states : kNoStates)->Resolve(name, has_session, field);
 }
 
+// A request's `priority` field, checked against [kMinRequestPriority, ctx.max_priority].
+absl::StatusOr<int> PriorityOf(int priority, const TranslationContext& ctx) {
+  if (priority < kMinRequestPriority || priority > ctx.max_priority) {
+    return InvalidField("priority",
+                        absl::StrFormat("priority %d is outside [%d, %d] (max-request-priority)",
+                                        priority, kMinRequestPriority, ctx.max_priority));
+  }
+  return priority;
+}
+
 absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
                                               const TranslationContext& ctx,
                                               std::chrono::system_clock::time_point grpc_deadline,
@@ -334,6 +345,7 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
   if (!req.stop().ignore_end_of_text()) out.stop.stop_token_ids.push_back(kEndOfTextToken);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
+  MODRWKV_ASSIGN_OR_RETURN(out.priority, PriorityOf(req.priority(), ctx));
   return out;
 }
 
@@ -445,6 +457,7 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
   ApplyChatTurnRules(ctx, &out);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
+  MODRWKV_ASSIGN_OR_RETURN(out.priority, PriorityOf(req.priority(), ctx));
   return out;
 }
 

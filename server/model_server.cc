@@ -339,6 +339,7 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;
   ctx_.translation.max_choices = options_.max_choices;
+  ctx_.translation.max_priority = options_.max_request_priority;
   const ModelDescription& info = model_->info();
   log_->Info("loaded",
              {{"layers", info.config.n_layer},

@@ -24,6 +24,10 @@ inline constexpr char kDefaultChatTemplate[] =
 enum class LogFormat { kText, kJson };
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
+// The range of a request's `priority` field (GenerateRequest.priority).
+inline constexpr int kMinRequestPriority = -100;
+inline constexpr int kMaxRequestPriority = 100;
+
 struct ServerOptions {
   // Model: a checkpoint file, or a model directory with a manifest (docs/models.md).
   std::string model_path;
@@ -53,6 +57,9 @@ struct ServerOptions {
   int http_port = -1;
   int http_threads = 64;  // requests in progress at once on the HTTP port (one thread each)
   int max_choices = 8;    // completions per request (`n`, gRPC and HTTP)
+  // The highest `priority` a request may ask for (admission order), in [0, kMaxRequestPriority];
+  // the lowest is kMinRequestPriority.
+  int max_request_priority = 0;
   absl::Duration http_write_timeout = absl::Seconds(30);  // a client that stops reading is cut off
   std::string served_model_name;  // "model" in the HTTP API; "" = the model path's file name
   // Trained initial states (state tuning) requests may start from: (name, state file) pairs, and

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -278,9 +279,11 @@ class Scheduler::Impl {
       bool stopping;
       {
         std::unique_lock<std::mutex> l(mu_);
-        // Nothing runs: sleep until something arrives (waiting requests can only be admitted
-        // once an event frees a slot or brings work).
-        const bool idle = running_.empty();
+        // Nothing runs and nothing waiting can be admitted now (the queue is empty, or its
+        // head waits for a state slot that only an event can free): sleep until something
+        // arrives. Requests left waiting by a full batch are admitted at once when the last
+        // running one ends.
+        const bool idle = running_.empty() && (waiting_.empty() || waiting_for_slot_);
         if (idle) {
           cv_.wait_for(l, std::chrono::seconds(1), [&] {
             return stop_ || !inbox_.empty() || !cancels_.empty() || !commands_.empty();
@@ -291,7 +294,7 @@ class Scheduler::Impl {
         cancels.swap(cancels_);
         commands.swap(commands_);
       }
-      for (auto& r : inbox) waiting_.push_back(std::move(r));
+      for (auto& r : inbox) Enqueue(std::move(r));
       for (auto& cmd : commands) cmd(true);
       if (stopping) break;  // Submit refuses once stop_ is set: nothing more arrives
       for (RequestId id : cancels) MarkCancelled(id);
@@ -319,6 +322,14 @@ class Scheduler::Impl {
       late.swap(commands_);
     }
     for (auto& cmd : late) cmd(false);
+  }
+
+  // waiting_ is ordered by priority, highest first, and by arrival within a priority: a new
+  // request goes after every waiting one of its priority or higher.
+  void Enqueue(std::unique_ptr<Request> r) {
+    auto at = waiting_.end();
+    while (at != waiting_.begin() && (*std::prev(at))->req.priority < r->req.priority) --at;
+    waiting_.insert(at, std::move(r));
   }
 
   void MarkCancelled(RequestId id) {
@@ -364,16 +375,21 @@ class Scheduler::Impl {
     RemoveFinished();
   }
 
-  // Moves waiting requests into the batch while there is room (first come, first served).
+  // Moves waiting requests into the batch while there is room, in waiting_'s order (priority,
+  // then first come, first served).
   void Admit() {
     if (EngineFailed()) {
       FailWaiting();
       return;
     }
+    waiting_for_slot_ = false;
     while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
       Request& r = *waiting_.front();
       absl::Status st = Prepare(r);
-      if (st.code() == absl::StatusCode::kUnavailable) break;  // no slot now; wait for one
+      if (st.code() == absl::StatusCode::kUnavailable) {  // no slot now; wait for one
+        waiting_for_slot_ = true;
+        break;
+      }
       Dequeued(r);
       std::unique_ptr<Request> owned = std::move(waiting_.front());
       waiting_.pop_front();
@@ -663,6 +679,7 @@ class Scheduler::Impl {
 
   // Scheduler thread only.
   std::deque<std::unique_ptr<Request>> waiting_;
+  bool waiting_for_slot_ = false;  // the last Admit stopped at a request that found no slot
   std::vector<std::unique_ptr<Request>> running_;
   StatePool pool_;
   std::vector<StepResult> results_;

@@ -60,6 +60,10 @@ struct EngineRequest {
   std::string owner;       // caller identity (sessions are bound to it); "" when auth is off
   std::string request_id;  // for logs
   absl::Time deadline = absl::InfiniteFuture();
+  // Admission order: a waiting request of higher priority is admitted before every waiting one
+  // of lower priority; equal priorities are first come, first served. It orders nothing else
+  // (running requests share steps alike) and never pre-empts a running request.
+  int priority = 0;
 };
 
 // Tokens generated since the last event. `text` is valid UTF-8 and never ends inside a

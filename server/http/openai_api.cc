@@ -14,6 +14,7 @@
 #include "engine/base/errors.h"
 #include "engine/base/status_macros.h"
 #include "engine/text/utf8.h"
+#include "server/server_options.h"
 #include "server/status_mapping.h"
 
 namespace modrwkv::server::http {
@@ -222,6 +223,10 @@ absl::Status ParseCommon(const json& o, const ApiContext& ctx, ApiRequest* out) 
   if (session) g.set_session_id(*session);
   MODRWKV_ASSIGN_OR_RETURN(std::optional<std::string> initial, String(o, "initial_state"));
   if (initial) g.set_initial_state(*initial);
+  // The server's own cap (--max-request-priority) is checked with the gRPC request's.
+  MODRWKV_ASSIGN_OR_RETURN(std::optional<int64_t> priority,
+                           Integer(o, "priority", kMinRequestPriority, kMaxRequestPriority));
+  if (priority) g.set_priority(static_cast<int32_t>(*priority));
   MODRWKV_ASSIGN_OR_RETURN(std::optional<double> timeout, Number(o, "timeout"));
   if (timeout) {
     if (*timeout <= 0 || *timeout > 1e6) return Bad("timeout", "must be in (0, 1e6] seconds");

@@ -1,5 +1,13 @@
 // Server-side caps and defaults end to end: --max-tokens-limit, --default-max-tokens,
-// --default-timeout and --max-chat-streams-per-owner.
+// --default-timeout, --max-chat-streams-per-owner and request priorities
+// (--max-request-priority).
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/cleanup/cleanup.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/e2e_util.h"
 
 namespace modrwkv::e2e {
@@ -25,6 +33,106 @@ TEST(LimitsE2eTest, MaxTokensIsCappedAndDefaulted) {
   ASSERT_TRUE(def.result.has_value());
   EXPECT_EQ(def.result->finish_reason(), pb::FINISH_REASON_LENGTH);
   EXPECT_EQ(def.result->usage().generated_tokens(), 5);
+}
+
+TEST(LimitsE2eTest, PriorityOrdersTheQueueWithinTheServersCap) {
+  ServerProcess::Options o;
+  o.args = {"--max-running", "1", "--max-request-priority", "10", "--http-port", "0"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Inference::NewStub(server->Channel());
+
+  // One slot in the batch, held by a request that runs until cancelled.
+  grpc::ClientContext blocker_ctx;
+  auto blocker = stub->Generate(&blocker_ctx, Greedy("hold", 1000000));
+  pb::GenerateResponse first;
+  ASSERT_TRUE(blocker->Read(&first));
+  // Three wait behind it, sent lowest priority first, each running until cancelled too: with one
+  // slot, the one whose first token comes after a cancel is the one admitted, so the order of
+  // first tokens is the admission order.
+  std::mutex mu;
+  std::vector<std::string> started;
+  const std::vector<std::pair<std::string, int>> queued = {{"low", -5}, {"zero", 0}, {"high", 10}};
+  std::map<std::string, grpc::ClientContext> contexts;
+  for (const auto& [name, priority] : queued) contexts[name];  // made here: threads only look up
+  std::vector<std::thread> clients;
+  // On every way out (a failed assertion included) the streams end and their threads are joined.
+  absl::Cleanup join = [&] {
+    blocker_ctx.TryCancel();
+    for (auto& [name, ctx] : contexts) ctx.TryCancel();
+    for (std::thread& t : clients) t.join();
+  };
+  for (const auto& [name, priority] : queued) {
+    clients.emplace_back([&, name = name, priority = priority] {
+      pb::GenerateRequest req = Greedy("wait", 1000000);
+      req.set_priority(priority);
+      auto reader = stub->Generate(&contexts.at(name), req);
+      pb::GenerateResponse resp;
+      if (reader->Read(&resp)) {
+        std::lock_guard<std::mutex> l(mu);
+        started.push_back(name);
+      }
+      while (reader->Read(&resp)) {
+      }
+      EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED) << name;
+    });
+    const double waiting = static_cast<double>(clients.size());
+    ASSERT_TRUE(Eventually([&] {
+      return ScrapeMetric(*server, "modrwkv_requests_waiting") == waiting;
+    })) << name
+        << " never queued";
+  }
+  const auto started_count = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    return started.size();
+  };
+  blocker_ctx.TryCancel();
+  for (size_t i = 0; i < queued.size(); ++i) {
+    ASSERT_TRUE(Eventually([&] { return started_count() == i + 1; }, std::chrono::seconds(30)));
+    std::lock_guard<std::mutex> l(mu);
+    contexts.at(started.back()).TryCancel();  // the next one in line gets the slot
+  }
+  std::move(join).Invoke();
+  while (blocker->Read(&first)) {
+  }
+  EXPECT_EQ(blocker->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(started, (std::vector<std::string>{"high", "zero", "low"}));
+
+  // Outside [-100, --max-request-priority]: refused, naming the field, on every face.
+  for (int priority : {11, -101}) {
+    pb::GenerateRequest req = Greedy("hi", 2);
+    req.set_priority(priority);
+    StreamResult r = RunGenerate(stub.get(), req);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << priority;
+    EXPECT_EQ(BadFieldOf(r.status), "priority") << priority;
+    EXPECT_NE(r.status.error_message().find("max-request-priority"), std::string::npos);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto chat = stub->Chat(&ctx);
+    pb::ChatRequest turn;
+    turn.set_text("hi");
+    turn.set_priority(11);
+    chat->Write(turn);
+    chat->WritesDone();
+    pb::ChatResponse resp;
+    while (chat->Read(&resp)) {
+    }
+    const grpc::Status st = chat->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(BadFieldOf(st), "priority");
+  }
+  httplib::Client http("127.0.0.1", server->http_port());
+  http.set_read_timeout(60, 0);
+  nlohmann::json body = {{"prompt", "hi"}, {"max_tokens", 2}, {"priority", 11}};
+  auto res = http.Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(nlohmann::json::parse(res->body)["error"]["param"], "priority") << res->body;
+  body["priority"] = 10;
+  res = http.Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
 }
 
 TEST(LimitsE2eTest, DefaultTimeoutEndsRequestsThatSetNoDeadline) {

@@ -96,6 +96,7 @@ const Servers& GetServers() {
                       .max_prompt_tokens = 64,
                       .chat_template = kChatTemplate};
     out->world_ctx.max_choices = 8;
+    out->world_ctx.max_priority = 10;
     auto persona = std::make_shared<modrwkv::InitialState>();
     persona->name = "persona";
     out->states = std::make_unique<modrwkv::server::InitialStates>(
@@ -163,9 +164,9 @@ void CheckError(const absl::Status& s, const TranslationContext& ctx, bool chat)
   const std::string field = BadField(s);
   static const char* const kGenerateFields[] = {
       "input",  "sampling.", "stop.", "session_id",   "logprobs_top_n", "timeout",
-      "series", "horizon",   "n",     "prefix_parts", "initial_state"};
-  static const char* const kChatFields[] = {"text",  "images",         "audio",  "sampling.",
-                                            "stop.", "logprobs_top_n", "timeout"};
+      "series", "horizon",   "n",     "prefix_parts", "initial_state",  "priority"};
+  static const char* const kChatFields[] = {"text",  "images",         "audio",   "sampling.",
+                                            "stop.", "logprobs_top_n", "timeout", "priority"};
   bool known = false;
   if (chat) {
     for (const char* f : kChatFields) known |= absl::StartsWith(field, f);
@@ -251,6 +252,9 @@ void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext&
         (!req.has_session_id() && req.initial_state() == out->initial_state->name));
   Check((out->initial_state != nullptr) ==
         (req.initial_state() == "persona" && ctx.initial_states));
+  // The priority as asked, within [-100, the context's cap].
+  Check(out->priority == req.priority() && out->priority >= -100 &&
+        out->priority <= ctx.max_priority);
   Check(out->sampling.logprobs_top_n == (req.has_logprobs_top_n() ? req.logprobs_top_n() : -1));
   if (!req.stop().ignore_end_of_text()) {
     Check(Contains(out->stop.stop_token_ids, modrwkv::server::kEndOfTextToken));
@@ -276,6 +280,8 @@ void TranslateChat(const pb::ChatRequest& req, const TranslationContext& ctx,
   if (!out.ok()) return CheckError(out.status(), ctx, /*chat=*/true);
   CheckAccepted(*out, ctx, images);
   Check(out->session == session);
+  Check(out->priority == req.priority() && out->priority >= -100 &&
+        out->priority <= ctx.max_priority);
   // A turn never ends in end-of-text and always stops at the turn end.
   Check(Contains(out->sampling.banned_tokens, modrwkv::server::kEndOfTextToken));
   Check(Contains(out->stop.stop_token_ids, modrwkv::server::kChatTurnEndToken));
@@ -375,7 +381,7 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
   pb::StopConditions* stop = gen->mutable_stop();
   int banned = 0;
   for (int op = 0; op < 64 && p.remaining_bytes() > 0; ++op) {
-    switch (p.ConsumeIntegralInRange<int>(0, 32)) {
+    switch (p.ConsumeIntegralInRange<int>(0, 33)) {
       case 0:
         gen->add_input()->set_text(FuzzString(p, 256));
         break;
@@ -503,12 +509,17 @@ void BuildStructured(FuzzedDataProvider& p, pb::GenerateRequest* gen, pb::ChatRe
                                                : FuzzString(p, 80));
         break;
       }
+      case 33:
+        gen->set_priority(p.ConsumeBool() ? p.ConsumeIntegral<int32_t>()
+                                          : p.ConsumeIntegralInRange<int32_t>(-102, 12));
+        break;
     }
   }
   *chat->mutable_sampling() = gen->sampling();
   *chat->mutable_stop() = gen->stop();
   if (gen->has_logprobs_top_n()) chat->set_logprobs_top_n(gen->logprobs_top_n());
   if (gen->has_timeout()) *chat->mutable_timeout() = gen->timeout();
+  chat->set_priority(gen->priority());
 }
 
 }  // namespace

@@ -69,7 +69,9 @@ void AddSamplingFlags(Flags& f) {
       .Add("session", "", "continue this session id")
       .Add("initial-state", "",
            "without --session: start from this trained initial state (client info lists them; "
-           "none = the zero state)");
+           "none = the zero state)")
+      .Add("priority", "0",
+           "admission priority while requests wait, -100 to the server's --max-request-priority");
 }
 
 absl::StatusOr<std::string> ReadFirstLine(const std::string& path) {
@@ -281,6 +283,9 @@ int Generate(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   }
   if (!f.Str("session").empty()) req.set_session_id(f.Str("session"));
   req.set_initial_state(f.Str("initial-state"));
+  auto priority = f.Int("priority", INT32_MIN, INT32_MAX);  // the server checks the range
+  if (!priority.ok()) return UsageError(f, priority.status());
+  req.set_priority(static_cast<int32_t>(*priority));
   if (f.Bool("ignore-eos")) req.mutable_stop()->set_ignore_end_of_text(true);
   for (const auto& [flag, set] : {std::pair<const char*, void (pb::GenerateRequest::*)(int32_t)>{
                                       "n", &pb::GenerateRequest::set_n},
@@ -332,6 +337,9 @@ int Chat(const Flags& f, std::shared_ptr<grpc::Channel> channel) {
   if (auto st = FillSampling(f, base.mutable_sampling(), base.mutable_stop()); !st.ok()) {
     return UsageError(f, st);
   }
+  auto priority = f.Int("priority", INT32_MIN, INT32_MAX);  // the server checks the range
+  if (!priority.ok()) return UsageError(f, priority.status());
+  base.set_priority(static_cast<int32_t>(*priority));
   auto images = ReadFiles(f, "image");
   if (!images.ok()) return UsageError(f, images.status());
   auto clips = ReadFiles(f, "audio");

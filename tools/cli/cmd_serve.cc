@@ -83,6 +83,8 @@ constexpr FlagSpec kServeFlags[] = {
     {"max-chat-streams-per-owner", "0",
      "open Chat streams per caller identity (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
     {"max-tokens-limit", "0", "largest stop.max_tokens a request may ask for (0 = no limit)"},
+    {"max-request-priority", "0",
+     "highest priority a request may ask for, up to 100 (admission order; the lowest is -100)"},
     {"default-max-tokens", "0",
      "stop.max_tokens of requests that leave it unset (0 = 256, capped at --max-tokens-limit)"},
     {"default-timeout", "0",
@@ -231,6 +233,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(int_flag("http-port", -1, 65535, &o.http_port));
   MODRWKV_RETURN_IF_ERROR(int_flag("http-threads", 1, 4096, &o.http_threads));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-choices", 1, 128, &o.max_choices));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-request-priority", 0, server::kMaxRequestPriority, &o.max_request_priority));
   MODRWKV_ASSIGN_OR_RETURN(o.http_write_timeout, DurationFlag(f, "http-write-timeout"));
   o.served_model_name = f.Str("served-model-name");
   if (o.served_model_name.empty()) {

@@ -195,6 +195,57 @@ TEST_F(SchedulerTest, CancelFreesTheSlot) {
   EXPECT_EQ(sched->stats().running, 0);
 }
 
+// Hears a request's finish and notes its name in a shared order.
+class OrderSink : public StreamSink {
+ public:
+  OrderSink(std::string name, std::vector<std::string>* order, std::mutex* mu)
+      : name_(std::move(name)), order_(order), mu_(mu) {}
+  void OnTokens(TokenEvent) override {}
+  void OnFinish(FinishEvent e) override {
+    std::lock_guard<std::mutex> l(*mu_);
+    EXPECT_EQ(e.reason, EndReason::kLength) << name_;
+    order_->push_back(name_);
+  }
+
+ private:
+  std::string name_;
+  std::vector<std::string>* order_;
+  std::mutex* mu_;
+};
+
+TEST_F(SchedulerTest, HigherPriorityIsAdmittedFirstAndEqualOnesInArrivalOrder) {
+  auto model = MakeModel(1);
+  SchedulerOptions o;
+  o.max_running = 1;  // one at a time: the finish order is the admission order
+  auto sched = Scheduler::Create(model.get(), tok_, o).value();
+  auto blocker = std::make_shared<CollectingSink>();
+  auto id = sched->Submit(Greedy(Prompt(4, 2), 1000000), blocker);
+  ASSERT_TRUE(id.ok());
+  while (blocker->tokens().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // All wait behind the blocker, which runs until cancelled below.
+  std::mutex mu;
+  std::vector<std::string> order;
+  const std::vector<std::pair<std::string, int>> arrivals = {
+      {"low", -1}, {"first zero", 0}, {"high", 5}, {"second zero", 0}, {"higher", 7}};
+  for (const auto& [name, priority] : arrivals) {
+    EngineRequest r = Greedy(Prompt(3, 1), 2);
+    r.priority = priority;
+    ASSERT_TRUE(sched->Submit(r, std::make_shared<OrderSink>(name, &order, &mu)).ok());
+  }
+  sched->Cancel(*id);
+  EXPECT_EQ(blocker->Wait().reason, EndReason::kCancelled);
+  for (int waited_ms = 0; waited_ms < 30000; ++waited_ms) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (order.size() == arrivals.size()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(order,
+            (std::vector<std::string>{"higher", "high", "first zero", "second zero", "low"}));
+}
+
 TEST_F(SchedulerTest, DeadlineEndsTheRequest) {
   auto model = MakeModel(1);
   SchedulerOptions o;
