@@ -512,6 +512,7 @@ absl::StatusOr<ForecastPlan> ToForecastPlan(const pb::ForecastRequest& req,
   }
   MODRWKV_ASSIGN_OR_RETURN(plan.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
+  MODRWKV_ASSIGN_OR_RETURN(plan.priority, PriorityOf(req.priority(), ctx));
   return plan;
 }
 

@@ -151,6 +151,7 @@ struct ForecastPlan {
   encoders::Series series;
   int horizon = 0;
   absl::Time deadline = absl::InfiniteFuture();
+  int priority = 0;
 };
 absl::StatusOr<ForecastPlan> ToForecastPlan(const pb::ForecastRequest& req,
                                             const TranslationContext& ctx,

@@ -46,6 +46,7 @@ absl::Status ForecastReactor::Start(const pb::ForecastRequest& request) {
   }
   horizon_ = plan.horizon;
   deadline_ = plan.deadline;
+  priority_ = plan.priority;
   rollout_.emplace(std::move(plan.series), horizon_, series_model_->horizon(),
                    ctx_->translation.series->max_length,
                    static_cast<int>(series_model_->quantile_levels().size()));
@@ -92,6 +93,7 @@ std::optional<grpc::Status> ForecastReactor::Encoded(EncodedMedia rows) {
   req.owner = record_.owner;
   req.request_id = record_.request_id;
   req.deadline = deadline_;
+  req.priority = priority_;
   record_.series_rows += r.rows;
   ctx_->metrics->encoder_observer()->OnRequestRows(0, 0, r.rows);
   // The scheduler calls the sink back on its own thread, never inside Submit.

@@ -61,6 +61,7 @@ class ForecastReactor final : public grpc::ServerUnaryReactor {
   encoders::SeriesNorm norm_;                         // of the window the current round encodes
   int horizon_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
+  int priority_ = 0;
   absl::Time started_;
   encoders::JobId media_job_ = 0;
   RequestId engine_id_ = 0;

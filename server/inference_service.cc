@@ -124,6 +124,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     l->set_stream_buffer_bytes(o.stream_buffer_bytes);
     l->set_max_cold_sessions(o.scheduler.max_cold_sessions);
     l->set_max_choices(o.max_choices);
+    l->set_max_request_priority(o.max_request_priority);
     FillDuration(o.scheduler.session_ttl, l->mutable_session_ttl());
     if (ctx_->translation.image) {
       l->set_max_images_per_request(o.max_images_per_request);

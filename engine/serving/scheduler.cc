@@ -633,9 +633,12 @@ class Scheduler::Impl {
   }
 
   void RemoveFinished() {
+    const size_t before = running_.size();
     running_.erase(std::remove_if(running_.begin(), running_.end(),
                                   [](const std::unique_ptr<Request>& r) { return r->slot < 0; }),
                    running_.end());
+    // Their slots are free: a waiting request that found none may find one now.
+    if (running_.size() != before) waiting_for_slot_ = false;
   }
 
   void PublishStats() {
@@ -679,7 +682,9 @@ class Scheduler::Impl {
 
   // Scheduler thread only.
   std::deque<std::unique_ptr<Request>> waiting_;
-  bool waiting_for_slot_ = false;  // the last Admit stopped at a request that found no slot
+  // The last Admit stopped at a request that found no slot, and no running request has ended
+  // since (only an event can free one: the loop may sleep).
+  bool waiting_for_slot_ = false;
   std::vector<std::unique_ptr<Request>> running_;
   StatePool pool_;
   std::vector<StepResult> results_;

@@ -179,6 +179,13 @@ TEST(ForecastE2eTest, BadSeriesAreRefusedNamingTheField) {
   expect_invalid(Request(std::vector<float>(513, 1.f)), "series.values", "512");  // max_length
   expect_invalid(pb::ForecastRequest(), "series", "required");
   expect_invalid(Request(ok, -1), "horizon", "horizon");
+  pb::ForecastRequest too_urgent = Request(ok);
+  too_urgent.set_priority(1);  // above --max-request-priority (0)
+  expect_invalid(too_urgent, "priority", "max-request-priority");
+  pb::ForecastRequest yielding = Request(ok);
+  yielding.set_priority(-3);
+  pb::ForecastResponse yielded;
+  EXPECT_TRUE(Forecast(stub.get(), yielding, &yielded).ok());
   // A model without a time-series encoder: UNIMPLEMENTED, and time_series parts too.
   ServerProcess::Options text;  // the random text demo model
   auto text_server = ServerProcess::Start(text);

@@ -41,6 +41,12 @@ TEST(LimitsE2eTest, PriorityOrdersTheQueueWithinTheServersCap) {
   auto server = ServerProcess::Start(o);
   ASSERT_NE(server, nullptr);
   auto stub = pb::Inference::NewStub(server->Channel());
+  {
+    grpc::ClientContext ctx;
+    pb::ModelInfo info;
+    ASSERT_TRUE(stub->GetModelInfo(&ctx, pb::GetModelInfoRequest(), &info).ok());
+    EXPECT_EQ(info.limits().max_request_priority(), 10);
+  }
 
   // One slot in the batch, held by a request that runs until cancelled.
   grpc::ClientContext blocker_ctx;

@@ -299,11 +299,14 @@ void TranslateForecast(const pb::GenerateRequest& gen, int32_t horizon,
   }
   req.set_horizon(horizon);
   if (gen.has_timeout()) *req.mutable_timeout() = gen.timeout();
+  req.set_priority(gen.priority());
   absl::StatusOr<modrwkv::server::ForecastPlan> plan =
       modrwkv::server::ToForecastPlan(req, ctx, deadline);
   if (!plan.ok()) return CheckError(plan.status(), ctx, /*chat=*/false);
   Check(ctx.series.has_value());
   Check(plan->horizon >= 1 && plan->horizon <= ctx.series->max_forecast_horizon);
+  Check(plan->priority == req.priority() && plan->priority >= -100 &&
+        plan->priority <= ctx.max_priority);
   const absl::Status valid = modrwkv::encoders::ValidateSeries(
       plan->series, ctx.series->channels, ctx.series->patch, ctx.series->max_length, "series");
   Check(valid.ok(), valid);

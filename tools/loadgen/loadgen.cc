@@ -63,6 +63,7 @@ struct Config {
   int shared_prefix_tokens = 0;  // of prompt_tokens, the same in every request (prefix_parts 1)
   std::vector<int32_t> shared_prefix;  // those tokens, drawn once the vocabulary is known
   int n = 1;                           // completions per request (GenerateRequest.n)
+  int priority = 0;                    // GenerateRequest.priority of every request
 };
 
 bool Draw(std::mt19937_64& rng, double fraction) {
@@ -101,6 +102,7 @@ RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& r
     req.mutable_sampling()->mutable_response_format()->set_json_schema(cfg.json_schema);
   }
   if (cfg.n > 1) req.set_n(cfg.n);
+  req.set_priority(cfg.priority);
 
   grpc::ClientContext ctx;
   if (!cfg.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg.token);
@@ -223,9 +225,9 @@ int Run(const Config& cfg, const std::string& json_path) {
                                         : absl::StrFormat("concurrency %d", cfg.concurrency);
   std::printf(
       "target %s | %s | prompt %d tokens (%d shared) | output %d tokens x %d | "
-      "temperature %g\n",
+      "temperature %g | priority %d\n",
       cfg.target.c_str(), mode.c_str(), cfg.prompt_tokens, cfg.shared_prefix_tokens,
-      cfg.output_tokens, cfg.n, cfg.temperature);
+      cfg.output_tokens, cfg.n, cfg.temperature, cfg.priority);
   std::printf("completed %d  failed %d  duration %.2f s\n", completed, failed, dur_s);
   if (!first_error.empty()) std::printf("first error: %s\n", first_error.c_str());
   std::printf("request throughput   %.3f req/s\n", completed / dur_s);
@@ -297,6 +299,9 @@ int main(int argc, char** argv) {
            "the first tokens of every prompt are the same (a system prompt), marked as a prefix "
            "the server may cache (GenerateRequest.prefix_parts; only without --image/--audio)")
       .Add("n", "1", "completions per request (GenerateRequest.n); output tokens count them all")
+      .Add("priority", "0",
+           "GenerateRequest.priority of every request (admission order; within -100 and the "
+           "server's --max-request-priority)")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
   if (!parsed.ok()) {
@@ -325,9 +330,10 @@ int main(int argc, char** argv) {
   auto temperature = flags.Float("temperature", 0, 100);
   auto shared = flags.Int("shared-prefix-tokens", 0, 1 << 20);
   auto choices = flags.Int("n", 1, 128);
+  auto priority = flags.Int("priority", INT32_MIN, INT32_MAX);  // the server checks the range
   for (const absl::Status& st :
        {c.status(), rate.status(), n.status(), p.status(), o.status(), seed.status(),
-        temperature.status(), shared.status(), choices.status()}) {
+        temperature.status(), shared.status(), choices.status(), priority.status()}) {
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
       return 2;
@@ -342,6 +348,7 @@ int main(int argc, char** argv) {
   cfg.temperature = static_cast<float>(*temperature);
   cfg.shared_prefix_tokens = static_cast<int>(*shared);
   cfg.n = static_cast<int>(*choices);
+  cfg.priority = static_cast<int>(*priority);
   if (cfg.shared_prefix_tokens >= cfg.prompt_tokens) {
     std::fprintf(stderr, "error: --shared-prefix-tokens must be below --prompt-tokens\n");
     return 2;
