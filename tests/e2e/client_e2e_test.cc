@@ -77,6 +77,21 @@ TEST_F(ClientE2eTest, ErrorsShowCodeAndDetailsAndExitOne) {
   EXPECT_NE(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
   r = Client("frobnicate" + Target());
   EXPECT_EQ(r.code, 2);
+  // --priority reaches the server: above its cap (--max-request-priority 0) it is refused, below
+  // it the request runs; the load generator's requests carry it too.
+  r = Client("generate" + Target() + " --prompt x --max-tokens 2 --priority 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("field priority"), std::string::npos) << r.err;
+  r = Client("generate" + Target() + " --prompt x --max-tokens 2 --priority -7");
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Client("chat" + Target() + " --max-tokens 2 --priority 1", "echo hi");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("field priority"), std::string::npos) << r.err;
+  r = RunShell(std::string(MODRWKV_LOADGEN) + Target() +
+               " --prompt-tokens 4 --output-tokens 2 --requests 1 --priority 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("completed 0  failed 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("priority"), std::string::npos) << r.out;
 }
 
 TEST_F(ClientE2eTest, TokenizeDetokenizeInfoHealth) {
