@@ -394,8 +394,9 @@ absl::Status ModelServer::LoadInitialStates(std::shared_ptr<const InitialState> 
       InitialStates::Create(std::move(states), options_.default_initial_state));
   initial_states_ = std::make_unique<InitialStates>(std::move(registry));
   ctx_.translation.initial_states = initial_states_.get();
-  metrics_->RegisterInitialStates(initial_states_->names());
-  if (const std::vector<std::string> names = initial_states_->names(); !names.empty()) {
+  const std::vector<std::string> names = initial_states_->names();
+  metrics_->RegisterInitialStates(names);
+  if (!names.empty()) {
     log_->Info("initial states", {{"states", absl::StrJoin(names, ",")},
                                   {"default", initial_states_->default_name().empty()
                                                   ? std::string(InitialStates::kNone)
