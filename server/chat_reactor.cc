@@ -14,6 +14,33 @@ pb::ChatResponse Started(SessionId id, bool kept) {
   return m;
 }
 
+// A kept session's turn: with write-through (ServingContext::PersistSession) the session is stored
+// in the shared tier before the turn's end reaches the reactor, so that an answered turn survives
+// this replica. Outside the reactor's handle: the store's answer may come on any thread.
+class PersistingSink final : public StreamSink {
+ public:
+  PersistingSink(ServingContext* ctx, SessionId session, std::string owner,
+                 std::shared_ptr<StreamSink> inner)
+      : ctx_(ctx), session_(session), owner_(std::move(owner)), inner_(std::move(inner)) {}
+  void OnTokens(TokenEvent event) override { inner_->OnTokens(std::move(event)); }
+  void OnFinish(FinishEvent event) override {
+    ctx_->PersistSession(session_, owner_,
+                         [inner = inner_, event = std::move(event)](absl::Status st) mutable {
+                           if (!st.ok() && event.reason != EndReason::kError) {
+                             event.reason = EndReason::kError;
+                             event.status = std::move(st);
+                           }
+                           inner->OnFinish(std::move(event));
+                         });
+  }
+
+ private:
+  ServingContext* const ctx_;
+  const SessionId session_;
+  const std::string owner_;
+  const std::shared_ptr<StreamSink> inner_;
+};
+
 }  // namespace
 
 ChatReactor::ChatReactor(ServingContext* ctx, grpc::CallbackServerContext* call)
@@ -124,7 +151,7 @@ absl::Status ChatReactor::BeginTurn() {
       session_ = *given;
       started_ = Started(*given, /*kept=*/true);
     }
-    if (!ctx_->SessionElsewhere(*given, owner_)) return SubmitTurn();
+    if (!ctx_->MustConsultTier(*given, owner_)) return SubmitTurn();
     // Another replica handed the session to the shared tier: it comes back first (turn_busy_
     // and the sink keep the reactor alive meanwhile, as for CreateSession below).
     ctx_->LocalizeSession(*given, owner_, [sink = sink_](absl::Status st) {
@@ -235,15 +262,21 @@ void ChatReactor::OnTurnMediaEncoded(EncodedMedia rows) {
 absl::Status ChatReactor::SubmitTurnToEngine() {
   EngineRequest r = std::move(turn_request_);
   int turn;
+  bool kept;
   {
     std::lock_guard<std::mutex> l(mu_);
     r.session = session_;
+    kept = !delete_session_at_end_;
     turn = ++turns_;
     turn_id_ = 0;
   }
   r.owner = owner_;
   r.request_id = absl::StrCat(stream_id_, ".", turn);
-  absl::StatusOr<RequestId> id = ctx_->scheduler->Submit(std::move(r), sink_);
+  std::shared_ptr<StreamSink> sink = sink_;
+  if (kept && ctx_->PersistsSessions()) {
+    sink = std::make_shared<PersistingSink>(ctx_, *r.session, owner_, sink_);
+  }
+  absl::StatusOr<RequestId> id = ctx_->scheduler->Submit(std::move(r), std::move(sink));
   bool cancel = false;
   {
     std::lock_guard<std::mutex> l(mu_);

@@ -42,6 +42,10 @@ struct EngineCalls::State {
   bool refused = false;  // Start returned an error: no event is delivered
   // Set before any other thread sees the state, never changed: read without `mu`.
   size_t prefix_parts = 0;  // ChoicePlan::prefix_parts: cached when long enough
+  // The request's session (then n is 1): stored in the shared tier before the finish is
+  // delivered, with write-through (ServingContext::PersistSession).
+  std::optional<SessionId> session;
+  std::string session_owner;
 
   // Hands one event to the callback (outside the lock); a finish gets the request's shared
   // costs (media encoding, the shared prefill) added.
@@ -105,7 +109,18 @@ class ChoiceSink final : public StreamSink {
     }
     if (session)
       state_->ctx->scheduler->DeleteSession(*session, state_->owner, [](absl::Status) {});
-    state_->Deliver(ChoiceEvent::Finish(choice_, std::move(event)));
+    if (!state_->session) return state_->Deliver(ChoiceEvent::Finish(choice_, std::move(event)));
+    // The turn changed the caller's session: with write-through its state is stored first, so
+    // that an answered turn survives this replica.
+    state_->ctx->PersistSession(
+        *state_->session, state_->session_owner,
+        [state = state_, choice = choice_, event = std::move(event)](absl::Status st) mutable {
+          if (!st.ok() && event.reason != EndReason::kError) {
+            event.reason = EndReason::kError;
+            event.status = std::move(st);
+          }
+          state->Deliver(ChoiceEvent::Finish(choice, std::move(event)));
+        });
   }
 
  private:
@@ -483,6 +498,8 @@ absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* 
   s->ctx = ctx;
   s->on_event = std::move(on_event);
   s->prefix_parts = plan.prefix_parts;
+  s->session = request.session;
+  s->session_owner = request.owner;
   s->n = plan.n;
   s->ids.assign(s->n, 0);
   s->finished.assign(s->n, false);
@@ -498,7 +515,7 @@ absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* 
   std::unique_ptr<EngineCalls> calls(new EngineCalls(s));
   // A session that another replica handed to the shared tier comes back first; then it is as if
   // the request had just arrived, except that errors arrive as events.
-  if (request.session && ctx->SessionElsewhere(*request.session, request.owner)) {
+  if (request.session && ctx->MustConsultTier(*request.session, request.owner)) {
     ctx->LocalizeSession(
         *request.session, request.owner,
         [s, requests = std::move(requests), media = std::move(media)](absl::Status st) mutable {

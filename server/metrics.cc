@@ -210,11 +210,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                      .Name("modrwkv_shared_sessions_total")
                      .Help(
                          "Shared session tier (Redis) operations: sessions stored there, "
-                         "resumed from there, and operations that failed.")
+                         "resumed from there, operations that failed; with write-through, local "
+                         "copies found stale and stores refused (another replica took it).")
                      .Register(r);
   shared_stored_ = &shared.Add({{"event", "stored"}});
   shared_resumed_ = &shared.Add({{"event", "resumed"}});
   shared_errors_ = &shared.Add({{"event", "error"}});
+  shared_stale_ = &shared.Add({{"event", "stale"}});
+  shared_conflicts_ = &shared.Add({{"event", "conflict"}});
   prefix_tokens_saved_ = counter("modrwkv_prefix_cache_tokens_saved_total",
                                  "Prompt tokens not prefilled thanks to the prefix cache.");
   generated_tokens_ =
@@ -354,10 +357,18 @@ void Metrics::OnPrefixCache(bool hit, int tokens) {
 void Metrics::OnStreamOverflow() { overflows_->Increment(); }
 
 void Metrics::OnSharedSessions(SharedSessionEvent event) {
-  (event == SharedSessionEvent::kStored    ? shared_stored_
-   : event == SharedSessionEvent::kResumed ? shared_resumed_
-                                           : shared_errors_)
-      ->Increment();
+  switch (event) {
+    case SharedSessionEvent::kStored:
+      return shared_stored_->Increment();
+    case SharedSessionEvent::kResumed:
+      return shared_resumed_->Increment();
+    case SharedSessionEvent::kError:
+      return shared_errors_->Increment();
+    case SharedSessionEvent::kStale:
+      return shared_stale_->Increment();
+    case SharedSessionEvent::kConflict:
+      return shared_conflicts_->Increment();
+  }
 }
 
 void Metrics::OnServerRejected(absl::string_view reason) {

@@ -71,7 +71,7 @@ class Metrics : public SchedulerObserver {
   void OnPrefixCache(bool hit, int tokens);
   // The shared session tier: a session stored there, one resumed from there, an operation that
   // failed (Redis unreachable or refusing).
-  enum class SharedSessionEvent { kStored, kResumed, kError };
+  enum class SharedSessionEvent { kStored, kResumed, kError, kStale, kConflict };
   void OnSharedSessions(SharedSessionEvent event);
   void OnStreamOverflow();
   void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
@@ -122,8 +122,8 @@ class Metrics : public SchedulerObserver {
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
       *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,
-      *shared_stored_, *shared_resumed_, *shared_errors_, *prefix_tokens_saved_,
-      *sparse_ffn_inputs_, *sparse_ffn_inputs_read_;
+      *shared_stored_, *shared_resumed_, *shared_errors_, *shared_stale_, *shared_conflicts_,
+      *prefix_tokens_saved_, *sparse_ffn_inputs_, *sparse_ffn_inputs_read_;
   std::function<void(const absl::Status&)> step_error_log_, engine_failed_handler_;
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;

@@ -234,6 +234,7 @@ absl::Status ModelServer::LoadAndServe() {
     SharedSessionTier::Options so;
     so.address = options_.shared_sessions;
     so.ttl = options_.shared_session_ttl;
+    so.write_through = options_.shared_session_write_through;
     MODRWKV_ASSIGN_OR_RETURN(shared_sessions_,
                              SharedSessionTier::Start(so, metrics_.get(), log_.get()));
     ctx_.shared_sessions = shared_sessions_.get();
@@ -533,6 +534,10 @@ void ModelServer::DrainAndStop() {
     absl::SleepFor(absl::Milliseconds(1));
   }
   if (shared_sessions_) {
+    // Stores of sessions whose calls have ended (a Generate cancelled past the drain timeout).
+    for (int i = 0; i < 5000 && ctx_.persisting.load() > 0; ++i) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     HandOffSessions();
     ctx_.shared_sessions = nullptr;
     spill_target_.store(nullptr);

@@ -82,6 +82,9 @@ absl::Status ServerOptions::Validate() const {
       (http_port == port || (http_port == metrics_port && EffectiveMetricsHost() == host))) {
     return absl::InvalidArgumentError("http-port must differ from port and metrics-port");
   }
+  if (shared_session_write_through && shared_sessions.empty()) {
+    return absl::InvalidArgumentError("shared-session-write-through needs --shared-sessions");
+  }
   if (http_threads < 1 || http_threads > 4096) {
     return absl::InvalidArgumentError(
         absl::StrFormat("http-threads must be in [1, 4096], got %d", http_threads));

@@ -116,6 +116,9 @@ struct ServerOptions {
   // sessions are handed to it when the server drains and resumed from it by any replica.
   std::string shared_sessions;
   absl::Duration shared_session_ttl = absl::Hours(1);
+  // Every change of a kept session is stored in the shared tier before its answer, so a replica
+  // that crashes loses no session (SharedSessionTier::Options::write_through).
+  bool shared_session_write_through = false;
   bool warmup = true;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;

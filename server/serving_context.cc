@@ -132,20 +132,22 @@ void ServingContext::FinishUnary(grpc::CallbackServerContext* call,
   reactor->Finish(st);
 }
 
-bool ServingContext::SessionElsewhere(SessionId id, const std::string& owner) const {
-  return shared_sessions != nullptr && !scheduler->KnowsSession(id, owner);
+bool ServingContext::MustConsultTier(SessionId id, const std::string& owner) const {
+  return shared_sessions != nullptr &&
+         (shared_sessions->write_through() || !scheduler->KnowsSession(id, owner));
 }
 
-void ServingContext::LocalizeSession(SessionId id, const std::string& owner,
-                                     std::function<void(absl::Status)> then) const {
-  if (!SessionElsewhere(id, owner)) return then(absl::OkStatus());
-  SharedSessionTier* tier = shared_sessions;
-  Scheduler* sched = scheduler;
-  Metrics* m = metrics;
+namespace {
+
+// Takes session `id` from the shared tier and imports it here under the same id (nothing there:
+// OK, the caller's NOT_FOUND follows).
+void Resume(SharedSessionTier* tier, Scheduler* sched, Metrics* m, SessionId id,
+            const std::string& owner, std::function<void(absl::Status)> then) {
   tier->Take(id, owner,
              [=, then = std::move(then)](absl::StatusOr<std::optional<std::string>> blob) mutable {
                if (!blob.ok() || !blob->has_value()) return then(absl::OkStatus());
-               std::string copy = **blob;  // put back if the import fails
+               // Moved out of Redis: put back if the import fails (write-through keeps it there).
+               std::string copy = tier->write_through() ? std::string() : **blob;
                sched->ImportSession(
                    std::move(**blob), owner,
                    [=, copy = std::move(copy),
@@ -154,11 +156,56 @@ void ServingContext::LocalizeSession(SessionId id, const std::string& owner,
                        if (info.ok()) m->OnSharedSessions(Metrics::SharedSessionEvent::kResumed);
                        return then(absl::OkStatus());
                      }
-                     tier->Put(id, owner, std::move(copy), [](absl::Status) {});
+                     if (!tier->write_through()) {
+                       tier->Put(id, owner, std::move(copy), [](absl::Status) {});
+                     }
                      then(info.status());
                    },
                    id);
              });
+}
+
+}  // namespace
+
+void ServingContext::LocalizeSession(SessionId id, const std::string& owner,
+                                     std::function<void(absl::Status)> then) const {
+  if (!MustConsultTier(id, owner)) return then(absl::OkStatus());
+  SharedSessionTier* tier = shared_sessions;
+  Scheduler* sched = scheduler;
+  Metrics* m = metrics;
+  if (!sched->KnowsSession(id, owner)) return Resume(tier, sched, m, id, owner, std::move(then));
+  // Write-through: the local copy serves while no other replica has resumed the session since.
+  tier->Check(id, owner, [=, then = std::move(then)](absl::StatusOr<bool> current) mutable {
+    if (!current.ok() || *current) return then(absl::OkStatus());  // an outage: serve it here
+    sched->DeleteSession(id, owner, [=, then = std::move(then)](absl::Status st) mutable {
+      if (!st.ok() && !absl::IsNotFound(st)) return then(st);  // busy with a request
+      Resume(tier, sched, m, id, owner, std::move(then));
+    });
+  });
+}
+
+void ServingContext::PersistSession(SessionId id, const std::string& owner,
+                                    std::function<void(absl::Status)> then) const {
+  if (!PersistsSessions()) return then(absl::OkStatus());
+  SharedSessionTier* tier = shared_sessions;
+  Scheduler* sched = scheduler;
+  std::atomic<int>* count = &persisting;
+  count->fetch_add(1);
+  auto done = [count, then = std::move(then)](const absl::Status& st) {
+    then(st);
+    count->fetch_sub(1);
+  };
+  sched->ExportSession(id, owner, [=](absl::StatusOr<std::string> blob) {
+    if (!blob.ok()) return done(absl::OkStatus());  // gone or lost: the call's answer says so
+    tier->Put(id, owner, *std::move(blob), [=](absl::Status st) {
+      if (!absl::IsAborted(st)) return done(absl::OkStatus());  // stored, or an outage
+      sched->DeleteSession(id, owner, [=](absl::Status) { done(st); });
+    });
+  });
+}
+
+void ServingContext::ForgetSession(SessionId id, const std::string& owner) const {
+  if (PersistsSessions()) shared_sessions->Remove(id, owner, {});
 }
 
 }  // namespace modrwkv::server

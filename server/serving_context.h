@@ -108,14 +108,32 @@ struct ServingContext {
   // RecordRpc of a stream that ends with `status` (filled into *r).
   void RecordFinish(RpcRecord* r, const grpc::Status& status) const;
   // Before a request or command uses session `id` of `owner`: when this server does not have it
-  // and the shared tier does (another replica handed it off), takes it from there and imports it
-  // under the same id. `then` runs once, on another thread unless the answer is immediate: OK
-  // (the session is local, or nowhere: the caller's own NOT_FOUND follows) or the import's error.
-  // A tier outage is OK here (counted and logged by the tier): the server serves what it has.
+  // and the shared tier does (another replica handed it off, or with write-through, holds its
+  // latest state), takes it from there and imports it under the same id; with write-through, a
+  // local copy that another replica has resumed since is deleted and replaced the same way.
+  // `then` runs once, on another thread unless the answer is immediate: OK (the session is local,
+  // or nowhere: the caller's own NOT_FOUND follows) or the import's error. A tier outage is OK
+  // here (counted and logged by the tier): the server serves what it has.
   void LocalizeSession(SessionId id, const std::string& owner,
                        std::function<void(absl::Status)> then) const;
-  // Whether LocalizeSession has work to do for `id` (a shared tier, and the session not here).
-  bool SessionElsewhere(SessionId id, const std::string& owner) const;
+  // Whether LocalizeSession has work to do for `id` (a shared tier, and the session not here or
+  // the tier in write-through).
+  bool MustConsultTier(SessionId id, const std::string& owner) const;
+  // With write-through, after a call changed session `id` (a turn, or a new session) and before
+  // its answer: stores its state in the shared tier. `then` runs once, on another thread unless
+  // there is nothing to do: OK (stored; or not, in an outage, counted and logged, or the session
+  // is gone: the call's own answer says why) or ABORTED when another replica resumed the session
+  // meanwhile (this server's copy is deleted).
+  void PersistSession(SessionId id, const std::string& owner,
+                      std::function<void(absl::Status)> then) const;
+  // Whether PersistSession stores anything (a shared tier in write-through).
+  bool PersistsSessions() const {
+    return shared_sessions != nullptr && shared_sessions->write_through();
+  }
+  // With write-through, after session `id` was deleted here: deletes it from the shared tier.
+  void ForgetSession(SessionId id, const std::string& owner) const;
+  // PersistSession chains under way (the shared tier is stopped only once this is zero).
+  mutable std::atomic<int> persisting{0};
   // Finishes a unary call (from any thread) with its log line; `owner` "" before admission.
   void FinishUnary(grpc::CallbackServerContext* call, grpc::ServerUnaryReactor* reactor,
                    absl::string_view method, const std::string& owner,

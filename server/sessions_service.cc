@@ -157,11 +157,12 @@ class ImportReactor final : public grpc::ServerReadReactor<pb::SessionBlobChunk>
     }
     if (call_->IsCancelled()) return Done(absl::CancelledError("cancelled"));
     if (blob_.empty()) return Done(InvalidField("data", "data: no blob was sent"));
-    ctx_->scheduler->ImportSession(std::move(blob_), record_.owner,
-                                   [this](absl::StatusOr<SessionInfo> info) {
-                                     if (info.ok()) FillSession(*info, response_);
-                                     Done(info.status());
-                                   });
+    ctx_->scheduler->ImportSession(
+        std::move(blob_), record_.owner, [this](absl::StatusOr<SessionInfo> info) {
+          if (!info.ok()) return Done(info.status());
+          FillSession(*info, response_);
+          ctx_->PersistSession(info->id, record_.owner, [this](absl::Status st) { Done(st); });
+        });
   }
 
   void Done(const absl::Status& status) {
@@ -219,8 +220,12 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(grpc::CallbackServerCon
   ctx_->scheduler->CreateSession(
       *owner,
       [=, owner = *owner](absl::StatusOr<SessionInfo> info) {
-        if (info.ok()) FillSession(*info, response);
-        ctx->FinishUnary(call, reactor, "CreateSession", owner, info.status());
+        auto finish = [=](const absl::Status& st) {
+          ctx->FinishUnary(call, reactor, "CreateSession", owner, st);
+        };
+        if (!info.ok()) return finish(info.status());
+        FillSession(*info, response);
+        ctx->PersistSession(info->id, owner, finish);
       },
       *std::move(initial));
   return reactor;
@@ -243,7 +248,10 @@ grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerCon
                                                          pb::DeleteSessionResponse*) {
   return OnSession(ctx_, call, "DeleteSession", request->session_id(),
                    [ctx = ctx_](const std::string& owner, SessionId id, auto finish) {
-                     ctx->scheduler->DeleteSession(id, owner, finish);
+                     ctx->scheduler->DeleteSession(id, owner, [=](absl::Status st) {
+                       if (st.ok()) ctx->ForgetSession(id, owner);
+                       finish(st);
+                     });
                    });
 }
 
@@ -253,8 +261,9 @@ grpc::ServerUnaryReactor* SessionsService::ForkSession(grpc::CallbackServerConte
   return OnSession(ctx_, call, "ForkSession", request->session_id(),
                    [ctx = ctx_, response](const std::string& owner, SessionId id, auto finish) {
                      ctx->scheduler->ForkSession(id, owner, [=](absl::StatusOr<SessionInfo> info) {
-                       if (info.ok()) FillSession(*info, response);
-                       finish(info.status());
+                       if (!info.ok()) return finish(info.status());
+                       FillSession(*info, response);
+                       ctx->PersistSession(info->id, owner, finish);
                      });
                    });
 }

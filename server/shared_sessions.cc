@@ -3,11 +3,13 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "engine/base/status_macros.h"
 #include "server/logger.h"
 #include "server/metrics.h"
 
@@ -15,11 +17,6 @@ namespace modrwkv::server {
 namespace {
 
 using Event = Metrics::SharedSessionEvent;
-
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 
 }  // namespace
 
@@ -104,7 +101,7 @@ absl::StatusOr<redisContext*> SharedSessionTier::Connection() {
   context_ = c;
   if (down_) {
     down_ = false;
-    log_->Info("shared session tier reachable again", {{"address", options_.address}});
+    if (log_) log_->Info("shared session tier reachable again", {{"address", options_.address}});
   }
   return context_;
 }
@@ -114,26 +111,115 @@ absl::Status SharedSessionTier::Failed(const std::string& what) {
     redisFree(context_);
     context_ = nullptr;
   }
-  metrics_->OnSharedSessions(Event::kError);
+  Count(Event::kError);
   if (!down_) {  // logged once per outage; every failure is counted
     down_ = true;
-    log_->Warn("shared session tier unavailable; serving local sessions only", {{"error", what}});
+    if (log_)
+      log_->Warn("shared session tier unavailable; serving local sessions only", {{"error", what}});
   }
   return absl::UnavailableError(absl::StrCat("shared session tier: ", what));
+}
+
+void SharedSessionTier::Count(Metrics::SharedSessionEvent event) const {
+  if (metrics_ != nullptr) metrics_->OnSharedSessions(event);
+}
+
+void SharedSessionTier::ReplyDeleter::operator()(redisReply* r) const { freeReplyObject(r); }
+
+absl::StatusOr<SharedSessionTier::Reply> SharedSessionTier::Command(
+    std::initializer_list<std::string_view> args) {
+  MODRWKV_ASSIGN_OR_RETURN(redisContext * c, Connection());
+  std::vector<const char*> argv;
+  std::vector<size_t> lengths;
+  for (std::string_view a : args) {
+    argv.push_back(a.data());
+    lengths.push_back(a.size());
+  }
+  Reply r(static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+  if (!r) return Failed(c->errstr);
+  if (r->type == REDIS_REPLY_ERROR) return Failed(std::string(r->str, r->len));
+  return r;
+}
+
+std::optional<long long> SharedSessionTier::Known(const std::string& key) {
+  const absl::Time now = absl::Now();
+  // An entry older than the TTL says nothing: the Redis entry has expired since, or another
+  // replica has refreshed it (and then its generation is not ours).
+  if (now >= next_sweep_) {
+    absl::erase_if(known_, [&](const auto& e) { return now - e.second.at > options_.ttl; });
+    next_sweep_ = now + options_.ttl / 4;
+  }
+  auto it = known_.find(key);
+  if (it == known_.end()) return std::nullopt;
+  if (now - it->second.at > options_.ttl) {
+    known_.erase(it);
+    return std::nullopt;
+  }
+  return it->second.value;
+}
+
+void SharedSessionTier::Remember(const std::string& key, long long generation) {
+  known_[key] = Generation{generation, absl::Now()};
+}
+
+namespace {
+
+// KEYS[1] the entry; ARGV: the blob, the generation the caller last saw ("*": any, "": none),
+// the TTL in seconds. The new generation, or -1 when the entry's is another.
+constexpr std::string_view kPutScript = R"lua(
+local g = redis.call('HGET', KEYS[1], 'g')
+if ARGV[2] ~= '*' and g and g ~= ARGV[2] then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], 'g', 1)
+redis.call('HSET', KEYS[1], 'b', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return n
+)lua";
+
+// KEYS[1] the entry: its blob, deleted (nil when there is none).
+constexpr std::string_view kTakeScript = R"lua(
+local b = redis.call('HGET', KEYS[1], 'b')
+redis.call('DEL', KEYS[1])
+return b
+)lua";
+
+// KEYS[1] the entry; ARGV[1] the TTL in seconds: {blob, new generation}, the entry kept with
+// its generation bumped (nil when there is none).
+constexpr std::string_view kClaimScript = R"lua(
+local b = redis.call('HGET', KEYS[1], 'b')
+if not b then return false end
+local n = redis.call('HINCRBY', KEYS[1], 'g', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {b, n}
+)lua";
+
+}  // namespace
+
+std::string SharedSessionTier::TtlSeconds() const {
+  return std::to_string(std::max<int64_t>(1, absl::ToInt64Seconds(options_.ttl)));
 }
 
 void SharedSessionTier::Put(SessionId id, const std::string& owner, std::string blob,
                             std::function<void(absl::Status)> done) {
   if (!done) done = [](absl::Status) {};
-  Post([this, key = Key(id, owner), blob = std::move(blob), done = std::move(done)] {
-    absl::StatusOr<redisContext*> c = Connection();
-    if (!c.ok()) return done(c.status());
-    const long long ttl = std::max<long long>(1, absl::ToInt64Seconds(options_.ttl));
-    Reply r(static_cast<redisReply*>(redisCommand(*c, "SET %b %b EX %lld", key.data(), key.size(),
-                                                  blob.data(), blob.size(), ttl)));
-    if (!r) return done(Failed((*c)->errstr));
-    if (r->type == REDIS_REPLY_ERROR) return done(Failed(std::string(r->str, r->len)));
-    metrics_->OnSharedSessions(Event::kStored);
+  Post([this, id, key = Key(id, owner), blob = std::move(blob), done = std::move(done)] {
+    std::string seen = "*";
+    if (options_.write_through) {
+      const std::optional<long long> known = Known(key);
+      seen = known ? std::to_string(*known) : "";
+    }
+    absl::StatusOr<Reply> r = Command({"EVAL", kPutScript, "1", key, blob, seen, TtlSeconds()});
+    if (!r.ok()) return done(r.status());
+    if ((*r)->type != REDIS_REPLY_INTEGER) return done(Failed("unexpected reply to a store"));
+    if ((*r)->integer < 0) {
+      known_.erase(key);
+      Count(Event::kConflict);
+      return done(absl::AbortedError(
+          absl::StrCat("session ", id.ToString(),
+                       " was resumed by another replica: the shared tier holds a later state")));
+    }
+    if (options_.write_through) Remember(key, (*r)->integer);
+    Count(Event::kStored);
     done(absl::OkStatus());
   });
 }
@@ -141,16 +227,51 @@ void SharedSessionTier::Put(SessionId id, const std::string& owner, std::string 
 void SharedSessionTier::Take(SessionId id, const std::string& owner,
                              std::function<void(absl::StatusOr<std::optional<std::string>>)> done) {
   Post([this, key = Key(id, owner), done = std::move(done)] {
-    absl::StatusOr<redisContext*> c = Connection();
-    if (!c.ok()) return done(c.status());
-    Reply r(static_cast<redisReply*>(redisCommand(*c, "GETDEL %b", key.data(), key.size())));
-    if (!r) return done(Failed((*c)->errstr));
-    if (r->type == REDIS_REPLY_NIL) return done(std::optional<std::string>());
-    if (r->type != REDIS_REPLY_STRING) {
-      return done(Failed(r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len)
-                                                      : "unexpected reply to GETDEL"));
+    if (!options_.write_through) {
+      absl::StatusOr<Reply> r = Command({"EVAL", kTakeScript, "1", key});
+      if (!r.ok()) return done(r.status());
+      if ((*r)->type == REDIS_REPLY_NIL) return done(std::optional<std::string>());
+      if ((*r)->type != REDIS_REPLY_STRING) return done(Failed("unexpected reply to a take"));
+      return done(std::optional<std::string>(std::string((*r)->str, (*r)->len)));
     }
-    done(std::optional<std::string>(std::string(r->str, r->len)));
+    absl::StatusOr<Reply> r = Command({"EVAL", kClaimScript, "1", key, TtlSeconds()});
+    if (!r.ok()) return done(r.status());
+    if ((*r)->type == REDIS_REPLY_NIL) return done(std::optional<std::string>());
+    if ((*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != 2 ||
+        (*r)->element[0]->type != REDIS_REPLY_STRING ||
+        (*r)->element[1]->type != REDIS_REPLY_INTEGER) {
+      return done(Failed("unexpected reply to a claim"));
+    }
+    Remember(key, (*r)->element[1]->integer);
+    done(std::optional<std::string>(std::string((*r)->element[0]->str, (*r)->element[0]->len)));
+  });
+}
+
+void SharedSessionTier::Check(SessionId id, const std::string& owner,
+                              std::function<void(absl::StatusOr<bool>)> done) {
+  Post([this, key = Key(id, owner), done = std::move(done)] {
+    absl::StatusOr<Reply> r = Command({"HGET", key, "g"});
+    if (!r.ok()) return done(r.status());
+    if ((*r)->type == REDIS_REPLY_NIL) return done(true);  // expired, evicted or never stored
+    long long generation = 0;
+    if ((*r)->type != REDIS_REPLY_STRING ||
+        !absl::SimpleAtoi(absl::string_view((*r)->str, (*r)->len), &generation)) {
+      return done(Failed("unexpected reply to a generation read"));
+    }
+    if (Known(key) == generation) return done(true);
+    known_.erase(key);
+    Count(Event::kStale);
+    done(false);
+  });
+}
+
+void SharedSessionTier::Remove(SessionId id, const std::string& owner,
+                               std::function<void(absl::Status)> done) {
+  if (!done) done = [](absl::Status) {};
+  Post([this, key = Key(id, owner), done = std::move(done)] {
+    known_.erase(key);
+    absl::StatusOr<Reply> r = Command({"DEL", key});
+    done(r.ok() ? absl::OkStatus() : r.status());
   });
 }
 

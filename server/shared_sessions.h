@@ -1,11 +1,24 @@
 // The shared session tier: session state blobs in Redis, so a conversation started on one
 // replica continues on another (docs/operations.md, "Sessions across replicas").
 //
-// Move semantics: a session lives in exactly one place, one replica's state pool or Redis. A
-// replica stores a session there when it hands it off (drain); a replica that is asked for a
-// session it does not have takes it with GETDEL (atomic: two replicas can never both resume it)
-// and imports it under the same id. Keys bind the owner: "modrwkv:session:<id>:<owner digest>",
-// so another caller's lookup misses exactly like an unknown id. Entries expire after the TTL.
+// An entry is a hash {b: state blob, g: generation} under "modrwkv:session:<id>:<owner digest>":
+// keys bind the owner, so another caller's lookup misses exactly like an unknown id. Entries
+// expire after the TTL. Every operation is one atomic command or Lua script.
+//
+// Move semantics (the default): a session lives in exactly one place, one replica's state pool or
+// Redis. A replica stores a session there when it hands it off (drain, a full cold tier); a
+// replica asked for a session it does not have takes it (read and delete in one script: two
+// replicas can never both resume it) and imports it under the same id.
+//
+// Write-through (Options::write_through; every replica sharing the Redis must agree): the entry
+// is the session's latest committed state, so a replica that crashes loses nothing. The owner
+// stores the session after every change (Put, conditional); a replica resuming it claims it
+// (Claim: reads the blob and bumps the generation, the entry stays); before using a local copy a
+// replica compares its generation with the entry's (Check) — a larger one means another replica
+// resumed the session since, so the local copy is stale. The generation this replica last wrote
+// or claimed is remembered per key (for a TTL; an entry older than that was either refreshed by
+// someone else or has expired). A Put whose generation no longer matches is refused (ABORTED):
+// another replica took the session meanwhile.
 //
 // Redis runs on the tier's own thread (hiredis is blocking); callbacks run there. When Redis is
 // unreachable or refuses, operations fail with UNAVAILABLE, the failure is counted
@@ -20,18 +33,21 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/base/session_id.h"
+#include "server/metrics.h"
 
 struct redisContext;
+struct redisReply;
 
 namespace modrwkv::server {
 
 class Logger;
-class Metrics;
 
 class SharedSessionTier {
  public:
@@ -39,19 +55,31 @@ class SharedSessionTier {
     std::string address;  // "redis://host:port" or "host:port"
     absl::Duration ttl = absl::Hours(1);
     absl::Duration timeout = absl::Seconds(2);  // connect and per-command
+    bool write_through = false;
   };
-  // INVALID_ARGUMENT for a malformed address; Redis itself is reached lazily (an outage at
-  // start-up is an outage like any other).
+  // `metrics` and `log` may be null. INVALID_ARGUMENT for a malformed address; Redis itself is
+  // reached lazily (an outage at start-up is an outage like any other).
   static absl::StatusOr<std::unique_ptr<SharedSessionTier>> Start(const Options& options,
                                                                   Metrics* metrics, Logger* log);
   ~SharedSessionTier();  // finishes the queued operations, then stops
 
-  // Stores `blob` for (id, owner) with the TTL, replacing what was there. `done` may be empty.
+  // Stores `blob` for (id, owner) with the TTL. Move semantics: replaces what was there.
+  // Write-through: only over the generation this replica last wrote or claimed (or no entry),
+  // else ABORTED. `done` may be empty.
   void Put(SessionId id, const std::string& owner, std::string blob,
            std::function<void(absl::Status)> done);
-  // Takes the blob for (id, owner) out of Redis: nullopt when there is none.
+  // The blob for (id, owner), nullopt when there is none. Move semantics: taken out of Redis.
+  // Write-through: claimed (the entry stays, its generation now this replica's).
   void Take(SessionId id, const std::string& owner,
             std::function<void(absl::StatusOr<std::optional<std::string>>)> done);
+  // Write-through: whether this replica's copy of (id, owner) is still the latest — false when
+  // the entry's generation is not the one this replica last wrote or claimed (no entry: true).
+  void Check(SessionId id, const std::string& owner,
+             std::function<void(absl::StatusOr<bool>)> done);
+  // Deletes the entry (a session deleted by its caller). `done` may be empty.
+  void Remove(SessionId id, const std::string& owner, std::function<void(absl::Status)> done);
+
+  bool write_through() const { return options_.write_through; }
 
   static std::string Key(SessionId id, const std::string& owner);
 
@@ -63,6 +91,18 @@ class SharedSessionTier {
   absl::StatusOr<redisContext*> Connection();
   // Drops a broken connection after a failed command; returns the error as UNAVAILABLE.
   absl::Status Failed(const std::string& what);
+  struct ReplyDeleter {
+    void operator()(redisReply* r) const;
+  };
+  using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+  // Runs one command (its arguments binary-safe) on the tier thread's connection, connecting if
+  // needed: the reply, or UNAVAILABLE (counted, logged) for no connection or an error reply.
+  absl::StatusOr<Reply> Command(std::initializer_list<std::string_view> args);
+  // The generation this replica last wrote or claimed for `key`, forgetting stale entries.
+  std::optional<long long> Known(const std::string& key);
+  void Remember(const std::string& key, long long generation);
+  std::string TtlSeconds() const;
+  void Count(Metrics::SharedSessionEvent event) const;  // when there are metrics
 
   const Options options_;
   const std::string host_;
@@ -76,6 +116,13 @@ class SharedSessionTier {
   bool stopping_ = false;
   redisContext* context_ = nullptr;  // tier thread only
   bool down_ = false;                // tier thread only: the last connection attempt failed
+  struct Generation {
+    long long value;
+    absl::Time at;
+  };
+  // Write-through, tier thread only: per key, the generation this replica last wrote or claimed.
+  absl::flat_hash_map<std::string, Generation> known_;
+  absl::Time next_sweep_ = absl::InfinitePast();
   std::thread thread_;
 };
 

@@ -130,7 +130,12 @@ constexpr FlagSpec kServeFlags[] = {
     {"shared-sessions", "",
      "redis://HOST:PORT: a shared session tier; a draining server hands its idle sessions there "
      "(and a full cold tier its LRU ones) and any replica resumes them (off by default)"},
-    {"shared-session-ttl", "1h", "how long a handed-off session waits in the shared tier"},
+    {"shared-session-ttl", "1h",
+     "how long a session waits in the shared tier after its last store or resume"},
+    {"shared-session-write-through", "",
+     "store every change of a kept session in the shared tier before answering, so a replica "
+     "that crashes loses none (every replica on the Redis must agree)",
+     true},
     {"log-level", "info", "debug, info, warn or error"},
     {"log-format", "text", "text (key=value) or json"},
     {"no-warmup", "", "skip the warm-up batch before readiness", true},
@@ -330,6 +335,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_ASSIGN_OR_RETURN(o.drain_timeout, DurationFlag(f, "drain-timeout"));
   o.shared_sessions = f.Str("shared-sessions");
   MODRWKV_ASSIGN_OR_RETURN(o.shared_session_ttl, DurationFlag(f, "shared-session-ttl"));
+  o.shared_session_write_through = f.Bool("shared-session-write-through");
   const std::string level = f.Str("log-level");
   if (level == "debug") {
     o.log_level = server::LogLevel::kDebug;
