@@ -217,6 +217,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   shared_resumed_ = &shared.Add({{"event", "resumed"}});
   shared_errors_ = &shared.Add({{"event", "error"}});
   shared_stale_ = &shared.Add({{"event", "stale"}});
+  shared_store_ = hist("modrwkv_shared_session_store_seconds",
+                       "Write-through: a call's session stored in the shared tier (export and "
+                       "Redis), which its answer waits for.",
+                       StepBuckets());
   shared_conflicts_ = &shared.Add({{"event", "conflict"}});
   prefix_tokens_saved_ = counter("modrwkv_prefix_cache_tokens_saved_total",
                                  "Prompt tokens not prefilled thanks to the prefix cache.");
@@ -352,6 +356,10 @@ void Metrics::OnPrefixCache(bool hit, int tokens) {
   if (!recording()) return;
   (hit ? prefix_hits_ : prefix_misses_)->Increment();
   if (hit) prefix_tokens_saved_->Increment(tokens);
+}
+
+void Metrics::OnSharedSessionStore(absl::Duration d) {
+  shared_store_->Observe(absl::ToDoubleSeconds(d));
 }
 
 void Metrics::OnStreamOverflow() { overflows_->Increment(); }

@@ -73,6 +73,7 @@ class Metrics : public SchedulerObserver {
   // failed (Redis unreachable or refusing).
   enum class SharedSessionEvent { kStored, kResumed, kError, kStale, kConflict };
   void OnSharedSessions(SharedSessionEvent event);
+  void OnSharedSessionStore(absl::Duration d);  // write-through: export + store of one call
   void OnStreamOverflow();
   void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
 
@@ -119,7 +120,8 @@ class Metrics : public SchedulerObserver {
 
   prometheus::Gauge *running_, *waiting_, *slots_used_, *slots_total_, *sessions_hot_,
       *sessions_cold_, *cold_tier_bytes_, *ready_, *draining_, *engine_failed_;
-  prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_;
+  prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_, *step_time_, *batch_size_, *batch_tokens_,
+      *shared_store_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *offload_to_cold_, *offload_to_hot_,
       *overflows_, *evicted_capacity_, *evicted_ttl_, *step_errors_, *prefix_hits_, *prefix_misses_,
       *shared_stored_, *shared_resumed_, *shared_errors_, *shared_stale_, *shared_conflicts_,

@@ -85,6 +85,14 @@ absl::Status ServerOptions::Validate() const {
   if (shared_session_write_through && shared_sessions.empty()) {
     return absl::InvalidArgumentError("shared-session-write-through needs --shared-sessions");
   }
+  // A replica's copy must not outlive the entry that tells whether another replica has resumed
+  // the session since (both clocks restart with each use of the session).
+  if (shared_session_write_through && scheduler.session_ttl > shared_session_ttl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared-session-ttl (", absl::FormatDuration(shared_session_ttl),
+        ") must be >= session-ttl (", absl::FormatDuration(scheduler.session_ttl),
+        ") with --shared-session-write-through"));
+  }
   if (http_threads < 1 || http_threads > 4096) {
     return absl::InvalidArgumentError(
         absl::StrFormat("http-threads must be in [1, 4096], got %d", http_threads));

@@ -189,9 +189,11 @@ void ServingContext::PersistSession(SessionId id, const std::string& owner,
   if (!PersistsSessions()) return then(absl::OkStatus());
   SharedSessionTier* tier = shared_sessions;
   Scheduler* sched = scheduler;
+  Metrics* m = metrics;
   std::atomic<int>* count = &persisting;
   count->fetch_add(1);
-  auto done = [count, then = std::move(then)](const absl::Status& st) {
+  auto done = [count, m, t0 = absl::Now(), then = std::move(then)](const absl::Status& st) {
+    m->OnSharedSessionStore(absl::Now() - t0);
     then(st);
     count->fetch_sub(1);
   };

@@ -193,6 +193,16 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return {b, n}
 )lua";
 
+// KEYS[1] the entry; ARGV[1] the TTL in seconds: a deleted session leaves its generation,
+// bumped, without a blob, so that replicas holding an older copy find it stale.
+constexpr std::string_view kRemoveScript = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[1], 'b')
+redis.call('HINCRBY', KEYS[1], 'g', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+)lua";
+
 }  // namespace
 
 std::string SharedSessionTier::TtlSeconds() const {
@@ -214,9 +224,10 @@ void SharedSessionTier::Put(SessionId id, const std::string& owner, std::string 
     if ((*r)->integer < 0) {
       known_.erase(key);
       Count(Event::kConflict);
-      return done(absl::AbortedError(
-          absl::StrCat("session ", id.ToString(),
-                       " was resumed by another replica: the shared tier holds a later state")));
+      return done(absl::AbortedError(absl::StrCat(
+          "session ", id.ToString(),
+          " was resumed by another replica meanwhile: its state there does not include this "
+          "call's change; continue on the replica that holds it")));
     }
     if (options_.write_through) Remember(key, (*r)->integer);
     Count(Event::kStored);
@@ -270,7 +281,9 @@ void SharedSessionTier::Remove(SessionId id, const std::string& owner,
   if (!done) done = [](absl::Status) {};
   Post([this, key = Key(id, owner), done = std::move(done)] {
     known_.erase(key);
-    absl::StatusOr<Reply> r = Command({"DEL", key});
+    absl::StatusOr<Reply> r = options_.write_through
+                                  ? Command({"EVAL", kRemoveScript, "1", key, TtlSeconds()})
+                                  : Command({"DEL", key});
     done(r.ok() ? absl::OkStatus() : r.status());
   });
 }

@@ -76,7 +76,8 @@ class SharedSessionTier {
   // the entry's generation is not the one this replica last wrote or claimed (no entry: true).
   void Check(SessionId id, const std::string& owner,
              std::function<void(absl::StatusOr<bool>)> done);
-  // Deletes the entry (a session deleted by its caller). `done` may be empty.
+  // Deletes the entry (a session deleted by its caller); with write-through its generation stays,
+  // bumped, for the TTL, so that another replica's copy is found stale. `done` may be empty.
   void Remove(SessionId id, const std::string& owner, std::function<void(absl::Status)> done);
 
   bool write_through() const { return options_.write_through; }

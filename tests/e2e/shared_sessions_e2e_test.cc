@@ -1,84 +1,16 @@
 // Sessions across replicas (--shared-sessions): a real redis-server started here and two real
 // server processes. A conversation runs on A, A drains (SIGTERM) between turns and hands its
 // sessions to Redis, and the conversation continues on B exactly as it would have on A. A Redis
-// that is gone leaves a server serving its local sessions, counting the failures.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
+// that is gone leaves a server serving its local sessions, counting the failures. With
+// write-through, A may crash (SIGKILL) instead, and a replica whose copy another one has resumed
+// since gives way to the later state.
 #include "tests/e2e/e2e_util.h"
+#include "tests/redis_process.h"
 
 namespace modrwkv::e2e {
 namespace {
 
-// A free TCP port on loopback (bound and released; the server binds it right after).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-bool Accepts(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
-// Debian's redis-server on a free port, no persistence; killed with the test.
-class RedisProcess {
- public:
-  static std::unique_ptr<RedisProcess> Start() {
-    auto r = std::unique_ptr<RedisProcess>(new RedisProcess());
-    r->port_ = FreePort();
-    const std::string port = std::to_string(r->port_);
-    const pid_t parent = getpid();
-    r->pid_ = fork();
-    if (r->pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      const int null_fd = open("/dev/null", O_WRONLY);
-      dup2(null_fd, 1);
-      dup2(null_fd, 2);
-      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    if (!Eventually([&] { return Accepts(r->port_); })) {
-      ADD_FAILURE() << "redis-server did not start (scripts/install-deps.sh installs it)";
-      return nullptr;
-    }
-    return r;
-  }
-  ~RedisProcess() { Stop(); }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    int st;
-    waitpid(pid_, &st, 0);
-    pid_ = -1;
-  }
-  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
-  int port() const { return port_; }
-
- private:
-  RedisProcess() = default;
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
+using testing_redis::RedisProcess;
 
 pb::Session CreateSession(const ServerProcess& server) {
   auto stub = pb::Sessions::NewStub(server.Channel());
@@ -293,6 +225,174 @@ TEST_F(SharedSessionsTwoReplicasE2eTest, TheClientRoutesASessionsCallsByTheHintI
   ASSERT_EQ(b->WaitExit(std::chrono::seconds(30)), 0) << b->Log();
   EXPECT_NE(RunCli("client get-session --session " + on_a + both, &err), 0);
   EXPECT_NE(err.find("no --target replica answered"), std::string::npos) << err;
+}
+
+pb::Session ForkSession(const ServerProcess& server, const std::string& id) {
+  auto stub = pb::Sessions::NewStub(server.Channel());
+  pb::ForkSessionRequest fork;
+  fork.set_session_id(id);
+  pb::Session s;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(stub->ForkSession(&ctx, fork, &s).ok());
+  return s;
+}
+
+grpc::Status DeleteSession(const ServerProcess& server, const std::string& id) {
+  auto stub = pb::Sessions::NewStub(server.Channel());
+  pb::DeleteSessionRequest del;
+  del.set_session_id(id);
+  pb::DeleteSessionResponse out;
+  grpc::ClientContext ctx;
+  return stub->DeleteSession(&ctx, del, &out);
+}
+
+// One Chat stream: its turns (raw, greedy, 12 tokens) on `session` (or a new kept one when
+// empty), stopping at the first failed turn. The texts, and the stream's status.
+struct ChatRun {
+  std::string session_id;
+  std::vector<std::string> texts;
+  grpc::Status status;
+};
+ChatRun Chat(const ServerProcess& server, const std::string& session,
+             const std::vector<std::string>& turns, std::function<void(int)> before_turn = {}) {
+  auto stub = pb::Inference::NewStub(server.Channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->Chat(&ctx);
+  ChatRun run;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    if (before_turn) before_turn(static_cast<int>(i));
+    pb::ChatRequest turn;
+    if (i == 0 && !session.empty()) turn.set_session_id(session);
+    if (i == 0 && session.empty()) turn.set_keep_session(true);
+    turn.set_raw(true);
+    turn.set_text(turns[i]);
+    turn.mutable_sampling()->set_temperature(0);
+    turn.mutable_stop()->set_max_tokens(12);
+    if (!stream->Write(turn)) break;
+    std::string text;
+    bool ended = false;
+    pb::ChatResponse resp;
+    while (!ended && stream->Read(&resp)) {
+      if (resp.has_started()) run.session_id = resp.started().session_id();
+      if (resp.has_chunk()) text += resp.chunk().text();
+      ended = resp.has_turn_end() && resp.turn_end().error_message().empty();
+    }
+    if (!ended) break;
+    run.texts.push_back(text);
+  }
+  stream->WritesDone();
+  pb::ChatResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  run.status = stream->Finish();
+  return run;
+}
+
+// Redis and two replicas sharing it, with write-through.
+class SharedSessionsWriteThroughE2eTest : public SharedSessionsTwoReplicasE2eTest {
+ protected:
+  void SetUp() override {
+    redis_ = RedisProcess::Start();
+    ASSERT_NE(redis_, nullptr);
+    options_.args = {"--shared-sessions", redis_->url(), "--shared-session-write-through"};
+    a_ = ServerProcess::Start(options_);
+    b_ = ServerProcess::Start(options_);
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+  }
+  // The undisturbed conversation (kTurns), on B.
+  std::vector<std::string> Reference() {
+    const std::string id = CreateSession(*b_).session_id();
+    std::vector<std::string> want;
+    for (const std::string& t : kTurns) {
+      StreamResult r = Turn(*b_, id, t);
+      EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+      want.push_back(r.text);
+    }
+    return want;
+  }
+};
+
+TEST_F(SharedSessionsWriteThroughE2eTest, SessionsSurviveAReplicaThatCrashes) {
+  const std::vector<std::string> want = Reference();
+  ASSERT_EQ(want.size(), kTurns.size());
+
+  // On A: a conversation's first turn, a fork after it, a session with no turn yet, and a kept
+  // Chat session with one turn. Then A is killed: no drain, no hand-off.
+  const std::string id = CreateSession(*a_).session_id();
+  StreamResult first = Turn(*a_, id, kTurns[0]);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.text, want[0]);
+  const std::string forked = ForkSession(*a_, id).session_id();
+  const std::string fresh = CreateSession(*a_).session_id();
+  const ChatRun chat = Chat(*a_, "", {kTurns[0]});
+  ASSERT_TRUE(chat.status.ok()) << chat.status.error_message();
+  ASSERT_EQ(chat.texts, std::vector<std::string>{want[0]});
+  a_->Signal(SIGKILL);
+  ASSERT_EQ(a_->WaitExit(std::chrono::seconds(10)), -1);  // killed, not exited
+  ASSERT_TRUE(a_->Exited());
+
+  // Every one continues on B where it was.
+  for (size_t i = 1; i < kTurns.size(); ++i) {
+    StreamResult r = Turn(*b_, id, kTurns[i]);
+    ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.error_message();
+    EXPECT_EQ(r.text, want[i]) << "turn " << i;
+  }
+  StreamResult from_fork = Turn(*b_, forked, kTurns[1]);
+  ASSERT_TRUE(from_fork.status.ok()) << from_fork.status.error_message();
+  EXPECT_EQ(from_fork.text, want[1]);
+  pb::Session s;
+  ASSERT_TRUE(GetSession(*b_, fresh, &s).ok());
+  EXPECT_EQ(s.tokens(), 0);
+  const ChatRun chat_on_b = Chat(*b_, chat.session_id, {kTurns[1]});
+  ASSERT_TRUE(chat_on_b.status.ok()) << chat_on_b.status.error_message();
+  EXPECT_EQ(chat_on_b.texts, std::vector<std::string>{want[1]});
+  EXPECT_EQ(ScrapeMetric(*b_, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 4);
+}
+
+TEST_F(SharedSessionsWriteThroughE2eTest, AStaleCopyGivesWayToTheLaterState) {
+  const std::vector<std::string> want = Reference();
+  ASSERT_EQ(want.size(), kTurns.size());
+
+  // The conversation moves A -> B -> A while both live (a client that lost A for a moment):
+  // A still holds its copy from before B's turn, and must not answer from it.
+  const std::string id = CreateSession(*a_).session_id();
+  ASSERT_EQ(Turn(*a_, id, kTurns[0]).text, want[0]);
+  StreamResult on_b = Turn(*b_, id, kTurns[1]);
+  ASSERT_TRUE(on_b.status.ok()) << on_b.status.error_message();
+  EXPECT_EQ(on_b.text, want[1]);
+  StreamResult back = Turn(*a_, id, kTurns[2]);
+  ASSERT_TRUE(back.status.ok()) << back.status.error_message();
+  EXPECT_EQ(back.text, want[2]);
+  EXPECT_EQ(ScrapeMetric(*a_, "modrwkv_shared_sessions_total{event=\"stale\"}"), 1);
+  EXPECT_EQ(ScrapeMetric(*a_, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 1);
+
+  // Deleted on A, it is gone from B too, whose copy is older.
+  ASSERT_TRUE(DeleteSession(*a_, id).ok());
+  EXPECT_EQ(GetSession(*b_, id).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GetSession(*a_, id).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// A Chat stream holds its session: another replica resuming it meanwhile (a client using it from
+// two places) makes the stream's next turn fail ABORTED instead of two diverging states.
+TEST_F(SharedSessionsWriteThroughE2eTest, AStreamWhoseSessionWasResumedElsewhereIsAborted) {
+  const std::string id = CreateSession(*a_).session_id();
+  const ChatRun run = Chat(*a_, id, {kTurns[0], kTurns[1]}, [&](int turn) {
+    if (turn == 1) EXPECT_TRUE(GetSession(*b_, id).ok());  // B resumes it between the turns
+  });
+  EXPECT_EQ(run.texts.size(), 1u);
+  EXPECT_EQ(run.status.error_code(), grpc::StatusCode::ABORTED) << run.status.error_message();
+  EXPECT_NE(run.status.error_message().find("resumed by another replica"), std::string::npos)
+      << run.status.error_message();
+  EXPECT_EQ(ScrapeMetric(*a_, "modrwkv_shared_sessions_total{event=\"conflict\"}"), 1);
+  // B holds the session as it was after the first turn; A gave its copy up.
+  pb::Session s;
+  ASSERT_TRUE(GetSession(*b_, id, &s).ok());
+  EXPECT_GT(s.tokens(), 0);
+  EXPECT_EQ(ScrapeMetric(*a_, "modrwkv_sessions{tier=\"hot\"}") +
+                ScrapeMetric(*a_, "modrwkv_sessions{tier=\"cold\"}"),
+            0);
 }
 
 TEST(SharedSessionsE2eTest, ARedisOutageLeavesLocalSessionsServing) {

@@ -50,5 +50,20 @@ TEST(ServerOptionsTest, NegativeCapsAreRefusedNamingTheOption) {
   }
 }
 
+TEST(ServerOptionsTest, WriteThroughNeedsATierWhoseEntriesOutliveLocalCopies) {
+  ServerOptions o = Valid();
+  o.shared_session_write_through = true;
+  EXPECT_NE(o.Validate().message().find("needs --shared-sessions"), std::string::npos)
+      << o.Validate();
+  o.shared_sessions = "redis://127.0.0.1:6379";
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();  // both TTLs 1h
+  o.scheduler.session_ttl = absl::Hours(2);
+  EXPECT_NE(o.Validate().message().find("shared-session-ttl (1h) must be >= session-ttl (2h)"),
+            std::string::npos)
+      << o.Validate();
+  o.shared_session_write_through = false;  // without write-through copies are moved, not kept
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+}
+
 }  // namespace
 }  // namespace modrwkv::server

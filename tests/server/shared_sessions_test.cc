@@ -1,8 +1,11 @@
-// The shared session tier's keys and address checks (the Redis round trips are in
-// tests/e2e/shared_sessions_e2e_test.cc, against a real redis-server).
+// The shared session tier: keys, address checks, and its protocol against a real redis-server
+// (tiers standing for replicas; the servers themselves are in tests/e2e/shared_sessions_e2e_test.cc).
 #include "server/shared_sessions.h"
 
+#include <future>
+
 #include "gtest/gtest.h"
+#include "tests/redis_process.h"
 
 namespace modrwkv::server {
 namespace {
@@ -36,6 +39,103 @@ TEST(SharedSessionTierTest, AddressesAreCheckedUpFront) {
     o.address = good;
     EXPECT_TRUE(SharedSessionTier::Start(o, nullptr, nullptr).ok()) << good;  // lazy: no connect
   }
+}
+
+// A tier as one replica sees it, with its asynchronous operations waited for.
+class Replica {
+ public:
+  Replica(const std::string& url, bool write_through) {
+    SharedSessionTier::Options o;
+    o.address = url;
+    o.write_through = write_through;
+    auto t = SharedSessionTier::Start(o, nullptr, nullptr);
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (t.ok()) tier_ = *std::move(t);
+  }
+  absl::Status Put(SessionId id, const std::string& blob) {
+    std::promise<absl::Status> p;
+    tier_->Put(id, "alice", blob, [&](absl::Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
+  // The blob, "" when there is none, or "error: ..." when the operation failed.
+  std::string Take(SessionId id) {
+    std::promise<std::string> p;
+    tier_->Take(id, "alice", [&](absl::StatusOr<std::optional<std::string>> b) {
+      p.set_value(!b.ok() ? "error: " + b.status().ToString() : b->value_or(""));
+    });
+    return p.get_future().get();
+  }
+  absl::StatusOr<bool> Check(SessionId id) {
+    std::promise<absl::StatusOr<bool>> p;
+    tier_->Check(id, "alice", [&](absl::StatusOr<bool> c) { p.set_value(c); });
+    return p.get_future().get();
+  }
+  absl::Status Remove(SessionId id) {
+    std::promise<absl::Status> p;
+    tier_->Remove(id, "alice", [&](absl::Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
+
+ private:
+  std::unique_ptr<SharedSessionTier> tier_;
+};
+
+const SessionId kSession{0x1111, 0x2222};
+
+TEST(SharedSessionTierRedisTest, MoveSemanticsTakeOutWhatWasHandedOff) {
+  auto redis = testing_redis::RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  Replica a(redis->url(), false), b(redis->url(), false);
+  EXPECT_EQ(b.Take(kSession), "");
+  ASSERT_TRUE(a.Put(kSession, "state one").ok());
+  ASSERT_TRUE(a.Put(kSession, "state two").ok());  // a hand-off replaces what was there
+  EXPECT_EQ(b.Take(kSession), "state two");
+  EXPECT_EQ(a.Take(kSession), "");  // in one place only: taken out
+}
+
+TEST(SharedSessionTierRedisTest, WriteThroughKeepsTheLatestStateAndTellsStaleCopies) {
+  auto redis = testing_redis::RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  Replica a(redis->url(), true), b(redis->url(), true), c(redis->url(), true);
+  EXPECT_EQ(a.Check(kSession).value_or(false), true);  // nothing stored: the local copy serves
+  ASSERT_TRUE(a.Put(kSession, "turn 1").ok());
+  ASSERT_TRUE(a.Put(kSession, "turn 2").ok());  // the owner's stores follow each other
+  EXPECT_EQ(a.Check(kSession).value_or(false), true);
+
+  // A crash: B resumes the session; the entry stays (claimed), so B's own later stores and a
+  // third replica's resume find it.
+  EXPECT_EQ(b.Take(kSession), "turn 2");
+  EXPECT_EQ(a.Check(kSession).value_or(true), false);  // A's copy is stale now
+  const absl::Status late = a.Put(kSession, "turn 3 on a stale copy");
+  EXPECT_EQ(late.code(), absl::StatusCode::kAborted) << late;
+  ASSERT_TRUE(b.Put(kSession, "turn 3").ok());
+  EXPECT_EQ(b.Check(kSession).value_or(false), true);
+
+  // A replica that never held the session cannot overwrite it, even with no copy to compare.
+  EXPECT_EQ(c.Put(kSession, "a stranger's state").code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(c.Take(kSession), "turn 3");
+  EXPECT_EQ(b.Put(kSession, "turn 4 on b").code(), absl::StatusCode::kAborted);
+  // A, whose copy was stale, resumes it again and carries on.
+  EXPECT_EQ(a.Take(kSession), "turn 3");
+  ASSERT_TRUE(a.Put(kSession, "turn 4").ok());
+  EXPECT_EQ(c.Check(kSession).value_or(true), false);
+
+  // A deleted session is gone for every replica, and a copy left anywhere is stale.
+  ASSERT_TRUE(a.Remove(kSession).ok());
+  EXPECT_EQ(c.Check(kSession).value_or(true), false);
+  EXPECT_EQ(b.Take(kSession), "");
+  EXPECT_EQ(a.Check(kSession).value_or(true), false);
+}
+
+TEST(SharedSessionTierRedisTest, AnOutageIsUnavailable) {
+  auto redis = testing_redis::RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  Replica a(redis->url(), true);
+  ASSERT_TRUE(a.Put(kSession, "turn 1").ok());
+  redis->Stop();
+  EXPECT_EQ(a.Put(kSession, "turn 2").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(a.Check(kSession).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(a.Take(kSession).rfind("error: UNAVAILABLE", 0), 0u);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "modrwkv/v1/inference.grpc.pb.h"
+#include "modrwkv/v1/sessions.grpc.pb.h"
 #include "tools/cli/flags.h"
 
 namespace modrwkv::loadgen {
@@ -64,6 +65,7 @@ struct Config {
   std::vector<int32_t> shared_prefix;  // those tokens, drawn once the vocabulary is known
   int n = 1;                           // completions per request (GenerateRequest.n)
   int priority = 0;                    // GenerateRequest.priority of every request
+  bool sessions = false;  // closed loop: each client's requests are turns on one session
 };
 
 bool Draw(std::mt19937_64& rng, double fraction) {
@@ -75,9 +77,12 @@ std::uniform_int_distribution<int32_t> TokenIds(const Config& cfg) {
   return std::uniform_int_distribution<int32_t>(1, std::max(2, std::min(cfg.vocab, 65530) - 1));
 }
 
-RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng) {
+// One request; a turn on `session` when it is not empty.
+RequestStats RunOne(Inference::Stub& stub, const Config& cfg, std::mt19937_64& rng,
+                    const std::string& session = "") {
   v1::GenerateRequest req;
   RequestStats st;
+  if (!session.empty()) req.set_session_id(session);
   if (!cfg.image.empty() && Draw(rng, cfg.image_fraction)) {
     req.add_input()->mutable_image()->set_data(cfg.image);
     st.image = true;
@@ -163,6 +168,21 @@ int Run(const Config& cfg, const std::string& json_path) {
     for (int i = 0; i < cfg.shared_prefix_tokens; ++i) prefix.push_back(id(rng));
   }
 
+  // With --sessions, one session per client, made before the clock starts.
+  std::vector<std::string> sessions(cfg.sessions ? cfg.concurrency : 0);
+  auto sessions_stub = v1::Sessions::NewStub(channel);
+  for (std::string& id : sessions) {
+    grpc::ClientContext ctx;
+    if (!cfg.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg.token);
+    v1::Session s;
+    const grpc::Status st = sessions_stub->CreateSession(&ctx, v1::CreateSessionRequest(), &s);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: CreateSession: %s\n", st.error_message().c_str());
+      return 1;
+    }
+    id = s.session_id();
+  }
+
   std::mutex mu;
   std::vector<RequestStats> results;
   std::atomic<int> next{0};
@@ -174,7 +194,7 @@ int Run(const Config& cfg, const std::string& json_path) {
       workers.emplace_back([&, w] {
         std::mt19937_64 rng(cfg.seed * 1000003 + w);
         while (next.fetch_add(1) < cfg.requests) {
-          RequestStats r = RunOne(*stub, cfg, rng);
+          RequestStats r = RunOne(*stub, cfg, rng, cfg.sessions ? sessions[w] : "");
           std::lock_guard<std::mutex> l(mu);
           results.push_back(std::move(r));
         }
@@ -201,6 +221,14 @@ int Run(const Config& cfg, const std::string& json_path) {
     for (auto& t : inflight) t.join();
   }
   const double dur_s = std::chrono::duration<double>(Clock::now() - start).count();
+  for (const std::string& id : sessions) {
+    grpc::ClientContext ctx;
+    if (!cfg.token.empty()) ctx.AddMetadata("authorization", "Bearer " + cfg.token);
+    v1::DeleteSessionRequest del;
+    del.set_session_id(id);
+    v1::DeleteSessionResponse out;
+    sessions_stub->DeleteSession(&ctx, del, &out);  // best effort: the server's TTL is the rest
+  }
 
   int completed = 0, failed = 0, images = 0, clips = 0;
   int64_t out_tokens = 0;
@@ -221,8 +249,10 @@ int Run(const Config& cfg, const std::string& json_path) {
     if (r.output_tokens > 1) tpot.push_back((r.e2e_ms - r.ttft_ms) / (r.output_tokens - 1));
     itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
   }
-  const std::string mode = cfg.rate > 0 ? absl::StrFormat("rate %.2f req/s", cfg.rate)
-                                        : absl::StrFormat("concurrency %d", cfg.concurrency);
+  const std::string mode =
+      cfg.rate > 0 ? absl::StrFormat("rate %.2f req/s", cfg.rate)
+                   : absl::StrFormat("concurrency %d%s", cfg.concurrency,
+                                     cfg.sessions ? " (turns on one session each)" : "");
   std::printf(
       "target %s | %s | prompt %d tokens (%d shared) | output %d tokens x %d | "
       "temperature %g | priority %d\n",
@@ -302,6 +332,9 @@ int main(int argc, char** argv) {
       .Add("priority", "0",
            "GenerateRequest.priority of every request (admission order; within -100 and the "
            "server's --max-request-priority)")
+      .AddBool("sessions",
+               "closed loop: each client makes a session first and sends its requests as turns "
+               "on it (a conversation; the prompt and output lengths are per turn)")
       .Add("json", "", "also write the summary as JSON to this file");
   auto parsed = flags.Parse(argc, argv, 1);
   if (!parsed.ok()) {
@@ -349,6 +382,13 @@ int main(int argc, char** argv) {
   cfg.shared_prefix_tokens = static_cast<int>(*shared);
   cfg.n = static_cast<int>(*choices);
   cfg.priority = static_cast<int>(*priority);
+  cfg.sessions = flags.Bool("sessions");
+  if (cfg.sessions && (cfg.rate > 0 || cfg.n > 1 || cfg.shared_prefix_tokens > 0)) {
+    std::fprintf(stderr,
+                 "error: --sessions is for the closed loop (--concurrency), with --n 1 and no "
+                 "--shared-prefix-tokens\n");
+    return 2;
+  }
   if (cfg.shared_prefix_tokens >= cfg.prompt_tokens) {
     std::fprintf(stderr, "error: --shared-prefix-tokens must be below --prompt-tokens\n");
     return 2;
