@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks deploy/ and the Dockerfile offline, against the built server (build/bin/modrwkv):
-#   - kustomize renders the overlays (cpu, gpu, and cpu with the tls component) with kubectl;
+#   - kustomize renders the overlays (cpu, gpu, cpu with the tls component, cpu with the
+#     shared-sessions component) with kubectl;
 #   - the rendered objects validate against the Kubernetes schemas (kubernetes-validate, strict,
 #     the oldest and newest versions it ships; the Prometheus Operator's ServiceMonitor and
 #     PrometheusRule have no schema there and are checked by promtool and the tests below);
@@ -12,7 +13,8 @@
 #     service names), and a real server started with the ConfigMap's settings on a demo model
 #     answers the rendered probes (gRPC ones in plaintext, the tls component's exec ones over TLS
 #     with a throwaway CA), exports every metric the dashboard, alerts, adapter and HPA use, and
-#     drains on SIGTERM to exit code 0;
+#     drains on SIGTERM to exit code 0; the shared-sessions component's Redis arguments start a
+#     local redis-server, and a server with its settings stores a session's turns there;
 #   - docs/operations.md names every serve flag and every exported metric.
 # Tools are cached: a virtualenv in ~/.cache/modrwkv (pip's cache under it), promtool from
 # Debian's prometheus package (extracted, not installed). About 40 s when cached.
@@ -54,19 +56,21 @@ if [[ -z $promtool ]]; then
 fi
 echo "$("$promtool" --version 2>&1 | head -1); $("$venv/bin/hadolint" --version)"
 
-step "render: overlays cpu, gpu, and cpu with the tls component"
-mkdir -p "$out/cpu-tls"
-cat >"$out/cpu-tls/kustomization.yaml" <<'EOF'
+step "render: overlays cpu, gpu, and cpu with the tls and with the shared-sessions component"
+for component in tls shared-sessions; do
+  mkdir -p "$out/cpu-$component"
+  cat >"$out/cpu-$component/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: modrwkv
 resources: [../../../deploy/overlays/cpu]
-components: [../../../deploy/components/tls]
+components: [../../../deploy/components/$component]
 EOF
+  kubectl kustomize "$out/cpu-$component" >"$out/cpu-$component.yaml"
+done
 kubectl kustomize deploy/overlays/cpu >"$out/cpu.yaml"
 kubectl kustomize deploy/overlays/gpu >"$out/gpu.yaml"
-kubectl kustomize "$out/cpu-tls" >"$out/cpu-tls.yaml"
-rendered=("$out/cpu.yaml" "$out/gpu.yaml" "$out/cpu-tls.yaml")
+rendered=("$out/cpu.yaml" "$out/gpu.yaml" "$out/cpu-tls.yaml" "$out/cpu-shared-sessions.yaml")
 grep -q 'nvidia.com/gpu: "1"' "$out/gpu.yaml" || { echo "check-deploy: the gpu overlay asks for no GPU" >&2; exit 1; }
 
 step "Kubernetes schemas (kubernetes-validate --strict, 1.27 and 1.37)"
@@ -76,7 +80,7 @@ for k in 1.27.0 1.37.0; do
   unexpected=$(grep -v -E "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" <<<"$report" || true)
   [[ -z $unexpected ]] || { echo "$unexpected"; exit 1; }
 done
-echo "$(grep -c '^kind:' "$out/cpu.yaml") objects in cpu, $(grep -c '^kind:' "$out/gpu.yaml") in gpu, $(grep -c '^kind:' "$out/cpu-tls.yaml") in cpu-tls: valid"
+echo "$(grep -c '^kind:' "$out/cpu.yaml") objects in cpu, $(grep -c '^kind:' "$out/gpu.yaml") in gpu, $(grep -c '^kind:' "$out/cpu-tls.yaml") in cpu-tls, $(grep -c '^kind:' "$out/cpu-shared-sessions.yaml") in cpu-shared-sessions: valid"
 
 step "policy scan (checkov)"
 checkov_args=()
@@ -115,6 +119,7 @@ start_server() {
       MODRWKV_PORT | MODRWKV_METRICS_PORT) kv=${kv%%=*}=0 ;;
       MODRWKV_AUTH_TOKEN_FILE) kv=MODRWKV_AUTH_TOKEN_FILE=$out/tokens ;;
       MODRWKV_TLS_*) kv=${kv/\/etc\/modrwkv\/tls/$out/tls} ;;
+      MODRWKV_SHARED_SESSIONS) kv=MODRWKV_SHARED_SESSIONS=redis://127.0.0.1:$redis_port ;;
     esac
     env+=("$kv")
   done < <("$py" tools/check_deploy.py env "$rendered")
@@ -138,7 +143,9 @@ stop_server() {
     { tail -5 "$1"; echo "check-deploy: the drain ended with exit code $code" >&2; exit 1; }
 }
 server=
-trap '[[ -n $server ]] && kill -9 "$server" 2>/dev/null || true' EXIT
+redis=
+redis_port=
+trap '[[ -n $server ]] && kill -9 "$server" 2>/dev/null; [[ -n $redis ]] && kill -9 "$redis" 2>/dev/null; true' EXIT
 "$bin" make-demo-model --out "$out/model" >/dev/null
 echo "check $(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$out/tokens"
 
@@ -179,6 +186,35 @@ while read -r probe kind argv; do
   echo "$probe: modrwkv client health --tls-ca ... --service '$service' is $status"
 done <"$out/cpu-tls.probes"
 stop_server "$out/server-tls.log"
+
+step "the shared-sessions component: its Redis arguments, a server with its settings storing turns"
+mapfile -t redis_args < <("$py" -c '
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "modrwkv-redis":
+        [print(a) for a in d["spec"]["template"]["spec"]["containers"][0]["args"]]
+' "$out/cpu-shared-sessions.yaml")
+((${#redis_args[@]} > 0)) || { echo "check-deploy: no modrwkv-redis arguments rendered" >&2; exit 1; }
+redis_port=$((20000 + RANDOM % 20000))
+redis-server "${redis_args[@]}" --port "$redis_port" --bind 127.0.0.1 >"$out/redis.log" 2>&1 &
+redis=$!
+for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -p "$redis_port" ping >/dev/null ||
+  { cat "$out/redis.log"; echo "check-deploy: redis-server refused the component's arguments" >&2; exit 1; }
+echo "redis-server $(redis-cli -p "$redis_port" info server | sed -n 's/^redis_version:\(.*\)\r$/\1/p') runs with: ${redis_args[*]}"
+start_server "$out/cpu-shared-sessions.yaml" "$out/server-shared.log"
+token=$(awk '{print $2}' "$out/tokens")
+session=$("$bin" client create-session --target "127.0.0.1:$port" --token "$token" | grep -oE '[0-9a-f]{32}' | head -1)
+"$bin" client generate --target "127.0.0.1:$port" --token "$token" --session "$session" \
+  --prompt hello --max-tokens 4 --temperature 0 >/dev/null
+stored=$(curl -sf "127.0.0.1:$metrics/metrics" |
+  awk '$1 == "modrwkv_shared_sessions_total{event=\"stored\"}" {print $2}')
+[[ ${stored:-0} -ge 2 ]] ||
+  { echo "check-deploy: a created session and its turn stored ${stored:-0} times, not 2" >&2; exit 1; }
+echo "session $session: created and one turn, $stored stores in Redis"
+stop_server "$out/server-shared.log"
+kill "$redis" && wait "$redis" 2>/dev/null || true
+redis=
 
 step "docs/operations.md names every flag and metric"
 undocumented=()

@@ -126,20 +126,38 @@ void SharedSessionTier::Count(Metrics::SharedSessionEvent event) const {
 
 void SharedSessionTier::ReplyDeleter::operator()(redisReply* r) const { freeReplyObject(r); }
 
+absl::StatusOr<std::vector<SharedSessionTier::Reply>> SharedSessionTier::Pipeline(
+    std::initializer_list<std::initializer_list<std::string_view>> commands) {
+  MODRWKV_ASSIGN_OR_RETURN(redisContext * c, Connection());
+  for (const auto& args : commands) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (std::string_view a : args) {
+      argv.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()) !=
+        REDIS_OK) {
+      return Failed(c->errstr);
+    }
+  }
+  std::vector<Reply> replies;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    void* r = nullptr;
+    if (redisGetReply(c, &r) != REDIS_OK) return Failed(c->errstr);
+    replies.emplace_back(static_cast<redisReply*>(r));
+  }
+  // Every reply is read first, so that the connection stays in step after an error reply.
+  for (const Reply& r : replies) {
+    if (r->type == REDIS_REPLY_ERROR) return Failed(std::string(r->str, r->len));
+  }
+  return replies;
+}
+
 absl::StatusOr<SharedSessionTier::Reply> SharedSessionTier::Command(
     std::initializer_list<std::string_view> args) {
-  MODRWKV_ASSIGN_OR_RETURN(redisContext * c, Connection());
-  std::vector<const char*> argv;
-  std::vector<size_t> lengths;
-  for (std::string_view a : args) {
-    argv.push_back(a.data());
-    lengths.push_back(a.size());
-  }
-  Reply r(static_cast<redisReply*>(
-      redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data())));
-  if (!r) return Failed(c->errstr);
-  if (r->type == REDIS_REPLY_ERROR) return Failed(std::string(r->str, r->len));
-  return r;
+  MODRWKV_ASSIGN_OR_RETURN(std::vector<Reply> r, Pipeline({args}));
+  return std::move(r[0]);
 }
 
 std::optional<long long> SharedSessionTier::Known(const std::string& key) {
@@ -160,38 +178,10 @@ std::optional<long long> SharedSessionTier::Known(const std::string& key) {
 }
 
 void SharedSessionTier::Remember(const std::string& key, long long generation) {
-  known_[key] = Generation{generation, absl::Now()};
+  known_[key] = KnownGeneration{generation, absl::Now()};
 }
 
 namespace {
-
-// KEYS[1] the entry; ARGV: the blob, the generation the caller last saw ("*": any, "": none),
-// the TTL in seconds. The new generation, or -1 when the entry's is another.
-constexpr std::string_view kPutScript = R"lua(
-local g = redis.call('HGET', KEYS[1], 'g')
-if ARGV[2] ~= '*' and g and g ~= ARGV[2] then return -1 end
-local n = redis.call('HINCRBY', KEYS[1], 'g', 1)
-redis.call('HSET', KEYS[1], 'b', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return n
-)lua";
-
-// KEYS[1] the entry: its blob, deleted (nil when there is none).
-constexpr std::string_view kTakeScript = R"lua(
-local b = redis.call('HGET', KEYS[1], 'b')
-redis.call('DEL', KEYS[1])
-return b
-)lua";
-
-// KEYS[1] the entry; ARGV[1] the TTL in seconds: {blob, new generation}, the entry kept with
-// its generation bumped (nil when there is none).
-constexpr std::string_view kClaimScript = R"lua(
-local b = redis.call('HGET', KEYS[1], 'b')
-if not b then return false end
-local n = redis.call('HINCRBY', KEYS[1], 'g', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return {b, n}
-)lua";
 
 // KEYS[1] the entry; ARGV[1] the TTL in seconds: a deleted session leaves its generation,
 // bumped, without a blob, so that replicas holding an older copy find it stale.
@@ -209,53 +199,105 @@ std::string SharedSessionTier::TtlSeconds() const {
   return std::to_string(std::max<int64_t>(1, absl::ToInt64Seconds(options_.ttl)));
 }
 
+// The blobs never pass through Lua (which copies a 13 MB state twice more): the conditional
+// store and the claim are optimistic transactions (WATCH, read, MULTI ... EXEC; EXEC fails when
+// another client changed the entry in between, and the attempt is made once more).
 void SharedSessionTier::Put(SessionId id, const std::string& owner, std::string blob,
                             std::function<void(absl::Status)> done) {
   if (!done) done = [](absl::Status) {};
   Post([this, id, key = Key(id, owner), blob = std::move(blob), done = std::move(done)] {
-    std::string seen = "*";
-    if (options_.write_through) {
-      const std::optional<long long> known = Known(key);
-      seen = known ? std::to_string(*known) : "";
+    const std::string ttl = TtlSeconds();
+    if (!options_.write_through) {  // a hand-off: replaces whatever was there
+      absl::StatusOr<std::vector<Reply>> r = Pipeline({{"MULTI"},
+                                                       {"DEL", key},
+                                                       {"HSET", key, "b", blob, "g", "1"},
+                                                       {"EXPIRE", key, ttl},
+                                                       {"EXEC"}});
+      if (!r.ok()) return done(r.status());
+      if ((*r)[4]->type != REDIS_REPLY_ARRAY) return done(Failed("a hand-off was not stored"));
+      Count(Event::kStored);
+      return done(absl::OkStatus());
     }
-    absl::StatusOr<Reply> r = Command({"EVAL", kPutScript, "1", key, blob, seen, TtlSeconds()});
-    if (!r.ok()) return done(r.status());
-    if ((*r)->type != REDIS_REPLY_INTEGER) return done(Failed("unexpected reply to a store"));
-    if ((*r)->integer < 0) {
-      known_.erase(key);
-      Count(Event::kConflict);
-      return done(absl::AbortedError(absl::StrCat(
-          "session ", id.ToString(),
-          " was resumed by another replica meanwhile: its state there does not include this "
-          "call's change; continue on the replica that holds it")));
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      absl::StatusOr<std::vector<Reply>> seen = Pipeline({{"WATCH", key}, {"HGET", key, "g"}});
+      if (!seen.ok()) return done(seen.status());
+      absl::StatusOr<std::optional<long long>> g = Generation(*(*seen)[1]);
+      if (!g.ok()) return done(g.status());
+      if (g->has_value() && Known(key) != **g) break;  // another replica's state is there
+      const std::string next = std::to_string(g->value_or(0) + 1);
+      absl::StatusOr<std::vector<Reply>> r = Pipeline(
+          {{"MULTI"}, {"HSET", key, "b", blob, "g", next}, {"EXPIRE", key, ttl}, {"EXEC"}});
+      if (!r.ok()) return done(r.status());
+      if ((*r)[3]->type == REDIS_REPLY_ARRAY) {
+        Remember(key, g->value_or(0) + 1);
+        Count(Event::kStored);
+        return done(absl::OkStatus());
+      }
+      // EXEC refused: the entry changed after WATCH (a claim, a store, its expiry); look again.
     }
-    if (options_.write_through) Remember(key, (*r)->integer);
-    Count(Event::kStored);
-    done(absl::OkStatus());
+    if (absl::StatusOr<Reply> r = Command({"UNWATCH"}); !r.ok()) return done(r.status());
+    known_.erase(key);
+    Count(Event::kConflict);
+    done(absl::AbortedError(absl::StrCat(
+        "session ", id.ToString(),
+        " was resumed by another replica meanwhile: its state there does not include this "
+        "call's change; continue on the replica that holds it")));
   });
 }
 
 void SharedSessionTier::Take(SessionId id, const std::string& owner,
                              std::function<void(absl::StatusOr<std::optional<std::string>>)> done) {
   Post([this, key = Key(id, owner), done = std::move(done)] {
-    if (!options_.write_through) {
-      absl::StatusOr<Reply> r = Command({"EVAL", kTakeScript, "1", key});
+    if (!options_.write_through) {  // moved out: read and deleted at once
+      absl::StatusOr<std::vector<Reply>> r =
+          Pipeline({{"MULTI"}, {"HGET", key, "b"}, {"DEL", key}, {"EXEC"}});
       if (!r.ok()) return done(r.status());
-      if ((*r)->type == REDIS_REPLY_NIL) return done(std::optional<std::string>());
-      if ((*r)->type != REDIS_REPLY_STRING) return done(Failed("unexpected reply to a take"));
-      return done(std::optional<std::string>(std::string((*r)->str, (*r)->len)));
+      const redisReply* exec = (*r)[3].get();
+      if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2) {
+        return done(Failed("unexpected reply to a take"));
+      }
+      const redisReply* b = exec->element[0];
+      if (b->type == REDIS_REPLY_NIL) return done(std::optional<std::string>());
+      if (b->type != REDIS_REPLY_STRING) return done(Failed("unexpected reply to a take"));
+      return done(std::optional<std::string>(std::string(b->str, b->len)));
     }
-    absl::StatusOr<Reply> r = Command({"EVAL", kClaimScript, "1", key, TtlSeconds()});
-    if (!r.ok()) return done(r.status());
-    if ((*r)->type == REDIS_REPLY_NIL) return done(std::optional<std::string>());
-    if ((*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != 2 ||
-        (*r)->element[0]->type != REDIS_REPLY_STRING ||
-        (*r)->element[1]->type != REDIS_REPLY_INTEGER) {
-      return done(Failed("unexpected reply to a claim"));
+    // Claimed: the entry stays, its generation bumped and remembered as this replica's.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      absl::StatusOr<std::vector<Reply>> seen =
+          Pipeline({{"WATCH", key}, {"HMGET", key, "b", "g"}});
+      if (!seen.ok()) return done(seen.status());
+      const redisReply* fields = (*seen)[1].get();
+      if (fields->type != REDIS_REPLY_ARRAY || fields->elements != 2) {
+        return done(Failed("unexpected reply to a claim"));
+      }
+      const redisReply* b = fields->element[0];
+      if (b->type != REDIS_REPLY_STRING) {  // none, or deleted (a generation without a blob)
+        if (absl::StatusOr<Reply> r = Command({"UNWATCH"}); !r.ok()) return done(r.status());
+        return done(std::optional<std::string>());
+      }
+      absl::StatusOr<std::optional<long long>> g = Generation(*fields->element[1]);
+      if (!g.ok()) return done(g.status());
+      const std::string next = std::to_string(g->value_or(0) + 1);
+      absl::StatusOr<std::vector<Reply>> r =
+          Pipeline({{"MULTI"}, {"HSET", key, "g", next}, {"EXPIRE", key, TtlSeconds()}, {"EXEC"}});
+      if (!r.ok()) return done(r.status());
+      if ((*r)[3]->type == REDIS_REPLY_ARRAY) {
+        Remember(key, g->value_or(0) + 1);
+        return done(std::optional<std::string>(std::string(b->str, b->len)));
+      }
     }
-    Remember(key, (*r)->element[1]->integer);
-    done(std::optional<std::string>(std::string((*r)->element[0]->str, (*r)->element[0]->len)));
+    if (absl::StatusOr<Reply> r = Command({"UNWATCH"}); !r.ok()) return done(r.status());
+    done(absl::AbortedError("the session changed twice while it was being resumed; try again"));
   });
+}
+
+absl::StatusOr<std::optional<long long>> SharedSessionTier::Generation(const redisReply& r) {
+  if (r.type == REDIS_REPLY_NIL) return std::optional<long long>();
+  long long g = 0;
+  if (r.type != REDIS_REPLY_STRING || !absl::SimpleAtoi(absl::string_view(r.str, r.len), &g)) {
+    return Failed("an entry's generation is not a number");
+  }
+  return std::optional<long long>(g);
 }
 
 void SharedSessionTier::Check(SessionId id, const std::string& owner,
@@ -263,13 +305,11 @@ void SharedSessionTier::Check(SessionId id, const std::string& owner,
   Post([this, key = Key(id, owner), done = std::move(done)] {
     absl::StatusOr<Reply> r = Command({"HGET", key, "g"});
     if (!r.ok()) return done(r.status());
-    if ((*r)->type == REDIS_REPLY_NIL) return done(true);  // expired, evicted or never stored
-    long long generation = 0;
-    if ((*r)->type != REDIS_REPLY_STRING ||
-        !absl::SimpleAtoi(absl::string_view((*r)->str, (*r)->len), &generation)) {
-      return done(Failed("unexpected reply to a generation read"));
-    }
-    if (Known(key) == generation) return done(true);
+    absl::StatusOr<std::optional<long long>> g = Generation(**r);
+    if (!g.ok()) return done(g.status());
+    // No entry: expired (then so has every copy: the TTLs are checked at start-up) or never
+    // stored (an outage): the local copy serves.
+    if (!g->has_value() || Known(key) == **g) return done(true);
     known_.erase(key);
     Count(Event::kStale);
     done(false);

@@ -3,18 +3,18 @@
 //
 // An entry is a hash {b: state blob, g: generation} under "modrwkv:session:<id>:<owner digest>":
 // keys bind the owner, so another caller's lookup misses exactly like an unknown id. Entries
-// expire after the TTL. Every operation is one atomic command or Lua script.
+// expire after the TTL. Every operation is atomic: one command, a transaction or a Lua script.
 //
 // Move semantics (the default): a session lives in exactly one place, one replica's state pool or
 // Redis. A replica stores a session there when it hands it off (drain, a full cold tier); a
-// replica asked for a session it does not have takes it (read and delete in one script: two
-// replicas can never both resume it) and imports it under the same id.
+// replica asked for a session it does not have takes it (read and delete in one transaction:
+// two replicas can never both resume it) and imports it under the same id.
 //
 // Write-through (Options::write_through; every replica sharing the Redis must agree): the entry
 // is the session's latest committed state, so a replica that crashes loses nothing. The owner
 // stores the session after every change (Put, conditional); a replica resuming it claims it
-// (Claim: reads the blob and bumps the generation, the entry stays); before using a local copy a
-// replica compares its generation with the entry's (Check) — a larger one means another replica
+// (Take: reads the blob and bumps the generation, the entry stays); before using a local copy a
+// replica compares its generation with the entry's (Check) — another one means another replica
 // resumed the session since, so the local copy is stale. The generation this replica last wrote
 // or claimed is remembered per key (for a TTL; an entry older than that was either refreshed by
 // someone else or has expired). A Put whose generation no longer matches is refused (ABORTED):
@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -96,9 +97,14 @@ class SharedSessionTier {
     void operator()(redisReply* r) const;
   };
   using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-  // Runs one command (its arguments binary-safe) on the tier thread's connection, connecting if
-  // needed: the reply, or UNAVAILABLE (counted, logged) for no connection or an error reply.
+  // Sends `commands` (their arguments binary-safe) in one write on the tier thread's connection,
+  // connecting if needed, and reads their replies: in order, or UNAVAILABLE (counted, logged) for
+  // no connection or any error reply.
+  absl::StatusOr<std::vector<Reply>> Pipeline(
+      std::initializer_list<std::initializer_list<std::string_view>> commands);
   absl::StatusOr<Reply> Command(std::initializer_list<std::string_view> args);
+  // An entry's generation field: nullopt when nil, UNAVAILABLE (counted) when not a number.
+  absl::StatusOr<std::optional<long long>> Generation(const redisReply& r);
   // The generation this replica last wrote or claimed for `key`, forgetting stale entries.
   std::optional<long long> Known(const std::string& key);
   void Remember(const std::string& key, long long generation);
@@ -117,12 +123,12 @@ class SharedSessionTier {
   bool stopping_ = false;
   redisContext* context_ = nullptr;  // tier thread only
   bool down_ = false;                // tier thread only: the last connection attempt failed
-  struct Generation {
+  struct KnownGeneration {
     long long value;
-    absl::Time at;
+    absl::Time at;  // when this replica wrote or claimed it
   };
   // Write-through, tier thread only: per key, the generation this replica last wrote or claimed.
-  absl::flat_hash_map<std::string, Generation> known_;
+  absl::flat_hash_map<std::string, KnownGeneration> known_;
   absl::Time next_sweep_ = absl::InfinitePast();
   std::thread thread_;
 };

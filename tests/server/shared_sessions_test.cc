@@ -1,5 +1,6 @@
 // The shared session tier: keys, address checks, and its protocol against a real redis-server
-// (tiers standing for replicas; the servers themselves are in tests/e2e/shared_sessions_e2e_test.cc).
+// (tiers standing for replicas; the servers themselves are in
+// tests/e2e/shared_sessions_e2e_test.cc).
 #include "server/shared_sessions.h"
 
 #include <future>
