@@ -242,7 +242,7 @@ absl::Status ModelServer::LoadAndServe() {
     // Sessions the cold tier has no room for move to the shared tier instead of being lost
     // (codec thread; dropped once the tier has stopped, at the very end of a drain).
     sched_options.spill_session = [this](SessionId id, std::string owner, std::string blob) {
-      if (SharedSessionTier* t = spill_target_.load()) t->Put(id, owner, std::move(blob), {});
+      if (SharedSessionTier* t = spill_target_.load()) t->HandOff(id, owner, std::move(blob), {});
     };
   }
   MODRWKV_ASSIGN_OR_RETURN(
@@ -482,8 +482,8 @@ void ModelServer::HandOffSessions() {
     scheduler_->ExportSession(
         id, owner, [&, id = id, owner = owner](absl::StatusOr<std::string> blob) {
           if (!blob.ok()) return stored.set_value(blob.status());
-          shared_sessions_->Put(id, owner, *std::move(blob),
-                                [&](absl::Status st) { stored.set_value(std::move(st)); });
+          shared_sessions_->HandOff(id, owner, *std::move(blob),
+                                    [&](absl::Status st) { stored.set_value(std::move(st)); });
         });
     const absl::Status st = stored.get_future().get();
     if (st.ok()) {

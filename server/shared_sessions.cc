@@ -127,36 +127,55 @@ void SharedSessionTier::Count(Metrics::SharedSessionEvent event) const {
 void SharedSessionTier::ReplyDeleter::operator()(redisReply* r) const { freeReplyObject(r); }
 
 absl::StatusOr<std::vector<SharedSessionTier::Reply>> SharedSessionTier::Pipeline(
-    std::initializer_list<std::initializer_list<std::string_view>> commands) {
-  MODRWKV_ASSIGN_OR_RETURN(redisContext * c, Connection());
-  for (const auto& args : commands) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (std::string_view a : args) {
-      argv.push_back(a.data());
-      lengths.push_back(a.size());
+    std::initializer_list<std::initializer_list<std::string_view>> commands, Resend resend) {
+  for (int attempt = 0;; ++attempt) {
+    const bool reused = context_ != nullptr;
+    MODRWKV_ASSIGN_OR_RETURN(redisContext * c, Connection());
+    bool sent = true;
+    for (const auto& args : commands) {
+      std::vector<const char*> argv;
+      std::vector<size_t> lengths;
+      for (std::string_view a : args) {
+        argv.push_back(a.data());
+        lengths.push_back(a.size());
+      }
+      if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()) !=
+          REDIS_OK) {
+        sent = false;
+        break;
+      }
     }
-    if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()) !=
-        REDIS_OK) {
+    std::vector<Reply> replies;
+    for (size_t i = 0; sent && i < commands.size(); ++i) {
+      void* r = nullptr;
+      if (redisGetReply(c, &r) != REDIS_OK) {
+        sent = false;
+        break;
+      }
+      replies.emplace_back(static_cast<redisReply*>(r));
+    }
+    if (!sent) {
+      // A connection that Redis closed while it sat idle (a restart, a timeout): once more on a
+      // new one, for the commands that may run twice.
+      if (resend == Resend::kYes && reused && attempt == 0 &&
+          (c->err == REDIS_ERR_EOF || c->err == REDIS_ERR_IO)) {
+        redisFree(context_);
+        context_ = nullptr;
+        continue;
+      }
       return Failed(c->errstr);
     }
+    // Every reply is read first, so that the connection stays in step after an error reply.
+    for (const Reply& r : replies) {
+      if (r->type == REDIS_REPLY_ERROR) return Failed(std::string(r->str, r->len));
+    }
+    return replies;
   }
-  std::vector<Reply> replies;
-  for (size_t i = 0; i < commands.size(); ++i) {
-    void* r = nullptr;
-    if (redisGetReply(c, &r) != REDIS_OK) return Failed(c->errstr);
-    replies.emplace_back(static_cast<redisReply*>(r));
-  }
-  // Every reply is read first, so that the connection stays in step after an error reply.
-  for (const Reply& r : replies) {
-    if (r->type == REDIS_REPLY_ERROR) return Failed(std::string(r->str, r->len));
-  }
-  return replies;
 }
 
 absl::StatusOr<SharedSessionTier::Reply> SharedSessionTier::Command(
-    std::initializer_list<std::string_view> args) {
-  MODRWKV_ASSIGN_OR_RETURN(std::vector<Reply> r, Pipeline({args}));
+    std::initializer_list<std::string_view> args, Resend resend) {
+  MODRWKV_ASSIGN_OR_RETURN(std::vector<Reply> r, Pipeline({args}, resend));
   return std::move(r[0]);
 }
 
@@ -178,7 +197,12 @@ std::optional<long long> SharedSessionTier::Known(const std::string& key) {
 }
 
 void SharedSessionTier::Remember(const std::string& key, long long generation) {
-  known_[key] = KnownGeneration{generation, absl::Now()};
+  known_[key] = KnownGeneration{generation, absl::Now(), /*dirty=*/false};
+}
+
+absl::Status SharedSessionTier::MarkDirty(const std::string& key, absl::Status failure) {
+  if (auto it = known_.find(key); it != known_.end()) it->second.dirty = true;
+  return failure;
 }
 
 namespace {
@@ -206,43 +230,66 @@ void SharedSessionTier::Put(SessionId id, const std::string& owner, std::string 
                             std::function<void(absl::Status)> done) {
   if (!done) done = [](absl::Status) {};
   Post([this, id, key = Key(id, owner), blob = std::move(blob), done = std::move(done)] {
-    const std::string ttl = TtlSeconds();
-    if (!options_.write_through) {  // a hand-off: replaces whatever was there
-      absl::StatusOr<std::vector<Reply>> r = Pipeline({{"MULTI"},
-                                                       {"DEL", key},
-                                                       {"HSET", key, "b", blob, "g", "1"},
-                                                       {"EXPIRE", key, ttl},
-                                                       {"EXEC"}});
-      if (!r.ok()) return done(r.status());
-      if ((*r)[4]->type != REDIS_REPLY_ARRAY) return done(Failed("a hand-off was not stored"));
+    Store(id, key, blob, done);
+  });
+}
+
+void SharedSessionTier::HandOff(SessionId id, const std::string& owner, std::string blob,
+                                std::function<void(absl::Status)> done) {
+  if (!done) done = [](absl::Status) {};
+  Post([this, id, key = Key(id, owner), blob = std::move(blob), done = std::move(done)] {
+    if (options_.write_through) {
+      // Its latest state is there already unless this replica's last store of it failed (or it
+      // never stored it: an outage since the session began).
+      auto it = known_.find(key);
+      if (it != known_.end() && !it->second.dirty && Known(key).has_value()) {
+        return done(absl::OkStatus());
+      }
+    }
+    Store(id, key, blob, done);
+  });
+}
+
+void SharedSessionTier::Store(SessionId id, const std::string& key, const std::string& blob,
+                              const std::function<void(absl::Status)>& done) {
+  const std::string ttl = TtlSeconds();
+  if (!options_.write_through) {  // a hand-off: replaces whatever was there
+    absl::StatusOr<std::vector<Reply>> r = Pipeline({{"MULTI"},
+                                                     {"DEL", key},
+                                                     {"HSET", key, "b", blob, "g", "1"},
+                                                     {"EXPIRE", key, ttl},
+                                                     {"EXEC"}},
+                                                    Resend::kYes);
+    if (!r.ok()) return done(r.status());
+    if ((*r)[4]->type != REDIS_REPLY_ARRAY) return done(Failed("a hand-off was not stored"));
+    Count(Event::kStored);
+    return done(absl::OkStatus());
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    absl::StatusOr<std::vector<Reply>> seen =
+        Pipeline({{"WATCH", key}, {"HGET", key, "g"}}, Resend::kYes);
+    if (!seen.ok()) return done(MarkDirty(key, seen.status()));
+    absl::StatusOr<std::optional<long long>> g = Generation(*(*seen)[1]);
+    if (!g.ok()) return done(g.status());
+    if (g->has_value() && Known(key) != **g) break;  // another replica's state is there
+    const std::string next = std::to_string(g->value_or(0) + 1);
+    absl::StatusOr<std::vector<Reply>> r =
+        Pipeline({{"MULTI"}, {"HSET", key, "b", blob, "g", next}, {"EXPIRE", key, ttl}, {"EXEC"}});
+    if (!r.ok()) return done(MarkDirty(key, r.status()));
+    if ((*r)[3]->type == REDIS_REPLY_ARRAY) {
+      Remember(key, g->value_or(0) + 1);
       Count(Event::kStored);
       return done(absl::OkStatus());
     }
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      absl::StatusOr<std::vector<Reply>> seen = Pipeline({{"WATCH", key}, {"HGET", key, "g"}});
-      if (!seen.ok()) return done(seen.status());
-      absl::StatusOr<std::optional<long long>> g = Generation(*(*seen)[1]);
-      if (!g.ok()) return done(g.status());
-      if (g->has_value() && Known(key) != **g) break;  // another replica's state is there
-      const std::string next = std::to_string(g->value_or(0) + 1);
-      absl::StatusOr<std::vector<Reply>> r = Pipeline(
-          {{"MULTI"}, {"HSET", key, "b", blob, "g", next}, {"EXPIRE", key, ttl}, {"EXEC"}});
-      if (!r.ok()) return done(r.status());
-      if ((*r)[3]->type == REDIS_REPLY_ARRAY) {
-        Remember(key, g->value_or(0) + 1);
-        Count(Event::kStored);
-        return done(absl::OkStatus());
-      }
-      // EXEC refused: the entry changed after WATCH (a claim, a store, its expiry); look again.
-    }
-    if (absl::StatusOr<Reply> r = Command({"UNWATCH"}); !r.ok()) return done(r.status());
-    known_.erase(key);
-    Count(Event::kConflict);
-    done(absl::AbortedError(absl::StrCat(
-        "session ", id.ToString(),
-        " was resumed by another replica meanwhile: its state there does not include this "
-        "call's change; continue on the replica that holds it")));
-  });
+    // EXEC refused: the entry changed after WATCH (a claim, a store, its expiry); look again.
+  }
+  if (absl::StatusOr<Reply> r = Command({"UNWATCH"}); !r.ok()) return done(r.status());
+  known_.erase(key);
+  Count(Event::kConflict);
+  done(absl::AbortedError(absl::StrCat(
+      "session ", id.ToString(),
+      " was resumed by another replica meanwhile: its state there does not include this "
+      "call's change; continue on the replica that holds it")));
 }
 
 void SharedSessionTier::Take(SessionId id, const std::string& owner,
@@ -250,7 +297,7 @@ void SharedSessionTier::Take(SessionId id, const std::string& owner,
   Post([this, key = Key(id, owner), done = std::move(done)] {
     if (!options_.write_through) {  // moved out: read and deleted at once
       absl::StatusOr<std::vector<Reply>> r =
-          Pipeline({{"MULTI"}, {"HGET", key, "b"}, {"DEL", key}, {"EXEC"}});
+          Pipeline({{"MULTI"}, {"HGET", key, "b"}, {"DEL", key}, {"EXEC"}}, Resend::kYes);
       if (!r.ok()) return done(r.status());
       const redisReply* exec = (*r)[3].get();
       if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2) {
@@ -264,7 +311,7 @@ void SharedSessionTier::Take(SessionId id, const std::string& owner,
     // Claimed: the entry stays, its generation bumped and remembered as this replica's.
     for (int attempt = 0; attempt < 2; ++attempt) {
       absl::StatusOr<std::vector<Reply>> seen =
-          Pipeline({{"WATCH", key}, {"HMGET", key, "b", "g"}});
+          Pipeline({{"WATCH", key}, {"HMGET", key, "b", "g"}}, Resend::kYes);
       if (!seen.ok()) return done(seen.status());
       const redisReply* fields = (*seen)[1].get();
       if (fields->type != REDIS_REPLY_ARRAY || fields->elements != 2) {
@@ -303,7 +350,7 @@ absl::StatusOr<std::optional<long long>> SharedSessionTier::Generation(const red
 void SharedSessionTier::Check(SessionId id, const std::string& owner,
                               std::function<void(absl::StatusOr<bool>)> done) {
   Post([this, key = Key(id, owner), done = std::move(done)] {
-    absl::StatusOr<Reply> r = Command({"HGET", key, "g"});
+    absl::StatusOr<Reply> r = Command({"HGET", key, "g"}, Resend::kYes);
     if (!r.ok()) return done(r.status());
     absl::StatusOr<std::optional<long long>> g = Generation(**r);
     if (!g.ok()) return done(g.status());
@@ -321,9 +368,10 @@ void SharedSessionTier::Remove(SessionId id, const std::string& owner,
   if (!done) done = [](absl::Status) {};
   Post([this, key = Key(id, owner), done = std::move(done)] {
     known_.erase(key);
-    absl::StatusOr<Reply> r = options_.write_through
-                                  ? Command({"EVAL", kRemoveScript, "1", key, TtlSeconds()})
-                                  : Command({"DEL", key});
+    absl::StatusOr<Reply> r =
+        options_.write_through
+            ? Command({"EVAL", kRemoveScript, "1", key, TtlSeconds()}, Resend::kYes)
+            : Command({"DEL", key}, Resend::kYes);
     done(r.ok() ? absl::OkStatus() : r.status());
   });
 }

@@ -69,6 +69,10 @@ class SharedSessionTier {
   // else ABORTED. `done` may be empty.
   void Put(SessionId id, const std::string& owner, std::string blob,
            std::function<void(absl::Status)> done);
+  // A session leaving this replica (a drain, a full cold tier): Put, except that with
+  // write-through a session whose latest state this replica has stored is not stored again.
+  void HandOff(SessionId id, const std::string& owner, std::string blob,
+               std::function<void(absl::Status)> done);
   // The blob for (id, owner), nullopt when there is none. Move semantics: taken out of Redis.
   // Write-through: claimed (the entry stays, its generation now this replica's).
   void Take(SessionId id, const std::string& owner,
@@ -100,14 +104,25 @@ class SharedSessionTier {
   // Sends `commands` (their arguments binary-safe) in one write on the tier thread's connection,
   // connecting if needed, and reads their replies: in order, or UNAVAILABLE (counted, logged) for
   // no connection or any error reply.
+  // kYes: commands that may run twice (reads, WATCH, a whole idempotent transaction) are sent
+  // once more on a new connection when Redis had closed the one they went out on.
+  enum class Resend { kNo, kYes };
   absl::StatusOr<std::vector<Reply>> Pipeline(
-      std::initializer_list<std::initializer_list<std::string_view>> commands);
-  absl::StatusOr<Reply> Command(std::initializer_list<std::string_view> args);
+      std::initializer_list<std::initializer_list<std::string_view>> commands,
+      Resend resend = Resend::kNo);
+  absl::StatusOr<Reply> Command(std::initializer_list<std::string_view> args,
+                                Resend resend = Resend::kNo);
   // An entry's generation field: nullopt when nil, UNAVAILABLE (counted) when not a number.
   absl::StatusOr<std::optional<long long>> Generation(const redisReply& r);
   // The generation this replica last wrote or claimed for `key`, forgetting stale entries.
   std::optional<long long> Known(const std::string& key);
   void Remember(const std::string& key, long long generation);
+  // A write-through store of `key` that did not reach Redis: its entry is older than the local
+  // state, so a hand-off must store it. Returns `failure`.
+  absl::Status MarkDirty(const std::string& key, absl::Status failure);
+  // Put on the tier thread.
+  void Store(SessionId id, const std::string& key, const std::string& blob,
+             const std::function<void(absl::Status)>& done);
   std::string TtlSeconds() const;
   void Count(Metrics::SharedSessionEvent event) const;  // when there are metrics
 
@@ -126,6 +141,7 @@ class SharedSessionTier {
   struct KnownGeneration {
     long long value;
     absl::Time at;  // when this replica wrote or claimed it
+    bool dirty;     // a later store failed: the local state is newer than the entry
   };
   // Write-through, tier thread only: per key, the generation this replica last wrote or claimed.
   absl::flat_hash_map<std::string, KnownGeneration> known_;

@@ -53,28 +53,13 @@ class RedisProcess {
   static std::unique_ptr<RedisProcess> Start() {
     auto r = std::unique_ptr<RedisProcess>(new RedisProcess());
     r->port_ = FreePort();
-    const std::string port = std::to_string(r->port_);
-    const pid_t parent = getpid();
-    r->pid_ = fork();
-    if (r->pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      const int null_fd = open("/dev/null", O_WRONLY);
-      dup2(null_fd, 1);
-      dup2(null_fd, 2);
-      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!Accepts(r->port_)) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ADD_FAILURE() << "redis-server did not start (scripts/install-deps.sh installs it)";
-        return nullptr;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    if (!r->Launch()) return nullptr;
     return r;
+  }
+  // A fresh, empty redis-server on the same port (after Stop).
+  bool Restart() {
+    Stop();
+    return Launch();
   }
   ~RedisProcess() { Stop(); }
   void Stop() {
@@ -89,6 +74,30 @@ class RedisProcess {
 
  private:
   RedisProcess() = default;
+  bool Launch() {
+    const std::string port = std::to_string(port_);
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      const int null_fd = open("/dev/null", O_WRONLY);
+      dup2(null_fd, 1);
+      dup2(null_fd, 2);
+      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!Accepts(port_)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "redis-server did not start (scripts/install-deps.sh installs it)";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  }
   pid_t pid_ = -1;
   int port_ = 0;
 };

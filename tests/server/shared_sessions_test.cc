@@ -58,6 +58,11 @@ class Replica {
     tier_->Put(id, "alice", blob, [&](absl::Status st) { p.set_value(st); });
     return p.get_future().get();
   }
+  absl::Status HandOff(SessionId id, const std::string& blob) {
+    std::promise<absl::Status> p;
+    tier_->HandOff(id, "alice", blob, [&](absl::Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
   // The blob, "" when there is none, or "error: ..." when the operation failed.
   std::string Take(SessionId id) {
     std::promise<std::string> p;
@@ -126,6 +131,28 @@ TEST(SharedSessionTierRedisTest, WriteThroughKeepsTheLatestStateAndTellsStaleCop
   EXPECT_EQ(c.Check(kSession).value_or(true), false);
   EXPECT_EQ(b.Take(kSession), "");
   EXPECT_EQ(a.Check(kSession).value_or(true), false);
+}
+
+TEST(SharedSessionTierRedisTest, WriteThroughHandsOffOnlyWhatRedisDoesNotHaveYet) {
+  auto redis = testing_redis::RedisProcess::Start();
+  ASSERT_NE(redis, nullptr);
+  Replica a(redis->url(), true), b(redis->url(), true);
+  const SessionId stored{1, 1}, never_stored{2, 2};
+  ASSERT_TRUE(a.Put(stored, "turn 1").ok());
+  // Stored after its last change: a drain has nothing to send (the blob here is not sent).
+  ASSERT_TRUE(a.HandOff(stored, "not sent").ok());
+  ASSERT_TRUE(a.HandOff(never_stored, "first state").ok());
+  EXPECT_EQ(b.Take(stored), "turn 1");
+  EXPECT_EQ(b.Take(never_stored), "first state");
+
+  // A store lost in an outage: the hand-off after it sends the state.
+  const SessionId dirty{3, 3};
+  ASSERT_TRUE(a.Put(dirty, "turn 1").ok());
+  redis->Stop();
+  EXPECT_EQ(a.Put(dirty, "turn 2").code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(redis->Restart());  // empty: as if its entries had expired meanwhile
+  ASSERT_TRUE(a.HandOff(dirty, "turn 2").ok());
+  EXPECT_EQ(b.Take(dirty), "turn 2");
 }
 
 TEST(SharedSessionTierRedisTest, AnOutageIsUnavailable) {
