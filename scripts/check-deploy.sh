@@ -120,6 +120,7 @@ start_server() {
       MODRWKV_AUTH_TOKEN_FILE) kv=MODRWKV_AUTH_TOKEN_FILE=$out/tokens ;;
       MODRWKV_TLS_*) kv=${kv/\/etc\/modrwkv\/tls/$out/tls} ;;
       MODRWKV_SHARED_SESSIONS) kv=MODRWKV_SHARED_SESSIONS=redis://127.0.0.1:$redis_port ;;
+      MODRWKV_SHARED_SESSIONS_PASSWORD_FILE) kv=MODRWKV_SHARED_SESSIONS_PASSWORD_FILE=$out/redis-password ;;
     esac
     env+=("$kv")
   done < <("$py" tools/check_deploy.py env "$rendered")
@@ -195,13 +196,21 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
         [print(a) for a in d["spec"]["template"]["spec"]["containers"][0]["args"]]
 ' "$out/cpu-shared-sessions.yaml")
 ((${#redis_args[@]} > 0)) || { echo "check-deploy: no modrwkv-redis arguments rendered" >&2; exit 1; }
+# The Secret's files, with a password of this run's.
+redis_password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$redis_password" >"$out/redis-password"
+echo "requirepass $redis_password" >"$out/redis.conf"
+for i in "${!redis_args[@]}"; do redis_args[i]=${redis_args[i]//\/etc\/redis\/redis.conf/$out/redis.conf}; done
 redis_port=$((20000 + RANDOM % 20000))
 redis-server "${redis_args[@]}" --port "$redis_port" --bind 127.0.0.1 >"$out/redis.log" 2>&1 &
 redis=$!
-for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-cli -p "$redis_port" ping >/dev/null ||
+rcli() { REDISCLI_AUTH=$redis_password redis-cli -p "$redis_port" "$@"; }
+for _ in $(seq 1 100); do rcli ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+rcli ping 2>/dev/null | grep -q PONG ||
   { cat "$out/redis.log"; echo "check-deploy: redis-server refused the component's arguments" >&2; exit 1; }
-echo "redis-server $(redis-cli -p "$redis_port" info server | sed -n 's/^redis_version:\(.*\)\r$/\1/p') runs with: ${redis_args[*]}"
+[[ $(redis-cli -p "$redis_port" ping 2>&1) == *NOAUTH* ]] ||
+  { echo "check-deploy: Redis answers without the password" >&2; exit 1; }
+echo "redis-server $(rcli info server | sed -n 's/^redis_version:\(.*\)\r$/\1/p') runs with: ${redis_args[*]}"
 start_server "$out/cpu-shared-sessions.yaml" "$out/server-shared.log"
 token=$(awk '{print $2}' "$out/tokens")
 session=$("$bin" client create-session --target "127.0.0.1:$port" --token "$token" | grep -oE '[0-9a-f]{32}' | head -1)

@@ -235,6 +235,10 @@ absl::Status ModelServer::LoadAndServe() {
     so.address = options_.shared_sessions;
     so.ttl = options_.shared_session_ttl;
     so.write_through = options_.shared_session_write_through;
+    if (!options_.shared_sessions_password_file.empty()) {
+      MODRWKV_RETURN_IF_ERROR(
+          SharedSessionTier::ReadPasswordFile(options_.shared_sessions_password_file, &so));
+    }
     MODRWKV_ASSIGN_OR_RETURN(shared_sessions_,
                              SharedSessionTier::Start(so, metrics_.get(), log_.get()));
     ctx_.shared_sessions = shared_sessions_.get();
@@ -350,6 +354,9 @@ absl::Status ModelServer::LoadAndServe() {
               {"state_slots", model_->num_slots()},
               {"state_bytes", model_->StateBytes()},
               {"session_routing_hint", absl::StrFormat("%08x", ctx_.session_routing_hint)},
+              {"shared_sessions", !shared_sessions_                   ? "off"
+                                  : shared_sessions_->write_through() ? "write-through"
+                                                                      : "move"},
               {"seconds", absl::ToDoubleSeconds(absl::Now() - t0)}});
   if (options_.warmup) {
     metrics_->SetRecording(false);

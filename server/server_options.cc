@@ -88,10 +88,10 @@ absl::Status ServerOptions::Validate() const {
   // A replica's copy must not outlive the entry that tells whether another replica has resumed
   // the session since (both clocks restart with each use of the session).
   if (shared_session_write_through && scheduler.session_ttl > shared_session_ttl) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "shared-session-ttl (", absl::FormatDuration(shared_session_ttl),
-        ") must be >= session-ttl (", absl::FormatDuration(scheduler.session_ttl),
-        ") with --shared-session-write-through"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared-session-ttl (", absl::FormatDuration(shared_session_ttl),
+                     ") must be >= session-ttl (", absl::FormatDuration(scheduler.session_ttl),
+                     ") with --shared-session-write-through"));
   }
   if (http_threads < 1 || http_threads > 4096) {
     return absl::InvalidArgumentError(
@@ -162,6 +162,15 @@ absl::Status ServerOptions::Validate() const {
       return absl::InvalidArgumentError("tls-client-ca (mTLS) needs tls-cert and tls-key");
     }
     if (auto st = FileReadable(tls_client_ca_file, "tls-client-ca"); !st.ok()) return st;
+  }
+  if (!shared_sessions_password_file.empty()) {
+    if (shared_sessions.empty()) {
+      return absl::InvalidArgumentError("shared-sessions-password-file needs --shared-sessions");
+    }
+    if (auto st = FileReadable(shared_sessions_password_file, "shared-sessions-password-file");
+        !st.ok()) {
+      return st;
+    }
   }
   if (!auth_token_file.empty()) {
     if (auto st = FileReadable(auth_token_file, "auth-token-file"); !st.ok()) return st;

@@ -119,6 +119,9 @@ struct ServerOptions {
   // Every change of a kept session is stored in the shared tier before its answer, so a replica
   // that crashes loses no session (SharedSessionTier::Options::write_through).
   bool shared_session_write_through = false;
+  // Redis AUTH for the shared tier: a file holding "PASSWORD" or "USERNAME PASSWORD" (an ACL
+  // user), read at start-up. "" = no AUTH.
+  std::string shared_sessions_password_file;
   bool warmup = true;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;

@@ -3,11 +3,15 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/base/status_macros.h"
 #include "server/logger.h"
@@ -58,6 +62,25 @@ SharedSessionTier::~SharedSessionTier() {
   if (context_ != nullptr) redisFree(context_);
 }
 
+absl::Status SharedSessionTier::ReadPasswordFile(const std::string& path, Options* options) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared-sessions-password-file: cannot read ", path));
+  }
+  std::vector<std::string> words =
+      absl::StrSplit(text, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
+  if (words.empty() || words.size() > 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared-sessions-password-file: ", path,
+        " must hold one line, PASSWORD or USERNAME PASSWORD (it has ", words.size(), " words)"));
+  }
+  options->username = words.size() == 2 ? words[0] : "";
+  options->password = words.back();
+  return absl::OkStatus();
+}
+
 std::string SharedSessionTier::Key(SessionId id, const std::string& owner) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -98,6 +121,18 @@ absl::StatusOr<redisContext*> SharedSessionTier::Connection() {
     return Failed(absl::StrCat("cannot connect to ", host_, ":", port_, ": ", why));
   }
   redisSetTimeout(c, tv);
+  if (!options_.password.empty()) {
+    Reply r(static_cast<redisReply*>(
+        options_.username.empty()
+            ? redisCommand(c, "AUTH %b", options_.password.data(), options_.password.size())
+            : redisCommand(c, "AUTH %b %b", options_.username.data(), options_.username.size(),
+                           options_.password.data(), options_.password.size())));
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+      const std::string why = !r ? std::string(c->errstr) : std::string(r->str, r->len);
+      redisFree(c);
+      return Failed(absl::StrCat("AUTH refused by ", host_, ":", port_, ": ", why));
+    }
+  }
   context_ = c;
   if (down_) {
     down_ = false;

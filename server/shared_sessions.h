@@ -57,7 +57,12 @@ class SharedSessionTier {
     absl::Duration ttl = absl::Hours(1);
     absl::Duration timeout = absl::Seconds(2);  // connect and per-command
     bool write_through = false;
+    // Redis AUTH on each connection when `password` is set (`username` for an ACL user).
+    std::string username, password;
   };
+  // The credentials in a password file: one line, "PASSWORD" or "USERNAME PASSWORD".
+  // INVALID_ARGUMENT (naming the file, never its contents) when it is empty or has more.
+  static absl::Status ReadPasswordFile(const std::string& path, Options* options);
   // `metrics` and `log` may be null. INVALID_ARGUMENT for a malformed address; Redis itself is
   // reached lazily (an outage at start-up is an outage like any other).
   static absl::StatusOr<std::unique_ptr<SharedSessionTier>> Start(const Options& options,

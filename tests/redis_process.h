@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -50,8 +51,10 @@ inline bool Accepts(int port) {
 class RedisProcess {
  public:
   // nullptr (and a test failure) when redis-server does not start within 10 s.
-  static std::unique_ptr<RedisProcess> Start() {
+  // `args` are added to the command line (e.g. {"--requirepass", "secret"}).
+  static std::unique_ptr<RedisProcess> Start(std::vector<std::string> args = {}) {
     auto r = std::unique_ptr<RedisProcess>(new RedisProcess());
+    r->args_ = std::move(args);
     r->port_ = FreePort();
     if (!r->Launch()) return nullptr;
     return r;
@@ -84,8 +87,14 @@ class RedisProcess {
       const int null_fd = open("/dev/null", O_WRONLY);
       dup2(null_fd, 1);
       dup2(null_fd, 2);
-      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", static_cast<char*>(nullptr));
+      std::vector<std::string> argv = {
+          "redis-server", "--port", port,           "--bind", "127.0.0.1",
+          "--save",       "",       "--appendonly", "no"};
+      argv.insert(argv.end(), args_.begin(), args_.end());
+      std::vector<char*> cargv;
+      for (std::string& a : argv) cargv.push_back(a.data());
+      cargv.push_back(nullptr);
+      execvp("redis-server", cargv.data());
       _exit(127);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -100,6 +109,7 @@ class RedisProcess {
   }
   pid_t pid_ = -1;
   int port_ = 0;
+  std::vector<std::string> args_;
 };
 
 }  // namespace modrwkv::testing_redis

@@ -89,6 +89,7 @@ TEST_F(SharedSessionsTwoReplicasE2eTest, AConversationContinuesOnAnotherReplicaA
   a->Signal(SIGTERM);
   ASSERT_EQ(a->WaitExit(std::chrono::seconds(30)), 0) << a->Log();
   EXPECT_NE(a->Log().find("sessions handed to the shared tier"), std::string::npos) << a->Log();
+  EXPECT_NE(a->Log().find("shared_sessions=move"), std::string::npos) << a->Log();
 
   for (size_t i = 1; i < kTurns.size(); ++i) {
     StreamResult r = Turn(*b, id, kTurns[i]);
@@ -349,6 +350,7 @@ TEST_F(SharedSessionsWriteThroughE2eTest, SessionsSurviveAReplicaThatCrashes) {
   ASSERT_TRUE(chat_on_b.status.ok()) << chat_on_b.status.error_message();
   EXPECT_EQ(chat_on_b.texts, std::vector<std::string>{want[1]});
   EXPECT_EQ(ScrapeMetric(*b_, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 4);
+  EXPECT_NE(b_->Log().find("shared_sessions=write-through"), std::string::npos) << b_->Log();
 }
 
 TEST_F(SharedSessionsWriteThroughE2eTest, AStaleCopyGivesWayToTheLaterState) {

@@ -63,6 +63,12 @@ TEST(ServerOptionsTest, WriteThroughNeedsATierWhoseEntriesOutliveLocalCopies) {
       << o.Validate();
   o.shared_session_write_through = false;  // without write-through copies are moved, not kept
   EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+  o.shared_sessions_password_file = "/nonexistent/redis-password";
+  EXPECT_NE(o.Validate().message().find("shared-sessions-password-file"), std::string::npos)
+      << o.Validate();
+  o.shared_sessions.clear();
+  EXPECT_NE(o.Validate().message().find("needs --shared-sessions"), std::string::npos)
+      << o.Validate();
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 // tests/e2e/shared_sessions_e2e_test.cc).
 #include "server/shared_sessions.h"
 
+#include <fstream>
 #include <future>
+#include <tuple>
 
 #include "gtest/gtest.h"
 #include "tests/redis_process.h"
@@ -45,10 +47,13 @@ TEST(SharedSessionTierTest, AddressesAreCheckedUpFront) {
 // A tier as one replica sees it, with its asynchronous operations waited for.
 class Replica {
  public:
-  Replica(const std::string& url, bool write_through) {
+  Replica(const std::string& url, bool write_through, const std::string& username = "",
+          const std::string& password = "") {
     SharedSessionTier::Options o;
     o.address = url;
     o.write_through = write_through;
+    o.username = username;
+    o.password = password;
     auto t = SharedSessionTier::Start(o, nullptr, nullptr);
     EXPECT_TRUE(t.ok()) << t.status();
     if (t.ok()) tier_ = *std::move(t);
@@ -153,6 +158,43 @@ TEST(SharedSessionTierRedisTest, WriteThroughHandsOffOnlyWhatRedisDoesNotHaveYet
   ASSERT_TRUE(redis->Restart());  // empty: as if its entries had expired meanwhile
   ASSERT_TRUE(a.HandOff(dirty, "turn 2").ok());
   EXPECT_EQ(b.Take(dirty), "turn 2");
+}
+
+TEST(SharedSessionTierTest, PasswordFilesHoldAPasswordOrAUserAndAPassword) {
+  const std::string path = ::testing::TempDir() + "/redis_password";
+  auto read = [&](const std::string& text) {
+    std::ofstream(path, std::ios::binary) << text;
+    SharedSessionTier::Options o;
+    const absl::Status st = SharedSessionTier::ReadPasswordFile(path, &o);
+    return std::make_tuple(st, o.username, o.password);
+  };
+  EXPECT_EQ(read("s3cret\n"),
+            std::make_tuple(absl::OkStatus(), std::string(), std::string("s3cret")));
+  EXPECT_EQ(read("modrwkv s3cret"),
+            std::make_tuple(absl::OkStatus(), std::string("modrwkv"), std::string("s3cret")));
+  for (const char* bad : {"", "\n", "a b hidden-word"}) {
+    const absl::Status st = std::get<0>(read(bad));
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find(path), std::string::npos) << st;
+    EXPECT_EQ(st.message().find("hidden-word"), std::string::npos) << st;  // never the contents
+  }
+  SharedSessionTier::Options o;
+  EXPECT_EQ(SharedSessionTier::ReadPasswordFile(path + ".missing", &o).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SharedSessionTierRedisTest, ARedisThatRequiresAPasswordGetsIt) {
+  auto redis = testing_redis::RedisProcess::Start({"--requirepass", "s3cret"});
+  ASSERT_NE(redis, nullptr);
+  Replica with(redis->url(), true, "", "s3cret"), without(redis->url(), true),
+      wrong(redis->url(), true, "", "guess");
+  ASSERT_TRUE(with.Put(kSession, "turn 1").ok());
+  EXPECT_EQ(without.Take(kSession).rfind("error: UNAVAILABLE", 0), 0u);
+  const std::string refused = wrong.Take(kSession);
+  EXPECT_NE(refused.find("AUTH refused"), std::string::npos) << refused;
+  EXPECT_EQ(refused.find("guess"), std::string::npos) << refused;
+  Replica user(redis->url(), true, "default", "s3cret");  // an ACL user and its password
+  EXPECT_EQ(user.Take(kSession), "turn 1");
 }
 
 TEST(SharedSessionTierRedisTest, AnOutageIsUnavailable) {

@@ -132,6 +132,8 @@ constexpr FlagSpec kServeFlags[] = {
      "(and a full cold tier its LRU ones) and any replica resumes them (off by default)"},
     {"shared-session-ttl", "1h",
      "how long a session waits in the shared tier after its last store or resume"},
+    {"shared-sessions-password-file", "",
+     "a file holding the shared tier's Redis password ('PASSWORD' or 'USERNAME PASSWORD')"},
     {"shared-session-write-through", "",
      "store every change of a kept session in the shared tier before answering, so a replica "
      "that crashes loses none (every replica on the Redis must agree)",
@@ -336,6 +338,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   o.shared_sessions = f.Str("shared-sessions");
   MODRWKV_ASSIGN_OR_RETURN(o.shared_session_ttl, DurationFlag(f, "shared-session-ttl"));
   o.shared_session_write_through = f.Bool("shared-session-write-through");
+  o.shared_sessions_password_file = f.Str("shared-sessions-password-file");
   const std::string level = f.Str("log-level");
   if (level == "debug") {
     o.log_level = server::LogLevel::kDebug;
