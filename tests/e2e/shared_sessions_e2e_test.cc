@@ -41,6 +41,68 @@ StreamResult Turn(const ServerProcess& server, const std::string& session,
   return RunGenerate(stub.get(), req);
 }
 
+pb::Session ForkSession(const ServerProcess& server, const std::string& id) {
+  auto stub = pb::Sessions::NewStub(server.Channel());
+  pb::ForkSessionRequest fork;
+  fork.set_session_id(id);
+  pb::Session s;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(stub->ForkSession(&ctx, fork, &s).ok());
+  return s;
+}
+
+grpc::Status DeleteSession(const ServerProcess& server, const std::string& id) {
+  auto stub = pb::Sessions::NewStub(server.Channel());
+  pb::DeleteSessionRequest del;
+  del.set_session_id(id);
+  pb::DeleteSessionResponse out;
+  grpc::ClientContext ctx;
+  return stub->DeleteSession(&ctx, del, &out);
+}
+
+// One Chat stream: its turns (raw, greedy, 12 tokens) on `session` (or a new kept one when
+// empty), stopping at the first failed turn. The texts, and the stream's status.
+struct ChatRun {
+  std::string session_id;
+  std::vector<std::string> texts;
+  grpc::Status status;
+};
+ChatRun Chat(const ServerProcess& server, const std::string& session,
+             const std::vector<std::string>& turns, std::function<void(int)> before_turn = {}) {
+  auto stub = pb::Inference::NewStub(server.Channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->Chat(&ctx);
+  ChatRun run;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    if (before_turn) before_turn(static_cast<int>(i));
+    pb::ChatRequest turn;
+    if (i == 0 && !session.empty()) turn.set_session_id(session);
+    if (i == 0 && session.empty()) turn.set_keep_session(true);
+    turn.set_raw(true);
+    turn.set_text(turns[i]);
+    turn.mutable_sampling()->set_temperature(0);
+    turn.mutable_stop()->set_max_tokens(12);
+    if (!stream->Write(turn)) break;
+    std::string text;
+    bool ended = false;
+    pb::ChatResponse resp;
+    while (!ended && stream->Read(&resp)) {
+      if (resp.has_started()) run.session_id = resp.started().session_id();
+      if (resp.has_chunk()) text += resp.chunk().text();
+      ended = resp.has_turn_end() && resp.turn_end().error_message().empty();
+    }
+    if (!ended) break;
+    run.texts.push_back(text);
+  }
+  stream->WritesDone();
+  pb::ChatResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  run.status = stream->Finish();
+  return run;
+}
+
 const std::vector<std::string> kTurns = {
     "User: hello, who are you?\n\nAssistant:", "\n\nUser: and where do you live?\n\nAssistant:",
     "\n\nUser: tell me more.\n\nAssistant:"};
@@ -102,28 +164,10 @@ TEST_F(SharedSessionsTwoReplicasE2eTest, AConversationContinuesOnAnotherReplicaA
     EXPECT_EQ(s.tokens(), first.result->usage().prompt_tokens() + 11);  // the last token pends
   }
   {  // A Chat stream continuing it: its raw turn is the conversation's next turn.
-    auto stub = pb::Inference::NewStub(b->Channel());
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    auto stream = stub->Chat(&ctx);
-    pb::ChatRequest turn;
-    turn.set_session_id(by_chat);
-    turn.set_raw(true);
-    turn.set_text(kTurns[1]);
-    turn.mutable_sampling()->set_temperature(0);
-    turn.mutable_stop()->set_max_tokens(12);
-    ASSERT_TRUE(stream->Write(turn));
-    std::string text;
-    pb::ChatResponse resp;
-    while (stream->Read(&resp)) {
-      if (resp.has_chunk()) text += resp.chunk().text();
-      if (resp.has_turn_end()) break;
-    }
-    stream->WritesDone();
-    while (stream->Read(&resp)) {
-    }
-    EXPECT_TRUE(stream->Finish().ok());
-    EXPECT_FALSE(text.empty());
+    const ChatRun run = Chat(*b, by_chat, {kTurns[1]});
+    EXPECT_TRUE(run.status.ok()) << run.status.error_message();
+    ASSERT_EQ(run.texts.size(), 1u);
+    EXPECT_FALSE(run.texts[0].empty());
   }
   EXPECT_EQ(ScrapeMetric(*b, "modrwkv_shared_sessions_total{event=\"resumed\"}"), 3);
   // It lives on B now, in one place only: Redis gave it up when B took it.
@@ -226,68 +270,6 @@ TEST_F(SharedSessionsTwoReplicasE2eTest, TheClientRoutesASessionsCallsByTheHintI
   ASSERT_EQ(b->WaitExit(std::chrono::seconds(30)), 0) << b->Log();
   EXPECT_NE(RunCli("client get-session --session " + on_a + both, &err), 0);
   EXPECT_NE(err.find("no --target replica answered"), std::string::npos) << err;
-}
-
-pb::Session ForkSession(const ServerProcess& server, const std::string& id) {
-  auto stub = pb::Sessions::NewStub(server.Channel());
-  pb::ForkSessionRequest fork;
-  fork.set_session_id(id);
-  pb::Session s;
-  grpc::ClientContext ctx;
-  EXPECT_TRUE(stub->ForkSession(&ctx, fork, &s).ok());
-  return s;
-}
-
-grpc::Status DeleteSession(const ServerProcess& server, const std::string& id) {
-  auto stub = pb::Sessions::NewStub(server.Channel());
-  pb::DeleteSessionRequest del;
-  del.set_session_id(id);
-  pb::DeleteSessionResponse out;
-  grpc::ClientContext ctx;
-  return stub->DeleteSession(&ctx, del, &out);
-}
-
-// One Chat stream: its turns (raw, greedy, 12 tokens) on `session` (or a new kept one when
-// empty), stopping at the first failed turn. The texts, and the stream's status.
-struct ChatRun {
-  std::string session_id;
-  std::vector<std::string> texts;
-  grpc::Status status;
-};
-ChatRun Chat(const ServerProcess& server, const std::string& session,
-             const std::vector<std::string>& turns, std::function<void(int)> before_turn = {}) {
-  auto stub = pb::Inference::NewStub(server.Channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto stream = stub->Chat(&ctx);
-  ChatRun run;
-  for (size_t i = 0; i < turns.size(); ++i) {
-    if (before_turn) before_turn(static_cast<int>(i));
-    pb::ChatRequest turn;
-    if (i == 0 && !session.empty()) turn.set_session_id(session);
-    if (i == 0 && session.empty()) turn.set_keep_session(true);
-    turn.set_raw(true);
-    turn.set_text(turns[i]);
-    turn.mutable_sampling()->set_temperature(0);
-    turn.mutable_stop()->set_max_tokens(12);
-    if (!stream->Write(turn)) break;
-    std::string text;
-    bool ended = false;
-    pb::ChatResponse resp;
-    while (!ended && stream->Read(&resp)) {
-      if (resp.has_started()) run.session_id = resp.started().session_id();
-      if (resp.has_chunk()) text += resp.chunk().text();
-      ended = resp.has_turn_end() && resp.turn_end().error_message().empty();
-    }
-    if (!ended) break;
-    run.texts.push_back(text);
-  }
-  stream->WritesDone();
-  pb::ChatResponse resp;
-  while (stream->Read(&resp)) {
-  }
-  run.status = stream->Finish();
-  return run;
 }
 
 // Redis and two replicas sharing it, with write-through.
