@@ -467,6 +467,7 @@ void OnMediaEncoded(const std::shared_ptr<EngineCalls::State>& s, EncodedMedia r
 absl::Status Proceed(const std::shared_ptr<EngineCalls::State>& s,
                      std::vector<EngineRequest> requests, std::vector<PendingMedia> media) {
   if (media.empty()) return Launch(s, std::move(requests));
+  const int priority = requests.front().priority;
   {
     std::lock_guard<std::mutex> l(s->mu);
     s->pending = std::move(requests);
@@ -474,7 +475,8 @@ absl::Status Proceed(const std::shared_ptr<EngineCalls::State>& s,
     s->encode_started = absl::Now();
   }
   // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
-  MODRWKV_ASSIGN_OR_RETURN(encoders::JobId job, EncodeMedia(s->ctx, media, [s](EncodedMedia rows) {
+  MODRWKV_ASSIGN_OR_RETURN(encoders::JobId job,
+                           EncodeMedia(s->ctx, media, priority, [s](EncodedMedia rows) {
                              OnMediaEncoded(s, std::move(rows));
                            }));
   bool cancel;

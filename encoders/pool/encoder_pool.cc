@@ -104,7 +104,7 @@ EncoderPool::~EncoderPool() {
   delivery_.join();
 }
 
-absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done done) {
+absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done done, int priority) {
   const int n = static_cast<int>(items.size());
   if (n == 0) return absl::InvalidArgumentError("a media job needs at least one item");
   if (!done) return absl::InvalidArgumentError("a media job needs a completion callback");
@@ -161,10 +161,17 @@ absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done don
       job.pending = misses;
       job.queued = misses;
       job.rows = rows;
+      // After the last item of at least this priority: linear from the back, which
+      // max_queued_items bounds (and equal priorities, the common case, stop at once).
+      auto at = queue_.end();
+      while (at != queue_.begin() && std::prev(at)->priority < priority) --at;
+      std::vector<WorkItem> added;
       for (int i = 0; i < n; ++i) {
         if (rows[i] != nullptr) continue;
-        queue_.push_back(WorkItem{id, i, std::move(items[i]), keys[i]});
+        added.push_back(WorkItem{id, i, std::move(items[i]), keys[i], priority});
       }
+      queue_.insert(at, std::make_move_iterator(added.begin()),
+                    std::make_move_iterator(added.end()));
       ReportQueueDepthLocked();
       work_cv_.notify_all();
     }

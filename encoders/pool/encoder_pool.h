@@ -89,13 +89,15 @@ class EncoderPool {
   //   UNAVAILABLE        the pool is shutting down.
   // An accepted job gets exactly one `done` call: the rows of every item in order, or the first
   // failure (its status code, the message naming the item's index and field), or CANCELLED.
+  // Queued items are taken highest `priority` first (the request's: Generate's `priority`),
+  // jobs of equal priority first come, first served; a batch in progress is never pre-empted.
   //
   // Threading: `done` is never called inside Submit or Cancel, nor with the pool's lock held. It
   // runs on a pool thread: the worker that finished the job's last batch, or the pool's delivery
   // thread (jobs answered entirely from the cache, cancellations of queued jobs, shutdown). So a
   // caller may hold its own locks around Submit/Cancel; `done` should be quick (it delays the
   // worker's next batch) and may call Submit and Cancel. Thread-safe.
-  absl::StatusOr<JobId> Submit(std::vector<MediaItem> items, Done done);
+  absl::StatusOr<JobId> Submit(std::vector<MediaItem> items, Done done, int priority = 0);
 
   // Cancels a job: its queued items are dropped and it completes CANCELLED, at once (on the
   // delivery thread) if none of its items is being encoded, else after the running batch (whose
@@ -121,6 +123,7 @@ class EncoderPool {
     int index = 0;  // in the job
     MediaItem item;
     std::optional<ContentKey> key;  // when the cache is on
+    int priority = 0;               // the job's
   };
   using Completion = std::pair<Done, Result>;
 
@@ -146,8 +149,9 @@ class EncoderPool {
   std::condition_variable delivery_cv_;  // deliveries_ non-empty or delivery_stop_
   std::condition_variable started_cv_;   // a worker started
   std::unordered_map<JobId, Job> jobs_;  // accepted jobs not completed yet
-  std::deque<WorkItem> queue_;           // FIFO; a job's items are contiguous when submitted
-  std::deque<Completion> deliveries_;    // for the delivery thread
+  // Highest priority first, FIFO within one; a job's items are contiguous when submitted.
+  std::deque<WorkItem> queue_;
+  std::deque<Completion> deliveries_;  // for the delivery thread
   EmbeddingCache cache_;
   JobId next_id_ = 1;
   bool stopping_ = false;

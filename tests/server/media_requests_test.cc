@@ -15,6 +15,7 @@
 namespace modrwkv::server {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 PendingMedia Image(size_t part, std::string bytes, std::string field) {
@@ -46,7 +47,7 @@ class MediaRequestsTest : public ::testing::Test {
   // Submits and waits for the result.
   EncodedMedia Encode(const std::vector<PendingMedia>& images) {
     std::promise<EncodedMedia> p;
-    auto job = EncodeMedia(&ctx_, images, [&](EncodedMedia r) { p.set_value(std::move(r)); });
+    auto job = EncodeMedia(&ctx_, images, 0, [&](EncodedMedia r) { p.set_value(std::move(r)); });
     if (!job.ok()) return job.status();
     return p.get_future().get();
   }
@@ -83,14 +84,14 @@ TEST_F(MediaRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
   encoder_->Close();
   std::vector<std::promise<EncodedMedia>> done(2);
   // One image runs (blocked in the encoder), two wait: the queue (2) is full.
-  ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "a", "input[0].image")}, [&](EncodedMedia r) {
+  ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "a", "input[0].image")}, 0, [&](EncodedMedia r) {
                 done[0].set_value(std::move(r));
               }).ok());
   encoder_->WaitBatches(1);
   ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "b", "input[0].image"), Image(1, "c", "input[1].image")},
-                          [&](EncodedMedia r) { done[1].set_value(std::move(r)); })
+                          0, [&](EncodedMedia r) { done[1].set_value(std::move(r)); })
                   .ok());
-  auto refused = EncodeMedia(&ctx_, {Image(0, "d", "input[0].image")},
+  auto refused = EncodeMedia(&ctx_, {Image(0, "d", "input[0].image")}, 0,
                              [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
@@ -102,10 +103,27 @@ TEST_F(MediaRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
   for (auto& d : done) EXPECT_TRUE(d.get_future().get().ok());
 }
 
+TEST_F(MediaRequestsTest, TheRequestsPriorityOrdersTheEncoderQueue) {
+  encoder_->Close();
+  std::vector<std::promise<EncodedMedia>> done(3);
+  auto submit = [&](int i, const char* bytes, int priority) {
+    ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, bytes, "input[0].image")}, priority,
+                            [&, i](EncodedMedia r) { done[i].set_value(std::move(r)); })
+                    .ok());
+  };
+  submit(0, "running", 0);
+  encoder_->WaitBatches(1);
+  submit(1, "batch job", -10);
+  submit(2, "interactive", 0);
+  encoder_->Open();
+  for (auto& d : done) EXPECT_TRUE(d.get_future().get().ok());
+  EXPECT_THAT(encoder_->encoded(), ElementsAre("running", "interactive", "batch job"));
+}
+
 TEST_F(MediaRequestsTest, MoreImagesThanTheQueueCanEverHoldIsInvalid) {
   auto r = EncodeMedia(
       &ctx_, {Image(0, "a", "images[0]"), Image(1, "b", "images[1]"), Image(2, "c", "images[2]")},
-      [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
+      0, [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("encoder-queue-items"));

@@ -202,6 +202,30 @@ TEST(EncoderPoolTest, BatchesAcrossJobs) {
   EXPECT_EQ(f.observer.last_depth(), 0);
 }
 
+TEST(EncoderPoolTest, HigherPriorityJobsAreEncodedFirstAndEqualOnesInArrivalOrder) {
+  EncoderPoolOptions o = NoCache();
+  o.workers = 1;
+  o.max_batch = 3;
+  Fixture f(o);
+  f.encoder->Close();
+  Outcome held, a, b, c, d, e;
+  ASSERT_TRUE(f.pool->Submit(Items({"held"}), held.Callback(), 5).ok());
+  f.encoder->WaitBatches(1);  // a batch in progress is never pre-empted
+  ASSERT_TRUE(f.pool->Submit(Items({"a1", "a2"}), a.Callback(), 0).ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"b1"}), b.Callback(), -5).ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"c1", "c2"}), c.Callback(), 5).ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"d1"}), d.Callback(), 0).ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"e1"}), e.Callback(), 10).ok());
+  f.encoder->Open();
+  ExpectRows(b.Wait(), {"b1"});  // the last
+  ExpectRows(a.Wait(), {"a1", "a2"});
+  ExpectRows(c.Wait(), {"c1", "c2"});
+  ExpectRows(d.Wait(), {"d1"});
+  ExpectRows(e.Wait(), {"e1"});
+  EXPECT_THAT(f.encoder->encoded(), ElementsAre("held", "e1", "c1", "c2", "a1", "a2", "d1", "b1"));
+  EXPECT_THAT(f.encoder->batch_sizes(), ElementsAre(1, 3, 3, 1));
+}
+
 TEST(EncoderPoolTest, MaxBatchSplitsTheQueue) {
   EncoderPoolOptions o = NoCache();
   o.workers = 1;

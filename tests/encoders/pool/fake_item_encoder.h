@@ -63,7 +63,13 @@ class FakeItemEncoder : public ItemEncoder {
     std::vector<std::string> bytes(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
       for (float v : items[i]->data) bytes[i].push_back(static_cast<char>(v));
-      if (absl::StartsWith(bytes[i], "boom")) return absl::InternalError("tower failed");
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      encoded_.insert(encoded_.end(), bytes.begin(), bytes.end());
+    }
+    for (const std::string& b : bytes) {
+      if (absl::StartsWith(b, "boom")) return absl::InternalError("tower failed");
     }
     out->resize(items.size());
     pool->ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i, int) {
@@ -88,6 +94,11 @@ class FakeItemEncoder : public ItemEncoder {
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait(l, [&] { return static_cast<int>(batch_sizes_.size()) >= n; });
   }
+  // Every item's bytes in the order batches took them.
+  std::vector<std::string> encoded() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return encoded_;
+  }
   std::vector<int> batch_sizes() const {
     std::lock_guard<std::mutex> l(mu_);
     return batch_sizes_;
@@ -107,7 +118,8 @@ class FakeItemEncoder : public ItemEncoder {
   mutable std::condition_variable cv_;
   bool open_ = true;
   mutable std::vector<int> batch_sizes_;  // items per EncodeBatch call
-  mutable std::set<int> nice_;            // nice values of the threads that ran it
+  mutable std::vector<std::string> encoded_;
+  mutable std::set<int> nice_;  // nice values of the threads that ran it
 };
 
 }  // namespace modrwkv::encoders::testing
