@@ -107,9 +107,10 @@ TEST_F(MediaRequestsTest, TheRequestsPriorityOrdersTheEncoderQueue) {
   encoder_->Close();
   std::vector<std::promise<EncodedMedia>> done(3);
   auto submit = [&](int i, const char* bytes, int priority) {
-    ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, bytes, "input[0].image")}, priority,
-                            [&, i](EncodedMedia r) { done[i].set_value(std::move(r)); })
-                    .ok());
+    ASSERT_TRUE(
+        EncodeMedia(&ctx_, {Image(0, bytes, "input[0].image")}, priority, [&, i](EncodedMedia r) {
+          done[i].set_value(std::move(r));
+        }).ok());
   };
   submit(0, "running", 0);
   encoder_->WaitBatches(1);
