@@ -14,33 +14,6 @@ pb::ChatResponse Started(SessionId id, bool kept) {
   return m;
 }
 
-// A kept session's turn: with write-through (ServingContext::PersistSession) the session is stored
-// in the shared tier before the turn's end reaches the reactor, so that an answered turn survives
-// this replica. Outside the reactor's handle: the store's answer may come on any thread.
-class PersistingSink final : public StreamSink {
- public:
-  PersistingSink(ServingContext* ctx, SessionId session, std::string owner,
-                 std::shared_ptr<StreamSink> inner)
-      : ctx_(ctx), session_(session), owner_(std::move(owner)), inner_(std::move(inner)) {}
-  void OnTokens(TokenEvent event) override { inner_->OnTokens(std::move(event)); }
-  void OnFinish(FinishEvent event) override {
-    ctx_->PersistSession(session_, owner_,
-                         [inner = inner_, event = std::move(event)](absl::Status st) mutable {
-                           if (!st.ok() && event.reason != EndReason::kError) {
-                             event.reason = EndReason::kError;
-                             event.status = std::move(st);
-                           }
-                           inner->OnFinish(std::move(event));
-                         });
-  }
-
- private:
-  ServingContext* const ctx_;
-  const SessionId session_;
-  const std::string owner_;
-  const std::shared_ptr<StreamSink> inner_;
-};
-
 }  // namespace
 
 ChatReactor::ChatReactor(ServingContext* ctx, grpc::CallbackServerContext* call)
@@ -273,10 +246,9 @@ absl::Status ChatReactor::SubmitTurnToEngine() {
   }
   r.owner = owner_;
   r.request_id = absl::StrCat(stream_id_, ".", turn);
-  std::shared_ptr<StreamSink> sink = sink_;
-  if (kept && ctx_->PersistsSessions()) {
-    sink = std::make_shared<PersistingSink>(ctx_, *r.session, owner_, sink_);
-  }
+  // A kept session's turn is stored before its end reaches the reactor (write-through), outside
+  // the reactor's handle: the store may answer on any thread.
+  std::shared_ptr<StreamSink> sink = kept ? ctx_->PersistingSink(*r.session, owner_, sink_) : sink_;
   absl::StatusOr<RequestId> id = ctx_->scheduler->Submit(std::move(r), std::move(sink));
   bool cancel = false;
   {

@@ -42,10 +42,6 @@ struct EngineCalls::State {
   bool refused = false;  // Start returned an error: no event is delivered
   // Set before any other thread sees the state, never changed: read without `mu`.
   size_t prefix_parts = 0;  // ChoicePlan::prefix_parts: cached when long enough
-  // The request's session (then n is 1): stored in the shared tier before the finish is
-  // delivered, with write-through (ServingContext::PersistSession).
-  std::optional<SessionId> session;
-  std::string session_owner;
 
   // Hands one event to the callback (outside the lock); a finish gets the request's shared
   // costs (media encoding, the shared prefill) added.
@@ -109,18 +105,7 @@ class ChoiceSink final : public StreamSink {
     }
     if (session)
       state_->ctx->scheduler->DeleteSession(*session, state_->owner, [](absl::Status) {});
-    if (!state_->session) return state_->Deliver(ChoiceEvent::Finish(choice_, std::move(event)));
-    // The turn changed the caller's session: with write-through its state is stored first, so
-    // that an answered turn survives this replica.
-    state_->ctx->PersistSession(
-        *state_->session, state_->session_owner,
-        [state = state_, choice = choice_, event = std::move(event)](absl::Status st) mutable {
-          if (!st.ok() && event.reason != EndReason::kError) {
-            event.reason = EndReason::kError;
-            event.status = std::move(st);
-          }
-          state->Deliver(ChoiceEvent::Finish(choice, std::move(event)));
-        });
+    state_->Deliver(ChoiceEvent::Finish(choice_, std::move(event)));
   }
 
  private:
@@ -155,12 +140,16 @@ void FailForked(const std::shared_ptr<EngineCalls::State>& s, EndReason reason,
 }
 
 // Submits every choice's request. The first refusal cancels those already submitted and is
-// returned (their FinishEvents still arrive).
+// returned (their FinishEvents still arrive). `callers_session`: the requests' session is the
+// caller's (not a fork made here), so with write-through it is stored before the finish.
 absl::Status SubmitAll(const std::shared_ptr<EngineCalls::State>& s,
-                       std::vector<EngineRequest> requests) {
+                       std::vector<EngineRequest> requests, bool callers_session) {
   for (int i = 0; i < s->n; ++i) {
-    absl::StatusOr<RequestId> id =
-        s->ctx->scheduler->Submit(std::move(requests[i]), std::make_shared<ChoiceSink>(s, i));
+    std::shared_ptr<StreamSink> sink = std::make_shared<ChoiceSink>(s, i);
+    if (callers_session && requests[i].session) {
+      sink = s->ctx->PersistingSink(*requests[i].session, requests[i].owner, std::move(sink));
+    }
+    absl::StatusOr<RequestId> id = s->ctx->scheduler->Submit(std::move(requests[i]), sink);
     if (!id.ok()) {
       std::vector<RequestId> submitted;
       {
@@ -204,7 +193,7 @@ void SubmitForked(const std::shared_ptr<EngineCalls::State>& s) {
       requests[i].initial_state.reset();     // which started from the initial state
     }
   }
-  const absl::Status st = SubmitAll(s, std::move(requests));
+  const absl::Status st = SubmitAll(s, std::move(requests), /*callers_session=*/false);
   if (!st.ok()) FailForked(s, EndReason::kError, st);
 }
 
@@ -432,7 +421,7 @@ absl::Status Launch(const std::shared_ptr<EngineCalls::State>& s,
   const size_t parts = CachedPrefixParts(*s->ctx, s->prefix_parts, requests[0]);
   if (parts > 0) return LaunchShared(s, std::move(requests), parts);
   if (Forkable(requests)) return LaunchShared(s, std::move(requests), 0);
-  return SubmitAll(s, std::move(requests));
+  return SubmitAll(s, std::move(requests), /*callers_session=*/true);
 }
 
 void OnMediaEncoded(const std::shared_ptr<EngineCalls::State>& s, EncodedMedia rows) {
@@ -500,8 +489,6 @@ absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* 
   s->ctx = ctx;
   s->on_event = std::move(on_event);
   s->prefix_parts = plan.prefix_parts;
-  s->session = request.session;
-  s->session_owner = request.owner;
   s->n = plan.n;
   s->ids.assign(s->n, 0);
   s->finished.assign(s->n, false);

@@ -217,11 +217,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   shared_resumed_ = &shared.Add({{"event", "resumed"}});
   shared_errors_ = &shared.Add({{"event", "error"}});
   shared_stale_ = &shared.Add({{"event", "stale"}});
+  shared_conflicts_ = &shared.Add({{"event", "conflict"}});
   shared_store_ = hist("modrwkv_shared_session_store_seconds",
                        "Write-through: a call's session stored in the shared tier (export and "
                        "Redis), which its answer waits for.",
                        StepBuckets());
-  shared_conflicts_ = &shared.Add({{"event", "conflict"}});
   prefix_tokens_saved_ = counter("modrwkv_prefix_cache_tokens_saved_total",
                                  "Prompt tokens not prefilled thanks to the prefix cache.");
   generated_tokens_ =

@@ -535,16 +535,15 @@ void ModelServer::DrainAndStop() {
   server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
   // Every reactor has reached OnDone, but may still be inside it on a gRPC thread (a Chat
-  // reactor's OnDone talks to the scheduler). Wait for the last ones before the scheduler goes.
-  for (int i = 0; i < 5000 && (ctx_.chat_reactors.load() > 0 || ctx_.generate_streams.load() > 0);
+  // reactor's OnDone talks to the scheduler), and a write-through store may outlive its call (a
+  // Generate cancelled past the drain timeout). Wait for the last ones before the tier and the
+  // scheduler go.
+  for (int i = 0; i < 5000 && (ctx_.chat_reactors.load() > 0 || ctx_.generate_streams.load() > 0 ||
+                               ctx_.persisting.load() > 0);
        ++i) {
     absl::SleepFor(absl::Milliseconds(1));
   }
   if (shared_sessions_) {
-    // Stores of sessions whose calls have ended (a Generate cancelled past the drain timeout).
-    for (int i = 0; i < 5000 && ctx_.persisting.load() > 0; ++i) {
-      absl::SleepFor(absl::Milliseconds(1));
-    }
     HandOffSessions();
     ctx_.shared_sessions = nullptr;
     spill_target_.store(nullptr);

@@ -206,6 +206,40 @@ void ServingContext::PersistSession(SessionId id, const std::string& owner,
   });
 }
 
+namespace {
+
+class PersistingSinkImpl final : public StreamSink {
+ public:
+  PersistingSinkImpl(const ServingContext* ctx, SessionId session, std::string owner,
+                     std::shared_ptr<StreamSink> inner)
+      : ctx_(ctx), session_(session), owner_(std::move(owner)), inner_(std::move(inner)) {}
+  void OnTokens(TokenEvent event) override { inner_->OnTokens(std::move(event)); }
+  void OnFinish(FinishEvent event) override {
+    ctx_->PersistSession(session_, owner_,
+                         [inner = inner_, event = std::move(event)](absl::Status st) mutable {
+                           if (!st.ok() && event.reason != EndReason::kError) {
+                             event.reason = EndReason::kError;
+                             event.status = std::move(st);
+                           }
+                           inner->OnFinish(std::move(event));
+                         });
+  }
+
+ private:
+  const ServingContext* const ctx_;
+  const SessionId session_;
+  const std::string owner_;
+  const std::shared_ptr<StreamSink> inner_;
+};
+
+}  // namespace
+
+std::shared_ptr<StreamSink> ServingContext::PersistingSink(
+    SessionId id, const std::string& owner, std::shared_ptr<StreamSink> inner) const {
+  if (!PersistsSessions()) return inner;
+  return std::make_shared<PersistingSinkImpl>(this, id, owner, std::move(inner));
+}
+
 void ServingContext::ForgetSession(SessionId id, const std::string& owner) const {
   if (PersistsSessions()) shared_sessions->Remove(id, owner, {});
 }

@@ -126,6 +126,12 @@ struct ServingContext {
   // meanwhile (this server's copy is deleted).
   void PersistSession(SessionId id, const std::string& owner,
                       std::function<void(absl::Status)> then) const;
+  // The sink of an engine request on the caller's session `id`: with write-through, the finish
+  // reaches `inner` only after PersistSession (a failed store ends it as an error, ABORTED);
+  // else `inner` itself. The store's answer may come on any thread: `inner` must not rely on the
+  // scheduler thread.
+  std::shared_ptr<StreamSink> PersistingSink(SessionId id, const std::string& owner,
+                                             std::shared_ptr<StreamSink> inner) const;
   // Whether PersistSession stores anything (a shared tier in write-through).
   bool PersistsSessions() const {
     return shared_sessions != nullptr && shared_sessions->write_through();

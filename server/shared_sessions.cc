@@ -214,7 +214,7 @@ absl::StatusOr<SharedSessionTier::Reply> SharedSessionTier::Command(
   return std::move(r[0]);
 }
 
-std::optional<long long> SharedSessionTier::Known(const std::string& key) {
+const SharedSessionTier::KnownGeneration* SharedSessionTier::Known(const std::string& key) {
   const absl::Time now = absl::Now();
   // An entry older than the TTL says nothing: the Redis entry has expired since, or another
   // replica has refreshed it (and then its generation is not ours).
@@ -223,12 +223,17 @@ std::optional<long long> SharedSessionTier::Known(const std::string& key) {
     next_sweep_ = now + options_.ttl / 4;
   }
   auto it = known_.find(key);
-  if (it == known_.end()) return std::nullopt;
+  if (it == known_.end()) return nullptr;
   if (now - it->second.at > options_.ttl) {
     known_.erase(it);
-    return std::nullopt;
+    return nullptr;
   }
-  return it->second.value;
+  return &it->second;
+}
+
+bool SharedSessionTier::KnownIs(const std::string& key, long long generation) {
+  const KnownGeneration* k = Known(key);
+  return k != nullptr && k->value == generation;
 }
 
 void SharedSessionTier::Remember(const std::string& key, long long generation) {
@@ -276,8 +281,7 @@ void SharedSessionTier::HandOff(SessionId id, const std::string& owner, std::str
     if (options_.write_through) {
       // Its latest state is there already unless this replica's last store of it failed (or it
       // never stored it: an outage since the session began).
-      auto it = known_.find(key);
-      if (it != known_.end() && !it->second.dirty && Known(key).has_value()) {
+      if (const KnownGeneration* k = Known(key); k != nullptr && !k->dirty) {
         return done(absl::OkStatus());
       }
     }
@@ -306,13 +310,16 @@ void SharedSessionTier::Store(SessionId id, const std::string& key, const std::s
     if (!seen.ok()) return done(MarkDirty(key, seen.status()));
     absl::StatusOr<std::optional<long long>> g = Generation(*(*seen)[1]);
     if (!g.ok()) return done(g.status());
-    if (g->has_value() && Known(key) != **g) break;  // another replica's state is there
-    const std::string next = std::to_string(g->value_or(0) + 1);
+    if (g->has_value() && !KnownIs(key, **g)) break;  // another replica's state is there
+    const long long next = g->value_or(0) + 1;
     absl::StatusOr<std::vector<Reply>> r =
-        Pipeline({{"MULTI"}, {"HSET", key, "b", blob, "g", next}, {"EXPIRE", key, ttl}, {"EXEC"}});
+        Pipeline({{"MULTI"},
+                  {"HSET", key, "b", blob, "g", std::to_string(next)},
+                  {"EXPIRE", key, ttl},
+                  {"EXEC"}});
     if (!r.ok()) return done(MarkDirty(key, r.status()));
     if ((*r)[3]->type == REDIS_REPLY_ARRAY) {
-      Remember(key, g->value_or(0) + 1);
+      Remember(key, next);
       Count(Event::kStored);
       return done(absl::OkStatus());
     }
@@ -359,12 +366,14 @@ void SharedSessionTier::Take(SessionId id, const std::string& owner,
       }
       absl::StatusOr<std::optional<long long>> g = Generation(*fields->element[1]);
       if (!g.ok()) return done(g.status());
-      const std::string next = std::to_string(g->value_or(0) + 1);
-      absl::StatusOr<std::vector<Reply>> r =
-          Pipeline({{"MULTI"}, {"HSET", key, "g", next}, {"EXPIRE", key, TtlSeconds()}, {"EXEC"}});
+      const long long next = g->value_or(0) + 1;
+      absl::StatusOr<std::vector<Reply>> r = Pipeline({{"MULTI"},
+                                                       {"HSET", key, "g", std::to_string(next)},
+                                                       {"EXPIRE", key, TtlSeconds()},
+                                                       {"EXEC"}});
       if (!r.ok()) return done(r.status());
       if ((*r)[3]->type == REDIS_REPLY_ARRAY) {
-        Remember(key, g->value_or(0) + 1);
+        Remember(key, next);
         return done(std::optional<std::string>(std::string(b->str, b->len)));
       }
     }
@@ -391,7 +400,7 @@ void SharedSessionTier::Check(SessionId id, const std::string& owner,
     if (!g.ok()) return done(g.status());
     // No entry: expired (then so has every copy: the TTLs are checked at start-up) or never
     // stored (an outage): the local copy serves.
-    if (!g->has_value() || Known(key) == **g) return done(true);
+    if (!g->has_value() || KnownIs(key, **g)) return done(true);
     known_.erase(key);
     Count(Event::kStale);
     done(false);
@@ -404,9 +413,7 @@ void SharedSessionTier::Remove(SessionId id, const std::string& owner,
   Post([this, key = Key(id, owner), done = std::move(done)] {
     known_.erase(key);
     absl::StatusOr<Reply> r =
-        options_.write_through
-            ? Command({"EVAL", kRemoveScript, "1", key, TtlSeconds()}, Resend::kYes)
-            : Command({"DEL", key}, Resend::kYes);
+        Command({"EVAL", kRemoveScript, "1", key, TtlSeconds()}, Resend::kYes);
     done(r.ok() ? absl::OkStatus() : r.status());
   });
 }

@@ -86,8 +86,9 @@ class SharedSessionTier {
   // the entry's generation is not the one this replica last wrote or claimed (no entry: true).
   void Check(SessionId id, const std::string& owner,
              std::function<void(absl::StatusOr<bool>)> done);
-  // Deletes the entry (a session deleted by its caller); with write-through its generation stays,
-  // bumped, for the TTL, so that another replica's copy is found stale. `done` may be empty.
+  // Deletes the entry's blob (a session deleted by its caller, with write-through): its
+  // generation stays, bumped, for the TTL, so that another replica's copy is found stale.
+  // `done` may be empty.
   void Remove(SessionId id, const std::string& owner, std::function<void(absl::Status)> done);
 
   bool write_through() const { return options_.write_through; }
@@ -119,8 +120,12 @@ class SharedSessionTier {
                                 Resend resend = Resend::kNo);
   // An entry's generation field: nullopt when nil, UNAVAILABLE (counted) when not a number.
   absl::StatusOr<std::optional<long long>> Generation(const redisReply& r);
-  // The generation this replica last wrote or claimed for `key`, forgetting stale entries.
-  std::optional<long long> Known(const std::string& key);
+  struct KnownGeneration;
+  // What this replica last wrote or claimed for `key` (null when nothing, or older than the TTL:
+  // such entries are forgotten here).
+  const KnownGeneration* Known(const std::string& key);
+  // Whether `generation` is the one this replica last wrote or claimed for `key`.
+  bool KnownIs(const std::string& key, long long generation);
   void Remember(const std::string& key, long long generation);
   // A write-through store of `key` that did not reach Redis: its entry is older than the local
   // state, so a hand-off must store it. Returns `failure`.
