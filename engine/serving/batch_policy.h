@@ -17,6 +17,8 @@ struct BatchPolicyOptions {
 // A running sequence as the policy sees it, in admission order.
 struct SequenceLoad {
   int prefill_remaining = 0;  // prompt rows not yet run; 0 = decoding (one token per step)
+  int priority = 0;           // the request's priority: higher prompts take the budget first
+  int caller = 0;             // who sent it (any id; equal ids = one caller): callers share fairly
 };
 
 struct StepSlice {
@@ -25,10 +27,22 @@ struct StepSlice {
 };
 
 // Every decoding sequence gets its one token: streams never stall behind a prompt. What is left
-// of the budget (at least min_prefill_rows) is shared among prefilling sequences max-min fairly:
-// a prompt shorter than an equal share runs whole, the rest split what remains equally (leftover
-// rows to the longer prompts). A short request's first token never waits for a long prompt.
+// of the budget (at least min_prefill_rows) goes to the prefilling sequences:
+// - by priority: the prompts of the highest priority take what they can use before any prompt
+//   of a lower priority gets a row;
+// - within a priority, max-min fairly among callers (each caller's demand being the rows its
+//   prompts have left): one caller's many prompts get no more than another caller's one, unless
+//   that one needs less;
+// - within a caller, max-min fairly among its prompts: a prompt shorter than an equal share runs
+//   whole, the rest split what remains equally (leftover rows to the longer prompts).
+// A short request's first token never waits for a long prompt of its own priority.
 std::vector<StepSlice> PlanStep(const std::vector<SequenceLoad>& running,
                                 const BatchPolicyOptions& options);
+
+// Max-min fair shares ("water filling") of `budget` among `demands`: visited from the least demand
+// to the most (in the given order among equals), each takes what it needs or an equal share of
+// what is left (at least 1 while anything is), whichever is less. The shares sum to
+// min(budget, the sum of the demands).
+std::vector<int> WaterFill(const std::vector<int>& demands, int budget);
 
 }  // namespace modrwkv

@@ -375,30 +375,63 @@ class Scheduler::Impl {
     RemoveFinished();
   }
 
-  // Moves waiting requests into the batch while there is room, in waiting_'s order (priority,
-  // then first come, first served).
+  // Moves waiting requests into the batch while there is room, highest priority first; within
+  // a priority, first come, first served, or with fair_callers the caller with the fewest
+  // sequences in the batch first (NextToAdmit).
   void Admit() {
     if (EngineFailed()) {
       FailWaiting();
       return;
     }
     waiting_for_slot_ = false;
+    // Sequences in the batch per caller (keys view owners of requests alive until Admit ends).
+    absl::flat_hash_map<std::string_view, int> in_batch;
+    if (opts_.fair_callers) {
+      for (const auto& r : running_) ++in_batch[r->req.owner];
+    }
     while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
-      Request& r = *waiting_.front();
+      const auto next = NextToAdmit(in_batch);
+      Request& r = **next;
       absl::Status st = Prepare(r);
       if (st.code() == absl::StatusCode::kUnavailable) {  // no slot now; wait for one
         waiting_for_slot_ = true;
         break;
       }
       Dequeued(r);
-      std::unique_ptr<Request> owned = std::move(waiting_.front());
-      waiting_.pop_front();
+      std::unique_ptr<Request> owned = std::move(*next);
+      waiting_.erase(next);
       if (!st.ok()) {
         FinishNow(*owned, EndReason::kError, st);
         continue;
       }
+      if (opts_.fair_callers) ++in_batch[owned->req.owner];
       running_.push_back(std::move(owned));
     }
+  }
+
+  // The waiting request to admit next: the queue's head (the earliest of the highest priority),
+  // or with fair_callers the earliest request of that priority whose caller has the fewest
+  // sequences in the batch (`in_batch`). A scan of the head's priority, cut short by a caller
+  // with none.
+  std::deque<std::unique_ptr<Request>>::iterator NextToAdmit(
+      const absl::flat_hash_map<std::string_view, int>& in_batch) {
+    auto best = waiting_.begin();
+    if (!opts_.fair_callers) return best;
+    auto share = [&](const Request& r) {
+      auto it = in_batch.find(r.req.owner);
+      return it == in_batch.end() ? 0 : it->second;
+    };
+    int best_share = share(**best);
+    const int level = (*best)->req.priority;
+    for (auto it = std::next(best);
+         best_share > 0 && it != waiting_.end() && (*it)->req.priority == level; ++it) {
+      if ((*it)->req.owner == (*best)->req.owner) continue;
+      if (const int s = share(**it); s < best_share) {
+        best = it;
+        best_share = s;
+      }
+    }
+    return best;
   }
 
   // Gives the request a slot (its session's, or a fresh zeroed one) and its sampler.
@@ -450,7 +483,15 @@ class Scheduler::Impl {
   void RunStep() {
     std::vector<SequenceLoad> loads;
     loads.reserve(running_.size());
-    for (auto& r : running_) loads.push_back({r->prompt_rows - r->prompt_done});
+    absl::flat_hash_map<std::string_view, int> callers;  // owner -> SequenceLoad::caller
+    for (auto& r : running_) {
+      SequenceLoad& load = loads.emplace_back();
+      load.prefill_remaining = r->prompt_rows - r->prompt_done;
+      load.priority = r->req.priority;
+      if (opts_.fair_callers && load.prefill_remaining > 0) {
+        load.caller = callers.try_emplace(r->req.owner, callers.size()).first->second;
+      }
+    }
     const std::vector<StepSlice> plan = PlanStep(loads, policy_);
     std::vector<StepEntry> entries(plan.size());
     std::vector<Request*> reqs(plan.size());

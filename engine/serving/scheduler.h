@@ -60,9 +60,10 @@ struct EngineRequest {
   std::string owner;       // caller identity (sessions are bound to it); "" when auth is off
   std::string request_id;  // for logs
   absl::Time deadline = absl::InfiniteFuture();
-  // Admission order: a waiting request of higher priority is admitted before every waiting one
-  // of lower priority; equal priorities are first come, first served. It orders nothing else
-  // (running requests share steps alike) and never pre-empts a running request.
+  // A waiting request of higher priority is admitted before every waiting one of lower priority,
+  // and a running prompt of higher priority takes a step's prefill rows before any of lower
+  // priority (decodes run every step whatever their priority). Never pre-empts a running
+  // request. Among equal priorities see SchedulerOptions::fair_callers.
   int priority = 0;
 };
 
@@ -124,6 +125,12 @@ struct SchedulerOptions {
   int64_t max_queued_prompt_tokens = 1 << 20;
   int max_cold_sessions = 1024;                 // idle sessions kept in host memory (LRU)
   int max_sessions_per_owner = 0;               // sessions one caller may hold; 0 = no limit
+  // Callers (EngineRequest::owner) share the batch and the prefill budget fairly: among waiting
+  // requests of equal priority the next one admitted is the earliest of the caller with the
+  // fewest sequences in the batch, and running prompts of equal priority share a step's prefill
+  // rows max-min fairly among their callers first. Off: first come, first served, and the rows
+  // shared among prompts alike. With one identity (auth off) both are the same.
+  bool fair_callers = true;
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
   // An idle session evicted because the cold tier is full, as a state blob (encoded off the
   // scheduler thread): the server moves it to the shared tier instead of losing it. Unset: lost.

@@ -31,7 +31,7 @@ struct FlagSpec {
   const char* name;
   const char* def;
   const char* help;
-  bool is_bool = false;
+  bool is_bool = false;  // a switch: off unless given; with def "on", on unless --no-<name>
 };
 
 // --model, --dtype, --threads and --[no-]verify-checksums come from AddModelFlags.
@@ -84,7 +84,12 @@ constexpr FlagSpec kServeFlags[] = {
      "open Chat streams per caller identity (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
     {"max-tokens-limit", "0", "largest stop.max_tokens a request may ask for (0 = no limit)"},
     {"max-request-priority", "0",
-     "highest priority a request may ask for, up to 100 (admission order; the lowest is -100)"},
+     "highest priority a request may ask for, up to 100 (admission order and prefill rows; the "
+     "lowest is -100)"},
+    {"fair-callers", "on",
+     "callers share the batch and the prefill rows fairly: the caller with the fewest sequences "
+     "in the batch is admitted first (--no-fair-callers: first come, first served)",
+     true},
     {"default-max-tokens", "0",
      "stop.max_tokens of requests that leave it unset (0 = 256, capped at --max-tokens-limit)"},
     {"default-timeout", "0",
@@ -280,6 +285,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
       int_flag("max-cold-sessions", 0, 1 << 24, &o.scheduler.max_cold_sessions));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-sessions-per-owner", 0, 1 << 24, &o.scheduler.max_sessions_per_owner));
+  o.scheduler.fair_callers = f.Bool("fair-callers");
   MODRWKV_ASSIGN_OR_RETURN(o.scheduler.session_ttl, DurationFlag(f, "session-ttl"));
   if (o.scheduler.session_ttl == absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--session-ttl must be positive");
@@ -398,7 +404,9 @@ int RunServe(int argc, char** argv) {
       "rereads --auth-token-file.");
   AddModelFlags(flags);
   for (const FlagSpec& s : kServeFlags) {
-    if (s.is_bool) {
+    if (s.is_bool && std::string_view(s.def) == "on") {
+      flags.AddNegatableBool(s.name, true, s.help);
+    } else if (s.is_bool) {
       flags.AddBool(s.name, s.help);
     } else {
       flags.Add(s.name, s.def, s.help);
