@@ -7,8 +7,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "engine/base/status_macros.h"
 #include "server/status_mapping.h"
 
@@ -45,6 +47,36 @@ std::vector<std::string> Values(const grpc::AuthContext& context, const char* pr
     out.emplace_back(v.data(), v.size());
   }
   return out;
+}
+
+// Whether `word` is one of CallerLimits' "key=value" settings; if so, stores it (an error names
+// the line when the value is out of range or the key is given twice).
+absl::StatusOr<bool> ParseLimit(absl::string_view word, int line_no, CallerLimits* limits) {
+  struct Key {
+    absl::string_view name;
+    std::optional<int> CallerLimits::*field;
+    int max;
+  };
+  static constexpr Key kKeys[] = {{"max-priority", &CallerLimits::max_priority, 100},
+                                  {"max-requests", &CallerLimits::max_requests, 1 << 20},
+                                  {"max-chat-streams", &CallerLimits::max_chat_streams, 1 << 20}};
+  for (const Key& key : kKeys) {
+    absl::string_view text = word;
+    if (!absl::ConsumePrefix(&text, key.name) || !absl::ConsumePrefix(&text, "=")) continue;
+    int value = 0;
+    if (!absl::SimpleAtoi(text, &value) || value < 0 || value > key.max) {
+      return absl::InvalidArgumentError(absl::StrCat("auth token file line ", line_no, ": ",
+                                                     key.name, " must be an integer in [0, ",
+                                                     key.max, "]"));
+    }
+    if ((limits->*key.field).has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("auth token file line ", line_no, ": ", key.name, " given twice"));
+    }
+    limits->*key.field = value;
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -94,6 +126,13 @@ absl::StatusOr<std::shared_ptr<const Authenticator::Table>> Authenticator::Parse
     std::vector<absl::string_view> parts =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     Entry e;
+    // The limits are the trailing words that name one; what is before them is the token (and
+    // the name). A word after the token that names none is an error, not a third field.
+    while (parts.size() > 1) {
+      MODRWKV_ASSIGN_OR_RETURN(bool limit, ParseLimit(parts.back(), line_no, &e.limits));
+      if (!limit) break;
+      parts.pop_back();
+    }
     if (parts.size() == 1) {
       e.token = std::string(parts[0]);
       e.name = TokenDigestIdentity(e.token);
@@ -106,9 +145,11 @@ absl::StatusOr<std::shared_ptr<const Authenticator::Table>> Authenticator::Parse
             ": a name must not contain ':' (reserved for token: and cert: identities)"));
       }
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("auth token file line ", line_no,
-                                                     ": expected \"token\" or \"name token\", got ",
-                                                     parts.size(), " words"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("auth token file line ", line_no,
+                       ": expected \"token\" or \"name token\", then limits (max-priority=N, "
+                       "max-requests=N, max-chat-streams=N); got ",
+                       parts.size(), " words before them"));
     }
     if (e.token.size() < 8) {
       return absl::InvalidArgumentError(
@@ -185,6 +226,14 @@ absl::StatusOr<std::string> Authenticator::IdentifyHeader(absl::string_view auth
   }
   if (!found) return Unauthenticated("invalid bearer token");
   return found->name;
+}
+
+CallerLimits Authenticator::LimitsOf(std::string_view identity) const {
+  const std::shared_ptr<const Table> t = table();
+  for (const Entry& e : *t) {
+    if (e.name == identity) return e.limits;
+  }
+  return {};
 }
 
 absl::StatusOr<std::string> Authenticator::Identify(const grpc::ServerContextBase& context) const {

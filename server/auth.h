@@ -1,5 +1,6 @@
 // Caller identities. Bearer tokens come from metadata ("authorization: Bearer <token>") checked
-// against a file, one per line: "token" or "name token" ('#' starts a comment). A named token's
+// against a file, one per line: "token" or "name token", then optionally the caller's own limits
+// as "key=value" words (CallerLimits; '#' starts a comment). A named token's
 // identity is its name; a bare token's is "token:" + the first 16 hex digits of its SHA-256, so
 // identities (which own sessions) survive edits of the file. Without a token file, a verified
 // client certificate (mTLS) names the caller: "cert:" + its first SAN URI, else its first SAN DNS
@@ -9,6 +10,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +20,14 @@
 #include "grpcpp/server_context.h"
 
 namespace modrwkv::server {
+
+// A caller's own limits, from its token file line; unset ones are the server's flags.
+//   max-priority=N      the highest `priority` it may ask for, 0..100 (--max-request-priority)
+//   max-requests=N      its requests in flight, 0 = unbounded (--max-requests-per-owner)
+//   max-chat-streams=N  its open Chat streams, 0 = unbounded (--max-chat-streams-per-owner)
+struct CallerLimits {
+  std::optional<int> max_priority, max_requests, max_chat_streams;
+};
 
 // The names a verified client certificate carries (grpc's AuthContext peer properties).
 struct PeerCertificateNames {
@@ -51,10 +61,14 @@ class Authenticator {
   // echoes the token). Thread-safe.
   absl::StatusOr<std::string> Identify(const grpc::ServerContextBase& context) const;
   absl::StatusOr<std::string> IdentifyHeader(absl::string_view authorization) const;
+  // The limits the current table gives `identity` (none for an identity it does not name: a
+  // certificate's, or a token removed since). Thread-safe.
+  CallerLimits LimitsOf(std::string_view identity) const;
 
  private:
   struct Entry {
     std::string name, token;
+    CallerLimits limits;
   };
   using Table = std::vector<Entry>;
   Authenticator() = default;

@@ -30,10 +30,7 @@ ChatReactor::ChatReactor(ServingContext* ctx, grpc::CallbackServerContext* call)
   absl::Status admitted = [&]() -> absl::Status {
     MODRWKV_ASSIGN_OR_RETURN(owner_, ctx_->Admit(*call_));
     record_.owner = owner_;
-    if (ctx_->chat_streams) {
-      MODRWKV_RETURN_IF_ERROR(ctx_->chat_streams->Acquire(owner_));
-      counted_ = true;
-    }
+    MODRWKV_ASSIGN_OR_RETURN(stream_hold_, ctx_->AdmitChatStream(owner_));
     return absl::OkStatus();
   }();
   if (!admitted.ok()) {
@@ -79,6 +76,7 @@ void ChatReactor::OnReadDone(bool ok) {
 void ChatReactor::FailTurn(const absl::Status& status) {
   std::lock_guard<std::mutex> l(mu_);
   turn_busy_ = false;
+  turn_hold_.reset();
   // No ChatStarted for a refused turn. A session made for this stream that the client never
   // learned of is deleted even if it asked to keep it.
   if (started_ && own_session_) delete_session_at_end_ = true;
@@ -117,6 +115,12 @@ absl::Status ChatReactor::BeginTurn() {
   MODRWKV_ASSIGN_OR_RETURN(
       turn_request_, ToEngineChatTurn(request_, given.value_or(SessionId{}), ctx_->translation,
                                       call_->deadline(), &turn_media_));
+  {
+    MODRWKV_ASSIGN_OR_RETURN(PerOwnerLimit::Hold hold,
+                             ctx_->AdmitRequest(owner_, turn_request_.priority));
+    std::lock_guard<std::mutex> l(mu_);
+    turn_hold_ = std::move(hold);
+  }
   if (!first) return SubmitTurn();
   if (given) {
     {
@@ -298,6 +302,7 @@ void ChatReactor::OnEngineFinish(FinishEvent event) {
     AddEncodeWait(encode_wait_, &event);
     QueueStartedLocked();
     turn_busy_ = false;
+    turn_hold_.reset();
     outbox_.CloseChunk();
     const bool overflowed = outbox_.overflowed();
     const bool grpc_deadline_passed = event.reason == EndReason::kDeadline &&
@@ -367,7 +372,6 @@ void ChatReactor::OnCancel() {
 
 void ChatReactor::OnDone() {
   sink_->Detach();
-  if (counted_) ctx_->chat_streams->Release(owner_);
   if (session_ && delete_session_at_end_ && ctx_->scheduler) {
     ctx_->scheduler->DeleteSession(*session_, owner_, [](absl::Status) {});
   }

@@ -65,7 +65,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   grpc::CallbackServerContext* const call_;
   std::shared_ptr<ReactorSink<ChatReactor>> sink_;
   std::string owner_;
-  bool counted_ = false;  // holds one of the owner's Chat streams (PerOwnerLimit)
+  PerOwnerLimit::Hold stream_hold_;  // one of the owner's Chat streams
   std::string stream_id_;
   pb::ChatRequest request_;     // the read buffer; stable while its turn runs (no read in flight)
   EngineRequest turn_request_;  // the validated turn, waiting for its session and media
@@ -78,6 +78,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<pb::ChatRequest, pb::Ch
   std::mutex mu_;
   RpcRecord record_;
   bool first_turn_ = true;
+  PerOwnerLimit::Hold turn_hold_;  // the running turn, one of the owner's requests in flight
   std::optional<SessionId> session_;
   bool own_session_ = false;  // created by this stream
   bool delete_session_at_end_ = false;

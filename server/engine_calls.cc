@@ -1,5 +1,6 @@
 #include "server/engine_calls.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "engine/base/status_macros.h"
@@ -39,24 +40,30 @@ struct EngineCalls::State {
   int prefix_prompt_tokens = 0;  // prefilled (or found in the cache) for the choices
   int cached_tokens = 0;         // of those, found in the cache
   absl::Duration prefix_time = absl::ZeroDuration();
-  bool refused = false;  // Start returned an error: no event is delivered
+  bool refused = false;           // Start returned an error: no event is delivered
+  PerOwnerLimit::Hold in_flight;  // one of the caller's requests in flight, until the last finish
   // Set before any other thread sees the state, never changed: read without `mu`.
   size_t prefix_parts = 0;  // ChoicePlan::prefix_parts: cached when long enough
 
   // Hands one event to the callback (outside the lock); a finish gets the request's shared
   // costs (media encoding, the shared prefill) added.
   void Deliver(ChoiceEvent e) {
+    PerOwnerLimit::Hold done;  // released before the last finish is delivered
     {
       std::lock_guard<std::mutex> l(mu);
       if (refused) return;
       if (e.finish) {
         finished[e.choice] = true;
+        if (std::all_of(finished.begin(), finished.end(), [](bool f) { return f; })) {
+          done = std::move(in_flight);
+        }
         AddEncodeWait(encode_wait + prefix_time, &*e.finish);
         e.finish->prompt_tokens += prefix_prompt_tokens;
         e.media_rows = rows;
         e.cached_tokens = cached_tokens;
       }
     }
+    done.reset();
     on_event(std::move(e));
   }
 
@@ -486,6 +493,7 @@ absl::StatusOr<std::unique_ptr<EngineCalls>> EngineCalls::Start(ServingContext* 
                                                                 std::vector<PendingMedia> media,
                                                                 ChoiceEventFn on_event) {
   auto s = std::make_shared<State>();
+  MODRWKV_ASSIGN_OR_RETURN(s->in_flight, ctx->AdmitRequest(request.owner, request.priority));
   s->ctx = ctx;
   s->on_event = std::move(on_event);
   s->prefix_parts = plan.prefix_parts;

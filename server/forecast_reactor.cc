@@ -40,6 +40,7 @@ absl::Status ForecastReactor::Start(const pb::ForecastRequest& request) {
   MODRWKV_RETURN_IF_ERROR(ctx_->CheckSize(request.ByteSizeLong(), "series"));
   MODRWKV_ASSIGN_OR_RETURN(ForecastPlan plan,
                            ToForecastPlan(request, ctx_->translation, call_->deadline()));
+  MODRWKV_ASSIGN_OR_RETURN(in_flight_, ctx_->AdmitRequest(record_.owner, plan.priority));
   series_model_ = ctx_->series;
   if (series_model_ == nullptr || ctx_->media_pool == nullptr) {
     return absl::InternalError("the time-series encoder is not loaded");
@@ -155,6 +156,7 @@ void ForecastReactor::OnCancel() {
 std::optional<grpc::Status> ForecastReactor::Complete(const absl::Status& status) {
   if (finished_) return std::nullopt;
   finished_ = true;
+  in_flight_.reset();
   if (status.ok()) {
     const std::vector<float>& values = rollout_->values();
     response_->mutable_values()->Assign(values.begin(), values.end());

@@ -62,6 +62,7 @@ class ForecastReactor final : public grpc::ServerUnaryReactor {
   int horizon_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
   int priority_ = 0;
+  PerOwnerLimit::Hold in_flight_;  // one of the caller's requests in flight, until Complete
   absl::Time started_;
   encoders::JobId media_job_ = 0;
   RequestId engine_id_ = 0;

@@ -124,7 +124,9 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     l->set_stream_buffer_bytes(o.stream_buffer_bytes);
     l->set_max_cold_sessions(o.scheduler.max_cold_sessions);
     l->set_max_choices(o.max_choices);
-    l->set_max_request_priority(o.max_request_priority);
+    const CallerLimits caller = ctx_->LimitsOf(owner);
+    l->set_max_request_priority(caller.max_priority.value_or(o.max_request_priority));
+    l->set_max_requests_in_flight(caller.max_requests.value_or(o.max_requests_per_owner));
     FillDuration(o.scheduler.session_ttl, l->mutable_session_ttl());
     if (ctx_->translation.image) {
       l->set_max_images_per_request(o.max_images_per_request);

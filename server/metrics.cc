@@ -43,8 +43,9 @@ class Refresher : public prometheus::Collectable {
 
 constexpr absl::string_view kFinishReasons[] = {"stop",      "length",   "stop_string",
                                                 "cancelled", "deadline", "error"};
-constexpr absl::string_view kRejectionReasons[] = {"queue_full", "queued_tokens", "draining",
-                                                   "loading", "encoder_queue_full"};
+constexpr absl::string_view kRejectionReasons[] = {
+    "queue_full",         "queued_tokens",   "draining",      "loading",
+    "encoder_queue_full", "caller_requests", "caller_streams"};
 // Methods and codes whose series exist from start-up (alerts on rate() need a zero to start from).
 constexpr absl::string_view kStreamingMethods[] = {"Generate", "Chat"};
 constexpr grpc::StatusCode kAlertCodes[] = {grpc::StatusCode::OK,

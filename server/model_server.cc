@@ -132,7 +132,11 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   s->ctx_.metrics = s->metrics_.get();
   s->ctx_.log = s->log_.get();
   s->ctx_.chat_streams = std::make_unique<PerOwnerLimit>(options.max_chat_streams_per_owner,
-                                                         "max-chat-streams-per-owner");
+                                                         "max-chat-streams-per-owner",
+                                                         "Chat streams open", "TOO_MANY_STREAMS");
+  s->ctx_.requests =
+      std::make_unique<PerOwnerLimit>(options.max_requests_per_owner, "max-requests-per-owner",
+                                      "requests in flight", "TOO_MANY_REQUESTS");
   s->inference_ = std::make_unique<InferenceService>(&s->ctx_);
   s->sessions_ = std::make_unique<SessionsService>(&s->ctx_);
 
@@ -344,7 +348,8 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;
   ctx_.translation.max_choices = options_.max_choices;
-  ctx_.translation.max_priority = options_.max_request_priority;
+  // Translation checks the range; the caller's own cap is ServingContext::AdmitRequest's.
+  ctx_.translation.max_priority = kMaxRequestPriority;
   const ModelDescription& info = model_->info();
   log_->Info("loaded",
              {{"layers", info.config.n_layer},

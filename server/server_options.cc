@@ -127,6 +127,10 @@ absl::Status ServerOptions::Validate() const {
         absl::StrFormat("max-chat-streams-per-owner must be >= 0 (0 = unbounded), got %d",
                         max_chat_streams_per_owner));
   }
+  if (max_requests_per_owner < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max-requests-per-owner must be >= 0 (0 = unbounded), got %d", max_requests_per_owner));
+  }
   if (max_tokens_limit < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("max-tokens-limit must be >= 0 (0 = none), got %d", max_tokens_limit));

@@ -81,6 +81,9 @@ struct ServerOptions {
   SchedulerOptions scheduler;
   int64_t stream_buffer_bytes = 1 << 20;  // per-stream backlog before a slow reader is cut off
   int max_chat_streams_per_owner = 0;     // open Chat streams per caller identity; 0 = unbounded
+  // Requests in flight per caller identity (Generate and HTTP completions, Chat turns, Forecast
+  // calls; from acceptance to the answer's end); 0 = unbounded.
+  int max_requests_per_owner = 0;
 
   // Request caps and defaults (Generate and every Chat turn).
   int max_tokens_limit = 0;    // stop.max_tokens above it is INVALID_ARGUMENT; 0 = no limit

@@ -1,5 +1,7 @@
 #include "server/serving_context.h"
 
+#include <utility>
+
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -9,19 +11,36 @@
 
 namespace modrwkv::server {
 
-absl::Status PerOwnerLimit::Acquire(const std::string& owner) {
+PerOwnerLimit::Hold& PerOwnerLimit::Hold::operator=(Hold&& other) noexcept {
+  if (this != &other) {
+    reset();
+    limit_ = std::exchange(other.limit_, nullptr);
+    owner_ = std::move(other.owner_);
+  }
+  return *this;
+}
+
+void PerOwnerLimit::Hold::reset() {
+  if (limit_ != nullptr) std::exchange(limit_, nullptr)->Release(owner_);
+}
+
+absl::StatusOr<PerOwnerLimit::Hold> PerOwnerLimit::Acquire(const std::string& owner,
+                                                           std::optional<int> own_limit) {
+  const int limit = own_limit.value_or(limit_);
   std::lock_guard<std::mutex> l(mu_);
   int& n = open_[owner];
-  if (limit_ > 0 && n >= limit_) {
+  if (limit > 0 && n >= limit) {
     if (n == 0) open_.erase(owner);
     const std::string who = owner.empty() ? "anonymous callers" : absl::StrCat("caller ", owner);
-    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
-                          "%s already %s %d streams open, the limit (%s); close one or retry later",
-                          who, owner.empty() ? "have" : "has", n, option_)),
-                      "TOO_MANY_STREAMS");
+    const std::string which = own_limit.has_value() ? absl::StrCat("its own limit (the token file)")
+                                                    : absl::StrCat("the limit (", option_, ")");
+    return WithReason(absl::ResourceExhaustedError(
+                          absl::StrFormat("%s already %s %d %s, %s; retry later", who,
+                                          owner.empty() ? "have" : "has", n, what_, which)),
+                      reason_);
   }
   ++n;
-  return absl::OkStatus();
+  return Hold(this, owner);
 }
 
 void PerOwnerLimit::Release(const std::string& owner) {
@@ -49,6 +68,34 @@ absl::StatusOr<std::string> ServingContext::Admit(const grpc::ServerContextBase&
   MODRWKV_ASSIGN_OR_RETURN(std::string owner, auth->Identify(call));
   MODRWKV_RETURN_IF_ERROR(CheckLoaded());
   return owner;
+}
+
+CallerLimits ServingContext::LimitsOf(const std::string& owner) const {
+  return auth != nullptr ? auth->LimitsOf(owner) : CallerLimits{};
+}
+
+absl::StatusOr<PerOwnerLimit::Hold> ServingContext::AdmitRequest(const std::string& owner,
+                                                                 int priority) const {
+  const CallerLimits limits = LimitsOf(owner);
+  const int cap = limits.max_priority.value_or(options->max_request_priority);
+  if (priority > cap) {
+    return InvalidField(
+        "priority",
+        absl::StrFormat("priority %d is outside [%d, %d] (%s)", priority, kMinRequestPriority, cap,
+                        limits.max_priority ? "the caller's max-priority in the token file"
+                                            : "max-request-priority"));
+  }
+  absl::StatusOr<PerOwnerLimit::Hold> hold = requests->Acquire(owner, limits.max_requests);
+  if (!hold.ok() && metrics) metrics->OnServerRejected("caller_requests");
+  return hold;
+}
+
+absl::StatusOr<PerOwnerLimit::Hold> ServingContext::AdmitChatStream(
+    const std::string& owner) const {
+  absl::StatusOr<PerOwnerLimit::Hold> hold =
+      chat_streams->Acquire(owner, LimitsOf(owner).max_chat_streams);
+  if (!hold.ok() && metrics) metrics->OnServerRejected("caller_streams");
+  return hold;
 }
 
 std::string ServingContext::RequestId(const grpc::ServerContextBase& call,

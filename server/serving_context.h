@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -46,22 +47,49 @@ struct RpcRecord {
   absl::Duration queue_time, time_to_first_token = absl::InfiniteDuration(), total_time;
 };
 
-// Streams open per caller identity, bounded (RESOURCE_EXHAUSTED above the limit). Thread-safe.
+// Things a caller identity has open (Chat streams, requests in flight), bounded: RESOURCE_EXHAUSTED
+// above the limit. Thread-safe.
 class PerOwnerLimit {
  public:
-  // `limit` 0 = unbounded; `option` names the flag in errors.
-  PerOwnerLimit(int limit, std::string option) : limit_(limit), option_(std::move(option)) {}
-  // Counts one more stream of `owner`, or RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS) naming
-  // the limit; the count is unchanged then.
-  absl::Status Acquire(const std::string& owner);
-  void Release(const std::string& owner);  // once per successful Acquire
+  // One counted thing: the count drops when the hold is destroyed (or reset). Movable; an empty
+  // hold counts nothing. Must not outlive its PerOwnerLimit.
+  class Hold {
+   public:
+    Hold() = default;
+    Hold(Hold&& other) noexcept { *this = std::move(other); }
+    Hold& operator=(Hold&& other) noexcept;
+    ~Hold() { reset(); }
+    void reset();
+    explicit operator bool() const { return limit_ != nullptr; }
+
+   private:
+    friend class PerOwnerLimit;
+    Hold(PerOwnerLimit* limit, std::string owner) : limit_(limit), owner_(std::move(owner)) {}
+    PerOwnerLimit* limit_ = nullptr;
+    std::string owner_;
+  };
+
+  // `limit` 0 = unbounded; `option` names the flag in errors, `what` the things counted ("Chat
+  // streams open"), `reason` the refusal's reason ("TOO_MANY_STREAMS").
+  PerOwnerLimit(int limit, std::string option, std::string what, std::string reason)
+      : limit_(limit),
+        option_(std::move(option)),
+        what_(std::move(what)),
+        reason_(std::move(reason)) {}
+  // Counts one more for `owner`, or RESOURCE_EXHAUSTED (the reason given above) naming the limit;
+  // the count is unchanged then. `own_limit`: the caller's own (token file), instead of the
+  // server's (0 = unbounded).
+  absl::StatusOr<Hold> Acquire(const std::string& owner,
+                               std::optional<int> own_limit = std::nullopt);
   int open(const std::string& owner) const;
 
  private:
+  void Release(const std::string& owner);
+
   const int limit_;
-  const std::string option_;
+  const std::string option_, what_, reason_;
   mutable std::mutex mu_;
-  absl::flat_hash_map<std::string, int> open_;  // owners with at least one stream
+  absl::flat_hash_map<std::string, int> open_;  // owners with at least one
 };
 
 struct ServingContext {
@@ -92,13 +120,25 @@ struct ServingContext {
   // Chat reactors alive. Their OnDone posts a session deletion to the scheduler, so the scheduler
   // is destroyed only once this is zero (decremented as the very last step of OnDone).
   std::atomic<int> chat_reactors{0};
-  // Chat streams per identity (ServerOptions::max_chat_streams_per_owner); set before serving.
-  std::unique_ptr<PerOwnerLimit> chat_streams;
+  // Chat streams and requests in flight per identity (ServerOptions::max_chat_streams_per_owner,
+  // max_requests_per_owner, and the callers' own limits); set before serving.
+  std::unique_ptr<PerOwnerLimit> chat_streams, requests;
 
   // OK once the engine is loaded; UNAVAILABLE with RetryInfo before.
   absl::Status CheckLoaded() const;
   // Authentication and the loaded check of every engine RPC: the caller identity, or the error.
   absl::StatusOr<std::string> Admit(const grpc::ServerContextBase& call) const;
+  // What the token file says about caller `owner` (nothing without one).
+  CallerLimits LimitsOf(const std::string& owner) const;
+  // Every request that reaches the engine (a Generate or HTTP completion, a Chat turn, a
+  // Forecast) passes here first: INVALID_ARGUMENT naming `priority` when it is above what the
+  // caller may ask (its max-priority, else --max-request-priority), else its count among the
+  // caller's requests in flight, held until the request is done, or RESOURCE_EXHAUSTED
+  // (TOO_MANY_REQUESTS) over the caller's limit.
+  absl::StatusOr<PerOwnerLimit::Hold> AdmitRequest(const std::string& owner, int priority) const;
+  // A new Chat stream of `owner`, counted until the hold goes, or RESOURCE_EXHAUSTED
+  // (TOO_MANY_STREAMS) over the caller's limit.
+  absl::StatusOr<PerOwnerLimit::Hold> AdmitChatStream(const std::string& owner) const;
   // The request id for logs: the x-request-id metadata, else `given`, else a random one.
   std::string RequestId(const grpc::ServerContextBase& call, const std::string& given) const;
   // The largest request this server accepts (INVALID_ARGUMENT naming `field` above it).

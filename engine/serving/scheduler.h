@@ -123,8 +123,8 @@ struct SchedulerOptions {
   int max_step_tokens = 512;      // per-step budget: decode tokens + prefill rows
   int max_queued_requests = 256;  // admission bound (waiting, not yet running)
   int64_t max_queued_prompt_tokens = 1 << 20;
-  int max_cold_sessions = 1024;                 // idle sessions kept in host memory (LRU)
-  int max_sessions_per_owner = 0;               // sessions one caller may hold; 0 = no limit
+  int max_cold_sessions = 1024;    // idle sessions kept in host memory (LRU)
+  int max_sessions_per_owner = 0;  // sessions one caller may hold; 0 = no limit
   // Callers (EngineRequest::owner) share the batch and the prefill budget fairly: among waiting
   // requests of equal priority the next one admitted is the earliest of the caller with the
   // fewest sequences in the batch, and running prompts of equal priority share a step's prefill

@@ -1,6 +1,6 @@
 // Server-side caps and defaults end to end: --max-tokens-limit, --default-max-tokens,
-// --default-timeout, --max-chat-streams-per-owner and request priorities
-// (--max-request-priority).
+// --default-timeout, --max-chat-streams-per-owner, --max-requests-per-owner, request priorities
+// (--max-request-priority) and the callers' own limits from the token file.
 #include <map>
 #include <mutex>
 #include <thread>
@@ -222,6 +222,127 @@ TEST(LimitsE2eTest, ChatStreamsPerCallerAreBounded) {
     s->stream->Finish();
   }
   fs::remove(tokens);
+}
+
+TEST(LimitsE2eTest, CallersHaveTheirOwnRequestAndPriorityLimits) {
+  const fs::path tokens =
+      fs::temp_directory_path() / ("e2e_caller_tokens_" + std::to_string(getpid()));
+  {
+    std::ofstream f(tokens);
+    f << "alice alice-secret-1 max-requests=2 max-priority=7\nbob bob-secret-22\n";
+  }
+  absl::Cleanup remove_tokens = [&] { fs::remove(tokens); };
+  ServerProcess::Options o;
+  o.args = {"--auth-token-file",
+            tokens.string(),
+            "--max-requests-per-owner",
+            "1",
+            "--max-running",
+            "8",
+            "--http-port",
+            "0"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Inference::NewStub(server->Channel());
+  auto generate = [&](const std::string& token, int priority, int max_tokens) {
+    pb::GenerateRequest req = Greedy("hi", max_tokens);
+    req.set_priority(priority);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    auto reader = stub->Generate(&ctx, req);
+    return Collect(reader.get());
+  };
+
+  // What each caller may do, as GetModelInfo tells it.
+  for (const auto& [token, priority, requests] :
+       {std::tuple<std::string, int, int>{"bob-secret-22", 0, 1}, {"alice-secret-1", 7, 2}}) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    pb::ModelInfo info;
+    ASSERT_TRUE(stub->GetModelInfo(&ctx, pb::GetModelInfoRequest(), &info).ok());
+    EXPECT_EQ(info.limits().max_request_priority(), priority) << token;
+    EXPECT_EQ(info.limits().max_requests_in_flight(), requests) << token;
+  }
+  // Priorities: bob has the server's cap (0), alice her own (7).
+  StreamResult r = generate("bob-secret-22", 1, 2);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(BadFieldOf(r.status), "priority");
+  EXPECT_NE(r.status.error_message().find("max-request-priority"), std::string::npos);
+  EXPECT_TRUE(generate("bob-secret-22", 0, 2).status.ok());
+  r = generate("alice-secret-1", 7, 2);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  r = generate("alice-secret-1", 8, 2);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("max-priority"), std::string::npos)
+      << r.status.error_message();
+
+  // Requests in flight: streams that run until cancelled, each admitted once its first token
+  // came.
+  struct Long {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<pb::GenerateResponse>> reader;
+  };
+  auto start_long = [&](const std::string& token) {
+    auto l = std::make_unique<Long>();
+    l->ctx.AddMetadata("authorization", "Bearer " + token);
+    l->reader = stub->Generate(&l->ctx, Greedy("hold", 1000000));
+    pb::GenerateResponse first;
+    EXPECT_TRUE(l->reader->Read(&first)) << l->reader->Finish().error_message();
+    return l;
+  };
+  auto end_long = [](Long* l) {
+    l->ctx.TryCancel();
+    pb::GenerateResponse resp;
+    while (l->reader->Read(&resp)) {
+    }
+    EXPECT_EQ(l->reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  };
+  auto bob = start_long("bob-secret-22");
+  r = generate("bob-secret-22", 0, 2);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(r.status.error_message().find("max-requests-per-owner"), std::string::npos)
+      << r.status.error_message();
+  ASSERT_TRUE(ErrorInfoOf(r.status).has_value());
+  EXPECT_EQ(ErrorInfoOf(r.status)->reason(), "TOO_MANY_REQUESTS");
+  {  // a Chat turn is a request too
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer bob-secret-22");
+    auto chat = stub->Chat(&ctx);
+    pb::ChatRequest turn;
+    turn.set_text("hi");
+    turn.mutable_stop()->set_max_tokens(2);
+    chat->Write(turn);
+    chat->WritesDone();
+    pb::ChatResponse resp;
+    while (chat->Read(&resp)) {
+    }
+    EXPECT_EQ(chat->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  httplib::Client http("127.0.0.1", server->http_port());
+  http.set_read_timeout(60, 0);
+  const httplib::Headers bob_header = {{"Authorization", "Bearer bob-secret-22"}};
+  const nlohmann::json body = {{"prompt", "hi"}, {"max_tokens", 2}};
+  auto res = http.Post("/v1/completions", bob_header, body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 429) << res->body;
+  // Alice's own limit is two; bob's request does not count against her.
+  auto alice1 = start_long("alice-secret-1");
+  auto alice2 = start_long("alice-secret-1");
+  r = generate("alice-secret-1", 0, 2);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(r.status.error_message().find("its own limit"), std::string::npos)
+      << r.status.error_message();
+  // A request that ended makes room (once the server has seen the cancel).
+  end_long(bob.get());
+  EXPECT_TRUE(Eventually([&] { return generate("bob-secret-22", 0, 2).status.ok(); }));
+  res = http.Post("/v1/completions", bob_header, body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  end_long(alice1.get());
+  end_long(alice2.get());
+  // The refusals are counted.
+  EXPECT_GE(ScrapeMetric(*server, "modrwkv_admission_rejections_total{reason=\"caller_requests\"}"),
+            4);
 }
 
 }  // namespace

@@ -73,6 +73,47 @@ TEST(AuthTest, RefusesMissingMalformedAndWrongTokens) {
   }
 }
 
+TEST(AuthTest, LinesMayGiveTheCallersOwnLimits) {
+  auto a = Authenticator::FromString(
+      "alice secret-alice max-priority=20 max-requests=3\n"
+      "bob secret-bob-1\n"
+      "bare-token-xyz max-chat-streams=0\n"
+      "eq tok=ends=with=\n");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*(*a)->IdentifyHeader("Bearer secret-alice"), "alice");
+  const CallerLimits alice = (*a)->LimitsOf("alice");
+  EXPECT_EQ(alice.max_priority, 20);
+  EXPECT_EQ(alice.max_requests, 3);
+  EXPECT_FALSE(alice.max_chat_streams.has_value());
+  const CallerLimits bob = (*a)->LimitsOf("bob");
+  EXPECT_FALSE(bob.max_priority || bob.max_requests || bob.max_chat_streams);
+  // A bare token with a limit; a token with '=' in it is still a token.
+  const std::string bare = *(*a)->IdentifyHeader("Bearer bare-token-xyz");
+  EXPECT_EQ(bare, "token:ab438531375e9ef4");
+  EXPECT_EQ((*a)->LimitsOf(bare).max_chat_streams, 0);
+  EXPECT_EQ(*(*a)->IdentifyHeader("Bearer tok=ends=with="), "eq");
+  // Identities the file does not name (certificates) have none; a reload changes them.
+  EXPECT_FALSE((*a)->LimitsOf("cert:client").max_requests.has_value());
+  ASSERT_TRUE((*a)->ReloadFromString("alice secret-alice max-requests=1\n").ok());
+  EXPECT_EQ((*a)->LimitsOf("alice").max_requests, 1);
+  EXPECT_FALSE((*a)->LimitsOf("alice").max_priority.has_value());
+}
+
+TEST(AuthTest, BadLimitsAreRejectedWithTheLine) {
+  for (const char* text :
+       {"alice secret-alice max-priority=101\n", "alice secret-alice max-priority=-1\n",
+        "alice secret-alice max-requests=x\n", "alice secret-alice max-requests=\n",
+        "alice secret-alice max-requests=1 max-requests=2\n"}) {
+    const absl::Status st = Authenticator::FromString(text).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(st.message().find("line 1"), std::string::npos) << st;
+    EXPECT_NE(st.message().find("max-"), std::string::npos) << st;
+  }
+  // A setting the server does not know is a stray word.
+  const absl::Status st = Authenticator::FromString("alice secret-alice max-tokens=5\n").status();
+  EXPECT_NE(st.message().find("max-requests=N"), std::string::npos) << st;
+}
+
 TEST(AuthTest, BadFilesAreRejectedWithTheLine) {
   EXPECT_FALSE(Authenticator::FromString("").ok());
   EXPECT_FALSE(Authenticator::FromString("# only comments\n").ok());

@@ -82,6 +82,9 @@ constexpr FlagSpec kServeFlags[] = {
      "output a slow client may leave unread before its request is cancelled"},
     {"max-chat-streams-per-owner", "0",
      "open Chat streams per caller identity (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
+    {"max-requests-per-owner", "0",
+     "requests in flight per caller identity: Generate and HTTP completions, Chat turns, "
+     "Forecast calls (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
     {"max-tokens-limit", "0", "largest stop.max_tokens a request may ask for (0 = no limit)"},
     {"max-request-priority", "0",
      "highest priority a request may ask for, up to 100 (admission order and prefill rows; the "
@@ -294,6 +297,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
       int_flag("stream-buffer-bytes", 1024, int64_t{1} << 32, &o.stream_buffer_bytes));
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-chat-streams-per-owner", 0, 1 << 20, &o.max_chat_streams_per_owner));
+  MODRWKV_RETURN_IF_ERROR(
+      int_flag("max-requests-per-owner", 0, 1 << 20, &o.max_requests_per_owner));
   MODRWKV_RETURN_IF_ERROR(int_flag("max-tokens-limit", 0, 1 << 30, &o.max_tokens_limit));
   MODRWKV_RETURN_IF_ERROR(int_flag("default-max-tokens", 0, 1 << 30, &o.default_max_tokens));
   MODRWKV_ASSIGN_OR_RETURN(o.default_timeout, DurationFlag(f, "default-timeout"));

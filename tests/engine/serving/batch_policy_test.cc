@@ -83,16 +83,15 @@ TEST(PlanStep, HigherPriorityPromptsTakeTheRowsFirst) {
   o.max_step_tokens = 101;
   o.min_prefill_rows = 8;
   // A decode of priority -5 still runs; the priority-3 prompts share first, then priority 0.
-  auto plan = PlanStep({Prompt(10, 0), Prompt(70, 3), Prompt(0, -5), Prompt(40, 3), Prompt(30, -1)},
-                       o);
+  auto plan =
+      PlanStep({Prompt(10, 0), Prompt(70, 3), Prompt(0, -5), Prompt(40, 3), Prompt(30, -1)}, o);
   EXPECT_EQ(RowsOf(plan, 2), 1);
   EXPECT_EQ(RowsOf(plan, 3), 40);
   EXPECT_EQ(RowsOf(plan, 1), 60);  // 100 rows: the shorter one whole, the longer the rest
   EXPECT_EQ(RowsOf(plan, 0), 0);
   EXPECT_EQ(RowsOf(plan, 4), 0);
   // Rows a level leaves go to the next one down.
-  plan = PlanStep({Prompt(10, 0), Prompt(20, 3), Prompt(0, -5), Prompt(40, 3), Prompt(300, -1)},
-                  o);
+  plan = PlanStep({Prompt(10, 0), Prompt(20, 3), Prompt(0, -5), Prompt(40, 3), Prompt(300, -1)}, o);
   EXPECT_EQ(RowsOf(plan, 1), 20);
   EXPECT_EQ(RowsOf(plan, 3), 40);
   EXPECT_EQ(RowsOf(plan, 0), 10);
@@ -104,9 +103,8 @@ TEST(PlanStep, CallersShareBeforeTheirPrompts) {
   o.max_step_tokens = 90;
   o.min_prefill_rows = 8;
   // Caller 7 has three long prompts, caller 2 one: 45 rows each, caller 7's split 15 / 15 / 15.
-  auto plan = PlanStep({Prompt(1000, 0, 7), Prompt(1000, 0, 7), Prompt(1000, 0, 2),
-                        Prompt(1000, 0, 7)},
-                       o);
+  auto plan =
+      PlanStep({Prompt(1000, 0, 7), Prompt(1000, 0, 7), Prompt(1000, 0, 2), Prompt(1000, 0, 7)}, o);
   EXPECT_EQ(RowsOf(plan, 2), 45);
   for (int i : {0, 1, 3}) EXPECT_EQ(RowsOf(plan, i), 15);
   // A caller that needs less than its share leaves the rest to the others.

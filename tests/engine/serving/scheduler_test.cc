@@ -291,9 +291,9 @@ struct Arrival {
 // Starts a decoding blocker of `blocker_owner` (it holds one batch place for the whole run), then
 // submits `arrivals` while the model is held, so that they wait together, and returns the order
 // in which they finished.
-std::vector<std::string> FinishOrder(std::unique_ptr<Model> inner,
-                                     SchedulerOptions o, const std::vector<Arrival>& arrivals,
-                                     const Tokenizer* tok, const std::string& blocker_owner = "a") {
+std::vector<std::string> FinishOrder(std::unique_ptr<Model> inner, SchedulerOptions o,
+                                     const std::vector<Arrival>& arrivals, const Tokenizer* tok,
+                                     const std::string& blocker_owner = "a") {
   HeldModel model(std::move(inner));
   auto sched = Scheduler::Create(&model, tok, o).value();
   auto blocker = std::make_shared<CollectingSink>();
@@ -336,8 +336,8 @@ TEST_F(SchedulerTest, TheCallerWithFewerSequencesInTheBatchIsAdmittedFirst) {
   // is the admission order.
   SchedulerOptions o;
   o.max_running = 2;
-  const std::vector<Arrival> arrivals = {
-      {"a1", "a"}, {"a2", "a"}, {"a3", "a"}, {"b1", "b"}, {"c1", "c"}, {"b2", "b"}};
+  const std::vector<Arrival> arrivals = {{"a1", "a"}, {"a2", "a"}, {"a3", "a"},
+                                         {"b1", "b"}, {"c1", "c"}, {"b2", "b"}};
   o.fair_callers = true;
   // "b" and "c" have nothing in the batch whenever a place frees, "a" always its blocker.
   EXPECT_EQ(FinishOrder(MakeModel(2), o, arrivals, tok_),
@@ -351,7 +351,8 @@ TEST_F(SchedulerTest, FairAdmissionKeepsPriorityFirst) {
   SchedulerOptions o;
   o.max_running = 2;
   o.fair_callers = true;
-  const std::vector<Arrival> arrivals = {{"b low", "b", -1}, {"a high", "a", 3}, {"c low", "c", -1}};
+  const std::vector<Arrival> arrivals = {
+      {"b low", "b", -1}, {"a high", "a", 3}, {"c low", "c", -1}};
   EXPECT_EQ(FinishOrder(MakeModel(2), o, arrivals, tok_),
             (std::vector<std::string>{"a high", "b low", "c low"}));
 }
