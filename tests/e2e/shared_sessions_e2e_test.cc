@@ -363,7 +363,9 @@ TEST_F(SharedSessionsWriteThroughE2eTest, AStaleCopyGivesWayToTheLaterState) {
 TEST_F(SharedSessionsWriteThroughE2eTest, AStreamWhoseSessionWasResumedElsewhereIsAborted) {
   const std::string id = CreateSession(*a_).session_id();
   const ChatRun run = Chat(*a_, id, {kTurns[0], kTurns[1]}, [&](int turn) {
-    if (turn == 1) EXPECT_TRUE(GetSession(*b_, id).ok());  // B resumes it between the turns
+    if (turn == 1) {
+      EXPECT_TRUE(GetSession(*b_, id).ok());  // B resumes it between the turns
+    }
   });
   EXPECT_EQ(run.texts.size(), 1u);
   EXPECT_EQ(run.status.error_code(), grpc::StatusCode::ABORTED) << run.status.error_message();
