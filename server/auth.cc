@@ -59,7 +59,8 @@ absl::StatusOr<bool> ParseLimit(absl::string_view word, int line_no, CallerLimit
   };
   static constexpr Key kKeys[] = {{"max-priority", &CallerLimits::max_priority, 100},
                                   {"max-requests", &CallerLimits::max_requests, 1 << 20},
-                                  {"max-chat-streams", &CallerLimits::max_chat_streams, 1 << 20}};
+                                  {"max-chat-streams", &CallerLimits::max_chat_streams, 1 << 20},
+                                  {"max-sessions", &CallerLimits::max_sessions, 1 << 24}};
   for (const Key& key : kKeys) {
     absl::string_view text = word;
     if (!absl::ConsumePrefix(&text, key.name) || !absl::ConsumePrefix(&text, "=")) continue;
@@ -148,7 +149,7 @@ absl::StatusOr<std::shared_ptr<const Authenticator::Table>> Authenticator::Parse
       return absl::InvalidArgumentError(
           absl::StrCat("auth token file line ", line_no,
                        ": expected \"token\" or \"name token\", then limits (max-priority=N, "
-                       "max-requests=N, max-chat-streams=N); got ",
+                       "max-requests=N, max-chat-streams=N, max-sessions=N); got ",
                        parts.size(), " words before them"));
     }
     if (e.token.size() < 8) {

@@ -25,8 +25,9 @@ namespace modrwkv::server {
 //   max-priority=N      the highest `priority` it may ask for, 0..100 (--max-request-priority)
 //   max-requests=N      its requests in flight, 0 = unbounded (--max-requests-per-owner)
 //   max-chat-streams=N  its open Chat streams, 0 = unbounded (--max-chat-streams-per-owner)
+//   max-sessions=N      the sessions it may hold, 0 = unbounded (--max-sessions-per-owner)
 struct CallerLimits {
-  std::optional<int> max_priority, max_requests, max_chat_streams;
+  std::optional<int> max_priority, max_requests, max_chat_streams, max_sessions;
 };
 
 // The names a verified client certificate carries (grpc's AuthContext peer properties).

@@ -253,6 +253,10 @@ absl::Status ModelServer::LoadAndServe() {
       if (SharedSessionTier* t = spill_target_.load()) t->HandOff(id, owner, std::move(blob), {});
     };
   }
+  // A caller's own session quota from the token file (auth_ outlives the scheduler).
+  sched_options.sessions_quota_of = [auth = auth_.get()](const std::string& owner) {
+    return auth->LimitsOf(owner).max_sessions;
+  };
   MODRWKV_ASSIGN_OR_RETURN(
       scheduler_, Scheduler::Create(model_.get(), tokenizer_.get(), sched_options, metrics_.get()));
   metrics_->AttachScheduler(scheduler_.get());

@@ -86,8 +86,12 @@ class Scheduler::Impl {
   }
 
   StatePoolOptions PoolOptions(const SchedulerOptions& o) {
-    StatePoolOptions p{
-        o.max_cold_sessions, o.max_sessions_per_owner, o.session_ttl, {}, o.session_routing_hint};
+    StatePoolOptions p;
+    p.max_cold_sessions = o.max_cold_sessions;
+    p.max_sessions_per_owner = o.max_sessions_per_owner;
+    p.sessions_quota_of = o.sessions_quota_of;
+    p.session_ttl = o.session_ttl;
+    p.session_routing_hint = o.session_routing_hint;
     if (o.spill_session) {
       // Scheduler thread: the state is copied; its blob is encoded on the codec thread.
       p.spill = [this](SessionId id, const std::string& owner, std::vector<float> state,

@@ -125,6 +125,8 @@ struct SchedulerOptions {
   int64_t max_queued_prompt_tokens = 1 << 20;
   int max_cold_sessions = 1024;    // idle sessions kept in host memory (LRU)
   int max_sessions_per_owner = 0;  // sessions one caller may hold; 0 = no limit
+  // A caller's own quota instead (StatePoolOptions::sessions_quota_of); scheduler thread.
+  std::function<std::optional<int>(const std::string& owner)> sessions_quota_of;
   // Callers (EngineRequest::owner) share the batch and the prefill budget fairly: among waiting
   // requests of equal priority the next one admitted is the earliest of the caller with the
   // fewest sequences in the batch, and running prompts of equal priority share a step's prefill

@@ -151,11 +151,13 @@ absl::StatusOr<PooledSession*> StatePool::NewSession(const std::string& owner,
   if (id && sessions_.contains(*id)) {
     return absl::AlreadyExistsError(absl::StrCat("session_id ", id->ToString(), " exists"));
   }
-  if (opts_.max_sessions_per_owner > 0 && sessions_of(owner) >= opts_.max_sessions_per_owner) {
+  const std::optional<int> own =
+      opts_.sessions_quota_of ? opts_.sessions_quota_of(owner) : std::nullopt;
+  const int quota = own.value_or(opts_.max_sessions_per_owner);
+  if (quota > 0 && sessions_of(owner) >= quota) {
     return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
-                          "this caller already holds %d sessions (max_sessions_per_owner); "
-                          "delete one first",
-                          opts_.max_sessions_per_owner)),
+                          "this caller already holds %d sessions (%s); delete one first", quota,
+                          own ? "its own limit" : "max_sessions_per_owner")),
                       reason::kSessionQuota);
   }
   auto s = std::make_unique<PooledSession>();

@@ -59,7 +59,10 @@ struct StatePoolOptions {
   // Idle sessions kept out of slots, in host memory. When a new session or an offload overflows
   // the tier, the least recently used idle cold session goes, the acting owner's own first.
   int max_cold_sessions = 1024;
-  int max_sessions_per_owner = 0;               // 0 = no per-owner limit
+  int max_sessions_per_owner = 0;  // 0 = no per-owner limit
+  // A caller's own session quota instead of max_sessions_per_owner (0 = no limit); unset, or
+  // nullopt for an owner: max_sessions_per_owner. Called on the pool's thread.
+  std::function<std::optional<int>(const std::string& owner)> sessions_quota_of;
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
   // Called with the state of an idle session evicted because the cold tier is full, just before
   // it is deleted (the scheduler hands it to the shared tier); unset: it is simply lost.

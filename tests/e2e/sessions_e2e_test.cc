@@ -535,5 +535,31 @@ TEST(SessionLimitsE2eTest, PerOwnerQuotaAndColdTierEvictionThroughTheServer) {
   fs::remove(tokens);
 }
 
+TEST(SessionLimitsE2eTest, ATokenFileLineSetsItsCallersOwnQuota) {
+  const fs::path tokens =
+      fs::temp_directory_path() / ("own_quota_tokens_" + std::to_string(getpid()));
+  {
+    std::ofstream(tokens)
+        << "carol carol-secret-3 max-sessions=1\ndave dave-secret-44 max-sessions=0\n";
+  }
+  ServerProcess::Options o;
+  o.args = {"--max-sessions-per-owner", "2", "--auth-token-file", tokens.string()};
+  auto server = ServerProcess::Start(o);
+  ASSERT_NE(server, nullptr);
+  auto sessions = pb::Sessions::NewStub(server->Channel());
+  auto create = [&](const std::string& bearer) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + bearer);
+    pb::Session out;
+    return sessions->CreateSession(&ctx, {}, &out);
+  };
+  ASSERT_TRUE(create("carol-secret-3").ok());
+  const grpc::Status st = create("carol-secret-3");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("its own limit"), std::string::npos) << st.error_message();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(create("dave-secret-44").ok()) << i;  // unbounded
+  fs::remove(tokens);
+}
+
 }  // namespace
 }  // namespace modrwkv::e2e

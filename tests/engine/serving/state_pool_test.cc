@@ -275,6 +275,24 @@ TEST_F(StatePoolTest, PerOwnerQuotaRefusesNamingTheLimit) {
   EXPECT_TRUE(pool_->Create("alice").ok());
 }
 
+TEST_F(StatePoolTest, ACallersOwnQuotaReplacesTheServers) {
+  StatePoolOptions o = Cap(100, /*per_owner=*/2);
+  o.sessions_quota_of = [](const std::string& owner) -> std::optional<int> {
+    if (owner == "carol") return 1;
+    if (owner == "dave") return 0;  // unbounded
+    return std::nullopt;
+  };
+  Build(/*slots=*/1, o);
+  ASSERT_TRUE(pool_->Create("carol").ok());
+  auto second = pool_->Create("carol");
+  EXPECT_EQ(ReasonOf(second.status()), reason::kSessionQuota);
+  EXPECT_NE(second.status().message().find("its own limit"), std::string::npos);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(pool_->Create("dave").ok());
+  ASSERT_TRUE(pool_->Create("erin").ok());  // the server's quota
+  ASSERT_TRUE(pool_->Create("erin").ok());
+  EXPECT_EQ(ReasonOf(pool_->Create("erin").status()), reason::kSessionQuota);
+}
+
 TEST_F(StatePoolTest, TtlSweepsOnlyIdleSessions) {
   StatePoolOptions o = Cap(10);
   o.session_ttl = absl::Seconds(30);
