@@ -158,6 +158,9 @@ while read -r probe kind arg; do
     { echo "check-deploy: $probe (service '$arg') answered $status" >&2; exit 1; }
   echo "$probe: grpc.health.v1 service '$arg' is $status"
 done <"$out/cpu.probes"
+# One call by the token file's caller, so that the per-caller series exist too.
+"$bin" client generate --target "127.0.0.1:$port" --token "$(cut -d' ' -f2 "$out/tokens")" \
+  --prompt hi --max-tokens 2 >/dev/null
 curl -sf "127.0.0.1:$metrics/metrics" >"$out/metrics.txt"
 "$py" tools/check_deploy.py names "$out/metrics.txt" deploy/components/monitoring/grafana-dashboard.json \
   deploy/components/monitoring/prometheusrule.yaml deploy/prometheus-adapter/rules.yaml "$out/cpu.yaml"

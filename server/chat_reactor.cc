@@ -195,9 +195,10 @@ absl::Status ChatReactor::SubmitTurn() {
   if (turn_media_.empty()) return SubmitTurnToEngine();
   MODRWKV_ASSIGN_OR_RETURN(
       encoders::JobId job,
-      EncodeMedia(ctx_, turn_media_, turn_request_.priority, [sink = sink_](EncodedMedia rows) {
-        sink->Run([&](ChatReactor* r) { r->OnTurnMediaEncoded(std::move(rows)); });
-      }));
+      EncodeMedia(ctx_, turn_media_, turn_request_.priority, owner_,
+                  [sink = sink_](EncodedMedia rows) {
+                    sink->Run([&](ChatReactor* r) { r->OnTurnMediaEncoded(std::move(rows)); });
+                  }));
   bool cancel;
   {
     std::lock_guard<std::mutex> l(mu_);

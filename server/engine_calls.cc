@@ -464,6 +464,7 @@ absl::Status Proceed(const std::shared_ptr<EngineCalls::State>& s,
                      std::vector<EngineRequest> requests, std::vector<PendingMedia> media) {
   if (media.empty()) return Launch(s, std::move(requests));
   const int priority = requests.front().priority;
+  const std::string owner = requests.front().owner;
   {
     std::lock_guard<std::mutex> l(s->mu);
     s->pending = std::move(requests);
@@ -472,7 +473,7 @@ absl::Status Proceed(const std::shared_ptr<EngineCalls::State>& s,
   }
   // The pool may call back before EncodeMedia returns (cache hits): the job id is stored after.
   MODRWKV_ASSIGN_OR_RETURN(encoders::JobId job,
-                           EncodeMedia(s->ctx, media, priority, [s](EncodedMedia rows) {
+                           EncodeMedia(s->ctx, media, priority, owner, [s](EncodedMedia rows) {
                              OnMediaEncoded(s, std::move(rows));
                            }));
   bool cancel;

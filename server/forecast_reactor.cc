@@ -66,10 +66,11 @@ absl::Status ForecastReactor::StartRound() {
   item.field = "series";
   // The pool may call back before EncodeMedia returns (a cache hit), on its own thread: that
   // callback takes mu_ after this round's state is complete, as mu_ is held here.
-  MODRWKV_ASSIGN_OR_RETURN(media_job_,
-                           EncodeMedia(ctx_, {item}, priority_, [sink = sink_](EncodedMedia rows) {
-                             sink->Run([&](ForecastReactor* r) { r->OnEncoded(std::move(rows)); });
-                           }));
+  MODRWKV_ASSIGN_OR_RETURN(
+      media_job_,
+      EncodeMedia(ctx_, {item}, priority_, record_.owner, [sink = sink_](EncodedMedia rows) {
+        sink->Run([&](ForecastReactor* r) { r->OnEncoded(std::move(rows)); });
+      }));
   return absl::OkStatus();
 }
 

@@ -8,6 +8,7 @@ namespace modrwkv::server {
 
 absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
                                             const std::vector<PendingMedia>& images, int priority,
+                                            const std::string& owner,
                                             std::function<void(EncodedMedia)> done) {
   std::vector<encoders::MediaItem> items;
   items.reserve(images.size());
@@ -33,7 +34,8 @@ absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
     done(std::move(result));
   };
   absl::StatusOr<encoders::JobId> job =
-      ctx->media_pool->Submit(std::move(items), std::move(on_done), priority);
+      ctx->media_pool->Submit(std::move(items), std::move(on_done), priority,
+                              ctx->options->scheduler.fair_callers ? owner : std::string());
   if (!job.ok() && job.status().code() == absl::StatusCode::kResourceExhausted) {
     if (ctx->metrics != nullptr) ctx->metrics->OnAdmissionRejected("encoder_queue_full");
     return WithReason(job.status(), "ENCODER_QUEUE_FULL");

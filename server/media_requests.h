@@ -22,9 +22,11 @@ using EncodedMedia = absl::StatusOr<std::vector<std::shared_ptr<const encoders::
 // on a pool thread, never inside this call. A queue that cannot take the images now is
 // RESOURCE_EXHAUSTED (reason ENCODER_QUEUE_FULL, with RetryInfo; counted in the admission
 // rejections), more images than the queue can ever hold INVALID_ARGUMENT; `done` then never runs.
-// `priority` (the request's) orders the pool's queue.
+// `priority` (the request's) orders the pool's queue; within a priority, callers (`owner`) take
+// turns (EncoderPool::Submit) unless --no-fair-callers.
 absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
                                             const std::vector<PendingMedia>& images, int priority,
+                                            const std::string& owner,
                                             std::function<void(EncodedMedia)> done);
 
 // Prompt rows that came from each kind of media, for Usage, the request log and the metrics.

@@ -271,6 +271,19 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                         .Name("modrwkv_http_requests_total")
                         .Help("HTTP API requests answered, by method and HTTP status.")
                         .Register(r);
+  caller_requests_ = &BuildCounter()
+                          .Name("modrwkv_caller_requests_total")
+                          .Help(
+                              "RPCs and HTTP API requests answered, by caller identity (the "
+                              "token file's names, certificate names; --caller-metrics) and "
+                              "gRPC status code.")
+                          .Register(r);
+  caller_tokens_ = &BuildCounter()
+                        .Name("modrwkv_caller_tokens_total")
+                        .Help(
+                            "Prompt and generated tokens of answered requests, by caller "
+                            "identity and kind (prompt, generated).")
+                        .Register(r);
   rejections_ = &BuildCounter()
                      .Name("modrwkv_admission_rejections_total")
                      .Help("Requests refused at admission, by reason.")
@@ -345,6 +358,21 @@ void Metrics::OnRpcDone(absl::string_view method, grpc::StatusCode code) {
   if (!recording()) return;
   rpcs_->Add({{"method", std::string(method)}, {"code", std::string(GrpcCodeName(code))}})
       .Increment();
+}
+
+void Metrics::OnCallerRequest(absl::string_view caller, grpc::StatusCode code,
+                              int64_t prompt_tokens, int64_t generated_tokens) {
+  if (!recording()) return;
+  const std::string who(caller);
+  caller_requests_->Add({{"caller", who}, {"code", std::string(GrpcCodeName(code))}}).Increment();
+  if (prompt_tokens > 0) {
+    caller_tokens_->Add({{"caller", who}, {"kind", "prompt"}})
+        .Increment(static_cast<double>(prompt_tokens));
+  }
+  if (generated_tokens > 0) {
+    caller_tokens_->Add({{"caller", who}, {"kind", "generated"}})
+        .Increment(static_cast<double>(generated_tokens));
+  }
 }
 
 void Metrics::OnHttpDone(absl::string_view method, int http_status) {

@@ -76,6 +76,11 @@ class Metrics : public SchedulerObserver {
   void OnSharedSessionStore(absl::Duration d);  // write-through: export + store of one call
   void OnStreamOverflow();
   void OnServerRejected(absl::string_view reason);  // admission refused before the scheduler
+  // One answered RPC or HTTP request of caller identity `caller` (never ""), with the tokens a
+  // generation's prompt and output took: modrwkv_caller_requests_total{caller, code},
+  // modrwkv_caller_tokens_total{caller, kind}.
+  void OnCallerRequest(absl::string_view caller, grpc::StatusCode code, int64_t prompt_tokens,
+                       int64_t generated_tokens);
 
   // SchedulerObserver (scheduler thread, except OnAdmissionRejected).
   void OnStep(int batch_sequences, int batch_tokens, absl::Duration step_time) override;
@@ -132,6 +137,7 @@ class Metrics : public SchedulerObserver {
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Counter>* rejections_;
   prometheus::Family<prometheus::Counter>* initial_state_starts_;
+  prometheus::Family<prometheus::Counter>*caller_requests_, *caller_tokens_;
   std::unique_ptr<EncoderMetrics> encoder_;
 };
 

@@ -81,6 +81,9 @@ struct ServerOptions {
   SchedulerOptions scheduler;
   int64_t stream_buffer_bytes = 1 << 20;  // per-stream backlog before a slow reader is cut off
   int max_chat_streams_per_owner = 0;     // open Chat streams per caller identity; 0 = unbounded
+  // Requests and tokens per caller identity in /metrics (modrwkv_caller_*): one series per
+  // identity that called (the token file's lines, client certificate names).
+  bool caller_metrics = true;
   // Requests in flight per caller identity (Generate and HTTP completions, Chat turns, Forecast
   // calls; from acceptance to the answer's end); 0 = unbounded.
   int max_requests_per_owner = 0;

@@ -125,6 +125,10 @@ void ServingContext::RecordRpc(const RpcRecord& r) const {
   } else if (metrics) {
     metrics->OnRpcDone(r.method, r.code);
   }
+  if (metrics && options->caller_metrics && !r.owner.empty()) {
+    metrics->OnCallerRequest(r.owner, r.code, r.generation ? r.prompt_tokens : 0,
+                             r.generation ? r.generated_tokens : 0);
+  }
   if (!log) return;
   const LogLevel level = r.code == grpc::StatusCode::OK || r.code == grpc::StatusCode::CANCELLED ||
                                  r.code == grpc::StatusCode::NOT_FOUND ||

@@ -104,7 +104,8 @@ EncoderPool::~EncoderPool() {
   delivery_.join();
 }
 
-absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done done, int priority) {
+absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done done, int priority,
+                                          std::string_view caller) {
   const int n = static_cast<int>(items.size());
   if (n == 0) return absl::InvalidArgumentError("a media job needs at least one item");
   if (!done) return absl::InvalidArgumentError("a media job needs a completion callback");
@@ -161,14 +162,27 @@ absl::StatusOr<JobId> EncoderPool::Submit(std::vector<MediaItem> items, Done don
       job.pending = misses;
       job.queued = misses;
       job.rows = rows;
-      // After the last item of at least this priority: linear from the back, which
-      // max_queued_items bounds (and equal priorities, the common case, stop at once).
+      // The caller's turn (see Submit's comment), after dropping spent turns of others.
+      if (caller_rounds_.size() > 64 + queue_.size()) {
+        absl::erase_if(caller_rounds_, [&](const auto& e) { return e.second < round_; });
+      }
+      uint64_t round = round_;
+      if (auto [it, added] = caller_rounds_.try_emplace(std::string(caller), round_); !added) {
+        round = std::max(round_, it->second + 1);
+        it->second = round;
+      }
+      // After the last item of a higher priority, or of this one and an earlier or equal round:
+      // linear from the back, which max_queued_items bounds.
       auto at = queue_.end();
-      while (at != queue_.begin() && std::prev(at)->priority < priority) --at;
+      while (at != queue_.begin() &&
+             (std::prev(at)->priority < priority ||
+              (std::prev(at)->priority == priority && std::prev(at)->round > round))) {
+        --at;
+      }
       std::vector<WorkItem> added;
       for (int i = 0; i < n; ++i) {
         if (rows[i] != nullptr) continue;
-        added.push_back(WorkItem{id, i, std::move(items[i]), keys[i], priority});
+        added.push_back(WorkItem{id, i, std::move(items[i]), keys[i], priority, round});
       }
       queue_.insert(at, std::make_move_iterator(added.begin()),
                     std::make_move_iterator(added.end()));
@@ -284,6 +298,7 @@ void EncoderPool::WorkerMain() {
         Job& job = jobs_.at(queue_.front().job);  // queued items belong to live jobs
         --job.queued;
         ++job.in_flight;
+        round_ = std::max(round_, queue_.front().round);
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

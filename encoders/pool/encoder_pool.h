@@ -12,11 +12,13 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -89,15 +91,20 @@ class EncoderPool {
   //   UNAVAILABLE        the pool is shutting down.
   // An accepted job gets exactly one `done` call: the rows of every item in order, or the first
   // failure (its status code, the message naming the item's index and field), or CANCELLED.
-  // Queued items are taken highest `priority` first (the request's: Generate's `priority`),
-  // jobs of equal priority first come, first served; a batch in progress is never pre-empted.
+  // Queued items are taken highest `priority` first (the request's: Generate's `priority`); among
+  // jobs of equal priority, callers take turns: a job is queued in round max(the round being
+  // encoded, its caller's last queued job's round + 1), and rounds are served in order, arrivals
+  // in order within one (start-time fair queuing, one unit a job). So a caller with many queued
+  // jobs delays another caller's job by at most one of its own; with one caller ("" for all)
+  // this is first come, first served. A batch in progress is never pre-empted.
   //
   // Threading: `done` is never called inside Submit or Cancel, nor with the pool's lock held. It
   // runs on a pool thread: the worker that finished the job's last batch, or the pool's delivery
   // thread (jobs answered entirely from the cache, cancellations of queued jobs, shutdown). So a
   // caller may hold its own locks around Submit/Cancel; `done` should be quick (it delays the
   // worker's next batch) and may call Submit and Cancel. Thread-safe.
-  absl::StatusOr<JobId> Submit(std::vector<MediaItem> items, Done done, int priority = 0);
+  absl::StatusOr<JobId> Submit(std::vector<MediaItem> items, Done done, int priority = 0,
+                               std::string_view caller = {});
 
   // Cancels a job: its queued items are dropped and it completes CANCELLED, at once (on the
   // delivery thread) if none of its items is being encoded, else after the running batch (whose
@@ -124,6 +131,7 @@ class EncoderPool {
     MediaItem item;
     std::optional<ContentKey> key;  // when the cache is on
     int priority = 0;               // the job's
+    uint64_t round = 0;             // the job's turn among callers (Submit)
   };
   using Completion = std::pair<Done, Result>;
 
@@ -149,8 +157,11 @@ class EncoderPool {
   std::condition_variable delivery_cv_;  // deliveries_ non-empty or delivery_stop_
   std::condition_variable started_cv_;   // a worker started
   std::unordered_map<JobId, Job> jobs_;  // accepted jobs not completed yet
-  // Highest priority first, FIFO within one; a job's items are contiguous when submitted.
+  // Highest priority first, then by round, FIFO within one; a job's items are contiguous.
   std::deque<WorkItem> queue_;
+  uint64_t round_ = 0;  // the round of the last item a worker took
+  // Each caller's last queued job's round (entries below round_ are spent: pruned in Submit).
+  absl::flat_hash_map<std::string, uint64_t> caller_rounds_;
   std::deque<Completion> deliveries_;  // for the delivery thread
   EmbeddingCache cache_;
   JobId next_id_ = 1;

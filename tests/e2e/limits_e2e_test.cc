@@ -33,6 +33,9 @@ TEST(LimitsE2eTest, MaxTokensIsCappedAndDefaulted) {
   ASSERT_TRUE(def.result.has_value());
   EXPECT_EQ(def.result->finish_reason(), pb::FINISH_REASON_LENGTH);
   EXPECT_EQ(def.result->usage().generated_tokens(), 5);
+  // Without identities there is no per-caller series.
+  EXPECT_EQ(HttpGet(server->metrics_port(), "/metrics").find("modrwkv_caller_requests_total{"),
+            std::string::npos);
 }
 
 TEST(LimitsE2eTest, PriorityOrdersTheQueueWithinTheServersCap) {
@@ -343,6 +346,16 @@ TEST(LimitsE2eTest, CallersHaveTheirOwnRequestAndPriorityLimits) {
   // The refusals are counted.
   EXPECT_GE(ScrapeMetric(*server, "modrwkv_admission_rejections_total{reason=\"caller_requests\"}"),
             4);
+  // Per caller: bob's refusals (two gRPC, one HTTP), alice's generated tokens (two of them in her
+  // priority 7 request).
+  EXPECT_GE(
+      ScrapeMetric(*server,
+                   "modrwkv_caller_requests_total{caller=\"bob\",code=\"RESOURCE_EXHAUSTED\"}"),
+      3);
+  EXPECT_GE(
+      ScrapeMetric(*server, "modrwkv_caller_tokens_total{caller=\"alice\",kind=\"generated\"}"), 2);
+  EXPECT_GE(ScrapeMetric(*server, "modrwkv_caller_requests_total{caller=\"alice\",code=\"OK\"}"),
+            1);
 }
 
 }  // namespace

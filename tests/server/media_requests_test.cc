@@ -38,6 +38,7 @@ class MediaRequestsTest : public ::testing::Test {
     metrics_ = Metrics::Create("").value();
     ctx_.media_pool = pool_.get();
     ctx_.metrics = metrics_.get();
+    ctx_.options = &options_;
   }
   void TearDown() override {
     encoder_->Open();
@@ -47,7 +48,8 @@ class MediaRequestsTest : public ::testing::Test {
   // Submits and waits for the result.
   EncodedMedia Encode(const std::vector<PendingMedia>& images) {
     std::promise<EncodedMedia> p;
-    auto job = EncodeMedia(&ctx_, images, 0, [&](EncodedMedia r) { p.set_value(std::move(r)); });
+    auto job =
+        EncodeMedia(&ctx_, images, 0, "", [&](EncodedMedia r) { p.set_value(std::move(r)); });
     if (!job.ok()) return job.status();
     return p.get_future().get();
   }
@@ -60,6 +62,7 @@ class MediaRequestsTest : public ::testing::Test {
   std::shared_ptr<encoders::testing::FakeItemEncoder> encoder_;
   std::unique_ptr<encoders::EncoderPool> pool_;
   std::unique_ptr<Metrics> metrics_;
+  ServerOptions options_;
   ServingContext ctx_;
 };
 
@@ -84,14 +87,14 @@ TEST_F(MediaRequestsTest, AFullQueueIsResourceExhaustedAndCounted) {
   encoder_->Close();
   std::vector<std::promise<EncodedMedia>> done(2);
   // One image runs (blocked in the encoder), two wait: the queue (2) is full.
-  ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "a", "input[0].image")}, 0, [&](EncodedMedia r) {
+  ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "a", "input[0].image")}, 0, "", [&](EncodedMedia r) {
                 done[0].set_value(std::move(r));
               }).ok());
   encoder_->WaitBatches(1);
   ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, "b", "input[0].image"), Image(1, "c", "input[1].image")},
-                          0, [&](EncodedMedia r) { done[1].set_value(std::move(r)); })
+                          0, "", [&](EncodedMedia r) { done[1].set_value(std::move(r)); })
                   .ok());
-  auto refused = EncodeMedia(&ctx_, {Image(0, "d", "input[0].image")}, 0,
+  auto refused = EncodeMedia(&ctx_, {Image(0, "d", "input[0].image")}, 0, "",
                              [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
@@ -107,10 +110,9 @@ TEST_F(MediaRequestsTest, TheRequestsPriorityOrdersTheEncoderQueue) {
   encoder_->Close();
   std::vector<std::promise<EncodedMedia>> done(3);
   auto submit = [&](int i, const char* bytes, int priority) {
-    ASSERT_TRUE(
-        EncodeMedia(&ctx_, {Image(0, bytes, "input[0].image")}, priority, [&, i](EncodedMedia r) {
-          done[i].set_value(std::move(r));
-        }).ok());
+    ASSERT_TRUE(EncodeMedia(&ctx_, {Image(0, bytes, "input[0].image")}, priority, "",
+                            [&, i](EncodedMedia r) { done[i].set_value(std::move(r)); })
+                    .ok());
   };
   submit(0, "running", 0);
   encoder_->WaitBatches(1);
@@ -121,10 +123,43 @@ TEST_F(MediaRequestsTest, TheRequestsPriorityOrdersTheEncoderQueue) {
   EXPECT_THAT(encoder_->encoded(), ElementsAre("running", "interactive", "batch job"));
 }
 
+TEST_F(MediaRequestsTest, CallersTakeTurnsInTheEncoderQueueUnlessFairnessIsOff) {
+  for (const bool fair : {true, false}) {
+    options_.scheduler.fair_callers = fair;
+    auto encoder = std::make_shared<encoders::testing::FakeItemEncoder>();
+    encoders::EncoderPoolOptions o;
+    o.max_batch = 1;
+    o.cache_bytes = 0;
+    auto pool = encoders::EncoderPool::Create(encoder, o, nullptr).value();
+    ctx_.media_pool = pool.get();
+    encoder->Close();
+    std::vector<std::promise<EncodedMedia>> done(4);
+    auto submit = [&](int i, const char* bytes, const std::string& owner) {
+      ASSERT_TRUE(
+          EncodeMedia(&ctx_, {Image(0, bytes, "input[0].image")}, 0, owner, [&, i](EncodedMedia r) {
+            done[i].set_value(std::move(r));
+          }).ok());
+    };
+    submit(0, "running", "alice");
+    encoder->WaitBatches(1);
+    submit(1, "alice 1", "alice");
+    submit(2, "alice 2", "alice");
+    submit(3, "bob 1", "bob");
+    encoder->Open();
+    for (auto& d : done) EXPECT_TRUE(d.get_future().get().ok());
+    if (fair) {  // alice has had her turn (the running one): bob's goes first
+      EXPECT_THAT(encoder->encoded(), ElementsAre("running", "bob 1", "alice 1", "alice 2"));
+    } else {
+      EXPECT_THAT(encoder->encoded(), ElementsAre("running", "alice 1", "alice 2", "bob 1"));
+    }
+    ctx_.media_pool = pool_.get();
+  }
+}
+
 TEST_F(MediaRequestsTest, MoreImagesThanTheQueueCanEverHoldIsInvalid) {
   auto r = EncodeMedia(
       &ctx_, {Image(0, "a", "images[0]"), Image(1, "b", "images[1]"), Image(2, "c", "images[2]")},
-      0, [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
+      0, "", [](EncodedMedia) { ADD_FAILURE() << "a refused job completed"; });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("encoder-queue-items"));

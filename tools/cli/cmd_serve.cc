@@ -82,6 +82,11 @@ constexpr FlagSpec kServeFlags[] = {
      "output a slow client may leave unread before its request is cancelled"},
     {"max-chat-streams-per-owner", "0",
      "open Chat streams per caller identity (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
+    {"caller-metrics", "on",
+     "requests and tokens per caller identity in /metrics (modrwkv_caller_requests_total, "
+     "modrwkv_caller_tokens_total): a series per identity, from the token file or client "
+     "certificates",
+     true},
     {"max-requests-per-owner", "0",
      "requests in flight per caller identity: Generate and HTTP completions, Chat turns, "
      "Forecast calls (RESOURCE_EXHAUSTED above; 0 = unbounded)"},
@@ -90,8 +95,9 @@ constexpr FlagSpec kServeFlags[] = {
      "highest priority a request may ask for, up to 100 (admission order and prefill rows; the "
      "lowest is -100)"},
     {"fair-callers", "on",
-     "callers share the batch and the prefill rows fairly: the caller with the fewest sequences "
-     "in the batch is admitted first (--no-fair-callers: first come, first served)",
+     "callers share the batch, the prefill rows and the media encoder fairly: the caller with "
+     "the fewest sequences in the batch is admitted first, callers take turns in the encoder "
+     "queue (--no-fair-callers: first come, first served)",
      true},
     {"default-max-tokens", "0",
      "stop.max_tokens of requests that leave it unset (0 = 256, capped at --max-tokens-limit)"},
@@ -289,6 +295,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-sessions-per-owner", 0, 1 << 24, &o.scheduler.max_sessions_per_owner));
   o.scheduler.fair_callers = f.Bool("fair-callers");
+  o.caller_metrics = f.Bool("caller-metrics");
   MODRWKV_ASSIGN_OR_RETURN(o.scheduler.session_ttl, DurationFlag(f, "session-ttl"));
   if (o.scheduler.session_ttl == absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--session-ttl must be positive");

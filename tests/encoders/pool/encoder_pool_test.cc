@@ -226,6 +226,43 @@ TEST(EncoderPoolTest, HigherPriorityJobsAreEncodedFirstAndEqualOnesInArrivalOrde
   EXPECT_THAT(f.encoder->batch_sizes(), ElementsAre(1, 3, 3, 1));
 }
 
+TEST(EncoderPoolTest, CallersOfEqualPriorityTakeTurns) {
+  EncoderPoolOptions o = NoCache();
+  o.workers = 1;
+  o.max_batch = 1;
+  Fixture f(o);
+  f.encoder->Close();
+  Outcome held, a1, a2, a3, b1, c1, b2, high;
+  ASSERT_TRUE(f.pool->Submit(Items({"held"}), held.Callback()).ok());
+  f.encoder->WaitBatches(1);
+  ASSERT_TRUE(f.pool->Submit(Items({"a1"}), a1.Callback(), 0, "a").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"a2"}), a2.Callback(), 0, "a").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"a3x", "a3y"}), a3.Callback(), 0, "a").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"b1"}), b1.Callback(), 0, "b").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"c1"}), c1.Callback(), 0, "c").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"b2"}), b2.Callback(), 0, "b").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"high"}), high.Callback(), 1, "a").ok());  // priority first
+  f.encoder->Open();
+  for (Outcome* out : {&held, &a1, &a2, &a3, &b1, &c1, &b2, &high}) ASSERT_TRUE(out->Wait().ok());
+  // Round 0: a1 b1 c1 (arrival order), round 1: a2 b2, round 2: a3 (its items together).
+  EXPECT_THAT(f.encoder->encoded(),
+              ElementsAre("held", "high", "a1", "b1", "c1", "a2", "b2", "a3x", "a3y"));
+  // Turns do not pile up while a caller is away: one whose last turn is long past (c, round 0)
+  // comes back at the current round (2), after those queued there before it (b3), and a caller
+  // that just had its turn (a, round 2) waits for the next.
+  f.encoder->Close();
+  Outcome held2, a4, b3, c2;
+  ASSERT_TRUE(f.pool->Submit(Items({"held2"}), held2.Callback(), 0, "d").ok());
+  f.encoder->WaitBatches(10);
+  ASSERT_TRUE(f.pool->Submit(Items({"a4"}), a4.Callback(), 0, "a").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"b3"}), b3.Callback(), 0, "b").ok());
+  ASSERT_TRUE(f.pool->Submit(Items({"c2"}), c2.Callback(), 0, "c").ok());
+  f.encoder->Open();
+  for (Outcome* out : {&held2, &a4, &b3, &c2}) ASSERT_TRUE(out->Wait().ok());
+  EXPECT_THAT(f.encoder->encoded(), ElementsAre("held", "high", "a1", "b1", "c1", "a2", "b2", "a3x",
+                                                "a3y", "held2", "b3", "c2", "a4"));
+}
+
 TEST(EncoderPoolTest, MaxBatchSplitsTheQueue) {
   EncoderPoolOptions o = NoCache();
   o.workers = 1;
