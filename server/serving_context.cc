@@ -32,7 +32,7 @@ absl::StatusOr<PerOwnerLimit::Hold> PerOwnerLimit::Acquire(const std::string& ow
   if (limit > 0 && n >= limit) {
     if (n == 0) open_.erase(owner);
     const std::string who = owner.empty() ? "anonymous callers" : absl::StrCat("caller ", owner);
-    const std::string which = own_limit.has_value() ? absl::StrCat("its own limit (the token file)")
+    const std::string which = own_limit.has_value() ? std::string("its own limit (the token file)")
                                                     : absl::StrCat("the limit (", option_, ")");
     return WithReason(absl::ResourceExhaustedError(
                           absl::StrFormat("%s already %s %d %s, %s; retry later", who,
