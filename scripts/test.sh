@@ -56,7 +56,7 @@ UBSAN_OPTIONS="print_stacktrace=1 log_path=$PWD/build-asan/reports/ubsan" \
 # clang, the tests' own sources at -O0 (as above): the build is a minute, its tests 20 s.
 phase "ThreadSanitizer: the thread pool, the batch step, the scheduler, the encoder pool, the structured-output mask cache"
 cmake --preset tsan >/dev/null
-cmake --build build-tsan -j"$(nproc)" --target scheduler_test cpu_model_test kernels_test \
+cmake --build build-tsan -j"$(nproc)" --target scheduler_test scheduler_order_test cpu_model_test kernels_test \
   encoder_pool_test token_constraint_test
 ctest --test-dir build-tsan --output-on-failure -j"$(nproc)" -R 'Scheduler|CpuModel|KernelIsa|EncoderPool|TokenConstraintTest.Concurrent'
 

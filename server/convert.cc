@@ -306,12 +306,15 @@ absl::StatusOr<std::shared_ptr<const InitialState>> ResolveInitialState(
   return (ctx.initial_states ? ctx.initial_states : kNoStates)->Resolve(name, has_session, field);
 }
 
-// A request's `priority` field, checked against [kMinRequestPriority, ctx.max_priority].
-absl::StatusOr<int> PriorityOf(int priority, const TranslationContext& ctx) {
-  if (priority < kMinRequestPriority || priority > ctx.max_priority) {
+// A request's `priority` field, checked against the range any caller may ask from
+// ([kMinRequestPriority, kMaxRequestPriority]); the caller's own cap is
+// ServingContext::AdmitRequest's.
+absl::StatusOr<int> PriorityOf(int priority) {
+  if (priority < kMinRequestPriority || priority > kMaxRequestPriority) {
     return InvalidField("priority",
-                        absl::StrFormat("priority %d is outside [%d, %d] (max-request-priority)",
-                                        priority, kMinRequestPriority, ctx.max_priority));
+                        absl::StrFormat("priority %d is outside [%d, %d]; above 0 a caller may "
+                                        "ask up to max-request-priority or its own max-priority",
+                                        priority, kMinRequestPriority, kMaxRequestPriority));
   }
   return priority;
 }
@@ -345,7 +348,7 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const pb::GenerateRequest& req,
   if (!req.stop().ignore_end_of_text()) out.stop.stop_token_ids.push_back(kEndOfTextToken);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
-  MODRWKV_ASSIGN_OR_RETURN(out.priority, PriorityOf(req.priority(), ctx));
+  MODRWKV_ASSIGN_OR_RETURN(out.priority, PriorityOf(req.priority()));
   return out;
 }
 
@@ -457,7 +460,7 @@ absl::StatusOr<EngineRequest> ToEngineChatTurn(const pb::ChatRequest& req, Sessi
   ApplyChatTurnRules(ctx, &out);
   MODRWKV_ASSIGN_OR_RETURN(out.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
-  MODRWKV_ASSIGN_OR_RETURN(out.priority, PriorityOf(req.priority(), ctx));
+  MODRWKV_ASSIGN_OR_RETURN(out.priority, PriorityOf(req.priority()));
   return out;
 }
 
@@ -512,7 +515,7 @@ absl::StatusOr<ForecastPlan> ToForecastPlan(const pb::ForecastRequest& req,
   }
   MODRWKV_ASSIGN_OR_RETURN(plan.deadline,
                            DeadlineOf(req.has_timeout(), req.timeout(), grpc_deadline, ctx));
-  MODRWKV_ASSIGN_OR_RETURN(plan.priority, PriorityOf(req.priority(), ctx));
+  MODRWKV_ASSIGN_OR_RETURN(plan.priority, PriorityOf(req.priority()));
   return plan;
 }
 

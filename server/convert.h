@@ -88,7 +88,6 @@ struct TranslationContext {
   int max_choices = 1;  // the largest GenerateRequest.n
   // The trained initial states requests may name; unset: none (only "" and "none" resolve).
   const InitialStates* initial_states = nullptr;
-  int max_priority = 0;  // a request's `priority` must lie in [kMinRequestPriority, this]
 };
 
 // `name` (a request's initial_state field) through ctx.initial_states (InitialStates::Resolve).

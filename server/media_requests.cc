@@ -33,9 +33,9 @@ absl::StatusOr<encoders::JobId> EncodeMedia(ServingContext* ctx,
     }
     done(std::move(result));
   };
-  absl::StatusOr<encoders::JobId> job =
-      ctx->media_pool->Submit(std::move(items), std::move(on_done), priority,
-                              ctx->options->scheduler.fair_callers ? owner : std::string());
+  absl::StatusOr<encoders::JobId> job = ctx->media_pool->Submit(
+      std::move(items), std::move(on_done), priority,
+      ctx->options->scheduler.fair_callers ? std::string_view(owner) : std::string_view());
   if (!job.ok() && job.status().code() == absl::StatusCode::kResourceExhausted) {
     if (ctx->metrics != nullptr) ctx->metrics->OnAdmissionRejected("encoder_queue_full");
     return WithReason(job.status(), "ENCODER_QUEUE_FULL");

@@ -352,8 +352,6 @@ absl::Status ModelServer::LoadAndServe() {
   ctx_.translation.default_max_tokens = options_.EffectiveDefaultMaxTokens();
   ctx_.translation.default_timeout = options_.default_timeout;
   ctx_.translation.max_choices = options_.max_choices;
-  // Translation checks the range; the caller's own cap is ServingContext::AdmitRequest's.
-  ctx_.translation.max_priority = kMaxRequestPriority;
   const ModelDescription& info = model_->info();
   log_->Info("loaded",
              {{"layers", info.config.n_layer},

@@ -388,6 +388,7 @@ class Scheduler::Impl {
       return;
     }
     waiting_for_slot_ = false;
+    if (waiting_.empty() || static_cast<int>(running_.size()) >= opts_.max_running) return;
     // Sequences in the batch per caller (keys view owners of requests alive until Admit ends).
     absl::flat_hash_map<std::string_view, int> in_batch;
     if (opts_.fair_callers) {

@@ -40,6 +40,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "server/convert.h"
+#include "server/server_options.h"
 #include "server/status_mapping.h"
 #include "tests/test_paths.h"
 
@@ -96,7 +97,6 @@ const Servers& GetServers() {
                       .max_prompt_tokens = 64,
                       .chat_template = kChatTemplate};
     out->world_ctx.max_choices = 8;
-    out->world_ctx.max_priority = 10;
     auto persona = std::make_shared<modrwkv::InitialState>();
     persona->name = "persona";
     out->states = std::make_unique<modrwkv::server::InitialStates>(
@@ -252,9 +252,9 @@ void TranslateGenerate(const pb::GenerateRequest& req, const TranslationContext&
         (!req.has_session_id() && req.initial_state() == out->initial_state->name));
   Check((out->initial_state != nullptr) ==
         (req.initial_state() == "persona" && ctx.initial_states));
-  // The priority as asked, within [-100, the context's cap].
+  // The priority as asked, within the range any caller may ask from.
   Check(out->priority == req.priority() && out->priority >= -100 &&
-        out->priority <= ctx.max_priority);
+        out->priority <= modrwkv::server::kMaxRequestPriority);
   Check(out->sampling.logprobs_top_n == (req.has_logprobs_top_n() ? req.logprobs_top_n() : -1));
   if (!req.stop().ignore_end_of_text()) {
     Check(Contains(out->stop.stop_token_ids, modrwkv::server::kEndOfTextToken));
@@ -281,7 +281,7 @@ void TranslateChat(const pb::ChatRequest& req, const TranslationContext& ctx,
   CheckAccepted(*out, ctx, images);
   Check(out->session == session);
   Check(out->priority == req.priority() && out->priority >= -100 &&
-        out->priority <= ctx.max_priority);
+        out->priority <= modrwkv::server::kMaxRequestPriority);
   // A turn never ends in end-of-text and always stops at the turn end.
   Check(Contains(out->sampling.banned_tokens, modrwkv::server::kEndOfTextToken));
   Check(Contains(out->stop.stop_token_ids, modrwkv::server::kChatTurnEndToken));
@@ -306,7 +306,7 @@ void TranslateForecast(const pb::GenerateRequest& gen, int32_t horizon,
   Check(ctx.series.has_value());
   Check(plan->horizon >= 1 && plan->horizon <= ctx.series->max_forecast_horizon);
   Check(plan->priority == req.priority() && plan->priority >= -100 &&
-        plan->priority <= ctx.max_priority);
+        plan->priority <= modrwkv::server::kMaxRequestPriority);
   const absl::Status valid = modrwkv::encoders::ValidateSeries(
       plan->series, ctx.series->channels, ctx.series->patch, ctx.series->max_length, "series");
   Check(valid.ok(), valid);
