@@ -39,7 +39,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   if (options.weight_type == ModelOptions::WeightType::kF16) {
     return absl::UnimplementedError(
         "dtype f16 is built for the CUDA backend only (--device cuda); the CPU backend keeps "
-        "f32, bf16 or int8 weights");
+        "f32, bf16, int8 or int4 weights");
   }
   MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
   WType wt;
@@ -52,6 +52,9 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
       break;
     case ModelOptions::WeightType::kI8:
       wt = WType::kI8;
+      break;
+    case ModelOptions::WeightType::kI4:
+      wt = WType::kI4;
       break;
     default:
       wt = refs.matrix_dtype == DType::kF32 ? WType::kF32 : WType::kBF16;
@@ -66,10 +69,13 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
   std::unique_ptr<CpuModel> m(new CpuModel(opts, std::make_unique<ThreadPool>(opts.threads)));
   m->info_.config = refs.config;
   m->info_.backend = "cpu";
-  m->info_.weight_dtype = wt == WType::kF32 ? "f32" : wt == WType::kBF16 ? "bf16" : "int8";
+  m->info_.weight_dtype = wt == WType::kF32    ? "f32"
+                          : wt == WType::kBF16 ? "bf16"
+                          : wt == WType::kI8   ? "int8"
+                                               : "int4";
   m->info_.parameter_count = refs.parameter_count;
   m->info_.fingerprint = FingerprintRwkv7(refs);
-  MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt, options.sparse_ffn));
+  MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt, options.sparse_ffn && wt != WType::kI4));
   m->state_.Resize(static_cast<size_t>(state_floats));
   std::memset(m->state_.data(), 0, static_cast<size_t>(state_floats) * 4);
   return m;
@@ -82,12 +88,19 @@ ModelCounters CpuModel::counters() const {
 }
 
 absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_ffn) {
-  auto mat = [wt](const WeightRef& ref, Layout layout = Layout::kPanels) {
-    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, layout) : Matrix{};
+  // int4 is for the large projections (`big`); the LoRA matrices and the head, which the output
+  // depends on most directly, stay int8 (ModelOptions::WeightType::kI4).
+  const WType small = wt == WType::kI4 ? WType::kI8 : wt;
+  auto mat = [small](const WeightRef& ref, Layout layout = Layout::kPanels) {
+    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, small, layout) : Matrix{};
+  };
+  auto big = [wt](const WeightRef& ref) {
+    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, Layout::kPanels) : Matrix{};
   };
   // The embedding table is a row gather, not a product: int8 would save no reads per token.
-  emb_ = MakeMatrix(*refs.emb.view, refs.emb.transposed, wt == WType::kI8 ? WType::kBF16 : wt,
-                    Layout::kRows);
+  const bool quantised = wt == WType::kI8 || wt == WType::kI4;
+  emb_ =
+      MakeMatrix(*refs.emb.view, refs.emb.transposed, quantised ? WType::kBF16 : wt, Layout::kRows);
   head_ = mat(refs.head);
   ln0_w_ = ToF32(refs.ln0_w);
   ln0_b_ = ToF32(refs.ln0_b);
@@ -108,8 +121,8 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_
     l.lnx_w = ToF32(r.lnx_w), l.lnx_b = ToF32(r.lnx_b), l.ffn_x_k = ToF32(r.ffn_x_k);
     l.w1 = mat(r.w1), l.w2 = mat(r.w2), l.a1 = mat(r.a1), l.a2 = mat(r.a2);
     l.v1 = mat(r.v1), l.v2 = mat(r.v2), l.g1 = mat(r.g1), l.g2 = mat(r.g2);
-    l.wr = mat(r.wr), l.wk = mat(r.wk), l.wv = mat(r.wv), l.wo = mat(r.wo);
-    l.ffn_key = mat(r.ffn_key), l.ffn_value = mat(r.ffn_value);
+    l.wr = big(r.wr), l.wk = big(r.wk), l.wv = big(r.wv), l.wo = big(r.wo);
+    l.ffn_key = big(r.ffn_key), l.ffn_value = big(r.ffn_value);
     if (sparse_ffn) l.ffn_value_rows = mat(r.ffn_value, Layout::kInputRows);
     for (const Matrix* m : {&l.w1, &l.w2, &l.a1, &l.a2, &l.v1, &l.v2, &l.g1, &l.g2, &l.wr, &l.wk,
                             &l.wv, &l.wo, &l.ffn_key, &l.ffn_value}) {

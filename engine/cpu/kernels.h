@@ -7,9 +7,10 @@
 
 namespace modrwkv::cpu {
 
-// Matrix weights: f32, bf16 (upper half of an f32), or int8 with one f32 scale per output
-// column (w = q * scale[out]).
-enum class WType { kF32, kBF16, kI8 };
+// Matrix weights: f32, bf16 (upper half of an f32), int8 with one f32 scale per output
+// column (w = q * scale[out]), or int4 with a bf16 scale per output column and group of
+// kI4Group inputs, stored inside the panels (w = (q - 8) * scale[out][group], q in 0..15).
+enum class WType { kF32, kBF16, kI8, kI4 };
 
 // Dense-layer weights W[out][in] are packed in panels of kPanelCols output columns: panel p holds,
 // for each input index i in order, the weights W[p*32 + c][i] of its 32 columns c (f32 and int8
@@ -17,6 +18,18 @@ enum class WType { kF32, kBF16, kI8 };
 // its high half). Columns past `out` are zero padding. A panel is one contiguous stream of
 // in * 32 weights, read once per call however many rows of x there are.
 constexpr int kPanelCols = 32;
+// int4 panels (packed layout only) are runs of blocks, one per group of kI4Group inputs (the last
+// group may be partial; its missing rows are padding): a block is the group's 32 scales as bf16
+// words laid out as a bf16 panel row (64 bytes), then one 16-byte row per input, byte k holding
+// column k in its low nibble and column k + 16 in its high nibble. A panel is ceil(in / 32)
+// blocks of kI4BlockBytes, 4.5 bits per weight. PanelGemm sums each group's products
+// (x * (q - 8), one fused multiply-add chain in input order, from zero) and then adds the group's
+// sum times its scale to the output's chain (fma), group after group.
+constexpr int kI4Group = 32;
+constexpr int kI4BlockBytes = 2 * kPanelCols + kI4Group * kPanelCols / 2;
+inline int64_t I4PanelBytes(int in) {
+  return int64_t{(in + kI4Group - 1) / kI4Group} * kI4BlockBytes;
+}
 // Rows of x that one register tile multiplies per pass over a panel. The rows of a call are split
 // into RowTiles(rows) tiles of balanced sizes (13 rows: 7 + 6, not 12 + 1).
 constexpr int kMaxTileRows = 12;
@@ -46,7 +59,8 @@ struct PanelGeometry {
 void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp);
 
 // y[b*ldy + o] (=|+=) s_o * sum_i x[b][i] * W[o][i]   for b < rows, o in the columns of panels
-// [p0, p1) below `out`; x packed by PackRows; s_o = col_scale[o] for kI8 and 1 otherwise.
+// [p0, p1) below `out`; x packed by PackRows; s_o = col_scale[o] for kI8 and 1 otherwise (kI4
+// scales its groups' sums, see kI4Group; its panels are packed only, col_scale unused).
 // Each output is one fused multiply-add chain over i in increasing order, whatever the ISA, the
 // number of rows or the panel range: results are bit-identical to the scalar kernel's and do not
 // depend on which other rows run in the same call (batch invariance).
@@ -66,7 +80,7 @@ constexpr int kSparseMaxRows = 4;
 // inputs that include every i with x[b][i] != 0 for some b; only their rows of W are read. Each
 // output is one fused multiply-add chain over them in order, so the results are PanelGemm's on
 // the same weights (a skipped term would add exactly zero to its chain) and, as there, depend
-// only on their own row of x. acc: scratch for rows * 32 * (p1 - p0) floats.
+// only on their own row of x. acc: scratch for rows * 32 * (p1 - p0) floats. Not for kI4.
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc);

@@ -29,6 +29,57 @@ void PackPanels(int rows, int cols, PanelGeometry g, At at, Conv conv, AlignedBu
   }
 }
 
+// Where weight W[o][i] of an int4 matrix of `in` inputs lies (kernels.h): its scale's bf16 word
+// and the byte holding its nibble (the high one for columns 16..31 of a panel).
+struct I4Place {
+  int64_t scale;
+  int64_t byte;
+  bool high;
+};
+I4Place I4At(int in, int o, int i) {
+  const int c = o % kPanelCols;
+  const int64_t block = o / kPanelCols * I4PanelBytes(in) + int64_t{i / kI4Group} * kI4BlockBytes;
+  return {block + 2 * (2 * (c % 16) + c / 16),
+          block + 2 * kPanelCols + (i % kI4Group) * (kPanelCols / 2) + c % 16, c >= 16};
+}
+
+// Quantises W[o][i] = at(o, i) into int4 panels (Matrix::i4; the comment on MakeMatrix says how).
+template <typename At>
+void PackI4(int rows, int cols, At at, AlignedBuffer<uint8_t>* dst) {
+  const int panels = (rows + kPanelCols - 1) / kPanelCols;
+  dst->Resize(static_cast<size_t>(panels * I4PanelBytes(cols)));
+  std::memset(dst->data(), 0x88, dst->size());  // padding: q - 8 = 0
+  for (int o = 0; o < rows; ++o) {
+    for (int g0 = 0; g0 < cols; g0 += kI4Group) {
+      const int g1 = std::min(cols, g0 + kI4Group);
+      float m = 0;
+      for (int i = g0; i < g1; ++i) {
+        if (std::abs(at(o, i)) > std::abs(m)) m = at(o, i);
+      }
+      const uint16_t scale_word = F32ToBF16(m / -8.0f);
+      const float scale = BF16ToF32(scale_word);
+      std::memcpy(dst->data() + I4At(cols, o, g0).scale, &scale_word, 2);
+      for (int i = g0; i < g1; ++i) {
+        const float q = scale != 0 ? std::clamp(std::nearbyint(at(o, i) / scale), -8.0f, 7.0f) : 0;
+        const I4Place pl = I4At(cols, o, i);
+        uint8_t& byte = dst->data()[pl.byte];
+        const uint8_t nibble = static_cast<uint8_t>(static_cast<int>(q) + 8);
+        byte = pl.high ? static_cast<uint8_t>((byte & 0x0F) | nibble << 4)
+                       : static_cast<uint8_t>((byte & 0xF0) | nibble);
+      }
+    }
+  }
+}
+
+// W[o][i] of an int4 matrix.
+float I4Value(const Matrix& m, int o, int i) {
+  const I4Place pl = I4At(m.cols, o, i);
+  uint16_t scale_word;
+  std::memcpy(&scale_word, m.i4.data() + pl.scale, 2);
+  const uint8_t byte = m.i4.data()[pl.byte];
+  return static_cast<float>((pl.high ? byte >> 4 : byte & 15) - 8) * BF16ToF32(scale_word);
+}
+
 }  // namespace
 
 template <typename T>
@@ -40,6 +91,7 @@ void AlignedBuffer<T>::Resize(size_t n) {
 template class AlignedBuffer<float>;
 template class AlignedBuffer<uint16_t>;
 template class AlignedBuffer<int8_t>;
+template class AlignedBuffer<uint8_t>;
 
 std::vector<float> UnpackMatrix(const Matrix& m) {
   std::vector<float> out(static_cast<size_t>(m.rows) * m.cols);
@@ -51,11 +103,17 @@ std::vector<float> UnpackMatrix(const Matrix& m) {
         return BF16ToF32(m.bf16.data()[at]);
       case WType::kI8:
         return static_cast<float>(m.i8.data()[at]) * m.scale[o];
+      case WType::kI4:
+        break;  // below
     }
     return 0.0f;
   };
   for (int o = 0; o < m.rows; ++o) {
     for (int i = 0; i < m.cols; ++i) {
+      if (m.type == WType::kI4) {
+        out[static_cast<size_t>(o) * m.cols + i] = I4Value(m, o, i);
+        continue;
+      }
       const int64_t at = m.layout == Layout::kRows
                              ? static_cast<int64_t>(o) * m.cols + i
                              : PanelIndex(m.geometry(), m.type == WType::kBF16, o, i);
@@ -113,6 +171,9 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
         break;
       case WType::kI8:
         PackPanels(m.rows, m.cols, g, at, to_i8, &m.i8);
+        break;
+      case WType::kI4:
+        PackI4(m.rows, m.cols, at, &m.i4);
         break;
     }
     return m;

@@ -39,7 +39,8 @@ class AlignedBuffer {
 // reads only the weights of the nonzero inputs (SparseRowsGemm).
 enum class Layout { kRows, kPanels, kInputRows };
 
-// A weight matrix, logically [rows = out][cols = in]: f32, bf16, or int8 with a scale per row.
+// A weight matrix, logically [rows = out][cols = in]: f32, bf16, int8 with a scale per row, or
+// int4 with a scale per row and group of kI4Group inputs (kPanels only; kernels.h).
 struct Matrix {
   WType type = WType::kF32;
   Layout layout = Layout::kRows;
@@ -48,7 +49,8 @@ struct Matrix {
   AlignedBuffer<float> f32;
   AlignedBuffer<uint16_t> bf16;
   AlignedBuffer<int8_t> i8;
-  std::vector<float> scale;  // [rows], kI8 only: w[r][c] = i8 value * scale[r]
+  std::vector<float> scale;   // [rows], kI8 only: w[r][c] = i8 value * scale[r]
+  AlignedBuffer<uint8_t> i4;  // kI4: blocks of scales and nibbles, I4PanelBytes(cols) per panel
 
   const void* data() const {
     switch (type) {
@@ -58,6 +60,8 @@ struct Matrix {
         return bf16.data();
       case WType::kI8:
         return i8.data();
+      case WType::kI4:
+        return i4.data();
     }
     return nullptr;
   }
@@ -77,6 +81,8 @@ struct Matrix {
         return 2 * n;
       case WType::kI8:
         return n + 4LL * rows;
+      case WType::kI4:
+        return panels() * I4PanelBytes(cols);
     }
     return 0;
   }
@@ -84,7 +90,10 @@ struct Matrix {
 
 // Builds a Matrix from a checkpoint tensor (any dtype), stored [out, in] or, if `transposed`,
 // [in, out]. kI8 quantises each output row symmetrically: scale = max|w| / 127,
-// q = round(w / scale). kI8 needs the kPanels or kInputRows layout.
+// q = round(w / scale). kI8 needs the kPanels or kInputRows layout. kI4 quantises each output
+// row's groups of kI4Group inputs: m = the group's weight of largest magnitude, scale = m / -8
+// rounded to bf16, q - 8 = clamp(round(w / scale), -8, 7) (so m is stored exactly up to the
+// scale's rounding, and -8..7 all serve); kI4 needs the kPanels layout.
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout);
 
 // W[out][in] as f32, row-major, whatever the Matrix's type and layout (bf16 widened, int8

@@ -51,10 +51,11 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(
     return absl::FailedPreconditionError(absl::StrFormat(
         "device cuda:%d asked for, but %d CUDA device(s) are visible", device, devices));
   }
-  if (options.weight_type == ModelOptions::WeightType::kI8) {
+  if (options.weight_type == ModelOptions::WeightType::kI8 ||
+      options.weight_type == ModelOptions::WeightType::kI4) {
     return absl::UnimplementedError(
-        "the CUDA backend keeps f32, bf16 or f16 weights on the device (int8 is not built): use "
-        "dtype auto, f32, bf16 or f16");
+        "the CUDA backend keeps f32, bf16 or f16 weights on the device (int8 and int4 are not "
+        "built): use dtype auto, f32, bf16 or f16");
   }
   MODRWKV_ASSIGN_OR_RETURN(Rwkv7Refs refs, ResolveRwkv7(tensors));
   if (refs.config.head_size != 64) {

@@ -146,10 +146,13 @@ int64_t EntryRows(const StepEntry& entry, int n_embd);
 struct ModelOptions {
   // Matrices are kept in this type; small vectors are always f32 and all arithmetic is f32.
   // kI8: int8 with a scale per output row (a quarter of f32's bytes; the embedding table stays
-  // bf16). Its accuracy cost against f32 is measured in docs/benchmarks.md. kF16 (the CUDA
+  // bf16). kI4 (the CPU backend only): the time mix's r, k, v, o and the channel mix's key and
+  // value in int4 with a bf16 scale per output row and group of 32 inputs (4.5 bits per weight),
+  // the LoRA matrices and the head in int8, the embedding table bf16; no sparse channel-mix
+  // values. Their accuracy costs against f32 are measured in docs/benchmarks.md. kF16 (the CUDA
   // backend only): fp16 matrices, three more mantissa bits than bf16 at the same bytes (what the
   // official RWKV-7 GPU inference runs); a matrix with a value beyond fp16's range is refused.
-  enum class WeightType { kAuto, kF32, kBF16, kI8, kF16 };
+  enum class WeightType { kAuto, kF32, kBF16, kI8, kF16, kI4 };
   WeightType weight_type =
       WeightType::kAuto;  // kAuto: bf16 if the checkpoint is bf16/f16, else f32
   int num_slots = 1;

@@ -340,7 +340,8 @@ int RunBench(int argc, char** argv) {
               "bandwidth and sgemm peak, and prints the ratios as a markdown table.");
   flags.Add("shape", "0.1b,0.4b", "model shapes: tiny, 0.1b, 0.4b, 1.5b, 2.9b, 7.2b")
       .Add("model", "", "benchmark this checkpoint instead of random weights")
-      .Add("dtype", "f32,bf16", "weight types: f32, bf16, int8")
+      .Add("dtype", "f32,bf16",
+           "weight types: f32, bf16, int8, int4 (the CPU), f16 (--device cuda)")
       .Add("device", "cpu", "the backend: cpu, or cuda / cuda:N (f32 or bf16 weights on a GPU)")
       .Add("threads", "0",
            "thread counts to run (0 = the CPUs this process may use), comma-separated")
@@ -422,17 +423,11 @@ int RunBench(int argc, char** argv) {
           o.num_slots = max_batch;
           o.threads = threads;
           o.device = flags.Str("device");
-          if (dtype == "f32") {
-            o.weight_type = ModelOptions::WeightType::kF32;
-          } else if (dtype == "bf16") {
-            o.weight_type = ModelOptions::WeightType::kBF16;
-          } else if (dtype == "int8") {
-            o.weight_type = ModelOptions::WeightType::kI8;
-          } else if (dtype == "f16") {
-            o.weight_type = ModelOptions::WeightType::kF16;
-          } else {
+          absl::StatusOr<ModelOptions::WeightType> type = ParseWeightType(dtype);
+          if (!type.ok() || *type == ModelOptions::WeightType::kAuto) {
             return UsageError(flags, absl::InvalidArgumentError("--dtype: '" + dtype + "'"));
           }
+          o.weight_type = *type;
           absl::StatusOr<std::unique_ptr<Model>> model;
           if (shape == "file") {
             model = LoadModel(flags.Str("model"), o, CheckpointOptionsFromFlags(flags));

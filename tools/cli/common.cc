@@ -42,7 +42,8 @@ void AddModelFlags(Flags& flags) {
            "audio encoder folder (Whisper or WavLM, Hugging Face layout) for a ModRWKV checkpoint "
            "with a speech adapter")
       .Add("dtype", "auto",
-           "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8, or f16 "
+           "weight type in memory: auto (as the file, bf16 for bf16/f16), f32, bf16, int8, int4 "
+           "(the CPU only: 4.5 bits per weight of the large projections, the rest int8), or f16 "
            "(--device cuda only)")
       .Add("device", "cpu",
            "the backend: cpu, or cuda / cuda:N (GPU N; builds with the CUDA backend; f32 weights, "
@@ -78,23 +79,21 @@ CheckpointOptions CheckpointOptionsFromFlags(const Flags& flags) {
   return o;
 }
 
+absl::StatusOr<ModelOptions::WeightType> ParseWeightType(const std::string& dt) {
+  using W = ModelOptions::WeightType;
+  static const std::pair<const char*, W> kNames[] = {
+      {"auto", W::kAuto}, {"f32", W::kF32}, {"fp32", W::kF32}, {"bf16", W::kBF16},
+      {"int8", W::kI8},   {"int4", W::kI4}, {"f16", W::kF16},  {"fp16", W::kF16}};
+  for (const auto& [name, type] : kNames) {
+    if (dt == name) return type;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--dtype must be auto, f32, bf16, int8, int4 or f16, got '", dt, "'"));
+}
+
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots) {
   ModelOptions o;
-  const std::string dt = flags.Str("dtype");
-  if (dt == "auto") {
-    o.weight_type = ModelOptions::WeightType::kAuto;
-  } else if (dt == "f32" || dt == "fp32") {
-    o.weight_type = ModelOptions::WeightType::kF32;
-  } else if (dt == "bf16") {
-    o.weight_type = ModelOptions::WeightType::kBF16;
-  } else if (dt == "int8") {
-    o.weight_type = ModelOptions::WeightType::kI8;
-  } else if (dt == "f16" || dt == "fp16") {
-    o.weight_type = ModelOptions::WeightType::kF16;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--dtype must be auto, f32, bf16, int8 or f16, got '", dt, "'"));
-  }
+  MODRWKV_ASSIGN_OR_RETURN(o.weight_type, ParseWeightType(flags.Str("dtype")));
   const std::string sdt = flags.Str("state-dtype");
   if (sdt == "f32" || sdt == "fp32") {
     o.state_type = ModelOptions::StateType::kF32;

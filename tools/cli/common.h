@@ -21,6 +21,8 @@ int UsageError(const Flags& flags, const absl::Status& status);
 // Adds --model, --dtype, --threads and the checkpoint flags (AddCheckpointFlags).
 void AddModelFlags(Flags& flags);
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags(const Flags& flags, int num_slots);
+// A --dtype value: auto, f32 (fp32), bf16, int8, int4, f16 (fp16).
+absl::StatusOr<ModelOptions::WeightType> ParseWeightType(const std::string& dtype);
 // Adds --[no-]verify-checksums.
 void AddCheckpointFlags(Flags& flags);
 CheckpointOptions CheckpointOptionsFromFlags(const Flags& flags);

@@ -295,6 +295,26 @@ TEST_F(CpuModelTest, Int8WeightsStayCloseToF32) {
   EXPECT_LT(MaxRelDiff(batched, b), 1e-4f);
 }
 
+// int4 (ModelOptions::WeightType::kI4): fewer bytes per token than int8, logits near f32's, and
+// the value matrices without their input-major copy (no sparse products on int4).
+TEST_F(CpuModelTest, Int4WeightsStayCloseToF32) {
+  auto f32 = Make(1, ModelOptions::WeightType::kF32);
+  auto i8 = Make(1, ModelOptions::WeightType::kI8);
+  auto i4 = Make(1, ModelOptions::WeightType::kI4);
+  EXPECT_EQ(i4->info().weight_dtype, "int4");
+  EXPECT_LT(i4->info().decode_bytes_per_token, i8->info().decode_bytes_per_token * 0.8);
+  const ModelConfig& c = i4->info().config;
+  EXPECT_EQ(i4->info().weight_bytes - i4->info().decode_bytes_per_token,
+            int64_t{c.vocab_size} * c.n_embd * 2)
+      << "int4's only weights besides a token's: the bf16 embedding table (no sparse copies)";
+  const std::vector<float> a = Logits(*f32, 0, prompt_), b = Logits(*i4, 0, prompt_);
+  const float d = MaxRelDiff(b, a);
+  EXPECT_GT(d, MaxRelDiff(Logits(*i8, 0, prompt_), a));
+  EXPECT_LT(d, 0.5f);
+  Logits(*i4, 0, {1, 2, 3});
+  EXPECT_EQ(i4->counters().sparse_ffn_inputs, 0);
+}
+
 TEST_F(CpuModelTest, ResultsAreBitExactAcrossBatchesAndChunks) {
   ModelOptions o;
   o.num_slots = 3;
@@ -340,7 +360,8 @@ TEST_F(CpuModelTest, RandomWorkIsBitExactWhateverTheBatch) {
   };
   for (const Run& run : {Run{"f32", ModelOptions::WeightType::kF32, 7},
                          Run{"bf16", ModelOptions::WeightType::kBF16, 8},
-                         Run{"int8", ModelOptions::WeightType::kI8, 9}}) {
+                         Run{"int8", ModelOptions::WeightType::kI8, 9},
+                         Run{"int4", ModelOptions::WeightType::kI4, 10}}) {
     testing_util::RandomWorkOptions w;
     w.name = run.name;
     w.seed = run.seed;

@@ -191,6 +191,116 @@ Matrix MatrixOf(const std::vector<float>& w, int out, int in, WType wt, Layout l
   return MakeMatrix(view, false, wt, layout);
 }
 
+// int4 (WType::kI4): the quantiser keeps each weight within half a step of its group's scale and
+// the group's largest magnitude up to the scale's bf16 rounding, UnpackMatrix reads back what the
+// kernels read, and the scalar kernel computes the product of those weights group by group.
+TEST(Int4Test, QuantisesByGroupAndTheScalarKernelMultipliesWhatUnpackReads) {
+  for (int in : {1, 31, 32, 33, 100}) {
+    const int out = 45;  // two panels, the second partial
+    std::vector<float> w = Random(static_cast<size_t>(out) * in, 21);
+    for (int o = 0; o < out; ++o) {
+      // Row 3's first group all zero; row 4's weights a thousand times smaller (scales that
+      // differ by group and row).
+      for (int i = 0; i < std::min(in, kI4Group); ++i) {
+        if (o == 3) w[static_cast<size_t>(o) * in + i] = 0.0f;
+      }
+      if (o == 4) {
+        for (int i = 0; i < in; ++i) w[static_cast<size_t>(o) * in + i] *= 1e-3f;
+      }
+    }
+    const Matrix m = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
+    ASSERT_EQ(m.bytes(), 2 * I4PanelBytes(in));
+    const std::vector<float> back = UnpackMatrix(m);
+    for (int o = 0; o < out; ++o) {
+      for (int g0 = 0; g0 < in; g0 += kI4Group) {
+        const int g1 = std::min(in, g0 + kI4Group);
+        float amax = 0;
+        for (int i = g0; i < g1; ++i) amax = std::max(amax, std::abs(w[o * in + i]));
+        const float step = amax / 8;
+        float extreme = 0;  // the signed weight of largest magnitude: level -8 is its side
+        for (int i = g0; i < g1; ++i) {
+          if (std::abs(w[o * in + i]) == amax) extreme = w[o * in + i];
+        }
+        bool extreme_kept = false;
+        for (int i = g0; i < g1; ++i) {
+          const float v = w[o * in + i], b = back[o * in + i];
+          // Half a step, and the bf16 scale's rounding (2^-9 relative) over up to 8 steps; on
+          // the other side of zero from the extreme, the levels end at 7 steps.
+          const float clamped = (v < 0) != (extreme < 0) && std::abs(v) > 7 * step
+                                    ? std::abs(v) - 7 * step
+                                    : step / 2;
+          ASSERT_LE(std::abs(b - v), clamped + 8 * step / 256 + 1e-12f)
+              << "in=" << in << " o=" << o << " i=" << i;
+          if (std::abs(v) == amax) extreme_kept |= std::abs(b - v) <= amax / 256;
+        }
+        EXPECT_TRUE(extreme_kept || amax == 0) << "in=" << in << " o=" << o << " group " << g0;
+        if (amax == 0) {
+          for (int i = g0; i < g1; ++i) ASSERT_EQ(back[o * in + i], 0.0f);
+        }
+      }
+    }
+    // The scalar kernel: products of the unpacked weights, in double, within f32 rounding.
+    const int rows = 3;
+    const std::vector<float> x = Random(static_cast<size_t>(rows) * in, 22);
+    std::vector<float> xp(x.size()), y(static_cast<size_t>(rows) * out, 7.0f);
+    PackRows(x.data(), in, rows, in, xp.data());
+    scalar::PanelGemm(WType::kI4, m.data(), nullptr, in, out, 0, 2, xp.data(), rows, y.data(), out,
+                      /*accumulate=*/true);
+    for (int b = 0; b < rows; ++b) {
+      for (int o = 0; o < out; ++o) {
+        double s = 7.0;
+        for (int i = 0; i < in; ++i) s += double(back[o * in + i]) * x[b * in + i];
+        ASSERT_NEAR(y[b * out + o], s, 1e-4) << "in=" << in << " b=" << b << " o=" << o;
+      }
+    }
+  }
+}
+
+// Every ISA gives the scalar kernel's bits on int4 panels for every row count (the streaming
+// four-panel tiles below 4 rows, the register tiles above), partial groups, panel ranges and the
+// matrix's edge; columns outside the range untouched; a row's result the same alone or in a batch.
+TEST_P(KernelIsaTest, Int4PanelGemmIsBitIdenticalToScalarAndBatchInvariant) {
+  for (int in : {1, 16, 45, 96, 800}) {
+    const int out = 7 * 32 + 5;  // 8 panels, the last 5 columns wide
+    const std::vector<float> w = Random(static_cast<size_t>(out) * in, 1);
+    const Matrix m = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
+    const int max_rows = 40;
+    const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 2);
+    for (int rows = 1; rows <= max_rows; rows += rows < 14 ? 1 : 13) {
+      std::vector<float> xp(static_cast<size_t>(rows) * in);
+      PackRows(x.data(), in, rows, in, xp.data());
+      for (bool acc : {false, true}) {
+        for (auto [p0, p1] : {std::pair{0, 8}, std::pair{1, 8}, std::pair{4, 5}}) {
+          const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 3);
+          std::vector<float> y = before, ref = before;
+          PanelGemm(WType::kI4, m.data(), nullptr, in, out, m.geometry(), p0, p1, xp.data(), rows,
+                    y.data(), out, acc);
+          scalar::PanelGemm(WType::kI4, m.data(), nullptr, in, out, p0, p1, xp.data(), rows,
+                            ref.data(), out, acc);
+          for (size_t i = 0; i < y.size(); ++i) {
+            ASSERT_EQ(y[i], ref[i]) << "in=" << in << " rows=" << rows << " p=" << p0 << ".." << p1
+                                    << " acc=" << acc << " i=" << i;
+            const int col = static_cast<int>(i % out);
+            if (col < p0 * kPanelCols || col >= p1 * kPanelCols) {
+              ASSERT_EQ(y[i], before[i]);
+            }
+          }
+          if (acc || p0 != 0 || p1 != 8) continue;
+          for (int r = 0; r < rows; r += 5) {  // each row alone: the same bits
+            std::vector<float> one(out);
+            PanelGemm(WType::kI4, m.data(), nullptr, in, out, m.geometry(), 0, 8,
+                      x.data() + static_cast<size_t>(r) * in, 1, one.data(), out, false);
+            for (int o = 0; o < out; ++o) {
+              ASSERT_EQ(one[o], y[static_cast<size_t>(r) * out + o])
+                  << "in=" << in << " rows=" << rows << " r=" << r << " o=" << o;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Input-major weights (Layout::kInputRows) give the packed panels' bits: PanelGemm over their
 // strided panels for every row count, and SparseRowsGemm, which reads only the rows of the
 // inputs listed as nonzero, up to kSparseMaxRows rows; columns outside the range untouched.
