@@ -1,8 +1,8 @@
 // The dense-layer path (LinearRunner -> PanelGemm) on one thread, on the shapes a 0.1B decode step
 // multiplies: the 768x768 projections, the 3072x768 FFN key and the 65536x768 head, for 1 to 512
-// rows of x, f32 and bf16 weights. Reports GFLOP/s (compare with the sgemm peak `modrwkv bench`
-// prints) and weight bytes/s (compare with its read bandwidth): batch 1 should sit near the
-// bandwidth, 32 rows and more near the peak.
+// rows of x, f32, bf16, int8 and int4 weights. Reports GFLOP/s (compare with the sgemm peak
+// `modrwkv bench` prints) and weight bytes/s (compare with its read bandwidth): batch 1 should sit
+// near the bandwidth, 32 rows and more near the peak.
 #include <random>
 #include <vector>
 
@@ -90,6 +90,40 @@ void BM_FfnValue(benchmark::State& state, Layout layout) {
                                                      benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Decode's streams: a 0.4B channel-mix key matrix (4096 x 1024) times `rows` rows, over as many
+// such matrices in turn as make 256 MB of f32 (eight times the last-level cache, so the weights
+// come from memory whatever their type): weight_GB/s against `modrwkv bench`'s read bandwidth
+// says how close each type's kernel comes to its memory bound, and us per call what fewer bytes
+// buy.
+void BM_Stream(benchmark::State& state, WType type) {
+  const int out = 4096, in = 1024, layers = 16;
+  const int rows = static_cast<int>(state.range(0));
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> wf(static_cast<size_t>(out) * in), x(static_cast<size_t>(rows) * in);
+  for (float& v : x) v = d(gen);
+  std::vector<Matrix> w;
+  for (int l = 0; l < layers; ++l) {
+    for (float& v : wf) v = d(gen);
+    TensorView view;
+    view.dtype = DType::kF32;
+    view.shape = {out, in};
+    view.data = wf.data();
+    w.push_back(MakeMatrix(view, false, type, Layout::kPanels));
+  }
+  ThreadPool pool(1);
+  LinearRunner lin(&pool);
+  std::vector<float> y(static_cast<size_t>(rows) * out);
+  int l = 0;
+  for (auto _ : state) {
+    lin.Run(w[l], x.data(), in, rows, y.data(), out, false);
+    benchmark::DoNotOptimize(y.data());
+    l = (l + 1) % layers;
+  }
+  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w[0].bytes()) * 1e-9,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void FfnValueCases(benchmark::internal::Benchmark* b) {
   for (int rows : {1, 2, 4, 8, 9, 16, 32}) {
     for (int density : {100, 50, 10}) b->Args({rows, density});
@@ -101,6 +135,16 @@ BENCHMARK_CAPTURE(BM_Linear, f32, WType::kF32)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_FfnValue, packed, Layout::kPanels)->Apply(FfnValueCases);
 BENCHMARK_CAPTURE(BM_FfnValue, input_major, Layout::kInputRows)->Apply(FfnValueCases);
 BENCHMARK_CAPTURE(BM_Linear, bf16, WType::kBF16)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Linear, int8, WType::kI8)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Linear, int4, WType::kI4)->Apply(Shapes);
+void StreamRows(benchmark::internal::Benchmark* b) {
+  for (int rows : {1, 2, 4, 12}) b->Arg(rows);
+  b->ArgNames({"rows"})->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK_CAPTURE(BM_Stream, f32, WType::kF32)->Apply(StreamRows);
+BENCHMARK_CAPTURE(BM_Stream, bf16, WType::kBF16)->Apply(StreamRows);
+BENCHMARK_CAPTURE(BM_Stream, int8, WType::kI8)->Apply(StreamRows);
+BENCHMARK_CAPTURE(BM_Stream, int4, WType::kI4)->Apply(StreamRows);
 
 }  // namespace
 }  // namespace modrwkv::cpu

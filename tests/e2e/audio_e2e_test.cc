@@ -106,41 +106,62 @@ ServerProcess::Options DemoOptions(std::vector<std::string> args = {}) {
   return o;
 }
 
-TEST(AudioE2eTest, TheDemoModelTranscribesHeldOutClips) {
+// The demo served with `args`: its word error rate on the held-out clips, the misses' first
+// lines, and the weight type the server reports.
+double HeldOutWer(std::vector<std::string> args, std::string* misses, std::string* weight_dtype) {
   const std::vector<Clip> clips = HeldOut();
-  ASSERT_GE(clips.size(), 100u);
-  auto server = ServerProcess::Start(DemoOptions({"--encoder-workers", "2"}));
-  ASSERT_NE(server, nullptr);
+  EXPECT_GE(clips.size(), 100u);
+  auto server = ServerProcess::Start(DemoOptions(std::move(args)));
+  EXPECT_NE(server, nullptr);
+  if (server == nullptr) return 1;
   auto stub = pb::Inference::NewStub(server->Channel());
+  grpc::ClientContext ctx;
+  pb::ModelInfo info;
+  EXPECT_TRUE(stub->GetModelInfo(&ctx, pb::GetModelInfoRequest(), &info).ok());
+  *weight_dtype = info.weight_dtype();
   int errors = 0, words = 0;
-  std::string misses;
   for (const Clip& c : clips) {
     StreamResult r = RunGenerate(stub.get(), Transcribe(ReadAll(kHeldOut / "heldout" / c.file)));
-    ASSERT_TRUE(r.status.ok()) << c.file << ": " << r.status.error_message();
-    ASSERT_TRUE(r.result.has_value());
+    EXPECT_TRUE(r.status.ok()) << c.file << ": " << r.status.error_message();
+    if (!r.result.has_value()) return 1;
     EXPECT_GT(r.result->usage().audio_rows(), 0);
     EXPECT_EQ(r.result->usage().image_rows(), 0);
     const std::vector<std::string> ref = Words(c.transcript);
     const int e = WordErrors(ref, Words(r.text));
     errors += e;
     words += static_cast<int>(ref.size());
-    if (e > 0 && misses.size() < 2000) {
-      misses += c.file + ": '" + Normalize(r.text) + "' expected '" + c.transcript + "'\n";
+    if (e > 0 && misses->size() < 2000) {
+      *misses += c.file + ": '" + Normalize(r.text) + "' expected '" + c.transcript + "'\n";
     }
   }
-  const double wer = static_cast<double>(errors) / words;
+  return static_cast<double>(errors) / words;
+}
+
+TEST(AudioE2eTest, TheDemoModelTranscribesHeldOutClips) {
+  std::string misses, dtype;
+  const double wer = HeldOutWer({"--encoder-workers", "2"}, &misses, &dtype);
+  EXPECT_EQ(dtype, "bf16");
   const std::string torch_json = ReadAll(kHeldOut / "torch_wer.json");
   std::smatch m;
   ASSERT_TRUE(
       std::regex_search(torch_json, m, std::regex("\"wer_bf16_weights\"\\s*:\\s*([0-9.]+)")))
       << torch_json;
   const double torch_wer = std::stod(m[1]);
-  std::printf("held-out WER: server %.4f, PyTorch %.4f (%zu clips, %d words)\n", wer, torch_wer,
-              clips.size(), words);
+  std::printf("held-out WER: server %.4f, PyTorch %.4f\n", wer, torch_wer);
   EXPECT_LE(wer, 0.10) << misses;
   // The C++ path (FFmpeg, log-mel, encoder, adapter, engine) and the training code agree on
   // trained weights.
   EXPECT_NEAR(wer, torch_wer, 0.02) << misses;
+}
+
+// The same clips with the language model's large projections in 4 bits (--dtype int4): the
+// trained model still hears the words.
+TEST(AudioE2eTest, TheDemoModelInInt4TranscribesHeldOutClips) {
+  std::string misses, dtype;
+  const double wer = HeldOutWer({"--encoder-workers", "2", "--dtype", "int4"}, &misses, &dtype);
+  EXPECT_EQ(dtype, "int4");
+  std::printf("held-out WER, int4 weights: %.4f\n", wer);
+  EXPECT_LE(wer, 0.10) << misses;
 }
 
 TEST(AudioE2eTest, TheShippedExamplesDecodeInEveryContainer) {

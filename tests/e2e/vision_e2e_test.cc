@@ -46,38 +46,62 @@ ServerProcess::Options DemoOptions(std::vector<std::string> args = {}) {
   return o;
 }
 
-TEST(VisionE2eTest, TheDemoModelAnswersHeldOutQuestionsAboutImages) {
+// The demo served with `args`: its accuracy on the held-out questions (each answer whole), the
+// misses' first lines, and the weight type the server reports.
+double HeldOutAccuracy(std::vector<std::string> args, std::string* misses,
+                       std::string* weight_dtype = nullptr) {
   const std::vector<Example> examples = HeldOut();
-  ASSERT_GE(examples.size(), 100u);
-  auto server = ServerProcess::Start(DemoOptions({"--encoder-workers", "2"}));
-  ASSERT_NE(server, nullptr);
+  EXPECT_GE(examples.size(), 100u);
+  auto server = ServerProcess::Start(DemoOptions(std::move(args)));
+  EXPECT_NE(server, nullptr);
+  if (server == nullptr) return 0;
   auto stub = pb::Inference::NewStub(server->Channel());
+  if (weight_dtype != nullptr) {
+    grpc::ClientContext ctx;
+    pb::ModelInfo info;
+    EXPECT_TRUE(stub->GetModelInfo(&ctx, pb::GetModelInfoRequest(), &info).ok());
+    *weight_dtype = info.weight_dtype();
+  }
   int correct = 0;
-  std::string misses;
   for (const Example& ex : examples) {
     StreamResult r =
         RunGenerate(stub.get(), Ask(ReadAll(kHeldOut / "heldout" / ex.file), ex.question));
-    ASSERT_TRUE(r.status.ok()) << ex.file << ": " << r.status.error_message();
-    ASSERT_TRUE(r.result.has_value());
+    EXPECT_TRUE(r.status.ok()) << ex.file << ": " << r.status.error_message();
+    if (!r.result.has_value()) continue;
     EXPECT_GT(r.result->usage().image_rows(), 0);
     if (Trim(r.text) == ex.answer) {
       ++correct;
-    } else if (misses.size() < 2000) {
-      misses += ex.file + ": '" + Trim(r.text) + "' expected '" + ex.answer + "'\n";
+    } else if (misses->size() < 2000) {
+      *misses += ex.file + ": '" + Trim(r.text) + "' expected '" + ex.answer + "'\n";
     }
   }
-  const double accuracy = static_cast<double>(correct) / examples.size();
+  return static_cast<double>(correct) / examples.size();
+}
+
+TEST(VisionE2eTest, TheDemoModelAnswersHeldOutQuestionsAboutImages) {
+  std::string misses;
+  const double accuracy = HeldOutAccuracy({"--encoder-workers", "2"}, &misses);
   const std::string torch_json = ReadAll(kHeldOut / "torch_accuracy.json");
   std::smatch m;
   ASSERT_TRUE(
       std::regex_search(torch_json, m, std::regex("\"accuracy_bf16_weights\"\\s*:\\s*([0-9.]+)")))
       << torch_json;
   const double torch_accuracy = std::stod(m[1]);
-  std::printf("held-out accuracy: server %.3f, PyTorch %.3f (%zu examples)\n", accuracy,
-              torch_accuracy, examples.size());
+  std::printf("held-out accuracy: server %.3f, PyTorch %.3f\n", accuracy, torch_accuracy);
   EXPECT_GE(accuracy, 0.95) << misses;
   // The C++ path and the training code agree on trained weights, not just on random ones.
   EXPECT_NEAR(accuracy, torch_accuracy, 0.03) << misses;
+}
+
+// The same questions with the language model's large projections in 4 bits (--dtype int4): the
+// trained model still sees what is in the pictures.
+TEST(VisionE2eTest, TheDemoModelInInt4AnswersHeldOutQuestions) {
+  std::string misses, dtype;
+  const double accuracy =
+      HeldOutAccuracy({"--encoder-workers", "2", "--dtype", "int4"}, &misses, &dtype);
+  EXPECT_EQ(dtype, "int4");
+  std::printf("held-out accuracy, int4 weights: %.3f\n", accuracy);
+  EXPECT_GE(accuracy, 0.95) << misses;
 }
 
 // The demo's state-tuned initial state (assets/vision-demo/states/detailed.pth, trained by
