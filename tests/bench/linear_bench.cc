@@ -52,6 +52,41 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"out", "in", "rows"})->Unit(benchmark::kMicrosecond);
 }
 
+// `count` matrices of `out` x `in` random weights of `type`, stored as `layout`.
+std::vector<Matrix> RandomMatrices(int out, int in, int count, WType type, Layout layout,
+                                   std::mt19937& gen) {
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> wf(static_cast<size_t>(out) * in);
+  std::vector<Matrix> w;
+  for (int l = 0; l < count; ++l) {
+    for (float& v : wf) v = d(gen);
+    TensorView view;
+    view.dtype = DType::kF32;
+    view.shape = {out, in};
+    view.data = wf.data();
+    w.push_back(MakeMatrix(view, false, type, layout));
+  }
+  return w;
+}
+
+// Times one product per iteration over the matrices `w` in turn, `rows` rows of x each, on one
+// thread; weight_GB/s counts a whole matrix per product.
+void RunInTurn(benchmark::State& state, const std::vector<Matrix>& w, const std::vector<float>& x,
+               int rows) {
+  ThreadPool pool(1);
+  LinearRunner lin(&pool);
+  const int out = w[0].rows, in = w[0].cols;
+  std::vector<float> y(static_cast<size_t>(rows) * out);
+  size_t l = 0;
+  for (auto _ : state) {
+    lin.Run(w[l], x.data(), in, rows, y.data(), out, false);
+    benchmark::DoNotOptimize(y.data());
+    l = (l + 1) % w.size();
+  }
+  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w[0].bytes()) * 1e-9,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // The channel mix's value product of a 0.1B decode step (768 x 3072), bf16, over 48 such matrices
 // in turn (226 MB: four times the last-level cache, so that even the skipping layouts read from
 // memory), with `density` percent of the inputs nonzero (relu^2 activations: about 50 with random
@@ -60,34 +95,15 @@ void Shapes(benchmark::internal::Benchmark* b) {
 // (not what CpuModel runs there: it keeps the packed copy for those). weight_GB/s counts the
 // whole matrix, so it exceeds the read bandwidth when rows are skipped.
 void BM_FfnValue(benchmark::State& state, Layout layout) {
-  const int out = 768, in = 3072, layers = 48;
   const int rows = static_cast<int>(state.range(0));
   const int density = static_cast<int>(state.range(1));
   std::mt19937 gen(1);
+  const std::vector<Matrix> w = RandomMatrices(768, 3072, 48, WType::kBF16, layout, gen);
   std::uniform_real_distribution<float> d(-1, 1);
   std::uniform_int_distribution<int> pct(0, 99);
-  std::vector<float> wf(static_cast<size_t>(out) * in), x(static_cast<size_t>(rows) * in);
-  std::vector<Matrix> w;
-  for (int l = 0; l < layers; ++l) {
-    for (float& v : wf) v = d(gen);
-    TensorView view;
-    view.dtype = DType::kF32;
-    view.shape = {out, in};
-    view.data = wf.data();
-    w.push_back(MakeMatrix(view, false, WType::kBF16, layout));
-  }
+  std::vector<float> x(static_cast<size_t>(rows) * 3072);
   for (float& v : x) v = pct(gen) < density ? d(gen) * d(gen) : 0.0f;
-  ThreadPool pool(1);
-  LinearRunner lin(&pool);
-  std::vector<float> y(static_cast<size_t>(rows) * out);
-  int l = 0;
-  for (auto _ : state) {
-    lin.Run(w[l], x.data(), in, rows, y.data(), out, false);
-    benchmark::DoNotOptimize(y.data());
-    l = (l + 1) % layers;
-  }
-  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w[0].bytes()) * 1e-9,
-                                                     benchmark::Counter::kIsIterationInvariantRate);
+  RunInTurn(state, w, x, rows);
 }
 
 // Decode's streams: a 0.4B channel-mix key matrix (4096 x 1024) times `rows` rows, over as many
@@ -96,32 +112,13 @@ void BM_FfnValue(benchmark::State& state, Layout layout) {
 // says how close each type's kernel comes to its memory bound, and us per call what fewer bytes
 // buy.
 void BM_Stream(benchmark::State& state, WType type) {
-  const int out = 4096, in = 1024, layers = 16;
   const int rows = static_cast<int>(state.range(0));
   std::mt19937 gen(1);
+  const std::vector<Matrix> w = RandomMatrices(4096, 1024, 16, type, Layout::kPanels, gen);
   std::uniform_real_distribution<float> d(-1, 1);
-  std::vector<float> wf(static_cast<size_t>(out) * in), x(static_cast<size_t>(rows) * in);
+  std::vector<float> x(static_cast<size_t>(rows) * 1024);
   for (float& v : x) v = d(gen);
-  std::vector<Matrix> w;
-  for (int l = 0; l < layers; ++l) {
-    for (float& v : wf) v = d(gen);
-    TensorView view;
-    view.dtype = DType::kF32;
-    view.shape = {out, in};
-    view.data = wf.data();
-    w.push_back(MakeMatrix(view, false, type, Layout::kPanels));
-  }
-  ThreadPool pool(1);
-  LinearRunner lin(&pool);
-  std::vector<float> y(static_cast<size_t>(rows) * out);
-  int l = 0;
-  for (auto _ : state) {
-    lin.Run(w[l], x.data(), in, rows, y.data(), out, false);
-    benchmark::DoNotOptimize(y.data());
-    l = (l + 1) % layers;
-  }
-  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w[0].bytes()) * 1e-9,
-                                                     benchmark::Counter::kIsIterationInvariantRate);
+  RunInTurn(state, w, x, rows);
 }
 
 void FfnValueCases(benchmark::internal::Benchmark* b) {

@@ -83,7 +83,9 @@ TEST_F(CliTest, F16WeightsAreACudaOption) {
   EXPECT_NE(r.err.find("dtype f16 is built for the CUDA backend only"), std::string::npos) << r.err;
   r = Cli("logits --model " + Model() + " --dtype f8 --tokens 1 --out " + out);
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.err.find("auto, f32, bf16, int8 or f16"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("auto, f32, bf16, int8, int4 or f16"), std::string::npos) << r.err;
+  r = Cli("logits --model " + Model() + " --dtype int4 --tokens 1 --out " + out);
+  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 TEST_F(CliTest, LogitsFileHasVocabFloatsAndAgreesAcrossFormats) {
