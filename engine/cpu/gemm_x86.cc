@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -24,6 +25,8 @@
 
 #define MODRWKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define MODRWKV_AVX2 __attribute__((target("avx2,fma")))
+#define MODRWKV_AVX512_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 
 namespace modrwkv::cpu {
 namespace {
@@ -48,23 +51,15 @@ void WithWeights(WType wt, const void* w, F&& f) {
       return f(static_cast<const uint16_t*>(w));
     case WType::kI8:
       return f(static_cast<const int8_t*>(w));
-    case WType::kI4:  // blocks of scales and nibbles (kernels.h): bytes
-      return f(static_cast<const uint8_t*>(w));
+    case WType::kI4:  // I4Gemm's
+      return;
   }
 }
-// Elements from one panel to the next in a packed matrix of `in` inputs.
-template <typename T>
-int64_t PanelStride(PanelGeometry g, int in) {
-  return std::is_same_v<T, uint8_t> ? I4PanelBytes(in) : g.panel_stride;
-}
-
 // Software prefetch distance of the streaming (few-rows) kernel, in bytes of each stream of
 // packed panels (in input rows of any layout: the same rows ahead).
 constexpr int64_t kStreamAhead = 4096;
 template <typename T>
 constexpr int64_t kRowsAhead = kStreamAhead / (kPanelCols * sizeof(T));
-// int4 streams request whole blocks (their scales and rows) this many blocks ahead.
-constexpr int kI4BlocksAhead = static_cast<int>(kStreamAhead / kI4BlockBytes);
 
 }  // namespace
 
@@ -113,71 +108,14 @@ MODRWKV_AVX512 void StoreSums(int mr, int width, const float* sums, int64_t ld, 
   }
 }
 
-// Tile (below) for int4 panels: per group, MR x NP x 32 chains of x * (q - 8) from zero in
-// registers, then each into its output's total (in L1) times the group's scale. An input row's
-// 16 bytes widen to 32-bit lanes and each nibble becomes q - 8 by a table lookup (vpermps reads
-// an index's low 4 bits: the low nibble as it is, the high one after a shift).
-template <int MR, int NP>
-MODRWKV_AVX512 void TileI4(const uint8_t* w, int64_t panel_stride, int in, const float* xp,
-                           int ldxp, float* y, int64_t ldy, int cols, bool accumulate,
-                           const char* prefetch, int64_t prefetch_lines) {
-  const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-  alignas(64) float total[MR][2 * NP * 16] = {};
-  int64_t due = 0;  // prefetch_lines / in per input row, in integer steps
-  for (int g0 = 0; g0 < in; g0 += kI4Group) {
-    const int64_t block = int64_t{g0 / kI4Group} * kI4BlockBytes;
-    if (NP > 1) {  // streaming: each panel's block kI4BlocksAhead on, scales and rows
-      for (int p = 0; p < NP; ++p) {
-        const char* ahead = reinterpret_cast<const char*>(w + p * panel_stride + block +
-                                                          int64_t{kI4BlocksAhead} * kI4BlockBytes);
-        for (int l = 0; l < kI4BlockBytes; l += kLine) _mm_prefetch(ahead + l, _MM_HINT_T0);
-      }
-    }
-    __m512 acc[MR][2 * NP];
-    for (int b = 0; b < MR; ++b)
-      for (int v = 0; v < 2 * NP; ++v) acc[b][v] = _mm512_setzero_ps();
-    const int n = std::min(kI4Group, in - g0);
-#pragma GCC unroll 2
-    for (int k = 0; k < n; ++k) {
-      const int64_t i = g0 + k;
-      for (due += prefetch_lines; due >= in; due -= in, prefetch += kLine) {
-        _mm_prefetch(prefetch, _MM_HINT_T1);
-      }
-      for (int p = 0; p < NP; ++p) {
-        const uint8_t* row = w + p * panel_stride + block + 2 * kPanelCols + k * (kPanelCols / 2);
-        const __m512i q =
-            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-        const __m512 lo = _mm512_permutexvar_ps(q, table);
-        const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
-        for (int b = 0; b < MR; ++b) {
-          const __m512 xb = _mm512_set1_ps(xp[i * ldxp + b]);
-          acc[b][2 * p] = _mm512_fmadd_ps(xb, lo, acc[b][2 * p]);
-          acc[b][2 * p + 1] = _mm512_fmadd_ps(xb, hi, acc[b][2 * p + 1]);
-        }
-      }
-    }
-    for (int p = 0; p < NP; ++p) {
-      __m512 slo, shi;
-      LoadPanelRow(reinterpret_cast<const uint16_t*>(w + p * panel_stride + block), slo, shi);
-      for (int b = 0; b < MR; ++b) {
-        float* t = total[b] + 32 * p;
-        _mm512_store_ps(t, _mm512_fmadd_ps(acc[b][2 * p], slo, _mm512_load_ps(t)));
-        _mm512_store_ps(t + 16, _mm512_fmadd_ps(acc[b][2 * p + 1], shi, _mm512_load_ps(t + 16)));
-      }
-    }
-  }
-  StoreSums<float>(MR, 2 * NP * 16, &total[0][0], 2 * NP * 16, cols, nullptr, y, ldy, accumulate);
-}
-
 // MR rows of x times NP adjacent panels; `cols` output columns are valid (the last panel may be
 // padding past the matrix's edge). Spread over the pass, `prefetch_lines` cache lines from
 // `prefetch` on are requested into L2: part of the next panel, so that its read from memory
 // overlaps this panel's arithmetic instead of stalling the first tile that touches it.
 template <typename T, int MR, int NP>
-MODRWKV_AVX512 void DenseTile(const T* w, int64_t panel_stride, int64_t row_stride, int in,
-                              const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
-                              int cols, bool accumulate, const char* prefetch,
-                              int64_t prefetch_lines) {
+MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int64_t row_stride, int in,
+                         const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
+                         int cols, bool accumulate, const char* prefetch, int64_t prefetch_lines) {
   __m512 acc[MR][2 * NP];
   for (int b = 0; b < MR; ++b)
     for (int v = 0; v < 2 * NP; ++v) acc[b][v] = _mm512_setzero_ps();
@@ -212,19 +150,6 @@ MODRWKV_AVX512 void DenseTile(const T* w, int64_t panel_stride, int64_t row_stri
   StoreSums<T>(MR, 2 * NP * 16, &sums[0][0], 2 * NP * 16, cols, scale, y, ldy, accumulate);
 }
 
-template <typename T, int MR, int NP>
-MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int64_t row_stride, int in,
-                         const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
-                         int cols, bool accumulate, const char* prefetch, int64_t prefetch_lines) {
-  if constexpr (std::is_same_v<T, uint8_t>) {
-    TileI4<MR, NP>(w, panel_stride, in, xp, ldxp, y, ldy, cols, accumulate, prefetch,
-                   prefetch_lines);
-  } else {
-    DenseTile<T, MR, NP>(w, panel_stride, row_stride, in, scale, xp, ldxp, y, ldy, cols, accumulate,
-                         prefetch, prefetch_lines);
-  }
-}
-
 template <typename T, int NP, int... I>
 constexpr std::array<TileFn<T>, sizeof...(I)> MakeTiles(std::integer_sequence<int, I...>) {
   return {&Tile<T, I + 1, NP>...};
@@ -238,7 +163,7 @@ MODRWKV_AVX512 void PanelGemmT(const T* w, const float* scale, int in, int out, 
   // 4 rows, 4 panels at once do (decode: one pass over each weight, four streams).
   static constexpr auto kOne = MakeTiles<T, 1>(std::make_integer_sequence<int, kMaxTileRows>());
   static constexpr auto kFour = MakeTiles<T, 4>(std::make_integer_sequence<int, 3>());
-  const int64_t ps = PanelStride<T>(g, in), rs = g.row_stride;
+  const int64_t ps = g.panel_stride, rs = g.row_stride;
   const bool packed = rs == kPanelCols;
   auto at = [&](int p) {
     return std::pair{scale ? scale + p * kPanelCols : nullptr, out - p * kPanelCols};
@@ -336,7 +261,91 @@ MODRWKV_AVX512 void SparseRows(const T* w, const float* scale, int out, int64_t 
                y + c0, ldy, accumulate);
 }
 
+// I4Gemm (kernels.h) for MR rows of x and one int4 panel. Per group: each row's next 4 quantised
+// inputs, broadcast as one 32-bit value, against a 64-byte chunk whose low nibbles are 16 columns
+// x those 4 inputs and whose high nibbles the other 16 columns (vpdpbusd: 64 exact multiply-adds
+// into 16 int32 sums per instruction); then each sum less 8 * xsum, converted, times
+// wscale * xscale, into its output's total (one FMA). `prefetch_lines` lines from `prefetch` on
+// (part of the next panel) are requested into L2 over the pass, as Tile does.
+template <int MR>
+MODRWKV_AVX512_VNNI void I4Tile(const uint8_t* w, int groups, const int8_t* xq, const float* xscale,
+                                const int32_t* xsum, float* y, int64_t ldy, int cols,
+                                bool accumulate, const char* prefetch, int64_t prefetch_lines) {
+  alignas(64) float total[MR][kPanelCols] = {};
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const int64_t steps = int64_t{groups} * (kI4Group / 4), ldq = int64_t{groups} * kI4Group;
+  int64_t due = 0;  // prefetch_lines / steps per step, in integer steps
+  for (int g = 0; g < groups; ++g) {
+    const uint8_t* block = w + int64_t{g} * kI4BlockBytes;
+    __m512i acc[MR][2];
+    for (int b = 0; b < MR; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_si512();
+    const int8_t* xg = xq + int64_t{g} * kI4Group;
+    for (int k = 0; k < kI4Group / 4; ++k) {
+      for (due += prefetch_lines; due >= steps; due -= steps, prefetch += kLine) {
+        _mm_prefetch(prefetch, _MM_HINT_T1);
+      }
+      const __m512i v = _mm512_loadu_si512(block + 2 * kPanelCols + 64 * k);
+      const __m512i lo = _mm512_and_si512(v, low);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      for (int b = 0; b < MR; ++b) {
+        int32_t four;
+        std::memcpy(&four, xg + b * ldq + 4 * k, 4);
+        const __m512i xb = _mm512_set1_epi32(four);
+        acc[b][0] = _mm512_dpbusd_epi32(acc[b][0], lo, xb);
+        acc[b][1] = _mm512_dpbusd_epi32(acc[b][1], hi, xb);
+      }
+    }
+    __m512 slo, shi;
+    LoadPanelRow(reinterpret_cast<const uint16_t*>(block), slo, shi);
+    for (int b = 0; b < MR; ++b) {
+      const int64_t at = int64_t{b} * groups + g;
+      const __m512 xs = _mm512_set1_ps(xscale[at]);
+      const __m512i off = _mm512_set1_epi32(8 * xsum[at]);
+      float* t = total[b];
+      _mm512_store_ps(t, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][0], off)),
+                                         _mm512_mul_ps(slo, xs), _mm512_load_ps(t)));
+      _mm512_store_ps(t + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][1], off)),
+                                              _mm512_mul_ps(shi, xs), _mm512_load_ps(t + 16)));
+    }
+  }
+  StoreSums<float>(MR, kPanelCols, &total[0][0], kPanelCols, cols, nullptr, y, ldy, accumulate);
+}
+
+using I4TileFn = void (*)(const uint8_t*, int, const int8_t*, const float*, const int32_t*, float*,
+                          int64_t, int, bool, const char*, int64_t);
+template <int... I>
+constexpr std::array<I4TileFn, sizeof...(I)> MakeI4Tiles(std::integer_sequence<int, I...>) {
+  return {&I4Tile<I + 1>...};
+}
+
 }  // namespace
+
+// One panel at a time for every row count (tiles of up to 12 rows), each tile prefetching its
+// share of the next panel. Unlike PanelGemmT, no four panels at once below 4 rows: for int4 that
+// measured 2.2x slower at one row, where one stream with the next panel prefetched reads 29 GB/s
+// of weights on one core (docs/benchmarks.md, "int4 weights").
+void I4Gemm(const void* wv, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+  static constexpr auto kTiles = MakeI4Tiles(std::make_integer_sequence<int, kMaxTileRows>());
+  const uint8_t* w = static_cast<const uint8_t*>(wv);
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  const int64_t ps = I4PanelBytes(in), ldq = int64_t{groups} * kI4Group;
+  const int tiles = RowTiles(rows);
+  const int64_t panel_lines = ps / kLine;
+  for (int p = p0; p < p1; ++p) {
+    const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
+    int r = 0;
+    for (int t = 0; t < tiles; ++t) {
+      const int mr = RowTileSize(rows, t);
+      const int64_t l0 = panel_lines * t / tiles, l1 = panel_lines * (t + 1) / tiles;
+      kTiles[mr - 1](w + p * ps, groups, xq + r * ldq, xscale + int64_t{r} * groups,
+                     xsum + int64_t{r} * groups, y + r * ldy + p * kPanelCols, ldy,
+                     out - p * kPanelCols, accumulate, next ? next + l0 * kLine : nullptr,
+                     next ? l1 - l0 : 0);
+      r += mr;
+    }
+  }
+}
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
@@ -351,12 +360,9 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
   static_assert(kSparseMaxRows == 4);
   WithWeights(wt, w, [&](const auto* typed) {
     using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
-    if constexpr (!std::is_same_v<T, uint8_t>) {  // int4 matrices have no input-major layout
-      static constexpr decltype(&SparseRows<T, 1>) kRows[] = {SparseRows<T, 1>, SparseRows<T, 2>,
-                                                              SparseRows<T, 3>, SparseRows<T, 4>};
-      kRows[rows - 1](typed, col_scale, out, ld, p0, p1, x, ldx, nonzero, n, y, ldy, accumulate,
-                      acc);
-    }
+    static constexpr decltype(&SparseRows<T, 1>) kRows[] = {SparseRows<T, 1>, SparseRows<T, 2>,
+                                                            SparseRows<T, 3>, SparseRows<T, 4>};
+    kRows[rows - 1](typed, col_scale, out, ld, p0, p1, x, ldx, nonzero, n, y, ldy, accumulate, acc);
   });
 }
 
@@ -387,68 +393,11 @@ MODRWKV_AVX2 inline void LoadPanelRow(const int8_t* p, __m256 v[4]) {
   }
 }
 
-// Stores a tile's sums s[b][c] (c < 32) into y: times scale[c] for int8, added or not.
 template <typename T, int MR>
-MODRWKV_AVX2 void StoreTile(const float (&s)[MR][kPanelCols], const float* scale, float* y,
-                            int64_t ldy, int cols, bool accumulate) {
-  // A scalar loop, also at the matrix's edge; the arithmetic is the same.
-  for (int b = 0; b < MR; ++b) {
-    float* out = y + b * ldy;
-    for (int c = 0; c < std::min(cols, kPanelCols); ++c) {
-      if constexpr (sizeof(T) == 1 && std::is_signed_v<T>) {
-        out[c] = accumulate ? std::fma(s[b][c], scale[c], out[c]) : s[b][c] * scale[c];
-      } else {
-        out[c] = accumulate ? out[c] + s[b][c] : s[b][c];
-      }
-    }
-  }
-}
-
-// Tile for int4 panels (the AVX-512 TileI4's arithmetic): nibbles widened, masked or shifted,
-// converted and less 8 (exact), each group's sums times its scales into the totals.
-template <int MR>
-MODRWKV_AVX2 void TileI4(const uint8_t* w, int in, const float* xp, int ldxp, float* y, int64_t ldy,
-                         int cols, bool accumulate) {
-  alignas(32) float total[MR][kPanelCols] = {};
-  const __m256i low = _mm256_set1_epi32(15);
-  const __m256 eight = _mm256_set1_ps(8.0f);
-  for (int g0 = 0; g0 < in; g0 += kI4Group) {
-    const uint8_t* block = w + int64_t{g0 / kI4Group} * kI4BlockBytes;
-    __m256 acc[MR][4];
-    for (int b = 0; b < MR; ++b)
-      for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_ps();
-    const int n = std::min(kI4Group, in - g0);
-    for (int k = 0; k < n; ++k) {
-      const uint8_t* row = block + 2 * kPanelCols + k * (kPanelCols / 2);
-      const __m256i a =
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
-      const __m256i c =
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 8)));
-      const __m256 wv[4] = {_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(a, low)), eight),
-                            _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c, low)), eight),
-                            _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4)), eight),
-                            _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c, 4)), eight)};
-      for (int b = 0; b < MR; ++b) {
-        const __m256 xb = _mm256_set1_ps(xp[static_cast<int64_t>(g0 + k) * ldxp + b]);
-        for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_fmadd_ps(xb, wv[v], acc[b][v]);
-      }
-    }
-    __m256 sv[4];
-    LoadPanelRow(reinterpret_cast<const uint16_t*>(block), sv);
-    for (int b = 0; b < MR; ++b) {
-      for (int v = 0; v < 4; ++v) {
-        float* t = total[b] + 8 * v;
-        _mm256_store_ps(t, _mm256_fmadd_ps(acc[b][v], sv[v], _mm256_load_ps(t)));
-      }
-    }
-  }
-  StoreTile<float, MR>(total, nullptr, y, ldy, cols, accumulate);
-}
-
-template <typename T, int MR>
-MODRWKV_AVX2 void DenseTile(const T* w, int64_t row_stride, int in, const float* scale,
-                            const float* xp, int ldxp, float* y, int64_t ldy, int cols,
-                            bool accumulate) {
+MODRWKV_AVX2 void Tile(const T* w, int64_t /*panel_stride*/, int64_t row_stride, int in,
+                       const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
+                       int cols, bool accumulate, const char* /*prefetch*/,
+                       int64_t /*prefetch_lines*/) {
   __m256 acc[MR][4];
   for (int b = 0; b < MR; ++b)
     for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_ps();
@@ -460,21 +409,18 @@ MODRWKV_AVX2 void DenseTile(const T* w, int64_t row_stride, int in, const float*
       for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_fmadd_ps(xb, wv[v], acc[b][v]);
     }
   }
-  alignas(32) float s[MR][kPanelCols];
-  for (int b = 0; b < MR; ++b)
-    for (int v = 0; v < 4; ++v) _mm256_store_ps(s[b] + 8 * v, acc[b][v]);
-  StoreTile<T, MR>(s, scale, y, ldy, cols, accumulate);
-}
-
-template <typename T, int MR>
-MODRWKV_AVX2 void Tile(const T* w, int64_t /*panel_stride*/, int64_t row_stride, int in,
-                       const float* scale, const float* xp, int ldxp, float* y, int64_t ldy,
-                       int cols, bool accumulate, const char* /*prefetch*/,
-                       int64_t /*prefetch_lines*/) {
-  if constexpr (std::is_same_v<T, uint8_t>) {
-    TileI4<MR>(w, in, xp, ldxp, y, ldy, cols, accumulate);
-  } else {
-    DenseTile<T, MR>(w, row_stride, in, scale, xp, ldxp, y, ldy, cols, accumulate);
+  // Stores go through a scalar loop at the matrix's edge; the arithmetic is the same.
+  for (int b = 0; b < MR; ++b) {
+    alignas(32) float s[kPanelCols];
+    for (int v = 0; v < 4; ++v) _mm256_store_ps(s + 8 * v, acc[b][v]);
+    float* out = y + b * ldy;
+    for (int c = 0; c < std::min(cols, kPanelCols); ++c) {
+      if constexpr (sizeof(T) == 1) {
+        out[c] = accumulate ? std::fma(s[c], scale[c], out[c]) : s[c] * scale[c];
+      } else {
+        out[c] = accumulate ? out[c] + s[c] : s[c];
+      }
+    }
   }
 }
 
@@ -488,7 +434,7 @@ MODRWKV_AVX2 void PanelGemmT(const T* w, const float* scale, int in, int out, Pa
                              int p0, int p1, const float* xp, int rows, float* y, int64_t ldy,
                              bool accumulate) {
   static constexpr auto kTiles = MakeTiles<T>(std::make_integer_sequence<int, kTileRows>());
-  const int64_t ps = PanelStride<T>(g, in);
+  const int64_t ps = g.panel_stride;
   for (int p = p0; p < p1; ++p) {
     const float* s = scale ? scale + p * kPanelCols : nullptr;
     // Each packed tile of up to 12 rows runs as sub-tiles of up to 3.
@@ -542,7 +488,78 @@ MODRWKV_AVX2 void SparseRows(const T* w, const float* scale, int out, int64_t ld
   }
 }
 
+// I4Gemm's arithmetic on AVX2 (also AVX-512 machines without VNNI): a chunk's nibbles masked
+// and shifted into four vectors of 8 columns x 4 inputs, each 32-bit sum of 4 products by
+// multiply-adds of bytes into 16 bits (at most 2 * 15 * 127: never saturating) and of those into
+// 32 bits: vpdpbusd's exact sums. Tiles of up to 2 rows (16 registers).
+constexpr int kI4TileRows = 2;
+
+template <int MR>
+MODRWKV_AVX2 void I4Tile(const uint8_t* w, int groups, const int8_t* xq, const float* xscale,
+                         const int32_t* xsum, float* y, int64_t ldy, int cols, bool accumulate) {
+  alignas(32) float total[MR][kPanelCols] = {};
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const int64_t ldq = int64_t{groups} * kI4Group;
+  for (int g = 0; g < groups; ++g) {
+    const uint8_t* block = w + int64_t{g} * kI4BlockBytes;
+    __m256i acc[MR][4];
+    for (int b = 0; b < MR; ++b)
+      for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_si256();
+    for (int k = 0; k < kI4Group / 4; ++k) {
+      const uint8_t* chunk = block + 2 * kPanelCols + 64 * k;
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk + 32));
+      // Columns 0-7, 8-15, 16-23, 24-31.
+      const __m256i wv[4] = {_mm256_and_si256(a, low), _mm256_and_si256(c, low),
+                             _mm256_and_si256(_mm256_srli_epi16(a, 4), low),
+                             _mm256_and_si256(_mm256_srli_epi16(c, 4), low)};
+      for (int b = 0; b < MR; ++b) {
+        int32_t four;
+        std::memcpy(&four, xq + b * ldq + int64_t{g} * kI4Group + 4 * k, 4);
+        const __m256i xb = _mm256_set1_epi32(four);
+        for (int v = 0; v < 4; ++v) {
+          acc[b][v] =
+              _mm256_add_epi32(acc[b][v], _mm256_madd_epi16(_mm256_maddubs_epi16(wv[v], xb), ones));
+        }
+      }
+    }
+    __m256 sv[4];
+    LoadPanelRow(reinterpret_cast<const uint16_t*>(block), sv);
+    for (int b = 0; b < MR; ++b) {
+      const int64_t at = int64_t{b} * groups + g;
+      const __m256 xs = _mm256_set1_ps(xscale[at]);
+      const __m256i off = _mm256_set1_epi32(8 * xsum[at]);
+      for (int v = 0; v < 4; ++v) {
+        float* t = total[b] + 8 * v;
+        _mm256_store_ps(t, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[b][v], off)),
+                                           _mm256_mul_ps(sv[v], xs), _mm256_load_ps(t)));
+      }
+    }
+  }
+  for (int b = 0; b < MR; ++b) {
+    float* dst = y + b * ldy;
+    for (int c = 0; c < std::min(cols, kPanelCols); ++c) {
+      dst[c] = accumulate ? dst[c] + total[b][c] : total[b][c];
+    }
+  }
+}
+
 }  // namespace
+
+void I4Gemm(const void* wv, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+  const uint8_t* w = static_cast<const uint8_t*>(wv);
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  const int64_t ps = I4PanelBytes(in), ldq = int64_t{groups} * kI4Group;
+  for (int p = p0; p < p1; ++p) {
+    for (int r = 0; r < rows; r += kI4TileRows) {
+      auto tile = rows - r >= 2 ? I4Tile<2> : I4Tile<1>;
+      tile(w + p * ps, groups, xq + r * ldq, xscale + int64_t{r} * groups,
+           xsum + int64_t{r} * groups, y + r * ldy + p * kPanelCols, ldy, out - p * kPanelCols,
+           accumulate);
+    }
+  }
+}
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate) {
@@ -555,11 +572,8 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc) {
   WithWeights(wt, w, [&](const auto* typed) {
-    using T = std::remove_cv_t<std::remove_pointer_t<decltype(typed)>>;
-    if constexpr (!std::is_same_v<T, uint8_t>) {  // int4 matrices have no input-major layout
-      SparseRows(typed, col_scale, out, ld, p0, p1, x, ldx, rows, nonzero, n, y, ldy, accumulate,
-                 acc);
-    }
+    SparseRows(typed, col_scale, out, ld, p0, p1, x, ldx, rows, nonzero, n, y, ldy, accumulate,
+               acc);
   });
 }
 

@@ -1,7 +1,9 @@
 // Picks the kernel implementations for this CPU once, and holds the ones with no SIMD variant.
 #include "engine/cpu/kernels.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "engine/cpu/kernels_x86.h"
 
@@ -13,6 +15,7 @@ struct Dispatch {
   void (*gemm)(WType, const void*, const float*, int, int, PanelGeometry, int, int, const float*,
                int, float*, int64_t, bool) = scalar::PanelGemm;
   decltype(&scalar::SparseRowsGemm) sparse_gemm = scalar::SparseRowsGemm;
+  decltype(&scalar::I4Gemm) i4_gemm = scalar::I4Gemm;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
@@ -31,6 +34,7 @@ bool CpuHas(const std::string& isa) {
            __builtin_cpu_supports("fma");
   }
   if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == "avx512vnni") return CpuHas("avx512") && __builtin_cpu_supports("avx512vnni");
 #endif
   return isa == "scalar";
 }
@@ -42,6 +46,8 @@ Dispatch Make(const std::string& isa) {
     d.isa = "avx512";
     d.gemm = avx512::PanelGemm;
     d.sparse_gemm = avx512::SparseRowsGemm;
+    // Without VNNI (Skylake-X) the AVX2 kernel's multiply-adds give the same sums.
+    d.i4_gemm = CpuHas("avx512vnni") ? avx512::I4Gemm : avx2::I4Gemm;
     d.exp = avx512::VecExp;
     d.sigmoid = avx512::VecSigmoid;
     d.tanh = avx512::VecTanh;
@@ -53,6 +59,7 @@ Dispatch Make(const std::string& isa) {
     d.isa = "avx2";
     d.gemm = avx2::PanelGemm;
     d.sparse_gemm = avx2::SparseRowsGemm;
+    d.i4_gemm = avx2::I4Gemm;
     d.exp = avx2::VecExp;
     d.sigmoid = avx2::VecSigmoid;
     d.tanh = avx2::VecTanh;
@@ -91,6 +98,43 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
                     float* y, int64_t ldy, bool accumulate, float* acc) {
   Active().sparse_gemm(wt, w, col_scale, out, ld, p0, p1, x, ldx, rows, nonzero, n, y, ldy,
                        accumulate, acc);
+}
+
+void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+  Active().i4_gemm(w, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate);
+}
+
+void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
+                    int32_t* xsum) {
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  for (int b = 0; b < rows; ++b) {
+    for (int g = 0; g < groups; ++g) {
+      const float* src = x + b * ldx + g * kI4Group;
+      const int n = std::min(kI4Group, in - g * kI4Group);
+      const int64_t at = int64_t{b} * groups + g;
+      int8_t* q = xq + at * kI4Group;
+      float amax = 0;
+      bool finite = true;
+      for (int i = 0; i < n; ++i) {
+        amax = std::max(amax, std::abs(src[i]));
+        finite &= std::isfinite(src[i]);
+      }
+      // A NaN or infinity makes the group's products NaN, as f32 products would.
+      const float scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+      const bool zero = !finite || !(scale > 0);
+      int32_t sum = 0;
+      for (int i = 0; i < kI4Group; ++i) {
+        // x / scale is within [-127, 127] up to rounding; the clamp keeps a rounding from
+        // overflowing.
+        const float v = i < n && !zero ? std::nearbyint(src[i] / scale) : 0.0f;
+        q[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+        sum += q[i];
+      }
+      xscale[at] = scale;
+      xsum[at] = sum;
+    }
+  }
 }
 
 void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp) {

@@ -18,13 +18,13 @@ enum class WType { kF32, kBF16, kI8, kI4 };
 // its high half). Columns past `out` are zero padding. A panel is one contiguous stream of
 // in * 32 weights, read once per call however many rows of x there are.
 constexpr int kPanelCols = 32;
-// int4 panels (packed layout only) are runs of blocks, one per group of kI4Group inputs (the last
-// group may be partial; its missing rows are padding): a block is the group's 32 scales as bf16
-// words laid out as a bf16 panel row (64 bytes), then one 16-byte row per input, byte k holding
-// column k in its low nibble and column k + 16 in its high nibble. A panel is ceil(in / 32)
-// blocks of kI4BlockBytes, 4.5 bits per weight. PanelGemm sums each group's products
-// (x * (q - 8), one fused multiply-add chain in input order, from zero) and then adds the group's
-// sum times its scale to the output's chain (fma), group after group.
+// int4 panels (packed layout only; I4Gemm) are runs of blocks, one per group of kI4Group inputs
+// (the last group may be partial; its missing inputs are padding, q = 8): a block is the group's
+// 32 scales as bf16 words laid out as a bf16 panel row (64 bytes), then 8 chunks of 64 bytes, one
+// per 4 inputs: byte 4j + r of chunk k holds, for input 4k + r of the group, column j's q in its
+// low nibble and column j + 16's in its high nibble (so a chunk's low nibbles are 16 columns x 4
+// inputs, what one 32-bit lane per column of an integer dot-product instruction takes). A panel
+// is ceil(in / 32) blocks of kI4BlockBytes, 4.5 bits per weight.
 constexpr int kI4Group = 32;
 constexpr int kI4BlockBytes = 2 * kPanelCols + kI4Group * kPanelCols / 2;
 inline int64_t I4PanelBytes(int in) {
@@ -59,16 +59,32 @@ struct PanelGeometry {
 void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp);
 
 // y[b*ldy + o] (=|+=) s_o * sum_i x[b][i] * W[o][i]   for b < rows, o in the columns of panels
-// [p0, p1) below `out`; x packed by PackRows; s_o = col_scale[o] for kI8 and 1 otherwise (kI4
-// scales its groups' sums, see kI4Group; its panels are packed only, col_scale unused).
-// Each output is one fused multiply-add chain over i in increasing order, whatever the ISA, the
-// number of rows or the panel range: results are bit-identical to the scalar kernel's and do not
-// depend on which other rows run in the same call (batch invariance).
+// [p0, p1) below `out`; x packed by PackRows; s_o = col_scale[o] for kI8 and 1 otherwise; not
+// for kI4 (I4Gemm). Each output is one fused multiply-add chain over i in increasing order,
+// whatever the ISA, the number of rows or the panel range: results are bit-identical to the scalar
+// kernel's and do not depend on which other rows run in the same call (batch invariance).
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 // The same over panels laid out as `g` says (the same arithmetic, the same bits).
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
+
+// int4 products take x rounded to int8 (as llama.cpp's Q4_0 x Q8_0): per row b and group g of
+// kI4Group inputs, xscale = max|x| / 127 and xq = round(x / xscale) (round half to even; 0 for an
+// all-zero group), xsum = the group's sum of xq. Row b's group g is at xq + (b * groups + g) * 32
+// (the last group's missing inputs 0), its scale and sum at [b * groups + g], groups =
+// ceil(in / 32). One implementation (no SIMD twin): every ISA's I4Gemm sees the same xq.
+void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
+                    int32_t* xsum);
+
+// y[b*ldy + o] (=|+=) the sum over groups g, in order, of
+//   float(sum_i xq[b][i] * q[o][i] - 8 * xsum[b][g]) * (wscale[o][g] * xscale[b][g])
+// for b < rows, o in the columns of int4 panels [p0, p1) below `out`, each group's integer sum
+// exact (|xq| <= 127, q <= 15) and added to the output's total with one fused multiply-add, from
+// zero, group after group. So the results are the same on every ISA (AVX-512 VNNI's vpdpbusd,
+// AVX2's multiply-adds, the scalar loop), and depend only on their own row of x.
+void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
 
 // Rows of x up to which SparseRowsGemm is used (decode steps of a few sequences).
 constexpr int kSparseMaxRows = 4;
@@ -126,6 +142,8 @@ inline void PanelGemm(WType wt, const void* w, const float* col_scale, int in, i
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc);
+void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

@@ -1,5 +1,4 @@
 // Portable reference kernels: the oracle the SIMD versions are tested against.
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -21,35 +20,6 @@ inline float PanelWeight(WType wt, const void* w, int64_t base, int64_t row_stri
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
-}
-
-// int4 panel `w` (kI4Group): the scale of column c in input i's group, and the weight's q - 8.
-inline float I4Scale(const uint8_t* panel, int i, int c) {
-  const uint8_t* block = panel + static_cast<int64_t>(i / kI4Group) * kI4BlockBytes;
-  uint16_t h;
-  std::memcpy(&h, block + 2 * (2 * (c % 16) + c / 16), 2);
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline float I4Weight(const uint8_t* panel, int i, int c) {
-  const uint8_t byte = panel[static_cast<int64_t>(i / kI4Group) * kI4BlockBytes + 2 * kPanelCols +
-                             (i % kI4Group) * (kPanelCols / 2) + c % 16];
-  return static_cast<float>((c < 16 ? byte & 15 : byte >> 4) - 8);
-}
-
-// An int4 output's sum over x (kI4Group): each group's chain from zero, then into the total.
-float I4Sum(const uint8_t* panel, int in, int c, const float* x, int64_t stride) {
-  float total = 0;
-  for (int g0 = 0; g0 < in; g0 += kI4Group) {
-    float s = 0;
-    for (int i = g0; i < std::min(in, g0 + kI4Group); ++i) {
-      s = std::fma(x[static_cast<int64_t>(i) * stride], I4Weight(panel, i, c), s);
-    }
-    total = std::fma(s, I4Scale(panel, g0, c), total);
-  }
-  return total;
 }
 
 // What a finished sum s of output o makes of its destination (PanelGemm's epilogue).
@@ -78,12 +48,6 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
     for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
       const int o = p * kPanelCols + c;
       for (int b = 0; b < rows; ++b) {
-        if (wt == WType::kI4) {
-          const float s = I4Sum(static_cast<const uint8_t*>(w) + p * I4PanelBytes(in), in, c,
-                                xrow[b], stride[b]);
-          Store(wt, s, col_scale, o, accumulate, y[b * ldy + o]);
-          continue;
-        }
         float s = 0;
         for (int i = 0; i < in; ++i) {
           s = std::fma(xrow[b][static_cast<int64_t>(i) * stride[b]],
@@ -108,6 +72,36 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
           s = std::fma(x[b * ldx + i], PanelWeight(wt, w, int64_t{p} * kPanelCols, ld, i, c), s);
         }
         Store(wt, s, col_scale, o, accumulate, y[b * ldy + o]);
+      }
+    }
+  }
+}
+
+void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  for (int p = p0; p < p1; ++p) {
+    const uint8_t* panel = static_cast<const uint8_t*>(w) + p * I4PanelBytes(in);
+    for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
+      for (int b = 0; b < rows; ++b) {
+        float total = 0;
+        for (int g = 0; g < groups; ++g) {
+          const uint8_t* block = panel + int64_t{g} * kI4BlockBytes;
+          const int64_t at = int64_t{b} * groups + g;
+          int32_t dot = 0;
+          for (int i = 0; i < kI4Group; ++i) {
+            const uint8_t byte = block[2 * kPanelCols + 64 * (i / 4) + 4 * (c % 16) + i % 4];
+            dot += xq[at * kI4Group + i] * (c < 16 ? byte & 15 : byte >> 4);
+          }
+          uint16_t h;
+          std::memcpy(&h, block + 2 * (2 * (c % 16) + c / 16), 2);
+          const uint32_t bits = static_cast<uint32_t>(h) << 16;
+          float wscale;
+          std::memcpy(&wscale, &bits, 4);
+          total = std::fma(static_cast<float>(dot - 8 * xsum[at]), wscale * xscale[at], total);
+        }
+        float& dst = y[b * ldy + p * kPanelCols + c];
+        dst = accumulate ? dst + total : total;
       }
     }
   }

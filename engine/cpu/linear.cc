@@ -39,8 +39,9 @@ struct I4Place {
 I4Place I4At(int in, int o, int i) {
   const int c = o % kPanelCols;
   const int64_t block = o / kPanelCols * I4PanelBytes(in) + int64_t{i / kI4Group} * kI4BlockBytes;
+  const int k = i % kI4Group;  // chunk k / 4, byte 4 * (c % 16) + k % 4
   return {block + 2 * (2 * (c % 16) + c / 16),
-          block + 2 * kPanelCols + (i % kI4Group) * (kPanelCols / 2) + c % 16, c >= 16};
+          block + 2 * kPanelCols + 64 * (k / 4) + 4 * (c % 16) + k % 4, c >= 16};
 }
 
 // Quantises W[o][i] = at(o, i) into int4 panels (Matrix::i4; the comment on MakeMatrix says how).
@@ -243,9 +244,20 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
     ListNonzero(w.cols, x, ldx, rows);
     return RunSparse(w, x, ldx, rows, y, ldy, accumulate);
   }
-  const size_t packed = static_cast<size_t>(rows) * w.cols;
-  if (xpack_.size() < packed) xpack_.Resize(packed);
-  PackRows(x, ldx, rows, w.cols, xpack_.data());
+  // x as the kernel takes it: packed tile by tile (PackRows), or for int4 rounded to int8 by
+  // group (QuantizeRowsI4).
+  const int groups = (w.cols + kI4Group - 1) / kI4Group;
+  if (w.type == WType::kI4) {
+    const size_t n = static_cast<size_t>(rows) * groups;
+    if (xq_.size() < n * kI4Group) xq_.Resize(n * kI4Group);
+    if (xscale_.size() < n) xscale_.Resize(n);
+    if (xsum_.size() < n) xsum_.resize(n);
+    QuantizeRowsI4(x, ldx, rows, w.cols, xq_.data(), xscale_.data(), xsum_.data());
+  } else {
+    const size_t packed = static_cast<size_t>(rows) * w.cols;
+    if (xpack_.size() < packed) xpack_.Resize(packed);
+    PackRows(x, ldx, rows, w.cols, xpack_.data());
+  }
   // Tasks are runs of whole panels, in multiples of 4 (the few-rows kernel takes 4 at a time):
   // about 8 per thread for balance, but never so small that scheduling costs show.
   const int panels = w.panels();
@@ -257,8 +269,13 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
   pool_->ParallelFor(tasks, [&](int64_t t, int) {
     const int p0 = static_cast<int>(t * chunk);
     const int p1 = std::min(panels, p0 + chunk);
-    PanelGemm(w.type, w.data(), w.scale.empty() ? nullptr : w.scale.data(), w.cols, w.rows,
-              w.geometry(), p0, p1, xpack_.data(), rows, y, ldy, accumulate);
+    if (w.type == WType::kI4) {
+      I4Gemm(w.data(), w.cols, w.rows, p0, p1, xq_.data(), xscale_.data(), xsum_.data(), rows, y,
+             ldy, accumulate);
+    } else {
+      PanelGemm(w.type, w.data(), w.scale.empty() ? nullptr : w.scale.data(), w.cols, w.rows,
+                w.geometry(), p0, p1, xpack_.data(), rows, y, ldy, accumulate);
+    }
   });
 }
 

@@ -40,7 +40,8 @@ class AlignedBuffer {
 enum class Layout { kRows, kPanels, kInputRows };
 
 // A weight matrix, logically [rows = out][cols = in]: f32, bf16, int8 with a scale per row, or
-// int4 with a scale per row and group of kI4Group inputs (kPanels only; kernels.h).
+// int4 with a scale per row and group of kI4Group inputs (kPanels only; products by I4Gemm on x
+// rounded to int8 by group, kernels.h).
 struct Matrix {
   WType type = WType::kF32;
   Layout layout = Layout::kRows;
@@ -140,8 +141,11 @@ class LinearRunner {
                  bool accumulate);
 
   ThreadPool* pool_;
-  AlignedBuffer<float> xpack_;    // x packed for the kernel (PackRows), shared by the tasks
-  std::vector<int32_t> nonzero_;  // RunSparse's inputs, shared by the tasks
+  AlignedBuffer<float> xpack_;  // x packed for the kernel (PackRows), shared by the tasks
+  AlignedBuffer<int8_t> xq_;    // for int4 matrices: x rounded by group (QuantizeRowsI4)
+  AlignedBuffer<float> xscale_;
+  std::vector<int32_t> xsum_;
+  std::vector<int32_t> nonzero_;                  // RunSparse's inputs, shared by the tasks
   std::vector<AlignedBuffer<float>> sparse_acc_;  // RunSparse's sums, one buffer per thread
   SparseCounts sparse_counts_;
 };

@@ -239,18 +239,47 @@ TEST(Int4Test, QuantisesByGroupAndTheScalarKernelMultipliesWhatUnpackReads) {
         }
       }
     }
-    // The scalar kernel: products of the unpacked weights, in double, within f32 rounding.
-    const int rows = 3;
-    const std::vector<float> x = Random(static_cast<size_t>(rows) * in, 22);
-    std::vector<float> xp(x.size()), y(static_cast<size_t>(rows) * out, 7.0f);
-    PackRows(x.data(), in, rows, in, xp.data());
-    scalar::PanelGemm(WType::kI4, m.data(), nullptr, in, out, 0, 2, xp.data(), rows, y.data(), out,
-                      /*accumulate=*/true);
+    // x rounded to int8 by group: within half a step of x; the scalar kernel: the products of
+    // the unpacked weights and the rounded x, in double, within f32 rounding.
+    const int rows = 3, groups = (in + kI4Group - 1) / kI4Group;
+    std::vector<float> x = Random(static_cast<size_t>(rows) * in, 22);
+    x[0] = 1e6f;  // one group dominated by one value: the rest rounds to 0
+    std::vector<int8_t> xq(static_cast<size_t>(rows) * groups * kI4Group);
+    std::vector<float> xscale(static_cast<size_t>(rows) * groups);
+    std::vector<int32_t> xsum(xscale.size());
+    QuantizeRowsI4(x.data(), in, rows, in, xq.data(), xscale.data(), xsum.data());
+    auto xr = [&](int b, int i) {  // x as the kernel sees it
+      const int64_t at = int64_t{b} * groups + i / kI4Group;
+      return double(xq[at * kI4Group + i % kI4Group]) * xscale[at];
+    };
+    for (int b = 0; b < rows; ++b) {
+      for (int g = 0; g < groups; ++g) {
+        int32_t sum = 0;
+        for (int i = 0; i < kI4Group; ++i) {
+          const int8_t q = xq[(int64_t{b} * groups + g) * kI4Group + i];
+          sum += q;
+          if (g * kI4Group + i >= in) {
+            ASSERT_EQ(q, 0) << "padding";
+          }
+        }
+        ASSERT_EQ(sum, xsum[b * groups + g]);
+      }
+      for (int i = 0; i < in; ++i) {
+        ASSERT_LE(std::abs(xr(b, i) - x[b * in + i]), xscale[b * groups + i / kI4Group] * 0.5001)
+            << "b=" << b << " i=" << i;
+      }
+    }
+    std::vector<float> y(static_cast<size_t>(rows) * out, 7.0f);
+    scalar::I4Gemm(m.data(), in, out, 0, 2, xq.data(), xscale.data(), xsum.data(), rows, y.data(),
+                   out, /*accumulate=*/true);
     for (int b = 0; b < rows; ++b) {
       for (int o = 0; o < out; ++o) {
-        double s = 7.0;
-        for (int i = 0; i < in; ++i) s += double(back[o * in + i]) * x[b * in + i];
-        ASSERT_NEAR(y[b * out + o], s, 1e-4) << "in=" << in << " b=" << b << " o=" << o;
+        double s = 7.0, mag = 7.0;
+        for (int i = 0; i < in; ++i) {
+          s += double(back[o * in + i]) * xr(b, i);
+          mag += std::abs(double(back[o * in + i]) * xr(b, i));
+        }
+        ASSERT_NEAR(y[b * out + o], s, 1e-6 * mag) << "in=" << in << " b=" << b << " o=" << o;
       }
     }
   }
@@ -259,24 +288,27 @@ TEST(Int4Test, QuantisesByGroupAndTheScalarKernelMultipliesWhatUnpackReads) {
 // Every ISA gives the scalar kernel's bits on int4 panels for every row count (the streaming
 // four-panel tiles below 4 rows, the register tiles above), partial groups, panel ranges and the
 // matrix's edge; columns outside the range untouched; a row's result the same alone or in a batch.
-TEST_P(KernelIsaTest, Int4PanelGemmIsBitIdenticalToScalarAndBatchInvariant) {
+TEST_P(KernelIsaTest, Int4ProductsAreBitIdenticalToScalarAndBatchInvariant) {
   for (int in : {1, 16, 45, 96, 800}) {
     const int out = 7 * 32 + 5;  // 8 panels, the last 5 columns wide
+    const int groups = (in + kI4Group - 1) / kI4Group;
     const std::vector<float> w = Random(static_cast<size_t>(out) * in, 1);
     const Matrix m = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
     const int max_rows = 40;
     const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 2);
+    std::vector<int8_t> xq(static_cast<size_t>(max_rows) * groups * kI4Group);
+    std::vector<float> xscale(static_cast<size_t>(max_rows) * groups);
+    std::vector<int32_t> xsum(xscale.size());
+    QuantizeRowsI4(x.data(), in, max_rows, in, xq.data(), xscale.data(), xsum.data());
     for (int rows = 1; rows <= max_rows; rows += rows < 14 ? 1 : 13) {
-      std::vector<float> xp(static_cast<size_t>(rows) * in);
-      PackRows(x.data(), in, rows, in, xp.data());
       for (bool acc : {false, true}) {
         for (auto [p0, p1] : {std::pair{0, 8}, std::pair{1, 8}, std::pair{4, 5}}) {
           const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 3);
           std::vector<float> y = before, ref = before;
-          PanelGemm(WType::kI4, m.data(), nullptr, in, out, m.geometry(), p0, p1, xp.data(), rows,
-                    y.data(), out, acc);
-          scalar::PanelGemm(WType::kI4, m.data(), nullptr, in, out, p0, p1, xp.data(), rows,
-                            ref.data(), out, acc);
+          I4Gemm(m.data(), in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows, y.data(),
+                 out, acc);
+          scalar::I4Gemm(m.data(), in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
+                         ref.data(), out, acc);
           for (size_t i = 0; i < y.size(); ++i) {
             ASSERT_EQ(y[i], ref[i]) << "in=" << in << " rows=" << rows << " p=" << p0 << ".." << p1
                                     << " acc=" << acc << " i=" << i;
@@ -286,10 +318,15 @@ TEST_P(KernelIsaTest, Int4PanelGemmIsBitIdenticalToScalarAndBatchInvariant) {
             }
           }
           if (acc || p0 != 0 || p1 != 8) continue;
-          for (int r = 0; r < rows; r += 5) {  // each row alone: the same bits
+          for (int r = 0; r < rows; r += 5) {  // each row alone, quantised alone: the same bits
+            std::vector<int8_t> q1(static_cast<size_t>(groups) * kI4Group);
+            std::vector<float> s1(groups);
+            std::vector<int32_t> n1(groups);
+            QuantizeRowsI4(x.data() + static_cast<size_t>(r) * in, in, 1, in, q1.data(), s1.data(),
+                           n1.data());
             std::vector<float> one(out);
-            PanelGemm(WType::kI4, m.data(), nullptr, in, out, m.geometry(), 0, 8,
-                      x.data() + static_cast<size_t>(r) * in, 1, one.data(), out, false);
+            I4Gemm(m.data(), in, out, 0, 8, q1.data(), s1.data(), n1.data(), 1, one.data(), out,
+                   false);
             for (int o = 0; o < out; ++o) {
               ASSERT_EQ(one[o], y[static_cast<size_t>(r) * out + o])
                   << "in=" << in << " rows=" << rows << " r=" << r << " o=" << o;
