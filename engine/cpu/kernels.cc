@@ -123,11 +123,15 @@ void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, f
       // A NaN or infinity makes the group's products NaN, as f32 products would.
       const float scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
       const bool zero = !finite || !(scale > 0);
+      const float inv = zero ? 0.0f : 127.0f / amax;
+      // Adding and subtracting 1.5 * 2^23 rounds a float of magnitude below 2^22 to an integer,
+      // half to even (the default rounding mode), in two vectorisable operations.
+      constexpr float kRound = 12582912.0f;
       int32_t sum = 0;
       for (int i = 0; i < kI4Group; ++i) {
-        // x / scale is within [-127, 127] up to rounding; the clamp keeps a rounding from
+        // x * inv is within [-127, 127] up to rounding; the clamp keeps a rounding from
         // overflowing.
-        const float v = i < n && !zero ? std::nearbyint(src[i] / scale) : 0.0f;
+        const float v = i < n && !zero ? (src[i] * inv + kRound) - kRound : 0.0f;
         q[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
         sum += q[i];
       }

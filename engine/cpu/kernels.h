@@ -70,8 +70,8 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 
 // int4 products take x rounded to int8 (as llama.cpp's Q4_0 x Q8_0): per row b and group g of
-// kI4Group inputs, xscale = max|x| / 127 and xq = round(x / xscale) (round half to even; 0 for an
-// all-zero group), xsum = the group's sum of xq. Row b's group g is at xq + (b * groups + g) * 32
+// kI4Group inputs, xscale = max|x| / 127 and xq = round(x * (127 / max|x|)) (half to even; 0
+// for an all-zero group; xscale NaN for a group with a NaN or an infinity), xsum = the group's sum of xq. Row b's group g is at xq + (b * groups + g) * 32
 // (the last group's missing inputs 0), its scale and sum at [b * groups + g], groups =
 // ceil(in / 32). One implementation (no SIMD twin): every ISA's I4Gemm sees the same xq.
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,

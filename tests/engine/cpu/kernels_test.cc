@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -282,6 +283,30 @@ TEST(Int4Test, QuantisesByGroupAndTheScalarKernelMultipliesWhatUnpackReads) {
         ASSERT_NEAR(y[b * out + o], s, 1e-6 * mag) << "in=" << in << " b=" << b << " o=" << o;
       }
     }
+  }
+}
+
+// A NaN or an infinity in x makes its group's products NaN (as f32 products would), not garbage
+// from converting NaN to an integer; a zero group rounds to zero.
+TEST(Int4Test, NonFiniteInputsGiveNaNAndZeroGroupsZero) {
+  const int in = 64, out = 32;
+  const Matrix m =
+      MatrixOf(Random(static_cast<size_t>(out) * in, 3), out, in, WType::kI4, Layout::kPanels);
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> x = Random(in, 4);
+    x[40] = bad;
+    for (int i = 0; i < 32; ++i) x[i] = 0.0f;
+    std::vector<int8_t> xq(in, 99);
+    std::vector<float> xscale(2);
+    std::vector<int32_t> xsum(2);
+    QuantizeRowsI4(x.data(), in, 1, in, xq.data(), xscale.data(), xsum.data());
+    EXPECT_EQ(xscale[0], 0.0f);
+    EXPECT_TRUE(std::isnan(xscale[1]));
+    for (int8_t q : xq) ASSERT_EQ(q, 0);
+    std::vector<float> y(out);
+    I4Gemm(m.data(), in, out, 0, 1, xq.data(), xscale.data(), xsum.data(), 1, y.data(), out, false);
+    for (float v : y) ASSERT_TRUE(std::isnan(v));
   }
 }
 
