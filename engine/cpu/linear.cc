@@ -29,6 +29,12 @@ void PackPanels(int rows, int cols, PanelGeometry g, At at, Conv conv, AlignedBu
   }
 }
 
+// v rounded to the nearest integer level in [lo, hi]; a weight that is not finite (a corrupt
+// checkpoint) becomes 0 rather than an undefined conversion to an integer.
+float Level(float v, float lo, float hi) {
+  return std::isfinite(v) ? std::clamp(std::nearbyint(v), lo, hi) : 0.0f;
+}
+
 // Where weight W[o][i] of an int4 matrix of `in` inputs lies (kernels.h): its scale's bf16 word
 // and the byte holding its nibble (the high one for columns 16..31 of a panel).
 struct I4Place {
@@ -61,7 +67,7 @@ void PackI4(int rows, int cols, At at, AlignedBuffer<uint8_t>* dst) {
       const float scale = BF16ToF32(scale_word);
       std::memcpy(dst->data() + I4At(cols, o, g0).scale, &scale_word, 2);
       for (int i = g0; i < g1; ++i) {
-        const float q = scale != 0 ? std::clamp(std::nearbyint(at(o, i) / scale), -8.0f, 7.0f) : 0;
+        const float q = scale != 0 ? Level(at(o, i) / scale, -8, 7) : 0;
         const I4Place pl = I4At(cols, o, i);
         uint8_t& byte = dst->data()[pl.byte];
         const uint8_t nibble = static_cast<uint8_t>(static_cast<int>(q) + 8);
@@ -159,7 +165,7 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
   auto to_f32 = [](int, float v) { return v; };
   auto to_bf16 = [](int, float v) { return F32ToBF16(v); };
   auto to_i8 = [&](int o, float v) {
-    return static_cast<int8_t>(std::clamp(std::nearbyint(v / m.scale[o]), -127.0f, 127.0f));
+    return static_cast<int8_t>(Level(v / m.scale[o], -127, 127));
   };
   if (layout != Layout::kRows) {
     const PanelGeometry g = m.geometry();
@@ -246,8 +252,8 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
   }
   // x as the kernel takes it: packed tile by tile (PackRows), or for int4 rounded to int8 by
   // group (QuantizeRowsI4).
-  const int groups = (w.cols + kI4Group - 1) / kI4Group;
   if (w.type == WType::kI4) {
+    const int groups = (w.cols + kI4Group - 1) / kI4Group;
     const size_t n = static_cast<size_t>(rows) * groups;
     if (xq_.size() < n * kI4Group) xq_.Resize(n * kI4Group);
     if (xscale_.size() < n) xscale_.Resize(n);

@@ -286,6 +286,23 @@ TEST(Int4Test, QuantisesByGroupAndTheScalarKernelMultipliesWhatUnpackReads) {
   }
 }
 
+// A corrupt checkpoint's NaN weight quantises to level 0 (int8 and int4), not to an undefined
+// conversion of NaN to an integer (UBSan runs this); the rest of its row or group keeps its levels.
+TEST(Int4Test, NaNWeightsQuantiseToZero) {
+  const int out = 32, in = 64;
+  std::vector<float> w = Random(static_cast<size_t>(out) * in, 9);
+  w[5] = std::numeric_limits<float>::quiet_NaN();
+  for (WType type : {WType::kI8, WType::kI4}) {
+    const std::vector<float> back = UnpackMatrix(MatrixOf(w, out, in, type, Layout::kPanels));
+    EXPECT_EQ(back[5], 0.0f) << static_cast<int>(type);
+    for (size_t i = 0; i < back.size(); ++i) {
+      if (i != 5) {
+        ASSERT_NEAR(back[i], w[i], 0.13f) << static_cast<int>(type) << " i=" << i;
+      }
+    }
+  }
+}
+
 // A NaN or an infinity in x makes its group's products NaN (as f32 products would), not garbage
 // from converting NaN to an integer; a zero group rounds to zero.
 TEST(Int4Test, NonFiniteInputsGiveNaNAndZeroGroupsZero) {
