@@ -261,22 +261,46 @@ MODRWKV_AVX512 void SparseRows(const T* w, const float* scale, int out, int64_t 
                y + c0, ldy, accumulate);
 }
 
-// I4Gemm (kernels.h) for MR rows of x and one int4 panel. Per group: each row's next 4 quantised
-// inputs, broadcast as one 32-bit value, against a 64-byte chunk whose low nibbles are 16 columns
-// x those 4 inputs and whose high nibbles the other 16 columns (vpdpbusd: 64 exact multiply-adds
-// into 16 int32 sums per instruction); then each sum less 8 * xsum, converted, times
-// wscale * xscale, into its output's total (one FMA). `prefetch_lines` lines from `prefetch` on
-// (part of the next panel) are requested into L2 over the pass, as Tile does.
-template <int MR>
-MODRWKV_AVX512_VNNI void I4Tile(const uint8_t* w, int groups, const int8_t* xq, const float* xscale,
-                                const int32_t* xsum, float* y, int64_t ldy, int cols,
-                                bool accumulate, const char* prefetch, int64_t prefetch_lines) {
+// The integer-product panels (kernels.h): int4 nibbles with a bf16 scale per column and group
+// inside each block, and int8 bytes offset by 128 with a scale per column outside the panels.
+// Load gives a chunk's two operands, columns 0-15 and 16-31, each 16 columns x 4 inputs.
+struct Int4Chunks {
+  static constexpr int kBlockBytes = kI4BlockBytes, kOffset = 8;
+  static constexpr bool kGroupScales = true;
+  using Epilogue = float;  // StoreSums: no column scale
+  MODRWKV_AVX512_VNNI static void Load(const uint8_t* block, int k, __m512i& lo, __m512i& hi) {
+    const __m512i v = _mm512_loadu_si512(block + 2 * kPanelCols + 64 * k);
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    lo = _mm512_and_si512(v, low);
+    hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+  }
+};
+struct Int8Chunks {
+  static constexpr int kBlockBytes = kI8DotBlockBytes, kOffset = 128;
+  static constexpr bool kGroupScales = false;
+  using Epilogue = int8_t;  // StoreSums: times the column's scale
+  MODRWKV_AVX512_VNNI static void Load(const uint8_t* block, int k, __m512i& lo, __m512i& hi) {
+    lo = _mm512_loadu_si512(block + 128 * k);
+    hi = _mm512_loadu_si512(block + 128 * k + 64);
+  }
+};
+
+// I4Gemm / I8DotGemm (kernels.h) for MR rows of x and one panel. Per group: each row's next 4
+// rounded inputs, broadcast as one 32-bit value, against a chunk's two operands (vpdpbusd: 64
+// exact multiply-adds into 16 int32 sums per instruction); then each sum less the offset times
+// the group's x sum, converted, times (the weights' group scale x) the x scale, into its output's
+// total (one FMA). `prefetch_lines` lines from `prefetch` on (part of the next panel) are
+// requested into L2 over the pass, as Tile does.
+template <typename Fmt, int MR>
+MODRWKV_AVX512_VNNI void DotTile(const uint8_t* w, int groups, const int8_t* xq,
+                                 const float* xscale, const int32_t* xsum, const float* scale,
+                                 float* y, int64_t ldy, int cols, bool accumulate,
+                                 const char* prefetch, int64_t prefetch_lines) {
   alignas(64) float total[MR][kPanelCols] = {};
-  const __m512i low = _mm512_set1_epi8(0x0F);
   const int64_t steps = int64_t{groups} * (kI4Group / 4), ldq = int64_t{groups} * kI4Group;
   int64_t due = 0;  // prefetch_lines / steps per step, in integer steps
   for (int g = 0; g < groups; ++g) {
-    const uint8_t* block = w + int64_t{g} * kI4BlockBytes;
+    const uint8_t* block = w + int64_t{g} * Fmt::kBlockBytes;
     __m512i acc[MR][2];
     for (int b = 0; b < MR; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_si512();
     const int8_t* xg = xq + int64_t{g} * kI4Group;
@@ -284,9 +308,8 @@ MODRWKV_AVX512_VNNI void I4Tile(const uint8_t* w, int groups, const int8_t* xq, 
       for (due += prefetch_lines; due >= steps; due -= steps, prefetch += kLine) {
         _mm_prefetch(prefetch, _MM_HINT_T1);
       }
-      const __m512i v = _mm512_loadu_si512(block + 2 * kPanelCols + 64 * k);
-      const __m512i lo = _mm512_and_si512(v, low);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      __m512i lo, hi;
+      Fmt::Load(block, k, lo, hi);
       for (int b = 0; b < MR; ++b) {
         int32_t four;
         std::memcpy(&four, xg + b * ldq + 4 * k, 4);
@@ -295,41 +318,45 @@ MODRWKV_AVX512_VNNI void I4Tile(const uint8_t* w, int groups, const int8_t* xq, 
         acc[b][1] = _mm512_dpbusd_epi32(acc[b][1], hi, xb);
       }
     }
-    __m512 slo, shi;
-    LoadPanelRow(reinterpret_cast<const uint16_t*>(block), slo, shi);
+    __m512 slo = _mm512_set1_ps(1.0f), shi = slo;
+    if constexpr (Fmt::kGroupScales) {
+      LoadPanelRow(reinterpret_cast<const uint16_t*>(block), slo, shi);
+    }
     for (int b = 0; b < MR; ++b) {
       const int64_t at = int64_t{b} * groups + g;
       const __m512 xs = _mm512_set1_ps(xscale[at]);
-      const __m512i off = _mm512_set1_epi32(8 * xsum[at]);
+      const __m512i off = _mm512_set1_epi32(Fmt::kOffset * xsum[at]);
+      const __m512 s0 = Fmt::kGroupScales ? _mm512_mul_ps(slo, xs) : xs;
+      const __m512 s1 = Fmt::kGroupScales ? _mm512_mul_ps(shi, xs) : xs;
       float* t = total[b];
-      _mm512_store_ps(t, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][0], off)),
-                                         _mm512_mul_ps(slo, xs), _mm512_load_ps(t)));
+      _mm512_store_ps(t, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][0], off)), s0,
+                                         _mm512_load_ps(t)));
       _mm512_store_ps(t + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][1], off)),
-                                              _mm512_mul_ps(shi, xs), _mm512_load_ps(t + 16)));
+                                              s1, _mm512_load_ps(t + 16)));
     }
   }
-  StoreSums<float>(MR, kPanelCols, &total[0][0], kPanelCols, cols, nullptr, y, ldy, accumulate);
+  StoreSums<typename Fmt::Epilogue>(MR, kPanelCols, &total[0][0], kPanelCols, cols, scale, y, ldy,
+                                    accumulate);
 }
 
-using I4TileFn = void (*)(const uint8_t*, int, const int8_t*, const float*, const int32_t*, float*,
-                          int64_t, int, bool, const char*, int64_t);
-template <int... I>
-constexpr std::array<I4TileFn, sizeof...(I)> MakeI4Tiles(std::integer_sequence<int, I...>) {
-  return {&I4Tile<I + 1>...};
+using DotTileFn = void (*)(const uint8_t*, int, const int8_t*, const float*, const int32_t*,
+                           const float*, float*, int64_t, int, bool, const char*, int64_t);
+template <typename Fmt, int... I>
+constexpr std::array<DotTileFn, sizeof...(I)> MakeDotTiles(std::integer_sequence<int, I...>) {
+  return {&DotTile<Fmt, I + 1>...};
 }
-
-}  // namespace
 
 // One panel at a time for every row count (tiles of up to 12 rows), each tile prefetching its
 // share of the next panel. Unlike PanelGemmT, no four panels at once below 4 rows: for int4 that
-// measured 2.2x slower at one row, where one stream with the next panel prefetched reads 29 GB/s
-// of weights on one core (docs/benchmarks.md, "int4 weights").
-void I4Gemm(const void* wv, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
-  static constexpr auto kTiles = MakeI4Tiles(std::make_integer_sequence<int, kMaxTileRows>());
-  const uint8_t* w = static_cast<const uint8_t*>(wv);
+// measured 2.2x slower at one row, where one stream with the next panel prefetched reads 29-31
+// GB/s of weights on one core (docs/benchmarks.md, "int4 weights").
+template <typename Fmt>
+void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int p1,
+             const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+             int64_t ldy, bool accumulate) {
+  static constexpr auto kTiles = MakeDotTiles<Fmt>(std::make_integer_sequence<int, kMaxTileRows>());
   const int groups = (in + kI4Group - 1) / kI4Group;
-  const int64_t ps = I4PanelBytes(in), ldq = int64_t{groups} * kI4Group;
+  const int64_t ps = int64_t{groups} * Fmt::kBlockBytes, ldq = int64_t{groups} * kI4Group;
   const int tiles = RowTiles(rows);
   const int64_t panel_lines = ps / kLine;
   for (int p = p0; p < p1; ++p) {
@@ -339,12 +366,26 @@ void I4Gemm(const void* wv, int in, int out, int p0, int p1, const int8_t* xq, c
       const int mr = RowTileSize(rows, t);
       const int64_t l0 = panel_lines * t / tiles, l1 = panel_lines * (t + 1) / tiles;
       kTiles[mr - 1](w + p * ps, groups, xq + r * ldq, xscale + int64_t{r} * groups,
-                     xsum + int64_t{r} * groups, y + r * ldy + p * kPanelCols, ldy,
-                     out - p * kPanelCols, accumulate, next ? next + l0 * kLine : nullptr,
-                     next ? l1 - l0 : 0);
+                     xsum + int64_t{r} * groups, scale ? scale + p * kPanelCols : nullptr,
+                     y + r * ldy + p * kPanelCols, ldy, out - p * kPanelCols, accumulate,
+                     next ? next + l0 * kLine : nullptr, next ? l1 - l0 : 0);
       r += mr;
     }
   }
+}
+
+}  // namespace
+
+void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+  DotGemm<Int4Chunks>(static_cast<const uint8_t*>(w), nullptr, in, out, p0, p1, xq, xscale, xsum,
+                      rows, y, ldy, accumulate);
+}
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate) {
+  DotGemm<Int8Chunks>(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum,
+                      rows, y, ldy, accumulate);
 }
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
@@ -488,77 +529,131 @@ MODRWKV_AVX2 void SparseRows(const T* w, const float* scale, int out, int64_t ld
   }
 }
 
-// I4Gemm's arithmetic on AVX2 (also AVX-512 machines without VNNI): a chunk's nibbles masked
-// and shifted into four vectors of 8 columns x 4 inputs, each 32-bit sum of 4 products by
-// multiply-adds of bytes into 16 bits (at most 2 * 15 * 127: never saturating) and of those into
-// 32 bits: vpdpbusd's exact sums. Tiles of up to 2 rows (16 registers).
-constexpr int kI4TileRows = 2;
+// The integer-product panels' chunks as four vectors of 8 columns x 4 inputs (columns 0-7, 8-15,
+// 16-23, 24-31), as the AVX-512 Int4Chunks / Int8Chunks give two of 16.
+struct Int4Chunks {
+  static constexpr int kBlockBytes = kI4BlockBytes, kOffset = 8;
+  static constexpr bool kGroupScales = true;
+  MODRWKV_AVX2 static void Load(const uint8_t* block, int k, __m256i wv[4]) {
+    const uint8_t* chunk = block + 2 * kPanelCols + 64 * k;
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk + 32));
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    wv[0] = _mm256_and_si256(a, low);
+    wv[1] = _mm256_and_si256(c, low);
+    wv[2] = _mm256_and_si256(_mm256_srli_epi16(a, 4), low);
+    wv[3] = _mm256_and_si256(_mm256_srli_epi16(c, 4), low);
+  }
+};
+struct Int8Chunks {
+  static constexpr int kBlockBytes = kI8DotBlockBytes, kOffset = 128;
+  static constexpr bool kGroupScales = false;
+  MODRWKV_AVX2 static void Load(const uint8_t* block, int k, __m256i wv[4]) {
+    for (int v = 0; v < 4; ++v) {
+      wv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 128 * k + 32 * v));
+    }
+  }
+};
 
-template <int MR>
-MODRWKV_AVX2 void I4Tile(const uint8_t* w, int groups, const int8_t* xq, const float* xscale,
-                         const int32_t* xsum, float* y, int64_t ldy, int cols, bool accumulate) {
+// I4Gemm's and I8DotGemm's arithmetic on AVX2 (also AVX-512 machines without VNNI): each 32-bit
+// sum of 4 products by multiply-adds of bytes into 16 bits and of those into 32 bits (Dot4):
+// vpdpbusd's exact sums. Tiles of up to 2 rows (16 registers).
+constexpr int kDotTileRows = 2;
+
+// Exact 32-bit sums of 4 products u8 x s8 per lane: vpmaddubsw adds pairs into 16 bits with
+// saturation, which int4's bytes (<= 15: 2 x 15 x 127) never reach but int8's offset bytes
+// (<= 255: 2 x 255 x 127) can, so for those the weights' high and low bits are multiplied apart.
+template <typename Fmt>
+MODRWKV_AVX2 inline __m256i Dot4(__m256i wv, __m256i xb) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (Fmt::kOffset == 8) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xb), ones);
+  } else {
+    // w = 16 * (w >> 4) + (w & 15): each part's pair sums stay within 2 x 15 x 127.
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+    const __m256i lo = _mm256_and_si256(wv, low);
+    const __m256i sum_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xb), ones);
+    const __m256i sum_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xb), ones);
+    return _mm256_add_epi32(_mm256_slli_epi32(sum_hi, 4), sum_lo);
+  }
+}
+
+template <typename Fmt, int MR>
+MODRWKV_AVX2 void DotTile(const uint8_t* w, int groups, const int8_t* xq, const float* xscale,
+                          const int32_t* xsum, const float* scale, float* y, int64_t ldy, int cols,
+                          bool accumulate) {
   alignas(32) float total[MR][kPanelCols] = {};
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const int64_t ldq = int64_t{groups} * kI4Group;
   for (int g = 0; g < groups; ++g) {
-    const uint8_t* block = w + int64_t{g} * kI4BlockBytes;
+    const uint8_t* block = w + int64_t{g} * Fmt::kBlockBytes;
     __m256i acc[MR][4];
     for (int b = 0; b < MR; ++b)
       for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_si256();
     for (int k = 0; k < kI4Group / 4; ++k) {
-      const uint8_t* chunk = block + 2 * kPanelCols + 64 * k;
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
-      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk + 32));
-      // Columns 0-7, 8-15, 16-23, 24-31.
-      const __m256i wv[4] = {_mm256_and_si256(a, low), _mm256_and_si256(c, low),
-                             _mm256_and_si256(_mm256_srli_epi16(a, 4), low),
-                             _mm256_and_si256(_mm256_srli_epi16(c, 4), low)};
+      __m256i wv[4];
+      Fmt::Load(block, k, wv);
       for (int b = 0; b < MR; ++b) {
         int32_t four;
         std::memcpy(&four, xq + b * ldq + int64_t{g} * kI4Group + 4 * k, 4);
         const __m256i xb = _mm256_set1_epi32(four);
-        for (int v = 0; v < 4; ++v) {
-          acc[b][v] =
-              _mm256_add_epi32(acc[b][v], _mm256_madd_epi16(_mm256_maddubs_epi16(wv[v], xb), ones));
-        }
+        for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_add_epi32(acc[b][v], Dot4<Fmt>(wv[v], xb));
       }
     }
     __m256 sv[4];
-    LoadPanelRow(reinterpret_cast<const uint16_t*>(block), sv);
+    if constexpr (Fmt::kGroupScales) LoadPanelRow(reinterpret_cast<const uint16_t*>(block), sv);
     for (int b = 0; b < MR; ++b) {
       const int64_t at = int64_t{b} * groups + g;
       const __m256 xs = _mm256_set1_ps(xscale[at]);
-      const __m256i off = _mm256_set1_epi32(8 * xsum[at]);
+      const __m256i off = _mm256_set1_epi32(Fmt::kOffset * xsum[at]);
       for (int v = 0; v < 4; ++v) {
         float* t = total[b] + 8 * v;
-        _mm256_store_ps(t, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[b][v], off)),
-                                           _mm256_mul_ps(sv[v], xs), _mm256_load_ps(t)));
+        const __m256 s = Fmt::kGroupScales ? _mm256_mul_ps(sv[v], xs) : xs;
+        _mm256_store_ps(t, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[b][v], off)), s,
+                                           _mm256_load_ps(t)));
       }
     }
   }
   for (int b = 0; b < MR; ++b) {
     float* dst = y + b * ldy;
     for (int c = 0; c < std::min(cols, kPanelCols); ++c) {
-      dst[c] = accumulate ? dst[c] + total[b][c] : total[b][c];
+      if constexpr (Fmt::kGroupScales) {
+        dst[c] = accumulate ? dst[c] + total[b][c] : total[b][c];
+      } else {
+        dst[c] = accumulate ? std::fma(total[b][c], scale[c], dst[c]) : total[b][c] * scale[c];
+      }
+    }
+  }
+}
+
+template <typename Fmt>
+void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int p1,
+             const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+             int64_t ldy, bool accumulate) {
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  const int64_t ps = int64_t{groups} * Fmt::kBlockBytes, ldq = int64_t{groups} * kI4Group;
+  for (int p = p0; p < p1; ++p) {
+    for (int r = 0; r < rows; r += kDotTileRows) {
+      auto tile = rows - r >= 2 ? DotTile<Fmt, 2> : DotTile<Fmt, 1>;
+      tile(w + p * ps, groups, xq + r * ldq, xscale + int64_t{r} * groups,
+           xsum + int64_t{r} * groups, scale ? scale + p * kPanelCols : nullptr,
+           y + r * ldy + p * kPanelCols, ldy, out - p * kPanelCols, accumulate);
     }
   }
 }
 
 }  // namespace
 
-void I4Gemm(const void* wv, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
+void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
             const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
-  const uint8_t* w = static_cast<const uint8_t*>(wv);
-  const int groups = (in + kI4Group - 1) / kI4Group;
-  const int64_t ps = I4PanelBytes(in), ldq = int64_t{groups} * kI4Group;
-  for (int p = p0; p < p1; ++p) {
-    for (int r = 0; r < rows; r += kI4TileRows) {
-      auto tile = rows - r >= 2 ? I4Tile<2> : I4Tile<1>;
-      tile(w + p * ps, groups, xq + r * ldq, xscale + int64_t{r} * groups,
-           xsum + int64_t{r} * groups, y + r * ldy + p * kPanelCols, ldy, out - p * kPanelCols,
-           accumulate);
-    }
-  }
+  DotGemm<Int4Chunks>(static_cast<const uint8_t*>(w), nullptr, in, out, p0, p1, xq, xscale, xsum,
+                      rows, y, ldy, accumulate);
+}
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate) {
+  DotGemm<Int8Chunks>(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum,
+                      rows, y, ldy, accumulate);
 }
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,

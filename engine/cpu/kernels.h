@@ -30,6 +30,14 @@ constexpr int kI4BlockBytes = 2 * kPanelCols + kI4Group * kPanelCols / 2;
 inline int64_t I4PanelBytes(int in) {
   return int64_t{(in + kI4Group - 1) / kI4Group} * kI4BlockBytes;
 }
+// int8 weights for the same integer products (Layout::kDotChunks; I8DotGemm): per panel, per
+// group of kI4Group inputs, 8 chunks of 128 bytes, one per 4 inputs: byte 4j + r of its first 64
+// holds column j's q + 128 (a byte in 1..255) for input 4k + r of the group, its second 64 the
+// same for columns 16..31. The scales stay one f32 per output column, outside the panels.
+constexpr int kI8DotBlockBytes = kI4Group * kPanelCols;
+inline int64_t I8DotPanelBytes(int in) {
+  return int64_t{(in + kI4Group - 1) / kI4Group} * kI8DotBlockBytes;
+}
 // Rows of x that one register tile multiplies per pass over a panel. The rows of a call are split
 // into RowTiles(rows) tiles of balanced sizes (13 rows: 7 + 6, not 12 + 1).
 constexpr int kMaxTileRows = 12;
@@ -71,9 +79,10 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
 
 // int4 products take x rounded to int8 (as llama.cpp's Q4_0 x Q8_0): per row b and group g of
 // kI4Group inputs, xscale = max|x| / 127 and xq = round(x * (127 / max|x|)) (half to even; 0
-// for an all-zero group; xscale NaN for a group with a NaN or an infinity), xsum = the group's sum of xq. Row b's group g is at xq + (b * groups + g) * 32
-// (the last group's missing inputs 0), its scale and sum at [b * groups + g], groups =
-// ceil(in / 32). One implementation (no SIMD twin): every ISA's I4Gemm sees the same xq.
+// for an all-zero group; xscale NaN for a group with a NaN or an infinity), xsum = the group's sum
+// of xq. Row b's group g is at xq + (b * groups + g) * 32 (the last group's missing inputs 0), its
+// scale and sum at [b * groups + g], groups = ceil(in / 32). One implementation (no SIMD twin):
+// every ISA's I4Gemm sees the same xq.
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
                     int32_t* xsum);
 
@@ -85,6 +94,14 @@ void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, f
 // AVX2's multiply-adds, the scalar loop), and depend only on their own row of x.
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
             const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
+
+// The same for int8 chunked panels with a scale per output column (col_scale):
+//   y[b*ldy + o] (=|+=) col_scale[o] * total,  total = the sum over groups g, in order, of
+//   float(sum_i xq[b][i] * (q[o][i] + 128) - 128 * xsum[b][g]) * xscale[b][g]
+// (one FMA per group from zero; the last step as int8's PanelGemm: fma(total, s, y) or total * s).
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate);
 
 // Rows of x up to which SparseRowsGemm is used (decode steps of a few sequences).
 constexpr int kSparseMaxRows = 4;
@@ -144,6 +161,9 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
                     float* y, int64_t ldy, bool accumulate, float* acc);
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
             const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

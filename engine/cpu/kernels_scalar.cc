@@ -107,6 +107,32 @@ void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, co
   }
 }
 
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate) {
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  for (int p = p0; p < p1; ++p) {
+    const uint8_t* panel = static_cast<const uint8_t*>(w) + p * I8DotPanelBytes(in);
+    for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
+      for (int b = 0; b < rows; ++b) {
+        float total = 0;
+        for (int g = 0; g < groups; ++g) {
+          const uint8_t* block = panel + int64_t{g} * kI8DotBlockBytes;
+          const int64_t at = int64_t{b} * groups + g;
+          int32_t dot = 0;
+          for (int i = 0; i < kI4Group; ++i) {
+            const uint8_t q = block[128 * (i / 4) + 64 * (c / 16) + 4 * (c % 16) + i % 4];
+            dot += xq[at * kI4Group + i] * q;
+          }
+          total = std::fma(static_cast<float>(dot - 128 * xsum[at]), xscale[at], total);
+        }
+        Store(WType::kI8, total, col_scale, p * kPanelCols + c, accumulate,
+              y[b * ldy + p * kPanelCols + c]);
+      }
+    }
+  }
+}
+
 void VecExp(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
 }

@@ -11,6 +11,9 @@ namespace avx512 {
 // AVX-512 VNNI (vpdpbusd): dispatched only where the CPU has it.
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
             const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate);
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
@@ -29,6 +32,9 @@ void LayerNorm(const float* x, const float* weight, const float* bias, int n, fl
 namespace avx2 {
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
             const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
+void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+               int64_t ldy, bool accumulate);
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,

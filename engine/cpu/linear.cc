@@ -50,7 +50,8 @@ I4Place I4At(int in, int o, int i) {
           block + 2 * kPanelCols + 64 * (k / 4) + 4 * (c % 16) + k % 4, c >= 16};
 }
 
-// Quantises W[o][i] = at(o, i) into int4 panels (Matrix::i4; the comment on MakeMatrix says how).
+// Quantises W[o][i] = at(o, i) into int4 panels (Matrix::chunks; the comment on MakeMatrix says
+// how).
 template <typename At>
 void PackI4(int rows, int cols, At at, AlignedBuffer<uint8_t>* dst) {
   const int panels = (rows + kPanelCols - 1) / kPanelCols;
@@ -78,12 +79,19 @@ void PackI4(int rows, int cols, At at, AlignedBuffer<uint8_t>* dst) {
   }
 }
 
+// Where W[o][i] of an int8 kDotChunks matrix of `in` inputs lies (kernels.h).
+int64_t I8DotAt(int in, int o, int i) {
+  const int c = o % kPanelCols, k = i % kI4Group;
+  return o / kPanelCols * I8DotPanelBytes(in) + int64_t{i / kI4Group} * kI8DotBlockBytes +
+         128 * (k / 4) + 64 * (c / 16) + 4 * (c % 16) + k % 4;
+}
+
 // W[o][i] of an int4 matrix.
 float I4Value(const Matrix& m, int o, int i) {
   const I4Place pl = I4At(m.cols, o, i);
   uint16_t scale_word;
-  std::memcpy(&scale_word, m.i4.data() + pl.scale, 2);
-  const uint8_t byte = m.i4.data()[pl.byte];
+  std::memcpy(&scale_word, m.chunks.data() + pl.scale, 2);
+  const uint8_t byte = m.chunks.data()[pl.byte];
   return static_cast<float>((pl.high ? byte >> 4 : byte & 15) - 8) * BF16ToF32(scale_word);
 }
 
@@ -119,6 +127,11 @@ std::vector<float> UnpackMatrix(const Matrix& m) {
     for (int i = 0; i < m.cols; ++i) {
       if (m.type == WType::kI4) {
         out[static_cast<size_t>(o) * m.cols + i] = I4Value(m, o, i);
+        continue;
+      }
+      if (m.layout == Layout::kDotChunks) {
+        const uint8_t byte = m.chunks.data()[I8DotAt(m.cols, o, i)];
+        out[static_cast<size_t>(o) * m.cols + i] = static_cast<float>(byte - 128) * m.scale[o];
         continue;
       }
       const int64_t at = m.layout == Layout::kRows
@@ -177,10 +190,22 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
         PackPanels(m.rows, m.cols, g, at, to_bf16, &m.bf16);
         break;
       case WType::kI8:
+        if (layout == Layout::kDotChunks) {
+          const int panels = m.panels();
+          m.chunks.Resize(static_cast<size_t>(panels * I8DotPanelBytes(m.cols)));
+          std::memset(m.chunks.data(), 128, m.chunks.size());  // padding: q = 0
+          for (int o = 0; o < m.rows; ++o) {
+            for (int i = 0; i < m.cols; ++i) {
+              m.chunks.data()[I8DotAt(m.cols, o, i)] =
+                  static_cast<uint8_t>(to_i8(o, at(o, i)) + 128);
+            }
+          }
+          break;
+        }
         PackPanels(m.rows, m.cols, g, at, to_i8, &m.i8);
         break;
       case WType::kI4:
-        PackI4(m.rows, m.cols, at, &m.i4);
+        PackI4(m.rows, m.cols, at, &m.chunks);
         break;
     }
     return m;
@@ -250,9 +275,10 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
     ListNonzero(w.cols, x, ldx, rows);
     return RunSparse(w, x, ldx, rows, y, ldy, accumulate);
   }
-  // x as the kernel takes it: packed tile by tile (PackRows), or for int4 rounded to int8 by
-  // group (QuantizeRowsI4).
-  if (w.type == WType::kI4) {
+  // x as the kernel takes it: packed tile by tile (PackRows), or for the integer products (int4,
+  // int8 kDotChunks) rounded to int8 by group (QuantizeRowsI4).
+  const bool dot = w.type == WType::kI4 || w.layout == Layout::kDotChunks;
+  if (dot) {
     const int groups = (w.cols + kI4Group - 1) / kI4Group;
     const size_t n = static_cast<size_t>(rows) * groups;
     if (xq_.size() < n * kI4Group) xq_.Resize(n * kI4Group);
@@ -278,6 +304,9 @@ void LinearRunner::Run(const Matrix& w, const float* x, int64_t ldx, int rows, f
     if (w.type == WType::kI4) {
       I4Gemm(w.data(), w.cols, w.rows, p0, p1, xq_.data(), xscale_.data(), xsum_.data(), rows, y,
              ldy, accumulate);
+    } else if (dot) {
+      I8DotGemm(w.data(), w.scale.data(), w.cols, w.rows, p0, p1, xq_.data(), xscale_.data(),
+                xsum_.data(), rows, y, ldy, accumulate);
     } else {
       PanelGemm(w.type, w.data(), w.scale.empty() ? nullptr : w.scale.data(), w.cols, w.rows,
                 w.geometry(), p0, p1, xpack_.data(), rows, y, ldy, accumulate);

@@ -36,8 +36,10 @@ class AlignedBuffer {
 // kPanels packed for PanelGemm (the dense layers, see kernels.h); kInputRows input-major, the
 // panels' rows interleaved (PanelGeometry::InputMajor): the channel mix's value matrix, whose
 // inputs (relu^2 activations) are mostly zero in a decode step, so that a product of a few rows
-// reads only the weights of the nonzero inputs (SparseRowsGemm).
-enum class Layout { kRows, kPanels, kInputRows };
+// reads only the weights of the nonzero inputs (SparseRowsGemm); kDotChunks (int8 only) in
+// chunks for integer products (I8DotGemm, kernels.h) on x rounded to int8 by group: the head of
+// an int4 model, whose products then run as the int4 ones do.
+enum class Layout { kRows, kPanels, kInputRows, kDotChunks };
 
 // A weight matrix, logically [rows = out][cols = in]: f32, bf16, int8 with a scale per row, or
 // int4 with a scale per row and group of kI4Group inputs (kPanels only; products by I4Gemm on x
@@ -50,8 +52,10 @@ struct Matrix {
   AlignedBuffer<float> f32;
   AlignedBuffer<uint16_t> bf16;
   AlignedBuffer<int8_t> i8;
-  std::vector<float> scale;   // [rows], kI8 only: w[r][c] = i8 value * scale[r]
-  AlignedBuffer<uint8_t> i4;  // kI4: blocks of scales and nibbles, I4PanelBytes(cols) per panel
+  std::vector<float> scale;  // [rows], kI8 only: w[r][c] = i8 value * scale[r]
+  // The integer products' panels: kI4's blocks of scales and nibbles (I4PanelBytes(cols) per
+  // panel), or kI8 kDotChunks' offset bytes (I8DotPanelBytes(cols) per panel).
+  AlignedBuffer<uint8_t> chunks;
 
   const void* data() const {
     switch (type) {
@@ -60,9 +64,10 @@ struct Matrix {
       case WType::kBF16:
         return bf16.data();
       case WType::kI8:
+        if (layout == Layout::kDotChunks) return chunks.data();
         return i8.data();
       case WType::kI4:
-        return i4.data();
+        return chunks.data();
     }
     return nullptr;
   }
@@ -81,7 +86,7 @@ struct Matrix {
       case WType::kBF16:
         return 2 * n;
       case WType::kI8:
-        return n + 4LL * rows;
+        return (layout == Layout::kDotChunks ? panels() * I8DotPanelBytes(cols) : n) + 4LL * rows;
       case WType::kI4:
         return panels() * I4PanelBytes(cols);
     }
@@ -91,9 +96,9 @@ struct Matrix {
 
 // Builds a Matrix from a checkpoint tensor (any dtype), stored [out, in] or, if `transposed`,
 // [in, out]. kI8 quantises each output row symmetrically: scale = max|w| / 127,
-// q = round(w / scale). kI8 needs the kPanels or kInputRows layout. kI4 quantises each output
-// row's groups of kI4Group inputs: m = the group's weight of largest magnitude, scale = m / -8
-// rounded to bf16, q - 8 = clamp(round(w / scale), -8, 7) (so m is stored exactly up to the
+// q = round(w / scale). kI8 needs the kPanels, kInputRows or kDotChunks layout. kI4 quantises each
+// output row's groups of kI4Group inputs: m = the group's weight of largest magnitude, scale = m /
+// -8 rounded to bf16, q - 8 = clamp(round(w / scale), -8, 7) (so m is stored exactly up to the
 // scale's rounding, and -8..7 all serve); kI4 needs the kPanels layout.
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout);
 

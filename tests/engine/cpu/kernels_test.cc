@@ -327,51 +327,107 @@ TEST(Int4Test, NonFiniteInputsGiveNaNAndZeroGroupsZero) {
   }
 }
 
-// Every ISA gives the scalar kernel's bits on int4 panels for every row count (the streaming
-// four-panel tiles below 4 rows, the register tiles above), partial groups, panel ranges and the
-// matrix's edge; columns outside the range untouched; a row's result the same alone or in a batch.
-TEST_P(KernelIsaTest, Int4ProductsAreBitIdenticalToScalarAndBatchInvariant) {
-  for (int in : {1, 16, 45, 96, 800}) {
-    const int out = 7 * 32 + 5;  // 8 panels, the last 5 columns wide
-    const int groups = (in + kI4Group - 1) / kI4Group;
-    const std::vector<float> w = Random(static_cast<size_t>(out) * in, 1);
-    const Matrix m = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
-    const int max_rows = 40;
-    const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 2);
-    std::vector<int8_t> xq(static_cast<size_t>(max_rows) * groups * kI4Group);
-    std::vector<float> xscale(static_cast<size_t>(max_rows) * groups);
+// The integer products: I4Gemm on int4 panels, or I8DotGemm on int8 chunked panels (an int4
+// model's head), through the dispatcher or the scalar kernel.
+struct DotProduct {
+  WType type;
+  Layout layout;
+  void operator()(bool scalar_kernel, const Matrix& m, int in, int out, int p0, int p1,
+                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                  bool acc) const {
+    if (type == WType::kI4) {
+      (scalar_kernel ? scalar::I4Gemm : I4Gemm)(m.data(), in, out, p0, p1, xq, xscale, xsum, rows,
+                                                y, out, acc);
+    } else {
+      (scalar_kernel ? scalar::I8DotGemm : I8DotGemm)(m.data(), m.scale.data(), in, out, p0, p1, xq,
+                                                      xscale, xsum, rows, y, out, acc);
+    }
+  }
+};
+constexpr DotProduct kDotProducts[] = {{WType::kI4, Layout::kPanels},
+                                       {WType::kI8, Layout::kDotChunks}};
+
+// int8 chunked panels hold int8's packed weights (the same rounding, the same scales), and the
+// scalar I8DotGemm computes their product with the rounded x (in double, within f32 rounding).
+TEST(Int4Test, Int8ChunksHoldInt8WeightsAndTheScalarKernelMultipliesThem) {
+  for (int in : {1, 33, 100}) {
+    const int out = 45, rows = 3, groups = (in + kI4Group - 1) / kI4Group;
+    const std::vector<float> w = Random(static_cast<size_t>(out) * in, 31);
+    const Matrix m = MatrixOf(w, out, in, WType::kI8, Layout::kDotChunks);
+    ASSERT_EQ(m.bytes(), 2 * I8DotPanelBytes(in) + 4 * out);
+    const std::vector<float> back = UnpackMatrix(m);
+    EXPECT_EQ(back, UnpackMatrix(MatrixOf(w, out, in, WType::kI8, Layout::kPanels)));
+    const std::vector<float> x = Random(static_cast<size_t>(rows) * in, 32);
+    std::vector<int8_t> xq(static_cast<size_t>(rows) * groups * kI4Group);
+    std::vector<float> xscale(static_cast<size_t>(rows) * groups);
     std::vector<int32_t> xsum(xscale.size());
-    QuantizeRowsI4(x.data(), in, max_rows, in, xq.data(), xscale.data(), xsum.data());
-    for (int rows = 1; rows <= max_rows; rows += rows < 14 ? 1 : 13) {
-      for (bool acc : {false, true}) {
-        for (auto [p0, p1] : {std::pair{0, 8}, std::pair{1, 8}, std::pair{4, 5}}) {
-          const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 3);
-          std::vector<float> y = before, ref = before;
-          I4Gemm(m.data(), in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows, y.data(),
-                 out, acc);
-          scalar::I4Gemm(m.data(), in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
-                         ref.data(), out, acc);
-          for (size_t i = 0; i < y.size(); ++i) {
-            ASSERT_EQ(y[i], ref[i]) << "in=" << in << " rows=" << rows << " p=" << p0 << ".." << p1
-                                    << " acc=" << acc << " i=" << i;
-            const int col = static_cast<int>(i % out);
-            if (col < p0 * kPanelCols || col >= p1 * kPanelCols) {
-              ASSERT_EQ(y[i], before[i]);
+    QuantizeRowsI4(x.data(), in, rows, in, xq.data(), xscale.data(), xsum.data());
+    std::vector<float> y(static_cast<size_t>(rows) * out, 7.0f);
+    kDotProducts[1](true, m, in, out, 0, 2, xq.data(), xscale.data(), xsum.data(), rows, y.data(),
+                    /*acc=*/true);
+    for (int b = 0; b < rows; ++b) {
+      for (int o = 0; o < out; ++o) {
+        double s = 7.0, mag = 7.0;
+        for (int i = 0; i < in; ++i) {
+          const int64_t at = int64_t{b} * groups + i / kI4Group;
+          const double xr = double(xq[at * kI4Group + i % kI4Group]) * xscale[at];
+          s += double(back[o * in + i]) * xr;
+          mag += std::abs(double(back[o * in + i]) * xr);
+        }
+        ASSERT_NEAR(y[b * out + o], s, 1e-6 * mag) << "in=" << in << " b=" << b << " o=" << o;
+      }
+    }
+  }
+}
+
+// Every ISA gives the scalar kernel's bits on both integer-product layouts for every row count
+// (tiles of 1..12 rows, balanced splits above), partial groups, panel ranges and the matrix's
+// edge; columns outside the range untouched; a row's result the same alone or in a batch.
+TEST_P(KernelIsaTest, IntegerProductsAreBitIdenticalToScalarAndBatchInvariant) {
+  for (const DotProduct& product : kDotProducts) {
+    for (int in : {1, 16, 45, 96, 800}) {
+      const int out = 7 * 32 + 5;  // 8 panels, the last 5 columns wide
+      const int groups = (in + kI4Group - 1) / kI4Group;
+      const std::vector<float> w = Random(static_cast<size_t>(out) * in, 1);
+      const Matrix m = MatrixOf(w, out, in, product.type, product.layout);
+      const int max_rows = 40;
+      const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 2);
+      std::vector<int8_t> xq(static_cast<size_t>(max_rows) * groups * kI4Group);
+      std::vector<float> xscale(static_cast<size_t>(max_rows) * groups);
+      std::vector<int32_t> xsum(xscale.size());
+      QuantizeRowsI4(x.data(), in, max_rows, in, xq.data(), xscale.data(), xsum.data());
+      for (int rows = 1; rows <= max_rows; rows += rows < 14 ? 1 : 13) {
+        for (bool acc : {false, true}) {
+          for (auto [p0, p1] : {std::pair{0, 8}, std::pair{1, 8}, std::pair{4, 5}}) {
+            const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 3);
+            std::vector<float> y = before, ref = before;
+            product(false, m, in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
+                    y.data(), acc);
+            product(true, m, in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
+                    ref.data(), acc);
+            for (size_t i = 0; i < y.size(); ++i) {
+              ASSERT_EQ(y[i], ref[i])
+                  << "type=" << static_cast<int>(product.type) << " in=" << in << " rows=" << rows
+                  << " p=" << p0 << ".." << p1 << " acc=" << acc << " i=" << i;
+              const int col = static_cast<int>(i % out);
+              if (col < p0 * kPanelCols || col >= p1 * kPanelCols) {
+                ASSERT_EQ(y[i], before[i]);
+              }
             }
-          }
-          if (acc || p0 != 0 || p1 != 8) continue;
-          for (int r = 0; r < rows; r += 5) {  // each row alone, quantised alone: the same bits
-            std::vector<int8_t> q1(static_cast<size_t>(groups) * kI4Group);
-            std::vector<float> s1(groups);
-            std::vector<int32_t> n1(groups);
-            QuantizeRowsI4(x.data() + static_cast<size_t>(r) * in, in, 1, in, q1.data(), s1.data(),
-                           n1.data());
-            std::vector<float> one(out);
-            I4Gemm(m.data(), in, out, 0, 8, q1.data(), s1.data(), n1.data(), 1, one.data(), out,
-                   false);
-            for (int o = 0; o < out; ++o) {
-              ASSERT_EQ(one[o], y[static_cast<size_t>(r) * out + o])
-                  << "in=" << in << " rows=" << rows << " r=" << r << " o=" << o;
+            if (acc || p0 != 0 || p1 != 8) continue;
+            for (int r = 0; r < rows; r += 5) {  // each row alone, rounded alone: the same bits
+              std::vector<int8_t> q1(static_cast<size_t>(groups) * kI4Group);
+              std::vector<float> s1(groups);
+              std::vector<int32_t> n1(groups);
+              QuantizeRowsI4(x.data() + static_cast<size_t>(r) * in, in, 1, in, q1.data(),
+                             s1.data(), n1.data());
+              std::vector<float> one(out);
+              product(false, m, in, out, 0, 8, q1.data(), s1.data(), n1.data(), 1, one.data(),
+                      false);
+              for (int o = 0; o < out; ++o) {
+                ASSERT_EQ(one[o], y[static_cast<size_t>(r) * out + o])
+                    << "in=" << in << " rows=" << rows << " r=" << r << " o=" << o;
+              }
             }
           }
         }
