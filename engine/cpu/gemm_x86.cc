@@ -376,16 +376,12 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
 
 }  // namespace
 
-void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
-  DotGemm<Int4Chunks>(static_cast<const uint8_t*>(w), nullptr, in, out, p0, p1, xq, xscale, xsum,
-                      rows, y, ldy, accumulate);
-}
-void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate) {
-  DotGemm<Int8Chunks>(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum,
-                      rows, y, ldy, accumulate);
+void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                 const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                 int64_t ldy, bool accumulate) {
+  const auto gemm = wt == WType::kI4 ? DotGemm<Int4Chunks> : DotGemm<Int8Chunks>;
+  gemm(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
+       accumulate);
 }
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
@@ -644,16 +640,12 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
 
 }  // namespace
 
-void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
-  DotGemm<Int4Chunks>(static_cast<const uint8_t*>(w), nullptr, in, out, p0, p1, xq, xscale, xsum,
-                      rows, y, ldy, accumulate);
-}
-void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate) {
-  DotGemm<Int8Chunks>(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum,
-                      rows, y, ldy, accumulate);
+void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                 const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                 int64_t ldy, bool accumulate) {
+  const auto gemm = wt == WType::kI4 ? DotGemm<Int4Chunks> : DotGemm<Int8Chunks>;
+  gemm(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
+       accumulate);
 }
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,

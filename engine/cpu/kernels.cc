@@ -15,8 +15,7 @@ struct Dispatch {
   void (*gemm)(WType, const void*, const float*, int, int, PanelGeometry, int, int, const float*,
                int, float*, int64_t, bool) = scalar::PanelGemm;
   decltype(&scalar::SparseRowsGemm) sparse_gemm = scalar::SparseRowsGemm;
-  decltype(&scalar::I4Gemm) i4_gemm = scalar::I4Gemm;
-  decltype(&scalar::I8DotGemm) i8_dot_gemm = scalar::I8DotGemm;
+  decltype(&scalar::IntegerGemm) integer_gemm = scalar::IntegerGemm;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
@@ -48,8 +47,7 @@ Dispatch Make(const std::string& isa) {
     d.gemm = avx512::PanelGemm;
     d.sparse_gemm = avx512::SparseRowsGemm;
     // Without VNNI (Skylake-X) the AVX2 kernel's multiply-adds give the same sums.
-    d.i4_gemm = CpuHas("avx512vnni") ? avx512::I4Gemm : avx2::I4Gemm;
-    d.i8_dot_gemm = CpuHas("avx512vnni") ? avx512::I8DotGemm : avx2::I8DotGemm;
+    d.integer_gemm = CpuHas("avx512vnni") ? avx512::IntegerGemm : avx2::IntegerGemm;
     d.exp = avx512::VecExp;
     d.sigmoid = avx512::VecSigmoid;
     d.tanh = avx512::VecTanh;
@@ -61,8 +59,7 @@ Dispatch Make(const std::string& isa) {
     d.isa = "avx2";
     d.gemm = avx2::PanelGemm;
     d.sparse_gemm = avx2::SparseRowsGemm;
-    d.i4_gemm = avx2::I4Gemm;
-    d.i8_dot_gemm = avx2::I8DotGemm;
+    d.integer_gemm = avx2::IntegerGemm;
     d.exp = avx2::VecExp;
     d.sigmoid = avx2::VecSigmoid;
     d.tanh = avx2::VecTanh;
@@ -105,13 +102,15 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
 
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
             const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
-  Active().i4_gemm(w, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate);
+  Active().integer_gemm(WType::kI4, w, nullptr, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
+                        accumulate);
 }
 
 void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
                int64_t ldy, bool accumulate) {
-  Active().i8_dot_gemm(w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate);
+  Active().integer_gemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
+                        accumulate);
 }
 
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,

@@ -159,11 +159,21 @@ inline void PanelGemm(WType wt, const void* w, const float* col_scale, int in, i
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc);
-void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
-void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate);
+// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
+void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                 const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                 int64_t ldy, bool accumulate);
+inline void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq,
+                   const float* xscale, const int32_t* xsum, int rows, float* y, int64_t ldy,
+                   bool accumulate) {
+  IntegerGemm(WType::kI4, w, nullptr, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate);
+}
+inline void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                      const int8_t* xq, const float* xscale, const int32_t* xsum, int rows,
+                      float* y, int64_t ldy, bool accumulate) {
+  IntegerGemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
+              accumulate);
+}
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

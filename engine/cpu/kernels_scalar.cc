@@ -77,56 +77,41 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
   }
 }
 
-void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                 const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                 int64_t ldy, bool accumulate) {
+  const bool int4 = wt == WType::kI4;
   const int groups = (in + kI4Group - 1) / kI4Group;
   for (int p = p0; p < p1; ++p) {
-    const uint8_t* panel = static_cast<const uint8_t*>(w) + p * I4PanelBytes(in);
+    const uint8_t* panel =
+        static_cast<const uint8_t*>(w) + p * (int4 ? I4PanelBytes(in) : I8DotPanelBytes(in));
     for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
       for (int b = 0; b < rows; ++b) {
         float total = 0;
         for (int g = 0; g < groups; ++g) {
-          const uint8_t* block = panel + int64_t{g} * kI4BlockBytes;
+          const uint8_t* block = panel + int64_t{g} * (int4 ? kI4BlockBytes : kI8DotBlockBytes);
           const int64_t at = int64_t{b} * groups + g;
           int32_t dot = 0;
           for (int i = 0; i < kI4Group; ++i) {
-            const uint8_t byte = block[2 * kPanelCols + 64 * (i / 4) + 4 * (c % 16) + i % 4];
-            dot += xq[at * kI4Group + i] * (c < 16 ? byte & 15 : byte >> 4);
-          }
-          uint16_t h;
-          std::memcpy(&h, block + 2 * (2 * (c % 16) + c / 16), 2);
-          const uint32_t bits = static_cast<uint32_t>(h) << 16;
-          float wscale;
-          std::memcpy(&wscale, &bits, 4);
-          total = std::fma(static_cast<float>(dot - 8 * xsum[at]), wscale * xscale[at], total);
-        }
-        float& dst = y[b * ldy + p * kPanelCols + c];
-        dst = accumulate ? dst + total : total;
-      }
-    }
-  }
-}
-
-void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate) {
-  const int groups = (in + kI4Group - 1) / kI4Group;
-  for (int p = p0; p < p1; ++p) {
-    const uint8_t* panel = static_cast<const uint8_t*>(w) + p * I8DotPanelBytes(in);
-    for (int c = 0; c < kPanelCols && p * kPanelCols + c < out; ++c) {
-      for (int b = 0; b < rows; ++b) {
-        float total = 0;
-        for (int g = 0; g < groups; ++g) {
-          const uint8_t* block = panel + int64_t{g} * kI8DotBlockBytes;
-          const int64_t at = int64_t{b} * groups + g;
-          int32_t dot = 0;
-          for (int i = 0; i < kI4Group; ++i) {
-            const uint8_t q = block[128 * (i / 4) + 64 * (c / 16) + 4 * (c % 16) + i % 4];
+            // int4: column c's nibble of chunk i / 4, after the block's scales; int8: its byte.
+            const int q = int4 ? (block[2 * kPanelCols + 64 * (i / 4) + 4 * (c % 16) + i % 4] >>
+                                  (c / 16 * 4)) &
+                                     15
+                               : block[128 * (i / 4) + 64 * (c / 16) + 4 * (c % 16) + i % 4];
             dot += xq[at * kI4Group + i] * q;
           }
-          total = std::fma(static_cast<float>(dot - 128 * xsum[at]), xscale[at], total);
+          float scale = xscale[at];
+          if (int4) {
+            uint16_t h;
+            std::memcpy(&h, block + 2 * (2 * (c % 16) + c / 16), 2);
+            const uint32_t bits = static_cast<uint32_t>(h) << 16;
+            float wscale;
+            std::memcpy(&wscale, &bits, 4);
+            scale = wscale * xscale[at];
+          }
+          total = std::fma(static_cast<float>(dot - (int4 ? 8 : 128) * xsum[at]), scale, total);
         }
-        Store(WType::kI8, total, col_scale, p * kPanelCols + c, accumulate,
+        Store(int4 ? WType::kF32 : WType::kI8, total, col_scale, p * kPanelCols + c, accumulate,
               y[b * ldy + p * kPanelCols + c]);
       }
     }

@@ -9,11 +9,10 @@
 namespace modrwkv::cpu {
 namespace avx512 {
 // AVX-512 VNNI (vpdpbusd): dispatched only where the CPU has it.
-void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
-void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate);
+// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
+void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                 const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                 int64_t ldy, bool accumulate);
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
@@ -30,11 +29,10 @@ void LayerNorm(const float* x, const float* weight, const float* bias, int n, fl
                float* out);
 }  // namespace avx512
 namespace avx2 {
-void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
-void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
-               const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate);
+// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
+void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
+                 const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
+                 int64_t ldy, bool accumulate);
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
