@@ -103,9 +103,7 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_
       MakeMatrix(*refs.emb.view, refs.emb.transposed, quantised ? WType::kBF16 : wt, Layout::kRows);
   // An int4 model's head: int8 weights, but integer products on x rounded to int8 as the int4
   // products (twice int8-times-f32's speed at a decode step's few rows).
-  head_ = wt == WType::kI4
-              ? MakeMatrix(*refs.head.view, refs.head.transposed, WType::kI8, Layout::kDotChunks)
-              : mat(refs.head);
+  head_ = mat(refs.head, wt == WType::kI4 ? Layout::kDotChunks : Layout::kPanels);
   ln0_w_ = ToF32(refs.ln0_w);
   ln0_b_ = ToF32(refs.ln0_b);
   ln_out_w_ = ToF32(refs.ln_out_w);

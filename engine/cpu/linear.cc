@@ -86,6 +86,20 @@ int64_t I8DotAt(int in, int o, int i) {
          128 * (k / 4) + 64 * (c / 16) + 4 * (c % 16) + k % 4;
 }
 
+// Packs W[o][i] = at(o, i) as int8 levels (level(o, w), MakeMatrix's rounding) into chunks for
+// the integer products, offset by 128 (Matrix::chunks, kernels.h).
+template <typename At, typename ToLevel>
+void PackDotChunks(int rows, int cols, At at, ToLevel level, AlignedBuffer<uint8_t>* dst) {
+  const int panels = (rows + kPanelCols - 1) / kPanelCols;
+  dst->Resize(static_cast<size_t>(panels * I8DotPanelBytes(cols)));
+  std::memset(dst->data(), 128, dst->size());  // padding: level 0
+  for (int o = 0; o < rows; ++o) {
+    for (int i = 0; i < cols; ++i) {
+      dst->data()[I8DotAt(cols, o, i)] = static_cast<uint8_t>(level(o, at(o, i)) + 128);
+    }
+  }
+}
+
 // W[o][i] of an int4 matrix.
 float I4Value(const Matrix& m, int o, int i) {
   const I4Place pl = I4At(m.cols, o, i);
@@ -110,7 +124,14 @@ template class AlignedBuffer<uint8_t>;
 
 std::vector<float> UnpackMatrix(const Matrix& m) {
   std::vector<float> out(static_cast<size_t>(m.rows) * m.cols);
-  auto value = [&](int64_t at, int o) {
+  auto value = [&](int o, int i) {
+    if (m.type == WType::kI4) return I4Value(m, o, i);
+    if (m.layout == Layout::kDotChunks) {
+      return static_cast<float>(m.chunks.data()[I8DotAt(m.cols, o, i)] - 128) * m.scale[o];
+    }
+    const int64_t at = m.layout == Layout::kRows
+                           ? static_cast<int64_t>(o) * m.cols + i
+                           : PanelIndex(m.geometry(), m.type == WType::kBF16, o, i);
     switch (m.type) {
       case WType::kF32:
         return m.f32.data()[at];
@@ -119,26 +140,12 @@ std::vector<float> UnpackMatrix(const Matrix& m) {
       case WType::kI8:
         return static_cast<float>(m.i8.data()[at]) * m.scale[o];
       case WType::kI4:
-        break;  // below
+        break;  // above
     }
     return 0.0f;
   };
   for (int o = 0; o < m.rows; ++o) {
-    for (int i = 0; i < m.cols; ++i) {
-      if (m.type == WType::kI4) {
-        out[static_cast<size_t>(o) * m.cols + i] = I4Value(m, o, i);
-        continue;
-      }
-      if (m.layout == Layout::kDotChunks) {
-        const uint8_t byte = m.chunks.data()[I8DotAt(m.cols, o, i)];
-        out[static_cast<size_t>(o) * m.cols + i] = static_cast<float>(byte - 128) * m.scale[o];
-        continue;
-      }
-      const int64_t at = m.layout == Layout::kRows
-                             ? static_cast<int64_t>(o) * m.cols + i
-                             : PanelIndex(m.geometry(), m.type == WType::kBF16, o, i);
-      out[static_cast<size_t>(o) * m.cols + i] = value(at, o);
-    }
+    for (int i = 0; i < m.cols; ++i) out[static_cast<size_t>(o) * m.cols + i] = value(o, i);
   }
   return out;
 }
@@ -191,18 +198,10 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
         break;
       case WType::kI8:
         if (layout == Layout::kDotChunks) {
-          const int panels = m.panels();
-          m.chunks.Resize(static_cast<size_t>(panels * I8DotPanelBytes(m.cols)));
-          std::memset(m.chunks.data(), 128, m.chunks.size());  // padding: q = 0
-          for (int o = 0; o < m.rows; ++o) {
-            for (int i = 0; i < m.cols; ++i) {
-              m.chunks.data()[I8DotAt(m.cols, o, i)] =
-                  static_cast<uint8_t>(to_i8(o, at(o, i)) + 128);
-            }
-          }
-          break;
+          PackDotChunks(m.rows, m.cols, at, to_i8, &m.chunks);
+        } else {
+          PackPanels(m.rows, m.cols, g, at, to_i8, &m.i8);
         }
-        PackPanels(m.rows, m.cols, g, at, to_i8, &m.i8);
         break;
       case WType::kI4:
         PackI4(m.rows, m.cols, at, &m.chunks);
