@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(
                                                : "int4";
   m->info_.parameter_count = refs.parameter_count;
   m->info_.fingerprint = FingerprintRwkv7(refs);
-  MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt, options.sparse_ffn && wt != WType::kI4));
+  MODRWKV_RETURN_IF_ERROR(m->LoadWeights(refs, wt, options.sparse_ffn));
   m->state_.Resize(static_cast<size_t>(state_floats));
   std::memset(m->state_.data(), 0, static_cast<size_t>(state_floats) * 4);
   return m;
@@ -125,7 +125,10 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_
     l.v1 = mat(r.v1), l.v2 = mat(r.v2), l.g1 = mat(r.g1), l.g2 = mat(r.g2);
     l.wr = big(r.wr), l.wk = big(r.wk), l.wv = big(r.wv), l.wo = big(r.wo);
     l.ffn_key = big(r.ffn_key), l.ffn_value = big(r.ffn_value);
-    if (sparse_ffn) l.ffn_value_rows = mat(r.ffn_value, Layout::kInputRows);
+    if (sparse_ffn) {
+      l.ffn_value_rows =
+          MakeMatrix(*r.ffn_value.view, r.ffn_value.transposed, wt, Layout::kInputRows);
+    }
     for (const Matrix* m : {&l.w1, &l.w2, &l.a1, &l.a2, &l.v1, &l.v2, &l.g1, &l.g2, &l.wr, &l.wk,
                             &l.wv, &l.wo, &l.ffn_key, &l.ffn_value}) {
       decode_bytes += m->bytes();

@@ -4,8 +4,6 @@
 // and each output stays a single fused multiply-add chain over i in order.
 #if defined(__x86_64__)
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -15,18 +13,7 @@
 
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/kernels_x86.h"
-
-#pragma GCC diagnostic ignored "-Wpsabi"
-// GCC 12 flags the deliberately undefined lanes inside its own convert intrinsics.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if !defined(__clang__)  // (a GCC-only warning)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define MODRWKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define MODRWKV_AVX2 __attribute__((target("avx2,fma")))
-#define MODRWKV_AVX512_VNNI \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#include "engine/cpu/x86_simd.h"
 
 namespace modrwkv::cpu {
 namespace {
@@ -348,8 +335,9 @@ constexpr std::array<DotTileFn, sizeof...(I)> MakeDotTiles(std::integer_sequence
 
 // One panel at a time for every row count (tiles of up to 12 rows), each tile prefetching its
 // share of the next panel. Unlike PanelGemmT, no four panels at once below 4 rows: for int4 that
-// measured 2.2x slower at one row, where one stream with the next panel prefetched reads 29-31
-// GB/s of weights on one core (docs/benchmarks.md, "int4 weights").
+// measured 2.2x slower at one row than one stream with the next panel prefetched, which reads
+// int4's weights from memory about as fast as the other types stream theirs (docs/benchmarks.md,
+// "int4 weights" and its correction).
 template <typename Fmt>
 void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int p1,
              const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,

@@ -16,6 +16,7 @@ struct Dispatch {
                int, float*, int64_t, bool) = scalar::PanelGemm;
   decltype(&scalar::SparseRowsGemm) sparse_gemm = scalar::SparseRowsGemm;
   decltype(&scalar::IntegerGemm) integer_gemm = scalar::IntegerGemm;
+  decltype(&scalar::SparseI4Gemm) sparse_i4_gemm = scalar::SparseI4Gemm;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
@@ -48,6 +49,7 @@ Dispatch Make(const std::string& isa) {
     d.sparse_gemm = avx512::SparseRowsGemm;
     // Without VNNI (Skylake-X) the AVX2 kernel's multiply-adds give the same sums.
     d.integer_gemm = CpuHas("avx512vnni") ? avx512::IntegerGemm : avx2::IntegerGemm;
+    d.sparse_i4_gemm = CpuHas("avx512vnni") ? avx512::SparseI4Gemm : avx2::SparseI4Gemm;
     d.exp = avx512::VecExp;
     d.sigmoid = avx512::VecSigmoid;
     d.tanh = avx512::VecTanh;
@@ -60,6 +62,7 @@ Dispatch Make(const std::string& isa) {
     d.gemm = avx2::PanelGemm;
     d.sparse_gemm = avx2::SparseRowsGemm;
     d.integer_gemm = avx2::IntegerGemm;
+    d.sparse_i4_gemm = avx2::SparseI4Gemm;
     d.exp = avx2::VecExp;
     d.sigmoid = avx2::VecSigmoid;
     d.tanh = avx2::VecTanh;
@@ -111,6 +114,13 @@ void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, i
                int64_t ldy, bool accumulate) {
   Active().integer_gemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
                         accumulate);
+}
+
+void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
+                  const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
+                  float* y, int64_t ldy, bool accumulate, float* acc) {
+  Active().sparse_i4_gemm(w, in, out, k0, k1, xq, xscale, xsum, rows, nonzero, n, y, ldy,
+                          accumulate, acc);
 }
 
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,

@@ -118,6 +118,38 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc);
 
+// int4 weights stored input-major (Layout::kInputRows with kI4): the packed panels' levels and
+// scales (MakeMatrix quantises both layouts alike), laid out for SparseI4Gemm, which reads only
+// the rows of the inputs that are not zero. First ceil(in / 32) scale rows, row g holding column
+// o's bf16 scale of group g at word o (I4ScaleRowWords(out) words a row); then one row of
+// I4InputRowBytes(out) bytes per input (ceil(in / 32) * 32 rows, the padding at level 8). A row
+// is 64-column blocks of 32 bytes: in a block, column 16a + 4l + j (a, l, j in 0..3) is at
+// position 16l + 4a + j of 64, position p < 32 the low nibble of byte p and p >= 32 the high
+// nibble of byte p - 32. That order is the one in which byte and word unpacks of four rows, lane
+// by lane, give vectors of 16 consecutive columns x 4 inputs (vpdpbusd's operand).
+constexpr int kI4RowCols = 64;
+inline int64_t I4ScaleRowWords(int out) {
+  return (int64_t{out} + kI4RowCols - 1) / kI4RowCols * kI4RowCols;
+}
+inline int64_t I4InputRowBytes(int out) { return I4ScaleRowWords(out) / 2; }
+inline int64_t I4InputMajorBytes(int out, int in) {
+  return int64_t{(in + kI4Group - 1) / kI4Group} *
+         (2 * I4ScaleRowWords(out) + kI4Group * I4InputRowBytes(out));
+}
+// Position (0..63) of a block's column c (0..63) in the order above.
+inline int I4RowPosition(int c) { return 16 * (c / 4 % 4) + 4 * (c / 16) + c % 4; }
+
+// I4Gemm's results, bit for bit, for rows <= kSparseMaxRows of x rounded by QuantizeRowsI4,
+// over int4 weights stored input-major (above), reading only the weights of the n inputs listed
+// in `nonzero` (increasing; they include every i with xq[b][i] != 0 for some b): each group's
+// integer sum is exact whichever zero terms it leaves out, and a group with no listed input adds
+// exactly zero to the totals where its x scales are finite (its weights and scales are not
+// read then). Columns of the 64-column blocks [k0, k1) below `out`. acc: scratch for
+// rows * 64 * (k1 - k0) floats.
+void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
+                  const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
+                  float* y, int64_t ldy, bool accumulate, float* acc);
+
 // In-place element-wise functions over n floats.
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
@@ -159,6 +191,9 @@ inline void PanelGemm(WType wt, const void* w, const float* col_scale, int in, i
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc);
+void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
+                  const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
+                  float* y, int64_t ldy, bool accumulate, float* acc);
 // I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,

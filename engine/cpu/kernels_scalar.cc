@@ -1,4 +1,5 @@
 // Portable reference kernels: the oracle the SIMD versions are tested against.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -114,6 +115,42 @@ void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int ou
         Store(int4 ? WType::kF32 : WType::kI8, total, col_scale, p * kPanelCols + c, accumulate,
               y[b * ldy + p * kPanelCols + c]);
       }
+    }
+  }
+}
+
+void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
+                  const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
+                  float* y, int64_t ldy, bool accumulate, float* /*acc*/) {
+  const uint8_t* bytes = static_cast<const uint8_t*>(w);
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  const int64_t words = I4ScaleRowWords(out), row_bytes = I4InputRowBytes(out);
+  const uint8_t* input_rows = bytes + 2 * groups * words;
+  for (int o = k0 * kI4RowCols; o < std::min(out, k1 * kI4RowCols); ++o) {
+    const int pos = I4RowPosition(o % kI4RowCols);
+    const int64_t byte = o / kI4RowCols * (kI4RowCols / 2) + pos % 32;
+    for (int b = 0; b < rows; ++b) {
+      float total = 0;
+      int j = 0;
+      for (int g = 0; g < groups; ++g) {
+        const int64_t at = int64_t{b} * groups + g;
+        // A group with no listed input adds 0 to the total: no bit changes unless x is NaN.
+        if ((j == n || nonzero[j] >= (g + 1) * kI4Group) && std::isfinite(xscale[at])) continue;
+        int32_t dot = 0;
+        for (; j < n && nonzero[j] < (g + 1) * kI4Group; ++j) {
+          const int i = nonzero[j];
+          const int q = (input_rows[i * row_bytes + byte] >> (pos / 32 * 4)) & 15;
+          dot += xq[int64_t{b} * groups * kI4Group + i] * q;
+        }
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * (g * words + o), 2);
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        float wscale;
+        std::memcpy(&wscale, &bits, 4);
+        total = std::fma(static_cast<float>(dot - 8 * xsum[at]), wscale * xscale[at], total);
+      }
+      float& dst = y[b * ldy + o];
+      dst = accumulate ? dst + total : total;
     }
   }
 }

@@ -4,22 +4,10 @@
 
 #include "engine/cpu/kernels_x86.h"
 
-#include <immintrin.h>
-
 #include <cmath>
 
 #include "engine/cpu/kernels.h"
-
-// The lambdas below return vectors by value; they are always inlined, so the ABI note is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-// GCC 12 flags the deliberately undefined lanes inside its own reduce/convert intrinsics.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if !defined(__clang__)  // (a GCC-only warning)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define MODRWKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define MODRWKV_AVX2 __attribute__((target("avx2,fma")))
+#include "engine/cpu/x86_simd.h"
 
 namespace modrwkv::cpu {
 namespace avx512 {

@@ -13,6 +13,9 @@ namespace avx512 {
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
                  int64_t ldy, bool accumulate);
+void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
+                  const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
+                  float* y, int64_t ldy, bool accumulate, float* acc);
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
@@ -33,6 +36,9 @@ namespace avx2 {
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
                  int64_t ldy, bool accumulate);
+void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
+                  const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
+                  float* y, int64_t ldy, bool accumulate, float* acc);
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
                int p0, int p1, const float* xp, int rows, float* y, int64_t ldy, bool accumulate);
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,

@@ -36,14 +36,15 @@ class AlignedBuffer {
 // kPanels packed for PanelGemm (the dense layers, see kernels.h); kInputRows input-major, the
 // panels' rows interleaved (PanelGeometry::InputMajor): the channel mix's value matrix, whose
 // inputs (relu^2 activations) are mostly zero in a decode step, so that a product of a few rows
-// reads only the weights of the nonzero inputs (SparseRowsGemm); kDotChunks (int8 only) in
+// reads only the weights of the nonzero inputs (SparseRowsGemm; for int4 SparseI4Gemm, over
+// kernels.h's input-major int4 format); kDotChunks (int8 only) in
 // chunks for integer products (I8DotGemm, kernels.h) on x rounded to int8 by group: the head of
 // an int4 model, whose products then run as the int4 ones do.
 enum class Layout { kRows, kPanels, kInputRows, kDotChunks };
 
 // A weight matrix, logically [rows = out][cols = in]: f32, bf16, int8 with a scale per row, or
-// int4 with a scale per row and group of kI4Group inputs (kPanels only; products by I4Gemm on x
-// rounded to int8 by group, kernels.h).
+// int4 with a scale per row and group of kI4Group inputs (kPanels or kInputRows; products by
+// I4Gemm or SparseI4Gemm on x rounded to int8 by group, kernels.h).
 struct Matrix {
   WType type = WType::kF32;
   Layout layout = Layout::kRows;
@@ -88,7 +89,8 @@ struct Matrix {
       case WType::kI8:
         return (layout == Layout::kDotChunks ? panels() * I8DotPanelBytes(cols) : n) + 4LL * rows;
       case WType::kI4:
-        return panels() * I4PanelBytes(cols);
+        return layout == Layout::kInputRows ? I4InputMajorBytes(rows, cols)
+                                            : panels() * I4PanelBytes(cols);
     }
     return 0;
   }
@@ -99,7 +101,9 @@ struct Matrix {
 // q = round(w / scale). kI8 needs the kPanels, kInputRows or kDotChunks layout. kI4 quantises each
 // output row's groups of kI4Group inputs: m = the group's weight of largest magnitude, scale = m /
 // -8 rounded to bf16, q - 8 = clamp(round(w / scale), -8, 7) (so m is stored exactly up to the
-// scale's rounding, and -8..7 all serve); kI4 needs the kPanels layout.
+// scale's rounding, and -8..7 all serve; m from the group's finite weights, a weight that is
+// not finite becomes level 0); kI4 needs the kPanels or kInputRows layout (the same levels and
+// scales in both).
 Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layout);
 
 // W[out][in] as f32, row-major, whatever the Matrix's type and layout (bf16 widened, int8
@@ -115,20 +119,27 @@ class LinearRunner {
   // is read from memory at most once per call; each output's value depends only on its own row
   // of X (PanelGemm's batch invariance), so how requests are batched never changes results. A
   // kInputRows matrix times at most kSparseMaxRows rows reads only the weights of the inputs
-  // that are not zero in every row (the same results: a zero input adds nothing).
+  // that are not zero in every row (the same results: a zero input adds nothing); an int4
+  // kInputRows matrix does so kSparseMaxRows rows at a time whatever the rows.
   void Run(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
            bool accumulate);
 
   // The same product given also `input_major`, the same matrix stored Layout::kInputRows: a call
   // of up to kSparseMaxRows rows with at most kSparseMaxDensity of its inputs nonzero in some row
-  // runs on it, reading only those inputs' weights (SparseRowsGemm); any other call runs on `w`.
-  // The same results either way.
+  // runs on it, reading only those inputs' weights (SparseRowsGemm; int4: SparseI4Gemm, the
+  // zeros of x as rounded to int8, kSparseMaxDensityI4); any other call runs on `w`. The same
+  // results either way.
   void RunSkippingZeros(const Matrix& w, const Matrix& input_major, const float* x, int64_t ldx,
                         int rows, float* y, int64_t ldy, bool accumulate);
   // Above this fraction of nonzero inputs, reading their rows of an input-major matrix costs more
   // than reading the packed one whole: the sparse kernel reads a matrix's rows at ~0.8x the packed
   // kernel's rate (0.1B's value matrix, one row: 168-181 us for all of them against 139 us).
   static constexpr double kSparseMaxDensity = 0.75;
+  // The same for int4 (SparseI4Gemm): its rows cost more arithmetic per byte than the packed
+  // panels' (nibbles widened and four rows interleaved per 64 columns), so it wins only below
+  // ~35-40% nonzero (0.1B's value matrix, one row: 64 us at 30% against 87 us packed, 104 us at
+  // 50% against 79 us; docs/benchmarks.md).
+  static constexpr double kSparseMaxDensityI4 = 0.35;
 
   // Inputs of the few-row products that could skip zeros so far (Run on a kInputRows matrix,
   // RunSkippingZeros): how many there were, and how many of them had their weights read.
@@ -144,10 +155,19 @@ class LinearRunner {
   // The product over the inputs in nonzero_, on an input-major matrix (their rows counted read).
   void RunSparse(const Matrix& w, const float* x, int64_t ldx, int rows, float* y, int64_t ldy,
                  bool accumulate);
+  // x rounded to int8 by group for the integer products (QuantizeRowsI4 into xq_, xscale_, xsum_).
+  void QuantizeX(int in, const float* x, int64_t ldx, int rows);
+  // ListNonzero over rows [r0, r0 + rows) of the rounded x (xq_).
+  void ListNonzeroQuantised(int in, int r0, int rows);
+  // The integer products on the rounded x: all of it (RunDot: int4 panels or int8 kDotChunks), or
+  // rows [r0, r0 + rows) over the inputs in nonzero_ on an int4 input-major matrix (RunSparseI4,
+  // results at y).
+  void RunDot(const Matrix& w, int rows, float* y, int64_t ldy, bool accumulate);
+  void RunSparseI4(const Matrix& w, int r0, int rows, float* y, int64_t ldy, bool accumulate);
 
   ThreadPool* pool_;
   AlignedBuffer<float> xpack_;  // x packed for the kernel (PackRows), shared by the tasks
-  AlignedBuffer<int8_t> xq_;    // for int4 matrices: x rounded by group (QuantizeRowsI4)
+  AlignedBuffer<int8_t> xq_;    // for the integer products: x rounded by group (QuantizeX)
   AlignedBuffer<float> xscale_;
   std::vector<int32_t> xsum_;
   std::vector<int32_t> nonzero_;                  // RunSparse's inputs, shared by the tasks

@@ -149,7 +149,8 @@ struct ModelOptions {
   // bf16). kI4 (the CPU backend only): the time mix's r, k, v, o and the channel mix's key and
   // value in int4 with a bf16 scale per output row and group of 32 inputs (4.5 bits per weight),
   // multiplied by activations rounded to int8 per group of 32; the LoRA matrices and the head in
-  // int8, the embedding table bf16; no sparse channel-mix values. Their accuracy costs against f32
+  // int8, the embedding table bf16; sparse channel-mix values skip the inputs rounded to zero.
+  // Their accuracy costs against f32
   // are measured in docs/benchmarks.md. kF16 (the CUDA backend only): fp16 matrices, three more
   // mantissa bits than bf16 at the same bytes (what the official RWKV-7 GPU inference runs); a
   // matrix with a value beyond fp16's range is refused.

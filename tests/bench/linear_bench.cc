@@ -3,6 +3,7 @@
 // rows of x, f32, bf16, int8 and int4 weights. Reports GFLOP/s (compare with the sgemm peak
 // `modrwkv bench` prints) and weight bytes/s (compare with its read bandwidth): batch 1 should sit
 // near the bandwidth, 32 rows and more near the peak.
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -87,18 +88,19 @@ void RunInTurn(benchmark::State& state, const std::vector<Matrix>& w, const std:
                                                      benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// The channel mix's value product of a 0.1B decode step (768 x 3072), bf16, over 48 such matrices
-// in turn (226 MB: four times the last-level cache, so that even the skipping layouts read from
-// memory), with `density` percent of the inputs nonzero (relu^2 activations: about 50 with random
-// weights): packed panels read every weight; input-major storage reads the rows of nonzero inputs
-// only (SparseRowsGemm) up to kSparseMaxRows rows, and is PanelGemm over strided panels above
-// (not what CpuModel runs there: it keeps the packed copy for those). weight_GB/s counts the
-// whole matrix, so it exceeds the read bandwidth when rows are skipped.
-void BM_FfnValue(benchmark::State& state, Layout layout) {
+// The channel mix's value product of a 0.1B decode step (768 x 3072), bf16 or int4, over 48 such
+// matrices in turn (bf16 226 MB, int4 64 MB: at least twice the last-level cache, so that even
+// the skipping layouts read from memory), with `density` percent of the inputs nonzero (relu^2
+// activations: about 50 with random weights): packed panels read every weight; input-major
+// storage reads the rows of nonzero inputs only (SparseRowsGemm, SparseI4Gemm) up to
+// kSparseMaxRows rows, and above is PanelGemm over strided panels (bf16) or SparseI4Gemm four
+// rows at a time (int4) (not what CpuModel runs there: it keeps the packed copy for those).
+// weight_GB/s counts the whole matrix, so it exceeds the read bandwidth when rows are skipped.
+void BM_FfnValue(benchmark::State& state, Layout layout, WType type) {
   const int rows = static_cast<int>(state.range(0));
   const int density = static_cast<int>(state.range(1));
   std::mt19937 gen(1);
-  const std::vector<Matrix> w = RandomMatrices(768, 3072, 48, WType::kBF16, layout, gen);
+  const std::vector<Matrix> w = RandomMatrices(768, 3072, 48, type, layout, gen);
   std::uniform_real_distribution<float> d(-1, 1);
   std::uniform_int_distribution<int> pct(0, 99);
   std::vector<float> x(static_cast<size_t>(rows) * 3072);
@@ -107,30 +109,53 @@ void BM_FfnValue(benchmark::State& state, Layout layout) {
 }
 
 // Decode's streams: a 0.4B channel-mix key matrix (4096 x 1024) times `rows` rows, over as many
-// such matrices in turn as make 256 MB of f32 (eight times the last-level cache, so the weights
-// come from memory whatever their type): weight_GB/s against `modrwkv bench`'s read bandwidth
-// says how close each type's kernel comes to its memory bound, and us per call what fewer bytes
-// buy.
+// such matrices in turn as make at least 128 MB of the type (four times the last-level cache, so
+// the weights come from memory whatever their type; a fixed 16 matrices, 38 MB in int4, let part
+// of int4's set stay in the 32 MB L3): weight_GB/s against `modrwkv bench`'s read bandwidth says
+// how close each type's kernel comes to its memory bound, and us per call what fewer bytes buy.
 void BM_Stream(benchmark::State& state, WType type) {
   const int rows = static_cast<int>(state.range(0));
   std::mt19937 gen(1);
-  const std::vector<Matrix> w = RandomMatrices(4096, 1024, 16, type, Layout::kPanels, gen);
+  const double bits = type == WType::kF32    ? 32
+                      : type == WType::kBF16 ? 16
+                      : type == WType::kI8   ? 8
+                                             : 4.5;
+  const int count = static_cast<int>(std::ceil(128e6 / (4096.0 * 1024 * bits / 8)));
+  const std::vector<Matrix> w = RandomMatrices(4096, 1024, count, type, Layout::kPanels, gen);
   std::uniform_real_distribution<float> d(-1, 1);
   std::vector<float> x(static_cast<size_t>(rows) * 1024);
   for (float& v : x) v = d(gen);
   RunInTurn(state, w, x, rows);
 }
 
+// The same for a 1.5B decode step's value matrix (2048 x 8192) in int4, 8 copies in turn (75 MB).
+void BM_FfnValue15b(benchmark::State& state, Layout layout) {
+  const int rows = static_cast<int>(state.range(0));
+  const int density = static_cast<int>(state.range(1));
+  std::mt19937 gen(1);
+  const std::vector<Matrix> w = RandomMatrices(2048, 8192, 8, WType::kI4, layout, gen);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::uniform_int_distribution<int> pct(0, 99);
+  std::vector<float> x(static_cast<size_t>(rows) * 8192);
+  for (float& v : x) v = pct(gen) < density ? d(gen) * d(gen) : 0.0f;
+  RunInTurn(state, w, x, rows);
+}
+
 void FfnValueCases(benchmark::internal::Benchmark* b) {
   for (int rows : {1, 2, 4, 8, 9, 16, 32}) {
-    for (int density : {100, 50, 10}) b->Args({rows, density});
+    for (int density : {100, 50, 30, 20, 10}) b->Args({rows, density});
   }
   b->ArgNames({"rows", "density"})->Unit(benchmark::kMicrosecond);
 }
 
 BENCHMARK_CAPTURE(BM_Linear, f32, WType::kF32)->Apply(Shapes);
-BENCHMARK_CAPTURE(BM_FfnValue, packed, Layout::kPanels)->Apply(FfnValueCases);
-BENCHMARK_CAPTURE(BM_FfnValue, input_major, Layout::kInputRows)->Apply(FfnValueCases);
+BENCHMARK_CAPTURE(BM_FfnValue, packed, Layout::kPanels, WType::kBF16)->Apply(FfnValueCases);
+BENCHMARK_CAPTURE(BM_FfnValue, input_major, Layout::kInputRows, WType::kBF16)->Apply(FfnValueCases);
+BENCHMARK_CAPTURE(BM_FfnValue, int4_packed, Layout::kPanels, WType::kI4)->Apply(FfnValueCases);
+BENCHMARK_CAPTURE(BM_FfnValue, int4_input_major, Layout::kInputRows, WType::kI4)
+    ->Apply(FfnValueCases);
+BENCHMARK_CAPTURE(BM_FfnValue15b, int4_packed, Layout::kPanels)->Apply(FfnValueCases);
+BENCHMARK_CAPTURE(BM_FfnValue15b, int4_input_major, Layout::kInputRows)->Apply(FfnValueCases);
 BENCHMARK_CAPTURE(BM_Linear, bf16, WType::kBF16)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Linear, int8, WType::kI8)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Linear, int4, WType::kI4)->Apply(Shapes);

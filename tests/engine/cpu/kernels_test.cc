@@ -301,6 +301,37 @@ TEST(Int4Test, NaNWeightsQuantiseToZero) {
       }
     }
   }
+  // int4, either layout: an infinite weight too, its group's scale from the finite ones (an
+  // infinite scale would make the group's products NaN, and a zero input's skipped term not zero).
+  w[70] = -std::numeric_limits<float>::infinity();
+  for (Layout layout : {Layout::kPanels, Layout::kInputRows}) {
+    const std::vector<float> back = UnpackMatrix(MatrixOf(w, out, in, WType::kI4, layout));
+    EXPECT_EQ(back[5], 0.0f);
+    EXPECT_EQ(back[70], 0.0f);
+    for (size_t i = 0; i < back.size(); ++i) {
+      if (i != 5 && i != 70) ASSERT_NEAR(back[i], w[i], 0.13f) << "i=" << i;
+    }
+  }
+}
+
+// The input-major int4 layout (SparseI4Gemm's) holds the packed panels' levels and scales, from
+// either orientation of the checkpoint tensor, and its stated size.
+TEST(Int4Test, InputMajorHoldsThePackedLevels) {
+  for (auto [out, in] : {std::pair{45, 20}, std::pair{64, 32}, std::pair{130, 100}}) {
+    const std::vector<float> w = Random(static_cast<size_t>(out) * in, 23);
+    std::vector<float> wt(w.size());  // [in][out]
+    for (int o = 0; o < out; ++o) {
+      for (int i = 0; i < in; ++i) wt[static_cast<size_t>(i) * out + o] = w[o * in + i];
+    }
+    const TensorView transposed{"w", DType::kF32, {in, out}, wt.data(), wt.size() * 4};
+    const Matrix packed = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
+    for (const Matrix& major : {MatrixOf(w, out, in, WType::kI4, Layout::kInputRows),
+                                MakeMatrix(transposed, true, WType::kI4, Layout::kInputRows)}) {
+      EXPECT_EQ(major.bytes(), I4InputMajorBytes(out, in));
+      EXPECT_EQ(static_cast<int64_t>(major.chunks.size()), major.bytes());
+      EXPECT_EQ(UnpackMatrix(major), UnpackMatrix(packed)) << "out=" << out << " in=" << in;
+    }
+  }
 }
 
 // A NaN or an infinity in x makes its group's products NaN (as f32 products would), not garbage
@@ -528,6 +559,114 @@ TEST_P(KernelIsaTest, SparseRowsGemmReadsOnlyTheListedInputs) {
   }
 }
 
+// Inputs of x as I4Gemm takes them (QuantizeRowsI4), and the ones nonzero in some of its first
+// `rows` rows (what SparseI4Gemm reads).
+struct RoundedX {
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<int32_t> sum;
+  RoundedX(const std::vector<float>& x, int rows, int in) {
+    const int groups = (in + kI4Group - 1) / kI4Group;
+    q.resize(static_cast<size_t>(rows) * groups * kI4Group);
+    scale.resize(static_cast<size_t>(rows) * groups);
+    sum.resize(scale.size());
+    QuantizeRowsI4(x.data(), in, rows, in, q.data(), scale.data(), sum.data());
+  }
+  std::vector<int32_t> Nonzero(int rows, int in) const {
+    const int64_t ldq = int64_t{(in + kI4Group - 1) / kI4Group} * kI4Group;
+    std::vector<int32_t> nz;
+    for (int i = 0; i < in; ++i) {
+      bool any = false;
+      for (int b = 0; b < rows; ++b) any |= q[b * ldq + i] != 0;
+      if (any) nz.push_back(i);
+    }
+    return nz;
+  }
+};
+
+// SparseI4Gemm gives I4Gemm's bits (the scalar kernel's, on the packed panels) on every ISA for 1
+// to kSparseMaxRows rows, block ranges and the matrix's edge, reading only the listed inputs; a
+// group with a NaN in x and no listed input (its x rounded to zeros) still makes its row NaN as
+// there; columns outside the range untouched.
+TEST_P(KernelIsaTest, SparseI4GemmGivesI4GemmsBits) {
+  for (int in : {1, 45, 96, 300}) {
+    const int out = 2 * kI4RowCols + 37;  // 3 blocks of 64 columns, 6 panels, the last partial
+    const std::vector<float> w = Random(static_cast<size_t>(out) * in, 31);
+    const Matrix packed = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
+    const Matrix major = MatrixOf(w, out, in, WType::kI4, Layout::kInputRows);
+    std::vector<float> x = MostlyZero(kSparseMaxRows, in, 32);
+    if (in > 3 * kI4Group) {  // group 2: zero but for a NaN in row 2 (no input of it listed)
+      for (int b = 0; b < kSparseMaxRows; ++b) {
+        for (int i = 2 * kI4Group; i < 3 * kI4Group; ++i) x[static_cast<size_t>(b) * in + i] = 0;
+      }
+      x[static_cast<size_t>(2) * in + 2 * kI4Group + 1] = std::nanf("");
+    }
+    const RoundedX r(x, kSparseMaxRows, in);
+    for (int rows = 1; rows <= kSparseMaxRows; ++rows) {
+      const std::vector<int32_t> nz = r.Nonzero(rows, in);
+      for (bool acc : {false, true}) {
+        for (auto [k0, k1] : {std::pair{0, 3}, std::pair{1, 3}, std::pair{0, 1}}) {
+          const int p0 = 2 * k0, p1 = std::min(packed.panels(), 2 * k1);
+          const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 33);
+          std::vector<float> ref = before, got = before, twin = before;
+          scalar::I4Gemm(packed.data(), in, out, p0, p1, r.q.data(), r.scale.data(), r.sum.data(),
+                         rows, ref.data(), out, acc);
+          std::vector<float> scratch(static_cast<size_t>(rows) * kI4RowCols * (k1 - k0));
+          SparseI4Gemm(major.data(), in, out, k0, k1, r.q.data(), r.scale.data(), r.sum.data(),
+                       rows, nz.data(), static_cast<int>(nz.size()), got.data(), out, acc,
+                       scratch.data());
+          scalar::SparseI4Gemm(major.data(), in, out, k0, k1, r.q.data(), r.scale.data(),
+                               r.sum.data(), rows, nz.data(), static_cast<int>(nz.size()),
+                               twin.data(), out, acc, scratch.data());
+          for (size_t i = 0; i < ref.size(); ++i) {
+            const auto where = testing::Message() << "in=" << in << " rows=" << rows << " k=" << k0
+                                                  << ".." << k1 << " acc=" << acc << " i=" << i;
+            // EXPECT_EQ on floats would call NaN unequal to itself: compare the bits.
+            ASSERT_EQ(std::isnan(got[i]), std::isnan(ref[i])) << where;
+            if (!std::isnan(ref[i])) {
+              ASSERT_EQ(got[i], ref[i]) << where;
+              ASSERT_EQ(twin[i], ref[i]) << where;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The listed inputs are all SparseI4Gemm reads: the rows of the other inputs, and the scales of
+// groups with no listed input, may hold anything without changing a bit.
+TEST_P(KernelIsaTest, SparseI4GemmReadsOnlyTheListedInputs) {
+  const int in = 160, out = 128, rows = 2;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 41);
+  std::vector<float> x = MostlyZero(rows, in, 42);
+  for (int i = 64; i < 96; ++i) x[i] = x[in + i] = 0.0f;  // group 2 all zero
+  const RoundedX r(x, rows, in);
+  const std::vector<int32_t> nz = r.Nonzero(rows, in);
+  ASSERT_LT(nz.size(), static_cast<size_t>(in) * 3 / 4);
+  const Matrix clean = MatrixOf(w, out, in, WType::kI4, Layout::kInputRows);
+  Matrix dirty = MatrixOf(w, out, in, WType::kI4, Layout::kInputRows);
+  const int64_t words = I4ScaleRowWords(out), row_bytes = I4InputRowBytes(out);
+  uint8_t* rows_at = dirty.chunks.data() + 2 * (in / kI4Group) * words;
+  for (int i = 0; i < in; ++i) {
+    if (!std::binary_search(nz.begin(), nz.end(), i)) {
+      for (int64_t k = 0; k < row_bytes; ++k)
+        rows_at[i * row_bytes + k] = static_cast<uint8_t>(k * 37 + i);
+    }
+  }
+  for (int64_t o = 0; o < words; ++o) {  // group 2's scales: NaN
+    dirty.chunks.data()[2 * (2 * words + o)] = 0xC0;
+    dirty.chunks.data()[2 * (2 * words + o) + 1] = 0x7F;
+  }
+  std::vector<float> a(rows * out), b(rows * out), scratch(rows * out);
+  for (const auto& [m, y] : {std::pair<const Matrix*, std::vector<float>*>{&clean, &a},
+                             std::pair<const Matrix*, std::vector<float>*>{&dirty, &b}}) {
+    SparseI4Gemm(m->data(), in, out, 0, 2, r.q.data(), r.scale.data(), r.sum.data(), rows,
+                 nz.data(), static_cast<int>(nz.size()), y->data(), out, false, scratch.data());
+  }
+  EXPECT_EQ(a, b);
+}
+
 // LinearRunner over an input-major matrix: the packed matrix's bits for every row count (the
 // sparse products up to kSparseMaxRows, strided panels above), on two and three threads, and
 // its counts say how many inputs were read.
@@ -595,6 +734,44 @@ TEST(LinearRunnerTest, SkippingZerosPicksTheCopyByDensityWithTheSameBits) {
                                             : skips               ? nonzero
                                                                   : in)
             << "rows=" << rows;
+      }
+    }
+  }
+}
+
+// LinearRunner over an int4 input-major matrix: the packed matrix's bits for every row count
+// (Run: kSparseMaxRows rows at a time; RunSkippingZeros: the copy when few rounded inputs are
+// nonzero, the packed matrix otherwise), on two and three threads, its counts those rounded inputs.
+TEST(LinearRunnerTest, Int4InputMajorGivesThePackedResults) {
+  const int in = 300, out = 200;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 51);
+  const std::vector<float> sparse = MostlyZero(20, in, 52);
+  const std::vector<float> dense = Random(static_cast<size_t>(20) * in, 53);
+  const Matrix packed = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
+  const Matrix major = MatrixOf(w, out, in, WType::kI4, Layout::kInputRows);
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    for (int rows = 1; rows <= 20; ++rows) {
+      for (const auto* x : {&sparse, &dense}) {
+        LinearRunner lin(&pool);
+        std::vector<float> want(static_cast<size_t>(rows) * out, 1.0f), got = want, skip = want;
+        lin.Run(packed, x->data(), in, rows, want.data(), out, /*accumulate=*/true);
+        lin.Run(major, x->data(), in, rows, got.data(), out, /*accumulate=*/true);
+        ASSERT_EQ(got, want) << "threads=" << threads << " rows=" << rows;
+        LinearRunner counted(&pool);
+        counted.RunSkippingZeros(packed, major, x->data(), in, rows, skip.data(), out,
+                                 /*accumulate=*/true);
+        ASSERT_EQ(skip, want) << "threads=" << threads << " rows=" << rows;
+        if (rows > kSparseMaxRows) {
+          EXPECT_EQ(counted.sparse_counts().inputs, 0);
+          continue;
+        }
+        const int nonzero = static_cast<int>(RoundedX(*x, rows, in).Nonzero(rows, in).size());
+        const bool skips = nonzero <= LinearRunner::kSparseMaxDensityI4 * static_cast<double>(in);
+        // The sparse x: ~27% nonzero in rows 0 and 2 (row 1 is zero), more in their unions.
+        EXPECT_EQ(skips, x == &sparse && rows <= 2) << "rows=" << rows;
+        EXPECT_EQ(counted.sparse_counts().inputs, in);
+        EXPECT_EQ(counted.sparse_counts().read, skips ? nonzero : in) << "rows=" << rows;
       }
     }
   }
