@@ -94,8 +94,8 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_
   auto mat = [small](const WeightRef& ref, Layout layout = Layout::kPanels) {
     return ref.present() ? MakeMatrix(*ref.view, ref.transposed, small, layout) : Matrix{};
   };
-  auto big = [wt](const WeightRef& ref) {
-    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, Layout::kPanels) : Matrix{};
+  auto big = [wt](const WeightRef& ref, Layout layout = Layout::kPanels) {
+    return ref.present() ? MakeMatrix(*ref.view, ref.transposed, wt, layout) : Matrix{};
   };
   // The embedding table is a row gather, not a product: int8 would save no reads per token.
   const bool quantised = wt == WType::kI8 || wt == WType::kI4;
@@ -125,10 +125,7 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_
     l.v1 = mat(r.v1), l.v2 = mat(r.v2), l.g1 = mat(r.g1), l.g2 = mat(r.g2);
     l.wr = big(r.wr), l.wk = big(r.wk), l.wv = big(r.wv), l.wo = big(r.wo);
     l.ffn_key = big(r.ffn_key), l.ffn_value = big(r.ffn_value);
-    if (sparse_ffn) {
-      l.ffn_value_rows =
-          MakeMatrix(*r.ffn_value.view, r.ffn_value.transposed, wt, Layout::kInputRows);
-    }
+    if (sparse_ffn) l.ffn_value_rows = big(r.ffn_value, Layout::kInputRows);
     for (const Matrix* m : {&l.w1, &l.w2, &l.a1, &l.a2, &l.v1, &l.v2, &l.g1, &l.g2, &l.wr, &l.wk,
                             &l.wv, &l.wo, &l.ffn_key, &l.ffn_value}) {
       decode_bytes += m->bytes();

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/base/tensor.h"
 #include "engine/cpu/kernels.h"
 
 namespace modrwkv::cpu::scalar {
@@ -16,11 +17,14 @@ inline float PanelWeight(WType wt, const void* w, int64_t base, int64_t row_stri
   if (wt == WType::kF32) return static_cast<const float*>(w)[idx + c];
   if (wt == WType::kI8) return static_cast<float>(static_cast<const int8_t*>(w)[idx + c]);
   // bf16: word j holds column j (low half) and column j + 16 (high half).
-  const uint16_t h = static_cast<const uint16_t*>(w)[idx + 2 * (c % 16) + c / 16];
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
+  return BF16ToF32(static_cast<const uint16_t*>(w)[idx + 2 * (c % 16) + c / 16]);
+}
+
+// The bf16 word at p (an int4 scale), widened.
+inline float ScaleAt(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return BF16ToF32(h);
 }
 
 // What a finished sum s of output o makes of its destination (PanelGemm's epilogue).
@@ -102,14 +106,7 @@ void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int ou
             dot += xq[at * kI4Group + i] * q;
           }
           float scale = xscale[at];
-          if (int4) {
-            uint16_t h;
-            std::memcpy(&h, block + 2 * (2 * (c % 16) + c / 16), 2);
-            const uint32_t bits = static_cast<uint32_t>(h) << 16;
-            float wscale;
-            std::memcpy(&wscale, &bits, 4);
-            scale = wscale * xscale[at];
-          }
+          if (int4) scale = ScaleAt(block + 2 * (2 * (c % 16) + c / 16)) * xscale[at];
           total = std::fma(static_cast<float>(dot - (int4 ? 8 : 128) * xsum[at]), scale, total);
         }
         Store(int4 ? WType::kF32 : WType::kI8, total, col_scale, p * kPanelCols + c, accumulate,
@@ -142,12 +139,8 @@ void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* 
           const int q = (input_rows[i * row_bytes + byte] >> (pos / 32 * 4)) & 15;
           dot += xq[int64_t{b} * groups * kI4Group + i] * q;
         }
-        uint16_t h;
-        std::memcpy(&h, bytes + 2 * (g * words + o), 2);
-        const uint32_t bits = static_cast<uint32_t>(h) << 16;
-        float wscale;
-        std::memcpy(&wscale, &bits, 4);
-        total = std::fma(static_cast<float>(dot - 8 * xsum[at]), wscale * xscale[at], total);
+        const float scale = ScaleAt(bytes + 2 * (g * words + o)) * xscale[at];
+        total = std::fma(static_cast<float>(dot - 8 * xsum[at]), scale, total);
       }
       float& dst = y[b * ldy + o];
       dst = accumulate ? dst + total : total;

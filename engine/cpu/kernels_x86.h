@@ -1,5 +1,5 @@
-// Entry points of the x86 SIMD kernels (engine/cpu/kernels_x86.cc, gemm_x86.cc); only the
-// dispatcher uses them.
+// Entry points of the x86 SIMD kernels (engine/cpu/kernels_x86.cc, gemm_x86.cc,
+// sparse_i4_x86.cc); only the dispatcher uses them.
 #pragma once
 
 #include <cstdint>

@@ -59,14 +59,12 @@ I4Place I4At(Layout layout, int rows, int in, int o, int i) {
           block + 2 * kPanelCols + 64 * (k / 4) + 4 * (c % 16) + k % 4, c >= 16};
 }
 
-// Quantises W[o][i] = at(o, i) into int4 stored as `layout` (Matrix::chunks; the comment on
-// MakeMatrix says how). The scale comes from the group's finite weights: a weight that is not
+// Quantises W[o][i] = at(o, i) into `bytes` of int4 stored as `layout` (Matrix::chunks; the comment
+// on MakeMatrix says how). The scale comes from the group's finite weights: a weight that is not
 // finite (a corrupt checkpoint) becomes level 0 without making its group's scale infinite.
 template <typename At>
-void PackI4(int rows, int cols, Layout layout, At at, AlignedBuffer<uint8_t>* dst) {
-  const int panels = (rows + kPanelCols - 1) / kPanelCols;
-  dst->Resize(static_cast<size_t>(layout == Layout::kInputRows ? I4InputMajorBytes(rows, cols)
-                                                               : panels * I4PanelBytes(cols)));
+void PackI4(int rows, int cols, Layout layout, int64_t bytes, At at, AlignedBuffer<uint8_t>* dst) {
+  dst->Resize(static_cast<size_t>(bytes));
   std::memset(dst->data(), 0x88, dst->size());  // padding: q - 8 = 0
   for (int o = 0; o < rows; ++o) {
     for (int g0 = 0; g0 < cols; g0 += kI4Group) {
@@ -215,7 +213,7 @@ Matrix MakeMatrix(const TensorView& t, bool transposed, WType type, Layout layou
         }
         break;
       case WType::kI4:
-        PackI4(m.rows, m.cols, layout, at, &m.chunks);
+        PackI4(m.rows, m.cols, layout, m.bytes(), at, &m.chunks);
         break;
     }
     return m;
