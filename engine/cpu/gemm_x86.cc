@@ -10,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/kernels_x86.h"
@@ -272,35 +273,42 @@ struct Int8Chunks {
   }
 };
 
-// I4Gemm / I8DotGemm (kernels.h) for MR rows of x and one panel. Per group: each row's next 4
-// rounded inputs, broadcast as one 32-bit value, against a chunk's two operands (vpdpbusd: 64
-// exact multiply-adds into 16 int32 sums per instruction); then each sum less the offset times
-// the group's x sum, converted, times (the weights' group scale x) the x scale, into its output's
-// total (one FMA). `prefetch_lines` lines from `prefetch` on (part of the next panel) are
-// requested into L2 over the pass, as Tile does.
+// I4Gemm / I8DotGemm (kernels.h) for MR rows of x and one panel. Per group: each row's sums
+// start at minus the offset times the group's x sum; each row's next 4 rounded inputs, broadcast
+// as one 32-bit value, against a chunk's two operands (vpdpbusd: 64 exact multiply-adds into 16
+// int32 sums per instruction); then each sum, converted, times (the weights' group scale x) the
+// x scale, into its output's total (one FMA). xi: the tile's rows interleaved by 4 inputs
+// (DotGemm). `prefetch_lines` lines from `prefetch` on (part of the next panel) are requested
+// into L2 over the pass, as Tile does.
+//
+// The unroll pragmas keep the 2 x MR sums in registers: without them GCC 12 kept the sums of a
+// 12-row tile on the stack, storing one per multiply-add (a third of the VNNI rate).
 template <typename Fmt, int MR>
-MODRWKV_AVX512_VNNI void DotTile(const uint8_t* w, int groups, const int8_t* xq,
+MODRWKV_AVX512_VNNI void DotTile(const uint8_t* w, int groups, const int32_t* xi,
                                  const float* xscale, const int32_t* xsum, const float* scale,
                                  float* y, int64_t ldy, int cols, bool accumulate,
                                  const char* prefetch, int64_t prefetch_lines) {
   alignas(64) float total[MR][kPanelCols] = {};
-  const int64_t steps = int64_t{groups} * (kI4Group / 4), ldq = int64_t{groups} * kI4Group;
-  int64_t due = 0;  // prefetch_lines / steps per step, in integer steps
+  int64_t due = 0;  // prefetch_lines / groups per group, in integer groups
   for (int g = 0; g < groups; ++g) {
+    for (due += prefetch_lines; due >= groups; due -= groups, prefetch += kLine) {
+      _mm_prefetch(prefetch, _MM_HINT_T1);
+    }
     const uint8_t* block = w + int64_t{g} * Fmt::kBlockBytes;
+    // Each sum starts at minus the offset times the row's x sum: exact integers, the same sums.
     __m512i acc[MR][2];
-    for (int b = 0; b < MR; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_si512();
-    const int8_t* xg = xq + int64_t{g} * kI4Group;
+#pragma GCC unroll 12
+    for (int b = 0; b < MR; ++b) {
+      acc[b][0] = acc[b][1] = _mm512_set1_epi32(-Fmt::kOffset * xsum[int64_t{b} * groups + g]);
+    }
+    const int32_t* xg = xi + int64_t{g} * (kI4Group / 4) * MR;
+#pragma GCC unroll 8
     for (int k = 0; k < kI4Group / 4; ++k) {
-      for (due += prefetch_lines; due >= steps; due -= steps, prefetch += kLine) {
-        _mm_prefetch(prefetch, _MM_HINT_T1);
-      }
       __m512i lo, hi;
       Fmt::Load(block, k, lo, hi);
+#pragma GCC unroll 12
       for (int b = 0; b < MR; ++b) {
-        int32_t four;
-        std::memcpy(&four, xg + b * ldq + 4 * k, 4);
-        const __m512i xb = _mm512_set1_epi32(four);
+        const __m512i xb = _mm512_set1_epi32(xg[k * MR + b]);
         acc[b][0] = _mm512_dpbusd_epi32(acc[b][0], lo, xb);
         acc[b][1] = _mm512_dpbusd_epi32(acc[b][1], hi, xb);
       }
@@ -309,24 +317,22 @@ MODRWKV_AVX512_VNNI void DotTile(const uint8_t* w, int groups, const int8_t* xq,
     if constexpr (Fmt::kGroupScales) {
       LoadPanelRow(reinterpret_cast<const uint16_t*>(block), slo, shi);
     }
+#pragma GCC unroll 12
     for (int b = 0; b < MR; ++b) {
-      const int64_t at = int64_t{b} * groups + g;
-      const __m512 xs = _mm512_set1_ps(xscale[at]);
-      const __m512i off = _mm512_set1_epi32(Fmt::kOffset * xsum[at]);
+      const __m512 xs = _mm512_set1_ps(xscale[int64_t{b} * groups + g]);
       const __m512 s0 = Fmt::kGroupScales ? _mm512_mul_ps(slo, xs) : xs;
       const __m512 s1 = Fmt::kGroupScales ? _mm512_mul_ps(shi, xs) : xs;
       float* t = total[b];
-      _mm512_store_ps(t, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][0], off)), s0,
-                                         _mm512_load_ps(t)));
-      _mm512_store_ps(t + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][1], off)),
-                                              s1, _mm512_load_ps(t + 16)));
+      _mm512_store_ps(t, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[b][0]), s0, _mm512_load_ps(t)));
+      _mm512_store_ps(t + 16,
+                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[b][1]), s1, _mm512_load_ps(t + 16)));
     }
   }
   StoreSums<typename Fmt::Epilogue>(MR, kPanelCols, &total[0][0], kPanelCols, cols, scale, y, ldy,
                                     accumulate);
 }
 
-using DotTileFn = void (*)(const uint8_t*, int, const int8_t*, const float*, const int32_t*,
+using DotTileFn = void (*)(const uint8_t*, int, const int32_t*, const float*, const int32_t*,
                            const float*, float*, int64_t, int, bool, const char*, int64_t);
 template <typename Fmt, int... I>
 constexpr std::array<DotTileFn, sizeof...(I)> MakeDotTiles(std::integer_sequence<int, I...>) {
@@ -347,13 +353,33 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
   const int64_t ps = int64_t{groups} * Fmt::kBlockBytes, ldq = int64_t{groups} * kI4Group;
   const int tiles = RowTiles(rows);
   const int64_t panel_lines = ps / kLine;
+  // Each tile's rows interleaved by 4 inputs, xi[j * mr + b] = row b's inputs 4j..4j+3, so the
+  // tile reads its rows' x at constant offsets from one pointer (12 row pointers would not fit
+  // the general registers beside the loop's own). One row is its own interleaving.
+  const int64_t steps = ldq / 4;
+  thread_local std::vector<int32_t> interleaved;
+  const int32_t* xi = reinterpret_cast<const int32_t*>(xq);
+  if (rows > 1) {
+    if (interleaved.size() < static_cast<size_t>(steps * rows)) {
+      interleaved.resize(static_cast<size_t>(steps * rows));
+    }
+    for (int t = 0, r = 0; t < tiles; r += RowTileSize(rows, t), ++t) {
+      const int mr = RowTileSize(rows, t);
+      int32_t* dst = interleaved.data() + r * steps;
+      for (int b = 0; b < mr; ++b) {
+        const int8_t* src = xq + (r + b) * ldq;
+        for (int64_t j = 0; j < steps; ++j) std::memcpy(&dst[j * mr + b], src + 4 * j, 4);
+      }
+    }
+    xi = interleaved.data();
+  }
   for (int p = p0; p < p1; ++p) {
     const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
     int r = 0;
     for (int t = 0; t < tiles; ++t) {
       const int mr = RowTileSize(rows, t);
       const int64_t l0 = panel_lines * t / tiles, l1 = panel_lines * (t + 1) / tiles;
-      kTiles[mr - 1](w + p * ps, groups, xq + r * ldq, xscale + int64_t{r} * groups,
+      kTiles[mr - 1](w + p * ps, groups, xi + r * steps, xscale + int64_t{r} * groups,
                      xsum + int64_t{r} * groups, scale ? scale + p * kPanelCols : nullptr,
                      y + r * ldy + p * kPanelCols, ldy, out - p * kPanelCols, accumulate,
                      next ? next + l0 * kLine : nullptr, next ? l1 - l0 : 0);
@@ -571,9 +597,11 @@ MODRWKV_AVX2 void DotTile(const uint8_t* w, int groups, const int8_t* xq, const 
   const int64_t ldq = int64_t{groups} * kI4Group;
   for (int g = 0; g < groups; ++g) {
     const uint8_t* block = w + int64_t{g} * Fmt::kBlockBytes;
-    __m256i acc[MR][4];
-    for (int b = 0; b < MR; ++b)
-      for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_si256();
+    __m256i acc[MR][4];  // from minus the offset times the x sum, as the AVX-512 tile
+    for (int b = 0; b < MR; ++b) {
+      const __m256i off = _mm256_set1_epi32(-Fmt::kOffset * xsum[int64_t{b} * groups + g]);
+      for (int v = 0; v < 4; ++v) acc[b][v] = off;
+    }
     for (int k = 0; k < kI4Group / 4; ++k) {
       __m256i wv[4];
       Fmt::Load(block, k, wv);
@@ -587,14 +615,11 @@ MODRWKV_AVX2 void DotTile(const uint8_t* w, int groups, const int8_t* xq, const 
     __m256 sv[4];
     if constexpr (Fmt::kGroupScales) LoadPanelRow(reinterpret_cast<const uint16_t*>(block), sv);
     for (int b = 0; b < MR; ++b) {
-      const int64_t at = int64_t{b} * groups + g;
-      const __m256 xs = _mm256_set1_ps(xscale[at]);
-      const __m256i off = _mm256_set1_epi32(Fmt::kOffset * xsum[at]);
+      const __m256 xs = _mm256_set1_ps(xscale[int64_t{b} * groups + g]);
       for (int v = 0; v < 4; ++v) {
         float* t = total[b] + 8 * v;
         const __m256 s = Fmt::kGroupScales ? _mm256_mul_ps(sv[v], xs) : xs;
-        _mm256_store_ps(t, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[b][v], off)), s,
-                                           _mm256_load_ps(t)));
+        _mm256_store_ps(t, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[b][v]), s, _mm256_load_ps(t)));
       }
     }
   }
