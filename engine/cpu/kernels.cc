@@ -17,6 +17,7 @@ struct Dispatch {
   decltype(&scalar::SparseRowsGemm) sparse_gemm = scalar::SparseRowsGemm;
   decltype(&scalar::IntegerGemm) integer_gemm = scalar::IntegerGemm;
   decltype(&scalar::SparseI4Gemm) sparse_i4_gemm = scalar::SparseI4Gemm;
+  decltype(&scalar::QuantizeRowsI4) quantize_i4 = scalar::QuantizeRowsI4;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
@@ -50,6 +51,7 @@ Dispatch Make(const std::string& isa) {
     // Without VNNI (Skylake-X) the AVX2 kernel's multiply-adds give the same sums.
     d.integer_gemm = CpuHas("avx512vnni") ? avx512::IntegerGemm : avx2::IntegerGemm;
     d.sparse_i4_gemm = CpuHas("avx512vnni") ? avx512::SparseI4Gemm : avx2::SparseI4Gemm;
+    d.quantize_i4 = avx512::QuantizeRowsI4;
     d.exp = avx512::VecExp;
     d.sigmoid = avx512::VecSigmoid;
     d.tanh = avx512::VecTanh;
@@ -125,38 +127,7 @@ void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* 
 
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
                     int32_t* xsum) {
-  const int groups = (in + kI4Group - 1) / kI4Group;
-  for (int b = 0; b < rows; ++b) {
-    for (int g = 0; g < groups; ++g) {
-      const float* src = x + b * ldx + g * kI4Group;
-      const int n = std::min(kI4Group, in - g * kI4Group);
-      const int64_t at = int64_t{b} * groups + g;
-      int8_t* q = xq + at * kI4Group;
-      float amax = 0;
-      bool finite = true;
-      for (int i = 0; i < n; ++i) {
-        amax = std::max(amax, std::abs(src[i]));
-        finite &= std::isfinite(src[i]);
-      }
-      // A NaN or infinity makes the group's products NaN, as f32 products would.
-      const float scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
-      const bool zero = !finite || !(scale > 0);
-      const float inv = zero ? 0.0f : 127.0f / amax;
-      // Adding and subtracting 1.5 * 2^23 rounds a float of magnitude below 2^22 to an integer,
-      // half to even (the default rounding mode), in two vectorisable operations.
-      constexpr float kRound = 12582912.0f;
-      int32_t sum = 0;
-      for (int i = 0; i < kI4Group; ++i) {
-        // x * inv is within [-127, 127] up to rounding; the clamp keeps a rounding from
-        // overflowing.
-        const float v = i < n && !zero ? (src[i] * inv + kRound) - kRound : 0.0f;
-        q[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
-        sum += q[i];
-      }
-      xscale[at] = scale;
-      xsum[at] = sum;
-    }
-  }
+  Active().quantize_i4(x, ldx, rows, in, xq, xscale, xsum);
 }
 
 void PackRows(const float* x, int64_t ldx, int rows, int in, float* xp) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 namespace modrwkv::cpu {
@@ -79,12 +80,28 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
 
 // int4 products take x rounded to int8 (as llama.cpp's Q4_0 x Q8_0): per row b and group g of
 // kI4Group inputs, xscale = max|x| / 127 and xq = round(x * (127 / max|x|)) (half to even; 0
-// for an all-zero group; xscale NaN for a group with a NaN or an infinity), xsum = the group's sum
-// of xq. Row b's group g is at xq + (b * groups + g) * 32 (the last group's missing inputs 0), its
-// scale and sum at [b * groups + g], groups = ceil(in / 32). One implementation (no SIMD twin):
-// every ISA's I4Gemm sees the same xq.
+// for an all-zero group and for one too small for 127 / max|x| to be finite; xscale NaN for a
+// group with a NaN or an infinity), xsum = the group's sum of xq. Row b's group g is at
+// xq + (b * groups + g) * 32 (the last group's missing inputs 0), its scale and sum at
+// [b * groups + g], groups = ceil(in / 32). Every ISA gives the scalar kernel's bits, so every
+// ISA's I4Gemm sees the same xq.
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
                     int32_t* xsum);
+
+// A group's x scale and the factor its inputs are multiplied by before rounding (0: every input
+// rounds to 0), from the group's max|x| and whether all its inputs are finite: QuantizeRowsI4's
+// rule, shared by its scalar and SIMD kernels.
+struct I4XScale {
+  float scale = 0;
+  float inv = 0;
+};
+inline I4XScale I4XScaleOf(float amax, bool finite) {
+  // A NaN or infinity makes the group's products NaN, as f32 products would.
+  if (!finite) return {std::numeric_limits<float>::quiet_NaN(), 0.0f};
+  const float scale = amax / 127.0f, inv = 127.0f / amax;
+  // inv overflows for max|x| below ~7.5e-37: such a group's products are zero to f32 precision.
+  return {scale, scale > 0 && inv <= std::numeric_limits<float>::max() ? inv : 0.0f};
+}
 
 // y[b*ldy + o] (=|+=) the sum over groups g, in order, of
 //   float(sum_i xq[b][i] * q[o][i] - 8 * xsum[b][g]) * (wscale[o][g] * xscale[b][g])
@@ -209,6 +226,8 @@ inline void I8DotGemm(const void* w, const float* col_scale, int in, int out, in
   IntegerGemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
               accumulate);
 }
+void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
+                    int32_t* xsum);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

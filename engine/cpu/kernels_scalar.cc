@@ -116,6 +116,39 @@ void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int ou
   }
 }
 
+void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
+                    int32_t* xsum) {
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  for (int b = 0; b < rows; ++b) {
+    for (int g = 0; g < groups; ++g) {
+      const float* src = x + b * ldx + g * kI4Group;
+      const int n = std::min(kI4Group, in - g * kI4Group);
+      const int64_t at = int64_t{b} * groups + g;
+      int8_t* q = xq + at * kI4Group;
+      float amax = 0;
+      bool finite = true;
+      for (int i = 0; i < n; ++i) {
+        amax = std::max(amax, std::abs(src[i]));
+        finite &= std::isfinite(src[i]);
+      }
+      const I4XScale s = I4XScaleOf(amax, finite);
+      // Adding and subtracting 1.5 * 2^23 rounds a float of magnitude below 2^22 to an integer,
+      // half to even (the default rounding mode), in two vectorisable operations.
+      constexpr float kRound = 12582912.0f;
+      int32_t sum = 0;
+      for (int i = 0; i < kI4Group; ++i) {
+        // x * inv is within [-127, 127] up to rounding; the clamp keeps a rounding from
+        // overflowing.
+        const float v = i < n && s.inv != 0 ? (src[i] * s.inv + kRound) - kRound : 0.0f;
+        q[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+        sum += q[i];
+      }
+      xscale[at] = s.scale;
+      xsum[at] = sum;
+    }
+  }
+}
+
 void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
                   const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
                   float* y, int64_t ldy, bool accumulate, float* /*acc*/) {

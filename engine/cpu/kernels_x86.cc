@@ -113,6 +113,49 @@ MODRWKV_AVX512 void WkvHead(float* state, int T, const float* r, const float* w,
   }
 }
 
+// QuantizeRowsI4, 32 inputs (one group) at a time: the same max, the same products (x * inv),
+// rounded half to even by the conversion (the scalar kernel's add-and-subtract of 1.5 * 2^23 on
+// values within +-128), so the same bits.
+MODRWKV_AVX512 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq,
+                                   float* xscale, int32_t* xsum) {
+  const int groups = (in + kI4Group - 1) / kI4Group;
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (int b = 0; b < rows; ++b) {
+    for (int g = 0; g < groups; ++g) {
+      const float* src = x + b * ldx + g * kI4Group;
+      const int n = std::min(kI4Group, in - g * kI4Group);
+      const __mmask16 m0 = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
+      const __mmask16 m1 = n >= 32  ? 0xFFFF
+                           : n > 16 ? static_cast<__mmask16>((1u << (n - 16)) - 1)
+                                    : 0;
+      const __m512 v0 = _mm512_maskz_loadu_ps(m0, src), v1 = _mm512_maskz_loadu_ps(m1, src + 16);
+      // fpclass 0x99: quiet NaN, +infinity, -infinity, signalling NaN.
+      const bool finite =
+          (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) == 0;
+      const float amax = _mm512_reduce_max_ps(
+          _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+      const I4XScale s = I4XScaleOf(amax, finite);
+      const int64_t at = int64_t{b} * groups + g;
+      int8_t* q = xq + at * kI4Group;
+      __m512i q0 = _mm512_setzero_si512(), q1 = q0;
+      if (s.inv != 0) {
+        const __m512 inv = _mm512_set1_ps(s.inv);
+        q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q0 = _mm512_min_epi32(_mm512_max_epi32(q0, lo), hi);
+        q1 = _mm512_min_epi32(_mm512_max_epi32(q1, lo), hi);
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q1));
+      xscale[at] = s.scale;
+      xsum[at] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+  }
+}
+
 MODRWKV_AVX512 float SumFloats(const float* x, int64_t n) {
   // Four streams over the four quarters of the buffer, with software prefetch: one sequential
   // stream cannot keep enough cache-line misses in flight to reach the memory's bandwidth.

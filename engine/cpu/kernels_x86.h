@@ -21,6 +21,8 @@ void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out,
 void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, int64_t ld, int p0,
                     int p1, const float* x, int64_t ldx, int rows, const int32_t* nonzero, int n,
                     float* y, int64_t ldy, bool accumulate, float* acc);
+void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
+                    int32_t* xsum);
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);

@@ -2,6 +2,7 @@
 #include "engine/cpu/kernels.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -282,6 +283,59 @@ TEST(Int4Test, QuantisesByGroupAndTheScalarKernelMultipliesWhatUnpackReads) {
         }
         ASSERT_NEAR(y[b * out + o], s, 1e-6 * mag) << "in=" << in << " b=" << b << " o=" << o;
       }
+    }
+  }
+}
+
+// Every ISA rounds x for the integer products as the scalar kernel does, bit for bit: partial
+// groups, a row stride wider than the row, halfway values (half to even), a group of zeros, of
+// -0, of values too small for 127 / max|x| to be finite (all 0), a NaN or an infinity (scale NaN,
+// levels 0), a denormal beside normal values.
+TEST_P(KernelIsaTest, QuantizeRowsI4GivesTheScalarKernelsBits) {
+  for (int in : {1, 15, 16, 17, 31, 32, 33, 100, 800}) {
+    const int rows = 7, ldx = in + 3, groups = (in + kI4Group - 1) / kI4Group;
+    std::vector<float> x = Random(static_cast<size_t>(rows) * ldx, 41, -4, 4);
+    auto group = [&](int b, int g) {
+      return x.data() + static_cast<size_t>(b) * ldx + g * kI4Group;
+    };
+    auto fill = [&](int b, int g, float v) {
+      std::fill(group(b, g), group(b, g) + std::min(kI4Group, in - g * kI4Group), v);
+    };
+    // Row 0: halfway products: max 127, so x * 127 / max = x, and x.5 rounds to even.
+    for (int i = 0; i < in; ++i) x[i] = i % 2 ? (i % 254) / 2.0f - 63.0f : 127.0f;
+    fill(1, groups - 1, 0.0f);
+    fill(2, 0, -0.0f);
+    fill(3, groups - 1, 1e-40f);  // denormal: 127 / max|x| overflows
+    group(4, 0)[in > 1 ? 1 : 0] = std::numeric_limits<float>::quiet_NaN();
+    group(5, groups - 1)[0] = -std::numeric_limits<float>::infinity();
+    group(6, 0)[0] = 1e-41f;  // a denormal beside normal values rounds to 0
+    const size_t n = static_cast<size_t>(rows) * groups;
+    std::vector<int8_t> q(n * kI4Group, 99), q_ref(n * kI4Group, 99);
+    std::vector<float> scale(n), scale_ref(n);
+    std::vector<int32_t> sum(n), sum_ref(n);
+    QuantizeRowsI4(x.data(), ldx, rows, in, q.data(), scale.data(), sum.data());
+    scalar::QuantizeRowsI4(x.data(), ldx, rows, in, q_ref.data(), scale_ref.data(), sum_ref.data());
+    ASSERT_EQ(q, q_ref) << "in=" << in;
+    ASSERT_EQ(sum, sum_ref) << "in=" << in;
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(scale[i]), std::bit_cast<uint32_t>(scale_ref[i]))
+          << "in=" << in << " group " << i;
+    }
+    // What the rules say, checked on the scalar kernel's results.
+    const int last = groups - 1;
+    EXPECT_TRUE(std::isnan(scale_ref[4 * groups])) << "in=" << in;
+    EXPECT_TRUE(std::isnan(scale_ref[5 * groups + last])) << "in=" << in;
+    EXPECT_EQ(scale_ref[1 * groups + last], 0.0f);
+    for (int b : {1, 3, 4, 5}) {
+      const int g = b == 4 ? 0 : last;
+      const int8_t* levels = q_ref.data() + (static_cast<size_t>(b) * groups + g) * kI4Group;
+      EXPECT_EQ(std::count(levels, levels + kI4Group, 0), kI4Group) << "in=" << in << " row " << b;
+      EXPECT_EQ(sum_ref[b * groups + g], 0) << "in=" << in << " row " << b;
+    }
+    if (in >= 4) {
+      EXPECT_EQ(q_ref[0], 127);
+      EXPECT_EQ(q_ref[1], -62) << "-62.5 rounds to even";
+      EXPECT_EQ(q_ref[3], -62) << "-61.5 rounds to even";
     }
   }
 }
