@@ -366,9 +366,9 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
     for (int t = 0, r = 0; t < tiles; r += RowTileSize(rows, t), ++t) {
       const int mr = RowTileSize(rows, t);
       int32_t* dst = interleaved.data() + r * steps;
-      for (int b = 0; b < mr; ++b) {
-        const int8_t* src = xq + (r + b) * ldq;
-        for (int64_t j = 0; j < steps; ++j) std::memcpy(&dst[j * mr + b], src + 4 * j, 4);
+      const int8_t* src = xq + r * ldq;
+      for (int64_t j = 0; j < steps; ++j) {
+        for (int b = 0; b < mr; ++b) std::memcpy(&dst[j * mr + b], src + b * ldq + 4 * j, 4);
       }
     }
     xi = interleaved.data();
