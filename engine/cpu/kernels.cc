@@ -18,6 +18,7 @@ struct Dispatch {
   decltype(&scalar::IntegerGemm) integer_gemm = scalar::IntegerGemm;
   decltype(&scalar::SparseI4Gemm) sparse_i4_gemm = scalar::SparseI4Gemm;
   decltype(&scalar::QuantizeRowsI4) quantize_i4 = scalar::QuantizeRowsI4;
+  decltype(&scalar::IntegerDotPeakLoop) int_dot_peak = scalar::IntegerDotPeakLoop;
   decltype(&scalar::VecExp) exp = scalar::VecExp;
   decltype(&scalar::VecSigmoid) sigmoid = scalar::VecSigmoid;
   decltype(&scalar::VecTanh) tanh = scalar::VecTanh;
@@ -52,6 +53,7 @@ Dispatch Make(const std::string& isa) {
     d.integer_gemm = CpuHas("avx512vnni") ? avx512::IntegerGemm : avx2::IntegerGemm;
     d.sparse_i4_gemm = CpuHas("avx512vnni") ? avx512::SparseI4Gemm : avx2::SparseI4Gemm;
     d.quantize_i4 = avx512::QuantizeRowsI4;
+    d.int_dot_peak = CpuHas("avx512vnni") ? avx512::IntegerDotPeakLoop : avx2::IntegerDotPeakLoop;
     d.exp = avx512::VecExp;
     d.sigmoid = avx512::VecSigmoid;
     d.tanh = avx512::VecTanh;
@@ -65,6 +67,7 @@ Dispatch Make(const std::string& isa) {
     d.sparse_gemm = avx2::SparseRowsGemm;
     d.integer_gemm = avx2::IntegerGemm;
     d.sparse_i4_gemm = avx2::SparseI4Gemm;
+    d.int_dot_peak = avx2::IntegerDotPeakLoop;
     d.exp = avx2::VecExp;
     d.sigmoid = avx2::VecSigmoid;
     d.tanh = avx2::VecTanh;
@@ -149,6 +152,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 }
 
 float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }
+int64_t IntegerDotPeakLoop(int64_t steps) { return Active().int_dot_peak(steps); }
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out) {

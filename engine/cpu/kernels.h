@@ -186,6 +186,12 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 // Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
 float SumFloats(const float* x, int64_t n);
 
+// The integer products' instruction peak, for the benchmarks: `steps` rounds of the multiply-adds
+// the dispatched I4Gemm is made of (AVX-512 VNNI: vpdpbusd; AVX2: vpmaddubsw, vpmaddwd, vpaddd)
+// on accumulators that never leave the registers. Returns the byte multiply-adds done (0 where
+// the products are scalar loops); twice that per second is the peak in integer ops/s.
+int64_t IntegerDotPeakLoop(int64_t steps);
+
 // Row-wise LayerNorm (eps inside the square root); out may be x.
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
@@ -237,6 +243,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 float SumFloats(const float* x, int64_t n);
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
+inline int64_t IntegerDotPeakLoop(int64_t) { return 0; }
 }  // namespace scalar
 
 }  // namespace modrwkv::cpu

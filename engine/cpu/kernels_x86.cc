@@ -156,6 +156,26 @@ MODRWKV_AVX512 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in
   }
 }
 
+// 12 independent sums, more than vpdpbusd's latency times its issue rate: the loop is bound by
+// the instruction's throughput alone. The empty asm makes the operand opaque, so the compiler
+// keeps every multiply-add.
+MODRWKV_AVX512_VNNI int64_t IntegerDotPeakLoop(int64_t steps) {
+  constexpr int kSums = 12;
+  __m512i acc[kSums];
+  for (int i = 0; i < kSums; ++i) acc[i] = _mm512_set1_epi32(i);
+  __m512i a = _mm512_set1_epi8(3);
+  const __m512i b = _mm512_set1_epi8(-5);
+  for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kSums; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    asm volatile("" : "+v"(a));
+  }
+  __m512i total = acc[0];
+  for (int i = 1; i < kSums; ++i) total = _mm512_add_epi32(total, acc[i]);
+  asm volatile("" : : "v"(total));
+  return steps * kSums * 64;
+}
+
 MODRWKV_AVX512 float SumFloats(const float* x, int64_t n) {
   // Four streams over the four quarters of the buffer, with software prefetch: one sequential
   // stream cannot keep enough cache-line misses in flight to reach the memory's bandwidth.
@@ -260,6 +280,29 @@ MODRWKV_AVX2 void VecExp(float* x, int64_t n) {
 MODRWKV_AVX2 void VecSigmoid(float* x, int64_t n) {
   Map(x, n, [](__m256 v) MODRWKV_AVX2 { return Sigmoid(v); });
 }
+// The AVX2 integer products' sequence (gemm_x86.cc, Dot4 for int4): 32 byte multiply-adds per
+// vpmaddubsw + vpmaddwd + vpaddd, on 8 independent sums.
+MODRWKV_AVX2 int64_t IntegerDotPeakLoop(int64_t steps) {
+  constexpr int kSums = 8;
+  __m256i acc[kSums], a[kSums];  // an operand per sum: no product is common to two sums
+  for (int i = 0; i < kSums; ++i) {
+    acc[i] = _mm256_set1_epi32(i);
+    a[i] = _mm256_set1_epi8(static_cast<char>(3 + i));
+  }
+  const __m256i b = _mm256_set1_epi8(-5), ones = _mm256_set1_epi16(1);
+  for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kSums; ++i) {
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b), ones));
+      asm volatile("" : "+v"(a[i]));
+    }
+  }
+  __m256i total = acc[0];
+  for (int i = 1; i < kSums; ++i) total = _mm256_add_epi32(total, acc[i]);
+  asm volatile("" : : "v"(total));
+  return steps * kSums * 32;
+}
+
 MODRWKV_AVX2 void VecReluSquare(float* x, int64_t n) {
   Map(x, n, [](__m256 v) MODRWKV_AVX2 {
     const __m256 t = _mm256_max_ps(v, _mm256_setzero_ps());

@@ -23,6 +23,7 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
                     float* y, int64_t ldy, bool accumulate, float* acc);
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
                     int32_t* xsum);
+int64_t IntegerDotPeakLoop(int64_t steps);  // VNNI
 void VecExp(float* x, int64_t n);
 void VecSigmoid(float* x, int64_t n);
 void VecTanh(float* x, int64_t n);
@@ -34,6 +35,7 @@ void LayerNorm(const float* x, const float* weight, const float* bias, int n, fl
                float* out);
 }  // namespace avx512
 namespace avx2 {
+int64_t IntegerDotPeakLoop(int64_t steps);
 // I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,

@@ -1,6 +1,7 @@
 // The `modrwkv` binary end to end: every subcommand, its output contract and its usage errors.
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -550,11 +551,28 @@ TEST_F(CliTest, CorruptCheckpointsAreRefusedWithTheReason) {
 
 TEST_F(CliTest, BenchRunsOnTinyShape) {
   CliRun r =
-      Cli("bench --shape tiny --dtype f32 --threads 1 --prompt-len 16 --decode-steps 2 "
+      Cli("bench --shape tiny --dtype f32,int4 --threads 1 --prompt-len 16 --decode-steps 2 "
           "--batches 1,2");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("| tiny | f32 | 1 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| tiny | int4 | 1 |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("OpenBLAS core"), std::string::npos);
+  // The integer products' peak and our int4 product are measured wherever they are SIMD.
+  const size_t at = r.out.find("integer products' peak ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  double peak = -1, ours = -1;
+  ASSERT_EQ(std::sscanf(r.out.c_str() + at,
+                        "integer products' peak %lf GOP/s, our int4 product "
+                        "2048^3 %lf GOP/s",
+                        &peak, &ours),
+            2)
+      << r.out.substr(at);
+  EXPECT_GT(ours, 0);
+  if (r.out.find("kernels scalar") == std::string::npos) {
+    EXPECT_GT(peak, ours) << "an instruction loop outruns any product made of it";
+  } else {
+    EXPECT_EQ(peak, 0);
+  }
 }
 
 }  // namespace
