@@ -347,32 +347,24 @@ constexpr std::array<DotTileFn, sizeof...(I)> MakeDotTiles(std::integer_sequence
 template <typename Fmt>
 void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int p1,
              const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-             int64_t ldy, bool accumulate) {
+             int64_t ldy, bool accumulate, const int32_t* xi) {
   static constexpr auto kTiles = MakeDotTiles<Fmt>(std::make_integer_sequence<int, kMaxTileRows>());
   const int groups = (in + kI4Group - 1) / kI4Group;
   const int64_t ps = int64_t{groups} * Fmt::kBlockBytes, ldq = int64_t{groups} * kI4Group;
   const int tiles = RowTiles(rows);
   const int64_t panel_lines = ps / kLine;
-  // Each tile's rows interleaved by 4 inputs, xi[j * mr + b] = row b's inputs 4j..4j+3, so the
-  // tile reads its rows' x at constant offsets from one pointer (12 row pointers would not fit
-  // the general registers beside the loop's own). One row is its own interleaving.
-  const int64_t steps = ldq / 4;
+  // The tiles read their rows' x interleaved (InterleaveRowsI4): made here unless the caller
+  // made it once for all the panel runs of the product. One row is its own interleaving.
   thread_local std::vector<int32_t> interleaved;
-  const int32_t* xi = reinterpret_cast<const int32_t*>(xq);
-  if (rows > 1) {
-    if (interleaved.size() < static_cast<size_t>(steps * rows)) {
-      interleaved.resize(static_cast<size_t>(steps * rows));
+  if (xi == nullptr) {
+    xi = reinterpret_cast<const int32_t*>(xq);
+    if (rows > 1) {
+      interleaved.resize(static_cast<size_t>(InterleavedRowsI4Words(rows, in)));
+      InterleaveRowsI4(xq, rows, in, interleaved.data());
+      xi = interleaved.data();
     }
-    for (int t = 0, r = 0; t < tiles; r += RowTileSize(rows, t), ++t) {
-      const int mr = RowTileSize(rows, t);
-      int32_t* dst = interleaved.data() + r * steps;
-      const int8_t* src = xq + r * ldq;
-      for (int64_t j = 0; j < steps; ++j) {
-        for (int b = 0; b < mr; ++b) std::memcpy(&dst[j * mr + b], src + b * ldq + 4 * j, 4);
-      }
-    }
-    xi = interleaved.data();
   }
+  const int64_t steps = ldq / 4;
   for (int p = p0; p < p1; ++p) {
     const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
     int r = 0;
@@ -392,10 +384,10 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
 
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                 int64_t ldy, bool accumulate) {
+                 int64_t ldy, bool accumulate, const int32_t* xi) {
   const auto gemm = wt == WType::kI4 ? DotGemm<Int4Chunks> : DotGemm<Int8Chunks>;
   gemm(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
-       accumulate);
+       accumulate, xi);
 }
 
 void PanelGemm(WType wt, const void* w, const float* col_scale, int in, int out, PanelGeometry g,
@@ -655,7 +647,7 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
 
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                 int64_t ldy, bool accumulate) {
+                 int64_t ldy, bool accumulate, const int32_t* /*xi*/) {
   const auto gemm = wt == WType::kI4 ? DotGemm<Int4Chunks> : DotGemm<Int8Chunks>;
   gemm(static_cast<const uint8_t*>(w), col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
        accumulate);

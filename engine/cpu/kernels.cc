@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "engine/cpu/kernels_x86.h"
@@ -109,16 +110,29 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
 }
 
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate) {
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate,
+            const int32_t* xi) {
   Active().integer_gemm(WType::kI4, w, nullptr, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
-                        accumulate);
+                        accumulate, xi);
 }
 
 void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate) {
+               int64_t ldy, bool accumulate, const int32_t* xi) {
   Active().integer_gemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
-                        accumulate);
+                        accumulate, xi);
+}
+
+void InterleaveRowsI4(const int8_t* xq, int rows, int in, int32_t* xi) {
+  const int64_t steps = InterleavedRowsI4Words(1, in), ldq = steps * 4;
+  for (int t = 0, r = 0; t < RowTiles(rows); r += RowTileSize(rows, t), ++t) {
+    const int mr = RowTileSize(rows, t);
+    int32_t* dst = xi + r * steps;
+    const int8_t* src = xq + r * ldq;
+    for (int64_t j = 0; j < steps; ++j) {
+      for (int b = 0; b < mr; ++b) std::memcpy(&dst[j * mr + b], src + b * ldq + 4 * j, 4);
+    }
+  }
 }
 
 void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,

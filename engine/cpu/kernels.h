@@ -109,8 +109,11 @@ inline I4XScale I4XScaleOf(float amax, bool finite) {
 // exact (|xq| <= 127, q <= 15) and added to the output's total with one fused multiply-add, from
 // zero, group after group. So the results are the same on every ISA (AVX-512 VNNI's vpdpbusd,
 // AVX2's multiply-adds, the scalar loop), and depend only on their own row of x.
+// xi: null, or xq laid out by InterleaveRowsI4 (the AVX-512 VNNI kernel's own layout, which it
+// makes from xq on every call otherwise: a product split in panel runs makes it once).
 void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, const float* xscale,
-            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate);
+            const int32_t* xsum, int rows, float* y, int64_t ldy, bool accumulate,
+            const int32_t* xi = nullptr);
 
 // The same for int8 chunked panels with a scale per output column (col_scale):
 //   y[b*ldy + o] (=|+=) col_scale[o] * total,  total = the sum over groups g, in order, of
@@ -118,7 +121,17 @@ void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq, co
 // (one FMA per group from zero; the last step as int8's PanelGemm: fma(total, s, y) or total * s).
 void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
                const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-               int64_t ldy, bool accumulate);
+               int64_t ldy, bool accumulate, const int32_t* xi = nullptr);
+
+// x rounded by QuantizeRowsI4 ([rows][ceil(in / 32) * 32] bytes) as the AVX-512 integer
+// products' tiles read it: the rows in RowTiles' tiles, each tile's rows interleaved by 4 inputs,
+// xi[tile's first row * steps + j * tile rows + b] = row b's inputs 4j..4j+3 as one word, steps =
+// ceil(in / 32) * 8 (so a tile reads every row's x from one pointer at constant offsets).
+// InterleavedRowsI4Words(rows, in) words.
+inline int64_t InterleavedRowsI4Words(int rows, int in) {
+  return int64_t{rows} * ((in + kI4Group - 1) / kI4Group) * (kI4Group / 4);
+}
+void InterleaveRowsI4(const int8_t* xq, int rows, int in, int32_t* xi);
 
 // Rows of x up to which SparseRowsGemm is used (decode steps of a few sequences).
 constexpr int kSparseMaxRows = 4;
@@ -217,20 +230,21 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
 void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
                   const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
                   float* y, int64_t ldy, bool accumulate, float* acc);
-// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
+// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8); xi unused.
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                 int64_t ldy, bool accumulate);
+                 int64_t ldy, bool accumulate, const int32_t* xi);
 inline void I4Gemm(const void* w, int in, int out, int p0, int p1, const int8_t* xq,
                    const float* xscale, const int32_t* xsum, int rows, float* y, int64_t ldy,
                    bool accumulate) {
-  IntegerGemm(WType::kI4, w, nullptr, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate);
+  IntegerGemm(WType::kI4, w, nullptr, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate,
+              nullptr);
 }
 inline void I8DotGemm(const void* w, const float* col_scale, int in, int out, int p0, int p1,
                       const int8_t* xq, const float* xscale, const int32_t* xsum, int rows,
                       float* y, int64_t ldy, bool accumulate) {
-  IntegerGemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy,
-              accumulate);
+  IntegerGemm(WType::kI8, w, col_scale, in, out, p0, p1, xq, xscale, xsum, rows, y, ldy, accumulate,
+              nullptr);
 }
 void QuantizeRowsI4(const float* x, int64_t ldx, int rows, int in, int8_t* xq, float* xscale,
                     int32_t* xsum);

@@ -84,7 +84,7 @@ void SparseRowsGemm(WType wt, const void* w, const float* col_scale, int out, in
 
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                 int64_t ldy, bool accumulate) {
+                 int64_t ldy, bool accumulate, const int32_t* /*xi*/) {
   const bool int4 = wt == WType::kI4;
   const int groups = (in + kI4Group - 1) / kI4Group;
   for (int p = p0; p < p1; ++p) {

@@ -9,10 +9,10 @@
 namespace modrwkv::cpu {
 namespace avx512 {
 // AVX-512 VNNI (vpdpbusd): dispatched only where the CPU has it.
-// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
+// I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8); xi may be null.
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                 int64_t ldy, bool accumulate);
+                 int64_t ldy, bool accumulate, const int32_t* xi);
 void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
                   const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
                   float* y, int64_t ldy, bool accumulate, float* acc);
@@ -39,7 +39,7 @@ int64_t IntegerDotPeakLoop(int64_t steps);
 // I4Gemm (wt kI4, col_scale unused) or I8DotGemm (wt kI8).
 void IntegerGemm(WType wt, const void* w, const float* col_scale, int in, int out, int p0, int p1,
                  const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                 int64_t ldy, bool accumulate);
+                 int64_t ldy, bool accumulate, const int32_t* xi);
 void SparseI4Gemm(const void* w, int in, int out, int k0, int k1, const int8_t* xq,
                   const float* xscale, const int32_t* xsum, int rows, const int32_t* nonzero, int n,
                   float* y, int64_t ldy, bool accumulate, float* acc);

@@ -350,13 +350,21 @@ void LinearRunner::RunSparseI4(const Matrix& w, int r0, int rows, float* y, int6
 }
 
 void LinearRunner::RunDot(const Matrix& w, int rows, float* y, int64_t ldy, bool accumulate) {
+  // Interleaved once here, not once per panel run (8 per thread).
+  const int32_t* xi = nullptr;
+  if (rows > 1) {
+    const auto words = static_cast<size_t>(InterleavedRowsI4Words(rows, w.cols));
+    if (xi_.size() < words) xi_.Resize(words);
+    InterleaveRowsI4(xq_.data(), rows, w.cols, xi_.data());
+    xi = xi_.data();
+  }
   ForPanelRuns(pool_, w, [&](int p0, int p1) {
     if (w.type == WType::kI4) {
       I4Gemm(w.data(), w.cols, w.rows, p0, p1, xq_.data(), xscale_.data(), xsum_.data(), rows, y,
-             ldy, accumulate);
+             ldy, accumulate, xi);
     } else {
       I8DotGemm(w.data(), w.scale.data(), w.cols, w.rows, p0, p1, xq_.data(), xscale_.data(),
-                xsum_.data(), rows, y, ldy, accumulate);
+                xsum_.data(), rows, y, ldy, accumulate, xi);
     }
   });
 }

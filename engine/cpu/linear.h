@@ -168,6 +168,7 @@ class LinearRunner {
   ThreadPool* pool_;
   AlignedBuffer<float> xpack_;  // x packed for the kernel (PackRows), shared by the tasks
   AlignedBuffer<int8_t> xq_;    // for the integer products: x rounded by group (QuantizeX)
+  AlignedBuffer<int32_t> xi_;   // xq_ interleaved for the tiles (RunDot, InterleaveRowsI4)
   AlignedBuffer<float> xscale_;
   std::vector<int32_t> xsum_;
   std::vector<int32_t> nonzero_;                  // RunSparse's inputs, shared by the tasks

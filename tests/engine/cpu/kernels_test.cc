@@ -413,19 +413,25 @@ TEST(Int4Test, NonFiniteInputsGiveNaNAndZeroGroupsZero) {
 }
 
 // The integer products: I4Gemm on int4 panels, or I8DotGemm on int8 chunked panels (an int4
-// model's head), through the dispatcher or the scalar kernel.
+// model's head), through the dispatcher (with x interleaved by the caller when xi is given) or
+// the scalar kernel.
 struct DotProduct {
   WType type;
   Layout layout;
   void operator()(bool scalar_kernel, const Matrix& m, int in, int out, int p0, int p1,
                   const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
-                  bool acc) const {
-    if (type == WType::kI4) {
-      (scalar_kernel ? scalar::I4Gemm : I4Gemm)(m.data(), in, out, p0, p1, xq, xscale, xsum, rows,
-                                                y, out, acc);
+                  bool acc, const int32_t* xi = nullptr) const {
+    if (scalar_kernel) {
+      if (type == WType::kI4) {
+        scalar::I4Gemm(m.data(), in, out, p0, p1, xq, xscale, xsum, rows, y, out, acc);
+      } else {
+        scalar::I8DotGemm(m.data(), m.scale.data(), in, out, p0, p1, xq, xscale, xsum, rows, y, out,
+                          acc);
+      }
+    } else if (type == WType::kI4) {
+      I4Gemm(m.data(), in, out, p0, p1, xq, xscale, xsum, rows, y, out, acc, xi);
     } else {
-      (scalar_kernel ? scalar::I8DotGemm : I8DotGemm)(m.data(), m.scale.data(), in, out, p0, p1, xq,
-                                                      xscale, xsum, rows, y, out, acc);
+      I8DotGemm(m.data(), m.scale.data(), in, out, p0, p1, xq, xscale, xsum, rows, y, out, acc, xi);
     }
   }
 };
@@ -485,15 +491,22 @@ TEST_P(KernelIsaTest, IntegerProductsAreBitIdenticalToScalarAndBatchInvariant) {
         for (bool acc : {false, true}) {
           for (auto [p0, p1] : {std::pair{0, 8}, std::pair{1, 8}, std::pair{4, 5}}) {
             const std::vector<float> before = Random(static_cast<size_t>(rows) * out, 3);
-            std::vector<float> y = before, ref = before;
+            std::vector<float> y = before, ref = before, y_xi = before;
             product(false, m, in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
                     y.data(), acc);
             product(true, m, in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
                     ref.data(), acc);
+            // x interleaved once by the caller (LinearRunner's way), poison past its end.
+            std::vector<int32_t> xi(InterleavedRowsI4Words(rows, in) + 64, 0x7F7F7F7F);
+            InterleaveRowsI4(xq.data(), rows, in, xi.data());
+            product(false, m, in, out, p0, p1, xq.data(), xscale.data(), xsum.data(), rows,
+                    y_xi.data(), acc, xi.data());
             for (size_t i = 0; i < y.size(); ++i) {
               ASSERT_EQ(y[i], ref[i])
                   << "type=" << static_cast<int>(product.type) << " in=" << in << " rows=" << rows
                   << " p=" << p0 << ".." << p1 << " acc=" << acc << " i=" << i;
+              ASSERT_EQ(y_xi[i], ref[i])
+                  << "interleaved by the caller: in=" << in << " rows=" << rows << " i=" << i;
               const int col = static_cast<int>(i % out);
               if (col < p0 * kPanelCols || col >= p1 * kPanelCols) {
                 ASSERT_EQ(y[i], before[i]);
