@@ -121,8 +121,9 @@ absl::Status CpuModel::LoadWeights(const Rwkv7Refs& refs, WType wt, bool sparse_
     l.w0 = ToF32(r.w0), l.a0 = ToF32(r.a0), l.v0 = ToF32(r.v0);
     l.k_k = ToF32(r.k_k), l.k_a = ToF32(r.k_a), l.r_k = ToF32(r.r_k);
     l.lnx_w = ToF32(r.lnx_w), l.lnx_b = ToF32(r.lnx_b), l.ffn_x_k = ToF32(r.ffn_x_k);
-    l.w1 = mat(r.w1), l.w2 = mat(r.w2), l.a1 = mat(r.a1), l.a2 = mat(r.a2);
-    l.v1 = mat(r.v1), l.v2 = mat(r.v2), l.g1 = mat(r.g1), l.g2 = mat(r.g2);
+    const Layout lora = wt == WType::kI4 ? Layout::kDotChunks : Layout::kPanels;
+    l.w1 = mat(r.w1, lora), l.w2 = mat(r.w2, lora), l.a1 = mat(r.a1, lora), l.a2 = mat(r.a2, lora);
+    l.v1 = mat(r.v1, lora), l.v2 = mat(r.v2, lora), l.g1 = mat(r.g1, lora), l.g2 = mat(r.g2, lora);
     l.wr = big(r.wr), l.wk = big(r.wk), l.wv = big(r.wv), l.wo = big(r.wo);
     l.ffn_key = big(r.ffn_key), l.ffn_value = big(r.ffn_value);
     if (sparse_ffn) l.ffn_value_rows = big(r.ffn_value, Layout::kInputRows);
