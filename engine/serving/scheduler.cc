@@ -64,6 +64,9 @@ absl::Status SchedulerOptions::Validate(int model_slots) const {
   if (session_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("session_ttl must be positive");
   }
+  if (priority_aging < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("priority_aging must be >= 0");
+  }
   return absl::OkStatus();
 }
 
@@ -394,8 +397,9 @@ class Scheduler::Impl {
     if (opts_.fair_callers) {
       for (const auto& r : running_) ++in_batch[r->req.owner];
     }
+    const absl::Time now = absl::Now();
     while (!waiting_.empty() && static_cast<int>(running_.size()) < opts_.max_running) {
-      const auto next = NextToAdmit(in_batch);
+      const auto next = NextToAdmit(in_batch, now);
       Request& r = **next;
       absl::Status st = Prepare(r);
       if (st.code() == absl::StatusCode::kUnavailable) {  // no slot now; wait for one
@@ -414,26 +418,41 @@ class Scheduler::Impl {
     }
   }
 
-  // The waiting request to admit next: the queue's head (the earliest of the highest priority),
-  // or with fair_callers the earliest request of that priority whose caller has the fewest
-  // sequences in the batch (`in_batch`). A scan of the head's priority, cut short by a caller
-  // with none.
+  // A request's priority as admission and the prefill rows see it: its own, plus one level for
+  // every priority_aging since it was submitted (SchedulerOptions::priority_aging).
+  int EffectivePriority(const Request& r, absl::Time now) const {
+    if (opts_.priority_aging <= absl::ZeroDuration()) return r.req.priority;
+    absl::Duration rest;
+    const int64_t levels = absl::IDivDuration(std::max(now - r.submitted, absl::ZeroDuration()),
+                                              opts_.priority_aging, &rest);
+    // Far above any request's own priority: the order among such requests stays by arrival.
+    constexpr int64_t kMaxLevels = 1 << 20;
+    return r.req.priority + static_cast<int>(std::min(levels, kMaxLevels));
+  }
+
+  // The waiting request to admit next: the earliest in the queue (by its own priority, then
+  // arrival) of the highest effective priority, or with fair_callers of those the earliest whose
+  // caller has the fewest sequences in the batch (`in_batch`). Without aging the queue's order
+  // is the effective order: a scan of the head's priority, cut short by a caller with none.
   std::deque<std::unique_ptr<Request>>::iterator NextToAdmit(
-      const absl::flat_hash_map<std::string_view, int>& in_batch) {
+      const absl::flat_hash_map<std::string_view, int>& in_batch, absl::Time now) {
+    const bool aging = opts_.priority_aging > absl::ZeroDuration();
     auto best = waiting_.begin();
-    if (!opts_.fair_callers) return best;
+    if (!opts_.fair_callers && !aging) return best;
     auto share = [&](const Request& r) {
+      if (!opts_.fair_callers) return 0;
       auto it = in_batch.find(r.req.owner);
       return it == in_batch.end() ? 0 : it->second;
     };
-    int best_share = share(**best);
-    const int level = (*best)->req.priority;
-    for (auto it = std::next(best);
-         best_share > 0 && it != waiting_.end() && (*it)->req.priority == level; ++it) {
-      if ((*it)->req.owner == (*best)->req.owner) continue;
-      if (const int s = share(**it); s < best_share) {
+    int best_share = share(**best), level = EffectivePriority(**best, now);
+    for (auto it = std::next(best); it != waiting_.end(); ++it) {
+      if (!aging && (best_share == 0 || (*it)->req.priority != level)) break;
+      const int l = EffectivePriority(**it, now);
+      if (l < level) continue;
+      if (const int s = share(**it); l > level || s < best_share) {
         best = it;
         best_share = s;
+        level = l;
       }
     }
     return best;
@@ -489,10 +508,11 @@ class Scheduler::Impl {
     std::vector<SequenceLoad> loads;
     loads.reserve(running_.size());
     absl::flat_hash_map<std::string_view, int> callers;  // owner -> SequenceLoad::caller
+    const absl::Time now = absl::Now();
     for (auto& r : running_) {
       SequenceLoad& load = loads.emplace_back();
       load.prefill_remaining = r->prompt_rows - r->prompt_done;
-      load.priority = r->req.priority;
+      load.priority = EffectivePriority(*r, now);
       if (opts_.fair_callers && load.prefill_remaining > 0) {
         load.caller = callers.try_emplace(r->req.owner, callers.size()).first->second;
       }

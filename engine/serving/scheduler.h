@@ -63,7 +63,8 @@ struct EngineRequest {
   // A waiting request of higher priority is admitted before every waiting one of lower priority,
   // and a running prompt of higher priority takes a step's prefill rows before any of lower
   // priority (decodes run every step whatever their priority). Never pre-empts a running
-  // request. Among equal priorities see SchedulerOptions::fair_callers.
+  // request. Among equal priorities see SchedulerOptions::fair_callers; with
+  // SchedulerOptions::priority_aging the priority rises while the request waits.
   int priority = 0;
 };
 
@@ -133,6 +134,12 @@ struct SchedulerOptions {
   // rows max-min fairly among their callers first. Off: first come, first served, and the rows
   // shared among prompts alike. With one identity (auth off) both are the same.
   bool fair_callers = true;
+  // > 0: a request counts as one priority level higher for every priority_aging since it was
+  // submitted, in admission and in a step's prefill rows alike, so a steady stream of higher
+  // priorities holds a lower one back for at most (their difference + 1) x priority_aging
+  // (then it goes first, as the earliest would among equals). Zero: strict priorities, where a
+  // lower priority waits as long as a higher one is waiting or prefilling.
+  absl::Duration priority_aging = absl::ZeroDuration();
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
   // An idle session evicted because the cold tier is full, as a state blob (encoded off the
   // scheduler thread): the server moves it to the shared tier instead of losing it. Unset: lost.

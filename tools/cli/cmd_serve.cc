@@ -94,6 +94,10 @@ constexpr FlagSpec kServeFlags[] = {
     {"max-request-priority", "0",
      "highest priority a request may ask for, up to 100 (admission order and prefill rows; the "
      "lowest is -100)"},
+    {"priority-aging", "0",
+     "a waiting or prefilling request counts one priority level higher for every this long "
+     "since it arrived, so lower priorities wait a bounded time (e.g. 10s; 0 = strict "
+     "priorities)"},
     {"fair-callers", "on",
      "callers share the batch, the prefill rows and the media encoder fairly: the caller with "
      "the fewest sequences in the batch is admitted first, callers take turns in the encoder "
@@ -295,6 +299,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(const Flags& f) {
   MODRWKV_RETURN_IF_ERROR(
       int_flag("max-sessions-per-owner", 0, 1 << 24, &o.scheduler.max_sessions_per_owner));
   o.scheduler.fair_callers = f.Bool("fair-callers");
+  MODRWKV_ASSIGN_OR_RETURN(o.scheduler.priority_aging, DurationFlag(f, "priority-aging"));
   o.caller_metrics = f.Bool("caller-metrics");
   MODRWKV_ASSIGN_OR_RETURN(o.scheduler.session_ttl, DurationFlag(f, "session-ttl"));
   if (o.scheduler.session_ttl == absl::ZeroDuration()) {

@@ -108,6 +108,7 @@ struct Arrival {
   int priority = 0;
   int prompt_rows = 3;
   int max_tokens = 2;
+  int submit_after_ms = 0;  // waits this long (the model held) before submitting
 };
 
 // Starts a decoding blocker of `blocker_owner` (it holds one batch place for the whole run), then
@@ -131,6 +132,7 @@ std::vector<std::string> FinishOrder(std::unique_ptr<Model> inner, SchedulerOpti
   std::mutex mu;
   std::vector<std::string> order;
   for (const Arrival& a : arrivals) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(a.submit_after_ms));
     EngineRequest r;
     r.prompt = {InputRows{std::vector<int32_t>(a.prompt_rows, 7), {}}};
     r.sampling.temperature = 0;
@@ -188,6 +190,52 @@ TEST_F(SchedulerTest, AHigherPriorityPromptTakesThePrefillRowsFirst) {
   const std::vector<Arrival> arrivals = {{"low", "b", 0, 500, 1}, {"high", "c", 5, 600, 1}};
   EXPECT_EQ(FinishOrder(MakeModel(3), o, arrivals, tok_),
             (std::vector<std::string>{"high", "low"}));
+}
+
+// With priority_aging a request counts one level higher for every aging interval it has waited:
+// a low-priority request that arrived 400 ms (8 intervals of 50 ms) before a higher one by 3
+// levels is admitted first; strict, the higher one is. The margin is in arrival times, so a slow
+// machine that delays the admission delays both alike.
+TEST_F(SchedulerTest, AgingAdmitsALowPriorityThatWaitedLongEnough) {
+  SchedulerOptions o;
+  o.max_running = 2;  // one place besides the blocker: finish order = admission order
+  const std::vector<Arrival> arrivals = {{"old low", "b", -1},
+                                         {"new high", "c", 2, 3, 2, /*submit_after_ms=*/400}};
+  o.priority_aging = absl::Milliseconds(50);
+  EXPECT_EQ(FinishOrder(MakeModel(2), o, arrivals, tok_),
+            (std::vector<std::string>{"old low", "new high"}));
+  o.priority_aging = absl::ZeroDuration();
+  EXPECT_EQ(FinishOrder(MakeModel(2), o, arrivals, tok_),
+            (std::vector<std::string>{"new high", "old low"}));
+  // Aging is by time, not a bonus: arriving together, the higher priority still goes first.
+  o.priority_aging = absl::Milliseconds(50);
+  EXPECT_EQ(FinishOrder(MakeModel(2), o, {{"low", "b", -1}, {"high", "c", 2}}, tok_),
+            (std::vector<std::string>{"high", "low"}));
+}
+
+// The same effective priority orders a step's prefill rows: the low prompt that arrived 600 ms
+// (12 levels) earlier takes the rows before the high one (5 levels up) and finishes first, where
+// strict priorities finish the high one first (AHigherPriorityPromptTakesThePrefillRowsFirst).
+TEST_F(SchedulerTest, AgingGivesAnOlderLowPriorityPromptThePrefillRows) {
+  SchedulerOptions o;
+  o.max_running = 3;
+  o.max_step_tokens = 64;
+  o.priority_aging = absl::Milliseconds(50);
+  const std::vector<Arrival> arrivals = {{"low", "b", 0, 600, 1},
+                                         {"high", "c", 5, 500, 1, /*submit_after_ms=*/600}};
+  EXPECT_EQ(FinishOrder(MakeModel(3), o, arrivals, tok_),
+            (std::vector<std::string>{"low", "high"}));
+  o.priority_aging = absl::ZeroDuration();
+  EXPECT_EQ(FinishOrder(MakeModel(3), o, arrivals, tok_),
+            (std::vector<std::string>{"high", "low"}));
+}
+
+TEST_F(SchedulerTest, PriorityAgingMustNotBeNegative) {
+  SchedulerOptions o;
+  o.priority_aging = absl::Milliseconds(-1);
+  EXPECT_EQ(o.Validate(32).code(), absl::StatusCode::kInvalidArgument);
+  o.priority_aging = absl::ZeroDuration();
+  EXPECT_TRUE(o.Validate(32).ok());
 }
 
 TEST_F(SchedulerTest, CallersShareThePrefillRowsBeforeTheirPrompts) {
