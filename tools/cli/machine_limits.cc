@@ -41,23 +41,36 @@ MachineLimits MeasureMachine(int threads) {
   m.kernel_isa = cpu::KernelIsa();
   m.cpu_model = CpuModelName();
 
-  // Read bandwidth: 1 GiB of floats, each thread sums a contiguous part (SIMD, 4 accumulators);
-  // best of 5.
+  // Read bandwidth: 1 GiB of floats (no two pages alike), each thread sums a contiguous part with
+  // SumFloats' four streams; best of 5 passes in each of two patterns: the streams a quarter of
+  // the part apart (a machine that needs misses of far-apart streams in flight to reach its
+  // bandwidth: the Sapphire Rapids VM of docs/benchmarks.md), and in 1 MiB windows, the streams
+  // 256 KiB apart (a 2-vCPU Zen 4 VM read far-apart streams at 10.5 GB/s a core and one stream,
+  // or near ones, at 27-28: the first pattern alone made batch-1 decode read "faster than
+  // memory").
   const size_t words = (size_t{1} << 30) / 4;
   std::vector<float> buf(words);
   pool.ParallelFor(pool.size(), [&](int64_t t, int) {
     const size_t b = words * t / pool.size(), e = words * (t + 1) / pool.size();
-    for (size_t i = b; i < e; ++i) buf[i] = static_cast<float>(i & 1023);
+    for (size_t i = b; i < e; ++i) buf[i] = static_cast<float>((i * 2654435761u) & 0xFFFFFF);
   });
   std::vector<float> sums(pool.size());
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = Clock::now();
-    pool.ParallelFor(pool.size(), [&](int64_t t, int) {
-      const size_t b = words * t / pool.size(), e = words * (t + 1) / pool.size();
-      sums[t] = cpu::SumFloats(buf.data() + b, static_cast<int64_t>(e - b));
-    });
-    const double s = Seconds(t0, Clock::now());
-    m.read_gbps = std::max(m.read_gbps, words * 4.0 / s / 1e9);
+  constexpr size_t kWindow = (size_t{1} << 20) / 4;
+  for (const bool windows : {false, true}) {
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = Clock::now();
+      pool.ParallelFor(pool.size(), [&](int64_t t, int) {
+        const size_t b = words * t / pool.size(), e = words * (t + 1) / pool.size();
+        const size_t step = windows ? kWindow : e - b;
+        float sum = 0;
+        for (size_t i = b; i < e; i += step) {
+          sum += cpu::SumFloats(buf.data() + i, static_cast<int64_t>(std::min(step, e - i)));
+        }
+        sums[t] = sum;
+      });
+      const double s = Seconds(t0, Clock::now());
+      m.read_gbps = std::max(m.read_gbps, words * 4.0 / s / 1e9);
+    }
   }
   std::vector<float>().swap(buf);
 
