@@ -425,7 +425,8 @@ class Scheduler::Impl {
     absl::Duration rest;
     const int64_t levels = absl::IDivDuration(std::max(now - r.submitted, absl::ZeroDuration()),
                                               opts_.priority_aging, &rest);
-    // Far above any request's own priority: the order among such requests stays by arrival.
+    // Far above any request's own priority (among requests that all waited this long the
+    // queue's order decides).
     constexpr int64_t kMaxLevels = 1 << 20;
     return r.req.priority + static_cast<int>(std::min(levels, kMaxLevels));
   }
