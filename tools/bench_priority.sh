@@ -8,6 +8,9 @@
 #   tools/bench_priority.sh image [image file]   every request carries an image (0.1B + the
 #       SigLIP2-base tower, random weights, encoder cache off): the batch job keeps the media
 #       encoder's queue long, which priorities order too
+#   tools/bench_priority.sh aging [aging=1s]   starvation: a flood at priority 0 keeps requests
+#       waiting for the whole run, a few requests at -5 arrive meanwhile; a server with strict
+#       priorities, then one with --priority-aging (0.1B bf16, one engine thread)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/serve-lib.sh
@@ -16,6 +19,33 @@ lg=build/bin/modrwkv-loadgen
 dir=$(mktemp -d)
 log=$dir/server.log
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+
+if [[ ${1:-} == aging ]]; then
+  aging=${2:-1s}
+  "$bin" make-demo-model --out "$dir" --shape 0.1b --dtype bf16 --seed 2024 >/dev/null
+  for flags in "--priority-aging 0" "--priority-aging $aging"; do
+    # shellcheck disable=SC2086  # $flags is two words on purpose
+    "$bin" serve --model "$dir/model.pth" --host 127.0.0.1 --port 0 --metrics-port -1 \
+      --max-running 8 --threads 1 --max-request-priority 0 $flags 2>"$log" &
+    server=$!
+    wait_ready "$server" "$log"
+    echo "## $flags: flood at 0 (16 clients, 64 requests, prompt 64, 128 tokens; --max-running 8),"
+    echo "## low at -5 (0.5 requests/s from 3 s on, 4 requests, prompt 32, 16 tokens)"
+    "$lg" --target "127.0.0.1:$port" --concurrency 16 --requests 64 --prompt-tokens 64 \
+      --output-tokens 128 --temperature 0 >"$dir/flood.txt" &
+    flood_pid=$!
+    sleep 3
+    "$lg" --target "127.0.0.1:$port" --rate 0.5 --requests 4 --prompt-tokens 32 \
+      --output-tokens 16 --temperature 0 --priority -5 --seed 7
+    wait "$flood_pid"
+    echo "-- flood:"
+    grep -E '^(completed|output throughput|TTFT|E2E)' "$dir/flood.txt"
+    echo
+    kill -TERM "$server"
+    wait "$server" || true
+  done
+  exit 0
+fi
 
 if [[ ${1:-} == image ]]; then
   image=${2:-tests/golden/image/images/photo_1024x768.jpg}

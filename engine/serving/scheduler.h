@@ -135,10 +135,12 @@ struct SchedulerOptions {
   // shared among prompts alike. With one identity (auth off) both are the same.
   bool fair_callers = true;
   // > 0: a request counts as one priority level higher for every priority_aging since it was
-  // submitted, in admission and in a step's prefill rows alike, so a steady stream of higher
-  // priorities holds a lower one back for at most (their difference + 1) x priority_aging
-  // (then it goes first, as the earliest would among equals). Zero: strict priorities, where a
-  // lower priority waits as long as a higher one is waiting or prefilling.
+  // submitted, in admission and in a step's prefill rows alike. A difference in priority becomes
+  // a head start in time: a request k levels lower goes ahead of a higher one that arrived more
+  // than about (k + 1) x priority_aging after it, so it waits about k x priority_aging longer
+  // than the higher requests queued beside it, not for as long as they keep coming. Zero:
+  // strict priorities, where a lower priority waits as long as a higher one is waiting or
+  // prefilling.
   absl::Duration priority_aging = absl::ZeroDuration();
   absl::Duration session_ttl = absl::Hours(1);  // idle sessions older than this are deleted
   // An idle session evicted because the cold tier is full, as a state blob (encoded off the
