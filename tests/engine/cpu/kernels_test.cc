@@ -14,17 +14,15 @@
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
 #include "gtest/gtest.h"
+#include "tests/engine/cpu/kernel_test_util.h"
 
 namespace modrwkv::cpu {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed, float lo = -1, float hi = 1) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
-}
+using testing_kernels::MatrixOf;
+using testing_kernels::MostlyZero;
+using testing_kernels::Random;
+using testing_kernels::RoundedX;
 
 class KernelIsaTest : public testing::TestWithParam<std::string> {
  protected:
@@ -173,24 +171,6 @@ TEST_P(KernelIsaTest, PanelGemmIsBitIdenticalToScalarForEveryRowCount) {
       }
     }
   }
-}
-
-// x for the sparse products: about 60% zeros, row 1 entirely zero, and every third input zero in
-// every row (so some inputs are skipped whatever the row count).
-std::vector<float> MostlyZero(int rows, int in, uint32_t seed) {
-  std::vector<float> x = Random(static_cast<size_t>(rows) * in, seed);
-  std::mt19937 g(seed + 1);
-  for (int b = 0; b < rows; ++b) {
-    for (int i = 0; i < in; ++i) {
-      if (b == 1 || i % 3 == 0 || g() % 10 < 6) x[static_cast<size_t>(b) * in + i] = 0.0f;
-    }
-  }
-  return x;
-}
-
-Matrix MatrixOf(const std::vector<float>& w, int out, int in, WType wt, Layout layout) {
-  const TensorView view{"w", DType::kF32, {out, in}, w.data(), w.size() * 4};
-  return MakeMatrix(view, false, wt, layout);
 }
 
 // int4 (WType::kI4): the quantiser keeps each weight within half a step of its group's scale and
@@ -363,7 +343,9 @@ TEST(Int4Test, NaNWeightsQuantiseToZero) {
     EXPECT_EQ(back[5], 0.0f);
     EXPECT_EQ(back[70], 0.0f);
     for (size_t i = 0; i < back.size(); ++i) {
-      if (i != 5 && i != 70) ASSERT_NEAR(back[i], w[i], 0.13f) << "i=" << i;
+      if (i != 5 && i != 70) {
+        ASSERT_NEAR(back[i], w[i], 0.13f) << "i=" << i;
+      }
     }
   }
 }
@@ -626,31 +608,6 @@ TEST_P(KernelIsaTest, SparseRowsGemmReadsOnlyTheListedInputs) {
   }
 }
 
-// Inputs of x as I4Gemm takes them (QuantizeRowsI4), and the ones nonzero in some of its first
-// `rows` rows (what SparseI4Gemm reads).
-struct RoundedX {
-  std::vector<int8_t> q;
-  std::vector<float> scale;
-  std::vector<int32_t> sum;
-  RoundedX(const std::vector<float>& x, int rows, int in) {
-    const int groups = (in + kI4Group - 1) / kI4Group;
-    q.resize(static_cast<size_t>(rows) * groups * kI4Group);
-    scale.resize(static_cast<size_t>(rows) * groups);
-    sum.resize(scale.size());
-    QuantizeRowsI4(x.data(), in, rows, in, q.data(), scale.data(), sum.data());
-  }
-  std::vector<int32_t> Nonzero(int rows, int in) const {
-    const int64_t ldq = int64_t{(in + kI4Group - 1) / kI4Group} * kI4Group;
-    std::vector<int32_t> nz;
-    for (int i = 0; i < in; ++i) {
-      bool any = false;
-      for (int b = 0; b < rows; ++b) any |= q[b * ldq + i] != 0;
-      if (any) nz.push_back(i);
-    }
-    return nz;
-  }
-};
-
 // SparseI4Gemm gives I4Gemm's bits (the scalar kernel's, on the packed panels) on every ISA for 1
 // to kSparseMaxRows rows, block ranges and the matrix's edge, reading only the listed inputs; a
 // group with a NaN in x and no listed input (its x rounded to zeros) still makes its row NaN as
@@ -732,116 +689,6 @@ TEST_P(KernelIsaTest, SparseI4GemmReadsOnlyTheListedInputs) {
                  nz.data(), static_cast<int>(nz.size()), y->data(), out, false, scratch.data());
   }
   EXPECT_EQ(a, b);
-}
-
-// LinearRunner over an input-major matrix: the packed matrix's bits for every row count (the
-// sparse products up to kSparseMaxRows, strided panels above), on two and three threads, and
-// its counts say how many inputs were read.
-TEST(LinearRunnerTest, InputMajorMatrixGivesThePackedResults) {
-  const int in = 300, out = 200;
-  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 9);
-  const std::vector<float> x = MostlyZero(20, in, 10);
-  for (int threads : {2, 3}) {
-    ThreadPool pool(threads);
-    LinearRunner lin(&pool);
-    int64_t inputs = 0, read = 0;
-    for (WType wt : {WType::kF32, WType::kBF16, WType::kI8}) {
-      const Matrix packed = MatrixOf(w, out, in, wt, Layout::kPanels);
-      const Matrix major = MatrixOf(w, out, in, wt, Layout::kInputRows);
-      for (int rows = 1; rows <= 20; ++rows) {
-        std::vector<float> a(static_cast<size_t>(rows) * out, 1.0f), b = a;
-        lin.Run(packed, x.data(), in, rows, a.data(), out, /*accumulate=*/true);
-        lin.Run(major, x.data(), in, rows, b.data(), out, /*accumulate=*/true);
-        ASSERT_EQ(a, b) << "threads=" << threads << " rows=" << rows;
-        if (rows > kSparseMaxRows) continue;
-        inputs += in;
-        for (int i = 0; i < in; ++i) {
-          bool any = false;
-          for (int r = 0; r < rows; ++r) any |= x[static_cast<size_t>(r) * in + i] != 0.0f;
-          read += any;
-        }
-      }
-    }
-    EXPECT_EQ(lin.sparse_counts().inputs, inputs);
-    EXPECT_EQ(lin.sparse_counts().read, read);
-    EXPECT_LT(read, inputs * 3 / 4);  // the test's x really is sparse
-  }
-}
-
-// RunSkippingZeros reads the input-major copy when few inputs are nonzero and the packed matrix
-// when many are (its counts say which), with the packed matrix's bits either way.
-TEST(LinearRunnerTest, SkippingZerosPicksTheCopyByDensityWithTheSameBits) {
-  const int in = 400, out = 96;
-  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 11);
-  const std::vector<float> dense = Random(static_cast<size_t>(8) * in, 12);
-  const std::vector<float> sparse = MostlyZero(8, in, 13);
-  ThreadPool pool(2);
-  for (WType wt : {WType::kF32, WType::kBF16, WType::kI8}) {
-    const Matrix packed = MatrixOf(w, out, in, wt, Layout::kPanels);
-    const Matrix major = MatrixOf(w, out, in, wt, Layout::kInputRows);
-    for (int rows = 1; rows <= 8; ++rows) {
-      for (const auto* x : {&dense, &sparse}) {
-        LinearRunner lin(&pool);
-        std::vector<float> want(static_cast<size_t>(rows) * out, 1.0f), got = want;
-        lin.Run(packed, x->data(), in, rows, want.data(), out, /*accumulate=*/true);
-        lin.RunSkippingZeros(packed, major, x->data(), in, rows, got.data(), out,
-                             /*accumulate=*/true);
-        ASSERT_EQ(got, want) << "rows=" << rows;
-        int nonzero = 0;
-        for (int i = 0; i < in; ++i) {
-          bool any = false;
-          for (int r = 0; r < rows; ++r) any |= (*x)[static_cast<size_t>(r) * in + i] != 0.0f;
-          nonzero += any;
-        }
-        const bool skips = rows <= kSparseMaxRows &&
-                           nonzero <= LinearRunner::kSparseMaxDensity * static_cast<double>(in);
-        EXPECT_EQ(skips, x == &sparse && rows <= kSparseMaxRows) << "rows=" << rows;
-        EXPECT_EQ(lin.sparse_counts().inputs, rows <= kSparseMaxRows ? in : 0);
-        EXPECT_EQ(lin.sparse_counts().read, rows > kSparseMaxRows ? 0
-                                            : skips               ? nonzero
-                                                                  : in)
-            << "rows=" << rows;
-      }
-    }
-  }
-}
-
-// LinearRunner over an int4 input-major matrix: the packed matrix's bits for every row count
-// (Run: kSparseMaxRows rows at a time; RunSkippingZeros: the copy when few rounded inputs are
-// nonzero, the packed matrix otherwise), on two and three threads, its counts those rounded inputs.
-TEST(LinearRunnerTest, Int4InputMajorGivesThePackedResults) {
-  const int in = 300, out = 200;
-  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 51);
-  const std::vector<float> sparse = MostlyZero(20, in, 52);
-  const std::vector<float> dense = Random(static_cast<size_t>(20) * in, 53);
-  const Matrix packed = MatrixOf(w, out, in, WType::kI4, Layout::kPanels);
-  const Matrix major = MatrixOf(w, out, in, WType::kI4, Layout::kInputRows);
-  for (int threads : {2, 3}) {
-    ThreadPool pool(threads);
-    for (int rows = 1; rows <= 20; ++rows) {
-      for (const auto* x : {&sparse, &dense}) {
-        LinearRunner lin(&pool);
-        std::vector<float> want(static_cast<size_t>(rows) * out, 1.0f), got = want, skip = want;
-        lin.Run(packed, x->data(), in, rows, want.data(), out, /*accumulate=*/true);
-        lin.Run(major, x->data(), in, rows, got.data(), out, /*accumulate=*/true);
-        ASSERT_EQ(got, want) << "threads=" << threads << " rows=" << rows;
-        LinearRunner counted(&pool);
-        counted.RunSkippingZeros(packed, major, x->data(), in, rows, skip.data(), out,
-                                 /*accumulate=*/true);
-        ASSERT_EQ(skip, want) << "threads=" << threads << " rows=" << rows;
-        if (rows > kSparseMaxRows) {
-          EXPECT_EQ(counted.sparse_counts().inputs, 0);
-          continue;
-        }
-        const int nonzero = static_cast<int>(RoundedX(*x, rows, in).Nonzero(rows, in).size());
-        const bool skips = nonzero <= LinearRunner::kSparseMaxDensityI4 * static_cast<double>(in);
-        // The sparse x: ~27% nonzero in rows 0 and 2 (row 1 is zero), more in their unions.
-        EXPECT_EQ(skips, x == &sparse && rows <= 2) << "rows=" << rows;
-        EXPECT_EQ(counted.sparse_counts().inputs, in);
-        EXPECT_EQ(counted.sparse_counts().read, skips ? nonzero : in) << "rows=" << rows;
-      }
-    }
-  }
 }
 
 // A row's result does not depend on the other rows of the call (the batch-invariance the
