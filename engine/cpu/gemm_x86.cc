@@ -339,11 +339,18 @@ constexpr std::array<DotTileFn, sizeof...(I)> MakeDotTiles(std::integer_sequence
   return {&DotTile<Fmt, I + 1>...};
 }
 
-// One panel at a time for every row count (tiles of up to 12 rows), each tile prefetching its
-// share of the next panel. Unlike PanelGemmT, no four panels at once below 4 rows: for int4 that
-// measured 2.2x slower at one row than one stream with the next panel prefetched, which reads
-// int4's weights from memory about as fast as the other types stream theirs (docs/benchmarks.md,
-// "int4 weights" and its correction).
+// One panel at a time for every row count (tiles of up to 12 rows). Unlike PanelGemmT, no four
+// panels at once below 4 rows: for int4 that measured 2.2x slower at one row than one stream
+// (docs/benchmarks.md, "int4 weights" and its correction).
+//
+// From kPrefetchRows rows on, each tile requests its share of the next panel into L2, so the
+// panel's read overlaps the tiles' arithmetic. Below, a tile is quick next to its panel's read
+// and the hardware prefetcher alone streams the panels faster: without the requests, one row
+// read int4's weights 1.18-1.26x faster, two rows 1.19-1.23x, and 6 to 12 rows 4-22% slower
+// (linear_bench, the two forms alternated in one process; docs/benchmarks.md, "The integer
+// products at one row: no prefetch").
+constexpr int kPrefetchRows = 4;
+
 template <typename Fmt>
 void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int p1,
              const int8_t* xq, const float* xscale, const int32_t* xsum, int rows, float* y,
@@ -366,7 +373,9 @@ void DotGemm(const uint8_t* w, const float* scale, int in, int out, int p0, int 
   }
   const int64_t steps = ldq / 4;
   for (int p = p0; p < p1; ++p) {
-    const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(w + (p + 1) * ps) : nullptr;
+    const char* next = rows >= kPrefetchRows && p + 1 < p1
+                           ? reinterpret_cast<const char*>(w + (p + 1) * ps)
+                           : nullptr;
     int r = 0;
     for (int t = 0; t < tiles; ++t) {
       const int mr = RowTileSize(rows, t);

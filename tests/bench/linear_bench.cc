@@ -9,6 +9,7 @@
 
 #include "benchmark/benchmark.h"
 #include "engine/base/tensor.h"
+#include "engine/cpu/kernels.h"
 #include "engine/cpu/linear.h"
 #include "engine/cpu/thread_pool.h"
 
@@ -108,6 +109,17 @@ void BM_FfnValue(benchmark::State& state, Layout layout, WType type) {
   RunInTurn(state, w, x, rows);
 }
 
+// The matrices BM_Stream and BM_Read go through: enough 4096 x 1024 matrices of `type` to make
+// at least 128 MB.
+std::vector<Matrix> StreamMatrices(WType type, std::mt19937& gen) {
+  const double bits = type == WType::kF32    ? 32
+                      : type == WType::kBF16 ? 16
+                      : type == WType::kI8   ? 8
+                                             : 4.5;
+  const int count = static_cast<int>(std::ceil(128e6 / (4096.0 * 1024 * bits / 8)));
+  return RandomMatrices(4096, 1024, count, type, Layout::kPanels, gen);
+}
+
 // Decode's streams: a 0.4B channel-mix key matrix (4096 x 1024) times `rows` rows, over as many
 // such matrices in turn as make at least 128 MB of the type (four times the last-level cache, so
 // the weights come from memory whatever their type; a fixed 16 matrices, 38 MB in int4, let part
@@ -116,16 +128,28 @@ void BM_FfnValue(benchmark::State& state, Layout layout, WType type) {
 void BM_Stream(benchmark::State& state, WType type) {
   const int rows = static_cast<int>(state.range(0));
   std::mt19937 gen(1);
-  const double bits = type == WType::kF32    ? 32
-                      : type == WType::kBF16 ? 16
-                      : type == WType::kI8   ? 8
-                                             : 4.5;
-  const int count = static_cast<int>(std::ceil(128e6 / (4096.0 * 1024 * bits / 8)));
-  const std::vector<Matrix> w = RandomMatrices(4096, 1024, count, type, Layout::kPanels, gen);
+  const std::vector<Matrix> w = StreamMatrices(type, gen);
   std::uniform_real_distribution<float> d(-1, 1);
   std::vector<float> x(static_cast<size_t>(rows) * 1024);
   for (float& v : x) v = d(gen);
   RunInTurn(state, w, x, rows);
+}
+
+// BM_Stream's matrices read in the same order by a plain loop (8-byte words summed, no product):
+// what this access pattern gets from the memory, the bound BM_Stream's weight_GB/s is judged by.
+void BM_Read(benchmark::State& state, WType type) {
+  std::mt19937 gen(1);
+  const std::vector<Matrix> w = StreamMatrices(type, gen);
+  size_t l = 0;
+  float fsum = 0;
+  for (auto _ : state) {
+    const auto* f = static_cast<const float*>(w[l].data());
+    fsum += SumFloats(f, w[l].bytes() / 4);
+    benchmark::DoNotOptimize(fsum);
+    l = (l + 1) % w.size();
+  }
+  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w[0].bytes()) * 1e-9,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // The same for a 1.5B decode step's value matrix (2048 x 8192) in int4, 8 copies in turn (75 MB).
@@ -167,6 +191,8 @@ BENCHMARK_CAPTURE(BM_Stream, f32, WType::kF32)->Apply(StreamRows);
 BENCHMARK_CAPTURE(BM_Stream, bf16, WType::kBF16)->Apply(StreamRows);
 BENCHMARK_CAPTURE(BM_Stream, int8, WType::kI8)->Apply(StreamRows);
 BENCHMARK_CAPTURE(BM_Stream, int4, WType::kI4)->Apply(StreamRows);
+BENCHMARK_CAPTURE(BM_Read, f32, WType::kF32)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Read, int4, WType::kI4)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace modrwkv::cpu
