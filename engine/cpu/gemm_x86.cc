@@ -48,6 +48,13 @@ void WithWeights(WType wt, const void* w, F&& f) {
 constexpr int64_t kStreamAhead = 4096;
 template <typename T>
 constexpr int64_t kRowsAhead = kStreamAhead / (kPanelCols * sizeof(T));
+// Whether the streaming kernel requests its packed streams ahead: only for int8, whose few-row
+// tile is bound by widening the bytes (21 GB/s at one row against the memory's 25-28) and gains
+// from the requests at 2-3 rows (2-5%). f32 and bf16 keep up with the memory, and the hardware
+// prefetcher alone streams them 1.13-1.27x faster at 1-3 rows (linear_bench, the two forms
+// alternated in one process; docs/benchmarks.md, "Few-row products without software prefetch").
+template <typename T>
+constexpr bool kPrefetchStreams = std::is_same_v<T, int8_t>;
 
 }  // namespace
 
@@ -115,9 +122,9 @@ MODRWKV_AVX512 void Tile(const T* w, int64_t panel_stride, int64_t row_stride, i
     }
     for (int p = 0; p < NP; ++p) {
       const T* row = w + p * panel_stride + static_cast<int64_t>(i) * row_stride;
-      // Streaming (few rows), and input-major panels (rows apart, which the hardware does not
-      // follow): request each stream kRowsAhead rows ahead.
-      if (NP > 1 || row_stride != kPanelCols) {
+      // Input-major panels (rows apart, which the hardware does not follow), and int8's packed
+      // streams (kPrefetchStreams): request each stream kRowsAhead rows ahead.
+      if (row_stride != kPanelCols || (NP > 1 && kPrefetchStreams<T>)) {
         const char* ahead = reinterpret_cast<const char*>(row + kRowsAhead<T> * row_stride);
         for (int64_t l = 0; l < kPanelCols * static_cast<int64_t>(sizeof(T)); l += kLine) {
           _mm_prefetch(ahead + l, _MM_HINT_T0);
@@ -347,8 +354,8 @@ constexpr std::array<DotTileFn, sizeof...(I)> MakeDotTiles(std::integer_sequence
 // panel's read overlaps the tiles' arithmetic. Below, a tile is quick next to its panel's read
 // and the hardware prefetcher alone streams the panels faster: without the requests, one row
 // read int4's weights 1.18-1.26x faster, two rows 1.19-1.23x, and 6 to 12 rows 4-22% slower
-// (linear_bench, the two forms alternated in one process; docs/benchmarks.md, "The integer
-// products at one row: no prefetch").
+// (linear_bench, the two forms alternated in one process; docs/benchmarks.md, "Few-row products
+// without software prefetch").
 constexpr int kPrefetchRows = 4;
 
 template <typename Fmt>

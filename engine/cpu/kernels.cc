@@ -165,7 +165,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
   Active().wkv(state, T, r, w, k, v, kk, a, ld, y, ldy);
 }
 
-float SumFloats(const float* x, int64_t n) { return Active().sum(x, n); }
+float SumFloats(const float* x, int64_t n, bool prefetch) { return Active().sum(x, n, prefetch); }
 int64_t IntegerDotPeakLoop(int64_t steps) { return Active().int_dot_peak(steps); }
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,

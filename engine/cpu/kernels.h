@@ -197,7 +197,9 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
 
 // Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
-float SumFloats(const float* x, int64_t n);
+// With `prefetch`, each stream is also requested 1 KiB ahead in software (a machine may read
+// faster with or without: the benchmark takes the better).
+float SumFloats(const float* x, int64_t n, bool prefetch = true);
 
 // The integer products' instruction peak, for the benchmarks: `steps` rounds of the multiply-adds
 // the dispatched I4Gemm is made of (AVX-512 VNNI: vpdpbusd; AVX2: vpmaddubsw, vpmaddwd, vpaddd)
@@ -254,7 +256,7 @@ void VecTanh(float* x, int64_t n);
 void VecReluSquare(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
-float SumFloats(const float* x, int64_t n);
+float SumFloats(const float* x, int64_t n, bool prefetch);
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
 inline int64_t IntegerDotPeakLoop(int64_t) { return 0; }

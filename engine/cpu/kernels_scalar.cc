@@ -225,7 +225,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
   }
 }
 
-float SumFloats(const float* x, int64_t n) {
+float SumFloats(const float* x, int64_t n, bool /*prefetch*/) {
   float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)

@@ -30,7 +30,7 @@ void VecTanh(float* x, int64_t n);
 void VecReluSquare(float* x, int64_t n);
 void WkvHead(float* state, int T, const float* r, const float* w, const float* k, const float* v,
              const float* kk, const float* a, int64_t ld, float* y, int64_t ldy);
-float SumFloats(const float* x, int64_t n);
+float SumFloats(const float* x, int64_t n, bool prefetch);
 void LayerNorm(const float* x, const float* weight, const float* bias, int n, float eps,
                float* out);
 }  // namespace avx512

@@ -135,16 +135,18 @@ void BM_Stream(benchmark::State& state, WType type) {
   RunInTurn(state, w, x, rows);
 }
 
-// BM_Stream's matrices read in the same order by a plain loop (8-byte words summed, no product):
-// what this access pattern gets from the memory, the bound BM_Stream's weight_GB/s is judged by.
+// BM_Stream's matrices read in the same order by a plain sum (SumFloats, with or without its
+// software prefetch; no product): what this access pattern gets from the memory, the bound
+// BM_Stream's weight_GB/s is judged by.
 void BM_Read(benchmark::State& state, WType type) {
+  const bool prefetch = state.range(0) != 0;
   std::mt19937 gen(1);
   const std::vector<Matrix> w = StreamMatrices(type, gen);
   size_t l = 0;
   float fsum = 0;
   for (auto _ : state) {
     const auto* f = static_cast<const float*>(w[l].data());
-    fsum += SumFloats(f, w[l].bytes() / 4);
+    fsum += SumFloats(f, w[l].bytes() / 4, prefetch);
     benchmark::DoNotOptimize(fsum);
     l = (l + 1) % w.size();
   }
@@ -191,8 +193,16 @@ BENCHMARK_CAPTURE(BM_Stream, f32, WType::kF32)->Apply(StreamRows);
 BENCHMARK_CAPTURE(BM_Stream, bf16, WType::kBF16)->Apply(StreamRows);
 BENCHMARK_CAPTURE(BM_Stream, int8, WType::kI8)->Apply(StreamRows);
 BENCHMARK_CAPTURE(BM_Stream, int4, WType::kI4)->Apply(StreamRows);
-BENCHMARK_CAPTURE(BM_Read, f32, WType::kF32)->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_Read, int4, WType::kI4)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Read, f32, WType::kF32)
+    ->ArgName("prefetch")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Read, int4, WType::kI4)
+    ->ArgName("prefetch")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace modrwkv::cpu

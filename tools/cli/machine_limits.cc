@@ -42,12 +42,12 @@ MachineLimits MeasureMachine(int threads) {
   m.cpu_model = CpuModelName();
 
   // Read bandwidth: 1 GiB of floats (no two pages alike), each thread sums a contiguous part with
-  // SumFloats' four streams; best of 5 passes in each of two patterns: the streams a quarter of
+  // SumFloats' four streams; best of 5 passes in each of four patterns: the streams a quarter of
   // the part apart (a machine that needs misses of far-apart streams in flight to reach its
-  // bandwidth: the Sapphire Rapids VM of docs/benchmarks.md), and in 1 MiB windows, the streams
+  // bandwidth: the Sapphire Rapids VM of docs/benchmarks.md), or in 1 MiB windows, the streams
   // 256 KiB apart (a 2-vCPU Zen 4 VM read far-apart streams at 10.5 GB/s a core and one stream,
   // or near ones, at 27-28: the first pattern alone made batch-1 decode read "faster than
-  // memory").
+  // memory"); each with and without software prefetch (that VM read ~7% faster without).
   const size_t words = (size_t{1} << 30) / 4;
   std::vector<float> buf(words);
   pool.ParallelFor(pool.size(), [&](int64_t t, int) {
@@ -56,7 +56,8 @@ MachineLimits MeasureMachine(int threads) {
   });
   std::vector<float> sums(pool.size());
   constexpr size_t kWindow = (size_t{1} << 20) / 4;
-  for (const bool windows : {false, true}) {
+  for (const int pattern : {0, 1, 2, 3}) {
+    const bool windows = pattern & 1, prefetch = pattern < 2;
     for (int rep = 0; rep < 5; ++rep) {
       const auto t0 = Clock::now();
       pool.ParallelFor(pool.size(), [&](int64_t t, int) {
@@ -64,7 +65,8 @@ MachineLimits MeasureMachine(int threads) {
         const size_t step = windows ? kWindow : e - b;
         float sum = 0;
         for (size_t i = b; i < e; i += step) {
-          sum += cpu::SumFloats(buf.data() + i, static_cast<int64_t>(std::min(step, e - i)));
+          sum +=
+              cpu::SumFloats(buf.data() + i, static_cast<int64_t>(std::min(step, e - i)), prefetch);
         }
         sums[t] = sum;
       });

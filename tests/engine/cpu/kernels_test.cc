@@ -757,7 +757,9 @@ TEST_P(KernelIsaTest, SumMatchesExact) {
     std::vector<float> x = Random(static_cast<size_t>(n), 12);
     double exact = 0;
     for (float v : x) exact += v;
-    EXPECT_NEAR(SumFloats(x.data(), n), exact, 1e-4 * (1 + n / 100.0)) << n;
+    for (const bool prefetch : {true, false}) {
+      EXPECT_NEAR(SumFloats(x.data(), n, prefetch), exact, 1e-4 * (1 + n / 100.0)) << n;
+    }
   }
 }
 
