@@ -199,7 +199,7 @@ void WkvHead(float* state, int T, const float* r, const float* w, const float* k
 // Sum of n floats with several independent accumulators: the memory-read benchmark's kernel.
 // With `prefetch`, each stream is also requested 1 KiB ahead in software (a machine may read
 // faster with or without: the benchmark takes the better).
-float SumFloats(const float* x, int64_t n, bool prefetch = true);
+float SumFloats(const float* x, int64_t n, bool prefetch);
 
 // The integer products' instruction peak, for the benchmarks: `steps` rounds of the multiply-adds
 // the dispatched I4Gemm is made of (AVX-512 VNNI: vpdpbusd; AVX2: vpmaddubsw, vpmaddwd, vpaddd)
